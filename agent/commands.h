@@ -1,0 +1,15 @@
+/* commands.h - the mobility-agent subcommands (agent/ internal; used by agent/main.c and cmd_*.c). */
+#ifndef AGENT_COMMANDS_H
+#define AGENT_COMMANDS_H
+
+/* Each runs one users' command (DESIGN.md) with argv[0] = the command's name; returns the exit
+ * status: 0 on success, else non-zero after one line on stderr saying why. */
+struct agent_command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *usage;
+};
+
+#define AGENT_DEFAULT_STATE "/var/lib/mobility-agent"
+
+#endif

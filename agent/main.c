@@ -1,0 +1,40 @@
+/* main.c - mobility-agent's entry point: dispatches the users' commands listed in DESIGN.md. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+
+static const struct agent_command commands[] = {
+  {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+  fprintf(out, "usage: mobility-agent COMMAND [ARGS]\n       mobility-agent --version\n\ncommands:\n");
+  for (const struct agent_command *c = commands; c->name; c++)
+    fprintf(out, "  %s\n", c->usage);
+}
+
+int main(int argc, char **argv)
+{
+  log_init("mobility-agent", LOG_LVL_INFO);
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+    printf("mobility-agent %s\n", RPL_VERSION);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return 0;
+  }
+  for (const struct agent_command *c = commands; c->name; c++)
+    if (!strcmp(argv[1], c->name))
+      return c->run(argc - 1, argv + 1);
+  fprintf(stderr, "mobility-agent: unknown command '%s' (see mobility-agent --help)\n", argv[1]);
+  return 2;
+}

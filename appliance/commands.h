@@ -1,0 +1,15 @@
+/* commands.h - the replication-appliance subcommands (appliance/ internal; used by appliance/main.c and cmd_*.c). */
+#ifndef APPLIANCE_COMMANDS_H
+#define APPLIANCE_COMMANDS_H
+
+/* Each runs one users' command (DESIGN.md) with argv[0] = the command's name; returns the exit
+ * status: 0 on success, else non-zero after one line on stderr saying why. */
+struct appliance_command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *usage;
+};
+
+#define APPLIANCE_DEFAULT_STATE "/var/lib/replication-appliance"
+
+#endif

@@ -1,0 +1,40 @@
+/* main.c - replication-appliance's entry point: dispatches the users' commands listed in DESIGN.md. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+
+static const struct appliance_command commands[] = {
+  {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+  fprintf(out, "usage: replication-appliance COMMAND [ARGS]\n       replication-appliance --version\n\ncommands:\n");
+  for (const struct appliance_command *c = commands; c->name; c++)
+    fprintf(out, "  %s\n", c->usage);
+}
+
+int main(int argc, char **argv)
+{
+  log_init("replication-appliance", LOG_LVL_INFO);
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+    printf("replication-appliance %s\n", RPL_VERSION);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return 0;
+  }
+  for (const struct appliance_command *c = commands; c->name; c++)
+    if (!strcmp(argv[1], c->name))
+      return c->run(argc - 1, argv + 1);
+  fprintf(stderr, "replication-appliance: unknown command '%s' (see replication-appliance --help)\n", argv[1]);
+  return 2;
+}

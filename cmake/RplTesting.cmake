@@ -1,0 +1,46 @@
+# Test helpers: rpl_unit_test (cmocka), rpl_integration_test (scripts/programs run as root against
+# real loop devices and Azurite), rpl_fuzz_target (libFuzzer, bounded time, seed corpus in tree).
+# Exit status 77 means "skipped" everywhere (SKIP_RETURN_CODE).
+set(RPL_FUZZ_SECONDS 60 CACHE STRING "Seconds each fuzz target runs under CTest")
+
+# rpl_unit_test(NAME SOURCES... [LIBS libs...])
+function(rpl_unit_test NAME)
+  cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+  add_executable(${NAME} ${ARG_UNPARSED_ARGUMENTS})
+  target_link_libraries(${NAME} PRIVATE PkgConfig::CMOCKA ${ARG_LIBS})
+  target_include_directories(${NAME} PRIVATE ${CMAKE_SOURCE_DIR}/include)
+  add_test(NAME ${NAME} COMMAND ${NAME})
+  set_tests_properties(${NAME} PROPERTIES LABELS unit SKIP_RETURN_CODE 77 TIMEOUT 300)
+endfunction()
+
+# rpl_integration_test(NAME COMMAND cmd args... [TIMEOUT s])
+function(rpl_integration_test NAME)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "COMMAND" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 600)
+  endif()
+  add_test(NAME ${NAME} COMMAND ${ARG_COMMAND})
+  set_tests_properties(${NAME} PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+    TIMEOUT ${ARG_TIMEOUT}
+    ENVIRONMENT "RPL_BUILD_DIR=${CMAKE_BINARY_DIR};RPL_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endfunction()
+
+# rpl_fuzz_target(NAME SOURCE [LIBS libs...]): corpus in tests/fuzz/corpus/NAME.
+function(rpl_fuzz_target NAME SOURCE)
+  if(NOT RPL_FUZZ)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+  add_executable(${NAME} ${SOURCE})
+  target_compile_options(${NAME} PRIVATE -fsanitize=fuzzer)
+  target_link_options(${NAME} PRIVATE -fsanitize=fuzzer)
+  target_link_libraries(${NAME} PRIVATE ${ARG_LIBS})
+  set(corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${NAME})
+  set(work ${CMAKE_CURRENT_BINARY_DIR}/${NAME}-corpus)
+  # Fresh findings go to a scratch corpus in the build tree; the seed corpus is only read.
+  add_test(NAME ${NAME}
+    COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
+            sh -c "rm -rf '${work}' && mkdir -p '${work}' && exec '$<TARGET_FILE:${NAME}>' -max_total_time=${RPL_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/${NAME}-' '${work}' '${corpus}'")
+  math(EXPR t "${RPL_FUZZ_SECONDS} + 120")
+  set_tests_properties(${NAME} PROPERTIES LABELS fuzz TIMEOUT ${t})
+endfunction()

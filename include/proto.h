@@ -1,0 +1,269 @@
+/* proto.h - the agent<->appliance wire protocol: fixed frame header, messages, streaming decoder. */
+#ifndef PROTO_H
+#define PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpl_error.h"
+
+/*
+ * A frame is a 16-byte header followed by `length` payload bytes, all integers little-endian:
+ *
+ *   offset 0  u32 magic    PROTO_MAGIC ("ARPL" on the wire)
+ *          4  u8  version  PROTO_FRAME_VERSION (frame layout; message versions are negotiated)
+ *          5  u8  type     enum proto_type
+ *          6  u16 flags    must be 0 (reserved)
+ *          8  u32 length   payload bytes, <= PROTO_MAX_PAYLOAD
+ *         12  u32 crc      CRC32C (Castagnoli) over header bytes 0..11 followed by the payload
+ *
+ * The length is checked against the cap before any buffer is sized for the payload. Payload fields
+ * are read only through exact-size getters; a payload must end exactly at its last field.
+ */
+#define PROTO_MAGIC          0x4c505241u /* bytes 'A' 'R' 'P' 'L' */
+#define PROTO_FRAME_VERSION  1
+#define PROTO_HEADER_SIZE    16
+#define PROTO_MAX_PAYLOAD    (16u << 20)
+#define PROTO_VERSION_MIN    1 /* message-protocol versions this build speaks */
+#define PROTO_VERSION_MAX    1
+#define PROTO_MAX_STRING     4096   /* hostnames, error messages */
+#define PROTO_MAX_PEM        16384  /* certificates and CSRs */
+#define PROTO_MAX_EXTENT     (8u << 20) /* raw bytes one EXTENT may carry */
+#define PROTO_HASH_SIZE      16     /* xxh3-128, big-endian canonical form */
+#define PROTO_ID_SIZE        16     /* agent and disk ids (UUIDs) */
+#define PROTO_SECRET_SIZE    32     /* registration one-time secret */
+
+enum proto_type {
+  PROTO_HELLO = 1,
+  PROTO_REGISTER = 2,
+  PROTO_REGISTERED = 3,
+  PROTO_DISK = 4,
+  PROTO_CYCLE_START = 5,
+  PROTO_EXTENT = 6,
+  PROTO_CYCLE_END = 7,
+  PROTO_ACK = 8,
+  PROTO_NACK = 9,
+  PROTO_HASHES = 10,
+  PROTO_NEED = 11,
+  PROTO_HEARTBEAT = 12,
+  PROTO_ERROR = 13,
+  PROTO_TYPE_MAX = PROTO_ERROR
+};
+
+enum proto_cycle_kind { PROTO_CYCLE_PLAIN = 0, PROTO_CYCLE_RECOVERY_POINT = 1, PROTO_CYCLE_RESYNC = 2 };
+enum proto_codec { PROTO_CODEC_NONE = 0, PROTO_CODEC_ZSTD = 1, PROTO_CODEC_ZERO = 2 };
+
+/* Capabilities an agent states in HELLO. */
+#define PROTO_CAP_ZSTD       (1ull << 0)
+#define PROTO_CAP_CBT_EBPF   (1ull << 1)
+#define PROTO_CAP_FREEZE     (1ull << 2)
+
+/* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
+ * unless noted); they live as long as the buffer the frame was decoded from. */
+struct proto_bytes {
+  const uint8_t *ptr;
+  uint32_t len;
+};
+
+struct proto_hello {
+  uint8_t agent_id[PROTO_ID_SIZE];
+  uint16_t version_min, version_max;
+  uint64_t capabilities;
+  struct proto_bytes hostname; /* <= PROTO_MAX_STRING */
+};
+
+struct proto_register {
+  uint8_t secret[PROTO_SECRET_SIZE];
+  struct proto_bytes hostname; /* <= PROTO_MAX_STRING */
+  struct proto_bytes csr_pem;  /* <= PROTO_MAX_PEM */
+};
+
+struct proto_registered {
+  uint8_t agent_id[PROTO_ID_SIZE];
+  struct proto_bytes cert_pem; /* <= PROTO_MAX_PEM */
+};
+
+struct proto_disk {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t size_bytes;         /* multiple of the sector size */
+  uint32_t sector_size;        /* 512 or 4096 */
+  struct proto_bytes name;     /* <= PROTO_MAX_STRING, e.g. the device path */
+};
+
+struct proto_cycle_start {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;              /* >= 1 */
+  uint8_t kind;                /* enum proto_cycle_kind */
+};
+
+struct proto_extent {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+  uint64_t offset;             /* bytes, multiple of 512 */
+  uint32_t length;             /* raw bytes, multiple of 512, 1..PROTO_MAX_EXTENT */
+  uint8_t codec;               /* enum proto_codec */
+  uint8_t hash[PROTO_HASH_SIZE]; /* xxh3-128 of the raw (decompressed) bytes */
+  struct proto_bytes payload;  /* NONE: length bytes; ZSTD: the compressed bytes; ZERO: empty */
+};
+
+struct proto_cycle_end {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+  uint64_t extents;            /* EXTENT frames in the cycle */
+  uint64_t raw_bytes;          /* sum of their lengths */
+  uint64_t payload_bytes;      /* sum of their payload sizes */
+  uint8_t digest[PROTO_HASH_SIZE]; /* xxh3-128 over the extents' hashes, in order sent */
+};
+
+struct proto_ack {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+};
+
+struct proto_nack {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+  uint32_t reason;             /* rpl_err */
+  struct proto_bytes message;  /* <= PROTO_MAX_STRING */
+};
+
+struct proto_hashes {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint32_t chunk_size;         /* power of two, 4 KiB .. 64 MiB */
+  uint64_t first_chunk;
+  uint32_t count;              /* hashes in this frame, >= 1 */
+  const uint8_t *hashes;       /* count * PROTO_HASH_SIZE bytes */
+};
+
+struct proto_need_range { uint64_t first_chunk; uint32_t count; };
+
+struct proto_need {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint32_t chunk_size;
+  uint32_t count;              /* ranges in this frame */
+  const uint8_t *ranges;       /* read with proto_need_range_at() */
+};
+
+struct proto_heartbeat {
+  uint64_t sequence;
+  uint64_t time_ns;            /* sender's CLOCK_REALTIME */
+};
+
+struct proto_error {
+  uint32_t code;               /* rpl_err */
+  struct proto_bytes message;  /* <= PROTO_MAX_STRING */
+};
+
+/* A frame found in a buffer; payload points into that buffer. */
+struct proto_frame {
+  uint8_t type;
+  uint16_t flags;
+  uint32_t length;
+  const uint8_t *payload;
+};
+
+/* ---- encoding ----------------------------------------------------------------------------- */
+
+/* A growable output buffer with a hard cap. The caller owns it: zero-initialise, set cap (0 means
+ * PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD), and release data with proto_buf_free(). */
+struct proto_buf {
+  uint8_t *data;
+  size_t len, alloc, cap;
+};
+void proto_buf_free(struct proto_buf *b);
+void proto_buf_reset(struct proto_buf *b); /* len = 0, memory kept */
+
+/* Each appends one complete frame to out. On error out is unchanged. */
+RPL_MUST_CHECK rpl_err proto_encode_hello(struct proto_buf *out, const struct proto_hello *m);
+RPL_MUST_CHECK rpl_err proto_encode_register(struct proto_buf *out, const struct proto_register *m);
+RPL_MUST_CHECK rpl_err proto_encode_registered(struct proto_buf *out, const struct proto_registered *m);
+RPL_MUST_CHECK rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m);
+RPL_MUST_CHECK rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m);
+RPL_MUST_CHECK rpl_err proto_encode_extent(struct proto_buf *out, const struct proto_extent *m);
+RPL_MUST_CHECK rpl_err proto_encode_cycle_end(struct proto_buf *out, const struct proto_cycle_end *m);
+RPL_MUST_CHECK rpl_err proto_encode_ack(struct proto_buf *out, const struct proto_ack *m);
+RPL_MUST_CHECK rpl_err proto_encode_nack(struct proto_buf *out, const struct proto_nack *m);
+RPL_MUST_CHECK rpl_err proto_encode_hashes(struct proto_buf *out, const struct proto_hashes *m);
+RPL_MUST_CHECK rpl_err proto_encode_need(struct proto_buf *out, const struct proto_need *m,
+                                         const struct proto_need_range *ranges);
+RPL_MUST_CHECK rpl_err proto_encode_heartbeat(struct proto_buf *out, const struct proto_heartbeat *m);
+RPL_MUST_CHECK rpl_err proto_encode_error(struct proto_buf *out, const struct proto_error *m);
+
+/* Zero-copy EXTENT: writes the frame header and EXTENT's fixed fields into prefix and returns
+ * their size in *prefix_len; the frame on the wire is prefix followed by m->payload, which is not
+ * copied. The CRC covers both. */
+#define PROTO_EXTENT_PREFIX_SIZE (PROTO_HEADER_SIZE + 16 + 8 + 8 + 4 + 1 + 16)
+RPL_MUST_CHECK rpl_err proto_encode_extent_prefix(uint8_t prefix[PROTO_EXTENT_PREFIX_SIZE],
+                                                  const struct proto_extent *m);
+
+/* ---- decoding ----------------------------------------------------------------------------- */
+
+/* Parses one frame at the start of buf. RPL_OK: *frame is set and *used is its size.
+ * RPL_E_AGAIN: buf holds a valid prefix of a frame and *used is the total size needed (0 if the
+ * header is not yet complete). Any other value: the stream is broken (bad magic, version, type,
+ * flags, length over the cap, CRC). The header is validated before the CRC is computed. */
+RPL_MUST_CHECK rpl_err proto_frame_parse(const uint8_t *buf, size_t len, struct proto_frame *frame,
+                                         size_t *used);
+
+/* Each checks frame->type and decodes the payload; out's pointers point into frame->payload. */
+RPL_MUST_CHECK rpl_err proto_decode_hello(const struct proto_frame *f, struct proto_hello *out);
+RPL_MUST_CHECK rpl_err proto_decode_register(const struct proto_frame *f, struct proto_register *out);
+RPL_MUST_CHECK rpl_err proto_decode_registered(const struct proto_frame *f, struct proto_registered *out);
+RPL_MUST_CHECK rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out);
+RPL_MUST_CHECK rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out);
+RPL_MUST_CHECK rpl_err proto_decode_extent(const struct proto_frame *f, struct proto_extent *out);
+RPL_MUST_CHECK rpl_err proto_decode_cycle_end(const struct proto_frame *f, struct proto_cycle_end *out);
+RPL_MUST_CHECK rpl_err proto_decode_ack(const struct proto_frame *f, struct proto_ack *out);
+RPL_MUST_CHECK rpl_err proto_decode_nack(const struct proto_frame *f, struct proto_nack *out);
+RPL_MUST_CHECK rpl_err proto_decode_hashes(const struct proto_frame *f, struct proto_hashes *out);
+RPL_MUST_CHECK rpl_err proto_decode_need(const struct proto_frame *f, struct proto_need *out);
+RPL_MUST_CHECK rpl_err proto_decode_heartbeat(const struct proto_frame *f, struct proto_heartbeat *out);
+RPL_MUST_CHECK rpl_err proto_decode_error(const struct proto_frame *f, struct proto_error *out);
+
+/* The i-th range of a decoded NEED (i < count). */
+struct proto_need_range proto_need_range_at(const struct proto_need *m, uint32_t i);
+
+/* Decodes any frame by type and discards the result: RPL_OK if its payload is well formed. */
+RPL_MUST_CHECK rpl_err proto_validate(const struct proto_frame *f);
+
+/* A streaming decoder: accepts the byte stream split anywhere, yields whole frames. Owns its
+ * buffer, which grows to at most PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD and only after the header
+ * announcing that size has been validated. Frames returned by next() stay valid until the next
+ * call to feed(), reserve(), commit(), next() or free(). */
+struct proto_decoder {
+  uint8_t *buf;
+  size_t start, end, alloc;
+  rpl_err broken; /* sticky: once the stream is broken, every call returns this */
+};
+void proto_decoder_init(struct proto_decoder *d);
+void proto_decoder_free(struct proto_decoder *d);
+/* Copies len bytes into the decoder. */
+RPL_MUST_CHECK rpl_err proto_decoder_feed(struct proto_decoder *d, const void *data, size_t len);
+/* For reading straight from a socket: *space gets room for at least *avail (>= 1) bytes; write up
+ * to that many and call commit(n). The room offered is what the next frame needs, at most 256 KiB
+ * beyond a frame's end. */
+RPL_MUST_CHECK rpl_err proto_decoder_reserve(struct proto_decoder *d, uint8_t **space, size_t *avail);
+void proto_decoder_commit(struct proto_decoder *d, size_t n);
+/* RPL_OK: *frame is the next frame (CRC checked). RPL_E_AGAIN: feed more. Else: broken stream. */
+RPL_MUST_CHECK rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame);
+/* At end of stream: RPL_OK if no partial frame is buffered, else RPL_E_PROTO_TRUNCATED. */
+RPL_MUST_CHECK rpl_err proto_decoder_finish(const struct proto_decoder *d);
+
+/* ---- version negotiation ------------------------------------------------------------------ */
+
+/* Picks the highest version both ranges contain. On RPL_E_PROTO_NO_COMMON_VERSION, msg (if not
+ * NULL) receives "peer speaks A..B, we speak C..D" for the ERROR frame and the log. */
+RPL_MUST_CHECK rpl_err proto_negotiate(uint16_t our_min, uint16_t our_max, uint16_t peer_min,
+                                       uint16_t peer_max, uint16_t *chosen, char *msg, size_t msgsz);
+
+/* ---- checksums ---------------------------------------------------------------------------- */
+
+/* CRC32C (Castagnoli), continuing from crc (start with 0). Uses SSE4.2 when the CPU has it. */
+uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len);
+/* xxh3-128 of data in canonical (big-endian) byte order. */
+void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE]);
+
+const char *proto_type_name(uint8_t type);
+
+#endif

@@ -1,0 +1,11 @@
+/* proto_internal.h - proto/ internals; used by proto/ sources and tests/unit/test_proto.c only. */
+#ifndef PROTO_INTERNAL_H
+#define PROTO_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The portable (table) CRC32C, so tests can check the hardware path against it. */
+uint32_t proto_crc32c_portable(uint32_t crc, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# setup.sh - installs what building, testing and the demo need on Debian 12 (as root); idempotent.
+# Debian packages come from apt; Azurite (pinned) goes into tools/azurite inside the project tree.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+AZURITE_VERSION=3.35.0
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (apt-get install, loop devices and eBPF need it)"
+[ -r /etc/debian_version ] || die "this script supports Debian 12; install the packages listed in README.md by hand"
+
+# Debian packages: build tools, the libraries of DESIGN.md, and the tools tests and benchmarks drive.
+packages=(
+  build-essential cmake pkg-config clang llvm libclang-rt-14-dev bpftool
+  liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
+  libexpat1-dev libsqlite3-dev libcmocka-dev
+  openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# A machine whose node/npm come from elsewhere (e.g. NodeSource) must not get Debian's on top.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=($(printf '%s\n' "${missing[@]}" | grep -vxE 'nodejs|npm' || true))
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null || die "apt-get update failed: check the network and /etc/apt/sources.list"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    || die "apt-get install failed for: ${missing[*]}"
+else
+  say "Debian packages: all present"
+fi
+
+# Azurite, pinned, inside the project tree (later versions need a newer Node than Debian's).
+azdir=$root/tools/azurite
+if [ -x "$azdir/node_modules/.bin/azurite-blob" ] &&
+   grep -q "\"version\": \"$AZURITE_VERSION\"" "$azdir/node_modules/azurite/package.json" 2>/dev/null; then
+  say "Azurite $AZURITE_VERSION: present in tools/azurite"
+else
+  say "installing Azurite $AZURITE_VERSION into tools/azurite (npm)"
+  mkdir -p "$azdir"
+  (cd "$azdir" && npm install --no-audit --no-fund --loglevel=error --prefix "$azdir" "azurite@$AZURITE_VERSION" >/dev/null) \
+    || die "npm install azurite@$AZURITE_VERSION failed: check that the npm registry is reachable"
+  [ -x "$azdir/node_modules/.bin/azurite-blob" ] || die "Azurite installed but azurite-blob is missing"
+fi
+
+# bpffs: the tracker pins its maps there.
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null && say "mounted bpffs on /sys/fs/bpf" \
+    || say "warning: could not mount bpffs on /sys/fs/bpf; the eBPF tracker will fall back to resync"
+fi
+say "done"

@@ -1,0 +1,51 @@
+/* test_error.c - Description: every error code has a distinct name and a real message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "rpl_error.h"
+
+static const int all_codes[] = {
+#define CODE(name, value, msg) value,
+  RPL_ERROR_LIST(CODE)
+#undef CODE
+};
+
+static void test_messages_and_names(void **state)
+{
+  size_t n = sizeof all_codes / sizeof all_codes[0];
+  for (size_t i = 0; i < n; i++) {
+    const char *msg = rpl_strerror((rpl_err)all_codes[i]);
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 5);
+    assert_string_not_equal(msg, "unknown error code");
+    for (size_t j = 0; j < i; j++) {
+      assert_int_not_equal(all_codes[i], all_codes[j]); /* values never reused */
+      assert_string_not_equal(rpl_errname((rpl_err)all_codes[i]), rpl_errname((rpl_err)all_codes[j]));
+    }
+  }
+}
+
+static void test_stable_values(void **state)
+{
+  /* Values are part of the wire protocol (NACK reason, ERROR code): they must never change. */
+  assert_int_equal(RPL_OK, 0);
+  assert_int_equal(RPL_E_NOMEM, 1);
+  assert_int_equal(RPL_E_PROTO_MAGIC, 100);
+  assert_int_equal(RPL_E_PROTO_CRC, 105);
+  assert_int_equal(RPL_E_PROTO_NO_COMMON_VERSION, 110);
+  assert_string_equal(rpl_errname(RPL_E_PROTO_CRC), "RPL_E_PROTO_CRC");
+  assert_string_equal(rpl_strerror((rpl_err)99999), "unknown error code");
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_messages_and_names),
+    cmocka_unit_test(test_stable_values),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
