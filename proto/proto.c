@@ -809,6 +809,8 @@ rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame)
 {
   if (d->broken)
     return d->broken;
+  if (d->end == d->start)
+    return RPL_E_AGAIN;
   size_t used;
   rpl_err e = proto_frame_parse(d->buf + d->start, d->end - d->start, frame, &used);
   if (e == RPL_OK) {
