@@ -43,7 +43,12 @@
   X(RPL_E_PROTO_SHORT,            108, "frame payload ends inside a field")                      \
   X(RPL_E_PROTO_FLAGS,            109, "frame has reserved flag bits set")                       \
   X(RPL_E_PROTO_NO_COMMON_VERSION,110, "no protocol version in common with the peer: upgrade the older side") \
-  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")
+  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")      \
+  X(RPL_E_REGKEY_FORMAT,          112, "not a registration key: copy the whole last line that 'replication-appliance init' printed (it starts with rk1-)") \
+  X(RPL_E_REGKEY_CHECKSUM,        113, "registration key damaged (checksum mismatch): copy it again exactly") \
+  X(RPL_E_TLS,                    114, "TLS failure (see the log line before this one)")         \
+  X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
+  X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,
