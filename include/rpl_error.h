@@ -48,7 +48,12 @@
   X(RPL_E_REGKEY_CHECKSUM,        113, "registration key damaged (checksum mismatch): copy it again exactly") \
   X(RPL_E_TLS,                    114, "TLS failure (see the log line before this one)")         \
   X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
-  X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")
+  X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")        \
+                                                                                                 \
+  X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
+  X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
+  X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
+  X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,
