@@ -264,6 +264,15 @@ uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len);
 /* xxh3-128 of data in canonical (big-endian) byte order. */
 void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE]);
 
+/* The cycle digest of CYCLE_END: xxh3-128 over the EXTENT hashes in the order they were sent.
+ * Zero-initialise (or proto_digest_init), update once per extent, then final. */
+struct proto_digest {
+  uint64_t state[96] __attribute__((aligned(64))); /* room for XXH3_state_t, checked at build time */
+};
+void proto_digest_init(struct proto_digest *d);
+void proto_digest_update(struct proto_digest *d, const uint8_t hash[PROTO_HASH_SIZE]);
+void proto_digest_final(const struct proto_digest *d, uint8_t out[PROTO_HASH_SIZE]);
+
 const char *proto_type_name(uint8_t type);
 
 #endif
