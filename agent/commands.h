@@ -12,4 +12,6 @@ struct agent_command {
 
 #define AGENT_DEFAULT_STATE "/var/lib/mobility-agent"
 
+int agent_cmd_register(int argc, char **argv);
+
 #endif

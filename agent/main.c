@@ -7,6 +7,7 @@
 #include "rpl_version.h"
 
 static const struct agent_command commands[] = {
+  {"register", agent_cmd_register, "register --appliance HOST:PORT --key KEY [--state DIR]"},
   {NULL, NULL, NULL},
 };
 
@@ -19,7 +20,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-  log_init("mobility-agent", LOG_LVL_INFO);
+  /* Daemons log what they do; a command's outcome is its one line on stderr. */
+  log_init("mobility-agent", argc > 1 && !strcmp(argv[1], "run") ? LOG_LVL_INFO : LOG_LVL_ERR);
   if (argc < 2) {
     usage(stderr);
     return 2;

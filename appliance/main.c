@@ -19,7 +19,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-  log_init("replication-appliance", LOG_LVL_INFO);
+  /* Daemons log what they do; a command's outcome is its one line on stderr. */
+  log_init("replication-appliance", argc > 1 && !strcmp(argv[1], "run") ? LOG_LVL_INFO : LOG_LVL_ERR);
   if (argc < 2) {
     usage(stderr);
     return 2;
