@@ -55,11 +55,11 @@
   X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
   X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed") \
                                                                                                  \
-  X(RPL_E_CYCLE_ORDER,            500, "cycle out of order: the appliance expects the next cycle after the last committed one") \
-  X(RPL_E_CYCLE_MISMATCH,         501, "frame belongs to another disk or cycle than the one in progress") \
-  X(RPL_E_CYCLE_TOTALS,           502, "CYCLE_END totals or digest do not match the extents received") \
-  X(RPL_E_EXTENT_RANGE,           503, "extent lies beyond the end of the disk") \
-  X(RPL_E_EXTENT_CODEC,           504, "extent payload does not decompress to its stated length")
+  X(RPL_E_CYCLE_ORDER,            550, "cycle out of order: the appliance expects the next cycle after the last committed one") \
+  X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
+  X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
+  X(RPL_E_EXTENT_RANGE,           553, "extent lies beyond the end of the disk") \
+  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,
