@@ -12,4 +12,7 @@ struct agent_command {
 
 #define AGENT_DEFAULT_STATE "/var/lib/mobility-agent"
 
+/* cmd_cbt.c */
+int cmd_cbt(int argc, char **argv);
+
 #endif

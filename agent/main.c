@@ -7,6 +7,7 @@
 #include "rpl_version.h"
 
 static const struct agent_command commands[] = {
+  {"cbt", cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
   {NULL, NULL, NULL},
 };
 
