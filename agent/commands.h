@@ -13,5 +13,7 @@ struct agent_command {
 #define AGENT_DEFAULT_STATE "/var/lib/mobility-agent"
 
 int agent_cmd_register(int argc, char **argv);
+/* cmd_cbt.c */
+int cmd_cbt(int argc, char **argv);
 
 #endif

@@ -7,6 +7,7 @@
 #include "rpl_version.h"
 
 static const struct agent_command commands[] = {
+  {"cbt", cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
   {"register", agent_cmd_register, "register --appliance HOST:PORT --key KEY [--state DIR]"},
   {NULL, NULL, NULL},
 };

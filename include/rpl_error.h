@@ -50,6 +50,22 @@
   X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
   X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")        \
                                                                                                  \
+  X(RPL_E_CBT_NOT_BLOCK_DEVICE,   200, "not a block device: give a whole disk such as /dev/sdb") \
+  X(RPL_E_CBT_PARTITION,          201, "this is a partition: track its whole disk (writes through partitions are covered)") \
+  X(RPL_E_CBT_ZONED,              202, "zoned block devices are not supported by the tracker")   \
+  X(RPL_E_CBT_NOT_TRACKED,        203, "the device is not tracked: start it with 'mobility-agent cbt start DEVICE'") \
+  X(RPL_E_CBT_ALREADY_TRACKED,    204, "the device is already tracked (see 'mobility-agent cbt status')") \
+  X(RPL_E_CBT_TOO_MANY_DEVICES,   205, "every tracker slot is in use: stop tracking a device first") \
+  X(RPL_E_CBT_OWNED_ELSEWHERE,    206, "the device is tracked under another agent state directory: use that --state") \
+  X(RPL_E_CBT_PINS_INCOMPATIBLE,  207, "the pinned tracker in bpffs has another layout (other agent version): stop its devices with that version") \
+  X(RPL_E_CBT_NO_BPFFS,           208, "bpffs is not mounted and could not be mounted: mount -t bpf bpf /sys/fs/bpf") \
+  X(RPL_E_CBT_LOAD,               209, "the eBPF tracker could not be loaded (see the message before this one)") \
+  X(RPL_E_CBT_NOT_FLIPPED,        210, "no frozen generation to drain: call flip first")         \
+  X(RPL_E_CBT_GENERATION_CHANGED, 211, "another flip happened since this one: nothing is lost, the set is reported again at the next flip") \
+  X(RPL_E_CBT_ACK_STALE,          212, "a newer resync event happened after the acknowledged one: resync again and acknowledge the new count") \
+  X(RPL_E_CBT_STATE_CORRUPT,      213, "a tracker state file is unreadable: remove it and start the device again (forces a resync)") \
+  X(RPL_E_CBT_STUCK,              214, "tracker programs did not leave a generation in time (a kernel problem): resync required") \
+                                                                                                 \
   X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
   X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
   X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
