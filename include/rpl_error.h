@@ -71,6 +71,27 @@
   X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
   X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed") \
                                                                                                  \
+  X(RPL_E_JOURNAL_CORRUPT,        500, "cache journal damaged before its last committed cycle (media error?): the disk needs a resync; move the journal directory aside to start over") \
+  X(RPL_E_JOURNAL_FULL,           501, "cache journal full (configured cache size reached): back off until the uploader catches up, or raise the cache size") \
+  X(RPL_E_JOURNAL_CYCLE_ORDER,    502, "cycle out of order: the journal takes only the cycle after its last committed one, or a restart of the open one") \
+  X(RPL_E_JOURNAL_NO_CYCLE,       503, "no such cycle open in the journal: begin the cycle before appending or committing it") \
+  X(RPL_E_JOURNAL_TOTALS,         504, "cycle totals or digest differ from the extents journaled: the cycle is not committed (NACK it so the agent resends)") \
+  X(RPL_E_JOURNAL_RECORD,         505, "journal record malformed (magic, version, type, length over its cap, field or checksum): a torn write or not a journal file") \
+  X(RPL_E_JOURNAL_NOT_COMMITTED,  506, "cycle not committed in the journal (never committed, or already trimmed)") \
+  X(RPL_E_JOURNAL_FOREIGN,        507, "journal directory belongs to another disk (its segment header names a different disk id)") \
+  X(RPL_E_JOURNAL_BROKEN,         508, "cache journal stopped after a write error it could not undo: fix the disk (space, I/O errors), then restart the appliance") \
+  X(RPL_E_JOURNAL_NOT_APPLIED,    509, "cannot trim a cycle the replica has not applied yet") \
+  X(RPL_E_REPLICA_HASH,           520, "journal extent's data does not match its xxh3-128 hash: nothing of the cycle was applied; the disk needs a resync") \
+  X(RPL_E_REPLICA_RANGE,          521, "extent lies beyond the end of the replica image: resize the replica to the disk's new size first") \
+  X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \
+  X(RPL_E_REPLICA_DECOMPRESS,     523, "extent's zstd payload does not decompress to its stated length: the cycle is not applied; the disk needs a resync") \
+  X(RPL_E_CATALOG_CORRUPT,        530, "catalog database corrupt or not an SQLite database: restore it from a backup or move it aside") \
+  X(RPL_E_CATALOG_BUSY,           531, "catalog database locked by another process: is another replication-appliance using this state directory?") \
+  X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
+  X(RPL_E_CATALOG_SQL,            533, "catalog database error (see the log line before this one)") \
+  X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
+  X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
+                                                                                                 \
   X(RPL_E_CYCLE_ORDER,            550, "cycle out of order: the appliance expects the next cycle after the last committed one") \
   X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
   X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
