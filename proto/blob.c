@@ -1071,7 +1071,7 @@ rpl_err blob_container_create(struct blob_client *c, const char *container, stru
 rpl_err blob_container_properties(struct blob_client *c, const char *container, struct blob_reply *reply)
 {
   struct blob_req *r;
-  rpl_err err = req_new(c, "GET", container, NULL, &r);
+  rpl_err err = req_new(c, "HEAD", container, NULL, &r);
   if (err != RPL_OK)
     return err;
   r->head = true;
