@@ -808,8 +808,9 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
       retry = err != RPL_E_BLOB_PROXY && err != RPL_E_BLOB_TLS && retryable_transport(cc);
     }
     snprintf(r->reply.message, sizeof r->reply.message, "%s", curl_easy_strerror(cc));
-    if (connect_code == 407)
-      snprintf(r->reply.message, sizeof r->reply.message, "proxy answered 407: proxy authentication required");
+    if (connect_code >= 300)
+      snprintf(r->reply.message, sizeof r->reply.message, "proxy answered %ld to CONNECT%s", connect_code,
+               connect_code == 407 || connect_code == 401 ? ": proxy authentication failed, check the proxy user and password" : "");
   } else if (r->reply.status >= 200 && r->reply.status < 300) {
     if (r->sink && r->sink_used != r->sink_len) {
       err = RPL_E_BLOB_HTTP;
@@ -1360,7 +1361,8 @@ rpl_err blob_client_probe(struct blob_client *c, char *why, size_t whysz)
     err = RPL_E_BLOB_CONNECT;
   if (err == RPL_E_BLOB_PROXY && connect_code)
     blob_set_why(why, whysz, "proxy answered %ld to CONNECT %s:%u%s", connect_code, c->cfg.account.host,
-                 c->cfg.account.port, connect_code == 407 ? " (proxy authentication required: check user and password)" : "");
+                 c->cfg.account.port, connect_code == 407 || connect_code == 401
+                   ? ": proxy authentication failed, check the proxy user and password" : "");
   else
     blob_set_why(why, whysz, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
   return err;
