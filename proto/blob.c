@@ -412,7 +412,7 @@ static rpl_err start_try(struct blob_client *c, struct blob_req *r)
   if (a->auth == BLOB_AUTH_BEARER) {
     rpl_err err = ensure_token(c, why, sizeof why);
     if (err != RPL_OK) {
-      log_err("%s", why);
+      log_warn("%s", why);
       snprintf(r->reply.message, sizeof r->reply.message, "%s", why);
       return err;
     }
@@ -690,6 +690,13 @@ static rpl_err status_error(const struct blob_req *r)
 {
   long s = r->reply.status;
   const char *code = r->reply.error_code;
+  /* Azure answers a bad signature or token with 403 AuthenticationFailed, a malformed one with 400
+   * InvalidAuthenticationInfo; both mean our credentials. */
+  if (strcmp(code, "AuthenticationFailed") == 0 || strcmp(code, "InvalidAuthenticationInfo") == 0 ||
+      strncmp(code, "AuthorizationPermission", 23) == 0 || strcmp(code, "AuthorizationFailure") == 0 ||
+      strncmp(code, "AuthorizationSource", 19) == 0 || strncmp(code, "AuthorizationProtocol", 21) == 0 ||
+      strncmp(code, "AuthorizationResourceType", 25) == 0 || strncmp(code, "AuthorizationService", 20) == 0)
+    return RPL_E_BLOB_AUTH;
   switch (s) {
   case 403: return RPL_E_BLOB_AUTH;
   case 404: return RPL_E_BLOB_NOT_FOUND;

@@ -1,46 +1,15 @@
 #!/usr/bin/env bash
 # blob_proxy.sh - Description: through tinyproxy with Basic credentials the client tunnels to Azurite
 # (CONNECT seen in the proxy's log) and the upload is intact; with the account in the bypass list
-# the proxy sees nothing; with a wrong password the client reports the proxy's 407 clearly.
+# the proxy sees nothing; with a wrong password the client reports the proxy's refusal clearly.
 set -u
 . "$(dirname "$0")/lib/azurite.sh"
+. "$(dirname "$0")/lib/tinyproxy.sh"
 b=${RPL_BUILD_DIR:?run under ctest}
-command -v tinyproxy >/dev/null || { echo "SKIP: tinyproxy not installed" >&2; exit 77; }
-[ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null || { echo "SKIP: needs root for a mount namespace" >&2; exit 77; }
 azurite_start
 export BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA BLOB_TEST_CONNSTR=$AZ_CONNSTR
-tp_log=$AZ_DIR/tinyproxy.log
-start_proxy() {
-  local attempt pid
-  for attempt in 1 2 3; do
-    TP_PORT=$(az_free_port)
-    cat > "$AZ_DIR/tinyproxy.conf" <<CONF
-Port $TP_PORT
-Listen 127.0.0.1
-Timeout 60
-LogFile "$tp_log"
-LogLevel Connect
-MaxClients 32
-BasicAuth rpluser s3cret-pass
-CONF
-    # The proxy resolves the storage name itself: give it the zone file as /etc/hosts, in its own
-    # mount namespace so that the machine's /etc/hosts is untouched.
-    unshare -m sh -c "mount --bind '$AZ_ZONE' /etc/hosts && exec tinyproxy -d -c '$AZ_DIR/tinyproxy.conf'" \
-      > "$AZ_DIR/tinyproxy.out" 2>&1 &
-    pid=$!
-    for i in $(seq 1 50); do
-      if ss -ltn | grep -q "127.0.0.1:$TP_PORT "; then
-        az_track "$pid"
-        return 0
-      fi
-      sleep 0.1
-    done
-    kill "$pid" 2>/dev/null
-  done
-  cat "$AZ_DIR/tinyproxy.out" >&2
-  az_fail "tinyproxy did not start"
-}
-start_proxy
+tinyproxy_start
+tp_log=$TP_LOG
 head -c $((4 * 1024 * 1024)) /dev/urandom > "$AZ_DIR/image"
 
 echo "== through the proxy, with credentials"
