@@ -12,4 +12,7 @@ struct appliance_command {
 
 #define APPLIANCE_DEFAULT_STATE "/var/lib/replication-appliance"
 
+int cmd_init(int argc, char **argv);  /* cmd_init.c */
+int cmd_check(int argc, char **argv); /* cmd_check.c */
+
 #endif

@@ -7,6 +7,8 @@
 #include "rpl_version.h"
 
 static const struct appliance_command commands[] = {
+  {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM]"},
+  {"check", cmd_check, "check   --state DIR [--json]"},
   {NULL, NULL, NULL},
 };
 

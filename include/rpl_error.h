@@ -66,6 +66,28 @@
   X(RPL_E_CBT_STATE_CORRUPT,      213, "a tracker state file is unreadable: remove it and start the device again (forces a resync)") \
   X(RPL_E_CBT_STUCK,              214, "tracker programs did not leave a generation in time (a kernel problem): resync required") \
                                                                                                  \
+  X(RPL_E_BLOB_CONNSTR,           300, "malformed storage connection string: use DefaultEndpointsProtocol=https;AccountName=...;AccountKey=... (or SharedAccessSignature=..., BlobEndpoint=...)") \
+  X(RPL_E_BLOB_SAS,               301, "malformed SAS token: it must be the query string the portal or az CLI gives (sv=...&sig=...)") \
+  X(RPL_E_BLOB_XML,               302, "storage service answered with XML we cannot parse (not Azure Storage, or a proxy page)") \
+  X(RPL_E_BLOB_TOKEN,             303, "managed-identity token endpoint answered with an unusable token: check the identity endpoint and that the identity is assigned") \
+  X(RPL_E_BLOB_ZONE_FILE,         304, "malformed private DNS zone file: each line must be 'ADDRESS NAME...' (hosts format), # for comments") \
+  X(RPL_E_BLOB_RESOLVE,           305, "cannot resolve the storage account's host name: check DNS or the private DNS zone file") \
+  X(RPL_E_BLOB_PUBLIC_ADDRESS,    306, "storage host resolves to a public address: link the private DNS zone privatelink.blob.core.windows.net to the network and approve the private endpoint connection") \
+  X(RPL_E_BLOB_CONNECT,           307, "cannot connect to the storage endpoint (network error): check routing, firewall and the private endpoint") \
+  X(RPL_E_BLOB_TLS,               308, "TLS verification of the storage endpoint failed: give the CA that signed its certificate with --ca-file, or fix the name it is reached by") \
+  X(RPL_E_BLOB_AUTH,              309, "storage refused our authorization (403): check the account key, SAS (permissions, expiry) or the identity's role assignment") \
+  X(RPL_E_BLOB_NOT_FOUND,         310, "blob or container not found (404)") \
+  X(RPL_E_BLOB_EXISTS,            311, "blob or container already exists (409)") \
+  X(RPL_E_BLOB_FENCED,            312, "stale write fenced: the blob's sequence number shows a newer cycle is committed (412)") \
+  X(RPL_E_BLOB_CONDITION,         313, "a condition of the request was not met (412): lease, ETag or sequence number") \
+  X(RPL_E_BLOB_LEASE,             314, "lease conflict: the blob is leased by someone else, or our lease was lost or broken") \
+  X(RPL_E_BLOB_RANGE,             315, "invalid page range: offsets and lengths must be multiples of 512 and inside the blob (416)") \
+  X(RPL_E_BLOB_THROTTLED,         316, "storage kept throttling or failing after every retry (503/500): lower the parallelism or check the account's limits") \
+  X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (see the log line with its error code)") \
+  X(RPL_E_BLOB_CLOCK_SKEW,        318, "this machine's clock is more than 15 minutes off the storage service's: sync it with NTP (chrony/systemd-timesyncd)") \
+  X(RPL_E_BLOB_PROXY,             319, "the HTTP proxy refused the connection or the credentials (407): check the proxy address, user and password") \
+  X(RPL_E_BLOB_TOO_LARGE,         320, "response over its size cap (XML listing or headers): the server is not Azure Storage or is misbehaving") \
+                                                                                                 \
   X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
   X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
   X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
