@@ -1,5 +1,6 @@
 /* cmd_init.c - `replication-appliance init`: validates and records the storage settings (connection
- * string or file:DIR, container, private DNS zone file, CA file, proxy) in the state directory. */
+ * string or file:DIR, container, private DNS zone file, CA file, proxy) in the state directory, makes
+ * the appliance's TLS identity and prints a registration key as the last line. */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -16,7 +17,9 @@
 #include "commands.h"
 #include "netpath.h"
 #include "rpl_log.h"
+#include "identity.h"
 #include "settings.h"
+#include <openssl/crypto.h>
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -192,6 +195,29 @@ int cmd_init(int argc, char **argv)
     printf("TLS: verified against %s\n", s.ca_file[0] ? s.ca_file : "the system CAs");
     printf("proxy: %s\n", s.proxy[0] ? "configured (see check)" : "none");
   }
-  printf("next: replication-appliance check --state %s\n", state);
+  /* The appliance's identity (kept across re-inits) and a fresh one-time registration key. */
+  char *cert = NULL, *key = NULL, regkey[CHAN_REGKEY_MAX];
+  int created = 0;
+  struct catalog *cat = NULL;
+  if ((err = identity_ensure(state, &cert, &key, &created)))
+    return fail("cannot make the appliance's TLS identity in %s: %s", state, rpl_strerror(err));
+  OPENSSL_cleanse(key, strlen(key));
+  free(key);
+  if ((err = identity_open_catalog(state, &cat)) || (err = identity_issue_regkey(cat, cert, regkey))) {
+    catalog_close(cat);
+    free(cert);
+    return fail("cannot issue a registration key: %s", rpl_strerror(err));
+  }
+  uint8_t fp[CHAN_FINGERPRINT_SIZE];
+  char fptext[3 * CHAN_FINGERPRINT_SIZE];
+  if (chan_fingerprint(cert, fp) == RPL_OK) {
+    chan_fingerprint_text(fp, fptext);
+    printf("appliance certificate: %s%s\n", fptext, created ? " (new)" : "");
+  }
+  catalog_close(cat);
+  free(cert);
+  printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", state, state);
+  printf("registration key (one agent; run init again for another):\n");
+  printf("%s\n", regkey);
   return 0;
 }
