@@ -14,5 +14,7 @@ struct appliance_command {
 
 int cmd_init(int argc, char **argv);  /* cmd_init.c */
 int cmd_check(int argc, char **argv); /* cmd_check.c */
+int cmd_run(int argc, char **argv);   /* daemon.c */
+int cmd_status(int argc, char **argv); /* daemon.c */
 
 #endif

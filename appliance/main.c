@@ -9,6 +9,8 @@
 static const struct appliance_command commands[] = {
   {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM]"},
   {"check", cmd_check, "check   --state DIR [--json]"},
+  {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS]"},
+  {"status", cmd_status, "status  --state DIR [--json]"},
   {NULL, NULL, NULL},
 };
 
