@@ -59,6 +59,7 @@ struct disk_rt {
 
 struct point_req {
   bool used, sent, done;
+  unsigned tries;             /* an inconsistent point (a resync ran) is asked for again */
   uint64_t id;
   size_t ndisks;
   size_t disks[AGENT_MAX_DISKS]; /* indexes into state.disks */
@@ -78,6 +79,8 @@ struct agent {
   char conn_error[256];
   int wake;                   /* eventfd: new disks or point requests for the session thread */
   struct freeze_options freeze;
+
+  atomic_int cbt_reopen;      /* tracking changed under another handle: the session reopens its own */
 
   /* session thread only */
   struct cbt *cbt;
@@ -228,8 +231,122 @@ static uint64_t write_counter(struct agent *a, const char *device)
   return s.writes + s.discards + s.write_zeroes + s.secure_erases;
 }
 
-/* Flips the disk's tracker and sends its frozen set (everything, when a resync is required), but
- * not CYCLE_END. *gen and *resync_count say what to commit and acknowledge after the ACK. */
+/* ---- resync by comparison ----------------------------------------------------------------- */
+
+#define RESYNC_CHUNK      (1u << 20)
+#define HASHES_PER_FRAME  4096u
+
+struct hash_pass {
+  struct agent *a;
+  size_t disk;
+  uint8_t *hashes;      /* HASHES_PER_FRAME * PROTO_HASH_SIZE */
+  uint32_t n;
+  uint64_t first_chunk; /* of hashes[0] */
+  rpl_err err;
+};
+
+static rpl_err flush_hashes(struct hash_pass *hp)
+{
+  if (!hp->n)
+    return RPL_OK;
+  struct proto_hashes m = {.chunk_size = RESYNC_CHUNK, .first_chunk = hp->first_chunk, .count = hp->n,
+                           .hashes = hp->hashes};
+  memcpy(m.disk_id, hp->a->st.disks[hp->disk].id, PROTO_ID_SIZE);
+  rpl_err err = proto_encode_hashes(&hp->a->out, &m);
+  if (!err)
+    err = send_buf(hp->a);
+  hp->first_chunk += hp->n;
+  hp->n = 0;
+  return err;
+}
+
+static rpl_err emit_hash(void *arg, struct proto_extent *m)
+{
+  struct hash_pass *hp = arg;
+  if (atomic_load(&stopping))
+    return RPL_E_CANCELLED;
+  memcpy(hp->hashes + (size_t)hp->n * PROTO_HASH_SIZE, m->hash, PROTO_HASH_SIZE);
+  pthread_mutex_lock(&hp->a->lock);
+  hp->a->rt[hp->disk].sync_done += m->length;
+  pthread_mutex_unlock(&hp->a->lock);
+  if (++hp->n == HASHES_PER_FRAME)
+    return flush_hashes(hp);
+  return RPL_OK;
+}
+
+/* Hashes the whole disk in RESYNC_CHUNK chunks, sends them as HASHES, and turns the appliance's NEED
+ * into the byte extents to send. The caller owns *out (free). */
+static rpl_err hash_compare(struct agent *a, struct cycle_send *cs, struct cbt_extent **out, size_t *nout)
+{
+  *out = NULL;
+  *nout = 0;
+  struct disk_rt *rt = &a->rt[cs->disk];
+  struct pipeline *p;
+  struct pipeline_config cfg = {.compress = 0, .max_extent = RESYNC_CHUNK};
+  rpl_err err = pipeline_create(rt->fd, &cfg, &p); /* hashing only: no compression */
+  if (err)
+    return err;
+  struct hash_pass hp = {.a = a, .disk = cs->disk, .hashes = malloc((size_t)HASHES_PER_FRAME * PROTO_HASH_SIZE)};
+  size_t nchunks = (size_t)((rt->size + RESYNC_CHUNK - 1) / RESYNC_CHUNK);
+  struct pipeline_extent *px = calloc(nchunks, sizeof *px);
+  if (!hp.hashes || !px)
+    err = RPL_E_NOMEM;
+  if (!err) {
+    pthread_mutex_lock(&a->lock);
+    rt->sync_done = 0;
+    rt->sync_total = rt->size;
+    pthread_mutex_unlock(&a->lock);
+    pipeline_split_extents(0, rt->size, RESYNC_CHUNK, px, nchunks);
+    err = pipeline_run(p, px, nchunks, emit_hash, &hp, NULL);
+  }
+  if (!err)
+    err = flush_hashes(&hp);
+  pipeline_destroy(p);
+  free(px);
+  free(hp.hashes);
+  if (err)
+    return err;
+  /* The appliance answers once it has every hash. */
+  struct proto_frame f;
+  for (;;) {
+    if ((err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS)))
+      return err;
+    if (f.type != PROTO_HEARTBEAT)
+      break;
+  }
+  struct proto_need need;
+  if (f.type != PROTO_NEED || (err = proto_decode_need(&f, &need)))
+    return err ? err : RPL_E_PROTO_UNEXPECTED;
+  struct cbt_extent *x = calloc(need.count ? need.count : 1, sizeof *x);
+  if (!x)
+    return RPL_E_NOMEM;
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < need.count; i++) {
+    struct proto_need_range r = proto_need_range_at(&need, i);
+    uint64_t off = r.first_chunk * need.chunk_size, len = (uint64_t)r.count * need.chunk_size;
+    if (off >= rt->size) {
+      free(x);
+      return RPL_E_PROTO_FIELD;
+    }
+    if (len > rt->size - off)
+      len = rt->size - off;
+    x[i] = (struct cbt_extent){off, len};
+    bytes += len;
+  }
+  log_notice("%s: resync by comparison: %" PRIu64 " MiB of %" PRIu64 " MiB differ", a->st.disks[cs->disk].device,
+             bytes >> 20, rt->size >> 20);
+  pthread_mutex_lock(&a->lock);
+  rt->sync_done = 0;
+  rt->sync_total = bytes;
+  pthread_mutex_unlock(&a->lock);
+  *out = x;
+  *nout = need.count;
+  return RPL_OK;
+}
+
+/* Flips the disk's tracker and sends its frozen set (everything, when the appliance asks for it;
+ * the chunks that differ from the replica, when the tracker requires a resync), but not CYCLE_END.
+ * *gen and *resync_count say what to commit and acknowledge after the ACK. */
 static rpl_err send_cycle_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen,
                                uint64_t *resync_count)
 {
@@ -240,21 +357,45 @@ static rpl_err send_cycle_body(struct agent *a, struct cycle_send *cs, bool full
   if (err)
     return err;
   *resync_count = 0;
+  bool compare = false;
   if (s.resync_required || full) {
-    full = true;
     *resync_count = s.resync_count;
+    compare = !full; /* the replica holds data: only what differs travels */
+    full = true;
     if (s.resync_required && s.resync_reason != CBT_RESYNC_NONE)
-      log_notice("%s: resync (%s): reading the whole disk", dev, cbt_resync_reason_name(s.resync_reason));
+      log_notice("%s: resync (%s): comparing the whole disk with the replica", dev,
+                 cbt_resync_reason_name(s.resync_reason));
   }
   err = cbt_flip(a->cbt, dev, gen);
   if (err)
     return err;
+  if (full) {
+    /* The whole disk is read: the frozen set is covered; drain it so that it can be committed. */
+    struct cbt_extents skip;
+    cbt_extents_init(&skip, DRAIN_BATCH, 0);
+    do {
+      cbt_extents_clear(&skip);
+      err = cbt_drain(a->cbt, dev, &skip);
+    } while (err == RPL_E_AGAIN);
+    cbt_extents_free(&skip);
+    if (err)
+      return err;
+  }
   pthread_mutex_lock(&a->lock);
   rt->sync_done = 0;
   rt->sync_total = full ? rt->size : 0;
   if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
     rt->phase = PHASE_RESYNC;
   pthread_mutex_unlock(&a->lock);
+  if (compare) {
+    struct cbt_extent *x;
+    size_t n;
+    if ((err = hash_compare(a, cs, &x, &n)))
+      return err;
+    err = send_extents(cs, x, n);
+    free(x);
+    return err;
+  }
   if (full) {
     struct cbt_extent whole = {0, rt->size};
     return send_extents(cs, &whole, 1);
@@ -364,6 +505,21 @@ static rpl_err after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, u
   return err;
 }
 
+/* A cbt handle sees the tracker as it was when opened: after protect installed or changed the
+ * tracker through another handle, the session's handle is opened again. */
+static rpl_err refresh_cbt(struct agent *a)
+{
+  if (!atomic_exchange(&a->cbt_reopen, 0) && a->cbt)
+    return RPL_OK;
+  cbt_close(a->cbt);
+  a->cbt = NULL;
+  struct cbt_options opt = {.state_dir = a->st.dir};
+  rpl_err err = cbt_open(&a->cbt, &opt);
+  if (err)
+    atomic_store(&a->cbt_reopen, 1);
+  return err;
+}
+
 static rpl_err run_cycle(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
 {
   struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle};
@@ -382,6 +538,9 @@ static rpl_err run_cycle(struct agent *a, size_t disk, uint64_t cycle, uint8_t k
     err = wait_ack(a, disk, cycle, &acked);
   if (!err && acked)
     err = after_ack(a, &cs, gen, count, full || count);
+  if (err && err != RPL_E_IO && err != RPL_E_TLS && err != RPL_E_CANCELLED)
+    log_warn("%s: cycle %" PRIu64 " failed: %s (%s)", a->st.disks[disk].device, cycle, rpl_strerror(err),
+             cbt_errmsg(a->cbt));
   return err;
 }
 
@@ -499,6 +658,10 @@ static rpl_err handle_point(struct agent *a, const struct proto_frame *f)
   for (size_t r = 0; r < MAX_POINT_REQUESTS; r++) {
     struct point_req *q = &a->reqs[r];
     if (q->used && q->id == m.request && !q->done) {
+      if (m.status == RPL_E_POINT_INCONSISTENT && ++q->tries < 3) {
+        q->sent = false; /* the next cycles are plain again: ask once more */
+        continue;
+      }
       q->done = true;
       q->status = (rpl_err)m.status;
       q->consistency = m.consistency;
@@ -638,6 +801,8 @@ static rpl_err serve(struct agent *a)
           err = send_buf(a);
         break;
       }
+      if ((err = refresh_cbt(a)))
+        break;
       err = m.kind == PROTO_CYCLE_RECOVERY_POINT ? run_point_cycles(a, (size_t)d, m.cycle)
                                                  : run_cycle(a, (size_t)d, m.cycle, m.kind);
       last_send = now_ms();
@@ -731,6 +896,7 @@ static int ctl_protect(struct agent *a, int argc, char **argv, struct control_re
   }
   if (err)
     return 1;
+  atomic_store(&a->cbt_reopen, 1);
   pthread_mutex_lock(&a->lock);
   struct agent_disk *d = agent_state_find_disk(&a->st, dev);
   char id[37];
@@ -991,18 +1157,24 @@ int agent_cmd_run(int argc, char **argv)
   for (size_t i = 0; i < AGENT_MAX_DISKS; i++)
     a.rt[i].fd = -1;
   struct cbt_options opt = {.state_dir = a.st.dir};
-  if ((err = cbt_open(&a.cbt, &opt))) {
+  struct cbt *boot;
+  if ((err = cbt_open(&boot, &opt))) {
     fprintf(stderr, "mobility-agent run: cannot open the change-block tracker: %s\n", rpl_strerror(err));
     return 1;
   }
   /* Tracking must be on for every protected disk, also after a reboot (it then reports resync). */
   for (size_t i = 0; i < a.st.ndisks; i++) {
-    rpl_err e = cbt_start(a.cbt, a.st.disks[i].device);
+    rpl_err e = cbt_start(boot, a.st.disks[i].device);
     if (e && e != RPL_E_CBT_ALREADY_TRACKED) {
-      snprintf(a.rt[i].error, sizeof a.rt[i].error, "tracking failed: %s", cbt_errmsg(a.cbt));
+      snprintf(a.rt[i].error, sizeof a.rt[i].error, "tracking failed: %s", cbt_errmsg(boot));
       a.rt[i].phase = PHASE_ERROR;
       log_err("%s: %s", a.st.disks[i].device, a.rt[i].error);
     }
+  }
+  cbt_close(boot);
+  if ((err = refresh_cbt(&a))) {
+    fprintf(stderr, "mobility-agent run: cannot open the change-block tracker: %s\n", rpl_strerror(err));
+    return 1;
   }
   struct control_server *ctl;
   if ((err = control_server_start(a.st.dir, control_handler, &a, &ctl))) {

@@ -254,9 +254,18 @@ static void *applier_main(void *arg)
 
 /* ---- sessions ----------------------------------------------------------------------------- */
 
+struct need_list {                /* chunks whose replica differs, during a resync by comparison */
+  struct proto_need_range *ranges;
+  uint32_t count, cap;
+  uint32_t chunk_size;
+  uint64_t chunks_seen;
+  uint8_t *buf;                   /* one chunk of the replica */
+};
+
 struct rx_slot {                  /* a disk this session serves */
   struct disk *disk;
   struct receiver *rx;
+  struct need_list need;
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
@@ -455,8 +464,16 @@ static rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
   return RPL_OK;
 }
 
+static void need_reset(struct need_list *nl)
+{
+  free(nl->ranges);
+  free(nl->buf);
+  memset(nl, 0, sizeof *nl);
+}
+
 static void drop_cycle(struct session *s, struct rx_slot *sl)
 {
+  need_reset(&sl->need);
   if (!sl->cycle)
     return;
   rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
@@ -477,6 +494,7 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
   rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
   (void)e;
   receiver_abort(sl->rx);
+  need_reset(&sl->need);
   sl->failed = true;
   rpl_err err = proto_encode_nack(&s->out, &m);
   return err ? err : flush_out(s);
@@ -582,6 +600,93 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   return err ? err : flush_out(s);
 }
 
+/* Adds chunk c to the list, coalescing with the last range; past the cap (a NEED frame's room), the
+ * last range grows to cover c: sending chunks that match costs bytes, never correctness. */
+static rpl_err need_add(struct need_list *nl, uint64_t c)
+{
+  enum { NEED_MAX = (PROTO_MAX_PAYLOAD - 64) / 12 };
+  if (nl->count) {
+    struct proto_need_range *last = &nl->ranges[nl->count - 1];
+    if (last->first_chunk + last->count == c || nl->count == NEED_MAX) {
+      last->count = (uint32_t)(c - last->first_chunk + 1);
+      return RPL_OK;
+    }
+  }
+  if (nl->count == nl->cap) {
+    uint32_t cap = nl->cap ? nl->cap * 2 : 1024;
+    if (cap > NEED_MAX)
+      cap = NEED_MAX;
+    struct proto_need_range *r = realloc(nl->ranges, cap * sizeof *r);
+    if (!r)
+      return RPL_E_NOMEM;
+    nl->ranges = r;
+    nl->cap = cap;
+  }
+  nl->ranges[nl->count++] = (struct proto_need_range){c, 1};
+  return RPL_OK;
+}
+
+/* HASHES of a resync by comparison: compares each chunk with the replica; after the last chunk of
+ * the disk, answers NEED. The replica must hold every committed cycle first. */
+static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
+{
+  struct proto_hashes m;
+  rpl_err err = proto_decode_hashes(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || sl->failed)
+    return sl && sl->failed ? RPL_OK : RPL_E_PROTO_UNEXPECTED;
+  struct disk *d = sl->disk;
+  struct need_list *nl = &sl->need;
+  if (nl->chunks_seen == 0) {
+    if (m.first_chunk != 0 || m.chunk_size > (64u << 20) || !d->replica)
+      return nack(s, sl, RPL_E_PROTO_FIELD);
+    need_reset(nl);
+    nl->chunk_size = m.chunk_size;
+    if (!(nl->buf = malloc(m.chunk_size)))
+      return RPL_E_NOMEM;
+    pthread_mutex_lock(&s->a->lock);
+    pthread_cond_signal(&s->a->work);
+    while (d->last_applied < d->last_committed && d->state != CATALOG_DISK_ERROR && !atomic_load(&stopping))
+      pthread_cond_wait(&s->a->applied, &s->a->lock);
+    pthread_mutex_unlock(&s->a->lock);
+  }
+  uint64_t nchunks = (d->size + nl->chunk_size - 1) / nl->chunk_size;
+  if (m.chunk_size != nl->chunk_size || m.first_chunk != nl->chunks_seen || m.first_chunk + m.count > nchunks)
+    return nack(s, sl, RPL_E_PROTO_FIELD);
+  for (uint32_t i = 0; i < m.count && !err; i++) {
+    uint64_t c = m.first_chunk + i, off = c * nl->chunk_size;
+    size_t len = off + nl->chunk_size > d->size ? (size_t)(d->size - off) : nl->chunk_size;
+    uint8_t h[PROTO_HASH_SIZE];
+    /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
+     * the open one commits only after this comparison. */
+    err = replica_read(d->replica, off, nl->buf, len);
+    if (!err) {
+      proto_hash128(nl->buf, len, h);
+      if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
+        err = need_add(nl, c);
+    }
+  }
+  if (err)
+    return nack(s, sl, err);
+  nl->chunks_seen += m.count;
+  if (nl->chunks_seen < nchunks)
+    return RPL_OK;
+  struct proto_need need = {.chunk_size = nl->chunk_size, .count = nl->count};
+  memcpy(need.disk_id, d->id, PROTO_ID_SIZE);
+  uint64_t differ = 0;
+  for (uint32_t i = 0; i < nl->count; i++)
+    differ += nl->ranges[i].count;
+  char id[37];
+  id_text(d->id, id);
+  log_notice("agent %s: disk %s resync by comparison: %" PRIu64 " of %" PRIu64 " chunks differ", s->agent_text, id,
+             differ, nchunks);
+  err = proto_encode_need(&s->out, &need, nl->ranges);
+  need_reset(nl);
+  return err ? err : flush_out(s);
+}
+
 static rpl_err on_point_request(struct session *s, const struct proto_frame *f)
 {
   struct proto_point_request m;
@@ -626,7 +731,7 @@ static rpl_err finish_groups(struct session *s)
     struct proto_point p = {.request = gr->request};
     char point_id[64] = "";
     if (gr->failed || gr->consistency == PROTO_FUZZY) {
-      p.status = gr->failed ? gr->why : RPL_E_FREEZE_EXPIRED;
+      p.status = gr->failed ? gr->why : RPL_E_POINT_INCONSISTENT;
     } else {
       bool applied = true;
       pthread_mutex_lock(&s->a->lock);
@@ -778,6 +883,7 @@ static rpl_err session_loop(struct session *s)
     case PROTO_EXTENT: err = on_extent(s, &f); break;
     case PROTO_CYCLE_END: err = on_cycle_end(s, &f); break;
     case PROTO_POINT_REQUEST: err = on_point_request(s, &f); break;
+    case PROTO_HASHES: err = on_hashes(s, &f); break;
     case PROTO_DISK: {
       struct proto_disk m;
       err = proto_decode_disk(&f, &m);

@@ -53,6 +53,9 @@ enum proto_type {
   PROTO_TYPE_MAX = PROTO_POINT
 };
 
+/* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
+ * comparison with HASHES/NEED). RECOVERY_POINT: the same, read consistently. RESYNC: the whole disk,
+ * all-zero chunks as ZERO records (the initial sync against an empty replica). */
 enum proto_cycle_kind { PROTO_CYCLE_PLAIN = 0, PROTO_CYCLE_RECOVERY_POINT = 1, PROTO_CYCLE_RESYNC = 2 };
 enum proto_codec { PROTO_CODEC_NONE = 0, PROTO_CODEC_ZSTD = 1, PROTO_CODEC_ZERO = 2 };
 /* What a cycle's data is consistent with, as the agent states it in CYCLE_END. */
@@ -147,10 +150,13 @@ struct proto_hashes {
 
 struct proto_need_range { uint64_t first_chunk; uint32_t count; };
 
+/* Resync by comparison: during a cycle the agent sends HASHES for every chunk of the disk; once the
+ * appliance has them all it answers with one NEED listing the chunks whose replica differs (count 0:
+ * none), and the agent sends those chunks as the cycle's extents. */
 struct proto_need {
   uint8_t disk_id[PROTO_ID_SIZE];
   uint32_t chunk_size;
-  uint32_t count;              /* ranges in this frame */
+  uint32_t count;              /* ranges in this frame; 0: the replica already matches */
   const uint8_t *ranges;       /* read with proto_need_range_at() */
 };
 

@@ -302,7 +302,7 @@ static rpl_err need_range_check(struct proto_need_range r)
 }
 static rpl_err need_check(const struct proto_need *m)
 {
-  return !chunk_size_ok(m->chunk_size) || m->count == 0 ? RPL_E_PROTO_FIELD : RPL_OK;
+  return !chunk_size_ok(m->chunk_size) ? RPL_E_PROTO_FIELD : RPL_OK; /* 0 ranges: nothing differs */
 }
 static rpl_err error_check(const struct proto_error *m)
 {

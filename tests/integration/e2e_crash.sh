@@ -4,7 +4,7 @@
 # byte-identical to the source, and no agent restart caused a resync.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
-rpl_setup
+rpl_setup 800
 KILLS=${RPL_CRASH_KILLS:-20}
 
 rpl_appliance_init

@@ -2,7 +2,9 @@
 # loopback, file-backed loop disks, and one trap that removes all of it (only what the test made)
 # however the test ends. Needs root (loop devices, eBPF); exits 77 (skip) otherwise.
 #
-# rpl_setup                  temp dir RT, a private bpffs pin dir, the programs AG and AP
+# rpl_setup [SECONDS]        temp dir RT, a private bpffs pin dir, the programs AG and AP; the test
+#                            ends itself (cleaning up) after SECONDS (default 500), before ctest would
+#                            kill it without a chance to clean up
 # rpl_loop VAR SIZE [FILL]   a loop disk on a new file (FILL: zero|random|half) into $VAR (not in a
 #                            subshell: the trap must know it)
 # rpl_appliance_init         init with file: storage; RPL_KEY = a fresh registration key
@@ -11,6 +13,7 @@
 # rpl_agent_start [ARGS]     run the agent, wait for its control socket
 # rpl_wait_cycle DEV N       wait until the agent has an ACKed cycle >= N for DEV (120 s at most)
 
+set -o pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
 say() { echo "-- $*"; }
 
@@ -20,6 +23,7 @@ RPL_MOUNTS=()
 
 rpl_cleanup() {
   local pid m l
+  [ -n "${RPL_DEADLINE_PID:-}" ] && kill "$RPL_DEADLINE_PID" 2>/dev/null
   for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for m in "${RPL_MOUNTS[@]}"; do
@@ -41,6 +45,9 @@ rpl_setup() {
   AP=$B/appliance/replication-appliance
   RT=$(mktemp -d /var/tmp/rpl-e2e.XXXXXX)
   trap rpl_cleanup EXIT
+  trap 'echo "FAIL: the test ran out of time" >&2; exit 1' TERM INT
+  ( sleep "${1:-500}"; kill -TERM $$ ) 2>/dev/null &
+  RPL_DEADLINE_PID=$!
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || fail "no bpffs"
   export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-e2e-$$
 }
