@@ -31,10 +31,14 @@ az_free_port() {
 # Remembers a background process for the trap.
 az_track() { AZ_PIDS+=("$1"); }
 
-# Waits until an HTTPS server for AZ_HOST answers on 127.0.0.1:$1 (any HTTP status), up to 60 s.
+# Waits until an HTTPS server for AZ_HOST answers on 127.0.0.1:$1 (any HTTP status), up to 60 s;
+# gives up at once when the server's process ($2, optional) has exited.
 az_wait_https() {
-  local port=$1 i
+  local port=$1 pid=${2:-} i
   for i in $(seq 1 300); do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
     if curl -s -o /dev/null --cacert "$AZ_CA" --resolve "$AZ_HOST:$port:127.0.0.1" \
          --max-time 2 "https://$AZ_HOST:$port/"; then
       return 0
@@ -69,13 +73,15 @@ azurite_start() {
   trap az_cleanup EXIT
   az_make_certs
   mkdir -p "$AZ_DIR/data"
-  local attempt pid
+  local attempt pid storage=(--location "$AZ_DIR/data")
+  # Azurite refuses --location together with --inMemoryPersistence.
+  [[ " $* " == *" --inMemoryPersistence "* ]] && storage=()
   for attempt in 1 2 3; do
     AZ_PORT=$(az_free_port)
     "$bin" --disableTelemetry --blobHost 127.0.0.1 --blobPort "$AZ_PORT" --cert "$AZ_CERT" --key "$AZ_KEY" \
-      --location "$AZ_DIR/data" --oauth basic --silent "$@" > "$AZ_DIR/azurite.log" 2>&1 &
+      "${storage[@]}" --oauth basic --silent "$@" > "$AZ_DIR/azurite.log" 2>&1 &
     pid=$!
-    if az_wait_https "$AZ_PORT"; then
+    if az_wait_https "$AZ_PORT" "$pid"; then
       az_track "$pid"
       printf '# test private DNS zone: the public name points at the local Azurite\n127.0.0.1 %s\n' "$AZ_HOST" > "$AZ_DIR/zone.hosts"
       AZ_ZONE=$AZ_DIR/zone.hosts
