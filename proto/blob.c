@@ -317,10 +317,12 @@ static rpl_err req_new(struct blob_client *c, const char *verb, const char *cont
 static rpl_err req_query(struct blob_req *r, const char *name, const char *value)
 {
   size_t pos = strlen(r->query);
-  if (pos && !encode(r->query, sizeof r->query, &pos, "&", false))
-    return RPL_E_LIMIT;
-  if (pos)
-    r->query[pos - 3] = '&', r->query[pos - 2] = '\0', pos -= 2; /* '&' itself, not %26 */
+  if (pos) {
+    if (pos + 2 > sizeof r->query)
+      return RPL_E_LIMIT;
+    r->query[pos++] = '&';
+    r->query[pos] = '\0';
+  }
   if (!encode(r->query, sizeof r->query, &pos, name, false))
     return RPL_E_LIMIT;
   if (value) {
@@ -953,7 +955,7 @@ static rpl_err add_cond(struct blob_req *r, const struct blob_write_cond *cond)
   if (!cond)
     return RPL_OK;
   rpl_err err = RPL_OK;
-  if (cond->sequence_lt >= 0) {
+  if (cond->sequence_lt > 0) {
     err = req_header(r, "x-ms-if-sequence-number-lt", "%lld", (long long)cond->sequence_lt);
     r->sequence_fenced = true;
   }
