@@ -21,7 +21,7 @@ imds_port=$(az_free_port)
 python3 "$RPL_SOURCE_DIR/tests/tools/fake_imds.py" --port "$imds_port" --fail-first 2 --log "$AZ_DIR/imds.log" &
 az_track $!
 for i in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$imds_port/ready" && break
+  curl -s --noproxy "*" -o /dev/null "http://127.0.0.1:$imds_port/ready" && break
   sleep 0.1
 done
 BLOB_TEST_MODE=bearer BLOB_TEST_IDENTITY="http://127.0.0.1:$imds_port/metadata/identity/oauth2/token" \

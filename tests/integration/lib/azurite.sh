@@ -7,6 +7,8 @@
 # (zone file), AZ_HOST, AZ_KEY_B64 (the emulator's well-known key), AZ_CONNSTR (Shared Key).
 
 AZ_HOST=devstoreaccount1.blob.core.windows.net
+# Tests are hermetic: a proxy in the caller's environment must not redirect curl, init or the SDK.
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 AZ_KEY_B64='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 AZ_PIDS=()
 
@@ -39,7 +41,7 @@ az_wait_https() {
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
       return 1
     fi
-    if curl -s -o /dev/null --cacert "$AZ_CA" --resolve "$AZ_HOST:$port:127.0.0.1" \
+    if curl -s --noproxy "*" -o /dev/null --cacert "$AZ_CA" --resolve "$AZ_HOST:$port:127.0.0.1" \
          --max-time 2 "https://$AZ_HOST:$port/"; then
       return 0
     fi
