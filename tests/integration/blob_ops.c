@@ -40,7 +40,7 @@ static int open_client(void **state)
     fprintf(stderr, "connection string: %s\n", why);
     return -1;
   }
-  cfg.private_dns_zone = getenv("BLOB_TEST_ZONE");
+  cfg.private_dns_zone = getenv("BLOB_TEST_ZONE") && *getenv("BLOB_TEST_ZONE") ? getenv("BLOB_TEST_ZONE") : NULL;
   cfg.ca_file = getenv("BLOB_TEST_CA");
   cfg.identity_endpoint = getenv("BLOB_TEST_IDENTITY");
   cfg.pagelist_slice = 3 * MIB; /* several slices per blob, not aligned to the ranges written */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # blob_ops.sh - Description: runs blob_ops (every page-blob operation) against Azurite over HTTPS
 # reached by its production-style name through a private DNS zone file, with Shared Key; then the
-# authorization round trip with a SAS token and with a bearer token from a local IMDS-form endpoint.
+# authorization round trip in path style (https://127.0.0.1:PORT/devstoreaccount1), with a SAS token,
+# and with a bearer token from a local IMDS-form endpoint.
 set -u
 . "$(dirname "$0")/lib/azurite.sh"
 b=${RPL_BUILD_DIR:?run under ctest}
@@ -10,6 +11,11 @@ export BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 
 echo "== Shared Key"
 BLOB_TEST_MODE=full BLOB_TEST_CONNSTR=$AZ_CONNSTR "$b/tests/blob_ops" || az_fail "operations with Shared Key"
+
+echo "== path style (the emulator's form: an address as host, the account in the path, named twice when signing)"
+BLOB_TEST_ZONE= BLOB_TEST_MODE=pathstyle \
+  BLOB_TEST_CONNSTR="DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$AZ_KEY_B64;BlobEndpoint=https://127.0.0.1:$AZ_PORT/devstoreaccount1" \
+  "$b/tests/blob_ops" || az_fail "operations in path style"
 
 echo "== SAS"
 sas=$(python3 "$RPL_SOURCE_DIR/tests/tools/make_sas.py" devstoreaccount1 "$AZ_KEY_B64") || az_fail "make_sas.py"

@@ -57,7 +57,8 @@ az_make_certs() {
     || az_fail "openssl could not make the test CA"
   openssl req -newkey rsa:2048 -nodes -subj "/CN=$AZ_HOST" -keyout "$AZ_DIR/server.key" \
     -out "$AZ_DIR/server.csr" 2>/dev/null || az_fail "openssl could not make the server key"
-  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$AZ_HOST" > "$AZ_DIR/ext.cnf"
+  # The address too, so that the emulator's path-style form (https://127.0.0.1:PORT/ACCOUNT) verifies.
+  printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' "$AZ_HOST" > "$AZ_DIR/ext.cnf"
   openssl x509 -req -in "$AZ_DIR/server.csr" -CA "$AZ_DIR/ca.pem" -CAkey "$AZ_DIR/ca.key" \
     -CAcreateserial -days 2 -extfile "$AZ_DIR/ext.cnf" -out "$AZ_DIR/server.pem" 2>/dev/null \
     || az_fail "openssl could not sign the server certificate"
