@@ -976,13 +976,15 @@ rpl_err blob_put_page_async(struct blob_client *c, const char *container, const 
     return err;
   r->body = data;
   r->body_len = len;
-  unsigned char md5[16];
-  unsigned int mdlen = 0;
-  if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
-    req_free(r);
-    return RPL_E_INTERNAL;
+  if (!c->cfg.omit_content_md5) {
+    unsigned char md5[16];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
+      req_free(r);
+      return RPL_E_INTERNAL;
+    }
+    EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
   }
-  EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
   err = req_query(r, "comp", "page");
   if (err == RPL_OK)
     err = req_header(r, "x-ms-page-write", "update");
