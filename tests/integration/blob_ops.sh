@@ -38,4 +38,19 @@ grep -q 'GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=htt
   || { cat "$AZ_DIR/imds.log"; az_fail "IMDS request not in the expected form"; }
 [ "$(grep -c ' -> 503' "$AZ_DIR/imds.log")" -eq 2 ] || az_fail "token fetch did not retry the failures"
 [ "$(grep -c ' -> 200' "$AZ_DIR/imds.log")" -eq 1 ] || az_fail "token was not cached (fetched more than once)"
+
+echo "== bearer tokens near expiry are refreshed before use"
+# Tokens that live 200 s are always inside the client's 5-minute refresh margin: every request must
+# fetch a fresh one instead of sending one about to expire.
+imds2=$(az_free_port)
+python3 "$RPL_SOURCE_DIR/tests/tools/fake_imds.py" --port "$imds2" --expires-in 200 --log "$AZ_DIR/imds2.log" &
+az_track $!
+for i in $(seq 1 100); do
+  curl -s --noproxy "*" -o /dev/null "http://127.0.0.1:$imds2/ready" && break
+  sleep 0.1
+done
+BLOB_TEST_MODE=refresh BLOB_TEST_IDENTITY="http://127.0.0.1:$imds2/metadata/identity/oauth2/token" \
+  BLOB_TEST_CONNSTR="AccountName=devstoreaccount1;BlobEndpoint=https://$AZ_HOST:$AZ_PORT" \
+  "$b/tests/blob_ops" || az_fail "operations with short-lived bearer tokens"
+[ "$(grep -c ' -> 200' "$AZ_DIR/imds2.log")" -ge 4 ] || az_fail "short-lived tokens were not refreshed before each request"
 echo "blob_ops: ok"
