@@ -82,6 +82,7 @@ struct blob_config {
   unsigned retry_cap_ms;           /* backoff ceiling; 0 = 60000 */
   unsigned request_timeout_s;      /* whole request; 0 = 300 */
   uint64_t pagelist_slice;         /* Get Page Ranges asks in x-ms-range slices of this size; 0 = 4 GiB */
+  unsigned list_max_results;       /* List Blobs page size (maxresults); 0 = the service's 5000 */
   /* Put Page carries Content-MD5 unless this is set: TLS already protects the bytes in transit, and
    * the hash is most of the client's CPU (about 680 MB/s per core); for measurements only. */
   bool omit_content_md5;

@@ -1342,6 +1342,11 @@ rpl_err blob_list_blobs(struct blob_client *c, const char *container, const char
       err = req_query(r, "prefix", prefix);
     if (err == RPL_OK && p->marker[0])
       err = req_query(r, "marker", p->marker);
+    if (err == RPL_OK && c->cfg.list_max_results) {
+      char n[16];
+      snprintf(n, sizeof n, "%u", c->cfg.list_max_results);
+      err = req_query(r, "maxresults", n);
+    }
     err = submit(c, r, err, reply);
   } while (err == RPL_OK && p->marker[0]);
   free(p);
