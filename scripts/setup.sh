@@ -20,6 +20,7 @@ packages=(
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
   libexpat1-dev libsqlite3-dev libcmocka-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
+  curl python3
 )
 missing=()
 for p in "${packages[@]}"; do
