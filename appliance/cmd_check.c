@@ -148,8 +148,15 @@ static void check_azure(const struct appliance_settings *s, struct report *r)
     return;
   }
   char route[1024];
-  netpath_route_format(blob_client_route(client), route, sizeof route);
-  add(r, "private DNS path", true, NULL, "%s%s", route,
+  const struct netpath_route *rt = blob_client_route(client);
+  netpath_route_format(rt, route, sizeof route);
+  /* Azure's private DNS answers through ACCOUNT.privatelink.blob.core.windows.net; a hosts entry or
+   * another DNS may map the name directly, which works but is worth saying. */
+  bool privatelink = false;
+  for (size_t i = 1; i < rt->chain_len; i++)
+    privatelink |= strstr(rt->chain[i], ".privatelink.") != NULL;
+  add(r, "private DNS path", true, NULL, "%s%s%s", route,
+      privatelink || rt->chain_len == 0 ? "" : "; no privatelink CNAME in the chain (a hosts entry or custom DNS record)",
       s->require_private_endpoint ? "" : " (public addresses allowed by settings)");
 
   /* 2-4. One connection along the configured path: TCP, the proxy's CONNECT, the TLS handshake. */
@@ -160,9 +167,10 @@ static void check_azure(const struct appliance_settings *s, struct report *r)
   const char *target = via_proxy ? proxy_shown : blob_client_route(client)->addr_text[0];
   err = blob_client_probe(client, why, sizeof why);
   bool tcp_ok = err != RPL_E_BLOB_CONNECT;
-  if (tcp_ok)
-    add(r, "TCP reach", true, NULL, "connected to %s%s port %u", via_proxy ? "proxy " : "", target,
-        via_proxy ? 0u : cfg.account.port);
+  if (tcp_ok && via_proxy)
+    add(r, "TCP reach", true, NULL, "connected to proxy %s", target);
+  else if (tcp_ok)
+    add(r, "TCP reach", true, NULL, "connected to %s port %u", target, cfg.account.port);
   else
     add(r, "TCP reach", false,
         via_proxy ? "check the proxy address and that it is running" : "check routing and firewalls to the private endpoint, and that its connection is Approved",

@@ -82,10 +82,16 @@ struct blob_config {
   unsigned retry_cap_ms;           /* backoff ceiling; 0 = 60000 */
   unsigned request_timeout_s;      /* whole request; 0 = 300 */
   uint64_t pagelist_slice;         /* Get Page Ranges asks in x-ms-range slices of this size; 0 = 4 GiB */
+  unsigned list_max_results;       /* List Blobs page size (maxresults); 0 = the service's 5000 */
+  /* Put Page carries Content-MD5 unless this is set: TLS already protects the bytes in transit, and
+   * the hash is most of the client's CPU (about 680 MB/s per core); for measurements only. */
+  bool omit_content_md5;
 };
 /* Defaults: require_private_endpoint on, everything else zero/NULL (meaning the defaults above). */
 void blob_config_init(struct blob_config *cfg);
 
+/* A client belongs to one thread: its multi handle, queue and callbacks run in the caller's thread
+ * (no thread per request). */
 struct blob_client;
 
 /* Resolves and checks the path to the account (netpath.h) before any connection; pins the checked
@@ -130,7 +136,9 @@ struct blob_reply {
   unsigned tries;
 };
 
-/* Fencing and lease for writes: sequence_lt >= 0 adds x-ms-if-sequence-number-lt. */
+/* Fencing and lease for writes. The writes of cycle n carry sequence_lt = n
+ * (x-ms-if-sequence-number-lt: n); 0 means no fencing (no cycle is numbered 0), so a
+ * zero-initialised condition is "none". lease_id NULL = no lease. */
 struct blob_write_cond {
   int64_t sequence_lt;
   const char *lease_id;
@@ -240,7 +248,8 @@ struct blob_token {
   time_t expires_on;
 };
 /* Fetches a token for https://storage.azure.com/ from an IMDS-form endpoint (GET with
- * "Metadata: true"), retrying 404/429/5xx and network errors with backoff. */
+ * "Metadata: true"), retrying 404/429/5xx and network errors with backoff (0.5 s doubling, at
+ * most 10 s; it blocks the caller meanwhile: the client calls it once per token lifetime). */
 RPL_MUST_CHECK rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out,
                                         char *why, size_t whysz);
 

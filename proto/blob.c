@@ -317,10 +317,12 @@ static rpl_err req_new(struct blob_client *c, const char *verb, const char *cont
 static rpl_err req_query(struct blob_req *r, const char *name, const char *value)
 {
   size_t pos = strlen(r->query);
-  if (pos && !encode(r->query, sizeof r->query, &pos, "&", false))
-    return RPL_E_LIMIT;
-  if (pos)
-    r->query[pos - 3] = '&', r->query[pos - 2] = '\0', pos -= 2; /* '&' itself, not %26 */
+  if (pos) {
+    if (pos + 2 > sizeof r->query)
+      return RPL_E_LIMIT;
+    r->query[pos++] = '&';
+    r->query[pos] = '\0';
+  }
   if (!encode(r->query, sizeof r->query, &pos, name, false))
     return RPL_E_LIMIT;
   if (value) {
@@ -953,7 +955,7 @@ static rpl_err add_cond(struct blob_req *r, const struct blob_write_cond *cond)
   if (!cond)
     return RPL_OK;
   rpl_err err = RPL_OK;
-  if (cond->sequence_lt >= 0) {
+  if (cond->sequence_lt > 0) {
     err = req_header(r, "x-ms-if-sequence-number-lt", "%lld", (long long)cond->sequence_lt);
     r->sequence_fenced = true;
   }
@@ -974,13 +976,15 @@ rpl_err blob_put_page_async(struct blob_client *c, const char *container, const 
     return err;
   r->body = data;
   r->body_len = len;
-  unsigned char md5[16];
-  unsigned int mdlen = 0;
-  if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
-    req_free(r);
-    return RPL_E_INTERNAL;
+  if (!c->cfg.omit_content_md5) {
+    unsigned char md5[16];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
+      req_free(r);
+      return RPL_E_INTERNAL;
+    }
+    EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
   }
-  EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
   err = req_query(r, "comp", "page");
   if (err == RPL_OK)
     err = req_header(r, "x-ms-page-write", "update");
@@ -1338,6 +1342,11 @@ rpl_err blob_list_blobs(struct blob_client *c, const char *container, const char
       err = req_query(r, "prefix", prefix);
     if (err == RPL_OK && p->marker[0])
       err = req_query(r, "marker", p->marker);
+    if (err == RPL_OK && c->cfg.list_max_results) {
+      char n[16];
+      snprintf(n, sizeof n, "%u", c->cfg.list_max_results);
+      err = req_query(r, "maxresults", n);
+    }
     err = submit(c, r, err, reply);
   } while (err == RPL_OK && p->marker[0]);
   free(p);

@@ -5,6 +5,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 AZURITE_VERSION=3.35.0
+# The benchmark's peer; 12.29.1 speaks REST version 2025-11-05, the newest Azurite 3.35.0 accepts.
+AZURE_SDK_VERSION=12.29.1
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -18,6 +20,7 @@ packages=(
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
   libexpat1-dev libsqlite3-dev libcmocka-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
+  curl python3
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -48,6 +51,18 @@ else
   (cd "$azdir" && npm install --no-audit --no-fund --loglevel=error --prefix "$azdir" "azurite@$AZURITE_VERSION" >/dev/null) \
     || die "npm install azurite@$AZURITE_VERSION failed: check that the npm registry is reachable"
   [ -x "$azdir/node_modules/.bin/azurite-blob" ] || die "Azurite installed but azurite-blob is missing"
+fi
+
+# The npm Azure Storage SDK, pinned, for bench/blob_upload.sh (the peer our page-blob client is
+# measured against); inside the project tree like Azurite.
+sdkdir=$root/tools/azure-sdk
+if grep -q "\"version\": \"$AZURE_SDK_VERSION\"" "$sdkdir/node_modules/@azure/storage-blob/package.json" 2>/dev/null; then
+  say "@azure/storage-blob $AZURE_SDK_VERSION: present in tools/azure-sdk"
+else
+  say "installing @azure/storage-blob $AZURE_SDK_VERSION into tools/azure-sdk (npm)"
+  mkdir -p "$sdkdir"
+  (cd "$sdkdir" && npm install --no-audit --no-fund --loglevel=error --prefix "$sdkdir" "@azure/storage-blob@$AZURE_SDK_VERSION" >/dev/null) \
+    || die "npm install @azure/storage-blob@$AZURE_SDK_VERSION failed: check that the npm registry is reachable"
 fi
 
 # bpffs: the tracker pins its maps there.

@@ -24,4 +24,27 @@ echo "fault proxy: $injected faults of $kinds kinds in $total requests"
 [ "$injected" -ge 5 ] || az_fail "too few faults injected ($injected) to mean anything"
 [ "$kinds" -ge 3 ] || az_fail "only $kinds kinds of fault injected"
 [[ $out =~ retries=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] || az_fail "upload saw no retries"
+# Each retry waited at least what the answer asked for (Retry-After: 1 s, x-ms-retry-after-ms: 300)
+# or, without a hint, the 0.8 s first backoff: lower bounds the client guarantees.
+python3 - "$FP_LOG" <<'PY' || az_fail "a retry came sooner than the server or the backoff allowed"
+import sys
+want = {"503-retry-after": 1.0, "503-retry-after-ms": 0.3, "500": 0.8}
+entries = []
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) == 5:
+        entries.append((float(parts[0]), parts[1] + " " + parts[2] + " " + parts[3], parts[4][len("fault="):]))
+checked = 0
+for i, (t, key, fault) in enumerate(entries):
+    if fault not in want:
+        continue
+    later = [t2 for t2, k2, _ in entries[i + 1:] if k2 == key]
+    if not later:
+        continue
+    gap = later[0] - t
+    if gap < want[fault] - 0.02:
+        sys.exit(f"{key}: retried {gap:.3f} s after {fault}, wanted >= {want[fault]}")
+    checked += 1
+print(f"retry delays: {checked} checked")
+PY
 echo "blob_faults: ok"

@@ -1,8 +1,8 @@
 /* blob_tool.c - a small driver of the page-blob client for integration tests and the benchmark:
  * upload an image (4 MiB Put Pages, N in flight, optionally skipping all-zero chunks), download a
- * blob, or open the client and probe the path. Configured by environment: BLOB_TEST_CONNSTR (or
+ * blob, delete one, or open the client and probe the path. Configured by environment: BLOB_TEST_CONNSTR (or
  * AZURE_STORAGE_CONNECTION_STRING), BLOB_TEST_ZONE, BLOB_TEST_CA, BLOB_TEST_PROXY,
- * BLOB_TEST_PROXY_BYPASS, BLOB_TEST_ALLOW_PUBLIC=1, BLOB_TEST_IN_FLIGHT. */
+ * BLOB_TEST_PROXY_BYPASS, BLOB_TEST_ALLOW_PUBLIC=1, BLOB_TEST_IN_FLIGHT, BLOB_TEST_NO_MD5=1. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +50,7 @@ static int open_client(struct blob_client **client)
   cfg.proxy = getenv("BLOB_TEST_PROXY");
   cfg.proxy_bypass = getenv("BLOB_TEST_PROXY_BYPASS");
   cfg.require_private_endpoint = !getenv("BLOB_TEST_ALLOW_PUBLIC");
+  cfg.omit_content_md5 = getenv("BLOB_TEST_NO_MD5") != NULL;
   if (getenv("BLOB_TEST_IN_FLIGHT"))
     cfg.max_in_flight = (unsigned)atoi(getenv("BLOB_TEST_IN_FLIGHT"));
   err = blob_client_open(&cfg, client, why, sizeof why);
@@ -177,6 +178,25 @@ static int cmd_download(int argc, char **argv)
   return fclose(out) == 0 ? 0 : 1;
 }
 
+static int cmd_delete(int argc, char **argv)
+{
+  if (argc < 3) {
+    fprintf(stderr, "usage: blob_tool delete CONTAINER BLOB\n");
+    return 2;
+  }
+  struct blob_client *client;
+  if (open_client(&client))
+    return 1;
+  struct blob_reply reply;
+  rpl_err err = blob_delete(client, argv[1], argv[2], NULL, &reply);
+  blob_client_close(client);
+  if (err != RPL_OK) {
+    fprintf(stderr, "blob_tool: delete: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  return 0;
+}
+
 static int cmd_probe(void)
 {
   struct blob_client *client;
@@ -200,8 +220,10 @@ int main(int argc, char **argv)
     return cmd_upload(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "download") == 0)
     return cmd_download(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "delete") == 0)
+    return cmd_delete(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "probe") == 0)
     return cmd_probe();
-  fprintf(stderr, "usage: blob_tool upload|download|probe ...\n");
+  fprintf(stderr, "usage: blob_tool upload|download|delete|probe ...\n");
   return 2;
 }

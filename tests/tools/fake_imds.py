@@ -9,6 +9,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--fail-first", type=int, default=0)
 ap.add_argument("--log", required=True)
+ap.add_argument("--expires-in", type=int, default=3599, help="lifetime of the tokens handed out")
 args = ap.parse_args()
 state = {"failures_left": args.fail_first}
 
@@ -45,10 +46,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         now = int(time.time())
         jwt = ".".join([b64url({"typ": "JWT", "alg": "none"}),
                         b64url({"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/ab1f708d-50f6-404c-a006-d71b2ac7a606/",
-                                "iat": now - 60, "nbf": now - 60, "exp": now + 3600, "oid": "test"}),
+                                "iat": now - 60, "nbf": now - 60, "exp": now + args.expires_in, "oid": "test"}),
                         b64url({"sig": "none"})])
-        self.answer(200, json.dumps({"access_token": jwt, "client_id": "test", "expires_in": "3599",
-                                     "expires_on": str(now + 3599), "ext_expires_in": "3599",
+        self.answer(200, json.dumps({"access_token": jwt, "client_id": "test", "expires_in": str(args.expires_in),
+                                     "expires_on": str(now + args.expires_in), "ext_expires_in": str(args.expires_in),
                                      "not_before": str(now - 60), "resource": "https://storage.azure.com/",
                                      "token_type": "Bearer"}))
 

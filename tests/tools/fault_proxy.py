@@ -97,7 +97,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         fault = pick_fault()
-        log(f"{self.command} {self.path} fault={fault or 'none'}")
+        log(f"{time.time():.3f} {self.command} {self.path} range={self.headers.get('x-ms-range')} fault={fault or 'none'}")
         if fault == "503-retry-after":
             return self.reply_error(503, "ServerBusy", [("Retry-After", "1")])
         if fault == "503-retry-after-ms":

@@ -3,10 +3,14 @@
 # private DNS zone file mapping that name to 127.0.0.1, and a trap that stops everything and removes
 # the temporary directory however the test ends. Exit 77 (skip) when Azurite is not installed.
 #
-# After azurite_start: AZ_DIR (temp dir), AZ_PORT, AZ_CA (CA PEM), AZ_CERT/AZ_KEY (server), AZ_ZONE
+# AZ_LISTEN (default 127.0.0.1; ::1 for IPv6) is the address Azurite listens on and the zone file
+# maps the name to. After azurite_start: AZ_DIR (temp dir), AZ_PORT, AZ_CA (CA PEM), AZ_CERT/AZ_KEY (server), AZ_ZONE
 # (zone file), AZ_HOST, AZ_KEY_B64 (the emulator's well-known key), AZ_CONNSTR (Shared Key).
 
 AZ_HOST=devstoreaccount1.blob.core.windows.net
+AZ_LISTEN=${AZ_LISTEN:-127.0.0.1}
+# Tests are hermetic: a proxy in the caller's environment must not redirect curl, init or the SDK.
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 AZ_KEY_B64='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 AZ_PIDS=()
 
@@ -31,11 +35,16 @@ az_free_port() {
 # Remembers a background process for the trap.
 az_track() { AZ_PIDS+=("$1"); }
 
-# Waits until an HTTPS server for AZ_HOST answers on 127.0.0.1:$1 (any HTTP status), up to 60 s.
+# Waits until an HTTPS server for AZ_HOST answers on 127.0.0.1:$1 (any HTTP status), up to 60 s;
+# gives up at once when the server's process ($2, optional) has exited.
 az_wait_https() {
-  local port=$1 i
+  local port=$1 pid=${2:-} i addr=$AZ_LISTEN
+  [[ $addr == *:* ]] && addr="[$addr]"
   for i in $(seq 1 300); do
-    if curl -s -o /dev/null --cacert "$AZ_CA" --resolve "$AZ_HOST:$port:127.0.0.1" \
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      return 1
+    fi
+    if curl -s --noproxy "*" -o /dev/null --cacert "$AZ_CA" --resolve "$AZ_HOST:$port:$addr" \
          --max-time 2 "https://$AZ_HOST:$port/"; then
       return 0
     fi
@@ -51,7 +60,8 @@ az_make_certs() {
     || az_fail "openssl could not make the test CA"
   openssl req -newkey rsa:2048 -nodes -subj "/CN=$AZ_HOST" -keyout "$AZ_DIR/server.key" \
     -out "$AZ_DIR/server.csr" 2>/dev/null || az_fail "openssl could not make the server key"
-  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n' "$AZ_HOST" > "$AZ_DIR/ext.cnf"
+  # The address too, so that the emulator's path-style form (https://127.0.0.1:PORT/ACCOUNT) verifies.
+  printf 'subjectAltName=DNS:%s,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' "$AZ_HOST" > "$AZ_DIR/ext.cnf"
   openssl x509 -req -in "$AZ_DIR/server.csr" -CA "$AZ_DIR/ca.pem" -CAkey "$AZ_DIR/ca.key" \
     -CAcreateserial -days 2 -extfile "$AZ_DIR/ext.cnf" -out "$AZ_DIR/server.pem" 2>/dev/null \
     || az_fail "openssl could not sign the server certificate"
@@ -69,15 +79,17 @@ azurite_start() {
   trap az_cleanup EXIT
   az_make_certs
   mkdir -p "$AZ_DIR/data"
-  local attempt pid
+  local attempt pid storage=(--location "$AZ_DIR/data")
+  # Azurite refuses --location together with --inMemoryPersistence.
+  [[ " $* " == *" --inMemoryPersistence "* ]] && storage=()
   for attempt in 1 2 3; do
     AZ_PORT=$(az_free_port)
-    "$bin" --disableTelemetry --blobHost 127.0.0.1 --blobPort "$AZ_PORT" --cert "$AZ_CERT" --key "$AZ_KEY" \
-      --location "$AZ_DIR/data" --oauth basic --silent "$@" > "$AZ_DIR/azurite.log" 2>&1 &
+    "$bin" --disableTelemetry --blobHost "$AZ_LISTEN" --blobPort "$AZ_PORT" --cert "$AZ_CERT" --key "$AZ_KEY" \
+      "${storage[@]}" --oauth basic --silent "$@" > "$AZ_DIR/azurite.log" 2>&1 &
     pid=$!
-    if az_wait_https "$AZ_PORT"; then
+    if az_wait_https "$AZ_PORT" "$pid"; then
       az_track "$pid"
-      printf '# test private DNS zone: the public name points at the local Azurite\n127.0.0.1 %s\n' "$AZ_HOST" > "$AZ_DIR/zone.hosts"
+      printf '# test private DNS zone: the public name points at the local Azurite\n%s %s\n' "$AZ_LISTEN" "$AZ_HOST" > "$AZ_DIR/zone.hosts"
       AZ_ZONE=$AZ_DIR/zone.hosts
       AZ_CONNSTR="DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$AZ_KEY_B64;BlobEndpoint=https://$AZ_HOST:$AZ_PORT"
       return 0

@@ -11,7 +11,7 @@ fault_proxy_start() {
       --cert "$AZ_CERT" --key "$AZ_KEY" --ca "$AZ_CA" --rate "$rate" --log "$FP_LOG" "$@" \
       > "$AZ_DIR/fault_proxy.out" 2>&1 &
     pid=$!
-    if az_wait_https "$FP_PORT"; then
+    if az_wait_https "$FP_PORT" "$pid"; then
       az_track "$pid"
       return 0
     fi
