@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -765,6 +766,12 @@ rpl_err journal_open(const char *state_dir, const uint8_t disk_id[PROTO_ID_SIZE]
   j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (j->dirfd < 0) {
     e = sys_err("cannot open directory", j->dir);
+    goto fail;
+  }
+  /* One writer per journal: a second appliance on the same state would interleave appends. The
+   * lock goes with the descriptor, so a killed process releases it. */
+  if (flock(j->dirfd, LOCK_EX | LOCK_NB) != 0) {
+    e = errno == EWOULDBLOCK ? RPL_E_JOURNAL_LOCKED : sys_err("cannot lock", j->dir);
     goto fail;
   }
   if ((e = recover(j)))

@@ -664,6 +664,17 @@ static void test_applied_marker_and_base(void **state)
   free(m);
 }
 
+static void test_second_open_refused(void **state)
+{
+  struct ctx *c = *state;
+  struct journal *j = open_journal(c, NULL), *j2 = NULL;
+  assert_int_equal(journal_open(c->dir, c->disk, NULL, &j2), RPL_E_JOURNAL_LOCKED);
+  assert_null(j2);
+  journal_close(j);
+  j2 = open_journal(c, NULL); /* released on close */
+  journal_close(j2);
+}
+
 static void test_foreign_disk_refused(void **state)
 {
   struct ctx *c = *state;
@@ -747,6 +758,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_trim_frees_space, setup, teardown),
     cmocka_unit_test_setup_teardown(test_multi_segment_cycles, setup, teardown),
     cmocka_unit_test_setup_teardown(test_applied_marker_and_base, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_foreign_disk_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_record_decoder, setup, teardown),
   };
