@@ -850,6 +850,11 @@ static rpl_err write_record(struct journal *j, const uint8_t *head, size_t head_
 {
   uint64_t len = head_len + (uint64_t)payload_len;
   struct segment *seg = last_seg(j);
+  if (j->fd < 0 && seg && seg->size + len <= j->opts.segment_bytes) {
+    /* After a reopen: keep filling the last segment rather than leave a short one per restart. */
+    if ((j->fd = open_segment_fd(j, seg->seq, O_WRONLY)) < 0)
+      return sys_err("cannot reopen segment in", j->dir);
+  }
   bool roll = j->fd < 0 || (seg->size + len > j->opts.segment_bytes && seg->size > SEGMENT_RECORD_SIZE);
   uint64_t need = len + reserve_bytes + (roll ? SEGMENT_RECORD_SIZE : 0);
   if (j->total_bytes + need > j->opts.limit_bytes)

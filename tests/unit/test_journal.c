@@ -205,7 +205,9 @@ static void test_roundtrip_and_reopen(void **state)
   journal_get_usage(j, &u2);
   assert_int_equal(u2.bytes, u.bytes);
   assert_int_equal(u2.last_committed, 5);
-  commit_cycle(j, 6, 2, 66); /* appends continue after a reopen */
+  commit_cycle(j, 6, 2, 66); /* appends continue after a reopen, in the same segment */
+  journal_get_usage(j, &u2);
+  assert_int_equal(u2.segments, 1);
   journal_close(j);
   j = open_journal(c, NULL);
   verify_cycle(j, 6, 2, 66);
@@ -621,6 +623,17 @@ static void test_multi_segment_cycles(void **state)
   verify_cycle(j, 2, 30, 3);
   verify_cycle(j, 3, 25, 5);
   journal_close(j);
+
+  /* Damage in an early segment, with commits in later ones, is reported, not cut. */
+  segment_path(c, 2, p);
+  size_t len;
+  uint8_t *data = read_file(p, &len);
+  data[JOURNAL_HEADER_SIZE + JOURNAL_SEGMENT_BODY + 12] ^= 0x04; /* its first record's payload length */
+  write_file(p, data, len);
+  j = NULL;
+  assert_int_equal(journal_open(c->dir, c->disk, &o, &j), RPL_E_JOURNAL_CORRUPT);
+  assert_int_equal(file_size(p), len);
+  free(data);
 }
 
 static void test_applied_marker_and_base(void **state)
