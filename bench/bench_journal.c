@@ -84,13 +84,15 @@ static double run_loop(const char *dir, unsigned cycles, unsigned cycle_mib, con
   return t;
 }
 
+static unsigned segment_mib; /* 0: the journal's default */
+
 static double run_journal(const char *dir, unsigned cycles, unsigned cycle_mib, const uint8_t *buf,
                           const uint8_t hash[PROTO_HASH_SIZE])
 {
   uint8_t disk[PROTO_ID_SIZE];
   uuid_generate(disk);
   uint64_t total = (uint64_t)cycles * cycle_mib * EXTENT;
-  struct journal_options o = {.limit_bytes = 2 * total + (64u << 20)};
+  struct journal_options o = {.limit_bytes = 2 * total + (64u << 20), .segment_bytes = (uint64_t)segment_mib << 20};
   uint8_t *hashes = malloc((size_t)cycle_mib * PROTO_HASH_SIZE);
   for (unsigned i = 0; i < cycle_mib; i++)
     memcpy(hashes + i * PROTO_HASH_SIZE, hash, PROTO_HASH_SIZE);
@@ -136,9 +138,9 @@ int main(int argc, char **argv)
 {
   log_init("bench_journal", LOG_LVL_WARN);
   if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-    printf("usage: bench_journal [DIR [TOTAL_MIB [CYCLE_MIB]]]\n"
+    printf("usage: bench_journal [DIR [TOTAL_MIB [CYCLE_MIB [SEGMENT_MIB]]]]\n"
            "  DIR on the disk to measure (default $TMPDIR or /var/tmp); TOTAL_MIB default 1024;\n"
-           "  CYCLE_MIB (fsync interval) default 64\n");
+           "  CYCLE_MIB (fsync interval) default 64; SEGMENT_MIB default: the journal's (256)\n");
     return 0;
   }
   const char *base = argc > 1 ? argv[1] : getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
@@ -147,6 +149,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench_journal: TOTAL_MIB must be a non-zero multiple of CYCLE_MIB\n");
     return 2;
   }
+  segment_mib = argc > 4 ? (unsigned)atoi(argv[4]) : 0;
   unsigned cycles = total_mib / cycle_mib;
   char dir[400];
   if (strlen(base) > 300) {
