@@ -1,6 +1,7 @@
-# bpf_skeleton(NAME SOURCE): compiles SOURCE (x.bpf.c) with clang for the BPF target (CO-RE, BTF)
-# and generates NAME.skel.h with bpftool; defines an INTERFACE target NAME_skel that adds the
-# directory holding the skeleton to the include path and carries the object file as a dependency.
+# bpf_skeleton(NAME SOURCE [DEPENDS...]): compiles SOURCE (x.bpf.c) with clang for the BPF target
+# (CO-RE, BTF; -mcpu=v3 for atomic or / fetch-add, kernel >= 5.12) and generates NAME.skel.h with
+# bpftool; defines an INTERFACE target NAME_skel that adds the directory holding the skeleton to the
+# include path and carries the object file as a dependency.
 find_program(BPF_CLANG NAMES clang clang-14 REQUIRED)
 find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
 
@@ -13,7 +14,7 @@ function(bpf_skeleton NAME SOURCE)
   file(MAKE_DIRECTORY ${out_dir})
   add_custom_command(
     OUTPUT ${obj}
-    COMMAND ${BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror
+    COMMAND ${BPF_CLANG} -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -Werror
             -I${src_dir} -I${CMAKE_SOURCE_DIR}/include -idirafter /usr/include/x86_64-linux-gnu
             -c ${src_abs} -o ${obj}
     DEPENDS ${src_abs} ${ARGN}

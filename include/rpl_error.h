@@ -43,7 +43,55 @@
   X(RPL_E_PROTO_SHORT,            108, "frame payload ends inside a field")                      \
   X(RPL_E_PROTO_FLAGS,            109, "frame has reserved flag bits set")                       \
   X(RPL_E_PROTO_NO_COMMON_VERSION,110, "no protocol version in common with the peer: upgrade the older side") \
-  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")        \
+  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")      \
+  X(RPL_E_REGKEY_FORMAT,          112, "not a registration key: copy the whole last line that 'replication-appliance init' printed (it starts with rk1-)") \
+  X(RPL_E_REGKEY_CHECKSUM,        113, "registration key damaged (checksum mismatch): copy it again exactly") \
+  X(RPL_E_TLS,                    114, "TLS failure (see the log line before this one)")         \
+  X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
+  X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")        \
+                                                                                                 \
+  X(RPL_E_CBT_NOT_BLOCK_DEVICE,   200, "not a block device: give a whole disk such as /dev/sdb") \
+  X(RPL_E_CBT_PARTITION,          201, "this is a partition: track its whole disk (writes through partitions are covered)") \
+  X(RPL_E_CBT_ZONED,              202, "zoned block devices are not supported by the tracker")   \
+  X(RPL_E_CBT_NOT_TRACKED,        203, "the device is not tracked: start it with 'mobility-agent cbt start DEVICE'") \
+  X(RPL_E_CBT_ALREADY_TRACKED,    204, "the device is already tracked (see 'mobility-agent cbt status')") \
+  X(RPL_E_CBT_TOO_MANY_DEVICES,   205, "every tracker slot is in use: stop tracking a device first") \
+  X(RPL_E_CBT_OWNED_ELSEWHERE,    206, "the device is tracked under another agent state directory: use that --state") \
+  X(RPL_E_CBT_PINS_INCOMPATIBLE,  207, "the pinned tracker in bpffs has another layout (other agent version): stop its devices with that version") \
+  X(RPL_E_CBT_NO_BPFFS,           208, "bpffs is not mounted and could not be mounted: mount -t bpf bpf /sys/fs/bpf") \
+  X(RPL_E_CBT_LOAD,               209, "the eBPF tracker could not be loaded (see the message before this one)") \
+  X(RPL_E_CBT_NOT_FLIPPED,        210, "no frozen generation to drain: call flip first")         \
+  X(RPL_E_CBT_GENERATION_CHANGED, 211, "another flip happened since this one: nothing is lost, the set is reported again at the next flip") \
+  X(RPL_E_CBT_ACK_STALE,          212, "a newer resync event happened after the acknowledged one: resync again and acknowledge the new count") \
+  X(RPL_E_CBT_STATE_CORRUPT,      213, "a tracker state file is unreadable: remove it and start the device again (forces a resync)") \
+  X(RPL_E_CBT_STUCK,              214, "tracker programs did not leave a generation in time (a kernel problem): resync required") \
+                                                                                                 \
+  X(RPL_E_BLOB_CONNSTR,           300, "malformed storage connection string: use DefaultEndpointsProtocol=https;AccountName=...;AccountKey=... (or SharedAccessSignature=..., BlobEndpoint=...)") \
+  X(RPL_E_BLOB_SAS,               301, "malformed SAS token: it must be the query string the portal or az CLI gives (sv=...&sig=...)") \
+  X(RPL_E_BLOB_XML,               302, "storage service answered with XML we cannot parse (not Azure Storage, or a proxy page)") \
+  X(RPL_E_BLOB_TOKEN,             303, "managed-identity token endpoint answered with an unusable token: check the identity endpoint and that the identity is assigned") \
+  X(RPL_E_BLOB_ZONE_FILE,         304, "malformed private DNS zone file: each line must be 'ADDRESS NAME...' (hosts format), # for comments") \
+  X(RPL_E_BLOB_RESOLVE,           305, "cannot resolve the storage account's host name: check DNS or the private DNS zone file") \
+  X(RPL_E_BLOB_PUBLIC_ADDRESS,    306, "storage host resolves to a public address: link the private DNS zone privatelink.blob.core.windows.net to the network and approve the private endpoint connection") \
+  X(RPL_E_BLOB_CONNECT,           307, "cannot connect to the storage endpoint (network error): check routing, firewall and the private endpoint") \
+  X(RPL_E_BLOB_TLS,               308, "TLS verification of the storage endpoint failed: give the CA that signed its certificate with --ca-file, or fix the name it is reached by") \
+  X(RPL_E_BLOB_AUTH,              309, "storage refused our authorization (403): check the account key, SAS (permissions, expiry) or the identity's role assignment") \
+  X(RPL_E_BLOB_NOT_FOUND,         310, "blob or container not found (404)") \
+  X(RPL_E_BLOB_EXISTS,            311, "blob or container already exists (409)") \
+  X(RPL_E_BLOB_FENCED,            312, "stale write fenced: the blob's sequence number shows a newer cycle is committed (412)") \
+  X(RPL_E_BLOB_CONDITION,         313, "a condition of the request was not met (412): lease, ETag or sequence number") \
+  X(RPL_E_BLOB_LEASE,             314, "lease conflict: the blob is leased by someone else, or our lease was lost or broken") \
+  X(RPL_E_BLOB_RANGE,             315, "invalid page range: offsets and lengths must be multiples of 512 and inside the blob (416)") \
+  X(RPL_E_BLOB_THROTTLED,         316, "storage kept throttling or failing after every retry (503/500): lower the parallelism or check the account's limits") \
+  X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (see the log line with its error code)") \
+  X(RPL_E_BLOB_CLOCK_SKEW,        318, "this machine's clock is more than 15 minutes off the storage service's: sync it with NTP (chrony/systemd-timesyncd)") \
+  X(RPL_E_BLOB_PROXY,             319, "the HTTP proxy refused the connection or the credentials (407): check the proxy address, user and password") \
+  X(RPL_E_BLOB_TOO_LARGE,         320, "response over its size cap (XML listing or headers): the server is not Azure Storage or is misbehaving") \
+                                                                                                 \
+  X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
+  X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
+  X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
+  X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed") \
                                                                                                  \
   X(RPL_E_JOURNAL_CORRUPT,        500, "cache journal damaged before its last committed cycle (media error?): the disk needs a resync; move the journal directory aside to start over") \
   X(RPL_E_JOURNAL_FULL,           501, "cache journal full (configured cache size reached): back off until the uploader catches up, or raise the cache size") \
@@ -65,7 +113,13 @@
   X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
   X(RPL_E_CATALOG_SQL,            533, "catalog database error (see the log line before this one)") \
   X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
-  X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init")
+  X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
+                                                                                                 \
+  X(RPL_E_CYCLE_ORDER,            550, "cycle out of order: the appliance expects the next cycle after the last committed one") \
+  X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
+  X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
+  X(RPL_E_EXTENT_RANGE,           553, "extent lies beyond the end of the disk") \
+  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

@@ -113,7 +113,8 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_memory_equal(cs2.disk_id, cs.disk_id, PROTO_ID_SIZE);
 
   proto_buf_reset(&b);
-  struct proto_cycle_end ce = {.cycle = 42, .extents = 3, .raw_bytes = 3 << 20, .payload_bytes = 12345};
+  struct proto_cycle_end ce = {.cycle = 42, .extents = 3, .raw_bytes = 3 << 20, .payload_bytes = 12345,
+                               .consistency = PROTO_FS_CONSISTENT};
   fill_id(ce.disk_id, 3);
   memset(ce.digest, 0x3c, sizeof ce.digest);
   assert_int_equal(proto_encode_cycle_end(&b, &ce), RPL_OK);
@@ -122,6 +123,7 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_int_equal(proto_decode_cycle_end(&f, &ce2), RPL_OK);
   assert_memory_equal(&ce2, &ce, offsetof(struct proto_cycle_end, digest));
   assert_memory_equal(ce2.digest, ce.digest, PROTO_HASH_SIZE);
+  assert_int_equal(ce2.consistency, PROTO_FS_CONSISTENT);
   proto_buf_free(&b);
 }
 
@@ -197,6 +199,38 @@ static void test_roundtrip_ack_nack_hb_error(void **state)
   assert_int_equal(proto_decode_error(&f, &er2), RPL_OK);
   assert_int_equal(er2.code, RPL_E_PROTO_NO_COMMON_VERSION);
   assert_bytes(er2.message, er.message);
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_points(void **state)
+{
+  struct proto_buf b = {0};
+  uint8_t ids[3 * PROTO_ID_SIZE];
+  for (size_t i = 0; i < sizeof ids; i++)
+    ids[i] = (uint8_t)(i * 5);
+  struct proto_point_request q = {.request = 99, .count = 3, .disk_ids = ids};
+  assert_int_equal(proto_encode_point_request(&b, &q), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  struct proto_point_request q2;
+  assert_int_equal(proto_decode_point_request(&f, &q2), RPL_OK);
+  assert_true(q2.request == 99);
+  assert_int_equal(q2.count, 3);
+  assert_memory_equal(q2.disk_ids, ids, sizeof ids);
+  q.count = 0;
+  assert_int_equal(proto_encode_point_request(&b, &q), RPL_E_PROTO_FIELD);
+
+  proto_buf_reset(&b);
+  struct proto_point pt = {.request = 99, .status = RPL_OK, .consistency = PROTO_CRASH_CONSISTENT,
+                           .point_id = BYTES("rp-20261128-153000-000042")};
+  assert_int_equal(proto_encode_point(&b, &pt), RPL_OK);
+  f = parse_one(&b);
+  struct proto_point pt2;
+  assert_int_equal(proto_decode_point(&f, &pt2), RPL_OK);
+  assert_true(pt2.request == 99);
+  assert_int_equal(pt2.consistency, PROTO_CRASH_CONSISTENT);
+  assert_bytes(pt2.point_id, pt.point_id);
+  pt.consistency = 7;
+  assert_int_equal(proto_encode_point(&b, &pt), RPL_E_PROTO_FIELD);
   proto_buf_free(&b);
 }
 
@@ -593,6 +627,7 @@ int main(void)
     cmocka_unit_test(test_roundtrip_extent_all_codecs),
     cmocka_unit_test(test_roundtrip_ack_nack_hb_error),
     cmocka_unit_test(test_roundtrip_hashes_need),
+    cmocka_unit_test(test_roundtrip_points),
     cmocka_unit_test(test_bad_header_fields),
     cmocka_unit_test(test_length_over_cap_rejected_before_allocation),
     cmocka_unit_test(test_truncated_and_trailing),

@@ -1,0 +1,257 @@
+/* cbt.bpf.c - the eBPF change-block tracker: marks every block written (write, discard, secure
+ * erase, write-zeroes) to a tracked whole disk in that disk's bitmap, on submission and again on
+ * completion when a generation flip happened while the write was in flight. */
+#include "vmlinux_min.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include "cbt_shared.h"
+
+/* bpf_probe_read_kernel, which CO-RE reads use, is GPL-only. */
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+_Static_assert(sizeof(struct cbt_slot) == 192, "struct cbt_slot layout is shared with the agent");
+
+/* Template of the per-disk bitmaps: the agent creates one per disk with the disk's own size;
+ * BPF_F_INNER_MAP lets inner maps of different sizes share the template. */
+struct cbt_bitmap {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE | BPF_F_INNER_MAP);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+  __uint(max_entries, CBT_MAX_DEVICES);
+  __type(key, __u32);
+  __array(values, struct cbt_bitmap);
+} cbt_bitmaps SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, CBT_MAX_DEVICES);
+  __type(key, __u32);
+  __type(value, struct cbt_slot);
+} cbt_devices SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, CBT_MAX_DEVICES);
+  __type(key, __u32);   /* whole-disk dev_t */
+  __type(value, __u32); /* slot */
+} cbt_devmap SEC(".maps");
+
+/* Preallocated (the default): an insert never allocates memory in the I/O path, and a full table
+ * is reported as a loss instead of silently evicting a record (an LRU map would do that). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, CBT_INFLIGHT_MAX);
+  __type(key, __u64);   /* address of the struct bio */
+  __type(value, struct cbt_inflight);
+} cbt_inflight SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, CBT_MAX_DEVICES);
+  __type(key, __u32);
+  __type(value, struct cbt_counters);
+} cbt_counters SEC(".maps");
+
+#define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
+
+/* One level's run of bits [first_bit, last_bit] to set, word by word, in buffer words at base. */
+struct mark_range {
+  __u32 slot;
+  __u32 failed;
+  __u64 base;
+  __u64 first_bit;
+  __u64 last_bit;
+};
+
+static long mark_word(__u32 i, void *data)
+{
+  struct mark_range *r = data;
+  __u64 first_word = r->first_bit >> CBT_WORD_SHIFT;
+  __u64 last_word = r->last_bit >> CBT_WORD_SHIFT;
+  __u64 w = first_word + i;
+  __u64 mask = ~0ULL;
+
+  if (w > last_word)
+    return 1;
+  if (w == first_word)
+    mask &= ~0ULL << (r->first_bit & 63);
+  if (w == last_word)
+    mask &= ~0ULL >> (63 - (r->last_bit & 63));
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &r->slot);
+  if (!bitmap) {
+    r->failed = 1;
+    return 1;
+  }
+  __u32 key = (__u32)(r->base + w);
+  __u64 *word = bpf_map_lookup_elem(bitmap, &key);
+  if (!word) {
+    r->failed = 1;
+    return 1;
+  }
+  /* Test first: rewriting hot blocks then costs a load, not a locked read-modify-write. */
+  if ((*word & mask) != mask)
+    __sync_fetch_and_or(word, mask);
+  return 0;
+}
+
+/* Sets blocks [first, last] in buffer `buffer` of the slot's bitmap, level 0 first, then the
+ * summary levels. Returns 0, or -1 if the bitmap is missing or too small (counted as a loss). */
+static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buffer, __u64 first, __u64 last)
+{
+  __u64 buffer_base = buffer * s->buffer_words;
+  __u64 level_base[3] = {buffer_base, buffer_base + s->l1_offset, buffer_base + s->l2_offset};
+  struct mark_range r = {.slot = slot};
+
+  for (int level = 0; level < 3; level++) {
+    r.base = level_base[level];
+    r.first_bit = first;
+    r.last_bit = last;
+    r.failed = 0;
+    __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
+    if (words > (1u << 23)) /* bpf_loop's limit; a bio is < 4 GiB, i.e. <= 2^14 words at 4 KiB */
+      return -1;
+    bpf_loop((__u32)words, mark_word, &r, 0);
+    if (r.failed)
+      return -1;
+    first >>= CBT_WORD_SHIFT;
+    last >>= CBT_WORD_SHIFT;
+  }
+  return 0;
+}
+
+/* Enters the live generation (see the flip protocol in cbt_shared.h); the x86-64 JIT emits every
+ * BPF atomic as a lock-prefixed instruction, i.e. a full barrier. Returns the buffer index, or -1
+ * when flips kept racing us (counted as a loss by the caller). */
+static __always_inline int enter_generation(struct cbt_slot *s, __u64 *seq_out)
+{
+  for (int i = 0; i < CBT_FLIP_RETRIES; i++) {
+    __u64 seq = READ_ONCE_U64(s->gen_seq);
+    __u64 buffer = seq & 1;
+    __sync_fetch_and_add(&s->active[buffer], 1);
+    if (READ_ONCE_U64(s->gen_seq) == seq) {
+      *seq_out = seq;
+      return (int)buffer;
+    }
+    __sync_fetch_and_add(&s->active[buffer], -1);
+  }
+  return -1;
+}
+
+static __always_inline void leave_generation(struct cbt_slot *s, int buffer)
+{
+  __sync_fetch_and_add(&s->active[buffer & 1], -1);
+}
+
+SEC("raw_tp/block_bio_queue")
+int cbt_bio_queue(struct bpf_raw_tracepoint_args *ctx)
+{
+  struct bio *bio = (struct bio *)ctx->args[0];
+  __u32 op = BPF_CORE_READ(bio, bi_opf) & CBT_REQ_OP_MASK;
+
+  if (op != CBT_REQ_OP_WRITE && op != CBT_REQ_OP_DISCARD && op != CBT_REQ_OP_SECURE_ERASE &&
+      op != CBT_REQ_OP_WRITE_ZEROES)
+    return 0;
+  /* Through a partition, bi_bdev is the partition but the sector is already whole-disk absolute
+   * (blk_partition_remap ran before this tracepoint): key on the whole disk, keep the sector. */
+  __u32 dev = BPF_CORE_READ(bio, bi_bdev, bd_disk, part0, bd_dev);
+  __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
+  if (!slot_ptr)
+    return 0;
+  __u32 slot = *slot_ptr;
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+  if (!s || !counters)
+    return 0;
+
+  __u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
+  if (size == 0) { /* a flush carried by an empty write: no data changes */
+    counters->empty_ignored++;
+    return 0;
+  }
+  __u64 sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
+  __u64 seq;
+  int buffer = enter_generation(s, &seq);
+  if (buffer < 0) {
+    __sync_fetch_and_add(&s->lost_retry_exhausted, 1);
+    return 0;
+  }
+  if (s->dev != dev) { /* slot being torn down or reused */
+    leave_generation(s, buffer);
+    return 0;
+  }
+  __u32 shift = s->block_shift & 63;
+  __u64 start = sector << 9;
+  __u64 first = start >> shift;
+  __u64 last = (start + size - 1) >> shift;
+  __u64 nr_blocks = s->nr_blocks;
+  if (last >= nr_blocks) {
+    __sync_fetch_and_add(&s->lost_out_of_range, 1);
+    if (first >= nr_blocks) {
+      leave_generation(s, buffer);
+      return 0;
+    }
+    last = nr_blocks - 1;
+  }
+  if (mark_blocks(slot, s, (__u64)buffer, first, last))
+    __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  leave_generation(s, buffer);
+
+  struct cbt_inflight record = {
+    .dev = dev, .slot = slot, .first_block = first, .last_block = last, .gen_seq = seq,
+  };
+  __u64 key = (__u64)bio;
+  if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
+    __sync_fetch_and_add(&s->lost_inflight_full, 1);
+
+  if (op == CBT_REQ_OP_WRITE)
+    counters->writes++;
+  else if (op == CBT_REQ_OP_DISCARD)
+    counters->discards++;
+  else if (op == CBT_REQ_OP_SECURE_ERASE)
+    counters->secure_erases++;
+  else
+    counters->write_zeroes++;
+  return 0;
+}
+
+/* A write that was in flight across a flip may have been drained (and read) before its data
+ * reached the disk: mark it again, in the generation live at its completion. */
+SEC("raw_tp/block_bio_complete")
+int cbt_bio_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+  __u64 key = ctx->args[1]; /* (struct request_queue *q, struct bio *bio) */
+  struct cbt_inflight *found = bpf_map_lookup_elem(&cbt_inflight, &key);
+  if (!found)
+    return 0;
+  struct cbt_inflight record = *found;
+  bpf_map_delete_elem(&cbt_inflight, &key);
+
+  __u32 slot = record.slot;
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+  if (!s || !counters)
+    return 0;
+  __u64 seq;
+  int buffer = enter_generation(s, &seq);
+  if (buffer < 0) {
+    __sync_fetch_and_add(&s->lost_retry_exhausted, 1);
+    return 0;
+  }
+  /* Same generation as the submission mark: those bits are still live, nothing to do. */
+  if (s->dev == record.dev && seq != record.gen_seq) {
+    if (mark_blocks(slot, s, (__u64)buffer, record.first_block, record.last_block))
+      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+    counters->completion_marks++;
+  }
+  leave_generation(s, buffer);
+  return 0;
+}

@@ -1,0 +1,32 @@
+/* vmlinux_min.h - the few kernel types cbt.bpf.c reads, declared for CO-RE: field offsets are
+ * relocated against the running kernel's BTF at load time, so one object serves 6.1 and later. */
+#ifndef VMLINUX_MIN_H
+#define VMLINUX_MIN_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+/* Only the fields we read; preserve_access_index makes every access a CO-RE relocation. */
+struct bvec_iter {
+  __u64 bi_sector;        /* sector_t: 512-byte units, whole-disk absolute at block_bio_queue */
+  __u32 bi_size;          /* bytes still to transfer */
+} __attribute__((preserve_access_index));
+
+struct gendisk;
+
+struct block_device {
+  __u32 bd_dev;           /* dev_t, kernel encoding (major << 20 | minor) */
+  struct gendisk *bd_disk;
+} __attribute__((preserve_access_index));
+
+struct gendisk {
+  struct block_device *part0;  /* the whole disk's block_device */
+} __attribute__((preserve_access_index));
+
+struct bio {
+  struct block_device *bi_bdev; /* the partition's block_device for writes through a partition */
+  __u32 bi_opf;                 /* blk_opf_t: operation in the low 8 bits, flags above */
+  struct bvec_iter bi_iter;
+} __attribute__((preserve_access_index));
+
+#endif

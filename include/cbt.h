@@ -1,0 +1,167 @@
+/* cbt.h - the change-block tracker's user side: attach the eBPF tracker to whole disks, flip
+ * generations, drain changed extents, merge back, report and acknowledge resync-required. */
+#ifndef CBT_H
+#define CBT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpl_error.h"
+
+/*
+ * Model. Each tracked disk has a bitmap with two buffers in the kernel (pinned in bpffs, so tracking
+ * survives the agent exiting, crashing or being upgraded). The eBPF program marks written blocks in
+ * the live buffer. A cycle is:
+ *
+ *     cbt_flip()    freeze the live buffer (and fold into it anything drained but never committed)
+ *     cbt_drain()   read the frozen buffer as byte extents, in batches (RPL_E_AGAIN: call again)
+ *     cbt_commit()  forget the frozen buffer once the consumer has the data durably
+ *
+ * A cycle that fails before cbt_commit() needs nothing: the next cbt_flip() re-reports it. A set that
+ * was already committed can be given back with cbt_merge().
+ *
+ * Never silent: any event after which the tracked set may be incomplete (reboot, tracking removed
+ * behind our back, a kernel miss counter, a full in-flight table, a resize, no eBPF at all) raises
+ * "resync required" with a reason, increments the device's event count and renews its tracker UUID.
+ * Only cbt_ack_resync() with the exact current count clears it; an event after that count keeps it.
+ *
+ * Where eBPF is unavailable (no BTF, no CAP_BPF, no bpffs) tracking runs in fallback mode: every
+ * flip raises CBT_RESYNC_NO_EBPF and every drain returns the whole device.
+ *
+ * Not seen by any bio hook, hence not tracked: passthrough writes (SG_IO, NVMe ioctls, uring_cmd).
+ * Zoned block devices are refused.
+ *
+ * Thread safety: one struct cbt per thread. Operations from several processes on one machine are
+ * serialised by a lock file (/run/mobility-agent/cbt.lock).
+ */
+
+enum cbt_resync_reason {
+  CBT_RESYNC_NONE = 0,
+  CBT_RESYNC_REBOOT = 1,            /* boot id changed: bpffs pins do not survive a reboot */
+  CBT_RESYNC_UNCLEAN_DETACH = 2,    /* tracking vanished without cbt_stop (pins removed, program unloaded) */
+  CBT_RESYNC_PROGRAM_MISSED = 3,    /* the kernel skipped the tracker program (recursion_misses) */
+  CBT_RESYNC_INFLIGHT_FULL = 4,     /* in-flight table full: a completion mark may be missing */
+  CBT_RESYNC_OUT_OF_RANGE = 5,      /* a write beyond the tracked size */
+  CBT_RESYNC_RESIZE = 6,            /* the disk's size changed */
+  CBT_RESYNC_FLIP_STORM = 7,        /* a program could not enter a generation */
+  CBT_RESYNC_BITMAP_MISSING = 8,    /* a write found no bitmap to mark */
+  CBT_RESYNC_NO_EBPF = 9,           /* eBPF unavailable: fallback mode */
+};
+#define CBT_RESYNC_REASON_MAX CBT_RESYNC_NO_EBPF
+
+/* "reboot", "unclean-detach", ...; "none" for CBT_RESYNC_NONE; never NULL. Static storage. */
+const char *cbt_resync_reason_name(enum cbt_resync_reason reason);
+
+/* ---- extent sets ---- */
+
+struct cbt_extent {
+  uint64_t offset;  /* bytes from the start of the disk */
+  uint64_t length;  /* bytes, > 0 */
+};
+
+/* A growable array of extents in increasing offset order, adjacent extents coalesced.
+ * The set owns items; cbt_extents_free() releases it. */
+struct cbt_extents {
+  struct cbt_extent *items;
+  size_t count;
+  size_t capacity;      /* allocated items */
+  size_t limit;         /* hard cap on count: adding beyond it fails with RPL_E_LIMIT */
+  uint64_t max_length;  /* an extent never exceeds this many bytes (0: no cap) */
+};
+
+#define CBT_EXTENTS_LIMIT_MAX ((size_t)1 << 24) /* 16 Mi extents = 256 MiB */
+
+/* limit is clamped to [1, CBT_EXTENTS_LIMIT_MAX]. Allocates nothing yet. */
+void cbt_extents_init(struct cbt_extents *set, size_t limit, uint64_t max_length);
+/* Empties the set, keeping its memory. */
+void cbt_extents_clear(struct cbt_extents *set);
+void cbt_extents_free(struct cbt_extents *set);
+/* Appends [offset, offset + length), which must not start before the end of the last extent;
+ * coalesces with the last extent when adjacent (up to max_length) and splits at max_length.
+ * RPL_E_LIMIT when the set is full (the set is unchanged), RPL_E_NOMEM. */
+RPL_MUST_CHECK rpl_err cbt_extents_add(struct cbt_extents *set, uint64_t offset, uint64_t length);
+/* Total bytes in the set. */
+uint64_t cbt_extents_bytes(const struct cbt_extents *set);
+
+/* ---- the tracker ---- */
+
+struct cbt;
+
+struct cbt_options {
+  const char *state_dir; /* agent state directory; NULL: /var/lib/mobility-agent. Records go to STATE/cbt/. */
+  const char *pin_dir;   /* NULL: $MOBILITY_AGENT_BPF_PIN_DIR, else /sys/fs/bpf/mobility-agent */
+  const char *btf_path;  /* kernel BTF for CO-RE; NULL: $MOBILITY_AGENT_BTF, else /sys/kernel/btf/vmlinux */
+};
+
+#define CBT_DEFAULT_PIN_DIR "/sys/fs/bpf/mobility-agent"
+#define CBT_DEFAULT_BTF "/sys/kernel/btf/vmlinux"
+#define CBT_LOCK_FILE "/run/mobility-agent/cbt.lock"
+/* Granularity: 4 KiB up to 1 TiB disks; above, the smallest power of two that keeps one buffer's
+ * level 0 at 2^28 bits (32 MiB): 8 KiB up to 2 TiB, 64 KiB up to 16 TiB, ... */
+#define CBT_MIN_BLOCK_SHIFT 12
+#define CBT_MAX_BLOCKS ((uint64_t)1 << 28)
+
+/* Opens the tracker: opens the pinned maps if a tracker is installed, installs nothing. On success
+ * *out is owned by the caller (cbt_close()). On failure *out is NULL; messages go to the log. */
+RPL_MUST_CHECK rpl_err cbt_open(struct cbt **out, const struct cbt_options *options);
+/* Releases the handle; tracking goes on in the kernel. NULL is allowed. */
+void cbt_close(struct cbt *t);
+/* One line saying what went wrong in the last failed call, and how to fix it; "" when that call
+ * gave no more than its rpl_err (use rpl_strerror). Owned by t. */
+const char *cbt_errmsg(const struct cbt *t);
+/* Whether the eBPF tracker is (or can be) used; if not, *why (owned by t) says why. */
+bool cbt_ebpf_available(struct cbt *t, const char **why);
+
+/* Starts tracking DEVICE (a whole disk; its partitions are covered). Installs and pins the eBPF
+ * programs on first use. In fallback mode the device is recorded and resync-required.
+ * RPL_E_CBT_ALREADY_TRACKED if it is tracked already. */
+RPL_MUST_CHECK rpl_err cbt_start(struct cbt *t, const char *device);
+/* Stops tracking DEVICE and forgets its record; the last device stopped unpins the programs. */
+RPL_MUST_CHECK rpl_err cbt_stop(struct cbt *t, const char *device);
+
+/* Freezes the live buffer, first folding into it whatever an earlier flip froze and nobody
+ * committed. *generation (optional) is the frozen generation's number, for cbt_commit(). Checks
+ * every loss counter first (see above). */
+RPL_MUST_CHECK rpl_err cbt_flip(struct cbt *t, const char *device, uint64_t *generation);
+/* Appends the frozen buffer's extents to set, from where the previous call stopped. RPL_OK when
+ * all are in the set, RPL_E_AGAIN when set reached its limit (consume it, clear it, call again).
+ * In fallback mode the extents cover the whole device. Needs a cbt_flip() by this handle. */
+RPL_MUST_CHECK rpl_err cbt_drain(struct cbt *t, const char *device, struct cbt_extents *set);
+/* Forgets the frozen generation (its data is safe elsewhere). RPL_E_CBT_GENERATION_CHANGED if
+ * another flip happened since: nothing is lost, the set is re-reported at the next flip. */
+RPL_MUST_CHECK rpl_err cbt_commit(struct cbt *t, const char *device, uint64_t generation);
+/* Marks set's extents changed again in the live generation (a committed cycle that failed later). */
+RPL_MUST_CHECK rpl_err cbt_merge(struct cbt *t, const char *device, const struct cbt_extents *set);
+
+struct cbt_status {
+  char device[256];        /* path given to cbt_start */
+  char name[64];           /* kernel name (loop3, sdb) */
+  bool tracking;           /* the eBPF tracker marks this device now */
+  bool fallback;           /* eBPF unavailable: resync every cycle */
+  uint64_t size;           /* bytes */
+  uint64_t granularity;    /* bytes per bitmap bit */
+  uint64_t generation;     /* live generation number (restarts with every new tracker UUID) */
+  uint64_t dirty_bytes;    /* marked and not committed (live + frozen), granularity-rounded */
+  char uuid[37];           /* tracker UUID */
+  bool resync_required;
+  enum cbt_resync_reason resync_reason;  /* of the latest event */
+  uint64_t resync_count;   /* events so far; acknowledge this number */
+  uint64_t resync_acked;
+  uint64_t resync_time;    /* unix time of the latest event, 0 if none */
+  /* kernel counters since the tracker UUID's attach (0 when not tracking) */
+  uint64_t writes, discards, secure_erases, write_zeroes, empty_ignored, completion_marks;
+  uint64_t program_misses;   /* recursion_misses of the tracker programs (all devices) */
+};
+
+/* Fills *st for DEVICE, a device path or a recorded kernel name from cbt_list() (recording any new
+ * resync event first). */
+RPL_MUST_CHECK rpl_err cbt_status_get(struct cbt *t, const char *device, struct cbt_status *st);
+/* Names (kernel names, e.g. "loop3") of the devices recorded in the state directory, sorted; at
+ * most max. *count receives how many were written. */
+RPL_MUST_CHECK rpl_err cbt_list(struct cbt *t, char (*names)[64], size_t max, size_t *count);
+/* Clears resync-required if count is the device's current event count. RPL_E_CBT_ACK_STALE if a
+ * newer event happened (resync again), RPL_E_INVALID_ARGUMENT if count is not an event count. */
+RPL_MUST_CHECK rpl_err cbt_ack_resync(struct cbt *t, const char *device, uint64_t count);
+
+#endif
