@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -767,6 +768,12 @@ rpl_err journal_open(const char *state_dir, const uint8_t disk_id[PROTO_ID_SIZE]
     e = sys_err("cannot open directory", j->dir);
     goto fail;
   }
+  /* One writer per journal: a second appliance on the same state would interleave appends. The
+   * lock goes with the descriptor, so a killed process releases it. */
+  if (flock(j->dirfd, LOCK_EX | LOCK_NB) != 0) {
+    e = errno == EWOULDBLOCK ? RPL_E_JOURNAL_LOCKED : sys_err("cannot lock", j->dir);
+    goto fail;
+  }
   if ((e = recover(j)))
     goto fail;
   free(parent);
@@ -843,6 +850,11 @@ static rpl_err write_record(struct journal *j, const uint8_t *head, size_t head_
 {
   uint64_t len = head_len + (uint64_t)payload_len;
   struct segment *seg = last_seg(j);
+  if (j->fd < 0 && seg && seg->size + len <= j->opts.segment_bytes) {
+    /* After a reopen: keep filling the last segment rather than leave a short one per restart. */
+    if ((j->fd = open_segment_fd(j, seg->seq, O_WRONLY)) < 0)
+      return sys_err("cannot reopen segment in", j->dir);
+  }
   bool roll = j->fd < 0 || (seg->size + len > j->opts.segment_bytes && seg->size > SEGMENT_RECORD_SIZE);
   uint64_t need = len + reserve_bytes + (roll ? SEGMENT_RECORD_SIZE : 0);
   if (j->total_bytes + need > j->opts.limit_bytes)

@@ -146,7 +146,8 @@ struct journal_usage {
 
 /* Opens (creating as needed) the journal of disk_id under state_dir/journal/, recovering it: scans
  * the segments, cuts a torn tail and uncommitted records, loads the committed-cycle index and the
- * applied marker. opts may be NULL (defaults). */
+ * applied marker. opts may be NULL (defaults). The journal is locked (flock) while open:
+ * RPL_E_JOURNAL_LOCKED if another process (or another open here) holds it. */
 RPL_MUST_CHECK rpl_err journal_open(const char *state_dir, const uint8_t disk_id[PROTO_ID_SIZE],
                                     const struct journal_options *opts, struct journal **out);
 /* Closes the files; an open cycle is left uncommitted (discarded on the next open). NULL is fine. */

@@ -104,6 +104,7 @@
   X(RPL_E_JOURNAL_FOREIGN,        507, "journal directory belongs to another disk (its segment header names a different disk id)") \
   X(RPL_E_JOURNAL_BROKEN,         508, "cache journal stopped after a write error it could not undo: fix the disk (space, I/O errors), then restart the appliance") \
   X(RPL_E_JOURNAL_NOT_APPLIED,    509, "cannot trim a cycle the replica has not applied yet") \
+  X(RPL_E_JOURNAL_LOCKED,         510, "cache journal in use by another process: is another replication-appliance running on this state directory?") \
   X(RPL_E_REPLICA_HASH,           520, "journal extent's data does not match its xxh3-128 hash: nothing of the cycle was applied; the disk needs a resync") \
   X(RPL_E_REPLICA_RANGE,          521, "extent lies beyond the end of the replica image: resize the replica to the disk's new size first") \
   X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -205,11 +206,76 @@ static void test_roundtrip_and_reopen(void **state)
   journal_get_usage(j, &u2);
   assert_int_equal(u2.bytes, u.bytes);
   assert_int_equal(u2.last_committed, 5);
-  commit_cycle(j, 6, 2, 66); /* appends continue after a reopen */
+  commit_cycle(j, 6, 2, 66); /* appends continue after a reopen, in the same segment */
+  journal_get_usage(j, &u2);
+  assert_int_equal(u2.segments, 1);
   journal_close(j);
   j = open_journal(c, NULL);
   verify_cycle(j, 6, 2, 66);
   verify_cycle(j, 5, 15, 55);
+  commit_cycle(j, 7, 0, 0); /* nothing changed on the disk: an empty cycle is a cycle too */
+  journal_close(j);
+  j = open_journal(c, NULL);
+  verify_cycle(j, 7, 0, 0);
+  journal_close(j);
+}
+
+struct reader_thread {
+  struct journal *j;
+  int rounds;
+};
+
+/* verify_cycle without cmocka's asserts, which must not fire on another thread. */
+static bool cycle_matches(struct journal *j, uint64_t n, int count, uint64_t seed)
+{
+  struct journal_reader *r;
+  if (journal_reader_open(j, n, &r) != RPL_OK)
+    return false;
+  bool ok = true, end = false;
+  uint8_t buf[4 * 512];
+  for (int i = 0; i <= count && ok; i++) {
+    struct journal_extent want = make_extent(seed, i, buf), got;
+    ok = journal_reader_next(r, &got, &end) == RPL_OK && end == (i == count);
+    if (ok && !end)
+      ok = got.offset == want.offset && got.length == want.length && got.payload_len == want.payload_len &&
+           !memcmp(got.hash, want.hash, PROTO_HASH_SIZE) &&
+           (!want.payload_len || !memcmp(got.payload, want.payload, want.payload_len));
+  }
+  journal_reader_close(r);
+  return ok;
+}
+
+/* Reads committed cycle 1 over and over while the main thread appends and commits; returns the
+ * number of failed reads. */
+static void *read_cycle1(void *arg)
+{
+  struct reader_thread *t = arg;
+  intptr_t failures = 0;
+  for (int i = 0; i < t->rounds; i++) {
+    struct journal_usage u;
+    journal_get_usage(t->j, &u);
+    failures += !cycle_matches(t->j, 1, 20, 1) || u.last_committed < 1;
+  }
+  return (void *)failures;
+}
+
+/* The threading promise of journal.h: calls from several threads, a reader beside the writer. */
+static void test_reader_beside_writer(void **state)
+{
+  struct ctx *c = *state;
+  struct journal_options o = {.segment_bytes = 8192};
+  struct journal *j = open_journal(c, &o);
+  commit_cycle(j, 1, 20, 1);
+  struct reader_thread t = {.j = j, .rounds = 40};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, read_cycle1, &t), 0);
+  for (uint64_t n = 2; n <= 30; n++)
+    commit_cycle(j, n, 6, n);
+  void *failures;
+  assert_int_equal(pthread_join(th, &failures), 0);
+  assert_int_equal((intptr_t)failures, 0);
+  for (uint64_t n = 2; n <= 30; n++)
+    verify_cycle(j, n, 6, n);
   journal_close(j);
 }
 
@@ -621,6 +687,17 @@ static void test_multi_segment_cycles(void **state)
   verify_cycle(j, 2, 30, 3);
   verify_cycle(j, 3, 25, 5);
   journal_close(j);
+
+  /* Damage in an early segment, with commits in later ones, is reported, not cut. */
+  segment_path(c, 2, p);
+  size_t len;
+  uint8_t *data = read_file(p, &len);
+  data[JOURNAL_HEADER_SIZE + JOURNAL_SEGMENT_BODY + 12] ^= 0x04; /* its first record's payload length */
+  write_file(p, data, len);
+  j = NULL;
+  assert_int_equal(journal_open(c->dir, c->disk, &o, &j), RPL_E_JOURNAL_CORRUPT);
+  assert_int_equal(file_size(p), len);
+  free(data);
 }
 
 static void test_applied_marker_and_base(void **state)
@@ -662,6 +739,17 @@ static void test_applied_marker_and_base(void **state)
   j = NULL;
   assert_int_equal(journal_open(c->dir, c->disk, NULL, &j), RPL_E_JOURNAL_CORRUPT);
   free(m);
+}
+
+static void test_second_open_refused(void **state)
+{
+  struct ctx *c = *state;
+  struct journal *j = open_journal(c, NULL), *j2 = NULL;
+  assert_int_equal(journal_open(c->dir, c->disk, NULL, &j2), RPL_E_JOURNAL_LOCKED);
+  assert_null(j2);
+  journal_close(j);
+  j2 = open_journal(c, NULL); /* released on close */
+  journal_close(j2);
 }
 
 static void test_foreign_disk_refused(void **state)
@@ -737,6 +825,7 @@ int main(void)
   log_init("test_journal", LOG_LVL_ERR); /* the torn-tail loop would print a warning per position */
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_roundtrip_and_reopen, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_reader_beside_writer, setup, teardown),
     cmocka_unit_test_setup_teardown(test_torn_tail_every_byte, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damage_before_commit_reported, setup, teardown),
     cmocka_unit_test_setup_teardown(test_cycle_order, setup, teardown),
@@ -747,6 +836,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_trim_frees_space, setup, teardown),
     cmocka_unit_test_setup_teardown(test_multi_segment_cycles, setup, teardown),
     cmocka_unit_test_setup_teardown(test_applied_marker_and_base, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_foreign_disk_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_record_decoder, setup, teardown),
   };
