@@ -138,14 +138,16 @@ uint64_t cbt_extents_bytes(const struct cbt_extents *set)
 /* ---- the handle ---- */
 
 enum pin_object {
-  PIN_DEVICES, PIN_DEVMAP, PIN_BITMAPS, PIN_INFLIGHT, PIN_COUNTERS, PIN_LINK_QUEUE, PIN_LINK_COMPLETE,
+  PIN_DEVICES, PIN_DEVMAP, PIN_BITMAPS, PIN_INFLIGHT, PIN_COUNTERS,
+  PIN_LINK_BIO_QUEUE, PIN_LINK_RQ_COMPLETE, PIN_LINK_BIO_COMPLETE,
   PIN_COUNT
 };
 static const char *const pin_names[PIN_COUNT] = {
   "cbt_devices", "cbt_devmap", "cbt_bitmaps", "cbt_inflight", "cbt_counters",
-  "cbt_link_bio_queue", "cbt_link_bio_complete",
+  "cbt_link_bio_queue", "cbt_link_rq_complete", "cbt_link_bio_complete",
 };
-#define PIN_FIRST_LINK PIN_LINK_QUEUE
+#define PIN_FIRST_LINK PIN_LINK_BIO_QUEUE
+#define PROGRAMS (PIN_COUNT - PIN_FIRST_LINK)
 
 /* A slot's bitmap mapped into this process, cached across calls (re-mapping would cost a page
  * fault per touched page on every drain). */
@@ -176,7 +178,7 @@ struct cbt {
   int lock_fd;
   int fd[PIN_COUNT];      /* -1 when not open */
   uint32_t devices_map_id;
-  int prog_fd[2];
+  int prog_fd[PROGRAMS];
   struct cbt_slot *slots; /* mmap of cbt_devices, NULL when not open */
   size_t slots_bytes;
   int ncpus;
@@ -190,6 +192,7 @@ struct device_info {
   char name[64];
   uint32_t major, minor;
   uint64_t size;
+  bool bio_based;         /* no blk-mq queue (device mapper, md): completions need in-flight records */
   bool present;           /* resolved from the system (false: known only from the record) */
 };
 
@@ -239,7 +242,8 @@ static uint32_t kernel_dev(uint32_t major, uint32_t minor)
   return (major << 20) | minor; /* MKDEV() of include/linux/kdev_t.h */
 }
 
-/* libbpf's messages go to our log at debug level; the last warning is kept for error messages. */
+/* libbpf's messages go to our log at debug level; the first warning of a load (the one that names
+ * the failing program or map) is kept for the error message. */
 static __thread char libbpf_last_warning[256];
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -251,9 +255,13 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
   size_t len = strlen(line);
   while (len && (line[len - 1] == '\n' || line[len - 1] == ' '))
     line[--len] = '\0';
-  if (level == LIBBPF_WARN && len)
-    snprintf(libbpf_last_warning, sizeof libbpf_last_warning, "%s", line);
-  log_debug("libbpf: %s", line);
+  const char *text = strncmp(line, "libbpf: ", 8) ? line : line + 8;
+  if (level == LIBBPF_WARN && len && !libbpf_last_warning[0]) {
+    size_t keep = strnlen(text, sizeof libbpf_last_warning - 1);
+    memcpy(libbpf_last_warning, text, keep);
+    libbpf_last_warning[keep] = '\0';
+  }
+  log_debug("libbpf: %s", text);
   return 0;
 }
 
@@ -314,7 +322,7 @@ static void pins_close(struct cbt *t)
       close(t->fd[i]);
     t->fd[i] = -1;
   }
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     if (t->prog_fd[i] >= 0)
       close(t->prog_fd[i]);
     t->prog_fd[i] = -1;
@@ -405,7 +413,7 @@ static rpl_err pins_open(struct cbt *t)
     return err;
   }
   t->slots = slots;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     struct bpf_link_info info;
     uint32_t len = sizeof info;
     memset(&info, 0, sizeof info);
@@ -509,7 +517,8 @@ static rpl_err pins_install(struct cbt *t)
   rc = cbt_bpf__attach(skel);
   if (rc) {
     set_why(t,
-             "cannot attach the tracker to the block_bio_queue / block_bio_complete raw tracepoints (%s)",
+             "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
+             "tracepoints (%s)",
              strerror(-rc));
     err = RPL_E_CBT_LOAD;
     goto cleanup;
@@ -519,7 +528,8 @@ static rpl_err pins_install(struct cbt *t)
     skel->maps.cbt_devices, skel->maps.cbt_devmap, skel->maps.cbt_bitmaps, skel->maps.cbt_inflight,
     skel->maps.cbt_counters,
   };
-  struct bpf_link *links[PIN_COUNT - PIN_FIRST_LINK] = {skel->links.cbt_bio_queue, skel->links.cbt_bio_complete};
+  struct bpf_link *links[PROGRAMS] = {skel->links.cbt_bio_queue, skel->links.cbt_rq_complete,
+                                      skel->links.cbt_bio_complete};
   for (pinned = 0; pinned < PIN_COUNT; pinned++) {
     if (pin_path(t, pinned, path, sizeof path)) {
       err = fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
@@ -569,7 +579,8 @@ rpl_err cbt_open(struct cbt **out, const struct cbt_options *options)
   t->lock_fd = -1;
   for (int i = 0; i < PIN_COUNT; i++)
     t->fd[i] = -1;
-  t->prog_fd[0] = t->prog_fd[1] = -1;
+  for (int i = 0; i < PROGRAMS; i++)
+    t->prog_fd[i] = -1;
 
   const char *state = o->state_dir ? o->state_dir : DEFAULT_STATE_DIR;
   const char *pins = env_or(o->pin_dir, "MOBILITY_AGENT_BPF_PIN_DIR", CBT_DEFAULT_PIN_DIR, NULL);
@@ -697,6 +708,8 @@ static rpl_err resolve_device(struct cbt *t, const char *device, struct device_i
   if (read_small_file(probe, value, sizeof value) == 0 && strcmp(value, "none") != 0)
     return fail(t, RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
                 device, value);
+  snprintf(probe, sizeof probe, "%s/mq", sys);
+  info->bio_based = access(probe, F_OK) != 0;
   snprintf(probe, sizeof probe, "%s/size", sys);
   uint64_t sectors;
   if (read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &sectors) != 1)
@@ -804,7 +817,7 @@ static rpl_err map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
 static uint64_t program_misses(const struct cbt *t)
 {
   uint64_t total = 0;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     struct bpf_prog_info info;
     uint32_t len = sizeof info;
     memset(&info, 0, sizeof info);
@@ -845,6 +858,7 @@ static rpl_err slot_attach(struct cbt *t, struct tracked *d)
   s->l2_offset = layout.l2_offset;
   s->buffer_words = layout.buffer_words;
   memcpy(s->uuid, d->rec.uuid, sizeof s->uuid);
+  s->flags = d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0;
   struct timespec boot;
   clock_gettime(CLOCK_BOOTTIME, &boot);
   s->attach_boot_ns = (uint64_t)boot.tv_sec * 1000000000ULL + (uint64_t)boot.tv_nsec;

@@ -24,9 +24,15 @@ struct gendisk {
 } __attribute__((preserve_access_index));
 
 struct bio {
+  struct bio *bi_next;          /* next bio of the same request */
   struct block_device *bi_bdev; /* the partition's block_device for writes through a partition */
   __u32 bi_opf;                 /* blk_opf_t: operation in the low 8 bits, flags above */
   struct bvec_iter bi_iter;
+} __attribute__((preserve_access_index));
+
+struct request {
+  __u32 cmd_flags;              /* blk_opf_t: operation in the low 8 bits */
+  struct bio *bio;              /* bios not completed yet, linked by bi_next */
 } __attribute__((preserve_access_index));
 
 #endif

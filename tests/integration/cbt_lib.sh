@@ -17,6 +17,7 @@ STATE=$WORK/state
 export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-test-$$
 LOOPS=()
 PIDS=()
+EXTRA_CLEANUP=()  # paths a test made besides WORK, removed last
 
 cbt_cleanup() {
   local rc=$?
@@ -25,7 +26,7 @@ cbt_cleanup() {
   for l in "${LOOPS[@]}"; do "$AGENT" cbt stop "$l" --state "$STATE" >/dev/null 2>&1; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
-  rm -rf "$WORK"
+  rm -rf "$WORK" "${EXTRA_CLEANUP[@]}"
   exit $rc
 }
 trap cbt_cleanup EXIT
