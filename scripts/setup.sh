@@ -18,6 +18,9 @@ packages=(
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
   libexpat1-dev libsqlite3-dev libcmocka-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
+  # change-block tracker tests: partition tables, and the portability test that boots Debian's
+  # 6.1 kernel under qemu (TCG) from a busybox initramfs
+  fdisk cpio qemu-system-x86 busybox-static linux-image-amd64
 )
 missing=()
 for p in "${packages[@]}"; do
