@@ -992,7 +992,7 @@ static void reconcile(struct cbt *t, struct tracked *d)
 
   if (strcmp(d->rec.boot_id, t->boot_id) != 0) {
     snprintf(d->rec.boot_id, sizeof d->rec.boot_id, "%s", t->boot_id);
-    d->rec.armed = false;
+    d->rec.armed = slot >= 0; /* pins never survive a reboot; a slot here means the record was stale */
     raise_event(d, CBT_RESYNC_REBOOT, t);
   } else if (d->rec.armed && slot < 0) {
     d->rec.armed = false;
@@ -1028,9 +1028,12 @@ static void reconcile(struct cbt *t, struct tracked *d)
   if (d->dev.present && d->dev.size != d->rec.size) {
     log_notice("%s: size changed from %" PRIu64 " to %" PRIu64 " bytes", d->rec.path, d->rec.size, d->dev.size);
     raise_event(d, CBT_RESYNC_RESIZE, t);
+    /* A bitmap sized for the new disk, at once: writes must not go untracked until the next flip. */
     if (slot_detach(t, slot) == RPL_OK) {
       d->slot = -1;
       d->rec.armed = false;
+      if (slot_attach(t, d) != RPL_OK)
+        log_warn("%s: cannot re-attach after the resize: %s", d->rec.path, t->errmsg);
     }
   }
 }
