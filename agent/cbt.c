@@ -1281,12 +1281,13 @@ static rpl_err frozen_cycle(struct cbt *t, const char *device, struct tracked *d
   if (d->rec.fallback)
     return RPL_OK;
   int slot = find_slot(t, kernel_dev(d->rec.major, d->rec.minor));
-  if (slot < 0 || memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0 ||
-      __atomic_load_n(&t->slots[slot].gen_seq, __ATOMIC_ACQUIRE) != c->frozen_seq + 1) {
+  uint64_t live = slot >= 0 ? __atomic_load_n(&t->slots[slot].gen_seq, __ATOMIC_ACQUIRE) : 0;
+  if (slot < 0 || memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0 || live != c->frozen_seq + 1) {
     c->flipped = false;
     return fail(t, RPL_E_CBT_GENERATION_CHANGED,
-                "%s: generation %" PRIu64 " is no longer frozen (another flip, or tracking restarted): nothing is "
-                "lost, its blocks are reported again after the next flip", device, c->frozen_seq);
+                "%s: generation %" PRIu64 " is no longer frozen (%s): nothing is lost, its blocks are reported "
+                "again after the next flip", device, c->frozen_seq,
+                slot < 0 ? "tracking stopped" : live != c->frozen_seq + 1 ? "another flip happened" : "tracking restarted");
   }
   d->slot = slot;
   return RPL_OK;

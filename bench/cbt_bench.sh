@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# cbt_bench.sh - the change-block tracker's benchmarks, in one run (root; not run by CTest):
+#  1. fio 4 KiB randwrite, QD 32, O_DIRECT on a loop device backed by a file and one backed by tmpfs,
+#     tracked vs untracked, interleaved (ABBA) over ROUNDS rounds: IOPS and p99 latency ratios
+#     (tracked runs also drain once a second, as an agent would);
+#  2. flip + drain + commit of a 1 TiB sparse loop device: nothing dirty, 10,000 scattered blocks;
+#  3. kernel memory of the tracker's maps, per TiB tracked.
+# Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+agent=$build/agent/mobility-agent
+rounds=${ROUNDS:-3}
+runtime=${SECONDS_PER_RUN:-10}
+size=${SIZE:-2G}
+[ "$(id -u)" -eq 0 ] || { echo "cbt_bench: run as root" >&2; exit 1; }
+command -v fio >/dev/null || { echo "cbt_bench: fio is missing" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/cbt-bench.XXXXXX)
+shm=$(mktemp -d /dev/shm/cbt-bench.XXXXXX)
+export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/cbt-bench-$$
+state=$work/state
+loops=()
+drainer=
+cleanup() {
+  [ -n "$drainer" ] && kill "$drainer" 2>/dev/null
+  for l in "${loops[@]}"; do "$agent" cbt stop "$l" --state "$state" >/dev/null 2>&1 || true; done
+  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+  rm -rf "$work" "$shm" "$MOBILITY_AGENT_BPF_PIN_DIR"
+}
+trap cleanup EXIT
+new_loop() { # new_loop FILE: sets LOOP
+  LOOP=$(losetup --find --show "$1")
+  loops+=("$LOOP")
+}
+
+echo "== cbt_bench on $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ)"
+fallocate -l "$size" "$work/file.img"
+fallocate -l "$size" "$shm/tmpfs.img"
+new_loop "$work/file.img"; file_dev=$LOOP
+new_loop "$shm/tmpfs.img"; tmpfs_dev=$LOOP
+
+# run_fio DEV -> "IOPS P99_NS" (write side of terse v3: field 49 = IOPS, 59..78 = clat percentiles)
+run_fio() {
+  fio --name=cbt --filename="$1" --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
+      --runtime="$runtime" --time_based --norandommap --randrepeat=0 --output-format=terse --terse-version=3 |
+    awk -F';' '{ p99 = 0; for (i = 59; i <= 78; i++) if ($i ~ /^99\.000000%=/) { split($i, a, "="); p99 = a[2] }
+                 print $49, p99 * 1000 }'
+}
+
+declare -A iops p99   # "KIND.MODE" -> space-separated values of each run
+measure() { # measure KIND(file|tmpfs) DEV MODE(tracked|untracked)
+  local kind=$1 dev=$2 mode=$3 out
+  if [ "$mode" = tracked ]; then
+    "$agent" cbt start "$dev" --state "$state" >/dev/null
+    (while true; do "$agent" cbt drain "$dev" --state "$state" >/dev/null || true; sleep 1; done) &
+    drainer=$!
+  fi
+  out=$(run_fio "$dev")
+  if [ "$mode" = tracked ]; then
+    kill "$drainer"; wait "$drainer" 2>/dev/null || true; drainer=
+    "$agent" cbt stop "$dev" --state "$state"
+  fi
+  read -r i p <<<"$out"
+  awk -v k="$kind" -v m="$mode" -v i="$i" -v p="$p" 'BEGIN { printf "   %-6s %-9s %10.0f IOPS   p99 %8.1f us\n", k, m, i, p / 1000 }'
+  iops[$kind.$mode]="${iops[$kind.$mode]:-} $i"
+  p99[$kind.$mode]="${p99[$kind.$mode]:-} $p"
+}
+
+echo "== 1. fio randwrite 4 KiB QD32 O_DIRECT, ${runtime}s per run, $rounds rounds (ABBA)"
+for r in $(seq "$rounds"); do
+  for kind in file tmpfs; do
+    dev=$file_dev; [ $kind = tmpfs ] && dev=$tmpfs_dev
+    if [ $((r % 2)) -eq 1 ]; then
+      measure $kind "$dev" untracked; measure $kind "$dev" tracked
+    else
+      measure $kind "$dev" tracked; measure $kind "$dev" untracked
+    fi
+  done
+done
+sum() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' <<<"$1"; }
+for kind in file tmpfs; do
+  awk -v k="$kind" -v it="$(sum "${iops[$kind.tracked]}")" -v iu="$(sum "${iops[$kind.untracked]}")" \
+      -v pt="$(sum "${p99[$kind.tracked]}")" -v pu="$(sum "${p99[$kind.untracked]}")" \
+      'BEGIN { printf "   %-6s IOPS tracked/untracked %.3f (goal >= 0.98)   p99 latency tracked/untracked %.3f\n", k, it / iu, pt / pu }'
+done
+
+echo "== 2. cycle (flip + drain + commit) on a 1 TiB sparse loop device"
+truncate -s 1T "$work/big.img"
+new_loop "$work/big.img"; big=$LOOP
+"$build/bench/bench_cbt_drain" "$big" "$state" 10000 10 &
+bench=$!
+# 3. memory, read while bench_cbt_drain tracks the 1 TiB device
+sleep 1
+mem_bitmap=$(bpftool map show 2>/dev/null | awk '/name cbt_bitmap /{getline; for (i = 1; i <= NF; i++) if ($i == "memlock") { sub("B", "", $(i+1)); print $(i+1) }}' | tail -1)
+mem_fixed=0
+for m in cbt_devices cbt_devmap cbt_bitmaps cbt_inflight cbt_counters; do
+  b=$(bpftool map show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$m" 2>/dev/null | grep -o 'memlock [0-9]*' | awk '{print $2}')
+  mem_fixed=$((mem_fixed + ${b:-0}))
+done
+wait $bench
+echo "== 3. kernel memory of the maps (bpftool memlock)"
+awk -v b="${mem_bitmap:-0}" -v f="$mem_fixed" 'BEGIN {
+  printf "   per tracked TiB (bitmap, 2 generations, 3 levels, 4 KiB granularity): %d bytes = %.1f MiB\n", b, b / 1048576
+  printf "   fixed, once per machine (slots, device map, in-flight table, counters): %d bytes = %.1f MiB\n", f, f / 1048576 }'
