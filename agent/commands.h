@@ -12,6 +12,11 @@ struct agent_command {
 
 #define AGENT_DEFAULT_STATE "/var/lib/mobility-agent"
 
+int agent_cmd_register(int argc, char **argv);
+int agent_cmd_run(int argc, char **argv);
+int agent_cmd_protect(int argc, char **argv);
+int agent_cmd_checkpoint(int argc, char **argv);
+int agent_cmd_status(int argc, char **argv);
 /* cmd_cbt.c */
 int cmd_cbt(int argc, char **argv);
 

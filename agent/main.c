@@ -8,6 +8,11 @@
 
 static const struct agent_command commands[] = {
   {"cbt", cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
+  {"register", agent_cmd_register, "register --appliance HOST:PORT --key KEY [--state DIR]"},
+  {"run", agent_cmd_run, "run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]"},
+  {"protect", agent_cmd_protect, "protect DEVICE [--state DIR]"},
+  {"checkpoint", agent_cmd_checkpoint, "checkpoint [DEVICE] [--wait] [--state DIR]"},
+  {"status", agent_cmd_status, "status [--state DIR] [--json]"},
   {NULL, NULL, NULL},
 };
 
@@ -20,7 +25,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-  log_init("mobility-agent", LOG_LVL_INFO);
+  /* Daemons log what they do; a command's outcome is its one line on stderr. */
+  log_init("mobility-agent", argc > 1 && !strcmp(argv[1], "run") ? LOG_LVL_INFO : LOG_LVL_ERR);
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -12,4 +12,9 @@ struct appliance_command {
 
 #define APPLIANCE_DEFAULT_STATE "/var/lib/replication-appliance"
 
+int cmd_init(int argc, char **argv);  /* cmd_init.c */
+int cmd_check(int argc, char **argv); /* cmd_check.c */
+int cmd_run(int argc, char **argv);   /* daemon.c */
+int cmd_status(int argc, char **argv); /* daemon.c */
+
 #endif

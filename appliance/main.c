@@ -7,6 +7,10 @@
 #include "rpl_version.h"
 
 static const struct appliance_command commands[] = {
+  {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM]"},
+  {"check", cmd_check, "check   --state DIR [--json]"},
+  {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS]"},
+  {"status", cmd_status, "status  --state DIR [--json]"},
   {NULL, NULL, NULL},
 };
 
@@ -19,7 +23,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-  log_init("replication-appliance", LOG_LVL_INFO);
+  /* Daemons log what they do; a command's outcome is its one line on stderr. */
+  log_init("replication-appliance", argc > 1 && !strcmp(argv[1], "run") ? LOG_LVL_INFO : LOG_LVL_ERR);
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -48,11 +48,19 @@ enum proto_type {
   PROTO_NEED = 11,
   PROTO_HEARTBEAT = 12,
   PROTO_ERROR = 13,
-  PROTO_TYPE_MAX = PROTO_ERROR
+  PROTO_POINT_REQUEST = 14,
+  PROTO_POINT = 15,
+  PROTO_TYPE_MAX = PROTO_POINT
 };
 
 enum proto_cycle_kind { PROTO_CYCLE_PLAIN = 0, PROTO_CYCLE_RECOVERY_POINT = 1, PROTO_CYCLE_RESYNC = 2 };
 enum proto_codec { PROTO_CODEC_NONE = 0, PROTO_CODEC_ZSTD = 1, PROTO_CODEC_ZERO = 2 };
+/* What a cycle's data is consistent with, as the agent states it in CYCLE_END. */
+enum proto_consistency {
+  PROTO_FUZZY = 0,              /* blocks may have been rewritten while read */
+  PROTO_CRASH_CONSISTENT = 1,   /* no block of the set was written during its read */
+  PROTO_FS_CONSISTENT = 2,      /* read while the disk's filesystems were frozen */
+};
 
 /* Capabilities an agent states in HELLO. */
 #define PROTO_CAP_ZSTD       (1ull << 0)
@@ -114,6 +122,7 @@ struct proto_cycle_end {
   uint64_t raw_bytes;          /* sum of their lengths */
   uint64_t payload_bytes;      /* sum of their payload sizes */
   uint8_t digest[PROTO_HASH_SIZE]; /* xxh3-128 over the extents' hashes, in order sent */
+  uint8_t consistency;         /* enum proto_consistency */
 };
 
 struct proto_ack {
@@ -155,6 +164,23 @@ struct proto_error {
   struct proto_bytes message;  /* <= PROTO_MAX_STRING */
 };
 
+/* Agent -> appliance: take a recovery point of these disks together (a consistency group). The
+ * appliance answers with CYCLE_START(kind RECOVERY_POINT) for each, then POINT. */
+struct proto_point_request {
+  uint64_t request;            /* the agent's id for this request, echoed in POINT */
+  uint32_t count;              /* disks, 1..PROTO_MAX_GROUP */
+  const uint8_t *disk_ids;     /* count * PROTO_ID_SIZE bytes */
+};
+#define PROTO_MAX_GROUP 256
+
+/* Appliance -> agent: the outcome of a POINT_REQUEST. */
+struct proto_point {
+  uint64_t request;
+  uint32_t status;             /* rpl_err: RPL_OK when the point was committed */
+  uint8_t consistency;         /* enum proto_consistency of the point */
+  struct proto_bytes point_id; /* <= PROTO_MAX_STRING; empty unless status is RPL_OK */
+};
+
 /* A frame found in a buffer; payload points into that buffer. */
 struct proto_frame {
   uint8_t type;
@@ -189,6 +215,8 @@ RPL_MUST_CHECK rpl_err proto_encode_need(struct proto_buf *out, const struct pro
                                          const struct proto_need_range *ranges);
 RPL_MUST_CHECK rpl_err proto_encode_heartbeat(struct proto_buf *out, const struct proto_heartbeat *m);
 RPL_MUST_CHECK rpl_err proto_encode_error(struct proto_buf *out, const struct proto_error *m);
+RPL_MUST_CHECK rpl_err proto_encode_point_request(struct proto_buf *out, const struct proto_point_request *m);
+RPL_MUST_CHECK rpl_err proto_encode_point(struct proto_buf *out, const struct proto_point *m);
 
 /* Zero-copy EXTENT: writes the frame header and EXTENT's fixed fields into prefix and returns
  * their size in *prefix_len; the frame on the wire is prefix followed by m->payload, which is not
@@ -220,6 +248,8 @@ RPL_MUST_CHECK rpl_err proto_decode_hashes(const struct proto_frame *f, struct p
 RPL_MUST_CHECK rpl_err proto_decode_need(const struct proto_frame *f, struct proto_need *out);
 RPL_MUST_CHECK rpl_err proto_decode_heartbeat(const struct proto_frame *f, struct proto_heartbeat *out);
 RPL_MUST_CHECK rpl_err proto_decode_error(const struct proto_frame *f, struct proto_error *out);
+RPL_MUST_CHECK rpl_err proto_decode_point_request(const struct proto_frame *f, struct proto_point_request *out);
+RPL_MUST_CHECK rpl_err proto_decode_point(const struct proto_frame *f, struct proto_point *out);
 
 /* The i-th range of a decoded NEED (i < count). */
 struct proto_need_range proto_need_range_at(const struct proto_need *m, uint32_t i);
@@ -263,6 +293,15 @@ RPL_MUST_CHECK rpl_err proto_negotiate(uint16_t our_min, uint16_t our_max, uint1
 uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len);
 /* xxh3-128 of data in canonical (big-endian) byte order. */
 void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE]);
+
+/* The cycle digest of CYCLE_END: xxh3-128 over the EXTENT hashes in the order they were sent.
+ * Zero-initialise (or proto_digest_init), update once per extent, then final. */
+struct proto_digest {
+  uint64_t state[96] __attribute__((aligned(64))); /* room for XXH3_state_t, checked at build time */
+};
+void proto_digest_init(struct proto_digest *d);
+void proto_digest_update(struct proto_digest *d, const uint8_t hash[PROTO_HASH_SIZE]);
+void proto_digest_final(const struct proto_digest *d, uint8_t out[PROTO_HASH_SIZE]);
 
 const char *proto_type_name(uint8_t type);
 

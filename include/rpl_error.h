@@ -43,7 +43,12 @@
   X(RPL_E_PROTO_SHORT,            108, "frame payload ends inside a field")                      \
   X(RPL_E_PROTO_FLAGS,            109, "frame has reserved flag bits set")                       \
   X(RPL_E_PROTO_NO_COMMON_VERSION,110, "no protocol version in common with the peer: upgrade the older side") \
-  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")  \
+  X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")      \
+  X(RPL_E_REGKEY_FORMAT,          112, "not a registration key: copy the whole last line that 'replication-appliance init' printed (it starts with rk1-)") \
+  X(RPL_E_REGKEY_CHECKSUM,        113, "registration key damaged (checksum mismatch): copy it again exactly") \
+  X(RPL_E_TLS,                    114, "TLS failure (see the log line before this one)")         \
+  X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
+  X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")        \
                                                                                                  \
   X(RPL_E_CBT_NOT_BLOCK_DEVICE,   200, "not a block device: give a whole disk such as /dev/sdb") \
   X(RPL_E_CBT_PARTITION,          201, "this is a partition: track its whole disk (writes through partitions are covered)") \
@@ -59,7 +64,61 @@
   X(RPL_E_CBT_GENERATION_CHANGED, 211, "another flip happened since this one: nothing is lost, the set is reported again at the next flip") \
   X(RPL_E_CBT_ACK_STALE,          212, "a newer resync event happened after the acknowledged one: resync again and acknowledge the new count") \
   X(RPL_E_CBT_STATE_CORRUPT,      213, "a tracker state file is unreadable: remove it and start the device again (forces a resync)") \
-  X(RPL_E_CBT_STUCK,              214, "tracker programs did not leave a generation in time (a kernel problem): resync required")
+  X(RPL_E_CBT_STUCK,              214, "tracker programs did not leave a generation in time (a kernel problem): resync required") \
+                                                                                                 \
+  X(RPL_E_BLOB_CONNSTR,           300, "malformed storage connection string: use DefaultEndpointsProtocol=https;AccountName=...;AccountKey=... (or SharedAccessSignature=..., BlobEndpoint=...)") \
+  X(RPL_E_BLOB_SAS,               301, "malformed SAS token: it must be the query string the portal or az CLI gives (sv=...&sig=...)") \
+  X(RPL_E_BLOB_XML,               302, "storage service answered with XML we cannot parse (not Azure Storage, or a proxy page)") \
+  X(RPL_E_BLOB_TOKEN,             303, "managed-identity token endpoint answered with an unusable token: check the identity endpoint and that the identity is assigned") \
+  X(RPL_E_BLOB_ZONE_FILE,         304, "malformed private DNS zone file: each line must be 'ADDRESS NAME...' (hosts format), # for comments") \
+  X(RPL_E_BLOB_RESOLVE,           305, "cannot resolve the storage account's host name: check DNS or the private DNS zone file") \
+  X(RPL_E_BLOB_PUBLIC_ADDRESS,    306, "storage host resolves to a public address: link the private DNS zone privatelink.blob.core.windows.net to the network and approve the private endpoint connection") \
+  X(RPL_E_BLOB_CONNECT,           307, "cannot connect to the storage endpoint (network error): check routing, firewall and the private endpoint") \
+  X(RPL_E_BLOB_TLS,               308, "TLS verification of the storage endpoint failed: give the CA that signed its certificate with --ca-file, or fix the name it is reached by") \
+  X(RPL_E_BLOB_AUTH,              309, "storage refused our authorization (403): check the account key, SAS (permissions, expiry) or the identity's role assignment") \
+  X(RPL_E_BLOB_NOT_FOUND,         310, "blob or container not found (404)") \
+  X(RPL_E_BLOB_EXISTS,            311, "blob or container already exists (409)") \
+  X(RPL_E_BLOB_FENCED,            312, "stale write fenced: the blob's sequence number shows a newer cycle is committed (412)") \
+  X(RPL_E_BLOB_CONDITION,         313, "a condition of the request was not met (412): lease, ETag or sequence number") \
+  X(RPL_E_BLOB_LEASE,             314, "lease conflict: the blob is leased by someone else, or our lease was lost or broken") \
+  X(RPL_E_BLOB_RANGE,             315, "invalid page range: offsets and lengths must be multiples of 512 and inside the blob (416)") \
+  X(RPL_E_BLOB_THROTTLED,         316, "storage kept throttling or failing after every retry (503/500): lower the parallelism or check the account's limits") \
+  X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (see the log line with its error code)") \
+  X(RPL_E_BLOB_CLOCK_SKEW,        318, "this machine's clock is more than 15 minutes off the storage service's: sync it with NTP (chrony/systemd-timesyncd)") \
+  X(RPL_E_BLOB_PROXY,             319, "the HTTP proxy refused the connection or the credentials (407): check the proxy address, user and password") \
+  X(RPL_E_BLOB_TOO_LARGE,         320, "response over its size cap (XML listing or headers): the server is not Azure Storage or is misbehaving") \
+                                                                                                 \
+  X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
+  X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
+  X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
+  X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed") \
+                                                                                                 \
+  X(RPL_E_JOURNAL_CORRUPT,        500, "cache journal damaged before its last committed cycle (media error?): the disk needs a resync; move the journal directory aside to start over") \
+  X(RPL_E_JOURNAL_FULL,           501, "cache journal full (configured cache size reached): back off until the uploader catches up, or raise the cache size") \
+  X(RPL_E_JOURNAL_CYCLE_ORDER,    502, "cycle out of order: the journal takes only the cycle after its last committed one, or a restart of the open one") \
+  X(RPL_E_JOURNAL_NO_CYCLE,       503, "no such cycle open in the journal: begin the cycle before appending or committing it") \
+  X(RPL_E_JOURNAL_TOTALS,         504, "cycle totals or digest differ from the extents journaled: the cycle is not committed (NACK it so the agent resends)") \
+  X(RPL_E_JOURNAL_RECORD,         505, "journal record malformed (magic, version, type, length over its cap, field or checksum): a torn write or not a journal file") \
+  X(RPL_E_JOURNAL_NOT_COMMITTED,  506, "cycle not committed in the journal (never committed, or already trimmed)") \
+  X(RPL_E_JOURNAL_FOREIGN,        507, "journal directory belongs to another disk (its segment header names a different disk id)") \
+  X(RPL_E_JOURNAL_BROKEN,         508, "cache journal stopped after a write error it could not undo: fix the disk (space, I/O errors), then restart the appliance") \
+  X(RPL_E_JOURNAL_NOT_APPLIED,    509, "cannot trim a cycle the replica has not applied yet") \
+  X(RPL_E_REPLICA_HASH,           520, "journal extent's data does not match its xxh3-128 hash: nothing of the cycle was applied; the disk needs a resync") \
+  X(RPL_E_REPLICA_RANGE,          521, "extent lies beyond the end of the replica image: resize the replica to the disk's new size first") \
+  X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \
+  X(RPL_E_REPLICA_DECOMPRESS,     523, "extent's zstd payload does not decompress to its stated length: the cycle is not applied; the disk needs a resync") \
+  X(RPL_E_CATALOG_CORRUPT,        530, "catalog database corrupt or not an SQLite database: restore it from a backup or move it aside") \
+  X(RPL_E_CATALOG_BUSY,           531, "catalog database locked by another process: is another replication-appliance using this state directory?") \
+  X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
+  X(RPL_E_CATALOG_SQL,            533, "catalog database error (see the log line before this one)") \
+  X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
+  X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
+                                                                                                 \
+  X(RPL_E_CYCLE_ORDER,            550, "cycle out of order: the appliance expects the next cycle after the last committed one") \
+  X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
+  X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
+  X(RPL_E_EXTENT_RANGE,           553, "extent lies beyond the end of the disk") \
+  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

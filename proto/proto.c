@@ -275,7 +275,15 @@ static rpl_err extent_check(const struct proto_extent *m)
 }
 static rpl_err cycle_end_check(const struct proto_cycle_end *m)
 {
-  return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK;
+  return m->cycle == 0 || m->consistency > PROTO_FS_CONSISTENT ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+static rpl_err point_request_check(const struct proto_point_request *m)
+{
+  return m->count == 0 || m->count > PROTO_MAX_GROUP ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+static rpl_err point_check(const struct proto_point *m)
+{
+  return m->consistency > PROTO_FS_CONSISTENT || m->point_id.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)
@@ -402,6 +410,7 @@ rpl_err proto_encode_cycle_end(struct proto_buf *out, const struct proto_cycle_e
   wr_u64(&w, m->raw_bytes);
   wr_u64(&w, m->payload_bytes);
   wr_raw(&w, m->digest, PROTO_HASH_SIZE);
+  wr_u8(&w, m->consistency);
   return wr_end(&w, PROTO_CYCLE_END);
 }
 
@@ -470,6 +479,25 @@ rpl_err proto_encode_error(struct proto_buf *out, const struct proto_error *m)
   wr_u32(&w, m->code);
   wr_blob(&w, m->message);
   return wr_end(&w, PROTO_ERROR);
+}
+
+rpl_err proto_encode_point_request(struct proto_buf *out, const struct proto_point_request *m)
+{
+  ENCODE_BEGIN(point_request_check);
+  wr_u64(&w, m->request);
+  wr_u32(&w, m->count);
+  wr_raw(&w, m->disk_ids, (size_t)m->count * PROTO_ID_SIZE);
+  return wr_end(&w, PROTO_POINT_REQUEST);
+}
+
+rpl_err proto_encode_point(struct proto_buf *out, const struct proto_point *m)
+{
+  ENCODE_BEGIN(point_check);
+  wr_u64(&w, m->request);
+  wr_u32(&w, m->status);
+  wr_u8(&w, m->consistency);
+  wr_blob(&w, m->point_id);
+  return wr_end(&w, PROTO_POINT);
 }
 
 /* ---- frame parsing ------------------------------------------------------------------------ */
@@ -599,7 +627,31 @@ rpl_err proto_decode_cycle_end(const struct proto_frame *f, struct proto_cycle_e
   out->raw_bytes = rd_u64(&r);
   out->payload_bytes = rd_u64(&r);
   rd_copy(&r, out->digest, PROTO_HASH_SIZE);
+  out->consistency = rd_u8(&r);
   DECODE_END(cycle_end_check);
+}
+
+rpl_err proto_decode_point_request(const struct proto_frame *f, struct proto_point_request *out)
+{
+  DECODE_BEGIN(PROTO_POINT_REQUEST);
+  out->request = rd_u64(&r);
+  out->count = rd_u32(&r);
+  if (r.err)
+    return r.err;
+  if (out->count > PROTO_MAX_GROUP)
+    return RPL_E_PROTO_FIELD;
+  out->disk_ids = rd_take(&r, (size_t)out->count * PROTO_ID_SIZE);
+  DECODE_END(point_request_check);
+}
+
+rpl_err proto_decode_point(const struct proto_frame *f, struct proto_point *out)
+{
+  DECODE_BEGIN(PROTO_POINT);
+  out->request = rd_u64(&r);
+  out->status = rd_u32(&r);
+  out->consistency = rd_u8(&r);
+  out->point_id = rd_blob(&r, PROTO_MAX_STRING);
+  DECODE_END(point_check);
 }
 
 rpl_err proto_decode_ack(const struct proto_frame *f, struct proto_ack *out)
@@ -692,6 +744,8 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_need need;
     struct proto_heartbeat hb;
     struct proto_error error;
+    struct proto_point_request preq;
+    struct proto_point point;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -707,6 +761,8 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_NEED: return proto_decode_need(f, &m.need);
   case PROTO_HEARTBEAT: return proto_decode_heartbeat(f, &m.hb);
   case PROTO_ERROR: return proto_decode_error(f, &m.error);
+  case PROTO_POINT_REQUEST: return proto_decode_point_request(f, &m.preq);
+  case PROTO_POINT: return proto_decode_point(f, &m.point);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -718,7 +774,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_DISK] = "DISK", [PROTO_CYCLE_START] = "CYCLE_START", [PROTO_EXTENT] = "EXTENT",
     [PROTO_CYCLE_END] = "CYCLE_END", [PROTO_ACK] = "ACK", [PROTO_NACK] = "NACK",
     [PROTO_HASHES] = "HASHES", [PROTO_NEED] = "NEED", [PROTO_HEARTBEAT] = "HEARTBEAT",
-    [PROTO_ERROR] = "ERROR",
+    [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }
@@ -809,6 +865,8 @@ rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame)
 {
   if (d->broken)
     return d->broken;
+  if (d->end == d->start)
+    return RPL_E_AGAIN;
   size_t used;
   rpl_err e = proto_frame_parse(d->buf + d->start, d->end - d->start, frame, &used);
   if (e == RPL_OK) {

@@ -1,7 +1,7 @@
 /* json_out.h - a small streaming JSON writer for --json output: correct escaping (control
  * characters, quotes, invalid UTF-8 replaced by U+FFFD), commas and nesting handled for the caller. */
-#ifndef AGENT_JSON_OUT_H
-#define AGENT_JSON_OUT_H
+#ifndef JSON_OUT_H
+#define JSON_OUT_H
 
 #include <stdbool.h>
 #include <stdint.h>

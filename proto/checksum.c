@@ -1,9 +1,11 @@
-/* crc32c.c - CRC32C (Castagnoli) for frame checksums: SSE4.2 three-way interleaved, table fallback. */
+/* checksum.c - checksums of the protocol: CRC32C (SSE4.2 three-way interleaved, table fallback) for
+ * frames, xxh3-128 for data and the cycle digest. */
 #include "proto.h"
 #include "proto_internal.h"
 
 #include <pthread.h>
 #include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t, for the streaming digest */
 #include <xxhash.h>
 
 #define CRC32C_POLY 0x82f63b78u  /* reflected 0x1EDC6F41 */
@@ -141,6 +143,26 @@ void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE])
 {
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+  memcpy(out, c.digest, PROTO_HASH_SIZE);
+}
+
+_Static_assert(sizeof(XXH3_state_t) <= sizeof(struct proto_digest), "proto_digest too small for XXH3_state_t");
+_Static_assert(_Alignof(XXH3_state_t) <= 64, "proto_digest under-aligned for XXH3_state_t");
+
+void proto_digest_init(struct proto_digest *d)
+{
+  XXH3_128bits_reset((XXH3_state_t *)d->state);
+}
+
+void proto_digest_update(struct proto_digest *d, const uint8_t hash[PROTO_HASH_SIZE])
+{
+  XXH3_128bits_update((XXH3_state_t *)d->state, hash, PROTO_HASH_SIZE);
+}
+
+void proto_digest_final(const struct proto_digest *d, uint8_t out[PROTO_HASH_SIZE])
+{
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest((const XXH3_state_t *)d->state));
   memcpy(out, c.digest, PROTO_HASH_SIZE);
 }
 

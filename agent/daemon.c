@@ -1,0 +1,1041 @@
+/* daemon.c - `mobility-agent run`: the session with the appliance (cycles from the tracker through
+ * the read pipeline, recovery points under freeze), reconnection with backoff, and the control
+ * socket that protect, checkpoint and status talk to. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "agent_state.h"
+#include "cbt.h"
+#include "channel.h"
+#include "commands.h"
+#include "conn.h"
+#include "control.h"
+#include "freeze.h"
+#include "json_out.h"
+#include "pipeline.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+#include "sdnotify.h"
+
+#define HEARTBEAT_MS       10000
+#define BACKOFF_MIN_MS     500
+#define BACKOFF_MAX_MS     30000
+#define DRAIN_BATCH        65536   /* extents per cbt_drain call */
+#define MAX_POINT_REQUESTS 32
+#define POINT_WAIT_MS      (30 * 60 * 1000)
+
+enum disk_phase { PHASE_NEW, PHASE_SYNCING, PHASE_PROTECTED, PHASE_RESYNC, PHASE_ERROR };
+static const char *const phase_names[] = {"announcing", "initial-sync", "protected", "resync-required", "error"};
+
+struct disk_rt {
+  enum disk_phase phase;
+  bool announced;             /* DISK sent on this connection */
+  uint64_t last_cycle;        /* last ACKed cycle */
+  uint64_t cycles, bytes_sent, raw_bytes;
+  time_t last_ack;
+  uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
+  char error[256];
+  char last_point[64];
+  int fd;                     /* O_DIRECT, opened on first use */
+  uint64_t size;
+  uint32_t sector;
+};
+
+struct point_req {
+  bool used, sent, done;
+  uint64_t id;
+  size_t ndisks;
+  size_t disks[AGENT_MAX_DISKS]; /* indexes into state.disks */
+  rpl_err status;
+  char point_id[64];
+  uint8_t consistency;
+};
+
+struct agent {
+  struct agent_state st;
+  struct disk_rt rt[AGENT_MAX_DISKS];
+  pthread_mutex_t lock;       /* st.disks/ndisks, rt, reqs, connected */
+  pthread_cond_t changed;
+  struct point_req reqs[MAX_POINT_REQUESTS];
+  uint64_t next_req;
+  bool connected;
+  char conn_error[256];
+  int wake;                   /* eventfd: new disks or point requests for the session thread */
+  struct freeze_options freeze;
+
+  /* session thread only */
+  struct cbt *cbt;
+  struct pipeline *pipes[AGENT_MAX_DISKS];
+  SSL_CTX *ctx;
+  struct conn *conn;
+  struct proto_buf out;
+};
+
+static atomic_int stopping;
+
+static void on_signal(int sig) { atomic_store(&stopping, 1); (void)sig; }
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void wake_session(struct agent *a)
+{
+  uint64_t one = 1;
+  ssize_t w = write(a->wake, &one, sizeof one);
+  (void)w;
+}
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+static rpl_err send_buf(struct agent *a)
+{
+  rpl_err err = conn_send(a->conn, &a->out);
+  proto_buf_reset(&a->out);
+  return err;
+}
+
+static rpl_err send_disk(struct agent *a, size_t i)
+{
+  struct disk_rt *rt = &a->rt[i];
+  const struct agent_disk *d = &a->st.disks[i];
+  if (rt->fd < 0) {
+    rt->fd = open(d->device, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (rt->fd < 0) {
+      snprintf(rt->error, sizeof rt->error, "cannot open %s: %s", d->device, strerror(errno));
+      rt->phase = PHASE_ERROR;
+      log_err("%s", rt->error);
+      return RPL_OK; /* the others go on */
+    }
+    uint64_t size = 0;
+    int sector = 512;
+    if (ioctl(rt->fd, BLKGETSIZE64, &size) != 0 || ioctl(rt->fd, BLKSSZGET, &sector) != 0) {
+      snprintf(rt->error, sizeof rt->error, "%s is not a block device", d->device);
+      rt->phase = PHASE_ERROR;
+      return RPL_OK;
+    }
+    rt->size = size;
+    rt->sector = (uint32_t)sector;
+  }
+  struct proto_disk m = {.size_bytes = rt->size, .sector_size = rt->sector,
+                         .name = {(const uint8_t *)d->device, (uint32_t)strlen(d->device)}};
+  memcpy(m.disk_id, d->id, PROTO_ID_SIZE);
+  rpl_err err = proto_encode_disk(&a->out, &m);
+  if (!err)
+    err = send_buf(a);
+  if (!err)
+    rt->announced = true;
+  return err;
+}
+
+/* ---- one cycle ---------------------------------------------------------------------------- */
+
+struct cycle_send {
+  struct agent *a;
+  size_t disk;
+  uint64_t cycle;
+  struct proto_digest digest;
+  struct proto_cycle_end end;
+};
+
+static rpl_err emit_extent(void *arg, struct proto_extent *m)
+{
+  struct cycle_send *cs = arg;
+  if (atomic_load(&stopping))
+    return RPL_E_CANCELLED; /* hand the cycle back: uncommitted, it is re-reported at the next flip */
+  memcpy(m->disk_id, cs->a->st.disks[cs->disk].id, PROTO_ID_SIZE);
+  m->cycle = cs->cycle;
+  rpl_err err = conn_send_extent(cs->a->conn, m);
+  if (err)
+    return err;
+  proto_digest_update(&cs->digest, m->hash);
+  cs->end.extents++;
+  cs->end.raw_bytes += m->length;
+  cs->end.payload_bytes += m->payload.len;
+  pthread_mutex_lock(&cs->a->lock);
+  cs->a->rt[cs->disk].sync_done += m->length;
+  pthread_mutex_unlock(&cs->a->lock);
+  return RPL_OK;
+}
+
+static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
+{
+  if (!a->pipes[i]) {
+    rpl_err err = pipeline_create(a->rt[i].fd, NULL, &a->pipes[i]);
+    if (err)
+      return err;
+  }
+  *out = a->pipes[i];
+  return RPL_OK;
+}
+
+/* Reads and sends one batch of byte extents, splitting them to the pipeline's extent size. */
+static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, size_t n)
+{
+  struct pipeline *p;
+  rpl_err err = pipeline_for(cs->a, cs->disk, &p);
+  if (err)
+    return err;
+  size_t cap = 4096, used = 0;
+  struct pipeline_extent *px = malloc(cap * sizeof *px);
+  if (!px)
+    return RPL_E_NOMEM;
+  for (size_t i = 0; i < n && !err; i++) {
+    uint64_t off = x[i].offset, len = x[i].length;
+    while (len && !err) {
+      if (used == cap) {
+        err = pipeline_run(p, px, used, emit_extent, cs, NULL);
+        used = 0;
+        if (err)
+          break;
+      }
+      uint32_t l = len > (1u << 20) ? 1u << 20 : (uint32_t)len;
+      px[used++] = (struct pipeline_extent){off, l};
+      off += l;
+      len -= l;
+    }
+  }
+  if (!err && used)
+    err = pipeline_run(p, px, used, emit_extent, cs, NULL);
+  free(px);
+  return err;
+}
+
+static uint64_t write_counter(struct agent *a, const char *device)
+{
+  struct cbt_status s;
+  if (cbt_status_get(a->cbt, device, &s))
+    return UINT64_MAX;
+  return s.writes + s.discards + s.write_zeroes + s.secure_erases;
+}
+
+/* Flips the disk's tracker and sends its frozen set (everything, when a resync is required), but
+ * not CYCLE_END. *gen and *resync_count say what to commit and acknowledge after the ACK. */
+static rpl_err send_cycle_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen,
+                               uint64_t *resync_count)
+{
+  const char *dev = a->st.disks[cs->disk].device;
+  struct disk_rt *rt = &a->rt[cs->disk];
+  struct cbt_status s;
+  rpl_err err = cbt_status_get(a->cbt, dev, &s);
+  if (err)
+    return err;
+  *resync_count = 0;
+  if (s.resync_required || full) {
+    full = true;
+    *resync_count = s.resync_count;
+    if (s.resync_required && s.resync_reason != CBT_RESYNC_NONE)
+      log_notice("%s: resync (%s): reading the whole disk", dev, cbt_resync_reason_name(s.resync_reason));
+  }
+  err = cbt_flip(a->cbt, dev, gen);
+  if (err)
+    return err;
+  pthread_mutex_lock(&a->lock);
+  rt->sync_done = 0;
+  rt->sync_total = full ? rt->size : 0;
+  if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
+    rt->phase = PHASE_RESYNC;
+  pthread_mutex_unlock(&a->lock);
+  if (full) {
+    struct cbt_extent whole = {0, rt->size};
+    return send_extents(cs, &whole, 1);
+  }
+  struct cbt_extents set;
+  cbt_extents_init(&set, DRAIN_BATCH, 1u << 20);
+  do {
+    cbt_extents_clear(&set);
+    err = cbt_drain(a->cbt, dev, &set);
+    if (err && err != RPL_E_AGAIN)
+      break;
+    pthread_mutex_lock(&a->lock);
+    rt->sync_total += cbt_extents_bytes(&set);
+    pthread_mutex_unlock(&a->lock);
+    rpl_err e2 = send_extents(cs, set.items, set.count);
+    if (e2)
+      err = e2;
+  } while (err == RPL_E_AGAIN);
+  cbt_extents_free(&set);
+  return err;
+}
+
+static rpl_err send_cycle_end(struct agent *a, struct cycle_send *cs, uint8_t consistency)
+{
+  cs->end.cycle = cs->cycle;
+  cs->end.consistency = consistency;
+  memcpy(cs->end.disk_id, a->st.disks[cs->disk].id, PROTO_ID_SIZE);
+  proto_digest_final(&cs->digest, cs->end.digest);
+  rpl_err err = proto_encode_cycle_end(&a->out, &cs->end);
+  return err ? err : send_buf(a);
+}
+
+static ssize_t disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < a->st.ndisks; i++)
+    if (!memcmp(a->st.disks[i].id, id, PROTO_ID_SIZE))
+      return (ssize_t)i;
+  return -1;
+}
+
+static rpl_err handle_point(struct agent *a, const struct proto_frame *f);
+
+/* Waits for the ACK or NACK of (disk, cycle); heartbeats and POINTs may come in between. */
+static rpl_err wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked)
+{
+  *acked = false;
+  for (;;) {
+    struct proto_frame f;
+    rpl_err err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    if (err)
+      return err;
+    if (f.type == PROTO_HEARTBEAT)
+      continue;
+    if (f.type == PROTO_POINT) {
+      if ((err = handle_point(a, &f)))
+        return err;
+      continue;
+    }
+    if (f.type == PROTO_ACK) {
+      struct proto_ack m;
+      if ((err = proto_decode_ack(&f, &m)))
+        return err;
+      if (disk_index(a, m.disk_id) != (ssize_t)disk || m.cycle != cycle)
+        return RPL_E_PROTO_UNEXPECTED;
+      *acked = true;
+      return RPL_OK;
+    }
+    if (f.type == PROTO_NACK) {
+      struct proto_nack m;
+      if ((err = proto_decode_nack(&f, &m)))
+        return err;
+      log_warn("%s: cycle %" PRIu64 " refused by the appliance (%s: %.*s); it is sent again",
+               a->st.disks[disk].device, cycle, rpl_errname((rpl_err)m.reason), (int)m.message.len,
+               (const char *)m.message.ptr);
+      return RPL_OK;
+    }
+    return RPL_E_PROTO_UNEXPECTED;
+  }
+}
+
+static rpl_err after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count, bool full)
+{
+  const char *dev = a->st.disks[cs->disk].device;
+  rpl_err err = cbt_commit(a->cbt, dev, gen);
+  if (err == RPL_E_CBT_GENERATION_CHANGED)
+    err = RPL_OK; /* re-reported at the next flip: nothing lost */
+  if (!err && full && resync_count) {
+    rpl_err ack = cbt_ack_resync(a->cbt, dev, resync_count);
+    if (ack == RPL_E_CBT_ACK_STALE)
+      log_notice("%s: a new resync event happened during the resync: another follows", dev);
+    else if (ack)
+      err = ack;
+  }
+  struct cbt_status s;
+  bool resync = cbt_status_get(a->cbt, dev, &s) == RPL_OK && s.resync_required;
+  pthread_mutex_lock(&a->lock);
+  struct disk_rt *rt = &a->rt[cs->disk];
+  rt->last_cycle = cs->cycle;
+  rt->cycles++;
+  rt->bytes_sent += cs->end.payload_bytes;
+  rt->raw_bytes += cs->end.raw_bytes;
+  rt->last_ack = time(NULL);
+  rt->phase = resync ? PHASE_RESYNC : PHASE_PROTECTED;
+  rt->error[0] = '\0';
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+  return err;
+}
+
+static rpl_err run_cycle(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
+{
+  struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle};
+  proto_digest_init(&cs.digest);
+  bool full = kind == PROTO_CYCLE_RESYNC;
+  uint64_t gen = 0, count = 0;
+  pthread_mutex_lock(&a->lock);
+  if (full && a->rt[disk].phase == PHASE_NEW)
+    a->rt[disk].phase = PHASE_SYNCING;
+  pthread_mutex_unlock(&a->lock);
+  rpl_err err = send_cycle_body(a, &cs, full, &gen, &count);
+  if (!err)
+    err = send_cycle_end(a, &cs, PROTO_FUZZY);
+  bool acked = false;
+  if (!err)
+    err = wait_ack(a, disk, cycle, &acked);
+  if (!err && acked)
+    err = after_ack(a, &cs, gen, count, full || count);
+  return err;
+}
+
+/* ---- recovery points ---------------------------------------------------------------------- */
+
+static struct point_req *request_for_disk(struct agent *a, size_t disk)
+{
+  for (size_t r = 0; r < MAX_POINT_REQUESTS; r++) {
+    struct point_req *q = &a->reqs[r];
+    if (!q->used || !q->sent || q->done)
+      continue;
+    for (size_t i = 0; i < q->ndisks; i++)
+      if (q->disks[i] == disk)
+        return q;
+  }
+  return NULL;
+}
+
+/* The appliance sent CYCLE_START(RECOVERY_POINT) for the first disk of a group; the others follow
+ * back to back. Freeze all, flip all, read all, thaw, then end every cycle with its consistency. */
+static rpl_err run_point_cycles(struct agent *a, size_t first, uint64_t first_cycle)
+{
+  pthread_mutex_lock(&a->lock);
+  struct point_req *q = request_for_disk(a, first);
+  struct point_req req = q ? *q : (struct point_req){.ndisks = 1, .disks = {first}};
+  pthread_mutex_unlock(&a->lock);
+
+  struct cycle_send *cs = calloc(req.ndisks, sizeof *cs);
+  uint64_t *gens = calloc(req.ndisks, sizeof *gens), *counts = calloc(req.ndisks, sizeof *counts);
+  uint64_t *writes_before = calloc(req.ndisks, sizeof *writes_before);
+  const char **devices = calloc(req.ndisks, sizeof *devices);
+  if (!cs || !gens || !counts || !writes_before || !devices) {
+    free(cs), free(gens), free(counts), free(writes_before), free(devices);
+    return RPL_E_NOMEM;
+  }
+  rpl_err err = RPL_OK;
+  /* Collect the group's CYCLE_STARTs. */
+  for (size_t i = 0; i < req.ndisks; i++) {
+    cs[i] = (struct cycle_send){.a = a, .disk = req.disks[i]};
+    proto_digest_init(&cs[i].digest);
+    devices[i] = a->st.disks[req.disks[i]].device;
+  }
+  size_t have = 0;
+  for (size_t i = 0; i < req.ndisks; i++)
+    if (req.disks[i] == first)
+      cs[i].cycle = first_cycle, have++;
+  while (!err && have < req.ndisks) {
+    struct proto_frame f;
+    struct proto_cycle_start m;
+    if ((err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS)))
+      break;
+    if (f.type == PROTO_HEARTBEAT)
+      continue;
+    if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != PROTO_CYCLE_RECOVERY_POINT) {
+      err = err ? err : RPL_E_PROTO_UNEXPECTED;
+      break;
+    }
+    ssize_t d = disk_index(a, m.disk_id);
+    for (size_t i = 0; i < req.ndisks; i++)
+      if ((ssize_t)req.disks[i] == d && !cs[i].cycle)
+        cs[i].cycle = m.cycle, have++;
+  }
+  if (err)
+    goto out;
+
+  struct freeze_set *fs = NULL;
+  rpl_err frozen = freeze_find(devices, req.ndisks, &fs);
+  bool any_fs = !frozen && freeze_count(fs) > 0;
+  if (any_fs)
+    frozen = freeze_begin(fs, &a->freeze);
+  for (size_t i = 0; i < req.ndisks; i++)
+    writes_before[i] = write_counter(a, devices[i]);
+  for (size_t i = 0; i < req.ndisks && !err; i++)
+    err = send_cycle_body(a, &cs[i], false, &gens[i], &counts[i]);
+  rpl_err thawed = RPL_OK;
+  if (any_fs && !frozen)
+    thawed = freeze_end(fs);
+  freeze_free(fs);
+  if (err)
+    goto out;
+  /* Each disk's consistency: frozen filesystems within the limit; without a filesystem, no write
+   * at all between the flip and the end of the read (the kernel's counters did not move). */
+  for (size_t i = 0; i < req.ndisks && !err; i++) {
+    uint8_t c = PROTO_FUZZY;
+    uint64_t after = write_counter(a, devices[i]);
+    if (counts[i]) {
+      c = PROTO_FUZZY; /* a resync read is never a point */
+    } else if (any_fs && !frozen && !thawed) {
+      c = PROTO_FS_CONSISTENT;
+    } else if (!any_fs && writes_before[i] != UINT64_MAX && after == writes_before[i]) {
+      c = PROTO_CRASH_CONSISTENT;
+    }
+    err = send_cycle_end(a, &cs[i], c);
+  }
+  for (size_t i = 0; i < req.ndisks && !err; i++) {
+    bool acked;
+    err = wait_ack(a, cs[i].disk, cs[i].cycle, &acked);
+    if (!err && acked)
+      err = after_ack(a, &cs[i], gens[i], counts[i], counts[i] != 0);
+  }
+  if (frozen == RPL_E_FREEZE || thawed)
+    log_warn("recovery point without filesystem consistency: %s", rpl_strerror(frozen ? frozen : thawed));
+out:
+  free(cs), free(gens), free(counts), free(writes_before), free(devices);
+  return err;
+}
+
+static rpl_err handle_point(struct agent *a, const struct proto_frame *f)
+{
+  struct proto_point m;
+  rpl_err err = proto_decode_point(f, &m);
+  if (err)
+    return err;
+  pthread_mutex_lock(&a->lock);
+  for (size_t r = 0; r < MAX_POINT_REQUESTS; r++) {
+    struct point_req *q = &a->reqs[r];
+    if (q->used && q->id == m.request && !q->done) {
+      q->done = true;
+      q->status = (rpl_err)m.status;
+      q->consistency = m.consistency;
+      snprintf(q->point_id, sizeof q->point_id, "%.*s", (int)m.point_id.len, (const char *)m.point_id.ptr);
+      for (size_t i = 0; i < q->ndisks && !m.status; i++)
+        snprintf(a->rt[q->disks[i]].last_point, sizeof a->rt[0].last_point, "%s", q->point_id);
+    }
+  }
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+  return RPL_OK;
+}
+
+/* ---- the session -------------------------------------------------------------------------- */
+
+static rpl_err send_pending(struct agent *a)
+{
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  size_t n = a->st.ndisks;
+  pthread_mutex_unlock(&a->lock);
+  for (size_t i = 0; i < n && !err; i++)
+    if (!a->rt[i].announced)
+      err = send_disk(a, i);
+  pthread_mutex_lock(&a->lock);
+  for (size_t r = 0; r < MAX_POINT_REQUESTS && !err; r++) {
+    struct point_req *q = &a->reqs[r];
+    if (!q->used || q->sent || q->done)
+      continue;
+    uint8_t ids[AGENT_MAX_DISKS * PROTO_ID_SIZE];
+    for (size_t i = 0; i < q->ndisks; i++)
+      memcpy(ids + i * PROTO_ID_SIZE, a->st.disks[q->disks[i]].id, PROTO_ID_SIZE);
+    struct proto_point_request m = {.request = q->id, .count = (uint32_t)q->ndisks, .disk_ids = ids};
+    err = proto_encode_point_request(&a->out, &m);
+    if (!err)
+      q->sent = true;
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (!err && a->out.len)
+    err = send_buf(a);
+  return err;
+}
+
+static rpl_err handshake(struct agent *a)
+{
+  char hostname[256] = "unknown";
+  gethostname(hostname, sizeof hostname - 1);
+  struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+                          .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE,
+                          .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
+  uuid_parse(a->st.agent_id, h.agent_id);
+  rpl_err err = proto_encode_hello(&a->out, &h);
+  if (!err)
+    err = send_buf(a);
+  struct proto_frame f;
+  if (!err)
+    err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+  if (err)
+    return err;
+  if (f.type == PROTO_ERROR) {
+    struct proto_error e;
+    if (proto_decode_error(&f, &e) == RPL_OK) {
+      pthread_mutex_lock(&a->lock);
+      snprintf(a->conn_error, sizeof a->conn_error, "the appliance refused the session: %.*s", (int)e.message.len,
+               (const char *)e.message.ptr);
+      pthread_mutex_unlock(&a->lock);
+      log_err("%s", a->conn_error);
+      return (rpl_err)e.code ? (rpl_err)e.code : RPL_E_PROTO_UNEXPECTED;
+    }
+    return RPL_E_PROTO_UNEXPECTED;
+  }
+  struct proto_hello peer;
+  if ((err = proto_decode_hello(&f, &peer)))
+    return err;
+  uint16_t v;
+  char msg[160];
+  if ((err = proto_negotiate(PROTO_VERSION_MIN, PROTO_VERSION_MAX, peer.version_min, peer.version_max, &v, msg, sizeof msg))) {
+    log_err("%s", msg);
+    return err;
+  }
+  return RPL_OK;
+}
+
+static rpl_err serve(struct agent *a)
+{
+  uint64_t last_send = now_ms();
+  uint64_t hb_seq = 0;
+  for (;;) {
+    if (atomic_load(&stopping))
+      return RPL_OK;
+    rpl_err err = send_pending(a);
+    if (err)
+      return err;
+    if (!conn_pending(a->conn)) {
+      struct pollfd p[2] = {{.fd = conn_fd(a->conn), .events = POLLIN}, {.fd = a->wake, .events = POLLIN}};
+      uint64_t now = now_ms();
+      int wait = now - last_send >= HEARTBEAT_MS ? 0 : (int)(HEARTBEAT_MS - (now - last_send));
+      int r = poll(p, 2, wait);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (p[1].revents) {
+        uint64_t v;
+        ssize_t n = read(a->wake, &v, sizeof v);
+        (void)n;
+      }
+      if (r == 0 || now_ms() - last_send >= HEARTBEAT_MS) {
+        struct proto_heartbeat hb = {.sequence = ++hb_seq, .time_ns = (uint64_t)time(NULL) * 1000000000ull};
+        if ((err = proto_encode_heartbeat(&a->out, &hb)) || (err = send_buf(a)))
+          return err;
+        last_send = now_ms();
+      }
+      if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+    }
+    struct proto_frame f;
+    err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    if (err == RPL_E_TIMEOUT)
+      continue;
+    if (err)
+      return err;
+    switch (f.type) {
+    case PROTO_HEARTBEAT:
+      break;
+    case PROTO_POINT:
+      err = handle_point(a, &f);
+      break;
+    case PROTO_CYCLE_START: {
+      struct proto_cycle_start m;
+      if ((err = proto_decode_cycle_start(&f, &m)))
+        break;
+      ssize_t d = disk_index(a, m.disk_id);
+      if (d < 0 || a->rt[d].phase == PHASE_ERROR) {
+        log_warn("the appliance asked for a cycle of a disk this agent does not protect");
+        struct proto_nack nk = {.cycle = m.cycle, .reason = RPL_E_NOT_FOUND};
+        memcpy(nk.disk_id, m.disk_id, PROTO_ID_SIZE);
+        if (!(err = proto_encode_nack(&a->out, &nk)))
+          err = send_buf(a);
+        break;
+      }
+      err = m.kind == PROTO_CYCLE_RECOVERY_POINT ? run_point_cycles(a, (size_t)d, m.cycle)
+                                                 : run_cycle(a, (size_t)d, m.cycle, m.kind);
+      last_send = now_ms();
+      break;
+    }
+    case PROTO_ERROR: {
+      struct proto_error e;
+      if (proto_decode_error(&f, &e) == RPL_OK)
+        log_err("the appliance ended the session: %.*s", (int)e.message.len, (const char *)e.message.ptr);
+      return RPL_E_PROTO_UNEXPECTED;
+    }
+    default:
+      log_warn("unexpected %s frame from the appliance", proto_type_name(f.type));
+      return RPL_E_PROTO_UNEXPECTED;
+    }
+    if (err)
+      return err;
+  }
+}
+
+static void session_loop(struct agent *a)
+{
+  unsigned backoff = BACKOFF_MIN_MS;
+  while (!atomic_load(&stopping)) {
+    rpl_err err = conn_connect(a->ctx, a->st.appliance, 10000, &a->conn);
+    if (!err)
+      err = handshake(a);
+    if (!err) {
+      log_info("connected to the appliance at %s", a->st.appliance);
+      pthread_mutex_lock(&a->lock);
+      a->connected = true;
+      a->conn_error[0] = '\0';
+      for (size_t i = 0; i < a->st.ndisks; i++)
+        a->rt[i].announced = false;
+      for (size_t r = 0; r < MAX_POINT_REQUESTS; r++)
+        a->reqs[r].sent = a->reqs[r].done; /* unanswered requests are asked again */
+      pthread_cond_broadcast(&a->changed);
+      pthread_mutex_unlock(&a->lock);
+      backoff = BACKOFF_MIN_MS;
+      err = serve(a);
+    }
+    proto_buf_reset(&a->out);
+    conn_close(a->conn);
+    a->conn = NULL;
+    pthread_mutex_lock(&a->lock);
+    if (a->connected || !a->conn_error[0])
+      snprintf(a->conn_error, sizeof a->conn_error, "%s", err ? rpl_strerror(err) : "stopping");
+    a->connected = false;
+    pthread_cond_broadcast(&a->changed);
+    pthread_mutex_unlock(&a->lock);
+    if (atomic_load(&stopping))
+      break;
+    log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", a->st.appliance, rpl_strerror(err),
+             backoff);
+    /* Sleep, but wake for a stop. */
+    struct pollfd p = {.fd = a->wake, .events = POLLIN};
+    uint64_t until = now_ms() + backoff;
+    while (!atomic_load(&stopping) && now_ms() < until)
+      if (poll(&p, 1, 200) > 0) {
+        uint64_t v;
+        ssize_t n = read(a->wake, &v, sizeof v);
+        (void)n;
+      }
+    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    /* Jitter keeps a fleet of agents from reconnecting in lockstep after an appliance restart. */
+    backoff -= (unsigned)(rand() % (backoff / 4 + 1));
+  }
+}
+
+/* ---- control commands --------------------------------------------------------------------- */
+
+static int ctl_protect(struct agent *a, int argc, char **argv, struct control_reply *out)
+{
+  if (argc != 2) {
+    control_printf(out, "usage: mobility-agent protect DEVICE");
+    return 2;
+  }
+  const char *dev = argv[1];
+  struct cbt *t;
+  struct cbt_options opt = {.state_dir = a->st.dir};
+  rpl_err err = cbt_open(&t, &opt);
+  if (!err) {
+    err = cbt_start(t, dev);
+    if (err == RPL_E_CBT_ALREADY_TRACKED)
+      err = RPL_OK;
+    if (err)
+      control_printf(out, "cannot track %s: %s", dev, cbt_errmsg(t));
+    cbt_close(t);
+  } else {
+    control_printf(out, "cannot open the change-block tracker: %s", rpl_strerror(err));
+  }
+  if (err)
+    return 1;
+  pthread_mutex_lock(&a->lock);
+  struct agent_disk *d = agent_state_find_disk(&a->st, dev);
+  char id[37];
+  if (!d) {
+    if (a->st.ndisks == AGENT_MAX_DISKS) {
+      pthread_mutex_unlock(&a->lock);
+      control_printf(out, "this agent protects %d disks already, the most it can", AGENT_MAX_DISKS);
+      return 1;
+    }
+    d = &a->st.disks[a->st.ndisks];
+    snprintf(d->device, sizeof d->device, "%s", dev);
+    uuid_generate(d->id);
+    struct disk_rt *rt = &a->rt[a->st.ndisks];
+    memset(rt, 0, sizeof *rt);
+    rt->fd = -1;
+    a->st.ndisks++;
+    err = agent_state_save(&a->st);
+    if (err) {
+      a->st.ndisks--;
+      pthread_mutex_unlock(&a->lock);
+      control_printf(out, "cannot save the agent state: %s", rpl_strerror(err));
+      return 1;
+    }
+  }
+  agent_disk_id_text(d->id, id);
+  pthread_mutex_unlock(&a->lock);
+  wake_session(a);
+  control_printf(out, "protecting %s as disk %s: tracking changes; the appliance starts the initial sync\n", dev, id);
+  return 0;
+}
+
+static int ctl_checkpoint(struct agent *a, int argc, char **argv, struct control_reply *out)
+{
+  const char *dev = NULL;
+  bool wait = false;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--wait"))
+      wait = true;
+    else if (!dev && argv[i][0] != '-')
+      dev = argv[i];
+    else {
+      control_printf(out, "usage: mobility-agent checkpoint [DEVICE] [--wait]");
+      return 2;
+    }
+  }
+  pthread_mutex_lock(&a->lock);
+  struct point_req *q = NULL;
+  for (size_t r = 0; r < MAX_POINT_REQUESTS && !q; r++)
+    if (!a->reqs[r].used)
+      q = &a->reqs[r];
+  if (!q) {
+    pthread_mutex_unlock(&a->lock);
+    control_printf(out, "too many recovery points requested at once: wait for one to finish");
+    return 1;
+  }
+  memset(q, 0, sizeof *q);
+  for (size_t i = 0; i < a->st.ndisks; i++)
+    if ((!dev || !strcmp(a->st.disks[i].device, dev)) && a->rt[i].phase != PHASE_ERROR)
+      q->disks[q->ndisks++] = i;
+  if (q->ndisks == 0) {
+    pthread_mutex_unlock(&a->lock);
+    if (dev)
+      control_printf(out, "%s is not protected (mobility-agent protect %s)", dev, dev);
+    else
+      control_printf(out, "no disk is protected yet (mobility-agent protect DEVICE)");
+    return 1;
+  }
+  q->used = true;
+  q->id = ++a->next_req;
+  uint64_t id = q->id;
+  pthread_mutex_unlock(&a->lock);
+  wake_session(a);
+
+  /* Without --wait, the request is handed over; with it, we stay until the point exists. */
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += wait ? POINT_WAIT_MS / 1000 : 60;
+  pthread_mutex_lock(&a->lock);
+  int status = 1;
+  for (;;) {
+    if (q->id != id)
+      break;
+    if (q->done || (!wait && q->sent))
+      break;
+    if (atomic_load(&stopping) || pthread_cond_timedwait(&a->changed, &a->lock, &deadline) == ETIMEDOUT)
+      break;
+  }
+  if (q->id == id && q->done) {
+    if (q->status == RPL_OK) {
+      control_printf(out, "recovery point (%s) of %zu disk(s)\n%s\n",
+                     q->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", q->ndisks,
+                     q->point_id);
+      status = 0;
+    } else {
+      control_printf(out, "no recovery point: %s", rpl_strerror(q->status));
+    }
+    q->used = false;
+  } else if (q->id == id && q->sent && !wait) {
+    control_printf(out, "recovery point requested (request %" PRIu64 "); use --wait to wait for its id\n", id);
+    status = 0;
+  } else {
+    control_printf(out, "no recovery point yet: %s", a->connected ? "timed out waiting for the appliance"
+                                                                  : "the agent is not connected to the appliance");
+    if (q->id == id)
+      q->used = !q->sent ? false : q->used;
+  }
+  pthread_mutex_unlock(&a->lock);
+  return status;
+}
+
+static int ctl_status(struct agent *a, int argc, char **argv, struct control_reply *out)
+{
+  bool json = argc > 1 && !strcmp(argv[1], "--json");
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) {
+    control_printf(out, "out of memory");
+    return 1;
+  }
+  pthread_mutex_lock(&a->lock);
+  if (json) {
+    struct json_out j;
+    json_init(&j, f);
+    json_object_begin(&j, NULL);
+    json_string(&j, "agent_id", a->st.agent_id);
+    json_string(&j, "appliance", a->st.appliance);
+    json_bool(&j, "connected", a->connected);
+    json_string(&j, "connection_error", a->connected ? NULL : a->conn_error);
+    json_array_begin(&j, "disks");
+    for (size_t i = 0; i < a->st.ndisks; i++) {
+      const struct disk_rt *rt = &a->rt[i];
+      char id[37];
+      agent_disk_id_text(a->st.disks[i].id, id);
+      json_object_begin(&j, NULL);
+      json_string(&j, "device", a->st.disks[i].device);
+      json_string(&j, "disk_id", id);
+      json_string(&j, "state", phase_names[rt->phase]);
+      json_string(&j, "error", rt->error[0] ? rt->error : NULL);
+      json_u64(&j, "size", rt->size);
+      json_u64(&j, "last_cycle", rt->last_cycle);
+      json_u64(&j, "cycles", rt->cycles);
+      json_u64(&j, "last_ack_unix", (uint64_t)rt->last_ack);
+      json_u64(&j, "rpo_lag_seconds", rt->last_ack ? (uint64_t)(time(NULL) - rt->last_ack) : 0);
+      json_u64(&j, "bytes_sent", rt->bytes_sent);
+      json_u64(&j, "raw_bytes", rt->raw_bytes);
+      json_u64(&j, "cycle_done_bytes", rt->sync_done);
+      json_u64(&j, "cycle_total_bytes", rt->sync_total);
+      json_string(&j, "last_point", rt->last_point[0] ? rt->last_point : NULL);
+      json_object_end(&j);
+    }
+    json_array_end(&j);
+    json_object_end(&j);
+    json_finish(&j);
+  } else {
+    fprintf(f, "agent %s, appliance %s: %s%s%s\n", a->st.agent_id, a->st.appliance,
+            a->connected ? "connected" : "not connected", a->connected ? "" : " - ", a->connected ? "" : a->conn_error);
+    for (size_t i = 0; i < a->st.ndisks; i++) {
+      const struct disk_rt *rt = &a->rt[i];
+      char id[37];
+      agent_disk_id_text(a->st.disks[i].id, id);
+      fprintf(f, "%s (disk %s): %s", a->st.disks[i].device, id, phase_names[rt->phase]);
+      if (rt->sync_total && rt->sync_done < rt->sync_total)
+        fprintf(f, ", cycle %.1f%% of %" PRIu64 " MiB", 100.0 * (double)rt->sync_done / (double)rt->sync_total,
+                rt->sync_total >> 20);
+      fprintf(f, ", last cycle %" PRIu64, rt->last_cycle);
+      if (rt->last_ack)
+        fprintf(f, " (%lds ago)", (long)(time(NULL) - rt->last_ack));
+      if (rt->last_point[0])
+        fprintf(f, ", last point %s", rt->last_point);
+      if (rt->error[0])
+        fprintf(f, ", error: %s", rt->error);
+      fputc('\n', f);
+    }
+  }
+  pthread_mutex_unlock(&a->lock);
+  fclose(f);
+  control_printf(out, "%s", buf);
+  free(buf);
+  return 0;
+}
+
+static int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
+{
+  struct agent *a = ctx;
+  if (!strcmp(argv[0], "protect"))
+    return ctl_protect(a, argc, argv, out);
+  if (!strcmp(argv[0], "checkpoint"))
+    return ctl_checkpoint(a, argc, argv, out);
+  if (!strcmp(argv[0], "status"))
+    return ctl_status(a, argc, argv, out);
+  control_printf(out, "unknown daemon command '%s'", argv[0]);
+  return 2;
+}
+
+/* ---- run ---------------------------------------------------------------------------------- */
+
+static void *watch_stop(void *arg)
+{
+  struct agent *a = arg;
+  while (!atomic_load(&stopping))
+    usleep(100000);
+  wake_session(a);
+  return NULL;
+}
+
+int agent_cmd_run(int argc, char **argv)
+{
+  const char *state_dir = AGENT_DEFAULT_STATE;
+  unsigned freeze_ms = 2000;
+  const char *pre = NULL, *post = NULL;
+  static const struct option opts[] = {{"state", required_argument, NULL, 's'},
+                                       {"freeze-limit-ms", required_argument, NULL, 'f'},
+                                       {"pre-freeze-hook", required_argument, NULL, 'p'},
+                                       {"post-thaw-hook", required_argument, NULL, 'q'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case 's': state_dir = optarg; break;
+    case 'f': freeze_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+    case 'p': pre = optarg; break;
+    case 'q': post = optarg; break;
+    default:
+      fprintf(stderr, "usage: mobility-agent run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]\n");
+      return 2;
+    }
+  }
+  static struct agent a; /* large; one per process */
+  memset(&a, 0, sizeof a);
+  rpl_err err = agent_state_load(state_dir, &a.st);
+  if (err) {
+    fprintf(stderr, "mobility-agent run: cannot load the state in %s: %s\n", state_dir, rpl_strerror(err));
+    return 1;
+  }
+  if (!a.st.registered) {
+    fprintf(stderr, "mobility-agent run: not registered: run 'mobility-agent register --appliance HOST:PORT --key KEY --state %s' first\n",
+            state_dir);
+    return 1;
+  }
+  char crt_path[600], key_path[600];
+  char *crt = NULL, *key = NULL;
+  agent_state_path(&a.st, "agent.crt", crt_path, sizeof crt_path);
+  agent_state_path(&a.st, "agent.key", key_path, sizeof key_path);
+  if (agent_read_file(crt_path, 65536, &crt) || agent_read_file(key_path, 65536, &key) ||
+      chan_client_ctx(a.st.fingerprint, crt, key, &a.ctx)) {
+    fprintf(stderr, "mobility-agent run: the client certificate in %s is missing or invalid: register again\n", state_dir);
+    free(crt), free(key);
+    return 1;
+  }
+  OPENSSL_cleanse(key, strlen(key));
+  free(crt), free(key);
+  a.freeze = (struct freeze_options){.limit_ms = freeze_ms, .pre_hook = pre, .post_hook = post};
+  pthread_mutex_init(&a.lock, NULL);
+  pthread_cond_init(&a.changed, NULL);
+  a.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  for (size_t i = 0; i < AGENT_MAX_DISKS; i++)
+    a.rt[i].fd = -1;
+  struct cbt_options opt = {.state_dir = a.st.dir};
+  if ((err = cbt_open(&a.cbt, &opt))) {
+    fprintf(stderr, "mobility-agent run: cannot open the change-block tracker: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  /* Tracking must be on for every protected disk, also after a reboot (it then reports resync). */
+  for (size_t i = 0; i < a.st.ndisks; i++) {
+    rpl_err e = cbt_start(a.cbt, a.st.disks[i].device);
+    if (e && e != RPL_E_CBT_ALREADY_TRACKED) {
+      snprintf(a.rt[i].error, sizeof a.rt[i].error, "tracking failed: %s", cbt_errmsg(a.cbt));
+      a.rt[i].phase = PHASE_ERROR;
+      log_err("%s: %s", a.st.disks[i].device, a.rt[i].error);
+    }
+  }
+  struct control_server *ctl;
+  if ((err = control_server_start(a.st.dir, control_handler, &a, &ctl))) {
+    fprintf(stderr, "mobility-agent run: cannot serve the control socket in %s: %s\n", state_dir, rpl_strerror(err));
+    cbt_close(a.cbt);
+    return 1;
+  }
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  srand((unsigned)(time(NULL) ^ getpid()));
+  log_info("mobility-agent %s: agent %s, appliance %s, %zu protected disk(s)", RPL_VERSION, a.st.agent_id,
+           a.st.appliance, a.st.ndisks);
+  sd_notify_ready("agent running");
+
+  /* A signal only sets the flag: a thread watches it and wakes the session's poll. */
+  pthread_t watcher;
+  pthread_create(&watcher, NULL, watch_stop, &a);
+  session_loop(&a);
+  pthread_join(watcher, NULL);
+
+  sd_notify_stopping();
+  log_info("stopping");
+  control_server_stop(ctl);
+  for (size_t i = 0; i < AGENT_MAX_DISKS; i++) {
+    pipeline_destroy(a.pipes[i]);
+    if (a.rt[i].fd >= 0)
+      close(a.rt[i].fd);
+  }
+  cbt_close(a.cbt);
+  SSL_CTX_free(a.ctx);
+  proto_buf_free(&a.out);
+  close(a.wake);
+  return 0;
+}

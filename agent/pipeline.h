@@ -1,0 +1,65 @@
+/* pipeline.h - the agent's read path: io_uring O_DIRECT reads -> zstd/hash workers -> ordered emit.
+ * Internal to agent/ (and its tests and benchmarks). */
+#ifndef AGENT_PIPELINE_H
+#define AGENT_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "rpl_error.h"
+
+/* A byte range of the device to send: offset and length multiples of the device's logical block
+ * size; length <= pipeline_config.max_extent (the caller splits longer ranges: see
+ * pipeline_split_extents()). */
+struct pipeline_extent {
+  uint64_t offset;
+  uint32_t length;
+};
+
+struct pipeline_config {
+  unsigned queue_depth;   /* reads in flight; default 32 */
+  unsigned workers;       /* compression threads; default: online CPUs */
+  uint32_t max_extent;    /* bytes per read and per EXTENT frame; default and cap 1 MiB */
+  int zstd_level_min;     /* the level adapts within [min, max]: down when the workers are the */
+  int zstd_level_max;     /* bottleneck, up when the consumer (the link) is; defaults -1 .. 6 */
+  int zstd_level_start;   /* default 1 */
+  int compress;           /* 0: send raw (codec NONE) unless all-zero; default 1 */
+};
+
+/* Counters of one run; the level is the one in use at the end (it carries over between runs). */
+struct pipeline_stats {
+  uint64_t extents, zero_extents, raw_extents, zstd_extents;
+  uint64_t raw_bytes, payload_bytes;
+  uint64_t read_ns_waiting_workers; /* reads done, no worker free: CPU-bound */
+  uint64_t emit_ns;                 /* time inside the emit callback: link-bound */
+  int zstd_level;
+};
+
+struct pipeline;
+
+/* Called once per extent, in the order the extents were given, from the thread that called
+ * pipeline_run(). m->payload points into a buffer the pipeline owns, valid only during the call;
+ * m->disk_id and m->cycle are left zero for the caller to fill. Returning non-OK stops the run. */
+typedef rpl_err (*pipeline_emit_fn)(void *ctx, struct proto_extent *m);
+
+/* Creates a pipeline reading from fd (opened O_RDONLY|O_DIRECT by the caller, who keeps owning
+ * it). cfg may be NULL for the defaults. Buffers are registered with the ring once, here. */
+RPL_MUST_CHECK rpl_err pipeline_create(int fd, const struct pipeline_config *cfg, struct pipeline **out);
+void pipeline_destroy(struct pipeline *p);
+
+/* Reads, compresses and emits extents[0..n). Memory is bounded by the fixed buffer pool
+ * (queue_depth + workers buffers of max_extent bytes, both for reads and compressed output),
+ * whatever n is. stats may be NULL. */
+RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_extent *extents, size_t n,
+                                    pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats);
+
+/* Splits [offset, offset+length) into extents of at most max_extent bytes, appending to out
+ * (capacity cap); returns the number written, or SIZE_MAX when cap is too small. */
+size_t pipeline_split_extents(uint64_t offset, uint64_t length, uint32_t max_extent,
+                              struct pipeline_extent *out, size_t cap);
+
+/* True when all len bytes are zero (len a multiple of 8, p 8-byte aligned). */
+int pipeline_is_zero(const void *p, size_t len);
+
+#endif

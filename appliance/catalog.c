@@ -1,0 +1,907 @@
+/* catalog.c - the appliance's SQLite catalog: schema migrations, prepared statements, error mapping. */
+#include "catalog.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "rpl_log.h"
+
+#define SECRET_HASH_SIZE 32 /* SHA-256 */
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+
+/* Migrations: entry v-1 takes the schema from version v-1 to v. Append-only: a released entry is
+ * never edited; a change of schema is a new entry. */
+static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
+  /* 1: the first schema */
+  "CREATE TABLE agents ("
+  "  id BLOB PRIMARY KEY CHECK (length(id) = 16),"
+  "  hostname TEXT NOT NULL,"
+  "  cert_fingerprint TEXT NOT NULL UNIQUE,"
+  "  registered_time INTEGER NOT NULL,"
+  "  last_heartbeat INTEGER NOT NULL DEFAULT 0,"
+  "  revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))"
+  ") STRICT;"
+  "CREATE TABLE registration_keys ("
+  "  secret_hash BLOB PRIMARY KEY CHECK (length(secret_hash) = 32),"
+  "  created_time INTEGER NOT NULL,"
+  "  used INTEGER NOT NULL DEFAULT 0 CHECK (used IN (0, 1)),"
+  "  used_time INTEGER,"
+  "  used_by BLOB REFERENCES agents(id)"
+  ") STRICT;"
+  "CREATE TABLE disks ("
+  "  id BLOB PRIMARY KEY CHECK (length(id) = 16),"
+  "  agent_id BLOB NOT NULL REFERENCES agents(id),"
+  "  name TEXT NOT NULL,"
+  "  size_bytes INTEGER NOT NULL CHECK (size_bytes >= 0),"
+  "  sector_size INTEGER NOT NULL CHECK (sector_size IN (512, 4096)),"
+  "  state TEXT NOT NULL CHECK (state IN ('initial-sync', 'protected', 'resync-required', 'error')),"
+  "  state_reason TEXT NOT NULL DEFAULT '',"
+  "  last_committed_cycle INTEGER NOT NULL DEFAULT 0,"
+  "  last_applied_cycle INTEGER NOT NULL DEFAULT 0"
+  ") STRICT;"
+  "CREATE INDEX disks_agent ON disks(agent_id);"
+  "CREATE TABLE cycles ("
+  "  disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE,"
+  "  n INTEGER NOT NULL CHECK (n >= 1),"
+  "  kind TEXT NOT NULL CHECK (kind IN ('plain', 'recovery-point', 'resync')),"
+  "  committed_time INTEGER NOT NULL,"
+  "  extents INTEGER NOT NULL,"
+  "  raw_bytes INTEGER NOT NULL,"
+  "  payload_bytes INTEGER NOT NULL,"
+  "  applied_time INTEGER NOT NULL DEFAULT 0,"
+  "  PRIMARY KEY (disk_id, n)"
+  ") STRICT, WITHOUT ROWID;"
+  /* AUTOINCREMENT: users name points by id, so an id is never handed out twice. */
+  "CREATE TABLE recovery_points ("
+  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+  "  disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE,"
+  "  cycle INTEGER NOT NULL,"
+  "  time INTEGER NOT NULL,"
+  "  kind TEXT NOT NULL CHECK (kind IN ('filesystem-consistent', 'crash-consistent')),"
+  "  snapshot_id TEXT"
+  ") STRICT;"
+  "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);",
+};
+
+#define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
+#define DISK_COLS "id, agent_id, name, size_bytes, sector_size, state, state_reason, last_committed_cycle, " \
+                  "last_applied_cycle"
+#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id"
+
+#define CATALOG_STATEMENTS(X)                                                                          \
+  X(ST_BEGIN, "BEGIN IMMEDIATE")                                                                       \
+  X(ST_COMMIT, "COMMIT")                                                                               \
+  X(ST_ROLLBACK, "ROLLBACK")                                                                           \
+  X(ST_REGKEY_ADD, "INSERT INTO registration_keys (secret_hash, created_time) VALUES (?1, ?2)")       \
+  X(ST_REGKEY_GET, "SELECT used FROM registration_keys WHERE secret_hash = ?1")                        \
+  X(ST_REGKEY_USE, "UPDATE registration_keys SET used = 1, used_time = ?2, used_by = ?3 "             \
+                   "WHERE secret_hash = ?1 AND used = 0")                                              \
+  X(ST_REGKEY_COUNT, "SELECT count(*) FROM registration_keys WHERE used = 0")                          \
+  X(ST_AGENT_ADD, "INSERT INTO agents (" AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)")              \
+  X(ST_AGENT_GET, "SELECT " AGENT_COLS " FROM agents WHERE id = ?1")                                   \
+  X(ST_AGENT_BY_FP, "SELECT " AGENT_COLS " FROM agents WHERE cert_fingerprint = ?1")                   \
+  X(ST_AGENT_HEARTBEAT, "UPDATE agents SET last_heartbeat = ?2 WHERE id = ?1")                         \
+  X(ST_AGENT_REVOKE, "UPDATE agents SET revoked = 1 WHERE id = ?1")                                    \
+  X(ST_AGENT_ALL, "SELECT " AGENT_COLS " FROM agents ORDER BY registered_time, id")                    \
+  X(ST_DISK_UPSERT, "INSERT INTO disks (id, agent_id, name, size_bytes, sector_size, state) "          \
+                    "VALUES (?1, ?2, ?3, ?4, ?5, 'initial-sync') ON CONFLICT (id) DO UPDATE SET "      \
+                    "agent_id = excluded.agent_id, name = excluded.name, "                             \
+                    "size_bytes = excluded.size_bytes, sector_size = excluded.sector_size")            \
+  X(ST_DISK_GET, "SELECT " DISK_COLS " FROM disks WHERE id = ?1")                                      \
+  X(ST_DISK_SET_STATE, "UPDATE disks SET state = ?2, state_reason = ?3 WHERE id = ?1")                 \
+  X(ST_DISK_ALL, "SELECT " DISK_COLS " FROM disks ORDER BY name, id")                                  \
+  X(ST_DISK_OF_AGENT, "SELECT " DISK_COLS " FROM disks WHERE agent_id = ?1 ORDER BY name, id")        \
+  X(ST_DISK_COMMITTED, "UPDATE disks SET last_committed_cycle = max(last_committed_cycle, ?2) "       \
+                       "WHERE id = ?1")                                                                \
+  X(ST_DISK_APPLIED, "UPDATE disks SET last_applied_cycle = max(last_applied_cycle, ?2) WHERE id = ?1") \
+  X(ST_CYCLE_ADD, "INSERT INTO cycles (disk_id, n, kind, committed_time, extents, raw_bytes, "        \
+                  "payload_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                \
+  X(ST_CYCLE_APPLIED, "UPDATE cycles SET applied_time = ?3 WHERE disk_id = ?1 AND n = ?2")             \
+  X(ST_CYCLE_GET, "SELECT kind, committed_time, extents, raw_bytes, payload_bytes, applied_time "     \
+                  "FROM cycles WHERE disk_id = ?1 AND n = ?2")                                         \
+  X(ST_CYCLE_PRUNE, "DELETE FROM cycles WHERE disk_id = ?1 AND n < ?2")                                \
+  X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id) "            \
+                  "VALUES (?1, ?2, ?3, ?4, ?5)")                                                       \
+  X(ST_POINT_GET, "SELECT " POINT_COLS " FROM recovery_points WHERE id = ?1")                          \
+  X(ST_POINT_LATEST, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 "                  \
+                     "ORDER BY cycle DESC, id DESC LIMIT 1")                                           \
+  X(ST_POINT_ALL, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 ORDER BY cycle, id") \
+  X(ST_POINT_DELETE, "DELETE FROM recovery_points WHERE id = ?1")
+
+enum statement {
+#define ST_ENUM(name, sql) name,
+  CATALOG_STATEMENTS(ST_ENUM)
+#undef ST_ENUM
+  ST_COUNT
+};
+
+static const char *const statement_sql[ST_COUNT] = {
+#define ST_SQL(name, sql) [name] = sql,
+  CATALOG_STATEMENTS(ST_SQL)
+#undef ST_SQL
+};
+
+struct catalog {
+  pthread_mutex_t lock;
+  sqlite3 *db;
+  char *path;
+  sqlite3_stmt *st[ST_COUNT];
+};
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+/* Maps an SQLite result (extended codes are on) to rpl_err, logging what is not self-explaining. */
+static rpl_err db_err(struct catalog *c, int rc, const char *what)
+{
+  const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc);
+  switch (rc & 0xff) {
+  case SQLITE_OK:
+  case SQLITE_ROW:
+  case SQLITE_DONE:
+    return RPL_OK;
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    log_warn("catalog %s: %s: locked by another connection (%s)", c->path, what, msg);
+    return RPL_E_CATALOG_BUSY;
+  case SQLITE_CORRUPT:
+  case SQLITE_NOTADB:
+    log_err("catalog %s: %s: %s", c->path, what, msg);
+    return RPL_E_CATALOG_CORRUPT;
+  case SQLITE_CONSTRAINT:
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+      return RPL_E_NOT_FOUND; /* refers to an agent or disk that is not there */
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+      return RPL_E_EXISTS;
+    log_warn("catalog %s: %s: %s", c->path, what, msg);
+    return RPL_E_INVALID_ARGUMENT;
+  case SQLITE_NOMEM:
+    return RPL_E_NOMEM;
+  case SQLITE_READONLY:
+  case SQLITE_PERM:
+  case SQLITE_AUTH:
+    log_err("catalog %s: %s: %s", c->path, what, msg);
+    return RPL_E_PERMISSION;
+  case SQLITE_FULL:
+  case SQLITE_IOERR:
+  case SQLITE_CANTOPEN:
+    log_err("catalog %s: %s: %s", c->path, what, msg);
+    return RPL_E_IO;
+  default:
+    log_err("catalog %s: %s: %s (SQLite code %d)", c->path, what, msg, rc);
+    return RPL_E_CATALOG_SQL;
+  }
+}
+
+static rpl_err exec_sql(struct catalog *c, const char *sql, const char *what)
+{
+  int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? RPL_OK : db_err(c, rc, what);
+}
+
+/* ---- statements --------------------------------------------------------------------------- */
+
+static sqlite3_stmt *stmt(struct catalog *c, enum statement s)
+{
+  sqlite3_reset(c->st[s]);
+  sqlite3_clear_bindings(c->st[s]);
+  return c->st[s];
+}
+
+static bool fits_int64(uint64_t v) { return v <= (uint64_t)INT64_MAX; }
+
+static void bind_id(sqlite3_stmt *s, int i, const uint8_t id[PROTO_ID_SIZE])
+{
+  sqlite3_bind_blob(s, i, id, PROTO_ID_SIZE, SQLITE_TRANSIENT);
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *t) { sqlite3_bind_text(s, i, t, -1, SQLITE_TRANSIENT); }
+
+/* Runs a statement that returns no rows; *changes (may be NULL) gets the rows it changed. */
+static rpl_err run(struct catalog *c, sqlite3_stmt *s, const char *what, int *changes)
+{
+  int rc = sqlite3_step(s);
+  rpl_err e = rc == SQLITE_DONE ? RPL_OK : db_err(c, sqlite3_extended_errcode(c->db), what);
+  if (rc == SQLITE_ROW)
+    e = RPL_E_INTERNAL;
+  if (changes)
+    *changes = sqlite3_changes(c->db);
+  sqlite3_reset(s);
+  return e;
+}
+
+/* Steps a query: RPL_OK with a row, RPL_E_NOT_FOUND at the end. */
+static rpl_err next_row(struct catalog *c, sqlite3_stmt *s, const char *what)
+{
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW)
+    return RPL_OK;
+  if (rc == SQLITE_DONE)
+    return RPL_E_NOT_FOUND;
+  return db_err(c, sqlite3_extended_errcode(c->db), what);
+}
+
+static rpl_err col_id(struct catalog *c, sqlite3_stmt *s, int i, uint8_t out[PROTO_ID_SIZE])
+{
+  const void *p = sqlite3_column_blob(s, i);
+  if (!p || sqlite3_column_bytes(s, i) != PROTO_ID_SIZE) {
+    log_err("catalog %s: an id column holds no 16-byte value", c->path);
+    return RPL_E_CATALOG_CORRUPT;
+  }
+  memcpy(out, p, PROTO_ID_SIZE);
+  return RPL_OK;
+}
+
+/* Copies a text column into out (cap bytes + NUL); longer than any value we write = damage. */
+static rpl_err col_text(struct catalog *c, sqlite3_stmt *s, int i, char *out, size_t cap)
+{
+  const unsigned char *p = sqlite3_column_text(s, i);
+  size_t n = (size_t)sqlite3_column_bytes(s, i);
+  if (n > cap) {
+    log_err("catalog %s: a text column is longer than its %zu-byte cap", c->path, cap);
+    return RPL_E_CATALOG_CORRUPT;
+  }
+  if (n)
+    memcpy(out, p, n);
+  out[n] = '\0';
+  return RPL_OK;
+}
+
+static uint64_t col_u64(sqlite3_stmt *s, int i)
+{
+  sqlite3_int64 v = sqlite3_column_int64(s, i);
+  return v < 0 ? 0 : (uint64_t)v;
+}
+
+static rpl_err begin_tx(struct catalog *c) { return run(c, stmt(c, ST_BEGIN), "begin transaction", NULL); }
+
+static rpl_err end_tx(struct catalog *c, rpl_err e)
+{
+  if (e == RPL_OK) {
+    e = run(c, stmt(c, ST_COMMIT), "commit", NULL);
+    if (e == RPL_OK)
+      return RPL_OK;
+  }
+  if (!sqlite3_get_autocommit(c->db))
+    (void)run(c, stmt(c, ST_ROLLBACK), "rollback", NULL);
+  return e;
+}
+
+/* ---- open / migrate ----------------------------------------------------------------------- */
+
+static rpl_err read_user_version(struct catalog *c, int *version)
+{
+  sqlite3_stmt *s;
+  int rc = sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &s, NULL);
+  if (rc != SQLITE_OK)
+    return db_err(c, sqlite3_extended_errcode(c->db), "read schema version");
+  rc = sqlite3_step(s);
+  rpl_err e = rc == SQLITE_ROW ? RPL_OK : db_err(c, sqlite3_extended_errcode(c->db), "read schema version");
+  if (e == RPL_OK)
+    *version = sqlite3_column_int(s, 0);
+  sqlite3_finalize(s);
+  return e;
+}
+
+static rpl_err migrate(struct catalog *c)
+{
+  int version;
+  rpl_err e = read_user_version(c, &version);
+  if (e)
+    return e;
+  if (version > CATALOG_SCHEMA_VERSION || version < 0) {
+    log_err("catalog %s: schema version %d, this program knows up to %d", c->path, version, CATALOG_SCHEMA_VERSION);
+    return RPL_E_CATALOG_VERSION;
+  }
+  while (version < CATALOG_SCHEMA_VERSION) {
+    if ((e = exec_sql(c, "BEGIN IMMEDIATE", "begin migration")))
+      return e;
+    /* Re-read inside the transaction: another process may have migrated meanwhile. */
+    int now = -1;
+    if ((e = read_user_version(c, &now)) == RPL_OK && now == version) {
+      char set[64];
+      snprintf(set, sizeof set, "PRAGMA user_version = %d", version + 1);
+      if ((e = exec_sql(c, migrations[version], "migrate schema")) == RPL_OK)
+        e = exec_sql(c, set, "set schema version");
+    }
+    if (e == RPL_OK && (e = exec_sql(c, "COMMIT", "commit migration")) == RPL_OK) {
+      if (now == version)
+        log_info("catalog %s: schema migrated to version %d", c->path, version + 1);
+      version = now == version ? version + 1 : now;
+      continue;
+    }
+    (void)sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    return e;
+  }
+  return RPL_OK;
+}
+
+/* Finds damage early, at open, rather than in the middle of a registration. */
+static rpl_err quick_check(struct catalog *c)
+{
+  sqlite3_stmt *s;
+  int rc = sqlite3_prepare_v2(c->db, "PRAGMA quick_check", -1, &s, NULL);
+  if (rc != SQLITE_OK)
+    return db_err(c, sqlite3_extended_errcode(c->db), "check integrity");
+  rpl_err e = RPL_OK;
+  rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    const unsigned char *r = sqlite3_column_text(s, 0);
+    if (!r || strcmp((const char *)r, "ok")) {
+      log_err("catalog %s: integrity check failed: %s", c->path, r ? (const char *)r : "?");
+      e = RPL_E_CATALOG_CORRUPT;
+    }
+  } else {
+    e = db_err(c, sqlite3_extended_errcode(c->db), "check integrity");
+  }
+  sqlite3_finalize(s);
+  return e;
+}
+
+static rpl_err set_wal(struct catalog *c)
+{
+  sqlite3_stmt *s;
+  int rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+  if (rc != SQLITE_OK)
+    return db_err(c, sqlite3_extended_errcode(c->db), "set WAL mode");
+  rpl_err e = RPL_OK;
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    const unsigned char *mode = sqlite3_column_text(s, 0);
+    if (!mode || strcmp((const char *)mode, "wal")) {
+      log_err("catalog %s: cannot use WAL mode (got %s)", c->path, mode ? (const char *)mode : "?");
+      e = RPL_E_CATALOG_SQL;
+    }
+  } else {
+    e = db_err(c, sqlite3_extended_errcode(c->db), "set WAL mode");
+  }
+  sqlite3_finalize(s);
+  return e;
+}
+
+rpl_err catalog_open(const char *path, const struct catalog_options *opts, struct catalog **out)
+{
+  *out = NULL;
+  if (!path || !*path)
+    return RPL_E_INVALID_ARGUMENT;
+  struct catalog *c = calloc(1, sizeof *c);
+  if (!c || !(c->path = strdup(path))) {
+    free(c);
+    return RPL_E_NOMEM;
+  }
+  pthread_mutex_init(&c->lock, NULL);
+  rpl_err e;
+  int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    e = db_err(c, rc, "open");
+    goto fail;
+  }
+  sqlite3_extended_result_codes(c->db, 1);
+  sqlite3_busy_timeout(c->db, opts && opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS);
+  if ((e = quick_check(c)) || (e = set_wal(c)) ||
+      (e = exec_sql(c, "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL", "set pragmas")) || (e = migrate(c)))
+    goto fail;
+  for (int i = 0; i < ST_COUNT; i++) {
+    rc = sqlite3_prepare_v3(c->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL);
+    if (rc != SQLITE_OK) {
+      e = db_err(c, sqlite3_extended_errcode(c->db), "prepare statements");
+      goto fail;
+    }
+  }
+  *out = c;
+  return RPL_OK;
+fail:
+  catalog_close(c);
+  return e;
+}
+
+void catalog_close(struct catalog *c)
+{
+  if (!c)
+    return;
+  for (int i = 0; i < ST_COUNT; i++)
+    sqlite3_finalize(c->st[i]);
+  sqlite3_close(c->db);
+  pthread_mutex_destroy(&c->lock);
+  free(c->path);
+  free(c);
+}
+
+/* ---- registration keys and agents --------------------------------------------------------- */
+
+static rpl_err hash_secret(const uint8_t secret[PROTO_SECRET_SIZE], uint8_t out[SECRET_HASH_SIZE])
+{
+  unsigned int n = 0;
+  if (EVP_Digest(secret, PROTO_SECRET_SIZE, out, &n, EVP_sha256(), NULL) != 1 || n != SECRET_HASH_SIZE)
+    return RPL_E_INTERNAL;
+  return RPL_OK;
+}
+
+rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], int64_t created_time)
+{
+  uint8_t h[SECRET_HASH_SIZE];
+  rpl_err e = hash_secret(secret, h);
+  if (e)
+    return e;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_ADD);
+  sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 2, created_time);
+  e = run(c, s, "add registration key", NULL);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+static bool agent_valid(const struct catalog_agent *a)
+{
+  return strnlen(a->hostname, sizeof a->hostname) <= CATALOG_MAX_HOSTNAME &&
+         strnlen(a->cert_fingerprint, sizeof a->cert_fingerprint) <= CATALOG_MAX_FINGERPRINT &&
+         a->hostname[0] && a->cert_fingerprint[0] && memchr(a->hostname, 0, sizeof a->hostname) &&
+         memchr(a->cert_fingerprint, 0, sizeof a->cert_fingerprint);
+}
+
+rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
+                               const struct catalog_agent *a)
+{
+  if (!agent_valid(a))
+    return RPL_E_INVALID_ARGUMENT;
+  uint8_t h[SECRET_HASH_SIZE];
+  rpl_err e = hash_secret(secret, h);
+  if (e)
+    return e;
+  pthread_mutex_lock(&c->lock);
+  if ((e = begin_tx(c)))
+    goto out;
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_GET);
+  sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
+  e = next_row(c, s, "look up registration key");
+  bool used = e == RPL_OK && sqlite3_column_int(s, 0) != 0;
+  sqlite3_reset(s);
+  if (e == RPL_E_NOT_FOUND)
+    e = RPL_E_CATALOG_KEY_UNKNOWN;
+  else if (e == RPL_OK && used)
+    e = RPL_E_CATALOG_KEY_USED;
+  if (e == RPL_OK) {
+    s = stmt(c, ST_AGENT_ADD);
+    bind_id(s, 1, a->id);
+    bind_text(s, 2, a->hostname);
+    bind_text(s, 3, a->cert_fingerprint);
+    sqlite3_bind_int64(s, 4, a->registered_time);
+    sqlite3_bind_int64(s, 5, a->last_heartbeat);
+    sqlite3_bind_int(s, 6, a->revoked ? 1 : 0);
+    e = run(c, s, "add agent", NULL);
+  }
+  if (e == RPL_OK) {
+    int changes = 0;
+    s = stmt(c, ST_REGKEY_USE);
+    sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, a->registered_time);
+    bind_id(s, 3, a->id);
+    if ((e = run(c, s, "use registration key", &changes)) == RPL_OK && changes != 1)
+      e = RPL_E_CATALOG_KEY_USED;
+  }
+  e = end_tx(c, e);
+out:
+  pthread_mutex_unlock(&c->lock);
+  if (e == RPL_E_CATALOG_KEY_USED || e == RPL_E_CATALOG_KEY_UNKNOWN)
+    log_warn("catalog: registration of agent %s refused: %s", a->hostname, rpl_strerror(e));
+  return e;
+}
+
+rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_COUNT);
+  rpl_err e = next_row(c, s, "count registration keys");
+  if (e == RPL_OK)
+    *count = col_u64(s, 0);
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+static rpl_err read_agent(struct catalog *c, sqlite3_stmt *s, struct catalog_agent *a)
+{
+  memset(a, 0, sizeof *a);
+  rpl_err e;
+  if ((e = col_id(c, s, 0, a->id)) || (e = col_text(c, s, 1, a->hostname, CATALOG_MAX_HOSTNAME)) ||
+      (e = col_text(c, s, 2, a->cert_fingerprint, CATALOG_MAX_FINGERPRINT)))
+    return e;
+  a->registered_time = sqlite3_column_int64(s, 3);
+  a->last_heartbeat = sqlite3_column_int64(s, 4);
+  a->revoked = sqlite3_column_int(s, 5) != 0;
+  return RPL_OK;
+}
+
+/* Runs a one-row query prepared in s and decodes it with read. */
+#define GET_ONE(c, s, what, read, out)                       \
+  do {                                                       \
+    e = next_row(c, s, what);                                \
+    if (e == RPL_OK)                                         \
+      e = read(c, s, out);                                   \
+    sqlite3_reset(s);                                        \
+  } while (0)
+
+rpl_err catalog_agent_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_agent *out)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_GET);
+  bind_id(s, 1, id);
+  rpl_err e;
+  GET_ONE(c, s, "get agent", read_agent, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_find_by_fingerprint(struct catalog *c, const char *fingerprint, struct catalog_agent *out)
+{
+  if (!fingerprint || strlen(fingerprint) > CATALOG_MAX_FINGERPRINT)
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_BY_FP);
+  bind_text(s, 1, fingerprint);
+  rpl_err e;
+  GET_ONE(c, s, "find agent", read_agent, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+/* An UPDATE of one row by id: RPL_E_NOT_FOUND when no row has that id. */
+static rpl_err update_one(struct catalog *c, sqlite3_stmt *s, const char *what)
+{
+  int changes = 0;
+  rpl_err e = run(c, s, what, &changes);
+  return e == RPL_OK && changes == 0 ? RPL_E_NOT_FOUND : e;
+}
+
+rpl_err catalog_agent_heartbeat(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t time)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_HEARTBEAT);
+  bind_id(s, 1, id);
+  sqlite3_bind_int64(s, 2, time);
+  rpl_err e = update_one(c, s, "record heartbeat");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE])
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_REVOKE);
+  bind_id(s, 1, id);
+  rpl_err e = update_one(c, s, "revoke agent");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_foreach(struct catalog *c, int (*fn)(const struct catalog_agent *, void *), void *ctx)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_ALL);
+  struct catalog_agent a;
+  rpl_err e;
+  while ((e = next_row(c, s, "list agents")) == RPL_OK && (e = read_agent(c, s, &a)) == RPL_OK)
+    if (fn(&a, ctx))
+      break;
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+}
+
+/* ---- disks -------------------------------------------------------------------------------- */
+
+static const char *const disk_state_names[] = {
+  [CATALOG_DISK_INITIAL_SYNC] = "initial-sync",
+  [CATALOG_DISK_PROTECTED] = "protected",
+  [CATALOG_DISK_RESYNC_REQUIRED] = "resync-required",
+  [CATALOG_DISK_ERROR] = "error",
+};
+
+const char *catalog_disk_state_name(enum catalog_disk_state s)
+{
+  return (unsigned)s < sizeof disk_state_names / sizeof *disk_state_names ? disk_state_names[s] : "unknown";
+}
+
+static rpl_err read_disk(struct catalog *c, sqlite3_stmt *s, struct catalog_disk *d)
+{
+  memset(d, 0, sizeof *d);
+  rpl_err e;
+  if ((e = col_id(c, s, 0, d->id)) || (e = col_id(c, s, 1, d->agent_id)) ||
+      (e = col_text(c, s, 2, d->name, CATALOG_MAX_NAME)) ||
+      (e = col_text(c, s, 6, d->state_reason, CATALOG_MAX_REASON)))
+    return e;
+  d->size_bytes = col_u64(s, 3);
+  d->sector_size = (uint32_t)sqlite3_column_int(s, 4);
+  const unsigned char *state = sqlite3_column_text(s, 5);
+  size_t i = 0;
+  while (i < sizeof disk_state_names / sizeof *disk_state_names &&
+         (!state || strcmp((const char *)state, disk_state_names[i])))
+    i++;
+  if (i == sizeof disk_state_names / sizeof *disk_state_names)
+    return RPL_E_CATALOG_CORRUPT; /* the CHECK constraint makes this unreachable short of damage */
+  d->state = (enum catalog_disk_state)i;
+  d->last_committed_cycle = col_u64(s, 7);
+  d->last_applied_cycle = col_u64(s, 8);
+  return RPL_OK;
+}
+
+rpl_err catalog_disk_upsert(struct catalog *c, const struct catalog_disk *d)
+{
+  if (!memchr(d->name, 0, sizeof d->name) || !d->name[0] || !fits_int64(d->size_bytes) ||
+      (d->sector_size != 512 && d->sector_size != 4096) || d->size_bytes % d->sector_size)
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_DISK_UPSERT);
+  bind_id(s, 1, d->id);
+  bind_id(s, 2, d->agent_id);
+  bind_text(s, 3, d->name);
+  sqlite3_bind_int64(s, 4, (sqlite3_int64)d->size_bytes);
+  sqlite3_bind_int(s, 5, (int)d->sector_size);
+  rpl_err e = run(c, s, "add or update disk", NULL);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_disk *out)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_DISK_GET);
+  bind_id(s, 1, id);
+  rpl_err e;
+  GET_ONE(c, s, "get disk", read_disk, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_disk_set_state(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], enum catalog_disk_state state,
+                               const char *reason)
+{
+  if ((unsigned)state >= sizeof disk_state_names / sizeof *disk_state_names ||
+      (reason && strlen(reason) > CATALOG_MAX_REASON))
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_DISK_SET_STATE);
+  bind_id(s, 1, id);
+  bind_text(s, 2, disk_state_names[state]);
+  bind_text(s, 3, reason ? reason : "");
+  rpl_err e = update_one(c, s, "set disk state");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_disk_foreach(struct catalog *c, const uint8_t *agent_id, int (*fn)(const struct catalog_disk *, void *),
+                             void *ctx)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, agent_id ? ST_DISK_OF_AGENT : ST_DISK_ALL);
+  if (agent_id)
+    bind_id(s, 1, agent_id);
+  struct catalog_disk *d = malloc(sizeof *d);
+  rpl_err e = d ? RPL_OK : RPL_E_NOMEM;
+  while (e == RPL_OK && (e = next_row(c, s, "list disks")) == RPL_OK && (e = read_disk(c, s, d)) == RPL_OK)
+    if (fn(d, ctx))
+      break;
+  sqlite3_reset(s);
+  free(d);
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+}
+
+/* ---- cycles ------------------------------------------------------------------------------- */
+
+static const char *const cycle_kind_names[] = {
+  [PROTO_CYCLE_PLAIN] = "plain",
+  [PROTO_CYCLE_RECOVERY_POINT] = "recovery-point",
+  [PROTO_CYCLE_RESYNC] = "resync",
+};
+
+rpl_err catalog_cycle_committed(struct catalog *c, const struct catalog_cycle *cy)
+{
+  if (cy->kind >= sizeof cycle_kind_names / sizeof *cycle_kind_names || cy->n == 0 || !fits_int64(cy->n) ||
+      !fits_int64(cy->extents) || !fits_int64(cy->raw_bytes) || !fits_int64(cy->payload_bytes))
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  rpl_err e = begin_tx(c);
+  if (e == RPL_OK) {
+    sqlite3_stmt *s = stmt(c, ST_CYCLE_ADD);
+    bind_id(s, 1, cy->disk_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)cy->n);
+    bind_text(s, 3, cycle_kind_names[cy->kind]);
+    sqlite3_bind_int64(s, 4, cy->committed_time);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)cy->extents);
+    sqlite3_bind_int64(s, 6, (sqlite3_int64)cy->raw_bytes);
+    sqlite3_bind_int64(s, 7, (sqlite3_int64)cy->payload_bytes);
+    e = run(c, s, "record cycle", NULL);
+  }
+  if (e == RPL_OK) {
+    sqlite3_stmt *s = stmt(c, ST_DISK_COMMITTED);
+    bind_id(s, 1, cy->disk_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)cy->n);
+    e = update_one(c, s, "record last committed cycle");
+  }
+  e = end_tx(c, e);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_cycle_applied(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t n, int64_t time)
+{
+  if (!fits_int64(n))
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  rpl_err e = begin_tx(c);
+  if (e == RPL_OK) {
+    sqlite3_stmt *s = stmt(c, ST_CYCLE_APPLIED);
+    bind_id(s, 1, disk_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)n);
+    sqlite3_bind_int64(s, 3, time);
+    e = update_one(c, s, "record applied cycle");
+  }
+  if (e == RPL_OK) {
+    sqlite3_stmt *s = stmt(c, ST_DISK_APPLIED);
+    bind_id(s, 1, disk_id);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)n);
+    e = update_one(c, s, "record last applied cycle");
+  }
+  e = end_tx(c, e);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+static rpl_err read_cycle(struct catalog *c, sqlite3_stmt *s, struct catalog_cycle *cy)
+{
+  const unsigned char *kind = sqlite3_column_text(s, 0);
+  size_t i = 0;
+  while (i < sizeof cycle_kind_names / sizeof *cycle_kind_names &&
+         (!kind || strcmp((const char *)kind, cycle_kind_names[i])))
+    i++;
+  if (i == sizeof cycle_kind_names / sizeof *cycle_kind_names) {
+    log_err("catalog %s: a cycle has an unknown kind", c->path);
+    return RPL_E_CATALOG_CORRUPT;
+  }
+  cy->kind = (uint8_t)i;
+  cy->committed_time = sqlite3_column_int64(s, 1);
+  cy->extents = col_u64(s, 2);
+  cy->raw_bytes = col_u64(s, 3);
+  cy->payload_bytes = col_u64(s, 4);
+  cy->applied_time = sqlite3_column_int64(s, 5);
+  return RPL_OK;
+}
+
+rpl_err catalog_cycle_get(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t n,
+                          struct catalog_cycle *out)
+{
+  if (!fits_int64(n))
+    return RPL_E_INVALID_ARGUMENT;
+  memset(out, 0, sizeof *out);
+  memcpy(out->disk_id, disk_id, PROTO_ID_SIZE);
+  out->n = n;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_CYCLE_GET);
+  bind_id(s, 1, disk_id);
+  sqlite3_bind_int64(s, 2, (sqlite3_int64)n);
+  rpl_err e;
+  GET_ONE(c, s, "get cycle", read_cycle, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_cycle_prune(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t below_n)
+{
+  if (!fits_int64(below_n))
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_CYCLE_PRUNE);
+  bind_id(s, 1, disk_id);
+  sqlite3_bind_int64(s, 2, (sqlite3_int64)below_n);
+  rpl_err e = run(c, s, "prune cycles", NULL);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+/* ---- recovery points ---------------------------------------------------------------------- */
+
+static const char *const point_kind_names[] = {
+  [CATALOG_POINT_FILESYSTEM_CONSISTENT] = "filesystem-consistent",
+  [CATALOG_POINT_CRASH_CONSISTENT] = "crash-consistent",
+};
+
+const char *catalog_point_kind_name(enum catalog_point_kind k)
+{
+  return (unsigned)k < sizeof point_kind_names / sizeof *point_kind_names ? point_kind_names[k] : "unknown";
+}
+
+static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_point *p)
+{
+  memset(p, 0, sizeof *p);
+  p->id = sqlite3_column_int64(s, 0);
+  rpl_err e = col_id(c, s, 1, p->disk_id);
+  if (e)
+    return e;
+  p->cycle = col_u64(s, 2);
+  p->time = sqlite3_column_int64(s, 3);
+  const unsigned char *kind = sqlite3_column_text(s, 4);
+  if (kind && !strcmp((const char *)kind, point_kind_names[CATALOG_POINT_FILESYSTEM_CONSISTENT]))
+    p->kind = CATALOG_POINT_FILESYSTEM_CONSISTENT;
+  else if (kind && !strcmp((const char *)kind, point_kind_names[CATALOG_POINT_CRASH_CONSISTENT]))
+    p->kind = CATALOG_POINT_CRASH_CONSISTENT;
+  else
+    return RPL_E_CATALOG_CORRUPT;
+  p->has_snapshot = sqlite3_column_type(s, 5) != SQLITE_NULL;
+  return p->has_snapshot ? col_text(c, s, 5, p->snapshot_id, CATALOG_MAX_SNAPSHOT_ID) : RPL_OK;
+}
+
+rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int64_t *id)
+{
+  if ((unsigned)p->kind >= sizeof point_kind_names / sizeof *point_kind_names || !fits_int64(p->cycle) ||
+      (p->has_snapshot && (!memchr(p->snapshot_id, 0, sizeof p->snapshot_id) || !p->snapshot_id[0])))
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_ADD);
+  bind_id(s, 1, p->disk_id);
+  sqlite3_bind_int64(s, 2, (sqlite3_int64)p->cycle);
+  sqlite3_bind_int64(s, 3, p->time);
+  bind_text(s, 4, point_kind_names[p->kind]);
+  if (p->has_snapshot)
+    bind_text(s, 5, p->snapshot_id);
+  else
+    sqlite3_bind_null(s, 5);
+  rpl_err e = run(c, s, "record recovery point", NULL);
+  if (e == RPL_OK && id)
+    *id = sqlite3_last_insert_rowid(c->db);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_point_get(struct catalog *c, int64_t id, struct catalog_point *out)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_GET);
+  sqlite3_bind_int64(s, 1, id);
+  rpl_err e;
+  GET_ONE(c, s, "get recovery point", read_point, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_point_latest(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], struct catalog_point *out)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_LATEST);
+  bind_id(s, 1, disk_id);
+  rpl_err e;
+  GET_ONE(c, s, "get latest recovery point", read_point, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE],
+                              int (*fn)(const struct catalog_point *, void *), void *ctx)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_ALL);
+  bind_id(s, 1, disk_id);
+  struct catalog_point p;
+  rpl_err e;
+  while ((e = next_row(c, s, "list recovery points")) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
+    if (fn(&p, ctx))
+      break;
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+}
+
+rpl_err catalog_point_delete(struct catalog *c, int64_t id)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_DELETE);
+  sqlite3_bind_int64(s, 1, id);
+  rpl_err e = update_one(c, s, "delete recovery point");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}

@@ -1,0 +1,157 @@
+/* catalog.h - the appliance's catalog (SQLite): agents, registration keys, disks, cycles, recovery
+ * points. Internal header: appliance/ and tests/ only. */
+#ifndef APPLIANCE_CATALOG_H
+#define APPLIANCE_CATALOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "rpl_error.h"
+
+/*
+ * What it promises
+ *  - One SQLite file (STATE_DIR/catalog.db by convention), WAL mode, synchronous=FULL, foreign keys
+ *    on, a busy timeout; the schema is versioned with PRAGMA user_version and migrated forward in
+ *    one transaction on open. A catalog from a newer program is refused (RPL_E_CATALOG_VERSION),
+ *    a damaged or foreign file too (RPL_E_CATALOG_CORRUPT), a lock held past the busy timeout gives
+ *    RPL_E_CATALOG_BUSY.
+ *  - Registration keys are stored as SHA-256 of the one-time secret, never the secret.
+ *  - Times are seconds since the Unix epoch (UTC). Ids are 16-byte UUIDs, stored as 16-byte blobs.
+ *  - Unsigned counters (sizes, cycles) must be below 2^63 (SQLite integers are signed).
+ *  - Thread-safe: a mutex inside serialises calls. Callbacks of the foreach functions run with that
+ *    mutex held and must not call back into the catalog.
+ */
+
+#define CATALOG_SCHEMA_VERSION   1
+#define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
+#define CATALOG_MAX_NAME         PROTO_MAX_STRING
+#define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
+#define CATALOG_MAX_REASON       1024
+#define CATALOG_MAX_SNAPSHOT_ID  128  /* Azure snapshot ids are RFC 3339 timestamps */
+
+struct catalog;
+
+struct catalog_options {
+  int busy_timeout_ms; /* how long a call waits for another process's lock; 0 = 5000 */
+};
+
+RPL_MUST_CHECK rpl_err catalog_open(const char *path, const struct catalog_options *opts, struct catalog **out);
+void catalog_close(struct catalog *c);
+
+/* ---- agents ------------------------------------------------------------------------------- */
+
+struct catalog_agent {
+  uint8_t id[PROTO_ID_SIZE];
+  char hostname[CATALOG_MAX_HOSTNAME + 1];
+  char cert_fingerprint[CATALOG_MAX_FINGERPRINT + 1];
+  int64_t registered_time;
+  int64_t last_heartbeat; /* 0: never */
+  bool revoked;
+};
+
+/* Adds a registration key (created_time); RPL_E_EXISTS if the same secret was added before. */
+RPL_MUST_CHECK rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
+                                          int64_t created_time);
+/* In one transaction: uses the key (RPL_E_CATALOG_KEY_UNKNOWN, RPL_E_CATALOG_KEY_USED) and adds the
+ * agent (RPL_E_EXISTS if its id or fingerprint is taken). Nothing changes on error. */
+RPL_MUST_CHECK rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
+                                              const struct catalog_agent *agent);
+/* Unused keys left (for status and init). */
+RPL_MUST_CHECK rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count);
+
+RPL_MUST_CHECK rpl_err catalog_agent_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_agent *out);
+RPL_MUST_CHECK rpl_err catalog_agent_find_by_fingerprint(struct catalog *c, const char *fingerprint,
+                                                         struct catalog_agent *out);
+RPL_MUST_CHECK rpl_err catalog_agent_heartbeat(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t time);
+RPL_MUST_CHECK rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE]);
+/* Calls fn for every agent, oldest registration first; fn returning non-zero stops the walk. */
+RPL_MUST_CHECK rpl_err catalog_agent_foreach(struct catalog *c, int (*fn)(const struct catalog_agent *, void *),
+                                             void *ctx);
+
+/* ---- disks -------------------------------------------------------------------------------- */
+
+enum catalog_disk_state {
+  CATALOG_DISK_INITIAL_SYNC = 0,
+  CATALOG_DISK_PROTECTED = 1,
+  CATALOG_DISK_RESYNC_REQUIRED = 2,
+  CATALOG_DISK_ERROR = 3,
+};
+/* "initial-sync", "protected", "resync-required", "error" (the words status prints). */
+const char *catalog_disk_state_name(enum catalog_disk_state s);
+
+struct catalog_disk {
+  uint8_t id[PROTO_ID_SIZE];
+  uint8_t agent_id[PROTO_ID_SIZE];
+  char name[CATALOG_MAX_NAME + 1];
+  uint64_t size_bytes;
+  uint32_t sector_size; /* 512 or 4096 */
+  enum catalog_disk_state state;
+  char state_reason[CATALOG_MAX_REASON + 1];
+  uint64_t last_committed_cycle, last_applied_cycle;
+};
+
+/* Adds the disk (state initial-sync, cycles 0) or, if it exists, updates agent, name, size and
+ * sector size only. The agent must exist (RPL_E_NOT_FOUND). */
+RPL_MUST_CHECK rpl_err catalog_disk_upsert(struct catalog *c, const struct catalog_disk *d);
+RPL_MUST_CHECK rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_disk *out);
+RPL_MUST_CHECK rpl_err catalog_disk_set_state(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],
+                                              enum catalog_disk_state state, const char *reason);
+/* Every disk (of agent_id, or all when NULL), by name. */
+RPL_MUST_CHECK rpl_err catalog_disk_foreach(struct catalog *c, const uint8_t *agent_id,
+                                            int (*fn)(const struct catalog_disk *, void *), void *ctx);
+
+/* ---- cycles ------------------------------------------------------------------------------- */
+
+struct catalog_cycle {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t n;
+  uint8_t kind; /* enum proto_cycle_kind */
+  int64_t committed_time;
+  uint64_t extents, raw_bytes, payload_bytes;
+  int64_t applied_time; /* 0: not applied */
+};
+
+/* Records committed cycle n and raises the disk's last committed cycle, in one transaction.
+ * RPL_E_EXISTS if n is recorded already. */
+RPL_MUST_CHECK rpl_err catalog_cycle_committed(struct catalog *c, const struct catalog_cycle *cy);
+/* Marks cycle n applied at time and raises the disk's last applied cycle (RPL_E_NOT_FOUND if n is
+ * not recorded). */
+RPL_MUST_CHECK rpl_err catalog_cycle_applied(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t n,
+                                             int64_t time);
+RPL_MUST_CHECK rpl_err catalog_cycle_get(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t n,
+                                         struct catalog_cycle *out);
+/* Forgets the history of cycles below n (the disk's counters stay). */
+RPL_MUST_CHECK rpl_err catalog_cycle_prune(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t below_n);
+
+/* ---- recovery points ---------------------------------------------------------------------- */
+
+enum catalog_point_kind {
+  CATALOG_POINT_FILESYSTEM_CONSISTENT = 0,
+  CATALOG_POINT_CRASH_CONSISTENT = 1,
+};
+/* "filesystem-consistent", "crash-consistent". */
+const char *catalog_point_kind_name(enum catalog_point_kind k);
+
+struct catalog_point {
+  int64_t id;           /* assigned by catalog_point_add, never reused */
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+  int64_t time;
+  enum catalog_point_kind kind;
+  bool has_snapshot;    /* false for file storage */
+  char snapshot_id[CATALOG_MAX_SNAPSHOT_ID + 1];
+};
+
+/* Records a point (p->id ignored); *id gets its id. The disk must exist (RPL_E_NOT_FOUND). */
+RPL_MUST_CHECK rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int64_t *id);
+RPL_MUST_CHECK rpl_err catalog_point_get(struct catalog *c, int64_t id, struct catalog_point *out);
+/* The disk's newest point (highest cycle), or RPL_E_NOT_FOUND. */
+RPL_MUST_CHECK rpl_err catalog_point_latest(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE],
+                                            struct catalog_point *out);
+/* The disk's points, oldest first. */
+RPL_MUST_CHECK rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE],
+                                             int (*fn)(const struct catalog_point *, void *), void *ctx);
+RPL_MUST_CHECK rpl_err catalog_point_delete(struct catalog *c, int64_t id);
+
+#endif

@@ -1,0 +1,223 @@
+/* cmd_init.c - `replication-appliance init`: validates and records the storage settings (connection
+ * string or file:DIR, container, private DNS zone file, CA file, proxy) in the state directory, makes
+ * the appliance's TLS identity and prints a registration key as the last line. */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blob.h"
+#include "commands.h"
+#include "netpath.h"
+#include "rpl_log.h"
+#include "identity.h"
+#include "settings.h"
+#include <openssl/crypto.h>
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("replication-appliance init: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return 1;
+}
+
+/* Container names: 3-63 of a-z, 0-9 and '-', starting with a letter or digit, no "--". */
+static bool valid_container(const char *name)
+{
+  size_t n = strlen(name);
+  if (n < 3 || n > 63 || name[0] == '-' || name[n - 1] == '-' || strstr(name, "--"))
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!islower((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) && name[i] != '-')
+      return false;
+  return true;
+}
+
+/* An absolute path for a file that must exist now. */
+static bool absolute_existing(const char *path, char *out, size_t outsz)
+{
+  char resolved[PATH_MAX];
+  if (!realpath(path, resolved) || strlen(resolved) >= outsz)
+    return false;
+  memcpy(out, resolved, strlen(resolved) + 1);
+  return true;
+}
+
+static bool looks_like_pem_certificate(const char *path)
+{
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return false;
+  char line[256];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
+  fclose(f);
+  return found;
+}
+
+static const char *env_first(const char *a, const char *b)
+{
+  const char *v = getenv(a);
+  if (!v || !*v)
+    v = getenv(b);
+  return v && *v ? v : NULL;
+}
+
+int cmd_init(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    {"state", required_argument, NULL, 's'},        {"storage", required_argument, NULL, 'S'},
+    {"container", required_argument, NULL, 'c'},    {"private-dns-zone", required_argument, NULL, 'z'},
+    {"ca-file", required_argument, NULL, 'a'},      {"proxy", required_argument, NULL, 'p'},
+    {"proxy-bypass", required_argument, NULL, 'b'}, {"identity-endpoint", required_argument, NULL, 'i'},
+    {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+  };
+  const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
+  const char *proxy = NULL, *bypass = NULL, *identity = NULL;
+  bool allow_public = false;
+  optind = 1;
+  opterr = 0;
+  int ch;
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (ch) {
+    case 's': state = optarg; break;
+    case 'S': storage = optarg; break;
+    case 'c': container = optarg; break;
+    case 'z': zone = optarg; break;
+    case 'a': ca = optarg; break;
+    case 'p': proxy = optarg; break;
+    case 'b': bypass = optarg; break;
+    case 'i': identity = optarg; break;
+    case 'P': allow_public = true; break;
+    case 'h':
+      printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
+             "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
+             "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
+             "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
+      return 0;
+    default:
+      return fail("unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return fail("unexpected argument '%s' (see --help)", argv[optind]);
+  if (!storage)
+    storage = getenv("AZURE_STORAGE_CONNECTION_STRING");
+  if (!storage || !*storage)
+    return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
+
+  struct appliance_settings s;
+  settings_defaults(&s);
+  char why[1024] = "";
+  char summary[8400];
+  if (strncmp(storage, "file:", 5) == 0) {
+    const char *dir = storage + 5;
+    if (!*dir)
+      return fail("file: needs a directory (file:/var/lib/replicas)");
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+      return fail("cannot create the replica directory %s: %s", dir, strerror(errno));
+    char abs[PATH_MAX];
+    if (!realpath(dir, abs))
+      return fail("replica directory %s: %s", dir, strerror(errno));
+    snprintf(s.storage, sizeof s.storage, "file:%s", abs);
+    snprintf(summary, sizeof summary, "storage: local replica directory %s", abs);
+  } else {
+    struct blob_account acct;
+    rpl_err err = blob_connstr_parse(storage, &acct, why, sizeof why);
+    if (err != RPL_OK)
+      return fail("%s (%s)", why, rpl_errname(err));
+    if (strlen(storage) >= sizeof s.storage)
+      return fail("the connection string is too long");
+    snprintf(s.storage, sizeof s.storage, "%s", storage);
+    snprintf(summary, sizeof summary, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
+             acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
+  }
+  if (container) {
+    if (!valid_container(container))
+      return fail("container name '%s' is invalid: 3-63 lower-case letters, digits and single hyphens", container);
+    snprintf(s.container, sizeof s.container, "%s", container);
+  }
+  if (zone) {
+    struct netpath_zone *z;
+    rpl_err err = netpath_zone_load(zone, &z, why, sizeof why);
+    if (err != RPL_OK)
+      return fail("%s", why);
+    netpath_zone_free(z);
+    if (!absolute_existing(zone, s.private_dns_zone, sizeof s.private_dns_zone))
+      return fail("private DNS zone file %s: %s", zone, strerror(errno));
+  }
+  if (ca) {
+    if (!absolute_existing(ca, s.ca_file, sizeof s.ca_file) || !looks_like_pem_certificate(s.ca_file))
+      return fail("CA file %s is not a readable PEM file with a certificate", ca);
+  }
+  if (!proxy)
+    proxy = env_first("HTTPS_PROXY", "https_proxy");
+  if (!bypass)
+    bypass = env_first("NO_PROXY", "no_proxy");
+  if (proxy) {
+    if (strncasecmp(proxy, "http://", 7) != 0 || strlen(proxy) >= sizeof s.proxy)
+      return fail("the proxy must be an HTTP proxy URL, http://[USER:PASSWORD@]HOST:PORT (only HTTP proxies are supported)");
+    snprintf(s.proxy, sizeof s.proxy, "%s", proxy);
+  }
+  if (bypass) {
+    if (strlen(bypass) >= sizeof s.proxy_bypass)
+      return fail("the proxy bypass list is too long");
+    snprintf(s.proxy_bypass, sizeof s.proxy_bypass, "%s", bypass);
+  }
+  if (identity) {
+    if ((strncasecmp(identity, "http://", 7) != 0 && strncasecmp(identity, "https://", 8) != 0) ||
+        strlen(identity) >= sizeof s.identity_endpoint)
+      return fail("the identity endpoint must be an http:// or https:// URL");
+    snprintf(s.identity_endpoint, sizeof s.identity_endpoint, "%s", identity);
+  }
+  s.require_private_endpoint = !allow_public;
+  rpl_err err = settings_save(state, &s, why, sizeof why);
+  if (err != RPL_OK)
+    return fail("%s", why);
+  printf("initialized %s\n%s, container %s\n", state, summary, s.container);
+  if (!settings_is_file_storage(&s)) {
+    printf("path: %s%s, %s\n", s.private_dns_zone[0] ? "private DNS zone file " : "system resolver",
+           s.private_dns_zone, s.require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
+    printf("TLS: verified against %s\n", s.ca_file[0] ? s.ca_file : "the system CAs");
+    printf("proxy: %s\n", s.proxy[0] ? "configured (see check)" : "none");
+  }
+  /* The appliance's identity (kept across re-inits) and a fresh one-time registration key. */
+  char *cert = NULL, *key = NULL, regkey[CHAN_REGKEY_MAX];
+  int created = 0;
+  struct catalog *cat = NULL;
+  if ((err = identity_ensure(state, &cert, &key, &created)))
+    return fail("cannot make the appliance's TLS identity in %s: %s", state, rpl_strerror(err));
+  OPENSSL_cleanse(key, strlen(key));
+  free(key);
+  if ((err = identity_open_catalog(state, &cat)) || (err = identity_issue_regkey(cat, cert, regkey))) {
+    catalog_close(cat);
+    free(cert);
+    return fail("cannot issue a registration key: %s", rpl_strerror(err));
+  }
+  uint8_t fp[CHAN_FINGERPRINT_SIZE];
+  char fptext[3 * CHAN_FINGERPRINT_SIZE];
+  if (chan_fingerprint(cert, fp) == RPL_OK) {
+    chan_fingerprint_text(fp, fptext);
+    printf("appliance certificate: %s%s\n", fptext, created ? " (new)" : "");
+  }
+  catalog_close(cat);
+  free(cert);
+  printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", state, state);
+  printf("registration key (one agent; run init again for another):\n");
+  printf("%s\n", regkey);
+  return 0;
+}

@@ -1,0 +1,1190 @@
+/* daemon.c - `replication-appliance run`: registers agents, orchestrates their cycles (RPO timer,
+ * initial sync, recovery-point groups), verifies and journals what arrives before it ACKs, applies
+ * committed cycles to the replica, records points, and serves status on the control socket. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "catalog.h"
+#include "channel.h"
+#include "commands.h"
+#include "conn.h"
+#include "control.h"
+#include "identity.h"
+#include "journal.h"
+#include "json_out.h"
+#include "receiver.h"
+#include "replica.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+#include "sdnotify.h"
+#include "settings.h"
+
+#define DEFAULT_RPO_MS      30000
+#define HELLO_TIMEOUT_MS    30000
+#define POLL_MS             200
+#define HEARTBEAT_SAVE_S    30
+#define AGENT_CERT_DAYS     825
+#define MAX_GROUPS          16
+
+/* ---- shared state ------------------------------------------------------------------------- */
+
+struct disk {
+  uint8_t id[PROTO_ID_SIZE];
+  uint8_t agent[PROTO_ID_SIZE];
+  char name[256];
+  uint64_t size;
+  uint32_t sector;
+  struct journal *journal;        /* thread-safe */
+  struct replica *replica;        /* the applier's alone */
+  uint64_t last_committed, last_applied;
+  int64_t last_commit_time;       /* unix seconds */
+  uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
+  enum catalog_disk_state state;
+  char reason[256];
+  bool attached;                  /* a session serves it now */
+  struct disk *next;
+};
+
+struct appliance {
+  char state_dir[1024];
+  struct appliance_settings settings;
+  char listen[256];
+  struct catalog *cat;
+  SSL_CTX *ctx;
+  char *ca_cert, *ca_key;
+  unsigned rpo_ms;
+  pthread_mutex_t lock;           /* disks list and their counters */
+  pthread_cond_t work;            /* commits for the applier */
+  pthread_cond_t applied;         /* applies for sessions waiting on points */
+  struct disk *disks;
+  unsigned sessions;
+  int listen_fd;
+  uint64_t points_recorded;
+};
+
+static atomic_int stopping;
+static void on_signal(int sig) { atomic_store(&stopping, 1); (void)sig; }
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]) { uuid_unparse_lower(id, out); }
+
+static struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (struct disk *d = a->disks; d; d = d->next)
+    if (!memcmp(d->id, id, PROTO_ID_SIZE))
+      return d;
+  return NULL;
+}
+
+/* Brings the catalog up to what the journal knows (a crash can fall between the journal's commit
+ * or apply and the catalog's record of it). */
+static void reconcile_catalog(struct appliance *a, struct disk *d)
+{
+  struct catalog_disk cd;
+  if (catalog_disk_get(a->cat, d->id, &cd))
+    return;
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  for (uint64_t n = cd.last_committed_cycle + 1; n <= u.last_committed; n++) {
+    struct journal_cycle_info info;
+    if (journal_cycle_info(d->journal, n, &info))
+      continue; /* trimmed already: applied, and its details are gone */
+    struct catalog_cycle cy = {.n = n, .kind = info.kind, .committed_time = time(NULL), .extents = info.totals.extents,
+                               .raw_bytes = info.totals.raw_bytes, .payload_bytes = info.totals.payload_bytes};
+    memcpy(cy.disk_id, d->id, PROTO_ID_SIZE);
+    rpl_err e = catalog_cycle_committed(a->cat, &cy);
+    (void)e;
+  }
+  for (uint64_t n = cd.last_applied_cycle + 1; n <= u.last_applied; n++) {
+    rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
+    (void)e;
+  }
+}
+
+/* Opens the disk's journal and replica and adds it to the list (lock held). */
+static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct disk **out)
+{
+  struct disk *d = calloc(1, sizeof *d);
+  if (!d)
+    return RPL_E_NOMEM;
+  memcpy(d->id, cd->id, PROTO_ID_SIZE);
+  memcpy(d->agent, cd->agent_id, PROTO_ID_SIZE);
+  snprintf(d->name, sizeof d->name, "%.255s", cd->name);
+  d->size = cd->size_bytes;
+  d->sector = cd->sector_size;
+  d->state = cd->state;
+  snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
+  rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
+  if (!err && settings_is_file_storage(&a->settings))
+    err = replica_open(a->settings.storage + 5, d->id, d->size, &d->replica);
+  if (err) {
+    char id[37];
+    id_text(d->id, id);
+    log_err("disk %s: cannot open its journal or replica: %s", id, rpl_strerror(err));
+    journal_close(d->journal);
+    free(d);
+    return err;
+  }
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  /* A journal that lost its history (new, or moved aside) starts where the catalog stands. */
+  if (u.last_committed < cd->last_applied_cycle && u.cycles_pending == 0 && u.open_cycle == 0) {
+    if (journal_set_base(d->journal, cd->last_applied_cycle) == RPL_OK)
+      journal_get_usage(d->journal, &u);
+  }
+  d->last_committed = u.last_committed;
+  d->last_applied = u.last_applied;
+  reconcile_catalog(a, d);
+  d->next = a->disks;
+  a->disks = d;
+  *out = d;
+  return RPL_OK;
+}
+
+static int load_disk_cb(const struct catalog_disk *cd, void *ctx)
+{
+  struct catalog_disk **list = ctx;
+  /* Collected first: the catalog's mutex is held during the callback. */
+  size_t n = 0;
+  while (list[n])
+    n++;
+  if (n < 1023) {
+    list[n] = malloc(sizeof *cd);
+    if (list[n])
+      *list[n] = *cd;
+  }
+  return 0;
+}
+
+static rpl_err load_disks(struct appliance *a)
+{
+  struct catalog_disk **list = calloc(1024, sizeof *list);
+  if (!list)
+    return RPL_E_NOMEM;
+  rpl_err err = catalog_disk_foreach(a->cat, NULL, load_disk_cb, list);
+  for (size_t i = 0; list[i]; i++) {
+    struct disk *d;
+    if (!err)
+      err = open_disk(a, list[i], &d);
+    free(list[i]);
+  }
+  free(list);
+  return err;
+}
+
+/* ---- the applier -------------------------------------------------------------------------- */
+
+static void apply_disk(struct appliance *a, struct disk *d)
+{
+  struct journal_usage before, after;
+  journal_get_usage(d->journal, &before);
+  if (before.last_applied >= before.last_committed || !d->replica)
+    return;
+  rpl_err err = replica_apply_pending(d->replica, d->journal, NULL);
+  journal_get_usage(d->journal, &after);
+  for (uint64_t n = before.last_applied + 1; n <= after.last_applied; n++) {
+    rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
+    if (e)
+      log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
+  }
+  if (after.last_applied > before.last_applied) {
+    rpl_err e = journal_trim(d->journal, after.last_applied);
+    if (e)
+      log_warn("journal trim: %s", rpl_strerror(e));
+  }
+  pthread_mutex_lock(&a->lock);
+  d->last_applied = after.last_applied;
+  if (err) {
+    char id[37];
+    id_text(d->id, id);
+    snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
+             rpl_strerror(err));
+    d->state = CATALOG_DISK_ERROR;
+    log_err("disk %s: %s", id, d->reason);
+    rpl_err e = catalog_disk_set_state(a->cat, d->id, d->state, d->reason);
+    (void)e;
+  }
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+}
+
+static void *applier_main(void *arg)
+{
+  struct appliance *a = arg;
+  while (!atomic_load(&stopping)) {
+    pthread_mutex_lock(&a->lock);
+    struct disk *todo[1024];
+    size_t n = 0;
+    for (struct disk *d = a->disks; d && n < 1024; d = d->next)
+      if (d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR)
+        todo[n++] = d;
+    if (n == 0) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&a->work, &a->lock, &ts);
+    }
+    pthread_mutex_unlock(&a->lock);
+    /* Disks share the applier in turn: each gets its pending cycles applied per pass. */
+    for (size_t i = 0; i < n; i++)
+      apply_disk(a, todo[i]);
+  }
+  return NULL;
+}
+
+/* ---- sessions ----------------------------------------------------------------------------- */
+
+struct rx_slot {                  /* a disk this session serves */
+  struct disk *disk;
+  struct receiver *rx;
+  uint64_t cycle;                 /* started and not finished, or 0 */
+  uint8_t kind;
+  bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
+  uint8_t consistency;            /* from its CYCLE_END */
+};
+
+struct group {
+  bool used, started;
+  uint64_t request;
+  size_t n;
+  size_t slots[PROTO_MAX_GROUP];
+  uint64_t cycles[PROTO_MAX_GROUP];
+  size_t ended;
+  bool failed;
+  rpl_err why;
+  uint8_t consistency;
+};
+
+struct session {
+  struct appliance *a;
+  struct conn *c;
+  uint8_t agent[PROTO_ID_SIZE];
+  char agent_text[37];
+  struct rx_slot slots[64];
+  size_t nslots;
+  unsigned cycles_open;
+  struct group groups[MAX_GROUPS];
+  struct proto_buf out;
+  time_t last_heartbeat_saved;
+};
+
+static rpl_err flush_out(struct session *s)
+{
+  rpl_err err = conn_send(s->c, &s->out);
+  proto_buf_reset(&s->out);
+  return err;
+}
+
+static rpl_err send_error(struct conn *c, rpl_err code, const char *msg)
+{
+  struct proto_buf b = {0};
+  struct proto_error e = {.code = code, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+  rpl_err err = proto_encode_error(&b, &e);
+  if (!err)
+    err = conn_send(c, &b);
+  proto_buf_free(&b);
+  return err;
+}
+
+static void registration(struct appliance *a, struct conn *c)
+{
+  struct proto_frame f;
+  struct proto_register m;
+  rpl_err err = conn_recv(c, &f, HELLO_TIMEOUT_MS);
+  if (!err)
+    err = f.type == PROTO_REGISTER ? proto_decode_register(&f, &m) : RPL_E_PROTO_UNEXPECTED;
+  if (err) {
+    log_warn("%s: connection without a client certificate that did not register (%s): refused", conn_peer(c),
+             rpl_strerror(err));
+    rpl_err e = send_error(c, RPL_E_PERMISSION, "unregistered agent: register with a key from 'replication-appliance init'");
+    (void)e;
+    return;
+  }
+  char hostname[256];
+  snprintf(hostname, sizeof hostname, "%.*s", (int)m.hostname.len, (const char *)m.hostname.ptr);
+  char *csr = strndup((const char *)m.csr_pem.ptr, m.csr_pem.len);
+  struct catalog_agent ag = {0};
+  uuid_generate(ag.id);
+  char idtext[37];
+  id_text(ag.id, idtext);
+  snprintf(ag.hostname, sizeof ag.hostname, "%s", hostname);
+  ag.registered_time = time(NULL);
+  char *cert = NULL;
+  uint8_t fp[CHAN_FINGERPRINT_SIZE];
+  err = csr ? chan_sign_csr(a->ca_cert, a->ca_key, csr, idtext, AGENT_CERT_DAYS, &cert) : RPL_E_NOMEM;
+  if (!err)
+    err = chan_fingerprint(cert, fp);
+  if (!err) {
+    char hex[2 * CHAN_FINGERPRINT_SIZE + 8] = "sha256:";
+    for (int i = 0; i < CHAN_FINGERPRINT_SIZE; i++)
+      sprintf(hex + 7 + 2 * i, "%02x", fp[i]);
+    snprintf(ag.cert_fingerprint, sizeof ag.cert_fingerprint, "%s", hex);
+    err = catalog_register_agent(a->cat, m.secret, &ag);
+  }
+  if (err) {
+    const char *why = err == RPL_E_CATALOG_KEY_USED      ? "this registration key was used already: issue a new one with 'replication-appliance init'"
+                      : err == RPL_E_CATALOG_KEY_UNKNOWN ? "this registration key is not one this appliance issued"
+                                                         : rpl_strerror(err);
+    log_warn("registration from %s (%s) refused: %s", conn_peer(c), hostname, why);
+    rpl_err e = send_error(c, err, why);
+    (void)e;
+  } else {
+    struct proto_buf b = {0};
+    struct proto_registered r = {.cert_pem = {(const uint8_t *)cert, (uint32_t)strlen(cert)}};
+    memcpy(r.agent_id, ag.id, PROTO_ID_SIZE);
+    if (proto_encode_registered(&b, &r) == RPL_OK && conn_send(c, &b) == RPL_OK)
+      log_notice("registered agent %s (%s) from %s", idtext, hostname, conn_peer(c));
+    proto_buf_free(&b);
+  }
+  OPENSSL_cleanse(&m, sizeof m);
+  free(csr);
+  free(cert);
+}
+
+static struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < s->nslots; i++)
+    if (!memcmp(s->slots[i].disk->id, id, PROTO_ID_SIZE))
+      return &s->slots[i];
+  return NULL;
+}
+
+static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
+{
+  struct appliance *a = s->a;
+  char id[37];
+  id_text(m->disk_id, id);
+  if (slot_of(s, m->disk_id))
+    return RPL_OK;
+  if (s->nslots == sizeof s->slots / sizeof s->slots[0])
+    return RPL_E_LIMIT;
+  struct catalog_disk cd = {0};
+  memcpy(cd.id, m->disk_id, PROTO_ID_SIZE);
+  memcpy(cd.agent_id, s->agent, PROTO_ID_SIZE);
+  snprintf(cd.name, sizeof cd.name, "%.*s", (int)m->name.len, (const char *)m->name.ptr);
+  cd.size_bytes = m->size_bytes;
+  cd.sector_size = m->sector_size;
+  pthread_mutex_lock(&a->lock);
+  struct disk *d = find_disk(a, m->disk_id);
+  rpl_err err = RPL_OK;
+  if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
+    err = RPL_E_PERMISSION; /* another agent's disk */
+  } else if (d && d->attached) {
+    err = RPL_E_EXISTS;
+  } else {
+    err = catalog_disk_upsert(a->cat, &cd);
+    if (!err && !d) {
+      struct catalog_disk full;
+      err = catalog_disk_get(a->cat, m->disk_id, &full);
+      if (!err)
+        err = open_disk(a, &full, &d);
+    } else if (!err && d->size != m->size_bytes) {
+      /* The disk grew: the replica grows with it before any extent beyond the old end lands. */
+      if (d->replica && m->size_bytes > d->size)
+        err = replica_resize(d->replica, m->size_bytes);
+      else if (m->size_bytes < d->size)
+        err = RPL_E_REPLICA_SHRINK;
+      if (!err)
+        d->size = m->size_bytes;
+    }
+  }
+  if (!err)
+    d->attached = true;
+  pthread_mutex_unlock(&a->lock);
+  if (err) {
+    log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_strerror(err));
+    return err == RPL_E_EXISTS || err == RPL_E_PERMISSION ? RPL_OK : err;
+  }
+  struct rx_slot *sl = &s->slots[s->nslots];
+  memset(sl, 0, sizeof *sl);
+  sl->disk = d;
+  err = receiver_create(d->id, d->size, d->last_committed, &sl->rx);
+  if (err) {
+    pthread_mutex_lock(&a->lock);
+    d->attached = false;
+    pthread_mutex_unlock(&a->lock);
+    return err;
+  }
+  s->nslots++;
+  log_info("agent %s: disk %s (%s, %" PRIu64 " MiB) attached, last committed cycle %" PRIu64, s->agent_text, id,
+           cd.name, m->size_bytes >> 20, d->last_committed);
+  return RPL_OK;
+}
+
+static rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
+{
+  uint64_t n = receiver_last_committed(sl->rx) + 1;
+  rpl_err err = receiver_begin(sl->rx, n, kind);
+  if (!err)
+    err = journal_begin_cycle(sl->disk->journal, n, kind);
+  if (err)
+    return err;
+  struct proto_cycle_start m = {.cycle = n, .kind = kind};
+  memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+  if ((err = proto_encode_cycle_start(&s->out, &m)))
+    return err;
+  sl->cycle = n;
+  sl->kind = kind;
+  sl->failed = false;
+  s->cycles_open++;
+  pthread_mutex_lock(&s->a->lock);
+  sl->disk->last_start_ms = now_ms();
+  if (kind == PROTO_CYCLE_RESYNC && sl->disk->state == CATALOG_DISK_PROTECTED)
+    sl->disk->state = CATALOG_DISK_RESYNC_REQUIRED;
+  pthread_mutex_unlock(&s->a->lock);
+  return RPL_OK;
+}
+
+static void drop_cycle(struct session *s, struct rx_slot *sl)
+{
+  if (!sl->cycle)
+    return;
+  rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
+  (void)e;
+  receiver_abort(sl->rx);
+  sl->cycle = 0;
+  s->cycles_open--;
+}
+
+static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
+{
+  char id[37];
+  id_text(sl->disk->id, id);
+  log_warn("agent %s: disk %s cycle %" PRIu64 " refused: %s", s->agent_text, id, sl->cycle, rpl_strerror(why));
+  const char *msg = rpl_strerror(why);
+  struct proto_nack m = {.cycle = sl->cycle, .reason = why, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+  memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+  rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
+  (void)e;
+  receiver_abort(sl->rx);
+  sl->failed = true;
+  rpl_err err = proto_encode_nack(&s->out, &m);
+  return err ? err : flush_out(s);
+}
+
+static struct group *group_of(struct session *s, struct rx_slot *sl)
+{
+  size_t idx = (size_t)(sl - s->slots);
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (!gr->used || !gr->started)
+      continue;
+    for (size_t i = 0; i < gr->n; i++)
+      if (gr->slots[i] == idx && gr->cycles[i] == sl->cycle)
+        return gr;
+  }
+  return NULL;
+}
+
+static rpl_err on_extent(struct session *s, const struct proto_frame *f)
+{
+  struct proto_extent m;
+  rpl_err err = proto_decode_extent(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || m.cycle != sl->cycle)
+    return RPL_E_PROTO_UNEXPECTED;
+  if (sl->failed)
+    return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
+  err = receiver_extent(sl->rx, &m, NULL);
+  if (!err) {
+    struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
+                                .payload = m.payload.ptr, .payload_len = m.payload.len};
+    memcpy(je.hash, m.hash, PROTO_HASH_SIZE);
+    err = journal_append_extent(sl->disk->journal, sl->cycle, &je);
+  }
+  return err ? nack(s, sl, err) : RPL_OK;
+}
+
+static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
+{
+  struct proto_cycle_end m;
+  rpl_err err = proto_decode_cycle_end(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || m.cycle != sl->cycle)
+    return RPL_E_PROTO_UNEXPECTED;
+  struct group *gr = group_of(s, sl);
+  if (sl->failed) {
+    sl->cycle = 0;
+    s->cycles_open--;
+    if (gr)
+      gr->failed = true, gr->why = RPL_E_CHECKSUM, gr->ended++;
+    return RPL_OK;
+  }
+  struct receiver_totals t;
+  err = receiver_end(sl->rx, &m, &t);
+  struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
+  memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
+  if (!err)
+    err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
+  if (err) {
+    rpl_err e = nack(s, sl, err);
+    sl->cycle = 0;
+    s->cycles_open--;
+    if (gr)
+      gr->failed = true, gr->why = err, gr->ended++;
+    return e;
+  }
+  receiver_committed(sl->rx);
+  struct disk *d = sl->disk;
+  struct catalog_cycle cy = {.n = sl->cycle, .kind = sl->kind, .committed_time = time(NULL), .extents = t.extents,
+                             .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
+  memcpy(cy.disk_id, d->id, PROTO_ID_SIZE);
+  rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
+  if (ce)
+    log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
+  pthread_mutex_lock(&s->a->lock);
+  d->last_committed = sl->cycle;
+  d->last_commit_time = time(NULL);
+  bool state_changed = d->state != CATALOG_DISK_PROTECTED;
+  d->state = CATALOG_DISK_PROTECTED;
+  d->reason[0] = '\0';
+  pthread_cond_signal(&s->a->work);
+  pthread_mutex_unlock(&s->a->lock);
+  if (state_changed) {
+    rpl_err e = catalog_disk_set_state(s->a->cat, d->id, CATALOG_DISK_PROTECTED, "");
+    (void)e;
+  }
+  struct proto_ack ack = {.cycle = sl->cycle};
+  memcpy(ack.disk_id, d->id, PROTO_ID_SIZE);
+  sl->consistency = m.consistency;
+  sl->cycle = 0;
+  s->cycles_open--;
+  if (gr) {
+    gr->ended++;
+    if (m.consistency < gr->consistency)
+      gr->consistency = m.consistency;
+  }
+  err = proto_encode_ack(&s->out, &ack);
+  return err ? err : flush_out(s);
+}
+
+static rpl_err on_point_request(struct session *s, const struct proto_frame *f)
+{
+  struct proto_point_request m;
+  rpl_err err = proto_decode_point_request(f, &m);
+  if (err)
+    return err;
+  struct group *gr = NULL;
+  for (size_t g = 0; g < MAX_GROUPS && !gr; g++)
+    if (!s->groups[g].used)
+      gr = &s->groups[g];
+  rpl_err why = RPL_OK;
+  if (!gr)
+    why = RPL_E_LIMIT;
+  if (gr) {
+    memset(gr, 0, sizeof *gr);
+    gr->request = m.request;
+    gr->consistency = PROTO_FS_CONSISTENT;
+    for (uint32_t i = 0; i < m.count && !why; i++) {
+      struct rx_slot *sl = slot_of(s, m.disk_ids + (size_t)i * PROTO_ID_SIZE);
+      if (!sl)
+        why = RPL_E_NOT_FOUND;
+      else
+        gr->slots[gr->n++] = (size_t)(sl - s->slots);
+    }
+  }
+  if (why) {
+    struct proto_point p = {.request = m.request, .status = why};
+    err = proto_encode_point(&s->out, &p);
+    return err ? err : flush_out(s);
+  }
+  gr->used = true;
+  return RPL_OK;
+}
+
+/* Records the points of a group whose cycles are all applied, and tells the agent. */
+static rpl_err finish_groups(struct session *s)
+{
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (!gr->used || !gr->started || gr->ended < gr->n)
+      continue;
+    struct proto_point p = {.request = gr->request};
+    char point_id[64] = "";
+    if (gr->failed || gr->consistency == PROTO_FUZZY) {
+      p.status = gr->failed ? gr->why : RPL_E_FREEZE_EXPIRED;
+    } else {
+      bool applied = true;
+      pthread_mutex_lock(&s->a->lock);
+      for (size_t i = 0; i < gr->n; i++)
+        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i];
+      pthread_mutex_unlock(&s->a->lock);
+      if (!applied)
+        continue;
+      int64_t first = 0;
+      for (size_t i = 0; i < gr->n && !p.status; i++) {
+        struct catalog_point cp = {.cycle = gr->cycles[i], .time = time(NULL),
+                                   .kind = gr->consistency == PROTO_FS_CONSISTENT ? CATALOG_POINT_FILESYSTEM_CONSISTENT
+                                                                                  : CATALOG_POINT_CRASH_CONSISTENT};
+        memcpy(cp.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
+        int64_t id;
+        p.status = catalog_point_add(s->a->cat, &cp, &id);
+        if (i == 0)
+          first = id;
+      }
+      if (!p.status) {
+        snprintf(point_id, sizeof point_id, "rp-%" PRId64, first);
+        p.consistency = gr->consistency;
+        p.point_id = (struct proto_bytes){(const uint8_t *)point_id, (uint32_t)strlen(point_id)};
+        pthread_mutex_lock(&s->a->lock);
+        s->a->points_recorded++;
+        pthread_mutex_unlock(&s->a->lock);
+        log_notice("agent %s: recovery point %s (%s) of %zu disk(s)", s->agent_text, point_id,
+                   gr->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", gr->n);
+      }
+    }
+    gr->used = false;
+    rpl_err err = proto_encode_point(&s->out, &p);
+    if (!err)
+      err = flush_out(s);
+    if (err)
+      return err;
+  }
+  return RPL_OK;
+}
+
+/* Starts what is due: a pending recovery-point group (all its disks at once), else the disk that
+ * waited longest past the RPO target, or one that never synced. */
+static rpl_err orchestrate(struct session *s)
+{
+  if (s->cycles_open)
+    return RPL_OK;
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (!gr->used || gr->started)
+      continue;
+    bool ready = true;
+    pthread_mutex_lock(&s->a->lock);
+    for (size_t i = 0; i < gr->n; i++)
+      ready = ready && s->slots[gr->slots[i]].disk->last_committed > 0;
+    pthread_mutex_unlock(&s->a->lock);
+    if (!ready)
+      continue; /* after the initial sync */
+    for (size_t i = 0; i < gr->n; i++) {
+      struct rx_slot *sl = &s->slots[gr->slots[i]];
+      rpl_err err = start_cycle(s, sl, PROTO_CYCLE_RECOVERY_POINT);
+      if (err)
+        return err;
+      gr->cycles[i] = sl->cycle;
+    }
+    gr->started = true;
+    return flush_out(s);
+  }
+  uint64_t now = now_ms();
+  struct rx_slot *pick = NULL;
+  uint64_t oldest = UINT64_MAX;
+  uint8_t kind = PROTO_CYCLE_PLAIN;
+  pthread_mutex_lock(&s->a->lock);
+  for (size_t i = 0; i < s->nslots; i++) {
+    struct disk *d = s->slots[i].disk;
+    if (d->state == CATALOG_DISK_ERROR)
+      continue;
+    if (d->last_committed == 0) { /* initial sync: a resync against the empty replica */
+      pick = &s->slots[i];
+      kind = PROTO_CYCLE_RESYNC;
+      break;
+    }
+    if (now - d->last_start_ms >= s->a->rpo_ms && d->last_start_ms < oldest) {
+      oldest = d->last_start_ms;
+      pick = &s->slots[i];
+    }
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  if (!pick)
+    return RPL_OK;
+  rpl_err err = start_cycle(s, pick, kind);
+  if (err == RPL_E_JOURNAL_FULL) {
+    pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
+    log_warn("agent %s: cache full, cycle postponed", s->agent_text);
+    return RPL_OK;
+  }
+  return err ? err : flush_out(s);
+}
+
+static rpl_err session_hello(struct session *s)
+{
+  struct proto_frame f;
+  struct proto_hello h;
+  rpl_err err = conn_recv(s->c, &f, HELLO_TIMEOUT_MS);
+  if (!err)
+    err = f.type == PROTO_HELLO ? proto_decode_hello(&f, &h) : RPL_E_PROTO_UNEXPECTED;
+  if (err)
+    return err;
+  if (memcmp(h.agent_id, s->agent, PROTO_ID_SIZE)) {
+    rpl_err e = send_error(s->c, RPL_E_PERMISSION, "HELLO names another agent than the certificate");
+    (void)e;
+    return RPL_E_PERMISSION;
+  }
+  uint16_t v;
+  char msg[160];
+  if ((err = proto_negotiate(PROTO_VERSION_MIN, PROTO_VERSION_MAX, h.version_min, h.version_max, &v, msg, sizeof msg))) {
+    rpl_err e = send_error(s->c, err, msg);
+    (void)e;
+    log_warn("agent %s: %s", s->agent_text, msg);
+    return err;
+  }
+  char hostname[] = "replication-appliance";
+  struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+                             .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
+  if ((err = proto_encode_hello(&s->out, &mine)))
+    return err;
+  return flush_out(s);
+}
+
+static rpl_err session_loop(struct session *s)
+{
+  rpl_err err = session_hello(s);
+  if (err)
+    return err;
+  uint64_t last_rx = now_ms();
+  while (!atomic_load(&stopping)) {
+    if ((err = orchestrate(s)) || (err = finish_groups(s)))
+      return err;
+    struct proto_frame f;
+    err = conn_recv(s->c, &f, POLL_MS);
+    if (err == RPL_E_TIMEOUT) {
+      if (now_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
+        return RPL_E_TIMEOUT; /* no heartbeat for far too long */
+      continue;
+    }
+    if (err)
+      return err;
+    last_rx = now_ms();
+    switch (f.type) {
+    case PROTO_EXTENT: err = on_extent(s, &f); break;
+    case PROTO_CYCLE_END: err = on_cycle_end(s, &f); break;
+    case PROTO_POINT_REQUEST: err = on_point_request(s, &f); break;
+    case PROTO_DISK: {
+      struct proto_disk m;
+      err = proto_decode_disk(&f, &m);
+      if (!err)
+        err = attach_disk(s, &m);
+      break;
+    }
+    case PROTO_NACK: {
+      /* The agent could not run the cycle (device gone): give it up; it is asked again later. */
+      struct proto_nack m;
+      err = proto_decode_nack(&f, &m);
+      struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
+      if (sl && sl->cycle == m.cycle) {
+        drop_cycle(s, sl);
+        pthread_mutex_lock(&s->a->lock);
+        sl->disk->state = CATALOG_DISK_ERROR;
+        snprintf(sl->disk->reason, sizeof sl->disk->reason, "the agent cannot read the disk: %.*s",
+                 (int)m.message.len, (const char *)m.message.ptr);
+        pthread_mutex_unlock(&s->a->lock);
+      }
+      break;
+    }
+    case PROTO_HEARTBEAT:
+      if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
+        rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));
+        (void)e;
+        s->last_heartbeat_saved = time(NULL);
+      }
+      break;
+    default:
+      log_warn("agent %s: unexpected %s frame", s->agent_text, proto_type_name(f.type));
+      err = RPL_E_PROTO_UNEXPECTED;
+    }
+    if (err)
+      return err;
+  }
+  return RPL_OK;
+}
+
+struct session_arg {
+  struct appliance *a;
+  int fd;
+};
+
+static void *session_main(void *arg)
+{
+  struct session_arg *sa = arg;
+  struct appliance *a = sa->a;
+  struct conn *c;
+  rpl_err err = conn_accept(a->ctx, sa->fd, HELLO_TIMEOUT_MS, &c);
+  free(sa);
+  if (err)
+    goto done;
+  char cn[128];
+  err = chan_peer_cn(conn_ssl(c), cn, sizeof cn);
+  if (err == RPL_E_NOT_FOUND) {
+    registration(a, c);
+    conn_close(c);
+    goto done;
+  }
+  struct session *s = calloc(1, sizeof *s);
+  struct catalog_agent ag;
+  if (!s || err || uuid_parse(cn, s->agent) || catalog_agent_get(a->cat, s->agent, &ag) || ag.revoked) {
+    log_warn("%s: client certificate for '%s' refused: unknown or revoked agent", conn_peer(c), cn);
+    rpl_err e = send_error(c, RPL_E_PERMISSION, "unknown or revoked agent: register it again with a new key");
+    (void)e;
+    conn_close(c);
+    free(s);
+    goto done;
+  }
+  s->a = a;
+  s->c = c;
+  id_text(s->agent, s->agent_text);
+  log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
+  err = session_loop(s);
+  log_info("agent %s: session ended (%s)", cn, err ? rpl_strerror(err) : "stopping");
+  for (size_t i = 0; i < s->nslots; i++) {
+    drop_cycle(s, &s->slots[i]); /* an unfinished cycle is not committed: the agent sends it again */
+    receiver_destroy(s->slots[i].rx);
+    pthread_mutex_lock(&a->lock);
+    s->slots[i].disk->attached = false;
+    pthread_mutex_unlock(&a->lock);
+  }
+  rpl_err e = catalog_agent_heartbeat(a->cat, s->agent, time(NULL));
+  (void)e;
+  proto_buf_free(&s->out);
+  conn_close(c);
+  free(s);
+done:
+  pthread_mutex_lock(&a->lock);
+  a->sessions--;
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  return NULL;
+}
+
+static rpl_err listen_on(struct appliance *a)
+{
+  char host[256], port[16];
+  if (conn_split_hostport(a->listen, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
+    return RPL_E_INVALID_ARGUMENT;
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+  if (getaddrinfo(strcmp(host, "*") ? host : NULL, port, &hints, &ai))
+    return RPL_E_INVALID_ARGUMENT;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+    log_err("cannot listen on %s: %s", a->listen, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    freeaddrinfo(ai);
+    return RPL_E_IO;
+  }
+  freeaddrinfo(ai);
+  a->listen_fd = fd;
+  return RPL_OK;
+}
+
+/* ---- status ------------------------------------------------------------------------------- */
+
+struct status_ctx {
+  struct appliance *a;
+  struct json_out *j;
+  FILE *f;
+};
+
+static int status_agent_cb(const struct catalog_agent *ag, void *arg)
+{
+  struct status_ctx *sc = arg;
+  char id[37];
+  id_text(ag->id, id);
+  long ago = ag->last_heartbeat ? (long)(time(NULL) - ag->last_heartbeat) : -1;
+  if (sc->j) {
+    json_object_begin(sc->j, NULL);
+    json_string(sc->j, "agent_id", id);
+    json_string(sc->j, "hostname", ag->hostname);
+    json_bool(sc->j, "revoked", ag->revoked);
+    json_u64(sc->j, "registered_unix", (uint64_t)ag->registered_time);
+    json_u64(sc->j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
+    json_object_end(sc->j);
+  } else {
+    fprintf(sc->f, "agent %s (%s)%s, last heartbeat %s", id, ag->hostname, ag->revoked ? " REVOKED" : "",
+            ago < 0 ? "never" : "");
+    if (ago >= 0)
+      fprintf(sc->f, "%lds ago", ago);
+    fputc('\n', sc->f);
+  }
+  return 0;
+}
+
+static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
+{
+  pthread_mutex_lock(&a->lock);
+  for (struct disk *d = a->disks; d; d = d->next) {
+    char id[37], agent[37];
+    id_text(d->id, id);
+    id_text(d->agent, agent);
+    struct journal_usage u;
+    journal_get_usage(d->journal, &u);
+    struct catalog_point p;
+    bool has_point = catalog_point_latest(a->cat, d->id, &p) == RPL_OK;
+    char point_id[40] = "";
+    if (has_point)
+      snprintf(point_id, sizeof point_id, "rp-%" PRId64, p.id);
+    long lag = d->last_commit_time ? (long)(time(NULL) - d->last_commit_time) : -1;
+    const char *state = catalog_disk_state_name(d->state);
+    if (j) {
+      json_object_begin(j, NULL);
+      json_string(j, "disk_id", id);
+      json_string(j, "agent_id", agent);
+      json_string(j, "name", d->name);
+      json_u64(j, "size", d->size);
+      json_string(j, "state", state);
+      json_string(j, "reason", d->reason[0] ? d->reason : NULL);
+      json_bool(j, "connected", d->attached);
+      json_u64(j, "last_committed_cycle", d->last_committed);
+      json_u64(j, "last_applied_cycle", d->last_applied);
+      json_u64(j, "rpo_lag_seconds", lag < 0 ? 0 : (uint64_t)lag);
+      json_u64(j, "backlog_cycles", u.cycles_pending);
+      json_u64(j, "backlog_bytes", u.pending_bytes);
+      json_u64(j, "cache_bytes", u.bytes);
+      json_u64(j, "cache_limit_bytes", u.limit_bytes);
+      json_string(j, "last_point", has_point ? point_id : NULL);
+      json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
+      json_object_end(j);
+    } else {
+      fprintf(f, "disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
+                 " applied, backlog %" PRIu64 " cycle(s) %" PRIu64 " KiB, cache %" PRIu64 " MiB",
+              id, d->name, agent, state, d->reason[0] ? ": " : "", d->reason, d->size >> 20, d->last_committed,
+              d->last_applied, u.cycles_pending, u.pending_bytes >> 10, u.bytes >> 20);
+      if (lag >= 0)
+        fprintf(f, ", RPO lag %lds", lag);
+      if (has_point)
+        fprintf(f, ", last point %s (%s)", point_id, catalog_point_kind_name(p.kind));
+      fputc('\n', f);
+    }
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
+static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return 1;
+  struct json_out j;
+  struct status_ctx sc = {.a = a, .f = f};
+  if (json) {
+    json_init(&j, f);
+    sc.j = &j;
+    json_object_begin(&j, NULL);
+    json_string(&j, "version", RPL_VERSION);
+    json_string(&j, "listen", a->listen);
+    json_string(&j, "storage", settings_is_file_storage(&a->settings) ? a->settings.storage : "azure");
+    json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
+    json_array_begin(&j, "agents");
+  } else {
+    fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us\n", RPL_VERSION, a->listen,
+            settings_is_file_storage(&a->settings) ? a->settings.storage : "azure", a->rpo_ms / 1000);
+  }
+  rpl_err e = catalog_agent_foreach(a->cat, status_agent_cb, &sc);
+  (void)e;
+  if (json) {
+    json_array_end(&j);
+    json_array_begin(&j, "disks");
+  }
+  status_disks(a, sc.j, f);
+  if (json) {
+    json_array_end(&j);
+    json_object_end(&j);
+    json_finish(&j);
+  }
+  fclose(f);
+  control_printf(out, "%s", buf);
+  free(buf);
+  return 0;
+}
+
+static int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
+{
+  struct appliance *a = ctx;
+  if (!strcmp(argv[0], "status"))
+    return ctl_status(a, argc > 1 && !strcmp(argv[1], "--json"), out);
+  control_printf(out, "unknown daemon command '%s'", argv[0]);
+  return 2;
+}
+
+int cmd_status(int argc, char **argv)
+{
+  const char *state = APPLIANCE_DEFAULT_STATE;
+  const char *args[2] = {"status", NULL};
+  int n = 1;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--state") && i + 1 < argc)
+      state = argv[++i];
+    else if (!strcmp(argv[i], "--json"))
+      args[n++] = "--json";
+    else {
+      fprintf(stderr, "replication-appliance status: usage: status --state DIR [--json]\n");
+      return 2;
+    }
+  }
+  int status;
+  char *reply;
+  rpl_err err = control_call(state, n, args, &status, &reply);
+  if (err == RPL_E_NO_DAEMON) {
+    fprintf(stderr, "replication-appliance status: the appliance is not running (no control socket in %s): start it with 'replication-appliance run --state %s'\n",
+            state, state);
+    return 1;
+  }
+  if (err) {
+    fprintf(stderr, "replication-appliance status: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  fputs(reply, status ? stderr : stdout);
+  free(reply);
+  return status;
+}
+
+/* ---- run ---------------------------------------------------------------------------------- */
+
+int cmd_run(int argc, char **argv)
+{
+  static struct appliance a;
+  memset(&a, 0, sizeof a);
+  const char *state = APPLIANCE_DEFAULT_STATE;
+  snprintf(a.listen, sizeof a.listen, "*:%d", CONN_DEFAULT_PORT);
+  a.rpo_ms = DEFAULT_RPO_MS;
+  static const struct option opts[] = {{"state", required_argument, NULL, 's'},
+                                       {"listen", required_argument, NULL, 'l'},
+                                       {"rpo", required_argument, NULL, 'r'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case 's': state = optarg; break;
+    case 'l': snprintf(a.listen, sizeof a.listen, "%s", optarg); break;
+    case 'r': {
+      char *end;
+      double secs = strtod(optarg, &end);
+      if (*end || secs < 0.1 || secs > 86400) {
+        fprintf(stderr, "replication-appliance run: --rpo takes seconds between 0.1 and 86400\n");
+        return 2;
+      }
+      a.rpo_ms = (unsigned)(secs * 1000);
+      break;
+    }
+    default:
+      fprintf(stderr, "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS]\n");
+      return 2;
+    }
+  }
+  snprintf(a.state_dir, sizeof a.state_dir, "%s", state);
+  char why[1024] = "";
+  rpl_err err = settings_load(state, &a.settings, why, sizeof why);
+  if (err) {
+    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    return 1;
+  }
+  if (!settings_is_file_storage(&a.settings)) {
+    fprintf(stderr, "replication-appliance run: this build replicates into file: storage only; Azure page-blob upload is the next step (init with --storage file:DIR)\n");
+    return 1;
+  }
+  if ((err = identity_load(state, &a.ca_cert, &a.ca_key)) || (err = chan_server_ctx(a.ca_cert, a.ca_key, &a.ctx))) {
+    fprintf(stderr, "replication-appliance run: the appliance's certificate in %s is missing or invalid (%s): run init again\n",
+            state, rpl_strerror(err));
+    return 1;
+  }
+  if ((err = identity_open_catalog(state, &a.cat))) {
+    fprintf(stderr, "replication-appliance run: cannot open the catalog: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  pthread_mutex_init(&a.lock, NULL);
+  pthread_cond_init(&a.work, NULL);
+  pthread_cond_init(&a.applied, NULL);
+  if ((err = load_disks(&a))) {
+    fprintf(stderr, "replication-appliance run: cannot open the disks' journals: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  if ((err = listen_on(&a))) {
+    fprintf(stderr, "replication-appliance run: cannot listen on %s: %s\n", a.listen, strerror(errno));
+    return 1;
+  }
+  struct control_server *ctl;
+  if ((err = control_server_start(state, control_handler, &a, &ctl))) {
+    fprintf(stderr, "replication-appliance run: cannot serve the control socket in %s: %s\n", state, rpl_strerror(err));
+    return 1;
+  }
+  struct sigaction sig = {.sa_handler = on_signal};
+  sigaction(SIGTERM, &sig, NULL);
+  sigaction(SIGINT, &sig, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  pthread_t applier;
+  pthread_create(&applier, NULL, applier_main, &a);
+  log_info("replication-appliance %s listening on %s, storage %s, RPO target %.1f s", RPL_VERSION, a.listen,
+           a.settings.storage, a.rpo_ms / 1000.0);
+  sd_notify_ready("appliance running");
+
+  while (!atomic_load(&stopping)) {
+    struct pollfd p = {.fd = a.listen_fd, .events = POLLIN};
+    if (poll(&p, 1, POLL_MS) <= 0)
+      continue;
+    int fd = accept4(a.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+      continue;
+    struct session_arg *sa = malloc(sizeof *sa);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&a.lock);
+    a.sessions++;
+    pthread_mutex_unlock(&a.lock);
+    if (!sa || (sa->a = &a, sa->fd = fd, pthread_create(&t, &attr, session_main, sa)) != 0) {
+      free(sa);
+      close(fd);
+      pthread_mutex_lock(&a.lock);
+      a.sessions--;
+      pthread_mutex_unlock(&a.lock);
+    }
+    pthread_attr_destroy(&attr);
+  }
+  sd_notify_stopping();
+  log_info("stopping: waiting for sessions to end");
+  close(a.listen_fd);
+  pthread_mutex_lock(&a.lock);
+  while (a.sessions)
+    pthread_cond_wait(&a.applied, &a.lock);
+  pthread_cond_broadcast(&a.work);
+  pthread_mutex_unlock(&a.lock);
+  pthread_join(applier, NULL);
+  control_server_stop(ctl);
+  for (struct disk *d = a.disks, *next; d; d = next) {
+    next = d->next;
+    replica_close(d->replica);
+    journal_close(d->journal);
+    free(d);
+  }
+  catalog_close(a.cat);
+  SSL_CTX_free(a.ctx);
+  OPENSSL_cleanse(a.ca_key, strlen(a.ca_key));
+  free(a.ca_cert);
+  free(a.ca_key);
+  return 0;
+}

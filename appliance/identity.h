@@ -1,0 +1,31 @@
+/* identity.h - the appliance's TLS identity (its CA certificate and key in the state directory)
+ * and registration keys. Internal to appliance/. */
+#ifndef APPLIANCE_IDENTITY_H
+#define APPLIANCE_IDENTITY_H
+
+#include <stddef.h>
+
+#include "catalog.h"
+#include "channel.h"
+#include "rpl_error.h"
+
+#define IDENTITY_CERT "appliance.crt"
+#define IDENTITY_KEY  "appliance.key"
+#define CATALOG_FILE  "catalog.db"
+
+/* Loads STATE/appliance.crt and .key, making them first if absent (the key 0600). The caller frees
+ * both strings. *created tells whether they were made now. */
+RPL_MUST_CHECK rpl_err identity_ensure(const char *state_dir, char **cert_pem, char **key_pem, int *created);
+/* Loads them; RPL_E_NOT_FOUND when init has not made them. */
+RPL_MUST_CHECK rpl_err identity_load(const char *state_dir, char **cert_pem, char **key_pem);
+/* Issues a one-time registration key: records the secret's hash in the catalog and writes the key
+ * (CHAN_REGKEY_MAX bytes) to out. */
+RPL_MUST_CHECK rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, char *out);
+/* Opens STATE/catalog.db. */
+RPL_MUST_CHECK rpl_err identity_open_catalog(const char *state_dir, struct catalog **out);
+
+/* Small files of the state directory: whole read (at most cap bytes), atomic write. */
+RPL_MUST_CHECK rpl_err state_read_file(const char *path, size_t cap, char **out);
+RPL_MUST_CHECK rpl_err state_write_file(const char *path, const char *data, size_t len, unsigned mode);
+
+#endif

@@ -1,0 +1,406 @@
+/* replica.c - the file replica: sparse image per disk, verified two-pass apply of journal cycles. */
+#include "replica.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "rpl_log.h"
+
+#define COPY_CHUNK (1u << 20)
+#define ZERO_BLOCK (64u << 10)
+
+static const uint8_t zero_block[ZERO_BLOCK];
+
+struct replica {
+  char *path;
+  int fd;
+  uint64_t size;
+  ZSTD_DCtx *dctx;    /* reused for every zstd extent */
+  uint8_t *raw;       /* decompression buffer, grows to at most PROTO_MAX_EXTENT */
+  size_t raw_alloc;
+  XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
+};
+
+static rpl_err sys_err(const char *what, const char *path)
+{
+  int saved = errno;
+  log_err("replica: %s %s: %s", what, path, strerror(saved));
+  if (saved == ENOMEM)
+    return RPL_E_NOMEM;
+  if (saved == EACCES || saved == EPERM)
+    return RPL_E_PERMISSION;
+  if (saved == EEXIST)
+    return RPL_E_EXISTS;
+  if (saved == ENOENT)
+    return RPL_E_NOT_FOUND;
+  return RPL_E_IO;
+}
+
+static rpl_err pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return RPL_E_IO;
+    done += (size_t)n;
+  }
+  return RPL_OK;
+}
+
+/* Reads up to len bytes; *got < len only at end of file. */
+static rpl_err pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return RPL_E_IO;
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  *got = done;
+  return RPL_OK;
+}
+
+rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size, struct replica **out)
+{
+  *out = NULL;
+  if (!dir || !*dir || disk_size % 512)
+    return RPL_E_INVALID_ARGUMENT;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    return sys_err("cannot create directory", dir);
+  struct replica *r = calloc(1, sizeof *r);
+  if (!r)
+    return RPL_E_NOMEM;
+  r->fd = -1;
+  char uuid[37];
+  uuid_unparse_lower(disk_id, uuid);
+  size_t n = strlen(dir) + 1 + sizeof uuid + sizeof ".img";
+  rpl_err e = RPL_OK;
+  if (!(r->path = malloc(n)) || !(r->dctx = ZSTD_createDCtx()) || !(r->hash = XXH3_createState())) {
+    e = RPL_E_NOMEM;
+    goto fail;
+  }
+  snprintf(r->path, n, "%s/%s.img", dir, uuid);
+  bool created = false;
+  r->fd = open(r->path, O_RDWR | O_CLOEXEC);
+  if (r->fd < 0 && errno == ENOENT) {
+    r->fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    created = true;
+  }
+  struct stat st;
+  if (r->fd < 0 || fstat(r->fd, &st) != 0) {
+    e = sys_err("cannot open image", r->path);
+    goto fail;
+  }
+  r->size = (uint64_t)st.st_size;
+  if ((e = replica_resize(r, disk_size)))
+    goto fail;
+  if (created) { /* the new name must survive a crash as well as the data written into it */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+      e = sys_err("cannot fsync directory", dir);
+      if (dfd >= 0)
+        close(dfd);
+      goto fail;
+    }
+    close(dfd);
+  }
+  *out = r;
+  return RPL_OK;
+fail:
+  replica_close(r);
+  return e;
+}
+
+void replica_close(struct replica *r)
+{
+  if (!r)
+    return;
+  if (r->fd >= 0)
+    close(r->fd);
+  ZSTD_freeDCtx(r->dctx);
+  XXH3_freeState(r->hash);
+  free(r->raw);
+  free(r->path);
+  free(r);
+}
+
+rpl_err replica_resize(struct replica *r, uint64_t disk_size)
+{
+  if (disk_size % 512 || disk_size > (uint64_t)INT64_MAX)
+    return RPL_E_INVALID_ARGUMENT;
+  if (disk_size < r->size) {
+    log_err("replica %s: disk is %" PRIu64 " bytes, image %" PRIu64, r->path, disk_size, r->size);
+    return RPL_E_REPLICA_SHRINK;
+  }
+  if (disk_size == r->size)
+    return RPL_OK;
+  if (ftruncate(r->fd, (off_t)disk_size) != 0 || fdatasync(r->fd) != 0)
+    return sys_err("cannot grow image", r->path);
+  r->size = disk_size;
+  return RPL_OK;
+}
+
+uint64_t replica_size(const struct replica *r) { return r->size; }
+const char *replica_path(const struct replica *r) { return r->path; }
+
+/* ---- applying ----------------------------------------------------------------------------- */
+
+static rpl_err raw_buffer(struct replica *r, size_t len)
+{
+  if (len > PROTO_MAX_EXTENT)
+    return RPL_E_LIMIT;
+  if (len > r->raw_alloc) {
+    uint8_t *p = realloc(r->raw, len);
+    if (!p)
+      return RPL_E_NOMEM;
+    r->raw = p;
+    r->raw_alloc = len;
+  }
+  return RPL_OK;
+}
+
+static void zero_hash(struct replica *r, uint32_t len, uint8_t out[PROTO_HASH_SIZE])
+{
+  XXH3_128bits_reset(r->hash);
+  for (uint32_t done = 0; done < len;) {
+    uint32_t n = len - done < ZERO_BLOCK ? len - done : ZERO_BLOCK;
+    XXH3_128bits_update(r->hash, zero_block, n);
+    done += n;
+  }
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest(r->hash));
+  memcpy(out, c.digest, PROTO_HASH_SIZE);
+}
+
+/* The raw bytes of extent x (NULL for a zero extent), checked against its hash. */
+static rpl_err extent_raw(struct replica *r, uint64_t cycle, const struct journal_extent *x, const uint8_t **raw)
+{
+  uint8_t h[PROTO_HASH_SIZE];
+  *raw = NULL;
+  if (x->offset > r->size || x->length > r->size - x->offset) {
+    log_err("replica %s: cycle %" PRIu64 " writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64,
+            r->path, cycle, x->length, x->offset, r->size);
+    return RPL_E_REPLICA_RANGE;
+  }
+  switch (x->codec) {
+  case PROTO_CODEC_NONE:
+    if (x->payload_len != x->length)
+      return RPL_E_JOURNAL_CORRUPT;
+    *raw = x->payload;
+    break;
+  case PROTO_CODEC_ZSTD: {
+    rpl_err e = raw_buffer(r, x->length);
+    if (e)
+      return e;
+    size_t got = ZSTD_decompressDCtx(r->dctx, r->raw, x->length, x->payload, x->payload_len);
+    if (ZSTD_isError(got) || got != x->length) {
+      log_err("replica %s: cycle %" PRIu64 ": extent at %" PRIu64 " does not decompress to %" PRIu32 " bytes (%s)",
+              r->path, cycle, x->offset, x->length, ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+      return RPL_E_REPLICA_DECOMPRESS;
+    }
+    *raw = r->raw;
+    break;
+  }
+  case PROTO_CODEC_ZERO:
+    zero_hash(r, x->length, h);
+    goto compare;
+  default:
+    return RPL_E_JOURNAL_CORRUPT;
+  }
+  proto_hash128(*raw, x->length, h);
+compare:
+  if (memcmp(h, x->hash, PROTO_HASH_SIZE)) {
+    log_err("replica %s: cycle %" PRIu64 ": extent at %" PRIu64 " (%" PRIu32 " bytes) fails its xxh3-128 check",
+            r->path, cycle, x->offset, x->length);
+    return RPL_E_REPLICA_HASH;
+  }
+  return RPL_OK;
+}
+
+static rpl_err write_zeros(struct replica *r, uint64_t off, uint32_t len)
+{
+  /* A hole reads as zeros and costs no space; filesystems without hole punching get zeros written. */
+  if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, len) == 0)
+    return RPL_OK;
+  if (errno != EOPNOTSUPP && errno != ENOSYS)
+    return sys_err("cannot punch a hole in", r->path);
+  for (uint32_t done = 0; done < len;) {
+    uint32_t n = len - done < ZERO_BLOCK ? len - done : ZERO_BLOCK;
+    if (pwrite_full(r->fd, zero_block, n, off + done))
+      return sys_err("cannot write", r->path);
+    done += n;
+  }
+  return RPL_OK;
+}
+
+/* One pass over the cycle: check every extent; when write is set, also write it. */
+static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t n, bool write)
+{
+  for (;;) {
+    struct journal_extent x;
+    bool end;
+    rpl_err e = journal_reader_next(rd, &x, &end);
+    if (e || end)
+      return e;
+    const uint8_t *raw;
+    if ((e = extent_raw(r, n, &x, &raw)))
+      return e;
+    if (!write)
+      continue;
+    if (raw)
+      e = pwrite_full(r->fd, raw, x.length, x.offset) ? sys_err("cannot write", r->path) : RPL_OK;
+    else
+      e = write_zeros(r, x.offset, x.length);
+    if (e)
+      return e;
+  }
+}
+
+rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
+{
+  struct journal_usage u;
+  journal_get_usage(j, &u);
+  if (n <= u.last_applied)
+    return RPL_OK;
+  if (n != u.last_applied + 1)
+    return RPL_E_JOURNAL_CYCLE_ORDER;
+  struct journal_reader *rd;
+  rpl_err e = journal_reader_open(j, n, &rd);
+  if (e)
+    return e;
+  /* Check all before writing any, so a bad extent leaves the image as it was. The second pass
+   * re-reads payloads under their CRC32C, so it writes exactly the bytes the first pass checked. */
+  if ((e = apply_pass(r, rd, n, false)) == RPL_OK && (e = journal_reader_rewind(rd)) == RPL_OK)
+    e = apply_pass(r, rd, n, true);
+  journal_reader_close(rd);
+  if (e)
+    return e;
+  if (fdatasync(r->fd) != 0)
+    return sys_err("fdatasync of", r->path);
+  return journal_mark_applied(j, n);
+}
+
+rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied)
+{
+  if (applied)
+    *applied = 0;
+  for (;;) {
+    struct journal_cycle_info info;
+    rpl_err e = journal_next_pending(j, &info);
+    if (e == RPL_E_NOT_FOUND)
+      return RPL_OK;
+    if (e || (e = replica_apply_cycle(r, j, info.cycle)))
+      return e;
+    if (applied)
+      (*applied)++;
+  }
+}
+
+/* ---- reading back ------------------------------------------------------------------------- */
+
+rpl_err replica_read(struct replica *r, uint64_t offset, void *buf, size_t len)
+{
+  if (offset > r->size || len > r->size - offset)
+    return RPL_E_INVALID_ARGUMENT;
+  size_t got;
+  if (pread_full(r->fd, buf, len, offset, &got) || got != len)
+    return sys_err("cannot read", r->path);
+  return RPL_OK;
+}
+
+rpl_err replica_copy_to(struct replica *r, const char *out_path)
+{
+  int out = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0)
+    return sys_err("cannot create", out_path);
+  uint8_t *buf = malloc(COPY_CHUNK);
+  rpl_err e = buf ? RPL_OK : RPL_E_NOMEM;
+  if (e == RPL_OK && ftruncate(out, (off_t)r->size) != 0)
+    e = sys_err("cannot size", out_path);
+  /* Only the data ranges: holes of the image stay holes in the copy. */
+  for (uint64_t off = 0; e == RPL_OK && off < r->size;) {
+    off_t data = lseek(r->fd, (off_t)off, SEEK_DATA);
+    if (data < 0) {
+      if (errno != ENXIO) /* ENXIO: no data after off */
+        e = sys_err("cannot seek in", r->path);
+      break;
+    }
+    off_t hole = lseek(r->fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      e = sys_err("cannot seek in", r->path);
+      break;
+    }
+    for (uint64_t pos = (uint64_t)data; e == RPL_OK && pos < (uint64_t)hole;) {
+      size_t want = (uint64_t)hole - pos < COPY_CHUNK ? (size_t)((uint64_t)hole - pos) : COPY_CHUNK, got;
+      if (pread_full(r->fd, buf, want, pos, &got) || got != want)
+        e = sys_err("cannot read", r->path);
+      else if (pwrite_full(out, buf, want, pos))
+        e = sys_err("cannot write", out_path);
+      pos += want;
+    }
+    off = (uint64_t)hole;
+  }
+  if (e == RPL_OK && fdatasync(out) != 0)
+    e = sys_err("fdatasync of", out_path);
+  close(out);
+  free(buf);
+  if (e)
+    (void)unlink(out_path);
+  return e;
+}
+
+rpl_err replica_compare(struct replica *r, const char *path, uint64_t *first_difference)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sys_err("cannot open", path);
+  uint8_t *a = malloc(COPY_CHUNK), *b = malloc(COPY_CHUNK);
+  rpl_err e = a && b ? RPL_OK : RPL_E_NOMEM;
+  uint64_t diff = UINT64_MAX;
+  for (uint64_t off = 0; e == RPL_OK && diff == UINT64_MAX;) {
+    size_t ga, gb;
+    if (pread_full(r->fd, a, COPY_CHUNK, off, &ga) || pread_full(fd, b, COPY_CHUNK, off, &gb)) {
+      e = sys_err("cannot read for comparison", path);
+      break;
+    }
+    size_t common = ga < gb ? ga : gb;
+    for (size_t i = 0; i < common; i++)
+      if (a[i] != b[i]) {
+        diff = off + i;
+        break;
+      }
+    if (diff == UINT64_MAX && ga != gb)
+      diff = off + common; /* one ends before the other */
+    if (ga < COPY_CHUNK || gb < COPY_CHUNK)
+      break;
+    off += COPY_CHUNK;
+  }
+  close(fd);
+  free(a);
+  free(b);
+  if (e)
+    return e;
+  if (diff == UINT64_MAX)
+    return RPL_OK;
+  if (first_difference)
+    *first_difference = diff;
+  return RPL_E_CHECKSUM;
+}

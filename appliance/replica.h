@@ -1,0 +1,57 @@
+/* replica.h - the file replica (storage "file:DIR"): one sparse image per disk, cycles applied from
+ * the cache journal. Internal header: appliance/ and tests/ (unit, integration helpers, bench) only. */
+#ifndef APPLIANCE_REPLICA_H
+#define APPLIANCE_REPLICA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal.h"
+#include "proto.h"
+#include "rpl_error.h"
+
+/*
+ * What it promises
+ *  - DIR/<disk uuid>.img is the disk's image: created sparse at the disk's size, grown when the
+ *    disk grows (never shrunk).
+ *  - replica_apply_cycle(n) checks every extent of cycle n first (range, zstd decompresses to its
+ *    length, xxh3-128 of the raw bytes equals the record's hash); only when all pass does it write
+ *    any (data written, zero extents as punched holes), then fdatasyncs the image, then marks n
+ *    applied in the journal. A cycle that fails a check leaves the image untouched.
+ *  - Cycles apply in order (n = last applied + 1). Re-applying a cycle whose writes reached the
+ *    image but whose "applied" mark did not (a crash in between) gives the same image: the
+ *    writes are absolute (offset, bytes), so applying them twice equals applying them once.
+ *  - Not thread-safe: one replica is driven by one thread (the disk's applier).
+ */
+
+struct replica;
+
+/* Opens (creating as needed) the image of disk_id in dir (created if missing, one level), at least
+ * disk_size bytes (a multiple of 512). RPL_E_REPLICA_SHRINK if the image is larger. */
+RPL_MUST_CHECK rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
+                                    struct replica **out);
+void replica_close(struct replica *r);
+/* Grows the image to disk_size (sparse). Equal size: no-op. Smaller: RPL_E_REPLICA_SHRINK. */
+RPL_MUST_CHECK rpl_err replica_resize(struct replica *r, uint64_t disk_size);
+uint64_t replica_size(const struct replica *r);
+const char *replica_path(const struct replica *r);
+
+/* Applies committed cycle n of j (see above). n <= last applied: nothing to do, RPL_OK. n beyond
+ * last applied + 1: RPL_E_JOURNAL_CYCLE_ORDER. Errors: RPL_E_REPLICA_HASH, RPL_E_REPLICA_DECOMPRESS,
+ * RPL_E_REPLICA_RANGE (nothing applied), RPL_E_JOURNAL_CORRUPT, RPL_E_IO. */
+RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n);
+/* Applies every committed, not yet applied cycle in order; *applied (may be NULL) gets how many.
+ * Stops at the first error. */
+RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied);
+
+/* ---- reading the replica back (restore and verification) ---------------------------------- */
+
+/* Reads len bytes at offset (inside the image). */
+RPL_MUST_CHECK rpl_err replica_read(struct replica *r, uint64_t offset, void *buf, size_t len);
+/* Copies the image to a new file out_path (RPL_E_EXISTS if it exists), keeping holes, fdatasynced. */
+RPL_MUST_CHECK rpl_err replica_copy_to(struct replica *r, const char *out_path);
+/* Compares the image with the file or device at path: RPL_OK if byte-identical and of the same
+ * size, else RPL_E_CHECKSUM with *first_difference (may be NULL) set to the first differing byte. */
+RPL_MUST_CHECK rpl_err replica_compare(struct replica *r, const char *path, uint64_t *first_difference);
+
+#endif

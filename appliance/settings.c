@@ -1,0 +1,157 @@
+/* settings.c - loads and saves the appliance's key=value settings file in its state directory. */
+#include "settings.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SETTINGS_MAX_BYTES (64 * 1024)
+
+static void set_why(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_why(char *why, size_t whysz, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, whysz, fmt, ap);
+  va_end(ap);
+}
+
+void settings_defaults(struct appliance_settings *s)
+{
+  memset(s, 0, sizeof *s);
+  snprintf(s->container, sizeof s->container, "%s", SETTINGS_DEFAULT_CONTAINER);
+  s->require_private_endpoint = true;
+  s->max_in_flight = 16;
+}
+
+bool settings_is_file_storage(const struct appliance_settings *s) { return strncmp(s->storage, "file:", 5) == 0; }
+
+struct field {
+  const char *key;
+  size_t offset, size; /* a char array in the struct; size 0 = special */
+};
+
+#define STR_FIELD(name) {#name, offsetof(struct appliance_settings, name), sizeof(((struct appliance_settings *)0)->name)}
+static const struct field fields[] = {
+  STR_FIELD(storage), STR_FIELD(container), STR_FIELD(private_dns_zone), STR_FIELD(ca_file),
+  STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint),
+};
+
+rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz)
+{
+  settings_defaults(s);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", state_dir, SETTINGS_FILE);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    if (errno == ENOENT) {
+      set_why(why, whysz, "no settings in %s: run 'replication-appliance init --state %s --storage ...' first", state_dir, state_dir);
+      return RPL_E_NOT_FOUND;
+    }
+    set_why(why, whysz, "cannot read %s: %s", path, strerror(errno));
+    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+  }
+  char *line = malloc(SETTINGS_MAX_BYTES);
+  if (!line) {
+    fclose(f);
+    return RPL_E_NOMEM;
+  }
+  rpl_err err = RPL_OK;
+  unsigned lineno = 0;
+  while (err == RPL_OK && fgets(line, SETTINGS_MAX_BYTES, f)) {
+    lineno++;
+    line[strcspn(line, "\n")] = '\0';
+    if (!line[0] || line[0] == '#')
+      continue;
+    char *eq = strchr(line, '=');
+    if (!eq) {
+      set_why(why, whysz, "%s line %u: not key=value", path, lineno);
+      err = RPL_E_CONFIG;
+      break;
+    }
+    *eq = '\0';
+    const char *key = line, *value = eq + 1;
+    bool known = false;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+      if (strcmp(key, fields[i].key) != 0)
+        continue;
+      known = true;
+      if (strlen(value) >= fields[i].size) {
+        set_why(why, whysz, "%s line %u: %s is too long", path, lineno, key);
+        err = RPL_E_CONFIG;
+      } else {
+        memcpy((char *)s + fields[i].offset, value, strlen(value) + 1);
+      }
+    }
+    if (!known && strcmp(key, "require_private_endpoint") == 0) {
+      known = true;
+      s->require_private_endpoint = strcmp(value, "0") != 0;
+    }
+    if (!known && strcmp(key, "max_in_flight") == 0) {
+      known = true;
+      long n = strtol(value, NULL, 10);
+      s->max_in_flight = n > 0 && n <= 256 ? (unsigned)n : 16;
+    }
+    if (!known) {
+      set_why(why, whysz, "%s line %u: unknown setting '%.40s'", path, lineno, key);
+      err = RPL_E_CONFIG;
+    }
+  }
+  free(line);
+  fclose(f);
+  if (err == RPL_OK && !s->storage[0]) {
+    set_why(why, whysz, "%s has no storage setting: run init again", path);
+    err = RPL_E_CONFIG;
+  }
+  return err;
+}
+
+rpl_err settings_save(const char *state_dir, const struct appliance_settings *s, char *why, size_t whysz)
+{
+  if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
+    set_why(why, whysz, "cannot create the state directory %s: %s", state_dir, strerror(errno));
+    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+  }
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    if (strchr((const char *)s + fields[i].offset, '\n')) {
+      set_why(why, whysz, "%s must not contain a line break", fields[i].key);
+      return RPL_E_CONFIG;
+    }
+  char tmp[4200], path[4200];
+  snprintf(path, sizeof path, "%s/%s", state_dir, SETTINGS_FILE);
+  snprintf(tmp, sizeof tmp, "%s/.%s.tmp", state_dir, SETTINGS_FILE);
+  unlink(tmp);
+  /* 0600 from creation: the credentials never sit in a readable file, not even briefly. */
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    set_why(why, whysz, "cannot write %s: %s", tmp, strerror(errno));
+    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+  }
+  FILE *f = fdopen(fd, "w");
+  if (!f) {
+    close(fd);
+    return RPL_E_NOMEM;
+  }
+  fprintf(f, "# replication-appliance settings (written by init; holds credentials: keep it 0600)\n");
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    fprintf(f, "%s=%s\n", fields[i].key, (const char *)s + fields[i].offset);
+  fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\n", s->require_private_endpoint ? 1 : 0, s->max_in_flight);
+  bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    set_why(why, whysz, "cannot write %s: %s", path, strerror(errno));
+    unlink(tmp);
+    return RPL_E_IO;
+  }
+  int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return RPL_OK;
+}

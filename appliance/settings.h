@@ -1,0 +1,34 @@
+/* settings.h - the appliance's settings in its state directory (appliance/ internal; used by the
+ * cmd_*.c files): a key=value file, mode 0600 because it holds the storage credentials. */
+#ifndef APPLIANCE_SETTINGS_H
+#define APPLIANCE_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "rpl_error.h"
+
+#define SETTINGS_FILE "appliance.conf"
+#define SETTINGS_DEFAULT_CONTAINER "replicas"
+
+struct appliance_settings {
+  char storage[8192];           /* an Azure connection string, or "file:/abs/dir" */
+  char container[64];
+  char private_dns_zone[4096];  /* absolute path, or "" for the system resolver */
+  char ca_file[4096];           /* absolute path, or "" for the system CAs */
+  char proxy[1024];             /* "http://[user:password@]host:port", or "" */
+  char proxy_bypass[1024];
+  char identity_endpoint[1024]; /* "" = the IMDS default */
+  bool require_private_endpoint;
+  unsigned max_in_flight;
+};
+
+void settings_defaults(struct appliance_settings *s);
+/* Reads STATE/appliance.conf; RPL_E_NOT_FOUND when init has not run there. */
+RPL_MUST_CHECK rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz);
+/* Creates state_dir (0700) if needed and replaces the file atomically (0600, fsync, rename). */
+RPL_MUST_CHECK rpl_err settings_save(const char *state_dir, const struct appliance_settings *s, char *why, size_t whysz);
+/* True when storage is a local directory ("file:DIR"). */
+bool settings_is_file_storage(const struct appliance_settings *s);
+
+#endif

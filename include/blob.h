@@ -1,0 +1,247 @@
+/* blob.h - the Azure page-blob REST client: connection strings, Shared Key / SAS / managed-identity
+ * authorization, page-blob operations on one libcurl multi handle with retries and sequence-number
+ * fencing, over a private-endpoint path checked before the first connection (netpath.h). */
+#ifndef BLOB_H
+#define BLOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "netpath.h"
+#include "rpl_error.h"
+
+/* The one REST version we speak (needs >= 2020-10-02 for paged Get Page Ranges). */
+#define BLOB_API_VERSION "2021-08-06"
+#define BLOB_PAGE_SIZE 512u
+#define BLOB_MAX_PUT_PAGE (4u * 1024u * 1024u)
+#define BLOB_DEFAULT_IN_FLIGHT 16u
+#define BLOB_DEFAULT_IDENTITY_ENDPOINT "http://169.254.169.254/metadata/identity/oauth2/token"
+#define BLOB_SAS_MAX 2048
+#define BLOB_ENDPOINT_MAX 512
+
+enum blob_auth {
+  BLOB_AUTH_SHARED_KEY, /* AccountKey= */
+  BLOB_AUTH_SAS,        /* SharedAccessSignature= */
+  BLOB_AUTH_BEARER,     /* neither: a managed-identity token from the identity endpoint */
+};
+
+/* A storage account as a connection string describes it. */
+struct blob_account {
+  char name[64];
+  char endpoint[BLOB_ENDPOINT_MAX]; /* "https://host[:port][/path]", no trailing slash */
+  bool https;
+  char host[NETPATH_NAME_MAX];
+  unsigned port;
+  /* "" for virtual-host style (ACCOUNT.blob.core.windows.net); "/ACCOUNT" when the account is in
+   * the path (emulator: UseDevelopmentStorage, an IP or localhost host, or a BlobEndpoint path). */
+  char base_path[128];
+  enum blob_auth auth;
+  unsigned char key[64];
+  size_t key_len;
+  char sas[BLOB_SAS_MAX]; /* without the leading '?' */
+};
+
+/* Parses a connection string ("Key=Value;..."; keys case-insensitive). On error returns
+ * RPL_E_BLOB_CONNSTR (or RPL_E_BLOB_SAS) with why saying which part is wrong; never echoes secrets. */
+RPL_MUST_CHECK rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why, size_t whysz);
+/* Same for $AZURE_STORAGE_CONNECTION_STRING; RPL_E_NOT_FOUND when it is unset or empty. */
+RPL_MUST_CHECK rpl_err blob_connstr_from_env(struct blob_account *out, char *why, size_t whysz);
+/* Checks a SAS token: query syntax, percent-encoding, sv and sig present, only known parameters. */
+RPL_MUST_CHECK rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz);
+
+/* Shared Key: a header as sent. */
+struct blob_header {
+  const char *name;
+  const char *value;
+};
+/* Builds the Shared Key string-to-sign (Blob service, version >= 2009-09-19) for a request with
+ * the given verb, headers (any case, any order; the standard ones are looked up by name, x-ms-*
+ * canonicalized), account, URL path as sent (percent-encoded) and raw query (may be NULL).
+ * RPL_E_LIMIT when it does not fit outsz. */
+RPL_MUST_CHECK rpl_err blob_sharedkey_string_to_sign(const char *verb, const struct blob_header *headers,
+                                                     size_t nheaders, const char *account,
+                                                     const char *url_path, const char *query,
+                                                     char *out, size_t outsz);
+/* base64(HMAC-SHA256(key, string_to_sign)) into sig (>= 45 bytes). */
+RPL_MUST_CHECK rpl_err blob_sharedkey_sign(const unsigned char *key, size_t key_len,
+                                           const char *string_to_sign, char *sig, size_t sigsz);
+
+struct blob_config {
+  struct blob_account account;
+  unsigned max_in_flight;          /* requests in flight on the multi handle; 0 = 16 */
+  bool require_private_endpoint;   /* refuse public addresses (default true) */
+  const char *private_dns_zone;    /* hosts-format file standing in for the private DNS zone, or NULL */
+  const char *ca_file;             /* PEM bundle to verify the storage certificate with, or NULL */
+  const char *proxy;               /* "http://[user:password@]host:port", or NULL for a direct path */
+  const char *proxy_bypass;        /* comma-separated hosts/domains/addresses that skip the proxy */
+  const char *identity_endpoint;   /* managed-identity token endpoint (IMDS form); NULL = default */
+  unsigned max_tries;              /* per request, first try included; 0 = 10 */
+  unsigned retry_base_ms;          /* first backoff; 0 = 800 */
+  unsigned retry_cap_ms;           /* backoff ceiling; 0 = 60000 */
+  unsigned request_timeout_s;      /* whole request; 0 = 300 */
+  uint64_t pagelist_slice;         /* Get Page Ranges asks in x-ms-range slices of this size; 0 = 4 GiB */
+};
+/* Defaults: require_private_endpoint on, everything else zero/NULL (meaning the defaults above). */
+void blob_config_init(struct blob_config *cfg);
+
+struct blob_client;
+
+/* Resolves and checks the path to the account (netpath.h) before any connection; pins the checked
+ * address for every transfer. On RPL_E_BLOB_PUBLIC_ADDRESS / RPL_E_BLOB_RESOLVE /
+ * RPL_E_BLOB_ZONE_FILE no socket has been opened. why gets the reason with the fix. */
+RPL_MUST_CHECK rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out,
+                                        char *why, size_t whysz);
+void blob_client_close(struct blob_client *client);
+/* Opens one connection along the configured path (the pinned address, or the proxy when one
+ * applies) and completes the TLS handshake, verifying the certificate against the account's public
+ * name; sends no request. Errors: RPL_E_BLOB_CONNECT (TCP), RPL_E_BLOB_PROXY, RPL_E_BLOB_TLS. */
+RPL_MUST_CHECK rpl_err blob_client_probe(struct blob_client *client, char *why, size_t whysz);
+/* Whether requests to the account go through the configured proxy (false when none or bypassed). */
+bool blob_client_uses_proxy(const struct blob_client *client);
+/* How the account host resolved when the client was opened. */
+const struct netpath_route *blob_client_route(const struct blob_client *client);
+
+struct blob_stats {
+  uint64_t requests;     /* tries sent */
+  uint64_t retries;      /* tries after the first */
+  uint64_t connections;  /* new connections opened (the rest reused one) */
+  uint64_t bytes_sent;   /* request bodies */
+  uint64_t bytes_received;
+  int64_t clock_skew_s;  /* server Date minus our clock, last seen */
+  bool clock_seen;
+};
+void blob_client_stats(const struct blob_client *client, struct blob_stats *out);
+
+/* What a request's final try got back. Strings are "" when absent; numbers -1. */
+struct blob_reply {
+  long status;             /* HTTP status; 0 when no response came */
+  char error_code[64];     /* x-ms-error-code / <Code> */
+  char message[256];       /* <Message> (first line) or the transport error */
+  char request_id[64];
+  char etag[80];
+  char snapshot[64];
+  char lease_id[64];
+  char lease_state[16];
+  char blob_type[16];
+  int64_t sequence_number;
+  int64_t content_length;  /* x-ms-blob-content-length for page blobs, else Content-Length */
+  unsigned tries;
+};
+
+/* Fencing and lease for writes: sequence_lt >= 0 adds x-ms-if-sequence-number-lt. */
+struct blob_write_cond {
+  int64_t sequence_lt;
+  const char *lease_id;
+};
+
+typedef void (*blob_done_fn)(void *ctx, rpl_err err, const struct blob_reply *reply);
+
+/* Queues a Put Page update of len bytes (512-aligned, <= 4 MiB) at offset, with Content-MD5; data
+ * must stay valid until done runs (from blob_client_poll/drain or a synchronous call). A 412 from
+ * the sequence-number condition completes with RPL_E_BLOB_FENCED ("stale write fenced"). */
+RPL_MUST_CHECK rpl_err blob_put_page_async(struct blob_client *client, const char *container,
+                                           const char *blob, uint64_t offset, const void *data,
+                                           size_t len, const struct blob_write_cond *cond,
+                                           blob_done_fn done, void *ctx);
+/* Queues a Put Page clear of [offset, offset+len) (512-aligned, any length). */
+RPL_MUST_CHECK rpl_err blob_clear_pages_async(struct blob_client *client, const char *container,
+                                              const char *blob, uint64_t offset, uint64_t len,
+                                              const struct blob_write_cond *cond, blob_done_fn done,
+                                              void *ctx);
+/* Runs transfers for up to timeout_ms (returns earlier when some request completed), calling the
+ * done callbacks of finished requests. */
+RPL_MUST_CHECK rpl_err blob_client_poll(struct blob_client *client, int timeout_ms);
+/* Runs until no request is queued or in flight. */
+RPL_MUST_CHECK rpl_err blob_client_drain(struct blob_client *client);
+/* Requests queued, waiting to retry or in flight. */
+size_t blob_client_pending(const struct blob_client *client);
+
+/* Synchronous operations: each runs the multi handle until it completes (queued asynchronous
+ * requests progress meanwhile and their callbacks may run). reply may be NULL. */
+RPL_MUST_CHECK rpl_err blob_container_create(struct blob_client *client, const char *container,
+                                             struct blob_reply *reply);
+RPL_MUST_CHECK rpl_err blob_container_properties(struct blob_client *client, const char *container,
+                                                 struct blob_reply *reply);
+/* Creates a page blob of size bytes (512-aligned); sequence >= 0 sets its sequence number;
+ * if_none_match refuses to overwrite an existing blob (RPL_E_BLOB_EXISTS). */
+RPL_MUST_CHECK rpl_err blob_create_page_blob(struct blob_client *client, const char *container,
+                                             const char *blob, uint64_t size, int64_t sequence,
+                                             bool if_none_match, struct blob_reply *reply);
+/* snapshot NULL = the base blob. */
+RPL_MUST_CHECK rpl_err blob_get_properties(struct blob_client *client, const char *container,
+                                           const char *blob, const char *snapshot,
+                                           struct blob_reply *reply);
+/* Reads exactly len bytes at offset into buf. */
+RPL_MUST_CHECK rpl_err blob_read(struct blob_client *client, const char *container, const char *blob,
+                                 const char *snapshot, uint64_t offset, void *buf, size_t len,
+                                 struct blob_reply *reply);
+
+struct blob_range {
+  uint64_t offset;
+  uint64_t length;
+};
+struct blob_page_list {
+  struct blob_range *ranges; /* written pages, ascending, adjacent ones merged */
+  size_t count, cap;
+};
+void blob_page_list_free(struct blob_page_list *list);
+/* The written ranges of [offset, offset+len) (len 0 = to the blob's end), following NextMarker and
+ * asking in pagelist_slice slices. */
+RPL_MUST_CHECK rpl_err blob_get_page_ranges(struct blob_client *client, const char *container,
+                                            const char *blob, const char *snapshot, uint64_t offset,
+                                            uint64_t len, struct blob_page_list *out,
+                                            struct blob_reply *reply);
+/* Takes a snapshot; its id is in reply->snapshot (so reply is required). */
+RPL_MUST_CHECK rpl_err blob_snapshot(struct blob_client *client, const char *container, const char *blob,
+                                     struct blob_reply *reply);
+/* Deletes one snapshot (snapshot != NULL) or the blob with all its snapshots. */
+RPL_MUST_CHECK rpl_err blob_delete(struct blob_client *client, const char *container, const char *blob,
+                                   const char *snapshot, struct blob_reply *reply);
+
+enum blob_sequence_action { BLOB_SEQUENCE_UPDATE, BLOB_SEQUENCE_MAX, BLOB_SEQUENCE_INCREMENT };
+/* Set Blob Properties: the sequence number (value ignored for increment). */
+RPL_MUST_CHECK rpl_err blob_set_sequence_number(struct blob_client *client, const char *container,
+                                                const char *blob, enum blob_sequence_action action,
+                                                int64_t value, const char *lease_id,
+                                                struct blob_reply *reply);
+/* Set Blob Properties: resize to size (512-aligned; shrinking drops the pages above). */
+RPL_MUST_CHECK rpl_err blob_resize(struct blob_client *client, const char *container, const char *blob,
+                                   uint64_t size, const char *lease_id, struct blob_reply *reply);
+
+enum blob_lease_action { BLOB_LEASE_ACQUIRE, BLOB_LEASE_RENEW, BLOB_LEASE_RELEASE, BLOB_LEASE_BREAK };
+/* Acquire: duration_s -1 (infinite) or 15-60, lease_id = proposed id or NULL; the id granted is in
+ * reply->lease_id. Renew/release: lease_id = the held lease. Break: breaks at once. */
+RPL_MUST_CHECK rpl_err blob_lease(struct blob_client *client, const char *container, const char *blob,
+                                  enum blob_lease_action action, int duration_s, const char *lease_id,
+                                  struct blob_reply *reply);
+
+struct blob_item {
+  char name[1025];
+  int64_t content_length;
+  int64_t sequence_number;
+  char blob_type[16];
+  char lease_state[16];
+};
+struct blob_list {
+  struct blob_item *items;
+  size_t count, cap;
+};
+void blob_list_free(struct blob_list *list);
+/* Lists the blobs of container whose names start with prefix (NULL = all), following NextMarker. */
+RPL_MUST_CHECK rpl_err blob_list_blobs(struct blob_client *client, const char *container,
+                                       const char *prefix, struct blob_list *out,
+                                       struct blob_reply *reply);
+
+/* A managed-identity access token. */
+struct blob_token {
+  char access_token[8192];
+  time_t expires_on;
+};
+/* Fetches a token for https://storage.azure.com/ from an IMDS-form endpoint (GET with
+ * "Metadata: true"), retrying 404/429/5xx and network errors with backoff. */
+RPL_MUST_CHECK rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out,
+                                        char *why, size_t whysz);
+
+#endif

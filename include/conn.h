@@ -1,0 +1,44 @@
+/* conn.h - a framed TLS connection between agent and appliance: connect/accept with timeouts,
+ * whole frames out (EXTENT payloads without copying), whole frames in through the streaming decoder. */
+#ifndef CONN_H
+#define CONN_H
+
+#include <openssl/ssl.h>
+
+#include "proto.h"
+#include "rpl_error.h"
+
+#define CONN_DEFAULT_PORT 9443
+#define CONN_IO_TIMEOUT_MS 60000 /* a peer silent this long on a read or write is gone */
+
+struct conn;
+
+/* Connects to "HOST:PORT" ("[v6]:PORT" too) and completes the TLS handshake with ctx (not owned;
+ * must outlive the connection). The caller owns *out (conn_close). */
+RPL_MUST_CHECK rpl_err conn_connect(SSL_CTX *ctx, const char *hostport, int timeout_ms, struct conn **out);
+/* Completes the server side of the handshake on an accepted socket; takes fd over in all cases. */
+RPL_MUST_CHECK rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct conn **out);
+void conn_close(struct conn *c);
+
+SSL *conn_ssl(struct conn *c);
+int conn_fd(const struct conn *c);
+/* "ADDRESS:PORT" of the peer, for logs. */
+const char *conn_peer(const struct conn *c);
+
+/* Writes whole encoded frames. */
+RPL_MUST_CHECK rpl_err conn_send(struct conn *c, const struct proto_buf *frames);
+/* Writes one EXTENT frame: header and fields, then the payload straight from m->payload. */
+RPL_MUST_CHECK rpl_err conn_send_extent(struct conn *c, const struct proto_extent *m);
+
+/* Next frame, waiting at most timeout_ms (-1: CONN_IO_TIMEOUT_MS). RPL_E_TIMEOUT when none came,
+ * RPL_E_IO when the peer closed or the stream broke (a frame error is
+ * returned as its own code). The frame stays valid until the next conn_recv. */
+RPL_MUST_CHECK rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms);
+/* True when a frame (or bytes of one) is already buffered, so poll() on the fd would not see it. */
+int conn_pending(struct conn *c);
+
+/* Splits "HOST:PORT" / "[HOST]:PORT"; port defaults to default_port when absent. */
+RPL_MUST_CHECK rpl_err conn_split_hostport(const char *hostport, char *host, size_t hostsz, char *port,
+                                           size_t portsz, int default_port);
+
+#endif

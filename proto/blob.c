@@ -1,0 +1,1376 @@
+/* blob.c - the page-blob client: requests on one libcurl multi handle (N in flight, connections
+ * reused), signed afresh for each try, retried with backoff and jitter, fenced by sequence number,
+ * over the address checked and pinned when the client was opened. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "blob_internal.h"
+#include "rpl_log.h"
+
+#define REQ_MAX_HEADERS 12
+#define REQ_HEADER_BYTES_MAX (64u * 1024u)  /* response headers of one try */
+#define ERROR_BODY_MAX (64u * 1024u)        /* an error response's XML */
+#define CLOCK_WARN_S (5 * 60)
+#define CLOCK_REFUSE_S (15 * 60)
+#define TOKEN_REFRESH_MARGIN_S 300
+
+struct blob_req;
+typedef rpl_err (*body_parse_fn)(struct blob_req *req, const char *body, size_t len);
+
+struct blob_req {
+  struct blob_client *client;
+  struct blob_req *next;
+  CURL *easy;
+  struct curl_slist *curl_headers;
+  const char *verb;
+  char path[3200];
+  char query[1400];
+  struct {
+    char name[40];
+    char value[200];
+  } extra[REQ_MAX_HEADERS];
+  size_t nextra;
+  const unsigned char *body;
+  size_t body_len;
+  char content_md5[32];
+  bool head;
+  /* Response body: into the caller's buffer (ranged GET, success only) or our own capped one. */
+  void *sink;
+  size_t sink_len, sink_used;
+  char *resp;
+  size_t resp_len, resp_cap, resp_limit;
+  bool overflow;
+  size_t header_bytes;
+  body_parse_fn parse;
+  void *parse_ctx;
+  struct blob_reply reply;
+  long retry_after_ms;
+  time_t server_date;
+  uint64_t due_ms;
+  bool sequence_fenced;
+  blob_done_fn done;
+  void *ctx;
+};
+
+struct blob_client {
+  struct blob_config cfg;
+  char *zone_path, *ca_file, *proxy, *proxy_bypass, *identity_endpoint;
+  struct netpath_route route;
+  char pinned[NETPATH_ADDR_TEXT];
+  CURLM *multi;
+  struct curl_slist *resolve;
+  struct blob_req *queue_head, *queue_tail;
+  size_t queued, in_flight;
+  uint64_t completed;
+  CURL **idle;
+  size_t nidle;
+  struct blob_req **flying; /* the requests in flight, in no order */
+  struct blob_token token;
+  bool have_token;
+  struct blob_stats stats;
+  bool skew_warned;
+  uint64_t rng;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_result;
+static void curl_global(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t rng_next(struct blob_client *c)
+{
+  /* xorshift64*: jitter only needs to decorrelate clients, not to be secret. */
+  c->rng ^= c->rng >> 12;
+  c->rng ^= c->rng << 25;
+  c->rng ^= c->rng >> 27;
+  return c->rng * 0x2545F4914F6CDD1DULL;
+}
+
+void blob_config_init(struct blob_config *cfg)
+{
+  memset(cfg, 0, sizeof *cfg);
+  cfg->require_private_endpoint = true;
+}
+
+static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+bool blob_client_uses_proxy(const struct blob_client *c)
+{
+  if (!c->proxy)
+    return false;
+  if (!c->proxy_bypass)
+    return true;
+  const char *host = c->cfg.account.host;
+  size_t hl = strlen(host);
+  char list[1024];
+  snprintf(list, sizeof list, "%s", c->proxy_bypass);
+  char *save = NULL;
+  for (char *e = strtok_r(list, ", \t", &save); e; e = strtok_r(NULL, ", \t", &save)) {
+    if (strcmp(e, "*") == 0 || strcasecmp(e, host) == 0 || strcmp(e, c->pinned) == 0)
+      return false;
+    const char *suffix = e[0] == '.' ? e + 1 : e;
+    size_t sl = strlen(suffix);
+    if (sl < hl && host[hl - sl - 1] == '.' && strcasecmp(host + hl - sl, suffix) == 0)
+      return false;
+  }
+  return true;
+}
+
+rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out, char *why, size_t whysz)
+{
+  *out = NULL;
+  pthread_once(&curl_once, curl_global);
+  if (curl_init_result != CURLE_OK) {
+    blob_set_why(why, whysz, "libcurl initialisation failed");
+    return RPL_E_INTERNAL;
+  }
+  if (!cfg->account.host[0] || !cfg->account.name[0]) {
+    blob_set_why(why, whysz, "no storage account configured");
+    return RPL_E_CONFIG;
+  }
+  struct blob_client *c = calloc(1, sizeof *c);
+  if (!c)
+    return RPL_E_NOMEM;
+  c->cfg = *cfg;
+  if (!c->cfg.max_in_flight)
+    c->cfg.max_in_flight = BLOB_DEFAULT_IN_FLIGHT;
+  if (!c->cfg.max_tries)
+    c->cfg.max_tries = 10;
+  if (!c->cfg.retry_base_ms)
+    c->cfg.retry_base_ms = 800;
+  if (!c->cfg.retry_cap_ms)
+    c->cfg.retry_cap_ms = 60000;
+  if (!c->cfg.request_timeout_s)
+    c->cfg.request_timeout_s = 300;
+  if (!c->cfg.pagelist_slice)
+    c->cfg.pagelist_slice = 4ull << 30;
+  c->cfg.pagelist_slice -= c->cfg.pagelist_slice % BLOB_PAGE_SIZE;
+  if (!c->cfg.pagelist_slice)
+    c->cfg.pagelist_slice = BLOB_PAGE_SIZE;
+  c->zone_path = dup_or_null(cfg->private_dns_zone);
+  c->ca_file = dup_or_null(cfg->ca_file);
+  c->proxy = dup_or_null(cfg->proxy);
+  c->proxy_bypass = dup_or_null(cfg->proxy_bypass);
+  c->identity_endpoint = dup_or_null(cfg->identity_endpoint);
+  c->cfg.private_dns_zone = c->zone_path;
+  c->cfg.ca_file = c->ca_file;
+  c->cfg.proxy = c->proxy;
+  c->cfg.proxy_bypass = c->proxy_bypass;
+  c->cfg.identity_endpoint = c->identity_endpoint;
+  if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng || c->rng == 0)
+    c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+  c->idle = calloc(c->cfg.max_in_flight + 1, sizeof *c->idle);
+  c->flying = calloc(c->cfg.max_in_flight, sizeof *c->flying);
+  rpl_err err = c->idle && c->flying ? RPL_OK : RPL_E_NOMEM;
+
+  /* The private-endpoint path, before any connection: resolve, classify, refuse or pin. */
+  struct netpath_zone *zone = NULL;
+  if (err == RPL_OK && c->zone_path)
+    err = netpath_zone_load(c->zone_path, &zone, why, whysz);
+  if (err == RPL_OK)
+    err = netpath_resolve(c->cfg.account.host, zone, &c->route, why, whysz);
+  netpath_zone_free(zone);
+  if (err == RPL_OK) {
+    char text[1024];
+    log_info("storage path: %s", netpath_route_format(&c->route, text, sizeof text));
+    if (c->cfg.require_private_endpoint)
+      err = netpath_require_private(&c->route, why, whysz);
+  }
+  if (err == RPL_OK) {
+    snprintf(c->pinned, sizeof c->pinned, "%s", c->route.addr_text[0]);
+    char entry[NETPATH_NAME_MAX + NETPATH_ADDR_TEXT + 16];
+    bool v6 = c->route.addrs[0].ss_family == AF_INET6;
+    snprintf(entry, sizeof entry, "%s:%u:%s%s%s", c->cfg.account.host, c->cfg.account.port, v6 ? "[" : "",
+             c->pinned, v6 ? "]" : "");
+    c->resolve = curl_slist_append(NULL, entry);
+    c->multi = curl_multi_init();
+    if (!c->resolve || !c->multi)
+      err = RPL_E_NOMEM;
+  }
+  if (err == RPL_OK) {
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)c->cfg.max_in_flight);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->cfg.max_in_flight + 2);
+  }
+  if (err != RPL_OK) {
+    blob_client_close(c);
+    return err;
+  }
+  *out = c;
+  return RPL_OK;
+}
+
+static void req_free(struct blob_req *req)
+{
+  curl_slist_free_all(req->curl_headers);
+  free(req->resp);
+  free(req);
+}
+
+void blob_client_close(struct blob_client *c)
+{
+  if (!c)
+    return;
+  /* Requests still queued are dropped without their callbacks: the caller is going away. */
+  while (c->queue_head) {
+    struct blob_req *r = c->queue_head;
+    c->queue_head = r->next;
+    req_free(r);
+  }
+  for (size_t i = 0; i < c->in_flight; i++) {
+    curl_multi_remove_handle(c->multi, c->flying[i]->easy);
+    curl_easy_cleanup(c->flying[i]->easy);
+    req_free(c->flying[i]);
+  }
+  free(c->flying);
+  for (size_t i = 0; i < c->nidle; i++)
+    curl_easy_cleanup(c->idle[i]);
+  free(c->idle);
+  curl_multi_cleanup(c->multi);
+  curl_slist_free_all(c->resolve);
+  free(c->zone_path);
+  free(c->ca_file);
+  free(c->proxy);
+  free(c->proxy_bypass);
+  free(c->identity_endpoint);
+  OPENSSL_cleanse(c, sizeof *c);
+  free(c);
+}
+
+const struct netpath_route *blob_client_route(const struct blob_client *c) { return &c->route; }
+void blob_client_stats(const struct blob_client *c, struct blob_stats *out) { *out = c->stats; }
+size_t blob_client_pending(const struct blob_client *c) { return c->queued + c->in_flight; }
+
+/* ---- building requests ---- */
+
+static bool unreserved(unsigned char ch)
+{
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '-' || ch == '_' || ch == '.' || ch == '~';
+}
+
+/* Percent-encodes text into out at *pos (keeping '/' when keep_slash); false on overflow. */
+static bool encode(char *out, size_t outsz, size_t *pos, const char *text, bool keep_slash)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+    if (unreserved(*p) || (keep_slash && *p == '/')) {
+      if (*pos + 2 > outsz)
+        return false;
+      out[(*pos)++] = (char)*p;
+    } else {
+      if (*pos + 4 > outsz)
+        return false;
+      out[(*pos)++] = '%';
+      out[(*pos)++] = hex[*p >> 4];
+      out[(*pos)++] = hex[*p & 15];
+    }
+  }
+  out[*pos] = '\0';
+  return true;
+}
+
+static rpl_err req_new(struct blob_client *c, const char *verb, const char *container, const char *blob,
+                       struct blob_req **out)
+{
+  *out = NULL;
+  if (!container || !*container || strchr(container, '/'))
+    return RPL_E_INVALID_ARGUMENT;
+  if (blob && (!*blob || strlen(blob) > 1024))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r = calloc(1, sizeof *r);
+  if (!r)
+    return RPL_E_NOMEM;
+  r->client = c;
+  r->verb = verb;
+  r->retry_after_ms = -1;
+  r->resp_limit = ERROR_BODY_MAX;
+  size_t pos = 0;
+  bool ok = encode(r->path, sizeof r->path, &pos, c->cfg.account.base_path, true) &&
+            encode(r->path, sizeof r->path, &pos, "/", true) &&
+            encode(r->path, sizeof r->path, &pos, container, false) &&
+            (!blob || (encode(r->path, sizeof r->path, &pos, "/", true) &&
+                       encode(r->path, sizeof r->path, &pos, blob, true)));
+  if (!ok) {
+    free(r);
+    return RPL_E_INVALID_ARGUMENT;
+  }
+  *out = r;
+  return RPL_OK;
+}
+
+/* Adds name=value (value percent-encoded) to the query. */
+static rpl_err req_query(struct blob_req *r, const char *name, const char *value)
+{
+  size_t pos = strlen(r->query);
+  if (pos && !encode(r->query, sizeof r->query, &pos, "&", false))
+    return RPL_E_LIMIT;
+  if (pos)
+    r->query[pos - 3] = '&', r->query[pos - 2] = '\0', pos -= 2; /* '&' itself, not %26 */
+  if (!encode(r->query, sizeof r->query, &pos, name, false))
+    return RPL_E_LIMIT;
+  if (value) {
+    if (pos + 2 > sizeof r->query)
+      return RPL_E_LIMIT;
+    r->query[pos++] = '=';
+    r->query[pos] = '\0';
+    if (!encode(r->query, sizeof r->query, &pos, value, false))
+      return RPL_E_LIMIT;
+  }
+  return RPL_OK;
+}
+
+static rpl_err req_header(struct blob_req *r, const char *name, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+static rpl_err req_header(struct blob_req *r, const char *name, const char *fmt, ...)
+{
+  if (r->nextra == REQ_MAX_HEADERS || strlen(name) >= sizeof r->extra[0].name)
+    return RPL_E_LIMIT;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(r->extra[r->nextra].value, sizeof r->extra[0].value, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof r->extra[0].value)
+    return RPL_E_LIMIT;
+  /* Header values come from our callers (lease ids, snapshots): no line breaks may sneak in. */
+  if (strpbrk(r->extra[r->nextra].value, "\r\n"))
+    return RPL_E_INVALID_ARGUMENT;
+  snprintf(r->extra[r->nextra].name, sizeof r->extra[0].name, "%s", name);
+  r->nextra++;
+  return RPL_OK;
+}
+
+static void random_uuid(struct blob_client *c, char out[37])
+{
+  uint64_t a = rng_next(c), b = rng_next(c);
+  snprintf(out, 37, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)(a >> 16) & 0xffff,
+           (unsigned)a & 0xfff, (unsigned)((b >> 48) & 0x3fff) | 0x8000,
+           (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+static rpl_err ensure_token(struct blob_client *c, char *why, size_t whysz)
+{
+  time_t now = time(NULL);
+  if (c->have_token && c->token.expires_on - now > TOKEN_REFRESH_MARGIN_S)
+    return RPL_OK;
+  struct blob_token fresh;
+  rpl_err err = blob_token_fetch(c->identity_endpoint, 5, &fresh, why, whysz);
+  if (err != RPL_OK)
+    return err;
+  c->token = fresh;
+  c->have_token = true;
+  OPENSSL_cleanse(&fresh, sizeof fresh);
+  log_info("managed-identity token obtained; valid for %lld s", (long long)(c->token.expires_on - now));
+  return RPL_OK;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *ud);
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud);
+
+/* Applies the options every transfer shares: pinned address, TLS, proxy, timeouts. */
+static void common_options(struct blob_client *c, CURL *e)
+{
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_RESOLVE, c->resolve);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, c->cfg.account.https ? "https" : "http");
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file)
+    curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+  /* Set explicitly so that an http_proxy in the environment never changes the path silently. */
+  curl_easy_setopt(e, CURLOPT_PROXY, c->proxy ? c->proxy : "");
+  if (c->proxy) {
+    curl_easy_setopt(e, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
+    curl_easy_setopt(e, CURLOPT_PROXYAUTH, (long)CURLAUTH_BASIC);
+    if (c->proxy_bypass)
+      curl_easy_setopt(e, CURLOPT_NOPROXY, c->proxy_bypass);
+  }
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "replication-appliance/" BLOB_API_VERSION);
+}
+
+static rpl_err start_try(struct blob_client *c, struct blob_req *r)
+{
+  struct blob_account *a = &c->cfg.account;
+  char why[256] = "";
+  if (a->auth == BLOB_AUTH_BEARER) {
+    rpl_err err = ensure_token(c, why, sizeof why);
+    if (err != RPL_OK) {
+      log_warn("%s", why);
+      snprintf(r->reply.message, sizeof r->reply.message, "%s", why);
+      return err;
+    }
+  }
+  char date[64];
+  time_t now = time(NULL);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  char request_id[37];
+  random_uuid(c, request_id);
+  char length[24];
+  snprintf(length, sizeof length, "%zu", r->body_len);
+
+  struct blob_header sign[REQ_MAX_HEADERS + 6];
+  size_t nsign = 0;
+  sign[nsign++] = (struct blob_header){"x-ms-date", date};
+  sign[nsign++] = (struct blob_header){"x-ms-version", BLOB_API_VERSION};
+  sign[nsign++] = (struct blob_header){"x-ms-client-request-id", request_id};
+  if (strcmp(r->verb, "PUT") == 0)
+    sign[nsign++] = (struct blob_header){"Content-Length", length};
+  if (r->content_md5[0])
+    sign[nsign++] = (struct blob_header){"Content-MD5", r->content_md5};
+  for (size_t i = 0; i < r->nextra; i++)
+    sign[nsign++] = (struct blob_header){r->extra[i].name, r->extra[i].value};
+
+  struct curl_slist *h = NULL;
+  char line[sizeof r->extra[0].name + sizeof r->extra[0].value + 8];
+  for (size_t i = 0; i < nsign; i++) {
+    if (strcasecmp(sign[i].name, "Content-Length") == 0)
+      continue; /* curl sends it from the body size */
+    snprintf(line, sizeof line, "%s: %s", sign[i].name, sign[i].value);
+    h = curl_slist_append(h, line);
+  }
+  /* No "Expect: 100-continue" round trip, and no form Content-Type for PUT bodies. */
+  h = curl_slist_append(h, "Expect:");
+  h = curl_slist_append(h, "Content-Type:");
+  char auth[8300];
+  if (a->auth == BLOB_AUTH_SHARED_KEY) {
+    char sts[4096], sig[64];
+    rpl_err err = blob_sharedkey_string_to_sign(r->verb, sign, nsign, a->name, r->path, r->query, sts, sizeof sts);
+    if (err == RPL_OK)
+      err = blob_sharedkey_sign(a->key, a->key_len, sts, sig, sizeof sig);
+    OPENSSL_cleanse(sts, sizeof sts);
+    if (err != RPL_OK) {
+      curl_slist_free_all(h);
+      return err;
+    }
+    snprintf(auth, sizeof auth, "Authorization: SharedKey %s:%s", a->name, sig);
+    h = curl_slist_append(h, auth);
+  } else if (a->auth == BLOB_AUTH_BEARER) {
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token.access_token);
+    h = curl_slist_append(h, auth);
+  }
+  OPENSSL_cleanse(auth, sizeof auth);
+  if (!h)
+    return RPL_E_NOMEM;
+
+  char url[BLOB_ENDPOINT_MAX + sizeof r->path + sizeof r->query + BLOB_SAS_MAX + 8];
+  size_t host_part = strlen(a->endpoint) - strlen(a->base_path);
+  int n = snprintf(url, sizeof url, "%.*s%s%s%s%s%s", (int)host_part, a->endpoint, r->path,
+                   r->query[0] || a->auth == BLOB_AUTH_SAS ? "?" : "", r->query,
+                   r->query[0] && a->auth == BLOB_AUTH_SAS ? "&" : "", a->auth == BLOB_AUTH_SAS ? a->sas : "");
+  if (n < 0 || (size_t)n >= sizeof url) {
+    curl_slist_free_all(h);
+    return RPL_E_LIMIT;
+  }
+
+  CURL *e = c->nidle ? c->idle[--c->nidle] : curl_easy_init();
+  if (!e) {
+    curl_slist_free_all(h);
+    return RPL_E_NOMEM;
+  }
+  curl_easy_reset(e);
+  common_options(c, e);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)c->cfg.request_timeout_s);
+  curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024L);
+  if (strcmp(r->verb, "PUT") == 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body_len ? (const char *)r->body : "");
+  } else if (strcmp(r->verb, "DELETE") == 0) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
+  } else if (r->head) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  }
+  /* Fresh reply for this try. */
+  unsigned tries = r->reply.tries;
+  memset(&r->reply, 0, sizeof r->reply);
+  r->reply.tries = tries + 1;
+  r->reply.sequence_number = -1;
+  r->reply.content_length = -1;
+  r->retry_after_ms = -1;
+  r->server_date = 0;
+  r->resp_len = 0;
+  r->sink_used = 0;
+  r->overflow = false;
+  r->header_bytes = 0;
+  curl_slist_free_all(r->curl_headers);
+  r->curl_headers = h;
+  r->easy = e;
+  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+    c->idle[c->nidle++] = e;
+    r->easy = NULL;
+    return RPL_E_INTERNAL;
+  }
+  c->flying[c->in_flight++] = r;
+  c->stats.requests++;
+  if (r->reply.tries > 1)
+    c->stats.retries++;
+  return RPL_OK;
+}
+
+static void copy_value(char *dst, size_t dstsz, const char *v, size_t len)
+{
+  if (len >= dstsz)
+    len = dstsz - 1;
+  memcpy(dst, v, len);
+  dst[len] = '\0';
+}
+
+static int64_t parse_int(const char *v, size_t len)
+{
+  char tmp[32];
+  if (len == 0 || len >= sizeof tmp)
+    return -1;
+  memcpy(tmp, v, len);
+  tmp[len] = '\0';
+  char *end;
+  errno = 0;
+  long long x = strtoll(tmp, &end, 10);
+  if (errno || *end || x < 0)
+    return -1;
+  return x;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
+{
+  struct blob_req *r = ud;
+  size_t len = size * nitems;
+  r->header_bytes += len;
+  if (r->header_bytes > REQ_HEADER_BYTES_MAX) {
+    r->overflow = true;
+    return 0;
+  }
+  if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+    /* A new response (after a proxy's CONNECT answer or an interim 1xx): start over. */
+    const char *sp = memchr(buf, ' ', len);
+    r->reply.status = sp ? strtol(sp + 1, NULL, 10) : 0;
+    r->reply.error_code[0] = '\0';
+    r->retry_after_ms = -1;
+    return len;
+  }
+  const char *colon = memchr(buf, ':', len);
+  if (!colon)
+    return len;
+  size_t nl = (size_t)(colon - buf);
+  const char *v = colon + 1;
+  size_t vl = len - nl - 1;
+  while (vl && (*v == ' ' || *v == '\t'))
+    v++, vl--;
+  while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+    vl--;
+#define IS(name) (nl == sizeof(name) - 1 && strncasecmp(buf, name, nl) == 0)
+  if (IS("x-ms-error-code"))
+    copy_value(r->reply.error_code, sizeof r->reply.error_code, v, vl);
+  else if (IS("x-ms-request-id"))
+    copy_value(r->reply.request_id, sizeof r->reply.request_id, v, vl);
+  else if (IS("ETag"))
+    copy_value(r->reply.etag, sizeof r->reply.etag, v, vl);
+  else if (IS("x-ms-snapshot"))
+    copy_value(r->reply.snapshot, sizeof r->reply.snapshot, v, vl);
+  else if (IS("x-ms-lease-id"))
+    copy_value(r->reply.lease_id, sizeof r->reply.lease_id, v, vl);
+  else if (IS("x-ms-lease-state"))
+    copy_value(r->reply.lease_state, sizeof r->reply.lease_state, v, vl);
+  else if (IS("x-ms-blob-type"))
+    copy_value(r->reply.blob_type, sizeof r->reply.blob_type, v, vl);
+  else if (IS("x-ms-blob-sequence-number"))
+    r->reply.sequence_number = parse_int(v, vl);
+  else if (IS("x-ms-blob-content-length"))
+    r->reply.content_length = parse_int(v, vl);
+  else if (IS("Content-Length") && r->reply.content_length < 0 && r->head)
+    r->reply.content_length = parse_int(v, vl);
+  else if (IS("x-ms-retry-after-ms") || IS("retry-after-ms")) {
+    int64_t ms = parse_int(v, vl);
+    if (ms >= 0)
+      r->retry_after_ms = ms;
+  } else if (IS("Retry-After")) {
+    /* Seconds, or an HTTP date. */
+    int64_t s = parse_int(v, vl);
+    if (s < 0) {
+      char tmp[64];
+      copy_value(tmp, sizeof tmp, v, vl);
+      time_t at = curl_getdate(tmp, NULL);
+      if (at > 0)
+        s = at > time(NULL) ? at - time(NULL) : 0;
+    }
+    if (s >= 0 && r->retry_after_ms < 0)
+      r->retry_after_ms = s * 1000;
+  } else if (IS("Date")) {
+    char tmp[64];
+    copy_value(tmp, sizeof tmp, v, vl);
+    time_t t = curl_getdate(tmp, NULL);
+    if (t > 0)
+      r->server_date = t;
+  }
+#undef IS
+  return len;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+  struct blob_req *r = ud;
+  size_t n = size * nmemb;
+  if (r->sink && r->reply.status >= 200 && r->reply.status < 300) {
+    if (r->sink_used + n > r->sink_len) {
+      r->overflow = true;
+      return 0;
+    }
+    memcpy((char *)r->sink + r->sink_used, ptr, n);
+    r->sink_used += n;
+    return n;
+  }
+  if (r->resp_len + n > r->resp_limit) {
+    r->overflow = true;
+    return 0;
+  }
+  if (r->resp_len + n + 1 > r->resp_cap) {
+    size_t ncap = r->resp_cap ? r->resp_cap : 4096;
+    while (ncap < r->resp_len + n + 1)
+      ncap *= 2;
+    char *grown = realloc(r->resp, ncap);
+    if (!grown) {
+      r->overflow = true;
+      return 0;
+    }
+    r->resp = grown;
+    r->resp_cap = ncap;
+  }
+  memcpy(r->resp + r->resp_len, ptr, n);
+  r->resp_len += n;
+  r->resp[r->resp_len] = '\0';
+  return n;
+}
+
+static void enqueue(struct blob_client *c, struct blob_req *r)
+{
+  r->next = NULL;
+  if (c->queue_tail)
+    c->queue_tail->next = r;
+  else
+    c->queue_head = r;
+  c->queue_tail = r;
+  c->queued++;
+}
+
+static void finish(struct blob_client *c, struct blob_req *r, rpl_err err)
+{
+  c->completed++;
+  if (r->done)
+    r->done(r->ctx, err, &r->reply);
+  req_free(r);
+}
+
+/* Maps a final non-2xx answer to our error, by status and the service's error code. */
+static rpl_err status_error(const struct blob_req *r)
+{
+  long s = r->reply.status;
+  const char *code = r->reply.error_code;
+  /* Azure answers a bad signature or token with 403 AuthenticationFailed, a malformed one with 400
+   * InvalidAuthenticationInfo; both mean our credentials. */
+  if (strcmp(code, "AuthenticationFailed") == 0 || strcmp(code, "InvalidAuthenticationInfo") == 0 ||
+      strncmp(code, "AuthorizationPermission", 23) == 0 || strcmp(code, "AuthorizationFailure") == 0 ||
+      strncmp(code, "AuthorizationSource", 19) == 0 || strncmp(code, "AuthorizationProtocol", 21) == 0 ||
+      strncmp(code, "AuthorizationResourceType", 25) == 0 || strncmp(code, "AuthorizationService", 20) == 0)
+    return RPL_E_BLOB_AUTH;
+  switch (s) {
+  case 403: return RPL_E_BLOB_AUTH;
+  case 404: return RPL_E_BLOB_NOT_FOUND;
+  case 409:
+    if (strstr(code, "AlreadyExists"))
+      return RPL_E_BLOB_EXISTS;
+    if (strncmp(code, "Lease", 5) == 0)
+      return RPL_E_BLOB_LEASE;
+    return RPL_E_BLOB_HTTP;
+  case 412:
+    if (strcmp(code, "SequenceNumberConditionNotMet") == 0)
+      return RPL_E_BLOB_FENCED;
+    if (strncmp(code, "Lease", 5) == 0)
+      return RPL_E_BLOB_LEASE;
+    return RPL_E_BLOB_CONDITION;
+  case 416: return RPL_E_BLOB_RANGE;
+  case 407: return RPL_E_BLOB_PROXY;
+  default: break;
+  }
+  if (s == 408 || s == 429 || s >= 500)
+    return RPL_E_BLOB_THROTTLED;
+  return RPL_E_BLOB_HTTP;
+}
+
+static bool retryable_status(long s)
+{
+  return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
+}
+
+static bool retryable_transport(CURLcode cc)
+{
+  switch (cc) {
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static rpl_err transport_error(CURLcode cc, long connect_code)
+{
+  if (connect_code == 407 || cc == CURLE_COULDNT_RESOLVE_PROXY || (connect_code >= 300 && cc != CURLE_OK))
+    return RPL_E_BLOB_PROXY;
+  switch (cc) {
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_SSL_CRL_BADFILE:
+    return RPL_E_BLOB_TLS;
+  case CURLE_OPERATION_TIMEDOUT:
+    return RPL_E_TIMEOUT;
+  default:
+    return RPL_E_BLOB_CONNECT;
+  }
+}
+
+static void note_clock(struct blob_client *c, struct blob_req *r)
+{
+  if (!r->server_date)
+    return;
+  int64_t skew = (int64_t)r->server_date - (int64_t)time(NULL);
+  c->stats.clock_skew_s = skew;
+  c->stats.clock_seen = true;
+  int64_t mag = skew < 0 ? -skew : skew;
+  if (mag > CLOCK_WARN_S && mag <= CLOCK_REFUSE_S && !c->skew_warned) {
+    log_warn("this machine's clock is %lld s off the storage service's (over 5 minutes): sync it with NTP before it reaches 15 minutes",
+             (long long)skew);
+    c->skew_warned = true;
+  }
+}
+
+static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
+{
+  struct blob_req *r = NULL;
+  curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+  long connects = 0, connect_code = 0;
+  curl_off_t up = 0, down = 0;
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+  curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  curl_easy_getinfo(e, CURLINFO_SIZE_UPLOAD_T, &up);
+  curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &down);
+  c->stats.connections += (uint64_t)connects;
+  c->stats.bytes_sent += (uint64_t)up;
+  c->stats.bytes_received += (uint64_t)down;
+  curl_multi_remove_handle(c->multi, e);
+  for (size_t i = 0; i < c->in_flight; i++)
+    if (c->flying[i] == r) {
+      c->flying[i] = c->flying[--c->in_flight];
+      break;
+    }
+  r->easy = NULL;
+  if (c->nidle < c->cfg.max_in_flight + 1)
+    c->idle[c->nidle++] = e;
+  else
+    curl_easy_cleanup(e);
+  note_clock(c, r);
+
+  rpl_err err = RPL_OK;
+  bool retry = false;
+  if (cc != CURLE_OK) {
+    if (r->overflow) {
+      err = RPL_E_BLOB_TOO_LARGE;
+    } else {
+      err = transport_error(cc, connect_code);
+      retry = err != RPL_E_BLOB_PROXY && err != RPL_E_BLOB_TLS && retryable_transport(cc);
+    }
+    snprintf(r->reply.message, sizeof r->reply.message, "%s", curl_easy_strerror(cc));
+    if (connect_code >= 300)
+      snprintf(r->reply.message, sizeof r->reply.message, "proxy answered %ld to CONNECT%s", connect_code,
+               connect_code == 407 || connect_code == 401 ? ": proxy authentication failed, check the proxy user and password" : "");
+  } else if (r->reply.status >= 200 && r->reply.status < 300) {
+    if (r->sink && r->sink_used != r->sink_len) {
+      err = RPL_E_BLOB_HTTP;
+      snprintf(r->reply.message, sizeof r->reply.message, "short read: %zu of %zu bytes", r->sink_used, r->sink_len);
+    } else if (r->parse) {
+      err = r->parse(r, r->resp ? r->resp : "", r->resp_len);
+    }
+  } else {
+    if (r->resp_len > 0) {
+      char code[64], message[256];
+      if (blob_xml_parse_error(r->resp, r->resp_len, code, sizeof code, message, sizeof message) == RPL_OK) {
+        if (!r->reply.error_code[0])
+          snprintf(r->reply.error_code, sizeof r->reply.error_code, "%s", code);
+        snprintf(r->reply.message, sizeof r->reply.message, "%s", message);
+      }
+    }
+    err = status_error(r);
+    retry = retryable_status(r->reply.status);
+  }
+  int64_t skew = c->stats.clock_skew_s < 0 ? -c->stats.clock_skew_s : c->stats.clock_skew_s;
+  if (r->server_date && skew > CLOCK_REFUSE_S) {
+    /* Azure refuses requests signed more than 15 minutes off its clock; say why, once per request. */
+    err = RPL_E_BLOB_CLOCK_SKEW;
+    retry = false;
+    snprintf(r->reply.message, sizeof r->reply.message, "clock skew %lld s against the storage service's Date",
+             (long long)c->stats.clock_skew_s);
+  }
+  if (retry && r->reply.tries < c->cfg.max_tries) {
+    uint64_t delay;
+    if (r->retry_after_ms >= 0) {
+      delay = (uint64_t)r->retry_after_ms;
+    } else {
+      unsigned shift = r->reply.tries - 1 > 16 ? 16 : r->reply.tries - 1;
+      delay = (uint64_t)c->cfg.retry_base_ms << shift;
+      /* +-20 % jitter spreads the retries of many writes throttled together. */
+      delay = delay * (80 + rng_next(c) % 41) / 100;
+      if (delay < c->cfg.retry_base_ms)
+        delay = c->cfg.retry_base_ms;
+    }
+    if (delay > c->cfg.retry_cap_ms)
+      delay = c->cfg.retry_cap_ms;
+    log_info("%s %s: try %u got %s%ld %s; retrying in %llu ms", r->verb, r->path, r->reply.tries,
+             cc != CURLE_OK ? "transport error " : "HTTP ", cc != CURLE_OK ? (long)cc : r->reply.status,
+             cc != CURLE_OK ? curl_easy_strerror(cc) : r->reply.error_code, (unsigned long long)delay);
+    r->due_ms = now_ms() + delay;
+    enqueue(c, r);
+    return;
+  }
+  if (err == RPL_E_BLOB_FENCED)
+    log_warn("stale write fenced: %s %s was refused by the sequence-number condition (a newer cycle is committed)",
+             r->verb, r->path);
+  else if (err != RPL_OK && err != RPL_E_BLOB_NOT_FOUND && err != RPL_E_BLOB_EXISTS)
+    log_debug("%s %s: %s (HTTP %ld %s, %u tries)", r->verb, r->path, rpl_errname(err), r->reply.status,
+              r->reply.error_code, r->reply.tries);
+  finish(c, r, err);
+}
+
+static void start_ready(struct blob_client *c)
+{
+  uint64_t now = now_ms();
+  struct blob_req **link = &c->queue_head, *prev = NULL;
+  while (*link && c->in_flight < c->cfg.max_in_flight) {
+    struct blob_req *r = *link;
+    if (r->due_ms > now) {
+      prev = r;
+      link = &r->next;
+      continue;
+    }
+    *link = r->next;
+    if (c->queue_tail == r)
+      c->queue_tail = prev;
+    c->queued--;
+    r->next = NULL;
+    rpl_err err = start_try(c, r);
+    if (err != RPL_OK)
+      finish(c, r, err);
+  }
+}
+
+static uint64_t earliest_due(const struct blob_client *c)
+{
+  uint64_t due = UINT64_MAX;
+  if (c->in_flight >= c->cfg.max_in_flight)
+    return due;
+  for (const struct blob_req *r = c->queue_head; r; r = r->next)
+    if (r->due_ms < due)
+      due = r->due_ms;
+  return due;
+}
+
+rpl_err blob_client_poll(struct blob_client *c, int timeout_ms)
+{
+  uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+  uint64_t completed_before = c->completed;
+  for (;;) {
+    start_ready(c);
+    int running = 0;
+    if (curl_multi_perform(c->multi, &running) != CURLM_OK)
+      return RPL_E_INTERNAL;
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(c->multi, &left)) != NULL)
+      if (msg->msg == CURLMSG_DONE)
+        complete_try(c, msg->easy_handle, msg->data.result);
+    if (c->completed != completed_before || (c->in_flight == 0 && c->queued == 0))
+      return RPL_OK;
+    uint64_t now = now_ms();
+    if (now >= deadline)
+      return RPL_OK;
+    uint64_t wait = deadline - now;
+    uint64_t due = earliest_due(c);
+    if (due != UINT64_MAX)
+      wait = due <= now ? 0 : (due - now < wait ? due - now : wait);
+    if (wait > 0 && curl_multi_poll(c->multi, NULL, 0, (int)wait, NULL) != CURLM_OK)
+      return RPL_E_INTERNAL;
+  }
+}
+
+rpl_err blob_client_drain(struct blob_client *c)
+{
+  while (blob_client_pending(c) > 0) {
+    rpl_err err = blob_client_poll(c, 1000);
+    if (err != RPL_OK)
+      return err;
+  }
+  return RPL_OK;
+}
+
+/* ---- operations ---- */
+
+static rpl_err add_cond(struct blob_req *r, const struct blob_write_cond *cond)
+{
+  if (!cond)
+    return RPL_OK;
+  rpl_err err = RPL_OK;
+  if (cond->sequence_lt >= 0) {
+    err = req_header(r, "x-ms-if-sequence-number-lt", "%lld", (long long)cond->sequence_lt);
+    r->sequence_fenced = true;
+  }
+  if (err == RPL_OK && cond->lease_id && *cond->lease_id)
+    err = req_header(r, "x-ms-lease-id", "%s", cond->lease_id);
+  return err;
+}
+
+rpl_err blob_put_page_async(struct blob_client *c, const char *container, const char *blob, uint64_t offset,
+                            const void *data, size_t len, const struct blob_write_cond *cond,
+                            blob_done_fn done, void *ctx)
+{
+  if (len == 0 || len > BLOB_MAX_PUT_PAGE || len % BLOB_PAGE_SIZE || offset % BLOB_PAGE_SIZE || !data)
+    return RPL_E_BLOB_RANGE;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  r->body = data;
+  r->body_len = len;
+  unsigned char md5[16];
+  unsigned int mdlen = 0;
+  if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
+    req_free(r);
+    return RPL_E_INTERNAL;
+  }
+  EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
+  err = req_query(r, "comp", "page");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-page-write", "update");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-range", "bytes=%llu-%llu", (unsigned long long)offset,
+                     (unsigned long long)(offset + len - 1));
+  if (err == RPL_OK)
+    err = add_cond(r, cond);
+  if (err != RPL_OK) {
+    req_free(r);
+    return err;
+  }
+  r->done = done;
+  r->ctx = ctx;
+  enqueue(c, r);
+  return RPL_OK;
+}
+
+rpl_err blob_clear_pages_async(struct blob_client *c, const char *container, const char *blob, uint64_t offset,
+                               uint64_t len, const struct blob_write_cond *cond, blob_done_fn done, void *ctx)
+{
+  if (len == 0 || len % BLOB_PAGE_SIZE || offset % BLOB_PAGE_SIZE || offset + len < offset)
+    return RPL_E_BLOB_RANGE;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_query(r, "comp", "page");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-page-write", "clear");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-range", "bytes=%llu-%llu", (unsigned long long)offset,
+                     (unsigned long long)(offset + len - 1));
+  if (err == RPL_OK)
+    err = add_cond(r, cond);
+  if (err != RPL_OK) {
+    req_free(r);
+    return err;
+  }
+  r->done = done;
+  r->ctx = ctx;
+  enqueue(c, r);
+  return RPL_OK;
+}
+
+struct sync_wait {
+  bool done;
+  rpl_err err;
+  struct blob_reply reply;
+};
+
+static void sync_done(void *ctx, rpl_err err, const struct blob_reply *reply)
+{
+  struct sync_wait *w = ctx;
+  w->done = true;
+  w->err = err;
+  w->reply = *reply;
+}
+
+/* Queues r and runs the client until r completes. */
+static rpl_err run_sync(struct blob_client *c, struct blob_req *r, struct blob_reply *reply)
+{
+  struct sync_wait w = {0};
+  r->done = sync_done;
+  r->ctx = &w;
+  enqueue(c, r);
+  while (!w.done) {
+    rpl_err err = blob_client_poll(c, 1000);
+    if (err != RPL_OK)
+      return err;
+  }
+  if (reply)
+    *reply = w.reply;
+  return w.err;
+}
+
+/* Runs r built so far, or frees it when building failed. */
+static rpl_err submit(struct blob_client *c, struct blob_req *r, rpl_err built, struct blob_reply *reply)
+{
+  if (built != RPL_OK) {
+    req_free(r);
+    return built;
+  }
+  return run_sync(c, r, reply);
+}
+
+rpl_err blob_container_create(struct blob_client *c, const char *container, struct blob_reply *reply)
+{
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, NULL, &r);
+  if (err != RPL_OK)
+    return err;
+  return submit(c, r, req_query(r, "restype", "container"), reply);
+}
+
+rpl_err blob_container_properties(struct blob_client *c, const char *container, struct blob_reply *reply)
+{
+  struct blob_req *r;
+  rpl_err err = req_new(c, "HEAD", container, NULL, &r);
+  if (err != RPL_OK)
+    return err;
+  r->head = true;
+  return submit(c, r, req_query(r, "restype", "container"), reply);
+}
+
+rpl_err blob_create_page_blob(struct blob_client *c, const char *container, const char *blob, uint64_t size,
+                              int64_t sequence, bool if_none_match, struct blob_reply *reply)
+{
+  if (size % BLOB_PAGE_SIZE)
+    return RPL_E_BLOB_RANGE;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_header(r, "x-ms-blob-type", "PageBlob");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-blob-content-length", "%llu", (unsigned long long)size);
+  if (err == RPL_OK && sequence >= 0)
+    err = req_header(r, "x-ms-blob-sequence-number", "%lld", (long long)sequence);
+  if (err == RPL_OK && if_none_match)
+    err = req_header(r, "If-None-Match", "*");
+  err = submit(c, r, err, reply);
+  /* If-None-Match: * on an existing blob answers 409 BlobAlreadyExists. */
+  return err;
+}
+
+rpl_err blob_get_properties(struct blob_client *c, const char *container, const char *blob, const char *snapshot,
+                            struct blob_reply *reply)
+{
+  struct blob_req *r;
+  rpl_err err = req_new(c, "HEAD", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  r->head = true;
+  return submit(c, r, snapshot ? req_query(r, "snapshot", snapshot) : RPL_OK, reply);
+}
+
+rpl_err blob_read(struct blob_client *c, const char *container, const char *blob, const char *snapshot,
+                  uint64_t offset, void *buf, size_t len, struct blob_reply *reply)
+{
+  if (len == 0)
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "GET", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  r->sink = buf;
+  r->sink_len = len;
+  err = snapshot ? req_query(r, "snapshot", snapshot) : RPL_OK;
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-range", "bytes=%llu-%llu", (unsigned long long)offset,
+                     (unsigned long long)(offset + len - 1));
+  return submit(c, r, err, reply);
+}
+
+struct pagelist_ctx {
+  struct blob_page_list *out;
+  uint64_t lo, hi; /* the slice asked for: answers are clipped to it */
+  char marker[1024];
+};
+
+static rpl_err parse_pagelist(struct blob_req *r, const char *body, size_t len)
+{
+  struct pagelist_ctx *p = r->parse_ctx;
+  struct blob_page_list part = {0};
+  rpl_err err = blob_xml_parse_page_list(body, len, &part, p->marker, sizeof p->marker);
+  for (size_t i = 0; err == RPL_OK && i < part.count; i++) {
+    uint64_t s = part.ranges[i].offset, e = s + part.ranges[i].length;
+    if (s < p->lo)
+      s = p->lo;
+    if (e > p->hi)
+      e = p->hi;
+    if (e > s)
+      err = blob_page_list_add(p->out, s, e - s);
+  }
+  blob_page_list_free(&part);
+  return err;
+}
+
+rpl_err blob_get_page_ranges(struct blob_client *c, const char *container, const char *blob, const char *snapshot,
+                             uint64_t offset, uint64_t len, struct blob_page_list *out, struct blob_reply *reply)
+{
+  struct blob_reply local;
+  if (!reply)
+    reply = &local;
+  if (offset % BLOB_PAGE_SIZE || len % BLOB_PAGE_SIZE)
+    return RPL_E_BLOB_RANGE;
+  if (len == 0) {
+    rpl_err err = blob_get_properties(c, container, blob, snapshot, reply);
+    if (err != RPL_OK)
+      return err;
+    if (reply->content_length < 0)
+      return RPL_E_BLOB_HTTP;
+    if ((uint64_t)reply->content_length <= offset)
+      return RPL_OK;
+    len = (uint64_t)reply->content_length - offset;
+  }
+  struct pagelist_ctx *p = calloc(1, sizeof *p);
+  if (!p)
+    return RPL_E_NOMEM;
+  p->out = out;
+  rpl_err err = RPL_OK;
+  for (uint64_t lo = offset; lo < offset + len && err == RPL_OK; lo += c->cfg.pagelist_slice) {
+    uint64_t hi = lo + c->cfg.pagelist_slice < offset + len ? lo + c->cfg.pagelist_slice : offset + len;
+    p->lo = lo;
+    p->hi = hi;
+    p->marker[0] = '\0';
+    do {
+      struct blob_req *r;
+      err = req_new(c, "GET", container, blob, &r);
+      if (err != RPL_OK)
+        break;
+      r->resp_limit = BLOB_XML_MAX_BYTES;
+      r->parse = parse_pagelist;
+      r->parse_ctx = p;
+      err = req_query(r, "comp", "pagelist");
+      if (err == RPL_OK && snapshot)
+        err = req_query(r, "snapshot", snapshot);
+      if (err == RPL_OK && p->marker[0])
+        err = req_query(r, "marker", p->marker);
+      if (err == RPL_OK)
+        err = req_header(r, "x-ms-range", "bytes=%llu-%llu", (unsigned long long)lo, (unsigned long long)(hi - 1));
+      err = submit(c, r, err, reply);
+    } while (err == RPL_OK && p->marker[0]);
+  }
+  free(p);
+  return err;
+}
+
+rpl_err blob_snapshot(struct blob_client *c, const char *container, const char *blob, struct blob_reply *reply)
+{
+  if (!reply)
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = submit(c, r, req_query(r, "comp", "snapshot"), reply);
+  if (err == RPL_OK && !reply->snapshot[0])
+    return RPL_E_BLOB_HTTP;
+  return err;
+}
+
+rpl_err blob_delete(struct blob_client *c, const char *container, const char *blob, const char *snapshot,
+                    struct blob_reply *reply)
+{
+  struct blob_req *r;
+  rpl_err err = req_new(c, "DELETE", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  if (snapshot)
+    err = req_query(r, "snapshot", snapshot);
+  else
+    err = req_header(r, "x-ms-delete-snapshots", "include");
+  return submit(c, r, err, reply);
+}
+
+rpl_err blob_set_sequence_number(struct blob_client *c, const char *container, const char *blob,
+                                 enum blob_sequence_action action, int64_t value, const char *lease_id,
+                                 struct blob_reply *reply)
+{
+  static const char *const names[] = {"update", "max", "increment"};
+  if ((unsigned)action > BLOB_SEQUENCE_INCREMENT || (action != BLOB_SEQUENCE_INCREMENT && value < 0))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_query(r, "comp", "properties");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-sequence-number-action", "%s", names[action]);
+  if (err == RPL_OK && action != BLOB_SEQUENCE_INCREMENT)
+    err = req_header(r, "x-ms-blob-sequence-number", "%lld", (long long)value);
+  if (err == RPL_OK && lease_id)
+    err = req_header(r, "x-ms-lease-id", "%s", lease_id);
+  return submit(c, r, err, reply);
+}
+
+rpl_err blob_resize(struct blob_client *c, const char *container, const char *blob, uint64_t size,
+                    const char *lease_id, struct blob_reply *reply)
+{
+  if (size % BLOB_PAGE_SIZE)
+    return RPL_E_BLOB_RANGE;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_query(r, "comp", "properties");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-blob-content-length", "%llu", (unsigned long long)size);
+  if (err == RPL_OK && lease_id)
+    err = req_header(r, "x-ms-lease-id", "%s", lease_id);
+  return submit(c, r, err, reply);
+}
+
+rpl_err blob_lease(struct blob_client *c, const char *container, const char *blob, enum blob_lease_action action,
+                   int duration_s, const char *lease_id, struct blob_reply *reply)
+{
+  static const char *const names[] = {"acquire", "renew", "release", "break"};
+  if ((unsigned)action > BLOB_LEASE_BREAK)
+    return RPL_E_INVALID_ARGUMENT;
+  if (action == BLOB_LEASE_ACQUIRE && duration_s != -1 && (duration_s < 15 || duration_s > 60))
+    return RPL_E_INVALID_ARGUMENT;
+  if ((action == BLOB_LEASE_RENEW || action == BLOB_LEASE_RELEASE) && (!lease_id || !*lease_id))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_query(r, "comp", "lease");
+  if (err == RPL_OK)
+    err = req_header(r, "x-ms-lease-action", "%s", names[action]);
+  if (err == RPL_OK && action == BLOB_LEASE_ACQUIRE)
+    err = req_header(r, "x-ms-lease-duration", "%d", duration_s);
+  if (err == RPL_OK && action == BLOB_LEASE_ACQUIRE && lease_id && *lease_id)
+    err = req_header(r, "x-ms-proposed-lease-id", "%s", lease_id);
+  if (err == RPL_OK && (action == BLOB_LEASE_RENEW || action == BLOB_LEASE_RELEASE))
+    err = req_header(r, "x-ms-lease-id", "%s", lease_id);
+  if (err == RPL_OK && action == BLOB_LEASE_BREAK)
+    err = req_header(r, "x-ms-lease-break-period", "0");
+  return submit(c, r, err, reply);
+}
+
+struct bloblist_ctx {
+  struct blob_list *out;
+  char marker[1024];
+};
+
+static rpl_err parse_bloblist(struct blob_req *r, const char *body, size_t len)
+{
+  struct bloblist_ctx *p = r->parse_ctx;
+  return blob_xml_parse_blob_list(body, len, p->out, p->marker, sizeof p->marker);
+}
+
+rpl_err blob_list_blobs(struct blob_client *c, const char *container, const char *prefix, struct blob_list *out,
+                        struct blob_reply *reply)
+{
+  struct bloblist_ctx *p = calloc(1, sizeof *p);
+  if (!p)
+    return RPL_E_NOMEM;
+  p->out = out;
+  rpl_err err;
+  do {
+    struct blob_req *r;
+    err = req_new(c, "GET", container, NULL, &r);
+    if (err != RPL_OK)
+      break;
+    r->resp_limit = BLOB_XML_MAX_BYTES;
+    r->parse = parse_bloblist;
+    r->parse_ctx = p;
+    err = req_query(r, "restype", "container");
+    if (err == RPL_OK)
+      err = req_query(r, "comp", "list");
+    if (err == RPL_OK && prefix && *prefix)
+      err = req_query(r, "prefix", prefix);
+    if (err == RPL_OK && p->marker[0])
+      err = req_query(r, "marker", p->marker);
+    err = submit(c, r, err, reply);
+  } while (err == RPL_OK && p->marker[0]);
+  free(p);
+  return err;
+}
+
+rpl_err blob_client_probe(struct blob_client *c, char *why, size_t whysz)
+{
+  CURL *e = curl_easy_init();
+  if (!e)
+    return RPL_E_NOMEM;
+  char url[BLOB_ENDPOINT_MAX + 4];
+  snprintf(url, sizeof url, "%s/", c->cfg.account.endpoint);
+  common_options(c, e);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT, 20L);
+  char errbuf[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+  CURLcode cc = curl_easy_perform(e);
+  long connect_code = 0;
+  curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  curl_easy_cleanup(e);
+  if (cc == CURLE_OK)
+    return RPL_OK;
+  rpl_err err = transport_error(cc, connect_code);
+  if (err == RPL_E_TIMEOUT)
+    err = RPL_E_BLOB_CONNECT;
+  if (err == RPL_E_BLOB_PROXY && connect_code)
+    blob_set_why(why, whysz, "proxy answered %ld to CONNECT %s:%u%s", connect_code, c->cfg.account.host,
+                 c->cfg.account.port, connect_code == 407 || connect_code == 401
+                   ? ": proxy authentication failed, check the proxy user and password" : "");
+  else
+    blob_set_why(why, whysz, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
+  return err;
+}

@@ -1,0 +1,26 @@
+/* fuzz_connstr.c - libFuzzer target for the storage connection-string parser. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blob.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  char *text = malloc(size + 1);
+  if (!text)
+    return 0;
+  memcpy(text, data, size);
+  text[size] = '\0';
+  struct blob_account acct;
+  char why[256];
+  if (blob_connstr_parse(text, &acct, why, sizeof why) == RPL_OK) {
+    /* What parses must be usable: a host, a port, an endpoint that starts with the scheme. */
+    if (!acct.host[0] || acct.port == 0 || strncmp(acct.endpoint, acct.https ? "https://" : "http://", acct.https ? 8 : 7) != 0)
+      abort();
+  }
+  free(text);
+  return 0;
+}

@@ -1,0 +1,221 @@
+/* test_pipeline.c - Description: the agent's io_uring + zstd read pipeline emits every extent in
+ * order with the device's exact bytes (zero, raw and zstd codecs), and fails cleanly. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+#include <cmocka.h>
+
+#include "pipeline.h"
+
+#define FILE_SIZE ((16u << 20) + (64u << 10))
+
+struct fixture {
+  char path[64];
+  int fd_direct;
+  uint8_t *content;
+};
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof *f);
+  strcpy(f->path, "/var/tmp/test_pipeline.XXXXXX");
+  int fd = mkstemp(f->path);
+  if (fd < 0)
+    return -1;
+  f->content = malloc(FILE_SIZE);
+  uint32_t x = 7;
+  for (size_t i = 0; i < FILE_SIZE; i++) {
+    size_t mib = i >> 20;
+    if (mib % 4 == 1)
+      f->content[i] = 0;                                   /* zero region */
+    else if (mib % 4 == 2)
+      f->content[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 23); /* incompressible */
+    else
+      f->content[i] = "replication of disk blocks "[i % 27]; /* compressible text */
+  }
+  if (write(fd, f->content, FILE_SIZE) != (ssize_t)FILE_SIZE || fsync(fd))
+    return -1;
+  close(fd);
+  f->fd_direct = open(f->path, O_RDONLY | O_DIRECT);
+  if (f->fd_direct < 0)
+    return -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  close(f->fd_direct);
+  unlink(f->path);
+  free(f->content);
+  free(f);
+  return 0;
+}
+
+struct check_ctx {
+  struct fixture *f;
+  const struct pipeline_extent *want;
+  size_t next;
+  size_t fail_at; /* emit returns an error at this index (SIZE_MAX: never) */
+  uint8_t *scratch;
+};
+
+static rpl_err check_emit(void *arg, struct proto_extent *m)
+{
+  struct check_ctx *c = arg;
+  if (c->next == c->fail_at)
+    return RPL_E_CANCELLED;
+  const struct pipeline_extent *w = &c->want[c->next++];
+  assert_true(m->offset == w->offset); /* in order */
+  assert_int_equal(m->length, w->length);
+  const uint8_t *want = c->f->content + m->offset;
+  uint8_t h[PROTO_HASH_SIZE];
+  proto_hash128(want, m->length, h);
+  assert_memory_equal(m->hash, h, sizeof h);
+  switch (m->codec) {
+  case PROTO_CODEC_ZERO:
+    assert_int_equal(m->payload.len, 0);
+    for (uint32_t i = 0; i < m->length; i++)
+      assert_int_equal(want[i], 0);
+    break;
+  case PROTO_CODEC_NONE:
+    assert_int_equal(m->payload.len, m->length);
+    assert_memory_equal(m->payload.ptr, want, m->length);
+    break;
+  case PROTO_CODEC_ZSTD: {
+    assert_true(m->payload.len < m->length);
+    size_t d = ZSTD_decompress(c->scratch, 1u << 20, m->payload.ptr, m->payload.len);
+    assert_false(ZSTD_isError(d));
+    assert_int_equal(d, m->length);
+    assert_memory_equal(c->scratch, want, m->length);
+    break;
+  }
+  default:
+    fail_msg("unknown codec %u", m->codec);
+  }
+  /* Every emitted extent makes a valid frame once the session fills in its identity. */
+  m->cycle = 1;
+  uint8_t prefix[PROTO_EXTENT_PREFIX_SIZE];
+  assert_int_equal(proto_encode_extent_prefix(prefix, m), RPL_OK);
+  return RPL_OK;
+}
+
+static void run_and_check(struct fixture *f, const struct pipeline_config *cfg,
+                          const struct pipeline_extent *x, size_t n, struct pipeline_stats *st)
+{
+  struct pipeline *p;
+  assert_int_equal(pipeline_create(f->fd_direct, cfg, &p), RPL_OK);
+  struct check_ctx c = {.f = f, .want = x, .fail_at = SIZE_MAX, .scratch = malloc(1u << 20)};
+  assert_int_equal(pipeline_run(p, x, n, check_emit, &c, st), RPL_OK);
+  assert_int_equal(c.next, n);
+  /* The same pipeline runs again (buffers and ring reused). */
+  c.next = 0;
+  assert_int_equal(pipeline_run(p, x, n, check_emit, &c, NULL), RPL_OK);
+  assert_int_equal(c.next, n);
+  free(c.scratch);
+  pipeline_destroy(p);
+}
+
+static void test_whole_file_default_config(void **state)
+{
+  struct fixture *f = *state;
+  struct pipeline_extent x[64];
+  size_t n = pipeline_split_extents(0, FILE_SIZE, 1u << 20, x, 64);
+  assert_int_equal(n, 17);
+  struct pipeline_stats st;
+  run_and_check(f, NULL, x, n, &st);
+  assert_true(st.extents == n);
+  assert_true(st.raw_bytes == FILE_SIZE);
+  assert_true(st.zero_extents == 4);   /* MiB 1, 5, 9, 13 */
+  assert_true(st.raw_extents == 4);    /* MiB 2, 6, 10, 14: random */
+  assert_true(st.zstd_extents == 9);   /* text, and the 64 KiB tail */
+  assert_true(st.payload_bytes < FILE_SIZE / 2);
+}
+
+static void test_small_window_many_odd_extents(void **state)
+{
+  struct fixture *f = *state;
+  /* Small extents at odd (but 512-aligned) places, more of them than slots, out of disk order. */
+  static struct pipeline_extent x[3000];
+  size_t n = 0;
+  uint32_t r = 99;
+  while (n < 3000) {
+    uint32_t len = 512u * (1 + (r = r * 1664525u + 1013904223u) % 128);
+    uint64_t off = 512ull * ((r = r * 1664525u + 1013904223u) % ((FILE_SIZE - len) / 512));
+    x[n].offset = off;
+    x[n].length = len;
+    n++;
+  }
+  struct pipeline_config cfg = {.queue_depth = 4, .workers = 2, .max_extent = 64u << 10, .compress = 1};
+  struct pipeline_stats st;
+  run_and_check(f, &cfg, x, n, &st);
+  assert_true(st.extents == n);
+  /* Without compression every non-zero extent goes raw. */
+  cfg.compress = 0;
+  run_and_check(f, &cfg, x, n, &st);
+  assert_true(st.zstd_extents == 0);
+  assert_true(st.zero_extents > 0);
+}
+
+static void test_errors(void **state)
+{
+  struct fixture *f = *state;
+  struct pipeline *p;
+  assert_int_equal(pipeline_create(f->fd_direct, NULL, &p), RPL_OK);
+  struct check_ctx c = {.f = f, .fail_at = SIZE_MAX, .scratch = malloc(1u << 20)};
+  /* Past the end of the device: a clear I/O error, not a short extent. */
+  struct pipeline_extent beyond[2] = {{0, 4096}, {FILE_SIZE, 4096}};
+  c.want = beyond;
+  assert_int_equal(pipeline_run(p, beyond, 2, check_emit, &c, NULL), RPL_E_IO);
+  /* Misaligned or oversized extents are refused before any read. */
+  struct pipeline_extent bad[1] = {{100, 4096}};
+  assert_int_equal(pipeline_run(p, bad, 1, check_emit, &c, NULL), RPL_E_INVALID_ARGUMENT);
+  bad[0] = (struct pipeline_extent){0, (1u << 20) + 512};
+  assert_int_equal(pipeline_run(p, bad, 1, check_emit, &c, NULL), RPL_E_INVALID_ARGUMENT);
+  /* The consumer stops the run: its error comes back, and the pipeline stays usable. */
+  struct pipeline_extent x[17];
+  size_t n = pipeline_split_extents(0, FILE_SIZE, 1u << 20, x, 17);
+  c.want = x;
+  c.next = 0;
+  c.fail_at = 5;
+  assert_int_equal(pipeline_run(p, x, n, check_emit, &c, NULL), RPL_E_CANCELLED);
+  assert_int_equal(c.next, 5);
+  c.next = 0;
+  c.fail_at = SIZE_MAX;
+  assert_int_equal(pipeline_run(p, x, n, check_emit, &c, NULL), RPL_OK);
+  assert_int_equal(c.next, n);
+  free(c.scratch);
+  pipeline_destroy(p);
+  assert_int_equal(pipeline_split_extents(0, 10u << 20, 1u << 20, x, 5), SIZE_MAX);
+}
+
+static void test_is_zero(void **state)
+{
+  static uint64_t buf[1024];
+  memset(buf, 0, sizeof buf);
+  assert_true(pipeline_is_zero(buf, sizeof buf));
+  for (size_t i = 0; i < 1024; i += 97) {
+    buf[i] = 1ull << (i % 64);
+    assert_false(pipeline_is_zero(buf, sizeof buf));
+    buf[i] = 0;
+  }
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_whole_file_default_config),
+    cmocka_unit_test(test_small_window_many_odd_extents),
+    cmocka_unit_test(test_errors),
+    cmocka_unit_test(test_is_zero),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

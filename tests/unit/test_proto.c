@@ -1,0 +1,642 @@
+/* test_proto.c - Description: wire protocol round trips, every malformed-frame error, streaming at
+ * every split point, CRC32C vectors and the hardware/portable paths agreeing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proto.h"
+#include "proto_internal.h"
+
+#define BYTES(s) ((struct proto_bytes){(const uint8_t *)(s), (uint32_t)strlen(s)})
+
+static void fill_id(uint8_t *id, uint8_t seed)
+{
+  for (int i = 0; i < PROTO_ID_SIZE; i++)
+    id[i] = (uint8_t)(seed + i * 7);
+}
+
+static struct proto_frame parse_one(const struct proto_buf *b)
+{
+  struct proto_frame f;
+  size_t used;
+  assert_int_equal(proto_frame_parse(b->data, b->len, &f, &used), RPL_OK);
+  assert_int_equal(used, b->len);
+  return f;
+}
+
+static void assert_bytes(struct proto_bytes got, struct proto_bytes want)
+{
+  assert_int_equal(got.len, want.len);
+  if (want.len)
+    assert_memory_equal(got.ptr, want.ptr, want.len);
+}
+
+/* Rewrites the header CRC of the frame at p (after a test changed its bytes). */
+static void reseal(uint8_t *p, size_t frame_len)
+{
+  uint32_t crc = proto_crc32c(0, p, 12);
+  crc = proto_crc32c(crc, p + PROTO_HEADER_SIZE, frame_len - PROTO_HEADER_SIZE);
+  for (int i = 0; i < 4; i++)
+    p[12 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+/* ---- round trips -------------------------------------------------------------------------- */
+
+static void test_roundtrip_hello_register(void **state)
+{
+  struct proto_buf b = {0};
+  struct proto_hello h = {.version_min = 1, .version_max = 3, .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_FREEZE,
+                          .hostname = BYTES("db01.example")};
+  fill_id(h.agent_id, 1);
+  assert_int_equal(proto_encode_hello(&b, &h), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  assert_int_equal(f.type, PROTO_HELLO);
+  struct proto_hello h2;
+  assert_int_equal(proto_decode_hello(&f, &h2), RPL_OK);
+  assert_memory_equal(h2.agent_id, h.agent_id, PROTO_ID_SIZE);
+  assert_int_equal(h2.version_min, 1);
+  assert_int_equal(h2.version_max, 3);
+  assert_true(h2.capabilities == h.capabilities);
+  assert_bytes(h2.hostname, h.hostname);
+
+  proto_buf_reset(&b);
+  struct proto_register r = {.hostname = BYTES("db01"), .csr_pem = BYTES("-----BEGIN CERTIFICATE REQUEST-----\nMII\n")};
+  memset(r.secret, 0xa5, sizeof r.secret);
+  assert_int_equal(proto_encode_register(&b, &r), RPL_OK);
+  f = parse_one(&b);
+  struct proto_register r2;
+  assert_int_equal(proto_decode_register(&f, &r2), RPL_OK);
+  assert_memory_equal(r2.secret, r.secret, PROTO_SECRET_SIZE);
+  assert_bytes(r2.hostname, r.hostname);
+  assert_bytes(r2.csr_pem, r.csr_pem);
+
+  proto_buf_reset(&b);
+  struct proto_registered rd = {.cert_pem = BYTES("-----BEGIN CERTIFICATE-----\nMII\n")};
+  fill_id(rd.agent_id, 9);
+  assert_int_equal(proto_encode_registered(&b, &rd), RPL_OK);
+  f = parse_one(&b);
+  struct proto_registered rd2;
+  assert_int_equal(proto_decode_registered(&f, &rd2), RPL_OK);
+  assert_memory_equal(rd2.agent_id, rd.agent_id, PROTO_ID_SIZE);
+  assert_bytes(rd2.cert_pem, rd.cert_pem);
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_disk_cycle(void **state)
+{
+  struct proto_buf b = {0};
+  struct proto_disk d = {.size_bytes = 1ull << 40, .sector_size = 4096, .name = BYTES("/dev/sdb")};
+  fill_id(d.disk_id, 3);
+  assert_int_equal(proto_encode_disk(&b, &d), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  struct proto_disk d2;
+  assert_int_equal(proto_decode_disk(&f, &d2), RPL_OK);
+  assert_memory_equal(d2.disk_id, d.disk_id, PROTO_ID_SIZE);
+  assert_true(d2.size_bytes == d.size_bytes);
+  assert_int_equal(d2.sector_size, 4096);
+  assert_bytes(d2.name, d.name);
+
+  proto_buf_reset(&b);
+  struct proto_cycle_start cs = {.cycle = 42, .kind = PROTO_CYCLE_RECOVERY_POINT};
+  fill_id(cs.disk_id, 3);
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_OK);
+  f = parse_one(&b);
+  struct proto_cycle_start cs2;
+  assert_int_equal(proto_decode_cycle_start(&f, &cs2), RPL_OK);
+  assert_true(cs2.cycle == 42);
+  assert_int_equal(cs2.kind, PROTO_CYCLE_RECOVERY_POINT);
+  assert_memory_equal(cs2.disk_id, cs.disk_id, PROTO_ID_SIZE);
+
+  proto_buf_reset(&b);
+  struct proto_cycle_end ce = {.cycle = 42, .extents = 3, .raw_bytes = 3 << 20, .payload_bytes = 12345,
+                               .consistency = PROTO_FS_CONSISTENT};
+  fill_id(ce.disk_id, 3);
+  memset(ce.digest, 0x3c, sizeof ce.digest);
+  assert_int_equal(proto_encode_cycle_end(&b, &ce), RPL_OK);
+  f = parse_one(&b);
+  struct proto_cycle_end ce2;
+  assert_int_equal(proto_decode_cycle_end(&f, &ce2), RPL_OK);
+  assert_memory_equal(&ce2, &ce, offsetof(struct proto_cycle_end, digest));
+  assert_memory_equal(ce2.digest, ce.digest, PROTO_HASH_SIZE);
+  assert_int_equal(ce2.consistency, PROTO_FS_CONSISTENT);
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_extent_all_codecs(void **state)
+{
+  static uint8_t data[8192];
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = (uint8_t)(i * 31);
+  struct proto_buf b = {0};
+  const struct { uint8_t codec; uint32_t payload_len; } cases[] = {
+    {PROTO_CODEC_NONE, sizeof data}, {PROTO_CODEC_ZSTD, 77}, {PROTO_CODEC_ZERO, 0}};
+  for (size_t c = 0; c < 3; c++) {
+    proto_buf_reset(&b);
+    struct proto_extent e = {.cycle = 9, .offset = 1ull << 33, .length = sizeof data, .codec = cases[c].codec,
+                             .payload = {data, cases[c].payload_len}};
+    fill_id(e.disk_id, 5);
+    proto_hash128(data, sizeof data, e.hash);
+    assert_int_equal(proto_encode_extent(&b, &e), RPL_OK);
+    struct proto_frame f = parse_one(&b);
+    struct proto_extent e2;
+    assert_int_equal(proto_decode_extent(&f, &e2), RPL_OK);
+    assert_memory_equal(e2.disk_id, e.disk_id, PROTO_ID_SIZE);
+    assert_true(e2.cycle == 9 && e2.offset == e.offset);
+    assert_int_equal(e2.length, sizeof data);
+    assert_int_equal(e2.codec, cases[c].codec);
+    assert_memory_equal(e2.hash, e.hash, PROTO_HASH_SIZE);
+    assert_bytes(e2.payload, e.payload);
+
+    /* The zero-copy prefix + payload is the same frame, byte for byte. */
+    uint8_t prefix[PROTO_EXTENT_PREFIX_SIZE];
+    assert_int_equal(proto_encode_extent_prefix(prefix, &e), RPL_OK);
+    assert_int_equal(b.len, sizeof prefix + e.payload.len);
+    assert_memory_equal(b.data, prefix, sizeof prefix);
+  }
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_ack_nack_hb_error(void **state)
+{
+  struct proto_buf b = {0};
+  struct proto_ack a = {.cycle = 77};
+  fill_id(a.disk_id, 2);
+  assert_int_equal(proto_encode_ack(&b, &a), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  struct proto_ack a2;
+  assert_int_equal(proto_decode_ack(&f, &a2), RPL_OK);
+  assert_true(a2.cycle == 77);
+  assert_memory_equal(a2.disk_id, a.disk_id, PROTO_ID_SIZE);
+
+  proto_buf_reset(&b);
+  struct proto_nack n = {.cycle = 77, .reason = RPL_E_CHECKSUM, .message = BYTES("extent 3 hash mismatch")};
+  assert_int_equal(proto_encode_nack(&b, &n), RPL_OK);
+  f = parse_one(&b);
+  struct proto_nack n2;
+  assert_int_equal(proto_decode_nack(&f, &n2), RPL_OK);
+  assert_int_equal(n2.reason, RPL_E_CHECKSUM);
+  assert_true(n2.cycle == 77);
+  assert_bytes(n2.message, n.message);
+
+  proto_buf_reset(&b);
+  struct proto_heartbeat hb = {.sequence = 5, .time_ns = 1700000000123456789ull};
+  assert_int_equal(proto_encode_heartbeat(&b, &hb), RPL_OK);
+  f = parse_one(&b);
+  struct proto_heartbeat hb2;
+  assert_int_equal(proto_decode_heartbeat(&f, &hb2), RPL_OK);
+  assert_true(hb2.sequence == 5 && hb2.time_ns == hb.time_ns);
+
+  proto_buf_reset(&b);
+  struct proto_error er = {.code = RPL_E_PROTO_NO_COMMON_VERSION, .message = BYTES("peer speaks 2..3, we speak 1..1")};
+  assert_int_equal(proto_encode_error(&b, &er), RPL_OK);
+  f = parse_one(&b);
+  struct proto_error er2;
+  assert_int_equal(proto_decode_error(&f, &er2), RPL_OK);
+  assert_int_equal(er2.code, RPL_E_PROTO_NO_COMMON_VERSION);
+  assert_bytes(er2.message, er.message);
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_points(void **state)
+{
+  struct proto_buf b = {0};
+  uint8_t ids[3 * PROTO_ID_SIZE];
+  for (size_t i = 0; i < sizeof ids; i++)
+    ids[i] = (uint8_t)(i * 5);
+  struct proto_point_request q = {.request = 99, .count = 3, .disk_ids = ids};
+  assert_int_equal(proto_encode_point_request(&b, &q), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  struct proto_point_request q2;
+  assert_int_equal(proto_decode_point_request(&f, &q2), RPL_OK);
+  assert_true(q2.request == 99);
+  assert_int_equal(q2.count, 3);
+  assert_memory_equal(q2.disk_ids, ids, sizeof ids);
+  q.count = 0;
+  assert_int_equal(proto_encode_point_request(&b, &q), RPL_E_PROTO_FIELD);
+
+  proto_buf_reset(&b);
+  struct proto_point pt = {.request = 99, .status = RPL_OK, .consistency = PROTO_CRASH_CONSISTENT,
+                           .point_id = BYTES("rp-20261128-153000-000042")};
+  assert_int_equal(proto_encode_point(&b, &pt), RPL_OK);
+  f = parse_one(&b);
+  struct proto_point pt2;
+  assert_int_equal(proto_decode_point(&f, &pt2), RPL_OK);
+  assert_true(pt2.request == 99);
+  assert_int_equal(pt2.consistency, PROTO_CRASH_CONSISTENT);
+  assert_bytes(pt2.point_id, pt.point_id);
+  pt.consistency = 7;
+  assert_int_equal(proto_encode_point(&b, &pt), RPL_E_PROTO_FIELD);
+  proto_buf_free(&b);
+}
+
+static void test_roundtrip_hashes_need(void **state)
+{
+  struct proto_buf b = {0};
+  uint8_t hashes[5 * PROTO_HASH_SIZE];
+  for (size_t i = 0; i < sizeof hashes; i++)
+    hashes[i] = (uint8_t)i;
+  struct proto_hashes h = {.chunk_size = 1 << 20, .first_chunk = 1000, .count = 5, .hashes = hashes};
+  fill_id(h.disk_id, 8);
+  assert_int_equal(proto_encode_hashes(&b, &h), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  struct proto_hashes h2;
+  assert_int_equal(proto_decode_hashes(&f, &h2), RPL_OK);
+  assert_int_equal(h2.count, 5);
+  assert_int_equal(h2.chunk_size, 1 << 20);
+  assert_true(h2.first_chunk == 1000);
+  assert_memory_equal(h2.hashes, hashes, sizeof hashes);
+
+  proto_buf_reset(&b);
+  struct proto_need_range ranges[3] = {{0, 1}, {17, 4}, {1ull << 40, 100000}};
+  struct proto_need n = {.chunk_size = 1 << 20, .count = 3};
+  fill_id(n.disk_id, 8);
+  assert_int_equal(proto_encode_need(&b, &n, ranges), RPL_OK);
+  f = parse_one(&b);
+  struct proto_need n2;
+  assert_int_equal(proto_decode_need(&f, &n2), RPL_OK);
+  assert_int_equal(n2.count, 3);
+  for (uint32_t i = 0; i < 3; i++) {
+    struct proto_need_range r = proto_need_range_at(&n2, i);
+    assert_true(r.first_chunk == ranges[i].first_chunk);
+    assert_int_equal(r.count, ranges[i].count);
+  }
+  proto_buf_free(&b);
+}
+
+/* ---- malformed frames --------------------------------------------------------------------- */
+
+static void make_ack(struct proto_buf *b)
+{
+  struct proto_ack a = {.cycle = 1};
+  proto_buf_reset(b);
+  assert_int_equal(proto_encode_ack(b, &a), RPL_OK);
+}
+
+static rpl_err parse_err(const struct proto_buf *b)
+{
+  struct proto_frame f;
+  size_t used;
+  rpl_err e = proto_frame_parse(b->data, b->len, &f, &used);
+  if (e == RPL_OK)
+    e = proto_validate(&f);
+  return e;
+}
+
+static void test_bad_header_fields(void **state)
+{
+  struct proto_buf b = {0};
+  make_ack(&b);
+  b.data[0] ^= 0xff;
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_MAGIC);
+
+  make_ack(&b);
+  b.data[4] = 2;
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_VERSION);
+
+  make_ack(&b);
+  b.data[5] = 0;
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_TYPE);
+  b.data[5] = PROTO_TYPE_MAX + 1;
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_TYPE);
+
+  make_ack(&b);
+  b.data[6] = 1;
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_FLAGS);
+
+  make_ack(&b);
+  b.data[PROTO_HEADER_SIZE + 3] ^= 1; /* payload bit flip */
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_CRC);
+  make_ack(&b);
+  b.data[13] ^= 0x80; /* CRC bit flip */
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_CRC);
+  proto_buf_free(&b);
+}
+
+static void test_length_over_cap_rejected_before_allocation(void **state)
+{
+  struct proto_buf b = {0};
+  make_ack(&b);
+  uint32_t len = PROTO_MAX_PAYLOAD + 1;
+  for (int i = 0; i < 4; i++)
+    b.data[8 + i] = (uint8_t)(len >> (8 * i));
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_TOO_LONG);
+
+  /* The streaming decoder refuses the header before sizing a buffer for it. */
+  struct proto_decoder d;
+  proto_decoder_init(&d);
+  assert_int_equal(proto_decoder_feed(&d, b.data, PROTO_HEADER_SIZE), RPL_OK);
+  size_t before = d.alloc;
+  uint8_t *space;
+  size_t avail;
+  assert_int_equal(proto_decoder_reserve(&d, &space, &avail), RPL_E_PROTO_TOO_LONG);
+  assert_int_equal(d.alloc, before);
+  struct proto_frame f;
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_E_PROTO_TOO_LONG); /* sticky */
+  proto_decoder_free(&d);
+
+  /* The largest legal frame is announced and the decoder grows to it, not beyond. */
+  proto_decoder_init(&d);
+  len = PROTO_MAX_PAYLOAD;
+  for (int i = 0; i < 4; i++)
+    b.data[8 + i] = (uint8_t)(len >> (8 * i));
+  assert_int_equal(proto_decoder_feed(&d, b.data, PROTO_HEADER_SIZE), RPL_OK);
+  assert_int_equal(proto_decoder_reserve(&d, &space, &avail), RPL_OK);
+  assert_true(avail >= PROTO_MAX_PAYLOAD);
+  assert_true(d.alloc <= PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD + (64u << 10));
+  proto_decoder_free(&d);
+  proto_buf_free(&b);
+}
+
+static void test_truncated_and_trailing(void **state)
+{
+  struct proto_buf b = {0};
+  make_ack(&b);
+  /* Truncated stream: decoder holds a partial frame at end of stream. */
+  struct proto_decoder d;
+  proto_decoder_init(&d);
+  assert_int_equal(proto_decoder_feed(&d, b.data, b.len - 1), RPL_OK);
+  struct proto_frame f;
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_E_AGAIN);
+  assert_int_equal(proto_decoder_finish(&d), RPL_E_PROTO_TRUNCATED);
+  proto_decoder_free(&d);
+
+  /* One-shot parse of a partial frame says how much it needs. */
+  size_t used;
+  assert_int_equal(proto_frame_parse(b.data, b.len - 1, &f, &used), RPL_E_AGAIN);
+  assert_int_equal(used, b.len);
+  assert_int_equal(proto_frame_parse(b.data, 5, &f, &used), RPL_E_AGAIN);
+  assert_int_equal(used, 0);
+
+  /* Trailing bytes after the last field, with a valid CRC. */
+  uint8_t buf[256];
+  memcpy(buf, b.data, b.len);
+  buf[b.len] = 0;
+  uint32_t plen = (uint32_t)(b.len - PROTO_HEADER_SIZE + 1);
+  for (int i = 0; i < 4; i++)
+    buf[8 + i] = (uint8_t)(plen >> (8 * i));
+  reseal(buf, b.len + 1);
+  assert_int_equal(proto_frame_parse(buf, b.len + 1, &f, &used), RPL_OK);
+  assert_int_equal(proto_validate(&f), RPL_E_PROTO_TRAILING);
+
+  /* A payload ending inside a field. */
+  plen = (uint32_t)(b.len - PROTO_HEADER_SIZE - 3);
+  for (int i = 0; i < 4; i++)
+    buf[8 + i] = (uint8_t)(plen >> (8 * i));
+  reseal(buf, b.len - 3);
+  assert_int_equal(proto_frame_parse(buf, b.len - 3, &f, &used), RPL_OK);
+  assert_int_equal(proto_validate(&f), RPL_E_PROTO_SHORT);
+  /* A decoder for the wrong type refuses the frame. */
+  struct proto_nack n;
+  make_ack(&b);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_nack(&f, &n), RPL_E_PROTO_UNEXPECTED);
+  proto_buf_free(&b);
+}
+
+static void test_fields_out_of_range(void **state)
+{
+  struct proto_buf b = {0};
+  uint8_t data[1024] = {0};
+  /* Encoders refuse out-of-range fields, so a bad frame is never sent... */
+  struct proto_extent e = {.cycle = 1, .offset = 512, .length = 1024, .codec = PROTO_CODEC_NONE, .payload = {data, 1024}};
+  e.length = 0;
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  e.length = 1000; /* not a multiple of 512 */
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  e.length = 1024;
+  e.codec = 3;
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  e.codec = PROTO_CODEC_ZERO; /* zero extents carry no payload */
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  e.codec = PROTO_CODEC_NONE;
+  e.offset = UINT64_MAX - 511;
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  e.offset = 512;
+  e.cycle = 0;
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_PROTO_FIELD);
+  assert_int_equal(b.len, 0); /* nothing appended on error */
+  struct proto_disk d = {.size_bytes = 4096, .sector_size = 1000};
+  assert_int_equal(proto_encode_disk(&b, &d), RPL_E_PROTO_FIELD);
+  struct proto_hello h = {.version_min = 3, .version_max = 1};
+  assert_int_equal(proto_encode_hello(&b, &h), RPL_E_PROTO_FIELD);
+  struct proto_hashes hs = {.chunk_size = 3000, .count = 1, .hashes = data};
+  assert_int_equal(proto_encode_hashes(&b, &hs), RPL_E_PROTO_FIELD);
+  struct proto_cycle_start cs = {.cycle = 1, .kind = 9};
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
+
+  /* ...and decoders refuse them when a peer sends one anyway. */
+  struct proto_cycle_start ok = {.cycle = 1, .kind = PROTO_CYCLE_PLAIN};
+  assert_int_equal(proto_encode_cycle_start(&b, &ok), RPL_OK);
+  b.data[b.len - 1] = 9; /* kind */
+  reseal(b.data, b.len);
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_FIELD);
+
+  /* A string length over its cap is refused before it is used. */
+  proto_buf_reset(&b);
+  struct proto_error er = {.code = 1, .message = BYTES("x")};
+  assert_int_equal(proto_encode_error(&b, &er), RPL_OK);
+  uint32_t big = PROTO_MAX_STRING + 1;
+  for (int i = 0; i < 4; i++)
+    b.data[PROTO_HEADER_SIZE + 4 + i] = (uint8_t)(big >> (8 * i));
+  reseal(b.data, b.len);
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_FIELD);
+
+  /* A hash count larger than the payload holds. */
+  proto_buf_reset(&b);
+  struct proto_hashes hs2 = {.chunk_size = 4096, .count = 1, .hashes = data};
+  assert_int_equal(proto_encode_hashes(&b, &hs2), RPL_OK);
+  b.data[PROTO_HEADER_SIZE + 16 + 4 + 8] = 2;
+  reseal(b.data, b.len);
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_SHORT);
+  proto_buf_free(&b);
+}
+
+static void test_buffer_cap(void **state)
+{
+  static uint8_t data[8192];
+  struct proto_buf b = {.cap = 4096};
+  struct proto_extent e = {.cycle = 1, .length = sizeof data, .codec = PROTO_CODEC_NONE, .payload = {data, sizeof data}};
+  assert_int_equal(proto_encode_extent(&b, &e), RPL_E_LIMIT);
+  assert_int_equal(b.len, 0);
+  assert_true(b.alloc <= 4096);
+  proto_buf_free(&b);
+}
+
+static void test_version_negotiation(void **state)
+{
+  uint16_t v = 0;
+  char msg[128];
+  assert_int_equal(proto_negotiate(1, 3, 2, 5, &v, msg, sizeof msg), RPL_OK);
+  assert_int_equal(v, 3);
+  assert_int_equal(proto_negotiate(1, 1, 1, 1, &v, msg, sizeof msg), RPL_OK);
+  assert_int_equal(v, 1);
+  assert_int_equal(proto_negotiate(1, 1, 2, 3, &v, msg, sizeof msg), RPL_E_PROTO_NO_COMMON_VERSION);
+  assert_string_equal(msg, "no common protocol version: peer speaks 2..3, we speak 1..1");
+  assert_int_equal(proto_negotiate(1, 4, 0, 0, &v, msg, sizeof msg), RPL_E_PROTO_NO_COMMON_VERSION);
+}
+
+/* ---- streaming ---------------------------------------------------------------------------- */
+
+static size_t build_stream(struct proto_buf *b)
+{
+  static uint8_t data[2048];
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = (uint8_t)(i ^ 0x5a);
+  size_t frames = 0;
+  struct proto_hello h = {.version_min = 1, .version_max = 1, .hostname = BYTES("host")};
+  assert_int_equal(proto_encode_hello(b, &h), RPL_OK), frames++;
+  struct proto_disk d = {.size_bytes = 1 << 30, .sector_size = 512, .name = BYTES("/dev/loop7")};
+  assert_int_equal(proto_encode_disk(b, &d), RPL_OK), frames++;
+  struct proto_cycle_start cs = {.cycle = 1};
+  assert_int_equal(proto_encode_cycle_start(b, &cs), RPL_OK), frames++;
+  for (int i = 0; i < 3; i++) {
+    struct proto_extent e = {.cycle = 1, .offset = (uint64_t)i << 20, .length = sizeof data,
+                             .codec = i == 1 ? PROTO_CODEC_ZERO : PROTO_CODEC_NONE,
+                             .payload = {data, i == 1 ? 0 : sizeof data}};
+    proto_hash128(data, sizeof data, e.hash);
+    assert_int_equal(proto_encode_extent(b, &e), RPL_OK), frames++;
+  }
+  struct proto_cycle_end ce = {.cycle = 1, .extents = 3};
+  assert_int_equal(proto_encode_cycle_end(b, &ce), RPL_OK), frames++;
+  struct proto_heartbeat hb = {.sequence = 1};
+  assert_int_equal(proto_encode_heartbeat(b, &hb), RPL_OK), frames++;
+  return frames;
+}
+
+static size_t drain(struct proto_decoder *d, uint8_t *types)
+{
+  size_t n = 0;
+  struct proto_frame f;
+  rpl_err e;
+  while ((e = proto_decoder_next(d, &f)) == RPL_OK) {
+    assert_int_equal(proto_validate(&f), RPL_OK);
+    types[n++] = f.type;
+  }
+  assert_int_equal(e, RPL_E_AGAIN);
+  return n;
+}
+
+static void test_stream_split_at_every_byte(void **state)
+{
+  struct proto_buf b = {0};
+  size_t frames = build_stream(&b);
+  static const uint8_t want[] = {PROTO_HELLO, PROTO_DISK, PROTO_CYCLE_START, PROTO_EXTENT, PROTO_EXTENT,
+                                 PROTO_EXTENT, PROTO_CYCLE_END, PROTO_HEARTBEAT};
+  assert_int_equal(frames, sizeof want);
+  for (size_t split = 0; split <= b.len; split++) {
+    struct proto_decoder d;
+    proto_decoder_init(&d);
+    uint8_t types[16];
+    assert_int_equal(proto_decoder_feed(&d, b.data, split), RPL_OK);
+    size_t n = drain(&d, types);
+    /* The second piece goes through reserve/commit, as a socket reader would. */
+    size_t pos = split;
+    while (pos < b.len) {
+      uint8_t *space;
+      size_t avail;
+      assert_int_equal(proto_decoder_reserve(&d, &space, &avail), RPL_OK);
+      assert_true(avail >= 1);
+      size_t k = b.len - pos < avail ? b.len - pos : avail;
+      memcpy(space, b.data + pos, k);
+      proto_decoder_commit(&d, k);
+      pos += k;
+      n += drain(&d, types + n);
+    }
+    assert_int_equal(n, frames);
+    assert_memory_equal(types, want, frames);
+    assert_int_equal(proto_decoder_finish(&d), RPL_OK);
+    proto_decoder_free(&d);
+  }
+
+  /* One byte at a time. */
+  struct proto_decoder d;
+  proto_decoder_init(&d);
+  uint8_t types[16];
+  size_t n = 0;
+  for (size_t i = 0; i < b.len; i++) {
+    assert_int_equal(proto_decoder_feed(&d, b.data + i, 1), RPL_OK);
+    n += drain(&d, types + n);
+  }
+  assert_int_equal(n, frames);
+  assert_int_equal(proto_decoder_finish(&d), RPL_OK);
+  proto_decoder_free(&d);
+  proto_buf_free(&b);
+}
+
+static void test_stream_corruption_is_sticky(void **state)
+{
+  struct proto_buf b = {0};
+  build_stream(&b);
+  b.data[PROTO_HEADER_SIZE + 2] ^= 0x10; /* inside the first frame */
+  struct proto_decoder d;
+  proto_decoder_init(&d);
+  assert_int_equal(proto_decoder_feed(&d, b.data, b.len), RPL_OK);
+  struct proto_frame f;
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_E_PROTO_CRC);
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_E_PROTO_CRC);
+  assert_int_equal(proto_decoder_feed(&d, b.data, 1), RPL_E_PROTO_CRC);
+  assert_int_equal(proto_decoder_finish(&d), RPL_E_PROTO_CRC);
+  proto_decoder_free(&d);
+  proto_buf_free(&b);
+}
+
+/* ---- checksums ---------------------------------------------------------------------------- */
+
+static void test_crc32c(void **state)
+{
+  assert_int_equal(proto_crc32c(0, "123456789", 9), 0xe3069283u);
+  assert_int_equal(proto_crc32c_portable(0, "123456789", 9), 0xe3069283u);
+  assert_int_equal(proto_crc32c(0, "", 0), 0);
+  static uint8_t zeros[32] = {0};
+  assert_int_equal(proto_crc32c(0, zeros, 32), 0x8a9136aau); /* RFC 3720 B.4 */
+  /* Hardware (3-way interleaved) and portable agree on every alignment and on long buffers. */
+  size_t len = 200000;
+  uint8_t *buf = malloc(len + 8);
+  assert_non_null(buf);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < len + 8; i++)
+    buf[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 16);
+  for (size_t off = 0; off < 8; off++)
+    for (size_t n = 0; n < 64; n++)
+      assert_int_equal(proto_crc32c(0, buf + off, n), proto_crc32c_portable(0, buf + off, n));
+  const size_t lens[] = {24575, 24576, 24577, 3 * 24576 + 5, len};
+  for (size_t i = 0; i < 5; i++)
+    assert_int_equal(proto_crc32c(0, buf + 3, lens[i]), proto_crc32c_portable(0, buf + 3, lens[i]));
+  /* Continuation: crc(a||b) == crc(crc(a), b). */
+  assert_int_equal(proto_crc32c(proto_crc32c(0, buf, 1000), buf + 1000, len - 1000), proto_crc32c(0, buf, len));
+  free(buf);
+
+  uint8_t h[PROTO_HASH_SIZE], h2[PROTO_HASH_SIZE];
+  proto_hash128("abc", 3, h);
+  proto_hash128("abd", 3, h2);
+  assert_memory_not_equal(h, h2, sizeof h);
+  assert_string_equal(proto_type_name(PROTO_EXTENT), "EXTENT");
+  assert_string_equal(proto_type_name(200), "UNKNOWN");
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_roundtrip_hello_register),
+    cmocka_unit_test(test_roundtrip_disk_cycle),
+    cmocka_unit_test(test_roundtrip_extent_all_codecs),
+    cmocka_unit_test(test_roundtrip_ack_nack_hb_error),
+    cmocka_unit_test(test_roundtrip_hashes_need),
+    cmocka_unit_test(test_roundtrip_points),
+    cmocka_unit_test(test_bad_header_fields),
+    cmocka_unit_test(test_length_over_cap_rejected_before_allocation),
+    cmocka_unit_test(test_truncated_and_trailing),
+    cmocka_unit_test(test_fields_out_of_range),
+    cmocka_unit_test(test_buffer_cap),
+    cmocka_unit_test(test_version_negotiation),
+    cmocka_unit_test(test_stream_split_at_every_byte),
+    cmocka_unit_test(test_stream_corruption_is_sticky),
+    cmocka_unit_test(test_crc32c),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
