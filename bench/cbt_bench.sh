@@ -23,7 +23,7 @@ state=$work/state
 loops=()
 drainer=
 cleanup() {
-  [ -n "$drainer" ] && kill "$drainer" 2>/dev/null
+  [ -n "$drainer" ] && { touch "$work/stop-draining"; wait "$drainer" 2>/dev/null; }
   for l in "${loops[@]}"; do "$agent" cbt stop "$l" --state "$state" >/dev/null 2>&1 || true; done
   for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
   rm -rf "$work" "$shm" "$MOBILITY_AGENT_BPF_PIN_DIR"
@@ -53,12 +53,13 @@ measure() { # measure KIND(file|tmpfs) DEV MODE(tracked|untracked)
   local kind=$1 dev=$2 mode=$3 out
   if [ "$mode" = tracked ]; then
     "$agent" cbt start "$dev" --state "$state" >/dev/null
-    (while true; do "$agent" cbt drain "$dev" --state "$state" >/dev/null || true; sleep 1; done) &
+    rm -f "$work/stop-draining"
+    (while [ ! -e "$work/stop-draining" ]; do "$agent" cbt drain "$dev" --state "$state" >/dev/null || true; sleep 1; done) &
     drainer=$!
   fi
   out=$(run_fio "$dev")
   if [ "$mode" = tracked ]; then
-    kill "$drainer"; wait "$drainer" 2>/dev/null || true; drainer=
+    touch "$work/stop-draining"; wait "$drainer" 2>/dev/null || true; drainer=
     "$agent" cbt stop "$dev" --state "$state"
   fi
   read -r i p <<<"$out"

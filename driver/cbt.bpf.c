@@ -134,6 +134,39 @@ static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buf
   return changed;
 }
 
+/* Level-0 words of one buffer whose bits [first_bit, last_bit] are checked (all set?). */
+struct check_range {
+  __u32 slot;
+  __u32 missing;          /* some bit is clear, or the bitmap is missing */
+  __u64 base;
+  __u64 first_bit;
+  __u64 last_bit;
+};
+
+static long check_word(__u32 i, void *data)
+{
+  struct check_range *r = data;
+  __u64 first_word = r->first_bit >> CBT_WORD_SHIFT;
+  __u64 last_word = r->last_bit >> CBT_WORD_SHIFT;
+  __u64 w = first_word + i;
+  __u64 mask = ~0ULL;
+
+  if (w > last_word)
+    return 1;
+  if (w == first_word)
+    mask &= ~0ULL << (r->first_bit & 63);
+  if (w == last_word)
+    mask &= ~0ULL >> (63 - (r->last_bit & 63));
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &r->slot);
+  __u32 key = (__u32)(r->base + w);
+  __u64 *word = bitmap ? bpf_map_lookup_elem(bitmap, &key) : 0;
+  if (!word || (*word & mask) != mask) {
+    r->missing = 1;
+    return 1;
+  }
+  return 0;
+}
+
 #define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
 
 /* Enters the live generation (see the flip protocol in cbt_shared.h); the x86-64 JIT emits every
@@ -174,6 +207,25 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
   struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
   if (!s || !bytes)
     return -1;
+  /* Fast path, no atomics: when every block is already marked in the live buffer and that buffer is
+   * still live after the check, a flip (hence the drain and its read of these blocks) comes after
+   * this point. Live bits are never cleared (only a frozen buffer is). Summary bits of a marker still
+   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the three
+   * loads in order. The common case: a completion in the generation of its submission mark. */
+  __u64 seen = READ_ONCE_U64(s->gen_seq);
+  if (s->dev == dev) {
+    __u32 shift = s->block_shift & 63;
+    __u64 first = (sector << 9) >> shift;
+    __u64 last = ((sector << 9) + bytes - 1) >> shift;
+    __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
+    if (last < s->nr_blocks && words <= 4) {
+      struct check_range r = {.slot = slot, .base = (seen & 1) * s->buffer_words, .first_bit = first, .last_bit = last};
+      bpf_loop((__u32)words, check_word, &r, 0);
+      if (!r.missing && READ_ONCE_U64(s->gen_seq) == seen)
+        return (__s64)(seen << 1);
+    }
+  }
+
   __u64 seq = 0;
   int buffer = enter_generation(s, &seq);
   if (buffer < 0) {
