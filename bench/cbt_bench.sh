@@ -86,6 +86,26 @@ for kind in file tmpfs; do
       'BEGIN { printf "   %-6s IOPS tracked/untracked %.3f (goal >= 0.98)   p99 latency tracked/untracked %.3f\n", k, it / iu, pt / pu }'
 done
 
+echo "== 1b. CPU cost of the tracker programs (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio)"
+# Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per write.
+"$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
+stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+run_fio "$tmpfs_dev" >/dev/null
+sysctl -qw kernel.bpf_stats_enabled="$stats_before"
+tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep -o '"writes":[0-9]*' | cut -d: -f2)
+total_ns=0
+for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
+  prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
+  read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}')
+  awk -v l="${link#cbt_link_}" -v ns="${ns:-0}" -v c="${count:-0}" \
+    'BEGIN { printf "   %-13s %10d runs %8.0f ns per run\n", l, c, c ? ns / c : 0 }'
+  total_ns=$((total_ns + ${ns:-0}))
+done
+"$agent" cbt stop "$tmpfs_dev" --state "$state"
+awk -v t="$total_ns" -v w="$tracked_writes" \
+  'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes)\n", w ? t / w : 0, w }'
+
 echo "== 2. cycle (flip + drain + commit) on a 1 TiB sparse loop device"
 truncate -s 1T "$work/big.img"
 new_loop "$work/big.img"; big=$LOOP

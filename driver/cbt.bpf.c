@@ -257,15 +257,76 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
   return result;
 }
 
-/* The tracked slot of a bio's whole disk (through a partition, bi_bdev is the partition). */
-static __always_inline struct cbt_slot *slot_of(struct bio *bio, __u32 *dev_out, __u32 *slot_out)
+/*
+ * Reading kernel memory: every bpf_probe_read_kernel costs about 20 ns, so the head of a struct
+ * bio (or request) is copied once and its fields are picked from the copy at their CO-RE-relocated
+ * offsets. Should a future kernel move a field out of the copied head, the field is read on its own.
+ */
+#define HEAD_BYTES 64
+
+struct bio_fields {
+  __u64 next;             /* struct bio * of the next bio in a request */
+  __u64 bdev;             /* struct block_device * */
+  __u64 sector;
+  __u32 opf;
+  __u32 size;
+};
+
+#define FITS(offset, size) ((offset) + (size) <= HEAD_BYTES && (offset) % (size) == 0)
+#define HEAD_FIELD(head, offset, type) (*(type *)((char *)(head) + (offset)))
+
+static __always_inline int read_bio(struct bio *bio, struct bio_fields *f)
 {
-  __u32 dev = BPF_CORE_READ(bio, bi_bdev, bd_disk, part0, bd_dev);
+  __u64 head[HEAD_BYTES / 8];
+  __u32 o_next = bpf_core_field_offset(struct bio, bi_next);
+  __u32 o_bdev = bpf_core_field_offset(struct bio, bi_bdev);
+  __u32 o_opf = bpf_core_field_offset(struct bio, bi_opf);
+  __u32 o_sector = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_sector);
+  __u32 o_size = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_size);
+
+  if (FITS(o_next, 8) && FITS(o_bdev, 8) && FITS(o_opf, 4) && FITS(o_sector, 8) && FITS(o_size, 4)) {
+    if (bpf_probe_read_kernel(head, sizeof head, bio))
+      return -1;
+    f->next = HEAD_FIELD(head, o_next, __u64);
+    f->bdev = HEAD_FIELD(head, o_bdev, __u64);
+    f->opf = HEAD_FIELD(head, o_opf, __u32);
+    f->sector = HEAD_FIELD(head, o_sector, __u64);
+    f->size = HEAD_FIELD(head, o_size, __u32);
+    return 0;
+  }
+  f->next = (__u64)BPF_CORE_READ(bio, bi_next);
+  f->bdev = (__u64)BPF_CORE_READ(bio, bi_bdev);
+  f->opf = BPF_CORE_READ(bio, bi_opf);
+  f->sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
+  f->size = BPF_CORE_READ(bio, bi_iter.bi_size);
+  return 0;
+}
+
+/* The whole disk's dev_t (kernel encoding) of a block_device: through a partition, bdev is the
+ * partition, its bd_disk the whole disk, whose dev_t is (major, first_minor). */
+static __always_inline __u32 disk_dev(__u64 bdev)
+{
+  struct gendisk *disk = BPF_CORE_READ((struct block_device *)bdev, bd_disk);
+  __u32 o_major = bpf_core_field_offset(struct gendisk, major);
+  __u32 o_minor = bpf_core_field_offset(struct gendisk, first_minor);
+  if (!disk)
+    return 0;
+  if (FITS(o_major, 4) && FITS(o_minor, 4)) {
+    __u64 head[HEAD_BYTES / 8];
+    if (bpf_probe_read_kernel(head, sizeof head, disk))
+      return 0;
+    return ((__u32)HEAD_FIELD(head, o_major, int) << 20) | (__u32)HEAD_FIELD(head, o_minor, int);
+  }
+  return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
+}
+
+/* The tracked slot of a whole disk, NULL if it is not tracked. */
+static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
+{
   __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
   if (!slot_ptr)
     return NULL;
   __u32 slot = *slot_ptr;
-  *dev_out = dev;
   *slot_out = slot;
   return bpf_map_lookup_elem(&cbt_devices, &slot);
 }
@@ -274,29 +335,29 @@ SEC("raw_tp/block_bio_queue")
 int cbt_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
   struct bio *bio = (struct bio *)ctx->args[0];
-  __u32 op = BPF_CORE_READ(bio, bi_opf) & CBT_REQ_OP_MASK;
+  struct bio_fields f;
+  if (read_bio(bio, &f))
+    return 0;
+  __u32 op = f.opf & CBT_REQ_OP_MASK;
   if (!is_write_op(op))
     return 0;
-  __u32 dev, slot;
-  struct cbt_slot *s = slot_of(bio, &dev, &slot);
+  __u32 dev = disk_dev(f.bdev), slot;
+  struct cbt_slot *s = slot_of(dev, &slot);
   struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
   if (!s || !counters)
     return 0;
-
-  __u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
-  if (size == 0) { /* a flush carried by an empty write: no data changes */
+  if (f.size == 0) { /* a flush carried by an empty write: no data changes */
     counters->empty_ignored++;
     return 0;
   }
   /* Whole-disk absolute already: blk_partition_remap ran before this tracepoint. */
-  __u64 sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
-  __s64 marked = cbt_mark_live(slot, dev, sector, size);
+  __s64 marked = cbt_mark_live(slot, dev, f.sector, f.size);
   if (marked < 0)
     return 0;
 
   if (s->flags & CBT_SLOT_BIO_BASED) {
     struct cbt_inflight record = {
-      .dev = dev, .slot = slot, .sector = sector, .bytes = size, .gen_seq = (__u64)marked >> 1,
+      .dev = dev, .slot = slot, .sector = f.sector, .bytes = f.size, .gen_seq = (__u64)marked >> 1,
     };
     __u64 key = (__u64)bio;
     if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
@@ -327,19 +388,17 @@ struct request_walk {
 static long complete_bio(__u32 i, void *data)
 {
   struct request_walk *w = data;
-  if (!w->bio || !w->remaining)
+  struct bio_fields f;
+  if (!w->bio || !w->remaining || read_bio((struct bio *)w->bio, &f))
     return 1;
-  struct bio *bio = (struct bio *)w->bio;
-  __u64 size = BPF_CORE_READ(bio, bi_iter.bi_size);
-  __u64 sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
   /* A partial completion covers the first `remaining` bytes only; the rest of that bio is marked
    * when its own completion comes (its iterator is advanced by then). */
-  __u64 done = size < w->remaining ? size : w->remaining;
-  __s64 marked = done ? cbt_mark_live(w->slot, w->dev, sector, done) : -1;
+  __u64 done = f.size < w->remaining ? f.size : w->remaining;
+  __s64 marked = done ? cbt_mark_live(w->slot, w->dev, f.sector, done) : -1;
   if (marked > 0 && (marked & 1))
     w->new_bits++;
   w->remaining -= done;
-  w->bio = (__u64)BPF_CORE_READ(bio, bi_next);
+  w->bio = f.next;
   return 0;
 }
 
@@ -350,14 +409,25 @@ int cbt_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 {
   struct request *rq = (struct request *)ctx->args[0]; /* (rq, blk_status_t error, nr_bytes) */
   __u32 nr_bytes = (__u32)ctx->args[2];
-  __u32 op = BPF_CORE_READ(rq, cmd_flags) & CBT_REQ_OP_MASK;
-  if (!is_write_op(op) || nr_bytes == 0)
+  __u32 o_flags = bpf_core_field_offset(struct request, cmd_flags);
+  __u32 o_bio = bpf_core_field_offset(struct request, bio);
+  __u32 op;
+  __u64 bio;
+  if (FITS(o_flags, 4) && FITS(o_bio, 8)) {
+    __u64 head[HEAD_BYTES / 8];
+    if (bpf_probe_read_kernel(head, sizeof head, rq))
+      return 0;
+    op = HEAD_FIELD(head, o_flags, __u32) & CBT_REQ_OP_MASK;
+    bio = HEAD_FIELD(head, o_bio, __u64);
+  } else {
+    op = BPF_CORE_READ(rq, cmd_flags) & CBT_REQ_OP_MASK;
+    bio = (__u64)BPF_CORE_READ(rq, bio);
+  }
+  if (!is_write_op(op) || nr_bytes == 0 || !bio)
     return 0;
-  struct bio *bio = BPF_CORE_READ(rq, bio);
-  if (!bio)
-    return 0;
-  struct request_walk w = {.bio = (__u64)bio, .remaining = nr_bytes};
-  struct cbt_slot *s = slot_of(bio, &w.dev, &w.slot);
+  struct request_walk w = {.bio = bio, .remaining = nr_bytes};
+  w.dev = disk_dev((__u64)BPF_CORE_READ((struct bio *)bio, bi_bdev));
+  struct cbt_slot *s = slot_of(w.dev, &w.slot);
   if (!s)
     return 0;
   bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);

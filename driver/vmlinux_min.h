@@ -15,12 +15,12 @@ struct bvec_iter {
 struct gendisk;
 
 struct block_device {
-  __u32 bd_dev;           /* dev_t, kernel encoding (major << 20 | minor) */
   struct gendisk *bd_disk;
 } __attribute__((preserve_access_index));
 
 struct gendisk {
-  struct block_device *part0;  /* the whole disk's block_device */
+  int major;                   /* the whole disk is dev_t (major, first_minor) = part0->bd_dev */
+  int first_minor;
 } __attribute__((preserve_access_index));
 
 struct bio {
