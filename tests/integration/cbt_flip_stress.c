@@ -2,13 +2,15 @@
  * write-zeroes on a tracked device while a drainer flips about every millisecond and copies each
  * drained extent from the device; after the writers stop and a final drain, the copy must equal the
  * device byte for byte. A write in flight across a flip that the tracker failed to re-report
- * (the in-flight race) shows up as a difference. Usage: cbt_flip_stress DEVICE SECONDS STATE_DIR */
+ * (the in-flight race) shows up as a difference. Then: a merged-back set and an uncommitted
+ * generation come out of the next drain. Usage: cbt_flip_stress DEVICE SECONDS STATE_DIR */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +141,75 @@ static uint64_t cycle(struct cbt *t, int fd, unsigned char *copy, void *chunk, s
   return bytes;
 }
 
+/* Drains one generation into set (the set is cleared first; all of it must fit). */
+static uint64_t drain_all(struct cbt *t, struct cbt_extents *set, bool commit)
+{
+  uint64_t generation;
+  rpl_err err = cbt_flip(t, device, &generation);
+  if (err)
+    die_cbt(t, "flip", err);
+  cbt_extents_clear(set);
+  err = cbt_drain(t, device, set);
+  if (err)
+    die_cbt(t, "drain", err);
+  if (commit && (err = cbt_commit(t, device, generation)))
+    die_cbt(t, "commit", err);
+  return generation;
+}
+
+static void expect_extents(const struct cbt_extents *set, const struct cbt_extent *want, size_t n, const char *what)
+{
+  bool same = set->count == n;
+  for (size_t i = 0; same && i < n; i++)
+    same = set->items[i].offset == want[i].offset && set->items[i].length == want[i].length;
+  if (!same) {
+    fprintf(stderr, "FAIL: %s: drained %zu extents, expected %zu:", what, set->count, n);
+    for (size_t i = 0; i < set->count && i < 8; i++)
+      fprintf(stderr, " %" PRIu64 "+%" PRIu64, set->items[i].offset, set->items[i].length);
+    fprintf(stderr, "\n");
+    exit(1);
+  }
+}
+
+/* After the stress (writers stopped, everything drained): a merged-back set comes out of the next
+ * drain exactly; a drained but uncommitted generation is reported again by the next flip. */
+static void check_merge_and_fold(struct cbt *t, struct cbt_extents *set)
+{
+  drain_all(t, set, true);
+  struct cbt_extents merged;
+  cbt_extents_init(&merged, 16, 0);
+  if (cbt_extents_add(&merged, 4096, 8192) || cbt_extents_add(&merged, 1 << 20, 4096) ||
+      cbt_merge(t, device, &merged)) {
+    fprintf(stderr, "FAIL: merge: %s\n", cbt_errmsg(t));
+    exit(1);
+  }
+  drain_all(t, set, true);
+  expect_extents(set, merged.items, merged.count, "merged-back set");
+  cbt_extents_free(&merged);
+
+  int fd = open(device, O_WRONLY | O_DIRECT);
+  void *buf;
+  if (fd < 0 || posix_memalign(&buf, 4096, 4096))
+    exit(1);
+  memset(buf, 0x5a, 4096);
+  if (pwrite(fd, buf, 4096, 8 << 20) != 4096)
+    exit(1);
+  uint64_t uncommitted = drain_all(t, set, false); /* not committed: a failed cycle */
+  if (cbt_commit(t, device, uncommitted + 1) != RPL_E_CBT_GENERATION_CHANGED) {
+    fprintf(stderr, "FAIL: commit of a generation that was not frozen succeeded\n");
+    exit(1);
+  }
+  if (pwrite(fd, buf, 4096, 16 << 20) != 4096)
+    exit(1);
+  drain_all(t, set, true);
+  const struct cbt_extent both[] = {{8 << 20, 4096}, {16 << 20, 4096}};
+  expect_extents(set, both, 2, "uncommitted generation folded into the next");
+  drain_all(t, set, true);
+  expect_extents(set, NULL, 0, "after commit");
+  free(buf);
+  close(fd);
+}
+
 int main(int argc, char **argv)
 {
   if (argc != 4) {
@@ -218,6 +289,7 @@ int main(int argc, char **argv)
   err = cbt_status_get(t, device, &st);
   if (err)
     die_cbt(t, "status", err);
+  check_merge_and_fold(t, &set);
   printf("%" PRIu64 " flips in %d s, %" PRIu64 " writes, %" PRIu64 " discards, %" PRIu64 " zero-outs, %" PRIu64
          " MiB copied, %" PRIu64 " completion re-marks, resync %s\n",
          flips, seconds, (uint64_t)writes_done, (uint64_t)discards_done, (uint64_t)zeroouts_done, copied >> 20,
