@@ -56,6 +56,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   case CBT_RESYNC_FLIP_STORM: return "flip-storm";
   case CBT_RESYNC_BITMAP_MISSING: return "bitmap-missing";
   case CBT_RESYNC_NO_EBPF: return "no-ebpf";
+  case CBT_RESYNC_MEDIA_CHANGED: return "media-changed";
   }
   return "unknown";
 }
@@ -192,6 +193,7 @@ struct device_info {
   char name[64];
   uint32_t major, minor;
   uint64_t size;
+  uint64_t diskseq;       /* /sys/block/X/diskseq (Linux >= 5.15), 0 if unknown */
   bool bio_based;         /* no blk-mq queue (device mapper, md): completions need in-flight records */
   bool present;           /* resolved from the system (false: known only from the record) */
 };
@@ -708,6 +710,9 @@ static rpl_err resolve_device(struct cbt *t, const char *device, struct device_i
   if (read_small_file(probe, value, sizeof value) == 0 && strcmp(value, "none") != 0)
     return fail(t, RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
                 device, value);
+  snprintf(probe, sizeof probe, "%s/diskseq", sys);
+  if (read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &info->diskseq) != 1)
+    info->diskseq = 0;
   snprintf(probe, sizeof probe, "%s/mq", sys);
   info->bio_based = access(probe, F_OK) != 0;
   snprintf(probe, sizeof probe, "%s/size", sys);
@@ -889,6 +894,7 @@ static rpl_err slot_attach(struct cbt *t, struct tracked *d)
   d->slot = slot;
   d->rec.block_shift = shift;
   d->rec.size = d->dev.size;
+  d->rec.diskseq = d->dev.diskseq;
   d->rec.fallback = false;
   d->rec.armed = true;
   memset(d->rec.losses_seen, 0, sizeof d->rec.losses_seen);
@@ -997,6 +1003,13 @@ static void reconcile(struct cbt *t, struct tracked *d)
   } else if (d->rec.armed && slot < 0) {
     d->rec.armed = false;
     raise_event(d, CBT_RESYNC_UNCLEAN_DETACH, t);
+  }
+  /* Same dev_t, other content without a single write: a loop device re-pointed, a medium swapped. */
+  if (d->dev.present && d->dev.diskseq != d->rec.diskseq) {
+    if (d->rec.diskseq && d->dev.diskseq)
+      raise_event(d, CBT_RESYNC_MEDIA_CHANGED, t);
+    d->rec.diskseq = d->dev.diskseq;
+    d->dirty = true;
   }
   if (slot < 0)
     return;
@@ -1141,6 +1154,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     d.rec.major = d.dev.major;
     d.rec.minor = d.dev.minor;
     d.rec.size = d.dev.size;
+    d.rec.diskseq = d.dev.diskseq;
     d.rec.block_shift = block_shift_for(d.dev.size);
     snprintf(d.rec.boot_id, sizeof d.rec.boot_id, "%s", t->boot_id);
     uuid_generate_random(d.rec.uuid);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cbt_resync.sh - Description: never silent: a reboot (boot id change), tracking removed behind the
-# agent's back (unclean detach), a resize with writes beyond the old end, and a kernel without BTF
-# each make the device resync-required with the reason; drain then prints the whole device and
-# exits 3; only acknowledging the exact latest event count clears it.
+# agent's back (unclean detach), a resize with writes beyond the old end, a loop device re-pointed
+# at another file (diskseq) and a kernel without BTF each make the device resync-required with the
+# reason; drain then prints the whole device and exits 3; only acknowledging the exact latest
+# event count clears it.
 set -u
 . "$(dirname "$0")/cbt_lib.sh"
 make_loop "$WORK/disk.img" 64M
@@ -68,6 +69,15 @@ expect_resync resize
 ack
 dd if=/dev/urandom of="$dev" bs=4096 seek=$((90 * 256)) count=2 oflag=direct status=none
 [ "$(cbt drain "$dev")" = "$((90 << 20)) 8192" ] || fail "drain after resize is not exact"
+# Media change: the loop device re-pointed at other content, not one write through it.
+if [ -e "/sys/block/$name/diskseq" ]; then
+  truncate -s 96M "$WORK/other.img"
+  losetup -d "$dev" && losetup "$dev" "$WORK/other.img" || fail "cannot re-point $dev"
+  expect_resync media-changed
+  ack
+else
+  echo "no diskseq in sysfs (kernel < 5.15): media-change detection not tested"
+fi
 cbt stop "$dev" || fail "stop"
 
 # No BTF: fallback, resync every cycle, clear message.

@@ -157,6 +157,7 @@ static struct cbt_record sample_record(void)
   r.program_misses_seen = 3;
   r.losses_seen[2] = 9;
   r.fallback_generation = 0;
+  r.diskseq = 42;
   return r;
 }
 
