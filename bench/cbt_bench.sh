@@ -2,7 +2,9 @@
 # cbt_bench.sh - the change-block tracker's benchmarks, in one run (root; not run by CTest):
 #  1. fio 4 KiB randwrite, QD 32, O_DIRECT on a loop device backed by a file and one backed by tmpfs,
 #     tracked vs untracked, interleaved (ABBA) over ROUNDS rounds: IOPS and p99 latency ratios
-#     (tracked runs also drain once a second, as an agent would);
+#     (tracked runs also drain once a second, as an agent would); then the same on two tmpfs
+#     devices written at the same time, one tracked (robust to other load on the machine); then
+#     the CPU time the tracker programs spend per write (bpf_stats);
 #  2. flip + drain + commit of a 1 TiB sparse loop device: nothing dirty, 10,000 scattered blocks;
 #  3. kernel memory of the tracker's maps, per TiB tracked.
 # Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G)
@@ -86,6 +88,28 @@ for kind in file tmpfs; do
       'BEGIN { printf "   %-6s IOPS tracked/untracked %.3f (goal >= 0.98)   p99 latency tracked/untracked %.3f\n", k, it / iu, pt / pu }'
 done
 
+echo "== 1c. concurrent A/B: two tmpfs loop devices written at once, one tracked (swapped each round)"
+# Both runs see the same background load at the same time, so their ratio is robust to it.
+fallocate -l "$size" "$shm/b.img"
+new_loop "$shm/b.img"; b_dev=$LOOP
+ab_tracked="" ab_untracked=""
+for r in $(seq "$rounds"); do
+  tracked_dev=$tmpfs_dev untracked_dev=$b_dev
+  [ $((r % 2)) -eq 0 ] && { tracked_dev=$b_dev; untracked_dev=$tmpfs_dev; }
+  "$agent" cbt start "$tracked_dev" --state "$state" >/dev/null
+  run_fio "$tracked_dev" >"$work/ab.tracked" &
+  run_fio "$untracked_dev" >"$work/ab.untracked"
+  wait
+  "$agent" cbt stop "$tracked_dev" --state "$state"
+  read -r it pt <"$work/ab.tracked"
+  read -r iu pu <"$work/ab.untracked"
+  awk -v it="$it" -v iu="$iu" -v pt="$pt" -v pu="$pu" \
+    'BEGIN { printf "   round: tracked %8.0f IOPS p99 %7.1f us | untracked %8.0f IOPS p99 %7.1f us\n", it, pt / 1000, iu, pu / 1000 }'
+  ab_tracked="$ab_tracked $it"; ab_untracked="$ab_untracked $iu"
+done
+awk -v t="$(sum "$ab_tracked")" -v u="$(sum "$ab_untracked")" \
+  'BEGIN { printf "   concurrent A/B IOPS tracked/untracked %.3f\n", t / u }'
+
 echo "== 1b. CPU cost of the tracker programs (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio)"
 # Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per write.
 "$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
@@ -97,7 +121,9 @@ tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep
 total_ns=0
 for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
   prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
-  read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}')
+  # bpftool omits the counters of a program that never ran
+  read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}') ||
+    { ns=0; count=0; }
   awk -v l="${link#cbt_link_}" -v ns="${ns:-0}" -v c="${count:-0}" \
     'BEGIN { printf "   %-13s %10d runs %8.0f ns per run\n", l, c, c ? ns / c : 0 }'
   total_ns=$((total_ns + ${ns:-0}))
