@@ -34,7 +34,7 @@
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
 
-_Static_assert(sizeof(struct cbt_slot) == 192, "struct cbt_slot layout is shared with the BPF program");
+_Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the BPF program");
 _Static_assert(sizeof(struct cbt_counters) % 8 == 0, "per-CPU values are 8-byte aligned");
 
 #define DEFAULT_STATE_DIR "/var/lib/mobility-agent"
@@ -392,22 +392,24 @@ static rpl_err pins_open(struct cbt *t)
     pins_close(t);
     return RPL_E_NOT_FOUND;
   }
-  if (present < PIN_COUNT) {
-    log_warn("the pinned tracker in %s is incomplete (interrupted install or removal): removing it", t->pin_dir);
-    pins_remove(t);
-    return RPL_E_NOT_FOUND;
-  }
-
+  /* Another agent version's tracker (other slot layout or other set of objects) is never touched. */
   uint32_t max_entries = 0, value_size = 0;
-  t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
-  if (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot)) {
+  if (t->fd[PIN_DEVICES] >= 0)
+    t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
+  if (t->fd[PIN_DEVICES] >= 0 &&
+      (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) {
     pins_close(t);
     return fail(t, RPL_E_CBT_PINS_INCOMPATIBLE,
                 "the tracker pinned in %s has another layout (agent version mismatch): stop its devices with "
                 "the agent that started them, or remove %s (every tracked device then needs a resync)",
                 t->pin_dir, t->pin_dir);
   }
-  t->slots_bytes = (CBT_MAX_DEVICES * sizeof(struct cbt_slot) + 4095) & ~(size_t)4095;
+  if (present < PIN_COUNT) {
+    log_warn("the pinned tracker in %s is incomplete (interrupted install or removal): removing it", t->pin_dir);
+    pins_remove(t);
+    return RPL_E_NOT_FOUND;
+  }
+  t->slots_bytes = CBT_MAX_DEVICES * sizeof(struct cbt_slot); /* 16 KiB: whole pages */
   void *slots = mmap(NULL, t->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd[PIN_DEVICES], 0);
   if (slots == MAP_FAILED) {
     err = fail(t, RPL_E_IO, "cannot mmap the pinned cbt_devices map: %s", strerror(errno));

@@ -11,7 +11,7 @@
 /* bpf_probe_read_kernel, which CO-RE reads use, is GPL-only. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-_Static_assert(sizeof(struct cbt_slot) == 192, "struct cbt_slot layout is shared with the agent");
+_Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the agent");
 
 /* Template of the per-disk bitmaps: the agent creates one per disk with the disk's own size;
  * BPF_F_INNER_MAP lets inner maps of different sizes share the template. */

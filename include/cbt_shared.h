@@ -40,22 +40,25 @@
  * Either the program sees the new gen_seq (and retries into the new buffer) or the agent sees its
  * active count (and waits for it): the store-then-load pairs are ordered by the full barriers. */
 struct cbt_slot {
-  /* cache line 0: touched by every marking program */
+  /* cache line 0: read by every marking program, written by the agent (flip, attach) */
   __u64 gen_seq;          /* generation number; buffer gen_seq & 1 is live */
-  __u64 active[2];        /* programs currently marking buffer 0 / 1 */
   __u32 dev;              /* whole-disk dev_t (kernel encoding); 0 = slot free or being torn down */
   __u32 block_shift;      /* log2(granularity in bytes) */
   __u64 nr_blocks;        /* blocks of the disk when attached */
   __u64 l1_offset;        /* word offsets inside one buffer, see above */
   __u64 l2_offset;
   __u64 buffer_words;     /* words per buffer; the bitmap map has 2 * buffer_words entries */
+  __u32 flags;            /* CBT_SLOT_* */
+  __u32 reserved0;
+  __u64 reserved1;
   /* cache line 1: written by the agent only */
   __u8 uuid[16];          /* tracker UUID of this attachment; the agent's state file must agree */
   __u64 attach_boot_ns;   /* CLOCK_BOOTTIME of the attach, for diagnostics */
-  __u32 flags;            /* CBT_SLOT_* */
-  __u32 reserved32;
-  __u64 reserved[4];
-  /* cache line 2: loss counters, written (rarely) by the programs; any increase = resync required */
+  __u64 reserved2[5];
+  /* cache line 2: written by every slow-path marker; apart, so that line 0 stays shared-clean */
+  __u64 active[2];        /* programs currently marking buffer 0 / 1 */
+  __u64 reserved3[6];
+  /* cache line 3: loss counters, written (rarely) by the programs; any increase = resync required */
   __u64 lost_inflight_full;   /* a write could not be recorded for its completion mark */
   __u64 lost_out_of_range;    /* a write beyond nr_blocks (the disk grew) */
   __u64 lost_retry_exhausted; /* gen_seq kept changing under a program (flip storm) */
