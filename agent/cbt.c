@@ -1460,6 +1460,7 @@ static void read_counters(struct cbt *t, int slot, struct cbt_status *st)
     st->write_zeroes += per_cpu[cpu].write_zeroes;
     st->empty_ignored += per_cpu[cpu].empty_ignored;
     st->completion_marks += per_cpu[cpu].completion_marks;
+    st->inflight_records += per_cpu[cpu].inflight_records;
   }
   free(per_cpu);
 }

@@ -152,6 +152,7 @@ struct cbt_status {
   uint64_t resync_time;    /* unix time of the latest event, 0 if none */
   /* kernel counters since the tracker UUID's attach (0 when not tracking) */
   uint64_t writes, discards, secure_erases, write_zeroes, empty_ignored, completion_marks;
+  uint64_t inflight_records; /* bio-based disks (device mapper, md) only */
   uint64_t program_misses;   /* recursion_misses of the tracker programs (all devices) */
 };
 

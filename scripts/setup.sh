@@ -19,8 +19,8 @@ packages=(
   libexpat1-dev libsqlite3-dev libcmocka-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
-  # 6.1 kernel under qemu (TCG) from a busybox initramfs
-  fdisk cpio qemu-system-x86 busybox-static linux-image-amd64
+  # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
+  fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
 )
 missing=()
 for p in "${packages[@]}"; do

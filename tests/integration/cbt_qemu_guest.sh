@@ -42,6 +42,34 @@ check status-no-resync $?
 $A stop /dev/loop0 --state /tmp/state
 check stop $?
 
+# A device-mapper (bio-based) disk over loop2: marks on submission, in-flight records for completion.
+if [ -e /dm-mod.ko ]; then
+  insmod /dm-mod.ko
+  truncate -s 64M /tmp/disk2.img
+  losetup /dev/loop2 /tmp/disk2.img
+  export DM_DISABLE_UDEV=1
+  echo "0 131072 linear /dev/loop2 0" | /agent/dmsetup create --noudevsync cbttest
+  check dm-create $?
+  for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/dm-0 ] && break; sleep 0.2; done
+  $A start /dev/dm-0 --state /tmp/state
+  check dm-start $?
+  dd if=/dev/urandom of=/dev/dm-0 bs=4096 seek=7 count=2 oflag=direct 2>/dev/null
+  dd if=/dev/urandom of=/dev/dm-0 bs=65536 seek=100 count=1 oflag=direct 2>/dev/null
+  $A drain /dev/dm-0 --state /tmp/state >/tmp/dm.drained
+  check dm-drain $?
+  printf '28672 8192\n6553600 65536\n' >/tmp/dm.expected
+  cmp -s /tmp/dm.drained /tmp/dm.expected
+  check dm-drained-exactly-the-writes $?
+  $A status /dev/dm-0 --state /tmp/state --json >/tmp/dm.json
+  grep -q '"required":false' /tmp/dm.json
+  check dm-no-resync $?
+  grep -q '"inflight_records":[1-9]' /tmp/dm.json
+  check dm-bio-based-records $?
+  $A stop /dev/dm-0 --state /tmp/state
+  check dm-stop $?
+  cat /tmp/dm.drained
+fi
+
 # A kernel without BTF: simulated by pointing the loader at a missing BTF file.
 MOBILITY_AGENT_BTF=/nonexistent MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/no-btf \
   $A start /dev/loop1 --state /tmp/state2 2>/tmp/fallback.err

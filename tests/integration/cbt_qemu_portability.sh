@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # cbt_qemu_portability.sh - Description: the same compiled tracker (the agent binary with its
 # embedded BPF object) loads and passes the basic write test on Debian 12's 6.1 kernel booted under
-# qemu (TCG, no KVM) from a busybox initramfs with loop.ko; and a kernel without BTF gets the
-# fallback with a clear message. Skips (77) only when qemu or the kernel package is not installed.
+# qemu (TCG, no KVM) from a busybox initramfs with loop.ko, on a loop (blk-mq) and a device-mapper
+# (bio-based) disk; and a kernel without BTF gets the fallback with a clear message. Skips (77) only when qemu or the kernel package is not installed.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?run under ctest}
@@ -28,8 +28,22 @@ case "$loop_ko" in
   *) cp "$loop_ko" "$root/loop.ko" ;;
 esac
 cp "$b/agent/mobility-agent" "$root/agent/"
-# The agent's shared libraries, at the same paths (the dynamic loader included).
-for lib in $(ldd "$b/agent/mobility-agent" | grep -o '/[^ ]*'); do
+binaries=("$b/agent/mobility-agent")
+# A device-mapper disk exercises the bio-based path (in-flight records, block_bio_complete).
+dm_ko=$(find "/lib/modules/$kver" -name 'dm-mod.ko*' | head -1)
+if dmsetup=$(command -v dmsetup) && [ -n "$dm_ko" ]; then
+  case "$dm_ko" in
+    *.xz) xz -dc "$dm_ko" >"$root/dm-mod.ko" ;;
+    *.zst) zstd -qdc "$dm_ko" >"$root/dm-mod.ko" ;;
+    *) cp "$dm_ko" "$root/dm-mod.ko" ;;
+  esac
+  cp "$dmsetup" "$root/agent/dmsetup"
+  binaries+=("$dmsetup")
+else
+  echo "note: dmsetup or dm-mod.ko missing: the device-mapper (bio-based) part is not tested"
+fi
+# Shared libraries, at the same paths (the dynamic loader included).
+for lib in $(ldd "${binaries[@]}" | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
