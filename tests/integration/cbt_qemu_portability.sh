@@ -2,7 +2,8 @@
 # cbt_qemu_portability.sh - Description: the same compiled tracker (the agent binary with its
 # embedded BPF object) loads and passes the basic write test on Debian 12's 6.1 kernel booted under
 # qemu (TCG, no KVM) from a busybox initramfs with loop.ko, on a loop (blk-mq) and a device-mapper
-# (bio-based) disk; and a kernel without BTF gets the fallback with a clear message. Skips (77) only when qemu or the kernel package is not installed.
+# (bio-based) disk; and a kernel without BTF gets the fallback with a clear message. Skips (77)
+# only when qemu or the kernel package is not installed.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?run under ctest}
