@@ -34,7 +34,7 @@
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
 
-_Static_assert(sizeof(struct cbt_slot) == 192, "struct cbt_slot layout is shared with the BPF program");
+_Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the BPF program");
 _Static_assert(sizeof(struct cbt_counters) % 8 == 0, "per-CPU values are 8-byte aligned");
 
 #define DEFAULT_STATE_DIR "/var/lib/mobility-agent"
@@ -56,6 +56,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   case CBT_RESYNC_FLIP_STORM: return "flip-storm";
   case CBT_RESYNC_BITMAP_MISSING: return "bitmap-missing";
   case CBT_RESYNC_NO_EBPF: return "no-ebpf";
+  case CBT_RESYNC_MEDIA_CHANGED: return "media-changed";
   }
   return "unknown";
 }
@@ -138,14 +139,16 @@ uint64_t cbt_extents_bytes(const struct cbt_extents *set)
 /* ---- the handle ---- */
 
 enum pin_object {
-  PIN_DEVICES, PIN_DEVMAP, PIN_BITMAPS, PIN_INFLIGHT, PIN_COUNTERS, PIN_LINK_QUEUE, PIN_LINK_COMPLETE,
+  PIN_DEVICES, PIN_DEVMAP, PIN_BITMAPS, PIN_INFLIGHT, PIN_COUNTERS,
+  PIN_LINK_BIO_QUEUE, PIN_LINK_RQ_COMPLETE, PIN_LINK_BIO_COMPLETE,
   PIN_COUNT
 };
 static const char *const pin_names[PIN_COUNT] = {
   "cbt_devices", "cbt_devmap", "cbt_bitmaps", "cbt_inflight", "cbt_counters",
-  "cbt_link_bio_queue", "cbt_link_bio_complete",
+  "cbt_link_bio_queue", "cbt_link_rq_complete", "cbt_link_bio_complete",
 };
-#define PIN_FIRST_LINK PIN_LINK_QUEUE
+#define PIN_FIRST_LINK PIN_LINK_BIO_QUEUE
+#define PROGRAMS (PIN_COUNT - PIN_FIRST_LINK)
 
 /* A slot's bitmap mapped into this process, cached across calls (re-mapping would cost a page
  * fault per touched page on every drain). */
@@ -176,7 +179,7 @@ struct cbt {
   int lock_fd;
   int fd[PIN_COUNT];      /* -1 when not open */
   uint32_t devices_map_id;
-  int prog_fd[2];
+  int prog_fd[PROGRAMS];
   struct cbt_slot *slots; /* mmap of cbt_devices, NULL when not open */
   size_t slots_bytes;
   int ncpus;
@@ -190,6 +193,8 @@ struct device_info {
   char name[64];
   uint32_t major, minor;
   uint64_t size;
+  uint64_t diskseq;       /* /sys/block/X/diskseq (Linux >= 5.15), 0 if unknown */
+  bool bio_based;         /* no blk-mq queue (device mapper, md): completions need in-flight records */
   bool present;           /* resolved from the system (false: known only from the record) */
 };
 
@@ -239,7 +244,8 @@ static uint32_t kernel_dev(uint32_t major, uint32_t minor)
   return (major << 20) | minor; /* MKDEV() of include/linux/kdev_t.h */
 }
 
-/* libbpf's messages go to our log at debug level; the last warning is kept for error messages. */
+/* libbpf's messages go to our log at debug level; the first warning of a load (the one that names
+ * the failing program or map) is kept for the error message. */
 static __thread char libbpf_last_warning[256];
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -251,9 +257,13 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
   size_t len = strlen(line);
   while (len && (line[len - 1] == '\n' || line[len - 1] == ' '))
     line[--len] = '\0';
-  if (level == LIBBPF_WARN && len)
-    snprintf(libbpf_last_warning, sizeof libbpf_last_warning, "%s", line);
-  log_debug("libbpf: %s", line);
+  const char *text = strncmp(line, "libbpf: ", 8) ? line : line + 8;
+  if (level == LIBBPF_WARN && len && !libbpf_last_warning[0]) {
+    size_t keep = strnlen(text, sizeof libbpf_last_warning - 1);
+    memcpy(libbpf_last_warning, text, keep);
+    libbpf_last_warning[keep] = '\0';
+  }
+  log_debug("libbpf: %s", text);
   return 0;
 }
 
@@ -314,7 +324,7 @@ static void pins_close(struct cbt *t)
       close(t->fd[i]);
     t->fd[i] = -1;
   }
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     if (t->prog_fd[i] >= 0)
       close(t->prog_fd[i]);
     t->prog_fd[i] = -1;
@@ -382,22 +392,24 @@ static rpl_err pins_open(struct cbt *t)
     pins_close(t);
     return RPL_E_NOT_FOUND;
   }
-  if (present < PIN_COUNT) {
-    log_warn("the pinned tracker in %s is incomplete (interrupted install or removal): removing it", t->pin_dir);
-    pins_remove(t);
-    return RPL_E_NOT_FOUND;
-  }
-
+  /* Another agent version's tracker (other slot layout or other set of objects) is never touched. */
   uint32_t max_entries = 0, value_size = 0;
-  t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
-  if (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot)) {
+  if (t->fd[PIN_DEVICES] >= 0)
+    t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
+  if (t->fd[PIN_DEVICES] >= 0 &&
+      (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) {
     pins_close(t);
     return fail(t, RPL_E_CBT_PINS_INCOMPATIBLE,
                 "the tracker pinned in %s has another layout (agent version mismatch): stop its devices with "
                 "the agent that started them, or remove %s (every tracked device then needs a resync)",
                 t->pin_dir, t->pin_dir);
   }
-  t->slots_bytes = (CBT_MAX_DEVICES * sizeof(struct cbt_slot) + 4095) & ~(size_t)4095;
+  if (present < PIN_COUNT) {
+    log_warn("the pinned tracker in %s is incomplete (interrupted install or removal): removing it", t->pin_dir);
+    pins_remove(t);
+    return RPL_E_NOT_FOUND;
+  }
+  t->slots_bytes = CBT_MAX_DEVICES * sizeof(struct cbt_slot); /* 16 KiB: whole pages */
   void *slots = mmap(NULL, t->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd[PIN_DEVICES], 0);
   if (slots == MAP_FAILED) {
     err = fail(t, RPL_E_IO, "cannot mmap the pinned cbt_devices map: %s", strerror(errno));
@@ -405,7 +417,7 @@ static rpl_err pins_open(struct cbt *t)
     return err;
   }
   t->slots = slots;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     struct bpf_link_info info;
     uint32_t len = sizeof info;
     memset(&info, 0, sizeof info);
@@ -509,7 +521,8 @@ static rpl_err pins_install(struct cbt *t)
   rc = cbt_bpf__attach(skel);
   if (rc) {
     set_why(t,
-             "cannot attach the tracker to the block_bio_queue / block_bio_complete raw tracepoints (%s)",
+             "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
+             "tracepoints (%s)",
              strerror(-rc));
     err = RPL_E_CBT_LOAD;
     goto cleanup;
@@ -519,7 +532,8 @@ static rpl_err pins_install(struct cbt *t)
     skel->maps.cbt_devices, skel->maps.cbt_devmap, skel->maps.cbt_bitmaps, skel->maps.cbt_inflight,
     skel->maps.cbt_counters,
   };
-  struct bpf_link *links[PIN_COUNT - PIN_FIRST_LINK] = {skel->links.cbt_bio_queue, skel->links.cbt_bio_complete};
+  struct bpf_link *links[PROGRAMS] = {skel->links.cbt_bio_queue, skel->links.cbt_rq_complete,
+                                      skel->links.cbt_bio_complete};
   for (pinned = 0; pinned < PIN_COUNT; pinned++) {
     if (pin_path(t, pinned, path, sizeof path)) {
       err = fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
@@ -569,7 +583,8 @@ rpl_err cbt_open(struct cbt **out, const struct cbt_options *options)
   t->lock_fd = -1;
   for (int i = 0; i < PIN_COUNT; i++)
     t->fd[i] = -1;
-  t->prog_fd[0] = t->prog_fd[1] = -1;
+  for (int i = 0; i < PROGRAMS; i++)
+    t->prog_fd[i] = -1;
 
   const char *state = o->state_dir ? o->state_dir : DEFAULT_STATE_DIR;
   const char *pins = env_or(o->pin_dir, "MOBILITY_AGENT_BPF_PIN_DIR", CBT_DEFAULT_PIN_DIR, NULL);
@@ -697,6 +712,11 @@ static rpl_err resolve_device(struct cbt *t, const char *device, struct device_i
   if (read_small_file(probe, value, sizeof value) == 0 && strcmp(value, "none") != 0)
     return fail(t, RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
                 device, value);
+  snprintf(probe, sizeof probe, "%s/diskseq", sys);
+  if (read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &info->diskseq) != 1)
+    info->diskseq = 0;
+  snprintf(probe, sizeof probe, "%s/mq", sys);
+  info->bio_based = access(probe, F_OK) != 0;
   snprintf(probe, sizeof probe, "%s/size", sys);
   uint64_t sectors;
   if (read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &sectors) != 1)
@@ -804,7 +824,7 @@ static rpl_err map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
 static uint64_t program_misses(const struct cbt *t)
 {
   uint64_t total = 0;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < PROGRAMS; i++) {
     struct bpf_prog_info info;
     uint32_t len = sizeof info;
     memset(&info, 0, sizeof info);
@@ -845,6 +865,7 @@ static rpl_err slot_attach(struct cbt *t, struct tracked *d)
   s->l2_offset = layout.l2_offset;
   s->buffer_words = layout.buffer_words;
   memcpy(s->uuid, d->rec.uuid, sizeof s->uuid);
+  s->flags = d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0;
   struct timespec boot;
   clock_gettime(CLOCK_BOOTTIME, &boot);
   s->attach_boot_ns = (uint64_t)boot.tv_sec * 1000000000ULL + (uint64_t)boot.tv_nsec;
@@ -875,6 +896,7 @@ static rpl_err slot_attach(struct cbt *t, struct tracked *d)
   d->slot = slot;
   d->rec.block_shift = shift;
   d->rec.size = d->dev.size;
+  d->rec.diskseq = d->dev.diskseq;
   d->rec.fallback = false;
   d->rec.armed = true;
   memset(d->rec.losses_seen, 0, sizeof d->rec.losses_seen);
@@ -978,11 +1000,18 @@ static void reconcile(struct cbt *t, struct tracked *d)
 
   if (strcmp(d->rec.boot_id, t->boot_id) != 0) {
     snprintf(d->rec.boot_id, sizeof d->rec.boot_id, "%s", t->boot_id);
-    d->rec.armed = false;
+    d->rec.armed = slot >= 0; /* pins never survive a reboot; a slot here means the record was stale */
     raise_event(d, CBT_RESYNC_REBOOT, t);
   } else if (d->rec.armed && slot < 0) {
     d->rec.armed = false;
     raise_event(d, CBT_RESYNC_UNCLEAN_DETACH, t);
+  }
+  /* Same dev_t, other content without a single write: a loop device re-pointed, a medium swapped. */
+  if (d->dev.present && d->dev.diskseq != d->rec.diskseq) {
+    if (d->rec.diskseq && d->dev.diskseq)
+      raise_event(d, CBT_RESYNC_MEDIA_CHANGED, t);
+    d->rec.diskseq = d->dev.diskseq;
+    d->dirty = true;
   }
   if (slot < 0)
     return;
@@ -1014,9 +1043,12 @@ static void reconcile(struct cbt *t, struct tracked *d)
   if (d->dev.present && d->dev.size != d->rec.size) {
     log_notice("%s: size changed from %" PRIu64 " to %" PRIu64 " bytes", d->rec.path, d->rec.size, d->dev.size);
     raise_event(d, CBT_RESYNC_RESIZE, t);
+    /* A bitmap sized for the new disk, at once: writes must not go untracked until the next flip. */
     if (slot_detach(t, slot) == RPL_OK) {
       d->slot = -1;
       d->rec.armed = false;
+      if (slot_attach(t, d) != RPL_OK)
+        log_warn("%s: cannot re-attach after the resize: %s", d->rec.path, t->errmsg);
     }
   }
 }
@@ -1124,6 +1156,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     d.rec.major = d.dev.major;
     d.rec.minor = d.dev.minor;
     d.rec.size = d.dev.size;
+    d.rec.diskseq = d.dev.diskseq;
     d.rec.block_shift = block_shift_for(d.dev.size);
     snprintf(d.rec.boot_id, sizeof d.rec.boot_id, "%s", t->boot_id);
     uuid_generate_random(d.rec.uuid);
@@ -1264,12 +1297,13 @@ static rpl_err frozen_cycle(struct cbt *t, const char *device, struct tracked *d
   if (d->rec.fallback)
     return RPL_OK;
   int slot = find_slot(t, kernel_dev(d->rec.major, d->rec.minor));
-  if (slot < 0 || memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0 ||
-      __atomic_load_n(&t->slots[slot].gen_seq, __ATOMIC_ACQUIRE) != c->frozen_seq + 1) {
+  uint64_t live = slot >= 0 ? __atomic_load_n(&t->slots[slot].gen_seq, __ATOMIC_ACQUIRE) : 0;
+  if (slot < 0 || memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0 || live != c->frozen_seq + 1) {
     c->flipped = false;
     return fail(t, RPL_E_CBT_GENERATION_CHANGED,
-                "%s: generation %" PRIu64 " is no longer frozen (another flip, or tracking restarted): nothing is "
-                "lost, its blocks are reported again after the next flip", device, c->frozen_seq);
+                "%s: generation %" PRIu64 " is no longer frozen (%s): nothing is lost, its blocks are reported "
+                "again after the next flip", device, c->frozen_seq,
+                slot < 0 ? "tracking stopped" : live != c->frozen_seq + 1 ? "another flip happened" : "tracking restarted");
   }
   d->slot = slot;
   return RPL_OK;
@@ -1426,6 +1460,7 @@ static void read_counters(struct cbt *t, int slot, struct cbt_status *st)
     st->write_zeroes += per_cpu[cpu].write_zeroes;
     st->empty_ignored += per_cpu[cpu].empty_ignored;
     st->completion_marks += per_cpu[cpu].completion_marks;
+    st->inflight_records += per_cpu[cpu].inflight_records;
   }
   free(per_cpu);
 }

@@ -33,12 +33,12 @@ size_t cbt_record_format(const struct cbt_record *rec, char *buf, size_t size)
                    "block_shift %" PRIu32 "\nmode %s\narmed %d\nuuid %s\nboot_id %s\nresync_count %" PRIu64 "\n"
                    "resync_acked %" PRIu64 "\nresync_reason %s\nresync_time %" PRIu64 "\n"
                    "program_misses_seen %" PRIu64 "\nlosses_seen %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n"
-                   "fallback_generation %" PRIu64 "\n",
+                   "fallback_generation %" PRIu64 "\ndiskseq %" PRIu64 "\n",
                    RECORD_VERSION, rec->name, rec->path, rec->major, rec->minor, rec->size, rec->block_shift,
                    rec->fallback ? "fallback" : "ebpf", rec->armed ? 1 : 0, uuid, rec->boot_id, rec->resync_count,
                    rec->resync_acked, cbt_resync_reason_name(rec->resync_reason), rec->resync_time,
                    rec->program_misses_seen, rec->losses_seen[0], rec->losses_seen[1], rec->losses_seen[2],
-                   rec->losses_seen[3], rec->fallback_generation);
+                   rec->losses_seen[3], rec->fallback_generation, rec->diskseq);
   if (n < 0 || (size_t)n >= size)
     return 0;
   return (size_t)n;
@@ -156,6 +156,8 @@ rpl_err cbt_record_parse(const char *text, struct cbt_record *rec)
       bad = sscanf(value, "%llu %llu %llu %llu%c", &l[0], &l[1], &l[2], &l[3], &tail) != CBT_SLOT_LOSS_FIELDS;
       for (int i = 0; i < CBT_SLOT_LOSS_FIELDS && !bad; i++)
         rec->losses_seen[i] = l[i];
+    } else if (!strcmp(key, "diskseq")) {
+      bad = parse_u64(value, &rec->diskseq);
     } else if (!strcmp(key, "fallback_generation")) {
       bad = parse_u64(value, &rec->fallback_generation);
     } /* unknown keys: written by a newer agent, ignored */

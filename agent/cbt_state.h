@@ -19,6 +19,7 @@ struct cbt_record {
   char path[256];           /* device path given to start */
   uint32_t major, minor;
   uint64_t size;            /* bytes when attached */
+  uint64_t diskseq;         /* the disk's diskseq when attached (0: unknown, kernel < 5.15) */
   uint32_t block_shift;     /* log2(granularity) */
   bool fallback;            /* no eBPF: resync every cycle */
   bool armed;               /* a kernel slot was attached in this boot (so its absence is a loss) */

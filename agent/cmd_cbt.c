@@ -209,6 +209,7 @@ static void status_json(struct json_out *j, const struct cbt_status *st)
   json_u64(j, "secure_erases", st->secure_erases);
   json_u64(j, "empty_ignored", st->empty_ignored);
   json_u64(j, "completion_marks", st->completion_marks);
+  json_u64(j, "inflight_records", st->inflight_records);
   json_u64(j, "program_misses", st->program_misses);
   json_object_end(j);
   json_object_end(j);

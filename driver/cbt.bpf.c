@@ -1,6 +1,6 @@
 /* cbt.bpf.c - the eBPF change-block tracker: marks every block written (write, discard, secure
  * erase, write-zeroes) to a tracked whole disk in that disk's bitmap, on submission and again on
- * completion when a generation flip happened while the write was in flight. */
+ * completion, so that a write in flight across a generation flip is reported after it landed. */
 #include "vmlinux_min.h"
 
 #include <bpf/bpf_core_read.h>
@@ -11,7 +11,7 @@
 /* bpf_probe_read_kernel, which CO-RE reads use, is GPL-only. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-_Static_assert(sizeof(struct cbt_slot) == 192, "struct cbt_slot layout is shared with the agent");
+_Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the agent");
 
 /* Template of the per-disk bitmaps: the agent creates one per disk with the disk's own size;
  * BPF_F_INNER_MAP lets inner maps of different sizes share the template. */
@@ -45,8 +45,8 @@ struct {
   __type(value, __u32); /* slot */
 } cbt_devmap SEC(".maps");
 
-/* Preallocated (the default): an insert never allocates memory in the I/O path, and a full table
- * is reported as a loss instead of silently evicting a record (an LRU map would do that). */
+/* Bio-based disks only. Preallocated (the default): an insert never allocates memory in the I/O
+ * path, and a full table is counted as a loss instead of silently evicting a record (as LRU would). */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, CBT_INFLIGHT_MAX);
@@ -61,12 +61,12 @@ struct {
   __type(value, struct cbt_counters);
 } cbt_counters SEC(".maps");
 
-#define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
-
 /* One level's run of bits [first_bit, last_bit] to set, word by word, in buffer words at base. */
 struct mark_range {
   __u32 slot;
   __u32 failed;
+  __u32 changed;          /* some word got a new bit */
+  __u32 pad;
   __u64 base;
   __u64 first_bit;
   __u64 last_bit;
@@ -98,35 +98,76 @@ static long mark_word(__u32 i, void *data)
     return 1;
   }
   /* Test first: rewriting hot blocks then costs a load, not a locked read-modify-write. */
-  if ((*word & mask) != mask)
+  if ((*word & mask) != mask) {
     __sync_fetch_and_or(word, mask);
+    r->changed = 1;
+  }
   return 0;
 }
 
 /* Sets blocks [first, last] in buffer `buffer` of the slot's bitmap, level 0 first, then the
- * summary levels. Returns 0, or -1 if the bitmap is missing or too small (counted as a loss). */
+ * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new. */
 static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buffer, __u64 first, __u64 last)
 {
   __u64 buffer_base = buffer * s->buffer_words;
   __u64 level_base[3] = {buffer_base, buffer_base + s->l1_offset, buffer_base + s->l2_offset};
   struct mark_range r = {.slot = slot};
+  int changed = 0;
 
   for (int level = 0; level < 3; level++) {
     r.base = level_base[level];
     r.first_bit = first;
     r.last_bit = last;
     r.failed = 0;
+    r.changed = 0;
     __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
     if (words > (1u << 23)) /* bpf_loop's limit; a bio is < 4 GiB, i.e. <= 2^14 words at 4 KiB */
       return -1;
     bpf_loop((__u32)words, mark_word, &r, 0);
     if (r.failed)
       return -1;
+    if (level == 0)
+      changed = r.changed;
     first >>= CBT_WORD_SHIFT;
     last >>= CBT_WORD_SHIFT;
   }
+  return changed;
+}
+
+/* Level-0 words of one buffer whose bits [first_bit, last_bit] are checked (all set?). */
+struct check_range {
+  __u32 slot;
+  __u32 missing;          /* some bit is clear, or the bitmap is missing */
+  __u64 base;
+  __u64 first_bit;
+  __u64 last_bit;
+};
+
+static long check_word(__u32 i, void *data)
+{
+  struct check_range *r = data;
+  __u64 first_word = r->first_bit >> CBT_WORD_SHIFT;
+  __u64 last_word = r->last_bit >> CBT_WORD_SHIFT;
+  __u64 w = first_word + i;
+  __u64 mask = ~0ULL;
+
+  if (w > last_word)
+    return 1;
+  if (w == first_word)
+    mask &= ~0ULL << (r->first_bit & 63);
+  if (w == last_word)
+    mask &= ~0ULL >> (63 - (r->last_bit & 63));
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &r->slot);
+  __u32 key = (__u32)(r->base + w);
+  __u64 *word = bitmap ? bpf_map_lookup_elem(bitmap, &key) : 0;
+  if (!word || (*word & mask) != mask) {
+    r->missing = 1;
+    return 1;
+  }
   return 0;
 }
+
+#define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
 
 /* Enters the live generation (see the flip protocol in cbt_shared.h); the x86-64 JIT emits every
  * BPF atomic as a lock-prefixed instruction, i.e. a full barrier. Returns the buffer index, or -1
@@ -151,67 +192,179 @@ static __always_inline void leave_generation(struct cbt_slot *s, int buffer)
   __sync_fetch_and_add(&s->active[buffer & 1], -1);
 }
 
+static __always_inline int is_write_op(__u32 op)
+{
+  return op == CBT_REQ_OP_WRITE || op == CBT_REQ_OP_DISCARD || op == CBT_REQ_OP_SECURE_ERASE ||
+         op == CBT_REQ_OP_WRITE_ZEROES;
+}
+
+/* Marks bytes [sector * 512, + bytes) of the disk dev (tracked in slot) in its live generation.
+ * Returns -1 if the slot is not dev's (nothing marked), else (generation << 1) | (a bit was new).
+ * Every way of not marking a byte that was asked for is counted as a loss. A global function: the
+ * verifier checks it once, not once per caller and loop iteration. */
+__noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
+{
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  if (!s || !bytes)
+    return -1;
+  /* Fast path, no atomics: when every block is already marked in the live buffer and that buffer is
+   * still live after the check, a flip (hence the drain and its read of these blocks) comes after
+   * this point. Live bits are never cleared (only a frozen buffer is). Summary bits of a marker still
+   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the three
+   * loads in order. The common case: a completion in the generation of its submission mark. */
+  __u64 seen = READ_ONCE_U64(s->gen_seq);
+  if (s->dev == dev) {
+    __u32 shift = s->block_shift & 63;
+    __u64 first = (sector << 9) >> shift;
+    __u64 last = ((sector << 9) + bytes - 1) >> shift;
+    __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
+    if (last < s->nr_blocks && words <= 4) {
+      struct check_range r = {.slot = slot, .base = (seen & 1) * s->buffer_words, .first_bit = first, .last_bit = last};
+      bpf_loop((__u32)words, check_word, &r, 0);
+      if (!r.missing && READ_ONCE_U64(s->gen_seq) == seen)
+        return (__s64)(seen << 1);
+    }
+  }
+
+  __u64 seq = 0;
+  int buffer = enter_generation(s, &seq);
+  if (buffer < 0) {
+    __sync_fetch_and_add(&s->lost_retry_exhausted, 1);
+    return -1;
+  }
+  __s64 result = -1;
+  if (s->dev == dev) { /* not a slot being torn down or reused */
+    __u32 shift = s->block_shift & 63;
+    __u64 start = sector << 9;
+    __u64 first = start >> shift;
+    __u64 last = (start + bytes - 1) >> shift;
+    __u64 nr_blocks = s->nr_blocks;
+    int changed = 0;
+    if (last >= nr_blocks) {
+      __sync_fetch_and_add(&s->lost_out_of_range, 1);
+      last = nr_blocks - 1;
+    }
+    if (first <= last) {
+      changed = mark_blocks(slot, s, (__u64)buffer, first, last);
+      if (changed < 0) {
+        __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+        changed = 0;
+      }
+    }
+    result = (__s64)((seq << 1) | (__u64)changed);
+  }
+  leave_generation(s, buffer);
+  return result;
+}
+
+/*
+ * Reading kernel memory: every bpf_probe_read_kernel costs about 20 ns, so the head of a struct
+ * bio (or request) is copied once and its fields are picked from the copy at their CO-RE-relocated
+ * offsets. Should a future kernel move a field out of the copied head, the field is read on its own.
+ */
+#define HEAD_BYTES 64
+
+struct bio_fields {
+  __u64 next;             /* struct bio * of the next bio in a request */
+  __u64 bdev;             /* struct block_device * */
+  __u64 sector;
+  __u32 opf;
+  __u32 size;
+};
+
+#define FITS(offset, size) ((offset) + (size) <= HEAD_BYTES && (offset) % (size) == 0)
+#define HEAD_FIELD(head, offset, type) (*(type *)((char *)(head) + (offset)))
+
+static __always_inline int read_bio(struct bio *bio, struct bio_fields *f)
+{
+  __u64 head[HEAD_BYTES / 8];
+  __u32 o_next = bpf_core_field_offset(struct bio, bi_next);
+  __u32 o_bdev = bpf_core_field_offset(struct bio, bi_bdev);
+  __u32 o_opf = bpf_core_field_offset(struct bio, bi_opf);
+  __u32 o_sector = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_sector);
+  __u32 o_size = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_size);
+
+  if (FITS(o_next, 8) && FITS(o_bdev, 8) && FITS(o_opf, 4) && FITS(o_sector, 8) && FITS(o_size, 4)) {
+    if (bpf_probe_read_kernel(head, sizeof head, bio))
+      return -1;
+    f->next = HEAD_FIELD(head, o_next, __u64);
+    f->bdev = HEAD_FIELD(head, o_bdev, __u64);
+    f->opf = HEAD_FIELD(head, o_opf, __u32);
+    f->sector = HEAD_FIELD(head, o_sector, __u64);
+    f->size = HEAD_FIELD(head, o_size, __u32);
+    return 0;
+  }
+  f->next = (__u64)BPF_CORE_READ(bio, bi_next);
+  f->bdev = (__u64)BPF_CORE_READ(bio, bi_bdev);
+  f->opf = BPF_CORE_READ(bio, bi_opf);
+  f->sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
+  f->size = BPF_CORE_READ(bio, bi_iter.bi_size);
+  return 0;
+}
+
+/* The whole disk's dev_t (kernel encoding) of a block_device: through a partition, bdev is the
+ * partition, its bd_disk the whole disk, whose dev_t is (major, first_minor). */
+static __always_inline __u32 disk_dev(__u64 bdev)
+{
+  struct gendisk *disk = BPF_CORE_READ((struct block_device *)bdev, bd_disk);
+  __u32 o_major = bpf_core_field_offset(struct gendisk, major);
+  __u32 o_minor = bpf_core_field_offset(struct gendisk, first_minor);
+  if (!disk)
+    return 0;
+  if (FITS(o_major, 4) && FITS(o_minor, 4)) {
+    __u64 head[HEAD_BYTES / 8];
+    if (bpf_probe_read_kernel(head, sizeof head, disk))
+      return 0;
+    return ((__u32)HEAD_FIELD(head, o_major, int) << 20) | (__u32)HEAD_FIELD(head, o_minor, int);
+  }
+  return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
+}
+
+/* The tracked slot of a whole disk, NULL if it is not tracked. */
+static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
+{
+  __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
+  if (!slot_ptr)
+    return NULL;
+  __u32 slot = *slot_ptr;
+  *slot_out = slot;
+  return bpf_map_lookup_elem(&cbt_devices, &slot);
+}
+
 SEC("raw_tp/block_bio_queue")
 int cbt_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
   struct bio *bio = (struct bio *)ctx->args[0];
-  __u32 op = BPF_CORE_READ(bio, bi_opf) & CBT_REQ_OP_MASK;
-
-  if (op != CBT_REQ_OP_WRITE && op != CBT_REQ_OP_DISCARD && op != CBT_REQ_OP_SECURE_ERASE &&
-      op != CBT_REQ_OP_WRITE_ZEROES)
+  struct bio_fields f;
+  if (read_bio(bio, &f))
     return 0;
-  /* Through a partition, bi_bdev is the partition but the sector is already whole-disk absolute
-   * (blk_partition_remap ran before this tracepoint): key on the whole disk, keep the sector. */
-  __u32 dev = BPF_CORE_READ(bio, bi_bdev, bd_disk, part0, bd_dev);
-  __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
-  if (!slot_ptr)
+  __u32 op = f.opf & CBT_REQ_OP_MASK;
+  if (!is_write_op(op))
     return 0;
-  __u32 slot = *slot_ptr;
-  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  __u32 dev = disk_dev(f.bdev), slot;
+  struct cbt_slot *s = slot_of(dev, &slot);
   struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
   if (!s || !counters)
     return 0;
-
-  __u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
-  if (size == 0) { /* a flush carried by an empty write: no data changes */
+  if (f.size == 0) { /* a flush carried by an empty write: no data changes */
     counters->empty_ignored++;
     return 0;
   }
-  __u64 sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
-  __u64 seq;
-  int buffer = enter_generation(s, &seq);
-  if (buffer < 0) {
-    __sync_fetch_and_add(&s->lost_retry_exhausted, 1);
+  /* Whole-disk absolute already: blk_partition_remap ran before this tracepoint. */
+  __s64 marked = cbt_mark_live(slot, dev, f.sector, f.size);
+  if (marked < 0)
     return 0;
-  }
-  if (s->dev != dev) { /* slot being torn down or reused */
-    leave_generation(s, buffer);
-    return 0;
-  }
-  __u32 shift = s->block_shift & 63;
-  __u64 start = sector << 9;
-  __u64 first = start >> shift;
-  __u64 last = (start + size - 1) >> shift;
-  __u64 nr_blocks = s->nr_blocks;
-  if (last >= nr_blocks) {
-    __sync_fetch_and_add(&s->lost_out_of_range, 1);
-    if (first >= nr_blocks) {
-      leave_generation(s, buffer);
-      return 0;
-    }
-    last = nr_blocks - 1;
-  }
-  if (mark_blocks(slot, s, (__u64)buffer, first, last))
-    __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
-  leave_generation(s, buffer);
 
-  struct cbt_inflight record = {
-    .dev = dev, .slot = slot, .first_block = first, .last_block = last, .gen_seq = seq,
-  };
-  __u64 key = (__u64)bio;
-  if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
-    __sync_fetch_and_add(&s->lost_inflight_full, 1);
-
+  if (s->flags & CBT_SLOT_BIO_BASED) {
+    struct cbt_inflight record = {
+      .dev = dev, .slot = slot, .sector = f.sector, .bytes = f.size, .gen_seq = (__u64)marked >> 1,
+    };
+    __u64 key = (__u64)bio;
+    if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
+      __sync_fetch_and_add(&s->lost_inflight_full, 1);
+    else
+      counters->inflight_records++;
+  }
   if (op == CBT_REQ_OP_WRITE)
     counters->writes++;
   else if (op == CBT_REQ_OP_DISCARD)
@@ -223,8 +376,72 @@ int cbt_bio_queue(struct bpf_raw_tracepoint_args *ctx)
   return 0;
 }
 
-/* A write that was in flight across a flip may have been drained (and read) before its data
- * reached the disk: mark it again, in the generation live at its completion. */
+/* Walk of a completed request's bios: each bio still carries its sector and size here. */
+struct request_walk {
+  __u64 bio;              /* struct bio *, read with probe reads only */
+  __u64 remaining;        /* bytes of this completion not walked yet */
+  __u32 dev;
+  __u32 slot;
+  __u64 new_bits;         /* bios whose completion mark set a bit (a flip took the submission mark) */
+};
+
+static long complete_bio(__u32 i, void *data)
+{
+  struct request_walk *w = data;
+  struct bio_fields f;
+  if (!w->bio || !w->remaining || read_bio((struct bio *)w->bio, &f))
+    return 1;
+  /* A partial completion covers the first `remaining` bytes only; the rest of that bio is marked
+   * when its own completion comes (its iterator is advanced by then). */
+  __u64 done = f.size < w->remaining ? f.size : w->remaining;
+  __s64 marked = done ? cbt_mark_live(w->slot, w->dev, f.sector, done) : -1;
+  if (marked > 0 && (marked & 1))
+    w->new_bits++;
+  w->remaining -= done;
+  w->bio = f.next;
+  return 0;
+}
+
+/* Request-based disks (blk-mq): called before the bios are advanced and ended, after the device
+ * wrote the data (block_bio_complete does not fire for them: blk_update_request clears the flag). */
+SEC("raw_tp/block_rq_complete")
+int cbt_rq_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+  struct request *rq = (struct request *)ctx->args[0]; /* (rq, blk_status_t error, nr_bytes) */
+  __u32 nr_bytes = (__u32)ctx->args[2];
+  __u32 o_flags = bpf_core_field_offset(struct request, cmd_flags);
+  __u32 o_bio = bpf_core_field_offset(struct request, bio);
+  __u32 op;
+  __u64 bio;
+  if (FITS(o_flags, 4) && FITS(o_bio, 8)) {
+    __u64 head[HEAD_BYTES / 8];
+    if (bpf_probe_read_kernel(head, sizeof head, rq))
+      return 0;
+    op = HEAD_FIELD(head, o_flags, __u32) & CBT_REQ_OP_MASK;
+    bio = HEAD_FIELD(head, o_bio, __u64);
+  } else {
+    op = BPF_CORE_READ(rq, cmd_flags) & CBT_REQ_OP_MASK;
+    bio = (__u64)BPF_CORE_READ(rq, bio);
+  }
+  if (!is_write_op(op) || nr_bytes == 0 || !bio)
+    return 0;
+  struct request_walk w = {.bio = bio, .remaining = nr_bytes};
+  w.dev = disk_dev((__u64)BPF_CORE_READ((struct bio *)bio, bi_bdev));
+  struct cbt_slot *s = slot_of(w.dev, &w.slot);
+  if (!s)
+    return 0;
+  bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
+  if (w.bio && w.remaining)
+    __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  __u32 slot = w.slot;
+  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+  if (counters)
+    counters->completion_marks += w.new_bits;
+  return 0;
+}
+
+/* Bio-based disks (device mapper, md): the bio's iterator may have moved, so the submission
+ * recorded the range. Marked again only if a flip happened since the submission mark. */
 SEC("raw_tp/block_bio_complete")
 int cbt_bio_complete(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -240,18 +457,10 @@ int cbt_bio_complete(struct bpf_raw_tracepoint_args *ctx)
   struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
   if (!s || !counters)
     return 0;
-  __u64 seq;
-  int buffer = enter_generation(s, &seq);
-  if (buffer < 0) {
-    __sync_fetch_and_add(&s->lost_retry_exhausted, 1);
-    return 0;
-  }
-  /* Same generation as the submission mark: those bits are still live, nothing to do. */
-  if (s->dev == record.dev && seq != record.gen_seq) {
-    if (mark_blocks(slot, s, (__u64)buffer, record.first_block, record.last_block))
-      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  if (READ_ONCE_U64(s->gen_seq) == record.gen_seq)
+    return 0; /* no flip since the submission mark: those bits are still live */
+  __s64 marked = cbt_mark_live(slot, record.dev, record.sector, record.bytes);
+  if (marked > 0 && (marked & 1))
     counters->completion_marks++;
-  }
-  leave_generation(s, buffer);
   return 0;
 }

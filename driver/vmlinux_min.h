@@ -15,18 +15,24 @@ struct bvec_iter {
 struct gendisk;
 
 struct block_device {
-  __u32 bd_dev;           /* dev_t, kernel encoding (major << 20 | minor) */
   struct gendisk *bd_disk;
 } __attribute__((preserve_access_index));
 
 struct gendisk {
-  struct block_device *part0;  /* the whole disk's block_device */
+  int major;                   /* the whole disk is dev_t (major, first_minor) = part0->bd_dev */
+  int first_minor;
 } __attribute__((preserve_access_index));
 
 struct bio {
+  struct bio *bi_next;          /* next bio of the same request */
   struct block_device *bi_bdev; /* the partition's block_device for writes through a partition */
   __u32 bi_opf;                 /* blk_opf_t: operation in the low 8 bits, flags above */
   struct bvec_iter bi_iter;
+} __attribute__((preserve_access_index));
+
+struct request {
+  __u32 cmd_flags;              /* blk_opf_t: operation in the low 8 bits */
+  struct bio *bio;              /* bios not completed yet, linked by bi_next */
 } __attribute__((preserve_access_index));
 
 #endif

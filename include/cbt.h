@@ -47,8 +47,9 @@ enum cbt_resync_reason {
   CBT_RESYNC_FLIP_STORM = 7,        /* a program could not enter a generation */
   CBT_RESYNC_BITMAP_MISSING = 8,    /* a write found no bitmap to mark */
   CBT_RESYNC_NO_EBPF = 9,           /* eBPF unavailable: fallback mode */
+  CBT_RESYNC_MEDIA_CHANGED = 10,    /* the disk's diskseq changed: other medium, loop device re-pointed */
 };
-#define CBT_RESYNC_REASON_MAX CBT_RESYNC_NO_EBPF
+#define CBT_RESYNC_REASON_MAX CBT_RESYNC_MEDIA_CHANGED
 
 /* "reboot", "unclean-detach", ...; "none" for CBT_RESYNC_NONE; never NULL. Static storage. */
 const char *cbt_resync_reason_name(enum cbt_resync_reason reason);
@@ -151,6 +152,7 @@ struct cbt_status {
   uint64_t resync_time;    /* unix time of the latest event, 0 if none */
   /* kernel counters since the tracker UUID's attach (0 when not tracking) */
   uint64_t writes, discards, secure_erases, write_zeroes, empty_ignored, completion_marks;
+  uint64_t inflight_records; /* bio-based disks (device mapper, md) only */
   uint64_t program_misses;   /* recursion_misses of the tracker programs (all devices) */
 };
 

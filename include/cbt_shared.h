@@ -11,7 +11,7 @@
  *   cbt_devmap    HASH whole-disk dev_t (kernel encoding, major << 20 | minor) -> slot index
  *   cbt_bitmaps   ARRAY_OF_MAPS[CBT_MAX_DEVICES] -> per-disk bitmap: ARRAY of __u64 words,
  *                 BPF_F_MMAPABLE | BPF_F_INNER_MAP, sized to the disk when it is attached
- *   cbt_inflight  HASH bio address -> struct cbt_inflight, for writes between submission and completion
+ *   cbt_inflight  HASH bio address -> struct cbt_inflight, for writes of bio-based disks in flight
  *   cbt_counters  PERCPU_ARRAY[CBT_MAX_DEVICES] of struct cbt_counters (statistics only)
  */
 #define CBT_MAX_DEVICES 64
@@ -40,28 +40,38 @@
  * Either the program sees the new gen_seq (and retries into the new buffer) or the agent sees its
  * active count (and waits for it): the store-then-load pairs are ordered by the full barriers. */
 struct cbt_slot {
-  /* cache line 0: touched by every marking program */
+  /* cache line 0: read by every marking program, written by the agent (flip, attach) */
   __u64 gen_seq;          /* generation number; buffer gen_seq & 1 is live */
-  __u64 active[2];        /* programs currently marking buffer 0 / 1 */
   __u32 dev;              /* whole-disk dev_t (kernel encoding); 0 = slot free or being torn down */
   __u32 block_shift;      /* log2(granularity in bytes) */
   __u64 nr_blocks;        /* blocks of the disk when attached */
   __u64 l1_offset;        /* word offsets inside one buffer, see above */
   __u64 l2_offset;
   __u64 buffer_words;     /* words per buffer; the bitmap map has 2 * buffer_words entries */
+  __u32 flags;            /* CBT_SLOT_* */
+  __u32 reserved0;
+  __u64 reserved1;
   /* cache line 1: written by the agent only */
   __u8 uuid[16];          /* tracker UUID of this attachment; the agent's state file must agree */
   __u64 attach_boot_ns;   /* CLOCK_BOOTTIME of the attach, for diagnostics */
-  __u64 reserved[5];
-  /* cache line 2: loss counters, written (rarely) by the programs; any increase = resync required */
+  __u64 reserved2[5];
+  /* cache line 2: written by every slow-path marker; apart, so that line 0 stays shared-clean */
+  __u64 active[2];        /* programs currently marking buffer 0 / 1 */
+  __u64 reserved3[6];
+  /* cache line 3: loss counters, written (rarely) by the programs; any increase = resync required */
   __u64 lost_inflight_full;   /* a write could not be recorded for its completion mark */
   __u64 lost_out_of_range;    /* a write beyond nr_blocks (the disk grew) */
   __u64 lost_retry_exhausted; /* gen_seq kept changing under a program (flip storm) */
-  __u64 lost_bitmap_missing;  /* the slot had a device but no bitmap map */
+  __u64 lost_bitmap_missing;  /* the slot had a device but no bitmap map, or a request had too many bios */
   __u64 reserved_loss[4];
 };
 
 #define CBT_SLOT_LOSS_FIELDS 4
+
+/* The disk is bio-based (device mapper, md): its writes complete through block_bio_complete and
+ * need an in-flight record. Request-based (blk-mq) disks complete through block_rq_complete, where
+ * every bio of the request still carries its sector and size: no record is needed. */
+#define CBT_SLOT_BIO_BASED 1u
 
 /* Per-CPU statistics of one slot (not used for correctness). */
 struct cbt_counters {
@@ -70,18 +80,23 @@ struct cbt_counters {
   __u64 secure_erases;    /* REQ_OP_SECURE_ERASE */
   __u64 write_zeroes;     /* REQ_OP_WRITE_ZEROES */
   __u64 empty_ignored;    /* size-0 bios (flushes) that were not marked */
-  __u64 completion_marks; /* completions that re-marked because a flip happened while in flight */
-  __u64 reserved[2];
+  __u64 completion_marks; /* completions that set bits a flip had taken away while the write was in flight */
+  __u64 inflight_records; /* in-flight records made (bio-based disks only) */
+  __u64 reserved;
 };
 
-/* What the completion program needs to mark a write again after a flip. */
+/* What the bio completion program needs to mark a write of a bio-based disk again after a flip. */
 struct cbt_inflight {
   __u32 dev;              /* whole-disk dev_t when submitted (a reused slot must not be marked) */
   __u32 slot;
-  __u64 first_block;
-  __u64 last_block;       /* inclusive */
+  __u64 sector;           /* whole-disk 512-byte sector */
+  __u64 bytes;
   __u64 gen_seq;          /* generation the submission mark went into */
 };
+
+/* Bios walked per completed request; a longer chain counts a loss. A request holds at most
+ * max_segments bios (128 by default, 256 on some NVMe). */
+#define CBT_RQ_MAX_BIOS 1024
 
 /* Operation codes (bi_opf & CBT_REQ_OP_MASK), stable kernel ABI since 4.10. */
 #define CBT_REQ_OP_MASK 0xffu

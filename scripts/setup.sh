@@ -21,6 +21,9 @@ packages=(
   libexpat1-dev libsqlite3-dev libcmocka-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
   curl python3
+  # change-block tracker tests: partition tables, and the portability test that boots Debian's
+  # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
+  fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
 )
 missing=()
 for p in "${packages[@]}"; do

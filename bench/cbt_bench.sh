@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# cbt_bench.sh - the change-block tracker's benchmarks, in one run (root; not run by CTest):
+#  1. fio 4 KiB randwrite, QD 32, O_DIRECT on a loop device backed by a file and one backed by tmpfs,
+#     tracked vs untracked, interleaved (ABBA) over ROUNDS rounds: IOPS and p99 latency ratios
+#     (tracked runs also drain once a second, as an agent would); then the same on two tmpfs
+#     devices written at the same time, one tracked (robust to other load on the machine); then
+#     the CPU time the tracker programs spend per write (bpf_stats);
+#  2. flip + drain + commit of a 1 TiB sparse loop device: nothing dirty, 10,000 scattered blocks;
+#  3. kernel memory of the tracker's maps, per TiB tracked.
+# Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+agent=$build/agent/mobility-agent
+rounds=${ROUNDS:-3}
+runtime=${SECONDS_PER_RUN:-10}
+size=${SIZE:-2G}
+[ "$(id -u)" -eq 0 ] || { echo "cbt_bench: run as root" >&2; exit 1; }
+command -v fio >/dev/null || { echo "cbt_bench: fio is missing" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/cbt-bench.XXXXXX)
+shm=$(mktemp -d /dev/shm/cbt-bench.XXXXXX)
+export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/cbt-bench-$$
+state=$work/state
+loops=()
+drainer=
+cleanup() {
+  [ -n "$drainer" ] && { touch "$work/stop-draining"; wait "$drainer" 2>/dev/null; }
+  for l in "${loops[@]}"; do "$agent" cbt stop "$l" --state "$state" >/dev/null 2>&1 || true; done
+  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+  rm -rf "$work" "$shm" "$MOBILITY_AGENT_BPF_PIN_DIR"
+}
+trap cleanup EXIT
+new_loop() { # new_loop FILE: sets LOOP
+  LOOP=$(losetup --find --show "$1")
+  loops+=("$LOOP")
+}
+
+echo "== cbt_bench on $(uname -r), $(nproc) CPUs, $(date -u +%FT%TZ)"
+fallocate -l "$size" "$work/file.img"
+fallocate -l "$size" "$shm/tmpfs.img"
+new_loop "$work/file.img"; file_dev=$LOOP
+new_loop "$shm/tmpfs.img"; tmpfs_dev=$LOOP
+
+# run_fio DEV -> "IOPS P99_NS" (write side of terse v3: field 49 = IOPS, 59..78 = clat percentiles)
+run_fio() {
+  fio --name=cbt --filename="$1" --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
+      --runtime="$runtime" --time_based --norandommap --randrepeat=0 --output-format=terse --terse-version=3 |
+    awk -F';' '{ p99 = 0; for (i = 59; i <= 78; i++) if ($i ~ /^99\.000000%=/) { split($i, a, "="); p99 = a[2] }
+                 print $49, p99 * 1000 }'
+}
+
+declare -A iops p99   # "KIND.MODE" -> space-separated values of each run
+measure() { # measure KIND(file|tmpfs) DEV MODE(tracked|untracked)
+  local kind=$1 dev=$2 mode=$3 out
+  if [ "$mode" = tracked ]; then
+    "$agent" cbt start "$dev" --state "$state" >/dev/null
+    rm -f "$work/stop-draining"
+    (while [ ! -e "$work/stop-draining" ]; do "$agent" cbt drain "$dev" --state "$state" >/dev/null || true; sleep 1; done) &
+    drainer=$!
+  fi
+  out=$(run_fio "$dev")
+  if [ "$mode" = tracked ]; then
+    touch "$work/stop-draining"; wait "$drainer" 2>/dev/null || true; drainer=
+    "$agent" cbt stop "$dev" --state "$state"
+  fi
+  read -r i p <<<"$out"
+  awk -v k="$kind" -v m="$mode" -v i="$i" -v p="$p" 'BEGIN { printf "   %-6s %-9s %10.0f IOPS   p99 %8.1f us\n", k, m, i, p / 1000 }'
+  iops[$kind.$mode]="${iops[$kind.$mode]:-} $i"
+  p99[$kind.$mode]="${p99[$kind.$mode]:-} $p"
+}
+
+echo "== 1. fio randwrite 4 KiB QD32 O_DIRECT, ${runtime}s per run, $rounds rounds (ABBA)"
+for r in $(seq "$rounds"); do
+  for kind in file tmpfs; do
+    dev=$file_dev; [ $kind = tmpfs ] && dev=$tmpfs_dev
+    if [ $((r % 2)) -eq 1 ]; then
+      measure $kind "$dev" untracked; measure $kind "$dev" tracked
+    else
+      measure $kind "$dev" tracked; measure $kind "$dev" untracked
+    fi
+  done
+done
+sum() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' <<<"$1"; }
+for kind in file tmpfs; do
+  awk -v k="$kind" -v it="$(sum "${iops[$kind.tracked]}")" -v iu="$(sum "${iops[$kind.untracked]}")" \
+      -v pt="$(sum "${p99[$kind.tracked]}")" -v pu="$(sum "${p99[$kind.untracked]}")" \
+      'BEGIN { printf "   %-6s IOPS tracked/untracked %.3f (goal >= 0.98)   p99 latency tracked/untracked %.3f\n", k, it / iu, pt / pu }'
+done
+
+echo "== 1c. concurrent A/B: two tmpfs loop devices written at once, one tracked (swapped each round)"
+# Both runs see the same background load at the same time, so their ratio is robust to it.
+fallocate -l "$size" "$shm/b.img"
+new_loop "$shm/b.img"; b_dev=$LOOP
+ab_tracked="" ab_untracked=""
+for r in $(seq "$rounds"); do
+  tracked_dev=$tmpfs_dev untracked_dev=$b_dev
+  [ $((r % 2)) -eq 0 ] && { tracked_dev=$b_dev; untracked_dev=$tmpfs_dev; }
+  "$agent" cbt start "$tracked_dev" --state "$state" >/dev/null
+  run_fio "$tracked_dev" >"$work/ab.tracked" &
+  run_fio "$untracked_dev" >"$work/ab.untracked"
+  wait
+  "$agent" cbt stop "$tracked_dev" --state "$state"
+  read -r it pt <"$work/ab.tracked"
+  read -r iu pu <"$work/ab.untracked"
+  awk -v it="$it" -v iu="$iu" -v pt="$pt" -v pu="$pu" \
+    'BEGIN { printf "   round: tracked %8.0f IOPS p99 %7.1f us | untracked %8.0f IOPS p99 %7.1f us\n", it, pt / 1000, iu, pu / 1000 }'
+  ab_tracked="$ab_tracked $it"; ab_untracked="$ab_untracked $iu"
+done
+awk -v t="$(sum "$ab_tracked")" -v u="$(sum "$ab_untracked")" \
+  'BEGIN { printf "   concurrent A/B IOPS tracked/untracked %.3f\n", t / u }'
+
+echo "== 1b. CPU cost of the tracker programs (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio)"
+# Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per write.
+"$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
+stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+run_fio "$tmpfs_dev" >/dev/null
+sysctl -qw kernel.bpf_stats_enabled="$stats_before"
+tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep -o '"writes":[0-9]*' | cut -d: -f2)
+total_ns=0
+for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
+  prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
+  # bpftool omits the counters of a program that never ran
+  read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}') ||
+    { ns=0; count=0; }
+  awk -v l="${link#cbt_link_}" -v ns="${ns:-0}" -v c="${count:-0}" \
+    'BEGIN { printf "   %-13s %10d runs %8.0f ns per run\n", l, c, c ? ns / c : 0 }'
+  total_ns=$((total_ns + ${ns:-0}))
+done
+"$agent" cbt stop "$tmpfs_dev" --state "$state"
+awk -v t="$total_ns" -v w="$tracked_writes" \
+  'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes)\n", w ? t / w : 0, w }'
+
+echo "== 2. cycle (flip + drain + commit) on a 1 TiB sparse loop device"
+truncate -s 1T "$work/big.img"
+new_loop "$work/big.img"; big=$LOOP
+"$build/bench/bench_cbt_drain" "$big" "$state" 10000 10 &
+bench=$!
+# 3. memory, read while bench_cbt_drain tracks the 1 TiB device
+sleep 1
+mem_bitmap=$(bpftool map show 2>/dev/null | awk '/name cbt_bitmap /{getline; for (i = 1; i <= NF; i++) if ($i == "memlock") { sub("B", "", $(i+1)); print $(i+1) }}' | tail -1)
+mem_fixed=0
+for m in cbt_devices cbt_devmap cbt_bitmaps cbt_inflight cbt_counters; do
+  b=$(bpftool map show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$m" 2>/dev/null | grep -o 'memlock [0-9]*' | awk '{print $2}')
+  mem_fixed=$((mem_fixed + ${b:-0}))
+done
+wait $bench
+echo "== 3. kernel memory of the maps (bpftool memlock)"
+awk -v b="${mem_bitmap:-0}" -v f="$mem_fixed" 'BEGIN {
+  printf "   per tracked TiB (bitmap, 2 generations, 3 levels, 4 KiB granularity): %d bytes = %.1f MiB\n", b, b / 1048576
+  printf "   fixed, once per machine (slots, device map, in-flight table, counters): %d bytes = %.1f MiB\n", f, f / 1048576 }'

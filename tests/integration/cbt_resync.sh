@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# cbt_resync.sh - Description: never silent: a reboot (boot id change), tracking removed behind the
+# agent's back (unclean detach), a resize with writes beyond the old end, a loop device re-pointed
+# at another file (diskseq) and a kernel without BTF each make the device resync-required with the
+# reason; drain then prints the whole device and exits 3; only acknowledging the exact latest
+# event count clears it.
+set -u
+. "$(dirname "$0")/cbt_lib.sh"
+make_loop "$WORK/disk.img" 64M
+dev=$LOOP
+name=$(basename "$dev")
+record=$STATE/cbt/$name.state
+cbt start "$dev" >/dev/null || fail "cbt start exited $?"
+json() { cbt status "$dev" --json; }
+# field NAME: a value of the device's status; required / reason / count are the resync ones.
+field() {
+  local j
+  j=$(json | grep -o '"devices":.*')
+  case $1 in required | reason | count) j=$(grep -o '"resync":{[^}]*}' <<<"$j") ;; esac
+  grep -o "\"$1\":[^,}]*" <<<"$j" | head -1 | cut -d: -f2- | tr -d '"'
+}
+expect_resync() { # expect_resync REASON: resync required for REASON; drain lists the whole device, exits 3
+  [ "$(field required)" = true ] || fail "$1: resync not required: $(json)"
+  [ "$(field reason)" = "$1" ] || fail "expected reason $1, got $(field reason)"
+  local out rc
+  out=$(cbt drain "$dev" 2>"$WORK/drain.err")
+  rc=$?
+  [ $rc -eq 3 ] || fail "$1: drain exited $rc, expected 3"
+  [ "$out" = "0 $(blockdev --getsize64 "$dev")" ] || fail "$1: drain did not list the whole device: $out"
+  [ "$(wc -l <"$WORK/drain.err")" -eq 1 ] && grep -q "cbt ack $dev $(field count)" "$WORK/drain.err" ||
+    fail "$1: unclear drain message: $(cat "$WORK/drain.err")"
+}
+ack() { cbt ack "$dev" "$(field count)" || fail "ack of $(field count) exited $?"; }
+
+[ "$(field required)" = false ] || fail "a fresh start is resync-required"
+uuid0=$(field tracker_uuid)
+
+# Reboot: the record was written under another boot id.
+sed -i "s/^boot_id .*/boot_id 00000000-0000-0000-0000-000000000000/" "$record"
+expect_resync reboot
+[ "$(field tracker_uuid)" != "$uuid0" ] || fail "the tracker UUID survived a reboot"
+count=$(field count)
+err=$(cbt ack "$dev" $((count + 1)) 2>&1) && fail "ack of a future event succeeded"
+ack
+[ "$(field required)" = false ] || fail "ack did not clear"
+dd if=/dev/urandom of="$dev" bs=4096 seek=3 count=1 oflag=direct status=none
+[ "$(cbt drain "$dev")" = "12288 4096" ] || fail "drain after ack is not exact"
+
+# Unclean detach: the pins vanish (bpffs remounted, someone removed them).
+rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
+[ "$(field tracking)" = false ] || fail "still tracking without pins"
+expect_resync unclean-detach
+[ "$(field tracking)" = true ] || fail "drain did not re-arm tracking"
+ack
+
+# Resize, and a write beyond the old end before the agent noticed: two events.
+before=$(field count)
+truncate -s 96M "$WORK/disk.img"
+losetup -c "$dev" || fail "losetup -c"
+dd if=/dev/urandom of="$dev" bs=4096 seek=$((80 * 256)) count=1 oflag=direct status=none
+stale=$(field count)
+[ "$stale" -ge $((before + 2)) ] || fail "resize + out-of-range write raised $((stale - before)) events"
+json | grep -q '"size":100663296' || fail "the new size is not tracked"
+# The ack of an older event is refused while a newer one is pending.
+err=$(cbt ack "$dev" $((stale - 1)) 2>&1) && fail "ack of a stale count succeeded"
+[[ $err == *"not the latest"* ]] || fail "unclear stale-ack error: $err"
+[ "$(field required)" = true ] || fail "a stale ack cleared the resync"
+expect_resync resize
+ack
+dd if=/dev/urandom of="$dev" bs=4096 seek=$((90 * 256)) count=2 oflag=direct status=none
+[ "$(cbt drain "$dev")" = "$((90 << 20)) 8192" ] || fail "drain after resize is not exact"
+# Media change: the loop device re-pointed at other content, not one write through it.
+if [ -e "/sys/block/$name/diskseq" ]; then
+  truncate -s 96M "$WORK/other.img"
+  losetup -d "$dev" && losetup "$dev" "$WORK/other.img" || fail "cannot re-point $dev"
+  expect_resync media-changed
+  ack
+else
+  echo "no diskseq in sysfs (kernel < 5.15): media-change detection not tested"
+fi
+cbt stop "$dev" || fail "stop"
+
+# No BTF: fallback, resync every cycle, clear message.
+make_loop "$WORK/disk2.img" 32M
+dev=$LOOP
+export MOBILITY_AGENT_BTF=/nonexistent MOBILITY_AGENT_BPF_PIN_DIR=$MOBILITY_AGENT_BPF_PIN_DIR-nobtf
+EXTRA_CLEANUP+=("$MOBILITY_AGENT_BPF_PIN_DIR")
+err=$(cbt start "$dev" 2>&1 >/dev/null) || fail "fallback start exited $?"
+[[ $err == *"eBPF tracking unavailable (kernel BTF not found at /nonexistent"* ]] || fail "unclear fallback message: $err"
+json | grep -q '"available":false,"reason":"kernel BTF not found' || fail "status does not say why: $(json)"
+[ "$(field mode)" = fallback ] || fail "not in fallback mode"
+expect_resync no-ebpf
+ack
+expect_resync no-ebpf # every cycle
+cbt stop "$dev" || fail "stop fallback"
+echo "cbt_resync: ok"
