@@ -50,7 +50,7 @@ point=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail 
 [[ $point == rp-* ]] || fail "checkpoint's last line is not a point id: $point"
 replica=$(rpl_replica_of "$dev")
 cmp "$replica" "$dev" || fail "replica differs from the source after the initial sync"
-echo "initial sync: 1 GiB in $(echo "$t1 - $t0" | bc) s"
+echo "initial sync: 1 GiB in $(awk -v a="$t0" -v b="$t1" "BEGIN{printf \"%.2f\", b-a}") s"
 
 say "a random writer through 20+ cycles"
 start=$(rpl_agent_cycle "$dev")
