@@ -34,6 +34,8 @@
 #include "sdnotify.h"
 
 #define HEARTBEAT_MS       10000
+#define DIRTY_CHECK_MS     1000
+#define DIRTY_TRIGGER      (256ull << 20) /* a backlog this large asks the appliance for a cycle now */
 #define BACKOFF_MIN_MS     500
 #define BACKOFF_MAX_MS     30000
 #define DRAIN_BATCH        65536   /* extents per cbt_drain call */
@@ -745,10 +747,22 @@ static rpl_err handshake(struct agent *a)
   return RPL_OK;
 }
 
+static uint64_t dirty_total(struct agent *a)
+{
+  uint64_t sum = 0;
+  for (size_t i = 0; i < a->st.ndisks; i++) {
+    struct cbt_status s;
+    if (a->rt[i].phase != PHASE_ERROR && cbt_status_get(a->cbt, a->st.disks[i].device, &s) == RPL_OK)
+      sum += s.dirty_bytes;
+  }
+  return sum;
+}
+
 static rpl_err serve(struct agent *a)
 {
-  uint64_t last_send = now_ms();
+  uint64_t last_send = now_ms(), last_check = now_ms();
   uint64_t hb_seq = 0;
+  bool pressure_sent = false; /* one request per backlog: the cycles that follow drain it */
   for (;;) {
     if (atomic_load(&stopping))
       return RPL_OK;
@@ -759,6 +773,8 @@ static rpl_err serve(struct agent *a)
       struct pollfd p[2] = {{.fd = conn_fd(a->conn), .events = POLLIN}, {.fd = a->wake, .events = POLLIN}};
       uint64_t now = now_ms();
       int wait = now - last_send >= HEARTBEAT_MS ? 0 : (int)(HEARTBEAT_MS - (now - last_send));
+      if (wait > DIRTY_CHECK_MS)
+        wait = DIRTY_CHECK_MS;
       int r = poll(p, 2, wait);
       if (r < 0 && errno == EINTR)
         continue;
@@ -767,8 +783,18 @@ static rpl_err serve(struct agent *a)
         ssize_t n = read(a->wake, &v, sizeof v);
         (void)n;
       }
-      if (r == 0 || now_ms() - last_send >= HEARTBEAT_MS) {
-        struct proto_heartbeat hb = {.sequence = ++hb_seq, .time_ns = (uint64_t)time(NULL) * 1000000000ull};
+      uint64_t dirty = 0;
+      if (now_ms() - last_check >= DIRTY_CHECK_MS && a->cbt && !atomic_load(&a->cbt_reopen)) {
+        last_check = now_ms();
+        dirty = dirty_total(a);
+        if (dirty < DIRTY_TRIGGER)
+          pressure_sent = false;
+      }
+      bool pressure = dirty >= DIRTY_TRIGGER && !pressure_sent;
+      if (pressure || now_ms() - last_send >= HEARTBEAT_MS) {
+        pressure_sent = pressure_sent || pressure;
+        struct proto_heartbeat hb = {.sequence = ++hb_seq, .time_ns = (uint64_t)time(NULL) * 1000000000ull,
+                                     .dirty_bytes = dirty};
         if ((err = proto_encode_heartbeat(&a->out, &hb)) || (err = send_buf(a)))
           return err;
         last_send = now_ms();
@@ -806,6 +832,7 @@ static rpl_err serve(struct agent *a)
       err = m.kind == PROTO_CYCLE_RECOVERY_POINT ? run_point_cycles(a, (size_t)d, m.cycle)
                                                  : run_cycle(a, (size_t)d, m.cycle, m.kind);
       last_send = now_ms();
+      pressure_sent = false;
       break;
     }
     case PROTO_ERROR: {

@@ -34,6 +34,7 @@
 #include "settings.h"
 
 #define DEFAULT_RPO_MS      30000
+#define DIRTY_TRIGGER       (256ull << 20) /* an agent backlog this large starts a cycle before the RPO timer */
 #define HELLO_TIMEOUT_MS    30000
 #define POLL_MS             200
 #define HEARTBEAT_SAVE_S    30
@@ -295,6 +296,7 @@ struct session {
   struct group groups[MAX_GROUPS];
   struct proto_buf out;
   time_t last_heartbeat_saved;
+  bool dirty_pressure;            /* the agent's backlog is large: the next cycle starts now */
 };
 
 static rpl_err flush_out(struct session *s)
@@ -813,7 +815,7 @@ static rpl_err orchestrate(struct session *s)
       kind = PROTO_CYCLE_RESYNC;
       break;
     }
-    if (now - d->last_start_ms >= s->a->rpo_ms && d->last_start_ms < oldest) {
+    if ((now - d->last_start_ms >= s->a->rpo_ms || s->dirty_pressure) && d->last_start_ms < oldest) {
       oldest = d->last_start_ms;
       pick = &s->slots[i];
     }
@@ -821,6 +823,7 @@ static rpl_err orchestrate(struct session *s)
   pthread_mutex_unlock(&s->a->lock);
   if (!pick)
     return RPL_OK;
+  s->dirty_pressure = false;
   rpl_err err = start_cycle(s, pick, kind);
   if (err == RPL_E_JOURNAL_FULL) {
     pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
@@ -906,13 +909,19 @@ static rpl_err session_loop(struct session *s)
       }
       break;
     }
-    case PROTO_HEARTBEAT:
+    case PROTO_HEARTBEAT: {
+      struct proto_heartbeat hb;
+      if ((err = proto_decode_heartbeat(&f, &hb)))
+        break;
+      if (hb.dirty_bytes >= DIRTY_TRIGGER)
+        s->dirty_pressure = true;
       if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
         rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));
         (void)e;
         s->last_heartbeat_saved = time(NULL);
       }
       break;
+    }
     default:
       log_warn("agent %s: unexpected %s frame", s->agent_text, proto_type_name(f.type));
       err = RPL_E_PROTO_UNEXPECTED;

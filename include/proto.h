@@ -163,6 +163,7 @@ struct proto_need {
 struct proto_heartbeat {
   uint64_t sequence;
   uint64_t time_ns;            /* sender's CLOCK_REALTIME */
+  uint64_t dirty_bytes;        /* agent: changed bytes not yet sent (a large backlog asks for a cycle now) */
 };
 
 struct proto_error {

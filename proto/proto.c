@@ -470,6 +470,7 @@ rpl_err proto_encode_heartbeat(struct proto_buf *out, const struct proto_heartbe
   wr_begin(&w, out);
   wr_u64(&w, m->sequence);
   wr_u64(&w, m->time_ns);
+  wr_u64(&w, m->dirty_bytes);
   return wr_end(&w, PROTO_HEARTBEAT);
 }
 
@@ -717,6 +718,7 @@ rpl_err proto_decode_heartbeat(const struct proto_frame *f, struct proto_heartbe
   DECODE_BEGIN(PROTO_HEARTBEAT);
   out->sequence = rd_u64(&r);
   out->time_ns = rd_u64(&r);
+  out->dirty_bytes = rd_u64(&r);
   return rd_end(&r);
 }
 

@@ -35,6 +35,16 @@ out=$("$AG" register --appliance "127.0.0.1:$RPL_PORT" --key "$RPL_KEY" --state 
 n=$("$AP" status --state "$RT/app" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["agents"]))')
 [ "$n" -eq 1 ] || fail "the appliance knows $n agents, expected 1"
 
+say "a client certificate the appliance did not sign is refused"
+agent_id=$(sed -n 's/^agent_id=//p' "$RT/agent/agent.conf")
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=$agent_id" \
+  -keyout "$RT/forged.key" -out "$RT/forged.crt" 2>/dev/null || fail "openssl could not make a certificate"
+echo | timeout 20 openssl s_client -connect "127.0.0.1:$RPL_PORT" -cert "$RT/forged.crt" -key "$RT/forged.key" \
+  -tls1_3 -quiet > "$RT/forged.out" 2>&1
+for i in $(seq 1 100); do grep -q "TLS handshake with .* failed" "$RT/appliance.log" && break; sleep 0.1; done
+grep -q "TLS handshake with .* failed" "$RT/appliance.log" || fail "the forged client certificate was not refused"
+grep -q "connected from" "$RT/appliance.log" && fail "a session was opened with a forged certificate"
+
 say "commands before the daemon runs say so"
 out=$("$AG" status --state "$RT/agent" 2>&1) && fail "status without a daemon exited 0"
 [[ $out == *"not running"* ]] || fail "unclear error without a daemon: $out"

@@ -184,12 +184,12 @@ static void test_roundtrip_ack_nack_hb_error(void **state)
   assert_bytes(n2.message, n.message);
 
   proto_buf_reset(&b);
-  struct proto_heartbeat hb = {.sequence = 5, .time_ns = 1700000000123456789ull};
+  struct proto_heartbeat hb = {.sequence = 5, .time_ns = 1700000000123456789ull, .dirty_bytes = 3ull << 30};
   assert_int_equal(proto_encode_heartbeat(&b, &hb), RPL_OK);
   f = parse_one(&b);
   struct proto_heartbeat hb2;
   assert_int_equal(proto_decode_heartbeat(&f, &hb2), RPL_OK);
-  assert_true(hb2.sequence == 5 && hb2.time_ns == hb.time_ns);
+  assert_true(hb2.sequence == 5 && hb2.time_ns == hb.time_ns && hb2.dirty_bytes == hb.dirty_bytes);
 
   proto_buf_reset(&b);
   struct proto_error er = {.code = RPL_E_PROTO_NO_COMMON_VERSION, .message = BYTES("peer speaks 2..3, we speak 1..1")};

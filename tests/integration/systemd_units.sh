@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# systemd_units.sh - Description: the systemd units of both daemons pass systemd-analyze verify
+# (with ExecStart pointed at the built programs), and both daemons speak Type=notify: they send
+# READY=1 on the notify socket once they serve.
+set -u
+command -v systemd-analyze >/dev/null || { echo "SKIP: no systemd-analyze"; exit 77; }
+b=${RPL_BUILD_DIR:?run under ctest}
+src=${RPL_SOURCE_DIR:?}
+t=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$t"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+for u in mobility-agent replication-appliance; do
+  sed "s#/usr/bin/mobility-agent#$b/agent/mobility-agent#; s#/usr/bin/replication-appliance#$b/appliance/replication-appliance#" \
+    "$src/packaging/systemd/$u.service" > "$t/$u.service"
+  grep -q "^Type=notify" "$t/$u.service" || fail "$u.service is not Type=notify"
+  out=$(systemd-analyze verify "$t/$u.service" 2>&1) || fail "systemd-analyze verify $u.service: $out"
+  [ -z "$out" ] || fail "systemd-analyze verify $u.service warns: $out"
+done
+# READY=1 from the appliance (the agent's path is the same code, proto/sdnotify.c).
+python3 - "$b/appliance/replication-appliance" "$t" <<'PY' || fail "the appliance did not send READY=1"
+import os, socket, subprocess, sys, time
+prog, t = sys.argv[1], sys.argv[2]
+subprocess.run([prog, "init", "--state", t + "/app", "--storage", "file:" + t + "/rep"], check=True,
+               stdout=subprocess.DEVNULL)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(t + "/notify")
+s.settimeout(30)
+env = dict(os.environ, NOTIFY_SOCKET=t + "/notify")
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+port = probe.getsockname()[1]
+probe.close()
+p = subprocess.Popen([prog, "run", "--state", t + "/app", "--listen", "127.0.0.1:%d" % port], env=env,
+                     stderr=subprocess.DEVNULL)
+try:
+    msg = s.recv(4096).decode()
+    assert "READY=1" in msg, msg
+finally:
+    p.terminate()
+    p.wait(30)
+PY
+echo "systemd_units: ok"
