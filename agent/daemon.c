@@ -255,11 +255,22 @@ static rpl_err send_cycle_body(struct agent *a, struct cycle_send *cs, bool full
   if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
     rt->phase = PHASE_RESYNC;
   pthread_mutex_unlock(&a->lock);
+  struct cbt_extents set;
   if (full) {
+    /* The whole-disk read below covers every block of the frozen generation: drain it (its
+     * extents are not needed) so that cbt_commit may clear it after the ACK. Undrained, the commit
+     * fails, the resync is never acknowledged, and every later cycle is a full read again. */
+    cbt_extents_init(&set, DRAIN_BATCH, 0);
+    do {
+      cbt_extents_clear(&set);
+      err = cbt_drain(a->cbt, dev, &set);
+    } while (err == RPL_E_AGAIN);
+    cbt_extents_free(&set);
+    if (err)
+      return err;
     struct cbt_extent whole = {0, rt->size};
     return send_extents(cs, &whole, 1);
   }
-  struct cbt_extents set;
   cbt_extents_init(&set, DRAIN_BATCH, 1u << 20);
   do {
     cbt_extents_clear(&set);
