@@ -29,6 +29,7 @@ run_ours() { # DEV ROUND -> RESULT seconds
   t1=$(now)
   OURS_COMMIT=$(calc "$T_COMMITTED - $t0" 2)
   cmp "$(replica_of "$name")" "$dev" || die "ours: the replica differs from the source"
+  OURS_SENT=$("$AG" status --state "$RT/$name/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   OURS_CPU="agent $(( $(proc_cpu_ticks "$AG_PID") ))t appliance $(( $(proc_cpu_ticks "$AP_PID") ))t"
   OURS_RSS="agent $(proc_kb "$AG_PID" VmHWM) KiB, appliance $(proc_kb "$AP_PID" VmHWM) KiB"
   bench_pair_stop "$name"
@@ -37,8 +38,9 @@ run_ours() { # DEV ROUND -> RESULT seconds
 }
 
 run_peer() { # DEV -> RESULT seconds
-  local dev=$1 port out=$RT/peer.img t0 t1 rpid
+  local dev=$1 port out=$RT/peer.img t0 t1 rpid c0
   port=$(free_port)
+  c0=$(children_cpu)
   rm -f "$out"
   ( socat -u "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" STDOUT | zstd -d -q \
       | dd of="$out" bs=1M iflag=fullblock oflag=direct conv=fsync status=none ) &
@@ -51,6 +53,7 @@ run_peer() { # DEV -> RESULT seconds
   wait "$rpid" || die "peer receiver failed"
   t1=$(now)
   forget_pid "$rpid"
+  PEER_CPU=$(calc "$(children_cpu) - $c0" 2)
   cmp "$out" "$dev" || die "peer: the copy differs from the source"
   rm -f "$out"
   RESULT=$(calc "$t1 - $t0" 3)
@@ -70,7 +73,8 @@ bench_disk() { # KIND ZERO_PERCENT
     printf '%-5s round %d: ours %7.2f s (%6.0f MB/s)   peer %7.2f s (%6.0f MB/s)   ratio ours/peer %5.2f   load %s\n' \
       "$kind" "$r" "$ours" "$(calc "$bytes / $ours / 1e6" 0)" "$peer" "$(calc "$bytes / $peer / 1e6" 0)" \
       "${ratios[-1]}" "$(load_avg)"
-    echo "      ours: committed (journal fsynced, ACKed) at $OURS_COMMIT s, applied at $ours s; CPU ticks $OURS_CPU (1 tick = 10 ms), peak RSS $OURS_RSS"
+    echo "      ours: committed (journal fsynced, ACKed) at $OURS_COMMIT s, applied at $ours s; sent $(calc "$OURS_SENT / 1e6" 0) MB; CPU ticks $OURS_CPU (1 tick = 10 ms), peak RSS $OURS_RSS"
+    echo "      peer: CPU of dd, zstd, socat, zstd -d, dd together: $PEER_CPU s"
   done
   local mo mp
   mo=$(median "${o[@]}"); mp=$(median "${p[@]}")
