@@ -40,7 +40,7 @@ run_ours() { # DEV ROUND -> RESULT seconds
 run_peer() { # DEV -> RESULT seconds
   local dev=$1 port out=$RT/peer.img t0 t1 rpid c0
   port=$(free_port)
-  c0=$(children_cpu)
+  children_cpu; c0=$CHILDREN_CPU
   rm -f "$out"
   ( socat -u "TCP-LISTEN:$port,reuseaddr,bind=127.0.0.1" STDOUT | zstd -d -q \
       | dd of="$out" bs=1M iflag=fullblock oflag=direct conv=fsync status=none ) &
@@ -53,7 +53,7 @@ run_peer() { # DEV -> RESULT seconds
   wait "$rpid" || die "peer receiver failed"
   t1=$(now)
   forget_pid "$rpid"
-  PEER_CPU=$(calc "$(children_cpu) - $c0" 2)
+  children_cpu; PEER_CPU=$(calc "$CHILDREN_CPU - $c0" 2)
   cmp "$out" "$dev" || die "peer: the copy differs from the source"
   rm -f "$out"
   RESULT=$(calc "$t1 - $t0" 3)

@@ -162,8 +162,12 @@ wait_applied() {
 
 proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# CPU seconds (user + system) used so far by this shell's waited-for children (bash `times`)
-children_cpu() { times > "$RT/.times"; tail -n 1 "$RT/.times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%.2f", n }'; }
+# CHILDREN_CPU = CPU seconds (user + system) used so far by this shell's waited-for children
+# (bash `times`; call it directly, not in $(...), where it would see the subshell's children)
+children_cpu() {
+  times > "$RT/.times"
+  CHILDREN_CPU=$(tail -n 1 "$RT/.times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%.2f", n }')
+}
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # median of the arguments (numbers)
