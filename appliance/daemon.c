@@ -36,7 +36,7 @@
 #define DEFAULT_RPO_MS      30000
 #define DIRTY_TRIGGER       (256ull << 20) /* an agent backlog this large starts a cycle before the RPO timer */
 #define HELLO_TIMEOUT_MS    30000
-#define POLL_MS             200
+#define POLL_MS             50    /* also how soon a session notices an applied point */
 #define HEARTBEAT_SAVE_S    30
 #define AGENT_CERT_DAYS     825
 #define MAX_GROUPS          16

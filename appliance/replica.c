@@ -29,6 +29,8 @@ struct replica {
   uint8_t *raw;       /* decompression buffer, grows to at most PROTO_MAX_EXTENT */
   size_t raw_alloc;
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
+  uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
+  uint8_t zero_digest[PROTO_HASH_SIZE];
 };
 
 static rpl_err sys_err(const char *what, const char *path)
@@ -179,6 +181,11 @@ static rpl_err raw_buffer(struct replica *r, size_t len)
 
 static void zero_hash(struct replica *r, uint32_t len, uint8_t out[PROTO_HASH_SIZE])
 {
+  /* Zero extents mostly share one length (the agent's extent size): hash those zeros once. */
+  if (len && len == r->zero_len) {
+    memcpy(out, r->zero_digest, PROTO_HASH_SIZE);
+    return;
+  }
   XXH3_128bits_reset(r->hash);
   for (uint32_t done = 0; done < len;) {
     uint32_t n = len - done < ZERO_BLOCK ? len - done : ZERO_BLOCK;
@@ -188,6 +195,8 @@ static void zero_hash(struct replica *r, uint32_t len, uint8_t out[PROTO_HASH_SI
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits_digest(r->hash));
   memcpy(out, c.digest, PROTO_HASH_SIZE);
+  memcpy(r->zero_digest, c.digest, PROTO_HASH_SIZE);
+  r->zero_len = len;
 }
 
 /* The raw bytes of extent x (NULL for a zero extent), checked against its hash. */

@@ -19,7 +19,7 @@ packages=(
   build-essential cmake pkg-config clang llvm libclang-rt-14-dev bpftool
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
   libexpat1-dev libsqlite3-dev libcmocka-dev
-  openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy
+  openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy rsync linux-perf
   curl python3
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)

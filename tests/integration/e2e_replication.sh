@@ -85,7 +85,8 @@ say "status of both daemons"
 import json, sys
 d = json.load(sys.stdin)["disks"][0]
 assert d["state"] == "protected", d
-assert d["last_applied_cycle"] == d["last_committed_cycle"], d
+# the next RPO cycle may have committed since the checkpoint: at most one behind
+assert d["last_committed_cycle"] - d["last_applied_cycle"] <= 1, d
 assert d["last_point"] is not None, d
 ' || fail "appliance status is not as expected"
 echo "e2e_replication: ok ($cycles cycles under writes, points $point $point2)"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench_delta.sh - one delta cycle after 1 % of a 4 GiB loop disk changed (random 4..64 KiB writes,
+# 4 KiB aligned, spread over the disk), against rsync's delta transfer of the same change from the
+# same device into a copy of the pre-change image, in the same run:
+#   rsync --inplace --no-whole-file --copy-devices --write-devices --fsync SRC_DEV DST_DEV
+# (Debian 12's rsync has --copy-devices and --write-devices; --fsync makes its copy durable, as
+# ours is: journal fsynced before the ACK, replica fdatasynced at apply.)
+# Ours is timed from the writes being done (fsynced) until the appliance's status shows the cycle
+# applied to the replica (polled every 50 ms); the cycle is started on demand by
+# `mobility-agent checkpoint DEV --wait` (flip, read the changed blocks, compress, send, journal +
+# fsync, ACK, apply + fdatasync), whose own return (the point recorded) is printed too. Each round writes a new change (seed = round);
+# ours and rsync run in alternating order (when rsync runs first, ours is timed from its start); both copies are compared with the source every round.
+#
+#   bash bench/bench_delta.sh [ROUNDS] [SIZE] [PERCENT]        (root; defaults: 3 4G 1)
+#
+# The disk is all text (a disk of zeros would make rsync's block matching pathological, which is
+# not the comparison we want). Loop devices are buffered: both sides read through the page cache.
+. "$(dirname "$0")/lib_bench.sh"
+
+ROUNDS=${1:-3}
+SIZE=${2:-4G}
+PCT=${3:-1}
+bench_setup
+command -v rsync >/dev/null || die "needs rsync (scripts/setup.sh)"
+
+echo "delta: $SIZE text loop disk, $PCT % changed per round, $ROUNDS rounds, $(nproc) CPUs, load at start $(load_avg)"
+say "generating the source ($SIZE of text) and a copy for rsync's destination"
+src=$RT/src.img
+dst=$RT/dst.img
+"$GEN" text "$src" "$SIZE" 2 0 || die "bench_gen failed"
+cp "$src" "$dst"
+bench_loop dev "$src"
+bench_loop ddev "$dst"
+bytes=$(blockdev --getsize64 "$dev")
+
+say "initial sync (not timed here: see bench_full_sync.sh)"
+bench_pair_start d 3600
+bench_protect d "$dev"
+wait_applied d 1 1800
+replica=$(replica_of d)
+cmp "$replica" "$dev" || die "replica differs after the initial sync"
+
+run_ours() { # T0: RESULT = until the cycle is applied (status polled every 50 ms), CKPT = until checkpoint returned
+  local t0=$1 out base cpid ta=
+  base=$(ap_field d last_applied_cycle)
+  "$AG" checkpoint "$dev" --wait --state "$RT/d/agent" > "$RT/ckpt.out" 2>&1 &
+  cpid=$!
+  BENCH_PIDS+=("$cpid")
+  while kill -0 "$cpid" 2>/dev/null; do
+    if [ -z "$ta" ] && [ "$(ap_field d last_applied_cycle)" -gt "$base" ]; then ta=$(now); fi
+    sleep 0.05
+  done
+  wait "$cpid" || die "checkpoint failed: $(cat "$RT/ckpt.out")"
+  forget_pid "$cpid"
+  CKPT=$(calc "$(now) - $t0" 3)
+  [ -n "$ta" ] || ta=$(now)
+  RESULT=$(calc "$ta - $t0" 3)
+  POINT=$(tail -n 1 "$RT/ckpt.out")
+}
+
+run_rsync() {
+  local t0
+  t0=$(now)
+  rsync --inplace --no-whole-file --copy-devices --write-devices --fsync --stats "$dev" "$ddev" > "$RT/rsync.out" 2>&1 \
+    || { cat "$RT/rsync.out" >&2; die "rsync failed"; }
+  RESULT=$(calc "$(now) - $t0" 3)
+  RSYNC_LITERAL=$(awk -F': ' '/Literal data/ { gsub(/[ ,bytes]/, "", $2); print $2 }' "$RT/rsync.out")
+}
+
+o=(); p=(); ratios=()
+for r in $(seq 1 "$ROUNDS"); do
+  sent0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
+  raw0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
+  w=$("$GEN" scatter "$dev" "$PCT" "$r") || die "writes failed"
+  if [ $((r % 2)) -eq 1 ]; then
+    run_ours "$(now)"; ours=$RESULT; run_rsync; rs=$RESULT
+  else
+    run_rsync; rs=$RESULT; run_ours "$(now)"; ours=$RESULT
+  fi
+  sent1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
+  raw1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
+  cmp "$replica" "$dev" || die "round $r: the replica differs from the source"
+  cmp "$ddev" "$dev" || die "round $r: rsync's copy differs from the source"
+  o+=("$ours"); p+=("$rs"); ratios+=("$(calc "$rs / $ours" 1)")
+  printf 'round %d: %s; ours %6.3f s (checkpoint returned %.3f s; read %5.1f MiB, sent %5.1f MiB, %s) | rsync %7.2f s (literal %5.1f MiB) | ratio rsync/ours %6.1f | load %s\n' \
+    "$r" "$w" "$ours" "$CKPT" "$(calc "($raw1 - $raw0) / 1048576" 1)" "$(calc "($sent1 - $sent0) / 1048576" 1)" "$POINT" \
+    "$rs" "$(calc "${RSYNC_LITERAL:-0} / 1048576" 1)" "${ratios[-1]}" "$(load_avg)"
+done
+echo "      peak RSS: agent $(proc_kb "$AG_PID" VmHWM) KiB, appliance $(proc_kb "$AP_PID" VmHWM) KiB"
+echo
+echo "== delta summary (goal: ratio rsync/ours >= 50) =="
+printf 'delta %s%% of %s: ours %.3f s | rsync %.2f s | ratio rsync/ours (median of rounds) %.1f  [rounds: %s]\n' \
+  "$PCT" "$SIZE" "$(median "${o[@]}")" "$(median "${p[@]}")" "$(median "${ratios[@]}")" "${ratios[*]}"
