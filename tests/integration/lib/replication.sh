@@ -23,7 +23,10 @@ RPL_MOUNTS=()
 
 rpl_cleanup() {
   local pid m l
-  [ -n "${RPL_DEADLINE_PID:-}" ] && kill "$RPL_DEADLINE_PID" 2>/dev/null
+  if [ -n "${RPL_DEADLINE_PID:-}" ]; then
+    pkill -P "$RPL_DEADLINE_PID" sleep 2>/dev/null
+    kill "$RPL_DEADLINE_PID" 2>/dev/null
+  fi
   for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for m in "${RPL_MOUNTS[@]}"; do
@@ -46,7 +49,8 @@ rpl_setup() {
   RT=$(mktemp -d /var/tmp/rpl-e2e.XXXXXX)
   trap rpl_cleanup EXIT
   trap 'echo "FAIL: the test ran out of time" >&2; exit 1' TERM INT
-  ( sleep "${1:-500}"; kill -TERM $$ ) 2>/dev/null &
+  # Its own output goes nowhere: a sleeper holding the test's stdout would keep ctest waiting.
+  ( sleep "${1:-500}"; kill -TERM $$ ) >/dev/null 2>&1 </dev/null &
   RPL_DEADLINE_PID=$!
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || fail "no bpffs"
   export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-e2e-$$
