@@ -23,9 +23,10 @@ RPL_MOUNTS=()
 
 rpl_cleanup() {
   local pid m l
+  trap - TERM INT
   if [ -n "${RPL_DEADLINE_PID:-}" ]; then
-    pkill -P "$RPL_DEADLINE_PID" sleep 2>/dev/null
     kill "$RPL_DEADLINE_PID" 2>/dev/null
+    pkill -P "$RPL_DEADLINE_PID" sleep 2>/dev/null
   fi
   for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
@@ -50,7 +51,7 @@ rpl_setup() {
   trap rpl_cleanup EXIT
   trap 'echo "FAIL: the test ran out of time" >&2; exit 1' TERM INT
   # Its own output goes nowhere: a sleeper holding the test's stdout would keep ctest waiting.
-  ( sleep "${1:-500}"; kill -TERM $$ ) >/dev/null 2>&1 </dev/null &
+  ( sleep "${1:-500}" && kill -TERM $$ ) >/dev/null 2>&1 </dev/null &
   RPL_DEADLINE_PID=$!
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || fail "no bpffs"
   export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-e2e-$$
