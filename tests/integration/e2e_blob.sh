@@ -2,8 +2,9 @@
 # e2e_blob.sh - Description: both daemons over TLS, the appliance storing into Azurite over HTTPS
 # through the private DNS zone file: initial sync of a 256 MiB loop disk (half data, half zeros)
 # into one page blob per disk, byte-identical (ranged GETs), its sequence number = the last applied
-# cycle and a valid fixed-VHD footer; then a random writer through 10+ cycles and a checkpoint
-# whose recovery point is a blob snapshot: the snapshot and the base blob byte-identical to the disk.
+# cycle and a valid fixed-VHD footer; then a random writer through 10+ cycles and a checkpoint;
+# both recovery points are blob snapshots: restore of each (--out, --verify) byte-identical to the
+# copy of the source kept at that point.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup
@@ -67,6 +68,7 @@ point=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail 
 wait_applied 1
 "$BT" download replicas "$blob" "$RT/blob1" > "$RT/dl1.out" 2>&1 || fail "download failed: $(cat "$RT/dl1.out")"
 check_image "$RT/blob1" "the page blob after the initial sync"
+cp --sparse=always "$dev" "$RT/source-at-$point"   # the source at the point (nothing writes it now)
 
 say "a random writer through 10+ cycles"
 start=$(rpl_agent_cycle "$dev")
@@ -87,6 +89,25 @@ wait_applied "$last"
 "$BT" download replicas "$blob" "$RT/blob2" > "$RT/dl2.out" 2>&1 || fail "download failed"
 check_image "$RT/blob2" "the page blob after 10+ cycles of writes"
 cycles=$((last - start))
+cp --sparse=always "$dev" "$RT/source-at-$point2"
+
+say "restore the newest point and the older one from their snapshots"
+for p in "$point2" "$point"; do
+  "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$p" --out "$RT/restored-$p" > "$RT/restore.out" 2>&1 \
+    || fail "restore of $p failed: $(cat "$RT/restore.out")"
+  cat "$RT/restore.out"
+  cmp "$RT/restored-$p" "$RT/source-at-$p" || fail "the restored image of $p differs from the source at $p"
+  "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$p" --verify "$RT/source-at-$p" > /dev/null \
+    || fail "restore --verify of $p says it differs"
+done
+cmp -s "$RT/source-at-$point" "$RT/source-at-$point2" && fail "the writer changed nothing between the points"
+"$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point" --verify "$RT/source-at-$point2" > /dev/null 2>&1 \
+  && fail "restore --verify did not see that the older point differs from the newer source"
+"$AP" restore --state "$RT/app" --disk "$disk_id" --verify "$RT/source-at-$point2" > /dev/null \
+  || fail "restore --verify of the latest point (no --point) failed"
+out=$("$AP" restore --state "$RT/app" --disk "$disk_id" --point rp-999 --out "$RT/nope" 2>&1) && fail "an unknown point was restored"
+[[ $out == *"no such recovery point"* ]] || fail "unclear error for an unknown point: $out"
+[ ! -e "$RT/nope" ] || fail "a failed restore left its output file"
 
 say "status"
 "$AP" status --state "$RT/app" --json | python3 -c '

@@ -26,7 +26,15 @@ RPL_MOUNTS=()
 
 rpl_cleanup() {
   local pid m l
-  [ -n "${RPL_DEADLINE_PID:-}" ] && kill "$RPL_DEADLINE_PID" 2>/dev/null
+  # The deadline's sleep too: it holds the test's stdout, and ctest waits for that to close.
+  # The deadline's sleep too (after its subshell, which would otherwise send TERM when it ends): it
+  # holds the test's stdout, and ctest waits for that to close.
+  if [ -n "${RPL_DEADLINE_PID:-}" ]; then
+    local sleeper
+    sleeper=$(pgrep -P "$RPL_DEADLINE_PID" sleep)
+    kill "$RPL_DEADLINE_PID" 2>/dev/null
+    [ -n "$sleeper" ] && kill $sleeper 2>/dev/null
+  fi
   for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   for m in "${RPL_MOUNTS[@]}"; do
