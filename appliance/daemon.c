@@ -64,6 +64,7 @@ struct disk {
   enum catalog_disk_state state;
   char reason[256];
   bool attached;                  /* a session serves it now */
+  bool upload_waiting;            /* the last upload failed for a reason that passes (storage away) */
   struct disk *next;
 };
 
@@ -285,9 +286,21 @@ static void apply_disk(struct appliance *a, struct disk *d)
     if (e)
       log_warn("journal trim: %s", rpl_strerror(e));
   }
+  bool transient = err && d->up && uploader_error_is_transient(err);
   pthread_mutex_lock(&a->lock);
   d->last_applied = after.last_applied;
-  if (err) {
+  if (transient) { /* the cycles stay in the cache; retried on the next pass */
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", after.last_applied + 1,
+             rpl_strerror(err));
+    if (!d->upload_waiting)
+      log_warn("disk %s: %s", d->name, d->reason);
+    d->upload_waiting = true;
+  } else if (d->upload_waiting) {
+    d->upload_waiting = false;
+    d->reason[0] = 0;
+    log_notice("disk %s: uploads resumed", d->name);
+  }
+  if (err && !transient) {
     char id[37];
     id_text(d->id, id);
     snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
@@ -299,6 +312,8 @@ static void apply_disk(struct appliance *a, struct disk *d)
   }
   pthread_cond_broadcast(&a->applied);
   pthread_mutex_unlock(&a->lock);
+  if (transient)
+    sleep(1);
 }
 
 static void *applier_main(void *arg)

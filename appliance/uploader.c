@@ -349,8 +349,16 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
 static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, uint8_t kind,
                            uploader_snapshot_fn on_snapshot, void *ctx)
 {
-  if (u->committed >= n) /* committed before a restart: the journal only did not hear of it */
+  if (u->committed >= n) { /* committed before a restart: the journal only did not hear of it */
+    struct blob_reply r;
+    /* A point's snapshot lost to the crash can still be taken while the blob is at exactly n. */
+    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT &&
+        blob_snapshot(u->client, u->container, u->blob, &r) == RPL_OK && on_snapshot) {
+      u->stats.snapshots++;
+      on_snapshot(ctx, n, r.snapshot);
+    }
     return journal_mark_applied(j, n);
+  }
   struct journal_reader *rd;
   rpl_err e = journal_reader_open(j, n, &rd);
   if (e)
@@ -363,9 +371,16 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   rpl_err d = blob_client_drain(u->client);
   if (!e)
     e = d ? d : u->async_err;
+  struct blob_reply r;
+  if (e == RPL_E_BLOB_FENCED && blob_get_properties(u->client, u->container, u->blob, NULL, &r) == RPL_OK &&
+      r.sequence_number >= 0) {
+    /* Someone committed a cycle >= n (this appliance before a lost reply): the blob says which. */
+    log_warn("uploader %s: cycle %" PRIu64 " fenced: the blob's sequence number is %" PRId64, u->blob, n,
+             r.sequence_number);
+    u->committed = (uint64_t)r.sequence_number;
+  }
   if (e)
     return e;
-  struct blob_reply r;
   if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, NULL, &r))) {
     log_err("uploader %s: cannot commit cycle %" PRIu64 ": %s (HTTP %ld %s)", u->blob, n, rpl_strerror(e), r.status,
             r.error_code);
@@ -413,6 +428,23 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
   }
   pthread_mutex_unlock(&u->lock);
   return e;
+}
+
+bool uploader_error_is_transient(rpl_err e)
+{
+  switch (e) {
+  case RPL_E_REPLICA_HASH:
+  case RPL_E_REPLICA_DECOMPRESS:
+  case RPL_E_REPLICA_RANGE:
+  case RPL_E_JOURNAL_CORRUPT:
+  case RPL_E_JOURNAL_CYCLE_ORDER:
+  case RPL_E_UPLOAD_BEHIND:
+  case RPL_E_UPLOAD_BLOB:
+  case RPL_E_NOMEM:
+    return false;
+  default:
+    return true;
+  }
 }
 
 rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len)

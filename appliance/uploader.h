@@ -56,6 +56,10 @@ typedef void (*uploader_snapshot_fn)(void *ctx, uint64_t cycle, const char *snap
  * number is below the journal's applied cycle. */
 RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
                                               uploader_snapshot_fn on_snapshot, void *ctx);
+/* False for errors in the cached data itself (hash, decompression, range, journal damage) and for a
+ * blob that is behind the journal: those need a resync. True for the rest (storage unreachable,
+ * throttled past the retries, fenced by a commit it did not hear of): try again later. */
+bool uploader_error_is_transient(rpl_err e);
 /* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
 RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
 
