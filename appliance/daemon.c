@@ -32,6 +32,7 @@
 #include "rpl_version.h"
 #include "sdnotify.h"
 #include "settings.h"
+#include "uploader.h"
 
 #define DEFAULT_RPO_MS      30000
 #define DIRTY_TRIGGER       (256ull << 20) /* an agent backlog this large starts a cycle before the RPO timer */
@@ -40,6 +41,7 @@
 #define HEARTBEAT_SAVE_S    30
 #define AGENT_CERT_DAYS     825
 #define MAX_GROUPS          16
+#define MAX_SNAPS           8  /* recovery-point images taken by the applier, not yet recorded */
 
 /* ---- shared state ------------------------------------------------------------------------- */
 
@@ -50,13 +52,20 @@ struct disk {
   uint64_t size;
   uint32_t sector;
   struct journal *journal;        /* thread-safe */
-  struct replica *replica;        /* the applier's alone */
+  struct replica *replica;        /* the applier's alone (file storage) */
+  struct uploader *up;            /* the page blob (Azure storage); thread-safe */
+  struct {                        /* images of recovery-point cycles (under snap_lock) */
+    uint64_t cycle;
+    char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  } snaps[MAX_SNAPS];
+  unsigned nsnaps;
   uint64_t last_committed, last_applied;
   int64_t last_commit_time;       /* unix seconds */
   uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
   enum catalog_disk_state state;
   char reason[256];
   bool attached;                  /* a session serves it now */
+  bool upload_waiting;            /* the last upload failed for a reason that passes (storage away) */
   struct disk *next;
 };
 
@@ -71,6 +80,7 @@ struct appliance {
   pthread_mutex_t lock;           /* disks list and their counters */
   pthread_cond_t work;            /* commits for the applier */
   pthread_cond_t applied;         /* applies for sessions waiting on points */
+  pthread_mutex_t snap_lock;      /* the disks' snaps */
   struct disk *disks;
   unsigned sessions;
   int listen_fd;
@@ -136,13 +146,17 @@ static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, str
   d->state = cd->state;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
   rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
+  char why[1024] = "";
   if (!err && settings_is_file_storage(&a->settings))
     err = replica_open(a->settings.storage + 5, d->id, d->size, &d->replica);
+  else if (!err && (err = uploader_open(&a->settings, d->id, d->size, &d->up, why, sizeof why)))
+    log_err("disk: cannot open its page blob: %s", why);
   if (err) {
     char id[37];
     id_text(d->id, id);
     log_err("disk %s: cannot open its journal or replica: %s", id, rpl_strerror(err));
     journal_close(d->journal);
+    replica_close(d->replica);
     free(d);
     return err;
   }
@@ -195,13 +209,73 @@ static rpl_err load_disks(struct appliance *a)
 
 /* ---- the applier -------------------------------------------------------------------------- */
 
+struct snap_ctx {
+  struct appliance *a;
+  struct disk *d;
+};
+
+/* The image of recovery-point cycle n was taken (blob snapshot, or file copy): kept for finish_groups. */
+static void remember_snapshot(void *arg, uint64_t n, const char *id)
+{
+  struct snap_ctx *sc = arg;
+  pthread_mutex_lock(&sc->a->snap_lock);
+  struct disk *d = sc->d;
+  if (d->nsnaps == MAX_SNAPS) { /* the oldest was never claimed (its point was not offered) */
+    memmove(&d->snaps[0], &d->snaps[1], (MAX_SNAPS - 1) * sizeof d->snaps[0]);
+    d->nsnaps--;
+  }
+  d->snaps[d->nsnaps].cycle = n;
+  snprintf(d->snaps[d->nsnaps].id, sizeof d->snaps[0].id, "%s", id);
+  d->nsnaps++;
+  pthread_mutex_unlock(&sc->a->snap_lock);
+}
+
+static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char *id, size_t idsz)
+{
+  bool found = false;
+  pthread_mutex_lock(&a->snap_lock);
+  for (unsigned i = 0; i < d->nsnaps && !found; i++)
+    if (d->snaps[i].cycle == n) {
+      snprintf(id, idsz, "%s", d->snaps[i].id);
+      memmove(&d->snaps[i], &d->snaps[i + 1], (d->nsnaps - i - 1) * sizeof d->snaps[0]);
+      d->nsnaps--;
+      found = true;
+    }
+  pthread_mutex_unlock(&a->snap_lock);
+  return found;
+}
+
+/* File storage: applies cycle by cycle; a recovery-point cycle's image is copied aside. */
+static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
+{
+  for (;;) {
+    struct journal_cycle_info info;
+    rpl_err e = journal_next_pending(d->journal, &info);
+    if (e == RPL_E_NOT_FOUND)
+      return RPL_OK;
+    if (e || (e = replica_apply_cycle(d->replica, d->journal, info.cycle)))
+      return e;
+    if (info.kind == PROTO_CYCLE_RECOVERY_POINT) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), info.cycle);
+      (void)unlink(path); /* a copy left by a crash before the point was recorded */
+      if ((e = replica_copy_to(d->replica, path)) == RPL_OK)
+        remember_snapshot(sc, info.cycle, path);
+      else
+        log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
+    }
+  }
+}
+
 static void apply_disk(struct appliance *a, struct disk *d)
 {
   struct journal_usage before, after;
   journal_get_usage(d->journal, &before);
-  if (before.last_applied >= before.last_committed || !d->replica)
+  if (before.last_applied >= before.last_committed || (!d->replica && !d->up))
     return;
-  rpl_err err = replica_apply_pending(d->replica, d->journal, NULL);
+  struct snap_ctx sc = {a, d};
+  rpl_err err = d->up ? uploader_apply_pending(d->up, d->journal, NULL, remember_snapshot, &sc)
+                      : file_apply_pending(d, &sc);
   journal_get_usage(d->journal, &after);
   for (uint64_t n = before.last_applied + 1; n <= after.last_applied; n++) {
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
@@ -213,9 +287,21 @@ static void apply_disk(struct appliance *a, struct disk *d)
     if (e)
       log_warn("journal trim: %s", rpl_strerror(e));
   }
+  bool transient = err && d->up && uploader_error_is_transient(err);
   pthread_mutex_lock(&a->lock);
   d->last_applied = after.last_applied;
-  if (err) {
+  if (transient) { /* the cycles stay in the cache; retried on the next pass */
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", after.last_applied + 1,
+             rpl_strerror(err));
+    if (!d->upload_waiting)
+      log_warn("disk %s: %s", d->name, d->reason);
+    d->upload_waiting = true;
+  } else if (d->upload_waiting) {
+    d->upload_waiting = false;
+    d->reason[0] = 0;
+    log_notice("disk %s: uploads resumed", d->name);
+  }
+  if (err && !transient) {
     char id[37];
     id_text(d->id, id);
     snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
@@ -227,6 +313,8 @@ static void apply_disk(struct appliance *a, struct disk *d)
   }
   pthread_cond_broadcast(&a->applied);
   pthread_mutex_unlock(&a->lock);
+  if (transient)
+    sleep(1);
 }
 
 static void *applier_main(void *arg)
@@ -413,6 +501,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
       /* The disk grew: the replica grows with it before any extent beyond the old end lands. */
       if (d->replica && m->size_bytes > d->size)
         err = replica_resize(d->replica, m->size_bytes);
+      else if (d->up && m->size_bytes > d->size)
+        err = uploader_resize(d->up, m->size_bytes);
       else if (m->size_bytes < d->size)
         err = RPL_E_REPLICA_SHRINK;
       if (!err)
@@ -642,7 +732,7 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
   struct disk *d = sl->disk;
   struct need_list *nl = &sl->need;
   if (nl->chunks_seen == 0) {
-    if (m.first_chunk != 0 || m.chunk_size > (64u << 20) || !d->replica)
+    if (m.first_chunk != 0 || m.chunk_size > (64u << 20) || (!d->replica && !d->up))
       return nack(s, sl, RPL_E_PROTO_FIELD);
     need_reset(nl);
     nl->chunk_size = m.chunk_size;
@@ -663,7 +753,7 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
     uint8_t h[PROTO_HASH_SIZE];
     /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
      * the open one commits only after this comparison. */
-    err = replica_read(d->replica, off, nl->buf, len);
+    err = d->replica ? replica_read(d->replica, off, nl->buf, len) : uploader_read(d->up, off, nl->buf, len);
     if (!err) {
       proto_hash128(nl->buf, len, h);
       if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
@@ -748,6 +838,8 @@ static rpl_err finish_groups(struct session *s)
                                    .kind = gr->consistency == PROTO_FS_CONSISTENT ? CATALOG_POINT_FILESYSTEM_CONSISTENT
                                                                                   : CATALOG_POINT_CRASH_CONSISTENT};
         memcpy(cp.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
+        cp.has_snapshot = claim_snapshot(s->a, s->slots[gr->slots[i]].disk, cp.cycle, cp.snapshot_id,
+                                         sizeof cp.snapshot_id);
         int64_t id;
         p.status = catalog_point_add(s->a->cat, &cp, &id);
         if (i == 0)
@@ -1217,10 +1309,6 @@ int cmd_run(int argc, char **argv)
     fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
     return 1;
   }
-  if (!settings_is_file_storage(&a.settings)) {
-    fprintf(stderr, "replication-appliance run: this build replicates into file: storage only; Azure page-blob upload is the next step (init with --storage file:DIR)\n");
-    return 1;
-  }
   if ((err = identity_load(state, &a.ca_cert, &a.ca_key)) || (err = chan_server_ctx(a.ca_cert, a.ca_key, &a.ctx))) {
     fprintf(stderr, "replication-appliance run: the appliance's certificate in %s is missing or invalid (%s): run init again\n",
             state, rpl_strerror(err));
@@ -1233,8 +1321,10 @@ int cmd_run(int argc, char **argv)
   pthread_mutex_init(&a.lock, NULL);
   pthread_cond_init(&a.work, NULL);
   pthread_cond_init(&a.applied, NULL);
+  pthread_mutex_init(&a.snap_lock, NULL);
   if ((err = load_disks(&a))) {
-    fprintf(stderr, "replication-appliance run: cannot open the disks' journals: %s\n", rpl_strerror(err));
+    fprintf(stderr, "replication-appliance run: cannot open the disks' journals or storage: %s (see the log line before)\n",
+            rpl_strerror(err));
     return 1;
   }
   if ((err = listen_on(&a))) {
@@ -1293,6 +1383,7 @@ int cmd_run(int argc, char **argv)
   for (struct disk *d = a.disks, *next; d; d = next) {
     next = d->next;
     replica_close(d->replica);
+    uploader_close(d->up);
     journal_close(d->journal);
     free(d);
   }

@@ -11,6 +11,7 @@ static const struct appliance_command commands[] = {
   {"check", cmd_check, "check   --state DIR [--json]"},
   {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS]"},
   {"status", cmd_status, "status  --state DIR [--json]"},
+  {"restore", cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {NULL, NULL, NULL},
 };
 

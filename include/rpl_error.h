@@ -120,7 +120,11 @@
   X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
   X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
   X(RPL_E_EXTENT_RANGE,           553, "extent lies beyond the end of the disk") \
-  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length")
+  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length") \
+  X(RPL_E_UPLOAD_BEHIND,          560, "the page blob's sequence number is behind the cycles this appliance applied: the blob was replaced or rolled back; protect the disk again (resync)") \
+  X(RPL_E_UPLOAD_BLOB,            561, "the disk's page blob is not what the appliance wrote (not a page blob, or smaller than the disk): move it aside or use another container") \
+  X(RPL_E_RESTORE_POINT,          562, "no such recovery point for this disk: see the points with 'replication-appliance status'") \
+  X(RPL_E_RESTORE_NO_IMAGE,       563, "the recovery point has no stored image (no snapshot, or its copy was pruned): restore another point")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

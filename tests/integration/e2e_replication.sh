@@ -79,6 +79,15 @@ point2=$("$AG" checkpoint --wait --state "$RT/agent" | tail -n 1) || fail "check
 cmp "$replica" "$dev" || fail "replica differs from the source after 20+ cycles of writes"
 cycles=$(( $(rpl_agent_cycle "$dev") - start ))
 
+say "restore of the newest point from file: storage"
+disk_id=$(basename "$replica" .img)
+"$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point2" --out "$RT/restored" > "$RT/restore.out" \
+  || fail "restore failed"
+cat "$RT/restore.out"
+cmp "$RT/restored" "$dev" || fail "the restored image differs from the source"
+"$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point2" --verify "$dev" > /dev/null || fail "restore --verify failed"
+rm -f "$RT/restored"
+
 say "status of both daemons"
 "$AG" status --state "$RT/agent" | grep -q "protected" || fail "agent status does not say protected"
 "$AP" status --state "$RT/app" --json | python3 -c '

@@ -8,6 +8,9 @@
 # rpl_loop VAR SIZE [FILL]   a loop disk on a new file (FILL: zero|random|half) into $VAR (not in a
 #                            subshell: the trap must know it)
 # rpl_appliance_init         init with file: storage; RPL_KEY = a fresh registration key
+# rpl_azurite_start          Azurite over HTTPS (lib/azurite.sh: AZ_CONNSTR, AZ_ZONE, AZ_CA), stopped
+#                            by the same trap after the daemons
+# rpl_appliance_init_azure   init with that Azurite through the zone file and the test CA
 # rpl_appliance_start [ARGS] run the appliance on a free port (RPL_PORT), wait for its socket
 # rpl_agent_register         register the agent with RPL_KEY
 # rpl_agent_start [ARGS]     run the agent, wait for its control socket
@@ -25,8 +28,10 @@ rpl_cleanup() {
   local pid m l
   trap - TERM INT
   if [ -n "${RPL_DEADLINE_PID:-}" ]; then
+    local sleeper
+    sleeper=$(pgrep -P "$RPL_DEADLINE_PID" sleep)
     kill "$RPL_DEADLINE_PID" 2>/dev/null
-    pkill -P "$RPL_DEADLINE_PID" sleep 2>/dev/null
+    [ -n "$sleeper" ] && kill $sleeper 2>/dev/null
   fi
   for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
@@ -76,6 +81,19 @@ rpl_free_port() {
 
 rpl_appliance_init() {
   "$AP" init --state "$RT/app" --storage "file:$RT/replica" > "$RT/init.out" || fail "init failed"
+  RPL_KEY=$(tail -n 1 "$RT/init.out")
+  [[ $RPL_KEY == rk1-* ]] || fail "init's last line is not a registration key: $RPL_KEY"
+}
+
+rpl_azurite_start() {
+  . "$(dirname "${BASH_SOURCE[0]}")/azurite.sh"
+  azurite_start "$@"
+  trap 'rpl_cleanup; az_cleanup' EXIT
+}
+
+rpl_appliance_init_azure() {
+  "$AP" init --state "$RT/app" --storage "$AZ_CONNSTR" --container "${RPL_CONTAINER:-replicas}" \
+    --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$RT/init.out" || fail "init with Azurite failed"
   RPL_KEY=$(tail -n 1 "$RT/init.out")
   [[ $RPL_KEY == rk1-* ]] || fail "init's last line is not a registration key: $RPL_KEY"
 }

@@ -1,0 +1,480 @@
+/* uploader.c - journal cycles into the disk's page blob: verified two-pass apply, fenced Put Page
+ * on one multi handle, commit by sequence number, recovery-point snapshots, reads for resync. */
+#include "uploader.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "rpl_log.h"
+#include "vhd.h"
+
+#define MIB (1ull << 20)
+#define ZERO_BLOCK (64u << 10)
+
+static const uint8_t zero_block[ZERO_BLOCK];
+
+struct uploader {
+  pthread_mutex_t lock;
+  struct blob_config cfg;
+  struct appliance_settings settings; /* cfg's strings point here */
+  struct blob_client *client;
+  char container[64];
+  char blob[48];
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t disk_size, blob_size;
+  uint64_t committed; /* the blob's sequence number */
+  ZSTD_DCtx *dctx;
+  uint8_t *raw;
+  XXH3_state_t *hash;
+  rpl_err async_err; /* first failure of the writes in flight */
+  struct uploader_stats stats;
+};
+
+struct put_ctx {
+  struct uploader *u;
+  uint8_t *buf;
+};
+
+rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why, size_t whysz)
+{
+  blob_config_init(cfg);
+  rpl_err err = blob_connstr_parse(s->storage, &cfg->account, why, whysz);
+  if (err)
+    return err;
+  cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
+  cfg->ca_file = s->ca_file[0] ? s->ca_file : NULL;
+  cfg->proxy = s->proxy[0] ? s->proxy : NULL;
+  cfg->proxy_bypass = s->proxy_bypass[0] ? s->proxy_bypass : NULL;
+  cfg->identity_endpoint = s->identity_endpoint[0] ? s->identity_endpoint : NULL;
+  cfg->require_private_endpoint = s->require_private_endpoint;
+  cfg->max_in_flight = s->max_in_flight;
+  return RPL_OK;
+}
+
+void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48])
+{
+  char id[37];
+  uuid_unparse_lower(disk_id, id);
+  snprintf(out, 48, "%s.vhd", id);
+}
+
+uint64_t uploader_blob_size(uint64_t disk_size) { return (disk_size + MIB - 1) / MIB * MIB + VHD_FOOTER_SIZE; }
+
+static void blob_why(const char *what, const struct blob_reply *r, rpl_err e, char *why, size_t whysz)
+{
+  snprintf(why, whysz, "%s: %s (HTTP %ld %s%s%s)", what, rpl_strerror(e), r->status, r->error_code,
+           r->message[0] ? ": " : "", r->message);
+}
+
+static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply);
+
+static rpl_err write_footer(struct uploader *u)
+{
+  struct put_ctx *pc = calloc(1, sizeof *pc);
+  uint8_t *f = malloc(VHD_FOOTER_SIZE);
+  if (!pc || !f) {
+    free(pc);
+    free(f);
+    return RPL_E_NOMEM;
+  }
+  vhd_footer_make(f, u->blob_size - VHD_FOOTER_SIZE, u->disk_id, time(NULL));
+  pc->u = u;
+  pc->buf = f;
+  u->async_err = RPL_OK;
+  /* Not part of a cycle: no fencing (the footer lies outside every cycle's range). */
+  struct blob_write_cond none = {0};
+  rpl_err e = blob_put_page_async(u->client, u->container, u->blob, u->blob_size - VHD_FOOTER_SIZE, f,
+                                  VHD_FOOTER_SIZE, &none, write_done, pc);
+  if (e) {
+    free(f);
+    free(pc);
+    return e;
+  }
+  e = blob_client_drain(u->client);
+  return e ? e : u->async_err;
+}
+
+static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply)
+{
+  struct put_ctx *pc = ctx;
+  struct uploader *u = pc->u;
+  if (err && !u->async_err) {
+    u->async_err = err;
+    log_err("uploader %s: write failed: %s (HTTP %ld %s)", u->blob, rpl_strerror(err), reply ? reply->status : 0,
+            reply ? reply->error_code : "");
+  }
+  free(pc->buf);
+  free(pc);
+}
+
+rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
+                      struct uploader **out, char *why, size_t whysz)
+{
+  *out = NULL;
+  struct uploader *u = calloc(1, sizeof *u);
+  if (!u)
+    return RPL_E_NOMEM;
+  pthread_mutex_init(&u->lock, NULL);
+  u->settings = *s;
+  memcpy(u->disk_id, disk_id, PROTO_ID_SIZE);
+  snprintf(u->container, sizeof u->container, "%s", s->container[0] ? s->container : SETTINGS_DEFAULT_CONTAINER);
+  uploader_blob_name(disk_id, u->blob);
+  u->disk_size = disk_size;
+  rpl_err e = RPL_OK;
+  struct blob_reply r = {0};
+  if (!(u->dctx = ZSTD_createDCtx()) || !(u->hash = XXH3_createState()) || !(u->raw = malloc(PROTO_MAX_EXTENT))) {
+    e = RPL_E_NOMEM;
+    goto fail;
+  }
+  if ((e = uploader_config(&u->settings, &u->cfg, why, whysz)) || (e = blob_client_open(&u->cfg, &u->client, why, whysz)))
+    goto fail;
+  e = blob_container_create(u->client, u->container, &r);
+  if (e && e != RPL_E_BLOB_EXISTS) {
+    blob_why("cannot create the container", &r, e, why, whysz);
+    goto fail;
+  }
+  e = blob_get_properties(u->client, u->container, u->blob, NULL, &r);
+  if (e == RPL_E_BLOB_NOT_FOUND) {
+    u->blob_size = uploader_blob_size(disk_size);
+    e = blob_create_page_blob(u->client, u->container, u->blob, u->blob_size, 0, true, &r);
+    if (!e)
+      e = write_footer(u);
+    if (e) {
+      blob_why("cannot create the page blob", &r, e, why, whysz);
+      goto fail;
+    }
+    u->committed = 0;
+    log_notice("uploader: created page blob %s/%s (%" PRIu64 " bytes)", u->container, u->blob, u->blob_size);
+  } else if (e) {
+    blob_why("cannot read the page blob's properties", &r, e, why, whysz);
+    goto fail;
+  } else {
+    if (strcmp(r.blob_type, "PageBlob") || r.content_length < 0 || r.sequence_number < 0) {
+      e = RPL_E_UPLOAD_BLOB;
+      snprintf(why, whysz, "%s/%s: %s", u->container, u->blob, rpl_strerror(e));
+      goto fail;
+    }
+    u->blob_size = (uint64_t)r.content_length;
+    u->committed = (uint64_t)r.sequence_number;
+    if (u->blob_size < uploader_blob_size(disk_size) && (e = uploader_resize(u, disk_size))) {
+      snprintf(why, whysz, "cannot grow the page blob: %s", rpl_strerror(e));
+      goto fail;
+    }
+  }
+  *out = u;
+  return RPL_OK;
+fail:
+  uploader_close(u);
+  return e;
+}
+
+void uploader_close(struct uploader *u)
+{
+  if (!u)
+    return;
+  blob_client_close(u->client);
+  ZSTD_freeDCtx(u->dctx);
+  XXH3_freeState(u->hash);
+  free(u->raw);
+  pthread_mutex_destroy(&u->lock);
+  free(u);
+}
+
+rpl_err uploader_resize(struct uploader *u, uint64_t disk_size)
+{
+  pthread_mutex_lock(&u->lock);
+  rpl_err e = RPL_OK;
+  uint64_t want = uploader_blob_size(disk_size);
+  if (disk_size < u->disk_size) {
+    e = RPL_E_REPLICA_SHRINK;
+  } else if (want > u->blob_size) {
+    struct blob_reply r;
+    uint64_t old_footer = u->blob_size - VHD_FOOTER_SIZE;
+    e = blob_resize(u->client, u->container, u->blob, want, NULL, &r);
+    if (!e) {
+      u->blob_size = want;
+      /* The old footer now lies inside the disk area, which reads as zeros on a new disk. */
+      struct blob_write_cond none = {0};
+      e = blob_clear_pages_async(u->client, u->container, u->blob, old_footer, VHD_FOOTER_SIZE, &none, NULL, NULL);
+      if (!e)
+        e = blob_client_drain(u->client);
+      if (!e)
+        e = write_footer(u);
+    }
+  }
+  if (!e)
+    u->disk_size = disk_size > u->disk_size ? disk_size : u->disk_size;
+  pthread_mutex_unlock(&u->lock);
+  return e;
+}
+
+uint64_t uploader_committed(struct uploader *u)
+{
+  pthread_mutex_lock(&u->lock);
+  uint64_t n = u->committed;
+  pthread_mutex_unlock(&u->lock);
+  return n;
+}
+
+/* ---- applying ----------------------------------------------------------------------------- */
+
+static void zero_hash(struct uploader *u, uint32_t len, uint8_t out[PROTO_HASH_SIZE])
+{
+  XXH3_128bits_reset(u->hash);
+  for (uint32_t done = 0; done < len;) {
+    uint32_t n = len - done < ZERO_BLOCK ? len - done : ZERO_BLOCK;
+    XXH3_128bits_update(u->hash, zero_block, n);
+    done += n;
+  }
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest(u->hash));
+  memcpy(out, c.digest, PROTO_HASH_SIZE);
+}
+
+/* The raw bytes of extent x (NULL for a zero extent), checked against its hash. */
+static rpl_err extent_raw(struct uploader *u, uint64_t cycle, const struct journal_extent *x, const uint8_t **raw)
+{
+  uint8_t h[PROTO_HASH_SIZE];
+  *raw = NULL;
+  if (x->offset > u->disk_size || x->length > u->disk_size - x->offset || x->length > PROTO_MAX_EXTENT) {
+    log_err("uploader %s: cycle %" PRIu64 " writes %" PRIu32 " bytes at %" PRIu64 ", past the disk's %" PRIu64,
+            u->blob, cycle, x->length, x->offset, u->disk_size);
+    return RPL_E_REPLICA_RANGE;
+  }
+  switch (x->codec) {
+  case PROTO_CODEC_NONE:
+    if (x->payload_len != x->length)
+      return RPL_E_JOURNAL_CORRUPT;
+    *raw = x->payload;
+    break;
+  case PROTO_CODEC_ZSTD: {
+    size_t got = ZSTD_decompressDCtx(u->dctx, u->raw, x->length, x->payload, x->payload_len);
+    if (ZSTD_isError(got) || got != x->length) {
+      log_err("uploader %s: cycle %" PRIu64 ": extent at %" PRIu64 " does not decompress to %" PRIu32 " bytes",
+              u->blob, cycle, x->offset, x->length);
+      return RPL_E_REPLICA_DECOMPRESS;
+    }
+    *raw = u->raw;
+    break;
+  }
+  case PROTO_CODEC_ZERO:
+    zero_hash(u, x->length, h);
+    goto compare;
+  default:
+    return RPL_E_JOURNAL_CORRUPT;
+  }
+  proto_hash128(*raw, x->length, h);
+compare:
+  if (memcmp(h, x->hash, PROTO_HASH_SIZE)) {
+    log_err("uploader %s: cycle %" PRIu64 ": extent at %" PRIu64 " (%" PRIu32 " bytes) fails its xxh3-128 check",
+            u->blob, cycle, x->offset, x->length);
+    return RPL_E_REPLICA_HASH;
+  }
+  return RPL_OK;
+}
+
+/* Keeps the multi handle fed without unbounded memory: at most twice the in-flight limit queued. */
+static rpl_err throttle(struct uploader *u)
+{
+  size_t limit = 2 * (u->cfg.max_in_flight ? u->cfg.max_in_flight : BLOB_DEFAULT_IN_FLIGHT);
+  while (blob_client_pending(u->client) >= limit && !u->async_err) {
+    rpl_err e = blob_client_poll(u->client, 100);
+    if (e)
+      return e;
+  }
+  return u->async_err;
+}
+
+/* One pass over the cycle: check every extent; when write is set, also queue its writes. */
+static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_t n, bool write)
+{
+  struct blob_write_cond cond = {.sequence_lt = (int64_t)n};
+  for (;;) {
+    struct journal_extent x;
+    bool end;
+    rpl_err e = journal_reader_next(rd, &x, &end);
+    if (e || end)
+      return e;
+    const uint8_t *raw;
+    if ((e = extent_raw(u, n, &x, &raw)))
+      return e;
+    if (!write)
+      continue;
+    if (!raw) {
+      struct put_ctx *pc = calloc(1, sizeof *pc);
+      if (!pc)
+        return RPL_E_NOMEM;
+      pc->u = u;
+      if ((e = blob_clear_pages_async(u->client, u->container, u->blob, x.offset, x.length, &cond, write_done, pc))) {
+        free(pc);
+        return e;
+      }
+      u->stats.clears++;
+    } else {
+      for (uint32_t done = 0; done < x.length;) {
+        uint32_t len = x.length - done < BLOB_MAX_PUT_PAGE ? x.length - done : BLOB_MAX_PUT_PAGE;
+        struct put_ctx *pc = calloc(1, sizeof *pc);
+        uint8_t *buf = malloc(len);
+        if (!pc || !buf) {
+          free(pc);
+          free(buf);
+          return RPL_E_NOMEM;
+        }
+        memcpy(buf, raw + done, len);
+        pc->u = u;
+        pc->buf = buf;
+        if ((e = blob_put_page_async(u->client, u->container, u->blob, x.offset + done, buf, len, &cond, write_done, pc))) {
+          free(buf);
+          free(pc);
+          return e;
+        }
+        u->stats.put_pages++;
+        u->stats.bytes_uploaded += len;
+        done += len;
+      }
+    }
+    if ((e = throttle(u)))
+      return e;
+  }
+}
+
+static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, uint8_t kind,
+                           uploader_snapshot_fn on_snapshot, void *ctx)
+{
+  if (u->committed >= n) { /* committed before a restart: the journal only did not hear of it */
+    struct blob_reply r;
+    /* A point's snapshot lost to the crash can still be taken while the blob is at exactly n. */
+    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT &&
+        blob_snapshot(u->client, u->container, u->blob, &r) == RPL_OK && on_snapshot) {
+      u->stats.snapshots++;
+      on_snapshot(ctx, n, r.snapshot);
+    }
+    return journal_mark_applied(j, n);
+  }
+  struct journal_reader *rd;
+  rpl_err e = journal_reader_open(j, n, &rd);
+  if (e)
+    return e;
+  u->async_err = RPL_OK;
+  if ((e = apply_pass(u, rd, n, false)) == RPL_OK && (e = journal_reader_rewind(rd)) == RPL_OK)
+    e = apply_pass(u, rd, n, true);
+  journal_reader_close(rd);
+  /* Whatever happened, nothing of the cycle may stay in flight past this call. */
+  rpl_err d = blob_client_drain(u->client);
+  if (!e)
+    e = d ? d : u->async_err;
+  struct blob_reply r;
+  if (e == RPL_E_BLOB_FENCED && blob_get_properties(u->client, u->container, u->blob, NULL, &r) == RPL_OK &&
+      r.sequence_number >= 0) {
+    /* Someone committed a cycle >= n (this appliance before a lost reply): the blob says which. */
+    log_warn("uploader %s: cycle %" PRIu64 " fenced: the blob's sequence number is %" PRId64, u->blob, n,
+             r.sequence_number);
+    u->committed = (uint64_t)r.sequence_number;
+  }
+  if (e)
+    return e;
+  if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, NULL, &r))) {
+    log_err("uploader %s: cannot commit cycle %" PRIu64 ": %s (HTTP %ld %s)", u->blob, n, rpl_strerror(e), r.status,
+            r.error_code);
+    return e;
+  }
+  u->committed = n;
+  u->stats.cycles++;
+  if (kind == PROTO_CYCLE_RECOVERY_POINT) {
+    if ((e = blob_snapshot(u->client, u->container, u->blob, &r))) {
+      log_err("uploader %s: snapshot of cycle %" PRIu64 " failed: %s", u->blob, n, rpl_strerror(e));
+      return e;
+    }
+    u->stats.snapshots++;
+    if (on_snapshot)
+      on_snapshot(ctx, n, r.snapshot);
+  }
+  return journal_mark_applied(j, n);
+}
+
+rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
+                               uploader_snapshot_fn on_snapshot, void *ctx)
+{
+  if (applied)
+    *applied = 0;
+  pthread_mutex_lock(&u->lock);
+  rpl_err e = RPL_OK;
+  struct journal_usage us;
+  journal_get_usage(j, &us);
+  if (u->committed < us.last_applied) {
+    log_err("uploader %s: blob sequence number %" PRIu64 " < applied cycle %" PRIu64, u->blob, u->committed,
+            us.last_applied);
+    e = RPL_E_UPLOAD_BEHIND;
+  }
+  while (!e) {
+    struct journal_cycle_info info;
+    e = journal_next_pending(j, &info);
+    if (e == RPL_E_NOT_FOUND) {
+      e = RPL_OK;
+      break;
+    }
+    if (e || (e = apply_cycle(u, j, info.cycle, info.kind, on_snapshot, ctx)))
+      break;
+    if (applied)
+      (*applied)++;
+  }
+  pthread_mutex_unlock(&u->lock);
+  return e;
+}
+
+bool uploader_error_is_transient(rpl_err e)
+{
+  switch (e) {
+  case RPL_E_REPLICA_HASH:
+  case RPL_E_REPLICA_DECOMPRESS:
+  case RPL_E_REPLICA_RANGE:
+  case RPL_E_JOURNAL_CORRUPT:
+  case RPL_E_JOURNAL_CYCLE_ORDER:
+  case RPL_E_UPLOAD_BEHIND:
+  case RPL_E_UPLOAD_BLOB:
+  case RPL_E_NOMEM:
+    return false;
+  default:
+    return true;
+  }
+}
+
+rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len)
+{
+  if (offset > u->disk_size || len > u->disk_size - offset)
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&u->lock);
+  struct blob_page_list pl = {0};
+  struct blob_reply r;
+  rpl_err e = blob_get_page_ranges(u->client, u->container, u->blob, NULL, offset, len, &pl, &r);
+  if (!e) {
+    memset(buf, 0, len);
+    for (size_t i = 0; i < pl.count && !e; i++) {
+      uint64_t a = pl.ranges[i].offset < offset ? offset : pl.ranges[i].offset;
+      uint64_t b = pl.ranges[i].offset + pl.ranges[i].length;
+      if (b > offset + len)
+        b = offset + len;
+      if (b > a)
+        e = blob_read(u->client, u->container, u->blob, NULL, a, (uint8_t *)buf + (a - offset), (size_t)(b - a), &r);
+    }
+  }
+  blob_page_list_free(&pl);
+  pthread_mutex_unlock(&u->lock);
+  return e;
+}
+
+void uploader_get_stats(struct uploader *u, struct uploader_stats *out)
+{
+  pthread_mutex_lock(&u->lock);
+  *out = u->stats;
+  blob_client_stats(u->client, &out->blob);
+  pthread_mutex_unlock(&u->lock);
+}

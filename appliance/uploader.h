@@ -1,0 +1,72 @@
+/* uploader.h - applies committed journal cycles to the disk's Azure page blob (fenced by sequence
+ * number, committed by setting it), takes recovery-point snapshots and reads the blob back.
+ * Internal header: appliance/ and tests/ only. */
+#ifndef APPLIANCE_UPLOADER_H
+#define APPLIANCE_UPLOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blob.h"
+#include "journal.h"
+#include "proto.h"
+#include "rpl_error.h"
+#include "settings.h"
+
+/*
+ * What it promises
+ *  - One page blob per disk, "<disk uuid>.vhd" in the settings' container: the disk area (the disk
+ *    size rounded up to a whole MiB, as Azure wants for a disk) then a 512-byte fixed-VHD footer.
+ *  - Cycle n is applied in two passes, like the file replica: every extent is checked (zstd
+ *    decompressed, xxh3-128 compared) before any write; then Put Page update (<= 4 MiB, with
+ *    Content-MD5) for data and Put Page clear for zero extents, many in flight, each carrying
+ *    x-ms-if-sequence-number-lt: n. When all are in, the blob's sequence number is set to n (the
+ *    commit), and only then is the journal told cycle n is applied. A late retried write of cycle
+ *    n then fails with 412 instead of overwriting cycle n+1.
+ *  - After a restart the blob's sequence number says which cycles are in: a committed one is only
+ *    marked applied in the journal, never written twice.
+ *  - Thread-safe: a mutex inside serialises apply, read, snapshot and resize of one uploader.
+ */
+
+struct uploader;
+
+/* blob_config from the appliance settings (strings point into s). */
+RPL_MUST_CHECK rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why,
+                                       size_t whysz);
+/* "<disk uuid>.vhd" */
+void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48]);
+/* The page blob's size for a disk of disk_size bytes: disk area rounded up to 1 MiB + the footer. */
+uint64_t uploader_blob_size(uint64_t disk_size);
+
+/* Opens the client (private-endpoint path checked), creates the container and the blob when
+ * missing (sequence number 0, footer written), grows a smaller blob. */
+RPL_MUST_CHECK rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
+                                     uint64_t disk_size, struct uploader **out, char *why, size_t whysz);
+void uploader_close(struct uploader *u);
+/* Grows the blob for a disk now disk_size bytes (footer rewritten); smaller: RPL_E_REPLICA_SHRINK. */
+RPL_MUST_CHECK rpl_err uploader_resize(struct uploader *u, uint64_t disk_size);
+/* The blob's sequence number = the last cycle committed into it. */
+uint64_t uploader_committed(struct uploader *u);
+
+/* Called after cycle n of kind RECOVERY_POINT is committed, with the snapshot taken of it. */
+typedef void (*uploader_snapshot_fn)(void *ctx, uint64_t cycle, const char *snapshot_id);
+/* Applies every committed, not yet applied cycle of j in order (see above); *applied (may be NULL)
+ * gets how many. Recovery-point cycles get a snapshot right after their commit, reported to
+ * on_snapshot (may be NULL). Stops at the first error; RPL_E_UPLOAD_BEHIND when the blob's sequence
+ * number is below the journal's applied cycle. */
+RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
+                                              uploader_snapshot_fn on_snapshot, void *ctx);
+/* False for errors in the cached data itself (hash, decompression, range, journal damage) and for a
+ * blob that is behind the journal: those need a resync. True for the rest (storage unreachable,
+ * throttled past the retries, fenced by a commit it did not hear of): try again later. */
+bool uploader_error_is_transient(rpl_err e);
+/* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
+RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
+
+struct uploader_stats {
+  uint64_t cycles, put_pages, clears, bytes_uploaded, snapshots;
+  struct blob_stats blob;
+};
+void uploader_get_stats(struct uploader *u, struct uploader_stats *out);
+
+#endif

@@ -1,0 +1,77 @@
+/* test_vhd.c - unit tests of the fixed-VHD footer (appliance/vhd.c): fields, geometry, checksum. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vhd.h"
+
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static void test_fields(void **state)
+{
+  (void)state;
+  uint8_t f[VHD_FOOTER_SIZE], id[16];
+  memset(id, 0xab, sizeof id);
+  uint64_t size = 1ull << 30;
+  vhd_footer_make(f, size, id, 946684800 + 1000);
+  assert_memory_equal(f, "conectix", 8);
+  assert_int_equal(be32(f + 8), 2);
+  assert_int_equal(be32(f + 12), 0x00010000);
+  assert_int_equal(be32(f + 16), 0xffffffffu);
+  assert_int_equal(be32(f + 20), 0xffffffffu);
+  assert_int_equal(be32(f + 24), 1000);           /* seconds since 2000-01-01 */
+  assert_int_equal(be32(f + 40), 0);              /* original size, big-endian */
+  assert_int_equal(be32(f + 44), 1u << 30);
+  assert_int_equal(be32(f + 52), 1u << 30);       /* current size */
+  /* 1 GiB: the specification's algorithm gives 2080 cylinders, 16 heads, 63 sectors per track. */
+  assert_int_equal(f[56] << 8 | f[57], 2080);
+  assert_int_equal(f[58], 16);
+  assert_int_equal(f[59], 63);
+  assert_int_equal(be32(f + 60), 2);              /* fixed */
+  assert_memory_equal(f + 68, id, 16);
+  assert_int_equal(f[84], 0);
+  uint32_t sum = 0;
+  for (int i = 0; i < 512; i++)
+    if (i < 64 || i >= 68)
+      sum += f[i];
+  assert_int_equal(be32(f + 64), ~sum);
+  uint64_t got = 0;
+  assert_true(vhd_footer_check(f, &got));
+  assert_int_equal(got, size);
+}
+
+static void test_damage_detected(void **state)
+{
+  (void)state;
+  uint8_t f[VHD_FOOTER_SIZE], id[16] = {1};
+  vhd_footer_make(f, 8ull << 20, id, 0);
+  f[50] ^= 1;
+  assert_false(vhd_footer_check(f, NULL));
+  vhd_footer_make(f, 8ull << 20, id, 0);
+  f[0] = 'C';
+  assert_false(vhd_footer_check(f, NULL));
+}
+
+static void test_large_geometry_capped(void **state)
+{
+  (void)state;
+  uint8_t f[VHD_FOOTER_SIZE], id[16] = {0};
+  vhd_footer_make(f, 4ull << 40, id, 0); /* beyond CHS range: 65535/16/255 */
+  assert_int_equal(f[56] << 8 | f[57], 65535);
+  assert_int_equal(f[58], 16);
+  assert_int_equal(f[59], 255);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_fields),
+    cmocka_unit_test(test_damage_detected),
+    cmocka_unit_test(test_large_geometry_capped),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
