@@ -1342,8 +1342,9 @@ int cmd_run(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   pthread_t applier;
   pthread_create(&applier, NULL, applier_main, &a);
+  /* An Azure connection string holds the account key: only its kind is logged. */
   log_info("replication-appliance %s listening on %s, storage %s, RPO target %.1f s", RPL_VERSION, a.listen,
-           a.settings.storage, a.rpo_ms / 1000.0);
+           settings_is_file_storage(&a.settings) ? a.settings.storage : "azure (page blobs)", a.rpo_ms / 1000.0);
   sd_notify_ready("appliance running");
 
   while (!atomic_load(&stopping)) {
