@@ -116,7 +116,8 @@ d = json.load(sys.stdin)
 assert d["storage"] == "azure", d
 d = d["disks"][0]
 assert d["state"] == "protected", d
-assert d["last_applied_cycle"] == d["last_committed_cycle"], d
+# the next RPO cycle may have committed since the restore: its upload may still be under way
+assert d["last_committed_cycle"] - d["last_applied_cycle"] <= 1, d
 assert d["last_point"] is not None, d
 ' || fail "appliance status is not as expected"
 grep -q "stale write fenced\|applying cycle" "$RT/appliance.log" && fail "the appliance reported apply failures: $(grep -m3 'fenced\|applying' "$RT/appliance.log")"
