@@ -26,77 +26,6 @@ void agent_disk_id_text(const uint8_t id[PROTO_ID_SIZE], char out[37])
   uuid_unparse_lower(id, out);
 }
 
-rpl_err agent_read_file(const char *path, size_t cap, char **out)
-{
-  *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? RPL_E_NOT_FOUND : errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || (size_t)st.st_size > cap) {
-    close(fd);
-    return RPL_E_LIMIT;
-  }
-  char *buf = malloc((size_t)st.st_size + 1);
-  if (!buf) {
-    close(fd);
-    return RPL_E_NOMEM;
-  }
-  size_t got = 0;
-  while (got < (size_t)st.st_size) {
-    ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  close(fd);
-  buf[got] = '\0';
-  *out = buf;
-  return RPL_OK;
-}
-
-rpl_err agent_write_file(const char *path, const char *data, size_t len, unsigned mode)
-{
-  char tmp[1100];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    log_err("cannot write %s: %s", tmp, strerror(errno));
-    return RPL_E_IO;
-  }
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = write(fd, data + done, len - done);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    done += (size_t)n;
-  }
-  int ok = done == len && fchmod(fd, mode) == 0 && fsync(fd) == 0;
-  ok = close(fd) == 0 && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    log_err("cannot write %s: %s", path, strerror(errno));
-    unlink(tmp);
-    return RPL_E_IO;
-  }
-  /* The rename is durable only once the directory is. */
-  char dir[1100];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) {
-    *slash = '\0';
-    int dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-  }
-  return RPL_OK;
-}
-
 static int hex_decode(const char *hex, uint8_t *out, size_t n)
 {
   if (strlen(hex) != 2 * n)
@@ -124,7 +53,7 @@ rpl_err agent_state_load(const char *dir, struct agent_state *st)
   }
   char path[600], *text;
   agent_state_path(st, CONF_NAME, path, sizeof path);
-  rpl_err err = agent_read_file(path, CONF_CAP, &text);
+  rpl_err err = file_read_all(path, CONF_CAP, &text);
   if (err == RPL_E_NOT_FOUND)
     return RPL_OK;
   if (err) {
@@ -195,7 +124,7 @@ rpl_err agent_state_save(const struct agent_state *st)
     return RPL_E_LIMIT;
   char path[600];
   agent_state_path(st, CONF_NAME, path, sizeof path);
-  return agent_write_file(path, buf, o, 0600);
+  return file_write_atomic(path, buf, o, 0600);
 }
 
 struct agent_disk *agent_state_find_disk(struct agent_state *st, const char *device)

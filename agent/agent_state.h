@@ -10,6 +10,7 @@
 #include "channel.h"
 #include "proto.h"
 #include "rpl_error.h"
+#include "file_io.h"
 
 #define AGENT_MAX_DISKS 64
 
@@ -35,10 +36,6 @@ RPL_MUST_CHECK rpl_err agent_state_save(const struct agent_state *st);
 /* Paths of the client certificate and key in the state directory. */
 void agent_state_path(const struct agent_state *st, const char *name, char *out, size_t outsz);
 
-/* Reads a whole small file (at most cap bytes) as a NUL-terminated string; the caller frees it. */
-RPL_MUST_CHECK rpl_err agent_read_file(const char *path, size_t cap, char **out);
-/* Writes data to path atomically with the given mode. */
-RPL_MUST_CHECK rpl_err agent_write_file(const char *path, const char *data, size_t len, unsigned mode);
 
 struct agent_disk *agent_state_find_disk(struct agent_state *st, const char *device);
 void agent_disk_id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]);

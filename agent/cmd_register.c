@@ -101,10 +101,10 @@ int agent_cmd_register(int argc, char **argv)
   }
   char path[600];
   agent_state_path(&st, "agent.key", path, sizeof path);
-  if ((err = agent_write_file(path, agent_key, strlen(agent_key), 0600)))
+  if ((err = file_write_atomic(path, agent_key, strlen(agent_key), 0600)))
     goto cleanup;
   agent_state_path(&st, "agent.crt", path, sizeof path);
-  if ((err = agent_write_file(path, (const char *)ok.cert_pem.ptr, ok.cert_pem.len, 0644)))
+  if ((err = file_write_atomic(path, (const char *)ok.cert_pem.ptr, ok.cert_pem.len, 0644)))
     goto cleanup;
   agent_disk_id_text(ok.agent_id, st.agent_id);
   snprintf(st.appliance, sizeof st.appliance, "%s", appliance);

@@ -1169,7 +1169,7 @@ int agent_cmd_run(int argc, char **argv)
   char *crt = NULL, *key = NULL;
   agent_state_path(&a.st, "agent.crt", crt_path, sizeof crt_path);
   agent_state_path(&a.st, "agent.key", key_path, sizeof key_path);
-  if (agent_read_file(crt_path, 65536, &crt) || agent_read_file(key_path, 65536, &key) ||
+  if (file_read_all(crt_path, 65536, &crt) || file_read_all(key_path, 65536, &key) ||
       chan_client_ctx(a.st.fingerprint, crt, key, &a.ctx)) {
     fprintf(stderr, "mobility-agent run: the client certificate in %s is missing or invalid: register again\n", state_dir);
     free(crt), free(key);

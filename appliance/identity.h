@@ -8,6 +8,7 @@
 #include "catalog.h"
 #include "channel.h"
 #include "rpl_error.h"
+#include "file_io.h"
 
 #define IDENTITY_CERT "appliance.crt"
 #define IDENTITY_KEY  "appliance.key"
@@ -24,8 +25,5 @@ RPL_MUST_CHECK rpl_err identity_issue_regkey(struct catalog *c, const char *cert
 /* Opens STATE/catalog.db. */
 RPL_MUST_CHECK rpl_err identity_open_catalog(const char *state_dir, struct catalog **out);
 
-/* Small files of the state directory: whole read (at most cap bytes), atomic write. */
-RPL_MUST_CHECK rpl_err state_read_file(const char *path, size_t cap, char **out);
-RPL_MUST_CHECK rpl_err state_write_file(const char *path, const char *data, size_t len, unsigned mode);
 
 #endif

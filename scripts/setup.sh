@@ -36,8 +36,10 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null || die "apt-get update failed: check the network and /etc/apt/sources.list"
-  apt-get install -y -q --no-install-recommends "${missing[@]}" \
+  # Another apt-get (unattended upgrades, a parallel set-up) may hold the dpkg lock: wait for it.
+  apt_wait=(-o DPkg::Lock::Timeout=900)
+  apt-get "${apt_wait[@]}" update -q >/dev/null || die "apt-get update failed: check the network and /etc/apt/sources.list"
+  apt-get "${apt_wait[@]}" install -y -q --no-install-recommends "${missing[@]}" \
     || die "apt-get install failed for: ${missing[*]}"
 else
   say "Debian packages: all present"
