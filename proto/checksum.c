@@ -14,6 +14,8 @@
 static uint32_t sw_table[8][256];
 static uint32_t stripe_shift;    /* x^(8*STRIPE) mod P, reflected */
 static bool have_sse42;
+static bool have_fold512;        /* AVX-512 + VPCLMULQDQ, with the OS saving zmm state */
+static uint64_t fold_k[5][2];    /* folding distances 256, 64, 48, 32, 16 bytes (see crc_fold512) */
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 /* a*b mod P over GF(2), reflected representation (x^0 is the top bit). */
@@ -46,6 +48,24 @@ static uint32_t x_pow_8n(uint64_t n)
   return result;
 }
 
+/* x^e mod P for a bit exponent e. */
+static uint32_t x_pow_bits(uint64_t e)
+{
+  uint32_t r = x_pow_8n(e / 8);
+  for (uint64_t i = 0; i < e % 8; i++)
+    r = gf2_multmod(r, 1u << 30); /* x^1 */
+  return r;
+}
+
+/* Constants to fold a 128-bit lane forward by d bits: the lane's low quadword weighs x^(64+d) and
+ * its high quadword x^d at the destination; a carry-less product of two reflected operands comes
+ * out multiplied by x^33 (read as a reflected 128-bit value), hence the -33. */
+static void fold_constants(uint64_t k[2], uint64_t d)
+{
+  k[0] = x_pow_bits(64 + d - 33);
+  k[1] = x_pow_bits(d - 33);
+}
+
 static void crc_init(void)
 {
   for (uint32_t i = 0; i < 256; i++) {
@@ -61,7 +81,15 @@ static void crc_init(void)
 #if defined(__x86_64__)
   __builtin_cpu_init();
   have_sse42 = __builtin_cpu_supports("sse4.2");
+  /* libgcc's avx512f answer includes the OS check (XCR0) for the zmm state. */
+  have_fold512 = have_sse42 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul");
 #endif
+  fold_constants(fold_k[0], 256 * 8);
+  fold_constants(fold_k[1], 64 * 8);
+  fold_constants(fold_k[2], 48 * 8);
+  fold_constants(fold_k[3], 32 * 8);
+  fold_constants(fold_k[4], 16 * 8);
 }
 
 static uint64_t load64le(const uint8_t *p)
@@ -126,6 +154,57 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uin
     c0 = _mm_crc32_u8((uint32_t)c0, *p++);
   return (uint32_t)c0;
 }
+
+#include <immintrin.h>
+
+#define FOLD_TARGET "avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2"
+
+/* x (16 lanes' worth of message, 128 bits each) carried forward by k's distance onto data. */
+__attribute__((target(FOLD_TARGET))) static inline __m512i fold512(__m512i x, __m512i k, __m512i data)
+{
+  return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11),
+                                   data, 0x96);
+}
+
+__attribute__((target(FOLD_TARGET))) static inline __m128i fold128(__m128i x, const uint64_t k[2], __m128i data)
+{
+  __m128i kk = _mm_set_epi64x((long long)k[1], (long long)k[0]);
+  return _mm_ternarylogic_epi64(_mm_clmulepi64_si128(x, kk, 0x00), _mm_clmulepi64_si128(x, kk, 0x11), data, 0x96);
+}
+
+/* For len >= 256: the message (with the state XORed into its first four bytes, which makes the
+ * state zero) is folded 256 bytes at a time in four zmm registers, i.e. sixteen 128-bit lanes; the
+ * lanes are then folded onto the last one, whose 16 bytes have the same CRC as everything before
+ * them and go through the crc32 instruction, as does the tail. About 32 bytes per cycle against
+ * the crc32 instruction's 8. */
+__attribute__((target(FOLD_TARGET))) static uint32_t crc_fold512(uint32_t crc, const uint8_t *p, size_t len)
+{
+  __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64), x2 = _mm512_loadu_si512(p + 128),
+          x3 = _mm512_loadu_si512(p + 192);
+  x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+  p += 256;
+  len -= 256;
+  const __m512i k256 = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_k[0][1], (long long)fold_k[0][0]));
+  while (len >= 256) {
+    x0 = fold512(x0, k256, _mm512_loadu_si512(p));
+    x1 = fold512(x1, k256, _mm512_loadu_si512(p + 64));
+    x2 = fold512(x2, k256, _mm512_loadu_si512(p + 128));
+    x3 = fold512(x3, k256, _mm512_loadu_si512(p + 192));
+    p += 256;
+    len -= 256;
+  }
+  const __m512i k64 = _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_k[1][1], (long long)fold_k[1][0]));
+  x1 = fold512(x0, k64, x1);
+  x2 = fold512(x1, k64, x2);
+  x3 = fold512(x2, k64, x3);
+  __m128i acc = _mm512_extracti32x4_epi32(x3, 3);
+  acc = fold128(_mm512_extracti32x4_epi32(x3, 0), fold_k[2], acc);
+  acc = fold128(_mm512_extracti32x4_epi32(x3, 1), fold_k[3], acc);
+  acc = fold128(_mm512_extracti32x4_epi32(x3, 2), fold_k[4], acc);
+  uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(acc));
+  c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(acc, 1));
+  return crc_hw((uint32_t)c, p, len);
+}
 #endif
 
 uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len)
@@ -133,6 +212,8 @@ uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len)
   pthread_once(&crc_once, crc_init);
   uint32_t state = ~crc;
 #if defined(__x86_64__)
+  if (have_fold512 && len >= 256)
+    return ~crc_fold512(state, data, len);
   if (have_sse42)
     return ~crc_hw(state, data, len);
 #endif
@@ -164,6 +245,16 @@ void proto_digest_final(const struct proto_digest *d, uint8_t out[PROTO_HASH_SIZ
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits_digest((const XXH3_state_t *)d->state));
   memcpy(out, c.digest, PROTO_HASH_SIZE);
+}
+
+uint32_t proto_crc32c_interleaved(uint32_t crc, const void *data, size_t len)
+{
+  pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__)
+  if (have_sse42)
+    return ~crc_hw(~crc, data, len);
+#endif
+  return ~crc_sw(~crc, data, len);
 }
 
 uint32_t proto_crc32c_portable(uint32_t crc, const void *data, size_t len)

@@ -594,7 +594,7 @@ static void test_crc32c(void **state)
   assert_int_equal(proto_crc32c(0, "", 0), 0);
   static uint8_t zeros[32] = {0};
   assert_int_equal(proto_crc32c(0, zeros, 32), 0x8a9136aau); /* RFC 3720 B.4 */
-  /* Hardware (3-way interleaved) and portable agree on every alignment and on long buffers. */
+  /* Hardware (folding, 3-way interleaved) and portable agree on every alignment and on long buffers. */
   size_t len = 200000;
   uint8_t *buf = malloc(len + 8);
   assert_non_null(buf);
@@ -604,8 +604,16 @@ static void test_crc32c(void **state)
   for (size_t off = 0; off < 8; off++)
     for (size_t n = 0; n < 64; n++)
       assert_int_equal(proto_crc32c(0, buf + off, n), proto_crc32c_portable(0, buf + off, n));
-  const size_t lens[] = {24575, 24576, 24577, 3 * 24576 + 5, len};
-  for (size_t i = 0; i < 5; i++)
+  /* Around the folding path's 256-byte blocks and the interleaved path's 3 x 8 KiB stripes. */
+  const size_t lens[] = {255, 256, 257, 271, 272, 511, 512, 513, 767, 1040, 4099, 24575, 24576, 24577,
+                         3 * 24576 + 5, len};
+  for (size_t off = 0; off < 3; off++)
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+      uint32_t want = proto_crc32c_portable(0x5a5a5a5au, buf + off, lens[i]);
+      assert_int_equal(proto_crc32c(0x5a5a5a5au, buf + off, lens[i]), want);
+      assert_int_equal(proto_crc32c_interleaved(0x5a5a5a5au, buf + off, lens[i]), want);
+    }
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
     assert_int_equal(proto_crc32c(0, buf + 3, lens[i]), proto_crc32c_portable(0, buf + 3, lens[i]));
   /* Continuation: crc(a||b) == crc(crc(a), b). */
   assert_int_equal(proto_crc32c(proto_crc32c(0, buf, 1000), buf + 1000, len - 1000), proto_crc32c(0, buf, len));
