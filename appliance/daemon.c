@@ -396,9 +396,9 @@ static void housekeeping(struct appliance *a, struct disk *d)
                                 d->up, &r);
     if (e)
       log_warn("disk %s: retention: %s", d->name, rpl_strerror(e));
-    else if (r.pruned || r.failed)
-      log_notice("disk %s: retention at %lld: %zu point(s) kept, %zu pruned, %zu to retry", d->name,
-                 (long long)time(NULL), r.kept, r.pruned, r.failed);
+    else
+      log_notice("disk %s: retention at %lld (newest rp-%lld): %zu point(s) kept, %zu pruned, %zu to retry", d->name,
+                 (long long)r.now, (long long)r.newest_id, r.kept, r.pruned, r.failed);
     if (e || r.failed) {
       pthread_mutex_lock(&a->lock);
       d->prune_due = true; /* tried again on the next pass */

@@ -174,6 +174,7 @@ rpl_err retention_prune(struct catalog *cat, const uint8_t disk_id[PROTO_ID_SIZE
                         int64_t now, retention_delete_fn del, void *ctx, struct retention_result *out)
 {
   memset(out, 0, sizeof *out);
+  out->now = now;
   struct collect c = {0};
   rpl_err e = catalog_point_foreach(cat, disk_id, collect_cb, &c);
   if (!e && c.nomem)
@@ -191,6 +192,7 @@ rpl_err retention_prune(struct catalog *cat, const uint8_t disk_id[PROTO_ID_SIZE
       times[i] = c.pts[i].time;
     retention_decide(p, now, times, c.n, keep);
     out->considered = c.n;
+    out->newest_id = c.pts[c.n - 1].id;
     for (size_t i = 0; i < c.n && !e; i++) {
       if (keep[i]) {
         out->kept++;

@@ -50,6 +50,8 @@ typedef rpl_err (*retention_delete_fn)(void *ctx, const struct catalog_point *p)
 
 struct retention_result {
   size_t considered, kept, pruned, failed;
+  int64_t now;       /* the time the policy was applied at */
+  int64_t newest_id; /* the newest point considered (0: none) */
 };
 /* Applies the policy at now to the disk's points that still have an image: each dropped one is
  * deleted through del and then marked pruned in the catalog (its row stays, without an image, so
