@@ -460,6 +460,11 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
     if (applied)
       (*applied)++;
   }
+  if (e == RPL_E_BLOB_LEASE && u->lease.held) { /* a write refused for the lease: someone else has it */
+    u->lease.held = false;
+    u->lease.err = e = RPL_E_LEASE_LOST;
+    log_err("uploader %s: %s", u->blob, rpl_strerror(e));
+  }
   pthread_mutex_unlock(&u->lock);
   return e;
 }
