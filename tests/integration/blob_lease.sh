@@ -124,7 +124,10 @@ grep -q "applying cycle\|stale write fenced" "$RT/appB.log" && fail "B reported 
 
 say "a clean stop of B releases the lease"
 kill -9 "$RPL_AG_PID"; wait "$RPL_AG_PID" 2>/dev/null
-kill -TERM "$PIDB"; wait "$PIDB" 2>/dev/null
+kill -TERM "$PIDB"
+wait "$PIDB"
+rc=$?
+[ "$rc" -eq 0 ] || fail "B exited with status $rc on a clean stop: $(tail -5 "$RT/appB.log")"
 grep -q "lease released" "$RT/appB.log" || fail "B did not release its lease on stop"
 "$BT" lease replicas "$disk_id.vhd" acquire 15 > /dev/null || fail "the lease is not free after B stopped"
 "$BT" lease replicas "$disk_id.vhd" break > /dev/null || fail "cannot break the test's lease"
