@@ -112,7 +112,8 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_POINT_LATEST, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 "                  \
                      "ORDER BY cycle DESC, id DESC LIMIT 1")                                           \
   X(ST_POINT_ALL, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 ORDER BY cycle, id") \
-  X(ST_POINT_DELETE, "DELETE FROM recovery_points WHERE id = ?1")
+  X(ST_POINT_DELETE, "DELETE FROM recovery_points WHERE id = ?1")                                     \
+  X(ST_POINT_PRUNED, "UPDATE recovery_points SET snapshot_id = NULL WHERE id = ?1")
 
 enum statement {
 #define ST_ENUM(name, sql) name,
@@ -902,6 +903,16 @@ rpl_err catalog_point_delete(struct catalog *c, int64_t id)
   sqlite3_stmt *s = stmt(c, ST_POINT_DELETE);
   sqlite3_bind_int64(s, 1, id);
   rpl_err e = update_one(c, s, "delete recovery point");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_point_pruned(struct catalog *c, int64_t id)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_PRUNED);
+  sqlite3_bind_int64(s, 1, id);
+  rpl_err e = update_one(c, s, "mark recovery point pruned");
   pthread_mutex_unlock(&c->lock);
   return e;
 }

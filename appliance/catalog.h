@@ -153,5 +153,7 @@ RPL_MUST_CHECK rpl_err catalog_point_latest(struct catalog *c, const uint8_t dis
 RPL_MUST_CHECK rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE],
                                              int (*fn)(const struct catalog_point *, void *), void *ctx);
 RPL_MUST_CHECK rpl_err catalog_point_delete(struct catalog *c, int64_t id);
+/* The point's image was pruned (retention.h): the row stays, without a snapshot (has_snapshot false). */
+RPL_MUST_CHECK rpl_err catalog_point_pruned(struct catalog *c, int64_t id);
 
 #endif

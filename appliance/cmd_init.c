@@ -18,6 +18,7 @@
 #include "netpath.h"
 #include "rpl_log.h"
 #include "identity.h"
+#include "retention.h"
 #include "settings.h"
 #include <openssl/crypto.h>
 
@@ -84,10 +85,11 @@ int cmd_init(int argc, char **argv)
     {"ca-file", required_argument, NULL, 'a'},      {"proxy", required_argument, NULL, 'p'},
     {"proxy-bypass", required_argument, NULL, 'b'}, {"identity-endpoint", required_argument, NULL, 'i'},
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
+    {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
     {NULL, 0, NULL, 0},
   };
   const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
-  const char *proxy = NULL, *bypass = NULL, *identity = NULL;
+  const char *proxy = NULL, *bypass = NULL, *identity = NULL, *retention = NULL, *lease = NULL;
   bool allow_public = false;
   optind = 1;
   opterr = 0;
@@ -103,10 +105,13 @@ int cmd_init(int argc, char **argv)
     case 'b': bypass = optarg; break;
     case 'i': identity = optarg; break;
     case 'P': allow_public = true; break;
+    case 'R': retention = optarg; break;
+    case 'L': lease = optarg; break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
+             "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -185,6 +190,17 @@ int cmd_init(int argc, char **argv)
     snprintf(s.identity_endpoint, sizeof s.identity_endpoint, "%s", identity);
   }
   s.require_private_endpoint = !allow_public;
+  struct retention_policy pol;
+  if (retention_parse(retention, &pol, why, sizeof why) != RPL_OK)
+    return fail("%s", why);
+  retention_format(&pol, s.retention, sizeof s.retention);
+  if (lease) {
+    char *end;
+    long n = strtol(lease, &end, 10);
+    if (*end || end == lease || n < 15 || n > 60)
+      return fail("--lease-duration %s: %s", lease, rpl_strerror(RPL_E_LEASE_DURATION));
+    s.lease_duration_s = (unsigned)n;
+  }
   rpl_err err = settings_save(state, &s, why, sizeof why);
   if (err != RPL_OK)
     return fail("%s", why);
@@ -194,7 +210,9 @@ int cmd_init(int argc, char **argv)
            s.private_dns_zone, s.require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
     printf("TLS: verified against %s\n", s.ca_file[0] ? s.ca_file : "the system CAs");
     printf("proxy: %s\n", s.proxy[0] ? "configured (see check)" : "none");
+    printf("ownership: a %u s lease on each disk's page blob, renewed while running\n", s.lease_duration_s);
   }
+  printf("retention: %s\n", s.retention);
   /* The appliance's identity (kept across re-inits) and a fresh one-time registration key. */
   char *cert = NULL, *key = NULL, regkey[CHAN_REGKEY_MAX];
   int created = 0;

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "adopt.h"
+#include "blob_lease.h"
 #include "catalog.h"
 #include "channel.h"
 #include "commands.h"
@@ -28,6 +30,7 @@
 #include "json_out.h"
 #include "receiver.h"
 #include "replica.h"
+#include "retention.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
 #include "sdnotify.h"
@@ -66,6 +69,11 @@ struct disk {
   char reason[256];
   bool attached;                  /* a session serves it now */
   bool upload_waiting;            /* the last upload failed for a reason that passes (storage away) */
+  bool prune_due;                 /* a point was recorded: the applier applies the retention policy */
+  bool adopt_resync;              /* taken over from another appliance: the next cycle is a resync */
+  bool lease_waiting;             /* another appliance holds the blob's lease: no cycle starts */
+  int64_t adopt_seq;              /* > 0: the lease was acquired at this sequence number, takeover to finish */
+  unsigned epoch;                 /* raised by a takeover: sessions serving the disk start again */
   struct disk *next;
 };
 
@@ -85,6 +93,7 @@ struct appliance {
   unsigned sessions;
   int listen_fd;
   uint64_t points_recorded;
+  struct retention_policy retention;
 };
 
 static atomic_int stopping;
@@ -170,6 +179,10 @@ static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, str
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
   reconcile_catalog(a, d);
+  if (d->up) { /* no cycle starts before the lease is held and the blob's state checked (housekeeping) */
+    d->adopt_seq = uploader_lease_held(d->up, NULL) ? (int64_t)uploader_committed(d->up) : 0;
+    d->lease_waiting = true;
+  }
   d->next = a->disks;
   a->disks = d;
   *out = d;
@@ -317,6 +330,83 @@ static void apply_disk(struct appliance *a, struct disk *d)
     sleep(1);
 }
 
+/* Retention (file storage: the kept copy is removed). */
+static rpl_err delete_file_point(void *ctx, const struct catalog_point *p)
+{
+  (void)ctx;
+  return unlink(p->snapshot_id) == 0 || errno == ENOENT ? RPL_OK : RPL_E_IO;
+}
+
+static rpl_err delete_blob_point(void *ctx, const struct catalog_point *p)
+{
+  return uploader_delete_snapshot(ctx, p->snapshot_id);
+}
+
+/* Between applies: the blob's lease (kept, or tried while another appliance holds it, then the
+ * takeover), and the retention policy after a new point. */
+static void housekeeping(struct appliance *a, struct disk *d)
+{
+  if (d->up) {
+    bool acquired = false;
+    int64_t seq = -1;
+    rpl_err e = uploader_lease_tick(d->up, &acquired, &seq);
+    struct adopt_result ar = {0};
+    bool adopted = false;
+    pthread_mutex_lock(&a->lock);
+    if (acquired)
+      d->adopt_seq = seq > 0 ? seq : 0;
+    if (d->adopt_seq > 0 && (e = adopt_blob_state(a->cat, d->journal, d->up, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
+      d->adopt_seq = 0;
+    } else if (d->adopt_seq > 0) {
+      log_err("disk %s: takeover of the blob's state failed: %s; tried again", d->name, rpl_strerror(e));
+    }
+    if (adopted) {
+      d->last_committed = d->last_applied = ar.base;
+      d->adopt_resync = true;
+      d->state = CATALOG_DISK_RESYNC_REQUIRED;
+      d->epoch++;
+      log_notice("disk %s: taken over at cycle %" PRIu64 " (the blob's sequence number): %u point(s) from its "
+                 "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
+                 d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
+      snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
+    }
+    bool held = uploader_lease_held(d->up, &e) && d->adopt_seq == 0;
+    if (!held) {
+      if (d->adopt_seq > 0)
+        snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
+      else
+        snprintf(d->reason, sizeof d->reason, "waiting for the page blob's lease: %s", rpl_strerror(e));
+      if (!d->lease_waiting)
+        log_warn("disk %s: %s", d->name, d->reason);
+    } else if (d->lease_waiting && !adopted) {
+      d->reason[0] = 0;
+    }
+    d->lease_waiting = !held;
+    pthread_mutex_unlock(&a->lock);
+    if (acquired && !adopted && held)
+      log_notice("disk %s: the page blob's lease is this appliance's again", d->name);
+  }
+  pthread_mutex_lock(&a->lock);
+  bool prune = d->prune_due;
+  d->prune_due = false;
+  pthread_mutex_unlock(&a->lock);
+  if (prune) {
+    struct retention_result r;
+    rpl_err e = retention_prune(a->cat, d->id, &a->retention, time(NULL), d->up ? delete_blob_point : delete_file_point,
+                                d->up, &r);
+    if (e)
+      log_warn("disk %s: retention: %s", d->name, rpl_strerror(e));
+    else
+      log_notice("disk %s: retention at %lld (newest rp-%lld): %zu point(s) kept, %zu pruned, %zu to retry", d->name,
+                 (long long)r.now, (long long)r.newest_id, r.kept, r.pruned, r.failed);
+    if (e || r.failed) {
+      pthread_mutex_lock(&a->lock);
+      d->prune_due = true; /* tried again on the next pass */
+      pthread_mutex_unlock(&a->lock);
+    }
+  }
+}
+
 static void *applier_main(void *arg)
 {
   struct appliance *a = arg;
@@ -333,10 +423,16 @@ static void *applier_main(void *arg)
       ts.tv_sec += 1;
       pthread_cond_timedwait(&a->work, &a->lock, &ts);
     }
+    struct disk *all[1024];
+    size_t m = 0;
+    for (struct disk *d = a->disks; d && m < 1024; d = d->next)
+      all[m++] = d;
     pthread_mutex_unlock(&a->lock);
     /* Disks share the applier in turn: each gets its pending cycles applied per pass. */
     for (size_t i = 0; i < n; i++)
       apply_disk(a, todo[i]);
+    for (size_t i = 0; i < m; i++)
+      housekeeping(a, all[i]);
   }
   return NULL;
 }
@@ -359,6 +455,7 @@ struct rx_slot {                  /* a disk this session serves */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
   uint8_t consistency;            /* from its CYCLE_END */
+  unsigned epoch;                 /* the disk's epoch when attached */
 };
 
 struct group {
@@ -519,7 +616,11 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   struct rx_slot *sl = &s->slots[s->nslots];
   memset(sl, 0, sizeof *sl);
   sl->disk = d;
-  err = receiver_create(d->id, d->size, d->last_committed, &sl->rx);
+  pthread_mutex_lock(&a->lock);
+  sl->epoch = d->epoch;
+  uint64_t base = d->last_committed;
+  pthread_mutex_unlock(&a->lock);
+  err = receiver_create(d->id, d->size, base, &sl->rx);
   if (err) {
     pthread_mutex_lock(&a->lock);
     d->attached = false;
@@ -669,6 +770,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   pthread_mutex_lock(&s->a->lock);
   d->last_committed = sl->cycle;
   d->last_commit_time = time(NULL);
+  if (sl->kind == PROTO_CYCLE_RESYNC)
+    d->adopt_resync = false;
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
   d->reason[0] = '\0';
@@ -851,6 +954,9 @@ static rpl_err finish_groups(struct session *s)
         p.point_id = (struct proto_bytes){(const uint8_t *)point_id, (uint32_t)strlen(point_id)};
         pthread_mutex_lock(&s->a->lock);
         s->a->points_recorded++;
+        for (size_t i = 0; i < gr->n; i++)
+          s->slots[gr->slots[i]].disk->prune_due = true;
+        pthread_cond_signal(&s->a->work);
         pthread_mutex_unlock(&s->a->lock);
         log_notice("agent %s: recovery point %s (%s) of %zu disk(s)", s->agent_text, point_id,
                    gr->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", gr->n);
@@ -879,7 +985,8 @@ static rpl_err orchestrate(struct session *s)
     bool ready = true;
     pthread_mutex_lock(&s->a->lock);
     for (size_t i = 0; i < gr->n; i++)
-      ready = ready && s->slots[gr->slots[i]].disk->last_committed > 0;
+      ready = ready && s->slots[gr->slots[i]].disk->last_committed > 0 && !s->slots[gr->slots[i]].disk->lease_waiting &&
+              !s->slots[gr->slots[i]].disk->adopt_resync;
     pthread_mutex_unlock(&s->a->lock);
     if (!ready)
       continue; /* after the initial sync */
@@ -900,9 +1007,9 @@ static rpl_err orchestrate(struct session *s)
   pthread_mutex_lock(&s->a->lock);
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
-    if (d->state == CATALOG_DISK_ERROR)
+    if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
       continue;
-    if (d->last_committed == 0) { /* initial sync: a resync against the empty replica */
+    if (d->last_committed == 0 || d->adopt_resync) { /* initial sync, or a takeover: a resync */
       pick = &s->slots[i];
       kind = PROTO_CYCLE_RESYNC;
       break;
@@ -964,6 +1071,15 @@ static rpl_err session_loop(struct session *s)
   while (!atomic_load(&stopping)) {
     if ((err = orchestrate(s)) || (err = finish_groups(s)))
       return err;
+    bool rebased = false;
+    pthread_mutex_lock(&s->a->lock);
+    for (size_t i = 0; i < s->nslots; i++)
+      rebased = rebased || s->slots[i].epoch != s->slots[i].disk->epoch;
+    pthread_mutex_unlock(&s->a->lock);
+    if (rebased) {
+      log_notice("agent %s: a disk was taken over from another appliance: the session starts again", s->agent_text);
+      return RPL_E_CANCELLED;
+    }
     struct proto_frame f;
     err = conn_recv(s->c, &f, POLL_MS);
     if (err == RPL_E_TIMEOUT) {
@@ -1307,6 +1423,21 @@ int cmd_run(int argc, char **argv)
   rpl_err err = settings_load(state, &a.settings, why, sizeof why);
   if (err) {
     fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    return 1;
+  }
+  if ((err = retention_parse(a.settings.retention, &a.retention, why, sizeof why))) {
+    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, state, SETTINGS_FILE);
+    return 1;
+  }
+  /* Test-only: compresses the retention policy's time scale (3600: one second counts as an hour). */
+  const char *scale = getenv("RPL_TEST_RETENTION_SCALE");
+  if (scale && *scale) {
+    long v = strtol(scale, NULL, 10);
+    a.retention.time_scale = v >= 1 && v <= (long)RETENTION_MAX_SCALE ? (unsigned)v : 1;
+    log_warn("RPL_TEST_RETENTION_SCALE=%u: retention runs on a compressed time scale (tests only)", a.retention.time_scale);
+  }
+  if (!settings_is_file_storage(&a.settings) && (err = lease_owner_id(state, a.settings.lease_id))) {
+    fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", state, rpl_strerror(err));
     return 1;
   }
   if ((err = identity_load(state, &a.ca_cert, &a.ca_key)) || (err = chan_server_ctx(a.ca_cert, a.ca_key, &a.ctx))) {

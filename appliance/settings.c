@@ -27,6 +27,7 @@ void settings_defaults(struct appliance_settings *s)
   snprintf(s->container, sizeof s->container, "%s", SETTINGS_DEFAULT_CONTAINER);
   s->require_private_endpoint = true;
   s->max_in_flight = 16;
+  s->lease_duration_s = SETTINGS_DEFAULT_LEASE_S;
 }
 
 bool settings_is_file_storage(const struct appliance_settings *s) { return strncmp(s->storage, "file:", 5) == 0; }
@@ -39,7 +40,7 @@ struct field {
 #define STR_FIELD(name) {#name, offsetof(struct appliance_settings, name), sizeof(((struct appliance_settings *)0)->name)}
 static const struct field fields[] = {
   STR_FIELD(storage), STR_FIELD(container), STR_FIELD(private_dns_zone), STR_FIELD(ca_file),
-  STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint),
+  STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint), STR_FIELD(retention),
 };
 
 rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz)
@@ -97,6 +98,11 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
       long n = strtol(value, NULL, 10);
       s->max_in_flight = n > 0 && n <= 256 ? (unsigned)n : 16;
     }
+    if (!known && strcmp(key, "lease_duration_s") == 0) {
+      known = true;
+      long n = strtol(value, NULL, 10);
+      s->lease_duration_s = n >= 15 && n <= 60 ? (unsigned)n : SETTINGS_DEFAULT_LEASE_S;
+    }
     if (!known) {
       set_why(why, whysz, "%s line %u: unknown setting '%.40s'", path, lineno, key);
       err = RPL_E_CONFIG;
@@ -140,7 +146,8 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
   fprintf(f, "# replication-appliance settings (written by init; holds credentials: keep it 0600)\n");
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     fprintf(f, "%s=%s\n", fields[i].key, (const char *)s + fields[i].offset);
-  fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\n", s->require_private_endpoint ? 1 : 0, s->max_in_flight);
+  fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\nlease_duration_s=%u\n", s->require_private_endpoint ? 1 : 0,
+          s->max_in_flight, s->lease_duration_s);
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {

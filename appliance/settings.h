@@ -10,6 +10,7 @@
 
 #define SETTINGS_FILE "appliance.conf"
 #define SETTINGS_DEFAULT_CONTAINER "replicas"
+#define SETTINGS_DEFAULT_LEASE_S 60
 
 struct appliance_settings {
   char storage[8192];           /* an Azure connection string, or "file:/abs/dir" */
@@ -21,6 +22,10 @@ struct appliance_settings {
   char identity_endpoint[1024]; /* "" = the IMDS default */
   bool require_private_endpoint;
   unsigned max_in_flight;
+  char retention[128];          /* retention.h text ("all=1h,hourly=24h,daily=7d"); "" = the default */
+  unsigned lease_duration_s;    /* the page blobs' lease, 15-60 s */
+  char lease_id[40];            /* runtime only, never in the file: the lease id this appliance proposes
+                                 * (blob_lease.h, from STATE/lease-id); "" = a random one */
 };
 
 void settings_defaults(struct appliance_settings *s);

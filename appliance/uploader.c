@@ -13,6 +13,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "blob_lease.h"
 #include "rpl_log.h"
 #include "vhd.h"
 
@@ -36,6 +37,7 @@ struct uploader {
   XXH3_state_t *hash;
   rpl_err async_err; /* first failure of the writes in flight */
   struct uploader_stats stats;
+  struct uploader_lease lease; /* blob_lease.c */
 };
 
 struct put_ctx {
@@ -76,6 +78,9 @@ static void blob_why(const char *what, const struct blob_reply *r, rpl_err e, ch
 
 static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply);
 
+/* The lease id every write carries (NULL before the lease is held: the write is then refused). */
+static const char *lease_id_of(const struct uploader *u) { return u->lease.held ? u->lease.id : NULL; }
+
 static rpl_err write_footer(struct uploader *u)
 {
   struct put_ctx *pc = calloc(1, sizeof *pc);
@@ -90,7 +95,7 @@ static rpl_err write_footer(struct uploader *u)
   pc->buf = f;
   u->async_err = RPL_OK;
   /* Not part of a cycle: no fencing (the footer lies outside every cycle's range). */
-  struct blob_write_cond none = {0};
+  struct blob_write_cond none = {.lease_id = lease_id_of(u)};
   rpl_err e = blob_put_page_async(u->client, u->container, u->blob, u->blob_size - VHD_FOOTER_SIZE, f,
                                   VHD_FOOTER_SIZE, &none, write_done, pc);
   if (e) {
@@ -128,6 +133,7 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
   snprintf(u->container, sizeof u->container, "%s", s->container[0] ? s->container : SETTINGS_DEFAULT_CONTAINER);
   uploader_blob_name(disk_id, u->blob);
   u->disk_size = disk_size;
+  lease_init(&u->lease, s->lease_id, s->lease_duration_s);
   rpl_err e = RPL_OK;
   struct blob_reply r = {0};
   if (!(u->dctx = ZSTD_createDCtx()) || !(u->hash = XXH3_createState()) || !(u->raw = malloc(PROTO_MAX_EXTENT))) {
@@ -145,7 +151,7 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
   if (e == RPL_E_BLOB_NOT_FOUND) {
     u->blob_size = uploader_blob_size(disk_size);
     e = blob_create_page_blob(u->client, u->container, u->blob, u->blob_size, 0, true, &r);
-    if (!e)
+    if (!e && (e = lease_acquire(u->client, u->container, u->blob, &u->lease, &r)) == RPL_OK)
       e = write_footer(u);
     if (e) {
       blob_why("cannot create the page blob", &r, e, why, whysz);
@@ -164,7 +170,15 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
     }
     u->blob_size = (uint64_t)r.content_length;
     u->committed = (uint64_t)r.sequence_number;
-    if (u->blob_size < uploader_blob_size(disk_size) && (e = uploader_resize(u, disk_size))) {
+    e = lease_acquire(u->client, u->container, u->blob, &u->lease, &r);
+    if (e == RPL_E_LEASE_HELD) { /* another appliance writes it: this one waits (uploader_lease_tick) */
+      log_warn("uploader %s/%s: %s", u->container, u->blob, rpl_strerror(e));
+      e = RPL_OK;
+    } else if (e) {
+      blob_why("cannot acquire the page blob's lease", &r, e, why, whysz);
+      goto fail;
+    }
+    if (u->lease.held && u->blob_size < uploader_blob_size(disk_size) && (e = uploader_resize(u, disk_size))) {
       snprintf(why, whysz, "cannot grow the page blob: %s", rpl_strerror(e));
       goto fail;
     }
@@ -180,6 +194,8 @@ void uploader_close(struct uploader *u)
 {
   if (!u)
     return;
+  if (u->client && u->lease.held && blob_client_pending(u->client) == 0)
+    lease_release(u->client, u->container, u->blob, &u->lease);
   blob_client_close(u->client);
   ZSTD_freeDCtx(u->dctx);
   XXH3_freeState(u->hash);
@@ -195,14 +211,16 @@ rpl_err uploader_resize(struct uploader *u, uint64_t disk_size)
   uint64_t want = uploader_blob_size(disk_size);
   if (disk_size < u->disk_size) {
     e = RPL_E_REPLICA_SHRINK;
+  } else if (want > u->blob_size && !u->lease.held) {
+    e = u->lease.err ? u->lease.err : RPL_E_LEASE_HELD;
   } else if (want > u->blob_size) {
     struct blob_reply r;
     uint64_t old_footer = u->blob_size - VHD_FOOTER_SIZE;
-    e = blob_resize(u->client, u->container, u->blob, want, NULL, &r);
+    e = blob_resize(u->client, u->container, u->blob, want, lease_id_of(u), &r);
     if (!e) {
       u->blob_size = want;
       /* The old footer now lies inside the disk area, which reads as zeros on a new disk. */
-      struct blob_write_cond none = {0};
+      struct blob_write_cond none = {.lease_id = lease_id_of(u)};
       e = blob_clear_pages_async(u->client, u->container, u->blob, old_footer, VHD_FOOTER_SIZE, &none, NULL, NULL);
       if (!e)
         e = blob_client_drain(u->client);
@@ -285,6 +303,9 @@ compare:
 static rpl_err throttle(struct uploader *u)
 {
   size_t limit = 2 * (u->cfg.max_in_flight ? u->cfg.max_in_flight : BLOB_DEFAULT_IN_FLIGHT);
+  rpl_err le = lease_renew_if_due(u->client, u->container, u->blob, &u->lease);
+  if (le)
+    return le;
   while (blob_client_pending(u->client) >= limit && !u->async_err) {
     rpl_err e = blob_client_poll(u->client, 100);
     if (e)
@@ -296,7 +317,7 @@ static rpl_err throttle(struct uploader *u)
 /* One pass over the cycle: check every extent; when write is set, also queue its writes. */
 static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_t n, bool write)
 {
-  struct blob_write_cond cond = {.sequence_lt = (int64_t)n};
+  struct blob_write_cond cond = {.sequence_lt = (int64_t)n, .lease_id = lease_id_of(u)};
   for (;;) {
     struct journal_extent x;
     bool end;
@@ -346,14 +367,24 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
   }
 }
 
+/* Snapshot of the blob at cycle n, carrying what another appliance needs to adopt it as a point
+ * (UPLOADER_META_* metadata: the cycle, the time). */
+static rpl_err take_snapshot(struct uploader *u, uint64_t n, struct blob_reply *r)
+{
+  char cycle[24], when[24];
+  snprintf(cycle, sizeof cycle, "%" PRIu64, n);
+  snprintf(when, sizeof when, "%lld", (long long)time(NULL));
+  const struct blob_header meta[] = {{UPLOADER_META_CYCLE, cycle}, {UPLOADER_META_TIME, when}};
+  return blob_snapshot_meta(u->client, u->container, u->blob, meta, 2, lease_id_of(u), r);
+}
+
 static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, uint8_t kind,
                            uploader_snapshot_fn on_snapshot, void *ctx)
 {
   if (u->committed >= n) { /* committed before a restart: the journal only did not hear of it */
     struct blob_reply r;
     /* A point's snapshot lost to the crash can still be taken while the blob is at exactly n. */
-    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT &&
-        blob_snapshot(u->client, u->container, u->blob, &r) == RPL_OK && on_snapshot) {
+    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT && take_snapshot(u, n, &r) == RPL_OK && on_snapshot) {
       u->stats.snapshots++;
       on_snapshot(ctx, n, r.snapshot);
     }
@@ -381,7 +412,8 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   }
   if (e)
     return e;
-  if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, NULL, &r))) {
+  if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, lease_id_of(u),
+                                    &r))) {
     log_err("uploader %s: cannot commit cycle %" PRIu64 ": %s (HTTP %ld %s)", u->blob, n, rpl_strerror(e), r.status,
             r.error_code);
     return e;
@@ -389,7 +421,7 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   u->committed = n;
   u->stats.cycles++;
   if (kind == PROTO_CYCLE_RECOVERY_POINT) {
-    if ((e = blob_snapshot(u->client, u->container, u->blob, &r))) {
+    if ((e = take_snapshot(u, n, &r))) {
       log_err("uploader %s: snapshot of cycle %" PRIu64 " failed: %s", u->blob, n, rpl_strerror(e));
       return e;
     }
@@ -409,7 +441,9 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
   rpl_err e = RPL_OK;
   struct journal_usage us;
   journal_get_usage(j, &us);
-  if (u->committed < us.last_applied) {
+  if (!u->lease.held || (e = lease_renew_if_due(u->client, u->container, u->blob, &u->lease))) {
+    e = e ? e : u->lease.err ? u->lease.err : RPL_E_LEASE_HELD;
+  } else if (u->committed < us.last_applied) {
     log_err("uploader %s: blob sequence number %" PRIu64 " < applied cycle %" PRIu64, u->blob, u->committed,
             us.last_applied);
     e = RPL_E_UPLOAD_BEHIND;
@@ -425,6 +459,11 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
       break;
     if (applied)
       (*applied)++;
+  }
+  if (e == RPL_E_BLOB_LEASE && u->lease.held) { /* a write refused for the lease: someone else has it */
+    u->lease.held = false;
+    u->lease.err = e = RPL_E_LEASE_LOST;
+    log_err("uploader %s: %s", u->blob, rpl_strerror(e));
   }
   pthread_mutex_unlock(&u->lock);
   return e;
@@ -442,6 +481,9 @@ bool uploader_error_is_transient(rpl_err e)
   case RPL_E_UPLOAD_BLOB:
   case RPL_E_NOMEM:
     return false;
+  case RPL_E_LEASE_HELD: /* another appliance: retried (the lease is tried again) */
+  case RPL_E_LEASE_LOST:
+    return true;
   default:
     return true;
   }
@@ -477,4 +519,61 @@ void uploader_get_stats(struct uploader *u, struct uploader_stats *out)
   *out = u->stats;
   blob_client_stats(u->client, &out->blob);
   pthread_mutex_unlock(&u->lock);
+}
+
+/* ---- the lease (blob_lease.h) ----------------------------------------------------------------- */
+
+rpl_err uploader_lease_tick(struct uploader *u, bool *acquired_now, int64_t *sequence)
+{
+  *acquired_now = false;
+  pthread_mutex_lock(&u->lock);
+  rpl_err e = RPL_OK;
+  if (u->lease.held) {
+    e = lease_renew_if_due(u->client, u->container, u->blob, &u->lease);
+  } else {
+    struct blob_reply r;
+    e = lease_acquire(u->client, u->container, u->blob, &u->lease, &r);
+    if (!e && (e = blob_get_properties(u->client, u->container, u->blob, NULL, &r)) == RPL_OK) {
+      /* The blob's own state is the truth now: another appliance may have written it meanwhile. */
+      u->blob_size = (uint64_t)r.content_length;
+      u->committed = r.sequence_number > 0 ? (uint64_t)r.sequence_number : 0;
+      *acquired_now = true;
+      if (sequence)
+        *sequence = r.sequence_number;
+    }
+  }
+  pthread_mutex_unlock(&u->lock);
+  if (!e && *acquired_now && u->blob_size < uploader_blob_size(u->disk_size))
+    e = uploader_resize(u, u->disk_size);
+  return e;
+}
+
+bool uploader_lease_held(struct uploader *u, rpl_err *why)
+{
+  pthread_mutex_lock(&u->lock);
+  bool held = u->lease.held;
+  if (why)
+    *why = held ? RPL_OK : u->lease.err ? u->lease.err : RPL_E_LEASE_HELD;
+  pthread_mutex_unlock(&u->lock);
+  return held;
+}
+
+rpl_err uploader_delete_snapshot(struct uploader *u, const char *snapshot)
+{
+  if (!snapshot || !*snapshot)
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&u->lock);
+  struct blob_reply r;
+  rpl_err e = blob_delete(u->client, u->container, u->blob, snapshot, &r);
+  pthread_mutex_unlock(&u->lock);
+  return e;
+}
+
+rpl_err uploader_list_snapshots(struct uploader *u, struct blob_list *out)
+{
+  pthread_mutex_lock(&u->lock);
+  struct blob_reply r;
+  rpl_err e = blob_list_snapshots(u->client, u->container, u->blob, out, &r);
+  pthread_mutex_unlock(&u->lock);
+  return e;
 }

@@ -4,6 +4,7 @@
 #ifndef APPLIANCE_UPLOADER_H
 #define APPLIANCE_UPLOADER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,23 @@ RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal
 bool uploader_error_is_transient(rpl_err e);
 /* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
 RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
+
+/* ---- ownership (blob_lease.h) and the blob's own record of points ---- */
+
+/* Snapshot metadata: the cycle (= the blob's sequence number when taken) and the unix time. */
+#define UPLOADER_META_CYCLE "rplcycle"
+#define UPLOADER_META_TIME "rpltime"
+
+/* Keeps the lease: renews it when due, or, when not held, tries to acquire it. *acquired_now is
+ * set when it was acquired by this call; the uploader then took the blob's own state (sequence
+ * number -> *sequence, may be NULL; size). RPL_E_LEASE_HELD while another appliance holds it. */
+RPL_MUST_CHECK rpl_err uploader_lease_tick(struct uploader *u, bool *acquired_now, int64_t *sequence);
+/* Whether this appliance holds the blob's lease; *why (may be NULL) = why not. */
+bool uploader_lease_held(struct uploader *u, rpl_err *why);
+/* Deletes one snapshot of the blob (retention). */
+RPL_MUST_CHECK rpl_err uploader_delete_snapshot(struct uploader *u, const char *snapshot);
+/* The blob's snapshots and the blob itself (last), with their metadata (blob_list_snapshots). */
+RPL_MUST_CHECK rpl_err uploader_list_snapshots(struct uploader *u, struct blob_list *out);
 
 struct uploader_stats {
   uint64_t cycles, put_pages, clears, bytes_uploaded, snapshots;

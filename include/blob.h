@@ -231,6 +231,8 @@ struct blob_item {
   int64_t sequence_number;
   char blob_type[16];
   char lease_state[16];
+  char snapshot[64];  /* "" for the base blob (blob_list_snapshots lists both) */
+  char metadata[512]; /* "key=value\n" lines (blob_list_snapshots); lines that do not fit are left out */
 };
 struct blob_list {
   struct blob_item *items;
@@ -241,6 +243,16 @@ void blob_list_free(struct blob_list *list);
 RPL_MUST_CHECK rpl_err blob_list_blobs(struct blob_client *client, const char *container,
                                        const char *prefix, struct blob_list *out,
                                        struct blob_reply *reply);
+
+/* Lists the blob named blob and its snapshots (include=snapshots,metadata), oldest snapshot first
+ * and the base blob last, following NextMarker. */
+RPL_MUST_CHECK rpl_err blob_list_snapshots(struct blob_client *client, const char *container, const char *blob,
+                                           struct blob_list *out, struct blob_reply *reply);
+/* Snapshot Blob with metadata (x-ms-meta-KEY: VALUE for each of n pairs; keys are C identifiers,
+ * values printable ASCII) and, when lease_id is set, only if that lease is held. */
+RPL_MUST_CHECK rpl_err blob_snapshot_meta(struct blob_client *client, const char *container, const char *blob,
+                                          const struct blob_header *meta, size_t n, const char *lease_id,
+                                          struct blob_reply *reply);
 
 /* A managed-identity access token. */
 struct blob_token {

@@ -9,7 +9,8 @@
  *  - every value has a one-line message saying what is wrong (and, where one exists, the fix);
  *  - fallible functions return rpl_err and are marked RPL_MUST_CHECK.
  * Ranges: 0-99 general, 100-199 wire protocol, 200-299 change-block tracker,
- *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance.
+ *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance,
+ *         600-619 appliance retention and blob leases.
  */
 #define RPL_MUST_CHECK __attribute__((warn_unused_result))
 
@@ -124,7 +125,11 @@
   X(RPL_E_UPLOAD_BEHIND,          560, "the page blob's sequence number is behind the cycles this appliance applied: the blob was replaced or rolled back; protect the disk again (resync)") \
   X(RPL_E_UPLOAD_BLOB,            561, "the disk's page blob is not what the appliance wrote (not a page blob, or smaller than the disk): move it aside or use another container") \
   X(RPL_E_RESTORE_POINT,          562, "no such recovery point for this disk: see the points with 'replication-appliance status'") \
-  X(RPL_E_RESTORE_NO_IMAGE,       563, "the recovery point has no stored image (no snapshot, or its copy was pruned): restore another point")
+  X(RPL_E_RESTORE_NO_IMAGE,       563, "the recovery point has no stored image (no snapshot, or its copy was pruned): restore another point") \
+  X(RPL_E_RETENTION_POLICY,       600, "retention policy invalid: write it as all=1h,hourly=24h,daily=7d (each key at most once, a whole number with s, m, h or d, or 0 to turn a tier off)") \
+  X(RPL_E_LEASE_HELD,             601, "another appliance holds the lease on this disk's page blob: stop it (or wait for its lease to expire after it died); this appliance retries by itself") \
+  X(RPL_E_LEASE_LOST,             602, "this appliance lost the lease on the disk's page blob (it expired or was broken): writes stopped; it acquires the lease again and resumes from the blob's sequence number") \
+  X(RPL_E_LEASE_DURATION,         603, "lease duration invalid: Azure takes 15 to 60 seconds")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

@@ -1,6 +1,7 @@
 /* blob.c - the page-blob client: requests on one libcurl multi handle (N in flight, connections
  * reused), signed afresh for each try, retried with backoff and jitter, fenced by sequence number,
  * over the address checked and pinned when the client was opened. */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/evp.h>
@@ -1319,8 +1320,68 @@ static rpl_err parse_bloblist(struct blob_req *r, const char *body, size_t len)
   return blob_xml_parse_blob_list(body, len, p->out, p->marker, sizeof p->marker);
 }
 
+static rpl_err list_blobs(struct blob_client *c, const char *container, const char *prefix, bool snapshots,
+                          struct blob_list *out, struct blob_reply *reply);
+
 rpl_err blob_list_blobs(struct blob_client *c, const char *container, const char *prefix, struct blob_list *out,
                         struct blob_reply *reply)
+{
+  return list_blobs(c, container, prefix, false, out, reply);
+}
+
+rpl_err blob_list_snapshots(struct blob_client *c, const char *container, const char *blob, struct blob_list *out,
+                            struct blob_reply *reply)
+{
+  if (!blob || !*blob)
+    return RPL_E_INVALID_ARGUMENT;
+  size_t before = out->count;
+  rpl_err e = list_blobs(c, container, blob, true, out, reply);
+  if (e)
+    return e;
+  /* the prefix also matches longer names: keep exactly this blob */
+  size_t w = before;
+  for (size_t i = before; i < out->count; i++)
+    if (strcmp(out->items[i].name, blob) == 0)
+      out->items[w++] = out->items[i];
+  out->count = w;
+  return RPL_OK;
+}
+
+rpl_err blob_snapshot_meta(struct blob_client *c, const char *container, const char *blob,
+                           const struct blob_header *meta, size_t n, const char *lease_id, struct blob_reply *reply)
+{
+  if (!reply)
+    return RPL_E_INVALID_ARGUMENT;
+  for (size_t i = 0; i < n; i++) {
+    if (!meta[i].name[0] || strlen(meta[i].name) > 24 || strlen(meta[i].value) > 256)
+      return RPL_E_INVALID_ARGUMENT;
+    for (const char *k = meta[i].name; *k; k++)
+      if (!(isalnum((unsigned char)*k) || *k == '_'))
+        return RPL_E_INVALID_ARGUMENT;
+    for (const char *v = meta[i].value; *v; v++)
+      if (*v < 0x20 || *v > 0x7e)
+        return RPL_E_INVALID_ARGUMENT;
+  }
+  struct blob_req *r;
+  rpl_err err = req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = req_query(r, "comp", "snapshot");
+  for (size_t i = 0; i < n && err == RPL_OK; i++) {
+    char name[80];
+    snprintf(name, sizeof name, "x-ms-meta-%s", meta[i].name);
+    err = req_header(r, name, "%s", meta[i].value);
+  }
+  if (err == RPL_OK && lease_id && *lease_id)
+    err = req_header(r, "x-ms-lease-id", "%s", lease_id);
+  err = submit(c, r, err, reply);
+  if (err == RPL_OK && !reply->snapshot[0])
+    return RPL_E_BLOB_HTTP;
+  return err;
+}
+
+static rpl_err list_blobs(struct blob_client *c, const char *container, const char *prefix, bool snapshots,
+                          struct blob_list *out, struct blob_reply *reply)
 {
   struct bloblist_ctx *p = calloc(1, sizeof *p);
   if (!p)
@@ -1340,6 +1401,8 @@ rpl_err blob_list_blobs(struct blob_client *c, const char *container, const char
       err = req_query(r, "comp", "list");
     if (err == RPL_OK && prefix && *prefix)
       err = req_query(r, "prefix", prefix);
+    if (err == RPL_OK && snapshots)
+      err = req_query(r, "include", "snapshots,metadata");
     if (err == RPL_OK && p->marker[0])
       err = req_query(r, "marker", p->marker);
     if (err == RPL_OK && c->cfg.list_max_results) {

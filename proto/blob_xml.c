@@ -208,6 +208,18 @@ static void end_blob_list(struct xml_state *st)
     copy_text(st, st->item.name, sizeof st->item.name);
     return;
   }
+  if (st->depth == 4 && strcmp(st->path[3], "Snapshot") == 0 && strcmp(st->path[2], "Blob") == 0 &&
+      strcmp(st->path[1], "Blobs") == 0) {
+    copy_text(st, st->item.snapshot, sizeof st->item.snapshot);
+    return;
+  }
+  if (st->depth == 5 && strcmp(st->path[2], "Blob") == 0 && strcmp(st->path[3], "Metadata") == 0) {
+    /* "key=value\n" lines; what does not fit is left out (the caller names the keys it needs) */
+    size_t have = strlen(st->item.metadata), need = strlen(st->path[4]) + 2 + strlen(st->text);
+    if (have + need < sizeof st->item.metadata && !strchr(st->text, '\n'))
+      snprintf(st->item.metadata + have, sizeof st->item.metadata - have, "%s=%s\n", st->path[4], st->text);
+    return;
+  }
   if (st->depth == 5 && strcmp(st->path[2], "Blob") == 0 && strcmp(st->path[3], "Properties") == 0) {
     const char *field = st->path[4];
     if (strcmp(field, "Content-Length") == 0) {

@@ -197,6 +197,60 @@ static int cmd_delete(int argc, char **argv)
   return 0;
 }
 
+/* One line per snapshot of BLOB ("SNAPSHOT-ID METADATA;..."), then "blob SEQ LEASE-STATE". */
+static int cmd_snapshots(int argc, char **argv)
+{
+  if (argc < 3) {
+    fprintf(stderr, "usage: blob_tool snapshots CONTAINER BLOB\n");
+    return 2;
+  }
+  struct blob_client *client;
+  if (open_client(&client))
+    return 1;
+  struct blob_reply reply;
+  struct blob_list l = {0};
+  rpl_err err = blob_list_snapshots(client, argv[1], argv[2], &l, &reply);
+  blob_client_close(client);
+  if (err != RPL_OK) {
+    fprintf(stderr, "blob_tool: list: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  for (size_t i = 0; i < l.count; i++) {
+    for (char *p = l.items[i].metadata; *p; p++)
+      if (*p == '\n')
+        *p = ';';
+    if (l.items[i].snapshot[0])
+      printf("%s %s\n", l.items[i].snapshot, l.items[i].metadata[0] ? l.items[i].metadata : "-");
+    else
+      printf("blob %lld %s\n", (long long)l.items[i].sequence_number, l.items[i].lease_state);
+  }
+  blob_list_free(&l);
+  return 0;
+}
+
+/* Lease Blob: acquire SECONDS | break, for tests of the appliance's lease. */
+static int cmd_lease(int argc, char **argv)
+{
+  if (argc < 4) {
+    fprintf(stderr, "usage: blob_tool lease CONTAINER BLOB acquire SECONDS|break\n");
+    return 2;
+  }
+  struct blob_client *client;
+  if (open_client(&client))
+    return 1;
+  struct blob_reply reply;
+  bool brk = strcmp(argv[3], "break") == 0;
+  rpl_err err = blob_lease(client, argv[1], argv[2], brk ? BLOB_LEASE_BREAK : BLOB_LEASE_ACQUIRE,
+                           brk ? 0 : (argc > 4 ? atoi(argv[4]) : 15), NULL, &reply);
+  blob_client_close(client);
+  if (err != RPL_OK) {
+    fprintf(stderr, "blob_tool: lease: %s (HTTP %ld %s)\n", rpl_errname(err), reply.status, reply.error_code);
+    return 1;
+  }
+  printf("%s\n", reply.lease_id[0] ? reply.lease_id : "ok");
+  return 0;
+}
+
 static int cmd_probe(void)
 {
   struct blob_client *client;
@@ -224,6 +278,10 @@ int main(int argc, char **argv)
     return cmd_delete(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "probe") == 0)
     return cmd_probe();
-  fprintf(stderr, "usage: blob_tool upload|download|delete|probe ...\n");
+  if (argc >= 2 && strcmp(argv[1], "snapshots") == 0)
+    return cmd_snapshots(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "lease") == 0)
+    return cmd_lease(argc - 1, argv + 1);
+  fprintf(stderr, "usage: blob_tool upload|download|delete|probe|snapshots|lease ...\n");
   return 2;
 }

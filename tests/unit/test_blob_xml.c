@@ -93,6 +93,31 @@ static void test_blob_list(void **state)
   blob_list_free(&list);
 }
 
+/* List Blobs with include=snapshots,metadata: snapshot ids and metadata lines, base blob too. */
+static void test_snapshot_list(void **state)
+{
+  (void)state;
+  const char *xml =
+    "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"x\" ContainerName=\"c\">"
+    "<Blobs><Blob><Name>d.vhd</Name><Snapshot>2026-11-29T06:00:00.1234567Z</Snapshot>"
+    "<Properties><BlobType>PageBlob</BlobType><x-ms-blob-sequence-number>7</x-ms-blob-sequence-number></Properties>"
+    "<Metadata><rplcycle>7</rplcycle><rpltime>1790000000</rpltime></Metadata></Blob>"
+    "<Blob><Name>d.vhd</Name><Properties><BlobType>PageBlob</BlobType><LeaseState>leased</LeaseState>"
+    "<x-ms-blob-sequence-number>9</x-ms-blob-sequence-number></Properties><Metadata /></Blob>"
+    "</Blobs><NextMarker /></EnumerationResults>";
+  struct blob_list list = {0};
+  char marker[64] = "";
+  assert_int_equal(blob_xml_parse_blob_list(xml, strlen(xml), &list, marker, sizeof marker), RPL_OK);
+  assert_int_equal(list.count, 2);
+  assert_string_equal(list.items[0].snapshot, "2026-11-29T06:00:00.1234567Z");
+  assert_string_equal(list.items[0].metadata, "rplcycle=7\nrpltime=1790000000\n");
+  assert_int_equal(list.items[0].sequence_number, 7);
+  assert_string_equal(list.items[1].snapshot, "");
+  assert_string_equal(list.items[1].metadata, "");
+  assert_string_equal(list.items[1].lease_state, "leased");
+  blob_list_free(&list);
+}
+
 static void test_error_body(void **state)
 {
   const char xml[] =
@@ -109,7 +134,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_page_list), cmocka_unit_test(test_page_list_bad),
-    cmocka_unit_test(test_blob_list), cmocka_unit_test(test_error_body),
+    cmocka_unit_test(test_blob_list), cmocka_unit_test(test_error_body), cmocka_unit_test(test_snapshot_list),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

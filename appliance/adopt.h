@@ -1,0 +1,31 @@
+/* adopt.h - takes a disk over from its page blob's own state when this appliance acquires a blob
+ * another appliance wrote: the catalog and the journal rebased on the blob's sequence number, the
+ * points rebuilt from its snapshots. Internal header: the daemon (appliance/daemon.c) and tests. */
+#ifndef APPLIANCE_ADOPT_H
+#define APPLIANCE_ADOPT_H
+
+#include <stdint.h>
+
+#include "catalog.h"
+#include "journal.h"
+#include "rpl_error.h"
+#include "uploader.h"
+
+struct adopt_result {
+  uint64_t base;            /* the blob's sequence number = the disk's last committed and applied cycle */
+  unsigned points_added;    /* snapshots with our metadata that the catalog did not know */
+  unsigned points_gone;     /* catalog points whose snapshot no longer exists (pruned elsewhere) */
+  unsigned cycles_dropped;  /* cached cycles made obsolete by the other appliance's writes */
+};
+
+/* When the blob's sequence number is past the catalog's last committed cycle (another appliance
+ * wrote it), rebases: cached cycles dropped (they predate what the blob now holds), the journal and
+ * the catalog set to that cycle, the snapshots recorded as crash-consistent points (their
+ * "rplcycle"/"rpltime" metadata), catalog points whose snapshot is gone marked pruned. *adopted
+ * false (nothing done) when the blob is not ahead. The caller must then resync the disk against the
+ * blob: the other appliance may have ACKed cycles it never uploaded. */
+RPL_MUST_CHECK rpl_err adopt_blob_state(struct catalog *cat, struct journal *j, struct uploader *u,
+                                        const uint8_t disk_id[PROTO_ID_SIZE], int64_t sequence, bool *adopted,
+                                        struct adopt_result *out);
+
+#endif
