@@ -21,13 +21,20 @@ done
 
 command -v cpack >/dev/null || die "cpack is missing (cmake package; scripts/setup.sh)"
 command -v dpkg-shlibdeps >/dev/null || die "dpkg-shlibdeps is missing (dpkg-dev package; scripts/setup.sh)"
+[ $do_build = 0 ] || [ "$build" = "$root/build" ] || die "--build-dir needs --no-build (scripts/build.sh builds build/)"
+if grep -qs '^RPL_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
+  die "$build is a sanitizer build: packages are made from the release build"
+fi
+# Paths compiled in from GNUInstallDirs (data, configuration) must be the packages' own: prefix /usr.
+prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
+if [ -f "$build/CMakeCache.txt" ] && [ "$prefix" != /usr ]; then
+  echo "package: $build was configured to install into '$prefix'; reconfiguring it for /usr"
+  cmake -S "$root" -B "$build" -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+fi
 if [ $do_build = 1 ]; then
   bash "$root/scripts/build.sh" release
 fi
 [ -f "$build/CPackConfig.cmake" ] || die "$build is not a configured build tree (run scripts/build.sh release)"
-if grep -q '^RPL_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
-  die "$build is a sanitizer build: packages are made from the release build"
-fi
 
 # CPack stages and writes into a scratch directory; dist/ only ever holds a complete, checked set.
 stage=$(mktemp -d)
