@@ -12,7 +12,9 @@ b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?}
 PKGS=(mobility-agent replication-appliance)
 USER_NAME=replication-appliance
-DPKG_WAIT_S=900 # how long dpkg may wait for another apt/dpkg run on this shared machine
+# dpkg waits for other apt/dpkg runs on this shared machine until this deadline (CTest TIMEOUT is
+# 1500 s; the cleanup gets 240 s more of its own).
+DPKG_DEADLINE=$((SECONDS + 1200))
 
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -48,13 +50,13 @@ getent group "$USER_NAME" >/dev/null && group_existed=1
 
 t=$(mktemp -d)
 installed=0
-# dpkg ARGS...: dpkg, waiting (with a deadline) while another apt/dpkg run holds its lock.
+# dpkg ARGS...: dpkg, waiting (until DPKG_DEADLINE) while another apt/dpkg run holds its lock.
 dpkg_locked() {
-  local deadline=$((SECONDS + DPKG_WAIT_S)) out rc
+  local out rc
   while :; do
     out=$(dpkg "$@" 2>&1); rc=$?
     if [ $rc -ne 0 ] && grep -q "lock" <<<"$out" && grep -qi "locked by another process\|could not get lock\|unable to acquire" <<<"$out"; then
-      [ $SECONDS -lt $deadline ] || { echo "$out" >&2; return $rc; }
+      [ $SECONDS -lt $DPKG_DEADLINE ] || { echo "$out" >&2; return $rc; }
       sleep 2
       continue
     fi
@@ -63,6 +65,8 @@ dpkg_locked() {
   done
 }
 cleanup() {
+  trap - TERM INT HUP
+  DPKG_DEADLINE=$((SECONDS + 240))
   if [ $installed = 1 ]; then
     for p in "${PKGS[@]}"; do
       st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) || st=""
@@ -80,6 +84,7 @@ cleanup() {
   rm -rf "$t"
 }
 trap cleanup EXIT
+trap 'echo "FAIL: interrupted" >&2; exit 1' TERM INT HUP
 
 # ---- build and verify the download set ----
 bash "$src/scripts/package.sh" --no-build --build-dir "$b" --out "$t/dist" > "$t/package.log" 2>&1 ||
@@ -92,7 +97,9 @@ sha256sum -c SHA256SUMS > "$t/sums.out" 2>&1 || { cat "$t/sums.out" >&2; fail "s
 # The check is real: a copy with one byte changed fails it.
 mkdir "$t/bad" && cp -- *.deb SHA256SUMS "$t/bad/"
 d1=$(head -1 "$t/debs")
-printf '\xff' | dd of="$t/bad/$d1" bs=1 seek=4000 conv=notrunc status=none
+byte=$(od -An -tu1 -j4000 -N1 "$t/bad/$d1" | tr -d ' ')
+printf "\\$(printf '%03o' $((byte ^ 1)))" | dd of="$t/bad/$d1" bs=1 seek=4000 conv=notrunc status=none
+cmp -s "$d1" "$t/bad/$d1" && fail "could not damage the copy of $d1"
 (cd "$t/bad" && sha256sum -c SHA256SUMS >/dev/null 2>&1) && fail "sha256sum -c accepted a damaged $d1"
 rm -rf "$t/bad"
 
