@@ -24,6 +24,8 @@ packages=(
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
+  # the Debian packages (scripts/package.sh, tests/integration/deb_packages.sh): dpkg-shlibdeps, lintian
+  dpkg-dev lintian
 )
 missing=()
 for p in "${packages[@]}"; do
