@@ -1,6 +1,8 @@
 /* settings.c - loads and saves the appliance's key=value settings file in its state directory. */
 #include "settings.h"
 
+#include "ratelimit.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -97,6 +99,15 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
       long n = strtol(value, NULL, 10);
       s->max_in_flight = n > 0 && n <= 256 ? (unsigned)n : 16;
     }
+    if (!known && (strcmp(key, "upload_limit_mbps") == 0 || strcmp(key, "agent_limit_mbps") == 0)) {
+      known = true;
+      unsigned *dst = key[0] == 'u' ? &s->upload_limit_mbps : &s->agent_limit_mbps;
+      if (!rate_limit_parse_mbps(value, dst)) {
+        set_why(why, whysz, "%s line %u: %s must be a whole number of MB/s from 0 (no limit) to %u", path, lineno, key,
+                RATELIMIT_MAX_MBPS);
+        err = RPL_E_CONFIG;
+      }
+    }
     if (!known) {
       set_why(why, whysz, "%s line %u: unknown setting '%.40s'", path, lineno, key);
       err = RPL_E_CONFIG;
@@ -141,6 +152,7 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     fprintf(f, "%s=%s\n", fields[i].key, (const char *)s + fields[i].offset);
   fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\n", s->require_private_endpoint ? 1 : 0, s->max_in_flight);
+  fprintf(f, "upload_limit_mbps=%u\nagent_limit_mbps=%u\n", s->upload_limit_mbps, s->agent_limit_mbps);
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {

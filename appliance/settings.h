@@ -21,6 +21,8 @@ struct appliance_settings {
   char identity_endpoint[1024]; /* "" = the IMDS default */
   bool require_private_endpoint;
   unsigned max_in_flight;
+  unsigned upload_limit_mbps;   /* appliance-wide upload limit, MB/s (10^6 bytes); 0 = none */
+  unsigned agent_limit_mbps;    /* upload limit of each agent's disks together, MB/s; 0 = none */
 };
 
 void settings_defaults(struct appliance_settings *s);
