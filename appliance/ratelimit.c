@@ -58,7 +58,7 @@ void rate_limit_take(struct rate_limit *r, uint64_t n)
 
 bool rate_limit_parse_mbps(const char *text, unsigned *out)
 {
-  if (!text || !*text || *text == '-' || *text == '+')
+  if (!text || *text < '0' || *text > '9') /* strtoul would take spaces and signs */
     return false;
   char *end;
   errno = 0;
