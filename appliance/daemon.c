@@ -763,7 +763,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   d->last_commit_time = time(NULL);
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
-  d->reason[0] = '\0';
+  if (!d->upload_waiting) /* "waiting for storage" stays shown until an upload goes through */
+    d->reason[0] = '\0';
   pthread_cond_signal(&s->a->work);
   pthread_mutex_unlock(&s->a->lock);
   if (state_changed) {

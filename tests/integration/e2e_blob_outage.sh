@@ -50,7 +50,7 @@ say "Azurite stopped at cycle $committed committed / $applied applied"
 seen_error=""
 for i in $(seq 1 $((OUTAGE_S * 10 - 50))); do
   IFS="|" read -r committed_now applied_now backlog state reason check upload_err <<< "$(disk_status)"
-  if [ "$state" = held ] && [[ $reason == *"waiting for storage"* || -n $check || -n $upload_err ]]; then
+  if [ "$state" = held ] && [[ $reason == *"waiting for storage"* ]] && [[ -n $check || -n $upload_err ]]; then
     seen_error="uploads $state; disk: $reason; check: $check; storage error: $upload_err"
     break
   fi
