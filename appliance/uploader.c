@@ -311,15 +311,24 @@ void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate
 
 /* Waits until the bandwidth limits allow len more bytes (the writes in flight progress meanwhile),
  * then takes them from both buckets. */
+static uint64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static rpl_err pace(struct uploader *u, uint32_t len)
 {
+  uint64_t t0 = 0;
   for (;;) {
     uint64_t a = rate_limit_wait_us(u->limit_all), b = rate_limit_wait_us(u->limit_agent);
     uint64_t w = a > b ? a : b;
     if (!w)
       break;
+    if (!t0)
+      t0 = mono_ms();
     int ms = w > 100000 ? 100 : (int)((w + 999) / 1000);
-    u->stats.limit_wait_ms += (uint64_t)ms;
     if (blob_client_pending(u->client)) {
       rpl_err e = blob_client_poll(u->client, ms);
       if (e)
@@ -331,6 +340,8 @@ static rpl_err pace(struct uploader *u, uint32_t len)
       nanosleep(&ts, NULL);
     }
   }
+  if (t0)
+    u->stats.limit_wait_ms += mono_ms() - t0;
   rate_limit_take(u->limit_all, len);
   rate_limit_take(u->limit_agent, len);
   return RPL_OK;
