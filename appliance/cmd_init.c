@@ -19,6 +19,7 @@
 #include "rpl_log.h"
 #include "identity.h"
 #include "retention.h"
+#include "ratelimit.h"
 #include "settings.h"
 #include <openssl/crypto.h>
 
@@ -86,11 +87,13 @@ int cmd_init(int argc, char **argv)
     {"proxy-bypass", required_argument, NULL, 'b'}, {"identity-endpoint", required_argument, NULL, 'i'},
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
     {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
+    {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
     {NULL, 0, NULL, 0},
   };
   const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
   const char *proxy = NULL, *bypass = NULL, *identity = NULL, *retention = NULL, *lease = NULL;
   bool allow_public = false;
+  unsigned upload_limit = 0, agent_limit = 0;
   optind = 1;
   opterr = 0;
   int ch;
@@ -107,11 +110,18 @@ int cmd_init(int argc, char **argv)
     case 'P': allow_public = true; break;
     case 'R': retention = optarg; break;
     case 'L': lease = optarg; break;
+    case 'U':
+    case 'A':
+      if (!rate_limit_parse_mbps(optarg, ch == 'U' ? &upload_limit : &agent_limit))
+        return fail("--%s takes a whole number of MB/s (10^6 bytes per second) from 0 (no limit) to %u, not '%s'",
+                    ch == 'U' ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, optarg);
+      break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
+             "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -201,6 +211,8 @@ int cmd_init(int argc, char **argv)
       return fail("--lease-duration %s: %s", lease, rpl_strerror(RPL_E_LEASE_DURATION));
     s.lease_duration_s = (unsigned)n;
   }
+  s.upload_limit_mbps = upload_limit;
+  s.agent_limit_mbps = agent_limit;
   rpl_err err = settings_save(state, &s, why, sizeof why);
   if (err != RPL_OK)
     return fail("%s", why);
@@ -213,6 +225,8 @@ int cmd_init(int argc, char **argv)
     printf("ownership: a %u s lease on each disk's page blob, renewed while running\n", s.lease_duration_s);
   }
   printf("retention: %s\n", s.retention);
+  if (s.upload_limit_mbps || s.agent_limit_mbps)
+    printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s.upload_limit_mbps, s.agent_limit_mbps);
   /* The appliance's identity (kept across re-inits) and a fresh one-time registration key. */
   char *cert = NULL, *key = NULL, regkey[CHAN_REGKEY_MAX];
   int created = 0;

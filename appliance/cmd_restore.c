@@ -1,9 +1,12 @@
 /* cmd_restore.c - `replication-appliance restore`: rebuilds the image of a recovery point from its
- * blob snapshot (or, for file: storage, its kept copy) into a file, or compares it with one. */
+ * blob snapshot (or, for file: storage, its kept copy) into a file, or compares it with one; several
+ * workers (threads, each with its own client) read 4 MiB chunks with ranged GETs in parallel. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,8 @@
 #include "uploader.h"
 
 #define CHUNK (4u << 20)
+#define DEFAULT_WORKERS 8
+#define MAX_WORKERS 64
 
 /* Where the point's bytes come from. */
 struct source {
@@ -42,7 +47,16 @@ static rpl_err source_read(struct source *s, uint64_t off, uint8_t *buf, size_t 
       *hole = buf[i] == 0;
     return RPL_OK;
   }
-  for (size_t i = 0; i < s->ranges.count; i++) {
+  /* The first range that ends after off (ranges are ascending and disjoint). */
+  size_t lo = 0, hi = s->ranges.count;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->ranges.ranges[mid].offset + s->ranges.ranges[mid].length <= off)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (size_t i = lo; i < s->ranges.count && s->ranges.ranges[i].offset < off + len; i++) {
     uint64_t a = s->ranges.ranges[i].offset, b = a + s->ranges.ranges[i].length;
     if (a < off)
       a = off;
@@ -72,9 +86,94 @@ static rpl_err pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
   return RPL_OK;
 }
 
+/* What the workers share. */
+struct restore_job {
+  struct source src;              /* the template: each worker opens its own client */
+  const struct blob_config *cfg;  /* blob storage: how to open one */
+  uint64_t size;
+  int fd;                         /* --out (written) or --verify (compared) */
+  bool verify;
+  atomic_uint_fast64_t next;      /* the next chunk to take */
+  atomic_uint_fast64_t data;      /* bytes of the image that hold data (not holes) */
+  atomic_uint_fast64_t diff;      /* --verify: the lowest differing byte, UINT64_MAX when none */
+  atomic_bool stop;
+  pthread_mutex_t lock;
+  rpl_err err;                    /* the first failure */
+  char why[512];
+};
+
+/* Records the first failure: "WHAT: DETAIL" (detail "" = the error's message). */
+static void job_fail(struct restore_job *job, rpl_err e, const char *what, const char *detail)
+{
+  pthread_mutex_lock(&job->lock);
+  if (!job->err) {
+    job->err = e;
+    snprintf(job->why, sizeof job->why, "%s: %s", what, detail && detail[0] ? detail : rpl_strerror(e));
+  }
+  pthread_mutex_unlock(&job->lock);
+  atomic_store(&job->stop, true);
+}
+
+/* A worker: takes chunks in ascending order until none is left, one failed or --verify found a
+ * difference (every chunk below it was taken before, so the lowest difference is still found). */
+static void *restore_worker(void *arg)
+{
+  struct restore_job *job = arg;
+  struct source src = job->src;
+  src.client = NULL;
+  uint8_t *buf = malloc(CHUNK), *cmp = job->verify ? malloc(CHUNK) : NULL;
+  char why[1024] = "";
+  rpl_err e = RPL_OK;
+  if (!buf || (job->verify && !cmp))
+    e = RPL_E_NOMEM;
+  else if (src.fd < 0 && (e = blob_client_open(job->cfg, &src.client, why, sizeof why)))
+    job_fail(job, e, "cannot open the storage client", why);
+  if (e == RPL_E_NOMEM)
+    job_fail(job, e, "restore", NULL);
+  while (!e && !atomic_load(&job->stop)) {
+    uint64_t off = atomic_fetch_add(&job->next, 1) * CHUNK;
+    if (off >= job->size)
+      break;
+    size_t len = job->size - off < CHUNK ? (size_t)(job->size - off) : CHUNK;
+    bool hole;
+    if ((e = source_read(&src, off, buf, len, &hole))) {
+      job_fail(job, e, "cannot read the point's image", NULL);
+      break;
+    }
+    if (!hole)
+      atomic_fetch_add(&job->data, len);
+    if (!job->verify) {
+      if (!hole && (e = pwrite_full(job->fd, buf, len, off)))
+        job_fail(job, e, "cannot write the image", strerror(errno));
+      continue;
+    }
+    size_t got = 0;
+    while (got < len) {
+      ssize_t n = pread(job->fd, cmp + got, len - got, (off_t)(off + got));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      got += (size_t)n;
+    }
+    for (size_t i = 0; i < len; i++)
+      if (i >= got || buf[i] != cmp[i]) {
+        uint64_t at = off + i, cur = atomic_load(&job->diff);
+        while (at < cur && !atomic_compare_exchange_weak(&job->diff, &cur, at))
+          ;
+        atomic_store(&job->stop, true);
+        break;
+      }
+  }
+  blob_client_close(src.client);
+  free(buf);
+  free(cmp);
+  return NULL;
+}
+
 static int usage(void)
 {
-  fprintf(stderr, "usage: replication-appliance restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)\n");
+  fprintf(stderr, "usage: replication-appliance restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE) [--parallel N]\n");
   return 2;
 }
 
@@ -83,7 +182,9 @@ int cmd_restore(int argc, char **argv)
   const char *state = APPLIANCE_DEFAULT_STATE, *disk = NULL, *point = NULL, *out = NULL, *verify = NULL;
   static const struct option opts[] = {{"state", required_argument, NULL, 's'}, {"disk", required_argument, NULL, 'd'},
                                        {"point", required_argument, NULL, 'p'}, {"out", required_argument, NULL, 'o'},
-                                       {"verify", required_argument, NULL, 'v'}, {0, 0, 0, 0}};
+                                       {"verify", required_argument, NULL, 'v'}, {"parallel", required_argument, NULL, 'P'},
+                                       {0, 0, 0, 0}};
+  unsigned workers = DEFAULT_WORKERS;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -93,6 +194,16 @@ int cmd_restore(int argc, char **argv)
     case 'p': point = optarg; break;
     case 'o': out = optarg; break;
     case 'v': verify = optarg; break;
+    case 'P': {
+      char *end;
+      unsigned long n = strtoul(optarg, &end, 10);
+      if (*end || n < 1 || n > MAX_WORKERS) {
+        fprintf(stderr, "replication-appliance restore: --parallel takes the number of chunks read at once, 1 to %d\n", MAX_WORKERS);
+        return 2;
+      }
+      workers = (unsigned)n;
+      break;
+    }
     default: return usage();
     }
   }
@@ -171,38 +282,46 @@ int cmd_restore(int argc, char **argv)
   }
 
   int fd = verify ? open(verify, O_RDONLY | O_CLOEXEC) : open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  uint8_t *buf = malloc(CHUNK), *cmp = malloc(CHUNK);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   uint64_t data = 0, diff = UINT64_MAX;
   if (fd < 0) {
     fprintf(stderr, "replication-appliance restore: cannot open %s: %s\n", verify ? verify : out, strerror(errno));
     err = RPL_E_IO;
-  } else if (!buf || !cmp) {
-    err = RPL_E_NOMEM;
-  } else if (out && ftruncate(fd, (off_t)cd.size_bytes) != 0) {
+  } else if (out && ftruncate(fd, (off_t)cd.size_bytes) != 0) { /* holes stay sparse: only data is written */
     err = RPL_E_IO;
   }
-  for (uint64_t off = 0; !err && off < cd.size_bytes && diff == UINT64_MAX; off += CHUNK) {
-    size_t len = cd.size_bytes - off < CHUNK ? (size_t)(cd.size_bytes - off) : CHUNK;
-    bool hole;
-    if ((err = source_read(&src, off, buf, len, &hole)))
-      break;
-    if (!hole)
-      data += len;
-    if (out) {
-      if (!hole && (err = pwrite_full(fd, buf, len, off)))
-        fprintf(stderr, "replication-appliance restore: cannot write %s: %s\n", out, strerror(errno));
-      continue;
-    }
-    ssize_t n = pread(fd, cmp, len, (off_t)off);
-    if (n < 0) {
-      err = RPL_E_IO;
-      break;
-    }
-    for (size_t i = 0; i < len && diff == UINT64_MAX; i++)
-      if (i >= (size_t)n || buf[i] != cmp[i])
-        diff = off + i;
+  if (!err) {
+    static struct restore_job job; /* large atomics: not on the stack of a short program anyway */
+    memset(&job, 0, sizeof job);
+    job.src = src;
+    job.cfg = &cfg;
+    job.size = cd.size_bytes;
+    job.fd = fd;
+    job.verify = verify != NULL;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.data, 0);
+    atomic_init(&job.diff, UINT64_MAX);
+    atomic_init(&job.stop, false);
+    pthread_mutex_init(&job.lock, NULL);
+    uint64_t chunks = (cd.size_bytes + CHUNK - 1) / CHUNK;
+    if (workers > chunks)
+      workers = chunks ? (unsigned)chunks : 1;
+    pthread_t tids[MAX_WORKERS];
+    unsigned started = 0;
+    for (; started < workers; started++)
+      if (pthread_create(&tids[started], NULL, restore_worker, &job) != 0)
+        break;
+    if (started == 0)
+      restore_worker(&job); /* no thread to be had: this one does the work */
+    for (unsigned i = 0; i < started; i++)
+      pthread_join(tids[i], NULL);
+    err = job.err;
+    if (err && job.why[0])
+      fprintf(stderr, "replication-appliance restore: %s\n", job.why);
+    data = atomic_load(&job.data);
+    diff = atomic_load(&job.diff);
+    pthread_mutex_destroy(&job.lock);
   }
   if (!err && verify && diff == UINT64_MAX) { /* the file must not be longer either */
     off_t end = lseek(fd, 0, SEEK_END);
@@ -217,8 +336,6 @@ int cmd_restore(int argc, char **argv)
     close(fd);
   if (err && out && fd >= 0)
     (void)unlink(out);
-  free(buf);
-  free(cmp);
   blob_page_list_free(&src.ranges);
   blob_client_close(src.client);
   if (src.fd >= 0)
@@ -233,9 +350,9 @@ int cmd_restore(int argc, char **argv)
             verify, p.id, p.cycle, diff);
     return 1;
   }
-  printf("point rp-%" PRId64 " (cycle %" PRIu64 ", %s, %s %s): %" PRIu64 " MiB disk, %" PRIu64 " MiB data, %.2f s, %.1f MB/s\n",
+  printf("point rp-%" PRId64 " (cycle %" PRIu64 ", %s, %s %s): %" PRIu64 " MiB disk, %" PRIu64 " MiB data, %.2f s, %.1f MB/s, %u in parallel\n",
          p.id, p.cycle, catalog_point_kind_name(p.kind), from, p.snapshot_id, cd.size_bytes >> 20, data >> 20, secs,
-         secs > 0 ? (double)cd.size_bytes / 1e6 / secs : 0.0);
+         secs > 0 ? (double)cd.size_bytes / 1e6 / secs : 0.0, workers);
   printf("%s %s\n", verify ? "identical:" : "restored to", verify ? verify : out);
   return 0;
 }

@@ -35,6 +35,7 @@
 #include "rpl_version.h"
 #include "sdnotify.h"
 #include "settings.h"
+#include "upload_gate.h"
 #include "uploader.h"
 
 #define DEFAULT_RPO_MS      30000
@@ -45,6 +46,7 @@
 #define AGENT_CERT_DAYS     825
 #define MAX_GROUPS          16
 #define MAX_SNAPS           8  /* recovery-point images taken by the applier, not yet recorded */
+#define MAX_AGENT_LIMITS    1024 /* agents with their own upload bucket */
 
 /* ---- shared state ------------------------------------------------------------------------- */
 
@@ -56,7 +58,8 @@ struct disk {
   uint32_t sector;
   struct journal *journal;        /* thread-safe */
   struct replica *replica;        /* the applier's alone (file storage) */
-  struct uploader *up;            /* the page blob (Azure storage); thread-safe */
+  struct uploader *up;            /* the page blob (Azure storage); thread-safe; opened by the applier once
+                                     the storage checks pass, set and read under the appliance's lock */
   struct {                        /* images of recovery-point cycles (under snap_lock) */
     uint64_t cycle;
     char id[CATALOG_MAX_SNAPSHOT_ID + 1];
@@ -94,6 +97,13 @@ struct appliance {
   int listen_fd;
   uint64_t points_recorded;
   struct retention_policy retention;
+  struct upload_gate *gate;       /* uploads wait for the storage checks */
+  struct rate_limit limit_all;    /* appliance-wide upload bucket */
+  struct {                        /* one bucket per agent (under lock) */
+    uint8_t agent[PROTO_ID_SIZE];
+    struct rate_limit rl;
+  } *agent_limits;
+  size_t nagent_limits;
 };
 
 static atomic_int stopping;
@@ -155,11 +165,9 @@ static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, str
   d->state = cd->state;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
   rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
-  char why[1024] = "";
   if (!err && settings_is_file_storage(&a->settings))
     err = replica_open(a->settings.storage + 5, d->id, d->size, &d->replica);
-  else if (!err && (err = uploader_open(&a->settings, d->id, d->size, &d->up, why, sizeof why)))
-    log_err("disk: cannot open its page blob: %s", why);
+  /* Azure storage: the page blob is opened by the applier once the storage checks pass. */
   if (err) {
     char id[37];
     id_text(d->id, id);
@@ -179,10 +187,6 @@ static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, str
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
   reconcile_catalog(a, d);
-  if (d->up) { /* no cycle starts before the lease is held and the blob's state checked (housekeeping) */
-    d->adopt_seq = uploader_lease_held(d->up, NULL) ? (int64_t)uploader_committed(d->up) : 0;
-    d->lease_waiting = true;
-  }
   d->next = a->disks;
   a->disks = d;
   *out = d;
@@ -259,9 +263,9 @@ static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char
 }
 
 /* File storage: applies cycle by cycle; a recovery-point cycle's image is copied aside. */
-static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
+static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t max)
 {
-  for (;;) {
+  for (uint64_t done = 0; done < max; done++) {
     struct journal_cycle_info info;
     rpl_err e = journal_next_pending(d->journal, &info);
     if (e == RPL_E_NOT_FOUND)
@@ -278,19 +282,86 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
         log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
     }
   }
+  return RPL_OK;
 }
 
+/* The upload bucket of an agent (created on first use; NULL without a per-agent limit). Lock held. */
+static struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE])
+{
+  if (!a->settings.agent_limit_mbps || !a->agent_limits)
+    return NULL;
+  for (size_t i = 0; i < a->nagent_limits; i++)
+    if (!memcmp(a->agent_limits[i].agent, agent, PROTO_ID_SIZE))
+      return &a->agent_limits[i].rl;
+  if (a->nagent_limits == MAX_AGENT_LIMITS)
+    return NULL; /* the appliance-wide limit still holds */
+  size_t i = a->nagent_limits++;
+  memcpy(a->agent_limits[i].agent, agent, PROTO_ID_SIZE);
+  rate_limit_init(&a->agent_limits[i].rl, (uint64_t)a->settings.agent_limit_mbps * 1000000);
+  return &a->agent_limits[i].rl;
+}
+
+/* Opens the disk's page blob (Azure storage) when it is not open yet; the network calls run
+ * without the appliance's lock. */
+static rpl_err ensure_uploader(struct appliance *a, struct disk *d, char *why, size_t whysz)
+{
+  pthread_mutex_lock(&a->lock);
+  bool need = !d->replica && !d->up;
+  uint64_t size = d->size;
+  pthread_mutex_unlock(&a->lock);
+  if (!need)
+    return RPL_OK;
+  struct uploader *up;
+  rpl_err err = uploader_open(&a->settings, d->id, size, &up, why, whysz);
+  if (err)
+    return err;
+  pthread_mutex_lock(&a->lock);
+  uploader_set_limits(up, a->settings.upload_limit_mbps ? &a->limit_all : NULL, agent_limit(a, d->agent));
+  d->up = up;
+  /* No cycle is applied before the lease is held and the blob's state checked (housekeeping). */
+  d->adopt_seq = uploader_lease_held(up, NULL) ? (int64_t)uploader_committed(up) : 0;
+  d->lease_waiting = true;
+  uint64_t now_size = d->size;
+  pthread_mutex_unlock(&a->lock);
+  /* The disk grew while the blob was being opened. */
+  return now_size > size ? uploader_resize(up, now_size) : RPL_OK;
+}
+
+/* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
+ * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
 static void apply_disk(struct appliance *a, struct disk *d)
 {
   struct journal_usage before, after;
   journal_get_usage(d->journal, &before);
-  if (before.last_applied >= before.last_committed || (!d->replica && !d->up))
+  if (before.last_applied >= before.last_committed)
     return;
   struct snap_ctx sc = {a, d};
-  rpl_err err = d->up ? uploader_apply_pending(d->up, d->journal, NULL, remember_snapshot, &sc)
-                      : file_apply_pending(d, &sc);
+  char why[1024] = "";
+  rpl_err err = ensure_uploader(a, d, why, sizeof why);
+  if (err && why[0])
+    log_warn("disk %s: cannot open its page blob: %s", d->name, why);
+  pthread_mutex_lock(&a->lock);
+  struct uploader *up = d->up;
+  pthread_mutex_unlock(&a->lock);
+  struct uploader_stats st0 = {0}, st1 = {0};
+  uint64_t t0 = now_ms();
+  if (up)
+    uploader_get_stats(up, &st0);
+  if (!err)
+    err = up ? uploader_apply_some(up, d->journal, 1, NULL, remember_snapshot, &sc) : file_apply_pending(d, &sc, 1);
+  if (up)
+    uploader_get_stats(up, &st1);
+  uint64_t ms = now_ms() - t0;
   journal_get_usage(d->journal, &after);
+  char id[37];
+  id_text(d->id, id);
   for (uint64_t n = before.last_applied + 1; n <= after.last_applied; n++) {
+    if (up) /* bench/upload_limit.sh reads the rate from this line */
+      log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+               " ms waiting for the bandwidth limits)", id, n, st1.bytes_uploaded - st0.bytes_uploaded, ms,
+               st1.limit_wait_ms - st0.limit_wait_ms);
+    else
+      log_info("disk %s: cycle %" PRIu64 " applied", id, n);
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
     if (e)
       log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
@@ -300,23 +371,23 @@ static void apply_disk(struct appliance *a, struct disk *d)
     if (e)
       log_warn("journal trim: %s", rpl_strerror(e));
   }
-  bool transient = err && d->up && uploader_error_is_transient(err);
+  bool transient = err && !d->replica && uploader_error_is_transient(err);
+  /* The lease is housekeeping's business (its own reason in status), not a storage failure. */
+  bool lease = err == RPL_E_LEASE_HELD || err == RPL_E_LEASE_LOST;
   pthread_mutex_lock(&a->lock);
   d->last_applied = after.last_applied;
-  if (transient) { /* the cycles stay in the cache; retried on the next pass */
+  if (transient && !lease) { /* the cycles stay in the cache; retried once the storage checks pass again */
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", after.last_applied + 1,
              rpl_strerror(err));
     if (!d->upload_waiting)
       log_warn("disk %s: %s", d->name, d->reason);
     d->upload_waiting = true;
-  } else if (d->upload_waiting) {
+  } else if (d->upload_waiting && !err) {
     d->upload_waiting = false;
     d->reason[0] = 0;
     log_notice("disk %s: uploads resumed", d->name);
   }
   if (err && !transient) {
-    char id[37];
-    id_text(d->id, id);
     snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
              rpl_strerror(err));
     d->state = CATALOG_DISK_ERROR;
@@ -326,8 +397,10 @@ static void apply_disk(struct appliance *a, struct disk *d)
   }
   pthread_cond_broadcast(&a->applied);
   pthread_mutex_unlock(&a->lock);
-  if (transient)
-    sleep(1);
+  if (transient && !lease)
+    upload_gate_failed(a->gate, rpl_strerror(err));
+  else if (after.last_applied > before.last_applied)
+    upload_gate_succeeded(a->gate);
 }
 
 /* Retention (file storage: the kept copy is removed). */
@@ -411,25 +484,57 @@ static void *applier_main(void *arg)
 {
   struct appliance *a = arg;
   while (!atomic_load(&stopping)) {
+    /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
+    bool opened;
+    bool pass = upload_gate_pass(a->gate, &opened);
+    if (opened) { /* open the blobs now: a resync compares against them */
+      pthread_mutex_lock(&a->lock);
+      struct disk *list[1024];
+      size_t n = 0;
+      for (struct disk *d = a->disks; d && n < 1024; d = d->next)
+        list[n++] = d;
+      pthread_mutex_unlock(&a->lock);
+      for (size_t i = 0; i < n && !atomic_load(&stopping); i++) {
+        char why[1024] = "";
+        rpl_err e = ensure_uploader(a, list[i], why, sizeof why);
+        if (e) {
+          log_warn("disk %s: cannot open its page blob: %s", list[i]->name, why[0] ? why : rpl_strerror(e));
+          if (uploader_error_is_transient(e)) {
+            upload_gate_failed(a->gate, rpl_strerror(e));
+            pass = false;
+            break;
+          }
+        }
+      }
+    }
     pthread_mutex_lock(&a->lock);
     struct disk *todo[1024];
     size_t n = 0;
-    for (struct disk *d = a->disks; d && n < 1024; d = d->next)
-      if (d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR)
+    for (struct disk *d = a->disks; pass && d && n < 1024; d = d->next)
+      if (d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting)
         todo[n++] = d;
     if (n == 0) {
+      uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
+      if (wait > 1000)
+        wait = 1000;
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      pthread_cond_timedwait(&a->work, &a->lock, &ts);
+      ts.tv_sec += (time_t)(wait / 1000);
+      ts.tv_nsec += (long)(wait % 1000) * 1000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (wait)
+        pthread_cond_timedwait(&a->work, &a->lock, &ts);
     }
     struct disk *all[1024];
     size_t m = 0;
     for (struct disk *d = a->disks; d && m < 1024; d = d->next)
       all[m++] = d;
     pthread_mutex_unlock(&a->lock);
-    /* Disks share the applier in turn: each gets its pending cycles applied per pass. */
-    for (size_t i = 0; i < n; i++)
+    /* One cycle per disk per pass, in turn (round-robin). */
+    for (size_t i = 0; i < n && !atomic_load(&stopping); i++)
       apply_disk(a, todo[i]);
     for (size_t i = 0; i < m; i++)
       housekeeping(a, all[i]);
@@ -774,7 +879,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     d->adopt_resync = false;
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
-  d->reason[0] = '\0';
+  if (!d->upload_waiting) /* "waiting for storage" stays shown until an upload goes through */
+    d->reason[0] = '\0';
   pthread_cond_signal(&s->a->work);
   pthread_mutex_unlock(&s->a->lock);
   if (state_changed) {
@@ -835,7 +941,7 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
   struct disk *d = sl->disk;
   struct need_list *nl = &sl->need;
   if (nl->chunks_seen == 0) {
-    if (m.first_chunk != 0 || m.chunk_size > (64u << 20) || (!d->replica && !d->up))
+    if (m.first_chunk != 0 || m.chunk_size > (64u << 20))
       return nack(s, sl, RPL_E_PROTO_FIELD);
     need_reset(nl);
     nl->chunk_size = m.chunk_size;
@@ -856,7 +962,14 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
     uint8_t h[PROTO_HASH_SIZE];
     /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
      * the open one commits only after this comparison. */
-    err = d->replica ? replica_read(d->replica, off, nl->buf, len) : uploader_read(d->up, off, nl->buf, len);
+    pthread_mutex_lock(&s->a->lock);
+    struct uploader *up = d->up;
+    pthread_mutex_unlock(&s->a->lock);
+    if (!d->replica && !up) { /* the page blob is not open (storage checks not passed): send it all */
+      err = need_add(nl, c);
+      continue;
+    }
+    err = d->replica ? replica_read(d->replica, off, nl->buf, len) : uploader_read(up, off, nl->buf, len);
     if (!err) {
       proto_hash128(nl->buf, len, h);
       if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
@@ -1320,10 +1433,23 @@ static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
     json_string(&j, "listen", a->listen);
     json_string(&j, "storage", settings_is_file_storage(&a->settings) ? a->settings.storage : "azure");
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
+    json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
+    json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
+    upload_gate_status(a->gate, &j, NULL);
     json_array_begin(&j, "agents");
   } else {
     fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us\n", RPL_VERSION, a->listen,
             settings_is_file_storage(&a->settings) ? a->settings.storage : "azure", a->rpo_ms / 1000);
+    upload_gate_status(a->gate, NULL, f);
+    fprintf(f, "upload limits: ");
+    if (a->settings.upload_limit_mbps)
+      fprintf(f, "%u MB/s in all, ", a->settings.upload_limit_mbps);
+    else
+      fprintf(f, "none in all, ");
+    if (a->settings.agent_limit_mbps)
+      fprintf(f, "%u MB/s per agent\n", a->settings.agent_limit_mbps);
+    else
+      fprintf(f, "none per agent\n");
   }
   rpl_err e = catalog_agent_foreach(a->cat, status_agent_cb, &sc);
   (void)e;
@@ -1396,7 +1522,10 @@ int cmd_run(int argc, char **argv)
   static const struct option opts[] = {{"state", required_argument, NULL, 's'},
                                        {"listen", required_argument, NULL, 'l'},
                                        {"rpo", required_argument, NULL, 'r'},
+                                       {"upload-limit", required_argument, NULL, 'U'},
+                                       {"agent-limit", required_argument, NULL, 'A'},
                                        {0, 0, 0, 0}};
+  const char *upload_limit = NULL, *agent_limit_arg = NULL;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1413,8 +1542,10 @@ int cmd_run(int argc, char **argv)
       a.rpo_ms = (unsigned)(secs * 1000);
       break;
     }
+    case 'U': upload_limit = optarg; break;
+    case 'A': agent_limit_arg = optarg; break;
     default:
-      fprintf(stderr, "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS]\n");
+      fprintf(stderr, "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n");
       return 2;
     }
   }
@@ -1438,6 +1569,21 @@ int cmd_run(int argc, char **argv)
   }
   if (!settings_is_file_storage(&a.settings) && (err = lease_owner_id(state, a.settings.lease_id))) {
     fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", state, rpl_strerror(err));
+    return 1;
+  }
+  /* Limits given to run override the settings init stored (for this run only). */
+  const char *lim_arg[2] = {upload_limit, agent_limit_arg};
+  unsigned *lim_dst[2] = {&a.settings.upload_limit_mbps, &a.settings.agent_limit_mbps};
+  for (int i = 0; i < 2; i++)
+    if (lim_arg[i] && !rate_limit_parse_mbps(lim_arg[i], lim_dst[i])) {
+      fprintf(stderr, "replication-appliance run: --%s takes a whole number of MB/s (10^6 bytes per second) from 0 (no limit) to %u, not '%s'\n",
+              i == 0 ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, lim_arg[i]);
+      return 2;
+    }
+  rate_limit_init(&a.limit_all, (uint64_t)a.settings.upload_limit_mbps * 1000000);
+  if ((err = upload_gate_create(&a.settings, &a.gate)) ||
+      (a.settings.agent_limit_mbps && !(a.agent_limits = calloc(MAX_AGENT_LIMITS, sizeof *a.agent_limits)))) {
+    fprintf(stderr, "replication-appliance run: %s\n", rpl_strerror(err ? err : RPL_E_NOMEM));
     return 1;
   }
   if ((err = identity_load(state, &a.ca_cert, &a.ca_key)) || (err = chan_server_ctx(a.ca_cert, a.ca_key, &a.ctx))) {
@@ -1474,8 +1620,9 @@ int cmd_run(int argc, char **argv)
   pthread_t applier;
   pthread_create(&applier, NULL, applier_main, &a);
   /* An Azure connection string holds the account key: only its kind is logged. */
-  log_info("replication-appliance %s listening on %s, storage %s, RPO target %.1f s", RPL_VERSION, a.listen,
-           settings_is_file_storage(&a.settings) ? a.settings.storage : "azure (page blobs)", a.rpo_ms / 1000.0);
+  log_info("replication-appliance %s listening on %s, storage %s, RPO target %.1f s, upload limits %u MB/s in all, %u MB/s per agent (0 = none)",
+           RPL_VERSION, a.listen, settings_is_file_storage(&a.settings) ? a.settings.storage : "azure (page blobs)",
+           a.rpo_ms / 1000.0, a.settings.upload_limit_mbps, a.settings.agent_limit_mbps);
   sd_notify_ready("appliance running");
 
   while (!atomic_load(&stopping)) {
@@ -1520,6 +1667,11 @@ int cmd_run(int argc, char **argv)
     free(d);
   }
   catalog_close(a.cat);
+  upload_gate_free(a.gate);
+  for (size_t i = 0; i < a.nagent_limits; i++)
+    rate_limit_destroy(&a.agent_limits[i].rl);
+  free(a.agent_limits);
+  rate_limit_destroy(&a.limit_all);
   SSL_CTX_free(a.ctx);
   OPENSSL_cleanse(a.ca_key, strlen(a.ca_key));
   free(a.ca_cert);

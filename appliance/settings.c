@@ -1,6 +1,8 @@
 /* settings.c - loads and saves the appliance's key=value settings file in its state directory. */
 #include "settings.h"
 
+#include "ratelimit.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -103,6 +105,15 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
       long n = strtol(value, NULL, 10);
       s->lease_duration_s = n >= 15 && n <= 60 ? (unsigned)n : SETTINGS_DEFAULT_LEASE_S;
     }
+    if (!known && (strcmp(key, "upload_limit_mbps") == 0 || strcmp(key, "agent_limit_mbps") == 0)) {
+      known = true;
+      unsigned *dst = key[0] == 'u' ? &s->upload_limit_mbps : &s->agent_limit_mbps;
+      if (!rate_limit_parse_mbps(value, dst)) {
+        set_why(why, whysz, "%s line %u: %s must be a whole number of MB/s from 0 (no limit) to %u", path, lineno, key,
+                RATELIMIT_MAX_MBPS);
+        err = RPL_E_CONFIG;
+      }
+    }
     if (!known) {
       set_why(why, whysz, "%s line %u: unknown setting '%.40s'", path, lineno, key);
       err = RPL_E_CONFIG;
@@ -148,6 +159,7 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
     fprintf(f, "%s=%s\n", fields[i].key, (const char *)s + fields[i].offset);
   fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\nlease_duration_s=%u\n", s->require_private_endpoint ? 1 : 0,
           s->max_in_flight, s->lease_duration_s);
+  fprintf(f, "upload_limit_mbps=%u\nagent_limit_mbps=%u\n", s->upload_limit_mbps, s->agent_limit_mbps);
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {

@@ -36,6 +36,7 @@ struct uploader {
   uint8_t *raw;
   XXH3_state_t *hash;
   rpl_err async_err; /* first failure of the writes in flight */
+  struct rate_limit *limit_all, *limit_agent; /* bandwidth limits (not owned), or NULL */
   struct uploader_stats stats;
   struct uploader_lease lease; /* blob_lease.c */
 };
@@ -140,7 +141,14 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
     e = RPL_E_NOMEM;
     goto fail;
   }
-  if ((e = uploader_config(&u->settings, &u->cfg, why, whysz)) || (e = blob_client_open(&u->cfg, &u->client, why, whysz)))
+  if ((e = uploader_config(&u->settings, &u->cfg, why, whysz)))
+    goto fail;
+  /* A request gives up after about 20 s (6 tries, backoff capped at 10 s) instead of the client's
+   * minutes: the daemon then holds uploads, shows the storage error in status, checks the storage
+   * path again with backoff and retries the whole cycle from the cache. */
+  u->cfg.max_tries = 6;
+  u->cfg.retry_cap_ms = 10000;
+  if ((e = blob_client_open(&u->cfg, &u->client, why, whysz)))
     goto fail;
   e = blob_container_create(u->client, u->container, &r);
   if (e && e != RPL_E_BLOB_EXISTS) {
@@ -314,6 +322,52 @@ static rpl_err throttle(struct uploader *u)
   return u->async_err;
 }
 
+void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate_limit *agent)
+{
+  pthread_mutex_lock(&u->lock);
+  u->limit_all = all;
+  u->limit_agent = agent;
+  pthread_mutex_unlock(&u->lock);
+}
+
+/* Waits until the bandwidth limits allow len more bytes (the writes in flight progress meanwhile),
+ * then takes them from both buckets. */
+static uint64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static rpl_err pace(struct uploader *u, uint32_t len)
+{
+  uint64_t t0 = 0;
+  for (;;) {
+    uint64_t a = rate_limit_wait_us(u->limit_all), b = rate_limit_wait_us(u->limit_agent);
+    uint64_t w = a > b ? a : b;
+    if (!w)
+      break;
+    if (!t0)
+      t0 = mono_ms();
+    int ms = w > 100000 ? 100 : (int)((w + 999) / 1000);
+    if (blob_client_pending(u->client)) {
+      rpl_err e = blob_client_poll(u->client, ms);
+      if (e)
+        return e;
+      if (u->async_err)
+        return u->async_err;
+    } else {
+      struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (t0)
+    u->stats.limit_wait_ms += mono_ms() - t0;
+  rate_limit_take(u->limit_all, len);
+  rate_limit_take(u->limit_agent, len);
+  return RPL_OK;
+}
+
 /* One pass over the cycle: check every extent; when write is set, also queue its writes. */
 static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_t n, bool write)
 {
@@ -342,6 +396,8 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
     } else {
       for (uint32_t done = 0; done < x.length;) {
         uint32_t len = x.length - done < BLOB_MAX_PUT_PAGE ? x.length - done : BLOB_MAX_PUT_PAGE;
+        if ((e = pace(u, len)))
+          return e;
         struct put_ctx *pc = calloc(1, sizeof *pc);
         uint8_t *buf = malloc(len);
         if (!pc || !buf) {
@@ -435,6 +491,13 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
 rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
                                uploader_snapshot_fn on_snapshot, void *ctx)
 {
+  return uploader_apply_some(u, j, UINT64_MAX, applied, on_snapshot, ctx);
+}
+
+rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max, uint64_t *applied,
+                            uploader_snapshot_fn on_snapshot, void *ctx)
+{
+  uint64_t done = 0;
   if (applied)
     *applied = 0;
   pthread_mutex_lock(&u->lock);
@@ -448,7 +511,7 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
             us.last_applied);
     e = RPL_E_UPLOAD_BEHIND;
   }
-  while (!e) {
+  while (!e && done < max) {
     struct journal_cycle_info info;
     e = journal_next_pending(j, &info);
     if (e == RPL_E_NOT_FOUND) {
@@ -457,6 +520,7 @@ rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *
     }
     if (e || (e = apply_cycle(u, j, info.cycle, info.kind, on_snapshot, ctx)))
       break;
+    done++;
     if (applied)
       (*applied)++;
   }

@@ -11,6 +11,7 @@
 #include "blob.h"
 #include "journal.h"
 #include "proto.h"
+#include "ratelimit.h"
 #include "rpl_error.h"
 #include "settings.h"
 
@@ -61,6 +62,13 @@ RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal
  * blob that is behind the journal: those need a resync. True for the rest (storage unreachable,
  * throttled past the retries, fenced by a commit it did not hear of): try again later. */
 bool uploader_error_is_transient(rpl_err e);
+/* Like uploader_apply_pending, but applies at most max cycles (the daemon takes one per disk in
+ * turn, so that disks share the uploader round-robin instead of one draining first). */
+RPL_MUST_CHECK rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max, uint64_t *applied,
+                                           uploader_snapshot_fn on_snapshot, void *ctx);
+/* Bandwidth limits for the Put Page bodies of this blob (each may be NULL = none; not owned, shared
+ * between uploaders): every write waits until both buckets allow it, the multi handle running meanwhile. */
+void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate_limit *agent);
 /* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
 RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
 
@@ -83,6 +91,7 @@ RPL_MUST_CHECK rpl_err uploader_list_snapshots(struct uploader *u, struct blob_l
 
 struct uploader_stats {
   uint64_t cycles, put_pages, clears, bytes_uploaded, snapshots;
+  uint64_t limit_wait_ms; /* time spent waiting for the bandwidth limits */
   struct blob_stats blob;
 };
 void uploader_get_stats(struct uploader *u, struct uploader_stats *out);

@@ -5,7 +5,9 @@
 #
 # AZ_LISTEN (default 127.0.0.1; ::1 for IPv6) is the address Azurite listens on and the zone file
 # maps the name to. After azurite_start: AZ_DIR (temp dir), AZ_PORT, AZ_CA (CA PEM), AZ_CERT/AZ_KEY (server), AZ_ZONE
-# (zone file), AZ_HOST, AZ_KEY_B64 (the emulator's well-known key), AZ_CONNSTR (Shared Key).
+# (zone file), AZ_HOST, AZ_KEY_B64 (the emulator's well-known key), AZ_CONNSTR (Shared Key), AZ_PID.
+# azurite_stop / azurite_restart stop the Azurite process and start it again on the same port with
+# the same certificate and data directory (an outage; not with --inMemoryPersistence).
 
 AZ_HOST=devstoreaccount1.blob.core.windows.net
 AZ_LISTEN=${AZ_LISTEN:-127.0.0.1}
@@ -82,13 +84,15 @@ azurite_start() {
   local attempt pid storage=(--location "$AZ_DIR/data")
   # Azurite refuses --location together with --inMemoryPersistence.
   [[ " $* " == *" --inMemoryPersistence "* ]] && storage=()
+  AZ_ARGV=("$bin" --disableTelemetry --blobHost "$AZ_LISTEN" --cert "$AZ_CERT" --key "$AZ_KEY" "${storage[@]}"
+           --oauth basic --silent "$@")
   for attempt in 1 2 3; do
     AZ_PORT=$(az_free_port)
-    "$bin" --disableTelemetry --blobHost "$AZ_LISTEN" --blobPort "$AZ_PORT" --cert "$AZ_CERT" --key "$AZ_KEY" \
-      "${storage[@]}" --oauth basic --silent "$@" > "$AZ_DIR/azurite.log" 2>&1 &
+    "${AZ_ARGV[@]}" --blobPort "$AZ_PORT" > "$AZ_DIR/azurite.log" 2>&1 &
     pid=$!
     if az_wait_https "$AZ_PORT" "$pid"; then
       az_track "$pid"
+      AZ_PID=$pid
       printf '# test private DNS zone: the public name points at the local Azurite\n%s %s\n' "$AZ_LISTEN" "$AZ_HOST" > "$AZ_DIR/zone.hosts"
       AZ_ZONE=$AZ_DIR/zone.hosts
       AZ_CONNSTR="DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$AZ_KEY_B64;BlobEndpoint=https://$AZ_HOST:$AZ_PORT"
@@ -99,4 +103,31 @@ azurite_start() {
   done
   cat "$AZ_DIR/azurite.log" >&2
   az_fail "Azurite did not start"
+}
+
+# Stops the Azurite process (SIGTERM, waits for it to exit); its data directory stays.
+azurite_stop() {
+  [ -n "${AZ_PID:-}" ] || az_fail "azurite_stop: Azurite is not running"
+  kill "$AZ_PID" 2>/dev/null
+  wait "$AZ_PID" 2>/dev/null
+  AZ_PID=
+}
+
+# Starts Azurite again on the same port, certificate and data directory; waits until it answers.
+azurite_restart() {
+  local attempt pid
+  [ -z "${AZ_PID:-}" ] || az_fail "azurite_restart: Azurite is still running"
+  for attempt in 1 2 3 4 5; do
+    "${AZ_ARGV[@]}" --blobPort "$AZ_PORT" >> "$AZ_DIR/azurite.log" 2>&1 &
+    pid=$!
+    if az_wait_https "$AZ_PORT" "$pid"; then
+      az_track "$pid"
+      AZ_PID=$pid
+      return 0
+    fi
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
+  tail -20 "$AZ_DIR/azurite.log" >&2
+  az_fail "Azurite did not start again on port $AZ_PORT"
 }
