@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blob.h"
+#include "check.h"
 #include "commands.h"
 #include "netpath.h"
 #include "rpl_log.h"
@@ -236,6 +237,50 @@ static void check_azure(const struct appliance_settings *s, struct report *r)
   blob_client_close(client);
 }
 
+static void run_checks(const struct appliance_settings *s, struct report *r)
+{
+  if (settings_is_file_storage(s))
+    check_file_storage(s, r);
+  else
+    check_azure(s, r);
+}
+
+static void write_json(const char *state, const struct appliance_settings *s, const struct report *r, FILE *out)
+{
+  size_t failed = 0;
+  for (size_t i = 0; i < r->n; i++)
+    failed += !r->items[i].pass;
+  fprintf(out, "{\"state\":");
+  json_string(out, state);
+  fprintf(out, ",\"storage\":\"%s\",\"ok\":%s,\"checks\":[", settings_is_file_storage(s) ? "file" : "azure", failed ? "false" : "true");
+  for (size_t i = 0; i < r->n; i++) {
+    fprintf(out, "%s{\"name\":", i ? "," : "");
+    json_string(out, r->items[i].name);
+    fprintf(out, ",\"result\":\"%s\",\"detail\":", r->items[i].pass ? "PASS" : "FAIL");
+    json_string(out, r->items[i].detail);
+    fprintf(out, ",\"remedy\":");
+    json_string(out, r->items[i].pass ? "" : r->items[i].remedy);
+    fprintf(out, "}");
+  }
+  fprintf(out, "]}\n");
+}
+
+void check_write_json(const char *state_dir, const struct appliance_settings *s, FILE *out, size_t *failed)
+{
+  struct report *r = calloc(1, sizeof *r);
+  if (!r) {
+    fprintf(out, "{\"error\":\"out of memory\"}\n");
+    *failed = 1;
+    return;
+  }
+  run_checks(s, r);
+  *failed = 0;
+  for (size_t i = 0; i < r->n; i++)
+    *failed += !r->items[i].pass;
+  write_json(state_dir, s, r, out);
+  free(r);
+}
+
 int cmd_check(int argc, char **argv)
 {
   static const struct option opts[] = {
@@ -272,27 +317,12 @@ int cmd_check(int argc, char **argv)
     return 1;
   }
   struct report r = {0};
-  if (settings_is_file_storage(&s))
-    check_file_storage(&s, &r);
-  else
-    check_azure(&s, &r);
+  run_checks(&s, &r);
   size_t failed = 0;
   for (size_t i = 0; i < r.n; i++)
     failed += !r.items[i].pass;
   if (json) {
-    printf("{\"state\":");
-    json_string(stdout, state);
-    printf(",\"storage\":\"%s\",\"ok\":%s,\"checks\":[", settings_is_file_storage(&s) ? "file" : "azure", failed ? "false" : "true");
-    for (size_t i = 0; i < r.n; i++) {
-      printf("%s{\"name\":", i ? "," : "");
-      json_string(stdout, r.items[i].name);
-      printf(",\"result\":\"%s\",\"detail\":", r.items[i].pass ? "PASS" : "FAIL");
-      json_string(stdout, r.items[i].detail);
-      printf(",\"remedy\":");
-      json_string(stdout, r.items[i].pass ? "" : r.items[i].remedy);
-      printf("}");
-    }
-    printf("]}\n");
+    write_json(state, &s, &r, stdout);
   } else {
     for (size_t i = 0; i < r.n; i++) {
       if (r.items[i].pass)

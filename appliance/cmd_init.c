@@ -19,6 +19,7 @@
 #include "rpl_log.h"
 #include "identity.h"
 #include "settings.h"
+#include "web.h"
 #include <openssl/crypto.h>
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -84,10 +85,11 @@ int cmd_init(int argc, char **argv)
     {"ca-file", required_argument, NULL, 'a'},      {"proxy", required_argument, NULL, 'p'},
     {"proxy-bypass", required_argument, NULL, 'b'}, {"identity-endpoint", required_argument, NULL, 'i'},
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
+    {"admin-password-file", required_argument, NULL, 'A'},
     {NULL, 0, NULL, 0},
   };
   const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
-  const char *proxy = NULL, *bypass = NULL, *identity = NULL;
+  const char *proxy = NULL, *bypass = NULL, *identity = NULL, *password_file = NULL;
   bool allow_public = false;
   optind = 1;
   opterr = 0;
@@ -103,10 +105,12 @@ int cmd_init(int argc, char **argv)
     case 'b': bypass = optarg; break;
     case 'i': identity = optarg; break;
     case 'P': allow_public = true; break;
+    case 'A': password_file = optarg; break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
+             "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -120,6 +124,12 @@ int cmd_init(int argc, char **argv)
   if (!storage || !*storage)
     return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
 
+  char admin_password[WEB_PASSWORD_MAX + 1] = "";
+  if (password_file) {
+    rpl_err perr = web_auth_read_password_file(password_file, admin_password, sizeof admin_password);
+    if (perr)
+      return fail("--admin-password-file %s: %s", password_file, rpl_strerror(perr == RPL_E_NOT_FOUND ? RPL_E_WEB_PASSWORD : perr));
+  }
   struct appliance_settings s;
   settings_defaults(&s);
   char why[1024] = "";
@@ -216,6 +226,24 @@ int cmd_init(int argc, char **argv)
   }
   catalog_close(cat);
   free(cert);
+  /* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
+  char keypath[4200];
+  snprintf(keypath, sizeof keypath, "%s/%s", state, WEB_REGKEY_FILE);
+  if ((err = state_write_file(keypath, regkey, strlen(regkey), 0600)))
+    return fail("cannot keep the registration key in %s: %s", keypath, rpl_strerror(err));
+  if (password_file) {
+    err = web_auth_set_password(state, admin_password);
+    OPENSSL_cleanse(admin_password, sizeof admin_password);
+    if (err)
+      return fail("cannot store the admin password: %s", rpl_strerror(err));
+    printf("configuration manager: https://127.0.0.1:44368/ (log in with the admin password)\n");
+  } else {
+    char token[WEB_TOKEN_CHARS + 1];
+    if ((err = web_auth_issue_token(state, token)))
+      return fail("cannot issue the configuration manager's login link: %s", rpl_strerror(err));
+    printf("configuration manager (one-time login link; set an admin password there): https://127.0.0.1:44368/#token=%s\n", token);
+    OPENSSL_cleanse(token, sizeof token);
+  }
   printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", state, state);
   printf("registration key (one agent; run init again for another):\n");
   printf("%s\n", regkey);
