@@ -40,6 +40,7 @@
 #define HELLO_TIMEOUT_MS    30000
 #define POLL_MS             50    /* also how soon a session notices an applied point */
 #define HEARTBEAT_SAVE_S    30
+#define REVOKE_CHECK_MS     5000  /* how soon a session notices its agent was revoked */
 #define AGENT_CERT_DAYS     825
 #define MAX_GROUPS          16
 #define MAX_SNAPS           8  /* recovery-point images taken by the applier, not yet recorded */
@@ -997,10 +998,21 @@ static rpl_err session_loop(struct session *s)
   rpl_err err = session_hello(s);
   if (err)
     return err;
-  uint64_t last_rx = now_ms();
+  uint64_t last_rx = now_ms(), last_revoke_check = now_ms();
   while (!atomic_load(&stopping)) {
     if ((err = orchestrate(s)) || (err = finish_groups(s)))
       return err;
+    /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
+    if (now_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
+      last_revoke_check = now_ms();
+      struct catalog_agent ag;
+      if (catalog_agent_get(s->a->cat, s->agent, &ag) == RPL_OK && ag.revoked) {
+        log_warn("agent %s: revoked: session ended", s->agent_text);
+        rpl_err e = send_error(s->c, RPL_E_PERMISSION, "this agent was revoked: register it again with a new key");
+        (void)e;
+        return RPL_E_PERMISSION;
+      }
+    }
     struct proto_frame f;
     err = conn_recv(s->c, &f, POLL_MS);
     if (err == RPL_E_TIMEOUT) {

@@ -807,7 +807,7 @@ static enum MHD_Result api_revoke(struct web_server *w, struct MHD_Connection *c
   if (err)
     return reply_error(c, 500, "%s", rpl_strerror(err));
   log_notice("web: agent %.36s (%s) revoked", idtext, ag.hostname);
-  return reply_ok(c, "revoked: its next connection is refused; register it again with a new key to restore it");
+  return reply_ok(c, "revoked: its session ends within 5 s and reconnections are refused; register it again with a new key to restore it");
 }
 
 static enum MHD_Result api_disk_action(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,

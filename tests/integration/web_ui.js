@@ -177,8 +177,25 @@ const phases = {
       console.log(JSON.stringify({ last_point: await page.textContent(sel + ' .last-point') }));
     });
   },
+
+  // Revoke the agent on the registration view (accepting the confirmation).
+  async revoke() {
+    await withPage(async (page) => {
+      page.on('dialog', (d) => d.accept());
+      await page.goto(BASE + '/');
+      await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
+      await tab(page, 'registration');
+      const btn = page.locator('#agents tbody tr td:nth-child(2)', { hasText: process.env.AGENT_HOST })
+        .locator('xpath=..').locator('button');
+      await btn.click({ timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, { timeout: T });
+      await page.waitForFunction(() => [...document.querySelectorAll('#agents tbody button')].every((b) => b.disabled && b.textContent === 'revoked'),
+        null, { timeout: T });
+      await shot(page, '7-agent-revoked');
+    });
+  },
 };
 
 const phase = phases[process.argv[2]];
-if (!phase) fail('usage: web_ui.js setup|disk|checkpoint');
+if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|revoke');
 phase().catch((e) => fail(e.stack || String(e)));

@@ -4,7 +4,8 @@
 # one-time link and sets a password; the prerequisites show PASS rows; a wrong proxy shows FAIL with
 # its remedy; the key regenerated on the page registers a real agent, which protects a loop disk;
 # after `mobility-agent checkpoint --wait` the disk's last point and RPO show on the page, the point
-# with its exact restore command; the page's own Checkpoint button makes another point. Nothing is
+# with its exact restore command; the page's own Checkpoint button makes another point; revoking the
+# agent on the page ends its session. Nothing is
 # fetched beyond loopback. Screenshots are kept in build/test-artifacts/web_ui/. Exit 77 without
 # chromium or playwright-core (scripts/setup.sh installs both).
 set -u
@@ -82,6 +83,18 @@ cat "$RT/page-point.json"
 import json, sys
 d = json.load(sys.stdin)["disks"][0]
 assert d["last_point"] != sys.argv[1], d' "$point" || fail "status does not show the point made from the page"
+
+say "browser: revoke the agent; its session ends and it cannot come back"
+run_phase revoke
+deadline=$((SECONDS + 90))
+until "$AP" status --state "$RT/app" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["agents"][0]["revoked"] and not d["disks"][0]["connected"] else 1)'; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the revoked agent's session did not end in 90 s"
+  sleep 0.2
+done
+grep -q "revoked: session ended" "$RT/appliance.log" || fail "the appliance did not end the revoked agent's session"
 
 ls "$SHOT_DIR"/*.png > /dev/null || fail "no screenshots"
 echo "web_ui: ok (points $point and $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_point"])' "$RT/page-point.json"); screenshots in $SHOT_DIR)"
