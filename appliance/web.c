@@ -823,7 +823,7 @@ static enum MHD_Result api_disk_action(struct web_server *w, struct MHD_Connecti
   if (err)
     return reply_error(c, 409, "%s", why[0] ? why : rpl_strerror(err));
   return reply_ok(c, act == WEB_DISK_CHECKPOINT ? "checkpoint requested: the recovery point appears in the list once its cycle is uploaded"
-                                                : "resync requested: the agent hashes the disk and sends the chunks that differ");
+                                                : "resync requested: the agent sends the whole disk again in a resync cycle");
 }
 
 /* ---- API: recovery points ----------------------------------------------------------------- */

@@ -178,6 +178,20 @@ const phases = {
     });
   },
 
+  // The page's Resync button (accepting the confirmation): the shell checks the resync ran.
+  async resync() {
+    await withPage(async (page) => {
+      page.on('dialog', (d) => d.accept());
+      await page.goto(BASE + '/');
+      await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
+      await tab(page, 'replication');
+      const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
+      await page.waitForSelector(sel + ' button:has-text("Resync"):not([disabled])', { timeout: T });
+      await page.click(sel + ' button:has-text("Resync")');
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('resync requested'), null, { timeout: T });
+    });
+  },
+
   // Revoke the agent on the registration view (accepting the confirmation).
   async revoke() {
     await withPage(async (page) => {
@@ -197,5 +211,5 @@ const phases = {
 };
 
 const phase = phases[process.argv[2]];
-if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|revoke');
+if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|resync|revoke');
 phase().catch((e) => fail(e.stack || String(e)));

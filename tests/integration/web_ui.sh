@@ -4,8 +4,8 @@
 # one-time link and sets a password; the prerequisites show PASS rows; a wrong proxy shows FAIL with
 # its remedy; the key regenerated on the page registers a real agent, which protects a loop disk;
 # after `mobility-agent checkpoint --wait` the disk's last point and RPO show on the page, the point
-# with its exact restore command; the page's own Checkpoint button makes another point; revoking the
-# agent on the page ends its session. Nothing is
+# with its exact restore command; the page's own Checkpoint button makes another point, its Resync
+# button a resync cycle (the whole disk again); revoking the agent on the page ends its session. Nothing is
 # fetched beyond loopback. Screenshots are kept in build/test-artifacts/web_ui/. Exit 77 without
 # chromium or playwright-core (scripts/setup.sh installs both).
 set -u
@@ -83,6 +83,27 @@ cat "$RT/page-point.json"
 import json, sys
 d = json.load(sys.stdin)["disks"][0]
 assert d["last_point"] != sys.argv[1], d' "$point" || fail "status does not show the point made from the page"
+
+say "browser: the page's Resync button; the appliance runs a resync cycle (the whole disk again)"
+# The newest resync cycle in the catalog (read-only): its number, and the bytes it carried.
+last_resync() {
+  python3 - "$RT/app/catalog.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, timeout=10)
+row = db.execute("SELECT n, raw_bytes FROM cycles WHERE kind = 'resync' ORDER BY n DESC LIMIT 1").fetchone()
+print("%d %d" % (row if row else (0, 0)))
+PY
+}
+read -r before _ < <(last_resync)
+run_phase resync
+deadline=$((SECONDS + 120))
+while :; do
+  read -r n raw < <(last_resync)
+  [ "$n" -gt "$before" ] && break
+  [ "$SECONDS" -lt "$deadline" ] || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
+  sleep 0.2
+done
+[ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
 
 say "browser: revoke the agent; its session ends and it cannot come back"
 run_phase revoke
