@@ -493,6 +493,24 @@ out:
   return e;
 }
 
+rpl_err catalog_regkey_is_unused(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], bool *unused)
+{
+  *unused = false;
+  uint8_t h[SECRET_HASH_SIZE];
+  rpl_err e = hash_secret(secret, h);
+  if (e)
+    return e;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_GET);
+  sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
+  e = next_row(c, s, "look up registration key");
+  if (e == RPL_OK)
+    *unused = sqlite3_column_int(s, 0) == 0;
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
 rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count)
 {
   pthread_mutex_lock(&c->lock);

@@ -57,6 +57,8 @@ RPL_MUST_CHECK rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secre
  * agent (RPL_E_EXISTS if its id or fingerprint is taken). Nothing changes on error. */
 RPL_MUST_CHECK rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
                                               const struct catalog_agent *agent);
+/* *unused = the key with this secret was issued and not used yet (RPL_E_NOT_FOUND: never issued). */
+RPL_MUST_CHECK rpl_err catalog_regkey_is_unused(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], bool *unused);
 /* Unused keys left (for status and init). */
 RPL_MUST_CHECK rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count);
 

@@ -7,29 +7,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "commands.h"
+#include "json_out.h"
 #include "prereq.h"
 #include "rpl_log.h"
 #include "settings.h"
 
-static void json_string(FILE *out, const char *s)
+static void write_json(const char *state_dir, const struct appliance_settings *s, const struct prereq_report *r,
+                       FILE *out)
 {
-  fputc('"', out);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    switch (*p) {
-    case '"': fputs("\\\"", out); break;
-    case '\\': fputs("\\\\", out); break;
-    case '\n': fputs("\\n", out); break;
-    case '\r': fputs("\\r", out); break;
-    case '\t': fputs("\\t", out); break;
-    default:
-      if (*p < 0x20)
-        fprintf(out, "\\u%04x", *p);
-      else
-        fputc(*p, out);
-    }
+  struct json_out j;
+  json_init(&j, out);
+  json_object_begin(&j, NULL);
+  json_string(&j, "state", state_dir);
+  json_string(&j, "storage", settings_is_file_storage(s) ? "file" : "azure");
+  json_bool(&j, "ok", prereq_failed(r) == 0);
+  json_array_begin(&j, "checks");
+  for (size_t i = 0; i < r->n; i++) {
+    json_object_begin(&j, NULL);
+    json_string(&j, "name", r->items[i].name);
+    json_string(&j, "result", r->items[i].pass ? "PASS" : "FAIL");
+    json_string(&j, "detail", r->items[i].detail);
+    json_string(&j, "remedy", r->items[i].pass ? "" : r->items[i].remedy);
+    json_object_end(&j);
   }
-  fputc('"', out);
+  json_array_end(&j);
+  json_object_end(&j);
+  if (!json_finish(&j))
+    log_err("check: the JSON report could not be written");
+}
+
+void check_write_json(const char *state_dir, const struct appliance_settings *s, FILE *out, size_t *failed)
+{
+  struct prereq_report *r = calloc(1, sizeof *r);
+  if (!r) {
+    fprintf(out, "{\"error\":\"out of memory\"}\n");
+    *failed = 1;
+    return;
+  }
+  prereq_run(s, r);
+  *failed = prereq_failed(r);
+  write_json(state_dir, s, r, out);
+  free(r);
 }
 
 int cmd_check(int argc, char **argv)
@@ -71,19 +91,7 @@ int cmd_check(int argc, char **argv)
   prereq_run(&s, &r);
   size_t failed = prereq_failed(&r);
   if (json) {
-    printf("{\"state\":");
-    json_string(stdout, state);
-    printf(",\"storage\":\"%s\",\"ok\":%s,\"checks\":[", settings_is_file_storage(&s) ? "file" : "azure", failed ? "false" : "true");
-    for (size_t i = 0; i < r.n; i++) {
-      printf("%s{\"name\":", i ? "," : "");
-      json_string(stdout, r.items[i].name);
-      printf(",\"result\":\"%s\",\"detail\":", r.items[i].pass ? "PASS" : "FAIL");
-      json_string(stdout, r.items[i].detail);
-      printf(",\"remedy\":");
-      json_string(stdout, r.items[i].pass ? "" : r.items[i].remedy);
-      printf("}");
-    }
-    printf("]}\n");
+    write_json(state, &s, &r, stdout);
   } else {
     for (size_t i = 0; i < r.n; i++) {
       if (r.items[i].pass)

@@ -21,6 +21,7 @@
 #include "retention.h"
 #include "ratelimit.h"
 #include "settings.h"
+#include "web.h"
 #include <openssl/crypto.h>
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -88,10 +89,12 @@ int cmd_init(int argc, char **argv)
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
     {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
     {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
+    {"admin-password-file", required_argument, NULL, 'W'},
     {NULL, 0, NULL, 0},
   };
   const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
   const char *proxy = NULL, *bypass = NULL, *identity = NULL, *retention = NULL, *lease = NULL;
+  const char *password_file = NULL;
   bool allow_public = false;
   unsigned upload_limit = 0, agent_limit = 0;
   optind = 1;
@@ -116,12 +119,14 @@ int cmd_init(int argc, char **argv)
         return fail("--%s takes a whole number of MB/s (10^6 bytes per second) from 0 (no limit) to %u, not '%s'",
                     ch == 'U' ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, optarg);
       break;
+    case 'W': password_file = optarg; break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
+             "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -135,6 +140,12 @@ int cmd_init(int argc, char **argv)
   if (!storage || !*storage)
     return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
 
+  char admin_password[WEB_PASSWORD_MAX + 1] = "";
+  if (password_file) {
+    rpl_err perr = web_auth_read_password_file(password_file, admin_password, sizeof admin_password);
+    if (perr)
+      return fail("--admin-password-file %s: %s", password_file, rpl_strerror(perr == RPL_E_NOT_FOUND ? RPL_E_WEB_PASSWORD : perr));
+  }
   struct appliance_settings s;
   settings_defaults(&s);
   char why[1024] = "";
@@ -248,6 +259,24 @@ int cmd_init(int argc, char **argv)
   }
   catalog_close(cat);
   free(cert);
+  /* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
+  char keypath[4200];
+  snprintf(keypath, sizeof keypath, "%s/%s", state, WEB_REGKEY_FILE);
+  if ((err = file_write_atomic(keypath, regkey, strlen(regkey), 0600)))
+    return fail("cannot keep the registration key in %s: %s", keypath, rpl_strerror(err));
+  if (password_file) {
+    err = web_auth_set_password(state, admin_password);
+    OPENSSL_cleanse(admin_password, sizeof admin_password);
+    if (err)
+      return fail("cannot store the admin password: %s", rpl_strerror(err));
+    printf("configuration manager: https://127.0.0.1:44368/ (log in with the admin password)\n");
+  } else {
+    char token[WEB_TOKEN_CHARS + 1];
+    if ((err = web_auth_issue_token(state, token)))
+      return fail("cannot issue the configuration manager's login link: %s", rpl_strerror(err));
+    printf("configuration manager (one-time login link; set an admin password there): https://127.0.0.1:44368/#token=%s\n", token);
+    OPENSSL_cleanse(token, sizeof token);
+  }
   printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", state, state);
   printf("registration key (one agent; run init again for another):\n");
   printf("%s\n", regkey);

@@ -37,12 +37,14 @@
 #include "settings.h"
 #include "upload_gate.h"
 #include "uploader.h"
+#include "web.h"
 
 #define DEFAULT_RPO_MS      30000
 #define DIRTY_TRIGGER       (256ull << 20) /* an agent backlog this large starts a cycle before the RPO timer */
 #define HELLO_TIMEOUT_MS    30000
 #define POLL_MS             50    /* also how soon a session notices an applied point */
 #define HEARTBEAT_SAVE_S    30
+#define REVOKE_CHECK_MS     5000  /* how soon a session notices its agent was revoked */
 #define AGENT_CERT_DAYS     825
 #define MAX_GROUPS          16
 #define MAX_SNAPS           8  /* recovery-point images taken by the applier, not yet recorded */
@@ -77,6 +79,8 @@ struct disk {
   bool lease_waiting;             /* another appliance holds the blob's lease: no cycle starts */
   int64_t adopt_seq;              /* > 0: the lease was acquired at this sequence number, takeover to finish */
   unsigned epoch;                 /* raised by a takeover: sessions serving the disk start again */
+  bool want_point, want_resync;   /* asked for from the configuration manager, for its session to start */
+  uint64_t raw_committed;         /* bytes of cycles committed since start (the page's churn) */
   struct disk *next;
 };
 
@@ -84,6 +88,9 @@ struct appliance {
   char state_dir[1024];
   struct appliance_settings settings;
   char listen[256];
+  char web[256];                  /* the configuration manager's ADDR:PORT, or "off" */
+  const char *web_root;
+  unsigned web_sample_s;
   struct catalog *cat;
   SSL_CTX *ctx;
   char *ca_cert, *ca_key;
@@ -565,6 +572,7 @@ struct rx_slot {                  /* a disk this session serves */
 
 struct group {
   bool used, started;
+  bool local;                     /* asked for by the appliance (configuration manager): no POINT to the agent */
   uint64_t request;
   size_t n;
   size_t slots[PROTO_MAX_GROUP];
@@ -877,6 +885,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   d->last_commit_time = time(NULL);
   if (sl->kind == PROTO_CYCLE_RESYNC)
     d->adopt_resync = false;
+  d->raw_committed += t.raw_bytes;
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
   if (!d->upload_waiting) /* "waiting for storage" stays shown until an upload goes through */
@@ -1076,6 +1085,12 @@ static rpl_err finish_groups(struct session *s)
       }
     }
     gr->used = false;
+    if (gr->local) {
+      if (p.status)
+        log_warn("agent %s: the recovery point asked for on the configuration manager was not made: %s", s->agent_text,
+                 rpl_strerror(p.status));
+      continue;
+    }
     rpl_err err = proto_encode_point(&s->out, &p);
     if (!err)
       err = flush_out(s);
@@ -1091,6 +1106,28 @@ static rpl_err orchestrate(struct session *s)
 {
   if (s->cycles_open)
     return RPL_OK;
+  /* A checkpoint asked for on the configuration manager: a recovery-point group of that disk alone. */
+  for (size_t i = 0; i < s->nslots; i++) {
+    struct disk *d = s->slots[i].disk;
+    pthread_mutex_lock(&s->a->lock);
+    bool want = d->want_point && d->last_committed > 0;
+    pthread_mutex_unlock(&s->a->lock);
+    if (!want)
+      continue;
+    struct group *gr = NULL;
+    for (size_t g = 0; g < MAX_GROUPS && !gr; g++)
+      if (!s->groups[g].used)
+        gr = &s->groups[g];
+    if (!gr)
+      break; /* all busy: asked again on the next pass */
+    memset(gr, 0, sizeof *gr);
+    gr->used = gr->local = true;
+    gr->consistency = PROTO_FS_CONSISTENT;
+    gr->slots[gr->n++] = i;
+    pthread_mutex_lock(&s->a->lock);
+    d->want_point = false;
+    pthread_mutex_unlock(&s->a->lock);
+  }
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
     if (!gr->used || gr->started)
@@ -1122,7 +1159,8 @@ static rpl_err orchestrate(struct session *s)
     struct disk *d = s->slots[i].disk;
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
       continue;
-    if (d->last_committed == 0 || d->adopt_resync) { /* initial sync, or a takeover: a resync */
+    if (d->last_committed == 0 || d->adopt_resync || d->want_resync) { /* initial sync, a takeover, or asked: a resync */
+      d->want_resync = false;
       pick = &s->slots[i];
       kind = PROTO_CYCLE_RESYNC;
       break;
@@ -1180,7 +1218,7 @@ static rpl_err session_loop(struct session *s)
   rpl_err err = session_hello(s);
   if (err)
     return err;
-  uint64_t last_rx = now_ms();
+  uint64_t last_rx = now_ms(), last_revoke_check = now_ms();
   while (!atomic_load(&stopping)) {
     if ((err = orchestrate(s)) || (err = finish_groups(s)))
       return err;
@@ -1192,6 +1230,17 @@ static rpl_err session_loop(struct session *s)
     if (rebased) {
       log_notice("agent %s: a disk was taken over from another appliance: the session starts again", s->agent_text);
       return RPL_E_CANCELLED;
+    }
+    /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
+    if (now_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
+      last_revoke_check = now_ms();
+      struct catalog_agent ag;
+      if (catalog_agent_get(s->a->cat, s->agent, &ag) == RPL_OK && ag.revoked) {
+        log_warn("agent %s: revoked: session ended", s->agent_text);
+        rpl_err e = send_error(s->c, RPL_E_PERMISSION, "this agent was revoked: register it again with a new key");
+        (void)e;
+        return RPL_E_PERMISSION;
+      }
     }
     struct proto_frame f;
     err = conn_recv(s->c, &f, POLL_MS);
@@ -1416,13 +1465,9 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
   pthread_mutex_unlock(&a->lock);
 }
 
-static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
+/* The `status` document (text, or JSON for --json and the configuration manager's /api/status). */
+static void status_write(struct appliance *a, bool json, FILE *f)
 {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  if (!f)
-    return 1;
   struct json_out j;
   struct status_ctx sc = {.a = a, .f = f};
   if (json) {
@@ -1463,10 +1508,66 @@ static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
     json_object_end(&j);
     json_finish(&j);
   }
+}
+
+static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return 1;
+  status_write(a, json, f);
   fclose(f);
   control_printf(out, "%s", buf);
   free(buf);
   return 0;
+}
+
+/* ---- the configuration manager's view of the daemon (web.h's web_ops) ---------------------- */
+
+static void web_status_json(void *ctx, FILE *f) { status_write(ctx, true, f); }
+
+static void web_sample(void *ctx, web_sample_fn fn, void *arg)
+{
+  struct appliance *a = ctx;
+  pthread_mutex_lock(&a->lock);
+  for (struct disk *d = a->disks; d; d = d->next) {
+    struct journal_usage u;
+    journal_get_usage(d->journal, &u);
+    struct web_disk_sample s = {.rpo_lag_s = d->last_commit_time ? (uint64_t)(time(NULL) - d->last_commit_time) : 0,
+                                .backlog_bytes = u.pending_bytes, .committed_raw_bytes = d->raw_committed};
+    memcpy(s.disk_id, d->id, PROTO_ID_SIZE);
+    fn(arg, &s);
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
+static rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why,
+                                size_t whysz)
+{
+  struct appliance *a = ctx;
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  struct disk *d = find_disk(a, id);
+  if (!d) {
+    err = RPL_E_NOT_FOUND;
+  } else if (!d->attached) {
+    snprintf(why, whysz, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
+    err = RPL_E_NO_DAEMON;
+  } else if (act == WEB_DISK_CHECKPOINT && d->last_committed == 0) {
+    snprintf(why, whysz, "the disk has not finished its initial sync: a recovery point needs it first");
+    err = RPL_E_INVALID_ARGUMENT;
+  } else if (act == WEB_DISK_CHECKPOINT) {
+    d->want_point = true;
+  } else {
+    d->want_resync = true;
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (!err)
+    log_notice("disk %s: %s asked for on the configuration manager", d->name,
+               act == WEB_DISK_CHECKPOINT ? "a recovery point" : "a resync");
+  return err;
 }
 
 static int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
@@ -1519,11 +1620,19 @@ int cmd_run(int argc, char **argv)
   const char *state = APPLIANCE_DEFAULT_STATE;
   snprintf(a.listen, sizeof a.listen, "*:%d", CONN_DEFAULT_PORT);
   a.rpo_ms = DEFAULT_RPO_MS;
+  snprintf(a.web, sizeof a.web, "%s", WEB_DEFAULT_ADDR);
+  bool web_explicit = false;
+  const char *sample = getenv("RPL_WEB_SAMPLE_SECONDS"); /* the series' interval (tests shorten it) */
+  a.web_sample_s = sample ? (unsigned)strtoul(sample, NULL, 10) : 0;
+  if (a.web_sample_s > 600)
+    a.web_sample_s = 600;
   static const struct option opts[] = {{"state", required_argument, NULL, 's'},
                                        {"listen", required_argument, NULL, 'l'},
                                        {"rpo", required_argument, NULL, 'r'},
                                        {"upload-limit", required_argument, NULL, 'U'},
                                        {"agent-limit", required_argument, NULL, 'A'},
+                                       {"web", required_argument, NULL, 'w'},
+                                       {"web-root", required_argument, NULL, 'W'},
                                        {0, 0, 0, 0}};
   const char *upload_limit = NULL, *agent_limit_arg = NULL;
   int c;
@@ -1532,6 +1641,11 @@ int cmd_run(int argc, char **argv)
     switch (c) {
     case 's': state = optarg; break;
     case 'l': snprintf(a.listen, sizeof a.listen, "%s", optarg); break;
+    case 'w':
+      snprintf(a.web, sizeof a.web, "%s", optarg);
+      web_explicit = true;
+      break;
+    case 'W': a.web_root = optarg; break;
     case 'r': {
       char *end;
       double secs = strtod(optarg, &end);
@@ -1545,7 +1659,8 @@ int cmd_run(int argc, char **argv)
     case 'U': upload_limit = optarg; break;
     case 'A': agent_limit_arg = optarg; break;
     default:
-      fprintf(stderr, "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n");
+      fprintf(stderr, "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n"
+                      "                                 [--web ADDR:PORT|off] [--web-root DIR]\n");
       return 2;
     }
   }
@@ -1613,6 +1728,23 @@ int cmd_run(int argc, char **argv)
     fprintf(stderr, "replication-appliance run: cannot serve the control socket in %s: %s\n", state, rpl_strerror(err));
     return 1;
   }
+  struct web_server *web = NULL;
+  if (strcmp(a.web, "off")) {
+    char why2[1024] = "";
+    struct web_config wc = {.addr = a.web, .root = a.web_root, .state_dir = state, .cert_pem = a.ca_cert,
+                            .key_pem = a.ca_key, .cat = a.cat, .sample_s = a.web_sample_s,
+                            .ops = {.ctx = &a, .status_json = web_status_json, .sample = web_sample,
+                                    .disk_request = web_disk_request}};
+    if ((err = web_start(&wc, &web, why2, sizeof why2))) {
+      if (web_explicit) {
+        fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", why2, rpl_strerror(err));
+        control_server_stop(ctl);
+        return 1;
+      }
+      /* At the default address (another appliance on this machine?) replication goes on without the page. */
+      log_err("configuration manager not started: %s (%s)", why2, rpl_strerror(err));
+    }
+  }
   struct sigaction sig = {.sa_handler = on_signal};
   sigaction(SIGTERM, &sig, NULL);
   sigaction(SIGINT, &sig, NULL);
@@ -1658,6 +1790,7 @@ int cmd_run(int argc, char **argv)
   pthread_cond_broadcast(&a.work);
   pthread_mutex_unlock(&a.lock);
   pthread_join(applier, NULL);
+  web_stop(web);
   control_server_stop(ctl);
   for (struct disk *d = a.disks, *next; d; d = next) {
     next = d->next;

@@ -7,9 +7,9 @@
 #include "rpl_version.h"
 
 static const struct appliance_command commands[] = {
-  {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM]"},
+  {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM] [--admin-password-file FILE]"},
   {"check", cmd_check, "check   --state DIR [--json]"},
-  {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS]"},
+  {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--web ADDR:PORT|off] [--web-root DIR]"},
   {"status", cmd_status, "status  --state DIR [--json]"},
   {"restore", cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {NULL, NULL, NULL},

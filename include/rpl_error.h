@@ -126,6 +126,10 @@
   X(RPL_E_UPLOAD_BLOB,            561, "the disk's page blob is not what the appliance wrote (not a page blob, or smaller than the disk): move it aside or use another container") \
   X(RPL_E_RESTORE_POINT,          562, "no such recovery point for this disk: see the points with 'replication-appliance status'") \
   X(RPL_E_RESTORE_NO_IMAGE,       563, "the recovery point has no stored image (no snapshot, or its copy was pruned): restore another point") \
+  X(RPL_E_WEB_START,              570, "cannot start the configuration manager's HTTPS server (address in use, or the appliance's certificate unusable): give another --web ADDR:PORT, or --web off") \
+  X(RPL_E_WEB_ROOT,               571, "the configuration manager's page files (index.html, app.js, style.css) were not found: give --web-root DIR or set RPL_WEB_ROOT") \
+  X(RPL_E_WEB_PASSWORD,           572, "admin password unusable: it must be 8 to 256 characters on the first line of the file given with --admin-password-file") \
+  X(RPL_E_WEB_AUTH_FILE,          573, "the configuration manager's login file in the state directory is malformed: run init again with --admin-password-file") \
   X(RPL_E_RETENTION_POLICY,       600, "retention policy invalid: write it as all=1h,hourly=24h,daily=7d (each key at most once, a whole number with s, m, h or d, or 0 to turn a tier off)") \
   X(RPL_E_LEASE_HELD,             601, "another appliance holds the lease on this disk's page blob: stop it (or wait for its lease to expire after it died); this appliance retries by itself") \
   X(RPL_E_LEASE_LOST,             602, "this appliance lost the lease on the disk's page blob (it expired or was broken): writes stopped; it acquires the lease again and resumes from the blob's sequence number") \

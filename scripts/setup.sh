@@ -7,6 +7,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 AZURITE_VERSION=3.35.0
 # The benchmark's peer; 12.29.1 speaks REST version 2025-11-05, the newest Azurite 3.35.0 accepts.
 AZURE_SDK_VERSION=12.29.1
+# Drives Debian's chromium headless in the configuration manager's browser test (needs Node >= 20).
+PLAYWRIGHT_VERSION=1.65.1
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -18,9 +20,11 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 packages=(
   build-essential cmake pkg-config clang llvm libclang-rt-14-dev bpftool
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
-  libexpat1-dev libsqlite3-dev libcmocka-dev
+  libexpat1-dev libsqlite3-dev libcmocka-dev libmicrohttpd-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy rsync linux-perf
   curl python3
+  # the configuration manager's browser test (tests/integration/web_ui.sh)
+  chromium
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
@@ -70,6 +74,19 @@ else
   mkdir -p "$sdkdir"
   (cd "$sdkdir" && npm install --no-audit --no-fund --loglevel=error --prefix "$sdkdir" "@azure/storage-blob@$AZURE_SDK_VERSION" >/dev/null) \
     || die "npm install @azure/storage-blob@$AZURE_SDK_VERSION failed: check that the npm registry is reachable"
+fi
+
+# playwright-core, pinned, for tests/integration/web_ui.sh: only the driver; it launches Debian's
+# /usr/bin/chromium and never downloads a browser of its own.
+pwdir=$root/tools/playwright
+if grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pwdir/node_modules/playwright-core/package.json" 2>/dev/null; then
+  say "playwright-core $PLAYWRIGHT_VERSION: present in tools/playwright"
+else
+  say "installing playwright-core $PLAYWRIGHT_VERSION into tools/playwright (npm)"
+  mkdir -p "$pwdir"
+  (cd "$pwdir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error --prefix "$pwdir" \
+     "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null) \
+    || die "npm install playwright-core@$PLAYWRIGHT_VERSION failed: check that the npm registry is reachable"
 fi
 
 # bpffs: the tracker pins its maps there.

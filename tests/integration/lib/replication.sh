@@ -12,6 +12,7 @@
 #                            by the same trap after the daemons
 # rpl_appliance_init_azure   init with that Azurite through the zone file and the test CA
 # rpl_appliance_start [ARGS] run the appliance on a free port (RPL_PORT), wait for its socket
+#                            (with --web off unless ARGS has --web ADDR:PORT)
 # rpl_agent_register         register the agent with RPL_KEY
 # rpl_agent_start [ARGS]     run the agent, wait for its control socket
 # rpl_wait_cycle DEV N       wait until the agent has an ACKed cycle >= N for DEV (120 s at most)
@@ -100,7 +101,10 @@ rpl_appliance_init_azure() {
 
 rpl_appliance_start() {
   [ -n "${RPL_PORT:-}" ] || RPL_PORT=$(rpl_free_port)
-  "$AP" run --state "$RT/app" --listen "127.0.0.1:$RPL_PORT" "$@" >> "$RT/appliance.log" 2>&1 &
+  # The configuration manager only where a test asks for it (--web): its default port is shared.
+  local web=(--web off)
+  [[ " $* " == *" --web "* ]] && web=()
+  "$AP" run --state "$RT/app" --listen "127.0.0.1:$RPL_PORT" "${web[@]}" "$@" >> "$RT/appliance.log" 2>&1 &
   RPL_AP_PID=$!
   RPL_PIDS+=("$RPL_AP_PID")
   local i

@@ -1,0 +1,83 @@
+/* web.h - the configuration manager (HTTPS page and JSON API inside `replication-appliance run`) and
+ * its login secrets in the state directory. Internal to appliance/: daemon.c starts the server,
+ * cmd_init.c sets the admin password or issues the one-time login token. */
+#ifndef APPLIANCE_WEB_H
+#define APPLIANCE_WEB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "catalog.h"
+#include "proto.h"
+#include "rpl_error.h"
+
+#define WEB_DEFAULT_ADDR      "127.0.0.1:44368"
+#define WEB_ADMIN_FILE        "web-admin.pbkdf2"   /* the admin password's salted hash */
+#define WEB_TOKEN_FILE        "web-login.pbkdf2"   /* the one-time login token's salted hash */
+#define WEB_REGKEY_FILE       "registration.key"   /* the newest registration key, for the page to show */
+#define WEB_PASSWORD_MIN      8
+#define WEB_PASSWORD_MAX      256
+#define WEB_TOKEN_CHARS       43                   /* base64url of 32 random bytes */
+
+/* ---- login secrets (web_auth.c) ----------------------------------------------------------- */
+
+/* Stores a salted PBKDF2-SHA256 hash of password as STATE/WEB_ADMIN_FILE (0600); the password must be
+ * WEB_PASSWORD_MIN..WEB_PASSWORD_MAX bytes without control characters (RPL_E_WEB_PASSWORD). */
+RPL_MUST_CHECK rpl_err web_auth_set_password(const char *state_dir, const char *password);
+/* Reads the first line of path as a password into out (RPL_E_WEB_PASSWORD if unusable). */
+RPL_MUST_CHECK rpl_err web_auth_read_password_file(const char *path, char *out, size_t outsz);
+/* Issues a one-time login token (written to token, WEB_TOKEN_CHARS + 1 bytes); only its hash is kept. */
+RPL_MUST_CHECK rpl_err web_auth_issue_token(const char *state_dir, char token[WEB_TOKEN_CHARS + 1]);
+/* *ok = password matches the stored admin password (false when none is set). */
+RPL_MUST_CHECK rpl_err web_auth_check_password(const char *state_dir, const char *password, bool *ok);
+/* *ok = token matches the one-time token, which is then removed (used once). */
+RPL_MUST_CHECK rpl_err web_auth_use_token(const char *state_dir, const char *token, bool *ok);
+/* True when an admin password is set. */
+bool web_auth_has_password(const char *state_dir);
+
+/* ---- the server (web.c) ------------------------------------------------------------------- */
+
+enum web_disk_action { WEB_DISK_CHECKPOINT, WEB_DISK_RESYNC };
+
+/* One disk's figures at a sampling instant, for the last hour's series. */
+struct web_disk_sample {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t rpo_lag_s;
+  uint64_t backlog_bytes;
+  uint64_t committed_raw_bytes; /* cumulative since start: the churn is its rate */
+};
+typedef void (*web_sample_fn)(void *arg, const struct web_disk_sample *s);
+
+/* What the server needs from the daemon; each function is thread-safe. */
+struct web_ops {
+  void *ctx;
+  /* Writes the `status --json` document to f. */
+  void (*status_json)(void *ctx, FILE *f);
+  /* Calls fn for every disk. */
+  void (*sample)(void *ctx, web_sample_fn fn, void *arg);
+  /* Asks for a checkpoint or a resync of a disk; RPL_E_NOT_FOUND (no such disk) or another error with
+   * why filled (the agent is not connected). */
+  rpl_err (*disk_request)(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why,
+                          size_t whysz);
+};
+
+struct web_config {
+  const char *addr;       /* "ADDR:PORT" */
+  const char *root;       /* static files; NULL: RPL_WEB_ROOT, the installed data dir, the source tree */
+  const char *state_dir;
+  const char *cert_pem, *key_pem;
+  struct catalog *cat;    /* thread-safe */
+  unsigned sample_s;      /* series interval; 0: 10 s */
+  struct web_ops ops;
+};
+
+struct web_server;
+
+/* Starts serving HTTPS on its own threads (RPL_E_WEB_START, RPL_E_WEB_ROOT; why says more). */
+RPL_MUST_CHECK rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *why, size_t whysz);
+/* Stops the server and its sampler; NULL is allowed. */
+void web_stop(struct web_server *w);
+
+#endif

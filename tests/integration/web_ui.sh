@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# web_ui.sh - Description: headless Chromium (Debian's, driven by playwright-core) drives the real
+# configuration manager page against a real appliance storing into Azurite: logs in with init's
+# one-time link and sets a password; the prerequisites show PASS rows; a wrong proxy shows FAIL with
+# its remedy; the key regenerated on the page registers a real agent, which protects a loop disk;
+# after `mobility-agent checkpoint --wait` the disk's last point and RPO show on the page, the point
+# with its exact restore command; the page's own Checkpoint button makes another point, its Resync
+# button a resync cycle (the whole disk again); revoking the agent on the page ends its session. Nothing is
+# fetched beyond loopback. Screenshots are kept in build/test-artifacts/web_ui/. Exit 77 without
+# chromium or playwright-core (scripts/setup.sh installs both).
+set -u
+B=${RPL_BUILD_DIR:?run under ctest}
+PW_DIR=${RPL_SOURCE_DIR:?run under ctest}/tools/playwright
+[ -x /usr/bin/chromium ] || { echo "SKIP: /usr/bin/chromium is not installed (scripts/setup.sh)"; exit 77; }
+[ -f "$PW_DIR/node_modules/playwright-core/package.json" ] || { echo "SKIP: playwright-core is not in tools/playwright (scripts/setup.sh)"; exit 77; }
+command -v node >/dev/null || { echo "SKIP: no node"; exit 77; }
+. "$(dirname "$0")/lib/replication.sh"
+rpl_setup 550
+rpl_azurite_start --inMemoryPersistence
+DRIVER=$(dirname "$0")/web_ui.js
+
+SHOT_DIR=$B/test-artifacts/web_ui
+mkdir -p "$SHOT_DIR"
+rm -f "$SHOT_DIR"/*.png   # this run's screenshots only (the folder itself is kept as the artifact)
+
+say "init without a password: a one-time login link"
+"$AP" init --state "$RT/app" --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$RT/init.out" \
+  || fail "init failed"
+link=$(grep -o 'https://127.0.0.1:44368/#token=[A-Za-z0-9_-]*' "$RT/init.out") || fail "init printed no login link: $(cat "$RT/init.out")"
+grep -rqF "${link#*token=}" "$RT/app" && fail "the login token is stored in clear in the state directory"
+WEB_PORT=$(rpl_free_port)
+RPL_WEB_SAMPLE_SECONDS=1 rpl_appliance_start --rpo 1 --web "127.0.0.1:$WEB_PORT"
+for i in $(seq 1 100); do
+  curl -sk -o /dev/null --max-time 2 "https://127.0.0.1:$WEB_PORT/" && break
+  sleep 0.1
+done
+
+export PW_DIR WEB_URL="https://127.0.0.1:$WEB_PORT" PW_STATE=$RT/pw-state.json SHOT_DIR
+export LOGIN_URL="https://127.0.0.1:$WEB_PORT/#token=${link#*token=}" ADMIN_PASSWORD="web-ui admin $$"
+export PROXY_PASSWORD="ui-proxy-secret-$$" DEAD_PORT=$(rpl_free_port) KEY_FILE=$RT/key
+# The driver writes the browser's storage state (its session cookie) into RT: gone with the trap.
+run_phase() { node "$DRIVER" "$@" 2> "$RT/driver.err" || fail "browser phase $1: $(cat "$RT/driver.err")"; }
+
+say "browser: log in with the link, set a password, prerequisites PASS, wrong proxy FAIL, regenerate the key"
+run_phase setup
+[ -s "$KEY_FILE" ] || fail "the driver read no key"
+out=$(curl -sk -o /dev/null -w '%{http_code}' -X POST --data-urlencode "token=${link#*token=}" "$WEB_URL/api/login")
+[ "$out" = 401 ] || fail "the one-time login link worked twice (HTTP $out)"
+grep -q '^proxy=$' "$RT/app/appliance.conf" || fail "the driver's proxy was not cleared: $(grep proxy "$RT/app/appliance.conf")"
+
+say "a real agent registers with the page's key, protects a loop disk, syncs"
+RPL_KEY=$(cat "$KEY_FILE") rpl_agent_register
+rpl_loop dev 64M half
+rpl_agent_start
+"$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed: $(cat "$RT/protect.out")"
+rpl_wait_cycle "$dev" 1
+export DISK_ID=$("$AG" status --state "$RT/agent" --json | python3 -c '
+import json, sys
+print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+export AGENT_HOST=$(hostname)
+
+say "browser: the agent and the disk before any point"
+EXPECT_POINT= run_phase disk > "$RT/before.json"
+cat "$RT/before.json"
+
+say "checkpoint --wait, then the browser shows the point and the RPO"
+point=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint failed"
+[[ $point == rp-* ]] || fail "checkpoint's last line is not a point: $point"
+EXPECT_POINT=$point run_phase disk > "$RT/after.json"
+cat "$RT/after.json"
+python3 - "$RT/before.json" "$RT/after.json" "$point" <<'PY' || fail "the page did not update"
+import json, sys
+b, a = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert b["last_point"] == "none", b
+assert a["last_point"].startswith(sys.argv[3] + " ("), a
+assert a["rpo"].endswith(" s") and int(a["rpo"].split()[0]) < 60, a
+PY
+
+say "browser: the page's own Checkpoint button"
+EXPECT_POINT=$point run_phase checkpoint > "$RT/page-point.json"
+cat "$RT/page-point.json"
+"$AP" status --state "$RT/app" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["disks"][0]
+assert d["last_point"] != sys.argv[1], d' "$point" || fail "status does not show the point made from the page"
+
+say "browser: the page's Resync button; the appliance runs a resync cycle (the whole disk again)"
+# The newest resync cycle in the catalog (read-only): its number, and the bytes it carried.
+last_resync() {
+  python3 - "$RT/app/catalog.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, timeout=10)
+row = db.execute("SELECT n, raw_bytes FROM cycles WHERE kind = 'resync' ORDER BY n DESC LIMIT 1").fetchone()
+print("%d %d" % (row if row else (0, 0)))
+PY
+}
+read -r before _ < <(last_resync)
+run_phase resync
+deadline=$((SECONDS + 120))
+while :; do
+  read -r n raw < <(last_resync)
+  [ "$n" -gt "$before" ] && break
+  [ "$SECONDS" -lt "$deadline" ] || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
+  sleep 0.2
+done
+[ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
+
+say "browser: revoke the agent; its session ends and it cannot come back"
+run_phase revoke
+deadline=$((SECONDS + 90))
+until "$AP" status --state "$RT/app" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["agents"][0]["revoked"] and not d["disks"][0]["connected"] else 1)'; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the revoked agent's session did not end in 90 s"
+  sleep 0.2
+done
+grep -q "revoked: session ended" "$RT/appliance.log" || fail "the appliance did not end the revoked agent's session"
+
+ls "$SHOT_DIR"/*.png > /dev/null || fail "no screenshots"
+echo "web_ui: ok (points $point and $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_point"])' "$RT/page-point.json"); screenshots in $SHOT_DIR)"
