@@ -358,6 +358,7 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
+  bool direct;                    /* the initial sync of a file replica: written straight into it */
   uint8_t consistency;            /* from its CYCLE_END */
 };
 
@@ -535,11 +536,19 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 static rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
 {
   uint64_t n = receiver_last_committed(sl->rx) + 1;
+  /* The initial sync of a file replica (nothing committed yet: no earlier image to keep) is written
+   * straight into the image as it is verified, then fdatasynced before the ACK; the journal only
+   * records that cycle 1 is in. Anything else goes through the journal. */
+  struct journal_usage u;
+  journal_get_usage(sl->disk->journal, &u);
+  bool direct = kind == PROTO_CYCLE_RESYNC && n == 1 && sl->disk->replica && u.last_committed == 0 &&
+                u.last_applied == 0 && u.cycles_pending == 0;
   rpl_err err = receiver_begin(sl->rx, n, kind);
-  if (!err)
+  if (!err && !direct)
     err = journal_begin_cycle(sl->disk->journal, n, kind);
   if (err)
     return err;
+  sl->direct = direct;
   struct proto_cycle_start m = {.cycle = n, .kind = kind};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
@@ -617,8 +626,11 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_E_PROTO_UNEXPECTED;
   if (sl->failed)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
-  err = receiver_extent(sl->rx, &m, NULL);
-  if (!err) {
+  const uint8_t *raw = NULL;
+  err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
+  if (!err && sl->direct) {
+    err = replica_write_extent(sl->disk->replica, m.offset, raw, m.length);
+  } else if (!err) {
     struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
                                 .payload = m.payload.ptr, .payload_len = m.payload.len};
     memcpy(je.hash, m.hash, PROTO_HASH_SIZE);
@@ -648,7 +660,9 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
-  if (!err)
+  if (!err && sl->direct && (err = replica_sync(sl->disk->replica)) == RPL_OK)
+    err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
+  else if (!err)
     err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
   if (err) {
     rpl_err e = nack(s, sl, err);
@@ -666,8 +680,14 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
   if (ce)
     log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
+  if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
+    log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);
   d->last_committed = sl->cycle;
+  if (sl->direct) {
+    d->last_applied = sl->cycle;
+    pthread_cond_broadcast(&s->a->applied);
+  }
   d->last_commit_time = time(NULL);
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;

@@ -18,6 +18,7 @@
 
 #define COPY_CHUNK (1u << 20)
 #define ZERO_BLOCK (64u << 10)
+#define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
 
 static const uint8_t zero_block[ZERO_BLOCK];
 
@@ -31,6 +32,7 @@ struct replica {
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
   uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
   uint8_t zero_digest[PROTO_HASH_SIZE];
+  uint64_t unkicked;  /* bytes written directly since writeback was last started */
 };
 
 static rpl_err sys_err(const char *what, const char *path)
@@ -305,6 +307,33 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   if (fdatasync(r->fd) != 0)
     return sys_err("fdatasync of", r->path);
   return journal_mark_applied(j, n);
+}
+
+/* ---- the initial sync, written directly ---------------------------------------------------- */
+
+rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
+{
+  if (offset > r->size || len > r->size - offset) {
+    log_err("replica %s: initial sync writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
+            len, offset, r->size);
+    return RPL_E_REPLICA_RANGE;
+  }
+  rpl_err e = raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
+                  : write_zeros(r, offset, len);
+  if (e)
+    return e;
+  if (raw && (r->unkicked += len) >= WRITEBACK_KICK) {
+    /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
+    (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    r->unkicked = 0;
+  }
+  return RPL_OK;
+}
+
+rpl_err replica_sync(struct replica *r)
+{
+  r->unkicked = 0;
+  return fdatasync(r->fd) != 0 ? sys_err("fdatasync of", r->path) : RPL_OK;
 }
 
 rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied)
