@@ -60,6 +60,7 @@ struct disk {
   } snaps[MAX_SNAPS];
   unsigned nsnaps;
   uint64_t last_committed, last_applied;
+  uint64_t snap_pending;          /* file storage: recovery-point cycle applied, its image copy under way */
   int64_t last_commit_time;       /* unix seconds */
   uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
   enum catalog_disk_state state;
@@ -245,7 +246,8 @@ static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char
   return found;
 }
 
-/* File storage: applies cycle by cycle; a recovery-point cycle's image is copied aside. */
+/* File storage: applies cycle by cycle; a recovery-point cycle's image is copied aside. Each cycle
+ * shows as applied as soon as the replica holds it; a point waits for its image copy (snap_pending). */
 static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
 {
   for (;;) {
@@ -255,6 +257,13 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
       return RPL_OK;
     if (e || (e = replica_apply_cycle(d->replica, d->journal, info.cycle)))
       return e;
+    if ((e = catalog_cycle_applied(sc->a->cat, d->id, info.cycle, time(NULL))))
+      log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", info.cycle, rpl_strerror(e));
+    pthread_mutex_lock(&sc->a->lock);
+    d->last_applied = info.cycle;
+    d->snap_pending = info.kind == PROTO_CYCLE_RECOVERY_POINT ? info.cycle : 0;
+    pthread_cond_broadcast(&sc->a->applied);
+    pthread_mutex_unlock(&sc->a->lock);
     if (info.kind == PROTO_CYCLE_RECOVERY_POINT) {
       char path[4200];
       snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), info.cycle);
@@ -263,6 +272,10 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc)
         remember_snapshot(sc, info.cycle, path);
       else
         log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
+      pthread_mutex_lock(&sc->a->lock);
+      d->snap_pending = 0;
+      pthread_cond_broadcast(&sc->a->applied);
+      pthread_mutex_unlock(&sc->a->lock);
     }
   }
 }
@@ -277,7 +290,7 @@ static void apply_disk(struct appliance *a, struct disk *d)
   rpl_err err = d->up ? uploader_apply_pending(d->up, d->journal, NULL, remember_snapshot, &sc)
                       : file_apply_pending(d, &sc);
   journal_get_usage(d->journal, &after);
-  for (uint64_t n = before.last_applied + 1; n <= after.last_applied; n++) {
+  for (uint64_t n = before.last_applied + 1; d->up && n <= after.last_applied; n++) { /* file: recorded as applied */
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
     if (e)
       log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
@@ -848,7 +861,8 @@ static rpl_err finish_groups(struct session *s)
       bool applied = true;
       pthread_mutex_lock(&s->a->lock);
       for (size_t i = 0; i < gr->n; i++)
-        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i];
+        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i] &&
+                  s->slots[gr->slots[i]].disk->snap_pending != gr->cycles[i]; /* and its image kept */
       pthread_mutex_unlock(&s->a->lock);
       if (!applied)
         continue;
