@@ -1,4 +1,4 @@
-/* replica.c - the file replica: sparse image per disk, verified two-pass apply of journal cycles. */
+/* replica.c - the file replica: sparse image per disk, verified apply of journal cycles, direct initial sync. */
 #include "replica.h"
 
 #include <errno.h>
@@ -18,6 +18,8 @@
 
 #define COPY_CHUNK (1u << 20)
 #define ZERO_BLOCK (64u << 10)
+#define STASH_MAX_BYTES (64u << 20) /* a cycle this small is decompressed once: kept from the check to the write */
+#define STASH_MAX_EXTENTS 65536
 #define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
 
 static const uint8_t zero_block[ZERO_BLOCK];
@@ -33,6 +35,13 @@ struct replica {
   uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
   uint8_t zero_digest[PROTO_HASH_SIZE];
   uint64_t unkicked;  /* bytes written directly since writeback was last started */
+  struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
+    uint8_t *bytes;   /* grows to at most STASH_MAX_BYTES */
+    size_t len, cap;
+    struct stash_extent { uint64_t offset; uint32_t length; bool zero; } *x; /* at most STASH_MAX_EXTENTS */
+    size_t n, xcap;
+    bool overflow;    /* the cycle did not fit: the write pass reads the journal again */
+  } st;
 };
 
 static rpl_err sys_err(const char *what, const char *path)
@@ -142,6 +151,8 @@ void replica_close(struct replica *r)
   ZSTD_freeDCtx(r->dctx);
   XXH3_freeState(r->hash);
   free(r->raw);
+  free(r->st.bytes);
+  free(r->st.x);
   free(r->path);
   free(r);
 }
@@ -262,8 +273,56 @@ static rpl_err write_zeros(struct replica *r, uint64_t off, uint32_t len)
   return RPL_OK;
 }
 
-/* One pass over the cycle: check every extent; when write is set, also write it. */
-static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t n, bool write)
+/* Keeps a checked extent for the write (raw NULL: zeros), unless the cycle outgrew the stash. */
+static void stash_add(struct stash *st, uint64_t offset, uint32_t length, const uint8_t *raw)
+{
+  if (st->overflow)
+    return;
+  size_t need = raw ? length : 0;
+  if (st->n == STASH_MAX_EXTENTS || need > STASH_MAX_BYTES - st->len) {
+    st->overflow = true;
+    return;
+  }
+  if (st->n == st->xcap) {
+    size_t cap = st->xcap ? st->xcap * 2 : 1024;
+    struct stash_extent *p = realloc(st->x, cap * sizeof *p);
+    if (!p) {
+      st->overflow = true;
+      return;
+    }
+    st->x = p;
+    st->xcap = cap;
+  }
+  if (st->len + need > st->cap) {
+    size_t cap = st->cap ? st->cap : (1u << 20);
+    while (cap < st->len + need)
+      cap *= 2;
+    if (cap > STASH_MAX_BYTES)
+      cap = STASH_MAX_BYTES;
+    uint8_t *p = realloc(st->bytes, cap);
+    if (!p) {
+      st->overflow = true;
+      return;
+    }
+    st->bytes = p;
+    st->cap = cap;
+  }
+  if (raw)
+    memcpy(st->bytes + st->len, raw, length);
+  st->len += need;
+  st->x[st->n++] = (struct stash_extent){offset, length, raw == NULL};
+}
+
+static rpl_err write_extent(struct replica *r, uint64_t offset, uint32_t length, const uint8_t *raw)
+{
+  if (raw)
+    return pwrite_full(r->fd, raw, length, offset) ? sys_err("cannot write", r->path) : RPL_OK;
+  return write_zeros(r, offset, length);
+}
+
+/* One pass over the cycle: check every extent; when write is set, also write it; when stash is
+ * set, keep the checked bytes for write_stash. */
+static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t n, bool write, bool stash)
 {
   for (;;) {
     struct journal_extent x;
@@ -274,13 +333,9 @@ static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t
     const uint8_t *raw;
     if ((e = extent_raw(r, n, &x, &raw)))
       return e;
-    if (!write)
-      continue;
-    if (raw)
-      e = pwrite_full(r->fd, raw, x.length, x.offset) ? sys_err("cannot write", r->path) : RPL_OK;
-    else
-      e = write_zeros(r, x.offset, x.length);
-    if (e)
+    if (stash)
+      stash_add(&r->st, x.offset, x.length, raw);
+    if (write && (e = write_extent(r, x.offset, x.length, raw)))
       return e;
   }
 }
@@ -297,10 +352,23 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   rpl_err e = journal_reader_open(j, n, &rd);
   if (e)
     return e;
-  /* Check all before writing any, so a bad extent leaves the image as it was. The second pass
-   * re-reads payloads under their CRC32C, so it writes exactly the bytes the first pass checked. */
-  if ((e = apply_pass(r, rd, n, false)) == RPL_OK && (e = journal_reader_rewind(rd)) == RPL_OK)
-    e = apply_pass(r, rd, n, true);
+  /* Check all before writing any, so a bad extent leaves the image as it was. A small cycle is
+   * written from the bytes the check decompressed; a large one by a second pass that re-reads
+   * payloads under their CRC32C, so it writes exactly the bytes the first pass checked. */
+  struct stash *st = &r->st;
+  st->len = st->n = 0;
+  st->overflow = false;
+  if ((e = apply_pass(r, rd, n, false, true)) == RPL_OK) {
+    if (!st->overflow) {
+      size_t pos = 0;
+      for (size_t i = 0; i < st->n && !e; i++) {
+        e = write_extent(r, st->x[i].offset, st->x[i].length, st->x[i].zero ? NULL : st->bytes + pos);
+        pos += st->x[i].zero ? 0 : st->x[i].length;
+      }
+    } else if ((e = journal_reader_rewind(rd)) == RPL_OK) {
+      e = apply_pass(r, rd, n, true, false);
+    }
+  }
   journal_reader_close(rd);
   if (e)
     return e;

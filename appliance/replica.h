@@ -17,7 +17,9 @@
  *  - replica_apply_cycle(n) checks every extent of cycle n first (range, zstd decompresses to its
  *    length, xxh3-128 of the raw bytes equals the record's hash); only when all pass does it write
  *    any (data written, zero extents as punched holes), then fdatasyncs the image, then marks n
- *    applied in the journal. A cycle that fails a check leaves the image untouched.
+ *    applied in the journal. A cycle that fails a check leaves the image untouched. A cycle of at
+ *    most 64 MiB of raw data (and 65536 extents) is decompressed once: the checked bytes are kept
+ *    (a buffer capped at 64 MiB, reused) and written from there.
  *  - Cycles apply in order (n = last applied + 1). Re-applying a cycle whose writes reached the
  *    image but whose "applied" mark did not (a crash in between) gives the same image: the
  *    writes are absolute (offset, bytes), so applying them twice equals applying them once.
