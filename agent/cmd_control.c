@@ -118,6 +118,8 @@ static int wait_initial_sync(const char *state_dir, const char *dev, bool tty)
       char line[200];
       if (total && done < total)
         progress_format(line, sizeof line, done, total, elapsed_ms);
+      else if (total)
+        snprintf(line, sizeof line, "all %" PRIu64 " MiB sent, waiting for the appliance to make it durable", total >> 20);
       else
         snprintf(line, sizeof line, "waiting for the appliance to start the initial sync");
       printf("\r\033[K%s: %s: %s", dev, phase, line);
