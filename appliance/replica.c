@@ -20,6 +20,7 @@
 #define ZERO_BLOCK (64u << 10)
 #define STASH_MAX_BYTES (64u << 20) /* a cycle this small is decompressed once: kept from the check to the write */
 #define STASH_MAX_EXTENTS 65536
+#define DIRECT_ALIGN 4096u
 #define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
 
 static const uint8_t zero_block[ZERO_BLOCK];
@@ -34,7 +35,10 @@ struct replica {
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
   uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
   uint8_t zero_digest[PROTO_HASH_SIZE];
-  uint64_t unkicked;  /* bytes written directly since writeback was last started */
+  uint64_t unkicked;  /* bytes written directly (buffered) since writeback was last started */
+  int dfd;            /* the image opened O_DIRECT for the initial sync: -1 not yet, -2 not possible */
+  uint8_t *dbuf;      /* its aligned bounce buffer, at most PROTO_MAX_EXTENT */
+  size_t dbuf_cap;
   struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
     uint8_t *bytes;   /* grows to at most STASH_MAX_BYTES */
     size_t len, cap;
@@ -102,6 +106,7 @@ rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint
   if (!r)
     return RPL_E_NOMEM;
   r->fd = -1;
+  r->dfd = -1;
   char uuid[37];
   uuid_unparse_lower(disk_id, uuid);
   size_t n = strlen(dir) + 1 + sizeof uuid + sizeof ".img";
@@ -152,6 +157,9 @@ void replica_close(struct replica *r)
   XXH3_freeState(r->hash);
   free(r->raw);
   free(r->st.bytes);
+  if (r->dfd >= 0)
+    close(r->dfd);
+  free(r->dbuf);
   free(r->st.x);
   free(r->path);
   free(r);
@@ -385,6 +393,32 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     log_err("replica %s: initial sync writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
             len, offset, r->size);
     return RPL_E_REPLICA_RANGE;
+  }
+  /* O_DIRECT where the image's filesystem takes it: the data goes to the disk as it comes, without
+   * piling up dirty pages (and their throttling) for one long fdatasync at the end. */
+  if (raw && r->dfd == -1) {
+    r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (r->dfd < 0)
+      r->dfd = -2;
+  }
+  if (raw && r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 && len <= PROTO_MAX_EXTENT) {
+    if (len > r->dbuf_cap) {
+      free(r->dbuf);
+      r->dbuf_cap = 0;
+      if (posix_memalign((void **)&r->dbuf, DIRECT_ALIGN, len) != 0) {
+        r->dbuf = NULL;
+        return RPL_E_NOMEM;
+      }
+      r->dbuf_cap = len;
+    }
+    memcpy(r->dbuf, raw, len);
+    ssize_t n = pwrite(r->dfd, r->dbuf, len, (off_t)offset);
+    if (n == (ssize_t)len)
+      return RPL_OK;
+    if (n >= 0 || errno != EINVAL)
+      return n < 0 ? sys_err("cannot write", r->path) : RPL_E_IO;
+    close(r->dfd); /* EINVAL: the filesystem wants another alignment; buffered from now on */
+    r->dfd = -2;
   }
   rpl_err e = raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
                   : write_zeros(r, offset, len);
