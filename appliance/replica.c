@@ -420,6 +420,11 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     close(r->dfd); /* EINVAL: the filesystem wants another alignment; buffered from now on */
     r->dfd = -2;
   }
+  if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */
+    off_t data = lseek(r->fd, (off_t)offset, SEEK_DATA);
+    if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))
+      return RPL_OK;
+  }
   rpl_err e = raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
                   : write_zeros(r, offset, len);
   if (e)
