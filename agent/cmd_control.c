@@ -1,12 +1,21 @@
 /* cmd_control.c - `mobility-agent protect | checkpoint | status`: the commands that talk to the
- * running daemon through its control socket. */
+ * running daemon through its control socket; on a terminal, protect shows the initial sync's progress. */
 #include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "control.h"
+#include "progress.h"
+
+#define PROGRESS_POLL_MS 500
 
 /* Pulls --state DIR out of argv; the rest goes to the daemon unchanged. */
 static int forward(const char *cmd, int argc, char **argv)
@@ -49,6 +58,120 @@ static int forward(const char *cmd, int argc, char **argv)
   return status;
 }
 
-int agent_cmd_protect(int argc, char **argv) { return forward("protect", argc, argv); }
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig) { interrupted = 1; (void)sig; }
+
+/* Polls the daemon's `status --progress DEVICE` until the disk's initial sync is complete (the disk
+ * is protected) or it failed; on a terminal the progress line is redrawn in place. */
+static int wait_initial_sync(const char *state_dir, const char *dev, bool tty)
+{
+  struct sigaction sa = {.sa_handler = on_interrupt};
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  const char *args[] = {"status", "--progress", dev};
+  uint64_t total_seen = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    int status;
+    char *reply = NULL;
+    rpl_err err = control_call(state_dir, 3, args, &status, &reply);
+    if (err || status != 0) {
+      if (tty)
+        fputs("\r\033[K", stdout);
+      fprintf(stderr, "mobility-agent protect: cannot follow the initial sync: %s\n",
+              err ? rpl_strerror(err) : reply);
+      free(reply);
+      return 1;
+    }
+    char phase[32] = "";
+    uint64_t done = 0, total = 0, elapsed_ms = 0, last_cycle = 0;
+    int got = sscanf(reply, "%31s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, phase, &done, &total, &elapsed_ms,
+                     &last_cycle);
+    const char *more = strchr(reply, '\n');
+    if (got != 5) {
+      fprintf(stderr, "mobility-agent protect: the daemon answered something unexpected: %s\n", reply);
+      free(reply);
+      return 1;
+    }
+    if (!strcmp(phase, "protected") || last_cycle > 0) {
+      struct timespec t1;
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+      if (tty)
+        fputs("\r\033[K", stdout);
+      printf("initial sync of %s complete (%" PRIu64 " MiB; waited %.1f s)\n", dev, total_seen >> 20, s);
+      free(reply);
+      return 0;
+    }
+    if (!strcmp(phase, "error")) {
+      if (tty)
+        fputs("\r\033[K", stdout);
+      fprintf(stderr, "mobility-agent protect: %s: %s", dev, more && more[1] ? more + 1 : "the disk is in error\n");
+      free(reply);
+      return 1;
+    }
+    free(reply);
+    if (total > total_seen)
+      total_seen = total;
+    if (tty) {
+      char line[200];
+      if (total && done < total)
+        progress_format(line, sizeof line, done, total, elapsed_ms);
+      else if (total)
+        snprintf(line, sizeof line, "all %" PRIu64 " MiB sent, waiting for the appliance to make it durable", total >> 20);
+      else
+        snprintf(line, sizeof line, "waiting for the appliance to start the initial sync");
+      printf("\r\033[K%s: %s: %s", dev, phase, line);
+      fflush(stdout);
+    }
+    if (interrupted) {
+      if (tty)
+        fputs("\n", stdout);
+      printf("stopped following; the initial sync goes on (mobility-agent status)\n");
+      return 130;
+    }
+    poll(NULL, 0, PROGRESS_POLL_MS);
+    if (interrupted)
+      continue; /* one more look, then the message above */
+  }
+}
+
+/* protect DEVICE [--wait | --no-wait]: on a terminal (or with --wait) it follows the initial sync
+ * until it completes; otherwise (scripts) it returns once the daemon took the disk. */
+int agent_cmd_protect(int argc, char **argv)
+{
+  char **rest = calloc((size_t)argc + 1, sizeof *rest);
+  if (!rest) {
+    fprintf(stderr, "mobility-agent protect: out of memory\n");
+    return 1;
+  }
+  int n = 0, wait = -1;
+  const char *state_dir = AGENT_DEFAULT_STATE, *dev = NULL;
+  for (int i = 0; i < argc; i++) {
+    if (i > 0 && !strcmp(argv[i], "--wait"))
+      wait = 1;
+    else if (i > 0 && !strcmp(argv[i], "--no-wait"))
+      wait = 0;
+    else {
+      if (!strcmp(argv[i], "--state") && i + 1 < argc)
+        state_dir = argv[i + 1];
+      else if (!strncmp(argv[i], "--state=", 8))
+        state_dir = argv[i] + 8;
+      else if (i > 0 && argv[i][0] != '-' && (i == 0 || strcmp(argv[i - 1], "--state")))
+        dev = dev ? dev : argv[i];
+      rest[n++] = argv[i];
+    }
+  }
+  bool tty = isatty(STDOUT_FILENO) == 1;
+  if (wait < 0)
+    wait = tty;
+  int status = forward("protect", n, rest);
+  free(rest);
+  if (status != 0 || !wait || !dev)
+    return status;
+  fflush(stdout);
+  return wait_initial_sync(state_dir, dev, tty);
+}
 int agent_cmd_checkpoint(int argc, char **argv) { return forward("checkpoint", argc, argv); }
 int agent_cmd_status(int argc, char **argv) { return forward("status", argc, argv); }

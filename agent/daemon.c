@@ -29,6 +29,7 @@
 #include "freeze.h"
 #include "json_out.h"
 #include "pipeline.h"
+#include "progress.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
 #include "sdnotify.h"
@@ -52,6 +53,7 @@ struct disk_rt {
   uint64_t cycles, bytes_sent, raw_bytes;
   time_t last_ack;
   uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
+  uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
   char error[256];
   char last_point[64];
   int fd;                     /* O_DIRECT, opened on first use */
@@ -296,6 +298,7 @@ static rpl_err hash_compare(struct agent *a, struct cycle_send *cs, struct cbt_e
   if (!err) {
     pthread_mutex_lock(&a->lock);
     rt->sync_done = 0;
+    rt->sync_start_ms = now_ms();
     rt->sync_total = rt->size;
     pthread_mutex_unlock(&a->lock);
     pipeline_split_extents(0, rt->size, RESYNC_CHUNK, px, nchunks);
@@ -339,6 +342,7 @@ static rpl_err hash_compare(struct agent *a, struct cycle_send *cs, struct cbt_e
              bytes >> 20, rt->size >> 20);
   pthread_mutex_lock(&a->lock);
   rt->sync_done = 0;
+  rt->sync_start_ms = now_ms();
   rt->sync_total = bytes;
   pthread_mutex_unlock(&a->lock);
   *out = x;
@@ -385,6 +389,7 @@ static rpl_err send_cycle_body(struct agent *a, struct cycle_send *cs, bool full
   }
   pthread_mutex_lock(&a->lock);
   rt->sync_done = 0;
+  rt->sync_start_ms = now_ms();
   rt->sync_total = full ? rt->size : 0;
   if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
     rt->phase = PHASE_RESYNC;
@@ -1034,8 +1039,30 @@ static int ctl_checkpoint(struct agent *a, int argc, char **argv, struct control
   return status;
 }
 
+/* `status --progress DEVICE`, what a terminal's `protect` polls: one line
+ * "PHASE DONE_BYTES TOTAL_BYTES ELAPSED_MS LAST_CYCLE" (a cycle in progress: DONE < TOTAL). */
+static int ctl_progress(struct agent *a, const char *dev, struct control_reply *out)
+{
+  pthread_mutex_lock(&a->lock);
+  struct agent_disk *d = agent_state_find_disk(&a->st, dev);
+  if (!d) {
+    pthread_mutex_unlock(&a->lock);
+    control_printf(out, "%s is not protected (mobility-agent protect %s)", dev, dev);
+    return 1;
+  }
+  const struct disk_rt *rt = &a->rt[d - a->st.disks];
+  control_printf(out, "%s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", phase_names[rt->phase], rt->sync_done,
+                 rt->sync_total, rt->sync_start_ms ? now_ms() - rt->sync_start_ms : 0, rt->last_cycle);
+  if (rt->error[0])
+    control_printf(out, "%s\n", rt->error);
+  pthread_mutex_unlock(&a->lock);
+  return 0;
+}
+
 static int ctl_status(struct agent *a, int argc, char **argv, struct control_reply *out)
 {
+  if (argc == 3 && !strcmp(argv[1], "--progress"))
+    return ctl_progress(a, argv[2], out);
   bool json = argc > 1 && !strcmp(argv[1], "--json");
   char *buf = NULL;
   size_t len = 0;
@@ -1072,6 +1099,14 @@ static int ctl_status(struct agent *a, int argc, char **argv, struct control_rep
       json_u64(&j, "raw_bytes", rt->raw_bytes);
       json_u64(&j, "cycle_done_bytes", rt->sync_done);
       json_u64(&j, "cycle_total_bytes", rt->sync_total);
+      struct progress pr;
+      bool moving = rt->sync_total && rt->sync_done < rt->sync_total;
+      progress_compute(rt->sync_done, rt->sync_total, moving ? now_ms() - rt->sync_start_ms : 0, &pr);
+      json_u64(&j, "cycle_bytes_per_second", moving ? pr.bytes_per_s : 0);
+      if (moving && pr.eta_s >= 0)
+        json_u64(&j, "cycle_eta_seconds", (uint64_t)pr.eta_s);
+      else
+        json_string(&j, "cycle_eta_seconds", NULL);
       json_string(&j, "last_point", rt->last_point[0] ? rt->last_point : NULL);
       json_object_end(&j);
     }
@@ -1086,9 +1121,11 @@ static int ctl_status(struct agent *a, int argc, char **argv, struct control_rep
       char id[37];
       agent_disk_id_text(a->st.disks[i].id, id);
       fprintf(f, "%s (disk %s): %s", a->st.disks[i].device, id, phase_names[rt->phase]);
-      if (rt->sync_total && rt->sync_done < rt->sync_total)
-        fprintf(f, ", cycle %.1f%% of %" PRIu64 " MiB", 100.0 * (double)rt->sync_done / (double)rt->sync_total,
-                rt->sync_total >> 20);
+      if (rt->sync_total && rt->sync_done < rt->sync_total) {
+        char line[160];
+        progress_format(line, sizeof line, rt->sync_done, rt->sync_total, now_ms() - rt->sync_start_ms);
+        fprintf(f, ", cycle %s", line);
+      }
       fprintf(f, ", last cycle %" PRIu64, rt->last_cycle);
       if (rt->last_ack)
         fprintf(f, " (%lds ago)", (long)(time(NULL) - rt->last_ack));

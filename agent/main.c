@@ -10,7 +10,7 @@ static const struct agent_command commands[] = {
   {"cbt", cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
   {"register", agent_cmd_register, "register --appliance HOST:PORT --key KEY [--state DIR]"},
   {"run", agent_cmd_run, "run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]"},
-  {"protect", agent_cmd_protect, "protect DEVICE [--state DIR]"},
+  {"protect", agent_cmd_protect, "protect DEVICE [--wait | --no-wait] [--state DIR]"},
   {"checkpoint", agent_cmd_checkpoint, "checkpoint [DEVICE] [--wait] [--state DIR]"},
   {"status", agent_cmd_status, "status [--state DIR] [--json]"},
   {NULL, NULL, NULL},

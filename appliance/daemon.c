@@ -68,6 +68,7 @@ struct disk {
   } snaps[MAX_SNAPS];
   unsigned nsnaps;
   uint64_t last_committed, last_applied;
+  uint64_t snap_pending;          /* file storage: recovery-point cycle applied, its image copy under way */
   int64_t last_commit_time;       /* unix seconds */
   uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
   enum catalog_disk_state state;
@@ -269,7 +270,9 @@ static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char
   return found;
 }
 
-/* File storage: applies cycle by cycle; a recovery-point cycle's image is copied aside. */
+/* File storage: applies up to max cycles; a recovery-point cycle's image is copied aside. Each
+ * cycle shows as applied as soon as the replica holds it; a point waits for its image copy
+ * (snap_pending). */
 static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t max)
 {
   for (uint64_t done = 0; done < max; done++) {
@@ -279,6 +282,13 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t 
       return RPL_OK;
     if (e || (e = replica_apply_cycle(d->replica, d->journal, info.cycle)))
       return e;
+    if ((e = catalog_cycle_applied(sc->a->cat, d->id, info.cycle, time(NULL))))
+      log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", info.cycle, rpl_strerror(e));
+    pthread_mutex_lock(&sc->a->lock);
+    d->last_applied = info.cycle;
+    d->snap_pending = info.kind == PROTO_CYCLE_RECOVERY_POINT ? info.cycle : 0;
+    pthread_cond_broadcast(&sc->a->applied);
+    pthread_mutex_unlock(&sc->a->lock);
     if (info.kind == PROTO_CYCLE_RECOVERY_POINT) {
       char path[4200];
       snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), info.cycle);
@@ -287,6 +297,10 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t 
         remember_snapshot(sc, info.cycle, path);
       else
         log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
+      pthread_mutex_lock(&sc->a->lock);
+      d->snap_pending = 0;
+      pthread_cond_broadcast(&sc->a->applied);
+      pthread_mutex_unlock(&sc->a->lock);
     }
   }
   return RPL_OK;
@@ -369,6 +383,8 @@ static void apply_disk(struct appliance *a, struct disk *d)
                st1.limit_wait_ms - st0.limit_wait_ms);
     else
       log_info("disk %s: cycle %" PRIu64 " applied", id, n);
+    if (!up)
+      continue; /* file storage: file_apply_pending recorded it as it landed */
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
     if (e)
       log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
@@ -566,6 +582,7 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
+  bool direct;                    /* the initial sync of a file replica: written straight into it */
   uint8_t consistency;            /* from its CYCLE_END */
   unsigned epoch;                 /* the disk's epoch when attached */
 };
@@ -749,11 +766,19 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 static rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
 {
   uint64_t n = receiver_last_committed(sl->rx) + 1;
+  /* The initial sync of a file replica (nothing committed yet: no earlier image to keep) is written
+   * straight into the image as it is verified, then fdatasynced before the ACK; the journal only
+   * records that cycle 1 is in. Anything else goes through the journal. */
+  struct journal_usage u;
+  journal_get_usage(sl->disk->journal, &u);
+  bool direct = kind == PROTO_CYCLE_RESYNC && n == 1 && sl->disk->replica && u.last_committed == 0 &&
+                u.last_applied == 0 && u.cycles_pending == 0;
   rpl_err err = receiver_begin(sl->rx, n, kind);
-  if (!err)
+  if (!err && !direct)
     err = journal_begin_cycle(sl->disk->journal, n, kind);
   if (err)
     return err;
+  sl->direct = direct;
   struct proto_cycle_start m = {.cycle = n, .kind = kind};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
@@ -831,8 +856,11 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_E_PROTO_UNEXPECTED;
   if (sl->failed)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
-  err = receiver_extent(sl->rx, &m, NULL);
-  if (!err) {
+  const uint8_t *raw = NULL;
+  err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
+  if (!err && sl->direct) {
+    err = replica_write_extent(sl->disk->replica, m.offset, raw, m.length);
+  } else if (!err) {
     struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
                                 .payload = m.payload.ptr, .payload_len = m.payload.len};
     memcpy(je.hash, m.hash, PROTO_HASH_SIZE);
@@ -862,7 +890,9 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
-  if (!err)
+  if (!err && sl->direct && (err = replica_sync(sl->disk->replica)) == RPL_OK)
+    err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
+  else if (!err)
     err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
   if (err) {
     rpl_err e = nack(s, sl, err);
@@ -880,8 +910,14 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
   if (ce)
     log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
+  if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
+    log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);
   d->last_committed = sl->cycle;
+  if (sl->direct) {
+    d->last_applied = sl->cycle;
+    pthread_cond_broadcast(&s->a->applied);
+  }
   d->last_commit_time = time(NULL);
   if (sl->kind == PROTO_CYCLE_RESYNC)
     d->adopt_resync = false;
@@ -1053,7 +1089,8 @@ static rpl_err finish_groups(struct session *s)
       bool applied = true;
       pthread_mutex_lock(&s->a->lock);
       for (size_t i = 0; i < gr->n; i++)
-        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i];
+        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i] &&
+                  s->slots[gr->slots[i]].disk->snap_pending != gr->cycles[i]; /* and its image kept */
       pthread_mutex_unlock(&s->a->lock);
       if (!applied)
         continue;

@@ -1,4 +1,4 @@
-/* replica.c - the file replica: sparse image per disk, verified two-pass apply of journal cycles. */
+/* replica.c - the file replica: sparse image per disk, verified apply of journal cycles, direct initial sync. */
 #include "replica.h"
 
 #include <errno.h>
@@ -18,6 +18,10 @@
 
 #define COPY_CHUNK (1u << 20)
 #define ZERO_BLOCK (64u << 10)
+#define STASH_MAX_BYTES (64u << 20) /* a cycle this small is decompressed once: kept from the check to the write */
+#define STASH_MAX_EXTENTS 65536
+#define DIRECT_ALIGN 4096u
+#define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
 
 static const uint8_t zero_block[ZERO_BLOCK];
 
@@ -31,6 +35,17 @@ struct replica {
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
   uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
   uint8_t zero_digest[PROTO_HASH_SIZE];
+  uint64_t unkicked;  /* bytes written directly (buffered) since writeback was last started */
+  int dfd;            /* the image opened O_DIRECT for the initial sync: -1 not yet, -2 not possible */
+  uint8_t *dbuf;      /* its aligned bounce buffer, at most PROTO_MAX_EXTENT */
+  size_t dbuf_cap;
+  struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
+    uint8_t *bytes;   /* grows to at most STASH_MAX_BYTES */
+    size_t len, cap;
+    struct stash_extent { uint64_t offset; uint32_t length; bool zero; } *x; /* at most STASH_MAX_EXTENTS */
+    size_t n, xcap;
+    bool overflow;    /* the cycle did not fit: the write pass reads the journal again */
+  } st;
 };
 
 static rpl_err sys_err(const char *what, const char *path)
@@ -91,6 +106,7 @@ rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint
   if (!r)
     return RPL_E_NOMEM;
   r->fd = -1;
+  r->dfd = -1;
   char uuid[37];
   uuid_unparse_lower(disk_id, uuid);
   size_t n = strlen(dir) + 1 + sizeof uuid + sizeof ".img";
@@ -140,6 +156,11 @@ void replica_close(struct replica *r)
   ZSTD_freeDCtx(r->dctx);
   XXH3_freeState(r->hash);
   free(r->raw);
+  free(r->st.bytes);
+  if (r->dfd >= 0)
+    close(r->dfd);
+  free(r->dbuf);
+  free(r->st.x);
   free(r->path);
   free(r);
 }
@@ -260,8 +281,56 @@ static rpl_err write_zeros(struct replica *r, uint64_t off, uint32_t len)
   return RPL_OK;
 }
 
-/* One pass over the cycle: check every extent; when write is set, also write it. */
-static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t n, bool write)
+/* Keeps a checked extent for the write (raw NULL: zeros), unless the cycle outgrew the stash. */
+static void stash_add(struct stash *st, uint64_t offset, uint32_t length, const uint8_t *raw)
+{
+  if (st->overflow)
+    return;
+  size_t need = raw ? length : 0;
+  if (st->n == STASH_MAX_EXTENTS || need > STASH_MAX_BYTES - st->len) {
+    st->overflow = true;
+    return;
+  }
+  if (st->n == st->xcap) {
+    size_t cap = st->xcap ? st->xcap * 2 : 1024;
+    struct stash_extent *p = realloc(st->x, cap * sizeof *p);
+    if (!p) {
+      st->overflow = true;
+      return;
+    }
+    st->x = p;
+    st->xcap = cap;
+  }
+  if (st->len + need > st->cap) {
+    size_t cap = st->cap ? st->cap : (1u << 20);
+    while (cap < st->len + need)
+      cap *= 2;
+    if (cap > STASH_MAX_BYTES)
+      cap = STASH_MAX_BYTES;
+    uint8_t *p = realloc(st->bytes, cap);
+    if (!p) {
+      st->overflow = true;
+      return;
+    }
+    st->bytes = p;
+    st->cap = cap;
+  }
+  if (raw)
+    memcpy(st->bytes + st->len, raw, length);
+  st->len += need;
+  st->x[st->n++] = (struct stash_extent){offset, length, raw == NULL};
+}
+
+static rpl_err write_extent(struct replica *r, uint64_t offset, uint32_t length, const uint8_t *raw)
+{
+  if (raw)
+    return pwrite_full(r->fd, raw, length, offset) ? sys_err("cannot write", r->path) : RPL_OK;
+  return write_zeros(r, offset, length);
+}
+
+/* One pass over the cycle: check every extent; when write is set, also write it; when stash is
+ * set, keep the checked bytes for write_stash. */
+static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t n, bool write, bool stash)
 {
   for (;;) {
     struct journal_extent x;
@@ -272,13 +341,9 @@ static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t
     const uint8_t *raw;
     if ((e = extent_raw(r, n, &x, &raw)))
       return e;
-    if (!write)
-      continue;
-    if (raw)
-      e = pwrite_full(r->fd, raw, x.length, x.offset) ? sys_err("cannot write", r->path) : RPL_OK;
-    else
-      e = write_zeros(r, x.offset, x.length);
-    if (e)
+    if (stash)
+      stash_add(&r->st, x.offset, x.length, raw);
+    if (write && (e = write_extent(r, x.offset, x.length, raw)))
       return e;
   }
 }
@@ -295,16 +360,87 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   rpl_err e = journal_reader_open(j, n, &rd);
   if (e)
     return e;
-  /* Check all before writing any, so a bad extent leaves the image as it was. The second pass
-   * re-reads payloads under their CRC32C, so it writes exactly the bytes the first pass checked. */
-  if ((e = apply_pass(r, rd, n, false)) == RPL_OK && (e = journal_reader_rewind(rd)) == RPL_OK)
-    e = apply_pass(r, rd, n, true);
+  /* Check all before writing any, so a bad extent leaves the image as it was. A small cycle is
+   * written from the bytes the check decompressed; a large one by a second pass that re-reads
+   * payloads under their CRC32C, so it writes exactly the bytes the first pass checked. */
+  struct stash *st = &r->st;
+  st->len = st->n = 0;
+  st->overflow = false;
+  if ((e = apply_pass(r, rd, n, false, true)) == RPL_OK) {
+    if (!st->overflow) {
+      size_t pos = 0;
+      for (size_t i = 0; i < st->n && !e; i++) {
+        e = write_extent(r, st->x[i].offset, st->x[i].length, st->x[i].zero ? NULL : st->bytes + pos);
+        pos += st->x[i].zero ? 0 : st->x[i].length;
+      }
+    } else if ((e = journal_reader_rewind(rd)) == RPL_OK) {
+      e = apply_pass(r, rd, n, true, false);
+    }
+  }
   journal_reader_close(rd);
   if (e)
     return e;
   if (fdatasync(r->fd) != 0)
     return sys_err("fdatasync of", r->path);
   return journal_mark_applied(j, n);
+}
+
+/* ---- the initial sync, written directly ---------------------------------------------------- */
+
+rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
+{
+  if (offset > r->size || len > r->size - offset) {
+    log_err("replica %s: initial sync writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
+            len, offset, r->size);
+    return RPL_E_REPLICA_RANGE;
+  }
+  /* O_DIRECT where the image's filesystem takes it: the data goes to the disk as it comes, without
+   * piling up dirty pages (and their throttling) for one long fdatasync at the end. */
+  if (raw && r->dfd == -1) {
+    r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (r->dfd < 0)
+      r->dfd = -2;
+  }
+  if (raw && r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 && len <= PROTO_MAX_EXTENT) {
+    if (len > r->dbuf_cap) {
+      free(r->dbuf);
+      r->dbuf_cap = 0;
+      if (posix_memalign((void **)&r->dbuf, DIRECT_ALIGN, len) != 0) {
+        r->dbuf = NULL;
+        return RPL_E_NOMEM;
+      }
+      r->dbuf_cap = len;
+    }
+    memcpy(r->dbuf, raw, len);
+    ssize_t n = pwrite(r->dfd, r->dbuf, len, (off_t)offset);
+    if (n == (ssize_t)len)
+      return RPL_OK;
+    if (n >= 0 || errno != EINVAL)
+      return n < 0 ? sys_err("cannot write", r->path) : RPL_E_IO;
+    close(r->dfd); /* EINVAL: the filesystem wants another alignment; buffered from now on */
+    r->dfd = -2;
+  }
+  if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */
+    off_t data = lseek(r->fd, (off_t)offset, SEEK_DATA);
+    if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))
+      return RPL_OK;
+  }
+  rpl_err e = raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
+                  : write_zeros(r, offset, len);
+  if (e)
+    return e;
+  if (raw && (r->unkicked += len) >= WRITEBACK_KICK) {
+    /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
+    (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    r->unkicked = 0;
+  }
+  return RPL_OK;
+}
+
+rpl_err replica_sync(struct replica *r)
+{
+  r->unkicked = 0;
+  return fdatasync(r->fd) != 0 ? sys_err("fdatasync of", r->path) : RPL_OK;
 }
 
 rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied)

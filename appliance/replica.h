@@ -17,7 +17,9 @@
  *  - replica_apply_cycle(n) checks every extent of cycle n first (range, zstd decompresses to its
  *    length, xxh3-128 of the raw bytes equals the record's hash); only when all pass does it write
  *    any (data written, zero extents as punched holes), then fdatasyncs the image, then marks n
- *    applied in the journal. A cycle that fails a check leaves the image untouched.
+ *    applied in the journal. A cycle that fails a check leaves the image untouched. A cycle of at
+ *    most 64 MiB of raw data (and 65536 extents) is decompressed once: the checked bytes are kept
+ *    (a buffer capped at 64 MiB, reused) and written from there.
  *  - Cycles apply in order (n = last applied + 1). Re-applying a cycle whose writes reached the
  *    image but whose "applied" mark did not (a crash in between) gives the same image: the
  *    writes are absolute (offset, bytes), so applying them twice equals applying them once.
@@ -43,6 +45,18 @@ RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j,
 /* Applies every committed, not yet applied cycle in order; *applied (may be NULL) gets how many.
  * Stops at the first error. */
 RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied);
+
+/* ---- the initial sync, written directly (no journal) --------------------------------------- */
+
+/* The initial sync of an image that holds no committed cycle has no earlier state to keep: its
+ * extents, once the receiver verified them, may go straight into the image instead of through the
+ * journal (one write, no re-read, no second decompression). raw NULL: zeros (a hole). Data is
+ * written O_DIRECT where the filesystem allows it (4 KiB-aligned extents), else buffered with
+ * writeback started as it goes; nothing is durable before replica_sync(). May run on a session's
+ * thread while the applier has nothing of this disk to apply. RPL_E_REPLICA_RANGE past the image. */
+RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len);
+/* Makes every write so far durable (fdatasync). */
+RPL_MUST_CHECK rpl_err replica_sync(struct replica *r);
 
 /* ---- reading the replica back (restore and verification) ---------------------------------- */
 

@@ -22,7 +22,7 @@
 #include "tmpdir.h"
 
 #define DISK_SIZE (4u << 20)
-#define MAX_EXTENTS 64
+#define MAX_EXTENTS 80
 
 struct ctx {
   char dir[256];    /* short, so every path built from it fits PATH_MAX */
@@ -435,6 +435,81 @@ static void test_zero_extent_punches_hole(void **state)
   assert_int_equal(replica_apply_pending(c->r, c->j, NULL), RPL_E_REPLICA_HASH);
 }
 
+/* A cycle of more raw bytes than the apply keeps in memory (66 overlapping 1 MiB extents, 66 MiB)
+ * takes the second pass: same image, and a bad last extent still leaves the image untouched. */
+static void test_large_cycle_second_pass(void **state)
+{
+  struct ctx *c = *state;
+  static uint8_t raw[1 << 20], payload[ZSTD_COMPRESSBOUND(1 << 20)];
+  for (uint64_t n = 1; n <= 2; n++) {
+    struct cycle_builder b = {0};
+    uint8_t *before = malloc(DISK_SIZE);
+    assert_non_null(before);
+    memcpy(before, c->model, DISK_SIZE);
+    assert_int_equal(journal_begin_cycle(c->j, n, PROTO_CYCLE_PLAIN), RPL_OK);
+    for (int i = 0; i < 66; i++) {
+      uint64_t off = (next_rand(c) % (DISK_SIZE / 4096 - 256)) * 4096;
+      struct journal_extent x = build_extent(c, off, 1u << 20, PROTO_CODEC_ZSTD, raw, payload);
+      if (n == 2 && i == 65)
+        x.hash[3] ^= 1;
+      memcpy(c->model + off, raw, 1u << 20);
+      add_extent(c, &b, n, &x);
+    }
+    finish_cycle(c, &b, n);
+    if (n == 1) {
+      assert_int_equal(replica_apply_pending(c->r, c->j, NULL), RPL_OK);
+    } else {
+      assert_int_equal(replica_apply_pending(c->r, c->j, NULL), RPL_E_REPLICA_HASH);
+      memcpy(c->model, before, DISK_SIZE);
+    }
+    assert_image_is_model(c);
+    free(before);
+  }
+}
+
+/* The initial sync written straight into the image: data and zero extents land where they say,
+ * writes past the image are refused, and after replica_sync + journal_set_base the journal has
+ * cycle 1 committed and applied, with the next cycle going through the journal as usual. */
+static void test_direct_initial_sync(void **state)
+{
+  struct ctx *c = *state;
+  static uint8_t raw[1 << 20], payload[ZSTD_COMPRESSBOUND(1 << 20)];
+  /* An earlier, unfinished initial sync left data: zero extents must clear it (not skip it as a
+   * hole); on a hole they write nothing. */
+  memset(raw, 0x5a, sizeof raw);
+  assert_int_equal(replica_write_extent(c->r, 1u << 20, raw, sizeof raw), RPL_OK);
+  assert_int_equal(replica_write_extent(c->r, 3u << 20, raw, 4096), RPL_OK);
+  for (uint64_t off = 0; off < DISK_SIZE; off += sizeof raw) {
+    bool zero = (off >> 20) % 2 == 1;
+    for (size_t i = 0; i < sizeof raw; i++)
+      raw[i] = zero ? 0 : (uint8_t)next_rand(c);
+    memcpy(c->model + off, raw, sizeof raw);
+    assert_int_equal(replica_write_extent(c->r, off, zero ? NULL : raw, sizeof raw), RPL_OK);
+  }
+  assert_int_equal(replica_write_extent(c->r, DISK_SIZE - 4096, raw, 8192), RPL_E_REPLICA_RANGE);
+  assert_int_equal(replica_sync(c->r), RPL_OK);
+  assert_int_equal(journal_set_base(c->j, 1), RPL_OK);
+  struct journal_usage u;
+  journal_get_usage(c->j, &u);
+  assert_int_equal(u.last_committed, 1);
+  assert_int_equal(u.last_applied, 1);
+  assert_image_is_model(c);
+
+  struct cycle_builder b = {0};
+  assert_int_equal(journal_begin_cycle(c->j, 2, PROTO_CYCLE_PLAIN), RPL_OK);
+  struct journal_extent x = build_extent(c, 1u << 20, 1u << 20, PROTO_CODEC_ZSTD, raw, payload);
+  memcpy(c->model + (1u << 20), raw, 1u << 20);
+  add_extent(c, &b, 2, &x);
+  finish_cycle(c, &b, 2);
+  assert_int_equal(replica_apply_pending(c->r, c->j, NULL), RPL_OK);
+  assert_image_is_model(c);
+  /* Reopened, the journal still knows cycle 1 as in. */
+  journal_close(c->j);
+  assert_int_equal(journal_open(c->dir, c->disk, NULL, &c->j), RPL_OK);
+  journal_get_usage(c->j, &u);
+  assert_int_equal(u.last_applied, 2);
+}
+
 int main(void)
 {
   log_init("test_replica", LOG_LVL_ERR);
@@ -447,6 +522,8 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_range_refused_until_resize, setup, teardown),
     cmocka_unit_test_setup_teardown(test_order_resize_and_reopen, setup, teardown),
     cmocka_unit_test_setup_teardown(test_zero_extent_punches_hole, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_direct_initial_sync, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_large_cycle_second_pass, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
