@@ -79,7 +79,7 @@ struct disk {
   bool adopt_resync;              /* taken over from another appliance: the next cycle is a resync */
   bool lease_waiting;             /* another appliance holds the blob's lease: no cycle starts */
   int64_t adopt_seq;              /* > 0: the lease was acquired at this sequence number, takeover to finish */
-  unsigned epoch;                 /* raised by a takeover: sessions serving the disk start again */
+  unsigned epoch;                 /* raised by a takeover or a newer session of its agent: sessions serving it end */
   bool want_point, want_resync;   /* asked for from the configuration manager, for its session to start */
   uint64_t raw_committed;         /* bytes of cycles committed since start (the page's churn) */
   struct disk *next;
@@ -695,6 +695,28 @@ static struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE
   return NULL;
 }
 
+/* The disk's agent connected again while its earlier session still holds the disk (that session
+ * has not noticed yet that its connection is gone): the earlier session is told to let go (it
+ * sees the epoch change within a poll, ends, and drops its unfinished cycle), and this waits for
+ * it, up to RECLAIM_WAIT_MS. Lock held (released while waiting). True when the disk is free. */
+#define RECLAIM_WAIT_MS 20000
+static bool reclaim_disk(struct appliance *a, struct disk *d)
+{
+  d->epoch++;
+  uint64_t deadline = now_ms() + RECLAIM_WAIT_MS;
+  while (d->attached && !atomic_load(&stopping) && now_ms() < deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&a->applied, &a->lock, &ts);
+  }
+  return !d->attached;
+}
+
 static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 {
   struct appliance *a = s->a;
@@ -715,7 +737,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   rpl_err err = RPL_OK;
   if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
     err = RPL_E_PERMISSION; /* another agent's disk */
-  } else if (d && d->attached) {
+  } else if (d && d->attached && !reclaim_disk(a, d)) {
     err = RPL_E_EXISTS;
   } else {
     err = catalog_disk_upsert(a->cat, &cd);
@@ -739,9 +761,18 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   if (!err)
     d->attached = true;
   pthread_mutex_unlock(&a->lock);
+  if (err == RPL_E_EXISTS) {
+    /* Still held by the old session: this one ends, and the agent's next connection tries again
+     * (returning OK here would leave the disk unserved until the agent happened to reconnect). */
+    log_warn("agent %s: disk %s (%s) is still served by its earlier session: this session ends, the agent reconnects",
+             s->agent_text, id, cd.name);
+    rpl_err e = send_error(s->c, RPL_E_EXISTS, "the disk is still served by this agent's earlier session: reconnect");
+    (void)e;
+    return err;
+  }
   if (err) {
     log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_strerror(err));
-    return err == RPL_E_EXISTS || err == RPL_E_PERMISSION ? RPL_OK : err;
+    return err == RPL_E_PERMISSION ? RPL_OK : err;
   }
   struct rx_slot *sl = &s->slots[s->nslots];
   memset(sl, 0, sizeof *sl);
@@ -1265,7 +1296,8 @@ static rpl_err session_loop(struct session *s)
       rebased = rebased || s->slots[i].epoch != s->slots[i].disk->epoch;
     pthread_mutex_unlock(&s->a->lock);
     if (rebased) {
-      log_notice("agent %s: a disk was taken over from another appliance: the session starts again", s->agent_text);
+      log_notice("agent %s: a disk was taken over (by a newer session of its agent, or from another appliance): "
+                 "this session ends", s->agent_text);
       return RPL_E_CANCELLED;
     }
     /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
