@@ -79,12 +79,21 @@ static void set_timeouts(int fd, int ms)
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
 }
 
-static rpl_err tls_error(const char *what, const struct conn *c)
+/* ret: what the failed SSL_* call returned; it and errno tell a closed peer from a timeout. */
+static rpl_err tls_error(const char *what, const struct conn *c, int ret)
 {
+  int saved_errno = errno;
+  int ssl_err = SSL_get_error(c->ssl, ret);
   unsigned long e = ERR_get_error();
-  char buf[256] = "connection closed";
+  char buf[256];
   if (e)
     ERR_error_string_n(e, buf, sizeof buf);
+  else if (ssl_err == SSL_ERROR_SYSCALL && saved_errno)
+    snprintf(buf, sizeof buf, "%s", strerror(saved_errno));
+  else if (ssl_err == SSL_ERROR_ZERO_RETURN || ssl_err == SSL_ERROR_SYSCALL)
+    snprintf(buf, sizeof buf, "connection closed by the peer");
+  else
+    snprintf(buf, sizeof buf, "TLS error %d", ssl_err);
   ERR_clear_error();
   log_warn("%s with %s failed: %s", what, c->peer, buf);
   return RPL_E_TLS;
@@ -153,9 +162,10 @@ rpl_err conn_connect(SSL_CTX *ctx, const char *hostport, int timeout_ms, struct 
     return RPL_E_NOMEM;
   }
   snprintf(c->peer, sizeof c->peer, "%s", hostport);
-  if (SSL_connect(c->ssl) != 1) {
+  int hs = SSL_connect(c->ssl);
+  if (hs != 1) {
     long v = SSL_get_verify_result(c->ssl);
-    rpl_err err = v == X509_V_ERR_CERT_REJECTED ? RPL_E_TLS_PIN_MISMATCH : tls_error("TLS handshake", c);
+    rpl_err err = v == X509_V_ERR_CERT_REJECTED ? RPL_E_TLS_PIN_MISMATCH : tls_error("TLS handshake", c, hs);
     ERR_clear_error();
     conn_close(c);
     return err;
@@ -180,8 +190,9 @@ rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct conn **out)
   if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
     getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV);
   snprintf(c->peer, sizeof c->peer, "%s:%s", h, p);
-  if (SSL_accept(c->ssl) != 1) {
-    rpl_err err = tls_error("TLS handshake", c);
+  int hs = SSL_accept(c->ssl);
+  if (hs != 1) {
+    rpl_err err = tls_error("TLS handshake", c, hs);
     conn_close(c);
     return err;
   }
@@ -210,8 +221,26 @@ static rpl_err write_all(struct conn *c, const void *data, size_t len)
   while (len) {
     int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
     int n = SSL_write(c->ssl, p, chunk);
-    if (n <= 0)
-      return tls_error("sending", c);
+    if (n <= 0) {
+      /* A blocking socket with a send timeout fails with EINTR on any signal or io_uring task
+       * work aimed at this thread, even one with no handler: not the peer's doing, so the same
+       * write is tried again (OpenSSL asks for the same arguments). EAGAIN is the timeout. */
+      int saved_errno = errno;
+      int e = SSL_get_error(c->ssl, n);
+      if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
+          saved_errno == EINTR) {
+        ERR_clear_error();
+        continue;
+      }
+      if (e == SSL_ERROR_WANT_WRITE && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+        ERR_clear_error();
+        log_warn("sending with %s failed: the peer took nothing for %d s", c->peer,
+                 CONN_IO_TIMEOUT_MS / 1000);
+        return RPL_E_TIMEOUT;
+      }
+      errno = saved_errno;
+      return tls_error("sending", c, n);
+    }
     p += n;
     len -= (size_t)n;
   }
@@ -273,7 +302,7 @@ rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
       if (e == SSL_ERROR_WANT_READ)
         continue; /* a non-application record (key update): wait again */
       if (e != SSL_ERROR_ZERO_RETURN)
-        (void)tls_error("receiving", c);
+        (void)tls_error("receiving", c, n);
       ERR_clear_error();
       return RPL_E_IO;
     }
