@@ -218,7 +218,7 @@ int cmd_init(int argc, char **argv)
   if (lease) {
     char *end;
     long n = strtol(lease, &end, 10);
-    if (*end || end == lease || n < 15 || n > 60)
+    if (*end || end == lease || n < SETTINGS_MIN_LEASE_S || n > SETTINGS_MAX_LEASE_S)
       return fail("--lease-duration %s: %s", lease, rpl_strerror(RPL_E_LEASE_DURATION));
     s.lease_duration_s = (unsigned)n;
   }

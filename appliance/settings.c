@@ -45,6 +45,18 @@ static const struct field fields[] = {
   STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint), STR_FIELD(retention),
 };
 
+/* A whole decimal number in [min, max] and nothing else; *out is untouched otherwise. */
+static bool parse_whole(const char *value, unsigned min, unsigned max, unsigned *out)
+{
+  if (!*value || strspn(value, "0123456789") != strlen(value) || strlen(value) > 9)
+    return false;
+  unsigned long n = strtoul(value, NULL, 10);
+  if (n < min || n > max)
+    return false;
+  *out = (unsigned)n;
+  return true;
+}
+
 rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz)
 {
   settings_defaults(s);
@@ -93,17 +105,28 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
     }
     if (!known && strcmp(key, "require_private_endpoint") == 0) {
       known = true;
-      s->require_private_endpoint = strcmp(value, "0") != 0;
+      unsigned v;
+      if (!parse_whole(value, 0, 1, &v)) {
+        set_why(why, whysz, "%s line %u: require_private_endpoint must be 0 or 1", path, lineno);
+        err = RPL_E_CONFIG;
+      }
+      s->require_private_endpoint = v == 1;
     }
     if (!known && strcmp(key, "max_in_flight") == 0) {
       known = true;
-      long n = strtol(value, NULL, 10);
-      s->max_in_flight = n > 0 && n <= 256 ? (unsigned)n : 16;
+      if (!parse_whole(value, 1, SETTINGS_MAX_IN_FLIGHT, &s->max_in_flight)) {
+        set_why(why, whysz, "%s line %u: max_in_flight must be a whole number of requests from 1 to %u", path,
+                lineno, SETTINGS_MAX_IN_FLIGHT);
+        err = RPL_E_CONFIG;
+      }
     }
     if (!known && strcmp(key, "lease_duration_s") == 0) {
       known = true;
-      long n = strtol(value, NULL, 10);
-      s->lease_duration_s = n >= 15 && n <= 60 ? (unsigned)n : SETTINGS_DEFAULT_LEASE_S;
+      if (!parse_whole(value, SETTINGS_MIN_LEASE_S, SETTINGS_MAX_LEASE_S, &s->lease_duration_s)) {
+        set_why(why, whysz, "%s line %u: lease_duration_s must be a whole number of seconds from %u to %u "
+                "(what Azure allows for a lease)", path, lineno, SETTINGS_MIN_LEASE_S, SETTINGS_MAX_LEASE_S);
+        err = RPL_E_CONFIG;
+      }
     }
     if (!known && (strcmp(key, "upload_limit_mbps") == 0 || strcmp(key, "agent_limit_mbps") == 0)) {
       known = true;

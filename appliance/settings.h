@@ -11,6 +11,9 @@
 #define SETTINGS_FILE "appliance.conf"
 #define SETTINGS_DEFAULT_CONTAINER "replicas"
 #define SETTINGS_DEFAULT_LEASE_S 60
+#define SETTINGS_MIN_LEASE_S     15 /* Azure's range for a fixed-duration lease */
+#define SETTINGS_MAX_LEASE_S     60
+#define SETTINGS_MAX_IN_FLIGHT   256
 
 struct appliance_settings {
   char storage[8192];           /* an Azure connection string, or "file:/abs/dir" */
