@@ -393,6 +393,21 @@ static void login_result(struct web_server *w, const char *addr, bool ok)
   pthread_mutex_unlock(&w->lock);
 }
 
+
+/* The session document of the login answer and of GET /api/session: what the page needs to send
+ * state-changing requests (the CSRF token) and whether a password has been set. */
+static enum MHD_Result send_session(struct web_server *w, struct MHD_Connection *c, const struct session *s,
+                                    const char *set_cookie)
+{
+  struct doc d;
+  if (!doc_open(&d))
+    return MHD_NO;
+  json_object_begin(&d.j, NULL);
+  json_string(&d.j, "csrf_token", s->csrf);
+  json_bool(&d.j, "password_set", web_auth_has_password(w->state_dir));
+  json_object_end(&d.j);
+  return doc_send(c, &d, MHD_HTTP_OK, set_cookie);
+}
 static enum MHD_Result api_login(struct web_server *w, struct MHD_Connection *c, const struct req *q)
 {
   char addr[64];
@@ -424,14 +439,7 @@ static enum MHD_Result api_login(struct web_server *w, struct MHD_Connection *c,
   char cookie[160];
   snprintf(cookie, sizeof cookie, COOKIE_NAME "=%s; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=%d", s.id,
            SESSION_MAX_S);
-  struct doc d;
-  if (!doc_open(&d))
-    return MHD_NO;
-  json_object_begin(&d.j, NULL);
-  json_string(&d.j, "csrf_token", s.csrf);
-  json_bool(&d.j, "password_set", web_auth_has_password(w->state_dir));
-  json_object_end(&d.j);
-  enum MHD_Result r = doc_send(c, &d, MHD_HTTP_OK, cookie);
+  enum MHD_Result r = send_session(w, c, &s, cookie);
   OPENSSL_cleanse(&s, sizeof s);
   return r;
 }
@@ -1042,14 +1050,7 @@ static enum MHD_Result route(struct web_server *w, struct MHD_Connection *c, con
   size_t idlen;
   enum MHD_Result r;
   if (!strcmp(url, "/api/session") && !post) {
-    struct doc d;
-    if (!doc_open(&d))
-      return MHD_NO;
-    json_object_begin(&d.j, NULL);
-    json_string(&d.j, "csrf_token", s.csrf);
-    json_bool(&d.j, "password_set", web_auth_has_password(w->state_dir));
-    json_object_end(&d.j);
-    r = doc_send(c, &d, MHD_HTTP_OK, NULL);
+    r = send_session(w, c, &s, NULL);
   } else if (!strcmp(url, "/api/logout") && post) {
     session_end(w, s.id);
     r = send_buf(c, MHD_HTTP_OK, "application/json", "{\"ok\":true}\n", 12,
