@@ -394,12 +394,13 @@ static void apply_disk(struct appliance *a, struct disk *d)
     if (e)
       log_warn("journal trim: %s", rpl_strerror(e));
   }
-  bool transient = err && !d->replica && uploader_error_is_transient(err);
+  enum upload_failure kind = err && !d->replica ? uploader_failure_kind(err) : UPLOAD_FAILURE_RESYNC;
+  bool transient = err && kind != UPLOAD_FAILURE_RESYNC;
   /* The lease is housekeeping's business (its own reason in status), not a storage failure. */
-  bool lease = err == RPL_E_LEASE_HELD || err == RPL_E_LEASE_LOST;
+  bool storage_failed = transient && kind == UPLOAD_FAILURE_STORAGE;
   pthread_mutex_lock(&a->lock);
   d->last_applied = after.last_applied;
-  if (transient && !lease) { /* the cycles stay in the cache; retried once the storage checks pass again */
+  if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", after.last_applied + 1,
              rpl_strerror(err));
     if (!d->upload_waiting)
@@ -420,7 +421,7 @@ static void apply_disk(struct appliance *a, struct disk *d)
   }
   pthread_cond_broadcast(&a->applied);
   pthread_mutex_unlock(&a->lock);
-  if (transient && !lease)
+  if (storage_failed)
     upload_gate_failed(a->gate, rpl_strerror(err));
   else if (after.last_applied > before.last_applied)
     upload_gate_succeeded(a->gate);
@@ -522,7 +523,7 @@ static void *applier_main(void *arg)
         rpl_err e = ensure_uploader(a, list[i], why, sizeof why);
         if (e) {
           log_warn("disk %s: cannot open its page blob: %s", list[i]->name, why[0] ? why : rpl_strerror(e));
-          if (uploader_error_is_transient(e)) {
+          if (uploader_failure_kind(e) == UPLOAD_FAILURE_STORAGE) {
             upload_gate_failed(a->gate, rpl_strerror(e));
             pass = false;
             break;
@@ -1321,6 +1322,12 @@ static rpl_err session_loop(struct session *s)
     if (err)
       return err;
     last_rx = now_ms();
+    /* Any frame shows the agent alive: one busy sending cycles sends no HEARTBEAT. */
+    if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
+      rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));
+      (void)e;
+      s->last_heartbeat_saved = time(NULL);
+    }
     switch (f.type) {
     case PROTO_EXTENT: err = on_extent(s, &f); break;
     case PROTO_CYCLE_END: err = on_cycle_end(s, &f); break;
@@ -1354,11 +1361,6 @@ static rpl_err session_loop(struct session *s)
         break;
       if (hb.dirty_bytes >= DIRTY_TRIGGER)
         s->dirty_pressure = true;
-      if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
-        rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));
-        (void)e;
-        s->last_heartbeat_saved = time(NULL);
-      }
       break;
     }
     default:

@@ -533,7 +533,7 @@ rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max,
   return e;
 }
 
-bool uploader_error_is_transient(rpl_err e)
+enum upload_failure uploader_failure_kind(rpl_err e)
 {
   switch (e) {
   case RPL_E_REPLICA_HASH:
@@ -544,12 +544,12 @@ bool uploader_error_is_transient(rpl_err e)
   case RPL_E_UPLOAD_BEHIND:
   case RPL_E_UPLOAD_BLOB:
   case RPL_E_NOMEM:
-    return false;
-  case RPL_E_LEASE_HELD: /* another appliance: retried (the lease is tried again) */
+    return UPLOAD_FAILURE_RESYNC;
+  case RPL_E_LEASE_HELD:
   case RPL_E_LEASE_LOST:
-    return true;
+    return UPLOAD_FAILURE_OWNERSHIP;
   default:
-    return true;
+    return UPLOAD_FAILURE_STORAGE;
   }
 }
 

@@ -58,10 +58,16 @@ typedef void (*uploader_snapshot_fn)(void *ctx, uint64_t cycle, const char *snap
  * number is below the journal's applied cycle. */
 RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
                                               uploader_snapshot_fn on_snapshot, void *ctx);
-/* False for errors in the cached data itself (hash, decompression, range, journal damage) and for a
- * blob that is behind the journal: those need a resync. True for the rest (storage unreachable,
- * throttled past the retries, fenced by a commit it did not hear of): try again later. */
-bool uploader_error_is_transient(rpl_err e);
+/* What an upload failure asks for. */
+enum upload_failure {
+  UPLOAD_FAILURE_RESYNC,    /* the cached data itself is bad (hash, decompression, range, journal
+                             * damage) or the blob is behind the journal: the disk needs a resync */
+  UPLOAD_FAILURE_STORAGE,   /* storage unreachable, throttled past the retries, fenced by a commit
+                             * it did not hear of: the storage checks run again, then a retry */
+  UPLOAD_FAILURE_OWNERSHIP, /* another appliance holds the blob's lease, or ours was lost: the
+                             * lease is tried again; the storage itself is fine */
+};
+enum upload_failure uploader_failure_kind(rpl_err e);
 /* Like uploader_apply_pending, but applies at most max cycles (the daemon takes one per disk in
  * turn, so that disks share the uploader round-robin instead of one draining first). */
 RPL_MUST_CHECK rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max, uint64_t *applied,
