@@ -1,6 +1,7 @@
 /* blob.c - the page-blob client: requests on one libcurl multi handle (N in flight, connections
  * reused), signed afresh for each try, retried with backoff and jitter, fenced by sequence number,
  * over the address checked and pinned when the client was opened. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -110,6 +111,35 @@ void blob_config_init(struct blob_config *cfg)
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
+/* Whether the address text addr lies in "NET/BITS" (IPv4 or IPv6); false for anything else. */
+static bool address_in_cidr(const char *addr, const char *cidr)
+{
+  const char *slash = strchr(cidr, '/');
+  char net[INET6_ADDRSTRLEN];
+  if (!slash || (size_t)(slash - cidr) >= sizeof net)
+    return false;
+  memcpy(net, cidr, (size_t)(slash - cidr));
+  net[slash - cidr] = '\0';
+  char *end;
+  long bits = strtol(slash + 1, &end, 10);
+  unsigned char a[16], n[16];
+  int family = strchr(net, ':') ? AF_INET6 : AF_INET;
+  int size = family == AF_INET6 ? 16 : 4;
+  if (*end || end == slash + 1 || bits < 0 || bits > size * 8 || inet_pton(family, net, n) != 1 ||
+      inet_pton(family, addr, a) != 1)
+    return false;
+  for (long i = 0; i < bits; i++) {
+    unsigned char m = (unsigned char)(0x80u >> (i % 8));
+    if ((a[i / 8] & m) != (n[i / 8] & m))
+      return false;
+  }
+  return true;
+}
+
+/* The one decision for both the prerequisite check and the transfers (curl is given either the
+ * proxy or none, never its own bypass matching, which knows only the URL's host name): an entry
+ * bypasses when it is "*", the account's host, a domain it is in (".example.com" or
+ * "example.com"), the private endpoint's address, or a network "NET/BITS" holding that address. */
 bool blob_client_uses_proxy(const struct blob_client *c)
 {
   if (!c->proxy)
@@ -122,11 +152,13 @@ bool blob_client_uses_proxy(const struct blob_client *c)
   snprintf(list, sizeof list, "%s", c->proxy_bypass);
   char *save = NULL;
   for (char *e = strtok_r(list, ", \t", &save); e; e = strtok_r(NULL, ", \t", &save)) {
-    if (strcmp(e, "*") == 0 || strcasecmp(e, host) == 0 || strcmp(e, c->pinned) == 0)
+    if (strcmp(e, "*") == 0 || strcasecmp(e, host) == 0 || (c->pinned[0] && strcmp(e, c->pinned) == 0))
+      return false;
+    if (c->pinned[0] && address_in_cidr(c->pinned, e))
       return false;
     const char *suffix = e[0] == '.' ? e + 1 : e;
     size_t sl = strlen(suffix);
-    if (sl < hl && host[hl - sl - 1] == '.' && strcasecmp(host + hl - sl, suffix) == 0)
+    if (sl && sl < hl && host[hl - sl - 1] == '.' && strcasecmp(host + hl - sl, suffix) == 0)
       return false;
   }
   return true;
@@ -395,13 +427,13 @@ static void common_options(struct blob_client *c, CURL *e)
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   if (c->ca_file)
     curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
-  /* Set explicitly so that an http_proxy in the environment never changes the path silently. */
-  curl_easy_setopt(e, CURLOPT_PROXY, c->proxy ? c->proxy : "");
-  if (c->proxy) {
+  /* Set explicitly so that an http_proxy in the environment never changes the path silently; the
+   * bypass list is applied by blob_client_uses_proxy, the same decision `check` reports. */
+  bool proxied = blob_client_uses_proxy(c);
+  curl_easy_setopt(e, CURLOPT_PROXY, proxied ? c->proxy : "");
+  if (proxied) {
     curl_easy_setopt(e, CURLOPT_PROXYTYPE, (long)CURLPROXY_HTTP);
     curl_easy_setopt(e, CURLOPT_PROXYAUTH, (long)CURLAUTH_BASIC);
-    if (c->proxy_bypass)
-      curl_easy_setopt(e, CURLOPT_NOPROXY, c->proxy_bypass);
   }
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -106,6 +106,11 @@ expect_line PASS "proxy" "accepted CONNECT to $AZ_HOST:$AZ_PORT"
 init bypass --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" --proxy "http://rpluser:wrong-pass@127.0.0.1:$TP_PORT" --proxy-bypass ".core.windows.net"
 run_check bypass 0
 expect_line PASS "proxy" "in the bypass list"
+# By the private endpoint's network: the check says bypassed, and the storage checks pass although
+# the proxy would refuse the password, so the requests really went around it.
+init bypassnet --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" --proxy "http://rpluser:wrong-pass@127.0.0.1:$TP_PORT" --proxy-bypass "10.0.0.0/8,127.0.0.0/8"
+run_check bypassnet 0
+expect_line PASS "proxy" "in the bypass list"
 
 echo "== file: storage"
 init local --storage "file:$AZ_DIR/replicas"

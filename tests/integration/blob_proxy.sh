@@ -26,6 +26,20 @@ BLOB_TEST_PROXY="http://rpluser:s3cret-pass@127.0.0.1:$TP_PORT" BLOB_TEST_PROXY_
   "$b/tests/blob_tool" upload "$AZ_DIR/image" proxied bypass.vhd || az_fail "upload with the bypass failed"
 after=$(grep -c CONNECT "$tp_log")
 [ "$before" -eq "$after" ] || az_fail "a bypassed host went through the proxy ($before -> $after CONNECT lines)"
+# The private endpoint's address, or a network holding it, bypasses too (curl alone matches only the
+# host name: the client decides once, and check reports the same decision); another network does not.
+for entry in 127.0.0.1 127.0.0.0/8 "10.0.0.0/8,127.0.0.1/32"; do
+  before=$(grep -c CONNECT "$tp_log")
+  BLOB_TEST_PROXY="http://rpluser:s3cret-pass@127.0.0.1:$TP_PORT" BLOB_TEST_PROXY_BYPASS="$entry" \
+    "$b/tests/blob_tool" upload "$AZ_DIR/image" proxied bypass.vhd || az_fail "upload with the bypass $entry failed"
+  after=$(grep -c CONNECT "$tp_log")
+  [ "$before" -eq "$after" ] || az_fail "bypass entry $entry: the upload went through the proxy"
+done
+before=$(grep -c CONNECT "$tp_log")
+BLOB_TEST_PROXY="http://rpluser:s3cret-pass@127.0.0.1:$TP_PORT" BLOB_TEST_PROXY_BYPASS="10.0.0.0/8,127.0.0.2,.example.com" \
+  "$b/tests/blob_tool" upload "$AZ_DIR/image" proxied bypass.vhd || az_fail "upload through the proxy failed"
+after=$(grep -c CONNECT "$tp_log")
+[ "$after" -gt "$before" ] || az_fail "bypass entries that do not match the endpoint kept the upload off the proxy"
 
 echo "== wrong proxy password"
 err=$(BLOB_TEST_PROXY="http://rpluser:wrong@127.0.0.1:$TP_PORT" "$b/tests/blob_tool" probe 2>&1 >/dev/null) \
