@@ -55,7 +55,7 @@ line=$(NODE_PATH=$sdk/node_modules NODE_EXTRA_CA_CERTS=$AZ_CA unshare -m sh -c \
   "mount --bind '$AZ_ZONE' /etc/hosts && exec python3 '$root/bench/measure.py' node '$root/bench/sdk_upload.js' '$img' bench sdk.vhd $IN_FLIGHT md5") \
   || fail "the SDK failed: $line"
 [ -n "${BENCH_KEEP_LOGS:-}" ] && cp "$RT/appliance.log" "$RT/agent.log" "$BENCH_KEEP_LOGS/"
-sdk=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$line" | head -1)
+sdk=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$line" | head -1)
 awk -v o="$ours" -v s="$sdk" -v c="$apcpu" -v n="$size" 'BEGIN{
   g = n / 2^30
   printf "ours (end to end: read, zstd, TLS, journal fsync, verify, Put Page): %.2f s = %.1f MiB/s of disk\n", o, n/2^20/o
