@@ -91,6 +91,17 @@ check_image "$RT/blob2" "the page blob after 10+ cycles of writes"
 cycles=$((last - start))
 cp --sparse=always "$dev" "$RT/source-at-$point2"
 
+say "zeros written over data reach the blob (cleared pages, not skipped ones)"
+dd if=/dev/zero of="$dev" bs=1M count=8 seek=4 oflag=direct conv=notrunc status=none
+cmp -s -n $((8 << 20)) -i $((4 << 20)):$((4 << 20)) "$RT/blob2" /dev/zero && fail "the range to zero held no data"
+point3=$("$AG" checkpoint --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint after zeroing failed"
+[[ $point3 == rp-* && $point3 != "$point2" ]] || fail "third checkpoint gave '$point3'"
+wait_applied "$(rpl_agent_cycle "$dev")"
+"$BT" download replicas "$blob" "$RT/blob3" > "$RT/dl3.out" 2>&1 || fail "download failed"
+check_image "$RT/blob3" "the page blob after zeros over data"
+rm -f "$RT/blob3"
+cp --sparse=always "$dev" "$RT/source-at-$point3"
+
 say "restore the newest point and the older one from their snapshots"
 for p in "$point2" "$point"; do
   "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$p" --out "$RT/restored-$p" > "$RT/restore.out" 2>&1 \
@@ -103,7 +114,7 @@ done
 cmp -s "$RT/source-at-$point" "$RT/source-at-$point2" && fail "the writer changed nothing between the points"
 "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point" --verify "$RT/source-at-$point2" > /dev/null 2>&1 \
   && fail "restore --verify did not see that the older point differs from the newer source"
-"$AP" restore --state "$RT/app" --disk "$disk_id" --verify "$RT/source-at-$point2" > /dev/null \
+"$AP" restore --state "$RT/app" --disk "$disk_id" --verify "$RT/source-at-$point3" > /dev/null \
   || fail "restore --verify of the latest point (no --point) failed"
 out=$("$AP" restore --state "$RT/app" --disk "$disk_id" --point rp-999 --out "$RT/nope" 2>&1) && fail "an unknown point was restored"
 [[ $out == *"no such recovery point"* ]] || fail "unclear error for an unknown point: $out"
