@@ -468,6 +468,12 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
       e = add_to_run(u, &run, &cond, x.offset + done, raw ? raw + done : NULL, len);
       done += len;
     }
+    /* The transfers move only while the client is polled: a turn between extents keeps them going
+     * while this thread reads and checks the next ones. */
+    if (!e && blob_client_pending(u->client))
+      e = blob_client_poll(u->client, 0);
+    if (!e)
+      e = u->async_err;
     if (e)
       break;
   }
