@@ -289,6 +289,9 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t 
     d->snap_pending = info.kind == PROTO_CYCLE_RECOVERY_POINT ? info.cycle : 0;
     pthread_cond_broadcast(&sc->a->applied);
     pthread_mutex_unlock(&sc->a->lock);
+    char id[37];
+    id_text(d->id, id);
+    log_info("disk %s: cycle %" PRIu64 " applied", id, info.cycle); /* the image holds it; a point's copy follows */
     if (info.kind == PROTO_CYCLE_RECOVERY_POINT) {
       char path[4200];
       snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), info.cycle);
@@ -381,8 +384,6 @@ static void apply_disk(struct appliance *a, struct disk *d)
       log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
                " ms waiting for the bandwidth limits)", id, n, st1.bytes_uploaded - st0.bytes_uploaded, ms,
                st1.limit_wait_ms - st0.limit_wait_ms);
-    else
-      log_info("disk %s: cycle %" PRIu64 " applied", id, n);
     if (!up)
       continue; /* file storage: file_apply_pending recorded it as it landed */
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
