@@ -608,7 +608,7 @@ static bool valid_proxy_address(const char *a)
 static bool valid_bypass(const char *b)
 {
   for (const char *p = b; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr(".,*-_:[] ", *p)))
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr(".,*-_:[]/ ", *p)))
       return false;
   return true;
 }
@@ -647,7 +647,7 @@ static enum MHD_Result api_proxy_post(struct web_server *w, struct MHD_Connectio
   if (clear && strcmp(clear, "0") && strcmp(clear, "1"))
     return reply_error(c, 400, "clear_password is 0 or 1");
   if (bypass && (strlen(bypass) > 1000 || !valid_bypass(bypass)))
-    return reply_error(c, 400, "bypass is a comma-separated list of host names, addresses or *.suffix (letters, digits, . - _ * : [ ])");
+    return reply_error(c, 400, "bypass is a comma-separated list of host names, .domains, addresses or NET/BITS networks (letters, digits, . - _ * : [ ] /)");
   if (pw && pw[0] && (!user || !user[0]))
     return reply_error(c, 400, "a password needs a user");
 

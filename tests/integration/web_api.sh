@@ -147,7 +147,7 @@ H=(-H "X-CSRF-Token: $CSRF")
 say "a wrong proxy (nothing listens) with credentials: saved, re-checked FAIL with its remedy; the password never comes back"
 dead=$(rpl_free_port)
 expect 200 POST /api/proxy "${H[@]}" --data-urlencode "address=http://127.0.0.1:$dead" --data-urlencode "user=proxyuser" \
-  --data-urlencode "password=$PROXY_PW" --data-urlencode "bypass=localhost,.internal"
+  --data-urlencode "password=$PROXY_PW" --data-urlencode "bypass=localhost,.internal,10.0.0.0/8"
 python3 - "$RT/body" <<'PY' || fail "the wrong proxy did not FAIL with a remedy: $(cat "$RT/body")"
 import json, sys
 r = json.load(open(sys.argv[1]))["report"]
@@ -157,7 +157,7 @@ assert c["TCP reach"]["result"] == "FAIL" and "proxy" in c["TCP reach"]["remedy"
 PY
 grep -q "proxy=http://proxyuser:$PROXY_PW@127.0.0.1:$dead" "$RT/app/appliance.conf" || fail "the proxy was not saved into the settings"
 expect 200 GET /api/proxy
-[ "$(jget '(d["address"], d["user"], d["password_set"], d["bypass"])')" = "('http://127.0.0.1:$dead', 'proxyuser', True, 'localhost,.internal')" ] \
+[ "$(jget '(d["address"], d["user"], d["password_set"], d["bypass"])')" = "('http://127.0.0.1:$dead', 'proxyuser', True, 'localhost,.internal,10.0.0.0/8')" ] \
   || fail "GET /api/proxy: $(cat "$RT/body")"
 "$AP" check --state "$RT/app" > /dev/null 2>&1 && fail "check passes with the wrong proxy saved by the page"
 # The password stays when the form leaves it empty; the address goes back to none.
