@@ -49,6 +49,8 @@
 #define MAX_GROUPS          16
 #define MAX_SNAPS           8  /* recovery-point images taken by the applier, not yet recorded */
 #define MAX_AGENT_LIMITS    1024 /* agents with their own upload bucket */
+#define OPEN_RETRY_MS       30000 /* a page blob that failed to open is tried again after this */
+#define DIRECT_WAIT_MS      10000 /* an initial sync waits this long for its page blob to open */
 
 /* ---- shared state ------------------------------------------------------------------------- */
 
@@ -74,6 +76,8 @@ struct disk {
   enum catalog_disk_state state;
   char reason[256];
   bool attached;                  /* a session serves it now */
+  uint64_t attached_ms;           /* monotonic, when a session last attached it */
+  uint64_t open_retry_ms;         /* monotonic: its page blob is not opened again before */
   bool upload_waiting;            /* the last upload failed for a reason that passes (storage away) */
   bool prune_due;                 /* a point was recorded: the applier applies the retention policy */
   bool adopt_resync;              /* taken over from another appliance: the next cycle is a resync */
@@ -510,19 +514,26 @@ static void *applier_main(void *arg)
   struct appliance *a = arg;
   while (!atomic_load(&stopping)) {
     /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
-    bool opened;
+    bool opened, opened_any = false;
     bool pass = upload_gate_pass(a->gate, &opened);
-    if (opened) { /* open the blobs now: a resync compares against them */
+    if (pass) { /* open the blobs as soon as uploads may run: a resync compares against them, and an
+                 * initial sync is written straight into its blob */
       pthread_mutex_lock(&a->lock);
       struct disk *list[1024];
       size_t n = 0;
+      uint64_t now = now_ms();
       for (struct disk *d = a->disks; d && n < 1024; d = d->next)
-        list[n++] = d;
+        if (!d->replica && !d->up && (opened || now >= d->open_retry_ms))
+          list[n++] = d;
       pthread_mutex_unlock(&a->lock);
       for (size_t i = 0; i < n && !atomic_load(&stopping); i++) {
         char why[1024] = "";
         rpl_err e = ensure_uploader(a, list[i], why, sizeof why);
+        opened_any = opened_any || !e;
         if (e) {
+          pthread_mutex_lock(&a->lock);
+          list[i]->open_retry_ms = now_ms() + OPEN_RETRY_MS;
+          pthread_mutex_unlock(&a->lock);
           log_warn("disk %s: cannot open its page blob: %s", list[i]->name, why[0] ? why : rpl_strerror(e));
           if (uploader_failure_kind(e) == UPLOAD_FAILURE_STORAGE) {
             upload_gate_failed(a->gate, rpl_strerror(e));
@@ -538,7 +549,7 @@ static void *applier_main(void *arg)
     for (struct disk *d = a->disks; pass && d && n < 1024; d = d->next)
       if (d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting)
         todo[n++] = d;
-    if (n == 0) {
+    if (n == 0 && !opened_any) { /* a blob just opened: its lease is settled below at once */
       uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
       if (wait > 1000)
         wait = 1000;
@@ -584,7 +595,10 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
-  bool direct;                    /* the initial sync of a file replica: written straight into it */
+  bool direct;                    /* the initial sync, written straight into the file replica or */
+  struct uploader *direct_up;     /* ... into this page blob (uploader.h), without the cache */
+  struct uploader_stats direct_stats; /* the uploader's when the direct cycle started */
+  uint64_t direct_start_ms;
   uint8_t consistency;            /* from its CYCLE_END */
   unsigned epoch;                 /* the disk's epoch when attached */
 };
@@ -760,8 +774,11 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
         d->size = m->size_bytes;
     }
   }
-  if (!err)
+  if (!err) {
     d->attached = true;
+    d->attached_ms = now_ms();
+    pthread_cond_signal(&a->work); /* the applier opens its page blob */
+  }
   pthread_mutex_unlock(&a->lock);
   if (err == RPL_E_EXISTS) {
     /* Still held by the old session: this one ends, and the agent's next connection tries again
@@ -796,22 +813,71 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   return RPL_OK;
 }
 
+/* The initial sync (nothing committed yet: no earlier image or point to keep) is written straight
+ * into the file replica or the page blob as it is verified, and made durable (fdatasync; the
+ * blob's sequence number set) before the ACK; the journal only records that cycle 1 is in. The
+ * receive and the write overlap, and the cache holds no copy of the disk. Anything else, and the
+ * initial sync while uploads wait for the storage, goes through the journal. */
+static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
+{
+  struct journal_usage u;
+  journal_get_usage(sl->disk->journal, &u);
+  sl->direct = false;
+  sl->direct_up = NULL;
+  if (kind != PROTO_CYCLE_RESYNC || n != 1 || u.last_committed || u.last_applied || u.cycles_pending)
+    return;
+  if (sl->disk->replica) {
+    sl->direct = true;
+    return;
+  }
+  pthread_mutex_lock(&s->a->lock);
+  struct uploader *up = sl->disk->upload_waiting || sl->disk->lease_waiting ? NULL : sl->disk->up;
+  pthread_mutex_unlock(&s->a->lock);
+  if (up && uploader_direct_begin(up, n)) {
+    sl->direct = true;
+    sl->direct_up = up;
+    uploader_get_stats(up, &sl->direct_stats);
+    sl->direct_start_ms = now_ms();
+  }
+}
+
+/* A write straight into the blob failed: the cycle is NACKed, and the agent's next try goes
+ * through the cache, which holds it while the storage is away (a lost lease is housekeeping's). */
+static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
+{
+  struct disk *d = sl->disk;
+  bool storage = uploader_failure_kind(err) == UPLOAD_FAILURE_STORAGE;
+  pthread_mutex_lock(&s->a->lock);
+  if (storage) {
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", sl->cycle,
+             rpl_strerror(err));
+    d->upload_waiting = true;
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  log_warn("disk %s: the initial sync straight into the page blob failed: %s; the agent sends it again%s", d->name,
+           rpl_strerror(err), storage ? ", into the cache while the storage is away" : "");
+  if (storage)
+    upload_gate_failed(s->a->gate, rpl_strerror(err));
+}
+
+/* The direct write of the slot's cycle is given up (NACK, lost connection). */
+static void abort_direct(struct rx_slot *sl)
+{
+  if (sl->direct_up)
+    uploader_direct_abort(sl->direct_up);
+  sl->direct_up = NULL;
+  sl->direct = false;
+}
+
 static rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
 {
   uint64_t n = receiver_last_committed(sl->rx) + 1;
-  /* The initial sync of a file replica (nothing committed yet: no earlier image to keep) is written
-   * straight into the image as it is verified, then fdatasynced before the ACK; the journal only
-   * records that cycle 1 is in. Anything else goes through the journal. */
-  struct journal_usage u;
-  journal_get_usage(sl->disk->journal, &u);
-  bool direct = kind == PROTO_CYCLE_RESYNC && n == 1 && sl->disk->replica && u.last_committed == 0 &&
-                u.last_applied == 0 && u.cycles_pending == 0;
   rpl_err err = receiver_begin(sl->rx, n, kind);
-  if (!err && !direct)
-    err = journal_begin_cycle(sl->disk->journal, n, kind);
   if (err)
     return err;
-  sl->direct = direct;
+  start_direct(s, sl, n, kind);
+  if (!sl->direct && (err = journal_begin_cycle(sl->disk->journal, n, kind)))
+    return err;
   struct proto_cycle_start m = {.cycle = n, .kind = kind};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
@@ -843,6 +909,7 @@ static void drop_cycle(struct session *s, struct rx_slot *sl)
   rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
   (void)e;
   receiver_abort(sl->rx);
+  abort_direct(sl);
   sl->cycle = 0;
   s->cycles_open--;
 }
@@ -858,6 +925,7 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
   rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
   (void)e;
   receiver_abort(sl->rx);
+  abort_direct(sl);
   need_reset(&sl->need);
   sl->failed = true;
   rpl_err err = proto_encode_nack(&s->out, &m);
@@ -891,7 +959,10 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
   const uint8_t *raw = NULL;
   err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
-  if (!err && sl->direct) {
+  if (!err && sl->direct_up) {
+    if ((err = uploader_direct_extent(sl->direct_up, m.offset, raw, m.length)))
+      direct_failed(s, sl, err);
+  } else if (!err && sl->direct) {
     err = replica_write_extent(sl->disk->replica, m.offset, raw, m.length);
   } else if (!err) {
     struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
@@ -923,7 +994,9 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
-  if (!err && sl->direct && (err = replica_sync(sl->disk->replica)) == RPL_OK)
+  if (!err && sl->direct_up && (err = uploader_direct_commit(sl->direct_up)))
+    direct_failed(s, sl, err);
+  if (!err && sl->direct && (err = sl->direct_up ? RPL_OK : replica_sync(sl->disk->replica)) == RPL_OK)
     err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
   else if (!err)
     err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
@@ -946,8 +1019,16 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   /* bench/lib_bench.sh times cycles from this line and the "applied" one (no status polling) */
   char idt[37];
   id_text(d->id, idt);
-  log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)", idt,
-           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes);
+  char upload[160] = "";
+  if (sl->direct_up) { /* as apply_disk says it of a cycle uploaded from the cache (bench/upload_limit.sh) */
+    struct uploader_stats st;
+    uploader_get_stats(sl->direct_up, &st);
+    snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+             " ms waiting for the bandwidth limits)", st.bytes_uploaded - sl->direct_stats.bytes_uploaded,
+             now_ms() - sl->direct_start_ms, st.limit_wait_ms - sl->direct_stats.limit_wait_ms);
+  }
+  log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
+           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
   if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
     log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);
@@ -974,6 +1055,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   memcpy(ack.disk_id, d->id, PROTO_ID_SIZE);
   sl->consistency = m.consistency;
   sl->cycle = 0;
+  sl->direct_up = NULL;
   s->cycles_open--;
   if (gr) {
     gr->ended++;
@@ -1234,6 +1316,9 @@ static rpl_err orchestrate(struct session *s)
     struct disk *d = s->slots[i].disk;
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
       continue;
+    if (d->last_committed == 0 && !d->replica && !d->up && now - d->attached_ms < DIRECT_WAIT_MS &&
+        upload_gate_is_open(s->a->gate))
+      continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
     if (d->last_committed == 0 || d->adopt_resync || d->want_resync) { /* initial sync, a takeover, or asked: a resync */
       d->want_resync = false;
       pick = &s->slots[i];

@@ -60,6 +60,14 @@ static unsigned next_backoff(unsigned ms)
   return ms >= UPLOAD_GATE_BACKOFF_MAX_MS / 2 ? UPLOAD_GATE_BACKOFF_MAX_MS : ms * 2;
 }
 
+bool upload_gate_is_open(struct upload_gate *g)
+{
+  pthread_mutex_lock(&g->lock);
+  bool open = g->open;
+  pthread_mutex_unlock(&g->lock);
+  return open;
+}
+
 bool upload_gate_pass(struct upload_gate *g, bool *just_opened)
 {
   if (just_opened)

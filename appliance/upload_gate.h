@@ -24,6 +24,8 @@ void upload_gate_free(struct upload_gate *g);
 /* True when uploads may run. When the gate is closed and a check is due, runs the checks first
  * (blocking, in the caller's thread); *just_opened (may be NULL) is set when this call opened it. */
 bool upload_gate_pass(struct upload_gate *g, bool *just_opened);
+/* Whether uploads may run now, without running any check (for threads that must not block). */
+bool upload_gate_is_open(struct upload_gate *g);
 /* Milliseconds until the next check is due (0 when the gate is open or a check is due now). */
 uint64_t upload_gate_wait_ms(struct upload_gate *g);
 /* An upload failed for a storage reason (what): the gate closes, and its checks run again after

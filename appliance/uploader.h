@@ -72,6 +72,28 @@ enum upload_failure uploader_failure_kind(rpl_err e);
  * turn, so that disks share the uploader round-robin instead of one draining first). */
 RPL_MUST_CHECK rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max, uint64_t *applied,
                                            uploader_snapshot_fn on_snapshot, void *ctx);
+/* ---- the initial sync written straight into the blob ----
+ * Cycle 1 of a blob nothing was committed to needs no cache: the receiver has verified each extent
+ * (decompressed, xxh3-128 compared), and the session thread hands the raw bytes to
+ * uploader_direct_extent, which gathers runs and queues their writes (fenced, under the lease) on
+ * the multi handle, blocking while too many are in flight: the receive and the upload overlap, and
+ * the agent is slowed by TCP when the storage is the limit. uploader_direct_commit then drains them
+ * and sets the sequence number (the commit) before the ACK. A cycle given up (uploader_direct_abort)
+ * leaves some of its pages in the blob at sequence number 0, where no point and nothing committed
+ * lies; the next try writes every page again, zeros included. Each call takes the uploader's lock
+ * for its own length only, so the applier keeps using the uploader for other work meanwhile. */
+
+/* Starts the direct write of cycle n; false (nothing started) unless n == 1, the lease is held and
+ * the blob's sequence number is 0: the cycle then goes through the cache as any other. */
+bool uploader_direct_begin(struct uploader *u, uint64_t n);
+/* len bytes of the cycle at offset: raw (copied; the caller keeps it), or zeros when raw is NULL. */
+RPL_MUST_CHECK rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_t *raw,
+                                              uint32_t len);
+/* Writes what is gathered, waits for every write, and commits the cycle (sequence number = n). */
+RPL_MUST_CHECK rpl_err uploader_direct_commit(struct uploader *u);
+/* Gives the cycle up: waits for the writes in flight (their failures ignored), commits nothing. */
+void uploader_direct_abort(struct uploader *u);
+
 /* Bandwidth limits for the Put Page bodies of this blob (each may be NULL = none; not owned, shared
  * between uploaders): every write waits until both buckets allow it, the multi handle running meanwhile. */
 void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate_limit *agent);

@@ -161,6 +161,9 @@ RPL_MUST_CHECK rpl_err blob_clear_pages_async(struct blob_client *client, const 
 /* Runs transfers for up to timeout_ms (returns earlier when some request completed), calling the
  * done callbacks of finished requests. */
 RPL_MUST_CHECK rpl_err blob_client_poll(struct blob_client *client, int timeout_ms);
+/* Makes a blob_client_poll waiting in another thread return now (the one call of this API that
+ * may come from a thread other than the client's). */
+void blob_client_wakeup(struct blob_client *client);
 /* Runs until no request is queued or in flight. */
 RPL_MUST_CHECK rpl_err blob_client_drain(struct blob_client *client);
 /* Requests queued, waiting to retry or in flight. */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ struct blob_client {
   struct netpath_route route;
   char pinned[NETPATH_ADDR_TEXT];
   CURLM *multi;
+  atomic_bool woken;         /* blob_client_wakeup was called: the waiting poll returns */
   struct curl_slist *resolve;
   struct blob_req *queue_head, *queue_tail;
   size_t queued, in_flight;
@@ -968,7 +970,15 @@ rpl_err blob_client_poll(struct blob_client *c, int timeout_ms)
       wait = due <= now ? 0 : (due - now < wait ? due - now : wait);
     if (wait > 0 && curl_multi_poll(c->multi, NULL, 0, (int)wait, NULL) != CURLM_OK)
       return RPL_E_INTERNAL;
+    if (atomic_exchange(&c->woken, false))
+      return RPL_OK;
   }
+}
+
+void blob_client_wakeup(struct blob_client *c)
+{
+  atomic_store(&c->woken, true);
+  curl_multi_wakeup(c->multi);
 }
 
 rpl_err blob_client_drain(struct blob_client *c)
