@@ -22,7 +22,7 @@ kill "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null
 
 # one_run [RUN OPTIONS...]: the appliance with those options, a fresh random disk protected and its
 # initial-sync cycle applied; sets RUN_RATE (MB/s: the bytes the uploader sent for that cycle / the
-# time its apply took, both from the appliance's "cycle 1 applied" log line) and RUN_WAIT (ms spent
+# time its apply took, both from the appliance's log line of cycle 1) and RUN_WAIT (ms spent
 # waiting for the limits). Not in a subshell: the trap must know the processes and loop devices.
 one_run() {
   local dev i id line
@@ -34,7 +34,7 @@ one_run() {
 import json, sys
 print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
   for i in $(seq 1 6000); do
-    line=$(grep -m1 "disk $id: cycle 1 applied" "$RT/appliance.log") && break
+    line=$(grep -m1 -E "disk $id: cycle 1 (committed and )?applied" "$RT/appliance.log") && break
     sleep 0.1
   done
   [ -n "$line" ] || fail "the initial sync of $dev was not applied in 600 s"
