@@ -865,6 +865,8 @@ static void abort_direct(struct rx_slot *sl)
 {
   if (sl->direct_up)
     uploader_direct_abort(sl->direct_up);
+  else if (sl->direct && replica_flush(sl->disk->replica))
+    log_warn("disk %s: a write of the given-up initial sync failed (it is sent again)", sl->disk->name);
   sl->direct_up = NULL;
   sl->direct = false;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #define STASH_MAX_EXTENTS 65536
 #define DIRECT_ALIGN 4096u
 #define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
+#define DIRECT_SLOTS 8 /* O_DIRECT writes queued for the writer thread (their buffers: 8 extents at most) */
 
 static const uint8_t zero_block[ZERO_BLOCK];
 
@@ -37,8 +39,20 @@ struct replica {
   uint8_t zero_digest[PROTO_HASH_SIZE];
   uint64_t unkicked;  /* bytes written directly (buffered) since writeback was last started */
   int dfd;            /* the image opened O_DIRECT for the initial sync: -1 not yet, -2 not possible */
-  uint8_t *dbuf;      /* its aligned bounce buffer, at most PROTO_MAX_EXTENT */
-  size_t dbuf_cap;
+  struct {            /* its writer thread: the receive goes on while the disk writes */
+    bool running, stop;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    struct direct_slot {
+      uint8_t *buf;   /* aligned, reused; at most PROTO_MAX_EXTENT */
+      size_t cap;
+      uint64_t offset;
+      uint32_t len;
+    } slot[DIRECT_SLOTS];
+    unsigned head, count; /* queued writes, in order; slot[head] is being written */
+    int err;          /* errno of the first failed write (0: none) */
+  } w;
   struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
     uint8_t *bytes;   /* grows to at most STASH_MAX_BYTES */
     size_t len, cap;
@@ -107,6 +121,8 @@ rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint
     return RPL_E_NOMEM;
   r->fd = -1;
   r->dfd = -1;
+  pthread_mutex_init(&r->w.lock, NULL);
+  pthread_cond_init(&r->w.cv, NULL);
   char uuid[37];
   uuid_unparse_lower(disk_id, uuid);
   size_t n = strlen(dir) + 1 + sizeof uuid + sizeof ".img";
@@ -151,6 +167,8 @@ void replica_close(struct replica *r)
 {
   if (!r)
     return;
+  rpl_err e = replica_flush(r);
+  (void)e;
   if (r->fd >= 0)
     close(r->fd);
   ZSTD_freeDCtx(r->dctx);
@@ -159,7 +177,10 @@ void replica_close(struct replica *r)
   free(r->st.bytes);
   if (r->dfd >= 0)
     close(r->dfd);
-  free(r->dbuf);
+  for (unsigned i = 0; i < DIRECT_SLOTS; i++)
+    free(r->w.slot[i].buf);
+  pthread_cond_destroy(&r->w.cv);
+  pthread_mutex_destroy(&r->w.lock);
   free(r->st.x);
   free(r->path);
   free(r);
@@ -387,6 +408,107 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
 
 /* ---- the initial sync, written directly ---------------------------------------------------- */
 
+static void *direct_writer(void *arg)
+{
+  struct replica *r = arg;
+  pthread_mutex_lock(&r->w.lock);
+  for (;;) {
+    while (!r->w.count && !r->w.stop)
+      pthread_cond_wait(&r->w.cv, &r->w.lock);
+    if (!r->w.count)
+      break;
+    struct direct_slot *sl = &r->w.slot[r->w.head];
+    pthread_mutex_unlock(&r->w.lock);
+    int err = 0;
+    ssize_t n = pwrite(r->dfd, sl->buf, sl->len, (off_t)sl->offset);
+    if (n < 0 && errno == EINVAL) /* the filesystem wants another alignment here: written buffered */
+      n = pwrite_full(r->fd, sl->buf, sl->len, sl->offset) == RPL_OK ? (ssize_t)sl->len : -1;
+    if (n != (ssize_t)sl->len)
+      err = n < 0 ? errno : EIO;
+    pthread_mutex_lock(&r->w.lock);
+    if (err && !r->w.err)
+      r->w.err = err;
+    r->w.head = (r->w.head + 1) % DIRECT_SLOTS;
+    r->w.count--;
+    pthread_cond_broadcast(&r->w.cv);
+  }
+  pthread_mutex_unlock(&r->w.lock);
+  return NULL;
+}
+
+static rpl_err write_failed(struct replica *r, int err)
+{
+  errno = err;
+  return sys_err("cannot write", r->path);
+}
+
+/* Copies the extent into a free slot (waiting for one) for the writer thread, started if needed. */
+static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
+{
+  pthread_mutex_lock(&r->w.lock);
+  while (r->w.count == DIRECT_SLOTS && !r->w.err)
+    pthread_cond_wait(&r->w.cv, &r->w.lock);
+  int err = r->w.err;
+  /* Only this thread adds, so the free slot stays free while it is filled unlocked. */
+  struct direct_slot *sl = &r->w.slot[(r->w.head + r->w.count) % DIRECT_SLOTS];
+  pthread_mutex_unlock(&r->w.lock);
+  if (err)
+    return write_failed(r, err);
+  if (len > sl->cap) {
+    free(sl->buf);
+    sl->cap = 0;
+    if (posix_memalign((void **)&sl->buf, DIRECT_ALIGN, len) != 0) {
+      sl->buf = NULL;
+      return RPL_E_NOMEM;
+    }
+    sl->cap = len;
+  }
+  memcpy(sl->buf, raw, len);
+  sl->offset = offset;
+  sl->len = len;
+  if (!r->w.running) {
+    r->w.stop = false;
+    if (pthread_create(&r->w.thread, NULL, direct_writer, r) != 0)
+      return RPL_E_NOMEM;
+    r->w.running = true;
+  }
+  pthread_mutex_lock(&r->w.lock);
+  r->w.count++;
+  pthread_cond_broadcast(&r->w.cv);
+  pthread_mutex_unlock(&r->w.lock);
+  return RPL_OK;
+}
+
+/* Waits for the writer when a queued write overlaps [offset, offset+len). */
+static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
+{
+  if (!r->w.running)
+    return RPL_OK;
+  bool overlap = false;
+  pthread_mutex_lock(&r->w.lock);
+  for (unsigned i = 0; i < r->w.count && !overlap; i++) {
+    const struct direct_slot *sl = &r->w.slot[(r->w.head + i) % DIRECT_SLOTS];
+    overlap = sl->offset < offset + len && offset < sl->offset + sl->len;
+  }
+  pthread_mutex_unlock(&r->w.lock);
+  return overlap ? replica_flush(r) : RPL_OK;
+}
+
+rpl_err replica_flush(struct replica *r)
+{
+  if (!r->w.running)
+    return RPL_OK;
+  pthread_mutex_lock(&r->w.lock);
+  r->w.stop = true;
+  pthread_cond_broadcast(&r->w.cv);
+  pthread_mutex_unlock(&r->w.lock);
+  pthread_join(r->w.thread, NULL);
+  r->w.running = false;
+  int err = r->w.err;
+  r->w.err = 0;
+  return err ? write_failed(r, err) : RPL_OK;
+}
+
 rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
 {
   if (offset > r->size || len > r->size - offset) {
@@ -395,31 +517,18 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     return RPL_E_REPLICA_RANGE;
   }
   /* O_DIRECT where the image's filesystem takes it: the data goes to the disk as it comes, without
-   * piling up dirty pages (and their throttling) for one long fdatasync at the end. */
+   * piling up dirty pages (and their throttling) for one long fdatasync at the end; written by a
+   * thread of its own, so that the next extents are received and checked meanwhile. */
   if (raw && r->dfd == -1) {
     r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     if (r->dfd < 0)
       r->dfd = -2;
   }
-  if (raw && r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 && len <= PROTO_MAX_EXTENT) {
-    if (len > r->dbuf_cap) {
-      free(r->dbuf);
-      r->dbuf_cap = 0;
-      if (posix_memalign((void **)&r->dbuf, DIRECT_ALIGN, len) != 0) {
-        r->dbuf = NULL;
-        return RPL_E_NOMEM;
-      }
-      r->dbuf_cap = len;
-    }
-    memcpy(r->dbuf, raw, len);
-    ssize_t n = pwrite(r->dfd, r->dbuf, len, (off_t)offset);
-    if (n == (ssize_t)len)
-      return RPL_OK;
-    if (n >= 0 || errno != EINVAL)
-      return n < 0 ? sys_err("cannot write", r->path) : RPL_E_IO;
-    close(r->dfd); /* EINVAL: the filesystem wants another alignment; buffered from now on */
-    r->dfd = -2;
-  }
+  if (raw && r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 && len <= PROTO_MAX_EXTENT)
+    return queue_direct(r, offset, raw, len);
+  rpl_err qe = flush_if_queued(r, offset, len); /* what follows must not be overtaken by a queued write */
+  if (qe)
+    return qe;
   if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */
     off_t data = lseek(r->fd, (off_t)offset, SEEK_DATA);
     if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))
@@ -439,6 +548,9 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
 
 rpl_err replica_sync(struct replica *r)
 {
+  rpl_err e = replica_flush(r);
+  if (e)
+    return e;
   r->unkicked = 0;
   return fdatasync(r->fd) != 0 ? sys_err("fdatasync of", r->path) : RPL_OK;
 }

@@ -51,11 +51,16 @@ RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *
 /* The initial sync of an image that holds no committed cycle has no earlier state to keep: its
  * extents, once the receiver verified them, may go straight into the image instead of through the
  * journal (one write, no re-read, no second decompression). raw NULL: zeros (a hole). Data is
- * written O_DIRECT where the filesystem allows it (4 KiB-aligned extents), else buffered with
- * writeback started as it goes; nothing is durable before replica_sync(). May run on a session's
- * thread while the applier has nothing of this disk to apply. RPL_E_REPLICA_RANGE past the image. */
+ * written O_DIRECT where the filesystem allows it (4 KiB-aligned extents), by a writer thread of the
+ * replica (raw is copied: the caller keeps it), else buffered with writeback started as it goes;
+ * nothing is durable before replica_sync(). May run on a session's thread while the applier has
+ * nothing of this disk to apply. RPL_E_REPLICA_RANGE past the image; a failed write of the writer
+ * thread is returned by a later call. */
 RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len);
-/* Makes every write so far durable (fdatasync). */
+/* Waits until the writer thread has written everything queued (a cycle given up: none of its
+ * writes may land after the next cycle's). Its first failure, if any. */
+RPL_MUST_CHECK rpl_err replica_flush(struct replica *r);
+/* Makes every write so far durable (replica_flush, then fdatasync). */
 RPL_MUST_CHECK rpl_err replica_sync(struct replica *r);
 
 /* ---- reading the replica back (restore and verification) ---------------------------------- */

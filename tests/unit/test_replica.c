@@ -467,6 +467,25 @@ static void test_large_cycle_second_pass(void **state)
   }
 }
 
+/* A direct write is queued for the replica's writer thread: zeros (or a buffered write) over a range
+ * whose data is still queued must not be overtaken by it. Rounds of queued data, each followed at
+ * once by zeros over its first extent. */
+static void test_direct_zeros_after_queued_data(void **state)
+{
+  struct ctx *c = *state;
+  static uint8_t raw[1 << 20];
+  memset(raw, 0xa5, sizeof raw);
+  for (int round = 0; round < 8; round++) {
+    for (uint64_t off = 0; off < DISK_SIZE; off += sizeof raw)
+      assert_int_equal(replica_write_extent(c->r, off, raw, sizeof raw), RPL_OK);
+    assert_int_equal(replica_write_extent(c->r, 0, NULL, sizeof raw), RPL_OK);
+    assert_int_equal(replica_sync(c->r), RPL_OK);
+    memset(c->model, 0xa5, DISK_SIZE);
+    memset(c->model, 0, sizeof raw);
+    assert_image_is_model(c);
+  }
+}
+
 /* The initial sync written straight into the image: data and zero extents land where they say,
  * writes past the image are refused, and after replica_sync + journal_set_base the journal has
  * cycle 1 committed and applied, with the next cycle going through the journal as usual. */
@@ -522,6 +541,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_range_refused_until_resize, setup, teardown),
     cmocka_unit_test_setup_teardown(test_order_resize_and_reopen, setup, teardown),
     cmocka_unit_test_setup_teardown(test_zero_extent_punches_hole, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_direct_zeros_after_queued_data, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_initial_sync, setup, teardown),
     cmocka_unit_test_setup_teardown(test_large_cycle_second_pass, setup, teardown),
   };
