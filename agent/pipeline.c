@@ -105,6 +105,8 @@ struct worker_arg {
   ZSTD_CCtx *cctx;
   uint8_t *out;
   size_t out_cap;
+  uint32_t zero_len;                 /* length whose all-zero hash is in zero_hash (0: none yet) */
+  uint8_t zero_hash[PROTO_HASH_SIZE];
 };
 
 static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot *s)
@@ -114,11 +116,16 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
   memset(m, 0, sizeof *m);
   m->offset = x->offset;
   m->length = x->length;
-  proto_hash128(s->buf, x->length, m->hash);
-  if (pipeline_is_zero(s->buf, x->length)) {
+  if (pipeline_is_zero(s->buf, x->length)) { /* a half-empty disk: its zeros are not hashed again and again */
+    if (w->zero_len != x->length) {
+      proto_hash128(s->buf, x->length, w->zero_hash);
+      w->zero_len = x->length;
+    }
+    memcpy(m->hash, w->zero_hash, PROTO_HASH_SIZE);
     m->codec = PROTO_CODEC_ZERO;
     return;
   }
+  proto_hash128(s->buf, x->length, m->hash);
   m->codec = PROTO_CODEC_NONE;
   m->payload.ptr = s->buf;
   m->payload.len = x->length;
@@ -188,7 +195,7 @@ static void config_defaults(struct pipeline_config *c, const struct pipeline_con
   if (!c->max_extent || c->max_extent > MAX_EXTENT_CAP)
     c->max_extent = MAX_EXTENT_CAP;
   if (!c->zstd_level_min && !c->zstd_level_max) {
-    c->zstd_level_min = -1;
+    c->zstd_level_min = -9;
     c->zstd_level_max = 6;
   }
   if (c->zstd_level_min < ZSTD_minCLevel())

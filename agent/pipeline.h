@@ -22,7 +22,7 @@ struct pipeline_config {
   unsigned workers;       /* compression threads; default: online CPUs */
   uint32_t max_extent;    /* bytes per read and per EXTENT frame; default and cap 1 MiB */
   int zstd_level_min;     /* the level adapts within [min, max]: down when the workers are the */
-  int zstd_level_max;     /* bottleneck, up when the consumer (the link) is; defaults -1 .. 6 */
+  int zstd_level_max;     /* bottleneck, up when the consumer (the link) is; defaults -9 .. 6 */
   int zstd_level_start;   /* default 1 */
   int compress;           /* 0: send raw (codec NONE) unless all-zero; default 1 */
 };
