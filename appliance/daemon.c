@@ -399,10 +399,11 @@ static void apply_disk(struct appliance *a, struct disk *d)
     if (e)
       log_warn("journal trim: %s", rpl_strerror(e));
   }
+  /* Every failure of a file replica is the disk's error; of a blob, only bad cached data is: the
+   * storage's failures pass, and the lease is housekeeping's business (its own reason in status). */
   enum upload_failure kind = err && !d->replica ? uploader_failure_kind(err) : UPLOAD_FAILURE_RESYNC;
-  bool transient = err && kind != UPLOAD_FAILURE_RESYNC;
-  /* The lease is housekeeping's business (its own reason in status), not a storage failure. */
-  bool storage_failed = transient && kind == UPLOAD_FAILURE_STORAGE;
+  bool storage_failed = err && kind == UPLOAD_FAILURE_STORAGE;
+  bool disk_failed = err && kind == UPLOAD_FAILURE_RESYNC;
   pthread_mutex_lock(&a->lock);
   d->last_applied = after.last_applied;
   if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
@@ -416,7 +417,7 @@ static void apply_disk(struct appliance *a, struct disk *d)
     d->reason[0] = 0;
     log_notice("disk %s: uploads resumed", d->name);
   }
-  if (err && !transient) {
+  if (disk_failed) {
     snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
              rpl_strerror(err));
     d->state = CATALOG_DISK_ERROR;
