@@ -402,12 +402,24 @@ static uint64_t mono_ms(void)
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* How long both bandwidth limits (either may be NULL) hold back the next bytes, in microseconds. */
+static uint64_t limits_wait_us(struct rate_limit *all, struct rate_limit *agent)
+{
+  uint64_t a = rate_limit_wait_us(all), b = rate_limit_wait_us(agent);
+  return a > b ? a : b;
+}
+
+static void limits_take(struct rate_limit *all, struct rate_limit *agent, uint32_t len)
+{
+  rate_limit_take(all, len);
+  rate_limit_take(agent, len);
+}
+
 static rpl_err pace(struct uploader *u, uint32_t len)
 {
   uint64_t t0 = 0;
   for (;;) {
-    uint64_t a = rate_limit_wait_us(u->limit_all), b = rate_limit_wait_us(u->limit_agent);
-    uint64_t w = a > b ? a : b;
+    uint64_t w = limits_wait_us(u->limit_all, u->limit_agent);
     if (!w)
       break;
     if (!t0)
@@ -426,8 +438,7 @@ static rpl_err pace(struct uploader *u, uint32_t len)
   }
   if (t0)
     u->stats.limit_wait_ms += mono_ms() - t0;
-  rate_limit_take(u->limit_all, len);
-  rate_limit_take(u->limit_agent, len);
+  limits_take(u->limit_all, u->limit_agent, len);
   return RPL_OK;
 }
 
@@ -755,8 +766,7 @@ static rpl_err direct_push(struct direct *dr)
   if (!r->zero) { /* the bandwidth limits hold the receive back (the writer keeps the transfers going) */
     uint64_t t0 = 0;
     for (;;) {
-      uint64_t a = rate_limit_wait_us(dr->limit_all), b = rate_limit_wait_us(dr->limit_agent);
-      uint64_t w = a > b ? a : b;
+      uint64_t w = limits_wait_us(dr->limit_all, dr->limit_agent);
       if (!w)
         break;
       if (!t0)
@@ -766,8 +776,7 @@ static rpl_err direct_push(struct direct *dr)
     }
     if (t0)
       dr->limit_wait_ms += mono_ms() - t0;
-    rate_limit_take(dr->limit_all, (uint32_t)r->length);
-    rate_limit_take(dr->limit_agent, (uint32_t)r->length);
+    limits_take(dr->limit_all, dr->limit_agent, (uint32_t)r->length);
   }
   pthread_mutex_lock(&dr->lock);
   while (dr->count == DIRECT_QUEUE && !dr->err)

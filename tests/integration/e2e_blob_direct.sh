@@ -24,6 +24,15 @@ sync_done() {
   read -r phase done total rest <<< "$("$AG" status --progress "$1" --state "$RT/agent" 2>/dev/null | head -n 1)"
   [ "$phase" = initial-sync ] && echo "${done:-0}" || echo 0
 }
+# wait_sync_sent DEV MIB: waits (up to 120 s) until the agent has sent MIB MiB of DEV's initial sync
+wait_sync_sent() {
+  local i
+  for i in $(seq 1 1200); do
+    [ "$(sync_done "$1")" -ge $(($2 * MIB)) ] && return 0
+    sleep 0.1
+  done
+  fail "the initial sync of $1 did not reach $2 MiB in 120 s"
+}
 # appliance_field DISK_ID KEY: one field of the disk in the appliance's status --json
 appliance_field() {
   "$AP" status --state "$RT/app" --json | python3 -c '
@@ -48,11 +57,7 @@ say "disk 1: initial sync straight into the blob, the appliance killed at 3/4"
 rpl_loop dev1 256M random
 "$AG" protect "$dev1" --state "$RT/agent" > /dev/null || fail "protect $dev1 failed"
 id1=$(disk_id_of "$dev1")
-for i in $(seq 1 1200); do
-  [ "$(sync_done "$dev1")" -ge $((192 * MIB)) ] && break
-  [ "$i" -eq 1200 ] && fail "the initial sync of $dev1 did not reach 192 MiB in 120 s"
-  sleep 0.1
-done
+wait_sync_sent "$dev1" 192
 grep -q "disk $id1: cycle 1 committed" "$RT/appliance.log" && fail "cycle 1 ended before the appliance could be killed"
 kill -9 "$RPL_AP_PID"
 wait "$RPL_AP_PID" 2>/dev/null
@@ -77,11 +82,7 @@ rpl_appliance_start --rpo 3600 --upload-limit 16
 rpl_loop dev2 256M half
 "$AG" protect "$dev2" --state "$RT/agent" > /dev/null || fail "protect $dev2 failed"
 id2=$(disk_id_of "$dev2")
-for i in $(seq 1 1200); do
-  [ "$(sync_done "$dev2")" -ge $((64 * MIB)) ] && break
-  [ "$i" -eq 1200 ] && fail "the initial sync of $dev2 did not reach 64 MiB in 120 s"
-  sleep 0.1
-done
+wait_sync_sent "$dev2" 64
 azurite_stop
 # The writes give up after their retries (about 20 s): the cycle is refused, and the agent's next
 # try goes into the cache, which ACKs it while the storage is away.
