@@ -537,12 +537,16 @@ static rpl_err run_cycle(struct agent *a, size_t disk, uint64_t cycle, uint8_t k
   if (full && a->rt[disk].phase == PHASE_NEW)
     a->rt[disk].phase = PHASE_SYNCING;
   pthread_mutex_unlock(&a->lock);
+  uint64_t t0 = now_ms();
   rpl_err err = send_cycle_body(a, &cs, full, &gen, &count);
   if (!err)
     err = send_cycle_end(a, &cs, PROTO_FUZZY);
+  uint64_t t1 = now_ms();
   bool acked = false;
   if (!err)
     err = wait_ack(a, disk, cycle, &acked);
+  log_debug("%s: cycle %" PRIu64 ": sent in %" PRIu64 " ms, %s %" PRIu64 " ms later", a->st.disks[disk].device,
+            cycle, t1 - t0, acked ? "ACK" : "no ACK", now_ms() - t1);
   if (!err && acked)
     err = after_ack(a, &cs, gen, count, full || count);
   if (err && err != RPL_E_IO && err != RPL_E_TLS && err != RPL_E_CANCELLED)
@@ -618,6 +622,7 @@ static rpl_err run_point_cycles(struct agent *a, size_t first, uint64_t first_cy
   bool any_fs = !frozen && freeze_count(fs) > 0;
   if (any_fs)
     frozen = freeze_begin(fs, &a->freeze);
+  uint64_t t0 = now_ms();
   for (size_t i = 0; i < req.ndisks; i++)
     writes_before[i] = write_counter(a, devices[i]);
   for (size_t i = 0; i < req.ndisks && !err; i++)
@@ -625,6 +630,7 @@ static rpl_err run_point_cycles(struct agent *a, size_t first, uint64_t first_cy
   rpl_err thawed = RPL_OK;
   if (any_fs && !frozen)
     thawed = freeze_end(fs);
+  uint64_t t1 = now_ms();
   freeze_free(fs);
   if (err)
     goto out;
@@ -642,9 +648,13 @@ static rpl_err run_point_cycles(struct agent *a, size_t first, uint64_t first_cy
     }
     err = send_cycle_end(a, &cs[i], c);
   }
+  log_debug("recovery point of %zu disk(s): read and sent in %" PRIu64 " ms (the filesystems frozen meanwhile: %s)",
+            req.ndisks, t1 - t0, any_fs && !frozen ? "yes" : "no");
   for (size_t i = 0; i < req.ndisks && !err; i++) {
     bool acked;
     err = wait_ack(a, cs[i].disk, cs[i].cycle, &acked);
+    log_debug("%s: cycle %" PRIu64 ": %s %" PRIu64 " ms after the end was sent", devices[i], cs[i].cycle,
+              acked ? "ACK" : "no ACK", now_ms() - t1);
     if (!err && acked)
       err = after_ack(a, &cs[i], gens[i], counts[i], counts[i] != 0);
   }

@@ -61,7 +61,8 @@ struct disk {
   uint64_t size;
   uint32_t sector;
   struct journal *journal;        /* thread-safe */
-  struct replica *replica;        /* the applier's alone (file storage) */
+  struct replica *replica;        /* file storage: the applier's, or the session's for a direct cycle
+                                     while the applier has nothing of this disk to do */
   struct uploader *up;            /* the page blob (Azure storage); thread-safe; opened by the applier once
                                      the storage checks pass, set and read under the appliance's lock */
   struct {                        /* images of recovery-point cycles (under snap_lock) */
@@ -71,6 +72,7 @@ struct disk {
   unsigned nsnaps;
   uint64_t last_committed, last_applied;
   uint64_t snap_pending;          /* file storage: recovery-point cycle applied, its image copy under way */
+  uint64_t copy_due;              /* file storage: a direct recovery-point cycle, its image not copied yet */
   int64_t last_commit_time;       /* unix seconds */
   uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
   enum catalog_disk_state state;
@@ -274,6 +276,26 @@ static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char
   return found;
 }
 
+/* File storage: copies the image, which holds recovery-point cycle n and nothing after it, aside
+ * for the point (snap_pending set by the caller, cleared here). */
+static void keep_point_image(struct disk *d, struct snap_ctx *sc, uint64_t n)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), n);
+  (void)unlink(path); /* a copy left by a crash before the point was recorded */
+  rpl_err e = replica_copy_to(d->replica, path);
+  if (e == RPL_OK)
+    remember_snapshot(sc, n, path);
+  else
+    log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", n, rpl_strerror(e));
+  pthread_mutex_lock(&sc->a->lock);
+  d->snap_pending = 0;
+  if (d->copy_due == n)
+    d->copy_due = 0;
+  pthread_cond_broadcast(&sc->a->applied);
+  pthread_mutex_unlock(&sc->a->lock);
+}
+
 /* File storage: applies up to max cycles; a recovery-point cycle's image is copied aside. Each
  * cycle shows as applied as soon as the replica holds it; a point waits for its image copy
  * (snap_pending). */
@@ -284,8 +306,10 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t 
     rpl_err e = journal_next_pending(d->journal, &info);
     if (e == RPL_E_NOT_FOUND)
       return RPL_OK;
+    uint64_t t0 = now_ms();
     if (e || (e = replica_apply_cycle(d->replica, d->journal, info.cycle)))
       return e;
+    uint64_t t1 = now_ms();
     if ((e = catalog_cycle_applied(sc->a->cat, d->id, info.cycle, time(NULL))))
       log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", info.cycle, rpl_strerror(e));
     pthread_mutex_lock(&sc->a->lock);
@@ -296,19 +320,10 @@ static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t 
     char id[37];
     id_text(d->id, id);
     log_info("disk %s: cycle %" PRIu64 " applied", id, info.cycle); /* the image holds it; a point's copy follows */
-    if (info.kind == PROTO_CYCLE_RECOVERY_POINT) {
-      char path[4200];
-      snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), info.cycle);
-      (void)unlink(path); /* a copy left by a crash before the point was recorded */
-      if ((e = replica_copy_to(d->replica, path)) == RPL_OK)
-        remember_snapshot(sc, info.cycle, path);
-      else
-        log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
-      pthread_mutex_lock(&sc->a->lock);
-      d->snap_pending = 0;
-      pthread_cond_broadcast(&sc->a->applied);
-      pthread_mutex_unlock(&sc->a->lock);
-    }
+    log_debug("disk %s: cycle %" PRIu64 ": written into the image in %" PRIu64 " ms, recorded in %" PRIu64 " ms", id,
+              info.cycle, t1 - t0, now_ms() - t1);
+    if (info.kind == PROTO_CYCLE_RECOVERY_POINT)
+      keep_point_image(d, sc, info.cycle);
   }
   return RPL_OK;
 }
@@ -359,11 +374,16 @@ static rpl_err ensure_uploader(struct appliance *a, struct disk *d, char *why, s
  * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
 static void apply_disk(struct appliance *a, struct disk *d)
 {
+  struct snap_ctx sc = {a, d};
+  pthread_mutex_lock(&a->lock);
+  uint64_t copy = d->copy_due;
+  pthread_mutex_unlock(&a->lock);
+  if (copy && d->replica) /* a direct recovery-point cycle: no direct cycle starts before its copy is made */
+    keep_point_image(d, &sc, copy);
   struct journal_usage before, after;
   journal_get_usage(d->journal, &before);
   if (before.last_applied >= before.last_committed)
     return;
-  struct snap_ctx sc = {a, d};
   char why[1024] = "";
   rpl_err err = ensure_uploader(a, d, why, sizeof why);
   if (err && why[0])
@@ -548,7 +568,7 @@ static void *applier_main(void *arg)
     struct disk *todo[1024];
     size_t n = 0;
     for (struct disk *d = a->disks; pass && d && n < 1024; d = d->next)
-      if (d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting)
+      if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
         todo[n++] = d;
     if (n == 0 && !opened_any) { /* a blob just opened: its lease is settled below at once */
       uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
@@ -814,23 +834,29 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   return RPL_OK;
 }
 
-/* The initial sync (nothing committed yet: no earlier image or point to keep) is written straight
- * into the file replica or the page blob as it is verified, and made durable (fdatasync; the
- * blob's sequence number set) before the ACK; the journal only records that cycle 1 is in. The
- * receive and the write overlap, and the cache holds no copy of the disk. Anything else, and the
- * initial sync while uploads wait for the storage, goes through the journal. */
+/* A cycle is written straight into the file replica or the page blob as it is verified, and made
+ * durable (fdatasync; the blob's sequence number set) before the ACK; the journal only records that
+ * the cycle is in. The receive and the write overlap, and the cache holds no copy of it. A file
+ * replica takes any cycle so, when the applier has nothing of the disk to do (no cycle unapplied, no
+ * point's image being copied): the image holds no point's state, those are copies. A page blob takes
+ * only the initial sync (nothing committed yet: no earlier state or snapshot to keep), and not while
+ * uploads wait for the storage. Anything else goes through the journal. */
 static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
 {
   struct journal_usage u;
   journal_get_usage(sl->disk->journal, &u);
   sl->direct = false;
   sl->direct_up = NULL;
-  if (kind != PROTO_CYCLE_RESYNC || n != 1 || u.last_committed || u.last_applied || u.cycles_pending)
-    return;
   if (sl->disk->replica) {
-    sl->direct = true;
+    pthread_mutex_lock(&s->a->lock);
+    bool idle = sl->disk->last_applied == sl->disk->last_committed && !sl->disk->snap_pending && !sl->disk->copy_due;
+    pthread_mutex_unlock(&s->a->lock);
+    sl->direct = idle && !u.open_cycle && !u.cycles_pending && u.last_applied == u.last_committed &&
+                 u.last_committed + 1 == n;
     return;
   }
+  if (kind != PROTO_CYCLE_RESYNC || n != 1 || u.last_committed || u.last_applied || u.cycles_pending)
+    return;
   pthread_mutex_lock(&s->a->lock);
   struct uploader *up = sl->disk->upload_waiting || sl->disk->lease_waiting ? NULL : sl->disk->up;
   pthread_mutex_unlock(&s->a->lock);
@@ -994,6 +1020,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     return RPL_OK;
   }
   struct receiver_totals t;
+  uint64_t t0 = now_ms();
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
@@ -1012,6 +1039,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     return e;
   }
   receiver_committed(sl->rx);
+  uint64_t t1 = now_ms();
   struct disk *d = sl->disk;
   struct catalog_cycle cy = {.n = sl->cycle, .kind = sl->kind, .committed_time = time(NULL), .extents = t.extents,
                              .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
@@ -1038,6 +1066,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   d->last_committed = sl->cycle;
   if (sl->direct) {
     d->last_applied = sl->cycle;
+    if (!sl->direct_up && sl->kind == PROTO_CYCLE_RECOVERY_POINT) /* the applier copies the image for the point */
+      d->snap_pending = d->copy_due = sl->cycle;
     pthread_cond_broadcast(&s->a->applied);
   }
   d->last_commit_time = time(NULL);
@@ -1066,6 +1096,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
       gr->consistency = m.consistency;
   }
   err = proto_encode_ack(&s->out, &ack);
+  log_debug("disk %s: cycle %" PRIu64 ": durable %" PRIu64 " ms after its end came, ACK at %" PRIu64 " ms", idt,
+            ack.cycle, t1 - t0, now_ms() - t0);
   return err ? err : flush_out(s);
 }
 

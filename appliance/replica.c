@@ -1,4 +1,4 @@
-/* replica.c - the file replica: sparse image per disk, verified apply of journal cycles, direct initial sync. */
+/* replica.c - the file replica: sparse image per disk, verified apply of journal cycles, cycles written directly. */
 #include "replica.h"
 
 #include <errno.h>
@@ -22,8 +22,9 @@
 #define STASH_MAX_BYTES (64u << 20) /* a cycle this small is decompressed once: kept from the check to the write */
 #define STASH_MAX_EXTENTS 65536
 #define DIRECT_ALIGN 4096u
-#define WRITEBACK_KICK (32ull << 20) /* direct writes: start writeback this often, so the final fdatasync is short */
-#define DIRECT_SLOTS 8 /* O_DIRECT writes queued for the writer thread (their buffers: 8 extents at most) */
+#define WRITEBACK_KICK (8ull << 20) /* buffered direct writes: start writeback this often, so the final fdatasync is short */
+#define DIRECT_SLOTS 8 /* writes queued for the writer thread (their buffers: 8 extents at most) */
+#define DIRECT_IO_MIN (256u << 10) /* smaller writes go through the page cache: the disk gets them merged at the sync */
 
 static const uint8_t zero_block[ZERO_BLOCK];
 
@@ -37,8 +38,8 @@ struct replica {
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
   uint32_t zero_len;  /* length whose zero hash is in zero_digest (0: none yet) */
   uint8_t zero_digest[PROTO_HASH_SIZE];
-  uint64_t unkicked;  /* bytes written directly (buffered) since writeback was last started */
-  int dfd;            /* the image opened O_DIRECT for the initial sync: -1 not yet, -2 not possible */
+  uint64_t unkicked;  /* bytes the writer thread wrote buffered since writeback was last started */
+  int dfd;            /* the image opened O_DIRECT for direct cycles: -1 not yet, -2 not possible */
   struct {            /* its writer thread: the receive goes on while the disk writes */
     bool running, stop;
     pthread_t thread;
@@ -49,6 +50,7 @@ struct replica {
       size_t cap;
       uint64_t offset;
       uint32_t len;
+      bool buffered;  /* small or unaligned: through the page cache */
     } slot[DIRECT_SLOTS];
     unsigned head, count; /* queued writes, in order; slot[head] is being written */
     int err;          /* errno of the first failed write (0: none) */
@@ -406,7 +408,7 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   return journal_mark_applied(j, n);
 }
 
-/* ---- the initial sync, written directly ---------------------------------------------------- */
+/* ---- direct cycles ---------------------------------------------------------------------------- */
 
 static void *direct_writer(void *arg)
 {
@@ -420,9 +422,15 @@ static void *direct_writer(void *arg)
     struct direct_slot *sl = &r->w.slot[r->w.head];
     pthread_mutex_unlock(&r->w.lock);
     int err = 0;
-    ssize_t n = pwrite(r->dfd, sl->buf, sl->len, (off_t)sl->offset);
-    if (n < 0 && errno == EINVAL) /* the filesystem wants another alignment here: written buffered */
+    ssize_t n = sl->buffered ? -1 : pwrite(r->dfd, sl->buf, sl->len, (off_t)sl->offset);
+    if (sl->buffered || (n < 0 && errno == EINVAL)) { /* EINVAL: the filesystem wants another alignment here */
       n = pwrite_full(r->fd, sl->buf, sl->len, sl->offset) == RPL_OK ? (ssize_t)sl->len : -1;
+      if (n > 0 && (r->unkicked += (uint64_t)n) >= WRITEBACK_KICK) {
+        /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
+        (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        r->unkicked = 0;
+      }
+    }
     if (n != (ssize_t)sl->len)
       err = n < 0 ? errno : EIO;
     pthread_mutex_lock(&r->w.lock);
@@ -443,7 +451,7 @@ static rpl_err write_failed(struct replica *r, int err)
 }
 
 /* Copies the extent into a free slot (waiting for one) for the writer thread, started if needed. */
-static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
+static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
 {
   pthread_mutex_lock(&r->w.lock);
   while (r->w.count == DIRECT_SLOTS && !r->w.err)
@@ -466,6 +474,7 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
   memcpy(sl->buf, raw, len);
   sl->offset = offset;
   sl->len = len;
+  sl->buffered = buffered;
   if (!r->w.running) {
     r->w.stop = false;
     if (pthread_create(&r->w.thread, NULL, direct_writer, r) != 0)
@@ -512,20 +521,23 @@ rpl_err replica_flush(struct replica *r)
 rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len)
 {
   if (offset > r->size || len > r->size - offset) {
-    log_err("replica %s: initial sync writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
+    log_err("replica %s: a direct cycle writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
             len, offset, r->size);
     return RPL_E_REPLICA_RANGE;
   }
-  /* O_DIRECT where the image's filesystem takes it: the data goes to the disk as it comes, without
-   * piling up dirty pages (and their throttling) for one long fdatasync at the end; written by a
-   * thread of its own, so that the next extents are received and checked meanwhile. */
-  if (raw && r->dfd == -1) {
-    r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-    if (r->dfd < 0)
-      r->dfd = -2;
+  /* Written by a thread of its own, so that the next extents are received and checked meanwhile.
+   * Large extents O_DIRECT where the image's filesystem takes it: the data goes to the disk as it
+   * comes, without piling up dirty pages (and their throttling) for one long fdatasync at the end.
+   * Small ones (a delta cycle's) through the page cache, which the disk gets merged and in order. */
+  if (raw && len <= PROTO_MAX_EXTENT) {
+    if (r->dfd == -1) {
+      r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+      if (r->dfd < 0)
+        r->dfd = -2;
+    }
+    bool direct_io = r->dfd >= 0 && len >= DIRECT_IO_MIN && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
+    return queue_direct(r, offset, raw, len, !direct_io);
   }
-  if (raw && r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 && len <= PROTO_MAX_EXTENT)
-    return queue_direct(r, offset, raw, len);
   rpl_err qe = flush_if_queued(r, offset, len); /* what follows must not be overtaken by a queued write */
   if (qe)
     return qe;
@@ -534,16 +546,8 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))
       return RPL_OK;
   }
-  rpl_err e = raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
-                  : write_zeros(r, offset, len);
-  if (e)
-    return e;
-  if (raw && (r->unkicked += len) >= WRITEBACK_KICK) {
-    /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
-    (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    r->unkicked = 0;
-  }
-  return RPL_OK;
+  return raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
+             : write_zeros(r, offset, len);
 }
 
 rpl_err replica_sync(struct replica *r)

@@ -46,16 +46,18 @@ RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j,
  * Stops at the first error. */
 RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied);
 
-/* ---- the initial sync, written directly (no journal) --------------------------------------- */
+/* ---- direct cycles: written straight into the image (no journal) -------------------------- */
 
-/* The initial sync of an image that holds no committed cycle has no earlier state to keep: its
- * extents, once the receiver verified them, may go straight into the image instead of through the
- * journal (one write, no re-read, no second decompression). raw NULL: zeros (a hole). Data is
- * written O_DIRECT where the filesystem allows it (4 KiB-aligned extents), by a writer thread of the
- * replica (raw is copied: the caller keeps it), else buffered with writeback started as it goes;
- * nothing is durable before replica_sync(). May run on a session's thread while the applier has
- * nothing of this disk to apply. RPL_E_REPLICA_RANGE past the image; a failed write of the writer
- * thread is returned by a later call. */
+/* A cycle that arrives while the journal holds nothing unapplied (and no recovery point's image is
+ * being copied) has no earlier state to wait for: its extents, once the receiver verified them, may
+ * go straight into the image instead of through the journal (one write, no re-read, no second
+ * decompression). A given-up cycle leaves some of its writes in the image: the agent's retry covers
+ * them all, and the image is no point's copy. raw NULL: zeros (a hole). Data is written by a writer
+ * thread of the replica (raw is copied: the caller keeps it): O_DIRECT for large 4 KiB-aligned
+ * extents where the filesystem allows it, else buffered with writeback started as it goes; nothing
+ * is durable before replica_sync(). May run on a session's thread while the applier has nothing of
+ * this disk to do. RPL_E_REPLICA_RANGE past the image; a failed write of the writer thread is
+ * returned by a later call. */
 RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len);
 /* Waits until the writer thread has written everything queued (a cycle given up: none of its
  * writes may land after the next cycle's). Its first failure, if any. */

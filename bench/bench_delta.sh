@@ -40,9 +40,8 @@ wait_applied d 1 1800
 replica=$(replica_of d)
 cmp "$replica" "$dev" || die "replica differs after the initial sync"
 
-run_ours() { # T0: RESULT = until the cycle is applied (its log line, watched every 50 ms), CKPT = until checkpoint returned
-  local t0=$1 out base cpid ta=
-  base=$(ap_field d last_applied_cycle)
+run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (its log line, watched every 50 ms), CKPT = until checkpoint returned
+  local t0=$1 base=$2 cpid ta=
   "$AG" checkpoint "$dev" --wait --state "$RT/d/agent" > "$RT/ckpt.out" 2>&1 &
   cpid=$!
   BENCH_PIDS+=("$cpid")
@@ -73,11 +72,12 @@ o=(); p=(); ratios=()
 for r in $(seq 1 "$ROUNDS"); do
   sent0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
+  base=$(ap_field d last_applied_cycle) # before the clock starts: the status call is the benchmark's, not ours
   w=$("$GEN" scatter "$dev" "$PCT" "$r") || die "writes failed"
   if [ $((r % 2)) -eq 1 ]; then
-    run_ours "$(now)"; ours=$RESULT; run_rsync; rs=$RESULT
+    run_ours "$(now)" "$base"; ours=$RESULT; run_rsync; rs=$RESULT
   else
-    run_rsync; rs=$RESULT; run_ours "$(now)"; ours=$RESULT
+    run_rsync; rs=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT
   fi
   sent1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)

@@ -10,6 +10,9 @@
 # now                             seconds since the epoch, ns resolution
 # proc_kb PID KEY                 VmRSS / VmHWM of PID in KiB
 # proc_cpu_ticks PID              utime+stime of PID (all threads) in clock ticks
+#
+# BENCH_KEEP_LOGS=DIR keeps the daemons' logs (copied into DIR at the end); RPL_LOG_LEVEL=debug
+# makes them say more.
 
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +41,9 @@ bench_cleanup() {
   done
   for l in "${BENCH_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   [ -n "${MOBILITY_AGENT_BPF_PIN_DIR:-}" ] && rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
+  if [ -n "${BENCH_KEEP_LOGS:-}" ] && [ -n "${RT:-}" ]; then # the daemons' logs, for a closer look
+    mkdir -p "$BENCH_KEEP_LOGS" && (cd "$RT" && find . -name '*.log' -exec cp --parents {} "$BENCH_KEEP_LOGS" \;)
+  fi
   [ -n "${RT:-}" ] && rm -rf "$RT"
 }
 

@@ -12,6 +12,7 @@
 
 static const char *log_program = "rpl";
 static enum log_level log_level_max = LOG_LVL_INFO;
+static int log_with_time = -1; /* on a terminal, or with RPL_LOG_TIME=1 (a log file read closely) */
 
 static const char *const level_names[8] = {
   [LOG_LVL_ERR] = "err", [LOG_LVL_WARN] = "warn", [LOG_LVL_NOTICE] = "notice",
@@ -36,6 +37,8 @@ void log_init(const char *program, enum log_level level)
   int env = log_level_parse(getenv("RPL_LOG_LEVEL"));
   if (env >= 0)
     log_level_max = (enum log_level)env;
+  const char *t = getenv("RPL_LOG_TIME");
+  log_with_time = isatty(STDERR_FILENO) || (t && strcmp(t, "1") == 0);
 }
 
 void log_set_level(enum log_level level) { log_level_max = level; }
@@ -53,7 +56,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
   /* One write per line keeps lines whole when several threads log. */
   char out[2200];
   int n;
-  if (isatty(STDERR_FILENO)) {
+  if (log_with_time < 0)
+    log_with_time = isatty(STDERR_FILENO);
+  if (log_with_time) {
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
