@@ -195,6 +195,20 @@ static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
   return RPL_OK;
 }
 
+/* One pipeline run over the extents; says at debug level where the time went (the level follows it). */
+static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const struct pipeline_extent *px, size_t n)
+{
+  struct pipeline_stats st;
+  rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
+  if (!err)
+    log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
+              " bytes sent as %" PRIu64 "; waiting for the workers %" PRIu64 " ms, for the link %" PRIu64
+              " ms; zstd level now %d", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
+              st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
+              st.emit_ns / 1000000, st.zstd_level);
+  return err;
+}
+
 /* Reads and sends one batch of byte extents, splitting them to the pipeline's extent size. */
 static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, size_t n)
 {
@@ -210,7 +224,7 @@ static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, s
     uint64_t off = x[i].offset, len = x[i].length;
     while (len && !err) {
       if (used == cap) {
-        err = pipeline_run(p, px, used, emit_extent, cs, NULL);
+        err = run_extents(cs, p, px, used);
         used = 0;
         if (err)
           break;
@@ -222,7 +236,7 @@ static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, s
     }
   }
   if (!err && used)
-    err = pipeline_run(p, px, used, emit_extent, cs, NULL);
+    err = run_extents(cs, p, px, used);
   free(px);
   return err;
 }

@@ -33,6 +33,7 @@ run_ours() { # DEV ROUND -> RESULT seconds
   OURS_CPU="agent $(( $(proc_cpu_ticks "$AG_PID") ))t appliance $(( $(proc_cpu_ticks "$AP_PID") ))t"
   OURS_RSS="agent $(proc_kb "$AG_PID" VmHWM) KiB, appliance $(proc_kb "$AP_PID" VmHWM) KiB"
   bench_pair_stop "$name"
+  if [ -n "${BENCH_KEEP_LOGS:-}" ]; then mkdir -p "$BENCH_KEEP_LOGS/$name" && cp "$RT/$name"/*.log "$BENCH_KEEP_LOGS/$name/"; fi
   rm -rf "${RT:?}/$name"
   RESULT=$(calc "$t1 - $t0" 3)
 }
