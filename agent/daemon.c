@@ -202,8 +202,8 @@ static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const stru
   rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
   if (!err)
     log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
-              " bytes sent as %" PRIu64 "; waiting for the workers %" PRIu64 " ms, for the link %" PRIu64
-              " ms; zstd level now %d", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
+              " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker, the sends %" PRIu64
+              " ms for the link; zstd level now %d", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
               st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
               st.emit_ns / 1000000, st.zstd_level);
   return err;
