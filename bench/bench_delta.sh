@@ -6,7 +6,7 @@
 # (Debian 12's rsync has --copy-devices and --write-devices; --fsync makes its copy durable, as
 # ours is: journal fsynced before the ACK, replica fdatasynced at apply.)
 # Ours is timed from the writes being done (fsynced) until the appliance logs the cycle applied to
-# the replica (the log watched every 50 ms); the cycle is started on demand by
+# the replica (the time the log line carries, to the millisecond); the cycle is started on demand by
 # `mobility-agent checkpoint DEV --wait` (flip, read the changed blocks, compress, send, journal +
 # fsync, ACK, apply + fdatasync), whose own return (the point recorded) is printed too. Each round writes a new change (seed = round);
 # ours and rsync run in alternating order (when rsync runs first, ours is timed from its start); both copies are compared with the source every round.
@@ -40,21 +40,12 @@ wait_applied d 1 1800
 replica=$(replica_of d)
 cmp "$replica" "$dev" || die "replica differs after the initial sync"
 
-run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (its log line, watched every 50 ms), CKPT = until checkpoint returned
-  local t0=$1 base=$2 cpid ta=
-  "$AG" checkpoint "$dev" --wait --state "$RT/d/agent" > "$RT/ckpt.out" 2>&1 &
-  cpid=$!
-  BENCH_PIDS+=("$cpid")
-  while kill -0 "$cpid" 2>/dev/null; do
-    if [ -z "$ta" ] && grep -qE ": cycle $((base + 1)) (applied|committed and applied)" "$RT/d/appliance.log"; then
-      ta=$(now)
-    fi
-    sleep 0.05
-  done
-  wait "$cpid" || die "checkpoint failed: $(cat "$RT/ckpt.out")"
-  forget_pid "$cpid"
+run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (the time its log line carries), CKPT = until checkpoint returned
+  local t0=$1 base=$2 ta
+  "$AG" checkpoint "$dev" --wait --state "$RT/d/agent" > "$RT/ckpt.out" 2>&1 || die "checkpoint failed: $(cat "$RT/ckpt.out")"
   CKPT=$(calc "$(now) - $t0" 3)
-  [ -n "$ta" ] || ta=$(now)
+  ta=$(log_time "$RT/d/appliance.log" ": cycle $((base + 1)) (applied|committed and applied)")
+  [ -n "$ta" ] || die "no log line says cycle $((base + 1)) applied"
   RESULT=$(calc "$ta - $t0" 3)
   POINT=$(tail -n 1 "$RT/ckpt.out")
 }

@@ -3,7 +3,7 @@
 # over TLS on loopback, against the peer pipeline in the same run:
 #   dd iflag=direct bs=1M | zstd -1 -T2 | socat -> TCP 127.0.0.1 -> socat | zstd -d | dd oflag=direct conv=fsync
 # Ours is timed from `protect` until the appliance has applied cycle 1 (journal fsynced before the
-# ACK, replica fdatasynced); the peer until its receiving dd has fsynced. Both copies are compared
+# ACK, replica fdatasynced: the time its log line carries); the peer until its receiving dd has fsynced. Both copies are compared
 # with the source (cmp). Rounds interleave ours and the peer (order alternating); medians and the
 # ratio of each round are printed.
 #
@@ -26,7 +26,7 @@ run_ours() { # DEV ROUND -> RESULT seconds
   t0=$(now)
   bench_protect "$name" "$dev"
   wait_applied "$name" 1 900
-  t1=$(now)
+  t1=$T_APPLIED
   OURS_COMMIT=$(calc "$T_COMMITTED - $t0" 2)
   cmp "$(replica_of "$name")" "$dev" || die "ours: the replica differs from the source"
   OURS_SENT=$("$AG" status --state "$RT/$name/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
