@@ -69,7 +69,8 @@ RPL_MUST_CHECK rpl_err replica_sync(struct replica *r);
 
 /* Reads len bytes at offset (inside the image). */
 RPL_MUST_CHECK rpl_err replica_read(struct replica *r, uint64_t offset, void *buf, size_t len);
-/* Copies the image to a new file out_path (RPL_E_EXISTS if it exists), keeping holes, fdatasynced. */
+/* Copies the image to a new file out_path (RPL_E_EXISTS if it exists): a reflink where the
+ * filesystem has them (XFS, btrfs: no data copied), else a copy keeping holes; durable, its name too. */
 RPL_MUST_CHECK rpl_err replica_copy_to(struct replica *r, const char *out_path);
 /* Compares the image with the file or device at path: RPL_OK if byte-identical and of the same
  * size, else RPL_E_CHECKSUM with *first_difference (may be NULL) set to the first differing byte. */
