@@ -11,7 +11,8 @@
 # proc_kb PID KEY                 VmRSS / VmHWM of PID in KiB
 # proc_cpu_ticks PID              utime+stime of PID (all threads) in clock ticks
 #
-# BENCH_KEEP_LOGS=DIR keeps the daemons' logs (copied into DIR at the end); RPL_LOG_LEVEL=debug
+# BENCH_REPLICA_FS=xfs puts each pair's replica directory on a loop-mounted XFS (default: RT's
+# file system). BENCH_KEEP_LOGS=DIR keeps the daemons' logs (copied into DIR at the end); RPL_LOG_LEVEL=debug
 # makes them say more.
 
 set -u
@@ -24,6 +25,7 @@ GEN=$B/bench/bench_gen
 BENCH_PIDS=()
 BENCH_LOOPS=()
 BENCH_TRACKED=()   # "DEVICE STATE_DIR"
+BENCH_MOUNTS=()
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 say() { echo "-- $*" >&2; }
@@ -40,6 +42,7 @@ bench_cleanup() {
     "$AG" cbt stop "$1" --state "$2" >/dev/null 2>&1
   done
   for l in "${BENCH_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  for l in "${BENCH_MOUNTS[@]}"; do umount "$l" 2>/dev/null; done
   [ -n "${MOBILITY_AGENT_BPF_PIN_DIR:-}" ] && rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
   if [ -n "${BENCH_KEEP_LOGS:-}" ] && [ -n "${RT:-}" ]; then # the daemons' logs, for a closer look
     mkdir -p "$BENCH_KEEP_LOGS" && (cd "$RT" && find . -name '*.log' -exec cp --parents {} "$BENCH_KEEP_LOGS" \;)
@@ -87,6 +90,11 @@ bench_pair_start() {
   local name=$1 rpo=$2 i key
   PAIR_DIR=$RT/$name
   mkdir -p "$PAIR_DIR"
+  if [ "${BENCH_REPLICA_FS:-}" = xfs ]; then # the replica on an XFS file system of its own (points are reflinks)
+    truncate -s 64G "$PAIR_DIR/xfs.img" && mkfs.xfs -q "$PAIR_DIR/xfs.img" && mkdir -p "$PAIR_DIR/replica" \
+      && mount -o loop "$PAIR_DIR/xfs.img" "$PAIR_DIR/replica" || die "cannot make the XFS file system for the replica (xfsprogs)"
+    BENCH_MOUNTS+=("$PAIR_DIR/replica")
+  fi
   "$AP" init --state "$PAIR_DIR/app" --storage "file:$PAIR_DIR/replica" > "$PAIR_DIR/init.out" || die "appliance init failed"
   key=$(tail -n 1 "$PAIR_DIR/init.out")
   PAIR_PORT=$(free_port)
@@ -132,6 +140,12 @@ bench_pair_stop() {
     if [ "$2" = "$RT/$name/agent" ]; then "$AG" cbt stop "$1" --state "$2" >/dev/null 2>&1; else keep+=("$t"); fi
   done
   BENCH_TRACKED=("${keep[@]}")
+  if mountpoint -q "$RT/$name/replica"; then # BENCH_REPLICA_FS
+    umount "$RT/$name/replica"
+    keep=()
+    for t in "${BENCH_MOUNTS[@]}"; do [ "$t" = "$RT/$name/replica" ] || keep+=("$t"); done
+    BENCH_MOUNTS=("${keep[@]}")
+  fi
   return 0
 }
 
