@@ -660,6 +660,8 @@ rpl_err replica_copy_to(struct replica *r, const char *out_path)
   }
   if (e == RPL_OK && fdatasync(out) != 0)
     e = sys_err("fdatasync of", out_path);
+  if (e == RPL_OK) /* durable: a kept point image is not read again soon, its pages go */
+    (void)posix_fadvise(out, 0, 0, POSIX_FADV_DONTNEED);
   close(out);
   free(buf);
   if (!e)
