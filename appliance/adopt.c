@@ -1,4 +1,4 @@
-/* adopt.c - rebases a disk on the state its page blob holds after a takeover (adopt.h). */
+/* adopt.c - rebases a disk on the state its storage holds after a takeover (adopt.h). */
 #include "adopt.h"
 
 #include <inttypes.h>
@@ -9,24 +9,9 @@
 
 #include "rpl_log.h"
 
-/* The value of key in "key=value\n" lines, or NULL. */
-static const char *meta_get(const char *meta, const char *key, char *out, size_t outsz)
-{
-  size_t kl = strlen(key);
-  for (const char *p = meta; *p;) {
-    const char *nl = strchr(p, '\n');
-    size_t len = nl ? (size_t)(nl - p) : strlen(p);
-    if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
-      snprintf(out, outsz, "%.*s", (int)(len - kl - 1), p + kl + 1);
-      return out;
-    }
-    p += len + (nl ? 1 : 0);
-  }
-  return NULL;
-}
-
 struct known {
-  const struct blob_list *snaps;
+  const struct store_found_point *pts;
+  size_t npts;
   struct catalog_point *gone;
   size_t ngone, cap;
   char (*seen)[CATALOG_MAX_SNAPSHOT_ID + 1];
@@ -39,16 +24,16 @@ static int known_cb(const struct catalog_point *p, void *arg)
   if (!p->has_snapshot)
     return 0;
   bool listed = false;
-  for (size_t i = 0; i < k->snaps->count && !listed; i++)
-    listed = !strcmp(k->snaps->items[i].snapshot, p->snapshot_id);
-  if (listed && k->nseen < k->snaps->count)
+  for (size_t i = 0; i < k->npts && !listed; i++)
+    listed = !strcmp(k->pts[i].image_id, p->snapshot_id);
+  if (listed && k->nseen < k->npts)
     snprintf(k->seen[k->nseen++], CATALOG_MAX_SNAPSHOT_ID + 1, "%s", p->snapshot_id);
   else if (!listed && k->ngone < k->cap)
     k->gone[k->ngone++] = *p;
   return 0;
 }
 
-rpl_err adopt_blob_state(struct catalog *cat, struct journal *j, struct uploader *u,
+rpl_err adopt_store_state(struct catalog *cat, struct journal *j, struct store *st,
                          const uint8_t disk_id[PROTO_ID_SIZE], int64_t sequence, bool *adopted,
                          struct adopt_result *out)
 {
@@ -91,13 +76,14 @@ rpl_err adopt_blob_state(struct catalog *cat, struct journal *j, struct uploader
   if ((e = catalog_cycle_applied(cat, disk_id, n, time(NULL))))
     return e;
 
-  /* Points: the blob's snapshots are the truth. */
-  struct blob_list snaps = {0};
-  if ((e = uploader_list_snapshots(u, &snaps)))
+  /* Points: the storage's own images are the truth. */
+  struct store_found_point *pts = NULL;
+  size_t npts = 0;
+  if ((e = st->ops->list_points(st, &pts, &npts)))
     return e;
-  struct known k = {.snaps = &snaps, .cap = snaps.count + 64};
+  struct known k = {.pts = pts, .npts = npts, .cap = npts + 64};
   k.gone = calloc(k.cap, sizeof *k.gone);
-  k.seen = calloc(snaps.count + 1, sizeof *k.seen);
+  k.seen = calloc(npts + 1, sizeof *k.seen);
   if (!k.gone || !k.seen)
     e = RPL_E_NOMEM;
   if (!e)
@@ -105,33 +91,26 @@ rpl_err adopt_blob_state(struct catalog *cat, struct journal *j, struct uploader
   for (size_t i = 0; !e && i < k.ngone; i++)
     if ((e = catalog_point_pruned(cat, k.gone[i].id)) == RPL_OK)
       out->points_gone++;
-  for (size_t i = 0; !e && i < snaps.count; i++) {
-    const struct blob_item *it = &snaps.items[i];
-    char cyc[32], when[32];
-    if (!it->snapshot[0] || !meta_get(it->metadata, UPLOADER_META_CYCLE, cyc, sizeof cyc))
-      continue; /* the base blob, or a snapshot not ours */
+  for (size_t i = 0; !e && i < npts; i++) {
+    const struct store_found_point *fp = &pts[i];
     bool seen = false;
     for (size_t s = 0; s < k.nseen && !seen; s++)
-      seen = !strcmp(k.seen[s], it->snapshot);
-    if (seen)
+      seen = !strcmp(k.seen[s], fp->image_id);
+    if (seen || fp->cycle > n)
       continue;
-    char *end;
-    unsigned long long c = strtoull(cyc, &end, 10);
-    if (*end || c == 0 || c > n)
-      continue;
-    struct catalog_point p = {.cycle = c, .kind = CATALOG_POINT_CRASH_CONSISTENT, .has_snapshot = true};
+    struct catalog_point p = {.cycle = fp->cycle, .kind = CATALOG_POINT_CRASH_CONSISTENT, .has_snapshot = true};
     memcpy(p.disk_id, disk_id, PROTO_ID_SIZE);
-    p.time = meta_get(it->metadata, UPLOADER_META_TIME, when, sizeof when) ? strtoll(when, NULL, 10) : time(NULL);
-    snprintf(p.snapshot_id, sizeof p.snapshot_id, "%s", it->snapshot);
+    p.time = fp->time ? fp->time : time(NULL);
+    snprintf(p.snapshot_id, sizeof p.snapshot_id, "%s", fp->image_id);
     int64_t id;
     if ((e = catalog_point_add(cat, &p, &id)) == RPL_OK) {
       out->points_added++;
-      log_info("takeover: snapshot %s (cycle %llu) recorded as point rp-%" PRId64, it->snapshot, c, id);
+      log_info("takeover: point image %s (cycle %" PRIu64 ") recorded as point rp-%" PRId64, fp->image_id, fp->cycle, id);
     }
   }
   free(k.gone);
   free(k.seen);
-  blob_list_free(&snaps);
+  free(pts);
   if (!e)
     *adopted = true;
   return e;

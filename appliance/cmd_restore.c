@@ -1,6 +1,6 @@
-/* cmd_restore.c - `replication-appliance restore`: rebuilds the image of a recovery point from its
- * blob snapshot (or, for file: storage, its kept copy) into a file, or compares it with one; several
- * workers (threads, each with its own client) read 4 MiB chunks with ranged GETs in parallel. */
+/* cmd_restore.c - `replication-appliance restore`: rebuilds the image of a recovery point from the
+ * storage (store.h: a blob snapshot, a kept copy of a file image) into a file, or compares it with
+ * one; several workers, each with its own reader, take 4 MiB chunks in parallel. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -15,63 +15,15 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "blob.h"
 #include "catalog.h"
 #include "commands.h"
 #include "identity.h"
 #include "settings.h"
-#include "uploader.h"
+#include "store.h"
 
 #define CHUNK (4u << 20)
 #define DEFAULT_WORKERS 8
 #define MAX_WORKERS 64
-
-/* Where the point's bytes come from. */
-struct source {
-  struct blob_client *client; /* blob storage: the snapshot */
-  const char *container, *blob, *snapshot;
-  struct blob_page_list ranges;
-  int fd;                     /* file storage: the kept copy */
-};
-
-/* The image's bytes [off, off+len) into buf; *hole when none of it was ever written. */
-static rpl_err source_read(struct source *s, uint64_t off, uint8_t *buf, size_t len, bool *hole)
-{
-  memset(buf, 0, len);
-  *hole = true;
-  if (s->fd >= 0) {
-    ssize_t n = pread(s->fd, buf, len, (off_t)off);
-    if (n < 0)
-      return RPL_E_IO;
-    for (size_t i = 0; i < (size_t)n && *hole; i++)
-      *hole = buf[i] == 0;
-    return RPL_OK;
-  }
-  /* The first range that ends after off (ranges are ascending and disjoint). */
-  size_t lo = 0, hi = s->ranges.count;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (s->ranges.ranges[mid].offset + s->ranges.ranges[mid].length <= off)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  for (size_t i = lo; i < s->ranges.count && s->ranges.ranges[i].offset < off + len; i++) {
-    uint64_t a = s->ranges.ranges[i].offset, b = a + s->ranges.ranges[i].length;
-    if (a < off)
-      a = off;
-    if (b > off + len)
-      b = off + len;
-    if (b <= a)
-      continue;
-    struct blob_reply r;
-    rpl_err e = blob_read(s->client, s->container, s->blob, s->snapshot, a, buf + (a - off), (size_t)(b - a), &r);
-    if (e)
-      return e;
-    *hole = false;
-  }
-  return RPL_OK;
-}
 
 static rpl_err pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
@@ -88,8 +40,7 @@ static rpl_err pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
 
 /* What the workers share. */
 struct restore_job {
-  struct source src;              /* the template: each worker opens its own client */
-  const struct blob_config *cfg;  /* blob storage: how to open one */
+  struct store_image *img;        /* the point's image: each worker opens its own reader */
   uint64_t size;
   int fd;                         /* --out (written) or --verify (compared) */
   bool verify;
@@ -119,14 +70,13 @@ static void job_fail(struct restore_job *job, rpl_err e, const char *what, const
 static void *restore_worker(void *arg)
 {
   struct restore_job *job = arg;
-  struct source src = job->src;
-  src.client = NULL;
+  struct store_reader *rd = NULL;
   uint8_t *buf = malloc(CHUNK), *cmp = job->verify ? malloc(CHUNK) : NULL;
   char why[1024] = "";
   rpl_err e = RPL_OK;
   if (!buf || (job->verify && !cmp))
     e = RPL_E_NOMEM;
-  else if (src.fd < 0 && (e = blob_client_open(job->cfg, &src.client, why, sizeof why)))
+  else if ((e = job->img->ops->reader_open(job->img, &rd, why, sizeof why)))
     job_fail(job, e, "cannot open the storage client", why);
   if (e == RPL_E_NOMEM)
     job_fail(job, e, "restore", NULL);
@@ -136,7 +86,7 @@ static void *restore_worker(void *arg)
       break;
     size_t len = job->size - off < CHUNK ? (size_t)(job->size - off) : CHUNK;
     bool hole;
-    if ((e = source_read(&src, off, buf, len, &hole))) {
+    if ((e = rd->ops->reader_read(rd, off, buf, len, &hole))) {
       job_fail(job, e, "cannot read the point's image", NULL);
       break;
     }
@@ -165,7 +115,8 @@ static void *restore_worker(void *arg)
         break;
       }
   }
-  blob_client_close(src.client);
+  if (rd)
+    rd->ops->reader_close(rd);
   free(buf);
   free(cmp);
   return NULL;
@@ -255,30 +206,11 @@ int cmd_restore(int argc, char **argv)
     return 1;
   }
 
-  struct source src = {.fd = -1};
-  char blob_name[48];
-  struct blob_config cfg;
-  if (settings_is_file_storage(&set)) {
-    if ((src.fd = open(p.snapshot_id, O_RDONLY | O_CLOEXEC)) < 0) {
-      fprintf(stderr, "replication-appliance restore: point rp-%" PRId64 ": %s (%s: %s)\n", p.id,
-              rpl_strerror(RPL_E_RESTORE_NO_IMAGE), p.snapshot_id, strerror(errno));
-      return 1;
-    }
-  } else {
-    uploader_blob_name(disk_id, blob_name);
-    src.container = set.container[0] ? set.container : SETTINGS_DEFAULT_CONTAINER;
-    src.blob = blob_name;
-    src.snapshot = p.snapshot_id;
-    struct blob_reply r;
-    if ((err = uploader_config(&set, &cfg, why, sizeof why)) || (err = blob_client_open(&cfg, &src.client, why, sizeof why)) ||
-        (err = blob_get_page_ranges(src.client, src.container, src.blob, src.snapshot, 0, cd.size_bytes, &src.ranges, &r))) {
-      if (!why[0])
-        snprintf(why, sizeof why, "snapshot %s of %s: %s (HTTP %ld %s)", p.snapshot_id, blob_name, rpl_strerror(err),
-                 r.status, r.error_code);
-      fprintf(stderr, "replication-appliance restore: %s\n", why);
-      blob_client_close(src.client);
-      return 1;
-    }
+  const struct store_ops *backend = store_backend(&set);
+  struct store_image *img = NULL;
+  if ((err = backend->image_open(&set, disk_id, p.snapshot_id, cd.size_bytes, &img, why, sizeof why))) {
+    fprintf(stderr, "replication-appliance restore: point rp-%" PRId64 ": %s\n", p.id, why[0] ? why : rpl_strerror(err));
+    return 1;
   }
 
   int fd = verify ? open(verify, O_RDONLY | O_CLOEXEC) : open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -294,8 +226,7 @@ int cmd_restore(int argc, char **argv)
   if (!err) {
     static struct restore_job job; /* large atomics: not on the stack of a short program anyway */
     memset(&job, 0, sizeof job);
-    job.src = src;
-    job.cfg = &cfg;
+    job.img = img;
     job.size = cd.size_bytes;
     job.fd = fd;
     job.verify = verify != NULL;
@@ -336,15 +267,12 @@ int cmd_restore(int argc, char **argv)
     close(fd);
   if (err && out && fd >= 0)
     (void)unlink(out);
-  blob_page_list_free(&src.ranges);
-  blob_client_close(src.client);
-  if (src.fd >= 0)
-    close(src.fd);
+  backend->image_close(img);
   if (err) {
     fprintf(stderr, "replication-appliance restore: %s\n", rpl_strerror(err));
     return 1;
   }
-  const char *from = settings_is_file_storage(&set) ? "kept image" : "snapshot";
+  const char *from = backend->image_kind;
   if (verify && diff != UINT64_MAX) {
     fprintf(stderr, "replication-appliance restore: %s differs from point rp-%" PRId64 " (cycle %" PRIu64 ") at byte %" PRIu64 "\n",
             verify, p.id, p.cycle, diff);

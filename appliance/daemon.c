@@ -29,14 +29,13 @@
 #include "journal.h"
 #include "json_out.h"
 #include "receiver.h"
-#include "replica.h"
 #include "retention.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
 #include "sdnotify.h"
 #include "settings.h"
+#include "store.h"
 #include "upload_gate.h"
-#include "uploader.h"
 #include "web.h"
 
 #define DEFAULT_RPO_MS      30000
@@ -61,25 +60,25 @@ struct disk {
   uint64_t size;
   uint32_t sector;
   struct journal *journal;        /* thread-safe */
-  struct replica *replica;        /* file storage: the applier's, or the session's for a direct cycle
-                                     while the applier has nothing of this disk to do */
-  struct uploader *up;            /* the page blob (Azure storage); thread-safe; opened by the applier once
-                                     the storage checks pass, set and read under the appliance's lock */
+  struct store *store;            /* the replica (store.h), NULL until opened: with the disk, or by the
+                                     applier once the storage checks pass (set and read under the lock);
+                                     driven by the applier, or by the session for a direct cycle while
+                                     the applier has nothing of this disk to do */
   struct {                        /* images of recovery-point cycles (under snap_lock) */
     uint64_t cycle;
     char id[CATALOG_MAX_SNAPSHOT_ID + 1];
   } snaps[MAX_SNAPS];
   unsigned nsnaps;
   uint64_t last_committed, last_applied;
-  uint64_t snap_pending;          /* file storage: recovery-point cycle applied, its image copy under way */
-  uint64_t copy_due;              /* file storage: a direct recovery-point cycle, its image not copied yet */
+  uint64_t snap_pending;          /* recovery-point cycle applied, its image being made */
+  uint64_t copy_due;              /* a direct recovery-point cycle, its image not made yet */
   int64_t last_commit_time;       /* unix seconds */
   uint64_t last_start_ms;         /* monotonic, of the last CYCLE_START */
   enum catalog_disk_state state;
   char reason[256];
   bool attached;                  /* a session serves it now */
   uint64_t attached_ms;           /* monotonic, when a session last attached it */
-  uint64_t open_retry_ms;         /* monotonic: its page blob is not opened again before */
+  uint64_t open_retry_ms;         /* monotonic: its store is not opened again before */
   bool upload_waiting;            /* the last upload failed for a reason that passes (storage away) */
   bool prune_due;                 /* a point was recorded: the applier applies the retention policy */
   bool adopt_resync;              /* taken over from another appliance: the next cycle is a resync */
@@ -94,6 +93,7 @@ struct disk {
 struct appliance {
   char state_dir[1024];
   struct appliance_settings settings;
+  const struct store_ops *backend; /* the storage backend the settings name, picked once */
   char listen[256];
   char web[256];                  /* the configuration manager's ADDR:PORT, or "off" */
   const char *web_root;
@@ -178,16 +178,18 @@ static rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, str
   d->sector = cd->sector_size;
   d->state = cd->state;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
+  char why[1024] = "";
   rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
-  if (!err && settings_is_file_storage(&a->settings))
-    err = replica_open(a->settings.storage + 5, d->id, d->size, &d->replica);
-  /* Azure storage: the page blob is opened by the applier once the storage checks pass. */
+  /* A backend reached over the network is opened by the applier once the storage checks pass. */
+  if (!err && !a->backend->opens_after_checks)
+    err = a->backend->open(&a->settings, d->id, d->size, &d->store, why, sizeof why);
   if (err) {
     char id[37];
     id_text(d->id, id);
-    log_err("disk %s: cannot open its journal or replica: %s", id, rpl_strerror(err));
+    log_err("disk %s: cannot open its journal or %s: %s", id, a->backend->name, why[0] ? why : rpl_strerror(err));
     journal_close(d->journal);
-    replica_close(d->replica);
+    if (d->store)
+      d->store->ops->close(d->store);
     free(d);
     return err;
   }
@@ -276,56 +278,73 @@ static bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char
   return found;
 }
 
-/* File storage: copies the image, which holds recovery-point cycle n and nothing after it, aside
- * for the point (snap_pending set by the caller, cleared here). */
-static void keep_point_image(struct disk *d, struct snap_ctx *sc, uint64_t n)
+/* A direct recovery-point cycle: the store holds it and nothing after it, and its image is made
+ * now (copy_due and snap_pending set by the session, cleared here). A storage that is away keeps
+ * it due (and nothing more of the disk is applied before); any other failure leaves the point
+ * without an image, said in the log. */
+static rpl_err make_direct_point(struct appliance *a, struct disk *d, uint64_t n)
 {
-  char path[4200];
-  snprintf(path, sizeof path, "%s.cycle-%" PRIu64, replica_path(d->replica), n);
-  (void)unlink(path); /* a copy left by a crash before the point was recorded */
-  rpl_err e = replica_copy_to(d->replica, path);
-  if (e == RPL_OK)
-    remember_snapshot(sc, n, path);
+  struct snap_ctx sc = {a, d};
+  char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  rpl_err e = d->store->ops->make_point(d->store, n, id, sizeof id);
+  bool retry = e && d->store->ops->failure_kind(e) == STORE_FAILURE_STORAGE;
+  if (!e)
+    remember_snapshot(&sc, n, id);
   else
-    log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", n, rpl_strerror(e));
-  pthread_mutex_lock(&sc->a->lock);
-  d->snap_pending = 0;
-  if (d->copy_due == n)
-    d->copy_due = 0;
-  pthread_cond_broadcast(&sc->a->applied);
-  pthread_mutex_unlock(&sc->a->lock);
+    log_warn("disk %s: cannot make the image of recovery-point cycle %" PRIu64 ": %s%s", d->name, n, rpl_strerror(e),
+             retry ? " (tried again)" : "");
+  pthread_mutex_lock(&a->lock);
+  if (!retry) {
+    if (d->snap_pending == n)
+      d->snap_pending = 0;
+    if (d->copy_due == n)
+      d->copy_due = 0;
+  }
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  return retry ? e : RPL_OK;
 }
 
-/* File storage: applies up to max cycles; a recovery-point cycle's image is copied aside. Each
- * cycle shows as applied as soon as the replica holds it; a point waits for its image copy
- * (snap_pending). */
-static rpl_err file_apply_pending(struct disk *d, struct snap_ctx *sc, uint64_t max)
+/* What store_apply_next tells the applier of one disk. */
+struct apply_ctx {
+  struct appliance *a;
+  struct disk *d;
+  struct store_stats st0;   /* the store's figures before the apply */
+  uint64_t t0;
+  uint64_t point_cycle;     /* a point's image follows this applied cycle */
+};
+
+static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_follows)
 {
-  for (uint64_t done = 0; done < max; done++) {
-    struct journal_cycle_info info;
-    rpl_err e = journal_next_pending(d->journal, &info);
-    if (e == RPL_E_NOT_FOUND)
-      return RPL_OK;
-    uint64_t t0 = now_ms();
-    if (e || (e = replica_apply_cycle(d->replica, d->journal, info.cycle)))
-      return e;
-    uint64_t t1 = now_ms();
-    if ((e = catalog_cycle_applied(sc->a->cat, d->id, info.cycle, time(NULL))))
-      log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", info.cycle, rpl_strerror(e));
-    pthread_mutex_lock(&sc->a->lock);
-    d->last_applied = info.cycle;
-    d->snap_pending = info.kind == PROTO_CYCLE_RECOVERY_POINT ? info.cycle : 0;
-    pthread_cond_broadcast(&sc->a->applied);
-    pthread_mutex_unlock(&sc->a->lock);
-    char id[37];
-    id_text(d->id, id);
-    log_info("disk %s: cycle %" PRIu64 " applied", id, info.cycle); /* the image holds it; a point's copy follows */
-    log_debug("disk %s: cycle %" PRIu64 ": written into the image in %" PRIu64 " ms, recorded in %" PRIu64 " ms", id,
-              info.cycle, t1 - t0, now_ms() - t1);
-    if (info.kind == PROTO_CYCLE_RECOVERY_POINT)
-      keep_point_image(d, sc, info.cycle);
-  }
-  return RPL_OK;
+  struct apply_ctx *ac = arg;
+  struct disk *d = ac->d;
+  (void)kind;
+  rpl_err e = catalog_cycle_applied(ac->a->cat, d->id, n, time(NULL));
+  if (e)
+    log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
+  pthread_mutex_lock(&ac->a->lock);
+  d->last_applied = n;
+  d->snap_pending = point_follows ? n : 0;
+  pthread_cond_broadcast(&ac->a->applied);
+  pthread_mutex_unlock(&ac->a->lock);
+  ac->point_cycle = point_follows ? n : 0;
+  char id[37];
+  id_text(d->id, id);
+  struct store_stats st1;
+  d->store->ops->get_stats(d->store, &st1);
+  if (st1.transfers) /* bench/upload_limit.sh reads the rate from this line */
+    log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+             " ms waiting for the bandwidth limits)", id, n, st1.bytes_written - ac->st0.bytes_written,
+             now_ms() - ac->t0, st1.limit_wait_ms - ac->st0.limit_wait_ms);
+  else
+    log_info("disk %s: cycle %" PRIu64 " applied", id, n); /* a point's image follows */
+}
+
+static void on_point_image(void *arg, uint64_t n, const char *image_id)
+{
+  struct apply_ctx *ac = arg;
+  struct snap_ctx sc = {ac->a, ac->d};
+  remember_snapshot(&sc, n, image_id);
 }
 
 /* The upload bucket of an agent (created on first use; NULL without a per-agent limit). Lock held. */
@@ -344,90 +363,47 @@ static struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[P
   return &a->agent_limits[i].rl;
 }
 
-/* Opens the disk's page blob (Azure storage) when it is not open yet; the network calls run
- * without the appliance's lock. */
-static rpl_err ensure_uploader(struct appliance *a, struct disk *d, char *why, size_t whysz)
+/* Opens the disk's store when it is not open yet (a backend opened after the storage checks);
+ * the network calls run without the appliance's lock. */
+static rpl_err ensure_store(struct appliance *a, struct disk *d, char *why, size_t whysz)
 {
   pthread_mutex_lock(&a->lock);
-  bool need = !d->replica && !d->up;
+  bool need = !d->store;
   uint64_t size = d->size;
   pthread_mutex_unlock(&a->lock);
   if (!need)
     return RPL_OK;
-  struct uploader *up;
-  rpl_err err = uploader_open(&a->settings, d->id, size, &up, why, whysz);
+  struct store *st;
+  rpl_err err = a->backend->open(&a->settings, d->id, size, &st, why, whysz);
   if (err)
     return err;
   pthread_mutex_lock(&a->lock);
-  uploader_set_limits(up, a->settings.upload_limit_mbps ? &a->limit_all : NULL, agent_limit(a, d->agent));
-  d->up = up;
-  /* No cycle is applied before the lease is held and the blob's state checked (housekeeping). */
-  d->adopt_seq = uploader_lease_held(up, NULL) ? (int64_t)uploader_committed(up) : 0;
+  st->ops->set_limits(st, a->settings.upload_limit_mbps ? &a->limit_all : NULL, agent_limit(a, d->agent));
+  d->store = st;
+  /* No cycle is applied before the lease is held and the storage's state checked (housekeeping). */
+  d->adopt_seq = st->ops->lease_held(st, NULL) ? (int64_t)st->ops->committed(st) : 0;
   d->lease_waiting = true;
   uint64_t now_size = d->size;
   pthread_mutex_unlock(&a->lock);
-  /* The disk grew while the blob was being opened. */
-  return now_size > size ? uploader_resize(up, now_size) : RPL_OK;
+  /* The disk grew while the store was being opened. */
+  return now_size > size ? st->ops->resize(st, now_size) : RPL_OK;
 }
 
-/* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
- * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
-static void apply_disk(struct appliance *a, struct disk *d)
+/* What an apply's failure means, by what the backend says it asks for: the storage's failures pass
+ * (the cycles stay cached and the storage checks run again), bad cached data is the disk's error,
+ * and the lease is housekeeping's business (its own reason in status). */
+static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint64_t applied_before,
+                          uint64_t applied_after)
 {
-  struct snap_ctx sc = {a, d};
-  pthread_mutex_lock(&a->lock);
-  uint64_t copy = d->copy_due;
-  pthread_mutex_unlock(&a->lock);
-  if (copy && d->replica) /* a direct recovery-point cycle: no direct cycle starts before its copy is made */
-    keep_point_image(d, &sc, copy);
-  struct journal_usage before, after;
-  journal_get_usage(d->journal, &before);
-  if (before.last_applied >= before.last_committed)
-    return;
-  char why[1024] = "";
-  rpl_err err = ensure_uploader(a, d, why, sizeof why);
-  if (err && why[0])
-    log_warn("disk %s: cannot open its page blob: %s", d->name, why);
-  pthread_mutex_lock(&a->lock);
-  struct uploader *up = d->up;
-  pthread_mutex_unlock(&a->lock);
-  struct uploader_stats st0 = {0}, st1 = {0};
-  uint64_t t0 = now_ms();
-  if (up)
-    uploader_get_stats(up, &st0);
-  if (!err)
-    err = up ? uploader_apply_some(up, d->journal, 1, NULL, remember_snapshot, &sc) : file_apply_pending(d, &sc, 1);
-  if (up)
-    uploader_get_stats(up, &st1);
-  uint64_t ms = now_ms() - t0;
-  journal_get_usage(d->journal, &after);
+  enum store_failure kind = err ? a->backend->failure_kind(err) : STORE_FAILURE_RESYNC;
+  bool storage_failed = err && kind == STORE_FAILURE_STORAGE;
+  bool disk_failed = err && kind == STORE_FAILURE_RESYNC;
   char id[37];
   id_text(d->id, id);
-  for (uint64_t n = before.last_applied + 1; n <= after.last_applied; n++) {
-    if (up) /* bench/upload_limit.sh reads the rate from this line */
-      log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
-               " ms waiting for the bandwidth limits)", id, n, st1.bytes_uploaded - st0.bytes_uploaded, ms,
-               st1.limit_wait_ms - st0.limit_wait_ms);
-    if (!up)
-      continue; /* file storage: file_apply_pending recorded it as it landed */
-    rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
-    if (e)
-      log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
-  }
-  if (after.last_applied > before.last_applied) {
-    rpl_err e = journal_trim(d->journal, after.last_applied);
-    if (e)
-      log_warn("journal trim: %s", rpl_strerror(e));
-  }
-  /* Every failure of a file replica is the disk's error; of a blob, only bad cached data is: the
-   * storage's failures pass, and the lease is housekeeping's business (its own reason in status). */
-  enum upload_failure kind = err && !d->replica ? uploader_failure_kind(err) : UPLOAD_FAILURE_RESYNC;
-  bool storage_failed = err && kind == UPLOAD_FAILURE_STORAGE;
-  bool disk_failed = err && kind == UPLOAD_FAILURE_RESYNC;
   pthread_mutex_lock(&a->lock);
-  d->last_applied = after.last_applied;
+  d->last_applied = applied_after;
   if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
-    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", after.last_applied + 1,
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", applied_after + 1,
              rpl_strerror(err));
     if (!d->upload_waiting)
       log_warn("disk %s: %s", d->name, d->reason);
@@ -438,7 +414,7 @@ static void apply_disk(struct appliance *a, struct disk *d)
     log_notice("disk %s: uploads resumed", d->name);
   }
   if (disk_failed) {
-    snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", after.last_applied + 1,
+    snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", applied_after + 1,
              rpl_strerror(err));
     d->state = CATALOG_DISK_ERROR;
     log_err("disk %s: %s", id, d->reason);
@@ -449,36 +425,77 @@ static void apply_disk(struct appliance *a, struct disk *d)
   pthread_mutex_unlock(&a->lock);
   if (storage_failed)
     upload_gate_failed(a->gate, rpl_strerror(err));
-  else if (after.last_applied > before.last_applied)
+  else if (applied_after > applied_before)
     upload_gate_succeeded(a->gate);
 }
 
-/* Retention (file storage: the kept copy is removed). */
-static rpl_err delete_file_point(void *ctx, const struct catalog_point *p)
+/* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
+ * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
+static void apply_disk(struct appliance *a, struct disk *d)
 {
-  (void)ctx;
-  return unlink(p->snapshot_id) == 0 || errno == ENOENT ? RPL_OK : RPL_E_IO;
+  pthread_mutex_lock(&a->lock);
+  uint64_t copy = d->copy_due;
+  pthread_mutex_unlock(&a->lock);
+  /* A direct recovery-point cycle: no direct cycle starts, nor is one applied, before its image. */
+  if (copy && make_direct_point(a, d, copy))
+    return;
+  struct journal_usage before, after;
+  journal_get_usage(d->journal, &before);
+  if (before.last_applied >= before.last_committed)
+    return;
+  char why[1024] = "";
+  rpl_err err = ensure_store(a, d, why, sizeof why);
+  if (err && why[0])
+    log_warn("disk %s: cannot open its %s: %s", d->name, a->backend->name, why);
+  pthread_mutex_lock(&a->lock);
+  struct store *st = d->store;
+  pthread_mutex_unlock(&a->lock);
+  struct apply_ctx ac = {.a = a, .d = d, .t0 = now_ms()};
+  struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .ctx = &ac};
+  if (!err && st) {
+    st->ops->get_stats(st, &ac.st0);
+    err = st->ops->apply_next(st, d->journal, &cb);
+    if (err == RPL_E_NOT_FOUND)
+      err = RPL_OK;
+  }
+  if (ac.point_cycle) { /* made or not, the point's image is settled */
+    pthread_mutex_lock(&a->lock);
+    if (d->snap_pending == ac.point_cycle)
+      d->snap_pending = 0;
+    pthread_cond_broadcast(&a->applied);
+    pthread_mutex_unlock(&a->lock);
+  }
+  journal_get_usage(d->journal, &after);
+  if (after.last_applied > before.last_applied) {
+    rpl_err e = journal_trim(d->journal, after.last_applied);
+    if (e)
+      log_warn("journal trim: %s", rpl_strerror(e));
+  }
+  apply_outcome(a, d, err, before.last_applied, after.last_applied);
 }
 
-static rpl_err delete_blob_point(void *ctx, const struct catalog_point *p)
+/* Retention: the point's image goes from the store. */
+static rpl_err delete_point_image(void *ctx, const struct catalog_point *p)
 {
-  return uploader_delete_snapshot(ctx, p->snapshot_id);
+  struct store *st = ctx;
+  return st->ops->delete_point(st, p->snapshot_id);
 }
 
-/* Between applies: the blob's lease (kept, or tried while another appliance holds it, then the
+/* Between applies: the store's lease (kept, or tried while another appliance holds it, then the
  * takeover), and the retention policy after a new point. */
 static void housekeeping(struct appliance *a, struct disk *d)
 {
-  if (d->up) {
+  struct store *st = d->store; /* set by this thread (the applier) only */
+  if (st) {
     bool acquired = false;
     int64_t seq = -1;
-    rpl_err e = uploader_lease_tick(d->up, &acquired, &seq);
+    rpl_err e = st->ops->lease_tick(st, &acquired, &seq);
     struct adopt_result ar = {0};
     bool adopted = false;
     pthread_mutex_lock(&a->lock);
     if (acquired)
       d->adopt_seq = seq > 0 ? seq : 0;
-    if (d->adopt_seq > 0 && (e = adopt_blob_state(a->cat, d->journal, d->up, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
+    if (d->adopt_seq > 0 && (e = adopt_store_state(a->cat, d->journal, st, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
       d->adopt_seq = 0;
     } else if (d->adopt_seq > 0) {
       log_err("disk %s: takeover of the blob's state failed: %s; tried again", d->name, rpl_strerror(e));
@@ -493,7 +510,7 @@ static void housekeeping(struct appliance *a, struct disk *d)
                  d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
       snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
     }
-    bool held = uploader_lease_held(d->up, &e) && d->adopt_seq == 0;
+    bool held = st->ops->lease_held(st, &e) && d->adopt_seq == 0;
     if (!held) {
       if (d->adopt_seq > 0)
         snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
@@ -513,10 +530,13 @@ static void housekeeping(struct appliance *a, struct disk *d)
   bool prune = d->prune_due;
   d->prune_due = false;
   pthread_mutex_unlock(&a->lock);
-  if (prune) {
+  if (prune && !st) { /* its images are deleted once the store is open */
+    pthread_mutex_lock(&a->lock);
+    d->prune_due = true;
+    pthread_mutex_unlock(&a->lock);
+  } else if (prune) {
     struct retention_result r;
-    rpl_err e = retention_prune(a->cat, d->id, &a->retention, time(NULL), d->up ? delete_blob_point : delete_file_point,
-                                d->up, &r);
+    rpl_err e = retention_prune(a->cat, d->id, &a->retention, time(NULL), delete_point_image, st, &r);
     if (e)
       log_warn("disk %s: retention: %s", d->name, rpl_strerror(e));
     else
@@ -544,19 +564,19 @@ static void *applier_main(void *arg)
       size_t n = 0;
       uint64_t now = now_ms();
       for (struct disk *d = a->disks; d && n < 1024; d = d->next)
-        if (!d->replica && !d->up && (opened || now >= d->open_retry_ms))
+        if (!d->store && (opened || now >= d->open_retry_ms))
           list[n++] = d;
       pthread_mutex_unlock(&a->lock);
       for (size_t i = 0; i < n && !atomic_load(&stopping); i++) {
         char why[1024] = "";
-        rpl_err e = ensure_uploader(a, list[i], why, sizeof why);
+        rpl_err e = ensure_store(a, list[i], why, sizeof why);
         opened_any = opened_any || !e;
         if (e) {
           pthread_mutex_lock(&a->lock);
           list[i]->open_retry_ms = now_ms() + OPEN_RETRY_MS;
           pthread_mutex_unlock(&a->lock);
-          log_warn("disk %s: cannot open its page blob: %s", list[i]->name, why[0] ? why : rpl_strerror(e));
-          if (uploader_failure_kind(e) == UPLOAD_FAILURE_STORAGE) {
+          log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name, why[0] ? why : rpl_strerror(e));
+          if (a->backend->failure_kind(e) == STORE_FAILURE_STORAGE) {
             upload_gate_failed(a->gate, rpl_strerror(e));
             pass = false;
             break;
@@ -616,9 +636,9 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
-  bool direct;                    /* the initial sync, written straight into the file replica or */
-  struct uploader *direct_up;     /* ... into this page blob (uploader.h), without the cache */
-  struct uploader_stats direct_stats; /* the uploader's when the direct cycle started */
+  bool direct;                    /* the cycle is written straight into the disk's store, not the cache */
+  struct store *direct_store;     /* ... this one */
+  struct store_stats direct_stats; /* the store's figures when the direct cycle started */
   uint64_t direct_start_ms;
   uint8_t consistency;            /* from its CYCLE_END */
   unsigned epoch;                 /* the disk's epoch when attached */
@@ -784,13 +804,12 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
       if (!err)
         err = open_disk(a, &full, &d);
     } else if (!err && d->size != m->size_bytes) {
-      /* The disk grew: the replica grows with it before any extent beyond the old end lands. */
-      if (d->replica && m->size_bytes > d->size)
-        err = replica_resize(d->replica, m->size_bytes);
-      else if (d->up && m->size_bytes > d->size)
-        err = uploader_resize(d->up, m->size_bytes);
-      else if (m->size_bytes < d->size)
+      /* The disk grew: the replica grows with it before any extent beyond the old end lands (a
+       * store not open yet is opened at the new size). */
+      if (m->size_bytes < d->size)
         err = RPL_E_REPLICA_SHRINK;
+      else if (d->store)
+        err = d->store->ops->resize(d->store, m->size_bytes);
       if (!err)
         d->size = m->size_bytes;
     }
@@ -834,46 +853,38 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   return RPL_OK;
 }
 
-/* A cycle is written straight into the file replica or the page blob as it is verified, and made
- * durable (fdatasync; the blob's sequence number set) before the ACK; the journal only records that
- * the cycle is in. The receive and the write overlap, and the cache holds no copy of it. A file
- * replica takes any cycle so, when the applier has nothing of the disk to do (no cycle unapplied, no
- * point's image being copied): the image holds no point's state, those are copies. A page blob takes
- * only the initial sync (nothing committed yet: no earlier state or snapshot to keep), and not while
- * uploads wait for the storage. Anything else goes through the journal. */
+/* A cycle is written straight into the disk's store as it is verified, and made durable there
+ * before the ACK; the journal only records that the cycle is in. The receive and the write overlap,
+ * and the cache holds no copy of it. Only when the applier has nothing of the disk to do (no cycle
+ * unapplied, no point's image being made), the storage is not away, and the backend takes this cycle
+ * (store_ops.direct_begin: a file replica any, a page blob only the initial sync). Anything else
+ * goes through the journal. */
 static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
 {
+  struct disk *d = sl->disk;
   struct journal_usage u;
-  journal_get_usage(sl->disk->journal, &u);
+  journal_get_usage(d->journal, &u);
   sl->direct = false;
-  sl->direct_up = NULL;
-  if (sl->disk->replica) {
-    pthread_mutex_lock(&s->a->lock);
-    bool idle = sl->disk->last_applied == sl->disk->last_committed && !sl->disk->snap_pending && !sl->disk->copy_due;
-    pthread_mutex_unlock(&s->a->lock);
-    sl->direct = idle && !u.open_cycle && !u.cycles_pending && u.last_applied == u.last_committed &&
-                 u.last_committed + 1 == n;
-    return;
-  }
-  if (kind != PROTO_CYCLE_RESYNC || n != 1 || u.last_committed || u.last_applied || u.cycles_pending)
-    return;
+  sl->direct_store = NULL;
   pthread_mutex_lock(&s->a->lock);
-  struct uploader *up = sl->disk->upload_waiting || sl->disk->lease_waiting ? NULL : sl->disk->up;
+  struct store *st = d->upload_waiting || d->lease_waiting ? NULL : d->store;
+  bool idle = d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due;
   pthread_mutex_unlock(&s->a->lock);
-  if (up && uploader_direct_begin(up, n)) {
-    sl->direct = true;
-    sl->direct_up = up;
-    uploader_get_stats(up, &sl->direct_stats);
-    sl->direct_start_ms = now_ms();
-  }
+  if (!st || !idle || u.open_cycle || u.cycles_pending || u.last_applied != u.last_committed ||
+      u.last_committed + 1 != n || !st->ops->direct_begin(st, n, kind))
+    return;
+  sl->direct = true;
+  sl->direct_store = st;
+  st->ops->get_stats(st, &sl->direct_stats);
+  sl->direct_start_ms = now_ms();
 }
 
-/* A write straight into the blob failed: the cycle is NACKed, and the agent's next try goes
+/* A write straight into the store failed: the cycle is NACKed, and the agent's next try goes
  * through the cache, which holds it while the storage is away (a lost lease is housekeeping's). */
 static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
 {
   struct disk *d = sl->disk;
-  bool storage = uploader_failure_kind(err) == UPLOAD_FAILURE_STORAGE;
+  bool storage = sl->direct_store->ops->failure_kind(err) == STORE_FAILURE_STORAGE;
   pthread_mutex_lock(&s->a->lock);
   if (storage) {
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", sl->cycle,
@@ -881,8 +892,9 @@ static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
     d->upload_waiting = true;
   }
   pthread_mutex_unlock(&s->a->lock);
-  log_warn("disk %s: the initial sync straight into the page blob failed: %s; the agent sends it again%s", d->name,
-           rpl_strerror(err), storage ? ", into the cache while the storage is away" : "");
+  log_warn("disk %s: cycle %" PRIu64 " written straight into the %s failed: %s; the agent sends it again%s", d->name,
+           sl->cycle, sl->direct_store->ops->name, rpl_strerror(err),
+           storage ? ", into the cache while the storage is away" : "");
   if (storage)
     upload_gate_failed(s->a->gate, rpl_strerror(err));
 }
@@ -890,11 +902,9 @@ static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
 /* The direct write of the slot's cycle is given up (NACK, lost connection). */
 static void abort_direct(struct rx_slot *sl)
 {
-  if (sl->direct_up)
-    uploader_direct_abort(sl->direct_up);
-  else if (sl->direct && replica_flush(sl->disk->replica))
-    log_warn("disk %s: a write of the given-up initial sync failed (it is sent again)", sl->disk->name);
-  sl->direct_up = NULL;
+  if (sl->direct)
+    sl->direct_store->ops->direct_abort(sl->direct_store);
+  sl->direct_store = NULL;
   sl->direct = false;
 }
 
@@ -988,11 +998,9 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
   const uint8_t *raw = NULL;
   err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
-  if (!err && sl->direct_up) {
-    if ((err = uploader_direct_extent(sl->direct_up, m.offset, raw, m.length)))
+  if (!err && sl->direct) {
+    if ((err = sl->direct_store->ops->direct_extent(sl->direct_store, m.offset, raw, m.length)))
       direct_failed(s, sl, err);
-  } else if (!err && sl->direct) {
-    err = replica_write_extent(sl->disk->replica, m.offset, raw, m.length);
   } else if (!err) {
     struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
                                 .payload = m.payload.ptr, .payload_len = m.payload.len};
@@ -1024,9 +1032,9 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
-  if (!err && sl->direct_up && (err = uploader_direct_commit(sl->direct_up)))
+  if (!err && sl->direct && (err = sl->direct_store->ops->direct_commit(sl->direct_store)))
     direct_failed(s, sl, err);
-  if (!err && sl->direct && (err = sl->direct_up ? RPL_OK : replica_sync(sl->disk->replica)) == RPL_OK)
+  if (!err && sl->direct)
     err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
   else if (!err)
     err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
@@ -1051,11 +1059,12 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   char idt[37];
   id_text(d->id, idt);
   char upload[160] = "";
-  if (sl->direct_up) { /* as apply_disk says it of a cycle uploaded from the cache (bench/upload_limit.sh) */
-    struct uploader_stats st;
-    uploader_get_stats(sl->direct_up, &st);
+  struct store_stats st = {0};
+  if (sl->direct)
+    sl->direct_store->ops->get_stats(sl->direct_store, &st);
+  if (st.transfers) { /* as the applier says it of a cycle uploaded from the cache (bench/upload_limit.sh) */
     snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
-             " ms waiting for the bandwidth limits)", st.bytes_uploaded - sl->direct_stats.bytes_uploaded,
+             " ms waiting for the bandwidth limits)", st.bytes_written - sl->direct_stats.bytes_written,
              now_ms() - sl->direct_start_ms, st.limit_wait_ms - sl->direct_stats.limit_wait_ms);
   }
   log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
@@ -1066,7 +1075,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   d->last_committed = sl->cycle;
   if (sl->direct) {
     d->last_applied = sl->cycle;
-    if (!sl->direct_up && sl->kind == PROTO_CYCLE_RECOVERY_POINT) /* the applier copies the image for the point */
+    if (sl->kind == PROTO_CYCLE_RECOVERY_POINT) /* the applier makes the point's image */
       d->snap_pending = d->copy_due = sl->cycle;
     pthread_cond_broadcast(&s->a->applied);
   }
@@ -1088,7 +1097,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   memcpy(ack.disk_id, d->id, PROTO_ID_SIZE);
   sl->consistency = m.consistency;
   sl->cycle = 0;
-  sl->direct_up = NULL;
+  sl->direct = false;
+  sl->direct_store = NULL;
   s->cycles_open--;
   if (gr) {
     gr->ended++;
@@ -1163,13 +1173,13 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
     /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
      * the open one commits only after this comparison. */
     pthread_mutex_lock(&s->a->lock);
-    struct uploader *up = d->up;
+    struct store *st = d->store;
     pthread_mutex_unlock(&s->a->lock);
-    if (!d->replica && !up) { /* the page blob is not open (storage checks not passed): send it all */
+    if (!st) { /* the store is not open (storage checks not passed): send it all */
       err = need_add(nl, c);
       continue;
     }
-    err = d->replica ? replica_read(d->replica, off, nl->buf, len) : uploader_read(up, off, nl->buf, len);
+    err = st->ops->read(st, off, nl->buf, len);
     if (!err) {
       proto_hash128(nl->buf, len, h);
       if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
@@ -1351,7 +1361,7 @@ static rpl_err orchestrate(struct session *s)
     struct disk *d = s->slots[i].disk;
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
       continue;
-    if (d->last_committed == 0 && !d->replica && !d->up && now - d->attached_ms < DIRECT_WAIT_MS &&
+    if (d->last_committed == 0 && !d->store && now - d->attached_ms < DIRECT_WAIT_MS &&
         upload_gate_is_open(s->a->gate))
       continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
     if (d->last_committed == 0 || d->adopt_resync || d->want_resync) { /* initial sync, a takeover, or asked: a resync */
@@ -1667,13 +1677,15 @@ static void status_write(struct appliance *a, bool json, FILE *f)
 {
   struct json_out j;
   struct status_ctx sc = {.a = a, .f = f};
+  char storage[sizeof a->settings.storage];
+  a->backend->describe(&a->settings, storage, sizeof storage);
   if (json) {
     json_init(&j, f);
     sc.j = &j;
     json_object_begin(&j, NULL);
     json_string(&j, "version", RPL_VERSION);
     json_string(&j, "listen", a->listen);
-    json_string(&j, "storage", settings_is_file_storage(&a->settings) ? a->settings.storage : "azure");
+    json_string(&j, "storage", storage);
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
     json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
     json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
@@ -1681,7 +1693,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_array_begin(&j, "agents");
   } else {
     fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us\n", RPL_VERSION, a->listen,
-            settings_is_file_storage(&a->settings) ? a->settings.storage : "azure", a->rpo_ms / 1000);
+            storage, a->rpo_ms / 1000);
     upload_gate_status(a->gate, NULL, f);
     fprintf(f, "upload limits: ");
     if (a->settings.upload_limit_mbps)
@@ -1879,7 +1891,8 @@ int cmd_run(int argc, char **argv)
     a.retention.time_scale = v >= 1 && v <= (long)RETENTION_MAX_SCALE ? (unsigned)v : 1;
     log_warn("RPL_TEST_RETENTION_SCALE=%u: retention runs on a compressed time scale (tests only)", a.retention.time_scale);
   }
-  if (!settings_is_file_storage(&a.settings) && (err = lease_owner_id(state, a.settings.lease_id))) {
+  a.backend = store_backend(&a.settings);
+  if (a.backend->leased && (err = lease_owner_id(state, a.settings.lease_id))) {
     fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", state, rpl_strerror(err));
     return 1;
   }
@@ -1948,9 +1961,10 @@ int cmd_run(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   pthread_t applier;
   pthread_create(&applier, NULL, applier_main, &a);
-  /* An Azure connection string holds the account key: only its kind is logged. */
-  log_info("replication-appliance %s listening on %s, storage %s, RPO target %.1f s, upload limits %u MB/s in all, %u MB/s per agent (0 = none)",
-           RPL_VERSION, a.listen, settings_is_file_storage(&a.settings) ? a.settings.storage : "azure (page blobs)",
+  char storage[sizeof a.settings.storage];
+  a.backend->describe(&a.settings, storage, sizeof storage);
+  log_info("replication-appliance %s listening on %s, storage %s (%ss), RPO target %.1f s, upload limits %u MB/s in all, %u MB/s per agent (0 = none)",
+           RPL_VERSION, a.listen, storage, a.backend->name,
            a.rpo_ms / 1000.0, a.settings.upload_limit_mbps, a.settings.agent_limit_mbps);
   sd_notify_ready("appliance running");
 
@@ -1991,8 +2005,8 @@ int cmd_run(int argc, char **argv)
   control_server_stop(ctl);
   for (struct disk *d = a.disks, *next; d; d = next) {
     next = d->next;
-    replica_close(d->replica);
-    uploader_close(d->up);
+    if (d->store)
+      d->store->ops->close(d->store);
     journal_close(d->journal);
     free(d);
   }

@@ -615,6 +615,19 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   return journal_mark_applied(j, n);
 }
 
+rpl_err uploader_snapshot(struct uploader *u, uint64_t n, char *id, size_t idsz)
+{
+  struct blob_reply r;
+  pthread_mutex_lock(&u->lock);
+  rpl_err e = u->committed == n ? take_snapshot(u, n, &r) : RPL_E_INVALID_ARGUMENT;
+  if (!e) {
+    u->stats.snapshots++;
+    snprintf(id, idsz, "%s", r.snapshot);
+  }
+  pthread_mutex_unlock(&u->lock);
+  return e;
+}
+
 /* A write refused for the lease: someone else has it. Lock held. */
 static rpl_err lease_lost_if_refused(struct uploader *u, rpl_err e)
 {

@@ -58,6 +58,9 @@ typedef void (*uploader_snapshot_fn)(void *ctx, uint64_t cycle, const char *snap
  * number is below the journal's applied cycle. */
 RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
                                               uploader_snapshot_fn on_snapshot, void *ctx);
+/* Snapshots the blob for recovery-point cycle n, which must be the blob's sequence number (a
+ * direct point cycle); the snapshot's id into id. */
+RPL_MUST_CHECK rpl_err uploader_snapshot(struct uploader *u, uint64_t n, char *id, size_t idsz);
 /* What an upload failure asks for. */
 enum upload_failure {
   UPLOAD_FAILURE_RESYNC,    /* the cached data itself is bad (hash, decompression, range, journal

@@ -92,7 +92,7 @@ for i in $(seq 1 1200); do
   sleep 0.1
 done
 grep -q "disk $id2: cycle 1 committed (" "$RT/appliance.log" || fail "disk 2: cycle 1 did not go through the cache"
-grep -q "the initial sync straight into the page blob failed" "$RT/appliance.log" || fail "disk 2: the direct write's failure was not logged"
+grep -q "cycle 1 written straight into the page blob failed" "$RT/appliance.log" || fail "disk 2: the direct write's failure was not logged"
 [ "$(appliance_field "$id2" last_applied_cycle)" -eq 0 ] || fail "disk 2: applied while Azurite was stopped"
 azurite_restart
 for i in $(seq 1 1800); do

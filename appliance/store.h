@@ -1,0 +1,153 @@
+/* store.h - the storage interface: where a disk's replica lives (a file image, a page blob), one
+ * table of operations that the daemon, restore, takeover and retention call without knowing the
+ * backend. Internal header: appliance/ and tests/ only. */
+#ifndef APPLIANCE_STORE_H
+#define APPLIANCE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "journal.h"
+#include "proto.h"
+#include "ratelimit.h"
+#include "rpl_error.h"
+#include "settings.h"
+
+/*
+ * What every backend promises
+ *  - One replica per disk, at least the disk's size, grown when the disk grows (never shrunk:
+ *    RPL_E_REPLICA_SHRINK).
+ *  - store_apply_next applies the next committed cycle of the journal: every extent is checked
+ *    (zstd decompressed, xxh3-128 compared) before any write; the cycle is durable in the replica
+ *    before the journal marks it applied. A cycle that fails a check changes nothing.
+ *  - A recovery-point cycle gets an image of the replica holding that cycle and nothing after it
+ *    (a blob snapshot, a kept copy of the file image): its id is what the catalog records and what
+ *    restore and retention are given back.
+ *  - Direct cycles: a cycle the daemon may write straight into the replica as the receiver verifies
+ *    it (store_direct_begin says whether the backend takes this one), made durable by
+ *    store_direct_commit before the ACK. A given-up cycle may leave some of its writes in the
+ *    replica; the agent's retry covers them all.
+ *  - Ownership: a backend shared between appliances (a page blob) is written only under its lease;
+ *    a backend with no lease reports it always held.
+ *  - Thread safety: the applier drives apply, points, resize and the lease; a session thread may
+ *    drive the direct operations and reads only while the applier has nothing of that disk to do.
+ *    A backend that allows more says so in its own file.
+ */
+
+struct store;          /* one disk's replica, opened */
+struct store_image;    /* a recovery point's image, opened for reading (restore) */
+struct store_reader;   /* one reader of an image (one per restore worker) */
+
+/* What a failure asks for. */
+enum store_failure {
+  STORE_FAILURE_RESYNC,    /* the cached data is bad, or the replica is behind the journal: resync */
+  STORE_FAILURE_STORAGE,   /* the storage is away or throttled: the storage checks run again, then a retry */
+  STORE_FAILURE_OWNERSHIP, /* another appliance holds the replica's lease: tried again; storage is fine */
+};
+
+/* Told by store_apply_next. */
+struct store_apply_cb {
+  /* The replica holds cycle (durable) and the journal marks it applied. point_follows: a
+   * recovery-point cycle whose image is made after this call (point() follows). */
+  void (*applied)(void *ctx, uint64_t cycle, uint8_t kind, bool point_follows);
+  /* The image of recovery-point cycle was made; image_id names it. */
+  void (*point)(void *ctx, uint64_t cycle, const char *image_id);
+  void *ctx;
+};
+
+struct store_stats {
+  bool transfers;            /* the backend moves bytes over a network (the fields below count) */
+  uint64_t bytes_written;    /* bytes sent to the storage so far */
+  uint64_t limit_wait_ms;    /* time spent waiting for the bandwidth limits */
+};
+
+/* A point image found in the storage itself (a takeover rebuilds the catalog from these). */
+struct store_found_point {
+  uint64_t cycle;
+  int64_t time;
+  char image_id[CATALOG_MAX_SNAPSHOT_ID + 1];
+};
+
+struct store_ops {
+  const char *name;          /* for messages: "file replica", "page blob" */
+  /* Opened by the applier once the storage checks pass (a network backend), rather than with the disk. */
+  bool opens_after_checks;
+  /* Shared between appliances and written under a lease, whose id is this appliance's (STATE/lease-id). */
+  bool leased;
+  /* What status shows of the storage: the settings' storage string, or a name without secrets. */
+  void (*describe)(const struct appliance_settings *s, char *out, size_t outsz);
+
+  RPL_MUST_CHECK rpl_err (*open)(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
+                                 uint64_t disk_size, struct store **out, char *why, size_t whysz);
+  void (*close)(struct store *st);
+  RPL_MUST_CHECK rpl_err (*resize)(struct store *st, uint64_t disk_size);
+  /* Bandwidth buckets for writes (either may be NULL; not owned). */
+  void (*set_limits)(struct store *st, struct rate_limit *all, struct rate_limit *agent);
+
+  /* Applies the next committed cycle of j (see above); RPL_E_NOT_FOUND when none is pending. */
+  RPL_MUST_CHECK rpl_err (*apply_next)(struct store *st, struct journal *j, const struct store_apply_cb *cb);
+  /* Makes the image of recovery-point cycle, which the replica holds now with nothing after it
+   * (a direct point cycle); its id into image_id. */
+  RPL_MUST_CHECK rpl_err (*make_point)(struct store *st, uint64_t cycle, char *image_id, size_t idsz);
+  /* Deletes a point's image (retention); one already gone is not an error. */
+  RPL_MUST_CHECK rpl_err (*delete_point)(struct store *st, const char *image_id);
+  /* The point images the storage holds, with the cycles they were made of; the caller frees *out. */
+  RPL_MUST_CHECK rpl_err (*list_points)(struct store *st, struct store_found_point **out, size_t *count);
+
+  /* Whether cycle n of kind may be written straight into the replica; true starts it. The daemon
+   * asks only when nothing of the disk is unapplied and n follows the last committed cycle. */
+  bool (*direct_begin)(struct store *st, uint64_t n, uint8_t kind);
+  /* len verified bytes at offset (raw copied: the caller keeps it), or zeros when raw is NULL. */
+  RPL_MUST_CHECK rpl_err (*direct_extent)(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len);
+  /* Everything of the direct cycle durable (and committed in the storage). */
+  RPL_MUST_CHECK rpl_err (*direct_commit)(struct store *st);
+  /* Gives the direct cycle up: nothing of it lands after this returns. */
+  void (*direct_abort)(struct store *st);
+
+  /* Reads len bytes of the replica at offset (a resync compares chunks with it). */
+  RPL_MUST_CHECK rpl_err (*read)(struct store *st, uint64_t offset, void *buf, size_t len);
+  /* The last cycle the storage itself says it holds (0 when it keeps no such record). */
+  uint64_t (*committed)(struct store *st);
+  enum store_failure (*failure_kind)(rpl_err e);
+  void (*get_stats)(struct store *st, struct store_stats *out);
+
+  /* Keeps the lease: renews it, or tries to acquire it. *acquired_now when this call acquired it,
+   * with the storage's own last cycle in *sequence. */
+  RPL_MUST_CHECK rpl_err (*lease_tick)(struct store *st, bool *acquired_now, int64_t *sequence);
+  bool (*lease_held)(struct store *st, rpl_err *why);
+
+  /* Restore: opens the image of a point (image_id from the catalog) of a disk of disk_size bytes. */
+  RPL_MUST_CHECK rpl_err (*image_open)(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
+                                       const char *image_id, uint64_t disk_size, struct store_image **out, char *why,
+                                       size_t whysz);
+  void (*image_close)(struct store_image *img);
+  /* One reader per thread; readers of one image run in parallel. */
+  RPL_MUST_CHECK rpl_err (*reader_open)(struct store_image *img, struct store_reader **out, char *why, size_t whysz);
+  void (*reader_close)(struct store_reader *rd);
+  /* len bytes of the image at offset into buf; *hole when none of them was ever written (zeros). */
+  RPL_MUST_CHECK rpl_err (*reader_read)(struct store_reader *rd, uint64_t offset, uint8_t *buf, size_t len, bool *hole);
+  /* What restore prints of where the image came from: "snapshot", "kept image". */
+  const char *image_kind;
+};
+
+/* Every opened store, image and reader starts with this: the backend it belongs to. */
+struct store {
+  const struct store_ops *ops;
+};
+struct store_image {
+  const struct store_ops *ops;
+};
+struct store_reader {
+  const struct store_ops *ops;
+};
+
+/* The backends (store_file.c, store_blob.c). */
+extern const struct store_ops store_file_ops;
+extern const struct store_ops store_blob_ops;
+
+/* The backend the settings' storage string names ("file:DIR", else Azure). */
+const struct store_ops *store_backend(const struct appliance_settings *s);
+
+#endif

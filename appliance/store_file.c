@@ -1,0 +1,317 @@
+/* store_file.c - the file backend of the storage interface ("file:DIR"): the disk's image in
+ * replica.c, recovery points as kept copies of it (reflinks where the filesystem has them). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "replica.h"
+#include "rpl_log.h"
+#include "store.h"
+
+/* A point's kept image sits beside the live one: "<image>.cycle-N". */
+#define POINT_SUFFIX ".cycle-"
+
+struct file_store {
+  struct store base;
+  struct replica *r;
+};
+
+static struct replica *replica_of(struct store *st) { return ((struct file_store *)st)->r; }
+
+static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
+                         struct store **out, char *why, size_t whysz)
+{
+  *out = NULL;
+  if (!settings_is_file_storage(s))
+    return RPL_E_INVALID_ARGUMENT;
+  struct file_store *fs = calloc(1, sizeof *fs);
+  if (!fs)
+    return RPL_E_NOMEM;
+  fs->base.ops = &store_file_ops;
+  rpl_err e = replica_open(s->storage + 5, disk_id, disk_size, &fs->r);
+  if (e) {
+    if (why && whysz)
+      snprintf(why, whysz, "cannot open the image in %s: %s", s->storage + 5, rpl_strerror(e));
+    free(fs);
+    return e;
+  }
+  *out = &fs->base;
+  return RPL_OK;
+}
+
+static void file_close(struct store *st)
+{
+  if (!st)
+    return;
+  replica_close(replica_of(st));
+  free(st);
+}
+
+static rpl_err file_resize(struct store *st, uint64_t disk_size) { return replica_resize(replica_of(st), disk_size); }
+
+static void file_set_limits(struct store *st, struct rate_limit *all, struct rate_limit *agent)
+{
+  (void)st, (void)all, (void)agent; /* local writes: the limits are for the network */
+}
+
+static rpl_err file_make_point(struct store *st, uint64_t cycle, char *image_id, size_t idsz)
+{
+  char path[4200];
+  int n = snprintf(path, sizeof path, "%s" POINT_SUFFIX "%" PRIu64, replica_path(replica_of(st)), cycle);
+  if (n < 0 || (size_t)n >= sizeof path || (size_t)n >= idsz)
+    return RPL_E_LIMIT;
+  (void)unlink(path); /* a copy left by a crash before the point was recorded */
+  rpl_err e = replica_copy_to(replica_of(st), path);
+  if (!e)
+    snprintf(image_id, idsz, "%s", path);
+  return e;
+}
+
+/* Each cycle is reported applied as soon as the image holds it; a point's copy follows. A failed
+ * copy is logged and the point goes without an image (restore then says so). */
+static rpl_err file_apply_next(struct store *st, struct journal *j, const struct store_apply_cb *cb)
+{
+  struct journal_cycle_info info;
+  rpl_err e = journal_next_pending(j, &info);
+  if (e)
+    return e;
+  if ((e = replica_apply_cycle(replica_of(st), j, info.cycle)))
+    return e;
+  bool point = info.kind == PROTO_CYCLE_RECOVERY_POINT;
+  cb->applied(cb->ctx, info.cycle, info.kind, point);
+  if (!point)
+    return RPL_OK;
+  char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  if ((e = file_make_point(st, info.cycle, id, sizeof id)))
+    log_warn("cannot keep the image of recovery-point cycle %" PRIu64 ": %s", info.cycle, rpl_strerror(e));
+  else
+    cb->point(cb->ctx, info.cycle, id);
+  return RPL_OK;
+}
+
+static rpl_err file_delete_point(struct store *st, const char *image_id)
+{
+  (void)st;
+  return unlink(image_id) == 0 || errno == ENOENT ? RPL_OK : RPL_E_IO;
+}
+
+/* The kept copies "<image>.cycle-N" beside the image. */
+static rpl_err file_list_points(struct store *st, struct store_found_point **out, size_t *count)
+{
+  *out = NULL;
+  *count = 0;
+  const char *image = replica_path(replica_of(st));
+  const char *slash = strrchr(image, '/');
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - image) : 1, slash ? image : ".");
+  const char *base = slash ? slash + 1 : image;
+  size_t blen = strlen(base);
+  DIR *dp = opendir(dir);
+  if (!dp)
+    return RPL_E_IO;
+  size_t cap = 0;
+  rpl_err e = RPL_OK;
+  for (struct dirent *de; !e && (de = readdir(dp));) {
+    if (strncmp(de->d_name, base, blen) || strncmp(de->d_name + blen, POINT_SUFFIX, strlen(POINT_SUFFIX)))
+      continue;
+    char *end;
+    unsigned long long c = strtoull(de->d_name + blen + strlen(POINT_SUFFIX), &end, 10);
+    if (*end || c == 0)
+      continue;
+    if (*count == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      struct store_found_point *p = ncap <= 65536 ? realloc(*out, ncap * sizeof *p) : NULL;
+      if (!p) {
+        e = RPL_E_NOMEM;
+        break;
+      }
+      *out = p;
+      cap = ncap;
+    }
+    char path[4096 + 256];
+    int plen = snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    struct store_found_point *fp = &(*out)[*count];
+    if (plen < 0 || (size_t)plen >= sizeof fp->image_id)
+      continue; /* a path the catalog cannot record: not one of ours */
+    memset(fp, 0, sizeof *fp);
+    fp->cycle = c;
+    memcpy(fp->image_id, path, (size_t)plen + 1);
+    struct stat sb;
+    fp->time = stat(fp->image_id, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
+    (*count)++;
+  }
+  closedir(dp);
+  if (e) {
+    free(*out);
+    *out = NULL;
+    *count = 0;
+  }
+  return e;
+}
+
+static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind)
+{
+  (void)st, (void)n, (void)kind; /* any cycle: the image holds no point's state, those are copies */
+  return true;
+}
+
+static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)
+{
+  return replica_write_extent(replica_of(st), offset, raw, len);
+}
+
+static rpl_err file_direct_commit(struct store *st) { return replica_sync(replica_of(st)); }
+
+static void file_direct_abort(struct store *st)
+{
+  if (replica_flush(replica_of(st)))
+    log_warn("replica %s: a write of a given-up direct cycle failed (it is sent again)", replica_path(replica_of(st)));
+}
+
+static rpl_err file_read(struct store *st, uint64_t offset, void *buf, size_t len)
+{
+  return replica_read(replica_of(st), offset, buf, len);
+}
+
+static uint64_t file_committed(struct store *st)
+{
+  (void)st;
+  return 0;
+}
+
+static enum store_failure file_failure_kind(rpl_err e)
+{
+  (void)e; /* a local image that cannot be written is the disk's error */
+  return STORE_FAILURE_RESYNC;
+}
+
+static void file_get_stats(struct store *st, struct store_stats *out)
+{
+  (void)st;
+  memset(out, 0, sizeof *out);
+}
+
+static rpl_err file_lease_tick(struct store *st, bool *acquired_now, int64_t *sequence)
+{
+  (void)st;
+  *acquired_now = false;
+  if (sequence)
+    *sequence = -1;
+  return RPL_OK;
+}
+
+static bool file_lease_held(struct store *st, rpl_err *why)
+{
+  (void)st;
+  if (why)
+    *why = RPL_OK;
+  return true;
+}
+
+/* ---- restore: a kept copy, read with pread by any number of threads ---------------------- */
+
+struct file_image {
+  struct store_image base;
+  int fd;
+};
+
+struct file_reader {
+  struct store_reader base;
+  int fd;
+};
+
+static rpl_err file_image_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
+                               const char *image_id, uint64_t disk_size, struct store_image **out, char *why,
+                               size_t whysz)
+{
+  (void)s, (void)disk_id, (void)disk_size;
+  *out = NULL;
+  struct file_image *fi = calloc(1, sizeof *fi);
+  if (!fi)
+    return RPL_E_NOMEM;
+  fi->base.ops = &store_file_ops;
+  if ((fi->fd = open(image_id, O_RDONLY | O_CLOEXEC)) < 0) {
+    snprintf(why, whysz, "%s (%s: %s)", rpl_strerror(RPL_E_RESTORE_NO_IMAGE), image_id, strerror(errno));
+    free(fi);
+    return RPL_E_RESTORE_NO_IMAGE;
+  }
+  *out = &fi->base;
+  return RPL_OK;
+}
+
+static void file_image_close(struct store_image *img)
+{
+  if (!img)
+    return;
+  close(((struct file_image *)img)->fd);
+  free(img);
+}
+
+static rpl_err file_reader_open(struct store_image *img, struct store_reader **out, char *why, size_t whysz)
+{
+  (void)why, (void)whysz;
+  struct file_reader *rd = calloc(1, sizeof *rd);
+  if (!rd)
+    return RPL_E_NOMEM;
+  rd->base.ops = &store_file_ops;
+  rd->fd = ((struct file_image *)img)->fd;
+  *out = &rd->base;
+  return RPL_OK;
+}
+
+static void file_reader_close(struct store_reader *rd) { free(rd); }
+
+static rpl_err file_reader_read(struct store_reader *rd, uint64_t offset, uint8_t *buf, size_t len, bool *hole)
+{
+  memset(buf, 0, len);
+  *hole = true;
+  ssize_t n = pread(((struct file_reader *)rd)->fd, buf, len, (off_t)offset);
+  if (n < 0)
+    return RPL_E_IO;
+  for (size_t i = 0; i < (size_t)n && *hole; i++)
+    *hole = buf[i] == 0;
+  return RPL_OK;
+}
+
+static void file_describe(const struct appliance_settings *s, char *out, size_t outsz)
+{
+  snprintf(out, outsz, "%s", s->storage);
+}
+
+const struct store_ops store_file_ops = {
+  .name = "file replica",
+  .opens_after_checks = false,
+  .leased = false,
+  .describe = file_describe,
+  .open = file_open,
+  .close = file_close,
+  .resize = file_resize,
+  .set_limits = file_set_limits,
+  .apply_next = file_apply_next,
+  .make_point = file_make_point,
+  .delete_point = file_delete_point,
+  .list_points = file_list_points,
+  .direct_begin = file_direct_begin,
+  .direct_extent = file_direct_extent,
+  .direct_commit = file_direct_commit,
+  .direct_abort = file_direct_abort,
+  .read = file_read,
+  .committed = file_committed,
+  .failure_kind = file_failure_kind,
+  .get_stats = file_get_stats,
+  .lease_tick = file_lease_tick,
+  .lease_held = file_lease_held,
+  .image_open = file_image_open,
+  .image_close = file_image_close,
+  .reader_open = file_reader_open,
+  .reader_close = file_reader_close,
+  .reader_read = file_reader_read,
+  .image_kind = "kept image",
+};
