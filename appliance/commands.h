@@ -2,7 +2,7 @@
 #ifndef APPLIANCE_COMMANDS_H
 #define APPLIANCE_COMMANDS_H
 
-/* Each runs one users' command (DESIGN.md) with argv[0] = the command's name; returns the exit
+/* Each runs one users' command (docs/architecture.md) with argv[0] = the command's name; returns the exit
  * status: 0 on success, else non-zero after one line on stderr saying why. */
 struct appliance_command {
   const char *name;

@@ -16,7 +16,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (apt-get install, loop devices and eBPF need it)"
 [ -r /etc/debian_version ] || die "this script supports Debian 12; install the packages listed in README.md by hand"
 
-# Debian packages: build tools, the libraries of DESIGN.md, and the tools tests and benchmarks drive.
+# Debian packages: build tools, the libraries of docs/architecture.md, and the tools tests and benchmarks drive.
 packages=(
   build-essential cmake pkg-config clang llvm libclang-rt-14-dev bpftool
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev

@@ -220,7 +220,7 @@ static void test_roundtrip_byte_identical(void **state)
   assert_int_equal(diff, DISK_SIZE - 512);
   c->model[DISK_SIZE - 3] ^= 1;
 
-  /* The image lives where DESIGN.md says: DIR/<disk-id>.img. */
+  /* The image lives where docs/architecture.md says: DIR/<disk-id>.img. */
   char uuid[37], want[PATH_MAX];
   uuid_unparse_lower(c->disk, uuid);
   snprintf(want, sizeof want, "%s/%s.img", c->img_dir, uuid);
