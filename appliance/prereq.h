@@ -1,5 +1,5 @@
 /* prereq.h - the storage path's prerequisites as `replication-appliance check` reports them and the
- * daemon gates its uploads on (appliance/ internal; used by cmd_check.c and daemon.c). */
+ * daemon gates its uploads on (appliance/ internal; used by cmd_check.c and upload_gate.c). */
 #ifndef APPLIANCE_PREREQ_H
 #define APPLIANCE_PREREQ_H
 

@@ -1,5 +1,5 @@
 /* ratelimit.h - token buckets for the uploader's bandwidth limits (the appliance-wide one and one
- * per agent) (appliance/ internal; used by daemon.c and uploader.c). */
+ * per agent) (appliance/ internal; used by the applier (disks.c, applier.c) and uploader.c). */
 #ifndef APPLIANCE_RATELIMIT_H
 #define APPLIANCE_RATELIMIT_H
 

@@ -1,6 +1,6 @@
 /* upload_gate.h - the daemon's gate on uploads: the storage prerequisites (prereq.h) must pass
  * before anything is uploaded, and are run again, with backoff, after an upload fails for a
- * storage reason (appliance/ internal; used by daemon.c). */
+ * storage reason (appliance/ internal; used by the applier and sessions). */
 #ifndef APPLIANCE_UPLOAD_GATE_H
 #define APPLIANCE_UPLOAD_GATE_H
 

@@ -1,5 +1,5 @@
 /* web.h - the configuration manager (HTTPS page and JSON API inside `replication-appliance run`) and
- * its login secrets in the state directory. Internal to appliance/: daemon.c starts the server,
+ * its login secrets in the state directory. Internal to appliance/: cmd_run.c starts the server,
  * cmd_init.c sets the admin password or issues the one-time login token. */
 #ifndef APPLIANCE_WEB_H
 #define APPLIANCE_WEB_H

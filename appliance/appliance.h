@@ -1,0 +1,144 @@
+/* appliance.h - the replication appliance daemon's shared state: the disk registry (struct disk,
+ * with the lock that guards each field), the appliance (struct appliance) and what its roles call
+ * of each other. Internal header: the daemon's role files only (disks.c, applier.c, session.c,
+ * registration.c, orchestrator.c, status.c, cmd_run.c). */
+#ifndef APPLIANCE_APPLIANCE_H
+#define APPLIANCE_APPLIANCE_H
+
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "catalog.h"
+#include "control.h"
+#include "journal.h"
+#include "proto.h"
+#include "ratelimit.h"
+#include "retention.h"
+#include "settings.h"
+#include "store.h"
+#include "upload_gate.h"
+#include "web.h"
+
+#define HELLO_TIMEOUT_MS    30000 /* a new connection's first frame (registration, HELLO) comes within this */
+#define POLL_MS             50    /* sessions' and the listener's poll; also how soon a session notices an applied point */
+#define MAX_GROUPS          16    /* recovery-point groups a session runs at once (each a frame's worth of disks) */
+#define MAX_SNAPS           8     /* recovery-point images made by the applier, not yet recorded */
+#define MAX_AGENT_LIMITS    1024  /* agents with their own upload bucket; past it only the appliance-wide limit holds */
+#define MAX_DISKS           1024  /* disks one appliance serves: the applier's pass takes them all */
+
+/*
+ * Lock rules. `a->lock` (L) guards the registry: the list and every field of struct disk marked L.
+ * `a->snap_lock` (S) guards a disk's snaps. Fields marked "fixed" are set when the disk is opened
+ * and never change; "applier" fields are written by the applier thread only (read by it without
+ * L); "session" fields by the session that has the disk attached. The applier signals `work` for
+ * nothing and waits on it; sessions signal `work` after a commit and wait on `applied`, which the
+ * applier and sessions broadcast after every change a waiting session may need.
+ */
+struct disk {
+  uint8_t id[PROTO_ID_SIZE];      /* fixed */
+  uint8_t agent[PROTO_ID_SIZE];   /* fixed */
+  char name[256];                 /* fixed */
+  uint64_t size;                  /* L: grows when the agent says the disk grew */
+  uint32_t sector;                /* fixed */
+  struct journal *journal;        /* fixed; the journal is thread-safe */
+  struct store *store;            /* L to set or read (applier sets it); NULL until opened: with the disk,
+                                     or by the applier once the storage checks pass. Driven by the
+                                     applier, or by the session for a direct cycle while the applier
+                                     has nothing of this disk to do */
+  struct {                        /* S: images of recovery-point cycles */
+    uint64_t cycle;
+    char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  } snaps[MAX_SNAPS];
+  unsigned nsnaps;                /* S */
+  uint64_t last_committed, last_applied; /* L */
+  uint64_t snap_pending;          /* L: recovery-point cycle applied, its image being made */
+  uint64_t copy_due;              /* L: a direct recovery-point cycle, its image not made yet */
+  int64_t last_commit_time;       /* L: unix seconds */
+  uint64_t last_start_ms;         /* L: monotonic, of the last CYCLE_START */
+  enum catalog_disk_state state;  /* L */
+  char reason[256];               /* L */
+  bool attached;                  /* L: a session serves it now */
+  uint64_t attached_ms;           /* L: monotonic, when a session last attached it */
+  uint64_t open_retry_ms;         /* L: monotonic: its store is not opened again before */
+  bool upload_waiting;            /* L: the last upload failed for a reason that passes (storage away) */
+  bool prune_due;                 /* L: a point was recorded: the applier applies the retention policy */
+  bool adopt_resync;              /* L: taken over from another appliance: the next cycle is a resync */
+  bool lease_waiting;             /* L: another appliance holds the store's lease: no cycle starts */
+  int64_t adopt_seq;              /* L: > 0: the lease was acquired at this sequence number, takeover to finish */
+  unsigned epoch;                 /* L: raised by a takeover or a newer session of its agent: sessions serving it end */
+  bool want_point, want_resync;   /* L: asked for from the configuration manager, for its session to start */
+  uint64_t raw_committed;         /* L: bytes of cycles committed since start (the page's churn) */
+  struct disk *next;              /* L */
+};
+
+struct appliance {
+  char state_dir[1024];
+  struct appliance_settings settings;
+  const struct store_ops *backend; /* the storage backend the settings name, picked once */
+  char listen[256];
+  char web[256];                  /* the configuration manager's ADDR:PORT, or "off" */
+  const char *web_root;
+  unsigned web_sample_s;
+  struct catalog *cat;            /* thread-safe */
+  SSL_CTX *ctx;
+  char *ca_cert, *ca_key;
+  unsigned rpo_ms;
+  pthread_mutex_t lock;           /* L: the disks list and their fields marked L, sessions, points_recorded */
+  pthread_cond_t work;            /* commits for the applier */
+  pthread_cond_t applied;         /* applies, detaches and session ends, for whoever waits on them */
+  pthread_mutex_t snap_lock;      /* S: the disks' snaps */
+  struct disk *disks;             /* L */
+  unsigned sessions;              /* L */
+  int listen_fd;
+  uint64_t points_recorded;       /* L */
+  struct retention_policy retention;
+  struct upload_gate *gate;       /* uploads wait for the storage checks; thread-safe */
+  struct rate_limit limit_all;    /* appliance-wide upload bucket; thread-safe */
+  struct {                        /* L: one bucket per agent */
+    uint8_t agent[PROTO_ID_SIZE];
+    struct rate_limit rl;
+  } *agent_limits;
+  size_t nagent_limits;           /* L */
+};
+
+/* Set by SIGTERM/SIGINT: every thread ends its loop (cmd_run.c). */
+extern atomic_int appliance_stopping;
+
+/* ---- disks.c: the registry ---- */
+uint64_t now_ms(void);
+void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]);
+/* The disk with this id, or NULL. L held. */
+struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE]);
+/* Opens the disk's journal (and a store that opens with the disk) and adds it to the list. L held. */
+RPL_MUST_CHECK rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct disk **out);
+/* Opens every disk the catalog knows. */
+RPL_MUST_CHECK rpl_err load_disks(struct appliance *a);
+/* Closes every disk and frees the list (the applier and sessions have ended). */
+void close_disks(struct appliance *a);
+/* The image of recovery-point cycle n was made: kept until the point is recorded (claim_snapshot). */
+void remember_snapshot(struct appliance *a, struct disk *d, uint64_t n, const char *id);
+bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char *id, size_t idsz);
+/* The upload bucket of an agent (created on first use; NULL without a per-agent limit). L held. */
+struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE]);
+
+/* ---- applier.c: applies committed cycles to the stores, keeps leases and retention ---- */
+void *applier_main(void *arg);
+
+/* ---- session.c / registration.c: one agent's connection ---- */
+void *session_main(void *arg); /* arg: a malloc'd struct session_arg, freed by it */
+struct session_arg {
+  struct appliance *a;
+  int fd;
+};
+
+/* ---- status.c: the status document, the control socket and the configuration manager's view ---- */
+int control_handler(void *ctx, int argc, char **argv, struct control_reply *out);
+void web_status_json(void *ctx, FILE *f);
+void web_sample(void *ctx, web_sample_fn fn, void *arg);
+rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why, size_t whysz);
+
+#endif

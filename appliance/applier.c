@@ -1,0 +1,339 @@
+/* applier.c - the applier thread: applies committed cycles to each disk's store in turn, makes
+ * the images of recovery points, opens stores once the storage checks pass, keeps leases (and a
+ * takeover), applies retention. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "adopt.h"
+#include "appliance.h"
+#include "rpl_log.h"
+
+#define OPEN_RETRY_MS       30000 /* a page blob that failed to open is tried again after this */
+
+/* A direct recovery-point cycle: the store holds it and nothing after it, and its image is made
+ * now (copy_due and snap_pending set by the session, cleared here). A storage that is away keeps
+ * it due (and nothing more of the disk is applied before); any other failure leaves the point
+ * without an image, said in the log. */
+static rpl_err make_direct_point(struct appliance *a, struct disk *d, uint64_t n)
+{
+  char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  rpl_err e = d->store->ops->make_point(d->store, n, id, sizeof id);
+  bool retry = e && d->store->ops->failure_kind(e) == STORE_FAILURE_STORAGE;
+  if (!e)
+    remember_snapshot(a, d, n, id);
+  else
+    log_warn("disk %s: cannot make the image of recovery-point cycle %" PRIu64 ": %s%s", d->name, n, rpl_strerror(e),
+             retry ? " (tried again)" : "");
+  pthread_mutex_lock(&a->lock);
+  if (!retry) {
+    if (d->snap_pending == n)
+      d->snap_pending = 0;
+    if (d->copy_due == n)
+      d->copy_due = 0;
+  }
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  return retry ? e : RPL_OK;
+}
+
+/* What store_apply_next tells the applier of one disk. */
+struct apply_ctx {
+  struct appliance *a;
+  struct disk *d;
+  struct store_stats st0;   /* the store's figures before the apply */
+  uint64_t t0;
+  uint64_t point_cycle;     /* a point's image follows this applied cycle */
+};
+
+static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_follows)
+{
+  struct apply_ctx *ac = arg;
+  struct disk *d = ac->d;
+  (void)kind;
+  rpl_err e = catalog_cycle_applied(ac->a->cat, d->id, n, time(NULL));
+  if (e)
+    log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
+  pthread_mutex_lock(&ac->a->lock);
+  d->last_applied = n;
+  d->snap_pending = point_follows ? n : 0;
+  pthread_cond_broadcast(&ac->a->applied);
+  pthread_mutex_unlock(&ac->a->lock);
+  ac->point_cycle = point_follows ? n : 0;
+  char id[37];
+  id_text(d->id, id);
+  struct store_stats st1;
+  d->store->ops->get_stats(d->store, &st1);
+  if (st1.transfers) /* bench/upload_limit.sh reads the rate from this line */
+    log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+             " ms waiting for the bandwidth limits)", id, n, st1.bytes_written - ac->st0.bytes_written,
+             now_ms() - ac->t0, st1.limit_wait_ms - ac->st0.limit_wait_ms);
+  else
+    log_info("disk %s: cycle %" PRIu64 " applied", id, n); /* a point's image follows */
+}
+
+static void on_point_image(void *arg, uint64_t n, const char *image_id)
+{
+  struct apply_ctx *ac = arg;
+  remember_snapshot(ac->a, ac->d, n, image_id);
+}
+
+/* Opens the disk's store when it is not open yet (a backend opened after the storage checks);
+ * the network calls run without the appliance's lock. */
+static rpl_err ensure_store(struct appliance *a, struct disk *d, char *why, size_t whysz)
+{
+  pthread_mutex_lock(&a->lock);
+  bool need = !d->store;
+  uint64_t size = d->size;
+  pthread_mutex_unlock(&a->lock);
+  if (!need)
+    return RPL_OK;
+  struct store *st;
+  rpl_err err = a->backend->open(&a->settings, d->id, size, &st, why, whysz);
+  if (err)
+    return err;
+  pthread_mutex_lock(&a->lock);
+  st->ops->set_limits(st, a->settings.upload_limit_mbps ? &a->limit_all : NULL, agent_limit(a, d->agent));
+  d->store = st;
+  /* No cycle is applied before the lease is held and the storage's state checked (housekeeping). */
+  d->adopt_seq = st->ops->lease_held(st, NULL) ? (int64_t)st->ops->committed(st) : 0;
+  d->lease_waiting = true;
+  uint64_t now_size = d->size;
+  pthread_mutex_unlock(&a->lock);
+  /* The disk grew while the store was being opened. */
+  return now_size > size ? st->ops->resize(st, now_size) : RPL_OK;
+}
+
+/* What an apply's failure means, by what the backend says it asks for: the storage's failures pass
+ * (the cycles stay cached and the storage checks run again), bad cached data is the disk's error,
+ * and the lease is housekeeping's business (its own reason in status). */
+static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint64_t applied_before,
+                          uint64_t applied_after)
+{
+  enum store_failure kind = err ? a->backend->failure_kind(err) : STORE_FAILURE_RESYNC;
+  bool storage_failed = err && kind == STORE_FAILURE_STORAGE;
+  bool disk_failed = err && kind == STORE_FAILURE_RESYNC;
+  char id[37];
+  id_text(d->id, id);
+  pthread_mutex_lock(&a->lock);
+  d->last_applied = applied_after;
+  if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", applied_after + 1,
+             rpl_strerror(err));
+    if (!d->upload_waiting)
+      log_warn("disk %s: %s", d->name, d->reason);
+    d->upload_waiting = true;
+  } else if (d->upload_waiting && !err) {
+    d->upload_waiting = false;
+    d->reason[0] = 0;
+    log_notice("disk %s: uploads resumed", d->name);
+  }
+  if (disk_failed) {
+    snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", applied_after + 1,
+             rpl_strerror(err));
+    d->state = CATALOG_DISK_ERROR;
+    log_err("disk %s: %s", id, d->reason);
+    rpl_err e = catalog_disk_set_state(a->cat, d->id, d->state, d->reason);
+    (void)e;
+  }
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  if (storage_failed)
+    upload_gate_failed(a->gate, rpl_strerror(err));
+  else if (applied_after > applied_before)
+    upload_gate_succeeded(a->gate);
+}
+
+/* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
+ * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
+static void apply_disk(struct appliance *a, struct disk *d)
+{
+  pthread_mutex_lock(&a->lock);
+  uint64_t copy = d->copy_due;
+  pthread_mutex_unlock(&a->lock);
+  /* A direct recovery-point cycle: no direct cycle starts, nor is one applied, before its image. */
+  if (copy && make_direct_point(a, d, copy))
+    return;
+  struct journal_usage before, after;
+  journal_get_usage(d->journal, &before);
+  if (before.last_applied >= before.last_committed)
+    return;
+  char why[1024] = "";
+  rpl_err err = ensure_store(a, d, why, sizeof why);
+  if (err && why[0])
+    log_warn("disk %s: cannot open its %s: %s", d->name, a->backend->name, why);
+  pthread_mutex_lock(&a->lock);
+  struct store *st = d->store;
+  pthread_mutex_unlock(&a->lock);
+  struct apply_ctx ac = {.a = a, .d = d, .t0 = now_ms()};
+  struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .ctx = &ac};
+  if (!err && st) {
+    st->ops->get_stats(st, &ac.st0);
+    err = st->ops->apply_next(st, d->journal, &cb);
+    if (err == RPL_E_NOT_FOUND)
+      err = RPL_OK;
+  }
+  if (ac.point_cycle) { /* made or not, the point's image is settled */
+    pthread_mutex_lock(&a->lock);
+    if (d->snap_pending == ac.point_cycle)
+      d->snap_pending = 0;
+    pthread_cond_broadcast(&a->applied);
+    pthread_mutex_unlock(&a->lock);
+  }
+  journal_get_usage(d->journal, &after);
+  if (after.last_applied > before.last_applied) {
+    rpl_err e = journal_trim(d->journal, after.last_applied);
+    if (e)
+      log_warn("journal trim: %s", rpl_strerror(e));
+  }
+  apply_outcome(a, d, err, before.last_applied, after.last_applied);
+}
+
+/* Retention: the point's image goes from the store. */
+static rpl_err delete_point_image(void *ctx, const struct catalog_point *p)
+{
+  struct store *st = ctx;
+  return st->ops->delete_point(st, p->snapshot_id);
+}
+
+/* Between applies: the store's lease (kept, or tried while another appliance holds it, then the
+ * takeover), and the retention policy after a new point. */
+static void housekeeping(struct appliance *a, struct disk *d)
+{
+  struct store *st = d->store; /* set by this thread (the applier) only */
+  if (st) {
+    bool acquired = false;
+    int64_t seq = -1;
+    rpl_err e = st->ops->lease_tick(st, &acquired, &seq);
+    struct adopt_result ar = {0};
+    bool adopted = false;
+    pthread_mutex_lock(&a->lock);
+    if (acquired)
+      d->adopt_seq = seq > 0 ? seq : 0;
+    if (d->adopt_seq > 0 && (e = adopt_store_state(a->cat, d->journal, st, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
+      d->adopt_seq = 0;
+    } else if (d->adopt_seq > 0) {
+      log_err("disk %s: takeover of the blob's state failed: %s; tried again", d->name, rpl_strerror(e));
+    }
+    if (adopted) {
+      d->last_committed = d->last_applied = ar.base;
+      d->adopt_resync = true;
+      d->state = CATALOG_DISK_RESYNC_REQUIRED;
+      d->epoch++;
+      log_notice("disk %s: taken over at cycle %" PRIu64 " (the blob's sequence number): %u point(s) from its "
+                 "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
+                 d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
+      snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
+    }
+    bool held = st->ops->lease_held(st, &e) && d->adopt_seq == 0;
+    if (!held) {
+      if (d->adopt_seq > 0)
+        snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
+      else
+        snprintf(d->reason, sizeof d->reason, "waiting for the page blob's lease: %s", rpl_strerror(e));
+      if (!d->lease_waiting)
+        log_warn("disk %s: %s", d->name, d->reason);
+    } else if (d->lease_waiting && !adopted) {
+      d->reason[0] = 0;
+    }
+    d->lease_waiting = !held;
+    pthread_mutex_unlock(&a->lock);
+    if (acquired && !adopted && held)
+      log_notice("disk %s: the page blob's lease is this appliance's again", d->name);
+  }
+  pthread_mutex_lock(&a->lock);
+  bool prune = d->prune_due;
+  d->prune_due = false;
+  pthread_mutex_unlock(&a->lock);
+  if (prune && !st) { /* its images are deleted once the store is open */
+    pthread_mutex_lock(&a->lock);
+    d->prune_due = true;
+    pthread_mutex_unlock(&a->lock);
+  } else if (prune) {
+    struct retention_result r;
+    rpl_err e = retention_prune(a->cat, d->id, &a->retention, time(NULL), delete_point_image, st, &r);
+    if (e)
+      log_warn("disk %s: retention: %s", d->name, rpl_strerror(e));
+    else
+      log_notice("disk %s: retention at %lld (newest rp-%lld): %zu point(s) kept, %zu pruned, %zu to retry", d->name,
+                 (long long)r.now, (long long)r.newest_id, r.kept, r.pruned, r.failed);
+    if (e || r.failed) {
+      pthread_mutex_lock(&a->lock);
+      d->prune_due = true; /* tried again on the next pass */
+      pthread_mutex_unlock(&a->lock);
+    }
+  }
+}
+
+void *applier_main(void *arg)
+{
+  struct appliance *a = arg;
+  while (!atomic_load(&appliance_stopping)) {
+    /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
+    bool opened, opened_any = false;
+    bool pass = upload_gate_pass(a->gate, &opened);
+    if (pass) { /* open the blobs as soon as uploads may run: a resync compares against them, and an
+                 * initial sync is written straight into its blob */
+      pthread_mutex_lock(&a->lock);
+      struct disk *list[1024];
+      size_t n = 0;
+      uint64_t now = now_ms();
+      for (struct disk *d = a->disks; d && n < 1024; d = d->next)
+        if (!d->store && (opened || now >= d->open_retry_ms))
+          list[n++] = d;
+      pthread_mutex_unlock(&a->lock);
+      for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++) {
+        char why[1024] = "";
+        rpl_err e = ensure_store(a, list[i], why, sizeof why);
+        opened_any = opened_any || !e;
+        if (e) {
+          pthread_mutex_lock(&a->lock);
+          list[i]->open_retry_ms = now_ms() + OPEN_RETRY_MS;
+          pthread_mutex_unlock(&a->lock);
+          log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name, why[0] ? why : rpl_strerror(e));
+          if (a->backend->failure_kind(e) == STORE_FAILURE_STORAGE) {
+            upload_gate_failed(a->gate, rpl_strerror(e));
+            pass = false;
+            break;
+          }
+        }
+      }
+    }
+    pthread_mutex_lock(&a->lock);
+    struct disk *todo[1024];
+    size_t n = 0;
+    for (struct disk *d = a->disks; pass && d && n < 1024; d = d->next)
+      if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
+        todo[n++] = d;
+    if (n == 0 && !opened_any) { /* a blob just opened: its lease is settled below at once */
+      uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
+      if (wait > 1000)
+        wait = 1000;
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += (time_t)(wait / 1000);
+      ts.tv_nsec += (long)(wait % 1000) * 1000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (wait)
+        pthread_cond_timedwait(&a->work, &a->lock, &ts);
+    }
+    struct disk *all[1024];
+    size_t m = 0;
+    for (struct disk *d = a->disks; d && m < 1024; d = d->next)
+      all[m++] = d;
+    pthread_mutex_unlock(&a->lock);
+    /* One cycle per disk per pass, in turn (round-robin). */
+    for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++)
+      apply_disk(a, todo[i]);
+    for (size_t i = 0; i < m; i++)
+      housekeeping(a, all[i]);
+  }
+  return NULL;
+}

@@ -1,0 +1,317 @@
+/* cmd_run.c - `replication-appliance run`: options, the daemon's start (settings, identity,
+ * catalog, disks, listener, control socket, configuration manager, applier) and its stop. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <getopt.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include "appliance.h"
+#include "blob_lease.h"
+#include "channel.h"
+#include "commands.h"
+#include "conn.h"
+#include "identity.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+#include "sdnotify.h"
+
+#define DEFAULT_RPO_MS      30000
+
+atomic_int appliance_stopping;
+
+static void on_signal(int sig) { atomic_store(&appliance_stopping, 1); (void)sig; }
+
+static rpl_err listen_on(struct appliance *a)
+{
+  char host[256], port[16];
+  if (conn_split_hostport(a->listen, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
+    return RPL_E_INVALID_ARGUMENT;
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+  if (getaddrinfo(strcmp(host, "*") ? host : NULL, port, &hints, &ai))
+    return RPL_E_INVALID_ARGUMENT;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+    log_err("cannot listen on %s: %s", a->listen, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    freeaddrinfo(ai);
+    return RPL_E_IO;
+  }
+  freeaddrinfo(ai);
+  a->listen_fd = fd;
+  return RPL_OK;
+}
+
+/* What `run` was asked for on its command line. */
+struct run_opts {
+  const char *state;
+  char listen[256];
+  unsigned rpo_ms;
+  char web[256];
+  bool web_explicit;            /* --web given: failing to serve the page is fatal */
+  const char *web_root;
+  const char *upload_limit, *agent_limit; /* override the settings for this run, when given */
+};
+
+#define RUN_USAGE                                                                                                      \
+  "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n" \
+  "                                 [--web ADDR:PORT|off] [--web-root DIR]\n"
+
+/* 0 and *o filled, or the exit status after a message on stderr. */
+static int parse_run_opts(int argc, char **argv, struct run_opts *o)
+{
+  *o = (struct run_opts){.state = APPLIANCE_DEFAULT_STATE, .rpo_ms = DEFAULT_RPO_MS};
+  snprintf(o->listen, sizeof o->listen, "*:%d", CONN_DEFAULT_PORT);
+  snprintf(o->web, sizeof o->web, "%s", WEB_DEFAULT_ADDR);
+  static const struct option opts[] = {{"state", required_argument, NULL, 's'},
+                                       {"listen", required_argument, NULL, 'l'},
+                                       {"rpo", required_argument, NULL, 'r'},
+                                       {"upload-limit", required_argument, NULL, 'U'},
+                                       {"agent-limit", required_argument, NULL, 'A'},
+                                       {"web", required_argument, NULL, 'w'},
+                                       {"web-root", required_argument, NULL, 'W'},
+                                       {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case 's': o->state = optarg; break;
+    case 'l': snprintf(o->listen, sizeof o->listen, "%s", optarg); break;
+    case 'w':
+      snprintf(o->web, sizeof o->web, "%s", optarg);
+      o->web_explicit = true;
+      break;
+    case 'W': o->web_root = optarg; break;
+    case 'r': {
+      char *end;
+      double secs = strtod(optarg, &end);
+      if (*end || secs < 0.1 || secs > 86400) {
+        fprintf(stderr, "replication-appliance run: --rpo takes seconds between 0.1 and 86400\n");
+        return 2;
+      }
+      o->rpo_ms = (unsigned)(secs * 1000);
+      break;
+    }
+    case 'U': o->upload_limit = optarg; break;
+    case 'A': o->agent_limit = optarg; break;
+    default: fprintf(stderr, RUN_USAGE); return 2;
+    }
+  }
+  return 0;
+}
+
+/* The settings init stored, the retention policy, the backend, the lease id and the limits. 0 or
+ * the exit status after a message on stderr. */
+static int load_settings(struct appliance *a, const struct run_opts *o)
+{
+  char why[1024] = "";
+  rpl_err err = settings_load(o->state, &a->settings, why, sizeof why);
+  if (err) {
+    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    return 1;
+  }
+  if ((err = retention_parse(a->settings.retention, &a->retention, why, sizeof why))) {
+    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, o->state, SETTINGS_FILE);
+    return 1;
+  }
+  /* Test-only: compresses the retention policy's time scale (3600: one second counts as an hour). */
+  const char *scale = getenv("RPL_TEST_RETENTION_SCALE");
+  if (scale && *scale) {
+    long v = strtol(scale, NULL, 10);
+    a->retention.time_scale = v >= 1 && v <= (long)RETENTION_MAX_SCALE ? (unsigned)v : 1;
+    log_warn("RPL_TEST_RETENTION_SCALE=%u: retention runs on a compressed time scale (tests only)", a->retention.time_scale);
+  }
+  a->backend = store_backend(&a->settings);
+  if (a->backend->leased && (err = lease_owner_id(o->state, a->settings.lease_id))) {
+    fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", o->state, rpl_strerror(err));
+    return 1;
+  }
+  /* Limits given to run override the settings init stored (for this run only). */
+  const char *lim_arg[2] = {o->upload_limit, o->agent_limit};
+  unsigned *lim_dst[2] = {&a->settings.upload_limit_mbps, &a->settings.agent_limit_mbps};
+  for (int i = 0; i < 2; i++)
+    if (lim_arg[i] && !rate_limit_parse_mbps(lim_arg[i], lim_dst[i])) {
+      fprintf(stderr, "replication-appliance run: --%s takes a whole number of MB/s (10^6 bytes per second) from 0 (no limit) to %u, not '%s'\n",
+              i == 0 ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, lim_arg[i]);
+      return 2;
+    }
+  return 0;
+}
+
+/* The upload gate and buckets, the CA, the catalog, the disks and the listener. */
+static int open_state(struct appliance *a, const char *state)
+{
+  rate_limit_init(&a->limit_all, (uint64_t)a->settings.upload_limit_mbps * 1000000);
+  rpl_err err;
+  if ((err = upload_gate_create(&a->settings, &a->gate)) ||
+      (a->settings.agent_limit_mbps && !(a->agent_limits = calloc(MAX_AGENT_LIMITS, sizeof *a->agent_limits)))) {
+    fprintf(stderr, "replication-appliance run: %s\n", rpl_strerror(err ? err : RPL_E_NOMEM));
+    return 1;
+  }
+  if ((err = identity_load(state, &a->ca_cert, &a->ca_key)) || (err = chan_server_ctx(a->ca_cert, a->ca_key, &a->ctx))) {
+    fprintf(stderr, "replication-appliance run: the appliance's certificate in %s is missing or invalid (%s): run init again\n",
+            state, rpl_strerror(err));
+    return 1;
+  }
+  if ((err = identity_open_catalog(state, &a->cat))) {
+    fprintf(stderr, "replication-appliance run: cannot open the catalog: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  pthread_mutex_init(&a->lock, NULL);
+  pthread_cond_init(&a->work, NULL);
+  pthread_cond_init(&a->applied, NULL);
+  pthread_mutex_init(&a->snap_lock, NULL);
+  if ((err = load_disks(a))) {
+    fprintf(stderr, "replication-appliance run: cannot open the disks' journals or storage: %s (see the log line before)\n",
+            rpl_strerror(err));
+    return 1;
+  }
+  if ((err = listen_on(a))) {
+    fprintf(stderr, "replication-appliance run: cannot listen on %s: %s\n", a->listen, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+/* The configuration manager, unless "off". At the default address a failure is logged and
+ * replication goes on without the page (another appliance on this machine?); at an address given
+ * with --web it is fatal (1). */
+static int start_web(struct appliance *a, const struct run_opts *o, struct web_server **web)
+{
+  *web = NULL;
+  if (!strcmp(a->web, "off"))
+    return 0;
+  char why[1024] = "";
+  struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->ca_cert,
+                          .key_pem = a->ca_key, .cat = a->cat, .sample_s = a->web_sample_s,
+                          .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
+                                  .disk_request = web_disk_request}};
+  rpl_err err = web_start(&wc, web, why, sizeof why);
+  if (err && o->web_explicit) {
+    fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", why, rpl_strerror(err));
+    return 1;
+  }
+  if (err)
+    log_err("configuration manager not started: %s (%s)", why, rpl_strerror(err));
+  return 0;
+}
+
+/* Accepts connections until stopped: a detached thread per session. */
+static void serve(struct appliance *a)
+{
+  while (!atomic_load(&appliance_stopping)) {
+    struct pollfd p = {.fd = a->listen_fd, .events = POLLIN};
+    if (poll(&p, 1, POLL_MS) <= 0)
+      continue;
+    int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+      continue;
+    struct session_arg *sa = malloc(sizeof *sa);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&a->lock);
+    a->sessions++;
+    pthread_mutex_unlock(&a->lock);
+    if (!sa || (sa->a = a, sa->fd = fd, pthread_create(&t, &attr, session_main, sa)) != 0) {
+      free(sa);
+      close(fd);
+      pthread_mutex_lock(&a->lock);
+      a->sessions--;
+      pthread_mutex_unlock(&a->lock);
+    }
+    pthread_attr_destroy(&attr);
+  }
+}
+
+/* Frees what open_state made (the sessions and the applier have ended). */
+static void close_state(struct appliance *a)
+{
+  close_disks(a);
+  catalog_close(a->cat);
+  upload_gate_free(a->gate);
+  for (size_t i = 0; i < a->nagent_limits; i++)
+    rate_limit_destroy(&a->agent_limits[i].rl);
+  free(a->agent_limits);
+  rate_limit_destroy(&a->limit_all);
+  SSL_CTX_free(a->ctx);
+  OPENSSL_cleanse(a->ca_key, strlen(a->ca_key));
+  free(a->ca_cert);
+  free(a->ca_key);
+}
+
+static int run(const struct run_opts *o)
+{
+  static struct appliance a;
+  memset(&a, 0, sizeof a);
+  snprintf(a.state_dir, sizeof a.state_dir, "%s", o->state);
+  snprintf(a.listen, sizeof a.listen, "%s", o->listen);
+  snprintf(a.web, sizeof a.web, "%s", o->web);
+  a.web_root = o->web_root;
+  a.rpo_ms = o->rpo_ms;
+  const char *sample = getenv("RPL_WEB_SAMPLE_SECONDS"); /* the series' interval (tests shorten it) */
+  a.web_sample_s = sample ? (unsigned)strtoul(sample, NULL, 10) : 0;
+  if (a.web_sample_s > 600)
+    a.web_sample_s = 600;
+  int status;
+  if ((status = load_settings(&a, o)) || (status = open_state(&a, o->state)))
+    return status;
+  struct control_server *ctl;
+  rpl_err err = control_server_start(o->state, control_handler, &a, &ctl);
+  if (err) {
+    fprintf(stderr, "replication-appliance run: cannot serve the control socket in %s: %s\n", o->state, rpl_strerror(err));
+    return 1;
+  }
+  struct web_server *web;
+  if ((status = start_web(&a, o, &web))) {
+    control_server_stop(ctl);
+    return status;
+  }
+  struct sigaction sig = {.sa_handler = on_signal};
+  sigaction(SIGTERM, &sig, NULL);
+  sigaction(SIGINT, &sig, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  pthread_t applier;
+  pthread_create(&applier, NULL, applier_main, &a);
+  char storage[sizeof a.settings.storage];
+  a.backend->describe(&a.settings, storage, sizeof storage);
+  log_info("replication-appliance %s listening on %s, storage %s (%ss), RPO target %.1f s, upload limits %u MB/s in all, %u MB/s per agent (0 = none)",
+           RPL_VERSION, a.listen, storage, a.backend->name, a.rpo_ms / 1000.0, a.settings.upload_limit_mbps,
+           a.settings.agent_limit_mbps);
+  sd_notify_ready("appliance running");
+  serve(&a);
+  sd_notify_stopping();
+  log_info("stopping: waiting for sessions to end");
+  close(a.listen_fd);
+  pthread_mutex_lock(&a.lock);
+  while (a.sessions)
+    pthread_cond_wait(&a.applied, &a.lock);
+  pthread_cond_broadcast(&a.work);
+  pthread_mutex_unlock(&a.lock);
+  pthread_join(applier, NULL);
+  web_stop(web);
+  control_server_stop(ctl);
+  close_state(&a);
+  return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+  struct run_opts o;
+  int status = parse_run_opts(argc, argv, &o);
+  return status ? status : run(&o);
+}

@@ -1,0 +1,188 @@
+/* disks.c - the appliance's disk registry: opening the disks the catalog knows (journal, store),
+ * bringing the catalog up to the journal, and the recovery-point images waiting to be recorded. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "appliance.h"
+#include "rpl_log.h"
+
+uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]) { uuid_unparse_lower(id, out); }
+
+struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (struct disk *d = a->disks; d; d = d->next)
+    if (!memcmp(d->id, id, PROTO_ID_SIZE))
+      return d;
+  return NULL;
+}
+
+/* Brings the catalog up to what the journal knows (a crash can fall between the journal's commit
+ * or apply and the catalog's record of it). */
+static void reconcile_catalog(struct appliance *a, struct disk *d)
+{
+  struct catalog_disk cd;
+  if (catalog_disk_get(a->cat, d->id, &cd))
+    return;
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  for (uint64_t n = cd.last_committed_cycle + 1; n <= u.last_committed; n++) {
+    struct journal_cycle_info info;
+    if (journal_cycle_info(d->journal, n, &info))
+      continue; /* trimmed already: applied, and its details are gone */
+    struct catalog_cycle cy = {.n = n, .kind = info.kind, .committed_time = time(NULL), .extents = info.totals.extents,
+                               .raw_bytes = info.totals.raw_bytes, .payload_bytes = info.totals.payload_bytes};
+    memcpy(cy.disk_id, d->id, PROTO_ID_SIZE);
+    rpl_err e = catalog_cycle_committed(a->cat, &cy);
+    (void)e;
+  }
+  for (uint64_t n = cd.last_applied_cycle + 1; n <= u.last_applied; n++) {
+    rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
+    (void)e;
+  }
+}
+
+/* Opens the disk's journal and replica and adds it to the list (lock held). */
+rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct disk **out)
+{
+  struct disk *d = calloc(1, sizeof *d);
+  if (!d)
+    return RPL_E_NOMEM;
+  memcpy(d->id, cd->id, PROTO_ID_SIZE);
+  memcpy(d->agent, cd->agent_id, PROTO_ID_SIZE);
+  snprintf(d->name, sizeof d->name, "%.255s", cd->name);
+  d->size = cd->size_bytes;
+  d->sector = cd->sector_size;
+  d->state = cd->state;
+  snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
+  char why[1024] = "";
+  rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
+  /* A backend reached over the network is opened by the applier once the storage checks pass. */
+  if (!err && !a->backend->opens_after_checks)
+    err = a->backend->open(&a->settings, d->id, d->size, &d->store, why, sizeof why);
+  if (err) {
+    char id[37];
+    id_text(d->id, id);
+    log_err("disk %s: cannot open its journal or %s: %s", id, a->backend->name, why[0] ? why : rpl_strerror(err));
+    journal_close(d->journal);
+    if (d->store)
+      d->store->ops->close(d->store);
+    free(d);
+    return err;
+  }
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  /* A journal that lost its history (new, or moved aside) starts where the catalog stands. */
+  if (u.last_committed < cd->last_applied_cycle && u.cycles_pending == 0 && u.open_cycle == 0) {
+    if (journal_set_base(d->journal, cd->last_applied_cycle) == RPL_OK)
+      journal_get_usage(d->journal, &u);
+  }
+  d->last_committed = u.last_committed;
+  d->last_applied = u.last_applied;
+  reconcile_catalog(a, d);
+  d->next = a->disks;
+  a->disks = d;
+  *out = d;
+  return RPL_OK;
+}
+
+static int load_disk_cb(const struct catalog_disk *cd, void *ctx)
+{
+  struct catalog_disk **list = ctx;
+  /* Collected first: the catalog's mutex is held during the callback. */
+  size_t n = 0;
+  while (list[n])
+    n++;
+  if (n < 1023) {
+    list[n] = malloc(sizeof *cd);
+    if (list[n])
+      *list[n] = *cd;
+  }
+  return 0;
+}
+
+rpl_err load_disks(struct appliance *a)
+{
+  struct catalog_disk **list = calloc(1024, sizeof *list);
+  if (!list)
+    return RPL_E_NOMEM;
+  rpl_err err = catalog_disk_foreach(a->cat, NULL, load_disk_cb, list);
+  for (size_t i = 0; list[i]; i++) {
+    struct disk *d;
+    if (!err)
+      err = open_disk(a, list[i], &d);
+    free(list[i]);
+  }
+  free(list);
+  return err;
+}
+
+/* The image of recovery-point cycle n was taken (blob snapshot, or file copy): kept for finish_groups. */
+void remember_snapshot(struct appliance *a, struct disk *d, uint64_t n, const char *id)
+{
+  pthread_mutex_lock(&a->snap_lock);
+  if (d->nsnaps == MAX_SNAPS) { /* the oldest was never claimed (its point was not offered) */
+    memmove(&d->snaps[0], &d->snaps[1], (MAX_SNAPS - 1) * sizeof d->snaps[0]);
+    d->nsnaps--;
+  }
+  d->snaps[d->nsnaps].cycle = n;
+  snprintf(d->snaps[d->nsnaps].id, sizeof d->snaps[0].id, "%s", id);
+  d->nsnaps++;
+  pthread_mutex_unlock(&a->snap_lock);
+}
+
+bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char *id, size_t idsz)
+{
+  bool found = false;
+  pthread_mutex_lock(&a->snap_lock);
+  for (unsigned i = 0; i < d->nsnaps && !found; i++)
+    if (d->snaps[i].cycle == n) {
+      snprintf(id, idsz, "%s", d->snaps[i].id);
+      memmove(&d->snaps[i], &d->snaps[i + 1], (d->nsnaps - i - 1) * sizeof d->snaps[0]);
+      d->nsnaps--;
+      found = true;
+    }
+  pthread_mutex_unlock(&a->snap_lock);
+  return found;
+}
+
+/* The upload bucket of an agent (created on first use; NULL without a per-agent limit). Lock held. */
+struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE])
+{
+  if (!a->settings.agent_limit_mbps || !a->agent_limits)
+    return NULL;
+  for (size_t i = 0; i < a->nagent_limits; i++)
+    if (!memcmp(a->agent_limits[i].agent, agent, PROTO_ID_SIZE))
+      return &a->agent_limits[i].rl;
+  if (a->nagent_limits == MAX_AGENT_LIMITS)
+    return NULL; /* the appliance-wide limit still holds */
+  size_t i = a->nagent_limits++;
+  memcpy(a->agent_limits[i].agent, agent, PROTO_ID_SIZE);
+  rate_limit_init(&a->agent_limits[i].rl, (uint64_t)a->settings.agent_limit_mbps * 1000000);
+  return &a->agent_limits[i].rl;
+}
+
+void close_disks(struct appliance *a)
+{
+  for (struct disk *d = a->disks, *next; d; d = next) {
+    next = d->next;
+    if (d->store)
+      d->store->ops->close(d->store);
+    journal_close(d->journal);
+    free(d);
+  }
+  a->disks = NULL;
+}

@@ -1,0 +1,681 @@
+/* session.c - one agent's session: HELLO, disks attached, cycles received (verified, journaled or
+ * written straight into the store) and ACKed once durable, resync by comparison, the frame loop. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "channel.h"
+#include "rpl_log.h"
+#include "session.h"
+
+#define DIRTY_TRIGGER       (256ull << 20) /* an agent backlog this large starts a cycle before the RPO timer */
+
+#define HEARTBEAT_SAVE_S    30
+
+#define REVOKE_CHECK_MS     5000  /* how soon a session notices its agent was revoked */
+
+rpl_err flush_out(struct session *s)
+{
+  rpl_err err = conn_send(s->c, &s->out);
+  proto_buf_reset(&s->out);
+  return err;
+}
+
+rpl_err send_error(struct conn *c, rpl_err code, const char *msg)
+{
+  struct proto_buf b = {0};
+  struct proto_error e = {.code = code, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+  rpl_err err = proto_encode_error(&b, &e);
+  if (!err)
+    err = conn_send(c, &b);
+  proto_buf_free(&b);
+  return err;
+}
+
+struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < s->nslots; i++)
+    if (!memcmp(s->slots[i].disk->id, id, PROTO_ID_SIZE))
+      return &s->slots[i];
+  return NULL;
+}
+
+/* The disk's agent connected again while its earlier session still holds the disk (that session
+ * has not noticed yet that its connection is gone): the earlier session is told to let go (it
+ * sees the epoch change within a poll, ends, and drops its unfinished cycle), and this waits for
+ * it, up to RECLAIM_WAIT_MS. Lock held (released while waiting). True when the disk is free. */
+#define RECLAIM_WAIT_MS 20000
+
+static bool reclaim_disk(struct appliance *a, struct disk *d)
+{
+  d->epoch++;
+  uint64_t deadline = now_ms() + RECLAIM_WAIT_MS;
+  while (d->attached && !atomic_load(&appliance_stopping) && now_ms() < deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&a->applied, &a->lock, &ts);
+  }
+  return !d->attached;
+}
+
+static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
+{
+  struct appliance *a = s->a;
+  char id[37];
+  id_text(m->disk_id, id);
+  if (slot_of(s, m->disk_id))
+    return RPL_OK;
+  if (s->nslots == sizeof s->slots / sizeof s->slots[0])
+    return RPL_E_LIMIT;
+  struct catalog_disk cd = {0};
+  memcpy(cd.id, m->disk_id, PROTO_ID_SIZE);
+  memcpy(cd.agent_id, s->agent, PROTO_ID_SIZE);
+  snprintf(cd.name, sizeof cd.name, "%.*s", (int)m->name.len, (const char *)m->name.ptr);
+  cd.size_bytes = m->size_bytes;
+  cd.sector_size = m->sector_size;
+  pthread_mutex_lock(&a->lock);
+  struct disk *d = find_disk(a, m->disk_id);
+  rpl_err err = RPL_OK;
+  if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
+    err = RPL_E_PERMISSION; /* another agent's disk */
+  } else if (d && d->attached && !reclaim_disk(a, d)) {
+    err = RPL_E_EXISTS;
+  } else {
+    err = catalog_disk_upsert(a->cat, &cd);
+    if (!err && !d) {
+      struct catalog_disk full;
+      err = catalog_disk_get(a->cat, m->disk_id, &full);
+      if (!err)
+        err = open_disk(a, &full, &d);
+    } else if (!err && d->size != m->size_bytes) {
+      /* The disk grew: the replica grows with it before any extent beyond the old end lands (a
+       * store not open yet is opened at the new size). */
+      if (m->size_bytes < d->size)
+        err = RPL_E_REPLICA_SHRINK;
+      else if (d->store)
+        err = d->store->ops->resize(d->store, m->size_bytes);
+      if (!err)
+        d->size = m->size_bytes;
+    }
+  }
+  if (!err) {
+    d->attached = true;
+    d->attached_ms = now_ms();
+    pthread_cond_signal(&a->work); /* the applier opens its page blob */
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (err == RPL_E_EXISTS) {
+    /* Still held by the old session: this one ends, and the agent's next connection tries again
+     * (returning OK here would leave the disk unserved until the agent happened to reconnect). */
+    log_warn("agent %s: disk %s (%s) is still served by its earlier session: this session ends, the agent reconnects",
+             s->agent_text, id, cd.name);
+    rpl_err e = send_error(s->c, RPL_E_EXISTS, "the disk is still served by this agent's earlier session: reconnect");
+    (void)e;
+    return err;
+  }
+  if (err) {
+    log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_strerror(err));
+    return err == RPL_E_PERMISSION ? RPL_OK : err;
+  }
+  struct rx_slot *sl = &s->slots[s->nslots];
+  memset(sl, 0, sizeof *sl);
+  sl->disk = d;
+  pthread_mutex_lock(&a->lock);
+  sl->epoch = d->epoch;
+  uint64_t base = d->last_committed;
+  pthread_mutex_unlock(&a->lock);
+  err = receiver_create(d->id, d->size, base, &sl->rx);
+  if (err) {
+    pthread_mutex_lock(&a->lock);
+    d->attached = false;
+    pthread_mutex_unlock(&a->lock);
+    return err;
+  }
+  s->nslots++;
+  log_info("agent %s: disk %s (%s, %" PRIu64 " MiB) attached, last committed cycle %" PRIu64, s->agent_text, id,
+           cd.name, m->size_bytes >> 20, d->last_committed);
+  return RPL_OK;
+}
+
+/* A cycle is written straight into the disk's store as it is verified, and made durable there
+ * before the ACK; the journal only records that the cycle is in. The receive and the write overlap,
+ * and the cache holds no copy of it. Only when the applier has nothing of the disk to do (no cycle
+ * unapplied, no point's image being made), the storage is not away, and the backend takes this cycle
+ * (store_ops.direct_begin: a file replica any, a page blob only the initial sync). Anything else
+ * goes through the journal. */
+static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
+{
+  struct disk *d = sl->disk;
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  sl->direct = false;
+  sl->direct_store = NULL;
+  pthread_mutex_lock(&s->a->lock);
+  struct store *st = d->upload_waiting || d->lease_waiting ? NULL : d->store;
+  bool idle = d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due;
+  pthread_mutex_unlock(&s->a->lock);
+  if (!st || !idle || u.open_cycle || u.cycles_pending || u.last_applied != u.last_committed ||
+      u.last_committed + 1 != n || !st->ops->direct_begin(st, n, kind))
+    return;
+  sl->direct = true;
+  sl->direct_store = st;
+  st->ops->get_stats(st, &sl->direct_stats);
+  sl->direct_start_ms = now_ms();
+}
+
+/* A write straight into the store failed: the cycle is NACKed, and the agent's next try goes
+ * through the cache, which holds it while the storage is away (a lost lease is housekeeping's). */
+static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
+{
+  struct disk *d = sl->disk;
+  bool storage = sl->direct_store->ops->failure_kind(err) == STORE_FAILURE_STORAGE;
+  pthread_mutex_lock(&s->a->lock);
+  if (storage) {
+    snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", sl->cycle,
+             rpl_strerror(err));
+    d->upload_waiting = true;
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  log_warn("disk %s: cycle %" PRIu64 " written straight into the %s failed: %s; the agent sends it again%s", d->name,
+           sl->cycle, sl->direct_store->ops->name, rpl_strerror(err),
+           storage ? ", into the cache while the storage is away" : "");
+  if (storage)
+    upload_gate_failed(s->a->gate, rpl_strerror(err));
+}
+
+/* The direct write of the slot's cycle is given up (NACK, lost connection). */
+static void abort_direct(struct rx_slot *sl)
+{
+  if (sl->direct)
+    sl->direct_store->ops->direct_abort(sl->direct_store);
+  sl->direct_store = NULL;
+  sl->direct = false;
+}
+
+rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
+{
+  uint64_t n = receiver_last_committed(sl->rx) + 1;
+  rpl_err err = receiver_begin(sl->rx, n, kind);
+  if (err)
+    return err;
+  start_direct(s, sl, n, kind);
+  if (!sl->direct && (err = journal_begin_cycle(sl->disk->journal, n, kind)))
+    return err;
+  struct proto_cycle_start m = {.cycle = n, .kind = kind};
+  memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+  if ((err = proto_encode_cycle_start(&s->out, &m)))
+    return err;
+  sl->cycle = n;
+  sl->kind = kind;
+  sl->failed = false;
+  s->cycles_open++;
+  pthread_mutex_lock(&s->a->lock);
+  sl->disk->last_start_ms = now_ms();
+  if (kind == PROTO_CYCLE_RESYNC && sl->disk->state == CATALOG_DISK_PROTECTED)
+    sl->disk->state = CATALOG_DISK_RESYNC_REQUIRED;
+  pthread_mutex_unlock(&s->a->lock);
+  return RPL_OK;
+}
+
+static void need_reset(struct need_list *nl)
+{
+  free(nl->ranges);
+  free(nl->buf);
+  memset(nl, 0, sizeof *nl);
+}
+
+static void drop_cycle(struct session *s, struct rx_slot *sl)
+{
+  need_reset(&sl->need);
+  if (!sl->cycle)
+    return;
+  rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
+  (void)e;
+  receiver_abort(sl->rx);
+  abort_direct(sl);
+  sl->cycle = 0;
+  s->cycles_open--;
+}
+
+static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
+{
+  char id[37];
+  id_text(sl->disk->id, id);
+  log_warn("agent %s: disk %s cycle %" PRIu64 " refused: %s", s->agent_text, id, sl->cycle, rpl_strerror(why));
+  const char *msg = rpl_strerror(why);
+  struct proto_nack m = {.cycle = sl->cycle, .reason = why, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+  memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+  rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
+  (void)e;
+  receiver_abort(sl->rx);
+  abort_direct(sl);
+  need_reset(&sl->need);
+  sl->failed = true;
+  rpl_err err = proto_encode_nack(&s->out, &m);
+  return err ? err : flush_out(s);
+}
+
+static rpl_err on_extent(struct session *s, const struct proto_frame *f)
+{
+  struct proto_extent m;
+  rpl_err err = proto_decode_extent(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || m.cycle != sl->cycle)
+    return RPL_E_PROTO_UNEXPECTED;
+  if (sl->failed)
+    return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
+  const uint8_t *raw = NULL;
+  err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
+  if (!err && sl->direct) {
+    if ((err = sl->direct_store->ops->direct_extent(sl->direct_store, m.offset, raw, m.length)))
+      direct_failed(s, sl, err);
+  } else if (!err) {
+    struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
+                                .payload = m.payload.ptr, .payload_len = m.payload.len};
+    memcpy(je.hash, m.hash, PROTO_HASH_SIZE);
+    err = journal_append_extent(sl->disk->journal, sl->cycle, &je);
+  }
+  return err ? nack(s, sl, err) : RPL_OK;
+}
+
+static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *tp);
+
+static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
+{
+  struct proto_cycle_end m;
+  rpl_err err = proto_decode_cycle_end(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || m.cycle != sl->cycle)
+    return RPL_E_PROTO_UNEXPECTED;
+  struct group *gr = group_of(s, sl);
+  if (sl->failed) {
+    sl->cycle = 0;
+    s->cycles_open--;
+    if (gr)
+      gr->failed = true, gr->why = RPL_E_CHECKSUM, gr->ended++;
+    return RPL_OK;
+  }
+  struct receiver_totals t;
+  uint64_t t0 = now_ms();
+  err = receiver_end(sl->rx, &m, &t);
+  struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
+  memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
+  if (!err && sl->direct && (err = sl->direct_store->ops->direct_commit(sl->direct_store)))
+    direct_failed(s, sl, err);
+  if (!err && sl->direct)
+    err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
+  else if (!err)
+    err = journal_commit_cycle(sl->disk->journal, sl->cycle, &jt); /* durable before the ACK */
+  if (err) {
+    rpl_err e = nack(s, sl, err);
+    sl->cycle = 0;
+    s->cycles_open--;
+    if (gr)
+      gr->failed = true, gr->why = err, gr->ended++;
+    return e;
+  }
+  receiver_committed(sl->rx);
+  uint64_t t1 = now_ms();
+  record_committed(s, sl, &t);
+  struct disk *d = sl->disk;
+  struct proto_ack ack = {.cycle = sl->cycle};
+  memcpy(ack.disk_id, d->id, PROTO_ID_SIZE);
+  sl->consistency = m.consistency;
+  sl->cycle = 0;
+  sl->direct = false;
+  sl->direct_store = NULL;
+  s->cycles_open--;
+  if (gr) {
+    gr->ended++;
+    if (m.consistency < gr->consistency)
+      gr->consistency = m.consistency;
+  }
+  err = proto_encode_ack(&s->out, &ack);
+  char idt[37];
+  id_text(d->id, idt);
+  log_debug("disk %s: cycle %" PRIu64 ": durable %" PRIu64 " ms after its end came, ACK at %" PRIu64 " ms", idt,
+            ack.cycle, t1 - t0, now_ms() - t0);
+  return err ? err : flush_out(s);
+}
+
+/* Cycle sl->cycle is durable: the catalog, the log and the disk's counters say so. */
+static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *tp)
+{
+  struct receiver_totals t = *tp;
+  struct disk *d = sl->disk;
+  struct catalog_cycle cy = {.n = sl->cycle, .kind = sl->kind, .committed_time = time(NULL), .extents = t.extents,
+                             .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
+  memcpy(cy.disk_id, d->id, PROTO_ID_SIZE);
+  rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
+  if (ce)
+    log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
+  /* bench/lib_bench.sh times cycles from this line and the "applied" one (no status polling) */
+  char idt[37];
+  id_text(d->id, idt);
+  char upload[160] = "";
+  struct store_stats st = {0};
+  if (sl->direct)
+    sl->direct_store->ops->get_stats(sl->direct_store, &st);
+  if (st.transfers) { /* as the applier says it of a cycle uploaded from the cache (bench/upload_limit.sh) */
+    snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+             " ms waiting for the bandwidth limits)", st.bytes_written - sl->direct_stats.bytes_written,
+             now_ms() - sl->direct_start_ms, st.limit_wait_ms - sl->direct_stats.limit_wait_ms);
+  }
+  log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
+           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
+  if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
+    log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
+  pthread_mutex_lock(&s->a->lock);
+  d->last_committed = sl->cycle;
+  if (sl->direct) {
+    d->last_applied = sl->cycle;
+    if (sl->kind == PROTO_CYCLE_RECOVERY_POINT) /* the applier makes the point's image */
+      d->snap_pending = d->copy_due = sl->cycle;
+    pthread_cond_broadcast(&s->a->applied);
+  }
+  d->last_commit_time = time(NULL);
+  if (sl->kind == PROTO_CYCLE_RESYNC)
+    d->adopt_resync = false;
+  d->raw_committed += t.raw_bytes;
+  bool state_changed = d->state != CATALOG_DISK_PROTECTED;
+  d->state = CATALOG_DISK_PROTECTED;
+  if (!d->upload_waiting) /* "waiting for storage" stays shown until an upload goes through */
+    d->reason[0] = '\0';
+  pthread_cond_signal(&s->a->work);
+  pthread_mutex_unlock(&s->a->lock);
+  if (state_changed) {
+    rpl_err e = catalog_disk_set_state(s->a->cat, d->id, CATALOG_DISK_PROTECTED, "");
+    (void)e;
+  }
+}
+
+/* Adds chunk c to the list, coalescing with the last range; past the cap (a NEED frame's room), the
+ * last range grows to cover c: sending chunks that match costs bytes, never correctness. */
+static rpl_err need_add(struct need_list *nl, uint64_t c)
+{
+  enum { NEED_MAX = (PROTO_MAX_PAYLOAD - 64) / 12 };
+  if (nl->count) {
+    struct proto_need_range *last = &nl->ranges[nl->count - 1];
+    if (last->first_chunk + last->count == c || nl->count == NEED_MAX) {
+      last->count = (uint32_t)(c - last->first_chunk + 1);
+      return RPL_OK;
+    }
+  }
+  if (nl->count == nl->cap) {
+    uint32_t cap = nl->cap ? nl->cap * 2 : 1024;
+    if (cap > NEED_MAX)
+      cap = NEED_MAX;
+    struct proto_need_range *r = realloc(nl->ranges, cap * sizeof *r);
+    if (!r)
+      return RPL_E_NOMEM;
+    nl->ranges = r;
+    nl->cap = cap;
+  }
+  nl->ranges[nl->count++] = (struct proto_need_range){c, 1};
+  return RPL_OK;
+}
+
+/* HASHES of a resync by comparison: compares each chunk with the replica; after the last chunk of
+ * the disk, answers NEED. The replica must hold every committed cycle first. */
+static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
+{
+  struct proto_hashes m;
+  rpl_err err = proto_decode_hashes(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  if (!sl || !sl->cycle || sl->failed)
+    return sl && sl->failed ? RPL_OK : RPL_E_PROTO_UNEXPECTED;
+  struct disk *d = sl->disk;
+  struct need_list *nl = &sl->need;
+  if (nl->chunks_seen == 0) {
+    if (m.first_chunk != 0 || m.chunk_size > (64u << 20))
+      return nack(s, sl, RPL_E_PROTO_FIELD);
+    need_reset(nl);
+    nl->chunk_size = m.chunk_size;
+    if (!(nl->buf = malloc(m.chunk_size)))
+      return RPL_E_NOMEM;
+    pthread_mutex_lock(&s->a->lock);
+    pthread_cond_signal(&s->a->work);
+    while (d->last_applied < d->last_committed && d->state != CATALOG_DISK_ERROR && !atomic_load(&appliance_stopping))
+      pthread_cond_wait(&s->a->applied, &s->a->lock);
+    pthread_mutex_unlock(&s->a->lock);
+  }
+  uint64_t nchunks = (d->size + nl->chunk_size - 1) / nl->chunk_size;
+  if (m.chunk_size != nl->chunk_size || m.first_chunk != nl->chunks_seen || m.first_chunk + m.count > nchunks)
+    return nack(s, sl, RPL_E_PROTO_FIELD);
+  for (uint32_t i = 0; i < m.count && !err; i++) {
+    uint64_t c = m.first_chunk + i, off = c * nl->chunk_size;
+    size_t len = off + nl->chunk_size > d->size ? (size_t)(d->size - off) : nl->chunk_size;
+    uint8_t h[PROTO_HASH_SIZE];
+    /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
+     * the open one commits only after this comparison. */
+    pthread_mutex_lock(&s->a->lock);
+    struct store *st = d->store;
+    pthread_mutex_unlock(&s->a->lock);
+    if (!st) { /* the store is not open (storage checks not passed): send it all */
+      err = need_add(nl, c);
+      continue;
+    }
+    err = st->ops->read(st, off, nl->buf, len);
+    if (!err) {
+      proto_hash128(nl->buf, len, h);
+      if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
+        err = need_add(nl, c);
+    }
+  }
+  if (err)
+    return nack(s, sl, err);
+  nl->chunks_seen += m.count;
+  if (nl->chunks_seen < nchunks)
+    return RPL_OK;
+  struct proto_need need = {.chunk_size = nl->chunk_size, .count = nl->count};
+  memcpy(need.disk_id, d->id, PROTO_ID_SIZE);
+  uint64_t differ = 0;
+  for (uint32_t i = 0; i < nl->count; i++)
+    differ += nl->ranges[i].count;
+  char id[37];
+  id_text(d->id, id);
+  log_notice("agent %s: disk %s resync by comparison: %" PRIu64 " of %" PRIu64 " chunks differ", s->agent_text, id,
+             differ, nchunks);
+  err = proto_encode_need(&s->out, &need, nl->ranges);
+  need_reset(nl);
+  return err ? err : flush_out(s);
+}
+
+static rpl_err session_hello(struct session *s)
+{
+  struct proto_frame f;
+  struct proto_hello h;
+  rpl_err err = conn_recv(s->c, &f, HELLO_TIMEOUT_MS);
+  if (!err)
+    err = f.type == PROTO_HELLO ? proto_decode_hello(&f, &h) : RPL_E_PROTO_UNEXPECTED;
+  if (err)
+    return err;
+  if (memcmp(h.agent_id, s->agent, PROTO_ID_SIZE)) {
+    rpl_err e = send_error(s->c, RPL_E_PERMISSION, "HELLO names another agent than the certificate");
+    (void)e;
+    return RPL_E_PERMISSION;
+  }
+  uint16_t v;
+  char msg[160];
+  if ((err = proto_negotiate(PROTO_VERSION_MIN, PROTO_VERSION_MAX, h.version_min, h.version_max, &v, msg, sizeof msg))) {
+    rpl_err e = send_error(s->c, err, msg);
+    (void)e;
+    log_warn("agent %s: %s", s->agent_text, msg);
+    return err;
+  }
+  char hostname[] = "replication-appliance";
+  struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+                             .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
+  if ((err = proto_encode_hello(&s->out, &mine)))
+    return err;
+  return flush_out(s);
+}
+
+/* One frame from the agent, by its type. */
+static rpl_err on_frame(struct session *s, const struct proto_frame *fp)
+{
+  struct proto_frame f = *fp;
+  rpl_err err = RPL_OK;
+  switch (f.type) {
+  case PROTO_EXTENT: err = on_extent(s, &f); break;
+  case PROTO_CYCLE_END: err = on_cycle_end(s, &f); break;
+  case PROTO_POINT_REQUEST: err = on_point_request(s, &f); break;
+  case PROTO_HASHES: err = on_hashes(s, &f); break;
+  case PROTO_DISK: {
+    struct proto_disk m;
+    err = proto_decode_disk(&f, &m);
+    if (!err)
+      err = attach_disk(s, &m);
+    break;
+  }
+  case PROTO_NACK: {
+    /* The agent could not run the cycle (device gone): give it up; it is asked again later. */
+    struct proto_nack m;
+    err = proto_decode_nack(&f, &m);
+    struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
+    if (sl && sl->cycle == m.cycle) {
+      drop_cycle(s, sl);
+      pthread_mutex_lock(&s->a->lock);
+      sl->disk->state = CATALOG_DISK_ERROR;
+      snprintf(sl->disk->reason, sizeof sl->disk->reason, "the agent cannot read the disk: %.*s",
+               (int)m.message.len, (const char *)m.message.ptr);
+      pthread_mutex_unlock(&s->a->lock);
+    }
+    break;
+  }
+  case PROTO_HEARTBEAT: {
+    struct proto_heartbeat hb;
+    if ((err = proto_decode_heartbeat(&f, &hb)))
+      break;
+    if (hb.dirty_bytes >= DIRTY_TRIGGER)
+      s->dirty_pressure = true;
+    break;
+  }
+  default:
+    log_warn("agent %s: unexpected %s frame", s->agent_text, proto_type_name(f.type));
+    err = RPL_E_PROTO_UNEXPECTED;
+  }
+  return err;
+}
+
+static rpl_err session_loop(struct session *s)
+{
+  rpl_err err = session_hello(s);
+  if (err)
+    return err;
+  uint64_t last_rx = now_ms(), last_revoke_check = now_ms();
+  while (!atomic_load(&appliance_stopping)) {
+    if ((err = orchestrate(s)) || (err = finish_groups(s)))
+      return err;
+    bool rebased = false;
+    pthread_mutex_lock(&s->a->lock);
+    for (size_t i = 0; i < s->nslots; i++)
+      rebased = rebased || s->slots[i].epoch != s->slots[i].disk->epoch;
+    pthread_mutex_unlock(&s->a->lock);
+    if (rebased) {
+      log_notice("agent %s: a disk was taken over (by a newer session of its agent, or from another appliance): "
+                 "this session ends", s->agent_text);
+      return RPL_E_CANCELLED;
+    }
+    /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
+    if (now_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
+      last_revoke_check = now_ms();
+      struct catalog_agent ag;
+      if (catalog_agent_get(s->a->cat, s->agent, &ag) == RPL_OK && ag.revoked) {
+        log_warn("agent %s: revoked: session ended", s->agent_text);
+        rpl_err e = send_error(s->c, RPL_E_PERMISSION, "this agent was revoked: register it again with a new key");
+        (void)e;
+        return RPL_E_PERMISSION;
+      }
+    }
+    struct proto_frame f;
+    err = conn_recv(s->c, &f, POLL_MS);
+    if (err == RPL_E_TIMEOUT) {
+      if (now_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
+        return RPL_E_TIMEOUT; /* no heartbeat for far too long */
+      continue;
+    }
+    if (err)
+      return err;
+    last_rx = now_ms();
+    /* Any frame shows the agent alive: one busy sending cycles sends no HEARTBEAT. */
+    if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
+      rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));
+      (void)e;
+      s->last_heartbeat_saved = time(NULL);
+    }
+    err = on_frame(s, &f);
+    if (err)
+      return err;
+  }
+  return RPL_OK;
+}
+
+void *session_main(void *arg)
+{
+  struct session_arg *sa = arg;
+  struct appliance *a = sa->a;
+  struct conn *c;
+  rpl_err err = conn_accept(a->ctx, sa->fd, HELLO_TIMEOUT_MS, &c);
+  free(sa);
+  if (err)
+    goto done;
+  char cn[128];
+  err = chan_peer_cn(conn_ssl(c), cn, sizeof cn);
+  if (err == RPL_E_NOT_FOUND) {
+    registration(a, c);
+    conn_close(c);
+    goto done;
+  }
+  struct session *s = calloc(1, sizeof *s);
+  struct catalog_agent ag;
+  if (!s || err || uuid_parse(cn, s->agent) || catalog_agent_get(a->cat, s->agent, &ag) || ag.revoked) {
+    log_warn("%s: client certificate for '%s' refused: unknown or revoked agent", conn_peer(c), cn);
+    rpl_err e = send_error(c, RPL_E_PERMISSION, "unknown or revoked agent: register it again with a new key");
+    (void)e;
+    conn_close(c);
+    free(s);
+    goto done;
+  }
+  s->a = a;
+  s->c = c;
+  id_text(s->agent, s->agent_text);
+  log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
+  err = session_loop(s);
+  log_info("agent %s: session ended (%s)", cn, err ? rpl_strerror(err) : "stopping");
+  for (size_t i = 0; i < s->nslots; i++) {
+    drop_cycle(s, &s->slots[i]); /* an unfinished cycle is not committed: the agent sends it again */
+    receiver_destroy(s->slots[i].rx);
+    pthread_mutex_lock(&a->lock);
+    s->slots[i].disk->attached = false;
+    pthread_mutex_unlock(&a->lock);
+  }
+  rpl_err e = catalog_agent_heartbeat(a->cat, s->agent, time(NULL));
+  (void)e;
+  proto_buf_free(&s->out);
+  conn_close(c);
+  free(s);
+done:
+  pthread_mutex_lock(&a->lock);
+  a->sessions--;
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  return NULL;
+}

@@ -1,0 +1,87 @@
+/* session.h - one agent's session on the appliance: the disks it serves (slots), their open cycles
+ * and its recovery-point groups; what session.c, registration.c and orchestrator.c share.
+ * Internal header: those three files only. A session is driven by its own thread alone. */
+#ifndef APPLIANCE_SESSION_H
+#define APPLIANCE_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "appliance.h"
+#include "conn.h"
+#include "proto.h"
+#include "receiver.h"
+
+#define MAX_SLOTS 64 /* disks one agent's session serves */
+
+struct need_list {                /* chunks whose replica differs, during a resync by comparison */
+  struct proto_need_range *ranges;
+  uint32_t count, cap;
+  uint32_t chunk_size;
+  uint64_t chunks_seen;
+  uint8_t *buf;                   /* one chunk of the replica */
+};
+
+struct rx_slot {                  /* a disk this session serves */
+  struct disk *disk;
+  struct receiver *rx;
+  struct need_list need;
+  uint64_t cycle;                 /* started and not finished, or 0 */
+  uint8_t kind;
+  bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
+  bool direct;                    /* the cycle is written straight into the disk's store, not the cache */
+  struct store *direct_store;     /* ... this one */
+  struct store_stats direct_stats; /* the store's figures when the direct cycle started */
+  uint64_t direct_start_ms;
+  uint8_t consistency;            /* from its CYCLE_END */
+  unsigned epoch;                 /* the disk's epoch when attached */
+};
+
+struct group {
+  bool used, started;
+  bool local;                     /* asked for by the appliance (configuration manager): no POINT to the agent */
+  uint64_t request;
+  size_t n;
+  size_t slots[PROTO_MAX_GROUP];
+  uint64_t cycles[PROTO_MAX_GROUP];
+  size_t ended;
+  bool failed;
+  rpl_err why;
+  uint8_t consistency;
+};
+
+struct session {
+  struct appliance *a;
+  struct conn *c;
+  uint8_t agent[PROTO_ID_SIZE];
+  char agent_text[37];
+  struct rx_slot slots[MAX_SLOTS];
+  size_t nslots;
+  unsigned cycles_open;
+  struct group groups[MAX_GROUPS];
+  struct proto_buf out;
+  time_t last_heartbeat_saved;
+  bool dirty_pressure;            /* the agent's backlog is large: the next cycle starts now */
+};
+
+/* session.c */
+RPL_MUST_CHECK rpl_err flush_out(struct session *s);
+RPL_MUST_CHECK rpl_err send_error(struct conn *c, rpl_err code, const char *msg);
+struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE]);
+/* Starts cycle n+1 of the slot's disk (CYCLE_START queued in s->out, not flushed). */
+RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind);
+
+/* registration.c: a connection without a client certificate registers with a key, or is refused. */
+void registration(struct appliance *a, struct conn *c);
+
+/* orchestrator.c: when cycles and points start, and points recorded */
+/* The started group whose cycle of this slot is open, or NULL. */
+struct group *group_of(struct session *s, struct rx_slot *sl);
+RPL_MUST_CHECK rpl_err on_point_request(struct session *s, const struct proto_frame *f);
+/* Records the points of groups whose cycles are all applied, and tells the agent. */
+RPL_MUST_CHECK rpl_err finish_groups(struct session *s);
+/* Starts what is due: a point group, else the disk that waited longest past the RPO target. */
+RPL_MUST_CHECK rpl_err orchestrate(struct session *s);
+
+#endif

@@ -1,0 +1,243 @@
+/* status.c - the appliance's status document (text and JSON), its control socket commands, and
+ * the configuration manager's view of the daemon (web.h's web_ops). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uuid/uuid.h>
+
+#include "appliance.h"
+#include "commands.h"
+#include "json_out.h"
+#include "rpl_log.h"
+#include "rpl_version.h"
+
+struct status_ctx {
+  struct appliance *a;
+  struct json_out *j;
+  FILE *f;
+};
+
+static int status_agent_cb(const struct catalog_agent *ag, void *arg)
+{
+  struct status_ctx *sc = arg;
+  char id[37];
+  id_text(ag->id, id);
+  long ago = ag->last_heartbeat ? (long)(time(NULL) - ag->last_heartbeat) : -1;
+  if (sc->j) {
+    json_object_begin(sc->j, NULL);
+    json_string(sc->j, "agent_id", id);
+    json_string(sc->j, "hostname", ag->hostname);
+    json_bool(sc->j, "revoked", ag->revoked);
+    json_u64(sc->j, "registered_unix", (uint64_t)ag->registered_time);
+    json_u64(sc->j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
+    json_object_end(sc->j);
+  } else {
+    fprintf(sc->f, "agent %s (%s)%s, last heartbeat %s", id, ag->hostname, ag->revoked ? " REVOKED" : "",
+            ago < 0 ? "never" : "");
+    if (ago >= 0)
+      fprintf(sc->f, "%lds ago", ago);
+    fputc('\n', sc->f);
+  }
+  return 0;
+}
+
+static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
+{
+  pthread_mutex_lock(&a->lock);
+  for (struct disk *d = a->disks; d; d = d->next) {
+    char id[37], agent[37];
+    id_text(d->id, id);
+    id_text(d->agent, agent);
+    struct journal_usage u;
+    journal_get_usage(d->journal, &u);
+    struct catalog_point p;
+    bool has_point = catalog_point_latest(a->cat, d->id, &p) == RPL_OK;
+    char point_id[40] = "";
+    if (has_point)
+      snprintf(point_id, sizeof point_id, "rp-%" PRId64, p.id);
+    long lag = d->last_commit_time ? (long)(time(NULL) - d->last_commit_time) : -1;
+    const char *state = catalog_disk_state_name(d->state);
+    if (j) {
+      json_object_begin(j, NULL);
+      json_string(j, "disk_id", id);
+      json_string(j, "agent_id", agent);
+      json_string(j, "name", d->name);
+      json_u64(j, "size", d->size);
+      json_string(j, "state", state);
+      json_string(j, "reason", d->reason[0] ? d->reason : NULL);
+      json_bool(j, "connected", d->attached);
+      json_u64(j, "last_committed_cycle", d->last_committed);
+      json_u64(j, "last_applied_cycle", d->last_applied);
+      json_u64(j, "rpo_lag_seconds", lag < 0 ? 0 : (uint64_t)lag);
+      json_u64(j, "backlog_cycles", u.cycles_pending);
+      json_u64(j, "backlog_bytes", u.pending_bytes);
+      json_u64(j, "cache_bytes", u.bytes);
+      json_u64(j, "cache_limit_bytes", u.limit_bytes);
+      json_string(j, "last_point", has_point ? point_id : NULL);
+      json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
+      json_object_end(j);
+    } else {
+      fprintf(f, "disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
+                 " applied, backlog %" PRIu64 " cycle(s) %" PRIu64 " KiB, cache %" PRIu64 " MiB",
+              id, d->name, agent, state, d->reason[0] ? ": " : "", d->reason, d->size >> 20, d->last_committed,
+              d->last_applied, u.cycles_pending, u.pending_bytes >> 10, u.bytes >> 20);
+      if (lag >= 0)
+        fprintf(f, ", RPO lag %lds", lag);
+      if (has_point)
+        fprintf(f, ", last point %s (%s)", point_id, catalog_point_kind_name(p.kind));
+      fputc('\n', f);
+    }
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* The `status` document (text, or JSON for --json and the configuration manager's /api/status). */
+static void status_write(struct appliance *a, bool json, FILE *f)
+{
+  struct json_out j;
+  struct status_ctx sc = {.a = a, .f = f};
+  char storage[sizeof a->settings.storage];
+  a->backend->describe(&a->settings, storage, sizeof storage);
+  if (json) {
+    json_init(&j, f);
+    sc.j = &j;
+    json_object_begin(&j, NULL);
+    json_string(&j, "version", RPL_VERSION);
+    json_string(&j, "listen", a->listen);
+    json_string(&j, "storage", storage);
+    json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
+    json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
+    json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
+    upload_gate_status(a->gate, &j, NULL);
+    json_array_begin(&j, "agents");
+  } else {
+    fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us\n", RPL_VERSION, a->listen,
+            storage, a->rpo_ms / 1000);
+    upload_gate_status(a->gate, NULL, f);
+    fprintf(f, "upload limits: ");
+    if (a->settings.upload_limit_mbps)
+      fprintf(f, "%u MB/s in all, ", a->settings.upload_limit_mbps);
+    else
+      fprintf(f, "none in all, ");
+    if (a->settings.agent_limit_mbps)
+      fprintf(f, "%u MB/s per agent\n", a->settings.agent_limit_mbps);
+    else
+      fprintf(f, "none per agent\n");
+  }
+  rpl_err e = catalog_agent_foreach(a->cat, status_agent_cb, &sc);
+  (void)e;
+  if (json) {
+    json_array_end(&j);
+    json_array_begin(&j, "disks");
+  }
+  status_disks(a, sc.j, f);
+  if (json) {
+    json_array_end(&j);
+    json_object_end(&j);
+    json_finish(&j);
+  }
+}
+
+static int ctl_status(struct appliance *a, bool json, struct control_reply *out)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return 1;
+  status_write(a, json, f);
+  fclose(f);
+  control_printf(out, "%s", buf);
+  free(buf);
+  return 0;
+}
+
+void web_status_json(void *ctx, FILE *f) { status_write(ctx, true, f); }
+
+void web_sample(void *ctx, web_sample_fn fn, void *arg)
+{
+  struct appliance *a = ctx;
+  pthread_mutex_lock(&a->lock);
+  for (struct disk *d = a->disks; d; d = d->next) {
+    struct journal_usage u;
+    journal_get_usage(d->journal, &u);
+    struct web_disk_sample s = {.rpo_lag_s = d->last_commit_time ? (uint64_t)(time(NULL) - d->last_commit_time) : 0,
+                                .backlog_bytes = u.pending_bytes, .committed_raw_bytes = d->raw_committed};
+    memcpy(s.disk_id, d->id, PROTO_ID_SIZE);
+    fn(arg, &s);
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
+rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why,
+                                size_t whysz)
+{
+  struct appliance *a = ctx;
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  struct disk *d = find_disk(a, id);
+  if (!d) {
+    err = RPL_E_NOT_FOUND;
+  } else if (!d->attached) {
+    snprintf(why, whysz, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
+    err = RPL_E_NO_DAEMON;
+  } else if (act == WEB_DISK_CHECKPOINT && d->last_committed == 0) {
+    snprintf(why, whysz, "the disk has not finished its initial sync: a recovery point needs it first");
+    err = RPL_E_INVALID_ARGUMENT;
+  } else if (act == WEB_DISK_CHECKPOINT) {
+    d->want_point = true;
+  } else {
+    d->want_resync = true;
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (!err)
+    log_notice("disk %s: %s asked for on the configuration manager", d->name,
+               act == WEB_DISK_CHECKPOINT ? "a recovery point" : "a resync");
+  return err;
+}
+
+int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
+{
+  struct appliance *a = ctx;
+  if (!strcmp(argv[0], "status"))
+    return ctl_status(a, argc > 1 && !strcmp(argv[1], "--json"), out);
+  control_printf(out, "unknown daemon command '%s'", argv[0]);
+  return 2;
+}
+
+int cmd_status(int argc, char **argv)
+{
+  const char *state = APPLIANCE_DEFAULT_STATE;
+  const char *args[2] = {"status", NULL};
+  int n = 1;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--state") && i + 1 < argc)
+      state = argv[++i];
+    else if (!strcmp(argv[i], "--json"))
+      args[n++] = "--json";
+    else {
+      fprintf(stderr, "replication-appliance status: usage: status --state DIR [--json]\n");
+      return 2;
+    }
+  }
+  int status;
+  char *reply;
+  rpl_err err = control_call(state, n, args, &status, &reply);
+  if (err == RPL_E_NO_DAEMON) {
+    fprintf(stderr, "replication-appliance status: the appliance is not running (no control socket in %s): start it with 'replication-appliance run --state %s'\n",
+            state, state);
+    return 1;
+  }
+  if (err) {
+    fprintf(stderr, "replication-appliance status: %s\n", rpl_strerror(err));
+    return 1;
+  }
+  fputs(reply, status ? stderr : stdout);
+  free(reply);
+  return status;
+}
