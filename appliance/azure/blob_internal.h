@@ -1,5 +1,5 @@
-/* blob_internal.h - parsers and helpers shared by proto/blob*.c; unit tests and fuzz targets may
- * include it too. Nothing else may: the client's promise is include/blob.h. */
+/* blob_internal.h - parsers and helpers shared by the sources in appliance/azure/; unit tests and
+ * fuzz targets may include it too. Nothing else may: the client's promise is appliance/azure/blob.h. */
 #ifndef BLOB_INTERNAL_H
 #define BLOB_INTERNAL_H
 
