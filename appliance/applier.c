@@ -11,6 +11,7 @@
 
 #include "adopt.h"
 #include "appliance.h"
+#include "events.h"
 #include "rpl_log.h"
 
 #define OPEN_RETRY_MS       30000 /* a page blob that failed to open is tried again after this */
@@ -54,7 +55,6 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
 {
   struct apply_ctx *ac = arg;
   struct disk *d = ac->d;
-  (void)kind;
   rpl_err e = catalog_cycle_applied(ac->a->cat, d->id, n, time(NULL));
   if (e)
     log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", n, rpl_strerror(e));
@@ -68,6 +68,14 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
   id_text(d->id, id);
   struct store_stats st1;
   d->store->ops->get_stats(d->store, &st1);
+  struct event ev = {.type = EVENT_APPLIED, .cycle = n, .kind = kind};
+  memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
+  if (st1.transfers) {
+    ev.upload_bytes = st1.bytes_written - ac->st0.bytes_written;
+    ev.upload_ms = now_ms() - ac->t0;
+    ev.limit_wait_ms = st1.limit_wait_ms - ac->st0.limit_wait_ms;
+  }
+  events_emit(&ev);
   if (st1.transfers) /* bench/upload_limit.sh reads the rate from this line */
     log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
              " ms waiting for the bandwidth limits)", id, n, st1.bytes_written - ac->st0.bytes_written,

@@ -20,6 +20,7 @@
 #include "channel.h"
 #include "commands.h"
 #include "conn.h"
+#include "events.h"
 #include "identity.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
@@ -294,6 +295,7 @@ static int run(const struct run_opts *o)
            a.settings.agent_limit_mbps);
   sd_notify_ready("appliance running");
   serve(&a);
+  events_wake_all(); /* an `events --wait` in progress ends: the control socket waits for it */
   sd_notify_stopping();
   log_info("stopping: waiting for sessions to end");
   close(a.listen_fd);

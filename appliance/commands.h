@@ -16,6 +16,7 @@ int cmd_init(int argc, char **argv);  /* cmd_init.c */
 int cmd_check(int argc, char **argv); /* cmd_check.c */
 int cmd_run(int argc, char **argv);   /* cmd_run.c */
 int cmd_status(int argc, char **argv); /* status.c */
+int cmd_events(int argc, char **argv); /* status.c */
 int cmd_restore(int argc, char **argv); /* cmd_restore.c */
 
 #endif

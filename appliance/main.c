@@ -11,6 +11,7 @@ static const struct appliance_command commands[] = {
   {"check", cmd_check, "check   --state DIR [--json]"},
   {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--web ADDR:PORT|off] [--web-root DIR]"},
   {"status", cmd_status, "status  --state DIR [--json]"},
+  {"events", cmd_events, "events  --state DIR [--since SEQ] [--wait SECONDS]   # cycle and point events, JSON lines"},
   {"restore", cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {NULL, NULL, NULL},
 };

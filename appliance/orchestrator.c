@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "rpl_log.h"
 #include "session.h"
 
@@ -104,6 +105,12 @@ rpl_err finish_groups(struct session *s)
           s->slots[gr->slots[i]].disk->prune_due = true;
         pthread_cond_signal(&s->a->work);
         pthread_mutex_unlock(&s->a->lock);
+        for (size_t i = 0; i < gr->n; i++) {
+          struct event ev = {.type = EVENT_POINT, .cycle = gr->cycles[i], .kind = PROTO_CYCLE_RECOVERY_POINT};
+          memcpy(ev.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
+          snprintf(ev.point_id, sizeof ev.point_id, "%s", point_id);
+          events_emit(&ev);
+        }
         log_notice("agent %s: recovery point %s (%s) of %zu disk(s)", s->agent_text, point_id,
                    gr->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", gr->n);
       }

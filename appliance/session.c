@@ -11,6 +11,7 @@
 #include <uuid/uuid.h>
 
 #include "channel.h"
+#include "events.h"
 #include "rpl_log.h"
 #include "session.h"
 
@@ -378,6 +379,15 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
   }
   log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
            sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
+  struct event ev = {.type = EVENT_COMMITTED, .cycle = sl->cycle, .kind = sl->kind, .direct = sl->direct,
+                     .extents = t.extents, .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
+  memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
+  if (st.transfers) {
+    ev.upload_bytes = st.bytes_written - sl->direct_stats.bytes_written;
+    ev.upload_ms = now_ms() - sl->direct_start_ms;
+    ev.limit_wait_ms = st.limit_wait_ms - sl->direct_stats.limit_wait_ms;
+  }
+  events_emit(&ev);
   if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
     log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);

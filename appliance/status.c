@@ -12,6 +12,7 @@
 
 #include "appliance.h"
 #include "commands.h"
+#include "events.h"
 #include "json_out.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
@@ -201,43 +202,104 @@ rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_di
   return err;
 }
 
+/* events [SINCE [WAIT_MS]]: the events after SINCE as JSON lines, waiting up to WAIT_MS for one. */
+static int ctl_events(int argc, char **argv, struct control_reply *out)
+{
+  char *end;
+  unsigned long long since = argc > 1 ? strtoull(argv[1], &end, 10) : 0;
+  if (argc > 1 && (*end || !*argv[1])) {
+    control_printf(out, "events: SINCE must be an event number, not '%s'", argv[1]);
+    return 2;
+  }
+  unsigned long wait = argc > 2 ? strtoul(argv[2], &end, 10) : 0;
+  if (argc > 2 && (*end || !*argv[2] || wait > EVENTS_MAX_WAIT_MS)) {
+    control_printf(out, "events: the wait is milliseconds from 0 to %u, not '%s'", EVENTS_MAX_WAIT_MS, argv[2]);
+    return 2;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return 1;
+  events_write_since(since, (unsigned)wait, f);
+  fclose(f);
+  control_printf(out, "%s", buf);
+  free(buf);
+  return 0;
+}
+
 int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
 {
   struct appliance *a = ctx;
   if (!strcmp(argv[0], "status"))
     return ctl_status(a, argc > 1 && !strcmp(argv[1], "--json"), out);
+  if (!strcmp(argv[0], "events"))
+    return ctl_events(argc, argv, out);
   control_printf(out, "unknown daemon command '%s'", argv[0]);
   return 2;
 }
 
-int cmd_status(int argc, char **argv)
+/* Runs one command in the daemon of state and prints its answer; the exit status. */
+static int call_daemon(const char *name, const char *state, int n, const char *const *args)
 {
-  const char *state = APPLIANCE_DEFAULT_STATE;
-  const char *args[2] = {"status", NULL};
-  int n = 1;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--state") && i + 1 < argc)
-      state = argv[++i];
-    else if (!strcmp(argv[i], "--json"))
-      args[n++] = "--json";
-    else {
-      fprintf(stderr, "replication-appliance status: usage: status --state DIR [--json]\n");
-      return 2;
-    }
-  }
   int status;
   char *reply;
   rpl_err err = control_call(state, n, args, &status, &reply);
   if (err == RPL_E_NO_DAEMON) {
-    fprintf(stderr, "replication-appliance status: the appliance is not running (no control socket in %s): start it with 'replication-appliance run --state %s'\n",
-            state, state);
+    fprintf(stderr, "replication-appliance %s: the appliance is not running (no control socket in %s): start it with 'replication-appliance run --state %s'\n",
+            name, state, state);
     return 1;
   }
   if (err) {
-    fprintf(stderr, "replication-appliance status: %s\n", rpl_strerror(err));
+    fprintf(stderr, "replication-appliance %s: %s\n", name, rpl_strerror(err));
     return 1;
   }
   fputs(reply, status ? stderr : stdout);
   free(reply);
   return status;
+}
+
+int cmd_status(int argc, char **argv)
+{
+  const char *state = APPLIANCE_DEFAULT_STATE;
+  bool json = false;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--state") && i + 1 < argc)
+      state = argv[++i];
+    else if (!strcmp(argv[i], "--json"))
+      json = true;
+    else {
+      fprintf(stderr, "replication-appliance status: usage: status --state DIR [--json]\n");
+      return 2;
+    }
+  }
+  const char *args[2] = {"status", "--json"};
+  return call_daemon("status", state, json ? 2 : 1, args);
+}
+
+int cmd_events(int argc, char **argv)
+{
+  const char *state = APPLIANCE_DEFAULT_STATE, *since = "0";
+  char wait_ms[32] = "0";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--state") && i + 1 < argc) {
+      state = argv[++i];
+    } else if (!strcmp(argv[i], "--since") && i + 1 < argc) {
+      since = argv[++i];
+    } else if (!strcmp(argv[i], "--wait") && i + 1 < argc) {
+      char *end;
+      double secs = strtod(argv[++i], &end);
+      if (*end || !*argv[i] || secs < 0 || secs * 1000 > EVENTS_MAX_WAIT_MS) {
+        fprintf(stderr, "replication-appliance events: --wait takes seconds from 0 to %u, not '%s'\n",
+                EVENTS_MAX_WAIT_MS / 1000, argv[i]);
+        return 2;
+      }
+      snprintf(wait_ms, sizeof wait_ms, "%u", (unsigned)(secs * 1000));
+    } else {
+      fprintf(stderr, "replication-appliance events: usage: events --state DIR [--since SEQ] [--wait SECONDS]\n");
+      return 2;
+    }
+  }
+  const char *args[3] = {"events", since, wait_ms};
+  return call_daemon("events", state, 3, args);
 }

@@ -83,7 +83,8 @@ static rpl_err blob_store_make_point(struct store *st, uint64_t cycle, char *ima
 
 static rpl_err blob_store_delete_point(struct store *st, const char *image_id)
 {
-  return uploader_delete_snapshot(up_of(st), image_id);
+  rpl_err e = uploader_delete_snapshot(up_of(st), image_id);
+  return e == RPL_E_BLOB_NOT_FOUND ? RPL_OK : e; /* gone already (pruned elsewhere, or a retry) */
 }
 
 /* The value of key in "key=value\n" lines, or NULL. */

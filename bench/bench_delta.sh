@@ -40,12 +40,12 @@ wait_applied d 1 1800
 replica=$(replica_of d)
 cmp "$replica" "$dev" || die "replica differs after the initial sync"
 
-run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (the time its log line carries), CKPT = until checkpoint returned
+run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (the time its event carries), CKPT = until checkpoint returned
   local t0=$1 base=$2 ta
   "$AG" checkpoint "$dev" --wait --state "$RT/d/agent" > "$RT/ckpt.out" 2>&1 || die "checkpoint failed: $(cat "$RT/ckpt.out")"
   CKPT=$(calc "$(now) - $t0" 3)
-  ta=$(log_time "$RT/d/appliance.log" ": cycle $((base + 1)) (applied|committed and applied)")
-  [ -n "$ta" ] || die "no log line says cycle $((base + 1)) applied"
+  wait_applied d $((base + 1)) 600
+  ta=$T_APPLIED
   RESULT=$(calc "$ta - $t0" 3)
   POINT=$(tail -n 1 "$RT/ckpt.out")
 }

@@ -12,6 +12,7 @@ export RPL_BUILD_DIR=${1:-$root/build} RPL_SOURCE_DIR=$root
 sdk=$root/tools/azure-sdk
 [ -d "$sdk/node_modules/@azure/storage-blob" ] || { echo "e2e_upload: run scripts/setup.sh" >&2; exit 1; }
 . "$root/tests/integration/lib/replication.sh"
+. "$root/bench/lib_events.sh"
 rpl_setup 1200
 rpl_azurite_start --inMemoryPersistence
 # The storage server is another machine: the clients (our agent and appliance; the SDK) must not
@@ -57,14 +58,10 @@ hz=$(getconf CLK_TCK)
 c0=$(cpu "$RPL_AP_PID")
 t0=$(date +%s.%N)
 "$AG" protect "$dev" --state "$RT/agent" > /dev/null || fail "protect failed"
-# The appliance logs each applied cycle: watching its log costs next to nothing, where polling
-# `status` with a Python parser ten times a second took a good part of a core from the run.
-for i in $(seq 1 12000); do
-  grep -qE ": cycle 1 (committed and )?applied" "$RT/appliance.log" && break
-  sleep 0.05
-done
+# The appliance's events say when cycle 1 was applied (one waiting call, no polling of status,
+# which took a good part of a core from the run at ten times a second).
+events_wait_applied "$RT/app" 1 600 || fail "cycle 1 was not applied in 600 s"
 t1=$(date +%s.%N)
-grep -qE ": cycle 1 (committed and )?applied" "$RT/appliance.log" || fail "cycle 1 was not applied in 600 s"
 c1=$(cpu "$RPL_AP_PID")
 ours=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
 apcpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')

@@ -21,6 +21,7 @@ B=${RPL_BUILD_DIR:-$root/build}
 AG=$B/agent/mobility-agent
 AP=$B/appliance/replication-appliance
 GEN=$B/bench/bench_gen
+. "$root/bench/lib_events.sh"
 
 BENCH_PIDS=()
 BENCH_LOOPS=()
@@ -98,7 +99,7 @@ bench_pair_start() {
   "$AP" init --state "$PAIR_DIR/app" --storage "file:$PAIR_DIR/replica" > "$PAIR_DIR/init.out" || die "appliance init failed"
   key=$(tail -n 1 "$PAIR_DIR/init.out")
   PAIR_PORT=$(free_port)
-  # RPL_LOG_TIME=1: each line carries the time it was logged (log_time reads it back)
+  # RPL_LOG_TIME=1: each line carries the time it was logged (for a reader of BENCH_KEEP_LOGS)
   RPL_LOG_TIME=1 "$AP" run --state "$PAIR_DIR/app" --listen "127.0.0.1:$PAIR_PORT" --rpo "$rpo" >> "$PAIR_DIR/appliance.log" 2>&1 &
   AP_PID=$!
   BENCH_PIDS+=("$AP_PID")
@@ -161,31 +162,12 @@ replica_of() {
   echo "$f"
 }
 
-# log_time LOG REGEX: when the first line of LOG matching REGEX was logged, in seconds since the
-# epoch (the daemon stamps its lines with the time of day, to the millisecond); empty if none.
-log_time() {
-  local hms t
-  hms=$(grep -m1 -E "$2" "$1" | grep -oE '^[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}') || return 0
-  t=$(date -d "$(date +%F) $hms" +%s.%N)
-  # a line of yesterday, read just after midnight
-  awk -v t="$t" -v n="$(now)" 'BEGIN { printf "%.3f", (t > n + 1) ? t - 86400 : t }'
-}
-
-# wait_applied NAME N [TIMEOUT_S]: until the appliance of NAME applied cycle N, watched in its log
-# every 50 ms. Sets T_COMMITTED and T_APPLIED to the times its log lines say cycle N was committed
-# (journal or image fsynced, ACKed) and applied: the log's own time, not when it was seen.
+# wait_applied NAME N [TIMEOUT_S]: until the appliance of NAME applied cycle N, read from its
+# events (lib_events.sh). Sets T_COMMITTED and T_APPLIED to the times the appliance says cycle N was
+# committed (journal or image fsynced, ACKed) and applied: its own time, not when it was seen.
 wait_applied() {
-  local name=$1 want=$2 limit=${3:-600} t0 log=$RT/$1/appliance.log
-  t0=$SECONDS
-  while :; do
-    if grep -qE ": cycle $want (applied|committed and applied)" "$log"; then
-      T_COMMITTED=$(log_time "$log" ": cycle $want committed")
-      T_APPLIED=$(log_time "$log" ": cycle $want (applied|committed and applied)")
-      return 0
-    fi
-    [ $((SECONDS - t0)) -ge "$limit" ] && { tail -5 "$RT/$name/agent.log" "$log" >&2; die "cycle $want not applied in $limit s"; }
-    sleep 0.05
-  done
+  events_wait_applied "$RT/$1/app" "$2" "${3:-600}" \
+    || { tail -5 "$RT/$1/agent.log" "$RT/$1/appliance.log" >&2; die "cycle $2 not applied in ${3:-600} s"; }
 }
 
 proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -11,6 +11,7 @@ set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 export RPL_BUILD_DIR=${1:-$root/build} RPL_SOURCE_DIR=$root
 . "$root/tests/integration/lib/replication.sh"
+. "$root/bench/lib_events.sh"
 rpl_setup 1800
 rpl_azurite_start --inMemoryPersistence
 LIMIT=${BENCH_LIMIT_MBPS:-20}
@@ -33,14 +34,10 @@ one_run() {
   id=$("$AG" status --state "$RT/agent" --json | python3 -c '
 import json, sys
 print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
-  for i in $(seq 1 6000); do
-    line=$(grep -m1 -E "disk $id: cycle 1 (committed and )?applied" "$RT/appliance.log") && break
-    sleep 0.1
-  done
-  [ -n "$line" ] || fail "the initial sync of $dev was not applied in 600 s"
-  RUN_RATE=$(sed -E 's/.*\(([0-9]+) bytes uploaded in ([0-9]+) ms.*/\1 \2/' <<<"$line" | awk '{printf "%.2f", $1 / 1e6 / ($2 / 1e3)}')
-  RUN_WAIT=$(sed -E 's/.* ([0-9]+) ms waiting.*/\1/' <<<"$line")
-  echo "  $line" | sed 's/<[0-9]>replication-appliance: //'
+  events_wait_applied "$RT/app" 1 600 "$id" || fail "the initial sync of $dev was not applied in 600 s"
+  RUN_RATE=$(awk -v b="$EV_UPLOAD_BYTES" -v ms="$EV_UPLOAD_MS" 'BEGIN { printf "%.2f", b / 1e6 / (ms / 1e3) }')
+  RUN_WAIT=$EV_LIMIT_WAIT_MS
+  echo "  cycle 1: $EV_UPLOAD_BYTES bytes uploaded in $EV_UPLOAD_MS ms, $EV_LIMIT_WAIT_MS ms waiting for the limits"
 }
 restart_appliance() { kill "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null; }
 

@@ -68,8 +68,14 @@ cmp -n $((32 * MIB)) "$RT/blob" "$dev1" || fail "the first 32 MiB were not in th
 dd if=/dev/zero of="$dev1" bs=1M count=32 oflag=direct conv=notrunc status=none || fail "cannot zero the disk's start"
 rpl_appliance_start --rpo 3600
 rpl_wait_cycle "$dev1" 1
-grep -q "disk $id1: cycle 1 committed and applied" "$RT/appliance.log" \
-  || fail "the retried initial sync did not go straight into the blob: $(grep "disk $id1: cycle 1" "$RT/appliance.log")"
+# The appliance's events (the machine interface) say how cycle 1 was committed: straight into the blob.
+"$AP" events --state "$RT/app" > "$RT/events.out" || fail "events failed"
+python3 -c '
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+c = [e for e in ev if e["type"] == "committed" and e["disk_id"] == sys.argv[2] and e["cycle"] == 1]
+sys.exit(0 if c and c[-1]["direct"] and c[-1]["upload_bytes"] > 0 else 1)' "$RT/events.out" "$id1" \
+  || fail "the retried initial sync did not go straight into the blob: $(grep "$id1" "$RT/events.out")"
 [ "$(appliance_field "$id1" cache_bytes)" -eq 0 ] || fail "the direct initial sync used the cache"
 [ "$(appliance_field "$id1" last_applied_cycle)" -eq 1 ] || fail "disk 1: not at cycle 1 (the zeros would come with cycle 2)"
 blob_equals_source "$dev1" "$id1" "disk 1 after the retried initial sync"

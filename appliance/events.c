@@ -1,0 +1,113 @@
+/* events.c - the ring of cycle and point events and its JSON lines (events.h). */
+#include "events.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include "json_out.h"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t arrived = PTHREAD_COND_INITIALIZER;
+static struct event ring[EVENTS_RING];
+static uint64_t last_seq;
+static bool waking;
+
+void events_emit(struct event *e)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  pthread_mutex_lock(&lock);
+  e->seq = ++last_seq;
+  e->unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  ring[e->seq % EVENTS_RING] = *e;
+  pthread_cond_broadcast(&arrived);
+  pthread_mutex_unlock(&lock);
+}
+
+void events_wake_all(void)
+{
+  pthread_mutex_lock(&lock);
+  waking = true;
+  pthread_cond_broadcast(&arrived);
+  pthread_mutex_unlock(&lock);
+}
+
+static const char *type_name(enum event_type t)
+{
+  switch (t) {
+  case EVENT_COMMITTED: return "committed";
+  case EVENT_APPLIED: return "applied";
+  case EVENT_POINT: return "point";
+  }
+  return "unknown";
+}
+
+static const char *kind_name(uint8_t kind)
+{
+  switch (kind) {
+  case PROTO_CYCLE_PLAIN: return "plain";
+  case PROTO_CYCLE_RESYNC: return "resync";
+  case PROTO_CYCLE_RECOVERY_POINT: return "recovery_point";
+  }
+  return "unknown";
+}
+
+static void write_event(const struct event *e, FILE *out)
+{
+  struct json_out j;
+  char id[37];
+  uuid_unparse_lower(e->disk_id, id);
+  json_init(&j, out);
+  json_object_begin(&j, NULL);
+  json_u64(&j, "seq", e->seq);
+  json_u64(&j, "unix_ms", e->unix_ms);
+  json_string(&j, "type", type_name(e->type));
+  json_string(&j, "disk_id", id);
+  json_u64(&j, "cycle", e->cycle);
+  json_string(&j, "kind", kind_name(e->kind));
+  if (e->type == EVENT_COMMITTED) {
+    json_bool(&j, "direct", e->direct);
+    json_u64(&j, "extents", e->extents);
+    json_u64(&j, "raw_bytes", e->raw_bytes);
+    json_u64(&j, "payload_bytes", e->payload_bytes);
+  }
+  if (e->type != EVENT_POINT) {
+    json_u64(&j, "upload_bytes", e->upload_bytes);
+    json_u64(&j, "upload_ms", e->upload_ms);
+    json_u64(&j, "limit_wait_ms", e->limit_wait_ms);
+  }
+  if (e->type == EVENT_POINT)
+    json_string(&j, "point_id", e->point_id);
+  json_object_end(&j);
+  json_finish(&j);
+}
+
+unsigned events_write_since(uint64_t since, unsigned wait_ms, FILE *out)
+{
+  if (wait_ms > EVENTS_MAX_WAIT_MS)
+    wait_ms = EVENTS_MAX_WAIT_MS;
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += wait_ms / 1000;
+  deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+  if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&lock);
+  while (last_seq <= since && wait_ms && !waking)
+    if (pthread_cond_timedwait(&arrived, &lock, &deadline))
+      break;
+  uint64_t first = since + 1;
+  if (last_seq >= EVENTS_RING && first <= last_seq - EVENTS_RING)
+    first = last_seq - EVENTS_RING + 1; /* older ones were overwritten */
+  unsigned n = 0;
+  for (uint64_t s = first; s <= last_seq; s++, n++) {
+    struct event e = ring[s % EVENTS_RING];
+    write_event(&e, out);
+  }
+  pthread_mutex_unlock(&lock);
+  return n;
+}

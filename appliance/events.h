@@ -1,0 +1,41 @@
+/* events.h - the appliance's cycle and point events (committed, applied, point), kept in a bounded
+ * ring and read by `replication-appliance events` as JSON lines: the machine interface benchmarks
+ * and tests time cycles by (log lines are free to change). Internal header: appliance/ only. */
+#ifndef APPLIANCE_EVENTS_H
+#define APPLIANCE_EVENTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto.h"
+
+/* Events kept: a reader further behind than this misses the oldest (it sees a gap in seq). */
+#define EVENTS_RING 4096
+/* The longest a reader may wait for a new event in one call. */
+#define EVENTS_MAX_WAIT_MS 600000
+
+enum event_type { EVENT_COMMITTED, EVENT_APPLIED, EVENT_POINT };
+
+struct event {
+  uint64_t seq;                   /* 1, 2, ... in the order they happened (set by events_emit) */
+  uint64_t unix_ms;               /* wall clock, milliseconds (set by events_emit) */
+  enum event_type type;
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+  uint8_t kind;                   /* PROTO_CYCLE_* */
+  bool direct;                    /* committed: written straight into the store (committed and applied) */
+  uint64_t extents, raw_bytes, payload_bytes; /* committed */
+  uint64_t upload_bytes, upload_ms, limit_wait_ms; /* applied (and direct committed) to a network store */
+  char point_id[32];              /* point: "rp-N" */
+};
+
+/* Records an event (thread-safe) and wakes readers waiting for one. */
+void events_emit(struct event *e);
+/* Writes every event with seq > since as one JSON object per line to out. With none, waits up to
+ * wait_ms (capped at EVENTS_MAX_WAIT_MS) for one, or until stopping is set. Returns how many. */
+unsigned events_write_since(uint64_t since, unsigned wait_ms, FILE *out);
+/* Wakes waiting readers (the daemon stops). */
+void events_wake_all(void);
+
+#endif
