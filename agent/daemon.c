@@ -128,16 +128,20 @@ static rpl_err send_disk(struct agent *a, size_t i)
   if (rt->fd < 0) {
     rt->fd = open(d->device, O_RDONLY | O_DIRECT | O_CLOEXEC);
     if (rt->fd < 0) {
+      pthread_mutex_lock(&a->lock);
       snprintf(rt->error, sizeof rt->error, "cannot open %s: %s", d->device, strerror(errno));
       rt->phase = PHASE_ERROR;
+      pthread_mutex_unlock(&a->lock);
       log_err("%s", rt->error);
       return RPL_OK; /* the others go on */
     }
     uint64_t size = 0;
     int sector = 512;
     if (ioctl(rt->fd, BLKGETSIZE64, &size) != 0 || ioctl(rt->fd, BLKSSZGET, &sector) != 0) {
+      pthread_mutex_lock(&a->lock);
       snprintf(rt->error, sizeof rt->error, "%s is not a block device", d->device);
       rt->phase = PHASE_ERROR;
+      pthread_mutex_unlock(&a->lock);
       return RPL_OK;
     }
     rt->size = size;
