@@ -271,7 +271,7 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
   return status;
 }
 
-int cmd_cbt(int argc, char **argv)
+int agent_cmd_cbt(int argc, char **argv)
 {
   struct cbt_args a;
   int rc = parse_args(argc, argv, &a);

@@ -17,7 +17,6 @@ int agent_cmd_run(int argc, char **argv);
 int agent_cmd_protect(int argc, char **argv);
 int agent_cmd_checkpoint(int argc, char **argv);
 int agent_cmd_status(int argc, char **argv);
-/* cmd_cbt.c */
-int cmd_cbt(int argc, char **argv);
+int agent_cmd_cbt(int argc, char **argv);
 
 #endif
