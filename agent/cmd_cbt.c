@@ -1,5 +1,5 @@
 /* cmd_cbt.c - `mobility-agent cbt start|stop|drain|status|ack`: the change-block tracker on its
- * own, without an appliance (DESIGN.md, users' commands). */
+ * own, without an appliance (docs/architecture.md, users' commands). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>

@@ -2,8 +2,8 @@
 #ifndef AGENT_COMMANDS_H
 #define AGENT_COMMANDS_H
 
-/* Each runs one users' command (DESIGN.md) with argv[0] = the command's name; returns the exit
- * status: 0 on success, else non-zero after one line on stderr saying why. */
+/* Each runs one users' command (docs/architecture.md) with argv[0] = the command's name; returns
+ * the exit status: 0 on success, else non-zero after one line on stderr saying why. */
 struct agent_command {
   const char *name;
   int (*run)(int argc, char **argv);

@@ -1,4 +1,4 @@
-/* main.c - mobility-agent's entry point: dispatches the users' commands listed in DESIGN.md. */
+/* main.c - mobility-agent's entry point: dispatches the users' commands listed in docs/architecture.md. */
 #include <stdio.h>
 #include <string.h>
 
