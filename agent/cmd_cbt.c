@@ -1,5 +1,5 @@
 /* cmd_cbt.c - `mobility-agent cbt start|stop|drain|status|ack`: the change-block tracker on its
- * own, without an appliance (DESIGN.md, users' commands). */
+ * own, without an appliance (docs/architecture.md, users' commands). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -271,7 +271,7 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
   return status;
 }
 
-int cmd_cbt(int argc, char **argv)
+int agent_cmd_cbt(int argc, char **argv)
 {
   struct cbt_args a;
   int rc = parse_args(argc, argv, &a);

@@ -2,8 +2,8 @@
 #ifndef AGENT_COMMANDS_H
 #define AGENT_COMMANDS_H
 
-/* Each runs one users' command (DESIGN.md) with argv[0] = the command's name; returns the exit
- * status: 0 on success, else non-zero after one line on stderr saying why. */
+/* Each runs one users' command (docs/architecture.md) with argv[0] = the command's name; returns
+ * the exit status: 0 on success, else non-zero after one line on stderr saying why. */
 struct agent_command {
   const char *name;
   int (*run)(int argc, char **argv);
@@ -17,7 +17,6 @@ int agent_cmd_run(int argc, char **argv);
 int agent_cmd_protect(int argc, char **argv);
 int agent_cmd_checkpoint(int argc, char **argv);
 int agent_cmd_status(int argc, char **argv);
-/* cmd_cbt.c */
-int cmd_cbt(int argc, char **argv);
+int agent_cmd_cbt(int argc, char **argv);
 
 #endif

@@ -1,4 +1,4 @@
-/* main.c - mobility-agent's entry point: dispatches the users' commands listed in DESIGN.md. */
+/* main.c - mobility-agent's entry point: dispatches the users' commands listed in docs/architecture.md. */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,7 +7,7 @@
 #include "rpl_version.h"
 
 static const struct agent_command commands[] = {
-  {"cbt", cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
+  {"cbt", agent_cmd_cbt, "cbt start|stop|drain|status|ack ...  the change-block tracker alone (cbt --help)"},
   {"register", agent_cmd_register, "register --appliance HOST:PORT --key KEY [--state DIR]"},
   {"run", agent_cmd_run, "run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]"},
   {"protect", agent_cmd_protect, "protect DEVICE [--wait | --no-wait] [--state DIR]"},

@@ -1,4 +1,4 @@
-/* progress.h - a sync's progress as people read it (percent, MB/s, ETA); agent/ internal (daemon.c,
+/* progress.h - a sync's progress as people read it (percent, MB/s, ETA); agent/ internal (control.c,
  * cmd_control.c) and its unit test. */
 #ifndef AGENT_PROGRESS_H
 #define AGENT_PROGRESS_H

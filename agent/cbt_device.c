@@ -1,0 +1,244 @@
+/* cbt_device.c - one tracked device: resolving it in /sys, its record, reconciling the record with
+ * the kernel (every possible loss becomes a resync event) and arming its tracking. */
+#include <bpf/bpf.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cbt_internal.h"
+#include "rpl_log.h"
+
+/* The slot's loss counters, in struct order, and the event each one raises. */
+static const enum cbt_resync_reason loss_reasons[CBT_SLOT_LOSS_FIELDS] = {
+  CBT_RESYNC_INFLIGHT_FULL, CBT_RESYNC_OUT_OF_RANGE, CBT_RESYNC_FLIP_STORM, CBT_RESYNC_BITMAP_MISSING,
+};
+
+static uint64_t slot_loss(const struct cbt_slot *s, int i)
+{
+  const __u64 *counters[CBT_SLOT_LOSS_FIELDS] = {
+    &s->lost_inflight_full, &s->lost_out_of_range, &s->lost_retry_exhausted, &s->lost_bitmap_missing,
+  };
+  return __atomic_load_n(counters[i], __ATOMIC_RELAXED);
+}
+
+rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info *info)
+{
+  struct stat st;
+  char sys[PATH_MAX], link[PATH_MAX], value[64];
+
+  memset(info, 0, sizeof *info);
+  if (stat(device, &st) != 0)
+    return cbt_fail(t, errno == ENOENT ? RPL_E_NOT_FOUND : RPL_E_IO, "%s: %s", device, strerror(errno));
+  if (!S_ISBLK(st.st_mode))
+    return cbt_fail(t, RPL_E_CBT_NOT_BLOCK_DEVICE, "%s is not a block device: give a whole disk such as /dev/sdb", device);
+  if (snprintf(info->path, sizeof info->path, "%s", device) >= (int)sizeof info->path)
+    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "device path too long: %s", device);
+  info->major = major(st.st_rdev);
+  info->minor = minor(st.st_rdev);
+  snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", info->major, info->minor);
+  ssize_t n = readlink(sys, link, sizeof link - 1);
+  if (n <= 0)
+    return cbt_fail(t, RPL_E_IO, "%s: cannot read %s: %s (is /sys mounted?)", device, sys, strerror(errno));
+  link[n] = '\0';
+  char *base = strrchr(link, '/');
+  base = base ? base + 1 : link;
+  if (strlen(base) >= sizeof info->name)
+    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "%s: kernel name too long", device);
+  strcpy(info->name, base);
+
+  char probe[PATH_MAX + 32];
+  snprintf(probe, sizeof probe, "%s/partition", sys);
+  if (access(probe, F_OK) == 0) {
+    *strrchr(link, '/') = '\0';
+    char *parent = strrchr(link, '/');
+    parent = parent ? parent + 1 : link;
+    return cbt_fail(t, RPL_E_CBT_PARTITION,
+                "%s is a partition of %s: track the whole disk /dev/%s (writes through its partitions are covered)",
+                device, parent, parent);
+  }
+  snprintf(probe, sizeof probe, "%s/queue/zoned", sys);
+  if (cbt_read_small_file(probe, value, sizeof value) == 0 && strcmp(value, "none") != 0)
+    return cbt_fail(t, RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
+                device, value);
+  snprintf(probe, sizeof probe, "%s/diskseq", sys);
+  if (cbt_read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &info->diskseq) != 1)
+    info->diskseq = 0;
+  snprintf(probe, sizeof probe, "%s/mq", sys);
+  info->bio_based = access(probe, F_OK) != 0;
+  snprintf(probe, sizeof probe, "%s/size", sys);
+  uint64_t sectors;
+  if (cbt_read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &sectors) != 1)
+    return cbt_fail(t, RPL_E_IO, "%s: cannot read its size from %s", device, probe);
+  info->size = sectors * 512;
+  if (info->size == 0)
+    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "%s has size 0 (no medium, or a loop device without a backing file)",
+                device);
+  info->present = true;
+  return RPL_OK;
+}
+
+void cbt_raise_event(struct tracked *d, enum cbt_resync_reason reason, struct cbt *t)
+{
+  cbt_record_raise(&d->rec, reason, (uint64_t)time(NULL));
+  d->dirty = true;
+  if (d->slot >= 0)
+    memcpy(t->slots[d->slot].uuid, d->rec.uuid, sizeof d->rec.uuid);
+  char uuid[37];
+  cbt_uuid_string(d->rec.uuid, uuid);
+  log_notice("%s: resync required (%s, event %" PRIu64 "); new tracker UUID %s", d->rec.path,
+             cbt_resync_reason_name(reason), d->rec.resync_count, uuid);
+}
+
+/* Loads the record of device (a path, or a recorded name when it has no '/'). */
+rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, bool need_device)
+{
+  memset(d, 0, sizeof *d);
+  d->slot = -1;
+  rpl_err err;
+  if (!strchr(device, '/')) {
+    if (strlen(device) >= sizeof d->dev.name || device[0] == '.' || !device[0])
+      return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "invalid device name '%s'", device);
+    strcpy(d->dev.name, device);
+  } else {
+    err = cbt_resolve_device(t, device, &d->dev);
+    if (err && (need_device || err != RPL_E_NOT_FOUND))
+      return err;
+    if (err) { /* gone: find the record by the last path component */
+      const char *base = strrchr(device, '/') + 1;
+      snprintf(d->dev.name, sizeof d->dev.name, "%s", base);
+    }
+  }
+  err = cbt_record_load(t->state_dir, d->dev.name, &d->rec);
+  if (err == RPL_E_NOT_FOUND)
+    return cbt_fail(t, RPL_E_CBT_NOT_TRACKED, "%s is not tracked (no record in %s/cbt): start it with "
+                "'mobility-agent cbt start %s'", device, t->state_dir, device);
+  if (err == RPL_E_CBT_STATE_CORRUPT)
+    return cbt_fail(t, err, "the record %s/cbt/%s.state is unreadable: remove it and start %s again (forces a resync)",
+                t->state_dir, d->dev.name, device);
+  if (err)
+    return cbt_fail(t, err, "cannot read the record of %s in %s/cbt: %s", device, t->state_dir, rpl_strerror(err));
+  if (!d->dev.present) {
+    /* Known only by name: use the recorded path when it still names the same disk. */
+    struct device_info info;
+    if (cbt_resolve_device(t, d->rec.path, &info) == RPL_OK && info.major == d->rec.major && info.minor == d->rec.minor)
+      d->dev = info;
+    t->errmsg[0] = '\0';
+  } else if (d->dev.major != d->rec.major || d->dev.minor != d->rec.minor) {
+    return cbt_fail(t, RPL_E_CBT_STATE_CORRUPT, "%s is now %u:%u but was recorded as %u:%u: stop and start it again",
+                device, d->dev.major, d->dev.minor, d->rec.major, d->rec.minor);
+  }
+  return RPL_OK;
+}
+
+/* Compares the record with the kernel and raises an event for every way tracking may have lost a
+ * write since the last look. Never re-arms; see cbt_arm(). */
+void cbt_reconcile(struct cbt *t, struct tracked *d)
+{
+  uint32_t kdev = kernel_dev(d->rec.major, d->rec.minor);
+  int slot = cbt_find_slot(t, kdev);
+  if (slot >= 0 && memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0) {
+    d->foreign_slot = true;
+    slot = -1;
+  }
+  d->slot = slot;
+
+  if (strcmp(d->rec.boot_id, t->boot_id) != 0) {
+    snprintf(d->rec.boot_id, sizeof d->rec.boot_id, "%s", t->boot_id);
+    d->rec.armed = slot >= 0; /* pins never survive a reboot; a slot here means the record was stale */
+    cbt_raise_event(d, CBT_RESYNC_REBOOT, t);
+  } else if (d->rec.armed && slot < 0) {
+    d->rec.armed = false;
+    cbt_raise_event(d, CBT_RESYNC_UNCLEAN_DETACH, t);
+  }
+  /* Same dev_t, other content without a single write: a loop device re-pointed, a medium swapped. */
+  if (d->dev.present && d->dev.diskseq != d->rec.diskseq) {
+    if (d->rec.diskseq && d->dev.diskseq)
+      cbt_raise_event(d, CBT_RESYNC_MEDIA_CHANGED, t);
+    d->rec.diskseq = d->dev.diskseq;
+    d->dirty = true;
+  }
+  if (slot < 0)
+    return;
+
+  /* The programs find the slot through the device map: if the entry is gone, nothing was marked. */
+  uint32_t mapped = UINT32_MAX;
+  if (bpf_map_lookup_elem(t->fd[PIN_DEVMAP], &kdev, &mapped) != 0 || mapped != (uint32_t)slot) {
+    uint32_t key = (uint32_t)slot;
+    if (bpf_map_update_elem(t->fd[PIN_DEVMAP], &kdev, &key, BPF_ANY) != 0)
+      log_warn("cannot repair the device map entry of %s: %s", d->rec.path, strerror(errno));
+    cbt_raise_event(d, CBT_RESYNC_UNCLEAN_DETACH, t);
+  }
+  for (int i = 0; i < CBT_SLOT_LOSS_FIELDS; i++) {
+    uint64_t now = slot_loss(&t->slots[slot], i);
+    if (now > d->rec.losses_seen[i])
+      cbt_raise_event(d, loss_reasons[i], t);
+    if (now != d->rec.losses_seen[i]) {
+      d->rec.losses_seen[i] = now;
+      d->dirty = true;
+    }
+  }
+  uint64_t misses = cbt_program_misses(t);
+  if (misses > d->rec.program_misses_seen)
+    cbt_raise_event(d, CBT_RESYNC_PROGRAM_MISSED, t);
+  if (misses != d->rec.program_misses_seen) {
+    d->rec.program_misses_seen = misses;
+    d->dirty = true;
+  }
+  if (d->dev.present && d->dev.size != d->rec.size) {
+    log_notice("%s: size changed from %" PRIu64 " to %" PRIu64 " bytes", d->rec.path, d->rec.size, d->dev.size);
+    cbt_raise_event(d, CBT_RESYNC_RESIZE, t);
+    /* A bitmap sized for the new disk, at once: writes must not go untracked until the next flip. */
+    if (cbt_slot_detach(t, slot) == RPL_OK) {
+      d->slot = -1;
+      d->rec.armed = false;
+      if (cbt_slot_attach(t, d) != RPL_OK)
+        log_warn("%s: cannot re-attach after the resize: %s", d->rec.path, t->errmsg);
+    }
+  }
+}
+
+/* Makes sure the device is tracked: attaches a slot (installing the tracker if needed) or, where
+ * eBPF cannot work, switches the record to fallback mode. */
+rpl_err cbt_arm(struct cbt *t, struct tracked *d)
+{
+  if (d->slot >= 0)
+    return RPL_OK;
+  if (d->foreign_slot)
+    return cbt_fail(t, RPL_E_CBT_OWNED_ELSEWHERE, "%s is tracked under another agent state directory (not %s): use that "
+                "--state", d->rec.path, t->state_dir);
+  if (!d->dev.present)
+    return cbt_fail(t, RPL_E_NOT_FOUND, "%s is not present: cannot track it", d->rec.path);
+  if (!cbt_pins_installed(t)) {
+    rpl_err err = cbt_pins_install(t);
+    if (err && t->no_ebpf_why[0]) {
+      if (!d->rec.fallback) {
+        log_warn("eBPF tracking unavailable: %s", t->no_ebpf_why);
+        d->rec.fallback = true;
+        d->rec.armed = false;
+        d->rec.size = d->dev.size;
+        d->rec.block_shift = cbt_block_shift_for(d->dev.size);
+        cbt_raise_event(d, CBT_RESYNC_NO_EBPF, t);
+      }
+      return RPL_OK;
+    }
+    if (err)
+      return err;
+  }
+  return cbt_slot_attach(t, d);
+}
+
+rpl_err cbt_save_tracked(struct cbt *t, struct tracked *d)
+{
+  if (!d->dirty)
+    return RPL_OK;
+  rpl_err err = cbt_record_save(t->state_dir, &d->rec);
+  if (err)
+    return cbt_fail(t, err, "cannot save the record of %s in %s/cbt: %s", d->rec.path, t->state_dir, rpl_strerror(err));
+  d->dirty = false;
+  return RPL_OK;
+}

@@ -1,0 +1,148 @@
+/* cbt_internal.h - the change-block tracker's internals shared by cbt.c (the handle and the
+ * operations of cbt.h), cbt_kernel.c (the eBPF objects and slots) and cbt_device.c (a tracked
+ * device's record); nothing else includes it. */
+#ifndef AGENT_CBT_INTERNAL_H
+#define AGENT_CBT_INTERNAL_H
+
+#include <bpf/libbpf.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cbt.h"
+#include "cbt_bitmap.h"
+#include "cbt_shared.h"
+#include "cbt_state.h"
+
+enum pin_object {
+  PIN_DEVICES, PIN_DEVMAP, PIN_BITMAPS, PIN_INFLIGHT, PIN_COUNTERS,
+  PIN_LINK_BIO_QUEUE, PIN_LINK_RQ_COMPLETE, PIN_LINK_BIO_COMPLETE,
+  PIN_COUNT
+};
+#define PIN_FIRST_LINK PIN_LINK_BIO_QUEUE
+#define PROGRAMS (PIN_COUNT - PIN_FIRST_LINK)
+
+/* A slot's bitmap mapped into this process, cached across calls (re-mapping would cost a page
+ * fault per touched page on every drain). */
+struct mapped_bitmap {
+  uint32_t map_id;        /* 0: not mapped */
+  uint64_t *words;
+  size_t bytes;
+  struct cbt_layout layout;
+};
+
+/* Where this handle is in a device's cycle. */
+struct cycle {
+  char name[64];          /* "" = unused */
+  bool flipped;           /* a frozen generation awaits drain / commit */
+  bool drained;           /* cbt_drain returned RPL_OK for it */
+  uint64_t frozen_seq;    /* its generation number */
+  uint64_t next_byte;     /* drain cursor */
+};
+
+struct cbt {
+  char state_dir[PATH_MAX];
+  char pin_dir[PATH_MAX];
+  char btf_path[PATH_MAX];
+  bool btf_custom;        /* btf_path came from the caller or the environment */
+  char boot_id[40];
+  char errmsg[512];
+  char no_ebpf_why[384];  /* why eBPF cannot be used ("" = it can, as far as known) */
+  int lock_fd;
+  int fd[PIN_COUNT];      /* -1 when not open */
+  uint32_t devices_map_id;
+  int prog_fd[PROGRAMS];
+  struct cbt_slot *slots; /* mmap of cbt_devices, NULL when not open */
+  size_t slots_bytes;
+  int ncpus;
+  struct mapped_bitmap bitmaps[CBT_MAX_DEVICES];
+  struct cycle cycles[CBT_MAX_DEVICES];
+};
+
+/* A device being operated on: what the kernel says (info) and what the record says. */
+struct device_info {
+  char path[256];
+  char name[64];
+  uint32_t major, minor;
+  uint64_t size;
+  uint64_t diskseq;       /* /sys/block/X/diskseq (Linux >= 5.15), 0 if unknown */
+  bool bio_based;         /* no blk-mq queue (device mapper, md): completions need in-flight records */
+  bool present;           /* resolved from the system (false: known only from the record) */
+};
+
+struct tracked {
+  struct device_info dev;
+  struct cbt_record rec;
+  int slot;               /* -1: not attached */
+  bool foreign_slot;      /* a slot for this disk exists with another UUID */
+  bool dirty;             /* rec must be saved */
+};
+
+/* For a failure that a more important error is already being reported for. */
+static inline void ignore_error(rpl_err err)
+{
+  (void)err;
+}
+
+static inline uint32_t kernel_dev(uint32_t major, uint32_t minor)
+{
+  return (major << 20) | minor; /* MKDEV() of include/linux/kdev_t.h */
+}
+
+/* ---- cbt.c --------------------------------------------------------------------------------- */
+
+/* Sets the handle's error message (cbt_errmsg) and returns err. */
+rpl_err cbt_fail(struct cbt *t, rpl_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Records why eBPF cannot be used here (shown to the user with the fallback). */
+void cbt_set_why(struct cbt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A small text file (sysfs, procfs) without its trailing newline; -1 with errno set on failure. */
+int cbt_read_small_file(const char *path, char *buf, size_t size);
+int cbt_mkdir_parents(const char *path, mode_t mode);
+
+/* ---- cbt_kernel.c: pins ---------------------------------------------------------------------- */
+
+/* libbpf's print callback: its messages go to our log at debug level. */
+int cbt_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void cbt_pins_close(struct cbt *t);
+/* Removes our pinned objects and the pin directory; tracking of every device ends. */
+void cbt_pins_remove(struct cbt *t);
+/* Re-opens the pins when another process removed or replaced them since we opened them. */
+rpl_err cbt_pins_refresh(struct cbt *t);
+bool cbt_pins_installed(const struct cbt *t);
+/* Loads, attaches and pins the programs and maps. On failure t->no_ebpf_why says why when eBPF is
+ * unusable here (the caller falls back); other failures are errors. */
+rpl_err cbt_pins_install(struct cbt *t);
+
+/* ---- cbt_kernel.c: slots ------------------------------------------------------------------- */
+
+uint32_t cbt_block_shift_for(uint64_t size);
+/* The slot tracking kernel device kdev, or -1. */
+int cbt_find_slot(const struct cbt *t, uint32_t kdev);
+bool cbt_any_slot_used(const struct cbt *t);
+/* Waits until no program marks buffer `buffer` of slot s (see the flip protocol, cbt_shared.h). */
+rpl_err cbt_wait_inactive(struct cbt *t, struct cbt_slot *s, int buffer);
+/* Maps slot's bitmap (cached by map id). */
+rpl_err cbt_map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out);
+uint64_t cbt_program_misses(const struct cbt *t);
+/* Attaches a free slot to the disk of d (whose record already carries the UUID). */
+rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d);
+rpl_err cbt_slot_detach(struct cbt *t, int slot);
+
+/* ---- cbt_device.c -------------------------------------------------------------------------- */
+
+rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info *info);
+void cbt_raise_event(struct tracked *d, enum cbt_resync_reason reason, struct cbt *t);
+/* Loads the record of device (a path, or a recorded name when it has no '/'). */
+rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, bool need_device);
+/* Compares the record with the kernel and raises an event for every way tracking may have lost a
+ * write since the last look. Never re-arms; see cbt_arm(). */
+void cbt_reconcile(struct cbt *t, struct tracked *d);
+/* Makes sure the device is tracked: attaches a slot (installing the tracker if needed) or, where
+ * eBPF cannot work, switches the record to fallback mode. */
+rpl_err cbt_arm(struct cbt *t, struct tracked *d);
+/* Saves the record if it changed. */
+rpl_err cbt_save_tracked(struct cbt *t, struct tracked *d);
+
+#endif

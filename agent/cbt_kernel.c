@@ -1,0 +1,519 @@
+/* cbt_kernel.c - the change-block tracker in the kernel: loading, attaching and pinning the eBPF
+ * programs and maps, opening them again, and the per-device slots in them (attach, detach, bitmaps). */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cbt_bpf.skel.h"
+#include "cbt_internal.h"
+#include "rpl_log.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+_Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the BPF program");
+_Static_assert(sizeof(struct cbt_counters) % 8 == 0, "per-CPU values are 8-byte aligned");
+
+#define BPFFS_ROOT "/sys/fs/bpf"
+/* How long a flip or a detach waits for marking programs to leave a buffer; they run for
+ * microseconds with preemption disabled, so this only trips on a kernel bug. */
+#define ACTIVE_WAIT_NS (5ULL * 1000 * 1000 * 1000)
+
+static const char *const pin_names[PIN_COUNT] = {
+  "cbt_devices", "cbt_devmap", "cbt_bitmaps", "cbt_inflight", "cbt_counters",
+  "cbt_link_bio_queue", "cbt_link_rq_complete", "cbt_link_bio_complete",
+};
+
+/* libbpf's messages go to our log at debug level; the first warning of a load (the one that names
+ * the failing program or map) is kept for the error message. */
+static __thread char libbpf_last_warning[256];
+
+int cbt_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+  char line[512];
+  vsnprintf(line, sizeof line, fmt, ap);
+  size_t len = strlen(line);
+  while (len && (line[len - 1] == '\n' || line[len - 1] == ' '))
+    line[--len] = '\0';
+  const char *text = strncmp(line, "libbpf: ", 8) ? line : line + 8;
+  if (level == LIBBPF_WARN && len && !libbpf_last_warning[0]) {
+    size_t keep = strnlen(text, sizeof libbpf_last_warning - 1);
+    memcpy(libbpf_last_warning, text, keep);
+    libbpf_last_warning[keep] = '\0';
+  }
+  log_debug("libbpf: %s", text);
+  return 0;
+}
+
+/* ---- pins ---- */
+
+static void unmap_bitmap(struct mapped_bitmap *m)
+{
+  if (m->words)
+    munmap(m->words, m->bytes);
+  memset(m, 0, sizeof *m);
+}
+
+void cbt_pins_close(struct cbt *t)
+{
+  for (int i = 0; i < CBT_MAX_DEVICES; i++)
+    unmap_bitmap(&t->bitmaps[i]);
+  if (t->slots)
+    munmap(t->slots, t->slots_bytes);
+  t->slots = NULL;
+  for (int i = 0; i < PIN_COUNT; i++) {
+    if (t->fd[i] >= 0)
+      close(t->fd[i]);
+    t->fd[i] = -1;
+  }
+  for (int i = 0; i < PROGRAMS; i++) {
+    if (t->prog_fd[i] >= 0)
+      close(t->prog_fd[i]);
+    t->prog_fd[i] = -1;
+  }
+  t->devices_map_id = 0;
+}
+
+static int pin_path(const struct cbt *t, int object, char *out, size_t size)
+{
+  int n = snprintf(out, size, "%s/%s", t->pin_dir, pin_names[object]);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* Removes our pinned objects (links first, so the programs detach before their maps go) and the
+ * pin directory if nothing else is in it. Tracking of every device ends. */
+void cbt_pins_remove(struct cbt *t)
+{
+  char path[PATH_MAX];
+  cbt_pins_close(t);
+  for (int i = PIN_COUNT - 1; i >= 0; i--)
+    if (!pin_path(t, i, path, sizeof path) && unlink(path) != 0 && errno != ENOENT)
+      log_warn("cannot unpin %s: %s", path, strerror(errno));
+  if (rmdir(t->pin_dir) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+    log_warn("cannot remove %s: %s", t->pin_dir, strerror(errno));
+}
+
+static uint32_t fd_object_id(int fd, uint32_t *max_entries, uint32_t *value_size)
+{
+  struct bpf_map_info info;
+  uint32_t len = sizeof info;
+  memset(&info, 0, sizeof info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len))
+    return 0;
+  if (max_entries)
+    *max_entries = info.max_entries;
+  if (value_size)
+    *value_size = info.value_size;
+  return info.id;
+}
+
+/* Opens the pinned tracker if one is installed. RPL_E_NOT_FOUND if none is; an incomplete
+ * installation (a crash while installing or removing) is removed and reported as none. */
+static rpl_err pins_open(struct cbt *t)
+{
+  char path[PATH_MAX];
+  int present = 0;
+  rpl_err err = RPL_OK;
+
+  cbt_pins_close(t);
+  for (int i = 0; i < PIN_COUNT; i++) {
+    if (pin_path(t, i, path, sizeof path))
+      return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
+    t->fd[i] = bpf_obj_get(path);
+    if (t->fd[i] >= 0)
+      present++;
+    else if (errno != ENOENT)
+      err = cbt_fail(t, errno == EPERM || errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO,
+                 "cannot open pinned %s: %s (run as root)", path, strerror(errno));
+  }
+  if (err) {
+    cbt_pins_close(t);
+    return err;
+  }
+  if (present == 0) {
+    cbt_pins_close(t);
+    return RPL_E_NOT_FOUND;
+  }
+  /* Another agent version's tracker (other slot layout or other set of objects) is never touched. */
+  uint32_t max_entries = 0, value_size = 0;
+  if (t->fd[PIN_DEVICES] >= 0)
+    t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
+  if (t->fd[PIN_DEVICES] >= 0 &&
+      (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) {
+    cbt_pins_close(t);
+    return cbt_fail(t, RPL_E_CBT_PINS_INCOMPATIBLE,
+                "the tracker pinned in %s has another layout (agent version mismatch): stop its devices with "
+                "the agent that started them, or remove %s (every tracked device then needs a resync)",
+                t->pin_dir, t->pin_dir);
+  }
+  if (present < PIN_COUNT) {
+    log_warn("the pinned tracker in %s is incomplete (interrupted install or removal): removing it", t->pin_dir);
+    cbt_pins_remove(t);
+    return RPL_E_NOT_FOUND;
+  }
+  t->slots_bytes = CBT_MAX_DEVICES * sizeof(struct cbt_slot); /* 16 KiB: whole pages */
+  void *slots = mmap(NULL, t->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd[PIN_DEVICES], 0);
+  if (slots == MAP_FAILED) {
+    err = cbt_fail(t, RPL_E_IO, "cannot mmap the pinned cbt_devices map: %s", strerror(errno));
+    cbt_pins_close(t);
+    return err;
+  }
+  t->slots = slots;
+  for (int i = 0; i < PROGRAMS; i++) {
+    struct bpf_link_info info;
+    uint32_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (bpf_obj_get_info_by_fd(t->fd[PIN_FIRST_LINK + i], &info, &len) ||
+        (t->prog_fd[i] = bpf_prog_get_fd_by_id(info.prog_id)) < 0) {
+      err = cbt_fail(t, RPL_E_IO, "cannot inspect the pinned tracker program %s: %s", pin_names[PIN_FIRST_LINK + i],
+                 strerror(errno));
+      cbt_pins_close(t);
+      return err;
+    }
+  }
+  return RPL_OK;
+}
+
+/* Re-opens the pins when another process removed or replaced them since we opened them. */
+rpl_err cbt_pins_refresh(struct cbt *t)
+{
+  if (t->slots) {
+    char path[PATH_MAX];
+    if (!pin_path(t, PIN_DEVICES, path, sizeof path)) {
+      int fd = bpf_obj_get(path);
+      uint32_t id = fd >= 0 ? fd_object_id(fd, NULL, NULL) : 0;
+      if (fd >= 0)
+        close(fd);
+      if (id && id == t->devices_map_id)
+        return RPL_OK;
+    }
+  }
+  rpl_err err = pins_open(t);
+  return err == RPL_E_NOT_FOUND ? RPL_OK : err;
+}
+
+bool cbt_pins_installed(const struct cbt *t)
+{
+  return t->slots != NULL;
+}
+
+/* bpffs must hold the pin directory; /sys/fs/bpf is mounted if it is not yet. */
+static rpl_err ensure_bpffs(struct cbt *t)
+{
+  struct statfs fs;
+  if (!strncmp(t->pin_dir, BPFFS_ROOT "/", sizeof BPFFS_ROOT) &&
+      (statfs(BPFFS_ROOT, &fs) != 0 || fs.f_type != BPF_FS_MAGIC)) {
+    cbt_mkdir_parents(BPFFS_ROOT, 0755);
+    if (mount("bpf", BPFFS_ROOT, "bpf", 0, "mode=0700") != 0) {
+      cbt_set_why(t,
+               "bpffs is not mounted on " BPFFS_ROOT " and mounting it failed (%s): mount -t bpf bpf " BPFFS_ROOT,
+               strerror(errno));
+      return RPL_E_CBT_NO_BPFFS;
+    }
+    log_info("mounted bpffs on " BPFFS_ROOT);
+  }
+  if (cbt_mkdir_parents(t->pin_dir, 0700) != 0 || statfs(t->pin_dir, &fs) != 0 || fs.f_type != BPF_FS_MAGIC) {
+    cbt_set_why(t, "the pin directory %s is not on a bpffs mount (%s)",
+             t->pin_dir, errno ? strerror(errno) : "wrong file system");
+    return RPL_E_CBT_NO_BPFFS;
+  }
+  return RPL_OK;
+}
+
+/* Loads, attaches and pins the programs and maps. On failure t->no_ebpf_why says why when eBPF is
+ * unusable here (the caller falls back); other failures are errors. */
+rpl_err cbt_pins_install(struct cbt *t)
+{
+  struct cbt_bpf *skel = NULL;
+  char path[PATH_MAX];
+  rpl_err err = RPL_OK;
+  int pinned = 0;
+
+  t->no_ebpf_why[0] = '\0';
+  if (access(t->btf_path, R_OK) != 0) {
+    cbt_set_why(t,
+             "kernel BTF not found at %s (%s): this kernel lacks CONFIG_DEBUG_INFO_BTF%s", t->btf_path,
+             strerror(errno), t->btf_custom ? "" : "; set MOBILITY_AGENT_BTF to a BTF file for it");
+    return RPL_E_UNSUPPORTED;
+  }
+  err = ensure_bpffs(t);
+  if (err)
+    return err;
+
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = t->btf_custom ? t->btf_path : NULL);
+  libbpf_last_warning[0] = '\0';
+  skel = cbt_bpf__open_opts(&open_opts);
+  if (!skel) {
+    cbt_set_why(t, "cannot open the eBPF tracker object: %s%s%s",
+             strerror(errno), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
+    return RPL_E_CBT_LOAD;
+  }
+  int rc = cbt_bpf__load(skel);
+  if (rc) {
+    if (rc == -EPERM || rc == -EACCES)
+      cbt_set_why(t,
+               "not allowed to load eBPF programs (%s): run as root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
+               strerror(-rc));
+    else
+      cbt_set_why(t, "the kernel refused the eBPF tracker (%s)%s%s",
+               strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
+    err = RPL_E_CBT_LOAD;
+    goto cleanup;
+  }
+  rc = cbt_bpf__attach(skel);
+  if (rc) {
+    cbt_set_why(t,
+             "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
+             "tracepoints (%s)",
+             strerror(-rc));
+    err = RPL_E_CBT_LOAD;
+    goto cleanup;
+  }
+
+  struct bpf_map *maps[PIN_FIRST_LINK] = {
+    skel->maps.cbt_devices, skel->maps.cbt_devmap, skel->maps.cbt_bitmaps, skel->maps.cbt_inflight,
+    skel->maps.cbt_counters,
+  };
+  struct bpf_link *links[PROGRAMS] = {skel->links.cbt_bio_queue, skel->links.cbt_rq_complete,
+                                      skel->links.cbt_bio_complete};
+  for (pinned = 0; pinned < PIN_COUNT; pinned++) {
+    if (pin_path(t, pinned, path, sizeof path)) {
+      err = cbt_fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
+      goto cleanup;
+    }
+    rc = pinned < PIN_FIRST_LINK ? bpf_map__pin(maps[pinned], path)
+                                 : bpf_link__pin(links[pinned - PIN_FIRST_LINK], path);
+    if (rc) {
+      err = cbt_fail(t, RPL_E_IO, "cannot pin %s: %s", path, strerror(-rc));
+      goto cleanup;
+    }
+  }
+  log_info("eBPF change-block tracker loaded and pinned in %s", t->pin_dir);
+
+cleanup:
+  if (err && pinned > 0)
+    for (int i = pinned - 1; i >= 0; i--)
+      if (!pin_path(t, i, path, sizeof path))
+        unlink(path);
+  cbt_bpf__destroy(skel); /* pinned links keep the programs attached */
+  if (err)
+    return err;
+  return pins_open(t);
+}
+
+/* ---- slots ---- */
+
+uint32_t cbt_block_shift_for(uint64_t size)
+{
+  uint32_t shift = CBT_MIN_BLOCK_SHIFT;
+  while (((size + (1ULL << shift) - 1) >> shift) > CBT_MAX_BLOCKS)
+    shift++;
+  return shift;
+}
+
+int cbt_find_slot(const struct cbt *t, uint32_t kdev)
+{
+  if (!cbt_pins_installed(t))
+    return -1;
+  for (int i = 0; i < CBT_MAX_DEVICES; i++)
+    if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE) == kdev)
+      return i;
+  return -1;
+}
+
+bool cbt_any_slot_used(const struct cbt *t)
+{
+  for (int i = 0; cbt_pins_installed(t) && i < CBT_MAX_DEVICES; i++)
+    if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE))
+      return true;
+  return false;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Waits until no program marks buffer `buffer` of slot s (see the flip protocol, cbt_shared.h). */
+rpl_err cbt_wait_inactive(struct cbt *t, struct cbt_slot *s, int buffer)
+{
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (unsigned spins = 0; __atomic_load_n(&s->active[buffer], __ATOMIC_ACQUIRE) != 0; spins++) {
+    if (spins < 1000) {
+      cpu_relax();
+      continue;
+    }
+    sched_yield();
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000ULL + (uint64_t)now.tv_nsec - (uint64_t)start.tv_nsec >
+        ACTIVE_WAIT_NS)
+      return cbt_fail(t, RPL_E_CBT_STUCK, "tracker programs did not leave buffer %d within 5 s (active count %" PRIu64 ")",
+                  buffer, (uint64_t)__atomic_load_n(&s->active[buffer], __ATOMIC_RELAXED));
+  }
+  return RPL_OK;
+}
+
+/* Maps slot's bitmap (cached by map id). */
+rpl_err cbt_map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
+{
+  struct mapped_bitmap *m = &t->bitmaps[slot];
+  uint32_t key = (uint32_t)slot, id = 0;
+  if (bpf_map_lookup_elem(t->fd[PIN_BITMAPS], &key, &id) != 0 || !id)
+    return cbt_fail(t, RPL_E_IO, "slot %d has no bitmap map: %s", slot, strerror(errno));
+  if (m->map_id == id && m->words) {
+    *out = m;
+    return RPL_OK;
+  }
+  unmap_bitmap(m);
+  int fd = bpf_map_get_fd_by_id(id);
+  if (fd < 0)
+    return cbt_fail(t, RPL_E_IO, "cannot open bitmap map %u: %s", id, strerror(errno));
+  uint32_t max_entries = 0;
+  fd_object_id(fd, &max_entries, NULL);
+  cbt_layout_init(&m->layout, t->slots[slot].nr_blocks ? t->slots[slot].nr_blocks : 1);
+  if ((uint64_t)max_entries < 2 * m->layout.buffer_words) {
+    close(fd);
+    return cbt_fail(t, RPL_E_INTERNAL, "bitmap map %u has %u words, the slot needs %" PRIu64, id, max_entries,
+                2 * m->layout.buffer_words);
+  }
+  m->bytes = ((size_t)max_entries * 8 + 4095) & ~(size_t)4095;
+  void *words = mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int saved = errno;
+  close(fd); /* the mapping keeps the map alive */
+  if (words == MAP_FAILED) {
+    memset(m, 0, sizeof *m);
+    return cbt_fail(t, RPL_E_IO, "cannot mmap bitmap map %u: %s", id, strerror(saved));
+  }
+  m->words = words;
+  m->map_id = id;
+  *out = m;
+  return RPL_OK;
+}
+
+uint64_t cbt_program_misses(const struct cbt *t)
+{
+  uint64_t total = 0;
+  for (int i = 0; i < PROGRAMS; i++) {
+    struct bpf_prog_info info;
+    uint32_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (t->prog_fd[i] >= 0 && bpf_obj_get_info_by_fd(t->prog_fd[i], &info, &len) == 0)
+      total += info.recursion_misses;
+  }
+  return total;
+}
+
+/* Attaches a free slot to the disk of d (whose record already carries the UUID). */
+rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
+{
+  int slot = -1;
+  for (int i = 0; i < CBT_MAX_DEVICES && slot < 0; i++)
+    if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE) == 0)
+      slot = i;
+  if (slot < 0)
+    return cbt_fail(t, RPL_E_CBT_TOO_MANY_DEVICES, "all %d tracker slots are in use: stop tracking a device first",
+                CBT_MAX_DEVICES);
+
+  uint32_t shift = cbt_block_shift_for(d->dev.size);
+  uint64_t nr_blocks = (d->dev.size + (1ULL << shift) - 1) >> shift;
+  struct cbt_layout layout;
+  cbt_layout_init(&layout, nr_blocks);
+
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_MMAPABLE | BPF_F_INNER_MAP);
+  int bitmap_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cbt_bitmap", 4, 8, (uint32_t)(2 * layout.buffer_words), &opts);
+  if (bitmap_fd < 0)
+    return cbt_fail(t, errno == ENOMEM ? RPL_E_NOMEM : RPL_E_IO, "cannot create the %" PRIu64 "-byte bitmap of %s: %s",
+                2 * layout.buffer_words * 8, d->dev.path, strerror(errno));
+
+  /* Set the slot up while dev == 0: no program uses it until dev and the devmap entry appear. */
+  struct cbt_slot *s = &t->slots[slot];
+  __atomic_store_n(&s->gen_seq, 0, __ATOMIC_RELAXED);
+  s->block_shift = shift;
+  s->nr_blocks = nr_blocks;
+  s->l1_offset = layout.l1_offset;
+  s->l2_offset = layout.l2_offset;
+  s->buffer_words = layout.buffer_words;
+  memcpy(s->uuid, d->rec.uuid, sizeof s->uuid);
+  s->flags = d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0;
+  struct timespec boot;
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  s->attach_boot_ns = (uint64_t)boot.tv_sec * 1000000000ULL + (uint64_t)boot.tv_nsec;
+  __atomic_store_n(&s->lost_inflight_full, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->lost_out_of_range, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->lost_retry_exhausted, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->lost_bitmap_missing, 0, __ATOMIC_RELAXED);
+
+  rpl_err err = RPL_OK;
+  uint32_t key = (uint32_t)slot, kdev = kernel_dev(d->dev.major, d->dev.minor);
+  size_t counters_bytes = (size_t)t->ncpus * sizeof(struct cbt_counters);
+  void *zero = calloc(1, counters_bytes);
+  if (!zero) {
+    close(bitmap_fd);
+    return RPL_E_NOMEM;
+  }
+  if (bpf_map_update_elem(t->fd[PIN_COUNTERS], &key, zero, BPF_ANY) != 0 ||
+      bpf_map_update_elem(t->fd[PIN_BITMAPS], &key, &bitmap_fd, BPF_ANY) != 0) {
+    err = cbt_fail(t, RPL_E_IO, "cannot install the bitmap of %s in slot %d: %s", d->dev.path, slot, strerror(errno));
+    goto cleanup;
+  }
+  __atomic_store_n(&s->dev, kdev, __ATOMIC_SEQ_CST);
+  if (bpf_map_update_elem(t->fd[PIN_DEVMAP], &kdev, &key, BPF_ANY) != 0) {
+    __atomic_store_n(&s->dev, 0, __ATOMIC_SEQ_CST);
+    err = cbt_fail(t, RPL_E_IO, "cannot register %s with the tracker: %s", d->dev.path, strerror(errno));
+    goto cleanup;
+  }
+  d->slot = slot;
+  d->rec.block_shift = shift;
+  d->rec.size = d->dev.size;
+  d->rec.diskseq = d->dev.diskseq;
+  d->rec.fallback = false;
+  d->rec.armed = true;
+  memset(d->rec.losses_seen, 0, sizeof d->rec.losses_seen);
+  d->rec.program_misses_seen = cbt_program_misses(t);
+  d->dirty = true;
+  log_info("tracking %s (%s) in slot %d: granularity %u bytes, %" PRIu64 " blocks", d->dev.path, d->dev.name, slot,
+           1u << shift, nr_blocks);
+
+cleanup:
+  free(zero);
+  close(bitmap_fd); /* the outer map holds it */
+  return err;
+}
+
+rpl_err cbt_slot_detach(struct cbt *t, int slot)
+{
+  struct cbt_slot *s = &t->slots[slot];
+  uint32_t key = (uint32_t)slot, kdev = __atomic_load_n(&s->dev, __ATOMIC_ACQUIRE);
+  if (kdev && bpf_map_delete_elem(t->fd[PIN_DEVMAP], &kdev) != 0 && errno != ENOENT)
+    log_warn("cannot remove device %u:%u from the tracker's device map: %s", kdev >> 20, kdev & 0xfffff,
+             strerror(errno));
+  __atomic_store_n(&s->dev, 0, __ATOMIC_SEQ_CST);
+  rpl_err err = cbt_wait_inactive(t, s, 0);
+  if (!err)
+    err = cbt_wait_inactive(t, s, 1);
+  if (err)
+    return err;
+  unmap_bitmap(&t->bitmaps[slot]);
+  if (bpf_map_delete_elem(t->fd[PIN_BITMAPS], &key) != 0 && errno != ENOENT)
+    log_warn("cannot free the bitmap of slot %d: %s", slot, strerror(errno));
+  memset(s->uuid, 0, sizeof s->uuid);
+  return RPL_OK;
+}

@@ -1,0 +1,422 @@
+/* cycle.c - one cycle of one disk: flip the tracker's generation, read the frozen set through the
+ * pipeline and send it (after a hash comparison with the replica, for a resync), CYCLE_END, the ACK,
+ * then commit. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "rpl_log.h"
+
+#define DRAIN_BATCH       65536   /* extents per cbt_drain call */
+#define RESYNC_CHUNK      (1u << 20)
+#define HASHES_PER_FRAME  4096u
+
+/* The progress status shows starts again from 0 of total_bytes. */
+static void restart_progress(struct agent *a, struct disk_rt *rt, uint64_t total_bytes)
+{
+  pthread_mutex_lock(&a->lock);
+  rt->sync_done = 0;
+  rt->sync_start_ms = monotonic_ms();
+  rt->sync_total = total_bytes;
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- sending extents ----------------------------------------------------------------------- */
+
+static rpl_err emit_extent(void *arg, struct proto_extent *m)
+{
+  struct cycle_send *cs = arg;
+  if (atomic_load(&agent_stopping))
+    return RPL_E_CANCELLED; /* hand the cycle back: uncommitted, it is re-reported at the next flip */
+  memcpy(m->disk_id, cs->a->st.disks[cs->disk].id, PROTO_ID_SIZE);
+  m->cycle = cs->cycle;
+  rpl_err err = conn_send_extent(cs->a->conn, m);
+  if (err)
+    return err;
+  proto_digest_update(&cs->digest, m->hash);
+  cs->end.extents++;
+  cs->end.raw_bytes += m->length;
+  cs->end.payload_bytes += m->payload.len;
+  pthread_mutex_lock(&cs->a->lock);
+  cs->a->rt[cs->disk].sync_done += m->length;
+  pthread_mutex_unlock(&cs->a->lock);
+  return RPL_OK;
+}
+
+static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
+{
+  if (!a->pipes[i]) {
+    rpl_err err = pipeline_create(a->rt[i].fd, NULL, &a->pipes[i]);
+    if (err)
+      return err;
+  }
+  *out = a->pipes[i];
+  return RPL_OK;
+}
+
+/* One pipeline run over the extents; says at debug level where the time went (the level follows it). */
+static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const struct pipeline_extent *px, size_t n)
+{
+  struct pipeline_stats st;
+  rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
+  if (!err)
+    log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
+              " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker, the sends %" PRIu64
+              " ms for the link; zstd level now %d", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
+              st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
+              st.emit_ns / 1000000, st.zstd_level);
+  return err;
+}
+
+/* Reads and sends one batch of byte extents, splitting them to the pipeline's extent size. */
+static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, size_t n)
+{
+  struct pipeline *p;
+  rpl_err err = pipeline_for(cs->a, cs->disk, &p);
+  if (err)
+    return err;
+  size_t cap = 4096, used = 0;
+  struct pipeline_extent *px = malloc(cap * sizeof *px);
+  if (!px)
+    return RPL_E_NOMEM;
+  for (size_t i = 0; i < n && !err; i++) {
+    uint64_t off = x[i].offset, len = x[i].length;
+    while (len && !err) {
+      if (used == cap) {
+        err = run_extents(cs, p, px, used);
+        used = 0;
+        if (err)
+          break;
+      }
+      uint32_t l = len > (1u << 20) ? 1u << 20 : (uint32_t)len;
+      px[used++] = (struct pipeline_extent){off, l};
+      off += l;
+      len -= l;
+    }
+  }
+  if (!err && used)
+    err = run_extents(cs, p, px, used);
+  free(px);
+  return err;
+}
+
+/* ---- resync by comparison ------------------------------------------------------------------ */
+
+struct hash_pass {
+  struct agent *a;
+  size_t disk;
+  uint8_t *hashes;      /* HASHES_PER_FRAME * PROTO_HASH_SIZE */
+  uint32_t n;
+  uint64_t first_chunk; /* of hashes[0] */
+};
+
+static rpl_err flush_hashes(struct hash_pass *hp)
+{
+  if (!hp->n)
+    return RPL_OK;
+  struct proto_hashes m = {.chunk_size = RESYNC_CHUNK, .first_chunk = hp->first_chunk, .count = hp->n,
+                           .hashes = hp->hashes};
+  memcpy(m.disk_id, hp->a->st.disks[hp->disk].id, PROTO_ID_SIZE);
+  rpl_err err = proto_encode_hashes(&hp->a->out, &m);
+  if (!err)
+    err = session_send_buf(hp->a);
+  hp->first_chunk += hp->n;
+  hp->n = 0;
+  return err;
+}
+
+static rpl_err emit_hash(void *arg, struct proto_extent *m)
+{
+  struct hash_pass *hp = arg;
+  if (atomic_load(&agent_stopping))
+    return RPL_E_CANCELLED;
+  memcpy(hp->hashes + (size_t)hp->n * PROTO_HASH_SIZE, m->hash, PROTO_HASH_SIZE);
+  pthread_mutex_lock(&hp->a->lock);
+  hp->a->rt[hp->disk].sync_done += m->length;
+  pthread_mutex_unlock(&hp->a->lock);
+  if (++hp->n == HASHES_PER_FRAME)
+    return flush_hashes(hp);
+  return RPL_OK;
+}
+
+/* Hashes the whole disk in RESYNC_CHUNK chunks and sends them as HASHES. */
+static rpl_err send_disk_hashes(struct agent *a, const struct cycle_send *cs)
+{
+  struct disk_rt *rt = &a->rt[cs->disk];
+  struct pipeline *p;
+  struct pipeline_config cfg = {.compress = 0, .max_extent = RESYNC_CHUNK};
+  rpl_err err = pipeline_create(rt->fd, &cfg, &p); /* hashing only: no compression */
+  if (err)
+    return err;
+  struct hash_pass hp = {.a = a, .disk = cs->disk, .hashes = malloc((size_t)HASHES_PER_FRAME * PROTO_HASH_SIZE)};
+  size_t nchunks = (size_t)((rt->size + RESYNC_CHUNK - 1) / RESYNC_CHUNK);
+  struct pipeline_extent *px = calloc(nchunks, sizeof *px);
+  if (!hp.hashes || !px)
+    err = RPL_E_NOMEM;
+  if (!err) {
+    restart_progress(a, rt, rt->size);
+    pipeline_split_extents(0, rt->size, RESYNC_CHUNK, px, nchunks);
+    err = pipeline_run(p, px, nchunks, emit_hash, &hp, NULL);
+  }
+  if (!err)
+    err = flush_hashes(&hp);
+  pipeline_destroy(p);
+  free(px);
+  free(hp.hashes);
+  return err;
+}
+
+/* The appliance's NEED, which it sends once it has every hash, as the byte extents to send. The
+ * caller owns *out (free). */
+static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct cbt_extent **out, size_t *nout)
+{
+  struct disk_rt *rt = &a->rt[cs->disk];
+  struct proto_frame f;
+  rpl_err err;
+  for (;;) {
+    if ((err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS)))
+      return err;
+    if (f.type != PROTO_HEARTBEAT)
+      break;
+  }
+  struct proto_need need;
+  if (f.type != PROTO_NEED || (err = proto_decode_need(&f, &need)))
+    return err ? err : RPL_E_PROTO_UNEXPECTED;
+  struct cbt_extent *x = calloc(need.count ? need.count : 1, sizeof *x);
+  if (!x)
+    return RPL_E_NOMEM;
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < need.count; i++) {
+    struct proto_need_range r = proto_need_range_at(&need, i);
+    uint64_t off = r.first_chunk * need.chunk_size, len = (uint64_t)r.count * need.chunk_size;
+    if (off >= rt->size) {
+      free(x);
+      return RPL_E_PROTO_FIELD;
+    }
+    if (len > rt->size - off)
+      len = rt->size - off;
+    x[i] = (struct cbt_extent){off, len};
+    bytes += len;
+  }
+  log_notice("%s: resync by comparison: %" PRIu64 " MiB of %" PRIu64 " MiB differ", a->st.disks[cs->disk].device,
+             bytes >> 20, rt->size >> 20);
+  restart_progress(a, rt, bytes);
+  *out = x;
+  *nout = need.count;
+  return RPL_OK;
+}
+
+/* Sends only the chunks of the disk that differ from the replica. */
+static rpl_err send_differing_chunks(struct agent *a, struct cycle_send *cs)
+{
+  rpl_err err = send_disk_hashes(a, cs);
+  struct cbt_extent *x = NULL;
+  size_t n = 0;
+  if (!err)
+    err = receive_need(a, cs, &x, &n);
+  if (!err)
+    err = send_extents(cs, x, n);
+  free(x);
+  return err;
+}
+
+/* ---- the cycle's body ---------------------------------------------------------------------- */
+
+/* Whether the cycle reads the whole disk (*full: the appliance asked for it, or the tracker requires
+ * a resync) and, when only the tracker does, compares first (*compare: the replica holds data, only
+ * what differs travels). *resync_count is the tracker's resync to acknowledge, 0 for none. */
+static rpl_err plan_cycle(struct agent *a, const char *dev, bool *full, bool *compare, uint64_t *resync_count)
+{
+  struct cbt_status s;
+  rpl_err err = cbt_status_get(a->cbt, dev, &s);
+  if (err)
+    return err;
+  *resync_count = 0;
+  *compare = false;
+  if (s.resync_required || *full) {
+    *resync_count = s.resync_count;
+    *compare = !*full;
+    *full = true;
+    if (s.resync_required && s.resync_reason != CBT_RESYNC_NONE)
+      log_notice("%s: resync (%s): comparing the whole disk with the replica", dev,
+                 cbt_resync_reason_name(s.resync_reason));
+  }
+  return RPL_OK;
+}
+
+/* The whole disk is read: the frozen set is covered; drain it so that it can be committed. */
+static rpl_err drain_covered_set(struct agent *a, const char *dev)
+{
+  struct cbt_extents skip;
+  rpl_err err;
+  cbt_extents_init(&skip, DRAIN_BATCH, 0);
+  do {
+    cbt_extents_clear(&skip);
+    err = cbt_drain(a->cbt, dev, &skip);
+  } while (err == RPL_E_AGAIN);
+  cbt_extents_free(&skip);
+  return err;
+}
+
+/* Drains the frozen set batch by batch and sends each. */
+static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const char *dev)
+{
+  struct disk_rt *rt = &a->rt[cs->disk];
+  struct cbt_extents set;
+  rpl_err err;
+  cbt_extents_init(&set, DRAIN_BATCH, 1u << 20);
+  do {
+    cbt_extents_clear(&set);
+    err = cbt_drain(a->cbt, dev, &set);
+    if (err && err != RPL_E_AGAIN)
+      break;
+    pthread_mutex_lock(&a->lock);
+    rt->sync_total += cbt_extents_bytes(&set);
+    pthread_mutex_unlock(&a->lock);
+    rpl_err e2 = send_extents(cs, set.items, set.count);
+    if (e2)
+      err = e2;
+  } while (err == RPL_E_AGAIN);
+  cbt_extents_free(&set);
+  return err;
+}
+
+rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen, uint64_t *resync_count)
+{
+  const char *dev = a->st.disks[cs->disk].device;
+  struct disk_rt *rt = &a->rt[cs->disk];
+  bool compare;
+  rpl_err err = plan_cycle(a, dev, &full, &compare, resync_count);
+  if (err)
+    return err;
+  if ((err = cbt_flip(a->cbt, dev, gen)))
+    return err;
+  if (full && (err = drain_covered_set(a, dev)))
+    return err;
+  pthread_mutex_lock(&a->lock);
+  rt->sync_done = 0;
+  rt->sync_start_ms = monotonic_ms();
+  rt->sync_total = full ? rt->size : 0;
+  if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
+    rt->phase = PHASE_RESYNC;
+  pthread_mutex_unlock(&a->lock);
+  if (compare)
+    return send_differing_chunks(a, cs);
+  if (full) {
+    struct cbt_extent whole = {0, rt->size};
+    return send_extents(cs, &whole, 1);
+  }
+  return send_frozen_set(a, cs, dev);
+}
+
+rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consistency)
+{
+  cs->end.cycle = cs->cycle;
+  cs->end.consistency = consistency;
+  memcpy(cs->end.disk_id, a->st.disks[cs->disk].id, PROTO_ID_SIZE);
+  proto_digest_final(&cs->digest, cs->end.digest);
+  rpl_err err = proto_encode_cycle_end(&a->out, &cs->end);
+  return err ? err : session_send_buf(a);
+}
+
+/* ---- the ACK and after --------------------------------------------------------------------- */
+
+static rpl_err nack_received(struct agent *a, size_t disk, uint64_t cycle, const struct proto_frame *f)
+{
+  struct proto_nack m;
+  rpl_err err = proto_decode_nack(f, &m);
+  if (err)
+    return err;
+  log_warn("%s: cycle %" PRIu64 " refused by the appliance (%s: %.*s); it is sent again",
+           a->st.disks[disk].device, cycle, rpl_errname((rpl_err)m.reason), (int)m.message.len,
+           (const char *)m.message.ptr);
+  return RPL_OK;
+}
+
+rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked)
+{
+  *acked = false;
+  for (;;) {
+    struct proto_frame f;
+    rpl_err err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    if (err)
+      return err;
+    if (f.type == PROTO_HEARTBEAT)
+      continue;
+    if (f.type == PROTO_POINT) {
+      if ((err = points_handle_reply(a, &f)))
+        return err;
+      continue;
+    }
+    if (f.type == PROTO_ACK) {
+      struct proto_ack m;
+      if ((err = proto_decode_ack(&f, &m)))
+        return err;
+      if (agent_disk_index(a, m.disk_id) != (ssize_t)disk || m.cycle != cycle)
+        return RPL_E_PROTO_UNEXPECTED;
+      *acked = true;
+      return RPL_OK;
+    }
+    if (f.type == PROTO_NACK)
+      return nack_received(a, disk, cycle, &f);
+    return RPL_E_PROTO_UNEXPECTED;
+  }
+}
+
+rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count, bool full)
+{
+  const char *dev = a->st.disks[cs->disk].device;
+  rpl_err err = cbt_commit(a->cbt, dev, gen);
+  if (err == RPL_E_CBT_GENERATION_CHANGED)
+    err = RPL_OK; /* re-reported at the next flip: nothing lost */
+  if (!err && full && resync_count) {
+    rpl_err ack = cbt_ack_resync(a->cbt, dev, resync_count);
+    if (ack == RPL_E_CBT_ACK_STALE)
+      log_notice("%s: a new resync event happened during the resync: another follows", dev);
+    else if (ack)
+      err = ack;
+  }
+  struct cbt_status s;
+  bool resync = cbt_status_get(a->cbt, dev, &s) == RPL_OK && s.resync_required;
+  pthread_mutex_lock(&a->lock);
+  struct disk_rt *rt = &a->rt[cs->disk];
+  rt->last_cycle = cs->cycle;
+  rt->cycles++;
+  rt->bytes_sent += cs->end.payload_bytes;
+  rt->raw_bytes += cs->end.raw_bytes;
+  rt->last_ack = time(NULL);
+  rt->phase = resync ? PHASE_RESYNC : PHASE_PROTECTED;
+  rt->error[0] = '\0';
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+  return err;
+}
+
+rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
+{
+  struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle};
+  proto_digest_init(&cs.digest);
+  bool full = kind == PROTO_CYCLE_RESYNC;
+  uint64_t gen = 0, count = 0;
+  pthread_mutex_lock(&a->lock);
+  if (full && a->rt[disk].phase == PHASE_NEW)
+    a->rt[disk].phase = PHASE_SYNCING;
+  pthread_mutex_unlock(&a->lock);
+  uint64_t t0 = monotonic_ms();
+  rpl_err err = cycle_send_body(a, &cs, full, &gen, &count);
+  if (!err)
+    err = cycle_send_end(a, &cs, PROTO_FUZZY);
+  uint64_t t1 = monotonic_ms();
+  bool acked = false;
+  if (!err)
+    err = cycle_wait_ack(a, disk, cycle, &acked);
+  log_debug("%s: cycle %" PRIu64 ": sent in %" PRIu64 " ms, %s %" PRIu64 " ms later", a->st.disks[disk].device,
+            cycle, t1 - t0, acked ? "ACK" : "no ACK", monotonic_ms() - t1);
+  if (!err && acked)
+    err = cycle_after_ack(a, &cs, gen, count, full || count);
+  if (err && err != RPL_E_IO && err != RPL_E_TLS && err != RPL_E_CANCELLED)
+    log_warn("%s: cycle %" PRIu64 " failed: %s (%s)", a->st.disks[disk].device, cycle, rpl_strerror(err),
+             cbt_errmsg(a->cbt));
+  return err;
+}

@@ -1,0 +1,146 @@
+/* daemon.h - what the roles of `mobility-agent run` share; include it only from agent/cmd_run.c,
+ * session.c, cycle.c, points.c and control.c (nothing outside the daemon, no tests). */
+#ifndef AGENT_DAEMON_H
+#define AGENT_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "agent_state.h"
+#include "cbt.h"
+#include "conn.h"
+#include "control.h"
+#include "freeze.h"
+#include "pipeline.h"
+#include "proto.h"
+
+#define MAX_POINT_REQUESTS 32
+
+enum disk_phase { PHASE_NEW, PHASE_SYNCING, PHASE_PROTECTED, PHASE_RESYNC, PHASE_ERROR };
+
+/* A protected disk at runtime. fd, size, sector and announced belong to the session thread (protect
+ * clears a new slot under agent.lock before counting it). Every other field is written under
+ * agent.lock, by the session thread (by the main thread before the session starts), and read under it
+ * by the control threads; the session thread, its only writer, also reads it without the lock. */
+struct disk_rt {
+  enum disk_phase phase;
+  bool announced;             /* DISK sent on this connection */
+  uint64_t last_cycle;        /* last ACKed cycle */
+  uint64_t cycles, bytes_sent, raw_bytes;
+  time_t last_ack;
+  uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
+  uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
+  char error[256];
+  char last_point[64];
+  int fd;                     /* O_DIRECT, opened on first use */
+  uint64_t size;
+  uint32_t sector;
+};
+
+/* A `checkpoint` waiting for its recovery point; all of it under agent.lock. */
+struct point_req {
+  bool used, sent, done;
+  unsigned tries;             /* an inconsistent point (a resync ran) is asked for again */
+  uint64_t id;
+  size_t ndisks;
+  size_t disks[AGENT_MAX_DISKS]; /* indexes into state.disks */
+  rpl_err status;
+  char point_id[64];
+  uint8_t consistency;
+};
+
+/* The running agent, one per process. Its threads: the session thread (session_loop: the connection,
+ * cycles, points); a control thread per control-socket command (agent_control_handler); the stop
+ * watcher; and the main thread, which sets everything up before the others start and tears it down
+ * after they end. */
+struct agent {
+  /* dir, agent_id, appliance, fingerprint: fixed once the daemon starts. disks[] and ndisks: protect
+   * (a control thread) appends under lock, and an entry once counted never changes; the session
+   * thread reads them without the lock too (a disk added meanwhile is seen on a later pass). */
+  struct agent_state st;
+  struct disk_rt rt[AGENT_MAX_DISKS]; /* see struct disk_rt */
+  pthread_mutex_t lock;       /* st.disks/ndisks, rt, reqs, next_req, connected, conn_error */
+  pthread_cond_t changed;     /* with lock: broadcast when rt, reqs or connected change */
+  struct point_req reqs[MAX_POINT_REQUESTS]; /* lock */
+  uint64_t next_req;          /* lock */
+  bool connected;             /* lock */
+  char conn_error[256];       /* lock; written by the session thread only */
+  int wake;                   /* eventfd: new disks or point requests for the session thread; any thread
+                               * writes it (session_wake), the session thread reads it */
+  struct freeze_options freeze; /* fixed once the daemon starts */
+
+  atomic_int cbt_reopen;      /* tracking changed under another handle: the session reopens its own */
+
+  /* session thread only (the main thread before it starts and after it ends) */
+  struct cbt *cbt;
+  struct pipeline *pipes[AGENT_MAX_DISKS];
+  SSL_CTX *ctx;
+  struct conn *conn;
+  struct proto_buf out;
+};
+
+/* Set by SIGTERM/SIGINT; every loop of the daemon ends when it sees it. */
+extern atomic_int agent_stopping;
+
+static inline uint64_t monotonic_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- session.c: the connection to the appliance (session thread, except session_wake) -------- */
+
+void session_loop(struct agent *a);
+/* Wakes the session thread's poll: new disks, point requests or a stop. Any thread. */
+void session_wake(struct agent *a);
+/* Sends what is encoded in a->out and empties it. */
+RPL_MUST_CHECK rpl_err session_send_buf(struct agent *a);
+/* Reopens the session's tracker handle when protect changed tracking under another handle. */
+RPL_MUST_CHECK rpl_err session_refresh_cbt(struct agent *a);
+/* The index in a->st.disks of the disk with this id, or -1. */
+ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE]);
+
+/* ---- cycle.c: one cycle of one disk (session thread) ------------------------------------------ */
+
+/* A cycle being sent: what its CYCLE_END will carry. */
+struct cycle_send {
+  struct agent *a;
+  size_t disk;
+  uint64_t cycle;
+  struct proto_digest digest;
+  struct proto_cycle_end end;
+};
+
+/* A plain (or, with kind PROTO_CYCLE_RESYNC, whole-disk) cycle: send, end, wait for the ACK, commit. */
+RPL_MUST_CHECK rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind);
+/* Flips the disk's tracker and sends its frozen set (everything, when the appliance asks for it;
+ * the chunks that differ from the replica, when the tracker requires a resync), but not CYCLE_END.
+ * *gen and *resync_count say what to commit and acknowledge after the ACK. */
+RPL_MUST_CHECK rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen,
+                                       uint64_t *resync_count);
+RPL_MUST_CHECK rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consistency);
+/* Waits for the ACK or NACK of (disk, cycle); heartbeats and POINTs may come in between. */
+RPL_MUST_CHECK rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked);
+/* Commits the sent generation (and the resync, when it was one) and records the ACKed cycle. */
+RPL_MUST_CHECK rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count,
+                                       bool full);
+
+/* ---- points.c: recovery points (session thread) ----------------------------------------------- */
+
+/* The appliance started a RECOVERY_POINT cycle of disk `first`: runs its whole group's cycles. */
+RPL_MUST_CHECK rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle);
+/* Records the appliance's POINT answer to a request. */
+RPL_MUST_CHECK rpl_err points_handle_reply(struct agent *a, const struct proto_frame *f);
+/* Encodes a POINT_REQUEST into a->out for each request not yet sent on this connection. */
+RPL_MUST_CHECK rpl_err points_queue_requests(struct agent *a);
+
+/* ---- control.c: the control-socket commands (control threads) --------------------------------- */
+
+int agent_control_handler(void *ctx, int argc, char **argv, struct control_reply *out);
+
+#endif

@@ -1,0 +1,385 @@
+/* session.c - the agent's session with the appliance: connect, handshake, announce the disks, serve
+ * the appliance's cycle requests with heartbeats in between, and reconnect with backoff. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "daemon.h"
+#include "rpl_log.h"
+
+#define HEARTBEAT_MS       10000
+#define DIRTY_CHECK_MS     1000
+#define DIRTY_TRIGGER      (256ull << 20) /* a backlog this large asks the appliance for a cycle now */
+#define BACKOFF_MIN_MS     500
+#define BACKOFF_MAX_MS     30000
+
+atomic_int agent_stopping;
+
+void session_wake(struct agent *a)
+{
+  uint64_t one = 1;
+  ssize_t w = write(a->wake, &one, sizeof one);
+  (void)w;
+}
+
+static void drain_wake(struct agent *a)
+{
+  uint64_t v;
+  ssize_t n = read(a->wake, &v, sizeof v);
+  (void)n;
+}
+
+rpl_err session_send_buf(struct agent *a)
+{
+  rpl_err err = conn_send(a->conn, &a->out);
+  proto_buf_reset(&a->out);
+  return err;
+}
+
+ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < a->st.ndisks; i++)
+    if (!memcmp(a->st.disks[i].id, id, PROTO_ID_SIZE))
+      return (ssize_t)i;
+  return -1;
+}
+
+/* A cbt handle sees the tracker as it was when opened: after protect installed or changed the
+ * tracker through another handle, the session's handle is opened again. */
+rpl_err session_refresh_cbt(struct agent *a)
+{
+  if (!atomic_exchange(&a->cbt_reopen, 0) && a->cbt)
+    return RPL_OK;
+  cbt_close(a->cbt);
+  a->cbt = NULL;
+  struct cbt_options opt = {.state_dir = a->st.dir};
+  rpl_err err = cbt_open(&a->cbt, &opt);
+  if (err)
+    atomic_store(&a->cbt_reopen, 1);
+  return err;
+}
+
+/* ---- announcing ---------------------------------------------------------------------------- */
+
+/* Opens the disk for the read pipeline on first use; a disk that cannot be opened is marked in
+ * error and the others go on. False then. */
+static bool open_disk(struct agent *a, size_t i)
+{
+  struct disk_rt *rt = &a->rt[i];
+  const struct agent_disk *d = &a->st.disks[i];
+  rt->fd = open(d->device, O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (rt->fd < 0) {
+    pthread_mutex_lock(&a->lock);
+    snprintf(rt->error, sizeof rt->error, "cannot open %s: %s", d->device, strerror(errno));
+    rt->phase = PHASE_ERROR;
+    pthread_mutex_unlock(&a->lock);
+    log_err("%s", rt->error);
+    return false;
+  }
+  uint64_t size = 0;
+  int sector = 512;
+  if (ioctl(rt->fd, BLKGETSIZE64, &size) != 0 || ioctl(rt->fd, BLKSSZGET, &sector) != 0) {
+    pthread_mutex_lock(&a->lock);
+    snprintf(rt->error, sizeof rt->error, "%s is not a block device", d->device);
+    rt->phase = PHASE_ERROR;
+    pthread_mutex_unlock(&a->lock);
+    return false;
+  }
+  rt->size = size;
+  rt->sector = (uint32_t)sector;
+  return true;
+}
+
+static rpl_err announce_disk(struct agent *a, size_t i)
+{
+  struct disk_rt *rt = &a->rt[i];
+  const struct agent_disk *d = &a->st.disks[i];
+  if (rt->fd < 0 && !open_disk(a, i))
+    return RPL_OK; /* the others go on */
+  struct proto_disk m = {.size_bytes = rt->size, .sector_size = rt->sector,
+                         .name = {(const uint8_t *)d->device, (uint32_t)strlen(d->device)}};
+  memcpy(m.disk_id, d->id, PROTO_ID_SIZE);
+  rpl_err err = proto_encode_disk(&a->out, &m);
+  if (!err)
+    err = session_send_buf(a);
+  if (!err)
+    rt->announced = true;
+  return err;
+}
+
+/* Announces the disks protect added and asks for the recovery points checkpoint requested. */
+static rpl_err send_pending(struct agent *a)
+{
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  size_t n = a->st.ndisks;
+  pthread_mutex_unlock(&a->lock);
+  for (size_t i = 0; i < n && !err; i++)
+    if (!a->rt[i].announced)
+      err = announce_disk(a, i);
+  if (!err)
+    err = points_queue_requests(a);
+  if (!err && a->out.len)
+    err = session_send_buf(a);
+  return err;
+}
+
+/* ---- handshake ----------------------------------------------------------------------------- */
+
+static rpl_err send_hello(struct agent *a)
+{
+  char hostname[256] = "unknown";
+  gethostname(hostname, sizeof hostname - 1);
+  struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+                          .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE,
+                          .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
+  uuid_parse(a->st.agent_id, h.agent_id);
+  rpl_err err = proto_encode_hello(&a->out, &h);
+  return err ? err : session_send_buf(a);
+}
+
+/* The appliance answered HELLO with ERROR: what it said becomes the connection error status shows. */
+static rpl_err session_refused(struct agent *a, const struct proto_frame *f)
+{
+  struct proto_error e;
+  if (proto_decode_error(f, &e) != RPL_OK)
+    return RPL_E_PROTO_UNEXPECTED;
+  pthread_mutex_lock(&a->lock);
+  snprintf(a->conn_error, sizeof a->conn_error, "the appliance refused the session: %.*s", (int)e.message.len,
+           (const char *)e.message.ptr);
+  pthread_mutex_unlock(&a->lock);
+  log_err("%s", a->conn_error);
+  return (rpl_err)e.code ? (rpl_err)e.code : RPL_E_PROTO_UNEXPECTED;
+}
+
+static rpl_err handshake(struct agent *a)
+{
+  rpl_err err = send_hello(a);
+  struct proto_frame f;
+  if (!err)
+    err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+  if (err)
+    return err;
+  if (f.type == PROTO_ERROR)
+    return session_refused(a, &f);
+  struct proto_hello peer;
+  if ((err = proto_decode_hello(&f, &peer)))
+    return err;
+  uint16_t v;
+  char msg[160];
+  if ((err = proto_negotiate(PROTO_VERSION_MIN, PROTO_VERSION_MAX, peer.version_min, peer.version_max, &v, msg, sizeof msg))) {
+    log_err("%s", msg);
+    return err;
+  }
+  return RPL_OK;
+}
+
+/* ---- serving ------------------------------------------------------------------------------- */
+
+struct serve_state {
+  uint64_t last_send, last_check; /* monotonic ms */
+  uint64_t hb_seq;
+  bool pressure_sent; /* one request per backlog: the cycles that follow drain it */
+};
+
+static uint64_t dirty_total(struct agent *a)
+{
+  uint64_t sum = 0;
+  for (size_t i = 0; i < a->st.ndisks; i++) {
+    struct cbt_status s;
+    if (a->rt[i].phase != PHASE_ERROR && cbt_status_get(a->cbt, a->st.disks[i].device, &s) == RPL_OK)
+      sum += s.dirty_bytes;
+  }
+  return sum;
+}
+
+/* A heartbeat when the link was quiet for HEARTBEAT_MS, or sooner, once, to report a large backlog. */
+static rpl_err heartbeat_if_due(struct agent *a, struct serve_state *s)
+{
+  uint64_t dirty = 0;
+  if (monotonic_ms() - s->last_check >= DIRTY_CHECK_MS && a->cbt && !atomic_load(&a->cbt_reopen)) {
+    s->last_check = monotonic_ms();
+    dirty = dirty_total(a);
+    if (dirty < DIRTY_TRIGGER)
+      s->pressure_sent = false;
+  }
+  bool pressure = dirty >= DIRTY_TRIGGER && !s->pressure_sent;
+  if (!pressure && monotonic_ms() - s->last_send < HEARTBEAT_MS)
+    return RPL_OK;
+  s->pressure_sent = s->pressure_sent || pressure;
+  struct proto_heartbeat hb = {.sequence = ++s->hb_seq, .time_ns = (uint64_t)time(NULL) * 1000000000ull,
+                               .dirty_bytes = dirty};
+  rpl_err err;
+  if ((err = proto_encode_heartbeat(&a->out, &hb)) || (err = session_send_buf(a)))
+    return err;
+  s->last_send = monotonic_ms();
+  return RPL_OK;
+}
+
+/* Waits (at most until the next dirty check) for a frame or a wake-up, sending heartbeats meanwhile;
+ * *readable says whether the connection has something to read. */
+static rpl_err idle(struct agent *a, struct serve_state *s, bool *readable)
+{
+  *readable = false;
+  struct pollfd p[2] = {{.fd = conn_fd(a->conn), .events = POLLIN}, {.fd = a->wake, .events = POLLIN}};
+  uint64_t now = monotonic_ms();
+  int wait = now - s->last_send >= HEARTBEAT_MS ? 0 : (int)(HEARTBEAT_MS - (now - s->last_send));
+  if (wait > DIRTY_CHECK_MS)
+    wait = DIRTY_CHECK_MS;
+  int r = poll(p, 2, wait);
+  if (r < 0 && errno == EINTR)
+    return RPL_OK;
+  if (p[1].revents)
+    drain_wake(a);
+  rpl_err err = heartbeat_if_due(a, s);
+  if (err)
+    return err;
+  *readable = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+  return RPL_OK;
+}
+
+static rpl_err refuse_cycle(struct agent *a, const struct proto_cycle_start *m)
+{
+  log_warn("the appliance asked for a cycle of a disk this agent does not protect");
+  struct proto_nack nk = {.cycle = m->cycle, .reason = RPL_E_NOT_FOUND};
+  memcpy(nk.disk_id, m->disk_id, PROTO_ID_SIZE);
+  rpl_err err = proto_encode_nack(&a->out, &nk);
+  return err ? err : session_send_buf(a);
+}
+
+static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const struct proto_frame *f)
+{
+  struct proto_cycle_start m;
+  rpl_err err = proto_decode_cycle_start(f, &m);
+  if (err)
+    return err;
+  ssize_t d = agent_disk_index(a, m.disk_id);
+  if (d < 0 || a->rt[d].phase == PHASE_ERROR)
+    return refuse_cycle(a, &m);
+  if ((err = session_refresh_cbt(a)))
+    return err;
+  err = m.kind == PROTO_CYCLE_RECOVERY_POINT ? points_run_cycles(a, (size_t)d, m.cycle)
+                                             : cycle_run(a, (size_t)d, m.cycle, m.kind);
+  s->last_send = monotonic_ms();
+  s->pressure_sent = false;
+  return err;
+}
+
+static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct proto_frame *f)
+{
+  switch (f->type) {
+  case PROTO_HEARTBEAT:
+    return RPL_OK;
+  case PROTO_POINT:
+    return points_handle_reply(a, f);
+  case PROTO_CYCLE_START:
+    return serve_cycle_start(a, s, f);
+  case PROTO_ERROR: {
+    struct proto_error e;
+    if (proto_decode_error(f, &e) == RPL_OK)
+      log_err("the appliance ended the session: %.*s", (int)e.message.len, (const char *)e.message.ptr);
+    return RPL_E_PROTO_UNEXPECTED;
+  }
+  default:
+    log_warn("unexpected %s frame from the appliance", proto_type_name(f->type));
+    return RPL_E_PROTO_UNEXPECTED;
+  }
+}
+
+/* Until the connection breaks or the agent stops (RPL_OK then). */
+static rpl_err serve(struct agent *a)
+{
+  struct serve_state s = {.last_send = monotonic_ms(), .last_check = monotonic_ms()};
+  for (;;) {
+    if (atomic_load(&agent_stopping))
+      return RPL_OK;
+    rpl_err err = send_pending(a);
+    if (err)
+      return err;
+    if (!conn_pending(a->conn)) {
+      bool readable;
+      if ((err = idle(a, &s, &readable)))
+        return err;
+      if (!readable)
+        continue;
+    }
+    struct proto_frame f;
+    err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    if (err == RPL_E_TIMEOUT)
+      continue;
+    if (err || (err = serve_frame(a, &s, &f)))
+      return err;
+  }
+}
+
+/* ---- reconnecting -------------------------------------------------------------------------- */
+
+/* A new connection: every disk is announced again and unanswered point requests are asked again. */
+static void on_connected(struct agent *a)
+{
+  log_info("connected to the appliance at %s", a->st.appliance);
+  pthread_mutex_lock(&a->lock);
+  a->connected = true;
+  a->conn_error[0] = '\0';
+  for (size_t i = 0; i < a->st.ndisks; i++)
+    a->rt[i].announced = false;
+  for (size_t r = 0; r < MAX_POINT_REQUESTS; r++)
+    a->reqs[r].sent = a->reqs[r].done; /* unanswered requests are asked again */
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+}
+
+static void on_disconnected(struct agent *a, rpl_err err)
+{
+  proto_buf_reset(&a->out);
+  conn_close(a->conn);
+  a->conn = NULL;
+  pthread_mutex_lock(&a->lock);
+  if (a->connected || !a->conn_error[0])
+    snprintf(a->conn_error, sizeof a->conn_error, "%s", err ? rpl_strerror(err) : "stopping");
+  a->connected = false;
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+}
+
+/* Sleeps backoff_ms, but wakes for a stop. */
+static void sleep_unless_stopping(struct agent *a, unsigned backoff_ms)
+{
+  struct pollfd p = {.fd = a->wake, .events = POLLIN};
+  uint64_t until = monotonic_ms() + backoff_ms;
+  while (!atomic_load(&agent_stopping) && monotonic_ms() < until)
+    if (poll(&p, 1, 200) > 0)
+      drain_wake(a);
+}
+
+void session_loop(struct agent *a)
+{
+  unsigned backoff = BACKOFF_MIN_MS;
+  while (!atomic_load(&agent_stopping)) {
+    rpl_err err = conn_connect(a->ctx, a->st.appliance, 10000, &a->conn);
+    if (!err)
+      err = handshake(a);
+    if (!err) {
+      on_connected(a);
+      backoff = BACKOFF_MIN_MS;
+      err = serve(a);
+    }
+    on_disconnected(a, err);
+    if (atomic_load(&agent_stopping))
+      break;
+    log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", a->st.appliance, rpl_strerror(err),
+             backoff);
+    sleep_unless_stopping(a, backoff);
+    backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    /* Jitter keeps a fleet of agents from reconnecting in lockstep after an appliance restart. */
+    backoff -= (unsigned)(rand() % (backoff / 4 + 1));
+  }
+}
