@@ -2,7 +2,8 @@
  * through its table only against whichever backend the settings name (the file replica, or a page
  * blob in Azurite): grow and refused shrink, lease, a direct cycle (data and zeros over a given-up
  * try), a journal recovery-point cycle with both callbacks, a corrupted cycle that changes nothing,
- * the point's image unchanged by a later cycle, make and delete points, failure kinds and stats.
+ * the point's image unchanged by a later cycle, make and delete points, failure kinds and stats, a
+ * second appliance kept out by the lease, the replica intact after close and open.
  * Usage: store_backend STATE_DIR WORK_DIR file|blob (settings from `replication-appliance init`). */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -336,6 +337,35 @@ static void step2_lease(void **state)
   assert_int_equal(C.ops->lease_tick(C.st, &acquired, NULL), RPL_OK);
   assert_false(acquired);
   assert_true(C.ops->lease_held(C.st, NULL));
+
+  if (C.ops->leased) {
+    /* A second appliance (its own lease id) opening the same replica: it does not hold the lease,
+     * its tick fails as an ownership matter, and it may not start writing. */
+    struct appliance_settings other = C.s;
+    snprintf(other.lease_id, sizeof other.lease_id, "0e7a1b2c-0000-4000-8000-00000000cafe");
+    struct store *st2 = NULL;
+    char why2[1024] = "";
+    rpl_err e2 = C.ops->open(&other, C.disk, SIZE, &st2, why2, sizeof why2);
+    if (e2)
+      fail_msg("open by a second appliance: %s (%s)", rpl_errname(e2), why2);
+    rpl_err not_held = RPL_OK;
+    if (C.ops->lease_held(st2, &not_held))
+      fail_msg("store.h: a second appliance reports the lease held while this one holds it");
+    e2 = C.ops->lease_tick(st2, &acquired, NULL);
+    bool direct = C.ops->direct_begin(st2, 1, PROTO_CYCLE_RESYNC);
+    if (direct)
+      C.ops->direct_abort(st2);
+    C.ops->close(st2);
+    assert_false(acquired);
+    if (C.ops->failure_kind(not_held) != STORE_FAILURE_OWNERSHIP)
+      fail_msg("store.h: lease_held's why (%s) must be STORE_FAILURE_OWNERSHIP", rpl_errname(not_held));
+    if (e2 == RPL_OK || C.ops->failure_kind(e2) != STORE_FAILURE_OWNERSHIP)
+      fail_msg("store.h: lease_tick of the lease another appliance holds must fail as STORE_FAILURE_OWNERSHIP, got %s",
+               rpl_errname(e2));
+    if (direct)
+      fail_msg("store.h: direct_begin started a cycle without the lease (written only under its lease)");
+    assert_true(C.ops->lease_held(C.st, NULL));
+  }
   C.done[2] = true;
 }
 
@@ -601,6 +631,27 @@ static void step8_failure_stats(void **state)
   C.done[8] = true;
 }
 
+/* 9. closed and opened again: the replica holds every cycle that landed (durable), and the
+ * storage's own record of the last cycle survived. */
+static void step9_reopen(void **state)
+{
+  (void)state;
+  need(6);
+  uint64_t committed = C.ops->committed(C.st);
+  C.ops->close(C.st);
+  C.st = NULL;
+  char why[1024] = "";
+  rpl_err e = C.ops->open(&C.s, C.disk, SIZE, &C.st, why, sizeof why);
+  if (e)
+    fail_msg("open again: %s (%s)", rpl_errname(e), why);
+  bool acquired;
+  assert_int_equal(C.ops->lease_tick(C.st, &acquired, NULL), RPL_OK);
+  assert_true(C.ops->lease_held(C.st, NULL));
+  expect_replica(C.model3, "after close and open");
+  assert_int_equal(C.ops->committed(C.st), committed);
+  assert_int_equal(C.ops->resize(C.st, SIZE0), RPL_E_REPLICA_SHRINK);
+}
+
 static int setup(void **state)
 {
   (void)state;
@@ -645,6 +696,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(step3_direct),       cmocka_unit_test(step4_journal_point),
     cmocka_unit_test(step5_corrupt),      cmocka_unit_test(step6_point_image),
     cmocka_unit_test(step7_make_delete),  cmocka_unit_test(step8_failure_stats),
+    cmocka_unit_test(step9_reopen),
   };
   return cmocka_run_group_tests_name(expect_kind, tests, setup, teardown);
 }
