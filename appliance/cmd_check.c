@@ -52,7 +52,7 @@ void check_write_json(const char *state_dir, const struct appliance_settings *s,
   free(r);
 }
 
-int cmd_check(int argc, char **argv)
+int appliance_cmd_check(int argc, char **argv)
 {
   static const struct option opts[] = {
     {"state", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},

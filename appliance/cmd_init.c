@@ -79,7 +79,7 @@ static const char *env_first(const char *a, const char *b)
   return v && *v ? v : NULL;
 }
 
-int cmd_init(int argc, char **argv)
+int appliance_cmd_init(int argc, char **argv)
 {
   static const struct option opts[] = {
     {"state", required_argument, NULL, 's'},        {"storage", required_argument, NULL, 'S'},

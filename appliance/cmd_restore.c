@@ -128,7 +128,7 @@ static int usage(void)
   return 2;
 }
 
-int cmd_restore(int argc, char **argv)
+int appliance_cmd_restore(int argc, char **argv)
 {
   const char *state = APPLIANCE_DEFAULT_STATE, *disk = NULL, *point = NULL, *out = NULL, *verify = NULL;
   static const struct option opts[] = {{"state", required_argument, NULL, 's'}, {"disk", required_argument, NULL, 'd'},

@@ -311,7 +311,7 @@ static int run(const struct run_opts *o)
   return 0;
 }
 
-int cmd_run(int argc, char **argv)
+int appliance_cmd_run(int argc, char **argv)
 {
   struct run_opts o;
   int status = parse_run_opts(argc, argv, &o);

@@ -12,11 +12,11 @@ struct appliance_command {
 
 #define APPLIANCE_DEFAULT_STATE "/var/lib/replication-appliance"
 
-int cmd_init(int argc, char **argv);  /* cmd_init.c */
-int cmd_check(int argc, char **argv); /* cmd_check.c */
-int cmd_run(int argc, char **argv);   /* cmd_run.c */
-int cmd_status(int argc, char **argv); /* status.c */
-int cmd_events(int argc, char **argv); /* status.c */
-int cmd_restore(int argc, char **argv); /* cmd_restore.c */
+int appliance_cmd_init(int argc, char **argv);  /* cmd_init.c */
+int appliance_cmd_check(int argc, char **argv); /* cmd_check.c */
+int appliance_cmd_run(int argc, char **argv);   /* cmd_run.c */
+int appliance_cmd_status(int argc, char **argv); /* status.c */
+int appliance_cmd_events(int argc, char **argv); /* status.c */
+int appliance_cmd_restore(int argc, char **argv); /* cmd_restore.c */
 
 #endif

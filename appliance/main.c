@@ -7,12 +7,12 @@
 #include "rpl_version.h"
 
 static const struct appliance_command commands[] = {
-  {"init", cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM] [--admin-password-file FILE]"},
-  {"check", cmd_check, "check   --state DIR [--json]"},
-  {"run", cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--web ADDR:PORT|off] [--web-root DIR]"},
-  {"status", cmd_status, "status  --state DIR [--json]"},
-  {"events", cmd_events, "events  --state DIR [--since SEQ] [--wait SECONDS]   # cycle and point events, JSON lines"},
-  {"restore", cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
+  {"init", appliance_cmd_init, "init    --state DIR --storage STORAGE [--container NAME] [--private-dns-zone FILE] [--ca-file PEM] [--admin-password-file FILE]"},
+  {"check", appliance_cmd_check, "check   --state DIR [--json]"},
+  {"run", appliance_cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--web ADDR:PORT|off] [--web-root DIR]"},
+  {"status", appliance_cmd_status, "status  --state DIR [--json]"},
+  {"events", appliance_cmd_events, "events  --state DIR [--since SEQ] [--wait SECONDS]   # cycle and point events, JSON lines"},
+  {"restore", appliance_cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {NULL, NULL, NULL},
 };
 

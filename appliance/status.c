@@ -259,7 +259,7 @@ static int call_daemon(const char *name, const char *state, int n, const char *c
   return status;
 }
 
-int cmd_status(int argc, char **argv)
+int appliance_cmd_status(int argc, char **argv)
 {
   const char *state = APPLIANCE_DEFAULT_STATE;
   bool json = false;
@@ -277,7 +277,7 @@ int cmd_status(int argc, char **argv)
   return call_daemon("status", state, json ? 2 : 1, args);
 }
 
-int cmd_events(int argc, char **argv)
+int appliance_cmd_events(int argc, char **argv)
 {
   const char *state = APPLIANCE_DEFAULT_STATE, *since = "0";
   char wait_ms[32] = "0";
