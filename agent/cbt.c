@@ -42,21 +42,6 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   return "unknown";
 }
 
-
-rpl_err cbt_fail(struct cbt *t, rpl_err err, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
-  va_end(ap);
-  return err;
-}
-
-const char *cbt_errmsg(const struct cbt *t)
-{
-  return t->errmsg;
-}
-
 /* Records why eBPF cannot be used here (shown to the user with the fallback). */
 void cbt_set_why(struct cbt *t, const char *fmt, ...)
 {
@@ -178,10 +163,9 @@ void cbt_close(struct cbt *t)
 
 static rpl_err lock_tracker(struct cbt *t)
 {
-  t->errmsg[0] = '\0';
   while (flock(t->lock_fd, LOCK_EX) != 0)
     if (errno != EINTR)
-      return cbt_fail(t, RPL_E_IO, "cannot lock %s: %s", CBT_LOCK_FILE, strerror(errno));
+      return rpl_fail(RPL_E_IO, "cannot lock %s: %s", CBT_LOCK_FILE, strerror(errno));
   rpl_err err = cbt_pins_refresh(t);
   if (err)
     flock(t->lock_fd, LOCK_UN);
@@ -247,7 +231,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
   err = cbt_record_load(t->state_dir, d.dev.name, &d.rec);
   if (err == RPL_OK) {
     if (d.rec.major != d.dev.major || d.rec.minor != d.dev.minor) {
-      err = cbt_fail(t, RPL_E_CBT_STATE_CORRUPT, "%s is %u:%u but %s/cbt/%s.state records %u:%u: stop it first",
+      err = rpl_fail(RPL_E_CBT_STATE_CORRUPT, "%s is %u:%u but %s/cbt/%s.state records %u:%u: stop it first",
                  device, d.dev.major, d.dev.minor, t->state_dir, d.dev.name, d.rec.major, d.rec.minor);
       goto out;
     }
@@ -257,7 +241,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
       cbt_uuid_string(d.rec.uuid, uuid);
       err = cbt_save_tracked(t, &d);
       if (!err)
-        err = cbt_fail(t, RPL_E_CBT_ALREADY_TRACKED, "%s is already tracked (tracker UUID %s%s)", device, uuid,
+        err = rpl_fail(RPL_E_CBT_ALREADY_TRACKED, "%s is already tracked (tracker UUID %s%s)", device, uuid,
                    d.rec.fallback ? ", fallback mode" : "");
       goto out;
     }
@@ -266,7 +250,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     if (err == RPL_E_CBT_STATE_CORRUPT)
       log_warn("%s/cbt/%s.state is unreadable: starting %s afresh", t->state_dir, d.dev.name, device);
     if (cbt_find_slot(t, kernel_dev(d.dev.major, d.dev.minor)) >= 0) {
-      err = cbt_fail(t, RPL_E_CBT_OWNED_ELSEWHERE, "%s is already tracked under another agent state directory (not %s)",
+      err = rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is already tracked under another agent state directory (not %s)",
                  device, t->state_dir);
       goto out;
     }
@@ -282,7 +266,7 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     uuid_generate_random(d.rec.uuid);
     d.dirty = true;
   } else {
-    err = cbt_fail(t, err, "cannot read %s/cbt/%s.state: %s", t->state_dir, d.dev.name, rpl_strerror(err));
+    err = rpl_fail(err, "cannot read %s/cbt/%s.state: %s", t->state_dir, d.dev.name, rpl_strerror(err));
     goto out;
   }
 
@@ -329,7 +313,7 @@ rpl_err cbt_stop(struct cbt *t, const char *device)
   }
   err = cbt_record_remove(t->state_dir, d.rec.name);
   if (err) {
-    err = cbt_fail(t, err, "cannot remove %s/cbt/%s.state", t->state_dir, d.rec.name);
+    err = rpl_fail(err, "cannot remove %s/cbt/%s.state", t->state_dir, d.rec.name);
     goto out;
   }
   struct cycle *c = find_cycle(t, d.rec.name, false);
@@ -361,7 +345,7 @@ rpl_err cbt_flip(struct cbt *t, const char *device, uint64_t *generation)
   }
   struct cycle *c = find_cycle(t, d.rec.name, true);
   if (!c) {
-    err = cbt_fail(t, RPL_E_LIMIT, "more than %d devices in the middle of a cycle in one handle", CBT_MAX_DEVICES);
+    err = rpl_fail(RPL_E_LIMIT, "more than %d devices in the middle of a cycle in one handle", CBT_MAX_DEVICES);
     goto out;
   }
   if (d.rec.fallback) {
@@ -412,7 +396,7 @@ static rpl_err frozen_cycle(struct cbt *t, const char *device, struct tracked *d
     return err;
   struct cycle *c = find_cycle(t, d->rec.name, false);
   if (!c || !c->flipped)
-    return cbt_fail(t, RPL_E_CBT_NOT_FLIPPED, "%s: no frozen generation in this process: flip first", device);
+    return rpl_fail(RPL_E_CBT_NOT_FLIPPED, "%s: no frozen generation in this process: flip first", device);
   *out = c;
   if (d->rec.fallback)
     return RPL_OK;
@@ -420,7 +404,7 @@ static rpl_err frozen_cycle(struct cbt *t, const char *device, struct tracked *d
   uint64_t live = slot >= 0 ? __atomic_load_n(&t->slots[slot].gen_seq, __ATOMIC_ACQUIRE) : 0;
   if (slot < 0 || memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0 || live != c->frozen_seq + 1) {
     c->flipped = false;
-    return cbt_fail(t, RPL_E_CBT_GENERATION_CHANGED,
+    return rpl_fail(RPL_E_CBT_GENERATION_CHANGED,
                 "%s: generation %" PRIu64 " is no longer frozen (%s): nothing is lost, its blocks are reported "
                 "again after the next flip", device, c->frozen_seq,
                 slot < 0 ? "tracking stopped" : live != c->frozen_seq + 1 ? "another flip happened" : "tracking restarted");
@@ -485,7 +469,7 @@ done:
   if (err == RPL_E_LIMIT)
     err = RPL_E_AGAIN;
   else if (err)
-    err = cbt_fail(t, err, "%s: cannot collect extents: %s", device, rpl_strerror(err));
+    err = rpl_fail(err, "%s: cannot collect extents: %s", device, rpl_strerror(err));
   else
     c->drained = true;
 out:
@@ -504,12 +488,12 @@ rpl_err cbt_commit(struct cbt *t, const char *device, uint64_t generation)
   if (err)
     goto out;
   if (c->frozen_seq != generation) {
-    err = cbt_fail(t, RPL_E_CBT_GENERATION_CHANGED, "%s: generation %" PRIu64 " is not the frozen one (%" PRIu64 ")",
+    err = rpl_fail(RPL_E_CBT_GENERATION_CHANGED, "%s: generation %" PRIu64 " is not the frozen one (%" PRIu64 ")",
                device, generation, c->frozen_seq);
     goto out;
   }
   if (!c->drained) {
-    err = cbt_fail(t, RPL_E_INVALID_ARGUMENT, "%s: generation %" PRIu64 " is not fully drained: committing it would lose "
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "%s: generation %" PRIu64 " is not fully drained: committing it would lose "
                "blocks", device, generation);
     goto out;
   }
@@ -636,7 +620,7 @@ rpl_err cbt_list(struct cbt *t, char (*names)[64], size_t max, size_t *count)
 {
   rpl_err err = cbt_record_list(t->state_dir, names, max, count);
   if (err)
-    return cbt_fail(t, err, "cannot list %s/cbt: %s", t->state_dir, rpl_strerror(err));
+    return rpl_fail(err, "cannot list %s/cbt: %s", t->state_dir, rpl_strerror(err));
   return RPL_OK;
 }
 
@@ -657,11 +641,11 @@ rpl_err cbt_ack_resync(struct cbt *t, const char *device, uint64_t count)
   if (err)
     goto out;
   if (ack == RPL_E_CBT_ACK_STALE)
-    err = cbt_fail(t, ack, "%s: event %" PRIu64 " is not the latest: %" PRIu64 " events so far (last: %s); resync again "
+    err = rpl_fail(ack, "%s: event %" PRIu64 " is not the latest: %" PRIu64 " events so far (last: %s); resync again "
                "and acknowledge %" PRIu64, device, count, d.rec.resync_count,
                cbt_resync_reason_name(d.rec.resync_reason), d.rec.resync_count);
   else if (ack)
-    err = cbt_fail(t, ack, "%s: no resync event number %" PRIu64 " (%" PRIu64 " events so far)", device, count,
+    err = rpl_fail(ack, "%s: no resync event number %" PRIu64 " (%" PRIu64 " events so far)", device, count,
                d.rec.resync_count);
   else if (d.rec.fallback)
     log_notice("%s: acknowledged, but in fallback mode every cycle raises a new event", d.rec.path);

@@ -33,22 +33,22 @@ rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info
 
   memset(info, 0, sizeof *info);
   if (stat(device, &st) != 0)
-    return cbt_fail(t, errno == ENOENT ? RPL_E_NOT_FOUND : RPL_E_IO, "%s: %s", device, strerror(errno));
+    return rpl_fail(errno == ENOENT ? RPL_E_NOT_FOUND : RPL_E_IO, "%s: %s", device, strerror(errno));
   if (!S_ISBLK(st.st_mode))
-    return cbt_fail(t, RPL_E_CBT_NOT_BLOCK_DEVICE, "%s is not a block device: give a whole disk such as /dev/sdb", device);
+    return rpl_fail(RPL_E_CBT_NOT_BLOCK_DEVICE, "%s is not a block device: give a whole disk such as /dev/sdb", device);
   if (snprintf(info->path, sizeof info->path, "%s", device) >= (int)sizeof info->path)
-    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "device path too long: %s", device);
+    return rpl_fail(RPL_E_INVALID_ARGUMENT, "device path too long: %s", device);
   info->major = major(st.st_rdev);
   info->minor = minor(st.st_rdev);
   snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", info->major, info->minor);
   ssize_t n = readlink(sys, link, sizeof link - 1);
   if (n <= 0)
-    return cbt_fail(t, RPL_E_IO, "%s: cannot read %s: %s (is /sys mounted?)", device, sys, strerror(errno));
+    return rpl_fail(RPL_E_IO, "%s: cannot read %s: %s (is /sys mounted?)", device, sys, strerror(errno));
   link[n] = '\0';
   char *base = strrchr(link, '/');
   base = base ? base + 1 : link;
   if (strlen(base) >= sizeof info->name)
-    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "%s: kernel name too long", device);
+    return rpl_fail(RPL_E_INVALID_ARGUMENT, "%s: kernel name too long", device);
   strcpy(info->name, base);
 
   char probe[PATH_MAX + 32];
@@ -57,13 +57,13 @@ rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info
     *strrchr(link, '/') = '\0';
     char *parent = strrchr(link, '/');
     parent = parent ? parent + 1 : link;
-    return cbt_fail(t, RPL_E_CBT_PARTITION,
+    return rpl_fail(RPL_E_CBT_PARTITION,
                 "%s is a partition of %s: track the whole disk /dev/%s (writes through its partitions are covered)",
                 device, parent, parent);
   }
   snprintf(probe, sizeof probe, "%s/queue/zoned", sys);
   if (cbt_read_small_file(probe, value, sizeof value) == 0 && strcmp(value, "none") != 0)
-    return cbt_fail(t, RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
+    return rpl_fail(RPL_E_CBT_ZONED, "%s is a zoned block device (%s): the tracker does not support zoned devices",
                 device, value);
   snprintf(probe, sizeof probe, "%s/diskseq", sys);
   if (cbt_read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &info->diskseq) != 1)
@@ -73,10 +73,10 @@ rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info
   snprintf(probe, sizeof probe, "%s/size", sys);
   uint64_t sectors;
   if (cbt_read_small_file(probe, value, sizeof value) != 0 || sscanf(value, "%" SCNu64, &sectors) != 1)
-    return cbt_fail(t, RPL_E_IO, "%s: cannot read its size from %s", device, probe);
+    return rpl_fail(RPL_E_IO, "%s: cannot read its size from %s", device, probe);
   info->size = sectors * 512;
   if (info->size == 0)
-    return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "%s has size 0 (no medium, or a loop device without a backing file)",
+    return rpl_fail(RPL_E_INVALID_ARGUMENT, "%s has size 0 (no medium, or a loop device without a backing file)",
                 device);
   info->present = true;
   return RPL_OK;
@@ -102,7 +102,7 @@ rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, b
   rpl_err err;
   if (!strchr(device, '/')) {
     if (strlen(device) >= sizeof d->dev.name || device[0] == '.' || !device[0])
-      return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "invalid device name '%s'", device);
+      return rpl_fail(RPL_E_INVALID_ARGUMENT, "invalid device name '%s'", device);
     strcpy(d->dev.name, device);
   } else {
     err = cbt_resolve_device(t, device, &d->dev);
@@ -115,21 +115,21 @@ rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, b
   }
   err = cbt_record_load(t->state_dir, d->dev.name, &d->rec);
   if (err == RPL_E_NOT_FOUND)
-    return cbt_fail(t, RPL_E_CBT_NOT_TRACKED, "%s is not tracked (no record in %s/cbt): start it with "
+    return rpl_fail(RPL_E_CBT_NOT_TRACKED, "%s is not tracked (no record in %s/cbt): start it with "
                 "'mobility-agent cbt start %s'", device, t->state_dir, device);
   if (err == RPL_E_CBT_STATE_CORRUPT)
-    return cbt_fail(t, err, "the record %s/cbt/%s.state is unreadable: remove it and start %s again (forces a resync)",
+    return rpl_fail(err, "the record %s/cbt/%s.state is unreadable: remove it and start %s again (forces a resync)",
                 t->state_dir, d->dev.name, device);
   if (err)
-    return cbt_fail(t, err, "cannot read the record of %s in %s/cbt: %s", device, t->state_dir, rpl_strerror(err));
+    return rpl_fail(err, "cannot read the record of %s in %s/cbt: %s", device, t->state_dir, rpl_strerror(err));
   if (!d->dev.present) {
     /* Known only by name: use the recorded path when it still names the same disk. */
     struct device_info info;
     if (cbt_resolve_device(t, d->rec.path, &info) == RPL_OK && info.major == d->rec.major && info.minor == d->rec.minor)
       d->dev = info;
-    t->errmsg[0] = '\0';
+    rpl_detail_clear(); /* the failed resolve was expected: its detail is not this call's */
   } else if (d->dev.major != d->rec.major || d->dev.minor != d->rec.minor) {
-    return cbt_fail(t, RPL_E_CBT_STATE_CORRUPT, "%s is now %u:%u but was recorded as %u:%u: stop and start it again",
+    return rpl_fail(RPL_E_CBT_STATE_CORRUPT, "%s is now %u:%u but was recorded as %u:%u: stop and start it again",
                 device, d->dev.major, d->dev.minor, d->rec.major, d->rec.minor);
   }
   return RPL_OK;
@@ -196,8 +196,10 @@ void cbt_reconcile(struct cbt *t, struct tracked *d)
     if (cbt_slot_detach(t, slot) == RPL_OK) {
       d->slot = -1;
       d->rec.armed = false;
-      if (cbt_slot_attach(t, d) != RPL_OK)
-        log_warn("%s: cannot re-attach after the resize: %s", d->rec.path, t->errmsg);
+      rpl_err e = cbt_slot_attach(t, d);
+      char why[RPL_DETAIL_MAX + 256];
+      if (e)
+        log_warn("%s: cannot re-attach after the resize: %s", d->rec.path, rpl_describe(e, why, sizeof why));
     }
   }
 }
@@ -209,10 +211,10 @@ rpl_err cbt_arm(struct cbt *t, struct tracked *d)
   if (d->slot >= 0)
     return RPL_OK;
   if (d->foreign_slot)
-    return cbt_fail(t, RPL_E_CBT_OWNED_ELSEWHERE, "%s is tracked under another agent state directory (not %s): use that "
+    return rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is tracked under another agent state directory (not %s): use that "
                 "--state", d->rec.path, t->state_dir);
   if (!d->dev.present)
-    return cbt_fail(t, RPL_E_NOT_FOUND, "%s is not present: cannot track it", d->rec.path);
+    return rpl_fail(RPL_E_NOT_FOUND, "%s is not present: cannot track it", d->rec.path);
   if (!cbt_pins_installed(t)) {
     rpl_err err = cbt_pins_install(t);
     if (err && t->no_ebpf_why[0]) {
@@ -238,7 +240,7 @@ rpl_err cbt_save_tracked(struct cbt *t, struct tracked *d)
     return RPL_OK;
   rpl_err err = cbt_record_save(t->state_dir, &d->rec);
   if (err)
-    return cbt_fail(t, err, "cannot save the record of %s in %s/cbt: %s", d->rec.path, t->state_dir, rpl_strerror(err));
+    return rpl_fail(err, "cannot save the record of %s in %s/cbt: %s", d->rec.path, t->state_dir, rpl_strerror(err));
   d->dirty = false;
   return RPL_OK;
 }

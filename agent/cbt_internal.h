@@ -48,7 +48,6 @@ struct cbt {
   char btf_path[PATH_MAX];
   bool btf_custom;        /* btf_path came from the caller or the environment */
   char boot_id[40];
-  char errmsg[512];
   char no_ebpf_why[384];  /* why eBPF cannot be used ("" = it can, as far as known) */
   int lock_fd;
   int fd[PIN_COUNT];      /* -1 when not open */
@@ -93,8 +92,6 @@ static inline uint32_t kernel_dev(uint32_t major, uint32_t minor)
 
 /* ---- cbt.c --------------------------------------------------------------------------------- */
 
-/* Sets the handle's error message (cbt_errmsg) and returns err. */
-rpl_err cbt_fail(struct cbt *t, rpl_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Records why eBPF cannot be used here (shown to the user with the fallback). */
 void cbt_set_why(struct cbt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A small text file (sysfs, procfs) without its trailing newline; -1 with errno set on failure. */

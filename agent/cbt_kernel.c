@@ -131,12 +131,12 @@ static rpl_err pins_open(struct cbt *t)
   cbt_pins_close(t);
   for (int i = 0; i < PIN_COUNT; i++) {
     if (pin_path(t, i, path, sizeof path))
-      return cbt_fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
+      return rpl_fail(RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
     t->fd[i] = bpf_obj_get(path);
     if (t->fd[i] >= 0)
       present++;
     else if (errno != ENOENT)
-      err = cbt_fail(t, errno == EPERM || errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO,
+      err = rpl_fail(errno == EPERM || errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO,
                  "cannot open pinned %s: %s (run as root)", path, strerror(errno));
   }
   if (err) {
@@ -154,7 +154,7 @@ static rpl_err pins_open(struct cbt *t)
   if (t->fd[PIN_DEVICES] >= 0 &&
       (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) {
     cbt_pins_close(t);
-    return cbt_fail(t, RPL_E_CBT_PINS_INCOMPATIBLE,
+    return rpl_fail(RPL_E_CBT_PINS_INCOMPATIBLE,
                 "the tracker pinned in %s has another layout (agent version mismatch): stop its devices with "
                 "the agent that started them, or remove %s (every tracked device then needs a resync)",
                 t->pin_dir, t->pin_dir);
@@ -167,7 +167,7 @@ static rpl_err pins_open(struct cbt *t)
   t->slots_bytes = CBT_MAX_DEVICES * sizeof(struct cbt_slot); /* 16 KiB: whole pages */
   void *slots = mmap(NULL, t->slots_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd[PIN_DEVICES], 0);
   if (slots == MAP_FAILED) {
-    err = cbt_fail(t, RPL_E_IO, "cannot mmap the pinned cbt_devices map: %s", strerror(errno));
+    err = rpl_fail(RPL_E_IO, "cannot mmap the pinned cbt_devices map: %s", strerror(errno));
     cbt_pins_close(t);
     return err;
   }
@@ -178,7 +178,7 @@ static rpl_err pins_open(struct cbt *t)
     memset(&info, 0, sizeof info);
     if (bpf_obj_get_info_by_fd(t->fd[PIN_FIRST_LINK + i], &info, &len) ||
         (t->prog_fd[i] = bpf_prog_get_fd_by_id(info.prog_id)) < 0) {
-      err = cbt_fail(t, RPL_E_IO, "cannot inspect the pinned tracker program %s: %s", pin_names[PIN_FIRST_LINK + i],
+      err = rpl_fail(RPL_E_IO, "cannot inspect the pinned tracker program %s: %s", pin_names[PIN_FIRST_LINK + i],
                  strerror(errno));
       cbt_pins_close(t);
       return err;
@@ -291,13 +291,13 @@ rpl_err cbt_pins_install(struct cbt *t)
                                       skel->links.cbt_bio_complete};
   for (pinned = 0; pinned < PIN_COUNT; pinned++) {
     if (pin_path(t, pinned, path, sizeof path)) {
-      err = cbt_fail(t, RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
+      err = rpl_fail(RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
       goto cleanup;
     }
     rc = pinned < PIN_FIRST_LINK ? bpf_map__pin(maps[pinned], path)
                                  : bpf_link__pin(links[pinned - PIN_FIRST_LINK], path);
     if (rc) {
-      err = cbt_fail(t, RPL_E_IO, "cannot pin %s: %s", path, strerror(-rc));
+      err = rpl_fail(RPL_E_IO, "cannot pin %s: %s", path, strerror(-rc));
       goto cleanup;
     }
   }
@@ -365,7 +365,7 @@ rpl_err cbt_wait_inactive(struct cbt *t, struct cbt_slot *s, int buffer)
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000ULL + (uint64_t)now.tv_nsec - (uint64_t)start.tv_nsec >
         ACTIVE_WAIT_NS)
-      return cbt_fail(t, RPL_E_CBT_STUCK, "tracker programs did not leave buffer %d within 5 s (active count %" PRIu64 ")",
+      return rpl_fail(RPL_E_CBT_STUCK, "tracker programs did not leave buffer %d within 5 s (active count %" PRIu64 ")",
                   buffer, (uint64_t)__atomic_load_n(&s->active[buffer], __ATOMIC_RELAXED));
   }
   return RPL_OK;
@@ -377,7 +377,7 @@ rpl_err cbt_map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
   struct mapped_bitmap *m = &t->bitmaps[slot];
   uint32_t key = (uint32_t)slot, id = 0;
   if (bpf_map_lookup_elem(t->fd[PIN_BITMAPS], &key, &id) != 0 || !id)
-    return cbt_fail(t, RPL_E_IO, "slot %d has no bitmap map: %s", slot, strerror(errno));
+    return rpl_fail(RPL_E_IO, "slot %d has no bitmap map: %s", slot, strerror(errno));
   if (m->map_id == id && m->words) {
     *out = m;
     return RPL_OK;
@@ -385,13 +385,13 @@ rpl_err cbt_map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
   unmap_bitmap(m);
   int fd = bpf_map_get_fd_by_id(id);
   if (fd < 0)
-    return cbt_fail(t, RPL_E_IO, "cannot open bitmap map %u: %s", id, strerror(errno));
+    return rpl_fail(RPL_E_IO, "cannot open bitmap map %u: %s", id, strerror(errno));
   uint32_t max_entries = 0;
   fd_object_id(fd, &max_entries, NULL);
   cbt_layout_init(&m->layout, t->slots[slot].nr_blocks ? t->slots[slot].nr_blocks : 1);
   if ((uint64_t)max_entries < 2 * m->layout.buffer_words) {
     close(fd);
-    return cbt_fail(t, RPL_E_INTERNAL, "bitmap map %u has %u words, the slot needs %" PRIu64, id, max_entries,
+    return rpl_fail(RPL_E_INTERNAL, "bitmap map %u has %u words, the slot needs %" PRIu64, id, max_entries,
                 2 * m->layout.buffer_words);
   }
   m->bytes = ((size_t)max_entries * 8 + 4095) & ~(size_t)4095;
@@ -400,7 +400,7 @@ rpl_err cbt_map_bitmap(struct cbt *t, int slot, struct mapped_bitmap **out)
   close(fd); /* the mapping keeps the map alive */
   if (words == MAP_FAILED) {
     memset(m, 0, sizeof *m);
-    return cbt_fail(t, RPL_E_IO, "cannot mmap bitmap map %u: %s", id, strerror(saved));
+    return rpl_fail(RPL_E_IO, "cannot mmap bitmap map %u: %s", id, strerror(saved));
   }
   m->words = words;
   m->map_id = id;
@@ -429,7 +429,7 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
     if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE) == 0)
       slot = i;
   if (slot < 0)
-    return cbt_fail(t, RPL_E_CBT_TOO_MANY_DEVICES, "all %d tracker slots are in use: stop tracking a device first",
+    return rpl_fail(RPL_E_CBT_TOO_MANY_DEVICES, "all %d tracker slots are in use: stop tracking a device first",
                 CBT_MAX_DEVICES);
 
   uint32_t shift = cbt_block_shift_for(d->dev.size);
@@ -440,7 +440,7 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
   LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_MMAPABLE | BPF_F_INNER_MAP);
   int bitmap_fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "cbt_bitmap", 4, 8, (uint32_t)(2 * layout.buffer_words), &opts);
   if (bitmap_fd < 0)
-    return cbt_fail(t, errno == ENOMEM ? RPL_E_NOMEM : RPL_E_IO, "cannot create the %" PRIu64 "-byte bitmap of %s: %s",
+    return rpl_fail(errno == ENOMEM ? RPL_E_NOMEM : RPL_E_IO, "cannot create the %" PRIu64 "-byte bitmap of %s: %s",
                 2 * layout.buffer_words * 8, d->dev.path, strerror(errno));
 
   /* Set the slot up while dev == 0: no program uses it until dev and the devmap entry appear. */
@@ -471,13 +471,13 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
   }
   if (bpf_map_update_elem(t->fd[PIN_COUNTERS], &key, zero, BPF_ANY) != 0 ||
       bpf_map_update_elem(t->fd[PIN_BITMAPS], &key, &bitmap_fd, BPF_ANY) != 0) {
-    err = cbt_fail(t, RPL_E_IO, "cannot install the bitmap of %s in slot %d: %s", d->dev.path, slot, strerror(errno));
+    err = rpl_fail(RPL_E_IO, "cannot install the bitmap of %s in slot %d: %s", d->dev.path, slot, strerror(errno));
     goto cleanup;
   }
   __atomic_store_n(&s->dev, kdev, __ATOMIC_SEQ_CST);
   if (bpf_map_update_elem(t->fd[PIN_DEVMAP], &kdev, &key, BPF_ANY) != 0) {
     __atomic_store_n(&s->dev, 0, __ATOMIC_SEQ_CST);
-    err = cbt_fail(t, RPL_E_IO, "cannot register %s with the tracker: %s", d->dev.path, strerror(errno));
+    err = rpl_fail(RPL_E_IO, "cannot register %s with the tracker: %s", d->dev.path, strerror(errno));
     goto cleanup;
   }
   d->slot = slot;

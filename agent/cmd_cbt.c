@@ -101,7 +101,7 @@ static int parse_args(int argc, char **argv, struct cbt_args *a)
 
 static int report(struct cbt *t, const struct cbt_args *a, rpl_err err)
 {
-  const char *message = cbt_errmsg(t);
+  const char *message = rpl_detail(err);
   fprintf(stderr, "mobility-agent: cbt %s: %s\n", a->sub, message[0] ? message : rpl_strerror(err));
   return 1;
 }

@@ -100,8 +100,9 @@ static int start_tracking_all(struct agent *a)
   }
   for (size_t i = 0; i < a->st.ndisks; i++) {
     rpl_err e = cbt_start(boot, a->st.disks[i].device);
+    char why[RPL_DETAIL_MAX + 128];
     if (e && e != RPL_E_CBT_ALREADY_TRACKED) {
-      snprintf(a->rt[i].error, sizeof a->rt[i].error, "tracking failed: %s", cbt_errmsg(boot));
+      snprintf(a->rt[i].error, sizeof a->rt[i].error, "tracking failed: %s", rpl_describe(e, why, sizeof why));
       a->rt[i].phase = PHASE_ERROR;
       log_err("%s: %s", a->st.disks[i].device, a->rt[i].error);
     }

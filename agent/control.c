@@ -28,10 +28,11 @@ static int start_tracking(struct agent *a, const char *dev, struct control_reply
     return 1;
   }
   err = cbt_start(t, dev);
+  char why[RPL_DETAIL_MAX + 128];
   if (err == RPL_E_CBT_ALREADY_TRACKED)
     err = RPL_OK;
   if (err)
-    control_printf(out, "cannot track %s: %s", dev, cbt_errmsg(t));
+    control_printf(out, "cannot track %s: %s", dev, rpl_describe(err, why, sizeof why));
   cbt_close(t);
   if (err)
     return 1;

@@ -415,8 +415,9 @@ rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
             cycle, t1 - t0, acked ? "ACK" : "no ACK", monotonic_ms() - t1);
   if (!err && acked)
     err = cycle_after_ack(a, &cs, gen, count, full || count);
+  char why[RPL_DETAIL_MAX + 128];
   if (err && err != RPL_E_IO && err != RPL_E_TLS && err != RPL_E_CANCELLED)
-    log_warn("%s: cycle %" PRIu64 " failed: %s (%s)", a->st.disks[disk].device, cycle, rpl_strerror(err),
-             cbt_errmsg(a->cbt));
+    log_warn("%s: cycle %" PRIu64 " failed: %s", a->st.disks[disk].device, cycle,
+             rpl_describe(err, why, sizeof why));
   return err;
 }

@@ -44,7 +44,7 @@ static uint64_t cycle(struct cbt *t, const char *device, struct cbt_extents *set
     err = cbt_commit(t, device, generation);
   uint64_t elapsed = now_ns() - start;
   if (err) {
-    fprintf(stderr, "bench_cbt_drain: %s (%s)\n", cbt_errmsg(t), rpl_strerror(err));
+    fprintf(stderr, "bench_cbt_drain: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
     exit(1);
   }
   return elapsed;
@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     return 1;
   rpl_err err = cbt_start(t, device);
   if (err) {
-    fprintf(stderr, "bench_cbt_drain: start: %s\n", cbt_errmsg(t));
+    fprintf(stderr, "bench_cbt_drain: start: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
     return 1;
   }
   int fd = open(device, O_WRONLY | O_DIRECT);

@@ -106,11 +106,10 @@ struct cbt_options {
 /* Opens the tracker: opens the pinned maps if a tracker is installed, installs nothing. On success
  * *out is owned by the caller (cbt_close()). On failure *out is NULL; messages go to the log. */
 RPL_MUST_CHECK rpl_err cbt_open(struct cbt **out, const struct cbt_options *options);
+/* A failed call records what went wrong, and how to fix it, as its error's detail (rpl_detail,
+ * rpl_describe in rpl_error.h). */
 /* Releases the handle; tracking goes on in the kernel. NULL is allowed. */
 void cbt_close(struct cbt *t);
-/* One line saying what went wrong in the last failed call, and how to fix it; "" when that call
- * gave no more than its rpl_err (use rpl_strerror). Owned by t. */
-const char *cbt_errmsg(const struct cbt *t);
 /* Whether the eBPF tracker is (or can be) used; if not, *why (owned by t) says why. */
 bool cbt_ebpf_available(struct cbt *t, const char **why);
 

@@ -12,6 +12,8 @@
  *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance,
  *         600-619 appliance retention and blob leases.
  */
+#include <stddef.h>
+
 #define RPL_MUST_CHECK __attribute__((warn_unused_result))
 
 #define RPL_ERROR_LIST(X)                                                                        \
@@ -140,6 +142,26 @@ typedef enum rpl_err {
   RPL_ERROR_LIST(RPL_ERROR_ENUM)
 #undef RPL_ERROR_ENUM
 } rpl_err;
+
+/*
+ * The detail of an error: one channel, kept per thread.
+ * A function that fails for a reason its code alone does not tell (which file, which line of a
+ * zone file, what the storage answered) records the reason with rpl_fail(), which returns the
+ * code: `return rpl_fail(RPL_E_IO, "cannot open %s: %s", path, strerror(errno));`. The caller
+ * that reports the failure reads it back with rpl_detail(err) or rpl_describe(). A detail belongs
+ * to the code it was recorded with and to the last rpl_fail on this thread: asked for another
+ * code, rpl_detail answers "" (a stale detail is never shown with an unrelated error).
+ * Details longer than RPL_DETAIL_MAX - 1 bytes are cut.
+ */
+#define RPL_DETAIL_MAX 1024
+RPL_MUST_CHECK rpl_err rpl_fail(rpl_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The detail recorded with err on this thread, or "" (never NULL; valid until the next rpl_fail). */
+const char *rpl_detail(rpl_err err);
+/* Forgets this thread's detail. */
+void rpl_detail_clear(void);
+/* "message: detail", or the message alone when err has no detail; written into buf (size > 0),
+ * which is returned. */
+const char *rpl_describe(rpl_err err, char *buf, size_t size);
 
 /* The message for err; never NULL (unknown values get a generic text). Static storage. */
 const char *rpl_strerror(rpl_err err);

@@ -1,5 +1,44 @@
-/* error.c - messages and names for the project's error enum (rpl_error.h). */
+/* error.c - messages and names for the project's error enum, and the per-thread detail of the
+ * last failure (rpl_error.h). */
 #include "rpl_error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local struct {
+  rpl_err err;
+  char text[RPL_DETAIL_MAX];
+} detail;
+
+rpl_err rpl_fail(rpl_err err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(detail.text, sizeof detail.text, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    detail.text[0] = '\0';
+  detail.err = err;
+  return err;
+}
+
+const char *rpl_detail(rpl_err err)
+{
+  return err != RPL_OK && detail.err == err ? detail.text : "";
+}
+
+void rpl_detail_clear(void)
+{
+  detail.err = RPL_OK;
+  detail.text[0] = '\0';
+}
+
+const char *rpl_describe(rpl_err err, char *buf, size_t size)
+{
+  const char *d = rpl_detail(err);
+  snprintf(buf, size, "%s%s%s", rpl_strerror(err), d[0] ? ": " : "", d);
+  return buf;
+}
 
 const char *rpl_strerror(rpl_err err)
 {

@@ -106,7 +106,8 @@ static void *writer(void *arg)
 
 static void die_cbt(struct cbt *t, const char *what, rpl_err err)
 {
-  fprintf(stderr, "FAIL: %s: %s (%s)\n", what, cbt_errmsg(t), rpl_strerror(err));
+  fprintf(stderr, "FAIL: %s: %s (%s)\n", what, rpl_detail(err), rpl_strerror(err));
+  (void)t;
   exit(1);
 }
 
@@ -178,9 +179,10 @@ static void check_merge_and_fold(struct cbt *t, struct cbt_extents *set)
   drain_all(t, set, true);
   struct cbt_extents merged;
   cbt_extents_init(&merged, 16, 0);
+  rpl_err err = RPL_OK;
   if (cbt_extents_add(&merged, 4096, 8192) || cbt_extents_add(&merged, 1 << 20, 4096) ||
-      cbt_merge(t, device, &merged)) {
-    fprintf(stderr, "FAIL: merge: %s\n", cbt_errmsg(t));
+      (err = cbt_merge(t, device, &merged))) {
+    fprintf(stderr, "FAIL: merge: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
     exit(1);
   }
   drain_all(t, set, true);

@@ -41,9 +41,38 @@ static void test_stable_values(void **state)
   assert_string_equal(rpl_strerror((rpl_err)99999), "unknown error code");
 }
 
+static rpl_err fail_open(const char *path) { return rpl_fail(RPL_E_IO, "cannot open %s: no such file", path); }
+
+static void test_detail(void **state)
+{
+  char buf[RPL_DETAIL_MAX + 200];
+  rpl_detail_clear();
+  assert_string_equal(rpl_detail(RPL_E_IO), "");
+  assert_string_equal(rpl_describe(RPL_E_IO, buf, sizeof buf), rpl_strerror(RPL_E_IO));
+  assert_int_equal(fail_open("/x/y"), RPL_E_IO);
+  assert_string_equal(rpl_detail(RPL_E_IO), "cannot open /x/y: no such file");
+  /* another code: the detail is not shown with it */
+  assert_string_equal(rpl_detail(RPL_E_NOMEM), "");
+  assert_string_equal(rpl_detail(RPL_OK), "");
+  rpl_describe(RPL_E_IO, buf, sizeof buf);
+  assert_true(strstr(buf, rpl_strerror(RPL_E_IO)) == buf);
+  assert_non_null(strstr(buf, ": cannot open /x/y"));
+  /* a later failure replaces it; a long detail is cut, not overrun */
+  char big[RPL_DETAIL_MAX * 2];
+  memset(big, 'a', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  assert_int_equal(rpl_fail(RPL_E_LIMIT, "%s", big), RPL_E_LIMIT);
+  assert_string_equal(rpl_detail(RPL_E_IO), "");
+  assert_int_equal(strlen(rpl_detail(RPL_E_LIMIT)), RPL_DETAIL_MAX - 1);
+  rpl_detail_clear();
+  assert_string_equal(rpl_detail(RPL_E_LIMIT), "");
+  (void)state;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_detail),
     cmocka_unit_test(test_messages_and_names),
     cmocka_unit_test(test_stable_values),
   };
