@@ -141,8 +141,9 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
     log_notice("disk %s: uploads resumed", d->name);
   }
   if (disk_failed) {
+    char why[RPL_DETAIL_MAX + 128];
     snprintf(d->reason, sizeof d->reason, "applying cycle %" PRIu64 " failed: %s", applied_after + 1,
-             rpl_strerror(err));
+             rpl_describe(err, why, sizeof why));
     d->state = CATALOG_DISK_ERROR;
     log_err("disk %s: %s", id, d->reason);
     rpl_err e = catalog_disk_set_state(a->cat, d->id, d->state, d->reason);

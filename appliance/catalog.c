@@ -149,33 +149,33 @@ static rpl_err db_err(struct catalog *c, int rc, const char *what)
   case SQLITE_BUSY:
   case SQLITE_LOCKED:
     log_warn("catalog %s: %s: locked by another connection (%s)", c->path, what, msg);
-    return RPL_E_CATALOG_BUSY;
+    return rpl_fail(RPL_E_CATALOG_BUSY, "catalog %s: %s: locked by another connection (%s)", c->path, what, msg);
   case SQLITE_CORRUPT:
   case SQLITE_NOTADB:
     log_err("catalog %s: %s: %s", c->path, what, msg);
-    return RPL_E_CATALOG_CORRUPT;
+    return rpl_fail(RPL_E_CATALOG_CORRUPT, "catalog %s: %s: %s", c->path, what, msg);
   case SQLITE_CONSTRAINT:
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
       return RPL_E_NOT_FOUND; /* refers to an agent or disk that is not there */
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
       return RPL_E_EXISTS;
     log_warn("catalog %s: %s: %s", c->path, what, msg);
-    return RPL_E_INVALID_ARGUMENT;
+    return rpl_fail(RPL_E_INVALID_ARGUMENT, "catalog %s: %s: %s", c->path, what, msg);
   case SQLITE_NOMEM:
     return RPL_E_NOMEM;
   case SQLITE_READONLY:
   case SQLITE_PERM:
   case SQLITE_AUTH:
     log_err("catalog %s: %s: %s", c->path, what, msg);
-    return RPL_E_PERMISSION;
+    return rpl_fail(RPL_E_PERMISSION, "catalog %s: %s: %s", c->path, what, msg);
   case SQLITE_FULL:
   case SQLITE_IOERR:
   case SQLITE_CANTOPEN:
     log_err("catalog %s: %s: %s", c->path, what, msg);
-    return RPL_E_IO;
+    return rpl_fail(RPL_E_IO, "catalog %s: %s: %s", c->path, what, msg);
   default:
     log_err("catalog %s: %s: %s (SQLite code %d)", c->path, what, msg, rc);
-    return RPL_E_CATALOG_SQL;
+    return rpl_fail(RPL_E_CATALOG_SQL, "catalog %s: %s: %s (SQLite code %d)", c->path, what, msg, rc);
   }
 }
 

@@ -176,8 +176,9 @@ static int open_state(struct appliance *a, const char *state)
   pthread_cond_init(&a->applied, NULL);
   pthread_mutex_init(&a->snap_lock, NULL);
   if ((err = load_disks(a))) {
-    fprintf(stderr, "replication-appliance run: cannot open the disks' journals or storage: %s (see the log line before)\n",
-            rpl_strerror(err));
+    char detail[RPL_DETAIL_MAX + 128];
+    fprintf(stderr, "replication-appliance run: cannot open the disks' journals or storage: %s\n",
+            rpl_describe(err, detail, sizeof detail));
     return 1;
   }
   if ((err = listen_on(a))) {

@@ -69,16 +69,12 @@ struct replica {
 static rpl_err sys_err(const char *what, const char *path)
 {
   int saved = errno;
-  log_err("replica: %s %s: %s", what, path, strerror(saved));
-  if (saved == ENOMEM)
-    return RPL_E_NOMEM;
-  if (saved == EACCES || saved == EPERM)
-    return RPL_E_PERMISSION;
-  if (saved == EEXIST)
-    return RPL_E_EXISTS;
-  if (saved == ENOENT)
-    return RPL_E_NOT_FOUND;
-  return RPL_E_IO;
+  rpl_err e = saved == ENOMEM                      ? RPL_E_NOMEM
+              : saved == EACCES || saved == EPERM ? RPL_E_PERMISSION
+              : saved == EEXIST                   ? RPL_E_EXISTS
+              : saved == ENOENT                   ? RPL_E_NOT_FOUND
+                                                  : RPL_E_IO;
+  return rpl_fail(e, "replica: %s %s: %s", what, path, strerror(saved));
 }
 
 static rpl_err pwrite_full(int fd, const void *buf, size_t len, uint64_t off)

@@ -253,7 +253,9 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
 {
   char id[37];
   id_text(sl->disk->id, id);
-  log_warn("agent %s: disk %s cycle %" PRIu64 " refused: %s", s->agent_text, id, sl->cycle, rpl_strerror(why));
+  char detail[RPL_DETAIL_MAX + 128];
+  log_warn("agent %s: disk %s cycle %" PRIu64 " refused: %s", s->agent_text, id, sl->cycle,
+           rpl_describe(why, detail, sizeof detail));
   const char *msg = rpl_strerror(why);
   struct proto_nack m = {.cycle = sl->cycle, .reason = why, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);

@@ -20,7 +20,7 @@
   X(RPL_OK,                         0, "success")                                                \
   X(RPL_E_NOMEM,                    1, "out of memory")                                          \
   X(RPL_E_INVALID_ARGUMENT,         2, "invalid argument")                                       \
-  X(RPL_E_IO,                       3, "input/output error (see the log line before this one)")  \
+  X(RPL_E_IO,                       3, "input/output error (its detail, or the log, says where)")  \
   X(RPL_E_AGAIN,                    4, "more input is needed")                                   \
   X(RPL_E_LIMIT,                    5, "a hard size limit was reached")                          \
   X(RPL_E_NOT_FOUND,                6, "not found")                                              \
@@ -115,7 +115,7 @@
   X(RPL_E_CATALOG_CORRUPT,        530, "catalog database corrupt or not an SQLite database: restore it from a backup or move it aside") \
   X(RPL_E_CATALOG_BUSY,           531, "catalog database locked by another process: is another replication-appliance using this state directory?") \
   X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
-  X(RPL_E_CATALOG_SQL,            533, "catalog database error (see the log line before this one)") \
+  X(RPL_E_CATALOG_SQL,            533, "catalog database error (its detail, or the log, says what SQLite answered)") \
   X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
   X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
                                                                                                  \
