@@ -1,4 +1,5 @@
-/* journal_internal.h - what the cache journal's parts share (layout constants, struct journal, helpers); included only by journal.c, journal_record.c and journal_recover.c. */
+/* journal_internal.h - what the cache journal's parts share (layout constants, struct journal, helpers).
+ * Only journal.c, journal_record.c and journal_recover.c may include it; the rest use journal.h. */
 #ifndef RPL_JOURNAL_INTERNAL_H
 #define RPL_JOURNAL_INTERNAL_H
 

@@ -1,4 +1,5 @@
-/* journal_record.c - the cache journal's record codec: little-endian fields, header parse, record decode and encode. */
+/* journal_record.c - the cache journal's record codec: little-endian fields, header parse, record
+ * decode and encode. */
 #include "journal_internal.h"
 
 #include <string.h>

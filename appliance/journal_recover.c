@@ -1,4 +1,5 @@
-/* journal_recover.c - the cache journal's recovery scan at open: cuts an uncommitted tail, tells it from damage. */
+/* journal_recover.c - the cache journal's recovery scan at open: cuts an uncommitted tail, tells it
+ * from damage. */
 #include "journal_internal.h"
 
 #include <dirent.h>

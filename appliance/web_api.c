@@ -1,4 +1,5 @@
-/* web_api.c - the configuration manager's API handlers: status, checks, proxy, registration and agents, disk actions, recovery points, the last hour's series. */
+/* web_api.c - the configuration manager's API handlers: status, checks, proxy, registration and
+ * agents, disk actions, recovery points, the last hour's series. */
 #include "web_internal.h"
 
 #include <arpa/inet.h>

@@ -1,4 +1,5 @@
-/* web_internal.h - what the configuration manager's parts share (limits, server state, requests, JSON replies); included only by web.c and web_api.c. */
+/* web_internal.h - what the configuration manager's parts share (limits, server state, requests, JSON
+ * replies). Only web.c and web_api.c may include it; the rest use web.h. */
 #ifndef RPL_WEB_INTERNAL_H
 #define RPL_WEB_INTERNAL_H
 
