@@ -9,13 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <uuid/uuid.h>
-#include <xxhash.h>
-#include <zstd.h>
 
 #include "blob_lease.h"
 #include "rpl_log.h"
-#include "vhd.h"
 
 /* ---- the initial sync written straight into the blob (uploader.h) ---- */
 

@@ -2,25 +2,17 @@
  * agents, disk actions, recovery points, the last hour's series. */
 #include "web_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 #include <uuid/uuid.h>
 
-#include "channel.h"
 #include "check.h"
-#include "conn.h"
 #include "identity.h"
 #include "json_out.h"
 #include "rpl_log.h"

@@ -1,22 +1,13 @@
 /* blob_ops.c - the page-blob client's operations (pages, containers, blobs, properties, reads, page
  * ranges, snapshots, sequence numbers, resize, leases, lists, probe) built on blob_client.c's requests. */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
-#include <errno.h>
 #include <openssl/evp.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "blob_internal.h"
-#include "rpl_log.h"
 
 /* ---- operations ---- */
 
