@@ -1,6 +1,6 @@
 /* uploader.c - journal cycles into the disk's page blob: verified two-pass apply, fenced Put Page
  * on one multi handle, commit by sequence number, recovery-point snapshots, reads for resync. */
-#include "uploader.h"
+#include "uploader_internal.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -17,24 +17,10 @@
 #include "rpl_log.h"
 #include "vhd.h"
 
-#define MIB (1ull << 20)
-#define ZERO_BLOCK (64u << 10)
-
 static const uint8_t zero_block[ZERO_BLOCK];
 
-/* Run buffers (BLOB_MAX_PUT_PAGE bytes) are kept for reuse while a cycle is written: each fresh
- * 4 MiB malloc is new memory, whose first touch cost 40 times the copy into it on the test machine
- * (a third of the appliance's CPU in an initial sync). Trimmed when the cycle is done. */
-#define POOL_MAX 48 /* > the requests in flight and queued, and the direct writer's queue */
-
-struct buf_pool {
-  pthread_mutex_t lock;
-  uint8_t *bufs[POOL_MAX];
-  unsigned n;
-};
-
 /* A pooled buffer, or a new one (NULL when out of memory). */
-static uint8_t *pool_get(struct buf_pool *p)
+uint8_t *uploader_pool_get(struct buf_pool *p)
 {
   pthread_mutex_lock(&p->lock);
   uint8_t *b = p->n ? p->bufs[--p->n] : NULL;
@@ -43,7 +29,7 @@ static uint8_t *pool_get(struct buf_pool *p)
 }
 
 /* Back to the pool (b may be NULL); freed when the pool is full. */
-static void pool_put(struct buf_pool *p, uint8_t *b)
+void uploader_pool_put(struct buf_pool *p, uint8_t *b)
 {
   if (!b)
     return;
@@ -56,49 +42,13 @@ static void pool_put(struct buf_pool *p, uint8_t *b)
   free(b);
 }
 
-static void pool_trim(struct buf_pool *p)
+void uploader_pool_trim(struct buf_pool *p)
 {
   pthread_mutex_lock(&p->lock);
   while (p->n)
     free(p->bufs[--p->n]);
   pthread_mutex_unlock(&p->lock);
 }
-
-/* Contiguous extents of a cycle gathered into one request (flush_run). */
-struct run {
-  bool zero;
-  uint64_t offset, length;
-  uint8_t *buf; /* data runs: BLOB_MAX_PUT_PAGE bytes, handed to the request on flush */
-};
-
-struct uploader {
-  pthread_mutex_t lock;
-  struct buf_pool pool; /* run buffers (its own lock) */
-  struct blob_config cfg;
-  struct appliance_settings settings; /* cfg's strings point here */
-  struct blob_client *client;
-  char container[64];
-  char blob[48];
-  uint8_t disk_id[PROTO_ID_SIZE];
-  uint64_t disk_size, blob_size;
-  uint64_t committed; /* the blob's sequence number */
-  ZSTD_DCtx *dctx;
-  uint8_t *raw;
-  XXH3_state_t *hash;
-  rpl_err async_err; /* first failure of the writes in flight */
-  struct rate_limit *limit_all, *limit_agent; /* bandwidth limits (not owned), or NULL */
-  struct uploader_stats stats;
-  struct uploader_lease lease; /* blob_lease.c */
-  struct direct *direct; /* the initial sync being written straight into the blob, or NULL */
-  bool blank; /* created empty by this uploader and not written since but its footer: a zero
-               * extent of the first cycle needs no clear (the extents of a cycle never overlap) */
-};
-
-struct put_ctx {
-  struct uploader *u;
-  uint8_t *buf;
-  bool pooled; /* buf goes back to u->pool */
-};
 
 rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why, size_t whysz)
 {
@@ -134,7 +84,7 @@ static void blob_why(const char *what, const struct blob_reply *r, rpl_err e, ch
 static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply);
 
 /* The lease id every write carries (NULL before the lease is held: the write is then refused). */
-static const char *lease_id_of(const struct uploader *u) { return u->lease.held ? u->lease.id : NULL; }
+const char *uploader_lease_id_of(const struct uploader *u) { return u->lease.held ? u->lease.id : NULL; }
 
 static rpl_err write_footer(struct uploader *u)
 {
@@ -150,7 +100,7 @@ static rpl_err write_footer(struct uploader *u)
   pc->buf = f;
   u->async_err = RPL_OK;
   /* Not part of a cycle: no fencing (the footer lies outside every cycle's range). */
-  struct blob_write_cond none = {.lease_id = lease_id_of(u)};
+  struct blob_write_cond none = {.lease_id = uploader_lease_id_of(u)};
   rpl_err e = blob_put_page_async(u->client, u->container, u->blob, u->blob_size - VHD_FOOTER_SIZE, f,
                                   VHD_FOOTER_SIZE, &none, write_done, pc);
   if (e) {
@@ -172,7 +122,7 @@ static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply)
             reply ? reply->error_code : "");
   }
   if (pc->pooled)
-    pool_put(&u->pool, pc->buf);
+    uploader_pool_put(&u->pool, pc->buf);
   else
     free(pc->buf);
   free(pc);
@@ -265,7 +215,7 @@ void uploader_close(struct uploader *u)
   if (u->client && u->lease.held && blob_client_pending(u->client) == 0)
     lease_release(u->client, u->container, u->blob, &u->lease);
   blob_client_close(u->client);
-  pool_trim(&u->pool);
+  uploader_pool_trim(&u->pool);
   pthread_mutex_destroy(&u->pool.lock);
   ZSTD_freeDCtx(u->dctx);
   XXH3_freeState(u->hash);
@@ -287,11 +237,11 @@ rpl_err uploader_resize(struct uploader *u, uint64_t disk_size)
     struct blob_reply r;
     u->blank = false; /* the old footer is cleared below, but a failure would leave it */
     uint64_t old_footer = u->blob_size - VHD_FOOTER_SIZE;
-    e = blob_resize(u->client, u->container, u->blob, want, lease_id_of(u), &r);
+    e = blob_resize(u->client, u->container, u->blob, want, uploader_lease_id_of(u), &r);
     if (!e) {
       u->blob_size = want;
       /* The old footer now lies inside the disk area, which reads as zeros on a new disk. */
-      struct blob_write_cond none = {.lease_id = lease_id_of(u)};
+      struct blob_write_cond none = {.lease_id = uploader_lease_id_of(u)};
       e = blob_clear_pages_async(u->client, u->container, u->blob, old_footer, VHD_FOOTER_SIZE, &none, NULL, NULL);
       if (!e)
         e = blob_client_drain(u->client);
@@ -395,7 +345,7 @@ void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate
 
 /* Waits until the bandwidth limits allow len more bytes (the writes in flight progress meanwhile),
  * then takes them from both buckets. */
-static uint64_t mono_ms(void)
+uint64_t uploader_mono_ms(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -403,13 +353,13 @@ static uint64_t mono_ms(void)
 }
 
 /* How long both bandwidth limits (either may be NULL) hold back the next bytes, in microseconds. */
-static uint64_t limits_wait_us(struct rate_limit *all, struct rate_limit *agent)
+uint64_t uploader_limits_wait_us(struct rate_limit *all, struct rate_limit *agent)
 {
   uint64_t a = rate_limit_wait_us(all), b = rate_limit_wait_us(agent);
   return a > b ? a : b;
 }
 
-static void limits_take(struct rate_limit *all, struct rate_limit *agent, uint32_t len)
+void uploader_limits_take(struct rate_limit *all, struct rate_limit *agent, uint32_t len)
 {
   rate_limit_take(all, len);
   rate_limit_take(agent, len);
@@ -419,11 +369,11 @@ static rpl_err pace(struct uploader *u, uint32_t len)
 {
   uint64_t t0 = 0;
   for (;;) {
-    uint64_t w = limits_wait_us(u->limit_all, u->limit_agent);
+    uint64_t w = uploader_limits_wait_us(u->limit_all, u->limit_agent);
     if (!w)
       break;
     if (!t0)
-      t0 = mono_ms();
+      t0 = uploader_mono_ms();
     int ms = w > 100000 ? 100 : (int)((w + 999) / 1000);
     if (blob_client_pending(u->client)) {
       rpl_err e = blob_client_poll(u->client, ms);
@@ -437,17 +387,12 @@ static rpl_err pace(struct uploader *u, uint32_t len)
     }
   }
   if (t0)
-    u->stats.limit_wait_ms += mono_ms() - t0;
-  limits_take(u->limit_all, u->limit_agent, len);
+    u->stats.limit_wait_ms += uploader_mono_ms() - t0;
+  uploader_limits_take(u->limit_all, u->limit_agent, len);
   return RPL_OK;
 }
 
-/* Contiguous extents of a cycle gathered into one request: data up to a Put Page's 4 MiB, zeros
- * into one clear (Azure's Clear Pages takes any page-aligned range). The agent sends 1 MiB extents
- * in disk order, so an initial sync needs a quarter of the data requests and few clears. */
-#define CLEAR_RUN_MAX (256ull << 20)
-
-static rpl_err flush_run(struct uploader *u, struct run *r, const struct blob_write_cond *cond)
+rpl_err uploader_flush_run(struct uploader *u, struct run *r, const struct blob_write_cond *cond)
 {
   if (!r->length)
     return RPL_OK;
@@ -497,14 +442,14 @@ static rpl_err add_to_run(struct uploader *u, struct run *r, const struct blob_w
   uint64_t cap = zero ? CLEAR_RUN_MAX : BLOB_MAX_PUT_PAGE;
   rpl_err e;
   if (r->length && (r->zero != zero || r->offset + r->length != offset || r->length + length > cap))
-    if ((e = flush_run(u, r, cond)))
+    if ((e = uploader_flush_run(u, r, cond)))
       return e;
   if (!r->length) {
     r->zero = zero;
     r->offset = offset;
   }
   if (!zero) {
-    if (!r->buf && !(r->buf = pool_get(&u->pool)))
+    if (!r->buf && !(r->buf = uploader_pool_get(&u->pool)))
       return RPL_E_NOMEM;
     memcpy(r->buf + r->length, raw, length);
   }
@@ -515,7 +460,7 @@ static rpl_err add_to_run(struct uploader *u, struct run *r, const struct blob_w
 /* One pass over the cycle: check every extent; when write is set, also queue its writes. */
 static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_t n, bool write)
 {
-  struct blob_write_cond cond = {.sequence_lt = (int64_t)n, .lease_id = lease_id_of(u)};
+  struct blob_write_cond cond = {.sequence_lt = (int64_t)n, .lease_id = uploader_lease_id_of(u)};
   struct run run = {0};
   rpl_err e;
   for (;;) {
@@ -543,8 +488,8 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
       break;
   }
   if (!e && write)
-    e = flush_run(u, &run, &cond);
-  pool_put(&u->pool, run.buf);
+    e = uploader_flush_run(u, &run, &cond);
+  uploader_pool_put(&u->pool, run.buf);
   return e;
 }
 
@@ -556,7 +501,7 @@ static rpl_err take_snapshot(struct uploader *u, uint64_t n, struct blob_reply *
   snprintf(cycle, sizeof cycle, "%" PRIu64, n);
   snprintf(when, sizeof when, "%lld", (long long)time(NULL));
   const struct blob_header meta[] = {{UPLOADER_META_CYCLE, cycle}, {UPLOADER_META_TIME, when}};
-  return blob_snapshot_meta(u->client, u->container, u->blob, meta, 2, lease_id_of(u), r);
+  return blob_snapshot_meta(u->client, u->container, u->blob, meta, 2, uploader_lease_id_of(u), r);
 }
 
 static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, uint8_t kind,
@@ -581,7 +526,7 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   journal_reader_close(rd);
   /* Whatever happened, nothing of the cycle may stay in flight past this call. */
   rpl_err d = blob_client_drain(u->client);
-  pool_trim(&u->pool);
+  uploader_pool_trim(&u->pool);
   u->blank = false; /* a cycle tried again after a failure clears its zeros as any other */
   if (!e)
     e = d ? d : u->async_err;
@@ -595,7 +540,7 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   }
   if (e)
     return e;
-  if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, lease_id_of(u),
+  if ((e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)n, uploader_lease_id_of(u),
                                     &r))) {
     log_err("uploader %s: cannot commit cycle %" PRIu64 ": %s (HTTP %ld %s)", u->blob, n, rpl_strerror(e), r.status,
             r.error_code);
@@ -629,7 +574,7 @@ rpl_err uploader_snapshot(struct uploader *u, uint64_t n, char *id, size_t idsz)
 }
 
 /* A write refused for the lease: someone else has it. Lock held. */
-static rpl_err lease_lost_if_refused(struct uploader *u, rpl_err e)
+rpl_err uploader_lease_lost_if_refused(struct uploader *u, rpl_err e)
 {
   if (e == RPL_E_BLOB_LEASE && u->lease.held) {
     u->lease.held = false;
@@ -637,299 +582,6 @@ static rpl_err lease_lost_if_refused(struct uploader *u, rpl_err e)
     log_err("uploader %s: %s", u->blob, rpl_strerror(e));
   }
   return e;
-}
-
-/* ---- the initial sync written straight into the blob (uploader.h) ---- */
-
-/* The session thread gathers runs and queues them; a writer thread of the direct cycle submits them
- * on a client of its own and keeps the transfers moving while the session thread receives. The
- * uploader's own client stays the applier's (lease renewals, other work). */
-#define DIRECT_QUEUE 4 /* runs waiting for the writer; with those in flight, all of the cycle's memory */
-
-struct direct {
-  struct uploader *u;
-  struct blob_client *client;   /* the writer thread's alone */
-  pthread_t writer;
-  uint64_t cycle;
-  char lease_id[sizeof ((struct uploader_lease *)0)->id];
-  size_t in_flight_limit;
-  uint64_t disk_size;
-  struct rate_limit *limit_all, *limit_agent; /* the uploader's, when the cycle began */
-  bool blank;                   /* the blob's zeros need no clear */
-  struct run run;               /* being gathered (the session thread's alone) */
-  uint64_t limit_wait_ms;       /* the session thread's, for the stats */
-  pthread_mutex_t lock;         /* what follows */
-  pthread_cond_t changed;
-  struct run queue[DIRECT_QUEUE];
-  unsigned head, count;
-  bool ending, abandon;         /* no more runs: write the queued ones / drop them */
-  rpl_err err;                  /* the first failure; later runs are dropped */
-  uint64_t put_pages, clears, bytes;
-};
-
-struct direct_write {
-  struct direct *dr;
-  uint8_t *buf;
-};
-
-static void direct_fail(struct direct *dr, rpl_err e)
-{
-  pthread_mutex_lock(&dr->lock);
-  if (!dr->err) {
-    dr->err = e;
-    pthread_cond_broadcast(&dr->changed);
-  }
-  pthread_mutex_unlock(&dr->lock);
-}
-
-static void direct_done(void *ctx, rpl_err err, const struct blob_reply *reply)
-{
-  struct direct_write *w = ctx;
-  if (err) {
-    log_err("uploader %s: write failed: %s (HTTP %ld %s)", w->dr->u->blob, rpl_strerror(err), reply ? reply->status : 0,
-            reply ? reply->error_code : "");
-    direct_fail(w->dr, err);
-  }
-  pool_put(&w->dr->u->pool, w->buf);
-  free(w);
-}
-
-/* Writer thread: queues one run on its client (takes its buffer). */
-static rpl_err direct_submit(struct direct *dr, struct run *r)
-{
-  struct uploader *u = dr->u;
-  struct blob_write_cond cond = {.sequence_lt = (int64_t)dr->cycle, .lease_id = dr->lease_id};
-  struct direct_write *w = calloc(1, sizeof *w);
-  if (!w) {
-    pool_put(&u->pool, r->buf);
-    return RPL_E_NOMEM;
-  }
-  w->dr = dr;
-  rpl_err e;
-  if (r->zero) {
-    e = blob_clear_pages_async(dr->client, u->container, u->blob, r->offset, r->length, &cond, direct_done, w);
-  } else {
-    w->buf = r->buf;
-    e = blob_put_page_async(dr->client, u->container, u->blob, r->offset, r->buf, (size_t)r->length, &cond,
-                            direct_done, w);
-  }
-  if (e) {
-    pool_put(&u->pool, w->buf);
-    free(w);
-    return e;
-  }
-  pthread_mutex_lock(&dr->lock);
-  if (r->zero)
-    dr->clears++;
-  else
-    dr->put_pages++, dr->bytes += r->length;
-  pthread_mutex_unlock(&dr->lock);
-  return RPL_OK;
-}
-
-static void *direct_writer(void *arg)
-{
-  struct direct *dr = arg;
-  pthread_mutex_lock(&dr->lock);
-  for (;;) {
-    size_t pending = blob_client_pending(dr->client);
-    if (dr->count && (dr->err || dr->abandon || pending < dr->in_flight_limit)) {
-      struct run r = dr->queue[dr->head];
-      dr->head = (dr->head + 1) % DIRECT_QUEUE;
-      dr->count--;
-      pthread_cond_broadcast(&dr->changed); /* room for the session thread */
-      bool drop = dr->err || dr->abandon;
-      pthread_mutex_unlock(&dr->lock);
-      rpl_err e = RPL_OK;
-      if (drop)
-        pool_put(&dr->u->pool, r.buf);
-      else if ((e = direct_submit(dr, &r)) == RPL_OK)
-        e = blob_client_poll(dr->client, 0);
-      if (e)
-        direct_fail(dr, e);
-      pthread_mutex_lock(&dr->lock);
-      continue;
-    }
-    if (!dr->count && dr->ending && !pending)
-      break;
-    if (pending) {
-      pthread_mutex_unlock(&dr->lock);
-      rpl_err e = blob_client_poll(dr->client, 100); /* returns early on blob_client_wakeup */
-      if (e)
-        direct_fail(dr, e);
-      pthread_mutex_lock(&dr->lock);
-    } else {
-      pthread_cond_wait(&dr->changed, &dr->lock);
-    }
-  }
-  pthread_mutex_unlock(&dr->lock);
-  return NULL;
-}
-
-/* Session thread: the gathered run to the writer, waiting while its queue is full. */
-static rpl_err direct_push(struct direct *dr)
-{
-  struct run *r = &dr->run;
-  if (!r->length)
-    return RPL_OK;
-  if (r->zero && dr->blank) {
-    r->length = 0; /* the pages read as zeros already */
-    return RPL_OK;
-  }
-  if (!r->zero) { /* the bandwidth limits hold the receive back (the writer keeps the transfers going) */
-    uint64_t t0 = 0;
-    for (;;) {
-      uint64_t w = limits_wait_us(dr->limit_all, dr->limit_agent);
-      if (!w)
-        break;
-      if (!t0)
-        t0 = mono_ms();
-      struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(w > 100000 ? 100000 : w) * 1000};
-      nanosleep(&ts, NULL);
-    }
-    if (t0)
-      dr->limit_wait_ms += mono_ms() - t0;
-    limits_take(dr->limit_all, dr->limit_agent, (uint32_t)r->length);
-  }
-  pthread_mutex_lock(&dr->lock);
-  while (dr->count == DIRECT_QUEUE && !dr->err)
-    pthread_cond_wait(&dr->changed, &dr->lock);
-  rpl_err e = dr->err;
-  if (!e) {
-    dr->queue[(dr->head + dr->count) % DIRECT_QUEUE] = *r;
-    dr->count++;
-    r->buf = NULL; /* the writer's now */
-    pthread_cond_broadcast(&dr->changed);
-  }
-  pthread_mutex_unlock(&dr->lock);
-  blob_client_wakeup(dr->client);
-  r->length = 0;
-  return e;
-}
-
-bool uploader_direct_begin(struct uploader *u, uint64_t n)
-{
-  pthread_mutex_lock(&u->lock);
-  struct direct *dr = NULL;
-  bool ok = n == 1 && u->lease.held && u->committed == 0 && !u->direct && (dr = calloc(1, sizeof *dr)) != NULL;
-  if (ok) {
-    char why[512] = "";
-    dr->u = u;
-    dr->cycle = n;
-    dr->blank = u->blank;
-    dr->disk_size = u->disk_size;
-    dr->limit_all = u->limit_all;
-    dr->limit_agent = u->limit_agent;
-    snprintf(dr->lease_id, sizeof dr->lease_id, "%s", u->lease.id);
-    dr->in_flight_limit = u->cfg.max_in_flight ? u->cfg.max_in_flight : BLOB_DEFAULT_IN_FLIGHT;
-    pthread_mutex_init(&dr->lock, NULL);
-    pthread_cond_init(&dr->changed, NULL);
-    rpl_err e = blob_client_open(&u->cfg, &dr->client, why, sizeof why);
-    if (e)
-      log_warn("uploader %s: no second connection for the initial sync (%s): it goes through the cache", u->blob,
-               why[0] ? why : rpl_strerror(e));
-    ok = !e && pthread_create(&dr->writer, NULL, direct_writer, dr) == 0;
-    if (!ok) {
-      blob_client_close(dr->client);
-      pthread_cond_destroy(&dr->changed);
-      pthread_mutex_destroy(&dr->lock);
-      free(dr);
-      dr = NULL;
-    }
-  }
-  u->direct = dr;
-  pthread_mutex_unlock(&u->lock);
-  return ok;
-}
-
-rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_t *raw, uint32_t len)
-{
-  struct direct *dr = u->direct; /* set and cleared by this (the session) thread's calls only */
-  if (!dr)
-    return RPL_E_INVALID_ARGUMENT;
-  if (offset > dr->disk_size || len > dr->disk_size - offset)
-    return RPL_E_REPLICA_RANGE;
-  struct run *r = &dr->run;
-  rpl_err e = RPL_OK;
-  for (uint32_t done = 0; done < len && !e;) {
-    uint32_t n = len - done < BLOB_MAX_PUT_PAGE ? len - done : BLOB_MAX_PUT_PAGE;
-    bool zero = raw == NULL;
-    uint64_t cap = zero ? CLEAR_RUN_MAX : BLOB_MAX_PUT_PAGE;
-    if (r->length && (r->zero != zero || r->offset + r->length != offset + done || r->length + n > cap))
-      e = direct_push(dr);
-    if (e)
-      break;
-    if (!r->length) {
-      r->zero = zero;
-      r->offset = offset + done;
-    }
-    if (!zero) {
-      if (!r->buf && !(r->buf = pool_get(&u->pool)))
-        return RPL_E_NOMEM;
-      memcpy(r->buf + r->length, raw + done, n);
-    }
-    r->length += n;
-    done += n;
-  }
-  if (!e) {
-    pthread_mutex_lock(&dr->lock);
-    e = dr->err;
-    pthread_mutex_unlock(&dr->lock);
-  }
-  return e;
-}
-
-/* Ends the direct cycle: the writer joined (every write finished), its client closed; with commit,
- * the sequence number set. Takes the uploader's lock. */
-static rpl_err direct_finish(struct uploader *u, bool commit)
-{
-  struct direct *dr = u->direct;
-  rpl_err e = commit ? direct_push(dr) : RPL_OK;
-  pthread_mutex_lock(&dr->lock);
-  dr->ending = true;
-  dr->abandon = !commit || e;
-  pthread_cond_broadcast(&dr->changed);
-  pthread_mutex_unlock(&dr->lock);
-  blob_client_wakeup(dr->client);
-  pthread_join(dr->writer, NULL);
-  if (!e)
-    e = dr->err;
-  blob_client_close(dr->client);
-  pool_put(&u->pool, dr->run.buf);
-  pool_trim(&u->pool);
-  pthread_mutex_lock(&u->lock);
-  u->direct = NULL;
-  u->blank = false;
-  u->stats.put_pages += dr->put_pages;
-  u->stats.clears += dr->clears;
-  u->stats.bytes_uploaded += dr->bytes;
-  u->stats.limit_wait_ms += dr->limit_wait_ms;
-  struct blob_reply r;
-  if (commit && !e &&
-      (e = blob_set_sequence_number(u->client, u->container, u->blob, BLOB_SEQUENCE_UPDATE, (int64_t)dr->cycle,
-                                    lease_id_of(u), &r)))
-    log_err("uploader %s: cannot commit cycle %" PRIu64 ": %s (HTTP %ld %s)", u->blob, dr->cycle, rpl_strerror(e),
-            r.status, r.error_code);
-  if (commit && !e) {
-    u->committed = dr->cycle;
-    u->stats.cycles++;
-  }
-  e = lease_lost_if_refused(u, e);
-  pthread_mutex_unlock(&u->lock);
-  pthread_cond_destroy(&dr->changed);
-  pthread_mutex_destroy(&dr->lock);
-  free(dr);
-  return e;
-}
-
-rpl_err uploader_direct_commit(struct uploader *u) { return u->direct ? direct_finish(u, true) : RPL_E_INVALID_ARGUMENT; }
-
-void uploader_direct_abort(struct uploader *u)
-{
-  if (u->direct) {
-    rpl_err e = direct_finish(u, false);
-    (void)e;
-  }
 }
 
 rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
@@ -968,7 +620,7 @@ rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max,
     if (applied)
       (*applied)++;
   }
-  e = lease_lost_if_refused(u, e);
+  e = uploader_lease_lost_if_refused(u, e);
   pthread_mutex_unlock(&u->lock);
   return e;
 }

@@ -1,9 +1,13 @@
-/* blob_internal.h - parsers and helpers shared by the sources in appliance/azure/; unit tests and
- * fuzz targets may include it too. Nothing else may: the client's promise is appliance/azure/blob.h. */
+/* blob_internal.h - parsers, helpers and the client's request state shared by the sources in
+ * appliance/azure/; unit tests and fuzz targets may include it too. Nothing else may: the client's
+ * promise is appliance/azure/blob.h. */
 #ifndef BLOB_INTERNAL_H
 #define BLOB_INTERNAL_H
 
+#include <curl/curl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -36,5 +40,84 @@ RPL_MUST_CHECK rpl_err blob_token_parse(const char *json, size_t len, time_t now
 
 /* snprintf into why when why is not NULL. */
 void blob_set_why(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- between the client (blob_client.c) and its operations (blob_ops.c) ---- */
+
+#define REQ_MAX_HEADERS 12
+#define REQ_HEADER_BYTES_MAX (64u * 1024u)  /* response headers of one try */
+#define ERROR_BODY_MAX (64u * 1024u)        /* an error response's XML */
+#define CLOCK_WARN_S (5 * 60)
+#define CLOCK_REFUSE_S (15 * 60)
+#define TOKEN_REFRESH_MARGIN_S 300
+
+struct blob_req;
+typedef rpl_err (*body_parse_fn)(struct blob_req *req, const char *body, size_t len);
+
+struct blob_req {
+  struct blob_client *client;
+  struct blob_req *next;
+  CURL *easy;
+  struct curl_slist *curl_headers;
+  const char *verb;
+  char path[3200];
+  char query[1400];
+  struct {
+    char name[40];
+    char value[200];
+  } extra[REQ_MAX_HEADERS];
+  size_t nextra;
+  const unsigned char *body;
+  size_t body_len;
+  char content_md5[32];
+  bool head;
+  /* Response body: into the caller's buffer (ranged GET, success only) or our own capped one. */
+  void *sink;
+  size_t sink_len, sink_used;
+  char *resp;
+  size_t resp_len, resp_cap, resp_limit;
+  bool overflow;
+  size_t header_bytes;
+  body_parse_fn parse;
+  void *parse_ctx;
+  struct blob_reply reply;
+  long retry_after_ms;
+  time_t server_date;
+  uint64_t due_ms;
+  bool sequence_fenced;
+  blob_done_fn done;
+  void *ctx;
+};
+
+struct blob_client {
+  struct blob_config cfg;
+  char *zone_path, *ca_file, *proxy, *proxy_bypass, *identity_endpoint;
+  struct netpath_route route;
+  char pinned[NETPATH_ADDR_TEXT];
+  CURLM *multi;
+  atomic_bool woken;         /* blob_client_wakeup was called: the waiting poll returns */
+  struct curl_slist *resolve;
+  struct blob_req *queue_head, *queue_tail;
+  size_t queued, in_flight;
+  uint64_t completed;
+  CURL **idle;
+  size_t nidle;
+  struct blob_req **flying; /* the requests in flight, in no order */
+  struct blob_token token;
+  bool have_token;
+  struct blob_stats stats;
+  bool skew_warned;
+  uint64_t rng;
+};
+
+/* blob_client.c */
+void blob_req_free(struct blob_req *req);
+rpl_err blob_req_new(struct blob_client *c, const char *verb, const char *container, const char *blob,
+                     struct blob_req **out);
+rpl_err blob_req_query(struct blob_req *r, const char *name, const char *value);
+rpl_err blob_req_header(struct blob_req *r, const char *name, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+void blob_common_options(struct blob_client *c, CURL *e);
+void blob_enqueue(struct blob_client *c, struct blob_req *r);
+rpl_err blob_transport_error(CURLcode cc, long connect_code);
 
 #endif

@@ -1,0 +1,578 @@
+/* web_api.c - the configuration manager's API handlers: status, checks, proxy, registration and
+ * agents, disk actions, recovery points, the last hour's series. */
+#include "web_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include "check.h"
+#include "identity.h"
+#include "json_out.h"
+#include "rpl_log.h"
+#include "settings.h"
+
+/* ---- API: status, checks, proxy ----------------------------------------------------------- */
+
+enum MHD_Result web_api_status(struct web_server *w, struct MHD_Connection *c)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return MHD_NO;
+  w->cfg.ops.status_json(w->cfg.ops.ctx, f);
+  fclose(f);
+  enum MHD_Result r = len > MAX_REPLY ? web_reply_error(c, 500, "status too large")
+                                      : web_send_buf(c, MHD_HTTP_OK, "application/json", buf, len, NULL);
+  free(buf);
+  return r;
+}
+
+/* Runs the checks now (one at a time) and caches the document. */
+static void run_check(struct web_server *w)
+{
+  struct appliance_settings *s = malloc(sizeof *s);
+  char why[1024];
+  char *buf = NULL;
+  size_t len = 0, failed = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!s || !f) {
+    if (f)
+      fclose(f);
+    free(buf);
+    free(s);
+    return;
+  }
+  pthread_mutex_lock(&w->settings_lock);
+  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  pthread_mutex_unlock(&w->settings_lock);
+  if (err) {
+    struct json_out j;
+    json_init(&j, f);
+    json_object_begin(&j, NULL);
+    json_string(&j, "error", why);
+    json_object_end(&j);
+    rpl_err e = json_finish(&j) ? RPL_OK : RPL_E_IO;
+    (void)e;
+  } else {
+    check_write_json(w->state_dir, s, f, &failed);
+  }
+  OPENSSL_cleanse(s, sizeof *s);
+  free(s);
+  fclose(f);
+  free(w->check_doc);
+  w->check_doc = buf;
+  w->check_time = time(NULL);
+}
+
+/* The check document (run now when asked, or when none ran yet), wrapped with its time. */
+enum MHD_Result web_api_check(struct web_server *w, struct MHD_Connection *c, bool rerun)
+{
+  pthread_mutex_lock(&w->check_lock);
+  if (rerun || !w->check_doc)
+    run_check(w);
+  char *copy = NULL;
+  size_t len = 0;
+  if (w->check_doc) {
+    len = strlen(w->check_doc);
+    while (len && w->check_doc[len - 1] == '\n')
+      len--;
+    if (asprintf(&copy, "{\"checked_unix\":%" PRId64 ",\"report\":%.*s}\n", w->check_time, (int)len, w->check_doc) < 0)
+      copy = NULL;
+  }
+  pthread_mutex_unlock(&w->check_lock);
+  if (!copy)
+    return web_reply_error(c, 500, "the checks could not run (out of memory)");
+  enum MHD_Result r = web_send_buf(c, MHD_HTTP_OK, "application/json", copy, strlen(copy), NULL);
+  free(copy);
+  return r;
+}
+
+/* Splits "http://[USER[:PASS]@]HOST:PORT" into its address (without credentials), user and
+ * whether a password is set. */
+static void proxy_parts(const char *proxy, char *addr, size_t addrsz, char *user, size_t usersz, bool *has_password)
+{
+  *has_password = false;
+  addr[0] = user[0] = 0;
+  if (!proxy[0])
+    return;
+  const char *rest = strstr(proxy, "://");
+  rest = rest ? rest + 3 : proxy;
+  const char *at = strrchr(rest, '@');
+  if (at) {
+    const char *colon = memchr(rest, ':', (size_t)(at - rest));
+    size_t ulen = (size_t)((colon ? colon : at) - rest);
+    snprintf(user, usersz, "%.*s", (int)ulen, rest);
+    *has_password = colon && colon + 1 < at;
+    rest = at + 1;
+  }
+  snprintf(addr, addrsz, "http://%s", rest);
+}
+
+enum MHD_Result web_api_proxy_get(struct web_server *w, struct MHD_Connection *c)
+{
+  struct appliance_settings *s = malloc(sizeof *s);
+  char why[1024];
+  if (!s)
+    return MHD_NO;
+  pthread_mutex_lock(&w->settings_lock);
+  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  pthread_mutex_unlock(&w->settings_lock);
+  if (err) {
+    free(s);
+    return web_reply_error(c, 500, "%s", why);
+  }
+  char addr[1100], user[1100];
+  bool has_pw;
+  proxy_parts(s->proxy, addr, sizeof addr, user, sizeof user, &has_pw);
+  struct doc d;
+  if (!web_doc_open(&d)) {
+    free(s);
+    return MHD_NO;
+  }
+  json_object_begin(&d.j, NULL);
+  json_string(&d.j, "address", addr);
+  json_string(&d.j, "user", user);
+  json_bool(&d.j, "password_set", has_pw);
+  json_string(&d.j, "bypass", s->proxy_bypass);
+  json_bool(&d.j, "applies_to_running_uploads", false);
+  json_object_end(&d.j);
+  OPENSSL_cleanse(s, sizeof *s);
+  free(s);
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
+/* "http://HOST:PORT" with HOST a name, an IPv4 address or [IPv6], PORT 1-65535, nothing else. */
+static bool valid_proxy_address(const char *a)
+{
+  if (strncmp(a, "http://", 7))
+    return false;
+  const char *h = a + 7, *colon;
+  if (*h == '[') {
+    const char *end = strchr(h, ']');
+    if (!end || end == h + 1 || end[1] != ':')
+      return false;
+    for (const char *p = h + 1; p < end; p++)
+      if (!strchr("0123456789abcdefABCDEF:.", *p))
+        return false;
+    colon = end + 1;
+  } else {
+    colon = strchr(h, ':');
+    if (!colon || colon == h)
+      return false;
+    for (const char *p = h; p < colon; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'))
+        return false;
+  }
+  char *end;
+  errno = 0;
+  long port = strtol(colon + 1, &end, 10);
+  if (end == colon + 1 || errno || port < 1 || port > 65535)
+    return false;
+  return *end == 0 || (end[0] == '/' && end[1] == 0);
+}
+
+static bool valid_bypass(const char *b)
+{
+  for (const char *p = b; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr(".,*-_:[]/ ", *p)))
+      return false;
+  return true;
+}
+
+/* Percent-encodes everything but RFC 3986's unreserved characters (for the proxy URL's userinfo). */
+static void pct_encode(const char *in, char *out, size_t outsz)
+{
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < outsz; p++) {
+    if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~", *p))
+      out[o++] = (char)*p;
+    else
+      o += (size_t)snprintf(out + o, outsz - o, "%%%02X", *p);
+  }
+  out[o] = 0;
+}
+
+enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+{
+  static const char *const allowed[] = {"address", "user", "password", "clear_password", "bypass", NULL};
+  const char *bad = web_unknown_field(q, allowed);
+  if (bad)
+    return web_reply_error(c, 400, "unknown field '%s': the proxy form has address, user, password, clear_password and bypass", bad);
+  const char *addr = web_field(q, "address"), *user = web_field(q, "user"), *pw = web_field(q, "password");
+  const char *clear = web_field(q, "clear_password"), *bypass = web_field(q, "bypass");
+  if (!addr)
+    return web_reply_error(c, 400, "address is required: http://HOST:PORT, or empty for no proxy");
+  if (addr[0] && strchr(addr, '@'))
+    return web_reply_error(c, 400, "the address must not hold credentials: put the user and password in their own fields");
+  if (addr[0] && !valid_proxy_address(addr))
+    return web_reply_error(c, 400, "address '%.200s' is not http://HOST:PORT (an HTTP proxy; port 1-65535)", web_printable(addr) ? addr : "?");
+  if (user && (!web_printable(user) || strlen(user) > 128 || strchr(user, ':')))
+    return web_reply_error(c, 400, "user must be at most 128 printable characters without ':'");
+  if (pw && (!web_printable(pw) || strlen(pw) > 256))
+    return web_reply_error(c, 400, "password must be at most 256 printable characters");
+  if (clear && strcmp(clear, "0") && strcmp(clear, "1"))
+    return web_reply_error(c, 400, "clear_password is 0 or 1");
+  if (bypass && (strlen(bypass) > 1000 || !valid_bypass(bypass)))
+    return web_reply_error(c, 400, "bypass is a comma-separated list of host names, .domains, addresses or NET/BITS networks (letters, digits, . - _ * : [ ] /)");
+  if (pw && pw[0] && (!user || !user[0]))
+    return web_reply_error(c, 400, "a password needs a user");
+
+  struct appliance_settings *s = malloc(sizeof *s);
+  if (!s)
+    return MHD_NO;
+  char why[1024];
+  pthread_mutex_lock(&w->settings_lock);
+  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  if (!err) {
+    char old_addr[1100], old_user[1100];
+    bool old_pw;
+    proxy_parts(s->proxy, old_addr, sizeof old_addr, old_user, sizeof old_user, &old_pw);
+    /* The stored password stays unless a new one is given or it is cleared (it is never sent to the page). */
+    char userinfo[1200] = "", eu[400], ep[800];
+    const char *rest = strstr(s->proxy, "://");
+    const char *at = rest ? strrchr(rest, '@') : NULL;
+    const char *old_colon = at ? memchr(rest + 3, ':', (size_t)(at - rest - 3)) : NULL;
+    const char *new_user = user ? user : old_user;
+    if (addr[0] && new_user[0]) {
+      pct_encode(new_user, eu, sizeof eu);
+      if (user && strcmp(user, old_user)) /* user given and changed: encoded now */
+        snprintf(userinfo, sizeof userinfo, "%s", eu);
+      else
+        snprintf(userinfo, sizeof userinfo, "%s", old_user[0] ? old_user : eu); /* as stored */
+      if (pw && pw[0]) {
+        pct_encode(pw, ep, sizeof ep);
+        size_t n = strlen(userinfo);
+        snprintf(userinfo + n, sizeof userinfo - n, ":%s", ep);
+        OPENSSL_cleanse(ep, sizeof ep);
+      } else if (old_colon && !(clear && !strcmp(clear, "1"))) {
+        size_t n = strlen(userinfo);
+        snprintf(userinfo + n, sizeof userinfo - n, ":%.*s", (int)(at - old_colon - 1), old_colon + 1);
+      }
+    }
+    char proxy[sizeof s->proxy + 1];
+    int n = addr[0] ? snprintf(proxy, sizeof proxy, "http://%s%s%s", userinfo, userinfo[0] ? "@" : "", addr + 7)
+                    : snprintf(proxy, sizeof proxy, "%s", "");
+    OPENSSL_cleanse(userinfo, sizeof userinfo);
+    if (n < 0 || (size_t)n >= sizeof s->proxy) {
+      snprintf(why, sizeof why, "the proxy URL is too long");
+      err = RPL_E_INVALID_ARGUMENT;
+    } else {
+      size_t plen = strlen(proxy);
+      if (plen && proxy[plen - 1] == '/')
+        proxy[plen - 1] = 0;
+      snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
+      if (bypass)
+        snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", bypass);
+      err = settings_save(w->state_dir, s, why, sizeof why);
+    }
+    OPENSSL_cleanse(proxy, sizeof proxy);
+  }
+  pthread_mutex_unlock(&w->settings_lock);
+  OPENSSL_cleanse(s, sizeof *s);
+  free(s);
+  if (err == RPL_E_INVALID_ARGUMENT)
+    return web_reply_error(c, 400, "%s", why);
+  if (err)
+    return web_reply_error(c, 500, "the proxy settings were not saved: %s", why);
+  log_notice("web: proxy settings changed (%s)", addr[0] ? "a proxy" : "no proxy");
+  return web_api_check(w, c, true); /* re-checked with the new settings */
+}
+
+/* ---- API: registration and agents --------------------------------------------------------- */
+
+enum MHD_Result web_api_registration(struct web_server *w, struct MHD_Connection *c, bool regenerate)
+{
+  char path[4200], *key = NULL;
+  snprintf(path, sizeof path, "%s/%s", w->state_dir, WEB_REGKEY_FILE);
+  if (regenerate) {
+    char fresh[CHAN_REGKEY_MAX];
+    rpl_err err = identity_issue_regkey(w->cfg.cat, w->cert, fresh);
+    if (!err)
+      err = file_write_atomic(path, fresh, strlen(fresh), 0600);
+    OPENSSL_cleanse(fresh, sizeof fresh);
+    if (err)
+      return web_reply_error(c, 500, "no new registration key: %s", rpl_strerror(err));
+    log_notice("web: a new registration key was issued");
+  }
+  rpl_err err = file_read_all(path, CHAN_REGKEY_MAX, &key);
+  if (err && err != RPL_E_NOT_FOUND)
+    return web_reply_error(c, 500, "cannot read the registration key: %s", rpl_strerror(err));
+  if (key)
+    key[strcspn(key, "\r\n")] = 0;
+  bool unused = false;
+  if (key) {
+    uint8_t secret[CHAN_SECRET_SIZE], fp[CHAN_FINGERPRINT_SIZE];
+    if (chan_regkey_decode(key, secret, fp) == RPL_OK && catalog_regkey_is_unused(w->cfg.cat, secret, &unused) != RPL_OK)
+      unused = false;
+    OPENSSL_cleanse(secret, sizeof secret);
+  }
+  struct doc d;
+  if (!web_doc_open(&d)) {
+    free(key);
+    return MHD_NO;
+  }
+  json_object_begin(&d.j, NULL);
+  json_string(&d.j, "key", key && unused ? key : NULL);
+  json_bool(&d.j, "key_used", key && !unused);
+  json_string(&d.j, "register_command", key && unused ? "mobility-agent register --appliance APPLIANCE:9443 --key KEY" : NULL);
+  json_object_end(&d.j);
+  if (key)
+    OPENSSL_cleanse(key, strlen(key));
+  free(key);
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
+static int agent_cb(const struct catalog_agent *ag, void *arg)
+{
+  struct json_out *j = arg;
+  char id[37];
+  uuid_unparse_lower(ag->id, id);
+  json_object_begin(j, NULL);
+  json_string(j, "agent_id", id);
+  json_string(j, "hostname", ag->hostname);
+  json_string(j, "cert_fingerprint", ag->cert_fingerprint);
+  json_bool(j, "revoked", ag->revoked);
+  json_u64(j, "registered_unix", (uint64_t)ag->registered_time);
+  json_u64(j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
+  json_object_end(j);
+  return 0;
+}
+
+enum MHD_Result web_api_agents(struct web_server *w, struct MHD_Connection *c)
+{
+  struct doc d;
+  if (!web_doc_open(&d))
+    return MHD_NO;
+  json_object_begin(&d.j, NULL);
+  json_array_begin(&d.j, "agents");
+  rpl_err err = catalog_agent_foreach(w->cfg.cat, agent_cb, &d.j);
+  json_array_end(&d.j);
+  json_object_end(&d.j);
+  if (err) {
+    (void)json_finish(&d.j);
+    fclose(d.f);
+    free(d.buf);
+    return web_reply_error(c, 500, "%s", rpl_strerror(err));
+  }
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
+static bool parse_id(const char *text, size_t len, uint8_t id[PROTO_ID_SIZE])
+{
+  char buf[37];
+  if (len != 36)
+    return false;
+  memcpy(buf, text, 36);
+  buf[36] = 0;
+  return uuid_parse(buf, id) == 0;
+}
+
+enum MHD_Result web_api_revoke(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len)
+{
+  uint8_t id[PROTO_ID_SIZE];
+  struct catalog_agent ag;
+  if (!parse_id(idtext, len, id))
+    return web_reply_error(c, 400, "the agent id must be a UUID (see /api/agents)");
+  rpl_err err = catalog_agent_get(w->cfg.cat, id, &ag);
+  if (err == RPL_E_NOT_FOUND)
+    return web_reply_error(c, 404, "no such agent: see /api/agents");
+  if (!err && !ag.revoked)
+    err = catalog_agent_revoke(w->cfg.cat, id);
+  if (err)
+    return web_reply_error(c, 500, "%s", rpl_strerror(err));
+  log_notice("web: agent %.36s (%s) revoked", idtext, ag.hostname);
+  return web_reply_ok(c, "revoked: its session ends within 5 s and reconnections are refused; register it again with a new key to restore it");
+}
+
+enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,
+                                    enum web_disk_action act)
+{
+  uint8_t id[PROTO_ID_SIZE];
+  if (!parse_id(idtext, len, id))
+    return web_reply_error(c, 400, "the disk id must be a UUID (see /api/status)");
+  char why[512] = "";
+  rpl_err err = w->cfg.ops.disk_request(w->cfg.ops.ctx, id, act, why, sizeof why);
+  if (err == RPL_E_NOT_FOUND)
+    return web_reply_error(c, 404, "no such disk: see /api/status");
+  if (err)
+    return web_reply_error(c, 409, "%s", why[0] ? why : rpl_strerror(err));
+  return web_reply_ok(c, act == WEB_DISK_CHECKPOINT ? "checkpoint requested: the recovery point appears in the list once its cycle is uploaded"
+                                                : "resync requested: the agent sends the whole disk again in a resync cycle");
+}
+
+/* ---- API: recovery points ----------------------------------------------------------------- */
+
+struct disk_list {
+  struct catalog_disk *d;
+  size_t n;
+};
+
+static int disk_cb(const struct catalog_disk *cd, void *arg)
+{
+  struct disk_list *l = arg;
+  if (l->n < MAX_LIST_DISKS)
+    l->d[l->n++] = *cd;
+  return 0;
+}
+
+struct point_ctx {
+  struct json_out *j;
+  const char *state_dir, *disk_id;
+};
+
+static int point_cb(const struct catalog_point *p, void *arg)
+{
+  struct point_ctx *pc = arg;
+  char rp[40], cmd[4600];
+  snprintf(rp, sizeof rp, "rp-%" PRId64, p->id);
+  snprintf(cmd, sizeof cmd, "replication-appliance restore --state '%s' --disk %s --point %s --out ./%s-%s.img", pc->state_dir,
+           pc->disk_id, rp, pc->disk_id, rp);
+  json_object_begin(pc->j, NULL);
+  json_string(pc->j, "point", rp);
+  json_u64(pc->j, "cycle", p->cycle);
+  json_u64(pc->j, "time_unix", (uint64_t)p->time);
+  json_string(pc->j, "kind", catalog_point_kind_name(p->kind));
+  json_bool(pc->j, "has_image", p->has_snapshot);
+  json_string(pc->j, "restore_command", cmd);
+  json_object_end(pc->j);
+  return 0;
+}
+
+enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c)
+{
+  struct disk_list l = {.d = calloc(MAX_LIST_DISKS, sizeof *l.d)};
+  if (!l.d)
+    return MHD_NO;
+  rpl_err err = catalog_disk_foreach(w->cfg.cat, NULL, disk_cb, &l); /* collected: the walk holds the catalog */
+  struct doc d;
+  if (err || !web_doc_open(&d)) {
+    free(l.d);
+    return err ? web_reply_error(c, 500, "%s", rpl_strerror(err)) : MHD_NO;
+  }
+  json_object_begin(&d.j, NULL);
+  json_array_begin(&d.j, "disks");
+  for (size_t i = 0; i < l.n && !err; i++) {
+    char id[37];
+    uuid_unparse_lower(l.d[i].id, id);
+    json_object_begin(&d.j, NULL);
+    json_string(&d.j, "disk_id", id);
+    json_string(&d.j, "name", l.d[i].name);
+    json_array_begin(&d.j, "points");
+    struct point_ctx pc = {.j = &d.j, .state_dir = w->state_dir, .disk_id = id};
+    err = catalog_point_foreach(w->cfg.cat, l.d[i].id, point_cb, &pc);
+    json_array_end(&d.j);
+    json_object_end(&d.j);
+  }
+  json_array_end(&d.j);
+  json_object_end(&d.j);
+  free(l.d);
+  if (err) {
+    fclose(d.f);
+    free(d.buf);
+    return web_reply_error(c, 500, "%s", rpl_strerror(err));
+  }
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
+/* ---- series: the last hour per disk, sampled every cfg.sample_s ---------------------------- */
+
+struct sample_ctx {
+  struct web_server *w;
+  int64_t now;
+};
+
+static void take_sample(void *arg, const struct web_disk_sample *ds)
+{
+  struct sample_ctx *sc = arg;
+  struct web_server *w = sc->w;
+  struct series *se = NULL, *free_slot = NULL;
+  for (size_t i = 0; i < MAX_SERIES_DISKS && !se; i++) {
+    if (w->series[i].used && !memcmp(w->series[i].id, ds->disk_id, PROTO_ID_SIZE))
+      se = &w->series[i];
+    else if (!w->series[i].used && !free_slot)
+      free_slot = &w->series[i];
+  }
+  if (!se) {
+    if (!free_slot)
+      return; /* more disks than series slots: the rest get none */
+    se = free_slot;
+    memset(se, 0, sizeof *se);
+    se->used = true;
+    memcpy(se->id, ds->disk_id, PROTO_ID_SIZE);
+  }
+  struct sample s = {.t = sc->now, .lag = ds->rpo_lag_s, .backlog = ds->backlog_bytes};
+  if (se->have_raw && ds->committed_raw_bytes >= se->last_raw)
+    s.churn = (ds->committed_raw_bytes - se->last_raw) / w->cfg.sample_s;
+  se->last_raw = ds->committed_raw_bytes;
+  se->have_raw = true;
+  se->s[(se->head + se->count) % w->series_len] = s;
+  if (se->count < w->series_len)
+    se->count++;
+  else
+    se->head = (se->head + 1) % w->series_len;
+}
+
+void *web_sampler_main(void *arg)
+{
+  struct web_server *w = arg;
+  pthread_mutex_lock(&w->stop_lock);
+  while (!w->stopping) {
+    pthread_mutex_unlock(&w->stop_lock);
+    struct sample_ctx sc = {.w = w, .now = time(NULL)};
+    pthread_mutex_lock(&w->lock);
+    w->cfg.ops.sample(w->cfg.ops.ctx, take_sample, &sc);
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_lock(&w->stop_lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += w->cfg.sample_s;
+    while (!w->stopping && pthread_cond_timedwait(&w->stop_cond, &w->stop_lock, &ts) != ETIMEDOUT)
+      ;
+  }
+  pthread_mutex_unlock(&w->stop_lock);
+  return NULL;
+}
+
+enum MHD_Result web_api_series(struct web_server *w, struct MHD_Connection *c)
+{
+  struct doc d;
+  if (!web_doc_open(&d))
+    return MHD_NO;
+  json_object_begin(&d.j, NULL);
+  json_u64(&d.j, "interval_seconds", w->cfg.sample_s);
+  json_array_begin(&d.j, "disks");
+  pthread_mutex_lock(&w->lock);
+  for (size_t i = 0; i < MAX_SERIES_DISKS; i++) {
+    const struct series *se = &w->series[i];
+    if (!se->used)
+      continue;
+    char id[37];
+    uuid_unparse_lower(se->id, id);
+    json_object_begin(&d.j, NULL);
+    json_string(&d.j, "disk_id", id);
+    json_array_begin(&d.j, "samples"); /* [time_unix, rpo_lag_s, backlog_bytes, churn_bytes_per_s] */
+    for (unsigned k = 0; k < se->count; k++) {
+      const struct sample *s = &se->s[(se->head + k) % w->series_len];
+      json_array_begin(&d.j, NULL);
+      json_u64(&d.j, NULL, (uint64_t)s->t);
+      json_u64(&d.j, NULL, s->lag);
+      json_u64(&d.j, NULL, s->backlog);
+      json_u64(&d.j, NULL, s->churn);
+      json_array_end(&d.j);
+    }
+    json_array_end(&d.j);
+    json_object_end(&d.j);
+  }
+  pthread_mutex_unlock(&w->lock);
+  json_array_end(&d.j);
+  json_object_end(&d.j);
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
