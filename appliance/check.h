@@ -1,5 +1,5 @@
 /* check.h - the prerequisite checks of the storage path (appliance/ internal; used by cmd_check.c for
- * `check` and web.c for the configuration manager's /api/check). */
+ * `check` and web_api.c for the configuration manager's /api/check). */
 #ifndef APPLIANCE_CHECK_H
 #define APPLIANCE_CHECK_H
 
