@@ -37,7 +37,7 @@ rpl_err lease_acquire(struct blob_client *c, const char *container, const char *
 {
   uint64_t t = mono_ms();
   rpl_err e = blob_lease(c, container, blob, BLOB_LEASE_ACQUIRE, (int)l->duration_s, l->id, reply);
-  if (e == RPL_E_BLOB_LEASE) {
+  if (e == RPL_E_LEASE_HELD || e == RPL_E_LEASE_LOST) { /* refused: leased by another */
     if (l->err != RPL_E_LEASE_HELD || l->renewed_ms == 0)
       log_warn("page blob %s/%s: refused (HTTP %ld %s): %s", container, blob, reply->status, reply->error_code,
                rpl_strerror(RPL_E_LEASE_HELD));
@@ -78,7 +78,7 @@ rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const c
     return RPL_OK;
   }
   /* Refused by the service (another lease, or none), or not renewed before it would expire. */
-  if (e == RPL_E_BLOB_LEASE || e == RPL_E_BLOB_NOT_FOUND || t - l->renewed_ms >= (uint64_t)l->duration_s * 1000) {
+  if (e == RPL_E_LEASE_HELD || e == RPL_E_LEASE_LOST || e == RPL_E_BLOB_NOT_FOUND || t - l->renewed_ms >= (uint64_t)l->duration_s * 1000) {
     l->held = false;
     l->err = RPL_E_LEASE_LOST;
     log_err("page blob %s/%s: %s (renewal: %s, HTTP %ld %s)", container, blob, rpl_strerror(l->err), rpl_strerror(e),

@@ -419,7 +419,7 @@ rpl_err journal_begin_cycle(struct journal *j, uint64_t n, uint8_t kind)
   if (j->open_cycle || n != j->last_committed + 1) {
     log_warn("journal %s: refused cycle %" PRIu64 " (last committed %" PRIu64 ", open %" PRIu64 ")", j->dir, n,
              j->last_committed, j->open_cycle);
-    e = RPL_E_JOURNAL_CYCLE_ORDER;
+    e = RPL_E_CYCLE_ORDER;
     goto out;
   }
   uint8_t body[JOURNAL_BEGIN_BODY], rec[JOURNAL_HEADER_SIZE + JOURNAL_BEGIN_BODY];
@@ -493,7 +493,7 @@ rpl_err journal_commit_cycle(struct journal *j, uint64_t n, const struct journal
     log_warn("journal %s: cycle %" PRIu64 " totals differ: %" PRIu64 " extents/%" PRIu64 " raw bytes sent, %" PRIu64
              "/%" PRIu64 " journaled (or the digest differs)", j->dir, n, t->extents, t->raw_bytes, j->open_extents,
              j->open_raw);
-    e = RPL_E_JOURNAL_TOTALS;
+    e = RPL_E_CYCLE_TOTALS;
     goto out;
   }
   /* First the cycle's records, then its end record: a readable end record then proves that all

@@ -154,14 +154,14 @@ RPL_MUST_CHECK rpl_err journal_open(const char *state_dir, const uint8_t disk_id
 void journal_close(struct journal *j);
 
 /* Starts cycle n: n must be last_committed + 1, or the open cycle (a restart: its records so far
- * are discarded). Otherwise RPL_E_JOURNAL_CYCLE_ORDER. */
+ * are discarded). Otherwise RPL_E_CYCLE_ORDER. */
 RPL_MUST_CHECK rpl_err journal_begin_cycle(struct journal *j, uint64_t n, uint8_t kind);
 /* Appends one verified extent of open cycle n (RPL_E_JOURNAL_NO_CYCLE if n is not open). Fields
  * are checked (512-aligned, length 1..PROTO_MAX_EXTENT, codec, payload size for the codec, payload
  * <= JOURNAL_MAX_PAYLOAD) before anything is written. RPL_E_JOURNAL_FULL: nothing was written. */
 RPL_MUST_CHECK rpl_err journal_append_extent(struct journal *j, uint64_t n, const struct journal_extent *e);
 /* Checks totals against the appended extents, writes the cycle-end record and makes the cycle
- * durable; returns RPL_OK only once it is. On RPL_E_JOURNAL_TOTALS the cycle stays open (abandon
+ * durable; returns RPL_OK only once it is. On RPL_E_CYCLE_TOTALS the cycle stays open (abandon
  * or restart it). */
 RPL_MUST_CHECK rpl_err journal_commit_cycle(struct journal *j, uint64_t n, const struct journal_cycle_totals *totals);
 /* Drops open cycle n (a connection lost mid-cycle): its records are removed; the next cycle is

@@ -99,10 +99,10 @@ rpl_err receiver_extent(struct receiver *r, const struct proto_extent *m, const 
     /* The frame must declare exactly the extent's size before we spend anything on it. */
     unsigned long long declared = ZSTD_getFrameContentSize(m->payload.ptr, m->payload.len);
     if (declared != m->length)
-      return RPL_E_EXTENT_CODEC;
+      return RPL_E_EXTENT_DECOMPRESS;
     size_t n = ZSTD_decompressDCtx(r->dctx, r->scratch, m->length, m->payload.ptr, m->payload.len);
     if (ZSTD_isError(n) || n != m->length)
-      return RPL_E_EXTENT_CODEC;
+      return RPL_E_EXTENT_DECOMPRESS;
     r->zero_hash_len = 0; /* scratch was overwritten */
     proto_hash128(r->scratch, m->length, h);
     if (raw)

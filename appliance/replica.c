@@ -249,7 +249,7 @@ static rpl_err extent_raw(struct replica *r, uint64_t cycle, const struct journa
   if (x->offset > r->size || x->length > r->size - x->offset) {
     log_err("replica %s: cycle %" PRIu64 " writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64,
             r->path, cycle, x->length, x->offset, r->size);
-    return RPL_E_REPLICA_RANGE;
+    return RPL_E_EXTENT_RANGE;
   }
   switch (x->codec) {
   case PROTO_CODEC_NONE:
@@ -265,7 +265,7 @@ static rpl_err extent_raw(struct replica *r, uint64_t cycle, const struct journa
     if (ZSTD_isError(got) || got != x->length) {
       log_err("replica %s: cycle %" PRIu64 ": extent at %" PRIu64 " does not decompress to %" PRIu32 " bytes (%s)",
               r->path, cycle, x->offset, x->length, ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
-      return RPL_E_REPLICA_DECOMPRESS;
+      return RPL_E_EXTENT_DECOMPRESS;
     }
     *raw = r->raw;
     break;
@@ -376,7 +376,7 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   if (n <= u.last_applied)
     return RPL_OK;
   if (n != u.last_applied + 1)
-    return RPL_E_JOURNAL_CYCLE_ORDER;
+    return RPL_E_CYCLE_ORDER;
   struct journal_reader *rd;
   rpl_err e = journal_reader_open(j, n, &rd);
   if (e)
@@ -521,7 +521,7 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
   if (offset > r->size || len > r->size - offset) {
     log_err("replica %s: a direct cycle writes %" PRIu32 " bytes at %" PRIu64 ", past the image's %" PRIu64, r->path,
             len, offset, r->size);
-    return RPL_E_REPLICA_RANGE;
+    return RPL_E_EXTENT_RANGE;
   }
   /* Written by a thread of its own, so that the next extents are received and checked meanwhile.
    * Large extents O_DIRECT where the image's filesystem takes it: the data goes to the disk as it

@@ -39,8 +39,8 @@ uint64_t replica_size(const struct replica *r);
 const char *replica_path(const struct replica *r);
 
 /* Applies committed cycle n of j (see above). n <= last applied: nothing to do, RPL_OK. n beyond
- * last applied + 1: RPL_E_JOURNAL_CYCLE_ORDER. Errors: RPL_E_REPLICA_HASH, RPL_E_REPLICA_DECOMPRESS,
- * RPL_E_REPLICA_RANGE (nothing applied), RPL_E_JOURNAL_CORRUPT, RPL_E_IO. */
+ * last applied + 1: RPL_E_CYCLE_ORDER. Errors: RPL_E_REPLICA_HASH, RPL_E_EXTENT_DECOMPRESS,
+ * RPL_E_EXTENT_RANGE (nothing applied), RPL_E_JOURNAL_CORRUPT, RPL_E_IO. */
 RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n);
 /* Applies every committed, not yet applied cycle in order; *applied (may be NULL) gets how many.
  * Stops at the first error. */
@@ -56,7 +56,7 @@ RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *
  * thread of the replica (raw is copied: the caller keeps it): O_DIRECT for large 4 KiB-aligned
  * extents where the filesystem allows it, else buffered with writeback started as it goes; nothing
  * is durable before replica_sync(). May run on a session's thread while the applier has nothing of
- * this disk to do. RPL_E_REPLICA_RANGE past the image; a failed write of the writer thread is
+ * this disk to do. RPL_E_EXTENT_RANGE past the image; a failed write of the writer thread is
  * returned by a later call. */
 RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len);
 /* Waits until the writer thread has written everything queued (a cycle given up: none of its

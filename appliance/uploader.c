@@ -286,7 +286,7 @@ static rpl_err extent_raw(struct uploader *u, uint64_t cycle, const struct journ
   if (x->offset > u->disk_size || x->length > u->disk_size - x->offset || x->length > PROTO_MAX_EXTENT) {
     log_err("uploader %s: cycle %" PRIu64 " writes %" PRIu32 " bytes at %" PRIu64 ", past the disk's %" PRIu64,
             u->blob, cycle, x->length, x->offset, u->disk_size);
-    return RPL_E_REPLICA_RANGE;
+    return RPL_E_EXTENT_RANGE;
   }
   switch (x->codec) {
   case PROTO_CODEC_NONE:
@@ -299,7 +299,7 @@ static rpl_err extent_raw(struct uploader *u, uint64_t cycle, const struct journ
     if (ZSTD_isError(got) || got != x->length) {
       log_err("uploader %s: cycle %" PRIu64 ": extent at %" PRIu64 " does not decompress to %" PRIu32 " bytes",
               u->blob, cycle, x->offset, x->length);
-      return RPL_E_REPLICA_DECOMPRESS;
+      return RPL_E_EXTENT_DECOMPRESS;
     }
     *raw = u->raw;
     break;
@@ -576,7 +576,7 @@ rpl_err uploader_snapshot(struct uploader *u, uint64_t n, char *id, size_t idsz)
 /* A write refused for the lease: someone else has it. Lock held. */
 rpl_err uploader_lease_lost_if_refused(struct uploader *u, rpl_err e)
 {
-  if (e == RPL_E_BLOB_LEASE && u->lease.held) {
+  if ((e == RPL_E_LEASE_HELD || e == RPL_E_LEASE_LOST) && u->lease.held) {
     u->lease.held = false;
     u->lease.err = e = RPL_E_LEASE_LOST;
     log_err("uploader %s: %s", u->blob, rpl_strerror(e));
@@ -629,10 +629,10 @@ enum upload_failure uploader_failure_kind(rpl_err e)
 {
   switch (e) {
   case RPL_E_REPLICA_HASH:
-  case RPL_E_REPLICA_DECOMPRESS:
-  case RPL_E_REPLICA_RANGE:
+  case RPL_E_EXTENT_DECOMPRESS:
+  case RPL_E_EXTENT_RANGE:
   case RPL_E_JOURNAL_CORRUPT:
-  case RPL_E_JOURNAL_CYCLE_ORDER:
+  case RPL_E_CYCLE_ORDER:
   case RPL_E_UPLOAD_BEHIND:
   case RPL_E_UPLOAD_BLOB:
   case RPL_E_NOMEM:

@@ -222,7 +222,7 @@ rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_
   if (!dr)
     return RPL_E_INVALID_ARGUMENT;
   if (offset > dr->disk_size || len > dr->disk_size - offset)
-    return RPL_E_REPLICA_RANGE;
+    return RPL_E_EXTENT_RANGE;
   struct run *r = &dr->run;
   rpl_err e = RPL_OK;
   for (uint32_t done = 0; done < len && !e;) {

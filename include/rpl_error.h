@@ -83,7 +83,7 @@
   X(RPL_E_BLOB_EXISTS,            311, "blob or container already exists (409)") \
   X(RPL_E_BLOB_FENCED,            312, "stale write fenced: the blob's sequence number shows a newer cycle is committed (412)") \
   X(RPL_E_BLOB_CONDITION,         313, "a condition of the request was not met (412): lease, ETag or sequence number") \
-  X(RPL_E_BLOB_LEASE,             314, "lease conflict: the blob is leased by someone else, or our lease was lost or broken") \
+  X(RPL_E_RETIRED_314,            314, "(retired: merged into 601 and 602, the blob's lease held by another or lost)") \
   X(RPL_E_BLOB_RANGE,             315, "invalid page range: offsets and lengths must be multiples of 512 and inside the blob (416)") \
   X(RPL_E_BLOB_THROTTLED,         316, "storage kept throttling or failing after every retry (503/500): lower the parallelism or check the account's limits") \
   X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (see the log line with its error code)") \
@@ -99,9 +99,9 @@
                                                                                                  \
   X(RPL_E_JOURNAL_CORRUPT,        500, "cache journal damaged before its last committed cycle (media error?): the disk needs a resync; move the journal directory aside to start over") \
   X(RPL_E_JOURNAL_FULL,           501, "cache journal full (configured cache size reached): back off until the uploader catches up, or raise the cache size") \
-  X(RPL_E_JOURNAL_CYCLE_ORDER,    502, "cycle out of order: the journal takes only the cycle after its last committed one, or a restart of the open one") \
+  X(RPL_E_CYCLE_ORDER,            502, "cycle out of order: the appliance takes only the cycle after the last committed one, or a restart of the open one") \
   X(RPL_E_JOURNAL_NO_CYCLE,       503, "no such cycle open in the journal: begin the cycle before appending or committing it") \
-  X(RPL_E_JOURNAL_TOTALS,         504, "cycle totals or digest differ from the extents journaled: the cycle is not committed (NACK it so the agent resends)") \
+  X(RPL_E_CYCLE_TOTALS,           504, "cycle totals or digest do not match the extents received: the cycle is not committed (NACKed, so the agent sends it again)") \
   X(RPL_E_JOURNAL_RECORD,         505, "journal record malformed (magic, version, type, length over its cap, field or checksum): a torn write or not a journal file") \
   X(RPL_E_JOURNAL_NOT_COMMITTED,  506, "cycle not committed in the journal (never committed, or already trimmed)") \
   X(RPL_E_JOURNAL_FOREIGN,        507, "journal directory belongs to another disk (its segment header names a different disk id)") \
@@ -109,9 +109,9 @@
   X(RPL_E_JOURNAL_NOT_APPLIED,    509, "cannot trim a cycle the replica has not applied yet") \
   X(RPL_E_JOURNAL_LOCKED,         510, "cache journal in use by another process: is another replication-appliance running on this state directory?") \
   X(RPL_E_REPLICA_HASH,           520, "journal extent's data does not match its xxh3-128 hash: nothing of the cycle was applied; the disk needs a resync") \
-  X(RPL_E_REPLICA_RANGE,          521, "extent lies beyond the end of the replica image: resize the replica to the disk's new size first") \
+  X(RPL_E_EXTENT_RANGE,           521, "extent lies beyond the end of the disk or of its replica: the replica grows with the disk before such an extent lands") \
   X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \
-  X(RPL_E_REPLICA_DECOMPRESS,     523, "extent's zstd payload does not decompress to its stated length: the cycle is not applied; the disk needs a resync") \
+  X(RPL_E_EXTENT_DECOMPRESS,      523, "extent's zstd payload does not decompress to its stated length: a received cycle is NACKed and sent again; a cached one is not applied and the disk needs a resync") \
   X(RPL_E_CATALOG_CORRUPT,        530, "catalog database corrupt or not an SQLite database: restore it from a backup or move it aside") \
   X(RPL_E_CATALOG_BUSY,           531, "catalog database locked by another process: is another replication-appliance using this state directory?") \
   X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
@@ -119,11 +119,11 @@
   X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
   X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
                                                                                                  \
-  X(RPL_E_CYCLE_ORDER,            550, "cycle out of order: the appliance expects the next cycle after the last committed one") \
+  X(RPL_E_RETIRED_550,            550, "(retired: merged into 502, cycle out of order)") \
   X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \
-  X(RPL_E_CYCLE_TOTALS,           552, "CYCLE_END totals or digest do not match the extents received") \
-  X(RPL_E_EXTENT_RANGE,           553, "extent lies beyond the end of the disk") \
-  X(RPL_E_EXTENT_CODEC,           554, "extent payload does not decompress to its stated length") \
+  X(RPL_E_RETIRED_552,            552, "(retired: merged into 504, cycle totals do not match)") \
+  X(RPL_E_RETIRED_553,            553, "(retired: merged into 521, extent beyond the end)") \
+  X(RPL_E_RETIRED_554,            554, "(retired: merged into 523, extent does not decompress)") \
   X(RPL_E_UPLOAD_BEHIND,          560, "the page blob's sequence number is behind the cycles this appliance applied: the blob was replaced or rolled back; protect the disk again (resync)") \
   X(RPL_E_UPLOAD_BLOB,            561, "the disk's page blob is not what the appliance wrote (not a page blob, or smaller than the disk): move it aside or use another container") \
   X(RPL_E_RESTORE_POINT,          562, "no such recovery point for this disk: see the points with 'replication-appliance status'") \

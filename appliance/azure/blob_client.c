@@ -654,6 +654,16 @@ static void finish(struct blob_client *c, struct blob_req *r, rpl_err err)
   blob_req_free(r);
 }
 
+/* A lease error of the storage: held by someone else (present, or a lease id was needed), or ours
+ * no longer valid (lost, expired, broken, another id). */
+static rpl_err lease_error(const char *code)
+{
+  if (!strcmp(code, "LeaseAlreadyPresent") || !strcmp(code, "LeaseIdMissing") ||
+      !strcmp(code, "LeaseIsBreakingAndCannotBeAcquired"))
+    return RPL_E_LEASE_HELD;
+  return RPL_E_LEASE_LOST;
+}
+
 /* Maps a final non-2xx answer to our error, by status and the service's error code. */
 static rpl_err status_error(const struct blob_req *r)
 {
@@ -673,13 +683,13 @@ static rpl_err status_error(const struct blob_req *r)
     if (strstr(code, "AlreadyExists"))
       return RPL_E_BLOB_EXISTS;
     if (strncmp(code, "Lease", 5) == 0)
-      return RPL_E_BLOB_LEASE;
+      return lease_error(code);
     return RPL_E_BLOB_HTTP;
   case 412:
     if (strcmp(code, "SequenceNumberConditionNotMet") == 0)
       return RPL_E_BLOB_FENCED;
     if (strncmp(code, "Lease", 5) == 0)
-      return RPL_E_BLOB_LEASE;
+      return lease_error(code);
     return RPL_E_BLOB_CONDITION;
   case 416: return RPL_E_BLOB_RANGE;
   case 407: return RPL_E_BLOB_PROXY;

@@ -236,14 +236,14 @@ static void test_lease(void **state)
   assert_int_equal(blob_put_page_async(client, CONTAINER, blob_name, 0, page, sizeof page, NULL, count_done, &d), RPL_OK);
   assert_int_equal(blob_client_drain(client), RPL_OK);
   assert_int_equal(d.failed, 1);
-  assert_int_equal(d.last, RPL_E_BLOB_LEASE);
+  assert_int_equal(d.last, RPL_E_LEASE_HELD); /* LeaseIdMissing: someone holds it */
   struct blob_write_cond with_lease = {.lease_id = proposed}; /* no fencing: sequence_lt 0 */
   assert_int_equal(blob_put_page_async(client, CONTAINER, blob_name, 0, page, sizeof page, &with_lease, count_done, &d), RPL_OK);
   assert_int_equal(blob_client_drain(client), RPL_OK);
   assert_int_equal(d.ok, 1);
   memcpy(image, page, sizeof page);
   assert_int_equal(blob_lease(client, CONTAINER, blob_name, BLOB_LEASE_RENEW, 0, proposed, &reply), RPL_OK);
-  assert_int_equal(blob_lease(client, CONTAINER, blob_name, BLOB_LEASE_ACQUIRE, 15, "11111111-2222-4333-8444-555555555555", &reply), RPL_E_BLOB_LEASE);
+  assert_int_equal(blob_lease(client, CONTAINER, blob_name, BLOB_LEASE_ACQUIRE, 15, "11111111-2222-4333-8444-555555555555", &reply), RPL_E_LEASE_HELD);
   assert_int_equal(blob_lease(client, CONTAINER, blob_name, BLOB_LEASE_BREAK, 0, NULL, &reply), RPL_OK);
   assert_int_equal(blob_lease(client, CONTAINER, blob_name, BLOB_LEASE_ACQUIRE, -1, NULL, &reply), RPL_OK);
   char held[64];

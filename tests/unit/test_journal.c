@@ -376,20 +376,20 @@ static void test_cycle_order(void **state)
 {
   struct ctx *c = *state;
   struct journal *j = open_journal(c, NULL);
-  assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_PLAIN), RPL_E_JOURNAL_CYCLE_ORDER);
+  assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_PLAIN), RPL_E_CYCLE_ORDER);
   assert_int_equal(journal_begin_cycle(j, 0, PROTO_CYCLE_PLAIN), RPL_E_INVALID_ARGUMENT);
   uint8_t buf[512] = {0};
   struct journal_extent x = {.offset = 0, .length = 512, .codec = PROTO_CODEC_ZERO};
   proto_hash128(buf, 512, x.hash);
   assert_int_equal(journal_append_extent(j, 1, &x), RPL_E_JOURNAL_NO_CYCLE);
   assert_int_equal(journal_begin_cycle(j, 1, PROTO_CYCLE_PLAIN), RPL_OK);
-  assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_PLAIN), RPL_E_JOURNAL_CYCLE_ORDER); /* 1 is open */
+  assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_PLAIN), RPL_E_CYCLE_ORDER); /* 1 is open */
   assert_int_equal(journal_append_extent(j, 2, &x), RPL_E_JOURNAL_NO_CYCLE);
   struct journal_cycle_totals t = append_extents(j, 1, 3, 5);
   assert_int_equal(journal_commit_cycle(j, 2, &t), RPL_E_JOURNAL_NO_CYCLE);
   assert_int_equal(journal_commit_cycle(j, 1, &t), RPL_OK);
-  assert_int_equal(journal_begin_cycle(j, 1, PROTO_CYCLE_PLAIN), RPL_E_JOURNAL_CYCLE_ORDER); /* committed */
-  assert_int_equal(journal_begin_cycle(j, 3, PROTO_CYCLE_PLAIN), RPL_E_JOURNAL_CYCLE_ORDER);
+  assert_int_equal(journal_begin_cycle(j, 1, PROTO_CYCLE_PLAIN), RPL_E_CYCLE_ORDER); /* committed */
+  assert_int_equal(journal_begin_cycle(j, 3, PROTO_CYCLE_PLAIN), RPL_E_CYCLE_ORDER);
 
   /* A restart of the open cycle discards what it had so far. */
   assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_RECOVERY_POINT), RPL_OK);
@@ -452,16 +452,16 @@ static void test_totals_checked(void **state)
   struct journal_cycle_totals t = append_extents(j, 1, 4, 3);
   struct journal_cycle_totals bad = t;
   bad.extents++;
-  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_JOURNAL_TOTALS);
+  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_CYCLE_TOTALS);
   bad = t;
   bad.raw_bytes += 512;
-  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_JOURNAL_TOTALS);
+  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_CYCLE_TOTALS);
   bad = t;
   bad.payload_bytes--;
-  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_JOURNAL_TOTALS);
+  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_CYCLE_TOTALS);
   bad = t;
   bad.digest[7] ^= 1;
-  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_JOURNAL_TOTALS);
+  assert_int_equal(journal_commit_cycle(j, 1, &bad), RPL_E_CYCLE_TOTALS);
   assert_int_equal(journal_commit_cycle(j, 1, &t), RPL_OK); /* still open after the refusals */
   verify_cycle(j, 1, 4, 3);
   journal_close(j);
@@ -706,7 +706,7 @@ static void test_applied_marker_and_base(void **state)
   struct journal *j = open_journal(c, NULL);
   assert_int_equal(journal_set_base(j, 40), RPL_OK);
   assert_int_equal(journal_set_base(j, 39), RPL_E_INVALID_ARGUMENT);
-  assert_int_equal(journal_begin_cycle(j, 1, PROTO_CYCLE_PLAIN), RPL_E_JOURNAL_CYCLE_ORDER);
+  assert_int_equal(journal_begin_cycle(j, 1, PROTO_CYCLE_PLAIN), RPL_E_CYCLE_ORDER);
   commit_cycle(j, 41, 3, 41);
   assert_int_equal(journal_set_base(j, 50), RPL_E_EXISTS); /* 41 pending */
   commit_cycle(j, 42, 3, 42);

@@ -156,9 +156,9 @@ static void test_refusals(void **state)
   m.codec = PROTO_CODEC_ZSTD;
   m.payload.ptr = packed;
   m.payload.len = (uint32_t)c;
-  assert_int_equal(receiver_extent(r, &m, NULL), RPL_E_EXTENT_CODEC);
+  assert_int_equal(receiver_extent(r, &m, NULL), RPL_E_EXTENT_DECOMPRESS);
   m.payload.len = 5; /* garbage */
-  assert_int_equal(receiver_extent(r, &m, NULL), RPL_E_EXTENT_CODEC);
+  assert_int_equal(receiver_extent(r, &m, NULL), RPL_E_EXTENT_DECOMPRESS);
   /* A zero extent must hash as zeros. */
   make_extent(&m, data, sizeof data, 7);
   m.codec = PROTO_CODEC_ZERO;

@@ -329,7 +329,7 @@ static void test_bad_zstd_applies_nothing(void **state)
   x.length = 16384; /* the frame holds 8 KiB: it does not decompress to the stated length */
   add_extent(c, &b, 1, &x);
   finish_cycle(c, &b, 1);
-  assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_E_REPLICA_DECOMPRESS);
+  assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_E_EXTENT_DECOMPRESS);
   uint8_t *after = snapshot_image(c);
   assert_memory_equal(before, after, DISK_SIZE);
   free(after);
@@ -352,7 +352,7 @@ static void test_range_refused_until_resize(void **state)
   memcpy(second, raw, sizeof second);
   add_extent(c, &b, 1, &x);
   finish_cycle(c, &b, 1);
-  assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_E_REPLICA_RANGE);
+  assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_E_EXTENT_RANGE);
   assert_int_equal(last_applied(c), 0);
   uint8_t *after = snapshot_image(c);
   assert_memory_equal(before, after, DISK_SIZE);
@@ -372,7 +372,7 @@ static void test_order_resize_and_reopen(void **state)
   struct ctx *c = *state;
   commit_random_cycle(c, 1, 4);
   commit_random_cycle(c, 2, 4);
-  assert_int_equal(replica_apply_cycle(c->r, c->j, 2), RPL_E_JOURNAL_CYCLE_ORDER);
+  assert_int_equal(replica_apply_cycle(c->r, c->j, 2), RPL_E_CYCLE_ORDER);
   assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_OK);
   assert_int_equal(replica_apply_cycle(c->r, c->j, 1), RPL_OK); /* already applied: nothing to do */
   assert_int_equal(replica_apply_cycle(c->r, c->j, 2), RPL_OK);
@@ -505,7 +505,7 @@ static void test_direct_initial_sync(void **state)
     memcpy(c->model + off, raw, sizeof raw);
     assert_int_equal(replica_write_extent(c->r, off, zero ? NULL : raw, sizeof raw), RPL_OK);
   }
-  assert_int_equal(replica_write_extent(c->r, DISK_SIZE - 4096, raw, 8192), RPL_E_REPLICA_RANGE);
+  assert_int_equal(replica_write_extent(c->r, DISK_SIZE - 4096, raw, 8192), RPL_E_EXTENT_RANGE);
   assert_int_equal(replica_sync(c->r), RPL_OK);
   assert_int_equal(journal_set_base(c->j, 1), RPL_OK);
   struct journal_usage u;
