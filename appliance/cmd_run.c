@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 
 #include "appliance.h"
-#include "blob_lease.h"
+#include "lease.h"
 #include "channel.h"
 #include "commands.h"
 #include "conn.h"

@@ -28,7 +28,7 @@ struct appliance_settings {
   char retention[128];          /* retention.h text ("all=1h,hourly=24h,daily=7d"); "" = the default */
   unsigned lease_duration_s;    /* the page blobs' lease, 15-60 s */
   char lease_id[40];            /* runtime only, never in the file: the lease id this appliance proposes
-                                 * (blob_lease.h, from STATE/lease-id); "" = a random one */
+                                 * (lease.h, from STATE/lease-id); "" = a random one */
   unsigned upload_limit_mbps;   /* appliance-wide upload limit, MB/s (10^6 bytes); 0 = none */
   unsigned agent_limit_mbps;    /* upload limit of each agent's disks together, MB/s; 0 = none */
 };

@@ -13,7 +13,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "blob_lease.h"
+#include "lease.h"
 #include "rpl_log.h"
 #include "vhd.h"
 
@@ -677,7 +677,7 @@ void uploader_get_stats(struct uploader *u, struct uploader_stats *out)
   pthread_mutex_unlock(&u->lock);
 }
 
-/* ---- the lease (blob_lease.h) ----------------------------------------------------------------- */
+/* ---- the lease (lease.h) ----------------------------------------------------------------- */
 
 rpl_err uploader_lease_tick(struct uploader *u, bool *acquired_now, int64_t *sequence)
 {

@@ -103,7 +103,7 @@ void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate
 /* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
 RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
 
-/* ---- ownership (blob_lease.h) and the blob's own record of points ---- */
+/* ---- ownership (lease.h) and the blob's own record of points ---- */
 
 /* Snapshot metadata: the cycle (= the blob's sequence number when taken) and the unix time. */
 #define UPLOADER_META_CYCLE "rplcycle"

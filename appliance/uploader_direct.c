@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "blob_lease.h"
+#include "lease.h"
 #include "rpl_log.h"
 
 /* ---- the initial sync written straight into the blob (uploader.h) ---- */
@@ -25,7 +25,7 @@ struct direct {
   struct blob_client *client;   /* the writer thread's alone */
   pthread_t writer;
   uint64_t cycle;
-  char lease_id[sizeof ((struct uploader_lease *)0)->id];
+  char lease_id[sizeof ((struct lease *)0)->id];
   size_t in_flight_limit;
   uint64_t disk_size;
   struct rate_limit *limit_all, *limit_agent; /* the uploader's, when the cycle began */

@@ -13,7 +13,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-#include "blob_lease.h"
+#include "lease.h"
 
 #define MIB (1ull << 20)
 #define ZERO_BLOCK (64u << 10)
@@ -53,7 +53,7 @@ struct uploader {
   rpl_err async_err; /* first failure of the writes in flight */
   struct rate_limit *limit_all, *limit_agent; /* bandwidth limits (not owned), or NULL */
   struct uploader_stats stats;
-  struct uploader_lease lease; /* blob_lease.c */
+  struct lease lease; /* lease.c */
   struct direct *direct; /* the initial sync being written straight into the blob, or NULL */
   bool blank; /* created empty by this uploader and not written since but its footer: a zero
                * extent of the first cycle needs no clear (the extents of a cycle never overlap) */

@@ -1,8 +1,8 @@
-/* blob_lease.h - the lease an appliance holds on each page blob it writes (Lease Blob: acquire,
+/* lease.h - the lease an appliance holds on each page blob it writes (Lease Blob: acquire,
  * renew, release), so that a second appliance cannot write the same disk. Internal header: the
  * uploader (appliance/uploader.c), the daemon and tests only. */
-#ifndef APPLIANCE_BLOB_LEASE_H
-#define APPLIANCE_BLOB_LEASE_H
+#ifndef APPLIANCE_LEASE_H
+#define APPLIANCE_LEASE_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,7 +21,7 @@
  *  - Not thread-safe: the uploader calls it under its mutex, with its blob client.
  */
 
-struct uploader_lease {
+struct lease {
   char id[40];          /* proposed and, when held, the lease id (a UUID) */
   bool held;
   unsigned duration_s;
@@ -30,17 +30,17 @@ struct uploader_lease {
 };
 
 /* id "" = a random one; duration outside 15-60 = 60. */
-void lease_init(struct uploader_lease *l, const char *id, unsigned duration_s);
+void lease_init(struct lease *l, const char *id, unsigned duration_s);
 /* Acquires the lease (RPL_E_LEASE_HELD when another holds it; l->err says so too). */
 RPL_MUST_CHECK rpl_err lease_acquire(struct blob_client *c, const char *container, const char *blob,
-                                     struct uploader_lease *l, struct blob_reply *reply);
+                                     struct lease *l, struct blob_reply *reply);
 /* Renews a held lease when a third of its duration has passed; RPL_E_LEASE_LOST when it is lost
  * (then not held any more). Transient failures are retried on the next call until the lease would
  * have expired. */
 RPL_MUST_CHECK rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const char *blob,
-                                          struct uploader_lease *l);
+                                          struct lease *l);
 /* Releases a held lease (best effort: an unreleased lease expires by itself). */
-void lease_release(struct blob_client *c, const char *container, const char *blob, struct uploader_lease *l);
+void lease_release(struct blob_client *c, const char *container, const char *blob, struct lease *l);
 /* This appliance's lease id from STATE_DIR/lease-id, created (a random UUID, 0600) on first use. */
 RPL_MUST_CHECK rpl_err lease_owner_id(const char *state_dir, char out[40]);
 

@@ -1,5 +1,5 @@
-/* blob_lease.c - acquires, renews and releases the lease on a disk's page blob (blob_lease.h). */
-#include "blob_lease.h"
+/* lease.c - acquires, renews and releases the lease on a disk's page blob (lease.h). */
+#include "lease.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@ static uint64_t mono_ms(void)
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void lease_init(struct uploader_lease *l, const char *id, unsigned duration_s)
+void lease_init(struct lease *l, const char *id, unsigned duration_s)
 {
   memset(l, 0, sizeof *l);
   if (id && *id && strlen(id) < sizeof l->id) {
@@ -32,7 +32,7 @@ void lease_init(struct uploader_lease *l, const char *id, unsigned duration_s)
   l->err = RPL_E_LEASE_HELD;
 }
 
-rpl_err lease_acquire(struct blob_client *c, const char *container, const char *blob, struct uploader_lease *l,
+rpl_err lease_acquire(struct blob_client *c, const char *container, const char *blob, struct lease *l,
                       struct blob_reply *reply)
 {
   uint64_t t = mono_ms();
@@ -64,7 +64,7 @@ rpl_err lease_acquire(struct blob_client *c, const char *container, const char *
   return RPL_OK;
 }
 
-rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const char *blob, struct uploader_lease *l)
+rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const char *blob, struct lease *l)
 {
   if (!l->held)
     return l->err ? l->err : RPL_E_LEASE_HELD;
@@ -89,7 +89,7 @@ rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const c
   return RPL_OK;
 }
 
-void lease_release(struct blob_client *c, const char *container, const char *blob, struct uploader_lease *l)
+void lease_release(struct blob_client *c, const char *container, const char *blob, struct lease *l)
 {
   if (!l->held)
     return;
