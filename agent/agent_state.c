@@ -12,8 +12,8 @@
 #include <uuid/uuid.h>
 
 #include "rpl_log.h"
+#include "state_files.h"
 
-#define CONF_NAME "agent.conf"
 #define CONF_CAP  (256u << 10)
 
 void agent_state_path(const struct agent_state *st, const char *name, char *out, size_t outsz)
@@ -52,7 +52,7 @@ rpl_err agent_state_load(const char *dir, struct agent_state *st)
     return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
   }
   char path[600], *text;
-  agent_state_path(st, CONF_NAME, path, sizeof path);
+  agent_state_path(st, STATE_AGENT_CONF, path, sizeof path);
   rpl_err err = file_read_all(path, CONF_CAP, &text);
   if (err == RPL_E_NOT_FOUND)
     return RPL_OK;
@@ -123,7 +123,7 @@ rpl_err agent_state_save(const struct agent_state *st)
   if (o >= sizeof buf)
     return RPL_E_LIMIT;
   char path[600];
-  agent_state_path(st, CONF_NAME, path, sizeof path);
+  agent_state_path(st, STATE_AGENT_CONF, path, sizeof path);
   return file_write_atomic(path, buf, o, 0600);
 }
 

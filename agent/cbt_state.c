@@ -14,9 +14,8 @@
 #include <uuid/uuid.h>
 
 #include "rpl_log.h"
+#include "state_files.h"
 
-#define RECORD_DIR "cbt"
-#define RECORD_SUFFIX ".state"
 #define RECORD_VERSION 1
 
 void cbt_uuid_string(const uint8_t uuid[16], char out[37])
@@ -171,7 +170,7 @@ rpl_err cbt_record_parse(const char *text, struct cbt_record *rec)
 
 static int record_path(char *out, size_t size, const char *state_dir, const char *name, const char *prefix)
 {
-  int n = snprintf(out, size, "%s/" RECORD_DIR "/%s%s" RECORD_SUFFIX, state_dir, prefix, name);
+  int n = snprintf(out, size, "%s/" STATE_CBT_DIR "/%s%s" STATE_CBT_RECORD_SUFFIX, state_dir, prefix, name);
   return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
@@ -223,7 +222,7 @@ rpl_err cbt_record_save(const char *state_dir, const struct cbt_record *rec)
 {
   char dir[4096], path[4096], tmp[4096], text[CBT_RECORD_MAX_BYTES];
   size_t len = cbt_record_format(rec, text, sizeof text);
-  if (!len || snprintf(dir, sizeof dir, "%s/" RECORD_DIR, state_dir) >= (int)sizeof dir ||
+  if (!len || snprintf(dir, sizeof dir, "%s/" STATE_CBT_DIR, state_dir) >= (int)sizeof dir ||
       record_path(path, sizeof path, state_dir, rec->name, "") ||
       record_path(tmp, sizeof tmp, state_dir, rec->name, "."))
     return RPL_E_INVALID_ARGUMENT;
@@ -289,17 +288,17 @@ rpl_err cbt_record_list(const char *state_dir, char (*names)[64], size_t max, si
 {
   char dir[4096];
   *count = 0;
-  if (snprintf(dir, sizeof dir, "%s/" RECORD_DIR, state_dir) >= (int)sizeof dir)
+  if (snprintf(dir, sizeof dir, "%s/" STATE_CBT_DIR, state_dir) >= (int)sizeof dir)
     return RPL_E_INVALID_ARGUMENT;
   DIR *d = opendir(dir);
   if (!d)
     return errno == ENOENT ? RPL_OK : RPL_E_IO;
   struct dirent *e;
-  const size_t suffix = strlen(RECORD_SUFFIX);
+  const size_t suffix = strlen(STATE_CBT_RECORD_SUFFIX);
   while ((e = readdir(d)) && *count < max) {
     size_t len = strlen(e->d_name);
     if (e->d_name[0] == '.' || len <= suffix || len - suffix >= 64 ||
-        strcmp(e->d_name + len - suffix, RECORD_SUFFIX))
+        strcmp(e->d_name + len - suffix, STATE_CBT_RECORD_SUFFIX))
       continue;
     memcpy(names[*count], e->d_name, len - suffix);
     names[*count][len - suffix] = '\0';

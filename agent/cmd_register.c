@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "conn.h"
 #include "rpl_log.h"
+#include "state_files.h"
 
 #define REGISTER_TIMEOUT_MS 30000
 
@@ -100,10 +101,10 @@ int agent_cmd_register(int argc, char **argv)
     goto cleanup;
   }
   char path[600];
-  agent_state_path(&st, "agent.key", path, sizeof path);
+  agent_state_path(&st, STATE_AGENT_KEY, path, sizeof path);
   if ((err = file_write_atomic(path, agent_key, strlen(agent_key), 0600)))
     goto cleanup;
-  agent_state_path(&st, "agent.crt", path, sizeof path);
+  agent_state_path(&st, STATE_AGENT_CERT, path, sizeof path);
   if ((err = file_write_atomic(path, (const char *)ok.cert_pem.ptr, ok.cert_pem.len, 0644)))
     goto cleanup;
   agent_disk_id_text(ok.agent_id, st.agent_id);

@@ -13,6 +13,7 @@
 #include "rpl_log.h"
 #include "rpl_version.h"
 #include "sdnotify.h"
+#include "state_files.h"
 
 #define RUN_USAGE "usage: mobility-agent run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]\n"
 
@@ -74,8 +75,8 @@ static int load_registration(struct agent *a, const char *state_dir)
   }
   char crt_path[600], key_path[600];
   char *crt = NULL, *key = NULL;
-  agent_state_path(&a->st, "agent.crt", crt_path, sizeof crt_path);
-  agent_state_path(&a->st, "agent.key", key_path, sizeof key_path);
+  agent_state_path(&a->st, STATE_AGENT_CERT, crt_path, sizeof crt_path);
+  agent_state_path(&a->st, STATE_AGENT_KEY, key_path, sizeof key_path);
   if (file_read_all(crt_path, 65536, &crt) || file_read_all(key_path, 65536, &key) ||
       chan_client_ctx(a->st.fingerprint, crt, key, &a->ctx)) {
     fprintf(stderr, "mobility-agent run: the client certificate in %s is missing or invalid: register again\n", state_dir);

@@ -15,12 +15,13 @@
 
 #include "blob.h"
 #include "commands.h"
-#include "netpath.h"
-#include "rpl_log.h"
 #include "identity.h"
-#include "retention.h"
+#include "netpath.h"
 #include "ratelimit.h"
+#include "retention.h"
+#include "rpl_log.h"
 #include "settings.h"
+#include "state_files.h"
 #include "web.h"
 #include <openssl/crypto.h>
 
@@ -261,7 +262,7 @@ int appliance_cmd_init(int argc, char **argv)
   free(cert);
   /* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
   char keypath[4200];
-  snprintf(keypath, sizeof keypath, "%s/%s", state, WEB_REGKEY_FILE);
+  snprintf(keypath, sizeof keypath, "%s/%s", state, STATE_REGISTRATION_KEY);
   if ((err = file_write_atomic(keypath, regkey, strlen(regkey), 0600)))
     return fail("cannot keep the registration key in %s: %s", keypath, rpl_strerror(err));
   if (password_file) {

@@ -16,15 +16,16 @@
 #include <sys/socket.h>
 
 #include "appliance.h"
-#include "lease.h"
 #include "channel.h"
 #include "commands.h"
 #include "conn.h"
 #include "events.h"
 #include "identity.h"
+#include "lease.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
 #include "sdnotify.h"
+#include "state_files.h"
 
 #define DEFAULT_RPO_MS      30000
 
@@ -125,7 +126,7 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
     return 1;
   }
   if ((err = retention_parse(a->settings.retention, &a->retention, why, sizeof why))) {
-    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, o->state, SETTINGS_FILE);
+    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, o->state, STATE_APPLIANCE_CONF);
     return 1;
   }
   /* Test-only: compresses the retention policy's time scale (3600: one second counts as an hour). */

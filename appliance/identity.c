@@ -14,11 +14,12 @@
 #include <unistd.h>
 
 #include "rpl_log.h"
+#include "state_files.h"
 
 static void paths(const char *state_dir, char *crt, char *key, size_t n)
 {
-  snprintf(crt, n, "%s/%s", state_dir, IDENTITY_CERT);
-  snprintf(key, n, "%s/%s", state_dir, IDENTITY_KEY);
+  snprintf(crt, n, "%s/%s", state_dir, STATE_APPLIANCE_CERT);
+  snprintf(key, n, "%s/%s", state_dir, STATE_APPLIANCE_KEY);
 }
 
 rpl_err identity_load(const char *state_dir, char **cert_pem, char **key_pem)
@@ -79,6 +80,6 @@ rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, char *out
 rpl_err identity_open_catalog(const char *state_dir, struct catalog **out)
 {
   char path[4096];
-  snprintf(path, sizeof path, "%s/%s", state_dir, CATALOG_FILE);
+  snprintf(path, sizeof path, "%s/%s", state_dir, STATE_CATALOG);
   return catalog_open(path, NULL, out);
 }

@@ -7,12 +7,9 @@
 
 #include "catalog.h"
 #include "channel.h"
-#include "rpl_error.h"
 #include "file_io.h"
-
-#define IDENTITY_CERT "appliance.crt"
-#define IDENTITY_KEY  "appliance.key"
-#define CATALOG_FILE  "catalog.db"
+#include "rpl_error.h"
+#include "state_files.h"
 
 /* Loads STATE/appliance.crt and .key, making them first if absent (the key 0600). The caller frees
  * both strings. *created tells whether they were made now. */

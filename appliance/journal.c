@@ -1,5 +1,6 @@
 /* journal.c - the appliance's durable cache journal: open/close, append/commit, consume, readers. */
 #include "journal_internal.h"
+#include "state_files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -134,15 +135,15 @@ rpl_err journal_unlink_segment(struct journal *j, uint64_t seq)
 rpl_err journal_read_applied(struct journal *j, uint64_t *applied)
 {
   *applied = 0;
-  int fd = openat(j->dirfd, APPLIED_NAME, O_RDONLY | O_CLOEXEC);
+  int fd = openat(j->dirfd, STATE_JOURNAL_APPLIED, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return errno == ENOENT ? RPL_OK : journal_sys_err("cannot open", APPLIED_NAME);
+    return errno == ENOENT ? RPL_OK : journal_sys_err("cannot open", STATE_JOURNAL_APPLIED);
   uint8_t b[APPLIED_SIZE + 1];
   size_t got;
   rpl_err e = journal_pread_full(fd, b, sizeof b, 0, &got);
   close(fd);
   if (e)
-    return journal_sys_err("cannot read", APPLIED_NAME);
+    return journal_sys_err("cannot read", STATE_JOURNAL_APPLIED);
   /* Written by rename of a complete, fsynced file: anything else is damage, not a torn write. */
   if (got != APPLIED_SIZE || journal_get_u32(b) != APPLIED_MAGIC || journal_get_u32(b + 4) != JOURNAL_FORMAT_VERSION ||
       journal_get_u32(b + 32) != proto_crc32c(0, b, 32)) {
@@ -165,18 +166,18 @@ static rpl_err write_applied(struct journal *j, uint64_t applied)
   memcpy(b + 8, j->disk_id, PROTO_ID_SIZE);
   journal_put_u64(b + 24, applied);
   journal_put_u32(b + 32, proto_crc32c(0, b, 32));
-  int fd = openat(j->dirfd, APPLIED_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = openat(j->dirfd, STATE_JOURNAL_APPLIED_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
-    return journal_sys_err("cannot create", APPLIED_TMP_NAME);
+    return journal_sys_err("cannot create", STATE_JOURNAL_APPLIED_TMP);
   ssize_t n = write(fd, b, sizeof b);
   if (n != (ssize_t)sizeof b || fdatasync(fd) != 0) {
-    rpl_err e = n < 0 || n == (ssize_t)sizeof b ? journal_sys_err("cannot write", APPLIED_TMP_NAME) : RPL_E_IO;
+    rpl_err e = n < 0 || n == (ssize_t)sizeof b ? journal_sys_err("cannot write", STATE_JOURNAL_APPLIED_TMP) : RPL_E_IO;
     close(fd);
     return e;
   }
   close(fd);
-  if (renameat(j->dirfd, APPLIED_TMP_NAME, j->dirfd, APPLIED_NAME) != 0)
-    return journal_sys_err("cannot rename", APPLIED_TMP_NAME);
+  if (renameat(j->dirfd, STATE_JOURNAL_APPLIED_TMP, j->dirfd, STATE_JOURNAL_APPLIED) != 0)
+    return journal_sys_err("cannot rename", STATE_JOURNAL_APPLIED_TMP);
   return journal_fsync_dir(j);
 }
 
@@ -215,8 +216,8 @@ rpl_err journal_open(const char *state_dir, const uint8_t disk_id[PROTO_ID_SIZE]
     e = RPL_E_NOMEM;
     goto fail;
   }
-  snprintf(parent, n, "%s/journal", state_dir);
-  snprintf(j->dir, n, "%s/journal/%s", state_dir, uuid);
+  snprintf(parent, n, "%s/" STATE_JOURNAL_DIR, state_dir);
+  snprintf(j->dir, n, "%s/" STATE_JOURNAL_DIR "/%s", state_dir, uuid);
   if ((e = make_dir(parent)) || (e = make_dir(j->dir)))
     goto fail;
   j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -4,6 +4,7 @@
 #define RPL_JOURNAL_INTERNAL_H
 
 #include "journal.h"
+#include "state_files.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -27,8 +28,6 @@
 #define END_RECORD_SIZE     (JOURNAL_HEADER_SIZE + JOURNAL_END_BODY)
 #define APPLIED_MAGIC       0x50414a52u /* bytes 'R' 'J' 'A' 'P' */
 #define APPLIED_SIZE        (4 + 4 + PROTO_ID_SIZE + 8 + 4)
-#define APPLIED_NAME        "applied"
-#define APPLIED_TMP_NAME    "applied.tmp"
 #define SEGMENT_NAME_LEN    20 /* 16 hex digits + ".seg" */
 #define SCAN_CHUNK          (1u << 20)
 

@@ -1,6 +1,7 @@
 /* journal_recover.c - the cache journal's recovery scan at open: cuts an uncommitted tail, tells it
  * from damage. */
 #include "journal_internal.h"
+#include "state_files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -255,7 +256,7 @@ rpl_err journal_recover(struct journal *j)
   free(seqs);
   if (e)
     return e;
-  (void)unlinkat(j->dirfd, APPLIED_TMP_NAME, 0); /* a marker update that never got renamed */
+  (void)unlinkat(j->dirfd, STATE_JOURNAL_APPLIED_TMP, 0); /* a marker update that never got renamed */
   if ((e = journal_read_applied(j, &j->last_applied)))
     return e;
   j->last_committed = j->last_applied;

@@ -10,6 +10,7 @@
 #include <uuid/uuid.h>
 
 #include "rpl_log.h"
+#include "state_files.h"
 
 static uint64_t mono_ms(void)
 {
@@ -107,7 +108,7 @@ void lease_release(struct blob_client *c, const char *container, const char *blo
 rpl_err lease_owner_id(const char *state_dir, char out[40])
 {
   char path[4200];
-  snprintf(path, sizeof path, "%s/lease-id", state_dir);
+  snprintf(path, sizeof path, "%s/" STATE_LEASE_ID, state_dir);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     char buf[64] = "";

@@ -2,6 +2,7 @@
 #include "settings.h"
 
 #include "ratelimit.h"
+#include "state_files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,7 +62,7 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
 {
   settings_defaults(s);
   char path[4200];
-  snprintf(path, sizeof path, "%s/%s", state_dir, SETTINGS_FILE);
+  snprintf(path, sizeof path, "%s/%s", state_dir, STATE_APPLIANCE_CONF);
   FILE *f = fopen(path, "r");
   if (!f) {
     if (errno == ENOENT) {
@@ -163,8 +164,8 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
       return RPL_E_CONFIG;
     }
   char tmp[4200], path[4200];
-  snprintf(path, sizeof path, "%s/%s", state_dir, SETTINGS_FILE);
-  snprintf(tmp, sizeof tmp, "%s/.%s.tmp", state_dir, SETTINGS_FILE);
+  snprintf(path, sizeof path, "%s/%s", state_dir, STATE_APPLIANCE_CONF);
+  snprintf(tmp, sizeof tmp, "%s/.%s.tmp", state_dir, STATE_APPLIANCE_CONF);
   unlink(tmp);
   /* 0600 from creation: the credentials never sit in a readable file, not even briefly. */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 #include "rpl_error.h"
+#include "state_files.h"
 
-#define SETTINGS_FILE "appliance.conf"
 #define SETTINGS_DEFAULT_CONTAINER "replicas"
 #define SETTINGS_DEFAULT_LEASE_S 60
 #define SETTINGS_MIN_LEASE_S     15 /* Azure's range for a fixed-duration lease */

@@ -12,18 +12,16 @@
 #include "catalog.h"
 #include "proto.h"
 #include "rpl_error.h"
+#include "state_files.h"
 
 #define WEB_DEFAULT_ADDR      "127.0.0.1:44368"
-#define WEB_ADMIN_FILE        "web-admin.pbkdf2"   /* the admin password's salted hash */
-#define WEB_TOKEN_FILE        "web-login.pbkdf2"   /* the one-time login token's salted hash */
-#define WEB_REGKEY_FILE       "registration.key"   /* the newest registration key, for the page to show */
 #define WEB_PASSWORD_MIN      8
 #define WEB_PASSWORD_MAX      256
 #define WEB_TOKEN_CHARS       43                   /* base64url of 32 random bytes */
 
 /* ---- login secrets (web_auth.c) ----------------------------------------------------------- */
 
-/* Stores a salted PBKDF2-SHA256 hash of password as STATE/WEB_ADMIN_FILE (0600); the password must be
+/* Stores a salted PBKDF2-SHA256 hash of password as STATE/web-admin.pbkdf2 (STATE_WEB_ADMIN, 0600); the password must be
  * WEB_PASSWORD_MIN..WEB_PASSWORD_MAX bytes without control characters (RPL_E_WEB_PASSWORD). */
 RPL_MUST_CHECK rpl_err web_auth_set_password(const char *state_dir, const char *password);
 /* Reads the first line of path as a password into out (RPL_E_WEB_PASSWORD if unusable). */

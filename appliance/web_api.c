@@ -1,5 +1,6 @@
 /* web_api.c - the configuration manager's API handlers: status, checks, proxy, registration and
  * agents, disk actions, recovery points, the last hour's series. */
+#include "state_files.h"
 #include "web_internal.h"
 
 #include <errno.h>
@@ -291,7 +292,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
 enum MHD_Result web_api_registration(struct web_server *w, struct MHD_Connection *c, bool regenerate)
 {
   char path[4200], *key = NULL;
-  snprintf(path, sizeof path, "%s/%s", w->state_dir, WEB_REGKEY_FILE);
+  snprintf(path, sizeof path, "%s/%s", w->state_dir, STATE_REGISTRATION_KEY);
   if (regenerate) {
     char fresh[CHAN_REGKEY_MAX];
     rpl_err err = identity_issue_regkey(w->cfg.cat, w->cert, fresh);

@@ -11,6 +11,7 @@
 
 #include "identity.h"
 #include "rpl_log.h"
+#include "state_files.h"
 #include "web.h"
 
 #define PBKDF2_ITER  120000
@@ -107,7 +108,7 @@ rpl_err web_auth_set_password(const char *state_dir, const char *password)
 {
   if (!usable_password(password))
     return RPL_E_WEB_PASSWORD;
-  return store_hash(state_dir, WEB_ADMIN_FILE, password);
+  return store_hash(state_dir, STATE_WEB_ADMIN, password);
 }
 
 rpl_err web_auth_read_password_file(const char *path, char *out, size_t outsz)
@@ -141,7 +142,7 @@ rpl_err web_auth_issue_token(const char *state_dir, char token[WEB_TOKEN_CHARS +
     token[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
   token[WEB_TOKEN_CHARS] = 0;
   OPENSSL_cleanse(b64, sizeof b64);
-  return store_hash(state_dir, WEB_TOKEN_FILE, token);
+  return store_hash(state_dir, STATE_WEB_LOGIN, token);
 }
 
 rpl_err web_auth_check_password(const char *state_dir, const char *password, bool *ok)
@@ -150,7 +151,7 @@ rpl_err web_auth_check_password(const char *state_dir, const char *password, boo
     *ok = false;
     return RPL_OK;
   }
-  rpl_err err = verify_hash(state_dir, WEB_ADMIN_FILE, password, ok);
+  rpl_err err = verify_hash(state_dir, STATE_WEB_ADMIN, password, ok);
   return err == RPL_E_NOT_FOUND ? RPL_OK : err;
 }
 
@@ -159,12 +160,12 @@ rpl_err web_auth_use_token(const char *state_dir, const char *token, bool *ok)
   *ok = false;
   if (strlen(token) != WEB_TOKEN_CHARS)
     return RPL_OK;
-  rpl_err err = verify_hash(state_dir, WEB_TOKEN_FILE, token, ok);
+  rpl_err err = verify_hash(state_dir, STATE_WEB_LOGIN, token, ok);
   if (err == RPL_E_NOT_FOUND)
     return RPL_OK;
   if (!err && *ok) {
     char path[4200];
-    auth_path(state_dir, WEB_TOKEN_FILE, path, sizeof path);
+    auth_path(state_dir, STATE_WEB_LOGIN, path, sizeof path);
     if (unlink(path) != 0) { /* a token that cannot be consumed is not accepted */
       log_err("cannot remove the used login token %s: %s", path, strerror(errno));
       *ok = false;
@@ -177,6 +178,6 @@ rpl_err web_auth_use_token(const char *state_dir, const char *token, bool *ok)
 bool web_auth_has_password(const char *state_dir)
 {
   char path[4200];
-  auth_path(state_dir, WEB_ADMIN_FILE, path, sizeof path);
+  auth_path(state_dir, STATE_WEB_ADMIN, path, sizeof path);
   return access(path, F_OK) == 0;
 }

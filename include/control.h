@@ -6,8 +6,8 @@
 #include <stddef.h>
 
 #include "rpl_error.h"
+#include "state_files.h"
 
-#define CONTROL_SOCKET_NAME  "control.sock"
 #define CONTROL_MAX_REQUEST  (64u << 10) /* the arguments of one command */
 #define CONTROL_MAX_ARGS     64
 #define CONTROL_MAX_REPLY    (4u << 20)  /* what a command prints */

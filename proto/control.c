@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "rpl_log.h"
+#include "state_files.h"
 
 static int full_io(int fd, void *buf, size_t len, int writing)
 {
@@ -47,7 +48,7 @@ static int socket_path(const char *state_dir, struct sockaddr_un *sa)
 {
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
-  int n = snprintf(sa->sun_path, sizeof sa->sun_path, "%s/%s", state_dir, CONTROL_SOCKET_NAME);
+  int n = snprintf(sa->sun_path, sizeof sa->sun_path, "%s/%s", state_dir, STATE_CONTROL_SOCKET);
   return n > 0 && (size_t)n < sizeof sa->sun_path ? 0 : -1;
 }
 

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "control.h"
+#include "state_files.h"
 
 static char dir[64];
 
@@ -58,7 +59,7 @@ static void test_round_trip(void **state)
   assert_int_equal(control_server_start(dir, handler, &calls, &s), RPL_OK);
 
   char path[100];
-  snprintf(path, sizeof path, "%s/%s", dir, CONTROL_SOCKET_NAME);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_CONTROL_SOCKET);
   struct stat st;
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_mode & 077, 0); /* owner only */

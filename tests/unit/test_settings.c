@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "settings.h"
+#include "state_files.h"
 #include "tmpdir.h"
 
 static int setup(void **state)
@@ -31,7 +32,7 @@ static int teardown(void **state)
 static void write_conf(const char *dir, const char *extra)
 {
   char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/%s", dir, SETTINGS_FILE);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_APPLIANCE_CONF);
   FILE *f = fopen(path, "w");
   assert_non_null(f);
   fprintf(f, "storage=file:/var/tmp/replica\n%s", extra);
@@ -60,7 +61,7 @@ static void round_trip(void **state)
   assert_false(t.require_private_endpoint);
   char path[PATH_MAX + 32];
   struct stat st;
-  snprintf(path, sizeof path, "%s/%s", dir, SETTINGS_FILE);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_APPLIANCE_CONF);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_mode & 0777, 0600);
 }

@@ -12,8 +12,9 @@
 #include <cmocka.h>
 
 #include "identity.h"
-#include "web.h"
+#include "state_files.h"
 #include "tmpdir.h"
+#include "web.h"
 
 static int setup(void **state)
 {
@@ -51,14 +52,14 @@ static void test_password(void **state)
   assert_int_equal(web_auth_set_password(dir, "with\nnewline"), RPL_E_WEB_PASSWORD);
   assert_int_equal(web_auth_set_password(dir, "correct horse"), RPL_OK);
   assert_true(web_auth_has_password(dir));
-  char *stored = slurp(dir, WEB_ADMIN_FILE);
+  char *stored = slurp(dir, STATE_WEB_ADMIN);
   assert_non_null(stored);
   assert_null(strstr(stored, "correct horse"));
   assert_int_equal(strncmp(stored, "pbkdf2-sha256 ", 14), 0);
   free(stored);
   char path[512];
   struct stat st;
-  snprintf(path, sizeof path, "%s/%s", dir, WEB_ADMIN_FILE);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_WEB_ADMIN);
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_mode & 0777, 0600);
   assert_int_equal(web_auth_check_password(dir, "correct horse", &ok), RPL_OK);
@@ -68,9 +69,9 @@ static void test_password(void **state)
   assert_int_equal(web_auth_check_password(dir, "", &ok), RPL_OK);
   assert_false(ok);
   /* A second hash of the same password differs (a fresh salt). */
-  char *first = slurp(dir, WEB_ADMIN_FILE);
+  char *first = slurp(dir, STATE_WEB_ADMIN);
   assert_int_equal(web_auth_set_password(dir, "correct horse"), RPL_OK);
-  char *second = slurp(dir, WEB_ADMIN_FILE);
+  char *second = slurp(dir, STATE_WEB_ADMIN);
   assert_string_not_equal(first, second);
   free(first);
   free(second);
@@ -86,7 +87,7 @@ static void test_token_once(void **state)
   assert_int_equal(web_auth_issue_token(dir, token), RPL_OK);
   assert_int_equal(strlen(token), WEB_TOKEN_CHARS);
   assert_int_equal(strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), WEB_TOKEN_CHARS);
-  char *stored = slurp(dir, WEB_TOKEN_FILE);
+  char *stored = slurp(dir, STATE_WEB_LOGIN);
   assert_non_null(stored);
   assert_null(strstr(stored, token));
   free(stored);
@@ -105,7 +106,7 @@ static void test_malformed_file(void **state)
 {
   const char *dir = *state;
   char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, WEB_ADMIN_FILE);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_WEB_ADMIN);
   assert_int_equal(file_write_atomic(path, "pbkdf2-sha256 12 zz\n", 20, 0600), RPL_OK);
   bool ok = true;
   assert_int_equal(web_auth_check_password(dir, "correct horse", &ok), RPL_E_WEB_AUTH_FILE);
