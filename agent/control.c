@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "json_out.h"
 #include "progress.h"
+#include "rpl_clock.h"
 
 #define POINT_WAIT_MS (30 * 60 * 1000)
 
@@ -209,7 +210,7 @@ static int ctl_progress(struct agent *a, const char *dev, struct control_reply *
   }
   const struct disk_rt *rt = &a->rt[d - a->st.disks];
   control_printf(out, "%s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", phase_names[rt->phase], rt->sync_done,
-                 rt->sync_total, rt->sync_start_ms ? monotonic_ms() - rt->sync_start_ms : 0, rt->last_cycle);
+                 rt->sync_total, rt->sync_start_ms ? rpl_mono_ms() - rt->sync_start_ms : 0, rt->last_cycle);
   if (rt->error[0])
     control_printf(out, "%s\n", rt->error);
   pthread_mutex_unlock(&a->lock);
@@ -238,7 +239,7 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   json_u64(j, "cycle_total_bytes", rt->sync_total);
   struct progress pr;
   bool moving = rt->sync_total && rt->sync_done < rt->sync_total;
-  progress_compute(rt->sync_done, rt->sync_total, moving ? monotonic_ms() - rt->sync_start_ms : 0, &pr);
+  progress_compute(rt->sync_done, rt->sync_total, moving ? rpl_mono_ms() - rt->sync_start_ms : 0, &pr);
   json_u64(j, "cycle_bytes_per_second", moving ? pr.bytes_per_s : 0);
   if (moving && pr.eta_s >= 0)
     json_u64(j, "cycle_eta_seconds", (uint64_t)pr.eta_s);
@@ -278,7 +279,7 @@ static void status_text(struct agent *a, FILE *f)
     fprintf(f, "%s (disk %s): %s", a->st.disks[i].device, id, phase_names[rt->phase]);
     if (rt->sync_total && rt->sync_done < rt->sync_total) {
       char line[160];
-      progress_format(line, sizeof line, rt->sync_done, rt->sync_total, monotonic_ms() - rt->sync_start_ms);
+      progress_format(line, sizeof line, rt->sync_done, rt->sync_total, rpl_mono_ms() - rt->sync_start_ms);
       fprintf(f, ", cycle %s", line);
     }
     fprintf(f, ", last cycle %" PRIu64, rt->last_cycle);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #define DRAIN_BATCH       65536   /* extents per cbt_drain call */
@@ -17,7 +18,7 @@ static void restart_progress(struct agent *a, struct disk_rt *rt, uint64_t total
 {
   pthread_mutex_lock(&a->lock);
   rt->sync_done = 0;
-  rt->sync_start_ms = monotonic_ms();
+  rt->sync_start_ms = rpl_mono_ms();
   rt->sync_total = total_bytes;
   pthread_mutex_unlock(&a->lock);
 }
@@ -296,7 +297,7 @@ rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint6
     return err;
   pthread_mutex_lock(&a->lock);
   rt->sync_done = 0;
-  rt->sync_start_ms = monotonic_ms();
+  rt->sync_start_ms = rpl_mono_ms();
   rt->sync_total = full ? rt->size : 0;
   if (full && rt->phase != PHASE_NEW && rt->phase != PHASE_SYNCING)
     rt->phase = PHASE_RESYNC;
@@ -403,16 +404,16 @@ rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
   if (full && a->rt[disk].phase == PHASE_NEW)
     a->rt[disk].phase = PHASE_SYNCING;
   pthread_mutex_unlock(&a->lock);
-  uint64_t t0 = monotonic_ms();
+  uint64_t t0 = rpl_mono_ms();
   rpl_err err = cycle_send_body(a, &cs, full, &gen, &count);
   if (!err)
     err = cycle_send_end(a, &cs, PROTO_FUZZY);
-  uint64_t t1 = monotonic_ms();
+  uint64_t t1 = rpl_mono_ms();
   bool acked = false;
   if (!err)
     err = cycle_wait_ack(a, disk, cycle, &acked);
   log_debug("%s: cycle %" PRIu64 ": sent in %" PRIu64 " ms, %s %" PRIu64 " ms later", a->st.disks[disk].device,
-            cycle, t1 - t0, acked ? "ACK" : "no ACK", monotonic_ms() - t1);
+            cycle, t1 - t0, acked ? "ACK" : "no ACK", rpl_mono_ms() - t1);
   if (!err && acked)
     err = cycle_after_ack(a, &cs, gen, count, full || count);
   char why[RPL_DETAIL_MAX + 128];

@@ -17,6 +17,7 @@
 #include "freeze.h"
 #include "pipeline.h"
 #include "proto.h"
+#include "rpl_clock.h"
 
 #define MAX_POINT_REQUESTS 32
 
@@ -85,13 +86,6 @@ struct agent {
 
 /* Set by SIGTERM/SIGINT; every loop of the daemon ends when it sees it. */
 extern atomic_int agent_stopping;
-
-static inline uint64_t monotonic_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- session.c: the connection to the appliance (session thread, except session_wake) -------- */
 

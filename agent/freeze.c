@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #define MAX_DEVS 1024
@@ -39,13 +40,6 @@ struct freeze_set {
   pid_t watchdog;
   int to_watchdog, from_watchdog; /* pipes: 'D' = done, please thaw; reply 'O' in time, 'X' expired */
 };
-
-static uint64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- finding the filesystems ------------------------------------------------------------- */
 
@@ -229,7 +223,7 @@ static void watchdog_main(const struct freeze_set *s, int ctl, int reply, uint64
   setsid(); /* signals to the agent's process group do not reach it */
   bool expired = false;
   for (;;) {
-    uint64_t now = mono_ms();
+    uint64_t now = rpl_mono_ms();
     int wait = expired ? -1 : (now >= deadline ? 0 : (int)(deadline - now));
     struct pollfd p = {.fd = ctl, .events = POLLIN};
     int r = poll(&p, 1, wait);
@@ -329,7 +323,7 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
       return RPL_E_FREEZE;
     }
   }
-  uint64_t start = mono_ms();
+  uint64_t start = rpl_mono_ms();
   err = start_watchdog(s, start + s->opt.limit_ms);
   if (err) {
     close_mount_fds(s);
@@ -352,7 +346,7 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
     }
     s->mounts[i].frozen = true;
   }
-  log_info("froze %zu filesystem(s) in %llu ms (limit %u ms)", s->n, (unsigned long long)(mono_ms() - start),
+  log_info("froze %zu filesystem(s) in %llu ms (limit %u ms)", s->n, (unsigned long long)(rpl_mono_ms() - start),
            s->opt.limit_ms);
   return RPL_OK;
 }

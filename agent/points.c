@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 /* ---- requests ------------------------------------------------------------------------------ */
@@ -161,7 +162,7 @@ static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct 
   fo->any_fs = !fo->frozen && freeze_count(fs) > 0;
   if (fo->any_fs)
     fo->frozen = freeze_begin(fs, &a->freeze);
-  fo->read_start_ms = monotonic_ms();
+  fo->read_start_ms = rpl_mono_ms();
   for (size_t i = 0; i < g->req.ndisks; i++)
     g->writes_before[i] = write_counter(a, g->devices[i]);
   rpl_err err = RPL_OK;
@@ -170,7 +171,7 @@ static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct 
   fo->thawed = RPL_OK;
   if (fo->any_fs && !fo->frozen)
     fo->thawed = freeze_end(fs);
-  fo->read_end_ms = monotonic_ms();
+  fo->read_end_ms = rpl_mono_ms();
   freeze_free(fs);
   return err;
 }
@@ -207,7 +208,7 @@ static rpl_err await_group_acks(struct agent *a, struct point_group *g, const st
     bool acked;
     err = cycle_wait_ack(a, g->cs[i].disk, g->cs[i].cycle, &acked);
     log_debug("%s: cycle %" PRIu64 ": %s %" PRIu64 " ms after the end was sent", g->devices[i], g->cs[i].cycle,
-              acked ? "ACK" : "no ACK", monotonic_ms() - fo->read_end_ms);
+              acked ? "ACK" : "no ACK", rpl_mono_ms() - fo->read_end_ms);
     if (!err && acked)
       err = cycle_after_ack(a, &g->cs[i], g->gens[i], g->resync_counts[i], g->resync_counts[i] != 0);
   }

@@ -13,6 +13,7 @@
 #include <uuid/uuid.h>
 
 #include "daemon.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #define HEARTBEAT_MS       10000
@@ -205,14 +206,14 @@ static uint64_t dirty_total(struct agent *a)
 static rpl_err heartbeat_if_due(struct agent *a, struct serve_state *s)
 {
   uint64_t dirty = 0;
-  if (monotonic_ms() - s->last_check >= DIRTY_CHECK_MS && a->cbt && !atomic_load(&a->cbt_reopen)) {
-    s->last_check = monotonic_ms();
+  if (rpl_mono_ms() - s->last_check >= DIRTY_CHECK_MS && a->cbt && !atomic_load(&a->cbt_reopen)) {
+    s->last_check = rpl_mono_ms();
     dirty = dirty_total(a);
     if (dirty < DIRTY_TRIGGER)
       s->pressure_sent = false;
   }
   bool pressure = dirty >= DIRTY_TRIGGER && !s->pressure_sent;
-  if (!pressure && monotonic_ms() - s->last_send < HEARTBEAT_MS)
+  if (!pressure && rpl_mono_ms() - s->last_send < HEARTBEAT_MS)
     return RPL_OK;
   s->pressure_sent = s->pressure_sent || pressure;
   struct proto_heartbeat hb = {.sequence = ++s->hb_seq, .time_ns = (uint64_t)time(NULL) * 1000000000ull,
@@ -220,7 +221,7 @@ static rpl_err heartbeat_if_due(struct agent *a, struct serve_state *s)
   rpl_err err;
   if ((err = proto_encode_heartbeat(&a->out, &hb)) || (err = session_send_buf(a)))
     return err;
-  s->last_send = monotonic_ms();
+  s->last_send = rpl_mono_ms();
   return RPL_OK;
 }
 
@@ -230,7 +231,7 @@ static rpl_err idle(struct agent *a, struct serve_state *s, bool *readable)
 {
   *readable = false;
   struct pollfd p[2] = {{.fd = conn_fd(a->conn), .events = POLLIN}, {.fd = a->wake, .events = POLLIN}};
-  uint64_t now = monotonic_ms();
+  uint64_t now = rpl_mono_ms();
   int wait = now - s->last_send >= HEARTBEAT_MS ? 0 : (int)(HEARTBEAT_MS - (now - s->last_send));
   if (wait > DIRTY_CHECK_MS)
     wait = DIRTY_CHECK_MS;
@@ -268,7 +269,7 @@ static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const s
     return err;
   err = m.kind == PROTO_CYCLE_RECOVERY_POINT ? points_run_cycles(a, (size_t)d, m.cycle)
                                              : cycle_run(a, (size_t)d, m.cycle, m.kind);
-  s->last_send = monotonic_ms();
+  s->last_send = rpl_mono_ms();
   s->pressure_sent = false;
   return err;
 }
@@ -297,7 +298,7 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
 /* Until the connection breaks or the agent stops (RPL_OK then). */
 static rpl_err serve(struct agent *a)
 {
-  struct serve_state s = {.last_send = monotonic_ms(), .last_check = monotonic_ms()};
+  struct serve_state s = {.last_send = rpl_mono_ms(), .last_check = rpl_mono_ms()};
   for (;;) {
     if (atomic_load(&agent_stopping))
       return RPL_OK;
@@ -354,8 +355,8 @@ static void on_disconnected(struct agent *a, rpl_err err)
 static void sleep_unless_stopping(struct agent *a, unsigned backoff_ms)
 {
   struct pollfd p = {.fd = a->wake, .events = POLLIN};
-  uint64_t until = monotonic_ms() + backoff_ms;
-  while (!atomic_load(&agent_stopping) && monotonic_ms() < until)
+  uint64_t until = rpl_mono_ms() + backoff_ms;
+  while (!atomic_load(&agent_stopping) && rpl_mono_ms() < until)
     if (poll(&p, 1, 200) > 0)
       drain_wake(a);
 }

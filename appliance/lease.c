@@ -9,15 +9,9 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "rpl_clock.h"
 #include "rpl_log.h"
 #include "state_files.h"
-
-static uint64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void lease_init(struct lease *l, const char *id, unsigned duration_s)
 {
@@ -36,7 +30,7 @@ void lease_init(struct lease *l, const char *id, unsigned duration_s)
 rpl_err lease_acquire(struct blob_client *c, const char *container, const char *blob, struct lease *l,
                       struct blob_reply *reply)
 {
-  uint64_t t = mono_ms();
+  uint64_t t = rpl_mono_ms();
   rpl_err e = blob_lease(c, container, blob, BLOB_LEASE_ACQUIRE, (int)l->duration_s, l->id, reply);
   if (e == RPL_E_LEASE_HELD || e == RPL_E_LEASE_LOST) { /* refused: leased by another */
     if (l->err != RPL_E_LEASE_HELD || l->renewed_ms == 0)
@@ -69,7 +63,7 @@ rpl_err lease_renew_if_due(struct blob_client *c, const char *container, const c
 {
   if (!l->held)
     return l->err ? l->err : RPL_E_LEASE_HELD;
-  uint64_t t = mono_ms();
+  uint64_t t = rpl_mono_ms();
   if (t - l->renewed_ms < (uint64_t)l->duration_s * 1000 / 3)
     return RPL_OK;
   struct blob_reply r;

@@ -1,16 +1,10 @@
 /* ratelimit.c - token buckets that hold the uploader to its bandwidth limits. */
 #include "ratelimit.h"
+#include "rpl_clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
-
-static uint64_t mono_us(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 void rate_limit_init(struct rate_limit *r, uint64_t bytes_per_s)
 {
@@ -19,7 +13,7 @@ void rate_limit_init(struct rate_limit *r, uint64_t bytes_per_s)
   /* A quarter second of traffic, at least one whole Put Page: short bursts, an even long run. */
   r->burst = r->rate / 4 > 4194304.0 ? r->rate / 4 : 4194304.0;
   r->tokens = 0;
-  r->last_us = mono_us();
+  r->last_us = rpl_mono_us();
 }
 
 void rate_limit_destroy(struct rate_limit *r) { pthread_mutex_destroy(&r->lock); }
@@ -28,7 +22,7 @@ bool rate_limit_enabled(const struct rate_limit *r) { return r && r->rate > 0; }
 
 static void refill(struct rate_limit *r)
 {
-  uint64_t now = mono_us();
+  uint64_t now = rpl_mono_us();
   r->tokens += r->rate * (double)(now - r->last_us) / 1e6;
   if (r->tokens > r->burst)
     r->tokens = r->burst;

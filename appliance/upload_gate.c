@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "prereq.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 struct upload_gate {
@@ -25,13 +26,6 @@ struct upload_gate {
   char remedy[512];
   char upload_error[512];    /* the storage failure that closed the gate, "" when none */
 };
-
-static uint64_t mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 rpl_err upload_gate_create(const struct appliance_settings *s, struct upload_gate **out)
 {
@@ -73,7 +67,7 @@ bool upload_gate_pass(struct upload_gate *g, bool *just_opened)
   if (just_opened)
     *just_opened = false;
   pthread_mutex_lock(&g->lock);
-  if (g->open || mono_ms() < g->next_check_ms) {
+  if (g->open || rpl_mono_ms() < g->next_check_ms) {
     bool open = g->open;
     pthread_mutex_unlock(&g->lock);
     return open;
@@ -97,7 +91,7 @@ bool upload_gate_pass(struct upload_gate *g, bool *just_opened)
     snprintf(g->detail, sizeof g->detail, "%s", bad->detail);
     snprintf(g->remedy, sizeof g->remedy, "%s", bad->remedy);
     g->failures++;
-    g->next_check_ms = mono_ms() + g->backoff_ms;
+    g->next_check_ms = rpl_mono_ms() + g->backoff_ms;
     if (changed)
       log_warn("uploads held: storage check '%s' failed: %s; fix: %s (checked again in %u ms, backing off to %u s)",
                g->failed_check, g->detail, g->remedy, g->backoff_ms, UPLOAD_GATE_BACKOFF_MAX_MS / 1000);
@@ -118,7 +112,7 @@ bool upload_gate_pass(struct upload_gate *g, bool *just_opened)
 uint64_t upload_gate_wait_ms(struct upload_gate *g)
 {
   pthread_mutex_lock(&g->lock);
-  uint64_t now = mono_ms(), w = g->open || now >= g->next_check_ms ? 0 : g->next_check_ms - now;
+  uint64_t now = rpl_mono_ms(), w = g->open || now >= g->next_check_ms ? 0 : g->next_check_ms - now;
   pthread_mutex_unlock(&g->lock);
   return w;
 }
@@ -130,7 +124,7 @@ void upload_gate_failed(struct upload_gate *g, const char *what)
     log_warn("uploads held after a storage failure (%s): checking the storage path again in %u ms", what, g->backoff_ms);
   g->open = false;
   snprintf(g->upload_error, sizeof g->upload_error, "%s", what);
-  g->next_check_ms = mono_ms() + g->backoff_ms;
+  g->next_check_ms = rpl_mono_ms() + g->backoff_ms;
   g->backoff_ms = next_backoff(g->backoff_ms);
   pthread_mutex_unlock(&g->lock);
 }
@@ -147,7 +141,7 @@ void upload_gate_status(struct upload_gate *g, struct json_out *j, FILE *f)
 {
   pthread_mutex_lock(&g->lock);
   const char *state = g->open ? "running" : g->checked ? "held" : "checking";
-  uint64_t now = mono_ms();
+  uint64_t now = rpl_mono_ms();
   uint64_t next_s = g->open || now >= g->next_check_ms ? 0 : (g->next_check_ms - now + 999) / 1000;
   if (j) {
     json_object_begin(j, "uploads");
