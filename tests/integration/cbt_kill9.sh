@@ -13,7 +13,7 @@ uuid_before=$(cbt status "$dev" --json | grep -o '"tracker_uuid":"[^"]*"')
 
 "$TOOL" write-random "$dev" "$size" "$seconds" 7 "$WORK/writes.log" >"$WORK/writer.out" &
 writer=$!
-PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 
 kills=0 drains=0
 end=$((SECONDS + seconds))

@@ -84,7 +84,7 @@ cbt stop "$dev" || fail "stop"
 make_loop "$WORK/disk2.img" 32M
 dev=$LOOP
 export MOBILITY_AGENT_BTF=/nonexistent MOBILITY_AGENT_BPF_PIN_DIR=$MOBILITY_AGENT_BPF_PIN_DIR-nobtf
-EXTRA_CLEANUP+=("$MOBILITY_AGENT_BPF_PIN_DIR")
+CLEANUP_PATHS=("$MOBILITY_AGENT_BPF_PIN_DIR" "${CLEANUP_PATHS[@]}")
 err=$(cbt start "$dev" 2>&1 >/dev/null) || fail "fallback start exited $?"
 [[ $err == *"eBPF tracking unavailable (kernel BTF not found at /nonexistent"* ]] || fail "unclear fallback message: $err"
 json | grep -q '"available":false,"reason":"kernel BTF not found' || fail "status does not say why: $(json)"

@@ -13,7 +13,7 @@ truncate -s 64M "$img"
 printf 'label: dos\nstart=2048, size=32768, type=83\nstart=34816, type=83\n' | sfdisk -q "$img" || fail "sfdisk"
 make_loop "$img" 64M -P
 dev=$LOOP
-for i in $(seq 20); do [ -b "${dev}p2" ] && break; sleep 0.1; done
+wait_until 2 "" test -b "${dev}p2"
 # A kernel without the DOS partition parser (minimal VM kernels) still takes them via BLKPG.
 [ -b "${dev}p2" ] || partx -a "$dev" 2>/dev/null
 [ -b "${dev}p2" ] || fail "partition ${dev}p2 did not appear"
