@@ -19,15 +19,10 @@ CLEANUP_PATHS+=("$WORK" "$MOBILITY_AGENT_BPF_PIN_DIR")
 cleanup_loop_hook() { "$AGENT" cbt stop "$1" --state "$STATE" >/dev/null 2>&1; }
 
 # make_loop FILE SIZE [losetup options...]: sets LOOP to a new loop device over FILE.
-make_loop() {
-  local file=$1 size=$2
-  shift 2
-  [ -e "$file" ] || truncate -s "$size" "$file" || fail "cannot create $file"
-  loop_attach LOOP "$file" "$@"
-}
+make_loop() { loop_attach LOOP "$@"; }
 
 # cbt ARGS...: the agent's cbt command on the test's state directory.
 cbt() { "$AGENT" cbt "$@" --state "$STATE"; }
 
-# json_number FIELD < JSON: the first numeric value of "FIELD".
-json_number() { grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2; }
+# cbt_field DEV PATH: a field of DEV's entry in cbt status --json (lib/common.sh's json_field path).
+cbt_field() { cbt status "$1" --json | json_field - "devices.0.$2"; }

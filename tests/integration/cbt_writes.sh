@@ -21,13 +21,13 @@ size=$(blockdev --getsize64 "$dev")
 
 out=$(cbt start "$dev") || fail "cbt start exited $?"
 [[ $out == *"tracking, granularity 4096 bytes"* ]] || fail "unexpected start output: $out"
-status=$(cbt status "$dev" --json) || fail "cbt status --json exited $?"
-gran=$(json_number granularity <<<"$status")
+cbt status "$dev" --json >/dev/null || fail "cbt status --json exited $?"
+gran=$(cbt_field "$dev" granularity)
 [ "$gran" = 4096 ] || fail "granularity $gran, expected 4096"
 
 expect=$WORK/expected
 : >"$expect"
-counter() { cbt status "$dev" --json | json_number "$1"; }
+counter() { cbt_field "$dev" "counters.$1"; }
 # phase NAME: drains and compares with the writes expected since the previous phase.
 phase() {
   cbt drain "$dev" >"$WORK/$1.drained" || fail "$1: cbt drain exited $?"

@@ -116,11 +116,13 @@ for p in paths:
 print("\n".join(out))
 '
 
-# loop_attach VAR FILE [losetup options...]: a new loop device over FILE (made, sparse, by the
-# caller) into $VAR, detached by the trap. Not in a subshell: the trap must know it.
+# loop_attach VAR FILE SIZE [losetup options...]: a new loop device over FILE (made sparse, SIZE
+# bytes or 64M-style, unless it exists) into $VAR, detached by the trap. Not in a subshell: the trap
+# must know it.
 loop_attach() {
-  local _var=$1 _file=$2 _dev
-  shift 2
+  local _var=$1 _file=$2 _size=$3 _dev
+  shift 3
+  [ -e "$_file" ] || truncate -s "$_size" "$_file" || fail "cannot create $_file"
   _dev=$(losetup --find --show "$@" "$_file") || fail "losetup failed for $_file"
   CLEANUP_LOOPS+=("$_dev")
   printf -v "$_var" '%s' "$_dev"

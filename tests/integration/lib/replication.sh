@@ -64,7 +64,7 @@ rpl_loop() {
     random) head -c "$(numfmt --from=iec "$_size")" /dev/urandom > "$_f" ;;
     half)   head -c $(( $(numfmt --from=iec "$_size") / 2 )) /dev/urandom | dd of="$_f" conv=notrunc status=none ;;
   esac
-  loop_attach "$_var" "$_f"
+  loop_attach "$_var" "$_f" "$_size"
 }
 
 rpl_appliance_init() {
