@@ -13,16 +13,27 @@ function(rpl_unit_test NAME)
   set_tests_properties(${NAME} PROPERTIES LABELS unit SKIP_RETURN_CODE 77 TIMEOUT 300)
 endfunction()
 
-# rpl_integration_test(NAME COMMAND cmd args... [TIMEOUT s])
+# rpl_integration_test(NAME COMMAND cmd args... [TIMEOUT s] [SECONDS s] [ASAN])
+#   SECONDS: about how long it runs (release build, ctest -j2 on the 2-core CI machine). ctest -j2
+#     starts the longest first (COST) so that no long test is left to run alone at the end; a fresh
+#     clone has no Testing/Temporary/CTestCostData.txt to tell it.
+#   ASAN: also label it `asan`: the sanitizer tree runs it (criterion in tests/CMakeLists.txt).
 function(rpl_integration_test NAME)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "COMMAND" ${ARGN})
+  cmake_parse_arguments(ARG "ASAN" "TIMEOUT;SECONDS" "COMMAND" ${ARGN})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 600)
   endif()
+  set(labels integration)
+  if(ARG_ASAN)
+    list(APPEND labels asan)
+  endif()
   add_test(NAME ${NAME} COMMAND ${ARG_COMMAND})
-  set_tests_properties(${NAME} PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+  set_tests_properties(${NAME} PROPERTIES LABELS "${labels}" SKIP_RETURN_CODE 77
     TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "RPL_BUILD_DIR=${CMAKE_BINARY_DIR};RPL_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+  if(ARG_SECONDS)
+    set_tests_properties(${NAME} PROPERTIES COST ${ARG_SECONDS})
+  endif()
 endfunction()
 
 # rpl_fuzz_target(NAME SOURCE [LIBS libs...]): corpus in tests/fuzz/corpus/NAME.
@@ -42,5 +53,5 @@ function(rpl_fuzz_target NAME SOURCE)
     COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
             sh -c "rm -rf '${work}' && mkdir -p '${work}' && exec '$<TARGET_FILE:${NAME}>' -max_total_time=${RPL_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/${NAME}-' '${work}' '${corpus}'")
   math(EXPR t "${RPL_FUZZ_SECONDS} + 120")
-  set_tests_properties(${NAME} PROPERTIES LABELS fuzz TIMEOUT ${t})
+  set_tests_properties(${NAME} PROPERTIES LABELS fuzz TIMEOUT ${t} COST ${RPL_FUZZ_SECONDS})
 endfunction()

@@ -16,34 +16,34 @@ azurite_start
 run_check() {
   out=$("$app" check --state "$AZ_DIR/$1" 2>"$AZ_DIR/err"); rc=$?
   err=$(cat "$AZ_DIR/err")
-  [ "$rc" -eq "$2" ] || { echo "$out"; echo "$err"; az_fail "check $1 exited $rc, expected $2"; }
+  [ "$rc" -eq "$2" ] || { echo "$out"; echo "$err"; fail "check $1 exited $rc, expected $2"; }
   if [ "$2" -ne 0 ]; then
-    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || az_fail "check $1: expected one line on stderr, got: $err"
+    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "check $1: expected one line on stderr, got: $err"
   fi
-  [[ $out != *"$AZ_KEY_B64"* && $err != *"$AZ_KEY_B64"* ]] || az_fail "check $1 printed the account key"
+  [[ $out != *"$AZ_KEY_B64"* && $err != *"$AZ_KEY_B64"* ]] || fail "check $1 printed the account key"
 }
 expect_line() { # expect_line PASS|FAIL NAME PHRASE
-  printf '%s\n' "$out" | grep -q "^$1  $2: .*$3" || { echo "$out"; az_fail "no '$1  $2: ...$3' line"; }
+  printf '%s\n' "$out" | grep -q "^$1  $2: .*$3" || { echo "$out"; fail "no '$1  $2: ...$3' line"; }
 }
 init() { # init NAME ARGS...: init into state NAME, which must succeed
   local name=$1; shift
-  "$app" init --state "$AZ_DIR/$name" "$@" > "$AZ_DIR/init.out" 2>&1 || { cat "$AZ_DIR/init.out"; az_fail "init $name failed"; }
-  ! grep -q "$AZ_KEY_B64" "$AZ_DIR/init.out" || az_fail "init printed the account key"
+  "$app" init --state "$AZ_DIR/$name" "$@" > "$AZ_DIR/init.out" 2>&1 || { cat "$AZ_DIR/init.out"; fail "init $name failed"; }
+  ! grep -q "$AZ_KEY_B64" "$AZ_DIR/init.out" || fail "init printed the account key"
 }
 
 echo "== all prerequisites pass"
 AZURE_STORAGE_CONNECTION_STRING=$AZ_CONNSTR init good --container replicas --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA"
-[ "$(stat -c %a "$AZ_DIR/good/appliance.conf")" = 600 ] || az_fail "settings file is not mode 0600"
+[ "$(stat -c %a "$AZ_DIR/good/appliance.conf")" = 600 ] || fail "settings file is not mode 0600"
 run_check good 0
 echo "$out"
-[ "$(printf '%s\n' "$out" | grep -c '^PASS  ')" -eq 6 ] || az_fail "expected six PASS lines"
+[ "$(printf '%s\n' "$out" | grep -c '^PASS  ')" -eq 6 ] || fail "expected six PASS lines"
 expect_line PASS "private DNS path" "$AZ_HOST -> 127.0.0.1 (loopback) \[private DNS zone file\]"
 expect_line PASS "TCP reach" "127.0.0.1 port $AZ_PORT"
 expect_line PASS "TLS verification" "verified"
 expect_line PASS "authorization" "account key accepted"
 expect_line PASS "time skew" "s against the service's clock"
-"$app" check --state "$AZ_DIR/good" --json > "$AZ_DIR/check.json" || az_fail "check --json failed"
-python3 - "$AZ_DIR/check.json" <<'PY' || az_fail "check --json is not the expected JSON document"
+"$app" check --state "$AZ_DIR/good" --json > "$AZ_DIR/check.json" || fail "check --json failed"
+python3 - "$AZ_DIR/check.json" <<'PY' || fail "check --json is not the expected JSON document"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc["ok"] is True and doc["storage"] == "azure", doc
@@ -56,14 +56,14 @@ printf '203.0.113.7 devstoreaccount1.privatelink.blob.core.windows.net %s\n' "$A
 init public --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_DIR/public.hosts" --ca-file "$AZ_CA"
 out=$(unshare -n "$app" check --state "$AZ_DIR/public" 2>"$AZ_DIR/err"); rc=$?
 err=$(cat "$AZ_DIR/err")
-[ "$rc" -ne 0 ] || az_fail "check passed with a public address"
+[ "$rc" -ne 0 ] || fail "check passed with a public address"
 expect_line FAIL "private DNS path" "$AZ_HOST -> devstoreaccount1.privatelink.blob.core.windows.net -> 203.0.113.7 (public).*refused before any connection.*approve the private endpoint connection"
 expect_line FAIL "TCP reach" "not tried"
-[[ $err == *"private DNS path"* ]] || az_fail "stderr does not name the failure: $err"
+[[ $err == *"private DNS path"* ]] || fail "stderr does not name the failure: $err"
 echo "$out" | head -2
 
 echo "== unreachable port"
-closed=$(az_free_port)
+closed=$(free_port)
 init closed --storage "${AZ_CONNSTR/:$AZ_PORT/:$closed}" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA"
 run_check closed 1
 expect_line PASS "private DNS path" "127.0.0.1"
@@ -97,7 +97,7 @@ echo "== proxy with a wrong password"
 tinyproxy_start
 init badproxy --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" --proxy "http://rpluser:wrong-pass@127.0.0.1:$TP_PORT"
 run_check badproxy 1
-[[ $out != *wrong-pass* ]] || az_fail "check printed the proxy password"
+[[ $out != *wrong-pass* ]] || fail "check printed the proxy password"
 expect_line PASS "TCP reach" "proxy http://\*\*\*@127.0.0.1:$TP_PORT"
 expect_line FAIL "proxy" "proxy authentication failed.*fix: check the proxy user and password"
 init goodproxy --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" --proxy "http://rpluser:s3cret-pass@127.0.0.1:$TP_PORT"
@@ -124,9 +124,9 @@ expect_line FAIL "replica directory" "not writable"
 echo "== bad input"
 bad() { # bad PHRASE ARGS...: init must fail with one line containing PHRASE
   local phrase=$1; shift
-  e=$("$app" init --state "$AZ_DIR/bad" "$@" 2>&1 >/dev/null) && az_fail "init accepted: $*"
-  [ "$(printf '%s\n' "$e" | wc -l)" -eq 1 ] || az_fail "init: expected one line, got: $e"
-  [[ $e == *"$phrase"* ]] || az_fail "init: unclear error for $*: $e"
+  e=$("$app" init --state "$AZ_DIR/bad" "$@" 2>&1 >/dev/null) && fail "init accepted: $*"
+  [ "$(printf '%s\n' "$e" | wc -l)" -eq 1 ] || fail "init: expected one line, got: $e"
+  [[ $e == *"$phrase"* ]] || fail "init: unclear error for $*: $e"
 }
 bad "part 2 is not Key=Value" --storage "AccountName=acct;garbage"
 bad "AccountKey is not a base64 key" --storage "AccountName=acct;AccountKey=not*base64"
@@ -136,8 +136,8 @@ bad "line 2: 'not-an-address' is not an IPv4 or IPv6 address" --storage "$AZ_CON
 bad "not a readable PEM file" --storage "$AZ_CONNSTR" --ca-file "$AZ_DIR/bad.hosts"
 bad "only HTTP proxies" --storage "$AZ_CONNSTR" --proxy "socks5://127.0.0.1:1080"
 bad "container name" --storage "$AZ_CONNSTR" --container "Bad_Name"
-e=$(env -u AZURE_STORAGE_CONNECTION_STRING "$app" init --state "$AZ_DIR/bad" 2>&1 >/dev/null) && az_fail "init without storage succeeded"
-[[ $e == *"--storage is required"* ]] || az_fail "unclear error without storage: $e"
-e=$("$app" check --state "$AZ_DIR/never-initialised" 2>&1 >/dev/null) && az_fail "check without init succeeded"
-[[ $e == *"run 'replication-appliance init"* ]] || az_fail "unclear error without init: $e"
+e=$(env -u AZURE_STORAGE_CONNECTION_STRING "$app" init --state "$AZ_DIR/bad" 2>&1 >/dev/null) && fail "init without storage succeeded"
+[[ $e == *"--storage is required"* ]] || fail "unclear error without storage: $e"
+e=$("$app" check --state "$AZ_DIR/never-initialised" 2>&1 >/dev/null) && fail "check without init succeeded"
+[[ $e == *"run 'replication-appliance init"* ]] || fail "unclear error without init: $e"
 echo "appliance_check: ok"

@@ -11,22 +11,22 @@ azurite_start
 fault_proxy_start 0.10 --seed 4 --delay 2
 export BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 export BLOB_TEST_CONNSTR="DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$AZ_KEY_B64;BlobEndpoint=https://$AZ_HOST:$FP_PORT"
-head -c $((256 * 1024 * 1024)) /dev/urandom > "$AZ_DIR/image" || az_fail "cannot make the image"
+head -c $((256 * 1024 * 1024)) /dev/urandom > "$AZ_DIR/image" || fail "cannot make the image"
 : > "$FP_LOG"
-out=$("$b/tests/blob_tool" upload "$AZ_DIR/image" faults disk.vhd) || az_fail "upload did not complete: $out"
+out=$("$b/tests/blob_tool" upload "$AZ_DIR/image" faults disk.vhd) || fail "upload did not complete: $out"
 echo "$out"
-"$b/tests/blob_tool" download faults disk.vhd "$AZ_DIR/back" || az_fail "download did not complete"
-cmp "$AZ_DIR/image" "$AZ_DIR/back" || az_fail "blob differs from the image"
+"$b/tests/blob_tool" download faults disk.vhd "$AZ_DIR/back" || fail "download did not complete"
+cmp "$AZ_DIR/image" "$AZ_DIR/back" || fail "blob differs from the image"
 injected=$(grep -vc 'fault=none' "$FP_LOG")
 kinds=$(grep -o 'fault=[a-z0-9-]*' "$FP_LOG" | grep -v none | sort -u | wc -l)
 total=$(grep -c 'fault=' "$FP_LOG")
 echo "fault proxy: $injected faults of $kinds kinds in $total requests"
-[ "$injected" -ge 5 ] || az_fail "too few faults injected ($injected) to mean anything"
-[ "$kinds" -ge 3 ] || az_fail "only $kinds kinds of fault injected"
-[[ $out =~ retries=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] || az_fail "upload saw no retries"
+[ "$injected" -ge 5 ] || fail "too few faults injected ($injected) to mean anything"
+[ "$kinds" -ge 3 ] || fail "only $kinds kinds of fault injected"
+[[ $out =~ retries=([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -gt 0 ] || fail "upload saw no retries"
 # Each retry waited at least what the answer asked for (Retry-After: 1 s, x-ms-retry-after-ms: 300)
 # or, without a hint, the 0.8 s first backoff: lower bounds the client guarantees.
-python3 - "$FP_LOG" <<'PY' || az_fail "a retry came sooner than the server or the backoff allowed"
+python3 - "$FP_LOG" <<'PY' || fail "a retry came sooner than the server or the backoff allowed"
 import sys
 want = {"503-retry-after": 1.0, "503-retry-after-ms": 0.3, "500": 0.8}
 entries = []

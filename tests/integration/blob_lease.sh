@@ -32,17 +32,8 @@ sys.exit(0 if d is not None and eval(sys.argv[1]) else 1)' "$2"
 }
 
 # wait_for SECONDS WHAT CMD...: polls CMD every 0.2 s until it succeeds or the deadline passes
-wait_for() {
-  local secs=$1 what=$2 end
-  shift 2
-  end=$(( $(date +%s) + secs ))
-  while [ "$(date +%s)" -le "$end" ]; do
-    "$@" && return 0
-    sleep 0.2
-  done
-  tail -15 "$RT/appliance.log" "$RT/appB.log" "$RT/agent.log" >&2 2>/dev/null
-  fail "$what: not within $secs s"
-}
+wait_for() { wait_until -i 0.2 "$@"; }
+wait_until_report() { tail -15 "$RT/appliance.log" "$RT/appB.log" "$RT/agent.log" >&2 2>/dev/null; }
 
 blob_seq() { "$BT" snapshots replicas "$disk_id.vhd" | awk '$1 == "blob" {print $2}'; }
 blob_leased() { "$BT" snapshots replicas "$disk_id.vhd" | awk '$1 == "blob" {print $3}' | grep -qx leased; }
@@ -55,9 +46,7 @@ rpl_loop dev 32M half
 rpl_agent_start
 "$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed: $(cat "$RT/protect.out")"
 rpl_wait_cycle "$dev" 1
-disk_id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+disk_id=$(rpl_disk_id "$dev")
 dd if=/dev/urandom of="$dev" bs=64k count=8 seek=40 oflag=direct conv=notrunc status=none
 pointA=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint failed"
 [[ $pointA == rp-* ]] || fail "checkpoint's last line is not a point id: $pointA"
@@ -69,10 +58,10 @@ out=$("$BT" lease replicas "$disk_id.vhd" acquire 15 2>&1) && fail "a third part
 
 say "appliance B on the same container: the agent registers there; B is refused by the lease"
 KEYB=$(init_app "$RT/appB")
-PORTB=$(rpl_free_port)
+PORTB=$(free_port)
 "$AP" run --state "$RT/appB" --listen "127.0.0.1:$PORTB" --rpo 0.5 >> "$RT/appB.log" 2>&1 &
 PIDB=$!
-RPL_PIDS+=("$PIDB")
+CLEANUP_PIDS+=("$PIDB")
 b_up() { "$AP" status --state "$RT/appB" > /dev/null 2>&1; }
 wait_for 20 "B's control socket" b_up
 kill -TERM "$RPL_AG_PID"; wait "$RPL_AG_PID" 2>/dev/null

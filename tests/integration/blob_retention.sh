@@ -34,17 +34,13 @@ take_points() {
 
 # wait_retention LAST: the appliance applied the policy with LAST as the newest point; RET_AT = when
 wait_retention() {
-  local last=${1#rp-} i line
-  for i in $(seq 1 300); do
-    line=$(grep -a "retention at [0-9]* (newest rp-$last)" "$RT/appliance.log" | tail -n 1)
-    if [ -n "$line" ]; then
-      RET_AT=$(sed -E 's/.*retention at ([0-9]+) .*/\1/' <<<"$line")
-      return 0
-    fi
-    sleep 0.1
-  done
-  tail -20 "$RT/appliance.log" >&2
-  fail "no retention run after point rp-$last in 30 s"
+  wait_until 30 "" retention_ran "${1#rp-}" || { tail -20 "$RT/appliance.log" >&2; fail "no retention run after point $1 in 30 s"; }
+}
+retention_ran() {
+  local line
+  line=$(grep -a "retention at [0-9]* (newest rp-$1)" "$RT/appliance.log" | tail -n 1)
+  [ -n "$line" ] || return 1
+  RET_AT=$(sed -E 's/.*retention at ([0-9]+) .*/\1/' <<<"$line")
 }
 
 # check_catalog: the points with an image are what the model of the policy keeps at RET_AT;
@@ -100,9 +96,7 @@ start_all() {
   rpl_agent_start
   "$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed: $(cat "$RT/protect.out")"
   rpl_wait_cycle "$dev" 1
-  disk_id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+  disk_id=$(rpl_disk_id "$dev")
 }
 
 say "azure: init --retention $POLICY, checkpoints for $SECONDS_OF_POINTS s"
@@ -132,8 +126,8 @@ grep -q "rplcycle=" "$RT/snaps.out" || fail "snapshots carry no cycle metadata: 
 check_restores "$kept" "$pruned"
 
 say "file: storage, the same policy"
-for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-RPL_PIDS=()
+for pid in "${CLEANUP_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+CLEANUP_PIDS=()
 "$AG" cbt stop "$dev" --state "$RT/agent" >/dev/null 2>&1
 rm -rf "$RT/app" "$RT/agent" "$RT"/src-rp-*
 mv "$RT/appliance.log" "$RT/appliance-azure.log"; mv "$RT/agent.log" "$RT/agent-azure.log"

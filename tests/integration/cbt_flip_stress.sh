@@ -5,6 +5,6 @@ set -u
 . "$(dirname "$0")/cbt_lib.sh"
 seconds=${CBT_STRESS_SECONDS:-30}
 backing=$(mktemp -d /dev/shm/cbt-stress.XXXXXX) || fail "mktemp in /dev/shm"
-EXTRA_CLEANUP+=("$backing")
+CLEANUP_PATHS=("$backing" "${CLEANUP_PATHS[@]}")
 make_loop "$backing/disk.img" 64M
 "$b/tests/cbt_flip_stress" "$LOOP" "$seconds" "$STATE"

@@ -9,11 +9,11 @@ make_loop "$WORK/disk.img" 256M
 dev=$LOOP
 size=$(blockdev --getsize64 "$dev")
 cbt start "$dev" >/dev/null || fail "cbt start exited $?"
-uuid_before=$(cbt status "$dev" --json | grep -o '"tracker_uuid":"[^"]*"')
+uuid_before=$(cbt_field "$dev" tracker_uuid)
 
 "$TOOL" write-random "$dev" "$size" "$seconds" 7 "$WORK/writes.log" >"$WORK/writer.out" &
 writer=$!
-PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 
 kills=0 drains=0
 end=$((SECONDS + seconds))
@@ -45,8 +45,9 @@ writes=$(wc -l <"$WORK/writes.log")
 [ "$kills" -gt 10 ] || fail "only $kills agents were killed"
 "$TOOL" covered "$WORK/writes.log" "$WORK/drained.log" "$size" 4096 || fail "writes were lost across kill -9"
 status=$(cbt status "$dev" --json) || fail "cbt status exited $?"
-grep -q '"required":false' <<<"$status" || fail "resync required after kill -9: $status"
-[ "$(grep -o '"tracker_uuid":"[^"]*"' <<<"$status")" = "$uuid_before" ] || fail "the tracker UUID changed"
+mapfile -t v < <(json_field - devices.0.resync.required devices.0.tracker_uuid <<<"$status")
+[ "${v[0]:-}" = false ] || fail "resync required after kill -9: $status"
+[ -n "$uuid_before" ] && [ "${v[1]:-}" = "$uuid_before" ] || fail "the tracker UUID changed"
 if grep -v "^$" "$WORK/drain.err" | grep -qv "Killed"; then
   fail "drains complained: $(head -3 "$WORK/drain.err")"
 fi

@@ -14,10 +14,10 @@ cbt start "$dev" >/dev/null || fail "cbt start exited $?"
 json() { cbt status "$dev" --json; }
 # field NAME: a value of the device's status; required / reason / count are the resync ones.
 field() {
-  local j
-  j=$(json | grep -o '"devices":.*')
-  case $1 in required | reason | count) j=$(grep -o '"resync":{[^}]*}' <<<"$j") ;; esac
-  grep -o "\"$1\":[^,}]*" <<<"$j" | head -1 | cut -d: -f2- | tr -d '"'
+  case $1 in
+    required | reason | count) cbt_field "$dev" "resync.$1" ;;
+    *) cbt_field "$dev" "$1" ;;
+  esac
 }
 expect_resync() { # expect_resync REASON: resync required for REASON; drain lists the whole device, exits 3
   [ "$(field required)" = true ] || fail "$1: resync not required: $(json)"
@@ -60,7 +60,7 @@ losetup -c "$dev" || fail "losetup -c"
 dd if=/dev/urandom of="$dev" bs=4096 seek=$((80 * 256)) count=1 oflag=direct status=none
 stale=$(field count)
 [ "$stale" -ge $((before + 2)) ] || fail "resize + out-of-range write raised $((stale - before)) events"
-json | grep -q '"size":100663296' || fail "the new size is not tracked"
+[ "$(field size)" = 100663296 ] || fail "the new size is not tracked"
 # The ack of an older event is refused while a newer one is pending.
 err=$(cbt ack "$dev" $((stale - 1)) 2>&1) && fail "ack of a stale count succeeded"
 [[ $err == *"not the latest"* ]] || fail "unclear stale-ack error: $err"
@@ -84,10 +84,11 @@ cbt stop "$dev" || fail "stop"
 make_loop "$WORK/disk2.img" 32M
 dev=$LOOP
 export MOBILITY_AGENT_BTF=/nonexistent MOBILITY_AGENT_BPF_PIN_DIR=$MOBILITY_AGENT_BPF_PIN_DIR-nobtf
-EXTRA_CLEANUP+=("$MOBILITY_AGENT_BPF_PIN_DIR")
+CLEANUP_PATHS=("$MOBILITY_AGENT_BPF_PIN_DIR" "${CLEANUP_PATHS[@]}")
 err=$(cbt start "$dev" 2>&1 >/dev/null) || fail "fallback start exited $?"
 [[ $err == *"eBPF tracking unavailable (kernel BTF not found at /nonexistent"* ]] || fail "unclear fallback message: $err"
-json | grep -q '"available":false,"reason":"kernel BTF not found' || fail "status does not say why: $(json)"
+mapfile -t v < <(json | json_field - ebpf.available ebpf.reason)
+[ "${v[0]:-}" = false ] && [[ ${v[1]:-} == "kernel BTF not found"* ]] || fail "status does not say why: $(json)"
 [ "$(field mode)" = fallback ] || fail "not in fallback mode"
 expect_resync no-ebpf
 ack

@@ -13,7 +13,7 @@ truncate -s 64M "$img"
 printf 'label: dos\nstart=2048, size=32768, type=83\nstart=34816, type=83\n' | sfdisk -q "$img" || fail "sfdisk"
 make_loop "$img" 64M -P
 dev=$LOOP
-for i in $(seq 20); do [ -b "${dev}p2" ] && break; sleep 0.1; done
+wait_until 2 "" test -b "${dev}p2"
 # A kernel without the DOS partition parser (minimal VM kernels) still takes them via BLKPG.
 [ -b "${dev}p2" ] || partx -a "$dev" 2>/dev/null
 [ -b "${dev}p2" ] || fail "partition ${dev}p2 did not appear"
@@ -21,13 +21,13 @@ size=$(blockdev --getsize64 "$dev")
 
 out=$(cbt start "$dev") || fail "cbt start exited $?"
 [[ $out == *"tracking, granularity 4096 bytes"* ]] || fail "unexpected start output: $out"
-status=$(cbt status "$dev" --json) || fail "cbt status --json exited $?"
-gran=$(json_number granularity <<<"$status")
+cbt status "$dev" --json >/dev/null || fail "cbt status --json exited $?"
+gran=$(cbt_field "$dev" granularity)
 [ "$gran" = 4096 ] || fail "granularity $gran, expected 4096"
 
 expect=$WORK/expected
 : >"$expect"
-counter() { cbt status "$dev" --json | json_number "$1"; }
+counter() { cbt_field "$dev" "counters.$1"; }
 # phase NAME: drains and compares with the writes expected since the previous phase.
 phase() {
   cbt drain "$dev" >"$WORK/$1.drained" || fail "$1: cbt drain exited $?"

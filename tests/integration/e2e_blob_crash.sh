@@ -17,9 +17,7 @@ rpl_loop dev 256M half
 rpl_agent_start
 "$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed"
 rpl_wait_cycle "$dev" 1
-disk_id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+disk_id=$(rpl_disk_id "$dev")
 
 stop_file=$RT/stop-writer
 ( while [ ! -e "$stop_file" ]; do
@@ -27,7 +25,7 @@ stop_file=$RT/stop-writer
        oflag=direct conv=notrunc status=none
   done ) &
 writer=$!
-RPL_PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 pause() { sleep "$(printf '0.%02d' $((RANDOM % 100 + 5)))"; [ $((RANDOM % 4)) -eq 0 ] && sleep 0.25; return 0; }
 
 say "kill -9 the appliance $KILLS times while it uploads"
@@ -45,15 +43,12 @@ point=$("$AG" checkpoint --wait --state "$RT/agent" | tail -n 1) || fail "checkp
 [[ $point == rp-* ]] || fail "checkpoint gave '$point'"
 "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point" --verify "$dev" > "$RT/verify.out" 2>&1 \
   || fail "the point's snapshot differs from the source: $(cat "$RT/verify.out")"
-for i in $(seq 1 600); do
-  "$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)["disks"][0]
-assert d["state"] == "protected", d
-sys.exit(0 if d["last_applied_cycle"] == d["last_committed_cycle"] else 1)' && break
-  [ "$i" -eq 600 ] && fail "cycles left unapplied"
-  sleep 0.1
-done
+all_applied() { # the disk protected and every committed cycle applied (one status document)
+  local v
+  mapfile -t v < <("$AP" status --state "$RT/app" --json | json_field - disks.0.state disks.0.last_applied_cycle disks.0.last_committed_cycle)
+  [ "${#v[@]}" -eq 3 ] && [ "${v[0]}" = protected ] && [ "${v[1]}" = "${v[2]}" ]
+}
+wait_until 60 "cycles left unapplied" all_applied
 size=$(blockdev --getsize64 "$dev")
 "$B/tests/blob_tool" download replicas "$disk_id.vhd" "$RT/blob" > "$RT/dl.out" 2>&1 || fail "download failed"
 cmp -n "$size" "$RT/blob" "$dev" || fail "the page blob differs from the source after the crashes"

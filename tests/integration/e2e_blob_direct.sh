@@ -13,32 +13,23 @@ export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 BT=$B/tests/blob_tool
 MIB=$((1 << 20))
 
-disk_id_of() {
-  "$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$1"
-}
 # sync_done DEV: bytes of the initial sync the agent has sent so far (0 before it starts)
 sync_done() {
   local phase done total rest
   read -r phase done total rest <<< "$("$AG" status --progress "$1" --state "$RT/agent" 2>/dev/null | head -n 1)"
   [ "$phase" = initial-sync ] && echo "${done:-0}" || echo 0
 }
+sync_sent() { [ "$(sync_done "$1")" -ge $(($2 * MIB)) ]; }
 # wait_sync_sent DEV MIB: waits (up to 120 s) until the agent has sent MIB MiB of DEV's initial sync
 wait_sync_sent() {
-  local i
-  for i in $(seq 1 1200); do
-    [ "$(sync_done "$1")" -ge $(($2 * MIB)) ] && return 0
-    sleep 0.1
-  done
-  fail "the initial sync of $1 did not reach $2 MiB in 120 s"
+  wait_until 120 "" sync_sent "$1" "$2" || fail "the initial sync of $1 did not reach $2 MiB in 120 s"
 }
 # appliance_field DISK_ID KEY: one field of the disk in the appliance's status --json
 appliance_field() {
-  "$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-print(next(x[sys.argv[2]] for x in json.load(sys.stdin)["disks"] if x["disk_id"] == sys.argv[1]))' "$1" "$2"
+  "$AP" status --state "$RT/app" --json | json_field - "disks.[disk_id=$1].$2"
 }
+# appliance_at_least DISK_ID KEY N: that field is N or more
+appliance_at_least() { [ "$(appliance_field "$1" "$2")" -ge "$3" ]; }
 # blob_equals_source DEV DISK_ID WHAT: the blob's disk area is byte-identical to DEV
 blob_equals_source() {
   local size
@@ -56,7 +47,7 @@ rpl_agent_start
 say "disk 1: initial sync straight into the blob, the appliance killed at 3/4"
 rpl_loop dev1 256M random
 "$AG" protect "$dev1" --state "$RT/agent" > /dev/null || fail "protect $dev1 failed"
-id1=$(disk_id_of "$dev1")
+id1=$(rpl_disk_id "$dev1")
 wait_sync_sent "$dev1" 192
 grep -q "disk $id1: cycle 1 committed" "$RT/appliance.log" && fail "cycle 1 ended before the appliance could be killed"
 kill -9 "$RPL_AP_PID"
@@ -87,24 +78,18 @@ wait "$RPL_AP_PID" 2>/dev/null
 rpl_appliance_start --rpo 3600 --upload-limit 16
 rpl_loop dev2 256M half
 "$AG" protect "$dev2" --state "$RT/agent" > /dev/null || fail "protect $dev2 failed"
-id2=$(disk_id_of "$dev2")
+id2=$(rpl_disk_id "$dev2")
 wait_sync_sent "$dev2" 64
 azurite_stop
 # The writes give up after their retries (about 20 s): the cycle is refused, and the agent's next
 # try goes into the cache, which ACKs it while the storage is away.
-for i in $(seq 1 1200); do
-  [ "$(appliance_field "$id2" last_committed_cycle)" -ge 1 ] && break
-  [ "$i" -eq 1200 ] && fail "disk 2: cycle 1 not committed into the cache within 120 s of the outage"
-  sleep 0.1
-done
+wait_until 120 "" appliance_at_least "$id2" last_committed_cycle 1 \
+  || fail "disk 2: cycle 1 not committed into the cache within 120 s of the outage"
 grep -q "disk $id2: cycle 1 committed (" "$RT/appliance.log" || fail "disk 2: cycle 1 did not go through the cache"
 grep -q "cycle 1 written straight into the page blob failed" "$RT/appliance.log" || fail "disk 2: the direct write's failure was not logged"
 [ "$(appliance_field "$id2" last_applied_cycle)" -eq 0 ] || fail "disk 2: applied while Azurite was stopped"
 azurite_restart
-for i in $(seq 1 1800); do
-  [ "$(appliance_field "$id2" last_applied_cycle)" -ge 1 ] && break
-  [ "$i" -eq 1800 ] && fail "disk 2: cycle 1 not uploaded within 180 s of Azurite's restart"
-  sleep 0.1
-done
+wait_until 180 "" appliance_at_least "$id2" last_applied_cycle 1 \
+  || fail "disk 2: cycle 1 not uploaded within 180 s of Azurite's restart"
 blob_equals_source "$dev2" "$id2" "disk 2 after the outage"
 echo "e2e_blob_direct: ok"

@@ -16,12 +16,10 @@ export BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 # blob_tool reads the result straight from Azurite, not through the faults.
 export BLOB_TEST_CONNSTR="DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$AZ_KEY_B64;BlobEndpoint=https://$AZ_HOST:$AZ_PORT"
 
-applied_all() {
-  "$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)["disks"][0]
-assert d["state"] == "protected", d
-sys.exit(0 if d["last_applied_cycle"] == d["last_committed_cycle"] and d["last_applied_cycle"] >= int(sys.argv[1]) else 1)' "$1"
+applied_all() { # N: the disk protected, every committed cycle applied, the last N or later
+  local v
+  mapfile -t v < <("$AP" status --state "$RT/app" --json | json_field - disks.0.state disks.0.last_applied_cycle disks.0.last_committed_cycle)
+  [ "${#v[@]}" -eq 3 ] && [ "${v[0]}" = protected ] && [ "${v[1]}" = "${v[2]}" ] && [ "${v[1]}" -ge "$1" ]
 }
 
 rpl_appliance_init_azure
@@ -32,9 +30,7 @@ rpl_loop dev 128M half
 rpl_agent_start
 "$AG" protect "$dev" --state "$RT/agent" > /dev/null || fail "protect failed"
 rpl_wait_cycle "$dev" 1
-disk_id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+disk_id=$(rpl_disk_id "$dev")
 
 say "a random writer through 10+ cycles, every storage request through the faults"
 start=$(rpl_agent_cycle "$dev")
@@ -43,18 +39,14 @@ stop_file=$RT/stop-writer
     dd if=/dev/urandom of="$dev" bs=4k count=$((RANDOM % 64 + 1)) seek=$((RANDOM % 32000)) oflag=direct conv=notrunc status=none
   done ) &
 writer=$!
-RPL_PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 rpl_wait_cycle "$dev" $((start + 10))
 touch "$stop_file"
 wait "$writer"
 point=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint under faults failed"
 [[ $point == rp-* ]] || fail "checkpoint gave '$point'"
 last=$(rpl_agent_cycle "$dev")
-for i in $(seq 1 1800); do
-  applied_all "$last" && break
-  [ "$i" -eq 1800 ] && { tail -20 "$RT/appliance.log" >&2; fail "cycles not applied under faults in 180 s"; }
-  sleep 0.1
-done
+wait_until 180 "" applied_all "$last" || { tail -20 "$RT/appliance.log" >&2; fail "cycles not applied under faults in 180 s"; }
 
 say "restore through the faults; the blob read directly"
 "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point" --verify "$dev" > "$RT/verify.out" 2>&1 \

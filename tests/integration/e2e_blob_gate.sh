@@ -19,15 +19,10 @@ d = json.load(sys.stdin)
 sys.exit(0 if eval(sys.argv[1]) else 1)' "$1"
 }
 # wait_status EXPR SECONDS WHAT
-wait_status() {
-  local i
-  for i in $(seq 1 $(($2 * 10))); do
-    status_is "$1" && return 0
-    sleep 0.1
-  done
+wait_status() { wait_until "$2" "$3" status_is "$1"; }
+wait_until_report() {
   "$AP" status --state "$RT/app" >&2
   tail -20 "$RT/appliance.log" >&2
-  fail "$3 (not within $2 s)"
 }
 
 say "invalid upload limits are refused with a clear error"
@@ -71,12 +66,12 @@ for dev in "$dev1" "$dev2"; do
       dd if=/dev/urandom of="$dev" bs=4k count=$((RANDOM % 16 + 1)) seek=$((RANDOM % 8000)) oflag=direct conv=notrunc status=none
       sleep 0.05
     done ) &
-  RPL_PIDS+=("$!")
+  CLEANUP_PIDS+=("$!")
 done
 rpl_wait_cycle "$dev1" 5
 rpl_wait_cycle "$dev2" 5
 touch "$stop_file"
-for pid in "${RPL_PIDS[@]: -2}"; do wait "$pid"; done
+for pid in "${CLEANUP_PIDS[@]: -2}"; do wait "$pid"; done
 status_is 'd["uploads"]["state"] == "held" and len(d["disks"]) == 2 and all(x["last_applied_cycle"] == 0 and x["backlog_cycles"] >= 4 for x in d["disks"])' \
   || fail "while storage is down the backlog should grow and nothing be applied: $("$AP" status --state "$RT/app" --json)"
 
@@ -105,9 +100,7 @@ point=$("$AG" checkpoint --wait --state "$RT/agent" | tail -n 1) || fail "checkp
 wait_status 'all(x["last_applied_cycle"] == x["last_committed_cycle"] and x["last_point"] for x in d["disks"])' 60 \
   "the checkpoint's cycles were not applied"
 for dev in "$dev1" "$dev2"; do
-  id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+  id=$(rpl_disk_id "$dev")
   "$AP" restore --state "$RT/app" --disk "$id" --verify "$dev" > "$RT/verify.out" 2>&1 \
     || fail "restore --verify of $dev: $(cat "$RT/verify.out")"
   cat "$RT/verify.out"

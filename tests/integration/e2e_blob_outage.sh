@@ -10,13 +10,17 @@ rpl_azurite_start
 export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 OUTAGE_S=${OUTAGE_S:-60}
 
+# disk_status: committed|applied|backlog|uploads state|reason|failed check|storage error (null: empty)
 disk_status() {
-  "$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-x = d["disks"][0]
-print("|".join(str(v).replace("|", "/") for v in (x["last_committed_cycle"], x["last_applied_cycle"], x["backlog_cycles"],
-      d["uploads"]["state"], x["reason"] or "", d["uploads"]["failed_check"] or "", d["uploads"]["last_storage_error"] or "")))'
+  local v i
+  mapfile -t v < <("$AP" status --state "$RT/app" --json | json_field - disks.0.last_committed_cycle \
+    disks.0.last_applied_cycle disks.0.backlog_cycles uploads.state disks.0.reason uploads.failed_check uploads.last_storage_error)
+  [ "${#v[@]}" -eq 7 ] || return 0
+  for i in "${!v[@]}"; do
+    [ "${v[i]}" = null ] && v[i]=
+    v[i]=${v[i]//|//}
+  done
+  (IFS="|"; echo "${v[*]}")
 }
 
 rpl_appliance_init_azure
@@ -25,37 +29,29 @@ rpl_agent_register
 rpl_loop dev 128M half
 rpl_agent_start
 "$AG" protect "$dev" --state "$RT/agent" > /dev/null || fail "protect failed"
-disk_id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+disk_id=$(rpl_disk_id "$dev")
 stop_file=$RT/stop-writer
 ( while [ ! -e "$stop_file" ]; do
     dd if=/dev/urandom of="$dev" bs=64k count=$((RANDOM % 16 + 1)) seek=$((RANDOM % 2000)) oflag=direct conv=notrunc status=none
   done ) &
 writer=$!
-RPL_PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 
 say "uploads under a writer, then Azurite stops"
-for i in $(seq 1 1200); do
-  IFS="|" read -r committed applied _ <<< "$(disk_status)"
-  [ "$applied" -ge 2 ] && break
-  [ "$i" -eq 1200 ] && fail "no cycle uploaded in 120 s"
-  sleep 0.1
-done
+two_applied() { IFS="|" read -r committed applied _ <<< "$(disk_status)"; [ "$applied" -ge 2 ]; }
+wait_until 120 "" two_applied || fail "no cycle uploaded in 120 s"
 azurite_stop
 t_stop=$(date +%s)
 say "Azurite stopped at cycle $committed committed / $applied applied"
 
 # Within the outage: status names the storage failure, the backlog grows, the agent is still ACKed.
 seen_error=""
-for i in $(seq 1 $((OUTAGE_S * 10 - 50))); do
+storage_error_shown() {
   IFS="|" read -r committed_now applied_now backlog state reason check upload_err <<< "$(disk_status)"
-  if [ "$state" = held ] && [[ $reason == *"waiting for storage"* ]] && [[ -n $check || -n $upload_err ]]; then
-    seen_error="uploads $state; disk: $reason; check: $check; storage error: $upload_err"
-    break
-  fi
-  sleep 0.1
-done
+  [ "$state" = held ] && [[ $reason == *"waiting for storage"* ]] && [[ -n $check || -n $upload_err ]] || return 1
+  seen_error="uploads $state; disk: $reason; check: $check; storage error: $upload_err"
+}
+wait_until $((OUTAGE_S - 5)) "" storage_error_shown
 [ -n "$seen_error" ] || fail "status did not show the storage error during the outage: $("$AP" status --state "$RT/app")"
 echo "status during the outage: $seen_error"
 c=$(rpl_agent_cycle "$dev")
@@ -75,21 +71,18 @@ touch "$stop_file"
 wait "$writer"
 point=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint after the outage failed"
 [[ $point == rp-* ]] || fail "checkpoint gave '$point'"
-for i in $(seq 1 1200); do
+caught_up() {
   IFS="|" read -r committed_now applied_now backlog state _ <<< "$(disk_status)"
-  [ "$applied_now" -eq "$committed_now" ] && [ "$state" = running ] && break
-  [ "$i" -eq 1200 ] && fail "the upload did not catch up in 120 s ($committed_now committed, $applied_now applied)"
-  sleep 0.1
-done
+  [ "$applied_now" -eq "$committed_now" ] && [ "$state" = running ]
+}
+wait_until 120 "" caught_up || fail "the upload did not catch up in 120 s ($committed_now committed, $applied_now applied)"
 "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$point" --verify "$dev" > "$RT/verify.out" 2>&1 \
   || fail "the point's snapshot differs from the source: $(cat "$RT/verify.out")"
 cat "$RT/verify.out"
 size=$(blockdev --getsize64 "$dev")
 "$B/tests/blob_tool" download replicas "$disk_id.vhd" "$RT/blob" > "$RT/dl.out" 2>&1 || fail "download failed"
 cmp -n "$size" "$RT/blob" "$dev" || fail "the page blob differs from the source after the outage"
-"$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-assert d["disks"][0]["state"] == "protected", d
-assert d["uploads"]["state"] == "running", d' || fail "status after the outage is not as expected"
+"$AP" status --state "$RT/app" --json > "$RT/status.json" || fail "status --json failed"
+[ "$(json_field "$RT/status.json" disks.0.state uploads.state | tr '\n' ' ')" = "protected running " ] \
+  || fail "status after the outage is not as expected: $(cat "$RT/status.json")"
 echo "e2e_blob_outage: ok (${OUTAGE_S} s outage, $committed_now cycles, point $point)"

@@ -21,7 +21,7 @@ stop_file=$RT/stop-writer
        oflag=direct conv=notrunc status=none
   done ) &
 writer=$!
-RPL_PIDS+=("$writer")
+CLEANUP_PIDS+=("$writer")
 
 # Random moments: 0.05 .. 1.25 s after a restart, inside or between cycles.
 pause() { sleep "$(printf '0.%02d' $((RANDOM % 100 + 5)))"; [ $((RANDOM % 4)) -eq 0 ] && sleep 0.25; return 0; }

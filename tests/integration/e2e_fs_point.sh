@@ -14,7 +14,7 @@ rpl_loop dev 256M
 mkfs.ext4 -q "$dev" || fail "mkfs.ext4 failed"
 mkdir -p "$RT/mnt" "$RT/check"
 mount "$dev" "$RT/mnt" || fail "mount failed"
-RPL_MOUNTS+=("$RT/mnt")
+CLEANUP_MOUNTS+=("$RT/mnt")
 
 # The workload: files created, rewritten, renamed and removed all the time.
 ( cd "$RT/mnt" || exit 1
@@ -27,7 +27,7 @@ RPL_MOUNTS+=("$RT/mnt")
     [ $((i % 5)) -eq 0 ] && sync -f .
   done ) &
 workload=$!
-RPL_PIDS+=("$workload")
+CLEANUP_PIDS+=("$workload")
 
 # At the freeze: stop the workload where it stands, flush, and record every file's checksum.
 cat > "$RT/pre-freeze.sh" <<HOOK
@@ -55,7 +55,7 @@ cp --sparse=always "$replica" "$RT/point.img"
 kill -CONT "$workload"
 fsck.ext4 -n -f "$RT/point.img" > "$RT/fsck.out" 2>&1 || { cat "$RT/fsck.out" >&2; fail "fsck -n found problems in the replica"; }
 mount -o ro,loop,noload "$RT/point.img" "$RT/check" || fail "the replica does not mount"
-RPL_MOUNTS+=("$RT/check")
+CLEANUP_MOUNTS+=("$RT/check")
 (cd "$RT/check" && sha256sum --quiet -c "$RT/sums.txt") || fail "files in the replica differ from the checksums at the freeze"
 n=$(wc -l < "$RT/sums.txt")
 umount "$RT/check"

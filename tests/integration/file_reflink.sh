@@ -14,7 +14,7 @@ truncate -s 2G "$RT/xfs.img"
 mkfs.xfs -q "$RT/xfs.img" || fail "mkfs.xfs failed"
 mkdir -p "$RT/replica"
 mount -o loop "$RT/xfs.img" "$RT/replica" || fail "cannot mount the XFS image"
-RPL_MOUNTS+=("$RT/replica")
+CLEANUP_MOUNTS+=("$RT/replica")
 
 rpl_appliance_init
 rpl_appliance_start --rpo 3600

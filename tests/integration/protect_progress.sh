@@ -13,19 +13,12 @@ rpl_agent_register
 rpl_agent_start
 
 until_deadline() { # SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds or SECONDS pass
-  local end=$(( $(date +%s) + $1 )); shift
-  until "$@"; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    sleep 0.05
-  done
+  local secs=$1; shift
+  wait_until -i 0.05 "$secs" "" "$@"
 }
 
 ag_json() { # DEV FIELD: a field of DEV in the agent's status --json
-  "$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-d = next(x for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1])
-v = d[sys.argv[2]]
-print("null" if v is None else v)' "$1" "$2"
+  "$AG" status --state "$RT/agent" --json | json_field - "disks.[device=$1].$2"
 }
 
 say "not a terminal: protect returns at once, as before"
@@ -47,7 +40,7 @@ say "a terminal: protect follows the initial sync of a 256 MiB disk of random da
 rpl_loop dev 256M random
 script -qefc "$AG protect $dev --state $RT/agent" /dev/null > "$RT/tty.out" </dev/null &
 spid=$!
-RPL_PIDS+=("$spid")
+CLEANUP_PIDS+=("$spid")
 # Hold the appliance while the sync is under way: the agent's progress then stands still, short of
 # the end, while the terminal and status show it. The phase turns initial-sync when the cycle starts and stays so until the appliance ACKs it, which a
 # held appliance cannot: polled without python (status --progress), so the hold comes within a few

@@ -8,20 +8,19 @@ b=${RPL_BUILD_DIR:?run under ctest}
 kind=${1:?usage: store_backend.sh file|blob}
 AP=$b/appliance/replication-appliance
 
+. "$(dirname "$0")/lib/common.sh"
 case "$kind" in
   file)
     W=$(mktemp -d /tmp/rpl-storetest.XXXXXX)
-    trap 'rm -rf "$W"' EXIT
-    fail() { echo "FAIL: $*" >&2; exit 1; }
+    CLEANUP_PATHS+=("$W")
     "$AP" init --state "$W/state" --storage "file:$W/images" > "$W/init.out" 2>&1 \
       || fail "init with file storage: $(cat "$W/init.out")"
     ;;
   blob)
     . "$(dirname "$0")/lib/azurite.sh"
     azurite_start --inMemoryPersistence
-    W=$AZ_DIR/work # removed with AZ_DIR by azurite.sh's trap
+    W=$AZ_DIR/work # removed with AZ_DIR by the trap
     mkdir "$W"
-    fail() { az_fail "$@"; }
     "$AP" init --state "$W/state" --storage "$AZ_CONNSTR" --container storetest \
       --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$W/init.out" 2>&1 \
       || fail "init with Azurite: $(cat "$W/init.out")"

@@ -27,14 +27,15 @@ printf 'short\n' > "$RT/short-pw"
 out=$("$AP" init --state "$RT/app2" --storage "file:$RT/r2" --admin-password-file "$RT/short-pw" 2>&1) \
   && fail "init accepted a 5-character admin password"
 [[ $out == *"8 to 256 characters"* ]] || fail "unclear error for a short admin password: $out"
-WEB_PORT=$(rpl_free_port)
+WEB_PORT=$(free_port)
 rpl_appliance_start --web "127.0.0.1:$WEB_PORT"
 U=https://127.0.0.1:$WEB_PORT
-for i in $(seq 1 100); do
-  curl -sk -o /dev/null --max-time 2 "$U/" && break
+web_up() {
+  curl -sk -o /dev/null --max-time 2 "$U/" && return 0
   kill -0 "$RPL_AP_PID" 2>/dev/null || fail "the appliance exited: $(tail -5 "$RT/appliance.log")"
-  sleep 0.1
-done
+  return 1
+}
+wait_until 10 "" web_up
 
 say "TLS with the appliance's own certificate"
 served=$(openssl s_client -connect "127.0.0.1:$WEB_PORT" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256)
@@ -56,7 +57,7 @@ expect() { # expect CODE METHOD PATH [args]: fails unless the status is CODE
   got=$(req "$@")
   [ "$got" = "$want" ] || fail "$1 $2: HTTP $got, expected $want: $(head -c 300 "$RT/body")"
 }
-jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$RT/body" "$1"; }
+jget() { json_field "$RT/body" "$@" | paste -sd ' '; }  # jget PATH...: fields of the last answer
 conf_sum() { sha256sum "$RT/app/appliance.conf" | cut -d' ' -f1; }
 : > "$RT/jar"
 
@@ -84,11 +85,11 @@ say "login: session cookie Secure, HttpOnly, SameSite=Strict; CSRF token in the 
 hdr=$(curl -sk -D - -o "$RT/body" -c "$RT/jar" --data-urlencode "password=$PW" "$U/api/login")
 cookie=$(grep -i '^set-cookie:' <<<"$hdr")
 [[ $cookie == *"rpl_session="*"; Secure"*"; HttpOnly"*"; SameSite=Strict"* ]] || fail "session cookie flags: $cookie"
-CSRF=$(jget 'd["csrf_token"]')
+CSRF=$(jget csrf_token)
 [[ $CSRF =~ ^[0-9a-f]{64}$ ]] || fail "no CSRF token in the login answer: $(cat "$RT/body")"
 H=(-H "X-CSRF-Token: $CSRF")
 expect 200 GET /api/session
-[ "$(jget 'd["csrf_token"]')" = "$CSRF" ] || fail "/api/session gives another CSRF token"
+[ "$(jget csrf_token)" = "$CSRF" ] || fail "/api/session gives another CSRF token"
 
 say "/api/status is the status --json document; /api/check the check --json one"
 expect 200 GET /api/status
@@ -113,7 +114,7 @@ grep -q 'CSRF token' "$RT/body" || fail "403 without a clear message: $(cat "$RT
 expect 403 POST /api/registration/regenerate
 [ "$(conf_sum)" = "$before" ] || fail "a POST without the CSRF token changed the settings"
 expect 200 GET /api/registration
-[ "$(jget 'd["key"]')" = "$RPL_KEY" ] || fail "a POST without the CSRF token changed the registration key"
+[ "$(jget key)" = "$RPL_KEY" ] || fail "a POST without the CSRF token changed the registration key"
 
 say "malformed forms: 400 with a message, nothing changed"
 bad() { # bad PATTERN curl-args...: a 400 whose error contains PATTERN
@@ -141,11 +142,11 @@ expect 404 POST /api/disks/00000000-0000-0000-0000-000000000000/resync "${H[@]}"
 expect 400 POST /api/password "${H[@]}" --data-urlencode "password=short"
 [ "$(conf_sum)" = "$before" ] || fail "a malformed form changed the settings"
 expect 200 POST /api/login --data-urlencode "password=$PW"   # the password is still the old one
-CSRF=$(jget 'd["csrf_token"]')
+CSRF=$(jget csrf_token)
 H=(-H "X-CSRF-Token: $CSRF")
 
 say "a wrong proxy (nothing listens) with credentials: saved, re-checked FAIL with its remedy; the password never comes back"
-dead=$(rpl_free_port)
+dead=$(free_port)
 expect 200 POST /api/proxy "${H[@]}" --data-urlencode "address=http://127.0.0.1:$dead" --data-urlencode "user=proxyuser" \
   --data-urlencode "password=$PROXY_PW" --data-urlencode "bypass=localhost,.internal,10.0.0.0/8"
 python3 - "$RT/body" <<'PY' || fail "the wrong proxy did not FAIL with a remedy: $(cat "$RT/body")"
@@ -157,31 +158,31 @@ assert c["TCP reach"]["result"] == "FAIL" and "proxy" in c["TCP reach"]["remedy"
 PY
 grep -q "proxy=http://proxyuser:$PROXY_PW@127.0.0.1:$dead" "$RT/app/appliance.conf" || fail "the proxy was not saved into the settings"
 expect 200 GET /api/proxy
-[ "$(jget '(d["address"], d["user"], d["password_set"], d["bypass"])')" = "('http://127.0.0.1:$dead', 'proxyuser', True, 'localhost,.internal,10.0.0.0/8')" ] \
+[ "$(jget address user password_set bypass)" = "http://127.0.0.1:$dead proxyuser true localhost,.internal,10.0.0.0/8" ] \
   || fail "GET /api/proxy: $(cat "$RT/body")"
 "$AP" check --state "$RT/app" > /dev/null 2>&1 && fail "check passes with the wrong proxy saved by the page"
 # The password stays when the form leaves it empty; the address goes back to none.
 expect 200 POST /api/proxy "${H[@]}" --data-urlencode "address=http://127.0.0.1:$dead" --data-urlencode "user=proxyuser"
 grep -q "proxy=http://proxyuser:$PROXY_PW@" "$RT/app/appliance.conf" || fail "an empty password field dropped the stored password"
 expect 200 POST /api/proxy "${H[@]}" --data-urlencode "address=" --data-urlencode "bypass="
-[ "$(jget 'd["report"]["ok"]')" = True ] || fail "checks do not pass again without the proxy: $(cat "$RT/body")"
+[ "$(jget report.ok)" = true ] || fail "checks do not pass again without the proxy: $(cat "$RT/body")"
 
 say "registration: regenerate, a real register with the new key, then it shows used; revoke the agent"
 expect 200 POST /api/registration/regenerate "${H[@]}"
-KEY2=$(jget 'd["key"]')
+KEY2=$(jget key)
 [[ $KEY2 == rk1-* && $KEY2 != "$RPL_KEY" ]] || fail "regenerate gave '$KEY2'"
 RPL_KEY=$KEY2 rpl_agent_register
 expect 200 GET /api/registration
-[ "$(jget '(d["key"], d["key_used"])')" = "(None, True)" ] || fail "a used key is still offered: $(cat "$RT/body")"
+[ "$(jget key key_used)" = "null true" ] || fail "a used key is still offered: $(cat "$RT/body")"
 expect 200 GET /api/agents
-agent=$(jget 'd["agents"][0]["agent_id"]')
-[ "$(jget 'd["agents"][0]["revoked"]')" = False ] || fail "new agent revoked"
+agent=$(jget agents.0.agent_id)
+[ "$(jget agents.0.revoked)" = false ] || fail "new agent revoked"
 expect 200 POST "/api/agents/$agent/revoke" "${H[@]}"
 expect 200 GET /api/agents
-[ "$(jget 'd["agents"][0]["revoked"]')" = True ] || fail "the agent was not revoked"
+[ "$(jget agents.0.revoked)" = true ] || fail "the agent was not revoked"
 expect 200 GET /api/points
 expect 200 GET /api/series
-[ "$(jget 'd["interval_seconds"]')" -gt 0 ] || fail "series without an interval"
+[ "$(jget interval_seconds)" -gt 0 ] || fail "series without an interval"
 
 say "logout ends the session"
 expect 200 POST /api/logout "${H[@]}"

@@ -28,16 +28,14 @@ say "init without a password: a one-time login link"
   || fail "init failed"
 link=$(grep -o 'https://127.0.0.1:44368/#token=[A-Za-z0-9_-]*' "$RT/init.out") || fail "init printed no login link: $(cat "$RT/init.out")"
 grep -rqF "${link#*token=}" "$RT/app" && fail "the login token is stored in clear in the state directory"
-WEB_PORT=$(rpl_free_port)
+WEB_PORT=$(free_port)
 RPL_WEB_SAMPLE_SECONDS=1 rpl_appliance_start --rpo 1 --web "127.0.0.1:$WEB_PORT"
-for i in $(seq 1 100); do
-  curl -sk -o /dev/null --max-time 2 "https://127.0.0.1:$WEB_PORT/" && break
-  sleep 0.1
-done
+web_up() { curl -sk -o /dev/null --max-time 2 "https://127.0.0.1:$WEB_PORT/"; }
+wait_until 10 "" web_up
 
 export PW_DIR WEB_URL="https://127.0.0.1:$WEB_PORT" PW_STATE=$RT/pw-state.json SHOT_DIR
 export LOGIN_URL="https://127.0.0.1:$WEB_PORT/#token=${link#*token=}" ADMIN_PASSWORD="web-ui admin $$"
-export PROXY_PASSWORD="ui-proxy-secret-$$" DEAD_PORT=$(rpl_free_port) KEY_FILE=$RT/key
+export PROXY_PASSWORD="ui-proxy-secret-$$" DEAD_PORT=$(free_port) KEY_FILE=$RT/key
 # The driver writes the browser's storage state (its session cookie) into RT: gone with the trap.
 run_phase() { node "$DRIVER" "$@" 2> "$RT/driver.err" || fail "browser phase $1: $(cat "$RT/driver.err")"; }
 
@@ -54,9 +52,7 @@ rpl_loop dev 64M half
 rpl_agent_start
 "$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed: $(cat "$RT/protect.out")"
 rpl_wait_cycle "$dev" 1
-export DISK_ID=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-print(next(x["disk_id"] for x in json.load(sys.stdin)["disks"] if x["device"] == sys.argv[1]))' "$dev")
+export DISK_ID=$(rpl_disk_id "$dev")
 export AGENT_HOST=$(hostname)
 
 say "browser: the agent and the disk before any point"
@@ -79,10 +75,8 @@ PY
 say "browser: the page's own Checkpoint button"
 EXPECT_POINT=$point run_phase checkpoint > "$RT/page-point.json"
 cat "$RT/page-point.json"
-"$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)["disks"][0]
-assert d["last_point"] != sys.argv[1], d' "$point" || fail "status does not show the point made from the page"
+[ "$("$AP" status --state "$RT/app" --json | json_field - disks.0.last_point)" != "$point" ] \
+  || fail "status does not show the point made from the page"
 
 say "browser: the page's Resync button; the appliance runs a resync cycle (the whole disk again)"
 # The newest resync cycle in the catalog (read-only): its number, and the bytes it carried.
@@ -96,26 +90,20 @@ PY
 }
 read -r before _ < <(last_resync)
 run_phase resync
-deadline=$((SECONDS + 120))
-while :; do
-  read -r n raw < <(last_resync)
-  [ "$n" -gt "$before" ] && break
-  [ "$SECONDS" -lt "$deadline" ] || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
-  sleep 0.2
-done
+resync_after() { read -r n raw < <(last_resync); [ "$n" -gt "$1" ]; }
+wait_until -i 0.2 120 "" resync_after "$before" \
+  || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
 [ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
 
 say "browser: revoke the agent; its session ends and it cannot come back"
 run_phase revoke
-deadline=$((SECONDS + 90))
-until "$AP" status --state "$RT/app" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-sys.exit(0 if d["agents"][0]["revoked"] and not d["disks"][0]["connected"] else 1)'; do
-  [ "$SECONDS" -lt "$deadline" ] || fail "the revoked agent's session did not end in 90 s"
-  sleep 0.2
-done
+session_ended() { # the agent revoked and its disk no longer connected
+  local v
+  mapfile -t v < <("$AP" status --state "$RT/app" --json | json_field - agents.0.revoked disks.0.connected)
+  [ "${v[0]:-}" = true ] && [[ ${v[1]:-} == false || ${v[1]:-} == null ]]
+}
+wait_until -i 0.2 90 "" session_ended || fail "the revoked agent's session did not end in 90 s"
 grep -q "revoked: session ended" "$RT/appliance.log" || fail "the appliance did not end the revoked agent's session"
 
 ls "$SHOT_DIR"/*.png > /dev/null || fail "no screenshots"
-echo "web_ui: ok (points $point and $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["last_point"])' "$RT/page-point.json"); screenshots in $SHOT_DIR)"
+echo "web_ui: ok (points $point and $(json_field "$RT/page-point.json" last_point); screenshots in $SHOT_DIR)"

@@ -1,6 +1,6 @@
-/* test_prereq.c - unit tests of the storage prerequisites (appliance/prereq.c) for file: storage: a
- * writable replica directory passes, a missing one fails with its name and a remedy; and for Azure
- * settings with a malformed connection string. */
+/* test_prereq.c - Description: unit tests of the storage prerequisites (appliance/prereq.c) for
+ * file: storage: a writable replica directory passes, a missing one fails with its name and a
+ * remedy; and for Azure settings with a malformed connection string. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
-/* test_ratelimit.c - unit tests of the upload token buckets (appliance/ratelimit.c): parsing of MB/s
- * limits, no limit, debt after a take and the wait it implies (computed, not timed). */
+/* test_ratelimit.c - Description: unit tests of the upload token buckets (appliance/ratelimit.c):
+ * parsing of MB/s limits, no limit, debt after a take and the wait it implies (computed, not timed). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* test_vhd.c - unit tests of the fixed-VHD footer (appliance/vhd.c): fields, geometry, checksum. */
+/* test_vhd.c - Description: unit tests of the fixed-VHD footer (appliance/vhd.c): fields, geometry, checksum. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -6,7 +6,7 @@ fault_proxy_start() {
   shift
   FP_LOG=$AZ_DIR/fault_proxy.log
   for attempt in 1 2 3; do
-    FP_PORT=$(az_free_port)
+    FP_PORT=$(free_port)
     python3 "$RPL_SOURCE_DIR/tests/tools/fault_proxy.py" --port "$FP_PORT" --upstream-port "$AZ_PORT" \
       --cert "$AZ_CERT" --key "$AZ_KEY" --ca "$AZ_CA" --rate "$rate" --log "$FP_LOG" "$@" \
       > "$AZ_DIR/fault_proxy.out" 2>&1 &
@@ -19,5 +19,5 @@ fault_proxy_start() {
     wait "$pid" 2>/dev/null
   done
   cat "$AZ_DIR/fault_proxy.out" >&2
-  az_fail "fault proxy did not start"
+  fail "fault proxy did not start"
 }

@@ -16,17 +16,20 @@
 # rpl_agent_register         register the agent with RPL_KEY
 # rpl_agent_start [ARGS]     run the agent, wait for its control socket
 # rpl_wait_cycle DEV N       wait until the agent has an ACKed cycle >= N for DEV (120 s at most)
+# rpl_agent_cycle DEV        the agent's last ACKed cycle of DEV; rpl_disk_id DEV its disk id
+# Cleanup is lib/common.sh's trap: processes go into CLEANUP_PIDS (kill -9), loops, mounts, paths.
 
 set -o pipefail
-fail() { echo "FAIL: $*" >&2; exit 1; }
-say() { echo "-- $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-RPL_PIDS=()
-RPL_LOOPS=()
-RPL_MOUNTS=()
+# Before a loop device is detached: the tracker on it stopped (the agent's pins are the test's own).
+cleanup_loop_hook() {
+  [ -n "${AG:-}" ] && [ -d "${RT:-}/agent" ] && "$AG" cbt stop "$1" --state "$RT/agent" >/dev/null 2>&1
+  return 0
+}
 
-rpl_cleanup() {
-  local pid m l
+# Stops the deadline timer (rpl_setup) and its sleeper, so that neither outlives the test.
+rpl_stop_deadline() {
   trap - TERM INT
   if [ -n "${RPL_DEADLINE_PID:-}" ]; then
     local sleeper
@@ -34,18 +37,6 @@ rpl_cleanup() {
     kill "$RPL_DEADLINE_PID" 2>/dev/null
     [ -n "$sleeper" ] && kill $sleeper 2>/dev/null
   fi
-  for pid in "${RPL_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  for pid in "${RPL_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  for m in "${RPL_MOUNTS[@]}"; do
-    fsfreeze -u "$m" 2>/dev/null
-    umount "$m" 2>/dev/null
-  done
-  if [ -n "${AG:-}" ] && [ -d "${RT:-}/agent" ]; then
-    for l in "${RPL_LOOPS[@]}"; do "$AG" cbt stop "$l" --state "$RT/agent" >/dev/null 2>&1; done
-  fi
-  for l in "${RPL_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
-  [ -n "${MOBILITY_AGENT_BPF_PIN_DIR:-}" ] && rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
-  [ -n "${RT:-}" ] && rm -rf "$RT"
 }
 
 rpl_setup() {
@@ -54,30 +45,26 @@ rpl_setup() {
   AG=$B/agent/mobility-agent
   AP=$B/appliance/replication-appliance
   RT=$(mktemp -d /var/tmp/rpl-e2e.XXXXXX)
-  trap rpl_cleanup EXIT
+  CLEANUP_PATHS+=("$RT")
+  CLEANUP_FIRST+=(rpl_stop_deadline)
   trap 'echo "FAIL: the test ran out of time" >&2; exit 1' TERM INT
   # Its own output goes nowhere: a sleeper holding the test's stdout would keep ctest waiting.
   ( sleep "${1:-500}" && kill -TERM $$ ) >/dev/null 2>&1 </dev/null &
   RPL_DEADLINE_PID=$!
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || fail "no bpffs"
   export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-e2e-$$
+  CLEANUP_PATHS+=("$MOBILITY_AGENT_BPF_PIN_DIR")
 }
 
 rpl_loop() {
-  local _var=$1 _size=$2 _fill=${3:-zero} _f _dev
+  local _var=$1 _size=$2 _fill=${3:-zero} _f
   _f=$(mktemp "$RT/disk.XXXXXX")
   truncate -s "$_size" "$_f"
   case "$_fill" in
     random) head -c "$(numfmt --from=iec "$_size")" /dev/urandom > "$_f" ;;
     half)   head -c $(( $(numfmt --from=iec "$_size") / 2 )) /dev/urandom | dd of="$_f" conv=notrunc status=none ;;
   esac
-  _dev=$(losetup --find --show "$_f") || fail "losetup failed"
-  RPL_LOOPS+=("$_dev")
-  printf -v "$_var" '%s' "$_dev"
-}
-
-rpl_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  loop_attach "$_var" "$_f" "$_size"
 }
 
 rpl_appliance_init() {
@@ -89,7 +76,6 @@ rpl_appliance_init() {
 rpl_azurite_start() {
   . "$(dirname "${BASH_SOURCE[0]}")/azurite.sh"
   azurite_start "$@"
-  trap 'rpl_cleanup; az_cleanup' EXIT
 }
 
 rpl_appliance_init_azure() {
@@ -100,20 +86,19 @@ rpl_appliance_init_azure() {
 }
 
 rpl_appliance_start() {
-  [ -n "${RPL_PORT:-}" ] || RPL_PORT=$(rpl_free_port)
+  [ -n "${RPL_PORT:-}" ] || RPL_PORT=$(free_port)
   # The configuration manager only where a test asks for it (--web): its default port is shared.
   local web=(--web off)
   [[ " $* " == *" --web "* ]] && web=()
   "$AP" run --state "$RT/app" --listen "127.0.0.1:$RPL_PORT" "${web[@]}" "$@" >> "$RT/appliance.log" 2>&1 &
   RPL_AP_PID=$!
-  RPL_PIDS+=("$RPL_AP_PID")
-  local i
-  for i in $(seq 1 200); do
-    [ -S "$RT/app/control.sock" ] && "$AP" status --state "$RT/app" >/dev/null 2>&1 && return 0
-    kill -0 "$RPL_AP_PID" 2>/dev/null || { cat "$RT/appliance.log" >&2; fail "the appliance exited"; }
-    sleep 0.05
-  done
-  fail "the appliance did not come up"
+  CLEANUP_PIDS+=("$RPL_AP_PID")
+  wait_until -i 0.05 10 "the appliance did not come up" rpl_appliance_up
+}
+rpl_appliance_up() {
+  [ -S "$RT/app/control.sock" ] && "$AP" status --state "$RT/app" >/dev/null 2>&1 && return 0
+  kill -0 "$RPL_AP_PID" 2>/dev/null || { cat "$RT/appliance.log" >&2; fail "the appliance exited"; }
+  return 1
 }
 
 rpl_agent_register() {
@@ -124,41 +109,40 @@ rpl_agent_register() {
 rpl_agent_start() {
   "$AG" run --state "$RT/agent" "$@" >> "$RT/agent.log" 2>&1 &
   RPL_AG_PID=$!
-  RPL_PIDS+=("$RPL_AG_PID")
-  local i
-  for i in $(seq 1 200); do
-    "$AG" status --state "$RT/agent" >/dev/null 2>&1 && return 0
-    kill -0 "$RPL_AG_PID" 2>/dev/null || { cat "$RT/agent.log" >&2; fail "the agent exited"; }
-    sleep 0.05
-  done
-  fail "the agent did not come up"
+  CLEANUP_PIDS+=("$RPL_AG_PID")
+  wait_until -i 0.05 10 "the agent did not come up" rpl_agent_up
+}
+rpl_agent_up() {
+  "$AG" status --state "$RT/agent" >/dev/null 2>&1 && return 0
+  kill -0 "$RPL_AG_PID" 2>/dev/null || { cat "$RT/agent.log" >&2; fail "the agent exited"; }
+  return 1
 }
 
 # The agent's last ACKed cycle of DEV (0 if none yet).
 rpl_agent_cycle() {
-  "$AG" status --state "$RT/agent" --json 2>/dev/null | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(next((x["last_cycle"] for x in d["disks"] if x["device"] == sys.argv[1]), 0))' "$1"
+  "$AG" status --state "$RT/agent" --json 2>/dev/null | json_field -d 0 - "disks.[device=$1].last_cycle"
+}
+
+# The disk id the agent gave DEV.
+rpl_disk_id() {
+  "$AG" status --state "$RT/agent" --json | json_field - "disks.[device=$1].disk_id"
 }
 
 rpl_wait_cycle() {
-  local dev=$1 want=$2 i c=0
-  for i in $(seq 1 1200); do
-    c=$(rpl_agent_cycle "$dev" || echo 0)
-    [ "${c:-0}" -ge "$want" ] && return 0
-    sleep 0.1
-  done
-  tail -20 "$RT/agent.log" "$RT/appliance.log" >&2
-  fail "$dev: cycle $want not reached in 120 s (at $c)"
+  RPL_WAIT_C=0
+  if ! wait_until 120 "" rpl_cycle_reached "$1" "$2"; then
+    tail -20 "$RT/agent.log" "$RT/appliance.log" >&2
+    fail "$1: cycle $2 not reached in 120 s (at $RPL_WAIT_C)"
+  fi
+}
+rpl_cycle_reached() {
+  RPL_WAIT_C=$(rpl_agent_cycle "$1" || echo 0)
+  [ "${RPL_WAIT_C:-0}" -ge "$2" ]
 }
 
-# The replica image of the (only) disk: RT/replica/<disk id>.img
+# The replica image of DEV: RT/replica/<disk id>.img
 rpl_replica_of() {
   local id
-  id=$("$AG" status --state "$RT/agent" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(next(x["disk_id"] for x in d["disks"] if x["device"] == sys.argv[1]))' "$1")
+  id=$(rpl_disk_id "$1")
   echo "$RT/replica/$id.img"
 }

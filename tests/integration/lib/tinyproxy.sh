@@ -6,9 +6,9 @@ tinyproxy_start() {
   command -v tinyproxy >/dev/null || { echo "SKIP: tinyproxy not installed" >&2; exit 77; }
   { [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; } || { echo "SKIP: needs root for a mount namespace" >&2; exit 77; }
   TP_LOG=$AZ_DIR/tinyproxy.log
-  local attempt pid i
+  local attempt pid
   for attempt in 1 2 3; do
-    TP_PORT=$(az_free_port)
+    TP_PORT=$(free_port)
     cat > "$AZ_DIR/tinyproxy.conf" <<CONF
 Port $TP_PORT
 Listen 127.0.0.1
@@ -21,16 +21,14 @@ CONF
     unshare -m sh -c "mount --bind '$AZ_ZONE' /etc/hosts && exec tinyproxy -d -c '$AZ_DIR/tinyproxy.conf'" \
       > "$AZ_DIR/tinyproxy.out" 2>&1 &
     pid=$!
-    for i in $(seq 1 50); do
-      if ss -ltn | grep -q "127.0.0.1:$TP_PORT "; then
-        az_track "$pid"
-        return 0
-      fi
-      sleep 0.1
-    done
+    if wait_until 5 "" tp_listens; then
+      az_track "$pid"
+      return 0
+    fi
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   done
   cat "$AZ_DIR/tinyproxy.out" >&2
-  az_fail "tinyproxy did not start"
+  fail "tinyproxy did not start"
 }
+tp_listens() { ss -ltn | grep -q "127.0.0.1:$TP_PORT "; }
