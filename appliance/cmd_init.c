@@ -163,9 +163,9 @@ int appliance_cmd_init(int argc, char **argv)
     snprintf(summary, sizeof summary, "storage: local replica directory %s", abs);
   } else {
     struct blob_account acct;
-    rpl_err err = blob_connstr_parse(storage, &acct, why, sizeof why);
+    rpl_err err = blob_connstr_parse(storage, &acct);
     if (err != RPL_OK)
-      return fail("%s (%s)", why, rpl_errname(err));
+      return fail("%s (%s)", rpl_detail(err), rpl_errname(err));
     if (strlen(storage) >= sizeof s.storage)
       return fail("the connection string is too long");
     snprintf(s.storage, sizeof s.storage, "%s", storage);
@@ -179,9 +179,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   if (zone) {
     struct netpath_zone *z;
-    rpl_err err = netpath_zone_load(zone, &z, why, sizeof why);
+    rpl_err err = netpath_zone_load(zone, &z);
     if (err != RPL_OK)
-      return fail("%s", why);
+      return fail("%s", rpl_detail(err));
     netpath_zone_free(z);
     if (!absolute_existing(zone, s.private_dns_zone, sizeof s.private_dns_zone))
       return fail("private DNS zone file %s: %s", zone, strerror(errno));

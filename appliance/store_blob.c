@@ -217,8 +217,8 @@ static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t
   struct blob_client *client = NULL;
   struct blob_reply r = {0};
   rpl_err e = uploader_config(&bi->settings, &bi->cfg, why, whysz);
-  if (!e)
-    e = blob_client_open(&bi->cfg, &client, why, whysz);
+  if (!e && (e = blob_client_open(&bi->cfg, &client)))
+    snprintf(why, whysz, "%s", rpl_detail(e));
   if (!e && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, disk_size, &bi->ranges, &r)))
     snprintf(why, whysz, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
              r.error_code);
@@ -247,8 +247,9 @@ static rpl_err blob_reader_open(struct store_image *img, struct store_reader **o
     return RPL_E_NOMEM;
   rd->base.ops = &store_blob_ops;
   rd->img = (struct blob_image *)img;
-  rpl_err e = blob_client_open(&rd->img->cfg, &rd->client, why, whysz);
+  rpl_err e = blob_client_open(&rd->img->cfg, &rd->client);
   if (e) {
+    snprintf(why, whysz, "%s", rpl_detail(e));
     free(rd);
     return e;
   }

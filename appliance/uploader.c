@@ -53,9 +53,11 @@ void uploader_pool_trim(struct buf_pool *p)
 rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why, size_t whysz)
 {
   blob_config_init(cfg);
-  rpl_err err = blob_connstr_parse(s->storage, &cfg->account, why, whysz);
-  if (err)
+  rpl_err err = blob_connstr_parse(s->storage, &cfg->account);
+  if (err) {
+    snprintf(why, whysz, "%s", rpl_detail(err));
     return err;
+  }
   cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
   cfg->ca_file = s->ca_file[0] ? s->ca_file : NULL;
   cfg->proxy = s->proxy[0] ? s->proxy : NULL;
@@ -156,8 +158,10 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
    * path again with backoff and retries the whole cycle from the cache. */
   u->cfg.max_tries = 6;
   u->cfg.retry_cap_ms = 10000;
-  if ((e = blob_client_open(&u->cfg, &u->client, why, whysz)))
+  if ((e = blob_client_open(&u->cfg, &u->client))) {
+    snprintf(why, whysz, "%s", rpl_detail(e));
     goto fail;
+  }
   e = blob_container_create(u->client, u->container, &r);
   if (e && e != RPL_E_BLOB_EXISTS) {
     blob_why("cannot create the container", &r, e, why, whysz);
