@@ -148,7 +148,6 @@ int appliance_cmd_init(int argc, char **argv)
   }
   struct appliance_settings s;
   settings_defaults(&s);
-  char why[1024] = "";
   char summary[8400];
   if (strncmp(storage, "file:", 5) == 0) {
     const char *dir = storage + 5;
@@ -212,8 +211,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   s.require_private_endpoint = !allow_public;
   struct retention_policy pol;
-  if (retention_parse(retention, &pol, why, sizeof why) != RPL_OK)
-    return fail("%s", why);
+  rpl_err perr = retention_parse(retention, &pol);
+  if (perr != RPL_OK)
+    return fail("%s", rpl_detail(perr));
   retention_format(&pol, s.retention, sizeof s.retention);
   if (lease) {
     char *end;
@@ -224,9 +224,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   s.upload_limit_mbps = upload_limit;
   s.agent_limit_mbps = agent_limit;
-  rpl_err err = settings_save(state, &s, why, sizeof why);
+  rpl_err err = settings_save(state, &s);
   if (err != RPL_OK)
-    return fail("%s", why);
+    return fail("%s", rpl_detail(err));
   printf("initialized %s\n%s, container %s\n", state, summary, s.container);
   if (!settings_is_file_storage(&s)) {
     printf("path: %s%s, %s\n", s.private_dns_zone[0] ? "private DNS zone file " : "system resolver",

@@ -118,14 +118,14 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
  * the exit status after a message on stderr. */
 static int load_settings(struct appliance *a, const struct run_opts *o)
 {
-  char why[1024] = "";
-  rpl_err err = settings_load(o->state, &a->settings, why, sizeof why);
+  rpl_err err = settings_load(o->state, &a->settings);
   if (err) {
-    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : rpl_detail(err));
     return 1;
   }
-  if ((err = retention_parse(a->settings.retention, &a->retention, why, sizeof why))) {
-    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, o->state, SETTINGS_FILE);
+  if ((err = retention_parse(a->settings.retention, &a->retention))) {
+    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", rpl_detail(err), o->state,
+            SETTINGS_FILE);
     return 1;
   }
   /* Test-only: compresses the retention policy's time scale (3600: one second counts as an hour). */

@@ -39,7 +39,6 @@ enum MHD_Result web_api_status(struct web_server *w, struct MHD_Connection *c)
 static void run_check(struct web_server *w)
 {
   struct appliance_settings *s = malloc(sizeof *s);
-  char why[1024];
   char *buf = NULL;
   size_t len = 0, failed = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -51,13 +50,13 @@ static void run_check(struct web_server *w)
     return;
   }
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   pthread_mutex_unlock(&w->settings_lock);
   if (err) {
     struct json_out j;
     json_init(&j, f);
     json_object_begin(&j, NULL);
-    json_string(&j, "error", why);
+    json_string(&j, "error", rpl_detail(err));
     json_object_end(&j);
     rpl_err e = json_finish(&j) ? RPL_OK : RPL_E_IO;
     (void)e;
@@ -119,15 +118,14 @@ static void proxy_parts(const char *proxy, char *addr, size_t addrsz, char *user
 enum MHD_Result web_api_proxy_get(struct web_server *w, struct MHD_Connection *c)
 {
   struct appliance_settings *s = malloc(sizeof *s);
-  char why[1024];
   if (!s)
     return MHD_NO;
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   pthread_mutex_unlock(&w->settings_lock);
   if (err) {
     free(s);
-    return web_reply_error(c, 500, "%s", why);
+    return web_reply_error(c, 500, "%s", rpl_detail(err));
   }
   char addr[1100], user[1100];
   bool has_pw;
@@ -228,9 +226,8 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
   struct appliance_settings *s = malloc(sizeof *s);
   if (!s)
     return MHD_NO;
-  char why[1024];
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   if (!err) {
     char old_addr[1100], old_user[1100];
     bool old_pw;
@@ -262,8 +259,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
                     : snprintf(proxy, sizeof proxy, "%s", "");
     OPENSSL_cleanse(userinfo, sizeof userinfo);
     if (n < 0 || (size_t)n >= sizeof s->proxy) {
-      snprintf(why, sizeof why, "the proxy URL is too long");
-      err = RPL_E_INVALID_ARGUMENT;
+      err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the proxy URL is too long");
     } else {
       size_t plen = strlen(proxy);
       if (plen && proxy[plen - 1] == '/')
@@ -271,7 +267,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
       snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
       if (bypass)
         snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", bypass);
-      err = settings_save(w->state_dir, s, why, sizeof why);
+      err = settings_save(w->state_dir, s);
     }
     OPENSSL_cleanse(proxy, sizeof proxy);
   }
@@ -279,9 +275,9 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
   OPENSSL_cleanse(s, sizeof *s);
   free(s);
   if (err == RPL_E_INVALID_ARGUMENT)
-    return web_reply_error(c, 400, "%s", why);
+    return web_reply_error(c, 400, "%s", rpl_detail(err));
   if (err)
-    return web_reply_error(c, 500, "the proxy settings were not saved: %s", why);
+    return web_reply_error(c, 500, "the proxy settings were not saved: %s", rpl_detail(err));
   log_notice("web: proxy settings changed (%s)", addr[0] ? "a proxy" : "no proxy");
   return web_api_check(w, c, true); /* re-checked with the new settings */
 }
