@@ -196,18 +196,17 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
   *web = NULL;
   if (!strcmp(a->web, "off"))
     return 0;
-  char why[1024] = "";
   struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->ca_cert,
                           .key_pem = a->ca_key, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
                                   .disk_request = web_disk_request}};
-  rpl_err err = web_start(&wc, web, why, sizeof why);
+  rpl_err err = web_start(&wc, web);
   if (err && o->web_explicit) {
-    fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", why, rpl_strerror(err));
+    fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
     return 1;
   }
   if (err)
-    log_err("configuration manager not started: %s (%s)", why, rpl_strerror(err));
+    log_err("configuration manager not started: %s (%s)", rpl_detail(err), rpl_strerror(err));
   return 0;
 }
 

@@ -394,12 +394,11 @@ enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection 
   uint8_t id[PROTO_ID_SIZE];
   if (!parse_id(idtext, len, id))
     return web_reply_error(c, 400, "the disk id must be a UUID (see /api/status)");
-  char why[512] = "";
-  rpl_err err = w->cfg.ops.disk_request(w->cfg.ops.ctx, id, act, why, sizeof why);
+  rpl_err err = w->cfg.ops.disk_request(w->cfg.ops.ctx, id, act); /* on this thread: its detail is ours */
   if (err == RPL_E_NOT_FOUND)
     return web_reply_error(c, 404, "no such disk: see /api/status");
   if (err)
-    return web_reply_error(c, 409, "%s", why[0] ? why : rpl_strerror(err));
+    return web_reply_error(c, 409, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
   return web_reply_ok(c, act == WEB_DISK_CHECKPOINT ? "checkpoint requested: the recovery point appears in the list once its cycle is uploaded"
                                                 : "resync requested: the agent sends the whole disk again in a resync cycle");
 }
