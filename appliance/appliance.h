@@ -139,6 +139,6 @@ struct session_arg {
 int control_handler(void *ctx, int argc, char **argv, struct control_reply *out);
 void web_status_json(void *ctx, FILE *f);
 void web_sample(void *ctx, web_sample_fn fn, void *arg);
-rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why, size_t whysz);
+rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
 
 #endif

@@ -92,7 +92,7 @@ static void on_point_image(void *arg, uint64_t n, const char *image_id)
 
 /* Opens the disk's store when it is not open yet (a backend opened after the storage checks);
  * the network calls run without the appliance's lock. */
-static rpl_err ensure_store(struct appliance *a, struct disk *d, char *why, size_t whysz)
+static rpl_err ensure_store(struct appliance *a, struct disk *d)
 {
   pthread_mutex_lock(&a->lock);
   bool need = !d->store;
@@ -101,7 +101,7 @@ static rpl_err ensure_store(struct appliance *a, struct disk *d, char *why, size
   if (!need)
     return RPL_OK;
   struct store *st;
-  rpl_err err = a->backend->open(&a->settings, d->id, size, &st, why, whysz);
+  rpl_err err = a->backend->open(&a->settings, d->id, size, &st);
   if (err)
     return err;
   pthread_mutex_lock(&a->lock);
@@ -171,10 +171,9 @@ static void apply_disk(struct appliance *a, struct disk *d)
   journal_get_usage(d->journal, &before);
   if (before.last_applied >= before.last_committed)
     return;
-  char why[1024] = "";
-  rpl_err err = ensure_store(a, d, why, sizeof why);
-  if (err && why[0])
-    log_warn("disk %s: cannot open its %s: %s", d->name, a->backend->name, why);
+  rpl_err err = ensure_store(a, d);
+  if (err && rpl_detail(err)[0])
+    log_warn("disk %s: cannot open its %s: %s", d->name, a->backend->name, rpl_detail(err));
   pthread_mutex_lock(&a->lock);
   struct store *st = d->store;
   pthread_mutex_unlock(&a->lock);
@@ -296,14 +295,14 @@ void *applier_main(void *arg)
           list[n++] = d;
       pthread_mutex_unlock(&a->lock);
       for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++) {
-        char why[1024] = "";
-        rpl_err e = ensure_store(a, list[i], why, sizeof why);
+        rpl_err e = ensure_store(a, list[i]);
         opened_any = opened_any || !e;
         if (e) {
           pthread_mutex_lock(&a->lock);
           list[i]->open_retry_ms = now_ms() + OPEN_RETRY_MS;
           pthread_mutex_unlock(&a->lock);
-          log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name, why[0] ? why : rpl_strerror(e));
+          log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name,
+                   rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
           if (a->backend->failure_kind(e) == STORE_FAILURE_STORAGE) {
             upload_gate_failed(a->gate, rpl_strerror(e));
             pass = false;

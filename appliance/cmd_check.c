@@ -81,10 +81,9 @@ int appliance_cmd_check(int argc, char **argv)
   if (!getenv("RPL_LOG_LEVEL"))
     log_set_level(LOG_LVL_ERR);
   struct appliance_settings s;
-  char why[1024];
-  rpl_err err = settings_load(state, &s, why, sizeof why);
+  rpl_err err = settings_load(state, &s);
   if (err != RPL_OK) {
-    fprintf(stderr, "replication-appliance check: %s\n", why);
+    fprintf(stderr, "replication-appliance check: %s\n", rpl_detail(err));
     return 1;
   }
   struct prereq_report r;

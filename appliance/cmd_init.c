@@ -149,7 +149,6 @@ int appliance_cmd_init(int argc, char **argv)
   }
   struct appliance_settings s;
   settings_defaults(&s);
-  char why[1024] = "";
   char summary[8400];
   if (strncmp(storage, "file:", 5) == 0) {
     const char *dir = storage + 5;
@@ -164,9 +163,9 @@ int appliance_cmd_init(int argc, char **argv)
     snprintf(summary, sizeof summary, "storage: local replica directory %s", abs);
   } else {
     struct blob_account acct;
-    rpl_err err = blob_connstr_parse(storage, &acct, why, sizeof why);
+    rpl_err err = blob_connstr_parse(storage, &acct);
     if (err != RPL_OK)
-      return fail("%s (%s)", why, rpl_errname(err));
+      return fail("%s (%s)", rpl_detail(err), rpl_errname(err));
     if (strlen(storage) >= sizeof s.storage)
       return fail("the connection string is too long");
     snprintf(s.storage, sizeof s.storage, "%s", storage);
@@ -180,9 +179,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   if (zone) {
     struct netpath_zone *z;
-    rpl_err err = netpath_zone_load(zone, &z, why, sizeof why);
+    rpl_err err = netpath_zone_load(zone, &z);
     if (err != RPL_OK)
-      return fail("%s", why);
+      return fail("%s", rpl_detail(err));
     netpath_zone_free(z);
     if (!absolute_existing(zone, s.private_dns_zone, sizeof s.private_dns_zone))
       return fail("private DNS zone file %s: %s", zone, strerror(errno));
@@ -213,8 +212,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   s.require_private_endpoint = !allow_public;
   struct retention_policy pol;
-  if (retention_parse(retention, &pol, why, sizeof why) != RPL_OK)
-    return fail("%s", why);
+  rpl_err perr = retention_parse(retention, &pol);
+  if (perr != RPL_OK)
+    return fail("%s", rpl_detail(perr));
   retention_format(&pol, s.retention, sizeof s.retention);
   if (lease) {
     char *end;
@@ -225,9 +225,9 @@ int appliance_cmd_init(int argc, char **argv)
   }
   s.upload_limit_mbps = upload_limit;
   s.agent_limit_mbps = agent_limit;
-  rpl_err err = settings_save(state, &s, why, sizeof why);
+  rpl_err err = settings_save(state, &s);
   if (err != RPL_OK)
-    return fail("%s", why);
+    return fail("%s", rpl_detail(err));
   printf("initialized %s\n%s, container %s\n", state, summary, s.container);
   if (!settings_is_file_storage(&s)) {
     printf("path: %s%s, %s\n", s.private_dns_zone[0] ? "private DNS zone file " : "system resolver",

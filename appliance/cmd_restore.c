@@ -72,12 +72,11 @@ static void *restore_worker(void *arg)
   struct restore_job *job = arg;
   struct store_reader *rd = NULL;
   uint8_t *buf = malloc(CHUNK), *cmp = job->verify ? malloc(CHUNK) : NULL;
-  char why[1024] = "";
   rpl_err e = RPL_OK;
   if (!buf || (job->verify && !cmp))
     e = RPL_E_NOMEM;
-  else if ((e = job->img->ops->reader_open(job->img, &rd, why, sizeof why)))
-    job_fail(job, e, "cannot open the storage client", why);
+  else if ((e = job->img->ops->reader_open(job->img, &rd)))
+    job_fail(job, e, "cannot open the storage client", rpl_detail(e)); /* this worker's thread: its detail */
   if (e == RPL_E_NOMEM)
     job_fail(job, e, "restore", NULL);
   while (!e && !atomic_load(&job->stop)) {
@@ -166,10 +165,9 @@ int appliance_cmd_restore(int argc, char **argv)
     return 2;
   }
   struct appliance_settings set;
-  char why[1024] = "";
-  rpl_err err = settings_load(state, &set, why, sizeof why);
+  rpl_err err = settings_load(state, &set);
   if (err) {
-    fprintf(stderr, "replication-appliance restore: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    fprintf(stderr, "replication-appliance restore: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : rpl_detail(err));
     return 1;
   }
   struct catalog *cat;
@@ -208,8 +206,9 @@ int appliance_cmd_restore(int argc, char **argv)
 
   const struct store_ops *backend = store_backend(&set);
   struct store_image *img = NULL;
-  if ((err = backend->image_open(&set, disk_id, p.snapshot_id, cd.size_bytes, &img, why, sizeof why))) {
-    fprintf(stderr, "replication-appliance restore: point rp-%" PRId64 ": %s\n", p.id, why[0] ? why : rpl_strerror(err));
+  if ((err = backend->image_open(&set, disk_id, p.snapshot_id, cd.size_bytes, &img))) {
+    fprintf(stderr, "replication-appliance restore: point rp-%" PRId64 ": %s\n", p.id,
+            rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
     return 1;
   }
 

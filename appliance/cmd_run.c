@@ -119,14 +119,14 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
  * the exit status after a message on stderr. */
 static int load_settings(struct appliance *a, const struct run_opts *o)
 {
-  char why[1024] = "";
-  rpl_err err = settings_load(o->state, &a->settings, why, sizeof why);
+  rpl_err err = settings_load(o->state, &a->settings);
   if (err) {
-    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : why);
+    fprintf(stderr, "replication-appliance run: %s\n", err == RPL_E_NOT_FOUND ? "not initialised: run 'replication-appliance init' first" : rpl_detail(err));
     return 1;
   }
-  if ((err = retention_parse(a->settings.retention, &a->retention, why, sizeof why))) {
-    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", why, o->state, STATE_APPLIANCE_CONF);
+  if ((err = retention_parse(a->settings.retention, &a->retention))) {
+    fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --retention)\n", rpl_detail(err), o->state,
+            STATE_APPLIANCE_CONF);
     return 1;
   }
   /* Test-only: compresses the retention policy's time scale (3600: one second counts as an hour). */
@@ -197,18 +197,17 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
   *web = NULL;
   if (!strcmp(a->web, "off"))
     return 0;
-  char why[1024] = "";
   struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->ca_cert,
                           .key_pem = a->ca_key, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
                                   .disk_request = web_disk_request}};
-  rpl_err err = web_start(&wc, web, why, sizeof why);
+  rpl_err err = web_start(&wc, web);
   if (err && o->web_explicit) {
-    fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", why, rpl_strerror(err));
+    fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
     return 1;
   }
   if (err)
-    log_err("configuration manager not started: %s (%s)", why, rpl_strerror(err));
+    log_err("configuration manager not started: %s (%s)", rpl_detail(err), rpl_strerror(err));
   return 0;
 }
 

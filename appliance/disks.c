@@ -68,15 +68,15 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   d->sector = cd->sector_size;
   d->state = cd->state;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
-  char why[1024] = "";
   rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
   /* A backend reached over the network is opened by the applier once the storage checks pass. */
   if (!err && !a->backend->opens_after_checks)
-    err = a->backend->open(&a->settings, d->id, d->size, &d->store, why, sizeof why);
+    err = a->backend->open(&a->settings, d->id, d->size, &d->store);
   if (err) {
     char id[37];
     id_text(d->id, id);
-    log_err("disk %s: cannot open its journal or %s: %s", id, a->backend->name, why[0] ? why : rpl_strerror(err));
+    log_err("disk %s: cannot open its journal or %s: %s", id, a->backend->name,
+            rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
     journal_close(d->journal);
     if (d->store)
       d->store->ops->close(d->store);

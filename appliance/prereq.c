@@ -67,10 +67,9 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
 {
   struct blob_config cfg;
   blob_config_init(&cfg);
-  char why[1024] = "";
-  rpl_err err = blob_connstr_parse(s->storage, &cfg.account, why, sizeof why);
+  rpl_err err = blob_connstr_parse(s->storage, &cfg.account);
   if (err != RPL_OK) {
-    add(r, "storage settings", false, "run init again with a valid connection string", "%s", why);
+    add(r, "storage settings", false, "run init again with a valid connection string", "%s", rpl_detail(err));
     return;
   }
   cfg.private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
@@ -87,22 +86,25 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   /* 1. Private DNS path: resolution, CNAME chain, address class. Opening the client repeats the
    * check and refuses a public address before any connection. */
   struct blob_client *client = NULL;
-  err = blob_client_open(&cfg, &client, why, sizeof why);
+  err = blob_client_open(&cfg, &client);
   if (err != RPL_OK) {
+    /* Kept aside: resolving again below for the chain records details of its own. */
+    char reason[RPL_DETAIL_MAX];
+    snprintf(reason, sizeof reason, "%s", rpl_detail(err));
     const char *remedy = err == RPL_E_BLOB_PUBLIC_ADDRESS
                            ? "link the private DNS zone privatelink.blob.core.windows.net to this network (or give --private-dns-zone), approve the private endpoint connection, flush DNS caches"
                            : "make the name resolve to the private endpoint: DNS servers, or the private DNS zone file";
     /* Show the whole chain the refusal was based on, when there is one. */
     struct netpath_zone *zone = NULL;
     struct netpath_route route;
-    char chain[1024], scratch[256];
+    char chain[1024];
     if (err == RPL_E_BLOB_PUBLIC_ADDRESS &&
-        (!cfg.private_dns_zone || netpath_zone_load(cfg.private_dns_zone, &zone, scratch, sizeof scratch) == RPL_OK) &&
-        netpath_resolve(cfg.account.host, zone, &route, scratch, sizeof scratch) == RPL_OK)
+        (!cfg.private_dns_zone || netpath_zone_load(cfg.private_dns_zone, &zone) == RPL_OK) &&
+        netpath_resolve(cfg.account.host, zone, &route) == RPL_OK)
       add(r, "private DNS path", false, remedy, "%s: a public address, refused before any connection",
           netpath_route_format(&route, chain, sizeof chain));
     else
-      add(r, "private DNS path", false, remedy, "%s", why);
+      add(r, "private DNS path", false, remedy, "%s", reason);
     netpath_zone_free(zone);
     const char *later[] = {"TCP reach", "proxy", "TLS verification", "authorization", "time skew"};
     for (size_t i = 0; i < 5; i++)
@@ -127,7 +129,7 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   if (s->proxy[0])
     proxy_for_display(s->proxy, proxy_shown, sizeof proxy_shown);
   const char *target = via_proxy ? proxy_shown : blob_client_route(client)->addr_text[0];
-  err = blob_client_probe(client, why, sizeof why);
+  err = blob_client_probe(client);
   bool tcp_ok = err != RPL_E_BLOB_CONNECT;
   if (tcp_ok && via_proxy)
     add(r, "TCP reach", true, NULL, "connected to proxy %s", target);
@@ -136,7 +138,7 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   else
     add(r, "TCP reach", false,
         via_proxy ? "check the proxy address and that it is running" : "check routing and firewalls to the private endpoint, and that its connection is Approved",
-        "cannot connect to %s%s: %s", via_proxy ? "proxy " : "", target, why);
+        "cannot connect to %s%s: %s", via_proxy ? "proxy " : "", target, rpl_detail(err));
   if (!s->proxy[0])
     add(r, "proxy", true, NULL, "none configured: direct connection");
   else if (!via_proxy)
@@ -144,7 +146,7 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   else if (!tcp_ok)
     add(r, "proxy", false, "fix TCP reach to the proxy first", "not tried: the proxy is unreachable");
   else if (err == RPL_E_BLOB_PROXY)
-    add(r, "proxy", false, "check the proxy user and password, and that it allows CONNECT to the storage port", "%s: %s", proxy_shown, why);
+    add(r, "proxy", false, "check the proxy user and password, and that it allows CONNECT to the storage port", "%s: %s", proxy_shown, rpl_detail(err));
   else
     add(r, "proxy", true, NULL, "%s accepted CONNECT to %s:%u", proxy_shown, cfg.account.host, cfg.account.port);
   if (err == RPL_OK)
@@ -153,7 +155,7 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   else if (err == RPL_E_BLOB_TLS)
     add(r, "TLS verification", false,
         "give the CA that signed the storage certificate with init --ca-file, and reach storage by its public name (never the privatelink name)",
-        "%s: %s", cfg.account.host, why);
+        "%s: %s", cfg.account.host, rpl_detail(err));
   else
     add(r, "TLS verification", false, "fix the connection first", "not tried: no connection");
 

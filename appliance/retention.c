@@ -4,7 +4,6 @@
 
 #include <ctype.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,16 +12,6 @@
 
 #define HOUR 3600
 #define DAY 86400
-
-static rpl_err bad(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static rpl_err bad(char *why, size_t whysz, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whysz, fmt, ap);
-  va_end(ap);
-  return RPL_E_RETENTION_POLICY;
-}
 
 /* "90s", "30m", "1h", "7d", "0" -> seconds. */
 static bool parse_duration(const char *v, size_t len, int64_t *out)
@@ -52,14 +41,14 @@ static bool parse_duration(const char *v, size_t len, int64_t *out)
   return true;
 }
 
-rpl_err retention_parse(const char *text, struct retention_policy *out, char *why, size_t whysz)
+rpl_err retention_parse(const char *text, struct retention_policy *out)
 {
   memset(out, 0, sizeof *out);
   out->time_scale = 1;
   if (!text || !*text)
     text = RETENTION_DEFAULT;
   if (strlen(text) >= RETENTION_TEXT_MAX)
-    return bad(why, whysz, "retention policy too long (at most %d characters)", RETENTION_TEXT_MAX - 1);
+    return rpl_fail(RPL_E_RETENTION_POLICY, "retention policy too long (at most %d characters)", RETENTION_TEXT_MAX - 1);
   bool seen[3] = {false, false, false};
   static const char *const keys[3] = {"all", "hourly", "daily"};
   int64_t *vals[3] = {&out->all_s, &out->hourly_s, &out->daily_s};
@@ -71,20 +60,20 @@ rpl_err retention_parse(const char *text, struct retention_policy *out, char *wh
     snprintf(part, sizeof part, "%.*s", (int)len, p);
     const char *eq = memchr(p, '=', len);
     if (!eq)
-      return bad(why, whysz, "retention policy: '%s' is not KEY=DURATION (all=1h,hourly=24h,daily=7d)", part);
+      return rpl_fail(RPL_E_RETENTION_POLICY, "retention policy: '%s' is not KEY=DURATION (all=1h,hourly=24h,daily=7d)", part);
     size_t klen = (size_t)(eq - p);
     int k = -1;
     for (int i = 0; i < 3; i++)
       if (strlen(keys[i]) == klen && !memcmp(p, keys[i], klen))
         k = i;
     if (k < 0)
-      return bad(why, whysz, "retention policy: unknown key in '%s' (the keys are all, hourly, daily)", part);
+      return rpl_fail(RPL_E_RETENTION_POLICY, "retention policy: unknown key in '%s' (the keys are all, hourly, daily)", part);
     if (seen[k])
-      return bad(why, whysz, "retention policy: '%s' repeats a key", part);
+      return rpl_fail(RPL_E_RETENTION_POLICY, "retention policy: '%s' repeats a key", part);
     seen[k] = true;
     if (!parse_duration(eq + 1, len - klen - 1, vals[k]))
-      return bad(why, whysz,
-                 "retention policy: bad duration in '%s' (a whole number with s, m, h or d, at most 3650d; or 0)", part);
+      return rpl_fail(RPL_E_RETENTION_POLICY,
+                      "retention policy: bad duration in '%s' (a whole number with s, m, h or d, at most 3650d; or 0)", part);
     if (!end)
       break;
     p = end + 1;

@@ -36,8 +36,8 @@ struct retention_policy {
 
 /* Parses "all=1h,hourly=24h,daily=7d" (keys in any order, each at most once, a missing key's tier
  * is off; durations are a whole number with s, m, h or d, or 0). NULL or "" gives the default.
- * RPL_E_RETENTION_POLICY with why naming the wrong part. */
-RPL_MUST_CHECK rpl_err retention_parse(const char *text, struct retention_policy *out, char *why, size_t whysz);
+ * RPL_E_RETENTION_POLICY with its detail (rpl_detail) naming the wrong part. */
+RPL_MUST_CHECK rpl_err retention_parse(const char *text, struct retention_policy *out);
 /* The canonical text of a policy ("all=1h,hourly=24h,daily=7d"). */
 void retention_format(const struct retention_policy *p, char *out, size_t outsz);
 

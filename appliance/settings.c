@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,6 @@
 #include <unistd.h>
 
 #define SETTINGS_MAX_BYTES (64 * 1024)
-
-static void set_why(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t whysz, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whysz, fmt, ap);
-  va_end(ap);
-}
 
 void settings_defaults(struct appliance_settings *s)
 {
@@ -58,7 +48,7 @@ static bool parse_whole(const char *value, unsigned min, unsigned max, unsigned 
   return true;
 }
 
-rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz)
+rpl_err settings_load(const char *state_dir, struct appliance_settings *s)
 {
   settings_defaults(s);
   char path[4200];
@@ -66,11 +56,10 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
   FILE *f = fopen(path, "r");
   if (!f) {
     if (errno == ENOENT) {
-      set_why(why, whysz, "no settings in %s: run 'replication-appliance init --state %s --storage ...' first", state_dir, state_dir);
-      return RPL_E_NOT_FOUND;
+      return rpl_fail(RPL_E_NOT_FOUND, "no settings in %s: run 'replication-appliance init --state %s --storage ...' first", state_dir, state_dir);
     }
-    set_why(why, whysz, "cannot read %s: %s", path, strerror(errno));
-    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+    int saved = errno;
+    return rpl_fail(saved == EACCES ? RPL_E_PERMISSION : RPL_E_IO, "cannot read %s: %s", path, strerror(saved));
   }
   char *line = malloc(SETTINGS_MAX_BYTES);
   if (!line) {
@@ -86,8 +75,7 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
       continue;
     char *eq = strchr(line, '=');
     if (!eq) {
-      set_why(why, whysz, "%s line %u: not key=value", path, lineno);
-      err = RPL_E_CONFIG;
+      err = rpl_fail(RPL_E_CONFIG, "%s line %u: not key=value", path, lineno);
       break;
     }
     *eq = '\0';
@@ -98,8 +86,7 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
         continue;
       known = true;
       if (strlen(value) >= fields[i].size) {
-        set_why(why, whysz, "%s line %u: %s is too long", path, lineno, key);
-        err = RPL_E_CONFIG;
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: %s is too long", path, lineno, key);
       } else {
         memcpy((char *)s + fields[i].offset, value, strlen(value) + 1);
       }
@@ -108,60 +95,54 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char 
       known = true;
       unsigned v;
       if (!parse_whole(value, 0, 1, &v)) {
-        set_why(why, whysz, "%s line %u: require_private_endpoint must be 0 or 1", path, lineno);
-        err = RPL_E_CONFIG;
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: require_private_endpoint must be 0 or 1", path, lineno);
       }
       s->require_private_endpoint = v == 1;
     }
     if (!known && strcmp(key, "max_in_flight") == 0) {
       known = true;
       if (!parse_whole(value, 1, SETTINGS_MAX_IN_FLIGHT, &s->max_in_flight)) {
-        set_why(why, whysz, "%s line %u: max_in_flight must be a whole number of requests from 1 to %u", path,
-                lineno, SETTINGS_MAX_IN_FLIGHT);
-        err = RPL_E_CONFIG;
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: max_in_flight must be a whole number of requests from 1 to %u", path,
+                       lineno, SETTINGS_MAX_IN_FLIGHT);
       }
     }
     if (!known && strcmp(key, "lease_duration_s") == 0) {
       known = true;
       if (!parse_whole(value, SETTINGS_MIN_LEASE_S, SETTINGS_MAX_LEASE_S, &s->lease_duration_s)) {
-        set_why(why, whysz, "%s line %u: lease_duration_s must be a whole number of seconds from %u to %u "
-                "(what Azure allows for a lease)", path, lineno, SETTINGS_MIN_LEASE_S, SETTINGS_MAX_LEASE_S);
-        err = RPL_E_CONFIG;
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: lease_duration_s must be a whole number of seconds from %u to %u "
+                       "(what Azure allows for a lease)", path, lineno, SETTINGS_MIN_LEASE_S, SETTINGS_MAX_LEASE_S);
       }
     }
     if (!known && (strcmp(key, "upload_limit_mbps") == 0 || strcmp(key, "agent_limit_mbps") == 0)) {
       known = true;
       unsigned *dst = key[0] == 'u' ? &s->upload_limit_mbps : &s->agent_limit_mbps;
       if (!rate_limit_parse_mbps(value, dst)) {
-        set_why(why, whysz, "%s line %u: %s must be a whole number of MB/s from 0 (no limit) to %u", path, lineno, key,
-                RATELIMIT_MAX_MBPS);
-        err = RPL_E_CONFIG;
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: %s must be a whole number of MB/s from 0 (no limit) to %u", path, lineno, key,
+                       RATELIMIT_MAX_MBPS);
       }
     }
     if (!known) {
-      set_why(why, whysz, "%s line %u: unknown setting '%.40s'", path, lineno, key);
-      err = RPL_E_CONFIG;
+      err = rpl_fail(RPL_E_CONFIG, "%s line %u: unknown setting '%.40s'", path, lineno, key);
     }
   }
   free(line);
   fclose(f);
   if (err == RPL_OK && !s->storage[0]) {
-    set_why(why, whysz, "%s has no storage setting: run init again", path);
-    err = RPL_E_CONFIG;
+    err = rpl_fail(RPL_E_CONFIG, "%s has no storage setting: run init again", path);
   }
   return err;
 }
 
-rpl_err settings_save(const char *state_dir, const struct appliance_settings *s, char *why, size_t whysz)
+rpl_err settings_save(const char *state_dir, const struct appliance_settings *s)
 {
   if (mkdir(state_dir, 0700) != 0 && errno != EEXIST) {
-    set_why(why, whysz, "cannot create the state directory %s: %s", state_dir, strerror(errno));
-    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+    int saved = errno;
+    return rpl_fail(saved == EACCES ? RPL_E_PERMISSION : RPL_E_IO, "cannot create the state directory %s: %s",
+                    state_dir, strerror(saved));
   }
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (strchr((const char *)s + fields[i].offset, '\n')) {
-      set_why(why, whysz, "%s must not contain a line break", fields[i].key);
-      return RPL_E_CONFIG;
+      return rpl_fail(RPL_E_CONFIG, "%s must not contain a line break", fields[i].key);
     }
   char tmp[4200], path[4200];
   snprintf(path, sizeof path, "%s/%s", state_dir, STATE_APPLIANCE_CONF);
@@ -170,8 +151,8 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
   /* 0600 from creation: the credentials never sit in a readable file, not even briefly. */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
-    set_why(why, whysz, "cannot write %s: %s", tmp, strerror(errno));
-    return errno == EACCES ? RPL_E_PERMISSION : RPL_E_IO;
+    int saved = errno;
+    return rpl_fail(saved == EACCES ? RPL_E_PERMISSION : RPL_E_IO, "cannot write %s: %s", tmp, strerror(saved));
   }
   FILE *f = fdopen(fd, "w");
   if (!f) {
@@ -187,9 +168,9 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s,
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {
-    set_why(why, whysz, "cannot write %s: %s", path, strerror(errno));
+    rpl_err e = rpl_fail(RPL_E_IO, "cannot write %s: %s", path, strerror(errno));
     unlink(tmp);
-    return RPL_E_IO;
+    return e;
   }
   int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

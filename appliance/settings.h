@@ -35,9 +35,9 @@ struct appliance_settings {
 
 void settings_defaults(struct appliance_settings *s);
 /* Reads STATE/appliance.conf; RPL_E_NOT_FOUND when init has not run there. */
-RPL_MUST_CHECK rpl_err settings_load(const char *state_dir, struct appliance_settings *s, char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err settings_load(const char *state_dir, struct appliance_settings *s);
 /* Creates state_dir (0700) if needed and replaces the file atomically (0600, fsync, rename). */
-RPL_MUST_CHECK rpl_err settings_save(const char *state_dir, const struct appliance_settings *s, char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err settings_save(const char *state_dir, const struct appliance_settings *s);
 /* True when storage is a local directory ("file:DIR"). */
 bool settings_is_file_storage(const struct appliance_settings *s);
 

@@ -175,8 +175,7 @@ void web_sample(void *ctx, web_sample_fn fn, void *arg)
   pthread_mutex_unlock(&a->lock);
 }
 
-rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why,
-                                size_t whysz)
+rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act)
 {
   struct appliance *a = ctx;
   rpl_err err = RPL_OK;
@@ -185,11 +184,9 @@ rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_di
   if (!d) {
     err = RPL_E_NOT_FOUND;
   } else if (!d->attached) {
-    snprintf(why, whysz, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
-    err = RPL_E_NO_DAEMON;
+    err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
   } else if (act == WEB_DISK_CHECKPOINT && d->last_committed == 0) {
-    snprintf(why, whysz, "the disk has not finished its initial sync: a recovery point needs it first");
-    err = RPL_E_INVALID_ARGUMENT;
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the disk has not finished its initial sync: a recovery point needs it first");
   } else if (act == WEB_DISK_CHECKPOINT) {
     d->want_point = true;
   } else {

@@ -80,7 +80,7 @@ struct store_ops {
   void (*describe)(const struct appliance_settings *s, char *out, size_t outsz);
 
   RPL_MUST_CHECK rpl_err (*open)(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                                 uint64_t disk_size, struct store **out, char *why, size_t whysz);
+                                 uint64_t disk_size, struct store **out);
   void (*close)(struct store *st);
   RPL_MUST_CHECK rpl_err (*resize)(struct store *st, uint64_t disk_size);
   /* Bandwidth buckets for writes (either may be NULL; not owned). */
@@ -120,11 +120,10 @@ struct store_ops {
 
   /* Restore: opens the image of a point (image_id from the catalog) of a disk of disk_size bytes. */
   RPL_MUST_CHECK rpl_err (*image_open)(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                                       const char *image_id, uint64_t disk_size, struct store_image **out, char *why,
-                                       size_t whysz);
+                                       const char *image_id, uint64_t disk_size, struct store_image **out);
   void (*image_close)(struct store_image *img);
   /* One reader per thread; readers of one image run in parallel. */
-  RPL_MUST_CHECK rpl_err (*reader_open)(struct store_image *img, struct store_reader **out, char *why, size_t whysz);
+  RPL_MUST_CHECK rpl_err (*reader_open)(struct store_image *img, struct store_reader **out);
   void (*reader_close)(struct store_reader *rd);
   /* len bytes of the image at offset into buf; *hole when none of them was ever written (zeros). */
   RPL_MUST_CHECK rpl_err (*reader_read)(struct store_reader *rd, uint64_t offset, uint8_t *buf, size_t len, bool *hole);

@@ -18,14 +18,14 @@ struct blob_store {
 static struct uploader *up_of(struct store *st) { return ((struct blob_store *)st)->u; }
 
 static rpl_err blob_store_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                               uint64_t disk_size, struct store **out, char *why, size_t whysz)
+                               uint64_t disk_size, struct store **out)
 {
   *out = NULL;
   struct blob_store *bs = calloc(1, sizeof *bs);
   if (!bs)
     return RPL_E_NOMEM;
   bs->base.ops = &store_blob_ops;
-  rpl_err e = uploader_open(s, disk_id, disk_size, &bs->u, why, whysz);
+  rpl_err e = uploader_open(s, disk_id, disk_size, &bs->u);
   if (e) {
     free(bs);
     return e;
@@ -202,8 +202,7 @@ struct blob_reader {
 };
 
 static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                               const char *image_id, uint64_t disk_size, struct store_image **out, char *why,
-                               size_t whysz)
+                               const char *image_id, uint64_t disk_size, struct store_image **out)
 {
   *out = NULL;
   struct blob_image *bi = calloc(1, sizeof *bi);
@@ -216,12 +215,12 @@ static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t
   snprintf(bi->snapshot, sizeof bi->snapshot, "%s", image_id);
   struct blob_client *client = NULL;
   struct blob_reply r = {0};
-  rpl_err e = uploader_config(&bi->settings, &bi->cfg, why, whysz);
+  rpl_err e = uploader_config(&bi->settings, &bi->cfg);
   if (!e)
-    e = blob_client_open(&bi->cfg, &client, why, whysz);
+    e = blob_client_open(&bi->cfg, &client);
   if (!e && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, disk_size, &bi->ranges, &r)))
-    snprintf(why, whysz, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
-             r.error_code);
+    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
+                 r.error_code);
   blob_client_close(client);
   if (e) {
     blob_page_list_free(&bi->ranges);
@@ -240,14 +239,14 @@ static void blob_image_close(struct store_image *img)
   free(img);
 }
 
-static rpl_err blob_reader_open(struct store_image *img, struct store_reader **out, char *why, size_t whysz)
+static rpl_err blob_reader_open(struct store_image *img, struct store_reader **out)
 {
   struct blob_reader *rd = calloc(1, sizeof *rd);
   if (!rd)
     return RPL_E_NOMEM;
   rd->base.ops = &store_blob_ops;
   rd->img = (struct blob_image *)img;
-  rpl_err e = blob_client_open(&rd->img->cfg, &rd->client, why, whysz);
+  rpl_err e = blob_client_open(&rd->img->cfg, &rd->client);
   if (e) {
     free(rd);
     return e;

@@ -26,7 +26,7 @@ struct file_store {
 static struct replica *replica_of(struct store *st) { return ((struct file_store *)st)->r; }
 
 static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
-                         struct store **out, char *why, size_t whysz)
+                         struct store **out)
 {
   *out = NULL;
   if (!settings_is_file_storage(s))
@@ -37,10 +37,8 @@ static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_
   fs->base.ops = &store_file_ops;
   rpl_err e = replica_open(s->storage + 5, disk_id, disk_size, &fs->r);
   if (e) {
-    if (why && whysz)
-      snprintf(why, whysz, "cannot open the image in %s: %s", s->storage + 5, rpl_strerror(e));
     free(fs);
-    return e;
+    return rpl_fail(e, "cannot open the image in %s: %s", s->storage + 5, rpl_strerror(e));
   }
   *out = &fs->base;
   return RPL_OK;
@@ -228,8 +226,7 @@ struct file_reader {
 };
 
 static rpl_err file_image_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                               const char *image_id, uint64_t disk_size, struct store_image **out, char *why,
-                               size_t whysz)
+                               const char *image_id, uint64_t disk_size, struct store_image **out)
 {
   (void)s, (void)disk_id, (void)disk_size;
   *out = NULL;
@@ -238,9 +235,10 @@ static rpl_err file_image_open(const struct appliance_settings *s, const uint8_t
     return RPL_E_NOMEM;
   fi->base.ops = &store_file_ops;
   if ((fi->fd = open(image_id, O_RDONLY | O_CLOEXEC)) < 0) {
-    snprintf(why, whysz, "%s (%s: %s)", rpl_strerror(RPL_E_RESTORE_NO_IMAGE), image_id, strerror(errno));
+    rpl_err e = rpl_fail(RPL_E_RESTORE_NO_IMAGE, "%s (%s: %s)", rpl_strerror(RPL_E_RESTORE_NO_IMAGE), image_id,
+                         strerror(errno));
     free(fi);
-    return RPL_E_RESTORE_NO_IMAGE;
+    return e;
   }
   *out = &fi->base;
   return RPL_OK;
@@ -254,9 +252,8 @@ static void file_image_close(struct store_image *img)
   free(img);
 }
 
-static rpl_err file_reader_open(struct store_image *img, struct store_reader **out, char *why, size_t whysz)
+static rpl_err file_reader_open(struct store_image *img, struct store_reader **out)
 {
-  (void)why, (void)whysz;
   struct file_reader *rd = calloc(1, sizeof *rd);
   if (!rd)
     return RPL_E_NOMEM;

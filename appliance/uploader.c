@@ -50,10 +50,10 @@ void uploader_pool_trim(struct buf_pool *p)
   pthread_mutex_unlock(&p->lock);
 }
 
-rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why, size_t whysz)
+rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg)
 {
   blob_config_init(cfg);
-  rpl_err err = blob_connstr_parse(s->storage, &cfg->account, why, whysz);
+  rpl_err err = blob_connstr_parse(s->storage, &cfg->account);
   if (err)
     return err;
   cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
@@ -75,10 +75,11 @@ void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48])
 
 uint64_t uploader_blob_size(uint64_t disk_size) { return (disk_size + MIB - 1) / MIB * MIB + VHD_FOOTER_SIZE; }
 
-static void blob_why(const char *what, const struct blob_reply *r, rpl_err e, char *why, size_t whysz)
+/* Records e with what failed and what the storage answered; returns e. */
+static rpl_err blob_fail(const char *what, const struct blob_reply *r, rpl_err e)
 {
-  snprintf(why, whysz, "%s: %s (HTTP %ld %s%s%s)", what, rpl_strerror(e), r->status, r->error_code,
-           r->message[0] ? ": " : "", r->message);
+  return rpl_fail(e, "%s: %s (HTTP %ld %s%s%s)", what, rpl_strerror(e), r->status, r->error_code,
+                  r->message[0] ? ": " : "", r->message);
 }
 
 static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply);
@@ -129,7 +130,7 @@ static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply)
 }
 
 rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
-                      struct uploader **out, char *why, size_t whysz)
+                      struct uploader **out)
 {
   *out = NULL;
   struct uploader *u = calloc(1, sizeof *u);
@@ -149,18 +150,18 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
     e = RPL_E_NOMEM;
     goto fail;
   }
-  if ((e = uploader_config(&u->settings, &u->cfg, why, whysz)))
+  if ((e = uploader_config(&u->settings, &u->cfg)))
     goto fail;
   /* A request gives up after about 20 s (6 tries, backoff capped at 10 s) instead of the client's
    * minutes: the daemon then holds uploads, shows the storage error in status, checks the storage
    * path again with backoff and retries the whole cycle from the cache. */
   u->cfg.max_tries = 6;
   u->cfg.retry_cap_ms = 10000;
-  if ((e = blob_client_open(&u->cfg, &u->client, why, whysz)))
+  if ((e = blob_client_open(&u->cfg, &u->client)))
     goto fail;
   e = blob_container_create(u->client, u->container, &r);
   if (e && e != RPL_E_BLOB_EXISTS) {
-    blob_why("cannot create the container", &r, e, why, whysz);
+    e = blob_fail("cannot create the container", &r, e);
     goto fail;
   }
   e = blob_get_properties(u->client, u->container, u->blob, NULL, &r);
@@ -170,19 +171,18 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
     if (!e && (e = lease_acquire(u->client, u->container, u->blob, &u->lease, &r)) == RPL_OK)
       e = write_footer(u);
     if (e) {
-      blob_why("cannot create the page blob", &r, e, why, whysz);
+      e = blob_fail("cannot create the page blob", &r, e);
       goto fail;
     }
     u->committed = 0;
     u->blank = true;
     log_notice("uploader: created page blob %s/%s (%" PRIu64 " bytes)", u->container, u->blob, u->blob_size);
   } else if (e) {
-    blob_why("cannot read the page blob's properties", &r, e, why, whysz);
+    e = blob_fail("cannot read the page blob's properties", &r, e);
     goto fail;
   } else {
     if (strcmp(r.blob_type, "PageBlob") || r.content_length < 0 || r.sequence_number < 0) {
-      e = RPL_E_UPLOAD_BLOB;
-      snprintf(why, whysz, "%s/%s: %s", u->container, u->blob, rpl_strerror(e));
+      e = rpl_fail(RPL_E_UPLOAD_BLOB, "%s/%s: %s", u->container, u->blob, rpl_strerror(RPL_E_UPLOAD_BLOB));
       goto fail;
     }
     u->blob_size = (uint64_t)r.content_length;
@@ -192,11 +192,11 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
       log_warn("uploader %s/%s: %s", u->container, u->blob, rpl_strerror(e));
       e = RPL_OK;
     } else if (e) {
-      blob_why("cannot acquire the page blob's lease", &r, e, why, whysz);
+      e = blob_fail("cannot acquire the page blob's lease", &r, e);
       goto fail;
     }
     if (u->lease.held && u->blob_size < uploader_blob_size(disk_size) && (e = uploader_resize(u, disk_size))) {
-      snprintf(why, whysz, "cannot grow the page blob: %s", rpl_strerror(e));
+      e = rpl_fail(e, "cannot grow the page blob: %s", rpl_strerror(e));
       goto fail;
     }
   }

@@ -33,8 +33,7 @@
 struct uploader;
 
 /* blob_config from the appliance settings (strings point into s). */
-RPL_MUST_CHECK rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg, char *why,
-                                       size_t whysz);
+RPL_MUST_CHECK rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg);
 /* "<disk uuid>.vhd" */
 void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48]);
 /* The page blob's size for a disk of disk_size bytes: disk area rounded up to 1 MiB + the footer. */
@@ -43,7 +42,7 @@ uint64_t uploader_blob_size(uint64_t disk_size);
 /* Opens the client (private-endpoint path checked), creates the container and the blob when
  * missing (sequence number 0, footer written), grows a smaller blob. */
 RPL_MUST_CHECK rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
-                                     uint64_t disk_size, struct uploader **out, char *why, size_t whysz);
+                                     uint64_t disk_size, struct uploader **out);
 void uploader_close(struct uploader *u);
 /* Grows the blob for a disk now disk_size bytes (footer rewritten); smaller: RPL_E_REPLICA_SHRINK. */
 RPL_MUST_CHECK rpl_err uploader_resize(struct uploader *u, uint64_t disk_size);

@@ -187,7 +187,6 @@ bool uploader_direct_begin(struct uploader *u, uint64_t n)
   struct direct *dr = NULL;
   bool ok = n == 1 && u->lease.held && u->committed == 0 && !u->direct && (dr = calloc(1, sizeof *dr)) != NULL;
   if (ok) {
-    char why[512] = "";
     dr->u = u;
     dr->cycle = n;
     dr->blank = u->blank;
@@ -198,10 +197,10 @@ bool uploader_direct_begin(struct uploader *u, uint64_t n)
     dr->in_flight_limit = u->cfg.max_in_flight ? u->cfg.max_in_flight : BLOB_DEFAULT_IN_FLIGHT;
     pthread_mutex_init(&dr->lock, NULL);
     pthread_cond_init(&dr->changed, NULL);
-    rpl_err e = blob_client_open(&u->cfg, &dr->client, why, sizeof why);
+    rpl_err e = blob_client_open(&u->cfg, &dr->client);
     if (e)
       log_warn("uploader %s: no second connection for the initial sync (%s): it goes through the cache", u->blob,
-               why[0] ? why : rpl_strerror(e));
+               rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
     ok = !e && pthread_create(&dr->writer, NULL, direct_writer, dr) == 0;
     if (!ok) {
       blob_client_close(dr->client);

@@ -505,7 +505,7 @@ static bool has_index(const char *dir)
   return dir[0] && access(p, R_OK) == 0;
 }
 
-static rpl_err load_assets(struct web_server *w, char *why, size_t whysz)
+static rpl_err load_assets(struct web_server *w)
 {
   const char *candidates[] = {w->cfg.root, getenv("RPL_WEB_ROOT"), RPL_WEB_INSTALLED_DIR, RPL_WEB_SOURCE_DIR};
   const char *root = NULL;
@@ -513,8 +513,8 @@ static rpl_err load_assets(struct web_server *w, char *why, size_t whysz)
     if (candidates[i] && has_index(candidates[i]))
       root = candidates[i];
   if (!root) {
-    snprintf(why, whysz, "no index.html in --web-root, $RPL_WEB_ROOT, %s or %s", RPL_WEB_INSTALLED_DIR, RPL_WEB_SOURCE_DIR);
-    return RPL_E_WEB_ROOT;
+    return rpl_fail(RPL_E_WEB_ROOT, "no index.html in --web-root, $RPL_WEB_ROOT, %s or %s", RPL_WEB_INSTALLED_DIR,
+                    RPL_WEB_SOURCE_DIR);
   }
   static const struct { const char *name, *type; } files[3] = {
     {"index.html", "text/html; charset=utf-8"}, {"app.js", "text/javascript; charset=utf-8"}, {"style.css", "text/css; charset=utf-8"}};
@@ -525,8 +525,7 @@ static rpl_err load_assets(struct web_server *w, char *why, size_t whysz)
     w->assets[i].type = files[i].type;
     rpl_err err = file_read_all(p, MAX_ASSET, &w->assets[i].data);
     if (err) {
-      snprintf(why, whysz, "%s: %s", p, rpl_strerror(err));
-      return RPL_E_WEB_ROOT;
+      return rpl_fail(RPL_E_WEB_ROOT, "%s: %s", p, rpl_strerror(err));
     }
     w->assets[i].len = strlen(w->assets[i].data);
   }
@@ -565,7 +564,7 @@ void web_stop(struct web_server *w)
   free(w);
 }
 
-rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *why, size_t whysz)
+rpl_err web_start(const struct web_config *cfg, struct web_server **out)
 {
   *out = NULL;
   struct web_server *w = calloc(1, sizeof *w);
@@ -588,7 +587,7 @@ rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *w
   w->cert = strdup(cfg->cert_pem);
   w->key = strdup(cfg->key_pem);
   w->series = calloc(MAX_SERIES_DISKS, sizeof *w->series);
-  rpl_err err = !w->cert || !w->key || !w->series ? RPL_E_NOMEM : load_assets(w, why, whysz);
+  rpl_err err = !w->cert || !w->key || !w->series ? RPL_E_NOMEM : load_assets(w);
   if (err) {
     web_stop(w);
     return err;
@@ -597,9 +596,9 @@ rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *w
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV}, *ai = NULL;
   if (conn_split_hostport(cfg->addr, host, sizeof host, port, sizeof port, 44368) ||
       getaddrinfo(strcmp(host, "*") ? host : NULL, port, &hints, &ai)) {
-    snprintf(why, whysz, "--web takes a numeric ADDR:PORT (127.0.0.1:44368, [::1]:44368, *:44368) or off, not '%s'", cfg->addr);
     web_stop(w);
-    return RPL_E_INVALID_ARGUMENT;
+    return rpl_fail(RPL_E_INVALID_ARGUMENT,
+                    "--web takes a numeric ADDR:PORT (127.0.0.1:44368, [::1]:44368, *:44368) or off, not '%s'", cfg->addr);
   }
   unsigned flags = MHD_USE_TLS | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6)
@@ -613,9 +612,9 @@ rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *w
                             MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!w->mhd) {
-    snprintf(why, whysz, "cannot serve HTTPS on %s (in use, or the certificate was refused; see the log line before)", cfg->addr);
     web_stop(w);
-    return RPL_E_WEB_START;
+    return rpl_fail(RPL_E_WEB_START,
+                    "cannot serve HTTPS on %s (in use, or the certificate was refused; see the log line before)", cfg->addr);
   }
   if (pthread_create(&w->sampler, NULL, web_sampler_main, w) == 0)
     w->sampler_started = true;

@@ -56,9 +56,8 @@ struct web_ops {
   /* Calls fn for every disk. */
   void (*sample)(void *ctx, web_sample_fn fn, void *arg);
   /* Asks for a checkpoint or a resync of a disk; RPL_E_NOT_FOUND (no such disk) or another error with
-   * why filled (the agent is not connected). */
-  rpl_err (*disk_request)(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act, char *why,
-                          size_t whysz);
+   * its detail (rpl_detail, on the calling thread) saying why (the agent is not connected). */
+  rpl_err (*disk_request)(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
 };
 
 struct web_config {
@@ -73,8 +72,8 @@ struct web_config {
 
 struct web_server;
 
-/* Starts serving HTTPS on its own threads (RPL_E_WEB_START, RPL_E_WEB_ROOT; why says more). */
-RPL_MUST_CHECK rpl_err web_start(const struct web_config *cfg, struct web_server **out, char *why, size_t whysz);
+/* Starts serving HTTPS on its own threads (RPL_E_WEB_START, RPL_E_WEB_ROOT; rpl_detail says more). */
+RPL_MUST_CHECK rpl_err web_start(const struct web_config *cfg, struct web_server **out);
 /* Stops the server and its sampler; NULL is allowed. */
 void web_stop(struct web_server *w);
 

@@ -40,7 +40,6 @@ enum MHD_Result web_api_status(struct web_server *w, struct MHD_Connection *c)
 static void run_check(struct web_server *w)
 {
   struct appliance_settings *s = malloc(sizeof *s);
-  char why[1024];
   char *buf = NULL;
   size_t len = 0, failed = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -52,13 +51,13 @@ static void run_check(struct web_server *w)
     return;
   }
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   pthread_mutex_unlock(&w->settings_lock);
   if (err) {
     struct json_out j;
     json_init(&j, f);
     json_object_begin(&j, NULL);
-    json_string(&j, "error", why);
+    json_string(&j, "error", rpl_detail(err));
     json_object_end(&j);
     rpl_err e = json_finish(&j) ? RPL_OK : RPL_E_IO;
     (void)e;
@@ -120,15 +119,14 @@ static void proxy_parts(const char *proxy, char *addr, size_t addrsz, char *user
 enum MHD_Result web_api_proxy_get(struct web_server *w, struct MHD_Connection *c)
 {
   struct appliance_settings *s = malloc(sizeof *s);
-  char why[1024];
   if (!s)
     return MHD_NO;
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   pthread_mutex_unlock(&w->settings_lock);
   if (err) {
     free(s);
-    return web_reply_error(c, 500, "%s", why);
+    return web_reply_error(c, 500, "%s", rpl_detail(err));
   }
   char addr[1100], user[1100];
   bool has_pw;
@@ -229,9 +227,8 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
   struct appliance_settings *s = malloc(sizeof *s);
   if (!s)
     return MHD_NO;
-  char why[1024];
   pthread_mutex_lock(&w->settings_lock);
-  rpl_err err = settings_load(w->state_dir, s, why, sizeof why);
+  rpl_err err = settings_load(w->state_dir, s);
   if (!err) {
     char old_addr[1100], old_user[1100];
     bool old_pw;
@@ -263,8 +260,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
                     : snprintf(proxy, sizeof proxy, "%s", "");
     OPENSSL_cleanse(userinfo, sizeof userinfo);
     if (n < 0 || (size_t)n >= sizeof s->proxy) {
-      snprintf(why, sizeof why, "the proxy URL is too long");
-      err = RPL_E_INVALID_ARGUMENT;
+      err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the proxy URL is too long");
     } else {
       size_t plen = strlen(proxy);
       if (plen && proxy[plen - 1] == '/')
@@ -272,7 +268,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
       snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
       if (bypass)
         snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", bypass);
-      err = settings_save(w->state_dir, s, why, sizeof why);
+      err = settings_save(w->state_dir, s);
     }
     OPENSSL_cleanse(proxy, sizeof proxy);
   }
@@ -280,9 +276,9 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
   OPENSSL_cleanse(s, sizeof *s);
   free(s);
   if (err == RPL_E_INVALID_ARGUMENT)
-    return web_reply_error(c, 400, "%s", why);
+    return web_reply_error(c, 400, "%s", rpl_detail(err));
   if (err)
-    return web_reply_error(c, 500, "the proxy settings were not saved: %s", why);
+    return web_reply_error(c, 500, "the proxy settings were not saved: %s", rpl_detail(err));
   log_notice("web: proxy settings changed (%s)", addr[0] ? "a proxy" : "no proxy");
   return web_api_check(w, c, true); /* re-checked with the new settings */
 }
@@ -399,12 +395,11 @@ enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection 
   uint8_t id[PROTO_ID_SIZE];
   if (!parse_id(idtext, len, id))
     return web_reply_error(c, 400, "the disk id must be a UUID (see /api/status)");
-  char why[512] = "";
-  rpl_err err = w->cfg.ops.disk_request(w->cfg.ops.ctx, id, act, why, sizeof why);
+  rpl_err err = w->cfg.ops.disk_request(w->cfg.ops.ctx, id, act); /* on this thread: its detail is ours */
   if (err == RPL_E_NOT_FOUND)
     return web_reply_error(c, 404, "no such disk: see /api/status");
   if (err)
-    return web_reply_error(c, 409, "%s", why[0] ? why : rpl_strerror(err));
+    return web_reply_error(c, 409, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
   return web_reply_ok(c, act == WEB_DISK_CHECKPOINT ? "checkpoint requested: the recovery point appears in the list once its cycle is uploaded"
                                                 : "resync requested: the agent sends the whole disk again in a resync cycle");
 }

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local struct {
   rpl_err err;
@@ -12,12 +13,16 @@ static _Thread_local struct {
 
 rpl_err rpl_fail(rpl_err err, const char *fmt, ...)
 {
+  /* Formatted aside first: a caller adding context to a callee's detail passes rpl_detail(err)
+   * itself as an argument, which must not be overwritten while it is read. */
+  char text[RPL_DETAIL_MAX];
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(detail.text, sizeof detail.text, fmt, ap);
+  int n = vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
   if (n < 0)
-    detail.text[0] = '\0';
+    text[0] = '\0';
+  memcpy(detail.text, text, sizeof text);
   detail.err = err;
   return err;
 }

@@ -44,12 +44,13 @@ struct blob_account {
 };
 
 /* Parses a connection string ("Key=Value;..."; keys case-insensitive). On error returns
- * RPL_E_BLOB_CONNSTR (or RPL_E_BLOB_SAS) with why saying which part is wrong; never echoes secrets. */
-RPL_MUST_CHECK rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why, size_t whysz);
+ * RPL_E_BLOB_CONNSTR (or RPL_E_BLOB_SAS) with its detail (rpl_detail) saying which part is wrong;
+ * never echoes secrets. */
+RPL_MUST_CHECK rpl_err blob_connstr_parse(const char *text, struct blob_account *out);
 /* Same for $AZURE_STORAGE_CONNECTION_STRING; RPL_E_NOT_FOUND when it is unset or empty. */
-RPL_MUST_CHECK rpl_err blob_connstr_from_env(struct blob_account *out, char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err blob_connstr_from_env(struct blob_account *out);
 /* Checks a SAS token: query syntax, percent-encoding, sv and sig present, only known parameters. */
-RPL_MUST_CHECK rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err blob_sas_validate(const char *sas);
 
 /* Shared Key: a header as sent. */
 struct blob_header {
@@ -96,14 +97,14 @@ struct blob_client;
 
 /* Resolves and checks the path to the account (netpath.h) before any connection; pins the checked
  * address for every transfer. On RPL_E_BLOB_PUBLIC_ADDRESS / RPL_E_BLOB_RESOLVE /
- * RPL_E_BLOB_ZONE_FILE no socket has been opened. why gets the reason with the fix. */
-RPL_MUST_CHECK rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out,
-                                        char *why, size_t whysz);
+ * RPL_E_BLOB_ZONE_FILE no socket has been opened. Its detail (rpl_detail) gives the reason with the
+ * fix. */
+RPL_MUST_CHECK rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out);
 void blob_client_close(struct blob_client *client);
 /* Opens one connection along the configured path (the pinned address, or the proxy when one
  * applies) and completes the TLS handshake, verifying the certificate against the account's public
  * name; sends no request. Errors: RPL_E_BLOB_CONNECT (TCP), RPL_E_BLOB_PROXY, RPL_E_BLOB_TLS. */
-RPL_MUST_CHECK rpl_err blob_client_probe(struct blob_client *client, char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err blob_client_probe(struct blob_client *client);
 /* Whether requests to the account go through the configured proxy (false when none or bypassed). */
 bool blob_client_uses_proxy(const struct blob_client *client);
 /* How the account host resolved when the client was opened. */
@@ -265,7 +266,6 @@ struct blob_token {
 /* Fetches a token for https://storage.azure.com/ from an IMDS-form endpoint (GET with
  * "Metadata: true"), retrying 404/429/5xx and network errors with backoff (0.5 s doubling, at
  * most 10 s; it blocks the caller meanwhile: the client calls it once per token lifetime). */
-RPL_MUST_CHECK rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out,
-                                        char *why, size_t whysz);
+RPL_MUST_CHECK rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out);
 
 #endif

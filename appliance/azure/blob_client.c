@@ -100,17 +100,15 @@ bool blob_client_uses_proxy(const struct blob_client *c)
   return true;
 }
 
-rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out, char *why, size_t whysz)
+rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out)
 {
   *out = NULL;
   pthread_once(&curl_once, curl_global);
   if (curl_init_result != CURLE_OK) {
-    blob_set_why(why, whysz, "libcurl initialisation failed");
-    return RPL_E_INTERNAL;
+    return rpl_fail(RPL_E_INTERNAL, "libcurl initialisation failed");
   }
   if (!cfg->account.host[0] || !cfg->account.name[0]) {
-    blob_set_why(why, whysz, "no storage account configured");
-    return RPL_E_CONFIG;
+    return rpl_fail(RPL_E_CONFIG, "no storage account configured");
   }
   struct blob_client *c = calloc(1, sizeof *c);
   if (!c)
@@ -150,15 +148,15 @@ rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out
   /* The private-endpoint path, before any connection: resolve, classify, refuse or pin. */
   struct netpath_zone *zone = NULL;
   if (err == RPL_OK && c->zone_path)
-    err = netpath_zone_load(c->zone_path, &zone, why, whysz);
+    err = netpath_zone_load(c->zone_path, &zone);
   if (err == RPL_OK)
-    err = netpath_resolve(c->cfg.account.host, zone, &c->route, why, whysz);
+    err = netpath_resolve(c->cfg.account.host, zone, &c->route);
   netpath_zone_free(zone);
   if (err == RPL_OK) {
     char text[1024];
     log_info("storage path: %s", netpath_route_format(&c->route, text, sizeof text));
     if (c->cfg.require_private_endpoint)
-      err = netpath_require_private(&c->route, why, whysz);
+      err = netpath_require_private(&c->route);
   }
   if (err == RPL_OK) {
     snprintf(c->pinned, sizeof c->pinned, "%s", c->route.addr_text[0]);
@@ -331,13 +329,13 @@ static void random_uuid(struct blob_client *c, char out[37])
            (unsigned long long)(b & 0xffffffffffffULL));
 }
 
-static rpl_err ensure_token(struct blob_client *c, char *why, size_t whysz)
+static rpl_err ensure_token(struct blob_client *c)
 {
   time_t now = time(NULL);
   if (c->have_token && c->token.expires_on - now > TOKEN_REFRESH_MARGIN_S)
     return RPL_OK;
   struct blob_token fresh;
-  rpl_err err = blob_token_fetch(c->identity_endpoint, 5, &fresh, why, whysz);
+  rpl_err err = blob_token_fetch(c->identity_endpoint, 5, &fresh);
   if (err != RPL_OK)
     return err;
   c->token = fresh;
@@ -377,12 +375,11 @@ void blob_common_options(struct blob_client *c, CURL *e)
 static rpl_err start_try(struct blob_client *c, struct blob_req *r)
 {
   struct blob_account *a = &c->cfg.account;
-  char why[256] = "";
   if (a->auth == BLOB_AUTH_BEARER) {
-    rpl_err err = ensure_token(c, why, sizeof why);
+    rpl_err err = ensure_token(c);
     if (err != RPL_OK) {
-      log_warn("%s", why);
-      snprintf(r->reply.message, sizeof r->reply.message, "%s", why);
+      log_warn("%s", rpl_detail(err));
+      snprintf(r->reply.message, sizeof r->reply.message, "%s", rpl_detail(err));
       return err;
     }
   }

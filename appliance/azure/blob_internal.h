@@ -35,11 +35,7 @@ RPL_MUST_CHECK rpl_err blob_page_list_add(struct blob_page_list *list, uint64_t 
 
 /* A managed-identity token response (a flat JSON object): access_token, expires_on or expires_in
  * (strings or numbers), token_type Bearer when given. now anchors expires_in. */
-RPL_MUST_CHECK rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_token *out,
-                                        char *why, size_t whysz);
-
-/* snprintf into why when why is not NULL. */
-void blob_set_why(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+RPL_MUST_CHECK rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_token *out);
 
 /* ---- between the client (blob_client.c) and its operations (blob_ops.c) ---- */
 

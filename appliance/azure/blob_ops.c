@@ -476,7 +476,7 @@ static rpl_err list_blobs(struct blob_client *c, const char *container, const ch
   return err;
 }
 
-rpl_err blob_client_probe(struct blob_client *c, char *why, size_t whysz)
+rpl_err blob_client_probe(struct blob_client *c)
 {
   CURL *e = curl_easy_init();
   if (!e)
@@ -499,10 +499,8 @@ rpl_err blob_client_probe(struct blob_client *c, char *why, size_t whysz)
   if (err == RPL_E_TIMEOUT)
     err = RPL_E_BLOB_CONNECT;
   if (err == RPL_E_BLOB_PROXY && connect_code)
-    blob_set_why(why, whysz, "proxy answered %ld to CONNECT %s:%u%s", connect_code, c->cfg.account.host,
-                 c->cfg.account.port, connect_code == 407 || connect_code == 401
-                   ? ": proxy authentication failed, check the proxy user and password" : "");
-  else
-    blob_set_why(why, whysz, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
-  return err;
+    return rpl_fail(err, "proxy answered %ld to CONNECT %s:%u%s", connect_code, c->cfg.account.host,
+                    c->cfg.account.port, connect_code == 407 || connect_code == 401
+                      ? ": proxy authentication failed, check the proxy user and password" : "");
+  return rpl_fail(err, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
 }

@@ -183,13 +183,11 @@ static bool parse_seconds(const char *text, long long *out)
   return true;
 }
 
-rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_token *out, char *why,
-                         size_t whysz)
+rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_token *out)
 {
   memset(out, 0, sizeof *out);
   if (len > BLOB_TOKEN_JSON_MAX) {
-    blob_set_why(why, whysz, "token response is over %u bytes", BLOB_TOKEN_JSON_MAX);
-    return RPL_E_BLOB_TOKEN;
+    return rpl_fail(RPL_E_BLOB_TOKEN, "token response is over %u bytes", BLOB_TOKEN_JSON_MAX);
   }
   struct json j = {json, json + len};
   char key[64];
@@ -201,7 +199,7 @@ rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_t
   rpl_err err = RPL_E_BLOB_TOKEN;
   skip_ws(&j);
   if (j.p >= j.end || *j.p != '{') {
-    blob_set_why(why, whysz, "token response is not a JSON object");
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response is not a JSON object");
     goto out;
   }
   j.p++;
@@ -213,57 +211,57 @@ rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_t
       break;
     }
     if (!json_string(&j, key, sizeof key)) {
-      blob_set_why(why, whysz, "token response: expected a member name");
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: expected a member name");
       goto out;
     }
     skip_ws(&j);
     if (j.p >= j.end || *j.p != ':') {
-      blob_set_why(why, whysz, "token response: expected ':' after \"%s\"", key);
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: expected ':' after \"%s\"", key);
       goto out;
     }
     j.p++;
     skip_ws(&j);
     bool is_string = j.p < j.end && *j.p == '"';
     if (j.p < j.end && (*j.p == '{' || *j.p == '[')) {
-      blob_set_why(why, whysz, "token response: member \"%s\" is nested (a flat object was expected)", key);
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: member \"%s\" is nested (a flat object was expected)", key);
       goto out;
     }
     if (!(is_string ? json_string(&j, value, BLOB_TOKEN_JSON_MAX) : json_scalar(&j, value, BLOB_TOKEN_JSON_MAX))) {
-      blob_set_why(why, whysz, "token response: bad value for \"%s\"", key);
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: bad value for \"%s\"", key);
       goto out;
     }
     if (strcmp(key, "access_token") == 0) {
       if (have_token || !is_string) {
-        blob_set_why(why, whysz, "token response: access_token given twice or not a string");
+        err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: access_token given twice or not a string");
         goto out;
       }
       size_t tl = strlen(value);
       for (size_t i = 0; i < tl; i++)
         if (!isgraph((unsigned char)value[i])) {
-          blob_set_why(why, whysz, "token response: access_token has a character not allowed in a header");
+          err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: access_token has a character not allowed in a header");
           goto out;
         }
       if (tl == 0 || tl >= sizeof out->access_token) {
-        blob_set_why(why, whysz, "token response: access_token is empty or longer than %zu bytes", sizeof out->access_token - 1);
+        err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: access_token is empty or longer than %zu bytes", sizeof out->access_token - 1);
         goto out;
       }
       memcpy(out->access_token, value, tl + 1);
       have_token = true;
     } else if (strcmp(key, "expires_on") == 0) {
       if (!parse_seconds(value, &expires_on)) {
-        blob_set_why(why, whysz, "token response: expires_on is not epoch seconds");
+        err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: expires_on is not epoch seconds");
         goto out;
       }
       have_on = true;
     } else if (strcmp(key, "expires_in") == 0) {
       if (!parse_seconds(value, &expires_in)) {
-        blob_set_why(why, whysz, "token response: expires_in is not a number of seconds");
+        err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: expires_in is not a number of seconds");
         goto out;
       }
       have_in = true;
     } else if (strcmp(key, "token_type") == 0) {
       if (strcasecmp(value, "Bearer") != 0) {
-        blob_set_why(why, whysz, "token response: token_type is not Bearer");
+        err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: token_type is not Bearer");
         goto out;
       }
     }
@@ -278,25 +276,25 @@ rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_t
       j.p++;
       break;
     }
-    blob_set_why(why, whysz, "token response: expected ',' or '}' after \"%s\"", key);
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: expected ',' or '}' after \"%s\"", key);
     goto out;
   }
   skip_ws(&j);
   if (j.p != j.end) {
-    blob_set_why(why, whysz, "token response has trailing bytes after the object");
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response has trailing bytes after the object");
     goto out;
   }
   if (!have_token) {
-    blob_set_why(why, whysz, "token response has no access_token");
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response has no access_token");
     goto out;
   }
   if (!have_on && !have_in) {
-    blob_set_why(why, whysz, "token response has neither expires_on nor expires_in");
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response has neither expires_on nor expires_in");
     goto out;
   }
   out->expires_on = have_on ? (time_t)expires_on : now + (time_t)expires_in;
   if (out->expires_on <= now) {
-    blob_set_why(why, whysz, "token response: the token has already expired (check this machine's clock)");
+    err = rpl_fail(RPL_E_BLOB_TOKEN, "token response: the token has already expired (check this machine's clock)");
     goto out;
   }
   err = RPL_OK;
@@ -327,8 +325,7 @@ static size_t token_write(char *ptr, size_t size, size_t nmemb, void *ud)
   return n;
 }
 
-rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out, char *why,
-                         size_t whysz)
+rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out)
 {
   if (!endpoint || !*endpoint)
     endpoint = BLOB_DEFAULT_IDENTITY_ENDPOINT;
@@ -338,8 +335,7 @@ rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_t
   int n = snprintf(url, sizeof url, "%s%sapi-version=2018-02-01&resource=%s", endpoint,
                    strchr(endpoint, '?') ? "&" : "?", TOKEN_RESOURCE);
   if (n < 0 || (size_t)n >= sizeof url) {
-    blob_set_why(why, whysz, "identity endpoint URL is too long");
-    return RPL_E_CONFIG;
+    return rpl_fail(RPL_E_CONFIG, "identity endpoint URL is too long");
   }
   struct token_body body = {.data = malloc(BLOB_TOKEN_JSON_MAX)};
   if (!body.data)
@@ -372,18 +368,18 @@ rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_t
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
     bool retry;
     if (cc != CURLE_OK) {
-      blob_set_why(why, whysz, "identity endpoint %s: %s", endpoint, curl_easy_strerror(cc));
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "identity endpoint %s: %s", endpoint, curl_easy_strerror(cc));
       retry = !body.overflow;
     } else if (status == 200) {
-      err = blob_token_parse(body.data, body.len, time(NULL), out, why, whysz);
+      err = blob_token_parse(body.data, body.len, time(NULL), out);
       break;
     } else {
-      blob_set_why(why, whysz, "identity endpoint %s answered HTTP %ld", endpoint, status);
+      err = rpl_fail(RPL_E_BLOB_TOKEN, "identity endpoint %s answered HTTP %ld", endpoint, status);
       retry = status == 404 || status == 429 || status >= 500;
     }
     if (!retry || attempt == max_tries)
       break;
-    log_warn("managed-identity token: try %u failed (%s); retrying in %u ms", attempt, why ? why : "", delay_ms);
+    log_warn("managed-identity token: try %u failed (%s); retrying in %u ms", attempt, rpl_detail(err), delay_ms);
     usleep(delay_ms * 1000u);
     delay_ms = delay_ms * 2 > 10000 ? 10000 : delay_ms * 2;
   }

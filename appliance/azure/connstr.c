@@ -15,16 +15,6 @@
 #define DEV_KEY "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 #define DEV_ENDPOINT "http://127.0.0.1:10000/devstoreaccount1"
 
-void blob_set_why(char *why, size_t whysz, const char *fmt, ...)
-{
-  if (!why || whysz == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whysz, fmt, ap);
-  va_end(ap);
-}
-
 /* Standard base64 (with padding) of a key; rejects anything else, including whitespace. */
 static bool decode_key(const char *b64, unsigned char *out, size_t outsz, size_t *outlen)
 {
@@ -76,7 +66,7 @@ static bool is_ip_literal(const char *host)
 }
 
 /* Splits "scheme://host[:port][/path]" into the account fields; the path becomes base_path. */
-static rpl_err parse_endpoint(const char *url, struct blob_account *acct, char *why, size_t whysz)
+static rpl_err parse_endpoint(const char *url, struct blob_account *acct)
 {
   const char *rest;
   if (strncasecmp(url, "https://", 8) == 0) {
@@ -86,21 +76,18 @@ static rpl_err parse_endpoint(const char *url, struct blob_account *acct, char *
     acct->https = false;
     rest = url + 7;
   } else {
-    blob_set_why(why, whysz, "BlobEndpoint must start with https:// (or http:// for an emulator)");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint must start with https:// (or http:// for an emulator)");
   }
   size_t hostlen = strcspn(rest, ":/?#");
   if (rest[0] == '[') {
     const char *close = strchr(rest, ']');
     if (!close) {
-      blob_set_why(why, whysz, "BlobEndpoint has an unterminated [IPv6] host");
-      return RPL_E_BLOB_CONNSTR;
+      return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint has an unterminated [IPv6] host");
     }
     hostlen = (size_t)(close - rest) + 1;
   }
   if (hostlen == 0 || hostlen >= sizeof acct->host) {
-    blob_set_why(why, whysz, "BlobEndpoint has no host name (or one that is too long)");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint has no host name (or one that is too long)");
   }
   memcpy(acct->host, rest, hostlen);
   acct->host[hostlen] = '\0';
@@ -112,32 +99,27 @@ static rpl_err parse_endpoint(const char *url, struct blob_account *acct, char *
     char *end;
     unsigned long port = strtoul(p + 1, &end, 10);
     if (end == p + 1 || port == 0 || port > 65535) {
-      blob_set_why(why, whysz, "BlobEndpoint has an invalid port");
-      return RPL_E_BLOB_CONNSTR;
+      return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint has an invalid port");
     }
     acct->port = (unsigned)port;
     p = end;
   }
   if (strpbrk(p, "?#")) {
-    blob_set_why(why, whysz, "BlobEndpoint must not have a query or fragment (give a SAS as SharedAccessSignature=)");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint must not have a query or fragment (give a SAS as SharedAccessSignature=)");
   }
   if (*p != '\0' && *p != '/') {
-    blob_set_why(why, whysz, "BlobEndpoint is not a URL of the form https://host[:port][/path]");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint is not a URL of the form https://host[:port][/path]");
   }
   size_t pathlen = strlen(p);
   while (pathlen > 0 && p[pathlen - 1] == '/')
     pathlen--;
   if (pathlen >= sizeof acct->base_path) {
-    blob_set_why(why, whysz, "BlobEndpoint path is too long");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint path is too long");
   }
   for (size_t i = 0; i < pathlen; i++) {
     unsigned char ch = (unsigned char)p[i];
     if (!isalnum(ch) && ch != '/' && ch != '-' && ch != '_' && ch != '.') {
-      blob_set_why(why, whysz, "BlobEndpoint path may hold only letters, digits, '-', '_', '.' and '/'");
-      return RPL_E_BLOB_CONNSTR;
+      return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint path may hold only letters, digits, '-', '_', '.' and '/'");
     }
   }
   memcpy(acct->base_path, p, pathlen);
@@ -145,8 +127,7 @@ static rpl_err parse_endpoint(const char *url, struct blob_account *acct, char *
   int n = snprintf(acct->endpoint, sizeof acct->endpoint, "%s://%s:%u%s", acct->https ? "https" : "http",
                    acct->host, acct->port, acct->base_path);
   if (n < 0 || (size_t)n >= sizeof acct->endpoint) {
-    blob_set_why(why, whysz, "BlobEndpoint is too long");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "BlobEndpoint is too long");
   }
   return RPL_OK;
 }
@@ -161,7 +142,7 @@ static int hexval(int ch)
   return -1;
 }
 
-rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz)
+rpl_err blob_sas_validate(const char *sas)
 {
   static const char *const known[] = {
     "sv", "ss", "srt", "sr", "sp", "st", "se", "sip", "spr", "si", "sig", "sdd", "ses", "skoid",
@@ -169,17 +150,14 @@ rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz)
     "rsct",
   };
   if (!sas || !*sas) {
-    blob_set_why(why, whysz, "SAS token is empty");
-    return RPL_E_BLOB_SAS;
+    return rpl_fail(RPL_E_BLOB_SAS, "SAS token is empty");
   }
   size_t n = strlen(sas);
   if (n >= BLOB_SAS_MAX) {
-    blob_set_why(why, whysz, "SAS token is longer than %d bytes", BLOB_SAS_MAX - 1);
-    return RPL_E_BLOB_SAS;
+    return rpl_fail(RPL_E_BLOB_SAS, "SAS token is longer than %d bytes", BLOB_SAS_MAX - 1);
   }
   if (sas[0] == '?') {
-    blob_set_why(why, whysz, "SAS token must be given without the leading '?'");
-    return RPL_E_BLOB_SAS;
+    return rpl_fail(RPL_E_BLOB_SAS, "SAS token must be given without the leading '?'");
   }
   bool have_sv = false, have_sig = false;
   const char *p = sas;
@@ -187,8 +165,7 @@ rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz)
     size_t plen = strcspn(p, "&");
     const char *eq = memchr(p, '=', plen);
     if (!eq || eq == p) {
-      blob_set_why(why, whysz, "SAS token has a parameter without 'name=value' form");
-      return RPL_E_BLOB_SAS;
+      return rpl_fail(RPL_E_BLOB_SAS, "SAS token has a parameter without 'name=value' form");
     }
     size_t nlen = (size_t)(eq - p);
     bool found = false;
@@ -196,28 +173,24 @@ rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz)
       if (strlen(known[k]) == nlen && strncmp(known[k], p, nlen) == 0)
         found = true;
     if (!found) {
-      blob_set_why(why, whysz, "SAS token has the unknown parameter '%.*s'", (int)(nlen > 16 ? 16 : nlen), p);
-      return RPL_E_BLOB_SAS;
+      return rpl_fail(RPL_E_BLOB_SAS, "SAS token has the unknown parameter '%.*s'", (int)(nlen > 16 ? 16 : nlen), p);
     }
     const char *v = eq + 1;
     size_t vlen = plen - nlen - 1;
     if (vlen == 0) {
-      blob_set_why(why, whysz, "SAS parameter '%.*s' has an empty value", (int)nlen, p);
-      return RPL_E_BLOB_SAS;
+      return rpl_fail(RPL_E_BLOB_SAS, "SAS parameter '%.*s' has an empty value", (int)nlen, p);
     }
     for (size_t i = 0; i < vlen; i++) {
       unsigned char ch = (unsigned char)v[i];
       if (ch == '%') {
         if (i + 2 >= vlen || hexval(v[i + 1]) < 0 || hexval(v[i + 2]) < 0) {
-          blob_set_why(why, whysz, "SAS parameter '%.*s' has a bad %%-escape", (int)nlen, p);
-          return RPL_E_BLOB_SAS;
+          return rpl_fail(RPL_E_BLOB_SAS, "SAS parameter '%.*s' has a bad %%-escape", (int)nlen, p);
         }
         i += 2;
         continue;
       }
       if (!isalnum(ch) && !strchr("-._~:+/=,", ch)) {
-        blob_set_why(why, whysz, "SAS parameter '%.*s' has a character that must be %%-encoded", (int)nlen, p);
-        return RPL_E_BLOB_SAS;
+        return rpl_fail(RPL_E_BLOB_SAS, "SAS parameter '%.*s' has a character that must be %%-encoded", (int)nlen, p);
       }
     }
     if (nlen == 2 && strncmp(p, "sv", 2) == 0)
@@ -228,14 +201,12 @@ rpl_err blob_sas_validate(const char *sas, char *why, size_t whysz)
     if (*p == '&') {
       p++;
       if (!*p || *p == '&') {
-        blob_set_why(why, whysz, "SAS token has an empty parameter");
-        return RPL_E_BLOB_SAS;
+        return rpl_fail(RPL_E_BLOB_SAS, "SAS token has an empty parameter");
       }
     }
   }
   if (!have_sv || !have_sig) {
-    blob_set_why(why, whysz, "SAS token lacks %s (copy the whole token)", have_sv ? "sig=" : "sv=");
-    return RPL_E_BLOB_SAS;
+    return rpl_fail(RPL_E_BLOB_SAS, "SAS token lacks %s (copy the whole token)", have_sv ? "sig=" : "sv=");
   }
   return RPL_OK;
 }
@@ -261,17 +232,15 @@ static int key_index(const char *name, size_t len)
   return -1;
 }
 
-rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why, size_t whysz)
+rpl_err blob_connstr_parse(const char *text, struct blob_account *out)
 {
   memset(out, 0, sizeof *out);
   if (!text || !*text) {
-    blob_set_why(why, whysz, "connection string is empty");
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "connection string is empty");
   }
   size_t tlen = strlen(text);
   if (tlen > CONNSTR_MAX) {
-    blob_set_why(why, whysz, "connection string is longer than %d bytes", CONNSTR_MAX);
-    return RPL_E_BLOB_CONNSTR;
+    return rpl_fail(RPL_E_BLOB_CONNSTR, "connection string is longer than %d bytes", CONNSTR_MAX);
   }
   char *copy = strdup(text);
   if (!copy)
@@ -292,32 +261,27 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
     char *eq = strchr(part, '=');
     if (!eq || eq == part) {
       /* The part is not echoed: it might be a pasted key. */
-      blob_set_why(why, whysz, "connection string part %u is not Key=Value (parts are separated by ';')", partno);
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "connection string part %u is not Key=Value (parts are separated by ';')", partno);
       break;
     }
     int k = key_index(part, (size_t)(eq - part));
     if (k < 0) {
-      blob_set_why(why, whysz, "connection string has the unknown key '%.*s'", (int)((eq - part) > 40 ? 40 : (eq - part)), part);
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "connection string has the unknown key '%.*s'", (int)((eq - part) > 40 ? 40 : (eq - part)), part);
       break;
     }
     if (k == K_OTHER_ENDPOINT)
       continue; /* other services' endpoints: not ours to use */
     if (values[k]) {
-      blob_set_why(why, whysz, "connection string gives '%.*s' twice", (int)(eq - part), part);
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "connection string gives '%.*s' twice", (int)(eq - part), part);
       break;
     }
     values[k] = eq + 1;
   }
   if (err == RPL_OK && values[K_DEV]) {
     if (strcasecmp(values[K_DEV], "true") != 0) {
-      blob_set_why(why, whysz, "UseDevelopmentStorage must be 'true'");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "UseDevelopmentStorage must be 'true'");
     } else if (values[K_NAME] || values[K_KEY] || values[K_ENDPOINT] || values[K_SAS]) {
-      blob_set_why(why, whysz, "UseDevelopmentStorage=true cannot be combined with account keys");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "UseDevelopmentStorage=true cannot be combined with account keys");
     } else {
       snprintf(out->name, sizeof out->name, "%s", DEV_ACCOUNT);
       char endpoint[BLOB_ENDPOINT_MAX];
@@ -325,7 +289,7 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
         snprintf(endpoint, sizeof endpoint, "%s:10000/%s", values[K_DEV_PROXY], DEV_ACCOUNT);
       else
         snprintf(endpoint, sizeof endpoint, "%s", DEV_ENDPOINT);
-      err = parse_endpoint(endpoint, out, why, whysz);
+      err = parse_endpoint(endpoint, out);
       if (err == RPL_OK) {
         out->auth = BLOB_AUTH_SHARED_KEY;
         if (!decode_key(DEV_KEY, out->key, sizeof out->key, &out->key_len))
@@ -336,38 +300,33 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
     return err;
   }
   if (err == RPL_OK && values[K_DEV_PROXY]) {
-    blob_set_why(why, whysz, "DevelopmentStorageProxyUri needs UseDevelopmentStorage=true");
-    err = RPL_E_BLOB_CONNSTR;
+    err = rpl_fail(RPL_E_BLOB_CONNSTR, "DevelopmentStorageProxyUri needs UseDevelopmentStorage=true");
   }
   if (err == RPL_OK && values[K_PROTOCOL] && strcasecmp(values[K_PROTOCOL], "https") != 0 &&
       strcasecmp(values[K_PROTOCOL], "http") != 0) {
-    blob_set_why(why, whysz, "DefaultEndpointsProtocol must be https (or http)");
-    err = RPL_E_BLOB_CONNSTR;
+    err = rpl_fail(RPL_E_BLOB_CONNSTR, "DefaultEndpointsProtocol must be https (or http)");
   }
   if (err == RPL_OK && values[K_NAME]) {
     if (strlen(values[K_NAME]) >= sizeof out->name || !valid_account_name(values[K_NAME])) {
-      blob_set_why(why, whysz, "AccountName must be 3-24 lower-case letters and digits");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "AccountName must be 3-24 lower-case letters and digits");
     } else {
       snprintf(out->name, sizeof out->name, "%s", values[K_NAME]);
     }
   }
   if (err == RPL_OK && values[K_ENDPOINT]) {
-    err = parse_endpoint(values[K_ENDPOINT], out, why, whysz);
+    err = parse_endpoint(values[K_ENDPOINT], out);
   } else if (err == RPL_OK) {
     if (!values[K_NAME]) {
-      blob_set_why(why, whysz, "connection string needs AccountName (or BlobEndpoint)");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "connection string needs AccountName (or BlobEndpoint)");
     } else {
       const char *suffix = values[K_SUFFIX] ? values[K_SUFFIX] : "core.windows.net";
       bool https = !values[K_PROTOCOL] || strcasecmp(values[K_PROTOCOL], "https") == 0;
       char endpoint[BLOB_ENDPOINT_MAX];
       int n = snprintf(endpoint, sizeof endpoint, "%s://%s.blob.%s", https ? "https" : "http", out->name, suffix);
       if (n < 0 || (size_t)n >= sizeof endpoint || strpbrk(suffix, "/:?#@ ")) {
-        blob_set_why(why, whysz, "EndpointSuffix must be a DNS suffix such as core.windows.net");
-        err = RPL_E_BLOB_CONNSTR;
+        err = rpl_fail(RPL_E_BLOB_CONNSTR, "EndpointSuffix must be a DNS suffix such as core.windows.net");
       } else {
-        err = parse_endpoint(endpoint, out, why, whysz);
+        err = parse_endpoint(endpoint, out);
       }
     }
   }
@@ -377,8 +336,7 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
     const char *from = out->base_path[0] ? out->base_path + 1 : out->host;
     size_t n = strcspn(from, out->base_path[0] ? "/" : ".");
     if (n == 0 || n >= sizeof out->name) {
-      blob_set_why(why, whysz, "cannot tell the account name from BlobEndpoint: add AccountName=");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "cannot tell the account name from BlobEndpoint: add AccountName=");
     } else {
       memcpy(out->name, from, n);
       out->name[n] = '\0';
@@ -392,18 +350,16 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
   }
   if (err == RPL_OK) {
     if (values[K_KEY] && values[K_SAS]) {
-      blob_set_why(why, whysz, "give AccountKey or SharedAccessSignature, not both");
-      err = RPL_E_BLOB_CONNSTR;
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "give AccountKey or SharedAccessSignature, not both");
     } else if (values[K_KEY]) {
       if (!decode_key(values[K_KEY], out->key, sizeof out->key, &out->key_len)) {
-        blob_set_why(why, whysz, "AccountKey is not a base64 key (copy it whole from the portal: Access keys)");
-        err = RPL_E_BLOB_CONNSTR;
+        err = rpl_fail(RPL_E_BLOB_CONNSTR, "AccountKey is not a base64 key (copy it whole from the portal: Access keys)");
       } else {
         out->auth = BLOB_AUTH_SHARED_KEY;
       }
     } else if (values[K_SAS]) {
       const char *sas = values[K_SAS][0] == '?' ? values[K_SAS] + 1 : values[K_SAS];
-      err = blob_sas_validate(sas, why, whysz);
+      err = blob_sas_validate(sas);
       if (err == RPL_OK) {
         snprintf(out->sas, sizeof out->sas, "%s", sas);
         out->auth = BLOB_AUTH_SAS;
@@ -419,12 +375,11 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out, char *why
   return err;
 }
 
-rpl_err blob_connstr_from_env(struct blob_account *out, char *why, size_t whysz)
+rpl_err blob_connstr_from_env(struct blob_account *out)
 {
   const char *env = getenv("AZURE_STORAGE_CONNECTION_STRING");
   if (!env || !*env) {
-    blob_set_why(why, whysz, "AZURE_STORAGE_CONNECTION_STRING is not set");
-    return RPL_E_NOT_FOUND;
+    return rpl_fail(RPL_E_NOT_FOUND, "AZURE_STORAGE_CONNECTION_STRING is not set");
   }
-  return blob_connstr_parse(env, out, why, whysz);
+  return blob_connstr_parse(env, out);
 }

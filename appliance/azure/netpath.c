@@ -9,7 +9,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <resolv.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,17 +28,6 @@ struct netpath_zone {
   struct zone_entry *entries;
   size_t count, cap;
 };
-
-static void set_why(char *why, size_t whysz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t whysz, const char *fmt, ...)
-{
-  if (!why || whysz == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whysz, fmt, ap);
-  va_end(ap);
-}
 
 /* A DNS name as hosts(5) accepts it: labels of letters, digits, '-' and '_', 1-63 bytes each. */
 static bool valid_dns_name(const char *name, size_t len)
@@ -92,13 +80,11 @@ static bool parse_address(const char *text, struct sockaddr_storage *out)
   return false;
 }
 
-rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **out, char *why,
-                           size_t whysz)
+rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **out)
 {
   *out = NULL;
   if (len > NETPATH_ZONE_MAX_BYTES) {
-    set_why(why, whysz, "zone file is %zu bytes, over the %d-byte cap", len, NETPATH_ZONE_MAX_BYTES);
-    return RPL_E_BLOB_ZONE_FILE;
+    return rpl_fail(RPL_E_BLOB_ZONE_FILE, "zone file is %zu bytes, over the %d-byte cap", len, NETPATH_ZONE_MAX_BYTES);
   }
   struct netpath_zone *zone = calloc(1, sizeof *zone);
   if (!zone)
@@ -114,16 +100,14 @@ rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **o
     char line[4096];
     size_t ll = end - pos;
     if (ll >= sizeof line) {
-      set_why(why, whysz, "line %u: longer than %zu bytes", lineno, sizeof line - 1);
-      err = RPL_E_BLOB_ZONE_FILE;
+      err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: longer than %zu bytes", lineno, sizeof line - 1);
       break;
     }
     memcpy(line, text + pos, ll);
     line[ll] = '\0';
     pos = end + 1;
     if (memchr(line, '\0', ll)) {
-      set_why(why, whysz, "line %u: contains a NUL byte (not a text file)", lineno);
-      err = RPL_E_BLOB_ZONE_FILE;
+      err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: contains a NUL byte (not a text file)", lineno);
       break;
     }
     char *hash = strchr(line, '#');
@@ -136,8 +120,7 @@ rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **o
     struct zone_entry entry;
     memset(&entry, 0, sizeof entry);
     if (!parse_address(field, &entry.addr)) {
-      set_why(why, whysz, "line %u: '%.64s' is not an IPv4 or IPv6 address", lineno, field);
-      err = RPL_E_BLOB_ZONE_FILE;
+      err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: '%.64s' is not an IPv4 or IPv6 address", lineno, field);
       break;
     }
     while ((field = strtok_r(NULL, " \t\r\f\v", &save)) != NULL) {
@@ -145,13 +128,11 @@ rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **o
       if (fl > 0 && field[fl - 1] == '.')
         fl--;
       if (!valid_dns_name(field, fl)) {
-        set_why(why, whysz, "line %u: '%.64s' is not a valid host name", lineno, field);
-        err = RPL_E_BLOB_ZONE_FILE;
+        err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: '%.64s' is not a valid host name", lineno, field);
         break;
       }
       if (entry.nnames == ZONE_MAX_NAMES_PER_LINE) {
-        set_why(why, whysz, "line %u: more than %d names", lineno, ZONE_MAX_NAMES_PER_LINE);
-        err = RPL_E_BLOB_ZONE_FILE;
+        err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: more than %d names", lineno, ZONE_MAX_NAMES_PER_LINE);
         break;
       }
       normalise_name(field, entry.names[entry.nnames++], NETPATH_NAME_MAX);
@@ -159,14 +140,12 @@ rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **o
     if (err != RPL_OK)
       break;
     if (entry.nnames == 0) {
-      set_why(why, whysz, "line %u: an address with no host name", lineno);
-      err = RPL_E_BLOB_ZONE_FILE;
+      err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: an address with no host name", lineno);
       break;
     }
     if (zone->count == zone->cap) {
       if (zone->cap == ZONE_MAX_ENTRIES) {
-        set_why(why, whysz, "line %u: more than %d entries", lineno, ZONE_MAX_ENTRIES);
-        err = RPL_E_BLOB_ZONE_FILE;
+        err = rpl_fail(RPL_E_BLOB_ZONE_FILE, "line %u: more than %d entries", lineno, ZONE_MAX_ENTRIES);
         break;
       }
       size_t ncap = zone->cap ? zone->cap * 2 : 8;
@@ -188,13 +167,12 @@ rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **o
   return RPL_OK;
 }
 
-rpl_err netpath_zone_load(const char *path, struct netpath_zone **out, char *why, size_t whysz)
+rpl_err netpath_zone_load(const char *path, struct netpath_zone **out)
 {
   *out = NULL;
   FILE *f = fopen(path, "rb");
   if (!f) {
-    set_why(why, whysz, "cannot open private DNS zone file %s: %s", path, strerror(errno));
-    return RPL_E_BLOB_ZONE_FILE;
+    return rpl_fail(RPL_E_BLOB_ZONE_FILE, "cannot open private DNS zone file %s: %s", path, strerror(errno));
   }
   char *buf = malloc(NETPATH_ZONE_MAX_BYTES + 1);
   if (!buf) {
@@ -206,14 +184,12 @@ rpl_err netpath_zone_load(const char *path, struct netpath_zone **out, char *why
   fclose(f);
   if (read_error) {
     free(buf);
-    set_why(why, whysz, "cannot read private DNS zone file %s", path);
-    return RPL_E_BLOB_ZONE_FILE;
+    return rpl_fail(RPL_E_BLOB_ZONE_FILE, "cannot read private DNS zone file %s", path);
   }
-  char inner[200] = "";
-  rpl_err err = netpath_zone_parse(buf, n, out, inner, sizeof inner);
+  rpl_err err = netpath_zone_parse(buf, n, out);
   free(buf);
   if (err == RPL_E_BLOB_ZONE_FILE)
-    set_why(why, whysz, "private DNS zone file %s: %s", path, inner);
+    return rpl_fail(err, "private DNS zone file %s: %s", path, rpl_detail(err));
   return err;
 }
 
@@ -312,14 +288,12 @@ static void dns_cname_chain(const char *host, struct netpath_route *route)
   res_nclose(&res);
 }
 
-rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone, struct netpath_route *out,
-                        char *why, size_t whysz)
+rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone, struct netpath_route *out)
 {
   memset(out, 0, sizeof *out);
   size_t hl = strlen(host);
   if (hl >= NETPATH_NAME_MAX) {
-    set_why(why, whysz, "host name is longer than %d bytes", NETPATH_NAME_MAX - 1);
-    return RPL_E_BLOB_RESOLVE;
+    return rpl_fail(RPL_E_BLOB_RESOLVE, "host name is longer than %d bytes", NETPATH_NAME_MAX - 1);
   }
   normalise_name(host, out->host, sizeof out->host);
   add_chain(out, out->host);
@@ -334,9 +308,8 @@ rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone, struc
   if (zone) {
     out->source = "private DNS zone file";
     if (resolve_in_zone(out->host, zone, out) != RPL_OK) {
-      set_why(why, whysz, "%s is not in the private DNS zone file: add a line '<private endpoint address> %s'",
-              out->host, out->host);
-      return RPL_E_BLOB_RESOLVE;
+      return rpl_fail(RPL_E_BLOB_RESOLVE, "%s is not in the private DNS zone file: add a line '<private endpoint address> %s'",
+                      out->host, out->host);
     }
     return RPL_OK;
   }
@@ -345,9 +318,8 @@ rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone, struc
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(out->host, NULL, &hints, &res);
   if (rc != 0) {
-    set_why(why, whysz, "cannot resolve %s: %s (check the DNS servers in /etc/resolv.conf, or give the private DNS zone file)",
-            out->host, gai_strerror(rc));
-    return RPL_E_BLOB_RESOLVE;
+    return rpl_fail(RPL_E_BLOB_RESOLVE, "cannot resolve %s: %s (check the DNS servers in /etc/resolv.conf, or give the private DNS zone file)",
+                    out->host, gai_strerror(rc));
   }
   dns_cname_chain(out->host, out);
   if (res->ai_canonname)
@@ -357,8 +329,7 @@ rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone, struc
       add_address(out, ai->ai_addr, ai->ai_addrlen);
   freeaddrinfo(res);
   if (out->naddrs == 0) {
-    set_why(why, whysz, "%s has no IPv4 or IPv6 address", out->host);
-    return RPL_E_BLOB_RESOLVE;
+    return rpl_fail(RPL_E_BLOB_RESOLVE, "%s has no IPv4 or IPv6 address", out->host);
   }
   return RPL_OK;
 }
@@ -403,21 +374,18 @@ const char *netpath_class_name(enum netpath_class cls)
   return "public";
 }
 
-rpl_err netpath_require_private(const struct netpath_route *route, char *why, size_t whysz)
+rpl_err netpath_require_private(const struct netpath_route *route)
 {
   for (size_t i = 0; i < route->naddrs; i++) {
     if (netpath_class_is_private(route->classes[i]))
       continue;
-    set_why(why, whysz,
-            "%s resolves to the public address %s (%s): storage must be reached over its private endpoint; "
-            "link the private DNS zone privatelink.blob.core.windows.net to this network (or give the zone file), "
-            "approve the private endpoint connection on the storage account, and flush DNS caches",
-            route->host, route->addr_text[i], route->source ? route->source : "resolver");
-    return RPL_E_BLOB_PUBLIC_ADDRESS;
+    return rpl_fail(RPL_E_BLOB_PUBLIC_ADDRESS, "%s resolves to the public address %s (%s): storage must be reached over its private endpoint; "
+                    "link the private DNS zone privatelink.blob.core.windows.net to this network (or give the zone file), "
+                    "approve the private endpoint connection on the storage account, and flush DNS caches",
+                    route->host, route->addr_text[i], route->source ? route->source : "resolver");
   }
   if (route->naddrs == 0) {
-    set_why(why, whysz, "%s has no address", route->host);
-    return RPL_E_BLOB_RESOLVE;
+    return rpl_fail(RPL_E_BLOB_RESOLVE, "%s has no address", route->host);
   }
   return RPL_OK;
 }

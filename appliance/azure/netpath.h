@@ -42,28 +42,25 @@ struct netpath_route {
 };
 
 /* Parses zone text (len bytes, need not be NUL-terminated). On a bad line returns
- * RPL_E_BLOB_ZONE_FILE with why = "line N: what is wrong". */
-RPL_MUST_CHECK rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **out,
-                                          char *why, size_t whysz);
+ * RPL_E_BLOB_ZONE_FILE with the detail (rpl_detail) "line N: what is wrong". */
+RPL_MUST_CHECK rpl_err netpath_zone_parse(const char *text, size_t len, struct netpath_zone **out);
 /* Reads and parses the file at path (at most NETPATH_ZONE_MAX_BYTES). */
-RPL_MUST_CHECK rpl_err netpath_zone_load(const char *path, struct netpath_zone **out, char *why,
-                                         size_t whysz);
+RPL_MUST_CHECK rpl_err netpath_zone_load(const char *path, struct netpath_zone **out);
 void netpath_zone_free(struct netpath_zone *zone);
 
 /* Resolves host: from zone when given (a name listed as an alias reports the line's canonical name
  * as its CNAME target), else with getaddrinfo and, for the report, the CNAME chain from the system
  * resolver's DNS servers. RPL_E_BLOB_RESOLVE when the name has no address. */
 RPL_MUST_CHECK rpl_err netpath_resolve(const char *host, const struct netpath_zone *zone,
-                                       struct netpath_route *out, char *why, size_t whysz);
+                                       struct netpath_route *out);
 
 enum netpath_class netpath_classify(const struct sockaddr *sa);
 const char *netpath_class_name(enum netpath_class cls);
 static inline bool netpath_class_is_private(enum netpath_class cls) { return cls != NETPATH_PUBLIC; }
 
-/* RPL_OK when every address of route is private; else RPL_E_BLOB_PUBLIC_ADDRESS with why naming
- * the host, the public address and the fix. */
-RPL_MUST_CHECK rpl_err netpath_require_private(const struct netpath_route *route, char *why,
-                                               size_t whysz);
+/* RPL_OK when every address of route is private; else RPL_E_BLOB_PUBLIC_ADDRESS with its detail
+ * naming the host, the public address and the fix. */
+RPL_MUST_CHECK rpl_err netpath_require_private(const struct netpath_route *route);
 
 /* "a.blob.core.windows.net -> a.privatelink.blob.core.windows.net -> 10.1.2.3 (RFC 1918)"; returns out. */
 char *netpath_route_format(const struct netpath_route *route, char *out, size_t outsz);

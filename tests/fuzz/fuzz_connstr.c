@@ -15,8 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   memcpy(text, data, size);
   text[size] = '\0';
   struct blob_account acct;
-  char why[256];
-  if (blob_connstr_parse(text, &acct, why, sizeof why) == RPL_OK) {
+  if (blob_connstr_parse(text, &acct) == RPL_OK) {
     /* What parses must be usable: a host, a port, an endpoint that starts with the scheme. */
     if (!acct.host[0] || acct.port == 0 || strncmp(acct.endpoint, acct.https ? "https://" : "http://", acct.https ? 8 : 7) != 0)
       abort();

@@ -10,8 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   struct blob_token t;
-  char why[256];
-  if (blob_token_parse((const char *)data, size, 1700000000, &t, why, sizeof why) == RPL_OK) {
+  if (blob_token_parse((const char *)data, size, 1700000000, &t) == RPL_OK) {
     /* The token goes into a header: printable, no spaces, and it must not have expired. */
     for (const char *p = t.access_token; *p; p++)
       if (*p <= ' ' || *p == 0x7f)

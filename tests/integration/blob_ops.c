@@ -32,12 +32,12 @@ static int open_client(void **state)
 {
   struct blob_config cfg;
   blob_config_init(&cfg);
-  char why[512];
   const char *connstr = getenv("BLOB_TEST_CONNSTR");
   if (!connstr)
     return -1;
-  if (blob_connstr_parse(connstr, &cfg.account, why, sizeof why) != RPL_OK) {
-    fprintf(stderr, "connection string: %s\n", why);
+  rpl_err perr = blob_connstr_parse(connstr, &cfg.account);
+  if (perr != RPL_OK) {
+    fprintf(stderr, "connection string: %s\n", rpl_detail(perr));
     return -1;
   }
   cfg.private_dns_zone = getenv("BLOB_TEST_ZONE") && *getenv("BLOB_TEST_ZONE") ? getenv("BLOB_TEST_ZONE") : NULL;
@@ -46,9 +46,9 @@ static int open_client(void **state)
   cfg.pagelist_slice = 3 * MIB; /* several slices per blob, not aligned to the ranges written */
   cfg.retry_base_ms = 100;
   cfg.list_max_results = 1; /* every listing page holds one blob: the NextMarker loop is exercised */
-  rpl_err err = blob_client_open(&cfg, &client, why, sizeof why);
+  rpl_err err = blob_client_open(&cfg, &client);
   if (err != RPL_OK) {
-    fprintf(stderr, "open: %s: %s\n", rpl_errname(err), why);
+    fprintf(stderr, "open: %s: %s\n", rpl_errname(err), rpl_detail(err));
     return -1;
   }
   snprintf(blob_name, sizeof blob_name, "disk-%s.vhd", getenv("BLOB_TEST_MODE") ? getenv("BLOB_TEST_MODE") : "full");

@@ -113,13 +113,12 @@ static void expect_point_image(const char *image_id, const uint8_t *want, const 
 {
   struct store_image *img = NULL;
   struct store_reader *rd = NULL;
-  char why[512] = "";
-  rpl_err e = C.ops->image_open(&C.s, C.disk, image_id, SIZE, &img, why, sizeof why);
+  rpl_err e = C.ops->image_open(&C.s, C.disk, image_id, SIZE, &img);
   if (e)
-    fail_msg("%s: image_open(%s): %s (%s)", when, image_id, rpl_errname(e), why);
+    fail_msg("%s: image_open(%s): %s (%s)", when, image_id, rpl_errname(e), rpl_detail(e));
   assert_ptr_equal(img->ops, C.ops);
-  if ((e = C.ops->reader_open(img, &rd, why, sizeof why)))
-    fail_msg("%s: reader_open: %s (%s)", when, rpl_errname(e), why);
+  if ((e = C.ops->reader_open(img, &rd)))
+    fail_msg("%s: reader_open: %s (%s)", when, rpl_errname(e), rpl_detail(e));
   uint8_t *buf = malloc(MIB);
   assert_non_null(buf);
   for (uint64_t off = 0; off < SIZE; off += MIB) {
@@ -288,10 +287,9 @@ static void step1_open_resize(void **state)
   if (C.ops != want)
     fail_msg("store_backend picked \"%s\" for %s storage", C.ops->name, expect_kind);
   printf("backend: %s\n", C.ops->name);
-  char why[1024] = "";
-  rpl_err e = C.ops->open(&C.s, C.disk, SIZE0, &C.st, why, sizeof why);
+  rpl_err e = C.ops->open(&C.s, C.disk, SIZE0, &C.st);
   if (e)
-    fail_msg("open: %s (%s)", rpl_errname(e), why);
+    fail_msg("open: %s (%s)", rpl_errname(e), rpl_detail(e));
   assert_non_null(C.st);
   assert_ptr_equal(C.st->ops, C.ops);
 
@@ -344,10 +342,9 @@ static void step2_lease(void **state)
     struct appliance_settings other = C.s;
     snprintf(other.lease_id, sizeof other.lease_id, "0e7a1b2c-0000-4000-8000-00000000cafe");
     struct store *st2 = NULL;
-    char why2[1024] = "";
-    rpl_err e2 = C.ops->open(&other, C.disk, SIZE, &st2, why2, sizeof why2);
+    rpl_err e2 = C.ops->open(&other, C.disk, SIZE, &st2);
     if (e2)
-      fail_msg("open by a second appliance: %s (%s)", rpl_errname(e2), why2);
+      fail_msg("open by a second appliance: %s (%s)", rpl_errname(e2), rpl_detail(e2));
     rpl_err not_held = RPL_OK;
     if (C.ops->lease_held(st2, &not_held))
       fail_msg("store.h: a second appliance reports the lease held while this one holds it");
@@ -640,10 +637,9 @@ static void step9_reopen(void **state)
   uint64_t committed = C.ops->committed(C.st);
   C.ops->close(C.st);
   C.st = NULL;
-  char why[1024] = "";
-  rpl_err e = C.ops->open(&C.s, C.disk, SIZE, &C.st, why, sizeof why);
+  rpl_err e = C.ops->open(&C.s, C.disk, SIZE, &C.st);
   if (e)
-    fail_msg("open again: %s (%s)", rpl_errname(e), why);
+    fail_msg("open again: %s (%s)", rpl_errname(e), rpl_detail(e));
   bool acquired;
   assert_int_equal(C.ops->lease_tick(C.st, &acquired, NULL), RPL_OK);
   assert_true(C.ops->lease_held(C.st, NULL));
@@ -655,9 +651,9 @@ static void step9_reopen(void **state)
 static int setup(void **state)
 {
   (void)state;
-  char why[1024] = "";
-  if (settings_load(state_dir, &C.s, why, sizeof why)) {
-    fprintf(stderr, "settings: %s\n", why);
+  rpl_err e = settings_load(state_dir, &C.s);
+  if (e) {
+    fprintf(stderr, "settings: %s\n", rpl_detail(e));
     return -1;
   }
   C.blob = !strcmp(expect_kind, "blob");

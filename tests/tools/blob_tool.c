@@ -37,12 +37,11 @@ static int open_client(struct blob_client **client)
 {
   struct blob_config cfg;
   blob_config_init(&cfg);
-  char why[1024] = "";
   const char *connstr = getenv("BLOB_TEST_CONNSTR");
-  rpl_err err = connstr ? blob_connstr_parse(connstr, &cfg.account, why, sizeof why)
-                        : blob_connstr_from_env(&cfg.account, why, sizeof why);
+  rpl_err err = connstr ? blob_connstr_parse(connstr, &cfg.account)
+                        : blob_connstr_from_env(&cfg.account);
   if (err != RPL_OK) {
-    fprintf(stderr, "blob_tool: %s\n", why);
+    fprintf(stderr, "blob_tool: %s\n", rpl_detail(err));
     return 1;
   }
   cfg.private_dns_zone = getenv("BLOB_TEST_ZONE");
@@ -53,9 +52,9 @@ static int open_client(struct blob_client **client)
   cfg.omit_content_md5 = getenv("BLOB_TEST_NO_MD5") != NULL;
   if (getenv("BLOB_TEST_IN_FLIGHT"))
     cfg.max_in_flight = (unsigned)atoi(getenv("BLOB_TEST_IN_FLIGHT"));
-  err = blob_client_open(&cfg, client, why, sizeof why);
+  err = blob_client_open(&cfg, client);
   if (err != RPL_OK) {
-    fprintf(stderr, "blob_tool: %s: %s\n", rpl_errname(err), why);
+    fprintf(stderr, "blob_tool: %s: %s\n", rpl_errname(err), rpl_detail(err));
     return 1;
   }
   return 0;
@@ -256,11 +255,10 @@ static int cmd_probe(void)
   struct blob_client *client;
   if (open_client(&client))
     return 1;
-  char why[1024] = "";
-  rpl_err err = blob_client_probe(client, why, sizeof why);
+  rpl_err err = blob_client_probe(client);
   blob_client_close(client);
   if (err != RPL_OK) {
-    fprintf(stderr, "blob_tool: probe: %s: %s\n", rpl_errname(err), why);
+    fprintf(stderr, "blob_tool: probe: %s: %s\n", rpl_errname(err), rpl_detail(err));
     return 1;
   }
   printf("probe: ok\n");

@@ -19,8 +19,7 @@ static const char vector_sts[] =
 static void dev_key(unsigned char key[64], size_t *len)
 {
   struct blob_account a;
-  char why[128];
-  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true", &a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true", &a), RPL_OK);
   memcpy(key, a.key, a.key_len);
   *len = a.key_len;
 }

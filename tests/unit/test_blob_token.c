@@ -17,22 +17,22 @@ static void test_imds_response(void **state)
     "\"expires_on\":\"2000003600\",\"ext_expires_in\":\"86399\",\"not_before\":\"1999999999\","
     "\"resource\":\"https:\\/\\/storage.azure.com\\/\",\"token_type\":\"Bearer\"}";
   struct blob_token t;
-  char why[256];
-  assert_int_equal(blob_token_parse(json, strlen(json), 2000000000, &t, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_token_parse(json, strlen(json), 2000000000, &t), RPL_OK);
   assert_string_equal(t.access_token, "eyJ0eXAi.eyJhdWQi.c2ln");
   assert_int_equal(t.expires_on, 2000003600);
   /* Numbers instead of strings, only expires_in, white space, unicode escapes elsewhere. */
   const char json2[] = " { \"token_type\" : \"bearer\", \"note\": \"\\u00e9\\ud83d\\ude00\", \"n\": -1.5e3, \"b\": true, \"z\": null,"
                        " \"expires_in\" : 3600 , \"access_token\" : \"abc\" } ";
-  assert_int_equal(blob_token_parse(json2, strlen(json2), 1000, &t, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_token_parse(json2, strlen(json2), 1000, &t), RPL_OK);
   assert_int_equal(t.expires_on, 4600);
 }
 
 static void expect_bad(const char *json, const char *phrase)
 {
   struct blob_token t;
-  char why[256] = "";
-  rpl_err err = blob_token_parse(json, strlen(json), 2000000000, &t, why, sizeof why);
+  rpl_detail_clear();
+  rpl_err err = blob_token_parse(json, strlen(json), 2000000000, &t);
+  const char *why = rpl_detail(err);
   if (err != RPL_E_BLOB_TOKEN || !strstr(why, phrase))
     fail_msg("'%s': got %s '%s', wanted '%s'", json, rpl_errname(err), why, phrase);
 }

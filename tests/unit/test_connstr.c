@@ -16,9 +16,8 @@
 static void test_production_form(void **state)
 {
   struct blob_account a;
-  char why[256];
   assert_int_equal(blob_connstr_parse("DefaultEndpointsProtocol=https;AccountName=acct1;AccountKey=" DEVKEY
-                                      ";EndpointSuffix=core.windows.net", &a, why, sizeof why), RPL_OK);
+                                      ";EndpointSuffix=core.windows.net", &a), RPL_OK);
   assert_string_equal(a.name, "acct1");
   assert_string_equal(a.host, "acct1.blob.core.windows.net");
   assert_int_equal(a.port, 443);
@@ -27,66 +26,63 @@ static void test_production_form(void **state)
   assert_int_equal(a.auth, BLOB_AUTH_SHARED_KEY);
   assert_int_equal(a.key_len, 64);
   /* Defaults: https and core.windows.net; keys are case-insensitive; spaces around parts ignored. */
-  assert_int_equal(blob_connstr_parse(" accountname=acct2 ; ACCOUNTKEY=" DEVKEY ";", &a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_parse(" accountname=acct2 ; ACCOUNTKEY=" DEVKEY ";", &a), RPL_OK);
   assert_string_equal(a.endpoint, "https://acct2.blob.core.windows.net:443");
   assert_int_equal(blob_connstr_parse("AccountName=acct3;AccountKey=" DEVKEY ";EndpointSuffix=core.chinacloudapi.cn",
-                                      &a, why, sizeof why), RPL_OK);
+                                      &a), RPL_OK);
   assert_string_equal(a.host, "acct3.blob.core.chinacloudapi.cn");
 }
 
 static void test_blob_endpoint_styles(void **state)
 {
   struct blob_account a;
-  char why[256];
   /* A production-style name with a port (tests reach Azurite so): account in the host. */
   assert_int_equal(blob_connstr_parse("DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=" DEVKEY
-                                      ";BlobEndpoint=https://devstoreaccount1.blob.core.windows.net:10443/", &a, why, sizeof why), RPL_OK);
+                                      ";BlobEndpoint=https://devstoreaccount1.blob.core.windows.net:10443/", &a), RPL_OK);
   assert_string_equal(a.host, "devstoreaccount1.blob.core.windows.net");
   assert_int_equal(a.port, 10443);
   assert_string_equal(a.base_path, "");
   /* Emulator path style: the endpoint's path carries the account. */
   assert_int_equal(blob_connstr_parse("AccountName=devstoreaccount1;AccountKey=" DEVKEY
-                                      ";BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1", &a, why, sizeof why), RPL_OK);
+                                      ";BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1", &a), RPL_OK);
   assert_string_equal(a.base_path, "/devstoreaccount1");
   assert_false(a.https);
   /* An IP host without a path gets the account in the path. */
   assert_int_equal(blob_connstr_parse("AccountName=devstoreaccount1;AccountKey=" DEVKEY
-                                      ";BlobEndpoint=https://127.0.0.1:10000", &a, why, sizeof why), RPL_OK);
+                                      ";BlobEndpoint=https://127.0.0.1:10000", &a), RPL_OK);
   assert_string_equal(a.base_path, "/devstoreaccount1");
   assert_string_equal(a.endpoint, "https://127.0.0.1:10000/devstoreaccount1");
   /* BlobEndpoint alone names the account through its host. */
   assert_int_equal(blob_connstr_parse("BlobEndpoint=https://acct9.blob.core.windows.net;SharedAccessSignature=sv=2021-08-06&sp=rw&sig=abc%2Bdef%3D",
-                                      &a, why, sizeof why), RPL_OK);
+                                      &a), RPL_OK);
   assert_string_equal(a.name, "acct9");
   assert_int_equal(a.auth, BLOB_AUTH_SAS);
   assert_string_equal(a.sas, "sv=2021-08-06&sp=rw&sig=abc%2Bdef%3D");
   /* No credential: the managed identity. */
-  assert_int_equal(blob_connstr_parse("AccountName=acct4", &a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_parse("AccountName=acct4", &a), RPL_OK);
   assert_int_equal(a.auth, BLOB_AUTH_BEARER);
 }
 
 static void test_development_storage(void **state)
 {
   struct blob_account a;
-  char why[256];
-  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true", &a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true", &a), RPL_OK);
   assert_string_equal(a.name, "devstoreaccount1");
   assert_string_equal(a.endpoint, "http://127.0.0.1:10000/devstoreaccount1");
   assert_string_equal(a.base_path, "/devstoreaccount1");
   assert_int_equal(a.key_len, 64);
-  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://10.1.2.3", &a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://10.1.2.3", &a), RPL_OK);
   assert_string_equal(a.host, "10.1.2.3");
-  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=false", &a, why, sizeof why), RPL_E_BLOB_CONNSTR);
+  assert_int_equal(blob_connstr_parse("UseDevelopmentStorage=false", &a), RPL_E_BLOB_CONNSTR);
 }
 
 static void test_env(void **state)
 {
   struct blob_account a;
-  char why[256];
   unsetenv("AZURE_STORAGE_CONNECTION_STRING");
-  assert_int_equal(blob_connstr_from_env(&a, why, sizeof why), RPL_E_NOT_FOUND);
+  assert_int_equal(blob_connstr_from_env(&a), RPL_E_NOT_FOUND);
   setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=envacct;AccountKey=" DEVKEY, 1);
-  assert_int_equal(blob_connstr_from_env(&a, why, sizeof why), RPL_OK);
+  assert_int_equal(blob_connstr_from_env(&a), RPL_OK);
   assert_string_equal(a.name, "envacct");
   unsetenv("AZURE_STORAGE_CONNECTION_STRING");
 }
@@ -94,8 +90,9 @@ static void test_env(void **state)
 static void expect_bad(const char *text, rpl_err want, const char *phrase)
 {
   struct blob_account a;
-  char why[256] = "";
-  rpl_err got = blob_connstr_parse(text, &a, why, sizeof why);
+  rpl_detail_clear();
+  rpl_err got = blob_connstr_parse(text, &a);
+  const char *why = rpl_detail(got);
   if (got != want || !strstr(why, phrase))
     fail_msg("'%s': got %s '%s', wanted %s containing '%s'", text, rpl_errname(got), why, rpl_errname(want), phrase);
   /* Nothing secret is echoed. */
@@ -122,16 +119,15 @@ static void test_malformed(void **state)
 
 static void test_sas(void **state)
 {
-  char why[256];
-  assert_int_equal(blob_sas_validate("sv=2021-08-06&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&st=2020-01-01T00:00:00Z&spr=https&sig=AbC%2F%2B%3D", why, sizeof why), RPL_OK);
-  assert_int_equal(blob_sas_validate("?sv=1&sig=x", why, sizeof why), RPL_E_BLOB_SAS);
-  assert_int_equal(blob_sas_validate("sv=1&sig=x%2", why, sizeof why), RPL_E_BLOB_SAS);
-  assert_non_null(strstr(why, "escape"));
-  assert_int_equal(blob_sas_validate("sv=1&&sig=x", why, sizeof why), RPL_E_BLOB_SAS);
-  assert_int_equal(blob_sas_validate("sv=1&sig=", why, sizeof why), RPL_E_BLOB_SAS);
-  assert_int_equal(blob_sas_validate("sv=1&sig=x&evil=1", why, sizeof why), RPL_E_BLOB_SAS);
-  assert_non_null(strstr(why, "unknown parameter 'evil'"));
-  assert_int_equal(blob_sas_validate("", why, sizeof why), RPL_E_BLOB_SAS);
+  assert_int_equal(blob_sas_validate("sv=2021-08-06&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&st=2020-01-01T00:00:00Z&spr=https&sig=AbC%2F%2B%3D"), RPL_OK);
+  assert_int_equal(blob_sas_validate("?sv=1&sig=x"), RPL_E_BLOB_SAS);
+  assert_int_equal(blob_sas_validate("sv=1&sig=x%2"), RPL_E_BLOB_SAS);
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_SAS), "escape"));
+  assert_int_equal(blob_sas_validate("sv=1&&sig=x"), RPL_E_BLOB_SAS);
+  assert_int_equal(blob_sas_validate("sv=1&sig="), RPL_E_BLOB_SAS);
+  assert_int_equal(blob_sas_validate("sv=1&sig=x&evil=1"), RPL_E_BLOB_SAS);
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_SAS), "unknown parameter 'evil'"));
+  assert_int_equal(blob_sas_validate(""), RPL_E_BLOB_SAS);
 }
 
 int main(void)

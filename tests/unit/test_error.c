@@ -57,6 +57,9 @@ static void test_detail(void **state)
   rpl_describe(RPL_E_IO, buf, sizeof buf);
   assert_true(strstr(buf, rpl_strerror(RPL_E_IO)) == buf);
   assert_non_null(strstr(buf, ": cannot open /x/y"));
+  /* a caller adding context to its callee's detail reads the detail while it is replaced */
+  assert_int_equal(rpl_fail(RPL_E_IO, "disk 1: %s", rpl_detail(RPL_E_IO)), RPL_E_IO);
+  assert_string_equal(rpl_detail(RPL_E_IO), "disk 1: cannot open /x/y: no such file");
   /* a later failure replaces it; a long detail is cut, not overrun */
   char big[RPL_DETAIL_MAX * 2];
   memset(big, 'a', sizeof big - 1);

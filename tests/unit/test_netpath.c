@@ -59,40 +59,40 @@ static void test_zone_resolution(void **state)
     "127.0.0.1\tdevstoreaccount1.blob.core.windows.net.\n"
     "203.0.113.9 public.blob.core.windows.net\n";
   struct netpath_zone *zone;
-  char why[512];
-  assert_int_equal(netpath_zone_parse(text, strlen(text), &zone, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_zone_parse(text, strlen(text), &zone), RPL_OK);
   struct netpath_route r;
-  assert_int_equal(netpath_resolve("ACCT.blob.core.windows.net", zone, &r, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_resolve("ACCT.blob.core.windows.net", zone, &r), RPL_OK);
   assert_int_equal(r.chain_len, 2);
   assert_string_equal(r.chain[0], "acct.blob.core.windows.net");
   assert_string_equal(r.chain[1], "acct.privatelink.blob.core.windows.net");
   assert_int_equal(r.naddrs, 1);
   assert_string_equal(r.addr_text[0], "10.1.2.3");
-  assert_int_equal(netpath_require_private(&r, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_require_private(&r), RPL_OK);
   char line[512];
   netpath_route_format(&r, line, sizeof line);
   assert_string_equal(line, "acct.blob.core.windows.net -> acct.privatelink.blob.core.windows.net -> 10.1.2.3 (private, RFC 1918) [private DNS zone file]");
 
-  assert_int_equal(netpath_resolve("devstoreaccount1.blob.core.windows.net", zone, &r, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_resolve("devstoreaccount1.blob.core.windows.net", zone, &r), RPL_OK);
   assert_int_equal(r.classes[0], NETPATH_LOOPBACK);
 
-  assert_int_equal(netpath_resolve("public.blob.core.windows.net", zone, &r, why, sizeof why), RPL_OK);
-  assert_int_equal(netpath_require_private(&r, why, sizeof why), RPL_E_BLOB_PUBLIC_ADDRESS);
-  assert_non_null(strstr(why, "public.blob.core.windows.net"));
-  assert_non_null(strstr(why, "203.0.113.9"));
-  assert_non_null(strstr(why, "link the private DNS zone"));
-  assert_non_null(strstr(why, "approve the private endpoint connection"));
+  assert_int_equal(netpath_resolve("public.blob.core.windows.net", zone, &r), RPL_OK);
+  assert_int_equal(netpath_require_private(&r), RPL_E_BLOB_PUBLIC_ADDRESS);
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_PUBLIC_ADDRESS), "public.blob.core.windows.net"));
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_PUBLIC_ADDRESS), "203.0.113.9"));
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_PUBLIC_ADDRESS), "link the private DNS zone"));
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_PUBLIC_ADDRESS), "approve the private endpoint connection"));
 
-  assert_int_equal(netpath_resolve("missing.blob.core.windows.net", zone, &r, why, sizeof why), RPL_E_BLOB_RESOLVE);
-  assert_non_null(strstr(why, "not in the private DNS zone file"));
+  assert_int_equal(netpath_resolve("missing.blob.core.windows.net", zone, &r), RPL_E_BLOB_RESOLVE);
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_RESOLVE), "not in the private DNS zone file"));
   netpath_zone_free(zone);
 }
 
 static void expect_bad_zone(const char *text, const char *phrase)
 {
   struct netpath_zone *zone = NULL;
-  char why[256] = "";
-  rpl_err err = netpath_zone_parse(text, strlen(text), &zone, why, sizeof why);
+  rpl_detail_clear();
+  rpl_err err = netpath_zone_parse(text, strlen(text), &zone);
+  const char *why = rpl_detail(err);
   if (err != RPL_E_BLOB_ZONE_FILE || !strstr(why, phrase))
     fail_msg("'%s': got %s '%s', wanted '%s'", text, rpl_errname(err), why, phrase);
   assert_null(zone);
@@ -107,20 +107,18 @@ static void test_zone_errors(void **state)
   expect_bad_zone("acct.blob.core.windows.net 10.0.0.1\n", "not an IPv4 or IPv6 address");
   char nul[] = "10.0.0.1 a\0b\n";
   struct netpath_zone *zone = NULL;
-  char why[256];
-  assert_int_equal(netpath_zone_parse(nul, sizeof nul - 1, &zone, why, sizeof why), RPL_E_BLOB_ZONE_FILE);
-  assert_int_equal(netpath_zone_load("/nonexistent/zone", &zone, why, sizeof why), RPL_E_BLOB_ZONE_FILE);
-  assert_non_null(strstr(why, "cannot open"));
+  assert_int_equal(netpath_zone_parse(nul, sizeof nul - 1, &zone), RPL_E_BLOB_ZONE_FILE);
+  assert_int_equal(netpath_zone_load("/nonexistent/zone", &zone), RPL_E_BLOB_ZONE_FILE);
+  assert_non_null(strstr(rpl_detail(RPL_E_BLOB_ZONE_FILE), "cannot open"));
 }
 
 static void test_literal_and_system(void **state)
 {
   struct netpath_route r;
-  char why[256];
-  assert_int_equal(netpath_resolve("10.9.8.7", NULL, &r, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_resolve("10.9.8.7", NULL, &r), RPL_OK);
   assert_int_equal(r.classes[0], NETPATH_RFC1918);
   /* localhost comes from /etc/hosts through the system resolver. */
-  assert_int_equal(netpath_resolve("localhost", NULL, &r, why, sizeof why), RPL_OK);
+  assert_int_equal(netpath_resolve("localhost", NULL, &r), RPL_OK);
   assert_true(r.naddrs >= 1);
   assert_int_equal(r.classes[0], NETPATH_LOOPBACK);
   assert_string_equal(r.source, "system resolver");

@@ -22,32 +22,32 @@ static void test_parse(void **state)
 {
   (void)state;
   struct retention_policy p;
-  char why[256], text[RETENTION_TEXT_MAX];
-  assert_int_equal(retention_parse(NULL, &p, why, sizeof why), RPL_OK);
+  char text[RETENTION_TEXT_MAX];
+  assert_int_equal(retention_parse(NULL, &p), RPL_OK);
   assert_int_equal(p.all_s, H);
   assert_int_equal(p.hourly_s, 24 * H);
   assert_int_equal(p.daily_s, 7 * D);
   assert_int_equal(p.time_scale, 1);
-  assert_int_equal(retention_parse("", &p, why, sizeof why), RPL_OK);
+  assert_int_equal(retention_parse("", &p), RPL_OK);
   retention_format(&p, text, sizeof text);
   assert_string_equal(text, RETENTION_DEFAULT);
-  assert_int_equal(retention_parse("daily=30d,all=90m", &p, why, sizeof why), RPL_OK);
+  assert_int_equal(retention_parse("daily=30d,all=90m", &p), RPL_OK);
   assert_int_equal(p.all_s, 90 * 60);
   assert_int_equal(p.hourly_s, 0); /* a missing key: tier off */
   assert_int_equal(p.daily_s, 30 * D);
   retention_format(&p, text, sizeof text);
   assert_string_equal(text, "all=90m,hourly=0,daily=30d");
-  assert_int_equal(retention_parse("all=0,hourly=45s", &p, why, sizeof why), RPL_OK);
+  assert_int_equal(retention_parse("all=0,hourly=45s", &p), RPL_OK);
   assert_int_equal(p.hourly_s, 45);
-  assert_int_equal(retention_parse("all=3650d", &p, why, sizeof why), RPL_OK);
+  assert_int_equal(retention_parse("all=3650d", &p), RPL_OK);
 
   static const char *const bad[] = {"all", "all=", "all=1", "all=1w", "all=-1h", "all=1h,all=2h", "weekly=1d",
                                     "all=1h,", ",all=1h", "all=1h;hourly=2h", "all=3651d", "all=99999999999999d",
                                     "all= 1h", "all=1.5h", "ALL=1h"};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    why[0] = 0;
-    assert_int_equal(retention_parse(bad[i], &p, why, sizeof why), RPL_E_RETENTION_POLICY);
-    assert_true(strlen(why) > 10);
+    rpl_detail_clear();
+    assert_int_equal(retention_parse(bad[i], &p), RPL_E_RETENTION_POLICY);
+    assert_true(strlen(rpl_detail(RPL_E_RETENTION_POLICY)) > 10);
   }
   assert_non_null(strstr(rpl_strerror(RPL_E_RETENTION_POLICY), "all=1h"));
 }

@@ -43,7 +43,6 @@ static void round_trip(void **state)
 {
   const char *dir = *state;
   struct appliance_settings s, t;
-  char why[512] = "";
   settings_defaults(&s);
   snprintf(s.storage, sizeof s.storage, "file:/var/tmp/replica");
   s.max_in_flight = 32;
@@ -51,8 +50,8 @@ static void round_trip(void **state)
   s.upload_limit_mbps = 300;
   s.agent_limit_mbps = 40;
   s.require_private_endpoint = false;
-  assert_int_equal(settings_save(dir, &s, why, sizeof why), RPL_OK);
-  assert_int_equal(settings_load(dir, &t, why, sizeof why), RPL_OK);
+  assert_int_equal(settings_save(dir, &s), RPL_OK);
+  assert_int_equal(settings_load(dir, &t), RPL_OK);
   assert_string_equal(t.storage, s.storage);
   assert_int_equal(t.max_in_flight, 32);
   assert_int_equal(t.lease_duration_s, 15);
@@ -70,9 +69,8 @@ static void defaults_when_absent(void **state)
 {
   const char *dir = *state;
   struct appliance_settings s;
-  char why[512] = "";
   write_conf(dir, "");
-  assert_int_equal(settings_load(dir, &s, why, sizeof why), RPL_OK);
+  assert_int_equal(settings_load(dir, &s), RPL_OK);
   assert_int_equal(s.max_in_flight, 16);
   assert_int_equal(s.lease_duration_s, SETTINGS_DEFAULT_LEASE_S);
   assert_true(s.require_private_endpoint);
@@ -100,9 +98,10 @@ static void bad_numbers_refused(void **state)
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     struct appliance_settings s;
-    char why[512] = "";
     write_conf(dir, cases[i].line);
-    assert_int_equal(settings_load(dir, &s, why, sizeof why), RPL_E_CONFIG);
+    rpl_detail_clear();
+    assert_int_equal(settings_load(dir, &s), RPL_E_CONFIG);
+    const char *why = rpl_detail(RPL_E_CONFIG);
     if (!strstr(why, cases[i].says) || !strstr(why, "line 2")) {
       print_error("%s -> '%s'\n", cases[i].line, why);
       fail();
@@ -114,14 +113,13 @@ static void edges_accepted(void **state)
 {
   const char *dir = *state;
   struct appliance_settings s;
-  char why[512] = "";
   write_conf(dir, "max_in_flight=256\nlease_duration_s=60\nrequire_private_endpoint=0\n");
-  assert_int_equal(settings_load(dir, &s, why, sizeof why), RPL_OK);
+  assert_int_equal(settings_load(dir, &s), RPL_OK);
   assert_int_equal(s.max_in_flight, 256);
   assert_int_equal(s.lease_duration_s, 60);
   assert_false(s.require_private_endpoint);
   write_conf(dir, "max_in_flight=1\nlease_duration_s=15\nrequire_private_endpoint=1\n");
-  assert_int_equal(settings_load(dir, &s, why, sizeof why), RPL_OK);
+  assert_int_equal(settings_load(dir, &s), RPL_OK);
   assert_int_equal(s.max_in_flight, 1);
   assert_int_equal(s.lease_duration_s, 15);
   assert_true(s.require_private_endpoint);
