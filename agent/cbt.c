@@ -43,7 +43,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
 }
 
 /* Records why eBPF cannot be used here (shown to the user with the fallback). */
-void cbt_set_why(struct cbt *t, const char *fmt, ...)
+void cbt_set_no_ebpf_reason(struct cbt *t, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -185,12 +185,12 @@ bool cbt_ebpf_available(struct cbt *t, const char **why)
     return true;
   struct statfs fs;
   if (access(t->btf_path, R_OK) != 0)
-    cbt_set_why(t, "kernel BTF not found at %s: this kernel lacks CONFIG_DEBUG_INFO_BTF",
+    cbt_set_no_ebpf_reason(t, "kernel BTF not found at %s: this kernel lacks CONFIG_DEBUG_INFO_BTF",
              t->btf_path);
   else if (geteuid() != 0)
-    cbt_set_why(t, "not running as root: loading eBPF needs CAP_BPF and CAP_PERFMON");
+    cbt_set_no_ebpf_reason(t, "not running as root: loading eBPF needs CAP_BPF and CAP_PERFMON");
   else if (statfs("/sys/fs/bpf", &fs) != 0 && errno == ENOENT)
-    cbt_set_why(t, "no /sys/fs/bpf: bpffs is unavailable");
+    cbt_set_no_ebpf_reason(t, "no /sys/fs/bpf: bpffs is unavailable");
   if (!t->no_ebpf_why[0])
     return true;
   if (why)

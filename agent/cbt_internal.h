@@ -93,7 +93,7 @@ static inline uint32_t kernel_dev(uint32_t major, uint32_t minor)
 /* ---- cbt.c --------------------------------------------------------------------------------- */
 
 /* Records why eBPF cannot be used here (shown to the user with the fallback). */
-void cbt_set_why(struct cbt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cbt_set_no_ebpf_reason(struct cbt *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A small text file (sysfs, procfs) without its trailing newline; -1 with errno set on failure. */
 int cbt_read_small_file(const char *path, char *buf, size_t size);
 int cbt_mkdir_parents(const char *path, mode_t mode);

@@ -218,7 +218,7 @@ static rpl_err ensure_bpffs(struct cbt *t)
       (statfs(BPFFS_ROOT, &fs) != 0 || fs.f_type != BPF_FS_MAGIC)) {
     cbt_mkdir_parents(BPFFS_ROOT, 0755);
     if (mount("bpf", BPFFS_ROOT, "bpf", 0, "mode=0700") != 0) {
-      cbt_set_why(t,
+      cbt_set_no_ebpf_reason(t,
                "bpffs is not mounted on " BPFFS_ROOT " and mounting it failed (%s): mount -t bpf bpf " BPFFS_ROOT,
                strerror(errno));
       return RPL_E_CBT_NO_BPFFS;
@@ -226,7 +226,7 @@ static rpl_err ensure_bpffs(struct cbt *t)
     log_info("mounted bpffs on " BPFFS_ROOT);
   }
   if (cbt_mkdir_parents(t->pin_dir, 0700) != 0 || statfs(t->pin_dir, &fs) != 0 || fs.f_type != BPF_FS_MAGIC) {
-    cbt_set_why(t, "the pin directory %s is not on a bpffs mount (%s)",
+    cbt_set_no_ebpf_reason(t, "the pin directory %s is not on a bpffs mount (%s)",
              t->pin_dir, errno ? strerror(errno) : "wrong file system");
     return RPL_E_CBT_NO_BPFFS;
   }
@@ -244,7 +244,7 @@ rpl_err cbt_pins_install(struct cbt *t)
 
   t->no_ebpf_why[0] = '\0';
   if (access(t->btf_path, R_OK) != 0) {
-    cbt_set_why(t,
+    cbt_set_no_ebpf_reason(t,
              "kernel BTF not found at %s (%s): this kernel lacks CONFIG_DEBUG_INFO_BTF%s", t->btf_path,
              strerror(errno), t->btf_custom ? "" : "; set MOBILITY_AGENT_BTF to a BTF file for it");
     return RPL_E_UNSUPPORTED;
@@ -257,25 +257,25 @@ rpl_err cbt_pins_install(struct cbt *t)
   libbpf_last_warning[0] = '\0';
   skel = cbt_bpf__open_opts(&open_opts);
   if (!skel) {
-    cbt_set_why(t, "cannot open the eBPF tracker object: %s%s%s",
+    cbt_set_no_ebpf_reason(t, "cannot open the eBPF tracker object: %s%s%s",
              strerror(errno), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
     return RPL_E_CBT_LOAD;
   }
   int rc = cbt_bpf__load(skel);
   if (rc) {
     if (rc == -EPERM || rc == -EACCES)
-      cbt_set_why(t,
+      cbt_set_no_ebpf_reason(t,
                "not allowed to load eBPF programs (%s): run as root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
                strerror(-rc));
     else
-      cbt_set_why(t, "the kernel refused the eBPF tracker (%s)%s%s",
+      cbt_set_no_ebpf_reason(t, "the kernel refused the eBPF tracker (%s)%s%s",
                strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
     err = RPL_E_CBT_LOAD;
     goto cleanup;
   }
   rc = cbt_bpf__attach(skel);
   if (rc) {
-    cbt_set_why(t,
+    cbt_set_no_ebpf_reason(t,
              "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
              "tracepoints (%s)",
              strerror(-rc));

@@ -94,10 +94,10 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s)
     if (!known && strcmp(key, "require_private_endpoint") == 0) {
       known = true;
       unsigned v;
-      if (!parse_whole(value, 0, 1, &v)) {
+      if (!parse_whole(value, 0, 1, &v))
         err = rpl_fail(RPL_E_CONFIG, "%s line %u: require_private_endpoint must be 0 or 1", path, lineno);
-      }
-      s->require_private_endpoint = v == 1;
+      else
+        s->require_private_endpoint = v == 1;
     }
     if (!known && strcmp(key, "max_in_flight") == 0) {
       known = true;
