@@ -14,6 +14,7 @@
 #include <zstd.h>
 
 #include "lease.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 #include "vhd.h"
 
@@ -343,15 +344,6 @@ void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate
   pthread_mutex_unlock(&u->lock);
 }
 
-/* Waits until the bandwidth limits allow len more bytes (the writes in flight progress meanwhile),
- * then takes them from both buckets. */
-uint64_t uploader_mono_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* How long both bandwidth limits (either may be NULL) hold back the next bytes, in microseconds. */
 uint64_t uploader_limits_wait_us(struct rate_limit *all, struct rate_limit *agent)
 {
@@ -365,6 +357,8 @@ void uploader_limits_take(struct rate_limit *all, struct rate_limit *agent, uint
   rate_limit_take(agent, len);
 }
 
+/* Waits until the bandwidth limits allow len more bytes (the writes in flight progress meanwhile),
+ * then takes them from both buckets. */
 static rpl_err pace(struct uploader *u, uint32_t len)
 {
   uint64_t t0 = 0;
@@ -373,7 +367,7 @@ static rpl_err pace(struct uploader *u, uint32_t len)
     if (!w)
       break;
     if (!t0)
-      t0 = uploader_mono_ms();
+      t0 = rpl_mono_ms();
     int ms = w > 100000 ? 100 : (int)((w + 999) / 1000);
     if (blob_client_pending(u->client)) {
       rpl_err e = blob_client_poll(u->client, ms);
@@ -387,7 +381,7 @@ static rpl_err pace(struct uploader *u, uint32_t len)
     }
   }
   if (t0)
-    u->stats.limit_wait_ms += uploader_mono_ms() - t0;
+    u->stats.limit_wait_ms += rpl_mono_ms() - t0;
   uploader_limits_take(u->limit_all, u->limit_agent, len);
   return RPL_OK;
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "lease.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 /* ---- the initial sync written straight into the blob (uploader.h) ---- */
@@ -157,12 +158,12 @@ static rpl_err direct_push(struct direct *dr)
       if (!w)
         break;
       if (!t0)
-        t0 = uploader_mono_ms();
+        t0 = rpl_mono_ms();
       struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(w > 100000 ? 100000 : w) * 1000};
       nanosleep(&ts, NULL);
     }
     if (t0)
-      dr->limit_wait_ms += uploader_mono_ms() - t0;
+      dr->limit_wait_ms += rpl_mono_ms() - t0;
     uploader_limits_take(dr->limit_all, dr->limit_agent, (uint32_t)r->length);
   }
   pthread_mutex_lock(&dr->lock);

@@ -75,7 +75,6 @@ uint8_t *uploader_pool_get(struct buf_pool *p);
 void uploader_pool_put(struct buf_pool *p, uint8_t *b);
 void uploader_pool_trim(struct buf_pool *p);
 const char *uploader_lease_id_of(const struct uploader *u);
-uint64_t uploader_mono_ms(void);
 uint64_t uploader_limits_wait_us(struct rate_limit *all, struct rate_limit *agent);
 void uploader_limits_take(struct rate_limit *all, struct rate_limit *agent, uint32_t len);
 rpl_err uploader_flush_run(struct uploader *u, struct run *r, const struct blob_write_cond *cond);

@@ -17,18 +17,12 @@
 #include <unistd.h>
 
 #include "blob_internal.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_result;
 static void curl_global(void) { curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
-static uint64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint64_t rng_next(struct blob_client *c)
 {
@@ -838,7 +832,7 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
     log_info("%s %s: try %u got %s%ld %s; retrying in %llu ms", r->verb, r->path, r->reply.tries,
              cc != CURLE_OK ? "transport error " : "HTTP ", cc != CURLE_OK ? (long)cc : r->reply.status,
              cc != CURLE_OK ? curl_easy_strerror(cc) : r->reply.error_code, (unsigned long long)delay);
-    r->due_ms = now_ms() + delay;
+    r->due_ms = rpl_mono_ms() + delay;
     blob_enqueue(c, r);
     return;
   }
@@ -853,7 +847,7 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
 
 static void start_ready(struct blob_client *c)
 {
-  uint64_t now = now_ms();
+  uint64_t now = rpl_mono_ms();
   struct blob_req **link = &c->queue_head, *prev = NULL;
   while (*link && c->in_flight < c->cfg.max_in_flight) {
     struct blob_req *r = *link;
@@ -886,7 +880,7 @@ static uint64_t earliest_due(const struct blob_client *c)
 
 rpl_err blob_client_poll(struct blob_client *c, int timeout_ms)
 {
-  uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+  uint64_t deadline = rpl_mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
   uint64_t completed_before = c->completed;
   for (;;) {
     start_ready(c);
@@ -900,7 +894,7 @@ rpl_err blob_client_poll(struct blob_client *c, int timeout_ms)
         complete_try(c, msg->easy_handle, msg->data.result);
     if (c->completed != completed_before || (c->in_flight == 0 && c->queued == 0))
       return RPL_OK;
-    uint64_t now = now_ms();
+    uint64_t now = rpl_mono_ms();
     if (now >= deadline)
       return RPL_OK;
     uint64_t wait = deadline - now;
