@@ -70,16 +70,11 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
   d->store->ops->get_stats(d->store, &st1);
   struct event ev = {.type = EVENT_APPLIED, .cycle = n, .kind = kind};
   memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
-  if (st1.transfers) {
-    ev.upload_bytes = st1.bytes_written - ac->st0.bytes_written;
-    ev.upload_ms = now_ms() - ac->t0;
-    ev.limit_wait_ms = st1.limit_wait_ms - ac->st0.limit_wait_ms;
-  }
+  event_set_upload(&ev, &ac->st0, &st1, ac->t0);
   events_emit(&ev);
-  if (st1.transfers) /* bench/upload_limit.sh reads the rate from this line */
+  if (st1.transfers)
     log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
-             " ms waiting for the bandwidth limits)", id, n, st1.bytes_written - ac->st0.bytes_written,
-             now_ms() - ac->t0, st1.limit_wait_ms - ac->st0.limit_wait_ms);
+             " ms waiting for the bandwidth limits)", id, n, ev.upload_bytes, ev.upload_ms, ev.limit_wait_ms);
   else
     log_info("disk %s: cycle %" PRIu64 " applied", id, n); /* a point's image follows */
 }

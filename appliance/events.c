@@ -7,12 +7,23 @@
 #include <uuid/uuid.h>
 
 #include "json_out.h"
+#include "rpl_clock.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t arrived = PTHREAD_COND_INITIALIZER;
 static struct event ring[EVENTS_RING];
 static uint64_t last_seq;
 static bool waking;
+
+void event_set_upload(struct event *e, const struct store_stats *before, const struct store_stats *after,
+                      uint64_t started_ms)
+{
+  if (!after->transfers)
+    return;
+  e->upload_bytes = after->bytes_written - before->bytes_written;
+  e->upload_ms = rpl_mono_ms() - started_ms;
+  e->limit_wait_ms = after->limit_wait_ms - before->limit_wait_ms;
+}
 
 void events_emit(struct event *e)
 {

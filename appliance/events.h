@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "proto.h"
+#include "store.h"
 
 /* Events kept: a reader further behind than this misses the oldest (it sees a gap in seq). */
 #define EVENTS_RING 4096
@@ -30,6 +31,10 @@ struct event {
   char point_id[32];              /* point: "rp-N" */
 };
 
+/* The upload figures of e from a store's stats before and after, and when it started (monotonic
+ * ms); nothing for a store that moves no bytes over a network. */
+void event_set_upload(struct event *e, const struct store_stats *before, const struct store_stats *after,
+                      uint64_t started_ms);
 /* Records an event (thread-safe) and wakes readers waiting for one. */
 void events_emit(struct event *e);
 /* Writes every event with seq > since as one JSON object per line to out. With none, waits up to

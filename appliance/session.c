@@ -367,29 +367,22 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
   rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
   if (ce)
     log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
-  /* bench/lib_bench.sh times cycles from this line and the "applied" one (no status polling) */
-  char idt[37];
-  id_text(d->id, idt);
-  char upload[160] = "";
-  struct store_stats st = {0};
-  if (sl->direct)
-    sl->direct_store->ops->get_stats(sl->direct_store, &st);
-  if (st.transfers) { /* as the applier says it of a cycle uploaded from the cache (bench/upload_limit.sh) */
-    snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
-             " ms waiting for the bandwidth limits)", st.bytes_written - sl->direct_stats.bytes_written,
-             now_ms() - sl->direct_start_ms, st.limit_wait_ms - sl->direct_stats.limit_wait_ms);
-  }
-  log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
-           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
   struct event ev = {.type = EVENT_COMMITTED, .cycle = sl->cycle, .kind = sl->kind, .direct = sl->direct,
                      .extents = t.extents, .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
   memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
-  if (st.transfers) {
-    ev.upload_bytes = st.bytes_written - sl->direct_stats.bytes_written;
-    ev.upload_ms = now_ms() - sl->direct_start_ms;
-    ev.limit_wait_ms = st.limit_wait_ms - sl->direct_stats.limit_wait_ms;
-  }
+  struct store_stats st = {0};
+  if (sl->direct)
+    sl->direct_store->ops->get_stats(sl->direct_store, &st);
+  event_set_upload(&ev, &sl->direct_stats, &st, sl->direct_start_ms);
   events_emit(&ev);
+  char idt[37];
+  id_text(d->id, idt);
+  char upload[160] = "";
+  if (st.transfers) /* as the applier says it of a cycle uploaded from the cache */
+    snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
+             " ms waiting for the bandwidth limits)", ev.upload_bytes, ev.upload_ms, ev.limit_wait_ms);
+  log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
+           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
   if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
     log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);
