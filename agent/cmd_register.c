@@ -27,9 +27,14 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
   return 1;
 }
 
-int agent_cmd_register(int argc, char **argv)
+struct register_opts {
+  const char *appliance, *key, *state_dir;
+};
+
+/* 0, or 1 with the message printed. */
+static int parse_register_opts(int argc, char **argv, struct register_opts *o)
 {
-  const char *appliance = NULL, *key = NULL, *state_dir = AGENT_DEFAULT_STATE;
+  *o = (struct register_opts){.state_dir = AGENT_DEFAULT_STATE};
   static const struct option opts[] = {
     {"appliance", required_argument, NULL, 'a'}, {"key", required_argument, NULL, 'k'},
     {"state", required_argument, NULL, 's'}, {0, 0, 0, 0}};
@@ -37,26 +42,92 @@ int agent_cmd_register(int argc, char **argv)
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
-    case 'a': appliance = optarg; break;
-    case 'k': key = optarg; break;
-    case 's': state_dir = optarg; break;
+    case 'a': o->appliance = optarg; break;
+    case 'k': o->key = optarg; break;
+    case 's': o->state_dir = optarg; break;
     default: return fail("usage: mobility-agent register --appliance HOST:PORT --key KEY [--state DIR]");
     }
   }
-  if (!appliance || !key || optind != argc)
+  if (!o->appliance || !o->key || optind != argc)
     return fail("usage: mobility-agent register --appliance HOST:PORT --key KEY [--state DIR]");
+  /* Checked here so that a typo is reported before a key is made or anything is sent. */
   char host[256], port[16];
-  if (conn_split_hostport(appliance, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
-    return fail("'%s' is not HOST:PORT (e.g. 10.0.0.5:9443)", appliance);
+  if (conn_split_hostport(o->appliance, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
+    return fail("'%s' is not HOST:PORT (e.g. 10.0.0.5:9443)", o->appliance);
+  return 0;
+}
 
+/* A pin mismatch is its own message: it is the one failure the address, daemon or firewall do not explain. */
+static int connect_appliance(SSL_CTX *ctx, const char *appliance, struct conn **cn)
+{
+  rpl_err err = conn_connect(ctx, appliance, REGISTER_TIMEOUT_MS, cn);
+  if (!err)
+    return 0;
+  if (err == RPL_E_TLS_PIN_MISMATCH)
+    return fail("%s: %s", appliance, rpl_strerror(err));
+  return fail("cannot reach the appliance at %s (%s): check the address, that `replication-appliance run` is running, and the firewall",
+              appliance, rpl_strerror(err));
+}
+
+/* Sends the secret with the CSR; on success *ok holds the signed certificate (pointing into the
+ * connection's buffer). 0, or 1 with the message printed. */
+static int exchange_registration(struct conn *cn, struct proto_buf *out, const char *appliance, const char *hostname,
+                                 const char *csr, const uint8_t secret[CHAN_SECRET_SIZE], struct proto_registered *ok)
+{
+  struct proto_register reg = {.hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)},
+                               .csr_pem = {(const uint8_t *)csr, (uint32_t)strlen(csr)}};
+  memcpy(reg.secret, secret, CHAN_SECRET_SIZE);
+  struct proto_frame f;
+  rpl_err err;
+  if ((err = proto_encode_register(out, &reg)) || (err = conn_send(cn, out)) ||
+      (err = conn_recv(cn, &f, REGISTER_TIMEOUT_MS)))
+    return fail("registration with %s failed: %s", appliance, rpl_strerror(err));
+  if (f.type == PROTO_ERROR) {
+    struct proto_error e;
+    if (proto_decode_error(&f, &e) != RPL_OK)
+      return fail("the appliance refused the registration");
+    fprintf(stderr, "mobility-agent register: the appliance refused the registration: %.*s\n", (int)e.message.len,
+            (const char *)e.message.ptr);
+    return 1;
+  }
+  if ((err = proto_decode_registered(&f, ok)))
+    return fail("unexpected answer from the appliance: %s", rpl_strerror(err));
+  return 0;
+}
+
+/* Key and certificate are written before the state that names the appliance, so a saved
+ * registration always has its credentials. 0, or 1 (file_write_atomic logs its own failures). */
+static int save_registration(struct agent_state *st, const struct register_opts *o, const char *agent_key,
+                             const struct proto_registered *ok, const uint8_t fp[CHAN_FINGERPRINT_SIZE])
+{
+  char path[600];
+  agent_state_path(st, STATE_AGENT_KEY, path, sizeof path);
+  if (file_write_atomic(path, agent_key, strlen(agent_key), 0600))
+    return 1;
+  agent_state_path(st, STATE_AGENT_CERT, path, sizeof path);
+  if (file_write_atomic(path, (const char *)ok->cert_pem.ptr, ok->cert_pem.len, 0644))
+    return 1;
+  agent_disk_id_text(ok->agent_id, st->agent_id);
+  snprintf(st->appliance, sizeof st->appliance, "%s", o->appliance);
+  memcpy(st->fingerprint, fp, CHAN_FINGERPRINT_SIZE);
+  rpl_err err = agent_state_save(st);
+  if (err)
+    return fail("cannot save the registration in %s: %s", o->state_dir, rpl_strerror(err));
+  return 0;
+}
+
+int agent_cmd_register(int argc, char **argv)
+{
+  struct register_opts o;
+  if (parse_register_opts(argc, argv, &o))
+    return 1;
   uint8_t secret[CHAN_SECRET_SIZE], fp[CHAN_FINGERPRINT_SIZE];
-  rpl_err err = chan_regkey_decode(key, secret, fp);
+  rpl_err err = chan_regkey_decode(o.key, secret, fp);
   if (err)
     return fail("%s", rpl_strerror(err));
-
   struct agent_state st;
-  if ((err = agent_state_load(state_dir, &st)))
-    return fail("cannot use the state directory %s: %s", state_dir, rpl_strerror(err));
+  if ((err = agent_state_load(o.state_dir, &st)))
+    return fail("cannot use the state directory %s: %s", o.state_dir, rpl_strerror(err));
 
   char hostname[256] = "unknown";
   gethostname(hostname, sizeof hostname - 1);
@@ -64,62 +135,22 @@ int agent_cmd_register(int argc, char **argv)
   SSL_CTX *ctx = NULL;
   struct conn *cn = NULL;
   struct proto_buf out = {0};
+  struct proto_registered ok;
   int status = 1;
   if ((err = chan_make_csr(hostname, &csr, &agent_key)) || (err = chan_client_ctx(fp, NULL, NULL, &ctx))) {
     fail("cannot prepare the agent's key: %s", rpl_strerror(err));
     goto cleanup;
   }
-  if ((err = conn_connect(ctx, appliance, REGISTER_TIMEOUT_MS, &cn))) {
-    if (err == RPL_E_TLS_PIN_MISMATCH)
-      fail("%s: %s", appliance, rpl_strerror(err));
-    else
-      fail("cannot reach the appliance at %s (%s): check the address, that `replication-appliance run` is running, and the firewall",
-           appliance, rpl_strerror(err));
+  if (connect_appliance(ctx, o.appliance, &cn) ||
+      exchange_registration(cn, &out, o.appliance, hostname, csr, secret, &ok) ||
+      save_registration(&st, &o, agent_key, &ok, fp))
     goto cleanup;
-  }
-  struct proto_register reg = {.hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)},
-                               .csr_pem = {(const uint8_t *)csr, (uint32_t)strlen(csr)}};
-  memcpy(reg.secret, secret, sizeof secret);
-  struct proto_frame f;
-  if ((err = proto_encode_register(&out, &reg)) || (err = conn_send(cn, &out)) ||
-      (err = conn_recv(cn, &f, REGISTER_TIMEOUT_MS))) {
-    fail("registration with %s failed: %s", appliance, rpl_strerror(err));
-    goto cleanup;
-  }
-  if (f.type == PROTO_ERROR) {
-    struct proto_error e;
-    if (proto_decode_error(&f, &e) == RPL_OK)
-      fprintf(stderr, "mobility-agent register: the appliance refused the registration: %.*s\n", (int)e.message.len,
-              (const char *)e.message.ptr);
-    else
-      fail("the appliance refused the registration");
-    goto cleanup;
-  }
-  struct proto_registered ok;
-  if ((err = proto_decode_registered(&f, &ok))) {
-    fail("unexpected answer from the appliance: %s", rpl_strerror(err));
-    goto cleanup;
-  }
-  char path[600];
-  agent_state_path(&st, STATE_AGENT_KEY, path, sizeof path);
-  if ((err = file_write_atomic(path, agent_key, strlen(agent_key), 0600)))
-    goto cleanup;
-  agent_state_path(&st, STATE_AGENT_CERT, path, sizeof path);
-  if ((err = file_write_atomic(path, (const char *)ok.cert_pem.ptr, ok.cert_pem.len, 0644)))
-    goto cleanup;
-  agent_disk_id_text(ok.agent_id, st.agent_id);
-  snprintf(st.appliance, sizeof st.appliance, "%s", appliance);
-  memcpy(st.fingerprint, fp, sizeof fp);
-  if ((err = agent_state_save(&st))) {
-    fail("cannot save the registration in %s: %s", state_dir, rpl_strerror(err));
-    goto cleanup;
-  }
   char fptext[3 * CHAN_FINGERPRINT_SIZE];
   chan_fingerprint_text(fp, fptext);
-  printf("registered as agent %s with the appliance at %s (certificate %s)\n", st.agent_id, appliance, fptext);
+  printf("registered as agent %s with the appliance at %s (certificate %s)\n", st.agent_id, o.appliance, fptext);
   status = 0;
 cleanup:
-  OPENSSL_cleanse(secret, sizeof secret);
+  OPENSSL_cleanse(secret, sizeof secret); /* the key's one-time secret and the agent's private key */
   if (agent_key)
     OPENSSL_cleanse(agent_key, strlen(agent_key));
   proto_buf_free(&out);

@@ -340,150 +340,222 @@ static void adapt_level(struct pipeline *p, uint64_t cpu_wait, uint64_t link_wai
     atomic_store(&p->level, level - 1);
 }
 
-rpl_err pipeline_run(struct pipeline *p, const struct pipeline_extent *extents, size_t n,
-                     pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats)
+/* One run's loop state, kept together so that the loop's steps can be helpers; they are static and
+ * inlined into pipeline_run, so the state stays local to it as when it was one function. */
+struct run {
+  size_t n, next_submit, next_emit;        /* extents: all, whose read was started, emitted */
+  unsigned reads_in_flight;
+  rpl_err err;
+  pipeline_emit_fn emit;
+  void *ctx;
+  struct pipeline_stats st;
+  uint64_t window_cpu_start, window_emit;  /* the adaptive zstd level's current window */
+  unsigned window_n;
+  bool eventfd_armed;
+};
+
+static rpl_err check_extents(const struct pipeline *p, const struct pipeline_extent *extents, size_t n)
 {
-  struct pipeline_stats st = {0};
   for (size_t i = 0; i < n; i++)
     if (extents[i].length == 0 || extents[i].length > p->cfg.max_extent || extents[i].length % 512 ||
         extents[i].offset % 512)
       return RPL_E_INVALID_ARGUMENT;
+  return RPL_OK;
+}
+
+static inline bool slot_is_done(struct pipeline *p, const struct slot *s)
+{
+  pthread_mutex_lock(&p->lock); /* a worker sets DONE under the lock */
+  bool done = s->state == SLOT_DONE;
+  pthread_mutex_unlock(&p->lock);
+  return done;
+}
+
+static inline void count_emitted(struct pipeline_stats *st, const struct proto_extent *m)
+{
+  st->extents++;
+  st->raw_bytes += m->length;
+  st->payload_bytes += m->payload.len;
+  st->zero_extents += m->codec == PROTO_CODEC_ZERO;
+  st->raw_extents += m->codec == PROTO_CODEC_NONE;
+  st->zstd_extents += m->codec == PROTO_CODEC_ZSTD;
+}
+
+/* The level follows whichever side waited more over the last ADAPT_WINDOW extents: the workers
+ * (CPU-bound, go faster) or emit (link-bound, compress harder). */
+static inline void adapt_at_window_end(struct pipeline *p, struct run *r)
+{
+  if (++r->window_n != ADAPT_WINDOW)
+    return;
+  pthread_mutex_lock(&p->lock);
+  uint64_t cpu = p->queue_wait_ns;
+  pthread_mutex_unlock(&p->lock);
+  adapt_level(p, cpu - r->window_cpu_start, r->window_emit);
+  r->window_cpu_start = cpu;
+  r->window_emit = 0;
+  r->window_n = 0;
+}
+
+/* Extents leave in order: the first one not compressed yet holds back those behind it. */
+static inline void emit_done_in_order(struct pipeline *p, struct run *r)
+{
+  while (!r->err && r->next_emit < r->next_submit) {
+    struct slot *s = &p->slots[r->next_emit % p->nslots];
+    if (!slot_is_done(p, s))
+      break;
+    uint64_t t0 = now_ns();
+    r->err = r->emit(r->ctx, &s->m);
+    uint64_t dt = now_ns() - t0;
+    r->st.emit_ns += dt;
+    r->window_emit += dt;
+    count_emitted(&r->st, &s->m);
+    s->state = SLOT_FREE;
+    r->next_emit++;
+    adapt_at_window_end(p, r);
+  }
+}
+
+/* Slot = extent index mod nslots, so reads may run at most nslots extents ahead of emission. */
+static inline void submit_reads_into_free_slots(struct pipeline *p, struct run *r)
+{
+  while (!r->err && r->next_submit < r->n && r->reads_in_flight < p->cfg.queue_depth &&
+         r->next_submit - r->next_emit < p->nslots) {
+    unsigned si = (unsigned)(r->next_submit % p->nslots);
+    struct slot *s = &p->slots[si];
+    s->index = r->next_submit++;
+    s->filled = 0;
+    s->state = SLOT_READING;
+    submit_read(p, si);
+    r->reads_in_flight++;
+  }
+}
+
+/* A slot with a worker must not be reused or left behind when the run returns. */
+static inline bool workers_busy(struct pipeline *p, const struct run *r)
+{
+  bool busy = false;
+  pthread_mutex_lock(&p->lock);
+  for (size_t i = r->next_emit; i < r->next_submit && !busy; i++) {
+    enum slot_state stt = p->slots[i % p->nslots].state;
+    busy = stt == SLOT_QUEUED || stt == SLOT_WORKING;
+  }
+  pthread_mutex_unlock(&p->lock);
+  return busy;
+}
+
+static inline void queue_for_worker(struct pipeline *p, struct slot *s, unsigned si)
+{
+  pthread_mutex_lock(&p->lock);
+  s->state = SLOT_QUEUED;
+  s->queued_ns = now_ns();
+  p->queue[(p->q_head + p->q_len) % p->nslots] = si;
+  p->q_len++;
+  pthread_cond_signal(&p->work_cv);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* A read's completion: interrupted reads and short reads are resubmitted for the rest, a failed
+ * one ends the run (the first failure is the one reported), a full one goes to a worker. */
+static inline void complete_read(struct pipeline *p, struct run *r, unsigned si, int res)
+{
+  struct slot *s = &p->slots[si];
+  const struct pipeline_extent *x = &p->extents[s->index];
+  if (res == -EINTR || res == -EAGAIN) {
+    submit_read(p, si);
+    return;
+  }
+  if (res <= 0) {
+    if (!r->err)
+      log_err("read of %u bytes at offset %llu failed: %s", x->length,
+              (unsigned long long)x->offset, res ? strerror(-res) : "beyond the end of the device");
+    r->err = r->err ? r->err : RPL_E_IO;
+    s->state = SLOT_FREE;
+    r->reads_in_flight--;
+    return;
+  }
+  s->filled += (uint32_t)res;
+  if (s->filled < x->length) {
+    submit_read(p, si);
+    return;
+  }
+  r->reads_in_flight--;
+  queue_for_worker(p, s, si);
+}
+
+/* The eventfd read's completion only wakes the loop (a worker finished a slot); it is re-armed so
+ * the next wait wakes again. */
+static inline void reap_completions(struct pipeline *p, struct run *r)
+{
+  struct io_uring_cqe *cqe;
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&p->ring, head, cqe) {
+    seen++;
+    uint64_t tag = io_uring_cqe_get_data64(cqe);
+    if (tag == EVENTFD_TAG) {
+      r->eventfd_armed = false;
+      continue;
+    }
+    complete_read(p, r, (unsigned)tag, cqe->res);
+  }
+  io_uring_cq_advance(&p->ring, seen);
+  if (!r->eventfd_armed) {
+    arm_eventfd(p);
+    r->eventfd_armed = true;
+  }
+}
+
+/* Leaves no read of ours in the ring, so the next run (or pipeline_destroy) starts from an empty
+ * one: the armed eventfd read is completed by a write of ours. */
+static void retire_eventfd_read(struct pipeline *p, bool armed)
+{
+  if (!armed)
+    return;
+  uint64_t one = 1;
+  ssize_t w = write(p->efd, &one, sizeof one);
+  (void)w;
+  io_uring_submit(&p->ring); /* the re-armed read may still sit in the submission queue */
+  struct io_uring_cqe *cqe;
+  while (io_uring_wait_cqe(&p->ring, &cqe) == 0) {
+    uint64_t tag = io_uring_cqe_get_data64(cqe);
+    io_uring_cqe_seen(&p->ring, cqe);
+    if (tag == EVENTFD_TAG)
+      break;
+  }
+}
+
+rpl_err pipeline_run(struct pipeline *p, const struct pipeline_extent *extents, size_t n,
+                     pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats)
+{
+  if (check_extents(p, extents, n))
+    return RPL_E_INVALID_ARGUMENT;
   p->extents = extents;
   p->queue_wait_ns = 0;
   for (unsigned i = 0; i < p->nslots; i++)
     p->slots[i].state = SLOT_FREE;
 
-  size_t next_submit = 0, next_emit = 0;
-  unsigned reads_in_flight = 0;
-  rpl_err err = RPL_OK;
-  uint64_t window_cpu_start = 0, window_emit = 0;
-  unsigned window_n = 0;
+  struct run r = {.n = n, .emit = emit, .ctx = ctx};
   arm_eventfd(p);
-  bool eventfd_armed = true;
-
+  r.eventfd_armed = true;
   for (;;) {
-    /* Emit what is done, in order. */
-    while (!err && next_emit < next_submit) {
-      struct slot *s = &p->slots[next_emit % p->nslots];
-      pthread_mutex_lock(&p->lock);
-      bool done = s->state == SLOT_DONE;
-      pthread_mutex_unlock(&p->lock);
-      if (!done)
-        break;
-      uint64_t t0 = now_ns();
-      err = emit(ctx, &s->m);
-      uint64_t dt = now_ns() - t0;
-      st.emit_ns += dt;
-      window_emit += dt;
-      st.extents++;
-      st.raw_bytes += s->m.length;
-      st.payload_bytes += s->m.payload.len;
-      st.zero_extents += s->m.codec == PROTO_CODEC_ZERO;
-      st.raw_extents += s->m.codec == PROTO_CODEC_NONE;
-      st.zstd_extents += s->m.codec == PROTO_CODEC_ZSTD;
-      s->state = SLOT_FREE;
-      next_emit++;
-      if (++window_n == ADAPT_WINDOW) {
-        pthread_mutex_lock(&p->lock);
-        uint64_t cpu = p->queue_wait_ns;
-        pthread_mutex_unlock(&p->lock);
-        adapt_level(p, cpu - window_cpu_start, window_emit);
-        window_cpu_start = cpu;
-        window_emit = 0;
-        window_n = 0;
-      }
-    }
-    /* Submit reads into free slots, within the window that keeps emission in order. */
-    while (!err && next_submit < n && reads_in_flight < p->cfg.queue_depth &&
-           next_submit - next_emit < p->nslots) {
-      unsigned si = (unsigned)(next_submit % p->nslots);
-      struct slot *s = &p->slots[si];
-      s->index = next_submit++;
-      s->filled = 0;
-      s->state = SLOT_READING;
-      submit_read(p, si);
-      reads_in_flight++;
-    }
-    bool workers_busy = false;
-    pthread_mutex_lock(&p->lock);
-    for (size_t i = next_emit; i < next_submit && !workers_busy; i++) {
-      enum slot_state stt = p->slots[i % p->nslots].state;
-      workers_busy = stt == SLOT_QUEUED || stt == SLOT_WORKING;
-    }
-    pthread_mutex_unlock(&p->lock);
-    if ((err || next_emit == n) && reads_in_flight == 0 && !workers_busy)
+    emit_done_in_order(p, &r);
+    submit_reads_into_free_slots(p, &r);
+    bool busy = workers_busy(p, &r);
+    /* Done, or failed: either way only once nothing of ours is in the ring or with a worker. */
+    if ((r.err || r.next_emit == n) && r.reads_in_flight == 0 && !busy)
       break;
-    if (err && reads_in_flight == 0 && !workers_busy)
-      break;
-
-    int r = io_uring_submit_and_wait(&p->ring, 1);
-    if (r < 0 && r != -EINTR) {
-      log_err("io_uring submit failed: %s", strerror(-r));
-      err = RPL_E_IO;
-      if (reads_in_flight == 0 && !workers_busy)
+    int rc = io_uring_submit_and_wait(&p->ring, 1);
+    if (rc < 0 && rc != -EINTR) {
+      log_err("io_uring submit failed: %s", strerror(-rc));
+      r.err = RPL_E_IO;
+      if (r.reads_in_flight == 0 && !busy)
         break;
     }
-    struct io_uring_cqe *cqe;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&p->ring, head, cqe) {
-      seen++;
-      uint64_t tag = io_uring_cqe_get_data64(cqe);
-      if (tag == EVENTFD_TAG) {
-        eventfd_armed = false;
-        continue;
-      }
-      struct slot *s = &p->slots[tag];
-      const struct pipeline_extent *x = &p->extents[s->index];
-      if (cqe->res == -EINTR || cqe->res == -EAGAIN) {
-        submit_read(p, (unsigned)tag);
-        continue;
-      }
-      if (cqe->res <= 0) {
-        if (!err)
-          log_err("read of %u bytes at offset %llu failed: %s", x->length,
-                  (unsigned long long)x->offset, cqe->res ? strerror(-cqe->res) : "beyond the end of the device");
-        err = err ? err : RPL_E_IO;
-        s->state = SLOT_FREE;
-        reads_in_flight--;
-        continue;
-      }
-      s->filled += (uint32_t)cqe->res;
-      if (s->filled < x->length) { /* short read: ask for the rest */
-        submit_read(p, (unsigned)tag);
-        continue;
-      }
-      reads_in_flight--;
-      pthread_mutex_lock(&p->lock);
-      s->state = SLOT_QUEUED;
-      s->queued_ns = now_ns();
-      p->queue[(p->q_head + p->q_len) % p->nslots] = (unsigned)tag;
-      p->q_len++;
-      pthread_cond_signal(&p->work_cv);
-      pthread_mutex_unlock(&p->lock);
-    }
-    io_uring_cq_advance(&p->ring, seen);
-    if (!eventfd_armed) {
-      arm_eventfd(p);
-      eventfd_armed = true;
-    }
+    reap_completions(p, &r);
   }
-  /* Leave no read of ours in the ring: the armed eventfd read is completed by a write of ours. */
-  if (eventfd_armed) {
-    uint64_t one = 1;
-    ssize_t w = write(p->efd, &one, sizeof one);
-    (void)w;
-    io_uring_submit(&p->ring); /* the re-armed read may still sit in the submission queue */
-    struct io_uring_cqe *cqe;
-    while (io_uring_wait_cqe(&p->ring, &cqe) == 0) {
-      uint64_t tag = io_uring_cqe_get_data64(cqe);
-      io_uring_cqe_seen(&p->ring, cqe);
-      if (tag == EVENTFD_TAG)
-        break;
-    }
-  }
-  st.read_ns_waiting_workers = p->queue_wait_ns;
-  st.zstd_level = atomic_load(&p->level);
+  retire_eventfd_read(p, r.eventfd_armed);
+  r.st.read_ns_waiting_workers = p->queue_wait_ns;
+  r.st.zstd_level = atomic_load(&p->level);
   if (stats)
-    *stats = st;
-  return err;
+    *stats = r.st;
+  return r.err;
 }

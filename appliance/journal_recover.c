@@ -214,9 +214,9 @@ static rpl_err scan_segment(struct journal *j, struct scan *s, size_t i, bool *s
   return e;
 }
 
-rpl_err journal_recover(struct journal *j)
+/* Fills j->segs with the directory's segment files, in sequence order. */
+static rpl_err load_segment_list(struct journal *j)
 {
-  /* Segment files, in order. */
   DIR *d = opendir(j->dir);
   if (!d)
     return journal_sys_err("cannot list", j->dir);
@@ -250,52 +250,76 @@ rpl_err journal_recover(struct journal *j)
     return e;
   }
   if (nseqs)
-    qsort(seqs, nseqs, sizeof *seqs, cmp_u64);
+    qsort(seqs, nseqs, sizeof *seqs, cmp_u64); /* readdir's order is the filesystem's */
   for (size_t i = 0; i < nseqs && !e; i++)
     e = journal_segs_push(j, (struct segment){.seq = seqs[i]});
   free(seqs);
-  if (e)
-    return e;
-  (void)unlinkat(j->dirfd, STATE_JOURNAL_APPLIED_TMP, 0); /* a marker update that never got renamed */
-  if ((e = journal_read_applied(j, &j->last_applied)))
-    return e;
-  j->last_committed = j->last_applied;
+  return e;
+}
 
-  struct scan s = {.digest = j->digest};
-  bool stop = false;
-  uint64_t stop_off = 0;
-  size_t stop_index = j->nsegs;
-  for (size_t i = 0; i < j->nsegs && !stop; i++) {
-    if ((e = scan_segment(j, &s, i, &stop, &stop_off)))
+/* Scans the segments in order up to the first unreadable record, if any: *stop, and where. */
+static rpl_err scan_segments(struct journal *j, struct scan *s, bool *stop, size_t *stop_index, uint64_t *stop_off)
+{
+  *stop = false;
+  *stop_off = 0;
+  *stop_index = j->nsegs;
+  for (size_t i = 0; i < j->nsegs && !*stop; i++) {
+    rpl_err e = scan_segment(j, s, i, stop, stop_off);
+    if (e)
       return e;
-    if (stop)
-      stop_index = i;
+    if (*stop)
+      *stop_index = i;
   }
+  return RPL_OK;
+}
 
-  if (stop) {
-    /* Past an unreadable record: a torn tail unless a committed cycle-end follows. */
-    for (size_t i = stop_index; i < j->nsegs; i++) {
-      int fd = journal_open_segment_fd(j, j->segs[i].seq, O_RDONLY);
-      if (fd < 0)
-        return journal_sys_err("cannot open segment in", j->dir);
-      struct stat st;
-      bool found = false;
-      e = fstat(fd, &st) ? RPL_E_IO
-                         : find_later_end(fd, i == stop_index ? stop_off + 1 : 0, (uint64_t)st.st_size,
-                                          j->last_committed, &found);
-      close(fd);
-      if (e)
-        return e;
-      if (found) {
-        log_err("journal %s: segment %" PRIu64 " has an unreadable record at byte %" PRIu64
-                " before a committed cycle end", j->dir, j->segs[stop_index].seq, stop_off);
-        return RPL_E_JOURNAL_CORRUPT;
-      }
+/* Past an unreadable record: a torn tail unless a committed cycle-end follows. */
+static rpl_err check_tail_is_torn(struct journal *j, size_t stop_index, uint64_t stop_off)
+{
+  for (size_t i = stop_index; i < j->nsegs; i++) {
+    int fd = journal_open_segment_fd(j, j->segs[i].seq, O_RDONLY);
+    if (fd < 0)
+      return journal_sys_err("cannot open segment in", j->dir);
+    struct stat st;
+    bool found = false;
+    rpl_err e = fstat(fd, &st) ? RPL_E_IO
+                               : find_later_end(fd, i == stop_index ? stop_off + 1 : 0, (uint64_t)st.st_size,
+                                                j->last_committed, &found);
+    close(fd);
+    if (e)
+      return e;
+    if (found) {
+      log_err("journal %s: segment %" PRIu64 " has an unreadable record at byte %" PRIu64
+              " before a committed cycle end", j->dir, j->segs[stop_index].seq, stop_off);
+      return RPL_E_JOURNAL_CORRUPT;
     }
   }
+  return RPL_OK;
+}
 
-  /* Cut everything after the last committed cycle end (torn records, uncommitted cycles). */
-  size_t keep = s.have_cut ? s.cut_index + 1 : 0;
+static rpl_err truncate_segment(struct journal *j, struct segment *seg, uint64_t cut_off)
+{
+  if (seg->size <= cut_off)
+    return RPL_OK;
+  log_warn("journal %s: cut %" PRIu64 " bytes of uncommitted or torn records from segment %" PRIu64, j->dir,
+           seg->size - cut_off, seg->seq);
+  int fd = journal_open_segment_fd(j, seg->seq, O_WRONLY);
+  if (fd < 0 || ftruncate(fd, (off_t)cut_off) != 0) {
+    rpl_err e = journal_sys_err("cannot truncate segment in", j->dir);
+    if (fd >= 0)
+      close(fd);
+    return e;
+  }
+  close(fd);
+  seg->size = cut_off;
+  return RPL_OK;
+}
+
+/* Cuts everything after the last committed cycle end (torn records, uncommitted cycles). */
+static rpl_err cut_after_last_commit(struct journal *j, const struct scan *s)
+{
+  rpl_err e;
+  size_t keep = s->have_cut ? s->cut_index + 1 : 0;
   bool unlinked = false;
   for (size_t i = j->nsegs; i-- > keep;) {
     if ((e = journal_unlink_segment(j, j->segs[i].seq)))
@@ -305,23 +329,32 @@ rpl_err journal_recover(struct journal *j)
   if (unlinked)
     log_warn("journal %s: removed %zu segment(s) holding only uncommitted records", j->dir, j->nsegs - keep);
   j->nsegs = keep;
-  if (keep) {
-    struct segment *seg = &j->segs[keep - 1];
-    if (seg->size > s.cut_off) {
-      log_warn("journal %s: cut %" PRIu64 " bytes of uncommitted or torn records from segment %" PRIu64, j->dir,
-               seg->size - s.cut_off, seg->seq);
-      int fd = journal_open_segment_fd(j, seg->seq, O_WRONLY);
-      if (fd < 0 || ftruncate(fd, (off_t)s.cut_off) != 0) {
-        e = journal_sys_err("cannot truncate segment in", j->dir);
-        if (fd >= 0)
-          close(fd);
-        return e;
-      }
-      close(fd);
-      seg->size = s.cut_off;
-    }
-  }
+  if (keep && (e = truncate_segment(j, &j->segs[keep - 1], s->cut_off)))
+    return e;
   if (unlinked && (e = journal_fsync_dir(j)))
+    return e;
+  return RPL_OK;
+}
+
+rpl_err journal_recover(struct journal *j)
+{
+  rpl_err e = load_segment_list(j);
+  if (e)
+    return e;
+  (void)unlinkat(j->dirfd, STATE_JOURNAL_APPLIED_TMP, 0); /* a marker update that never got renamed */
+  if ((e = journal_read_applied(j, &j->last_applied)))
+    return e;
+  j->last_committed = j->last_applied;
+
+  struct scan s = {.digest = j->digest};
+  bool stop;
+  size_t stop_index;
+  uint64_t stop_off;
+  if ((e = scan_segments(j, &s, &stop, &stop_index, &stop_off)))
+    return e;
+  if (stop && (e = check_tail_is_torn(j, stop_index, stop_off)))
+    return e;
+  if ((e = cut_after_last_commit(j, &s)))
     return e;
   j->total_bytes = 0;
   for (size_t i = 0; i < j->nsegs; i++)

@@ -131,13 +131,9 @@ rpl_err finish_groups(struct session *s)
   return RPL_OK;
 }
 
-/* Starts what is due: a pending recovery-point group (all its disks at once), else the disk that
- * waited longest past the RPO target, or one that never synced. */
-rpl_err orchestrate(struct session *s)
+/* A checkpoint asked for on the configuration manager: a recovery-point group of that disk alone. */
+static void queue_local_point_groups(struct session *s)
 {
-  if (s->cycles_open)
-    return RPL_OK;
-  /* A checkpoint asked for on the configuration manager: a recovery-point group of that disk alone. */
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
     pthread_mutex_lock(&s->a->lock);
@@ -159,6 +155,13 @@ rpl_err orchestrate(struct session *s)
     d->want_point = false;
     pthread_mutex_unlock(&s->a->lock);
   }
+}
+
+/* Starts the cycles of the first pending group whose disks can all take one now (all at once, so
+ * that the point is one moment of all of them); *started says whether one was. */
+static rpl_err start_ready_group(struct session *s, bool *started)
+{
+  *started = false;
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
     if (!gr->used || gr->started)
@@ -179,12 +182,19 @@ rpl_err orchestrate(struct session *s)
       gr->cycles[i] = sl->cycle;
     }
     gr->started = true;
+    *started = true;
     return flush_out(s);
   }
-  uint64_t now = now_ms();
+  return RPL_OK;
+}
+
+/* The disk whose cycle is due, and of which kind: the first that needs a resync, else the one that
+ * waited longest past the RPO target (any, under dirty pressure). NULL if none. */
+static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *kind)
+{
   struct rx_slot *pick = NULL;
   uint64_t oldest = UINT64_MAX;
-  uint8_t kind = PROTO_CYCLE_PLAIN;
+  *kind = PROTO_CYCLE_PLAIN;
   pthread_mutex_lock(&s->a->lock);
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
@@ -196,7 +206,7 @@ rpl_err orchestrate(struct session *s)
     if (d->last_committed == 0 || d->adopt_resync || d->want_resync) { /* initial sync, a takeover, or asked: a resync */
       d->want_resync = false;
       pick = &s->slots[i];
-      kind = PROTO_CYCLE_RESYNC;
+      *kind = PROTO_CYCLE_RESYNC;
       break;
     }
     if ((now - d->last_start_ms >= s->a->rpo_ms || s->dirty_pressure) && d->last_start_ms < oldest) {
@@ -205,10 +215,27 @@ rpl_err orchestrate(struct session *s)
     }
   }
   pthread_mutex_unlock(&s->a->lock);
+  return pick;
+}
+
+/* Starts what is due: a pending recovery-point group (all its disks at once), else the disk that
+ * waited longest past the RPO target, or one that never synced. */
+rpl_err orchestrate(struct session *s)
+{
+  if (s->cycles_open)
+    return RPL_OK;
+  queue_local_point_groups(s);
+  bool started;
+  rpl_err err = start_ready_group(s, &started);
+  if (err || started)
+    return err;
+  uint64_t now = now_ms();
+  uint8_t kind;
+  struct rx_slot *pick = pick_due_disk(s, now, &kind);
   if (!pick)
     return RPL_OK;
   s->dirty_pressure = false;
-  rpl_err err = start_cycle(s, pick, kind);
+  err = start_cycle(s, pick, kind);
   if (err == RPL_E_JOURNAL_FULL) {
     pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
     log_warn("agent %s: cache full, cycle postponed", s->agent_text);
