@@ -18,6 +18,7 @@
 
 #include "cbt_bpf.skel.h"
 #include "cbt_internal.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #ifndef BPF_FS_MAGIC
@@ -354,17 +355,14 @@ static inline void cpu_relax(void)
 /* Waits until no program marks buffer `buffer` of slot s (see the flip protocol, cbt_shared.h). */
 rpl_err cbt_wait_inactive(struct cbt *t, struct cbt_slot *s, int buffer)
 {
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
+  uint64_t start = rpl_mono_ns();
   for (unsigned spins = 0; __atomic_load_n(&s->active[buffer], __ATOMIC_ACQUIRE) != 0; spins++) {
     if (spins < 1000) {
       cpu_relax();
       continue;
     }
     sched_yield();
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000ULL + (uint64_t)now.tv_nsec - (uint64_t)start.tv_nsec >
-        ACTIVE_WAIT_NS)
+    if (rpl_mono_ns() - start > ACTIVE_WAIT_NS)
       return rpl_fail(RPL_E_CBT_STUCK, "tracker programs did not leave buffer %d within 5 s (active count %" PRIu64 ")",
                   buffer, (uint64_t)__atomic_load_n(&s->active[buffer], __ATOMIC_RELAXED));
   }

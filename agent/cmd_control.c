@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "control.h"
 #include "progress.h"
+#include "rpl_clock.h"
 
 #define PROGRESS_POLL_MS 500
 
@@ -70,8 +71,7 @@ static int wait_initial_sync(const char *state_dir, const char *dev, bool tty)
   sigaction(SIGTERM, &sa, NULL);
   const char *args[] = {"status", "--progress", dev};
   uint64_t total_seen = 0;
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t t0 = rpl_mono_ns();
   for (;;) {
     int status;
     char *reply = NULL;
@@ -95,9 +95,7 @@ static int wait_initial_sync(const char *state_dir, const char *dev, bool tty)
       return 1;
     }
     if (!strcmp(phase, "protected") || last_cycle > 0) {
-      struct timespec t1;
-      clock_gettime(CLOCK_MONOTONIC, &t1);
-      double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+      double s = (double)(rpl_mono_ns() - t0) / 1e9;
       if (tty)
         fputs("\r\033[K", stdout);
       printf("initial sync of %s complete (%" PRIu64 " MiB; waited %.1f s)\n", dev, total_seen >> 20, s);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #define MAX_EXTENT_CAP   (1u << 20)
@@ -58,13 +59,6 @@ struct pipeline {
   _Atomic int level;
   const struct pipeline_extent *extents; /* of the run in progress */
 };
-
-static uint64_t now_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 int pipeline_is_zero(const void *p, size_t len)
 {
@@ -156,7 +150,7 @@ static void *worker_main(void *arg)
     p->q_head = (p->q_head + 1) % p->nslots;
     p->q_len--;
     s->state = SLOT_WORKING;
-    p->queue_wait_ns += now_ns() - s->queued_ns;
+    p->queue_wait_ns += rpl_mono_ns() - s->queued_ns;
     pthread_mutex_unlock(&p->lock);
 
     compress_slot(p, w, s);
@@ -403,9 +397,9 @@ static inline void emit_done_in_order(struct pipeline *p, struct run *r)
     struct slot *s = &p->slots[r->next_emit % p->nslots];
     if (!slot_is_done(p, s))
       break;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = rpl_mono_ns();
     r->err = r->emit(r->ctx, &s->m);
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = rpl_mono_ns() - t0;
     r->st.emit_ns += dt;
     r->window_emit += dt;
     count_emitted(&r->st, &s->m);
@@ -447,7 +441,7 @@ static inline void queue_for_worker(struct pipeline *p, struct slot *s, unsigned
 {
   pthread_mutex_lock(&p->lock);
   s->state = SLOT_QUEUED;
-  s->queued_ns = now_ns();
+  s->queued_ns = rpl_mono_ns();
   p->queue[(p->q_head + p->q_len) % p->nslots] = si;
   p->q_len++;
   pthread_cond_signal(&p->work_cv);

@@ -18,6 +18,7 @@
 #include "proto.h"
 #include "ratelimit.h"
 #include "retention.h"
+#include "rpl_clock.h"
 #include "settings.h"
 #include "store.h"
 #include "upload_gate.h"
@@ -109,7 +110,6 @@ struct appliance {
 extern atomic_int appliance_stopping;
 
 /* ---- disks.c: the registry ---- */
-uint64_t now_ms(void);
 void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]);
 /* The disk with this id, or NULL. L held. */
 struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE]);

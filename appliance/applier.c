@@ -172,7 +172,7 @@ static void apply_disk(struct appliance *a, struct disk *d)
   pthread_mutex_lock(&a->lock);
   struct store *st = d->store;
   pthread_mutex_unlock(&a->lock);
-  struct apply_ctx ac = {.a = a, .d = d, .t0 = now_ms()};
+  struct apply_ctx ac = {.a = a, .d = d, .t0 = rpl_mono_ms()};
   struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .ctx = &ac};
   if (!err && st) {
     st->ops->get_stats(st, &ac.st0);
@@ -284,7 +284,7 @@ void *applier_main(void *arg)
       pthread_mutex_lock(&a->lock);
       struct disk *list[1024];
       size_t n = 0;
-      uint64_t now = now_ms();
+      uint64_t now = rpl_mono_ms();
       for (struct disk *d = a->disks; d && n < 1024; d = d->next)
         if (!d->store && (opened || now >= d->open_retry_ms))
           list[n++] = d;
@@ -294,7 +294,7 @@ void *applier_main(void *arg)
         opened_any = opened_any || !e;
         if (e) {
           pthread_mutex_lock(&a->lock);
-          list[i]->open_retry_ms = now_ms() + OPEN_RETRY_MS;
+          list[i]->open_retry_ms = rpl_mono_ms() + OPEN_RETRY_MS;
           pthread_mutex_unlock(&a->lock);
           log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name,
                    rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));

@@ -13,13 +13,6 @@
 #include "appliance.h"
 #include "rpl_log.h"
 
-uint64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]) { uuid_unparse_lower(id, out); }
 
 struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE])

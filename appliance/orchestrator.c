@@ -229,7 +229,7 @@ rpl_err orchestrate(struct session *s)
   rpl_err err = start_ready_group(s, &started);
   if (err || started)
     return err;
-  uint64_t now = now_ms();
+  uint64_t now = rpl_mono_ms();
   uint8_t kind;
   struct rx_slot *pick = pick_due_disk(s, now, &kind);
   if (!pick)

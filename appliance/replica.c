@@ -17,6 +17,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 #define COPY_CHUNK (1u << 20)
@@ -550,18 +551,15 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
 
 rpl_err replica_sync(struct replica *r)
 {
-  struct timespec t0, t1, t2;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t t0 = rpl_mono_ms();
   rpl_err e = replica_flush(r);
   if (e)
     return e;
   r->unkicked = 0;
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  uint64_t t1 = rpl_mono_ms();
   e = fdatasync(r->fd) != 0 ? sys_err("fdatasync of", r->path) : RPL_OK;
-  clock_gettime(CLOCK_MONOTONIC, &t2);
-  log_debug("replica %s: queued writes done in %ld ms, fdatasync in %ld ms", r->path,
-            (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
-            (long)((t2.tv_sec - t1.tv_sec) * 1000 + (t2.tv_nsec - t1.tv_nsec) / 1000000));
+  log_debug("replica %s: queued writes done in %" PRIu64 " ms, fdatasync in %" PRIu64 " ms", r->path, t1 - t0,
+            rpl_mono_ms() - t1);
   return e;
 }
 

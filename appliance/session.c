@@ -56,8 +56,8 @@ struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE])
 static bool reclaim_disk(struct appliance *a, struct disk *d)
 {
   d->epoch++;
-  uint64_t deadline = now_ms() + RECLAIM_WAIT_MS;
-  while (d->attached && !atomic_load(&appliance_stopping) && now_ms() < deadline) {
+  uint64_t deadline = rpl_mono_ms() + RECLAIM_WAIT_MS;
+  while (d->attached && !atomic_load(&appliance_stopping) && rpl_mono_ms() < deadline) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 200 * 1000000L;
@@ -112,7 +112,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   }
   if (!err) {
     d->attached = true;
-    d->attached_ms = now_ms();
+    d->attached_ms = rpl_mono_ms();
     pthread_cond_signal(&a->work); /* the applier opens its page blob */
   }
   pthread_mutex_unlock(&a->lock);
@@ -172,7 +172,7 @@ static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint
   sl->direct = true;
   sl->direct_store = st;
   st->ops->get_stats(st, &sl->direct_stats);
-  sl->direct_start_ms = now_ms();
+  sl->direct_start_ms = rpl_mono_ms();
 }
 
 /* A write straight into the store failed: the cycle is NACKed, and the agent's next try goes
@@ -222,7 +222,7 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
   sl->failed = false;
   s->cycles_open++;
   pthread_mutex_lock(&s->a->lock);
-  sl->disk->last_start_ms = now_ms();
+  sl->disk->last_start_ms = rpl_mono_ms();
   if (kind == PROTO_CYCLE_RESYNC && sl->disk->state == CATALOG_DISK_PROTECTED)
     sl->disk->state = CATALOG_DISK_RESYNC_REQUIRED;
   pthread_mutex_unlock(&s->a->lock);
@@ -314,7 +314,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     return RPL_OK;
   }
   struct receiver_totals t;
-  uint64_t t0 = now_ms();
+  uint64_t t0 = rpl_mono_ms();
   err = receiver_end(sl->rx, &m, &t);
   struct journal_cycle_totals jt = {.extents = m.extents, .raw_bytes = m.raw_bytes, .payload_bytes = m.payload_bytes};
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
@@ -333,7 +333,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     return e;
   }
   receiver_committed(sl->rx);
-  uint64_t t1 = now_ms();
+  uint64_t t1 = rpl_mono_ms();
   record_committed(s, sl, &t);
   struct disk *d = sl->disk;
   struct proto_ack ack = {.cycle = sl->cycle};
@@ -352,7 +352,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   char idt[37];
   id_text(d->id, idt);
   log_debug("disk %s: cycle %" PRIu64 ": durable %" PRIu64 " ms after its end came, ACK at %" PRIu64 " ms", idt,
-            ack.cycle, t1 - t0, now_ms() - t0);
+            ack.cycle, t1 - t0, rpl_mono_ms() - t0);
   return err ? err : flush_out(s);
 }
 
@@ -585,7 +585,7 @@ static rpl_err session_loop(struct session *s)
   rpl_err err = session_hello(s);
   if (err)
     return err;
-  uint64_t last_rx = now_ms(), last_revoke_check = now_ms();
+  uint64_t last_rx = rpl_mono_ms(), last_revoke_check = rpl_mono_ms();
   while (!atomic_load(&appliance_stopping)) {
     if ((err = orchestrate(s)) || (err = finish_groups(s)))
       return err;
@@ -600,8 +600,8 @@ static rpl_err session_loop(struct session *s)
       return RPL_E_CANCELLED;
     }
     /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
-    if (now_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
-      last_revoke_check = now_ms();
+    if (rpl_mono_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
+      last_revoke_check = rpl_mono_ms();
       struct catalog_agent ag;
       if (catalog_agent_get(s->a->cat, s->agent, &ag) == RPL_OK && ag.revoked) {
         log_warn("agent %s: revoked: session ended", s->agent_text);
@@ -613,13 +613,13 @@ static rpl_err session_loop(struct session *s)
     struct proto_frame f;
     err = conn_recv(s->c, &f, POLL_MS);
     if (err == RPL_E_TIMEOUT) {
-      if (now_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
+      if (rpl_mono_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
         return RPL_E_TIMEOUT; /* no heartbeat for far too long */
       continue;
     }
     if (err)
       return err;
-    last_rx = now_ms();
+    last_rx = rpl_mono_ms();
     /* Any frame shows the agent alive: one busy sending cycles sends no HEARTBEAT. */
     if (time(NULL) - s->last_heartbeat_saved >= HEARTBEAT_SAVE_S) {
       rpl_err e = catalog_agent_heartbeat(s->a->cat, s->agent, time(NULL));

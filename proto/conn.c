@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 struct conn {
@@ -272,17 +273,14 @@ rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
 {
   if (timeout_ms < 0)
     timeout_ms = CONN_IO_TIMEOUT_MS;
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t t0 = rpl_mono_ms();
   for (;;) {
     rpl_err err = proto_decoder_next(&c->dec, f);
     if (err != RPL_E_AGAIN)
       return err;
     if (SSL_pending(c->ssl) == 0) {
-      struct timespec t1;
-      clock_gettime(CLOCK_MONOTONIC, &t1);
-      long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-      int left = spent >= timeout_ms ? 0 : timeout_ms - (int)spent;
+      uint64_t spent = rpl_mono_ms() - t0;
+      int left = spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
       struct pollfd p = {.fd = c->fd, .events = POLLIN};
       int r = poll(&p, 1, left);
       if (r < 0 && errno == EINTR)
