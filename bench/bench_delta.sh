@@ -5,8 +5,8 @@
 #   rsync --inplace --no-whole-file --copy-devices --write-devices --fsync SRC_DEV DST_DEV
 # (Debian 12's rsync has --copy-devices and --write-devices; --fsync makes its copy durable, as
 # ours is: journal fsynced before the ACK, replica fdatasynced at apply.)
-# Ours is timed from the writes being done (fsynced) until the appliance logs the cycle applied to
-# the replica (the time the log line carries, to the millisecond); the cycle is started on demand by
+# Ours is timed from the writes being done (fsynced) until the appliance's event says the cycle was
+# applied to the replica (the time the event carries, to the millisecond); the cycle is started on demand by
 # `mobility-agent checkpoint DEV --wait` (flip, read the changed blocks, compress, send, journal +
 # fsync, ACK, apply + fdatasync), whose own return (the point recorded) is printed too. Each round writes a new change (seed = round);
 # ours and rsync run in alternating order (when rsync runs first, ours is timed from its start); both copies are compared with the source every round.

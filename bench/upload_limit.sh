@@ -3,7 +3,7 @@
 # random (incompressible) loop disk through both daemons into Azurite, once with --upload-limit L,
 # once with --agent-limit L, once with no limit (the peer, same run); prints the achieved upload
 # rate of each (bytes sent by the uploader for the initial-sync cycle / the time its apply took, as
-# the appliance logs them) and its ratio to the limit (goal: <= 1.0 and close to it; the unlimited
+# the appliance's event of that cycle gives them) and its ratio to the limit (goal: <= 1.0 and close to it; the unlimited
 # run shows whether the limit was the bottleneck at all).
 #   usage: bash bench/upload_limit.sh [BUILD_DIR]     (root; needs scripts/setup.sh)
 #   BENCH_LIMIT_MBPS (default 20), BENCH_SIZE_MIB (default 256); on a loaded machine use a lower limit
@@ -23,7 +23,7 @@ kill "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null
 
 # one_run [RUN OPTIONS...]: the appliance with those options, a fresh random disk protected and its
 # initial-sync cycle applied; sets RUN_RATE (MB/s: the bytes the uploader sent for that cycle / the
-# time its apply took, both from the appliance's log line of cycle 1) and RUN_WAIT (ms spent
+# time its apply took, both from the appliance's event of cycle 1) and RUN_WAIT (ms spent
 # waiting for the limits). Not in a subshell: the trap must know the processes and loop devices.
 one_run() {
   local dev i id line
