@@ -424,6 +424,7 @@ static void watchdog_main(const struct freeze_set *s, int ctl, int reply, uint64
 {
   setsid(); /* signals to the agent's process group do not reach it */
   bool expired = false, hook_done = false, hook_failed = false;
+  pid_t late_hook = 0; /* the post hook run at the limit, in a child so the thawing goes on meanwhile */
   for (;;) {
     uint64_t now = rpl_mono_ms();
     int wait = expired ? REPEAT_THAW_MS : (now >= deadline ? 0 : (int)(deadline - now));
@@ -449,6 +450,8 @@ static void watchdog_main(const struct freeze_set *s, int ctl, int reply, uint64
         int status;
         hook_failed = spawn_hook(s->opt.post_hook, s->env[1], hook_timeout(s), &status) != HOOK_OK;
       }
+      while (late_hook > 0 && waitpid(late_hook, NULL, 0) < 0 && errno == EINTR)
+        ; /* the agent hears back only once the post hook is over, whichever ran it */
       if (got > 0) {
         char answer = expired ? 'X' : hook_failed ? 'H' : 'O';
         ssize_t w = write(reply, &answer, 1);
@@ -458,10 +461,13 @@ static void watchdog_main(const struct freeze_set *s, int ctl, int reply, uint64
     }
     if (expired && !hook_done) {
       hook_done = true;
-      if (s->opt.post_hook && s->env[1]) {
-        int status;
+      if (s->opt.post_hook && s->env[1] && (late_hook = fork()) <= 0) {
+        int status; /* in the child, or here if fork failed: the hook runs either way */
         if (spawn_hook(s->opt.post_hook, s->env[1], hook_timeout(s), &status) != HOOK_OK)
           say("mobility-agent: the post-thaw hook failed or timed out (run by the freeze watchdog)\n");
+        if (late_hook == 0)
+          _exit(0);
+        late_hook = 0;
       }
     }
   }
@@ -609,6 +615,13 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
       return late ? RPL_E_FREEZE_EXPIRED : RPL_E_FREEZE;
     }
     s->mounts[i].frozen = true;
+  }
+  if (rpl_mono_ms() >= deadline) { /* the last FIFREEZE waited for writers past the limit */
+    log_err("the freeze limit of %u ms passed while freezing", s->opt.limit_ms);
+    rpl_err stopped = stop_watchdog(s);
+    (void)stopped;
+    thaw_ours(s);
+    return RPL_E_FREEZE_EXPIRED;
   }
   log_info("froze %zu filesystem(s) in %llu ms (limit %u ms)", s->n, (unsigned long long)(rpl_mono_ms() - start),
            s->opt.limit_ms);
