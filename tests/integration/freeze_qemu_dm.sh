@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # freeze_qemu_dm.sh - Description: freeze_find through device-mapper on Debian 12's 6.1 kernel under
-# qemu (TCG): an ext4 on a dm linear device over a protected loop disk is found, frozen and thawed;
-# one on a dm device spanning a protected and an unprotected disk is reported, not frozen. Builds the
+# qemu (TCG): an ext4 on a dm linear device over a protected loop disk, and one on dm linear over
+# dm-crypt over another, are found, frozen and thawed; one on a dm device spanning a protected and an unprotected disk is reported, not frozen. Builds the
 # guest as cbt_qemu_portability.sh does (busybox initramfs, the kernel's own modules, dynamic
 # libraries copied at their paths); the ext4 image is made on the host. Skips (77) only when qemu,
 # busybox, the 6.1 kernel, dmsetup or mkfs.ext4 is missing.
@@ -34,7 +34,7 @@ module() { # module NAME: the kernel's NAME.ko, decompressed, as /NAME.ko of the
     *) cp "$ko" "$root/$1.ko" ;;
   esac
 }
-for m in loop dm-mod crc16 mbcache jbd2 crc32c_generic ext4; do module "$m"; done
+for m in loop dm-mod dm-crypt crc16 mbcache jbd2 crc32c_generic ext4; do module "$m"; done
 # 32 MiB: the dm linear device over one disk, and the one spanning two 16 MiB disks.
 truncate -s 32M "$root/fs.img"
 "$mkfs" -q -F "$root/fs.img" || fail "mkfs.ext4"
