@@ -559,6 +559,19 @@ static void thaw_ours(struct freeze_set *s)
   close_mount_fds(s);
 }
 
+/* Ends a freeze the watchdog guards: it thaws and runs the post hook; should it have died, both
+ * happen here. Returns what stop_watchdog said. */
+static rpl_err end_guarded(struct freeze_set *s)
+{
+  rpl_err err = stop_watchdog(s);
+  thaw_ours(s);
+  if (err == RPL_E_FREEZE_WATCHDOG) {
+    rpl_err hook = run_hook(s, 1);
+    (void)hook;
+  }
+  return err;
+}
+
 /* A failure before the watchdog ran: the post hook still pairs with the pre hook. */
 static rpl_err fail_early(struct freeze_set *s, rpl_err err)
 {
@@ -609,18 +622,16 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
                 e == EOPNOTSUPP ? " (this filesystem cannot be frozen: the disk gets crash-consistent points only)"
                 : e == EBUSY    ? " (already frozen by someone else)"
                                 : "");
-      rpl_err stopped = stop_watchdog(s); /* thaws ours and runs the post hook */
-      (void)stopped;
-      thaw_ours(s);
+      rpl_err ended = end_guarded(s);
+      (void)ended;
       return late ? RPL_E_FREEZE_EXPIRED : RPL_E_FREEZE;
     }
     s->mounts[i].frozen = true;
   }
   if (rpl_mono_ms() >= deadline) { /* the last FIFREEZE waited for writers past the limit */
     log_err("the freeze limit of %u ms passed while freezing", s->opt.limit_ms);
-    rpl_err stopped = stop_watchdog(s);
-    (void)stopped;
-    thaw_ours(s);
+    rpl_err ended = end_guarded(s);
+    (void)ended;
     return RPL_E_FREEZE_EXPIRED;
   }
   log_info("froze %zu filesystem(s) in %llu ms (limit %u ms)", s->n, (unsigned long long)(rpl_mono_ms() - start),
@@ -632,14 +643,9 @@ rpl_err freeze_end(struct freeze_set *s)
 {
   if (!s->watchdog) /* freeze_begin failed or was not called: nothing to thaw, hooks done */
     return RPL_OK;
-  rpl_err err = stop_watchdog(s);
-  thaw_ours(s);
+  rpl_err err = end_guarded(s);
   if (err == RPL_E_FREEZE_EXPIRED)
     log_warn("the freeze limit of %u ms passed before the thaw: the recovery point is not offered", s->opt.limit_ms);
-  if (err == RPL_E_FREEZE_WATCHDOG) { /* it could not run the post hook: run it here */
-    rpl_err hook = run_hook(s, 1);
-    (void)hook;
-  }
   return err;
 }
 
