@@ -51,20 +51,34 @@ static int read_line(const char *cmd, char *out, size_t n)
   return pclose(p) == 0 ? 0 : -1;
 }
 
+/* After each test of the failure matrix, and at the end: whatever a failed assertion left (a
+ * frozen filesystem, a stopped agent whose watchdog keeps thawing, writers) must not leak into
+ * the next test. Orphaned watchdogs come back to us (subreaper) and end once their agent did. */
+static int end_strays(void **state)
+{
+  if (!mnt[0])
+    return 0;
+  int fd = open(mnt, O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) { /* never leave it frozen, whatever failed */
+    ioctl(fd, FITHAW, 0);
+    close(fd);
+  }
+  for (size_t i = 0; i < sizeof stray / sizeof *stray; i++)
+    if (stray[i] > 0) {
+      kill(-stray[i], SIGKILL);
+      kill(stray[i], SIGKILL);
+      waitpid(stray[i], NULL, 0);
+      stray[i] = 0;
+    }
+  while (waitpid(-1, NULL, 0) > 0)
+    ;
+  return 0;
+}
+
 static int teardown_all(void **state)
 {
   if (mnt[0]) {
-    int fd = open(mnt, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) { /* never leave it frozen, whatever failed */
-      ioctl(fd, FITHAW, 0);
-      close(fd);
-    }
-    for (size_t i = 0; i < sizeof stray / sizeof *stray; i++)
-      if (stray[i] > 0) {
-        kill(-stray[i], SIGKILL);
-        kill(stray[i], SIGKILL);
-        waitpid(stray[i], NULL, 0);
-      }
+    end_strays(state);
     sh("umount %s 2>/dev/null", mnt);
   }
   if (loopdev[0])
@@ -478,11 +492,11 @@ int main(void)
     cmocka_unit_test(test_limit_expires),
     cmocka_unit_test(test_watchdog_thaws_after_kill9),
     cmocka_unit_test(test_hooks),
-    cmocka_unit_test(test_hung_pre_hook),
-    cmocka_unit_test(test_failed_freeze_runs_post_hook),
-    cmocka_unit_test(test_agent_sigstop_mid_freeze),
-    cmocka_unit_test(test_agent_sigkill_mid_freeze),
-    cmocka_unit_test(test_freeze_under_heavy_writes),
+    cmocka_unit_test_teardown(test_hung_pre_hook, end_strays),
+    cmocka_unit_test_teardown(test_failed_freeze_runs_post_hook, end_strays),
+    cmocka_unit_test_teardown(test_agent_sigstop_mid_freeze, end_strays),
+    cmocka_unit_test_teardown(test_agent_sigkill_mid_freeze, end_strays),
+    cmocka_unit_test_teardown(test_freeze_under_heavy_writes, end_strays),
   };
   return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
