@@ -1,6 +1,7 @@
 /* test_freeze.c - Description: freezing the ext4 filesystem on a real loop disk (through its
  * partition), the hard limit, the hook scripts, and the failure matrix (hung hook, failed freeze,
- * agent SIGSTOP and SIGKILL mid-freeze, FIFREEZE under heavy writes): each time the filesystem
+ * agent SIGSTOP and SIGKILL mid-freeze, a FIFREEZE completing after the limit, FIFREEZE under
+ * heavy writes): each time the filesystem
  * accepts writes again within the limit plus a margin, and the post-thaw hook ran. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -452,6 +453,42 @@ static void test_agent_sigkill_mid_freeze(void **state)
   assert_int_equal(sh("grep -qx post-thaw %s", post_marker), 0);
 }
 
+/* A FIFREEZE that completes after the watchdog's thaw at the limit (one that waited for writers,
+ * or the agent's after a SIGSTOP) is thawed again by the watchdog, which keeps thawing until the
+ * agent ends the freeze. Made deterministic: the "agent" freezes again itself once thawed. */
+static void test_late_fifreeze_is_thawed(void **state)
+{
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  struct freeze_options opt = marked(300);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) {
+    close(p[0]);
+    struct freeze_set *s = find_disk();
+    if (freeze_begin(s, &opt) != RPL_OK)
+      _exit(1);
+    int fd = open(mnt, O_RDONLY | O_DIRECTORY);
+    while (ioctl(fd, FIFREEZE, 0) != 0) /* EBUSY until the watchdog's thaw at the limit */
+      usleep(10000);
+    pid_t wd = freeze_watchdog_pid(s);
+    if (write(p[1], &wd, sizeof wd) != sizeof wd)
+      _exit(1);
+    for (;;)
+      pause();
+  }
+  track(child);
+  close(p[1]);
+  pid_t wd = 0;
+  assert_int_equal(read(p[0], &wd, sizeof wd), sizeof wd);
+  uint64_t refrozen = now_ms();
+  close(p[0]);
+  assert_true(writable_by(refrozen + MARGIN_MS));
+  assert_true(exists_by(post_marker, refrozen + MARGIN_MS));
+  end_agent(child, wd);
+  assert_false(is_frozen());
+}
+
 static void test_freeze_under_heavy_writes(void **state)
 {
   /* Writers that keep the filesystem busy (and dirty) the whole time, in their own group. */
@@ -469,15 +506,19 @@ static void test_freeze_under_heavy_writes(void **state)
   setpgid(writers, writers);
   track(writers);
   usleep(300000); /* let them get going: not a timing assertion, only more load */
-  struct report r;
-  uint64_t t;
-  pid_t child = agent_child(200, WAIT_FOR_KILL, &r, &t);
-  /* Frozen in time, or the limit passed while FIFREEZE waited for the writers: either way the
-   * filesystem is writable again within the limit plus the margin, and the post hook ran. */
-  assert_true(r.err == RPL_OK || r.err == RPL_E_FREEZE_EXPIRED);
-  assert_true(writable_by(t + 200 + MARGIN_MS));
-  assert_true(exists_by(post_marker, t + 200 + MARGIN_MS));
-  end_agent(child, r.watchdog);
+  /* 20 ms: FIFREEZE usually still waits for the writers at the limit; 200 ms: usually not. */
+  const unsigned limits[] = {20, 200};
+  for (size_t i = 0; i < 2; i++) {
+    struct report r;
+    uint64_t t;
+    pid_t child = agent_child(limits[i], WAIT_FOR_KILL, &r, &t);
+    /* Frozen in time, or the limit passed while FIFREEZE waited for the writers: either way
+     * the filesystem is writable again within the limit plus the margin, and the post hook ran. */
+    assert_true(r.err == RPL_OK || r.err == RPL_E_FREEZE_EXPIRED);
+    assert_true(writable_by(t + limits[i] + MARGIN_MS));
+    assert_true(exists_by(post_marker, t + limits[i] + MARGIN_MS));
+    end_agent(child, r.watchdog);
+  }
   kill(-writers, SIGKILL);
   waitpid(writers, NULL, 0);
   untrack(writers);
@@ -496,6 +537,7 @@ int main(void)
     cmocka_unit_test_teardown(test_failed_freeze_runs_post_hook, end_strays),
     cmocka_unit_test_teardown(test_agent_sigstop_mid_freeze, end_strays),
     cmocka_unit_test_teardown(test_agent_sigkill_mid_freeze, end_strays),
+    cmocka_unit_test_teardown(test_late_fifreeze_is_thawed, end_strays),
     cmocka_unit_test_teardown(test_freeze_under_heavy_writes, end_strays),
   };
   return cmocka_run_group_tests(tests, setup_all, teardown_all);
