@@ -86,6 +86,7 @@ struct point_group {
 /* How the group's filesystems were frozen for the read. */
 struct freeze_outcome {
   bool any_fs;               /* the disks carry mounted filesystems */
+  bool partial;              /* and some, spanning a disk outside the group, were not frozen */
   rpl_err frozen, thawed;    /* of finding and freezing them, of thawing them */
   uint64_t read_start_ms, read_end_ms;
 };
@@ -160,6 +161,7 @@ static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct 
   struct freeze_set *fs = NULL;
   fo->frozen = freeze_find(g->devices, g->req.ndisks, &fs);
   fo->any_fs = !fo->frozen && freeze_count(fs) > 0;
+  fo->partial = !fo->frozen && freeze_partial_count(fs) > 0;
   if (fo->any_fs)
     fo->frozen = freeze_begin(fs, &a->freeze);
   fo->read_start_ms = rpl_mono_ms();
@@ -177,15 +179,18 @@ static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct 
 }
 
 /* Each disk's consistency: frozen filesystems within the limit; without a filesystem, no write
- * at all between the flip and the end of the read (the kernel's counters did not move). */
+ * at all between the flip and the end of the read (the kernel's counters did not move). A
+ * filesystem left unfrozen because it spans a disk outside the group (freeze_find logged which)
+ * is written to during the read: the same no-write test then decides, frozen filesystems or not. */
 static uint8_t disk_consistency(const struct point_group *g, size_t i, const struct freeze_outcome *fo,
                                 uint64_t writes_after)
 {
   if (g->resync_counts[i])
     return PROTO_FUZZY; /* a resync read is never a point */
-  if (fo->any_fs && !fo->frozen && !fo->thawed)
+  bool no_writes = g->writes_before[i] != UINT64_MAX && writes_after == g->writes_before[i];
+  if (fo->any_fs && !fo->frozen && !fo->thawed && (!fo->partial || no_writes))
     return PROTO_FS_CONSISTENT;
-  if (!fo->any_fs && g->writes_before[i] != UINT64_MAX && writes_after == g->writes_before[i])
+  if (!fo->any_fs && no_writes)
     return PROTO_CRASH_CONSISTENT;
   return PROTO_FUZZY;
 }

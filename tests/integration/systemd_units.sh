@@ -16,6 +16,8 @@ for u in mobility-agent replication-appliance; do
   out=$(systemd-analyze verify "$t/$u.service" 2>&1) || fail "systemd-analyze verify $u.service: $out"
   [ -z "$out" ] || fail "systemd-analyze verify $u.service warns: $out"
 done
+# Stopping the agent's unit must not SIGKILL the freeze watchdog (it thaws if the agent dies).
+grep -qx "KillMode=process" "$src/packaging/systemd/mobility-agent.service" || fail "mobility-agent.service: KillMode is not process"
 # READY=1 from the appliance (the agent's path is the same code, proto/sdnotify.c), with the
 # configuration manager on a free port: its default one is shared by everything on this machine.
 port=$(free_port)
