@@ -3,7 +3,7 @@
 # over TLS on loopback, against the peer pipeline in the same run:
 #   dd iflag=direct bs=1M | zstd -1 -T2 | socat -> TCP 127.0.0.1 -> socat | zstd -d | dd oflag=direct conv=fsync
 # Ours is timed from `protect` until the appliance has applied cycle 1 (journal fsynced before the
-# ACK, replica fdatasynced: the time its log line carries); the peer until its receiving dd has fsynced. Both copies are compared
+# ACK, replica fdatasynced: the time its event carries); the peer until its receiving dd has fsynced. Both copies are compared
 # with the source (cmp). Rounds interleave ours and the peer (order alternating); medians and the
 # ratio of each round are printed.
 #
