@@ -49,7 +49,12 @@ rpl_loop dev1 256M random
 "$AG" protect "$dev1" --state "$RT/agent" > /dev/null || fail "protect $dev1 failed"
 id1=$(rpl_disk_id "$dev1")
 wait_sync_sent "$dev1" 192
-grep -q "disk $id1: cycle 1 committed" "$RT/appliance.log" && fail "cycle 1 ended before the appliance could be killed"
+"$AP" events --state "$RT/app" > "$RT/events0.out" || fail "events failed"
+python3 -c '
+import json, sys
+sys.exit(any(e["type"] == "committed" and e["disk_id"] == sys.argv[2] and e["cycle"] == 1
+             for e in map(json.loads, open(sys.argv[1]))))' "$RT/events0.out" "$id1" \
+  || fail "cycle 1 ended before the appliance could be killed"
 kill -9 "$RPL_AP_PID"
 wait "$RPL_AP_PID" 2>/dev/null
 # The first 32 MiB went into the blob before the kill (the sync runs in disk order, at most 20
@@ -85,7 +90,11 @@ azurite_stop
 # try goes into the cache, which ACKs it while the storage is away.
 wait_until 120 "" appliance_at_least "$id2" last_committed_cycle 1 \
   || fail "disk 2: cycle 1 not committed into the cache within 120 s of the outage"
-grep -q "disk $id2: cycle 1 committed (" "$RT/appliance.log" || fail "disk 2: cycle 1 did not go through the cache"
+"$AP" events --state "$RT/app" > "$RT/events2.out" || fail "events failed"
+python3 -c '
+import json, sys
+c = [e for e in map(json.loads, open(sys.argv[1])) if e["type"] == "committed" and e["disk_id"] == sys.argv[2] and e["cycle"] == 1]
+sys.exit(0 if c and not c[-1]["direct"] else 1)' "$RT/events2.out" "$id2" || fail "disk 2: cycle 1 did not go through the cache"
 grep -q "cycle 1 written straight into the page blob failed" "$RT/appliance.log" || fail "disk 2: the direct write's failure was not logged"
 [ "$(appliance_field "$id2" last_applied_cycle)" -eq 0 ] || fail "disk 2: applied while Azurite was stopped"
 azurite_restart

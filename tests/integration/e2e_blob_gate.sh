@@ -82,11 +82,12 @@ c1=$(rpl_agent_cycle "$dev1")
 c2=$(rpl_agent_cycle "$dev2")
 wait_status "all(x['last_applied_cycle'] == x['last_committed_cycle'] for x in d['disks']) and min(x['last_applied_cycle'] for x in d['disks']) >= min($c1, $c2)" 120 \
   "the backlog was not uploaded"
-# The applies in log order: while both disks had a backlog (at least 4 cycles each when uploads
-# started), they must alternate.
-python3 - "$RT/appliance.log" <<'PY' || fail "the disks did not take turns"
-import re, sys
-seq = [m.group(1) for m in re.finditer(r"disk ([0-9a-f-]{36}): cycle (\d+) applied", open(sys.argv[1]).read())]
+# The applies in the order the appliance's events give them: while both disks had a backlog (at
+# least 4 cycles each when uploads started), they must alternate.
+"$AP" events --state "$RT/app" > "$RT/events.out" || fail "events failed"
+python3 - "$RT/events.out" <<'PY' || fail "the disks did not take turns"
+import json, sys
+seq = [e["disk_id"] for e in map(json.loads, open(sys.argv[1])) if e["type"] == "applied"]
 first = seq[:8]
 assert len(set(first)) == 2, first
 for a, b in zip(first, first[1:]):

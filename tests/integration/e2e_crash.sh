@@ -39,6 +39,7 @@ rpl_wait_cycle "$dev" $((c + 2))
 say "kill -9 the appliance $KILLS times"
 for i in $(seq 1 "$KILLS"); do
   pause
+  "$AP" events --state "$RT/app" >> "$RT/events.all" 2>/dev/null # each appliance run keeps its own
   kill -9 "$RPL_AP_PID"
   wait "$RPL_AP_PID" 2>/dev/null
   rpl_appliance_start --rpo 0.3
@@ -56,7 +57,10 @@ disk_id=$(basename "$replica" .img)
   || fail "point $point does not restore to the source: $(cat "$RT/restore.out")"
 # Delta cycles went straight into the image (the journal empty at their start), so the kills hit
 # those too: a killed appliance left some of a cycle's writes in the image, which the retry covers.
-direct=$(grep -cE "cycle ([2-9]|[0-9]{2,}) committed and applied" "$RT/appliance.log")
+"$AP" events --state "$RT/app" >> "$RT/events.all" || fail "events failed"
+direct=$(python3 -c '
+import json, sys
+print(sum(1 for e in map(json.loads, open(sys.argv[1])) if e["type"] == "committed" and e["direct"] and e["cycle"] >= 2))' "$RT/events.all")
 [ "$direct" -gt 0 ] || fail "no delta cycle was written straight into the image"
 resyncs=$(grep -c "resync (" "$RT/agent.log")
 [ "$resyncs" -eq 0 ] || fail "agent restarts caused $resyncs resync(s): $(grep "resync (" "$RT/agent.log" | head -3)"
