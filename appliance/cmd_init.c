@@ -80,7 +80,18 @@ static const char *env_first(const char *a, const char *b)
   return v && *v ? v : NULL;
 }
 
-int appliance_cmd_init(int argc, char **argv)
+/* What the command line asked for; the environment fills in what it left out (see resolve_env_defaults). */
+struct init_opts {
+  const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *lease;
+  const char *password_file;
+  bool allow_public;
+  unsigned upload_limit, agent_limit;
+};
+
+/* parse_init_options returns this when the command goes on; anything else is its exit status. */
+#define INIT_CONTINUE (-1)
+
+static int parse_init_options(int argc, char **argv, struct init_opts *o)
 {
   static const struct option opts[] = {
     {"state", required_argument, NULL, 's'},        {"storage", required_argument, NULL, 'S'},
@@ -93,34 +104,30 @@ int appliance_cmd_init(int argc, char **argv)
     {"admin-password-file", required_argument, NULL, 'W'},
     {NULL, 0, NULL, 0},
   };
-  const char *state = APPLIANCE_DEFAULT_STATE, *storage = NULL, *container = NULL, *zone = NULL, *ca = NULL;
-  const char *proxy = NULL, *bypass = NULL, *identity = NULL, *retention = NULL, *lease = NULL;
-  const char *password_file = NULL;
-  bool allow_public = false;
-  unsigned upload_limit = 0, agent_limit = 0;
+  *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
   optind = 1;
   opterr = 0;
   int ch;
   while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (ch) {
-    case 's': state = optarg; break;
-    case 'S': storage = optarg; break;
-    case 'c': container = optarg; break;
-    case 'z': zone = optarg; break;
-    case 'a': ca = optarg; break;
-    case 'p': proxy = optarg; break;
-    case 'b': bypass = optarg; break;
-    case 'i': identity = optarg; break;
-    case 'P': allow_public = true; break;
-    case 'R': retention = optarg; break;
-    case 'L': lease = optarg; break;
+    case 's': o->state = optarg; break;
+    case 'S': o->storage = optarg; break;
+    case 'c': o->container = optarg; break;
+    case 'z': o->zone = optarg; break;
+    case 'a': o->ca = optarg; break;
+    case 'p': o->proxy = optarg; break;
+    case 'b': o->bypass = optarg; break;
+    case 'i': o->identity = optarg; break;
+    case 'P': o->allow_public = true; break;
+    case 'R': o->retention = optarg; break;
+    case 'L': o->lease = optarg; break;
     case 'U':
     case 'A':
-      if (!rate_limit_parse_mbps(optarg, ch == 'U' ? &upload_limit : &agent_limit))
+      if (!rate_limit_parse_mbps(optarg, ch == 'U' ? &o->upload_limit : &o->agent_limit))
         return fail("--%s takes a whole number of MB/s (10^6 bytes per second) from 0 (no limit) to %u, not '%s'",
                     ch == 'U' ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, optarg);
       break;
-    case 'W': password_file = optarg; break;
+    case 'W': o->password_file = optarg; break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
@@ -136,113 +143,168 @@ int appliance_cmd_init(int argc, char **argv)
   }
   if (optind < argc)
     return fail("unexpected argument '%s' (see --help)", argv[optind]);
-  if (!storage)
-    storage = getenv("AZURE_STORAGE_CONNECTION_STRING");
-  if (!storage || !*storage)
-    return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
+  return INIT_CONTINUE;
+}
 
-  char admin_password[WEB_PASSWORD_MAX + 1] = "";
-  if (password_file) {
-    rpl_err perr = web_auth_read_password_file(password_file, admin_password, sizeof admin_password);
-    if (perr)
-      return fail("--admin-password-file %s: %s", password_file, rpl_strerror(perr == RPL_E_NOT_FOUND ? RPL_E_WEB_PASSWORD : perr));
+/* The storage may come from the environment so the connection string's key need not be on a command
+ * line (visible in ps); it is the one setting init cannot do without. */
+static int resolve_storage(struct init_opts *o)
+{
+  if (!o->storage)
+    o->storage = getenv("AZURE_STORAGE_CONNECTION_STRING");
+  if (!o->storage || !*o->storage)
+    return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
+  return 0;
+}
+
+/* Read before anything is saved, so a bad password file leaves the state directory untouched. */
+static int read_admin_password(const struct init_opts *o, char *password, size_t size)
+{
+  if (!o->password_file)
+    return 0;
+  rpl_err perr = web_auth_read_password_file(o->password_file, password, size);
+  if (perr)
+    return fail("--admin-password-file %s: %s", o->password_file, rpl_strerror(perr == RPL_E_NOT_FOUND ? RPL_E_WEB_PASSWORD : perr));
+  return 0;
+}
+
+/* The replica directory is made now and recorded absolute, so the daemon finds it whatever its cwd. */
+static int set_file_storage(const char *dir, struct appliance_settings *s, char *summary, size_t summary_size)
+{
+  if (!*dir)
+    return fail("file: needs a directory (file:/var/lib/replicas)");
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    return fail("cannot create the replica directory %s: %s", dir, strerror(errno));
+  char abs[PATH_MAX];
+  if (!realpath(dir, abs))
+    return fail("replica directory %s: %s", dir, strerror(errno));
+  snprintf(s->storage, sizeof s->storage, "file:%s", abs);
+  snprintf(summary, summary_size, "storage: local replica directory %s", abs);
+  return 0;
+}
+
+/* A connection string is parsed now so a typo is reported here, not when the daemon first uploads. */
+static int set_blob_storage(const char *connstr, struct appliance_settings *s, char *summary, size_t summary_size)
+{
+  struct blob_account acct;
+  rpl_err err = blob_connstr_parse(connstr, &acct);
+  if (err != RPL_OK)
+    return fail("%s (%s)", rpl_detail(err), rpl_errname(err));
+  if (strlen(connstr) >= sizeof s->storage)
+    return fail("the connection string is too long");
+  snprintf(s->storage, sizeof s->storage, "%s", connstr);
+  snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
+           acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
+  return 0;
+}
+
+/* Files named here are checked and recorded absolute now: the daemon runs from elsewhere, later. */
+static int set_container_and_trust(const struct init_opts *o, struct appliance_settings *s)
+{
+  if (o->container) {
+    if (!valid_container(o->container))
+      return fail("container name '%s' is invalid: 3-63 lower-case letters, digits and single hyphens", o->container);
+    snprintf(s->container, sizeof s->container, "%s", o->container);
   }
-  struct appliance_settings s;
-  settings_defaults(&s);
-  char summary[8400];
-  if (strncmp(storage, "file:", 5) == 0) {
-    const char *dir = storage + 5;
-    if (!*dir)
-      return fail("file: needs a directory (file:/var/lib/replicas)");
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-      return fail("cannot create the replica directory %s: %s", dir, strerror(errno));
-    char abs[PATH_MAX];
-    if (!realpath(dir, abs))
-      return fail("replica directory %s: %s", dir, strerror(errno));
-    snprintf(s.storage, sizeof s.storage, "file:%s", abs);
-    snprintf(summary, sizeof summary, "storage: local replica directory %s", abs);
-  } else {
-    struct blob_account acct;
-    rpl_err err = blob_connstr_parse(storage, &acct);
-    if (err != RPL_OK)
-      return fail("%s (%s)", rpl_detail(err), rpl_errname(err));
-    if (strlen(storage) >= sizeof s.storage)
-      return fail("the connection string is too long");
-    snprintf(s.storage, sizeof s.storage, "%s", storage);
-    snprintf(summary, sizeof summary, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
-             acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
-  }
-  if (container) {
-    if (!valid_container(container))
-      return fail("container name '%s' is invalid: 3-63 lower-case letters, digits and single hyphens", container);
-    snprintf(s.container, sizeof s.container, "%s", container);
-  }
-  if (zone) {
+  if (o->zone) {
     struct netpath_zone *z;
-    rpl_err err = netpath_zone_load(zone, &z);
+    rpl_err err = netpath_zone_load(o->zone, &z);
     if (err != RPL_OK)
       return fail("%s", rpl_detail(err));
     netpath_zone_free(z);
-    if (!absolute_existing(zone, s.private_dns_zone, sizeof s.private_dns_zone))
-      return fail("private DNS zone file %s: %s", zone, strerror(errno));
+    if (!absolute_existing(o->zone, s->private_dns_zone, sizeof s->private_dns_zone))
+      return fail("private DNS zone file %s: %s", o->zone, strerror(errno));
   }
-  if (ca) {
-    if (!absolute_existing(ca, s.ca_file, sizeof s.ca_file) || !looks_like_pem_certificate(s.ca_file))
-      return fail("CA file %s is not a readable PEM file with a certificate", ca);
+  if (o->ca) {
+    if (!absolute_existing(o->ca, s->ca_file, sizeof s->ca_file) || !looks_like_pem_certificate(s->ca_file))
+      return fail("CA file %s is not a readable PEM file with a certificate", o->ca);
   }
-  if (!proxy)
-    proxy = env_first("HTTPS_PROXY", "https_proxy");
-  if (!bypass)
-    bypass = env_first("NO_PROXY", "no_proxy");
+  return 0;
+}
+
+/* The daemon does not inherit init's environment, so a proxy from it is recorded in the settings. */
+static int set_network(const struct init_opts *o, struct appliance_settings *s)
+{
+  const char *proxy = o->proxy ? o->proxy : env_first("HTTPS_PROXY", "https_proxy");
+  const char *bypass = o->bypass ? o->bypass : env_first("NO_PROXY", "no_proxy");
   if (proxy) {
-    if (strncasecmp(proxy, "http://", 7) != 0 || strlen(proxy) >= sizeof s.proxy)
+    if (strncasecmp(proxy, "http://", 7) != 0 || strlen(proxy) >= sizeof s->proxy)
       return fail("the proxy must be an HTTP proxy URL, http://[USER:PASSWORD@]HOST:PORT (only HTTP proxies are supported)");
-    snprintf(s.proxy, sizeof s.proxy, "%s", proxy);
+    snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
   }
   if (bypass) {
-    if (strlen(bypass) >= sizeof s.proxy_bypass)
+    if (strlen(bypass) >= sizeof s->proxy_bypass)
       return fail("the proxy bypass list is too long");
-    snprintf(s.proxy_bypass, sizeof s.proxy_bypass, "%s", bypass);
+    snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", bypass);
   }
-  if (identity) {
-    if ((strncasecmp(identity, "http://", 7) != 0 && strncasecmp(identity, "https://", 8) != 0) ||
-        strlen(identity) >= sizeof s.identity_endpoint)
+  if (o->identity) {
+    if ((strncasecmp(o->identity, "http://", 7) != 0 && strncasecmp(o->identity, "https://", 8) != 0) ||
+        strlen(o->identity) >= sizeof s->identity_endpoint)
       return fail("the identity endpoint must be an http:// or https:// URL");
-    snprintf(s.identity_endpoint, sizeof s.identity_endpoint, "%s", identity);
+    snprintf(s->identity_endpoint, sizeof s->identity_endpoint, "%s", o->identity);
   }
-  s.require_private_endpoint = !allow_public;
+  s->require_private_endpoint = !o->allow_public;
+  return 0;
+}
+
+/* Retention is stored in its canonical form so check and the configuration manager show one spelling. */
+static int set_policies(const struct init_opts *o, struct appliance_settings *s)
+{
   struct retention_policy pol;
-  rpl_err perr = retention_parse(retention, &pol);
+  rpl_err perr = retention_parse(o->retention, &pol);
   if (perr != RPL_OK)
     return fail("%s", rpl_detail(perr));
-  retention_format(&pol, s.retention, sizeof s.retention);
-  if (lease) {
+  retention_format(&pol, s->retention, sizeof s->retention);
+  if (o->lease) {
     char *end;
-    long n = strtol(lease, &end, 10);
-    if (*end || end == lease || n < SETTINGS_MIN_LEASE_S || n > SETTINGS_MAX_LEASE_S)
-      return fail("--lease-duration %s: %s", lease, rpl_strerror(RPL_E_LEASE_DURATION));
-    s.lease_duration_s = (unsigned)n;
+    long n = strtol(o->lease, &end, 10);
+    if (*end || end == o->lease || n < SETTINGS_MIN_LEASE_S || n > SETTINGS_MAX_LEASE_S)
+      return fail("--lease-duration %s: %s", o->lease, rpl_strerror(RPL_E_LEASE_DURATION));
+    s->lease_duration_s = (unsigned)n;
   }
-  s.upload_limit_mbps = upload_limit;
-  s.agent_limit_mbps = agent_limit;
-  rpl_err err = settings_save(state, &s);
-  if (err != RPL_OK)
-    return fail("%s", rpl_detail(err));
-  printf("initialized %s\n%s, container %s\n", state, summary, s.container);
-  if (!settings_is_file_storage(&s)) {
-    printf("path: %s%s, %s\n", s.private_dns_zone[0] ? "private DNS zone file " : "system resolver",
-           s.private_dns_zone, s.require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
-    printf("TLS: verified against %s\n", s.ca_file[0] ? s.ca_file : "the system CAs");
-    printf("proxy: %s\n", s.proxy[0] ? "configured (see check)" : "none");
-    printf("ownership: a %u s lease on each disk's page blob, renewed while running\n", s.lease_duration_s);
+  s->upload_limit_mbps = o->upload_limit;
+  s->agent_limit_mbps = o->agent_limit;
+  return 0;
+}
+
+/* Every setting is validated before settings_save, so a rejected init changes nothing on disk. */
+static int build_settings(const struct init_opts *o, struct appliance_settings *s, char *summary, size_t summary_size)
+{
+  settings_defaults(s);
+  int rc = strncmp(o->storage, "file:", 5) == 0 ? set_file_storage(o->storage + 5, s, summary, summary_size)
+                                                 : set_blob_storage(o->storage, s, summary, summary_size);
+  if (!rc)
+    rc = set_container_and_trust(o, s);
+  if (!rc)
+    rc = set_network(o, s);
+  if (!rc)
+    rc = set_policies(o, s);
+  return rc;
+}
+
+static void print_settings(const char *state, const char *summary, const struct appliance_settings *s)
+{
+  printf("initialized %s\n%s, container %s\n", state, summary, s->container);
+  if (!settings_is_file_storage(s)) {
+    printf("path: %s%s, %s\n", s->private_dns_zone[0] ? "private DNS zone file " : "system resolver",
+           s->private_dns_zone, s->require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
+    printf("TLS: verified against %s\n", s->ca_file[0] ? s->ca_file : "the system CAs");
+    printf("proxy: %s\n", s->proxy[0] ? "configured (see check)" : "none");
+    printf("ownership: a %u s lease on each disk's page blob, renewed while running\n", s->lease_duration_s);
   }
-  printf("retention: %s\n", s.retention);
-  if (s.upload_limit_mbps || s.agent_limit_mbps)
-    printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s.upload_limit_mbps, s.agent_limit_mbps);
-  /* The appliance's identity (kept across re-inits) and a fresh one-time registration key. */
-  char *cert = NULL, *key = NULL, regkey[CHAN_REGKEY_MAX];
+  printf("retention: %s\n", s->retention);
+  if (s->upload_limit_mbps || s->agent_limit_mbps)
+    printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s->upload_limit_mbps, s->agent_limit_mbps);
+}
+
+/* The appliance's identity is kept across re-inits (agents pinned its fingerprint); the registration
+ * key is fresh each time. Only the certificate is needed here, so the private key is wiped at once. */
+static int issue_identity_and_regkey(const char *state, char regkey[CHAN_REGKEY_MAX])
+{
+  char *cert = NULL, *key = NULL;
   int created = 0;
   struct catalog *cat = NULL;
+  rpl_err err;
   if ((err = identity_ensure(state, &cert, &key, &created)))
     return fail("cannot make the appliance's TLS identity in %s: %s", state, rpl_strerror(err));
   OPENSSL_cleanse(key, strlen(key));
@@ -260,26 +322,70 @@ int appliance_cmd_init(int argc, char **argv)
   }
   catalog_close(cat);
   free(cert);
-  /* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
+  return 0;
+}
+
+/* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
+static int keep_regkey(const char *state, const char *regkey)
+{
   char keypath[4200];
   snprintf(keypath, sizeof keypath, "%s/%s", state, STATE_REGISTRATION_KEY);
-  if ((err = file_write_atomic(keypath, regkey, strlen(regkey), 0600)))
+  rpl_err err = file_write_atomic(keypath, regkey, strlen(regkey), 0600);
+  if (err)
     return fail("cannot keep the registration key in %s: %s", keypath, rpl_strerror(err));
-  if (password_file) {
-    err = web_auth_set_password(state, admin_password);
-    OPENSSL_cleanse(admin_password, sizeof admin_password);
+  return 0;
+}
+
+/* Without an admin password the first login is by a one-time link, where the owner then sets one. */
+static int set_up_web_login(const struct init_opts *o, char *admin_password, size_t password_size)
+{
+  rpl_err err;
+  if (o->password_file) {
+    err = web_auth_set_password(o->state, admin_password);
+    OPENSSL_cleanse(admin_password, password_size);
     if (err)
       return fail("cannot store the admin password: %s", rpl_strerror(err));
     printf("configuration manager: https://127.0.0.1:44368/ (log in with the admin password)\n");
   } else {
     char token[WEB_TOKEN_CHARS + 1];
-    if ((err = web_auth_issue_token(state, token)))
+    if ((err = web_auth_issue_token(o->state, token)))
       return fail("cannot issue the configuration manager's login link: %s", rpl_strerror(err));
     printf("configuration manager (one-time login link; set an admin password there): https://127.0.0.1:44368/#token=%s\n", token);
     OPENSSL_cleanse(token, sizeof token);
   }
-  printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", state, state);
+  return 0;
+}
+
+static int init(const struct init_opts *o)
+{
+  char admin_password[WEB_PASSWORD_MAX + 1] = "";
+  if (read_admin_password(o, admin_password, sizeof admin_password))
+    return 1;
+  struct appliance_settings s;
+  char summary[8400];
+  if (build_settings(o, &s, summary, sizeof summary))
+    return 1;
+  rpl_err err = settings_save(o->state, &s);
+  if (err != RPL_OK)
+    return fail("%s", rpl_detail(err));
+  print_settings(o->state, summary, &s);
+  char regkey[CHAN_REGKEY_MAX];
+  if (issue_identity_and_regkey(o->state, regkey) || keep_regkey(o->state, regkey) ||
+      set_up_web_login(o, admin_password, sizeof admin_password))
+    return 1;
+  printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", o->state, o->state);
   printf("registration key (one agent; run init again for another):\n");
   printf("%s\n", regkey);
   return 0;
+}
+
+int appliance_cmd_init(int argc, char **argv)
+{
+  struct init_opts o;
+  int rc = parse_init_options(argc, argv, &o);
+  if (rc != INIT_CONTINUE)
+    return rc;
+  if (resolve_storage(&o))
+    return 1;
+  return init(&o);
 }

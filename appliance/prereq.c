@@ -63,78 +63,85 @@ static const char *auth_name(enum blob_auth a)
   return a == BLOB_AUTH_SHARED_KEY ? "account key" : a == BLOB_AUTH_SAS ? "SAS token" : "managed identity";
 }
 
-static void check_azure(const struct appliance_settings *s, struct prereq_report *r)
+/* check uses few tries and a short timeout: a person is waiting for the answer. */
+static bool azure_config(const struct appliance_settings *s, struct blob_config *cfg, struct prereq_report *r)
 {
-  struct blob_config cfg;
-  blob_config_init(&cfg);
-  rpl_err err = blob_connstr_parse(s->storage, &cfg.account);
+  blob_config_init(cfg);
+  rpl_err err = blob_connstr_parse(s->storage, &cfg->account);
   if (err != RPL_OK) {
     add(r, "storage settings", false, "run init again with a valid connection string", "%s", rpl_detail(err));
-    return;
+    return false;
   }
-  cfg.private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
-  cfg.ca_file = s->ca_file[0] ? s->ca_file : NULL;
-  cfg.proxy = s->proxy[0] ? s->proxy : NULL;
-  cfg.proxy_bypass = s->proxy_bypass[0] ? s->proxy_bypass : NULL;
-  cfg.identity_endpoint = s->identity_endpoint[0] ? s->identity_endpoint : NULL;
-  cfg.require_private_endpoint = s->require_private_endpoint;
-  cfg.max_in_flight = 2;
-  cfg.max_tries = 3;
-  cfg.retry_base_ms = 500;
-  cfg.request_timeout_s = 30;
+  cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
+  cfg->ca_file = s->ca_file[0] ? s->ca_file : NULL;
+  cfg->proxy = s->proxy[0] ? s->proxy : NULL;
+  cfg->proxy_bypass = s->proxy_bypass[0] ? s->proxy_bypass : NULL;
+  cfg->identity_endpoint = s->identity_endpoint[0] ? s->identity_endpoint : NULL;
+  cfg->require_private_endpoint = s->require_private_endpoint;
+  cfg->max_in_flight = 2;
+  cfg->max_tries = 3;
+  cfg->retry_base_ms = 500;
+  cfg->request_timeout_s = 30;
+  return true;
+}
 
-  /* 1. Private DNS path: resolution, CNAME chain, address class. Opening the client repeats the
-   * check and refuses a public address before any connection. */
-  struct blob_client *client = NULL;
-  err = blob_client_open(&cfg, &client);
-  if (err != RPL_OK) {
-    /* Kept aside: resolving again below for the chain records details of its own. */
-    char reason[RPL_DETAIL_MAX];
-    snprintf(reason, sizeof reason, "%s", rpl_detail(err));
-    const char *remedy = err == RPL_E_BLOB_PUBLIC_ADDRESS
-                           ? "link the private DNS zone privatelink.blob.core.windows.net to this network (or give --private-dns-zone), approve the private endpoint connection, flush DNS caches"
-                           : "make the name resolve to the private endpoint: DNS servers, or the private DNS zone file";
-    /* Show the whole chain the refusal was based on, when there is one. */
-    struct netpath_zone *zone = NULL;
-    struct netpath_route route;
-    char chain[1024];
-    if (err == RPL_E_BLOB_PUBLIC_ADDRESS &&
-        (!cfg.private_dns_zone || netpath_zone_load(cfg.private_dns_zone, &zone) == RPL_OK) &&
-        netpath_resolve(cfg.account.host, zone, &route) == RPL_OK)
-      add(r, "private DNS path", false, remedy, "%s: a public address, refused before any connection",
-          netpath_route_format(&route, chain, sizeof chain));
-    else
-      add(r, "private DNS path", false, remedy, "%s", reason);
-    netpath_zone_free(zone);
-    const char *later[] = {"TCP reach", "proxy", "TLS verification", "authorization", "time skew"};
-    for (size_t i = 0; i < 5; i++)
-      add(r, later[i], false, "fix the private DNS path first", "not tried: the private DNS path failed");
-    return;
-  }
+/* 1, failed. Every later step needs the path, so each is reported as not tried. */
+static void report_dns_failure(struct prereq_report *r, const struct blob_config *cfg, rpl_err err)
+{
+  /* Kept aside: resolving again below for the chain records details of its own. */
+  char reason[RPL_DETAIL_MAX];
+  snprintf(reason, sizeof reason, "%s", rpl_detail(err));
+  const char *remedy = err == RPL_E_BLOB_PUBLIC_ADDRESS
+                         ? "link the private DNS zone privatelink.blob.core.windows.net to this network (or give --private-dns-zone), approve the private endpoint connection, flush DNS caches"
+                         : "make the name resolve to the private endpoint: DNS servers, or the private DNS zone file";
+  /* Show the whole chain the refusal was based on, when there is one. */
+  struct netpath_zone *zone = NULL;
+  struct netpath_route route;
+  char chain[1024];
+  if (err == RPL_E_BLOB_PUBLIC_ADDRESS &&
+      (!cfg->private_dns_zone || netpath_zone_load(cfg->private_dns_zone, &zone) == RPL_OK) &&
+      netpath_resolve(cfg->account.host, zone, &route) == RPL_OK)
+    add(r, "private DNS path", false, remedy, "%s: a public address, refused before any connection",
+        netpath_route_format(&route, chain, sizeof chain));
+  else
+    add(r, "private DNS path", false, remedy, "%s", reason);
+  netpath_zone_free(zone);
+  const char *later[] = {"TCP reach", "proxy", "TLS verification", "authorization", "time skew"};
+  for (size_t i = 0; i < 5; i++)
+    add(r, later[i], false, "fix the private DNS path first", "not tried: the private DNS path failed");
+}
+
+/* 1, passed. Azure's private DNS answers through ACCOUNT.privatelink.blob.core.windows.net; a hosts
+ * entry or another DNS may map the name directly, which works but is worth saying. */
+static void report_dns_path(struct prereq_report *r, const struct appliance_settings *s, const struct blob_client *client)
+{
   char route[1024];
   const struct netpath_route *rt = blob_client_route(client);
   netpath_route_format(rt, route, sizeof route);
-  /* Azure's private DNS answers through ACCOUNT.privatelink.blob.core.windows.net; a hosts entry or
-   * another DNS may map the name directly, which works but is worth saying. */
   bool privatelink = false;
   for (size_t i = 1; i < rt->chain_len; i++)
     privatelink |= strstr(rt->chain[i], ".privatelink.") != NULL;
   add(r, "private DNS path", true, NULL, "%s%s%s", route,
       privatelink || rt->chain_len == 0 ? "" : "; no privatelink CNAME in the chain (a hosts entry or custom DNS record)",
       s->require_private_endpoint ? "" : " (public addresses allowed by settings)");
+}
 
-  /* 2-4. One connection along the configured path: TCP, the proxy's CONNECT, the TLS handshake. */
+/* 2-4. One connection along the configured path: TCP, the proxy's CONNECT, the TLS handshake; one
+ * probe's result is read three ways. Returns it: the later steps need a connection. */
+static rpl_err check_connection(struct prereq_report *r, const struct appliance_settings *s, const struct blob_config *cfg,
+                                struct blob_client *client)
+{
   bool via_proxy = blob_client_uses_proxy(client);
   char proxy_shown[1100] = "";
   if (s->proxy[0])
     proxy_for_display(s->proxy, proxy_shown, sizeof proxy_shown);
   const char *target = via_proxy ? proxy_shown : blob_client_route(client)->addr_text[0];
-  err = blob_client_probe(client);
+  rpl_err err = blob_client_probe(client);
   bool tcp_ok = err != RPL_E_BLOB_CONNECT;
   if (tcp_ok && via_proxy)
     add(r, "TCP reach", true, NULL, "connected to proxy %s", target);
   else if (tcp_ok)
-    add(r, "TCP reach", true, NULL, "connected to %s port %u", target, cfg.account.port);
+    add(r, "TCP reach", true, NULL, "connected to %s port %u", target, cfg->account.port);
   else
     add(r, "TCP reach", false,
         via_proxy ? "check the proxy address and that it is running" : "check routing and firewalls to the private endpoint, and that its connection is Approved",
@@ -142,61 +149,91 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
   if (!s->proxy[0])
     add(r, "proxy", true, NULL, "none configured: direct connection");
   else if (!via_proxy)
-    add(r, "proxy", true, NULL, "%s configured; %s is in the bypass list", proxy_shown, cfg.account.host);
+    add(r, "proxy", true, NULL, "%s configured; %s is in the bypass list", proxy_shown, cfg->account.host);
   else if (!tcp_ok)
     add(r, "proxy", false, "fix TCP reach to the proxy first", "not tried: the proxy is unreachable");
   else if (err == RPL_E_BLOB_PROXY)
     add(r, "proxy", false, "check the proxy user and password, and that it allows CONNECT to the storage port", "%s: %s", proxy_shown, rpl_detail(err));
   else
-    add(r, "proxy", true, NULL, "%s accepted CONNECT to %s:%u", proxy_shown, cfg.account.host, cfg.account.port);
+    add(r, "proxy", true, NULL, "%s accepted CONNECT to %s:%u", proxy_shown, cfg->account.host, cfg->account.port);
   if (err == RPL_OK)
-    add(r, "TLS verification", true, NULL, "certificate of %s verified against %s", cfg.account.host,
+    add(r, "TLS verification", true, NULL, "certificate of %s verified against %s", cfg->account.host,
         s->ca_file[0] ? s->ca_file : "the system CAs");
   else if (err == RPL_E_BLOB_TLS)
     add(r, "TLS verification", false,
         "give the CA that signed the storage certificate with init --ca-file, and reach storage by its public name (never the privatelink name)",
-        "%s: %s", cfg.account.host, rpl_detail(err));
+        "%s: %s", cfg->account.host, rpl_detail(err));
   else
     add(r, "TLS verification", false, "fix the connection first", "not tried: no connection");
+  return err;
+}
 
-  /* 5-6. A harmless authenticated request, whose Date header also gives the clock skew. */
+/* 5. The remedy depends on how the appliance authorizes: each kind fails for its own reasons. */
+static void report_authorization(struct prereq_report *r, const struct appliance_settings *s, const struct blob_config *cfg,
+                                 rpl_err err, const struct blob_reply *reply, const struct blob_stats *st)
+{
+  if (err == RPL_OK)
+    add(r, "authorization", true, NULL, "%s accepted: container '%s' readable", auth_name(cfg->account.auth), s->container);
+  else if (err == RPL_E_BLOB_NOT_FOUND)
+    add(r, "authorization", true, NULL, "%s accepted (container '%s' does not exist yet; it is created when the first disk is protected)",
+        auth_name(cfg->account.auth), s->container);
+  else if (err == RPL_E_BLOB_CLOCK_SKEW)
+    add(r, "authorization", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd)",
+        "refused: the clock is %lld s off the service's", (long long)st->clock_skew_s);
+  else
+    add(r, "authorization", false,
+        cfg->account.auth == BLOB_AUTH_SHARED_KEY ? "copy the current account key (Access keys) and run init again"
+        : cfg->account.auth == BLOB_AUTH_SAS ? "issue a SAS with permissions racwl for the blob service that has not expired, and run init again"
+        : "assign the appliance's identity Storage Blob Data Contributor on the account, and check the identity endpoint",
+        "%s refused: %s (HTTP %ld %s%s%s)", auth_name(cfg->account.auth), rpl_errname(err), reply->status, reply->error_code,
+        reply->message[0] ? ": " : "", reply->message);
+}
+
+/* 6. Storage refuses requests 15 minutes off; over 5 is a warning so it is fixed before that. */
+static void report_time_skew(struct prereq_report *r, const struct blob_stats *st)
+{
+  if (!st->clock_seen) {
+    add(r, "time skew", false, "fix the connection first", "no Date header from the service to compare with");
+    return;
+  }
+  long long skew = (long long)st->clock_skew_s, mag = skew < 0 ? -skew : skew;
+  if (mag > 15 * 60)
+    add(r, "time skew", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd); storage refuses requests 15 minutes off",
+        "%+lld s against the service's clock (over 15 minutes)", skew);
+  else if (mag > 5 * 60)
+    add(r, "time skew", true, NULL, "%+lld s against the service's clock (warning: over 5 minutes; sync with NTP before it reaches 15)", skew);
+  else
+    add(r, "time skew", true, NULL, "%+lld s against the service's clock", skew);
+}
+
+static void check_azure(const struct appliance_settings *s, struct prereq_report *r)
+{
+  struct blob_config cfg;
+  if (!azure_config(s, &cfg, r))
+    return;
+  /* 1. Private DNS path: resolution, CNAME chain, address class. Opening the client repeats the
+   * check and refuses a public address before any connection. */
+  struct blob_client *client = NULL;
+  rpl_err err = blob_client_open(&cfg, &client);
+  if (err != RPL_OK) {
+    report_dns_failure(r, &cfg, err);
+    return;
+  }
+  report_dns_path(r, s, client);
+  err = check_connection(r, s, &cfg, client);
   if (err != RPL_OK) {
     add(r, "authorization", false, "fix the connection first", "not tried: no connection");
     add(r, "time skew", false, "fix the connection first", "not tried: no answer from the service");
     blob_client_close(client);
     return;
   }
+  /* 5-6. A harmless authenticated request, whose Date header also gives the clock skew. */
   struct blob_reply reply;
   err = blob_container_properties(client, s->container, &reply);
   struct blob_stats st;
   blob_client_stats(client, &st);
-  if (err == RPL_OK)
-    add(r, "authorization", true, NULL, "%s accepted: container '%s' readable", auth_name(cfg.account.auth), s->container);
-  else if (err == RPL_E_BLOB_NOT_FOUND)
-    add(r, "authorization", true, NULL, "%s accepted (container '%s' does not exist yet; it is created when the first disk is protected)",
-        auth_name(cfg.account.auth), s->container);
-  else if (err == RPL_E_BLOB_CLOCK_SKEW)
-    add(r, "authorization", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd)",
-        "refused: the clock is %lld s off the service's", (long long)st.clock_skew_s);
-  else
-    add(r, "authorization", false,
-        cfg.account.auth == BLOB_AUTH_SHARED_KEY ? "copy the current account key (Access keys) and run init again"
-        : cfg.account.auth == BLOB_AUTH_SAS ? "issue a SAS with permissions racwl for the blob service that has not expired, and run init again"
-        : "assign the appliance's identity Storage Blob Data Contributor on the account, and check the identity endpoint",
-        "%s refused: %s (HTTP %ld %s%s%s)", auth_name(cfg.account.auth), rpl_errname(err), reply.status, reply.error_code,
-        reply.message[0] ? ": " : "", reply.message);
-  if (!st.clock_seen) {
-    add(r, "time skew", false, "fix the connection first", "no Date header from the service to compare with");
-  } else {
-    long long skew = (long long)st.clock_skew_s, mag = skew < 0 ? -skew : skew;
-    if (mag > 15 * 60)
-      add(r, "time skew", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd); storage refuses requests 15 minutes off",
-          "%+lld s against the service's clock (over 15 minutes)", skew);
-    else if (mag > 5 * 60)
-      add(r, "time skew", true, NULL, "%+lld s against the service's clock (warning: over 5 minutes; sync with NTP before it reaches 15)", skew);
-    else
-      add(r, "time skew", true, NULL, "%+lld s against the service's clock", skew);
-  }
+  report_authorization(r, s, &cfg, err, &reply, &st);
+  report_time_skew(r, &st);
   blob_client_close(client);
 }
 

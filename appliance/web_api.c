@@ -199,79 +199,112 @@ static void pct_encode(const char *in, char *out, size_t outsz)
   out[o] = 0;
 }
 
-enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+/* The proxy form's fields; NULL = not sent (the stored value stays). */
+struct proxy_form {
+  const char *addr, *user, *pw, *clear, *bypass;
+};
+
+/* Replies 400 and returns true when the form is not acceptable; nothing is loaded or saved before. */
+static bool proxy_form_rejected(struct MHD_Connection *c, const struct req *q, struct proxy_form *f, enum MHD_Result *res)
 {
   static const char *const allowed[] = {"address", "user", "password", "clear_password", "bypass", NULL};
   const char *bad = web_unknown_field(q, allowed);
+  *f = (struct proxy_form){web_field(q, "address"), web_field(q, "user"), web_field(q, "password"),
+                           web_field(q, "clear_password"), web_field(q, "bypass")};
+  const char *addr = f->addr, *user = f->user, *pw = f->pw, *clear = f->clear, *bypass = f->bypass;
   if (bad)
-    return web_reply_error(c, 400, "unknown field '%s': the proxy form has address, user, password, clear_password and bypass", bad);
-  const char *addr = web_field(q, "address"), *user = web_field(q, "user"), *pw = web_field(q, "password");
-  const char *clear = web_field(q, "clear_password"), *bypass = web_field(q, "bypass");
-  if (!addr)
-    return web_reply_error(c, 400, "address is required: http://HOST:PORT, or empty for no proxy");
-  if (addr[0] && strchr(addr, '@'))
-    return web_reply_error(c, 400, "the address must not hold credentials: put the user and password in their own fields");
-  if (addr[0] && !valid_proxy_address(addr))
-    return web_reply_error(c, 400, "address '%.200s' is not http://HOST:PORT (an HTTP proxy; port 1-65535)", web_printable(addr) ? addr : "?");
-  if (user && (!web_printable(user) || strlen(user) > 128 || strchr(user, ':')))
-    return web_reply_error(c, 400, "user must be at most 128 printable characters without ':'");
-  if (pw && (!web_printable(pw) || strlen(pw) > 256))
-    return web_reply_error(c, 400, "password must be at most 256 printable characters");
-  if (clear && strcmp(clear, "0") && strcmp(clear, "1"))
-    return web_reply_error(c, 400, "clear_password is 0 or 1");
-  if (bypass && (strlen(bypass) > 1000 || !valid_bypass(bypass)))
-    return web_reply_error(c, 400, "bypass is a comma-separated list of host names, .domains, addresses or NET/BITS networks (letters, digits, . - _ * : [ ] /)");
-  if (pw && pw[0] && (!user || !user[0]))
-    return web_reply_error(c, 400, "a password needs a user");
+    *res = web_reply_error(c, 400, "unknown field '%s': the proxy form has address, user, password, clear_password and bypass", bad);
+  else if (!addr)
+    *res = web_reply_error(c, 400, "address is required: http://HOST:PORT, or empty for no proxy");
+  else if (addr[0] && strchr(addr, '@'))
+    *res = web_reply_error(c, 400, "the address must not hold credentials: put the user and password in their own fields");
+  else if (addr[0] && !valid_proxy_address(addr))
+    *res = web_reply_error(c, 400, "address '%.200s' is not http://HOST:PORT (an HTTP proxy; port 1-65535)", web_printable(addr) ? addr : "?");
+  else if (user && (!web_printable(user) || strlen(user) > 128 || strchr(user, ':')))
+    *res = web_reply_error(c, 400, "user must be at most 128 printable characters without ':'");
+  else if (pw && (!web_printable(pw) || strlen(pw) > 256))
+    *res = web_reply_error(c, 400, "password must be at most 256 printable characters");
+  else if (clear && strcmp(clear, "0") && strcmp(clear, "1"))
+    *res = web_reply_error(c, 400, "clear_password is 0 or 1");
+  else if (bypass && (strlen(bypass) > 1000 || !valid_bypass(bypass)))
+    *res = web_reply_error(c, 400, "bypass is a comma-separated list of host names, .domains, addresses or NET/BITS networks (letters, digits, . - _ * : [ ] /)");
+  else if (pw && pw[0] && (!user || !user[0]))
+    *res = web_reply_error(c, 400, "a password needs a user");
+  else
+    return false;
+  return true;
+}
 
+/* The URL's USER[:PASSWORD] from the form and the stored proxy. The stored password stays unless a
+ * new one is given or it is cleared (it is never sent to the page); a stored user is kept as stored
+ * (already percent-encoded) unless the form changes it. */
+static void compose_userinfo(const char *stored, const struct proxy_form *f, char *userinfo, size_t size)
+{
+  char old_addr[1100], old_user[1100], eu[400], ep[800];
+  bool old_pw;
+  proxy_parts(stored, old_addr, sizeof old_addr, old_user, sizeof old_user, &old_pw);
+  const char *rest = strstr(stored, "://");
+  const char *at = rest ? strrchr(rest, '@') : NULL;
+  const char *old_colon = at ? memchr(rest + 3, ':', (size_t)(at - rest - 3)) : NULL;
+  const char *new_user = f->user ? f->user : old_user;
+  userinfo[0] = 0;
+  if (!f->addr[0] || !new_user[0])
+    return;
+  pct_encode(new_user, eu, sizeof eu);
+  if (f->user && strcmp(f->user, old_user))
+    snprintf(userinfo, size, "%s", eu);
+  else
+    snprintf(userinfo, size, "%s", old_user[0] ? old_user : eu);
+  if (f->pw && f->pw[0]) {
+    pct_encode(f->pw, ep, sizeof ep);
+    size_t n = strlen(userinfo);
+    snprintf(userinfo + n, size - n, ":%s", ep);
+    OPENSSL_cleanse(ep, sizeof ep);
+  } else if (old_colon && !(f->clear && !strcmp(f->clear, "1"))) {
+    size_t n = strlen(userinfo);
+    snprintf(userinfo + n, size - n, ":%.*s", (int)(at - old_colon - 1), old_colon + 1);
+  }
+}
+
+/* Applies the form to the loaded settings and saves them; every copy of the password is wiped. */
+static rpl_err save_proxy_form(const char *state_dir, struct appliance_settings *s, const struct proxy_form *f)
+{
+  char userinfo[1200];
+  compose_userinfo(s->proxy, f, userinfo, sizeof userinfo);
+  char proxy[sizeof s->proxy + 1];
+  int n = f->addr[0] ? snprintf(proxy, sizeof proxy, "http://%s%s%s", userinfo, userinfo[0] ? "@" : "", f->addr + 7)
+                     : snprintf(proxy, sizeof proxy, "%s", "");
+  OPENSSL_cleanse(userinfo, sizeof userinfo);
+  rpl_err err;
+  if (n < 0 || (size_t)n >= sizeof s->proxy) {
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the proxy URL is too long");
+  } else {
+    size_t plen = strlen(proxy);
+    if (plen && proxy[plen - 1] == '/')
+      proxy[plen - 1] = 0;
+    snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
+    if (f->bypass)
+      snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", f->bypass);
+    err = settings_save(state_dir, s);
+  }
+  OPENSSL_cleanse(proxy, sizeof proxy);
+  return err;
+}
+
+enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+{
+  struct proxy_form f;
+  enum MHD_Result res;
+  if (proxy_form_rejected(c, q, &f, &res))
+    return res;
   struct appliance_settings *s = malloc(sizeof *s);
   if (!s)
     return MHD_NO;
+  /* Load, change and save under the lock: another form's change saved meanwhile is not lost. */
   pthread_mutex_lock(&w->settings_lock);
   rpl_err err = settings_load(w->state_dir, s);
-  if (!err) {
-    char old_addr[1100], old_user[1100];
-    bool old_pw;
-    proxy_parts(s->proxy, old_addr, sizeof old_addr, old_user, sizeof old_user, &old_pw);
-    /* The stored password stays unless a new one is given or it is cleared (it is never sent to the page). */
-    char userinfo[1200] = "", eu[400], ep[800];
-    const char *rest = strstr(s->proxy, "://");
-    const char *at = rest ? strrchr(rest, '@') : NULL;
-    const char *old_colon = at ? memchr(rest + 3, ':', (size_t)(at - rest - 3)) : NULL;
-    const char *new_user = user ? user : old_user;
-    if (addr[0] && new_user[0]) {
-      pct_encode(new_user, eu, sizeof eu);
-      if (user && strcmp(user, old_user)) /* user given and changed: encoded now */
-        snprintf(userinfo, sizeof userinfo, "%s", eu);
-      else
-        snprintf(userinfo, sizeof userinfo, "%s", old_user[0] ? old_user : eu); /* as stored */
-      if (pw && pw[0]) {
-        pct_encode(pw, ep, sizeof ep);
-        size_t n = strlen(userinfo);
-        snprintf(userinfo + n, sizeof userinfo - n, ":%s", ep);
-        OPENSSL_cleanse(ep, sizeof ep);
-      } else if (old_colon && !(clear && !strcmp(clear, "1"))) {
-        size_t n = strlen(userinfo);
-        snprintf(userinfo + n, sizeof userinfo - n, ":%.*s", (int)(at - old_colon - 1), old_colon + 1);
-      }
-    }
-    char proxy[sizeof s->proxy + 1];
-    int n = addr[0] ? snprintf(proxy, sizeof proxy, "http://%s%s%s", userinfo, userinfo[0] ? "@" : "", addr + 7)
-                    : snprintf(proxy, sizeof proxy, "%s", "");
-    OPENSSL_cleanse(userinfo, sizeof userinfo);
-    if (n < 0 || (size_t)n >= sizeof s->proxy) {
-      err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the proxy URL is too long");
-    } else {
-      size_t plen = strlen(proxy);
-      if (plen && proxy[plen - 1] == '/')
-        proxy[plen - 1] = 0;
-      snprintf(s->proxy, sizeof s->proxy, "%s", proxy);
-      if (bypass)
-        snprintf(s->proxy_bypass, sizeof s->proxy_bypass, "%s", bypass);
-      err = settings_save(w->state_dir, s);
-    }
-    OPENSSL_cleanse(proxy, sizeof proxy);
-  }
+  if (!err)
+    err = save_proxy_form(w->state_dir, s, &f);
   pthread_mutex_unlock(&w->settings_lock);
   OPENSSL_cleanse(s, sizeof *s);
   free(s);
@@ -279,7 +312,7 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
     return web_reply_error(c, 400, "%s", rpl_detail(err));
   if (err)
     return web_reply_error(c, 500, "the proxy settings were not saved: %s", rpl_detail(err));
-  log_notice("web: proxy settings changed (%s)", addr[0] ? "a proxy" : "no proxy");
+  log_notice("web: proxy settings changed (%s)", f.addr[0] ? "a proxy" : "no proxy");
   return web_api_check(w, c, true); /* re-checked with the new settings */
 }
 

@@ -94,19 +94,9 @@ bool blob_client_uses_proxy(const struct blob_client *c)
   return true;
 }
 
-rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out)
+/* The client keeps its own copies of the configuration's strings: the caller's may not outlive it. */
+static void take_config(struct blob_client *c, const struct blob_config *cfg)
 {
-  *out = NULL;
-  pthread_once(&curl_once, curl_global);
-  if (curl_init_result != CURLE_OK) {
-    return rpl_fail(RPL_E_INTERNAL, "libcurl initialisation failed");
-  }
-  if (!cfg->account.host[0] || !cfg->account.name[0]) {
-    return rpl_fail(RPL_E_CONFIG, "no storage account configured");
-  }
-  struct blob_client *c = calloc(1, sizeof *c);
-  if (!c)
-    return RPL_E_NOMEM;
   c->cfg = *cfg;
   if (!c->cfg.max_in_flight)
     c->cfg.max_in_flight = BLOB_DEFAULT_IN_FLIGHT;
@@ -133,15 +123,15 @@ rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out
   c->cfg.proxy = c->proxy;
   c->cfg.proxy_bypass = c->proxy_bypass;
   c->cfg.identity_endpoint = c->identity_endpoint;
-  if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng || c->rng == 0)
-    c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
-  c->idle = calloc(c->cfg.max_in_flight + 1, sizeof *c->idle);
-  c->flying = calloc(c->cfg.max_in_flight, sizeof *c->flying);
-  rpl_err err = c->idle && c->flying ? RPL_OK : RPL_E_NOMEM;
+}
 
-  /* The private-endpoint path, before any connection: resolve, classify, refuse or pin. */
+/* The private-endpoint path, before any connection: resolve, classify, refuse or pin. curl is then
+ * given the pinned address for the host, so it never resolves the name itself. */
+static rpl_err pin_storage_path(struct blob_client *c)
+{
   struct netpath_zone *zone = NULL;
-  if (err == RPL_OK && c->zone_path)
+  rpl_err err = RPL_OK;
+  if (c->zone_path)
     err = netpath_zone_load(c->zone_path, &zone);
   if (err == RPL_OK)
     err = netpath_resolve(c->cfg.account.host, zone, &c->route);
@@ -152,15 +142,41 @@ rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out
     if (c->cfg.require_private_endpoint)
       err = netpath_require_private(&c->route);
   }
+  if (err != RPL_OK)
+    return err;
+  snprintf(c->pinned, sizeof c->pinned, "%s", c->route.addr_text[0]);
+  char entry[NETPATH_NAME_MAX + NETPATH_ADDR_TEXT + 16];
+  bool v6 = c->route.addrs[0].ss_family == AF_INET6;
+  snprintf(entry, sizeof entry, "%s:%u:%s%s%s", c->cfg.account.host, c->cfg.account.port, v6 ? "[" : "",
+           c->pinned, v6 ? "]" : "");
+  c->resolve = curl_slist_append(NULL, entry);
+  return c->resolve ? RPL_OK : RPL_E_NOMEM;
+}
+
+rpl_err blob_client_open(const struct blob_config *cfg, struct blob_client **out)
+{
+  *out = NULL;
+  pthread_once(&curl_once, curl_global);
+  if (curl_init_result != CURLE_OK) {
+    return rpl_fail(RPL_E_INTERNAL, "libcurl initialisation failed");
+  }
+  if (!cfg->account.host[0] || !cfg->account.name[0]) {
+    return rpl_fail(RPL_E_CONFIG, "no storage account configured");
+  }
+  struct blob_client *c = calloc(1, sizeof *c);
+  if (!c)
+    return RPL_E_NOMEM;
+  take_config(c, cfg);
+  if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng || c->rng == 0)
+    c->rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+  c->idle = calloc(c->cfg.max_in_flight + 1, sizeof *c->idle);
+  c->flying = calloc(c->cfg.max_in_flight, sizeof *c->flying);
+  rpl_err err = c->idle && c->flying ? RPL_OK : RPL_E_NOMEM;
+  if (err == RPL_OK)
+    err = pin_storage_path(c);
   if (err == RPL_OK) {
-    snprintf(c->pinned, sizeof c->pinned, "%s", c->route.addr_text[0]);
-    char entry[NETPATH_NAME_MAX + NETPATH_ADDR_TEXT + 16];
-    bool v6 = c->route.addrs[0].ss_family == AF_INET6;
-    snprintf(entry, sizeof entry, "%s:%u:%s%s%s", c->cfg.account.host, c->cfg.account.port, v6 ? "[" : "",
-             c->pinned, v6 ? "]" : "");
-    c->resolve = curl_slist_append(NULL, entry);
     c->multi = curl_multi_init();
-    if (!c->resolve || !c->multi)
+    if (!c->multi)
       err = RPL_E_NOMEM;
   }
   if (err == RPL_OK) {
@@ -366,86 +382,102 @@ void blob_common_options(struct blob_client *c, CURL *e)
   curl_easy_setopt(e, CURLOPT_USERAGENT, "replication-appliance/" BLOB_API_VERSION);
 }
 
-static rpl_err start_try(struct blob_client *c, struct blob_req *r)
+/* One try's signed headers. The values live here, on start_try's stack, and sign[] points at them:
+ * nothing is allocated per request but curl's header list. */
+struct try_headers {
+  char date[64], request_id[37], length[24];
+  struct blob_header sign[REQ_MAX_HEADERS + 6];
+  size_t nsign;
+};
+
+/* The headers that go into the signature; the date and request id are new for every try, since a
+ * retry is signed afresh. */
+static void collect_signed_headers(struct blob_client *c, const struct blob_req *r, struct try_headers *t)
 {
-  struct blob_account *a = &c->cfg.account;
-  if (a->auth == BLOB_AUTH_BEARER) {
-    rpl_err err = ensure_token(c);
-    if (err != RPL_OK) {
-      log_warn("%s", rpl_detail(err));
-      snprintf(r->reply.message, sizeof r->reply.message, "%s", rpl_detail(err));
-      return err;
-    }
-  }
-  char date[64];
   time_t now = time(NULL);
   struct tm tm;
   gmtime_r(&now, &tm);
-  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  char request_id[37];
-  random_uuid(c, request_id);
-  char length[24];
-  snprintf(length, sizeof length, "%zu", r->body_len);
-
-  struct blob_header sign[REQ_MAX_HEADERS + 6];
-  size_t nsign = 0;
-  sign[nsign++] = (struct blob_header){"x-ms-date", date};
-  sign[nsign++] = (struct blob_header){"x-ms-version", BLOB_API_VERSION};
-  sign[nsign++] = (struct blob_header){"x-ms-client-request-id", request_id};
+  strftime(t->date, sizeof t->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  random_uuid(c, t->request_id);
+  snprintf(t->length, sizeof t->length, "%zu", r->body_len);
+  t->nsign = 0;
+  t->sign[t->nsign++] = (struct blob_header){"x-ms-date", t->date};
+  t->sign[t->nsign++] = (struct blob_header){"x-ms-version", BLOB_API_VERSION};
+  t->sign[t->nsign++] = (struct blob_header){"x-ms-client-request-id", t->request_id};
   if (strcmp(r->verb, "PUT") == 0)
-    sign[nsign++] = (struct blob_header){"Content-Length", length};
+    t->sign[t->nsign++] = (struct blob_header){"Content-Length", t->length};
   if (r->content_md5[0])
-    sign[nsign++] = (struct blob_header){"Content-MD5", r->content_md5};
+    t->sign[t->nsign++] = (struct blob_header){"Content-MD5", r->content_md5};
   for (size_t i = 0; i < r->nextra; i++)
-    sign[nsign++] = (struct blob_header){r->extra[i].name, r->extra[i].value};
+    t->sign[t->nsign++] = (struct blob_header){r->extra[i].name, r->extra[i].value};
+}
 
+/* Appends the Authorization header (none for SAS: its token is in the URL). The key material passes
+ * through stack buffers only, wiped before return. */
+static rpl_err append_authorization(struct blob_client *c, const struct blob_req *r, const struct try_headers *t,
+                                    struct curl_slist **h)
+{
+  const struct blob_account *a = &c->cfg.account;
+  char auth[8300];
+  if (a->auth == BLOB_AUTH_SHARED_KEY) {
+    char sts[4096], sig[64];
+    rpl_err err = blob_sharedkey_string_to_sign(r->verb, t->sign, t->nsign, a->name, r->path, r->query, sts, sizeof sts);
+    if (err == RPL_OK)
+      err = blob_sharedkey_sign(a->key, a->key_len, sts, sig, sizeof sig);
+    OPENSSL_cleanse(sts, sizeof sts);
+    if (err != RPL_OK)
+      return err;
+    snprintf(auth, sizeof auth, "Authorization: SharedKey %s:%s", a->name, sig);
+    *h = curl_slist_append(*h, auth);
+  } else if (a->auth == BLOB_AUTH_BEARER) {
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token.access_token);
+    *h = curl_slist_append(*h, auth);
+  }
+  OPENSSL_cleanse(auth, sizeof auth);
+  return RPL_OK;
+}
+
+/* curl's header list for the try; on failure nothing is left allocated. */
+static rpl_err build_header_list(struct blob_client *c, const struct blob_req *r, const struct try_headers *t,
+                                 struct curl_slist **out)
+{
   struct curl_slist *h = NULL;
   char line[sizeof r->extra[0].name + sizeof r->extra[0].value + 8];
-  for (size_t i = 0; i < nsign; i++) {
-    if (strcasecmp(sign[i].name, "Content-Length") == 0)
+  for (size_t i = 0; i < t->nsign; i++) {
+    if (strcasecmp(t->sign[i].name, "Content-Length") == 0)
       continue; /* curl sends it from the body size */
-    snprintf(line, sizeof line, "%s: %s", sign[i].name, sign[i].value);
+    snprintf(line, sizeof line, "%s: %s", t->sign[i].name, t->sign[i].value);
     h = curl_slist_append(h, line);
   }
   /* No "Expect: 100-continue" round trip, and no form Content-Type for PUT bodies. */
   h = curl_slist_append(h, "Expect:");
   h = curl_slist_append(h, "Content-Type:");
-  char auth[8300];
-  if (a->auth == BLOB_AUTH_SHARED_KEY) {
-    char sts[4096], sig[64];
-    rpl_err err = blob_sharedkey_string_to_sign(r->verb, sign, nsign, a->name, r->path, r->query, sts, sizeof sts);
-    if (err == RPL_OK)
-      err = blob_sharedkey_sign(a->key, a->key_len, sts, sig, sizeof sig);
-    OPENSSL_cleanse(sts, sizeof sts);
-    if (err != RPL_OK) {
-      curl_slist_free_all(h);
-      return err;
-    }
-    snprintf(auth, sizeof auth, "Authorization: SharedKey %s:%s", a->name, sig);
-    h = curl_slist_append(h, auth);
-  } else if (a->auth == BLOB_AUTH_BEARER) {
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token.access_token);
-    h = curl_slist_append(h, auth);
+  rpl_err err = append_authorization(c, r, t, &h);
+  if (err != RPL_OK) {
+    curl_slist_free_all(h);
+    return err;
   }
-  OPENSSL_cleanse(auth, sizeof auth);
   if (!h)
     return RPL_E_NOMEM;
+  *out = h;
+  return RPL_OK;
+}
 
-  char url[BLOB_ENDPOINT_MAX + sizeof r->path + sizeof r->query + BLOB_SAS_MAX + 8];
+/* The endpoint's scheme and host with the request's path (the endpoint's base path is part of
+ * r->path already), its query and, for SAS, the token. */
+static rpl_err format_url(const struct blob_account *a, const struct blob_req *r, char *url, size_t size)
+{
   size_t host_part = strlen(a->endpoint) - strlen(a->base_path);
-  int n = snprintf(url, sizeof url, "%.*s%s%s%s%s%s", (int)host_part, a->endpoint, r->path,
+  int n = snprintf(url, size, "%.*s%s%s%s%s%s", (int)host_part, a->endpoint, r->path,
                    r->query[0] || a->auth == BLOB_AUTH_SAS ? "?" : "", r->query,
                    r->query[0] && a->auth == BLOB_AUTH_SAS ? "&" : "", a->auth == BLOB_AUTH_SAS ? a->sas : "");
-  if (n < 0 || (size_t)n >= sizeof url) {
-    curl_slist_free_all(h);
-    return RPL_E_LIMIT;
-  }
+  return n < 0 || (size_t)n >= size ? RPL_E_LIMIT : RPL_OK;
+}
 
-  CURL *e = c->nidle ? c->idle[--c->nidle] : curl_easy_init();
-  if (!e) {
-    curl_slist_free_all(h);
-    return RPL_E_NOMEM;
-  }
+/* The handle comes from the idle pool when there is one (its connection cache is the multi's), reset
+ * so nothing of its previous request carries over. */
+static void set_request_options(struct blob_client *c, CURL *e, struct blob_req *r, const char *url, struct curl_slist *h)
+{
   curl_easy_reset(e);
   blob_common_options(c, e);
   curl_easy_setopt(e, CURLOPT_URL, url);
@@ -466,7 +498,11 @@ static rpl_err start_try(struct blob_client *c, struct blob_req *r)
   } else if (r->head) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
   }
-  /* Fresh reply for this try. */
+}
+
+/* Fresh reply for this try: only the count of tries carries over from the last one. */
+static void reset_reply(struct blob_req *r)
+{
   unsigned tries = r->reply.tries;
   memset(&r->reply, 0, sizeof r->reply);
   r->reply.tries = tries + 1;
@@ -478,6 +514,37 @@ static rpl_err start_try(struct blob_client *c, struct blob_req *r)
   r->sink_used = 0;
   r->overflow = false;
   r->header_bytes = 0;
+}
+
+static rpl_err start_try(struct blob_client *c, struct blob_req *r)
+{
+  struct blob_account *a = &c->cfg.account;
+  if (a->auth == BLOB_AUTH_BEARER) {
+    rpl_err err = ensure_token(c);
+    if (err != RPL_OK) {
+      log_warn("%s", rpl_detail(err));
+      snprintf(r->reply.message, sizeof r->reply.message, "%s", rpl_detail(err));
+      return err;
+    }
+  }
+  struct try_headers t;
+  collect_signed_headers(c, r, &t);
+  struct curl_slist *h;
+  rpl_err err = build_header_list(c, r, &t, &h);
+  if (err != RPL_OK)
+    return err;
+  char url[BLOB_ENDPOINT_MAX + sizeof r->path + sizeof r->query + BLOB_SAS_MAX + 8];
+  if ((err = format_url(a, r, url, sizeof url)) != RPL_OK) {
+    curl_slist_free_all(h);
+    return err;
+  }
+  CURL *e = c->nidle ? c->idle[--c->nidle] : curl_easy_init();
+  if (!e) {
+    curl_slist_free_all(h);
+    return RPL_E_NOMEM;
+  }
+  set_request_options(c, e, r, url, h);
+  reset_reply(r);
   curl_slist_free_all(r->curl_headers);
   r->curl_headers = h;
   r->easy = e;
@@ -749,14 +816,17 @@ static void note_clock(struct blob_client *c, struct blob_req *r)
   }
 }
 
-static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
+/* Takes the finished handle off the multi, counts its traffic and keeps it for the next request
+ * (up to the pool's size). Returns the request it carried. */
+static struct blob_req *release_handle(struct blob_client *c, CURL *e, long *connect_code)
 {
   struct blob_req *r = NULL;
   curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
-  long connects = 0, connect_code = 0;
+  long connects = 0;
   curl_off_t up = 0, down = 0;
+  *connect_code = 0;
   curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
-  curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+  curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, connect_code);
   curl_easy_getinfo(e, CURLINFO_SIZE_UPLOAD_T, &up);
   curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &down);
   c->stats.connections += (uint64_t)connects;
@@ -773,40 +843,74 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
     c->idle[c->nidle++] = e;
   else
     curl_easy_cleanup(e);
-  note_clock(c, r);
+  return r;
+}
 
-  rpl_err err = RPL_OK;
-  bool retry = false;
-  if (cc != CURLE_OK) {
-    if (r->overflow) {
-      err = RPL_E_BLOB_TOO_LARGE;
-    } else {
-      err = blob_transport_error(cc, connect_code);
-      retry = err != RPL_E_BLOB_PROXY && err != RPL_E_BLOB_TLS && retryable_transport(cc);
-    }
-    snprintf(r->reply.message, sizeof r->reply.message, "%s", curl_easy_strerror(cc));
-    if (connect_code >= 300)
-      snprintf(r->reply.message, sizeof r->reply.message, "proxy answered %ld to CONNECT%s", connect_code,
-               connect_code == 407 || connect_code == 401 ? ": proxy authentication failed, check the proxy user and password" : "");
-  } else if (r->reply.status >= 200 && r->reply.status < 300) {
-    if (r->sink && r->sink_used != r->sink_len) {
-      err = RPL_E_BLOB_HTTP;
-      snprintf(r->reply.message, sizeof r->reply.message, "short read: %zu of %zu bytes", r->sink_used, r->sink_len);
-    } else if (r->parse) {
-      err = r->parse(r, r->resp ? r->resp : "", r->resp_len);
-    }
+/* A transport failure: a refused proxy or certificate will not change by retrying. */
+static rpl_err transport_outcome(struct blob_req *r, CURLcode cc, long connect_code, bool *retry)
+{
+  rpl_err err;
+  if (r->overflow) {
+    err = RPL_E_BLOB_TOO_LARGE;
   } else {
-    if (r->resp_len > 0) {
-      char code[64], message[256];
-      if (blob_xml_parse_error(r->resp, r->resp_len, code, sizeof code, message, sizeof message) == RPL_OK) {
-        if (!r->reply.error_code[0])
-          snprintf(r->reply.error_code, sizeof r->reply.error_code, "%s", code);
-        snprintf(r->reply.message, sizeof r->reply.message, "%s", message);
-      }
-    }
-    err = status_error(r);
-    retry = retryable_status(r->reply.status);
+    err = blob_transport_error(cc, connect_code);
+    *retry = err != RPL_E_BLOB_PROXY && err != RPL_E_BLOB_TLS && retryable_transport(cc);
   }
+  snprintf(r->reply.message, sizeof r->reply.message, "%s", curl_easy_strerror(cc));
+  if (connect_code >= 300)
+    snprintf(r->reply.message, sizeof r->reply.message, "proxy answered %ld to CONNECT%s", connect_code,
+             connect_code == 407 || connect_code == 401 ? ": proxy authentication failed, check the proxy user and password" : "");
+  return err;
+}
+
+/* An HTTP answer: a 2xx body is the operation's to parse; an error's XML names the service's code. */
+static rpl_err http_outcome(struct blob_req *r, bool *retry)
+{
+  if (r->reply.status >= 200 && r->reply.status < 300) {
+    if (r->sink && r->sink_used != r->sink_len) {
+      snprintf(r->reply.message, sizeof r->reply.message, "short read: %zu of %zu bytes", r->sink_used, r->sink_len);
+      return RPL_E_BLOB_HTTP;
+    }
+    return r->parse ? r->parse(r, r->resp ? r->resp : "", r->resp_len) : RPL_OK;
+  }
+  if (r->resp_len > 0) {
+    char code[64], message[256];
+    if (blob_xml_parse_error(r->resp, r->resp_len, code, sizeof code, message, sizeof message) == RPL_OK) {
+      if (!r->reply.error_code[0])
+        snprintf(r->reply.error_code, sizeof r->reply.error_code, "%s", code);
+      snprintf(r->reply.message, sizeof r->reply.message, "%s", message);
+    }
+  }
+  *retry = retryable_status(r->reply.status);
+  return status_error(r);
+}
+
+/* The service's Retry-After when it gave one, else exponential backoff from the base. */
+static uint64_t retry_delay_ms(struct blob_client *c, const struct blob_req *r)
+{
+  uint64_t delay;
+  if (r->retry_after_ms >= 0) {
+    delay = (uint64_t)r->retry_after_ms;
+  } else {
+    unsigned shift = r->reply.tries - 1 > 16 ? 16 : r->reply.tries - 1;
+    delay = (uint64_t)c->cfg.retry_base_ms << shift;
+    /* +-20 % jitter spreads the retries of many writes throttled together. */
+    delay = delay * (80 + rng_next(c) % 41) / 100;
+    if (delay < c->cfg.retry_base_ms)
+      delay = c->cfg.retry_base_ms;
+  }
+  if (delay > c->cfg.retry_cap_ms)
+    delay = c->cfg.retry_cap_ms;
+  return delay;
+}
+
+static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
+{
+  long connect_code;
+  struct blob_req *r = release_handle(c, e, &connect_code);
+  note_clock(c, r);
+  bool retry = false;
+  rpl_err err = cc != CURLE_OK ? transport_outcome(r, cc, connect_code, &retry) : http_outcome(r, &retry);
   int64_t skew = c->stats.clock_skew_s < 0 ? -c->stats.clock_skew_s : c->stats.clock_skew_s;
   if (r->server_date && skew > CLOCK_REFUSE_S) {
     /* Azure refuses requests signed more than 15 minutes off its clock; say why, once per request. */
@@ -816,19 +920,7 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
              (long long)c->stats.clock_skew_s);
   }
   if (retry && r->reply.tries < c->cfg.max_tries) {
-    uint64_t delay;
-    if (r->retry_after_ms >= 0) {
-      delay = (uint64_t)r->retry_after_ms;
-    } else {
-      unsigned shift = r->reply.tries - 1 > 16 ? 16 : r->reply.tries - 1;
-      delay = (uint64_t)c->cfg.retry_base_ms << shift;
-      /* +-20 % jitter spreads the retries of many writes throttled together. */
-      delay = delay * (80 + rng_next(c) % 41) / 100;
-      if (delay < c->cfg.retry_base_ms)
-        delay = c->cfg.retry_base_ms;
-    }
-    if (delay > c->cfg.retry_cap_ms)
-      delay = c->cfg.retry_cap_ms;
+    uint64_t delay = retry_delay_ms(c, r);
     log_info("%s %s: try %u got %s%ld %s; retrying in %llu ms", r->verb, r->path, r->reply.tries,
              cc != CURLE_OK ? "transport error " : "HTTP ", cc != CURLE_OK ? (long)cc : r->reply.status,
              cc != CURLE_OK ? curl_easy_strerror(cc) : r->reply.error_code, (unsigned long long)delay);
