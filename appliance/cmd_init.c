@@ -356,11 +356,9 @@ static int set_up_web_login(const struct init_opts *o, char *admin_password, siz
   return 0;
 }
 
-static int init(const struct init_opts *o)
+/* The steps after the admin password was read (it is wiped by init whatever they do). */
+static int init_with_password(const struct init_opts *o, char *admin_password, size_t password_size)
 {
-  char admin_password[WEB_PASSWORD_MAX + 1] = "";
-  if (read_admin_password(o, admin_password, sizeof admin_password))
-    return 1;
   struct appliance_settings s;
   char summary[8400];
   if (build_settings(o, &s, summary, sizeof summary))
@@ -371,12 +369,22 @@ static int init(const struct init_opts *o)
   print_settings(o->state, summary, &s);
   char regkey[CHAN_REGKEY_MAX];
   if (issue_identity_and_regkey(o->state, regkey) || keep_regkey(o->state, regkey) ||
-      set_up_web_login(o, admin_password, sizeof admin_password))
+      set_up_web_login(o, admin_password, password_size))
     return 1;
   printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", o->state, o->state);
   printf("registration key (one agent; run init again for another):\n");
   printf("%s\n", regkey);
   return 0;
+}
+
+static int init(const struct init_opts *o)
+{
+  char admin_password[WEB_PASSWORD_MAX + 1] = "";
+  int rc = read_admin_password(o, admin_password, sizeof admin_password);
+  if (!rc)
+    rc = init_with_password(o, admin_password, sizeof admin_password);
+  OPENSSL_cleanse(admin_password, sizeof admin_password); /* on every path, not only when stored */
+  return rc;
 }
 
 int appliance_cmd_init(int argc, char **argv)
