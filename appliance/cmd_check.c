@@ -13,6 +13,7 @@
 #include "prereq.h"
 #include "rpl_log.h"
 #include "settings.h"
+#include "store.h"
 
 static void write_json(const char *state_dir, const struct appliance_settings *s, const struct prereq_report *r,
                        FILE *out)
@@ -21,7 +22,7 @@ static void write_json(const char *state_dir, const struct appliance_settings *s
   json_init(&j, out);
   json_object_begin(&j, NULL);
   json_string(&j, "state", state_dir);
-  json_string(&j, "storage", settings_is_file_storage(s) ? "file" : "azure");
+  json_string(&j, "storage", store_backend(s)->kind);
   json_bool(&j, "ok", prereq_failed(r) == 0);
   json_array_begin(&j, "checks");
   for (size_t i = 0; i < r->n; i++) {

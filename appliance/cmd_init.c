@@ -21,6 +21,7 @@
 #include "retention.h"
 #include "rpl_log.h"
 #include "settings.h"
+#include "store.h"
 #include "state_files.h"
 #include "web.h"
 #include <openssl/crypto.h>
@@ -168,36 +169,6 @@ static int read_admin_password(const struct init_opts *o, char *password, size_t
   return 0;
 }
 
-/* The replica directory is made now and recorded absolute, so the daemon finds it whatever its cwd. */
-static int set_file_storage(const char *dir, struct appliance_settings *s, char *summary, size_t summary_size)
-{
-  if (!*dir)
-    return fail("file: needs a directory (file:/var/lib/replicas)");
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-    return fail("cannot create the replica directory %s: %s", dir, strerror(errno));
-  char abs[PATH_MAX];
-  if (!realpath(dir, abs))
-    return fail("replica directory %s: %s", dir, strerror(errno));
-  snprintf(s->storage, sizeof s->storage, "file:%s", abs);
-  snprintf(summary, summary_size, "storage: local replica directory %s", abs);
-  return 0;
-}
-
-/* A connection string is parsed now so a typo is reported here, not when the daemon first uploads. */
-static int set_blob_storage(const char *connstr, struct appliance_settings *s, char *summary, size_t summary_size)
-{
-  struct blob_account acct;
-  rpl_err err = blob_connstr_parse(connstr, &acct);
-  if (err != RPL_OK)
-    return fail("%s (%s)", rpl_detail(err), rpl_errname(err));
-  if (strlen(connstr) >= sizeof s->storage)
-    return fail("the connection string is too long");
-  snprintf(s->storage, sizeof s->storage, "%s", connstr);
-  snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
-           acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
-  return 0;
-}
-
 /* Files named here are checked and recorded absolute now: the daemon runs from elsewhere, later. */
 static int set_container_and_trust(const struct init_opts *o, struct appliance_settings *s)
 {
@@ -271,8 +242,8 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
 static int build_settings(const struct init_opts *o, struct appliance_settings *s, char *summary, size_t summary_size)
 {
   settings_defaults(s);
-  int rc = strncmp(o->storage, "file:", 5) == 0 ? set_file_storage(o->storage + 5, s, summary, summary_size)
-                                                 : set_blob_storage(o->storage, s, summary, summary_size);
+  rpl_err err = store_backend_of(o->storage)->configure(o->storage, s, summary, summary_size);
+  int rc = err ? fail("%s", rpl_detail(err)) : 0;
   if (!rc)
     rc = set_container_and_trust(o, s);
   if (!rc)
@@ -285,13 +256,7 @@ static int build_settings(const struct init_opts *o, struct appliance_settings *
 static void print_settings(const char *state, const char *summary, const struct appliance_settings *s)
 {
   printf("initialized %s\n%s, container %s\n", state, summary, s->container);
-  if (!settings_is_file_storage(s)) {
-    printf("path: %s%s, %s\n", s->private_dns_zone[0] ? "private DNS zone file " : "system resolver",
-           s->private_dns_zone, s->require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
-    printf("TLS: verified against %s\n", s->ca_file[0] ? s->ca_file : "the system CAs");
-    printf("proxy: %s\n", s->proxy[0] ? "configured (see check)" : "none");
-    printf("ownership: a %u s lease on each disk's page blob, renewed while running\n", s->lease_duration_s);
-  }
+  store_backend(s)->print_settings(s, stdout);
   printf("retention: %s\n", s->retention);
   if (s->upload_limit_mbps || s->agent_limit_mbps)
     printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s->upload_limit_mbps, s->agent_limit_mbps);

@@ -12,6 +12,7 @@
 
 #include "blob.h"
 #include "netpath.h"
+#include "store.h"
 
 static void add(struct prereq_report *r, const char *name, bool pass, const char *remedy, const char *fmt, ...)
   __attribute__((format(printf, 5, 6)));
@@ -41,7 +42,7 @@ static void proxy_for_display(const char *proxy, char *out, size_t outsz)
   snprintf(out, outsz, "%.*s***@%s", (int)(scheme_end + 3 - proxy), proxy, at + 1);
 }
 
-static void check_file_storage(const struct appliance_settings *s, struct prereq_report *r)
+void prereq_check_file_storage(const struct appliance_settings *s, struct prereq_report *r)
 {
   const char *dir = s->storage + 5;
   char probe[4200];
@@ -206,7 +207,7 @@ static void report_time_skew(struct prereq_report *r, const struct blob_stats *s
     add(r, "time skew", true, NULL, "%+lld s against the service's clock", skew);
 }
 
-static void check_azure(const struct appliance_settings *s, struct prereq_report *r)
+void prereq_check_azure(const struct appliance_settings *s, struct prereq_report *r)
 {
   struct blob_config cfg;
   if (!azure_config(s, &cfg, r))
@@ -240,10 +241,7 @@ static void check_azure(const struct appliance_settings *s, struct prereq_report
 void prereq_run(const struct appliance_settings *s, struct prereq_report *r)
 {
   memset(r, 0, sizeof *r);
-  if (settings_is_file_storage(s))
-    check_file_storage(s, r);
-  else
-    check_azure(s, r);
+  store_backend(s)->check(s, r);
 }
 
 size_t prereq_failed(const struct prereq_report *r)

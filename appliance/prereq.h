@@ -27,6 +27,10 @@ struct prereq_report {
  * each bounded by a 30 s timeout); a later one that cannot be tried is reported failed, naming the
  * earlier one to fix first. Never logs a secret. */
 void prereq_run(const struct appliance_settings *s, struct prereq_report *r);
+/* The backends' own checks (store_ops.check): a replica directory; the Azure path (DNS and private
+ * endpoint, TCP, proxy, TLS, authorization, time skew). */
+void prereq_check_file_storage(const struct appliance_settings *s, struct prereq_report *r);
+void prereq_check_azure(const struct appliance_settings *s, struct prereq_report *r);
 /* How many failed. */
 size_t prereq_failed(const struct prereq_report *r);
 /* The first failed one (the one to fix first), or NULL. */

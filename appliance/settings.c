@@ -23,8 +23,6 @@ void settings_defaults(struct appliance_settings *s)
   s->lease_duration_s = SETTINGS_DEFAULT_LEASE_S;
 }
 
-bool settings_is_file_storage(const struct appliance_settings *s) { return strncmp(s->storage, "file:", 5) == 0; }
-
 struct field {
   const char *key;
   size_t offset, size; /* a char array in the struct; size 0 = special */

@@ -39,6 +39,5 @@ RPL_MUST_CHECK rpl_err settings_load(const char *state_dir, struct appliance_set
 /* Creates state_dir (0700) if needed and replaces the file atomically (0600, fsync, rename). */
 RPL_MUST_CHECK rpl_err settings_save(const char *state_dir, const struct appliance_settings *s);
 /* True when storage is a local directory ("file:DIR"). */
-bool settings_is_file_storage(const struct appliance_settings *s);
 
 #endif

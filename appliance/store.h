@@ -8,9 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
+
 #include "catalog.h"
 #include "journal.h"
 #include "proto.h"
+#include "prereq.h"
 #include "ratelimit.h"
 #include "rpl_error.h"
 #include "settings.h"
@@ -72,6 +75,20 @@ struct store_found_point {
 
 struct store_ops {
   const char *name;          /* for messages: "file replica", "page blob" */
+  const char *kind;          /* what `check --json` calls the storage: "file", "azure" */
+
+  /* ---- configuration (init, check) ---- */
+  /* Whether the storage string names this backend ("file:DIR" ...). */
+  bool (*claims)(const char *storage);
+  /* init: checks the storage string now (a typo is reported here, not at the first upload), records
+   * it in s->storage (as the daemon will need it) and says in summary what it is. */
+  RPL_MUST_CHECK rpl_err (*configure)(const char *storage, struct appliance_settings *s, char *summary,
+                                      size_t summary_size);
+  /* init: the lines that say how this storage is reached, after the summary (may print nothing). */
+  void (*print_settings)(const struct appliance_settings *s, FILE *out);
+  /* check: the prerequisites of reaching the storage, each PASS or FAIL with a remedy. */
+  void (*check)(const struct appliance_settings *s, struct prereq_report *r);
+
   /* Opened by the applier once the storage checks pass (a network backend), rather than with the disk. */
   bool opens_after_checks;
   /* Shared between appliances and written under a lease, whose id is this appliance's (STATE/lease-id). */
@@ -146,7 +163,9 @@ struct store_reader {
 extern const struct store_ops store_file_ops;
 extern const struct store_ops store_blob_ops;
 
-/* The backend the settings' storage string names ("file:DIR", else Azure). */
+/* The backend a storage string names ("file:DIR", else Azure). */
+const struct store_ops *store_backend_of(const char *storage);
+/* The backend the settings' storage string names. */
 const struct store_ops *store_backend(const struct appliance_settings *s);
 
 #endif

@@ -296,6 +296,37 @@ static rpl_err blob_reader_read(struct store_reader *srd, uint64_t off, uint8_t 
   return RPL_OK;
 }
 
+static bool blob_store_claims(const char *storage)
+{
+  (void)storage; /* a connection string: whatever no other backend claims */
+  return true;
+}
+
+/* A connection string is parsed now so a typo is reported here, not when the daemon first uploads. */
+static rpl_err blob_store_configure(const char *storage, struct appliance_settings *s, char *summary,
+                                    size_t summary_size)
+{
+  struct blob_account acct;
+  rpl_err err = blob_connstr_parse(storage, &acct);
+  if (err != RPL_OK)
+    return rpl_fail(err, "%s (%s)", rpl_detail(err), rpl_errname(err));
+  if (strlen(storage) >= sizeof s->storage)
+    return rpl_fail(RPL_E_CONFIG, "the connection string is too long");
+  snprintf(s->storage, sizeof s->storage, "%s", storage);
+  snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
+           acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
+  return RPL_OK;
+}
+
+static void blob_store_print_settings(const struct appliance_settings *s, FILE *out)
+{
+  fprintf(out, "path: %s%s, %s\n", s->private_dns_zone[0] ? "private DNS zone file " : "system resolver",
+          s->private_dns_zone, s->require_private_endpoint ? "private endpoint required" : "public endpoint allowed");
+  fprintf(out, "TLS: verified against %s\n", s->ca_file[0] ? s->ca_file : "the system CAs");
+  fprintf(out, "proxy: %s\n", s->proxy[0] ? "configured (see check)" : "none");
+  fprintf(out, "ownership: a %u s lease on each disk's page blob, renewed while running\n", s->lease_duration_s);
+}
+
 static void blob_store_describe(const struct appliance_settings *s, char *out, size_t outsz)
 {
   (void)s; /* the connection string holds the account key */
@@ -304,6 +335,11 @@ static void blob_store_describe(const struct appliance_settings *s, char *out, s
 
 const struct store_ops store_blob_ops = {
   .name = "page blob",
+  .kind = "azure",
+  .claims = blob_store_claims,
+  .configure = blob_store_configure,
+  .print_settings = blob_store_print_settings,
+  .check = prereq_check_azure,
   .opens_after_checks = true,
   .leased = true,
   .describe = blob_store_describe,

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,13 @@ struct file_store {
 
 static struct replica *replica_of(struct store *st) { return ((struct file_store *)st)->r; }
 
+static bool file_claims(const char *storage) { return strncmp(storage, "file:", 5) == 0; }
+
 static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
                          struct store **out)
 {
   *out = NULL;
-  if (!settings_is_file_storage(s))
+  if (!file_claims(s->storage))
     return RPL_E_INVALID_ARGUMENT;
   struct file_store *fs = calloc(1, sizeof *fs);
   if (!fs)
@@ -277,6 +280,27 @@ static rpl_err file_reader_read(struct store_reader *rd, uint64_t offset, uint8_
   return RPL_OK;
 }
 
+/* The replica directory is made now and recorded absolute, so the daemon finds it whatever its cwd. */
+static rpl_err file_configure(const char *storage, struct appliance_settings *s, char *summary, size_t summary_size)
+{
+  const char *dir = storage + 5;
+  if (!*dir)
+    return rpl_fail(RPL_E_CONFIG, "file: needs a directory (file:/var/lib/replicas)");
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    return rpl_fail(RPL_E_CONFIG, "cannot create the replica directory %s: %s", dir, strerror(errno));
+  char abs[PATH_MAX];
+  if (!realpath(dir, abs))
+    return rpl_fail(RPL_E_CONFIG, "replica directory %s: %s", dir, strerror(errno));
+  snprintf(s->storage, sizeof s->storage, "file:%s", abs);
+  snprintf(summary, summary_size, "storage: local replica directory %s", abs);
+  return RPL_OK;
+}
+
+static void file_print_settings(const struct appliance_settings *s, FILE *out)
+{
+  (void)s, (void)out; /* the summary said it all: a local directory */
+}
+
 static void file_describe(const struct appliance_settings *s, char *out, size_t outsz)
 {
   snprintf(out, outsz, "%s", s->storage);
@@ -284,6 +308,11 @@ static void file_describe(const struct appliance_settings *s, char *out, size_t 
 
 const struct store_ops store_file_ops = {
   .name = "file replica",
+  .kind = "file",
+  .claims = file_claims,
+  .configure = file_configure,
+  .print_settings = file_print_settings,
+  .check = prereq_check_file_storage,
   .opens_after_checks = false,
   .leased = false,
   .describe = file_describe,
