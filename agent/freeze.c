@@ -375,18 +375,19 @@ static rpl_err run_hook(const struct freeze_set *s, int which)
     return RPL_OK;
   if (!s->env[which]) {
     log_err("%s hook: out of memory", name);
-    return RPL_E_FREEZE_HOOK;
+    return rpl_fail(RPL_E_FREEZE_HOOK, "%s hook: out of memory", name);
   }
   int status;
   enum hook_result r = spawn_hook(cmd, s->env[which], hook_timeout(s), &status);
   if (r == HOOK_TIMED_OUT) {
     log_err("%s hook '%s' ran longer than %u ms and was killed", name, cmd, hook_timeout(s));
-    return RPL_E_FREEZE_HOOK;
+    return rpl_fail(RPL_E_FREEZE_HOOK, "%s hook '%s' ran longer than %u ms and was killed", name, cmd, hook_timeout(s));
   }
   if (r == HOOK_FAILED) {
     log_err("%s hook '%s' failed (%s %d)", name, cmd, WIFEXITED(status) ? "exit status" : "signal",
             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    return RPL_E_FREEZE_HOOK;
+    return rpl_fail(RPL_E_FREEZE_HOOK, "%s hook '%s' failed (%s %d)", name, cmd,
+                    WIFEXITED(status) ? "exit status" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
   }
   return RPL_OK;
 }
@@ -601,7 +602,7 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
     s->mounts[i].fd = open(s->mounts[i].path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->mounts[i].fd < 0) {
       log_err("cannot open mount point %s: %s", s->mounts[i].path, strerror(errno));
-      return fail_early(s, RPL_E_FREEZE);
+      return fail_early(s, rpl_fail(RPL_E_FREEZE, "cannot open mount point %s: %s", s->mounts[i].path, strerror(errno)));
     }
     /* Flush before the clock starts: FIFREEZE then only waits for what was written since. */
     syncfs(s->mounts[i].fd);
@@ -624,7 +625,10 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
                                 : "");
       rpl_err ended = end_guarded(s);
       (void)ended;
-      return late ? RPL_E_FREEZE_EXPIRED : RPL_E_FREEZE;
+      if (late)
+        return rpl_fail(RPL_E_FREEZE_EXPIRED, "the freeze limit of %u ms passed before %s could be frozen",
+                        s->opt.limit_ms, s->mounts[i].path);
+      return rpl_fail(RPL_E_FREEZE, "cannot freeze %s: %s", s->mounts[i].path, strerror(e));
     }
     s->mounts[i].frozen = true;
   }

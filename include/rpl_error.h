@@ -49,7 +49,7 @@
   X(RPL_E_PROTO_UNEXPECTED,       111, "frame not expected in this state of the session")      \
   X(RPL_E_REGKEY_FORMAT,          112, "not a registration key: copy the whole last line that 'replication-appliance init' printed (it starts with rk1-)") \
   X(RPL_E_REGKEY_CHECKSUM,        113, "registration key damaged (checksum mismatch): copy it again exactly") \
-  X(RPL_E_TLS,                    114, "TLS failure (see the log line before this one)")         \
+  X(RPL_E_TLS,                    114, "TLS failure (its detail says which step and what OpenSSL answered)") \
   X(RPL_E_TLS_PIN_MISMATCH,       115, "the appliance's certificate does not match the fingerprint in the registration key: check the address, or register again with a new key") \
   X(RPL_E_TLS_CERT,               116, "invalid certificate, key or certificate request")        \
                                                                                                  \
@@ -86,14 +86,14 @@
   X(RPL_E_RETIRED_314,            314, "(retired: merged into 601 and 602, the blob's lease held by another or lost)") \
   X(RPL_E_BLOB_RANGE,             315, "invalid page range: offsets and lengths must be multiples of 512 and inside the blob (416)") \
   X(RPL_E_BLOB_THROTTLED,         316, "storage kept throttling or failing after every retry (503/500): lower the parallelism or check the account's limits") \
-  X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (see the log line with its error code)") \
+  X(RPL_E_BLOB_HTTP,              317, "storage answered with an unexpected HTTP status (its detail has the status and the service's error code)") \
   X(RPL_E_BLOB_CLOCK_SKEW,        318, "this machine's clock is more than 15 minutes off the storage service's: sync it with NTP (chrony/systemd-timesyncd)") \
   X(RPL_E_BLOB_PROXY,             319, "the HTTP proxy refused the connection or the credentials (407): check the proxy address, user and password") \
   X(RPL_E_BLOB_TOO_LARGE,         320, "response over its size cap (XML listing or headers): the server is not Azure Storage or is misbehaving") \
                                                                                                  \
-  X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (see the log line before this one); no recovery point was taken") \
+  X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (its detail says which and why); no recovery point was taken") \
   X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \
-  X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (see the log line before this one)") \
+  X(RPL_E_FREEZE_HOOK,            402, "a freeze hook script failed or timed out (its detail says which and how)") \
   X(RPL_E_FREEZE_WATCHDOG,        403, "the freeze watchdog could not be started or died: the filesystems were thawed") \
   X(RPL_E_POINT_INCONSISTENT,     404, "the recovery point's cycle was not read consistently (a resync ran, or the freeze limit passed): the point is not offered") \
                                                                                                  \

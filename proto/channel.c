@@ -27,7 +27,7 @@ static rpl_err tls_fail(const char *what)
     ERR_error_string_n(e, buf, sizeof buf);
   ERR_clear_error();
   log_err("%s: %s", what, buf);
-  return RPL_E_TLS;
+  return rpl_fail(RPL_E_TLS, "%s: %s", what, buf);
 }
 
 static char *bio_to_string(BIO *bio)

@@ -97,7 +97,7 @@ static rpl_err tls_error(const char *what, const struct conn *c, int ret)
     snprintf(buf, sizeof buf, "TLS error %d", ssl_err);
   ERR_clear_error();
   log_warn("%s with %s failed: %s", what, c->peer, buf);
-  return RPL_E_TLS;
+  return rpl_fail(RPL_E_TLS, "%s with %s failed: %s", what, c->peer, buf);
 }
 
 static struct conn *conn_new(int fd, SSL_CTX *ctx)

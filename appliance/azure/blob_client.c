@@ -742,7 +742,7 @@ static rpl_err status_error(const struct blob_req *r)
       return RPL_E_BLOB_EXISTS;
     if (strncmp(code, "Lease", 5) == 0)
       return lease_error(code);
-    return RPL_E_BLOB_HTTP;
+    break;
   case 412:
     if (strcmp(code, "SequenceNumberConditionNotMet") == 0)
       return RPL_E_BLOB_FENCED;
@@ -755,7 +755,8 @@ static rpl_err status_error(const struct blob_req *r)
   }
   if (s == 408 || s == 429 || s >= 500)
     return RPL_E_BLOB_THROTTLED;
-  return RPL_E_BLOB_HTTP;
+  return rpl_fail(RPL_E_BLOB_HTTP, "HTTP %ld %s%s%s", s, code[0] ? code : "(no error code)", r->reply.message[0] ? ": " : "",
+                  r->reply.message);
 }
 
 static bool retryable_status(long s)
@@ -869,7 +870,7 @@ static rpl_err http_outcome(struct blob_req *r, bool *retry)
   if (r->reply.status >= 200 && r->reply.status < 300) {
     if (r->sink && r->sink_used != r->sink_len) {
       snprintf(r->reply.message, sizeof r->reply.message, "short read: %zu of %zu bytes", r->sink_used, r->sink_len);
-      return RPL_E_BLOB_HTTP;
+      return rpl_fail(RPL_E_BLOB_HTTP, "%s", r->reply.message);
     }
     return r->parse ? r->parse(r, r->resp ? r->resp : "", r->resp_len) : RPL_OK;
   }

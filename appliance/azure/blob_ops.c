@@ -238,7 +238,7 @@ rpl_err blob_get_page_ranges(struct blob_client *c, const char *container, const
     if (err != RPL_OK)
       return err;
     if (reply->content_length < 0)
-      return RPL_E_BLOB_HTTP;
+      return rpl_fail(RPL_E_BLOB_HTTP, "the blob's properties gave no length");
     if ((uint64_t)reply->content_length <= offset)
       return RPL_OK;
     len = (uint64_t)reply->content_length - offset;
@@ -285,7 +285,7 @@ rpl_err blob_snapshot(struct blob_client *c, const char *container, const char *
     return err;
   err = submit(c, r, blob_req_query(r, "comp", "snapshot"), reply);
   if (err == RPL_OK && !reply->snapshot[0])
-    return RPL_E_BLOB_HTTP;
+    return rpl_fail(RPL_E_BLOB_HTTP, "the snapshot was taken but its answer named no snapshot id");
   return err;
 }
 
@@ -436,7 +436,7 @@ rpl_err blob_snapshot_meta(struct blob_client *c, const char *container, const c
     err = blob_req_header(r, "x-ms-lease-id", "%s", lease_id);
   err = submit(c, r, err, reply);
   if (err == RPL_OK && !reply->snapshot[0])
-    return RPL_E_BLOB_HTTP;
+    return rpl_fail(RPL_E_BLOB_HTTP, "the snapshot was taken but its answer named no snapshot id");
   return err;
 }
 
