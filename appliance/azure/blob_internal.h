@@ -115,5 +115,13 @@ rpl_err blob_req_header(struct blob_req *r, const char *name, const char *fmt, .
 void blob_common_options(struct blob_client *c, CURL *e);
 void blob_enqueue(struct blob_client *c, struct blob_req *r);
 rpl_err blob_transport_error(CURLcode cc, long connect_code);
+/* blob_reply.c: curl's header and body callbacks (ud: the struct blob_req), the rpl_err of a final
+ * non-2xx answer (its detail: status, code, message), and whether a status or a transport failure
+ * may pass on a retry. */
+size_t blob_reply_on_header(char *buf, size_t size, size_t nitems, void *ud);
+size_t blob_reply_on_body(char *ptr, size_t size, size_t nmemb, void *ud);
+rpl_err blob_status_error(const struct blob_req *r);
+bool blob_retryable_status(long s);
+bool blob_retryable_transport(CURLcode cc);
 
 #endif
