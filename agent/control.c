@@ -218,6 +218,32 @@ static int ctl_progress(struct agent *a, const char *dev, struct control_reply *
 }
 
 /* One disk's object of `status --json`. Under a->lock. */
+static int cmp_u32(const void *x, const void *y)
+{
+  uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* "freeze_ms": the freezes of the disk's last points (count of all; p50, p99, max of the kept
+ * ones), or null before the first. Lock held. */
+static void status_json_freezes(const struct disk_rt *rt, struct json_out *j)
+{
+  if (!rt->freezes.n) {
+    json_string(j, "freeze_ms", NULL);
+    return;
+  }
+  uint32_t ms[FREEZE_KEPT];
+  unsigned n = rt->freezes.n;
+  memcpy(ms, rt->freezes.ms, n * sizeof ms[0]); /* the first n slots are the kept ones, in any order */
+  qsort(ms, n, sizeof ms[0], cmp_u32);
+  json_object_begin(j, "freeze_ms");
+  json_u64(j, "count", rt->freezes.count);
+  json_u64(j, "p50", ms[(n - 1) / 2]);
+  json_u64(j, "p99", ms[(n - 1) * 99 / 100]);
+  json_u64(j, "max", ms[n - 1]);
+  json_object_end(j);
+}
+
 static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
 {
   const struct disk_rt *rt = &a->rt[i];
@@ -246,6 +272,7 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   else
     json_string(j, "cycle_eta_seconds", NULL);
   json_string(j, "last_point", rt->last_point[0] ? rt->last_point : NULL);
+  status_json_freezes(rt, j);
   json_object_end(j);
 }
 

@@ -23,6 +23,8 @@
 
 enum disk_phase { PHASE_NEW, PHASE_SYNCING, PHASE_PROTECTED, PHASE_RESYNC, PHASE_ERROR };
 
+#define FREEZE_KEPT 256 /* freeze durations a disk keeps for status: its last points' */
+
 /* A protected disk at runtime. fd, size, sector and announced belong to the session thread (protect
  * clears a new slot under agent.lock before counting it). Every other field is written under
  * agent.lock, by the session thread (by the main thread before the session starts), and read under it
@@ -37,6 +39,11 @@ struct disk_rt {
   uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
   char error[256];
   char last_point[64];
+  struct {                    /* the freezes of this disk's recovery points (the last FREEZE_KEPT) */
+    uint32_t ms[FREEZE_KEPT];
+    unsigned n, next;
+    uint64_t count;
+  } freezes;
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
   uint32_t sector;

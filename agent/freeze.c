@@ -45,6 +45,7 @@ struct freeze_set {
   /* pipes: 'D' + the number of mounts frozen = done, please thaw them and run the post hook;
    * reply 'O' in time, 'X' expired, 'H' in time but the post hook failed */
   int to_watchdog, from_watchdog;
+  uint64_t frozen_at_ms, thawed_at_ms; /* monotonic: the first FIFREEZE began, the thaw returned */
 };
 
 /* ---- finding the filesystems ------------------------------------------------------------- */
@@ -611,6 +612,8 @@ rpl_err freeze_begin(struct freeze_set *s, const struct freeze_options *opt)
   err = start_watchdog(s, deadline);
   if (err)
     return fail_early(s, err);
+  s->frozen_at_ms = rpl_mono_ms();
+  s->thawed_at_ms = 0;
   for (size_t i = 0; i < s->n; i++) {
     /* Past the limit the watchdog is thawing: freezing more would only undo it. */
     bool late = rpl_mono_ms() >= deadline;
@@ -648,9 +651,15 @@ rpl_err freeze_end(struct freeze_set *s)
   if (!s->watchdog) /* freeze_begin failed or was not called: nothing to thaw, hooks done */
     return RPL_OK;
   rpl_err err = end_guarded(s);
+  s->thawed_at_ms = rpl_mono_ms();
   if (err == RPL_E_FREEZE_EXPIRED)
     log_warn("the freeze limit of %u ms passed before the thaw: the recovery point is not offered", s->opt.limit_ms);
   return err;
+}
+
+uint64_t freeze_duration_ms(const struct freeze_set *s)
+{
+  return s->frozen_at_ms && s->thawed_at_ms >= s->frozen_at_ms ? s->thawed_at_ms - s->frozen_at_ms : 0;
 }
 
 void freeze_free(struct freeze_set *s)

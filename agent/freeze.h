@@ -5,6 +5,7 @@
 #define AGENT_FREEZE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "rpl_error.h"
@@ -47,6 +48,9 @@ RPL_MUST_CHECK rpl_err freeze_begin(struct freeze_set *s, const struct freeze_op
 RPL_MUST_CHECK rpl_err freeze_end(struct freeze_set *s);
 /* The watchdog's pid while frozen (tests use it), else 0. */
 pid_t freeze_watchdog_pid(const struct freeze_set *s);
+/* How long the last freeze_begin/freeze_end kept the filesystems frozen: from the first FIFREEZE
+ * to the thaw's return, in milliseconds (writers waited that long); 0 when nothing was frozen. */
+uint64_t freeze_duration_ms(const struct freeze_set *s);
 void freeze_free(struct freeze_set *s);
 
 #endif

@@ -89,6 +89,7 @@ struct freeze_outcome {
   bool partial;              /* and some, spanning a disk outside the group, were not frozen */
   rpl_err frozen, thawed;    /* of finding and freezing them, of thawing them */
   uint64_t read_start_ms, read_end_ms;
+  uint64_t freeze_ms;        /* how long the filesystems stayed frozen (0: none was) */
 };
 
 static void group_free(struct point_group *g)
@@ -171,8 +172,10 @@ static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct 
   for (size_t i = 0; i < g->req.ndisks && !err; i++)
     err = cycle_send_body(a, &g->cs[i], false, &g->gens[i], &g->resync_counts[i]);
   fo->thawed = RPL_OK;
-  if (fo->any_fs && !fo->frozen)
+  if (fo->any_fs && !fo->frozen) {
     fo->thawed = freeze_end(fs);
+    fo->freeze_ms = freeze_duration_ms(fs);
+  }
   fo->read_end_ms = rpl_mono_ms();
   freeze_free(fs);
   return err;
@@ -220,6 +223,24 @@ static rpl_err await_group_acks(struct agent *a, struct point_group *g, const st
   return err;
 }
 
+/* Each frozen disk of the group keeps how long its filesystems were frozen (status shows them). */
+static void record_freeze(struct agent *a, const struct point_group *g, const struct freeze_outcome *fo)
+{
+  if (!fo->any_fs || fo->frozen)
+    return; /* nothing was frozen */
+  uint32_t ms = fo->freeze_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)fo->freeze_ms;
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    struct disk_rt *rt = &a->rt[g->req.disks[i]];
+    rt->freezes.ms[rt->freezes.next] = ms;
+    rt->freezes.next = (rt->freezes.next + 1) % FREEZE_KEPT;
+    if (rt->freezes.n < FREEZE_KEPT)
+      rt->freezes.n++;
+    rt->freezes.count++;
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
 rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle)
 {
   struct point_group g;
@@ -230,6 +251,7 @@ rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle)
   err = collect_cycle_starts(a, &g, first, first_cycle);
   if (!err)
     err = read_group_frozen(a, &g, &fo);
+  record_freeze(a, &g, &fo);
   if (!err) {
     err = end_group_cycles(a, &g, &fo);
     log_debug("recovery point of %zu disk(s): read and sent in %" PRIu64 " ms (the filesystems frozen meanwhile: %s)",

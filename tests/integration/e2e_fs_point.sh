@@ -48,6 +48,13 @@ point=$(printf '%s\n' "$out" | tail -n 1)
 [[ $out == *"filesystem-consistent"* ]] || fail "the point is not filesystem-consistent: $out"
 [ -s "$RT/sums.txt" ] || fail "the pre-freeze hook did not run"
 grep -q "filesystem-consistent" <("$AP" status --state "$RT/app") || fail "appliance status does not show the point's kind"
+# The agent keeps how long the point's freeze held writers: one freeze, within the limit.
+"$AG" status --state "$RT/agent" --json > "$RT/agent-status.json" || fail "agent status failed"
+mapfile -t fz < <(json_field "$RT/agent-status.json" "disks.[device=$dev].freeze_ms.count" \
+  "disks.[device=$dev].freeze_ms.p50" "disks.[device=$dev].freeze_ms.p99" "disks.[device=$dev].freeze_ms.max") \
+  || fail "agent status has no freeze durations: $(cat "$RT/agent-status.json")"
+[ "${fz[0]}" -eq 1 ] && [ "${fz[1]}" -le "${fz[2]}" ] && [ "${fz[2]}" -le "${fz[3]}" ] && [ "${fz[3]}" -le 10000 ] \
+  || fail "freeze durations do not add up (count p50 p99 max: ${fz[*]})"
 
 # The replica at the point: a copy, checked by fsck, mounted read-only, files compared.
 replica=$(rpl_replica_of "$dev")
@@ -59,4 +66,4 @@ CLEANUP_MOUNTS+=("$RT/check")
 (cd "$RT/check" && sha256sum --quiet -c "$RT/sums.txt") || fail "files in the replica differ from the checksums at the freeze"
 n=$(wc -l < "$RT/sums.txt")
 umount "$RT/check"
-echo "e2e_fs_point: ok (point $point, $n files match, fsck clean)"
+echo "e2e_fs_point: ok (point $point, $n files match, fsck clean, frozen ${fz[3]} ms)"
