@@ -93,6 +93,7 @@ struct appliance {
   pthread_cond_t applied;         /* applies, detaches and session ends, for whoever waits on them */
   pthread_mutex_t snap_lock;      /* S: the disks' snaps */
   struct disk *disks;             /* L */
+  size_t ndisks;                  /* L: at most MAX_DISKS */
   unsigned sessions;              /* L */
   int listen_fd;
   uint64_t points_recorded;       /* L */

@@ -76,7 +76,7 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
     log_info("disk %s: cycle %" PRIu64 " applied (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
              " ms waiting for the bandwidth limits)", id, n, ev.upload_bytes, ev.upload_ms, ev.limit_wait_ms);
   else
-    log_info("disk %s: cycle %" PRIu64 " applied", id, n); /* a point's image follows */
+    log_info("disk %s: cycle %" PRIu64 " applied", id, n);
 }
 
 static void on_point_image(void *arg, uint64_t n, const char *image_id)
@@ -208,63 +208,57 @@ static rpl_err delete_point_image(void *ctx, const struct catalog_point *p)
 static void housekeeping(struct appliance *a, struct disk *d)
 {
   struct store *st = d->store; /* set by this thread (the applier) only */
-  if (st) {
-    bool acquired = false;
-    int64_t seq = -1;
-    rpl_err e = st->ops->lease_tick(st, &acquired, &seq);
-    struct adopt_result ar = {0};
-    bool adopted = false;
-    pthread_mutex_lock(&a->lock);
-    if (acquired)
-      d->adopt_seq = seq > 0 ? seq : 0;
-    if (d->adopt_seq > 0 && (e = adopt_store_state(a->cat, d->journal, st, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
-      d->adopt_seq = 0;
-    } else if (d->adopt_seq > 0) {
-      log_err("disk %s: takeover of the blob's state failed: %s; tried again", d->name, rpl_strerror(e));
-    }
-    if (adopted) {
-      d->last_committed = d->last_applied = ar.base;
-      d->adopt_resync = true;
-      d->state = CATALOG_DISK_RESYNC_REQUIRED;
-      d->epoch++;
-      log_notice("disk %s: taken over at cycle %" PRIu64 " (the blob's sequence number): %u point(s) from its "
-                 "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
-                 d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
-      snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
-    }
-    bool held = st->ops->lease_held(st, &e) && d->adopt_seq == 0;
-    if (!held) {
-      if (d->adopt_seq > 0)
-        snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
-      else
-        snprintf(d->reason, sizeof d->reason, "waiting for the page blob's lease: %s", rpl_strerror(e));
-      if (!d->lease_waiting)
-        log_warn("disk %s: %s", d->name, d->reason);
-    } else if (d->lease_waiting && !adopted) {
-      d->reason[0] = 0;
-    }
-    d->lease_waiting = !held;
-    pthread_mutex_unlock(&a->lock);
-    if (acquired && !adopted && held)
-      log_notice("disk %s: the page blob's lease is this appliance's again", d->name);
-  }
+  if (!st)
+    return; /* no lease to keep yet, and its point images are pruned once it is open */
+  bool acquired = false;
+  int64_t seq = -1;
+  rpl_err e = st->ops->lease_tick(st, &acquired, &seq);
+  struct adopt_result ar = {0};
+  bool adopted = false;
   pthread_mutex_lock(&a->lock);
+  if (acquired)
+    d->adopt_seq = seq > 0 ? seq : 0;
+  if (d->adopt_seq > 0 && (e = adopt_store_state(a->cat, d->journal, st, d->id, d->adopt_seq, &adopted, &ar)) == RPL_OK) {
+    d->adopt_seq = 0;
+  } else if (d->adopt_seq > 0) {
+    log_err("disk %s: takeover of the blob's state failed: %s; tried again", d->name, rpl_strerror(e));
+  }
+  if (adopted) {
+    d->last_committed = d->last_applied = ar.base;
+    d->adopt_resync = true;
+    d->state = CATALOG_DISK_RESYNC_REQUIRED;
+    d->epoch++;
+    log_notice("disk %s: taken over at cycle %" PRIu64 " (the blob's sequence number): %u point(s) from its "
+               "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
+               d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
+    snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
+  }
+  bool held = st->ops->lease_held(st, &e) && d->adopt_seq == 0;
+  if (!held) {
+    if (d->adopt_seq > 0)
+      snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
+    else
+      snprintf(d->reason, sizeof d->reason, "waiting for the page blob's lease: %s", rpl_strerror(e));
+    if (!d->lease_waiting)
+      log_warn("disk %s: %s", d->name, d->reason);
+  } else if (d->lease_waiting && !adopted) {
+    d->reason[0] = 0;
+  }
+  d->lease_waiting = !held;
   bool prune = d->prune_due;
   d->prune_due = false;
   pthread_mutex_unlock(&a->lock);
-  if (prune && !st) { /* its images are deleted once the store is open */
-    pthread_mutex_lock(&a->lock);
-    d->prune_due = true;
-    pthread_mutex_unlock(&a->lock);
-  } else if (prune) {
+  if (acquired && !adopted && held)
+    log_notice("disk %s: the page blob's lease is this appliance's again", d->name);
+  if (prune) {
     struct retention_result r;
-    rpl_err e = retention_prune(a->cat, d->id, &a->retention, time(NULL), delete_point_image, st, &r);
-    if (e)
-      log_warn("disk %s: retention: %s", d->name, rpl_strerror(e));
+    rpl_err pe = retention_prune(a->cat, d->id, &a->retention, time(NULL), delete_point_image, st, &r);
+    if (pe)
+      log_warn("disk %s: retention: %s", d->name, rpl_strerror(pe));
     else
       log_notice("disk %s: retention at %lld (newest rp-%lld): %zu point(s) kept, %zu pruned, %zu to retry", d->name,
                  (long long)r.now, (long long)r.newest_id, r.kept, r.pruned, r.failed);
-    if (e || r.failed) {
+    if (pe || r.failed) {
       pthread_mutex_lock(&a->lock);
       d->prune_due = true; /* tried again on the next pass */
       pthread_mutex_unlock(&a->lock);
@@ -282,10 +276,10 @@ void *applier_main(void *arg)
     if (pass) { /* open the blobs as soon as uploads may run: a resync compares against them, and an
                  * initial sync is written straight into its blob */
       pthread_mutex_lock(&a->lock);
-      struct disk *list[1024];
+      struct disk *list[MAX_DISKS];
       size_t n = 0;
       uint64_t now = rpl_mono_ms();
-      for (struct disk *d = a->disks; d && n < 1024; d = d->next)
+      for (struct disk *d = a->disks; d && n < MAX_DISKS; d = d->next)
         if (!d->store && (opened || now >= d->open_retry_ms))
           list[n++] = d;
       pthread_mutex_unlock(&a->lock);
@@ -307,29 +301,20 @@ void *applier_main(void *arg)
       }
     }
     pthread_mutex_lock(&a->lock);
-    struct disk *todo[1024];
+    struct disk *todo[MAX_DISKS];
     size_t n = 0;
-    for (struct disk *d = a->disks; pass && d && n < 1024; d = d->next)
+    for (struct disk *d = a->disks; pass && d && n < MAX_DISKS; d = d->next)
       if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
         todo[n++] = d;
     if (n == 0 && !opened_any) { /* a blob just opened: its lease is settled below at once */
       uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
-      if (wait > 1000)
-        wait = 1000;
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += (time_t)(wait / 1000);
-      ts.tv_nsec += (long)(wait % 1000) * 1000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
+      struct timespec ts = rpl_realtime_in_ms(wait > 1000 ? 1000 : wait);
       if (wait)
         pthread_cond_timedwait(&a->work, &a->lock, &ts);
     }
-    struct disk *all[1024];
+    struct disk *all[MAX_DISKS];
     size_t m = 0;
-    for (struct disk *d = a->disks; d && m < 1024; d = d->next)
+    for (struct disk *d = a->disks; d && m < MAX_DISKS; d = d->next)
       all[m++] = d;
     pthread_mutex_unlock(&a->lock);
     /* One cycle per disk per pass, in turn (round-robin). */

@@ -51,6 +51,9 @@ static void reconcile_catalog(struct appliance *a, struct disk *d)
 /* Opens the disk's journal and replica and adds it to the list (lock held). */
 rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct disk **out)
 {
+  if (a->ndisks >= MAX_DISKS)
+    return rpl_fail(RPL_E_LIMIT, "this appliance serves at most %d disks: move the agent to another appliance",
+                    MAX_DISKS);
   struct disk *d = calloc(1, sizeof *d);
   if (!d)
     return RPL_E_NOMEM;
@@ -88,38 +91,46 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   reconcile_catalog(a, d);
   d->next = a->disks;
   a->disks = d;
+  a->ndisks++;
   *out = d;
   return RPL_OK;
 }
 
+/* The catalog's disks, collected first: its mutex is held during the callback. */
+struct disk_list {
+  struct catalog_disk *items[MAX_DISKS];
+  size_t n, over;
+};
+
 static int load_disk_cb(const struct catalog_disk *cd, void *ctx)
 {
-  struct catalog_disk **list = ctx;
-  /* Collected first: the catalog's mutex is held during the callback. */
-  size_t n = 0;
-  while (list[n])
-    n++;
-  if (n < 1023) {
-    list[n] = malloc(sizeof *cd);
-    if (list[n])
-      *list[n] = *cd;
+  struct disk_list *l = ctx;
+  struct catalog_disk *c = l->n < MAX_DISKS ? malloc(sizeof *c) : NULL;
+  if (!c) {
+    l->over++;
+    return 0;
   }
+  *c = *cd;
+  l->items[l->n++] = c;
   return 0;
 }
 
 rpl_err load_disks(struct appliance *a)
 {
-  struct catalog_disk **list = calloc(1024, sizeof *list);
-  if (!list)
+  struct disk_list *l = calloc(1, sizeof *l);
+  if (!l)
     return RPL_E_NOMEM;
-  rpl_err err = catalog_disk_foreach(a->cat, NULL, load_disk_cb, list);
-  for (size_t i = 0; list[i]; i++) {
+  rpl_err err = catalog_disk_foreach(a->cat, NULL, load_disk_cb, l);
+  if (!err && l->over) /* the others are served; these are said, not dropped silently */
+    log_err("the catalog holds %zu disk(s) beyond the %d this appliance serves (or memory ran out): they are not "
+            "served; move their agents to another appliance", l->over, MAX_DISKS);
+  for (size_t i = 0; i < l->n; i++) {
     struct disk *d;
     if (!err)
-      err = open_disk(a, list[i], &d);
-    free(list[i]);
+      err = open_disk(a, l->items[i], &d);
+    free(l->items[i]);
   }
-  free(list);
+  free(l);
   return err;
 }
 
@@ -178,4 +189,5 @@ void close_disks(struct appliance *a)
     free(d);
   }
   a->disks = NULL;
+  a->ndisks = 0;
 }

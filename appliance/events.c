@@ -99,14 +99,7 @@ unsigned events_write_since(uint64_t since, unsigned wait_ms, FILE *out)
 {
   if (wait_ms > EVENTS_MAX_WAIT_MS)
     wait_ms = EVENTS_MAX_WAIT_MS;
-  struct timespec deadline;
-  clock_gettime(CLOCK_REALTIME, &deadline);
-  deadline.tv_sec += wait_ms / 1000;
-  deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-  if (deadline.tv_nsec >= 1000000000) {
-    deadline.tv_sec++;
-    deadline.tv_nsec -= 1000000000;
-  }
+  struct timespec deadline = rpl_realtime_in_ms(wait_ms);
   pthread_mutex_lock(&lock);
   while (last_seq <= since && wait_ms && !waking)
     if (pthread_cond_timedwait(&arrived, &lock, &deadline))

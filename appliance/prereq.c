@@ -13,6 +13,7 @@
 #include "blob.h"
 #include "netpath.h"
 #include "store.h"
+#include "uploader.h"
 
 static void add(struct prereq_report *r, const char *name, bool pass, const char *remedy, const char *fmt, ...)
   __attribute__((format(printf, 5, 6)));
@@ -59,26 +60,14 @@ void prereq_check_file_storage(const struct appliance_settings *s, struct prereq
   add(r, "replica directory", ok, "check the file system (full or read-only?)", ok ? "%s is writable" : "%s: write or fsync failed", dir);
 }
 
-static const char *auth_name(enum blob_auth a)
-{
-  return a == BLOB_AUTH_SHARED_KEY ? "account key" : a == BLOB_AUTH_SAS ? "SAS token" : "managed identity";
-}
-
 /* check uses few tries and a short timeout: a person is waiting for the answer. */
 static bool azure_config(const struct appliance_settings *s, struct blob_config *cfg, struct prereq_report *r)
 {
-  blob_config_init(cfg);
-  rpl_err err = blob_connstr_parse(s->storage, &cfg->account);
+  rpl_err err = uploader_config(s, cfg); /* the daemon's configuration, with check's tuning below */
   if (err != RPL_OK) {
     add(r, "storage settings", false, "run init again with a valid connection string", "%s", rpl_detail(err));
     return false;
   }
-  cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
-  cfg->ca_file = s->ca_file[0] ? s->ca_file : NULL;
-  cfg->proxy = s->proxy[0] ? s->proxy : NULL;
-  cfg->proxy_bypass = s->proxy_bypass[0] ? s->proxy_bypass : NULL;
-  cfg->identity_endpoint = s->identity_endpoint[0] ? s->identity_endpoint : NULL;
-  cfg->require_private_endpoint = s->require_private_endpoint;
   cfg->max_in_flight = 2;
   cfg->max_tries = 3;
   cfg->retry_base_ms = 500;
@@ -174,10 +163,10 @@ static void report_authorization(struct prereq_report *r, const struct appliance
                                  rpl_err err, const struct blob_reply *reply, const struct blob_stats *st)
 {
   if (err == RPL_OK)
-    add(r, "authorization", true, NULL, "%s accepted: container '%s' readable", auth_name(cfg->account.auth), s->container);
+    add(r, "authorization", true, NULL, "%s accepted: container '%s' readable", blob_auth_name(cfg->account.auth), s->container);
   else if (err == RPL_E_BLOB_NOT_FOUND)
     add(r, "authorization", true, NULL, "%s accepted (container '%s' does not exist yet; it is created when the first disk is protected)",
-        auth_name(cfg->account.auth), s->container);
+        blob_auth_name(cfg->account.auth), s->container);
   else if (err == RPL_E_BLOB_CLOCK_SKEW)
     add(r, "authorization", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd)",
         "refused: the clock is %lld s off the service's", (long long)st->clock_skew_s);
@@ -186,7 +175,7 @@ static void report_authorization(struct prereq_report *r, const struct appliance
         cfg->account.auth == BLOB_AUTH_SHARED_KEY ? "copy the current account key (Access keys) and run init again"
         : cfg->account.auth == BLOB_AUTH_SAS ? "issue a SAS with permissions racwl for the blob service that has not expired, and run init again"
         : "assign the appliance's identity Storage Blob Data Contributor on the account, and check the identity endpoint",
-        "%s refused: %s (HTTP %ld %s%s%s)", auth_name(cfg->account.auth), rpl_errname(err), reply->status, reply->error_code,
+        "%s refused: %s (HTTP %ld %s%s%s)", blob_auth_name(cfg->account.auth), rpl_errname(err), reply->status, reply->error_code,
         reply->message[0] ? ": " : "", reply->message);
 }
 

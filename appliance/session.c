@@ -58,13 +58,7 @@ static bool reclaim_disk(struct appliance *a, struct disk *d)
   d->epoch++;
   uint64_t deadline = rpl_mono_ms() + RECLAIM_WAIT_MS;
   while (d->attached && !atomic_load(&appliance_stopping) && rpl_mono_ms() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 200 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = rpl_realtime_in_ms(200);
     pthread_cond_timedwait(&a->applied, &a->lock, &ts);
   }
   return !d->attached;
@@ -126,7 +120,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
     return err;
   }
   if (err) {
-    log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_strerror(err));
+    char why[RPL_DETAIL_MAX + 128];
+    log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_describe(err, why, sizeof why));
     return err == RPL_E_PERMISSION ? RPL_OK : err;
   }
   struct rx_slot *sl = &s->slots[s->nslots];
@@ -294,7 +289,7 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
   return err ? nack(s, sl, err) : RPL_OK;
 }
 
-static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *tp);
+static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *t);
 
 static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
 {
@@ -357,18 +352,17 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
 }
 
 /* Cycle sl->cycle is durable: the catalog, the log and the disk's counters say so. */
-static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *tp)
+static void record_committed(struct session *s, struct rx_slot *sl, const struct receiver_totals *t)
 {
-  struct receiver_totals t = *tp;
   struct disk *d = sl->disk;
-  struct catalog_cycle cy = {.n = sl->cycle, .kind = sl->kind, .committed_time = time(NULL), .extents = t.extents,
-                             .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
+  struct catalog_cycle cy = {.n = sl->cycle, .kind = sl->kind, .committed_time = time(NULL), .extents = t->extents,
+                             .raw_bytes = t->raw_bytes, .payload_bytes = t->payload_bytes};
   memcpy(cy.disk_id, d->id, PROTO_ID_SIZE);
   rpl_err ce = catalog_cycle_committed(s->a->cat, &cy);
   if (ce)
     log_warn("catalog: cycle %" PRIu64 " committed but not recorded: %s", sl->cycle, rpl_strerror(ce));
   struct event ev = {.type = EVENT_COMMITTED, .cycle = sl->cycle, .kind = sl->kind, .direct = sl->direct,
-                     .extents = t.extents, .raw_bytes = t.raw_bytes, .payload_bytes = t.payload_bytes};
+                     .extents = t->extents, .raw_bytes = t->raw_bytes, .payload_bytes = t->payload_bytes};
   memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
   struct store_stats st = {0};
   if (sl->direct)
@@ -382,7 +376,7 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
     snprintf(upload, sizeof upload, " (%" PRIu64 " bytes uploaded in %" PRIu64 " ms, %" PRIu64
              " ms waiting for the bandwidth limits)", ev.upload_bytes, ev.upload_ms, ev.limit_wait_ms);
   log_info("disk %s: cycle %" PRIu64 " committed%s (%" PRIu64 " extents, %" PRIu64 " bytes, %" PRIu64 " sent)%s", idt,
-           sl->cycle, sl->direct ? " and applied" : "", t.extents, t.raw_bytes, t.payload_bytes, upload);
+           sl->cycle, sl->direct ? " and applied" : "", t->extents, t->raw_bytes, t->payload_bytes, upload);
   if (sl->direct && (ce = catalog_cycle_applied(s->a->cat, d->id, sl->cycle, time(NULL))))
     log_warn("catalog: cycle %" PRIu64 " applied but not recorded: %s", sl->cycle, rpl_strerror(ce));
   pthread_mutex_lock(&s->a->lock);
@@ -396,7 +390,7 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
   d->last_commit_time = time(NULL);
   if (sl->kind == PROTO_CYCLE_RESYNC)
     d->adopt_resync = false;
-  d->raw_committed += t.raw_bytes;
+  d->raw_committed += t->raw_bytes;
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
   if (!d->upload_waiting) /* "waiting for storage" stays shown until an upload goes through */
@@ -534,18 +528,17 @@ static rpl_err session_hello(struct session *s)
 }
 
 /* One frame from the agent, by its type. */
-static rpl_err on_frame(struct session *s, const struct proto_frame *fp)
+static rpl_err on_frame(struct session *s, const struct proto_frame *f)
 {
-  struct proto_frame f = *fp;
   rpl_err err = RPL_OK;
-  switch (f.type) {
-  case PROTO_EXTENT: err = on_extent(s, &f); break;
-  case PROTO_CYCLE_END: err = on_cycle_end(s, &f); break;
-  case PROTO_POINT_REQUEST: err = on_point_request(s, &f); break;
-  case PROTO_HASHES: err = on_hashes(s, &f); break;
+  switch (f->type) {
+  case PROTO_EXTENT: err = on_extent(s, f); break;
+  case PROTO_CYCLE_END: err = on_cycle_end(s, f); break;
+  case PROTO_POINT_REQUEST: err = on_point_request(s, f); break;
+  case PROTO_HASHES: err = on_hashes(s, f); break;
   case PROTO_DISK: {
     struct proto_disk m;
-    err = proto_decode_disk(&f, &m);
+    err = proto_decode_disk(f, &m);
     if (!err)
       err = attach_disk(s, &m);
     break;
@@ -553,7 +546,7 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *fp)
   case PROTO_NACK: {
     /* The agent could not run the cycle (device gone): give it up; it is asked again later. */
     struct proto_nack m;
-    err = proto_decode_nack(&f, &m);
+    err = proto_decode_nack(f, &m);
     struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
     if (sl && sl->cycle == m.cycle) {
       drop_cycle(s, sl);
@@ -567,14 +560,14 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *fp)
   }
   case PROTO_HEARTBEAT: {
     struct proto_heartbeat hb;
-    if ((err = proto_decode_heartbeat(&f, &hb)))
+    if ((err = proto_decode_heartbeat(f, &hb)))
       break;
     if (hb.dirty_bytes >= DIRTY_TRIGGER)
       s->dirty_pressure = true;
     break;
   }
   default:
-    log_warn("agent %s: unexpected %s frame", s->agent_text, proto_type_name(f.type));
+    log_warn("agent %s: unexpected %s frame", s->agent_text, proto_type_name(f->type));
     err = RPL_E_PROTO_UNEXPECTED;
   }
   return err;

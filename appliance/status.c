@@ -1,5 +1,6 @@
 /* status.c - the appliance's status document (text and JSON), its control socket commands, and
  * the configuration manager's view of the daemon (web.h's web_ops). */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -204,12 +205,12 @@ static int ctl_events(int argc, char **argv, struct control_reply *out)
 {
   char *end;
   unsigned long long since = argc > 1 ? strtoull(argv[1], &end, 10) : 0;
-  if (argc > 1 && (*end || !*argv[1])) {
+  if (argc > 1 && (*end || !isdigit((unsigned char)argv[1][0]))) {
     control_printf(out, "events: SINCE must be an event number, not '%s'", argv[1]);
     return 2;
   }
   unsigned long wait = argc > 2 ? strtoul(argv[2], &end, 10) : 0;
-  if (argc > 2 && (*end || !*argv[2] || wait > EVENTS_MAX_WAIT_MS)) {
+  if (argc > 2 && (*end || !isdigit((unsigned char)argv[2][0]) || wait > EVENTS_MAX_WAIT_MS)) {
     control_printf(out, "events: the wait is milliseconds from 0 to %u, not '%s'", EVENTS_MAX_WAIT_MS, argv[2]);
     return 2;
   }
@@ -286,7 +287,7 @@ int appliance_cmd_events(int argc, char **argv)
     } else if (!strcmp(argv[i], "--wait") && i + 1 < argc) {
       char *end;
       double secs = strtod(argv[++i], &end);
-      if (*end || !*argv[i] || secs < 0 || secs * 1000 > EVENTS_MAX_WAIT_MS) {
+      if (*end || !*argv[i] || !(secs >= 0 && secs * 1000 <= EVENTS_MAX_WAIT_MS)) { /* NaN fails too */
         fprintf(stderr, "replication-appliance events: --wait takes seconds from 0 to %u, not '%s'\n",
                 EVENTS_MAX_WAIT_MS / 1000, argv[i]);
         return 2;

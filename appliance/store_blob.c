@@ -314,7 +314,7 @@ static rpl_err blob_store_configure(const char *storage, struct appliance_settin
     return rpl_fail(RPL_E_CONFIG, "the connection string is too long");
   snprintf(s->storage, sizeof s->storage, "%s", storage);
   snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
-           acct.auth == BLOB_AUTH_SHARED_KEY ? "account key" : acct.auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity");
+           blob_auth_name(acct.auth));
   return RPL_OK;
 }
 

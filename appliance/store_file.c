@@ -1,5 +1,6 @@
 /* store_file.c - the file backend of the storage interface ("file:DIR"): the disk's image in
  * replica.c, recovery points as kept copies of it (reflinks where the filesystem has them). */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -122,10 +123,11 @@ static rpl_err file_list_points(struct store *st, struct store_found_point **out
   for (struct dirent *de; !e && (de = readdir(dp));) {
     if (strncmp(de->d_name, base, blen) || strncmp(de->d_name + blen, POINT_SUFFIX, strlen(POINT_SUFFIX)))
       continue;
+    const char *num = de->d_name + blen + strlen(POINT_SUFFIX);
     char *end;
-    unsigned long long c = strtoull(de->d_name + blen + strlen(POINT_SUFFIX), &end, 10);
-    if (*end || c == 0)
-      continue;
+    unsigned long long c = strtoull(num, &end, 10);
+    if (!isdigit((unsigned char)*num) || *end || c == 0)
+      continue; /* not a kept image of ours */
     if (*count == cap) {
       size_t ncap = cap ? cap * 2 : 16;
       struct store_found_point *p = ncap <= 65536 ? realloc(*out, ncap * sizeof *p) : NULL;

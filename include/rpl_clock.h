@@ -16,4 +16,19 @@ static inline uint64_t rpl_mono_ns(void)
 static inline uint64_t rpl_mono_us(void) { return rpl_mono_ns() / 1000u; }
 static inline uint64_t rpl_mono_ms(void) { return rpl_mono_ns() / 1000000u; }
 
+/* The wall-clock time ms milliseconds from now: the absolute timeout pthread_cond_timedwait takes
+ * (its condition variables run on CLOCK_REALTIME). */
+static inline struct timespec rpl_realtime_in_ms(uint64_t ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
+
 #endif

@@ -49,6 +49,8 @@ struct blob_account {
 RPL_MUST_CHECK rpl_err blob_connstr_parse(const char *text, struct blob_account *out);
 /* Same for $AZURE_STORAGE_CONNECTION_STRING; RPL_E_NOT_FOUND when it is unset or empty. */
 RPL_MUST_CHECK rpl_err blob_connstr_from_env(struct blob_account *out);
+/* How the account authorizes, in words: "account key", "SAS token", "managed identity". */
+const char *blob_auth_name(enum blob_auth auth);
 /* Checks a SAS token: query syntax, percent-encoding, sv and sig present, only known parameters. */
 RPL_MUST_CHECK rpl_err blob_sas_validate(const char *sas);
 

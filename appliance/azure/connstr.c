@@ -375,6 +375,11 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out)
   return err;
 }
 
+const char *blob_auth_name(enum blob_auth auth)
+{
+  return auth == BLOB_AUTH_SHARED_KEY ? "account key" : auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity";
+}
+
 rpl_err blob_connstr_from_env(struct blob_account *out)
 {
   const char *env = getenv("AZURE_STORAGE_CONNECTION_STRING");

@@ -11,6 +11,8 @@ rpl_setup
 # Refusals, before any daemon runs.
 err=$("$AP" events --state "$RT/app" --wait soon 2>&1 >/dev/null); rc=$?
 [ $rc -eq 2 ] && [[ $err == *"--wait takes seconds"* ]] || fail "a bad --wait was not refused clearly (exit $rc): $err"
+err=$("$AP" events --state "$RT/app" --wait nan 2>&1 >/dev/null); rc=$?
+[ $rc -eq 2 ] && [[ $err == *"--wait takes seconds"* ]] || fail "--wait nan was not refused clearly (exit $rc): $err"
 err=$("$AP" events --state "$RT/app" --since 2>&1 >/dev/null); rc=$?
 [ $rc -eq 2 ] && [[ $err == *usage* ]] || fail "--since without a value was not refused (exit $rc): $err"
 rpl_appliance_init
@@ -20,6 +22,8 @@ err=$("$AP" events --state "$RT/app" 2>&1 >/dev/null); rc=$?
 rpl_appliance_start --rpo 3600
 err=$("$AP" events --state "$RT/app" --since x1 2>&1 >/dev/null); rc=$?
 [ $rc -eq 2 ] && [[ $err == *"SINCE must be an event number"* ]] || fail "a bad --since was not refused (exit $rc): $err"
+err=$("$AP" events --state "$RT/app" --since -1 2>&1 >/dev/null); rc=$?
+[ $rc -eq 2 ] && [[ $err == *"SINCE must be an event number"* ]] || fail "a negative --since was not refused (exit $rc): $err"
 out=$("$AP" events --state "$RT/app") || fail "events on an idle daemon failed"
 [ -z "$out" ] || fail "an idle daemon has events: $out"
 

@@ -1,0 +1,57 @@
+# qemu_guest.sh - sourced by the tests that run our code in a Debian 12 6.1 kernel under qemu (TCG):
+# a busybox initramfs with the kernel's own modules and our programs (their shared libraries copied
+# at the same paths), an /init script of the test's, one boot whose console is read back.
+#
+#   qemu_guest_setup NAME       skips (77) without qemu, a static busybox or a 6.1 kernel in /boot;
+#                               sets QG_KVER and QG_ROOT (the initramfs tree, removed by the trap)
+#   qemu_guest_module NAME      the kernel's NAME.ko, decompressed, as /NAME.ko; 1 when there is none
+#   qemu_guest_programs FILE... copied into /agent, with the shared libraries they need
+#   qemu_guest_boot INIT        INIT as /init, boots (180 s at most); QG_LOG is the console, QG_RC qemu's exit
+
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+qemu_guest_setup() {
+  QG_QEMU=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing (scripts/setup.sh installs qemu-system-x86)"
+  local busybox
+  busybox=$(command -v busybox) || skip "busybox missing (scripts/setup.sh installs busybox-static)"
+  QG_KERNEL=$(ls /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -1)
+  [ -n "$QG_KERNEL" ] || skip "no Debian 6.1 kernel in /boot (scripts/setup.sh installs linux-image-amd64)"
+  QG_KVER=${QG_KERNEL#/boot/vmlinuz-}
+  file "$busybox" 2>/dev/null | grep -q dynamically && skip "$busybox is not static (install busybox-static)"
+  QG_WORK=$(mktemp -d "/tmp/$1.XXXXXX") || fail "mktemp"
+  CLEANUP_PATHS+=("$QG_WORK")
+  QG_ROOT=$QG_WORK/root
+  mkdir -p "$QG_ROOT/bin" "$QG_ROOT/agent"
+  cp "$busybox" "$QG_ROOT/bin/busybox"
+}
+
+qemu_guest_module() {
+  local ko
+  ko=$(find "/lib/modules/$QG_KVER" -name "$1.ko*" | head -1)
+  [ -n "$ko" ] || return 1
+  case "$ko" in
+    *.xz) xz -dc "$ko" >"$QG_ROOT/$1.ko" ;;
+    *.zst) zstd -qdc "$ko" >"$QG_ROOT/$1.ko" ;;
+    *) cp "$ko" "$QG_ROOT/$1.ko" ;;
+  esac
+}
+
+qemu_guest_programs() {
+  local lib
+  cp "$@" "$QG_ROOT/agent/"
+  for lib in $(ldd "$@" | grep -o '/[^ ]*' | sort -u); do # the dynamic loader included
+    mkdir -p "$QG_ROOT$(dirname "$lib")"
+    cp -L "$lib" "$QG_ROOT$lib"
+  done
+}
+
+qemu_guest_boot() {
+  cp "$1" "$QG_ROOT/init"
+  chmod +x "$QG_ROOT/init"
+  (cd "$QG_ROOT" && find . | cpio -o -H newc --quiet | gzip -1) >"$QG_WORK/initramfs.gz" || fail "cpio"
+  QG_LOG=$QG_WORK/console.log
+  timeout 180 "$QG_QEMU" -machine q35,accel=tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
+    -kernel "$QG_KERNEL" -initrd "$QG_WORK/initramfs.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3" >"$QG_LOG" 2>&1
+  QG_RC=$?
+}
