@@ -512,6 +512,37 @@ out:
   return err;
 }
 
+rpl_err cbt_rewritten(struct cbt *t, const char *device, const struct cbt_extents *set, bool *rewritten)
+{
+  struct tracked d;
+  struct cycle *c;
+  *rewritten = true;
+  rpl_err err = lock_tracker(t);
+  if (err)
+    return err;
+  err = frozen_cycle(t, device, &d, &c);
+  if (err || d.rec.fallback)
+    goto out;
+  struct mapped_bitmap *m;
+  if ((err = cbt_map_bitmap(t, d.slot, &m)))
+    goto out;
+  const uint64_t *live = m->words + ((c->frozen_seq + 1) & 1) * m->layout.buffer_words;
+  uint32_t shift = t->slots[d.slot].block_shift;
+  bool hit = false;
+  for (size_t i = 0; i < set->count && !hit; i++) {
+    const struct cbt_extent *e = &set->items[i];
+    if (!e->length || e->offset >= d.rec.size)
+      continue;
+    uint64_t end = e->offset + e->length < d.rec.size ? e->offset + e->length : d.rec.size;
+    uint64_t first = e->offset >> shift, last = (end - 1) >> shift;
+    hit = cbt_bitmap_next_set(live, &m->layout, first) <= last;
+  }
+  *rewritten = hit;
+out:
+  unlock_tracker(t);
+  return err;
+}
+
 rpl_err cbt_merge(struct cbt *t, const char *device, const struct cbt_extents *set)
 {
   struct tracked d;

@@ -148,9 +148,8 @@ static int reply_point_request(struct agent *a, struct point_req *q, uint64_t id
   if (q->id == id && q->done) {
     int status = 1;
     if (q->status == RPL_OK) {
-      control_printf(out, "recovery point (%s) of %zu disk(s)\n%s\n",
-                     q->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", q->ndisks,
-                     q->point_id);
+      control_printf(out, "recovery point (%s) of %zu disk(s)\n%s\n", proto_consistency_name(q->consistency),
+                     q->ndisks, q->point_id);
       status = 0;
     } else {
       control_printf(out, "no recovery point: %s", rpl_strerror(q->status));

@@ -260,8 +260,17 @@ static rpl_err drain_covered_set(struct agent *a, const char *dev)
   return err;
 }
 
+/* Adds a drained batch to what the caller keeps of the cycle's set; past its limit the copy is
+ * marked incomplete (the caller then cannot show what it read was not rewritten). */
+static void keep_batch(struct kept_set *keep, const struct cbt_extents *batch)
+{
+  for (size_t i = 0; keep && !keep->incomplete && i < batch->count; i++)
+    if (cbt_extents_add(&keep->set, batch->items[i].offset, batch->items[i].length))
+      keep->incomplete = true;
+}
+
 /* Drains the frozen set batch by batch and sends each. */
-static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const char *dev)
+static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const char *dev, struct kept_set *keep)
 {
   struct disk_rt *rt = &a->rt[cs->disk];
   struct cbt_extents set;
@@ -275,6 +284,7 @@ static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const cha
     pthread_mutex_lock(&a->lock);
     rt->sync_total += cbt_extents_bytes(&set);
     pthread_mutex_unlock(&a->lock);
+    keep_batch(keep, &set);
     rpl_err e2 = send_extents(cs, set.items, set.count);
     if (e2)
       err = e2;
@@ -283,16 +293,24 @@ static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const cha
   return err;
 }
 
-rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen, uint64_t *resync_count)
+rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cycle_plan *plan)
+{
+  const char *dev = a->st.disks[cs->disk].device;
+  plan->full = full;
+  rpl_err err = plan_cycle(a, dev, &plan->full, &plan->compare, &plan->resync_count);
+  if (!err)
+    err = cbt_flip(a->cbt, dev, &plan->gen);
+  return err;
+}
+
+rpl_err cycle_read(struct agent *a, struct cycle_send *cs, const struct cycle_plan *plan, struct kept_set *keep)
 {
   const char *dev = a->st.disks[cs->disk].device;
   struct disk_rt *rt = &a->rt[cs->disk];
-  bool compare;
-  rpl_err err = plan_cycle(a, dev, &full, &compare, resync_count);
-  if (err)
-    return err;
-  if ((err = cbt_flip(a->cbt, dev, gen)))
-    return err;
+  bool full = plan->full, compare = plan->compare;
+  rpl_err err;
+  if (keep && full)
+    keep->incomplete = true; /* a whole-disk read is never a point */
   if (full && (err = drain_covered_set(a, dev)))
     return err;
   pthread_mutex_lock(&a->lock);
@@ -308,7 +326,16 @@ rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint6
     struct cbt_extent whole = {0, rt->size};
     return send_extents(cs, &whole, 1);
   }
-  return send_frozen_set(a, cs, dev);
+  return send_frozen_set(a, cs, dev, keep);
+}
+
+rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen, uint64_t *resync_count)
+{
+  struct cycle_plan plan;
+  rpl_err err = cycle_flip(a, cs, full, &plan);
+  *gen = plan.gen;
+  *resync_count = plan.resync_count;
+  return err ? err : cycle_read(a, cs, &plan, NULL);
 }
 
 rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consistency)
@@ -394,6 +421,17 @@ rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, ui
   return err;
 }
 
+void note_read_rate(struct agent *a, size_t disk, uint64_t bytes, uint64_t ms)
+{
+  if (bytes < (1u << 20) || !ms)
+    return; /* too little to say anything of the disk's speed */
+  uint64_t rate = bytes * 1000 / ms;
+  pthread_mutex_lock(&a->lock);
+  uint64_t *r = &a->rt[disk].read_bytes_per_s;
+  *r = *r ? (*r * 3 + rate) / 4 : rate;
+  pthread_mutex_unlock(&a->lock);
+}
+
 rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
 {
   struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle};
@@ -409,6 +447,7 @@ rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
   if (!err)
     err = cycle_send_end(a, &cs, PROTO_FUZZY);
   uint64_t t1 = rpl_mono_ms();
+  note_read_rate(a, disk, cs.end.raw_bytes, t1 - t0);
   bool acked = false;
   if (!err)
     err = cycle_wait_ack(a, disk, cycle, &acked);

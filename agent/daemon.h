@@ -44,6 +44,8 @@ struct disk_rt {
     unsigned n, next;
     uint64_t count;
   } freezes;
+  unsigned catch_up_rounds;   /* point rounds answered PRECOPY since the last point */
+  uint64_t read_bytes_per_s;  /* how fast its last cycles were read (pre-copy's bound), 0: unknown */
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
   uint32_t sector;
@@ -117,6 +119,20 @@ struct cycle_send {
   struct proto_cycle_end end;
 };
 
+/* What a flip decided for the read that follows. */
+struct cycle_plan {
+  bool full, compare;        /* the whole disk is read (compared first with the replica) */
+  uint64_t gen;              /* the frozen generation, committed after the ACK */
+  uint64_t resync_count;     /* the tracker's resync to acknowledge after the ACK (0: none) */
+};
+
+/* A copy of the extents a cycle read (a point's remainder), to check afterwards that none was
+ * rewritten meanwhile. */
+struct kept_set {
+  struct cbt_extents set;
+  bool incomplete;           /* past the set's limit, or a whole-disk read: nothing can be shown */
+};
+
 /* A plain (or, with kind PROTO_CYCLE_RESYNC, whole-disk) cycle: send, end, wait for the ACK, commit. */
 RPL_MUST_CHECK rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind);
 /* Flips the disk's tracker and sends its frozen set (everything, when the appliance asks for it;
@@ -124,17 +140,26 @@ RPL_MUST_CHECK rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, u
  * *gen and *resync_count say what to commit and acknowledge after the ACK. */
 RPL_MUST_CHECK rpl_err cycle_send_body(struct agent *a, struct cycle_send *cs, bool full, uint64_t *gen,
                                        uint64_t *resync_count);
+/* cycle_send_body in two steps, so that a point's freeze covers only the flip: cycle_flip flips the
+ * tracker (and plans the read), cycle_read sends what it froze, keeping a copy of its extents in
+ * keep (may be NULL). */
+RPL_MUST_CHECK rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cycle_plan *plan);
+RPL_MUST_CHECK rpl_err cycle_read(struct agent *a, struct cycle_send *cs, const struct cycle_plan *plan,
+                                  struct kept_set *keep);
 RPL_MUST_CHECK rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consistency);
 /* Waits for the ACK or NACK of (disk, cycle); heartbeats and POINTs may come in between. */
 RPL_MUST_CHECK rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked);
+/* A cycle of the disk read bytes in ms: the rate pre-copy sizes a point's remainder by. */
+void note_read_rate(struct agent *a, size_t disk, uint64_t bytes, uint64_t ms);
 /* Commits the sent generation (and the resync, when it was one) and records the ACKed cycle. */
 RPL_MUST_CHECK rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count,
                                        bool full);
 
 /* ---- points.c: recovery points (session thread) ----------------------------------------------- */
 
-/* The appliance started a RECOVERY_POINT cycle of disk `first`: runs its whole group's cycles. */
-RPL_MUST_CHECK rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle);
+/* The appliance started a point cycle (RECOVERY_POINT: with the hooks; POINT_NO_HOOKS) of disk
+ * `first`: runs its whole group's cycles, as a catch-up when too much is dirty to freeze. */
+RPL_MUST_CHECK rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind);
 /* Records the appliance's POINT answer to a request. */
 RPL_MUST_CHECK rpl_err points_handle_reply(struct agent *a, const struct proto_frame *f);
 /* Encodes a POINT_REQUEST into a->out for each request not yet sent on this connection. */

@@ -9,6 +9,8 @@
 #include "rpl_clock.h"
 #include "rpl_log.h"
 
+#define KEPT_EXTENTS_MAX (1u << 20) /* extents of a point's remainder kept to check it was not rewritten */
+
 /* ---- requests ------------------------------------------------------------------------------ */
 
 rpl_err points_queue_requests(struct agent *a)
@@ -77,24 +79,32 @@ static struct point_req *request_for_disk(struct agent *a, size_t disk)
 /* The disks of one recovery point and each one's cycle. */
 struct point_group {
   struct point_req req;      /* a copy: the table may change meanwhile */
+  bool hooks;                /* the appliance asked for the application hooks */
   struct cycle_send *cs;
+  struct cycle_plan *plans;
+  struct kept_set *kept;     /* what each disk's point read (its remainder) */
   uint64_t *gens, *resync_counts;
   uint64_t *writes_before;   /* the kernel's write counters at the flip */
   const char **devices;
 };
 
-/* How the group's filesystems were frozen for the read. */
+/* How the group's filesystems were frozen for the point. */
 struct freeze_outcome {
   bool any_fs;               /* the disks carry mounted filesystems */
   bool partial;              /* and some, spanning a disk outside the group, were not frozen */
+  bool hooks;                /* the application hooks ran around the freeze */
+  bool thawed_first;         /* the remainder was read after the thaw (and was not rewritten meanwhile) */
   rpl_err frozen, thawed;    /* of finding and freezing them, of thawing them */
   uint64_t read_start_ms, read_end_ms;
-  uint64_t freeze_ms;        /* how long the filesystems stayed frozen (0: none was) */
+  uint64_t freeze_ms;        /* how long the filesystems stayed frozen, all freezes of the point (0: none) */
 };
 
 static void group_free(struct point_group *g)
 {
-  free(g->cs), free(g->gens), free(g->resync_counts), free(g->writes_before), free(g->devices);
+  for (size_t i = 0; g->kept && i < g->req.ndisks; i++)
+    cbt_extents_free(&g->kept[i].set);
+  free(g->cs), free(g->plans), free(g->kept), free(g->gens), free(g->resync_counts), free(g->writes_before);
+  free(g->devices);
 }
 
 /* The group is the request that covers `first`, else `first` alone. */
@@ -110,7 +120,8 @@ static rpl_err group_init(struct agent *a, size_t first, struct point_group *g)
   g->gens = calloc(n, sizeof *g->gens), g->resync_counts = calloc(n, sizeof *g->resync_counts);
   g->writes_before = calloc(n, sizeof *g->writes_before);
   g->devices = calloc(n, sizeof *g->devices);
-  if (!g->cs || !g->gens || !g->resync_counts || !g->writes_before || !g->devices) {
+  g->plans = calloc(n, sizeof *g->plans), g->kept = calloc(n, sizeof *g->kept);
+  if (!g->cs || !g->gens || !g->resync_counts || !g->writes_before || !g->devices || !g->plans || !g->kept) {
     group_free(g);
     return RPL_E_NOMEM;
   }
@@ -118,13 +129,15 @@ static rpl_err group_init(struct agent *a, size_t first, struct point_group *g)
     g->cs[i] = (struct cycle_send){.a = a, .disk = g->req.disks[i]};
     proto_digest_init(&g->cs[i].digest);
     g->devices[i] = a->st.disks[g->req.disks[i]].device;
+    cbt_extents_init(&g->kept[i].set, KEPT_EXTENTS_MAX, 0);
   }
   return RPL_OK;
 }
 
 /* The appliance sent CYCLE_START(RECOVERY_POINT) for the first disk of a group; the others follow
  * back to back. */
-static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size_t first, uint64_t first_cycle)
+static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size_t first, uint64_t first_cycle,
+                                    uint8_t kind)
 {
   size_t have = 0;
   for (size_t i = 0; i < g->req.ndisks; i++)
@@ -138,7 +151,7 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
       return err;
     if (f.type == PROTO_HEARTBEAT)
       continue;
-    if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != PROTO_CYCLE_RECOVERY_POINT)
+    if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
     for (size_t i = 0; i < g->req.ndisks; i++)
@@ -156,46 +169,168 @@ static uint64_t write_counter(struct agent *a, const char *device)
   return s.writes + s.discards + s.write_zeroes + s.secure_erases;
 }
 
-/* Freeze all, flip all, read all, thaw. */
-static rpl_err read_group_frozen(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
+/* ---- pre-copy: how much may be dirty when the filesystems freeze ---------------------------- */
+
+/* The dirty bytes a point reads after its flip: what the disk reads in PRECOPY_TARGET_MS at the
+ * rate its last cycles were read, within [PRECOPY_MIN, PRECOPY_MAX]. Past it, the point's round
+ * is a catch-up (read fuzzy, answered PRECOPY) and the appliance runs another. */
+#define PRECOPY_TARGET_MS 50
+#define PRECOPY_MIN (4ull << 20)
+#define PRECOPY_MAX (256ull << 20)
+#define PRECOPY_ROUNDS_MAX 3 /* then the point freezes whatever is dirty */
+
+static uint64_t precopy_bound(const struct disk_rt *rt)
 {
-  struct freeze_set *fs = NULL;
-  fo->frozen = freeze_find(g->devices, g->req.ndisks, &fs);
-  fo->any_fs = !fo->frozen && freeze_count(fs) > 0;
-  fo->partial = !fo->frozen && freeze_partial_count(fs) > 0;
-  if (fo->any_fs)
-    fo->frozen = freeze_begin(fs, &a->freeze);
-  fo->read_start_ms = rpl_mono_ms();
-  for (size_t i = 0; i < g->req.ndisks; i++)
-    g->writes_before[i] = write_counter(a, g->devices[i]);
+  uint64_t b = rt->read_bytes_per_s ? rt->read_bytes_per_s / 1000 * PRECOPY_TARGET_MS : 16ull << 20;
+  return b < PRECOPY_MIN ? PRECOPY_MIN : b > PRECOPY_MAX ? PRECOPY_MAX : b;
+}
+
+/* Whether the group's round should catch up first: some disk has more dirty than its bound, and
+ * the point can be exact at all (no resync due, eBPF tracking). */
+static bool needs_catch_up(struct agent *a, const struct point_group *g)
+{
+  bool over = false;
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    struct cbt_status st;
+    const struct disk_rt *rt = &a->rt[g->req.disks[i]];
+    if (cbt_status_get(a->cbt, g->devices[i], &st) || st.resync_required || st.fallback)
+      return false; /* this round is fuzzy whatever it does */
+    if (rt->catch_up_rounds >= PRECOPY_ROUNDS_MAX)
+      return false;
+    if (st.dirty_bytes > precopy_bound(rt)) {
+      log_info("%s: %" PRIu64 " MiB dirty, more than the %" PRIu64 " MiB a point reads after its flip: catching up "
+               "first", g->devices[i], st.dirty_bytes >> 20, precopy_bound(rt) >> 20);
+      over = true;
+    }
+  }
+  return over;
+}
+
+/* The group's disks read as a catch-up, fuzzy; ended PRECOPY. */
+static rpl_err catch_up_round(struct agent *a, struct point_group *g)
+{
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++)
     err = cycle_send_body(a, &g->cs[i], false, &g->gens[i], &g->resync_counts[i]);
-  fo->thawed = RPL_OK;
-  if (fo->any_fs && !fo->frozen) {
+  for (size_t i = 0; i < g->req.ndisks && !err; i++)
+    err = cycle_send_end(a, &g->cs[i], PROTO_PRECOPY);
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < g->req.ndisks; i++)
+    a->rt[g->req.disks[i]].catch_up_rounds++;
+  pthread_mutex_unlock(&a->lock);
+  return err;
+}
+
+/* ---- the point: freeze, flip, thaw, then read --------------------------------------------- */
+
+static rpl_err flip_all(struct agent *a, struct point_group *g)
+{
+  rpl_err err = RPL_OK;
+  for (size_t i = 0; i < g->req.ndisks && !err; i++) {
+    g->writes_before[i] = write_counter(a, g->devices[i]);
+    err = cycle_flip(a, &g->cs[i], false, &g->plans[i]);
+    g->gens[i] = g->plans[i].gen;
+    g->resync_counts[i] = g->plans[i].resync_count;
+  }
+  return err;
+}
+
+static rpl_err read_all(struct agent *a, struct point_group *g, bool keep)
+{
+  rpl_err err = RPL_OK;
+  for (size_t i = 0; i < g->req.ndisks && !err; i++) {
+    if (keep)
+      cbt_extents_clear(&g->kept[i].set), g->kept[i].incomplete = false;
+    err = cycle_read(a, &g->cs[i], &g->plans[i], keep ? &g->kept[i] : NULL);
+  }
+  return err;
+}
+
+/* After a read that followed the thaw: whether any disk's remainder was written meanwhile (or
+ * cannot be shown not to have been). */
+static bool remainder_rewritten(struct agent *a, struct point_group *g)
+{
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    if (g->writes_before[i] != UINT64_MAX && write_counter(a, g->devices[i]) == g->writes_before[i])
+      continue; /* not one write since the flip */
+    bool hit = true;
+    if (g->kept[i].incomplete || cbt_rewritten(a->cbt, g->devices[i], &g->kept[i].set, &hit) || hit)
+      return true;
+  }
+  return false;
+}
+
+/* One freeze: the filesystems frozen around the flip of every disk, and, when frozen_read, around
+ * the read too. */
+static rpl_err frozen_flip(struct agent *a, struct point_group *g, struct freeze_set *fs,
+                           const struct freeze_options *fopt, struct freeze_outcome *fo, bool frozen_read)
+{
+  fo->frozen = freeze_begin(fs, fopt);
+  rpl_err err = flip_all(a, g);
+  if (!err && frozen_read)
+    err = read_all(a, g, false);
+  if (!fo->frozen) {
     fo->thawed = freeze_end(fs);
-    fo->freeze_ms = freeze_duration_ms(fs);
+    fo->freeze_ms += freeze_duration_ms(fs);
+  }
+  return err;
+}
+
+/* Freeze, flip all, thaw, read the remainder; when some of it was written after the thaw, once
+ * more with the (small) remainder read while frozen. Disks without a filesystem: flip and read. */
+static rpl_err read_group_point(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
+{
+  struct freeze_set *fs = NULL;
+  struct freeze_options fopt = a->freeze;
+  if (!g->hooks)
+    fopt.pre_hook = fopt.post_hook = NULL;
+  fo->hooks = fopt.pre_hook || fopt.post_hook;
+  fo->frozen = freeze_find(g->devices, g->req.ndisks, &fs);
+  fo->any_fs = !fo->frozen && freeze_count(fs) > 0;
+  fo->partial = !fo->frozen && freeze_partial_count(fs) > 0;
+  fo->read_start_ms = rpl_mono_ms();
+  rpl_err err;
+  if (!fo->any_fs) {
+    err = flip_all(a, g);
+    if (!err)
+      err = read_all(a, g, false);
+  } else {
+    err = frozen_flip(a, g, fs, &fopt, fo, false);
+    if (!err)
+      err = read_all(a, g, true);
+    fo->thawed_first = !err && !fo->frozen && !fo->thawed && !remainder_rewritten(a, g);
+    if (!err && !fo->frozen && !fo->thawed && !fo->thawed_first) {
+      log_info("recovery point of %zu disk(s): blocks read after the thaw were written meanwhile: flipping again, "
+               "the remainder read frozen", g->req.ndisks);
+      err = frozen_flip(a, g, fs, &fopt, fo, true);
+    }
   }
   fo->read_end_ms = rpl_mono_ms();
   freeze_free(fs);
   return err;
 }
 
-/* Each disk's consistency: frozen filesystems within the limit; without a filesystem, no write
- * at all between the flip and the end of the read (the kernel's counters did not move). A
- * filesystem left unfrozen because it spans a disk outside the group (freeze_find logged which)
- * is written to during the read: the same no-write test then decides, frozen filesystems or not. */
+/* Each disk's consistency: frozen filesystems within the limit (and its remainder not rewritten
+ * after the thaw, or read frozen); without a filesystem, no write at all between the flip and the
+ * end of the read (the kernel's counters did not move). A filesystem left unfrozen because it spans
+ * a disk outside the group (freeze_find logged which) is written to during the read: the same
+ * no-write test then decides, frozen filesystems or not. */
 static uint8_t disk_consistency(const struct point_group *g, size_t i, const struct freeze_outcome *fo,
                                 uint64_t writes_after)
 {
-  if (g->resync_counts[i])
+  if (g->resync_counts[i] || g->plans[i].full)
     return PROTO_FUZZY; /* a resync read is never a point */
   bool no_writes = g->writes_before[i] != UINT64_MAX && writes_after == g->writes_before[i];
   if (fo->any_fs && !fo->frozen && !fo->thawed && (!fo->partial || no_writes))
-    return PROTO_FS_CONSISTENT;
+    return fo->hooks ? PROTO_APP_CONSISTENT : PROTO_FS_CONSISTENT;
   if (!fo->any_fs && no_writes)
     return PROTO_CRASH_CONSISTENT;
   return PROTO_FUZZY;
+}
+
+static uint32_t freeze_ms_of(const struct freeze_outcome *fo)
+{
+  return fo->freeze_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)fo->freeze_ms;
 }
 
 /* Ends every cycle of the group with its disk's consistency. */
@@ -204,6 +339,7 @@ static rpl_err end_group_cycles(struct agent *a, struct point_group *g, const st
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++) {
     uint64_t after = write_counter(a, g->devices[i]);
+    g->cs[i].end.freeze_ms = freeze_ms_of(fo);
     err = cycle_send_end(a, &g->cs[i], disk_consistency(g, i, fo, after));
   }
   return err;
@@ -223,15 +359,17 @@ static rpl_err await_group_acks(struct agent *a, struct point_group *g, const st
   return err;
 }
 
-/* Each frozen disk of the group keeps how long its filesystems were frozen (status shows them). */
+/* Each frozen disk of the group keeps how long its filesystems were frozen (status shows them),
+ * and starts counting its catch-up rounds again. */
 static void record_freeze(struct agent *a, const struct point_group *g, const struct freeze_outcome *fo)
 {
-  if (!fo->any_fs || fo->frozen)
-    return; /* nothing was frozen */
-  uint32_t ms = fo->freeze_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)fo->freeze_ms;
+  uint32_t ms = freeze_ms_of(fo);
   pthread_mutex_lock(&a->lock);
   for (size_t i = 0; i < g->req.ndisks; i++) {
     struct disk_rt *rt = &a->rt[g->req.disks[i]];
+    rt->catch_up_rounds = 0;
+    if (!fo->any_fs || !fo->freeze_ms)
+      continue; /* nothing was frozen */
     rt->freezes.ms[rt->freezes.next] = ms;
     rt->freezes.next = (rt->freezes.next + 1) % FREEZE_KEPT;
     if (rt->freezes.n < FREEZE_KEPT)
@@ -241,21 +379,29 @@ static void record_freeze(struct agent *a, const struct point_group *g, const st
   pthread_mutex_unlock(&a->lock);
 }
 
-rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle)
+rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind)
 {
   struct point_group g;
   rpl_err err = group_init(a, first, &g);
   if (err)
     return err;
+  g.hooks = kind == PROTO_CYCLE_RECOVERY_POINT;
   struct freeze_outcome fo = {0};
-  err = collect_cycle_starts(a, &g, first, first_cycle);
+  err = collect_cycle_starts(a, &g, first, first_cycle, kind);
+  if (!err && needs_catch_up(a, &g)) {
+    err = catch_up_round(a, &g);
+    if (!err)
+      err = await_group_acks(a, &g, &fo);
+    group_free(&g);
+    return err;
+  }
   if (!err)
-    err = read_group_frozen(a, &g, &fo);
+    err = read_group_point(a, &g, &fo);
   record_freeze(a, &g, &fo);
   if (!err) {
     err = end_group_cycles(a, &g, &fo);
-    log_debug("recovery point of %zu disk(s): read and sent in %" PRIu64 " ms (the filesystems frozen meanwhile: %s)",
-              g.req.ndisks, fo.read_end_ms - fo.read_start_ms, fo.any_fs && !fo.frozen ? "yes" : "no");
+    log_info("recovery point of %zu disk(s): filesystems frozen %" PRIu64 " ms%s, read and sent in %" PRIu64 " ms",
+             g.req.ndisks, fo.freeze_ms, fo.thawed_first ? " (the flip only)" : "", fo.read_end_ms - fo.read_start_ms);
     if (!err)
       err = await_group_acks(a, &g, &fo);
     if (fo.frozen == RPL_E_FREEZE || fo.thawed)

@@ -18,6 +18,7 @@
 #include "proto.h"
 #include "ratelimit.h"
 #include "retention.h"
+#include "schedule.h"
 #include "rpl_clock.h"
 #include "settings.h"
 #include "store.h"
@@ -73,6 +74,18 @@ struct disk {
   unsigned epoch;                 /* L: raised by a takeover or a newer session of its agent: sessions serving it end */
   bool want_point, want_resync;   /* L: asked for from the configuration manager, for its session to start */
   uint64_t raw_committed;         /* L: bytes of cycles committed since start (the page's churn) */
+  uint64_t image_unwanted;        /* L: a point cycle whose data is not a point (fuzzy, a catch-up): no image */
+  struct {                        /* L: the point schedule, per kind (schedule.h) */
+    int64_t due_ms;               /* unix ms the next point of this kind is due; 0: off */
+    int64_t last_ms;              /* unix ms of the last point that satisfies it (any point for crash,
+                                     an application-consistent one for app); 0: none */
+    int64_t last_id;              /* that point's id (0: none) */
+    int64_t retry_ms;             /* after a failed attempt: not tried again before (unix ms) */
+    int64_t miss_mark_ms;         /* with the agent away, a missed point is counted each period from here */
+    uint64_t missed;              /* scheduled points not made when due: failed attempts, periods away */
+  } sched[SCHEDULE_KINDS];
+  char sched_failure[256];        /* L: why the last scheduled attempt made no point ("" after a point) */
+  bool sched_busy;                /* L: a scheduled point of this disk is being made */
   struct disk *next;              /* L */
 };
 
@@ -98,6 +111,7 @@ struct appliance {
   int listen_fd;
   uint64_t points_recorded;       /* L */
   struct retention_policy retention;
+  struct point_schedule schedule; /* L: the configuration manager may change it */
   struct upload_gate *gate;       /* uploads wait for the storage checks; thread-safe */
   struct rate_limit limit_all;    /* appliance-wide upload bucket; thread-safe */
   struct {                        /* L: one bucket per agent */
@@ -125,6 +139,14 @@ void remember_snapshot(struct appliance *a, struct disk *d, uint64_t n, const ch
 bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char *id, size_t idsz);
 /* The upload bucket of an agent (created on first use; NULL without a per-agent limit). L held. */
 struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE]);
+
+/* ---- orchestrator.c: the point schedule's bookkeeping ---- */
+/* A point of d was recorded at now_ms (application-consistent or not): the schedule moves on. L held. */
+void schedule_point_made(struct appliance *a, struct disk *d, bool app, int64_t id, int64_t now_ms);
+/* Sets d's due times from its newest points in the catalog (at open) or after the schedule changed. L held. */
+void schedule_init_disk(struct appliance *a, struct disk *d, int64_t now_ms);
+/* Counts the scheduled points missed while a disk's agent is away (the applier's pass). L held. */
+void schedule_tick(struct appliance *a, int64_t now_ms);
 
 /* ---- applier.c: applies committed cycles to the stores, keeps leases and retention ---- */
 void *applier_main(void *arg);

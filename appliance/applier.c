@@ -85,6 +85,15 @@ static void on_point_image(void *arg, uint64_t n, const char *image_id)
   remember_snapshot(ac->a, ac->d, n, image_id);
 }
 
+static bool point_image_wanted(void *arg, uint64_t n)
+{
+  struct apply_ctx *ac = arg;
+  pthread_mutex_lock(&ac->a->lock);
+  bool wanted = ac->d->image_unwanted != n;
+  pthread_mutex_unlock(&ac->a->lock);
+  return wanted;
+}
+
 /* Opens the disk's store when it is not open yet (a backend opened after the storage checks);
  * the network calls run without the appliance's lock. */
 static rpl_err ensure_store(struct appliance *a, struct disk *d)
@@ -173,7 +182,8 @@ static void apply_disk(struct appliance *a, struct disk *d)
   struct store *st = d->store;
   pthread_mutex_unlock(&a->lock);
   struct apply_ctx ac = {.a = a, .d = d, .t0 = rpl_mono_ms()};
-  struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .ctx = &ac};
+  struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .image_wanted = point_image_wanted,
+                              .ctx = &ac};
   if (!err && st) {
     st->ops->get_stats(st, &ac.st0);
     err = st->ops->apply_next(st, d->journal, &cb);
@@ -322,6 +332,9 @@ void *applier_main(void *arg)
       apply_disk(a, todo[i]);
     for (size_t i = 0; i < m; i++)
       housekeeping(a, all[i]);
+    pthread_mutex_lock(&a->lock);
+    schedule_tick(a, (int64_t)rpl_unix_ms());
+    pthread_mutex_unlock(&a->lock);
   }
   return NULL;
 }

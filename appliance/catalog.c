@@ -67,12 +67,32 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "  snapshot_id TEXT"
   ") STRICT;"
   "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);",
+  /* 2: application-consistent points, what made each point (made_by) and how long it froze the
+   * filesystems. SQLite cannot change a CHECK: the table is copied, its AUTOINCREMENT counter kept. */
+  "CREATE TABLE recovery_points_v2 ("
+  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+  "  disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE,"
+  "  cycle INTEGER NOT NULL,"
+  "  time INTEGER NOT NULL,"
+  "  kind TEXT NOT NULL CHECK (kind IN ('filesystem-consistent', 'crash-consistent', 'application-consistent')),"
+  "  snapshot_id TEXT,"
+  "  made_by TEXT NOT NULL DEFAULT 'checkpoint' CHECK (made_by IN ('schedule', 'checkpoint', 'page')),"
+  "  freeze_ms INTEGER NOT NULL DEFAULT 0 CHECK (freeze_ms >= 0)"
+  ") STRICT;"
+  "INSERT INTO recovery_points_v2 (id, disk_id, cycle, time, kind, snapshot_id)"
+  "  SELECT id, disk_id, cycle, time, kind, snapshot_id FROM recovery_points;"
+  "DELETE FROM sqlite_sequence WHERE name = 'recovery_points_v2';"
+  "INSERT INTO sqlite_sequence (name, seq) SELECT 'recovery_points_v2', seq FROM sqlite_sequence"
+  "  WHERE name = 'recovery_points';"
+  "DROP TABLE recovery_points;"
+  "ALTER TABLE recovery_points_v2 RENAME TO recovery_points;"
+  "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
 #define DISK_COLS "id, agent_id, name, size_bytes, sector_size, state, state_reason, last_committed_cycle, " \
                   "last_applied_cycle"
-#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id"
+#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms"
 
 #define CATALOG_STATEMENTS(X)                                                                          \
   X(ST_BEGIN, "BEGIN IMMEDIATE")                                                                       \
@@ -106,8 +126,8 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_CYCLE_GET, "SELECT kind, committed_time, extents, raw_bytes, payload_bytes, applied_time "     \
                   "FROM cycles WHERE disk_id = ?1 AND n = ?2")                                         \
   X(ST_CYCLE_PRUNE, "DELETE FROM cycles WHERE disk_id = ?1 AND n < ?2")                                \
-  X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id) "            \
-                  "VALUES (?1, ?2, ?3, ?4, ?5)")                                                       \
+  X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms) " \
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                               \
   X(ST_POINT_GET, "SELECT " POINT_COLS " FROM recovery_points WHERE id = ?1")                          \
   X(ST_POINT_LATEST, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 "                  \
                      "ORDER BY cycle DESC, id DESC LIMIT 1")                                           \
@@ -828,11 +848,34 @@ rpl_err catalog_cycle_prune(struct catalog *c, const uint8_t disk_id[PROTO_ID_SI
 static const char *const point_kind_names[] = {
   [CATALOG_POINT_FILESYSTEM_CONSISTENT] = "filesystem-consistent",
   [CATALOG_POINT_CRASH_CONSISTENT] = "crash-consistent",
+  [CATALOG_POINT_APPLICATION_CONSISTENT] = "application-consistent",
 };
+#define POINT_KINDS (sizeof point_kind_names / sizeof *point_kind_names)
+
+static const char *const point_made_by_names[] = {
+  [CATALOG_MADE_BY_CHECKPOINT] = "checkpoint",
+  [CATALOG_MADE_BY_SCHEDULE] = "schedule",
+  [CATALOG_MADE_BY_PAGE] = "page",
+};
+#define POINT_MADE_BY (sizeof point_made_by_names / sizeof *point_made_by_names)
 
 const char *catalog_point_kind_name(enum catalog_point_kind k)
 {
-  return (unsigned)k < sizeof point_kind_names / sizeof *point_kind_names ? point_kind_names[k] : "unknown";
+  return (unsigned)k < POINT_KINDS ? point_kind_names[k] : "unknown";
+}
+
+const char *catalog_point_made_by_name(enum catalog_point_made_by m)
+{
+  return (unsigned)m < POINT_MADE_BY ? point_made_by_names[m] : "unknown";
+}
+
+/* The index of text in names, or -1. */
+static int name_index(const unsigned char *text, const char *const *names, size_t n)
+{
+  for (size_t i = 0; text && i < n; i++)
+    if (!strcmp((const char *)text, names[i]))
+      return (int)i;
+  return -1;
 }
 
 static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_point *p)
@@ -844,20 +887,21 @@ static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_poi
     return e;
   p->cycle = col_u64(s, 2);
   p->time = sqlite3_column_int64(s, 3);
-  const unsigned char *kind = sqlite3_column_text(s, 4);
-  if (kind && !strcmp((const char *)kind, point_kind_names[CATALOG_POINT_FILESYSTEM_CONSISTENT]))
-    p->kind = CATALOG_POINT_FILESYSTEM_CONSISTENT;
-  else if (kind && !strcmp((const char *)kind, point_kind_names[CATALOG_POINT_CRASH_CONSISTENT]))
-    p->kind = CATALOG_POINT_CRASH_CONSISTENT;
-  else
+  int kind = name_index(sqlite3_column_text(s, 4), point_kind_names, POINT_KINDS);
+  int made_by = name_index(sqlite3_column_text(s, 6), point_made_by_names, POINT_MADE_BY);
+  int64_t freeze_ms = sqlite3_column_int64(s, 7);
+  if (kind < 0 || made_by < 0 || freeze_ms < 0 || freeze_ms > UINT32_MAX)
     return RPL_E_CATALOG_CORRUPT;
+  p->kind = (enum catalog_point_kind)kind;
+  p->made_by = (enum catalog_point_made_by)made_by;
+  p->freeze_ms = (uint32_t)freeze_ms;
   p->has_snapshot = sqlite3_column_type(s, 5) != SQLITE_NULL;
   return p->has_snapshot ? col_text(c, s, 5, p->snapshot_id, CATALOG_MAX_SNAPSHOT_ID) : RPL_OK;
 }
 
 rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int64_t *id)
 {
-  if ((unsigned)p->kind >= sizeof point_kind_names / sizeof *point_kind_names || !fits_int64(p->cycle) ||
+  if ((unsigned)p->kind >= POINT_KINDS || (unsigned)p->made_by >= POINT_MADE_BY || !fits_int64(p->cycle) ||
       (p->has_snapshot && (!memchr(p->snapshot_id, 0, sizeof p->snapshot_id) || !p->snapshot_id[0])))
     return RPL_E_INVALID_ARGUMENT;
   pthread_mutex_lock(&c->lock);
@@ -870,6 +914,8 @@ rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int6
     bind_text(s, 5, p->snapshot_id);
   else
     sqlite3_bind_null(s, 5);
+  bind_text(s, 6, point_made_by_names[p->made_by]);
+  sqlite3_bind_int64(s, 7, p->freeze_ms);
   rpl_err e = run(c, s, "record recovery point", NULL);
   if (e == RPL_OK && id)
     *id = sqlite3_last_insert_rowid(c->db);

@@ -23,7 +23,7 @@
  *    mutex held and must not call back into the catalog.
  */
 
-#define CATALOG_SCHEMA_VERSION   1
+#define CATALOG_SCHEMA_VERSION   2
 #define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
 #define CATALOG_MAX_NAME         PROTO_MAX_STRING
 #define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
@@ -131,9 +131,19 @@ RPL_MUST_CHECK rpl_err catalog_cycle_prune(struct catalog *c, const uint8_t disk
 enum catalog_point_kind {
   CATALOG_POINT_FILESYSTEM_CONSISTENT = 0,
   CATALOG_POINT_CRASH_CONSISTENT = 1,
+  CATALOG_POINT_APPLICATION_CONSISTENT = 2, /* filesystems frozen and the agent's hooks ran around it */
 };
-/* "filesystem-consistent", "crash-consistent". */
+/* "filesystem-consistent", "crash-consistent", "application-consistent". */
 const char *catalog_point_kind_name(enum catalog_point_kind k);
+
+/* What asked for a point: the agent's checkpoint command, the appliance's schedule, the page. */
+enum catalog_point_made_by {
+  CATALOG_MADE_BY_CHECKPOINT = 0,
+  CATALOG_MADE_BY_SCHEDULE = 1,
+  CATALOG_MADE_BY_PAGE = 2,
+};
+/* "checkpoint", "schedule", "page" (the points document's "trigger"). */
+const char *catalog_point_made_by_name(enum catalog_point_made_by m);
 
 struct catalog_point {
   int64_t id;           /* assigned by catalog_point_add, never reused */
@@ -141,6 +151,8 @@ struct catalog_point {
   uint64_t cycle;
   int64_t time;
   enum catalog_point_kind kind;
+  enum catalog_point_made_by made_by;
+  uint32_t freeze_ms;   /* how long the point's filesystems stayed frozen (0: none was) */
   bool has_snapshot;    /* false for file storage */
   char snapshot_id[CATALOG_MAX_SNAPSHOT_ID + 1];
 };

@@ -19,6 +19,7 @@
 #include "netpath.h"
 #include "ratelimit.h"
 #include "retention.h"
+#include "schedule.h"
 #include "rpl_log.h"
 #include "settings.h"
 #include "store.h"
@@ -83,7 +84,7 @@ static const char *env_first(const char *a, const char *b)
 
 /* What the command line asked for; the environment fills in what it left out (see resolve_env_defaults). */
 struct init_opts {
-  const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *lease;
+  const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *points, *lease;
   const char *password_file;
   bool allow_public;
   unsigned upload_limit, agent_limit;
@@ -102,7 +103,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
     {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
     {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
-    {"admin-password-file", required_argument, NULL, 'W'},
+    {"admin-password-file", required_argument, NULL, 'W'}, {"points", required_argument, NULL, 'T'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -121,6 +122,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'i': o->identity = optarg; break;
     case 'P': o->allow_public = true; break;
     case 'R': o->retention = optarg; break;
+    case 'T': o->points = optarg; break;
     case 'L': o->lease = optarg; break;
     case 'U':
     case 'A':
@@ -134,6 +136,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
+             "         [--points crash=5m,app=1h]  (scheduled recovery points; a duration >= 30s, or off)\n"
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
              "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
@@ -226,6 +229,10 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
   if (perr != RPL_OK)
     return fail("%s", rpl_detail(perr));
   retention_format(&pol, s->retention, sizeof s->retention);
+  struct point_schedule sched;
+  if ((perr = schedule_parse(o->points, &sched)))
+    return fail("--points: %s", rpl_detail(perr));
+  schedule_format(&sched, s->points, sizeof s->points);
   if (o->lease) {
     char *end;
     long n = strtol(o->lease, &end, 10);
@@ -258,6 +265,7 @@ static void print_settings(const char *state, const char *summary, const struct 
   printf("initialized %s\n%s, container %s\n", state, summary, s->container);
   store_backend(s)->print_settings(s, stdout);
   printf("retention: %s\n", s->retention);
+  printf("recovery points: %s\n", s->points);
   if (s->upload_limit_mbps || s->agent_limit_mbps)
     printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s->upload_limit_mbps, s->agent_limit_mbps);
 }

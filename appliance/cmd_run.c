@@ -66,11 +66,12 @@ struct run_opts {
   bool web_explicit;            /* --web given: failing to serve the page is fatal */
   const char *web_root;
   const char *upload_limit, *agent_limit; /* override the settings for this run, when given */
+  const char *points;           /* the point schedule for this run, when given */
 };
 
 #define RUN_USAGE                                                                                                      \
   "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n" \
-  "                                 [--web ADDR:PORT|off] [--web-root DIR]\n"
+  "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"
 
 /* 0 and *o filled, or the exit status after a message on stderr. */
 static int parse_run_opts(int argc, char **argv, struct run_opts *o)
@@ -85,6 +86,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
                                        {"agent-limit", required_argument, NULL, 'A'},
                                        {"web", required_argument, NULL, 'w'},
                                        {"web-root", required_argument, NULL, 'W'},
+                                       {"points", required_argument, NULL, 'T'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -109,6 +111,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
     }
     case 'U': o->upload_limit = optarg; break;
     case 'A': o->agent_limit = optarg; break;
+    case 'T': o->points = optarg; break;
     default: fprintf(stderr, RUN_USAGE); return 2;
     }
   }
@@ -135,6 +138,22 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
     long v = strtol(scale, NULL, 10);
     a->retention.time_scale = v >= 1 && v <= (long)RETENTION_MAX_SCALE ? (unsigned)v : 1;
     log_warn("RPL_TEST_RETENTION_SCALE=%u: retention runs on a compressed time scale (tests only)", a->retention.time_scale);
+  }
+  if ((err = schedule_parse(o->points ? o->points : a->settings.points, &a->schedule))) {
+    if (o->points)
+      fprintf(stderr, "replication-appliance run: --points: %s\n", rpl_detail(err));
+    else
+      fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --points)\n", rpl_detail(err), o->state,
+              STATE_APPLIANCE_CONF);
+    return 1;
+  }
+  /* Test-only: compresses the point schedule's time scale (60: a point every minute comes every second). */
+  const char *sscale = getenv("RPL_TEST_SCHEDULE_SCALE");
+  if (sscale && *sscale) {
+    long v = strtol(sscale, NULL, 10);
+    a->schedule.time_scale = v >= 1 && v <= (long)SCHEDULE_MAX_SCALE ? (unsigned)v : 1;
+    log_warn("RPL_TEST_SCHEDULE_SCALE=%u: the point schedule runs on a compressed time scale (tests only)",
+             a->schedule.time_scale);
   }
   a->backend = store_backend(&a->settings);
   if (a->backend->leased && (err = lease_owner_id(o->state, a->settings.lease_id))) {
@@ -291,8 +310,11 @@ static int run(const struct run_opts *o)
   pthread_create(&applier, NULL, applier_main, &a);
   char storage[sizeof a.settings.storage];
   a.backend->describe(&a.settings, storage, sizeof storage);
-  log_info("replication-appliance %s listening on %s, storage %s (%ss), RPO target %.1f s, upload limits %u MB/s in all, %u MB/s per agent (0 = none)",
-           RPL_VERSION, a.listen, storage, a.backend->name, a.rpo_ms / 1000.0, a.settings.upload_limit_mbps,
+  char points[SCHEDULE_TEXT_MAX];
+  schedule_format(&a.schedule, points, sizeof points);
+  log_info("replication-appliance %s listening on %s, storage %s (%ss), RPO target %.1f s, recovery points %s, upload "
+           "limits %u MB/s in all, %u MB/s per agent (0 = none)",
+           RPL_VERSION, a.listen, storage, a.backend->name, a.rpo_ms / 1000.0, points, a.settings.upload_limit_mbps,
            a.settings.agent_limit_mbps);
   sd_notify_ready("appliance running");
   serve(&a);

@@ -89,6 +89,7 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
   reconcile_catalog(a, d);
+  schedule_init_disk(a, d, (int64_t)rpl_unix_ms());
   d->next = a->disks;
   a->disks = d;
   a->ndisks++;

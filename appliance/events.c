@@ -6,6 +6,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "catalog.h"
 #include "json_out.h"
 #include "rpl_clock.h"
 
@@ -61,6 +62,7 @@ static const char *kind_name(uint8_t kind)
   case PROTO_CYCLE_PLAIN: return "plain";
   case PROTO_CYCLE_RESYNC: return "resync";
   case PROTO_CYCLE_RECOVERY_POINT: return "recovery_point";
+  case PROTO_CYCLE_POINT_NO_HOOKS: return "recovery_point_no_hooks";
   }
   return "unknown";
 }
@@ -89,8 +91,12 @@ static void write_event(const struct event *e, FILE *out)
     json_u64(&j, "upload_ms", e->upload_ms);
     json_u64(&j, "limit_wait_ms", e->limit_wait_ms);
   }
-  if (e->type == EVENT_POINT)
+  if (e->type == EVENT_POINT) {
     json_string(&j, "point_id", e->point_id);
+    json_string(&j, "consistency", catalog_point_kind_name((enum catalog_point_kind)e->point_kind));
+    json_string(&j, "trigger", catalog_point_made_by_name((enum catalog_point_made_by)e->made_by));
+    json_u64(&j, "freeze_ms", e->freeze_ms);
+  }
   json_object_end(&j);
   json_finish(&j);
 }

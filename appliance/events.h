@@ -29,6 +29,9 @@ struct event {
   uint64_t extents, raw_bytes, payload_bytes; /* committed */
   uint64_t upload_bytes, upload_ms, limit_wait_ms; /* applied (and direct committed) to a network store */
   char point_id[32];              /* point: "rp-N" */
+  uint8_t point_kind;             /* point: enum catalog_point_kind */
+  uint8_t made_by;                /* point: enum catalog_point_made_by */
+  uint32_t freeze_ms;             /* point: how long its filesystems were frozen */
 };
 
 /* The upload figures of e from a store's stats before and after, and when it started (monotonic

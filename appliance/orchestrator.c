@@ -28,23 +28,33 @@ struct group *group_of(struct session *s, struct rx_slot *sl)
   return NULL;
 }
 
+/* A free group slot, cleared, or NULL when all are busy. */
+static struct group *new_group(struct session *s, enum catalog_point_made_by made_by, bool hooks, int sched_kind)
+{
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (gr->used)
+      continue;
+    memset(gr, 0, sizeof *gr);
+    gr->made_by = made_by;
+    gr->hooks = hooks;
+    gr->sched_kind = sched_kind;
+    gr->consistency = PROTO_APP_CONSISTENT;
+    return gr;
+  }
+  return NULL;
+}
+
 rpl_err on_point_request(struct session *s, const struct proto_frame *f)
 {
   struct proto_point_request m;
   rpl_err err = proto_decode_point_request(f, &m);
   if (err)
     return err;
-  struct group *gr = NULL;
-  for (size_t g = 0; g < MAX_GROUPS && !gr; g++)
-    if (!s->groups[g].used)
-      gr = &s->groups[g];
-  rpl_err why = RPL_OK;
-  if (!gr)
-    why = RPL_E_LIMIT;
+  struct group *gr = new_group(s, CATALOG_MADE_BY_CHECKPOINT, true, -1);
+  rpl_err why = gr ? RPL_OK : RPL_E_LIMIT;
   if (gr) {
-    memset(gr, 0, sizeof *gr);
     gr->request = m.request;
-    gr->consistency = PROTO_FS_CONSISTENT;
     for (uint32_t i = 0; i < m.count && !why; i++) {
       struct rx_slot *sl = slot_of(s, m.disk_ids + (size_t)i * PROTO_ID_SIZE);
       if (!sl)
@@ -62,73 +72,171 @@ rpl_err on_point_request(struct session *s, const struct proto_frame *f)
   return RPL_OK;
 }
 
-/* Records the points of a group whose cycles are all applied, and tells the agent. */
+static enum catalog_point_kind point_kind(uint8_t consistency)
+{
+  switch (consistency) {
+  case PROTO_APP_CONSISTENT: return CATALOG_POINT_APPLICATION_CONSISTENT;
+  case PROTO_FS_CONSISTENT: return CATALOG_POINT_FILESYSTEM_CONSISTENT;
+  default: return CATALOG_POINT_CRASH_CONSISTENT;
+  }
+}
+
+/* A round ended: a catch-up round, or a point round the agent turned into one, starts the point
+ * round next; true when the group goes on. */
+static bool next_round(struct session *s, struct group *gr)
+{
+  if (gr->failed)
+    return false;
+  if (!gr->catching_up && !gr->precopy)
+    return false;
+  if (gr->precopy && gr->rounds >= MAX_PRECOPY_ROUNDS) {
+    gr->failed = true;
+    gr->why = rpl_fail(RPL_E_POINT_INCONSISTENT, "the disks stayed too busy to freeze after %u catch-up rounds",
+                       gr->rounds);
+    log_warn("agent %s: %s", s->agent_text, rpl_detail(gr->why));
+    return false;
+  }
+  gr->caught_up = true;
+  gr->catching_up = gr->precopy = false;
+  gr->started = false;
+  gr->ended = 0;
+  gr->freeze_ms = 0;
+  gr->consistency = PROTO_APP_CONSISTENT;
+  return true;
+}
+
+/* The group's disks hold the point's cycles, applied and with their images made. L held. */
+static bool group_applied(struct session *s, const struct group *gr)
+{
+  bool applied = true;
+  for (size_t i = 0; i < gr->n; i++)
+    applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i] &&
+              s->slots[gr->slots[i]].disk->snap_pending != gr->cycles[i]; /* and its image kept */
+  return applied;
+}
+
+/* Records the group's point in the catalog; *first_id is the first disk's point id. */
+static rpl_err record_point(struct session *s, struct group *gr, int64_t *first_id)
+{
+  rpl_err err = RPL_OK;
+  int64_t now = time(NULL);
+  for (size_t i = 0; i < gr->n && !err; i++) {
+    struct disk *d = s->slots[gr->slots[i]].disk;
+    struct catalog_point cp = {.cycle = gr->cycles[i], .time = now, .kind = point_kind(gr->consistency),
+                               .made_by = gr->made_by, .freeze_ms = gr->freeze_ms};
+    memcpy(cp.disk_id, d->id, PROTO_ID_SIZE);
+    cp.has_snapshot = claim_snapshot(s->a, d, cp.cycle, cp.snapshot_id, sizeof cp.snapshot_id);
+    int64_t id;
+    err = catalog_point_add(s->a->cat, &cp, &id);
+    if (!err && i == 0)
+      *first_id = id;
+    if (!err) {
+      pthread_mutex_lock(&s->a->lock);
+      schedule_point_made(s->a, d, gr->hooks, id, (int64_t)rpl_unix_ms()); /* what hooks there are ran */
+      pthread_mutex_unlock(&s->a->lock);
+    }
+  }
+  return err;
+}
+
+/* A scheduled group made no point: counted, the reason kept, tried again after SCHEDULE_RETRY_S. */
+static void schedule_attempt_failed(struct session *s, struct group *gr, rpl_err why)
+{
+  char reason[RPL_DETAIL_MAX + 128];
+  rpl_describe(why, reason, sizeof reason);
+  int64_t now = (int64_t)rpl_unix_ms();
+  pthread_mutex_lock(&s->a->lock);
+  for (size_t i = 0; i < gr->n; i++) {
+    struct disk *d = s->slots[gr->slots[i]].disk;
+    d->sched_busy = false;
+    d->sched[gr->sched_kind].missed++;
+    d->sched[gr->sched_kind].retry_ms = now + SCHEDULE_RETRY_S * 1000;
+    snprintf(d->sched_failure, sizeof d->sched_failure, "%.255s", reason);
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  log_warn("agent %s: the scheduled %s point of %zu disk(s) was not made: %s (counted as missed; tried again in %d s)",
+           s->agent_text, schedule_kind_name((enum schedule_kind)gr->sched_kind), gr->n, reason, SCHEDULE_RETRY_S);
+}
+
+static void emit_point_events(struct session *s, const struct group *gr, const char *point_id)
+{
+  for (size_t i = 0; i < gr->n; i++) {
+    struct event ev = {.type = EVENT_POINT, .cycle = gr->cycles[i], .kind = PROTO_CYCLE_RECOVERY_POINT,
+                       .point_kind = (uint8_t)point_kind(gr->consistency), .made_by = (uint8_t)gr->made_by,
+                       .freeze_ms = gr->freeze_ms};
+    memcpy(ev.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
+    snprintf(ev.point_id, sizeof ev.point_id, "%s", point_id);
+    events_emit(&ev);
+  }
+}
+
+/* Ends a group whose rounds are over: records its point (or why none was made) and tells the
+ * agent; false while its cycles are still being applied. */
+static rpl_err finish_group(struct session *s, struct group *gr)
+{
+  struct proto_point p = {.request = gr->request};
+  char point_id[64] = "";
+  if (gr->failed || gr->consistency == PROTO_FUZZY) {
+    p.status = gr->failed ? gr->why : RPL_E_POINT_INCONSISTENT;
+  } else {
+    pthread_mutex_lock(&s->a->lock);
+    bool applied = group_applied(s, gr);
+    pthread_mutex_unlock(&s->a->lock);
+    if (!applied)
+      return RPL_OK; /* asked again on the next pass */
+    int64_t first = 0;
+    p.status = record_point(s, gr, &first);
+    if (!p.status) {
+      snprintf(point_id, sizeof point_id, "rp-%" PRId64, first);
+      p.consistency = gr->consistency;
+      p.point_id = (struct proto_bytes){(const uint8_t *)point_id, (uint32_t)strlen(point_id)};
+      pthread_mutex_lock(&s->a->lock);
+      s->a->points_recorded++;
+      for (size_t i = 0; i < gr->n; i++) {
+        s->slots[gr->slots[i]].disk->prune_due = true;
+        if (gr->made_by == CATALOG_MADE_BY_SCHEDULE)
+          s->slots[gr->slots[i]].disk->sched_busy = false;
+      }
+      pthread_cond_signal(&s->a->work);
+      pthread_mutex_unlock(&s->a->lock);
+      emit_point_events(s, gr, point_id);
+      log_notice("agent %s: recovery point %s (%s, by %s, filesystems frozen %" PRIu32 " ms) of %zu disk(s)",
+                 s->agent_text, point_id, catalog_point_kind_name(point_kind(gr->consistency)),
+                 catalog_point_made_by_name(gr->made_by), gr->freeze_ms, gr->n);
+    }
+  }
+  gr->used = false;
+  if (p.status && gr->made_by == CATALOG_MADE_BY_SCHEDULE)
+    schedule_attempt_failed(s, gr, (rpl_err)p.status);
+  else if (p.status && gr->local)
+    log_warn("agent %s: the recovery point asked for on the configuration manager was not made: %s", s->agent_text,
+             rpl_strerror((rpl_err)p.status));
+  if (gr->local)
+    return RPL_OK;
+  rpl_err err = proto_encode_point(&s->out, &p);
+  return err ? err : flush_out(s);
+}
+
 rpl_err finish_groups(struct session *s)
 {
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
     if (!gr->used || !gr->started || gr->ended < gr->n)
       continue;
-    struct proto_point p = {.request = gr->request};
-    char point_id[64] = "";
-    if (gr->failed || gr->consistency == PROTO_FUZZY) {
-      p.status = gr->failed ? gr->why : RPL_E_POINT_INCONSISTENT;
-    } else {
-      bool applied = true;
-      pthread_mutex_lock(&s->a->lock);
-      for (size_t i = 0; i < gr->n; i++)
-        applied = applied && s->slots[gr->slots[i]].disk->last_applied >= gr->cycles[i] &&
-                  s->slots[gr->slots[i]].disk->snap_pending != gr->cycles[i]; /* and its image kept */
-      pthread_mutex_unlock(&s->a->lock);
-      if (!applied)
-        continue;
-      int64_t first = 0;
-      for (size_t i = 0; i < gr->n && !p.status; i++) {
-        struct catalog_point cp = {.cycle = gr->cycles[i], .time = time(NULL),
-                                   .kind = gr->consistency == PROTO_FS_CONSISTENT ? CATALOG_POINT_FILESYSTEM_CONSISTENT
-                                                                                  : CATALOG_POINT_CRASH_CONSISTENT};
-        memcpy(cp.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
-        cp.has_snapshot = claim_snapshot(s->a, s->slots[gr->slots[i]].disk, cp.cycle, cp.snapshot_id,
-                                         sizeof cp.snapshot_id);
-        int64_t id;
-        p.status = catalog_point_add(s->a->cat, &cp, &id);
-        if (i == 0)
-          first = id;
-      }
-      if (!p.status) {
-        snprintf(point_id, sizeof point_id, "rp-%" PRId64, first);
-        p.consistency = gr->consistency;
-        p.point_id = (struct proto_bytes){(const uint8_t *)point_id, (uint32_t)strlen(point_id)};
-        pthread_mutex_lock(&s->a->lock);
-        s->a->points_recorded++;
-        for (size_t i = 0; i < gr->n; i++)
-          s->slots[gr->slots[i]].disk->prune_due = true;
-        pthread_cond_signal(&s->a->work);
-        pthread_mutex_unlock(&s->a->lock);
-        for (size_t i = 0; i < gr->n; i++) {
-          struct event ev = {.type = EVENT_POINT, .cycle = gr->cycles[i], .kind = PROTO_CYCLE_RECOVERY_POINT};
-          memcpy(ev.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
-          snprintf(ev.point_id, sizeof ev.point_id, "%s", point_id);
-          events_emit(&ev);
-        }
-        log_notice("agent %s: recovery point %s (%s) of %zu disk(s)", s->agent_text, point_id,
-                   gr->consistency == PROTO_FS_CONSISTENT ? "filesystem-consistent" : "crash-consistent", gr->n);
-      }
-    }
-    gr->used = false;
-    if (gr->local) {
-      if (p.status)
-        log_warn("agent %s: the recovery point asked for on the configuration manager was not made: %s", s->agent_text,
-                 rpl_strerror(p.status));
+    if (next_round(s, gr))
       continue;
-    }
-    rpl_err err = proto_encode_point(&s->out, &p);
-    if (!err)
-      err = flush_out(s);
+    rpl_err err = finish_group(s, gr);
     if (err)
       return err;
   }
   return RPL_OK;
+}
+
+void abandon_groups(struct session *s, rpl_err why)
+{
+  for (size_t g = 0; g < MAX_GROUPS; g++)
+    if (s->groups[g].used && s->groups[g].made_by == CATALOG_MADE_BY_SCHEDULE)
+      schedule_attempt_failed(s, &s->groups[g], why);
 }
 
 /* A checkpoint asked for on the configuration manager: a recovery-point group of that disk alone. */
@@ -141,15 +249,10 @@ static void queue_local_point_groups(struct session *s)
     pthread_mutex_unlock(&s->a->lock);
     if (!want)
       continue;
-    struct group *gr = NULL;
-    for (size_t g = 0; g < MAX_GROUPS && !gr; g++)
-      if (!s->groups[g].used)
-        gr = &s->groups[g];
+    struct group *gr = new_group(s, CATALOG_MADE_BY_PAGE, true, -1);
     if (!gr)
       break; /* all busy: asked again on the next pass */
-    memset(gr, 0, sizeof *gr);
     gr->used = gr->local = true;
-    gr->consistency = PROTO_FS_CONSISTENT;
     gr->slots[gr->n++] = i;
     pthread_mutex_lock(&s->a->lock);
     d->want_point = false;
@@ -157,8 +260,43 @@ static void queue_local_point_groups(struct session *s)
   }
 }
 
+/* Whether d can take a point now (synced, its lease held, no takeover or resync pending). L held. */
+static bool point_ready(const struct disk *d)
+{
+  return d->last_committed > 0 && !d->lease_waiting && !d->adopt_resync && d->adopt_seq == 0 &&
+         d->state != CATALOG_DISK_ERROR;
+}
+
+/* The schedule's due points, one group per disk: an application point (hooks) where one is due,
+ * else a crash point. (The agent learns a group from its own POINT_REQUEST only: points of several
+ * disks at one instant come from the agent's checkpoint --group.) */
+static void queue_scheduled_groups(struct session *s)
+{
+  int64_t now = (int64_t)rpl_unix_ms();
+  pthread_mutex_lock(&s->a->lock);
+  for (size_t i = 0; i < s->nslots; i++) {
+    struct disk *d = s->slots[i].disk;
+    if (d->sched_busy || !point_ready(d))
+      continue;
+    for (int k = SCHEDULE_APP; k >= SCHEDULE_CRASH; k--) {
+      bool due = d->sched[k].due_ms && d->sched[k].due_ms <= now && d->sched[k].retry_ms <= now;
+      if (!due)
+        continue;
+      struct group *gr = new_group(s, CATALOG_MADE_BY_SCHEDULE, k == SCHEDULE_APP, k);
+      if (!gr)
+        break; /* all busy: on the next pass */
+      gr->used = gr->local = true;
+      gr->slots[gr->n++] = i;
+      d->sched_busy = true;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->a->lock);
+}
+
 /* Starts the cycles of the first pending group whose disks can all take one now (all at once, so
- * that the point is one moment of all of them); *started says whether one was. */
+ * that the point is one moment of all of them): its catch-up round, then its point rounds. *started
+ * says whether one was. */
 static rpl_err start_ready_group(struct session *s, bool *started)
 {
   *started = false;
@@ -169,18 +307,21 @@ static rpl_err start_ready_group(struct session *s, bool *started)
     bool ready = true;
     pthread_mutex_lock(&s->a->lock);
     for (size_t i = 0; i < gr->n; i++)
-      ready = ready && s->slots[gr->slots[i]].disk->last_committed > 0 && !s->slots[gr->slots[i]].disk->lease_waiting &&
-              !s->slots[gr->slots[i]].disk->adopt_resync;
+      ready = ready && point_ready(s->slots[gr->slots[i]].disk);
     pthread_mutex_unlock(&s->a->lock);
     if (!ready)
       continue; /* after the initial sync */
+    uint8_t kind = !gr->caught_up ? PROTO_CYCLE_PLAIN : gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
     for (size_t i = 0; i < gr->n; i++) {
       struct rx_slot *sl = &s->slots[gr->slots[i]];
-      rpl_err err = start_cycle(s, sl, PROTO_CYCLE_RECOVERY_POINT);
+      rpl_err err = start_cycle(s, sl, kind);
       if (err)
         return err;
       gr->cycles[i] = sl->cycle;
     }
+    gr->catching_up = !gr->caught_up;
+    if (gr->caught_up)
+      gr->rounds++;
     gr->started = true;
     *started = true;
     return flush_out(s);
@@ -225,6 +366,7 @@ rpl_err orchestrate(struct session *s)
   if (s->cycles_open)
     return RPL_OK;
   queue_local_point_groups(s);
+  queue_scheduled_groups(s);
   bool started;
   rpl_err err = start_ready_group(s, &started);
   if (err || started)
@@ -242,4 +384,72 @@ rpl_err orchestrate(struct session *s)
     return RPL_OK;
   }
   return err ? err : flush_out(s);
+}
+
+/* ---- the point schedule's bookkeeping (appliance.h) ---------------------------------------- */
+
+static void set_due(struct appliance *a, struct disk *d, int k, int64_t now_ms)
+{
+  d->sched[k].due_ms = schedule_next_due(&a->schedule, (enum schedule_kind)k, d->sched[k].last_ms, now_ms);
+  d->sched[k].miss_mark_ms = d->sched[k].due_ms;
+}
+
+void schedule_point_made(struct appliance *a, struct disk *d, bool app, int64_t id, int64_t now_ms)
+{
+  for (int k = 0; k < SCHEDULE_KINDS; k++) {
+    if (k == SCHEDULE_APP && !app)
+      continue; /* any point is a crash point; only one with the hooks an application point */
+    d->sched[k].last_ms = now_ms;
+    d->sched[k].last_id = id;
+    d->sched[k].retry_ms = 0;
+    set_due(a, d, k, now_ms);
+  }
+  d->sched_failure[0] = '\0';
+}
+
+struct newest_points {
+  int64_t time_s[SCHEDULE_KINDS], id[SCHEDULE_KINDS];
+};
+
+static int newest_cb(const struct catalog_point *p, void *ctx)
+{
+  struct newest_points *np = ctx;
+  for (int k = 0; k < SCHEDULE_KINDS; k++)
+    if ((k == SCHEDULE_CRASH || p->kind == CATALOG_POINT_APPLICATION_CONSISTENT) && p->time >= np->time_s[k]) {
+      np->time_s[k] = p->time;
+      np->id[k] = p->id;
+    }
+  return 0;
+}
+
+void schedule_init_disk(struct appliance *a, struct disk *d, int64_t now_ms)
+{
+  struct newest_points np = {{0, 0}, {0, 0}};
+  rpl_err e = catalog_point_foreach(a->cat, d->id, newest_cb, &np);
+  if (e)
+    log_warn("disk %s: cannot read its points for the schedule (%s): the next points are due now", d->name,
+             rpl_strerror(e));
+  for (int k = 0; k < SCHEDULE_KINDS; k++) {
+    d->sched[k].last_ms = np.time_s[k] * 1000;
+    d->sched[k].last_id = np.id[k];
+    set_due(a, d, k, now_ms);
+  }
+}
+
+void schedule_tick(struct appliance *a, int64_t now_ms)
+{
+  for (struct disk *d = a->disks; d; d = d->next) {
+    if (d->attached)
+      continue; /* its session makes the points, and counts the attempts that fail */
+    for (int k = 0; k < SCHEDULE_KINDS; k++) {
+      uint64_t period = schedule_period_ms(&a->schedule, (enum schedule_kind)k);
+      if (!period || !d->sched[k].due_ms || now_ms < d->sched[k].miss_mark_ms)
+        continue;
+      uint64_t periods = (uint64_t)(now_ms - d->sched[k].miss_mark_ms) / period + 1;
+      d->sched[k].missed += periods;
+      d->sched[k].miss_mark_ms += (int64_t)(periods * period);
+      snprintf(d->sched_failure, sizeof d->sched_failure, "the agent was not connected when the %s point was due",
+               schedule_kind_name((enum schedule_kind)k));
+    }
+  }
 }

@@ -2,44 +2,16 @@
  * pruning a disk's points through a delete callback and the catalog. */
 #include "retention.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "duration.h"
 #include "rpl_log.h"
 
 #define HOUR 3600
 #define DAY 86400
-
-/* "90s", "30m", "1h", "7d", "0" -> seconds. */
-static bool parse_duration(const char *v, size_t len, int64_t *out)
-{
-  if (len == 0 || len > 12 || !isdigit((unsigned char)v[0]))
-    return false;
-  int64_t n = 0;
-  size_t i = 0;
-  for (; i < len && isdigit((unsigned char)v[i]); i++)
-    n = n * 10 + (v[i] - '0');
-  int64_t unit;
-  if (i == len)
-    unit = n == 0 ? 1 : -1; /* a bare number only as 0 */
-  else if (i + 1 != len)
-    return false;
-  else
-    switch (v[i]) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = HOUR; break;
-    case 'd': unit = DAY; break;
-    default: return false;
-    }
-  if (unit < 0 || n > RETENTION_MAX_SECONDS / unit)
-    return false;
-  *out = n * unit;
-  return true;
-}
 
 rpl_err retention_parse(const char *text, struct retention_policy *out)
 {
@@ -71,7 +43,7 @@ rpl_err retention_parse(const char *text, struct retention_policy *out)
     if (seen[k])
       return rpl_fail(RPL_E_RETENTION_POLICY, "retention policy: '%s' repeats a key", part);
     seen[k] = true;
-    if (!parse_duration(eq + 1, len - klen - 1, vals[k]))
+    if (!duration_parse(eq + 1, len - klen - 1, RETENTION_MAX_SECONDS, vals[k]))
       return rpl_fail(RPL_E_RETENTION_POLICY,
                       "retention policy: bad duration in '%s' (a whole number with s, m, h or d, at most 3650d; or 0)", part);
     if (!end)
@@ -81,26 +53,12 @@ rpl_err retention_parse(const char *text, struct retention_policy *out)
   return RPL_OK;
 }
 
-static void fmt_duration(int64_t s, char *out, size_t outsz)
-{
-  if (s == 0)
-    snprintf(out, outsz, "0");
-  else if (s % DAY == 0 && s >= 2 * DAY) /* "24h" reads better than "1d" */
-    snprintf(out, outsz, "%" PRId64 "d", s / DAY);
-  else if (s % HOUR == 0)
-    snprintf(out, outsz, "%" PRId64 "h", s / HOUR);
-  else if (s % 60 == 0)
-    snprintf(out, outsz, "%" PRId64 "m", s / 60);
-  else
-    snprintf(out, outsz, "%" PRId64 "s", s);
-}
-
 void retention_format(const struct retention_policy *p, char *out, size_t outsz)
 {
   char a[24], h[24], d[24];
-  fmt_duration(p->all_s, a, sizeof a);
-  fmt_duration(p->hourly_s, h, sizeof h);
-  fmt_duration(p->daily_s, d, sizeof d);
+  duration_format(p->all_s, a, sizeof a);
+  duration_format(p->hourly_s, h, sizeof h);
+  duration_format(p->daily_s, d, sizeof d);
   snprintf(out, outsz, "all=%s,hourly=%s,daily=%s", a, h, d);
 }
 

@@ -202,13 +202,16 @@ static void abort_direct(struct rx_slot *sl)
 rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
 {
   uint64_t n = receiver_last_committed(sl->rx) + 1;
+  uint8_t wire_kind = kind;
+  if (proto_cycle_is_point(kind))
+    kind = PROTO_CYCLE_RECOVERY_POINT; /* hooks or not is the agent's business: here a point is a point */
   rpl_err err = receiver_begin(sl->rx, n, kind);
   if (err)
     return err;
   start_direct(s, sl, n, kind);
   if (!sl->direct && (err = journal_begin_cycle(sl->disk->journal, n, kind)))
     return err;
-  struct proto_cycle_start m = {.cycle = n, .kind = kind};
+  struct proto_cycle_start m = {.cycle = n, .kind = wire_kind};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
     return err;
@@ -308,6 +311,11 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
       gr->failed = true, gr->why = RPL_E_CHECKSUM, gr->ended++;
     return RPL_OK;
   }
+  if (sl->kind == PROTO_CYCLE_RECOVERY_POINT && (m.consistency == PROTO_FUZZY || m.consistency == PROTO_PRECOPY)) {
+    pthread_mutex_lock(&s->a->lock);
+    sl->disk->image_unwanted = sl->cycle; /* before the commit, so the applier never makes its image */
+    pthread_mutex_unlock(&s->a->lock);
+  }
   struct receiver_totals t;
   uint64_t t0 = rpl_mono_ms();
   err = receiver_end(sl->rx, &m, &t);
@@ -340,8 +348,12 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   s->cycles_open--;
   if (gr) {
     gr->ended++;
-    if (m.consistency < gr->consistency)
+    if (m.consistency == PROTO_PRECOPY)
+      gr->precopy = true;
+    else if (m.consistency < gr->consistency)
       gr->consistency = m.consistency;
+    if (m.freeze_ms > gr->freeze_ms)
+      gr->freeze_ms = m.freeze_ms;
   }
   err = proto_encode_ack(&s->out, &ack);
   char idt[37];
@@ -658,6 +670,7 @@ void *session_main(void *arg)
   log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
   err = session_loop(s);
   log_info("agent %s: session ended (%s)", cn, err ? rpl_strerror(err) : "stopping");
+  abandon_groups(s, err ? err : RPL_E_CANCELLED);
   for (size_t i = 0; i < s->nslots; i++) {
     drop_cycle(s, &s->slots[i]); /* an unfinished cycle is not committed: the agent sends it again */
     receiver_destroy(s->slots[i].rx);

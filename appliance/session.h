@@ -38,9 +38,22 @@ struct rx_slot {                  /* a disk this session serves */
   unsigned epoch;                 /* the disk's epoch when attached */
 };
 
+/* A recovery point of one or more disks of the agent, made together. It runs as a catch-up round
+ * (a plain cycle of each disk, so that little is dirty when the filesystems freeze), then point
+ * rounds: a round the agent answers with PRECOPY (still too much dirty to freeze) is run again, up
+ * to MAX_PRECOPY_ROUNDS. */
+#define MAX_PRECOPY_ROUNDS 4
 struct group {
   bool used, started;
-  bool local;                     /* asked for by the appliance (configuration manager): no POINT to the agent */
+  bool local;                     /* asked for by the appliance (page, schedule): no POINT to the agent */
+  enum catalog_point_made_by made_by;
+  bool hooks;                     /* the agent's application hooks run around the freeze */
+  int sched_kind;                 /* the schedule kind (enum schedule_kind) it is made for, or -1 */
+  bool catching_up;               /* the started cycles are the catch-up round's (plain) */
+  bool caught_up;                 /* the catch-up round ran: the next start is a point round */
+  unsigned rounds;                /* point rounds run */
+  bool precopy;                   /* a member answered PRECOPY in this round */
+  uint32_t freeze_ms;             /* the longest freeze of this round's members */
   uint64_t request;
   size_t n;
   size_t slots[PROTO_MAX_GROUP];
@@ -81,6 +94,8 @@ struct group *group_of(struct session *s, struct rx_slot *sl);
 RPL_MUST_CHECK rpl_err on_point_request(struct session *s, const struct proto_frame *f);
 /* Records the points of groups whose cycles are all applied, and tells the agent. */
 RPL_MUST_CHECK rpl_err finish_groups(struct session *s);
+/* The session ends: its unfinished scheduled points count as missed (why says why). */
+void abandon_groups(struct session *s, rpl_err why);
 /* Starts what is due: a point group, else the disk that waited longest past the RPO target. */
 RPL_MUST_CHECK rpl_err orchestrate(struct session *s);
 

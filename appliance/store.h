@@ -57,6 +57,9 @@ struct store_apply_cb {
   void (*applied)(void *ctx, uint64_t cycle, uint8_t kind, bool point_follows);
   /* The image of recovery-point cycle was made; image_id names it. */
   void (*point)(void *ctx, uint64_t cycle, const char *image_id);
+  /* Whether recovery-point cycle still wants its image (false: its data turned out not to be a
+   * point, a catch-up or a fuzzy read: applied as a plain cycle). NULL: always. */
+  bool (*image_wanted)(void *ctx, uint64_t cycle);
   void *ctx;
 };
 

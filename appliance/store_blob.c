@@ -69,7 +69,8 @@ static rpl_err blob_store_apply_next(struct store *st, struct journal *j, const 
     return e;
   struct point_relay pr = {cb};
   uint64_t applied = 0;
-  if ((e = uploader_apply_some(up_of(st), j, 1, &applied, relay_snapshot, &pr)))
+  bool image = !cb->image_wanted || cb->image_wanted(cb->ctx, info.cycle);
+  if ((e = uploader_apply_some(up_of(st), j, 1, &applied, image ? relay_snapshot : NULL, &pr)))
     return e;
   if (applied)
     cb->applied(cb->ctx, info.cycle, info.kind, false);

@@ -86,7 +86,7 @@ static rpl_err file_apply_next(struct store *st, struct journal *j, const struct
     return e;
   if ((e = replica_apply_cycle(replica_of(st), j, info.cycle)))
     return e;
-  bool point = info.kind == PROTO_CYCLE_RECOVERY_POINT;
+  bool point = info.kind == PROTO_CYCLE_RECOVERY_POINT && (!cb->image_wanted || cb->image_wanted(cb->ctx, info.cycle));
   cb->applied(cb->ctx, info.cycle, info.kind, point);
   if (!point)
     return RPL_OK;

@@ -504,7 +504,7 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   if (u->committed >= n) { /* committed before a restart: the journal only did not hear of it */
     struct blob_reply r;
     /* A point's snapshot lost to the crash can still be taken while the blob is at exactly n. */
-    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT && take_snapshot(u, n, &r) == RPL_OK && on_snapshot) {
+    if (u->committed == n && kind == PROTO_CYCLE_RECOVERY_POINT && on_snapshot && take_snapshot(u, n, &r) == RPL_OK) {
       u->stats.snapshots++;
       on_snapshot(ctx, n, r.snapshot);
     }
@@ -542,14 +542,13 @@ static rpl_err apply_cycle(struct uploader *u, struct journal *j, uint64_t n, ui
   }
   u->committed = n;
   u->stats.cycles++;
-  if (kind == PROTO_CYCLE_RECOVERY_POINT) {
+  if (kind == PROTO_CYCLE_RECOVERY_POINT && on_snapshot) {
     if ((e = take_snapshot(u, n, &r))) {
       log_err("uploader %s: snapshot of cycle %" PRIu64 " failed: %s", u->blob, n, rpl_strerror(e));
       return e;
     }
     u->stats.snapshots++;
-    if (on_snapshot)
-      on_snapshot(ctx, n, r.snapshot);
+    on_snapshot(ctx, n, r.snapshot);
   }
   return journal_mark_applied(j, n);
 }

@@ -53,7 +53,7 @@ uint64_t uploader_committed(struct uploader *u);
 typedef void (*uploader_snapshot_fn)(void *ctx, uint64_t cycle, const char *snapshot_id);
 /* Applies every committed, not yet applied cycle of j in order (see above); *applied (may be NULL)
  * gets how many. Recovery-point cycles get a snapshot right after their commit, reported to
- * on_snapshot (may be NULL). Stops at the first error; RPL_E_UPLOAD_BEHIND when the blob's sequence
+ * on_snapshot; with on_snapshot NULL they are applied as plain cycles (no snapshot). Stops at the first error; RPL_E_UPLOAD_BEHIND when the blob's sequence
  * number is below the journal's applied cycle. */
 RPL_MUST_CHECK rpl_err uploader_apply_pending(struct uploader *u, struct journal *j, uint64_t *applied,
                                               uploader_snapshot_fn on_snapshot, void *ctx);

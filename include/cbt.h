@@ -131,6 +131,11 @@ RPL_MUST_CHECK rpl_err cbt_drain(struct cbt *t, const char *device, struct cbt_e
 /* Forgets the frozen generation (its data is safe elsewhere). RPL_E_CBT_GENERATION_CHANGED if
  * another flip happened since: nothing is lost, the set is re-reported at the next flip. */
 RPL_MUST_CHECK rpl_err cbt_commit(struct cbt *t, const char *device, uint64_t generation);
+/* Whether any block of set (extents of the frozen generation, already read) was written since the
+ * flip: marked in the live generation, at submission or, for a write in flight across the flip, at
+ * its completion. A point read after the thaw is exact when this says no. In fallback mode, or when
+ * the frozen generation is gone, *rewritten is true (nothing can be shown). */
+RPL_MUST_CHECK rpl_err cbt_rewritten(struct cbt *t, const char *device, const struct cbt_extents *set, bool *rewritten);
 /* Marks set's extents changed again in the live generation (a committed cycle that failed later). */
 RPL_MUST_CHECK rpl_err cbt_merge(struct cbt *t, const char *device, const struct cbt_extents *set);
 

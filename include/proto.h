@@ -25,8 +25,11 @@
 #define PROTO_FRAME_VERSION  1
 #define PROTO_HEADER_SIZE    16
 #define PROTO_MAX_PAYLOAD    (16u << 20)
-#define PROTO_VERSION_MIN    1 /* message-protocol versions this build speaks */
-#define PROTO_VERSION_MAX    1
+/* Message-protocol versions this build speaks. 2: points without hooks (cycle kind 3), the
+ * consistencies APP_CONSISTENT and PRECOPY, CYCLE_END's freeze_ms. A peer of version 1 is refused at
+ * HELLO with RPL_E_PROTO_VERSION: upgrade the agents with the appliance. */
+#define PROTO_VERSION_MIN    2
+#define PROTO_VERSION_MAX    2
 #define PROTO_MAX_STRING     4096   /* hostnames, error messages */
 #define PROTO_MAX_PEM        16384  /* certificates and CSRs */
 #define PROTO_MAX_EXTENT     (8u << 20) /* raw bytes one EXTENT may carry */
@@ -54,16 +57,32 @@ enum proto_type {
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
- * comparison with HASHES/NEED). RECOVERY_POINT: the same, read consistently. RESYNC: the whole disk,
- * all-zero chunks as ZERO records (the initial sync against an empty replica). */
-enum proto_cycle_kind { PROTO_CYCLE_PLAIN = 0, PROTO_CYCLE_RECOVERY_POINT = 1, PROTO_CYCLE_RESYNC = 2 };
+ * comparison with HASHES/NEED). RECOVERY_POINT: the same, read consistently, with the agent's
+ * application hooks around the freeze. RESYNC: the whole disk, all-zero chunks as ZERO records (the
+ * initial sync against an empty replica). POINT_NO_HOOKS: a recovery point whose freeze runs no hooks
+ * (the schedule's frequent crash points). */
+enum proto_cycle_kind {
+  PROTO_CYCLE_PLAIN = 0,
+  PROTO_CYCLE_RECOVERY_POINT = 1,
+  PROTO_CYCLE_RESYNC = 2,
+  PROTO_CYCLE_POINT_NO_HOOKS = 3,
+};
+static inline bool proto_cycle_is_point(uint8_t kind)
+{
+  return kind == PROTO_CYCLE_RECOVERY_POINT || kind == PROTO_CYCLE_POINT_NO_HOOKS;
+}
 enum proto_codec { PROTO_CODEC_NONE = 0, PROTO_CODEC_ZSTD = 1, PROTO_CODEC_ZERO = 2 };
 /* What a cycle's data is consistent with, as the agent states it in CYCLE_END. */
 enum proto_consistency {
   PROTO_FUZZY = 0,              /* blocks may have been rewritten while read */
   PROTO_CRASH_CONSISTENT = 1,   /* no block of the set was written during its read */
-  PROTO_FS_CONSISTENT = 2,      /* read while the disk's filesystems were frozen */
+  PROTO_FS_CONSISTENT = 2,      /* the disk's filesystems frozen at one instant, its data read as of it */
+  PROTO_APP_CONSISTENT = 3,     /* the same, and the application hooks ran around the freeze */
+  PROTO_PRECOPY = 4,            /* a point's catch-up: too much was dirty to freeze; read fuzzy, ask again */
 };
+
+/* "fuzzy", "crash-consistent", "filesystem-consistent", "application-consistent", "precopy". */
+const char *proto_consistency_name(uint8_t consistency);
 
 /* Capabilities an agent states in HELLO. */
 #define PROTO_CAP_ZSTD       (1ull << 0)
@@ -126,6 +145,7 @@ struct proto_cycle_end {
   uint64_t payload_bytes;      /* sum of their payload sizes */
   uint8_t digest[PROTO_HASH_SIZE]; /* xxh3-128 over the extents' hashes, in order sent */
   uint8_t consistency;         /* enum proto_consistency */
+  uint32_t freeze_ms;          /* a point: how long its filesystems stayed frozen (0: none was) */
 };
 
 struct proto_ack {

@@ -1,5 +1,5 @@
-/* rpl_clock.h - the one monotonic clock of both programs: how long things take and when deadlines
- * fall (never the wall clock, which jumps). */
+/* rpl_clock.h - the clocks of both programs: the monotonic one for how long things take and when
+ * deadlines fall, and the wall clock only for times that outlive the process (points, schedules). */
 #ifndef RPL_CLOCK_H
 #define RPL_CLOCK_H
 
@@ -15,6 +15,14 @@ static inline uint64_t rpl_mono_ns(void)
 
 static inline uint64_t rpl_mono_us(void) { return rpl_mono_ns() / 1000u; }
 static inline uint64_t rpl_mono_ms(void) { return rpl_mono_ns() / 1000000u; }
+
+/* Unix time in milliseconds: for times recorded or shown (a point's time, when the next is due). */
+static inline uint64_t rpl_unix_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* The wall-clock time ms milliseconds from now: the absolute timeout pthread_cond_timedwait takes
  * (its condition variables run on CLOCK_REALTIME). */

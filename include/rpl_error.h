@@ -135,7 +135,8 @@
   X(RPL_E_RETENTION_POLICY,       600, "retention policy invalid: write it as all=1h,hourly=24h,daily=7d (each key at most once, a whole number with s, m, h or d, or 0 to turn a tier off)") \
   X(RPL_E_LEASE_HELD,             601, "another appliance holds the lease on this disk's page blob: stop it (or wait for its lease to expire after it died); this appliance retries by itself") \
   X(RPL_E_LEASE_LOST,             602, "this appliance lost the lease on the disk's page blob (it expired or was broken): writes stopped; it acquires the lease again and resumes from the blob's sequence number") \
-  X(RPL_E_LEASE_DURATION,         603, "lease duration invalid: Azure takes 15 to 60 seconds")
+  X(RPL_E_LEASE_DURATION,         603, "lease duration invalid: Azure takes 15 to 60 seconds") \
+  X(RPL_E_POINT_SCHEDULE,         604, "recovery-point schedule invalid: write it as crash=5m,app=1h (each key at most once; a whole number with s, m, h or d of at least 30s, or off)")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

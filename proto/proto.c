@@ -260,7 +260,7 @@ static rpl_err disk_check(const struct proto_disk *m)
 }
 static rpl_err cycle_start_check(const struct proto_cycle_start *m)
 {
-  return m->cycle == 0 || m->kind > PROTO_CYCLE_RESYNC ? RPL_E_PROTO_FIELD : RPL_OK;
+  return m->cycle == 0 || m->kind > PROTO_CYCLE_POINT_NO_HOOKS ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err extent_check(const struct proto_extent *m)
 {
@@ -275,7 +275,7 @@ static rpl_err extent_check(const struct proto_extent *m)
 }
 static rpl_err cycle_end_check(const struct proto_cycle_end *m)
 {
-  return m->cycle == 0 || m->consistency > PROTO_FS_CONSISTENT ? RPL_E_PROTO_FIELD : RPL_OK;
+  return m->cycle == 0 || m->consistency > PROTO_PRECOPY ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err point_request_check(const struct proto_point_request *m)
 {
@@ -283,7 +283,7 @@ static rpl_err point_request_check(const struct proto_point_request *m)
 }
 static rpl_err point_check(const struct proto_point *m)
 {
-  return m->consistency > PROTO_FS_CONSISTENT || m->point_id.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
+  return m->consistency > PROTO_APP_CONSISTENT || m->point_id.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)
@@ -411,6 +411,7 @@ rpl_err proto_encode_cycle_end(struct proto_buf *out, const struct proto_cycle_e
   wr_u64(&w, m->payload_bytes);
   wr_raw(&w, m->digest, PROTO_HASH_SIZE);
   wr_u8(&w, m->consistency);
+  wr_u32(&w, m->freeze_ms);
   return wr_end(&w, PROTO_CYCLE_END);
 }
 
@@ -629,6 +630,7 @@ rpl_err proto_decode_cycle_end(const struct proto_frame *f, struct proto_cycle_e
   out->payload_bytes = rd_u64(&r);
   rd_copy(&r, out->digest, PROTO_HASH_SIZE);
   out->consistency = rd_u8(&r);
+  out->freeze_ms = rd_u32(&r);
   DECODE_END(cycle_end_check);
 }
 
@@ -904,4 +906,16 @@ rpl_err proto_negotiate(uint16_t our_min, uint16_t our_max, uint16_t peer_min, u
   }
   *chosen = hi;
   return RPL_OK;
+}
+
+const char *proto_consistency_name(uint8_t consistency)
+{
+  static const char *const names[] = {
+    [PROTO_FUZZY] = "fuzzy",
+    [PROTO_CRASH_CONSISTENT] = "crash-consistent",
+    [PROTO_FS_CONSISTENT] = "filesystem-consistent",
+    [PROTO_APP_CONSISTENT] = "application-consistent",
+    [PROTO_PRECOPY] = "precopy",
+  };
+  return consistency < sizeof names / sizeof *names ? names[consistency] : "unknown";
 }

@@ -45,9 +45,9 @@ rpl_wait_cycle "$dev" $((c + 4))   # a few cycles under the workload
 
 out=$("$AG" checkpoint "$dev" --wait --state "$RT/agent") || fail "checkpoint failed: $out"
 point=$(printf '%s\n' "$out" | tail -n 1)
-[[ $out == *"filesystem-consistent"* ]] || fail "the point is not filesystem-consistent: $out"
+[[ $out == *"application-consistent"* ]] || fail "the point (its pre-freeze hook ran) is not application-consistent: $out"
 [ -s "$RT/sums.txt" ] || fail "the pre-freeze hook did not run"
-grep -q "filesystem-consistent" <("$AP" status --state "$RT/app") || fail "appliance status does not show the point's kind"
+grep -q "application-consistent" <("$AP" status --state "$RT/app") || fail "appliance status does not show the point's kind"
 # The agent keeps how long the point's freeze held writers: one freeze, within the limit.
 "$AG" status --state "$RT/agent" --json > "$RT/agent-status.json" || fail "agent status failed"
 mapfile -t fz < <(json_field "$RT/agent-status.json" "disks.[device=$dev].freeze_ms.count" \

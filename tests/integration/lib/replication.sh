@@ -12,7 +12,8 @@
 #                            by the same trap after the daemons
 # rpl_appliance_init_azure   init with that Azurite through the zone file and the test CA
 # rpl_appliance_start [ARGS] run the appliance on a free port (RPL_PORT), wait for its socket
-#                            (with --web off unless ARGS has --web ADDR:PORT)
+#                            (with --web off unless ARGS has --web ADDR:PORT, and no scheduled
+#                            points unless ARGS has --points: the tests count their own points)
 # rpl_agent_register         register the agent with RPL_KEY
 # rpl_agent_start [ARGS]     run the agent, wait for its control socket
 # rpl_wait_cycle DEV N       wait until the agent has an ACKed cycle >= N for DEV (120 s at most)
@@ -88,9 +89,10 @@ rpl_appliance_init_azure() {
 rpl_appliance_start() {
   [ -n "${RPL_PORT:-}" ] || RPL_PORT=$(free_port)
   # The configuration manager only where a test asks for it (--web): its default port is shared.
-  local web=(--web off)
+  local web=(--web off) points=(--points crash=off,app=off)
   [[ " $* " == *" --web "* ]] && web=()
-  "$AP" run --state "$RT/app" --listen "127.0.0.1:$RPL_PORT" "${web[@]}" "$@" >> "$RT/appliance.log" 2>&1 &
+  [[ " $* " == *" --points "* ]] && points=()
+  "$AP" run --state "$RT/app" --listen "127.0.0.1:$RPL_PORT" "${web[@]}" "${points[@]}" "$@" >> "$RT/appliance.log" 2>&1 &
   RPL_AP_PID=$!
   CLEANUP_PIDS+=("$RPL_AP_PID")
   wait_until -i 0.05 10 "the appliance did not come up" rpl_appliance_up
