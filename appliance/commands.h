@@ -17,6 +17,7 @@ int appliance_cmd_check(int argc, char **argv); /* cmd_check.c */
 int appliance_cmd_run(int argc, char **argv);   /* cmd_run.c */
 int appliance_cmd_status(int argc, char **argv); /* status.c */
 int appliance_cmd_events(int argc, char **argv); /* status.c */
+int appliance_cmd_points(int argc, char **argv); /* status.c */
 int appliance_cmd_restore(int argc, char **argv); /* cmd_restore.c */
 
 #endif

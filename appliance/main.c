@@ -12,6 +12,7 @@ static const struct appliance_command commands[] = {
   {"run", appliance_cmd_run, "run     --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--web ADDR:PORT|off] [--web-root DIR]"},
   {"status", appliance_cmd_status, "status  --state DIR [--json]"},
   {"events", appliance_cmd_events, "events  --state DIR [--since SEQ] [--wait SECONDS]   # cycle and point events, JSON lines"},
+  {"points", appliance_cmd_points, "points  --state DIR [--disk ID] [--json]   # recovery points (the GET /api/points document)"},
   {"restore", appliance_cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {NULL, NULL, NULL},
 };

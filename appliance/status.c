@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "events.h"
 #include "json_out.h"
+#include "points_doc.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
 
@@ -46,6 +47,47 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
     fputc('\n', sc->f);
   }
   return 0;
+}
+
+/* The disk's point schedule: per kind its period, when the next is due, the last point that
+ * satisfied it and the points missed; why the last attempt failed. L held. */
+static void status_schedule(struct appliance *a, const struct disk *d, struct json_out *j, FILE *f)
+{
+  char text[SCHEDULE_TEXT_MAX];
+  schedule_format(&a->schedule, text, sizeof text);
+  if (j) {
+    json_object_begin(j, "points");
+    json_string(j, "schedule", text);
+    for (int k = 0; k < SCHEDULE_KINDS; k++) {
+      char rp[40];
+      snprintf(rp, sizeof rp, "rp-%" PRId64, d->sched[k].last_id);
+      json_object_begin(j, schedule_kind_name((enum schedule_kind)k));
+      json_u64(j, "every_seconds", (uint64_t)a->schedule.every_s[k]);
+      json_u64(j, "next_due_unix_ms", (uint64_t)d->sched[k].due_ms);
+      json_string(j, "last_point", d->sched[k].last_id ? rp : NULL);
+      json_u64(j, "last_point_unix_ms", (uint64_t)d->sched[k].last_ms);
+      json_u64(j, "missed", d->sched[k].missed);
+      json_object_end(j);
+    }
+    json_string(j, "last_failure", d->sched_failure[0] ? d->sched_failure : NULL);
+    json_object_end(j);
+    return;
+  }
+  int64_t now = (int64_t)rpl_unix_ms();
+  fprintf(f, "\n  points %s", text);
+  for (int k = 0; k < SCHEDULE_KINDS; k++) {
+    if (!d->sched[k].due_ms)
+      continue;
+    int64_t in = (d->sched[k].due_ms - now) / 1000;
+    fprintf(f, ", next %s %s%" PRId64 "s", schedule_kind_name((enum schedule_kind)k), in > 0 ? "in " : "due ",
+            in > 0 ? in : -in);
+    if (in <= 0)
+      fprintf(f, " ago");
+    if (d->sched[k].missed)
+      fprintf(f, " (%" PRIu64 " missed)", d->sched[k].missed);
+  }
+  if (d->sched_failure[0])
+    fprintf(f, "; last attempt failed: %s", d->sched_failure);
 }
 
 static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
@@ -82,6 +124,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       json_u64(j, "cache_limit_bytes", u.limit_bytes);
       json_string(j, "last_point", has_point ? point_id : NULL);
       json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
+      status_schedule(a, d, j, f);
       json_object_end(j);
     } else {
       fprintf(f, "disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
@@ -92,6 +135,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
         fprintf(f, ", RPO lag %lds", lag);
       if (has_point)
         fprintf(f, ", last point %s (%s)", point_id, catalog_point_kind_name(p.kind));
+      status_schedule(a, d, NULL, f);
       fputc('\n', f);
     }
   }
@@ -226,9 +270,49 @@ static int ctl_events(int argc, char **argv, struct control_reply *out)
   return 0;
 }
 
+/* points [DISK_ID] [--json]: the recovery-points document. */
+static int ctl_points(struct appliance *a, int argc, char **argv, struct control_reply *out)
+{
+  bool json = false;
+  const char *disk = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json"))
+      json = true;
+    else
+      disk = argv[i];
+  }
+  uuid_t id;
+  if (disk && uuid_parse(disk, id)) {
+    control_printf(out, "points: --disk takes a disk id (a UUID, see 'replication-appliance status'), not '%s'", disk);
+    return 2;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return 1;
+  struct json_out j;
+  if (json)
+    json_init(&j, f);
+  rpl_err err = points_doc_write(a->cat, a->state_dir, disk ? id : NULL, json ? &j : NULL, f);
+  if (json)
+    json_finish(&j);
+  fclose(f);
+  if (err == RPL_E_NOT_FOUND)
+    control_printf(out, "points: no disk %s on this appliance (see 'replication-appliance status')", disk);
+  else if (err)
+    control_printf(out, "points: %s", rpl_strerror(err));
+  else
+    control_printf(out, "%s", buf);
+  free(buf);
+  return err == RPL_E_NOT_FOUND ? 2 : err ? 1 : 0;
+}
+
 int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
 {
   struct appliance *a = ctx;
+  if (!strcmp(argv[0], "points"))
+    return ctl_points(a, argc, argv, out);
   if (!strcmp(argv[0], "status"))
     return ctl_status(a, argc > 1 && !strcmp(argv[1], "--json"), out);
   if (!strcmp(argv[0], "events"))
@@ -300,4 +384,29 @@ int appliance_cmd_events(int argc, char **argv)
   }
   const char *args[3] = {"events", since, wait_ms};
   return call_daemon("events", state, 3, args);
+}
+
+int appliance_cmd_points(int argc, char **argv)
+{
+  const char *state = APPLIANCE_DEFAULT_STATE, *disk = NULL;
+  bool json = false;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--state") && i + 1 < argc)
+      state = argv[++i];
+    else if (!strcmp(argv[i], "--disk") && i + 1 < argc)
+      disk = argv[++i];
+    else if (!strcmp(argv[i], "--json"))
+      json = true;
+    else {
+      fprintf(stderr, "replication-appliance points: usage: points --state DIR [--disk ID] [--json]\n");
+      return 2;
+    }
+  }
+  const char *args[3] = {"points"};
+  int n = 1;
+  if (disk)
+    args[n++] = disk;
+  if (json)
+    args[n++] = "--json";
+  return call_daemon("points", state, n, args);
 }

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "identity.h"
 #include "json_out.h"
+#include "points_doc.h"
 #include "rpl_log.h"
 #include "settings.h"
 
@@ -439,70 +440,12 @@ enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection 
 
 /* ---- API: recovery points ----------------------------------------------------------------- */
 
-struct disk_list {
-  struct catalog_disk *d;
-  size_t n;
-};
-
-static int disk_cb(const struct catalog_disk *cd, void *arg)
-{
-  struct disk_list *l = arg;
-  if (l->n < MAX_LIST_DISKS)
-    l->d[l->n++] = *cd;
-  return 0;
-}
-
-struct point_ctx {
-  struct json_out *j;
-  const char *state_dir, *disk_id;
-};
-
-static int point_cb(const struct catalog_point *p, void *arg)
-{
-  struct point_ctx *pc = arg;
-  char rp[40], cmd[4600];
-  snprintf(rp, sizeof rp, "rp-%" PRId64, p->id);
-  snprintf(cmd, sizeof cmd, "replication-appliance restore --state '%s' --disk %s --point %s --out ./%s-%s.img", pc->state_dir,
-           pc->disk_id, rp, pc->disk_id, rp);
-  json_object_begin(pc->j, NULL);
-  json_string(pc->j, "point", rp);
-  json_u64(pc->j, "cycle", p->cycle);
-  json_u64(pc->j, "time_unix", (uint64_t)p->time);
-  json_string(pc->j, "kind", catalog_point_kind_name(p->kind));
-  json_bool(pc->j, "has_image", p->has_snapshot);
-  json_string(pc->j, "restore_command", cmd);
-  json_object_end(pc->j);
-  return 0;
-}
-
 enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c)
 {
-  struct disk_list l = {.d = calloc(MAX_LIST_DISKS, sizeof *l.d)};
-  if (!l.d)
-    return MHD_NO;
-  rpl_err err = catalog_disk_foreach(w->cfg.cat, NULL, disk_cb, &l); /* collected: the walk holds the catalog */
   struct doc d;
-  if (err || !web_doc_open(&d)) {
-    free(l.d);
-    return err ? web_reply_error(c, 500, "%s", rpl_strerror(err)) : MHD_NO;
-  }
-  json_object_begin(&d.j, NULL);
-  json_array_begin(&d.j, "disks");
-  for (size_t i = 0; i < l.n && !err; i++) {
-    char id[37];
-    uuid_unparse_lower(l.d[i].id, id);
-    json_object_begin(&d.j, NULL);
-    json_string(&d.j, "disk_id", id);
-    json_string(&d.j, "name", l.d[i].name);
-    json_array_begin(&d.j, "points");
-    struct point_ctx pc = {.j = &d.j, .state_dir = w->state_dir, .disk_id = id};
-    err = catalog_point_foreach(w->cfg.cat, l.d[i].id, point_cb, &pc);
-    json_array_end(&d.j);
-    json_object_end(&d.j);
-  }
-  json_array_end(&d.j);
-  json_object_end(&d.j);
-  free(l.d);
+  if (!web_doc_open(&d))
+    return MHD_NO;
+  rpl_err err = points_doc_write(w->cfg.cat, w->state_dir, NULL, &d.j, NULL);
   if (err) {
     fclose(d.f);
     free(d.buf);
