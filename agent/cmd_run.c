@@ -145,6 +145,10 @@ static int run(const struct run_opts *o)
     return 1;
   a.freeze = (struct freeze_options){.limit_ms = o->freeze_limit_ms, .pre_hook = o->pre_freeze_hook,
                                      .post_hook = o->post_thaw_hook};
+  const char *precopy = getenv("RPL_BENCH_PRECOPY");
+  a.no_precopy = precopy && !strcmp(precopy, "off");
+  if (a.no_precopy)
+    log_warn("RPL_BENCH_PRECOPY=off: points read everything dirty with the filesystems frozen (benchmarks only)");
   pthread_mutex_init(&a.lock, NULL);
   pthread_cond_init(&a.changed, NULL);
   a.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

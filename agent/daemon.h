@@ -45,6 +45,8 @@ struct disk_rt {
     uint64_t count;
   } freezes;
   unsigned catch_up_rounds;   /* point rounds answered PRECOPY since the last point */
+  bool thaw_first_missed;     /* its last point read after the thaw found blocks rewritten meanwhile */
+  unsigned frozen_reads;      /* points read frozen since then (the thaw-first read is tried again later) */
   uint64_t read_bytes_per_s;  /* how fast its last cycles were read (pre-copy's bound), 0: unknown */
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
@@ -82,6 +84,7 @@ struct agent {
   int wake;                   /* eventfd: new disks or point requests for the session thread; any thread
                                * writes it (session_wake), the session thread reads it */
   struct freeze_options freeze; /* fixed once the daemon starts */
+  bool no_precopy;            /* benchmark only ($RPL_BENCH_PRECOPY=off): points read all that is dirty frozen */
 
   atomic_int cbt_reopen;      /* tracking changed under another handle: the session reopens its own */
 

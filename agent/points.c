@@ -178,6 +178,10 @@ static uint64_t write_counter(struct agent *a, const char *device)
 #define PRECOPY_MIN (4ull << 20)
 #define PRECOPY_MAX (256ull << 20)
 #define PRECOPY_ROUNDS_MAX 3 /* then the point freezes whatever is dirty */
+/* A disk whose filesystem rewrites right after a thaw what the freeze flushed (ext4's journal
+ * under fsync, say) makes a thaw-first read miss, and a miss costs a second freeze; such a disk's
+ * next points read their (small) remainder frozen, trying the thaw-first read again every so often. */
+#define THAW_FIRST_RETRY 8
 
 static uint64_t precopy_bound(const struct disk_rt *rt)
 {
@@ -276,8 +280,38 @@ static rpl_err frozen_flip(struct agent *a, struct point_group *g, struct freeze
   return err;
 }
 
+/* Whether to read after the thaw this time (see THAW_FIRST_RETRY). */
+static bool try_thaw_first(struct agent *a, const struct point_group *g)
+{
+  bool yes = true;
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    const struct disk_rt *rt = &a->rt[g->req.disks[i]];
+    if (rt->thaw_first_missed && rt->frozen_reads < THAW_FIRST_RETRY)
+      yes = false;
+  }
+  pthread_mutex_unlock(&a->lock);
+  return yes;
+}
+
+static void note_thaw_first(struct agent *a, const struct point_group *g, bool tried, bool missed)
+{
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    struct disk_rt *rt = &a->rt[g->req.disks[i]];
+    if (tried) {
+      rt->thaw_first_missed = missed;
+      rt->frozen_reads = 0;
+    } else {
+      rt->frozen_reads++;
+    }
+  }
+  pthread_mutex_unlock(&a->lock);
+}
+
 /* Freeze, flip all, thaw, read the remainder; when some of it was written after the thaw, once
- * more with the (small) remainder read while frozen. Disks without a filesystem: flip and read. */
+ * more with the (small) remainder read while frozen. A disk that missed that way lately has its
+ * remainder read frozen at once (one freeze, not two). Disks without a filesystem: flip and read. */
 static rpl_err read_group_point(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
 {
   struct freeze_set *fs = NULL;
@@ -294,11 +328,16 @@ static rpl_err read_group_point(struct agent *a, struct point_group *g, struct f
     err = flip_all(a, g);
     if (!err)
       err = read_all(a, g, false);
+  } else if (a->no_precopy || !try_thaw_first(a, g)) {
+    err = frozen_flip(a, g, fs, &fopt, fo, true);
+    note_thaw_first(a, g, false, false);
   } else {
     err = frozen_flip(a, g, fs, &fopt, fo, false);
     if (!err)
       err = read_all(a, g, true);
     fo->thawed_first = !err && !fo->frozen && !fo->thawed && !remainder_rewritten(a, g);
+    if (!err && !fo->frozen && !fo->thawed)
+      note_thaw_first(a, g, true, !fo->thawed_first);
     if (!err && !fo->frozen && !fo->thawed && !fo->thawed_first) {
       log_info("recovery point of %zu disk(s): blocks read after the thaw were written meanwhile: flipping again, "
                "the remainder read frozen", g->req.ndisks);
@@ -388,7 +427,7 @@ rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, u
   g.hooks = kind == PROTO_CYCLE_RECOVERY_POINT;
   struct freeze_outcome fo = {0};
   err = collect_cycle_starts(a, &g, first, first_cycle, kind);
-  if (!err && needs_catch_up(a, &g)) {
+  if (!err && !a->no_precopy && needs_catch_up(a, &g)) {
     err = catch_up_round(a, &g);
     if (!err)
       err = await_group_acks(a, &g, &fo);

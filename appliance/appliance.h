@@ -112,6 +112,7 @@ struct appliance {
   uint64_t points_recorded;       /* L */
   struct retention_policy retention;
   struct point_schedule schedule; /* L: the configuration manager may change it */
+  bool no_precopy;                /* benchmark only ($RPL_BENCH_PRECOPY=off): points start without a catch-up */
   struct upload_gate *gate;       /* uploads wait for the storage checks; thread-safe */
   struct rate_limit limit_all;    /* appliance-wide upload bucket; thread-safe */
   struct {                        /* L: one bucket per agent */

@@ -155,6 +155,10 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
     log_warn("RPL_TEST_SCHEDULE_SCALE=%u: the point schedule runs on a compressed time scale (tests only)",
              a->schedule.time_scale);
   }
+  const char *precopy = getenv("RPL_BENCH_PRECOPY");
+  a->no_precopy = precopy && !strcmp(precopy, "off");
+  if (a->no_precopy)
+    log_warn("RPL_BENCH_PRECOPY=off: recovery points start without their catch-up cycle (benchmarks only)");
   a->backend = store_backend(&a->settings);
   if (a->backend->leased && (err = lease_owner_id(o->state, a->settings.lease_id))) {
     fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", o->state, rpl_strerror(err));

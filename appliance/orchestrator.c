@@ -40,6 +40,7 @@ static struct group *new_group(struct session *s, enum catalog_point_made_by mad
     gr->hooks = hooks;
     gr->sched_kind = sched_kind;
     gr->consistency = PROTO_APP_CONSISTENT;
+    gr->caught_up = s->a->no_precopy;
     return gr;
   }
   return NULL;
