@@ -144,8 +144,10 @@ struct rate_limit *agent_limit(struct appliance *a, const uint8_t agent[PROTO_ID
 /* ---- orchestrator.c: the point schedule's bookkeeping ---- */
 /* A point of d was recorded at now_ms (application-consistent or not): the schedule moves on. L held. */
 void schedule_point_made(struct appliance *a, struct disk *d, bool app, int64_t id, int64_t now_ms);
-/* Sets d's due times from its newest points in the catalog (at open) or after the schedule changed. L held. */
+/* Sets d's due times from its newest points in the catalog (at open). L held. */
 void schedule_init_disk(struct appliance *a, struct disk *d, int64_t now_ms);
+/* The schedule changed: d's due times follow from its last points. L held. */
+void schedule_reset_disk(struct appliance *a, struct disk *d, int64_t now_ms);
 /* Counts the scheduled points missed while a disk's agent is away (the applier's pass). L held. */
 void schedule_tick(struct appliance *a, int64_t now_ms);
 
@@ -164,5 +166,7 @@ int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
 void web_status_json(void *ctx, FILE *f);
 void web_sample(void *ctx, web_sample_fn fn, void *arg);
 rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
+void web_schedule_get(void *ctx, char *text, size_t size);
+void web_schedule_set(void *ctx, const struct point_schedule *s);
 
 #endif

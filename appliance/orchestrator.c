@@ -437,6 +437,14 @@ void schedule_init_disk(struct appliance *a, struct disk *d, int64_t now_ms)
   }
 }
 
+void schedule_reset_disk(struct appliance *a, struct disk *d, int64_t now_ms)
+{
+  for (int k = 0; k < SCHEDULE_KINDS; k++) {
+    d->sched[k].retry_ms = 0;
+    set_due(a, d, k, now_ms);
+  }
+}
+
 void schedule_tick(struct appliance *a, int64_t now_ms)
 {
   for (struct disk *d = a->disks; d; d = d->next) {

@@ -149,6 +149,8 @@ static void status_write(struct appliance *a, bool json, FILE *f)
   struct status_ctx sc = {.a = a, .f = f};
   char storage[sizeof a->settings.storage];
   a->backend->describe(&a->settings, storage, sizeof storage);
+  char sched[SCHEDULE_TEXT_MAX];
+  web_schedule_get(a, sched, sizeof sched);
   if (json) {
     json_init(&j, f);
     sc.j = &j;
@@ -157,13 +159,14 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_string(&j, "listen", a->listen);
     json_string(&j, "storage", storage);
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
+    json_string(&j, "points_schedule", sched);
     json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
     json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
     upload_gate_status(a->gate, &j, NULL);
     json_array_begin(&j, "agents");
   } else {
-    fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us\n", RPL_VERSION, a->listen,
-            storage, a->rpo_ms / 1000);
+    fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us, recovery points %s\n", RPL_VERSION,
+            a->listen, storage, a->rpo_ms / 1000, sched);
     upload_gate_status(a->gate, NULL, f);
     fprintf(f, "upload limits: ");
     if (a->settings.upload_limit_mbps)
@@ -217,6 +220,27 @@ void web_sample(void *ctx, web_sample_fn fn, void *arg)
     memcpy(s.disk_id, d->id, PROTO_ID_SIZE);
     fn(arg, &s);
   }
+  pthread_mutex_unlock(&a->lock);
+}
+
+void web_schedule_get(void *ctx, char *text, size_t size)
+{
+  struct appliance *a = ctx;
+  pthread_mutex_lock(&a->lock);
+  schedule_format(&a->schedule, text, size);
+  pthread_mutex_unlock(&a->lock);
+}
+
+void web_schedule_set(void *ctx, const struct point_schedule *s)
+{
+  struct appliance *a = ctx;
+  int64_t now = (int64_t)rpl_unix_ms();
+  pthread_mutex_lock(&a->lock);
+  uint32_t scale = a->schedule.time_scale; /* the test time scale stays */
+  a->schedule = *s;
+  a->schedule.time_scale = scale;
+  for (struct disk *d = a->disks; d; d = d->next)
+    schedule_reset_disk(a, d, now);
   pthread_mutex_unlock(&a->lock);
 }
 

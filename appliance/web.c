@@ -427,6 +427,8 @@ static enum MHD_Result route(struct web_server *w, struct MHD_Connection *c, con
     r = web_api_disk_action(w, c, id, idlen, WEB_DISK_CHECKPOINT);
   } else if (post && id_route(url, "/api/disks/", "resync", &id, &idlen)) {
     r = web_api_disk_action(w, c, id, idlen, WEB_DISK_RESYNC);
+  } else if (!strcmp(url, "/api/schedule")) {
+    r = web_api_schedule(w, c, post ? q : NULL);
   } else if (!strcmp(url, "/api/points") && !post) {
     r = web_api_points(w, c);
   } else if (!strcmp(url, "/api/series") && !post) {

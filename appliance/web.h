@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "catalog.h"
+#include "schedule.h"
 #include "proto.h"
 #include "rpl_error.h"
 #include "state_files.h"
@@ -58,6 +59,10 @@ struct web_ops {
   /* Asks for a checkpoint or a resync of a disk; RPL_E_NOT_FOUND (no such disk) or another error with
    * its detail (rpl_detail, on the calling thread) saying why (the agent is not connected). */
   rpl_err (*disk_request)(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
+  /* The recovery-point schedule in use, as text ("crash=5m,app=1h"), and a new one to use now
+   * (already checked by schedule_parse, saved by the caller). */
+  void (*schedule_get)(void *ctx, char *text, size_t size);
+  void (*schedule_set)(void *ctx, const struct point_schedule *s);
 };
 
 struct web_config {

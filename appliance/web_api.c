@@ -454,6 +454,49 @@ enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c)
   return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
 }
 
+/* ---- API: the recovery-point schedule ----------------------------------------------------- */
+
+/* GET: {"points": "crash=5m,app=1h"}; POST points=...: checked, saved in the settings, used at once. */
+enum MHD_Result web_api_schedule(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+{
+  if (q) {
+    static const char *const allowed[] = {"points", NULL};
+    const char *text = web_field(q, "points"), *unknown = web_unknown_field(q, allowed);
+    if (unknown)
+      return web_reply_error(c, 400, "unknown field '%s' (the field is points)", unknown);
+    struct point_schedule sched;
+    rpl_err err = text ? schedule_parse(text, &sched) : RPL_E_POINT_SCHEDULE;
+    if (err)
+      return web_reply_error(c, 400, "%s", text ? rpl_detail(err) : "points is required (e.g. crash=5m,app=1h)");
+    struct appliance_settings *s = malloc(sizeof *s);
+    if (!s)
+      return MHD_NO;
+    pthread_mutex_lock(&w->settings_lock);
+    err = settings_load(w->state_dir, s);
+    if (!err) {
+      schedule_format(&sched, s->points, sizeof s->points);
+      err = settings_save(w->state_dir, s);
+    }
+    pthread_mutex_unlock(&w->settings_lock);
+    OPENSSL_cleanse(s, sizeof *s);
+    free(s);
+    if (err)
+      return web_reply_error(c, 500, "the schedule was not saved: %s", rpl_strerror(err));
+    w->cfg.ops.schedule_set(w->cfg.ops.ctx, &sched);
+  }
+  char text[SCHEDULE_TEXT_MAX];
+  w->cfg.ops.schedule_get(w->cfg.ops.ctx, text, sizeof text);
+  if (q)
+    log_notice("web: recovery-point schedule set to %s", text);
+  struct doc d;
+  if (!web_doc_open(&d))
+    return MHD_NO;
+  json_object_begin(&d.j, NULL);
+  json_string(&d.j, "points", text);
+  json_object_end(&d.j);
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
 /* ---- series: the last hour per disk, sampled every cfg.sample_s ---------------------------- */
 
 struct sample_ctx {

@@ -129,6 +129,7 @@ enum MHD_Result web_api_revoke(struct web_server *w, struct MHD_Connection *c, c
 enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,
                                     enum web_disk_action act);
 enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c);
+enum MHD_Result web_api_schedule(struct web_server *w, struct MHD_Connection *c, const struct req *q);
 void *web_sampler_main(void *arg);
 enum MHD_Result web_api_series(struct web_server *w, struct MHD_Connection *c);
 

@@ -271,7 +271,20 @@ async function loadReplication() {
 
 // ---- recovery points ------------------------------------------------------------------------
 
+$('schedule-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('schedule-save').disabled = true;
+  showError('');
+  try {
+    const r = await api('POST', '/api/schedule', { points: $('schedule-points').value.trim() });
+    $('schedule-points').value = r.points;
+    showMessage('Recovery points: ' + r.points + '.');
+  } catch (e) { showError(e.message); }
+  $('schedule-save').disabled = false;
+});
+
 async function loadPoints() {
+  if (!$('schedule-points').value) $('schedule-points').value = (await api('GET', '/api/schedule')).points;
   const r = await api('GET', '/api/points');
   const box = $('points');
   box.replaceChildren();
@@ -280,13 +293,15 @@ async function loadPoints() {
     if (!d.points.length) { box.append(el('p', 'No recovery points yet.')); continue; }
     const t = el('table');
     const head = el('tr');
-    head.append(el('th', 'Point'), el('th', 'Kind'), el('th', 'Time'), el('th', 'Restore (on the appliance)'));
+    head.append(el('th', 'Point'), el('th', 'Kind'), el('th', 'Made by'), el('th', 'Frozen'), el('th', 'Time'),
+                el('th', 'Restore (on the appliance)'));
     t.append(head);
     for (const p of d.points.slice().reverse()) {
       const tr = el('tr');
       const cmd = el('td');
       cmd.append(el('code', p.restore_command));
-      tr.append(el('td', p.point), el('td', p.kind), el('td', when(p.time_unix)), cmd);
+      tr.append(el('td', p.point), el('td', p.kind), el('td', p.trigger), el('td', p.freeze_ms ? p.freeze_ms + ' ms' : '-'),
+                el('td', when(p.time_unix)), cmd);
       t.append(tr);
     }
     box.append(t);

@@ -62,7 +62,7 @@ conf_sum() { sha256sum "$RT/app/appliance.conf" | cut -d' ' -f1; }
 : > "$RT/jar"
 
 say "no session: 401 everywhere under /api/"
-for p in /api/status /api/check /api/proxy /api/registration /api/agents /api/points /api/series /api/session; do
+for p in /api/status /api/check /api/proxy /api/registration /api/agents /api/points /api/schedule /api/series /api/session; do
   expect 401 GET "$p"
 done
 expect 401 POST /api/proxy -d address=
@@ -181,6 +181,22 @@ expect 200 POST "/api/agents/$agent/revoke" "${H[@]}"
 expect 200 GET /api/agents
 [ "$(jget agents.0.revoked)" = true ] || fail "the agent was not revoked"
 expect 200 GET /api/points
+
+say "the point schedule: shown, refused when wrong (nothing saved), set, kept in the settings"
+expect 200 GET /api/schedule
+[ "$(jget points)" = "crash=off,app=off" ] || fail "the schedule run --points set is not shown: $(cat "$RT/body")"
+before=$(conf_sum)
+expect 400 POST /api/schedule "${H[@]}" --data-urlencode points=crash=10s
+grep -q "more often than every 30s" "$RT/body" || fail "a too frequent schedule is refused without saying why: $(cat "$RT/body")"
+expect 400 POST /api/schedule "${H[@]}" --data-urlencode points=hourly=1h
+expect 400 POST /api/schedule "${H[@]}" --data-urlencode points=crash=5m -d extra=1
+[ "$(conf_sum)" = "$before" ] || fail "a refused schedule changed the settings"
+expect 200 POST /api/schedule "${H[@]}" --data-urlencode points=crash=2m,app=off
+[ "$(jget points)" = "crash=2m,app=off" ] || fail "the new schedule is not answered: $(cat "$RT/body")"
+grep -q '^points=crash=2m,app=off$' "$RT/app/appliance.conf" || fail "the schedule was not saved in the settings"
+expect 200 GET /api/status
+[ "$(jget points_schedule)" = "crash=2m,app=off" ] \
+  || fail "the running appliance does not use the new schedule: $(cat "$RT/body")"
 expect 200 GET /api/series
 [ "$(jget interval_seconds)" -gt 0 ] || fail "series without an interval"
 
