@@ -415,6 +415,65 @@ static void test_migrations(void **state)
   assert_int_equal(raw_int(c->db, "PRAGMA user_version"), 99);
 }
 
+/* Schema 1's points (two kinds, no made_by or freeze_ms) survive migration 2 with their ids, read as
+ * made by a checkpoint with no freeze recorded, and an id deleted before the migration is still
+ * never handed out again. */
+static void test_points_migration(void **state)
+{
+  struct ctx *c = *state;
+  struct catalog_agent a;
+  struct catalog *cat = with_agent(c, &a);
+  struct catalog_disk d = make_disk(&a, 1, "/dev/vdd");
+  assert_int_equal(catalog_disk_upsert(cat, &d), RPL_OK);
+  catalog_close(cat);
+  /* The points table as schema 1 had it, with points 1 and 2 and id 3 used and deleted. */
+  char sql[2048], hex[2 * PROTO_ID_SIZE + 1];
+  for (size_t i = 0; i < PROTO_ID_SIZE; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d.id[i]);
+  snprintf(sql, sizeof sql,
+           "DROP TABLE recovery_points;"
+           "CREATE TABLE recovery_points (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+           " disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE, cycle INTEGER NOT NULL,"
+           " time INTEGER NOT NULL,"
+           " kind TEXT NOT NULL CHECK (kind IN ('filesystem-consistent', 'crash-consistent')),"
+           " snapshot_id TEXT) STRICT;"
+           "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);"
+           "INSERT INTO recovery_points VALUES (1, x'%s', 5, 1000, 'filesystem-consistent', 'snap-1');"
+           "INSERT INTO recovery_points VALUES (2, x'%s', 8, 2000, 'crash-consistent', NULL);"
+           "INSERT INTO recovery_points VALUES (3, x'%s', 9, 3000, 'crash-consistent', NULL);"
+           "DELETE FROM recovery_points WHERE id = 3;"
+           "PRAGMA user_version = 1;",
+           hex, hex, hex);
+  raw_exec(c->db, sql);
+  cat = open_catalog(c);
+  assert_int_equal(raw_int(c->db, "PRAGMA user_version"), CATALOG_SCHEMA_VERSION);
+  struct catalog_point got;
+  assert_int_equal(catalog_point_get(cat, 1, &got), RPL_OK);
+  assert_int_equal(got.cycle, 5);
+  assert_int_equal(got.kind, CATALOG_POINT_FILESYSTEM_CONSISTENT);
+  assert_int_equal(got.made_by, CATALOG_MADE_BY_CHECKPOINT);
+  assert_int_equal(got.freeze_ms, 0);
+  assert_true(got.has_snapshot);
+  assert_string_equal(got.snapshot_id, "snap-1");
+  assert_int_equal(catalog_point_get(cat, 2, &got), RPL_OK);
+  assert_int_equal(got.kind, CATALOG_POINT_CRASH_CONSISTENT);
+  struct catalog_point p = {.cycle = 12, .time = 4000, .kind = CATALOG_POINT_APPLICATION_CONSISTENT,
+                            .made_by = CATALOG_MADE_BY_SCHEDULE, .freeze_ms = 37};
+  memcpy(p.disk_id, d.id, PROTO_ID_SIZE);
+  int64_t id;
+  assert_int_equal(catalog_point_add(cat, &p, &id), RPL_OK);
+  assert_int_equal(id, 4); /* 3 was handed out before the migration */
+  assert_int_equal(catalog_point_latest(cat, d.id, &got), RPL_OK);
+  assert_int_equal(got.id, 4);
+  assert_int_equal(got.kind, CATALOG_POINT_APPLICATION_CONSISTENT);
+  assert_int_equal(got.made_by, CATALOG_MADE_BY_SCHEDULE);
+  assert_int_equal(got.freeze_ms, 37);
+  assert_string_equal(catalog_point_made_by_name(got.made_by), "schedule");
+  p.made_by = (enum catalog_point_made_by)9;
+  assert_int_equal(catalog_point_add(cat, &p, &id), RPL_E_INVALID_ARGUMENT);
+  catalog_close(cat);
+}
+
 static void test_damaged_and_locked(void **state)
 {
   struct ctx *c = *state;
@@ -471,6 +530,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_cycles, setup, teardown),
     cmocka_unit_test_setup_teardown(test_recovery_points, setup, teardown),
     cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_points_migration, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_and_locked, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -124,6 +124,30 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_memory_equal(&ce2, &ce, offsetof(struct proto_cycle_end, digest));
   assert_memory_equal(ce2.digest, ce.digest, PROTO_HASH_SIZE);
   assert_int_equal(ce2.consistency, PROTO_FS_CONSISTENT);
+
+  /* Version 2: points without hooks, application-consistent and catch-up ends, the freeze's length. */
+  proto_buf_reset(&b);
+  cs.kind = PROTO_CYCLE_POINT_NO_HOOKS;
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_OK);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_cycle_start(&f, &cs2), RPL_OK);
+  assert_int_equal(cs2.kind, PROTO_CYCLE_POINT_NO_HOOKS);
+  assert_true(proto_cycle_is_point(cs2.kind) && !proto_cycle_is_point(PROTO_CYCLE_RESYNC));
+  cs.kind = PROTO_CYCLE_POINT_NO_HOOKS + 1;
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
+  for (uint8_t c = PROTO_APP_CONSISTENT; c <= PROTO_PRECOPY; c++) {
+    proto_buf_reset(&b);
+    ce.consistency = c;
+    ce.freeze_ms = 1234;
+    assert_int_equal(proto_encode_cycle_end(&b, &ce), RPL_OK);
+    f = parse_one(&b);
+    assert_int_equal(proto_decode_cycle_end(&f, &ce2), RPL_OK);
+    assert_int_equal(ce2.consistency, c);
+    assert_int_equal(ce2.freeze_ms, 1234);
+  }
+  assert_string_equal(proto_consistency_name(PROTO_APP_CONSISTENT), "application-consistent");
+  ce.consistency = PROTO_PRECOPY + 1;
+  assert_int_equal(proto_encode_cycle_end(&b, &ce), RPL_E_PROTO_FIELD);
   proto_buf_free(&b);
 }
 
