@@ -271,6 +271,7 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   else
     json_string(j, "cycle_eta_seconds", NULL);
   json_string(j, "last_point", rt->last_point[0] ? rt->last_point : NULL);
+  json_string(j, "point_note", rt->point_note[0] ? rt->point_note : NULL);
   status_json_freezes(rt, j);
   json_object_end(j);
 }
@@ -313,6 +314,8 @@ static void status_text(struct agent *a, FILE *f)
       fprintf(f, " (%lds ago)", (long)(time(NULL) - rt->last_ack));
     if (rt->last_point[0])
       fprintf(f, ", last point %s", rt->last_point);
+    if (rt->point_note[0])
+      fprintf(f, " (%s)", rt->point_note);
     if (rt->error[0])
       fprintf(f, ", error: %s", rt->error);
     fputc('\n', f);

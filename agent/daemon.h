@@ -39,6 +39,7 @@ struct disk_rt {
   uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
   char error[256];
   char last_point[64];
+  char point_note[384];       /* why its last point is less than filesystem-consistent ("" when it is not) */
   struct {                    /* the freezes of this disk's recovery points (the last FREEZE_KEPT) */
     uint32_t ms[FREEZE_KEPT];
     unsigned n, next;

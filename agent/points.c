@@ -90,6 +90,7 @@ struct point_group {
 
 /* How the group's filesystems were frozen for the point. */
 struct freeze_outcome {
+  char note[384];            /* what made the point less than filesystem-consistent, for status */
   bool any_fs;               /* the disks carry mounted filesystems */
   bool partial;              /* and some, spanning a disk outside the group, were not frozen */
   bool hooks;                /* the application hooks ran around the freeze */
@@ -322,6 +323,9 @@ static rpl_err read_group_point(struct agent *a, struct point_group *g, struct f
   fo->frozen = freeze_find(g->devices, g->req.ndisks, &fs);
   fo->any_fs = !fo->frozen && freeze_count(fs) > 0;
   fo->partial = !fo->frozen && freeze_partial_count(fs) > 0;
+  if (fo->partial)
+    snprintf(fo->note, sizeof fo->note, "%s is not frozen: %s (the point is crash-consistent only when nothing "
+             "was written while it was read)", freeze_partial_mountpoint(fs, 0), freeze_partial_reason(fs, 0));
   fo->read_start_ms = rpl_mono_ms();
   rpl_err err;
   if (!fo->any_fs) {
@@ -345,6 +349,11 @@ static rpl_err read_group_point(struct agent *a, struct point_group *g, struct f
     }
   }
   fo->read_end_ms = rpl_mono_ms();
+  if (fo->any_fs && (fo->frozen || fo->thawed) && !fo->note[0]) {
+    char why[RPL_DETAIL_MAX + 128];
+    snprintf(fo->note, sizeof fo->note, "the filesystems were not frozen within the limit: %s",
+             rpl_describe(fo->frozen ? fo->frozen : fo->thawed, why, sizeof why));
+  }
   freeze_free(fs);
   return err;
 }
@@ -407,6 +416,7 @@ static void record_freeze(struct agent *a, const struct point_group *g, const st
   for (size_t i = 0; i < g->req.ndisks; i++) {
     struct disk_rt *rt = &a->rt[g->req.disks[i]];
     rt->catch_up_rounds = 0;
+    snprintf(rt->point_note, sizeof rt->point_note, "%s", fo->note);
     if (!fo->any_fs || !fo->freeze_ms)
       continue; /* nothing was frozen */
     rt->freezes.ms[rt->freezes.next] = ms;
