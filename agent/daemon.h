@@ -163,7 +163,8 @@ RPL_MUST_CHECK rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, u
 
 /* The appliance started a point cycle (RECOVERY_POINT: with the hooks; POINT_NO_HOOKS) of disk
  * `first`: runs its whole group's cycles, as a catch-up when too much is dirty to freeze. */
-RPL_MUST_CHECK rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind);
+RPL_MUST_CHECK rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind,
+                                         uint16_t group_size);
 /* Records the appliance's POINT answer to a request. */
 RPL_MUST_CHECK rpl_err points_handle_reply(struct agent *a, const struct proto_frame *f);
 /* Encodes a POINT_REQUEST into a->out for each request not yet sent on this connection. */

@@ -83,6 +83,7 @@ struct point_group {
   struct cycle_send *cs;
   struct cycle_plan *plans;
   struct kept_set *kept;     /* what each disk's point read (its remainder) */
+  uint8_t *fs_state;         /* per disk: FS_NONE, FS_FROZEN (all its filesystems are frozen), FS_PARTIAL */
   uint64_t *gens, *resync_counts;
   uint64_t *writes_before;   /* the kernel's write counters at the flip */
   const char **devices;
@@ -105,16 +106,38 @@ static void group_free(struct point_group *g)
   for (size_t i = 0; g->kept && i < g->req.ndisks; i++)
     cbt_extents_free(&g->kept[i].set);
   free(g->cs), free(g->plans), free(g->kept), free(g->gens), free(g->resync_counts), free(g->writes_before);
+  free(g->fs_state);
   free(g->devices);
 }
 
-/* The group is the request that covers `first`, else `first` alone. */
-static rpl_err group_init(struct agent *a, size_t first, struct point_group *g)
+enum { FS_NONE = 0, FS_FROZEN = 1, FS_PARTIAL = 2 };
+#define MEMBER_UNKNOWN SIZE_MAX /* a member of the appliance's group whose CYCLE_START has not come yet */
+
+static void member_init(struct agent *a, struct point_group *g, size_t i, size_t disk)
+{
+  g->req.disks[i] = disk;
+  g->cs[i] = (struct cycle_send){.a = a, .disk = disk};
+  proto_digest_init(&g->cs[i].digest);
+  g->devices[i] = a->st.disks[disk].device;
+}
+
+/* The group is the request that covers `first`; else, when the appliance made it (the schedule),
+ * `first` and the group_size - 1 disks whose CYCLE_STARTs follow; else `first` alone. */
+static rpl_err group_init(struct agent *a, size_t first, uint16_t group_size, struct point_group *g)
 {
   pthread_mutex_lock(&a->lock);
   struct point_req *q = request_for_disk(a, first);
   g->req = q ? *q : (struct point_req){.ndisks = 1, .disks = {first}};
   pthread_mutex_unlock(&a->lock);
+  if (!q && group_size > 1) {
+    if (group_size > a->st.ndisks)
+      return RPL_E_PROTO_FIELD; /* more disks than this agent has */
+    g->req.ndisks = group_size;
+    for (size_t i = 1; i < group_size; i++)
+      g->req.disks[i] = MEMBER_UNKNOWN;
+  } else if (group_size != g->req.ndisks) {
+    return RPL_E_PROTO_FIELD;
+  }
 
   size_t n = g->req.ndisks;
   g->cs = calloc(n, sizeof *g->cs);
@@ -122,14 +145,15 @@ static rpl_err group_init(struct agent *a, size_t first, struct point_group *g)
   g->writes_before = calloc(n, sizeof *g->writes_before);
   g->devices = calloc(n, sizeof *g->devices);
   g->plans = calloc(n, sizeof *g->plans), g->kept = calloc(n, sizeof *g->kept);
-  if (!g->cs || !g->gens || !g->resync_counts || !g->writes_before || !g->devices || !g->plans || !g->kept) {
+  g->fs_state = calloc(n, sizeof *g->fs_state);
+  if (!g->cs || !g->gens || !g->resync_counts || !g->writes_before || !g->devices || !g->plans || !g->kept ||
+      !g->fs_state) {
     group_free(g);
     return RPL_E_NOMEM;
   }
   for (size_t i = 0; i < n; i++) {
-    g->cs[i] = (struct cycle_send){.a = a, .disk = g->req.disks[i]};
-    proto_digest_init(&g->cs[i].digest);
-    g->devices[i] = a->st.disks[g->req.disks[i]].device;
+    if (g->req.disks[i] != MEMBER_UNKNOWN)
+      member_init(a, g, i, g->req.disks[i]);
     cbt_extents_init(&g->kept[i].set, KEPT_EXTENTS_MAX, 0);
   }
   return RPL_OK;
@@ -155,9 +179,18 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
-    for (size_t i = 0; i < g->req.ndisks; i++)
-      if ((ssize_t)g->req.disks[i] == d && !g->cs[i].cycle)
-        g->cs[i].cycle = m.cycle, have++;
+    size_t slot = SIZE_MAX;
+    for (size_t i = 0; i < g->req.ndisks && slot == SIZE_MAX && d >= 0; i++)
+      if (g->req.disks[i] == (size_t)d && !g->cs[i].cycle)
+        slot = i;
+    for (size_t i = 0; i < g->req.ndisks && slot == SIZE_MAX && d >= 0; i++)
+      if (g->req.disks[i] == MEMBER_UNKNOWN) {
+        member_init(a, g, i, (size_t)d);
+        slot = i;
+      }
+    if (slot == SIZE_MAX || m.group != 1)
+      return RPL_E_PROTO_UNEXPECTED; /* a disk outside the group, or twice in it */
+    g->cs[slot].cycle = m.cycle, have++;
   }
   return RPL_OK;
 }
@@ -240,29 +273,52 @@ static rpl_err flip_all(struct agent *a, struct point_group *g)
   return err;
 }
 
-static rpl_err read_all(struct agent *a, struct point_group *g, bool keep)
+/* Reads every disk's frozen set, keeping its extents (what disk_rewritten checks). */
+static rpl_err read_all(struct agent *a, struct point_group *g)
 {
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++) {
-    if (keep)
-      cbt_extents_clear(&g->kept[i].set), g->kept[i].incomplete = false;
-    err = cycle_read(a, &g->cs[i], &g->plans[i], keep ? &g->kept[i] : NULL);
+    cbt_extents_clear(&g->kept[i].set);
+    g->kept[i].incomplete = false;
+    err = cycle_read(a, &g->cs[i], &g->plans[i], &g->kept[i]);
   }
   return err;
 }
 
-/* After a read that followed the thaw: whether any disk's remainder was written meanwhile (or
- * cannot be shown not to have been). */
+/* Whether some of what disk i read since its flip was written meanwhile (or cannot be shown not
+ * to have been): then what was read is not the disk at the flip. */
+static bool disk_rewritten(struct agent *a, const struct point_group *g, size_t i)
+{
+  if (g->writes_before[i] != UINT64_MAX && write_counter(a, g->devices[i]) == g->writes_before[i])
+    return false; /* not one write since the flip */
+  bool hit = true;
+  return g->kept[i].incomplete || cbt_rewritten(a->cbt, g->devices[i], &g->kept[i].set, &hit) || hit;
+}
+
+/* After a read that followed the thaw: whether any disk's remainder was written meanwhile. */
 static bool remainder_rewritten(struct agent *a, struct point_group *g)
 {
-  for (size_t i = 0; i < g->req.ndisks; i++) {
-    if (g->writes_before[i] != UINT64_MAX && write_counter(a, g->devices[i]) == g->writes_before[i])
-      continue; /* not one write since the flip */
-    bool hit = true;
-    if (g->kept[i].incomplete || cbt_rewritten(a->cbt, g->devices[i], &g->kept[i].set, &hit) || hit)
+  for (size_t i = 0; i < g->req.ndisks; i++)
+    if (disk_rewritten(a, g, i))
       return true;
-  }
   return false;
+}
+
+/* Each disk's filesystems: none; all frozen with the group's (also one spanning several disks of
+ * the group); or, when the group has a filesystem spanning a disk outside it, unknown which disk
+ * carries that one: every disk with a filesystem then counts as partial. */
+static void find_disk_filesystems(struct point_group *g, bool group_partial)
+{
+  for (size_t i = 0; i < g->req.ndisks; i++) {
+    struct freeze_set *one = NULL;
+    if (freeze_find(&g->devices[i], 1, &one)) {
+      g->fs_state[i] = FS_PARTIAL; /* unknown: only a read no write touched counts */
+      continue;
+    }
+    bool any = freeze_count(one) + freeze_partial_count(one) > 0;
+    g->fs_state[i] = !any ? FS_NONE : group_partial ? FS_PARTIAL : FS_FROZEN;
+    freeze_free(one);
+  }
 }
 
 /* One freeze: the filesystems frozen around the flip of every disk, and, when frozen_read, around
@@ -273,7 +329,7 @@ static rpl_err frozen_flip(struct agent *a, struct point_group *g, struct freeze
   fo->frozen = freeze_begin(fs, fopt);
   rpl_err err = flip_all(a, g);
   if (!err && frozen_read)
-    err = read_all(a, g, false);
+    err = read_all(a, g);
   if (!fo->frozen) {
     fo->thawed = freeze_end(fs);
     fo->freeze_ms += freeze_duration_ms(fs);
@@ -326,19 +382,20 @@ static rpl_err read_group_point(struct agent *a, struct point_group *g, struct f
   if (fo->partial)
     snprintf(fo->note, sizeof fo->note, "%s is not frozen: %s (the point is crash-consistent only when nothing "
              "was written while it was read)", freeze_partial_mountpoint(fs, 0), freeze_partial_reason(fs, 0));
+  find_disk_filesystems(g, fo->partial || fo->frozen);
   fo->read_start_ms = rpl_mono_ms();
   rpl_err err;
   if (!fo->any_fs) {
     err = flip_all(a, g);
     if (!err)
-      err = read_all(a, g, false);
+      err = read_all(a, g);
   } else if (a->no_precopy || !try_thaw_first(a, g)) {
     err = frozen_flip(a, g, fs, &fopt, fo, true);
     note_thaw_first(a, g, false, false);
   } else {
     err = frozen_flip(a, g, fs, &fopt, fo, false);
     if (!err)
-      err = read_all(a, g, true);
+      err = read_all(a, g);
     fo->thawed_first = !err && !fo->frozen && !fo->thawed && !remainder_rewritten(a, g);
     if (!err && !fo->frozen && !fo->thawed)
       note_thaw_first(a, g, true, !fo->thawed_first);
@@ -358,22 +415,20 @@ static rpl_err read_group_point(struct agent *a, struct point_group *g, struct f
   return err;
 }
 
-/* Each disk's consistency: frozen filesystems within the limit (and its remainder not rewritten
- * after the thaw, or read frozen); without a filesystem, no write at all between the flip and the
- * end of the read (the kernel's counters did not move). A filesystem left unfrozen because it spans
- * a disk outside the group (freeze_find logged which) is written to during the read: the same
- * no-write test then decides, frozen filesystems or not. */
-static uint8_t disk_consistency(const struct point_group *g, size_t i, const struct freeze_outcome *fo,
-                                uint64_t writes_after)
+/* Each disk's consistency. All its filesystems frozen within the limit (its remainder not
+ * rewritten after the thaw, or read frozen): filesystem- or application-consistent. Otherwise
+ * (no filesystem, or one spanning a disk outside the group, which is not frozen) the data read is
+ * the disk at its flip only if none of it was written between the flip and the read: then
+ * crash-consistent, else fuzzy. */
+static uint8_t disk_consistency(struct agent *a, const struct point_group *g, size_t i, const struct freeze_outcome *fo)
 {
   if (g->resync_counts[i] || g->plans[i].full)
     return PROTO_FUZZY; /* a resync read is never a point */
-  bool no_writes = g->writes_before[i] != UINT64_MAX && writes_after == g->writes_before[i];
-  if (fo->any_fs && !fo->frozen && !fo->thawed && (!fo->partial || no_writes))
+  if (g->fs_state[i] == FS_FROZEN && fo->any_fs && !fo->frozen && !fo->thawed)
     return fo->hooks ? PROTO_APP_CONSISTENT : PROTO_FS_CONSISTENT;
-  if (!fo->any_fs && no_writes)
-    return PROTO_CRASH_CONSISTENT;
-  return PROTO_FUZZY;
+  if (g->fs_state[i] == FS_FROZEN)
+    return PROTO_FUZZY; /* its filesystems were written while it was read */
+  return disk_rewritten(a, g, i) ? PROTO_FUZZY : PROTO_CRASH_CONSISTENT;
 }
 
 static uint32_t freeze_ms_of(const struct freeze_outcome *fo)
@@ -386,9 +441,8 @@ static rpl_err end_group_cycles(struct agent *a, struct point_group *g, const st
 {
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++) {
-    uint64_t after = write_counter(a, g->devices[i]);
     g->cs[i].end.freeze_ms = freeze_ms_of(fo);
-    err = cycle_send_end(a, &g->cs[i], disk_consistency(g, i, fo, after));
+    err = cycle_send_end(a, &g->cs[i], disk_consistency(a, g, i, fo));
   }
   return err;
 }
@@ -428,10 +482,10 @@ static void record_freeze(struct agent *a, const struct point_group *g, const st
   pthread_mutex_unlock(&a->lock);
 }
 
-rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind)
+rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, uint8_t kind, uint16_t group_size)
 {
-  struct point_group g;
-  rpl_err err = group_init(a, first, &g);
+  struct point_group g = {0};
+  rpl_err err = group_init(a, first, group_size, &g);
   if (err)
     return err;
   g.hooks = kind == PROTO_CYCLE_RECOVERY_POINT;

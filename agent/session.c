@@ -267,7 +267,7 @@ static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const s
     return refuse_cycle(a, &m);
   if ((err = session_refresh_cbt(a)))
     return err;
-  err = proto_cycle_is_point(m.kind) ? points_run_cycles(a, (size_t)d, m.cycle, m.kind)
+  err = proto_cycle_is_point(m.kind) ? points_run_cycles(a, (size_t)d, m.cycle, m.kind, m.group)
                                      : cycle_run(a, (size_t)d, m.cycle, m.kind);
   s->last_send = rpl_mono_ms();
   s->pressure_sent = false;

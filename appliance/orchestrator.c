@@ -116,21 +116,20 @@ static bool group_applied(struct session *s, const struct group *gr)
   return applied;
 }
 
-/* Records the group's point in the catalog; *first_id is the first disk's point id. */
-static rpl_err record_point(struct session *s, struct group *gr, int64_t *first_id)
+/* Records the group's point in the catalog: ids[i] is member i's point id. */
+static rpl_err record_point(struct session *s, struct group *gr, int64_t *ids)
 {
   rpl_err err = RPL_OK;
   int64_t now = time(NULL);
   for (size_t i = 0; i < gr->n && !err; i++) {
     struct disk *d = s->slots[gr->slots[i]].disk;
-    struct catalog_point cp = {.cycle = gr->cycles[i], .time = now, .kind = point_kind(gr->consistency),
+    struct catalog_point cp = {.cycle = gr->cycles[i], .time = now, .kind = point_kind(gr->consistencies[i]),
                                .made_by = gr->made_by, .freeze_ms = gr->freeze_ms};
     memcpy(cp.disk_id, d->id, PROTO_ID_SIZE);
     cp.has_snapshot = claim_snapshot(s->a, d, cp.cycle, cp.snapshot_id, sizeof cp.snapshot_id);
     int64_t id;
     err = catalog_point_add(s->a->cat, &cp, &id);
-    if (!err && i == 0)
-      *first_id = id;
+    ids[i] = id;
     if (!err) {
       pthread_mutex_lock(&s->a->lock);
       schedule_point_made(s->a, d, gr->hooks, id, (int64_t)rpl_unix_ms()); /* what hooks there are ran */
@@ -159,14 +158,14 @@ static void schedule_attempt_failed(struct session *s, struct group *gr, rpl_err
            s->agent_text, schedule_kind_name((enum schedule_kind)gr->sched_kind), gr->n, reason, SCHEDULE_RETRY_S);
 }
 
-static void emit_point_events(struct session *s, const struct group *gr, const char *point_id)
+static void emit_point_events(struct session *s, const struct group *gr, const int64_t *ids)
 {
   for (size_t i = 0; i < gr->n; i++) {
     struct event ev = {.type = EVENT_POINT, .cycle = gr->cycles[i], .kind = PROTO_CYCLE_RECOVERY_POINT,
-                       .point_kind = (uint8_t)point_kind(gr->consistency), .made_by = (uint8_t)gr->made_by,
+                       .point_kind = (uint8_t)point_kind(gr->consistencies[i]), .made_by = (uint8_t)gr->made_by,
                        .freeze_ms = gr->freeze_ms};
     memcpy(ev.disk_id, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
-    snprintf(ev.point_id, sizeof ev.point_id, "%s", point_id);
+    snprintf(ev.point_id, sizeof ev.point_id, "rp-%" PRId64, ids[i]);
     events_emit(&ev);
   }
 }
@@ -185,10 +184,10 @@ static rpl_err finish_group(struct session *s, struct group *gr)
     pthread_mutex_unlock(&s->a->lock);
     if (!applied)
       return RPL_OK; /* asked again on the next pass */
-    int64_t first = 0;
-    p.status = record_point(s, gr, &first);
+    int64_t ids[PROTO_MAX_GROUP];
+    p.status = record_point(s, gr, ids);
     if (!p.status) {
-      snprintf(point_id, sizeof point_id, "rp-%" PRId64, first);
+      snprintf(point_id, sizeof point_id, "rp-%" PRId64, ids[0]);
       p.consistency = gr->consistency;
       p.point_id = (struct proto_bytes){(const uint8_t *)point_id, (uint32_t)strlen(point_id)};
       pthread_mutex_lock(&s->a->lock);
@@ -200,7 +199,7 @@ static rpl_err finish_group(struct session *s, struct group *gr)
       }
       pthread_cond_signal(&s->a->work);
       pthread_mutex_unlock(&s->a->lock);
-      emit_point_events(s, gr, point_id);
+      emit_point_events(s, gr, ids);
       log_notice("agent %s: recovery point %s (%s, by %s, filesystems frozen %" PRIu32 " ms) of %zu disk(s)",
                  s->agent_text, point_id, catalog_point_kind_name(point_kind(gr->consistency)),
                  catalog_point_made_by_name(gr->made_by), gr->freeze_ms, gr->n);
@@ -222,7 +221,9 @@ rpl_err finish_groups(struct session *s)
 {
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
-    if (!gr->used || !gr->started || gr->ended < gr->n)
+    /* a catch-up round that failed starts no more of its cycles: it is over once those started ended */
+    bool over = gr->ended == gr->n || (gr->catching_up && gr->failed && gr->ended == gr->next_catch_up);
+    if (!gr->used || !gr->started || !over)
       continue;
     if (next_round(s, gr))
       continue;
@@ -268,41 +269,59 @@ static bool point_ready(const struct disk *d)
          d->state != CATALOG_DISK_ERROR;
 }
 
-/* The schedule's due points, one group per disk: an application point (hooks) where one is due,
- * else a crash point. (The agent learns a group from its own POINT_REQUEST only: points of several
- * disks at one instant come from the agent's checkpoint --group.) */
+/* The schedule's due points: when a disk of the agent is due for an application point (hooks),
+ * one group of all its disks that can take one; then likewise for a crash point. A point is one
+ * instant of all the server's disks (CYCLE_START's group tells the agent), and their schedules
+ * move on together from it. */
 static void queue_scheduled_groups(struct session *s)
 {
   int64_t now = (int64_t)rpl_unix_ms();
   pthread_mutex_lock(&s->a->lock);
-  for (size_t i = 0; i < s->nslots; i++) {
-    struct disk *d = s->slots[i].disk;
-    if (d->sched_busy || !point_ready(d))
-      continue;
-    for (int k = SCHEDULE_APP; k >= SCHEDULE_CRASH; k--) {
-      bool due = d->sched[k].due_ms && d->sched[k].due_ms <= now && d->sched[k].retry_ms <= now;
-      if (!due)
+  for (int k = SCHEDULE_APP; k >= SCHEDULE_CRASH; k--) {
+    bool any_due = false;
+    for (size_t i = 0; i < s->nslots && !any_due; i++) {
+      const struct disk *d = s->slots[i].disk;
+      any_due = d->sched[k].due_ms && d->sched[k].due_ms <= now && d->sched[k].retry_ms <= now && !d->sched_busy &&
+                point_ready(d);
+    }
+    struct group *gr = any_due ? new_group(s, CATALOG_MADE_BY_SCHEDULE, k == SCHEDULE_APP, k) : NULL;
+    for (size_t i = 0; gr && i < s->nslots; i++) {
+      struct disk *d = s->slots[i].disk;
+      if (!d->sched[k].due_ms || d->sched_busy || !point_ready(d))
         continue;
-      struct group *gr = new_group(s, CATALOG_MADE_BY_SCHEDULE, k == SCHEDULE_APP, k);
-      if (!gr)
-        break; /* all busy: on the next pass */
       gr->used = gr->local = true;
       gr->slots[gr->n++] = i;
       d->sched_busy = true;
-      break;
     }
   }
   pthread_mutex_unlock(&s->a->lock);
 }
 
-/* Starts the cycles of the first pending group whose disks can all take one now (all at once, so
- * that the point is one moment of all of them): its catch-up round, then its point rounds. *started
- * says whether one was. */
+/* The next catch-up cycle of a group in its catch-up round (a plain cycle of one member). */
+static rpl_err start_catch_up(struct session *s, struct group *gr)
+{
+  size_t i = gr->next_catch_up++;
+  struct rx_slot *sl = &s->slots[gr->slots[i]];
+  rpl_err err = start_cycle(s, sl, PROTO_CYCLE_PLAIN, 1);
+  if (err)
+    return err;
+  gr->cycles[i] = sl->cycle;
+  return flush_out(s);
+}
+
+/* Starts the cycles of the first pending group whose disks can all take one now: its catch-up
+ * round (a plain cycle of each member, one after another), then its point rounds (all members'
+ * point cycles at once, so that the point is one moment of all of them). *started says whether
+ * a cycle was. */
 static rpl_err start_ready_group(struct session *s, bool *started)
 {
   *started = false;
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
+    if (gr->used && gr->started && gr->catching_up && !gr->failed && gr->next_catch_up < gr->n) {
+      *started = true;
+      return start_catch_up(s, gr);
+    }
     if (!gr->used || gr->started)
       continue;
     bool ready = true;
@@ -312,19 +331,21 @@ static rpl_err start_ready_group(struct session *s, bool *started)
     pthread_mutex_unlock(&s->a->lock);
     if (!ready)
       continue; /* after the initial sync */
-    uint8_t kind = !gr->caught_up ? PROTO_CYCLE_PLAIN : gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
+    gr->started = *started = true;
+    if (!gr->caught_up) {
+      gr->catching_up = true;
+      gr->next_catch_up = 0;
+      return start_catch_up(s, gr);
+    }
+    uint8_t kind = gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
     for (size_t i = 0; i < gr->n; i++) {
       struct rx_slot *sl = &s->slots[gr->slots[i]];
-      rpl_err err = start_cycle(s, sl, kind);
+      rpl_err err = start_cycle(s, sl, kind, i == 0 ? (uint16_t)gr->n : 1);
       if (err)
         return err;
       gr->cycles[i] = sl->cycle;
     }
-    gr->catching_up = !gr->caught_up;
-    if (gr->caught_up)
-      gr->rounds++;
-    gr->started = true;
-    *started = true;
+    gr->rounds++;
     return flush_out(s);
   }
   return RPL_OK;
@@ -378,7 +399,7 @@ rpl_err orchestrate(struct session *s)
   if (!pick)
     return RPL_OK;
   s->dirty_pressure = false;
-  err = start_cycle(s, pick, kind);
+  err = start_cycle(s, pick, kind, 1);
   if (err == RPL_E_JOURNAL_FULL) {
     pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
     log_warn("agent %s: cache full, cycle postponed", s->agent_text);

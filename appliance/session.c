@@ -199,7 +199,7 @@ static void abort_direct(struct rx_slot *sl)
   sl->direct = false;
 }
 
-rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
+rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_t group)
 {
   uint64_t n = receiver_last_committed(sl->rx) + 1;
   uint8_t wire_kind = kind;
@@ -211,7 +211,7 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind)
   start_direct(s, sl, n, kind);
   if (!sl->direct && (err = journal_begin_cycle(sl->disk->journal, n, kind)))
     return err;
-  struct proto_cycle_start m = {.cycle = n, .kind = wire_kind};
+  struct proto_cycle_start m = {.cycle = n, .kind = wire_kind, .group = group};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
     return err;
@@ -348,6 +348,9 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   s->cycles_open--;
   if (gr) {
     gr->ended++;
+    for (size_t i = 0; i < gr->n; i++)
+      if (gr->cycles[i] == m.cycle && &s->slots[gr->slots[i]] == sl)
+        gr->consistencies[i] = m.consistency;
     if (m.consistency == PROTO_PRECOPY)
       gr->precopy = true;
     else if (m.consistency < gr->consistency)

@@ -51,6 +51,8 @@ struct group {
   int sched_kind;                 /* the schedule kind (enum schedule_kind) it is made for, or -1 */
   bool catching_up;               /* the started cycles are the catch-up round's (plain) */
   bool caught_up;                 /* the catch-up round ran: the next start is a point round */
+  size_t next_catch_up;           /* the member whose catch-up cycle starts next (one at a time: the
+                                     agent runs plain cycles one after another) */
   unsigned rounds;                /* point rounds run */
   bool precopy;                   /* a member answered PRECOPY in this round */
   uint32_t freeze_ms;             /* the longest freeze of this round's members */
@@ -58,6 +60,7 @@ struct group {
   size_t n;
   size_t slots[PROTO_MAX_GROUP];
   uint64_t cycles[PROTO_MAX_GROUP];
+  uint8_t consistencies[PROTO_MAX_GROUP]; /* each member's, from its CYCLE_END */
   size_t ended;
   bool failed;
   rpl_err why;
@@ -82,8 +85,9 @@ struct session {
 RPL_MUST_CHECK rpl_err flush_out(struct session *s);
 RPL_MUST_CHECK rpl_err send_error(struct conn *c, rpl_err code, const char *msg);
 struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE]);
-/* Starts cycle n+1 of the slot's disk (CYCLE_START queued in s->out, not flushed). */
-RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind);
+/* Starts cycle n+1 of the slot's disk (CYCLE_START queued in s->out, not flushed); group: the
+ * point cycles of one instant this one starts (1: a single disk, and any other kind). */
+RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_t group);
 
 /* registration.c: a connection without a client certificate registers with a key, or is refused. */
 void registration(struct appliance *a, struct conn *c);

@@ -27,7 +27,7 @@
 #define PROTO_MAX_PAYLOAD    (16u << 20)
 /* Message-protocol versions this build speaks. 2: points without hooks (cycle kind 3), the
  * consistencies APP_CONSISTENT and PRECOPY, CYCLE_END's freeze_ms. A peer of version 1 is refused at
- * HELLO with RPL_E_PROTO_VERSION: upgrade the agents with the appliance. */
+ * HELLO with RPL_E_PROTO_VERSION: upgrade the agents with the appliance. Also CYCLE_START's group. */
 #define PROTO_VERSION_MIN    2
 #define PROTO_VERSION_MAX    2
 #define PROTO_MAX_STRING     4096   /* hostnames, error messages */
@@ -125,6 +125,8 @@ struct proto_cycle_start {
   uint8_t disk_id[PROTO_ID_SIZE];
   uint64_t cycle;              /* >= 1 */
   uint8_t kind;                /* enum proto_cycle_kind */
+  uint16_t group;              /* a point's cycles of one instant, sent back to back, this one first:
+                                  1..PROTO_MAX_GROUP (1 for a single disk and for other kinds) */
 };
 
 struct proto_extent {

@@ -260,7 +260,10 @@ static rpl_err disk_check(const struct proto_disk *m)
 }
 static rpl_err cycle_start_check(const struct proto_cycle_start *m)
 {
-  return m->cycle == 0 || m->kind > PROTO_CYCLE_POINT_NO_HOOKS ? RPL_E_PROTO_FIELD : RPL_OK;
+  if (m->cycle == 0 || m->kind > PROTO_CYCLE_POINT_NO_HOOKS || m->group == 0 || m->group > PROTO_MAX_GROUP ||
+      (m->group > 1 && !proto_cycle_is_point(m->kind)))
+    return RPL_E_PROTO_FIELD;
+  return RPL_OK;
 }
 static rpl_err extent_check(const struct proto_extent *m)
 {
@@ -362,6 +365,7 @@ rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle
   wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
   wr_u64(&w, m->cycle);
   wr_u8(&w, m->kind);
+  wr_u16(&w, m->group);
   return wr_end(&w, PROTO_CYCLE_START);
 }
 
@@ -601,6 +605,7 @@ rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle
   rd_copy(&r, out->disk_id, PROTO_ID_SIZE);
   out->cycle = rd_u64(&r);
   out->kind = rd_u8(&r);
+  out->group = rd_u16(&r);
   DECODE_END(cycle_start_check);
 }
 

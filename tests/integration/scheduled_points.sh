@@ -4,7 +4,8 @@
 # steady writer (files rewritten with pwrite + fsync at ~12 MB/s); every point restores, passes
 # e2fsck -fn, and holds for every file a version at least as new as all fsynced before the point's
 # cycle began and none begun after it was committed; points missed while the agent is away are
-# counted with their reason, and the schedule resumes when it comes back.
+# counted with their reason, and the schedule resumes when it comes back. A second, idle disk of
+# the same agent gets its points at the same instants (one group): crash-consistent, no filesystem.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup
@@ -16,6 +17,7 @@ export RPL_TEST_SCHEDULE_SCALE=10 # a point every 30 s comes every 3 s
 rpl_appliance_start --rpo 1 --points crash=30s,app=off
 rpl_agent_register
 rpl_loop dev 256M
+rpl_loop dev2 64M
 mkfs.ext4 -q "$dev" || fail "mkfs.ext4 failed"
 mkdir -p "$RT/mnt" "$RT/check"
 mount "$dev" "$RT/mnt" || fail "mount failed"
@@ -26,8 +28,11 @@ CLEANUP_PIDS+=("$writer")
 
 rpl_agent_start --freeze-limit-ms 2000
 "$AG" protect "$dev" --state "$RT/agent" >/dev/null || fail "protect failed"
+"$AG" protect "$dev2" --state "$RT/agent" >/dev/null || fail "protect of the second disk failed"
 rpl_wait_cycle "$dev" 1
+rpl_wait_cycle "$dev2" 1
 id=$(rpl_disk_id "$dev")
+id2=$(rpl_disk_id "$dev2")
 
 # How many scheduled points the disk has (the points document).
 scheduled_points() {
@@ -54,12 +59,16 @@ kill "$writer"; wait "$writer" 2>/dev/null
 
 "$AP" status --state "$RT/app" --json > "$RT/status.json" || fail "status failed"
 "$AP" points --state "$RT/app" --disk "$id" --json > "$RT/points.json" || fail "points failed"
+"$AP" points --state "$RT/app" --json > "$RT/points-all.json" || fail "points of all disks failed"
 "$AP" events --state "$RT/app" > "$RT/events.jsonl" || fail "events failed"
 "$AG" status --state "$RT/agent" --json > "$RT/agent.json" || fail "agent status failed"
-python3 - "$RT/status.json" "$RT/points.json" "$RT/agent.json" "$dev" <<'PY' || fail "status or points document wrong"
+python3 - "$RT/status.json" "$RT/points.json" "$RT/agent.json" "$dev" "$RT/points-all.json" "$id" "$id2" \
+  "$RT/events.jsonl" <<'PY' || { grep '"point"' "$RT/events.jsonl" >&2; fail "status or points document wrong"; }
 import json, sys
 st, pts, ag, dev = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), json.load(open(sys.argv[3])), sys.argv[4]
-d = st["disks"][0]["points"]
+allp, id1, id2 = json.load(open(sys.argv[5])), sys.argv[6], sys.argv[7]
+ev = [json.loads(l) for l in open(sys.argv[8]) if l.strip()]
+d = [x for x in st["disks"] if x["disk_id"] == id1][0]["points"]
 assert d["schedule"] == "crash=30s,app=off", d
 assert d["crash"]["every_seconds"] == 30 and d["app"]["every_seconds"] == 0 and d["app"]["next_due_unix_ms"] == 0, d
 assert d["crash"]["next_due_unix_ms"] > 0 and d["crash"]["last_point"], d
@@ -70,6 +79,22 @@ for p in sched:
 assert d["crash"]["last_point"] == sched[-1]["point"], (d, sched[-1])
 fz = [x for x in ag["disks"] if x["device"] == dev][0]["freeze_ms"]
 assert fz["count"] >= 2 and fz["p50"] <= fz["p99"] <= fz["max"] <= 2000, fz
+# The idle disk's scheduled points are the same instants: each point event of disk 1 has one of
+# disk 2 made with it (the next event, the same freeze), crash-consistent (no filesystem).
+byid = {p["point"]: p for x in allp["disks"] if x["disk_id"] == id2 for p in x["points"]}
+pev = [e for e in ev if e["type"] == "point" and e["trigger"] == "schedule"]
+d2 = [e for e in pev if e["disk_id"] == id2]
+assert d2, "the idle disk has no scheduled point"
+d1 = [e for e in pev if e["disk_id"] == id1 and e["unix_ms"] > d2[0]["unix_ms"] + 1000]  # both synced by then
+assert len(d1) >= 2, "too few points after both disks were synced: %r" % d1
+paired = 0
+for e in d1:
+    mate = [f for f in d2 if abs(f["seq"] - e["seq"]) == 1 and f["freeze_ms"] == e["freeze_ms"]]
+    if mate:
+        assert mate[0]["point_id"] in byid and mate[0]["consistency"] == "crash-consistent", mate[0]
+        paired += 1
+# (the first point after the agent came back may be made before its second disk is announced again)
+assert paired >= 2 and paired >= len(d1) - 1, "points of the two disks not made together: %d of %d" % (paired, len(d1))
 print("points: %d scheduled, freeze p50 %d ms, p99 %d ms, max %d ms; missed %d" %
       (len(sched), fz["p50"], fz["p99"], fz["max"], d["crash"]["missed"]))
 PY
@@ -96,7 +121,7 @@ for l in open(log):
     versions.setdefault(v["file"], []).append(v)
 ev = [json.loads(l) for l in open(events) if l.strip()]
 point = [e for e in ev if e["type"] == "point" and e["point_id"] == rp][0]
-commit = {e["cycle"]: e["unix_ms"] for e in ev if e["type"] == "committed"}
+commit = {e["cycle"]: e["unix_ms"] for e in ev if e["type"] == "committed" and e["disk_id"] == point["disk_id"]}
 lo, hi = commit[point["cycle"] - 1], commit[point["cycle"]]  # the freeze came after the cycle before was committed
 for f, vs in versions.items():
     data = open(os.path.join(mnt, f), "rb").read()

@@ -102,7 +102,7 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_bytes(d2.name, d.name);
 
   proto_buf_reset(&b);
-  struct proto_cycle_start cs = {.cycle = 42, .kind = PROTO_CYCLE_RECOVERY_POINT};
+  struct proto_cycle_start cs = {.cycle = 42, .kind = PROTO_CYCLE_RECOVERY_POINT, .group = 3};
   fill_id(cs.disk_id, 3);
   assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_OK);
   f = parse_one(&b);
@@ -110,6 +110,7 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_int_equal(proto_decode_cycle_start(&f, &cs2), RPL_OK);
   assert_true(cs2.cycle == 42);
   assert_int_equal(cs2.kind, PROTO_CYCLE_RECOVERY_POINT);
+  assert_int_equal(cs2.group, 3);
   assert_memory_equal(cs2.disk_id, cs.disk_id, PROTO_ID_SIZE);
 
   proto_buf_reset(&b);
@@ -450,15 +451,22 @@ static void test_fields_out_of_range(void **state)
   assert_int_equal(proto_encode_hello(&b, &h), RPL_E_PROTO_FIELD);
   struct proto_hashes hs = {.chunk_size = 3000, .count = 1, .hashes = data};
   assert_int_equal(proto_encode_hashes(&b, &hs), RPL_E_PROTO_FIELD);
-  struct proto_cycle_start cs = {.cycle = 1, .kind = 9};
+  struct proto_cycle_start cs = {.cycle = 1, .kind = 9, .group = 1};
   assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
 
   /* ...and decoders refuse them when a peer sends one anyway. */
-  struct proto_cycle_start ok = {.cycle = 1, .kind = PROTO_CYCLE_PLAIN};
+  struct proto_cycle_start ok = {.cycle = 1, .kind = PROTO_CYCLE_PLAIN, .group = 1};
   assert_int_equal(proto_encode_cycle_start(&b, &ok), RPL_OK);
-  b.data[b.len - 1] = 9; /* kind */
+  b.data[b.len - 3] = 9; /* kind */
   reseal(b.data, b.len);
   assert_int_equal(parse_err(&b), RPL_E_PROTO_FIELD);
+  /* a group of no cycle, or of plain cycles, is refused too */
+  cs = (struct proto_cycle_start){.cycle = 1, .kind = PROTO_CYCLE_POINT_NO_HOOKS, .group = 0};
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
+  cs = (struct proto_cycle_start){.cycle = 1, .kind = PROTO_CYCLE_PLAIN, .group = 2};
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
+  cs = (struct proto_cycle_start){.cycle = 1, .kind = PROTO_CYCLE_RECOVERY_POINT, .group = PROTO_MAX_GROUP + 1};
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
 
   /* A string length over its cap is refused before it is used. */
   proto_buf_reset(&b);
@@ -516,7 +524,7 @@ static size_t build_stream(struct proto_buf *b)
   assert_int_equal(proto_encode_hello(b, &h), RPL_OK), frames++;
   struct proto_disk d = {.size_bytes = 1 << 30, .sector_size = 512, .name = BYTES("/dev/loop7")};
   assert_int_equal(proto_encode_disk(b, &d), RPL_OK), frames++;
-  struct proto_cycle_start cs = {.cycle = 1};
+  struct proto_cycle_start cs = {.cycle = 1, .group = 1};
   assert_int_equal(proto_encode_cycle_start(b, &cs), RPL_OK), frames++;
   for (int i = 0; i < 3; i++) {
     struct proto_extent e = {.cycle = 1, .offset = (uint64_t)i << 20, .length = sizeof data,
