@@ -26,6 +26,13 @@
 #include "web.h"
 
 #define HELLO_TIMEOUT_MS    30000 /* a new connection's first frame (registration, HELLO) comes within this */
+#define HANDSHAKE_TIMEOUT_MS 10000 /* the whole TLS handshake of a new connection (a trickle is cut off) */
+#define MAX_CONNECTIONS     1024  /* connections at once, each a thread: past it new ones are closed at once */
+#define MAX_PREAUTH_PER_ADDRESS 64 /* connections of one source address not yet authenticated (handshake,
+                                      registration): one address cannot fill the appliance with them */
+#define MAX_PREAUTH_ADDRESSES 512 /* source addresses with such connections at once */
+#define PREAUTH_MAX_PAYLOAD (24u << 10) /* the frames of an unauthenticated peer (REGISTER: a CSR of at most
+                                           16 KiB and a hostname) never size a larger buffer */
 #define POLL_MS             50    /* sessions' and the listener's poll; also how soon a session notices an applied point */
 #define MAX_GROUPS          16    /* recovery-point groups a session runs at once (each a frame's worth of disks) */
 #define MAX_SNAPS           8     /* recovery-point images made by the applier, not yet recorded */
@@ -107,7 +114,12 @@ struct appliance {
   pthread_mutex_t snap_lock;      /* S: the disks' snaps */
   struct disk *disks;             /* L */
   size_t ndisks;                  /* L: at most MAX_DISKS */
-  unsigned sessions;              /* L */
+  unsigned sessions;              /* L: connections being served (each a thread) */
+  struct {                        /* L: connections not yet authenticated, per source address */
+    char addr[64];
+    unsigned n;
+  } preauth[MAX_PREAUTH_ADDRESSES];
+  uint64_t refused_connections;   /* L: closed at once by the limits above */
   int listen_fd;
   uint64_t points_recorded;       /* L */
   struct retention_policy retention;
@@ -159,7 +171,10 @@ void *session_main(void *arg); /* arg: a malloc'd struct session_arg, freed by i
 struct session_arg {
   struct appliance *a;
   int fd;
+  int preauth;                    /* index in a->preauth of its source address (released once authenticated) */
 };
+/* The connection of preauth slot i authenticated or ended: it no longer counts there. */
+void preauth_release(struct appliance *a, int *slot);
 
 /* ---- status.c: the status document, the control socket and the configuration manager's view ---- */
 int control_handler(void *ctx, int argc, char **argv, struct control_reply *out);

@@ -235,27 +235,104 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
   return 0;
 }
 
-/* Accepts connections until stopped: a detached thread per session. */
+void preauth_release(struct appliance *a, int *slot)
+{
+  if (*slot < 0)
+    return;
+  pthread_mutex_lock(&a->lock);
+  if (a->preauth[*slot].n && --a->preauth[*slot].n == 0)
+    a->preauth[*slot].addr[0] = '\0';
+  pthread_mutex_unlock(&a->lock);
+  *slot = -1;
+}
+
+/* Counts a new connection from addr, or says why it is refused (NULL: admitted, *slot set). L held. */
+static const char *admit(struct appliance *a, const char *addr, int *slot)
+{
+  if (a->sessions >= MAX_CONNECTIONS)
+    return "too many connections";
+  int free_slot = -1, found = -1;
+  for (int i = 0; i < MAX_PREAUTH_ADDRESSES && found < 0; i++) {
+    if (a->preauth[i].n && !strcmp(a->preauth[i].addr, addr))
+      found = i;
+    else if (!a->preauth[i].n && free_slot < 0)
+      free_slot = i;
+  }
+  if (found >= 0 && a->preauth[found].n >= MAX_PREAUTH_PER_ADDRESS)
+    return "too many unauthenticated connections from this address";
+  if (found < 0 && free_slot < 0)
+    return "too many addresses with unauthenticated connections";
+  if (found < 0) {
+    found = free_slot;
+    snprintf(a->preauth[found].addr, sizeof a->preauth[found].addr, "%s", addr);
+  }
+  a->preauth[found].n++;
+  a->sessions++;
+  *slot = found;
+  return NULL;
+}
+
+/* Says at most once every 10 s why connections were refused (a flood must not flood the log). */
+static void log_refused(struct appliance *a, const char *addr, const char *why)
+{
+  static uint64_t last_ms;
+  uint64_t now = rpl_mono_ms();
+  pthread_mutex_lock(&a->lock);
+  uint64_t n = ++a->refused_connections;
+  bool say = now - last_ms >= 10000;
+  if (say)
+    last_ms = now;
+  pthread_mutex_unlock(&a->lock);
+  if (say)
+    log_warn("connection from %s closed: %s (%" PRIu64 " refused so far; limits in docs/operations.md)", addr, why, n);
+}
+
+/* Accepts connections until stopped: a detached thread per connection, within the limits above. */
 static void serve(struct appliance *a)
 {
+  uint64_t last_emfile_log = 0;
   while (!atomic_load(&appliance_stopping)) {
     struct pollfd p = {.fd = a->listen_fd, .events = POLLIN};
     if (poll(&p, 1, POLL_MS) <= 0)
       continue;
-    int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4(a->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        /* The connection stays queued and poll says so at once: wait instead of spinning. */
+        if (rpl_mono_ms() - last_emfile_log >= 10000) {
+          log_err("cannot accept connections: %s (raise LimitNOFILE, or fewer connections); waiting", strerror(errno));
+          last_emfile_log = rpl_mono_ms();
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+      }
       continue;
+    }
+    char addr[64] = "?";
+    getnameinfo((struct sockaddr *)&ss, sl, addr, sizeof addr, NULL, 0, NI_NUMERICHOST);
     struct session_arg *sa = malloc(sizeof *sa);
+    int slot = -1;
+    pthread_mutex_lock(&a->lock);
+    const char *why = sa ? admit(a, addr, &slot) : "out of memory";
+    pthread_mutex_unlock(&a->lock);
+    if (why) {
+      free(sa);
+      close(fd);
+      log_refused(a, addr, why);
+      continue;
+    }
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_mutex_lock(&a->lock);
-    a->sessions++;
-    pthread_mutex_unlock(&a->lock);
-    if (!sa || (sa->a = a, sa->fd = fd, pthread_create(&t, &attr, session_main, sa)) != 0) {
+    pthread_attr_setstacksize(&attr, 1u << 20); /* a session needs little stack; a thousand of them, 1 GiB less */
+    *sa = (struct session_arg){.a = a, .fd = fd, .preauth = slot};
+    if (pthread_create(&t, &attr, session_main, sa) != 0) {
       free(sa);
       close(fd);
+      preauth_release(a, &slot);
       pthread_mutex_lock(&a->lock);
       a->sessions--;
       pthread_mutex_unlock(&a->lock);

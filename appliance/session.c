@@ -645,11 +645,13 @@ void *session_main(void *arg)
 {
   struct session_arg *sa = arg;
   struct appliance *a = sa->a;
+  int preauth = sa->preauth;
   struct conn *c;
-  rpl_err err = conn_accept(a->ctx, sa->fd, HELLO_TIMEOUT_MS, &c);
+  rpl_err err = conn_accept(a->ctx, sa->fd, HANDSHAKE_TIMEOUT_MS, &c);
   free(sa);
   if (err)
     goto done;
+  conn_set_recv_limit(c, PREAUTH_MAX_PAYLOAD);
   char cn[128];
   err = chan_peer_cn(conn_ssl(c), cn, sizeof cn);
   if (err == RPL_E_NOT_FOUND) {
@@ -669,6 +671,8 @@ void *session_main(void *arg)
   }
   s->a = a;
   s->c = c;
+  conn_set_recv_limit(c, 0); /* a registered agent's certificate: its cycles' frames are large */
+  preauth_release(a, &preauth);
   id_text(s->agent, s->agent_text);
   log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
   err = session_loop(s);
@@ -687,6 +691,7 @@ void *session_main(void *arg)
   conn_close(c);
   free(s);
 done:
+  preauth_release(a, &preauth);
   pthread_mutex_lock(&a->lock);
   a->sessions--;
   pthread_cond_broadcast(&a->applied);

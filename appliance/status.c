@@ -160,6 +160,14 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_string(&j, "storage", storage);
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
     json_string(&j, "points_schedule", sched);
+    pthread_mutex_lock(&a->lock);
+    json_object_begin(&j, "connections");
+    json_u64(&j, "open", a->sessions);
+    json_u64(&j, "refused", a->refused_connections);
+    json_u64(&j, "limit", MAX_CONNECTIONS);
+    json_u64(&j, "unauthenticated_per_address_limit", MAX_PREAUTH_PER_ADDRESS);
+    json_object_end(&j);
+    pthread_mutex_unlock(&a->lock);
     json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
     json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
     upload_gate_status(a->gate, &j, NULL);

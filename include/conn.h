@@ -16,8 +16,12 @@ struct conn;
 /* Connects to "HOST:PORT" ("[v6]:PORT" too) and completes the TLS handshake with ctx (not owned;
  * must outlive the connection). The caller owns *out (conn_close). */
 RPL_MUST_CHECK rpl_err conn_connect(SSL_CTX *ctx, const char *hostport, int timeout_ms, struct conn **out);
-/* Completes the server side of the handshake on an accepted socket; takes fd over in all cases. */
+/* Completes the server side of the handshake on an accepted socket; takes fd over in all cases.
+ * timeout_ms bounds the whole handshake (a peer trickling it a byte at a time is cut off then:
+ * RPL_E_TIMEOUT), not each read. */
 RPL_MUST_CHECK rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct conn **out);
+/* The largest frame payload the connection accepts from now on (0: PROTO_MAX_PAYLOAD). */
+void conn_set_recv_limit(struct conn *c, uint32_t max_payload);
 void conn_close(struct conn *c);
 
 SSL *conn_ssl(struct conn *c);

@@ -293,8 +293,12 @@ RPL_MUST_CHECK rpl_err proto_validate(const struct proto_frame *f);
 struct proto_decoder {
   uint8_t *buf;
   size_t start, end, alloc;
+  uint32_t max_payload; /* a frame announcing more breaks the stream (RPL_E_PROTO_TOO_LONG); 0: PROTO_MAX_PAYLOAD */
   rpl_err broken; /* sticky: once the stream is broken, every call returns this */
 };
+/* The largest payload the next frames may announce (0: PROTO_MAX_PAYLOAD): a peer that has not
+ * authenticated gets a few KiB, so that its header alone sizes no large buffer. */
+void proto_decoder_set_limit(struct proto_decoder *d, uint32_t max_payload);
 void proto_decoder_init(struct proto_decoder *d);
 void proto_decoder_free(struct proto_decoder *d);
 /* Copies len bytes into the decoder. */

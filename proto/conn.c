@@ -191,16 +191,39 @@ rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct conn **out)
   if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
     getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV);
   snprintf(c->peer, sizeof c->peer, "%s:%s", h, p);
-  int hs = SSL_accept(c->ssl);
-  if (hs != 1) {
-    rpl_err err = tls_error("TLS handshake", c, hs);
-    conn_close(c);
-    return err;
+  /* Non-blocking, so that one deadline covers the whole handshake. */
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  uint64_t deadline = rpl_mono_ms() + (uint64_t)timeout_ms;
+  for (;;) {
+    ERR_clear_error();
+    int hs = SSL_accept(c->ssl);
+    if (hs == 1)
+      break;
+    int e = SSL_get_error(c->ssl, hs);
+    uint64_t now = rpl_mono_ms();
+    if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || now >= deadline) {
+      rpl_err err = now >= deadline && (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                        ? rpl_fail(RPL_E_TIMEOUT, "%s: the TLS handshake did not complete within %d ms", c->peer,
+                                   timeout_ms)
+                        : tls_error("TLS handshake", c, hs);
+      ERR_clear_error();
+      conn_close(c);
+      return err;
+    }
+    struct pollfd pf = {.fd = fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+    if (poll(&pf, 1, (int)(deadline - now)) < 0 && errno != EINTR) {
+      conn_close(c);
+      return RPL_E_IO;
+    }
   }
+  fcntl(fd, F_SETFL, flags);
   set_timeouts(fd, CONN_IO_TIMEOUT_MS);
   *out = c;
   return RPL_OK;
 }
+
+void conn_set_recv_limit(struct conn *c, uint32_t max_payload) { proto_decoder_set_limit(&c->dec, max_payload); }
 
 void conn_close(struct conn *c)
 {

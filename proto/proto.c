@@ -792,6 +792,8 @@ const char *proto_type_name(uint8_t type)
 
 void proto_decoder_init(struct proto_decoder *d) { memset(d, 0, sizeof *d); }
 
+void proto_decoder_set_limit(struct proto_decoder *d, uint32_t max_payload) { d->max_payload = max_payload; }
+
 void proto_decoder_free(struct proto_decoder *d)
 {
   free(d->buf);
@@ -833,6 +835,8 @@ rpl_err proto_decoder_reserve(struct proto_decoder *d, uint8_t **space, size_t *
   if (held >= PROTO_HEADER_SIZE) {
     uint32_t length;
     rpl_err e = header_check(d->buf + d->start, &length); /* before sizing for the payload */
+    if (!e && d->max_payload && length > d->max_payload)
+      e = RPL_E_PROTO_TOO_LONG;
     if (e)
       return d->broken = e;
     size_t total = PROTO_HEADER_SIZE + (size_t)length;
@@ -878,6 +882,8 @@ rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame)
     return RPL_E_AGAIN;
   size_t used;
   rpl_err e = proto_frame_parse(d->buf + d->start, d->end - d->start, frame, &used);
+  if (e == RPL_OK && d->max_payload && frame->length > d->max_payload)
+    e = RPL_E_PROTO_TOO_LONG;
   if (e == RPL_OK) {
     d->start += used;
     if (d->start == d->end)
