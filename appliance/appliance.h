@@ -143,7 +143,8 @@ void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]);
 struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE]);
 /* Opens the disk's journal (and a store that opens with the disk) and adds it to the list. L held. */
 RPL_MUST_CHECK rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct disk **out);
-/* Opens every disk the catalog knows. */
+/* Opens every disk the catalog knows; one that cannot be opened is marked ERROR in the catalog with
+ * its reason (status lists it) and the others are served. Fails only when the catalog fails. */
 RPL_MUST_CHECK rpl_err load_disks(struct appliance *a);
 /* Closes every disk and frees the list (the applier and sessions have ended). */
 void close_disks(struct appliance *a);

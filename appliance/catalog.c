@@ -111,8 +111,8 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_AGENT_ALL, "SELECT " AGENT_COLS " FROM agents ORDER BY registered_time, id")                    \
   X(ST_DISK_UPSERT, "INSERT INTO disks (id, agent_id, name, size_bytes, sector_size, state) "          \
                     "VALUES (?1, ?2, ?3, ?4, ?5, 'initial-sync') ON CONFLICT (id) DO UPDATE SET "      \
-                    "agent_id = excluded.agent_id, name = excluded.name, "                             \
-                    "size_bytes = excluded.size_bytes, sector_size = excluded.sector_size")            \
+                    "name = excluded.name, size_bytes = excluded.size_bytes, "                         \
+                    "sector_size = excluded.sector_size WHERE disks.agent_id = excluded.agent_id")     \
   X(ST_DISK_GET, "SELECT " DISK_COLS " FROM disks WHERE id = ?1")                                      \
   X(ST_DISK_SET_STATE, "UPDATE disks SET state = ?2, state_reason = ?3 WHERE id = ?1")                 \
   X(ST_DISK_ALL, "SELECT " DISK_COLS " FROM disks ORDER BY name, id")                                  \
@@ -681,8 +681,11 @@ rpl_err catalog_disk_upsert(struct catalog *c, const struct catalog_disk *d)
   bind_text(s, 3, d->name);
   sqlite3_bind_int64(s, 4, (sqlite3_int64)d->size_bytes);
   sqlite3_bind_int(s, 5, (int)d->sector_size);
-  rpl_err e = run(c, s, "add or update disk", NULL);
+  int changed = 0;
+  rpl_err e = run(c, s, "add or update disk", &changed);
   pthread_mutex_unlock(&c->lock);
+  if (!e && changed == 0) /* the row is another agent's: its owner never changes here */
+    return rpl_fail(RPL_E_PERMISSION, "disk is registered to another agent");
   return e;
 }
 

@@ -93,8 +93,9 @@ struct catalog_disk {
   uint64_t last_committed_cycle, last_applied_cycle;
 };
 
-/* Adds the disk (state initial-sync, cycles 0) or, if it exists, updates agent, name, size and
- * sector size only. The agent must exist (RPL_E_NOT_FOUND). */
+/* Adds the disk (state initial-sync, cycles 0) or, if it exists and is the same agent's, updates
+ * name, size and sector size only. The agent must exist (RPL_E_NOT_FOUND); a disk of another agent
+ * is refused (RPL_E_PERMISSION): a row never changes owner here. */
 RPL_MUST_CHECK rpl_err catalog_disk_upsert(struct catalog *c, const struct catalog_disk *d);
 RPL_MUST_CHECK rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_disk *out);
 RPL_MUST_CHECK rpl_err catalog_disk_set_state(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],

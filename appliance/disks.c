@@ -64,15 +64,21 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   d->sector = cd->sector_size;
   d->state = cd->state;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
+  char id[37];
+  id_text(d->id, id);
+  char why[RPL_DETAIL_MAX];
   rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
-  /* A backend reached over the network is opened by the applier once the storage checks pass. */
-  if (!err && !a->backend->opens_after_checks)
-    err = a->backend->open(&a->settings, d->id, d->size, &d->store);
   if (err) {
-    char id[37];
-    id_text(d->id, id);
-    log_err("disk %s: cannot open its journal or %s: %s", id, a->backend->name,
-            rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+    snprintf(why, sizeof why, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+    err = rpl_fail(err, "cannot open its cache journal %s/%s/%s: %s", a->state_dir, STATE_JOURNAL_DIR, id, why);
+  }
+  /* A backend reached over the network is opened by the applier once the storage checks pass. */
+  if (!err && !a->backend->opens_after_checks && (err = a->backend->open(&a->settings, d->id, d->size, &d->store))) {
+    snprintf(why, sizeof why, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+    err = rpl_fail(err, "cannot open its %s: %s", a->backend->name, why);
+  }
+  if (err) {
+    log_err("disk %s: %s", id, rpl_detail(err));
     journal_close(d->journal);
     if (d->store)
       d->store->ops->close(d->store);
@@ -88,6 +94,13 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   }
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
+  if (d->state == CATALOG_DISK_ERROR && !strncmp(d->reason, "cannot open its ", 16)) {
+    /* It could not be opened before and can now: what it missed (a replaced journal, a replica
+     * restored from elsewhere) is compared against the agent's disk. */
+    d->state = CATALOG_DISK_RESYNC_REQUIRED;
+    d->want_resync = true;
+    snprintf(d->reason, sizeof d->reason, "opened again after: %.200s; resync", cd->state_reason);
+  }
   reconcile_catalog(a, d);
   schedule_init_disk(a, d, (int64_t)rpl_unix_ms());
   d->next = a->disks;
@@ -125,10 +138,16 @@ rpl_err load_disks(struct appliance *a)
   if (!err && l->over) /* the others are served; these are said, not dropped silently */
     log_err("the catalog holds %zu disk(s) beyond the %d this appliance serves (or memory ran out): they are not "
             "served; move their agents to another appliance", l->over, MAX_DISKS);
+  /* A disk that cannot be opened (a damaged journal, an unreadable replica) is marked ERROR with
+   * its reason; the others start. */
   for (size_t i = 0; i < l->n; i++) {
     struct disk *d;
-    if (!err)
-      err = open_disk(a, l->items[i], &d);
+    rpl_err e = err ? err : open_disk(a, l->items[i], &d);
+    if (!err && e) {
+      rpl_err se = catalog_disk_set_state(a->cat, l->items[i]->id, CATALOG_DISK_ERROR,
+                                          rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
+      (void)se;
+    }
     free(l->items[i]);
   }
   free(l);

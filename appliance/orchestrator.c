@@ -361,6 +361,8 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
   pthread_mutex_lock(&s->a->lock);
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
+    if (d->state == CATALOG_DISK_ERROR && d->want_resync)
+      d->state = CATALOG_DISK_RESYNC_REQUIRED; /* a resync asked for is the way out of an error */
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
       continue;
     if (d->last_committed == 0 && !d->store && now - d->attached_ms < DIRECT_WAIT_MS &&

@@ -82,23 +82,33 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   pthread_mutex_lock(&a->lock);
   struct disk *d = find_disk(a, m->disk_id);
   rpl_err err = RPL_OK;
+  bool unopened = false;
+  /* Everything that can refuse the disk is checked before its row is written. */
   if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
     err = RPL_E_PERMISSION; /* another agent's disk */
   } else if (d && d->attached && !reclaim_disk(a, d)) {
     err = RPL_E_EXISTS;
+  } else if (d && m->size_bytes < d->size) {
+    err = rpl_fail(RPL_E_REPLICA_SHRINK, "the disk is now %" PRIu64 " bytes, its replica %" PRIu64, m->size_bytes,
+                   d->size);
+  } else if (a->backend->max_disk_bytes && m->size_bytes > a->backend->max_disk_bytes) {
+    err = rpl_fail(RPL_E_LIMIT, "the disk is %" PRIu64 " GiB; %s storage takes disks of at most %" PRIu64 " GiB",
+                   m->size_bytes >> 30, a->backend->name, a->backend->max_disk_bytes >> 30);
   } else {
-    err = catalog_disk_upsert(a->cat, &cd);
+    err = catalog_disk_upsert(a->cat, &cd); /* refused in SQL too when another agent owns the row */
     if (!err && !d) {
       struct catalog_disk full;
       err = catalog_disk_get(a->cat, m->disk_id, &full);
-      if (!err)
-        err = open_disk(a, &full, &d);
+      if (!err && (err = open_disk(a, &full, &d)) != RPL_OK && err != RPL_E_LIMIT) {
+        rpl_err se = catalog_disk_set_state(a->cat, m->disk_id, CATALOG_DISK_ERROR,
+                                            rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+        (void)se;
+        unopened = true; /* said below; the agent's other disks go on */
+      }
     } else if (!err && d->size != m->size_bytes) {
       /* The disk grew: the replica grows with it before any extent beyond the old end lands (a
        * store not open yet is opened at the new size). */
-      if (m->size_bytes < d->size)
-        err = RPL_E_REPLICA_SHRINK;
-      else if (d->store)
+      if (d->store)
         err = d->store->ops->resize(d->store, m->size_bytes);
       if (!err)
         d->size = m->size_bytes;
@@ -122,7 +132,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   if (err) {
     char why[RPL_DETAIL_MAX + 128];
     log_warn("agent %s: disk %s (%s) refused: %s", s->agent_text, id, cd.name, rpl_describe(err, why, sizeof why));
-    return err == RPL_E_PERMISSION ? RPL_OK : err;
+    /* A disk that cannot be served is not a reason to end the session: the agent's others go on. */
+    return err == RPL_E_PERMISSION || err == RPL_E_REPLICA_SHRINK || err == RPL_E_LIMIT || unopened ? RPL_OK : err;
   }
   struct rx_slot *sl = &s->slots[s->nslots];
   memset(sl, 0, sizeof *sl);

@@ -90,6 +90,40 @@ static void status_schedule(struct appliance *a, const struct disk *d, struct js
     fprintf(f, "; last attempt failed: %s", d->sched_failure);
 }
 
+struct unserved_ctx {
+  struct appliance *a;
+  struct json_out *j;
+  FILE *f;
+};
+
+/* A disk the catalog knows that this daemon does not serve (it could not be opened). L held. */
+static int unserved_cb(const struct catalog_disk *cd, void *arg)
+{
+  struct unserved_ctx *u = arg;
+  if (find_disk(u->a, cd->id))
+    return 0;
+  char id[37], agent[37];
+  id_text(cd->id, id);
+  id_text(cd->agent_id, agent);
+  const char *reason = cd->state_reason[0] ? cd->state_reason : "not loaded";
+  if (u->j) {
+    json_object_begin(u->j, NULL);
+    json_string(u->j, "disk_id", id);
+    json_string(u->j, "agent_id", agent);
+    json_string(u->j, "name", cd->name);
+    json_u64(u->j, "size", cd->size_bytes);
+    json_string(u->j, "state", catalog_disk_state_name(cd->state));
+    json_string(u->j, "reason", reason);
+    json_bool(u->j, "connected", false);
+    json_bool(u->j, "served", false);
+    json_object_end(u->j);
+  } else {
+    fprintf(u->f, "disk %s (%s, agent %s): %s: %s; not served: fix the cause and restart the appliance\n", id,
+            cd->name, agent, catalog_disk_state_name(cd->state), reason);
+  }
+  return 0;
+}
+
 static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
 {
   pthread_mutex_lock(&a->lock);
@@ -115,6 +149,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       json_string(j, "state", state);
       json_string(j, "reason", d->reason[0] ? d->reason : NULL);
       json_bool(j, "connected", d->attached);
+      json_bool(j, "served", true);
       json_u64(j, "last_committed_cycle", d->last_committed);
       json_u64(j, "last_applied_cycle", d->last_applied);
       json_u64(j, "rpo_lag_seconds", lag < 0 ? 0 : (uint64_t)lag);
@@ -139,6 +174,9 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       fputc('\n', f);
     }
   }
+  struct unserved_ctx u = {.a = a, .j = j, .f = f};
+  rpl_err e = catalog_disk_foreach(a->cat, NULL, unserved_cb, &u);
+  (void)e;
   pthread_mutex_unlock(&a->lock);
 }
 

@@ -79,6 +79,8 @@ struct store_found_point {
 struct store_ops {
   const char *name;          /* for messages: "file replica", "page blob" */
   const char *kind;          /* what `check --json` calls the storage: "file", "azure" */
+  uint64_t max_disk_bytes;   /* the largest disk it takes (checked before anything is written); 0: what
+                                the filesystem under it allows, found when the replica is opened */
 
   /* ---- configuration (init, check) ---- */
   /* Whether the storage string names this backend ("file:DIR" ...). */

@@ -337,6 +337,7 @@ static void blob_store_describe(const struct appliance_settings *s, char *out, s
 const struct store_ops store_blob_ops = {
   .name = "page blob",
   .kind = "azure",
+  .max_disk_bytes = (8ull << 40) - (1ull << 20), /* a page blob holds 8 TiB, with the VHD footer after the disk rounded to a MiB */
   .claims = blob_store_claims,
   .configure = blob_store_configure,
   .print_settings = blob_store_print_settings,
