@@ -274,6 +274,16 @@ static void test_disks(void **state)
   assert_int_equal(got.state, CATALOG_DISK_RESYNC_REQUIRED);
   assert_string_equal(got.state_reason, "tracker gap: 3 misses");
   assert_string_equal(catalog_disk_state_name(got.state), "resync-required");
+  /* Another agent naming the disk does not take it over: refused, the row as it was. */
+  struct catalog_disk theft = d1;
+  memcpy(theft.agent_id, stranger.id, PROTO_ID_SIZE);
+  snprintf(theft.name, sizeof theft.name, "/dev/stolen");
+  theft.size_bytes = 1ull << 20;
+  assert_int_equal(catalog_disk_upsert(cat, &theft), RPL_E_PERMISSION);
+  assert_int_equal(catalog_disk_get(cat, d1.id, &got), RPL_OK);
+  assert_memory_equal(got.agent_id, a.id, PROTO_ID_SIZE);
+  assert_string_equal(got.name, d1.name);
+  assert_int_equal(got.size_bytes, 2ull << 30);
 
   char names[256] = "";
   assert_int_equal(catalog_disk_foreach(cat, a.id, collect_disk_names, names), RPL_OK);
