@@ -62,11 +62,20 @@ rpl_err file_read_all(const char *path, size_t cap, char **out)
 rpl_err file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
   char tmp[PATH_MAX];
-  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= sizeof tmp)
     return RPL_E_LIMIT;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  /* A new file of a unique name (O_EXCL: never one planted there, nor a symbolic link followed),
+   * its mode set before any data is in it. */
+  int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
+    log_err("cannot write %s: %s", tmp, strerror(err));
+    return open_error(err);
+  }
+  if (fchmod(fd, mode) != 0) {
+    int err = errno;
+    close(fd);
+    unlink(tmp);
     log_err("cannot write %s: %s", tmp, strerror(err));
     return open_error(err);
   }
@@ -80,8 +89,7 @@ rpl_err file_write_atomic(const char *path, const void *data, size_t len, unsign
       break;
     done += (size_t)n;
   }
-  /* fchmod: O_CREAT's mode is masked by the umask and ignored for an existing temp file. */
-  int ok = done == len && fchmod(fd, mode) == 0 && fsync(fd) == 0;
+  int ok = done == len && fsync(fd) == 0;
   ok = close(fd) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {
     log_err("cannot write %s: %s", path, strerror(errno));

@@ -48,11 +48,21 @@ void log_msg(enum log_level level, const char *fmt, ...)
 {
   if (level > log_level_max)
     return;
-  char line[2048];
+  char raw[2048], line[2048];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vsnprintf(raw, sizeof raw, fmt, ap);
   va_end(ap);
+  /* Control characters (a newline in a peer's hostname, terminal escapes) are shown as \xNN: one
+   * log line can never be made to look like several, or to drive the reader's terminal. */
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)raw; *p && o + 5 < sizeof line; p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      o += (size_t)snprintf(line + o, sizeof line - o, "\\x%02x", *p);
+    else
+      line[o++] = (char)*p;
+  }
+  line[o] = '\0';
   /* One write per line keeps lines whole when several threads log. */
   char out[2200];
   int n;

@@ -1,5 +1,6 @@
 /* test_file_io.c - Description: capped whole-file reads and atomic replacement keep their promises
  * (content, mode, cap, missing file, no temp file left behind). */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,8 +39,25 @@ static void test_write_then_read(void **state)
   struct stat st;
   assert_int_equal(stat(path, &st), 0);
   assert_int_equal(st.st_mode & 0777, 0640);
+  /* A link planted where a fixed temporary name would be is not followed: its target stays. */
+  char victim[PATH_MAX + 16];
+  snprintf(victim, sizeof victim, "%s/victim", (char *)*state);
+  assert_int_equal(file_write_atomic(victim, "keep", 4, 0600), RPL_OK);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  assert_int_not_equal(access(tmp, F_OK), 0);
+  assert_int_equal(symlink(victim, tmp), 0);
+  assert_int_equal(file_write_atomic(path, "third\n", 6, 0600), RPL_OK);
+  assert_int_equal(file_read_all(victim, 1024, &text), RPL_OK);
+  assert_string_equal(text, "keep");
+  free(text);
+  assert_int_equal(unlink(tmp), 0);
+  /* and nothing is left behind: the folder holds the two files only */
+  DIR *dir = opendir((char *)*state);
+  assert_non_null(dir);
+  int entries = 0;
+  for (struct dirent *e; (e = readdir(dir));)
+    entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+  closedir(dir);
+  assert_int_equal(entries, 2);
 }
 
 static void test_read_cap_and_missing(void **state)

@@ -1,4 +1,5 @@
-/* test_log.c - Description: secrets are redacted before logging; levels parse and filter. */
+/* test_log.c - Description: secrets are redacted before logging; levels parse and filter; control
+ * characters from a peer are escaped, so one line stays one line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,6 +71,20 @@ static void test_levels(void **state)
   close(fds[0]);
   assert_true(n > 0);
   assert_string_equal(buf, "<3>unit: kept 2\n");
+
+  /* A hostname with a newline and a terminal escape cannot forge a second line. */
+  assert_int_equal(pipe(fds), 0);
+  saved = dup(STDERR_FILENO);
+  dup2(fds[1], STDERR_FILENO);
+  log_err("registered %s", "host\n<3>fake: line\x1b[2J\x7f");
+  dup2(saved, STDERR_FILENO);
+  close(saved);
+  close(fds[1]);
+  memset(buf, 0, sizeof buf);
+  n = read(fds[0], buf, sizeof buf - 1);
+  close(fds[0]);
+  assert_true(n > 0);
+  assert_string_equal(buf, "<3>unit: registered host\\x0a<3>fake: line\\x1b[2J\\x7f\n");
 }
 
 int main(void)
