@@ -131,7 +131,8 @@ boot() {
   t0=$(date +%s)
   qemu_guest_boot "$here/boot_point_initramfs.sh" \
     -drive "file=$RT/$name.image,format=$IMAGE_FORMAT,if=virtio,cache=unsafe"
-  tr -d '\r' <"$QG_LOG" >"$RT/$name.console"
+  # Without the firmware's terminal resets, which would otherwise begin the guest's first line.
+  sed 's/\r//g; s/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' "$QG_LOG" >"$RT/$name.console"
   rm -f "$RT/$name.image"
   echo "$name: qemu exit $QG_RC after $(($(date +%s) - t0)) s"
   grep -E '^(BOOT-|initramfs:|fstab:)' "$RT/$name.console"
@@ -140,6 +141,8 @@ show_console() { tail -40 "$RT/$1.console" >&2; }
 
 say "boot point 1 ($good)"
 boot "$good" good
+grep -q "^initramfs: root UUID=$uuid is /dev/vda1\$" "$RT/good.console" \
+  || { show_console good; fail "point 1: the initramfs did not find root UUID=$uuid on the virtio disk"; }
 grep -q "^BOOT-INIT pid=1 id=$id\$" "$RT/good.console" \
   || { show_console good; fail "point 1 did not reach the disk's own init (as pid 1)"; }
 grep -q "^BOOT-OK files=[0-9]* id=$id\$" "$RT/good.console" \

@@ -9,6 +9,7 @@ mkdir -p /proc /sys /dev /newroot
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+echo # the firmware's last line has no newline: ours begin on their own
 
 give_up() {
   echo "BOOT-FAIL initramfs: $*"
