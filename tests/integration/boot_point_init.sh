@@ -43,7 +43,7 @@ echo "fstab: mounted $(grep -c '^' /proc/mounts) filesystems"
 
 # What the test read from the source before the point: how many lines the checksum list had then
 # and their sha256, so that the list here is checked to be that one, and every file in it.
-want_n= want_sum=
+want_n='' want_sum=''
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     boot_point.files=*) want_n=${arg#*=} ;;

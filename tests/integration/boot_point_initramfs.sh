@@ -38,7 +38,9 @@ ext4_uuid() {
 
 # The disk appears when its driver has probed it: look for a while, as udev-less initramfs do.
 dev=
-for i in $(seq 1 100); do
+tries=0
+while [ "$tries" -lt 100 ]; do
+  tries=$((tries + 1))
   for b in /sys/class/block/*; do
     name=${b##*/}
     [ -b "/dev/$name" ] || continue
