@@ -5,8 +5,13 @@
 #   qemu_guest_setup NAME       skips (77) without qemu, a static busybox or a 6.1 kernel in /boot;
 #                               sets QG_KVER and QG_ROOT (the initramfs tree, removed by the trap)
 #   qemu_guest_module NAME      the kernel's NAME.ko, decompressed, as /NAME.ko; 1 when there is none
+#   qemu_guest_modules NAME...  each with the modules it depends on (modprobe --show-depends: the
+#                               kernel's own order), as /FILE.ko, their load order appended to
+#                               /modules.load (one per line, no repeats); built-in ones are left out
 #   qemu_guest_programs FILE... copied into /agent, with the shared libraries they need
-#   qemu_guest_boot INIT        INIT as /init, boots (180 s at most); QG_LOG is the console, QG_RC qemu's exit
+#   qemu_guest_boot INIT [QEMU-ARGS...]
+#                               INIT as /init, boots (QG_TIMEOUT s at most, default 180) with QG_APPEND
+#                               added to the kernel command line; QG_LOG is the console, QG_RC qemu's exit
 
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -29,11 +34,32 @@ qemu_guest_module() {
   local ko
   ko=$(find "/lib/modules/$QG_KVER" -name "$1.ko*" | head -1)
   [ -n "$ko" ] || return 1
-  case "$ko" in
-    *.xz) xz -dc "$ko" >"$QG_ROOT/$1.ko" ;;
-    *.zst) zstd -qdc "$ko" >"$QG_ROOT/$1.ko" ;;
-    *) cp "$ko" "$QG_ROOT/$1.ko" ;;
+  qemu_guest_ko "$ko" "$1"
+}
+
+# qemu_guest_ko PATH NAME: the module file PATH, decompressed, as /NAME.ko
+qemu_guest_ko() {
+  case "$1" in
+    *.xz) xz -dc "$1" >"$QG_ROOT/$2.ko" ;;
+    *.zst) zstd -qdc "$1" >"$QG_ROOT/$2.ko" ;;
+    *) cp "$1" "$QG_ROOT/$2.ko" ;;
   esac
+}
+
+qemu_guest_modules() {
+  local name deps word path base
+  touch "$QG_ROOT/modules.load"
+  for name in "$@"; do
+    deps=$(modprobe -S "$QG_KVER" --show-depends "$name") || fail "no module $name for $QG_KVER"
+    while read -r word path _; do
+      [ "$word" = insmod ] || continue # "builtin NAME": nothing to load
+      base=$(basename "$path")
+      base=${base%%.ko*}
+      grep -qx "$base" "$QG_ROOT/modules.load" && continue
+      qemu_guest_ko "$path" "$base" || fail "cannot copy $path"
+      echo "$base" >>"$QG_ROOT/modules.load"
+    done <<<"$deps"
+  done
 }
 
 qemu_guest_programs() {
@@ -47,11 +73,16 @@ qemu_guest_programs() {
 
 qemu_guest_boot() {
   cp "$1" "$QG_ROOT/init"
+  shift
   chmod +x "$QG_ROOT/init"
   (cd "$QG_ROOT" && find . | cpio -o -H newc --quiet | gzip -1) >"$QG_WORK/initramfs.gz" || fail "cpio"
   QG_LOG=$QG_WORK/console.log
-  timeout 180 "$QG_QEMU" -machine q35,accel=tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
+  # In the background and waited for, so that a signal to the test is not held until qemu ends; the
+  # trap's SIGTERM to timeout is passed on to qemu.
+  timeout "${QG_TIMEOUT:-180}" "$QG_QEMU" -machine q35,accel=tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot \
     -kernel "$QG_KERNEL" -initrd "$QG_WORK/initramfs.gz" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=3" >"$QG_LOG" 2>&1
+    -append "console=ttyS0 panic=-1 quiet loglevel=3${QG_APPEND:+ $QG_APPEND}" "$@" >"$QG_LOG" 2>&1 </dev/null &
+  CLEANUP_SERVICES+=("$!")
+  wait "$!"
   QG_RC=$?
 }
