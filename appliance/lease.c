@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "file_io.h"
 #include "rpl_clock.h"
 #include "rpl_log.h"
 #include "state_files.h"
@@ -123,18 +124,7 @@ rpl_err lease_owner_id(const char *state_dir, char out[40])
   uuid_t u;
   uuid_generate_random(u);
   uuid_unparse_lower(u, out);
-  char tmp[4300];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return RPL_E_IO;
   char line[40];
   int len = snprintf(line, sizeof line, "%s\n", out);
-  bool ok = write(fd, line, (size_t)len) == len && fsync(fd) == 0;
-  ok = close(fd) == 0 && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    unlink(tmp);
-    return RPL_E_IO;
-  }
-  return RPL_OK;
+  return file_write_atomic(path, line, (size_t)len, 0600);
 }
