@@ -38,6 +38,9 @@
 #define MAX_SNAPS           8     /* recovery-point images made by the applier, not yet recorded */
 #define MAX_AGENT_LIMITS    1024  /* agents with their own upload bucket; past it only the appliance-wide limit holds */
 #define MAX_DISKS           1024  /* disks one appliance serves: the applier's pass takes them all */
+#define MAX_AGENT_DISKS     64    /* disks of one agent in the catalog (an agent protects at most 64): an
+                                     agent naming new disk ids without end is refused past it */
+#define HASH_CHUNK_MIN      (1u << 20) /* a resync's chunks: smaller ones would cost a storage read each */
 
 /*
  * Lock rules. `a->lock` (L) guards the registry: the list and every field of struct disk marked L.

@@ -64,6 +64,24 @@ static bool reclaim_disk(struct appliance *a, struct disk *d)
   return !d->attached;
 }
 
+static int count_disk(const struct catalog_disk *cd, void *arg)
+{
+  (void)cd;
+  (*(size_t *)arg)++;
+  return 0;
+}
+
+/* Whether the agent may add a disk the catalog does not know yet (MAX_AGENT_DISKS). */
+static bool agent_disk_room(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE], const uint8_t disk[PROTO_ID_SIZE])
+{
+  struct catalog_disk known;
+  if (catalog_disk_get(a->cat, disk, &known) == RPL_OK)
+    return true;
+  size_t n = 0;
+  rpl_err e = catalog_disk_foreach(a->cat, agent, count_disk, &n);
+  return !e && n < MAX_AGENT_DISKS;
+}
+
 static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 {
   struct appliance *a = s->a;
@@ -91,6 +109,9 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   } else if (d && m->size_bytes < d->size) {
     err = rpl_fail(RPL_E_REPLICA_SHRINK, "the disk is now %" PRIu64 " bytes, its replica %" PRIu64, m->size_bytes,
                    d->size);
+  } else if (!d && !agent_disk_room(a, s->agent, m->disk_id)) {
+    err = rpl_fail(RPL_E_LIMIT, "the agent has %d disks on this appliance already: unprotect one first",
+                   MAX_AGENT_DISKS);
   } else if (a->backend->max_disk_bytes && m->size_bytes > a->backend->max_disk_bytes) {
     err = rpl_fail(RPL_E_LIMIT, "the disk is %" PRIu64 " GiB; %s storage takes disks of at most %" PRIu64 " GiB",
                    m->size_bytes >> 30, a->backend->name, a->backend->max_disk_bytes >> 30);
@@ -469,16 +490,18 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
   struct disk *d = sl->disk;
   struct need_list *nl = &sl->need;
   if (nl->chunks_seen == 0) {
-    if (m.first_chunk != 0 || m.chunk_size > (64u << 20))
-      return nack(s, sl, RPL_E_PROTO_FIELD);
+    if (m.first_chunk != 0 || m.chunk_size > (64u << 20) || m.chunk_size < HASH_CHUNK_MIN)
+      return nack(s, sl, rpl_fail(RPL_E_PROTO_FIELD, "HASHES: chunks of %u bytes (1 MiB to 64 MiB)", m.chunk_size));
     need_reset(nl);
     nl->chunk_size = m.chunk_size;
     if (!(nl->buf = malloc(m.chunk_size)))
       return RPL_E_NOMEM;
     pthread_mutex_lock(&s->a->lock);
     pthread_cond_signal(&s->a->work);
-    while (d->last_applied < d->last_committed && d->state != CATALOG_DISK_ERROR && !atomic_load(&appliance_stopping))
-      pthread_cond_wait(&s->a->applied, &s->a->lock);
+    while (d->last_applied < d->last_committed && d->state != CATALOG_DISK_ERROR && !atomic_load(&appliance_stopping)) {
+      struct timespec ts = rpl_realtime_in_ms(POLL_MS * 10); /* a stop is seen within half a second */
+      pthread_cond_timedwait(&s->a->applied, &s->a->lock, &ts);
+    }
     pthread_mutex_unlock(&s->a->lock);
   }
   uint64_t nchunks = (d->size + nl->chunk_size - 1) / nl->chunk_size;
