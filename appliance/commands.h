@@ -18,5 +18,6 @@ int appliance_cmd_run(int argc, char **argv);   /* cmd_run.c */
 int appliance_cmd_status(int argc, char **argv); /* status.c */
 int appliance_cmd_events(int argc, char **argv); /* status.c */
 int appliance_cmd_restore(int argc, char **argv); /* cmd_restore.c */
+int appliance_cmd_failover(int argc, char **argv); /* cmd_failover.c */
 
 #endif
