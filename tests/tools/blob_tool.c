@@ -196,7 +196,7 @@ static int cmd_delete(int argc, char **argv)
   return 0;
 }
 
-/* One line per snapshot of BLOB ("SNAPSHOT-ID METADATA;..."), then "blob SEQ LEASE-STATE". */
+/* One line per snapshot of BLOB ("SNAPSHOT-ID METADATA;..."), then "blob SEQ LEASE-STATE METADATA;...". */
 static int cmd_snapshots(int argc, char **argv)
 {
   if (argc < 3) {
@@ -221,7 +221,8 @@ static int cmd_snapshots(int argc, char **argv)
     if (l.items[i].snapshot[0])
       printf("%s %s\n", l.items[i].snapshot, l.items[i].metadata[0] ? l.items[i].metadata : "-");
     else
-      printf("blob %lld %s\n", (long long)l.items[i].sequence_number, l.items[i].lease_state);
+      printf("blob %lld %s %s\n", (long long)l.items[i].sequence_number, l.items[i].lease_state,
+             l.items[i].metadata[0] ? l.items[i].metadata : "-");
   }
   blob_list_free(&l);
   return 0;
