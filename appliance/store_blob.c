@@ -221,7 +221,16 @@ static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t
   rpl_err e = uploader_config(&bi->settings, &bi->cfg);
   if (!e)
     e = blob_client_open(&bi->cfg, &client);
-  if (!e && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, disk_size, &bi->ranges, &r)))
+  /* A snapshot made before the disk grew ends with its footer below disk_size: the image stops
+   * there (the rest reads as zeros), so the old footer is never taken for the disk's data. */
+  uint64_t end = disk_size;
+  if (!e && !(e = blob_get_properties(client, bi->container, bi->blob, bi->snapshot, &r)) && r.content_length >= 0 &&
+      (uint64_t)r.content_length < end + VHD_FOOTER_SIZE)
+    end = (uint64_t)r.content_length >= VHD_FOOTER_SIZE ? (uint64_t)r.content_length - VHD_FOOTER_SIZE : 0;
+  if (!e && end && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, end, &bi->ranges, &r)))
+    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
+                 r.error_code);
+  else if (e && !rpl_detail(e)[0])
     e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
                  r.error_code);
   blob_client_close(client);
