@@ -7,8 +7,9 @@
 # wrote, must read every VHD made (and the downloaded replica blob) as format vpc with the exact
 # virtual size (the disk rounded up to a whole MiB); the bytes equal the source at the point; the
 # blob's sequence number and metadata name the disk and point; targets are never overwritten;
-# errors for an unknown point, disk, a gone image and --to-blob on file: name the remedy; and
-# replication went on (a later cycle applied, the replica's lease still held).
+# errors for an unknown point, disk, a point retention pruned (or whose kept image is gone) and
+# --to-blob on file: name the remedy; and replication went on (a later cycle applied, the
+# replica's lease still held).
 set -u
 mode=${1:?usage: failover.sh file|azure}
 . "$(dirname "$0")/lib/replication.sh"
@@ -17,17 +18,20 @@ command -v qemu-img >/dev/null || skip "qemu-img missing (Debian's qemu-utils): 
 command -v sfdisk >/dev/null || skip "sfdisk missing (Debian's fdisk): run scripts/setup.sh"
 
 BT=$B/tests/blob_tool
+# Retention keeps only the newest point (and those of the last second): a later point prunes the first.
 case "$mode" in
   azure)
     rpl_azurite_start --inMemoryPersistence
     export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
-    rpl_appliance_init_azure
+    storage=(--storage "$AZ_CONNSTR" --container replicas --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA")
     label=gpt want_gen=V2 ;;
   file)
-    rpl_appliance_init
+    storage=(--storage "file:$RT/replica")
     label=dos want_gen=V1 ;;
   *) fail "unknown mode $mode" ;;
 esac
+"$AP" init --state "$RT/app" "${storage[@]}" --retention all=1s > "$RT/init.out" || fail "init failed"
+RPL_KEY=$(tail -n 1 "$RT/init.out")
 rpl_appliance_start --rpo 0.5
 rpl_agent_register
 rpl_agent_start
@@ -117,14 +121,6 @@ out=$("$AP" failover --state "$RT/app" --disk 00000000-0000-4000-8000-0000000000
 if [ "$mode" = file ]; then
   out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --to-blob x.vhd 2>&1) && fail "--to-blob on file: storage succeeded"
   [[ $out == *"needs Azure storage"*"--to FILE.vhd"* ]] || fail "unclear error for --to-blob on file: storage: $out"
-  say "a point whose image is gone"
-  point2=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "second checkpoint failed"
-  kept=$(ls "$RT/replica/$disk_id.img.cycle-"* | sort -V | tail -n 1)
-  rm -f "$kept"
-  out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --point "$point2" --to "$RT/out/gone.vhd" 2>&1) \
-    && fail "a point without its image was failed over"
-  [[ $out == *"image is gone"*"fail over another point"* ]] || fail "unclear error for a gone image: $out"
-  [ ! -e "$RT/out/gone.vhd" ] || fail "a failed failover left its target"
 fi
 
 if [ "$mode" = azure ]; then
@@ -173,6 +169,22 @@ if [ "$mode" = azure ]; then
   rm -f "$RT/replica.vhd"
   "$BT" snapshots replicas "$disk_id.vhd" | awk '$1 == "blob" {print $3}' | grep -qx leased \
     || fail "the replica's lease was disturbed"
+fi
+
+say "a point whose image retention pruned"
+sleep 1.1
+point2=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "second checkpoint failed"
+wait_until 30 "no retention run after $point2" grep -aq "(newest $point2)" "$RT/appliance.log"
+out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --point "$point" --to "$RT/out/gone.vhd" 2>&1) \
+  && fail "a pruned point was failed over"
+[[ $out == *"image is gone"*"fail over another point"* ]] || fail "unclear error for a pruned point: $out"
+[ ! -e "$RT/out/gone.vhd" ] || fail "a failed failover left its target"
+if [ "$mode" = file ]; then # the catalog still has the image, the storage no longer
+  rm -f "$RT/replica/$disk_id.img.cycle-"*
+  out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --to "$RT/out/gone.vhd" 2>&1) \
+    && fail "a point whose kept image was removed was failed over"
+  [[ $out == *"image is gone"* ]] || fail "unclear error for a removed kept image: $out"
+  [ ! -e "$RT/out/gone.vhd" ] || fail "a failed failover left its target"
 fi
 
 say "replication went on"
