@@ -8,8 +8,8 @@
 # virtual size (the disk rounded up to a whole MiB); the bytes equal the source at the point; the
 # blob's sequence number and metadata name the disk and point; targets are never overwritten;
 # errors for an unknown point, disk, a point retention pruned (or whose kept image is gone) and
-# --to-blob on file: name the remedy; and replication went on (a later cycle applied, the
-# replica's lease still held).
+# --to-blob on file: name the remedy; replication went on (a later cycle applied, the replica's
+# lease still held); and a replica footer of an older version is rewritten when the blob is opened.
 set -u
 mode=${1:?usage: failover.sh file|azure}
 . "$(dirname "$0")/lib/replication.sh"
@@ -166,9 +166,31 @@ if [ "$mode" = azure ]; then
   info=$(qemu-img info -f vpc --output=json "$RT/replica.vhd") || fail "qemu-img info of the replica failed"
   mapfile -t v < <(echo "$info" | json_field - format virtual-size)
   [ "${v[0]}" = vpc ] && [ "${v[1]}" -eq "$vhd_size" ] || fail "the replica reads as ${v[0]} of ${v[1]} bytes, want vpc of $vhd_size"
-  rm -f "$RT/replica.vhd"
   "$BT" snapshots replicas "$disk_id.vhd" | awk '$1 == "blob" {print $3}' | grep -qx leased \
     || fail "the replica's lease was disturbed"
+
+  say "a replica footer of an older version (creator rpla) is rewritten when the appliance opens the blob"
+  python3 - "$RT/replica.vhd" "$RT/old-footer" <<'PY' || fail "cannot make an old footer"
+import struct, sys
+f = open(sys.argv[1], "rb"); f.seek(-512, 2); b = bytearray(f.read(512))
+b[28:32] = b"rpla"; b[32:36] = struct.pack(">I", 0x00010000); b[64:68] = bytes(4)
+b[64:68] = struct.pack(">I", ~sum(b) & 0xffffffff)
+open(sys.argv[2], "wb").write(b)
+PY
+  rm -f "$RT/replica.vhd"
+  kill -TERM "$RPL_AP_PID"
+  wait "$RPL_AP_PID"
+  "$BT" lease replicas "$disk_id.vhd" break > /dev/null 2>&1 # released by a clean stop already, normally
+  "$BT" put replicas "$disk_id.vhd" "$vhd_size" "$RT/old-footer" || fail "cannot put the old footer"
+  "$BT" download replicas "$disk_id.vhd" "$RT/replica.vhd" > "$RT/dl.out" 2>&1 || fail "download of the replica failed"
+  [ "$(qemu-img info -f vpc --output=json "$RT/replica.vhd" | json_field - virtual-size)" -lt "$vhd_size" ] \
+    || fail "the old footer did not make qemu read a short disk: the check below would prove nothing"
+  rpl_appliance_start --rpo 0.5
+  wait_until 60 "the appliance did not rewrite the old footer" grep -aq "rewrote the VHD footer" "$RT/appliance.log"
+  "$BT" download replicas "$disk_id.vhd" "$RT/replica.vhd" > "$RT/dl.out" 2>&1 || fail "download of the replica failed"
+  [ "$(qemu-img info -f vpc --output=json "$RT/replica.vhd" | json_field - virtual-size)" -eq "$vhd_size" ] \
+    || fail "the rewritten replica footer does not read at $vhd_size bytes"
+  rm -f "$RT/replica.vhd"
 fi
 
 say "a point whose image retention pruned"
