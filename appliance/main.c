@@ -14,6 +14,7 @@ static const struct appliance_command commands[] = {
   {"events", appliance_cmd_events, "events  --state DIR [--since SEQ] [--wait SECONDS]   # cycle and point events, JSON lines"},
   {"points", appliance_cmd_points, "points  --state DIR [--disk ID] [--json]   # recovery points (the GET /api/points document)"},
   {"restore", appliance_cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
+  {"failover", appliance_cmd_failover, "failover --state DIR --disk ID [--point RP] (--to-blob NAME [--container C] | --to FILE.vhd)"},
   {NULL, NULL, NULL},
 };
 

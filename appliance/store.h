@@ -1,6 +1,6 @@
 /* store.h - the storage interface: where a disk's replica lives (a file image, a page blob), one
- * table of operations that the daemon, restore, takeover and retention call without knowing the
- * backend. Internal header: appliance/ and tests/ only. */
+ * table of operations that the daemon, restore, failover, takeover and retention call without
+ * knowing the backend. Internal header: appliance/ and tests/ only. */
 #ifndef APPLIANCE_STORE_H
 #define APPLIANCE_STORE_H
 
@@ -74,6 +74,29 @@ struct store_found_point {
   uint64_t cycle;
   int64_t time;
   char image_id[CATALOG_MAX_SNAPSHOT_ID + 1];
+};
+
+/* Failover: a standalone copy of a point's image, laid out as a fixed VHD (store_ops.image_export). */
+struct store_meta {
+  const char *key, *value; /* a C identifier; printable ASCII */
+};
+struct store_export {
+  const char *container;        /* NULL: the settings' container */
+  const char *name;             /* the copy's name; an existing one is refused (RPL_E_FAILOVER_EXISTS) */
+  uint64_t disk_size;           /* bytes of the image that are the disk's: above them the copy reads zeros */
+  uint64_t vhd_size;            /* the copy's virtual size (whole MiB, >= disk_size); the footer follows it */
+  const uint8_t *footer;        /* VHD_FOOTER_SIZE bytes */
+  int64_t sequence;             /* the copy's sequence number */
+  const struct store_meta *meta;
+  size_t nmeta;
+  bool no_server_copy;          /* read and write through this machine even where the storage could copy */
+};
+struct store_export_result {
+  char url[2048];               /* the copy's address, without credentials */
+  char account[64];             /* the storage account holding it */
+  bool server_copy;             /* the storage copied it; false: read and written through this machine */
+  char why_not_server[256];     /* when it did not: what the storage answered */
+  uint64_t bytes_sent;          /* through this machine */
 };
 
 struct store_ops {
@@ -151,6 +174,12 @@ struct store_ops {
   RPL_MUST_CHECK rpl_err (*reader_read)(struct store_reader *rd, uint64_t offset, uint8_t *buf, size_t len, bool *hole);
   /* What restore prints of where the image came from: "snapshot", "kept image". */
   const char *image_kind;
+  /* Failover: makes the standalone copy x of an opened point image (a page blob copied by the
+   * storage, else through this machine); NULL where the storage holds no such copies (file: the
+   * command writes a VHD file instead). The copy is the user's: outside the replica's lease and
+   * retention; neither the replica nor its lease is touched. A failed copy is deleted. */
+  RPL_MUST_CHECK rpl_err (*image_export)(struct store_image *img, const struct store_export *x,
+                                         struct store_export_result *out);
 };
 
 /* Every opened store, image and reader starts with this: the backend it belongs to. */

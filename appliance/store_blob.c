@@ -1,14 +1,17 @@
 /* store_blob.c - the page-blob backend of the storage interface (Azure storage): the uploader
- * (uploader.c) for the live blob, its snapshots as recovery points, ranged reads for restore. */
+ * (uploader.c) for the live blob, its snapshots as recovery points, ranged reads for restore, and
+ * failover's standalone copies of a snapshot. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blob.h"
 #include "rpl_log.h"
 #include "store.h"
 #include "uploader.h"
+#include "vhd.h"
 
 struct blob_store {
   struct store base;
@@ -219,7 +222,16 @@ static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t
   rpl_err e = uploader_config(&bi->settings, &bi->cfg);
   if (!e)
     e = blob_client_open(&bi->cfg, &client);
-  if (!e && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, disk_size, &bi->ranges, &r)))
+  /* A snapshot made before the disk grew ends with its footer below disk_size: the image stops
+   * there (the rest reads as zeros), so the old footer is never taken for the disk's data. */
+  uint64_t end = disk_size;
+  if (!e && !(e = blob_get_properties(client, bi->container, bi->blob, bi->snapshot, &r)) && r.content_length >= 0 &&
+      (uint64_t)r.content_length < end + VHD_FOOTER_SIZE)
+    end = (uint64_t)r.content_length >= VHD_FOOTER_SIZE ? (uint64_t)r.content_length - VHD_FOOTER_SIZE : 0;
+  if (!e && end && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, end, &bi->ranges, &r)))
+    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
+                 r.error_code);
+  else if (e && !rpl_detail(e)[0])
     e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
                  r.error_code);
   blob_client_close(client);
@@ -297,6 +309,206 @@ static rpl_err blob_reader_read(struct store_reader *srd, uint64_t off, uint8_t 
   return RPL_OK;
 }
 
+/* ---- failover: a standalone page blob made from a snapshot ------------------------------- */
+
+#define EXPORT_MAX_META 8
+#define EXPORT_SLOTS 8 /* Put Pages in flight through this machine */
+
+/* Blob errors keep what the storage answered. */
+static rpl_err export_fail(rpl_err e, const char *what, const struct blob_reply *r)
+{
+  return rpl_fail(e, "%s: %s (HTTP %ld %s%s%s)", what, rpl_strerror(e), r->status, r->error_code[0] ? r->error_code : "-",
+                  r->message[0] ? ": " : "", r->message);
+}
+
+/* Copy Blob of the snapshot, waited for. RPL_E_AGAIN: the storage refused to copy (its answer in
+ * out->why_not_server) and nothing was made: the caller copies through this machine. */
+static rpl_err export_server_copy(struct blob_image *bi, struct blob_client *c, const char *container,
+                                  const struct store_export *x, const struct blob_header *meta,
+                                  struct store_export_result *out, int64_t *copied_len)
+{
+  char src[BLOB_SAS_MAX + 1536];
+  struct blob_reply r = {0};
+  rpl_err e = blob_url(&bi->cfg.account, bi->container, bi->blob, bi->snapshot, true, src, sizeof src);
+  if (e)
+    return rpl_fail(e, "the snapshot's address does not fit");
+  e = blob_copy_start(c, container, x->name, src, meta, x->nmeta, true, &r);
+  if (e == RPL_E_BLOB_EXISTS)
+    return rpl_fail(RPL_E_FAILOVER_EXISTS, "blob %s/%s: %s", container, x->name, rpl_strerror(RPL_E_FAILOVER_EXISTS));
+  if (e && r.status >= 400) {
+    snprintf(out->why_not_server, sizeof out->why_not_server, "HTTP %ld %s", r.status, r.error_code[0] ? r.error_code : "");
+    return RPL_E_AGAIN;
+  }
+  if (e)
+    return export_fail(e, "Copy Blob", &r);
+  /* Azure copies asynchronously: the copy's properties say when it is done. */
+  while (!strcmp(r.copy_status, "pending")) {
+    nanosleep(&(struct timespec){.tv_sec = 1}, NULL);
+    if ((e = blob_get_properties(c, container, x->name, NULL, &r)))
+      return export_fail(e, "the copy's properties", &r);
+  }
+  if (strcmp(r.copy_status, "success"))
+    return rpl_fail(RPL_E_FAILOVER_COPY, "%s: the copy ended '%s'", rpl_strerror(RPL_E_FAILOVER_COPY), r.copy_status);
+  if (r.content_length < 0 && (e = blob_get_properties(c, container, x->name, NULL, &r)))
+    return export_fail(e, "the copy's properties", &r);
+  *copied_len = r.content_length;
+  out->server_copy = true;
+  return RPL_OK;
+}
+
+struct export_slot {
+  uint8_t *buf;
+  bool busy;
+  rpl_err *err;
+};
+
+static void export_put_done(void *ctx, rpl_err err, const struct blob_reply *reply)
+{
+  struct export_slot *s = ctx;
+  (void)reply;
+  s->busy = false;
+  if (err && !*s->err)
+    *s->err = err;
+}
+
+/* The snapshot's written pages below disk_size, read and put into the new blob EXPORT_SLOTS at a
+ * time; the rest of the new blob reads as zeros. */
+static rpl_err export_through_here(struct blob_image *bi, struct blob_client *c, const char *container,
+                                   const struct store_export *x, struct store_export_result *out)
+{
+  struct export_slot slots[EXPORT_SLOTS] = {0};
+  rpl_err put_err = RPL_OK, e = RPL_OK;
+  for (int i = 0; i < EXPORT_SLOTS && !e; i++) {
+    slots[i].err = &put_err;
+    if (!(slots[i].buf = malloc(BLOB_MAX_PUT_PAGE)))
+      e = RPL_E_NOMEM;
+  }
+  for (size_t i = 0; i < bi->ranges.count && !e && !put_err; i++) {
+    uint64_t a = bi->ranges.ranges[i].offset, b = a + bi->ranges.ranges[i].length;
+    if (b > x->disk_size)
+      b = x->disk_size;
+    for (uint64_t off = a; off < b && !e && !put_err;) {
+      size_t len = b - off < BLOB_MAX_PUT_PAGE ? (size_t)(b - off) : BLOB_MAX_PUT_PAGE;
+      struct export_slot *s = NULL;
+      while (!s && !e) {
+        for (int k = 0; k < EXPORT_SLOTS && !s; k++)
+          if (!slots[k].busy)
+            s = &slots[k];
+        if (!s)
+          e = blob_client_poll(c, 1000);
+      }
+      if (e)
+        break;
+      struct blob_reply r = {0};
+      if ((e = blob_read(c, bi->container, bi->blob, bi->snapshot, off, s->buf, len, &r))) {
+        e = export_fail(e, "reading the snapshot", &r);
+        break;
+      }
+      s->busy = true;
+      if ((e = blob_put_page_async(c, container, x->name, off, s->buf, len, NULL, export_put_done, s))) {
+        s->busy = false;
+        break;
+      }
+      out->bytes_sent += len;
+      off += len;
+    }
+  }
+  rpl_err d = blob_client_drain(c); /* nothing may still point into the buffers when they go */
+  for (int i = 0; i < EXPORT_SLOTS; i++)
+    free(slots[i].buf);
+  if (!e)
+    e = d ? d : put_err;
+  return e;
+}
+
+static rpl_err blob_image_export(struct store_image *img, const struct store_export *x, struct store_export_result *out)
+{
+  struct blob_image *bi = (struct blob_image *)img;
+  const char *container = x->container ? x->container : bi->container;
+  memset(out, 0, sizeof *out);
+  snprintf(out->account, sizeof out->account, "%s", bi->cfg.account.name);
+  if (x->nmeta > EXPORT_MAX_META || x->vhd_size % (1u << 20) || x->vhd_size < x->disk_size)
+    return RPL_E_INVALID_ARGUMENT;
+  rpl_err e = blob_url(&bi->cfg.account, container, x->name, NULL, false, out->url, sizeof out->url);
+  if (e)
+    return rpl_fail(e, "the blob's name is too long");
+  struct blob_header meta[EXPORT_MAX_META];
+  for (size_t i = 0; i < x->nmeta; i++)
+    meta[i] = (struct blob_header){x->meta[i].key, x->meta[i].value};
+  struct blob_client *c = NULL;
+  if ((e = blob_client_open(&bi->cfg, &c)))
+    return e;
+  struct blob_reply r = {0};
+  bool made = false;
+  int64_t len = -1;
+  if (strcmp(container, bi->container) && (e = blob_container_create(c, container, &r)) && e != RPL_E_BLOB_EXISTS) {
+    e = export_fail(e, "creating the container", &r);
+    goto out;
+  }
+  e = blob_get_properties(c, container, x->name, NULL, &r);
+  if (!e) {
+    e = rpl_fail(RPL_E_FAILOVER_EXISTS, "blob %s/%s: %s", container, x->name, rpl_strerror(RPL_E_FAILOVER_EXISTS));
+    goto out;
+  }
+  if (e != RPL_E_BLOB_NOT_FOUND) {
+    e = export_fail(e, "looking for an existing blob of that name", &r);
+    goto out;
+  }
+  e = x->no_server_copy ? RPL_E_AGAIN : export_server_copy(bi, c, container, x, meta, out, &len);
+  if (e == RPL_OK) {
+    made = true;
+    uint64_t want = x->vhd_size + VHD_FOOTER_SIZE;
+    if (len >= 0 && (uint64_t)len != want) { /* the disk grew since the point: the old footer is cleared */
+      if ((e = blob_resize(c, container, x->name, want, NULL, &r)))
+        e = export_fail(e, "resizing the copy", &r);
+      else if ((uint64_t)len >= VHD_FOOTER_SIZE && (uint64_t)len - VHD_FOOTER_SIZE < x->vhd_size &&
+               (e = blob_clear_pages_async(c, container, x->name, (uint64_t)len - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE, NULL,
+                                           NULL, NULL)) == RPL_OK)
+        e = blob_client_drain(c);
+    }
+  } else if (e == RPL_E_AGAIN) {
+    e = blob_create_page_blob(c, container, x->name, x->vhd_size + VHD_FOOTER_SIZE, x->sequence, true, &r);
+    if (e == RPL_E_BLOB_EXISTS)
+      e = rpl_fail(RPL_E_FAILOVER_EXISTS, "blob %s/%s: %s", container, x->name, rpl_strerror(RPL_E_FAILOVER_EXISTS));
+    else if (e)
+      e = export_fail(e, "creating the page blob", &r);
+    made = !e;
+    if (!e && (e = blob_set_metadata(c, container, x->name, meta, x->nmeta, &r)))
+      e = export_fail(e, "setting the copy's metadata", &r);
+    if (!e)
+      e = export_through_here(bi, c, container, x, out);
+  }
+  if (!e) { /* this copy's own footer (its own id), then its sequence number */
+    uint8_t *f = malloc(VHD_FOOTER_SIZE);
+    if (!f)
+      e = RPL_E_NOMEM;
+    else {
+      memcpy(f, x->footer, VHD_FOOTER_SIZE);
+      rpl_err put = RPL_OK;
+      struct export_slot s = {.buf = f, .busy = true, .err = &put};
+      e = blob_put_page_async(c, container, x->name, x->vhd_size, f, VHD_FOOTER_SIZE, NULL, export_put_done, &s);
+      if (!e)
+        e = blob_client_drain(c);
+      if (!e)
+        e = put;
+      free(f);
+    }
+    if (!e && (e = blob_set_sequence_number(c, container, x->name, BLOB_SEQUENCE_UPDATE, x->sequence, NULL, &r)))
+      e = export_fail(e, "setting the copy's sequence number", &r);
+  }
+  if (e && made) { /* no half-made disk is left for someone to import */
+    rpl_err keep = e;
+    char why[512];
+    snprintf(why, sizeof why, "%s", rpl_detail(e));
+    if (blob_delete(c, container, x->name, NULL, &r) != RPL_OK)
+      log_warn("failover: the incomplete copy %s/%s could not be deleted: delete it by hand", container, x->name);
+    e = why[0] ? rpl_fail(keep, "%s", why) : keep;
+  }
+out:
+  blob_client_close(c);
+  return e;
+}
+
 static bool blob_store_claims(const char *storage)
 {
   (void)storage; /* a connection string: whatever no other backend claims */
@@ -369,4 +581,5 @@ const struct store_ops store_blob_ops = {
   .reader_close = blob_reader_close,
   .reader_read = blob_reader_read,
   .image_kind = "snapshot",
+  .image_export = blob_image_export,
 };

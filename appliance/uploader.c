@@ -114,6 +114,25 @@ static rpl_err write_footer(struct uploader *u)
   return e ? e : u->async_err;
 }
 
+/* A footer of an older appliance (creator "rpla": qemu read its CHS geometry, 256 KiB short of a
+ * 1 GiB disk) is written again as vhd.c makes it now. Best effort: the data does not depend on it. */
+static void refresh_footer(struct uploader *u)
+{
+  uint8_t f[VHD_FOOTER_SIZE];
+  struct blob_reply r = {0};
+  uint64_t size;
+  if (u->blob_size < VHD_FOOTER_SIZE ||
+      blob_read(u->client, u->container, u->blob, NULL, u->blob_size - VHD_FOOTER_SIZE, f, VHD_FOOTER_SIZE, &r) != RPL_OK ||
+      !vhd_footer_check(f, &size) || !memcmp(f + 28, VHD_CREATOR_APP, 4))
+    return;
+  rpl_err e = write_footer(u);
+  if (e)
+    log_warn("uploader %s/%s: cannot rewrite the old VHD footer: %s", u->container, u->blob, rpl_strerror(e));
+  else
+    log_notice("uploader %s/%s: rewrote the VHD footer of an older version (creator \"%.4s\")", u->container, u->blob,
+               (const char *)f + 28);
+}
+
 static void write_done(void *ctx, rpl_err err, const struct blob_reply *reply)
 {
   struct put_ctx *pc = ctx;
@@ -200,6 +219,8 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
       e = rpl_fail(e, "cannot grow the page blob: %s", rpl_strerror(e));
       goto fail;
     }
+    if (u->lease.held)
+      refresh_footer(u);
   }
   *out = u;
   return RPL_OK;

@@ -1,4 +1,15 @@
-/* vhd.c - the fixed-VHD footer: geometry, checksum, big-endian fields. */
+/* vhd.c - the fixed-VHD footer: geometry, checksum, big-endian fields.
+ *
+ * Which size a reader takes: the VHD specification (Virtual Hard Disk Image Format Specification
+ * 1.0, "Hard Disk Footer Format") gives both a Current Size and a CHS Disk Geometry, and the
+ * geometry cannot express most sizes (C*H*S rounds down: 1 GiB reads as 2080*16*63 sectors,
+ * 256 KiB short). Hyper-V, Azure and VirtualBox (VHD.cpp: cbSize = CurSize) take Current Size;
+ * qemu's block/vpc.c takes the geometry unless the Creator Application is one it knows writes an
+ * exact Current Size ("win " Hyper-V, "qem2", "d2v ", "tap\0", "CTXS"; qemu >= 10 also "wa\0\0"
+ * and anything but "vpc "/"qemu"). So the footer says it was made as Hyper-V makes one: creator
+ * application "win ", version 10.0, host "Wi2k", the specification's geometry (what Hyper-V
+ * writes), Current Size = Original Size = the exact size. Azure's only further demand, a size of
+ * whole MiB, is the caller's (the replica and failover round up). */
 #include "vhd.h"
 
 #include <string.h>
@@ -68,8 +79,8 @@ void vhd_footer_make(uint8_t f[VHD_FOOTER_SIZE], uint64_t size, const uint8_t id
   be32(f + 12, 0x00010000);
   be64(f + 16, UINT64_MAX);
   be32(f + 24, unix_time > VHD_EPOCH ? (uint32_t)(unix_time - VHD_EPOCH) : 0);
-  memcpy(f + 28, "rpla", 4);
-  be32(f + 32, 0x00010000);
+  memcpy(f + 28, VHD_CREATOR_APP, 4);
+  be32(f + 32, VHD_CREATOR_VERSION);
   memcpy(f + 36, "Wi2k", 4);
   be64(f + 40, size);
   be64(f + 48, size);

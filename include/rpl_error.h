@@ -128,6 +128,11 @@
   X(RPL_E_UPLOAD_BLOB,            561, "the disk's page blob is not what the appliance wrote (not a page blob, or smaller than the disk): move it aside or use another container") \
   X(RPL_E_RESTORE_POINT,          562, "no such recovery point for this disk: see the points with 'replication-appliance status'") \
   X(RPL_E_RESTORE_NO_IMAGE,       563, "the recovery point has no stored image (no snapshot, or its copy was pruned): restore another point") \
+  X(RPL_E_FAILOVER_NO_IMAGE,      564, "the recovery point's image is gone (pruned by retention, or never made): fail over another point ('replication-appliance points' lists them; without --point the newest is taken)") \
+  X(RPL_E_FAILOVER_BLOB_STORAGE,  565, "--to-blob makes a page blob and needs Azure storage: with file: storage write a VHD with --to FILE.vhd, then upload it with 'az storage blob upload --type page'") \
+  X(RPL_E_FAILOVER_EXISTS,        566, "the failover target exists already: a failover never overwrites a file or blob; give another name or remove the old one") \
+  X(RPL_E_FAILOVER_COPY,          567, "the storage did not complete the copy of the point (its detail says what it answered): run failover again; the incomplete copy was deleted") \
+  X(RPL_E_DISK_UNKNOWN,           568, "no such disk on this appliance: 'replication-appliance status' lists the disks and their ids") \
   X(RPL_E_WEB_START,              570, "cannot start the configuration manager's HTTPS server (address in use, or the appliance's certificate unusable): give another --web ADDR:PORT, or --web off") \
   X(RPL_E_WEB_ROOT,               571, "the configuration manager's page files (index.html, app.js, style.css) were not found: give --web-root DIR or set RPL_WEB_ROOT") \
   X(RPL_E_WEB_PASSWORD,           572, "admin password unusable: it must be 8 to 256 characters on the first line of the file given with --admin-password-file") \

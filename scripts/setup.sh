@@ -28,6 +28,8 @@ packages=(
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
+  # qemu-img judges the VHDs failover makes and the replica blobs (tests/integration/failover.sh)
+  qemu-utils
   # file: storage on XFS, where a recovery point's image is a reflink (tests/integration/file_reflink.sh)
   xfsprogs
   # the Debian packages (scripts/package.sh, tests/integration/deb_packages.sh): dpkg-shlibdeps, lintian

@@ -136,6 +136,8 @@ struct blob_reply {
   char blob_type[16];
   int64_t sequence_number;
   int64_t content_length;  /* x-ms-blob-content-length for page blobs, else Content-Length */
+  char copy_status[16];    /* x-ms-copy-status: pending, success, aborted, failed */
+  char copy_id[64];
   unsigned tries;
 };
 
@@ -259,6 +261,22 @@ RPL_MUST_CHECK rpl_err blob_list_snapshots(struct blob_client *client, const cha
 RPL_MUST_CHECK rpl_err blob_snapshot_meta(struct blob_client *client, const char *container, const char *blob,
                                           const struct blob_header *meta, size_t n, const char *lease_id,
                                           struct blob_reply *reply);
+
+/* Set Blob Metadata: replaces the blob's metadata with the n pairs (keys C identifiers, values
+ * printable ASCII, as blob_snapshot_meta). */
+RPL_MUST_CHECK rpl_err blob_set_metadata(struct blob_client *client, const char *container, const char *blob,
+                                         const struct blob_header *meta, size_t n, struct blob_reply *reply);
+/* The URL another request of this account names blob (snapshot NULL = the base blob) by, with the
+ * SAS token when the account authorizes by one (a copy source must carry its own authorization);
+ * RPL_E_LIMIT when it does not fit outsz. */
+RPL_MUST_CHECK rpl_err blob_url(const struct blob_account *account, const char *container, const char *blob,
+                                const char *snapshot, bool with_sas, char *out, size_t outsz);
+/* Copy Blob: starts a server-side copy of source_url (blob_url) into blob, which takes the n
+ * metadata pairs; if_none_match refuses an existing blob (RPL_E_BLOB_EXISTS). reply->copy_status
+ * says whether it is done ("success") or still "pending" (poll blob_get_properties). */
+RPL_MUST_CHECK rpl_err blob_copy_start(struct blob_client *client, const char *container, const char *blob,
+                                       const char *source_url, const struct blob_header *meta, size_t n,
+                                       bool if_none_match, struct blob_reply *reply);
 
 /* A managed-identity access token. */
 struct blob_token {

@@ -195,6 +195,7 @@ void blob_req_free(struct blob_req *req)
 {
   curl_slist_free_all(req->curl_headers);
   free(req->resp);
+  free(req->copy_source);
   free(req);
 }
 
@@ -288,6 +289,31 @@ rpl_err blob_req_new(struct blob_client *c, const char *verb, const char *contai
   }
   *out = r;
   return RPL_OK;
+}
+
+rpl_err blob_url(const struct blob_account *a, const char *container, const char *blob, const char *snapshot,
+                 bool with_sas, char *out, size_t outsz)
+{
+  size_t pos = 0;
+  int n = snprintf(out, outsz, "%s/", a->endpoint);
+  if (n < 0 || (size_t)n >= outsz)
+    return RPL_E_LIMIT;
+  pos = (size_t)n;
+  bool ok = encode(out, outsz, &pos, container, false) && encode(out, outsz, &pos, "/", true) &&
+            encode(out, outsz, &pos, blob, true);
+  if (ok && snapshot) {
+    ok = pos + 11 < outsz;
+    if (ok) {
+      memcpy(out + pos, "?snapshot=", 11);
+      pos += 10;
+      ok = encode(out, outsz, &pos, snapshot, false);
+    }
+  }
+  if (ok && with_sas && a->auth == BLOB_AUTH_SAS) {
+    n = snprintf(out + pos, outsz - pos, "%s%s", snapshot ? "&" : "?", a->sas);
+    ok = n >= 0 && (size_t)n < outsz - pos;
+  }
+  return ok ? RPL_OK : RPL_E_LIMIT;
 }
 
 /* Adds name=value (value percent-encoded) to the query. */
@@ -384,7 +410,7 @@ void blob_common_options(struct blob_client *c, CURL *e)
  * nothing is allocated per request but curl's header list. */
 struct try_headers {
   char date[64], request_id[37], length[24];
-  struct blob_header sign[REQ_MAX_HEADERS + 6];
+  struct blob_header sign[REQ_MAX_HEADERS + 7];
   size_t nsign;
 };
 
@@ -408,6 +434,8 @@ static void collect_signed_headers(struct blob_client *c, const struct blob_req 
     t->sign[t->nsign++] = (struct blob_header){"Content-MD5", r->content_md5};
   for (size_t i = 0; i < r->nextra; i++)
     t->sign[t->nsign++] = (struct blob_header){r->extra[i].name, r->extra[i].value};
+  if (r->copy_source)
+    t->sign[t->nsign++] = (struct blob_header){"x-ms-copy-source", r->copy_source};
 }
 
 /* Appends the Authorization header (none for SAS: its token is in the URL). The key material passes
@@ -444,6 +472,18 @@ static rpl_err build_header_list(struct blob_client *c, const struct blob_req *r
   for (size_t i = 0; i < t->nsign; i++) {
     if (strcasecmp(t->sign[i].name, "Content-Length") == 0)
       continue; /* curl sends it from the body size */
+    if (t->sign[i].value == r->copy_source) {
+      size_t n = strlen(t->sign[i].name) + strlen(r->copy_source) + 3;
+      char *longer = malloc(n);
+      if (!longer) {
+        curl_slist_free_all(h);
+        return RPL_E_NOMEM;
+      }
+      snprintf(longer, n, "%s: %s", t->sign[i].name, r->copy_source);
+      h = curl_slist_append(h, longer);
+      free(longer);
+      continue;
+    }
     snprintf(line, sizeof line, "%s: %s", t->sign[i].name, t->sign[i].value);
     h = curl_slist_append(h, line);
   }

@@ -62,6 +62,7 @@ struct blob_req {
     char value[200];
   } extra[REQ_MAX_HEADERS];
   size_t nextra;
+  char *copy_source;  /* x-ms-copy-source (a URL, maybe with a SAS: longer than extra[] takes), or NULL */
   const unsigned char *body;
   size_t body_len;
   char content_md5[32];

@@ -1,5 +1,6 @@
 /* blob_ops.c - the page-blob client's operations (pages, containers, blobs, properties, reads, page
- * ranges, snapshots, sequence numbers, resize, leases, lists, probe) built on blob_client.c's requests. */
+ * ranges, snapshots, sequence numbers, resize, leases, lists, metadata, server-side copies, probe)
+ * built on blob_client.c's requests. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -407,31 +408,78 @@ rpl_err blob_list_snapshots(struct blob_client *c, const char *container, const 
   return RPL_OK;
 }
 
-rpl_err blob_snapshot_meta(struct blob_client *c, const char *container, const char *blob,
-                           const struct blob_header *meta, size_t n, const char *lease_id, struct blob_reply *reply)
+/* Metadata keys are C identifiers (Azure's rule), values printable ASCII (they travel as headers). */
+static bool meta_valid(const struct blob_header *meta, size_t n)
 {
-  if (!reply)
-    return RPL_E_INVALID_ARGUMENT;
   for (size_t i = 0; i < n; i++) {
     if (!meta[i].name[0] || strlen(meta[i].name) > 24 || strlen(meta[i].value) > 256)
-      return RPL_E_INVALID_ARGUMENT;
+      return false;
     for (const char *k = meta[i].name; *k; k++)
       if (!(isalnum((unsigned char)*k) || *k == '_'))
-        return RPL_E_INVALID_ARGUMENT;
+        return false;
     for (const char *v = meta[i].value; *v; v++)
       if (*v < 0x20 || *v > 0x7e)
-        return RPL_E_INVALID_ARGUMENT;
+        return false;
   }
-  struct blob_req *r;
-  rpl_err err = blob_req_new(c, "PUT", container, blob, &r);
-  if (err != RPL_OK)
-    return err;
-  err = blob_req_query(r, "comp", "snapshot");
+  return true;
+}
+
+static rpl_err add_meta(struct blob_req *r, const struct blob_header *meta, size_t n)
+{
+  rpl_err err = RPL_OK;
   for (size_t i = 0; i < n && err == RPL_OK; i++) {
     char name[80];
     snprintf(name, sizeof name, "x-ms-meta-%s", meta[i].name);
     err = blob_req_header(r, name, "%s", meta[i].value);
   }
+  return err;
+}
+
+rpl_err blob_set_metadata(struct blob_client *c, const char *container, const char *blob,
+                          const struct blob_header *meta, size_t n, struct blob_reply *reply)
+{
+  if (!meta_valid(meta, n))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = blob_req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = blob_req_query(r, "comp", "metadata");
+  if (err == RPL_OK)
+    err = add_meta(r, meta, n);
+  return submit(c, r, err, reply);
+}
+
+rpl_err blob_copy_start(struct blob_client *c, const char *container, const char *blob, const char *source_url,
+                        const struct blob_header *meta, size_t n, bool if_none_match, struct blob_reply *reply)
+{
+  if (!meta_valid(meta, n) || !source_url || !*source_url || strpbrk(source_url, "\r\n"))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = blob_req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  if (!(r->copy_source = strdup(source_url)))
+    err = RPL_E_NOMEM;
+  if (err == RPL_OK)
+    err = add_meta(r, meta, n);
+  if (err == RPL_OK && if_none_match)
+    err = blob_req_header(r, "If-None-Match", "*");
+  return submit(c, r, err, reply);
+}
+
+rpl_err blob_snapshot_meta(struct blob_client *c, const char *container, const char *blob,
+                           const struct blob_header *meta, size_t n, const char *lease_id, struct blob_reply *reply)
+{
+  if (!reply || !meta_valid(meta, n))
+    return RPL_E_INVALID_ARGUMENT;
+  struct blob_req *r;
+  rpl_err err = blob_req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  err = blob_req_query(r, "comp", "snapshot");
+  if (err == RPL_OK)
+    err = add_meta(r, meta, n);
   if (err == RPL_OK && lease_id && *lease_id)
     err = blob_req_header(r, "x-ms-lease-id", "%s", lease_id);
   err = submit(c, r, err, reply);

@@ -77,6 +77,10 @@ size_t blob_reply_on_header(char *buf, size_t size, size_t nitems, void *ud)
     copy_value(r->reply.lease_state, sizeof r->reply.lease_state, v, vl);
   else if (IS("x-ms-blob-type"))
     copy_value(r->reply.blob_type, sizeof r->reply.blob_type, v, vl);
+  else if (IS("x-ms-copy-status"))
+    copy_value(r->reply.copy_status, sizeof r->reply.copy_status, v, vl);
+  else if (IS("x-ms-copy-id"))
+    copy_value(r->reply.copy_id, sizeof r->reply.copy_id, v, vl);
   else if (IS("x-ms-blob-sequence-number"))
     r->reply.sequence_number = parse_int(v, vl);
   else if (IS("x-ms-blob-content-length"))

@@ -1,7 +1,7 @@
 /* blob_tool.c - a small driver of the page-blob client for integration tests and the benchmark:
  * upload an image (4 MiB Put Pages, N in flight, optionally skipping all-zero chunks), download a
- * blob, delete one, or open the client and probe the path. Configured by environment: BLOB_TEST_CONNSTR (or
- * AZURE_STORAGE_CONNECTION_STRING), BLOB_TEST_ZONE, BLOB_TEST_CA, BLOB_TEST_PROXY,
+ * blob, delete one, put a few pages into one, or open the client and probe the path. Configured
+ * by environment: BLOB_TEST_CONNSTR (or AZURE_STORAGE_CONNECTION_STRING), BLOB_TEST_ZONE, BLOB_TEST_CA, BLOB_TEST_PROXY,
  * BLOB_TEST_PROXY_BYPASS, BLOB_TEST_ALLOW_PUBLIC=1, BLOB_TEST_IN_FLIGHT, BLOB_TEST_NO_MD5=1. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -196,7 +196,7 @@ static int cmd_delete(int argc, char **argv)
   return 0;
 }
 
-/* One line per snapshot of BLOB ("SNAPSHOT-ID METADATA;..."), then "blob SEQ LEASE-STATE". */
+/* One line per snapshot of BLOB ("SNAPSHOT-ID METADATA;..."), then "blob SEQ LEASE-STATE METADATA;...". */
 static int cmd_snapshots(int argc, char **argv)
 {
   if (argc < 3) {
@@ -221,7 +221,8 @@ static int cmd_snapshots(int argc, char **argv)
     if (l.items[i].snapshot[0])
       printf("%s %s\n", l.items[i].snapshot, l.items[i].metadata[0] ? l.items[i].metadata : "-");
     else
-      printf("blob %lld %s\n", (long long)l.items[i].sequence_number, l.items[i].lease_state);
+      printf("blob %lld %s %s\n", (long long)l.items[i].sequence_number, l.items[i].lease_state,
+             l.items[i].metadata[0] ? l.items[i].metadata : "-");
   }
   blob_list_free(&l);
   return 0;
@@ -265,6 +266,37 @@ static int cmd_probe(void)
   return 0;
 }
 
+/* Put Page of FILE (at most 4 MiB, whole pages) at OFFSET of an existing blob, without a lease. */
+static int cmd_put(int argc, char **argv)
+{
+  if (argc < 5) {
+    fprintf(stderr, "usage: blob_tool put CONTAINER BLOB OFFSET FILE\n");
+    return 2;
+  }
+  static unsigned char buf[CHUNK];
+  FILE *in = fopen(argv[4], "rb");
+  size_t len = in ? fread(buf, 1, sizeof buf, in) : 0;
+  if (in)
+    fclose(in);
+  if (len == 0 || len % 512) {
+    fprintf(stderr, "blob_tool: %s: not a readable file of whole 512-byte pages (at most 4 MiB)\n", argv[4]);
+    return 1;
+  }
+  struct blob_client *client;
+  if (open_client(&client))
+    return 1;
+  struct upload_state st = {0};
+  rpl_err err = blob_put_page_async(client, argv[1], argv[2], strtoull(argv[3], NULL, 10), buf, len, NULL, upload_done, &st);
+  if (err == RPL_OK)
+    err = blob_client_drain(client);
+  blob_client_close(client);
+  if (err != RPL_OK || st.failed) {
+    fprintf(stderr, "blob_tool: put: %s\n", rpl_strerror(err ? err : st.last));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   log_init("blob_tool", LOG_LVL_WARN);
@@ -280,6 +312,8 @@ int main(int argc, char **argv)
     return cmd_snapshots(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "lease") == 0)
     return cmd_lease(argc - 1, argv + 1);
-  fprintf(stderr, "usage: blob_tool upload|download|delete|probe|snapshots|lease ...\n");
+  if (argc >= 2 && strcmp(argv[1], "put") == 0)
+    return cmd_put(argc - 1, argv + 1);
+  fprintf(stderr, "usage: blob_tool upload|download|delete|probe|snapshots|lease|put ...\n");
   return 2;
 }

@@ -1,5 +1,7 @@
-/* test_vhd.c - Description: unit tests of the fixed-VHD footer (appliance/vhd.c): fields, geometry, checksum. */
+/* test_vhd.c - Description: unit tests of the fixed-VHD footer (appliance/vhd.c): fields, geometry, checksum, and
+ * the size qemu's and Hyper-V's rules read from it. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +26,9 @@ static void test_fields(void **state)
   assert_int_equal(be32(f + 16), 0xffffffffu);
   assert_int_equal(be32(f + 20), 0xffffffffu);
   assert_int_equal(be32(f + 24), 1000);           /* seconds since 2000-01-01 */
+  assert_memory_equal(f + 28, "win ", 4);         /* creator application: Hyper-V's */
+  assert_int_equal(be32(f + 32), 0x000a0000);     /* creator version 10.0 */
+  assert_memory_equal(f + 36, "Wi2k", 4);         /* creator host OS */
   assert_int_equal(be32(f + 40), 0);              /* original size, big-endian */
   assert_int_equal(be32(f + 44), 1u << 30);
   assert_int_equal(be32(f + 52), 1u << 30);       /* current size */
@@ -66,12 +71,47 @@ static void test_large_geometry_capped(void **state)
   assert_int_equal(f[59], 255);
 }
 
+/* The size qemu 7.2's block/vpc.c (vpc_open) reads: the CHS product, unless the geometry is the
+ * largest one or the creator application is one known to write an exact current size. */
+static uint64_t qemu_size(const uint8_t *f)
+{
+  uint64_t sectors = (uint64_t)(f[56] << 8 | f[57]) * f[58] * f[59];
+  bool use_chs = memcmp(f + 28, "win ", 4) && memcmp(f + 28, "qem2", 4) && memcmp(f + 28, "d2v ", 4) &&
+                 memcmp(f + 28, "CTXS", 4) && memcmp(f + 28, "tap", 4);
+  if (!use_chs || sectors == 65535ull * 16 * 255) {
+    uint64_t cur = (uint64_t)be32(f + 48) << 32 | be32(f + 52);
+    return cur / 512 * 512;
+  }
+  return sectors * 512;
+}
+
+/* Every reader sees the exact size: Hyper-V, Azure and VirtualBox take current size (bytes 48..55),
+ * qemu takes it because of the creator application, although the geometry alone falls short. */
+static void test_readers_see_exact_size(void **state)
+{
+  (void)state;
+  const uint64_t sizes[] = {1ull << 20, 8ull << 20, 1ull << 30, (127ull << 30) + (1ull << 20), 2040ull << 30, 4ull << 40};
+  uint8_t f[VHD_FOOTER_SIZE], id[16] = {2};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    vhd_footer_make(f, sizes[i], id, 0);
+    uint64_t cur = (uint64_t)be32(f + 48) << 32 | be32(f + 52), orig = (uint64_t)be32(f + 40) << 32 | be32(f + 44);
+    assert_int_equal(cur, sizes[i]);
+    assert_int_equal(orig, sizes[i]);
+    assert_int_equal(qemu_size(f), sizes[i]);
+  }
+  /* Why the creator matters: 1 GiB by its geometry is 256 KiB short (the bug this footer fixes). */
+  vhd_footer_make(f, 1ull << 30, id, 0);
+  memcpy(f + 28, "rpla", 4);
+  assert_int_equal(qemu_size(f), (1ull << 30) - (256u << 10));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_fields),
     cmocka_unit_test(test_damage_detected),
     cmocka_unit_test(test_large_geometry_capped),
+    cmocka_unit_test(test_readers_see_exact_size),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
