@@ -5,7 +5,7 @@
 # their checksums inside it; a point is taken, made into a disk image and booted in qemu (TCG, the
 # Debian 6.1 kernel, an initramfs that finds root by UUID= the way a distribution's does); the
 # disk's own init mounts its fstab, checks every fsynced file of the list read before the point and
-# prints BOOT-OK. A second point, after fstab gained a /dev/sdb1 line without nofail (a device name
+# prints BOOT-OK. The image booted is the fixed VHD `failover --to` makes (qemu: format vpc). A second point, after fstab gained a /dev/sdb1 line without nofail (a device name
 # the booted machine does not have), must not boot: BOOT-FAIL naming that line, no BOOT-OK.
 # Skips (77) without qemu, a static busybox, the 6.1 kernel, sfdisk or mkfs.ext4 (or Azurite).
 set -u
@@ -112,25 +112,23 @@ touch "$stop_writer"
 wait "$writer"
 echo "points $good ($good_files files listed) and $bad ($bad_files files listed)"
 
-# point_image POINT FILE: the disk at POINT as a file qemu boots; IMAGE_FORMAT is qemu's name for its
-# format. With `replication-appliance failover` (a fixed VHD, what Azure imports), these two lines
-# become:  "$AP" failover --state "$RT/app" --disk "$disk_id" --point "$1" --to "$2"
-#          IMAGE_FORMAT=vpc
+# point_image POINT FILE: the disk at POINT failed over to the fixed VHD Azure would import (the
+# same for both storages); IMAGE_FORMAT is qemu's name for its format.
 point_image() {
-  "$AP" restore --state "$RT/app" --disk "$disk_id" --point "$1" --out "$2" >"$RT/image.out" 2>&1 \
-    || fail "no image of point $1: $(cat "$RT/image.out")"
-  IMAGE_FORMAT=raw
+  "$AP" failover --state "$RT/app" --disk "$disk_id" --point "$1" --to "$2" >"$RT/image.out" 2>&1 \
+    || fail "point $1 was not failed over: $(cat "$RT/image.out")"
+  IMAGE_FORMAT=vpc
 }
 
 # boot POINT NAME: boots the point's image; the console is RT/NAME.console.
 boot() {
   local point=$1 name=$2 files sums t0
   files=${name}_files sums=${name}_sums
-  point_image "$point" "$RT/$name.image"
+  point_image "$point" "$RT/$name.vhd"
   QG_APPEND="root=UUID=$uuid boot_point.files=${!files} boot_point.sums=${!sums}"
   t0=$(date +%s)
   qemu_guest_boot "$here/boot_point_initramfs.sh" \
-    -drive "file=$RT/$name.image,format=$IMAGE_FORMAT,if=virtio,cache=unsafe"
+    -drive "file=$RT/$name.vhd,format=$IMAGE_FORMAT,if=virtio,cache=unsafe"
   # Without the firmware's terminal resets, which would otherwise begin the guest's first line.
   sed 's/\r//g; s/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' "$QG_LOG" >"$RT/$name.console"
   rm -f "$RT/$name.image"
