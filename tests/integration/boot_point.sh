@@ -5,8 +5,9 @@
 # their checksums inside it; a point is taken, made into a disk image and booted in qemu (TCG, the
 # Debian 6.1 kernel, an initramfs that finds root by UUID= the way a distribution's does); the
 # disk's own init mounts its fstab, checks every fsynced file of the list read before the point and
-# prints BOOT-OK. The image booted is the fixed VHD `failover --to` makes (qemu: format vpc). A second point, after fstab gained a /dev/sdb1 line without nofail (a device name
-# the booted machine does not have), must not boot: BOOT-FAIL naming that line, no BOOT-OK.
+# prints BOOT-OK. The image booted is the fixed VHD `failover --to` makes (qemu: format vpc). A
+# second point, after fstab gained a /dev/sdb1 line without nofail (a device name the booted
+# machine does not have), must not boot: BOOT-FAIL naming that line, no BOOT-OK.
 # Skips (77) without qemu, a static busybox, the 6.1 kernel, sfdisk or mkfs.ext4 (or Azurite).
 set -u
 storage=${1:-file}
