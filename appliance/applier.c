@@ -135,7 +135,7 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
   d->last_applied = applied_after;
   if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", applied_after + 1,
-             rpl_strerror(err));
+             rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
     if (!d->upload_waiting)
       log_warn("disk %s: %s", d->name, d->reason);
     d->upload_waiting = true;

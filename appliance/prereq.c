@@ -4,6 +4,8 @@
 #include "prereq.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <sys/statvfs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,8 @@ static void proxy_for_display(const char *proxy, char *out, size_t outsz)
   snprintf(out, outsz, "%.*s***@%s", (int)(scheme_end + 3 - proxy), proxy, at + 1);
 }
 
+#define REPLICA_FREE_MIN_MIB 16 /* below it applying waits: a replica filling its file system stops anyway */
+
 void prereq_check_file_storage(const struct appliance_settings *s, struct prereq_report *r)
 {
   const char *dir = s->storage + 5;
@@ -55,9 +59,19 @@ void prereq_check_file_storage(const struct appliance_settings *s, struct prereq
     return;
   }
   bool ok = write(fd, "x", 1) == 1 && fsync(fd) == 0;
+  int werr = errno;
   close(fd);
   unlink(probe);
-  add(r, "replica directory", ok, "check the file system (full or read-only?)", ok ? "%s is writable" : "%s: write or fsync failed", dir);
+  struct statvfs vfs;
+  uint64_t free_mib = statvfs(dir, &vfs) == 0 ? (uint64_t)vfs.f_bavail * vfs.f_frsize >> 20 : 0;
+  if (!ok)
+    add(r, "replica directory", false, "check the file system (full or read-only?)", "%s: write or fsync failed: %s",
+        dir, strerror(werr));
+  else if (free_mib < REPLICA_FREE_MIN_MIB)
+    add(r, "replica directory", false, "free space on its file system (replicas grow as disks are written)",
+        "%s: only %" PRIu64 " MiB free (at least %d MiB wanted)", dir, free_mib, REPLICA_FREE_MIN_MIB);
+  else
+    add(r, "replica directory", true, "", "%s is writable, %" PRIu64 " MiB free", dir, free_mib);
 }
 
 /* check uses few tries and a short timeout: a person is waiting for the answer. */

@@ -191,8 +191,10 @@ static uint64_t file_committed(struct store *st)
 
 static enum store_failure file_failure_kind(rpl_err e)
 {
-  (void)e; /* a local image that cannot be written is the disk's error */
-  return STORE_FAILURE_RESYNC;
+  /* A replica that cannot be written now (its filesystem full, an I/O error, memory) waits like a
+   * storage that is away: the cycles stay cached and are applied once the checks pass again. Data
+   * that does not check out is the disk's error. */
+  return e == RPL_E_IO || e == RPL_E_NOMEM || e == RPL_E_PERMISSION ? STORE_FAILURE_STORAGE : STORE_FAILURE_RESYNC;
 }
 
 static void file_get_stats(struct store *st, struct store_stats *out)
