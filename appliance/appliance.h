@@ -41,6 +41,10 @@
 #define MAX_AGENT_DISKS     64    /* disks of one agent in the catalog (an agent protects at most 64): an
                                      agent naming new disk ids without end is refused past it */
 #define HASH_CHUNK_MIN      (1u << 20) /* a resync's chunks: smaller ones would cost a storage read each */
+#define STATE_FREE_MIN      (256ull << 20) /* below this free on the state directory's file system no cycle
+                                              starts (the agents keep their changes): the journal, the
+                                              catalog and the settings need room to stay consistent */
+#define STATE_FREE_CHECK_MS 2000  /* how often sessions look at it */
 
 /*
  * Lock rules. `a->lock` (L) guards the registry: the list and every field of struct disk marked L.
@@ -123,6 +127,8 @@ struct appliance {
     unsigned n;
   } preauth[MAX_PREAUTH_ADDRESSES];
   uint64_t refused_connections;   /* L: closed at once by the limits above */
+  uint64_t state_free_bytes;      /* L: free on the state directory's file system, at the last look */
+  uint64_t state_free_checked_ms; /* L: monotonic, that look */
   int listen_fd;
   uint64_t points_recorded;       /* L */
   struct retention_policy retention;

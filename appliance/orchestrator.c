@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "events.h"
@@ -383,11 +384,41 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
   return pick;
 }
 
+/* Whether the state directory's file system has room for more cycles (looked at every
+ * STATE_FREE_CHECK_MS; said in the log when it changes, and in status). */
+static bool state_has_room(struct appliance *a)
+{
+  uint64_t now = rpl_mono_ms();
+  pthread_mutex_lock(&a->lock);
+  bool look = now - a->state_free_checked_ms >= STATE_FREE_CHECK_MS || !a->state_free_checked_ms;
+  uint64_t before = a->state_free_bytes;
+  if (look)
+    a->state_free_checked_ms = now;
+  pthread_mutex_unlock(&a->lock);
+  if (look) {
+    struct statvfs v;
+    uint64_t free_bytes = statvfs(a->state_dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize : UINT64_MAX;
+    pthread_mutex_lock(&a->lock);
+    a->state_free_bytes = free_bytes;
+    pthread_mutex_unlock(&a->lock);
+    if ((free_bytes < STATE_FREE_MIN) != (before < STATE_FREE_MIN) || !before) {
+      if (free_bytes < STATE_FREE_MIN)
+        log_err("the state directory %s has %" PRIu64 " MiB free (at least %llu MiB wanted): no cycle starts until "
+                "there is room; the agents keep their changes", a->state_dir, free_bytes >> 20, STATE_FREE_MIN >> 20);
+      else if (before && before < STATE_FREE_MIN)
+        log_notice("the state directory %s has room again (%" PRIu64 " MiB free): cycles resume", a->state_dir,
+                   free_bytes >> 20);
+    }
+    return free_bytes >= STATE_FREE_MIN;
+  }
+  return before >= STATE_FREE_MIN;
+}
+
 /* Starts what is due: a pending recovery-point group (all its disks at once), else the disk that
  * waited longest past the RPO target, or one that never synced. */
 rpl_err orchestrate(struct session *s)
 {
-  if (s->cycles_open)
+  if (s->cycles_open || !state_has_room(s->a))
     return RPL_OK;
   queue_local_point_groups(s);
   queue_scheduled_groups(s);

@@ -199,6 +199,8 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
     json_string(&j, "points_schedule", sched);
     pthread_mutex_lock(&a->lock);
+    json_u64(&j, "state_free_bytes", a->state_free_bytes);
+    json_bool(&j, "cycles_held_for_space", a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN);
     json_object_begin(&j, "connections");
     json_u64(&j, "open", a->sessions);
     json_u64(&j, "refused", a->refused_connections);
@@ -214,6 +216,11 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us, recovery points %s\n", RPL_VERSION,
             a->listen, storage, a->rpo_ms / 1000, sched);
     upload_gate_status(a->gate, NULL, f);
+    pthread_mutex_lock(&a->lock);
+    if (a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN)
+      fprintf(f, "cycles held: the state directory's file system has %" PRIu64 " MiB free (at least %llu MiB wanted): "
+                 "free space there\n", a->state_free_bytes >> 20, STATE_FREE_MIN >> 20);
+    pthread_mutex_unlock(&a->lock);
     fprintf(f, "upload limits: ");
     if (a->settings.upload_limit_mbps)
       fprintf(f, "%u MB/s in all, ", a->settings.upload_limit_mbps);

@@ -2,7 +2,9 @@
 # appliance_enospc.sh - Description: the replica's file system fills up while cycles come in (a
 # loop-mounted ext4 under file: storage, its free space taken by a filler file): the disk waits for
 # storage with its reason and is never put in error, the agent's cycles are still acknowledged
-# (the cache holds them), and once space is freed the replica catches up to equal the disk.
+# (the cache holds them), and once space is freed the replica catches up to equal the disk. Then
+# the state directory's file system (the cache journal, the catalog) gets below its floor: no
+# cycle starts, status says why, the agent keeps its changes, and once freed they all arrive.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup
@@ -14,6 +16,12 @@ mkfs.ext4 -q -m 0 "$rfs" || fail "mkfs.ext4 failed"
 mkdir -p "$RT/replica"
 mount "$rfs" "$RT/replica" || fail "mount failed"
 CLEANUP_MOUNTS+=("$RT/replica")
+rpl_loop sfs 512M
+mkfs.ext4 -q -m 0 "$sfs" || fail "mkfs.ext4 failed"
+mkdir -p "$RT/app"
+mount "$sfs" "$RT/app" || fail "mount failed"
+CLEANUP_MOUNTS+=("$RT/app")
+chmod 700 "$RT/app"
 rpl_appliance_init
 rpl_appliance_start --rpo 1
 rpl_agent_register
@@ -46,4 +54,16 @@ wait_until 180 "the replica did not catch up once space was freed: $("$AP" statu
 import json, sys
 d = json.load(sys.stdin)["disks"][0]
 sys.exit(0 if d["state"] == "protected" else "state %s: %s" % (d["state"], d["reason"]))' || fail "the disk did not come back to protected"
+
+# The state directory's file system below its floor (256 MiB): cycles wait, nothing is refused.
+fallocate -l "$(( $(df --output=avail -B1 "$RT/app" | tail -n 1) - (64 << 20) ))" "$RT/app/filler" \
+  || fail "cannot fill the state directory's file system"
+held() { "$AP" status --state "$RT/app" --json | python3 -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin)["cycles_held_for_space"] else 1)'; }
+wait_until 30 "a nearly full state directory does not hold the cycles: $("$AP" status --state "$RT/app")" held
+"$AP" status --state "$RT/app" | grep -q "cycles held: the state directory" || fail "status does not say why cycles are held"
+dd if=/dev/urandom of="$dev" bs=1M count=16 seek=60 oflag=direct conv=notrunc status=none || fail "cannot write the disk"
+rm -f "$RT/app/filler"
+wait_until 180 "the replica did not catch up once the state directory had room: $("$AP" status --state "$RT/app")" same
 echo "appliance_enospc: ok"
