@@ -1,5 +1,6 @@
 /* cmd_register.c - `mobility-agent register`: proves the registration key's one-time secret to the
  * pinned appliance and stores the client certificate it signs. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,8 +29,29 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 }
 
 struct register_opts {
-  const char *appliance, *key, *state_dir;
+  const char *appliance, *key, *key_file, *state_dir;
+  char key_buf[256];          /* the key read from --key-file (or stdin) */
 };
+
+#define REGISTER_USAGE "usage: mobility-agent register --appliance HOST:PORT (--key KEY | --key-file FILE|-) [--state DIR]"
+
+/* The key from the first line of FILE, or of standard input for "-" (so that it is never in the
+ * process's command line, which every user can read in /proc). 0, or 1 with the message printed. */
+static int read_key_file(struct register_opts *o)
+{
+  FILE *f = strcmp(o->key_file, "-") ? fopen(o->key_file, "re") : stdin;
+  if (!f)
+    return fail("--key-file %s: %s", o->key_file, strerror(errno));
+  bool got = fgets(o->key_buf, sizeof o->key_buf, f) != NULL;
+  if (f != stdin)
+    fclose(f);
+  o->key_buf[strcspn(o->key_buf, "\r\n")] = '\0';
+  if (!got || !o->key_buf[0])
+    return fail("--key-file %s: no registration key on its first line (the line init printed last: rk1-...)",
+                o->key_file);
+  o->key = o->key_buf;
+  return 0;
+}
 
 /* 0, or 1 with the message printed. */
 static int parse_register_opts(int argc, char **argv, struct register_opts *o)
@@ -37,19 +59,22 @@ static int parse_register_opts(int argc, char **argv, struct register_opts *o)
   *o = (struct register_opts){.state_dir = AGENT_DEFAULT_STATE};
   static const struct option opts[] = {
     {"appliance", required_argument, NULL, 'a'}, {"key", required_argument, NULL, 'k'},
-    {"state", required_argument, NULL, 's'}, {0, 0, 0, 0}};
+    {"key-file", required_argument, NULL, 'f'}, {"state", required_argument, NULL, 's'}, {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
     case 'a': o->appliance = optarg; break;
     case 'k': o->key = optarg; break;
+    case 'f': o->key_file = optarg; break;
     case 's': o->state_dir = optarg; break;
-    default: return fail("usage: mobility-agent register --appliance HOST:PORT --key KEY [--state DIR]");
+    default: return fail(REGISTER_USAGE);
     }
   }
-  if (!o->appliance || !o->key || optind != argc)
-    return fail("usage: mobility-agent register --appliance HOST:PORT --key KEY [--state DIR]");
+  if (!o->appliance || !o->key == !o->key_file || optind != argc)
+    return fail(REGISTER_USAGE);
+  if (o->key_file && read_key_file(o))
+    return 1;
   /* Checked here so that a typo is reported before a key is made or anything is sent. */
   char host[256], port[16];
   if (conn_split_hostport(o->appliance, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))

@@ -103,8 +103,10 @@ rpl_appliance_up() {
   return 1
 }
 
+# (the key from a file, as an operator should give it: a --key argument is readable in /proc)
 rpl_agent_register() {
-  "$AG" register --appliance "127.0.0.1:$RPL_PORT" --key "$RPL_KEY" --state "$RT/agent" > "$RT/register.out" \
+  (umask 077 && printf '%s\n' "$RPL_KEY" > "$RT/regkey")
+  "$AG" register --appliance "127.0.0.1:$RPL_PORT" --key-file "$RT/regkey" --state "$RT/agent" > "$RT/register.out" \
     || fail "register failed"
 }
 
