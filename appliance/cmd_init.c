@@ -319,6 +319,9 @@ static int set_up_web_login(const struct init_opts *o, char *admin_password, siz
     if (err)
       return fail("cannot store the admin password: %s", rpl_strerror(err));
     printf("configuration manager: https://127.0.0.1:44368/ (log in with the admin password)\n");
+  } else if (web_auth_has_password(o->state)) {
+    /* A password is set already: a login link would be a second way in that nobody asked for. */
+    printf("configuration manager: https://127.0.0.1:44368/ (log in with the admin password set before)\n");
   } else {
     char token[WEB_TOKEN_CHARS + 1];
     if ((err = web_auth_issue_token(o->state, token)))

@@ -21,8 +21,13 @@ printf '%s\n' "$PW" > "$RT/admin-pw"
 say "init with an admin password file, run with the configuration manager on a free port"
 "$AP" init --state "$RT/app" --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" \
   --admin-password-file "$RT/admin-pw" > "$RT/init.out" || fail "init failed"
-RPL_KEY=$(tail -n 1 "$RT/init.out")
 grep -qF "$PW" "$RT/app"/* 2>/dev/null && fail "the admin password is stored in clear in the state directory"
+# init again (a new registration key) with the password set: no login link besides the password
+"$AP" init --state "$RT/app" --storage "$AZ_CONNSTR" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" \
+  > "$RT/init.out" || fail "init again failed"
+grep -q "#token=" "$RT/init.out" && fail "init issued a login link although a password is set: $(cat "$RT/init.out")"
+grep -q "admin password set before" "$RT/init.out" || fail "init does not say to log in with the password"
+RPL_KEY=$(tail -n 1 "$RT/init.out")
 printf 'short\n' > "$RT/short-pw"
 out=$("$AP" init --state "$RT/app2" --storage "file:$RT/r2" --admin-password-file "$RT/short-pw" 2>&1) \
   && fail "init accepted a 5-character admin password"
