@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # protect_progress.sh - Description: `mobility-agent protect` on a terminal (script -qc) follows the
 # initial sync in place (percent, MB/s, ETA) until it completes, `status` shows the same figures
-# during the sync, --no-wait on a terminal and a plain (non-terminal) protect return at once as before.
+# during the sync, --no-wait on a terminal and a plain (non-terminal) protect return at once as before;
+# a disk over the 8 TiB of a page blob is refused at once, with that reason.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 400
@@ -20,6 +21,14 @@ until_deadline() { # SECONDS COMMAND...: polls COMMAND every 50 ms until it succ
 ag_json() { # DEV FIELD: a field of DEV in the agent's status --json
   "$AG" status --state "$RT/agent" --json | json_field - "disks.[device=$1].$2"
 }
+
+say "a 9 TiB disk (sparse) is refused: a page blob holds 8 TiB"
+rpl_loop big 9T zero
+"$AG" protect "$big" --state "$RT/agent" > "$RT/big.out" 2> "$RT/big.err" && fail "protect accepted a 9 TiB disk"
+[ "$(wc -l < "$RT/big.err")" -eq 1 ] && grep -q "^mobility-agent protect: $big is 9.00 TiB, over the 8 TiB" "$RT/big.err" \
+  || fail "protect of a 9 TiB disk said: $(cat "$RT/big.err")"
+[ "$("$AG" status --state "$RT/agent" --json | json_field -d none - "disks.[device=$big].state")" = none ] \
+  || fail "the refused disk is in the agent's status"
 
 say "not a terminal: protect returns at once, as before"
 rpl_loop plain 64M zero
