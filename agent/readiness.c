@@ -122,15 +122,13 @@ static void cmdline_arg(const char *cmdline, const char *key, char *out, size_t 
 /* Device names that the kernel hands out in probe order, so they can differ in Azure. */
 static bool unstable_name(const char *spec)
 {
-  static regex_t re;
-  static int compiled;
-  if (!compiled) {
-    if (regcomp(&re, "^/dev/((s|v|xv|h)d[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+|dm-[0-9]+)([p]?[0-9]+)?$",
-                REG_EXTENDED | REG_NOSUB))
-      return false;
-    compiled = 1;
-  }
-  return regexec(&re, spec, 0, NULL, 0) == 0;
+  regex_t re;
+  if (regcomp(&re, "^/dev/((s|v|xv|h)d[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+|dm-[0-9]+)(p?[0-9]+)?$",
+              REG_EXTENDED | REG_NOSUB))
+    return false;
+  bool yes = regexec(&re, spec, 0, NULL, 0) == 0;
+  regfree(&re);
+  return yes;
 }
 
 static bool block_spec(const char *spec)
@@ -141,32 +139,37 @@ static bool block_spec(const char *spec)
 
 /* ---- the default boot entry, fstab, disks ---------------------------------------------------- */
 
-static void kernel_from_grub(struct ctx *c, char *initrd, size_t isz)
+struct grub_entry {
+  char kernel[128], initrd[512], cmdline[4096], cfg[32];
+};
+
+/* The first menu entry of the grub config: its kernel version, initramfs and command line. (GRUB's
+ * default may be another entry, saved in grubenv; the first is the one a fresh grub.cfg boots.) */
+static void grub_first_entry(const struct ctx *c, struct grub_entry *g)
 {
-  struct readiness_report *r = c->r;
   static const char *const cfgs[] = {"/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"};
-  for (size_t i = 0; i < 2 && !r->kernel[0]; i++) {
+  for (size_t i = 0; i < 2 && !g->kernel[0]; i++) {
     char *text = slurp_under(c, cfgs[i]);
     if (!text)
       continue;
     char *entry = strstr(text, "menuentry ");
-    for (char *line = entry ? strtok(entry, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+    char *save;
+    for (char *line = entry ? strtok_r(entry, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
       char kw[32], path[512];
       int off = 0;
       if (sscanf(line, " %31s %511s %n", kw, path, &off) < 2)
         continue;
-      if (!r->kernel[0] && (!strcmp(kw, "linux") || !strcmp(kw, "linuxefi") || !strcmp(kw, "linux16"))) {
+      if (!g->kernel[0] && (!strcmp(kw, "linux") || !strcmp(kw, "linuxefi") || !strcmp(kw, "linux16"))) {
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-        snprintf(r->kernel, sizeof r->kernel, "%.127s", strncmp(base, "vmlinuz-", 8) ? base : base + 8);
-        snprintf(c->cmdline, sizeof c->cmdline, "%s", off ? line + off : "");
-        snprintf(c->cmdline_from, sizeof c->cmdline_from, "%s", cfgs[i]);
-        snprintf(r->kernel_from, sizeof r->kernel_from, "first entry of %s", cfgs[i]);
-      } else if (r->kernel[0] && !initrd[0] && !strncmp(kw, "initrd", 6)) {
+        snprintf(g->kernel, sizeof g->kernel, "%.127s", strncmp(base, "vmlinuz-", 8) ? base : base + 8);
+        snprintf(g->cmdline, sizeof g->cmdline, "%s", off ? line + off : "");
+        snprintf(g->cfg, sizeof g->cfg, "%s", cfgs[i]);
+      } else if (g->kernel[0] && !strncmp(kw, "initrd", 6)) {
         /* "initrd /intel-ucode.img /initramfs.img": the last one is the distribution's. */
         char *last = strrchr(line, ' ');
         const char *p = last ? last + 1 : path;
         const char *base = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
-        snprintf(initrd, isz, "/boot/%.400s", base);
+        snprintf(g->initrd, sizeof g->initrd, "/boot/%.400s", base);
         break;
       }
     }
@@ -199,7 +202,10 @@ static void kernel_newest(struct ctx *c)
 static void find_boot_entry(struct ctx *c)
 {
   struct readiness_report *r = c->r;
-  char initrd[512] = "";
+  struct grub_entry *g = calloc(1, sizeof *g);
+  if (!g)
+    return;
+  grub_first_entry(c, g);
   struct utsname u;
   if (c->in->live && uname(&u) == 0) {
     char rel[400];
@@ -209,32 +215,30 @@ static void find_boot_entry(struct ctx *c)
       snprintf(r->kernel_from, sizeof r->kernel_from, "running kernel");
     }
   }
-  if (!r->kernel[0])
-    kernel_from_grub(c, initrd, sizeof initrd);
-  else {
-    char k[128];
-    snprintf(k, sizeof k, "%s", r->kernel);
-    kernel_from_grub(c, initrd, sizeof initrd); /* for the command line only */
-    if (strcmp(k, r->kernel)) {
-      snprintf(r->kernel, sizeof r->kernel, "%s", k);
-      snprintf(r->kernel_from, sizeof r->kernel_from, "running kernel");
-      initrd[0] = 0;
-    }
+  if (!r->kernel[0] && g->kernel[0]) {
+    snprintf(r->kernel, sizeof r->kernel, "%s", g->kernel);
+    snprintf(r->kernel_from, sizeof r->kernel_from, "first entry of %s", g->cfg);
   }
   if (!r->kernel[0])
     kernel_newest(c);
-  if (!c->cmdline[0]) {
-    char *t = slurp_under(c, c->in->live ? "/proc/cmdline" : "/proc/cmdline");
+  /* The command line the disk boots with in Azure is grub's; without one, the running system's. */
+  if (g->kernel[0]) {
+    snprintf(c->cmdline, sizeof c->cmdline, "%s", g->cmdline);
+    snprintf(c->cmdline_from, sizeof c->cmdline_from, "%s", g->cfg);
+  } else {
+    char *t = slurp_under(c, "/proc/cmdline");
     if (t) {
       snprintf(c->cmdline, sizeof c->cmdline, "%s", t);
       snprintf(c->cmdline_from, sizeof c->cmdline_from, "/proc/cmdline");
       free(t);
     }
   }
-  if (initrd[0] && exists_under(c, initrd)) {
-    under_root(c, initrd, r->initramfs, sizeof r->initramfs);
+  bool grub_initrd = g->initrd[0] && !strcmp(g->kernel, r->kernel) && exists_under(c, g->initrd);
+  if (grub_initrd)
+    under_root(c, g->initrd, r->initramfs, sizeof r->initramfs);
+  free(g);
+  if (grub_initrd)
     return;
-  }
   static const char *const forms[][2] = {{"initrd.img-", ""}, {"initramfs-", ".img"}, {"initrd-", ""},
                                          {"initramfs-", ""}};
   for (size_t i = 0; i < 4 && r->kernel[0]; i++) {
@@ -813,8 +817,10 @@ void readiness_run(const struct readiness_input *in, struct readiness_report *r)
   r->firmware = "bios";
   r->partition_table = "unknown";
   if (!c) {
-    struct ctx tiny = {.in = in, .r = r};
-    add(&tiny, "readiness", READINESS_FAIL, "free some memory", "out of memory");
+    r->checks[r->n].name = "readiness";
+    r->checks[r->n].result = READINESS_FAIL;
+    snprintf(r->checks[r->n].detail, sizeof r->checks[r->n].detail, "out of memory");
+    snprintf(r->checks[r->n++].remedy, sizeof r->checks[0].remedy, "free some memory");
     return;
   }
   c->in = in;
