@@ -1,8 +1,8 @@
 /* test_readiness.c - Description: unit tests of the boot readiness checks (agent/readiness.c) on
- * fixture trees built here: initramfs images (cpio, gzip/zstd/xz, with and without an early microcode
- * cpio) with and without the Hyper-V drivers, built-in drivers, fstab by UUID vs /dev/sda2, nofail,
- * GPT vs MBR images with and without UEFI, disks over the OS-disk and page-blob limits, guest agent,
- * DHCP and serial console settings. */
+ * fixture trees built here: initramfs images (cpio; gzip, zstd, xz, lz4, bzip2; with and without an
+ * early microcode cpio) with and without the Hyper-V drivers, built-in drivers, fstab by UUID vs
+ * /dev/sda2, nofail, GPT vs MBR images with and without UEFI, disks over the OS-disk and page-blob
+ * limits, guest agent, DHCP and serial console settings. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,9 +153,12 @@ static void test_initramfs_formats(void **state)
   const char *dir = *state;
   char img[PATH_MAX];
   snprintf(img, sizeof img, "%s/initrd.img", dir);
-  static const char *const tools[] = {"gzip", "zstd", "xz", NULL};
-  for (size_t t = 0; t < 4; t++) {
-    if (tools[t] && !have(tools[t]))
+  /* lz4 -l: the legacy frame the kernel and initramfs-tools use. */
+  static const char *const tools[] = {"gzip", "zstd", "xz", "lz4 -l", "bzip2", NULL};
+  for (size_t t = 0; t < 6; t++) {
+    char name[16];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(tools[t] ? tools[t] : "", " "), tools[t] ? tools[t] : "");
+    if (tools[t] && !have(name))
       continue;
     for (int micro = 0; micro < 2; micro++)
       for (int hv = 0; hv < 2; hv++) {
