@@ -18,5 +18,6 @@ int agent_cmd_protect(int argc, char **argv);
 int agent_cmd_checkpoint(int argc, char **argv);
 int agent_cmd_status(int argc, char **argv);
 int agent_cmd_cbt(int argc, char **argv);
+int agent_cmd_check(int argc, char **argv);
 
 #endif

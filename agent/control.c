@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "json_out.h"
 #include "progress.h"
+#include "readiness.h"
 #include "rpl_clock.h"
 
 #define POINT_WAIT_MS (30 * 60 * 1000)
@@ -76,6 +77,14 @@ static int ctl_protect(struct agent *a, int argc, char **argv, struct control_re
     return 2;
   }
   const char *dev = argv[1];
+  /* Refused now rather than when the appliance creates the blob, hours into a migration plan. */
+  uint64_t size;
+  if (readiness_disk_size(dev, &size) == RPL_OK && size > READINESS_PROTECTED_MAX) {
+    control_printf(out, "%s is %.2f TiB, over the 8 TiB an Azure page blob holds (the disk and its 512-byte VHD "
+                   "footer): split its data over disks of at most 8 TiB (LVM can span them) and protect those",
+                   dev, (double)size / (double)(1ull << 40));
+    return 1;
+  }
   if (start_tracking(a, dev, out))
     return 1;
   char id[37];

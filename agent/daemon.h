@@ -95,6 +95,9 @@ struct agent {
   SSL_CTX *ctx;
   struct conn *conn;
   struct proto_buf out;
+  bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */
+  uint64_t readiness_sent_ms; /* monotonic; 0: not yet sent on this connection */
+  size_t readiness_ndisks;    /* disks protected when it was sent: a new one sends it again */
 };
 
 /* Set by SIGTERM/SIGINT; every loop of the daemon ends when it sees it. */
@@ -111,6 +114,12 @@ RPL_MUST_CHECK rpl_err session_send_buf(struct agent *a);
 RPL_MUST_CHECK rpl_err session_refresh_cbt(struct agent *a);
 /* The index in a->st.disks of the disk with this id, or -1. */
 ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE]);
+
+/* ---- readiness_report.c: boot readiness for the appliance (session thread) ------------------- */
+
+/* Runs the readiness checks and sends READINESS when due: on each connection, after a disk is
+ * protected, and daily; only to an appliance that takes it. */
+RPL_MUST_CHECK rpl_err readiness_send_if_due(struct agent *a);
 
 /* ---- cycle.c: one cycle of one disk (session thread) ------------------------------------------ */
 

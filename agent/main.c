@@ -13,6 +13,7 @@ static const struct agent_command commands[] = {
   {"protect", agent_cmd_protect, "protect DEVICE [--wait | --no-wait] [--state DIR]"},
   {"checkpoint", agent_cmd_checkpoint, "checkpoint [DEVICE] [--wait] [--state DIR]"},
   {"status", agent_cmd_status, "status [--state DIR] [--json]"},
+  {"check", agent_cmd_check, "check [--state DIR] [--json] [--root DIR]"},
   {NULL, NULL, NULL},
 };
 

@@ -180,6 +180,8 @@ static rpl_err handshake(struct agent *a)
     log_err("%s", msg);
     return err;
   }
+  a->peer_readiness = (peer.capabilities & PROTO_CAP_READINESS) != 0;
+  a->readiness_sent_ms = 0;
   return RPL_OK;
 }
 
@@ -241,6 +243,8 @@ static rpl_err idle(struct agent *a, struct serve_state *s, bool *readable)
   if (p[1].revents)
     drain_wake(a);
   rpl_err err = heartbeat_if_due(a, s);
+  if (!err)
+    err = readiness_send_if_due(a);
   if (err)
     return err;
   *readable = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;

@@ -10,6 +10,7 @@
 
 #include <uuid/uuid.h>
 
+#include "agent_readiness.h"
 #include "channel.h"
 #include "events.h"
 #include "rpl_log.h"
@@ -570,6 +571,7 @@ static rpl_err session_hello(struct session *s)
   }
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
+                             .capabilities = PROTO_CAP_READINESS,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)))
     return err;
@@ -607,6 +609,9 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
     }
     break;
   }
+  case PROTO_READINESS:
+    err = agent_readiness_on_frame(s->agent, f);
+    break;
   case PROTO_HEARTBEAT: {
     struct proto_heartbeat hb;
     if ((err = proto_decode_heartbeat(f, &hb)))

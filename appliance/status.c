@@ -11,6 +11,7 @@
 
 #include <uuid/uuid.h>
 
+#include "agent_readiness.h"
 #include "appliance.h"
 #include "commands.h"
 #include "events.h"
@@ -38,6 +39,7 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
     json_bool(sc->j, "revoked", ag->revoked);
     json_u64(sc->j, "registered_unix", (uint64_t)ag->registered_time);
     json_u64(sc->j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
+    agent_readiness_json(sc->j, ag->id);
     json_object_end(sc->j);
   } else {
     fprintf(sc->f, "agent %s (%s)%s, last heartbeat %s", id, ag->hostname, ag->revoked ? " REVOKED" : "",
@@ -45,6 +47,7 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
     if (ago >= 0)
       fprintf(sc->f, "%lds ago", ago);
     fputc('\n', sc->f);
+    agent_readiness_text(sc->f, ag->id);
   }
   return 0;
 }

@@ -53,7 +53,8 @@ enum proto_type {
   PROTO_ERROR = 13,
   PROTO_POINT_REQUEST = 14,
   PROTO_POINT = 15,
-  PROTO_TYPE_MAX = PROTO_POINT
+  PROTO_READINESS = 16,
+  PROTO_TYPE_MAX = PROTO_READINESS
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -88,6 +89,8 @@ const char *proto_consistency_name(uint8_t consistency);
 #define PROTO_CAP_ZSTD       (1ull << 0)
 #define PROTO_CAP_CBT_EBPF   (1ull << 1)
 #define PROTO_CAP_FREEZE     (1ull << 2)
+/* The appliance states it in its HELLO: it takes READINESS (an older one would break the stream). */
+#define PROTO_CAP_READINESS  (1ull << 3)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -210,6 +213,16 @@ struct proto_point {
   struct proto_bytes point_id; /* <= PROTO_MAX_STRING; empty unless status is RPL_OK */
 };
 
+/* Agent -> appliance: the source's boot readiness for Azure (mobility-agent check), at connection,
+ * after a disk is protected, and daily. problems: one "RESULT NAME: detail" line per check that
+ * did not pass. */
+struct proto_readiness {
+  uint64_t time_ns;            /* when it was checked, agent's CLOCK_REALTIME */
+  uint8_t generation;          /* Azure VM generation 1 or 2; 0 unknown */
+  uint8_t checks, failed, warned; /* failed + warned <= checks */
+  struct proto_bytes problems; /* <= PROTO_MAX_STRING */
+};
+
 /* A frame found in a buffer; payload points into that buffer. */
 struct proto_frame {
   uint8_t type;
@@ -246,6 +259,7 @@ RPL_MUST_CHECK rpl_err proto_encode_heartbeat(struct proto_buf *out, const struc
 RPL_MUST_CHECK rpl_err proto_encode_error(struct proto_buf *out, const struct proto_error *m);
 RPL_MUST_CHECK rpl_err proto_encode_point_request(struct proto_buf *out, const struct proto_point_request *m);
 RPL_MUST_CHECK rpl_err proto_encode_point(struct proto_buf *out, const struct proto_point *m);
+RPL_MUST_CHECK rpl_err proto_encode_readiness(struct proto_buf *out, const struct proto_readiness *m);
 
 /* Zero-copy EXTENT: writes the frame header and EXTENT's fixed fields into prefix and returns
  * their size in *prefix_len; the frame on the wire is prefix followed by m->payload, which is not
@@ -279,6 +293,7 @@ RPL_MUST_CHECK rpl_err proto_decode_heartbeat(const struct proto_frame *f, struc
 RPL_MUST_CHECK rpl_err proto_decode_error(const struct proto_frame *f, struct proto_error *out);
 RPL_MUST_CHECK rpl_err proto_decode_point_request(const struct proto_frame *f, struct proto_point_request *out);
 RPL_MUST_CHECK rpl_err proto_decode_point(const struct proto_frame *f, struct proto_point *out);
+RPL_MUST_CHECK rpl_err proto_decode_readiness(const struct proto_frame *f, struct proto_readiness *out);
 
 /* The i-th range of a decoded NEED (i < count). */
 struct proto_need_range proto_need_range_at(const struct proto_need *m, uint32_t i);

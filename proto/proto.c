@@ -312,6 +312,12 @@ static rpl_err error_check(const struct proto_error *m)
   return m->message.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 
+static rpl_err readiness_check(const struct proto_readiness *m)
+{
+  return m->generation > 2 || m->failed + m->warned > m->checks || m->problems.len > PROTO_MAX_STRING
+           ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+
 /* ---- encoders ----------------------------------------------------------------------------- */
 
 #define ENCODE_BEGIN(check)        \
@@ -485,6 +491,18 @@ rpl_err proto_encode_error(struct proto_buf *out, const struct proto_error *m)
   wr_u32(&w, m->code);
   wr_blob(&w, m->message);
   return wr_end(&w, PROTO_ERROR);
+}
+
+rpl_err proto_encode_readiness(struct proto_buf *out, const struct proto_readiness *m)
+{
+  ENCODE_BEGIN(readiness_check);
+  wr_u64(&w, m->time_ns);
+  wr_u8(&w, m->generation);
+  wr_u8(&w, m->checks);
+  wr_u8(&w, m->failed);
+  wr_u8(&w, m->warned);
+  wr_blob(&w, m->problems);
+  return wr_end(&w, PROTO_READINESS);
 }
 
 rpl_err proto_encode_point_request(struct proto_buf *out, const struct proto_point_request *m)
@@ -737,6 +755,18 @@ rpl_err proto_decode_error(const struct proto_frame *f, struct proto_error *out)
   DECODE_END(error_check);
 }
 
+rpl_err proto_decode_readiness(const struct proto_frame *f, struct proto_readiness *out)
+{
+  DECODE_BEGIN(PROTO_READINESS);
+  out->time_ns = rd_u64(&r);
+  out->generation = rd_u8(&r);
+  out->checks = rd_u8(&r);
+  out->failed = rd_u8(&r);
+  out->warned = rd_u8(&r);
+  out->problems = rd_blob(&r, PROTO_MAX_STRING);
+  DECODE_END(readiness_check);
+}
+
 rpl_err proto_validate(const struct proto_frame *f)
 {
   union {
@@ -755,6 +785,7 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_error error;
     struct proto_point_request preq;
     struct proto_point point;
+    struct proto_readiness readiness;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -772,6 +803,7 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_ERROR: return proto_decode_error(f, &m.error);
   case PROTO_POINT_REQUEST: return proto_decode_point_request(f, &m.preq);
   case PROTO_POINT: return proto_decode_point(f, &m.point);
+  case PROTO_READINESS: return proto_decode_readiness(f, &m.readiness);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -784,6 +816,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_CYCLE_END] = "CYCLE_END", [PROTO_ACK] = "ACK", [PROTO_NACK] = "NACK",
     [PROTO_HASHES] = "HASHES", [PROTO_NEED] = "NEED", [PROTO_HEARTBEAT] = "HEARTBEAT",
     [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
+    [PROTO_READINESS] = "READINESS",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # protect_progress.sh - Description: `mobility-agent protect` on a terminal (script -qc) follows the
 # initial sync in place (percent, MB/s, ETA) until it completes, `status` shows the same figures
-# during the sync, --no-wait on a terminal and a plain (non-terminal) protect return at once as before.
+# during the sync, --no-wait on a terminal and a plain (non-terminal) protect return at once as before;
+# a disk over the 8 TiB of a page blob is refused at once, with that reason; the agent's boot readiness
+# (mobility-agent check) reaches the appliance's status, per agent.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 400
@@ -21,12 +23,32 @@ ag_json() { # DEV FIELD: a field of DEV in the agent's status --json
   "$AG" status --state "$RT/agent" --json | json_field - "disks.[device=$1].$2"
 }
 
+say "a 9 TiB disk (sparse) is refused: a page blob holds 8 TiB"
+rpl_loop big 9T zero
+"$AG" protect "$big" --state "$RT/agent" > "$RT/big.out" 2> "$RT/big.err" && fail "protect accepted a 9 TiB disk"
+[ "$(wc -l < "$RT/big.err")" -eq 1 ] && grep -q "^mobility-agent protect: $big is 9.00 TiB, over the 8 TiB" "$RT/big.err" \
+  || fail "protect of a 9 TiB disk said: $(cat "$RT/big.err")"
+[ "$("$AG" status --state "$RT/agent" --json | json_field -d none - "disks.[device=$big].state")" = none ] \
+  || fail "the refused disk is in the agent's status"
+
 say "not a terminal: protect returns at once, as before"
 rpl_loop plain 64M zero
 "$AG" protect "$plain" --state "$RT/agent" > "$RT/plain.out" || fail "protect failed: $(cat "$RT/plain.out")"
 [ "$(wc -l < "$RT/plain.out")" -eq 1 ] && grep -q "^protecting $plain as disk" "$RT/plain.out" \
   || fail "non-terminal protect printed: $(cat "$RT/plain.out")"
 rpl_wait_cycle "$plain" 1
+
+say "the agent's boot readiness is in the appliance's status, as check reports it"
+ap_readiness() { "$AP" status --state "$RT/app" --json | json_field - "agents.0.readiness.$1"; }
+has_readiness() { ap_readiness checks >/dev/null 2>&1; }
+wait_until 30 "no readiness in the appliance's status" has_readiness
+"$AG" check --state "$RT/agent" --json > "$RT/check.json" 2>/dev/null
+[ "$(ap_readiness checks)" -eq "$(json_field "$RT/check.json" checks | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" ] \
+  || fail "status shows $(ap_readiness checks) readiness checks, check ran $(json_field "$RT/check.json" checks)"
+[ "$(ap_readiness failed)" -eq "$(grep -o '"result":"FAIL"' "$RT/check.json" | wc -l)" ] \
+  || fail "status shows $(ap_readiness failed) failed readiness checks; check: $(cat "$RT/check.json")"
+[ "$(ap_readiness generation)" = "$(json_field "$RT/check.json" generation)" ] || fail "readiness generations differ"
+"$AP" status --state "$RT/app" | grep -q "boot readiness: " || fail "the text status has no boot readiness line"
 
 say "a terminal with --no-wait: returns at once"
 rpl_loop nowait 64M zero

@@ -423,6 +423,34 @@ static void test_truncated_and_trailing(void **state)
   proto_buf_free(&b);
 }
 
+static void test_roundtrip_readiness(void **state)
+{
+  struct proto_buf b = {0};
+  struct proto_readiness m = {.time_ns = 1700000000123456789ull, .generation = 2, .checks = 13, .failed = 1,
+                              .warned = 2, .problems = BYTES("FAIL hv_storvsc: not in the initramfs\nWARN dhcp: static\n")};
+  assert_int_equal(proto_encode_readiness(&b, &m), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "READINESS");
+  struct proto_readiness m2;
+  assert_int_equal(proto_decode_readiness(&f, &m2), RPL_OK);
+  assert_true(m2.time_ns == m.time_ns);
+  assert_int_equal(m2.generation, 2);
+  assert_int_equal(m2.checks, 13);
+  assert_int_equal(m2.failed, 1);
+  assert_int_equal(m2.warned, 2);
+  assert_bytes(m2.problems, m.problems);
+  /* More failed and warned than checks, or a generation Azure does not have, is refused both ways. */
+  m.failed = 12;
+  assert_int_equal(proto_encode_readiness(&b, &m), RPL_E_PROTO_FIELD);
+  m.failed = 1;
+  m.generation = 3;
+  assert_int_equal(proto_encode_readiness(&b, &m), RPL_E_PROTO_FIELD);
+  b.data[PROTO_HEADER_SIZE + 8] = 3;
+  reseal(b.data, b.len);
+  assert_int_equal(parse_err(&b), RPL_E_PROTO_FIELD);
+  proto_buf_free(&b);
+}
+
 static void test_fields_out_of_range(void **state)
 {
   struct proto_buf b = {0};
@@ -668,6 +696,7 @@ int main(void)
     cmocka_unit_test(test_roundtrip_ack_nack_hb_error),
     cmocka_unit_test(test_roundtrip_hashes_need),
     cmocka_unit_test(test_roundtrip_points),
+    cmocka_unit_test(test_roundtrip_readiness),
     cmocka_unit_test(test_bad_header_fields),
     cmocka_unit_test(test_length_over_cap_rejected_before_allocation),
     cmocka_unit_test(test_truncated_and_trailing),
