@@ -13,6 +13,7 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include "agent_readiness.h"
 #include "check.h"
 #include "identity.h"
 #include "json_out.h"
@@ -373,6 +374,7 @@ static int agent_cb(const struct catalog_agent *ag, void *arg)
   json_bool(j, "revoked", ag->revoked);
   json_u64(j, "registered_unix", (uint64_t)ag->registered_time);
   json_u64(j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
+  agent_readiness_json(j, ag->id);
   json_object_end(j);
   return 0;
 }

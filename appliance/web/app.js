@@ -173,6 +173,15 @@ $('proxy-form').addEventListener('submit', async (ev) => {
 
 // ---- registration ---------------------------------------------------------------------------
 
+// "not reported yet", or "NOT READY, generation 2: 1 failed, 2 warnings of 13 checks (FAIL fstab_names: ...)".
+function readinessText(r) {
+  if (!r) return 'not reported yet';
+  let t = (r.ok ? 'ready' : 'NOT READY') + ', generation ' + (r.generation || 'unknown') + ': ' + r.failed +
+          ' failed, ' + r.warned + ' warnings of ' + r.checks + ' checks';
+  if (r.problems.length) t += ' (' + r.problems[0] + (r.problems.length > 1 ? ', …' : '') + ')';
+  return t;
+}
+
 async function loadRegistration() {
   const r = await api('GET', '/api/registration');
   $('regkey').textContent = r.key || (r.key_used ? 'used: regenerate for the next agent' : 'none: regenerate one');
@@ -191,7 +200,10 @@ async function loadRegistration() {
     });
     const td = el('td');
     td.append(btn);
-    tr.append(el('td', ag.agent_id), el('td', ag.hostname), el('td', when(ag.registered_unix)), el('td', ago(ag.last_heartbeat_unix)), td);
+    const rd = el('td', readinessText(ag.readiness));
+    rd.className = 'readiness';
+    if (ag.readiness && ag.readiness.problems.length) rd.title = ag.readiness.problems.join('\n');
+    tr.append(el('td', ag.agent_id), el('td', ag.hostname), el('td', when(ag.registered_unix)), el('td', ago(ag.last_heartbeat_unix)), rd, td);
     tbody.append(tr);
   }
 }

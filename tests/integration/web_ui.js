@@ -130,6 +130,11 @@ const phases = {
       await tab(page, 'registration');
       await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr td:nth-child(2)')]
         .some((td) => td.textContent === h), process.env.AGENT_HOST, { timeout: T });
+      // the connected agent's boot readiness for Azure, as it reported it
+      await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr')]
+        .some((tr) => tr.children[1].textContent === h &&
+          /^(ready|NOT READY), generation (1|2|unknown): \d+ failed, \d+ warnings of \d+ checks/.test(tr.querySelector('.readiness').textContent)),
+        process.env.AGENT_HOST, { timeout: T });
       await tab(page, 'replication');
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForFunction(([s, w]) => {
