@@ -67,8 +67,9 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "  snapshot_id TEXT"
   ") STRICT;"
   "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);",
-  /* 2: application-consistent points, what made each point (made_by) and how long it froze the
-   * filesystems. SQLite cannot change a CHECK: the table is copied, its AUTOINCREMENT counter kept. */
+  /* 2: application-consistent points, what made each point (made_by), how long it froze the
+   * filesystems, the group it was made in (group_id: the id of the group's first point; 0 alone).
+   * SQLite cannot change a CHECK: the table is copied, its AUTOINCREMENT counter kept. */
   "CREATE TABLE recovery_points_v2 ("
   "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
   "  disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE,"
@@ -77,7 +78,8 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "  kind TEXT NOT NULL CHECK (kind IN ('filesystem-consistent', 'crash-consistent', 'application-consistent')),"
   "  snapshot_id TEXT,"
   "  made_by TEXT NOT NULL DEFAULT 'checkpoint' CHECK (made_by IN ('schedule', 'checkpoint', 'page')),"
-  "  freeze_ms INTEGER NOT NULL DEFAULT 0 CHECK (freeze_ms >= 0)"
+  "  freeze_ms INTEGER NOT NULL DEFAULT 0 CHECK (freeze_ms >= 0),"
+  "  group_id INTEGER NOT NULL DEFAULT 0"
   ") STRICT;"
   "INSERT INTO recovery_points_v2 (id, disk_id, cycle, time, kind, snapshot_id)"
   "  SELECT id, disk_id, cycle, time, kind, snapshot_id FROM recovery_points;"
@@ -86,13 +88,14 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "  WHERE name = 'recovery_points';"
   "DROP TABLE recovery_points;"
   "ALTER TABLE recovery_points_v2 RENAME TO recovery_points;"
-  "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);",
+  "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);"
+  "CREATE INDEX recovery_points_group ON recovery_points(group_id) WHERE group_id != 0;",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
 #define DISK_COLS "id, agent_id, name, size_bytes, sector_size, state, state_reason, last_committed_cycle, " \
                   "last_applied_cycle"
-#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms"
+#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, group_id"
 
 #define CATALOG_STATEMENTS(X)                                                                          \
   X(ST_BEGIN, "BEGIN IMMEDIATE")                                                                       \
@@ -126,8 +129,10 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_CYCLE_GET, "SELECT kind, committed_time, extents, raw_bytes, payload_bytes, applied_time "     \
                   "FROM cycles WHERE disk_id = ?1 AND n = ?2")                                         \
   X(ST_CYCLE_PRUNE, "DELETE FROM cycles WHERE disk_id = ?1 AND n < ?2")                                \
-  X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms) " \
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                               \
+  X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, " \
+                  "group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                                 \
+  X(ST_POINT_SET_GROUP, "UPDATE recovery_points SET group_id = ?2 WHERE id = ?1")                      \
+  X(ST_POINT_GROUP, "SELECT " POINT_COLS " FROM recovery_points WHERE group_id = ?1 ORDER BY id")     \
   X(ST_POINT_GET, "SELECT " POINT_COLS " FROM recovery_points WHERE id = ?1")                          \
   X(ST_POINT_LATEST, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 "                  \
                      "ORDER BY cycle DESC, id DESC LIMIT 1")                                           \
@@ -898,6 +903,7 @@ static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_poi
   p->kind = (enum catalog_point_kind)kind;
   p->made_by = (enum catalog_point_made_by)made_by;
   p->freeze_ms = (uint32_t)freeze_ms;
+  p->group_id = sqlite3_column_int64(s, 8);
   p->has_snapshot = sqlite3_column_type(s, 5) != SQLITE_NULL;
   return p->has_snapshot ? col_text(c, s, 5, p->snapshot_id, CATALOG_MAX_SNAPSHOT_ID) : RPL_OK;
 }
@@ -919,6 +925,7 @@ rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int6
     sqlite3_bind_null(s, 5);
   bind_text(s, 6, point_made_by_names[p->made_by]);
   sqlite3_bind_int64(s, 7, p->freeze_ms);
+  sqlite3_bind_int64(s, 8, p->group_id);
   rpl_err e = run(c, s, "record recovery point", NULL);
   if (e == RPL_OK && id)
     *id = sqlite3_last_insert_rowid(c->db);
@@ -957,6 +964,33 @@ rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_
   struct catalog_point p;
   rpl_err e;
   while ((e = next_row(c, s, "list recovery points")) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
+    if (fn(&p, ctx))
+      break;
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+}
+
+rpl_err catalog_point_set_group(struct catalog *c, int64_t id, int64_t group_id)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_SET_GROUP);
+  sqlite3_bind_int64(s, 1, id);
+  sqlite3_bind_int64(s, 2, group_id);
+  rpl_err e = update_one(c, s, "set recovery point group");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_point_group_foreach(struct catalog *c, int64_t group_id, int (*fn)(const struct catalog_point *, void *),
+                                    void *ctx)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_POINT_GROUP);
+  sqlite3_bind_int64(s, 1, group_id);
+  struct catalog_point p;
+  rpl_err e;
+  while ((e = next_row(c, s, "list a group's recovery points")) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
     if (fn(&p, ctx))
       break;
   sqlite3_reset(s);

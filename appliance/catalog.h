@@ -154,6 +154,8 @@ struct catalog_point {
   enum catalog_point_kind kind;
   enum catalog_point_made_by made_by;
   uint32_t freeze_ms;   /* how long the point's filesystems stayed frozen (0: none was) */
+  int64_t group_id;     /* the id of the first point of the group it was made with (one instant of
+                           several disks), 0 for a point of one disk */
   bool has_snapshot;    /* false for file storage */
   char snapshot_id[CATALOG_MAX_SNAPSHOT_ID + 1];
 };
@@ -168,6 +170,11 @@ RPL_MUST_CHECK rpl_err catalog_point_latest(struct catalog *c, const uint8_t dis
 RPL_MUST_CHECK rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_SIZE],
                                              int (*fn)(const struct catalog_point *, void *), void *ctx);
 RPL_MUST_CHECK rpl_err catalog_point_delete(struct catalog *c, int64_t id);
+/* Makes point id a member of group_id (the group's first point's id, itself included). */
+RPL_MUST_CHECK rpl_err catalog_point_set_group(struct catalog *c, int64_t id, int64_t group_id);
+/* The points of group group_id (its first point's id), oldest first; none for 0. */
+RPL_MUST_CHECK rpl_err catalog_point_group_foreach(struct catalog *c, int64_t group_id,
+                                                   int (*fn)(const struct catalog_point *, void *), void *ctx);
 /* The point's image was pruned (retention.h): the row stays, without a snapshot (has_snapshot false). */
 RPL_MUST_CHECK rpl_err catalog_point_pruned(struct catalog *c, int64_t id);
 

@@ -27,8 +27,9 @@
 
 static int usage(void)
 {
-  fprintf(stderr, "usage: replication-appliance failover --state DIR --disk ID [--point RP] "
-                  "(--to-blob NAME [--container C] | --to FILE.vhd)\n");
+  fprintf(stderr, "usage: replication-appliance failover --state DIR (--disk ID [--point RP] | --point RP) "
+                  "(--to-blob NAME [--container C] | --to FILE.vhd)\n"
+                  "  (--point alone: every disk of the point's group, each to NAME-DISK / FILE-DISK.vhd)\n");
   return 2;
 }
 
@@ -60,7 +61,7 @@ static int parse_options(int argc, char **argv, struct failover_opts *o)
     default: return usage();
     }
   }
-  if (!o->ref.disk || !o->to_blob == !o->to || optind != argc)
+  if ((!o->ref.disk && !o->ref.point) || !o->to_blob == !o->to || optind != argc)
     return usage();
   if (o->container && !o->to_blob) {
     fprintf(stderr, "replication-appliance failover: --container goes with --to-blob\n");
@@ -70,6 +71,8 @@ static int parse_options(int argc, char **argv, struct failover_opts *o)
     fprintf(stderr, "replication-appliance failover: the target needs a name (a blob name is 1 to 1024 characters)\n");
     return 2;
   }
+  if (!o->ref.disk)
+    return FAILOVER_CONTINUE; /* a group: its disks come from the point */
   return point_ref_parse_disk("failover", &o->ref) ? FAILOVER_CONTINUE : 2;
 }
 
@@ -201,12 +204,61 @@ static void report(const struct failover_opts *o, const struct catalog_disk *cd,
   printf("%s\n", fr->target);
 }
 
+static int failover_one(struct failover_opts o);
+
+/* target with "-SUFFIX" before its ".vhd" (or at its end). */
+static void member_target(const char *target, const char *suffix, char *out, size_t outsz)
+{
+  size_t len = strlen(target);
+  size_t stem = len > 4 && !strcmp(target + len - 4, ".vhd") ? len - 4 : len;
+  snprintf(out, outsz, "%.*s-%s%s", (int)stem, target, suffix, target + stem);
+}
+
+/* --point without --disk: every disk of the point's group, each to its own target named after
+ * its disk (the disk's device name, else its id). */
+static int failover_group(const struct failover_opts *o)
+{
+  struct point_member *m = calloc(POINT_MAX_MEMBERS, sizeof *m);
+  size_t n = 0;
+  if (!m || point_members("failover", o->ref.state, o->ref.point, m, &n)) {
+    free(m);
+    return 1;
+  }
+  printf("point %s: %zu disk(s) made at one instant\n", o->ref.point, n);
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    struct failover_opts one = *o;
+    one.ref.disk = m[i].disk;
+    one.ref.point = m[i].point;
+    if (!point_ref_parse_disk("failover", &one.ref)) {
+      rc = 2;
+      break;
+    }
+    char target[PATH_MAX];
+    member_target(o->to ? o->to : o->to_blob, m[i].disk, target, sizeof target);
+    if (o->to)
+      one.to = target;
+    else
+      one.to_blob = target;
+    printf("-- disk %s, point %s\n", m[i].disk, m[i].point);
+    rc = failover_one(one);
+  }
+  free(m);
+  return rc;
+}
+
 int appliance_cmd_failover(int argc, char **argv)
 {
   struct failover_opts o;
   int rc = parse_options(argc, argv, &o);
   if (rc != FAILOVER_CONTINUE)
     return rc;
+  return o.ref.disk ? failover_one(o) : failover_group(&o);
+}
+
+static int failover_one(struct failover_opts o)
+{
+  int rc;
   struct appliance_settings set;
   struct catalog_disk cd;
   struct catalog_point p;

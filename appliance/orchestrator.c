@@ -125,12 +125,14 @@ static rpl_err record_point(struct session *s, struct group *gr, int64_t *ids)
   for (size_t i = 0; i < gr->n && !err; i++) {
     struct disk *d = s->slots[gr->slots[i]].disk;
     struct catalog_point cp = {.cycle = gr->cycles[i], .time = now, .kind = point_kind(gr->consistencies[i]),
-                               .made_by = gr->made_by, .freeze_ms = gr->freeze_ms};
+                               .made_by = gr->made_by, .freeze_ms = gr->freeze_ms, .group_id = i ? ids[0] : 0};
     memcpy(cp.disk_id, d->id, PROTO_ID_SIZE);
     cp.has_snapshot = claim_snapshot(s->a, d, cp.cycle, cp.snapshot_id, sizeof cp.snapshot_id);
     int64_t id;
     err = catalog_point_add(s->a->cat, &cp, &id);
     ids[i] = id;
+    if (!err && i == 1) /* a group: its first point names it too */
+      err = catalog_point_set_group(s->a->cat, ids[0], ids[0]);
     if (!err) {
       pthread_mutex_lock(&s->a->lock);
       schedule_point_made(s->a, d, gr->hooks, id, (int64_t)rpl_unix_ms()); /* what hooks there are ran */

@@ -181,6 +181,51 @@ static rpl_err lookup_point(struct catalog *cat, const struct point_ref *ref, st
   return err;
 }
 
+struct members_ctx {
+  struct point_member *out;
+  size_t n;
+};
+
+static int member_cb(const struct catalog_point *p, void *arg)
+{
+  struct members_ctx *m = arg;
+  if (m->n == POINT_MAX_MEMBERS)
+    return 1;
+  uuid_unparse_lower(p->disk_id, m->out[m->n].disk);
+  snprintf(m->out[m->n].point, sizeof m->out[m->n].point, "rp-%" PRId64, p->id);
+  m->n++;
+  return 0;
+}
+
+int point_members(const char *cmd, const char *state, const char *point, struct point_member *out, size_t *n)
+{
+  *n = 0;
+  struct catalog *cat;
+  rpl_err err = identity_open_catalog(state, &cat);
+  if (err) {
+    fprintf(stderr, "replication-appliance %s: cannot open the catalog: %s\n", cmd, rpl_strerror(err));
+    return 1;
+  }
+  const char *num = strncmp(point, "rp-", 3) ? point : point + 3;
+  char *end;
+  long long id = strtoll(num, &end, 10);
+  struct catalog_point p;
+  err = *num && !*end ? catalog_point_get(cat, id, &p) : RPL_E_RESTORE_POINT;
+  struct members_ctx m = {.out = out};
+  if (!err && p.group_id)
+    err = catalog_point_group_foreach(cat, p.group_id, member_cb, &m);
+  else if (!err)
+    member_cb(&p, &m);
+  catalog_close(cat);
+  if (err) {
+    fprintf(stderr, "replication-appliance %s: point %s: %s\n", cmd, point,
+            rpl_strerror(err == RPL_E_NOT_FOUND ? RPL_E_RESTORE_POINT : err));
+    return 1;
+  }
+  *n = m.n;
+  return 0;
+}
+
 int point_find(const char *cmd, const struct point_ref *ref, rpl_err no_image, struct appliance_settings *set,
                struct catalog_disk *cd, struct catalog_point *p)
 {

@@ -30,6 +30,17 @@ bool point_ref_parse_disk(const char *cmd, struct point_ref *ref);
 int point_find(const char *cmd, const struct point_ref *ref, rpl_err no_image, struct appliance_settings *set,
                struct catalog_disk *cd, struct catalog_point *p);
 
+/* A point of a group (made with other disks at one instant): its disk and its own id. */
+struct point_member {
+  char disk[37];
+  char point[32];   /* "rp-N" */
+};
+#define POINT_MAX_MEMBERS 256
+
+/* The points made at the instant of point (its group's members, or the point alone), into out
+ * (at most POINT_MAX_MEMBERS). Returns 0, or 1 after one line on stderr as cmd. */
+int point_members(const char *cmd, const char *state, const char *point, struct point_member *out, size_t *n);
+
 /* What a copy found. */
 struct point_copy_result {
   unsigned workers; /* in: how many readers at most; out: as many as ran */

@@ -52,6 +52,9 @@ static int point_cb(const struct catalog_point *p, void *arg)
   json_string(pc->j, "kind", catalog_point_kind_name(p->kind));
   json_string(pc->j, "trigger", catalog_point_made_by_name(p->made_by));
   json_u64(pc->j, "freeze_ms", p->freeze_ms);
+  char group[40];
+  snprintf(group, sizeof group, "rp-%" PRId64, p->group_id);
+  json_string(pc->j, "group", p->group_id ? group : NULL);
   json_bool(pc->j, "has_image", p->has_snapshot);
   json_string(pc->j, "restore_command", cmd);
   json_object_end(pc->j);

@@ -135,5 +135,23 @@ for f, vs in versions.items():
 PY
   umount "$RT/check"
 done
+# The last group point fails over with one command: one VHD per disk, each the disk at that point.
+group=$(python3 -c '
+import json, sys
+g = [p["group"] for x in json.load(open(sys.argv[1]))["disks"] for p in x["points"] if p["group"]]
+print(g[-1] if g else "")' "$RT/points-all.json")
+[ -n "$group" ] || fail "no point was made as a group of the two disks"
+"$AP" failover --state "$RT/app" --point "$group" --to "$RT/group.vhd" > "$RT/failover.out" 2>&1 \
+  || fail "the group's failover failed: $(cat "$RT/failover.out")"
+for i in "$id" "$id2"; do
+  member=$(python3 -c '
+import json, sys
+print([p["point"] for x in json.load(open(sys.argv[1]))["disks"] if x["disk_id"] == sys.argv[2]
+       for p in x["points"] if p["group"] == sys.argv[3]][0])' "$RT/points-all.json" "$i" "$group")
+  [ -s "$RT/group-$i.vhd" ] || fail "no VHD of disk $i from the group's failover: $(cat "$RT/failover.out")"
+  rm -f "$RT/member.img"
+  "$AP" restore --state "$RT/app" --disk "$i" --point "$member" --out "$RT/member.img" >/dev/null || fail "restore of $member failed"
+  cmp -n "$(stat -c %s "$RT/member.img")" "$RT/member.img" "$RT/group-$i.vhd" || fail "the group's VHD of disk $i is not its point $member"
+done
 grep -E "froze|recovery point of|catching up|flipping again" "$RT/agent.log" | tail -30 >&2
 echo "scheduled_points: ok (${#plist[@]} scheduled points restored, fsck clean, files as of their freeze)"

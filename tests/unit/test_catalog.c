@@ -479,6 +479,21 @@ static void test_points_migration(void **state)
   assert_int_equal(got.made_by, CATALOG_MADE_BY_SCHEDULE);
   assert_int_equal(got.freeze_ms, 37);
   assert_string_equal(catalog_point_made_by_name(got.made_by), "schedule");
+  /* A group: the first point names it after the second is added; the group lists both. */
+  p.made_by = CATALOG_MADE_BY_CHECKPOINT;
+  int64_t g1, g2;
+  assert_int_equal(catalog_point_add(cat, &p, &g1), RPL_OK);
+  p.group_id = g1;
+  assert_int_equal(catalog_point_add(cat, &p, &g2), RPL_OK);
+  assert_int_equal(catalog_point_set_group(cat, g1, g1), RPL_OK);
+  int64_t members[8] = {0};
+  assert_int_equal(catalog_point_group_foreach(cat, g1, collect_point_ids, members), RPL_OK);
+  assert_int_equal(members[0], 2);
+  assert_int_equal(members[1], g1);
+  assert_int_equal(members[2], g2);
+  assert_int_equal(catalog_point_get(cat, g2, &got), RPL_OK);
+  assert_int_equal(got.group_id, g1);
+  assert_int_equal(catalog_point_set_group(cat, 999999, g1), RPL_E_NOT_FOUND);
   p.made_by = (enum catalog_point_made_by)9;
   assert_int_equal(catalog_point_add(cat, &p, &id), RPL_E_INVALID_ARGUMENT);
   catalog_close(cat);
