@@ -86,7 +86,7 @@ static const char *env_first(const char *a, const char *b)
 struct init_opts {
   const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *points, *lease;
   const char *password_file;
-  bool allow_public;
+  bool allow_public, allow_http;
   unsigned upload_limit, agent_limit;
 };
 
@@ -101,6 +101,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"ca-file", required_argument, NULL, 'a'},      {"proxy", required_argument, NULL, 'p'},
     {"proxy-bypass", required_argument, NULL, 'b'}, {"identity-endpoint", required_argument, NULL, 'i'},
     {"allow-public-endpoint", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
+    {"allow-http-emulator", no_argument, NULL, 'H'},
     {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
     {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
     {"admin-password-file", required_argument, NULL, 'W'}, {"points", required_argument, NULL, 'T'},
@@ -121,6 +122,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'b': o->bypass = optarg; break;
     case 'i': o->identity = optarg; break;
     case 'P': o->allow_public = true; break;
+    case 'H': o->allow_http = true; break;
     case 'R': o->retention = optarg; break;
     case 'T': o->points = optarg; break;
     case 'L': o->lease = optarg; break;
@@ -135,6 +137,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
              "         [--proxy-bypass LIST] [--identity-endpoint URL] [--allow-public-endpoint]\n"
+             "         [--allow-http-emulator]  (an http:// storage emulator on this machine; never for an account)\n"
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
              "         [--points crash=5m,app=1h]  (scheduled recovery points; a duration >= 30s, or off)\n"
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
@@ -249,6 +252,7 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
 static int build_settings(const struct init_opts *o, struct appliance_settings *s, char *summary, size_t summary_size)
 {
   settings_defaults(s);
+  s->allow_http_emulator = o->allow_http;
   rpl_err err = store_backend_of(o->storage)->configure(o->storage, s, summary, summary_size);
   int rc = err ? fail("%s", rpl_detail(err)) : 0;
   if (!rc)

@@ -90,6 +90,14 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s)
         memcpy((char *)s + fields[i].offset, value, strlen(value) + 1);
       }
     }
+    if (!known && strcmp(key, "allow_http_emulator") == 0) {
+      known = true;
+      unsigned v;
+      if (!parse_whole(value, 0, 1, &v))
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: allow_http_emulator must be 0 or 1", path, lineno);
+      else
+        s->allow_http_emulator = v == 1;
+    }
     if (!known && strcmp(key, "require_private_endpoint") == 0) {
       known = true;
       unsigned v;
@@ -161,6 +169,7 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s)
   fprintf(f, "# replication-appliance settings (written by init; holds credentials: keep it 0600)\n");
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     fprintf(f, "%s=%s\n", fields[i].key, (const char *)s + fields[i].offset);
+  fprintf(f, "allow_http_emulator=%d\n", s->allow_http_emulator ? 1 : 0);
   fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\nlease_duration_s=%u\n", s->require_private_endpoint ? 1 : 0,
           s->max_in_flight, s->lease_duration_s);
   fprintf(f, "upload_limit_mbps=%u\nagent_limit_mbps=%u\n", s->upload_limit_mbps, s->agent_limit_mbps);

@@ -24,6 +24,7 @@ struct appliance_settings {
   char proxy_bypass[1024];
   char identity_endpoint[1024]; /* "" = the IMDS default */
   bool require_private_endpoint;
+  bool allow_http_emulator;     /* http:// accepted for a storage emulator on this machine (loopback) */
   unsigned max_in_flight;
   char retention[128];          /* retention.h text ("all=1h,hourly=24h,daily=7d"); "" = the default */
   char points[64];              /* schedule.h text ("crash=5m,app=1h"); "" = the default */

@@ -521,6 +521,8 @@ static rpl_err blob_store_configure(const char *storage, struct appliance_settin
 {
   struct blob_account acct;
   rpl_err err = blob_connstr_parse(storage, &acct);
+  if (!err)
+    err = uploader_check_transport(s, &acct);
   if (err != RPL_OK)
     return rpl_fail(err, "%s (%s)", rpl_detail(err), rpl_errname(err));
   if (strlen(storage) >= sizeof s->storage)

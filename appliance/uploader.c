@@ -57,6 +57,8 @@ rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *
   rpl_err err = blob_connstr_parse(s->storage, &cfg->account);
   if (err)
     return err;
+  if ((err = uploader_check_transport(s, &cfg->account)))
+    return err;
   cfg->private_dns_zone = s->private_dns_zone[0] ? s->private_dns_zone : NULL;
   cfg->ca_file = s->ca_file[0] ? s->ca_file : NULL;
   cfg->proxy = s->proxy[0] ? s->proxy : NULL;
@@ -72,6 +74,28 @@ void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48])
   char id[37];
   uuid_unparse_lower(disk_id, id);
   snprintf(out, 48, "%s.vhd", id);
+}
+
+/* "http://HOST[:PORT]/..." names this machine. */
+static bool endpoint_is_loopback(const char *endpoint)
+{
+  const char *h = strstr(endpoint, "://");
+  h = h ? h + 3 : endpoint;
+  size_t n = strcspn(h, ":/");
+  if (*h == '[') /* [::1]:port */
+    return !strncmp(h, "[::1]", 5);
+  return (n == 9 && !strncmp(h, "localhost", 9)) || !strncmp(h, "127.", 4);
+}
+
+rpl_err uploader_check_transport(const struct appliance_settings *s, const struct blob_account *acct)
+{
+  if (acct->https)
+    return RPL_OK;
+  if (s->allow_http_emulator && endpoint_is_loopback(acct->endpoint))
+    return RPL_OK;
+  return rpl_fail(RPL_E_BLOB_CONNSTR, "the storage endpoint %s is http: the account's key or token would cross the "
+                  "network in clear text; use https (http is taken only for a storage emulator on this machine, "
+                  "with init --allow-http-emulator)", acct->endpoint);
 }
 
 uint64_t uploader_blob_size(uint64_t disk_size) { return (disk_size + MIB - 1) / MIB * MIB + VHD_FOOTER_SIZE; }

@@ -32,8 +32,12 @@
 
 struct uploader;
 
-/* blob_config from the appliance settings (strings point into s). */
+/* blob_config from the appliance settings (strings point into s); an http endpoint is refused
+ * (uploader_check_transport). */
 RPL_MUST_CHECK rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg);
+/* RPL_E_BLOB_CONNSTR (with its detail) for an http endpoint, unless s allows http for an emulator
+ * and the endpoint is this machine's (loopback). */
+RPL_MUST_CHECK rpl_err uploader_check_transport(const struct appliance_settings *s, const struct blob_account *acct);
 /* "<disk uuid>.vhd" */
 void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48]);
 /* The page blob's size for a disk of disk_size bytes: disk area rounded up to 1 MiB + the footer. */

@@ -136,6 +136,15 @@ bad "line 2: 'not-an-address' is not an IPv4 or IPv6 address" --storage "$AZ_CON
 bad "not a readable PEM file" --storage "$AZ_CONNSTR" --ca-file "$AZ_DIR/bad.hosts"
 bad "only HTTP proxies" --storage "$AZ_CONNSTR" --proxy "socks5://127.0.0.1:1080"
 bad "container name" --storage "$AZ_CONNSTR" --container "Bad_Name"
+# http sends the key in clear text: refused for an account, taken only for an emulator on this machine when asked
+key="AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+bad "is http: the account's key or token would cross the network in clear text" \
+  --storage "DefaultEndpointsProtocol=http;AccountName=acct;$key"
+bad "with init --allow-http-emulator" --storage "AccountName=acct;$key;BlobEndpoint=http://127.0.0.1:10000/acct"
+bad "is http" --storage "AccountName=acct;$key;BlobEndpoint=http://10.1.2.3:10000/acct" --allow-http-emulator
+"$app" init --state "$AZ_DIR/http-emulator" --storage "AccountName=acct;$key;BlobEndpoint=http://127.0.0.1:10000/acct" \
+  --allow-http-emulator > /dev/null || fail "init refused an http emulator on this machine with --allow-http-emulator"
+grep -q '^allow_http_emulator=1$' "$AZ_DIR/http-emulator/appliance.conf" || fail "the http emulator flag was not stored"
 e=$(env -u AZURE_STORAGE_CONNECTION_STRING "$app" init --state "$AZ_DIR/bad" 2>&1 >/dev/null) && fail "init without storage succeeded"
 [[ $e == *"--storage is required"* ]] || fail "unclear error without storage: $e"
 e=$("$app" check --state "$AZ_DIR/never-initialised" 2>&1 >/dev/null) && fail "check without init succeeded"
