@@ -107,7 +107,7 @@ import json, math, sys
 d, t0, t1, agcpu, apcpu, dev = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 def pct(v, p):  # nearest rank
     v = sorted(v)
-    return v[max(0, math.ceil(p / 100 * len(v)) - 1)] if v else -1
+    return v[max(0, math.ceil(p / 100 * len(v)) - 1)] if v else "-"
 ev = [json.loads(l) for l in open(d + "/events.jsonl") if l.strip()]
 pts = [e for e in ev if e["type"] == "point" and e["trigger"] == "schedule" and t0 * 1000 <= e["unix_ms"] <= t1 * 1000]
 fz = [e["freeze_ms"] for e in pts]
@@ -116,10 +116,10 @@ for e in pts:
     cons[e["consistency"]] = cons.get(e["consistency"], 0) + 1
 lags = [int(x) for x in open(d + "/lags") if x.strip()]
 st = json.load(open(d + "/status.json"))["disks"][0]["points"]
-ag = [x for x in json.load(open(d + "/agent.json"))["disks"] if x["device"] == dev][0]["freeze_ms"] or {"max": -1}
+ag = [x for x in json.load(open(d + "/agent.json"))["disks"] if x["device"] == dev][0]["freeze_ms"] or {"max": "-"}
 bw = json.load(open(d + "/fio.json"))["jobs"][0]["write"]["bw_bytes"] / 2**20
 mins = (t1 - t0) / 60
-print(len(pts), pct(fz, 50), pct(fz, 99), max(fz) if fz else -1, pct(lags, 50), max(lags) if lags else -1,
+print(len(pts), pct(fz, 50), pct(fz, 99), max(fz) if fz else "-", pct(lags, 50), max(lags) if lags else "-",
       "%.2f" % (agcpu / mins), "%.2f" % (apcpu / mins), st["crash"]["missed"],
       ",".join("%s:%d" % kv for kv in sorted(cons.items())) or "-", "%.1f" % bw, ag["max"],
       json.dumps(st["last_failure"] or "-").replace(" ", "_"))
