@@ -11,6 +11,8 @@
 # proc_kb PID KEY                 VmRSS / VmHWM of PID in KiB
 # proc_cpu_ticks PID              utime+stime of PID (all threads) in clock ticks
 #
+# BENCH_AP_ARGS / BENCH_AG_ARGS: more arguments for the next bench_pair_start's `replication-appliance
+# run` / `mobility-agent run` (split on spaces), e.g. "--points crash=1m,app=off".
 # BENCH_REPLICA_FS=xfs puts each pair's replica directory on a loop-mounted XFS (default: RT's
 # file system). BENCH_KEEP_LOGS=DIR keeps the daemons' logs (copied into DIR at the end); RPL_LOG_LEVEL=debug
 # makes them say more.
@@ -100,7 +102,8 @@ bench_pair_start() {
   key=$(tail -n 1 "$PAIR_DIR/init.out")
   PAIR_PORT=$(free_port)
   # RPL_LOG_TIME=1: each line carries the time it was logged (for a reader of BENCH_KEEP_LOGS)
-  RPL_LOG_TIME=1 "$AP" run --state "$PAIR_DIR/app" --listen "127.0.0.1:$PAIR_PORT" --rpo "$rpo" >> "$PAIR_DIR/appliance.log" 2>&1 &
+  # shellcheck disable=SC2086 # the extra arguments are words
+  RPL_LOG_TIME=1 "$AP" run --state "$PAIR_DIR/app" --listen "127.0.0.1:$PAIR_PORT" --rpo "$rpo" ${BENCH_AP_ARGS:-} >> "$PAIR_DIR/appliance.log" 2>&1 &
   AP_PID=$!
   BENCH_PIDS+=("$AP_PID")
   for i in $(seq 1 200); do
@@ -110,7 +113,8 @@ bench_pair_start() {
   done
   "$AG" register --appliance "127.0.0.1:$PAIR_PORT" --key "$key" --state "$PAIR_DIR/agent" > "$PAIR_DIR/register.out" \
     || die "register failed"
-  "$AG" run --state "$PAIR_DIR/agent" >> "$PAIR_DIR/agent.log" 2>&1 &
+  # shellcheck disable=SC2086 # the extra arguments are words
+  "$AG" run --state "$PAIR_DIR/agent" ${BENCH_AG_ARGS:-} >> "$PAIR_DIR/agent.log" 2>&1 &
   AG_PID=$!
   BENCH_PIDS+=("$AG_PID")
   for i in $(seq 1 200); do
