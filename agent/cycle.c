@@ -178,7 +178,9 @@ static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct
   for (;;) {
     if ((err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS)))
       return err;
-    if (f.type != PROTO_HEARTBEAT)
+    if (f.type == PROTO_POINT && (err = points_handle_reply(a, &f))) /* the answer to an earlier request */
+      return err;
+    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT)
       break;
   }
   struct proto_need need;

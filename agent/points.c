@@ -176,6 +176,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
       return err;
     if (f.type == PROTO_HEARTBEAT)
       continue;
+    if (f.type == PROTO_POINT) { /* the answer to an earlier request */
+      if ((err = points_handle_reply(a, &f)))
+        return err;
+      continue;
+    }
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
