@@ -28,6 +28,8 @@ packages=(
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
+  # recovery points of a filesystem on an LVM volume in that guest (tests/integration/point_qemu_dm.sh)
+  lvm2
   # file: storage on XFS, where a recovery point's image is a reflink (tests/integration/file_reflink.sh)
   xfsprogs
   # the Debian packages (scripts/package.sh, tests/integration/deb_packages.sh): dpkg-shlibdeps, lintian
