@@ -30,6 +30,8 @@ packages=(
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
   # qemu-img judges the VHDs failover makes and the replica blobs (tests/integration/failover.sh)
   qemu-utils
+  # recovery points of a filesystem on an LVM volume in that guest (tests/integration/point_qemu_dm.sh)
+  lvm2
   # file: storage on XFS, where a recovery point's image is a reflink (tests/integration/file_reflink.sh)
   xfsprogs
   # the Debian packages (scripts/package.sh, tests/integration/deb_packages.sh): dpkg-shlibdeps, lintian

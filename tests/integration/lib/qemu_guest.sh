@@ -65,7 +65,8 @@ qemu_guest_modules() {
 qemu_guest_programs() {
   local lib
   cp "$@" "$QG_ROOT/agent/"
-  for lib in $(ldd "$@" | grep -o '/[^ ]*' | sort -u); do # the dynamic loader included
+  # Given several programs, ldd heads each list with 'PROGRAM:', a line that names no library.
+  for lib in $(ldd "$@" | grep -v ':$' | grep -o '/[^ ]*' | sort -u); do # the dynamic loader included
     mkdir -p "$QG_ROOT$(dirname "$lib")"
     cp -L "$lib" "$QG_ROOT$lib"
   done
