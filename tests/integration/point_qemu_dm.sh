@@ -4,7 +4,8 @@
 # tracker) inside Debian 12's 6.1 kernel under qemu (TCG): under a writer, `checkpoint --wait` freezes
 # the filesystem on the dm device (the point is filesystem-consistent), and the point restored from
 # the replica passes e2fsck -fn and holds a file synced before it; the same for an ext4 on an LVM
-# logical volume over a second disk where lvm2 is installed. The guest is built as for
+# logical volume over a second disk where lvm2 is installed, and then one point of both disks at one
+# instant (both filesystems frozen together, each restored clean). The guest is built as for
 # freeze_qemu_dm.sh (lib/qemu_guest.sh); the ext4 image is made on the host. Skips (77) only when
 # qemu, busybox, the 6.1 kernel, dmsetup, mkfs.ext4 or e2fsck is missing.
 set -u

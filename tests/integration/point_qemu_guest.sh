@@ -72,7 +72,9 @@ restored() {
   disk=$(sed -n "s#.*\"device\":\"$2\",\"disk_id\":\"\([^\"]*\)\".*#\1#p" /tmp/status.json)
   [ -n "$disk" ]
   check $1-disk-id $?
-  "$AP" restore --state /tmp/app --disk "$disk" --point "$rp" --out /tmp/restored-$1.img >/tmp/restore-$1.out 2>&1
+  at=                    # the disk's newest point when rp is empty (a group's member)
+  [ -n "$rp" ] && at="--point $rp"
+  "$AP" restore --state /tmp/app --disk "$disk" $at --out /tmp/restored-$1.img >/tmp/restore-$1.out 2>&1
   check $1-restore $?
   losetup -r -o $3 /dev/loop7 /tmp/restored-$1.img
   /agent/e2fsck -fn /dev/loop7 >/tmp/fsck-$1.out 2>&1
@@ -177,6 +179,11 @@ restored dm /dev/loop0 0 /mnt/a
 if [ -n "$lv_offset" ]; then
   point lvm 1 /dev/loop1 /mnt/b
   restored lvm /dev/loop1 $lv_offset /mnt/b
+  # One point of both disks at one instant: both filesystems frozen together, each restored clean.
+  point both 2 "" /mnt/a /mnt/b
+  rp=
+  restored both-dm /dev/loop0 0 /mnt/a
+  restored both-lvm /dev/loop1 $lv_offset /mnt/b
 fi
 alive=0
 for w in $writers; do kill -0 $w || alive=1; done
