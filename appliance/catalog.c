@@ -908,6 +908,19 @@ static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_poi
   return p->has_snapshot ? col_text(c, s, 5, p->snapshot_id, CATALOG_MAX_SNAPSHOT_ID) : RPL_OK;
 }
 
+/* Calls fn for each point the bound statement s selects, until fn returns non-zero. c->lock held. */
+static rpl_err each_point(struct catalog *c, sqlite3_stmt *s, const char *what,
+                          int (*fn)(const struct catalog_point *, void *), void *ctx)
+{
+  struct catalog_point p;
+  rpl_err e;
+  while ((e = next_row(c, s, what)) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
+    if (fn(&p, ctx))
+      break;
+  sqlite3_reset(s);
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+}
+
 rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int64_t *id)
 {
   if ((unsigned)p->kind >= POINT_KINDS || (unsigned)p->made_by >= POINT_MADE_BY || !fits_int64(p->cycle) ||
@@ -961,14 +974,9 @@ rpl_err catalog_point_foreach(struct catalog *c, const uint8_t disk_id[PROTO_ID_
   pthread_mutex_lock(&c->lock);
   sqlite3_stmt *s = stmt(c, ST_POINT_ALL);
   bind_id(s, 1, disk_id);
-  struct catalog_point p;
-  rpl_err e;
-  while ((e = next_row(c, s, "list recovery points")) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
-    if (fn(&p, ctx))
-      break;
-  sqlite3_reset(s);
+  rpl_err e = each_point(c, s, "list recovery points", fn, ctx);
   pthread_mutex_unlock(&c->lock);
-  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+  return e;
 }
 
 rpl_err catalog_point_set_group(struct catalog *c, int64_t id, int64_t group_id)
@@ -988,14 +996,9 @@ rpl_err catalog_point_group_foreach(struct catalog *c, int64_t group_id, int (*f
   pthread_mutex_lock(&c->lock);
   sqlite3_stmt *s = stmt(c, ST_POINT_GROUP);
   sqlite3_bind_int64(s, 1, group_id);
-  struct catalog_point p;
-  rpl_err e;
-  while ((e = next_row(c, s, "list a group's recovery points")) == RPL_OK && (e = read_point(c, s, &p)) == RPL_OK)
-    if (fn(&p, ctx))
-      break;
-  sqlite3_reset(s);
+  rpl_err e = each_point(c, s, "list a group's recovery points", fn, ctx);
   pthread_mutex_unlock(&c->lock);
-  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
+  return e;
 }
 
 rpl_err catalog_point_delete(struct catalog *c, int64_t id)

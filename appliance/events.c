@@ -62,7 +62,6 @@ static const char *kind_name(uint8_t kind)
   case PROTO_CYCLE_PLAIN: return "plain";
   case PROTO_CYCLE_RESYNC: return "resync";
   case PROTO_CYCLE_RECOVERY_POINT: return "recovery_point";
-  case PROTO_CYCLE_POINT_NO_HOOKS: return "recovery_point_no_hooks";
   }
   return "unknown";
 }

@@ -160,15 +160,21 @@ bool point_ref_parse_disk(const char *cmd, struct point_ref *ref)
   return false;
 }
 
+/* The point named "rp-N" (as points and status show it) or plain N; RPL_E_RESTORE_POINT for garbage. */
+static rpl_err get_named_point(struct catalog *cat, const char *name, struct catalog_point *p)
+{
+  const char *num = strncmp(name, "rp-", 3) ? name : name + 3;
+  char *end;
+  long long id = strtoll(num, &end, 10);
+  return *num && !*end ? catalog_point_get(cat, id, p) : RPL_E_RESTORE_POINT;
+}
+
 /* --point takes "rp-N" as status shows it, or plain N; a point of another disk is no point of this one. */
 static rpl_err lookup_point(struct catalog *cat, const struct point_ref *ref, struct catalog_point *p)
 {
   rpl_err err;
   if (ref->point) {
-    const char *num = strncmp(ref->point, "rp-", 3) ? ref->point : ref->point + 3;
-    char *end;
-    long long id = strtoll(num, &end, 10);
-    err = *num && !*end ? catalog_point_get(cat, id, p) : RPL_E_RESTORE_POINT;
+    err = get_named_point(cat, ref->point, p);
     if (!err && memcmp(p->disk_id, ref->disk_id, PROTO_ID_SIZE))
       err = RPL_E_RESTORE_POINT;
     if (err == RPL_E_NOT_FOUND)
@@ -206,11 +212,8 @@ int point_members(const char *cmd, const char *state, const char *point, struct 
     fprintf(stderr, "replication-appliance %s: cannot open the catalog: %s\n", cmd, rpl_strerror(err));
     return 1;
   }
-  const char *num = strncmp(point, "rp-", 3) ? point : point + 3;
-  char *end;
-  long long id = strtoll(num, &end, 10);
   struct catalog_point p;
-  err = *num && !*end ? catalog_point_get(cat, id, &p) : RPL_E_RESTORE_POINT;
+  err = get_named_point(cat, point, &p);
   struct members_ctx m = {.out = out};
   if (!err && p.group_id)
     err = catalog_point_group_foreach(cat, p.group_id, member_cb, &m);

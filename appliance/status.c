@@ -93,16 +93,10 @@ static void status_schedule(struct appliance *a, const struct disk *d, struct js
     fprintf(f, "; last attempt failed: %s", d->sched_failure);
 }
 
-struct unserved_ctx {
-  struct appliance *a;
-  struct json_out *j;
-  FILE *f;
-};
-
 /* A disk the catalog knows that this daemon does not serve (it could not be opened). L held. */
 static int unserved_cb(const struct catalog_disk *cd, void *arg)
 {
-  struct unserved_ctx *u = arg;
+  struct status_ctx *u = arg;
   if (find_disk(u->a, cd->id))
     return 0;
   char id[37], agent[37];
@@ -177,7 +171,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       fputc('\n', f);
     }
   }
-  struct unserved_ctx u = {.a = a, .j = j, .f = f};
+  struct status_ctx u = {.a = a, .j = j, .f = f};
   rpl_err e = catalog_disk_foreach(a->cat, NULL, unserved_cb, &u);
   (void)e;
   pthread_mutex_unlock(&a->lock);
