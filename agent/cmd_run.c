@@ -73,18 +73,11 @@ static int load_registration(struct agent *a, const char *state_dir)
             state_dir);
     return 1;
   }
-  char crt_path[600], key_path[600];
-  char *crt = NULL, *key = NULL;
-  agent_state_path(&a->st, STATE_AGENT_CERT, crt_path, sizeof crt_path);
-  agent_state_path(&a->st, STATE_AGENT_KEY, key_path, sizeof key_path);
-  if (file_read_all(crt_path, 65536, &crt) || file_read_all(key_path, 65536, &key) ||
-      chan_client_ctx(a->st.fingerprint, crt, key, &a->ctx)) {
-    fprintf(stderr, "mobility-agent run: the client certificate in %s is missing or invalid: register again\n", state_dir);
-    free(crt), free(key);
+  if ((err = renewal_load_identity(a))) {
+    fprintf(stderr, "mobility-agent run: the client certificate in %s is missing or invalid (%s): register again\n",
+            state_dir, rpl_detail(err));
     return 1;
   }
-  OPENSSL_cleanse(key, strlen(key));
-  free(crt), free(key);
   return 0;
 }
 
@@ -141,6 +134,7 @@ static int run(const struct run_opts *o)
 {
   static struct agent a; /* large; one per process */
   memset(&a, 0, sizeof a);
+  pthread_mutex_init(&a.lock, NULL);
   if (load_registration(&a, o->state_dir))
     return 1;
   a.freeze = (struct freeze_options){.limit_ms = o->freeze_limit_ms, .pre_hook = o->pre_freeze_hook,
@@ -149,7 +143,6 @@ static int run(const struct run_opts *o)
   a.no_precopy = precopy && !strcmp(precopy, "off");
   if (a.no_precopy)
     log_warn("RPL_BENCH_PRECOPY=off: points read everything dirty with the filesystems frozen (benchmarks only)");
-  pthread_mutex_init(&a.lock, NULL);
   pthread_cond_init(&a.changed, NULL);
   a.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   for (size_t i = 0; i < AGENT_MAX_DISKS; i++)

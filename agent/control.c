@@ -295,6 +295,11 @@ static void status_json(struct agent *a, FILE *f)
   json_string(&j, "appliance", a->st.appliance);
   json_bool(&j, "connected", a->connected);
   json_string(&j, "connection_error", a->connected ? NULL : a->conn_error);
+  json_object_begin(&j, "certificate");
+  json_u64(&j, "not_after_unix", (uint64_t)a->cert_not_after);
+  json_u64(&j, "renews_after_unix",
+           (uint64_t)(a->cert_not_before + (a->cert_not_after - a->cert_not_before) * 2 / 3));
+  json_object_end(&j);
   json_array_begin(&j, "disks");
   for (size_t i = 0; i < a->st.ndisks; i++)
     status_json_disk(a, i, &j);

@@ -92,13 +92,27 @@ struct agent {
   /* session thread only (the main thread before it starts and after it ends) */
   struct cbt *cbt;
   struct pipeline *pipes[AGENT_MAX_DISKS];
-  SSL_CTX *ctx;
+  SSL_CTX *ctx;               /* with the client certificate; replaced after a renewal */
+  int64_t cert_not_before, cert_not_after; /* the certificate's validity (renewal.c; written under lock) */
+  bool renew_disabled;        /* a renewed certificate was due at once (a wrong clock): no more tries */
+  bool peer_renew;            /* the appliance's HELLO stated PROTO_CAP_RENEW */
   struct conn *conn;
   struct proto_buf out;
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */
   uint64_t readiness_sent_ms; /* monotonic; 0: not yet sent on this connection */
   size_t readiness_ndisks;    /* disks protected when it was sent: a new one sends it again */
 };
+
+/* ---- renewal.c: the client certificate renewed over the authenticated session ---------------- */
+
+/* Loads the certificate and key into a->ctx (finishing a renewal a crash interrupted first). */
+RPL_MUST_CHECK rpl_err renewal_load_identity(struct agent *a);
+/* Two thirds of the certificate's life are over: HELLO says RENEWING and renewal_run follows. */
+bool renewal_due(const struct agent *a);
+/* Right after HELLO: sends RENEW, saves what RENEWED brings and loads it into a->ctx. RPL_E_AGAIN
+ * when renewed (the session reconnects with it at once), RPL_OK when the appliance refused (the
+ * current certificate stays: tried again at the next connection), other errors end the session. */
+RPL_MUST_CHECK rpl_err renewal_run(struct agent *a);
 
 /* Set by SIGTERM/SIGINT; every loop of the daemon ends when it sees it. */
 extern atomic_int agent_stopping;

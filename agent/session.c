@@ -135,12 +135,13 @@ static rpl_err send_pending(struct agent *a)
 
 /* ---- handshake ----------------------------------------------------------------------------- */
 
-static rpl_err send_hello(struct agent *a)
+static rpl_err send_hello(struct agent *a, bool renewing)
 {
   char hostname[256] = "unknown";
   gethostname(hostname, sizeof hostname - 1);
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                          .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE,
+                          .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
+                                          (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
   rpl_err err = proto_encode_hello(&a->out, &h);
@@ -163,7 +164,8 @@ static rpl_err session_refused(struct agent *a, const struct proto_frame *f)
 
 static rpl_err handshake(struct agent *a)
 {
-  rpl_err err = send_hello(a);
+  bool renewing = renewal_due(a);
+  rpl_err err = send_hello(a, renewing);
   struct proto_frame f;
   if (!err)
     err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
@@ -182,6 +184,10 @@ static rpl_err handshake(struct agent *a)
   }
   a->peer_readiness = (peer.capabilities & PROTO_CAP_READINESS) != 0;
   a->readiness_sent_ms = 0;
+  /* The HELLO sent said whether a renewal follows; an appliance that cannot renew ignored it. */
+  a->peer_renew = (peer.capabilities & PROTO_CAP_RENEW) != 0;
+  if (a->peer_renew && renewing)
+    return renewal_run(a);
   return RPL_OK;
 }
 
@@ -306,6 +312,10 @@ static rpl_err serve(struct agent *a)
   for (;;) {
     if (atomic_load(&agent_stopping))
       return RPL_OK;
+    if (a->peer_renew && renewal_due(a)) {
+      log_info("the client certificate is two thirds through its life: reconnecting to renew it");
+      return RPL_E_AGAIN;
+    }
     rpl_err err = send_pending(a);
     if (err)
       return err;
@@ -380,6 +390,8 @@ void session_loop(struct agent *a)
     on_disconnected(a, err);
     if (atomic_load(&agent_stopping))
       break;
+    if (err == RPL_E_AGAIN) /* renewed: the new certificate is put in use at once */
+      continue;
     log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", a->st.appliance, rpl_strerror(err),
              backoff);
     sleep_unless_stopping(a, backoff);

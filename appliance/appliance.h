@@ -113,7 +113,9 @@ struct appliance {
   unsigned web_sample_s;
   struct catalog *cat;            /* thread-safe */
   SSL_CTX *ctx;
-  char *ca_cert, *ca_key;
+  char *ca_cert;                  /* the authority: agents' certificates are verified against it */
+  char *server_cert, *server_key; /* the listeners' identity, issued by the authority */
+  struct signer *signer;          /* holds the authority's key; signs agents' certificates */
   unsigned rpo_ms;
   pthread_mutex_t lock;           /* L: the disks list and their fields marked L, sessions, points_recorded */
   pthread_cond_t work;            /* commits for the applier */

@@ -90,6 +90,13 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "ALTER TABLE recovery_points_v2 RENAME TO recovery_points;"
   "CREATE INDEX recovery_points_disk ON recovery_points(disk_id, cycle);"
   "CREATE INDEX recovery_points_group ON recovery_points(group_id) WHERE group_id != 0;",
+  /* 3: registration keys expire and are revoked by a newer one (keys still unused get the default
+   * 24 h from their creation); an agent's renewed certificate waits in pending_fingerprint until the
+   * agent connects with it, which retires the one before. */
+  "ALTER TABLE registration_keys ADD COLUMN expires_time INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registration_keys ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1));"
+  "UPDATE registration_keys SET expires_time = created_time + 86400 WHERE used = 0;"
+  "ALTER TABLE agents ADD COLUMN pending_fingerprint TEXT;",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
@@ -101,11 +108,20 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_BEGIN, "BEGIN IMMEDIATE")                                                                       \
   X(ST_COMMIT, "COMMIT")                                                                               \
   X(ST_ROLLBACK, "ROLLBACK")                                                                           \
-  X(ST_REGKEY_ADD, "INSERT INTO registration_keys (secret_hash, created_time) VALUES (?1, ?2)")       \
-  X(ST_REGKEY_GET, "SELECT used FROM registration_keys WHERE secret_hash = ?1")                        \
+  X(ST_REGKEY_ADD, "INSERT INTO registration_keys (secret_hash, created_time, expires_time) "          \
+                   "VALUES (?1, ?2, ?3)")                                                              \
+  X(ST_REGKEY_REVOKE_UNUSED, "UPDATE registration_keys SET revoked = 1 WHERE used = 0 AND revoked = 0") \
+  X(ST_REGKEY_GET, "SELECT used, revoked, expires_time FROM registration_keys WHERE secret_hash = ?1") \
+  X(ST_REGKEY_NEWEST, "SELECT created_time, expires_time, used, revoked FROM registration_keys "      \
+                      "ORDER BY created_time DESC, rowid DESC LIMIT 1")                                \
+  X(ST_AGENT_CERTS, "SELECT cert_fingerprint, coalesce(pending_fingerprint, '') FROM agents WHERE id = ?1") \
+  X(ST_AGENT_SET_PENDING, "UPDATE agents SET pending_fingerprint = ?2 WHERE id = ?1")                  \
+  X(ST_AGENT_PROMOTE, "UPDATE agents SET cert_fingerprint = pending_fingerprint, "                     \
+                      "pending_fingerprint = NULL WHERE id = ?1 AND pending_fingerprint = ?2")         \
   X(ST_REGKEY_USE, "UPDATE registration_keys SET used = 1, used_time = ?2, used_by = ?3 "             \
                    "WHERE secret_hash = ?1 AND used = 0")                                              \
-  X(ST_REGKEY_COUNT, "SELECT count(*) FROM registration_keys WHERE used = 0")                          \
+  X(ST_REGKEY_COUNT, "SELECT count(*) FROM registration_keys WHERE used = 0 AND revoked = 0 "          \
+                     "AND (expires_time = 0 OR expires_time > ?1)")                                    \
   X(ST_AGENT_ADD, "INSERT INTO agents (" AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)")              \
   X(ST_AGENT_GET, "SELECT " AGENT_COLS " FROM agents WHERE id = ?1")                                   \
   X(ST_AGENT_BY_FP, "SELECT " AGENT_COLS " FROM agents WHERE cert_fingerprint = ?1")                   \
@@ -447,17 +463,43 @@ static rpl_err hash_secret(const uint8_t secret[PROTO_SECRET_SIZE], uint8_t out[
   return RPL_OK;
 }
 
-rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], int64_t created_time)
+rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], int64_t created_time,
+                           int64_t expires_time)
 {
   uint8_t h[SECRET_HASH_SIZE];
   rpl_err e = hash_secret(secret, h);
   if (e)
     return e;
   pthread_mutex_lock(&c->lock);
-  sqlite3_stmt *s = stmt(c, ST_REGKEY_ADD);
-  sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(s, 2, created_time);
-  e = run(c, s, "add registration key", NULL);
+  if ((e = begin_tx(c)))
+    goto out;
+  e = run(c, stmt(c, ST_REGKEY_REVOKE_UNUSED), "revoke unused registration keys", NULL);
+  if (!e) {
+    sqlite3_stmt *s = stmt(c, ST_REGKEY_ADD);
+    sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, created_time);
+    sqlite3_bind_int64(s, 3, expires_time);
+    e = run(c, s, "add registration key", NULL);
+  }
+  e = end_tx(c, e);
+out:
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_regkey_newest(struct catalog *c, struct catalog_regkey_info *out)
+{
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_NEWEST);
+  rpl_err e = next_row(c, s, "look up the newest registration key");
+  if (e == RPL_OK) {
+    out->created_time = sqlite3_column_int64(s, 0);
+    out->expires_time = sqlite3_column_int64(s, 1);
+    out->used = sqlite3_column_int(s, 2) != 0;
+    out->revoked = sqlite3_column_int(s, 3) != 0;
+  }
+  sqlite3_reset(s);
   pthread_mutex_unlock(&c->lock);
   return e;
 }
@@ -471,7 +513,7 @@ static bool agent_valid(const struct catalog_agent *a)
 }
 
 rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
-                               const struct catalog_agent *a)
+                               const struct catalog_agent *a, int64_t now)
 {
   if (!agent_valid(a))
     return RPL_E_INVALID_ARGUMENT;
@@ -486,11 +528,17 @@ rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SEC
   sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
   e = next_row(c, s, "look up registration key");
   bool used = e == RPL_OK && sqlite3_column_int(s, 0) != 0;
+  bool revoked = e == RPL_OK && sqlite3_column_int(s, 1) != 0;
+  int64_t expires = e == RPL_OK ? sqlite3_column_int64(s, 2) : 0;
   sqlite3_reset(s);
   if (e == RPL_E_NOT_FOUND)
     e = RPL_E_CATALOG_KEY_UNKNOWN;
   else if (e == RPL_OK && used)
     e = RPL_E_CATALOG_KEY_USED;
+  else if (e == RPL_OK && revoked)
+    e = RPL_E_CATALOG_KEY_REVOKED;
+  else if (e == RPL_OK && expires && expires <= now)
+    e = RPL_E_CATALOG_KEY_EXPIRED;
   if (e == RPL_OK) {
     s = stmt(c, ST_AGENT_ADD);
     bind_id(s, 1, a->id);
@@ -513,37 +561,66 @@ rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SEC
   e = end_tx(c, e);
 out:
   pthread_mutex_unlock(&c->lock);
-  if (e == RPL_E_CATALOG_KEY_USED || e == RPL_E_CATALOG_KEY_UNKNOWN)
+  if (e == RPL_E_CATALOG_KEY_USED || e == RPL_E_CATALOG_KEY_UNKNOWN || e == RPL_E_CATALOG_KEY_REVOKED ||
+      e == RPL_E_CATALOG_KEY_EXPIRED)
     log_warn("catalog: registration of agent %s refused: %s", a->hostname, rpl_strerror(e));
   return e;
 }
 
-rpl_err catalog_regkey_is_unused(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], bool *unused)
+rpl_err catalog_regkey_count_usable(struct catalog *c, int64_t now, uint64_t *count)
 {
-  *unused = false;
-  uint8_t h[SECRET_HASH_SIZE];
-  rpl_err e = hash_secret(secret, h);
-  if (e)
-    return e;
   pthread_mutex_lock(&c->lock);
-  sqlite3_stmt *s = stmt(c, ST_REGKEY_GET);
-  sqlite3_bind_blob(s, 1, h, sizeof h, SQLITE_TRANSIENT);
-  e = next_row(c, s, "look up registration key");
+  sqlite3_stmt *s = stmt(c, ST_REGKEY_COUNT);
+  sqlite3_bind_int64(s, 1, now);
+  rpl_err e = next_row(c, s, "count registration keys");
   if (e == RPL_OK)
-    *unused = sqlite3_column_int(s, 0) == 0;
+    *count = col_u64(s, 0);
   sqlite3_reset(s);
   pthread_mutex_unlock(&c->lock);
   return e;
 }
 
-rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count)
+rpl_err catalog_agent_set_pending_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], const char *fingerprint)
 {
+  if (!fingerprint || !fingerprint[0] || strlen(fingerprint) > CATALOG_MAX_FINGERPRINT)
+    return RPL_E_INVALID_ARGUMENT;
   pthread_mutex_lock(&c->lock);
-  sqlite3_stmt *s = stmt(c, ST_REGKEY_COUNT);
-  rpl_err e = next_row(c, s, "count registration keys");
-  if (e == RPL_OK)
-    *count = col_u64(s, 0);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_SET_PENDING);
+  bind_id(s, 1, id);
+  bind_text(s, 2, fingerprint);
+  int changes = 0;
+  rpl_err e = run(c, s, "record a renewed agent certificate", &changes);
+  pthread_mutex_unlock(&c->lock);
+  return e ? e : changes == 1 ? RPL_OK : RPL_E_NOT_FOUND;
+}
+
+rpl_err catalog_agent_use_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], const char *fingerprint, bool *renewed)
+{
+  *renewed = false;
+  char current[CATALOG_MAX_FINGERPRINT + 1], pending[CATALOG_MAX_FINGERPRINT + 1];
+  pthread_mutex_lock(&c->lock);
+  rpl_err e = begin_tx(c);
+  if (e)
+    goto out;
+  sqlite3_stmt *s = stmt(c, ST_AGENT_CERTS);
+  bind_id(s, 1, id);
+  e = next_row(c, s, "look up an agent's certificates");
+  if (!e && !(e = col_text(c, s, 0, current, CATALOG_MAX_FINGERPRINT)))
+    e = col_text(c, s, 1, pending, CATALOG_MAX_FINGERPRINT);
   sqlite3_reset(s);
+  if (!e && strcmp(fingerprint, current) != 0) {
+    if (pending[0] && strcmp(fingerprint, pending) == 0) {
+      s = stmt(c, ST_AGENT_PROMOTE);
+      bind_id(s, 1, id);
+      bind_text(s, 2, fingerprint);
+      if (!(e = run(c, s, "put a renewed agent certificate in use", NULL)))
+        *renewed = true;
+    } else {
+      e = RPL_E_AGENT_CERT_REPLACED;
+    }
+  }
+  e = end_tx(c, e);
+out:
   pthread_mutex_unlock(&c->lock);
   return e;
 }

@@ -23,7 +23,7 @@
  *    mutex held and must not call back into the catalog.
  */
 
-#define CATALOG_SCHEMA_VERSION   2
+#define CATALOG_SCHEMA_VERSION   3
 #define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
 #define CATALOG_MAX_NAME         PROTO_MAX_STRING
 #define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
@@ -50,17 +50,31 @@ struct catalog_agent {
   bool revoked;
 };
 
-/* Adds a registration key (created_time); RPL_E_EXISTS if the same secret was added before. */
+/* Adds a registration key, valid from created_time until expires_time (0: no end), and revokes
+ * every unused key before it, in one transaction; RPL_E_EXISTS if the same secret was added before. */
 RPL_MUST_CHECK rpl_err catalog_regkey_add(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
-                                          int64_t created_time);
-/* In one transaction: uses the key (RPL_E_CATALOG_KEY_UNKNOWN, RPL_E_CATALOG_KEY_USED) and adds the
- * agent (RPL_E_EXISTS if its id or fingerprint is taken). Nothing changes on error. */
+                                          int64_t created_time, int64_t expires_time);
+struct catalog_regkey_info {
+  int64_t created_time, expires_time; /* expires_time 0: no end */
+  bool used, revoked;
+};
+/* In one transaction: uses the key (RPL_E_CATALOG_KEY_UNKNOWN, _USED, _REVOKED, or _EXPIRED at
+ * `now`) and adds the agent (RPL_E_EXISTS if its id or fingerprint is taken). Nothing changes on error. */
 RPL_MUST_CHECK rpl_err catalog_register_agent(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE],
-                                              const struct catalog_agent *agent);
-/* *unused = the key with this secret was issued and not used yet (RPL_E_NOT_FOUND: never issued). */
-RPL_MUST_CHECK rpl_err catalog_regkey_is_unused(struct catalog *c, const uint8_t secret[PROTO_SECRET_SIZE], bool *unused);
-/* Unused keys left (for status and init). */
-RPL_MUST_CHECK rpl_err catalog_regkey_count_unused(struct catalog *c, uint64_t *count);
+                                              const struct catalog_agent *agent, int64_t now);
+/* The newest key's state (never the key: only its hash is kept); RPL_E_NOT_FOUND when none. */
+RPL_MUST_CHECK rpl_err catalog_regkey_newest(struct catalog *c, struct catalog_regkey_info *out);
+/* Keys that would register an agent at `now`: unused, not revoked, not expired. */
+RPL_MUST_CHECK rpl_err catalog_regkey_count_usable(struct catalog *c, int64_t now, uint64_t *count);
+/* A renewed certificate of agent id (its fingerprint, as cert_fingerprint is written): valid besides
+ * the current one until the agent connects with it. RPL_E_NOT_FOUND for an unknown agent. */
+RPL_MUST_CHECK rpl_err catalog_agent_set_pending_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],
+                                                      const char *fingerprint);
+/* The agent connected with the certificate whose fingerprint is given: OK when it is the current
+ * one, or the pending renewed one, which then becomes current (*renewed) and retires the one before;
+ * RPL_E_AGENT_CERT_REPLACED for any other (an older one the agent no longer uses). */
+RPL_MUST_CHECK rpl_err catalog_agent_use_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],
+                                              const char *fingerprint, bool *renewed);
 
 RPL_MUST_CHECK rpl_err catalog_agent_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_agent *out);
 RPL_MUST_CHECK rpl_err catalog_agent_find_by_fingerprint(struct catalog *c, const char *fingerprint,

@@ -11,10 +11,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blob.h"
 #include "commands.h"
+#include "duration.h"
 #include "identity.h"
 #include "netpath.h"
 #include "ratelimit.h"
@@ -84,7 +86,7 @@ static const char *env_first(const char *a, const char *b)
 
 /* What the command line asked for; the environment fills in what it left out (see resolve_env_defaults). */
 struct init_opts {
-  const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *points, *lease;
+  const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *points, *lease, *key_ttl;
   const char *password_file;
   bool allow_public, allow_http;
   unsigned upload_limit, agent_limit;
@@ -105,6 +107,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"retention", required_argument, NULL, 'R'},    {"lease-duration", required_argument, NULL, 'L'},
     {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
     {"admin-password-file", required_argument, NULL, 'W'}, {"points", required_argument, NULL, 'T'},
+    {"key-ttl", required_argument, NULL, 'K'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -125,6 +128,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'H': o->allow_http = true; break;
     case 'R': o->retention = optarg; break;
     case 'T': o->points = optarg; break;
+    case 'K': o->key_ttl = optarg; break;
     case 'L': o->lease = optarg; break;
     case 'U':
     case 'A':
@@ -141,6 +145,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
              "         [--points crash=5m,app=1h]  (scheduled recovery points; a duration >= 30s, or off)\n"
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
+             "         [--key-ttl DURATION]  (how long a registration key is valid: 5m to 30d, default 24h)\n"
              "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
@@ -243,6 +248,10 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
       return fail("--lease-duration %s: %s", o->lease, rpl_strerror(RPL_E_LEASE_DURATION));
     s->lease_duration_s = (unsigned)n;
   }
+  int64_t ttl = REGKEY_TTL_DEFAULT_S;
+  if (o->key_ttl && (!duration_parse(o->key_ttl, strlen(o->key_ttl), REGKEY_TTL_MAX_S, &ttl) || ttl < REGKEY_TTL_MIN_S))
+    return fail("--key-ttl takes a duration from 5m to 30d (a whole number with s, m, h or d), not '%s'", o->key_ttl);
+  duration_format(ttl, s->key_ttl, sizeof s->key_ttl);
   s->upload_limit_mbps = o->upload_limit;
   s->agent_limit_mbps = o->agent_limit;
   return 0;
@@ -270,13 +279,15 @@ static void print_settings(const char *state, const char *summary, const struct 
   store_backend(s)->print_settings(s, stdout);
   printf("retention: %s\n", s->retention);
   printf("recovery points: %s\n", s->points);
+  printf("registration keys: valid %s each\n", s->key_ttl);
   if (s->upload_limit_mbps || s->agent_limit_mbps)
     printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s->upload_limit_mbps, s->agent_limit_mbps);
 }
 
 /* The appliance's identity is kept across re-inits (agents pinned its fingerprint); the registration
- * key is fresh each time. Only the certificate is needed here, so the private key is wiped at once. */
-static int issue_identity_and_regkey(const char *state, char regkey[CHAN_REGKEY_MAX])
+ * key is fresh each time and revokes the unused ones before it. Only the certificate is needed here,
+ * so the private key is wiped at once. */
+static int issue_identity_and_regkey(const char *state, int64_t ttl, char regkey[CHAN_REGKEY_MAX], int64_t *expires)
 {
   char *cert = NULL, *key = NULL;
   int created = 0;
@@ -286,7 +297,7 @@ static int issue_identity_and_regkey(const char *state, char regkey[CHAN_REGKEY_
     return fail("cannot make the appliance's TLS identity in %s: %s", state, rpl_strerror(err));
   OPENSSL_cleanse(key, strlen(key));
   free(key);
-  if ((err = identity_open_catalog(state, &cat)) || (err = identity_issue_regkey(cat, cert, regkey))) {
+  if ((err = identity_open_catalog(state, &cat)) || (err = identity_issue_regkey(cat, cert, ttl, regkey, expires))) {
     catalog_close(cat);
     free(cert);
     return fail("cannot issue a registration key: %s", rpl_strerror(err));
@@ -299,17 +310,7 @@ static int issue_identity_and_regkey(const char *state, char regkey[CHAN_REGKEY_
   }
   catalog_close(cat);
   free(cert);
-  return 0;
-}
-
-/* The configuration manager shows the newest key until it is used (the file is the owner's alone). */
-static int keep_regkey(const char *state, const char *regkey)
-{
-  char keypath[4200];
-  snprintf(keypath, sizeof keypath, "%s/%s", state, STATE_REGISTRATION_KEY);
-  rpl_err err = file_write_atomic(keypath, regkey, strlen(regkey), 0600);
-  if (err)
-    return fail("cannot keep the registration key in %s: %s", keypath, rpl_strerror(err));
+  identity_remove_legacy_regkey(state);
   return 0;
 }
 
@@ -348,12 +349,19 @@ static int init_with_password(const struct init_opts *o, char *admin_password, s
     return fail("%s", rpl_detail(err));
   print_settings(o->state, summary, &s);
   char regkey[CHAN_REGKEY_MAX];
-  if (issue_identity_and_regkey(o->state, regkey) || keep_regkey(o->state, regkey) ||
-      set_up_web_login(o, admin_password, password_size))
+  int64_t expires = 0, ttl = REGKEY_TTL_DEFAULT_S;
+  if (!duration_parse(s.key_ttl, strlen(s.key_ttl), REGKEY_TTL_MAX_S, &ttl))
+    ttl = REGKEY_TTL_DEFAULT_S;
+  if (issue_identity_and_regkey(o->state, ttl, regkey, &expires) || set_up_web_login(o, admin_password, password_size))
     return 1;
   printf("next: replication-appliance check --state %s, then replication-appliance run --state %s\n", o->state, o->state);
-  printf("registration key (one agent; run init again for another):\n");
+  char until[64];
+  struct tm tm;
+  time_t t = (time_t)expires;
+  strftime(until, sizeof until, "%Y-%m-%d %H:%M UTC", gmtime_r(&t, &tm));
+  printf("registration key (one agent, valid until %s; shown only now, and a newer key revokes it):\n", until);
   printf("%s\n", regkey);
+  OPENSSL_cleanse(regkey, sizeof regkey);
   return 0;
 }
 

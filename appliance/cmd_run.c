@@ -179,18 +179,30 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
 /* The upload gate and buckets, the CA, the catalog, the disks and the listener. */
 static int open_state(struct appliance *a, const char *state)
 {
-  rate_limit_init(&a->limit_all, (uint64_t)a->settings.upload_limit_mbps * 1000000);
   rpl_err err;
+  if ((err = signer_start(state, &a->signer))) { /* first: a fork copies no thread */
+    fprintf(stderr, "replication-appliance run: cannot start the signer process: %s\n", rpl_detail(err));
+    return 1;
+  }
+  rate_limit_init(&a->limit_all, (uint64_t)a->settings.upload_limit_mbps * 1000000);
   if ((err = upload_gate_create(&a->settings, &a->gate)) ||
       (a->settings.agent_limit_mbps && !(a->agent_limits = calloc(MAX_AGENT_LIMITS, sizeof *a->agent_limits)))) {
     fprintf(stderr, "replication-appliance run: %s\n", rpl_strerror(err ? err : RPL_E_NOMEM));
     return 1;
   }
-  if ((err = identity_load(state, &a->ca_cert, &a->ca_key)) || (err = chan_server_ctx(a->ca_cert, a->ca_key, &a->ctx))) {
+  /* The authority's key stays in the signer; the listeners get a certificate it issued. */
+  if ((err = identity_load_authority(state, &a->ca_cert))) {
     fprintf(stderr, "replication-appliance run: the appliance's certificate in %s is missing or invalid (%s): run init again\n",
             state, rpl_strerror(err));
     return 1;
   }
+  if ((err = identity_server_cert(state, a->signer, a->ca_cert, &a->server_cert, &a->server_key)) ||
+      (err = chan_server_ctx(a->server_cert, a->server_key, a->ca_cert, &a->ctx))) {
+    fprintf(stderr, "replication-appliance run: cannot issue or use the listeners' certificate in %s: %s\n", state,
+            rpl_detail(err));
+    return 1;
+  }
+  identity_remove_legacy_regkey(state);
   if ((err = identity_open_catalog(state, &a->cat))) {
     fprintf(stderr, "replication-appliance run: cannot open the catalog: %s\n", rpl_strerror(err));
     return 1;
@@ -220,8 +232,8 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
   *web = NULL;
   if (!strcmp(a->web, "off"))
     return 0;
-  struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->ca_cert,
-                          .key_pem = a->ca_key, .cat = a->cat, .sample_s = a->web_sample_s,
+  struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->server_cert,
+                          .key_pem = a->server_key, .ca_pem = a->ca_cert, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
                                   .disk_request = web_disk_request, .schedule_get = web_schedule_get,
                                   .schedule_set = web_schedule_set}};
@@ -352,9 +364,12 @@ static void close_state(struct appliance *a)
   free(a->agent_limits);
   rate_limit_destroy(&a->limit_all);
   SSL_CTX_free(a->ctx);
-  OPENSSL_cleanse(a->ca_key, strlen(a->ca_key));
+  if (a->server_key)
+    OPENSSL_cleanse(a->server_key, strlen(a->server_key));
+  free(a->server_key);
+  free(a->server_cert);
   free(a->ca_cert);
-  free(a->ca_key);
+  signer_stop(a->signer);
 }
 
 static int run(const struct run_opts *o)

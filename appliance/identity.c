@@ -1,5 +1,5 @@
-/* identity.c - the appliance's own certificate authority and the registration keys it hands out:
- * made once at init, kept across re-inits so registered agents stay valid. */
+/* identity.c - the appliance's own certificate authority (made once at init, kept across re-inits
+ * so registered agents stay valid), the listeners' certificate it issues, and registration keys. */
 #include "identity.h"
 
 #include <errno.h>
@@ -37,6 +37,14 @@ rpl_err identity_load(const char *state_dir, char **cert_pem, char **key_pem)
   return err;
 }
 
+rpl_err identity_load_authority(const char *state_dir, char **cert_pem)
+{
+  char crt[4200];
+  snprintf(crt, sizeof crt, "%s/%s", state_dir, STATE_APPLIANCE_CERT);
+  *cert_pem = NULL;
+  return file_read_all(crt, 65536, cert_pem);
+}
+
 rpl_err identity_ensure(const char *state_dir, char **cert_pem, char **key_pem, int *created)
 {
   *created = 0;
@@ -62,7 +70,8 @@ rpl_err identity_ensure(const char *state_dir, char **cert_pem, char **key_pem, 
   return RPL_OK;
 }
 
-rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, char *out)
+rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, int64_t ttl_seconds, char *out,
+                              int64_t *expires_time)
 {
   uint8_t secret[CHAN_SECRET_SIZE], fp[CHAN_FINGERPRINT_SIZE];
   rpl_err err = chan_fingerprint(cert_pem, fp);
@@ -70,11 +79,71 @@ rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, char *out
     return err;
   if (RAND_bytes(secret, sizeof secret) != 1)
     return RPL_E_TLS;
-  err = catalog_regkey_add(c, secret, (int64_t)time(NULL));
+  int64_t now = (int64_t)time(NULL);
+  *expires_time = ttl_seconds > 0 ? now + ttl_seconds : 0;
+  err = catalog_regkey_add(c, secret, now, *expires_time);
   if (!err)
     chan_regkey_encode(secret, fp, out);
   OPENSSL_cleanse(secret, sizeof secret);
   return err;
+}
+
+void identity_remove_legacy_regkey(const char *state_dir)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", state_dir, STATE_REGISTRATION_KEY);
+  if (unlink(path) == 0)
+    log_notice("removed %s: registration keys are kept only as hashes now (issue a new key to register an agent)", path);
+}
+
+/* Usable: the pair belongs together, the authority issued it, and less than two thirds of its life
+ * is over (renewed well before it ends: an appliance restarts at least with every upgrade). */
+static bool server_cert_usable(const char *cert, const char *key, const char *ca_cert, int64_t now)
+{
+  SSL_CTX *probe = NULL;
+  int64_t nb, na;
+  bool ok = chan_server_cert_issued_by(cert, ca_cert) == RPL_OK && chan_cert_lifetime(cert, &nb, &na) == RPL_OK &&
+            now < nb + (na - nb) * 2 / 3 && chan_server_ctx(cert, key, ca_cert, &probe) == RPL_OK;
+  SSL_CTX_free(probe);
+  return ok;
+}
+
+rpl_err identity_server_cert(const char *state_dir, struct signer *sg, const char *ca_cert, char **cert_pem,
+                             char **key_pem)
+{
+  char crt[4200], key[4200];
+  snprintf(crt, sizeof crt, "%s/%s", state_dir, STATE_SERVER_CERT);
+  snprintf(key, sizeof key, "%s/%s", state_dir, STATE_SERVER_KEY);
+  *cert_pem = *key_pem = NULL;
+  if (file_read_all(crt, 65536, cert_pem) == RPL_OK && file_read_all(key, 65536, key_pem) == RPL_OK &&
+      server_cert_usable(*cert_pem, *key_pem, ca_cert, (int64_t)time(NULL)))
+    return RPL_OK;
+  if (*key_pem)
+    OPENSSL_cleanse(*key_pem, strlen(*key_pem));
+  free(*cert_pem), free(*key_pem);
+  *cert_pem = *key_pem = NULL;
+  char hostname[200] = "appliance", cn[SIGNER_MAX_CN];
+  gethostname(hostname, sizeof hostname - 1);
+  /* Not the authority's name ("replication-appliance HOST"): a certificate named as its issuer
+   * would be taken for self-issued, and fail verification. */
+  snprintf(cn, sizeof cn, "replication-appliance %s listener", hostname);
+  char *csr = NULL;
+  rpl_err err = chan_make_csr(cn, &csr, key_pem);
+  if (!err)
+    err = signer_sign(sg, csr, cn, CHAN_CERT_SERVER, SERVER_CERT_SECONDS, cert_pem);
+  /* The key first: a certificate without its key is made again at the next start. */
+  if (!err && !(err = file_write_atomic(key, *key_pem, strlen(*key_pem), 0600)))
+    err = file_write_atomic(crt, *cert_pem, strlen(*cert_pem), 0644);
+  free(csr);
+  if (err) {
+    if (*key_pem)
+      OPENSSL_cleanse(*key_pem, strlen(*key_pem));
+    free(*cert_pem), free(*key_pem);
+    *cert_pem = *key_pem = NULL;
+    return err;
+  }
+  log_notice("issued the listeners' TLS certificate (%s), valid %ld days", crt, SERVER_CERT_SECONDS / 86400);
+  return RPL_OK;
 }
 
 rpl_err identity_open_catalog(const char *state_dir, struct catalog **out)

@@ -1,5 +1,5 @@
-/* registration.c - an agent's first connection: its registration key checked, its CSR signed by
- * the appliance's CA, the agent recorded in the catalog. */
+/* registration.c - an agent's first connection (its registration key checked, its CSR signed by
+ * the appliance's authority, the agent recorded in the catalog) and its certificate's renewals. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,8 +14,59 @@
 #include "channel.h"
 #include "rpl_log.h"
 #include "session.h"
+#include "signer.h"
 
-#define AGENT_CERT_DAYS     825
+#define AGENT_CERT_SECONDS (825L * 86400) /* renewed by the agent two thirds of the way through */
+
+long agent_cert_seconds(void)
+{
+  /* Tests shorten it to see a renewal; nothing else should. */
+  const char *v = getenv("RPL_TEST_AGENT_CERT_SECONDS");
+  long n = v ? strtol(v, NULL, 10) : 0;
+  return n >= 60 && n <= AGENT_CERT_SECONDS ? n : AGENT_CERT_SECONDS;
+}
+
+void registration_fingerprint_text(const uint8_t fp[CHAN_FINGERPRINT_SIZE], char out[CATALOG_MAX_FINGERPRINT + 1])
+{
+  int n = snprintf(out, CATALOG_MAX_FINGERPRINT + 1, "sha256:");
+  for (int i = 0; i < CHAN_FINGERPRINT_SIZE; i++)
+    n += snprintf(out + n, (size_t)(CATALOG_MAX_FINGERPRINT + 1 - n), "%02x", fp[i]);
+}
+
+rpl_err registration_renew(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE], const struct proto_frame *f,
+                           struct proto_buf *out)
+{
+  struct proto_renew m;
+  rpl_err err = proto_decode_renew(f, &m);
+  if (err)
+    return err;
+  char idtext[37];
+  id_text(agent, idtext);
+  char *csr = strndup((const char *)m.csr_pem.ptr, m.csr_pem.len), *cert = NULL;
+  uint8_t fp[CHAN_FINGERPRINT_SIZE];
+  char fptext[CATALOG_MAX_FINGERPRINT + 1];
+  err = csr ? signer_sign(a->signer, csr, idtext, CHAN_CERT_CLIENT, agent_cert_seconds(), &cert) : RPL_E_NOMEM;
+  if (!err && !(err = chan_fingerprint(cert, fp))) {
+    registration_fingerprint_text(fp, fptext);
+    err = catalog_agent_set_pending_cert(a->cat, agent, fptext);
+  }
+  if (!err) {
+    struct proto_renewed r = {.cert_pem = {(const uint8_t *)cert, (uint32_t)strlen(cert)}};
+    err = proto_encode_renewed(out, &r);
+  }
+  if (err) {
+    log_warn("agent %s: certificate not renewed: %s", idtext, rpl_detail(err));
+    const char *why = rpl_strerror(err);
+    struct proto_error e = {.code = err, .message = {(const uint8_t *)why, (uint32_t)strlen(why)}};
+    err = proto_encode_error(out, &e); /* the session goes on with the current certificate */
+  } else {
+    log_notice("agent %s: renewed certificate issued (%s); the current one stays valid until it is used", idtext,
+               fptext);
+  }
+  free(csr);
+  free(cert);
+  return err;
+}
 
 void registration(struct appliance *a, struct conn *c)
 {
@@ -42,20 +93,17 @@ void registration(struct appliance *a, struct conn *c)
   ag.registered_time = time(NULL);
   char *cert = NULL;
   uint8_t fp[CHAN_FINGERPRINT_SIZE];
-  err = csr ? chan_sign_csr(a->ca_cert, a->ca_key, csr, idtext, AGENT_CERT_DAYS, &cert) : RPL_E_NOMEM;
+  err = csr ? signer_sign(a->signer, csr, idtext, CHAN_CERT_CLIENT, agent_cert_seconds(), &cert) : RPL_E_NOMEM;
   if (!err)
     err = chan_fingerprint(cert, fp);
   if (!err) {
-    char hex[2 * CHAN_FINGERPRINT_SIZE + 8] = "sha256:";
-    for (int i = 0; i < CHAN_FINGERPRINT_SIZE; i++)
-      sprintf(hex + 7 + 2 * i, "%02x", fp[i]);
-    snprintf(ag.cert_fingerprint, sizeof ag.cert_fingerprint, "%s", hex);
-    err = catalog_register_agent(a->cat, m.secret, &ag);
+    registration_fingerprint_text(fp, ag.cert_fingerprint);
+    err = catalog_register_agent(a->cat, m.secret, &ag, (int64_t)time(NULL));
   }
   if (err) {
     const char *why = err == RPL_E_CATALOG_KEY_USED      ? "this registration key was used already: issue a new one with 'replication-appliance init'"
                       : err == RPL_E_CATALOG_KEY_UNKNOWN ? "this registration key is not one this appliance issued"
-                                                         : rpl_strerror(err);
+                                                         : rpl_strerror(err); /* expired, revoked: the message says what to do */
     log_warn("registration from %s (%s) refused: %s", conn_peer(c), hostname, why);
     rpl_err e = send_error(c, err, why);
     (void)e;

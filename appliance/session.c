@@ -571,11 +571,16 @@ static rpl_err session_hello(struct session *s)
   }
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                             .capabilities = PROTO_CAP_READINESS,
+                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
-  if ((err = proto_encode_hello(&s->out, &mine)))
+  if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
-  return flush_out(s);
+  if (!(h.capabilities & PROTO_CAP_RENEWING))
+    return RPL_OK;
+  /* The agent's certificate is two thirds through its life: its RENEW comes before anything else. */
+  if (!(err = conn_recv(s->c, &f, HELLO_TIMEOUT_MS)))
+    err = f.type == PROTO_RENEW ? registration_renew(s->a, s->agent, &f, &s->out) : RPL_E_PROTO_UNEXPECTED;
+  return err ? err : flush_out(s);
 }
 
 /* One frame from the agent, by its type. */
@@ -708,6 +713,24 @@ void *session_main(void *arg)
     free(s);
     goto done;
   }
+  /* Its current certificate, or the renewed one, which then retires the one before. */
+  uint8_t fp[CHAN_FINGERPRINT_SIZE];
+  char fptext[CATALOG_MAX_FINGERPRINT + 1];
+  bool renewed = false;
+  if ((err = chan_peer_fingerprint(conn_ssl(c), fp)) == RPL_OK) {
+    registration_fingerprint_text(fp, fptext);
+    err = catalog_agent_use_cert(a->cat, s->agent, fptext, &renewed);
+  }
+  if (err) {
+    log_warn("%s: agent %s refused: %s", conn_peer(c), cn, rpl_strerror(err));
+    rpl_err e = send_error(c, err, rpl_strerror(err));
+    (void)e;
+    conn_close(c);
+    free(s);
+    goto done;
+  }
+  if (renewed)
+    log_notice("agent %s: its renewed certificate is in use; the one before is no longer accepted", cn);
   s->a = a;
   s->c = c;
   conn_set_recv_limit(c, 0); /* a registered agent's certificate: its cycles' frames are large */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "appliance.h"
+#include "channel.h"
 #include "conn.h"
 #include "proto.h"
 #include "receiver.h"
@@ -91,6 +92,14 @@ RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_
 
 /* registration.c: a connection without a client certificate registers with a key, or is refused. */
 void registration(struct appliance *a, struct conn *c);
+/* A RENEW from the authenticated agent: its new certificate signed and recorded as pending, the
+ * answer (RENEWED, or ERROR saying why not: the session goes on) encoded into out. */
+RPL_MUST_CHECK rpl_err registration_renew(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE],
+                                          const struct proto_frame *f, struct proto_buf *out);
+/* "sha256:" and the lowercase hex digits, as the catalog keeps agents' certificates. */
+void registration_fingerprint_text(const uint8_t fp[CHAN_FINGERPRINT_SIZE], char out[CATALOG_MAX_FINGERPRINT + 1]);
+/* The lifetime of agent certificates the appliance signs (at registration and renewal). */
+long agent_cert_seconds(void);
 
 /* orchestrator.c: when cycles and points start, and points recorded */
 /* The started group whose cycle of this slot is open, or NULL. */

@@ -28,6 +28,7 @@ struct appliance_settings {
   unsigned max_in_flight;
   char retention[128];          /* retention.h text ("all=1h,hourly=24h,daily=7d"); "" = the default */
   char points[64];              /* schedule.h text ("crash=5m,app=1h"); "" = the default */
+  char key_ttl[32];             /* registration keys' life, duration.h text ("24h"); "" = the default */
   unsigned lease_duration_s;    /* the page blobs' lease, 15-60 s */
   char lease_id[40];            /* runtime only, never in the file: the lease id this appliance proposes
                                  * (lease.h, from STATE/lease-id); "" = a random one */

@@ -553,6 +553,7 @@ void web_stop(struct web_server *w)
   free(w->check_doc);
   free(w->series);
   free(w->cert);
+  free(w->ca);
   if (w->key) {
     OPENSSL_cleanse(w->key, strlen(w->key));
     free(w->key);
@@ -586,10 +587,13 @@ rpl_err web_start(const struct web_config *cfg, struct web_server **out)
   pthread_mutex_init(&w->settings_lock, NULL);
   pthread_mutex_init(&w->stop_lock, NULL);
   pthread_cond_init(&w->stop_cond, NULL);
-  w->cert = strdup(cfg->cert_pem);
+  /* The chain a browser is sent: the certificate, then the authority that issued it. */
+  if (asprintf(&w->cert, "%s%s", cfg->cert_pem, cfg->ca_pem) < 0)
+    w->cert = NULL;
+  w->ca = strdup(cfg->ca_pem);
   w->key = strdup(cfg->key_pem);
   w->series = calloc(MAX_SERIES_DISKS, sizeof *w->series);
-  rpl_err err = !w->cert || !w->key || !w->series ? RPL_E_NOMEM : load_assets(w);
+  rpl_err err = !w->cert || !w->ca || !w->key || !w->series ? RPL_E_NOMEM : load_assets(w);
   if (err) {
     web_stop(w);
     return err;

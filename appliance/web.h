@@ -69,7 +69,8 @@ struct web_config {
   const char *addr;       /* "ADDR:PORT" */
   const char *root;       /* static files; NULL: RPL_WEB_ROOT, the installed data dir, the source tree */
   const char *state_dir;
-  const char *cert_pem, *key_pem;
+  const char *cert_pem, *key_pem; /* the listeners' certificate, issued by ca_pem */
+  const char *ca_pem;             /* the appliance's authority: sent as the chain, named in registration keys */
   struct catalog *cat;    /* thread-safe */
   unsigned sample_s;      /* series interval; 0: 10 s */
   struct web_ops ops;

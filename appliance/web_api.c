@@ -15,6 +15,7 @@
 
 #include "agent_readiness.h"
 #include "check.h"
+#include "duration.h"
 #include "identity.h"
 #include "json_out.h"
 #include "points_doc.h"
@@ -320,45 +321,64 @@ enum MHD_Result web_api_proxy_post(struct web_server *w, struct MHD_Connection *
 
 /* ---- API: registration and agents --------------------------------------------------------- */
 
+/* The lifetime init recorded for registration keys (the default if unreadable). */
+static int64_t key_ttl(struct web_server *w)
+{
+  struct appliance_settings *st = malloc(sizeof *st);
+  int64_t ttl = REGKEY_TTL_DEFAULT_S;
+  pthread_mutex_lock(&w->settings_lock);
+  if (st && settings_load(w->state_dir, st) == RPL_OK &&
+      !duration_parse(st->key_ttl, strlen(st->key_ttl), REGKEY_TTL_MAX_S, &ttl))
+    ttl = REGKEY_TTL_DEFAULT_S;
+  pthread_mutex_unlock(&w->settings_lock);
+  if (st)
+    OPENSSL_cleanse(st, sizeof *st);
+  free(st);
+  return ttl;
+}
+
+/* A key is shown once, in the answer to the POST that issued it; GET tells only the newest key's
+ * state (the appliance keeps no key, only its hash). */
 enum MHD_Result web_api_registration(struct web_server *w, struct MHD_Connection *c, bool regenerate)
 {
-  char path[4200], *key = NULL;
-  snprintf(path, sizeof path, "%s/%s", w->state_dir, STATE_REGISTRATION_KEY);
+  char fresh[CHAN_REGKEY_MAX] = "";
+  int64_t expires = 0, now = (int64_t)time(NULL), ttl = key_ttl(w);
   if (regenerate) {
-    char fresh[CHAN_REGKEY_MAX];
-    rpl_err err = identity_issue_regkey(w->cfg.cat, w->cert, fresh);
-    if (!err)
-      err = file_write_atomic(path, fresh, strlen(fresh), 0600);
-    OPENSSL_cleanse(fresh, sizeof fresh);
+    rpl_err err = identity_issue_regkey(w->cfg.cat, w->ca, ttl, fresh, &expires);
     if (err)
       return web_reply_error(c, 500, "no new registration key: %s", rpl_strerror(err));
-    log_notice("web: a new registration key was issued");
+    log_notice("web: a new registration key was issued (the unused ones before it are revoked)");
   }
-  rpl_err err = file_read_all(path, CHAN_REGKEY_MAX, &key);
-  if (err && err != RPL_E_NOT_FOUND)
-    return web_reply_error(c, 500, "cannot read the registration key: %s", rpl_strerror(err));
-  if (key)
-    key[strcspn(key, "\r\n")] = 0;
-  bool unused = false;
-  if (key) {
-    uint8_t secret[CHAN_SECRET_SIZE], fp[CHAN_FINGERPRINT_SIZE];
-    if (chan_regkey_decode(key, secret, fp) == RPL_OK && catalog_regkey_is_unused(w->cfg.cat, secret, &unused) != RPL_OK)
-      unused = false;
-    OPENSSL_cleanse(secret, sizeof secret);
+  struct catalog_regkey_info info;
+  rpl_err err = catalog_regkey_newest(w->cfg.cat, &info);
+  uint64_t usable = 0;
+  if ((err && err != RPL_E_NOT_FOUND) || catalog_regkey_count_usable(w->cfg.cat, now, &usable)) {
+    OPENSSL_cleanse(fresh, sizeof fresh);
+    return web_reply_error(c, 500, "cannot read the registration keys: %s", rpl_strerror(err));
   }
   struct doc d;
   if (!web_doc_open(&d)) {
-    free(key);
+    OPENSSL_cleanse(fresh, sizeof fresh);
     return MHD_NO;
   }
+  const char *state = err ? NULL
+                      : info.used                                     ? "used"
+                      : info.revoked                                  ? "revoked"
+                      : info.expires_time && info.expires_time <= now ? "expired"
+                                                                      : "unused";
+  char ttl_text[32];
+  duration_format(ttl, ttl_text, sizeof ttl_text);
   json_object_begin(&d.j, NULL);
-  json_string(&d.j, "key", key && unused ? key : NULL);
-  json_bool(&d.j, "key_used", key && !unused);
-  json_string(&d.j, "register_command", key && unused ? "mobility-agent register --appliance APPLIANCE:9443 --key KEY" : NULL);
+  json_string(&d.j, "key", fresh[0] ? fresh : NULL);
+  json_bool(&d.j, "key_used", state && !strcmp(state, "used"));
+  json_string(&d.j, "newest_key_state", state);
+  json_u64(&d.j, "newest_key_created_unix", err ? 0 : (uint64_t)info.created_time);
+  json_u64(&d.j, "newest_key_expires_unix", err ? 0 : (uint64_t)info.expires_time);
+  json_u64(&d.j, "usable_keys", usable);
+  json_string(&d.j, "key_ttl", ttl_text);
+  json_string(&d.j, "register_command", "mobility-agent register --appliance APPLIANCE:9443 --key-file FILE");
   json_object_end(&d.j);
-  if (key)
-    OPENSSL_cleanse(key, strlen(key));
-  free(key);
+  OPENSSL_cleanse(fresh, sizeof fresh);
   return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
 }
 

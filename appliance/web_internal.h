@@ -66,7 +66,8 @@ struct asset {
 struct web_server {
   struct web_config cfg;
   char state_dir[4096];
-  char *cert, *key;
+  char *cert, *key; /* the listeners' certificate chain and key */
+  char *ca;         /* the authority's certificate: its fingerprint is in every registration key */
   struct MHD_Daemon *mhd;
   pthread_mutex_t lock;           /* sessions, clients, series */
   struct session sessions[MAX_SESSIONS];

@@ -54,7 +54,9 @@ enum proto_type {
   PROTO_POINT_REQUEST = 14,
   PROTO_POINT = 15,
   PROTO_READINESS = 16,
-  PROTO_TYPE_MAX = PROTO_READINESS
+  PROTO_RENEW = 17,
+  PROTO_RENEWED = 18,
+  PROTO_TYPE_MAX = PROTO_RENEWED
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -91,6 +93,11 @@ const char *proto_consistency_name(uint8_t consistency);
 #define PROTO_CAP_FREEZE     (1ull << 2)
 /* The appliance states it in its HELLO: it takes READINESS (an older one would break the stream). */
 #define PROTO_CAP_READINESS  (1ull << 3)
+/* The appliance states it in its HELLO: it renews agent certificates (RENEW, RENEWED). */
+#define PROTO_CAP_RENEW      (1ull << 4)
+/* The agent states it in its HELLO: it sends RENEW right after the appliance's HELLO (which must
+ * have stated PROTO_CAP_RENEW), and waits for RENEWED or ERROR before anything else. */
+#define PROTO_CAP_RENEWING   (1ull << 5)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -115,6 +122,16 @@ struct proto_register {
 struct proto_registered {
   uint8_t agent_id[PROTO_ID_SIZE];
   struct proto_bytes cert_pem; /* <= PROTO_MAX_PEM */
+};
+
+/* Agent -> appliance, on an authenticated session: a new key's request, to replace the agent's
+ * certificate before it expires. The appliance answers RENEWED, or ERROR. */
+struct proto_renew {
+  struct proto_bytes csr_pem;  /* <= PROTO_MAX_PEM */
+};
+
+struct proto_renewed {
+  struct proto_bytes cert_pem; /* <= PROTO_MAX_PEM; the same agent id, a new key */
 };
 
 struct proto_disk {
@@ -246,6 +263,8 @@ void proto_buf_reset(struct proto_buf *b); /* len = 0, memory kept */
 RPL_MUST_CHECK rpl_err proto_encode_hello(struct proto_buf *out, const struct proto_hello *m);
 RPL_MUST_CHECK rpl_err proto_encode_register(struct proto_buf *out, const struct proto_register *m);
 RPL_MUST_CHECK rpl_err proto_encode_registered(struct proto_buf *out, const struct proto_registered *m);
+RPL_MUST_CHECK rpl_err proto_encode_renew(struct proto_buf *out, const struct proto_renew *m);
+RPL_MUST_CHECK rpl_err proto_encode_renewed(struct proto_buf *out, const struct proto_renewed *m);
 RPL_MUST_CHECK rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m);
 RPL_MUST_CHECK rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m);
 RPL_MUST_CHECK rpl_err proto_encode_extent(struct proto_buf *out, const struct proto_extent *m);
@@ -281,6 +300,8 @@ RPL_MUST_CHECK rpl_err proto_frame_parse(const uint8_t *buf, size_t len, struct 
 RPL_MUST_CHECK rpl_err proto_decode_hello(const struct proto_frame *f, struct proto_hello *out);
 RPL_MUST_CHECK rpl_err proto_decode_register(const struct proto_frame *f, struct proto_register *out);
 RPL_MUST_CHECK rpl_err proto_decode_registered(const struct proto_frame *f, struct proto_registered *out);
+RPL_MUST_CHECK rpl_err proto_decode_renew(const struct proto_frame *f, struct proto_renew *out);
+RPL_MUST_CHECK rpl_err proto_decode_renewed(const struct proto_frame *f, struct proto_renewed *out);
 RPL_MUST_CHECK rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out);
 RPL_MUST_CHECK rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out);
 RPL_MUST_CHECK rpl_err proto_decode_extent(const struct proto_frame *f, struct proto_extent *out);

@@ -118,6 +118,9 @@
   X(RPL_E_CATALOG_SQL,            533, "catalog database error (its detail, or the log, says what SQLite answered)") \
   X(RPL_E_CATALOG_KEY_USED,       534, "registration key already used: each key registers one agent; issue a new key") \
   X(RPL_E_CATALOG_KEY_UNKNOWN,    535, "registration key unknown to this appliance: check it was copied whole, from this appliance's init") \
+  X(RPL_E_CATALOG_KEY_EXPIRED,    536, "registration key expired (keys last 24 hours unless init --key-ttl set another lifetime): issue a new one with 'replication-appliance init' or the page's Regenerate") \
+  X(RPL_E_CATALOG_KEY_REVOKED,    537, "registration key revoked: a newer key was issued after it, which revokes the unused ones before it; register with the newest key") \
+  X(RPL_E_AGENT_CERT_REPLACED,    538, "this agent certificate was replaced by a renewed one: the agent uses the newest in its state directory (restore it from there), or register the agent again") \
                                                                                                  \
   X(RPL_E_RETIRED_550,            550, "(retired: merged into 502, cycle out of order)") \
   X(RPL_E_CYCLE_MISMATCH,         551, "frame belongs to another disk or cycle than the one in progress") \

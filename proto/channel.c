@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "proto.h"
 #include "rpl_log.h"
@@ -98,7 +99,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 }
 
 /* A certificate skeleton: random serial, validity, subject CN, public key. */
-static X509 *cert_new(const char *cn, EVP_PKEY *pub, unsigned days)
+static X509 *cert_new(const char *cn, EVP_PKEY *pub, long seconds)
 {
   X509 *x = X509_new();
   if (!x)
@@ -112,8 +113,10 @@ static X509 *cert_new(const char *cn, EVP_PKEY *pub, unsigned days)
     ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
   }
   BN_free(bn);
-  ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), -3600) &&
-       X509_gmtime_adj(X509_getm_notAfter(x), (long)days * 86400) && X509_set_pubkey(x, pub) &&
+  /* Backdated for clocks behind the signer's: an hour, or a tenth of a short life. */
+  long backdate = seconds / 10 < 3600 ? seconds / 10 : 3600;
+  ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), -backdate) &&
+       X509_gmtime_adj(X509_getm_notAfter(x), seconds) && X509_set_pubkey(x, pub) &&
        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
   if (!ok) {
     X509_free(x);
@@ -128,7 +131,7 @@ rpl_err chan_make_authority(const char *common_name, char **cert_pem, char **key
   EVP_PKEY *key = EVP_EC_gen("P-256");
   if (!key)
     return tls_fail("generating the appliance key");
-  X509 *x = cert_new(common_name, key, 3650);
+  X509 *x = cert_new(common_name, key, 3650L * 86400);
   rpl_err err = RPL_OK;
   if (!x || !X509_set_issuer_name(x, X509_get_subject_name(x)) ||
       !add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
@@ -177,8 +180,8 @@ rpl_err chan_make_csr(const char *common_name, char **csr_pem, char **key_pem)
   return err;
 }
 
-rpl_err chan_sign_csr(const char *ca_cert_pem, const char *ca_key_pem, const char *csr_pem,
-                      const char *agent_cn, unsigned days, char **cert_pem)
+rpl_err chan_sign_csr(const char *ca_cert_pem, const char *ca_key_pem, const char *csr_pem, const char *cn,
+                      enum chan_cert_purpose purpose, long seconds, char **cert_pem)
 {
   *cert_pem = NULL;
   X509 *ca = cert_from_pem(ca_cert_pem);
@@ -194,15 +197,18 @@ rpl_err chan_sign_csr(const char *ca_cert_pem, const char *ca_key_pem, const cha
   } else if (!req || !pub || X509_REQ_verify(req, pub) != 1) {
     ERR_clear_error();
     err = RPL_E_TLS_CERT; /* a request must prove possession of its key */
-    log_err("the agent's certificate request is malformed or not signed by its key");
+    log_err("the certificate request is malformed or not signed by its key");
+  } else if (seconds <= 0 || seconds > CHAN_MAX_CERT_SECONDS) {
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "a certificate lifetime of %ld s (1 s to %ld s)", seconds,
+                   (long)CHAN_MAX_CERT_SECONDS);
   } else {
-    x = cert_new(agent_cn, pub, days);
+    x = cert_new(cn, pub, seconds);
     if (!x || !X509_set_issuer_name(x, X509_get_subject_name(ca)) ||
         !add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE") ||
         !add_ext(x, ca, NID_key_usage, "critical,digitalSignature") ||
-        !add_ext(x, ca, NID_ext_key_usage, "clientAuth") ||
+        !add_ext(x, ca, NID_ext_key_usage, purpose == CHAN_CERT_SERVER ? "serverAuth" : "clientAuth") ||
         !add_ext(x, ca, NID_authority_key_identifier, "keyid:always") || !X509_sign(x, ca_key, EVP_sha256()))
-      err = tls_fail("signing the agent certificate");
+      err = tls_fail("signing a certificate");
     else
       err = cert_to_pem(x, cert_pem);
   }
@@ -213,6 +219,21 @@ rpl_err chan_sign_csr(const char *ca_cert_pem, const char *ca_key_pem, const cha
   EVP_PKEY_free(ca_key);
   X509_free(ca);
   return err;
+}
+
+rpl_err chan_cert_lifetime(const char *cert_pem, int64_t *not_before, int64_t *not_after)
+{
+  X509 *x = cert_from_pem(cert_pem);
+  struct tm b, a;
+  int ok = x && ASN1_TIME_to_tm(X509_get0_notBefore(x), &b) == 1 && ASN1_TIME_to_tm(X509_get0_notAfter(x), &a) == 1;
+  X509_free(x);
+  if (!ok) {
+    ERR_clear_error();
+    return RPL_E_TLS_CERT;
+  }
+  *not_before = (int64_t)timegm(&b);
+  *not_after = (int64_t)timegm(&a);
+  return RPL_OK;
 }
 
 static int x509_fingerprint(X509 *x, uint8_t out[CHAN_FINGERPRINT_SIZE])
@@ -330,7 +351,7 @@ static rpl_err ctx_use_identity(SSL_CTX *ctx, const char *cert_pem, const char *
   return RPL_OK;
 }
 
-rpl_err chan_server_ctx(const char *cert_pem, const char *key_pem, SSL_CTX **out)
+rpl_err chan_server_ctx(const char *cert_pem, const char *key_pem, const char *ca_pem, SSL_CTX **out)
 {
   *out = NULL;
   SSL_CTX *ctx;
@@ -338,9 +359,12 @@ rpl_err chan_server_ctx(const char *cert_pem, const char *key_pem, SSL_CTX **out
   if (err)
     return err;
   err = ctx_use_identity(ctx, cert_pem, key_pem);
-  X509 *ca = err ? NULL : cert_from_pem(cert_pem);
+  X509 *ca = err ? NULL : cert_from_pem(ca_pem);
   if (!err && (!ca || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1))
     err = tls_fail("trusting the appliance authority for client certificates");
+  /* The agent pinned the authority, so the chain it is sent ends with it. */
+  if (!err && strcmp(cert_pem, ca_pem) != 0 && SSL_CTX_add1_chain_cert(ctx, ca) != 1)
+    err = tls_fail("adding the appliance authority to the server's chain");
   X509_free(ca);
   if (err) {
     SSL_CTX_free(ctx);
@@ -354,15 +378,45 @@ rpl_err chan_server_ctx(const char *cert_pem, const char *key_pem, SSL_CTX **out
   return RPL_OK;
 }
 
-/* Accepts exactly the pinned certificate: the appliance's authority is self-signed and known to
- * the agent only through the fingerprint in the registration key. */
+/* The leaf verified against the authority alone, as a TLS server certificate. */
+static int issued_by(X509 *leaf, X509 *authority)
+{
+  X509_STORE *trust = X509_STORE_new();
+  X509_STORE_CTX *v = X509_STORE_CTX_new();
+  int ok = trust && v && X509_STORE_add_cert(trust, authority) == 1 && X509_STORE_CTX_init(v, trust, leaf, NULL) == 1 &&
+           X509_STORE_CTX_set_purpose(v, X509_PURPOSE_SSL_SERVER) == 1 && X509_verify_cert(v) == 1;
+  X509_STORE_CTX_free(v);
+  X509_STORE_free(trust);
+  ERR_clear_error();
+  return ok;
+}
+
+rpl_err chan_server_cert_issued_by(const char *cert_pem, const char *ca_pem)
+{
+  X509 *x = cert_from_pem(cert_pem), *ca = cert_from_pem(ca_pem);
+  int ok = x && ca && issued_by(x, ca);
+  X509_free(x);
+  X509_free(ca);
+  ERR_clear_error();
+  return ok ? RPL_OK : RPL_E_TLS_CERT;
+}
+
+/* Accepts the pinned authority's own certificate (appliances before server certificates), or a
+ * server certificate the pinned authority issued, the authority sent in the chain: it is self-signed
+ * and known to the agent only through the fingerprint in the registration key. */
 static int verify_pinned(X509_STORE_CTX *store, void *arg)
 {
   const uint8_t *pinned = arg;
   X509 *leaf = X509_STORE_CTX_get0_cert(store);
+  STACK_OF(X509) *sent = X509_STORE_CTX_get0_untrusted(store);
   uint8_t fp[CHAN_FINGERPRINT_SIZE];
   if (leaf && x509_fingerprint(leaf, fp) && CRYPTO_memcmp(fp, pinned, sizeof fp) == 0)
     return 1;
+  for (int i = 0; leaf && sent && i < sk_X509_num(sent); i++) {
+    X509 *x = sk_X509_value(sent, i);
+    if (x != leaf && x509_fingerprint(x, fp) && CRYPTO_memcmp(fp, pinned, sizeof fp) == 0 && issued_by(leaf, x))
+      return 1;
+  }
   X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
   return 0;
 }
@@ -400,6 +454,16 @@ rpl_err chan_client_ctx(const uint8_t pinned[CHAN_FINGERPRINT_SIZE], const char 
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   *out = ctx;
   return RPL_OK;
+}
+
+rpl_err chan_peer_fingerprint(SSL *ssl, uint8_t out[CHAN_FINGERPRINT_SIZE])
+{
+  X509 *peer = SSL_get1_peer_certificate(ssl);
+  if (!peer)
+    return RPL_E_NOT_FOUND;
+  int ok = x509_fingerprint(peer, out);
+  X509_free(peer);
+  return ok ? RPL_OK : RPL_E_TLS_CERT;
 }
 
 rpl_err chan_peer_cn(SSL *ssl, char *cn, size_t cnsz)

@@ -251,6 +251,14 @@ static rpl_err registered_check(const struct proto_registered *m)
 {
   return m->cert_pem.len == 0 || m->cert_pem.len > PROTO_MAX_PEM ? RPL_E_PROTO_FIELD : RPL_OK;
 }
+static rpl_err renew_check(const struct proto_renew *m)
+{
+  return m->csr_pem.len == 0 || m->csr_pem.len > PROTO_MAX_PEM ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+static rpl_err renewed_check(const struct proto_renewed *m)
+{
+  return m->cert_pem.len == 0 || m->cert_pem.len > PROTO_MAX_PEM ? RPL_E_PROTO_FIELD : RPL_OK;
+}
 static rpl_err disk_check(const struct proto_disk *m)
 {
   if ((m->sector_size != 512 && m->sector_size != 4096) || m->size_bytes == 0 ||
@@ -353,6 +361,20 @@ rpl_err proto_encode_registered(struct proto_buf *out, const struct proto_regist
   wr_raw(&w, m->agent_id, PROTO_ID_SIZE);
   wr_blob(&w, m->cert_pem);
   return wr_end(&w, PROTO_REGISTERED);
+}
+
+rpl_err proto_encode_renew(struct proto_buf *out, const struct proto_renew *m)
+{
+  ENCODE_BEGIN(renew_check);
+  wr_blob(&w, m->csr_pem);
+  return wr_end(&w, PROTO_RENEW);
+}
+
+rpl_err proto_encode_renewed(struct proto_buf *out, const struct proto_renewed *m)
+{
+  ENCODE_BEGIN(renewed_check);
+  wr_blob(&w, m->cert_pem);
+  return wr_end(&w, PROTO_RENEWED);
 }
 
 rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m)
@@ -607,6 +629,20 @@ rpl_err proto_decode_registered(const struct proto_frame *f, struct proto_regist
   DECODE_END(registered_check);
 }
 
+rpl_err proto_decode_renew(const struct proto_frame *f, struct proto_renew *out)
+{
+  DECODE_BEGIN(PROTO_RENEW);
+  out->csr_pem = rd_blob(&r, PROTO_MAX_PEM);
+  DECODE_END(renew_check);
+}
+
+rpl_err proto_decode_renewed(const struct proto_frame *f, struct proto_renewed *out)
+{
+  DECODE_BEGIN(PROTO_RENEWED);
+  out->cert_pem = rd_blob(&r, PROTO_MAX_PEM);
+  DECODE_END(renewed_check);
+}
+
 rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out)
 {
   DECODE_BEGIN(PROTO_DISK);
@@ -786,6 +822,8 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_point_request preq;
     struct proto_point point;
     struct proto_readiness readiness;
+    struct proto_renew renew;
+    struct proto_renewed renewed;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -804,6 +842,8 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_POINT_REQUEST: return proto_decode_point_request(f, &m.preq);
   case PROTO_POINT: return proto_decode_point(f, &m.point);
   case PROTO_READINESS: return proto_decode_readiness(f, &m.readiness);
+  case PROTO_RENEW: return proto_decode_renew(f, &m.renew);
+  case PROTO_RENEWED: return proto_decode_renewed(f, &m.renewed);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -816,7 +856,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_CYCLE_END] = "CYCLE_END", [PROTO_ACK] = "ACK", [PROTO_NACK] = "NACK",
     [PROTO_HASHES] = "HASHES", [PROTO_NEED] = "NEED", [PROTO_HEARTBEAT] = "HEARTBEAT",
     [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
-    [PROTO_READINESS] = "READINESS",
+    [PROTO_READINESS] = "READINESS", [PROTO_RENEW] = "RENEW", [PROTO_RENEWED] = "RENEWED",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

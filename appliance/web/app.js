@@ -182,10 +182,20 @@ function readinessText(r) {
   return t;
 }
 
-async function loadRegistration() {
+// The appliance keeps only a key's hash: a key is shown once, in the answer that issued it.
+async function loadRegistration(issued) {
   const r = await api('GET', '/api/registration');
-  $('regkey').textContent = r.key || (r.key_used ? 'used: regenerate for the next agent' : 'none: regenerate one');
-  $('copy-key').disabled = !r.key;
+  const states = {
+    used: 'used: regenerate for the next agent',
+    revoked: 'revoked by a newer key: regenerate',
+    expired: 'expired: regenerate',
+    unused: 'issued, not shown again: regenerate if it was not kept',
+  };
+  $('regkey').textContent = issued ? issued.key : (states[r.newest_key_state] || 'none: regenerate one');
+  $('copy-key').disabled = !issued;
+  $('regkey-note').textContent = issued
+    ? 'Shown only now. Valid until ' + when(issued.newest_key_expires_unix) + ' (' + r.key_ttl + '), for one agent; a newer key revokes it.'
+    : 'Keys are valid ' + r.key_ttl + ', for one agent each; the appliance keeps only their hashes.';
   const a = await api('GET', '/api/agents');
   const tbody = $('agents').tBodies[0];
   tbody.replaceChildren();
@@ -214,7 +224,7 @@ $('copy-key').addEventListener('click', async () => {
 });
 
 $('regenerate-key').addEventListener('click', async () => {
-  try { await api('POST', '/api/registration/regenerate'); showMessage('New registration key issued.'); await loadRegistration(); } catch (e) { showError(e.message); }
+  try { const k = await api('POST', '/api/registration/regenerate'); showMessage('New registration key issued.'); await loadRegistration(k); } catch (e) { showError(e.message); }
 });
 
 // ---- replication ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # web_api.sh - Description: the configuration manager's JSON API with curl against a real appliance
-# (Azurite storage over HTTPS): served over TLS with the appliance's own certificate; requests without
+# (Azurite storage over HTTPS): served over TLS with a certificate its authority issued; requests without
 # a session get 401; bad logins are rate-limited (429) per client; the session cookie is Secure,
 # HttpOnly, SameSite=Strict; a POST without (or with a wrong) CSRF token gets 403 and changes nothing;
 # malformed forms get 400 with a message and change nothing; /api/status and /api/check are the
@@ -42,10 +42,19 @@ web_up() {
 }
 wait_until 10 "" web_up
 
-say "TLS with the appliance's own certificate"
-served=$(openssl s_client -connect "127.0.0.1:$WEB_PORT" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256)
-own=$(openssl x509 -in "$RT/app/appliance.crt" -noout -fingerprint -sha256)
-[ -n "$served" ] && [ "$served" = "$own" ] || fail "the page is not served with the appliance's certificate ($served vs $own)"
+say "TLS with a certificate the appliance's authority issued, on both listeners (the authority never serves)"
+authority=$(openssl x509 -in "$RT/app/appliance.crt" -noout -fingerprint -sha256)
+issued=$(openssl x509 -in "$RT/app/server.crt" -noout -fingerprint -sha256)
+[ "$(stat -c %a "$RT/app/server.key")" = 600 ] || fail "the listeners' key is not mode 0600"
+for port in "$WEB_PORT" "$RPL_PORT"; do
+  openssl s_client -connect "127.0.0.1:$port" -showcerts </dev/null 2>/dev/null \
+    | awk '/BEGIN CERT/,/END CERT/' >"$RT/chain.pem"
+  served=$(openssl x509 -in "$RT/chain.pem" -noout -fingerprint -sha256)
+  [ -n "$served" ] && [ "$served" = "$issued" ] && [ "$served" != "$authority" ] \
+    || fail "port $port does not serve the issued certificate ($served; issued $issued, authority $authority)"
+  openssl verify -CAfile "$RT/app/appliance.crt" -purpose sslserver "$RT/chain.pem" >/dev/null \
+    || fail "port $port's certificate does not verify against the appliance's authority"
+done
 
 # req METHOD PATH [curl args...]: prints the HTTP status; the body goes to $RT/body (and into $ALL)
 req() {
@@ -119,7 +128,8 @@ grep -q 'CSRF token' "$RT/body" || fail "403 without a clear message: $(cat "$RT
 expect 403 POST /api/registration/regenerate
 [ "$(conf_sum)" = "$before" ] || fail "a POST without the CSRF token changed the settings"
 expect 200 GET /api/registration
-[ "$(jget key)" = "$RPL_KEY" ] || fail "a POST without the CSRF token changed the registration key"
+[ "$(jget key newest_key_state usable_keys)" = "null unused 1" ] \
+  || fail "a POST without the CSRF token changed the registration keys, or a key is shown again: $(cat "$RT/body")"
 
 say "malformed forms: 400 with a message, nothing changed"
 bad() { # bad PATTERN curl-args...: a 400 whose error contains PATTERN
@@ -176,9 +186,13 @@ say "registration: regenerate, a real register with the new key, then it shows u
 expect 200 POST /api/registration/regenerate "${H[@]}"
 KEY2=$(jget key)
 [[ $KEY2 == rk1-* && $KEY2 != "$RPL_KEY" ]] || fail "regenerate gave '$KEY2'"
+[ "$(jget newest_key_state usable_keys key_ttl)" = "unused 1 24h" ] || fail "regenerate did not revoke the key before it: $(cat "$RT/body")"
+expect 200 GET /api/registration
+[ "$(jget key)" = null ] || fail "the key is shown again after the answer that issued it: $(cat "$RT/body")"
+! grep -rqF "$KEY2" "$RT/app" || fail "the state directory holds the registration key in clear"
 RPL_KEY=$KEY2 rpl_agent_register
 expect 200 GET /api/registration
-[ "$(jget key key_used)" = "null true" ] || fail "a used key is still offered: $(cat "$RT/body")"
+[ "$(jget key key_used newest_key_state usable_keys)" = "null true used 0" ] || fail "a used key is still offered: $(cat "$RT/body")"
 expect 200 GET /api/agents
 agent=$(jget agents.0.agent_id)
 [ "$(jget agents.0.revoked)" = false ] || fail "new agent revoked"

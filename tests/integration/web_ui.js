@@ -107,15 +107,13 @@ const phases = {
         return r.length >= 5 && r.every((x) => x.textContent === 'PASS');
       }, null, { timeout: T });
 
-      // Registration: regenerate; the new key is what the agent registers with.
+      // Registration: init's key is never shown again; regenerate shows a new one, once, which is
+      // what the agent registers with.
       await tab(page, 'registration');
-      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('rk1-'), null, { timeout: T });
-      const before = await page.textContent('#regkey');
+      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('issued, not shown'), null, { timeout: T });
       await page.click('#regenerate-key');
-      await page.waitForFunction((b) => {
-        const k = document.querySelector('#regkey').textContent;
-        return k.startsWith('rk1-') && k !== b;
-      }, before, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('rk1-') &&
+        document.querySelector('#regkey-note').textContent.startsWith('Shown only now'), null, { timeout: T });
       await shot(page, '3-registration-key');
       fs.writeFileSync(process.env.KEY_FILE, await page.textContent('#regkey'));
     });

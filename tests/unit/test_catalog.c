@@ -125,30 +125,52 @@ static void test_registration(void **state)
   fill(secret, sizeof secret, 1);
   fill(secret2, sizeof secret2, 2);
   fill(unknown, sizeof unknown, 3);
-  assert_int_equal(catalog_regkey_add(cat, secret, 100), RPL_OK);
-  assert_int_equal(catalog_regkey_add(cat, secret, 101), RPL_E_EXISTS);
-  assert_int_equal(catalog_regkey_add(cat, secret2, 102), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, secret, 100, 0), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, secret, 101, 0), RPL_E_EXISTS);
   uint64_t unused = 0;
-  assert_int_equal(catalog_regkey_count_unused(cat, &unused), RPL_OK);
-  assert_int_equal(unused, 2);
+  assert_int_equal(catalog_regkey_count_usable(cat, 150, &unused), RPL_OK);
+  assert_int_equal(unused, 1);
 
   struct catalog_agent a = make_agent(10, "db01.example", "sha256:aa11");
-  assert_int_equal(catalog_register_agent(cat, unknown, &a), RPL_E_CATALOG_KEY_UNKNOWN);
-  assert_int_equal(catalog_register_agent(cat, secret, &a), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, unknown, &a, 150), RPL_E_CATALOG_KEY_UNKNOWN);
+  assert_int_equal(catalog_register_agent(cat, secret, &a, 150), RPL_OK);
   struct catalog_agent b = make_agent(11, "db02.example", "sha256:bb22");
-  assert_int_equal(catalog_register_agent(cat, secret, &b), RPL_E_CATALOG_KEY_USED);
+  assert_int_equal(catalog_register_agent(cat, secret, &b, 150), RPL_E_CATALOG_KEY_USED);
   /* A taken fingerprint fails the whole registration: the key stays usable. */
+  assert_int_equal(catalog_regkey_add(cat, secret2, 102, 1000), RPL_OK);
   struct catalog_agent dup = make_agent(12, "db03.example", "sha256:aa11");
-  assert_int_equal(catalog_register_agent(cat, secret2, &dup), RPL_E_EXISTS);
-  assert_int_equal(catalog_regkey_count_unused(cat, &unused), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, secret2, &dup, 150), RPL_E_EXISTS);
+  assert_int_equal(catalog_regkey_count_usable(cat, 150, &unused), RPL_OK);
   assert_int_equal(unused, 1);
   struct catalog_agent got;
   assert_int_equal(catalog_agent_get(cat, dup.id, &got), RPL_E_NOT_FOUND);
-  assert_int_equal(catalog_register_agent(cat, secret2, &b), RPL_OK);
-  assert_int_equal(catalog_regkey_count_unused(cat, &unused), RPL_OK);
+  /* Past its expiry a key registers nobody, and counts as unusable. */
+  assert_int_equal(catalog_register_agent(cat, secret2, &b, 1000), RPL_E_CATALOG_KEY_EXPIRED);
+  assert_int_equal(catalog_regkey_count_usable(cat, 1000, &unused), RPL_OK);
   assert_int_equal(unused, 0);
+  assert_int_equal(catalog_register_agent(cat, secret2, &b, 999), RPL_OK);
+  assert_int_equal(catalog_regkey_count_usable(cat, 150, &unused), RPL_OK);
+  assert_int_equal(unused, 0);
+  struct catalog_regkey_info info;
+  assert_int_equal(catalog_regkey_newest(cat, &info), RPL_OK);
+  assert_int_equal(info.created_time, 102);
+  assert_int_equal(info.expires_time, 1000);
+  assert_true(info.used);
+  /* A newer key revokes the unused ones before it. */
+  uint8_t k3[PROTO_SECRET_SIZE], k4[PROTO_SECRET_SIZE];
+  fill(k3, sizeof k3, 4);
+  fill(k4, sizeof k4, 5);
+  assert_int_equal(catalog_regkey_add(cat, k3, 200, 0), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, k4, 201, 0), RPL_OK);
+  struct catalog_agent c3 = make_agent(14, "db04.example", "sha256:dd44");
+  assert_int_equal(catalog_register_agent(cat, k3, &c3, 300), RPL_E_CATALOG_KEY_REVOKED);
+  assert_int_equal(catalog_register_agent(cat, k4, &c3, 300), RPL_OK);
+  assert_int_equal(catalog_regkey_newest(cat, &info), RPL_OK);
+  assert_int_equal(info.created_time, 201);
+  assert_true(info.used);
+  assert_false(info.revoked);
   struct catalog_agent empty = make_agent(13, "", "sha256:cc");
-  assert_int_equal(catalog_register_agent(cat, secret2, &empty), RPL_E_INVALID_ARGUMENT);
+  assert_int_equal(catalog_register_agent(cat, secret2, &empty, 150), RPL_E_INVALID_ARGUMENT);
   catalog_close(cat);
 
   /* The secret itself never reaches the file; its SHA-256 does. */
@@ -156,7 +178,7 @@ static void test_registration(void **state)
   assert_false(file_contains(c->db, secret, sizeof secret));
   assert_false(file_contains(c->db, secret2, sizeof secret2));
   assert_int_equal(raw_int(c->db, "SELECT count(*) FROM registration_keys WHERE length(secret_hash) = 32 "
-                                  "AND used = 1 AND used_by IS NOT NULL"), 2);
+                                  "AND used = 1 AND used_by IS NOT NULL"), 3);
 }
 
 static int count_agents(const struct catalog_agent *a, void *ctx)
@@ -173,17 +195,31 @@ static void test_agents(void **state)
   uint8_t k1[PROTO_SECRET_SIZE], k2[PROTO_SECRET_SIZE];
   fill(k1, sizeof k1, 7);
   fill(k2, sizeof k2, 8);
-  assert_int_equal(catalog_regkey_add(cat, k1, 1), RPL_OK);
-  assert_int_equal(catalog_regkey_add(cat, k2, 1), RPL_OK);
   struct catalog_agent a = make_agent(1, "web01", "sha256:0101"), b = make_agent(2, "web02", "sha256:0202");
-  assert_int_equal(catalog_register_agent(cat, k1, &a), RPL_OK);
-  assert_int_equal(catalog_register_agent(cat, k2, &b), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, k1, 1, 0), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, k1, &a, 2), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, k2, 1, 0), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, k2, &b, 2), RPL_OK);
+
+  /* A renewed certificate: pending until the agent connects with it, then the old one is refused. */
+  bool renewed = true;
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0101", &renewed), RPL_OK);
+  assert_false(renewed);
+  assert_int_equal(catalog_agent_set_pending_cert(cat, a.id, "sha256:0111"), RPL_OK);
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0101", &renewed), RPL_OK); /* still valid */
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0999", &renewed), RPL_E_AGENT_CERT_REPLACED);
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0111", &renewed), RPL_OK);
+  assert_true(renewed);
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0101", &renewed), RPL_E_AGENT_CERT_REPLACED);
+  assert_int_equal(catalog_agent_set_pending_cert(cat, (uint8_t[PROTO_ID_SIZE]){0}, "sha256:01"), RPL_E_NOT_FOUND);
+  assert_int_equal(catalog_agent_use_cert(cat, a.id, "sha256:0111", &renewed), RPL_OK);
+  assert_false(renewed);
 
   struct catalog_agent got;
   assert_int_equal(catalog_agent_get(cat, a.id, &got), RPL_OK);
   assert_memory_equal(got.id, a.id, PROTO_ID_SIZE);
   assert_string_equal(got.hostname, "web01");
-  assert_string_equal(got.cert_fingerprint, "sha256:0101");
+  assert_string_equal(got.cert_fingerprint, "sha256:0111");
   assert_int_equal(got.registered_time, a.registered_time);
   assert_int_equal(got.last_heartbeat, 0);
   assert_false(got.revoked);
@@ -214,9 +250,9 @@ static struct catalog *with_agent(const struct ctx *c, struct catalog_agent *a)
   struct catalog *cat = open_catalog(c);
   uint8_t k[PROTO_SECRET_SIZE];
   fill(k, sizeof k, 42);
-  assert_int_equal(catalog_regkey_add(cat, k, 1), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, k, 1, 0), RPL_OK);
   *a = make_agent(5, "app01", "sha256:5555");
-  assert_int_equal(catalog_register_agent(cat, k, a), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, k, a, 2), RPL_OK);
   return cat;
 }
 
@@ -436,8 +472,9 @@ static void test_points_migration(void **state)
   struct catalog_disk d = make_disk(&a, 1, "/dev/vdd");
   assert_int_equal(catalog_disk_upsert(cat, &d), RPL_OK);
   catalog_close(cat);
-  /* The points table as schema 1 had it, with points 1 and 2 and id 3 used and deleted. */
-  char sql[2048], hex[2 * PROTO_ID_SIZE + 1];
+  /* The points table as schema 1 had it, with points 1 and 2 and id 3 used and deleted; the keys
+   * and agents as schema 2 had them, with one key still unused. */
+  char sql[4096], hex[2 * PROTO_ID_SIZE + 1];
   for (size_t i = 0; i < PROTO_ID_SIZE; i++)
     snprintf(hex + 2 * i, 3, "%02x", d.id[i]);
   snprintf(sql, sizeof sql,
@@ -452,11 +489,18 @@ static void test_points_migration(void **state)
            "INSERT INTO recovery_points VALUES (2, x'%s', 8, 2000, 'crash-consistent', NULL);"
            "INSERT INTO recovery_points VALUES (3, x'%s', 9, 3000, 'crash-consistent', NULL);"
            "DELETE FROM recovery_points WHERE id = 3;"
+           "ALTER TABLE registration_keys DROP COLUMN expires_time;"
+           "ALTER TABLE registration_keys DROP COLUMN revoked;"
+           "ALTER TABLE agents DROP COLUMN pending_fingerprint;"
+           "INSERT INTO registration_keys (secret_hash, created_time) VALUES (zeroblob(32), 5000);"
            "PRAGMA user_version = 1;",
            hex, hex, hex);
   raw_exec(c->db, sql);
   cat = open_catalog(c);
   assert_int_equal(raw_int(c->db, "PRAGMA user_version"), CATALOG_SCHEMA_VERSION);
+  /* The unused key expires a day after it was made; the used one is left alone. */
+  assert_int_equal(raw_int(c->db, "SELECT expires_time FROM registration_keys WHERE used = 0"), 5000 + 86400);
+  assert_int_equal(raw_int(c->db, "SELECT expires_time FROM registration_keys WHERE used = 1"), 0);
   struct catalog_point got;
   assert_int_equal(catalog_point_get(cat, 1, &got), RPL_OK);
   assert_int_equal(got.cycle, 5);

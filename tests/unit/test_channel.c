@@ -89,13 +89,26 @@ static void test_mutual_tls(void **state)
   struct authority app, other;
   make_authority(&app, "appliance-1");
   make_authority(&other, "someone-else");
+  /* The listeners' certificate, issued by the authority (whose key then signs nothing else). */
+  char *srv_csr, *srv_key, *srv_cert;
+  assert_int_equal(chan_make_csr("replication-appliance test", &srv_csr, &srv_key), RPL_OK);
+  assert_int_equal(chan_sign_csr(app.cert, app.key, srv_csr, "replication-appliance test", CHAN_CERT_SERVER, 3600,
+                                 &srv_cert), RPL_OK);
+  assert_int_equal(chan_server_cert_issued_by(srv_cert, app.cert), RPL_OK);
+  assert_int_equal(chan_server_cert_issued_by(srv_cert, other.cert), RPL_E_TLS_CERT);
+  int64_t nb = 0, na = 0;
+  assert_int_equal(chan_cert_lifetime(srv_cert, &nb, &na), RPL_OK);
+  assert_int_equal(na - nb, 3600 + 360); /* backdated a tenth of a life shorter than 10 hours */
+  assert_int_equal(chan_cert_lifetime("not a certificate", &nb, &na), RPL_E_TLS_CERT);
   SSL_CTX *server;
-  assert_int_equal(chan_server_ctx(app.cert, app.key, &server), RPL_OK);
+  assert_int_equal(chan_server_ctx(srv_cert, srv_key, app.cert, &server), RPL_OK);
 
   /* Registration: the agent makes a CSR; the appliance signs it with the agent id as CN. */
   char *csr, *agent_key, *agent_cert;
   assert_int_equal(chan_make_csr("db01 (claimed)", &csr, &agent_key), RPL_OK);
-  assert_int_equal(chan_sign_csr(app.cert, app.key, csr, "agent-1234", 825, &agent_cert), RPL_OK);
+  assert_int_equal(chan_sign_csr(app.cert, app.key, csr, "agent-1234", CHAN_CERT_CLIENT, 825L * 86400, &agent_cert),
+                   RPL_OK);
+  assert_int_equal(chan_server_cert_issued_by(agent_cert, app.cert), RPL_E_TLS_CERT); /* a client's, not a server's */
 
   /* 1. Registered agent, right pin: both sides authenticated, CN is the id the appliance chose. */
   SSL_CTX *client;
@@ -121,20 +134,49 @@ static void test_mutual_tls(void **state)
   /* 4. A client certificate from another authority: the server refuses it. */
   char *csr2, *key2, *foreign_cert;
   assert_int_equal(chan_make_csr("intruder", &csr2, &key2), RPL_OK);
-  assert_int_equal(chan_sign_csr(other.cert, other.key, csr2, "agent-1234", 825, &foreign_cert), RPL_OK);
+  assert_int_equal(chan_sign_csr(other.cert, other.key, csr2, "agent-1234", CHAN_CERT_CLIENT, 825L * 86400, &foreign_cert),
+                   RPL_OK);
   assert_int_equal(chan_client_ctx(app.fp, foreign_cert, key2, &client), RPL_OK);
   assert_false(connect_once(server, client, &s));
   assert_false(s.handshake_ok);
   SSL_CTX_free(client);
 
-  /* A CSR that does not parse, or a key that doesn't match its certificate, is refused. */
+  /* 5. An appliance from before server certificates presents its authority itself: still accepted. */
+  SSL_CTX *legacy;
+  assert_int_equal(chan_server_ctx(app.cert, app.key, app.cert, &legacy), RPL_OK);
+  assert_int_equal(chan_client_ctx(app.fp, agent_cert, agent_key, &client), RPL_OK);
+  assert_true(connect_once(legacy, client, &s));
+  assert_string_equal(s.cn, "agent-1234");
+  SSL_CTX_free(legacy);
+
+  /* 6. A server certificate another authority issued, sent with that authority: refused by the pin. */
+  char *o_csr, *o_key, *o_cert;
+  assert_int_equal(chan_make_csr("impostor", &o_csr, &o_key), RPL_OK);
+  assert_int_equal(chan_sign_csr(other.cert, other.key, o_csr, "impostor", CHAN_CERT_SERVER, 3600, &o_cert), RPL_OK);
+  SSL_CTX *impostor;
+  assert_int_equal(chan_server_ctx(o_cert, o_key, app.cert, &impostor), RPL_OK); /* even claiming our authority */
+  assert_false(connect_once(impostor, client, &s));
+  SSL_CTX_free(impostor);
+
+  /* 7. The authority's client certificate used as a server's: refused (not issued for serving). */
+  assert_int_equal(chan_server_ctx(agent_cert, agent_key, app.cert, &impostor), RPL_OK);
+  assert_false(connect_once(impostor, client, &s));
+  SSL_CTX_free(impostor);
+  SSL_CTX_free(client);
+
+  /* A CSR that does not parse, a lifetime out of range, or a key that doesn't match its
+   * certificate, is refused. */
   char *bad;
-  assert_int_equal(chan_sign_csr(app.cert, app.key, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "x", 1, &bad),
-                   RPL_E_TLS_CERT);
+  assert_int_equal(chan_sign_csr(app.cert, app.key, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "x", CHAN_CERT_CLIENT, 1,
+                                 &bad), RPL_E_TLS_CERT);
+  assert_int_equal(chan_sign_csr(app.cert, app.key, csr, "x", CHAN_CERT_CLIENT, 0, &bad), RPL_E_INVALID_ARGUMENT);
+  assert_int_equal(chan_sign_csr(app.cert, app.key, csr, "x", CHAN_CERT_CLIENT, CHAN_MAX_CERT_SECONDS + 1, &bad),
+                   RPL_E_INVALID_ARGUMENT);
   assert_int_equal(chan_client_ctx(app.fp, agent_cert, key2, &client), RPL_E_TLS_CERT);
   assert_int_equal(chan_fingerprint("not a certificate", app.fp), RPL_E_TLS_CERT);
 
   free(csr), free(agent_key), free(agent_cert), free(csr2), free(key2), free(foreign_cert);
+  free(srv_csr), free(srv_key), free(srv_cert), free(o_csr), free(o_key), free(o_cert);
   SSL_CTX_free(server);
   free_authority(&app);
   free_authority(&other);

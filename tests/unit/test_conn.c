@@ -102,7 +102,7 @@ static void sends_and_receives_through_signals(void **state)
   assert_int_equal(chan_make_authority("appliance", &cert, &key), RPL_OK);
   assert_int_equal(chan_fingerprint(cert, fp), RPL_OK);
   SSL_CTX *server_ctx, *client_ctx;
-  assert_int_equal(chan_server_ctx(cert, key, &server_ctx), RPL_OK);
+  assert_int_equal(chan_server_ctx(cert, key, cert, &server_ctx), RPL_OK);
   assert_int_equal(chan_client_ctx(fp, NULL, NULL, &client_ctx), RPL_OK);
 
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -216,12 +216,12 @@ static void test_prune(void **state)
   assert_int_equal(catalog_open(db, NULL, &cat), RPL_OK);
   uint8_t k[PROTO_SECRET_SIZE];
   memset(k, 7, sizeof k);
-  assert_int_equal(catalog_regkey_add(cat, k, 1), RPL_OK);
+  assert_int_equal(catalog_regkey_add(cat, k, 1, 0), RPL_OK);
   struct catalog_agent a = {.registered_time = 1};
   memset(a.id, 1, sizeof a.id);
   snprintf(a.hostname, sizeof a.hostname, "src01");
   snprintf(a.cert_fingerprint, sizeof a.cert_fingerprint, "sha256:01");
-  assert_int_equal(catalog_register_agent(cat, k, &a), RPL_OK);
+  assert_int_equal(catalog_register_agent(cat, k, &a, 2), RPL_OK);
   struct catalog_disk d = {.size_bytes = 1 << 20, .sector_size = 512};
   memset(d.id, 2, sizeof d.id);
   memcpy(d.agent_id, a.id, sizeof d.id);
