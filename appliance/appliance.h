@@ -31,6 +31,10 @@
 #define MAX_PREAUTH_PER_ADDRESS 64 /* connections of one source address not yet authenticated (handshake,
                                       registration): one address cannot fill the appliance with them */
 #define MAX_PREAUTH_ADDRESSES 512 /* source addresses with such connections at once */
+#define MAX_AGENT_SESSIONS  4     /* authenticated sessions of one agent at once: a reconnection while the
+                                     one before still ends needs two; a stolen or looping agent gets no more */
+#define SERVER_CERT_CHECK_MS 3600000 /* how often a running appliance looks whether its listener's
+                                        certificate is due for renewal */
 #define PREAUTH_MAX_PAYLOAD (24u << 10) /* the frames of an unauthenticated peer (REGISTER: a CSR of at most
                                            16 KiB and a hostname) never size a larger buffer */
 #define POLL_MS             50    /* sessions' and the listener's poll; also how soon a session notices an applied point */
@@ -112,7 +116,7 @@ struct appliance {
   const char *web_root;
   unsigned web_sample_s;
   struct catalog *cat;            /* thread-safe */
-  SSL_CTX *ctx;
+  SSL_CTX *ctx;                   /* L: replaced when the listener's certificate is renewed */
   char *ca_cert;                  /* the authority: agents' certificates are verified against it */
   char *server_cert, *server_key; /* the listeners' identity, issued by the authority */
   struct signer *signer;          /* holds the authority's key; signs agents' certificates */
@@ -128,6 +132,10 @@ struct appliance {
     char addr[64];
     unsigned n;
   } preauth[MAX_PREAUTH_ADDRESSES];
+  struct {                        /* L: authenticated sessions per agent (n 0: a free entry) */
+    uint8_t agent[PROTO_ID_SIZE];
+    unsigned n;
+  } agent_sessions[MAX_CONNECTIONS];
   uint64_t refused_connections;   /* L: closed at once by the limits above */
   uint64_t state_free_bytes;      /* L: free on the state directory's file system, at the last look */
   uint64_t state_free_checked_ms; /* L: monotonic, that look */

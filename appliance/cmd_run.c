@@ -299,11 +299,45 @@ static void log_refused(struct appliance *a, const char *addr, const char *why)
     log_warn("connection from %s closed: %s (%" PRIu64 " refused so far; limits in docs/operations.md)", addr, why, n);
 }
 
+/* The listener's certificate issued again when two thirds through its life, for an appliance that
+ * runs that long: new connections get it, those made before keep theirs. */
+static void renew_server_cert(struct appliance *a)
+{
+  char *cert = NULL, *key = NULL;
+  SSL_CTX *ctx = NULL;
+  rpl_err err = identity_server_cert(a->state_dir, a->signer, a->ca_cert, &cert, &key);
+  if (!err && strcmp(cert, a->server_cert) != 0 && !(err = chan_server_ctx(cert, key, a->ca_cert, &ctx))) {
+    pthread_mutex_lock(&a->lock);
+    SSL_CTX *old = a->ctx;
+    a->ctx = ctx;
+    pthread_mutex_unlock(&a->lock);
+    SSL_CTX_free(old);
+    OPENSSL_cleanse(a->server_key, strlen(a->server_key));
+    free(a->server_cert), free(a->server_key);
+    a->server_cert = cert, a->server_key = key;
+    cert = key = NULL;
+    log_notice("the agents' listener uses its renewed certificate; the configuration manager's takes it at the next "
+               "restart");
+  }
+  if (err)
+    log_err("the listener's certificate could not be renewed (tried again in an hour): %s", rpl_detail(err));
+  if (key)
+    OPENSSL_cleanse(key, strlen(key));
+  free(cert), free(key);
+}
+
 /* Accepts connections until stopped: a detached thread per connection, within the limits above. */
 static void serve(struct appliance *a)
 {
-  uint64_t last_emfile_log = 0;
+  uint64_t last_emfile_log = 0, last_cert_check = rpl_mono_ms();
+  uint64_t check_ms = (uint64_t)identity_server_cert_seconds() * 100; /* a tenth of its life, at most an hour */
+  if (check_ms > SERVER_CERT_CHECK_MS)
+    check_ms = SERVER_CERT_CHECK_MS;
   while (!atomic_load(&appliance_stopping)) {
+    if (rpl_mono_ms() - last_cert_check >= check_ms) {
+      last_cert_check = rpl_mono_ms();
+      renew_server_cert(a);
+    }
     struct pollfd p = {.fd = a->listen_fd, .events = POLLIN};
     if (poll(&p, 1, POLL_MS) <= 0)
       continue;

@@ -30,6 +30,8 @@ RPL_MUST_CHECK rpl_err identity_load(const char *state_dir, char **cert_pem, cha
  * (CHAN_REGKEY_MAX bytes) to out, its expiry (0: none) to *expires_time. */
 RPL_MUST_CHECK rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, int64_t ttl_seconds, char *out,
                                              int64_t *expires_time);
+/* SERVER_CERT_SECONDS, or what $RPL_TEST_SERVER_CERT_SECONDS says (tests, 60 s and up). */
+long identity_server_cert_seconds(void);
 /* Removes the clear-text key file of older versions, if there is one. */
 void identity_remove_legacy_regkey(const char *state_dir);
 /* The listeners' certificate and key (STATE/server.crt, server.key; the caller frees both), issued

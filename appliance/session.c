@@ -685,14 +685,41 @@ static rpl_err session_loop(struct session *s)
   return RPL_OK;
 }
 
+/* An entry in the per-agent count of sessions, or -1 past MAX_AGENT_SESSIONS. */
+static int agent_session_take(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE])
+{
+  int found = -1, free_slot = -1;
+  pthread_mutex_lock(&a->lock);
+  for (int i = 0; i < MAX_CONNECTIONS && found < 0; i++) {
+    if (a->agent_sessions[i].n && !memcmp(a->agent_sessions[i].agent, agent, PROTO_ID_SIZE))
+      found = i;
+    else if (!a->agent_sessions[i].n && free_slot < 0)
+      free_slot = i;
+  }
+  if (found >= 0 && a->agent_sessions[found].n >= MAX_AGENT_SESSIONS)
+    found = -2;
+  else if (found < 0 && free_slot >= 0)
+    memcpy(a->agent_sessions[found = free_slot].agent, agent, PROTO_ID_SIZE);
+  if (found >= 0)
+    a->agent_sessions[found].n++;
+  pthread_mutex_unlock(&a->lock);
+  return found >= 0 ? found : -1;
+}
+
 void *session_main(void *arg)
 {
   struct session_arg *sa = arg;
   struct appliance *a = sa->a;
   int preauth = sa->preauth;
   struct conn *c;
-  rpl_err err = conn_accept(a->ctx, sa->fd, HANDSHAKE_TIMEOUT_MS, &c);
+  pthread_mutex_lock(&a->lock);
+  SSL_CTX *ctx = a->ctx; /* a renewal may replace it meanwhile: this connection keeps its own */
+  SSL_CTX_up_ref(ctx);
+  pthread_mutex_unlock(&a->lock);
+  rpl_err err = conn_accept(ctx, sa->fd, HANDSHAKE_TIMEOUT_MS, &c);
+  SSL_CTX_free(ctx);
   free(sa);
+  int agent_slot = -1;
   if (err)
     goto done;
   conn_set_recv_limit(c, PREAUTH_MAX_PAYLOAD);
@@ -731,6 +758,14 @@ void *session_main(void *arg)
   }
   if (renewed)
     log_notice("agent %s: its renewed certificate is in use; the one before is no longer accepted", cn);
+  if ((agent_slot = agent_session_take(a, s->agent)) < 0) {
+    log_warn("%s: agent %s refused: %u sessions of it at once already", conn_peer(c), cn, MAX_AGENT_SESSIONS);
+    rpl_err e = send_error(c, RPL_E_LIMIT, "too many sessions of this agent at once: is it running twice?");
+    (void)e;
+    conn_close(c);
+    free(s);
+    goto done;
+  }
   s->a = a;
   s->c = c;
   conn_set_recv_limit(c, 0); /* a registered agent's certificate: its cycles' frames are large */
@@ -755,6 +790,8 @@ void *session_main(void *arg)
 done:
   preauth_release(a, &preauth);
   pthread_mutex_lock(&a->lock);
+  if (agent_slot >= 0)
+    a->agent_sessions[agent_slot].n--;
   a->sessions--;
   pthread_cond_broadcast(&a->applied);
   pthread_mutex_unlock(&a->lock);

@@ -2,8 +2,8 @@
 # appliance_keys.sh - Description: the appliance's keys as an attacker would look for them. A newer
 # registration key revokes the unused one before it; an expired key registers nobody; keys are kept
 # only as hashes (none in the state directory); the agents' listener serves a certificate the
-# authority issued, and the authority's private key is in the memory of the signer process alone,
-# never the daemon's; an agent's certificate (made short-lived here) is renewed over its session,
+# authority issued (renewed while it runs: made short-lived here), and the authority's private key is
+# in the memory of the signer process alone, never the daemon's; an agent's certificate (made short-lived here) is renewed over its session,
 # the agent goes on replicating with the new one, and the certificate before it is refused from
 # then on.
 set -u
@@ -41,7 +41,8 @@ grep -qx "key_ttl=2h" "$RT/app/appliance.conf" || fail "--key-ttl 2h is not in t
 key2=$(tail -n 1 "$RT/init2.out")
 [[ $key1 == rk1-* && $key2 == rk1-* && $key1 != "$key2" ]] || fail "init did not print two keys: $key1 / $key2"
 RPL_PORT=$(free_port)
-export RPL_TEST_AGENT_CERT_SECONDS=60 # renewed 40 s into its life
+export RPL_TEST_AGENT_CERT_SECONDS=60  # renewed 40 s into its life
+export RPL_TEST_SERVER_CERT_SECONDS=60 # the listener's too
 rpl_appliance_start
 register_refused "$key1" "revoked"
 
@@ -62,7 +63,9 @@ done
 [ "$(catalog "SELECT count(*) FROM registration_keys")" = 3 ] || fail "the catalog does not hold the three keys' hashes"
 
 say "the listener's certificate is issued by the authority; its key lives only in the signer"
-openssl s_client -connect "127.0.0.1:$RPL_PORT" -showcerts </dev/null 2>/dev/null | awk '/BEGIN CERT/,/END CERT/' >"$RT/chain.pem"
+served() { openssl s_client -connect "127.0.0.1:$RPL_PORT" -showcerts </dev/null 2>/dev/null | awk '/BEGIN CERT/,/END CERT/'; }
+served >"$RT/chain.pem"
+first_served=$(fingerprint "$RT/chain.pem")
 [ "$(fingerprint "$RT/chain.pem")" = "$(fingerprint "$RT/app/server.crt")" ] || fail "the listener does not serve server.crt"
 [ "$(fingerprint "$RT/chain.pem")" != "$(fingerprint "$RT/app/appliance.crt")" ] || fail "the listener serves the authority itself"
 openssl verify -CAfile "$RT/app/appliance.crt" -purpose sslserver "$RT/chain.pem" >/dev/null \
@@ -115,6 +118,20 @@ dd if=/dev/urandom of="$DEV" bs=1M count=4 seek=8 conv=fsync status=none
 "$AG" checkpoint "$DEV" --state "$RT/agent" --wait >/dev/null || fail "checkpoint after the renewal failed"
 rpl_wait_cycle "$DEV" "$after"
 cmp "$DEV" "$(rpl_replica_of "$DEV")" || fail "the replica differs from the disk after the renewal"
+
+say "the listener's certificate is renewed while the appliance runs; the agent reconnects to it"
+served_renewed() { served >"$RT/chain2.pem" && [ "$(fingerprint "$RT/chain2.pem")" != "$first_served" ]; }
+wait_until 90 "the listener's certificate was not renewed while running" served_renewed
+openssl verify -CAfile "$RT/app/appliance.crt" -purpose sslserver "$RT/chain2.pem" >/dev/null \
+  || fail "the listener's renewed certificate does not verify against the authority"
+kill "$RPL_AG_PID"
+wait "$RPL_AG_PID" 2>/dev/null
+rpl_agent_start
+after=$(($(rpl_agent_cycle "$DEV") + 1))
+dd if=/dev/urandom of="$DEV" bs=1M count=2 seek=20 conv=fsync status=none
+"$AG" checkpoint "$DEV" --state "$RT/agent" --wait >/dev/null || fail "checkpoint after the listener's renewal failed"
+rpl_wait_cycle "$DEV" "$after"
+cmp "$DEV" "$(rpl_replica_of "$DEV")" || fail "the replica differs from the disk after the listener's renewal"
 
 say "the certificate before the renewal is refused"
 mkdir -m 700 "$RT/old"
