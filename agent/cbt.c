@@ -38,6 +38,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   case CBT_RESYNC_BITMAP_MISSING: return "bitmap-missing";
   case CBT_RESYNC_NO_EBPF: return "no-ebpf";
   case CBT_RESYNC_MEDIA_CHANGED: return "media-changed";
+  case CBT_RESYNC_BOOT_WRITE: return "written-before-attach";
   }
   return "unknown";
 }
@@ -172,6 +173,9 @@ static rpl_err lock_tracker(struct cbt *t)
   return err;
 }
 
+rpl_err cbt_lock(struct cbt *t) { return lock_tracker(t); }
+void cbt_unlock(struct cbt *t) { flock(t->lock_fd, LOCK_UN); }
+
 static void unlock_tracker(struct cbt *t)
 {
   flock(t->lock_fd, LOCK_UN);
@@ -241,6 +245,8 @@ rpl_err cbt_start(struct cbt *t, const char *device)
       cbt_uuid_string(d.rec.uuid, uuid);
       err = cbt_save_tracked(t, &d);
       if (!err)
+        err = cbt_save_area_ensure(t, &d); /* records from before save areas get one */
+      if (!err)
         err = rpl_fail(RPL_E_CBT_ALREADY_TRACKED, "%s is already tracked (tracker UUID %s%s)", device, uuid,
                    d.rec.fallback ? ", fallback mode" : "");
       goto out;
@@ -290,6 +296,8 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     goto out;
   }
   err = cbt_save_tracked(t, &d);
+  if (!err)
+    err = cbt_save_area_ensure(t, &d);
 out:
   unlock_tracker(t);
   return err;

@@ -148,9 +148,18 @@ void cbt_reconcile(struct cbt *t, struct tracked *d)
   d->slot = slot;
 
   if (strcmp(d->rec.boot_id, t->boot_id) != 0) {
+    /* Pins never survive a reboot: a slot here was attached by the boot's resume step, with the
+     * outcome it left (or the record was stale). */
+    enum cbt_resync_reason why = CBT_RESYNC_REBOOT;
+    bool resumed = slot >= 0 && cbt_resumed_this_boot(t, d, &why);
     snprintf(d->rec.boot_id, sizeof d->rec.boot_id, "%s", t->boot_id);
-    d->rec.armed = slot >= 0; /* pins never survive a reboot; a slot here means the record was stale */
-    cbt_raise_event(d, CBT_RESYNC_REBOOT, t);
+    d->rec.armed = slot >= 0;
+    d->dirty = true;
+    if (resumed)
+      log_notice("%s: tracking kept across a clean reboot (the changes saved at shutdown were restored): no resync",
+                 d->rec.path);
+    else
+      cbt_raise_event(d, why, t);
   } else if (d->rec.armed && slot < 0) {
     d->rec.armed = false;
     cbt_raise_event(d, CBT_RESYNC_UNCLEAN_DETACH, t);

@@ -127,6 +127,19 @@ uint64_t cbt_program_misses(const struct cbt *t);
 rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d);
 rpl_err cbt_slot_detach(struct cbt *t, int slot);
 
+/* The tracker's lock (a file lock, with the pins refreshed), for cbt_persist.c. */
+rpl_err cbt_lock(struct cbt *t);
+void cbt_unlock(struct cbt *t);
+
+/* ---- cbt_persist.c ------------------------------------------------------------------------- */
+
+/* Makes d's save area (STATE/cbt/NAME.save) if missing or of another size: written zeros, then its
+ * blocks checked mappable (else removed, with a notice: clean reboots of that disk resync). */
+rpl_err cbt_save_area_ensure(struct cbt *t, const struct tracked *d);
+/* The outcome cbt_resume_after_reboot left for d in this boot, read once: true when its changes
+ * were restored (no resync); false with *why the reason to raise. */
+bool cbt_resumed_this_boot(struct cbt *t, const struct tracked *d, enum cbt_resync_reason *why);
+
 /* ---- cbt_device.c -------------------------------------------------------------------------- */
 
 rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info *info);

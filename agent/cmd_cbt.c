@@ -35,7 +35,12 @@ static void cbt_usage(FILE *out)
           "       mobility-agent cbt drain DEVICE [--state DIR]\n"
           "       mobility-agent cbt status [DEVICE] [--state DIR] [--json]\n"
           "       mobility-agent cbt ack DEVICE COUNT [--state DIR]\n"
+          "       mobility-agent cbt save [--state DIR]    (at the end of a shutdown: filesystems read-only)\n"
+          "       mobility-agent cbt resume [--state DIR]  (early at boot: before the disks are written)\n"
           "\n"
+          "save and resume keep tracking across a clean reboot: the systemd shutdown hook and the\n"
+          "mobility-agent-resume unit run them; a disk whose save is missing or was written before resume\n"
+          "resyncs, with the reason.\n"
           "drain prints \"OFFSET LENGTH\" lines (bytes) changed since the previous drain, then forgets them.\n"
           "When a resync is required it prints the whole device and exits %d; after copying it, run\n"
           "'cbt ack DEVICE COUNT' with the event count that 'cbt status' shows.\n"
@@ -87,10 +92,13 @@ static int parse_args(int argc, char **argv, struct cbt_args *a)
     }
   }
   if (!a->sub)
-    return usage_error("%s", "missing subcommand (start, stop, drain, status, ack)");
+    return usage_error("%s", "missing subcommand (start, stop, drain, status, ack, save, resume)");
   if (!a->state[0])
     return usage_error("%s", "--state needs a directory");
-  if (strcmp(a->sub, "status") && !a->device)
+  bool all = !strcmp(a->sub, "save") || !strcmp(a->sub, "resume");
+  if (all && a->device)
+    return usage_error("'%s' takes no DEVICE: it covers every tracked disk", a->sub);
+  if (strcmp(a->sub, "status") && !all && !a->device)
     return usage_error("'%s' needs a DEVICE", a->sub);
   if (!strcmp(a->sub, "ack") && !a->count)
     return usage_error("%s", "'ack' needs DEVICE and COUNT");
@@ -318,8 +326,16 @@ int agent_cmd_cbt(int argc, char **argv)
       err = cbt_ack_resync(t, a.device, count);
       rc = err ? report(t, &a, err) : 0;
     }
+  } else if (!strcmp(a.sub, "save") || !strcmp(a.sub, "resume")) {
+    size_t done = 0, not_done = 0;
+    bool save = !strcmp(a.sub, "save");
+    err = save ? cbt_save_for_reboot(t, &done, &not_done) : cbt_resume_after_reboot(t, &done, &not_done);
+    if (!err)
+      printf("%s: %zu disk(s) %s, %zu will resync (the log says why)\n", a.sub, done, save ? "saved" : "resumed",
+             not_done);
+    rc = err ? report(t, &a, err) : 0;
   } else {
-    rc = usage_error("unknown subcommand '%s' (start, stop, drain, status, ack)", a.sub);
+    rc = usage_error("unknown subcommand '%s' (start, stop, drain, status, ack, save, resume)", a.sub);
   }
   cbt_close(t);
   return rc;

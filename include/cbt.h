@@ -21,6 +21,11 @@
  * A cycle that fails before cbt_commit() needs nothing: the next cbt_flip() re-reports it. A set that
  * was already committed can be given back with cbt_merge().
  *
+ * A clean reboot keeps tracking: cbt_save_for_reboot() at the end of the shutdown writes each disk's
+ * uncommitted changes into its save area (STATE/cbt/NAME.save, made by cbt_start, written raw under
+ * the filesystem), and cbt_resume_after_reboot() early at boot attaches each disk and loads them,
+ * when the save is of the last boot's tracking and the disk was not written since boot.
+ *
  * Never silent: any event after which the tracked set may be incomplete (reboot, tracking removed
  * behind our back, a kernel miss counter, a full in-flight table, a resize, no eBPF at all) raises
  * "resync required" with a reason, increments the device's event count and renews its tracker UUID.
@@ -38,7 +43,8 @@
 
 enum cbt_resync_reason {
   CBT_RESYNC_NONE = 0,
-  CBT_RESYNC_REBOOT = 1,            /* boot id changed: bpffs pins do not survive a reboot */
+  CBT_RESYNC_REBOOT = 1,            /* boot id changed and no save of the last shutdown was resumed (a crash,
+                                       a power loss, no save hook; the reason's detail is in the log) */
   CBT_RESYNC_UNCLEAN_DETACH = 2,    /* tracking vanished without cbt_stop (pins removed, program unloaded) */
   CBT_RESYNC_PROGRAM_MISSED = 3,    /* the kernel skipped the tracker program (recursion_misses) */
   CBT_RESYNC_INFLIGHT_FULL = 4,     /* in-flight table full: a completion mark may be missing */
@@ -48,8 +54,9 @@ enum cbt_resync_reason {
   CBT_RESYNC_BITMAP_MISSING = 8,    /* a write found no bitmap to mark */
   CBT_RESYNC_NO_EBPF = 9,           /* eBPF unavailable: fallback mode */
   CBT_RESYNC_MEDIA_CHANGED = 10,    /* the disk's diskseq changed: other medium, loop device re-pointed */
+  CBT_RESYNC_BOOT_WRITE = 11,       /* after a clean shutdown, the disk was written before tracking attached */
 };
-#define CBT_RESYNC_REASON_MAX CBT_RESYNC_MEDIA_CHANGED
+#define CBT_RESYNC_REASON_MAX CBT_RESYNC_BOOT_WRITE
 
 /* "reboot", "unclean-detach", ...; "none" for CBT_RESYNC_NONE; never NULL. Static storage. */
 const char *cbt_resync_reason_name(enum cbt_resync_reason reason);
@@ -169,5 +176,20 @@ RPL_MUST_CHECK rpl_err cbt_list(struct cbt *t, char (*names)[64], size_t max, si
 /* Clears resync-required if count is the device's current event count. RPL_E_CBT_ACK_STALE if a
  * newer event happened (resync again), RPL_E_INVALID_ARGUMENT if count is not an event count. */
 RPL_MUST_CHECK rpl_err cbt_ack_resync(struct cbt *t, const char *device, uint64_t count);
+
+/* ---- clean reboots ---- */
+
+/* At shutdown, after the last write that can happen (the filesystems unmounted or read-only): saves
+ * each tracked disk's uncommitted changes, and the save's own blocks, into its save area, written
+ * raw through the device under the state directory's filesystem; writes nothing else. *saved and
+ * *skipped count disks; a skipped disk (its reason logged) resyncs after the reboot. */
+RPL_MUST_CHECK rpl_err cbt_save_for_reboot(struct cbt *t, size_t *saved, size_t *skipped);
+/* At boot, before the disks are first written (the state directory may still be read-only; this
+ * writes to it nothing but the spent saves' headers, raw): attaches each recorded disk and loads what
+ * the last shutdown saved, when the save is of the last boot's tracking, the disk's size is the same
+ * and the kernel counted no sector written or discarded on it since boot. The outcome waits in
+ * /run/mobility-agent/resumed for the daemon's first look at the disk: no resync when restored, else
+ * CBT_RESYNC_REBOOT or CBT_RESYNC_BOOT_WRITE with the reason. */
+RPL_MUST_CHECK rpl_err cbt_resume_after_reboot(struct cbt *t, size_t *resumed, size_t *refused);
 
 #endif

@@ -32,7 +32,8 @@ else
   echo "note: lvm missing (scripts/setup.sh installs lvm2): the LVM part is not tested"
 fi
 qemu_guest_programs "${programs[@]}"
-qemu_guest_boot "$src/tests/integration/point_qemu_guest.sh"
+# Both daemons and two disks under TCG: slow when the machine is busy.
+QG_TIMEOUT=${QG_TIMEOUT:-360} qemu_guest_boot "$src/tests/integration/point_qemu_guest.sh"
 grep -E "^(POINT-QEMU|CHECK)" "$QG_LOG" | tr -d '\r'
 grep -q "POINT-QEMU-RESULT: PASS" "$QG_LOG" && { echo "point_qemu_dm: ok ($QG_KVER)"; exit 0; }
 tail -60 "$QG_LOG" | tr -d '\r' >&2
