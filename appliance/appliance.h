@@ -1,7 +1,7 @@
 /* appliance.h - the replication appliance daemon's shared state: the disk registry (struct disk,
  * with the lock that guards each field), the appliance (struct appliance) and what its roles call
  * of each other. Internal header: the daemon's role files only (disks.c, applier.c, session.c,
- * registration.c, orchestrator.c, status.c, cmd_run.c). */
+ * registration.c, orchestrator.c, status.c, cmd_run.c, health.c, metrics.c). */
 #ifndef APPLIANCE_APPLIANCE_H
 #define APPLIANCE_APPLIANCE_H
 
@@ -15,6 +15,7 @@
 #include "catalog.h"
 #include "control.h"
 #include "journal.h"
+#include "metrics.h"
 #include "proto.h"
 #include "ratelimit.h"
 #include "retention.h"
@@ -104,6 +105,7 @@ struct disk {
   } sched[SCHEDULE_KINDS];
   char sched_failure[256];        /* L: why the last scheduled attempt made no point ("" after a point) */
   bool sched_busy;                /* L: a scheduled point of this disk is being made */
+  struct disk_metrics m;          /* L: counters for /metrics (metrics.h) */
   struct disk *next;              /* L */
 };
 
@@ -151,6 +153,7 @@ struct appliance {
     struct rate_limit rl;
   } *agent_limits;
   size_t nagent_limits;           /* L */
+  struct appliance_metrics m;     /* L: counters for /metrics (metrics.h) */
 };
 
 /* Set by SIGTERM/SIGINT: every thread ends its loop (cmd_run.c). */

@@ -24,13 +24,16 @@ static rpl_err make_direct_point(struct appliance *a, struct disk *d, uint64_t n
 {
   char id[CATALOG_MAX_SNAPSHOT_ID + 1];
   rpl_err e = d->store->ops->make_point(d->store, n, id, sizeof id);
-  bool retry = e && d->store->ops->failure_kind(e) == STORE_FAILURE_STORAGE;
+  enum store_failure kind = e ? d->store->ops->failure_kind(e) : STORE_FAILURE_RESYNC;
+  bool retry = e && kind == STORE_FAILURE_STORAGE;
   if (!e)
     remember_snapshot(a, d, n, id);
   else
     log_warn("disk %s: cannot make the image of recovery-point cycle %" PRIu64 ": %s%s", d->name, n, rpl_strerror(e),
              retry ? " (tried again)" : "");
   pthread_mutex_lock(&a->lock);
+  if (e)
+    a->m.storage_errors[kind]++;
   if (!retry) {
     if (d->snap_pending == n)
       d->snap_pending = 0;
@@ -133,6 +136,8 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
   id_text(d->id, id);
   pthread_mutex_lock(&a->lock);
   d->last_applied = applied_after;
+  if (err)
+    a->m.storage_errors[kind]++;
   if (storage_failed) { /* the cycles stay in the cache; retried once the storage checks pass again */
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", applied_after + 1,
              rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
@@ -299,6 +304,7 @@ void *applier_main(void *arg)
         if (e) {
           pthread_mutex_lock(&a->lock);
           list[i]->open_retry_ms = rpl_mono_ms() + OPEN_RETRY_MS;
+          a->m.storage_errors[a->backend->failure_kind(e)]++;
           pthread_mutex_unlock(&a->lock);
           log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name,
                    rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));

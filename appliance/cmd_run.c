@@ -236,7 +236,7 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
                           .key_pem = a->server_key, .ca_pem = a->ca_cert, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
                                   .disk_request = web_disk_request, .schedule_get = web_schedule_get,
-                                  .schedule_set = web_schedule_set}};
+                                  .schedule_set = web_schedule_set, .metrics = metrics_write}};
   rpl_err err = web_start(&wc, web);
   if (err && o->web_explicit) {
     fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", rpl_detail(err), rpl_strerror(err));

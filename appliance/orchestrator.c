@@ -136,6 +136,8 @@ static rpl_err record_point(struct session *s, struct group *gr, int64_t *ids)
     if (!err) {
       pthread_mutex_lock(&s->a->lock);
       schedule_point_made(s->a, d, gr->hooks, id, (int64_t)rpl_unix_ms()); /* what hooks there are ran */
+      if (gr->freeze_ms)
+        metrics_freeze(&d->m, gr->freeze_ms);
       pthread_mutex_unlock(&s->a->lock);
     }
   }
@@ -372,6 +374,9 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
         upload_gate_is_open(s->a->gate))
       continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
     if (d->last_committed == 0 || d->adopt_resync || d->want_resync) { /* initial sync, a takeover, or asked: a resync */
+      d->m.resyncs[d->last_committed == 0 ? METRICS_RESYNC_INITIAL
+                   : d->adopt_resync      ? METRICS_RESYNC_TAKEOVER
+                                          : METRICS_RESYNC_REQUESTED]++;
       d->want_resync = false;
       pick = &s->slots[i];
       *kind = PROTO_CYCLE_RESYNC;

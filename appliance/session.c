@@ -208,8 +208,10 @@ static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint
 static void direct_failed(struct session *s, struct rx_slot *sl, rpl_err err)
 {
   struct disk *d = sl->disk;
-  bool storage = sl->direct_store->ops->failure_kind(err) == STORE_FAILURE_STORAGE;
+  enum store_failure kind = sl->direct_store->ops->failure_kind(err);
+  bool storage = kind == STORE_FAILURE_STORAGE;
   pthread_mutex_lock(&s->a->lock);
+  s->a->m.storage_errors[kind]++;
   if (storage) {
     snprintf(d->reason, sizeof d->reason, "upload of cycle %" PRIu64 " waiting for storage: %s", sl->cycle,
              rpl_strerror(err));
@@ -436,6 +438,7 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
     pthread_cond_broadcast(&s->a->applied);
   }
   d->last_commit_time = time(NULL);
+  metrics_cycle_committed(&d->m, sl->kind, t->raw_bytes, t->payload_bytes, rpl_mono_ms() - d->last_start_ms);
   if (sl->kind == PROTO_CYCLE_RESYNC)
     d->adopt_resync = false;
   d->raw_committed += t->raw_bytes;
@@ -569,6 +572,7 @@ static rpl_err session_hello(struct session *s)
     log_warn("agent %s: %s", s->agent_text, msg);
     return err;
   }
+  metrics_agent_hello(s->agent, v);
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                              .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW,

@@ -15,6 +15,7 @@
 #include "appliance.h"
 #include "commands.h"
 #include "events.h"
+#include "health.h"
 #include "json_out.h"
 #include "points_doc.h"
 #include "rpl_log.h"
@@ -32,6 +33,8 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
   char id[37];
   id_text(ag->id, id);
   long ago = ag->last_heartbeat ? (long)(time(NULL) - ag->last_heartbeat) : -1;
+  struct health h;
+  health_agent(ag, &h);
   if (sc->j) {
     json_object_begin(sc->j, NULL);
     json_string(sc->j, "agent_id", id);
@@ -40,13 +43,15 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
     json_u64(sc->j, "registered_unix", (uint64_t)ag->registered_time);
     json_u64(sc->j, "last_heartbeat_unix", (uint64_t)ag->last_heartbeat);
     agent_readiness_json(sc->j, ag->id);
+    health_json(sc->j, "health", &h);
     json_object_end(sc->j);
   } else {
-    fprintf(sc->f, "agent %s (%s)%s, last heartbeat %s", id, ag->hostname, ag->revoked ? " REVOKED" : "",
+    fprintf(sc->f, "[%s] agent %s (%s)%s, last heartbeat %s", health_name(h.level), id, ag->hostname, ag->revoked ? " REVOKED" : "",
             ago < 0 ? "never" : "");
     if (ago >= 0)
       fprintf(sc->f, "%lds ago", ago);
     fputc('\n', sc->f);
+    health_text(sc->f, "  ", &h);
     agent_readiness_text(sc->f, ag->id);
   }
   return 0;
@@ -113,9 +118,20 @@ static int unserved_cb(const struct catalog_disk *cd, void *arg)
     json_string(u->j, "reason", reason);
     json_bool(u->j, "connected", false);
     json_bool(u->j, "served", false);
+    json_object_begin(u->j, "health");
+    json_string(u->j, "state", health_name(HEALTH_CRITICAL));
+    json_array_begin(u->j, "reasons");
+    json_object_begin(u->j, NULL);
+    json_string(u->j, "level", health_name(HEALTH_CRITICAL));
+    json_string(u->j, "code", "disk_not_served");
+    json_string(u->j, "what", reason);
+    json_string(u->j, "todo", "fix the cause and restart the appliance");
+    json_object_end(u->j);
+    json_array_end(u->j);
+    json_object_end(u->j);
     json_object_end(u->j);
   } else {
-    fprintf(u->f, "disk %s (%s, agent %s): %s: %s; not served: fix the cause and restart the appliance\n", id,
+    fprintf(u->f, "[critical] disk %s (%s, agent %s): %s: %s; not served: fix the cause and restart the appliance\n", id,
             cd->name, agent, catalog_disk_state_name(cd->state), reason);
   }
   return 0;
@@ -137,6 +153,8 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       snprintf(point_id, sizeof point_id, "rp-%" PRId64, p.id);
     long lag = d->last_commit_time ? (long)(time(NULL) - d->last_commit_time) : -1;
     const char *state = catalog_disk_state_name(d->state);
+    struct health h;
+    health_disk(a, d, &h);
     if (j) {
       json_object_begin(j, NULL);
       json_string(j, "disk_id", id);
@@ -157,11 +175,12 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       json_string(j, "last_point", has_point ? point_id : NULL);
       json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
       status_schedule(a, d, j, f);
+      health_json(j, "health", &h);
       json_object_end(j);
     } else {
-      fprintf(f, "disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
+      fprintf(f, "[%s] disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
                  " applied, backlog %" PRIu64 " cycle(s) %" PRIu64 " KiB, cache %" PRIu64 " MiB",
-              id, d->name, agent, state, d->reason[0] ? ": " : "", d->reason, d->size >> 20, d->last_committed,
+              health_name(h.level), id, d->name, agent, state, d->reason[0] ? ": " : "", d->reason, d->size >> 20, d->last_committed,
               d->last_applied, u.cycles_pending, u.pending_bytes >> 10, u.bytes >> 20);
       if (lag >= 0)
         fprintf(f, ", RPO lag %lds", lag);
@@ -169,6 +188,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
         fprintf(f, ", last point %s (%s)", point_id, catalog_point_kind_name(p.kind));
       status_schedule(a, d, NULL, f);
       fputc('\n', f);
+      health_text(f, "  ", &h);
     }
   }
   struct status_ctx u = {.a = a, .j = j, .f = f};
@@ -186,6 +206,8 @@ static void status_write(struct appliance *a, bool json, FILE *f)
   a->backend->describe(&a->settings, storage, sizeof storage);
   char sched[SCHEDULE_TEXT_MAX];
   web_schedule_get(a, sched, sizeof sched);
+  struct health h;
+  health_appliance(a, &h);
   if (json) {
     json_init(&j, f);
     sc.j = &j;
@@ -195,6 +217,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_string(&j, "storage", storage);
     json_u64(&j, "rpo_target_seconds", a->rpo_ms / 1000);
     json_string(&j, "points_schedule", sched);
+    health_json(&j, "health", &h);
     pthread_mutex_lock(&a->lock);
     json_u64(&j, "state_free_bytes", a->state_free_bytes);
     json_bool(&j, "cycles_held_for_space", a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN);
@@ -212,6 +235,8 @@ static void status_write(struct appliance *a, bool json, FILE *f)
   } else {
     fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us, recovery points %s\n", RPL_VERSION,
             a->listen, storage, a->rpo_ms / 1000, sched);
+    fprintf(f, "health: %s\n", health_name(h.level));
+    health_text(f, "  ", &h);
     upload_gate_status(a->gate, NULL, f);
     pthread_mutex_lock(&a->lock);
     if (a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN)

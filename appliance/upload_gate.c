@@ -137,6 +137,20 @@ void upload_gate_succeeded(struct upload_gate *g)
   pthread_mutex_unlock(&g->lock);
 }
 
+void upload_gate_get_info(struct upload_gate *g, struct upload_gate_info *out)
+{
+  pthread_mutex_lock(&g->lock);
+  out->open = g->open;
+  out->checked = g->checked;
+  out->runs = g->runs;
+  out->failures = g->failures;
+  snprintf(out->failed_check, sizeof out->failed_check, "%s", g->failed_check);
+  snprintf(out->detail, sizeof out->detail, "%.255s", g->detail);
+  snprintf(out->remedy, sizeof out->remedy, "%.255s", g->remedy);
+  snprintf(out->upload_error, sizeof out->upload_error, "%.255s", g->upload_error);
+  pthread_mutex_unlock(&g->lock);
+}
+
 void upload_gate_status(struct upload_gate *g, struct json_out *j, FILE *f)
 {
   pthread_mutex_lock(&g->lock);

@@ -33,6 +33,15 @@ uint64_t upload_gate_wait_ms(struct upload_gate *g);
 void upload_gate_failed(struct upload_gate *g, const char *what);
 /* An upload went through: the backoff starts again from its minimum. */
 void upload_gate_succeeded(struct upload_gate *g);
+/* The gate's state for the health roll-up and /metrics (texts cut to fit). */
+struct upload_gate_info {
+  bool open, checked;         /* checked: the checks ran at least once */
+  uint64_t runs, failures;    /* check runs, and those that failed */
+  char failed_check[64];      /* the first failed check of the last run, "" when it passed */
+  char detail[256], remedy[256];
+  char upload_error[256];     /* the storage failure that closed the gate, "" when none */
+};
+void upload_gate_get_info(struct upload_gate *g, struct upload_gate_info *out);
 /* Status: a JSON object "uploads" (j) or one text line (f). */
 void upload_gate_status(struct upload_gate *g, struct json_out *j, FILE *f);
 

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -360,6 +361,75 @@ static enum MHD_Result serve_asset(struct web_server *w, struct MHD_Connection *
   return web_reply_error(c, MHD_HTTP_NOT_FOUND, "no such page: %.100s", web_printable(url) ? url : "?");
 }
 
+/* A text built in memory that refuses to grow past MAX_METRICS (the stream then reports an error). */
+struct capped {
+  char *buf;
+  size_t len, size;
+};
+
+static ssize_t capped_write(void *cookie, const char *data, size_t n)
+{
+  struct capped *cb = cookie;
+  if (n > MAX_METRICS - cb->len)
+    return 0;
+  if (cb->len + n > cb->size) {
+    size_t size = cb->size ? cb->size : 64u << 10;
+    while (size < cb->len + n)
+      size *= 2;
+    if (size > MAX_METRICS)
+      size = MAX_METRICS;
+    char *b = realloc(cb->buf, size);
+    if (!b)
+      return 0;
+    cb->buf = b;
+    cb->size = size;
+  }
+  memcpy(cb->buf + cb->len, data, n);
+  cb->len += n;
+  return (ssize_t)n;
+}
+
+/* GET /metrics: the Prometheus text, for a request with the bearer token of STATE/metrics-token
+ * (no session: a scraper logs in to nothing; the token opens only this read-only page). */
+static enum MHD_Result serve_metrics(struct web_server *w, struct MHD_Connection *c)
+{
+  const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+  bool ok = false;
+  rpl_err err = RPL_OK;
+  if (auth && !strncasecmp(auth, "Bearer ", 7))
+    err = web_auth_metrics_check(w->state_dir, auth + 7, &ok);
+  if (err)
+    return web_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot read the metrics token: %s", rpl_strerror(err));
+  if (!ok) {
+    static const char msg[] = "{\"error\":\"/metrics wants 'Authorization: Bearer TOKEN' with the token of the "
+                              "state directory's metrics-token file\"}\n";
+    struct MHD_Response *r = MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+      return MHD_NO;
+    add_common_headers(r);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"metrics\"");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_UNAUTHORIZED, r);
+    MHD_destroy_response(r);
+    return ret;
+  }
+  if (!w->cfg.ops.metrics)
+    return web_reply_error(c, MHD_HTTP_NOT_FOUND, "no metrics are served here");
+  struct capped cb = {0};
+  FILE *f = fopencookie(&cb, "w", (cookie_io_functions_t){.write = capped_write});
+  if (!f)
+    return web_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+  w->cfg.ops.metrics(w->cfg.ops.ctx, f);
+  bool failed = fflush(f) != 0 || ferror(f);
+  failed = fclose(f) != 0 || failed;
+  enum MHD_Result ret = failed ? web_reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                                 "the metrics text is larger than %u bytes or memory ran out", MAX_METRICS)
+                               : web_send_buf(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+                                              cb.buf ? cb.buf : "", cb.len, NULL);
+  free(cb.buf);
+  return ret;
+}
+
 /* url = "/api/PREFIX/ID/ACTION": the ID's text and length. */
 static bool id_route(const char *url, const char *prefix, const char *action, const char **id, size_t *len)
 {
@@ -373,6 +443,8 @@ static bool id_route(const char *url, const char *prefix, const char *action, co
 
 static enum MHD_Result route(struct web_server *w, struct MHD_Connection *c, const char *url, bool post, struct req *q)
 {
+  if (!strcmp(url, "/metrics"))
+    return post ? web_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "metrics are read with GET") : serve_metrics(w, c);
   if (strncmp(url, "/api/", 5))
     return post ? web_reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "pages are read with GET") : serve_asset(w, c, url);
   if (post && (q->too_large || q->bad_field))
@@ -594,6 +666,12 @@ rpl_err web_start(const struct web_config *cfg, struct web_server **out)
   w->key = strdup(cfg->key_pem);
   w->series = calloc(MAX_SERIES_DISKS, sizeof *w->series);
   rpl_err err = !w->cert || !w->ca || !w->key || !w->series ? RPL_E_NOMEM : load_assets(w);
+  bool token_made = false;
+  if (!err && cfg->ops.metrics && (err = web_auth_metrics_token_ensure(w->state_dir, &token_made)))
+    err = rpl_fail(RPL_E_WEB_START, "cannot write the metrics token %s/%s: %s", w->state_dir, STATE_METRICS_TOKEN,
+                   rpl_strerror(err));
+  if (token_made)
+    log_notice("web: made the /metrics bearer token %s/%s (give it to the scraper)", w->state_dir, STATE_METRICS_TOKEN);
   if (err) {
     web_stop(w);
     return err;

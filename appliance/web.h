@@ -19,6 +19,7 @@
 #define WEB_PASSWORD_MIN      8
 #define WEB_PASSWORD_MAX      256
 #define WEB_TOKEN_CHARS       43                   /* base64url of 32 random bytes */
+#define WEB_METRICS_TOKEN_MIN 32                   /* an operator's own /metrics token is at least this long */
 
 /* ---- login secrets (web_auth.c) ----------------------------------------------------------- */
 
@@ -35,6 +36,11 @@ RPL_MUST_CHECK rpl_err web_auth_check_password(const char *state_dir, const char
 RPL_MUST_CHECK rpl_err web_auth_use_token(const char *state_dir, const char *token, bool *ok);
 /* True when an admin password is set. */
 bool web_auth_has_password(const char *state_dir);
+/* Makes STATE/metrics-token (0600, a fresh random token) unless it exists; *created says it was made. */
+RPL_MUST_CHECK rpl_err web_auth_metrics_token_ensure(const char *state_dir, bool *created);
+/* *ok = presented is the token in STATE/metrics-token (its first line: WEB_METRICS_TOKEN_MIN..
+ * WEB_PASSWORD_MAX printable characters without spaces; a shorter or missing one matches nothing). */
+RPL_MUST_CHECK rpl_err web_auth_metrics_check(const char *state_dir, const char *presented, bool *ok);
 
 /* ---- the server (web.c) ------------------------------------------------------------------- */
 
@@ -63,6 +69,8 @@ struct web_ops {
    * (already checked by schedule_parse, saved by the caller). */
   void (*schedule_get)(void *ctx, char *text, size_t size);
   void (*schedule_set)(void *ctx, const struct point_schedule *s);
+  /* Writes the Prometheus text exposition to f (GET /metrics); NULL: none is served. */
+  void (*metrics)(void *ctx, FILE *f);
 };
 
 struct web_config {

@@ -128,7 +128,7 @@ rpl_err web_auth_read_password_file(const char *path, char *out, size_t outsz)
   return err;
 }
 
-rpl_err web_auth_issue_token(const char *state_dir, char token[WEB_TOKEN_CHARS + 1])
+static rpl_err random_token(char token[WEB_TOKEN_CHARS + 1])
 {
   uint8_t raw[32];
   if (RAND_bytes(raw, sizeof raw) != 1)
@@ -142,7 +142,13 @@ rpl_err web_auth_issue_token(const char *state_dir, char token[WEB_TOKEN_CHARS +
     token[i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
   token[WEB_TOKEN_CHARS] = 0;
   OPENSSL_cleanse(b64, sizeof b64);
-  return store_hash(state_dir, STATE_WEB_LOGIN, token);
+  return RPL_OK;
+}
+
+rpl_err web_auth_issue_token(const char *state_dir, char token[WEB_TOKEN_CHARS + 1])
+{
+  rpl_err err = random_token(token);
+  return err ? err : store_hash(state_dir, STATE_WEB_LOGIN, token);
 }
 
 rpl_err web_auth_check_password(const char *state_dir, const char *password, bool *ok)
@@ -180,4 +186,57 @@ bool web_auth_has_password(const char *state_dir)
   char path[4200];
   auth_path(state_dir, STATE_WEB_ADMIN, path, sizeof path);
   return access(path, F_OK) == 0;
+}
+
+/* The metrics token is kept in clear (unlike the login secrets): the operator copies it into the
+ * scraper's credentials file, and it opens nothing but the read-only /metrics. */
+rpl_err web_auth_metrics_token_ensure(const char *state_dir, bool *created)
+{
+  *created = false;
+  char path[4200];
+  auth_path(state_dir, STATE_METRICS_TOKEN, path, sizeof path);
+  if (access(path, F_OK) == 0)
+    return RPL_OK;
+  char token[WEB_TOKEN_CHARS + 2];
+  rpl_err err = random_token(token);
+  if (err)
+    return err;
+  token[WEB_TOKEN_CHARS] = '\n';
+  err = file_write_atomic(path, token, WEB_TOKEN_CHARS + 1, 0600);
+  OPENSSL_cleanse(token, sizeof token);
+  *created = !err;
+  return err;
+}
+
+static void sha256(const char *s, size_t n, uint8_t out[HASH_SIZE])
+{
+  unsigned len = HASH_SIZE;
+  if (EVP_Digest(s, n, out, &len, EVP_sha256(), NULL) != 1)
+    memset(out, 0, HASH_SIZE);
+}
+
+rpl_err web_auth_metrics_check(const char *state_dir, const char *presented, bool *ok)
+{
+  *ok = false;
+  char path[4200], *text = NULL;
+  auth_path(state_dir, STATE_METRICS_TOKEN, path, sizeof path);
+  rpl_err err = file_read_all(path, WEB_PASSWORD_MAX + 2, &text);
+  if (err == RPL_E_NOT_FOUND || err == RPL_E_LIMIT)
+    return RPL_OK;
+  if (err)
+    return err;
+  size_t n = strcspn(text, "\r\n");
+  text[n] = 0;
+  bool usable = n >= WEB_METRICS_TOKEN_MIN;
+  for (size_t i = 0; i < n; i++)
+    usable = usable && text[i] > 0x20 && text[i] < 0x7f;
+  /* Compared as digests: the time taken says nothing of the token's length or content. */
+  uint8_t want[HASH_SIZE], got[HASH_SIZE];
+  sha256(text, n, want);
+  sha256(presented, strnlen(presented, WEB_PASSWORD_MAX + 1), got);
+  *ok = usable && CRYPTO_memcmp(want, got, HASH_SIZE) == 0;
+  OPENSSL_cleanse(text, n);
+  OPENSSL_cleanse(want, sizeof want);
+  free(text);
+  return RPL_OK;
 }

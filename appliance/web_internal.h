@@ -25,6 +25,7 @@
 #define MAX_FIELD         2048
 #define MAX_REPLY         (4u << 20)
 #define MAX_ASSET         (1u << 20)
+#define MAX_METRICS       (16u << 20) /* one scrape's text (about 10 KiB a disk: MAX_DISKS fit) */
 #define MAX_SERIES_DISKS  64
 #define MAX_SERIES_LEN    720
 #define MAX_LIST_DISKS    1024

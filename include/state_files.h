@@ -17,6 +17,7 @@
 #define STATE_LEASE_ID            "lease-id"          /* this appliance's lease id on its page blobs */
 #define STATE_WEB_ADMIN           "web-admin.pbkdf2"  /* the admin password's salted hash */
 #define STATE_WEB_LOGIN           "web-login.pbkdf2"  /* the one-time login token's salted hash */
+#define STATE_METRICS_TOKEN       "metrics-token"     /* the bearer token /metrics wants (0600, made at first start) */
 #define STATE_REGISTRATION_KEY    "registration.key"  /* older versions kept the newest key here in clear: removed */
 #define STATE_JOURNAL_DIR         "journal"           /* the cache: journal/<disk uuid>/ per disk */
 #define STATE_JOURNAL_APPLIED     "applied"           /* in a disk's journal folder: the last applied cycle */

@@ -22,7 +22,7 @@ packages=(
   liburing-dev libzstd-dev libssl-dev libcurl4-openssl-dev uuid-dev libbpf-dev libxxhash-dev
   libexpat1-dev libsqlite3-dev libcmocka-dev libmicrohttpd-dev
   openssl ca-certificates nodejs npm util-linux e2fsprogs fio zstd socat iproute2 tinyproxy rsync linux-perf
-  curl python3
+  curl python3 python3-prometheus-client
   # the configuration manager's browser test (tests/integration/web_ui.sh)
   chromium
   # change-block tracker tests: partition tables, and the portability test that boots Debian's

@@ -275,7 +275,12 @@ async function loadReplication() {
     rs.addEventListener('click', () => { if (confirm('Resync ' + d.name + '? The agent hashes the whole disk.')) diskAction(d.disk_id, 'resync'); });
     cp.disabled = rs.disabled = !d.connected;
     actions.append(cp, rs);
-    tr.append(el('td', d.name + ' (' + d.disk_id + ')'), el('td', d.state + (d.reason ? ': ' + d.reason : ''), 'state'),
+    // Its health, then each reason with what to do (status's roll-up).
+    const health = el('td', null, 'health');
+    const h = d.health || { state: 'healthy', reasons: [] };
+    health.append(el('strong', h.state, 'health-' + h.state));
+    for (const r of h.reasons) health.append(el('div', r.level + ': ' + r.what + '; do: ' + r.todo));
+    tr.append(el('td', d.name + ' (' + d.disk_id + ')'), health, el('td', d.state + (d.reason ? ': ' + d.reason : ''), 'state'),
       el('td', d.last_committed_cycle ? d.rpo_lag_seconds + ' s' : 'not synced yet', 'rpo'),
       el('td', d.backlog_cycles + ' cycles, ' + bytes(d.backlog_bytes)),
       el('td', bytes(d.cache_bytes) + ' of ' + bytes(d.cache_limit_bytes)),
@@ -285,7 +290,7 @@ async function loadReplication() {
   if (!st.disks.length) {
     const tr = el('tr');
     const td = el('td', 'No protected disks yet: run mobility-agent protect DEVICE on a registered server.');
-    td.colSpan = 8;
+    td.colSpan = 9;
     tr.append(td);
     tbody.append(tr);
   }

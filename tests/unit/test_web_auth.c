@@ -1,6 +1,7 @@
 /* test_web_auth.c - Description: the configuration manager's login secrets: the admin password is
  * stored only as a salted hash (0600) and checks right and wrong; unusable passwords are refused; the
- * one-time token works once and is not stored in clear; a malformed file is a clear error. */
+ * one-time token works once and is not stored in clear; a malformed file is a clear error; the
+ * /metrics bearer token is made once (0600) and matches only itself, an operator's own one too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,6 +130,62 @@ static void test_password_file(void **state)
   assert_int_equal(web_auth_read_password_file(path, out, sizeof out), RPL_E_WEB_PASSWORD);
 }
 
+static void test_metrics_token(void **state)
+{
+  const char *dir = *state;
+  bool ok = true, created = false;
+  assert_int_equal(web_auth_metrics_check(dir, "anything", &ok), RPL_OK);
+  assert_false(ok); /* none made: nothing matches */
+  assert_int_equal(web_auth_metrics_token_ensure(dir, &created), RPL_OK);
+  assert_true(created);
+  char *token = slurp(dir, STATE_METRICS_TOKEN);
+  assert_non_null(token);
+  token[strcspn(token, "\n")] = 0;
+  assert_int_equal(strlen(token), WEB_TOKEN_CHARS);
+  char path[512];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_METRICS_TOKEN);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  assert_int_equal(web_auth_metrics_check(dir, token, &ok), RPL_OK);
+  assert_true(ok);
+  char other[2 * WEB_TOKEN_CHARS + 1];
+  snprintf(other, sizeof other, "%s", token);
+  other[WEB_TOKEN_CHARS - 1] ^= 1;
+  assert_int_equal(web_auth_metrics_check(dir, other, &ok), RPL_OK);
+  assert_false(ok);
+  snprintf(other, sizeof other, "%s%s", token, token);
+  assert_int_equal(web_auth_metrics_check(dir, other, &ok), RPL_OK);
+  assert_false(ok);
+  other[WEB_TOKEN_CHARS - 1] = 0;
+  assert_int_equal(web_auth_metrics_check(dir, other, &ok), RPL_OK);
+  assert_false(ok);
+  assert_int_equal(web_auth_metrics_check(dir, "", &ok), RPL_OK);
+  assert_false(ok);
+  /* Made once: a second start keeps it. */
+  assert_int_equal(web_auth_metrics_token_ensure(dir, &created), RPL_OK);
+  assert_false(created);
+  char *again = slurp(dir, STATE_METRICS_TOKEN);
+  assert_non_null(again);
+  again[strcspn(again, "\n")] = 0;
+  assert_string_equal(token, again);
+  free(again);
+  /* An operator's own token: long enough matches; a short one (or empty) matches nothing. */
+  static const char own[] = "an-operator's-own-token-of-40-characters\n";
+  assert_int_equal(file_write_atomic(path, own, sizeof own - 1, 0600), RPL_OK);
+  assert_int_equal(web_auth_metrics_check(dir, "an-operator's-own-token-of-40-characters", &ok), RPL_OK);
+  assert_true(ok);
+  assert_int_equal(web_auth_metrics_check(dir, token, &ok), RPL_OK);
+  assert_false(ok);
+  assert_int_equal(file_write_atomic(path, "short\n", 6, 0600), RPL_OK);
+  assert_int_equal(web_auth_metrics_check(dir, "short", &ok), RPL_OK);
+  assert_false(ok);
+  assert_int_equal(file_write_atomic(path, "\n", 1, 0600), RPL_OK);
+  assert_int_equal(web_auth_metrics_check(dir, "", &ok), RPL_OK);
+  assert_false(ok);
+  free(token);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -136,6 +193,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_token_once, setup, teardown),
     cmocka_unit_test_setup_teardown(test_malformed_file, setup, teardown),
     cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_metrics_token, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
