@@ -41,11 +41,14 @@ for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vdb ] && break; sleep 0.5; done
 check disks-present $?
 [ $ok -eq 1 ] || finish
 
-daemons() {
+appliance_run() {
   $AP run --state /state/app --listen 127.0.0.1:9443 --web off --points crash=off,app=off >>/tmp/appliance.log 2>&1 &
   appliance=$!
   settle 30 $AP status --state /state/app
   check appliance-run $?
+}
+daemons() {
+  appliance_run
   $AG run --state /state/agent >>/tmp/agent.log 2>&1 &
   agent=$!
   settle 30 $AG status --state /state/agent
@@ -80,13 +83,13 @@ case "$phase" in
   $AP init --state /state/app --storage file:/state/replica >/tmp/init.out 2>&1
   check appliance-init $?
   tail -n 1 /tmp/init.out >/tmp/regkey
-  daemons
+  appliance_run
   $AG register --appliance 127.0.0.1:9443 --key-file /tmp/regkey --state /state/agent >/tmp/register.out 2>&1
   check agent-register $?
-  kill $agent; wait $agent
   $AG run --state /state/agent >>/tmp/agent.log 2>&1 &
   agent=$!
   settle 30 $AG status --state /state/agent
+  check agent-run $?
   $AG protect /dev/vda --state /state/agent >/tmp/protect.out 2>&1
   check protect $?
   settle 120 cycle_after 0

@@ -59,7 +59,7 @@ rpl_wait_cycle "$dev" $((c + 3))
 IFS="|" read -r committed_now applied_now backlog _ <<< "$(disk_status)"
 [ "$committed_now" -ge $((committed + 3)) ] && [ "$backlog" -ge 3 ] \
   || fail "the backlog did not grow during the outage (committed $committed_now, applied $applied_now, backlog $backlog)"
-"$AP" status --state "$RT/app" | grep -E '^uploads:|^disk' | sed 's/^/  /'
+"$AP" status --state "$RT/app" | grep -E '^uploads:|^(\[[a-z]+\] )?disk' | sed 's/^/  /'
 # The outage lasts OUTAGE_S seconds by design (not a wait for something to happen).
 left=$((t_stop + OUTAGE_S - $(date +%s)))
 [ "$left" -gt 0 ] && sleep "$left"
