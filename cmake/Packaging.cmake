@@ -76,6 +76,11 @@ endfunction()
 install(TARGETS mobility-agent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT agent)
 install(TARGETS replication-appliance RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT appliance)
 rpl_package_files(agent mobility-agent)
+# The static agent carries zlib and names no shared library, on purpose: lintian is told so.
+if(RPL_STATIC_AGENT)
+  install(FILES ${CMAKE_SOURCE_DIR}/packaging/lintian/mobility-agent
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides COMPONENT agent)
+endif()
 rpl_package_files(appliance replication-appliance)
 
 set(CPACK_GENERATOR DEB)
@@ -92,7 +97,8 @@ set(CPACK_DEBIAN_PACKAGE_RELEASE ${RPL_DEB_REVISION})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-# Depends on the shared libraries from dpkg-shlibdeps (libbpf, liburing, libzstd, libssl, libcurl, ...).
+# Depends on the shared libraries from dpkg-shlibdeps (libssl, libcurl, ...): the appliance's; the
+# agent is static (cmake/StaticAgent.cmake), so it gets none, unless built with RPL_STATIC_AGENT=OFF.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS OFF)
 set(CPACK_DEBIAN_APPLIANCE_PACKAGE_DEPENDS "adduser")

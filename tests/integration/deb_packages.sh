@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # deb_packages.sh - Description: the Debian packages made by scripts/package.sh from this build tree
-# verify against SHA256SUMS (a damaged copy does not), carry shlibs Depends and conffiles, install
-# with dpkg -i (units valid for systemd-analyze verify and not enabled, --version from /usr/bin, man
-# pages that document every command and option the programs have, the appliance's system user owns
-# its state), and leave nothing behind: dpkg -r keeps only configuration and state, dpkg -P removes
-# those too, also the links of units the administrator enabled. Installs into /usr: runs serially,
-# checks that no other test or benchmark runs a program by bare name, skips (77) when either package
-# or its paths already exist on this machine, and its cleanup purges only what it installed.
+# verify against SHA256SUMS (a damaged copy does not), carry conffiles and shlibs Depends (the
+# static agent none: no NEEDED, no loader), install with dpkg -i (units valid for systemd-analyze
+# verify and not enabled, --version from /usr/bin, man pages that document every command and
+# option the programs have, the appliance's system user owns its state), and leave nothing behind:
+# dpkg -r keeps only configuration and state, dpkg -P removes those too, also the links of units
+# the administrator enabled. Installs into /usr: runs serially, checks that no other test or
+# benchmark runs a program by bare name, skips (77) when either package or its paths already exist
+# on this machine, and its cleanup purges only what it installed.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?}
@@ -19,7 +20,7 @@ DPKG_DEADLINE=$((SECONDS + 1200))
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (dpkg -i)"
-for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps systemd-analyze man; do
+for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps readelf file systemd-analyze man; do
   command -v "$c" >/dev/null || skip "$c is missing"
 done
 
@@ -106,17 +107,26 @@ rm -rf "$t/bad"
 deb() { echo "$t/dist/$(grep "^$1_" "$t/debs")"; }
 version=$(dpkg-deb -f "$(deb mobility-agent)" Version)
 upstream=${version%-*}
+# The agent is one static program (cmake/StaticAgent.cmake) unless the tree was configured without.
+static_agent=0
+grep -qs '^RPL_STATIC_AGENT:BOOL=ON' "$b/CMakeCache.txt" && static_agent=1
 for p in "${PKGS[@]}"; do
   f=$(deb "$p")
   [ -f "$f" ] || fail "no $p package in dist/"
   [ "$(dpkg-deb -f "$f" Version)" = "$version" ] || fail "the packages' versions differ"
   deps=$(dpkg-deb -f "$f" Depends)
-  [[ $deps == *"libc6 (>="* && $deps == *"libzstd1 (>="* && $deps == *"libssl3 (>="* ]] ||
-    fail "$p: Depends lacks the shared libraries (dpkg-shlibdeps): $deps"
+  if [ "$p" = mobility-agent ] && [ $static_agent = 1 ]; then
+    [[ $deps != *lib* ]] || fail "the static mobility-agent depends on shared libraries: $deps"
+  else
+    [[ $deps == *"libc6 (>="* && $deps == *"libzstd1 (>="* && $deps == *"libssl3 (>="* ]] ||
+      fail "$p: Depends lacks the shared libraries (dpkg-shlibdeps): $deps"
+  fi
   dpkg-deb --ctrl-tarfile "$f" | tar -xOf - ./conffiles 2>/dev/null | grep -qx "/etc/default/$p" ||
     fail "$p: /etc/default/$p is not a conffile"
 done
-[[ $(dpkg-deb -f "$(deb mobility-agent)" Depends) == *libbpf1* ]] || fail "mobility-agent does not depend on libbpf1"
+if [ $static_agent = 0 ]; then
+  [[ $(dpkg-deb -f "$(deb mobility-agent)" Depends) == *libbpf1* ]] || fail "mobility-agent does not depend on libbpf1"
+fi
 [[ $(dpkg-deb -f "$(deb replication-appliance)" Depends) == *libcurl4* ]] || fail "replication-appliance does not depend on libcurl4"
 [[ $(dpkg-deb -f "$(deb replication-appliance)" Depends) == *adduser* ]] || fail "replication-appliance does not depend on adduser (its postinst adds a user)"
 
@@ -140,6 +150,12 @@ for p in "${PKGS[@]}"; do
   grep -qx "/usr/bin/$p" "$t/files.$p" || fail "$p does not ship /usr/bin/$p"
 done
 
+# The packaged agent names no shared library and no dynamic loader (readelf -d, -l).
+if [ $static_agent = 1 ]; then
+  readelf -d /usr/bin/mobility-agent | grep -q NEEDED && fail "/usr/bin/mobility-agent needs shared libraries"
+  readelf -l /usr/bin/mobility-agent | grep -q 'program interpreter' && fail "/usr/bin/mobility-agent names a dynamic loader"
+  file -L /usr/bin/mobility-agent | grep -q 'static-pie linked' || fail "/usr/bin/mobility-agent is not static-pie: $(file -L /usr/bin/mobility-agent)"
+fi
 # The programs, from /usr/bin, say the packages' version.
 for p in "${PKGS[@]}"; do
   out=$(/usr/bin/$p --version) || fail "/usr/bin/$p --version failed"
