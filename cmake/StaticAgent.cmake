@@ -46,7 +46,10 @@ foreach(pkg ${_rpl_agent_pkgs})
   set_property(TARGET PkgConfig::${pkg} PROPERTY INTERFACE_LINK_LIBRARIES "${items}")
 endforeach()
 
-# rpl_static_program(TARGET): links TARGET statically when RPL_STATIC_AGENT is on.
+# rpl_static_program(TARGET): links TARGET statically (-static-pie: ASLR stays) when RPL_STATIC_AGENT
+# is on. The linker then warns that getaddrinfo, gethostbyname (libcrypto's BIO) and dlopen
+# (libcrypto's DSO) need the build's glibc at run time: agent/main.c limits host lookups to the
+# built-in files and dns sources and loads no OpenSSL configuration, so none of them loads a module.
 function(rpl_static_program T)
   if(NOT RPL_STATIC_AGENT)
     return()
