@@ -1,4 +1,4 @@
-# Packaging.cmake - what the Debian packages mobility-agent and replication-appliance hold, and how CPack builds them (scripts/package.sh).
+# Packaging.cmake - what the Debian packages mobility-agent and replication-appliance (and the agent's .rpm) hold, and how CPack builds them (scripts/package.sh).
 #
 # One package per install component: agent -> mobility-agent, appliance -> replication-appliance.
 # Every install() rule without a COMPONENT belongs to replication-appliance
@@ -81,6 +81,9 @@ if(RPL_STATIC_AGENT)
   install(FILES ${CMAKE_SOURCE_DIR}/packaging/lintian/mobility-agent
           DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides COMPONENT agent)
 endif()
+# The agent's .rpm (scripts/package.sh runs rpmbuild on this spec with the agent's staged install).
+configure_file(${CMAKE_SOURCE_DIR}/packaging/rpm/mobility-agent.spec.in
+               ${RPL_DEB_DIR}/mobility-agent/mobility-agent.spec @ONLY)
 rpl_package_files(appliance replication-appliance)
 
 set(CPACK_GENERATOR DEB)

@@ -20,7 +20,7 @@ DPKG_DEADLINE=$((SECONDS + 1200))
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (dpkg -i)"
-for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps readelf file systemd-analyze man; do
+for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps rpmbuild readelf file systemd-analyze man; do
   command -v "$c" >/dev/null || skip "$c is missing"
 done
 
@@ -93,10 +93,11 @@ bash "$src/scripts/package.sh" --no-build --build-dir "$b" --out "$t/dist" > "$t
 cd "$t/dist" || fail "no dist directory"
 ls -- *.deb > "$t/debs" 2>/dev/null
 [ "$(wc -l < "$t/debs")" -eq 2 ] || fail "expected 2 packages in dist/, found: $(tr '\n' ' ' < "$t/debs")"
-[ "$(wc -l < SHA256SUMS)" -eq 2 ] || fail "SHA256SUMS does not list exactly the 2 packages"
+# (and the agent's .rpm: tests/integration/rpm_package.sh checks it)
+[ "$(wc -l < SHA256SUMS)" -eq 3 ] || fail "SHA256SUMS does not list exactly the 2 .debs and the .rpm"
 sha256sum -c SHA256SUMS > "$t/sums.out" 2>&1 || { cat "$t/sums.out" >&2; fail "sha256sum -c SHA256SUMS failed"; }
 # The check is real: a copy with one byte changed fails it.
-mkdir "$t/bad" && cp -- *.deb SHA256SUMS "$t/bad/"
+mkdir "$t/bad" && cp -- *.deb *.rpm SHA256SUMS "$t/bad/"
 d1=$(head -1 "$t/debs")
 byte=$(od -An -tu1 -j4000 -N1 "$t/bad/$d1" | tr -d ' ')
 printf "\\$(printf '%03o' $((byte ^ 1)))" | dd of="$t/bad/$d1" bs=1 seek=4000 conv=notrunc status=none
