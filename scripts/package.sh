@@ -49,22 +49,29 @@ names=$(for d in "${debs[@]}"; do dpkg-deb -f "$stage/$d" Package; done | sort |
 
 # The agent's .rpm: its staged install (stripped, as CPack strips the .debs'), with the unit where
 # RPM distributions keep units (/usr/lib/systemd/system: /lib is not /usr/lib on SLES 15) and
-# without Debian's changelog and lintian overrides; rpmbuild packs it by packaging/rpm/mobility-agent.spec.in.
-rroot=$stage/rpm-root
-DESTDIR=$rroot cmake --install "$build" --component agent --strip >"$stage/install.log" 2>&1 ||
-  { cat "$stage/install.log" >&2; die "staging the agent's files failed"; }
-mkdir -p "$rroot/usr/lib/systemd/system"
-mv "$rroot/lib/systemd/system/mobility-agent.service" "$rroot/usr/lib/systemd/system/"
-rm -r "$rroot/lib"
-rm "$rroot/usr/share/doc/mobility-agent/changelog.Debian.gz"
-rm -rf "$rroot/usr/share/lintian"
-rpmbuild -bb --target x86_64 --define "_topdir $stage/rpmbuild" --define "_rpmdir $stage" \
-  --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" --define "rpl_stage $rroot" \
-  "$build/packaging/mobility-agent/mobility-agent.spec" >"$stage/rpmbuild.log" 2>&1 ||
-  { cat "$stage/rpmbuild.log" >&2; die "rpmbuild failed"; }
-mapfile -t rpms < <(cd "$stage" && ls -- *.rpm 2>/dev/null)
-[ "${#rpms[@]}" = 1 ] && [[ ${rpms[0]} == mobility-agent-*.x86_64.rpm ]] ||
-  die "expected one mobility-agent .rpm, rpmbuild made: ${rpms[*]:-none}"
+# without Debian's changelog and lintian overrides; rpmbuild packs it by
+# packaging/rpm/mobility-agent.spec.in.
+# Only a static agent runs on RPM distributions: a tree configured with RPL_STATIC_AGENT=OFF makes none.
+rpms=()
+if grep -qs '^RPL_STATIC_AGENT:BOOL=ON' "$build/CMakeCache.txt"; then
+  rroot=$stage/rpm-root
+  DESTDIR=$rroot cmake --install "$build" --component agent --strip >"$stage/install.log" 2>&1 ||
+    { cat "$stage/install.log" >&2; die "staging the agent's files failed"; }
+  mkdir -p "$rroot/usr/lib/systemd/system"
+  mv "$rroot/lib/systemd/system/mobility-agent.service" "$rroot/usr/lib/systemd/system/"
+  rm -r "$rroot/lib"
+  rm "$rroot/usr/share/doc/mobility-agent/changelog.Debian.gz"
+  rm -rf "$rroot/usr/share/lintian"
+  rpmbuild -bb --target x86_64 --define "_topdir $stage/rpmbuild" --define "_rpmdir $stage" \
+    --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" --define "rpl_stage $rroot" \
+    "$build/packaging/mobility-agent/mobility-agent.spec" >"$stage/rpmbuild.log" 2>&1 ||
+    { cat "$stage/rpmbuild.log" >&2; die "rpmbuild failed"; }
+  mapfile -t rpms < <(cd "$stage" && ls -- *.rpm 2>/dev/null)
+  [ "${#rpms[@]}" = 1 ] && [[ ${rpms[0]} == mobility-agent-*.x86_64.rpm ]] ||
+    die "expected one mobility-agent .rpm, rpmbuild made: ${rpms[*]:-none}"
+else
+  echo "package: no .rpm: $build links the agent dynamically (RPL_STATIC_AGENT=OFF), against Debian 12's libraries"
+fi
 
 mkdir -p "$out"
 rm -f "$out"/*.deb "$out"/*.rpm "$out/SHA256SUMS"
