@@ -2,6 +2,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+#if RPL_STATIC_PROGRAM
+#include <nss.h>
+#endif
+
 #include "commands.h"
 #include "rpl_log.h"
 #include "rpl_version.h"
@@ -24,8 +29,25 @@ static void usage(FILE *out)
     fprintf(out, "  %s\n", c->usage);
 }
 
+/* The agent runs on servers whose libraries are not the build machine's (cmake/StaticAgent.cmake):
+ * nothing it does may depend on their configuration files naming code to load. */
+static void portable_runtime(void)
+{
+  /* The server's openssl.cnf may name engines or providers built for its own libcrypto: loading one
+   * into this program (dlopen) would mix two OpenSSLs. The agent's TLS is fixed (TLS 1.3, pinned
+   * identities), so it reads no OpenSSL configuration at all. */
+  OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+#if RPL_STATIC_PROGRAM
+  /* Static glibc has the "files" (/etc/hosts) and "dns" (/etc/resolv.conf) host lookups built in;
+   * any other source in the server's nsswitch.conf (mdns, resolve, sss, ...) would be dlopen()ed
+   * from the server's glibc, which is not ours. The appliance's address comes from those two. */
+  __nss_configure_lookup("hosts", "files dns");
+#endif
+}
+
 int main(int argc, char **argv)
 {
+  portable_runtime();
   /* Daemons log what they do; a command's outcome is its one line on stderr. */
   log_init("mobility-agent", argc > 1 && !strcmp(argv[1], "run") ? LOG_LVL_INFO : LOG_LVL_ERR);
   if (argc < 2) {

@@ -143,6 +143,8 @@ function(_rpl_link_closure T OUT SEEN)
   endif()
   foreach(l ${libs})
     string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" l "${l}")
+    # cmake/StaticAgent.cmake's choice of the shared or the static library: both are followed.
+    string(REGEX REPLACE "^\\$<\\$<.*RPL_STATIC_LINK>+:([^<>]*)>$" "\\1" l "${l}")
     if(l MATCHES "^\\$<" OR l STREQUAL "")
       message(FATAL_ERROR "rpl_check_links: cannot follow '${l}' (of ${T}); teach cmake/DependencyRules.cmake")
     endif()

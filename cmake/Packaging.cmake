@@ -1,4 +1,4 @@
-# Packaging.cmake - what the Debian packages mobility-agent and replication-appliance hold, and how CPack builds them (scripts/package.sh).
+# Packaging.cmake - what the Debian packages mobility-agent and replication-appliance (and the agent's .rpm) hold, and how CPack builds them (scripts/package.sh).
 #
 # One package per install component: agent -> mobility-agent, appliance -> replication-appliance.
 # Every install() rule without a COMPONENT belongs to replication-appliance
@@ -76,6 +76,14 @@ endfunction()
 install(TARGETS mobility-agent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT agent)
 install(TARGETS replication-appliance RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT appliance)
 rpl_package_files(agent mobility-agent)
+# The static agent carries zlib and names no shared library, on purpose: lintian is told so.
+if(RPL_STATIC_AGENT)
+  install(FILES ${CMAKE_SOURCE_DIR}/packaging/lintian/mobility-agent
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides COMPONENT agent)
+endif()
+# The agent's .rpm (scripts/package.sh runs rpmbuild on this spec with the agent's staged install).
+configure_file(${CMAKE_SOURCE_DIR}/packaging/rpm/mobility-agent.spec.in
+               ${RPL_DEB_DIR}/mobility-agent/mobility-agent.spec @ONLY)
 rpl_package_files(appliance replication-appliance)
 
 set(CPACK_GENERATOR DEB)
@@ -92,7 +100,8 @@ set(CPACK_DEBIAN_PACKAGE_RELEASE ${RPL_DEB_REVISION})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-# Depends on the shared libraries from dpkg-shlibdeps (libbpf, liburing, libzstd, libssl, libcurl, ...).
+# Depends on the shared libraries from dpkg-shlibdeps (libssl, libcurl, ...): the appliance's; the
+# agent is static (cmake/StaticAgent.cmake), so it gets none, unless built with RPL_STATIC_AGENT=OFF.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS OFF)
 set(CPACK_DEBIAN_APPLIANCE_PACKAGE_DEPENDS "adduser")

@@ -35,7 +35,7 @@ packages=(
   # file: storage on XFS, where a recovery point's image is a reflink (tests/integration/file_reflink.sh)
   xfsprogs
   # the Debian packages (scripts/package.sh, tests/integration/deb_packages.sh): dpkg-shlibdeps, lintian
-  dpkg-dev lintian
+  dpkg-dev lintian rpm
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # deb_packages.sh - Description: the Debian packages made by scripts/package.sh from this build tree
-# verify against SHA256SUMS (a damaged copy does not), carry shlibs Depends and conffiles, install
-# with dpkg -i (units valid for systemd-analyze verify and not enabled, --version from /usr/bin, man
-# pages that document every command and option the programs have, the appliance's system user owns
-# its state), and leave nothing behind: dpkg -r keeps only configuration and state, dpkg -P removes
-# those too, also the links of units the administrator enabled. Installs into /usr: runs serially,
-# checks that no other test or benchmark runs a program by bare name, skips (77) when either package
-# or its paths already exist on this machine, and its cleanup purges only what it installed.
+# verify against SHA256SUMS (a damaged copy does not), carry conffiles and shlibs Depends (the
+# static agent none: no NEEDED, no loader), install with dpkg -i (units valid for systemd-analyze
+# verify and not enabled, --version from /usr/bin, man pages that document every command and
+# option the programs have, the appliance's system user owns its state), and leave nothing behind:
+# dpkg -r keeps only configuration and state, dpkg -P removes those too, also the links of units
+# the administrator enabled. Installs into /usr: runs serially, checks that no other test or
+# benchmark runs a program by bare name, skips (77) when either package or its paths already exist
+# on this machine, and its cleanup purges only what it installed.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?}
@@ -19,7 +20,7 @@ DPKG_DEADLINE=$((SECONDS + 1200))
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (dpkg -i)"
-for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps systemd-analyze man; do
+for c in dpkg dpkg-deb dpkg-query sha256sum cpack dpkg-shlibdeps rpmbuild readelf file systemd-analyze man; do
   command -v "$c" >/dev/null || skip "$c is missing"
 done
 
@@ -92,10 +93,13 @@ bash "$src/scripts/package.sh" --no-build --build-dir "$b" --out "$t/dist" > "$t
 cd "$t/dist" || fail "no dist directory"
 ls -- *.deb > "$t/debs" 2>/dev/null
 [ "$(wc -l < "$t/debs")" -eq 2 ] || fail "expected 2 packages in dist/, found: $(tr '\n' ' ' < "$t/debs")"
-[ "$(wc -l < SHA256SUMS)" -eq 2 ] || fail "SHA256SUMS does not list exactly the 2 packages"
+# (and the agent's .rpm, made of a static agent only: tests/integration/rpm_package.sh checks it)
+static_agent=0
+grep -qs '^RPL_STATIC_AGENT:BOOL=ON' "$b/CMakeCache.txt" && static_agent=1
+[ "$(wc -l < SHA256SUMS)" -eq $((2 + static_agent)) ] || fail "SHA256SUMS does not list exactly the 2 .debs (and the .rpm of a static agent)"
 sha256sum -c SHA256SUMS > "$t/sums.out" 2>&1 || { cat "$t/sums.out" >&2; fail "sha256sum -c SHA256SUMS failed"; }
 # The check is real: a copy with one byte changed fails it.
-mkdir "$t/bad" && cp -- *.deb SHA256SUMS "$t/bad/"
+mkdir "$t/bad" && cp -- *.deb $(ls -- *.rpm 2>/dev/null) SHA256SUMS "$t/bad/"
 d1=$(head -1 "$t/debs")
 byte=$(od -An -tu1 -j4000 -N1 "$t/bad/$d1" | tr -d ' ')
 printf "\\$(printf '%03o' $((byte ^ 1)))" | dd of="$t/bad/$d1" bs=1 seek=4000 conv=notrunc status=none
@@ -111,12 +115,18 @@ for p in "${PKGS[@]}"; do
   [ -f "$f" ] || fail "no $p package in dist/"
   [ "$(dpkg-deb -f "$f" Version)" = "$version" ] || fail "the packages' versions differ"
   deps=$(dpkg-deb -f "$f" Depends)
-  [[ $deps == *"libc6 (>="* && $deps == *"libzstd1 (>="* && $deps == *"libssl3 (>="* ]] ||
-    fail "$p: Depends lacks the shared libraries (dpkg-shlibdeps): $deps"
+  if [ "$p" = mobility-agent ] && [ $static_agent = 1 ]; then
+    [[ $deps != *lib* ]] || fail "the static mobility-agent depends on shared libraries: $deps"
+  else
+    [[ $deps == *"libc6 (>="* && $deps == *"libzstd1 (>="* && $deps == *"libssl3 (>="* ]] ||
+      fail "$p: Depends lacks the shared libraries (dpkg-shlibdeps): $deps"
+  fi
   dpkg-deb --ctrl-tarfile "$f" | tar -xOf - ./conffiles 2>/dev/null | grep -qx "/etc/default/$p" ||
     fail "$p: /etc/default/$p is not a conffile"
 done
-[[ $(dpkg-deb -f "$(deb mobility-agent)" Depends) == *libbpf1* ]] || fail "mobility-agent does not depend on libbpf1"
+if [ $static_agent = 0 ]; then
+  [[ $(dpkg-deb -f "$(deb mobility-agent)" Depends) == *libbpf1* ]] || fail "mobility-agent does not depend on libbpf1"
+fi
 [[ $(dpkg-deb -f "$(deb replication-appliance)" Depends) == *libcurl4* ]] || fail "replication-appliance does not depend on libcurl4"
 [[ $(dpkg-deb -f "$(deb replication-appliance)" Depends) == *adduser* ]] || fail "replication-appliance does not depend on adduser (its postinst adds a user)"
 
@@ -140,6 +150,12 @@ for p in "${PKGS[@]}"; do
   grep -qx "/usr/bin/$p" "$t/files.$p" || fail "$p does not ship /usr/bin/$p"
 done
 
+# The packaged agent names no shared library and no dynamic loader (readelf -d, -l).
+if [ $static_agent = 1 ]; then
+  readelf -d /usr/bin/mobility-agent | grep -q NEEDED && fail "/usr/bin/mobility-agent needs shared libraries"
+  readelf -l /usr/bin/mobility-agent | grep -q 'program interpreter' && fail "/usr/bin/mobility-agent names a dynamic loader"
+  file -L /usr/bin/mobility-agent | grep -q 'static-pie linked' || fail "/usr/bin/mobility-agent is not static-pie: $(file -L /usr/bin/mobility-agent)"
+fi
 # The programs, from /usr/bin, say the packages' version.
 for p in "${PKGS[@]}"; do
   out=$(/usr/bin/$p --version) || fail "/usr/bin/$p --version failed"
