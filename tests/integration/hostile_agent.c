@@ -335,14 +335,14 @@ static void scenario_sizes(struct hostile *h)
   size_refused(h, w, y, 16 * TIB, "a new disk of 16 TiB");
   uuid_generate_random(z);
   size_refused(h, w, z, (UINT64_MAX >> 1) + 1, "a new disk of 2^63 bytes");
-  /* The disk at its own size again: served as before. */
+  /* The disk grown as disks do (4 MiB to 8 MiB): served at its new size. */
   h_connect(h);
-  send_disk(h, x, 4 * MIB, "/dev/hostile-size");
+  send_disk(h, x, 8 * MIB, "/dev/hostile-size");
   next_cycle(h, x, true);
   expect(h, PROTO_ACK, "a cycle after the refused sizes");
   if (memcmp(h->ack.disk_id, x, PROTO_ID_SIZE) || h->ack.cycle != h->cs.cycle)
     die("sizes: the ACK is not of the cycle sent");
-  printf("ok: sizes: the disk at its own size again: cycle %" PRIu64 " ACKed\n", h->ack.cycle);
+  printf("ok: sizes: the disk grown to 8 MiB: cycle %" PRIu64 " ACKed\n", h->ack.cycle);
   h_close(h);
 }
 

@@ -112,7 +112,8 @@ rc=$?
 rpl_appliance_start --rpo 0.5
 measure restart
 state=$("$AP" status --state "$RT/app" --json | json_field - "disks.[disk_id=$SIZE_DISK].size" "disks.[disk_id=$SIZE_DISK].state" | paste -sd' ')
-[ "$state" = "4194304 protected" ] || fail "the disk refused the sizes is now: $state (4194304 protected expected)"
+[ "$state" = "8388608 protected" ] || fail "the disk refused the sizes, then grown to 8 MiB, is now: $state"
+[ "$(stat -c %s "$RT/replica/$SIZE_DISK.img")" = 8388608 ] || fail "its replica did not grow to 8 MiB"
 [ "$(victim_row)" = "$row0" ] || fail "the victim's disk changed: $(victim_row), was $row0"
 victim_writes
 cmp "$vdev" "$(rpl_replica_of "$vdev")" || fail "the victim's replica differs from its disk"
