@@ -117,4 +117,6 @@ state=$("$AP" status --state "$RT/app" --json | json_field - "disks.[disk_id=$SI
 [ "$(victim_row)" = "$row0" ] || fail "the victim's disk changed: $(victim_row), was $row0"
 victim_writes
 cmp "$vdev" "$(rpl_replica_of "$vdev")" || fail "the victim's replica differs from its disk"
+# (in the sanitizer tree: a finding the appliance survived is still a finding)
+! grep -E "runtime error:|Sanitizer" "$RT/appliance.log" >&2 || fail "the sanitizers reported the appliance"
 echo "hostile_agent: ok"
