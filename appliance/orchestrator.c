@@ -61,11 +61,16 @@ rpl_err on_point_request(struct session *s, const struct proto_frame *f)
       struct rx_slot *sl = slot_of(s, m.disk_ids + (size_t)i * PROTO_ID_SIZE);
       if (!sl)
         why = RPL_E_NOT_FOUND;
-      else
+      for (size_t k = 0; k < gr->n && !why; k++)
+        if (&s->slots[gr->slots[k]] == sl) /* its point round would start one cycle twice and never end */
+          why = rpl_fail(RPL_E_PROTO_FIELD, "POINT_REQUEST names one disk twice");
+      if (!why)
         gr->slots[gr->n++] = (size_t)(sl - s->slots);
     }
   }
   if (why) {
+    if (why != RPL_E_NOT_FOUND)
+      log_warn("agent %s: point request %" PRIu64 " refused: %s", s->agent_text, m.request, rpl_detail(why));
     struct proto_point p = {.request = m.request, .status = why};
     err = proto_encode_point(&s->out, &p);
     return err ? err : flush_out(s);

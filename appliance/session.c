@@ -104,7 +104,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   bool unopened = false;
   /* Everything that can refuse the disk is checked before its row is written. */
   if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
-    err = RPL_E_PERMISSION; /* another agent's disk */
+    err = rpl_fail(RPL_E_PERMISSION, "the disk id is another agent's disk");
   } else if (d && d->attached && !reclaim_disk(a, d)) {
     err = RPL_E_EXISTS;
   } else if (d && m->size_bytes < d->size) {
@@ -113,11 +113,24 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   } else if (!d && !agent_disk_room(a, s->agent, m->disk_id)) {
     err = rpl_fail(RPL_E_LIMIT, "the agent has %d disks on this appliance already: unprotect one first",
                    MAX_AGENT_DISKS);
+  } else if (m->size_bytes > (uint64_t)INT64_MAX) { /* past what a file offset or the catalog can hold */
+    err = rpl_fail(RPL_E_LIMIT, "the disk is %" PRIu64 " GiB; %s storage takes no disk that large", m->size_bytes >> 30,
+                   a->backend->name);
   } else if (a->backend->max_disk_bytes && m->size_bytes > a->backend->max_disk_bytes) {
     err = rpl_fail(RPL_E_LIMIT, "the disk is %" PRIu64 " GiB; %s storage takes disks of at most %" PRIu64 " GiB",
                    m->size_bytes >> 30, a->backend->name, a->backend->max_disk_bytes >> 30);
   } else {
-    err = catalog_disk_upsert(a->cat, &cd); /* refused in SQL too when another agent owns the row */
+    if (d && d->size != m->size_bytes) {
+      /* The disk grew: the replica grows with it before any extent beyond the old end lands, and
+       * before the catalog says the new size (a store not open yet is opened at the new size). One
+       * that cannot grow (past its file system's largest file) refuses the disk, as it stood. */
+      if (d->store && (err = d->store->ops->resize(d->store, m->size_bytes)) != RPL_OK)
+        unopened = true; /* as a disk that cannot be opened: said below, the others go on */
+      else
+        d->size = m->size_bytes;
+    }
+    if (!err)
+      err = catalog_disk_upsert(a->cat, &cd); /* refused in SQL too when another agent owns the row */
     if (!err && !d) {
       struct catalog_disk full;
       err = catalog_disk_get(a->cat, m->disk_id, &full);
@@ -127,13 +140,6 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
         (void)se;
         unopened = true; /* said below; the agent's other disks go on */
       }
-    } else if (!err && d->size != m->size_bytes) {
-      /* The disk grew: the replica grows with it before any extent beyond the old end lands (a
-       * store not open yet is opened at the new size). */
-      if (d->store)
-        err = d->store->ops->resize(d->store, m->size_bytes);
-      if (!err)
-        d->size = m->size_bytes;
     }
   }
   if (!err) {
@@ -604,11 +610,12 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
     break;
   }
   case PROTO_NACK: {
-    /* The agent could not run the cycle (device gone): give it up; it is asked again later. */
+    /* The agent could not run the cycle (device gone): give it up; it is asked again later. A NACK
+     * of no open cycle (cycle 0 when none is) is stale or hostile: it must not put the disk in error. */
     struct proto_nack m;
     err = proto_decode_nack(f, &m);
     struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
-    if (sl && sl->cycle == m.cycle) {
+    if (sl && sl->cycle && sl->cycle == m.cycle) {
       drop_cycle(s, sl);
       pthread_mutex_lock(&s->a->lock);
       sl->disk->state = CATALOG_DISK_ERROR;
