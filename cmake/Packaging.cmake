@@ -76,6 +76,11 @@ endfunction()
 install(TARGETS mobility-agent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT agent)
 install(TARGETS replication-appliance RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT appliance)
 rpl_package_files(agent mobility-agent)
+# A clean reboot without a resync: the early unit that resumes tracking, the hook that saves it.
+install(FILES ${CMAKE_SOURCE_DIR}/packaging/systemd/mobility-agent-resume.service DESTINATION ${RPL_UNIT_DIR}
+        COMPONENT agent)
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/packaging/shutdown/mobility-agent DESTINATION /lib/systemd/system-shutdown
+        COMPONENT agent)
 # The static agent carries zlib and names no shared library, on purpose: lintian is told so.
 if(RPL_STATIC_AGENT)
   install(FILES ${CMAKE_SOURCE_DIR}/packaging/lintian/mobility-agent

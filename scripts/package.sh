@@ -58,7 +58,10 @@ if grep -qs '^RPL_STATIC_AGENT:BOOL=ON' "$build/CMakeCache.txt"; then
   DESTDIR=$rroot cmake --install "$build" --component agent --strip >"$stage/install.log" 2>&1 ||
     { cat "$stage/install.log" >&2; die "staging the agent's files failed"; }
   mkdir -p "$rroot/usr/lib/systemd/system"
-  mv "$rroot/lib/systemd/system/mobility-agent.service" "$rroot/usr/lib/systemd/system/"
+  mv "$rroot/lib/systemd/system/mobility-agent.service" "$rroot/lib/systemd/system/mobility-agent-resume.service" \
+    "$rroot/usr/lib/systemd/system/"
+  mkdir -p "$rroot/usr/lib/systemd/system-shutdown"
+  mv "$rroot/lib/systemd/system-shutdown/mobility-agent" "$rroot/usr/lib/systemd/system-shutdown/"
   rm -r "$rroot/lib"
   rm "$rroot/usr/share/doc/mobility-agent/changelog.Debian.gz"
   rm -rf "$rroot/usr/share/lintian"

@@ -72,9 +72,9 @@ shutdown_clean() {
   grep -q "1 disk(s) saved, 0 will resync" /tmp/save.out
   check cbt-save-saved-vda $?
 }
-replica_equal() {
-  id=$($AG status --state /state/agent --json | sed -n 's/.*"disk_id":"\([^"]*\)".*/\1/p')
-  cmp /dev/vda /state/replica/$id.img
+disk_id() { $AG status --state /state/agent --json | sed -n 's/.*"disk_id":"\([^"]*\)".*/\1/p'; }
+replica_equal() { # replica_equal ID: the replica of vda equals it (nothing writes vda now)
+  [ -n "$1" ] && cmp /dev/vda /state/replica/$1.img
 }
 
 case "$phase" in
@@ -123,7 +123,7 @@ case "$phase" in
   settle 60 cycle_after "$c"
   [ "$(cbt_field required)" = false ] && [ "$(cbt_field count)" = 0 ]
   check still-no-resync $?
-  replica_equal
+  replica_equal "$(disk_id)"
   check replica-equals-disk $?
   shutdown_clean
   ;;
@@ -144,8 +144,9 @@ case "$phase" in
   resynced() { [ "$(cbt_field required)" = false ]; }
   settle 150 resynced
   check resync-done $?
+  id=$(disk_id)
   kill $agent; wait $agent
-  replica_equal
+  replica_equal "$id"
   check replica-equals-disk-after-resync $?
   kill $appliance; wait $appliance
   ;;

@@ -167,6 +167,15 @@ for p in "${PKGS[@]}"; do
   unit=$(grep -E "^(/usr)?/lib/systemd/system/$p\.service$" "$t/files.$p") || fail "$p ships no systemd unit"
   out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify $unit: $out"
   [ -z "$out" ] || fail "systemd-analyze verify $unit warns: $out"
+  if [ "$p" = mobility-agent ]; then # tracking kept across a clean reboot: the early unit and the hook
+    resume=$(grep -E "^(/usr)?/lib/systemd/system/mobility-agent-resume\.service$" "$t/files.$p") ||
+      fail "mobility-agent ships no resume unit"
+    out=$(systemd-analyze verify "$resume" 2>&1) || fail "systemd-analyze verify $resume: $out"
+    [ -z "$out" ] || fail "systemd-analyze verify $resume warns: $out"
+    hook=$(grep -E "^(/usr)?/lib/systemd/system-shutdown/mobility-agent$" "$t/files.$p") ||
+      fail "mobility-agent ships no shutdown hook"
+    [ -x "$hook" ] || fail "the shutdown hook $hook is not executable"
+  fi
   grep -q "^EnvironmentFile=-/etc/default/$p$" "$unit" || fail "$unit does not read /etc/default/$p"
   ls /etc/systemd/system/*.wants/"$p.service" >/dev/null 2>&1 && fail "installing $p enabled its unit"
 done

@@ -44,6 +44,8 @@ rpmq -qpl "$pkg" > "$RT/files"
 cat > "$RT/files.want" <<'EOF'
 /etc/default/mobility-agent
 /usr/bin/mobility-agent
+/usr/lib/systemd/system-shutdown/mobility-agent
+/usr/lib/systemd/system/mobility-agent-resume.service
 /usr/lib/systemd/system/mobility-agent.service
 /usr/share/doc/mobility-agent
 /usr/share/doc/mobility-agent/README.md
@@ -66,8 +68,9 @@ dpkg-deb -x "$RT/dist"/mobility-agent_*.deb "$RT/debx" || fail "cannot unpack th
 for f in usr/bin/mobility-agent etc/default/mobility-agent usr/share/man/man8/mobility-agent.8.gz; do
   cmp "$RT/rpmx/$f" "$RT/debx/$f" || fail "the .rpm's /$f differs from the .deb's"
 done
-cmp "$RT/rpmx/usr/lib/systemd/system/mobility-agent.service" "$RT/debx/lib/systemd/system/mobility-agent.service" ||
-  fail "the .rpm's unit differs from the .deb's"
+for f in system/mobility-agent.service system/mobility-agent-resume.service system-shutdown/mobility-agent; do
+  cmp "$RT/rpmx/usr/lib/systemd/$f" "$RT/debx/lib/systemd/$f" || fail "the .rpm's $f differs from the .deb's"
+done
 readelf -d "$RT/rpmx/usr/bin/mobility-agent" | grep -q NEEDED && fail "the packaged agent needs shared libraries"
 readelf -l "$RT/rpmx/usr/bin/mobility-agent" | grep -q 'program interpreter' && fail "the packaged agent names a dynamic loader"
 
