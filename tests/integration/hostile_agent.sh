@@ -47,11 +47,11 @@ victim_writes() {
 
 say "an appliance, a key for each agent; the victim protects a loop disk"
 rpl_appliance_init
-key1=$RPL_KEY
-"$AP" init --state "$RT/app" --storage "file:$RT/replica" > "$RT/init2.out" || fail "init again failed"
-key2=$(tail -n 1 "$RT/init2.out")
 rpl_appliance_start --rpo 0.5
 rpl_agent_register
+# A newer key revokes the unused ones: the second is issued once the first was used.
+"$AP" init --state "$RT/app" --storage "file:$RT/replica" > "$RT/init2.out" || fail "init again failed"
+key2=$(tail -n 1 "$RT/init2.out")
 rpl_agent_start
 rpl_loop vdev 64M random
 "$AG" protect "$vdev" --state "$RT/agent" >/dev/null || fail "protect failed"
