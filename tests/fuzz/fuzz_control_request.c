@@ -105,6 +105,8 @@ static void over_the_socket(const uint8_t *data, size_t size)
   /* The server may answer and close before reading it all (a refused length): EPIPE is fine. */
   for (size_t off = 0; off < size;) {
     ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue; /* libFuzzer's timeout alarm */
     if (n <= 0)
       break;
     off += (size_t)n;
