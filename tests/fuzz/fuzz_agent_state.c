@@ -61,6 +61,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   for (size_t i = 0; i < st.ndisks; i++)
     if (agent_state_find_disk(&st, st.disks[i].device) == NULL)
       abort();
+  /* A pinned fingerprint comes only from hex digits (the loader reads up to the first NUL). */
+  size_t text_len = strnlen((const char *)data, size);
+  for (size_t off = 0; off < text_len;) {
+    const char *line = (const char *)data + off, *nl = memchr(line, '\n', text_len - off);
+    size_t n = nl ? (size_t)(nl - line) : text_len - off;
+    if (n >= 12 && !memcmp(line, "fingerprint=", 12) && strspn(line + 12, "0123456789abcdefABCDEF") < n - 12)
+      abort();
+    off += n + 1;
+  }
   /* What loads saves to a file that loads to the same state, whose file is the same again. */
   if (agent_state_save(&st) != RPL_OK)
     abort();
