@@ -27,7 +27,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 
 static bool unhex(const char *s, uint8_t *out, size_t n)
 {
-  if (strlen(s) != 2 * n)
+  /* Digits only: sscanf's %2x alone also takes "a+", " f" and "-1". */
+  if (strlen(s) != 2 * n || strspn(s, "0123456789abcdefABCDEF") != 2 * n)
     return false;
   for (size_t i = 0; i < n; i++) {
     unsigned v;

@@ -44,6 +44,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   return 0;
 }
 
+/* Whether the third and fourth blank-separated words (the salt and the hash) are hex digits only. */
+static bool hex_fields(const uint8_t *data, size_t size)
+{
+  char text[600];
+  if (size >= sizeof text)
+    return false;
+  memcpy(text, data, size);
+  text[size] = '\0';
+  char *save = NULL, *w = strtok_r(text, " \t\n\v\f\r", &save);
+  for (int i = 0; w && i < 4; i++, w = strtok_r(NULL, " \t\n\v\f\r", &save))
+    if (i >= 2 && strspn(w, "0123456789abcdefABCDEF") != strlen(w))
+      return false;
+  return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   struct web_auth_hash h;
@@ -52,6 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     abort();
   if (e == RPL_OK && (h.iter < 1000 || h.iter > 10000000))
     abort();
+  if (e == RPL_OK && !hex_fields(data, size))
+    abort(); /* a salt or hash taken from something other than hex digits */
   /* The loader reads the file up to its first NUL; beyond the parse, it only derives. */
   size_t text_len = strnlen((const char *)data, size);
   struct web_auth_hash t;
