@@ -44,19 +44,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   return 0;
 }
 
-/* Whether the third and fourth blank-separated words (the salt and the hash) are hex digits only. */
+/* Whether the salt and hash words, read as the parser reads them, are hex digits only. */
 static bool hex_fields(const uint8_t *data, size_t size)
 {
-  char text[600];
+  char text[600], kind[32], salt[40], hash[72];
+  unsigned iter;
   if (size >= sizeof text)
     return false;
   memcpy(text, data, size);
   text[size] = '\0';
-  char *save = NULL, *w = strtok_r(text, " \t\n\v\f\r", &save);
-  for (int i = 0; w && i < 4; i++, w = strtok_r(NULL, " \t\n\v\f\r", &save))
-    if (i >= 2 && strspn(w, "0123456789abcdefABCDEF") != strlen(w))
-      return false;
-  return true;
+  if (sscanf(text, "%31s %u %39s %71s", kind, &iter, salt, hash) != 4)
+    return false;
+  return strspn(salt, "0123456789abcdefABCDEF") == strlen(salt) && strspn(hash, "0123456789abcdefABCDEF") == strlen(hash);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
