@@ -28,7 +28,8 @@ void agent_disk_id_text(const uint8_t id[PROTO_ID_SIZE], char out[37])
 
 static int hex_decode(const char *hex, uint8_t *out, size_t n)
 {
-  if (strlen(hex) != 2 * n)
+  /* Digits only: sscanf's %2x alone also takes "a+", " f" and "-1". */
+  if (strlen(hex) != 2 * n || strspn(hex, "0123456789abcdefABCDEF") != 2 * n)
     return -1;
   for (size_t i = 0; i < n; i++) {
     unsigned v;

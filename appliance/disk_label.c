@@ -25,10 +25,12 @@ static bool gpt_has_esp(const uint8_t *head, size_t len, size_t sector, bool *fo
   if (len < 2 * sector || memcmp(head + sector, "EFI PART", 8))
     return false;
   *found_gpt = true;
-  uint64_t entries = le(head + sector + 72, 8) * sector, count = le(head + sector + 80, 4), size = le(head + sector + 84, 4);
-  if (size < 128 || size > 4096 || count > 4096)
+  uint64_t lba = le(head + sector + 72, 8), count = le(head + sector + 80, 4), size = le(head + sector + 84, 4);
+  /* The entries' LBA is checked before it is scaled: a huge one would wrap to a spot before head. */
+  if (size < 128 || size > 4096 || count > 4096 || lba > len / sector)
     return false;
-  for (uint64_t i = 0; i < count && entries + (i + 1) * size <= len; i++)
+  uint64_t entries = lba * sector;
+  for (uint64_t i = 0; i < count && (i + 1) * size <= len - entries; i++)
     if (!memcmp(head + entries + i * size, esp_guid, 16))
       return true;
   return false;

@@ -34,6 +34,15 @@ RPL_MUST_CHECK rpl_err web_auth_issue_token(const char *state_dir, char token[WE
 RPL_MUST_CHECK rpl_err web_auth_check_password(const char *state_dir, const char *password, bool *ok);
 /* *ok = token matches the one-time token, which is then removed (used once). */
 RPL_MUST_CHECK rpl_err web_auth_use_token(const char *state_dir, const char *token, bool *ok);
+/* A login-secret file's content, "pbkdf2-sha256 ITER SALTHEX HASHHEX" (what a store wrote), parsed
+ * (RPL_E_WEB_AUTH_FILE if malformed): apart from the file reading, so it is fuzzed on bytes. */
+#define WEB_AUTH_SALT_SIZE 16
+#define WEB_AUTH_HASH_SIZE 32
+struct web_auth_hash {
+  unsigned iter;
+  uint8_t salt[WEB_AUTH_SALT_SIZE], hash[WEB_AUTH_HASH_SIZE];
+};
+RPL_MUST_CHECK rpl_err web_auth_parse(const char *buf, size_t len, struct web_auth_hash *out);
 /* True when an admin password is set. */
 bool web_auth_has_password(const char *state_dir);
 /* Makes STATE/metrics-token (0600, a fresh random token) unless it exists; *created says it was made. */

@@ -15,8 +15,8 @@
 #include "web.h"
 
 #define PBKDF2_ITER  120000
-#define SALT_SIZE    16
-#define HASH_SIZE    32
+#define SALT_SIZE    WEB_AUTH_SALT_SIZE
+#define HASH_SIZE    WEB_AUTH_HASH_SIZE
 #define AUTH_FILE_MAX 512
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -27,7 +27,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 
 static bool unhex(const char *s, uint8_t *out, size_t n)
 {
-  if (strlen(s) != 2 * n)
+  /* Digits only: sscanf's %2x alone also takes "a+", " f" and "-1". */
+  if (strlen(s) != 2 * n || strspn(s, "0123456789abcdefABCDEF") != 2 * n)
     return false;
   for (size_t i = 0; i < n; i++) {
     unsigned v;
@@ -69,6 +70,20 @@ static rpl_err store_hash(const char *state_dir, const char *name, const char *s
   return err;
 }
 
+rpl_err web_auth_parse(const char *buf, size_t len, struct web_auth_hash *out)
+{
+  char text[AUTH_FILE_MAX + 1], kind[32], salthex[2 * SALT_SIZE + 8], hashhex[2 * HASH_SIZE + 8];
+  if (len > AUTH_FILE_MAX)
+    return RPL_E_WEB_AUTH_FILE;
+  memcpy(text, buf, len);
+  text[len] = '\0';
+  bool parsed = sscanf(text, "%31s %u %39s %71s", kind, &out->iter, salthex, hashhex) == 4 &&
+                !strcmp(kind, "pbkdf2-sha256") && out->iter >= 1000 && out->iter <= 10000000 &&
+                unhex(salthex, out->salt, SALT_SIZE) && unhex(hashhex, out->hash, HASH_SIZE);
+  OPENSSL_cleanse(text, sizeof text);
+  return parsed ? RPL_OK : RPL_E_WEB_AUTH_FILE;
+}
+
 /* *ok = secret matches the hash in STATE/name; RPL_E_NOT_FOUND when the file is absent. */
 static rpl_err verify_hash(const char *state_dir, const char *name, const char *secret, bool *ok)
 {
@@ -78,17 +93,15 @@ static rpl_err verify_hash(const char *state_dir, const char *name, const char *
   rpl_err err = file_read_all(path, AUTH_FILE_MAX, &text);
   if (err)
     return err;
-  char kind[32], salthex[2 * SALT_SIZE + 8], hashhex[2 * HASH_SIZE + 8];
-  unsigned iter;
-  uint8_t salt[SALT_SIZE], want[HASH_SIZE], got[HASH_SIZE];
-  bool parsed = sscanf(text, "%31s %u %39s %71s", kind, &iter, salthex, hashhex) == 4 && !strcmp(kind, "pbkdf2-sha256") &&
-                iter >= 1000 && iter <= 10000000 && unhex(salthex, salt, SALT_SIZE) && unhex(hashhex, want, HASH_SIZE);
+  struct web_auth_hash want;
+  uint8_t got[HASH_SIZE];
+  err = web_auth_parse(text, strlen(text), &want);
   free(text);
-  if (!parsed)
-    return RPL_E_WEB_AUTH_FILE;
-  if ((err = derive(secret, salt, iter, got)))
+  if (err)
     return err;
-  *ok = CRYPTO_memcmp(got, want, HASH_SIZE) == 0;
+  if ((err = derive(secret, want.salt, want.iter, got)))
+    return err;
+  *ok = CRYPTO_memcmp(got, want.hash, HASH_SIZE) == 0;
   OPENSSL_cleanse(got, sizeof got);
   return RPL_OK;
 }

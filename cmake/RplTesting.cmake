@@ -5,7 +5,7 @@ set(RPL_FUZZ_SECONDS 60 CACHE STRING "Seconds each fuzz target runs under CTest"
 
 # rpl_unit_test(NAME SOURCES... [LIBS libs...])
 function(rpl_unit_test NAME)
-  cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "LIBS;ARGS" ${ARGN})
   add_executable(${NAME} ${ARG_UNPARSED_ARGUMENTS})
   target_link_libraries(${NAME} PRIVATE PkgConfig::CMOCKA ${ARG_LIBS})
   target_include_directories(${NAME} PRIVATE ${CMAKE_SOURCE_DIR}/include)
@@ -36,22 +36,23 @@ function(rpl_integration_test NAME)
   endif()
 endfunction()
 
-# rpl_fuzz_target(NAME SOURCE [LIBS libs...]): corpus in tests/fuzz/corpus/NAME.
+# rpl_fuzz_target(NAME SOURCE [LIBS libs...] [ARGS libFuzzer flags...]): corpus in tests/fuzz/corpus/NAME.
 function(rpl_fuzz_target NAME SOURCE)
   if(NOT RPL_FUZZ)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "LIBS;ARGS" ${ARGN})
   add_executable(${NAME} ${SOURCE})
   target_compile_options(${NAME} PRIVATE -fsanitize=fuzzer)
   target_link_options(${NAME} PRIVATE -fsanitize=fuzzer)
   target_link_libraries(${NAME} PRIVATE ${ARG_LIBS})
   set(corpus ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${NAME})
   set(work ${CMAKE_CURRENT_BINARY_DIR}/${NAME}-corpus)
+  string(JOIN " " flags ${ARG_ARGS})
   # Fresh findings go to a scratch corpus in the build tree; the seed corpus is only read.
   add_test(NAME ${NAME}
     COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
-            sh -c "rm -rf '${work}' && mkdir -p '${work}' && exec '$<TARGET_FILE:${NAME}>' -max_total_time=${RPL_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/${NAME}-' '${work}' '${corpus}'")
+            sh -c "rm -rf '${work}' && mkdir -p '${work}' && exec '$<TARGET_FILE:${NAME}>' -max_total_time=${RPL_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${flags} -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/${NAME}-' '${work}' '${corpus}'")
   math(EXPR t "${RPL_FUZZ_SECONDS} + 120")
   set_tests_properties(${NAME} PROPERTIES LABELS fuzz TIMEOUT ${t} COST ${RPL_FUZZ_SECONDS})
 endfunction()

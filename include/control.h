@@ -36,6 +36,11 @@ void control_printf(struct control_reply *r, const char *fmt, ...) __attribute__
  * handler may block (checkpoint --wait); it must be thread-safe. */
 typedef int (*control_handler_fn)(void *ctx, int argc, char **argv, struct control_reply *out);
 
+/* Splits a request's body (len bytes of NUL-terminated arguments, as control_call sends them) into
+ * argv, pointing into req; the argument count, or -1 when it is malformed (empty, over
+ * CONTROL_MAX_REQUEST, not NUL-terminated, more than CONTROL_MAX_ARGS arguments). */
+int control_request_parse(char *req, size_t len, char *argv[CONTROL_MAX_ARGS + 1]);
+
 struct control_server;
 
 /* Creates the socket (replacing a stale one; refusing if a live daemon answers on it) and serves

@@ -146,6 +146,20 @@ void control_printf(struct control_reply *r, const char *fmt, ...)
   r->len += (size_t)n;
 }
 
+int control_request_parse(char *req, size_t len, char *argv[CONTROL_MAX_ARGS + 1])
+{
+  if (len == 0 || len > CONTROL_MAX_REQUEST || req[len - 1] != '\0')
+    return -1;
+  int argc = 0;
+  for (size_t o = 0; o < len; o += strlen(req + o) + 1) {
+    if (argc == CONTROL_MAX_ARGS)
+      return -1; /* more than any client sends: not cut to a different command */
+    argv[argc++] = req + o;
+  }
+  argv[argc] = NULL;
+  return argc;
+}
+
 struct control_server {
   int fd;
   int wake[2];              /* a byte here stops the accept loop */
@@ -176,12 +190,9 @@ static void *serve_conn(void *arg)
   if (full_io(c->fd, head, 4, 0) == 0) {
     uint32_t len = get32(head);
     if (len == 0 || len > CONTROL_MAX_REQUEST || !(req = malloc(len)) || full_io(c->fd, req, len, 0) != 0 ||
-        req[len - 1] != '\0') {
+        (argc = control_request_parse(req, len, argv)) < 0) {
       control_printf(&out, "malformed control request");
     } else {
-      for (uint32_t o = 0; o < len && argc < CONTROL_MAX_ARGS; o += (uint32_t)strlen(req + o) + 1)
-        argv[argc++] = req + o;
-      argv[argc] = NULL;
       status = s->handler(s->ctx, argc, argv, &out);
     }
     uint8_t reply_head[8];

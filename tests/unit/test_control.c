@@ -89,8 +89,12 @@ static void test_round_trip(void **state)
   /* Malformed requests get an error and do not reach the handler. */
   int before = calls;
   const uint8_t zero_len[4] = {0, 0, 0, 0}, huge_len[4] = {0xff, 0xff, 0xff, 0x7f}, unterminated[7] = {3, 0, 0, 0, 'a', 'b', 'c'};
-  const struct { const uint8_t *p; size_t n; } cases[] = {{zero_len, 4}, {huge_len, 4}, {unterminated, 7}};
-  for (size_t i = 0; i < 3; i++) {
+  /* More arguments than a client may send: refused, not cut to the first CONTROL_MAX_ARGS. */
+  uint8_t too_many[4 + 2 * (CONTROL_MAX_ARGS + 1)] = {2 * (CONTROL_MAX_ARGS + 1)};
+  for (size_t i = 0; i <= CONTROL_MAX_ARGS; i++)
+    too_many[4 + 2 * i] = 'a';
+  const struct { const uint8_t *p; size_t n; } cases[] = {{zero_len, 4}, {huge_len, 4}, {unterminated, 7}, {too_many, sizeof too_many}};
+  for (size_t i = 0; i < 4; i++) {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);

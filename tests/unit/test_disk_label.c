@@ -1,6 +1,6 @@
 /* test_disk_label.c - Description: unit tests of the Azure VM generation read from a disk's first
  * sectors (appliance/disk_label.c): GPT with an EFI system partition (512- and 4096-byte sectors),
- * GPT without one, MBR, none. */
+ * GPT without one (also with a damaged entries LBA), MBR, none. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -63,6 +63,12 @@ static void test_gpt_without_esp(void **state)
   free(d);
   d = gpt_disk(512, late, 3);
   assert_int_equal(disk_label_generation(d, 1024 + 2 * 128, why, sizeof why), 1);
+  /* an entries LBA so large that LBA * sector wraps to just below 2^64: read nowhere (it once
+   * pointed 512 bytes before the head), and no ESP */
+  put_le(d + 512 + 72, (1ull << 55) - 1, 8);
+  put_le(d + 512 + 84, 512, 4);
+  assert_int_equal(disk_label_generation(d, DISK_LABEL_HEAD, why, sizeof why), 1);
+  assert_string_equal(why, "GPT without an EFI system partition");
   free(d);
 }
 

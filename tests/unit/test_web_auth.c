@@ -112,6 +112,14 @@ static void test_malformed_file(void **state)
   bool ok = true;
   assert_int_equal(web_auth_check_password(dir, "correct horse", &ok), RPL_E_WEB_AUTH_FILE);
   assert_false(ok);
+  /* A salt or hash with a byte that is not a hex digit is damage too (sscanf's %2x took "a%"). */
+  char line[200];
+  struct web_auth_hash h;
+  snprintf(line, sizeof line, "pbkdf2-sha256 1000 %032d %064d\n", 0, 0);
+  assert_int_equal(web_auth_parse(line, strlen(line), &h), RPL_OK);
+  assert_int_equal(h.iter, 1000);
+  line[19 + 31] = '%';
+  assert_int_equal(web_auth_parse(line, strlen(line), &h), RPL_E_WEB_AUTH_FILE);
 }
 
 static void test_password_file(void **state)
