@@ -269,7 +269,7 @@ static void queue_local_point_groups(struct session *s)
 static bool point_ready(const struct disk *d)
 {
   return d->last_committed > 0 && !d->lease_waiting && !d->adopt_resync && d->adopt_seq == 0 &&
-         d->state != CATALOG_DISK_ERROR;
+         d->state != CATALOG_DISK_ERROR && !d->cache_bypass && d->cache_wait_until_ms <= rpl_mono_ms();
 }
 
 /* The schedule's due points: when a disk of the agent is due for an application point (hooks),
@@ -366,8 +366,17 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
     struct disk *d = s->slots[i].disk;
     if (d->state == CATALOG_DISK_ERROR && d->want_resync)
       d->state = CATALOG_DISK_RESYNC_REQUIRED; /* a resync asked for is the way out of an error */
-    if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
-      continue;
+    if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0 || d->cache_wait_until_ms > now)
+      continue; /* (the cache refused its cycle for now: it waits, whatever the backlog) */
+    if (d->cache_bypass) {
+      /* Its changes do not fit in the cache: a resync written straight into the store, once the
+       * store is open and reachable and the applier has nothing of the disk left to do. */
+      if (!d->store || d->upload_waiting || d->last_applied != d->last_committed || d->snap_pending || d->copy_due)
+        continue;
+      pick = &s->slots[i];
+      *kind = PROTO_CYCLE_RESYNC;
+      break;
+    }
     if (d->last_committed == 0 && !d->store && now - d->attached_ms < DIRECT_WAIT_MS &&
         upload_gate_is_open(s->a->gate))
       continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
@@ -435,9 +444,18 @@ rpl_err orchestrate(struct session *s)
     return RPL_OK;
   s->dirty_pressure = false;
   err = start_cycle(s, pick, kind, 1);
-  if (err == RPL_E_JOURNAL_FULL) {
-    pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
-    log_warn("agent %s: cache full, cycle postponed", s->agent_text);
+  if (err == RPL_E_JOURNAL_FULL || err == RPL_E_CYCLE_TOO_BIG) {
+    /* Full of cycles not applied yet, or (too big) the store does not take the resync straight now:
+     * nothing was asked of the agent; the disk waits, the pause growing while it lasts. */
+    pthread_mutex_lock(&s->a->lock);
+    uint64_t delay = cache_wait_more(pick->disk);
+    unsigned waits = pick->disk->cache_waits;
+    pthread_mutex_unlock(&s->a->lock);
+    if (waits == 1)
+      log_warn("disk %s: %s: its cycle waits (%" PRIu64 " s at first)", pick->disk->name,
+               err == RPL_E_JOURNAL_FULL ? "the cache is full of cycles not applied yet"
+                                         : "the storage does not take its resync straight now",
+               delay / 1000);
     return RPL_OK;
   }
   return err ? err : flush_out(s);

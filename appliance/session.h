@@ -88,6 +88,9 @@ struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE]);
 /* Starts cycle n+1 of the slot's disk (CYCLE_START queued in s->out, not flushed); group: the
  * point cycles of one instant this one starts (1: a single disk, and any other kind). */
 RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_t group);
+/* The disk's cycle cannot go into its cache for now: none of it starts for a pause that doubles with
+ * each refusal in a row (CACHE_WAIT_MIN_MS to CACHE_WAIT_MAX_MS), which is returned. L held. */
+uint64_t cache_wait_more(struct disk *d);
 
 /* registration.c: a connection without a client certificate registers with a key, or is refused. */
 void registration(struct appliance *a, struct conn *c);
