@@ -390,15 +390,14 @@ static void cache_refused(struct agent *a, size_t disk, uint64_t cycle, rpl_err 
     rt->cache = CACHE_WAIT;
     rt->cache_quiet_until_ms = rpl_mono_ms() + pause;
     snprintf(rt->cache_note, sizeof rt->cache_note,
-             "the appliance's cache is full for now: waiting, the changes are kept (%u refusal(s) in a row; %.*s)",
-             rt->cache_waits, (int)m->message.len, (const char *)m->message.ptr);
+             "waiting for the appliance's cache, the changes kept (%u refusal(s) in a row): %.*s", rt->cache_waits,
+             (int)m->message.len, (const char *)m->message.ptr);
   } else {
     rt->cache = CACHE_TOO_BIG;
     rt->cache_waits = 0;
     rt->cache_quiet_until_ms = 0;
-    snprintf(rt->cache_note, sizeof rt->cache_note,
-             "the disk's changes do not fit in the appliance's cache: the next cycle is a resync by comparison, "
-             "written straight into the storage (%.*s)", (int)m->message.len, (const char *)m->message.ptr);
+    snprintf(rt->cache_note, sizeof rt->cache_note, "resync by comparison next, straight into the storage: %.*s",
+             (int)m->message.len, (const char *)m->message.ptr);
   }
   char note[sizeof rt->cache_note];
   snprintf(note, sizeof note, "%s", rt->cache_note);
