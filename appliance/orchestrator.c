@@ -300,14 +300,44 @@ static void queue_scheduled_groups(struct session *s)
   pthread_mutex_unlock(&s->a->lock);
 }
 
-/* The next catch-up cycle of a group in its catch-up round (a plain cycle of one member). */
+/* start_cycle's answer when the disk's cache cannot take a cycle now (full of cycles not applied,
+ * or its changes go round the cache and the store does not take them yet): the disk waits, and a
+ * group with it waits too (point_ready), rather than the session ending. */
+static bool cache_refuses(struct session *s, struct rx_slot *sl, rpl_err err)
+{
+  if (err != RPL_E_JOURNAL_FULL && err != RPL_E_CYCLE_TOO_BIG)
+    return false;
+  pthread_mutex_lock(&s->a->lock);
+  uint64_t delay = cache_wait_more(sl->disk);
+  unsigned waits = sl->disk->cache_waits;
+  pthread_mutex_unlock(&s->a->lock);
+  if (waits == 1)
+    log_warn("disk %s: %s: its cycle waits (%" PRIu64 " s at first)", sl->disk->name,
+             err == RPL_E_JOURNAL_FULL ? "the cache is full of cycles not applied yet"
+                                       : "the storage does not take its resync straight now",
+             delay / 1000);
+  return true;
+}
+
+/* The next catch-up cycle of a group in its catch-up round (a plain cycle of one member). A member
+ * whose cache refuses it (or refused one meanwhile) fails the group: no point is made now (its
+ * schedule tries again), and the session's other cycles go on. */
 static rpl_err start_catch_up(struct session *s, struct group *gr)
 {
-  size_t i = gr->next_catch_up++;
+  size_t i = gr->next_catch_up;
   struct rx_slot *sl = &s->slots[gr->slots[i]];
-  rpl_err err = start_cycle(s, sl, PROTO_CYCLE_PLAIN, 1);
+  pthread_mutex_lock(&s->a->lock);
+  bool ready = point_ready(sl->disk);
+  pthread_mutex_unlock(&s->a->lock);
+  rpl_err err = ready ? start_cycle(s, sl, PROTO_CYCLE_PLAIN, 1) : RPL_E_JOURNAL_FULL;
+  if (!ready || cache_refuses(s, sl, err)) {
+    gr->failed = true; /* over once the catch-up cycles started before have ended */
+    gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
+    return RPL_OK;
+  }
   if (err)
     return err;
+  gr->next_catch_up++;
   gr->cycles[i] = sl->cycle;
   return flush_out(s);
 }
@@ -341,9 +371,19 @@ static rpl_err start_ready_group(struct session *s, bool *started)
       return start_catch_up(s, gr);
     }
     uint8_t kind = gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
+    size_t queued = s->out.len;
     for (size_t i = 0; i < gr->n; i++) {
       struct rx_slot *sl = &s->slots[gr->slots[i]];
       rpl_err err = start_cycle(s, sl, kind, i == 0 ? (uint16_t)gr->n : 1);
+      if (cache_refuses(s, sl, err)) {
+        /* The point is one instant of all its disks: none is made now (its schedule tries again). */
+        for (size_t k = 0; k < i; k++)
+          drop_cycle(s, &s->slots[gr->slots[k]]);
+        s->out.len = queued; /* their CYCLE_STARTs were not sent yet */
+        gr->failed = true;
+        gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
+        return finish_group(s, gr);
+      }
       if (err)
         return err;
       gr->cycles[i] = sl->cycle;
@@ -444,20 +484,8 @@ rpl_err orchestrate(struct session *s)
     return RPL_OK;
   s->dirty_pressure = false;
   err = start_cycle(s, pick, kind, 1);
-  if (err == RPL_E_JOURNAL_FULL || err == RPL_E_CYCLE_TOO_BIG) {
-    /* Full of cycles not applied yet, or (too big) the store does not take the resync straight now:
-     * nothing was asked of the agent; the disk waits, the pause growing while it lasts. */
-    pthread_mutex_lock(&s->a->lock);
-    uint64_t delay = cache_wait_more(pick->disk);
-    unsigned waits = pick->disk->cache_waits;
-    pthread_mutex_unlock(&s->a->lock);
-    if (waits == 1)
-      log_warn("disk %s: %s: its cycle waits (%" PRIu64 " s at first)", pick->disk->name,
-               err == RPL_E_JOURNAL_FULL ? "the cache is full of cycles not applied yet"
-                                         : "the storage does not take its resync straight now",
-               delay / 1000);
-    return RPL_OK;
-  }
+  if (cache_refuses(s, pick, err))
+    return RPL_OK; /* nothing was asked of the agent */
   return err ? err : flush_out(s);
 }
 

@@ -277,7 +277,7 @@ static void need_reset(struct need_list *nl)
   memset(nl, 0, sizeof *nl);
 }
 
-static void drop_cycle(struct session *s, struct rx_slot *sl)
+void drop_cycle(struct session *s, struct rx_slot *sl)
 {
   need_reset(&sl->need);
   if (!sl->cycle)
@@ -308,6 +308,7 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
   abort_direct(sl);
   need_reset(&sl->need);
   sl->failed = true;
+  sl->failed_why = why;
   rpl_err err = proto_encode_nack(&s->out, &m);
   return err ? err : flush_out(s);
 }
@@ -401,7 +402,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     sl->cycle = 0;
     s->cycles_open--;
     if (gr)
-      gr->failed = true, gr->why = RPL_E_CHECKSUM, gr->ended++;
+      gr->failed = true, gr->why = sl->failed_why ? sl->failed_why : RPL_E_CHECKSUM, gr->ended++;
     return RPL_OK;
   }
   if (sl->kind == PROTO_CYCLE_RECOVERY_POINT && (m.consistency == PROTO_FUZZY || m.consistency == PROTO_PRECOPY)) {

@@ -3,8 +3,9 @@
 # cache from RPL_TEST_CACHE_BYTES, 64 MiB written while the agent was stopped) is refused once as
 # too big and sent next as a resync straight into the page blob, not again and again; then, with
 # Azurite stopped, cycles fill the cache and the next is refused with "wait": the disk pauses
-# (status says so on both sides, few refusals), and once Azurite is back everything arrives. Each
-# time the page blob ends equal to the disk and no disk is left in error.
+# (status says so on both sides, few refusals), a checkpoint is refused for the cache without
+# ending the session, and once Azurite is back everything arrives. Each time the page blob ends
+# equal to the disk and no disk is left in error.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 550
@@ -97,6 +98,16 @@ echo "while full: $seen_wait"
 [ "$(ag_disk state)" != error ] && [ "$(ap_disk state)" != error ] || fail "a disk is in error while the cache is full"
 agent_waits() { [ "$(ag_disk appliance_cache)" = wait ]; }
 wait_until 30 "" agent_waits || fail "the agent's status does not show the wait: $("$AG" status --state "$RT/agent")"
+# A point asked for meanwhile is refused for the cache (not made from a cycle that never arrived),
+# and the session goes on.
+sessions=$(grep -c "connected to the appliance" "$RT/agent.log")
+if out=$(timeout 150 "$AG" checkpoint "$dev" --wait --state "$RT/agent" 2>&1); then
+  fail "a point was made while the cache refused the disk's cycles: $out"
+fi
+[[ $out == *cache* ]] || fail "the checkpoint's refusal does not name the cache: $out"
+[ "$(grep -c "connected to the appliance" "$RT/agent.log")" = "$sessions" ] \
+  || fail "the session ended while the cache was full: $(tail -5 "$RT/agent.log")"
+echo "checkpoint while full: $(tail -n 1 <<< "$out")"
 azurite_restart
 wait_settled "full now"
 n=$(refusals)
