@@ -300,9 +300,9 @@ static void queue_scheduled_groups(struct session *s)
   pthread_mutex_unlock(&s->a->lock);
 }
 
-/* start_cycle's answer when the disk's cache cannot take a cycle now (full of cycles not applied,
- * or its changes go round the cache and the store does not take them yet): the disk waits, and a
- * group with it waits too (point_ready), rather than the session ending. */
+/* Whether start_cycle's err says the disk's cache cannot take a cycle now (full of cycles not
+ * applied, or its changes go round the cache and the store does not take them yet): the disk then
+ * waits (no group takes it meanwhile: point_ready), rather than the session ending. */
 static bool cache_refuses(struct session *s, struct rx_slot *sl, rpl_err err)
 {
   if (err != RPL_E_JOURNAL_FULL && err != RPL_E_CYCLE_TOO_BIG)
