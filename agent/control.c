@@ -281,6 +281,9 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
     json_string(j, "cycle_eta_seconds", NULL);
   json_string(j, "last_point", rt->last_point[0] ? rt->last_point : NULL);
   json_string(j, "point_note", rt->point_note[0] ? rt->point_note : NULL);
+  static const char *const cache_names[] = {NULL, "wait", "resync"};
+  json_string(j, "appliance_cache", cache_names[rt->cache]);
+  json_string(j, "appliance_cache_note", rt->cache_note[0] ? rt->cache_note : NULL);
   status_json_freezes(rt, j);
   json_object_end(j);
 }
@@ -332,6 +335,8 @@ static void status_text(struct agent *a, FILE *f)
       fprintf(f, " (%s)", rt->point_note);
     if (rt->error[0])
       fprintf(f, ", error: %s", rt->error);
+    if (rt->cache_note[0])
+      fprintf(f, ", %s", rt->cache_note);
     fputc('\n', f);
   }
 }

@@ -300,6 +300,15 @@ rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cyc
   const char *dev = a->st.disks[cs->disk].device;
   plan->full = full;
   rpl_err err = plan_cycle(a, dev, &plan->full, &plan->compare, &plan->resync_count);
+  pthread_mutex_lock(&a->lock);
+  bool too_big = a->rt[cs->disk].cache == CACHE_TOO_BIG;
+  pthread_mutex_unlock(&a->lock);
+  if (!err && plan->full && too_big) {
+    /* The resync the appliance asks for because the changes did not fit in its cache: the replica
+     * holds every cycle before them, so only the chunks that differ from it travel. */
+    plan->compare = true;
+    log_notice("%s: the resync the appliance's cache asked for compares the disk with the replica", dev);
+  }
   if (!err)
     err = cbt_flip(a->cbt, dev, &plan->gen);
   return err;
@@ -352,12 +361,64 @@ rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consisten
 
 /* ---- the ACK and after --------------------------------------------------------------------- */
 
+bool cycle_cache_quiet(struct agent *a)
+{
+  uint64_t now = rpl_mono_ms();
+  for (size_t i = 0; i < a->st.ndisks; i++)
+    if (a->rt[i].cache == CACHE_WAIT && a->rt[i].cache_quiet_until_ms > now)
+      return true;
+  return false;
+}
+
+/* The appliance's cache refused the cycle: for now (wait, with a pause that doubles while it lasts,
+ * its changes kept in the tracker), or for good (the disk's next cycle is a resync the appliance
+ * writes straight into its storage). Said in the log once per change, and in status. */
+static void cache_refused(struct agent *a, size_t disk, uint64_t cycle, rpl_err why, const struct proto_nack *m)
+{
+  const char *dev = a->st.disks[disk].device;
+  pthread_mutex_lock(&a->lock);
+  struct disk_rt *rt = &a->rt[disk];
+  enum cache_answer before = rt->cache;
+  uint64_t pause = 0;
+  if (why == RPL_E_CACHE_WAIT) {
+    pause = CACHE_WAIT_FIRST_MS;
+    for (unsigned i = 0; i < rt->cache_waits && pause < CACHE_WAIT_MAX_MS; i++)
+      pause *= 2;
+    if (pause > CACHE_WAIT_MAX_MS)
+      pause = CACHE_WAIT_MAX_MS;
+    rt->cache_waits++;
+    rt->cache = CACHE_WAIT;
+    rt->cache_quiet_until_ms = rpl_mono_ms() + pause;
+    snprintf(rt->cache_note, sizeof rt->cache_note,
+             "waiting for the appliance's cache, the changes kept (%u refusal(s) in a row): %.*s", rt->cache_waits,
+             (int)m->message.len, (const char *)m->message.ptr);
+  } else {
+    rt->cache = CACHE_TOO_BIG;
+    rt->cache_waits = 0;
+    rt->cache_quiet_until_ms = 0;
+    snprintf(rt->cache_note, sizeof rt->cache_note, "resync by comparison next, straight into the storage: %.*s",
+             (int)m->message.len, (const char *)m->message.ptr);
+  }
+  char note[sizeof rt->cache_note];
+  snprintf(note, sizeof note, "%s", rt->cache_note);
+  pthread_cond_broadcast(&a->changed);
+  pthread_mutex_unlock(&a->lock);
+  if (before != (why == RPL_E_CACHE_WAIT ? CACHE_WAIT : CACHE_TOO_BIG))
+    log_warn("%s: cycle %" PRIu64 " refused: %s", dev, cycle, note);
+  else
+    log_debug("%s: cycle %" PRIu64 " refused again (%s); pausing %" PRIu64 " ms", dev, cycle, rpl_errname(why), pause);
+}
+
 static rpl_err nack_received(struct agent *a, size_t disk, uint64_t cycle, const struct proto_frame *f)
 {
   struct proto_nack m;
   rpl_err err = proto_decode_nack(f, &m);
   if (err)
     return err;
+  if (m.reason == RPL_E_CACHE_WAIT || m.reason == RPL_E_CYCLE_TOO_BIG) {
+    cache_refused(a, disk, cycle, (rpl_err)m.reason, &m);
+    return RPL_OK;
+  }
   log_warn("%s: cycle %" PRIu64 " refused by the appliance (%s: %.*s); it is sent again",
            a->st.disks[disk].device, cycle, rpl_errname((rpl_err)m.reason), (int)m.message.len,
            (const char *)m.message.ptr);
@@ -418,8 +479,15 @@ rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, ui
   rt->last_ack = time(NULL);
   rt->phase = resync ? PHASE_RESYNC : PHASE_PROTECTED;
   rt->error[0] = '\0';
+  bool cache_was_refusing = rt->cache != CACHE_TOOK;
+  rt->cache = CACHE_TOOK;
+  rt->cache_waits = 0;
+  rt->cache_quiet_until_ms = 0;
+  rt->cache_note[0] = '\0';
   pthread_cond_broadcast(&a->changed);
   pthread_mutex_unlock(&a->lock);
+  if (cache_was_refusing)
+    log_notice("%s: cycle %" PRIu64 " acknowledged: the appliance takes this disk's cycles again", dev, cs->cycle);
   return err;
 }
 

@@ -23,6 +23,13 @@
 
 enum disk_phase { PHASE_NEW, PHASE_SYNCING, PHASE_PROTECTED, PHASE_RESYNC, PHASE_ERROR };
 
+/* What the appliance's cache said of the disk's last cycle: it took it, it is full for now (wait),
+ * or the disk's changes do not fit in it at all (the next cycle the appliance asks for is a resync
+ * written straight into its storage). */
+enum cache_answer { CACHE_TOOK, CACHE_WAIT, CACHE_TOO_BIG };
+#define CACHE_WAIT_FIRST_MS 2000  /* the agent's own pause after a "wait", doubled each time in a row, */
+#define CACHE_WAIT_MAX_MS   60000 /* up to this: no backlog report asks for a cycle meanwhile */
+
 #define FREEZE_KEPT 256 /* freeze durations a disk keeps for status: its last points' */
 
 /* A protected disk at runtime. fd, size, sector and announced belong to the session thread (protect
@@ -49,6 +56,10 @@ struct disk_rt {
   bool thaw_first_missed;     /* its last point read after the thaw found blocks rewritten meanwhile */
   unsigned frozen_reads;      /* points read frozen since then (the thaw-first read is tried again later) */
   uint64_t read_bytes_per_s;  /* how fast its last cycles were read (pre-copy's bound), 0: unknown */
+  enum cache_answer cache;    /* the appliance's cache on the last cycle (see enum cache_answer) */
+  unsigned cache_waits;       /* "wait" answers in a row */
+  uint64_t cache_quiet_until_ms; /* monotonic: the backlog asks for no cycle before (after a "wait") */
+  char cache_note[512];       /* what the appliance said, and what happens now ("" when it took the cycle) */
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
   uint32_t sector;
@@ -174,6 +185,9 @@ RPL_MUST_CHECK rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool f
 RPL_MUST_CHECK rpl_err cycle_read(struct agent *a, struct cycle_send *cs, const struct cycle_plan *plan,
                                   struct kept_set *keep);
 RPL_MUST_CHECK rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consistency);
+/* Whether a disk's cycle was refused by the appliance's cache for now and its pause is not over:
+ * the backlog then asks for no cycle (the appliance asks when its cache drained). Under agent.lock. */
+bool cycle_cache_quiet(struct agent *a);
 /* Waits for the ACK or NACK of (disk, cycle); heartbeats and POINTs may come in between. */
 RPL_MUST_CHECK rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked);
 /* A cycle of the disk read bytes in ms: the rate pre-copy sizes a point's remainder by. */

@@ -220,7 +220,10 @@ static rpl_err heartbeat_if_due(struct agent *a, struct serve_state *s)
     if (dirty < DIRTY_TRIGGER)
       s->pressure_sent = false;
   }
-  bool pressure = dirty >= DIRTY_TRIGGER && !s->pressure_sent;
+  pthread_mutex_lock(&a->lock);
+  bool quiet = cycle_cache_quiet(a); /* the appliance's cache asked for a pause: no cycle asked for now */
+  pthread_mutex_unlock(&a->lock);
+  bool pressure = dirty >= DIRTY_TRIGGER && !s->pressure_sent && !quiet;
   if (!pressure && rpl_mono_ms() - s->last_send < HEARTBEAT_MS)
     return RPL_OK;
   s->pressure_sent = s->pressure_sent || pressure;

@@ -46,6 +46,8 @@
 #define MAX_AGENT_DISKS     64    /* disks of one agent in the catalog (an agent protects at most 64): an
                                      agent naming new disk ids without end is refused past it */
 #define HASH_CHUNK_MIN      (1u << 20) /* a resync's chunks: smaller ones would cost a storage read each */
+#define CACHE_WAIT_MIN_MS   2000  /* a cycle the cache could not take for now is asked for again after this, */
+#define CACHE_WAIT_MAX_MS   60000 /* doubled at each refusal in a row, up to this */
 #define STATE_FREE_MIN      (256ull << 20) /* below this free on the state directory's file system no cycle
                                               starts (the agents keep their changes): the journal, the
                                               catalog and the settings need room to stay consistent */
@@ -106,6 +108,11 @@ struct disk {
   char sched_failure[256];        /* L: why the last scheduled attempt made no point ("" after a point) */
   bool sched_busy;                /* L: a scheduled point of this disk is being made */
   struct disk_metrics m;          /* L: counters for /metrics (metrics.h) */
+  uint64_t cache_wait_until_ms;   /* L: monotonic: the cache refused its cycle for now; none starts before */
+  unsigned cache_waits;           /* L: such refusals in a row (the pause doubles each time, up to a bound) */
+  bool cache_bypass;              /* L: a cycle did not fit in the whole cache: the next is a resync written
+                                     straight into the store, once the store takes it */
+  uint64_t cache_refusals;        /* L: cycles refused for the cache since the appliance started */
   struct disk *next;              /* L */
 };
 

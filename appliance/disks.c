@@ -23,6 +23,28 @@ struct disk *find_disk(struct appliance *a, const uint8_t id[PROTO_ID_SIZE])
   return NULL;
 }
 
+/* The cache journal's options: the defaults, or for tests a small cache from $RPL_TEST_CACHE_BYTES
+ * (bytes, or with a K, M or G suffix), cut into eight segments so that it drains as it is applied. */
+static struct journal_options cache_options(const char *disk)
+{
+  struct journal_options o = {0};
+  const char *v = getenv("RPL_TEST_CACHE_BYTES");
+  if (!v || !*v)
+    return o;
+  char *end;
+  unsigned long long n = strtoull(v, &end, 10);
+  int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+  if ((shift && end[1]) || (!shift && *end) || n == 0 || n > (1ull << 40) >> shift) {
+    log_warn("RPL_TEST_CACHE_BYTES=%s is not a size: the cache keeps its default size", v);
+    return o;
+  }
+  o.limit_bytes = n << shift;
+  o.segment_bytes = o.limit_bytes / 8 > (1u << 20) ? o.limit_bytes / 8 : 1u << 20;
+  log_warn("disk %s: RPL_TEST_CACHE_BYTES: its cache holds %llu bytes (tests only)", disk,
+           (unsigned long long)o.limit_bytes);
+  return o;
+}
+
 /* Brings the catalog up to what the journal knows (a crash can fall between the journal's commit
  * or apply and the catalog's record of it). */
 static void reconcile_catalog(struct appliance *a, struct disk *d)
@@ -67,7 +89,8 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   char id[37];
   id_text(d->id, id);
   char why[RPL_DETAIL_MAX];
-  rpl_err err = journal_open(a->state_dir, d->id, NULL, &d->journal);
+  struct journal_options jo = cache_options(id);
+  rpl_err err = journal_open(a->state_dir, d->id, &jo, &d->journal);
   if (err) {
     snprintf(why, sizeof why, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
     err = rpl_fail(err, "cannot open its cache journal %s/%s/%s: %s", a->state_dir, STATE_JOURNAL_DIR, id, why);

@@ -656,6 +656,15 @@ void journal_get_usage(struct journal *j, struct journal_usage *u)
   *u = (struct journal_usage){.bytes = j->total_bytes, .limit_bytes = j->opts.limit_bytes, .segments = j->nsegs,
                               .last_committed = j->last_committed, .last_applied = j->last_applied,
                               .open_cycle = j->open_cycle};
+  bool in_open = false;
+  for (size_t i = 0; j->open_cycle && i < j->nsegs; i++) {
+    if (j->segs[i].seq == j->open_seg_seq) {
+      in_open = true;
+      u->open_bytes += j->segs[i].size - j->open_off;
+    } else if (in_open) {
+      u->open_bytes += j->segs[i].size;
+    }
+  }
   for (size_t i = 0; i < j->ncycles; i++)
     if (j->cycles[i].info.cycle > j->last_applied) {
       u->cycles_pending++;

@@ -142,6 +142,8 @@ struct journal_usage {
   uint64_t pending_bytes;    /* payload bytes of those cycles */
   uint64_t last_committed, last_applied;
   uint64_t open_cycle;       /* 0 when none */
+  uint64_t open_bytes;       /* bytes the open cycle's records take so far (0 when none): what of the cache
+                                its own size fills, as against what draining the older cycles frees */
 };
 
 /* Opens (creating as needed) the journal of disk_id under state_dir/journal/, recovering it: scans

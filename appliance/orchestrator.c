@@ -276,7 +276,7 @@ static void queue_local_point_groups(struct session *s)
 static bool point_ready(const struct disk *d)
 {
   return d->last_committed > 0 && !d->lease_waiting && !d->adopt_resync && d->adopt_seq == 0 &&
-         d->state != CATALOG_DISK_ERROR;
+         d->state != CATALOG_DISK_ERROR && !d->cache_bypass && d->cache_wait_until_ms <= rpl_mono_ms();
 }
 
 /* The schedule's due points: when a disk of the agent is due for an application point (hooks),
@@ -307,14 +307,44 @@ static void queue_scheduled_groups(struct session *s)
   pthread_mutex_unlock(&s->a->lock);
 }
 
-/* The next catch-up cycle of a group in its catch-up round (a plain cycle of one member). */
+/* Whether start_cycle's err says the disk's cache cannot take a cycle now (full of cycles not
+ * applied, or its changes go round the cache and the store does not take them yet): the disk then
+ * waits (no group takes it meanwhile: point_ready), rather than the session ending. */
+static bool cache_refuses(struct session *s, struct rx_slot *sl, rpl_err err)
+{
+  if (err != RPL_E_JOURNAL_FULL && err != RPL_E_CYCLE_TOO_BIG)
+    return false;
+  pthread_mutex_lock(&s->a->lock);
+  uint64_t delay = cache_wait_more(sl->disk);
+  unsigned waits = sl->disk->cache_waits;
+  pthread_mutex_unlock(&s->a->lock);
+  if (waits == 1)
+    log_warn("disk %s: %s: its cycle waits (%" PRIu64 " s at first)", sl->disk->name,
+             err == RPL_E_JOURNAL_FULL ? "the cache is full of cycles not applied yet"
+                                       : "the storage does not take its resync straight now",
+             delay / 1000);
+  return true;
+}
+
+/* The next catch-up cycle of a group in its catch-up round (a plain cycle of one member). A member
+ * whose cache refuses it (or refused one meanwhile) fails the group: no point is made now (its
+ * schedule tries again), and the session's other cycles go on. */
 static rpl_err start_catch_up(struct session *s, struct group *gr)
 {
-  size_t i = gr->next_catch_up++;
+  size_t i = gr->next_catch_up;
   struct rx_slot *sl = &s->slots[gr->slots[i]];
-  rpl_err err = start_cycle(s, sl, PROTO_CYCLE_PLAIN, 1);
+  pthread_mutex_lock(&s->a->lock);
+  bool ready = point_ready(sl->disk);
+  pthread_mutex_unlock(&s->a->lock);
+  rpl_err err = ready ? start_cycle(s, sl, PROTO_CYCLE_PLAIN, 1) : RPL_E_JOURNAL_FULL;
+  if (!ready || cache_refuses(s, sl, err)) {
+    gr->failed = true; /* over once the catch-up cycles started before have ended */
+    gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
+    return RPL_OK;
+  }
   if (err)
     return err;
+  gr->next_catch_up++;
   gr->cycles[i] = sl->cycle;
   return flush_out(s);
 }
@@ -348,9 +378,19 @@ static rpl_err start_ready_group(struct session *s, bool *started)
       return start_catch_up(s, gr);
     }
     uint8_t kind = gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
+    size_t queued = s->out.len;
     for (size_t i = 0; i < gr->n; i++) {
       struct rx_slot *sl = &s->slots[gr->slots[i]];
       rpl_err err = start_cycle(s, sl, kind, i == 0 ? (uint16_t)gr->n : 1);
+      if (cache_refuses(s, sl, err)) {
+        /* The point is one instant of all its disks: none is made now (its schedule tries again). */
+        for (size_t k = 0; k < i; k++)
+          drop_cycle(s, &s->slots[gr->slots[k]]);
+        s->out.len = queued; /* their CYCLE_STARTs were not sent yet */
+        gr->failed = true;
+        gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
+        return finish_group(s, gr);
+      }
       if (err)
         return err;
       gr->cycles[i] = sl->cycle;
@@ -373,8 +413,17 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
     struct disk *d = s->slots[i].disk;
     if (d->state == CATALOG_DISK_ERROR && d->want_resync)
       d->state = CATALOG_DISK_RESYNC_REQUIRED; /* a resync asked for is the way out of an error */
-    if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0)
-      continue;
+    if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0 || d->cache_wait_until_ms > now)
+      continue; /* (the cache refused its cycle for now: it waits, whatever the backlog) */
+    if (d->cache_bypass) {
+      /* Its changes do not fit in the cache: a resync written straight into the store, once the
+       * store is open and reachable and the applier has nothing of the disk left to do. */
+      if (!d->store || d->upload_waiting || d->last_applied != d->last_committed || d->snap_pending || d->copy_due)
+        continue;
+      pick = &s->slots[i];
+      *kind = PROTO_CYCLE_RESYNC;
+      break;
+    }
     if (d->last_committed == 0 && !d->store && now - d->attached_ms < DIRECT_WAIT_MS &&
         upload_gate_is_open(s->a->gate))
       continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
@@ -445,11 +494,8 @@ rpl_err orchestrate(struct session *s)
     return RPL_OK;
   s->dirty_pressure = false;
   err = start_cycle(s, pick, kind, 1);
-  if (err == RPL_E_JOURNAL_FULL) {
-    pick->disk->last_start_ms = now; /* back off one RPO period while the applier drains */
-    log_warn("agent %s: cache full, cycle postponed", s->agent_text);
-    return RPL_OK;
-  }
+  if (cache_refuses(s, pick, err))
+    return RPL_OK; /* nothing was asked of the agent */
   return err ? err : flush_out(s);
 }
 

@@ -187,8 +187,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
  * before the ACK; the journal only records that the cycle is in. The receive and the write overlap,
  * and the cache holds no copy of it. Only when the applier has nothing of the disk to do (no cycle
  * unapplied, no point's image being made), the storage is not away, and the backend takes this cycle
- * (store_ops.direct_begin: a file replica any, a page blob only the initial sync). Anything else
- * goes through the journal. */
+ * (store_ops.direct_begin: a file replica any, a page blob the initial sync, or the resync of a disk
+ * whose cycle did not fit in the cache). Anything else goes through the journal. */
 static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
 {
   struct disk *d = sl->disk;
@@ -199,9 +199,10 @@ static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint
   pthread_mutex_lock(&s->a->lock);
   struct store *st = d->upload_waiting || d->lease_waiting ? NULL : d->store;
   bool idle = d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due;
+  bool bypass = d->cache_bypass;
   pthread_mutex_unlock(&s->a->lock);
   if (!st || !idle || u.open_cycle || u.cycles_pending || u.last_applied != u.last_committed ||
-      u.last_committed + 1 != n || !st->ops->direct_begin(st, n, kind))
+      u.last_committed + 1 != n || !st->ops->direct_begin(st, n, kind, bypass))
     return;
   sl->direct = true;
   sl->direct_store = st;
@@ -250,8 +251,17 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_
   if (err)
     return err;
   start_direct(s, sl, n, kind);
-  if (!sl->direct && (err = journal_begin_cycle(sl->disk->journal, n, kind)))
+  pthread_mutex_lock(&s->a->lock);
+  bool bypass = sl->disk->cache_bypass;
+  pthread_mutex_unlock(&s->a->lock);
+  if (!sl->direct && bypass)
+    err = RPL_E_CYCLE_TOO_BIG; /* it would not fit in the cache again: the store must take it */
+  else if (!sl->direct)
+    err = journal_begin_cycle(sl->disk->journal, n, kind);
+  if (err) {
+    receiver_abort(sl->rx);
     return err;
+  }
   struct proto_cycle_start m = {.cycle = n, .kind = wire_kind, .group = group};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   if ((err = proto_encode_cycle_start(&s->out, &m)))
@@ -275,7 +285,7 @@ static void need_reset(struct need_list *nl)
   memset(nl, 0, sizeof *nl);
 }
 
-static void drop_cycle(struct session *s, struct rx_slot *sl)
+void drop_cycle(struct session *s, struct rx_slot *sl)
 {
   need_reset(&sl->need);
   if (!sl->cycle)
@@ -295,8 +305,10 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
   char detail[RPL_DETAIL_MAX + 128];
   log_warn("agent %s: disk %s cycle %" PRIu64 " refused: %s", s->agent_text, id, sl->cycle,
            rpl_describe(why, detail, sizeof detail));
-  const char *msg = rpl_strerror(why);
-  struct proto_nack m = {.cycle = sl->cycle, .reason = why, .message = {(const uint8_t *)msg, (uint32_t)strlen(msg)}};
+  /* With its detail: what the agent shows of a refusal (a cache's pause, its size) is the appliance's word. */
+  size_t len = strlen(detail);
+  struct proto_nack m = {.cycle = sl->cycle, .reason = why,
+                         .message = {(const uint8_t *)detail, (uint32_t)(len < PROTO_MAX_STRING ? len : PROTO_MAX_STRING)}};
   memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
   rpl_err e = journal_abandon_cycle(sl->disk->journal, sl->cycle);
   (void)e;
@@ -304,8 +316,56 @@ static rpl_err nack(struct session *s, struct rx_slot *sl, rpl_err why)
   abort_direct(sl);
   need_reset(&sl->need);
   sl->failed = true;
+  sl->failed_why = why;
   rpl_err err = proto_encode_nack(&s->out, &m);
   return err ? err : flush_out(s);
+}
+
+uint64_t cache_wait_more(struct disk *d)
+{
+  uint64_t delay = CACHE_WAIT_MIN_MS;
+  for (unsigned i = 0; i < d->cache_waits && delay < CACHE_WAIT_MAX_MS; i++)
+    delay *= 2;
+  if (delay > CACHE_WAIT_MAX_MS)
+    delay = CACHE_WAIT_MAX_MS;
+  d->cache_waits++;
+  d->cache_wait_until_ms = rpl_mono_ms() + delay;
+  return delay;
+}
+
+/* The cache could not take the next extent of sl's cycle. Draining frees only what the older cycles
+ * take: when the cycle fills most of the cache by itself it could never fit, and the disk goes round
+ * the cache (a resync written straight into the store); else it waits for the cache to drain. The
+ * reason NACKs the cycle; none of the disk starts again at once either way. */
+static rpl_err cache_refused(struct session *s, struct rx_slot *sl)
+{
+  struct disk *d = sl->disk;
+  struct journal_usage u;
+  journal_get_usage(d->journal, &u);
+  uint64_t others = u.bytes > u.open_bytes ? u.bytes - u.open_bytes : 0;
+  bool too_big = u.open_bytes > u.limit_bytes / 2 && u.open_bytes > others;
+  pthread_mutex_lock(&s->a->lock);
+  bool changed = too_big != d->cache_bypass || (!too_big && !d->cache_waits);
+  uint64_t delay = 0;
+  d->cache_refusals++;
+  if (too_big) {
+    d->cache_bypass = true;
+    d->cache_waits = 0;
+    d->cache_wait_until_ms = 0;
+  } else {
+    delay = cache_wait_more(d);
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  if (changed)
+    log_notice("disk %s: the cache (%" PRIu64 " of %" PRIu64 " MiB used, %" PRIu64 " MiB of it cycle %" PRIu64
+               ") cannot take the cycle %s", d->name, u.bytes >> 20, u.limit_bytes >> 20, u.open_bytes >> 20, sl->cycle,
+               too_big ? "at all: the disk is sent next as a resync straight into the storage"
+                       : "for now: its cycles wait for the cache to drain");
+  if (too_big)
+    return rpl_fail(RPL_E_CYCLE_TOO_BIG, "the cycle passed %" PRIu64 " MiB, the cache holds %" PRIu64 " MiB",
+                    u.open_bytes >> 20, u.limit_bytes >> 20);
+  return rpl_fail(RPL_E_CACHE_WAIT, "%" PRIu64 " of %" PRIu64 " MiB of the cache in use; asked again in %" PRIu64 " s",
+                  u.bytes >> 20, u.limit_bytes >> 20, (delay + 999) / 1000);
 }
 
 static rpl_err on_extent(struct session *s, const struct proto_frame *f)
@@ -328,7 +388,8 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     struct journal_extent je = {.offset = m.offset, .length = m.length, .codec = m.codec,
                                 .payload = m.payload.ptr, .payload_len = m.payload.len};
     memcpy(je.hash, m.hash, PROTO_HASH_SIZE);
-    err = journal_append_extent(sl->disk->journal, sl->cycle, &je);
+    if ((err = journal_append_extent(sl->disk->journal, sl->cycle, &je)) == RPL_E_JOURNAL_FULL)
+      err = cache_refused(s, sl);
   }
   return err ? nack(s, sl, err) : RPL_OK;
 }
@@ -349,7 +410,7 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
     sl->cycle = 0;
     s->cycles_open--;
     if (gr)
-      gr->failed = true, gr->why = RPL_E_CHECKSUM, gr->ended++;
+      gr->failed = true, gr->why = sl->failed_why ? sl->failed_why : RPL_E_CHECKSUM, gr->ended++;
     return RPL_OK;
   }
   if (sl->kind == PROTO_CYCLE_RECOVERY_POINT && (m.consistency == PROTO_FUZZY || m.consistency == PROTO_PRECOPY)) {
@@ -447,6 +508,11 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
   metrics_cycle_committed(&d->m, sl->kind, t->raw_bytes, t->payload_bytes, rpl_mono_ms() - d->last_start_ms);
   if (sl->kind == PROTO_CYCLE_RESYNC)
     d->adopt_resync = false;
+  bool cache_was_refusing = d->cache_waits || d->cache_bypass;
+  d->cache_waits = 0;
+  d->cache_wait_until_ms = 0;
+  if (sl->direct)
+    d->cache_bypass = false; /* the changes that did not fit are in, round the cache */
   d->raw_committed += t->raw_bytes;
   bool state_changed = d->state != CATALOG_DISK_PROTECTED;
   d->state = CATALOG_DISK_PROTECTED;
@@ -458,6 +524,9 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
     rpl_err e = catalog_disk_set_state(s->a->cat, d->id, CATALOG_DISK_PROTECTED, "");
     (void)e;
   }
+  if (cache_was_refusing)
+    log_notice("disk %s: cycle %" PRIu64 " went %s: its cycles go through the cache again", d->name, sl->cycle,
+               sl->direct ? "straight into the storage" : "into the cache");
 }
 
 /* Adds chunk c to the list, coalescing with the last range; past the cap (a NEED frame's room), the

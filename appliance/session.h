@@ -31,6 +31,7 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t cycle;                 /* started and not finished, or 0 */
   uint8_t kind;
   bool failed;                    /* NACKed: frames of the cycle are dropped until its CYCLE_END */
+  rpl_err failed_why;             /* the NACK's reason (a point of the cycle is not made, for it) */
   bool direct;                    /* the cycle is written straight into the disk's store, not the cache */
   struct store *direct_store;     /* ... this one */
   struct store_stats direct_stats; /* the store's figures when the direct cycle started */
@@ -89,6 +90,11 @@ struct rx_slot *slot_of(struct session *s, const uint8_t id[PROTO_ID_SIZE]);
 /* Starts cycle n+1 of the slot's disk (CYCLE_START queued in s->out, not flushed); group: the
  * point cycles of one instant this one starts (1: a single disk, and any other kind). */
 RPL_MUST_CHECK rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_t group);
+/* Gives up the slot's cycle, started or under way (its records dropped, nothing committed). */
+void drop_cycle(struct session *s, struct rx_slot *sl);
+/* The disk's cycle cannot go into its cache for now: none of it starts for a pause that doubles with
+ * each refusal in a row (CACHE_WAIT_MIN_MS to CACHE_WAIT_MAX_MS), which is returned. L held. */
+uint64_t cache_wait_more(struct disk *d);
 
 /* registration.c: a connection without a client certificate registers with a key, or is refused. */
 void registration(struct appliance *a, struct conn *c);

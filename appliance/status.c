@@ -137,6 +137,28 @@ static int unserved_cb(const struct catalog_disk *cd, void *arg)
   return 0;
 }
 
+/* What the cache's refusals of d's cycles mean now: the action ("wait", "resync", or NULL when its
+ * cycles go through), and in note what happens and what to do. L held. */
+static const char *cache_action(const struct disk *d, uint64_t *wait_s, char *note, size_t notesz)
+{
+  uint64_t now = rpl_mono_ms();
+  *wait_s = d->cache_wait_until_ms > now ? (d->cache_wait_until_ms - now + 999) / 1000 : 0;
+  if (d->cache_bypass) {
+    snprintf(note, notesz, "its changes do not fit in the cache: the next cycle is a resync written straight into "
+                           "the storage%s; raise the cache size if this recurs",
+             !d->store || d->upload_waiting ? " once the storage is reachable"
+             : d->last_applied != d->last_committed ? " once the cycles before it are applied" : "");
+    return "resync";
+  }
+  if (d->cache_waits) {
+    snprintf(note, notesz, "the cache is full for now (uploads behind, the storage away, or no space): the agent "
+                           "keeps its changes; next try in %" PRIu64 " s", *wait_s);
+    return "wait";
+  }
+  note[0] = '\0';
+  return NULL;
+}
+
 static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
 {
   pthread_mutex_lock(&a->lock);
@@ -155,6 +177,9 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
     const char *state = catalog_disk_state_name(d->state);
     struct health h;
     health_disk(a, d, &h);
+    char cache_note[256];
+    uint64_t cache_wait_s;
+    const char *cache = cache_action(d, &cache_wait_s, cache_note, sizeof cache_note);
     if (j) {
       json_object_begin(j, NULL);
       json_string(j, "disk_id", id);
@@ -172,6 +197,10 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       json_u64(j, "backlog_bytes", u.pending_bytes);
       json_u64(j, "cache_bytes", u.bytes);
       json_u64(j, "cache_limit_bytes", u.limit_bytes);
+      json_u64(j, "cache_refusals", d->cache_refusals);
+      json_string(j, "cache_action", cache);
+      json_u64(j, "cache_wait_seconds", cache_wait_s);
+      json_string(j, "cache_note", cache ? cache_note : NULL);
       json_string(j, "last_point", has_point ? point_id : NULL);
       json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
       status_schedule(a, d, j, f);
@@ -182,6 +211,8 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
                  " applied, backlog %" PRIu64 " cycle(s) %" PRIu64 " KiB, cache %" PRIu64 " MiB",
               health_name(h.level), id, d->name, agent, state, d->reason[0] ? ": " : "", d->reason, d->size >> 20, d->last_committed,
               d->last_applied, u.cycles_pending, u.pending_bytes >> 10, u.bytes >> 20);
+      if (cache)
+        fprintf(f, ", cache: %s", cache_note);
       if (lag >= 0)
         fprintf(f, ", RPO lag %lds", lag);
       if (has_point)

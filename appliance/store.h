@@ -142,8 +142,11 @@ struct store_ops {
   RPL_MUST_CHECK rpl_err (*list_points)(struct store *st, struct store_found_point **out, size_t *count);
 
   /* Whether cycle n of kind may be written straight into the replica; true starts it. The daemon
-   * asks only when nothing of the disk is unapplied and n follows the last committed cycle. */
-  bool (*direct_begin)(struct store *st, uint64_t n, uint8_t kind);
+   * asks only when nothing of the disk is unapplied and n follows the last committed cycle.
+   * cache_bypass: the disk's changes did not fit in its whole cache, so this cycle cannot go through
+   * it (a backend that takes only some cycles straight takes a resync then: the replica's newest state
+   * is inconsistent until it ends, as in any resync, and the point images stay as they were). */
+  bool (*direct_begin)(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass);
   /* len verified bytes at offset (raw copied: the caller keeps it), or zeros when raw is NULL. */
   RPL_MUST_CHECK rpl_err (*direct_extent)(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len);
   /* Everything of the direct cycle durable (and committed in the storage). */

@@ -140,11 +140,13 @@ static rpl_err blob_store_list_points(struct store *st, struct store_found_point
   return RPL_OK;
 }
 
-/* Only the initial sync of a blob nothing was committed to: there is no earlier state or snapshot
- * to keep (uploader_direct_begin checks the blob and the lease). */
-static bool blob_store_direct_begin(struct store *st, uint64_t n, uint8_t kind)
+/* The initial sync of a blob nothing was committed to (there is no earlier state or snapshot to
+ * keep), or the resync of a disk whose changes do not fit in the cache (the points are snapshots,
+ * which direct writes leave alone; the blob's newest state is a resync's until it ends).
+ * uploader_direct_begin checks the blob, its sequence number and the lease. */
+static bool blob_store_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass)
 {
-  return kind == PROTO_CYCLE_RESYNC && n == 1 && uploader_direct_begin(up_of(st), n);
+  return kind == PROTO_CYCLE_RESYNC && (n == 1 || cache_bypass) && uploader_direct_begin(up_of(st), n);
 }
 
 static rpl_err blob_store_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)

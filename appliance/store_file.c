@@ -159,9 +159,9 @@ static rpl_err file_list_points(struct store *st, struct store_found_point **out
   return e;
 }
 
-static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind)
+static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass)
 {
-  (void)st, (void)n, (void)kind; /* any cycle: the image holds no point's state, those are copies */
+  (void)st, (void)n, (void)kind, (void)cache_bypass; /* any cycle: the image holds no point's state, those are copies */
   return true;
 }
 

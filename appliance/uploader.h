@@ -87,10 +87,14 @@ RPL_MUST_CHECK rpl_err uploader_apply_some(struct uploader *u, struct journal *j
  * and sets the sequence number (the commit) before the ACK. A cycle given up (uploader_direct_abort)
  * leaves some of its pages in the blob at sequence number 0, where no point and nothing committed
  * lies; the next try writes every page again, zeros included. Each call takes the uploader's lock
- * for its own length only, so the applier keeps using the uploader for other work meanwhile. */
+ * for its own length only, so the applier keeps using the uploader for other work meanwhile.
+ * The same path takes a later cycle n (the blob's sequence number n - 1) when the daemon asks for it:
+ * the resync of a disk whose changes do not fit in the cache. A given-up one leaves pages newer than
+ * the blob's sequence number says (its snapshots, the points, are untouched): like any resync, the
+ * blob's newest state is consistent again only once the retry commits. */
 
-/* Starts the direct write of cycle n; false (nothing started) unless n == 1, the lease is held and
- * the blob's sequence number is 0: the cycle then goes through the cache as any other. */
+/* Starts the direct write of cycle n; false (nothing started) unless n follows the blob's sequence
+ * number, the lease is held and no direct cycle is open: the cycle then goes through the cache. */
 bool uploader_direct_begin(struct uploader *u, uint64_t n);
 /* len bytes of the cycle at offset: raw (copied; the caller keeps it), or zeros when raw is NULL. */
 RPL_MUST_CHECK rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_t *raw,

@@ -1,5 +1,6 @@
-/* uploader_direct.c - the initial sync written straight into the disk's page blob: a writer thread
- * of its own submits the runs the session thread gathers, committed or abandoned as one cycle. */
+/* uploader_direct.c - the initial sync (or a resync too big for the cache) written straight into the
+ * disk's page blob: a writer thread of its own submits the runs the session thread gathers,
+ * committed or abandoned as one cycle. */
 #include "uploader_internal.h"
 
 #include <inttypes.h>
@@ -186,7 +187,7 @@ bool uploader_direct_begin(struct uploader *u, uint64_t n)
 {
   pthread_mutex_lock(&u->lock);
   struct direct *dr = NULL;
-  bool ok = n == 1 && u->lease.held && u->committed == 0 && !u->direct && (dr = calloc(1, sizeof *dr)) != NULL;
+  bool ok = n == u->committed + 1 && u->lease.held && !u->direct && (dr = calloc(1, sizeof *dr)) != NULL;
   if (ok) {
     dr->u = u;
     dr->cycle = n;

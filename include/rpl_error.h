@@ -108,6 +108,8 @@
   X(RPL_E_JOURNAL_BROKEN,         508, "cache journal stopped after a write error it could not undo: fix the disk (space, I/O errors), then restart the appliance") \
   X(RPL_E_JOURNAL_NOT_APPLIED,    509, "cannot trim a cycle the replica has not applied yet") \
   X(RPL_E_JOURNAL_LOCKED,         510, "cache journal in use by another process: is another replication-appliance running on this state directory?") \
+  X(RPL_E_CACHE_WAIT,             511, "the appliance's cache is full for now (uploads behind, the storage away, or the state file system short of space): the agent keeps its changes and the appliance asks for the cycle again after a pause; nothing to do unless it lasts (then see the storage and free space in 'replication-appliance status')") \
+  X(RPL_E_CYCLE_TOO_BIG,          512, "the cycle is larger than the appliance's whole cache: the disk is sent next as a resync written straight into the storage, once the storage is reachable and the cache has drained (its newest state is inconsistent until that cycle ends; earlier recovery points stay valid); raise the cache size if it happens often") \
   X(RPL_E_REPLICA_HASH,           520, "journal extent's data does not match its xxh3-128 hash: nothing of the cycle was applied; the disk needs a resync") \
   X(RPL_E_EXTENT_RANGE,           521, "extent lies beyond the end of the disk or of its replica: the replica grows with the disk before such an extent lands") \
   X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \

@@ -349,7 +349,7 @@ static void step2_lease(void **state)
     if (C.ops->lease_held(st2, &not_held))
       fail_msg("store.h: a second appliance reports the lease held while this one holds it");
     e2 = C.ops->lease_tick(st2, &acquired, NULL);
-    bool direct = C.ops->direct_begin(st2, 1, PROTO_CYCLE_RESYNC);
+    bool direct = C.ops->direct_begin(st2, 1, PROTO_CYCLE_RESYNC, false);
     if (direct)
       C.ops->direct_abort(st2);
     C.ops->close(st2);
@@ -375,14 +375,14 @@ static void step3_direct(void **state)
   uint8_t *raw = malloc(MIB);
   assert_non_null(raw);
 
-  if (!C.ops->direct_begin(C.st, 1, PROTO_CYCLE_RESYNC))
+  if (!C.ops->direct_begin(C.st, 1, PROTO_CYCLE_RESYNC, false))
     fail_msg("direct_begin(1, RESYNC) refused on a new replica");
   memset(raw, 0x5a, MIB);
   assert_int_equal(C.ops->direct_extent(C.st, 1 * MIB, raw, MIB), RPL_OK);
   assert_int_equal(C.ops->direct_extent(C.st, 6 * MIB, raw, 4096), RPL_OK);
   C.ops->direct_abort(C.st);
 
-  if (!C.ops->direct_begin(C.st, 1, PROTO_CYCLE_RESYNC))
+  if (!C.ops->direct_begin(C.st, 1, PROTO_CYCLE_RESYNC, false))
     fail_msg("direct_begin(1, RESYNC) refused for the retry of a given-up cycle 1");
   static const struct { uint32_t off, len; bool zero; } ext[] = {
     {0, MIB, false},                /* data */

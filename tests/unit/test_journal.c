@@ -514,6 +514,9 @@ static void test_cache_full_backpressure(void **state)
   struct journal_options o = {.limit_bytes = 64 * 1024, .segment_bytes = 16 * 1024};
   struct journal *j = open_journal(c, &o);
   commit_cycle(j, 1, 4, 1);
+  struct journal_usage u0;
+  journal_get_usage(j, &u0);
+  assert_int_equal(u0.open_bytes, 0);
   assert_int_equal(journal_begin_cycle(j, 2, PROTO_CYCLE_PLAIN), RPL_OK);
   uint8_t buf[4096];
   extent_content(5, 5, buf, sizeof buf);
@@ -537,6 +540,9 @@ static void test_cache_full_backpressure(void **state)
   struct journal_usage u;
   journal_get_usage(j, &u);
   assert_true(u.bytes <= o.limit_bytes);
+  /* What the open cycle takes (a session tells a cycle too big for the cache from one it waits with):
+   * its records, all of what came after cycle 1 but a new segment's header. */
+  assert_true(u.open_bytes >= (uint64_t)appended * 4096 && u.open_bytes <= u.bytes - u0.bytes);
   /* Measure the files themselves, not only the accounting. */
   uint64_t on_disk = 0;
   for (uint64_t s = 1; s <= u.segments; s++) {
@@ -549,6 +555,8 @@ static void test_cache_full_backpressure(void **state)
   /* The room kept for the end record lets the cycle commit with what did fit. */
   proto_hash128(hashes, (size_t)appended * PROTO_HASH_SIZE, t.digest);
   assert_int_equal(journal_commit_cycle(j, 2, &t), RPL_OK);
+  journal_get_usage(j, &u);
+  assert_int_equal(u.open_bytes, 0);
   e = journal_begin_cycle(j, 3, PROTO_CYCLE_PLAIN); /* its begin record may or may not fit */
   assert_true(e == RPL_OK || e == RPL_E_JOURNAL_FULL);
   if (e == RPL_OK) {
