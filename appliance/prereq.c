@@ -218,7 +218,8 @@ static void report_authorization(struct prereq_report *r, const struct appliance
   else if (err == RPL_E_BLOB_CLOCK_SKEW)
     add(r, "authorization", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd)",
         "refused: the clock is %lld s off the service's", (long long)st->clock_skew_s);
-  else if (err == RPL_E_BLOB_AUTH && cfg->account.auth >= BLOB_AUTH_CLIENT_SECRET)
+  else if (err == RPL_E_BLOB_AUTH && cfg->account.auth >= BLOB_AUTH_CLIENT_SECRET &&
+           strcmp(reply->error_code, "AuthorizationPermissionMismatch") == 0)
     add(r, "authorization", false,
         "assign the service principal Storage Blob Data Contributor on the account or the container (role assignments take a few minutes)",
         "no role on the container: client %s signed in, but storage refused it on container '%s' (HTTP %ld %s%s%s)",

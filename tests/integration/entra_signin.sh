@@ -3,14 +3,16 @@
 # HTTPS token endpoint (tests/tools/fake_entra.py: verifies the client secret or the certificate-
 # signed assertion, refuses wrong ones, hands out tokens living 305 s so that the client's 5-minute
 # margin refreshes them every few seconds) and Azurite taking bearer tokens (--oauth basic): check
-# passes and names the failing step for a wrong secret, an unregistered certificate and an
-# unreachable endpoint; a disk replicates end to end with the secret, then (re-init) a second disk
+# passes and names the failing step for a wrong secret, an unregistered certificate, an
+# unreachable endpoint and storage refusing the principal (403 AuthorizationPermissionMismatch from
+# tests/tools/fault_proxy.py --deny-bearer, as for a principal without a data role); a disk replicates end to end with the secret, then (re-init) a second disk
 # with the certificate, both byte-identical in their page blobs, with tokens refreshed (counted at
 # the endpoint); the secret and the key never appear in the settings, output or logs.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 400
 rpl_azurite_start --inMemoryPersistence
+. "$(dirname "$0")/lib/fault_proxy.sh"
 export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 BT=$B/tests/blob_tool
 TENANT=ab1f708d-50f6-404c-a006-d71b2ac7a606
@@ -97,6 +99,11 @@ closed=$(free_port)
 init_sp gone --client-secret-file "$RT/secret" "https://127.0.0.1:$closed"
 check_sp gone 1
 expect_line FAIL "sign-in" "token endpoint unreachable: token endpoint https://127.0.0.1:$closed/$TENANT/oauth2/v2.0/token"
+fault_proxy_start 0 --deny-bearer
+STORAGE="AccountName=devstoreaccount1;BlobEndpoint=https://$AZ_HOST:$FP_PORT" init_sp norole --client-secret-file "$RT/secret"
+check_sp norole 1
+expect_line PASS "sign-in" "token for client $CLIENT"
+expect_line FAIL "authorization" "no role on the container: client $CLIENT signed in, but storage refused it on container 'replicas' (HTTP 403 AuthorizationPermissionMismatch.*Storage Blob Data Contributor"
 init_sp cert --client-cert-file "$RT/client.pem"
 check_sp cert 0
 expect_line PASS "sign-in" "service principal (certificate): token for client $CLIENT"
