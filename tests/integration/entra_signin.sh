@@ -4,7 +4,8 @@
 # signed assertion, refuses wrong ones, hands out tokens living 305 s so that the client's 5-minute
 # margin refreshes them every few seconds) and Azurite taking bearer tokens (--oauth basic): check
 # passes and names the failing step for a wrong secret, an unregistered certificate, an
-# unreachable endpoint and storage refusing the principal (403 AuthorizationPermissionMismatch from
+# unreachable endpoint, a proxy refusing the token request (and not used once the bypass list names
+# the endpoint's network) and storage refusing the principal (403 AuthorizationPermissionMismatch from
 # tests/tools/fault_proxy.py --deny-bearer, as for a principal without a data role); a disk replicates end to end with the secret, then (re-init) a second disk
 # with the certificate, both byte-identical in their page blobs, with tokens refreshed (counted at
 # the endpoint); the secret and the key never appear in the settings, output or logs.
@@ -13,6 +14,7 @@ set -u
 rpl_setup 400
 rpl_azurite_start --inMemoryPersistence
 . "$(dirname "$0")/lib/fault_proxy.sh"
+. "$(dirname "$0")/lib/tinyproxy.sh"
 export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
 BT=$B/tests/blob_tool
 TENANT=ab1f708d-50f6-404c-a006-d71b2ac7a606
@@ -41,10 +43,10 @@ wait_until 20 "the token endpoint did not start: $(cat "$RT/entra.err" 2>/dev/nu
 AUTHORITY=https://127.0.0.1:$EP_PORT
 tokens() { grep -c "kind=$1 -> 200" "$RT/entra.log" 2>/dev/null; }
 
-# init_sp NAME CREDENTIAL-OPTION FILE [AUTHORITY]: init state RT/NAME as the service principal
+# init_sp NAME CREDENTIAL-OPTION FILE [AUTHORITY [INIT-OPTIONS...]]: init state RT/NAME as the service principal
 init_sp() {
   "$AP" init --state "$RT/$1" --storage "$STORAGE" --tenant-id "$TENANT" --client-id "$CLIENT" "$2" "$3" \
-    --authority-host "${4:-$AUTHORITY}" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$RT/init-$1.out" 2>&1 \
+    --authority-host "${4:-$AUTHORITY}" "${@:5}" --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$RT/init-$1.out" 2>&1 \
     || fail "init $1 failed: $(cat "$RT/init-$1.out")"
   grep -q "authorized by service principal" "$RT/init-$1.out" || fail "init $1 does not say how it signs in: $(cat "$RT/init-$1.out")"
 }
@@ -108,6 +110,24 @@ init_sp cert --client-cert-file "$RT/client.pem"
 check_sp cert 0
 expect_line PASS "sign-in" "service principal (certificate): token for client $CLIENT"
 no_secrets <(echo "$out") "$RT/cert/appliance.conf" "$RT/init-cert.out"
+
+say "the token endpoint by the proxy rules: through the proxy, or around it when the bypass list names it"
+tinyproxy_start
+init_sp viaproxy --client-secret-file "$RT/secret" "$AUTHORITY" --proxy "http://rpluser:s3cret-pass@127.0.0.1:$TP_PORT"
+check_sp viaproxy 0
+expect_line PASS "sign-in" "token for client $CLIENT"
+grep -q "CONNECT 127.0.0.1:$EP_PORT" "$TP_LOG" || fail "the token request did not go through the proxy: $(cat "$TP_LOG")"
+# A proxy that refuses the password: storage bypasses it; the token endpoint fails by it, or (named
+# in the bypass list, by its network) passes around it.
+init_sp badproxy --client-secret-file "$RT/secret" "$AUTHORITY" --proxy "http://rpluser:wrong-pass@127.0.0.1:$TP_PORT" \
+  --proxy-bypass ".core.windows.net"
+check_sp badproxy 1
+expect_line FAIL "sign-in" "token endpoint unreachable: token endpoint https://127.0.0.1:$EP_PORT/.* via the proxy (the proxy refused CONNECT)"
+[[ $out != *wrong-pass* ]] || fail "check printed the proxy password"
+init_sp bypassed --client-secret-file "$RT/secret" "$AUTHORITY" --proxy "http://rpluser:wrong-pass@127.0.0.1:$TP_PORT" \
+  --proxy-bypass ".core.windows.net,127.0.0.0/8"
+check_sp bypassed 0
+expect_line PASS "sign-in" "token for client $CLIENT"
 
 say "replicate a disk signed in with the client secret; tokens are refreshed while it runs"
 cp -a "$RT/sec" "$RT/app"
