@@ -4,9 +4,10 @@
 # signed assertion, refuses wrong ones, hands out tokens living 305 s so that the client's 5-minute
 # margin refreshes them every few seconds) and Azurite taking bearer tokens (--oauth basic): check
 # passes and names the failing step for a wrong secret, an unregistered certificate, an
-# unreachable endpoint, a proxy refusing the token request (and not used once the bypass list names
-# the endpoint's network) and storage refusing the principal (403 AuthorizationPermissionMismatch from
-# tests/tools/fault_proxy.py --deny-bearer, as for a principal without a data role); a disk replicates end to end with the secret, then (re-init) a second disk
+# unreachable endpoint, a proxy refusing the token request (and not used once the bypass list
+# names the endpoint's network) and storage refusing the principal (403
+# AuthorizationPermissionMismatch from tests/tools/fault_proxy.py --deny-bearer, as for a principal
+# without a data role); a disk replicates end to end with the secret, then (re-init) a second disk
 # with the certificate, both byte-identical in their page blobs, with tokens refreshed (counted at
 # the endpoint); the secret and the key never appear in the settings, output or logs.
 set -u
