@@ -373,7 +373,7 @@ static rpl_err ensure_token(struct blob_client *c)
   if (c->have_token && c->token.expires_on - now > TOKEN_REFRESH_MARGIN_S)
     return RPL_OK;
   struct blob_token fresh;
-  bool fetched = true;
+  bool fetched; /* not needed here: whether the process-wide cache answered */
   rpl_err err = c->cfg.account.auth == BLOB_AUTH_BEARER ? blob_token_fetch(c->identity_endpoint, 5, &fresh)
                                                         : blob_entra_token(&c->cfg, c->cfg.max_tries < 5 ? c->cfg.max_tries : 5, &fresh, &fetched);
   if (err != RPL_OK)

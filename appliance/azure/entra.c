@@ -413,8 +413,11 @@ static rpl_err refusal(const char *url, const struct blob_account *a, long statu
   char error[64] = "", desc[320] = "";
   if (blob_token_parse_error(b->data, b->len, error, sizeof error, desc, sizeof desc) != RPL_OK)
     error[0] = desc[0] = '\0';
+  /* Entra ID answers 400 for an unknown tenant or app and 401 for a wrong credential; a busy or
+   * failing service 429 or 5xx; anything else is not its token endpoint (a wrong authority host). */
   bool client = status == 400 || status == 401 || status == 403;
-  return rpl_fail(client ? RPL_E_ENTRA_CLIENT : RPL_E_ENTRA_UNREACHABLE, "token endpoint %s answered HTTP %ld for client %s%s%s%s%s",
+  bool busy = status == 429 || status >= 500;
+  return rpl_fail(client ? RPL_E_ENTRA_CLIENT : busy ? RPL_E_ENTRA_UNREACHABLE : RPL_E_BLOB_TOKEN, "token endpoint %s answered HTTP %ld for client %s%s%s%s%s",
                   url, status, a->client_id, error[0] ? ": " : "", error, desc[0] ? ": " : "", desc);
 }
 
