@@ -88,6 +88,8 @@ static const char *env_first(const char *a, const char *b)
 struct init_opts {
   const char *state, *storage, *container, *zone, *ca, *proxy, *bypass, *identity, *retention, *points, *lease, *key_ttl;
   const char *password_file;
+  const char *tenant, *client, *secret_file, *cert_file, *authority; /* a service principal, added to the storage */
+  char *storage_buf; /* the storage with the service principal's keys appended (owned) */
   bool allow_public, allow_http;
   unsigned upload_limit, agent_limit;
 };
@@ -108,6 +110,9 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"upload-limit", required_argument, NULL, 'U'}, {"agent-limit", required_argument, NULL, 'A'},
     {"admin-password-file", required_argument, NULL, 'W'}, {"points", required_argument, NULL, 'T'},
     {"key-ttl", required_argument, NULL, 'K'},
+    {"tenant-id", required_argument, NULL, 't'},    {"client-id", required_argument, NULL, 'C'},
+    {"client-secret-file", required_argument, NULL, 'F'}, {"client-cert-file", required_argument, NULL, 'X'},
+    {"authority-host", required_argument, NULL, 'O'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -137,6 +142,11 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
                     ch == 'U' ? "upload-limit" : "agent-limit", RATELIMIT_MAX_MBPS, optarg);
       break;
     case 'W': o->password_file = optarg; break;
+    case 't': o->tenant = optarg; break;
+    case 'C': o->client = optarg; break;
+    case 'F': o->secret_file = optarg; break;
+    case 'X': o->cert_file = optarg; break;
+    case 'O': o->authority = optarg; break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
@@ -147,6 +157,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
              "         [--key-ttl DURATION]  (how long a registration key is valid: 5m to 30d, default 24h)\n"
              "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
+             "         [--tenant-id TENANT --client-id APP-ID (--client-secret-file FILE | --client-cert-file PEM)\n"
+             "          [--authority-host https://HOST]]  (sign in to storage as an Entra ID service principal)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -166,6 +178,36 @@ static int resolve_storage(struct init_opts *o)
     o->storage = getenv("AZURE_STORAGE_CONNECTION_STRING");
   if (!o->storage || !*o->storage)
     return fail("--storage is required (an Azure Storage connection string, or file:DIR); AZURE_STORAGE_CONNECTION_STRING is not set either");
+  return 0;
+}
+
+/* The service principal's options become keys of the connection string (TenantId, ClientId,
+ * ClientSecretFile or ClientCertificateFile, AuthorityHost), the one place the storage's sign-in is
+ * recorded; the files by absolute path, never their content. */
+static int add_service_principal(struct init_opts *o)
+{
+  if (!o->tenant && !o->client && !o->secret_file && !o->cert_file && !o->authority)
+    return 0;
+  if (!o->tenant || !o->client || !o->secret_file == !o->cert_file)
+    return fail("a service principal needs --tenant-id, --client-id and one of --client-secret-file or --client-cert-file");
+  if (strncmp(o->storage, "file:", 5) == 0)
+    return fail("a service principal signs in to Azure storage: --storage must be a connection string (BlobEndpoint=... or AccountName=...)");
+  const char *file = o->secret_file ? o->secret_file : o->cert_file;
+  char path[PATH_MAX];
+  if (!realpath(file, path))
+    return fail("%s %s: %s", o->secret_file ? "--client-secret-file" : "--client-cert-file", file, strerror(errno));
+  size_t size = strlen(o->storage) + strlen(o->tenant) + strlen(o->client) + strlen(path) +
+                (o->authority ? strlen(o->authority) : 0) + 128;
+  o->storage_buf = malloc(size);
+  if (!o->storage_buf)
+    return fail("out of memory");
+  size_t n = strlen(o->storage);
+  while (n > 0 && o->storage[n - 1] == ';')
+    n--;
+  snprintf(o->storage_buf, size, "%.*s;TenantId=%s;ClientId=%s;%s=%s%s%s", (int)n, o->storage, o->tenant, o->client,
+           o->secret_file ? "ClientSecretFile" : "ClientCertificateFile", path, o->authority ? ";AuthorityHost=" : "",
+           o->authority ? o->authority : "");
+  o->storage = o->storage_buf;
   return 0;
 }
 
@@ -381,7 +423,11 @@ int appliance_cmd_init(int argc, char **argv)
   int rc = parse_init_options(argc, argv, &o);
   if (rc != INIT_CONTINUE)
     return rc;
-  if (resolve_storage(&o))
+  if (resolve_storage(&o) || add_service_principal(&o)) {
+    free(o.storage_buf);
     return 1;
-  return init(&o);
+  }
+  rc = init(&o);
+  free(o.storage_buf);
+  return rc;
 }

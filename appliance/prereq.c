@@ -1,6 +1,6 @@
-/* prereq.c - the storage path's prerequisites (private DNS path, TCP reach, proxy, TLS, authorization,
- * time skew; or the replica directory for file: storage), run by `check` and by the daemon before it
- * uploads. */
+/* prereq.c - the storage path's prerequisites (private DNS path, TCP reach, proxy, TLS, sign-in for a
+ * service principal, authorization, time skew; or the replica directory for file: storage), run by
+ * `check` and by the daemon before it uploads. */
 #include "prereq.h"
 
 #include <errno.h>
@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "blob.h"
 #include "netpath.h"
@@ -172,6 +175,37 @@ static rpl_err check_connection(struct prereq_report *r, const struct appliance_
   return err;
 }
 
+/* 4b. A service principal signs in at Entra ID's token endpoint first; the failing step is named:
+ * its credential file, the endpoint unreachable, or the client refused. Returns whether it passed. */
+static bool report_sign_in(struct prereq_report *r, const struct blob_config *cfg)
+{
+  struct blob_token token;
+  bool fetched;
+  rpl_err err = blob_entra_token(cfg, 2, &token, &fetched);
+  char url[BLOB_ENDPOINT_MAX + 200];
+  if (blob_entra_token_url(&cfg->account, url, sizeof url) != RPL_OK)
+    snprintf(url, sizeof url, "%s", cfg->account.authority);
+  if (err == RPL_OK) {
+    add(r, "sign-in", true, NULL, "%s: token for client %s from %s, valid %lld s", blob_auth_name(cfg->account.auth),
+        cfg->account.client_id, url, (long long)(token.expires_on - time(NULL)));
+    OPENSSL_cleanse(&token, sizeof token);
+    return true;
+  }
+  if (err == RPL_E_ENTRA_CREDENTIAL)
+    add(r, "sign-in", false, "give a readable credential file: the client secret on its first line, or PEM with the certificate and its RSA key (init --client-secret-file / --client-cert-file)",
+        "credential file unusable: %s", rpl_detail(err));
+  else if (err == RPL_E_ENTRA_UNREACHABLE)
+    add(r, "sign-in", false, "check the authority host, DNS, the proxy and its bypass list, and that the CA file verifies the token endpoint",
+        "token endpoint unreachable: %s", rpl_detail(err));
+  else if (err == RPL_E_ENTRA_CLIENT)
+    add(r, "sign-in", false, "check the tenant id and client id, and that the secret or certificate is the one registered on the app registration and not expired",
+        "invalid client: %s", rpl_detail(err));
+  else
+    add(r, "sign-in", false, "check the authority host: its token endpoint did not answer as Entra ID does",
+        "%s: %s", rpl_errname(err), rpl_detail(err));
+  return false;
+}
+
 /* 5. The remedy depends on how the appliance authorizes: each kind fails for its own reasons. */
 static void report_authorization(struct prereq_report *r, const struct appliance_settings *s, const struct blob_config *cfg,
                                  rpl_err err, const struct blob_reply *reply, const struct blob_stats *st)
@@ -184,10 +218,17 @@ static void report_authorization(struct prereq_report *r, const struct appliance
   else if (err == RPL_E_BLOB_CLOCK_SKEW)
     add(r, "authorization", false, "sync this machine's clock (NTP: chrony or systemd-timesyncd)",
         "refused: the clock is %lld s off the service's", (long long)st->clock_skew_s);
+  else if (err == RPL_E_BLOB_AUTH && cfg->account.auth >= BLOB_AUTH_CLIENT_SECRET &&
+           strcmp(reply->error_code, "AuthorizationPermissionMismatch") == 0)
+    add(r, "authorization", false,
+        "assign the service principal Storage Blob Data Contributor on the account or the container (role assignments take a few minutes)",
+        "no role on the container: client %s signed in, but storage refused it on container '%s' (HTTP %ld %s%s%s)",
+        cfg->account.client_id, s->container, reply->status, reply->error_code, reply->message[0] ? ": " : "", reply->message);
   else
     add(r, "authorization", false,
         cfg->account.auth == BLOB_AUTH_SHARED_KEY ? "copy the current account key (Access keys) and run init again"
         : cfg->account.auth == BLOB_AUTH_SAS ? "issue a SAS with permissions racwl for the blob service that has not expired, and run init again"
+        : cfg->account.auth >= BLOB_AUTH_CLIENT_SECRET ? "check that the token is for this cloud's storage (https://storage.azure.com) and the tenant the account is in"
         : "assign the appliance's identity Storage Blob Data Contributor on the account, and check the identity endpoint",
         "%s refused: %s (HTTP %ld %s%s%s)", blob_auth_name(cfg->account.auth), rpl_errname(err), reply->status, reply->error_code,
         reply->message[0] ? ": " : "", reply->message);
@@ -225,6 +266,13 @@ void prereq_check_azure(const struct appliance_settings *s, struct prereq_report
   }
   report_dns_path(r, s, client);
   err = check_connection(r, s, &cfg, client);
+  bool principal = cfg.account.auth == BLOB_AUTH_CLIENT_SECRET || cfg.account.auth == BLOB_AUTH_CLIENT_CERT;
+  if (principal && !report_sign_in(r, &cfg)) {
+    add(r, "authorization", false, "fix the sign-in first", "not tried: the sign-in failed");
+    add(r, "time skew", false, "fix the sign-in first", "not tried: no request was sent to storage");
+    blob_client_close(client);
+    return;
+  }
   if (err != RPL_OK) {
     add(r, "authorization", false, "fix the connection first", "not tried: no connection");
     add(r, "time skew", false, "fix the connection first", "not tried: no answer from the service");

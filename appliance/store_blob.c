@@ -529,9 +529,19 @@ static rpl_err blob_store_configure(const char *storage, struct appliance_settin
     return rpl_fail(err, "%s (%s)", rpl_detail(err), rpl_errname(err));
   if (strlen(storage) >= sizeof s->storage)
     return rpl_fail(RPL_E_CONFIG, "the connection string is too long");
+  bool principal = acct.auth == BLOB_AUTH_CLIENT_SECRET || acct.auth == BLOB_AUTH_CLIENT_CERT;
+  /* The file is read now so that a wrong one is refused by init, not found by the daemon later. */
+  if (principal && (err = blob_entra_check_credential(acct.auth, acct.credential_file)))
+    return rpl_fail(err, "%s (%s)", rpl_detail(err), rpl_errname(err));
   snprintf(s->storage, sizeof s->storage, "%s", storage);
-  snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s", acct.name, acct.endpoint,
-           blob_auth_name(acct.auth));
+  char url[BLOB_ENDPOINT_MAX + 200] = "";
+  if (principal && blob_entra_token_url(&acct, url, sizeof url) != RPL_OK)
+    url[0] = '\0';
+  snprintf(summary, summary_size, "storage: account %s at %s, authorized by %s%s%s%s%s", acct.name, acct.endpoint,
+           blob_auth_name(acct.auth), principal ? " (client " : "", principal ? acct.client_id : "",
+           principal ? ", token endpoint " : "", principal ? url : "");
+  if (principal && strlen(summary) + 2 < summary_size)
+    strcat(summary, ")");
   return RPL_OK;
 }
 

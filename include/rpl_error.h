@@ -90,6 +90,9 @@
   X(RPL_E_BLOB_CLOCK_SKEW,        318, "this machine's clock is more than 15 minutes off the storage service's: sync it with NTP (chrony/systemd-timesyncd)") \
   X(RPL_E_BLOB_PROXY,             319, "the HTTP proxy refused the connection or the credentials (407): check the proxy address, user and password") \
   X(RPL_E_BLOB_TOO_LARGE,         320, "response over its size cap (XML listing or headers): the server is not Azure Storage or is misbehaving") \
+  X(RPL_E_ENTRA_UNREACHABLE,      321, "cannot reach the Entra ID token endpoint (network, proxy or TLS): check the authority host, the proxy and its bypass list, and that the CA file verifies it") \
+  X(RPL_E_ENTRA_CLIENT,           322, "Entra ID refused the service principal (invalid client): check the tenant id, the client id and that the client secret or certificate is the one registered on the app and not expired") \
+  X(RPL_E_ENTRA_CREDENTIAL,       323, "the service principal's credential file is unusable: a client secret file holds the secret on its first line; a certificate file is PEM with the certificate and its RSA private key") \
                                                                                                  \
   X(RPL_E_FREEZE,                 400, "could not freeze a filesystem (its detail says which and why); no recovery point was taken") \
   X(RPL_E_FREEZE_EXPIRED,         401, "the filesystems stayed frozen longer than the freeze limit and were thawed: this recovery point is not offered (raise the limit or lower the write load)") \

@@ -1,5 +1,5 @@
-/* blob.h - the Azure page-blob REST client: connection strings, Shared Key / SAS / managed-identity
- * authorization, page-blob operations on one libcurl multi handle with retries and sequence-number
+/* blob.h - the Azure page-blob REST client: connection strings, Shared Key / SAS / managed-identity /
+ * Entra ID service-principal authorization, page-blob operations on one libcurl multi handle with retries and sequence-number
  * fencing, over a private-endpoint path checked before the first connection (netpath.h). */
 #ifndef BLOB_H
 #define BLOB_H
@@ -25,7 +25,17 @@ enum blob_auth {
   BLOB_AUTH_SHARED_KEY, /* AccountKey= */
   BLOB_AUTH_SAS,        /* SharedAccessSignature= */
   BLOB_AUTH_BEARER,     /* neither: a managed-identity token from the identity endpoint */
+  /* An Entra ID service principal (TenantId=, ClientId=), client-credentials flow: */
+  BLOB_AUTH_CLIENT_SECRET, /* ClientSecretFile= */
+  BLOB_AUTH_CLIENT_CERT,   /* ClientCertificateFile=: an assertion signed with the certificate's key */
 };
+/* Whether requests carry "Authorization: Bearer" (a token fetched before use). */
+static inline bool blob_auth_is_bearer(enum blob_auth auth) { return auth >= BLOB_AUTH_BEARER; }
+
+#define BLOB_DEFAULT_AUTHORITY "https://login.microsoftonline.com"
+#define BLOB_ENTRA_SCOPE "https://storage.azure.com/.default"
+#define BLOB_ENTRA_ID_MAX 128
+#define BLOB_ENTRA_PATH_MAX 1024
 
 /* A storage account as a connection string describes it. */
 struct blob_account {
@@ -41,6 +51,12 @@ struct blob_account {
   unsigned char key[64];
   size_t key_len;
   char sas[BLOB_SAS_MAX]; /* without the leading '?' */
+  /* Service principal (BLOB_AUTH_CLIENT_*): only the paths of its credential files are held here;
+   * the secret and the key are read from them for each token request and wiped after. */
+  char tenant[BLOB_ENTRA_ID_MAX];       /* TenantId=: a GUID or a domain name */
+  char client_id[BLOB_ENTRA_ID_MAX];    /* ClientId=: the application (client) id */
+  char credential_file[BLOB_ENTRA_PATH_MAX]; /* ClientSecretFile= or ClientCertificateFile=, absolute */
+  char authority[BLOB_ENDPOINT_MAX];    /* AuthorityHost=, "https://host[:port]"; default BLOB_DEFAULT_AUTHORITY */
 };
 
 /* Parses a connection string ("Key=Value;..."; keys case-insensitive). On error returns
@@ -49,7 +65,8 @@ struct blob_account {
 RPL_MUST_CHECK rpl_err blob_connstr_parse(const char *text, struct blob_account *out);
 /* Same for $AZURE_STORAGE_CONNECTION_STRING; RPL_E_NOT_FOUND when it is unset or empty. */
 RPL_MUST_CHECK rpl_err blob_connstr_from_env(struct blob_account *out);
-/* How the account authorizes, in words: "account key", "SAS token", "managed identity". */
+/* How the account authorizes, in words: "account key", "SAS token", "managed identity",
+ * "service principal (client secret)", "service principal (certificate)". */
 const char *blob_auth_name(enum blob_auth auth);
 /* Checks a SAS token: query syntax, percent-encoding, sv and sig present, only known parameters. */
 RPL_MUST_CHECK rpl_err blob_sas_validate(const char *sas);
@@ -287,5 +304,25 @@ struct blob_token {
  * "Metadata: true"), retrying 404/429/5xx and network errors with backoff (0.5 s doubling, at
  * most 10 s; it blocks the caller meanwhile: the client calls it once per token lifetime). */
 RPL_MUST_CHECK rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_token *out);
+
+/* Entra ID (client-credentials flow, entra.c). The token endpoint's URL:
+ * AUTHORITY/TENANT/oauth2/v2.0/token. */
+RPL_MUST_CHECK rpl_err blob_entra_token_url(const struct blob_account *account, char *out, size_t outsz);
+/* A service-principal token for BLOB_ENTRA_SCOPE, from the process-wide cache while it has more
+ * than the refresh margin left, else fetched (POST to the token endpoint, reached by cfg's path
+ * rules: the private DNS zone file when it lists the authority host, else the system resolver; the
+ * proxy unless the bypass list names the host; TLS verified with cfg's CA file). Transport
+ * failures, 429 and 5xx are retried up to max_tries (0 = 5) with backoff. Errors, by step:
+ * RPL_E_ENTRA_CREDENTIAL (the secret or certificate file), RPL_E_ENTRA_UNREACHABLE (the endpoint),
+ * RPL_E_ENTRA_CLIENT (refused: invalid client, tenant or credential), RPL_E_BLOB_TOKEN (an
+ * unusable answer). *fetched says whether a request was made. */
+RPL_MUST_CHECK rpl_err blob_entra_token(const struct blob_config *cfg, unsigned max_tries, struct blob_token *out,
+                                        bool *fetched);
+/* Drops the cached token of cfg's service principal (storage refused it). */
+void blob_entra_forget(const struct blob_config *cfg);
+/* Checks a credential file as init records it: a secret file's first line; a certificate file's
+ * certificate and RSA key, and that they belong together. The detail names the file and what is
+ * wrong, never the content. */
+RPL_MUST_CHECK rpl_err blob_entra_check_credential(enum blob_auth auth, const char *path);
 
 #endif

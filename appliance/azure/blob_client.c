@@ -68,30 +68,32 @@ static bool address_in_cidr(const char *addr, const char *cidr)
 
 /* The one decision for both the prerequisite check and the transfers (curl is given either the
  * proxy or none, never its own bypass matching, which knows only the URL's host name): an entry
- * bypasses when it is "*", the account's host, a domain it is in (".example.com" or
- * "example.com"), the private endpoint's address, or a network "NET/BITS" holding that address. */
-bool blob_client_uses_proxy(const struct blob_client *c)
+ * bypasses when it is "*", the host, a domain it is in (".example.com" or "example.com"), the
+ * address it was pinned to, or a network "NET/BITS" holding that address. */
+bool blob_proxy_bypassed(const char *bypass, const char *host, const char *addr)
 {
-  if (!c->proxy)
+  if (!bypass)
     return false;
-  if (!c->proxy_bypass)
-    return true;
-  const char *host = c->cfg.account.host;
   size_t hl = strlen(host);
   char list[1024];
-  snprintf(list, sizeof list, "%s", c->proxy_bypass);
+  snprintf(list, sizeof list, "%s", bypass);
   char *save = NULL;
   for (char *e = strtok_r(list, ", \t", &save); e; e = strtok_r(NULL, ", \t", &save)) {
-    if (strcmp(e, "*") == 0 || strcasecmp(e, host) == 0 || (c->pinned[0] && strcmp(e, c->pinned) == 0))
-      return false;
-    if (c->pinned[0] && address_in_cidr(c->pinned, e))
-      return false;
+    if (strcmp(e, "*") == 0 || strcasecmp(e, host) == 0 || (addr && addr[0] && strcmp(e, addr) == 0))
+      return true;
+    if (addr && addr[0] && address_in_cidr(addr, e))
+      return true;
     const char *suffix = e[0] == '.' ? e + 1 : e;
     size_t sl = strlen(suffix);
     if (sl && sl < hl && host[hl - sl - 1] == '.' && strcasecmp(host + hl - sl, suffix) == 0)
-      return false;
+      return true;
   }
-  return true;
+  return false;
+}
+
+bool blob_client_uses_proxy(const struct blob_client *c)
+{
+  return c->proxy && !blob_proxy_bypassed(c->proxy_bypass, c->cfg.account.host, c->pinned);
 }
 
 /* The client keeps its own copies of the configuration's strings: the caller's may not outlive it. */
@@ -371,16 +373,18 @@ static rpl_err ensure_token(struct blob_client *c)
   if (c->have_token && c->token.expires_on - now > TOKEN_REFRESH_MARGIN_S)
     return RPL_OK;
   struct blob_token fresh;
-  rpl_err err = blob_token_fetch(c->identity_endpoint, 5, &fresh);
+  bool fetched; /* not needed here: whether the process-wide cache answered */
+  rpl_err err = c->cfg.account.auth == BLOB_AUTH_BEARER ? blob_token_fetch(c->identity_endpoint, 5, &fresh)
+                                                        : blob_entra_token(&c->cfg, c->cfg.max_tries < 5 ? c->cfg.max_tries : 5, &fresh, &fetched);
   if (err != RPL_OK)
     return err;
   c->token = fresh;
   c->have_token = true;
   OPENSSL_cleanse(&fresh, sizeof fresh);
-  log_info("managed-identity token obtained; valid for %lld s", (long long)(c->token.expires_on - now));
+  if (c->cfg.account.auth == BLOB_AUTH_BEARER)
+    log_info("managed-identity token obtained; valid for %lld s", (long long)(c->token.expires_on - now));
   return RPL_OK;
 }
-
 
 /* Applies the options every transfer shares: pinned address, TLS, proxy, timeouts. */
 void blob_common_options(struct blob_client *c, CURL *e)
@@ -455,7 +459,7 @@ static rpl_err append_authorization(struct blob_client *c, const struct blob_req
       return err;
     snprintf(auth, sizeof auth, "Authorization: SharedKey %s:%s", a->name, sig);
     *h = curl_slist_append(*h, auth);
-  } else if (a->auth == BLOB_AUTH_BEARER) {
+  } else if (blob_auth_is_bearer(a->auth)) {
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token.access_token);
     *h = curl_slist_append(*h, auth);
   }
@@ -557,7 +561,7 @@ static void reset_reply(struct blob_req *r)
 static rpl_err start_try(struct blob_client *c, struct blob_req *r)
 {
   struct blob_account *a = &c->cfg.account;
-  if (a->auth == BLOB_AUTH_BEARER) {
+  if (blob_auth_is_bearer(a->auth)) {
     rpl_err err = ensure_token(c);
     if (err != RPL_OK) {
       log_warn("%s", rpl_detail(err));
@@ -727,6 +731,14 @@ static void complete_try(struct blob_client *c, CURL *e, CURLcode cc)
   note_clock(c, r);
   bool retry = false;
   rpl_err err = cc != CURLE_OK ? transport_outcome(r, cc, connect_code, &retry) : http_outcome(r, &retry);
+  if (cc == CURLE_OK && r->reply.status == 401 && blob_auth_is_bearer(c->cfg.account.auth) && c->have_token) {
+    /* The service no longer takes the token (revoked, or its clock says expired): the next try or
+     * request fetches a new one instead of sending it again. */
+    OPENSSL_cleanse(&c->token, sizeof c->token);
+    c->have_token = false;
+    if (c->cfg.account.auth != BLOB_AUTH_BEARER)
+      blob_entra_forget(&c->cfg);
+  }
   int64_t skew = c->stats.clock_skew_s < 0 ? -c->stats.clock_skew_s : c->stats.clock_skew_s;
   if (r->server_date && skew > CLOCK_REFUSE_S) {
     /* Azure refuses requests signed more than 15 minutes off its clock; say why, once per request. */

@@ -37,6 +37,33 @@ RPL_MUST_CHECK rpl_err blob_page_list_add(struct blob_page_list *list, uint64_t 
  * (strings or numbers), token_type Bearer when given. now anchors expires_in. */
 RPL_MUST_CHECK rpl_err blob_token_parse(const char *json, size_t len, time_t now, struct blob_token *out);
 
+/* An OAuth error response ({"error":"invalid_client","error_description":"AADSTS7000215: ...",
+ * "error_codes":[7000215],...}): error and the first line of error_description ("" when absent);
+ * nested members are skipped. RPL_E_BLOB_TOKEN when it is not a JSON object. */
+RPL_MUST_CHECK rpl_err blob_token_parse_error(const char *json, size_t len, char *error, size_t errorsz,
+                                              char *description, size_t descsz);
+
+/* entra.c: the client assertion (RFC 7523, as Entra ID takes it) - a JWT signed RS256 with the
+ * key in pem (PEM text holding the certificate and its RSA private key), header {"alg":"RS256",
+ * "typ":"JWT","x5t":SHA-1,"x5t#S256":SHA-256 of the certificate's DER, base64url}, claims aud
+ * (the token endpoint URL), iss and sub (client_id), jti, iat and nbf (now), exp (now + 600).
+ * RPL_E_ENTRA_CREDENTIAL when pem does not hold a certificate with its matching RSA key;
+ * RPL_E_LIMIT when the JWT does not fit outsz. */
+#define BLOB_ENTRA_ASSERTION_LIFETIME_S 600
+RPL_MUST_CHECK rpl_err blob_entra_assertion(const char *pem, size_t pem_len, const char *client_id,
+                                            const char *audience, time_t now, const char *jti, char *out,
+                                            size_t outsz);
+/* base64url without padding of len bytes into out; false when it does not fit. */
+bool blob_base64url(const unsigned char *in, size_t len, char *out, size_t outsz);
+/* The form body of the client-credentials request (values percent-encoded): with the secret or,
+ * when secret is NULL, the assertion. */
+RPL_MUST_CHECK rpl_err blob_entra_form(const char *client_id, const char *secret, const char *assertion, char *out,
+                                       size_t outsz);
+
+/* blob_client.c: the proxy decision for a host (and the address it was pinned to, or NULL) by a
+ * bypass list, shared by storage and the token endpoint. */
+bool blob_proxy_bypassed(const char *bypass, const char *host, const char *addr);
+
 /* ---- between the client (blob_client.c) and its operations (blob_ops.c) ---- */
 
 #define REQ_MAX_HEADERS 12

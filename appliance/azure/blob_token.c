@@ -1,6 +1,7 @@
 /* blob_token.c - managed-identity tokens: the IMDS-form request (GET ...?api-version=2018-02-01&
  * resource=https://storage.azure.com/, "Metadata: true"), retried with backoff, and a strict parser
- * for the flat JSON object it answers with. */
+ * for the flat JSON object it (and Entra ID's token endpoint) answers with, and for OAuth error
+ * answers. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -303,6 +304,105 @@ out:
   free(value);
   if (err != RPL_OK)
     OPENSSL_cleanse(out, sizeof *out);
+  return err;
+}
+
+/* Skips one value of any kind (nested up to 16 levels): error answers carry arrays. */
+static bool json_skip(struct json *j, char *scratch, size_t scratchsz, int depth)
+{
+  skip_ws(j);
+  if (j->p >= j->end || depth > 16)
+    return false;
+  if (*j->p == '"')
+    return json_string(j, scratch, scratchsz);
+  if (*j->p != '{' && *j->p != '[')
+    return json_scalar(j, scratch, scratchsz);
+  char close = *j->p == '{' ? '}' : ']';
+  bool object = close == '}';
+  j->p++;
+  skip_ws(j);
+  if (j->p < j->end && *j->p == close) {
+    j->p++;
+    return true;
+  }
+  for (;;) {
+    if (object) {
+      skip_ws(j);
+      if (!json_string(j, scratch, scratchsz))
+        return false;
+      skip_ws(j);
+      if (j->p >= j->end || *j->p != ':')
+        return false;
+      j->p++;
+    }
+    if (!json_skip(j, scratch, scratchsz, depth + 1))
+      return false;
+    skip_ws(j);
+    if (j->p < j->end && *j->p == ',') {
+      j->p++;
+      continue;
+    }
+    if (j->p < j->end && *j->p == close) {
+      j->p++;
+      return true;
+    }
+    return false;
+  }
+}
+
+rpl_err blob_token_parse_error(const char *json, size_t len, char *error, size_t errorsz, char *description,
+                               size_t descsz)
+{
+  if (errorsz)
+    error[0] = '\0';
+  if (descsz)
+    description[0] = '\0';
+  if (len > BLOB_TOKEN_JSON_MAX)
+    return rpl_fail(RPL_E_BLOB_TOKEN, "error response is over %u bytes", BLOB_TOKEN_JSON_MAX);
+  struct json j = {json, json + len};
+  char key[64];
+  char *value = malloc(BLOB_TOKEN_JSON_MAX);
+  if (!value)
+    return RPL_E_NOMEM;
+  rpl_err err = rpl_fail(RPL_E_BLOB_TOKEN, "the token endpoint's error answer is not a JSON object");
+  skip_ws(&j);
+  if (j.p >= j.end || *j.p != '{')
+    goto out;
+  j.p++;
+  skip_ws(&j);
+  if (j.p < j.end && *j.p == '}') {
+    err = RPL_OK;
+    goto out;
+  }
+  for (;;) {
+    skip_ws(&j);
+    if (!json_string(&j, key, sizeof key))
+      goto out;
+    skip_ws(&j);
+    if (j.p >= j.end || *j.p != ':')
+      goto out;
+    j.p++;
+    skip_ws(&j);
+    bool is_string = j.p < j.end && *j.p == '"';
+    if (!json_skip(&j, value, BLOB_TOKEN_JSON_MAX, 0))
+      goto out;
+    if (is_string && strcmp(key, "error") == 0)
+      snprintf(error, errorsz, "%.*s", (int)strcspn(value, "\r\n"), value);
+    else if (is_string && strcmp(key, "error_description") == 0)
+      snprintf(description, descsz, "%.*s", (int)strcspn(value, "\r\n"), value);
+    skip_ws(&j);
+    if (j.p < j.end && *j.p == ',') {
+      j.p++;
+      continue;
+    }
+    if (j.p < j.end && *j.p == '}') {
+      err = RPL_OK;
+      break;
+    }
+    goto out;
+  }
+out:
+  free(value);
   return err;
 }
 

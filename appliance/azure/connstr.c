@@ -1,5 +1,7 @@
 /* connstr.c - storage connection strings (all the standard keys, UseDevelopmentStorage, the
- * environment variable) and SAS token validation. Errors name the part, never a secret's value. */
+ * environment variable, and ours for an Entra ID service principal: TenantId, ClientId,
+ * ClientSecretFile or ClientCertificateFile, AuthorityHost) and SAS token validation. Errors name
+ * the part, never a secret's value. */
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -211,8 +213,40 @@ rpl_err blob_sas_validate(const char *sas)
   return RPL_OK;
 }
 
+/* GUIDs and domain names: what a tenant or client id may hold, nothing that would need escaping in
+ * a URL path or a form. */
+static bool valid_entra_id(const char *v, bool domain)
+{
+  size_t n = strlen(v);
+  if (n == 0 || n >= BLOB_ENTRA_ID_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)v[i]) && v[i] != '-' && !(domain && v[i] == '.'))
+      return false;
+  return true;
+}
+
+/* "https://host[:port]" with an optional trailing '/', nothing else: the tenant's path follows it. */
+static bool valid_authority(const char *v, char *out, size_t outsz)
+{
+  if (strncasecmp(v, "https://", 8) != 0)
+    return false;
+  size_t n = strlen(v);
+  while (n > 8 && v[n - 1] == '/')
+    n--;
+  if (n == 8 || n >= outsz)
+    return false;
+  for (size_t i = 8; i < n; i++)
+    if (!isalnum((unsigned char)v[i]) && !strchr("-.:[]", v[i]))
+      return false;
+  memcpy(out, v, n);
+  out[n] = '\0';
+  return true;
+}
+
 enum connstr_key {
-  K_PROTOCOL, K_NAME, K_KEY, K_ENDPOINT, K_SUFFIX, K_SAS, K_DEV, K_DEV_PROXY, K_OTHER_ENDPOINT, K_COUNT
+  K_PROTOCOL, K_NAME, K_KEY, K_ENDPOINT, K_SUFFIX, K_SAS, K_DEV, K_DEV_PROXY, K_OTHER_ENDPOINT,
+  K_TENANT, K_CLIENT, K_SECRET_FILE, K_CERT_FILE, K_AUTHORITY, K_COUNT
 };
 
 static int key_index(const char *name, size_t len)
@@ -225,6 +259,8 @@ static int key_index(const char *name, size_t len)
     {"FileEndpoint", K_OTHER_ENDPOINT}, {"BlobSecondaryEndpoint", K_OTHER_ENDPOINT},
     {"QueueSecondaryEndpoint", K_OTHER_ENDPOINT}, {"TableSecondaryEndpoint", K_OTHER_ENDPOINT},
     {"FileSecondaryEndpoint", K_OTHER_ENDPOINT},
+    {"TenantId", K_TENANT}, {"ClientId", K_CLIENT}, {"ClientSecretFile", K_SECRET_FILE},
+    {"ClientCertificateFile", K_CERT_FILE}, {"AuthorityHost", K_AUTHORITY},
   };
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
     if (strlen(keys[i].name) == len && strncasecmp(keys[i].name, name, len) == 0)
@@ -348,7 +384,30 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out)
     snprintf(out->endpoint, sizeof out->endpoint, "%s://%s:%u/%s", out->https ? "https" : "http",
              out->host, out->port, out->name);
   }
-  if (err == RPL_OK) {
+  bool principal = values[K_TENANT] || values[K_CLIENT] || values[K_SECRET_FILE] || values[K_CERT_FILE] || values[K_AUTHORITY];
+  if (err == RPL_OK && principal) {
+    const char *file = values[K_SECRET_FILE] ? values[K_SECRET_FILE] : values[K_CERT_FILE];
+    if (values[K_KEY] || values[K_SAS]) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "a service principal (TenantId, ClientId) cannot be combined with AccountKey or SharedAccessSignature");
+    } else if (!values[K_TENANT] || !valid_entra_id(values[K_TENANT], true)) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "TenantId must be the directory (tenant) id: a GUID or the tenant's domain name");
+    } else if (!values[K_CLIENT] || !valid_entra_id(values[K_CLIENT], false)) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "ClientId must be the application (client) id, a GUID");
+    } else if (!file || (values[K_SECRET_FILE] && values[K_CERT_FILE])) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "a service principal needs one of ClientSecretFile or ClientCertificateFile");
+    } else if (file[0] != '/' || strlen(file) >= sizeof out->credential_file) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "%s must be an absolute path", values[K_SECRET_FILE] ? "ClientSecretFile" : "ClientCertificateFile");
+    } else if (!valid_authority(values[K_AUTHORITY] ? values[K_AUTHORITY] : BLOB_DEFAULT_AUTHORITY, out->authority,
+                                sizeof out->authority)) {
+      err = rpl_fail(RPL_E_BLOB_CONNSTR, "AuthorityHost must be https://HOST[:PORT] (the sign-in host of the cloud, such as %s)",
+                     BLOB_DEFAULT_AUTHORITY);
+    } else {
+      snprintf(out->tenant, sizeof out->tenant, "%s", values[K_TENANT]);
+      snprintf(out->client_id, sizeof out->client_id, "%s", values[K_CLIENT]);
+      snprintf(out->credential_file, sizeof out->credential_file, "%s", file);
+      out->auth = values[K_SECRET_FILE] ? BLOB_AUTH_CLIENT_SECRET : BLOB_AUTH_CLIENT_CERT;
+    }
+  } else if (err == RPL_OK) {
     if (values[K_KEY] && values[K_SAS]) {
       err = rpl_fail(RPL_E_BLOB_CONNSTR, "give AccountKey or SharedAccessSignature, not both");
     } else if (values[K_KEY]) {
@@ -377,7 +436,14 @@ rpl_err blob_connstr_parse(const char *text, struct blob_account *out)
 
 const char *blob_auth_name(enum blob_auth auth)
 {
-  return auth == BLOB_AUTH_SHARED_KEY ? "account key" : auth == BLOB_AUTH_SAS ? "SAS token" : "managed identity";
+  switch (auth) {
+  case BLOB_AUTH_SHARED_KEY: return "account key";
+  case BLOB_AUTH_SAS: return "SAS token";
+  case BLOB_AUTH_BEARER: return "managed identity";
+  case BLOB_AUTH_CLIENT_SECRET: return "service principal (client secret)";
+  case BLOB_AUTH_CLIENT_CERT: return "service principal (certificate)";
+  }
+  return "?";
 }
 
 rpl_err blob_connstr_from_env(struct blob_account *out)

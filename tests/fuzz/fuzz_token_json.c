@@ -1,4 +1,5 @@
-/* fuzz_token_json.c - libFuzzer target for the managed-identity token JSON parser. */
+/* fuzz_token_json.c - libFuzzer target for the token JSON parser (managed identity, Entra ID) and
+ * the OAuth error answer parser. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,5 +19,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!t.access_token[0] || t.expires_on <= 1700000000)
       abort();
   }
+  /* An error answer's fields go into a one-line detail: no line breaks, cut to fit. */
+  char error[16], desc[64];
+  if (blob_token_parse_error((const char *)data, size, error, sizeof error, desc, sizeof desc) == RPL_OK)
+    if (strlen(error) >= sizeof error || strlen(desc) >= sizeof desc || strpbrk(error, "\r\n") || strpbrk(desc, "\r\n"))
+      abort();
   return 0;
 }

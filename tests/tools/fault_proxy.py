@@ -3,7 +3,8 @@
 and, at a set rate, injects faults: 503 with Retry-After, 503 with x-ms-retry-after-ms, 500
 OperationTimedOut, a connection reset before forwarding, a reset after forwarding (the write landed
 but its answer is lost), or a delay before forwarding. It can also shift the Date header (clock-skew
-tests). It terminates TLS with the test server certificate and forwards to Azurite over TLS."""
+tests), or refuse every request carrying a bearer token with 403 AuthorizationPermissionMismatch, as
+storage answers a service principal without a data role (--deny-bearer). It terminates TLS with the test server certificate and forwards to Azurite over TLS."""
 import argparse, http.client, http.server, random, socket, ssl, struct, sys, threading, time, email.utils
 
 ap = argparse.ArgumentParser()
@@ -16,6 +17,7 @@ ap.add_argument("--rate", type=float, default=0.0)
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--delay", type=float, default=2.0)
 ap.add_argument("--date-offset", type=int, default=0, help="seconds added to the upstream Date header")
+ap.add_argument("--deny-bearer", action="store_true", help="403 AuthorizationPermissionMismatch for bearer tokens")
 ap.add_argument("--log", required=True)
 args = ap.parse_args()
 
@@ -96,6 +98,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if args.deny_bearer and (self.headers.get("Authorization") or "").startswith("Bearer "):
+            log(f"{time.time():.3f} {self.command} {self.path} denied bearer")
+            body = (b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationPermissionMismatch</Code>'
+                    b'<Message>This request is not authorized to perform this operation using this permission.</Message></Error>')
+            self.send_response(403)
+            self.send_header("x-ms-error-code", "AuthorizationPermissionMismatch")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
         fault = pick_fault()
         log(f"{time.time():.3f} {self.command} {self.path} range={self.headers.get('x-ms-range')} fault={fault or 'none'}")
         if fault == "503-retry-after":
