@@ -20,6 +20,7 @@ wait_until 2 "" test -b "${dev}p2"
 size=$(blockdev --getsize64 "$dev")
 
 out=$(cbt start "$dev") || fail "cbt start exited $?"
+check_variant
 [[ $out == *"tracking, granularity 4096 bytes"* ]] || fail "unexpected start output: $out"
 cbt status "$dev" --json >/dev/null || fail "cbt status --json exited $?"
 gran=$(cbt_field "$dev" granularity)
