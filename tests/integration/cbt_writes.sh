@@ -104,6 +104,9 @@ one_line_error "needs a DEVICE" cbt drain
 
 cbt stop "$dev" || fail "cbt stop exited $?"
 [ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "stopping the last device left the tracker pinned"
+# An install with a variant override it does not know refuses, and tracks nothing.
+one_line_error "none of auto, bpf_loop, bounded" env MOBILITY_AGENT_CBT_VARIANT=nonsense "$AGENT" cbt start "$dev" --state "$STATE"
+[ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "a refused variant override installed the tracker"
 one_line_error "not tracked" cbt drain "$dev"
 one_line_error "not tracked" cbt status "$dev"
 echo "cbt_writes: ok"
