@@ -356,7 +356,10 @@ static int open_variant(enum cbt_variant variant, const struct bpf_object_open_o
  * failure nothing is left open, t->no_ebpf_why says why and *refused tells a verifier refusal. */
 static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, struct opened_tracker *o, bool *refused)
 {
-  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = t->btf_custom ? t->btf_path : NULL);
+  /* At debug level the verifier's statistics of every program (instructions processed, states)
+   * reach the log: how close a kernel's verifier comes to its limits. */
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = t->btf_custom ? t->btf_path : NULL,
+              .kernel_log_level = log_get_level() >= LOG_LVL_DEBUG ? 4 : 0);
   *refused = false;
   libbpf_last_warning[0] = '\0';
   int rc = open_variant(variant, &open_opts, o);
