@@ -86,8 +86,8 @@ phase partitions
 # Drained means forgotten: a second drain with no writes is empty.
 phase nothing_new
 
-# A discard of 700 MiB, unaligned at both ends: hundreds of level-0 words (the bounded variant marks
-# them in chunks of 256 words, 64 MiB at 4 KiB) and several level-1 words, in one bio.
+# A discard of 700 MiB, unaligned at both ends: 2,800 level-0 words (the bounded variant marks
+# them in 44 chunks of 64 words, 16 MiB each at 4 KiB) and 44 level-1 words, in one bio.
 make_loop "$WORK/big.img" 1G
 big=$LOOP
 cbt start "$big" >/dev/null || fail "cbt start (1 GiB) exited $?"
