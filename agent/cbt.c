@@ -181,6 +181,16 @@ static void unlock_tracker(struct cbt *t)
   flock(t->lock_fd, LOCK_UN);
 }
 
+enum cbt_variant cbt_variant_get(struct cbt *t, bool *running, const char **why)
+{
+  /* The lock: opening the pins may remove an installation left half-done, never one in progress. */
+  rpl_err err = lock_tracker(t);
+  enum cbt_variant variant = cbt_variant_describe(t, running, why);
+  if (!err)
+    unlock_tracker(t);
+  return variant;
+}
+
 bool cbt_ebpf_available(struct cbt *t, const char **why)
 {
   if (why)

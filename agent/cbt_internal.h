@@ -53,6 +53,8 @@ struct cbt {
   int fd[PIN_COUNT];      /* -1 when not open */
   uint32_t devices_map_id;
   int prog_fd[PROGRAMS];
+  enum cbt_variant variant; /* of the pinned programs; CBT_VARIANT_NONE when none are open */
+  char variant_why[512];  /* why the variant cbt_variant_get returned is that one */
   struct cbt_slot *slots; /* mmap of cbt_devices, NULL when not open */
   size_t slots_bytes;
   int ncpus;
@@ -111,6 +113,9 @@ bool cbt_pins_installed(const struct cbt *t);
 /* Loads, attaches and pins the programs and maps. On failure t->no_ebpf_why says why when eBPF is
  * unusable here (the caller falls back); other failures are errors. */
 rpl_err cbt_pins_install(struct cbt *t);
+
+/* cbt_variant_get of cbt.h once the pins are open (under the tracker lock). */
+enum cbt_variant cbt_variant_describe(struct cbt *t, bool *running, const char **why);
 
 /* ---- cbt_kernel.c: slots ------------------------------------------------------------------- */
 

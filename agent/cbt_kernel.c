@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cbt_bounded_bpf.skel.h"
 #include "cbt_bpf.skel.h"
 #include "cbt_internal.h"
 #include "rpl_clock.h"
@@ -37,6 +38,10 @@ static const char *const pin_names[PIN_COUNT] = {
   "cbt_devices", "cbt_devmap", "cbt_bitmaps", "cbt_inflight", "cbt_counters",
   "cbt_link_bio_queue", "cbt_link_rq_complete", "cbt_link_bio_complete",
 };
+
+/* Program names are the variant's prefix and the role (driver/cbt.bpf.c's PROG()): a pinned
+ * program's name tells which variant runs. */
+static const char *const variant_prefix[] = {[CBT_VARIANT_BPF_LOOP] = "cbt_", [CBT_VARIANT_BOUNDED] = "cbtb_"};
 
 /* libbpf's messages go to our log at debug level; the first warning of a load (the one that names
  * the failing program or map) is kept for the error message. */
@@ -86,6 +91,7 @@ void cbt_pins_close(struct cbt *t)
     t->prog_fd[i] = -1;
   }
   t->devices_map_id = 0;
+  t->variant = CBT_VARIANT_NONE;
 }
 
 static int pin_path(const struct cbt *t, int object, char *out, size_t size)
@@ -185,6 +191,13 @@ static rpl_err pins_open(struct cbt *t)
       return err;
     }
   }
+  struct bpf_prog_info info;
+  uint32_t len = sizeof info;
+  memset(&info, 0, sizeof info);
+  if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0)
+    t->variant = !strncmp(info.name, variant_prefix[CBT_VARIANT_BOUNDED], strlen(variant_prefix[CBT_VARIANT_BOUNDED]))
+                   ? CBT_VARIANT_BOUNDED
+                   : CBT_VARIANT_BPF_LOOP;
   return RPL_OK;
 }
 
@@ -234,11 +247,159 @@ static rpl_err ensure_bpffs(struct cbt *t)
   return RPL_OK;
 }
 
-/* Loads, attaches and pins the programs and maps. On failure t->no_ebpf_why says why when eBPF is
- * unusable here (the caller falls back); other failures are errors. */
+/* ---- variants ---- */
+
+const char *cbt_variant_name(enum cbt_variant variant)
+{
+  switch (variant) {
+  case CBT_VARIANT_BPF_LOOP:
+    return "bpf_loop";
+  case CBT_VARIANT_BOUNDED:
+    return "bounded";
+  case CBT_VARIANT_NONE:
+    break;
+  }
+  return "none";
+}
+
+/* The variant an install loads now, and why. CBT_VARIANT_NONE when the override is not understood. */
+static enum cbt_variant choose_variant(char *why, size_t size)
+{
+  const char *forced = getenv(CBT_VARIANT_ENV);
+  /* libbpf loads a two-instruction program calling the helper: the kernel's answer, backports included. */
+  int probe = libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_loop, NULL);
+  const char *has = probe == 1 ? "has" : probe == 0 ? "lacks" : "could not be probed for";
+  if (forced && *forced && strcmp(forced, "auto")) {
+    if (!strcmp(forced, "bounded") || !strcmp(forced, "bpf_loop")) {
+      snprintf(why, size, "forced by " CBT_VARIANT_ENV "=%s (the kernel %s the bpf_loop helper)", forced, has);
+      return !strcmp(forced, "bounded") ? CBT_VARIANT_BOUNDED : CBT_VARIANT_BPF_LOOP;
+    }
+    snprintf(why, size, CBT_VARIANT_ENV "=%s is none of auto, bpf_loop, bounded", forced);
+    return CBT_VARIANT_NONE;
+  }
+  if (probe == 1) {
+    snprintf(why, size, "the kernel has the bpf_loop helper (Linux 5.17+)");
+    return CBT_VARIANT_BPF_LOOP;
+  }
+  if (probe == 0)
+    snprintf(why, size, "the kernel lacks the bpf_loop helper (Linux 5.17+): bounded loops instead");
+  else
+    snprintf(why, size, "probing the kernel for the bpf_loop helper failed (%s): bounded loops instead",
+             strerror(-probe));
+  return CBT_VARIANT_BOUNDED;
+}
+
+enum cbt_variant cbt_variant_describe(struct cbt *t, bool *running, const char **why)
+{
+  char choice_why[256];
+  enum cbt_variant choice = choose_variant(choice_why, sizeof choice_why);
+  *running = cbt_pins_installed(t) && t->variant != CBT_VARIANT_NONE;
+  *why = t->variant_why;
+  if (!*running || t->variant == choice) {
+    snprintf(t->variant_why, sizeof t->variant_why, "%s", choice_why);
+    return *running ? t->variant : choice;
+  }
+  /* Installed by an earlier process under other conditions (an override, or the bpf_loop variant
+   * refused by this kernel's verifier): it runs until the tracker is installed again. */
+  snprintf(t->variant_why, sizeof t->variant_why,
+           "installed so by an earlier start; an install now would load %s (%s): that happens when the last "
+           "device stops and one starts again",
+           cbt_variant_name(choice), choice_why);
+  return t->variant;
+}
+
+/* One variant's skeleton, opened: the typed skeleton calls behind plain pointers, and the maps and
+ * link slots in pin order (the two skeletons differ in their type and program names only). */
+struct opened_tracker {
+  void *skel;
+  int (*load)(void *skel);
+  int (*attach)(void *skel);
+  void (*destroy)(void *skel);
+  struct bpf_map *maps[PIN_FIRST_LINK];
+  struct bpf_link **links[PROGRAMS];
+};
+
+static int loop_load(void *skel) { return cbt_bpf__load(skel); }
+static int loop_attach(void *skel) { return cbt_bpf__attach(skel); }
+static void loop_destroy(void *skel) { cbt_bpf__destroy(skel); }
+static int bounded_load(void *skel) { return cbt_bounded_bpf__load(skel); }
+static int bounded_attach(void *skel) { return cbt_bounded_bpf__attach(skel); }
+static void bounded_destroy(void *skel) { cbt_bounded_bpf__destroy(skel); }
+
+static int open_variant(enum cbt_variant variant, const struct bpf_object_open_opts *opts, struct opened_tracker *o)
+{
+  if (variant == CBT_VARIANT_BOUNDED) {
+    struct cbt_bounded_bpf *s = cbt_bounded_bpf__open_opts(opts);
+    if (!s)
+      return -errno;
+    *o = (struct opened_tracker){
+      .skel = s, .load = bounded_load, .attach = bounded_attach, .destroy = bounded_destroy,
+      .maps = {s->maps.cbt_devices, s->maps.cbt_devmap, s->maps.cbt_bitmaps, s->maps.cbt_inflight,
+               s->maps.cbt_counters},
+      .links = {&s->links.cbtb_bio_queue, &s->links.cbtb_rq_complete, &s->links.cbtb_bio_complete},
+    };
+    return 0;
+  }
+  struct cbt_bpf *s = cbt_bpf__open_opts(opts);
+  if (!s)
+    return -errno;
+  *o = (struct opened_tracker){
+    .skel = s, .load = loop_load, .attach = loop_attach, .destroy = loop_destroy,
+    .maps = {s->maps.cbt_devices, s->maps.cbt_devmap, s->maps.cbt_bitmaps, s->maps.cbt_inflight,
+             s->maps.cbt_counters},
+    .links = {&s->links.cbt_bio_queue, &s->links.cbt_rq_complete, &s->links.cbt_bio_complete},
+  };
+  return 0;
+}
+
+/* Opens, loads and attaches one variant (libbpf-bootstrap order; nothing in .rodata to set). On
+ * failure nothing is left open, t->no_ebpf_why says why and *refused tells a verifier refusal. */
+static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, struct opened_tracker *o, bool *refused)
+{
+  /* At debug level the verifier's statistics of every program (instructions processed, states)
+   * reach the log: how close a kernel's verifier comes to its limits. */
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = t->btf_custom ? t->btf_path : NULL,
+              .kernel_log_level = log_get_level() >= LOG_LVL_DEBUG ? 4 : 0);
+  *refused = false;
+  libbpf_last_warning[0] = '\0';
+  int rc = open_variant(variant, &open_opts, o);
+  if (rc) {
+    cbt_set_no_ebpf_reason(t, "cannot open the eBPF tracker object (%s variant): %s%s%s", cbt_variant_name(variant),
+             strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
+    return RPL_E_CBT_LOAD;
+  }
+  rc = o->load(o->skel);
+  if (rc) {
+    if (rc == -EPERM || rc == -EACCES) {
+      cbt_set_no_ebpf_reason(t,
+               "not allowed to load eBPF programs (%s): run as root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
+               strerror(-rc));
+    } else {
+      *refused = true;
+      cbt_set_no_ebpf_reason(t, "the kernel refused the eBPF tracker's %s variant (%s)%s%s", cbt_variant_name(variant),
+               strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
+    }
+    o->destroy(o->skel);
+    return RPL_E_CBT_LOAD;
+  }
+  rc = o->attach(o->skel);
+  if (rc) {
+    cbt_set_no_ebpf_reason(t,
+             "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
+             "tracepoints (%s)",
+             strerror(-rc));
+    o->destroy(o->skel);
+    return RPL_E_CBT_LOAD;
+  }
+  return RPL_OK;
+}
+
+/* Loads, attaches and pins the programs and maps of the variant chosen now (see cbt_variant_get).
+ * On failure t->no_ebpf_why says why when eBPF is unusable here (the caller falls back); other
+ * failures are errors. */
 rpl_err cbt_pins_install(struct cbt *t)
 {
-  struct cbt_bpf *skel = NULL;
+  struct opened_tracker o;
   char path[PATH_MAX];
   rpl_err err = RPL_OK;
   int pinned = 0;
@@ -254,62 +415,46 @@ rpl_err cbt_pins_install(struct cbt *t)
   if (err)
     return err;
 
-  LIBBPF_OPTS(bpf_object_open_opts, open_opts, .btf_custom_path = t->btf_custom ? t->btf_path : NULL);
-  libbpf_last_warning[0] = '\0';
-  skel = cbt_bpf__open_opts(&open_opts);
-  if (!skel) {
-    cbt_set_no_ebpf_reason(t, "cannot open the eBPF tracker object: %s%s%s",
-             strerror(errno), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
-    return RPL_E_CBT_LOAD;
+  char why[256];
+  enum cbt_variant variant = choose_variant(why, sizeof why);
+  if (variant == CBT_VARIANT_NONE)
+    return rpl_fail(RPL_E_INVALID_ARGUMENT, "%s: unset it or set it to auto (the kernel's features decide)", why);
+  bool refused;
+  err = load_variant(t, variant, &o, &refused);
+  const char *forced = getenv(CBT_VARIANT_ENV);
+  if (err && refused && variant == CBT_VARIANT_BPF_LOOP && !(forced && !strcmp(forced, "bpf_loop"))) {
+    /* A kernel that has the helper but whose verifier refuses this program (a distribution's
+     * partial backport): the bounded variant needs less of it. */
+    log_warn("%s: trying the bounded variant", t->no_ebpf_why);
+    snprintf(why, sizeof why, "the kernel has bpf_loop but refused the bpf_loop variant: bounded loops instead");
+    variant = CBT_VARIANT_BOUNDED;
+    t->no_ebpf_why[0] = '\0';
+    err = load_variant(t, variant, &o, &refused);
   }
-  int rc = cbt_bpf__load(skel);
-  if (rc) {
-    if (rc == -EPERM || rc == -EACCES)
-      cbt_set_no_ebpf_reason(t,
-               "not allowed to load eBPF programs (%s): run as root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
-               strerror(-rc));
-    else
-      cbt_set_no_ebpf_reason(t, "the kernel refused the eBPF tracker (%s)%s%s",
-               strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
-    err = RPL_E_CBT_LOAD;
-    goto cleanup;
-  }
-  rc = cbt_bpf__attach(skel);
-  if (rc) {
-    cbt_set_no_ebpf_reason(t,
-             "cannot attach the tracker to the block_bio_queue / block_rq_complete / block_bio_complete raw "
-             "tracepoints (%s)",
-             strerror(-rc));
-    err = RPL_E_CBT_LOAD;
-    goto cleanup;
-  }
+  if (err)
+    return err;
 
-  struct bpf_map *maps[PIN_FIRST_LINK] = {
-    skel->maps.cbt_devices, skel->maps.cbt_devmap, skel->maps.cbt_bitmaps, skel->maps.cbt_inflight,
-    skel->maps.cbt_counters,
-  };
-  struct bpf_link *links[PROGRAMS] = {skel->links.cbt_bio_queue, skel->links.cbt_rq_complete,
-                                      skel->links.cbt_bio_complete};
   for (pinned = 0; pinned < PIN_COUNT; pinned++) {
     if (pin_path(t, pinned, path, sizeof path)) {
       err = rpl_fail(RPL_E_INVALID_ARGUMENT, "pin directory path too long: %s", t->pin_dir);
       goto cleanup;
     }
-    rc = pinned < PIN_FIRST_LINK ? bpf_map__pin(maps[pinned], path)
-                                 : bpf_link__pin(links[pinned - PIN_FIRST_LINK], path);
+    int rc = pinned < PIN_FIRST_LINK ? bpf_map__pin(o.maps[pinned], path)
+                                     : bpf_link__pin(*o.links[pinned - PIN_FIRST_LINK], path);
     if (rc) {
       err = rpl_fail(RPL_E_IO, "cannot pin %s: %s", path, strerror(-rc));
       goto cleanup;
     }
   }
-  log_info("eBPF change-block tracker loaded and pinned in %s", t->pin_dir);
+  log_info("eBPF change-block tracker (%s variant: %s) loaded and pinned in %s", cbt_variant_name(variant), why,
+           t->pin_dir);
 
 cleanup:
   if (err && pinned > 0)
     for (int i = pinned - 1; i >= 0; i--)
       if (!pin_path(t, i, path, sizeof path))
         unlink(path);
-  cbt_bpf__destroy(skel); /* pinned links keep the programs attached */
+  o.destroy(o.skel); /* pinned links keep the programs attached */
   if (err)
     return err;
   return pins_open(t);

@@ -45,7 +45,9 @@ static void cbt_usage(FILE *out)
           "When a resync is required it prints the whole device and exits %d; after copying it, run\n"
           "'cbt ack DEVICE COUNT' with the event count that 'cbt status' shows.\n"
           "Environment: MOBILITY_AGENT_BPF_PIN_DIR (default " CBT_DEFAULT_PIN_DIR "),\n"
-          "             MOBILITY_AGENT_BTF (kernel BTF, default " CBT_DEFAULT_BTF ").\n",
+          "             MOBILITY_AGENT_BTF (kernel BTF, default " CBT_DEFAULT_BTF "),\n"
+          "             " CBT_VARIANT_ENV " (auto, bpf_loop or bounded: the tracker program\n"
+          "             variant a start installs; default auto, by probing the kernel).\n",
           EXIT_RESYNC_REQUIRED);
 }
 
@@ -235,6 +237,9 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
   }
   const char *why = NULL;
   bool ebpf = cbt_ebpf_available(t, &why);
+  bool running = false;
+  const char *variant_why = NULL;
+  enum cbt_variant variant = ebpf ? cbt_variant_get(t, &running, &variant_why) : CBT_VARIANT_NONE;
   struct json_out j;
   if (a->json) {
     json_init(&j, stdout);
@@ -242,10 +247,16 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
     json_object_begin(&j, "ebpf");
     json_bool(&j, "available", ebpf);
     json_string(&j, "reason", why);
+    json_string(&j, "variant", ebpf ? cbt_variant_name(variant) : NULL);
+    json_bool(&j, "variant_running", running);
+    json_string(&j, "variant_reason", variant_why);
     json_object_end(&j);
     json_array_begin(&j, "devices");
   } else {
     printf("eBPF tracker: %s%s\n", ebpf ? "available" : "unavailable: ", ebpf ? "" : why);
+    if (ebpf)
+      printf("program variant: %s (%s): %s\n", cbt_variant_name(variant),
+             running ? "running" : "loaded by the next start", variant_why);
     if (!count)
       printf("no tracked devices\n");
   }

@@ -4,10 +4,12 @@
 #     tracked vs untracked, interleaved (ABBA) over ROUNDS rounds: IOPS and p99 latency ratios
 #     (tracked runs also drain once a second, as an agent would); then the same on two tmpfs
 #     devices written at the same time, one tracked (robust to other load on the machine); then
-#     the CPU time the tracker programs spend per write (bpf_stats);
+#     the CPU time the tracker programs spend per write (bpf_stats), for each program variant
+#     (bpf_loop and bounded);
 #  2. flip + drain + commit of a 1 TiB sparse loop device: nothing dirty, 10,000 scattered blocks;
 #  3. kernel memory of the tracker's maps, per TiB tracked.
-# Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G)
+# Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G),
+#        CPU_ONLY (set: section 1b alone)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -70,6 +72,36 @@ measure() { # measure KIND(file|tmpfs) DEV MODE(tracked|untracked)
   p99[$kind.$mode]="${p99[$kind.$mode]:-} $p"
 }
 
+cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
+  echo "== 1b. CPU cost of the tracker programs, $1 variant (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio)"
+  # Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per write.
+  MOBILITY_AGENT_CBT_VARIANT=$1 "$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
+  local stats_before tracked_writes total_ns=0 link prog ns count
+  stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+  sysctl -qw kernel.bpf_stats_enabled=1
+  run_fio "$tmpfs_dev" >/dev/null
+  sysctl -qw kernel.bpf_stats_enabled="$stats_before"
+  tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep -o '"writes":[0-9]*' | cut -d: -f2)
+  for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
+    prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
+    # bpftool omits the counters of a program that never ran
+    read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}') ||
+      { ns=0; count=0; }
+    awk -v l="${link#cbt_link_}" -v ns="${ns:-0}" -v c="${count:-0}" \
+      'BEGIN { printf "   %-13s %10d runs %8.0f ns per run\n", l, c, c ? ns / c : 0 }'
+    total_ns=$((total_ns + ${ns:-0}))
+  done
+  "$agent" cbt stop "$tmpfs_dev" --state "$state"
+  awk -v t="$total_ns" -v w="$tracked_writes" \
+    'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes)\n", w ? t / w : 0, w }'
+}
+if [ -n "${CPU_ONLY:-}" ]; then
+  for variant in bpf_loop bounded; do
+    cpu_cost $variant
+  done
+  exit 0
+fi
+
 echo "== 1. fio randwrite 4 KiB QD32 O_DIRECT, ${runtime}s per run, $rounds rounds (ABBA)"
 for r in $(seq "$rounds"); do
   for kind in file tmpfs; do
@@ -110,27 +142,9 @@ done
 awk -v t="$(sum "$ab_tracked")" -v u="$(sum "$ab_untracked")" \
   'BEGIN { printf "   concurrent A/B IOPS tracked/untracked %.3f\n", t / u }'
 
-echo "== 1b. CPU cost of the tracker programs (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio)"
-# Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per write.
-"$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
-stats_before=$(sysctl -n kernel.bpf_stats_enabled)
-sysctl -qw kernel.bpf_stats_enabled=1
-run_fio "$tmpfs_dev" >/dev/null
-sysctl -qw kernel.bpf_stats_enabled="$stats_before"
-tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep -o '"writes":[0-9]*' | cut -d: -f2)
-total_ns=0
-for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
-  prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
-  # bpftool omits the counters of a program that never ran
-  read -r ns count < <(bpftool prog show id "$prog" | grep -o 'run_time_ns [0-9]* run_cnt [0-9]*' | awk '{print $2, $4}') ||
-    { ns=0; count=0; }
-  awk -v l="${link#cbt_link_}" -v ns="${ns:-0}" -v c="${count:-0}" \
-    'BEGIN { printf "   %-13s %10d runs %8.0f ns per run\n", l, c, c ? ns / c : 0 }'
-  total_ns=$((total_ns + ${ns:-0}))
+for variant in bpf_loop bounded; do
+  cpu_cost $variant
 done
-"$agent" cbt stop "$tmpfs_dev" --state "$state"
-awk -v t="$total_ns" -v w="$tracked_writes" \
-  'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes)\n", w ? t / w : 0, w }'
 
 echo "== 2. cycle (flip + drain + commit) on a 1 TiB sparse loop device"
 truncate -s 1T "$work/big.img"

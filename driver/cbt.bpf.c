@@ -1,6 +1,12 @@
 /* cbt.bpf.c - the eBPF change-block tracker: marks every block written (write, discard, secure
  * erase, write-zeroes) to a tracked whole disk in that disk's bitmap, on submission and again on
- * completion, so that a write in flight across a generation flip is reported after it landed. */
+ * completion, so that a write in flight across a generation flip is reported after it landed.
+ *
+ * Built twice (driver/CMakeLists.txt), one CO-RE object per variant, from this one source so that
+ * both mark exactly alike: the default iterates with bpf_loop (kernel 5.17+); with CBT_BOUNDED the
+ * loops are bounded C loops split across global functions, for 5.12-5.16 verifiers (see "Kernel
+ * versions" in docs/architecture.md). The bounded variant's programs are named cbtb_*: that is how
+ * the agent tells which variant is pinned. */
 #include "vmlinux_min.h"
 
 #include <bpf/bpf_core_read.h>
@@ -10,6 +16,12 @@
 
 /* bpf_probe_read_kernel, which CO-RE reads use, is GPL-only. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#ifdef CBT_BOUNDED
+#define PROG(name) cbtb_##name
+#else
+#define PROG(name) cbt_##name
+#endif
 
 _Static_assert(sizeof(struct cbt_slot) == 256, "struct cbt_slot layout is shared with the agent");
 
@@ -105,22 +117,67 @@ static long mark_word(__u32 i, void *data)
   return 0;
 }
 
+#ifdef CBT_BOUNDED
+/* Words one chunk call marks, and chunks per level: a bio is < 4 GiB, i.e. at most 2^14 + 1 level-0
+ * words at the 4 KiB minimum granularity (257 chunks). Old verifiers walk every iteration of a
+ * bounded loop and keep one pending state per undecided branch (8192 at most); a global function is
+ * verified once, so the chunk and the level loops cost 64 + 257 iterations, not their product. The
+ * sizes are measured: 6.1's verifier processes 27,000 instructions for a 64-word chunk but 246,000
+ * for a 256-word one (docs/architecture.md, "Kernel versions"). */
+#define CBT_CHUNK_WORDS 64
+#define CBT_MAX_CHUNKS 257
+
+/* mark_word over words [0, CBT_CHUNK_WORDS) of range r; what a bpf_loop would do. Global: verified once. */
+__noinline int cbt_mark_chunk(__u32 slot, __u64 base, __u64 first_bit, __u64 last_bit)
+{
+  struct mark_range r = {.slot = slot, .base = base, .first_bit = first_bit, .last_bit = last_bit};
+  for (__u32 i = 0; i < CBT_CHUNK_WORDS; i++)
+    if (mark_word(i, &r))
+      break;
+  return r.failed ? -1 : (int)r.changed;
+}
+
+/* Sets bits [first, last] of one level of a buffer (words from base), chunk by chunk. -1 if the
+ * bitmap is missing or the range too long, else whether a bit was new. Global: verified once. */
+__noinline int cbt_mark_level(__u32 slot, __u64 base, __u64 first, __u64 last)
+{
+  __u64 last_word = last >> CBT_WORD_SHIFT;
+  if (last_word - (first >> CBT_WORD_SHIFT) + 1 > (__u64)CBT_CHUNK_WORDS * CBT_MAX_CHUNKS)
+    return -1;
+  int changed = 0;
+  for (__u32 c = 0; c < CBT_MAX_CHUNKS; c++) {
+    __u64 chunk_first_word = (first >> CBT_WORD_SHIFT) + (__u64)c * CBT_CHUNK_WORDS;
+    if (chunk_first_word > last_word)
+      break;
+    __u64 chunk_first = c ? chunk_first_word << CBT_WORD_SHIFT : first;
+    __u64 chunk_last = ((chunk_first_word + CBT_CHUNK_WORDS) << CBT_WORD_SHIFT) - 1;
+    int r = cbt_mark_chunk(slot, base, chunk_first, chunk_last < last ? chunk_last : last);
+    if (r < 0)
+      return -1;
+    changed |= r;
+  }
+  return changed;
+}
+#endif
+
 /* Sets blocks [first, last] in buffer `buffer` of the slot's bitmap, level 0 first, then the
  * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new. */
 static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buffer, __u64 first, __u64 last)
 {
   __u64 buffer_base = buffer * s->buffer_words;
   __u64 level_base[3] = {buffer_base, buffer_base + s->l1_offset, buffer_base + s->l2_offset};
-  struct mark_range r = {.slot = slot};
   int changed = 0;
 
   for (int level = 0; level < 3; level++) {
-    r.base = level_base[level];
-    r.first_bit = first;
-    r.last_bit = last;
-    r.failed = 0;
-    r.changed = 0;
+#ifdef CBT_BOUNDED
+    int r = cbt_mark_level(slot, level_base[level], first, last);
+    if (r < 0)
+      return -1;
+    if (level == 0)
+      changed = r;
+#else
     __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
+    struct mark_range r = {.slot = slot, .base = level_base[level], .first_bit = first, .last_bit = last};
     if (words > (1u << 23)) /* bpf_loop's limit; a bio is < 4 GiB, i.e. <= 2^14 words at 4 KiB */
       return -1;
     bpf_loop((__u32)words, mark_word, &r, 0);
@@ -128,6 +185,7 @@ static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buf
       return -1;
     if (level == 0)
       changed = r.changed;
+#endif
     first >>= CBT_WORD_SHIFT;
     last >>= CBT_WORD_SHIFT;
   }
@@ -220,7 +278,13 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
     __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
     if (last < s->nr_blocks && words <= 4) {
       struct check_range r = {.slot = slot, .base = (seen & 1) * s->buffer_words, .first_bit = first, .last_bit = last};
+#ifdef CBT_BOUNDED
+      for (__u32 i = 0; i < 4; i++)
+        if (check_word(i, &r))
+          break;
+#else
       bpf_loop((__u32)words, check_word, &r, 0);
+#endif
       if (!r.missing && READ_ONCE_U64(s->gen_seq) == seen)
         return (__s64)(seen << 1);
     }
@@ -332,7 +396,7 @@ static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
 }
 
 SEC("raw_tp/block_bio_queue")
-int cbt_bio_queue(struct bpf_raw_tracepoint_args *ctx)
+int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
 {
   struct bio *bio = (struct bio *)ctx->args[0];
   struct bio_fields f;
@@ -402,10 +466,28 @@ static long complete_bio(__u32 i, void *data)
   return 0;
 }
 
+#ifdef CBT_BOUNDED
+/* Bios one call of cbt_walk_bios walks: as with the chunks of mark_blocks, a global function keeps
+ * the verifier's work at 32 + 32 iterations for the 1024 bios of a request. */
+#define CBT_WALK_BATCH 32
+
+/* complete_bio for the next CBT_WALK_BATCH bios of w; 1 when the walk is over. A pointer argument of
+ * a global function (5.12+) is checked as a possibly-NULL pointer to memory of its type's size. */
+__noinline int cbt_walk_bios(struct request_walk *w)
+{
+  if (!w)
+    return 1;
+  for (__u32 i = 0; i < CBT_WALK_BATCH; i++)
+    if (complete_bio(i, w))
+      return 1;
+  return 0;
+}
+#endif
+
 /* Request-based disks (blk-mq): called before the bios are advanced and ended, after the device
  * wrote the data (block_bio_complete does not fire for them: blk_update_request clears the flag). */
 SEC("raw_tp/block_rq_complete")
-int cbt_rq_complete(struct bpf_raw_tracepoint_args *ctx)
+int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
 {
   struct request *rq = (struct request *)ctx->args[0]; /* (rq, blk_status_t error, nr_bytes) */
   __u32 nr_bytes = (__u32)ctx->args[2];
@@ -430,7 +512,13 @@ int cbt_rq_complete(struct bpf_raw_tracepoint_args *ctx)
   struct cbt_slot *s = slot_of(w.dev, &w.slot);
   if (!s)
     return 0;
+#ifdef CBT_BOUNDED
+  for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
+    if (cbt_walk_bios(&w))
+      break;
+#else
   bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
+#endif
   if (w.bio && w.remaining)
     __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
   __u32 slot = w.slot;
@@ -443,7 +531,7 @@ int cbt_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 /* Bio-based disks (device mapper, md): the bio's iterator may have moved, so the submission
  * recorded the range. Marked again only if a flip happened since the submission mark. */
 SEC("raw_tp/block_bio_complete")
-int cbt_bio_complete(struct bpf_raw_tracepoint_args *ctx)
+int PROG(bio_complete)(struct bpf_raw_tracepoint_args *ctx)
 {
   __u64 key = ctx->args[1]; /* (struct request_queue *q, struct bio *bio) */
   struct cbt_inflight *found = bpf_map_lookup_elem(&cbt_inflight, &key);

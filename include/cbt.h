@@ -120,6 +120,22 @@ void cbt_close(struct cbt *t);
 /* Whether the eBPF tracker is (or can be) used; if not, *why (owned by t) says why. */
 bool cbt_ebpf_available(struct cbt *t, const char **why);
 
+/* The tracker's program variants (docs/architecture.md, "Kernel versions"): bpf_loop (Linux 5.17+)
+ * or bounded loops (5.12+). Chosen at install by probing the kernel for bpf_loop; the environment
+ * variable CBT_VARIANT_ENV (auto, bpf_loop, bounded) overrides the probe (tests, a kernel whose
+ * verifier refuses one). The variant stays until the tracker is installed again. */
+enum cbt_variant {
+  CBT_VARIANT_NONE = 0,     /* none chosen: CBT_VARIANT_ENV holds an unknown value */
+  CBT_VARIANT_BPF_LOOP = 1,
+  CBT_VARIANT_BOUNDED = 2,
+};
+#define CBT_VARIANT_ENV "MOBILITY_AGENT_CBT_VARIANT"
+/* "bpf_loop", "bounded", "none"; never NULL. Static storage. */
+const char *cbt_variant_name(enum cbt_variant variant);
+/* The variant running (pinned, *running true) or, when no tracker is installed, the one cbt_start
+ * would load (*running false); *why (owned by t) says why it is that one. */
+enum cbt_variant cbt_variant_get(struct cbt *t, bool *running, const char **why);
+
 /* Starts tracking DEVICE (a whole disk; its partitions are covered). Installs and pins the eBPF
  * programs on first use. In fallback mode the device is recorded and resync-required.
  * RPL_E_CBT_ALREADY_TRACKED if it is tracked already. */

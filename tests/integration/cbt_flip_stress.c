@@ -248,6 +248,16 @@ int main(int argc, char **argv)
     fprintf(stderr, "SKIP: eBPF tracking unavailable here: nothing to stress\n");
     return 77;
   }
+  /* A forced variant (the *_bounded entries of tests/CMakeLists.txt) must be the one stressed. */
+  bool running;
+  const char *why, *forced = getenv(CBT_VARIANT_ENV);
+  const char *variant = cbt_variant_name(cbt_variant_get(t, &running, &why));
+  printf("variant %s (%s)\n", variant, why);
+  if (!running || (forced && *forced && strcmp(forced, "auto") && strcmp(forced, variant))) {
+    fprintf(stderr, "FAIL: variant %s %s, %s=%s was asked for\n", variant, running ? "runs" : "does not run",
+            CBT_VARIANT_ENV, forced ? forced : "");
+    return 1;
+  }
 
   pthread_t threads[WRITERS];
   for (uintptr_t i = 0; i < WRITERS; i++)

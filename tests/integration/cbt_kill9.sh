@@ -9,6 +9,7 @@ make_loop "$WORK/disk.img" 256M
 dev=$LOOP
 size=$(blockdev --getsize64 "$dev")
 cbt start "$dev" >/dev/null || fail "cbt start exited $?"
+check_variant
 uuid_before=$(cbt_field "$dev" tracker_uuid)
 
 "$TOOL" write-random "$dev" "$size" "$seconds" 7 "$WORK/writes.log" >"$WORK/writer.out" &

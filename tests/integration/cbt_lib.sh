@@ -26,3 +26,20 @@ cbt() { "$AGENT" cbt "$@" --state "$STATE"; }
 
 # cbt_field DEV PATH: a field of DEV's entry in cbt status --json (lib/common.sh's json_field path).
 cbt_field() { cbt status "$1" --json | json_field - "devices.0.$2"; }
+
+# check_variant: once the tracker is installed, cbt status names the variant running and why: the
+# probe's verdict, or with MOBILITY_AGENT_CBT_VARIANT forced (the *_bounded entries of
+# tests/CMakeLists.txt) that variant, naming the override.
+check_variant() {
+  local doc variant running why forced=${MOBILITY_AGENT_CBT_VARIANT:-}
+  doc=$(cbt status --json) || fail "cbt status --json exited $?"
+  { read -r variant; read -r running; read -r why; } < <(json_field - ebpf.variant ebpf.variant_running ebpf.variant_reason <<<"$doc")
+  [ "$running" = true ] || fail "cbt status: the tracker is installed but no variant runs: $doc"
+  if [ -n "$forced" ] && [ "$forced" != auto ]; then
+    [ "$variant" = "$forced" ] || fail "variant $variant runs, $forced was forced"
+    [[ $why == *"forced by MOBILITY_AGENT_CBT_VARIANT=$forced"* ]] || fail "the reason does not name the override: '$why'"
+  else
+    [[ $variant =~ ^(bpf_loop|bounded)$ && $why == *"bpf_loop helper"* ]] || fail "variant '$variant' for reason '$why'"
+  fi
+  echo "variant $variant: $why"
+}

@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # cbt_qemu_guest.sh - the /init of cbt_qemu_portability's initramfs: runs the basic write test and the
-# no-BTF fallback test of the tracker inside the guest kernel and prints CBT-QEMU-RESULT.
+# no-BTF fallback test of the tracker inside the guest kernel and prints CBT-QEMU-RESULT. With
+# MOBILITY_AGENT_CBT_VARIANT on the kernel command line, that tracker variant is forced and checked.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run
@@ -37,6 +38,11 @@ check drained-exactly-the-writes $?
 check second-drain-empty $?
 $A status /dev/loop0 --state /tmp/state --json >/tmp/status.json
 check status $?
+# The variant forced from the host (kernel command line -> init's environment), else the probe's
+# choice: 6.1 has bpf_loop.
+want=${MOBILITY_AGENT_CBT_VARIANT:-bpf_loop}
+grep -q "\"variant\":\"$want\",\"variant_running\":true" /tmp/status.json
+check "variant-$want" $?
 grep -q '"tracking":true' /tmp/status.json && grep -q '"required":false' /tmp/status.json
 check status-no-resync $?
 $A stop /dev/loop0 --state /tmp/state

@@ -11,6 +11,7 @@ dev=$LOOP
 name=$(basename "$dev")
 record=$STATE/cbt/$name.state
 cbt start "$dev" >/dev/null || fail "cbt start exited $?"
+check_variant
 json() { cbt status "$dev" --json; }
 # field NAME: a value of the device's status; required / reason / count are the resync ones.
 field() {

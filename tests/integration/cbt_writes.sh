@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cbt_writes.sh - Description: every kind of write to a tracked loop device (O_DIRECT, buffered +
-# fsync, discard, write-zeroes, writes through partitions) is drained exactly, granularity-rounded;
-# flush-only bios mark nothing; errors are one clear line with a non-zero status.
+# fsync, discard, a 700 MiB discard, write-zeroes, writes through partitions) is drained exactly,
+# granularity-rounded; flush-only bios mark nothing; errors are one clear line with a non-zero status.
 set -u
 . "$(dirname "$0")/cbt_lib.sh"
 command -v sfdisk >/dev/null || skip "sfdisk is missing (fdisk package)"
@@ -20,6 +20,7 @@ wait_until 2 "" test -b "${dev}p2"
 size=$(blockdev --getsize64 "$dev")
 
 out=$(cbt start "$dev") || fail "cbt start exited $?"
+check_variant
 [[ $out == *"tracking, granularity 4096 bytes"* ]] || fail "unexpected start output: $out"
 cbt status "$dev" --json >/dev/null || fail "cbt status --json exited $?"
 gran=$(cbt_field "$dev" granularity)
@@ -85,6 +86,20 @@ phase partitions
 # Drained means forgotten: a second drain with no writes is empty.
 phase nothing_new
 
+# A discard of 700 MiB, unaligned at both ends: 2,800 level-0 words (the bounded variant marks
+# them in 44 chunks of 64 words, 16 MiB each at 4 KiB) and 44 level-1 words, in one bio.
+make_loop "$WORK/big.img" 1G
+big=$LOOP
+cbt start "$big" >/dev/null || fail "cbt start (1 GiB) exited $?"
+cbt drain "$big" >/dev/null || fail "cbt drain (1 GiB) exited $?"
+blkdiscard -o $((3 * 4096)) -l $((700 << 20)) "$big" || fail "blkdiscard 700 MiB"
+echo "$((3 * 4096)) $((700 << 20))" >"$WORK/big.expected"
+cbt drain "$big" >"$WORK/big.drained" || fail "cbt drain (1 GiB) exited $?"
+"$TOOL" compare "$WORK/big.expected" "$WORK/big.drained" "$(blockdev --getsize64 "$big")" 4096 ||
+  fail "large discard: drained extents differ"
+cbt stop "$big" || fail "cbt stop (1 GiB) exited $?"
+echo "phase large_discard: ok"
+
 # Errors: one line on stderr, non-zero status.
 one_line_error() { # one_line_error WORD CMD...: fails unless CMD fails with one stderr line containing WORD
   local word=$1 err rc
@@ -103,6 +118,9 @@ one_line_error "needs a DEVICE" cbt drain
 
 cbt stop "$dev" || fail "cbt stop exited $?"
 [ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "stopping the last device left the tracker pinned"
+# An install with a variant override it does not know refuses, and tracks nothing.
+one_line_error "none of auto, bpf_loop, bounded" env MOBILITY_AGENT_CBT_VARIANT=nonsense "$AGENT" cbt start "$dev" --state "$STATE"
+[ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "a refused variant override installed the tracker"
 one_line_error "not tracked" cbt drain "$dev"
 one_line_error "not tracked" cbt status "$dev"
 echo "cbt_writes: ok"
