@@ -34,6 +34,8 @@ struct disk_rt {
   bool announced;             /* DISK sent on this connection */
   uint64_t last_cycle;        /* last ACKed cycle */
   uint64_t cycles, bytes_sent, raw_bytes;
+  uint64_t refused;           /* cycles the appliance NACKed (status shows a refusal loop as it grows) */
+  uint64_t declined;          /* cycles this agent NACKed (the disk in error): likewise */
   time_t last_ack;
   uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
   uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
@@ -96,6 +98,7 @@ struct agent {
   int64_t cert_not_before, cert_not_after; /* the certificate's validity (renewal.c; written under lock) */
   bool renew_disabled;        /* a renewed certificate was due at once (a wrong clock): no more tries */
   bool peer_renew;            /* the appliance's HELLO stated PROTO_CAP_RENEW */
+  bool peer_resize;           /* the appliance's HELLO stated PROTO_CAP_DISK_RESIZE */
   struct conn *conn;
   struct proto_buf out;
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */

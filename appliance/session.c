@@ -83,13 +83,64 @@ static bool agent_disk_room(struct appliance *a, const uint8_t agent[PROTO_ID_SI
   return !e && n < MAX_AGENT_DISKS;
 }
 
+/* DISK again for a disk this session serves: the agent saw it grow. The replica grows before any
+ * extent past the old end comes (a store not open yet is opened at the new size), then the receiver
+ * and the catalog take the size. A smaller or unservable size puts the disk in error with the
+ * reason, so that no cycle is asked of it (never refused in a loop). */
+static rpl_err resize_attached(struct session *s, struct rx_slot *sl, const struct proto_disk *m)
+{
+  struct appliance *a = s->a;
+  struct disk *d = sl->disk;
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  uint64_t was = d->size;
+  struct store *st = d->store;
+  if (m->size_bytes < was)
+    err = rpl_fail(RPL_E_REPLICA_SHRINK, "the disk is now %" PRIu64 " bytes, its replica %" PRIu64, m->size_bytes, was);
+  else if (m->size_bytes > (uint64_t)INT64_MAX || m->size_bytes % 512 ||
+           (a->backend->max_disk_bytes && m->size_bytes > a->backend->max_disk_bytes))
+    err = rpl_fail(RPL_E_LIMIT, "the disk grew to %" PRIu64 " bytes: %s storage takes no disk that large", m->size_bytes,
+                   a->backend->name);
+  else if (!st)
+    d->size = m->size_bytes;
+  pthread_mutex_unlock(&a->lock);
+  if (!err && st && (err = st->ops->resize(st, m->size_bytes)) == RPL_OK) { /* no lock: storage calls */
+    pthread_mutex_lock(&a->lock);
+    d->size = m->size_bytes;
+    pthread_mutex_unlock(&a->lock);
+  }
+  struct catalog_disk cd;
+  if (!err && (err = catalog_disk_get(a->cat, d->id, &cd)) == RPL_OK) {
+    cd.size_bytes = m->size_bytes;
+    err = catalog_disk_upsert(a->cat, &cd);
+  }
+  char id[37], why[RPL_DETAIL_MAX + 128];
+  id_text(d->id, id);
+  if (err) {
+    rpl_describe(err, why, sizeof why);
+    log_warn("agent %s: disk %s (%s) cannot take its new size: %s", s->agent_text, id, d->name, why);
+    pthread_mutex_lock(&a->lock);
+    d->state = CATALOG_DISK_ERROR;
+    snprintf(d->reason, sizeof d->reason, "%.*s", (int)sizeof d->reason - 1, why);
+    pthread_mutex_unlock(&a->lock);
+    rpl_err e = catalog_disk_set_state(a->cat, d->id, CATALOG_DISK_ERROR, why);
+    (void)e;
+    return RPL_OK; /* the agent's other disks go on */
+  }
+  receiver_set_disk_size(sl->rx, m->size_bytes);
+  log_notice("agent %s: disk %s (%s) grew from %" PRIu64 " to %" PRIu64 " MiB: its replica grew", s->agent_text, id,
+             d->name, was >> 20, m->size_bytes >> 20);
+  return RPL_OK;
+}
+
 static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 {
   struct appliance *a = s->a;
   char id[37];
   id_text(m->disk_id, id);
-  if (slot_of(s, m->disk_id))
-    return RPL_OK;
+  struct rx_slot *have = slot_of(s, m->disk_id);
+  if (have)
+    return have->disk->size == m->size_bytes ? RPL_OK : resize_attached(s, have, m);
   if (s->nslots == sizeof s->slots / sizeof s->slots[0])
     return RPL_E_LIMIT;
   struct catalog_disk cd = {0};
@@ -581,7 +632,7 @@ static rpl_err session_hello(struct session *s)
   metrics_agent_hello(s->agent, v);
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW,
+                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;

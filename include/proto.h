@@ -98,6 +98,10 @@ const char *proto_consistency_name(uint8_t consistency);
 /* The agent states it in its HELLO: it sends RENEW right after the appliance's HELLO (which must
  * have stated PROTO_CAP_RENEW), and waits for RENEWED or ERROR before anything else. */
 #define PROTO_CAP_RENEWING   (1ull << 5)
+/* The appliance states it in its HELLO: a DISK again within the session, for a disk already
+ * attached, gives its new size (the replica grows; a smaller one is refused). An older appliance
+ * ignores a second DISK, so the agent tells it a new size on a new session instead. */
+#define PROTO_CAP_DISK_RESIZE (1ull << 6)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
