@@ -369,6 +369,8 @@ int agent_control_handler(void *ctx, int argc, char **argv, struct control_reply
     return ctl_protect(a, argc, argv, out);
   if (!strcmp(argv[0], "checkpoint"))
     return ctl_checkpoint(a, argc, argv, out);
+  if (!strcmp(argv[0], "unprotect"))
+    return ctl_unprotect(a, argc, argv, out);
   if (!strcmp(argv[0], "status"))
     return ctl_status(a, argc, argv, out);
   control_printf(out, "unknown daemon command '%s'", argv[0]);

@@ -164,7 +164,7 @@ static rpl_err check_disk_size(struct agent *a, size_t i, bool *refused)
 /* Announces the disks protect added and asks for the recovery points checkpoint requested. */
 static rpl_err send_pending(struct agent *a)
 {
-  rpl_err err = RPL_OK;
+  rpl_err err = session_unprotect_pending(a);
   pthread_mutex_lock(&a->lock);
   size_t n = a->st.ndisks;
   pthread_mutex_unlock(&a->lock);
@@ -232,6 +232,7 @@ static rpl_err handshake(struct agent *a)
   /* The HELLO sent said whether a renewal follows; an appliance that cannot renew ignored it. */
   a->peer_renew = (peer.capabilities & PROTO_CAP_RENEW) != 0;
   a->peer_resize = (peer.capabilities & PROTO_CAP_DISK_RESIZE) != 0;
+  a->peer_unprotect = (peer.capabilities & PROTO_CAP_UNPROTECT) != 0;
   if (a->peer_renew && renewing)
     return renewal_run(a);
   return RPL_OK;

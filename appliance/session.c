@@ -67,8 +67,8 @@ static bool reclaim_disk(struct appliance *a, struct disk *d)
 
 static int count_disk(const struct catalog_disk *cd, void *arg)
 {
-  (void)cd;
-  (*(size_t *)arg)++;
+  if (!cd->unprotected_time) /* an unprotected disk's replica is kept, but it is not served */
+    (*(size_t *)arg)++;
   return 0;
 }
 
@@ -156,6 +156,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   /* Everything that can refuse the disk is checked before its row is written. */
   if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
     err = rpl_fail(RPL_E_PERMISSION, "the disk id is another agent's disk");
+  } else if (d && d->unprotected_time) { /* an agent state from before the unprotect */
+    err = rpl_fail(RPL_E_PERMISSION, "the disk was unprotected: protect the device again (it gets a new disk id)");
   } else if (d && d->attached && !reclaim_disk(a, d)) {
     err = RPL_E_EXISTS;
   } else if (d && m->size_bytes < d->size) {
@@ -632,7 +634,7 @@ static rpl_err session_hello(struct session *s)
   metrics_agent_hello(s->agent, v);
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE,
+                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
@@ -642,6 +644,44 @@ static rpl_err session_hello(struct session *s)
   if (!(err = conn_recv(s->c, &f, HELLO_TIMEOUT_MS)))
     err = f.type == PROTO_RENEW ? registration_renew(s->a, s->agent, &f, &s->out) : RPL_E_PROTO_UNEXPECTED;
   return err ? err : flush_out(s);
+}
+
+/* UNPROTECT: the agent no longer protects the disk. Its open cycle (a CYCLE_START the agent had not
+ * read yet) is given up and no cycle or point is asked of it again; its replica, points and catalog
+ * rows stay (restore and failover go on working). The slot stays until the session ends. */
+static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
+{
+  struct proto_unprotect m;
+  rpl_err err = proto_decode_unprotect(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  char id[37];
+  id_text(m.disk_id, id);
+  pthread_mutex_lock(&s->a->lock);
+  struct disk *d = sl ? sl->disk : find_disk(s->a, m.disk_id); /* one not attached now (never opened) */
+  bool ours = d && !memcmp(d->agent, s->agent, PROTO_ID_SIZE);
+  pthread_mutex_unlock(&s->a->lock);
+  if (!ours) {
+    log_warn("agent %s: UNPROTECT of disk %s, which is not one of its disks here: ignored", s->agent_text, id);
+    return RPL_OK;
+  }
+  if (sl && sl->cycle) {
+    struct group *gr = group_of(s, sl);
+    drop_cycle(s, sl);
+    if (gr)
+      gr->failed = true, gr->why = RPL_E_CANCELLED, gr->ended++;
+  }
+  int64_t now = (int64_t)time(NULL);
+  pthread_mutex_lock(&s->a->lock);
+  d->unprotected_time = now;
+  d->want_point = d->want_resync = false;
+  pthread_mutex_unlock(&s->a->lock);
+  if ((err = catalog_disk_set_unprotected(s->a->cat, d->id, now)))
+    log_warn("catalog: disk %s unprotected but not recorded: %s", id, rpl_strerror(err));
+  log_notice("agent %s: disk %s (%s) unprotected: no more cycles; its replica and recovery points are kept",
+             s->agent_text, id, d->name);
+  return RPL_OK;
 }
 
 /* One frame from the agent, by its type. */
@@ -678,6 +718,9 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
   }
   case PROTO_READINESS:
     err = agent_readiness_on_frame(s->agent, f);
+    break;
+  case PROTO_UNPROTECT:
+    err = on_unprotect(s, f);
     break;
   case PROTO_HEARTBEAT: {
     struct proto_heartbeat hb;
