@@ -109,7 +109,7 @@ static rpl_err announce_disk(struct agent *a, size_t i)
   if (rt->fd < 0 && !open_disk(a, i))
     return RPL_OK; /* the others go on */
   uint64_t now = 0;
-  if (ioctl(rt->fd, BLKGETSIZE64, &now) == 0 && now >= rt->size && now != rt->size) {
+  if (ioctl(rt->fd, BLKGETSIZE64, &now) == 0 && now > rt->size) {
     pthread_mutex_lock(&a->lock); /* grown while no session was up: announced at its new size */
     rt->size = now;
     pthread_mutex_unlock(&a->lock);

@@ -95,6 +95,10 @@ static rpl_err resize_attached(struct session *s, struct rx_slot *sl, const stru
   pthread_mutex_lock(&a->lock);
   uint64_t was = d->size;
   struct store *st = d->store;
+  if (m->size_bytes == was) {
+    pthread_mutex_unlock(&a->lock);
+    return RPL_OK; /* announced again at the size it has */
+  }
   if (m->size_bytes < was)
     err = rpl_fail(RPL_E_REPLICA_SHRINK, "the disk is now %" PRIu64 " bytes, its replica %" PRIu64, m->size_bytes, was);
   else if (m->size_bytes > (uint64_t)INT64_MAX || m->size_bytes % 512 ||
@@ -122,6 +126,7 @@ static rpl_err resize_attached(struct session *s, struct rx_slot *sl, const stru
     pthread_mutex_lock(&a->lock);
     d->state = CATALOG_DISK_ERROR;
     snprintf(d->reason, sizeof d->reason, "%.*s", (int)sizeof d->reason - 1, why);
+    snprintf(why, sizeof why, "%s", d->reason); /* what the catalog keeps of it */
     pthread_mutex_unlock(&a->lock);
     rpl_err e = catalog_disk_set_state(a->cat, d->id, CATALOG_DISK_ERROR, why);
     (void)e;
@@ -140,7 +145,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   id_text(m->disk_id, id);
   struct rx_slot *have = slot_of(s, m->disk_id);
   if (have)
-    return have->disk->size == m->size_bytes ? RPL_OK : resize_attached(s, have, m);
+    return resize_attached(s, have, m);
   if (s->nslots == sizeof s->slots / sizeof s->slots[0])
     return RPL_E_LIMIT;
   struct catalog_disk cd = {0};
