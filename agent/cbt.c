@@ -266,8 +266,9 @@ rpl_err cbt_start(struct cbt *t, const char *device)
     if (err == RPL_E_CBT_STATE_CORRUPT)
       log_warn("%s/cbt/%s.state is unreadable: starting %s afresh", t->state_dir, d.dev.name, device);
     if (cbt_find_slot(t, kernel_dev(d.dev.major, d.dev.minor)) >= 0) {
-      err = rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is already tracked under another agent state directory (not %s)",
-                 device, t->state_dir);
+      err = rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is already tracked under another agent state directory (not %s); "
+                 "if that one is gone, or the device was re-pointed since, free it with 'mobility-agent cbt stop "
+                 "--force %s'", device, t->state_dir, device);
       goto out;
     }
     memset(&d.rec, 0, sizeof d.rec);
@@ -341,6 +342,41 @@ rpl_err cbt_stop(struct cbt *t, const char *device)
     cbt_pins_remove(t);
     log_info("no device tracked any more: tracker programs unpinned from %s", t->pin_dir);
   }
+out:
+  unlock_tracker(t);
+  return err;
+}
+
+rpl_err cbt_stop_force(struct cbt *t, const char *device)
+{
+  struct device_info info;
+  rpl_err err = cbt_resolve_device(t, device, &info);
+  if (err)
+    return err;
+  if ((err = lock_tracker(t)))
+    return err;
+  int slot = cbt_find_slot(t, kernel_dev(info.major, info.minor));
+  struct cbt_record rec;
+  bool recorded = cbt_record_load(t->state_dir, info.name, &rec) == RPL_OK;
+  rpl_detail_clear(); /* no record is expected here: its detail is not this call's */
+  if (slot >= 0 && (!recorded || memcmp(t->slots[slot].uuid, rec.uuid, sizeof rec.uuid))) {
+    char uuid[37];
+    cbt_uuid_string(t->slots[slot].uuid, uuid);
+    if ((err = cbt_slot_detach(t, slot)))
+      goto out;
+    log_notice("%s: forced stop: the kernel slot of tracker UUID %s, owned by no record in %s/cbt, freed (an "
+               "owner still running resyncs: unclean-detach)", device, uuid, t->state_dir);
+  } else if (slot < 0 && !recorded) {
+    err = rpl_fail(RPL_E_CBT_NOT_TRACKED, "%s is not tracked (no kernel slot, no record in %s/cbt)", device,
+                   t->state_dir);
+    goto out;
+  }
+  if (!recorded && cbt_pins_installed(t) && !cbt_any_slot_used(t)) {
+    cbt_pins_remove(t);
+    log_info("no device tracked any more: tracker programs unpinned from %s", t->pin_dir);
+  }
+  unlock_tracker(t);
+  return recorded ? cbt_stop(t, device) : RPL_OK;
 out:
   unlock_tracker(t);
   return err;

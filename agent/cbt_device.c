@@ -221,7 +221,8 @@ rpl_err cbt_arm(struct cbt *t, struct tracked *d)
     return RPL_OK;
   if (d->foreign_slot)
     return rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is tracked under another agent state directory (not %s): use that "
-                "--state", d->rec.path, t->state_dir);
+                "--state, or, if it is gone, 'mobility-agent cbt stop --force %s'", d->rec.path, t->state_dir,
+                d->rec.path);
   if (!d->dev.present)
     return rpl_fail(RPL_E_NOT_FOUND, "%s is not present: cannot track it", d->rec.path);
   if (!cbt_pins_installed(t)) {

@@ -25,13 +25,14 @@ struct cbt_args {
   const char *count;
   const char *state;
   bool json;
+  bool force; /* stop: also a kernel slot this state directory does not own */
 };
 
 static void cbt_usage(FILE *out)
 {
   fprintf(out,
           "usage: mobility-agent cbt start DEVICE [--state DIR]\n"
-          "       mobility-agent cbt stop DEVICE [--state DIR]\n"
+          "       mobility-agent cbt stop DEVICE [--force] [--state DIR]\n"
           "       mobility-agent cbt drain DEVICE [--state DIR]\n"
           "       mobility-agent cbt status [DEVICE] [--state DIR] [--json]\n"
           "       mobility-agent cbt ack DEVICE COUNT [--state DIR]\n"
@@ -41,6 +42,8 @@ static void cbt_usage(FILE *out)
           "save and resume keep tracking across a clean reboot: the systemd shutdown hook and the\n"
           "mobility-agent-resume unit run them; a disk whose save is missing or was written before resume\n"
           "resyncs, with the reason.\n"
+          "stop --force also frees a kernel tracking slot of DEVICE that another (or a removed) state\n"
+          "directory left: its owner, if still running, resyncs (unclean-detach).\n"
           "drain prints \"OFFSET LENGTH\" lines (bytes) changed since the previous drain, then forgets them.\n"
           "When a resync is required it prints the whole device and exits %d; after copying it, run\n"
           "'cbt ack DEVICE COUNT' with the event count that 'cbt status' shows.\n"
@@ -78,6 +81,8 @@ static int parse_args(int argc, char **argv, struct cbt_args *a)
       a->state = arg + 8;
     } else if (!strcmp(arg, "--json")) {
       a->json = true;
+    } else if (!strcmp(arg, "--force")) {
+      a->force = true;
     } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
       cbt_usage(stdout);
       exit(0);
@@ -106,6 +111,8 @@ static int parse_args(int argc, char **argv, struct cbt_args *a)
     return usage_error("%s", "'ack' needs DEVICE and COUNT");
   if (a->json && strcmp(a->sub, "status"))
     return usage_error("%s", "--json applies to 'status' only");
+  if (a->force && strcmp(a->sub, "stop"))
+    return usage_error("%s", "--force applies to 'stop' only");
   return 0;
 }
 
@@ -322,7 +329,7 @@ int agent_cmd_cbt(int argc, char **argv)
     }
     rc = err ? report(t, &a, err) : 0;
   } else if (!strcmp(a.sub, "stop")) {
-    err = cbt_stop(t, a.device);
+    err = a.force ? cbt_stop_force(t, a.device) : cbt_stop(t, a.device);
     rc = err ? report(t, &a, err) : 0;
   } else if (!strcmp(a.sub, "drain")) {
     rc = run_drain(t, &a);

@@ -1,4 +1,4 @@
-/* cmd_control.c - `mobility-agent protect | checkpoint | status`: the commands that talk to the
+/* cmd_control.c - `mobility-agent protect | unprotect | checkpoint | status`: the commands that talk to the
  * running daemon through its control socket; on a terminal, protect shows the initial sync's progress. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -172,4 +172,5 @@ int agent_cmd_protect(int argc, char **argv)
   return wait_initial_sync(state_dir, dev, tty);
 }
 int agent_cmd_checkpoint(int argc, char **argv) { return forward("checkpoint", argc, argv); }
+int agent_cmd_unprotect(int argc, char **argv) { return forward("unprotect", argc, argv); }
 int agent_cmd_status(int argc, char **argv) { return forward("status", argc, argv); }

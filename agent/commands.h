@@ -16,6 +16,7 @@ int agent_cmd_register(int argc, char **argv);
 int agent_cmd_run(int argc, char **argv);
 int agent_cmd_protect(int argc, char **argv);
 int agent_cmd_checkpoint(int argc, char **argv);
+int agent_cmd_unprotect(int argc, char **argv);
 int agent_cmd_status(int argc, char **argv);
 int agent_cmd_cbt(int argc, char **argv);
 int agent_cmd_check(int argc, char **argv);

@@ -265,6 +265,8 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   json_u64(j, "size", rt->size);
   json_u64(j, "last_cycle", rt->last_cycle);
   json_u64(j, "cycles", rt->cycles);
+  json_u64(j, "refused_cycles", rt->refused);
+  json_u64(j, "declined_cycles", rt->declined);
   json_u64(j, "last_ack_unix", (uint64_t)rt->last_ack);
   json_u64(j, "rpo_lag_seconds", rt->last_ack ? (uint64_t)(time(NULL) - rt->last_ack) : 0);
   json_u64(j, "bytes_sent", rt->bytes_sent);
@@ -372,6 +374,8 @@ int agent_control_handler(void *ctx, int argc, char **argv, struct control_reply
     return ctl_protect(a, argc, argv, out);
   if (!strcmp(argv[0], "checkpoint"))
     return ctl_checkpoint(a, argc, argv, out);
+  if (!strcmp(argv[0], "unprotect"))
+    return ctl_unprotect(a, argc, argv, out);
   if (!strcmp(argv[0], "status"))
     return ctl_status(a, argc, argv, out);
   control_printf(out, "unknown daemon command '%s'", argv[0]);

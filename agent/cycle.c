@@ -229,7 +229,8 @@ static rpl_err send_differing_chunks(struct agent *a, struct cycle_send *cs)
 /* Whether the cycle reads the whole disk (*full: the appliance asked for it, or the tracker requires
  * a resync) and, when only the tracker does, compares first (*compare: the replica holds data, only
  * what differs travels). *resync_count is the tracker's resync to acknowledge, 0 for none. */
-static rpl_err plan_cycle(struct agent *a, const char *dev, bool *full, bool *compare, uint64_t *resync_count)
+static rpl_err plan_cycle(struct agent *a, const char *dev, uint64_t announced, bool *full, bool *compare,
+                          uint64_t *resync_count)
 {
   struct cbt_status s;
   rpl_err err = cbt_status_get(a->cbt, dev, &s);
@@ -245,6 +246,10 @@ static rpl_err plan_cycle(struct agent *a, const char *dev, bool *full, bool *co
       log_notice("%s: resync (%s): comparing the whole disk with the replica", dev,
                  cbt_resync_reason_name(s.resync_reason));
   }
+  /* The disk changed size since it was announced (a point's other disk grew): this cycle reads the
+   * announced size, so only a cycle at the new size (announced first) acknowledges the resync. */
+  if (s.size != announced)
+    *resync_count = 0;
   return RPL_OK;
 }
 
@@ -299,7 +304,7 @@ rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cyc
 {
   const char *dev = a->st.disks[cs->disk].device;
   plan->full = full;
-  rpl_err err = plan_cycle(a, dev, &plan->full, &plan->compare, &plan->resync_count);
+  rpl_err err = plan_cycle(a, dev, a->rt[cs->disk].size, &plan->full, &plan->compare, &plan->resync_count);
   pthread_mutex_lock(&a->lock);
   bool too_big = a->rt[cs->disk].cache == CACHE_TOO_BIG;
   pthread_mutex_unlock(&a->lock);
@@ -419,6 +424,9 @@ static rpl_err nack_received(struct agent *a, size_t disk, uint64_t cycle, const
     cache_refused(a, disk, cycle, (rpl_err)m.reason, &m);
     return RPL_OK;
   }
+  pthread_mutex_lock(&a->lock);
+  a->rt[disk].refused++;
+  pthread_mutex_unlock(&a->lock);
   log_warn("%s: cycle %" PRIu64 " refused by the appliance (%s: %.*s); it is sent again",
            a->st.disks[disk].device, cycle, rpl_errname((rpl_err)m.reason), (int)m.message.len,
            (const char *)m.message.ptr);

@@ -41,6 +41,9 @@ struct disk_rt {
   bool announced;             /* DISK sent on this connection */
   uint64_t last_cycle;        /* last ACKed cycle */
   uint64_t cycles, bytes_sent, raw_bytes;
+  uint64_t refused;           /* cycles the appliance NACKed (status shows a refusal loop as it grows) */
+  uint64_t declined;          /* cycles this agent NACKed (the disk in error): likewise */
+  bool unprotect;             /* asked by `unprotect`; the session thread tells the appliance and forgets it */
   time_t last_ack;
   uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
   uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
@@ -83,8 +86,9 @@ struct point_req {
  * after they end. */
 struct agent {
   /* dir, agent_id, appliance, fingerprint: fixed once the daemon starts. disks[] and ndisks: protect
-   * (a control thread) appends under lock, and an entry once counted never changes; the session
-   * thread reads them without the lock too (a disk added meanwhile is seen on a later pass). */
+   * (a control thread) appends under lock; only the session thread removes one (unprotect.c, under
+   * lock, between cycles), so it reads them without the lock too (a disk added meanwhile is seen on
+   * a later pass). */
   struct agent_state st;
   struct disk_rt rt[AGENT_MAX_DISKS]; /* see struct disk_rt */
   pthread_mutex_t lock;       /* st.disks/ndisks, rt, reqs, next_req, connected, conn_error */
@@ -107,6 +111,8 @@ struct agent {
   int64_t cert_not_before, cert_not_after; /* the certificate's validity (renewal.c; written under lock) */
   bool renew_disabled;        /* a renewed certificate was due at once (a wrong clock): no more tries */
   bool peer_renew;            /* the appliance's HELLO stated PROTO_CAP_RENEW */
+  bool peer_resize;           /* the appliance's HELLO stated PROTO_CAP_DISK_RESIZE */
+  bool peer_unprotect;        /* the appliance's HELLO stated PROTO_CAP_UNPROTECT */
   struct conn *conn;
   struct proto_buf out;
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */
@@ -135,6 +141,15 @@ void session_loop(struct agent *a);
 void session_wake(struct agent *a);
 /* Sends what is encoded in a->out and empties it. */
 RPL_MUST_CHECK rpl_err session_send_buf(struct agent *a);
+/* ---- unprotect.c ---------------------------------------------------------------------------- */
+
+/* Session thread, between cycles: every disk `unprotect` asked for is told to the appliance (when it
+ * takes UNPROTECT), its tracking stopped and the disk forgotten. An error ends the session (the
+ * request stays for the next one). */
+RPL_MUST_CHECK rpl_err session_unprotect_pending(struct agent *a);
+/* The control command `unprotect DEVICE`: asks, and waits for the session thread to do it. */
+int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *out);
+
 /* Reopens the session's tracker handle when protect changed tracking under another handle. */
 RPL_MUST_CHECK rpl_err session_refresh_cbt(struct agent *a);
 /* The index in a->st.disks of the disk with this id, or -1. */

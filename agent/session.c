@@ -76,10 +76,12 @@ static bool open_disk(struct agent *a, size_t i)
 {
   struct disk_rt *rt = &a->rt[i];
   const struct agent_disk *d = &a->st.disks[i];
+  char msg[sizeof rt->error]; /* apart from rt: gcc cannot tell the device path is not inside it */
   rt->fd = open(d->device, O_RDONLY | O_DIRECT | O_CLOEXEC);
   if (rt->fd < 0) {
+    snprintf(msg, sizeof msg, "cannot open %s: %s", d->device, strerror(errno));
     pthread_mutex_lock(&a->lock);
-    snprintf(rt->error, sizeof rt->error, "cannot open %s: %s", d->device, strerror(errno));
+    memcpy(rt->error, msg, sizeof msg);
     rt->phase = PHASE_ERROR;
     pthread_mutex_unlock(&a->lock);
     log_err("%s", rt->error);
@@ -88,8 +90,9 @@ static bool open_disk(struct agent *a, size_t i)
   uint64_t size = 0;
   int sector = 512;
   if (ioctl(rt->fd, BLKGETSIZE64, &size) != 0 || ioctl(rt->fd, BLKSSZGET, &sector) != 0) {
+    snprintf(msg, sizeof msg, "%s is not a block device", d->device);
     pthread_mutex_lock(&a->lock);
-    snprintf(rt->error, sizeof rt->error, "%s is not a block device", d->device);
+    memcpy(rt->error, msg, sizeof msg);
     rt->phase = PHASE_ERROR;
     pthread_mutex_unlock(&a->lock);
     return false;
@@ -105,6 +108,12 @@ static rpl_err announce_disk(struct agent *a, size_t i)
   const struct agent_disk *d = &a->st.disks[i];
   if (rt->fd < 0 && !open_disk(a, i))
     return RPL_OK; /* the others go on */
+  uint64_t now = 0;
+  if (ioctl(rt->fd, BLKGETSIZE64, &now) == 0 && now > rt->size) {
+    pthread_mutex_lock(&a->lock); /* grown while no session was up: announced at its new size */
+    rt->size = now;
+    pthread_mutex_unlock(&a->lock);
+  }
   struct proto_disk m = {.size_bytes = rt->size, .sector_size = rt->sector,
                          .name = {(const uint8_t *)d->device, (uint32_t)strlen(d->device)}};
   memcpy(m.disk_id, d->id, PROTO_ID_SIZE);
@@ -116,10 +125,46 @@ static rpl_err announce_disk(struct agent *a, size_t i)
   return err;
 }
 
+/* Before each cycle: a disk grown online is announced again at its new size, before anything of
+ * the cycle, so that the appliance grows the replica before extents past the old end come; the
+ * tracker's resize event makes the cycle a resync by comparison, which syncs the new range. An
+ * appliance that takes no DISK within a session (no PROTO_CAP_DISK_RESIZE) would refuse those
+ * extents in a loop: the session ends and the new one announces the new size (RPL_E_AGAIN). A shrunk
+ * disk is refused (*refused): its cycles are NACKed with the reason and the appliance asks no more. */
+static rpl_err check_disk_size(struct agent *a, size_t i, bool *refused)
+{
+  struct disk_rt *rt = &a->rt[i];
+  const char *dev = a->st.disks[i].device;
+  uint64_t now = 0;
+  *refused = false;
+  if (ioctl(rt->fd, BLKGETSIZE64, &now) != 0 || now == rt->size)
+    return RPL_OK; /* a device that cannot say fails the cycle's read, with its own reason */
+  if (now < rt->size) {
+    char msg[sizeof rt->error];
+    snprintf(msg, sizeof msg, "%s shrank from %" PRIu64 " to %" PRIu64 " bytes: shrinking a protected disk is not "
+             "supported; unprotect it and protect it again", dev, rt->size, now);
+    pthread_mutex_lock(&a->lock);
+    memcpy(rt->error, msg, sizeof msg);
+    rt->phase = PHASE_ERROR;
+    pthread_mutex_unlock(&a->lock);
+    log_err("%s", rt->error);
+    *refused = true;
+    return RPL_OK;
+  }
+  log_notice("%s: grew from %" PRIu64 " to %" PRIu64 " bytes: the appliance grows its replica%s", dev, rt->size, now,
+             a->peer_resize ? "" : " (on a new session: it cannot take the new size within this one)");
+  pthread_mutex_lock(&a->lock);
+  rt->size = now;
+  pthread_mutex_unlock(&a->lock);
+  if (!a->peer_resize)
+    return RPL_E_AGAIN;
+  return announce_disk(a, i);
+}
+
 /* Announces the disks protect added and asks for the recovery points checkpoint requested. */
 static rpl_err send_pending(struct agent *a)
 {
-  rpl_err err = RPL_OK;
+  rpl_err err = session_unprotect_pending(a);
   pthread_mutex_lock(&a->lock);
   size_t n = a->st.ndisks;
   pthread_mutex_unlock(&a->lock);
@@ -186,6 +231,8 @@ static rpl_err handshake(struct agent *a)
   a->readiness_sent_ms = 0;
   /* The HELLO sent said whether a renewal follows; an appliance that cannot renew ignored it. */
   a->peer_renew = (peer.capabilities & PROTO_CAP_RENEW) != 0;
+  a->peer_resize = (peer.capabilities & PROTO_CAP_DISK_RESIZE) != 0;
+  a->peer_unprotect = (peer.capabilities & PROTO_CAP_UNPROTECT) != 0;
   if (a->peer_renew && renewing)
     return renewal_run(a);
   return RPL_OK;
@@ -260,10 +307,14 @@ static rpl_err idle(struct agent *a, struct serve_state *s, bool *readable)
   return RPL_OK;
 }
 
-static rpl_err refuse_cycle(struct agent *a, const struct proto_cycle_start *m)
+/* NACKs the cycle; why (the disk's error, NULL for a disk not protected here) becomes the reason the
+ * appliance shows. */
+static rpl_err refuse_cycle(struct agent *a, const struct proto_cycle_start *m, rpl_err code, const char *why)
 {
-  log_warn("the appliance asked for a cycle of a disk this agent does not protect");
-  struct proto_nack nk = {.cycle = m->cycle, .reason = RPL_E_NOT_FOUND};
+  if (!why)
+    log_warn("the appliance asked for a cycle of a disk this agent does not protect");
+  struct proto_nack nk = {.cycle = m->cycle, .reason = code,
+                          .message = {(const uint8_t *)(why ? why : ""), why ? (uint32_t)strlen(why) : 0}};
   memcpy(nk.disk_id, m->disk_id, PROTO_ID_SIZE);
   rpl_err err = proto_encode_nack(&a->out, &nk);
   return err ? err : session_send_buf(a);
@@ -276,8 +327,17 @@ static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const s
   if (err)
     return err;
   ssize_t d = agent_disk_index(a, m.disk_id);
-  if (d < 0 || a->rt[d].phase == PHASE_ERROR)
-    return refuse_cycle(a, &m);
+  if (d < 0)
+    return refuse_cycle(a, &m, RPL_E_NOT_FOUND, NULL);
+  bool shrunk = false;
+  if (a->rt[d].phase != PHASE_ERROR && (err = check_disk_size(a, (size_t)d, &shrunk)))
+    return err;
+  if (a->rt[d].phase == PHASE_ERROR) {
+    pthread_mutex_lock(&a->lock);
+    a->rt[d].declined++;
+    pthread_mutex_unlock(&a->lock);
+    return refuse_cycle(a, &m, shrunk ? RPL_E_REPLICA_SHRINK : RPL_E_NOT_FOUND, a->rt[d].error);
+  }
   if ((err = session_refresh_cbt(a)))
     return err;
   err = proto_cycle_is_point(m.kind) ? points_run_cycles(a, (size_t)d, m.cycle, m.kind, m.group)
@@ -393,7 +453,7 @@ void session_loop(struct agent *a)
     on_disconnected(a, err);
     if (atomic_load(&agent_stopping))
       break;
-    if (err == RPL_E_AGAIN) /* renewed: the new certificate is put in use at once */
+    if (err == RPL_E_AGAIN) /* renewed, or a disk grew: the new certificate or size is put in use at once */
       continue;
     log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", a->st.appliance, rpl_strerror(err),
              backoff);

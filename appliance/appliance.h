@@ -85,6 +85,8 @@ struct disk {
   enum catalog_disk_state state;  /* L */
   char reason[256];               /* L */
   bool attached;                  /* L: a session serves it now */
+  int64_t unprotected_time;       /* L: unix time its agent unprotected it (no cycle is asked of it again;
+                                     replica and points kept); 0: protected */
   uint64_t attached_ms;           /* L: monotonic, when a session last attached it */
   uint64_t open_retry_ms;         /* L: monotonic: its store is not opened again before */
   bool upload_waiting;            /* L: the last upload failed for a reason that passes (storage away) */

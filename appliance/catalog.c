@@ -97,11 +97,14 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   "ALTER TABLE registration_keys ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1));"
   "UPDATE registration_keys SET expires_time = created_time + 86400 WHERE used = 0;"
   "ALTER TABLE agents ADD COLUMN pending_fingerprint TEXT;",
+  /* 4: a disk its agent unprotected keeps its row, replica and points (restorable) until deleted;
+   * when it was unprotected (0: protected). */
+  "ALTER TABLE disks ADD COLUMN unprotected_time INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
 #define DISK_COLS "id, agent_id, name, size_bytes, sector_size, state, state_reason, last_committed_cycle, " \
-                  "last_applied_cycle"
+                  "last_applied_cycle, unprotected_time"
 #define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, group_id"
 
 #define CATALOG_STATEMENTS(X)                                                                          \
@@ -134,6 +137,7 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
                     "sector_size = excluded.sector_size WHERE disks.agent_id = excluded.agent_id")     \
   X(ST_DISK_GET, "SELECT " DISK_COLS " FROM disks WHERE id = ?1")                                      \
   X(ST_DISK_SET_STATE, "UPDATE disks SET state = ?2, state_reason = ?3 WHERE id = ?1")                 \
+  X(ST_DISK_UNPROTECT, "UPDATE disks SET unprotected_time = ?2 WHERE id = ?1")                          \
   X(ST_DISK_ALL, "SELECT " DISK_COLS " FROM disks ORDER BY name, id")                                  \
   X(ST_DISK_OF_AGENT, "SELECT " DISK_COLS " FROM disks WHERE agent_id = ?1 ORDER BY name, id")        \
   X(ST_DISK_COMMITTED, "UPDATE disks SET last_committed_cycle = max(last_committed_cycle, ?2) "       \
@@ -748,6 +752,7 @@ static rpl_err read_disk(struct catalog *c, sqlite3_stmt *s, struct catalog_disk
   d->state = (enum catalog_disk_state)i;
   d->last_committed_cycle = col_u64(s, 7);
   d->last_applied_cycle = col_u64(s, 8);
+  d->unprotected_time = sqlite3_column_int64(s, 9);
   return RPL_OK;
 }
 
@@ -778,6 +783,17 @@ rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], str
   bind_id(s, 1, id);
   rpl_err e;
   GET_ONE(c, s, "get disk", read_disk, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_disk_set_unprotected(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t when)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_DISK_UNPROTECT);
+  bind_id(s, 1, id);
+  sqlite3_bind_int64(s, 2, when);
+  rpl_err e = update_one(c, s, "record disk unprotected");
   pthread_mutex_unlock(&c->lock);
   return e;
 }

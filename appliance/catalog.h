@@ -23,7 +23,7 @@
  *    mutex held and must not call back into the catalog.
  */
 
-#define CATALOG_SCHEMA_VERSION   3
+#define CATALOG_SCHEMA_VERSION   4
 #define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
 #define CATALOG_MAX_NAME         PROTO_MAX_STRING
 #define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
@@ -105,6 +105,7 @@ struct catalog_disk {
   enum catalog_disk_state state;
   char state_reason[CATALOG_MAX_REASON + 1];
   uint64_t last_committed_cycle, last_applied_cycle;
+  int64_t unprotected_time; /* unix time its agent unprotected it (replica and points kept); 0: protected */
 };
 
 /* Adds the disk (state initial-sync, cycles 0) or, if it exists and is the same agent's, updates
@@ -114,6 +115,8 @@ RPL_MUST_CHECK rpl_err catalog_disk_upsert(struct catalog *c, const struct catal
 RPL_MUST_CHECK rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], struct catalog_disk *out);
 RPL_MUST_CHECK rpl_err catalog_disk_set_state(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],
                                               enum catalog_disk_state state, const char *reason);
+/* Records that the disk's agent unprotected it at when (unix time): no cycle is asked of it again. */
+RPL_MUST_CHECK rpl_err catalog_disk_set_unprotected(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t when);
 /* Every disk (of agent_id, or all when NULL), by name. */
 RPL_MUST_CHECK rpl_err catalog_disk_foreach(struct catalog *c, const uint8_t *agent_id,
                                             int (*fn)(const struct catalog_disk *, void *), void *ctx);

@@ -85,6 +85,7 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
   d->size = cd->size_bytes;
   d->sector = cd->sector_size;
   d->state = cd->state;
+  d->unprotected_time = cd->unprotected_time;
   snprintf(d->reason, sizeof d->reason, "%.255s", cd->state_reason);
   char id[37];
   id_text(d->id, id);

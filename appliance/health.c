@@ -46,6 +46,8 @@ static long heartbeat_stale(const struct catalog_agent *ag, time_t now)
 void health_disk(struct appliance *a, const struct disk *d, struct health *h)
 {
   memset(h, 0, sizeof *h);
+  if (d->unprotected_time)
+    return; /* unprotected on purpose: nothing is expected of it, its replica and points are kept */
   time_t now = time(NULL);
   int64_t now_ms = (int64_t)rpl_unix_ms();
   switch (d->state) {

@@ -67,8 +67,8 @@ static bool reclaim_disk(struct appliance *a, struct disk *d)
 
 static int count_disk(const struct catalog_disk *cd, void *arg)
 {
-  (void)cd;
-  (*(size_t *)arg)++;
+  if (!cd->unprotected_time) /* an unprotected disk's replica is kept, but it is not served */
+    (*(size_t *)arg)++;
   return 0;
 }
 
@@ -83,13 +83,69 @@ static bool agent_disk_room(struct appliance *a, const uint8_t agent[PROTO_ID_SI
   return !e && n < MAX_AGENT_DISKS;
 }
 
+/* DISK again for a disk this session serves: the agent saw it grow. The replica grows before any
+ * extent past the old end comes (a store not open yet is opened at the new size), then the receiver
+ * and the catalog take the size. A smaller or unservable size puts the disk in error with the
+ * reason, so that no cycle is asked of it (never refused in a loop). */
+static rpl_err resize_attached(struct session *s, struct rx_slot *sl, const struct proto_disk *m)
+{
+  struct appliance *a = s->a;
+  struct disk *d = sl->disk;
+  rpl_err err = RPL_OK;
+  pthread_mutex_lock(&a->lock);
+  uint64_t was = d->size;
+  struct store *st = d->store;
+  if (m->size_bytes == was) {
+    pthread_mutex_unlock(&a->lock);
+    return RPL_OK; /* announced again at the size it has */
+  }
+  if (m->size_bytes < was)
+    err = rpl_fail(RPL_E_REPLICA_SHRINK, "the disk is now %" PRIu64 " bytes, its replica %" PRIu64, m->size_bytes, was);
+  else if (m->size_bytes > (uint64_t)INT64_MAX || m->size_bytes % 512 ||
+           (a->backend->max_disk_bytes && m->size_bytes > a->backend->max_disk_bytes))
+    err = rpl_fail(RPL_E_LIMIT, "the disk grew to %" PRIu64 " bytes: %s storage takes no disk that large", m->size_bytes,
+                   a->backend->name);
+  else if (!st)
+    d->size = m->size_bytes;
+  pthread_mutex_unlock(&a->lock);
+  if (!err && st && (err = st->ops->resize(st, m->size_bytes)) == RPL_OK) { /* no lock: storage calls */
+    pthread_mutex_lock(&a->lock);
+    d->size = m->size_bytes;
+    pthread_mutex_unlock(&a->lock);
+  }
+  struct catalog_disk cd;
+  if (!err && (err = catalog_disk_get(a->cat, d->id, &cd)) == RPL_OK) {
+    cd.size_bytes = m->size_bytes;
+    err = catalog_disk_upsert(a->cat, &cd);
+  }
+  char id[37], why[RPL_DETAIL_MAX + 128];
+  id_text(d->id, id);
+  if (err) {
+    rpl_describe(err, why, sizeof why);
+    log_warn("agent %s: disk %s (%s) cannot take its new size: %s", s->agent_text, id, d->name, why);
+    pthread_mutex_lock(&a->lock);
+    d->state = CATALOG_DISK_ERROR;
+    snprintf(d->reason, sizeof d->reason, "%.*s", (int)sizeof d->reason - 1, why);
+    snprintf(why, sizeof why, "%s", d->reason); /* what the catalog keeps of it */
+    pthread_mutex_unlock(&a->lock);
+    rpl_err e = catalog_disk_set_state(a->cat, d->id, CATALOG_DISK_ERROR, why);
+    (void)e;
+    return RPL_OK; /* the agent's other disks go on */
+  }
+  receiver_set_disk_size(sl->rx, m->size_bytes);
+  log_notice("agent %s: disk %s (%s) grew from %" PRIu64 " to %" PRIu64 " MiB: its replica grew", s->agent_text, id,
+             d->name, was >> 20, m->size_bytes >> 20);
+  return RPL_OK;
+}
+
 static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 {
   struct appliance *a = s->a;
   char id[37];
   id_text(m->disk_id, id);
-  if (slot_of(s, m->disk_id))
-    return RPL_OK;
+  struct rx_slot *have = slot_of(s, m->disk_id);
+  if (have)
+    return resize_attached(s, have, m);
   if (s->nslots == sizeof s->slots / sizeof s->slots[0])
     return RPL_E_LIMIT;
   struct catalog_disk cd = {0};
@@ -105,6 +161,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   /* Everything that can refuse the disk is checked before its row is written. */
   if (d && memcmp(d->agent, s->agent, PROTO_ID_SIZE)) {
     err = rpl_fail(RPL_E_PERMISSION, "the disk id is another agent's disk");
+  } else if (d && d->unprotected_time) { /* an agent state from before the unprotect */
+    err = rpl_fail(RPL_E_PERMISSION, "the disk was unprotected: protect the device again (it gets a new disk id)");
   } else if (d && d->attached && !reclaim_disk(a, d)) {
     err = RPL_E_EXISTS;
   } else if (d && m->size_bytes < d->size) {
@@ -650,7 +708,7 @@ static rpl_err session_hello(struct session *s)
   metrics_agent_hello(s->agent, v);
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW,
+                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
@@ -660,6 +718,44 @@ static rpl_err session_hello(struct session *s)
   if (!(err = conn_recv(s->c, &f, HELLO_TIMEOUT_MS)))
     err = f.type == PROTO_RENEW ? registration_renew(s->a, s->agent, &f, &s->out) : RPL_E_PROTO_UNEXPECTED;
   return err ? err : flush_out(s);
+}
+
+/* UNPROTECT: the agent no longer protects the disk. Its open cycle (a CYCLE_START the agent had not
+ * read yet) is given up and no cycle or point is asked of it again; its replica, points and catalog
+ * rows stay (restore and failover go on working). The slot stays until the session ends. */
+static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
+{
+  struct proto_unprotect m;
+  rpl_err err = proto_decode_unprotect(f, &m);
+  if (err)
+    return err;
+  struct rx_slot *sl = slot_of(s, m.disk_id);
+  char id[37];
+  id_text(m.disk_id, id);
+  pthread_mutex_lock(&s->a->lock);
+  struct disk *d = sl ? sl->disk : find_disk(s->a, m.disk_id); /* one not attached now (never opened) */
+  bool ours = d && !memcmp(d->agent, s->agent, PROTO_ID_SIZE);
+  pthread_mutex_unlock(&s->a->lock);
+  if (!ours) {
+    log_warn("agent %s: UNPROTECT of disk %s, which is not one of its disks here: ignored", s->agent_text, id);
+    return RPL_OK;
+  }
+  if (sl && sl->cycle) {
+    struct group *gr = group_of(s, sl);
+    drop_cycle(s, sl);
+    if (gr)
+      gr->failed = true, gr->why = RPL_E_CANCELLED, gr->ended++;
+  }
+  int64_t now = (int64_t)time(NULL);
+  pthread_mutex_lock(&s->a->lock);
+  d->unprotected_time = now;
+  d->want_point = d->want_resync = false;
+  pthread_mutex_unlock(&s->a->lock);
+  if ((err = catalog_disk_set_unprotected(s->a->cat, d->id, now)))
+    log_warn("catalog: disk %s unprotected but not recorded: %s", id, rpl_strerror(err));
+  log_notice("agent %s: disk %s (%s) unprotected: no more cycles; its replica and recovery points are kept",
+             s->agent_text, id, d->name);
+  return RPL_OK;
 }
 
 /* One frame from the agent, by its type. */
@@ -696,6 +792,9 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
   }
   case PROTO_READINESS:
     err = agent_readiness_on_frame(s->agent, f);
+    break;
+  case PROTO_UNPROTECT:
+    err = on_unprotect(s, f);
     break;
   case PROTO_HEARTBEAT: {
     struct proto_heartbeat hb;

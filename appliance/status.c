@@ -174,7 +174,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
     if (has_point)
       snprintf(point_id, sizeof point_id, "rp-%" PRId64, p.id);
     long lag = d->last_commit_time ? (long)(time(NULL) - d->last_commit_time) : -1;
-    const char *state = catalog_disk_state_name(d->state);
+    const char *state = d->unprotected_time ? "unprotected" : catalog_disk_state_name(d->state);
     struct health h;
     health_disk(a, d, &h);
     char cache_note[256];

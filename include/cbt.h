@@ -142,6 +142,10 @@ enum cbt_variant cbt_variant_get(struct cbt *t, bool *running, const char **why)
 RPL_MUST_CHECK rpl_err cbt_start(struct cbt *t, const char *device);
 /* Stops tracking DEVICE and forgets its record; the last device stopped unpins the programs. */
 RPL_MUST_CHECK rpl_err cbt_stop(struct cbt *t, const char *device);
+/* Like cbt_stop, but also frees a kernel slot of DEVICE that this state directory does not own (its
+ * owner's state directory gone, or the device re-pointed since): an owner still alive sees its
+ * tracking gone (resync: unclean-detach). RPL_E_CBT_NOT_TRACKED when neither slot nor record exists. */
+RPL_MUST_CHECK rpl_err cbt_stop_force(struct cbt *t, const char *device);
 
 /* Freezes the live buffer, first folding into it whatever an earlier flip froze and nobody
  * committed. *generation (optional) is the frozen generation's number, for cbt_commit(). Checks

@@ -56,7 +56,8 @@ enum proto_type {
   PROTO_READINESS = 16,
   PROTO_RENEW = 17,
   PROTO_RENEWED = 18,
-  PROTO_TYPE_MAX = PROTO_RENEWED
+  PROTO_UNPROTECT = 19,
+  PROTO_TYPE_MAX = PROTO_UNPROTECT
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -98,6 +99,12 @@ const char *proto_consistency_name(uint8_t consistency);
 /* The agent states it in its HELLO: it sends RENEW right after the appliance's HELLO (which must
  * have stated PROTO_CAP_RENEW), and waits for RENEWED or ERROR before anything else. */
 #define PROTO_CAP_RENEWING   (1ull << 5)
+/* The appliance states it in its HELLO: a DISK again within the session, for a disk already
+ * attached, gives its new size (the replica grows; a smaller one is refused). An older appliance
+ * ignores a second DISK, so the agent tells it a new size on a new session instead. */
+#define PROTO_CAP_DISK_RESIZE (1ull << 6)
+/* The appliance states it in its HELLO: it takes UNPROTECT. */
+#define PROTO_CAP_UNPROTECT  (1ull << 7)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -180,6 +187,13 @@ struct proto_nack {
   uint64_t cycle;
   uint32_t reason;             /* rpl_err */
   struct proto_bytes message;  /* <= PROTO_MAX_STRING */
+};
+
+/* UNPROTECT (agent -> appliance, only to one that stated PROTO_CAP_UNPROTECT): the disk is no longer
+ * protected; its cycles end; its replica, points and catalog rows stay (its points restorable). */
+struct proto_unprotect {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint8_t flags;               /* 0: reserved for what a later capability adds (deleting the replica) */
 };
 
 struct proto_hashes {
@@ -265,6 +279,7 @@ RPL_MUST_CHECK rpl_err proto_encode_register(struct proto_buf *out, const struct
 RPL_MUST_CHECK rpl_err proto_encode_registered(struct proto_buf *out, const struct proto_registered *m);
 RPL_MUST_CHECK rpl_err proto_encode_renew(struct proto_buf *out, const struct proto_renew *m);
 RPL_MUST_CHECK rpl_err proto_encode_renewed(struct proto_buf *out, const struct proto_renewed *m);
+RPL_MUST_CHECK rpl_err proto_encode_unprotect(struct proto_buf *out, const struct proto_unprotect *m);
 RPL_MUST_CHECK rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m);
 RPL_MUST_CHECK rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m);
 RPL_MUST_CHECK rpl_err proto_encode_extent(struct proto_buf *out, const struct proto_extent *m);
@@ -302,6 +317,7 @@ RPL_MUST_CHECK rpl_err proto_decode_register(const struct proto_frame *f, struct
 RPL_MUST_CHECK rpl_err proto_decode_registered(const struct proto_frame *f, struct proto_registered *out);
 RPL_MUST_CHECK rpl_err proto_decode_renew(const struct proto_frame *f, struct proto_renew *out);
 RPL_MUST_CHECK rpl_err proto_decode_renewed(const struct proto_frame *f, struct proto_renewed *out);
+RPL_MUST_CHECK rpl_err proto_decode_unprotect(const struct proto_frame *f, struct proto_unprotect *out);
 RPL_MUST_CHECK rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out);
 RPL_MUST_CHECK rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out);
 RPL_MUST_CHECK rpl_err proto_decode_extent(const struct proto_frame *f, struct proto_extent *out);

@@ -296,6 +296,10 @@ static rpl_err point_check(const struct proto_point *m)
 {
   return m->consistency > PROTO_APP_CONSISTENT || m->point_id.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
 }
+static rpl_err unprotect_check(const struct proto_unprotect *m)
+{
+  return m->flags ? RPL_E_PROTO_FIELD : RPL_OK;
+}
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)
 {
@@ -385,6 +389,14 @@ rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m)
   wr_u32(&w, m->sector_size);
   wr_blob(&w, m->name);
   return wr_end(&w, PROTO_DISK);
+}
+
+rpl_err proto_encode_unprotect(struct proto_buf *out, const struct proto_unprotect *m)
+{
+  ENCODE_BEGIN(unprotect_check);
+  wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
+  wr_u8(&w, m->flags);
+  return wr_end(&w, PROTO_UNPROTECT);
 }
 
 rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m)
@@ -653,6 +665,14 @@ rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out)
   DECODE_END(disk_check);
 }
 
+rpl_err proto_decode_unprotect(const struct proto_frame *f, struct proto_unprotect *out)
+{
+  DECODE_BEGIN(PROTO_UNPROTECT);
+  rd_copy(&r, out->disk_id, PROTO_ID_SIZE);
+  out->flags = rd_u8(&r);
+  DECODE_END(unprotect_check);
+}
+
 rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out)
 {
   DECODE_BEGIN(PROTO_CYCLE_START);
@@ -824,6 +844,7 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_readiness readiness;
     struct proto_renew renew;
     struct proto_renewed renewed;
+    struct proto_unprotect unprotect;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -844,6 +865,7 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_READINESS: return proto_decode_readiness(f, &m.readiness);
   case PROTO_RENEW: return proto_decode_renew(f, &m.renew);
   case PROTO_RENEWED: return proto_decode_renewed(f, &m.renewed);
+  case PROTO_UNPROTECT: return proto_decode_unprotect(f, &m.unprotect);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -857,6 +879,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_HASHES] = "HASHES", [PROTO_NEED] = "NEED", [PROTO_HEARTBEAT] = "HEARTBEAT",
     [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
     [PROTO_READINESS] = "READINESS", [PROTO_RENEW] = "RENEW", [PROTO_RENEWED] = "RENEWED",
+    [PROTO_UNPROTECT] = "UNPROTECT",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

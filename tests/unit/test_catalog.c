@@ -492,6 +492,7 @@ static void test_points_migration(void **state)
            "ALTER TABLE registration_keys DROP COLUMN expires_time;"
            "ALTER TABLE registration_keys DROP COLUMN revoked;"
            "ALTER TABLE agents DROP COLUMN pending_fingerprint;"
+           "ALTER TABLE disks DROP COLUMN unprotected_time;"
            "INSERT INTO registration_keys (secret_hash, created_time) VALUES (zeroblob(32), 5000);"
            "PRAGMA user_version = 1;",
            hex, hex, hex);
@@ -501,6 +502,14 @@ static void test_points_migration(void **state)
   /* The unused key expires a day after it was made; the used one is left alone. */
   assert_int_equal(raw_int(c->db, "SELECT expires_time FROM registration_keys WHERE used = 0"), 5000 + 86400);
   assert_int_equal(raw_int(c->db, "SELECT expires_time FROM registration_keys WHERE used = 1"), 0);
+  /* The disk is protected after the migration; unprotecting it is recorded, and kept by an upsert. */
+  struct catalog_disk dg;
+  assert_int_equal(catalog_disk_get(cat, d.id, &dg), RPL_OK);
+  assert_int_equal(dg.unprotected_time, 0);
+  assert_int_equal(catalog_disk_set_unprotected(cat, d.id, 7000), RPL_OK);
+  assert_int_equal(catalog_disk_upsert(cat, &d), RPL_OK);
+  assert_int_equal(catalog_disk_get(cat, d.id, &dg), RPL_OK);
+  assert_int_equal(dg.unprotected_time, 7000);
   struct catalog_point got;
   assert_int_equal(catalog_point_get(cat, 1, &got), RPL_OK);
   assert_int_equal(got.cycle, 5);
