@@ -228,6 +228,8 @@ static void abort_direct(struct rx_slot *sl)
 {
   if (sl->direct)
     sl->direct_store->ops->direct_abort(sl->direct_store);
+  if (sl->direct && sl->disk->hidx)
+    hashindex_direct_abort(sl->disk->hidx);
   sl->direct_store = NULL;
   sl->direct = false;
 }
@@ -313,6 +315,9 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
   const uint8_t *raw = NULL;
   err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
+  /* The hash index learns of the write before the replica sees it (hashindex.h). */
+  if (!err && sl->direct && sl->disk->hidx)
+    err = hashindex_write(sl->disk->hidx, m.offset, raw, m.length, raw == NULL);
   if (!err && sl->direct) {
     if ((err = sl->direct_store->ops->direct_extent(sl->direct_store, m.offset, raw, m.length)))
       direct_failed(s, sl, err);
@@ -356,6 +361,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
   if (!err && sl->direct && (err = sl->direct_store->ops->direct_commit(sl->direct_store)))
     direct_failed(s, sl, err);
+  if (!err && sl->direct && sl->disk->hidx)
+    hashindex_direct_commit(sl->disk->hidx);
   if (!err && sl->direct)
     err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
   else if (!err)
@@ -503,7 +510,10 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       struct timespec ts = rpl_realtime_in_ms(POLL_MS * 10); /* a stop is seen within half a second */
       pthread_cond_timedwait(&s->a->applied, &s->a->lock, &ts);
     }
+    struct store *st = d->store;
     pthread_mutex_unlock(&s->a->lock);
+    if ((err = resync_index_begin(s->a, d, st, nl->chunk_size, nl->buf)))
+      return nack(s, sl, err);
   }
   uint64_t nchunks = (d->size + nl->chunk_size - 1) / nl->chunk_size;
   if (m.chunk_size != nl->chunk_size || m.first_chunk != nl->chunks_seen || m.first_chunk + m.count > nchunks)
@@ -511,7 +521,6 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
   for (uint32_t i = 0; i < m.count && !err; i++) {
     uint64_t c = m.first_chunk + i, off = c * nl->chunk_size;
     size_t len = off + nl->chunk_size > d->size ? (size_t)(d->size - off) : nl->chunk_size;
-    uint8_t h[PROTO_HASH_SIZE];
     /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
      * the open one commits only after this comparison. */
     pthread_mutex_lock(&s->a->lock);
@@ -521,12 +530,12 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       err = need_add(nl, c);
       continue;
     }
-    err = st->ops->read(st, off, nl->buf, len);
-    if (!err) {
-      proto_hash128(nl->buf, len, h);
-      if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
-        err = need_add(nl, c);
-    }
+    /* From the hash index where it knows the chunk, else read back. */
+    bool differs;
+    err = resync_index_differs(d, st, nl->chunk_size, c, off, len, m.hashes + (size_t)i * PROTO_HASH_SIZE, nl->buf,
+                               &differs);
+    if (!err && differs)
+      err = need_add(nl, c);
   }
   if (err)
     return nack(s, sl, err);
