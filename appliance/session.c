@@ -484,6 +484,20 @@ static rpl_err need_add(struct need_list *nl, uint64_t c)
   return RPL_OK;
 }
 
+/* A comparison that reads the replica back can outlast the agent's wait for NEED (it gives a silent
+ * peer CONN_IO_TIMEOUT_MS, then starts the resync over): a HEARTBEAT now and then, which it skips
+ * while waiting, tells it the appliance is at work. */
+static rpl_err comparison_alive(struct session *s, struct need_list *nl)
+{
+  uint64_t now = rpl_mono_ms();
+  if (now - nl->alive_ms < CONN_IO_TIMEOUT_MS / 6)
+    return RPL_OK;
+  nl->alive_ms = now;
+  struct proto_heartbeat hb = {.time_ns = rpl_unix_ms() * 1000000};
+  rpl_err err = proto_encode_heartbeat(&s->out, &hb);
+  return err ? err : flush_out(s);
+}
+
 /* HASHES of a resync by comparison: compares each chunk with the replica; after the last chunk of
  * the disk, answers NEED. The replica must hold every committed cycle first. */
 static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
@@ -502,6 +516,7 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       return nack(s, sl, rpl_fail(RPL_E_PROTO_FIELD, "HASHES: chunks of %u bytes (1 MiB to 64 MiB)", m.chunk_size));
     need_reset(nl);
     nl->chunk_size = m.chunk_size;
+    nl->alive_ms = rpl_mono_ms();
     if (!(nl->buf = malloc(m.chunk_size)))
       return RPL_E_NOMEM;
     pthread_mutex_lock(&s->a->lock);
@@ -536,6 +551,8 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
                                &differs);
     if (!err && differs)
       err = need_add(nl, c);
+    if (!err)
+      err = comparison_alive(s, nl);
   }
   if (err)
     return nack(s, sl, err);
