@@ -103,6 +103,7 @@ struct disk {
   struct hashindex *hidx;         /* fixed (thread-safe): the replica's chunk hashes, or NULL (resync_index.c) */
   uint64_t hidx_cursor;           /* applier: where the background rehash goes on */
   uint64_t hidx_saved_ms;         /* applier: monotonic, when the index was last saved */
+  uint64_t hidx_cooled_ms;        /* applier: monotonic, when its written chunks last cooled a period */
   char sched_failure[256];        /* L: why the last scheduled attempt made no point ("" after a point) */
   bool sched_busy;                /* L: a scheduled point of this disk is being made */
   struct disk *next;              /* L */
@@ -189,9 +190,9 @@ void resync_index_open(struct appliance *a, struct disk *d);
 void resync_index_close(struct disk *d);
 /* Applier: before applying the disk's next pending cycle, its ranges are stale in the index. */
 RPL_MUST_CHECK rpl_err resync_index_cycle_pending(struct appliance *a, struct disk *d);
-/* Applier, between applies: rehashes a few stale chunks of an idle disk from its replica, saves
- * the index now and then; true when stale chunks remain that it could work on. */
-bool resync_index_background(struct appliance *a, struct disk *d);
+/* Applier, between applies: saves the index now and then; with rehash, reads a few stale chunks of
+ * an idle disk back from its replica. True when stale chunks remain that it could work on. */
+bool resync_index_background(struct appliance *a, struct disk *d, bool rehash);
 /* A resync's first HASHES (the replica holds every committed cycle): verifies sampled chunks of
  * the index against the replica; a mismatch makes the whole index stale. */
 RPL_MUST_CHECK rpl_err resync_index_begin(struct appliance *a, struct disk *d, struct store *st, uint32_t chunk_size,

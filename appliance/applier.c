@@ -338,10 +338,10 @@ void *applier_main(void *arg)
       apply_disk(a, todo[i]);
     for (size_t i = 0; i < m; i++)
       housekeeping(a, all[i]);
-    /* Only once no cycle waits: the background rehash never holds up an apply. */
+    /* Rehashes only once no cycle waits: the background rehash never holds up an apply. */
     rehash_more = false;
-    for (size_t i = 0; pass && n == 0 && i < m && !atomic_load(&appliance_stopping); i++)
-      rehash_more = resync_index_background(a, all[i]) || rehash_more;
+    for (size_t i = 0; i < m && !atomic_load(&appliance_stopping); i++)
+      rehash_more = resync_index_background(a, all[i], pass && n == 0) || rehash_more;
     pthread_mutex_lock(&a->lock);
     schedule_tick(a, (int64_t)rpl_unix_ms());
     pthread_mutex_unlock(&a->lock);

@@ -25,6 +25,7 @@ struct hashindex {
   uint32_t chunk_size;
   uint64_t disk_size, nchunks;
   uint8_t *state;                  /* enum chunk_state per chunk */
+  uint8_t *heat;                   /* per chunk: bit 0 written this period, bit 1 the period before */
   uint8_t (*hash)[PROTO_HASH_SIZE];
   uint64_t stale;                  /* chunks not CH_KNOWN */
   uint64_t gen;                    /* raised by every write */
@@ -104,6 +105,12 @@ static rpl_err alloc_arrays(struct hashindex *hi, uint64_t nchunks)
   if (!h)
     return RPL_E_NOMEM;
   hi->hash = h;
+  uint8_t *heat = realloc(hi->heat, nchunks ? (size_t)nchunks : 1);
+  if (!heat)
+    return RPL_E_NOMEM;
+  if (nchunks > hi->nchunks)
+    memset(heat + hi->nchunks, 0, (size_t)(nchunks - hi->nchunks));
+  hi->heat = heat;
   return RPL_OK;
 }
 
@@ -117,7 +124,6 @@ static void load(struct hashindex *hi, char *why, size_t whysz)
   }
   uint8_t h[HASHINDEX_HEADER_SIZE];
   uint8_t *body = NULL;
-  size_t bsz = body_size(hi->nchunks);
   ssize_t n = pread(fd, h, sizeof h, 0);
   if (n != (ssize_t)sizeof h || memcmp(h, HASHINDEX_MAGIC, sizeof HASHINDEX_MAGIC)) {
     snprintf(why, whysz, "not a hash index");
@@ -157,7 +163,6 @@ static void load(struct hashindex *hi, char *why, size_t whysz)
       why[0] = '\0';
     }
   }
-  (void)bsz;
   free(body);
   close(fd);
 }
@@ -174,12 +179,12 @@ rpl_err hashindex_open(const char *path, uint64_t disk_size, uint32_t chunk_size
   snprintf(hi->path, sizeof hi->path, "%s", path);
   hi->chunk_size = chunk_size;
   hi->disk_size = disk_size;
-  hi->nchunks = nchunks_of(disk_size, chunk_size);
   hi->rng = XXH3_64bits(path, strlen(path)) ^ (uint64_t)getpid() ^ (uint64_t)(uintptr_t)hi;
-  if (alloc_arrays(hi, hi->nchunks)) {
+  if (alloc_arrays(hi, nchunks_of(disk_size, chunk_size))) { /* from 0 chunks: the new ones zeroed */
     hashindex_close(hi);
     return RPL_E_NOMEM;
   }
+  hi->nchunks = nchunks_of(disk_size, chunk_size);
   all_stale(hi);
   char why[128];
   load(hi, why, sizeof why);
@@ -199,7 +204,7 @@ void hashindex_close(struct hashindex *hi)
 {
   if (!hi)
     return;
-  if (hi->state && hi->hash) {
+  if (hi->state && hi->hash && hi->heat && hi->nchunks == nchunks_of(hi->disk_size, hi->chunk_size)) {
     rpl_err e = hashindex_save(hi);
     if (e)
       log_warn("hash index %s not saved: %s", hi->path, rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
@@ -207,6 +212,7 @@ void hashindex_close(struct hashindex *hi)
   pthread_mutex_destroy(&hi->lock);
   free(hi->state);
   free(hi->hash);
+  free(hi->heat);
   free(hi);
 }
 
@@ -392,8 +398,10 @@ rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *da
   rpl_err e = mark_open(hi);
   if (!e && offset < hi->disk_size) {
     uint64_t end = offset + len > hi->disk_size ? hi->disk_size : offset + len;
-    for (uint64_t c = offset / hi->chunk_size; c <= (end - 1) / hi->chunk_size; c++)
+    for (uint64_t c = offset / hi->chunk_size; c <= (end - 1) / hi->chunk_size; c++) {
       set_stale(hi, c);
+      hi->heat[c] |= 1;
+    }
     if (hi->streaming && (offset / hi->chunk_size <= hi->stream_chunk && hi->stream_chunk <= (end - 1) / hi->chunk_size) &&
         offset != hi->stream_next)
       hi->streaming = false; /* a write into the streamed chunk out of order */
@@ -477,7 +485,7 @@ size_t hashindex_stale_chunks(struct hashindex *hi, uint64_t *cursor, uint64_t *
   size_t n = 0;
   uint64_t c = *cursor < hi->nchunks ? *cursor : 0;
   for (uint64_t seen = 0; seen < hi->nchunks && n < max && hi->stale; seen++) {
-    if (hi->state[c] == CH_STALE)
+    if (hi->state[c] == CH_STALE && !hi->heat[c])
       out[n++] = c;
     if (++c == hi->nchunks)
       c = 0;
@@ -485,6 +493,14 @@ size_t hashindex_stale_chunks(struct hashindex *hi, uint64_t *cursor, uint64_t *
   *cursor = c;
   pthread_mutex_unlock(&hi->lock);
   return n;
+}
+
+void hashindex_cool(struct hashindex *hi)
+{
+  pthread_mutex_lock(&hi->lock);
+  for (uint64_t c = 0; c < hi->nchunks; c++)
+    hi->heat[c] = (uint8_t)((hi->heat[c] & 1) << 1);
+  pthread_mutex_unlock(&hi->lock);
 }
 
 static uint64_t next_rand(uint64_t *s)

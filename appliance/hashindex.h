@@ -22,6 +22,8 @@
  *    writes it closed again, with every chunk written since marked stale.
  *  - A rehash (hashindex_rehashed) counts only when no write touched the index since its
  *    hashindex_generation(): a read that raced with a write never makes a chunk known.
+ *  - Lazy: hashindex_stale_chunks offers only cold chunks, not written since the one before last
+ *    hashindex_cool(): a chunk written every cycle is read by the next resync, not after each cycle.
  *  - Direct writes carry their data: a chunk written whole, in order, gets its hash pending, known
  *    at hashindex_direct_commit (the write is durable), dropped at hashindex_direct_abort.
  *  - Thread-safe (a mutex inside): the applier and the sessions call it.
@@ -94,8 +96,10 @@ bool hashindex_lookup(struct hashindex *hi, uint64_t c, uint8_t hash[PROTO_HASH_
 uint64_t hashindex_generation(struct hashindex *hi);
 /* Chunk c hashed from the replica, read after generation gen was taken: known unless written since. */
 void hashindex_rehashed(struct hashindex *hi, uint64_t c, const uint8_t hash[PROTO_HASH_SIZE], uint64_t gen);
-/* Up to max stale chunks from *cursor on (wrapping), into out; the count. */
+/* Up to max stale cold chunks from *cursor on (wrapping), into out; the count. */
 size_t hashindex_stale_chunks(struct hashindex *hi, uint64_t *cursor, uint64_t *out, size_t max);
+/* A period passed: chunks written in the one before it and not since turn cold. */
+void hashindex_cool(struct hashindex *hi);
 /* Up to max known chunks picked at random, into out (sorted, distinct); the count. */
 size_t hashindex_sample(struct hashindex *hi, uint64_t *out, size_t max);
 /* Whether a direct cycle is writing (a background read then would race with it). */

@@ -12,6 +12,7 @@
 
 #define REHASH_BATCH      8       /* chunks the background rehash reads per applier pass (bounded work) */
 #define SAVE_EVERY_MS     30000   /* a changed index is saved at most this often (and at close) */
+#define COOL_MS           30000   /* a stale chunk is rehashed once unwritten for one to two of these */
 #define VERIFY_SAMPLE     32      /* known chunks a resync re-reads and compares before trusting the index */
 
 /* RPL_HASHINDEX=off: resyncs read every chunk from the replica (the index is still kept) - the
@@ -35,7 +36,7 @@ void resync_index_open(struct appliance *a, struct disk *d)
   struct hashindex_stats hs;
   hashindex_get_stats(d->hidx, &hs);
   log_info("disk %s: hash index: %s%s", d->name, hs.loaded, index_off() ? " (not used: RPL_HASHINDEX=off)" : "");
-  d->hidx_saved_ms = rpl_mono_ms();
+  d->hidx_saved_ms = d->hidx_cooled_ms = rpl_mono_ms();
 }
 
 void resync_index_close(struct disk *d)
@@ -88,7 +89,7 @@ static size_t len_of(uint64_t size, uint32_t chunk, uint64_t c)
   return off + chunk > size ? (size_t)(size - off) : chunk;
 }
 
-bool resync_index_background(struct appliance *a, struct disk *d)
+bool resync_index_background(struct appliance *a, struct disk *d, bool rehash)
 {
   if (!d->hidx)
     return false;
@@ -99,6 +100,12 @@ bool resync_index_background(struct appliance *a, struct disk *d)
       log_warn("disk %s: hash index not saved: %s", d->name, rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
     d->hidx_saved_ms = now;
   }
+  if (now - d->hidx_cooled_ms >= COOL_MS) {
+    hashindex_cool(d->hidx);
+    d->hidx_cooled_ms = now;
+  }
+  if (!rehash)
+    return false;
   pthread_mutex_lock(&a->lock);
   struct store *st = d->store;
   uint64_t size = d->size;
@@ -141,10 +148,13 @@ bool resync_index_background(struct appliance *a, struct disk *d)
 
 rpl_err resync_index_begin(struct appliance *a, struct disk *d, struct store *st, uint32_t chunk_size, uint8_t *buf)
 {
-  if (!d->hidx)
-    return RPL_OK;
-  hashindex_count(d->hidx, HI_RESYNCS, 1);
-  if (index_off() || !st || chunk_size != hashindex_chunk_size(d->hidx))
+  bool use = d->hidx && !index_off() && st && chunk_size == hashindex_chunk_size(d->hidx);
+  log_info("disk %s: resync: first hashes in (chunks of %" PRIu32 " bytes): %s", d->name, chunk_size,
+           use ? "compared with the hash index" : d->hidx && index_off() ? "the replica is read back (RPL_HASHINDEX=off)"
+                                                                       : "the replica is read back");
+  if (d->hidx)
+    hashindex_count(d->hidx, HI_RESYNCS, 1);
+  if (!use)
     return RPL_OK;
   follow_size(a, d);
   pthread_mutex_lock(&a->lock);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # e2e_blob_resync_index.sh - Description: a disk replicated into a page blob (Azurite over HTTPS)
-# has a hash index of its replica; the agent stopped and its tracking lost while ~1 % of the disk
-# changed: the resync answers from the index and reads from the blob no more than the chunks the
-# index held stale (the appliance's counters say so), the changed chunks are found, and the blob
-# ends byte-identical to the source.
+# has a hash index of its replica (some chunks stale after small writes); the agent stopped and its
+# tracking lost while ~1 % of the disk changed: the resync answers from the index and reads from
+# the blob no more than the chunks the index held stale (the appliance's counters say so), the
+# changed chunks are found, and the blob ends byte-identical to the source.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup
@@ -41,6 +41,15 @@ wait_until 120 "the hash index still has stale chunks: $(hidx stale_chunks loade
 mapfile -t v < <(hidx chunks chunk_size used)
 [ "${v[0]}" -eq $(( (size + MIB - 1) / MIB )) ] && [ "${v[1]}" -eq "$MIB" ] && [ "${v[2]}" = true ] \
   || fail "hash index not as expected: ${v[*]}"
+
+say "small writes into 4 chunks, replicated: those chunks stale in the index (rehashed only once cold)"
+cycle=$(rpl_agent_cycle "$dev")
+for off in 40 41 150 250; do
+  dd if=/dev/urandom of="$dev" bs=4k count=1 seek=$((off * 256 + 3)) oflag=direct conv=notrunc status=none
+done
+"$AG" checkpoint --wait --state "$RT/agent" > "$RT/checkpoint0.out" || fail "checkpoint failed: $(cat "$RT/checkpoint0.out")"
+wait_until 60 "the small writes' cycle was not applied to the blob" applied "$((cycle + 1))"
+echo "stale chunks before the resync: $(hidx stale_chunks)"
 
 say "stop the agent, lose its tracking, change ~1 % of the disk (3 MiB in 3 places)"
 kill -TERM "$RPL_AG_PID"
