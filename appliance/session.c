@@ -707,6 +707,9 @@ static rpl_err session_loop(struct session *s)
     err = on_frame(s, &f);
     if (err)
       return err;
+    /* The agent's silence counts from when this session listens again: a long frame (a resync's
+     * comparison reading the replica back) kept it from hearing the agent meanwhile. */
+    last_rx = rpl_mono_ms();
   }
   return RPL_OK;
 }
