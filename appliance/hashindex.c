@@ -30,6 +30,7 @@ struct hashindex {
   uint64_t stale;                  /* chunks not CH_KNOWN */
   uint64_t gen;                    /* raised by every write */
   bool dirty;                      /* changed since the file was written */
+  uint64_t version;                /* raised by every change (a save knows whether it caught them all) */
   bool open_on_disk;               /* the file says open (or there is none): no flip needed before a write */
   unsigned direct;                 /* direct writes since the last commit or abort */
   /* A direct write's chunk hashed as its bytes stream in, in order. */
@@ -84,6 +85,13 @@ static void encode_header(uint8_t h[HASHINDEX_HEADER_SIZE], uint32_t flags, uint
   put_u64(h + 48, XXH3_64bits(h, 48));
 }
 
+/* Something changed that the file does not say yet (lock held). */
+static void changed(struct hashindex *hi)
+{
+  hi->dirty = true;
+  hi->version++;
+}
+
 /* Every chunk stale (lock held). */
 static void all_stale(struct hashindex *hi)
 {
@@ -92,7 +100,7 @@ static void all_stale(struct hashindex *hi)
   hi->stale = hi->nchunks;
   hi->streaming = false;
   hi->gen++;
-  hi->dirty = true;
+  changed(hi);
 }
 
 static rpl_err alloc_arrays(struct hashindex *hi, uint64_t nchunks)
@@ -265,6 +273,10 @@ rpl_err hashindex_save(struct hashindex *hi)
   }
   uint8_t h[HASHINDEX_HEADER_SIZE];
   encode_header(h, 0, hi->chunk_size, hi->disk_size, hi->nchunks, XXH3_64bits(body, bsz));
+  uint64_t gen = hi->gen, version = hi->version;
+  pthread_mutex_unlock(&hi->lock);
+  /* The file is written without the lock (writes and lookups go on meanwhile); it replaces the
+   * index only if no write came since the copy, which it would not say is stale. */
   char tmp[sizeof hi->path + 8];
   snprintf(tmp, sizeof tmp, "%s.tmp", hi->path);
   rpl_err e = RPL_OK;
@@ -275,18 +287,19 @@ rpl_err hashindex_save(struct hashindex *hi)
     e = rpl_fail(RPL_E_IO, "cannot write %s: %s", tmp, strerror(errno));
   if (fd >= 0 && close(fd) && !e)
     e = rpl_fail(RPL_E_IO, "cannot write %s: %s", tmp, strerror(errno));
-  if (!e && rename(tmp, hi->path))
-    e = rpl_fail(RPL_E_IO, "cannot rename %s: %s", tmp, strerror(errno));
-  if (!e)
-    e = fsync_dir_of(hi->path);
-  if (!e) {
-    hi->dirty = false;
-    hi->open_on_disk = false;
-  } else {
-    unlink(tmp);
-  }
-  pthread_mutex_unlock(&hi->lock);
   free(body);
+  pthread_mutex_lock(&hi->lock);
+  bool outdated = !e && gen != hi->gen; /* saved again later */
+  if (!e && !outdated && rename(tmp, hi->path))
+    e = rpl_fail(RPL_E_IO, "cannot rename %s: %s", tmp, strerror(errno));
+  else if (!e && !outdated) {
+    hi->open_on_disk = false; /* the file there now is the closed copy: the next write marks it open */
+    if (!(e = fsync_dir_of(hi->path)))
+      hi->dirty = hi->version != version;
+  }
+  if (e || outdated)
+    unlink(tmp);
+  pthread_mutex_unlock(&hi->lock);
   return e;
 }
 
@@ -335,7 +348,7 @@ void hashindex_resize(struct hashindex *hi, uint64_t disk_size)
     hi->nchunks = n;
     hi->disk_size = disk_size;
     hi->gen++;
-    hi->dirty = true;
+    changed(hi);
   }
   pthread_mutex_unlock(&hi->lock);
 }
@@ -410,7 +423,7 @@ rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *da
       stream_feed(hi, offset, data, end - offset, zeros);
     }
     hi->gen++;
-    hi->dirty = true;
+    changed(hi);
   }
   pthread_mutex_unlock(&hi->lock);
   return e;
@@ -427,7 +440,7 @@ static void end_direct(struct hashindex *hi, bool commit)
       if (commit)
         hi->stale--;
     }
-    hi->dirty = true;
+    changed(hi);
   }
   hi->direct = 0;
   hi->streaming = false;
@@ -474,7 +487,7 @@ void hashindex_rehashed(struct hashindex *hi, uint64_t c, const uint8_t hash[PRO
     memcpy(hi->hash[c], hash, PROTO_HASH_SIZE);
     hi->state[c] = CH_KNOWN;
     hi->stale--;
-    hi->dirty = true;
+    changed(hi);
   }
   pthread_mutex_unlock(&hi->lock);
 }
