@@ -14,8 +14,10 @@
 
 #include "catalog.h"
 #include "control.h"
+#include "hashindex.h"
 #include "journal.h"
 #include "metrics.h"
+#include "json_out.h"
 #include "proto.h"
 #include "ratelimit.h"
 #include "retention.h"
@@ -107,6 +109,10 @@ struct disk {
     int64_t miss_mark_ms;         /* with the agent away, a missed point is counted each period from here */
     uint64_t missed;              /* scheduled points not made when due: failed attempts, periods away */
   } sched[SCHEDULE_KINDS];
+  struct hashindex *hidx;         /* fixed (thread-safe): the replica's chunk hashes, or NULL (resync_index.c) */
+  uint64_t hidx_cursor;           /* applier: where the background rehash goes on */
+  uint64_t hidx_saved_ms;         /* applier: monotonic, when the index was last saved */
+  uint64_t hidx_cooled_ms;        /* applier: monotonic, when its written chunks last cooled a period */
   char sched_failure[256];        /* L: why the last scheduled attempt made no point ("" after a point) */
   bool sched_busy;                /* L: a scheduled point of this disk is being made */
   struct disk_metrics m;          /* L: counters for /metrics (metrics.h) */
@@ -197,6 +203,27 @@ void schedule_tick(struct appliance *a, int64_t now_ms);
 
 /* ---- applier.c: applies committed cycles to the stores, keeps leases and retention ---- */
 void *applier_main(void *arg);
+
+/* resync_index.c: the disks' hash indexes (hashindex.h) as the daemon keeps and uses them */
+/* Loads the disk's index (beside its journal); a disk without one resyncs by reading its replica. */
+void resync_index_open(struct appliance *a, struct disk *d);
+void resync_index_close(struct disk *d);
+/* Applier: before applying the disk's next pending cycle, its ranges are stale in the index. */
+RPL_MUST_CHECK rpl_err resync_index_cycle_pending(struct appliance *a, struct disk *d);
+/* Applier, between applies: saves the index now and then; with rehash, reads a few stale chunks of
+ * an idle disk back from its replica. True when stale chunks remain that it could work on. */
+bool resync_index_background(struct appliance *a, struct disk *d, bool rehash);
+/* A resync's first HASHES (the replica holds every committed cycle): verifies sampled chunks of
+ * the index against the replica; a mismatch makes the whole index stale. */
+RPL_MUST_CHECK rpl_err resync_index_begin(struct appliance *a, struct disk *d, struct store *st, uint32_t chunk_size,
+                                          uint8_t *buf);
+/* Whether chunk c (len bytes at off) differs from the agent's hash: from the index when it knows
+ * the chunk, else read from st into buf (and the index learns it). */
+RPL_MUST_CHECK rpl_err resync_index_differs(struct disk *d, struct store *st, uint32_t chunk_size, uint64_t c,
+                                            uint64_t off, size_t len, const uint8_t *hash, uint8_t *buf,
+                                            bool *differs);
+/* status: the disk's "hash_index" object (json) or its line's words (text). */
+void resync_index_status(struct disk *d, struct json_out *j, FILE *f);
 
 /* ---- session.c / registration.c: one agent's connection ---- */
 void *session_main(void *arg); /* arg: a malloc'd struct session_arg, freed by it */

@@ -191,7 +191,9 @@ static void apply_disk(struct appliance *a, struct disk *d)
                               .ctx = &ac};
   if (!err && st) {
     st->ops->get_stats(st, &ac.st0);
-    err = st->ops->apply_next(st, d->journal, &cb);
+    /* Its ranges are stale in the hash index before the replica is written in them. */
+    if (!(err = resync_index_cycle_pending(a, d)))
+      err = st->ops->apply_next(st, d->journal, &cb);
     if (err == RPL_E_NOT_FOUND)
       err = RPL_OK;
   }
@@ -247,6 +249,9 @@ static void housekeeping(struct appliance *a, struct disk *d)
                "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
                d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
     snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
+    /* Another appliance wrote the blob: nothing this index says of it holds. */
+    if (d->hidx && (e = hashindex_invalidate(d->hidx, "the disk was taken over from another appliance")))
+      log_warn("disk %s: hash index: %s", d->name, rpl_strerror(e));
   }
   bool held = st->ops->lease_held(st, &e) && d->adopt_seq == 0;
   if (!held) {
@@ -284,6 +289,7 @@ static void housekeeping(struct appliance *a, struct disk *d)
 void *applier_main(void *arg)
 {
   struct appliance *a = arg;
+  bool rehash_more = false; /* stale chunks of idle disks wait: the next pass does not sleep */
   while (!atomic_load(&appliance_stopping)) {
     /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
     bool opened, opened_any = false;
@@ -322,7 +328,7 @@ void *applier_main(void *arg)
     for (struct disk *d = a->disks; pass && d && n < MAX_DISKS; d = d->next)
       if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
         todo[n++] = d;
-    if (n == 0 && !opened_any) { /* a blob just opened: its lease is settled below at once */
+    if (n == 0 && !opened_any && !rehash_more) { /* a blob just opened: its lease is settled below at once */
       uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
       struct timespec ts = rpl_realtime_in_ms(wait > 1000 ? 1000 : wait);
       if (wait)
@@ -338,6 +344,10 @@ void *applier_main(void *arg)
       apply_disk(a, todo[i]);
     for (size_t i = 0; i < m; i++)
       housekeeping(a, all[i]);
+    /* Rehashes only once no cycle waits: the background rehash never holds up an apply. */
+    rehash_more = false;
+    for (size_t i = 0; i < m && !atomic_load(&appliance_stopping); i++)
+      rehash_more = resync_index_background(a, all[i], pass && n == 0) || rehash_more;
     pthread_mutex_lock(&a->lock);
     schedule_tick(a, (int64_t)rpl_unix_ms());
     pthread_mutex_unlock(&a->lock);

@@ -116,6 +116,7 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
     if (journal_set_base(d->journal, cd->last_applied_cycle) == RPL_OK)
       journal_get_usage(d->journal, &u);
   }
+  resync_index_open(a, d);
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
   if (d->state == CATALOG_DISK_ERROR && !strncmp(d->reason, "cannot open its ", 16)) {
@@ -229,6 +230,7 @@ void close_disks(struct appliance *a)
     next = d->next;
     if (d->store)
       d->store->ops->close(d->store);
+    resync_index_close(d);
     journal_close(d->journal);
     free(d);
   }

@@ -295,6 +295,8 @@ static void abort_direct(struct rx_slot *sl)
 {
   if (sl->direct)
     sl->direct_store->ops->direct_abort(sl->direct_store);
+  if (sl->direct && sl->disk->hidx)
+    hashindex_direct_abort(sl->disk->hidx);
   sl->direct_store = NULL;
   sl->direct = false;
 }
@@ -439,6 +441,9 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
     return RPL_OK; /* already NACKed: the rest of the cycle is dropped */
   const uint8_t *raw = NULL;
   err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
+  /* The hash index learns of the write before the replica sees it (hashindex.h). */
+  if (!err && sl->direct && sl->disk->hidx)
+    err = hashindex_write(sl->disk->hidx, m.offset, raw, m.length, raw == NULL);
   if (!err && sl->direct) {
     if ((err = sl->direct_store->ops->direct_extent(sl->direct_store, m.offset, raw, m.length)))
       direct_failed(s, sl, err);
@@ -483,6 +488,8 @@ static rpl_err on_cycle_end(struct session *s, const struct proto_frame *f)
   memcpy(jt.digest, m.digest, PROTO_HASH_SIZE);
   if (!err && sl->direct && (err = sl->direct_store->ops->direct_commit(sl->direct_store)))
     direct_failed(s, sl, err);
+  if (!err && sl->direct && sl->disk->hidx)
+    hashindex_direct_commit(sl->disk->hidx);
   if (!err && sl->direct)
     err = journal_set_base(sl->disk->journal, sl->cycle); /* committed and applied, durable before the ACK */
   else if (!err)
@@ -613,6 +620,20 @@ static rpl_err need_add(struct need_list *nl, uint64_t c)
   return RPL_OK;
 }
 
+/* A comparison that reads the replica back can outlast the agent's wait for NEED (it gives a silent
+ * peer CONN_IO_TIMEOUT_MS, then starts the resync over): a HEARTBEAT now and then, which it skips
+ * while waiting, tells it the appliance is at work. */
+static rpl_err comparison_alive(struct session *s, struct need_list *nl)
+{
+  uint64_t now = rpl_mono_ms();
+  if (now - nl->alive_ms < CONN_IO_TIMEOUT_MS / 6)
+    return RPL_OK;
+  nl->alive_ms = now;
+  struct proto_heartbeat hb = {.time_ns = rpl_unix_ms() * 1000000};
+  rpl_err err = proto_encode_heartbeat(&s->out, &hb);
+  return err ? err : flush_out(s);
+}
+
 /* HASHES of a resync by comparison: compares each chunk with the replica; after the last chunk of
  * the disk, answers NEED. The replica must hold every committed cycle first. */
 static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
@@ -631,6 +652,7 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       return nack(s, sl, rpl_fail(RPL_E_PROTO_FIELD, "HASHES: chunks of %u bytes (1 MiB to 64 MiB)", m.chunk_size));
     need_reset(nl);
     nl->chunk_size = m.chunk_size;
+    nl->alive_ms = rpl_mono_ms();
     if (!(nl->buf = malloc(m.chunk_size)))
       return RPL_E_NOMEM;
     pthread_mutex_lock(&s->a->lock);
@@ -639,7 +661,10 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       struct timespec ts = rpl_realtime_in_ms(POLL_MS * 10); /* a stop is seen within half a second */
       pthread_cond_timedwait(&s->a->applied, &s->a->lock, &ts);
     }
+    struct store *st = d->store;
     pthread_mutex_unlock(&s->a->lock);
+    if ((err = resync_index_begin(s->a, d, st, nl->chunk_size, nl->buf)))
+      return nack(s, sl, err);
   }
   uint64_t nchunks = (d->size + nl->chunk_size - 1) / nl->chunk_size;
   if (m.chunk_size != nl->chunk_size || m.first_chunk != nl->chunks_seen || m.first_chunk + m.count > nchunks)
@@ -647,7 +672,6 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
   for (uint32_t i = 0; i < m.count && !err; i++) {
     uint64_t c = m.first_chunk + i, off = c * nl->chunk_size;
     size_t len = off + nl->chunk_size > d->size ? (size_t)(d->size - off) : nl->chunk_size;
-    uint8_t h[PROTO_HASH_SIZE];
     /* The replica is the applier's, but it is idle for this disk: every committed cycle is in and
      * the open one commits only after this comparison. */
     pthread_mutex_lock(&s->a->lock);
@@ -657,12 +681,14 @@ static rpl_err on_hashes(struct session *s, const struct proto_frame *f)
       err = need_add(nl, c);
       continue;
     }
-    err = st->ops->read(st, off, nl->buf, len);
-    if (!err) {
-      proto_hash128(nl->buf, len, h);
-      if (memcmp(h, m.hashes + (size_t)i * PROTO_HASH_SIZE, PROTO_HASH_SIZE))
-        err = need_add(nl, c);
-    }
+    /* From the hash index where it knows the chunk, else read back. */
+    bool differs;
+    err = resync_index_differs(d, st, nl->chunk_size, c, off, len, m.hashes + (size_t)i * PROTO_HASH_SIZE, nl->buf,
+                               &differs);
+    if (!err && differs)
+      err = need_add(nl, c);
+    if (!err)
+      err = comparison_alive(s, nl);
   }
   if (err)
     return nack(s, sl, err);
@@ -860,6 +886,9 @@ static rpl_err session_loop(struct session *s)
     err = on_frame(s, &f);
     if (err)
       return err;
+    /* The agent's silence counts from when this session listens again: a long frame (a resync's
+     * comparison reading the replica back) kept it from hearing the agent meanwhile. */
+    last_rx = rpl_mono_ms();
   }
   return RPL_OK;
 }

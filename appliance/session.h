@@ -22,6 +22,7 @@ struct need_list {                /* chunks whose replica differs, during a resy
   uint32_t chunk_size;
   uint64_t chunks_seen;
   uint8_t *buf;                   /* one chunk of the replica */
+  uint64_t alive_ms;              /* monotonic: the agent was last told the comparison goes on */
 };
 
 struct rx_slot {                  /* a disk this session serves */

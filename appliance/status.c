@@ -205,6 +205,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       json_string(j, "last_point_kind", has_point ? catalog_point_kind_name(p.kind) : NULL);
       status_schedule(a, d, j, f);
       health_json(j, "health", &h);
+      resync_index_status(d, j, f);
       json_object_end(j);
     } else {
       fprintf(f, "[%s] disk %s (%s, agent %s): %s%s%s, %" PRIu64 " MiB, cycle %" PRIu64 " committed / %" PRIu64
@@ -218,6 +219,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
       if (has_point)
         fprintf(f, ", last point %s (%s)", point_id, catalog_point_kind_name(p.kind));
       status_schedule(a, d, NULL, f);
+      resync_index_status(d, NULL, f);
       fputc('\n', f);
       health_text(f, "  ", &h);
     }

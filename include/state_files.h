@@ -22,6 +22,8 @@
 #define STATE_JOURNAL_DIR         "journal"           /* the cache: journal/<disk uuid>/ per disk */
 #define STATE_JOURNAL_APPLIED     "applied"           /* in a disk's journal folder: the last applied cycle */
 #define STATE_JOURNAL_APPLIED_TMP "applied.tmp"       /* ... written first, then renamed */
+#define STATE_HASHINDEX           "hashindex"         /* in a disk's journal folder: its replica's chunk hashes */
+#define STATE_HASHINDEX_TMP       "hashindex.tmp"     /* ... written first, then renamed */
 /* a disk's journal segments: 16 hex digits (the segment's sequence number) + ".seg" */
 
 /* ---- the agent ---- */
