@@ -247,7 +247,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   port = free_port();
   char addr[32];
   snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
-  struct web_config wc = {.addr = addr, .root = RPL_WEB_SOURCE_DIR, .state_dir = dir, .cert_pem = cert, .key_pem = key,
+  struct web_config wc = {.addr = addr, .root = RPL_WEB_SOURCE_DIR, .state_dir = dir, .cert_pem = cert, .key_pem = key, .ca_pem = cert,
                           .cat = cat, .sample_s = 3600,
                           .ops = {.status_json = status_json, .sample = sample, .disk_request = disk_request,
                                   .schedule_get = schedule_get, .schedule_set = schedule_set}};
