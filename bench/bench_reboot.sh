@@ -10,13 +10,14 @@
 #       area on the state disk, which B never reads: B is the same shutdown without a save.
 # Per boot: the bytes sent until in sync (agent `status --json` bytes_sent, payload after zstd, and
 # raw_bytes, read after its first committed cycle: `cycles` >= 1; hashes are not counted), and the
-# time until that cycle from the guest's /proc/uptime, "from agent start" (`mobility-agent run`,
+# time until that cycle (the appliance's `events`: its committed event, unix_ms, mapped onto the
+# guest's /proc/uptime by a wall-clock stamp taken with it), "from agent start" (`mobility-agent run`,
 # the appliance already serving, as one on its own machine is: the goal's figure), "from init" (the
 # guest's /init saw its disks; A's `cbt resume` and the in-guest appliance's start included) and
 # "from boot" (uptime 0: the kernel's start, its TCG boot included). The appliance runs with
 # --rpo 1 in both (see the guest script: its clock starts at this boot). The guest polls the agent
-# every 0.1 s for 10 s, then every 1 s (each poll is a process started under TCG), which bounds how
-# exactly a time is seen. The appliance's `status --json` (last_committed_cycle) and the tracker's
+# every 0.1 s for 10 s, then every 1 s (each poll is a process started under TCG) to know when to
+# read the rest; when the poll saw it is printed too. The appliance's `status --json` (last_committed_cycle) and the tracker's
 # `cbt status --json` (resync required and reason) are read too, and each replica is compared with
 # its disk on the host (cmp, state image loop-mounted read-only).
 # Printed: A's bytes / changed bytes (goal <= 2), B's time / A's time from agent start (goal >= 50
@@ -27,7 +28,7 @@
 #   QG_TIMEOUT: seconds per boot (default 2400); the guest waits for a cycle up to QG_TIMEOUT - 300.
 #
 # TCG makes everything slow (and the machine may be shared): compare the ratios, not the seconds.
-# shellcheck disable=SC2154 # SENT_x, RAW_x, AGENT_x, INIT_x, BOOT_x are set by eval, per boot
+# shellcheck disable=SC2154 # SENT_x, RAW_x, AGENT_x, INIT_x, BOOT_x, SEEN_x are set by eval, per boot
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 b=${RPL_BUILD_DIR:-$root/build}
@@ -77,7 +78,18 @@ boot() {
   done
   say "boot $phase: $((SECONDS - t0)) s on the host"
 }
-t_of() { sed -n "s/^BENCH-T $2 //p" "$W/$1.log"; }
+t_of() { sed -n "s/^BENCH-T $2 //p" "$W/$1.log" | cut -d' ' -f1; }
+# commit_up PHASE: the uptime of the boot's first committed cycle, from the appliance's event
+# (unix_ms) mapped onto the uptime by the agent-start stamp's wall clock.
+commit_up() {
+  local up wall ms
+  read -r up wall < <(sed -n "s/^BENCH-T agent-start //p" "$W/$1.log")
+  ms=$(sed -n 's/^BENCH-EV //p' "$W/$1.log" | python3 -c '
+import json, sys
+print(min(e["unix_ms"] for e in map(json.loads, sys.stdin) if e["type"] == "committed"))') \
+    || fail "$1: no committed event from the appliance"
+  calc "$up + ($ms - $wall) / 1000" 2
+}
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 
 # replica_check PHASE DATA STATE: the replica in STATE equals DATA (read-only loop mount).
@@ -115,8 +127,9 @@ for p in resume today; do
   app_cycle=$(json_field "$W/$p.appliance-status.json" disks.0.last_committed_cycle)
   [ "$app_cycle" -ge "$cycle" ] || fail "$p: the appliance committed cycle $app_cycle, the agent saw $cycle"
   eval "SENT_$p=$sent RAW_$p=$raw CYCLE_$p=$cycle"
-  eval "BOOT_$p=$(t_of $p committed) INIT_$p=$(calc "$(t_of $p committed) - $(t_of $p init)" 2)"
-  eval "AGENT_$p=$(calc "$(t_of $p committed) - $(t_of $p agent-start)" 2)"
+  c=$(commit_up $p)
+  eval "BOOT_$p=$c INIT_$p=$(calc "$c - $(t_of $p init)" 2) AGENT_$p=$(calc "$c - $(t_of $p agent-start)" 2)"
+  eval "SEEN_$p=$(calc "$(t_of $p committed) - $(t_of $p agent-start)" 2)"
 done
 initial_s=$(calc "$(t_of setup initial-sync) - $(t_of setup protect)" 1)
 initial_sent=$(json_field "$W/setup.agent-status.json" disks.0.bytes_sent)
@@ -134,9 +147,11 @@ echo "initial sync: ${initial_s} s from protect, $initial_sent bytes sent (track
 printf '%-34s %12s %12s %12s %10s %10s\n' "boot" "bytes_sent" "raw_bytes" "agent start" "init" "boot"
 printf '%-34s %12s %12s %11ss %9ss %9ss\n' "(A) cbt save + cbt resume" "$SENT_resume" "$RAW_resume" "$AGENT_resume" "$INIT_resume" "$BOOT_resume"
 printf '%-34s %12s %12s %11ss %9ss %9ss\n' "(B) no save: resync ($b_reason)" "$SENT_today" "$RAW_today" "$AGENT_today" "$INIT_today" "$BOOT_today"
-echo "(bytes: agent status after its first committed cycle; times: from each point until that cycle, by"
-echo " the guest's /proc/uptime; A's cbt resume took ${resume_s} s, before the agent started. Both replicas"
-echo " compared equal to their disks.)"
+echo "(bytes: agent status once it had a committed cycle (all its cycles since it started; later ones"
+echo " are empty); times: from each point, by the guest's /proc/uptime, until the appliance's committed"
+echo " event of the first cycle; the agent's polling saw it at ${SEEN_resume} s (A) and ${SEEN_today} s (B) from"
+echo " agent start. A's cbt resume took ${resume_s} s, before the agent started. Both replicas compared"
+echo " equal to their disks.)"
 echo
 echo "== reboot summary (goals: A's bytes <= 2x changed; B/A time >= 50 for 4 GiB) =="
 echo "A's bytes sent / changed: $SENT_resume / $CHANGED = ${bytes_ratio}x: $goal_bytes"
@@ -145,5 +160,5 @@ echo "time B / A from agent start: $AGENT_today / $AGENT_resume s = ${time_ratio
 echo "reboot_bench size_mib=$SIZE_MIB changed_bytes=$CHANGED resume_resync_count=$a_count today_reason=$b_reason" \
   "a_bytes_sent=$SENT_resume a_raw_bytes=$RAW_resume b_bytes_sent=$SENT_today b_raw_bytes=$RAW_today" \
   "a_s_agent=$AGENT_resume b_s_agent=$AGENT_today a_s_init=$INIT_resume b_s_init=$INIT_today" \
-  "a_s_boot=$BOOT_resume b_s_boot=$BOOT_today resume_s=$resume_s bytes_ratio=$bytes_ratio time_ratio=$time_ratio" \
+  "a_s_boot=$BOOT_resume b_s_boot=$BOOT_today a_s_seen=$SEEN_resume b_s_seen=$SEEN_today resume_s=$resume_s bytes_ratio=$bytes_ratio time_ratio=$time_ratio" \
   "init_time_ratio=$init_ratio boot_time_ratio=$boot_ratio goal_bytes=${goal_bytes// /_} goal_time=${goal_time// /_}"

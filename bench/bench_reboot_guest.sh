@@ -6,8 +6,8 @@
 # spread over vda, shuts down cleanly (filesystems read-only, then `cbt save`).
 # bench_phase=resume: `cbt resume` before anything writes, the daemons, until the first committed cycle.
 # bench_phase=today: the daemons without `cbt resume` (the boot before the save existed: a resync).
-# Lines for the host: "BENCH-T NAME UPTIME" (/proc/uptime), "BENCH-JSON NAME DOCUMENT" (a status
-# --json), "BENCH-PHASE-x: PASS|FAIL".
+# Lines for the host: "BENCH-T NAME UPTIME WALL_MS" (/proc/uptime, the wall clock), "BENCH-JSON NAME
+# DOCUMENT" (a status --json), "BENCH-EV EVENT" (`replication-appliance events`), "BENCH-PHASE-x: PASS|FAIL".
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /proc /sys /dev /tmp /run /state
@@ -37,7 +37,13 @@ settle() { # settle SECONDS COMMAND...: until it succeeds (TCG is slow)
   while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; n=$((n - 1)); done
   return 1
 }
-stamp() { echo "BENCH-T $1 $(cut -d' ' -f1 /proc/uptime)"; }
+# The wall clock in ms (adjtimex's tv_usec holds nanoseconds when the status has STA_NANO, 8192).
+wall_ms() {
+  adjtimex | awk '/status:/ { s = $2 } /tv_sec/ { t = $2 } /tv_usec/ { u = $2 }
+    END { printf "%.0f", t * 1000 + (int(s / 8192) % 2 ? u / 1000000 : u / 1000) }'
+}
+# stamp NAME: the uptime and the wall clock (what maps the appliance's events onto the uptime).
+stamp() { echo "BENCH-T $1 $(cut -d' ' -f1 /proc/uptime) $(wall_ms)"; }
 show() { # show NAME COMMAND...: its JSON on one line for the host
   name=$1; shift
   echo "BENCH-JSON $name $("$@" 2>/dev/null | tr -d '\n')"
@@ -92,6 +98,9 @@ first_cycle() {
   committed
   check first-committed-cycle $?
   stamp committed
+  # The appliance's events of this boot (its ring starts with its process): the first committed
+  # cycle's own time, which the polling above only bounds.
+  $AP events --state /state/app --since 0 | sed 's/^/BENCH-EV /'
   show agent-status $AG status --state /state/agent --json
   show appliance-status $AP status --state /state/app --json
   show cbt-status $AG cbt status /dev/vda --state /state/agent --json
