@@ -89,11 +89,11 @@ stop_daemons() {
 # Polled every 0.1 s for 10 s, then every second: a poll is a process started under TCG, and a
 # long resync should not share the guest's CPUs with hundreds of them.
 first_cycle() {
-  n=0
+  n=0 end=$(($(cut -d. -f1 /proc/uptime) + limit))
   until committed; do
     if [ $n -lt 100 ]; then sleep 0.1; else sleep 1; fi
     n=$((n + 1))
-    [ $n -gt $((100 + limit)) ] && break
+    [ "$(cut -d. -f1 /proc/uptime)" -gt $end ] && break
   done
   committed
   check first-committed-cycle $?
