@@ -354,7 +354,7 @@ static rpl_err ctx_use_identity(SSL_CTX *ctx, const char *cert_pem, const char *
 rpl_err chan_server_ctx(const char *cert_pem, const char *key_pem, const char *ca_pem, SSL_CTX **out)
 {
   *out = NULL;
-  SSL_CTX *ctx;
+  SSL_CTX *ctx = NULL;
   rpl_err err = ctx_base(TLS_server_method(), &ctx);
   if (err)
     return err;
@@ -435,7 +435,7 @@ rpl_err chan_client_ctx(const uint8_t pinned[CHAN_FINGERPRINT_SIZE], const char 
 {
   *out = NULL;
   pthread_once(&pin_once, pin_index_init);
-  SSL_CTX *ctx;
+  SSL_CTX *ctx = NULL;
   rpl_err err = ctx_base(TLS_client_method(), &ctx);
   if (err)
     return err;
