@@ -2,7 +2,6 @@
  * session two thirds of the way through its life, replaced on disk so that a crash at any point
  * leaves one whole pair. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +20,7 @@
 #define RENEW_TIMEOUT_MS 30000
 
 struct pair_paths {
-  char crt[600], key[600], crt_next[600], key_next[600], dir[600];
+  char crt[600], key[600], crt_next[600], key_next[600];
 };
 
 static void pair_paths(const struct agent_state *st, struct pair_paths *p)
@@ -30,17 +29,6 @@ static void pair_paths(const struct agent_state *st, struct pair_paths *p)
   agent_state_path(st, STATE_AGENT_KEY, p->key, sizeof p->key);
   agent_state_path(st, STATE_AGENT_CERT_NEXT, p->crt_next, sizeof p->crt_next);
   agent_state_path(st, STATE_AGENT_KEY_NEXT, p->key_next, sizeof p->key_next);
-  snprintf(p->dir, sizeof p->dir, "%s", st->dir);
-}
-
-static rpl_err sync_dir(const char *dir)
-{
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return rpl_fail(RPL_E_IO, "open %s: %s", dir, strerror(errno));
-  int rc = fsync(fd);
-  close(fd);
-  return rc ? rpl_fail(RPL_E_IO, "fsync %s: %s", dir, strerror(errno)) : RPL_OK;
 }
 
 /* The new pair is written whole (key.next, then crt.next) before either is renamed into place, key
@@ -54,7 +42,7 @@ static rpl_err finish_interrupted(const struct pair_paths *p)
     if (rename(p->crt_next, p->crt) != 0)
       return rpl_fail(RPL_E_IO, "rename %s: %s", p->crt_next, strerror(errno));
     log_notice("finished replacing the client certificate with its renewal (%s)", p->crt);
-    return sync_dir(p->dir);
+    return file_fsync_parent(p->crt);
   }
   if (unlink(p->key_next) == 0)
     log_warn("dropped %s: a renewal was cut short before its certificate was saved", p->key_next);

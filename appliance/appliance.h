@@ -208,8 +208,10 @@ void *applier_main(void *arg);
 /* Loads the disk's index (beside its journal); a disk without one resyncs by reading its replica. */
 void resync_index_open(struct appliance *a, struct disk *d);
 void resync_index_close(struct disk *d);
-/* Applier: before applying the disk's next pending cycle, its ranges are stale in the index. */
-RPL_MUST_CHECK rpl_err resync_index_cycle_pending(struct appliance *a, struct disk *d);
+/* Applier, before an apply: the index covers the disk's size (a grown disk's new chunks stale). */
+void resync_index_follow_size(struct appliance *a, struct disk *d);
+/* Applier, during an apply's check pass: [offset, offset + length) is about to be written. */
+RPL_MUST_CHECK rpl_err resync_index_stale(struct disk *d, uint64_t offset, uint64_t length);
 /* Applier, between applies: saves the index now and then; with rehash, reads a few stale chunks of
  * an idle disk back from its replica. True when stale chunks remain that it could work on. */
 bool resync_index_background(struct appliance *a, struct disk *d, bool rehash);

@@ -54,6 +54,12 @@ struct apply_ctx {
   uint64_t point_cycle;     /* a point's image follows this applied cycle */
 };
 
+static rpl_err resync_index_extent_ahead(void *arg, uint64_t offset, uint64_t length)
+{
+  struct apply_ctx *ac = arg;
+  return resync_index_stale(ac->d, offset, length);
+}
+
 static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_follows)
 {
   struct apply_ctx *ac = arg;
@@ -187,13 +193,14 @@ static void apply_disk(struct appliance *a, struct disk *d)
   struct store *st = d->store;
   pthread_mutex_unlock(&a->lock);
   struct apply_ctx ac = {.a = a, .d = d, .t0 = rpl_mono_ms()};
+  /* Its ranges are stale in the hash index before the replica is written in them: told by the
+   * apply's own check pass, which reads every extent anyway. */
   struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .image_wanted = point_image_wanted,
-                              .ctx = &ac};
+                              .extent_ahead = d->hidx ? resync_index_extent_ahead : NULL, .ctx = &ac};
   if (!err && st) {
     st->ops->get_stats(st, &ac.st0);
-    /* Its ranges are stale in the hash index before the replica is written in them. */
-    if (!(err = resync_index_cycle_pending(a, d)))
-      err = st->ops->apply_next(st, d->journal, &cb);
+    resync_index_follow_size(a, d);
+    err = st->ops->apply_next(st, d->journal, &cb);
     if (err == RPL_E_NOT_FOUND)
       err = RPL_OK;
   }

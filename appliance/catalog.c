@@ -584,6 +584,14 @@ rpl_err catalog_regkey_count_usable(struct catalog *c, int64_t now, uint64_t *co
   return e;
 }
 
+/* An UPDATE of one row by id: RPL_E_NOT_FOUND when no row has that id. */
+static rpl_err update_one(struct catalog *c, sqlite3_stmt *s, const char *what)
+{
+  int changes = 0;
+  rpl_err e = run(c, s, what, &changes);
+  return e == RPL_OK && changes == 0 ? RPL_E_NOT_FOUND : e;
+}
+
 rpl_err catalog_agent_set_pending_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], const char *fingerprint)
 {
   if (!fingerprint || !fingerprint[0] || strlen(fingerprint) > CATALOG_MAX_FINGERPRINT)
@@ -592,10 +600,9 @@ rpl_err catalog_agent_set_pending_cert(struct catalog *c, const uint8_t id[PROTO
   sqlite3_stmt *s = stmt(c, ST_AGENT_SET_PENDING);
   bind_id(s, 1, id);
   bind_text(s, 2, fingerprint);
-  int changes = 0;
-  rpl_err e = run(c, s, "record a renewed agent certificate", &changes);
+  rpl_err e = update_one(c, s, "record a renewed agent certificate");
   pthread_mutex_unlock(&c->lock);
-  return e ? e : changes == 1 ? RPL_OK : RPL_E_NOT_FOUND;
+  return e;
 }
 
 rpl_err catalog_agent_use_cert(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], const char *fingerprint, bool *renewed)
@@ -675,13 +682,6 @@ rpl_err catalog_agent_find_by_fingerprint(struct catalog *c, const char *fingerp
   return e;
 }
 
-/* An UPDATE of one row by id: RPL_E_NOT_FOUND when no row has that id. */
-static rpl_err update_one(struct catalog *c, sqlite3_stmt *s, const char *what)
-{
-  int changes = 0;
-  rpl_err e = run(c, s, what, &changes);
-  return e == RPL_OK && changes == 0 ? RPL_E_NOT_FOUND : e;
-}
 
 rpl_err catalog_agent_heartbeat(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t time)
 {

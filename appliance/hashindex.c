@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t: a direct write's chunk hashed as it streams in */
 #include <xxhash.h>
 
+#include "file_io.h"
 #include "hashindex.h"
 #include "rpl_log.h"
 
@@ -224,18 +224,6 @@ void hashindex_close(struct hashindex *hi)
   free(hi);
 }
 
-static rpl_err fsync_dir_of(const char *path)
-{
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", path);
-  int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return rpl_fail(RPL_E_IO, "cannot open the folder of %s: %s", path, strerror(errno));
-  int r = fsync(fd);
-  close(fd);
-  return r ? rpl_fail(RPL_E_IO, "fsync of the folder of %s: %s", path, strerror(errno)) : RPL_OK;
-}
-
 static rpl_err write_all(int fd, const void *buf, size_t len, off_t off)
 {
   const uint8_t *p = buf;
@@ -294,7 +282,7 @@ rpl_err hashindex_save(struct hashindex *hi)
     e = rpl_fail(RPL_E_IO, "cannot rename %s: %s", tmp, strerror(errno));
   else if (!e && !outdated) {
     hi->open_on_disk = false; /* the file there now is the closed copy: the next write marks it open */
-    if (!(e = fsync_dir_of(hi->path)))
+    if (!(e = file_fsync_parent(hi->path)))
       hi->dirty = hi->version != version;
   }
   if (e || outdated)

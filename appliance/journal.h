@@ -193,6 +193,11 @@ RPL_MUST_CHECK rpl_err journal_reader_open(struct journal *j, uint64_t n, struct
  * RPL_OK with *end = true. The payload CRC is verified; a damaged record gives
  * RPL_E_JOURNAL_CORRUPT. */
 RPL_MUST_CHECK rpl_err journal_reader_next(struct journal_reader *r, struct journal_extent *e, bool *end);
+
+/* Told of each extent of a cycle being applied, once it passed its check and before anything of
+ * the cycle is written into the replica (the hash index marks its range stale). An error stops the
+ * apply, nothing written. */
+typedef rpl_err (*journal_extent_ahead_fn)(void *ctx, uint64_t offset, uint64_t length);
 /* Back to the cycle's first extent (for a second pass). */
 RPL_MUST_CHECK rpl_err journal_reader_rewind(struct journal_reader *r);
 void journal_reader_close(struct journal_reader *r);

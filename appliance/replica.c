@@ -36,6 +36,8 @@ struct replica {
   int fd;
   uint64_t size;
   ZSTD_DCtx *dctx;    /* reused for every zstd extent */
+  journal_extent_ahead_fn ahead; /* told of each checked extent before the cycle is written */
+  void *ahead_ctx;
   uint8_t *raw;       /* decompression buffer, grows to at most PROTO_MAX_EXTENT */
   size_t raw_alloc;
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
@@ -363,11 +365,19 @@ static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t
     const uint8_t *raw;
     if ((e = extent_raw(r, n, &x, &raw)))
       return e;
+    if (!write && r->ahead && (e = r->ahead(r->ahead_ctx, x.offset, x.length)))
+      return e;
     if (stash)
       stash_add(&r->st, x.offset, x.length, raw);
     if (write && (e = write_extent(r, x.offset, x.length, raw)))
       return e;
   }
+}
+
+void replica_set_extent_ahead(struct replica *r, journal_extent_ahead_fn ahead, void *ctx)
+{
+  r->ahead = ahead;
+  r->ahead_ctx = ctx;
 }
 
 rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)

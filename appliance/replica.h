@@ -42,6 +42,8 @@ const char *replica_path(const struct replica *r);
  * last applied + 1: RPL_E_CYCLE_ORDER. Errors: RPL_E_REPLICA_HASH, RPL_E_EXTENT_DECOMPRESS,
  * RPL_E_EXTENT_RANGE (nothing applied), RPL_E_JOURNAL_CORRUPT, RPL_E_IO. */
 RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n);
+/* The extents of the cycles applied from now are told to ahead first (NULL: to nobody). */
+void replica_set_extent_ahead(struct replica *r, journal_extent_ahead_fn ahead, void *ctx);
 /* Applies every committed, not yet applied cycle in order; *applied (may be NULL) gets how many.
  * Stops at the first error. */
 RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied);

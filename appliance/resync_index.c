@@ -45,33 +45,19 @@ void resync_index_close(struct disk *d)
   d->hidx = NULL;
 }
 
-/* The index covers the disk's size now (it grew): the new chunks stale. */
-static void follow_size(struct appliance *a, struct disk *d)
+void resync_index_follow_size(struct appliance *a, struct disk *d)
 {
+  if (!d->hidx)
+    return;
   pthread_mutex_lock(&a->lock);
   uint64_t size = d->size;
   pthread_mutex_unlock(&a->lock);
   hashindex_resize(d->hidx, size);
 }
 
-rpl_err resync_index_cycle_pending(struct appliance *a, struct disk *d)
+rpl_err resync_index_stale(struct disk *d, uint64_t offset, uint64_t length)
 {
-  if (!d->hidx)
-    return RPL_OK;
-  follow_size(a, d);
-  struct journal_cycle_info info;
-  rpl_err e = journal_next_pending(d->journal, &info);
-  if (e)
-    return e == RPL_E_NOT_FOUND ? RPL_OK : e;
-  struct journal_reader *r;
-  if ((e = journal_reader_open(d->journal, info.cycle, &r)))
-    return e;
-  bool end = false;
-  struct journal_extent x;
-  while (!e && !(e = journal_reader_next(r, &x, &end)) && !end)
-    e = hashindex_write(d->hidx, x.offset, NULL, x.length, false);
-  journal_reader_close(r);
-  return e;
+  return d->hidx ? hashindex_write(d->hidx, offset, NULL, length, false) : RPL_OK;
 }
 
 /* Reads chunk c of the replica into buf and hashes it. */
@@ -156,7 +142,7 @@ rpl_err resync_index_begin(struct appliance *a, struct disk *d, struct store *st
     hashindex_count(d->hidx, HI_RESYNCS, 1);
   if (!use)
     return RPL_OK;
-  follow_size(a, d);
+  resync_index_follow_size(a, d);
   pthread_mutex_lock(&a->lock);
   uint64_t size = d->size;
   pthread_mutex_unlock(&a->lock);

@@ -60,6 +60,8 @@ struct store_apply_cb {
   /* Whether recovery-point cycle still wants its image (false: its data turned out not to be a
    * point, a catch-up or a fuzzy read: applied as a plain cycle). NULL: always. */
   bool (*image_wanted)(void *ctx, uint64_t cycle);
+  /* Each extent of the cycle, checked, before anything of it is written (journal.h). NULL: none. */
+  journal_extent_ahead_fn extent_ahead;
   void *ctx;
 };
 

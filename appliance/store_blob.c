@@ -73,7 +73,10 @@ static rpl_err blob_store_apply_next(struct store *st, struct journal *j, const 
   struct point_relay pr = {cb};
   uint64_t applied = 0;
   bool image = !cb->image_wanted || cb->image_wanted(cb->ctx, info.cycle);
-  if ((e = uploader_apply_some(up_of(st), j, 1, &applied, image ? relay_snapshot : NULL, &pr)))
+  uploader_set_extent_ahead(up_of(st), cb->extent_ahead, cb->ctx);
+  e = uploader_apply_some(up_of(st), j, 1, &applied, image ? relay_snapshot : NULL, &pr);
+  uploader_set_extent_ahead(up_of(st), NULL, NULL);
+  if (e)
     return e;
   if (applied)
     cb->applied(cb->ctx, info.cycle, info.kind, false);

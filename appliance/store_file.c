@@ -84,7 +84,10 @@ static rpl_err file_apply_next(struct store *st, struct journal *j, const struct
   rpl_err e = journal_next_pending(j, &info);
   if (e)
     return e;
-  if ((e = replica_apply_cycle(replica_of(st), j, info.cycle)))
+  replica_set_extent_ahead(replica_of(st), cb->extent_ahead, cb->ctx);
+  e = replica_apply_cycle(replica_of(st), j, info.cycle);
+  replica_set_extent_ahead(replica_of(st), NULL, NULL);
+  if (e)
     return e;
   bool point = info.kind == PROTO_CYCLE_RECOVERY_POINT && (!cb->image_wanted || cb->image_wanted(cb->ctx, info.cycle));
   cb->applied(cb->ctx, info.cycle, info.kind, point);

@@ -389,6 +389,14 @@ void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate
   pthread_mutex_unlock(&u->lock);
 }
 
+void uploader_set_extent_ahead(struct uploader *u, journal_extent_ahead_fn ahead, void *ctx)
+{
+  pthread_mutex_lock(&u->lock);
+  u->ahead = ahead;
+  u->ahead_ctx = ctx;
+  pthread_mutex_unlock(&u->lock);
+}
+
 /* How long both bandwidth limits (either may be NULL) hold back the next bytes, in microseconds. */
 uint64_t uploader_limits_wait_us(struct rate_limit *all, struct rate_limit *agent)
 {
@@ -509,6 +517,8 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
       break;
     const uint8_t *raw;
     if ((e = extent_raw(u, n, &x, &raw)))
+      break;
+    if (!write && u->ahead && (e = u->ahead(u->ahead_ctx, x.offset, x.length)))
       break;
     if (!write)
       continue;

@@ -107,6 +107,8 @@ void uploader_direct_abort(struct uploader *u);
 /* Bandwidth limits for the Put Page bodies of this blob (each may be NULL = none; not owned, shared
  * between uploaders): every write waits until both buckets allow it, the multi handle running meanwhile. */
 void uploader_set_limits(struct uploader *u, struct rate_limit *all, struct rate_limit *agent);
+/* The extents of the cycles applied from now are told to ahead first (NULL: to nobody). */
+void uploader_set_extent_ahead(struct uploader *u, journal_extent_ahead_fn ahead, void *ctx);
 /* Reads len bytes of the disk area at offset; pages never written read as zeros without a GET. */
 RPL_MUST_CHECK rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len);
 

@@ -42,6 +42,8 @@ struct uploader {
   struct blob_config cfg;
   struct appliance_settings settings; /* cfg's strings point here */
   struct blob_client *client;
+  journal_extent_ahead_fn ahead; /* told of each checked extent before the cycle is written */
+  void *ahead_ctx;
   char container[64];
   char blob[48];
   uint8_t disk_id[PROTO_ID_SIZE];

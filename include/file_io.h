@@ -16,5 +16,8 @@ RPL_MUST_CHECK rpl_err file_read_all(const char *path, size_t cap, char **out);
  * renamed over path, and the directory fsynced, so that a crash leaves the old content or the new
  * one, never a mix. The temp file is removed on failure. */
 RPL_MUST_CHECK rpl_err file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* fsync of the folder holding path: a rename or a new name in it is durable only then. RPL_E_IO
+ * (with the detail) when it cannot be opened or synced. */
+RPL_MUST_CHECK rpl_err file_fsync_parent(const char *path);
 
 #endif

@@ -96,17 +96,26 @@ rpl_err file_write_atomic(const char *path, const void *data, size_t len, unsign
     unlink(tmp);
     return RPL_E_IO;
   }
-  /* The rename is durable only once the directory is. */
-  char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) {
-    *slash = '\0';
-    int dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      fsync(dfd);
-      close(dfd);
-    }
-  }
+  /* The rename is durable only once the directory is (best effort here, as before: the data is). */
+  rpl_err e = file_fsync_parent(path);
+  (void)e;
   return RPL_OK;
+}
+
+rpl_err file_fsync_parent(const char *path)
+{
+  char dir[PATH_MAX];
+  if ((size_t)snprintf(dir, sizeof dir, "%s", path) >= sizeof dir)
+    return RPL_E_LIMIT;
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  const char *d = !slash ? "." : *dir ? dir : "/";
+  int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return rpl_fail(RPL_E_IO, "cannot open the folder %s: %s", d, strerror(errno));
+  int r = fsync(dfd);
+  int err = errno;
+  close(dfd);
+  return r ? rpl_fail(RPL_E_IO, "fsync of the folder %s: %s", d, strerror(err)) : RPL_OK;
 }

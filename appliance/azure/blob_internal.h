@@ -20,6 +20,16 @@
 #define BLOB_LIST_MAX_ITEMS (1024u * 1024u)
 #define BLOB_TOKEN_JSON_MAX (64u * 1024u)
 
+/* A token endpoint's answer, gathered by curl into data (BLOB_TOKEN_JSON_MAX bytes, the caller's);
+ * a longer one stops the transfer and sets overflow. */
+struct blob_token_body {
+  char *data;
+  size_t len;
+  bool overflow;
+};
+/* CURLOPT_WRITEFUNCTION for a struct blob_token_body. */
+size_t blob_token_body_write(char *ptr, size_t size, size_t nmemb, void *ud);
+
 /* <Error><Code/><Message/></Error>: code and the first line of the message. */
 RPL_MUST_CHECK rpl_err blob_xml_parse_error(const char *xml, size_t len, char *code, size_t codesz,
                                             char *message, size_t messagesz);

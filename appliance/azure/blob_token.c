@@ -406,15 +406,9 @@ out:
   return err;
 }
 
-struct token_body {
-  char *data;
-  size_t len;
-  bool overflow;
-};
-
-static size_t token_write(char *ptr, size_t size, size_t nmemb, void *ud)
+size_t blob_token_body_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-  struct token_body *b = ud;
+  struct blob_token_body *b = ud;
   size_t n = size * nmemb;
   if (b->len + n > BLOB_TOKEN_JSON_MAX) {
     b->overflow = true;
@@ -437,7 +431,7 @@ rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_t
   if (n < 0 || (size_t)n >= sizeof url) {
     return rpl_fail(RPL_E_CONFIG, "identity endpoint URL is too long");
   }
-  struct token_body body = {.data = malloc(BLOB_TOKEN_JSON_MAX)};
+  struct blob_token_body body = {.data = malloc(BLOB_TOKEN_JSON_MAX)};
   if (!body.data)
     return RPL_E_NOMEM;
   CURL *easy = curl_easy_init();
@@ -454,7 +448,7 @@ rpl_err blob_token_fetch(const char *endpoint, unsigned max_tries, struct blob_t
     curl_easy_reset(easy);
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, token_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, blob_token_body_write);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT, 30L);

@@ -288,25 +288,6 @@ rpl_err blob_entra_check_credential(enum blob_auth auth, const char *path)
 
 /* ---- the request ---- */
 
-struct body {
-  char *data;
-  size_t len;
-  bool overflow;
-};
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-  struct body *b = ud;
-  size_t n = size * nmemb;
-  if (b->len + n > BLOB_TOKEN_JSON_MAX) {
-    b->overflow = true;
-    return 0;
-  }
-  memcpy(b->data + b->len, ptr, n);
-  b->len += n;
-  return n;
-}
-
 /* The authority's host (brackets dropped) and port. */
 static bool authority_host(const char *authority, char *host, size_t hostsz, unsigned *port)
 {
@@ -408,7 +389,7 @@ static rpl_err build_form(const struct blob_account *a, const char *url, char *f
 }
 
 /* What a refusal says: the OAuth error and the first line of its description (AADSTS code). */
-static rpl_err refusal(const char *url, const struct blob_account *a, long status, const struct body *b)
+static rpl_err refusal(const char *url, const struct blob_account *a, long status, const struct blob_token_body *b)
 {
   char error[64] = "", desc[320] = "";
   if (blob_token_parse_error(b->data, b->len, error, sizeof error, desc, sizeof desc) != RPL_OK)
@@ -434,7 +415,7 @@ static rpl_err fetch(const struct blob_config *cfg, unsigned max_tries, struct b
   rpl_err err = token_path(cfg, host, port, &resolve, &proxied);
   if (err)
     return err;
-  struct body b = {.data = malloc(BLOB_TOKEN_JSON_MAX)};
+  struct blob_token_body b = {.data = malloc(BLOB_TOKEN_JSON_MAX)};
   char *form = malloc(FORM_MAX);
   CURL *e = curl_easy_init();
   if (!b.data || !form || !e) {
@@ -469,7 +450,7 @@ static rpl_err fetch(const struct blob_config *cfg, unsigned max_tries, struct b
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, form);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(form));
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, blob_token_body_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
