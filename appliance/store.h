@@ -25,6 +25,9 @@
  *  - store_apply_next applies the next committed cycle of the journal: every extent is checked
  *    (zstd decompressed, xxh3-128 compared) before any write; the cycle is durable in the replica
  *    before the journal marks it applied. A cycle that fails a check changes nothing.
+ *  - The extents of a cycle (applied or direct) land as if written in their order: where a later
+ *    one overlaps an earlier one, the later one is what the replica holds (a point whose remainder
+ *    was rewritten after the thaw sends it again, read frozen, in the same cycle).
  *  - A recovery-point cycle gets an image of the replica holding that cycle and nothing after it
  *    (a blob snapshot, a kept copy of the file image): its id is what the catalog records and what
  *    restore and retention are given back.

@@ -504,11 +504,27 @@ static rpl_err add_to_run(struct uploader *u, struct run *r, const struct blob_w
   return RPL_OK;
 }
 
+/* Before an extent that starts below the end of those already queued: the writes queued and in
+ * flight finish first. The requests in flight land in any order, and a later extent of a cycle
+ * overlapping an earlier one must win (a point's remainder read again frozen, see agent/points.c).
+ * The blob's pages under it may hold data from now on, so zeros are cleared, not skipped. */
+static rpl_err settle_before_overlap(struct uploader *u, struct run *run, const struct blob_write_cond *cond)
+{
+  rpl_err e = uploader_flush_run(u, run, cond);
+  if (!e)
+    e = blob_client_drain(u->client);
+  if (!e)
+    e = u->async_err;
+  u->blank = false;
+  return e;
+}
+
 /* One pass over the cycle: check every extent; when write is set, also queue its writes. */
 static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_t n, bool write)
 {
   struct blob_write_cond cond = {.sequence_lt = (int64_t)n, .lease_id = uploader_lease_id_of(u)};
   struct run run = {0};
+  uint64_t queued_end = 0; /* the highest end of the extents queued so far */
   rpl_err e;
   for (;;) {
     struct journal_extent x;
@@ -522,6 +538,10 @@ static rpl_err apply_pass(struct uploader *u, struct journal_reader *rd, uint64_
       break;
     if (!write)
       continue;
+    if (x.offset < queued_end && (e = settle_before_overlap(u, &run, &cond)))
+      break;
+    if (x.offset + x.length > queued_end)
+      queued_end = x.offset + x.length;
     for (uint32_t done = 0; done < x.length && !e;) {
       uint32_t len = x.length - done < BLOB_MAX_PUT_PAGE ? x.length - done : BLOB_MAX_PUT_PAGE;
       e = add_to_run(u, &run, &cond, x.offset + done, raw ? raw + done : NULL, len);

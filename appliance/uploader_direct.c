@@ -33,11 +33,13 @@ struct direct {
   struct rate_limit *limit_all, *limit_agent; /* the uploader's, when the cycle began */
   bool blank;                   /* the blob's zeros need no clear */
   struct run run;               /* being gathered (the session thread's alone) */
+  uint64_t gathered_end;        /* the highest end of the extents gathered (the session thread's) */
   uint64_t limit_wait_ms;       /* the session thread's, for the stats */
   pthread_mutex_t lock;         /* what follows */
   pthread_cond_t changed;
   struct run queue[DIRECT_QUEUE];
   unsigned head, count;
+  size_t in_flight;             /* writes the writer has taken and not seen finish */
   bool ending, abandon;         /* no more runs: write the queued ones / drop them */
   rpl_err err;                  /* the first failure; later runs are dropped */
   uint64_t put_pages, clears, bytes;
@@ -109,10 +111,14 @@ static void *direct_writer(void *arg)
   pthread_mutex_lock(&dr->lock);
   for (;;) {
     size_t pending = blob_client_pending(dr->client);
+    if (dr->in_flight && !pending && !dr->count)
+      pthread_cond_broadcast(&dr->changed); /* all written: direct_settle may go on */
+    dr->in_flight = pending;
     if (dr->count && (dr->err || dr->abandon || pending < dr->in_flight_limit)) {
       struct run r = dr->queue[dr->head];
       dr->head = (dr->head + 1) % DIRECT_QUEUE;
       dr->count--;
+      dr->in_flight++; /* taken: not yet the client's, but not finished either */
       pthread_cond_broadcast(&dr->changed); /* room for the session thread */
       bool drop = dr->err || dr->abandon;
       pthread_mutex_unlock(&dr->lock);
@@ -183,6 +189,22 @@ static rpl_err direct_push(struct direct *dr)
   return e;
 }
 
+/* Session thread, before an extent that starts below the end of those gathered: every earlier
+ * write finishes first (requests in flight land in any order, and the later extent must win), and
+ * the blob's zeros may since hold data. */
+static rpl_err direct_settle(struct direct *dr)
+{
+  rpl_err e = direct_push(dr);
+  pthread_mutex_lock(&dr->lock);
+  while (!e && !dr->err && (dr->count || dr->in_flight))
+    pthread_cond_wait(&dr->changed, &dr->lock);
+  if (!e)
+    e = dr->err;
+  pthread_mutex_unlock(&dr->lock);
+  dr->blank = false;
+  return e;
+}
+
 bool uploader_direct_begin(struct uploader *u, uint64_t n)
 {
   pthread_mutex_lock(&u->lock);
@@ -225,7 +247,9 @@ rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_
   if (offset > dr->disk_size || len > dr->disk_size - offset)
     return RPL_E_EXTENT_RANGE;
   struct run *r = &dr->run;
-  rpl_err e = RPL_OK;
+  rpl_err e = offset < dr->gathered_end ? direct_settle(dr) : RPL_OK;
+  if (offset + len > dr->gathered_end)
+    dr->gathered_end = offset + len;
   for (uint32_t done = 0; done < len && !e;) {
     uint32_t n = len - done < BLOB_MAX_PUT_PAGE ? len - done : BLOB_MAX_PUT_PAGE;
     bool zero = raw == NULL;

@@ -58,7 +58,7 @@ struct uploader {
   struct lease lease; /* lease.c */
   struct direct *direct; /* the initial sync being written straight into the blob, or NULL */
   bool blank; /* created empty by this uploader and not written since but its footer: a zero
-               * extent of the first cycle needs no clear (the extents of a cycle never overlap) */
+               * extent of the first cycle needs no clear (until an extent overlaps an earlier one) */
 };
 
 struct put_ctx {

@@ -3,7 +3,8 @@
  * blob in Azurite): grow and refused shrink, lease, a direct cycle (data and zeros over a given-up
  * try), a journal recovery-point cycle with both callbacks, a corrupted cycle that changes nothing,
  * the point's image unchanged by a later cycle, make and delete points, failure kinds and stats, a
- * second appliance kept out by the lease, the replica intact after close and open.
+ * second appliance kept out by the lease, the replica intact after close and open, cycles whose
+ * extents overlap (a later extent wins, as the agent's second freeze of a point sends them).
  * Usage: store_backend STATE_DIR WORK_DIR file|blob (settings from `replication-appliance init`). */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -61,7 +62,7 @@ struct ctx {
   rpl_err corrupt_err;
   uint64_t data_bytes; /* raw bytes of data (not zeros) of the cycles that landed */
   uint64_t rng;
-  bool done[9];      /* step k finished: later steps build on it */
+  bool done[11];     /* step k finished: later steps build on it */
 };
 
 static struct ctx C;
@@ -646,6 +647,75 @@ static void step9_reopen(void **state)
   expect_replica(C.model3, "after close and open");
   assert_int_equal(C.ops->committed(C.st), committed);
   assert_int_equal(C.ops->resize(C.st, SIZE0), RPL_E_REPLICA_SHRINK);
+  C.done[9] = true;
+}
+
+/* 10. a recovery-point cycle whose later extents overlap earlier ones: what the agent sends when
+ * a point's remainder, read after the thaw, was rewritten and is read again frozen in the same
+ * cycle. The later extent wins in the replica and in the point, also when the earlier one is a
+ * large write still on its way (a 4 MiB run, then 4 KiB inside it) or zeros; the same in a direct
+ * cycle. */
+static void step10_overlapping_extents(void **state)
+{
+  (void)state;
+  need(9);
+  struct journal *j = journal_in("journal-c", 3);
+  struct cycle_builder b;
+  cycle_begin(&b, j, 4, PROTO_CYCLE_RECOVERY_POINT);
+  for (uint32_t k = 0; k < 4; k++) /* one 4 MiB run */
+    cycle_extent(&b, (4 + k) * (uint64_t)MIB, MIB, PROTO_CODEC_NONE, false, C.model);
+  cycle_extent(&b, 4 * MIB + 8192, 4096, PROTO_CODEC_NONE, false, C.model);     /* inside the run */
+  cycle_extent(&b, 5 * MIB, 64 * 1024, PROTO_CODEC_ZERO, false, C.model);        /* zeros inside it */
+  cycle_extent(&b, 5 * MIB + 4096, 4096, PROTO_CODEC_NONE, false, C.model);      /* data inside the zeros */
+  cycle_extent(&b, 7 * MIB, MIB, PROTO_CODEC_ZSTD, false, C.model);              /* over the run's end */
+  cycle_extent(&b, 7 * MIB + 512, 512, PROTO_CODEC_NONE, false, C.model);        /* one sector inside */
+  cycle_extent(&b, 4 * MIB, 4096, PROTO_CODEC_ZERO, false, C.model);             /* back to the start */
+  cycle_commit(&b);
+  rpl_err e = apply_next(j);
+  if (e)
+    fail_msg("apply_next of cycle 4 (overlapping extents): %s", rpl_errname(e));
+  const char *image_id = NULL;
+  for (int i = 0; i < C.nev; i++)
+    if (C.ev[i].what == 'p' && C.ev[i].cycle == 4)
+      image_id = C.ev[i].image_id;
+  if (!image_id || !image_id[0])
+    fail_msg("point() was not told for recovery-point cycle 4");
+  char id4[CATALOG_MAX_SNAPSHOT_ID + 1];
+  snprintf(id4, sizeof id4, "%s", image_id);
+  journal_close(j);
+  expect_replica(C.model, "after cycle 4 (store.h: of overlapping extents of a cycle, the later one wins)");
+  expect_point_image(id4, C.model, "point of cycle 4 (overlapping extents)");
+  assert_int_equal(C.ops->delete_point(C.st, id4), RPL_OK);
+
+  /* The same as a direct cycle 5 (a resync too big for the cache, written as it is received). */
+  if (!C.ops->direct_begin(C.st, 5, PROTO_CYCLE_RESYNC, true))
+    fail_msg("direct_begin(5, RESYNC) refused after cycle 4");
+  static const struct { uint32_t off, len; bool zero; } ext[] = {
+    {0, MIB, false}, {MIB, MIB, false}, {2 * MIB, MIB, false}, {3 * MIB, MIB, false}, /* one 4 MiB run */
+    {8192, 4096, false},                 /* inside the run */
+    {MIB, 64 * 1024, true},              /* zeros inside it */
+    {MIB + 4096, 4096, false},           /* data inside the zeros */
+    {0, 512, false},                     /* back to the start */
+  };
+  uint8_t *raw = malloc(MIB);
+  assert_non_null(raw);
+  for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+    if (ext[i].zero) {
+      memset(C.model + ext[i].off, 0, ext[i].len);
+      e = C.ops->direct_extent(C.st, ext[i].off, NULL, ext[i].len);
+    } else {
+      fill_random(raw, ext[i].len);
+      memcpy(C.model + ext[i].off, raw, ext[i].len);
+      e = C.ops->direct_extent(C.st, ext[i].off, raw, ext[i].len);
+    }
+    if (e)
+      fail_msg("direct_extent %u+%u: %s", ext[i].off, ext[i].len, rpl_errname(e));
+  }
+  free(raw);
+  if ((e = C.ops->direct_commit(C.st)))
+    fail_msg("direct_commit of cycle 5: %s", rpl_errname(e));
+  expect_replica(C.model, "after direct cycle 5 (store.h: of overlapping extents of a cycle, the later one wins)");
+  C.done[10] = true;
 }
 
 static int setup(void **state)
@@ -692,7 +762,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(step3_direct),       cmocka_unit_test(step4_journal_point),
     cmocka_unit_test(step5_corrupt),      cmocka_unit_test(step6_point_image),
     cmocka_unit_test(step7_make_delete),  cmocka_unit_test(step8_failure_stats),
-    cmocka_unit_test(step9_reopen),
+    cmocka_unit_test(step9_reopen),       cmocka_unit_test(step10_overlapping_extents),
   };
   return cmocka_run_group_tests_name(expect_kind, tests, setup, teardown);
 }
