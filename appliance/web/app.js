@@ -230,26 +230,130 @@ $('regenerate-key').addEventListener('click', async () => {
 // ---- replication ----------------------------------------------------------------------------
 
 const SVGNS = 'http://www.w3.org/2000/svg';
-function sparkline(samples, index, color, title) {
-  const w = 120, h = 28;
-  const svg = document.createElementNS(SVGNS, 'svg');
-  svg.setAttribute('class', 'spark');
-  svg.setAttribute('width', w);
-  svg.setAttribute('height', h);
-  svg.setAttribute('viewBox', '0 0 ' + w + ' ' + h);
-  const t = document.createElementNS(SVGNS, 'title');
-  const vals = samples.map((s) => s[index]);
-  const max = Math.max(1, ...vals);
-  t.textContent = title + ' (last hour; max ' + (index === 1 ? max + ' s' : bytes(max) + (index === 3 ? '/s' : '')) + ')';
-  svg.append(t);
-  if (vals.length > 1) {
-    const pts = vals.map((v, i) => (i * (w - 2) / (vals.length - 1) + 1).toFixed(1) + ',' + (h - 1 - v * (h - 2) / max).toFixed(1));
-    const pl = document.createElementNS(SVGNS, 'polyline');
-    pl.setAttribute('points', pts.join(' '));
-    pl.setAttribute('stroke', color);
-    svg.append(pl);
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// Units a chart's values are shown in: the largest whose value of the data's maximum is at least 1.
+const UNITS = {
+  seconds: [['s', 1], ['min', 60], ['h', 3600]],
+  bytes: [['B', 1], ['KiB', 1024], ['MiB', 1024 ** 2], ['GiB', 1024 ** 3], ['TiB', 1024 ** 4]],
+  rate: [['B/s', 1], ['KiB/s', 1024], ['MiB/s', 1024 ** 2], ['GiB/s', 1024 ** 3]],
+};
+function pickUnit(kind, max) {
+  const us = UNITS[kind];
+  let u = us[0];
+  // minutes only from 2 min on: "90 s" reads better than "1.5 min"
+  for (const c of us) if (max >= c[1] * (kind === 'seconds' && c[1] > 1 ? 2 : 1)) u = c;
+  return { name: u[0], div: u[1] };
+}
+
+// At most 3 significant digits, no trailing zeros.
+function num(v) {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  const d = a >= 100 ? 0 : a >= 10 ? 1 : 2;
+  return String(Number(v.toFixed(d)));
+}
+
+// 0..top in steps of 1, 2, 2.5 or 5 × 10^k, about four of them; integral steps where the values
+// are whole units (seconds, bytes).
+function niceTicks(max, integral) {
+  if (!(max > 0)) max = 1;
+  const raw = max / 4;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+  if (integral && step < 1) step = 1;
+  const top = Math.ceil(max / step - 1e-9) * step;
+  const ticks = [];
+  for (let v = 0; v <= top + step / 2; v += step) ticks.push(v);
+  return { top: top || step, ticks };
+}
+
+// The time axis: the samples' span rounded up to a readable window (at most the hour kept), ending
+// at the newest sample (the appliance's clock, which the points' times are in as well).
+const SPANS = [60, 120, 300, 600, 900, 1800, 3600];
+const TIME_STEPS = [10, 15, 30, 60, 120, 300, 600];
+function timeWindow(samples) {
+  const end = samples.length ? samples[samples.length - 1][0] : Math.floor(Date.now() / 1000);
+  const have = samples.length ? end - samples[0][0] : 0;
+  const span = SPANS.find((s) => s >= have) || 3600;
+  const step = TIME_STEPS.find((s) => span / s <= 6);
+  return { end, span, step };
+}
+function agoLabel(s) { return s === 0 ? 'now' : s % 60 ? '-' + s + ' s' : '-' + s / 60 + ' min'; }
+
+// One metric of one disk as a chart: time axis, value axis with its unit, the newest value printed,
+// optionally a horizontal target line, and the recovery points' times as vertical marks.
+// samples: [[time_unix, rpo_lag_s, backlog_bytes, churn_bytes_per_s], ...] (GET /api/series).
+function chart(o) {
+  const W = 400, H = 150, L = 62, R = 16, T = 22, B = 22;
+  const pw = W - L - R, ph = H - T - B;
+  const svg = svgEl('svg', { class: 'chart', width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, 'data-metric': o.metric });
+  svg.append(svgEl('title', {}, o.title + ' over the last ' + o.win.span / 60 + ' min'));
+  svg.append(svgEl('text', { x: 6, y: 14, class: 'chart-title' }, o.title));
+  const vals = o.samples.map((s) => s[o.index]);
+  const max = Math.max(0, ...vals, (o.target || 0) * 1.2); // the target line below the top
+  const u = pickUnit(o.unit, max);
+  const sc = niceTicks(max / u.div, u.div === 1);
+  const x = (t) => L + pw * (1 - (o.win.end - t) / o.win.span);
+  const y = (v) => T + ph * (1 - v / u.div / sc.top);
+  const fmt = (v) => num(v / u.div) + ' ' + u.name;
+  svg.append(svgEl('rect', { x: L, y: T, width: pw, height: ph, class: 'plot' }));
+  for (const v of sc.ticks) {
+    const yy = (T + ph * (1 - v / sc.top)).toFixed(1);
+    svg.append(svgEl('line', { x1: L, x2: L + pw, y1: yy, y2: yy, class: 'grid' }));
+    svg.append(svgEl('text', { x: L - 4, y: yy, class: 'ytick', 'text-anchor': 'end', 'dominant-baseline': 'middle' }, num(v) + ' ' + u.name));
   }
+  for (let a = 0; a <= o.win.span; a += o.win.step) {
+    const xx = x(o.win.end - a).toFixed(1);
+    svg.append(svgEl('line', { x1: xx, x2: xx, y1: T + ph, y2: T + ph + 3, class: 'axis' }));
+    svg.append(svgEl('text', { x: xx, y: H - 6, class: 'xtick', 'text-anchor': 'middle' }, agoLabel(a)));
+  }
+  for (const p of o.points) {
+    if (p.time_unix < o.win.end - o.win.span) continue;
+    const xx = Math.min(L + pw, x(p.time_unix)).toFixed(1);
+    const m = svgEl('line', { x1: xx, x2: xx, y1: T, y2: T + ph, class: 'point-mark point-' + p.kind, 'data-point': p.point });
+    m.append(svgEl('title', {}, p.point + ' (' + p.kind + ', ' + when(p.time_unix) + ')'));
+    svg.append(m);
+  }
+  if (o.target) {
+    const yy = y(o.target).toFixed(1);
+    svg.append(svgEl('line', { x1: L, x2: L + pw, y1: yy, y2: yy, class: 'target' }));
+    svg.append(svgEl('text', { x: L + 4, y: yy - 4, class: 'target-label', 'data-value': o.target }, 'target ' + fmt(o.target)));
+  }
+  if (vals.length > 1) {
+    const pts = o.samples.map((s) => x(s[0]).toFixed(1) + ',' + y(s[o.index]).toFixed(1));
+    svg.append(svgEl('polyline', { points: pts.join(' '), class: 'line', stroke: o.color }));
+  }
+  const last = o.samples[o.samples.length - 1];
+  if (last) svg.append(svgEl('circle', { cx: x(last[0]).toFixed(1), cy: y(last[o.index]).toFixed(1), r: 2.5, fill: o.color }));
+  svg.append(svgEl('text', { x: W - 6, y: 14, class: 'latest', 'text-anchor': 'end',
+    'data-value': last ? last[o.index] : '', 'data-time': last ? last[0] : '' }, last ? 'now ' + fmt(last[o.index]) : 'no samples yet'));
   return svg;
+}
+
+function diskCharts(all, points, rpoTarget) {
+  const win = timeWindow(all);
+  const samples = all.filter((s) => s[0] >= win.end - win.span); // a stalled sampler's older ones
+  const box = el('div', null, 'charts');
+  box.append(
+    chart({ metric: 'rpo', title: 'RPO lag', samples, index: 1, unit: 'seconds', color: '#1f6feb', target: rpoTarget, points, win }),
+    chart({ metric: 'churn', title: 'churn (changed bytes committed)', samples, index: 3, unit: 'rate', color: '#b35900', points, win }),
+    chart({ metric: 'backlog', title: 'backlog (not yet applied)', samples, index: 2, unit: 'bytes', color: '#6b2fb3', points, win }));
+  return box;
+}
+
+// The replication view's order: critical disks, then warning, then healthy (by name within each).
+const HEALTH_RANK = { critical: 0, warning: 1, healthy: 2 };
+function sortByHealth(disks) {
+  // no health: shown as healthy; a state this page does not know: above the healthy ones
+  const rank = (d) => (!d.health ? 2 : HEALTH_RANK[d.health.state] ?? 1);
+  return disks.slice().sort((a, b) => rank(a) - rank(b) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) ||
+    (a.disk_id < b.disk_id ? -1 : a.disk_id > b.disk_id ? 1 : 0));
 }
 
 async function diskAction(id, what) {
@@ -257,17 +361,20 @@ async function diskAction(id, what) {
 }
 
 async function loadReplication() {
-  const [st, series] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/series')]);
-  const byDisk = {};
+  const [st, series, pts] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/series'), api('GET', '/api/points')]);
+  renderReplication(st, series, pts);
+}
+
+// st: GET /api/status, series: GET /api/series, pts: GET /api/points.
+function renderReplication(st, series, pts) {
+  const byDisk = {}, pointsOf = {};
   for (const d of series.disks) byDisk[d.disk_id] = d.samples;
+  for (const d of pts.disks) pointsOf[d.disk_id] = d.points;
   const tbody = $('disks').tBodies[0];
   tbody.replaceChildren();
-  for (const d of st.disks) {
+  for (const d of sortByHealth(st.disks)) {
     const tr = el('tr');
     tr.dataset.disk = d.disk_id;
-    const s = byDisk[d.disk_id] || [];
-    const plots = el('td');
-    plots.append(sparkline(s, 1, '#1f6feb', 'RPO lag'), sparkline(s, 3, '#b35900', 'churn'), sparkline(s, 2, '#6b2fb3', 'backlog'));
     const actions = el('td');
     const cp = el('button', 'Checkpoint');
     cp.addEventListener('click', () => diskAction(d.disk_id, 'checkpoint'));
@@ -284,13 +391,20 @@ async function loadReplication() {
       el('td', d.last_committed_cycle ? d.rpo_lag_seconds + ' s' : 'not synced yet', 'rpo'),
       el('td', d.backlog_cycles + ' cycles, ' + bytes(d.backlog_bytes)),
       el('td', bytes(d.cache_bytes) + ' of ' + bytes(d.cache_limit_bytes)),
-      el('td', d.last_point ? d.last_point + ' (' + d.last_point_kind + ')' : 'none', 'last-point'), plots, actions);
-    tbody.append(tr);
+      el('td', d.last_point ? d.last_point + ' (' + d.last_point_kind + ')' : 'none', 'last-point'), actions);
+    // Its charts on a row of their own under it, the table's full width.
+    const ctr = el('tr', null, 'chart-row');
+    ctr.dataset.chartsOf = d.disk_id;
+    const ctd = el('td');
+    ctd.colSpan = 8;
+    ctd.append(diskCharts(byDisk[d.disk_id] || [], pointsOf[d.disk_id] || [], st.rpo_target_seconds));
+    ctr.append(ctd);
+    tbody.append(tr, ctr);
   }
   if (!st.disks.length) {
     const tr = el('tr');
     const td = el('td', 'No protected disks yet: run mobility-agent protect DEVICE on a registered server.');
-    td.colSpan = 9;
+    td.colSpan = 8;
     tr.append(td);
     tbody.append(tr);
   }

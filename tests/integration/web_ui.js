@@ -64,6 +64,111 @@ async function checks(page) {
   })));
 }
 
+// Everything the disk's charts show, read at one instant (the page redraws them every 5 s). With
+// draw, the test first fetches status, series and points itself and has the page's own
+// renderReplication draw them, so it knows exactly what the charts were drawn from.
+async function readCharts(page, disk, draw) {
+  return page.$eval('#disks', async (table, [id, draw]) => {
+    let api = null;
+    if (draw) {
+      const get = async (p) => (await fetch(p, { credentials: 'same-origin' })).json();
+      const series = await get('/api/series');
+      const st = await get('/api/status'); // after the series: its instant is no earlier than the newest sample's
+      const pts = await get('/api/points');
+      renderReplication(st, series, pts);
+      api = { samples: series.disks.find((d) => d.disk_id === id).samples, interval: series.interval_seconds,
+              target: st.rpo_target_seconds, disk: st.disks.find((d) => d.disk_id === id) };
+    }
+    const row = table.querySelector(`tr[data-charts-of="${id}"]`);
+    const charts = Object.fromEntries([...row.querySelectorAll('svg.chart')].map((svg) => {
+      const txt = (sel) => [...svg.querySelectorAll(sel)].map((e) => e.textContent);
+      const latest = svg.querySelector('text.latest');
+      const target = svg.querySelector('text.target-label');
+      return [svg.dataset.metric, {
+        yticks: txt('text.ytick'), xticks: txt('text.xtick'), lines: svg.querySelectorAll('polyline').length,
+        latest: latest.textContent, value: Number(latest.dataset.value), time: Number(latest.dataset.time),
+        target: target && target.textContent, targetValue: target && Number(target.dataset.value),
+        points: [...svg.querySelectorAll('line.point-mark')].map((m) => m.dataset.point),
+      }];
+    }));
+    return { charts, api };
+  }, [disk, draw]);
+}
+
+// "12 s", "2.5 min", "1.5 MiB/s" in the unit's base (seconds, bytes, bytes per second).
+const FACTORS = { s: 1, min: 60, h: 3600, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+function parseValue(text) {
+  const m = /^(\d+(?:\.\d+)?) (s|min|h|B|KiB|MiB|GiB|TiB)(\/s)?$/.exec(text);
+  if (!m) fail('not a value with a unit: ' + JSON.stringify(text));
+  return Number(m[1]) * FACTORS[m[2]];
+}
+// The printed value rounds to 3 significant digits (2 decimals under 10).
+const near = (printed, exact) => Math.abs(printed - exact) <= 0.011 * exact + 0.006;
+
+// The charts against the API the page reads: the page's own refresh marks the point asked for (it
+// fetches the points itself); drawn from what the test fetched, each chart prints the series'
+// newest sample, the RPO lag within a sample of what status says, the axes carry units, and the
+// RPO target line's label is status's target.
+async function checkCharts(page, disk, want) {
+  const units = { rpo: /^\d+(\.\d+)? (s|min|h)$/, churn: /^\d+(\.\d+)? (B|KiB|MiB|GiB)\/s$/, backlog: /^\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)$/ };
+  if (want) {
+    await page.waitForFunction(([s, w]) => [...document.querySelectorAll(s + ' svg.chart[data-metric="rpo"] line.point-mark')]
+      .some((m) => m.dataset.point === w), [`#disks tr[data-charts-of="${disk}"]`, want], { timeout: T })
+      .catch(() => fail(`the page marks no point ${want} on the RPO lag chart`));
+  }
+  const deadline = Date.now() + T;
+  for (;;) {
+    const { charts: c, api } = await readCharts(page, disk, true);
+    const newest = api.samples[api.samples.length - 1];
+    for (const m of ['rpo', 'churn', 'backlog']) {
+      if (!c[m]) fail('no ' + m + ' chart: ' + JSON.stringify(c));
+      if (c[m].lines !== 1) fail(m + ' chart has no line');
+      if (c[m].yticks.length < 2 || !c[m].yticks.every((t) => units[m].test(t))) fail(m + ' value axis without units: ' + c[m].yticks);
+      if (!c[m].yticks[0].startsWith('0 ')) fail(m + ' value axis does not start at 0: ' + c[m].yticks);
+      const xt = c[m].xticks;
+      if (xt.length < 3 || xt[0] !== 'now' || !xt.slice(1).every((t) => /^-\d+ (s|min)$/.test(t))) fail(m + ' time axis: ' + xt);
+      const exact = newest[{ rpo: 1, backlog: 2, churn: 3 }[m]];
+      if (c[m].time !== newest[0] || c[m].value !== exact)
+        fail(`${m} chart's newest sample is ${c[m].value} at ${c[m].time}, the series' ${exact} at ${newest[0]}`);
+      const printed = /^now (.*)$/.exec(c[m].latest);
+      if (!printed || !near(parseValue(printed[1]), exact)) fail(`${m} chart prints "${c[m].latest}" for ${exact}`);
+    }
+    if (!(api.target > 0)) fail('status has no RPO target: ' + api.target);
+    if (!c.rpo.target || !near(parseValue(c.rpo.target.replace(/^target /, '')), api.target) || c.rpo.targetValue !== api.target)
+      fail(`RPO target line "${c.rpo.target}" is not status's rpo_target_seconds ${api.target}`);
+    if (want && !c.rpo.points.includes(want)) fail(`no mark of point ${want} on the RPO lag chart drawn from /api/points`);
+    // Status was read at most one interval after the newest sample; RPO lag grows a second a
+    // second between commits, so without a commit in between they differ by at most that.
+    const lag = parseValue(/^now (.*)$/.exec(c.rpo.latest)[1]);
+    if (Math.abs(api.disk.rpo_lag_seconds - lag) <= api.interval + 1) return c;
+    // a commit between the two readings resets the lag: read both again
+    if (Date.now() > deadline)
+      fail(`the RPO lag chart prints ${c.rpo.latest} (sample at ${c.rpo.time}), status says ${api.disk.rpo_lag_seconds} s`);
+    await page.waitForTimeout(500);
+  }
+}
+
+// The order of the replication view's rows, drawn from crafted status (renderReplication is the
+// page's own drawing, sortByHealth its order): critical, warning, healthy, by name within each.
+async function checkSort(page) {
+  const got = await page.evaluate(async () => {
+    const st = await (await fetch('/api/status', { credentials: 'same-origin' })).json();
+    const mk = (name, n, state) => ({ ...st.disks[0], name, disk_id: '00000000-0000-4000-8000-00000000000' + n,
+      health: { state, reasons: state === 'healthy' ? [] : [{ level: state, code: 'crafted', what: 'crafted', todo: 'none' }] } });
+    const crafted = { ...st, disks: [mk('b', 1, 'healthy'), mk('z', 2, 'critical'), mk('a', 3, 'healthy'), mk('m', 4, 'warning'),
+      mk('c', 5, 'critical'), mk('a', 6, 'warning')] };
+    renderReplication(crafted, { disks: [] }, { disks: [] });
+    const rows = [...document.querySelectorAll('#disks tbody tr')];
+    const out = rows.filter((r) => r.dataset.disk).map((r) => [r.querySelector('.health strong').textContent, r.dataset.disk.slice(-1),
+      r.nextElementSibling && r.nextElementSibling.dataset.chartsOf === r.dataset.disk]);
+    await loadReplication(); // the real disks again
+    return out;
+  });
+  const want = [['critical', '5', true], ['critical', '2', true], ['warning', '6', true], ['warning', '4', true],
+                ['healthy', '3', true], ['healthy', '1', true]];
+  if (JSON.stringify(got) !== JSON.stringify(want)) fail('rows not sorted unhealthy first, by name: ' + JSON.stringify(got));
+}
+
 const phases = {
   // Log in with the one-time link, set a password, check prerequisites, a wrong proxy, a new key.
   async setup() {
@@ -145,9 +250,15 @@ const phases = {
       const lp = await page.textContent(sel + ' .last-point');
       const state = await page.textContent(sel + ' .state');
       if (!state.startsWith('protected')) fail('disk state: ' + state);
-      // The last hour's plots have points once the sampler has two samples.
-      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.spark polyline').length === 3, sel, { timeout: T });
+      // The last hour's charts have lines once the sampler has two samples.
+      const charts = `#disks tr[data-charts-of="${process.env.DISK_ID}"]`;
+      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.chart polyline').length === 3, charts, { timeout: T });
+      if (!(await page.evaluate(([r, c]) => document.querySelector(r).nextElementSibling === document.querySelector(c), [sel, charts])))
+        fail('the disk\'s charts are not on the row under it');
+      const seen = await checkCharts(page, process.env.DISK_ID, want);
       await shot(page, '4-replication' + (want ? '-' + want : '-before'));
+      await page.locator(charts).screenshot({ path: path.join(SHOTS, '4-charts' + (want ? '-' + want : '-before') + '.png') });
+      await checkSort(page);
       if (want) {
         await tab(page, 'points');
         const cmd = await page.waitForSelector(`#points code:text-matches("--point ${want} ")`, { timeout: T });
@@ -156,7 +267,8 @@ const phases = {
           fail('restore command: ' + text);
         await shot(page, '5-recovery-points');
       }
-      console.log(JSON.stringify({ rpo, last_point: lp, state }));
+      console.log(JSON.stringify({ rpo, last_point: lp, state, chart_rpo: seen.rpo.latest, chart_target: seen.rpo.target,
+        rpo_ticks: seen.rpo.yticks, time_ticks: seen.rpo.xticks, point_marks: seen.rpo.points }));
     });
   },
 

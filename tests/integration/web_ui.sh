@@ -4,9 +4,13 @@
 # one-time link and sets a password; the prerequisites show PASS rows; a wrong proxy shows FAIL with
 # its remedy; the key regenerated on the page registers a real agent, which protects a loop disk;
 # after `mobility-agent checkpoint --wait` the disk's last point and RPO show on the page, the point
-# with its exact restore command; the page's own Checkpoint button makes another point, its Resync
-# button a resync cycle (the whole disk again); revoking the agent on the page ends its session. Nothing is
-# fetched beyond loopback. Screenshots are kept in build/test-artifacts/web_ui/. Exit 77 without
+# with its exact restore command; the disk's charts (RPO lag, churn, backlog) print the series'
+# newest values with units (the RPO lag within a sample of status's), the RPO target line is
+# status's target and the point is marked on them; the view orders crafted disks critical, warning,
+# healthy (by name within each) through the page's own renderReplication; the page's own
+# Checkpoint button makes another point, its Resync button a resync cycle (the whole disk again);
+# revoking the agent on the page ends its session. Nothing is fetched beyond loopback. Screenshots
+# (the charts' own too) are kept in build/test-artifacts/web_ui/. Exit 77 without
 # chromium or playwright-core (scripts/setup.sh installs both).
 set -u
 B=${RPL_BUILD_DIR:?run under ctest}
