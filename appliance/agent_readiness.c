@@ -52,6 +52,21 @@ rpl_err agent_readiness_on_frame(const uint8_t agent[PROTO_ID_SIZE], const struc
   return e ? RPL_OK : RPL_E_NOMEM;
 }
 
+bool agent_readiness_failed(const uint8_t agent[PROTO_ID_SIZE], unsigned *failed, char *first, size_t firstsz)
+{
+  pthread_mutex_lock(&lock);
+  const struct entry *e = find(agent);
+  bool yes = e && e->failed;
+  if (yes) {
+    *failed = e->failed;
+    const char *p = strstr(e->problems, "FAIL");
+    p = p ? p : e->problems;
+    snprintf(first, firstsz, "%.*s", (int)strcspn(p, "\n"), p);
+  }
+  pthread_mutex_unlock(&lock);
+  return yes;
+}
+
 void agent_readiness_json(struct json_out *j, const uint8_t agent[PROTO_ID_SIZE])
 {
   pthread_mutex_lock(&lock);

@@ -4,6 +4,8 @@
 #ifndef APPLIANCE_AGENT_READINESS_H
 #define APPLIANCE_AGENT_READINESS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -16,6 +18,9 @@ RPL_MUST_CHECK rpl_err agent_readiness_on_frame(const uint8_t agent[PROTO_ID_SIZ
 /* Writes the member "readiness" of the agent's status object: {checked_unix, generation, checks,
  * failed, warned, ok, problems: ["FAIL name: detail", ...]}, or null when it reported none. */
 void agent_readiness_json(struct json_out *j, const uint8_t agent[PROTO_ID_SIZE]);
+/* Whether the agent's latest report has a failed check: how many, and the first "FAIL name: detail"
+ * line into first. False when it reported none or all passed. */
+bool agent_readiness_failed(const uint8_t agent[PROTO_ID_SIZE], unsigned *failed, char *first, size_t firstsz);
 /* One line for the text status, "  readiness: ...\n", or nothing when it reported none. */
 void agent_readiness_text(FILE *f, const uint8_t agent[PROTO_ID_SIZE]);
 

@@ -25,6 +25,7 @@
 #include "rpl_clock.h"
 #include "settings.h"
 #include "store.h"
+#include "thresholds.h"
 #include "upload_gate.h"
 #include "web.h"
 
@@ -124,6 +125,8 @@ struct disk {
   struct disk *next;              /* L */
 };
 
+struct alerts;
+
 struct appliance {
   char state_dir[1024];
   struct appliance_settings settings;
@@ -160,6 +163,9 @@ struct appliance {
   uint64_t points_recorded;       /* L */
   struct retention_policy retention;
   struct point_schedule schedule; /* L: the configuration manager may change it */
+  int64_t started_time;           /* fixed: unix seconds, when run started */
+  struct thresholds thresholds;   /* L: the health limits (thresholds.h); the page may change them */
+  struct alerts *alerts;          /* health transitions to the log and the webhooks (alerts.h); thread-safe */
   bool no_precopy;                /* benchmark only ($RPL_BENCH_PRECOPY=off): points start without a catch-up */
   struct upload_gate *gate;       /* uploads wait for the storage checks; thread-safe */
   struct rate_limit limit_all;    /* appliance-wide upload bucket; thread-safe */
@@ -170,6 +176,15 @@ struct appliance {
   size_t nagent_limits;           /* L */
   struct appliance_metrics m;     /* L: counters for /metrics (metrics.h) */
 };
+
+/* A copy of the health thresholds in use (takes L). */
+static inline struct thresholds appliance_thresholds(struct appliance *a)
+{
+  pthread_mutex_lock(&a->lock);
+  struct thresholds t = a->thresholds;
+  pthread_mutex_unlock(&a->lock);
+  return t;
+}
 
 /* Set by SIGTERM/SIGINT: every thread ends its loop (cmd_run.c). */
 extern atomic_int appliance_stopping;
@@ -244,5 +259,8 @@ void web_sample(void *ctx, web_sample_fn fn, void *arg);
 rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
 void web_schedule_get(void *ctx, char *text, size_t size);
 void web_schedule_set(void *ctx, const struct point_schedule *s);
+void web_alerts_json(void *ctx, FILE *f);
+void web_thresholds_set(void *ctx, const struct thresholds *t);
+RPL_MUST_CHECK rpl_err web_alerts_test(void *ctx, unsigned *queued);
 
 #endif

@@ -21,7 +21,9 @@
 #include "netpath.h"
 #include "ratelimit.h"
 #include "retention.h"
+#include "https_post.h"
 #include "schedule.h"
+#include "thresholds.h"
 #include "rpl_log.h"
 #include "settings.h"
 #include "store.h"
@@ -90,6 +92,9 @@ struct init_opts {
   const char *password_file;
   const char *tenant, *client, *secret_file, *cert_file, *authority; /* a service principal, added to the storage */
   char *storage_buf; /* the storage with the service principal's keys appended (owned) */
+  const char *alerts, *webhook_ca;
+  const char *webhooks[SETTINGS_MAX_WEBHOOKS + 1]; /* one past the limit: refused with its reason */
+  unsigned nwebhooks;
   bool allow_public, allow_http;
   unsigned upload_limit, agent_limit;
 };
@@ -113,6 +118,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"tenant-id", required_argument, NULL, 't'},    {"client-id", required_argument, NULL, 'C'},
     {"client-secret-file", required_argument, NULL, 'F'}, {"client-cert-file", required_argument, NULL, 'X'},
     {"authority-host", required_argument, NULL, 'O'},
+    {"alerts", required_argument, NULL, 'Y'},       {"webhook", required_argument, NULL, 'w'},
+    {"webhook-ca", required_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -147,6 +154,13 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'F': o->secret_file = optarg; break;
     case 'X': o->cert_file = optarg; break;
     case 'O': o->authority = optarg; break;
+    case 'Y': o->alerts = optarg; break;
+    case 'V': o->webhook_ca = optarg; break;
+    case 'w':
+      if (o->nwebhooks == SETTINGS_MAX_WEBHOOKS)
+        return fail("at most %d --webhook (each has its own queue and state)", SETTINGS_MAX_WEBHOOKS);
+      o->webhooks[o->nwebhooks++] = optarg;
+      break;
     case 'h':
       printf("usage: replication-appliance init --state DIR --storage STORAGE [--container NAME]\n"
              "         [--private-dns-zone FILE] [--ca-file PEM] [--proxy http://[USER:PASS@]HOST:PORT]\n"
@@ -159,6 +173,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "         [--tenant-id TENANT --client-id APP-ID (--client-secret-file FILE | --client-cert-file PEM)\n"
              "          [--authority-host https://HOST]]  (sign in to storage as an Entra ID service principal)\n"
+             "         [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]  (health thresholds)\n"
+             "         [--webhook https://URL ...] [--webhook-ca PEM]  (health transitions POSTed as JSON; up to 4; CA pinned)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -299,6 +315,30 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
   return 0;
 }
 
+/* The health thresholds in their canonical form, the webhooks checked, the pinned CA absolute. */
+static int set_alerts(const struct init_opts *o, struct appliance_settings *s)
+{
+  struct thresholds t;
+  rpl_err perr = thresholds_parse(o->alerts, &t);
+  if (perr)
+    return fail("--alerts: %s", rpl_detail(perr));
+  thresholds_format(&t, s->alerts, sizeof s->alerts);
+  for (unsigned i = 0; i < o->nwebhooks; i++) {
+    if ((perr = https_url_check(o->webhooks[i])))
+      return fail("--webhook: %s", rpl_detail(perr));
+    if (strlen(o->webhooks[i]) >= sizeof s->webhook[i])
+      return fail("--webhook: the URL is longer than %zu characters", sizeof s->webhook[i] - 1);
+    snprintf(s->webhook[i], sizeof s->webhook[i], "%s", o->webhooks[i]);
+  }
+  if (o->webhook_ca) {
+    if (!o->nwebhooks)
+      return fail("--webhook-ca pins the CA of the webhooks: give --webhook too");
+    if (!absolute_existing(o->webhook_ca, s->webhook_ca, sizeof s->webhook_ca) || !looks_like_pem_certificate(s->webhook_ca))
+      return fail("--webhook-ca %s is not a readable PEM file with a certificate", o->webhook_ca);
+  }
+  return 0;
+}
+
 /* Every setting is validated before settings_save, so a rejected init changes nothing on disk. */
 static int build_settings(const struct init_opts *o, struct appliance_settings *s, char *summary, size_t summary_size)
 {
@@ -312,6 +352,8 @@ static int build_settings(const struct init_opts *o, struct appliance_settings *
     rc = set_network(o, s);
   if (!rc)
     rc = set_policies(o, s);
+  if (!rc)
+    rc = set_alerts(o, s);
   return rc;
 }
 
@@ -322,6 +364,9 @@ static void print_settings(const char *state, const char *summary, const struct 
   printf("retention: %s\n", s->retention);
   printf("recovery points: %s\n", s->points);
   printf("registration keys: valid %s each\n", s->key_ttl);
+  printf("alert thresholds: %s\n", s->alerts);
+  for (unsigned i = 0; i < SETTINGS_MAX_WEBHOOKS && s->webhook[i][0]; i++)
+    printf("webhook: %.*s%s\n", (int)strcspn(s->webhook[i], "?#"), s->webhook[i], s->webhook_ca[0] ? " (CA pinned)" : "");
   if (s->upload_limit_mbps || s->agent_limit_mbps)
     printf("upload limits: %u MB/s in all, %u MB/s per agent (0 = none)\n", s->upload_limit_mbps, s->agent_limit_mbps);
 }

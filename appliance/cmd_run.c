@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include "alerts.h"
 #include "appliance.h"
 #include "channel.h"
 #include "commands.h"
@@ -67,11 +68,13 @@ struct run_opts {
   const char *web_root;
   const char *upload_limit, *agent_limit; /* override the settings for this run, when given */
   const char *points;           /* the point schedule for this run, when given */
+  const char *alerts;           /* the health thresholds for this run, when given */
 };
 
 #define RUN_USAGE                                                                                                      \
   "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n" \
-  "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"
+  "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"                 \
+  "                                 [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]\n"
 
 /* 0 and *o filled, or the exit status after a message on stderr. */
 static int parse_run_opts(int argc, char **argv, struct run_opts *o)
@@ -87,6 +90,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
                                        {"web", required_argument, NULL, 'w'},
                                        {"web-root", required_argument, NULL, 'W'},
                                        {"points", required_argument, NULL, 'T'},
+                                       {"alerts", required_argument, NULL, 'H'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -112,6 +116,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
     case 'U': o->upload_limit = optarg; break;
     case 'A': o->agent_limit = optarg; break;
     case 'T': o->points = optarg; break;
+    case 'H': o->alerts = optarg; break;
     default: fprintf(stderr, RUN_USAGE); return 2;
     }
   }
@@ -144,6 +149,14 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
       fprintf(stderr, "replication-appliance run: --points: %s\n", rpl_detail(err));
     else
       fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --points)\n", rpl_detail(err), o->state,
+              STATE_APPLIANCE_CONF);
+    return 1;
+  }
+  if ((err = thresholds_parse(o->alerts ? o->alerts : a->settings.alerts, &a->thresholds))) {
+    if (o->alerts)
+      fprintf(stderr, "replication-appliance run: --alerts: %s\n", rpl_detail(err));
+    else
+      fprintf(stderr, "replication-appliance run: %s (in %s/%s: run init again with --alerts)\n", rpl_detail(err), o->state,
               STATE_APPLIANCE_CONF);
     return 1;
   }
@@ -236,7 +249,9 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
                           .key_pem = a->server_key, .ca_pem = a->ca_cert, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
                                   .disk_request = web_disk_request, .schedule_get = web_schedule_get,
-                                  .schedule_set = web_schedule_set, .metrics = metrics_write}};
+                                  .schedule_set = web_schedule_set, .metrics = metrics_write,
+                                  .alerts_json = web_alerts_json, .thresholds_set = web_thresholds_set,
+                                  .alerts_test = web_alerts_test}};
   rpl_err err = web_start(&wc, web);
   if (err && o->web_explicit) {
     fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
@@ -419,9 +434,16 @@ static int run(const struct run_opts *o)
   a.web_sample_s = sample ? (unsigned)strtoul(sample, NULL, 10) : 0;
   if (a.web_sample_s > 600)
     a.web_sample_s = 600;
+  a.started_time = (int64_t)time(NULL);
   int status;
   if ((status = load_settings(&a, o)) || (status = open_state(&a, o->state)))
     return status;
+  rpl_err aerr = alerts_start(&a, &a.alerts);
+  if (aerr) {
+    fprintf(stderr, "replication-appliance run: alerts: %s (run init again with --webhook, or check %s/alerts)\n",
+            rpl_detail(aerr)[0] ? rpl_detail(aerr) : rpl_strerror(aerr), o->state);
+    return 1;
+  }
   struct control_server *ctl;
   rpl_err err = control_server_start(o->state, control_handler, &a, &ctl);
   if (err) {
@@ -461,6 +483,7 @@ static int run(const struct run_opts *o)
   pthread_join(applier, NULL);
   web_stop(web);
   control_server_stop(ctl);
+  alerts_stop(a.alerts);
   close_state(&a);
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent_readiness.h"
 #include "appliance.h"
 #include "rpl_clock.h"
 
@@ -35,12 +36,12 @@ static void add(struct health *h, enum health_level l, const char *code, const c
 }
 
 /* The agent's heartbeat, as the catalog has it, is older than the limit: how old (s), else -1. */
-static long heartbeat_stale(const struct catalog_agent *ag, time_t now)
+static long heartbeat_stale(const struct thresholds *t, const struct catalog_agent *ag, time_t now)
 {
   if (ag->revoked || !ag->last_heartbeat)
     return -1;
   long age = (long)(now - ag->last_heartbeat);
-  return age > HEALTH_HEARTBEAT_STALE_S ? age : -1;
+  return age > t->agent_away_s ? age : -1;
 }
 
 void health_disk(struct appliance *a, const struct disk *d, struct health *h)
@@ -70,21 +71,32 @@ void health_disk(struct appliance *a, const struct disk *d, struct health *h)
     add(h, HEALTH_WARNING, "agent_disconnected",
         "start 'mobility-agent run' on the disk's host, and check its network path to the appliance's port",
         "its agent is not connected: no cycle runs");
+  const struct thresholds *t = &a->thresholds;
   struct catalog_agent ag;
   long stale;
-  if (catalog_agent_get(a->cat, d->agent, &ag) == RPL_OK && (stale = heartbeat_stale(&ag, now)) >= 0)
+  if (catalog_agent_get(a->cat, d->agent, &ag) == RPL_OK && (stale = heartbeat_stale(t, &ag, now)) >= 0)
     add(h, HEALTH_CRITICAL, "agent_not_seen",
         "check that the agent's host is up and 'mobility-agent status' there; then its network path to the appliance",
-        "its agent (%.64s) was last heard from %lds ago (limit %ds)", ag.hostname, stale, HEALTH_HEARTBEAT_STALE_S);
-  long target_ms = (long)a->rpo_ms;
-  long warn = target_ms * HEALTH_RPO_WARN_FACTOR / 1000, crit = target_ms * HEALTH_RPO_CRIT_FACTOR / 1000;
-  warn = warn < HEALTH_RPO_WARN_MIN_S ? HEALTH_RPO_WARN_MIN_S : warn;
-  crit = crit < HEALTH_RPO_CRIT_MIN_S ? HEALTH_RPO_CRIT_MIN_S : crit;
+        "its agent (%.64s) was last heard from %lds ago (limit %" PRId64 "s)", ag.hostname, stale, t->agent_away_s);
+  int64_t warn, crit;
+  thresholds_rpo_limits(t, a->rpo_ms, &warn, &crit);
   long lag = d->last_commit_time ? (long)(now - d->last_commit_time) : -1;
   if (lag >= 0 && d->state != CATALOG_DISK_INITIAL_SYNC && lag > warn)
     add(h, lag > crit ? HEALTH_CRITICAL : HEALTH_WARNING, "rpo_lag",
         "see the disk's other reasons (agent away, storage); a backlog that lasts wants more upload bandwidth or a longer RPO target",
-        "RPO lag %lds is over %lds (RPO target %.1fs)", lag, lag > crit ? crit : warn, (double)target_ms / 1000);
+        "RPO lag %lds is over %" PRId64 "s (RPO target %.1fs)", lag, lag > crit ? crit : warn, (double)a->rpo_ms / 1000);
+  struct catalog_point newest;
+  if (t->point_age_s && d->state == CATALOG_DISK_PROTECTED) {
+    bool any = catalog_point_latest(a->cat, d->id, &newest) == RPL_OK;
+    /* A disk without a point counts from when this appliance started serving it. */
+    int64_t since = any ? newest.time : a->started_time;
+    if (since && now - since > t->point_age_s)
+      add(h, HEALTH_WARNING, "point_age",
+          "see why points fail (status: the schedule's last attempt; the events); or take one: mobility-agent checkpoint",
+          "%s %" PRId64 "s (limit %" PRId64 "s)",
+          any ? "the newest recovery point is from" : "no recovery point since the appliance started,",
+          (int64_t)now - since, t->point_age_s);
+  }
   for (int k = 0; k < SCHEDULE_KINDS && d->last_committed; k++) {
     int64_t period = (int64_t)schedule_period_ms(&a->schedule, (enum schedule_kind)k);
     int64_t due = d->sched[k].due_ms;
@@ -102,30 +114,37 @@ void health_disk(struct appliance *a, const struct disk *d, struct health *h)
         "%.300s", d->reason);
   struct journal_usage u;
   journal_get_usage(d->journal, &u);
-  if (u.limit_bytes && u.bytes > u.limit_bytes / 100 * HEALTH_CACHE_WARN_PCT)
+  if (u.limit_bytes && u.bytes > u.limit_bytes / 100 * t->cache_pct)
     add(h, HEALTH_WARNING, "cache_full",
         "the storage is not keeping up: see the uploads line and the storage reasons; a full cache holds the agents' cycles back",
         "the disk's cache is %" PRIu64 "%% full (%" PRIu64 " of %" PRIu64 " MiB)", u.bytes * 100 / u.limit_bytes,
         u.bytes >> 20, u.limit_bytes >> 20);
 }
 
-void health_agent(const struct catalog_agent *ag, struct health *h)
+void health_agent(const struct thresholds *t, const struct catalog_agent *ag, struct health *h)
 {
   memset(h, 0, sizeof *h);
   if (ag->revoked)
     return;
-  long stale = heartbeat_stale(ag, time(NULL));
+  long stale = heartbeat_stale(t, ag, time(NULL));
   if (!ag->last_heartbeat)
     add(h, HEALTH_WARNING, "agent_never_seen", "start 'mobility-agent run' on its host",
         "registered but never connected");
   else if (stale >= 0)
     add(h, HEALTH_CRITICAL, "agent_not_seen",
         "check that the agent's host is up and 'mobility-agent status' there; then its network path to the appliance",
-        "last heard from %lds ago (limit %ds)", stale, HEALTH_HEARTBEAT_STALE_S);
+        "last heard from %lds ago (limit %" PRId64 "s)", stale, t->agent_away_s);
+  unsigned failed;
+  char first[256];
+  if (agent_readiness_failed(ag->id, &failed, first, sizeof first))
+    add(h, HEALTH_WARNING, "readiness_fail",
+        "run 'mobility-agent check' on its host and apply each FAIL's remedy: the server would not start in Azure",
+        "%u boot readiness check(s) fail: %.200s", failed, first);
 }
 
 struct roll {
   struct appliance *a;
+  struct thresholds thresholds; /* a copy taken under L: the agents' walk runs without it */
   unsigned warning, critical, unserved;
 };
 
@@ -133,7 +152,7 @@ static int agent_cb(const struct catalog_agent *ag, void *arg)
 {
   struct roll *r = arg;
   struct health h;
-  health_agent(ag, &h);
+  health_agent(&r->thresholds, ag, &h);
   r->warning += h.level == HEALTH_WARNING;
   r->critical += h.level == HEALTH_CRITICAL;
   return 0;
@@ -170,6 +189,7 @@ void health_appliance(struct appliance *a, struct health *h)
     disks.critical += dh.level == HEALTH_CRITICAL;
   }
   rpl_err e = catalog_disk_foreach(a->cat, NULL, unserved_cb, &disks);
+  agents.thresholds = a->thresholds;
   pthread_mutex_unlock(&a->lock);
   (void)e;
   e = catalog_agent_foreach(a->cat, agent_cb, &agents);

@@ -10,14 +10,10 @@
 
 #include "catalog.h"
 #include "json_out.h"
+#include "thresholds.h"
 
 #define HEALTH_MAX_REASONS        8
-#define HEALTH_RPO_WARN_FACTOR    2   /* RPO lag past this many RPO targets: warning ... */
-#define HEALTH_RPO_CRIT_FACTOR    10  /* ... and past this many: critical; */
-#define HEALTH_RPO_WARN_MIN_S     30  /* but never under these: a short target's ordinary jitter */
-#define HEALTH_RPO_CRIT_MIN_S     120 /* (a slow cycle, a reconnect) is not worth a page */
-#define HEALTH_HEARTBEAT_STALE_S  90  /* an agent not heard from for this long (heartbeats are recorded every 30 s) */
-#define HEALTH_CACHE_WARN_PCT     80  /* a disk's cache fuller than this */
+/* The limits (RPO lag, point age, agent away, cache) are the operator's: thresholds.h. */
 
 enum health_level { HEALTH_HEALTHY, HEALTH_WARNING, HEALTH_CRITICAL };
 
@@ -42,7 +38,7 @@ const char *health_name(enum health_level l);
 /* A disk's health. L held (reads the catalog for its agent's heartbeat). */
 void health_disk(struct appliance *a, const struct disk *d, struct health *h);
 /* An agent's health (a revoked agent is healthy: it is meant to be away). */
-void health_agent(const struct catalog_agent *ag, struct health *h);
+void health_agent(const struct thresholds *t, const struct catalog_agent *ag, struct health *h);
 /* The appliance's: its own reasons (storage, free space, disks not served) and a count of the disks
  * and agents that are not healthy. Takes L. */
 void health_appliance(struct appliance *a, struct health *h);

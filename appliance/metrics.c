@@ -109,6 +109,7 @@ struct agent_snap {
 struct agents_list {
   struct agent_snap *v;
   size_t n, total;
+  struct thresholds t;
 };
 
 static int agent_cb(const struct catalog_agent *ag, void *arg)
@@ -123,7 +124,7 @@ static int agent_cb(const struct catalog_agent *ag, void *arg)
   s->revoked = ag->revoked;
   s->version = agent_version(ag->id);
   struct health h;
-  health_agent(ag, &h);
+  health_agent(&l->t, ag, &h);
   s->health = h.level;
   return 0;
 }
@@ -302,7 +303,7 @@ void metrics_write(void *appliance, FILE *f)
   struct appliance_metrics am = a->m;
   pthread_mutex_unlock(&a->lock);
 
-  struct agents_list al = {.v = calloc(METRICS_MAX_AGENTS, sizeof *al.v)};
+  struct agents_list al = {.v = calloc(METRICS_MAX_AGENTS, sizeof *al.v), .t = appliance_thresholds(a)};
   if (al.v) {
     rpl_err e = catalog_agent_foreach(a->cat, agent_cb, &al);
     (void)e;

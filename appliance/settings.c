@@ -32,7 +32,7 @@ struct field {
 static const struct field fields[] = {
   STR_FIELD(storage), STR_FIELD(container), STR_FIELD(private_dns_zone), STR_FIELD(ca_file),
   STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint), STR_FIELD(retention),
-  STR_FIELD(points), STR_FIELD(key_ttl),
+  STR_FIELD(points), STR_FIELD(key_ttl), STR_FIELD(alerts), STR_FIELD(webhook_ca),
 };
 
 /* A whole decimal number in [min, max] and nothing else; *out is untouched otherwise. */
@@ -128,6 +128,18 @@ rpl_err settings_load(const char *state_dir, struct appliance_settings *s)
                        RATELIMIT_MAX_MBPS);
       }
     }
+    if (!known && strcmp(key, "webhook") == 0) { /* one line per webhook */
+      known = true;
+      size_t n = 0;
+      while (n < SETTINGS_MAX_WEBHOOKS && s->webhook[n][0])
+        n++;
+      if (n == SETTINGS_MAX_WEBHOOKS)
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: more than %d webhooks", path, lineno, SETTINGS_MAX_WEBHOOKS);
+      else if (!*value || strlen(value) >= sizeof s->webhook[n])
+        err = rpl_fail(RPL_E_CONFIG, "%s line %u: webhook is empty or too long", path, lineno);
+      else
+        memcpy(s->webhook[n], value, strlen(value) + 1);
+    }
     if (!known) {
       err = rpl_fail(RPL_E_CONFIG, "%s line %u: unknown setting '%.40s'", path, lineno, key);
     }
@@ -151,6 +163,9 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s)
     if (strchr((const char *)s + fields[i].offset, '\n')) {
       return rpl_fail(RPL_E_CONFIG, "%s must not contain a line break", fields[i].key);
     }
+  for (size_t i = 0; i < SETTINGS_MAX_WEBHOOKS; i++)
+    if (strchr(s->webhook[i], '\n'))
+      return rpl_fail(RPL_E_CONFIG, "webhook must not contain a line break");
   char tmp[4200], path[4200];
   snprintf(path, sizeof path, "%s/%s", state_dir, STATE_APPLIANCE_CONF);
   snprintf(tmp, sizeof tmp, "%s/.%s.tmp", state_dir, STATE_APPLIANCE_CONF);
@@ -173,6 +188,9 @@ rpl_err settings_save(const char *state_dir, const struct appliance_settings *s)
   fprintf(f, "require_private_endpoint=%d\nmax_in_flight=%u\nlease_duration_s=%u\n", s->require_private_endpoint ? 1 : 0,
           s->max_in_flight, s->lease_duration_s);
   fprintf(f, "upload_limit_mbps=%u\nagent_limit_mbps=%u\n", s->upload_limit_mbps, s->agent_limit_mbps);
+  for (size_t i = 0; i < SETTINGS_MAX_WEBHOOKS; i++)
+    if (s->webhook[i][0])
+      fprintf(f, "webhook=%s\n", s->webhook[i]);
   bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {

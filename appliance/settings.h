@@ -14,6 +14,7 @@
 #define SETTINGS_MIN_LEASE_S     15 /* Azure's range for a fixed-duration lease */
 #define SETTINGS_MAX_LEASE_S     60
 #define SETTINGS_MAX_IN_FLIGHT   256
+#define SETTINGS_MAX_WEBHOOKS    4   /* each has its own queue and delivery state: a handful is what operators wire */
 
 struct appliance_settings {
   char storage[8192];           /* an Azure connection string, or "file:/abs/dir" */
@@ -29,6 +30,9 @@ struct appliance_settings {
   char retention[128];          /* retention.h text ("all=1h,hourly=24h,daily=7d"); "" = the default */
   char points[64];              /* schedule.h text ("crash=5m,app=1h"); "" = the default */
   char key_ttl[32];             /* registration keys' life, duration.h text ("24h"); "" = the default */
+  char alerts[128];             /* health thresholds, thresholds.h text; "" = the default */
+  char webhook[SETTINGS_MAX_WEBHOOKS][1024]; /* https:// URLs health transitions are POSTed to; "" = unused */
+  char webhook_ca[4096];        /* PEM file the webhooks' certificates must chain to (pinned); "" = the system CAs */
   unsigned lease_duration_s;    /* the page blobs' lease, 15-60 s */
   char lease_id[40];            /* runtime only, never in the file: the lease id this appliance proposes
                                  * (lease.h, from STATE/lease-id); "" = a random one */

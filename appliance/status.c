@@ -12,6 +12,7 @@
 #include <uuid/uuid.h>
 
 #include "agent_readiness.h"
+#include "alerts.h"
 #include "appliance.h"
 #include "commands.h"
 #include "events.h"
@@ -25,6 +26,7 @@ struct status_ctx {
   struct appliance *a;
   struct json_out *j;
   FILE *f;
+  struct thresholds t; /* for the agents' health, read without L */
 };
 
 static int status_agent_cb(const struct catalog_agent *ag, void *arg)
@@ -34,7 +36,7 @@ static int status_agent_cb(const struct catalog_agent *ag, void *arg)
   id_text(ag->id, id);
   long ago = ag->last_heartbeat ? (long)(time(NULL) - ag->last_heartbeat) : -1;
   struct health h;
-  health_agent(ag, &h);
+  health_agent(&sc->t, ag, &h);
   if (sc->j) {
     json_object_begin(sc->j, NULL);
     json_string(sc->j, "agent_id", id);
@@ -234,7 +236,7 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
 static void status_write(struct appliance *a, bool json, FILE *f)
 {
   struct json_out j;
-  struct status_ctx sc = {.a = a, .f = f};
+  struct status_ctx sc = {.a = a, .f = f, .t = appliance_thresholds(a)};
   char storage[sizeof a->settings.storage];
   a->backend->describe(&a->settings, storage, sizeof storage);
   char sched[SCHEDULE_TEXT_MAX];
@@ -264,6 +266,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
     json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
     upload_gate_status(a->gate, &j, NULL);
+    alerts_status(a->alerts, &j, NULL);
     json_array_begin(&j, "agents");
   } else {
     fprintf(f, "replication-appliance %s listening on %s, storage %s, RPO target %us, recovery points %s\n", RPL_VERSION,
@@ -285,6 +288,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
       fprintf(f, "%u MB/s per agent\n", a->settings.agent_limit_mbps);
     else
       fprintf(f, "none per agent\n");
+    alerts_status(a->alerts, NULL, f);
   }
   rpl_err e = catalog_agent_foreach(a->cat, status_agent_cb, &sc);
   (void)e;
@@ -338,6 +342,26 @@ void web_schedule_get(void *ctx, char *text, size_t size)
   schedule_format(&a->schedule, text, size);
   pthread_mutex_unlock(&a->lock);
 }
+
+void web_alerts_json(void *ctx, FILE *f)
+{
+  struct json_out j;
+  json_init(&j, f);
+  json_object_begin(&j, NULL);
+  alerts_status(((struct appliance *)ctx)->alerts, &j, NULL);
+  json_object_end(&j);
+  json_finish(&j);
+}
+
+void web_thresholds_set(void *ctx, const struct thresholds *t)
+{
+  struct appliance *a = ctx;
+  pthread_mutex_lock(&a->lock);
+  a->thresholds = *t;
+  pthread_mutex_unlock(&a->lock);
+}
+
+rpl_err web_alerts_test(void *ctx, unsigned *queued) { return alerts_send_test(((struct appliance *)ctx)->alerts, queued); }
 
 void web_schedule_set(void *ctx, const struct point_schedule *s)
 {

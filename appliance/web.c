@@ -501,6 +501,10 @@ static enum MHD_Result route(struct web_server *w, struct MHD_Connection *c, con
     r = web_api_disk_action(w, c, id, idlen, WEB_DISK_RESYNC);
   } else if (!strcmp(url, "/api/schedule")) {
     r = web_api_schedule(w, c, post ? q : NULL);
+  } else if (!strcmp(url, "/api/alerts")) {
+    r = web_api_alerts(w, c, post ? q : NULL);
+  } else if (!strcmp(url, "/api/alerts/test") && post) {
+    r = web_api_alerts_test(w, c, q);
   } else if (!strcmp(url, "/api/points") && !post) {
     r = web_api_points(w, c);
   } else if (!strcmp(url, "/api/series") && !post) {

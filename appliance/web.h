@@ -11,6 +11,7 @@
 
 #include "catalog.h"
 #include "schedule.h"
+#include "thresholds.h"
 #include "proto.h"
 #include "rpl_error.h"
 #include "state_files.h"
@@ -80,6 +81,12 @@ struct web_ops {
   void (*schedule_set)(void *ctx, const struct point_schedule *s);
   /* Writes the Prometheus text exposition to f (GET /metrics); NULL: none is served. */
   void (*metrics)(void *ctx, FILE *f);
+  /* Writes {"alerts": {...}} (status's member) to f; uses new health thresholds now (already
+   * checked by thresholds_parse, saved by the caller); queues a test alert to every webhook
+   * (RPL_E_NOT_FOUND with its detail when there is none). */
+  void (*alerts_json)(void *ctx, FILE *f);
+  void (*thresholds_set)(void *ctx, const struct thresholds *t);
+  rpl_err (*alerts_test)(void *ctx, unsigned *queued);
 };
 
 struct web_config {

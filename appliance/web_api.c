@@ -519,6 +519,74 @@ enum MHD_Result web_api_schedule(struct web_server *w, struct MHD_Connection *c,
   return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
 }
 
+/* ---- API: health thresholds and webhooks ---------------------------------------------------- */
+
+/* GET: status's "alerts" member; POST thresholds=...: checked, saved in the settings, used at once. */
+enum MHD_Result web_api_alerts(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+{
+  if (q) {
+    static const char *const allowed[] = {"thresholds", NULL};
+    const char *text = web_field(q, "thresholds"), *unknown = web_unknown_field(q, allowed);
+    if (unknown)
+      return web_reply_error(c, 400, "unknown field '%s' (the field is thresholds)", unknown);
+    struct thresholds t;
+    rpl_err err = text ? thresholds_parse(text, &t) : RPL_E_ALERT_THRESHOLDS;
+    if (err)
+      return web_reply_error(c, 400, "%s", text ? rpl_detail(err) : "thresholds is required (e.g. " THRESHOLDS_DEFAULT ")");
+    struct appliance_settings *s = malloc(sizeof *s);
+    if (!s)
+      return MHD_NO;
+    char canonical[THRESHOLDS_TEXT_MAX];
+    thresholds_format(&t, canonical, sizeof canonical);
+    pthread_mutex_lock(&w->settings_lock);
+    err = settings_load(w->state_dir, s);
+    if (!err) {
+      snprintf(s->alerts, sizeof s->alerts, "%s", canonical);
+      err = settings_save(w->state_dir, s);
+    }
+    pthread_mutex_unlock(&w->settings_lock);
+    OPENSSL_cleanse(s, sizeof *s);
+    free(s);
+    if (err)
+      return web_reply_error(c, 500, "the thresholds were not saved: %s", rpl_strerror(err));
+    w->cfg.ops.thresholds_set(w->cfg.ops.ctx, &t);
+    log_notice("web: health thresholds set to %s", canonical);
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f)
+    return MHD_NO;
+  w->cfg.ops.alerts_json(w->cfg.ops.ctx, f);
+  fclose(f);
+  enum MHD_Result r = len > MAX_REPLY ? web_reply_error(c, 500, "alerts document too large")
+                                      : web_send_buf(c, MHD_HTTP_OK, "application/json", buf, len, NULL);
+  free(buf);
+  return r;
+}
+
+/* POST (no fields): a test alert queued to every webhook; {"queued": N}. */
+enum MHD_Result web_api_alerts_test(struct web_server *w, struct MHD_Connection *c, const struct req *q)
+{
+  static const char *const allowed[] = {NULL};
+  const char *unknown = web_unknown_field(q, allowed);
+  if (unknown)
+    return web_reply_error(c, 400, "unknown field '%s' (this takes none)", unknown);
+  unsigned queued = 0;
+  rpl_err err = w->cfg.ops.alerts_test(w->cfg.ops.ctx, &queued);
+  if (err == RPL_E_NOT_FOUND)
+    return web_reply_error(c, 409, "%s", rpl_detail(err));
+  if (err)
+    return web_reply_error(c, 500, "%s", rpl_strerror(err));
+  struct doc d;
+  if (!web_doc_open(&d))
+    return MHD_NO;
+  json_object_begin(&d.j, NULL);
+  json_u64(&d.j, "queued", queued);
+  json_object_end(&d.j);
+  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+}
+
 /* ---- series: the last hour per disk, sampled every cfg.sample_s ---------------------------- */
 
 struct sample_ctx {

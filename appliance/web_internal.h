@@ -132,6 +132,8 @@ enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection 
                                     enum web_disk_action act);
 enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c);
 enum MHD_Result web_api_schedule(struct web_server *w, struct MHD_Connection *c, const struct req *q);
+enum MHD_Result web_api_alerts(struct web_server *w, struct MHD_Connection *c, const struct req *q);
+enum MHD_Result web_api_alerts_test(struct web_server *w, struct MHD_Connection *c, const struct req *q);
 void *web_sampler_main(void *arg);
 enum MHD_Result web_api_series(struct web_server *w, struct MHD_Connection *c);
 

@@ -10,7 +10,7 @@
  *  - fallible functions return rpl_err and are marked RPL_MUST_CHECK.
  * Ranges: 0-99 general, 100-199 wire protocol, 200-299 change-block tracker,
  *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance,
- *         600-619 appliance retention and blob leases.
+ *         600-619 appliance policies (retention, blob leases, point schedule, alerts).
  */
 #include <stddef.h>
 
@@ -149,7 +149,10 @@
   X(RPL_E_LEASE_HELD,             601, "another appliance holds the lease on this disk's page blob: stop it (or wait for its lease to expire after it died); this appliance retries by itself") \
   X(RPL_E_LEASE_LOST,             602, "this appliance lost the lease on the disk's page blob (it expired or was broken): writes stopped; it acquires the lease again and resumes from the blob's sequence number") \
   X(RPL_E_LEASE_DURATION,         603, "lease duration invalid: Azure takes 15 to 60 seconds") \
-  X(RPL_E_POINT_SCHEDULE,         604, "recovery-point schedule invalid: write it as crash=5m,app=1h (each key at most once; a whole number with s, m, h or d of at least 30s, or off)")
+  X(RPL_E_POINT_SCHEDULE,         604, "recovery-point schedule invalid: write it as crash=5m,app=1h (each key at most once; a whole number with s, m, h or d of at least 30s, or off)") \
+  X(RPL_E_ALERT_THRESHOLDS,       605, "alert thresholds invalid: write them as rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80 (each key at most once; durations a whole number with s, m, h or d; cache a percentage 1-100)") \
+  X(RPL_E_WEBHOOK_URL,            606, "webhook unusable: give an https:// URL without user or password (at most 4 webhooks), and a readable PEM file for --webhook-ca") \
+  X(RPL_E_WEBHOOK_DELIVERY,       607, "a webhook did not take an alert (unreachable, its certificate not issued by the pinned CA, or an answer other than 2xx): the alert stays queued and is sent again with backoff")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

@@ -363,7 +363,59 @@ async function diskAction(id, what) {
 async function loadReplication() {
   const [st, series, pts] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/series'), api('GET', '/api/points')]);
   renderReplication(st, series, pts);
+  renderAlerts(st.alerts);
 }
+
+// al: the status document's "alerts" member (GET /api/alerts answers it too).
+function renderAlerts(al) {
+  if (!al) return;
+  if (!$('alerts-thresholds').value) $('alerts-thresholds').value = al.thresholds;
+  const hooks = $('webhooks').querySelector('tbody');
+  hooks.replaceChildren();
+  for (const h of al.webhooks) {
+    const tr = el('tr');
+    const state = h.failing_for_attempts ? 'failing (' + h.failing_for_attempts + ' tries): ' + h.last_error
+      : h.delivered ? 'delivering' : 'nothing sent yet';
+    tr.append(el('td', h.url), el('td', String(h.queued)), el('td', String(h.delivered)), el('td', String(h.dropped)),
+              el('td', state, h.failing_for_attempts ? 'health-warning' : null));
+    hooks.append(tr);
+  }
+  if (!al.webhooks.length) {
+    const tr = el('tr'), td = el('td', 'No webhook: alerts are logged only (init --webhook https://... adds one).');
+    td.colSpan = 5;
+    tr.append(td);
+    hooks.append(tr);
+  }
+  const recent = $('transitions').querySelector('tbody');
+  recent.replaceChildren();
+  for (const t of al.recent) {
+    const tr = el('tr');
+    tr.append(el('td', when(Math.floor(t.unix_ms / 1000))), el('td', t.kind + ' ' + t.name + ' (' + t.id + ')'),
+              el('td', t.from + ' \u2192 ' + t.to, 'health-' + t.to), el('td', t.reasons || '-'));
+    recent.append(tr);
+  }
+}
+
+$('alerts-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('alerts-save').disabled = true;
+  showError('');
+  try {
+    const r = await api('POST', '/api/alerts', { thresholds: $('alerts-thresholds').value.trim() });
+    $('alerts-thresholds').value = r.alerts.thresholds;
+    showMessage('Alert thresholds: ' + r.alerts.thresholds + '.');
+    renderAlerts(r.alerts);
+  } catch (e) { showError(e.message); }
+  $('alerts-save').disabled = false;
+});
+
+$('alerts-test').addEventListener('click', async () => {
+  showError('');
+  try {
+    const r = await api('POST', '/api/alerts/test');
+    showMessage('A test alert was queued to ' + r.queued + ' webhook(s).');
+  } catch (e) { showError(e.message); }
+});
 
 // st: GET /api/status, series: GET /api/series, pts: GET /api/points.
 function renderReplication(st, series, pts) {

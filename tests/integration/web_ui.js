@@ -37,7 +37,9 @@ async function withPage(fn) {
     const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[13]/.test(m.text())) errors.push(m.text()); });
+    // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
+    // page shows as its message); anything else on the console is a script error.
+    page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) errors.push(m.text()); });
     await fn(page);
     await context.storageState({ path: STATE });
     if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
@@ -146,6 +148,29 @@ async function checkCharts(page, disk, want) {
       fail(`the RPO lag chart prints ${c.rpo.latest} (sample at ${c.rpo.time}), status says ${api.disk.rpo_lag_seconds} s`);
     await page.waitForTimeout(500);
   }
+}
+
+// The replication view's alerts: the thresholds in use, no webhook (this test configures none, so
+// the test button says so), and thresholds saved through the form come back canonical.
+async function checkAlerts(page) {
+  await page.waitForFunction(() => document.querySelector('#alerts-thresholds').value ===
+    'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, { timeout: T });
+  const none = await page.textContent('#webhooks tbody');
+  if (!none.startsWith('No webhook')) fail('webhooks table without a webhook: ' + none);
+  await page.click('#alerts-test');
+  await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('no webhook is configured'),
+    null, { timeout: T });
+  await page.fill('#alerts-thresholds', 'cache=90,point-age=2h');
+  await page.click('#alerts-save');
+  await page.waitForFunction(() => document.querySelector('#message').textContent ===
+    'Alert thresholds: rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90.', null, { timeout: T });
+  const shown = await page.inputValue('#alerts-thresholds');
+  if (shown !== 'rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90') fail('thresholds after save: ' + shown);
+  await page.fill('#alerts-thresholds', 'cache=500');
+  await page.click('#alerts-save');
+  await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('percentage from 1 to 100'),
+    null, { timeout: T });
+  await shot(page, '4-alerts');
 }
 
 // The order of the replication view's rows, drawn from crafted status (renderReplication is the
@@ -259,6 +284,7 @@ const phases = {
       await shot(page, '4-replication' + (want ? '-' + want : '-before'));
       await page.locator(charts).screenshot({ path: path.join(SHOTS, '4-charts' + (want ? '-' + want : '-before') + '.png') });
       await checkSort(page);
+      if (!want) await checkAlerts(page);
       if (want) {
         await tab(page, 'points');
         const cmd = await page.waitForSelector(`#points code:text-matches("--point ${want} ")`, { timeout: T });
