@@ -6,6 +6,8 @@
 # --delete-replica is refused without --yes when no terminal can confirm, and with it the appliance
 # deletes the image with its kept point images, the cache and the catalog rows (points and restore
 # then say not found) while the other unprotected disk keeps its points; protecting again works.
+# protect of a device whose kernel tracking slot a removed state directory left reclaims it (logged,
+# resync reason slot-reclaimed) and replicates it exactly.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 240
@@ -98,5 +100,20 @@ rpl_wait_cycle "$dev" 1
 applied3() { [ "$(app_disk "$third_id" last_applied_cycle)" -ge "$(app_disk "$third_id" last_committed_cycle)" ]; }
 wait_until -i 0.5 60 "the appliance did not apply the third disk's cycles" applied3
 cmp "$RT/replica/$third_id.img" "$dev" || fail "the replica of the disk protected after the deletion differs from it"
+
+say "protect reclaims a kernel tracking slot whose owner state directory is gone"
+rpl_loop dev2 16M random
+"$AG" cbt start "$dev2" --state "$RT/gone-state" >/dev/null || fail "cbt start under another state directory failed"
+rm -rf "$RT/gone-state"
+"$AG" protect "$dev2" --state "$RT/agent" >/dev/null || fail "protect of a device whose slot's owner is gone failed"
+grep -q "$dev2: reclaimed stale kernel tracking slot.*gone-state is gone" "$RT/agent.log" \
+  || fail "the agent did not log the reclaim: $(tail -5 "$RT/agent.log")"
+reason=$("$AG" cbt status "$dev2" --state "$RT/agent" --json | json_field - devices.0.resync.reason)
+[ "$reason" = slot-reclaimed ] || fail "the reclaimed device's resync reason is '$reason'"
+rpl_wait_cycle "$dev2" 1
+id2=$(rpl_disk_id "$dev2")
+applied2() { [ "$(app_disk "$id2" last_applied_cycle)" -ge "$(app_disk "$id2" last_committed_cycle)" ]; }
+wait_until -i 0.5 60 "the appliance did not apply the reclaimed disk's cycles" applied2
+cmp "$RT/replica/$id2.img" "$dev2" || fail "the replica of the disk protected over a reclaimed slot differs from it"
 echo "unprotect: ok (disk $old_id unprotected, $point restored exactly; protected again as $new_id, replicated;" \
-  "$new_id deleted with --delete-replica; protected again as $third_id)"
+  "$new_id deleted with --delete-replica; protected again as $third_id; a stale slot reclaimed by protect)"
