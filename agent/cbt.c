@@ -39,6 +39,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   case CBT_RESYNC_NO_EBPF: return "no-ebpf";
   case CBT_RESYNC_MEDIA_CHANGED: return "media-changed";
   case CBT_RESYNC_BOOT_WRITE: return "written-before-attach";
+  case CBT_RESYNC_SLOT_RECLAIMED: return "slot-reclaimed";
   }
   return "unknown";
 }
@@ -265,13 +266,9 @@ rpl_err cbt_start(struct cbt *t, const char *device)
   } else if (err == RPL_E_NOT_FOUND || err == RPL_E_CBT_STATE_CORRUPT) {
     if (err == RPL_E_CBT_STATE_CORRUPT)
       log_warn("%s/cbt/%s.state is unreadable: starting %s afresh", t->state_dir, d.dev.name, device);
-    if (cbt_find_slot(t, kernel_dev(d.dev.major, d.dev.minor)) >= 0) {
-      err = rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is already tracked under another agent state directory (not %s); "
-                 "if that one is gone, or the device was re-pointed since, free it with 'mobility-agent cbt stop "
-                 "--force %s'", device, t->state_dir, device);
-      goto out;
-    }
     memset(&d.rec, 0, sizeof d.rec);
+    /* Another state directory's slot of this disk: cbt_arm reclaims it when stale, else refuses. */
+    d.foreign_slot = cbt_find_slot(t, kernel_dev(d.dev.major, d.dev.minor)) >= 0;
     snprintf(d.rec.name, sizeof d.rec.name, "%s", d.dev.name);
     snprintf(d.rec.path, sizeof d.rec.path, "%s", device);
     d.rec.major = d.dev.major;

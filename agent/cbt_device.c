@@ -169,6 +169,8 @@ void cbt_reconcile(struct cbt *t, struct tracked *d)
     if (d->rec.diskseq && d->dev.diskseq)
       cbt_raise_event(d, CBT_RESYNC_MEDIA_CHANGED, t);
     d->rec.diskseq = d->dev.diskseq;
+    if (slot >= 0) /* the owner took the new medium on: its slot is not stale for others */
+      t->slots[slot].diskseq = d->dev.diskseq;
     d->dirty = true;
   }
   if (slot < 0)
@@ -219,12 +221,15 @@ rpl_err cbt_arm(struct cbt *t, struct tracked *d)
 {
   if (d->slot >= 0)
     return RPL_OK;
-  if (d->foreign_slot)
-    return rpl_fail(RPL_E_CBT_OWNED_ELSEWHERE, "%s is tracked under another agent state directory (not %s): use that "
-                "--state, or, if it is gone, 'mobility-agent cbt stop --force %s'", d->rec.path, t->state_dir,
-                d->rec.path);
   if (!d->dev.present)
     return rpl_fail(RPL_E_NOT_FOUND, "%s is not present: cannot track it", d->rec.path);
+  if (d->foreign_slot) {
+    int foreign = cbt_find_slot(t, kernel_dev(d->rec.major, d->rec.minor));
+    rpl_err err = foreign >= 0 ? cbt_slot_reclaim(t, foreign, d) : RPL_OK;
+    if (err)
+      return err;
+    d->foreign_slot = false;
+  }
   if (!cbt_pins_installed(t)) {
     rpl_err err = cbt_pins_install(t);
     if (err && t->no_ebpf_why[0]) {

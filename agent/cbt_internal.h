@@ -136,6 +136,19 @@ rpl_err cbt_slot_detach(struct cbt *t, int slot);
 rpl_err cbt_lock(struct cbt *t);
 void cbt_unlock(struct cbt *t);
 
+/* ---- cbt_slots.c --------------------------------------------------------------------------- */
+
+/* Records this state directory as the owner of slot's attachment (of the disk recorded as name). */
+void cbt_owner_record(struct cbt *t, int slot, const char *name);
+void cbt_owner_forget(struct cbt *t, int slot);
+/* Removes every owner file of this tracker instance (its pins are being removed). */
+void cbt_owners_remove(struct cbt *t);
+/* Fills *out for slot (in use), judging whether it is stale. */
+void cbt_slot_judge(const struct cbt *t, int slot, struct cbt_slot_info *out);
+/* Frees slot, which tracks d's disk for another tracker UUID, when it is stale (logged once, and
+ * d's record raises CBT_RESYNC_SLOT_RECLAIMED); else RPL_E_CBT_OWNED_ELSEWHERE naming the owner. */
+rpl_err cbt_slot_reclaim(struct cbt *t, int slot, struct tracked *d);
+
 /* ---- cbt_persist.c ------------------------------------------------------------------------- */
 
 /* Makes d's save area (STATE/cbt/NAME.save) if missing or of another size: written zeros, then its

@@ -106,6 +106,7 @@ void cbt_pins_remove(struct cbt *t)
 {
   char path[PATH_MAX];
   cbt_pins_close(t);
+  cbt_owners_remove(t);
   for (int i = PIN_COUNT - 1; i >= 0; i--)
     if (!pin_path(t, i, path, sizeof path) && unlink(path) != 0 && errno != ENOENT)
       log_warn("cannot unpin %s: %s", path, strerror(errno));
@@ -599,6 +600,7 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
   struct timespec boot;
   clock_gettime(CLOCK_BOOTTIME, &boot);
   s->attach_boot_ns = (uint64_t)boot.tv_sec * 1000000000ULL + (uint64_t)boot.tv_nsec;
+  s->diskseq = d->dev.diskseq;
   __atomic_store_n(&s->lost_inflight_full, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&s->lost_out_of_range, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&s->lost_retry_exhausted, 0, __ATOMIC_RELAXED);
@@ -624,6 +626,7 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
     goto cleanup;
   }
   d->slot = slot;
+  cbt_owner_record(t, slot, d->rec.name);
   d->rec.block_shift = shift;
   d->rec.size = d->dev.size;
   d->rec.diskseq = d->dev.diskseq;
@@ -658,5 +661,6 @@ rpl_err cbt_slot_detach(struct cbt *t, int slot)
   if (bpf_map_delete_elem(t->fd[PIN_BITMAPS], &key) != 0 && errno != ENOENT)
     log_warn("cannot free the bitmap of slot %d: %s", slot, strerror(errno));
   memset(s->uuid, 0, sizeof s->uuid);
+  cbt_owner_forget(t, slot);
   return RPL_OK;
 }

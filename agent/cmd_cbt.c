@@ -42,6 +42,9 @@ static void cbt_usage(FILE *out)
           "save and resume keep tracking across a clean reboot: the systemd shutdown hook and the\n"
           "mobility-agent-resume unit run them; a disk whose save is missing or was written before resume\n"
           "resyncs, with the reason.\n"
+          "status lists every kernel tracking slot in use with its owner state directory and the disk\n"
+          "identity (diskseq) it tracks; a stale one (owner gone, disk re-pointed) is reclaimed by the next\n"
+          "start of that device under any state directory, which then resyncs (slot-reclaimed).\n"
           "stop --force also frees a kernel tracking slot of DEVICE that another (or a removed) state\n"
           "directory left: its owner, if still running, resyncs (unclean-detach).\n"
           "drain prints \"OFFSET LENGTH\" lines (bytes) changed since the previous drain, then forgets them.\n"
@@ -232,8 +235,44 @@ static void status_json(struct json_out *j, const struct cbt_status *st)
   json_object_end(j);
 }
 
+static void slot_json(struct json_out *j, const struct cbt_slot_info *si)
+{
+  char dev[32];
+  snprintf(dev, sizeof dev, "%u:%u", si->major, si->minor);
+  json_object_begin(j, NULL);
+  json_u64(j, "slot", (uint64_t)si->slot);
+  json_string(j, "device", dev);
+  json_string(j, "name", si->name[0] ? si->name : NULL);
+  json_string(j, "owner", si->owner_known ? si->owner : NULL);
+  json_string(j, "owner_record", si->owner_known ? si->owner_name : NULL);
+  json_string(j, "tracker_uuid", si->tracker_uuid);
+  json_object_begin(j, "identity");
+  json_u64(j, "recorded_diskseq", si->diskseq_recorded);
+  json_u64(j, "current_diskseq", si->diskseq_now);
+  json_object_end(j);
+  json_bool(j, "stale", si->stale);
+  json_string(j, "stale_reason", si->stale ? si->stale_reason : NULL);
+  json_string(j, "stale_detail", si->stale ? si->stale_detail : NULL);
+  json_object_end(j);
+}
+
+static void slot_text(const struct cbt_slot_info *si)
+{
+  printf("  slot %d: %u:%u (%s), owner %s%s%s%s, diskseq %" PRIu64 " (now %" PRIu64 "): ", si->slot, si->major,
+         si->minor, si->name[0] ? si->name : "no such device", si->owner_known ? si->owner : "unknown",
+         si->owner_known ? " (" : "", si->owner_known ? si->owner_name : "", si->owner_known ? ")" : "",
+         si->diskseq_recorded, si->diskseq_now);
+  if (si->stale)
+    printf("STALE (%s: %s; the next start of the device under any state directory reclaims it)\n",
+           si->stale_reason, si->stale_detail);
+  else
+    printf("in use\n");
+}
+
 static int run_status(struct cbt *t, const struct cbt_args *a)
 {
+  static struct cbt_slot_info slots[CBT_MAX_SLOTS];
+  size_t nslots = 0;
   static char names[STATUS_MAX_DEVICES][64];
   size_t count = 1; /* a->device */
   rpl_err err;
@@ -267,6 +306,15 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
     if (!count)
       printf("no tracked devices\n");
   }
+  err = cbt_slots_list(t, slots, sizeof slots / sizeof slots[0], &nslots);
+  if (err) {
+    if (a->json) {
+      json_array_end(&j);
+      json_object_end(&j);
+      json_finish(&j);
+    }
+    return report(t, a, err);
+  }
   int status = 0;
   for (size_t i = 0; i < count; i++) {
     struct cbt_status st;
@@ -286,13 +334,23 @@ static int run_status(struct cbt *t, const struct cbt_args *a)
   }
   if (a->json) {
     json_array_end(&j);
+    json_array_begin(&j, "slots");
+    for (size_t i = 0; i < nslots; i++)
+      slot_json(&j, &slots[i]);
+    json_array_end(&j);
     json_object_end(&j);
     if (!json_finish(&j)) {
       fprintf(stderr, "mobility-agent: cbt status: cannot write the JSON document to stdout\n");
       status = 1;
     }
-  } else if (fflush(stdout) != 0) {
-    status = 1;
+  } else {
+    if (!a->device) {
+      printf("kernel tracking slots: %zu in use\n", nslots);
+      for (size_t i = 0; i < nslots; i++)
+        slot_text(&slots[i]);
+    }
+    if (fflush(stdout) != 0)
+      status = 1;
   }
   return status;
 }

@@ -172,5 +172,50 @@ int agent_cmd_protect(int argc, char **argv)
   return wait_initial_sync(state_dir, dev, tty);
 }
 int agent_cmd_checkpoint(int argc, char **argv) { return forward("checkpoint", argc, argv); }
-int agent_cmd_unprotect(int argc, char **argv) { return forward("unprotect", argc, argv); }
+/* --delete-replica cannot be undone: confirmed on the terminal, or by --yes where there is none. */
+int agent_cmd_unprotect(int argc, char **argv)
+{
+  bool del = false, yes = false;
+  const char *dev = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--delete-replica"))
+      del = true;
+    else if (!strcmp(argv[i], "--yes"))
+      yes = true;
+    else if (!strcmp(argv[i], "--state"))
+      i++;
+    else if (argv[i][0] != '-' && !dev)
+      dev = argv[i];
+  }
+  if (yes && !del) {
+    fprintf(stderr, "mobility-agent unprotect: --yes confirms --delete-replica, which is not given\n");
+    return 2;
+  }
+  if (!del || yes)
+    return forward("unprotect", argc, argv);
+  if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
+    fprintf(stderr, "mobility-agent unprotect: --delete-replica deletes the disk's replica, every recovery point of it "
+            "and its catalog rows on the appliance, which cannot be undone: without a terminal to confirm on, give "
+            "--yes with it; nothing was changed\n");
+    return 2;
+  }
+  fprintf(stderr, "Unprotect %s and DELETE its replica, every recovery point of it, its cache and its catalog rows on "
+          "the appliance? This cannot be undone. Type 'yes' to go on: ", dev ? dev : "the disk");
+  fflush(stderr);
+  char answer[16] = "";
+  if (!fgets(answer, sizeof answer, stdin) || strcmp(answer, "yes\n")) {
+    fprintf(stderr, "mobility-agent unprotect: not confirmed; nothing was changed\n");
+    return 1;
+  }
+  char **args = calloc((size_t)argc + 2, sizeof *args);
+  if (!args) {
+    fprintf(stderr, "mobility-agent unprotect: out of memory\n");
+    return 1;
+  }
+  memcpy(args, argv, (size_t)argc * sizeof *args);
+  args[argc] = "--yes";
+  int status = forward("unprotect", argc + 1, args);
+  free(args);
+  return status;
+}
 int agent_cmd_status(int argc, char **argv) { return forward("status", argc, argv); }

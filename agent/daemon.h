@@ -44,6 +44,7 @@ struct disk_rt {
   uint64_t refused;           /* cycles the appliance NACKed (status shows a refusal loop as it grows) */
   uint64_t declined;          /* cycles this agent NACKed (the disk in error): likewise */
   bool unprotect;             /* asked by `unprotect`; the session thread tells the appliance and forgets it */
+  bool delete_replica;        /* ... with --delete-replica: the appliance deletes its replica too */
   time_t last_ack;
   uint64_t sync_done, sync_total; /* bytes of the cycle in progress */
   uint64_t sync_start_ms;     /* monotonic, when sync_done last started from 0 */
@@ -113,6 +114,7 @@ struct agent {
   bool peer_renew;            /* the appliance's HELLO stated PROTO_CAP_RENEW */
   bool peer_resize;           /* the appliance's HELLO stated PROTO_CAP_DISK_RESIZE */
   bool peer_unprotect;        /* the appliance's HELLO stated PROTO_CAP_UNPROTECT */
+  bool peer_unprotect_delete; /* ... and PROTO_CAP_UNPROTECT_DELETE */
   struct conn *conn;
   struct proto_buf out;
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */

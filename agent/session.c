@@ -233,6 +233,7 @@ static rpl_err handshake(struct agent *a)
   a->peer_renew = (peer.capabilities & PROTO_CAP_RENEW) != 0;
   a->peer_resize = (peer.capabilities & PROTO_CAP_DISK_RESIZE) != 0;
   a->peer_unprotect = (peer.capabilities & PROTO_CAP_UNPROTECT) != 0;
+  a->peer_unprotect_delete = (peer.capabilities & PROTO_CAP_UNPROTECT_DELETE) != 0;
   if (a->peer_renew && renewing)
     return renewal_run(a);
   return RPL_OK;

@@ -61,8 +61,21 @@ rpl_err session_unprotect_pending(struct agent *a)
     if (!asked)
       continue;
     const struct agent_disk *d = &a->st.disks[i];
+    pthread_mutex_lock(&a->lock);
+    bool delete = a->rt[i].delete_replica;
+    pthread_mutex_unlock(&a->lock);
+    if (delete && !a->peer_unprotect_delete) {
+      /* Reconnected since it was asked, to an appliance that cannot delete: nothing is done. */
+      log_warn("%s: unprotect --delete-replica dropped: the appliance cannot delete replicas (an older version); "
+               "the disk stays protected", d->device);
+      pthread_mutex_lock(&a->lock);
+      a->rt[i].unprotect = a->rt[i].delete_replica = false;
+      pthread_cond_broadcast(&a->changed);
+      pthread_mutex_unlock(&a->lock);
+      continue;
+    }
     if (a->peer_unprotect) {
-      struct proto_unprotect m = {.flags = 0};
+      struct proto_unprotect m = {.flags = delete ? PROTO_UNPROTECT_DELETE_REPLICA : 0};
       memcpy(m.disk_id, d->id, PROTO_ID_SIZE);
       rpl_err err = proto_encode_unprotect(&a->out, &m);
       if (err || (err = session_send_buf(a)))
@@ -80,8 +93,9 @@ rpl_err session_unprotect_pending(struct agent *a)
                rpl_describe(err, why, sizeof why), d->device);
     char id[37];
     agent_disk_id_text(d->id, id);
-    log_notice("%s: unprotected (disk %s): tracking stopped; the appliance keeps its replica and points", d->device,
-               id);
+    log_notice("%s: unprotected (disk %s): tracking stopped; %s", d->device, id,
+               delete ? "the appliance deletes its replica, points, cache and catalog rows"
+                      : "the appliance keeps its replica and points");
     forget_disk(a, i);
     i--;
   }
@@ -91,20 +105,29 @@ rpl_err session_unprotect_pending(struct agent *a)
 int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *out)
 {
   const char *dev = NULL;
+  bool del = false, yes = false;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--delete-replica")) { /* the users' contract names it; this version keeps replicas */
-      control_printf(out, "--delete-replica is not available in this version: unprotect keeps the replica and its "
-                     "points; nothing was changed");
-      return 2;
+    if (!strcmp(argv[i], "--delete-replica")) {
+      del = true;
+      continue;
+    }
+    if (!strcmp(argv[i], "--yes")) {
+      yes = true;
+      continue;
     }
     if (argv[i][0] == '-' || dev) {
-      control_printf(out, "usage: mobility-agent unprotect DEVICE");
+      control_printf(out, "usage: mobility-agent unprotect DEVICE [--delete-replica [--yes]]");
       return 2;
     }
     dev = argv[i];
   }
   if (!dev) {
-    control_printf(out, "usage: mobility-agent unprotect DEVICE");
+    control_printf(out, "usage: mobility-agent unprotect DEVICE [--delete-replica [--yes]]");
+    return 2;
+  }
+  if (del && !yes) { /* the command confirms on a terminal and then adds --yes */
+    control_printf(out, "--delete-replica deletes the replica and every recovery point of the disk: confirm it with "
+                   "--yes; nothing was changed");
     return 2;
   }
   pthread_mutex_lock(&a->lock);
@@ -114,9 +137,18 @@ int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *
     control_printf(out, "%s is not protected", dev);
     return 1;
   }
+  if (del && (!a->connected || !a->peer_unprotect_delete)) {
+    bool connected = a->connected;
+    pthread_mutex_unlock(&a->lock);
+    control_printf(out, "%s: --delete-replica needs the appliance, %s; nothing was changed", dev,
+                   connected ? "which cannot delete replicas (an older version): unprotect keeps the replica"
+                             : "and the agent is not connected to it now: try again when it is");
+    return 1;
+  }
   char id[37];
   agent_disk_id_text(d->id, id);
   a->rt[d - a->st.disks].unprotect = true;
+  a->rt[d - a->st.disks].delete_replica = del;
   session_wake(a);
   struct timespec deadline;
   clock_gettime(CLOCK_REALTIME, &deadline);
@@ -132,7 +164,11 @@ int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *
                    dev, connected ? "busy with a cycle" : "not connected now");
     return 1;
   }
-  control_printf(out, "unprotected %s (disk %s): tracking stopped, no more cycles; the appliance keeps its replica "
-                 "and recovery points (replication-appliance restore --disk %s)\n", dev, id, id);
+  if (del)
+    control_printf(out, "unprotected %s (disk %s): tracking stopped, no more cycles; the appliance deletes its "
+                   "replica, recovery points, cache and catalog rows\n", dev, id);
+  else
+    control_printf(out, "unprotected %s (disk %s): tracking stopped, no more cycles; the appliance keeps its replica "
+                   "and recovery points (replication-appliance restore --disk %s)\n", dev, id, id);
   return 0;
 }

@@ -121,6 +121,9 @@ struct disk {
   unsigned cache_waits;           /* L: such refusals in a row (the pause doubles each time, up to a bound) */
   bool cache_bypass;              /* L: a cycle did not fit in the whole cache: the next is a resync written
                                      straight into the store, once the store takes it */
+  bool delete_due;                /* L: unprotected with --delete-replica: the applier deletes its replica,
+                                     point images, cache and catalog rows, then drops it from the list */
+  uint64_t delete_retry_ms;       /* applier: monotonic: a failed deletion is not tried again before */
   uint64_t cache_refusals;        /* L: cycles refused for the cache since the appliance started */
   struct disk *next;              /* L */
 };
@@ -147,6 +150,8 @@ struct appliance {
   pthread_mutex_t snap_lock;      /* S: the disks' snaps */
   struct disk *disks;             /* L */
   size_t ndisks;                  /* L: at most MAX_DISKS */
+  struct disk *retired;           /* L: deleted disks, off the list; kept (not freed) until close_disks, as
+                                     the session that unprotected one may still point to it */
   unsigned sessions;              /* L: connections being served (each a thread) */
   struct {                        /* L: connections not yet authenticated, per source address */
     char addr[64];
@@ -200,6 +205,12 @@ RPL_MUST_CHECK rpl_err open_disk(struct appliance *a, const struct catalog_disk 
 RPL_MUST_CHECK rpl_err load_disks(struct appliance *a);
 /* Closes every disk and frees the list (the applier and sessions have ended). */
 void close_disks(struct appliance *a);
+/* Unprotect --delete-replica: records in the disk's journal folder (durably) that its replica is to be
+ * deleted, so that a restart finishes it; then marks it delete_due for the applier. L not held. */
+RPL_MUST_CHECK rpl_err disk_delete_ask(struct appliance *a, struct disk *d);
+/* The applier, after deleting d's replica and catalog rows: closes d's cache, removes its journal
+ * folder and moves d off the list to a->retired. L not held. */
+RPL_MUST_CHECK rpl_err disk_retire(struct appliance *a, struct disk *d);
 /* The image of recovery-point cycle n was made: kept until the point is recorded (claim_snapshot). */
 void remember_snapshot(struct appliance *a, struct disk *d, uint64_t n, const char *id);
 bool claim_snapshot(struct appliance *a, struct disk *d, uint64_t n, char *id, size_t idsz);

@@ -293,11 +293,55 @@ static void housekeeping(struct appliance *a, struct disk *d)
   }
 }
 
+/* Unprotect --delete-replica: the replica with its point images goes from the storage, then the
+ * catalog rows, then the cache (the marker in its journal folder finishes it after a restart); a
+ * failure is tried again after OPEN_RETRY_MS. */
+static void delete_disk(struct appliance *a, struct disk *d)
+{
+  char id[37];
+  id_text(d->id, id);
+  rpl_err e = ensure_store(a, d);
+  if (!e) {
+    pthread_mutex_lock(&a->lock);
+    struct store *st = d->store;
+    pthread_mutex_unlock(&a->lock);
+    e = st->ops->delete_replica(st);
+  }
+  if (!e && (e = catalog_disk_delete(a->cat, d->id)) == RPL_E_NOT_FOUND)
+    e = RPL_OK;
+  if (!e) {
+    log_notice("disk %s (%s) deleted (unprotect --delete-replica): its %s with every point image, its catalog rows "
+               "and its cache", id, d->name, a->backend->name);
+    e = disk_retire(a, d); /* d is off the list now: only its cache folder can be left */
+    if (e)
+      log_warn("disk %s: its cache folder could not be removed: %s (removed at the next start)", id,
+               rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
+    return;
+  }
+  pthread_mutex_lock(&a->lock);
+  d->delete_retry_ms = rpl_mono_ms() + OPEN_RETRY_MS;
+  a->m.storage_errors[a->backend->failure_kind(e)]++;
+  pthread_mutex_unlock(&a->lock);
+  log_warn("disk %s (%s): cannot delete its replica yet: %s; tried again in %d s", id, d->name,
+           rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e), OPEN_RETRY_MS / 1000);
+}
+
 void *applier_main(void *arg)
 {
   struct appliance *a = arg;
   bool rehash_more = false; /* stale chunks of idle disks wait: the next pass does not sleep */
   while (!atomic_load(&appliance_stopping)) {
+    /* Deletions first, before this pass lists the disks (a deleted one leaves the list). */
+    pthread_mutex_lock(&a->lock);
+    struct disk *doomed[MAX_DISKS];
+    size_t ndoomed = 0;
+    uint64_t now_ms = rpl_mono_ms();
+    for (struct disk *d = a->disks; d && ndoomed < MAX_DISKS; d = d->next)
+      if (d->delete_due && now_ms >= d->delete_retry_ms)
+        doomed[ndoomed++] = d;
+    pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; i < ndoomed && !atomic_load(&appliance_stopping); i++)
+      delete_disk(a, doomed[i]);
     /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
     bool opened, opened_any = false;
     bool pass = upload_gate_pass(a->gate, &opened);
@@ -308,7 +352,7 @@ void *applier_main(void *arg)
       size_t n = 0;
       uint64_t now = rpl_mono_ms();
       for (struct disk *d = a->disks; d && n < MAX_DISKS; d = d->next)
-        if (!d->store && (opened || now >= d->open_retry_ms))
+        if (!d->store && !d->delete_due && (opened || now >= d->open_retry_ms))
           list[n++] = d;
       pthread_mutex_unlock(&a->lock);
       for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++) {
@@ -333,7 +377,8 @@ void *applier_main(void *arg)
     struct disk *todo[MAX_DISKS];
     size_t n = 0;
     for (struct disk *d = a->disks; pass && d && n < MAX_DISKS; d = d->next)
-      if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
+      if (((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due) &&
+          !d->delete_due)
         todo[n++] = d;
     if (n == 0 && !opened_any && !rehash_more) { /* a blob just opened: its lease is settled below at once */
       uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
@@ -344,7 +389,8 @@ void *applier_main(void *arg)
     struct disk *all[MAX_DISKS];
     size_t m = 0;
     for (struct disk *d = a->disks; d && m < MAX_DISKS; d = d->next)
-      all[m++] = d;
+      if (!d->delete_due) /* its store is the deletion's (the lease is not kept any more) */
+        all[m++] = d;
     pthread_mutex_unlock(&a->lock);
     /* One cycle per disk per pass, in turn (round-robin). */
     for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++)

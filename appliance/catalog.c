@@ -138,6 +138,7 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_DISK_GET, "SELECT " DISK_COLS " FROM disks WHERE id = ?1")                                      \
   X(ST_DISK_SET_STATE, "UPDATE disks SET state = ?2, state_reason = ?3 WHERE id = ?1")                 \
   X(ST_DISK_UNPROTECT, "UPDATE disks SET unprotected_time = ?2 WHERE id = ?1")                          \
+  X(ST_DISK_DELETE, "DELETE FROM disks WHERE id = ?1")                                                  \
   X(ST_DISK_ALL, "SELECT " DISK_COLS " FROM disks ORDER BY name, id")                                  \
   X(ST_DISK_OF_AGENT, "SELECT " DISK_COLS " FROM disks WHERE agent_id = ?1 ORDER BY name, id")        \
   X(ST_DISK_COMMITTED, "UPDATE disks SET last_committed_cycle = max(last_committed_cycle, ?2) "       \
@@ -783,6 +784,16 @@ rpl_err catalog_disk_get(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], str
   bind_id(s, 1, id);
   rpl_err e;
   GET_ONE(c, s, "get disk", read_disk, out);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_disk_delete(struct catalog *c, const uint8_t id[PROTO_ID_SIZE])
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_DISK_DELETE);
+  bind_id(s, 1, id);
+  rpl_err e = update_one(c, s, "delete a disk"); /* its cycles and points go with it (ON DELETE CASCADE) */
   pthread_mutex_unlock(&c->lock);
   return e;
 }

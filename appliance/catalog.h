@@ -117,6 +117,9 @@ RPL_MUST_CHECK rpl_err catalog_disk_set_state(struct catalog *c, const uint8_t i
                                               enum catalog_disk_state state, const char *reason);
 /* Records that the disk's agent unprotected it at when (unix time): no cycle is asked of it again. */
 RPL_MUST_CHECK rpl_err catalog_disk_set_unprotected(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t when);
+/* Deletes the disk's row with its cycles and recovery points (unprotect --delete-replica, once its
+ * replica is gone). RPL_E_NOT_FOUND when there is none. */
+RPL_MUST_CHECK rpl_err catalog_disk_delete(struct catalog *c, const uint8_t id[PROTO_ID_SIZE]);
 /* Every disk (of agent_id, or all when NULL), by name. */
 RPL_MUST_CHECK rpl_err catalog_disk_foreach(struct catalog *c, const uint8_t *agent_id,
                                             int (*fn)(const struct catalog_disk *, void *), void *ctx);

@@ -1,6 +1,8 @@
 /* disks.c - the appliance's disk registry: opening the disks the catalog knows (journal, store),
  * bringing the catalog up to the journal, and the recovery-point images waiting to be recorded. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,9 @@
 #include <uuid/uuid.h>
 
 #include "appliance.h"
+#include "file_io.h"
 #include "rpl_log.h"
+#include "state_files.h"
 
 void id_text(const uint8_t id[PROTO_ID_SIZE], char out[37]) { uuid_unparse_lower(id, out); }
 
@@ -68,6 +72,115 @@ static void reconcile_catalog(struct appliance *a, struct disk *d)
     rpl_err e = catalog_cycle_applied(a->cat, d->id, n, time(NULL));
     (void)e;
   }
+}
+
+/* STATE/journal/<id>[/name]. */
+static int journal_path(const char *state_dir, const uint8_t id[PROTO_ID_SIZE], const char *name, char *out,
+                        size_t size)
+{
+  char text[37];
+  id_text(id, text);
+  int n = snprintf(out, size, "%s/" STATE_JOURNAL_DIR "/%s%s%s", state_dir, text, name ? "/" : "", name ? name : "");
+  return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+static bool delete_asked(const char *state_dir, const uint8_t id[PROTO_ID_SIZE])
+{
+  char path[1200];
+  return !journal_path(state_dir, id, STATE_DELETE_REPLICA, path, sizeof path) && access(path, F_OK) == 0;
+}
+
+/* Removes a disk's journal folder (flat: segments, markers, the hash index). */
+static rpl_err remove_journal_dir(const char *state_dir, const uint8_t id[PROTO_ID_SIZE])
+{
+  char dir[1200];
+  if (journal_path(state_dir, id, NULL, dir, sizeof dir))
+    return RPL_E_LIMIT;
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return errno == ENOENT ? RPL_OK : rpl_fail(RPL_E_IO, "cannot open %s: %s", dir, strerror(errno));
+  DIR *dp = fdopendir(dfd);
+  if (!dp) {
+    close(dfd);
+    return rpl_fail(RPL_E_IO, "cannot read %s: %s", dir, strerror(errno));
+  }
+  rpl_err e = RPL_OK;
+  for (struct dirent *de; !e && (de = readdir(dp));)
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && unlinkat(dfd, de->d_name, 0) != 0 && errno != ENOENT)
+      e = rpl_fail(RPL_E_IO, "cannot remove %s/%s: %s", dir, de->d_name, strerror(errno));
+  closedir(dp);
+  if (!e && rmdir(dir) != 0 && errno != ENOENT)
+    e = rpl_fail(RPL_E_IO, "cannot remove %s: %s", dir, strerror(errno));
+  if (!e && (e = file_fsync_parent(dir)))
+    e = rpl_fail(e, "cannot make the removal of %s durable", dir);
+  return e;
+}
+
+rpl_err disk_delete_ask(struct appliance *a, struct disk *d)
+{
+  char path[1200];
+  if (journal_path(a->state_dir, d->id, STATE_DELETE_REPLICA, path, sizeof path))
+    return RPL_E_LIMIT;
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  rpl_err e = RPL_OK;
+  if (fd < 0 || fsync(fd) != 0)
+    e = rpl_fail(RPL_E_IO, "cannot write %s: %s", path, strerror(errno));
+  if (fd >= 0)
+    close(fd);
+  if (!e && (e = file_fsync_parent(path)))
+    e = rpl_fail(e, "cannot make %s durable", path);
+  pthread_mutex_lock(&a->lock);
+  d->delete_due = true; /* asked even when the marker failed: this run deletes it */
+  d->delete_retry_ms = 0;
+  pthread_cond_signal(&a->work);
+  pthread_mutex_unlock(&a->lock);
+  return e;
+}
+
+rpl_err disk_retire(struct appliance *a, struct disk *d)
+{
+  pthread_mutex_lock(&a->lock);
+  for (struct disk **p = &a->disks; *p; p = &(*p)->next)
+    if (*p == d) {
+      *p = d->next;
+      a->ndisks--;
+      break;
+    }
+  struct store *st = d->store;
+  d->store = NULL;
+  d->next = a->retired;
+  a->retired = d;
+  pthread_cond_broadcast(&a->applied);
+  pthread_mutex_unlock(&a->lock);
+  if (st)
+    st->ops->close(st);
+  resync_index_close(d);
+  journal_close(d->journal);
+  d->journal = NULL;
+  return remove_journal_dir(a->state_dir, d->id);
+}
+
+/* Journal folders of disks the catalog no longer has, left by a deletion interrupted after its
+ * catalog rows went (they hold the marker): removed. */
+static void remove_deleted_leftovers(struct appliance *a)
+{
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s/" STATE_JOURNAL_DIR, a->state_dir);
+  DIR *dp = opendir(dir);
+  if (!dp)
+    return;
+  for (struct dirent *de; (de = readdir(dp));) {
+    uuid_t id;
+    struct catalog_disk cd;
+    if (uuid_parse(de->d_name, id) != 0 || !delete_asked(a->state_dir, id) || catalog_disk_get(a->cat, id, &cd) == RPL_OK)
+      continue;
+    rpl_err e = remove_journal_dir(a->state_dir, id);
+    if (e)
+      log_warn("disk %s: cannot remove the cache of a deleted disk: %s", de->d_name, rpl_detail(e));
+    else
+      log_notice("disk %s: the cache of a deleted disk removed (its deletion was interrupted)", de->d_name);
+  }
+  closedir(dp);
 }
 
 /* Opens the disk's journal and replica and adds it to the list (lock held). */
@@ -127,6 +240,11 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
     snprintf(d->reason, sizeof d->reason, "opened again after: %.200s; resync", cd->state_reason);
   }
   reconcile_catalog(a, d);
+  if (delete_asked(a->state_dir, d->id)) { /* an unprotect --delete-replica this run finishes */
+    d->delete_due = true;
+    if (!d->unprotected_time)
+      d->unprotected_time = (int64_t)time(NULL);
+  }
   schedule_init_disk(a, d, (int64_t)rpl_unix_ms());
   d->next = a->disks;
   a->disks = d;
@@ -176,6 +294,8 @@ rpl_err load_disks(struct appliance *a)
     free(l->items[i]);
   }
   free(l);
+  if (!err)
+    remove_deleted_leftovers(a);
   return err;
 }
 
@@ -236,4 +356,9 @@ void close_disks(struct appliance *a)
   }
   a->disks = NULL;
   a->ndisks = 0;
+  for (struct disk *d = a->retired, *next; d; d = next) {
+    next = d->next;
+    free(d); /* its store, index and journal were closed when it was deleted */
+  }
+  a->retired = NULL;
 }

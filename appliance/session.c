@@ -734,7 +734,8 @@ static rpl_err session_hello(struct session *s)
   metrics_agent_hello(s->agent, v);
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
-                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT,
+                             .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT |
+                                             PROTO_CAP_UNPROTECT_DELETE,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
@@ -748,7 +749,8 @@ static rpl_err session_hello(struct session *s)
 
 /* UNPROTECT: the agent no longer protects the disk. Its open cycle (a CYCLE_START the agent had not
  * read yet) is given up and no cycle or point is asked of it again; its replica, points and catalog
- * rows stay (restore and failover go on working). The slot stays until the session ends. */
+ * rows stay (restore and failover go on working), unless the agent asked for them to be deleted: the
+ * applier does that (disk_delete_ask). The slot stays until the session ends. */
 static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
 {
   struct proto_unprotect m;
@@ -777,10 +779,15 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
   d->unprotected_time = now;
   d->want_point = d->want_resync = false;
   pthread_mutex_unlock(&s->a->lock);
+  bool delete = m.flags & PROTO_UNPROTECT_DELETE_REPLICA;
+  if (delete && (err = disk_delete_ask(s->a, d)))
+    log_warn("disk %s: its deletion is not recorded durably (an appliance restart before it ends keeps the replica): "
+             "%s", id, rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
   if ((err = catalog_disk_set_unprotected(s->a->cat, d->id, now)))
     log_warn("catalog: disk %s unprotected but not recorded: %s", id, rpl_strerror(err));
-  log_notice("agent %s: disk %s (%s) unprotected: no more cycles; its replica and recovery points are kept",
-             s->agent_text, id, d->name);
+  log_notice("agent %s: disk %s (%s) unprotected: no more cycles; %s", s->agent_text, id, d->name,
+             delete ? "its replica, recovery points, cache and catalog rows are being deleted (--delete-replica)"
+                    : "its replica and recovery points are kept");
   return RPL_OK;
 }
 

@@ -145,6 +145,10 @@ struct store_ops {
   RPL_MUST_CHECK rpl_err (*delete_point)(struct store *st, const char *image_id);
   /* The point images the storage holds, with the cycles they were made of; the caller frees *out. */
   RPL_MUST_CHECK rpl_err (*list_points)(struct store *st, struct store_found_point **out, size_t *count);
+  /* Unprotect with --delete-replica: deletes the replica and every point image of it (the page blob
+   * with its snapshots; the image file with its kept copies), nothing else (failover copies are the
+   * user's). Only close may follow. What is gone already is not an error: a retry finishes it. */
+  RPL_MUST_CHECK rpl_err (*delete_replica)(struct store *st);
 
   /* Whether cycle n of kind may be written straight into the replica; true starts it. The daemon
    * asks only when nothing of the disk is unapplied and n follows the last committed cycle.

@@ -94,6 +94,8 @@ static rpl_err blob_store_delete_point(struct store *st, const char *image_id)
   return e == RPL_E_BLOB_NOT_FOUND ? RPL_OK : e; /* gone already (pruned elsewhere, or a retry) */
 }
 
+static rpl_err blob_store_delete_replica(struct store *st) { return uploader_delete_blob(up_of(st)); }
+
 /* The value of key in "key=value\n" lines, or NULL. */
 static const char *meta_get(const char *meta, const char *key, char *out, size_t outsz)
 {
@@ -581,6 +583,7 @@ const struct store_ops store_blob_ops = {
   .apply_next = blob_store_apply_next,
   .make_point = blob_store_make_point,
   .delete_point = blob_store_delete_point,
+  .delete_replica = blob_store_delete_replica,
   .list_points = blob_store_list_points,
   .direct_begin = blob_store_direct_begin,
   .direct_extent = blob_store_direct_extent,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "file_io.h"
 #include "replica.h"
 #include "rpl_log.h"
 #include "store.h"
@@ -159,6 +160,26 @@ static rpl_err file_list_points(struct store *st, struct store_found_point **out
     *out = NULL;
     *count = 0;
   }
+  return e;
+}
+
+/* The kept copies first: an interrupted deletion leaves the image, which names the disk. */
+static rpl_err file_delete_replica(struct store *st)
+{
+  struct store_found_point *points;
+  size_t n;
+  rpl_err e = file_list_points(st, &points, &n);
+  if (e)
+    return rpl_fail(e, "cannot list the kept images beside %s", replica_path(replica_of(st)));
+  for (size_t i = 0; i < n && !e; i++)
+    if (unlink(points[i].image_id) != 0 && errno != ENOENT)
+      e = rpl_fail(RPL_E_IO, "cannot delete %s: %s", points[i].image_id, strerror(errno));
+  free(points);
+  const char *image = replica_path(replica_of(st));
+  if (!e && unlink(image) != 0 && errno != ENOENT)
+    e = rpl_fail(RPL_E_IO, "cannot delete %s: %s", image, strerror(errno));
+  if (!e && (e = file_fsync_parent(image)))
+    e = rpl_fail(e, "cannot make the deletion of %s durable", image);
   return e;
 }
 
@@ -330,6 +351,7 @@ const struct store_ops store_file_ops = {
   .apply_next = file_apply_next,
   .make_point = file_make_point,
   .delete_point = file_delete_point,
+  .delete_replica = file_delete_replica,
   .list_points = file_list_points,
   .direct_begin = file_direct_begin,
   .direct_extent = file_direct_extent,

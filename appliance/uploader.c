@@ -793,6 +793,23 @@ rpl_err uploader_delete_snapshot(struct uploader *u, const char *snapshot)
   return e;
 }
 
+rpl_err uploader_delete_blob(struct uploader *u)
+{
+  uploader_direct_abort(u);
+  pthread_mutex_lock(&u->lock);
+  if (u->lease.held)
+    lease_release(u->client, u->container, u->blob, &u->lease);
+  struct blob_reply r;
+  memset(&r, 0, sizeof r);
+  rpl_err e = blob_delete(u->client, u->container, u->blob, NULL, &r);
+  pthread_mutex_unlock(&u->lock);
+  if (e == RPL_E_BLOB_NOT_FOUND)
+    return RPL_OK;
+  return e ? rpl_fail(e, "cannot delete the page blob %s/%s: %s (HTTP %ld %s)", u->container, u->blob,
+                      rpl_strerror(e), r.status, r.error_code)
+           : RPL_OK;
+}
+
 rpl_err uploader_list_snapshots(struct uploader *u, struct blob_list *out)
 {
   pthread_mutex_lock(&u->lock);

@@ -126,6 +126,9 @@ RPL_MUST_CHECK rpl_err uploader_lease_tick(struct uploader *u, bool *acquired_no
 bool uploader_lease_held(struct uploader *u, rpl_err *why);
 /* Deletes one snapshot of the blob (retention). */
 RPL_MUST_CHECK rpl_err uploader_delete_snapshot(struct uploader *u, const char *snapshot);
+/* Deletes the blob with all its snapshots (its lease released first when held; one another appliance
+ * holds refuses it). Only uploader_close may follow. */
+RPL_MUST_CHECK rpl_err uploader_delete_blob(struct uploader *u);
 /* The blob's snapshots and the blob itself (last), with their metadata (blob_list_snapshots). */
 RPL_MUST_CHECK rpl_err uploader_list_snapshots(struct uploader *u, struct blob_list *out);
 

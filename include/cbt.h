@@ -55,8 +55,9 @@ enum cbt_resync_reason {
   CBT_RESYNC_NO_EBPF = 9,           /* eBPF unavailable: fallback mode */
   CBT_RESYNC_MEDIA_CHANGED = 10,    /* the disk's diskseq changed: other medium, loop device re-pointed */
   CBT_RESYNC_BOOT_WRITE = 11,       /* after a clean shutdown, the disk was written before tracking attached */
+  CBT_RESYNC_SLOT_RECLAIMED = 12,   /* a stale kernel slot of the disk (owner gone, other identity) was taken over */
 };
-#define CBT_RESYNC_REASON_MAX CBT_RESYNC_BOOT_WRITE
+#define CBT_RESYNC_REASON_MAX CBT_RESYNC_SLOT_RECLAIMED
 
 /* "reboot", "unclean-detach", ...; "none" for CBT_RESYNC_NONE; never NULL. Static storage. */
 const char *cbt_resync_reason_name(enum cbt_resync_reason reason);
@@ -196,6 +197,31 @@ RPL_MUST_CHECK rpl_err cbt_list(struct cbt *t, char (*names)[64], size_t max, si
 /* Clears resync-required if count is the device's current event count. RPL_E_CBT_ACK_STALE if a
  * newer event happened (resync again), RPL_E_INVALID_ARGUMENT if count is not an event count. */
 RPL_MUST_CHECK rpl_err cbt_ack_resync(struct cbt *t, const char *device, uint64_t count);
+
+/* ---- kernel slots ---- */
+
+/* One kernel tracking slot in use, whoever owns it. A stale slot (owner state directory or its record
+ * gone, the disk now another one or gone) is reclaimed by cbt_start of its disk under any state
+ * directory, with the resync reason CBT_RESYNC_SLOT_RECLAIMED; a live one is refused
+ * (RPL_E_CBT_OWNED_ELSEWHERE). */
+struct cbt_slot_info {
+  int slot;
+  uint32_t major, minor;
+  char name[64];              /* kernel name of major:minor now, "" when no such device exists */
+  bool owner_known;           /* false: attached by an agent that recorded no owner */
+  char owner[4096];           /* owner's state directory (absolute) */
+  char owner_name[64];        /* the record's name there (STATE/cbt/NAME.state) */
+  char tracker_uuid[37];
+  uint64_t diskseq_recorded;  /* the disk's identity the tracking is of (0: unknown) */
+  uint64_t diskseq_now;       /* the device's identity now (0: unknown, no device) */
+  bool stale;
+  char stale_reason[32];      /* owner-gone, owner-record-gone, device-gone, identity-changed, no-medium; "" */
+  char stale_detail[4352];    /* the reason for a person */
+};
+
+#define CBT_MAX_SLOTS 64 /* slots of one tracker instance (CBT_MAX_DEVICES of cbt_shared.h) */
+/* Every slot in use of this tracker instance (pin directory), in slot order; at most max. */
+RPL_MUST_CHECK rpl_err cbt_slots_list(struct cbt *t, struct cbt_slot_info *out, size_t max, size_t *count);
 
 /* ---- clean reboots ---- */
 

@@ -53,8 +53,9 @@ struct cbt_slot {
   __u64 reserved1;
   /* cache line 1: written by the agent only */
   __u8 uuid[16];          /* tracker UUID of this attachment; the agent's state file must agree */
-  __u64 attach_boot_ns;   /* CLOCK_BOOTTIME of the attach, for diagnostics */
-  __u64 reserved2[5];
+  __u64 attach_boot_ns;   /* CLOCK_BOOTTIME of the attach: names this attachment (its owner file) */
+  __u64 diskseq;          /* the disk's diskseq the tracking is of (0: unknown): another one = a stale slot */
+  __u64 reserved2[4];
   /* cache line 2: written by every slow-path marker; apart, so that line 0 stays shared-clean */
   __u64 active[2];        /* programs currently marking buffer 0 / 1 */
   __u64 reserved3[6];

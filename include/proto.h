@@ -105,6 +105,9 @@ const char *proto_consistency_name(uint8_t consistency);
 #define PROTO_CAP_DISK_RESIZE (1ull << 6)
 /* The appliance states it in its HELLO: it takes UNPROTECT. */
 #define PROTO_CAP_UNPROTECT  (1ull << 7)
+/* The appliance states it in its HELLO: it takes UNPROTECT with PROTO_UNPROTECT_DELETE_REPLICA (an
+ * older one refuses any flag as a malformed frame, so the agent never sends it one). */
+#define PROTO_CAP_UNPROTECT_DELETE (1ull << 8)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -190,10 +193,13 @@ struct proto_nack {
 };
 
 /* UNPROTECT (agent -> appliance, only to one that stated PROTO_CAP_UNPROTECT): the disk is no longer
- * protected; its cycles end; its replica, points and catalog rows stay (its points restorable). */
+ * protected; its cycles end; its replica, points and catalog rows stay (its points restorable),
+ * unless flags has PROTO_UNPROTECT_DELETE_REPLICA (only to one that stated PROTO_CAP_UNPROTECT_DELETE):
+ * then the replica with its point images, the disk's cache and its catalog rows are deleted. */
+#define PROTO_UNPROTECT_DELETE_REPLICA 0x01
 struct proto_unprotect {
   uint8_t disk_id[PROTO_ID_SIZE];
-  uint8_t flags;               /* 0: reserved for what a later capability adds (deleting the replica) */
+  uint8_t flags;               /* PROTO_UNPROTECT_*; other bits are refused (RPL_E_PROTO_FIELD) */
 };
 
 struct proto_hashes {

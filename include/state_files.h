@@ -24,6 +24,8 @@
 #define STATE_JOURNAL_APPLIED_TMP "applied.tmp"       /* ... written first, then renamed */
 #define STATE_HASHINDEX           "hashindex"         /* in a disk's journal folder: its replica's chunk hashes */
 #define STATE_HASHINDEX_TMP       "hashindex.tmp"     /* ... written first, then renamed */
+#define STATE_DELETE_REPLICA      "delete-replica"    /* in a disk's journal folder: its agent unprotected it with
+                                                         --delete-replica; the deletion is finished after a restart */
 /* a disk's journal segments: 16 hex digits (the segment's sequence number) + ".seg" */
 
 /* ---- the agent ---- */

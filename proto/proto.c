@@ -298,7 +298,7 @@ static rpl_err point_check(const struct proto_point *m)
 }
 static rpl_err unprotect_check(const struct proto_unprotect *m)
 {
-  return m->flags ? RPL_E_PROTO_FIELD : RPL_OK;
+  return m->flags & ~PROTO_UNPROTECT_DELETE_REPLICA ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)

@@ -15,7 +15,9 @@ WORK=$(mktemp -d /tmp/cbt-test.XXXXXX) || fail "mktemp"
 STATE=$WORK/state
 # A private tracker instance: the test's programs and maps never touch a real agent's.
 export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-test-$$
-CLEANUP_PATHS+=("$WORK" "$MOBILITY_AGENT_BPF_PIN_DIR")
+# The tracker records each slot's owner under /run/mobility-agent/slots/<pin directory, '/' as '_'>.
+CBT_OWNERS_DIR=/run/mobility-agent/slots/$(tr / _ <<< "${MOBILITY_AGENT_BPF_PIN_DIR#/}")
+CLEANUP_PATHS+=("$WORK" "$MOBILITY_AGENT_BPF_PIN_DIR" "$CBT_OWNERS_DIR")
 cleanup_loop_hook() { "$AGENT" cbt stop "$1" --state "$STATE" >/dev/null 2>&1; }
 
 # make_loop FILE SIZE [losetup options...]: sets LOOP to a new loop device over FILE.

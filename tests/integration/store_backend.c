@@ -4,7 +4,8 @@
  * try), a journal recovery-point cycle with both callbacks, a corrupted cycle that changes nothing,
  * the point's image unchanged by a later cycle, make and delete points, failure kinds and stats, a
  * second appliance kept out by the lease, the replica intact after close and open, cycles whose
- * extents overlap (a later extent wins, as the agent's second freeze of a point sends them).
+ * extents overlap (a later extent wins, as the agent's second freeze of a point sends them), the replica
+ * deleted with its point images (unprotect --delete-replica).
  * Usage: store_backend STATE_DIR WORK_DIR file|blob (settings from `replication-appliance init`). */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -62,7 +63,7 @@ struct ctx {
   rpl_err corrupt_err;
   uint64_t data_bytes; /* raw bytes of data (not zeros) of the cycles that landed */
   uint64_t rng;
-  bool done[11];     /* step k finished: later steps build on it */
+  bool done[12];     /* step k finished: later steps build on it */
 };
 
 static struct ctx C;
@@ -718,6 +719,43 @@ static void step10_overlapping_extents(void **state)
   C.done[10] = true;
 }
 
+/* Unprotect --delete-replica: delete_replica takes the replica and every point image of it; the
+ * disk's store opened again is a new, empty one without points; deleting again is not an error. */
+static void step11_delete_replica(void **state)
+{
+  (void)state;
+  need(10);
+  char id5[CATALOG_MAX_SNAPSHOT_ID + 1] = "";
+  rpl_err e = C.ops->make_point(C.st, 5, id5, sizeof id5);
+  if (e)
+    fail_msg("make_point(5): %s", rpl_errname(e));
+  assert_true(listed(id5, NULL));
+  if ((e = C.ops->delete_replica(C.st)))
+    fail_msg("delete_replica: %s", rpl_errname(e));
+  C.ops->close(C.st);
+  C.st = NULL;
+  struct store_image *img = NULL;
+  e = C.ops->image_open(&C.s, C.disk, id5, SIZE, &img);
+  if (!e) {
+    C.ops->image_close(img);
+    fail_msg("the point image %s of the deleted replica still opens", id5);
+  }
+  if ((e = C.ops->open(&C.s, C.disk, SIZE, &C.st)))
+    fail_msg("open after delete_replica: %s", rpl_errname(e));
+  struct store_found_point *pts = NULL;
+  size_t n = 0;
+  if ((e = C.ops->list_points(C.st, &pts, &n)))
+    fail_msg("list_points after delete_replica: %s", rpl_errname(e));
+  free(pts);
+  assert_int_equal(n, 0);
+  memset(C.model, 0, SIZE);
+  expect_replica(C.model, "opened again after delete_replica (a new, empty replica)");
+  assert_int_equal(C.ops->delete_replica(C.st), RPL_OK);
+  C.ops->close(C.st);
+  C.st = NULL;
+  C.done[11] = true;
+}
+
 static int setup(void **state)
 {
   (void)state;
@@ -763,6 +801,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(step5_corrupt),      cmocka_unit_test(step6_point_image),
     cmocka_unit_test(step7_make_delete),  cmocka_unit_test(step8_failure_stats),
     cmocka_unit_test(step9_reopen),       cmocka_unit_test(step10_overlapping_extents),
+    cmocka_unit_test(step11_delete_replica),
   };
   return cmocka_run_group_tests_name(expect_kind, tests, setup, teardown);
 }

@@ -241,9 +241,16 @@ static void test_roundtrip_unprotect(void **state)
   assert_int_equal(proto_decode_unprotect(&f, &u2), RPL_OK);
   assert_int_equal(u2.flags, 0);
   assert_memory_equal(u2.disk_id, u.disk_id, PROTO_ID_SIZE);
-  /* A flag this build does not know is refused: it may ask for more (a deletion) than is done. */
+  /* The deletion flag round-trips. */
   proto_buf_reset(&b);
-  u.flags = 1;
+  u.flags = PROTO_UNPROTECT_DELETE_REPLICA;
+  assert_int_equal(proto_encode_unprotect(&b, &u), RPL_OK);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_unprotect(&f, &u2), RPL_OK);
+  assert_int_equal(u2.flags, PROTO_UNPROTECT_DELETE_REPLICA);
+  /* A flag this build does not know is refused: it may ask for more than is done. */
+  proto_buf_reset(&b);
+  u.flags = 2;
   assert_int_equal(proto_encode_unprotect(&b, &u), RPL_E_PROTO_FIELD);
   proto_buf_free(&b);
 }

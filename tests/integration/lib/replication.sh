@@ -54,7 +54,8 @@ rpl_setup() {
   RPL_DEADLINE_PID=$!
   mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || fail "no bpffs"
   export MOBILITY_AGENT_BPF_PIN_DIR=/sys/fs/bpf/rpl-e2e-$$
-  CLEANUP_PATHS+=("$MOBILITY_AGENT_BPF_PIN_DIR")
+  # (the tracker records each slot's owner under /run/mobility-agent/slots/<pin directory, '/' as '_'>)
+  CLEANUP_PATHS+=("$MOBILITY_AGENT_BPF_PIN_DIR" "/run/mobility-agent/slots/sys_fs_bpf_rpl-e2e-$$")
 }
 
 rpl_loop() {
