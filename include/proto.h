@@ -57,7 +57,8 @@ enum proto_type {
   PROTO_RENEW = 17,
   PROTO_RENEWED = 18,
   PROTO_UNPROTECT = 19,
-  PROTO_TYPE_MAX = PROTO_UNPROTECT
+  PROTO_UNPROTECT_REQUEST = 20,
+  PROTO_TYPE_MAX = PROTO_UNPROTECT_REQUEST
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -108,6 +109,9 @@ const char *proto_consistency_name(uint8_t consistency);
 /* The appliance states it in its HELLO: it takes UNPROTECT with PROTO_UNPROTECT_DELETE_REPLICA (an
  * older one refuses any flag as a malformed frame, so the agent never sends it one). */
 #define PROTO_CAP_UNPROTECT_DELETE (1ull << 8)
+/* The agent states it in its HELLO: it takes UNPROTECT_REQUEST (an older one ends the session on an
+ * unexpected frame, so the appliance never sends it one). */
+#define PROTO_CAP_UNPROTECT_REQUEST (1ull << 9)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -202,6 +206,15 @@ struct proto_unprotect {
   uint8_t flags;               /* PROTO_UNPROTECT_*; other bits are refused (RPL_E_PROTO_FIELD) */
 };
 
+/* UNPROTECT_REQUEST (appliance -> agent, only to one that stated PROTO_CAP_UNPROTECT_REQUEST): the
+ * configuration manager asks the agent to unprotect the disk, as `mobility-agent unprotect` would; the
+ * agent, between cycles, stops tracking it, forgets it and sends UNPROTECT with the same flags. The
+ * same layout and checks as UNPROTECT. */
+struct proto_unprotect_request {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint8_t flags;               /* PROTO_UNPROTECT_*; other bits are refused (RPL_E_PROTO_FIELD) */
+};
+
 struct proto_hashes {
   uint8_t disk_id[PROTO_ID_SIZE];
   uint32_t chunk_size;         /* power of two, 4 KiB .. 64 MiB */
@@ -286,6 +299,7 @@ RPL_MUST_CHECK rpl_err proto_encode_registered(struct proto_buf *out, const stru
 RPL_MUST_CHECK rpl_err proto_encode_renew(struct proto_buf *out, const struct proto_renew *m);
 RPL_MUST_CHECK rpl_err proto_encode_renewed(struct proto_buf *out, const struct proto_renewed *m);
 RPL_MUST_CHECK rpl_err proto_encode_unprotect(struct proto_buf *out, const struct proto_unprotect *m);
+RPL_MUST_CHECK rpl_err proto_encode_unprotect_request(struct proto_buf *out, const struct proto_unprotect_request *m);
 RPL_MUST_CHECK rpl_err proto_encode_disk(struct proto_buf *out, const struct proto_disk *m);
 RPL_MUST_CHECK rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m);
 RPL_MUST_CHECK rpl_err proto_encode_extent(struct proto_buf *out, const struct proto_extent *m);
@@ -324,6 +338,7 @@ RPL_MUST_CHECK rpl_err proto_decode_registered(const struct proto_frame *f, stru
 RPL_MUST_CHECK rpl_err proto_decode_renew(const struct proto_frame *f, struct proto_renew *out);
 RPL_MUST_CHECK rpl_err proto_decode_renewed(const struct proto_frame *f, struct proto_renewed *out);
 RPL_MUST_CHECK rpl_err proto_decode_unprotect(const struct proto_frame *f, struct proto_unprotect *out);
+RPL_MUST_CHECK rpl_err proto_decode_unprotect_request(const struct proto_frame *f, struct proto_unprotect_request *out);
 RPL_MUST_CHECK rpl_err proto_decode_disk(const struct proto_frame *f, struct proto_disk *out);
 RPL_MUST_CHECK rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out);
 RPL_MUST_CHECK rpl_err proto_decode_extent(const struct proto_frame *f, struct proto_extent *out);

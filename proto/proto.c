@@ -300,6 +300,10 @@ static rpl_err unprotect_check(const struct proto_unprotect *m)
 {
   return m->flags & ~PROTO_UNPROTECT_DELETE_REPLICA ? RPL_E_PROTO_FIELD : RPL_OK;
 }
+static rpl_err unprotect_request_check(const struct proto_unprotect_request *m)
+{
+  return m->flags & ~PROTO_UNPROTECT_DELETE_REPLICA ? RPL_E_PROTO_FIELD : RPL_OK;
+}
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)
 {
@@ -397,6 +401,14 @@ rpl_err proto_encode_unprotect(struct proto_buf *out, const struct proto_unprote
   wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
   wr_u8(&w, m->flags);
   return wr_end(&w, PROTO_UNPROTECT);
+}
+
+rpl_err proto_encode_unprotect_request(struct proto_buf *out, const struct proto_unprotect_request *m)
+{
+  ENCODE_BEGIN(unprotect_request_check);
+  wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
+  wr_u8(&w, m->flags);
+  return wr_end(&w, PROTO_UNPROTECT_REQUEST);
 }
 
 rpl_err proto_encode_cycle_start(struct proto_buf *out, const struct proto_cycle_start *m)
@@ -673,6 +685,14 @@ rpl_err proto_decode_unprotect(const struct proto_frame *f, struct proto_unprote
   DECODE_END(unprotect_check);
 }
 
+rpl_err proto_decode_unprotect_request(const struct proto_frame *f, struct proto_unprotect_request *out)
+{
+  DECODE_BEGIN(PROTO_UNPROTECT_REQUEST);
+  rd_copy(&r, out->disk_id, PROTO_ID_SIZE);
+  out->flags = rd_u8(&r);
+  DECODE_END(unprotect_request_check);
+}
+
 rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle_start *out)
 {
   DECODE_BEGIN(PROTO_CYCLE_START);
@@ -845,6 +865,7 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_renew renew;
     struct proto_renewed renewed;
     struct proto_unprotect unprotect;
+    struct proto_unprotect_request unprotect_request;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -866,6 +887,7 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_RENEW: return proto_decode_renew(f, &m.renew);
   case PROTO_RENEWED: return proto_decode_renewed(f, &m.renewed);
   case PROTO_UNPROTECT: return proto_decode_unprotect(f, &m.unprotect);
+  case PROTO_UNPROTECT_REQUEST: return proto_decode_unprotect_request(f, &m.unprotect_request);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -879,7 +901,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_HASHES] = "HASHES", [PROTO_NEED] = "NEED", [PROTO_HEARTBEAT] = "HEARTBEAT",
     [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
     [PROTO_READINESS] = "READINESS", [PROTO_RENEW] = "RENEW", [PROTO_RENEWED] = "RENEWED",
-    [PROTO_UNPROTECT] = "UNPROTECT",
+    [PROTO_UNPROTECT] = "UNPROTECT", [PROTO_UNPROTECT_REQUEST] = "UNPROTECT_REQUEST",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

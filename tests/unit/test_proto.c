@@ -255,6 +255,58 @@ static void test_roundtrip_unprotect(void **state)
   proto_buf_free(&b);
 }
 
+/* UNPROTECT_REQUEST: the page's unprotect, appliance -> agent; the same checks as UNPROTECT, on the
+ * way out and on the way in (a peer's frame is sealed here by hand). */
+static void test_roundtrip_unprotect_request(void **state)
+{
+  (void)state;
+  struct proto_buf b = {0};
+  struct proto_unprotect_request u = {.flags = PROTO_UNPROTECT_DELETE_REPLICA};
+  fill_id(u.disk_id, 21);
+  assert_int_equal(proto_encode_unprotect_request(&b, &u), RPL_OK);
+  struct proto_frame f = parse_one(&b);
+  assert_int_equal(f.type, PROTO_UNPROTECT_REQUEST);
+  assert_string_equal(proto_type_name(f.type), "UNPROTECT_REQUEST");
+  assert_int_equal(proto_validate(&f), RPL_OK);
+  struct proto_unprotect_request u2;
+  assert_int_equal(proto_decode_unprotect_request(&f, &u2), RPL_OK);
+  assert_int_equal(u2.flags, PROTO_UNPROTECT_DELETE_REPLICA);
+  assert_memory_equal(u2.disk_id, u.disk_id, PROTO_ID_SIZE);
+  /* It is not an UNPROTECT: the agent's decoder for that refuses it. */
+  struct proto_unprotect other;
+  assert_int_equal(proto_decode_unprotect(&f, &other), RPL_E_PROTO_UNEXPECTED);
+  /* Without the flag: the replica is kept. */
+  proto_buf_reset(&b);
+  u.flags = 0;
+  assert_int_equal(proto_encode_unprotect_request(&b, &u), RPL_OK);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_unprotect_request(&f, &u2), RPL_OK);
+  assert_int_equal(u2.flags, 0);
+  /* An unknown flag bit is refused when encoding, and in a frame received. */
+  proto_buf_reset(&b);
+  u.flags = 0x80;
+  assert_int_equal(proto_encode_unprotect_request(&b, &u), RPL_E_PROTO_FIELD);
+  u.flags = 0;
+  assert_int_equal(proto_encode_unprotect_request(&b, &u), RPL_OK);
+  uint8_t buf[64];
+  assert_true(b.len <= sizeof buf);
+  memcpy(buf, b.data, b.len);
+  buf[PROTO_HEADER_SIZE + PROTO_ID_SIZE] = 0x82;
+  reseal(buf, b.len);
+  size_t used;
+  assert_int_equal(proto_frame_parse(buf, b.len, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_unprotect_request(&f, &u2), RPL_E_PROTO_FIELD);
+  assert_int_equal(proto_validate(&f), RPL_E_PROTO_FIELD);
+  /* A payload that stops before the flags byte is refused as short. */
+  uint32_t plen = PROTO_ID_SIZE;
+  for (int i = 0; i < 4; i++)
+    buf[8 + i] = (uint8_t)(plen >> (8 * i));
+  reseal(buf, b.len - 1);
+  assert_int_equal(proto_frame_parse(buf, b.len - 1, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_unprotect_request(&f, &u2), RPL_E_PROTO_SHORT);
+  proto_buf_free(&b);
+}
+
 static void test_roundtrip_points(void **state)
 {
   struct proto_buf b = {0};
@@ -725,6 +777,7 @@ int main(void)
     cmocka_unit_test(test_roundtrip_hashes_need),
     cmocka_unit_test(test_roundtrip_points),
     cmocka_unit_test(test_roundtrip_unprotect),
+    cmocka_unit_test(test_roundtrip_unprotect_request),
     cmocka_unit_test(test_roundtrip_readiness),
     cmocka_unit_test(test_bad_header_fields),
     cmocka_unit_test(test_length_over_cap_rejected_before_allocation),
