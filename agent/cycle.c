@@ -180,7 +180,9 @@ static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct
       return err;
     if (f.type == PROTO_POINT && (err = points_handle_reply(a, &f))) /* the answer to an earlier request */
       return err;
-    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT)
+    if (f.type == PROTO_UNPROTECT_REQUEST && (err = session_unprotect_request(a, &f)))
+      return err;
+    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT && f.type != PROTO_UNPROTECT_REQUEST)
       break;
   }
   struct proto_need need;
@@ -445,6 +447,11 @@ rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked
       continue;
     if (f.type == PROTO_POINT) {
       if ((err = points_handle_reply(a, &f)))
+        return err;
+      continue;
+    }
+    if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once this cycle ends */
+      if ((err = session_unprotect_request(a, &f)))
         return err;
       continue;
     }

@@ -149,6 +149,10 @@ RPL_MUST_CHECK rpl_err session_send_buf(struct agent *a);
  * takes UNPROTECT), its tracking stopped and the disk forgotten. An error ends the session (the
  * request stays for the next one). */
 RPL_MUST_CHECK rpl_err session_unprotect_pending(struct agent *a);
+/* Session thread: the appliance's UNPROTECT_REQUEST (its configuration manager's Unprotect) marks the
+ * disk as `unprotect` does; session_unprotect_pending does it between cycles. Read wherever the
+ * session reads frames (a cycle's waits too), as it may come at any time. */
+RPL_MUST_CHECK rpl_err session_unprotect_request(struct agent *a, const struct proto_frame *f);
 /* The control command `unprotect DEVICE`: asks, and waits for the session thread to do it. */
 int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *out);
 

@@ -181,6 +181,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
         return err;
       continue;
     }
+    if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once the point's cycles end */
+      if ((err = session_unprotect_request(a, &f)))
+        return err;
+      continue;
+    }
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);

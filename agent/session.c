@@ -186,7 +186,7 @@ static rpl_err send_hello(struct agent *a, bool renewing)
   gethostname(hostname, sizeof hostname - 1);
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                           .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
-                                          (renewing ? PROTO_CAP_RENEWING : 0),
+                                          PROTO_CAP_UNPROTECT_REQUEST | (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
   rpl_err err = proto_encode_hello(&a->out, &h);
@@ -357,6 +357,8 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
     return points_handle_reply(a, f);
   case PROTO_CYCLE_START:
     return serve_cycle_start(a, s, f);
+  case PROTO_UNPROTECT_REQUEST:
+    return session_unprotect_request(a, f);
   case PROTO_ERROR: {
     struct proto_error e;
     if (proto_decode_error(f, &e) == RPL_OK)

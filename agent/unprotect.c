@@ -102,6 +102,30 @@ rpl_err session_unprotect_pending(struct agent *a)
   return RPL_OK;
 }
 
+rpl_err session_unprotect_request(struct agent *a, const struct proto_frame *f)
+{
+  struct proto_unprotect_request m;
+  rpl_err err = proto_decode_unprotect_request(f, &m);
+  if (err)
+    return err;
+  char id[37];
+  agent_disk_id_text(m.disk_id, id);
+  ssize_t i = agent_disk_index(a, m.disk_id);
+  if (i < 0) { /* unprotected here meanwhile: its UNPROTECT is on the way, or was sent */
+    log_warn("the appliance asked to unprotect disk %s, which this agent does not protect: nothing to do", id);
+    return RPL_OK;
+  }
+  bool delete = m.flags & PROTO_UNPROTECT_DELETE_REPLICA;
+  pthread_mutex_lock(&a->lock);
+  a->rt[i].unprotect = true;
+  a->rt[i].delete_replica = delete;
+  pthread_mutex_unlock(&a->lock);
+  log_notice("%s: unprotect asked by the appliance (its configuration manager), %s: tracking stops after the cycle "
+             "under way", a->st.disks[i].device,
+             delete ? "deleting its replica and recovery points" : "keeping its replica and recovery points");
+  return RPL_OK;
+}
+
 int ctl_unprotect(struct agent *a, int argc, char **argv, struct control_reply *out)
 {
   const char *dev = NULL;
