@@ -124,6 +124,11 @@ struct disk {
   bool delete_due;                /* L: unprotected with --delete-replica: the applier deletes its replica,
                                      point images, cache and catalog rows, then drops it from the list */
   uint64_t delete_retry_ms;       /* applier: monotonic: a failed deletion is not tried again before */
+  bool agent_unprotect_request;   /* L: the agent of its session stated PROTO_CAP_UNPROTECT_REQUEST */
+  bool want_unprotect;            /* L: the configuration manager asked to unprotect it: each session of its
+                                     agent sends UNPROTECT_REQUEST (once) until the agent's UNPROTECT comes;
+                                     no cycle or point starts meanwhile. Not kept across a restart */
+  uint8_t unprotect_flags;        /* L: ... with these PROTO_UNPROTECT_* flags */
   uint64_t cache_refusals;        /* L: cycles refused for the cache since the appliance started */
   struct disk *next;              /* L */
 };
@@ -268,6 +273,7 @@ int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
 void web_status_json(void *ctx, FILE *f);
 void web_sample(void *ctx, web_sample_fn fn, void *arg);
 rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
+rpl_err web_disk_unprotect(void *ctx, const uint8_t id[PROTO_ID_SIZE], bool delete_replica);
 void web_schedule_get(void *ctx, char *text, size_t size);
 void web_schedule_set(void *ctx, const struct point_schedule *s);
 void web_alerts_json(void *ctx, FILE *f);

@@ -248,7 +248,8 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
   struct web_config wc = {.addr = a->web, .root = a->web_root, .state_dir = o->state, .cert_pem = a->server_cert,
                           .key_pem = a->server_key, .ca_pem = a->ca_cert, .cat = a->cat, .sample_s = a->web_sample_s,
                           .ops = {.ctx = a, .status_json = web_status_json, .sample = web_sample,
-                                  .disk_request = web_disk_request, .schedule_get = web_schedule_get,
+                                  .disk_request = web_disk_request, .disk_unprotect = web_disk_unprotect,
+                                  .schedule_get = web_schedule_get,
                                   .schedule_set = web_schedule_set, .metrics = metrics_write,
                                   .alerts_json = web_alerts_json, .thresholds_set = web_thresholds_set,
                                   .alerts_test = web_alerts_test}};

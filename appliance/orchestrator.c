@@ -257,7 +257,7 @@ static void queue_local_point_groups(struct session *s)
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
     pthread_mutex_lock(&s->a->lock);
-    bool want = d->want_point && d->last_committed > 0 && !d->unprotected_time;
+    bool want = d->want_point && d->last_committed > 0 && !d->unprotected_time && !d->want_unprotect;
     pthread_mutex_unlock(&s->a->lock);
     if (!want)
       continue;
@@ -277,7 +277,7 @@ static bool point_ready(const struct disk *d)
 {
   return d->last_committed > 0 && !d->lease_waiting && !d->adopt_resync && d->adopt_seq == 0 &&
          d->state != CATALOG_DISK_ERROR && !d->cache_bypass && d->cache_wait_until_ms <= rpl_mono_ms() &&
-         !d->unprotected_time;
+         !d->unprotected_time && !d->want_unprotect;
 }
 
 /* The schedule's due points: when a disk of the agent is due for an application point (hooks),
@@ -415,7 +415,7 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
     if (d->state == CATALOG_DISK_ERROR && d->want_resync)
       d->state = CATALOG_DISK_RESYNC_REQUIRED; /* a resync asked for is the way out of an error */
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0 || d->cache_wait_until_ms > now ||
-        d->unprotected_time)
+        d->unprotected_time || d->want_unprotect)
       continue; /* (the cache refused its cycle for now: it waits, whatever the backlog) */
     if (d->cache_bypass) {
       /* Its changes do not fit in the cache: a resync written straight into the store, once the

@@ -203,6 +203,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   if (!err) {
     d->attached = true;
     d->attached_ms = rpl_mono_ms();
+    d->agent_unprotect_request = (s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST) != 0;
     pthread_cond_signal(&a->work); /* the applier opens its page blob */
   }
   pthread_mutex_unlock(&a->lock);
@@ -732,6 +733,7 @@ static rpl_err session_hello(struct session *s)
     return err;
   }
   metrics_agent_hello(s->agent, v);
+  s->agent_caps = h.capabilities;
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                              .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT |
@@ -777,7 +779,7 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
   int64_t now = (int64_t)time(NULL);
   pthread_mutex_lock(&s->a->lock);
   d->unprotected_time = now;
-  d->want_point = d->want_resync = false;
+  d->want_point = d->want_resync = d->want_unprotect = false;
   pthread_mutex_unlock(&s->a->lock);
   bool delete = m.flags & PROTO_UNPROTECT_DELETE_REPLICA;
   if (delete && (err = disk_delete_ask(s->a, d)))
@@ -788,6 +790,35 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
   log_notice("agent %s: disk %s (%s) unprotected: no more cycles; %s", s->agent_text, id, d->name,
              delete ? "its replica, recovery points, cache and catalog rows are being deleted (--delete-replica)"
                     : "its replica and recovery points are kept");
+  return RPL_OK;
+}
+
+/* The configuration manager's Unprotect: UNPROTECT_REQUEST to the agent, once per session, between
+ * cycles (an agent reads it during one too, but has nothing to wait for then). The agent answers
+ * with UNPROTECT once it stopped tracking the disk; a session that ends first leaves the request to
+ * the agent's next session. */
+static rpl_err send_unprotect_requests(struct session *s)
+{
+  if (s->cycles_open || !(s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST))
+    return RPL_OK;
+  for (size_t i = 0; i < s->nslots; i++) {
+    struct rx_slot *sl = &s->slots[i];
+    pthread_mutex_lock(&s->a->lock);
+    bool want = sl->disk->want_unprotect && !sl->disk->unprotected_time && !sl->unprotect_sent;
+    struct proto_unprotect_request m = {.flags = sl->disk->unprotect_flags};
+    pthread_mutex_unlock(&s->a->lock);
+    if (!want)
+      continue;
+    memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+    rpl_err err = proto_encode_unprotect_request(&s->out, &m);
+    if (err || (err = flush_out(s)))
+      return err;
+    sl->unprotect_sent = true;
+    char id[37];
+    id_text(m.disk_id, id);
+    log_notice("agent %s: asked to unprotect disk %s (%s)%s", s->agent_text, id, sl->disk->name,
+               m.flags & PROTO_UNPROTECT_DELETE_REPLICA ? ", deleting its replica" : "");
+  }
   return RPL_OK;
 }
 
@@ -851,7 +882,7 @@ static rpl_err session_loop(struct session *s)
     return err;
   uint64_t last_rx = rpl_mono_ms(), last_revoke_check = rpl_mono_ms();
   while (!atomic_load(&appliance_stopping)) {
-    if ((err = orchestrate(s)) || (err = finish_groups(s)))
+    if ((err = send_unprotect_requests(s)) || (err = orchestrate(s)) || (err = finish_groups(s)))
       return err;
     bool rebased = false;
     pthread_mutex_lock(&s->a->lock);

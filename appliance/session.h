@@ -39,6 +39,7 @@ struct rx_slot {                  /* a disk this session serves */
   uint64_t direct_start_ms;
   uint8_t consistency;            /* from its CYCLE_END */
   unsigned epoch;                 /* the disk's epoch when attached */
+  bool unprotect_sent;            /* this session sent the disk's UNPROTECT_REQUEST */
 };
 
 /* A recovery point of one or more disks of the agent, made together. It runs as a catch-up round
@@ -82,6 +83,7 @@ struct session {
   struct proto_buf out;
   time_t last_heartbeat_saved;
   bool dirty_pressure;            /* the agent's backlog is large: the next cycle starts now */
+  uint64_t agent_caps;            /* PROTO_CAP_* the agent stated in its HELLO */
 };
 
 /* session.c */

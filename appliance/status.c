@@ -400,6 +400,37 @@ rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_di
   return err;
 }
 
+rpl_err web_disk_unprotect(void *ctx, const uint8_t id[PROTO_ID_SIZE], bool delete_replica)
+{
+  struct appliance *a = ctx;
+  rpl_err err = RPL_OK;
+  char name[sizeof a->disks->name] = "";
+  pthread_mutex_lock(&a->lock);
+  struct disk *d = find_disk(a, id);
+  if (!d) {
+    err = RPL_E_NOT_FOUND;
+  } else if (d->unprotected_time) {
+    err = rpl_fail(RPL_E_EXISTS, "the disk is unprotected already%s", d->delete_due ? " and its replica is being deleted" : "");
+  } else if (!d->attached) {
+    err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it and ask again, "
+                   "or run 'mobility-agent unprotect %s' on its host", d->name);
+  } else if (!d->agent_unprotect_request) {
+    err = rpl_fail(RPL_E_UNSUPPORTED, "the disk's agent is an older version that cannot be asked to unprotect from "
+                   "here: upgrade it, or run 'mobility-agent unprotect %s%s' on its host", d->name,
+                   delete_replica ? " --delete-replica" : "");
+  } else {
+    d->want_unprotect = true;
+    d->unprotect_flags = delete_replica ? PROTO_UNPROTECT_DELETE_REPLICA : 0;
+    snprintf(name, sizeof name, "%s", d->name);
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (!err)
+    log_notice("disk %s: unprotect asked for on the configuration manager (%s)", name,
+               delete_replica ? "its replica, recovery points, cache and catalog rows to be deleted"
+                              : "its replica and recovery points kept");
+  return err;
+}
+
 /* events [SINCE [WAIT_MS]]: the events after SINCE as JSON lines, waiting up to WAIT_MS for one. */
 static int ctl_events(int argc, char **argv, struct control_reply *out)
 {

@@ -98,7 +98,7 @@ enum MHD_Result web_reply_error(struct MHD_Connection *c, unsigned status, const
   return web_doc_send(c, &d, status, NULL);
 }
 
-enum MHD_Result web_reply_ok(struct MHD_Connection *c, const char *message)
+enum MHD_Result web_reply_message(struct MHD_Connection *c, unsigned status, const char *message)
 {
   struct doc d;
   if (!web_doc_open(&d))
@@ -107,7 +107,12 @@ enum MHD_Result web_reply_ok(struct MHD_Connection *c, const char *message)
   json_bool(&d.j, "ok", true);
   json_string(&d.j, "message", message);
   json_object_end(&d.j);
-  return web_doc_send(c, &d, MHD_HTTP_OK, NULL);
+  return web_doc_send(c, &d, status, NULL);
+}
+
+enum MHD_Result web_reply_ok(struct MHD_Connection *c, const char *message)
+{
+  return web_reply_message(c, MHD_HTTP_OK, message);
 }
 
 /* ---- form fields (MHD's post processor; URL-encoded bodies) ------------------------------- */
@@ -499,6 +504,8 @@ static enum MHD_Result route(struct web_server *w, struct MHD_Connection *c, con
     r = web_api_disk_action(w, c, id, idlen, WEB_DISK_CHECKPOINT);
   } else if (post && id_route(url, "/api/disks/", "resync", &id, &idlen)) {
     r = web_api_disk_action(w, c, id, idlen, WEB_DISK_RESYNC);
+  } else if (post && id_route(url, "/api/disks/", "unprotect", &id, &idlen)) {
+    r = web_api_disk_unprotect(w, c, id, idlen, q);
   } else if (!strcmp(url, "/api/schedule")) {
     r = web_api_schedule(w, c, post ? q : NULL);
   } else if (!strcmp(url, "/api/alerts")) {

@@ -75,6 +75,10 @@ struct web_ops {
   /* Asks for a checkpoint or a resync of a disk; RPL_E_NOT_FOUND (no such disk) or another error with
    * its detail (rpl_detail, on the calling thread) saying why (the agent is not connected). */
   rpl_err (*disk_request)(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_disk_action act);
+  /* Asks the disk's agent to unprotect it (and the appliance then to delete its replica, points,
+   * cache and catalog rows, with delete_replica); errors as disk_request's (the agent is not
+   * connected, or too old to be asked). */
+  rpl_err (*disk_unprotect)(void *ctx, const uint8_t id[PROTO_ID_SIZE], bool delete_replica);
   /* The recovery-point schedule in use, as text ("crash=5m,app=1h"), and a new one to use now
    * (already checked by schedule_parse, saved by the caller). */
   void (*schedule_get)(void *ctx, char *text, size_t size);

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <uuid/uuid.h>
 
@@ -458,6 +459,40 @@ enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection 
     return web_reply_error(c, 409, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
   return web_reply_ok(c, act == WEB_DISK_CHECKPOINT ? "checkpoint requested: the recovery point appears in the list once its cycle is uploaded"
                                                 : "resync requested: the agent sends the whole disk again in a resync cycle");
+}
+
+/* Unprotect, from the page: the agent stops tracking the disk and its cycles end; the replica and
+ * its points stay, unless delete_replica=1 comes with confirm=DISK_ID (the page has the user type
+ * the id: deleting every recovery point cannot be undone). */
+enum MHD_Result web_api_disk_unprotect(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,
+                                       const struct req *q)
+{
+  static const char *const allowed[] = {"delete_replica", "confirm", NULL};
+  uint8_t id[PROTO_ID_SIZE];
+  if (!parse_id(idtext, len, id))
+    return web_reply_error(c, 400, "the disk id must be a UUID (see /api/status)");
+  const char *bad = web_unknown_field(q, allowed), *del = web_field(q, "delete_replica"),
+             *confirm = web_field(q, "confirm");
+  if (bad)
+    return web_reply_error(c, 400, "unknown field '%s' (the fields are delete_replica and confirm)", bad);
+  if (del && strcmp(del, "0") && strcmp(del, "1"))
+    return web_reply_error(c, 400, "delete_replica is 1 (delete the replica and its points) or 0 (keep them)");
+  bool delete = del && !strcmp(del, "1");
+  if (delete && (!confirm || strlen(confirm) != len || strncasecmp(confirm, idtext, len)))
+    return web_reply_error(c, 400, "delete_replica=1 deletes the replica and every recovery point of the disk: "
+                           "confirm it with confirm=%.*s (the disk id); nothing was changed", (int)len, idtext);
+  if (!w->cfg.ops.disk_unprotect)
+    return web_reply_error(c, 501, "this appliance cannot unprotect disks from here");
+  rpl_err err = w->cfg.ops.disk_unprotect(w->cfg.ops.ctx, id, delete); /* on this thread: its detail is ours */
+  if (err == RPL_E_NOT_FOUND)
+    return web_reply_error(c, 404, "no such disk: see /api/status");
+  if (err)
+    return web_reply_error(c, 409, "%s", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+  return web_reply_message(c, MHD_HTTP_ACCEPTED,
+                           delete ? "unprotect asked: the agent stops tracking the disk after its cycle under way; the "
+                                    "appliance then deletes its replica, recovery points, cache and catalog rows"
+                                  : "unprotect asked: the agent stops tracking the disk after its cycle under way; its "
+                                    "replica and recovery points are kept (restorable); it shows as unprotected");
 }
 
 /* ---- API: recovery points ----------------------------------------------------------------- */

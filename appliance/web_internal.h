@@ -116,6 +116,8 @@ enum MHD_Result web_doc_send(struct MHD_Connection *c, struct doc *d, unsigned s
 enum MHD_Result web_reply_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 enum MHD_Result web_reply_ok(struct MHD_Connection *c, const char *message);
+/* {"ok": true, "message": ...} with another status than 200 (202: asked for, done later). */
+enum MHD_Result web_reply_message(struct MHD_Connection *c, unsigned status, const char *message);
 const char *web_field(const struct req *q, const char *name);
 const char *web_unknown_field(const struct req *q, const char *const *allowed);
 bool web_printable(const char *s);
@@ -130,6 +132,8 @@ enum MHD_Result web_api_agents(struct web_server *w, struct MHD_Connection *c);
 enum MHD_Result web_api_revoke(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len);
 enum MHD_Result web_api_disk_action(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,
                                     enum web_disk_action act);
+enum MHD_Result web_api_disk_unprotect(struct web_server *w, struct MHD_Connection *c, const char *idtext, size_t len,
+                                       const struct req *q);
 enum MHD_Result web_api_points(struct web_server *w, struct MHD_Connection *c);
 enum MHD_Result web_api_schedule(struct web_server *w, struct MHD_Connection *c, const struct req *q);
 enum MHD_Result web_api_alerts(struct web_server *w, struct MHD_Connection *c, const struct req *q);

@@ -360,6 +360,25 @@ async function diskAction(id, what) {
   try { showMessage((await api('POST', '/api/disks/' + id + '/' + what)).message); } catch (e) { showError(e.message); }
 }
 
+// Unprotect: the agent stops tracking the disk. Its replica and points are kept unless the user, asked a
+// second time, types the disk id (deleting every recovery point cannot be undone).
+async function unprotectDisk(d) {
+  if (!confirm('Stop protecting ' + d.name + '? Its replica and points are kept.')) return;
+  const typed = prompt('Also DELETE the replica of ' + d.name + ', every recovery point of it, its cache and catalog ' +
+                       'rows? This cannot be undone. To delete them, type the disk id (' + d.disk_id + '); leave ' +
+                       'empty or cancel to keep the replica.', '');
+  const fields = {};
+  if (typed !== null && typed.trim() !== '') {
+    if (typed.trim() !== d.disk_id) {
+      showError('The id typed is not ' + d.disk_id + ': nothing was changed.');
+      return;
+    }
+    fields.delete_replica = '1';
+    fields.confirm = typed.trim();
+  }
+  try { showMessage((await api('POST', '/api/disks/' + d.disk_id + '/unprotect', fields)).message); } catch (e) { showError(e.message); }
+}
+
 async function loadReplication() {
   const [st, series, pts] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/series'), api('GET', '/api/points')]);
   renderReplication(st, series, pts);
@@ -434,6 +453,14 @@ function renderReplication(st, series, pts) {
     rs.addEventListener('click', () => { if (confirm('Resync ' + d.name + '? The agent hashes the whole disk.')) diskAction(d.disk_id, 'resync'); });
     cp.disabled = rs.disabled = !d.connected;
     actions.append(cp, rs);
+    if (d.state !== 'unprotected') {
+      const up = el('button', 'Unprotect', 'unprotect');
+      up.disabled = !d.connected;
+      up.title = d.connected ? 'Stop protecting the disk (its replica is kept unless you confirm its deletion)'
+                             : 'Its agent is not connected: run mobility-agent unprotect on its host';
+      up.addEventListener('click', () => unprotectDisk(d));
+      actions.append(up);
+    }
     // Its health, then each reason with what to do (status's roll-up).
     const health = el('td', null, 'health');
     const h = d.health || { state: 'healthy', reasons: [] };

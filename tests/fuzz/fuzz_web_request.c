@@ -65,6 +65,13 @@ static rpl_err disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web
   (void)act;
   return RPL_E_NOT_FOUND;
 }
+static rpl_err disk_unprotect(void *ctx, const uint8_t id[PROTO_ID_SIZE], bool delete_replica)
+{
+  (void)ctx;
+  (void)id;
+  (void)delete_replica;
+  return RPL_E_NOT_FOUND;
+}
 static void schedule_get(void *ctx, char *text, size_t size)
 {
   (void)ctx;
@@ -250,6 +257,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   struct web_config wc = {.addr = addr, .root = RPL_WEB_SOURCE_DIR, .state_dir = dir, .cert_pem = cert, .key_pem = key, .ca_pem = cert,
                           .cat = cat, .sample_s = 3600,
                           .ops = {.status_json = status_json, .sample = sample, .disk_request = disk_request,
+                                  .disk_unprotect = disk_unprotect,
                                   .schedule_get = schedule_get, .schedule_set = schedule_set}};
   if (web_start(&wc, &web) != RPL_OK)
     abort();
