@@ -384,6 +384,8 @@ rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_di
   struct disk *d = find_disk(a, id);
   if (!d) {
     err = RPL_E_NOT_FOUND;
+  } else if (d->unprotected_time) {
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the disk is unprotected: protect its device again (a new disk) to replicate it");
   } else if (!d->attached) {
     err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
   } else if (act == WEB_DISK_CHECKPOINT && d->last_committed == 0) {

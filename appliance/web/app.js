@@ -368,6 +368,7 @@ async function unprotectDisk(d) {
                        'rows? This cannot be undone. To delete them, type the disk id (' + d.disk_id + '); leave ' +
                        'empty or cancel to keep the replica.', '');
   const fields = {};
+  showError('');
   if (typed !== null && typed.trim() !== '') {
     if (typed.trim() !== d.disk_id) {
       showError('The id typed is not ' + d.disk_id + ': nothing was changed.');
@@ -451,7 +452,7 @@ function renderReplication(st, series, pts) {
     cp.addEventListener('click', () => diskAction(d.disk_id, 'checkpoint'));
     const rs = el('button', 'Resync');
     rs.addEventListener('click', () => { if (confirm('Resync ' + d.name + '? The agent hashes the whole disk.')) diskAction(d.disk_id, 'resync'); });
-    cp.disabled = rs.disabled = !d.connected;
+    cp.disabled = rs.disabled = !d.connected || d.state === 'unprotected';
     actions.append(cp, rs);
     if (d.state !== 'unprotected') {
       const up = el('button', 'Unprotect', 'unprotect');

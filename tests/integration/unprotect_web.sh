@@ -4,7 +4,7 @@
 # the disk and forget it, the appliance shows it unprotected and its point still restores byte-exact;
 # asking again is 409; delete_replica=1 without, or with a wrong, confirm is 400 and changes nothing;
 # with confirm=DISK_ID the disk's image, point images, cache and catalog rows are deleted; an unknown
-# disk is 404, a POST without the CSRF token 403.
+# disk is 404, a POST without the CSRF token 403; checkpoint and resync of an unprotected disk are 409.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 300
@@ -84,6 +84,10 @@ cmp "$RT/restored.img" "$RT/at-point.img" || fail "the restored point differs fr
 [ "$(app_disk "$keep_id" last_committed_cycle)" -eq "$committed" ] || fail "cycles of the unprotected disk went on"
 expect 409 POST "/api/disks/$keep_id/unprotect" "${H[@]}" --data ""
 grep -q "unprotected already" "$RT/body" || fail "the second unprotect's 409 does not say why: $(cat "$RT/body")"
+for action in checkpoint resync; do
+  expect 409 POST "/api/disks/$keep_id/$action" "${H[@]}" --data ""
+  grep -q "the disk is unprotected" "$RT/body" || fail "$action of the unprotected disk: $(cat "$RT/body")"
+done
 
 say "delete_replica=1 without, or with a wrong, confirm: 400, nothing changed"
 ls "$RT/replica/$del_id.img".cycle-* >/dev/null 2>&1 || fail "no kept point image of $del_id to delete"

@@ -333,6 +333,46 @@ const phases = {
     });
   },
 
+  // The page's Unprotect button: confirmed, then the deletion prompt answered with a wrong id (nothing
+  // happens, the page says so), then again with the prompt cancelled (the replica is kept): the row
+  // shows the disk unprotected, without the button. The shell checks the agent and the appliance.
+  async unprotect() {
+    await withPage(async (page) => {
+      const seen = [];
+      let answer = 'not-the-disk-id';
+      page.on('dialog', async (d) => {
+        seen.push(d.type() + ': ' + d.message());
+        if (d.type() !== 'prompt') await d.accept();
+        else if (answer === null) await d.dismiss();
+        else await d.accept(answer);
+      });
+      await page.goto(BASE + '/');
+      await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
+      await tab(page, 'replication');
+      const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
+      await page.waitForSelector(sel + ' button:has-text("Unprotect"):not([disabled])', { timeout: T });
+      await page.click(sel + ' button:has-text("Unprotect")');
+      await page.waitForFunction(() => document.querySelector('#app-error').textContent.startsWith('The id typed is not'), null, { timeout: T });
+      if ((await page.textContent('#message')).startsWith('unprotect asked')) fail('a wrong id typed still unprotected the disk');
+      if (seen.length !== 2 || !seen[0].startsWith('confirm: Stop protecting ') || !seen[0].endsWith('Its replica and points are kept.') ||
+          !seen[1].startsWith('prompt: ') || !seen[1].includes(process.env.DISK_ID))
+        fail('the dialogs were: ' + JSON.stringify(seen));
+      answer = null;
+      await page.click(sel + ' button:has-text("Unprotect")');
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('unprotect asked'), null, { timeout: T });
+      const msg = await page.textContent('#message');
+      if (await page.textContent('#app-error')) fail('the earlier refusal still shows: ' + await page.textContent('#app-error'));
+      if (!msg.includes('kept')) fail('the answer does not say the replica is kept: ' + msg);
+      await page.waitForFunction((s) => {
+        const r = document.querySelector(s);
+        return r && r.querySelector('.state').textContent.startsWith('unprotected') &&
+          ![...r.querySelectorAll('button')].some((b) => b.textContent === 'Unprotect' || !b.disabled);
+      }, sel, { timeout: T });
+      await shot(page, '7-unprotected-from-page');
+      console.log(JSON.stringify({ dialogs: seen.length, message: msg }));
+    });
+  },
+
   // Revoke the agent on the registration view (accepting the confirmation).
   async revoke() {
     await withPage(async (page) => {
@@ -346,11 +386,11 @@ const phases = {
       await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, { timeout: T });
       await page.waitForFunction(() => [...document.querySelectorAll('#agents tbody button')].every((b) => b.disabled && b.textContent === 'revoked'),
         null, { timeout: T });
-      await shot(page, '7-agent-revoked');
+      await shot(page, '8-agent-revoked');
     });
   },
 };
 
 const phase = phases[process.argv[2]];
-if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|resync|revoke');
+if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|resync|unprotect|revoke');
 phase().catch((e) => fail(e.stack || String(e)));

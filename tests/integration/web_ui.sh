@@ -8,10 +8,12 @@
 # newest values with units (the RPO lag within a sample of status's), the RPO target line is
 # status's target and the point is marked on them; the view orders crafted disks critical, warning,
 # healthy (by name within each) through the page's own renderReplication; the page's own
-# Checkpoint button makes another point, its Resync button a resync cycle (the whole disk again);
-# revoking the agent on the page ends its session. Nothing is fetched beyond loopback. Screenshots
-# (the charts' own too) are kept in build/test-artifacts/web_ui/. Exit 77 without
-# chromium or playwright-core (scripts/setup.sh installs both).
+# Checkpoint button makes another point, its Resync button a resync cycle (the whole disk again),
+# its Unprotect button (confirmed; a wrong id typed at the deletion prompt deletes nothing, a
+# cancelled prompt keeps the replica) makes the agent forget the disk, which shows unprotected with
+# its points and its buttons disabled; revoking the agent on the page ends its session. Nothing is
+# fetched beyond loopback. Screenshots (the charts' own too) are kept in build/test-artifacts/web_ui/.
+# Exit 77 without chromium or playwright-core (scripts/setup.sh installs both).
 set -u
 B=${RPL_BUILD_DIR:?run under ctest}
 PW_DIR=${RPL_SOURCE_DIR:?run under ctest}/tools/playwright
@@ -98,6 +100,16 @@ resync_after() { read -r n raw < <(last_resync); [ "$n" -gt "$1" ]; }
 wait_until -i 0.2 120 "" resync_after "$before" \
   || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
 [ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
+
+say "browser: the page's Unprotect (a wrong id typed deletes nothing; cancelled: the replica is kept)"
+run_phase unprotect > "$RT/unprotect.json"
+cat "$RT/unprotect.json"
+forgotten() { [ "$("$AG" status --state "$RT/agent" --json | json_field - disks)" = "[]" ]; }
+wait_until -i 0.2 60 "the agent still lists $dev after the page's Unprotect" forgotten
+"$AG" cbt status "$dev" --state "$RT/agent" >/dev/null 2>&1 && fail "$dev is still tracked after the page's Unprotect"
+[ "$("$AP" status --state "$RT/app" --json | json_field - disks.0.state)" = unprotected ] \
+  || fail "the appliance does not show the disk unprotected"
+"$AP" points --state "$RT/app" --disk "$DISK_ID" | grep -q "$point" || fail "the unprotected disk's point $point is gone"
 
 say "browser: revoke the agent; its session ends and it cannot come back"
 run_phase revoke
