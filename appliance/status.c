@@ -385,7 +385,8 @@ rpl_err web_disk_request(void *ctx, const uint8_t id[PROTO_ID_SIZE], enum web_di
   if (!d) {
     err = RPL_E_NOT_FOUND;
   } else if (d->unprotected_time) {
-    err = rpl_fail(RPL_E_INVALID_ARGUMENT, "the disk is unprotected: protect its device again (a new disk) to replicate it");
+    err = rpl_fail(RPL_E_INVALID_ARGUMENT,
+                   "the disk is unprotected: protect its device again (a new disk) to replicate it");
   } else if (!d->attached) {
     err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it, then ask again");
   } else if (act == WEB_DISK_CHECKPOINT && d->last_committed == 0) {
@@ -412,10 +413,14 @@ rpl_err web_disk_unprotect(void *ctx, const uint8_t id[PROTO_ID_SIZE], bool dele
   if (!d) {
     err = RPL_E_NOT_FOUND;
   } else if (d->unprotected_time) {
-    err = rpl_fail(RPL_E_EXISTS, "the disk is unprotected already%s", d->delete_due ? " and its replica is being deleted" : "");
+    err = rpl_fail(RPL_E_EXISTS, "the disk is unprotected already%s",
+                   d->delete_due ? " and its replica is being deleted" : "");
+  } else if (d->want_unprotect) { /* its request may be on its way to the agent: it is not changed under it */
+    err = rpl_fail(RPL_E_EXISTS, "unprotect was asked already (%s the replica): it completes after the agent's cycle "
+                   "under way", d->unprotect_flags & PROTO_UNPROTECT_DELETE_REPLICA ? "deleting" : "keeping");
   } else if (!d->attached) {
-    err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it and ask again, "
-                   "or run 'mobility-agent unprotect %s' on its host", d->name);
+    err = rpl_fail(RPL_E_NO_DAEMON, "the disk's agent is not connected: start 'mobility-agent run' on it and ask "
+                   "again, or run 'mobility-agent unprotect %s' on its host", d->name);
   } else if (!d->agent_unprotect_request) {
     err = rpl_fail(RPL_E_UNSUPPORTED, "the disk's agent is an older version that cannot be asked to unprotect from "
                    "here: upgrade it, or run 'mobility-agent unprotect %s%s' on its host", d->name,

@@ -2,9 +2,10 @@
 # unprotect_web.sh - Description: the configuration manager's Unprotect, driven with curl against a real
 # appliance and agent with loop disks: POST /api/disks/ID/unprotect (202) makes the agent stop tracking
 # the disk and forget it, the appliance shows it unprotected and its point still restores byte-exact;
-# asking again is 409; delete_replica=1 without, or with a wrong, confirm is 400 and changes nothing;
-# with confirm=DISK_ID the disk's image, point images, cache and catalog rows are deleted; an unknown
-# disk is 404, a POST without the CSRF token 403; checkpoint and resync of an unprotected disk are 409.
+# asking again (at once, for the deletion, or later) is 409 and deletes nothing; delete_replica=1
+# without, or with a wrong, confirm is 400 and changes nothing; with confirm=DISK_ID the disk's image,
+# point images, cache and catalog rows are deleted; an unknown disk is 404, a POST without the CSRF
+# token 403; checkpoint and resync of an unprotected disk are 409.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 300
@@ -69,6 +70,9 @@ agent_has "$keep" || fail "a refused request unprotected $keep"
 say "unprotect $keep (disk $keep_id) from the page, keeping its replica"
 expect 202 POST "/api/disks/$keep_id/unprotect" "${H[@]}" --data ""
 grep -q "kept" "$RT/body" || fail "the answer does not say the replica is kept: $(cat "$RT/body")"
+# Asked again at once, now for the deletion: refused, whether the first request is done or not.
+expect 409 POST "/api/disks/$keep_id/unprotect" "${H[@]}" --data "delete_replica=1&confirm=$keep_id"
+grep -q "asked already\|unprotected already" "$RT/body" || fail "the repeated unprotect's 409 says: $(cat "$RT/body")"
 gone_from_agent() { ! agent_has "$keep"; }
 wait_until -i 0.5 60 "the agent still lists $keep" gone_from_agent
 "$AG" cbt status "$keep" --state "$RT/agent" >/dev/null 2>&1 && fail "$keep is still tracked"
