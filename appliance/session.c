@@ -794,7 +794,7 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
 }
 
 /* The configuration manager's Unprotect: UNPROTECT_REQUEST to the agent, once per session, between
- * cycles (an agent reads it during one too, but has nothing to wait for then). The agent answers
+ * cycles (the agent takes it during a cycle too, and acts once the cycle ends). The agent answers
  * with UNPROTECT once it stopped tracking the disk; a session that ends first leaves the request to
  * the agent's next session. */
 static rpl_err send_unprotect_requests(struct session *s)
