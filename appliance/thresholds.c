@@ -13,7 +13,9 @@ static const char *const key_names[K_COUNT] = {"rpo-warn", "rpo-crit", "point-ag
 
 static void defaults(struct thresholds *t)
 {
-  *t = (struct thresholds){.agent_away_s = 90, .cache_pct = 80};
+  memset(t, 0, sizeof *t); /* padding too: a copy compares equal */
+  t->agent_away_s = 90;
+  t->cache_pct = 80;
 }
 
 /* One KEY=VALUE part into t. */

@@ -394,7 +394,11 @@ static void scenario_hashes(struct hostile *h)
   empty_cycle_end(h, id, cycle);
   expect(h, PROTO_ACK, "the cycle after its comparison");
   printf("ok: hashes: a comparison in plain cycle %" PRIu64 " answered with NEED twice, the cycle ACKed\n", cycle);
-  /* HASHES outside any cycle. */
+  /* HASHES outside any cycle: sent right behind the next cycle's end, so that the appliance reads
+   * them once it closed that cycle and well before its RPO (0.5 s from that cycle's start) lets it
+   * start another (right after an ACK, it may already be due: a comparison takes longer). */
+  next_cycle(h, id, false);
+  empty_cycle_end(h, id, h->cs.cycle);
   send_hashes(h, id, 1u << 20, 0, 4, hs);
   free(hs);
   expect_closed(h, "hashes outside a cycle");
