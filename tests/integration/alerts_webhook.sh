@@ -64,10 +64,10 @@ refused "at most 4 --webhook" --webhook "$HOOK1" --webhook "$HOOK1" --webhook "$
 say "init with two webhooks, the first receiver's CA pinned, tight RPO thresholds"
 printf 'alerts-admin-pw\n' > "$RT/admin-pw"
 "$AP" init --state "$RT/app" --storage "file:$RT/replica" --admin-password-file "$RT/admin-pw" \
-  --alerts rpo-crit=12s,rpo-warn=6s --webhook "$HOOK1" --webhook "$HOOK2" --webhook-ca "$RT/ca1.pem" \
+  --alerts rpo-crit=30s,rpo-warn=20s --webhook "$HOOK1" --webhook "$HOOK2" --webhook-ca "$RT/ca1.pem" \
   > "$RT/init.out" || fail "init failed: $(cat "$RT/init.out")"
 RPL_KEY=$(tail -n 1 "$RT/init.out")
-grep -qx "alert thresholds: rpo-warn=6s,rpo-crit=12s,point-age=off,agent-away=90s,cache=80" "$RT/init.out" \
+grep -qx "alert thresholds: rpo-warn=20s,rpo-crit=30s,point-age=off,agent-away=90s,cache=80" "$RT/init.out" \
   || fail "init does not show the canonical thresholds: $(cat "$RT/init.out")"
 grep -qx "webhook: https://127.0.0.1:$P1/hook (CA pinned)" "$RT/init.out" || fail "init does not show the webhook: $(cat "$RT/init.out")"
 grep -q "s3cr3t-token" "$RT/init.out" && fail "init printed the webhook's token"
@@ -99,14 +99,18 @@ EOF
 }
 has_transition() { [ -n "$(transitions "$RT/hook1.log" "$1")" ]; }
 
-say "the agent stops: warning (disconnected), then critical (RPO lag over 12 s), each POSTed once"
-sleep 2 # a transition of the initial sync still being held is told before the phase starts
+say "the agent stops: warning (disconnected), then critical (RPO lag over 30 s), each POSTed once"
+# Healthy now, and told so: a transition still being held (the initial sync's) is told before.
+wait_until 60 "the disk is not healthy: $(cat "$RT/status.json")" test "$(disk_state)" = healthy
+sleep 2
 SKIP=$(wc -l < "$RT/hook1.log")
 log_skip=$(wc -l < "$RT/appliance.log")
 kill -TERM "$RPL_AG_PID"
 wait "$RPL_AG_PID" 2>/dev/null
-wait_until 30 "no warning alert: $(cat "$RT/hook1.log"; grep -E "health:|webhook|session" "$RT/appliance.log" | tail -20; st alerts disks.0.health)" has_transition warning
-wait_until 60 "no critical alert: $(cat "$RT/hook1.log")" has_transition critical
+# What the appliance saw, for a failure: its health lines, the watcher's and the webhooks' state.
+explain() { tail -n +$((SKIP + 1)) "$RT/hook1.log"; grep -E "health:|webhook|session" "$RT/appliance.log" | tail -20; st alerts disks.0.health; }
+wait_until 60 "" has_transition warning || fail "no warning alert: $(explain)"
+wait_until 60 "" has_transition critical || fail "no critical alert: $(explain)"
 w=$(transitions "$RT/hook1.log" warning)
 c=$(transitions "$RT/hook1.log" critical)
 [ "$(printf '%s\n' "$w" | wc -l)" = 1 ] || fail "more than one warning alert: $w"
@@ -130,7 +134,7 @@ err2=$(json_field "$RT/status.json" 'alerts.webhooks.1.last_error')
 [[ $err2 == *[Cc]ertificate* ]] || fail "the second webhook's error does not name the certificate: $err2"
 [ "$(json_field "$RT/status.json" 'alerts.webhooks.0.url')" = "https://127.0.0.1:$P1/hook" ] \
   || fail "status shows the first webhook's query (its token): $(json_field "$RT/status.json" 'alerts.webhooks.0.url')"
-"$AP" status --state "$RT/app" | grep -q "^alerts: thresholds rpo-warn=6s,rpo-crit=12s" || fail "the text status has no alerts line"
+"$AP" status --state "$RT/app" | grep -q "^alerts: thresholds rpo-warn=20s,rpo-crit=30s" || fail "the text status has no alerts line"
 
 say "the first receiver answers 503: the recovery is queued, survives a restart, is delivered once after it"
 touch "$RT/hook1.refuse"
@@ -167,7 +171,7 @@ wait_until 10 "the configuration manager did not come up" curl -sk -o /dev/null 
 CSRF=$(json_field "$RT/body" csrf_token)
 code=$(api POST /api/alerts -H "X-CSRF-Token: $CSRF" --data-urlencode "thresholds=cache=200")
 [ "$code" = 400 ] && grep -q "percentage from 1 to 100" "$RT/body" || fail "bad thresholds: HTTP $code $(cat "$RT/body")"
-grep -q "^alerts=rpo-warn=6s,rpo-crit=12s," "$RT/app/appliance.conf" || fail "refused thresholds changed the settings"
+grep -q "^alerts=rpo-warn=20s,rpo-crit=30s," "$RT/app/appliance.conf" || fail "refused thresholds changed the settings"
 code=$(api POST /api/alerts -H "X-CSRF-Token: $CSRF" --data-urlencode "thresholds=cache=95,rpo-warn=1m")
 [ "$code" = 200 ] || fail "setting thresholds: HTTP $code $(cat "$RT/body")"
 [ "$(json_field "$RT/body" alerts.thresholds)" = "rpo-warn=1m,rpo-crit=auto,point-age=off,agent-away=90s,cache=95" ] \
