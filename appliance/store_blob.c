@@ -236,11 +236,11 @@ static rpl_err blob_image_open(const struct appliance_settings *s, const uint8_t
       (uint64_t)r.content_length < end + VHD_FOOTER_SIZE)
     end = (uint64_t)r.content_length >= VHD_FOOTER_SIZE ? (uint64_t)r.content_length - VHD_FOOTER_SIZE : 0;
   if (!e && end && (e = blob_get_page_ranges(client, bi->container, bi->blob, bi->snapshot, 0, end, &bi->ranges, &r)))
-    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
-                 r.error_code);
+    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s%s%s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
+                 r.error_code[0] ? r.error_code : "-", r.message[0] ? ": " : "", r.message);
   else if (e && !rpl_detail(e)[0])
-    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
-                 r.error_code);
+    e = rpl_fail(e, "snapshot %s of %s: %s (HTTP %ld %s%s%s)", bi->snapshot, bi->blob, rpl_strerror(e), r.status,
+                 r.error_code[0] ? r.error_code : "-", r.message[0] ? ": " : "", r.message);
   blob_client_close(client);
   if (e) {
     blob_page_list_free(&bi->ranges);

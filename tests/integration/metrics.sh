@@ -13,7 +13,7 @@ rpl_setup 480
 say "appliance with its configuration manager on a free port"
 rpl_appliance_init
 WEB_PORT=$(free_port)
-rpl_appliance_start --rpo 1 --web "127.0.0.1:$WEB_PORT"
+rpl_appliance_start --rpo 1 --web "127.0.0.1:$WEB_PORT" --alerts agent-away=60s # the shortest agent-away: a shorter wait below
 U="https://127.0.0.1:$WEB_PORT"
 web_up() { curl -sk -o /dev/null --max-time 2 "$U/"; }
 wait_until 10 "the configuration manager did not come up" web_up
@@ -219,7 +219,7 @@ c = {s.labels.get("disk_id"): s.value for s in f["rpl_disk_connected"].samples}
 assert c[sys.argv[2]] == 0, c
 PYEOF
 
-say "past the heartbeat limit (90 s) the agent and its disk are critical"
+say "past the heartbeat limit (agent-away=60s) the agent and its disk are critical"
 wait_until -i 2 200 "the disk's health did not turn to critical" disk_is critical
 "$AP" status --state "$RT/app" --json > "$RT/s4"
 $PY - "$RT/s4" "$DISK" <<'PYEOF' || fail "the critical health is not as expected"
@@ -238,6 +238,6 @@ f = {m.name: m for m in text_string_to_metric_families(open(sys.argv[1]).read())
 assert {s.labels.get("disk_id"): s.value for s in f["rpl_disk_health"].samples}[sys.argv[2]] == 2
 assert all(s.value == 2 for s in f["rpl_agent_health"].samples)
 assert f["rpl_appliance_health"].samples[0].value == 2
-assert all(s.value > 90 for s in f["rpl_agent_heartbeat_age_seconds"].samples)
+assert all(s.value > 60 for s in f["rpl_agent_heartbeat_age_seconds"].samples)
 PYEOF
 echo "metrics: ok"
