@@ -278,6 +278,33 @@ static struct journal *journal_in(const char *name, uint64_t base)
   return j;
 }
 
+/* One extent of a direct cycle: data (random, into the model) or zeros. */
+struct direct_ext {
+  uint32_t off, len;
+  bool zero;
+};
+
+/* Writes n extents into the open direct cycle, in order, and into the model; raw is the caller's
+ * MIB buffer, overwritten after each extent (store.h: the backend copied it). */
+static void direct_extents(const struct direct_ext *ext, size_t n, uint8_t *raw)
+{
+  for (size_t i = 0; i < n; i++) {
+    rpl_err e;
+    if (ext[i].zero) {
+      memset(C.model + ext[i].off, 0, ext[i].len);
+      e = C.ops->direct_extent(C.st, ext[i].off, NULL, ext[i].len);
+    } else {
+      fill_random(raw, ext[i].len);
+      memcpy(C.model + ext[i].off, raw, ext[i].len);
+      e = C.ops->direct_extent(C.st, ext[i].off, raw, ext[i].len);
+      memset(raw, 0xcc, ext[i].len);
+      C.data_bytes += ext[i].len;
+    }
+    if (e)
+      fail_msg("direct_extent %u+%u: %s", ext[i].off, ext[i].len, rpl_errname(e));
+  }
+}
+
 /* ---- the sequence --------------------------------------------------------------------------- */
 
 /* 1. open at a size, grow; a shrink is refused and changes nothing. */
@@ -386,7 +413,7 @@ static void step3_direct(void **state)
 
   if (!C.ops->direct_begin(C.st, 1, PROTO_CYCLE_RESYNC, false))
     fail_msg("direct_begin(1, RESYNC) refused for the retry of a given-up cycle 1");
-  static const struct { uint32_t off, len; bool zero; } ext[] = {
+  static const struct direct_ext ext[] = {
     {0, MIB, false},                /* data */
     {1 * MIB, MIB, true},           /* zeros over the given-up try's data */
     {2 * MIB, 64 * 1024, false},
@@ -395,21 +422,7 @@ static void step3_direct(void **state)
     {6 * MIB, 4096, true},          /* zeros over the given-up try's data */
     {8 * MIB, MIB, false},          /* in the grown part */
   };
-  for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
-    rpl_err e;
-    if (ext[i].zero) {
-      e = C.ops->direct_extent(C.st, ext[i].off, NULL, ext[i].len);
-      memset(C.model + ext[i].off, 0, ext[i].len);
-    } else {
-      fill_random(raw, ext[i].len);
-      e = C.ops->direct_extent(C.st, ext[i].off, raw, ext[i].len);
-      memcpy(C.model + ext[i].off, raw, ext[i].len);
-      memset(raw, 0xcc, ext[i].len); /* store.h: raw is copied, the caller keeps it */
-      C.data_bytes += ext[i].len;
-    }
-    if (e)
-      fail_msg("direct_extent %u+%u: %s", ext[i].off, ext[i].len, rpl_errname(e));
-  }
+  direct_extents(ext, sizeof ext / sizeof ext[0], raw);
   rpl_err e = C.ops->direct_commit(C.st);
   if (e)
     fail_msg("direct_commit: %s", rpl_errname(e));
@@ -691,7 +704,7 @@ static void step10_overlapping_extents(void **state)
   /* The same as a direct cycle 5 (a resync too big for the cache, written as it is received). */
   if (!C.ops->direct_begin(C.st, 5, PROTO_CYCLE_RESYNC, true))
     fail_msg("direct_begin(5, RESYNC) refused after cycle 4");
-  static const struct { uint32_t off, len; bool zero; } ext[] = {
+  static const struct direct_ext ext[] = {
     {0, MIB, false}, {MIB, MIB, false}, {2 * MIB, MIB, false}, {3 * MIB, MIB, false}, /* one 4 MiB run */
     {8192, 4096, false},                 /* inside the run */
     {MIB, 64 * 1024, true},              /* zeros inside it */
@@ -700,18 +713,7 @@ static void step10_overlapping_extents(void **state)
   };
   uint8_t *raw = malloc(MIB);
   assert_non_null(raw);
-  for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
-    if (ext[i].zero) {
-      memset(C.model + ext[i].off, 0, ext[i].len);
-      e = C.ops->direct_extent(C.st, ext[i].off, NULL, ext[i].len);
-    } else {
-      fill_random(raw, ext[i].len);
-      memcpy(C.model + ext[i].off, raw, ext[i].len);
-      e = C.ops->direct_extent(C.st, ext[i].off, raw, ext[i].len);
-    }
-    if (e)
-      fail_msg("direct_extent %u+%u: %s", ext[i].off, ext[i].len, rpl_errname(e));
-  }
+  direct_extents(ext, sizeof ext / sizeof ext[0], raw);
   free(raw);
   if ((e = C.ops->direct_commit(C.st)))
     fail_msg("direct_commit of cycle 5: %s", rpl_errname(e));

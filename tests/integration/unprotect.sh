@@ -71,18 +71,7 @@ out=$("$AG" unprotect "$dev" --delete-replica --yes --state "$RT/agent") || fail
 grep -q "unprotected $dev (disk $new_id).*deletes its replica" <<< "$out" || fail "unprotect --delete-replica said: $out"
 gone() { [ "$("$AP" status --state "$RT/app" --json | json_field -d none - "disks.[disk_id=$new_id].state")" = none ]; }
 wait_until -i 0.5 60 "the appliance still lists the deleted disk" gone
-[ ! -e "$RT/replica/$new_id.img" ] || fail "the deleted disk's image is still there"
-ls "$RT/replica/$new_id.img".* >/dev/null 2>&1 && fail "kept point images of the deleted disk are left: $(ls "$RT/replica")"
-[ ! -e "$RT/app/journal/$new_id" ] || fail "the deleted disk's cache (journal folder) is still there"
-rows=$(python3 - "$RT/app/catalog.db" "$new_id" <<'PY'
-import sqlite3, sys, uuid
-db = sqlite3.connect(sys.argv[1])
-i = uuid.UUID(sys.argv[2]).bytes
-print(sum(db.execute("SELECT count(*) FROM %s WHERE %s = ?" % t, (i,)).fetchone()[0]
-          for t in (("disks", "id"), ("cycles", "disk_id"), ("recovery_points", "disk_id"))))
-PY
-) || fail "cannot read the catalog"
-[ "$rows" = 0 ] || fail "the catalog keeps $rows row(s) of the deleted disk"
+rpl_expect_deleted "$new_id"
 out=$("$AP" points --state "$RT/app" --disk "$new_id" 2>&1) && fail "points of the deleted disk succeeded: $out"
 grep -qi "not found\|no such disk\|no disk" <<< "$out" || fail "points of the deleted disk said: $out"
 out=$("$AP" restore --state "$RT/app" --disk "$new_id" --point "$point2" --out "$RT/deleted.img" 2>&1) \

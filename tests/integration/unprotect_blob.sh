@@ -34,16 +34,7 @@ wait_until -i 0.5 60 "the appliance still lists the deleted disk" gone
 left=$("$BT" snapshots replicas "$id.vhd" 2>&1) || fail "cannot list the container: $left"
 [ -z "$left" ] || fail "the blob or its snapshots are left: $left"
 grep -q "disk $id .*deleted (unprotect --delete-replica)" "$RT/appliance.log" || fail "the appliance did not log the deletion"
-[ ! -e "$RT/app/journal/$id" ] || fail "the deleted disk's cache (journal folder) is still there"
-rows=$(python3 - "$RT/app/catalog.db" "$id" <<'PY'
-import sqlite3, sys, uuid
-db = sqlite3.connect(sys.argv[1])
-i = uuid.UUID(sys.argv[2]).bytes
-print(sum(db.execute("SELECT count(*) FROM %s WHERE %s = ?" % t, (i,)).fetchone()[0]
-          for t in (("disks", "id"), ("cycles", "disk_id"), ("recovery_points", "disk_id"))))
-PY
-) || fail "cannot read the catalog"
-[ "$rows" = 0 ] || fail "the catalog keeps $rows row(s) of the deleted disk"
+rpl_expect_deleted "$id"
 out=$("$AP" restore --state "$RT/app" --disk "$id" --point "$point" --out "$RT/deleted.img" 2>&1) \
   && fail "restore of the deleted disk succeeded"
 grep -qi "no such disk\|no disk" <<< "$out" || fail "restore of the deleted disk said: $out"

@@ -114,18 +114,7 @@ deleted() { [ "$(app_disk "$del_id" state)" = none ]; }
 wait_until -i 0.5 60 "the appliance still lists the deleted disk $del_id" deleted
 agent_has "$del" && fail "the agent still lists $del"
 "$AG" cbt status "$del" --state "$RT/agent" >/dev/null 2>&1 && fail "$del is still tracked"
-[ ! -e "$RT/replica/$del_id.img" ] || fail "the deleted disk's image is still there"
-ls "$RT/replica/$del_id.img".* >/dev/null 2>&1 && fail "kept point images of the deleted disk are left: $(ls "$RT/replica")"
-[ ! -e "$RT/app/journal/$del_id" ] || fail "the deleted disk's cache (journal folder) is still there"
-rows=$(python3 - "$RT/app/catalog.db" "$del_id" <<'PY'
-import sqlite3, sys, uuid
-db = sqlite3.connect(sys.argv[1])
-i = uuid.UUID(sys.argv[2]).bytes
-print(sum(db.execute("SELECT count(*) FROM %s WHERE %s = ?" % t, (i,)).fetchone()[0]
-          for t in (("disks", "id"), ("cycles", "disk_id"), ("recovery_points", "disk_id"))))
-PY
-) || fail "cannot read the catalog"
-[ "$rows" = 0 ] || fail "the catalog keeps $rows row(s) of the deleted disk"
+rpl_expect_deleted "$del_id"
 out=$("$AP" restore --state "$RT/app" --disk "$del_id" --point "$del_point" --out "$RT/deleted.img" 2>&1) \
   && fail "restore of the deleted disk succeeded"
 [ "$(app_disk "$keep_id" state)" = unprotected ] || fail "the kept disk is $(app_disk "$keep_id" state) now"

@@ -151,3 +151,24 @@ rpl_replica_of() {
   id=$(rpl_disk_id "$1")
   echo "$RT/replica/$id.img"
 }
+
+# rpl_expect_deleted ID: nothing of deleted disk ID is left on the appliance: its cache (journal
+# folder), its catalog rows (disk, cycles, points) and, with file: storage, its image and kept point
+# images.
+rpl_expect_deleted() {
+  local id=$1 rows
+  [ ! -e "$RT/app/journal/$id" ] || fail "the deleted disk's cache (journal folder) is still there"
+  if [ -d "$RT/replica" ]; then
+    [ ! -e "$RT/replica/$id.img" ] || fail "the deleted disk's image is still there"
+    ls "$RT/replica/$id.img".* >/dev/null 2>&1 && fail "kept point images of the deleted disk are left: $(ls "$RT/replica")"
+  fi
+  rows=$(python3 - "$RT/app/catalog.db" "$id" <<'PY'
+import sqlite3, sys, uuid
+db = sqlite3.connect(sys.argv[1])
+i = uuid.UUID(sys.argv[2]).bytes
+print(sum(db.execute("SELECT count(*) FROM %s WHERE %s = ?" % t, (i,)).fetchone()[0]
+          for t in (("disks", "id"), ("cycles", "disk_id"), ("recovery_points", "disk_id"))))
+PY
+  ) || fail "cannot read the catalog"
+  [ "$rows" = 0 ] || fail "the catalog keeps $rows row(s) of the deleted disk"
+}
