@@ -38,6 +38,7 @@ struct replica {
   ZSTD_DCtx *dctx;    /* reused for every zstd extent */
   journal_extent_ahead_fn ahead; /* told of each checked extent before the cycle is written */
   void *ahead_ctx;
+  struct replica_guard guard; /* told of a cycle's ranges before it is written */
   uint8_t *raw;       /* decompression buffer, grows to at most PROTO_MAX_EXTENT */
   size_t raw_alloc;
   XXH3_state_t *hash; /* for zero extents: hashes the zeros without a buffer of their size */
@@ -367,6 +368,8 @@ static rpl_err apply_pass(struct replica *r, struct journal_reader *rd, uint64_t
       return e;
     if (!write && r->ahead && (e = r->ahead(r->ahead_ctx, x.offset, x.length)))
       return e;
+    if (!write && r->guard.note && (e = r->guard.note(r->guard.ctx, x.offset, x.length)))
+      return e;
     if (stash)
       stash_add(&r->st, x.offset, x.length, raw);
     if (write && (e = write_extent(r, x.offset, x.length, raw)))
@@ -378,6 +381,14 @@ void replica_set_extent_ahead(struct replica *r, journal_extent_ahead_fn ahead, 
 {
   r->ahead = ahead;
   r->ahead_ctx = ctx;
+}
+
+void replica_set_guard(struct replica *r, const struct replica_guard *g)
+{
+  if (g)
+    r->guard = *g;
+  else
+    memset(&r->guard, 0, sizeof r->guard);
 }
 
 rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
@@ -398,7 +409,9 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
   struct stash *st = &r->st;
   st->len = st->n = 0;
   st->overflow = false;
-  if ((e = apply_pass(r, rd, n, false, true)) == RPL_OK) {
+  if ((e = apply_pass(r, rd, n, false, true)) == RPL_OK && r->guard.ready)
+    e = r->guard.ready(r->guard.ctx);
+  if (e == RPL_OK) {
     if (!st->overflow) {
       size_t pos = 0;
       for (size_t i = 0; i < st->n && !e; i++) {
@@ -616,27 +629,47 @@ static rpl_err fsync_parent(const char *path)
   return e;
 }
 
+/* A reflink where the filesystem has them (XFS, btrfs): the copy shares the image's blocks until
+ * either is written, so it costs no data I/O however large the disk. Elsewhere (ext4: EOPNOTSUPP,
+ * another filesystem: EXDEV) RPL_E_UNSUPPORTED, with nothing left behind. */
+static rpl_err reflink_fd(struct replica *r, int out, const char *out_path)
+{
+  if (ioctl(out, FICLONE, r->fd) != 0)
+    return RPL_E_UNSUPPORTED;
+  rpl_err e = fsync(out) == 0 ? RPL_OK : sys_err("fsync of", out_path);
+  if (!e)
+    e = fsync_parent(out_path);
+  if (!e)
+    log_debug("replica %s: point image %s is a reflink", r->path, out_path);
+  return e;
+}
+
+rpl_err replica_reflink_to(struct replica *r, const char *out_path)
+{
+  int out = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (out < 0)
+    return sys_err("cannot create", out_path);
+  rpl_err e = reflink_fd(r, out, out_path);
+  close(out);
+  if (e)
+    (void)unlink(out_path);
+  return e;
+}
+
 rpl_err replica_copy_to(struct replica *r, const char *out_path)
 {
   int out = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (out < 0)
     return sys_err("cannot create", out_path);
-  /* A reflink where the filesystem has them (XFS, btrfs): the copy shares the image's blocks until
-   * either is written, so it costs no data I/O however large the disk. Elsewhere (ext4: EOPNOTSUPP,
-   * another filesystem: EXDEV) the data is copied. */
-  if (ioctl(out, FICLONE, r->fd) == 0) {
-    rpl_err e = fsync(out) == 0 ? RPL_OK : sys_err("fsync of", out_path);
+  rpl_err e = reflink_fd(r, out, out_path);
+  if (e != RPL_E_UNSUPPORTED) {
     close(out);
-    if (!e)
-      e = fsync_parent(out_path);
     if (e)
       (void)unlink(out_path);
-    else
-      log_debug("replica %s: point image %s is a reflink", r->path, out_path);
     return e;
   }
   uint8_t *buf = malloc(COPY_CHUNK);
-  rpl_err e = buf ? RPL_OK : RPL_E_NOMEM;
+  e = buf ? RPL_OK : RPL_E_NOMEM;
   if (e == RPL_OK && ftruncate(out, (off_t)r->size) != 0)
     e = sys_err("cannot size", out_path);
   /* Only the data ranges: holes of the image stay holes in the copy. */

@@ -44,6 +44,17 @@ const char *replica_path(const struct replica *r);
 RPL_MUST_CHECK rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n);
 /* The extents of the cycles applied from now are told to ahead first (NULL: to nobody). */
 void replica_set_extent_ahead(struct replica *r, journal_extent_ahead_fn ahead, void *ctx);
+/* Told of the ranges a cycle applied from the journal is about to write, before any of them is
+ * written (a file replica's undo log keeps their old content for the recovery points): note for
+ * each extent as the check pass reaches it, then ready once all passed; the writes follow. Either
+ * failing stops the cycle before it writes anything. */
+struct replica_guard {
+  rpl_err (*note)(void *ctx, uint64_t offset, uint64_t length);
+  rpl_err (*ready)(void *ctx);
+  void *ctx;
+};
+/* g is copied; NULL: no guard. */
+void replica_set_guard(struct replica *r, const struct replica_guard *g);
 /* Applies every committed, not yet applied cycle in order; *applied (may be NULL) gets how many.
  * Stops at the first error. */
 RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *j, uint64_t *applied);
@@ -74,6 +85,8 @@ RPL_MUST_CHECK rpl_err replica_read(struct replica *r, uint64_t offset, void *bu
 /* Copies the image to a new file out_path (RPL_E_EXISTS if it exists): a reflink where the
  * filesystem has them (XFS, btrfs: no data copied), else a copy keeping holes; durable, its name too. */
 RPL_MUST_CHECK rpl_err replica_copy_to(struct replica *r, const char *out_path);
+/* The reflink alone: RPL_E_UNSUPPORTED (nothing created) where the filesystem has none. */
+RPL_MUST_CHECK rpl_err replica_reflink_to(struct replica *r, const char *out_path);
 /* Compares the image with the file or device at path: RPL_OK if byte-identical and of the same
  * size, else RPL_E_CHECKSUM with *first_difference (may be NULL) set to the first differing byte. */
 RPL_MUST_CHECK rpl_err replica_compare(struct replica *r, const char *path, uint64_t *first_difference);

@@ -1,11 +1,13 @@
 /* store_file.c - the file backend of the storage interface ("file:DIR"): the disk's image in
- * replica.c, recovery points as kept copies of it (reflinks where the filesystem has them). */
+ * replica.c; recovery points as reflinks of it where the filesystem has them (XFS, btrfs), else as
+ * undo files (undo.c) that keep what changed after each point. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,18 +19,62 @@
 #include "replica.h"
 #include "rpl_log.h"
 #include "store.h"
+#include "undo.h"
 
-/* A point's kept image sits beside the live one: "<image>.cycle-N". */
+/* A point's kept image sits beside the live one: "<image>.cycle-N" (a reflink, or a full copy). */
 #define POINT_SUFFIX ".cycle-"
+
+/* How points are kept ($RPL_FILE_POINTS; the benchmark compares them): reflinks where the filesystem
+ * has them, else undo files; always undo files; always a copy of the image (a reflink where possible). */
+enum point_mode { POINTS_AUTO, POINTS_UNDO, POINTS_COPY };
 
 struct file_store {
   struct store base;
   struct replica *r;
+  enum point_mode mode;
+  int image_fd;          /* the image, read for the blocks an undo file keeps */
+  pthread_mutex_t lock;  /* undo: the applier, and a session's direct cycle (see file_direct_begin) */
+  struct undo_log *undo; /* the newest point's undo file; NULL: no point needs blocks kept */
+  bool direct_undo;      /* the direct cycle in progress keeps blocks as it writes */
 };
+
+static enum point_mode point_mode(void)
+{
+  const char *m = getenv("RPL_FILE_POINTS");
+  if (!m || !*m || strcmp(m, "auto") == 0)
+    return POINTS_AUTO;
+  if (strcmp(m, "undo") == 0)
+    return POINTS_UNDO;
+  if (strcmp(m, "copy") == 0)
+    return POINTS_COPY;
+  log_warn("RPL_FILE_POINTS=%s is not auto, undo or copy: auto is used", m);
+  return POINTS_AUTO;
+}
+
+/* The replica's guard (replica.h): the blocks a cycle overwrites are kept for the newest point first. */
+static rpl_err guard_note(void *ctx, uint64_t offset, uint64_t length)
+{
+  struct file_store *fs = ctx;
+  pthread_mutex_lock(&fs->lock);
+  rpl_err e = fs->undo ? undo_log_note(fs->undo, fs->image_fd, replica_size(fs->r), offset, length) : RPL_OK;
+  pthread_mutex_unlock(&fs->lock);
+  return e;
+}
+
+static rpl_err guard_ready(void *ctx)
+{
+  struct file_store *fs = ctx;
+  pthread_mutex_lock(&fs->lock);
+  rpl_err e = fs->undo ? undo_log_sync(fs->undo) : RPL_OK;
+  pthread_mutex_unlock(&fs->lock);
+  return e;
+}
 
 static struct replica *replica_of(struct store *st) { return ((struct file_store *)st)->r; }
 
 static bool file_claims(const char *storage) { return strncmp(storage, "file:", 5) == 0; }
+
+static void file_close(struct store *st);
 
 static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
                          struct store **out)
@@ -40,11 +86,24 @@ static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_
   if (!fs)
     return RPL_E_NOMEM;
   fs->base.ops = &store_file_ops;
+  fs->image_fd = -1;
+  fs->mode = point_mode();
+  pthread_mutex_init(&fs->lock, NULL);
   rpl_err e = replica_open(s->storage + 5, disk_id, disk_size, &fs->r);
   if (e) {
+    pthread_mutex_destroy(&fs->lock);
     free(fs);
     return rpl_fail(e, "cannot open the image in %s: %s", s->storage + 5, rpl_strerror(e));
   }
+  if ((fs->image_fd = open(replica_path(fs->r), O_RDONLY | O_CLOEXEC)) < 0)
+    e = rpl_fail(RPL_E_IO, "cannot open %s: %s", replica_path(fs->r), strerror(errno));
+  else if ((e = undo_log_open(replica_path(fs->r), &fs->undo)))
+    e = rpl_fail(e, "cannot open the undo file of the newest point of %s: %s", replica_path(fs->r), rpl_detail(e));
+  if (e) {
+    file_close(&fs->base);
+    return e;
+  }
+  replica_set_guard(fs->r, &(struct replica_guard){.note = guard_note, .ready = guard_ready, .ctx = fs});
   *out = &fs->base;
   return RPL_OK;
 }
@@ -53,8 +112,13 @@ static void file_close(struct store *st)
 {
   if (!st)
     return;
-  replica_close(replica_of(st));
-  free(st);
+  struct file_store *fs = (struct file_store *)st;
+  replica_close(fs->r);
+  undo_log_close(fs->undo);
+  if (fs->image_fd >= 0)
+    close(fs->image_fd);
+  pthread_mutex_destroy(&fs->lock);
+  free(fs);
 }
 
 static rpl_err file_resize(struct store *st, uint64_t disk_size) { return replica_resize(replica_of(st), disk_size); }
@@ -64,16 +128,33 @@ static void file_set_limits(struct store *st, struct rate_limit *all, struct rat
   (void)st, (void)all, (void)agent; /* local writes: the limits are for the network */
 }
 
+/* A reflink costs nothing; without reflinks a copy costs the whole disk, an undo file what changes
+ * until the next point. Once undo files are kept, every point is one (their chain serves all). */
 static rpl_err file_make_point(struct store *st, uint64_t cycle, char *image_id, size_t idsz)
 {
+  struct file_store *fs = (struct file_store *)st;
   char path[4200];
-  int n = snprintf(path, sizeof path, "%s" POINT_SUFFIX "%" PRIu64, replica_path(replica_of(st)), cycle);
-  if (n < 0 || (size_t)n >= sizeof path || (size_t)n >= idsz)
+  int n = snprintf(path, sizeof path, "%s" POINT_SUFFIX "%" PRIu64, replica_path(fs->r), cycle);
+  if (n < 0 || (size_t)n >= sizeof path || (size_t)n + 8 >= idsz)
     return RPL_E_LIMIT;
-  (void)unlink(path); /* a copy left by a crash before the point was recorded */
-  rpl_err e = replica_copy_to(replica_of(st), path);
+  pthread_mutex_lock(&fs->lock);
+  bool undo = fs->undo != NULL;
+  pthread_mutex_unlock(&fs->lock);
+  rpl_err e = RPL_E_UNSUPPORTED;
+  if (fs->mode != POINTS_UNDO && !undo) {
+    (void)unlink(path); /* a copy left by a crash before the point was recorded */
+    e = fs->mode == POINTS_COPY ? replica_copy_to(fs->r, path) : replica_reflink_to(fs->r, path);
+  }
+  if (e != RPL_E_UNSUPPORTED) {
+    if (!e)
+      snprintf(image_id, idsz, "%s", path);
+    return e;
+  }
+  pthread_mutex_lock(&fs->lock);
+  e = undo_log_start(replica_path(fs->r), cycle, replica_size(fs->r), &fs->undo);
   if (!e)
-    snprintf(image_id, idsz, "%s", path);
+    snprintf(image_id, idsz, "%s", undo_log_path(fs->undo));
+  pthread_mutex_unlock(&fs->lock);
   return e;
 }
 
@@ -104,8 +185,15 @@ static rpl_err file_apply_next(struct store *st, struct journal *j, const struct
 
 static rpl_err file_delete_point(struct store *st, const char *image_id)
 {
-  (void)st;
-  return unlink(image_id) == 0 || errno == ENOENT ? RPL_OK : RPL_E_IO;
+  struct file_store *fs = (struct file_store *)st;
+  char image[4200];
+  uint64_t cycle;
+  if (!undo_parse_path(image_id, image, sizeof image, &cycle))
+    return unlink(image_id) == 0 || errno == ENOENT ? RPL_OK : RPL_E_IO;
+  pthread_mutex_lock(&fs->lock);
+  rpl_err e = undo_delete(image, cycle, strcmp(image, replica_path(fs->r)) ? &(struct undo_log *){NULL} : &fs->undo);
+  pthread_mutex_unlock(&fs->lock);
+  return e;
 }
 
 /* The kept copies "<image>.cycle-N" beside the image. */
@@ -155,6 +243,32 @@ static rpl_err file_list_points(struct store *st, struct store_found_point **out
     (*count)++;
   }
   closedir(dp);
+  struct undo_file *undo = NULL;
+  size_t nundo = 0;
+  if (!e)
+    e = undo_list(image, &undo, &nundo);
+  for (size_t i = 0; !e && i < nundo; i++) {
+    if (*count == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      struct store_found_point *p = ncap <= 65536 ? realloc(*out, ncap * sizeof *p) : NULL;
+      if (!p) {
+        e = RPL_E_NOMEM;
+        break;
+      }
+      *out = p;
+      cap = ncap;
+    }
+    struct store_found_point *fp = &(*out)[*count];
+    size_t plen = strlen(undo[i].path);
+    if (plen >= sizeof fp->image_id)
+      continue; /* a path the catalog cannot record: not one of ours */
+    memset(fp, 0, sizeof *fp);
+    fp->cycle = undo[i].cycle;
+    fp->time = undo[i].created;
+    memcpy(fp->image_id, undo[i].path, plen + 1);
+    (*count)++;
+  }
+  free(undo);
   if (e) {
     free(*out);
     *out = NULL;
@@ -163,9 +277,14 @@ static rpl_err file_list_points(struct store *st, struct store_found_point **out
   return e;
 }
 
-/* The kept copies first: an interrupted deletion leaves the image, which names the disk. */
+/* The kept copies and undo files first: an interrupted deletion leaves the image, which names the disk. */
 static rpl_err file_delete_replica(struct store *st)
 {
+  struct file_store *fs = (struct file_store *)st;
+  pthread_mutex_lock(&fs->lock);
+  undo_log_close(fs->undo);
+  fs->undo = NULL;
+  pthread_mutex_unlock(&fs->lock);
   struct store_found_point *points;
   size_t n;
   rpl_err e = file_list_points(st, &points, &n);
@@ -183,15 +302,30 @@ static rpl_err file_delete_replica(struct store *st)
   return e;
 }
 
+/* With no undo file any cycle may go straight in (point images are reflinks or copies). With one,
+ * the blocks a cycle overwrites must be kept, durably, before they are: a cycle through the cache
+ * does that once for all its extents, a direct one would for each, so only a cycle that cannot go
+ * through the cache (cache_bypass) is taken, and pays it. */
 static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass)
 {
-  (void)st, (void)n, (void)kind, (void)cache_bypass; /* any cycle: the image holds no point's state, those are copies */
-  return true;
+  (void)n, (void)kind;
+  struct file_store *fs = (struct file_store *)st;
+  pthread_mutex_lock(&fs->lock);
+  fs->direct_undo = fs->undo != NULL;
+  bool take = !fs->direct_undo || cache_bypass;
+  pthread_mutex_unlock(&fs->lock);
+  return take;
 }
 
 static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)
 {
-  return replica_write_extent(replica_of(st), offset, raw, len);
+  struct file_store *fs = (struct file_store *)st;
+  if (fs->direct_undo) {
+    rpl_err e = guard_note(fs, offset, len);
+    if (e || (e = guard_ready(fs)))
+      return e;
+  }
+  return replica_write_extent(fs->r, offset, raw, len);
 }
 
 static rpl_err file_direct_commit(struct store *st) { return replica_sync(replica_of(st)); }
@@ -248,12 +382,14 @@ static bool file_lease_held(struct store *st, rpl_err *why)
 
 struct file_image {
   struct store_image base;
-  int fd;
+  int fd;                /* a kept copy; -1 for an undo point */
+  struct undo_view *view;
 };
 
 struct file_reader {
   struct store_reader base;
   int fd;
+  struct undo_view *view;
 };
 
 static rpl_err file_image_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
@@ -265,6 +401,18 @@ static rpl_err file_image_open(const struct appliance_settings *s, const uint8_t
   if (!fi)
     return RPL_E_NOMEM;
   fi->base.ops = &store_file_ops;
+  fi->fd = -1;
+  char image[4200];
+  uint64_t cycle;
+  if (undo_parse_path(image_id, image, sizeof image, &cycle)) {
+    rpl_err e = undo_view_open(image, cycle, &fi->view);
+    if (e) {
+      free(fi);
+      return e;
+    }
+    *out = &fi->base;
+    return RPL_OK;
+  }
   if ((fi->fd = open(image_id, O_RDONLY | O_CLOEXEC)) < 0) {
     rpl_err e = rpl_fail(RPL_E_RESTORE_NO_IMAGE, "%s (%s: %s)", rpl_strerror(RPL_E_RESTORE_NO_IMAGE), image_id,
                          strerror(errno));
@@ -279,8 +427,11 @@ static void file_image_close(struct store_image *img)
 {
   if (!img)
     return;
-  close(((struct file_image *)img)->fd);
-  free(img);
+  struct file_image *fi = (struct file_image *)img;
+  if (fi->fd >= 0)
+    close(fi->fd);
+  undo_view_close(fi->view);
+  free(fi);
 }
 
 static rpl_err file_reader_open(struct store_image *img, struct store_reader **out)
@@ -290,6 +441,7 @@ static rpl_err file_reader_open(struct store_image *img, struct store_reader **o
     return RPL_E_NOMEM;
   rd->base.ops = &store_file_ops;
   rd->fd = ((struct file_image *)img)->fd;
+  rd->view = ((struct file_image *)img)->view;
   *out = &rd->base;
   return RPL_OK;
 }
@@ -298,13 +450,18 @@ static void file_reader_close(struct store_reader *rd) { free(rd); }
 
 static rpl_err file_reader_read(struct store_reader *rd, uint64_t offset, uint8_t *buf, size_t len, bool *hole)
 {
-  memset(buf, 0, len);
-  *hole = true;
-  ssize_t n = pread(((struct file_reader *)rd)->fd, buf, len, (off_t)offset);
-  if (n < 0)
+  struct file_reader *fr = (struct file_reader *)rd;
+  ssize_t n = (ssize_t)len;
+  if (fr->view) {
+    rpl_err e = undo_view_read(fr->view, offset, buf, len);
+    if (e)
+      return e;
+  } else if ((n = pread(fr->fd, buf, len, (off_t)offset)) < 0) {
     return RPL_E_IO;
-  for (size_t i = 0; i < (size_t)n && *hole; i++)
-    *hole = buf[i] == 0;
+  } else {
+    memset(buf + n, 0, len - (size_t)n);
+  }
+  *hole = len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0); /* all zeros */
   return RPL_OK;
 }
 

@@ -117,6 +117,7 @@
   X(RPL_E_EXTENT_RANGE,           521, "extent lies beyond the end of the disk or of its replica: the replica grows with the disk before such an extent lands") \
   X(RPL_E_REPLICA_SHRINK,         522, "disk is smaller than its replica image: shrinking a protected disk is not supported; re-protect the disk") \
   X(RPL_E_EXTENT_DECOMPRESS,      523, "extent's zstd payload does not decompress to its stated length: a received cycle is NACKed and sent again; a cached one is not applied and the disk needs a resync") \
+  X(RPL_E_UNDO_CORRUPT,           524, "an undo file of a recovery point on file storage is damaged (its header is not ours): the points it serves cannot be restored; restore a newer point, and check the replica directory's disk") \
   X(RPL_E_CATALOG_CORRUPT,        530, "catalog database corrupt or not an SQLite database: restore it from a backup or move it aside") \
   X(RPL_E_CATALOG_BUSY,           531, "catalog database locked by another process: is another replication-appliance using this state directory?") \
   X(RPL_E_CATALOG_VERSION,        532, "catalog written by a newer replication-appliance (schema version unknown here): upgrade this program") \
