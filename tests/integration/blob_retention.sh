@@ -141,7 +141,7 @@ res=$(check_catalog)
 kept=${res%%|*}; rest=${res#*|}; pruned=${rest%%|*}; images=${rest#*|}
 echo "points ${#POINTS[@]}: kept $kept; pruned $pruned"
 for f in $images; do [ -f "$f" ] || fail "kept point's image $f is missing"; done
-left=$(ls "$RT/replica/$disk_id.img.cycle-"* | wc -l)
+left=$(ls "$RT/replica/$disk_id.img".{cycle,undo}-* 2>/dev/null | wc -l)
 [ "$left" -le $(( $(wc -w <<<"$images") + 1 )) ] || fail "$left image files left for $(wc -w <<<"$images") kept points"
 check_restores "$kept" "$pruned"
 echo "blob_retention: ok"

@@ -202,7 +202,7 @@ out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --point "$point" --to "
 [[ $out == *"image is gone"*"fail over another point"* ]] || fail "unclear error for a pruned point: $out"
 [ ! -e "$RT/out/gone.vhd" ] || fail "a failed failover left its target"
 if [ "$mode" = file ]; then # the catalog still has the image, the storage no longer
-  rm -f "$RT/replica/$disk_id.img.cycle-"*
+  rm -f "$RT/replica/$disk_id.img".{cycle,undo}-*
   out=$("$AP" failover --state "$RT/app" --disk "$disk_id" --to "$RT/out/gone.vhd" 2>&1) \
     && fail "a point whose kept image was removed was failed over"
   [[ $out == *"image is gone"* ]] || fail "unclear error for a removed kept image: $out"

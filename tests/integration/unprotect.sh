@@ -59,7 +59,7 @@ cmp "$RT/replica/$new_id.img" "$dev" || fail "the replica of the protected-again
 
 say "unprotect --delete-replica: refused without --yes when no terminal confirms it"
 point2=$("$AG" checkpoint --wait "$dev" --state "$RT/agent" | tail -n 1) || fail "checkpoint of $new_id failed"
-ls "$RT/replica/$new_id.img".cycle-* >/dev/null 2>&1 || fail "no kept point image of $new_id to delete"
+ls "$RT/replica" | grep -Eq "^$new_id\.img\.(cycle|undo)-" || fail "no point image (reflink or undo file) of $new_id to delete"
 out=$("$AG" unprotect "$dev" --delete-replica --state "$RT/agent" 2>&1 < /dev/null); rc=$?
 [ "$rc" -eq 2 ] || fail "unprotect --delete-replica without --yes and no terminal exited $rc: $out"
 grep -q -- "--yes" <<< "$out" || fail "the refusal does not say to give --yes: $out"

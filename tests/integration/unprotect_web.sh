@@ -94,7 +94,7 @@ for action in checkpoint resync; do
 done
 
 say "delete_replica=1 without, or with a wrong, confirm: 400, nothing changed"
-ls "$RT/replica/$del_id.img".cycle-* >/dev/null 2>&1 || fail "no kept point image of $del_id to delete"
+ls "$RT/replica" | grep -Eq "^$del_id\.img\.(cycle|undo)-" || fail "no point image (reflink or undo file) of $del_id to delete"
 expect 400 POST "/api/disks/$del_id/unprotect" "${H[@]}" --data "delete_replica=1"
 grep -q "confirm=$del_id" "$RT/body" || fail "the 400 does not say to confirm with the disk id: $(cat "$RT/body")"
 expect 400 POST "/api/disks/$del_id/unprotect" "${H[@]}" --data "delete_replica=1&confirm=$keep_id"
