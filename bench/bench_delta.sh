@@ -10,6 +10,9 @@
 # `mobility-agent checkpoint DEV --wait` (flip, read the changed blocks, compress, send, journal +
 # fsync, ACK, apply + fdatasync), whose own return (the point recorded) is printed too. Each round writes a new change (seed = round);
 # ours and rsync run in alternating order (when rsync runs first, ours is timed from its start); both copies are compared with the source every round.
+# The machine's own limit is measured in every round too (`bench_gen limit delta`): reading the
+# round's extents from the source (O_DIRECT) and writing them into a copy of the image beside the
+# replica with one fdatasync; ours/limit does not move with the peer's luck (goal <= 1.5).
 #
 #   bash bench/bench_delta.sh [ROUNDS] [SIZE] [PERCENT]        (root; defaults: 3 4G 1)
 #
@@ -39,6 +42,8 @@ bench_protect d "$dev"
 wait_applied d 1 1800
 replica=$(replica_of d)
 cmp "$replica" "$dev" || die "replica differs after the initial sync"
+limit_img=$(dirname "$replica")/limit.img # beside the replica: the same file system
+cp "$replica" "$limit_img"
 
 run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (the time its event carries), CKPT = until checkpoint returned
   local t0=$1 base=$2 ta
@@ -59,28 +64,37 @@ run_rsync() {
   RSYNC_LITERAL=$(awk -F': ' '/Literal data/ { gsub(/[ ,bytes]/, "", $2); print $2 }' "$RT/rsync.out")
 }
 
-o=(); p=(); ratios=()
+run_limit() { # RESULT = the machine's limit for the round's extents (its own clock: reads + writes + fdatasync)
+  "$GEN" limit delta "$dev" "$limit_img" "$RT/extents" > "$RT/limit.out" || die "bench_gen limit failed"
+  RESULT=$(awk '{ print $8 }' "$RT/limit.out")
+}
+
+o=(); p=(); l=(); ratios=(); limits=()
 for r in $(seq 1 "$ROUNDS"); do
   sent0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
   base=$(ap_field d last_applied_cycle) # before the clock starts: the status call is the benchmark's, not ours
-  w=$("$GEN" scatter "$dev" "$PCT" "$r") || die "writes failed"
+  w=$("$GEN" scatter "$dev" "$PCT" "$r" "$RT/extents") || die "writes failed"
   if [ $((r % 2)) -eq 1 ]; then
-    run_ours "$(now)" "$base"; ours=$RESULT; run_rsync; rs=$RESULT
+    run_limit; lim=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT; run_rsync; rs=$RESULT
   else
-    run_rsync; rs=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT
+    run_rsync; rs=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT; run_limit; lim=$RESULT
   fi
   sent1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
   cmp "$replica" "$dev" || die "round $r: the replica differs from the source"
   cmp "$ddev" "$dev" || die "round $r: rsync's copy differs from the source"
-  o+=("$ours"); p+=("$rs"); ratios+=("$(calc "$rs / $ours" 1)")
-  printf 'round %d: %s; ours %6.3f s (checkpoint returned %.3f s; read %5.1f MiB, sent %5.1f MiB, %s) | rsync %7.2f s (literal %5.1f MiB) | ratio rsync/ours %6.1f | load %s\n' \
+  o+=("$ours"); p+=("$rs"); l+=("$lim"); ratios+=("$(calc "$rs / $ours" 1)"); limits+=("$(calc "$ours / $lim" 2)")
+  printf 'round %d: %s; ours %6.3f s (checkpoint returned %.3f s; read %5.1f MiB, sent %5.1f MiB, %s) | rsync %7.2f s (literal %5.1f MiB) | limit %6.3f s | rsync/ours %6.1f | ours/limit %5.2f | load %s\n' \
     "$r" "$w" "$ours" "$CKPT" "$(calc "($raw1 - $raw0) / 1048576" 1)" "$(calc "($sent1 - $sent0) / 1048576" 1)" "$POINT" \
-    "$rs" "$(calc "${RSYNC_LITERAL:-0} / 1048576" 1)" "${ratios[-1]}" "$(load_avg)"
+    "$rs" "$(calc "${RSYNC_LITERAL:-0} / 1048576" 1)" "$lim" "${ratios[-1]}" "${limits[-1]}" "$(load_avg)"
 done
 echo "      peak RSS: agent $(proc_kb "$AG_PID" VmHWM) KiB, appliance $(proc_kb "$AP_PID" VmHWM) KiB"
 echo
-echo "== delta summary (goal: ratio rsync/ours >= 50) =="
-printf 'delta %s%% of %s: ours %.3f s | rsync %.2f s | ratio rsync/ours (median of rounds) %.1f  [rounds: %s]\n' \
-  "$PCT" "$SIZE" "$(median "${o[@]}")" "$(median "${p[@]}")" "$(median "${ratios[@]}")" "${ratios[*]}"
+echo "== delta summary (goals: rsync/ours >= 50 in every round, ours/limit <= 1.5) =="
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s..%s", lo, hi }'; }
+printf 'delta %s%% of %s: ours %.3f s | rsync %.2f s | limit %.3f s (medians)\n' \
+  "$PCT" "$SIZE" "$(median "${o[@]}")" "$(median "${p[@]}")" "$(median "${l[@]}")"
+printf '  rsync/ours median %.1f, spread %s [rounds: %s]\n' "$(median "${ratios[@]}")" "$(spread "${ratios[@]}")" "${ratios[*]}"
+printf '  ours/limit median %.2f, spread %s [rounds: %s]\n' "$(median "${limits[@]}")" "$(spread "${limits[@]}")" "${limits[*]}"
+echo "summary: ours_s=$(median "${o[@]}") rsync_s=$(median "${p[@]}") limit_s=$(median "${l[@]}") rsync_over_ours=$(median "${ratios[@]}") rsync_over_ours_min=$(printf "%s\n" "${ratios[@]}" | sort -g | head -n 1) ours_over_limit=$(median "${limits[@]}")"

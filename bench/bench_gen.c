@@ -4,20 +4,30 @@
  *       FILE of SIZE bytes (K/M/G suffixes): text-like data (words of a small vocabulary, numbers,
  *       punctuation, lines) in 1 MiB blocks; ZERO_PERCENT of the blocks (default 0), spread evenly
  *       over the file, are left as holes (all zeros).
- *   bench_gen scatter DEVICE PERCENT [SEED]
+ *   bench_gen scatter DEVICE PERCENT [SEED] [EXTENTS]
  *       random writes of 4 KiB..64 KiB (4 KiB aligned, O_DIRECT) of fresh text at random offsets
- *       until PERCENT of the device is written, then fsync; prints "writes N bytes B".
+ *       until PERCENT of the device is written, then fsync; prints "writes N bytes B"; with
+ *       EXTENTS, each write's "OFFSET LENGTH" goes to that file too.
+ *   bench_gen extents FILE
+ *       the data ranges of FILE (its holes skipped), "OFFSET LENGTH" per line.
+ *   bench_gen limit delta|sync SRC DST EXTENTS
+ *       the machine's own limit for what a benchmark times, on the extents listed (merged, in
+ *       offset order): delta reads them from SRC (O_DIRECT) into memory, then writes them into DST
+ *       at the same offsets (buffered) with one fdatasync; sync writes text of their size into DST
+ *       O_DIRECT (SRC unused), then fdatasync. Prints "bytes B read_s R write_s W total_s T".
  *
  * The same arguments give the same bytes on every machine (xorshift64*, no libc rand). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLOCK (1u << 20)
@@ -153,6 +163,11 @@ static int cmd_scatter(int argc, char **argv)
   char *buf;
   if (posix_memalign((void **)&buf, 4096, 65536))
     return 1;
+  FILE *ext = argc > 5 ? fopen(argv[5], "w") : NULL;
+  if (argc > 5 && !ext) {
+    fprintf(stderr, "bench_gen: %s: %s\n", argv[5], strerror(errno));
+    return 1;
+  }
   while (done < target) {
     uint32_t len = 4096u * (uint32_t)(1 + rnd() % 16);
     uint64_t off = (rnd() % ((size - len) / 4096)) * 4096;
@@ -163,11 +178,160 @@ static int cmd_scatter(int argc, char **argv)
     }
     done += len;
     n++;
+    if (ext)
+      fprintf(ext, "%" PRIu64 " %" PRIu32 "\n", off, len);
   }
-  if (fsync(fd) != 0)
+  if (fsync(fd) != 0 || (ext && fclose(ext) != 0))
     return 1;
   close(fd);
   printf("writes %" PRIu64 " bytes %" PRIu64 "\n", n, done);
+  return 0;
+}
+
+static int cmd_extents(int argc, char **argv)
+{
+  if (argc < 3)
+    return 2;
+  int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    fprintf(stderr, "bench_gen: %s: %s\n", argv[2], strerror(errno));
+    return 1;
+  }
+  for (off_t pos = 0; pos < st.st_size;) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0)
+      break; /* ENXIO: no data after pos */
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0)
+      return 1;
+    printf("%lld %lld\n", (long long)data, (long long)(hole - data));
+    pos = hole;
+  }
+  close(fd);
+  return 0;
+}
+
+struct ext {
+  uint64_t off, len;
+};
+
+static int cmp_ext(const void *a, const void *b)
+{
+  uint64_t x = ((const struct ext *)a)->off, y = ((const struct ext *)b)->off;
+  return x < y ? -1 : x > y;
+}
+
+static double seconds(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The extents of file path, merged where they overlap or touch, in offset order. */
+static struct ext *read_extents(const char *path, size_t *n)
+{
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  size_t cap = 1024;
+  struct ext *x = malloc(cap * sizeof *x);
+  unsigned long long off, len;
+  *n = 0;
+  while (x && fscanf(f, "%llu %llu", &off, &len) == 2) {
+    if (*n == cap) {
+      struct ext *p = realloc(x, (cap *= 2) * sizeof *x);
+      if (!p) {
+        free(x);
+        x = NULL;
+        break;
+      }
+      x = p;
+    }
+    x[(*n)++] = (struct ext){off, len};
+  }
+  fclose(f);
+  if (!x)
+    return NULL;
+  qsort(x, *n, sizeof *x, cmp_ext);
+  size_t m = 0;
+  for (size_t i = 0; i < *n; i++) {
+    if (m && x[i].off <= x[m - 1].off + x[m - 1].len) {
+      uint64_t end = x[i].off + x[i].len;
+      if (end > x[m - 1].off + x[m - 1].len)
+        x[m - 1].len = end - x[m - 1].off;
+    } else {
+      x[m++] = x[i];
+    }
+  }
+  *n = m;
+  return x;
+}
+
+static int cmd_limit(int argc, char **argv)
+{
+  if (argc < 6 || (strcmp(argv[2], "delta") && strcmp(argv[2], "sync")))
+    return 2;
+  bool delta = !strcmp(argv[2], "delta");
+  size_t n;
+  struct ext *x = read_extents(argv[5], &n);
+  if (!x) {
+    fprintf(stderr, "bench_gen: cannot read the extents in %s\n", argv[5]);
+    return 1;
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += x[i].len;
+  int src = delta ? open(argv[3], O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+  int dst = open(argv[4], O_WRONLY | (delta ? 0 : O_DIRECT) | O_CLOEXEC);
+  if ((delta && src < 0) || dst < 0) {
+    fprintf(stderr, "bench_gen: %s: %s\n", delta && src < 0 ? argv[3] : argv[4], strerror(errno));
+    return 1;
+  }
+  /* delta: every extent in memory at once (a delta is small); sync: one 1 MiB block of text reused. */
+  size_t bufsz = delta ? (size_t)total : BLOCK;
+  char *buf;
+  if (posix_memalign((void **)&buf, 4096, bufsz ? bufsz : 4096))
+    return 1;
+  if (!delta) {
+    make_vocabulary();
+    fill_text(buf, BLOCK);
+  }
+  double t0 = seconds(), t1 = t0;
+  if (delta) {
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (pread(src, buf + at, x[i].len, (off_t)x[i].off) != (ssize_t)x[i].len) {
+        fprintf(stderr, "bench_gen: read %s: %s\n", argv[3], strerror(errno));
+        return 1;
+      }
+      at += x[i].len;
+    }
+    t1 = seconds();
+  }
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    for (uint64_t done = 0; done < x[i].len;) {
+      size_t len = delta ? x[i].len : (x[i].len - done < BLOCK ? x[i].len - done : BLOCK);
+      const char *from = delta ? buf + at : buf;
+      if (pwrite(dst, from, len, (off_t)(x[i].off + done)) != (ssize_t)len) {
+        fprintf(stderr, "bench_gen: write %s: %s\n", argv[4], strerror(errno));
+        return 1;
+      }
+      done += len;
+    }
+    at += delta ? x[i].len : 0;
+  }
+  if (fdatasync(dst) != 0)
+    return 1;
+  double t2 = seconds();
+  printf("bytes %" PRIu64 " read_s %.3f write_s %.3f total_s %.3f\n", total, t1 - t0, t2 - t1, t2 - t0);
+  free(buf);
+  free(x);
+  close(dst);
+  if (src >= 0)
+    close(src);
   return 0;
 }
 
@@ -178,8 +342,14 @@ int main(int argc, char **argv)
     rc = cmd_text(argc, argv);
   else if (argc > 1 && !strcmp(argv[1], "scatter"))
     rc = cmd_scatter(argc, argv);
+  else if (argc > 1 && !strcmp(argv[1], "extents"))
+    rc = cmd_extents(argc, argv);
+  else if (argc > 1 && !strcmp(argv[1], "limit"))
+    rc = cmd_limit(argc, argv);
   if (rc == 2)
     fprintf(stderr, "usage: bench_gen text FILE SIZE [SEED] [ZERO_PERCENT]\n"
-                    "       bench_gen scatter DEVICE PERCENT [SEED]\n");
+                    "       bench_gen scatter DEVICE PERCENT [SEED] [EXTENTS]\n"
+                    "       bench_gen extents FILE\n"
+                    "       bench_gen limit delta|sync SRC DST EXTENTS\n");
   return rc;
 }
