@@ -24,6 +24,7 @@
 #include "https_post.h"
 #include "schedule.h"
 #include "thresholds.h"
+#include "uploader.h"
 #include "rpl_log.h"
 #include "settings.h"
 #include "store.h"
@@ -92,7 +93,7 @@ struct init_opts {
   const char *password_file;
   const char *tenant, *client, *secret_file, *cert_file, *authority; /* a service principal, added to the storage */
   char *storage_buf; /* the storage with the service principal's keys appended (owned) */
-  const char *alerts, *webhook_ca;
+  const char *alerts, *webhook_ca, *upload_check;
   const char *webhooks[SETTINGS_MAX_WEBHOOKS + 1]; /* one past the limit: refused with its reason */
   unsigned nwebhooks;
   bool allow_public, allow_http;
@@ -119,7 +120,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"client-secret-file", required_argument, NULL, 'F'}, {"client-cert-file", required_argument, NULL, 'X'},
     {"authority-host", required_argument, NULL, 'O'},
     {"alerts", required_argument, NULL, 'Y'},       {"webhook", required_argument, NULL, 'w'},
-    {"webhook-ca", required_argument, NULL, 'V'},
+    {"webhook-ca", required_argument, NULL, 'V'},   {"upload-check", required_argument, NULL, 'Q'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -156,6 +157,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'O': o->authority = optarg; break;
     case 'Y': o->alerts = optarg; break;
     case 'V': o->webhook_ca = optarg; break;
+    case 'Q': o->upload_check = optarg; break;
     case 'w':
       if (o->nwebhooks == SETTINGS_MAX_WEBHOOKS)
         return fail("at most %d --webhook (each has its own queue and state)", SETTINGS_MAX_WEBHOOKS);
@@ -169,6 +171,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "         [--retention all=1h,hourly=24h,daily=7d] [--lease-duration SECONDS (15-60, default 60)]\n"
              "         [--points crash=5m,app=1h]  (scheduled recovery points; a duration >= 30s, or off)\n"
              "         [--upload-limit MBPS] [--agent-limit MBPS]   (MB/s for all uploads / each agent's; 0 = none)\n"
+             "         [--upload-check none|md5|crc64]  (what each page write carries for the storage to verify; default none)\n"
              "         [--key-ttl DURATION]  (how long a registration key is valid: 5m to 30d, default 24h)\n"
              "         [--admin-password-file FILE]  (the configuration manager's admin password; else a one-time login link)\n"
              "         [--tenant-id TENANT --client-id APP-ID (--client-secret-file FILE | --client-cert-file PEM)\n"
@@ -299,6 +302,13 @@ static int set_policies(const struct init_opts *o, struct appliance_settings *s)
   if ((perr = schedule_parse(o->points, &sched)))
     return fail("--points: %s", rpl_detail(perr));
   schedule_format(&sched, s->points, sizeof s->points);
+  if (o->upload_check) {
+    enum blob_upload_check check;
+    if (!uploader_check_parse(o->upload_check, &check) || !*o->upload_check)
+      return fail("--upload-check takes none, md5 or crc64 (what each page write carries for the storage to verify), not '%s'",
+                  o->upload_check);
+    snprintf(s->upload_check, sizeof s->upload_check, "%s", o->upload_check);
+  }
   if (o->lease) {
     char *end;
     long n = strtol(o->lease, &end, 10);

@@ -32,7 +32,7 @@ struct field {
 static const struct field fields[] = {
   STR_FIELD(storage), STR_FIELD(container), STR_FIELD(private_dns_zone), STR_FIELD(ca_file),
   STR_FIELD(proxy), STR_FIELD(proxy_bypass), STR_FIELD(identity_endpoint), STR_FIELD(retention),
-  STR_FIELD(points), STR_FIELD(key_ttl), STR_FIELD(alerts), STR_FIELD(webhook_ca),
+  STR_FIELD(points), STR_FIELD(key_ttl), STR_FIELD(alerts), STR_FIELD(webhook_ca), STR_FIELD(upload_check),
 };
 
 /* A whole decimal number in [min, max] and nothing else; *out is untouched otherwise. */

@@ -33,6 +33,7 @@ struct appliance_settings {
   char alerts[128];             /* health thresholds, thresholds.h text; "" = the default */
   char webhook[SETTINGS_MAX_WEBHOOKS][1024]; /* https:// URLs health transitions are POSTed to; "" = unused */
   char webhook_ca[4096];        /* PEM file the webhooks' certificates must chain to (pinned); "" = the system CAs */
+  char upload_check[8];         /* what each Put Page carries for the storage to verify: none, md5, crc64; "" = none */
   unsigned lease_duration_s;    /* the page blobs' lease, 15-60 s */
   char lease_id[40];            /* runtime only, never in the file: the lease id this appliance proposes
                                  * (lease.h, from STATE/lease-id); "" = a random one */

@@ -557,6 +557,10 @@ static void blob_store_print_settings(const struct appliance_settings *s, FILE *
   fprintf(out, "TLS: verified against %s\n", s->ca_file[0] ? s->ca_file : "the system CAs");
   fprintf(out, "proxy: %s\n", s->proxy[0] ? "configured (see check)" : "none");
   fprintf(out, "ownership: a %u s lease on each disk's page blob, renewed while running\n", s->lease_duration_s);
+  fprintf(out, "page writes carry: %s\n", !s->upload_check[0] || !strcmp(s->upload_check, "none")
+                                             ? "no hash (TLS protects them in transit; --upload-check md5|crc64 adds one)"
+                                             : !strcmp(s->upload_check, "md5") ? "Content-MD5, verified by the storage"
+                                                                              : "x-ms-content-crc64, verified by the storage");
 }
 
 static void blob_store_describe(const struct appliance_settings *s, char *out, size_t outsz)

@@ -66,7 +66,23 @@ rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *
   cfg->identity_endpoint = s->identity_endpoint[0] ? s->identity_endpoint : NULL;
   cfg->require_private_endpoint = s->require_private_endpoint;
   cfg->max_in_flight = s->max_in_flight;
+  if (!uploader_check_parse(s->upload_check, &cfg->upload_check))
+    return rpl_fail(RPL_E_CONFIG, "upload_check=%s: write none, md5 or crc64", s->upload_check);
   return RPL_OK;
+}
+
+bool uploader_check_parse(const char *text, enum blob_upload_check *out)
+{
+  static const struct {
+    const char *name;
+    enum blob_upload_check check;
+  } names[] = {{"", BLOB_CHECK_NONE}, {"none", BLOB_CHECK_NONE}, {"md5", BLOB_CHECK_MD5}, {"crc64", BLOB_CHECK_CRC64}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(text, names[i].name) == 0) {
+      *out = names[i].check;
+      return true;
+    }
+  return false;
 }
 
 void uploader_blob_name(const uint8_t disk_id[PROTO_ID_SIZE], char out[48])

@@ -35,6 +35,10 @@ struct uploader;
 /* blob_config from the appliance settings (strings point into s); an http endpoint is refused
  * (uploader_check_transport). */
 RPL_MUST_CHECK rpl_err uploader_config(const struct appliance_settings *s, struct blob_config *cfg);
+/* The settings' upload_check text ("" = none, "none", "md5", "crc64"); false for anything else.
+ * None is the default: TLS protects every byte in transit and the data's xxh3-128 was verified on
+ * arrival, so a check adds only the storage's own verification, for most of the client's CPU (MD5). */
+bool uploader_check_parse(const char *text, enum blob_upload_check *out);
 /* RPL_E_BLOB_CONNSTR (with its detail) for an http endpoint, unless s allows http for an emulator
  * and the endpoint is this machine's (loopback). */
 RPL_MUST_CHECK rpl_err uploader_check_transport(const struct appliance_settings *s, const struct blob_account *acct);

@@ -2,9 +2,12 @@
 # e2e_upload.sh - benchmark: end-to-end initial replication of a 2 GiB loop disk (half of its 4 MiB
 # chunks random, half zero) through both daemons into a page blob on Azurite over HTTPS, against the
 # npm @azure/storage-blob SDK uploading the same image with the same parallelism (16 in flight, zero
-# chunks skipped, Content-MD5), in the same run, after a discarded warm-up upload; prints the
-# throughput ratio (ours/SDK) and the appliance's CPU-seconds per GiB of disk. Azurite's CPU is the
-# limit of both; the clients run at a lower priority than Azurite (BENCH_SHARED_CPUS=1: the same).
+# chunks skipped, the same integrity check as ours: BENCH_CHECK=none, the appliance's default, or
+# md5), in the same run, after a discarded warm-up upload; BENCH_ROUNDS rounds (default 3), the two
+# in alternating order, each of ours with a fresh appliance and agent. Prints each round's
+# throughput ratio (ours/SDK) and the appliance's CPU-seconds per GiB of disk, then medians and
+# spreads. Azurite's CPU is the limit of both; the two clients run at the same priority, below
+# Azurite's (BENCH_SHARED_CPUS=1: all at the same).
 #   usage: bash bench/e2e_upload.sh [BUILD_DIR]     (root; needs scripts/setup.sh)
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,39 +44,61 @@ size=$(blockdev --getsize64 "$dev")
 export BENCH_URL="https://$AZ_HOST:$AZ_PORT" BENCH_KEY=$AZ_KEY_B64
 sdk_upload() { # BLOB: the SDK uploads the image; prints its result line
   NODE_PATH=$sdk/node_modules NODE_EXTRA_CA_CERTS=$AZ_CA unshare -m sh -c \
-    "mount --bind '$AZ_ZONE' /etc/hosts && exec python3 '$root/bench/measure.py' node '$root/bench/sdk_upload.js' '$img' bench $1 $IN_FLIGHT md5"
+    "mount --bind '$AZ_ZONE' /etc/hosts && exec python3 '$root/bench/measure.py' node '$root/bench/sdk_upload.js' '$img' bench $1 $IN_FLIGHT ${sdk_mode:-md5}"
 }
 # Azurite's first requests run cold (JIT): a discarded upload warms it, so that neither side pays for it.
+CHECK=${BENCH_CHECK:-none}
+case "$CHECK" in none) sdk_mode=plain ;; md5) sdk_mode=md5 ;; *) fail "BENCH_CHECK is none or md5" ;; esac
+ROUNDS=${BENCH_ROUNDS:-3}
 say "warm-up: the SDK uploads the image once (discarded)"
 sdk_upload warm.vhd > /dev/null || fail "the SDK's warm-up upload failed"
 BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA "$RPL_BUILD_DIR/tests/blob_tool" delete bench warm.vhd || fail "cannot delete the warm-up blob"
 
-say "ours: protect, initial sync through agent -> appliance -> page blob"
-rpl_appliance_init_azure
-rpl_appliance_start
-rpl_agent_register
-rpl_agent_start
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-c0=$(cpu "$RPL_AP_PID")
-t0=$(date +%s.%N)
-"$AG" protect "$dev" --state "$RT/agent" > /dev/null || fail "protect failed"
-# The appliance's events say when cycle 1 was applied (one waiting call, no polling of status,
-# which took a good part of a core from the run at ten times a second).
-events_wait_applied "$RT/app" 1 600 || fail "cycle 1 was not applied in 600 s"
-t1=$(date +%s.%N)
-c1=$(cpu "$RPL_AP_PID")
-ours=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
-apcpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')
+run_ours() { # ROUND: RESULT seconds, APCPU CPU-seconds of the appliance; a fresh pair each time
+  RPL_CONTAINER=ours$1 rpl_appliance_init_azure --upload-check "$CHECK"
+  rpl_appliance_start
+  rpl_agent_register
+  rpl_agent_start
+  local c0 c1 t0 t1
+  c0=$(cpu "$RPL_AP_PID")
+  t0=$(date +%s.%N)
+  "$AG" protect "$dev" --state "$RT/agent" > /dev/null || fail "protect failed"
+  # The appliance's events say when cycle 1 was applied (one waiting call, no polling of status,
+  # which took a good part of a core from the run at ten times a second).
+  events_wait_applied "$RT/app" 1 600 || fail "cycle 1 was not applied in 600 s"
+  t1=$(date +%s.%N)
+  c1=$(cpu "$RPL_AP_PID")
+  RESULT=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+  APCPU=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')
+  [ -n "${BENCH_KEEP_LOGS:-}" ] && cp "$RT/appliance.log" "$BENCH_KEEP_LOGS/appliance-$1.log" && cp "$RT/agent.log" "$BENCH_KEEP_LOGS/agent-$1.log"
+  kill "$RPL_AG_PID" "$RPL_AP_PID"
+  wait "$RPL_AG_PID" "$RPL_AP_PID" 2>/dev/null
+  "$AG" cbt stop "$dev" --state "$RT/agent" > /dev/null 2>&1
+  rm -rf "$RT/app" "$RT/agent" "$RT/appliance.log" "$RT/agent.log"
+  unset RPL_PORT
+}
+run_sdk() { # ROUND: RESULT seconds
+  local line
+  line=$(sdk_upload "sdk$1.vhd") || fail "the SDK failed: $line"
+  RESULT=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$line" | head -1)
+}
 
-say "SDK: the same image, $IN_FLIGHT in flight, zero chunks skipped"
-line=$(sdk_upload sdk.vhd) || fail "the SDK failed: $line"
-[ -n "${BENCH_KEEP_LOGS:-}" ] && cp "$RT/appliance.log" "$RT/agent.log" "$BENCH_KEEP_LOGS/"
-sdk=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$line" | head -1)
-awk -v o="$ours" -v s="$sdk" -v c="$apcpu" -v n="$size" -v cpus="$cpus" 'BEGIN{
-  g = n / 2^30
-  printf "CPUs: %s\n", cpus
-  printf "ours (end to end: read, zstd, TLS, verify, Put Page, commit):        %.2f s = %.1f MiB/s of disk\n", o, n/2^20/o
-  printf "SDK uploadPages of the same image:                                   %.2f s = %.1f MiB/s of disk\n", s, n/2^20/s
-  printf "throughput ratio ours/SDK: %.2f (goal >= 1.0)\n", s/o
-  printf "appliance CPU: %.2f s = %.2f CPU-seconds per GiB of disk\n", c, c/g }'
+o=(); s=(); r=(); c=()
+for i in $(seq 1 "$ROUNDS"); do
+  if [ $((i % 2)) -eq 1 ]; then run_ours "$i"; ours=$RESULT; run_sdk "$i"; sdk=$RESULT
+  else run_sdk "$i"; sdk=$RESULT; run_ours "$i"; ours=$RESULT; fi
+  o+=("$ours"); s+=("$sdk"); c+=("$(awk -v c="$APCPU" -v n="$size" 'BEGIN{printf "%.2f", c / (n / 2^30)}')")
+  r+=("$(awk -v o="$ours" -v s="$sdk" 'BEGIN{printf "%.2f", s / o}')")
+  printf 'round %d: ours %.2f s (%.1f MiB/s of disk, appliance %.2f CPU-s/GiB) | SDK %.2f s (%.1f MiB/s) | ours/SDK %s | load %s\n' \
+    "$i" "$ours" "$(awk -v o="$ours" -v n="$size" 'BEGIN{print n/2^20/o}')" "${c[-1]}" "$sdk" \
+    "$(awk -v o="$sdk" -v n="$size" 'BEGIN{print n/2^20/o}')" "${r[-1]}" "$(cut -d' ' -f1-3 /proc/loadavg)"
+done
+med() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+lo() { printf '%s\n' "$@" | sort -g | head -n 1; }
+hi() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+echo "CPUs: $cpus; integrity check: $CHECK on both sides"
+echo "ours/SDK throughput: median $(med "${r[@]}"), spread $(lo "${r[@]}")..$(hi "${r[@]}") (goal >= 1.0 in every round) [rounds: ${r[*]}]"
+echo "appliance CPU-seconds per GiB of disk: median $(med "${c[@]}"), spread $(lo "${c[@]}")..$(hi "${c[@]}") (goal <= 1.0) [rounds: ${c[*]}]"
+echo "summary: ours_s=$(med "${o[@]}") sdk_s=$(med "${s[@]}") ours_over_sdk=$(med "${r[@]}") ours_over_sdk_min=$(lo "${r[@]}") cpu_s_per_gib=$(med "${c[@]}") check=$CHECK"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "blob_internal.h"
+#include "crc64.h"
 
 /* ---- operations ---- */
 
@@ -38,7 +39,7 @@ rpl_err blob_put_page_async(struct blob_client *c, const char *container, const 
     return err;
   r->body = data;
   r->body_len = len;
-  if (!c->cfg.omit_content_md5) {
+  if (c->cfg.upload_check == BLOB_CHECK_MD5) {
     unsigned char md5[16];
     unsigned int mdlen = 0;
     if (!EVP_Digest(data, len, md5, &mdlen, EVP_md5(), NULL)) {
@@ -48,6 +49,11 @@ rpl_err blob_put_page_async(struct blob_client *c, const char *container, const 
     EVP_EncodeBlock((unsigned char *)r->content_md5, md5, (int)mdlen);
   }
   err = blob_req_query(r, "comp", "page");
+  if (err == RPL_OK && c->cfg.upload_check == BLOB_CHECK_CRC64) {
+    char crc[13];
+    blob_crc64_base64(blob_crc64(0, data, len), crc);
+    err = blob_req_header(r, "x-ms-content-crc64", "%s", crc);
+  }
   if (err == RPL_OK)
     err = blob_req_header(r, "x-ms-page-write", "update");
   if (err == RPL_OK)

@@ -49,7 +49,7 @@ static int open_client(struct blob_client **client)
   cfg.proxy = getenv("BLOB_TEST_PROXY");
   cfg.proxy_bypass = getenv("BLOB_TEST_PROXY_BYPASS");
   cfg.require_private_endpoint = !getenv("BLOB_TEST_ALLOW_PUBLIC");
-  cfg.omit_content_md5 = getenv("BLOB_TEST_NO_MD5") != NULL;
+  cfg.upload_check = getenv("BLOB_TEST_NO_MD5") ? BLOB_CHECK_NONE : BLOB_CHECK_MD5;
   if (getenv("BLOB_TEST_IN_FLIGHT"))
     cfg.max_in_flight = (unsigned)atoi(getenv("BLOB_TEST_IN_FLIGHT"));
   err = blob_client_open(&cfg, client);

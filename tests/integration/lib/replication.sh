@@ -80,9 +80,9 @@ rpl_azurite_start() {
   azurite_start "$@"
 }
 
-rpl_appliance_init_azure() {
+rpl_appliance_init_azure() { # [more init options]
   "$AP" init --state "$RT/app" --storage "$AZ_CONNSTR" --container "${RPL_CONTAINER:-replicas}" \
-    --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" > "$RT/init.out" || fail "init with Azurite failed"
+    --private-dns-zone "$AZ_ZONE" --ca-file "$AZ_CA" "$@" > "$RT/init.out" || fail "init with Azurite failed"
   RPL_KEY=$(tail -n 1 "$RT/init.out")
   [[ $RPL_KEY == rk1-* ]] || fail "init's last line is not a registration key: $RPL_KEY"
 }
