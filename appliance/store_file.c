@@ -24,6 +24,11 @@
 /* A point's kept image sits beside the live one: "<image>.cycle-N" (a reflink, or a full copy). */
 #define POINT_SUFFIX ".cycle-"
 
+/* A direct cycle while undo files are kept holds this much of its data in memory between two
+ * syncs of the undo file: one fdatasync per batch instead of one per extent. */
+#define STAGE_BYTES (32u << 20)
+#define STAGE_EXTENTS 4096
+
 /* How points are kept ($RPL_FILE_POINTS; the benchmark compares them): reflinks where the filesystem
  * has them, else undo files; always undo files; always a copy of the image (a reflink where possible). */
 enum point_mode { POINTS_AUTO, POINTS_UNDO, POINTS_COPY };
@@ -35,7 +40,13 @@ struct file_store {
   int image_fd;          /* the image, read for the blocks an undo file keeps */
   pthread_mutex_t lock;  /* undo: the applier, and a session's direct cycle (see file_direct_begin) */
   struct undo_log *undo; /* the newest point's undo file; NULL: no point needs blocks kept */
-  bool direct_undo;      /* the direct cycle in progress keeps blocks as it writes */
+  bool direct_undo;      /* the direct cycle in progress keeps blocks before it writes them */
+  struct stage {         /* its extents whose old blocks were kept but not yet made durable */
+    uint8_t *bytes;      /* at most STAGE_BYTES */
+    size_t len, cap;
+    struct staged { uint64_t offset; uint32_t length; bool zero; } x[STAGE_EXTENTS];
+    size_t n;
+  } stage;
 };
 
 static enum point_mode point_mode(void)
@@ -75,6 +86,7 @@ static struct replica *replica_of(struct store *st) { return ((struct file_store
 static bool file_claims(const char *storage) { return strncmp(storage, "file:", 5) == 0; }
 
 static void file_close(struct store *st);
+static void stage_free(struct stage *sg);
 
 static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size,
                          struct store **out)
@@ -115,6 +127,7 @@ static void file_close(struct store *st)
   struct file_store *fs = (struct file_store *)st;
   replica_close(fs->r);
   undo_log_close(fs->undo);
+  stage_free(&fs->stage);
   if (fs->image_fd >= 0)
     close(fs->image_fd);
   pthread_mutex_destroy(&fs->lock);
@@ -302,38 +315,94 @@ static rpl_err file_delete_replica(struct store *st)
   return e;
 }
 
-/* With no undo file any cycle may go straight in (point images are reflinks or copies). With one,
- * the blocks a cycle overwrites must be kept, durably, before they are: a cycle through the cache
- * does that once for all its extents, a direct one would for each, so only a cycle that cannot go
- * through the cache (cache_bypass) is taken, and pays it. */
+/* Any cycle may go straight in. While undo files are kept, the blocks a cycle overwrites must be
+ * kept, durably, before they are: a direct cycle keeps each extent's old blocks as it comes (not
+ * yet synced) and holds the extent in memory; a full stage, and the commit, sync the undo file
+ * once, then write what was held. A given-up cycle drops what it held; what it wrote was kept first. */
 static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass)
 {
-  (void)n, (void)kind;
+  (void)n, (void)kind, (void)cache_bypass;
   struct file_store *fs = (struct file_store *)st;
   pthread_mutex_lock(&fs->lock);
   fs->direct_undo = fs->undo != NULL;
-  bool take = !fs->direct_undo || cache_bypass;
   pthread_mutex_unlock(&fs->lock);
-  return take;
+  fs->stage.len = fs->stage.n = 0;
+  return true;
+}
+
+static void stage_free(struct stage *sg)
+{
+  free(sg->bytes);
+  sg->bytes = NULL;
+  sg->len = sg->cap = sg->n = 0;
+}
+
+/* The held extents' old blocks made durable, then the extents written. */
+static rpl_err stage_flush(struct file_store *fs)
+{
+  struct stage *sg = &fs->stage;
+  if (!sg->n)
+    return RPL_OK;
+  rpl_err e = guard_ready(fs);
+  size_t pos = 0;
+  for (size_t i = 0; i < sg->n && !e; i++) {
+    e = replica_write_extent(fs->r, sg->x[i].offset, sg->x[i].zero ? NULL : sg->bytes + pos, sg->x[i].length);
+    pos += sg->x[i].zero ? 0 : sg->x[i].length;
+  }
+  sg->len = sg->n = 0;
+  return e;
 }
 
 static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)
 {
   struct file_store *fs = (struct file_store *)st;
-  if (fs->direct_undo) {
-    rpl_err e = guard_note(fs, offset, len);
-    if (e || (e = guard_ready(fs)))
-      return e;
+  if (!fs->direct_undo)
+    return replica_write_extent(fs->r, offset, raw, len);
+  struct stage *sg = &fs->stage;
+  size_t need = raw ? len : 0;
+  rpl_err e = RPL_OK;
+  if (sg->n == STAGE_EXTENTS || sg->len + need > STAGE_BYTES)
+    e = stage_flush(fs);
+  if (!e && need > STAGE_BYTES) { /* larger than a whole stage: kept and written at once */
+    if (!(e = guard_note(fs, offset, len)) && !(e = guard_ready(fs)))
+      e = replica_write_extent(fs->r, offset, raw, len);
+    return e;
   }
-  return replica_write_extent(fs->r, offset, raw, len);
+  if (!e && sg->len + need > sg->cap) {
+    size_t cap = sg->cap ? sg->cap : (1u << 20);
+    while (cap < sg->len + need)
+      cap *= 2;
+    uint8_t *p = realloc(sg->bytes, cap < STAGE_BYTES ? cap : STAGE_BYTES);
+    if (!p)
+      return RPL_E_NOMEM;
+    sg->bytes = p;
+    sg->cap = cap < STAGE_BYTES ? cap : STAGE_BYTES;
+  }
+  if (!e)
+    e = guard_note(fs, offset, len);
+  if (e)
+    return e;
+  if (raw)
+    memcpy(sg->bytes + sg->len, raw, len);
+  sg->len += need;
+  sg->x[sg->n++] = (struct staged){offset, len, raw == NULL};
+  return RPL_OK;
 }
 
-static rpl_err file_direct_commit(struct store *st) { return replica_sync(replica_of(st)); }
+static rpl_err file_direct_commit(struct store *st)
+{
+  struct file_store *fs = (struct file_store *)st;
+  rpl_err e = stage_flush(fs);
+  stage_free(&fs->stage);
+  return e ? e : replica_sync(fs->r);
+}
 
 static void file_direct_abort(struct store *st)
 {
-  if (replica_flush(replica_of(st)))
-    log_warn("replica %s: a write of a given-up direct cycle failed (it is sent again)", replica_path(replica_of(st)));
+  struct file_store *fs = (struct file_store *)st;
+  stage_free(&fs->stage);
+  if (replica_flush(fs->r))
+    log_warn("replica %s: a write of a given-up direct cycle failed (it is sent again)", replica_path(fs->r));
 }
 
 static rpl_err file_read(struct store *st, uint64_t offset, void *buf, size_t len)

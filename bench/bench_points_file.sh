@@ -54,7 +54,12 @@ for p in $PAIRS; do
 done
 
 write_bytes() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io"; }
-space_kib() { du -s -k "$RT/$1/replica" | cut -f1; }
+# Space: du where the replica shares its file system (exact without shared blocks); the file
+# system's own used blocks where it has one (XFS: du counts a reflink's shared blocks in each file).
+space_kib() {
+  if mountpoint -q "$RT/$1/replica"; then df -k --output=used "$RT/$1/replica" | tail -n 1
+  else du -s -k "$RT/$1/replica" | cut -f1; fi
+}
 declare -A T W S
 for r in $(seq 1 "$ROUNDS"); do
   line="round $r:"

@@ -3,7 +3,9 @@
  * than an undo record, zeros, sectors inside a block), through the storage interface's table. The
  * undo files take about the changed bytes; every point restores byte-identical to the disk at its
  * time, also while cycles land during the read; pruning a middle and the oldest point keeps every
- * other point; a kill -9 while a point is recorded or pruned loses no other point.
+ * other point; a kill -9 while a point is recorded or pruned loses no other point; cycles written
+ * straight into the image (direct, larger than one stage of the undo file's batches, one given up
+ * and sent again) keep every point too.
  * Usage: file_points STATE_DIR WORK_DIR DISK_MIB POINTS (settings from `replication-appliance init`). */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -431,6 +433,71 @@ static void step4_kill9(void **state)
   expect_points("after a kill -9 before a point's undo file was named", near_victim);
 }
 
+/* A direct cycle n: a 6 MiB run, 1 % of the disk in blocks, zeros, and 4 KiB blocks until it is
+ * larger than one stage (32 MiB); abort_first: sent once and given up, then sent again whole. */
+static void direct_cycle(uint64_t n, bool point, bool abort_first)
+{
+  struct { uint64_t off; uint32_t len; uint8_t *raw; } x[12000];
+  size_t nx = 0;
+  uint64_t blocks = T.size / UNDO_BLOCK, bytes = 0, want = 40ull << 20;
+  if (want > T.size * 3 / 4)
+    want = T.size * 3 / 4;
+  while (bytes < want && nx < sizeof x / sizeof x[0]) {
+    uint32_t len = nx == 0 ? 6u << 20 : nx == 1 ? 64u << 10 : UNDO_BLOCK;
+    if (len >= T.size / 2)
+      len = UNDO_BLOCK;
+    uint64_t off = (next_rand() % (blocks - len / UNDO_BLOCK)) * UNDO_BLOCK;
+    uint8_t *raw = NULL;
+    if (nx != 1) { /* the second extent is zeros */
+      raw = malloc(len);
+      assert_non_null(raw);
+      fill_random(raw, len);
+    }
+    struct rollback *r = realloc(T.rb[n], (T.nrb[n] + 1) * sizeof *r);
+    assert_non_null(r);
+    T.rb[n] = r;
+    r[T.nrb[n]] = (struct rollback){off, len, malloc(len)};
+    assert_non_null(r[T.nrb[n]].old);
+    memcpy(r[T.nrb[n]].old, T.model + off, len);
+    T.nrb[n]++;
+    if (raw)
+      memcpy(T.model + off, raw, len);
+    else
+      memset(T.model + off, 0, len);
+    x[nx++] = (typeof(x[0])){off, len, raw};
+    bytes += len;
+  }
+  for (int pass = abort_first ? 0 : 1; pass < 2; pass++) {
+    assert_true(T.ops->direct_begin(T.st, n, point ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_PLAIN, false));
+    for (size_t i = 0; i < nx; i++)
+      assert_int_equal(T.ops->direct_extent(T.st, x[i].off, x[i].raw, x[i].len), RPL_OK);
+    if (pass == 0)
+      T.ops->direct_abort(T.st);
+    else
+      assert_int_equal(T.ops->direct_commit(T.st), RPL_OK);
+  }
+  for (size_t i = 0; i < nx; i++)
+    free(x[i].raw);
+  T.last = n;
+  if (point) {
+    char id[CATALOG_MAX_SNAPSHOT_ID + 1];
+    assert_int_equal(T.ops->make_point(T.st, n, id, sizeof id), RPL_OK);
+    snprintf(T.image[n], sizeof T.image[n], "%s", id);
+  }
+}
+
+/* Last: direct cycles need no journal, and the journal's cycles cannot follow them here. */
+static void step5_direct(void **state)
+{
+  (void)state;
+  uint64_t n = T.last;
+  direct_cycle(n + 1, false, false);
+  direct_cycle(n + 2, true, false);
+  direct_cycle(n + 3, true, true);
+  victim = n + 2;
+  expect_points("after direct cycles (one given up and sent again)", near_victim);
+}
+
 static int setup(void **state)
 {
   (void)state;
@@ -486,6 +553,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(step2_read_while_applying),
     cmocka_unit_test(step3_prune),
     cmocka_unit_test(step4_kill9),
+    cmocka_unit_test(step5_direct),
   };
   return cmocka_run_group_tests_name("file_points", tests, setup, teardown);
 }
