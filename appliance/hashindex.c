@@ -37,6 +37,8 @@ struct hashindex {
   XXH3_state_t stream;
   bool streaming;
   uint64_t stream_chunk, stream_next; /* the chunk, and the offset its next byte is at */
+  uint8_t zero_hash[PROTO_HASH_SIZE];   /* of a whole chunk of zeros, once zero_hashed */
+  bool zero_hashed;
   uint64_t rng;
   uint64_t counters[HI_COUNTERS];
   char loaded[160];
@@ -347,13 +349,40 @@ static uint64_t chunk_len(const struct hashindex *hi, uint64_t c)
   return off + hi->chunk_size > hi->disk_size ? hi->disk_size - off : hi->chunk_size;
 }
 
-/* A direct write's bytes [off, off+len) fed to the chunk stream (lock held); a chunk completed in
- * order becomes pending. */
-static void stream_feed(struct hashindex *hi, uint64_t off, const uint8_t *data, uint64_t len, bool zeros)
+static const uint8_t zero[64 << 10];
+
+static const uint8_t *zero_chunk_hash(struct hashindex *hi)
 {
-  static const uint8_t zero[64 << 10];
+  if (!hi->zero_hashed) {
+    XXH3_state_t st;
+    XXH3_128bits_reset(&st);
+    for (uint64_t done = 0; done < hi->chunk_size; done += sizeof zero)
+      XXH3_128bits_update(&st, zero, hi->chunk_size - done < sizeof zero ? hi->chunk_size - done : sizeof zero);
+    XXH128_canonical_t can;
+    XXH128_canonicalFromHash(&can, XXH3_128bits_digest(&st));
+    memcpy(hi->zero_hash, can.digest, PROTO_HASH_SIZE);
+    hi->zero_hashed = true;
+  }
+  return hi->zero_hash;
+}
+
+/* A direct write's bytes [off, off+len) fed to the chunk stream (lock held); a chunk completed in
+ * order becomes pending. A whole chunk whose hash is known (given, or zeros) is not hashed again. */
+static void stream_feed(struct hashindex *hi, uint64_t off, const uint8_t *data, uint64_t len, bool zeros,
+                        const uint8_t *hash)
+{
   while (len) {
     uint64_t c = off / hi->chunk_size, in = off - c * hi->chunk_size;
+    if (in == 0 && chunk_len(hi, c) == hi->chunk_size && len >= hi->chunk_size &&
+        ((hash && len == hi->chunk_size) || zeros)) {
+      memcpy(hi->hash[c], zeros ? zero_chunk_hash(hi) : hash, PROTO_HASH_SIZE);
+      hi->state[c] = CH_PENDING;
+      hi->streaming = false;
+      off += hi->chunk_size, len -= hi->chunk_size;
+      if (data)
+        data += hi->chunk_size;
+      continue;
+    }
     if (!hi->streaming || hi->stream_chunk != c || hi->stream_next != off) {
       if (in) { /* not the chunk's start, nor where its stream stopped: the chunk stays stale */
         hi->streaming = false;
@@ -391,7 +420,8 @@ static void stream_feed(struct hashindex *hi, uint64_t off, const uint8_t *data,
   }
 }
 
-rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *data, uint64_t len, bool zeros)
+rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *data, uint64_t len, bool zeros,
+                        const uint8_t hash[PROTO_HASH_SIZE])
 {
   if (!len)
     return RPL_OK;
@@ -408,7 +438,7 @@ rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *da
       hi->streaming = false; /* a write into the streamed chunk out of order */
     if (data || zeros) {
       hi->direct++;
-      stream_feed(hi, offset, data, end - offset, zeros);
+      stream_feed(hi, offset, data, end - offset, zeros, end - offset == len ? hash : NULL);
     }
     hi->gen++;
     changed(hi);

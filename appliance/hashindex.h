@@ -79,9 +79,11 @@ RPL_MUST_CHECK rpl_err hashindex_save(struct hashindex *hi);
 /* The disk grew: the new chunks (and the old last one) are stale. */
 void hashindex_resize(struct hashindex *hi, uint64_t disk_size);
 /* Before the replica is written in [offset, offset+len): those chunks are stale (the file marked
- * open first). data (the bytes written, or NULL) feeds a direct write's pending hashes. */
+ * open first). data (the bytes written, or NULL) feeds a direct write's pending hashes; hash (may
+ * be NULL) is the xxh3-128 of exactly those bytes, already checked, taken as the chunk's when they
+ * are one whole chunk (no second pass over them), as the hash of zeros is for a whole zero chunk. */
 RPL_MUST_CHECK rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, const uint8_t *data, uint64_t len,
-                                       bool zeros);
+                                       bool zeros, const uint8_t hash[PROTO_HASH_SIZE]);
 /* The direct cycle is durable: its pending hashes become known. */
 void hashindex_direct_commit(struct hashindex *hi);
 /* The direct cycle was given up: its pending hashes are dropped (the chunks stay stale). */

@@ -57,7 +57,7 @@ void resync_index_follow_size(struct appliance *a, struct disk *d)
 
 rpl_err resync_index_stale(struct disk *d, uint64_t offset, uint64_t length)
 {
-  return d->hidx ? hashindex_write(d->hidx, offset, NULL, length, false) : RPL_OK;
+  return d->hidx ? hashindex_write(d->hidx, offset, NULL, length, false, NULL) : RPL_OK;
 }
 
 /* Reads chunk c of the replica into buf and hashes it. */

@@ -444,7 +444,7 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
   err = receiver_extent(sl->rx, &m, sl->direct ? &raw : NULL);
   /* The hash index learns of the write before the replica sees it (hashindex.h). */
   if (!err && sl->direct && sl->disk->hidx)
-    err = hashindex_write(sl->disk->hidx, m.offset, raw, m.length, raw == NULL);
+    err = hashindex_write(sl->disk->hidx, m.offset, raw, m.length, raw == NULL, m.hash);
   if (!err && sl->direct) {
     if ((err = sl->direct_store->ops->direct_extent(sl->direct_store, m.offset, raw, m.length)))
       direct_failed(s, sl, err);

@@ -190,7 +190,7 @@ static void test_write_marks_open(void **state)
   assert_int_equal(hashindex_open(c->path, DISK, CHUNK, &hi), RPL_OK);
   assert_int_equal(stale_of(hi), 0);
   /* Chunks 2 and 3 written (a range across their boundary). */
-  assert_int_equal(hashindex_write(hi, 2 * CHUNK + 100, NULL, CHUNK, false), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 2 * CHUNK + 100, NULL, CHUNK, false, NULL), RPL_OK);
   assert_int_equal(stale_of(hi), 2);
   uint8_t h[PROTO_HASH_SIZE];
   assert_false(hashindex_lookup(hi, 2, h));
@@ -215,7 +215,7 @@ static void test_rehash_race(void **state)
   uint8_t h[PROTO_HASH_SIZE];
   fake_hash(1, h);
   uint64_t gen = hashindex_generation(hi);
-  assert_int_equal(hashindex_write(hi, 8 * CHUNK, NULL, 512, false), RPL_OK); /* another chunk, still a write */
+  assert_int_equal(hashindex_write(hi, 8 * CHUNK, NULL, 512, false, NULL), RPL_OK); /* another chunk, still a write */
   hashindex_rehashed(hi, 1, h, gen);
   assert_false(hashindex_lookup(hi, 1, h));
   hashindex_rehashed(hi, 1, h, hashindex_generation(hi));
@@ -251,12 +251,16 @@ static void test_direct_commit_abort(void **state)
   for (size_t i = 0; i < DISK; i++)
     data[i] = (uint8_t)(i * 13 + 5);
   /* Chunk 0 in two halves in order, chunk 1 as zeros, chunk 2 out of order, the short last whole. */
-  assert_int_equal(hashindex_write(hi, 0, data, CHUNK / 2, false), RPL_OK);
-  assert_int_equal(hashindex_write(hi, CHUNK / 2, data + CHUNK / 2, CHUNK / 2, false), RPL_OK);
-  assert_int_equal(hashindex_write(hi, CHUNK, NULL, CHUNK, true), RPL_OK);
-  assert_int_equal(hashindex_write(hi, 2 * CHUNK + CHUNK / 2, data, CHUNK / 2, false), RPL_OK);
-  assert_int_equal(hashindex_write(hi, 2 * CHUNK, data, CHUNK / 2, false), RPL_OK);
-  assert_int_equal(hashindex_write(hi, 10 * CHUNK, data + 10 * CHUNK, 512, false), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 0, data, CHUNK / 2, false, NULL), RPL_OK);
+  assert_int_equal(hashindex_write(hi, CHUNK / 2, data + CHUNK / 2, CHUNK / 2, false, NULL), RPL_OK);
+  assert_int_equal(hashindex_write(hi, CHUNK, NULL, CHUNK, true, NULL), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 2 * CHUNK + CHUNK / 2, data, CHUNK / 2, false, NULL), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 2 * CHUNK, data, CHUNK / 2, false, NULL), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 10 * CHUNK, data + 10 * CHUNK, 512, false, NULL), RPL_OK);
+  /* A whole chunk with its checked hash given: taken as it is, the bytes not hashed again. */
+  uint8_t given[PROTO_HASH_SIZE];
+  memset(given, 0xab, sizeof given);
+  assert_int_equal(hashindex_write(hi, 3 * CHUNK, data + 3 * CHUNK, CHUNK, false, given), RPL_OK);
   assert_true(hashindex_direct_busy(hi));
   uint8_t h[PROTO_HASH_SIZE], want[PROTO_HASH_SIZE];
   assert_false(hashindex_lookup(hi, 0, h)); /* pending until the commit */
@@ -273,11 +277,13 @@ static void test_direct_commit_abort(void **state)
   proto_hash128(data + 10 * CHUNK, 512, want);
   assert_true(hashindex_lookup(hi, 10, h));
   assert_memory_equal(h, want, PROTO_HASH_SIZE);
+  assert_true(hashindex_lookup(hi, 3, h));
+  assert_memory_equal(h, given, PROTO_HASH_SIZE);
   /* An aborted direct cycle: its whole chunk stays stale, and the one it overwrote is stale too. */
-  assert_int_equal(hashindex_write(hi, 0, data, CHUNK, false), RPL_OK);
+  assert_int_equal(hashindex_write(hi, 0, data, CHUNK, false, NULL), RPL_OK);
   hashindex_direct_abort(hi);
   assert_false(hashindex_lookup(hi, 0, h));
-  assert_int_equal(stale_of(hi), 9);
+  assert_int_equal(stale_of(hi), 8);
   free(zeros);
   free(data);
   hashindex_close(hi);
