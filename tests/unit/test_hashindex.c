@@ -1,7 +1,8 @@
 /* test_hashindex.c - Description: the hash index file (hashindex.h) round-trips its known chunks;
  * a damaged header or body, a wrong size, another version or chunk size, and a file left open by
  * a write load as all stale; writes mark chunks stale (the file open before they return); direct
- * writes make whole in-order chunks known only at commit; a rehash raced by a write is dropped;
+ * writes make whole in-order chunks known only at commit (a whole chunk with its checked hash given
+ * takes it without hashing again); a rehash raced by a write is dropped;
  * growth keeps the old chunks but the short last one. */
 #include <setjmp.h>
 #include <stdarg.h>
