@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# e2e_blob_outage.sh - Description: Azurite stopped for a minute mid-upload, through the daemon: the
-# agent keeps writing cycles and is ACKed, status shows the storage error and the growing backlog;
-# Azurite restarted on the same port and data directory after 60 s: the upload catches up, a
-# checkpoint's point restores byte-identical to the source and the blob equals it (nothing lost).
+# e2e_blob_outage.sh - Description: Azurite stopped for a minute (OUTAGE_S; the suite takes 30 s)
+# mid-upload, through the daemon: the agent keeps writing cycles and is ACKed, status shows the
+# storage error and the growing backlog; Azurite restarted on the same port and data directory
+# after the outage: the upload catches up, a checkpoint's point restores byte-identical to the
+# source and the blob equals it (nothing lost).
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 550
