@@ -12,7 +12,8 @@
  *       the data ranges of FILE (its holes skipped), "OFFSET LENGTH" per line.
  *   bench_gen limit delta|sync SRC DST EXTENTS
  *       the machine's own limit for what a benchmark times, on the extents listed (merged, in
- *       offset order): delta reads them from SRC (O_DIRECT) into memory, then writes them into DST
+ *       offset order): delta reads them from SRC (O_DIRECT, 32 reads in flight, as the agent's
+ *       io_uring queue keeps them) into memory, then writes them into DST
  *       at the same offsets (buffered) with one fdatasync; sync writes text of their size into DST
  *       O_DIRECT (SRC unused), then fdatasync. Prints "bytes B read_s R write_s W total_s T".
  *
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +271,33 @@ static struct ext *read_extents(const char *path, size_t *n)
   return x;
 }
 
+#define LIMIT_READERS 32
+
+struct limit_reads {
+  int fd;
+  const struct ext *x;
+  size_t n;
+  char *buf;
+  const size_t *at;  /* where each extent goes in buf */
+  size_t next;       /* the next extent to read */
+  pthread_mutex_t lock;
+  bool failed;
+};
+
+static void *limit_reader(void *arg)
+{
+  struct limit_reads *r = arg;
+  for (;;) {
+    pthread_mutex_lock(&r->lock);
+    size_t i = r->next++;
+    pthread_mutex_unlock(&r->lock);
+    if (i >= r->n)
+      return NULL;
+    if (pread(r->fd, r->buf + r->at[i], r->x[i].len, (off_t)r->x[i].off) != (ssize_t)r->x[i].len)
+      r->failed = true;
+  }
+}
+
 static int cmd_limit(int argc, char **argv)
 {
   if (argc < 6 || (strcmp(argv[2], "delta") && strcmp(argv[2], "sync")))
@@ -300,13 +329,27 @@ static int cmd_limit(int argc, char **argv)
   }
   double t0 = seconds(), t1 = t0;
   if (delta) {
-    size_t at = 0;
+    size_t *at = malloc((n ? n : 1) * sizeof *at), pos = 0;
+    if (!at)
+      return 1;
     for (size_t i = 0; i < n; i++) {
-      if (pread(src, buf + at, x[i].len, (off_t)x[i].off) != (ssize_t)x[i].len) {
-        fprintf(stderr, "bench_gen: read %s: %s\n", argv[3], strerror(errno));
-        return 1;
-      }
-      at += x[i].len;
+      at[i] = pos;
+      pos += x[i].len;
+    }
+    struct limit_reads r = {.fd = src, .x = x, .n = n, .buf = buf, .at = at};
+    pthread_mutex_init(&r.lock, NULL);
+    pthread_t t[LIMIT_READERS];
+    int started = 0;
+    while (started < LIMIT_READERS && pthread_create(&t[started], NULL, limit_reader, &r) == 0)
+      started++;
+    if (started == 0)
+      limit_reader(&r);
+    for (int i = 0; i < started; i++)
+      pthread_join(t[i], NULL);
+    free(at);
+    if (r.failed) {
+      fprintf(stderr, "bench_gen: read %s failed\n", argv[3]);
+      return 1;
     }
     t1 = seconds();
   }
