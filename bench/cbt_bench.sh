@@ -115,9 +115,10 @@ sum() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' <<<"$1"; }
 # stats "a1 a2 .." "b1 b2 .." -> per-round ratios a/b, then median, min, max of them
 stats() {
   awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " ")
-    for (i = 1; i <= n; i++) { r[i] = x[i] / y[i]; printf "%s%.3f", i > 1 ? " " : "", r[i] }
+    for (i = 1; i <= n; i++) { r[i] = x[i] / y[i]; printf "%s%.3f", (i > 1 ? " " : ""), r[i] }
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
-    printf " | median %.3f min %.3f max %.3f", n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2, r[1], r[n] }'
+    m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+    printf " | median %.3f min %.3f max %.3f", m, r[1], r[n] }'
 }
 
 sections=" ${SECTIONS:-1 1c 1b 2} "

@@ -160,14 +160,50 @@ __noinline int cbt_mark_level(__u32 slot, __u64 base, __u64 first, __u64 last)
 }
 #endif
 
+/* Sets mask in word key of a bitmap, testing first: rewriting hot blocks then costs a load, not a
+ * locked read-modify-write. -1 if the word is missing, else whether a bit was new. */
+static __always_inline int set_word(void *bitmap, __u32 key, __u64 mask)
+{
+  __u64 *word = bpf_map_lookup_elem(bitmap, &key);
+  if (!word)
+    return -1;
+  if ((*word & mask) == mask)
+    return 0;
+  __sync_fetch_and_or(word, mask);
+  return 1;
+}
+
+/* Bits [first, last] of one word (first >> 6 == last >> 6). */
+static __always_inline __u64 word_mask(__u64 first, __u64 last)
+{
+  return (~0ULL << (first & 63)) & (~0ULL >> (63 - (last & 63)));
+}
+
 /* Sets blocks [first, last] in buffer `buffer` of the slot's bitmap, level 0 first, then the
- * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new. */
-static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buffer, __u64 first, __u64 last)
+ * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new.
+ * The common case, a run inside one level-0 word (a write of up to 64 blocks that does not cross a
+ * 256 KiB boundary at 4 KiB), is one word per level, set in straight-line code with the bitmap
+ * looked up once (bitmap: the slot's, NULL if missing); longer runs loop. */
+static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, void *bitmap, __u64 buffer, __u64 first,
+                                       __u64 last)
 {
   __u64 buffer_base = buffer * s->buffer_words;
+  __u64 w0 = first >> CBT_WORD_SHIFT;
+
+  if (w0 == last >> CBT_WORD_SHIFT) {
+    if (!bitmap)
+      return -1;
+    int changed = set_word(bitmap, (__u32)(buffer_base + w0), word_mask(first, last));
+    if (changed < 0 ||
+        set_word(bitmap, (__u32)(buffer_base + s->l1_offset + (w0 >> CBT_WORD_SHIFT)), 1ULL << (w0 & 63)) < 0 ||
+        set_word(bitmap, (__u32)(buffer_base + s->l2_offset + (w0 >> (2 * CBT_WORD_SHIFT))),
+                 1ULL << ((w0 >> CBT_WORD_SHIFT) & 63)) < 0)
+      return -1;
+    return changed;
+  }
+
   __u64 level_base[3] = {buffer_base, buffer_base + s->l1_offset, buffer_base + s->l2_offset};
   int changed = 0;
-
   for (int level = 0; level < 3; level++) {
 #ifdef CBT_BOUNDED
     int r = cbt_mark_level(slot, level_base[level], first, last);
@@ -265,19 +301,28 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
   struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
   if (!s || !bytes)
     return -1;
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
   /* Fast path, no atomics: when every block is already marked in the live buffer and that buffer is
    * still live after the check, a flip (hence the drain and its read of these blocks) comes after
    * this point. Live bits are never cleared (only a frozen buffer is). Summary bits of a marker still
    * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the three
    * loads in order. The common case: a completion in the generation of its submission mark. */
   __u64 seen = READ_ONCE_U64(s->gen_seq);
-  if (s->dev == dev) {
+  if (s->dev == dev && bitmap) {
     __u32 shift = s->block_shift & 63;
     __u64 first = (sector << 9) >> shift;
     __u64 last = ((sector << 9) + bytes - 1) >> shift;
     __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
-    if (last < s->nr_blocks && words <= 4) {
-      struct check_range r = {.slot = slot, .base = (seen & 1) * s->buffer_words, .first_bit = first, .last_bit = last};
+    __u64 base = (seen & 1) * s->buffer_words;
+    if (last < s->nr_blocks && words == 1) {
+      /* One word: one lookup and one load, no loop. */
+      __u32 key = (__u32)(base + (first >> CBT_WORD_SHIFT));
+      __u64 *word = bpf_map_lookup_elem(bitmap, &key);
+      __u64 mask = word_mask(first, last);
+      if (word && (*word & mask) == mask && READ_ONCE_U64(s->gen_seq) == seen)
+        return (__s64)(seen << 1);
+    } else if (last < s->nr_blocks && words <= 4) {
+      struct check_range r = {.slot = slot, .base = base, .first_bit = first, .last_bit = last};
 #ifdef CBT_BOUNDED
       for (__u32 i = 0; i < 4; i++)
         if (check_word(i, &r))
@@ -309,7 +354,7 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
       last = nr_blocks - 1;
     }
     if (first <= last) {
-      changed = mark_blocks(slot, s, (__u64)buffer, first, last);
+      changed = mark_blocks(slot, s, bitmap, (__u64)buffer, first, last);
       if (changed < 0) {
         __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
         changed = 0;
@@ -507,24 +552,38 @@ int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
   }
   if (!is_write_op(op) || nr_bytes == 0 || !bio)
     return 0;
-  struct request_walk w = {.bio = bio, .remaining = nr_bytes};
-  w.dev = disk_dev((__u64)BPF_CORE_READ((struct bio *)bio, bi_bdev));
+  /* The first bio inline (most requests carry one); its head also names the disk. */
+  struct bio_fields f;
+  if (read_bio((struct bio *)bio, &f))
+    return 0;
+  struct request_walk w = {.remaining = nr_bytes};
+  w.dev = disk_dev(f.bdev);
   struct cbt_slot *s = slot_of(w.dev, &w.slot);
   if (!s)
     return 0;
+  __u64 done = f.size < w.remaining ? f.size : w.remaining;
+  __s64 marked = done ? cbt_mark_live(w.slot, w.dev, f.sector, done) : -1;
+  if (marked > 0 && (marked & 1))
+    w.new_bits++;
+  w.remaining -= done;
+  w.bio = f.next;
+  if (w.bio && w.remaining) {
 #ifdef CBT_BOUNDED
-  for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
-    if (cbt_walk_bios(&w))
-      break;
+    for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
+      if (cbt_walk_bios(&w))
+        break;
 #else
-  bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
+    bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
 #endif
-  if (w.bio && w.remaining)
-    __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
-  __u32 slot = w.slot;
-  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-  if (counters)
-    counters->completion_marks += w.new_bits;
+    if (w.bio && w.remaining)
+      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  }
+  if (w.new_bits) {
+    __u32 slot = w.slot;
+    struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+    if (counters)
+      counters->completion_marks += w.new_bits;
+  }
   return 0;
 }
 
