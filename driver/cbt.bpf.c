@@ -301,13 +301,13 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
   struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
   if (!s || !bytes)
     return -1;
-  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
   /* Fast path, no atomics: when every block is already marked in the live buffer and that buffer is
    * still live after the check, a flip (hence the drain and its read of these blocks) comes after
    * this point. Live bits are never cleared (only a frozen buffer is). Summary bits of a marker still
-   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the three
-   * loads in order. The common case: a completion in the generation of its submission mark. */
+   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the loads
+   * (generation, word, generation) in order. The common case: a completion in the generation of its submission mark. */
   __u64 seen = READ_ONCE_U64(s->gen_seq);
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
   if (s->dev == dev && bitmap) {
     __u32 shift = s->block_shift & 63;
     __u64 first = (sector << 9) >> shift;
@@ -354,6 +354,9 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
       last = nr_blocks - 1;
     }
     if (first <= last) {
+      /* Looked up again inside the generation, as the loops do: a slot detached and attached again
+       * since the fast path's lookup has another bitmap. */
+      bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
       changed = mark_blocks(slot, s, bitmap, (__u64)buffer, first, last);
       if (changed < 0) {
         __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
@@ -420,11 +423,11 @@ static __always_inline __u32 disk_dev(__u64 bdev)
   __u32 o_minor = bpf_core_field_offset(struct gendisk, first_minor);
   if (!disk)
     return 0;
-  if (FITS(o_major, 4) && FITS(o_minor, 4)) {
-    __u64 head[HEAD_BYTES / 8];
-    if (bpf_probe_read_kernel(head, sizeof head, disk))
+  if (o_minor == o_major + 4) { /* adjacent (every kernel so far): one 8-byte read */
+    int pair[2];
+    if (bpf_probe_read_kernel(pair, sizeof pair, (char *)disk + o_major))
       return 0;
-    return ((__u32)HEAD_FIELD(head, o_major, int) << 20) | (__u32)HEAD_FIELD(head, o_minor, int);
+    return ((__u32)pair[0] << 20) | (__u32)pair[1];
   }
   return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
 }
@@ -527,6 +530,20 @@ __noinline int cbt_walk_bios(struct request_walk *w)
       return 1;
   return 0;
 }
+#else
+/* complete_bio for the rest of w's bios. Global, so verified once with w unknown: inline, 6.18's
+ * verifier explores the callback once per distinct state of the caller (over a million
+ * instructions once the first bio is handled before the loop). bpf_loop wants its context on the
+ * stack, hence the copy. */
+__noinline int cbt_walk_bios(struct request_walk *w)
+{
+  if (!w)
+    return 1;
+  struct request_walk local = *w;
+  bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &local, 0);
+  *w = local;
+  return 1;
+}
 #endif
 
 /* Request-based disks (blk-mq): called before the bios are advanced and ended, after the device
@@ -573,7 +590,7 @@ int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
       if (cbt_walk_bios(&w))
         break;
 #else
-    bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
+    cbt_walk_bios(&w);
 #endif
     if (w.bio && w.remaining)
       __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
