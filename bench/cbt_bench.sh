@@ -98,12 +98,13 @@ cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
   for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
     prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
     # bpftool omits the counters of a program that never ran
-    read -r ns count xlated jited < <(bpftool prog show id "$prog" -j |
-      jq -r '"\(.run_time_ns // 0) \(.run_cnt // 0) \(.bytes_xlated // 0) \(.bytes_jited // 0)"')
-    verified=$(grep -o "prog 'cbtb\?_${link#cbt_link_}':.*processed [0-9]* insns" "$work/start.log" | grep -o 'processed [0-9]*' |
+    read -r ns count xlated jited name < <(bpftool prog show id "$prog" -j |
+      jq -r '"\(.run_time_ns // 0) \(.run_cnt // 0) \(.bytes_xlated // 0) \(.bytes_jited // 0) \(.name)"')
+    # the kernel keeps 15 characters of a program's name
+    verified=$(grep -o "prog '${name}[a-z_]*':.*processed [0-9]* insns" "$work/start.log" | grep -o 'processed [0-9]*' |
                awk '{print $2}')
-    awk -v l="${link#cbt_link_}" -v ns="$ns" -v c="$count" -v w="$tracked_writes" -v x="$xlated" -v j="$jited" -v v="${verified:-?}" \
-      'BEGIN { printf "   %-13s %9d runs %6.0f ns per run %6.0f ns per write   xlated %5d B jited %5d B verified %7s insns\n",
+    awk -v l="$name" -v ns="$ns" -v c="$count" -v w="$tracked_writes" -v x="$xlated" -v j="$jited" -v v="${verified:-?}" \
+      'BEGIN { printf "   %-16s %9d runs %6.0f ns per run %6.0f ns per write   xlated %5d B jited %5d B verified %7s insns\n",
                l, c, c ? ns / c : 0, w ? ns / w : 0, x, j, v }'
     total_ns=$((total_ns + ns))
   done

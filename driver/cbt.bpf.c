@@ -443,36 +443,50 @@ static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
   return bpf_map_lookup_elem(&cbt_devices, &slot);
 }
 
-SEC("raw_tp/block_bio_queue")
-int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
+/* Reading a bio's fields and its disk: with probe reads (raw tracepoints, any kernel with a BTF
+ * for CO-RE, even a file given with MOBILITY_AGENT_BTF), or as plain loads where the kernel types
+ * the tracepoint's arguments itself (tp_btf: the verifier turns them into faulting loads, about 1
+ * ns each instead of 10-20 for a probe read). The agent loads the tp_btf programs when the kernel
+ * has its own BTF, the raw tracepoint ones otherwise (docs/architecture.md). */
+static __always_inline void read_bio_btf(struct bio *bio, struct bio_fields *f)
 {
-  struct bio *bio = (struct bio *)ctx->args[0];
-  struct bio_fields f;
-  if (read_bio(bio, &f))
+  f->next = (__u64)bio->bi_next;
+  f->bdev = (__u64)bio->bi_bdev;
+  f->opf = bio->bi_opf;
+  f->sector = bio->bi_iter.bi_sector;
+  f->size = bio->bi_iter.bi_size;
+}
+
+static __always_inline __u32 disk_dev_btf(struct bio *bio)
+{
+  struct gendisk *disk = bio->bi_bdev->bd_disk;
+  if (!disk)
     return 0;
-  __u32 op = f.opf & CBT_REQ_OP_MASK;
-  if (!is_write_op(op))
-    return 0;
-  __u32 dev = disk_dev(f.bdev), slot;
+  return ((__u32)disk->major << 20) | (__u32)disk->first_minor;
+}
+
+/* block_bio_queue once the bio's fields are read: bio_key is its address, dev its whole disk. */
+static __always_inline int on_bio_queue(__u64 bio_key, struct bio_fields *f, __u32 dev)
+{
+  __u32 op = f->opf & CBT_REQ_OP_MASK, slot;
   struct cbt_slot *s = slot_of(dev, &slot);
   struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
   if (!s || !counters)
     return 0;
-  if (f.size == 0) { /* a flush carried by an empty write: no data changes */
+  if (f->size == 0) { /* a flush carried by an empty write: no data changes */
     counters->empty_ignored++;
     return 0;
   }
   /* Whole-disk absolute already: blk_partition_remap ran before this tracepoint. */
-  __s64 marked = cbt_mark_live(slot, dev, f.sector, f.size);
+  __s64 marked = cbt_mark_live(slot, dev, f->sector, f->size);
   if (marked < 0)
     return 0;
 
   if (s->flags & CBT_SLOT_BIO_BASED) {
     struct cbt_inflight record = {
-      .dev = dev, .slot = slot, .sector = f.sector, .bytes = f.size, .gen_seq = (__u64)marked >> 1,
+      .dev = dev, .slot = slot, .sector = f->sector, .bytes = f->size, .gen_seq = (__u64)marked >> 1,
     };
-    __u64 key = (__u64)bio;
-    if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
+    if (bpf_map_update_elem(&cbt_inflight, &bio_key, &record, BPF_ANY))
       __sync_fetch_and_add(&s->lost_inflight_full, 1);
     else
       counters->inflight_records++;
@@ -486,6 +500,27 @@ int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
   else
     counters->write_zeroes++;
   return 0;
+}
+
+SEC("raw_tp/block_bio_queue")
+int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
+{
+  struct bio *bio = (struct bio *)ctx->args[0];
+  struct bio_fields f;
+  if (read_bio(bio, &f) || !is_write_op(f.opf & CBT_REQ_OP_MASK))
+    return 0;
+  return on_bio_queue((__u64)bio, &f, disk_dev(f.bdev));
+}
+
+SEC("tp_btf/block_bio_queue")
+int PROG(bioq_btf)(__u64 *ctx) /* (struct bio *bio) */
+{
+  struct bio *bio = (struct bio *)ctx[0];
+  struct bio_fields f;
+  read_bio_btf(bio, &f);
+  if (!is_write_op(f.opf & CBT_REQ_OP_MASK))
+    return 0;
+  return on_bio_queue((__u64)bio, &f, disk_dev_btf(bio));
 }
 
 /* Walk of a completed request's bios: each bio still carries its sector and size here. */
@@ -546,6 +581,40 @@ __noinline int cbt_walk_bios(struct request_walk *w)
 }
 #endif
 
+/* block_rq_complete once the request's first bio is read (f; dev its whole disk). */
+static __always_inline int on_rq_complete(__u32 nr_bytes, struct bio_fields *f, __u32 dev)
+{
+  struct request_walk w = {.remaining = nr_bytes, .dev = dev};
+  struct cbt_slot *s = slot_of(dev, &w.slot);
+  if (!s)
+    return 0;
+  /* The first bio inline: most requests carry one. */
+  __u64 done = f->size < w.remaining ? f->size : w.remaining;
+  __s64 marked = done ? cbt_mark_live(w.slot, w.dev, f->sector, done) : -1;
+  if (marked > 0 && (marked & 1))
+    w.new_bits++;
+  w.remaining -= done;
+  w.bio = f->next;
+  if (w.bio && w.remaining) {
+#ifdef CBT_BOUNDED
+    for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
+      if (cbt_walk_bios(&w))
+        break;
+#else
+    cbt_walk_bios(&w);
+#endif
+    if (w.bio && w.remaining)
+      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  }
+  if (w.new_bits) {
+    __u32 slot = w.slot;
+    struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+    if (counters)
+      counters->completion_marks += w.new_bits;
+  }
+  return 0;
+}
+
 /* Request-based disks (blk-mq): called before the bios are advanced and ended, after the device
  * wrote the data (block_bio_complete does not fire for them: blk_update_request clears the flag). */
 SEC("raw_tp/block_rq_complete")
@@ -569,39 +638,24 @@ int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
   }
   if (!is_write_op(op) || nr_bytes == 0 || !bio)
     return 0;
-  /* The first bio inline (most requests carry one); its head also names the disk. */
+  /* The first bio's head also names the disk. */
   struct bio_fields f;
   if (read_bio((struct bio *)bio, &f))
     return 0;
-  struct request_walk w = {.remaining = nr_bytes};
-  w.dev = disk_dev(f.bdev);
-  struct cbt_slot *s = slot_of(w.dev, &w.slot);
-  if (!s)
+  return on_rq_complete(nr_bytes, &f, disk_dev(f.bdev));
+}
+
+SEC("tp_btf/block_rq_complete")
+int PROG(rqc_btf)(__u64 *ctx) /* (struct request *rq, blk_status_t error, unsigned int nr_bytes) */
+{
+  struct request *rq = (struct request *)ctx[0];
+  __u32 nr_bytes = (__u32)ctx[2];
+  struct bio *bio = rq->bio;
+  if (!is_write_op(rq->cmd_flags & CBT_REQ_OP_MASK) || nr_bytes == 0 || !bio)
     return 0;
-  __u64 done = f.size < w.remaining ? f.size : w.remaining;
-  __s64 marked = done ? cbt_mark_live(w.slot, w.dev, f.sector, done) : -1;
-  if (marked > 0 && (marked & 1))
-    w.new_bits++;
-  w.remaining -= done;
-  w.bio = f.next;
-  if (w.bio && w.remaining) {
-#ifdef CBT_BOUNDED
-    for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
-      if (cbt_walk_bios(&w))
-        break;
-#else
-    cbt_walk_bios(&w);
-#endif
-    if (w.bio && w.remaining)
-      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
-  }
-  if (w.new_bits) {
-    __u32 slot = w.slot;
-    struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-    if (counters)
-      counters->completion_marks += w.new_bits;
-  }
-  return 0;
+  struct bio_fields f;
+  read_bio_btf(bio, &f);
+  return on_rq_complete(nr_bytes, &f, disk_dev_btf(bio));
 }
 
 /* Bio-based disks (device mapper, md): the bio's iterator may have moved, so the submission
