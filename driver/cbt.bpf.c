@@ -57,6 +57,16 @@ struct {
   __type(value, __u32); /* slot */
 } cbt_devmap SEC(".maps");
 
+/* Which slot tracked a disk lately (dev << 32 | slot), indexed by a hash of dev: see slot_of().
+ * Not pinned: it lives as long as the programs, and a wrong or stale entry is never believed. */
+#define CBT_DEVCACHE_ENTRIES 256
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, CBT_DEVCACHE_ENTRIES);
+  __type(key, __u32);
+  __type(value, __u64);
+} cbt_devcache SEC(".maps");
+
 /* Bio-based disks only. Preallocated (the default): an insert never allocates memory in the I/O
  * path, and a full table is counted as a loss instead of silently evicting a record (as LRU would). */
 struct {
@@ -262,6 +272,7 @@ static long check_word(__u32 i, void *data)
 }
 
 #define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
 /* Enters the live generation (see the flip protocol in cbt_shared.h); the x86-64 JIT emits every
  * BPF atomic as a lock-prefixed instruction, i.e. a full barrier. Returns the buffer index, or -1
@@ -432,15 +443,32 @@ static __always_inline __u32 disk_dev(__u64 bdev)
   return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
 }
 
-/* The tracked slot of a whole disk, NULL if it is not tracked. */
+/* The tracked slot of a whole disk, NULL if it is not tracked. A hash lookup costs about 17 ns; a
+ * small direct-mapped cache in front of it (an array: inlined, read-mostly, shared by the CPUs) says
+ * which slot tracked the disk lately, and is believed only while that slot still tracks that disk:
+ * a disk is tracked in one slot at most, so the answer is the hash map's. */
 static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
 {
+  __u32 index = (dev ^ (dev >> 8) ^ (dev >> 20)) & (CBT_DEVCACHE_ENTRIES - 1);
+  __u64 *cached = bpf_map_lookup_elem(&cbt_devcache, &index);
+  if (cached && dev) {
+    __u64 entry = *cached; /* one 8-byte load: never a torn pair */
+    __u32 slot = (__u32)entry;
+    struct cbt_slot *s = (__u32)(entry >> 32) == dev ? bpf_map_lookup_elem(&cbt_devices, &slot) : NULL;
+    if (s && READ_ONCE_U32(s->dev) == dev) {
+      *slot_out = slot;
+      return s;
+    }
+  }
   __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
   if (!slot_ptr)
     return NULL;
   __u32 slot = *slot_ptr;
   *slot_out = slot;
-  return bpf_map_lookup_elem(&cbt_devices, &slot);
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  if (s && cached && dev && READ_ONCE_U32(s->dev) == dev)
+    *cached = ((__u64)dev << 32) | slot;
+  return s;
 }
 
 /* Reading a bio's fields and its disk: with probe reads (raw tracepoints, any kernel with a BTF
@@ -468,10 +496,12 @@ static __always_inline __u32 disk_dev_btf(struct bio *bio)
 /* block_bio_queue once the bio's fields are read: bio_key is its address, dev its whole disk. */
 static __always_inline int on_bio_queue(__u64 bio_key, struct bio_fields *f, __u32 dev)
 {
-  __u32 op = f->opf & CBT_REQ_OP_MASK, slot;
+  __u32 op = f->opf & CBT_REQ_OP_MASK, slot = 0;
   struct cbt_slot *s = slot_of(dev, &slot);
+  if (!s)
+    return 0;
   struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-  if (!s || !counters)
+  if (!counters)
     return 0;
   if (f->size == 0) { /* a flush carried by an empty write: no data changes */
     counters->empty_ignored++;
