@@ -15,6 +15,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 agent=$build/agent/mobility-agent
+floor_tool=$build/bench/bench_bpf_floor
+[ -x "$floor_tool" ] || floor_tool=$root/build/bench/bench_bpf_floor
 rounds=${ROUNDS:-3}
 runtime=${SECONDS_PER_RUN:-10}
 size=${SIZE:-2G}
@@ -89,11 +91,19 @@ cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
   # At debug level the agent logs the verifier's statistics of each program it loads.
   MOBILITY_AGENT_CBT_VARIANT=$1 RPL_LOG_LEVEL=debug "$agent" cbt start "$tmpfs_dev" --state "$state" >"$work/start.log" 2>&1
   start_drainer "$tmpfs_dev"
-  local tracked_writes total_ns=0 link prog ns count xlated jited verified
+  local tracked_writes total_ns=0 total_runs=0 link prog ns count xlated jited verified floor=""
+  # An empty program on the same tracepoint, measured alike: what bpf_stats adds to every run.
+  if [ -x "$floor_tool" ]; then
+    rm -f "$work/stop-floor"
+    (while [ ! -e "$work/stop-floor" ]; do sleep 0.2; done) | "$floor_tool" >"$work/floor.out" &
+    floor=$!
+    sleep 0.5
+  fi
   sysctl -qw kernel.bpf_stats_enabled=1
   run_fio "$tmpfs_dev" >/dev/null
   sysctl -qw kernel.bpf_stats_enabled="$stats_before"
   stop_drainer
+  [ -n "$floor" ] && { touch "$work/stop-floor"; wait "$floor" || true; }
   tracked_writes=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | grep -o '"writes":[0-9]*' | cut -d: -f2)
   for link in cbt_link_bio_queue cbt_link_rq_complete cbt_link_bio_complete; do
     prog=$(bpftool link show pinned "$MOBILITY_AGENT_BPF_PIN_DIR/$link" | grep -o 'prog [0-9]*' | awk '{print $2}')
@@ -106,11 +116,18 @@ cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
     awk -v l="$name" -v ns="$ns" -v c="$count" -v w="$tracked_writes" -v x="$xlated" -v j="$jited" -v v="${verified:-?}" \
       'BEGIN { printf "   %-16s %9d runs %6.0f ns per run %6.0f ns per write   xlated %5d B jited %5d B verified %7s insns\n",
                l, c, c ? ns / c : 0, w ? ns / w : 0, x, j, v }'
-    total_ns=$((total_ns + ns))
+    total_ns=$((total_ns + ns)); total_runs=$((total_runs + count))
   done
   "$agent" cbt stop "$tmpfs_dev" --state "$state"
   awk -v t="$total_ns" -v w="$tracked_writes" \
     'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes; goal <= 100)\n", w ? t / w : 0, w }'
+  if [ -s "$work/floor.out" ]; then
+    read -r fc fns <"$work/floor.out"
+    awk -v fc="$fc" -v fns="$fns" -v t="$total_ns" -v r="$total_runs" -v w="$tracked_writes" 'BEGIN {
+      f = fc ? fns / fc : 0
+      printf "   bpf_stats floor: an empty program measures %.0f ns per run (%d runs); without it the tracker costs %.0f ns per write\n",
+             f, fc, w ? (t - f * r) / w : 0 }'
+  fi
 }
 sum() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' <<<"$1"; }
 # stats "a1 a2 .." "b1 b2 .." -> per-round ratios a/b, then median, min, max of them
