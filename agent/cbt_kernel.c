@@ -195,10 +195,12 @@ static rpl_err pins_open(struct cbt *t)
   struct bpf_prog_info info;
   uint32_t len = sizeof info;
   memset(&info, 0, sizeof info);
-  if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0)
+  if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0) {
+    t->typed_tracepoints = info.type == BPF_PROG_TYPE_TRACING;
     t->variant = !strncmp(info.name, variant_prefix[CBT_VARIANT_BOUNDED], strlen(variant_prefix[CBT_VARIANT_BOUNDED]))
                    ? CBT_VARIANT_BOUNDED
                    : CBT_VARIANT_BPF_LOOP;
+  }
   return RPL_OK;
 }
 
@@ -296,16 +298,17 @@ enum cbt_variant cbt_variant_describe(struct cbt *t, bool *running, const char *
   enum cbt_variant choice = choose_variant(choice_why, sizeof choice_why);
   *running = cbt_pins_installed(t) && t->variant != CBT_VARIANT_NONE;
   *why = t->variant_why;
+  const char *attach = !*running ? "" : t->typed_tracepoints ? "; BTF-typed tracepoints" : "; raw tracepoints";
   if (!*running || t->variant == choice) {
-    snprintf(t->variant_why, sizeof t->variant_why, "%s", choice_why);
+    snprintf(t->variant_why, sizeof t->variant_why, "%s%s", choice_why, attach);
     return *running ? t->variant : choice;
   }
   /* Installed by an earlier process under other conditions (an override, or the bpf_loop variant
    * refused by this kernel's verifier): it runs until the tracker is installed again. */
   snprintf(t->variant_why, sizeof t->variant_why,
            "installed so by an earlier start; an install now would load %s (%s): that happens when the last "
-           "device stops and one starts again",
-           cbt_variant_name(choice), choice_why);
+           "device stops and one starts again%s",
+           cbt_variant_name(choice), choice_why, attach);
   return t->variant;
 }
 
