@@ -451,14 +451,19 @@ static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
 {
   __u32 index = (dev ^ (dev >> 8) ^ (dev >> 20)) & (CBT_DEVCACHE_ENTRIES - 1);
   __u64 *cached = bpf_map_lookup_elem(&cbt_devcache, &index);
+  int refill = 0;
   if (cached && dev) {
     __u64 entry = *cached; /* one 8-byte load: never a torn pair */
-    __u32 slot = (__u32)entry;
-    struct cbt_slot *s = (__u32)(entry >> 32) == dev ? bpf_map_lookup_elem(&cbt_devices, &slot) : NULL;
-    if (s && READ_ONCE_U32(s->dev) == dev) {
+    __u32 cached_dev = (__u32)(entry >> 32), slot = (__u32)entry;
+    struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+    __u32 slot_dev = s ? READ_ONCE_U32(s->dev) : 0;
+    if (s && cached_dev == dev && slot_dev == dev) {
       *slot_out = slot;
       return s;
     }
+    /* An entry still right for another disk is kept: two tracked disks of one index would
+     * otherwise rewrite it on every write (a contended line); the second takes the hash map. */
+    refill = !cached_dev || slot_dev != cached_dev;
   }
   __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
   if (!slot_ptr)
@@ -466,7 +471,7 @@ static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
   __u32 slot = *slot_ptr;
   *slot_out = slot;
   struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
-  if (s && cached && dev && READ_ONCE_U32(s->dev) == dev)
+  if (s && cached && refill && READ_ONCE_U32(s->dev) == dev)
     *cached = ((__u64)dev << 32) | slot;
   return s;
 }
