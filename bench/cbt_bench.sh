@@ -86,8 +86,9 @@ measure() { # measure KIND(file|tmpfs) DEV MODE(tracked|untracked)
 
 cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
   echo "== 1b. CPU cost of the tracker programs, $1 variant (kernel.bpf_stats_enabled; tmpfs device, ${runtime}s of fio, drained each second)"
-  # Independent of the machine's other load, unlike the IOPS ratio: CPU time the programs add per
-  # write. Drained as an agent would, so that most writes set new bits (the costly case).
+  # Less dependent on the machine's other load than the IOPS ratio: CPU time the programs add per
+  # write. Drained as an agent would, so that most writes set new bits (the costly case). "ns per
+  # write" divides all runs (every bio of the machine runs the programs) by the tracked writes.
   # At debug level the agent logs the verifier's statistics of each program it loads.
   MOBILITY_AGENT_CBT_VARIANT=$1 RPL_LOG_LEVEL=debug "$agent" cbt start "$tmpfs_dev" --state "$state" >"$work/start.log" 2>&1
   start_drainer "$tmpfs_dev"
