@@ -10,6 +10,8 @@
 #  3. kernel memory of the tracker's maps, per TiB tracked.
 # Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G),
 #        CPU_ONLY (set: section 1b alone), SECTIONS (default "1 1c 1b 2": which to run),
+#        CPU_ROUNDS (1: rounds of section 1b), BASELINE (a build directory section 1b measures too,
+#        alternating with BUILD_DIR each round: before/after in one session),
 #        MOBILITY_AGENT_CBT_VARIANT (the variant of sections 1 and 1c; 1b measures both)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,15 +122,23 @@ cpu_cost() { # cpu_cost VARIANT: section 1b for one tracker program variant
     total_ns=$((total_ns + ns)); total_runs=$((total_runs + count))
   done
   "$agent" cbt stop "$tmpfs_dev" --state "$state"
-  awk -v t="$total_ns" -v w="$tracked_writes" \
-    'BEGIN { printf "   per tracked 4 KiB write: %.0f ns of CPU (all runs of the three programs / %d tracked writes; goal <= 100)\n", w ? t / w : 0, w }'
+  cpu_total=$(awk -v t="$total_ns" -v w="$tracked_writes" 'BEGIN { printf "%.0f", w ? t / w : 0 }')
+  cpu_net=
+  echo "   per tracked 4 KiB write: $cpu_total ns of CPU (all runs of the three programs / $tracked_writes tracked writes; goal <= 100)"
   if [ -s "$work/floor.out" ]; then
     read -r fc fns <"$work/floor.out"
-    awk -v fc="$fc" -v fns="$fns" -v t="$total_ns" -v r="$total_runs" -v w="$tracked_writes" 'BEGIN {
-      f = fc ? fns / fc : 0
-      printf "   bpf_stats floor: an empty program measures %.0f ns per run (%d runs); without it the tracker costs %.0f ns per write\n",
-             f, fc, w ? (t - f * r) / w : 0 }'
+    cpu_net=$(awk -v fc="$fc" -v fns="$fns" -v t="$total_ns" -v r="$total_runs" -v w="$tracked_writes" \
+      'BEGIN { f = fc ? fns / fc : 0; printf "%.0f %.0f", w ? (t - f * r) / w : 0, f }')
+    echo "   bpf_stats floor: an empty program measures ${cpu_net#* } ns per run ($fc runs); without it the tracker costs ${cpu_net% *} ns per write"
+    cpu_net=${cpu_net% *}
   fi
+}
+# spread "v1 v2 ..." -> "median M (min A, max B, N runs)"
+spread() {
+  awk -v a="$1" 'BEGIN { n = split(a, r, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+    printf "median %.0f (min %.0f, max %.0f, %d runs)", m, r[1], r[n], n }'
 }
 sum() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }' <<<"$1"; }
 # stats "a1 a2 .." "b1 b2 .." -> per-round ratios a/b, then median, min, max of them
@@ -189,9 +199,31 @@ echo "   concurrent A/B IOPS tracked/untracked per round: $(stats "$ab_tracked" 
 fi
 
 if want 1b; then
-  for variant in bpf_loop bounded; do
-    cpu_cost $variant
+  # With BASELINE (another build directory, e.g. of the code before a change), each round measures
+  # both builds one after the other: a before/after from one session, with its spread.
+  builds=("$build"); [ -n "${BASELINE:-}" ] && builds=("$BASELINE" "$build")
+  declare -A cpu_totals cpu_nets
+  this_agent=$agent
+  for r in $(seq "${CPU_ROUNDS:-1}"); do
+    for b in "${builds[@]}"; do
+      agent=$b/agent/mobility-agent
+      [ ${#builds[@]} -gt 1 ] && echo "-- round $r, $b"
+      for variant in bpf_loop bounded; do
+        cpu_cost $variant
+        cpu_totals[$b.$variant]="${cpu_totals[$b.$variant]:-} $cpu_total"
+        cpu_nets[$b.$variant]="${cpu_nets[$b.$variant]:-} ${cpu_net:-0}"
+      done
+    done
   done
+  agent=$this_agent
+  if [ "${CPU_ROUNDS:-1}" -gt 1 ] || [ ${#builds[@]} -gt 1 ]; then
+    echo "== 1b. summary: ns of CPU per tracked write"
+    for b in "${builds[@]}"; do
+      for variant in bpf_loop bounded; do
+        echo "   $variant $b: $(spread "${cpu_totals[$b.$variant]}"); without bpf_stats' cost $(spread "${cpu_nets[$b.$variant]}")"
+      done
+    done
+  fi
 fi
 
 want 2 || exit 0
