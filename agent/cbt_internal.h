@@ -54,6 +54,7 @@ struct cbt {
   uint32_t devices_map_id;
   int prog_fd[PROGRAMS];
   enum cbt_variant variant; /* of the pinned programs; CBT_VARIANT_NONE when none are open */
+  bool typed_tracepoints; /* the pinned submission program is tp_btf (else a raw tracepoint) */
   char variant_why[512];  /* why the variant cbt_variant_get returned is that one */
   struct cbt_slot *slots; /* mmap of cbt_devices, NULL when not open */
   size_t slots_bytes;

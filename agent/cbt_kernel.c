@@ -195,10 +195,12 @@ static rpl_err pins_open(struct cbt *t)
   struct bpf_prog_info info;
   uint32_t len = sizeof info;
   memset(&info, 0, sizeof info);
-  if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0)
+  if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0) {
+    t->typed_tracepoints = info.type == BPF_PROG_TYPE_TRACING;
     t->variant = !strncmp(info.name, variant_prefix[CBT_VARIANT_BOUNDED], strlen(variant_prefix[CBT_VARIANT_BOUNDED]))
                    ? CBT_VARIANT_BOUNDED
                    : CBT_VARIANT_BPF_LOOP;
+  }
   return RPL_OK;
 }
 
@@ -296,21 +298,24 @@ enum cbt_variant cbt_variant_describe(struct cbt *t, bool *running, const char *
   enum cbt_variant choice = choose_variant(choice_why, sizeof choice_why);
   *running = cbt_pins_installed(t) && t->variant != CBT_VARIANT_NONE;
   *why = t->variant_why;
+  const char *attach = !*running ? "" : t->typed_tracepoints ? "; BTF-typed tracepoints" : "; raw tracepoints";
   if (!*running || t->variant == choice) {
-    snprintf(t->variant_why, sizeof t->variant_why, "%s", choice_why);
+    snprintf(t->variant_why, sizeof t->variant_why, "%s%s", choice_why, attach);
     return *running ? t->variant : choice;
   }
   /* Installed by an earlier process under other conditions (an override, or the bpf_loop variant
    * refused by this kernel's verifier): it runs until the tracker is installed again. */
   snprintf(t->variant_why, sizeof t->variant_why,
            "installed so by an earlier start; an install now would load %s (%s): that happens when the last "
-           "device stops and one starts again",
-           cbt_variant_name(choice), choice_why);
+           "device stops and one starts again%s",
+           cbt_variant_name(choice), choice_why, attach);
   return t->variant;
 }
 
 /* One variant's skeleton, opened: the typed skeleton calls behind plain pointers, and the maps and
- * link slots in pin order (the two skeletons differ in their type and program names only). */
+ * link slots in pin order (the two skeletons differ in their type and program names only). Each
+ * skeleton has block_bio_queue and block_rq_complete programs twice, for raw tracepoints (probe
+ * reads) and for BTF-typed ones (plain loads); one pair is loaded. */
 struct opened_tracker {
   void *skel;
   int (*load)(void *skel);
@@ -327,35 +332,50 @@ static int bounded_load(void *skel) { return cbt_bounded_bpf__load(skel); }
 static int bounded_attach(void *skel) { return cbt_bounded_bpf__attach(skel); }
 static void bounded_destroy(void *skel) { cbt_bounded_bpf__destroy(skel); }
 
-static int open_variant(enum cbt_variant variant, const struct bpf_object_open_opts *opts, struct opened_tracker *o)
+/* The raw and the BTF-typed program of one role: the one not wanted is not loaded. */
+static void pick(struct bpf_program *raw, struct bpf_program *typed, bool btf_typed)
+{
+  bpf_program__set_autoload(raw, !btf_typed);
+  bpf_program__set_autoload(typed, btf_typed);
+}
+
+static int open_variant(enum cbt_variant variant, bool btf_typed, const struct bpf_object_open_opts *opts,
+                        struct opened_tracker *o)
 {
   if (variant == CBT_VARIANT_BOUNDED) {
     struct cbt_bounded_bpf *s = cbt_bounded_bpf__open_opts(opts);
     if (!s)
       return -errno;
+    pick(s->progs.cbtb_bio_queue, s->progs.cbtb_bioq_btf, btf_typed);
+    pick(s->progs.cbtb_rq_complete, s->progs.cbtb_rqc_btf, btf_typed);
     *o = (struct opened_tracker){
       .skel = s, .load = bounded_load, .attach = bounded_attach, .destroy = bounded_destroy,
       .maps = {s->maps.cbt_devices, s->maps.cbt_devmap, s->maps.cbt_bitmaps, s->maps.cbt_inflight,
                s->maps.cbt_counters},
-      .links = {&s->links.cbtb_bio_queue, &s->links.cbtb_rq_complete, &s->links.cbtb_bio_complete},
+      .links = {btf_typed ? &s->links.cbtb_bioq_btf : &s->links.cbtb_bio_queue,
+                btf_typed ? &s->links.cbtb_rqc_btf : &s->links.cbtb_rq_complete, &s->links.cbtb_bio_complete},
     };
     return 0;
   }
   struct cbt_bpf *s = cbt_bpf__open_opts(opts);
   if (!s)
     return -errno;
+  pick(s->progs.cbt_bio_queue, s->progs.cbt_bioq_btf, btf_typed);
+  pick(s->progs.cbt_rq_complete, s->progs.cbt_rqc_btf, btf_typed);
   *o = (struct opened_tracker){
     .skel = s, .load = loop_load, .attach = loop_attach, .destroy = loop_destroy,
     .maps = {s->maps.cbt_devices, s->maps.cbt_devmap, s->maps.cbt_bitmaps, s->maps.cbt_inflight,
              s->maps.cbt_counters},
-    .links = {&s->links.cbt_bio_queue, &s->links.cbt_rq_complete, &s->links.cbt_bio_complete},
+    .links = {btf_typed ? &s->links.cbt_bioq_btf : &s->links.cbt_bio_queue,
+              btf_typed ? &s->links.cbt_rqc_btf : &s->links.cbt_rq_complete, &s->links.cbt_bio_complete},
   };
   return 0;
 }
 
 /* Opens, loads and attaches one variant (libbpf-bootstrap order; nothing in .rodata to set). On
  * failure nothing is left open, t->no_ebpf_why says why and *refused tells a verifier refusal. */
-static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, struct opened_tracker *o, bool *refused)
+static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, bool btf_typed, struct opened_tracker *o,
+                            bool *refused)
 {
   /* At debug level the verifier's statistics of every program (instructions processed, states)
    * reach the log: how close a kernel's verifier comes to its limits. */
@@ -363,7 +383,7 @@ static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, struct open
               .kernel_log_level = log_get_level() >= LOG_LVL_DEBUG ? 4 : 0);
   *refused = false;
   libbpf_last_warning[0] = '\0';
-  int rc = open_variant(variant, &open_opts, o);
+  int rc = open_variant(variant, btf_typed, &open_opts, o);
   if (rc) {
     cbt_set_no_ebpf_reason(t, "cannot open the eBPF tracker object (%s variant): %s%s%s", cbt_variant_name(variant),
              strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
@@ -395,6 +415,34 @@ static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, struct open
   return RPL_OK;
 }
 
+/* load_variant with BTF-typed tracepoints where the kernel has its own BTF (it types their
+ * arguments; a BTF file given with MOBILITY_AGENT_BTF serves CO-RE only), else or if refused with
+ * raw ones. Appends which to why. */
+static rpl_err load_variant_typed(struct cbt *t, enum cbt_variant variant, struct opened_tracker *o, bool *refused,
+                                  char *why, size_t size)
+{
+  rpl_err err = RPL_E_CBT_LOAD;
+  bool typed_refused = false;
+  if (!t->btf_custom) {
+    err = load_variant(t, variant, true, o, refused);
+    if (!err) {
+      strncat(why, "; BTF-typed tracepoints", size - strlen(why) - 1);
+      return RPL_OK;
+    }
+    if (!*refused)
+      return err;
+    typed_refused = true;
+    log_warn("%s: trying raw tracepoints", t->no_ebpf_why);
+    t->no_ebpf_why[0] = '\0';
+  }
+  err = load_variant(t, variant, false, o, refused);
+  if (!err)
+    strncat(why, typed_refused ? "; raw tracepoints (the BTF-typed ones were refused)"
+                               : "; raw tracepoints (MOBILITY_AGENT_BTF: the kernel has no BTF of its own)",
+            size - strlen(why) - 1);
+  return err;
+}
+
 /* Loads, attaches and pins the programs and maps of the variant chosen now (see cbt_variant_get).
  * On failure t->no_ebpf_why says why when eBPF is unusable here (the caller falls back); other
  * failures are errors. */
@@ -416,12 +464,12 @@ rpl_err cbt_pins_install(struct cbt *t)
   if (err)
     return err;
 
-  char why[256];
+  char why[384];
   enum cbt_variant variant = choose_variant(why, sizeof why);
   if (variant == CBT_VARIANT_NONE)
     return rpl_fail(RPL_E_INVALID_ARGUMENT, "%s: unset it or set it to auto (the kernel's features decide)", why);
   bool refused;
-  err = load_variant(t, variant, &o, &refused);
+  err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
   const char *forced = getenv(CBT_VARIANT_ENV);
   if (err && refused && variant == CBT_VARIANT_BPF_LOOP && !(forced && !strcmp(forced, "bpf_loop"))) {
     /* A kernel that has the helper but whose verifier refuses this program (a distribution's
@@ -430,7 +478,7 @@ rpl_err cbt_pins_install(struct cbt *t)
     snprintf(why, sizeof why, "the kernel has bpf_loop but refused the bpf_loop variant: bounded loops instead");
     variant = CBT_VARIANT_BOUNDED;
     t->no_ebpf_why[0] = '\0';
-    err = load_variant(t, variant, &o, &refused);
+    err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
   }
   if (err)
     return err;

@@ -57,6 +57,16 @@ struct {
   __type(value, __u32); /* slot */
 } cbt_devmap SEC(".maps");
 
+/* Which slot tracked a disk lately (dev << 32 | slot), indexed by a hash of dev: see slot_of().
+ * Not pinned: it lives as long as the programs, and a wrong or stale entry is never believed. */
+#define CBT_DEVCACHE_ENTRIES 256
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, CBT_DEVCACHE_ENTRIES);
+  __type(key, __u32);
+  __type(value, __u64);
+} cbt_devcache SEC(".maps");
+
 /* Bio-based disks only. Preallocated (the default): an insert never allocates memory in the I/O
  * path, and a full table is counted as a loss instead of silently evicting a record (as LRU would). */
 struct {
@@ -160,14 +170,50 @@ __noinline int cbt_mark_level(__u32 slot, __u64 base, __u64 first, __u64 last)
 }
 #endif
 
+/* Sets mask in word key of a bitmap, testing first: rewriting hot blocks then costs a load, not a
+ * locked read-modify-write. -1 if the word is missing, else whether a bit was new. */
+static __always_inline int set_word(void *bitmap, __u32 key, __u64 mask)
+{
+  __u64 *word = bpf_map_lookup_elem(bitmap, &key);
+  if (!word)
+    return -1;
+  if ((*word & mask) == mask)
+    return 0;
+  __sync_fetch_and_or(word, mask);
+  return 1;
+}
+
+/* Bits [first, last] of one word (first >> 6 == last >> 6). */
+static __always_inline __u64 word_mask(__u64 first, __u64 last)
+{
+  return (~0ULL << (first & 63)) & (~0ULL >> (63 - (last & 63)));
+}
+
 /* Sets blocks [first, last] in buffer `buffer` of the slot's bitmap, level 0 first, then the
- * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new. */
-static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, __u64 buffer, __u64 first, __u64 last)
+ * summary levels. Returns -1 if the bitmap is missing or too small, else whether a bit was new.
+ * The common case, a run inside one level-0 word (a write of up to 64 blocks that does not cross a
+ * 256 KiB boundary at 4 KiB), is one word per level, set in straight-line code with the bitmap
+ * looked up once (bitmap: the slot's, NULL if missing); longer runs loop. */
+static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, void *bitmap, __u64 buffer, __u64 first,
+                                       __u64 last)
 {
   __u64 buffer_base = buffer * s->buffer_words;
+  __u64 w0 = first >> CBT_WORD_SHIFT;
+
+  if (w0 == last >> CBT_WORD_SHIFT) {
+    if (!bitmap)
+      return -1;
+    int changed = set_word(bitmap, (__u32)(buffer_base + w0), word_mask(first, last));
+    if (changed < 0 ||
+        set_word(bitmap, (__u32)(buffer_base + s->l1_offset + (w0 >> CBT_WORD_SHIFT)), 1ULL << (w0 & 63)) < 0 ||
+        set_word(bitmap, (__u32)(buffer_base + s->l2_offset + (w0 >> (2 * CBT_WORD_SHIFT))),
+                 1ULL << ((w0 >> CBT_WORD_SHIFT) & 63)) < 0)
+      return -1;
+    return changed;
+  }
+
   __u64 level_base[3] = {buffer_base, buffer_base + s->l1_offset, buffer_base + s->l2_offset};
   int changed = 0;
-
   for (int level = 0; level < 3; level++) {
 #ifdef CBT_BOUNDED
     int r = cbt_mark_level(slot, level_base[level], first, last);
@@ -226,6 +272,7 @@ static long check_word(__u32 i, void *data)
 }
 
 #define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
 
 /* Enters the live generation (see the flip protocol in cbt_shared.h); the x86-64 JIT emits every
  * BPF atomic as a lock-prefixed instruction, i.e. a full barrier. Returns the buffer index, or -1
@@ -268,16 +315,25 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
   /* Fast path, no atomics: when every block is already marked in the live buffer and that buffer is
    * still live after the check, a flip (hence the drain and its read of these blocks) comes after
    * this point. Live bits are never cleared (only a frozen buffer is). Summary bits of a marker still
-   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the three
-   * loads in order. The common case: a completion in the generation of its submission mark. */
+   * in its generation are completed before any flip finishes waiting for it. x86-64 keeps the loads
+   * (generation, word, generation) in order. The common case: a completion in the generation of its submission mark. */
   __u64 seen = READ_ONCE_U64(s->gen_seq);
-  if (s->dev == dev) {
+  void *bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
+  if (s->dev == dev && bitmap) {
     __u32 shift = s->block_shift & 63;
     __u64 first = (sector << 9) >> shift;
     __u64 last = ((sector << 9) + bytes - 1) >> shift;
     __u64 words = (last >> CBT_WORD_SHIFT) - (first >> CBT_WORD_SHIFT) + 1;
-    if (last < s->nr_blocks && words <= 4) {
-      struct check_range r = {.slot = slot, .base = (seen & 1) * s->buffer_words, .first_bit = first, .last_bit = last};
+    __u64 base = (seen & 1) * s->buffer_words;
+    if (last < s->nr_blocks && words == 1) {
+      /* One word: one lookup and one load, no loop. */
+      __u32 key = (__u32)(base + (first >> CBT_WORD_SHIFT));
+      __u64 *word = bpf_map_lookup_elem(bitmap, &key);
+      __u64 mask = word_mask(first, last);
+      if (word && (*word & mask) == mask && READ_ONCE_U64(s->gen_seq) == seen)
+        return (__s64)(seen << 1);
+    } else if (last < s->nr_blocks && words <= 4) {
+      struct check_range r = {.slot = slot, .base = base, .first_bit = first, .last_bit = last};
 #ifdef CBT_BOUNDED
       for (__u32 i = 0; i < 4; i++)
         if (check_word(i, &r))
@@ -309,7 +365,10 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
       last = nr_blocks - 1;
     }
     if (first <= last) {
-      changed = mark_blocks(slot, s, (__u64)buffer, first, last);
+      /* Looked up again inside the generation, as the loops do: a slot detached and attached again
+       * since the fast path's lookup has another bitmap. */
+      bitmap = bpf_map_lookup_elem(&cbt_bitmaps, &slot);
+      changed = mark_blocks(slot, s, bitmap, (__u64)buffer, first, last);
       if (changed < 0) {
         __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
         changed = 0;
@@ -375,56 +434,94 @@ static __always_inline __u32 disk_dev(__u64 bdev)
   __u32 o_minor = bpf_core_field_offset(struct gendisk, first_minor);
   if (!disk)
     return 0;
-  if (FITS(o_major, 4) && FITS(o_minor, 4)) {
-    __u64 head[HEAD_BYTES / 8];
-    if (bpf_probe_read_kernel(head, sizeof head, disk))
+  if (o_minor == o_major + 4) { /* adjacent (every kernel so far): one 8-byte read */
+    int pair[2];
+    if (bpf_probe_read_kernel(pair, sizeof pair, (char *)disk + o_major))
       return 0;
-    return ((__u32)HEAD_FIELD(head, o_major, int) << 20) | (__u32)HEAD_FIELD(head, o_minor, int);
+    return ((__u32)pair[0] << 20) | (__u32)pair[1];
   }
   return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
 }
 
-/* The tracked slot of a whole disk, NULL if it is not tracked. */
+/* The tracked slot of a whole disk, NULL if it is not tracked. A hash lookup costs about 17 ns; a
+ * small direct-mapped cache in front of it (an array: inlined, read-mostly, shared by the CPUs) says
+ * which slot tracked the disk lately, and is believed only while that slot still tracks that disk:
+ * a disk is tracked in one slot at most, so the answer is the hash map's. */
 static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
 {
+  __u32 index = (dev ^ (dev >> 8) ^ (dev >> 20)) & (CBT_DEVCACHE_ENTRIES - 1);
+  __u64 *cached = bpf_map_lookup_elem(&cbt_devcache, &index);
+  int refill = 0;
+  if (cached && dev) {
+    __u64 entry = *cached; /* one 8-byte load: never a torn pair */
+    __u32 cached_dev = (__u32)(entry >> 32), slot = (__u32)entry;
+    struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+    __u32 slot_dev = s ? READ_ONCE_U32(s->dev) : 0;
+    if (s && cached_dev == dev && slot_dev == dev) {
+      *slot_out = slot;
+      return s;
+    }
+    /* An entry still right for another disk is kept: two tracked disks of one index would
+     * otherwise rewrite it on every write (a contended line); the second takes the hash map. */
+    refill = !cached_dev || slot_dev != cached_dev;
+  }
   __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
   if (!slot_ptr)
     return NULL;
   __u32 slot = *slot_ptr;
   *slot_out = slot;
-  return bpf_map_lookup_elem(&cbt_devices, &slot);
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
+  if (s && cached && refill && READ_ONCE_U32(s->dev) == dev)
+    *cached = ((__u64)dev << 32) | slot;
+  return s;
 }
 
-SEC("raw_tp/block_bio_queue")
-int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
+/* Reading a bio's fields and its disk: with probe reads (raw tracepoints, any kernel with a BTF
+ * for CO-RE, even a file given with MOBILITY_AGENT_BTF), or as plain loads where the kernel types
+ * the tracepoint's arguments itself (tp_btf: the verifier turns them into faulting loads, about 1
+ * ns each instead of 10-20 for a probe read). The agent loads the tp_btf programs when the kernel
+ * has its own BTF, the raw tracepoint ones otherwise (docs/architecture.md). */
+static __always_inline void read_bio_btf(struct bio *bio, struct bio_fields *f)
 {
-  struct bio *bio = (struct bio *)ctx->args[0];
-  struct bio_fields f;
-  if (read_bio(bio, &f))
+  f->next = (__u64)bio->bi_next;
+  f->bdev = (__u64)bio->bi_bdev;
+  f->opf = bio->bi_opf;
+  f->sector = bio->bi_iter.bi_sector;
+  f->size = bio->bi_iter.bi_size;
+}
+
+static __always_inline __u32 disk_dev_btf(struct bio *bio)
+{
+  struct gendisk *disk = bio->bi_bdev->bd_disk;
+  if (!disk)
     return 0;
-  __u32 op = f.opf & CBT_REQ_OP_MASK;
-  if (!is_write_op(op))
-    return 0;
-  __u32 dev = disk_dev(f.bdev), slot;
+  return ((__u32)disk->major << 20) | (__u32)disk->first_minor;
+}
+
+/* block_bio_queue once the bio's fields are read: bio_key is its address, dev its whole disk. */
+static __always_inline int on_bio_queue(__u64 bio_key, struct bio_fields *f, __u32 dev)
+{
+  __u32 op = f->opf & CBT_REQ_OP_MASK, slot = 0;
   struct cbt_slot *s = slot_of(dev, &slot);
-  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-  if (!s || !counters)
+  if (!s)
     return 0;
-  if (f.size == 0) { /* a flush carried by an empty write: no data changes */
+  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+  if (!counters)
+    return 0;
+  if (f->size == 0) { /* a flush carried by an empty write: no data changes */
     counters->empty_ignored++;
     return 0;
   }
   /* Whole-disk absolute already: blk_partition_remap ran before this tracepoint. */
-  __s64 marked = cbt_mark_live(slot, dev, f.sector, f.size);
+  __s64 marked = cbt_mark_live(slot, dev, f->sector, f->size);
   if (marked < 0)
     return 0;
 
   if (s->flags & CBT_SLOT_BIO_BASED) {
     struct cbt_inflight record = {
-      .dev = dev, .slot = slot, .sector = f.sector, .bytes = f.size, .gen_seq = (__u64)marked >> 1,
+      .dev = dev, .slot = slot, .sector = f->sector, .bytes = f->size, .gen_seq = (__u64)marked >> 1,
     };
-    __u64 key = (__u64)bio;
-    if (bpf_map_update_elem(&cbt_inflight, &key, &record, BPF_ANY))
+    if (bpf_map_update_elem(&cbt_inflight, &bio_key, &record, BPF_ANY))
       __sync_fetch_and_add(&s->lost_inflight_full, 1);
     else
       counters->inflight_records++;
@@ -438,6 +535,27 @@ int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
   else
     counters->write_zeroes++;
   return 0;
+}
+
+SEC("raw_tp/block_bio_queue")
+int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
+{
+  struct bio *bio = (struct bio *)ctx->args[0];
+  struct bio_fields f;
+  if (read_bio(bio, &f) || !is_write_op(f.opf & CBT_REQ_OP_MASK))
+    return 0;
+  return on_bio_queue((__u64)bio, &f, disk_dev(f.bdev));
+}
+
+SEC("tp_btf/block_bio_queue")
+int PROG(bioq_btf)(__u64 *ctx) /* (struct bio *bio) */
+{
+  struct bio *bio = (struct bio *)ctx[0];
+  struct bio_fields f;
+  read_bio_btf(bio, &f);
+  if (!is_write_op(f.opf & CBT_REQ_OP_MASK))
+    return 0;
+  return on_bio_queue((__u64)bio, &f, disk_dev_btf(bio));
 }
 
 /* Walk of a completed request's bios: each bio still carries its sector and size here. */
@@ -482,7 +600,55 @@ __noinline int cbt_walk_bios(struct request_walk *w)
       return 1;
   return 0;
 }
+#else
+/* complete_bio for the rest of w's bios. Global, so verified once with w unknown: inline, 6.18's
+ * verifier explores the callback once per distinct state of the caller (over a million
+ * instructions once the first bio is handled before the loop). bpf_loop wants its context on the
+ * stack, hence the copy. */
+__noinline int cbt_walk_bios(struct request_walk *w)
+{
+  if (!w)
+    return 1;
+  struct request_walk local = *w;
+  bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &local, 0);
+  *w = local;
+  return 1;
+}
 #endif
+
+/* block_rq_complete once the request's first bio is read (f; dev its whole disk). */
+static __always_inline int on_rq_complete(__u32 nr_bytes, struct bio_fields *f, __u32 dev)
+{
+  struct request_walk w = {.remaining = nr_bytes, .dev = dev};
+  struct cbt_slot *s = slot_of(dev, &w.slot);
+  if (!s)
+    return 0;
+  /* The first bio inline: most requests carry one. */
+  __u64 done = f->size < w.remaining ? f->size : w.remaining;
+  __s64 marked = done ? cbt_mark_live(w.slot, w.dev, f->sector, done) : -1;
+  if (marked > 0 && (marked & 1))
+    w.new_bits++;
+  w.remaining -= done;
+  w.bio = f->next;
+  if (w.bio && w.remaining) {
+#ifdef CBT_BOUNDED
+    for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
+      if (cbt_walk_bios(&w))
+        break;
+#else
+    cbt_walk_bios(&w);
+#endif
+    if (w.bio && w.remaining)
+      __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
+  }
+  if (w.new_bits) {
+    __u32 slot = w.slot;
+    struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
+    if (counters)
+      counters->completion_marks += w.new_bits;
+  }
+  return 0;
+}
 
 /* Request-based disks (blk-mq): called before the bios are advanced and ended, after the device
  * wrote the data (block_bio_complete does not fire for them: blk_update_request clears the flag). */
@@ -507,25 +673,24 @@ int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
   }
   if (!is_write_op(op) || nr_bytes == 0 || !bio)
     return 0;
-  struct request_walk w = {.bio = bio, .remaining = nr_bytes};
-  w.dev = disk_dev((__u64)BPF_CORE_READ((struct bio *)bio, bi_bdev));
-  struct cbt_slot *s = slot_of(w.dev, &w.slot);
-  if (!s)
+  /* The first bio's head also names the disk. */
+  struct bio_fields f;
+  if (read_bio((struct bio *)bio, &f))
     return 0;
-#ifdef CBT_BOUNDED
-  for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
-    if (cbt_walk_bios(&w))
-      break;
-#else
-  bpf_loop(CBT_RQ_MAX_BIOS, complete_bio, &w, 0);
-#endif
-  if (w.bio && w.remaining)
-    __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
-  __u32 slot = w.slot;
-  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-  if (counters)
-    counters->completion_marks += w.new_bits;
-  return 0;
+  return on_rq_complete(nr_bytes, &f, disk_dev(f.bdev));
+}
+
+SEC("tp_btf/block_rq_complete")
+int PROG(rqc_btf)(__u64 *ctx) /* (struct request *rq, blk_status_t error, unsigned int nr_bytes) */
+{
+  struct request *rq = (struct request *)ctx[0];
+  __u32 nr_bytes = (__u32)ctx[2];
+  struct bio *bio = rq->bio;
+  if (!is_write_op(rq->cmd_flags & CBT_REQ_OP_MASK) || nr_bytes == 0 || !bio)
+    return 0;
+  struct bio_fields f;
+  read_bio_btf(bio, &f);
+  return on_rq_complete(nr_bytes, &f, disk_dev_btf(bio));
 }
 
 /* Bio-based disks (device mapper, md): the bio's iterator may have moved, so the submission

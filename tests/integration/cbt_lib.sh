@@ -31,7 +31,7 @@ cbt_field() { cbt status "$1" --json | json_field - "devices.0.$2"; }
 
 # check_variant: once the tracker is installed, cbt status names the variant running and why: the
 # probe's verdict, or with MOBILITY_AGENT_CBT_VARIANT forced (the *_bounded entries of
-# tests/CMakeLists.txt) that variant, naming the override.
+# tests/CMakeLists.txt) that variant, naming the override; and which tracepoints it is attached to.
 check_variant() {
   local doc variant running why forced=${MOBILITY_AGENT_CBT_VARIANT:-}
   doc=$(cbt status --json) || fail "cbt status --json exited $?"
@@ -42,6 +42,12 @@ check_variant() {
     [[ $why == *"forced by MOBILITY_AGENT_CBT_VARIANT=$forced"* ]] || fail "the reason does not name the override: '$why'"
   else
     [[ $variant =~ ^(bpf_loop|bounded)$ && $why == *"bpf_loop helper"* ]] || fail "variant '$variant' for reason '$why'"
+  fi
+  # MOBILITY_AGENT_BTF (the *_raw_tp entries) gets the raw tracepoint programs, else BTF-typed ones.
+  if [ -n "${MOBILITY_AGENT_BTF:-}" ]; then
+    [[ $why == *"; raw tracepoints" ]] || fail "MOBILITY_AGENT_BTF is set but not raw tracepoints run: '$why'"
+  else
+    [[ $why == *"; BTF-typed tracepoints" ]] || fail "the kernel has its own BTF but not tp_btf programs run: '$why'"
   fi
   echo "variant $variant: $why"
 }
