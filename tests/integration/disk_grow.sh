@@ -51,8 +51,7 @@ wait_until -i 1 60 "the agent and the appliance did not both take the new size" 
 rpl_wait_cycle "$dev" $((before + 2))
 stop_writer
 point=$("$AG" checkpoint --wait "$dev" --state "$RT/agent" | tail -n 1) || fail "checkpoint after the growth failed"
-applied() { [ "$(app_disk last_applied_cycle)" -ge "$(app_disk last_committed_cycle)" ]; }
-wait_until -i 1 60 "the appliance did not apply its cycles" applied
+wait_until -i 1 60 "the appliance did not apply its cycles" rpl_disk_applied "$id"
 if [ "$mode" = blob ]; then # the page blob: the disk, then its VHD footer saying the new size
   replica=$RT/blob
   "$B/tests/blob_tool" download replicas "$id.vhd" "$replica" > "$RT/dl.out" 2>&1 || fail "download: $(cat "$RT/dl.out")"

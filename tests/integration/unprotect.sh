@@ -51,8 +51,7 @@ new_id=$(rpl_disk_id "$dev")
 rpl_wait_cycle "$dev" 1
 dd if=/dev/urandom of="$dev" bs=1M count=2 seek=40 oflag=direct conv=notrunc status=none
 "$AG" checkpoint --wait "$dev" --state "$RT/agent" >/dev/null || fail "checkpoint after protecting again failed"
-applied() { [ "$(app_disk "$new_id" last_applied_cycle)" -ge "$(app_disk "$new_id" last_committed_cycle)" ]; }
-wait_until -i 0.5 60 "the appliance did not apply the new disk's cycles" applied
+wait_until -i 0.5 60 "the appliance did not apply the new disk's cycles" rpl_disk_applied "$new_id"
 cmp "$RT/replica/$new_id.img" "$dev" || fail "the replica of the protected-again disk differs from it"
 [ "$(app_disk "$old_id" state)" = unprotected ] || fail "the old disk is $(app_disk "$old_id" state) now"
 [ "$(app_disk "$old_id" last_committed_cycle)" -eq "$committed" ] || fail "the old disk took cycles again"
@@ -86,8 +85,7 @@ say "protect it once more: replicated again"
 third_id=$(rpl_disk_id "$dev")
 [ "$third_id" != "$new_id" ] || fail "the device got the deleted disk's id back"
 rpl_wait_cycle "$dev" 1
-applied3() { [ "$(app_disk "$third_id" last_applied_cycle)" -ge "$(app_disk "$third_id" last_committed_cycle)" ]; }
-wait_until -i 0.5 60 "the appliance did not apply the third disk's cycles" applied3
+wait_until -i 0.5 60 "the appliance did not apply the third disk's cycles" rpl_disk_applied "$third_id"
 cmp "$RT/replica/$third_id.img" "$dev" || fail "the replica of the disk protected after the deletion differs from it"
 
 say "protect reclaims a kernel tracking slot whose owner state directory is gone"
@@ -101,8 +99,7 @@ reason=$("$AG" cbt status "$dev2" --state "$RT/agent" --json | json_field - devi
 [ "$reason" = slot-reclaimed ] || fail "the reclaimed device's resync reason is '$reason'"
 rpl_wait_cycle "$dev2" 1
 id2=$(rpl_disk_id "$dev2")
-applied2() { [ "$(app_disk "$id2" last_applied_cycle)" -ge "$(app_disk "$id2" last_committed_cycle)" ]; }
-wait_until -i 0.5 60 "the appliance did not apply the reclaimed disk's cycles" applied2
+wait_until -i 0.5 60 "the appliance did not apply the reclaimed disk's cycles" rpl_disk_applied "$id2"
 cmp "$RT/replica/$id2.img" "$dev2" || fail "the replica of the disk protected over a reclaimed slot differs from it"
 echo "unprotect: ok (disk $old_id unprotected, $point restored exactly; protected again as $new_id, replicated;" \
   "$new_id deleted with --delete-replica; protected again as $third_id; a stale slot reclaimed by protect)"

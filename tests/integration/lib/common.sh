@@ -15,6 +15,11 @@
 [ -n "${RPL_COMMON_SH:-}" ] && return 0
 RPL_COMMON_SH=1
 
+# Debian's python3 (setup.sh installs it, with the modules the tests import) rather than whatever a
+# version manager's shim puts first in PATH: a shim costs up to seconds per call on a loaded machine,
+# and the tests call python3 for every JSON field they read.
+if [ -x /usr/bin/python3 ]; then python3() { /usr/bin/python3 "$@"; }; fi
+
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
 say() { echo "-- $*"; }

@@ -145,6 +145,15 @@ rpl_cycle_reached() {
   [ "${RPL_WAIT_C:-0}" -ge "$2" ]
 }
 
+# rpl_disk_applied ID: the appliance has applied every cycle of disk ID it committed, read from one
+# status document (two reads would race the cycles committed between them).
+rpl_disk_applied() {
+  local v
+  mapfile -t v < <("$AP" status --state "$RT/app" --json |
+    json_field - "disks.[disk_id=$1].last_applied_cycle" "disks.[disk_id=$1].last_committed_cycle")
+  [ "${#v[@]}" -eq 2 ] && [ "${v[0]}" -ge "${v[1]}" ]
+}
+
 # The replica image of DEV: RT/replica/<disk id>.img
 rpl_replica_of() {
   local id
