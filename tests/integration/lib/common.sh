@@ -17,8 +17,10 @@ RPL_COMMON_SH=1
 
 # Debian's python3 (setup.sh installs it, with the modules the tests import) rather than whatever a
 # version manager's shim puts first in PATH: a shim costs up to seconds per call on a loaded machine,
-# and the tests call python3 for every JSON field they read.
-if [ -x /usr/bin/python3 ]; then python3() { /usr/bin/python3 "$@"; }; fi
+# and the tests call python3 for every JSON field they read. Through the command hash, not a
+# function: `python3 ... &` must leave the interpreter itself as $! (a function would run in a
+# subshell whose kill leaves the interpreter holding the test's output).
+if [ -x /usr/bin/python3 ]; then hash -p /usr/bin/python3 python3; fi
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
