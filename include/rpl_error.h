@@ -161,7 +161,8 @@
   X(RPL_E_GROUP_EMPTY,            612, "the group names no disk: give at least one disk id (a group whose disks were all unprotected is removed with 'group delete')") \
   X(RPL_E_GROUP_AGENT,            613, "a member disk's agent is not connected, or too old for group points (it does not state the group-point capability): start or upgrade that agent, then try again") \
   X(RPL_E_GROUP_POINT_FAILED,     614, "the group point was not made: a member was late or could not freeze before the deadline; every member thawed and none kept a part of it; it is tried again at the next schedule tick (the events say which member)") \
-  X(RPL_E_GROUP_BUSY,             615, "a point of this group is already past its freeze: wait for it to end, then ask again")
+  X(RPL_E_GROUP_BUSY,             615, "a point of this group is already past its freeze: wait for it to end, then ask again") \
+  X(RPL_E_GROUP_APPLIANCE,        616, "the appliance is too old for consistency-group points (it does not state the group-point capability): upgrade it")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,
