@@ -102,7 +102,6 @@ rpl_err group_freeze_on_frame(struct agent *a, const struct proto_frame *f)
     opt.pre_hook = opt.post_hook = NULL;
   unsigned own = opt.limit_ms ? opt.limit_ms : DEFAULT_LIMIT_MS;
   opt.limit_ms = m.limit_ms < own ? m.limit_ms : own;
-  uint64_t at_us = realtime_us();
   bool frozen = freeze_count(fs) > 0 || opt.pre_hook;
   if (frozen && (err = freeze_begin(fs, &opt))) {
     char why[RPL_DETAIL_MAX + 128];
@@ -111,6 +110,10 @@ rpl_err group_freeze_on_frame(struct agent *a, const struct proto_frame *f)
     log_warn("group point attempt %" PRIu64 ": cannot freeze: %s", m.attempt, why);
     return answer(a, m.attempt, err, 0, 0, why);
   }
+  /* The window counts from the first FIFREEZE (the syncfs before it does not stop writers): on the
+   * wall clock, which the appliance compares across servers. */
+  uint64_t mono = rpl_mono_ms(), at_ms = freeze_frozen_at_ms(fs), at_us = realtime_us();
+  at_us -= (mono > at_ms && at_ms ? mono - at_ms : 0) * 1000;
   h->attempt = m.attempt;
   h->ndisks = n;
   h->fs = fs;

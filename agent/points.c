@@ -409,10 +409,9 @@ static rpl_err read_held_point(struct agent *a, struct point_group *g, struct fr
     err = read_all(a, g);
   if (h->frozen) {
     fo->thawed = freeze_end(h->fs);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    fo->freeze_ms = now_us > h->frozen_at_us ? (now_us - h->frozen_at_us + 999) / 1000 : 1;
+    fo->freeze_ms = freeze_duration_ms(h->fs); /* first FIFREEZE (at GROUP_FREEZE) to the thaw */
+    if (!fo->freeze_ms)
+      fo->freeze_ms = 1; /* (a hook alone, nothing frozen: still a freeze of the group) */
   }
   fo->read_end_ms = rpl_mono_ms();
   if (fo->any_fs && fo->thawed && !fo->note[0]) {
