@@ -199,6 +199,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
         return err;
       continue;
     }
+    if (f.type == PROTO_GROUP_THAW) { /* an earlier attempt given up */
+      if ((err = group_thaw_on_frame(a, &f)))
+        return err;
+      continue;
+    }
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
