@@ -4,7 +4,8 @@
 # writer that appends sequence numbers to both disks (always the first disk first) restores to one
 # instant (the first disk's last record equals the second's or is one ahead, never behind); a member
 # that answers its freeze late (RPL_TEST_GROUP_HOLD) makes no point, writes nothing to the catalog,
-# both filesystems take writes again within the freeze limit, and the next try succeeds.
+# both filesystems take writes again within the freeze limit, and the next try succeeds; after a
+# restart the group is read back and its members' scheduled points are group points, not their own.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 rpl_setup 240
@@ -143,6 +144,25 @@ point2=$(printf '%s\n' "$out" | tail -n 1)
 [ $(( $(point_count) - before )) -eq 2 ] || fail "the next group point did not add one point per member"
 kill "$WRITER"; wait "$WRITER" 2>/dev/null
 "$W" --check "$RT/m1/seq" "$RT/m2/seq" > /dev/null || fail "the writer's own files broke the invariant"
+
+say "the schedule: after a restart (the group read back), the members' scheduled points are group points"
+kill "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null
+RPL_TEST_SCHEDULE_SCALE=10 rpl_appliance_start --rpo 0.5 --points crash=30s,app=off # a point every 3 s
+scheduled_group_points() {
+  "$AP" points --state "$RT/app" --json > "$RT/points.json" 2>/dev/null || return 1
+  python3 - "$RT/points.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["disks"]
+sched = [p for x in d for p in x["points"] if p["trigger"] == "schedule"]
+if any(p["consistency_group"] != "db" for p in sched):
+    sys.exit("a member got a scheduled point of its own: %s" % sched)
+groups = {p["group"] for p in sched}
+sys.exit(0 if any(sum(p["group"] == g for p in sched) == 2 for g in groups) else 1)
+PY
+}
+wait_until 60 "no scheduled group point came" scheduled_group_points
+"$AP" group --state "$RT/app" list --json > "$RT/groups.json"
+[ "$(json_field "$RT/groups.json" "groups.[name=db].points_made")" -ge 1 ] || fail "the group's list does not count its scheduled point"
 
 say "delete"
 "$AP" group --state "$RT/app" delete db > /dev/null || fail "group delete failed"
