@@ -15,6 +15,7 @@
 
 #define GP_ANSWER_KEEP_MS 60000 /* an answer not fetched by then is dropped (the agent asks again) */
 #define GP_MAX_REQUESTS   8     /* requests one attempt answers */
+#define GP_SCHEDULE_CHECK_MS 200 /* how often the groups' schedules are looked at */
 
 enum gp_phase { PH_CATCH_UP, PH_FREEZE, PH_FLIP, PH_RECORDING, PH_DONE };
 
@@ -68,6 +69,7 @@ struct group_points {
   size_t ngroups;
   struct gp_attempt *att;         /* GP_MAX_ATTEMPTS */
   uint64_t next_id;
+  uint64_t sched_checked_ms;      /* monotonic: the last gp_schedule_check that looked */
 };
 
 static struct group_points *gp_of(struct appliance *a) { return a->gp; }
@@ -559,8 +561,12 @@ void gp_schedule_check(struct appliance *a)
   struct group_points *gp = gp_of(a);
   struct catalog_group *groups = NULL;
   size_t n = 0;
+  uint64_t now_mono = rpl_mono_ms();
   pthread_mutex_lock(&gp->lock);
-  if (gp->ngroups && (groups = malloc(gp->ngroups * sizeof *groups)) != NULL) {
+  bool look = now_mono - gp->sched_checked_ms >= GP_SCHEDULE_CHECK_MS; /* every session calls it, often */
+  if (look)
+    gp->sched_checked_ms = now_mono;
+  if (look && gp->ngroups && (groups = malloc(gp->ngroups * sizeof *groups)) != NULL) {
     for (size_t i = 0; i < gp->ngroups; i++)
       if (!active_of(gp, gp->groups[i].g.name))
         groups[n++] = gp->groups[i].g;
