@@ -395,9 +395,11 @@ static void note_thaw_first(struct agent *a, const struct point_group *g, bool t
 }
 
 /* A consistency group's point (group_freeze.c): the filesystems were frozen at GROUP_FREEZE and held
- * while the other servers froze theirs; flip every disk, read the remainder still frozen (a second
- * freeze, as read_group_point does after a thaw-first miss, could not be one instant with the other
- * members), thaw. The freeze lasted from GROUP_FREEZE to the thaw. */
+ * while the other servers froze theirs; flip every disk, thaw, then read the remainder, as a single
+ * point does. But a second freeze after a thaw-first miss (read_group_point) could not be one
+ * instant with the other members: a miss makes this member's cycles fuzzy (the appliance gives the
+ * attempt up and tries once more), and like a single point the disk then reads its next points'
+ * remainder frozen (THAW_FIRST_RETRY). The freeze lasted from GROUP_FREEZE to the thaw. */
 static rpl_err read_held_point(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
 {
   struct held_freeze *h = &a->held;
@@ -409,14 +411,29 @@ static rpl_err read_held_point(struct agent *a, struct point_group *g, struct fr
              "was written while it was read)", freeze_partial_mountpoint(h->fs, 0), freeze_partial_reason(h->fs, 0));
   find_disk_filesystems(g, fo->partial);
   fo->read_start_ms = rpl_mono_ms();
+  bool thaw_first = fo->any_fs && !a->no_precopy && try_thaw_first(a, g);
   rpl_err err = flip_all(a, g);
-  if (!err)
+  if (!err && !thaw_first)
     err = read_all(a, g);
   if (h->frozen) {
     fo->thawed = freeze_end(h->fs);
     fo->freeze_ms = freeze_duration_ms(h->fs); /* first FIFREEZE (at GROUP_FREEZE) to the thaw */
     if (!fo->freeze_ms)
       fo->freeze_ms = 1; /* (a hook alone, nothing frozen: still a freeze of the group) */
+  }
+  if (!err && thaw_first) {
+    err = read_all(a, g);
+    bool missed = !err && !fo->thawed && remainder_rewritten(a, g);
+    if (!err && !fo->thawed)
+      note_thaw_first(a, g, true, missed);
+    fo->thawed_first = !err && !fo->thawed && !missed;
+    if (missed) {
+      snprintf(fo->note, sizeof fo->note, "blocks read after the thaw were written meanwhile: the group point is "
+               "not offered (this disk's next points read their remainder frozen)");
+      fo->thawed = RPL_E_POINT_INCONSISTENT; /* its cycles end fuzzy */
+    }
+  } else if (!err && fo->any_fs && !fo->thawed) {
+    note_thaw_first(a, g, false, false);
   }
   fo->read_end_ms = rpl_mono_ms();
   if (fo->any_fs && fo->thawed && !fo->note[0]) {

@@ -40,6 +40,8 @@ struct gp_attempt {
   int sched_kind;                 /* enum schedule_kind, or -1 */
   uint64_t start_ms, freeze_start_ms, done_ms; /* monotonic */
   bool failed, reported;
+  bool retry_ok;                  /* it failed only because a member's remainder was written after its thaw */
+  unsigned retries;               /* attempts made before this one for the same request (0 or 1) */
   char why[320];
   size_t n;
   struct gp_member m[CATALOG_GROUP_MAX_DISKS];
@@ -745,6 +747,27 @@ static rpl_err record(struct appliance *a, struct gp_attempt *at)
   return err;
 }
 
+/* A member's remainder read after its thaw was written meanwhile: the attempt is over, and one more
+ * starts at once for the same requests (that disk now reads its remainder frozen). gp->lock held. */
+static void retry(struct group_points *gp, struct gp_attempt *at)
+{
+  struct gp_group *gg = find_group(gp, at->group);
+  struct gp_attempt *next = gg && gg->g.n == at->n ? new_attempt(gp, gg, at->made_by, at->hooks, at->sched_kind) : NULL;
+  if (!next)
+    return;
+  next->retries = at->retries + 1;
+  for (size_t i = 0; i < at->n; i++) {
+    memcpy(next->m[i].agent, at->m[i].agent, PROTO_ID_SIZE);
+    memcpy(next->m[i].name, at->m[i].name, sizeof next->m[i].name);
+  }
+  memcpy(next->req, at->req, sizeof next->req);
+  next->nreq = at->nreq;
+  at->nreq = 0;          /* answered by the next one */
+  at->sched_kind = -1;   /* its schedule goes on with the next one: not missed */
+  log_info("consistency group %s: group point %" PRIu64 " tried again as %" PRIu64 " (%s)", at->group, at->id, next->id,
+           at->why);
+}
+
 void gp_member_ended(struct appliance *a, uint64_t attempt, const uint8_t disk[PROTO_ID_SIZE], uint64_t cycle,
                      uint8_t consistency, uint32_t freeze_ms, rpl_err status)
 {
@@ -765,9 +788,11 @@ void gp_member_ended(struct appliance *a, uint64_t attempt, const uint8_t disk[P
       fail(at, RPL_E_GROUP_POINT_FAILED, "member %s: %s", mb->name, rpl_strerror(status));
     else if (consistency == PROTO_PRECOPY)
       fail(at, RPL_E_GROUP_POINT_FAILED, "member %s had too much to read to freeze (a catch-up round)", mb->name);
-    else if (consistency < PROTO_FS_CONSISTENT && mb->frozen_at_us)
-      fail(at, RPL_E_GROUP_POINT_FAILED, "member %s was written while its filesystems were to be frozen (%s)",
-           mb->name, proto_consistency_name(consistency));
+    else if (consistency < PROTO_FS_CONSISTENT && mb->frozen_at_us && !at->failed) {
+      fail(at, RPL_E_GROUP_POINT_FAILED, "member %s was written while its filesystems were to be frozen, or its "
+           "remainder after the thaw (%s)", mb->name, proto_consistency_name(consistency));
+      at->retry_ok = true;
+    }
     else if (consistency == PROTO_FUZZY || consistency == PROTO_PRECOPY)
       fail(at, RPL_E_GROUP_POINT_FAILED, "member %s was written while it was read (no filesystem to freeze)", mb->name);
   }
@@ -777,6 +802,8 @@ void gp_member_ended(struct appliance *a, uint64_t attempt, const uint8_t disk[P
       at->phase = PH_RECORDING;
       *copy = *at;
     }
+    if (at->phase == PH_DONE && at->failed && at->retry_ok && !at->retries)
+      retry(gp, at);
   }
   pthread_mutex_unlock(&gp->lock);
   if (copy) {

@@ -195,9 +195,9 @@ static rpl_err send_group_thaw(struct session *s, uint64_t attempt)
 static rpl_err finish_group_point_part(struct session *s, struct group *gr)
 {
   rpl_err st = gr->failed ? (gr->why ? gr->why : RPL_E_GROUP_POINT_FAILED) : RPL_OK;
-  if (!st && (gr->consistency == PROTO_FUZZY || gr->consistency == PROTO_PRECOPY))
-    st = RPL_E_POINT_INCONSISTENT;
-  if (!st) {
+  /* A fuzzy member is no point either way (the coordinator says why, and may try again at once). */
+  bool fuzzy = gr->consistency == PROTO_FUZZY || gr->consistency == PROTO_PRECOPY;
+  if (!st && !fuzzy) {
     pthread_mutex_lock(&s->a->lock);
     bool applied = group_applied(s, gr);
     pthread_mutex_unlock(&s->a->lock);
@@ -208,7 +208,7 @@ static rpl_err finish_group_point_part(struct session *s, struct group *gr)
   for (size_t i = 0; i < gr->n; i++)
     gp_member_ended(s->a, gr->gp, s->slots[gr->slots[i]].disk->id, gr->cycles[i], gr->consistencies[i], gr->freeze_ms,
                     st);
-  return st && gr->gp_freeze_sent ? send_group_thaw(s, gr->gp) : RPL_OK; /* (ignored by an agent that thawed) */
+  return (st || fuzzy) && gr->gp_freeze_sent ? send_group_thaw(s, gr->gp) : RPL_OK; /* (ignored by an agent that thawed) */
 }
 
 /* Ends a group whose rounds are over: records its point (or why none was made) and tells the

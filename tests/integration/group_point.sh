@@ -92,7 +92,7 @@ WRITER=$!
 CLEANUP_PIDS+=("$WRITER")
 wait_until 20 "the writer did not start" test -s "$RT/m2/seq"
 before=$(point_count)
-out=$("$AG" checkpoint --group db --wait --state "$RT/agent") || fail "the group point failed: $out"
+out=$("$AG" checkpoint --group db --wait --state "$RT/agent" 2>&1) || { tail -n 30 "$RT/appliance.log" "$RT/agent.log" "$RT/agent2.log" >&2; fail "the group point failed: $out"; }
 point=$(printf '%s\n' "$out" | tail -n 1)
 [[ $point == rp-* ]] || fail "checkpoint --group's last line is not a point id: $out"
 "$AP" points --state "$RT/app" --json > "$RT/points.json" || fail "points failed"
