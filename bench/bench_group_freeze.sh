@@ -32,7 +32,7 @@ group_cleanup() {
   local m
   for m in "$RT/m1" "$RT/m2"; do mountpoint -q "$m" 2>/dev/null && fsfreeze -u "$m" 2>/dev/null; done
   [ -n "${WRITER:-}" ] && kill "$WRITER" 2>/dev/null
-  [ -n "${AG2_PID:-}" ] && kill -9 "$AG2_PID" 2>/dev/null
+  [ -n "${AG2_PID:-}" ] && { kill -9 "$AG2_PID"; wait "$AG2_PID"; } 2>/dev/null
   [ -n "${d2:-}" ] && MOBILITY_AGENT_BPF_PIN_DIR=$PIN2 "$AG" cbt stop "$d2" --state "$RT/g/agent2" >/dev/null 2>&1
   rm -rf "$PIN2"
   for m in "$RT/m1" "$RT/m2"; do umount "$m" 2>/dev/null; done
