@@ -102,8 +102,8 @@ static int ctl_protect(struct agent *a, int argc, char **argv, struct control_re
 
 /* A new request for a point of the device (NULL: of every disk) in the table, for the session to
  * send; *id names it. */
-static int add_point_request(struct agent *a, const char *dev, struct control_reply *out, struct point_req **req,
-                             uint64_t *id)
+static int add_point_request(struct agent *a, const char *dev, const char *group, struct control_reply *out,
+                             struct point_req **req, uint64_t *id)
 {
   pthread_mutex_lock(&a->lock);
   struct point_req *q = NULL;
@@ -116,10 +116,12 @@ static int add_point_request(struct agent *a, const char *dev, struct control_re
     return 1;
   }
   memset(q, 0, sizeof *q);
-  for (size_t i = 0; i < a->st.ndisks; i++)
+  if (group) /* the appliance knows the group's disks, of this agent and others */
+    snprintf(q->group, sizeof q->group, "%s", group);
+  for (size_t i = 0; i < a->st.ndisks && !group; i++)
     if ((!dev || !strcmp(a->st.disks[i].device, dev)) && a->rt[i].phase != PHASE_ERROR)
       q->disks[q->ndisks++] = i;
-  if (q->ndisks == 0) {
+  if (q->ndisks == 0 && !group) {
     pthread_mutex_unlock(&a->lock);
     if (dev)
       control_printf(out, "%s is not protected (mobility-agent protect %s)", dev, dev);
@@ -156,7 +158,11 @@ static int reply_point_request(struct agent *a, struct point_req *q, uint64_t id
 {
   if (q->id == id && q->done) {
     int status = 1;
-    if (q->status == RPL_OK) {
+    if (q->status == RPL_OK && q->group[0]) {
+      control_printf(out, "group point (%s) of consistency group %s\n%s\n", proto_consistency_name(q->consistency),
+                     q->group, q->point_id);
+      status = 0;
+    } else if (q->status == RPL_OK) {
       control_printf(out, "recovery point (%s) of %zu disk(s)\n%s\n", proto_consistency_name(q->consistency),
                      q->ndisks, q->point_id);
       status = 0;
@@ -179,21 +185,31 @@ static int reply_point_request(struct agent *a, struct point_req *q, uint64_t id
 
 static int ctl_checkpoint(struct agent *a, int argc, char **argv, struct control_reply *out)
 {
-  const char *dev = NULL;
+  const char *dev = NULL, *group = NULL;
   bool wait = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--wait"))
       wait = true;
+    else if (!strcmp(argv[i], "--group") && i + 1 < argc && !group)
+      group = argv[++i];
     else if (!dev && argv[i][0] != '-')
       dev = argv[i];
     else {
-      control_printf(out, "usage: mobility-agent checkpoint [DEVICE] [--wait]");
+      control_printf(out, "usage: mobility-agent checkpoint [DEVICE | --group NAME] [--wait]");
       return 2;
     }
   }
+  if (dev && group) {
+    control_printf(out, "usage: mobility-agent checkpoint [DEVICE | --group NAME] [--wait]: a device or a group, not both");
+    return 2;
+  }
+  if (group && !proto_group_name_ok(group, strlen(group))) {
+    control_printf(out, "checkpoint: %s", rpl_strerror(RPL_E_GROUP_NAME));
+    return 2;
+  }
   struct point_req *q;
   uint64_t id;
-  if (add_point_request(a, dev, out, &q, &id))
+  if (add_point_request(a, dev, group, out, &q, &id))
     return 1;
   session_wake(a);
   pthread_mutex_lock(&a->lock);

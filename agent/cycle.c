@@ -182,7 +182,10 @@ static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct
       return err;
     if (f.type == PROTO_UNPROTECT_REQUEST && (err = session_unprotect_request(a, &f)))
       return err;
-    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT && f.type != PROTO_UNPROTECT_REQUEST)
+    if (f.type == PROTO_GROUP_THAW && (err = group_thaw_on_frame(a, &f))) /* a group point given up */
+      return err;
+    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT && f.type != PROTO_UNPROTECT_REQUEST &&
+        f.type != PROTO_GROUP_THAW)
       break;
   }
   struct proto_need need;
@@ -452,6 +455,11 @@ rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked
     }
     if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once this cycle ends */
       if ((err = session_unprotect_request(a, &f)))
+        return err;
+      continue;
+    }
+    if (f.type == PROTO_GROUP_THAW) { /* a group point given up: the appliance may say so during a cycle */
+      if ((err = group_thaw_on_frame(a, &f)))
         return err;
       continue;
     }

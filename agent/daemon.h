@@ -1,5 +1,5 @@
 /* daemon.h - what the roles of `mobility-agent run` share; include it only from agent/cmd_run.c,
- * session.c, cycle.c, points.c and control.c (nothing outside the daemon, no tests). */
+ * session.c, cycle.c, points.c, group_freeze.c and control.c (nothing outside the daemon, no tests). */
 #ifndef AGENT_DAEMON_H
 #define AGENT_DAEMON_H
 
@@ -74,11 +74,26 @@ struct point_req {
   bool used, sent, done;
   unsigned tries;             /* an inconsistent point (a resync ran) is asked for again */
   uint64_t id;
+  char group[PROTO_MAX_GROUP_NAME + 1]; /* a consistency group's point (checkpoint --group; ndisks 0), or "" */
   size_t ndisks;
   size_t disks[AGENT_MAX_DISKS]; /* indexes into state.disks */
   rpl_err status;
   char point_id[64];
   uint8_t consistency;
+};
+
+/* A consistency group's freeze, held between the appliance's GROUP_FREEZE and the point's CYCLE_START
+ * (flip, thaw) or GROUP_THAW; session thread only. The watchdog thaws it at its limit regardless. */
+struct held_freeze {
+  uint64_t attempt;           /* the appliance's attempt; 0: nothing held */
+  size_t ndisks;
+  size_t disks[AGENT_MAX_DISKS]; /* indexes into state.disks */
+  struct freeze_set *fs;
+  bool frozen;                /* freeze_begin froze its filesystems (none: a disk without one) */
+  bool hooks;                 /* with the application hooks */
+  unsigned limit_ms;
+  uint64_t frozen_at_us;      /* CLOCK_REALTIME when the freeze began */
+  uint64_t frozen_mono_ms;
 };
 
 /* The running agent, one per process. Its threads: the session thread (session_loop: the connection,
@@ -115,6 +130,9 @@ struct agent {
   bool peer_resize;           /* the appliance's HELLO stated PROTO_CAP_DISK_RESIZE */
   bool peer_unprotect;        /* the appliance's HELLO stated PROTO_CAP_UNPROTECT */
   bool peer_unprotect_delete; /* ... and PROTO_CAP_UNPROTECT_DELETE */
+  bool peer_group_point;      /* the appliance's HELLO stated PROTO_CAP_GROUP_POINT */
+  struct held_freeze held;    /* a consistency group's freeze (group_freeze.c) */
+  unsigned test_holds;        /* GROUP_FREEZE answers delayed so far by RPL_TEST_GROUP_HOLD */
   struct conn *conn;
   struct proto_buf out;
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */
@@ -228,6 +246,16 @@ RPL_MUST_CHECK rpl_err points_handle_reply(struct agent *a, const struct proto_f
 /* Encodes a POINT_REQUEST into a->out for each request not yet sent on this connection. */
 RPL_MUST_CHECK rpl_err points_queue_requests(struct agent *a);
 
+/* ---- group_freeze.c: a consistency group's freeze across servers (session thread) -------------- */
+
+/* GROUP_FREEZE: freezes the disks' filesystems, holds them, answers GROUP_FROZEN. */
+RPL_MUST_CHECK rpl_err group_freeze_on_frame(struct agent *a, const struct proto_frame *f);
+/* GROUP_THAW: thaws the held freeze of that attempt (another or none: nothing to do). */
+RPL_MUST_CHECK rpl_err group_thaw_on_frame(struct agent *a, const struct proto_frame *f);
+/* Thaws what is held (the connection ended, or its limit passed): why for the log. */
+void group_freeze_release(struct agent *a, const char *why);
+/* Whether the held freeze is of exactly these disks (a point's group). */
+bool group_freeze_covers(const struct agent *a, const size_t *disks, size_t n);
 /* ---- control.c: the control-socket commands (control threads) --------------------------------- */
 
 int agent_control_handler(void *ctx, int argc, char **argv, struct control_reply *out);

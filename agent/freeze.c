@@ -662,6 +662,8 @@ uint64_t freeze_duration_ms(const struct freeze_set *s)
   return s->frozen_at_ms && s->thawed_at_ms >= s->frozen_at_ms ? s->thawed_at_ms - s->frozen_at_ms : 0;
 }
 
+uint64_t freeze_frozen_at_ms(const struct freeze_set *s) { return s->frozen_at_ms; }
+
 void freeze_free(struct freeze_set *s)
 {
   if (!s)

@@ -51,6 +51,9 @@ pid_t freeze_watchdog_pid(const struct freeze_set *s);
 /* How long the last freeze_begin/freeze_end kept the filesystems frozen: from the first FIFREEZE
  * to the thaw's return, in milliseconds (writers waited that long); 0 when nothing was frozen. */
 uint64_t freeze_duration_ms(const struct freeze_set *s);
+/* When the last freeze_begin's first FIFREEZE came (rpl_mono_ms clock; the syncfs before it, while
+ * writers still write, is not part of the freeze); 0 when nothing was frozen. */
+uint64_t freeze_frozen_at_ms(const struct freeze_set *s);
 void freeze_free(struct freeze_set *s);
 
 #endif

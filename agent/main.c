@@ -17,7 +17,7 @@ static const struct agent_command commands[] = {
   {"run", agent_cmd_run, "run [--state DIR] [--freeze-limit-ms N] [--pre-freeze-hook CMD] [--post-thaw-hook CMD]"},
   {"protect", agent_cmd_protect, "protect DEVICE [--wait | --no-wait] [--state DIR]"},
   {"unprotect", agent_cmd_unprotect, "unprotect DEVICE [--delete-replica [--yes]] [--state DIR]"},
-  {"checkpoint", agent_cmd_checkpoint, "checkpoint [DEVICE] [--wait] [--state DIR]"},
+  {"checkpoint", agent_cmd_checkpoint, "checkpoint [DEVICE | --group NAME] [--wait] [--state DIR]"},
   {"status", agent_cmd_status, "status [--state DIR] [--json]"},
   {"check", agent_cmd_check, "check [--state DIR] [--json] [--root DIR]"},
   {NULL, NULL, NULL},

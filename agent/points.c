@@ -21,6 +21,19 @@ rpl_err points_queue_requests(struct agent *a)
     struct point_req *q = &a->reqs[r];
     if (!q->used || q->sent || q->done)
       continue;
+    if (q->group[0] && !a->peer_group_point) { /* an older appliance would end the session on the frame */
+      q->done = true;
+      q->status = RPL_E_GROUP_APPLIANCE;
+      pthread_cond_broadcast(&a->changed);
+      continue;
+    }
+    if (q->group[0]) {
+      struct proto_group_point_request m = {.request = q->id,
+                                            .name = {(const uint8_t *)q->group, (uint32_t)strlen(q->group)}};
+      if ((err = proto_encode_group_point_request(&a->out, &m)) == RPL_OK)
+        q->sent = true;
+      continue;
+    }
     uint8_t ids[AGENT_MAX_DISKS * PROTO_ID_SIZE];
     for (size_t i = 0; i < q->ndisks; i++)
       memcpy(ids + i * PROTO_ID_SIZE, a->st.disks[q->disks[i]].id, PROTO_ID_SIZE);
@@ -183,6 +196,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
     }
     if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once the point's cycles end */
       if ((err = session_unprotect_request(a, &f)))
+        return err;
+      continue;
+    }
+    if (f.type == PROTO_GROUP_THAW) { /* an earlier attempt given up */
+      if ((err = group_thaw_on_frame(a, &f)))
         return err;
       continue;
     }
@@ -376,11 +394,67 @@ static void note_thaw_first(struct agent *a, const struct point_group *g, bool t
   pthread_mutex_unlock(&a->lock);
 }
 
+/* A consistency group's point (group_freeze.c): the filesystems were frozen at GROUP_FREEZE and held
+ * while the other servers froze theirs; flip every disk, thaw, then read the remainder, as a single
+ * point does. But a second freeze after a thaw-first miss (read_group_point) could not be one
+ * instant with the other members: a miss makes this member's cycles fuzzy (the appliance gives the
+ * attempt up and tries once more), and like a single point the disk then reads its next points'
+ * remainder frozen (THAW_FIRST_RETRY). The freeze lasted from GROUP_FREEZE to the thaw. */
+static rpl_err read_held_point(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
+{
+  struct held_freeze *h = &a->held;
+  fo->hooks = h->hooks && (a->freeze.pre_hook || a->freeze.post_hook);
+  fo->any_fs = freeze_count(h->fs) > 0;
+  fo->partial = freeze_partial_count(h->fs) > 0;
+  if (fo->partial)
+    snprintf(fo->note, sizeof fo->note, "%s is not frozen: %s (the point is crash-consistent only when nothing "
+             "was written while it was read)", freeze_partial_mountpoint(h->fs, 0), freeze_partial_reason(h->fs, 0));
+  find_disk_filesystems(g, fo->partial);
+  fo->read_start_ms = rpl_mono_ms();
+  bool thaw_first = fo->any_fs && !a->no_precopy && try_thaw_first(a, g);
+  rpl_err err = flip_all(a, g);
+  if (!err && !thaw_first)
+    err = read_all(a, g);
+  if (h->frozen) {
+    fo->thawed = freeze_end(h->fs);
+    fo->freeze_ms = freeze_duration_ms(h->fs); /* first FIFREEZE (at GROUP_FREEZE) to the thaw */
+    if (!fo->freeze_ms)
+      fo->freeze_ms = 1; /* (a hook alone, nothing frozen: still a freeze of the group) */
+  }
+  if (!err && thaw_first) {
+    err = read_all(a, g);
+    bool missed = !err && !fo->thawed && remainder_rewritten(a, g);
+    if (!err && !fo->thawed)
+      note_thaw_first(a, g, true, missed);
+    fo->thawed_first = !err && !fo->thawed && !missed;
+    if (missed) {
+      snprintf(fo->note, sizeof fo->note, "blocks read after the thaw were written meanwhile: the group point is "
+               "not offered (this disk's next points read their remainder frozen)");
+      fo->thawed = RPL_E_POINT_INCONSISTENT; /* its cycles end fuzzy */
+    }
+  } else if (!err && fo->any_fs && !fo->thawed) {
+    note_thaw_first(a, g, false, false);
+  }
+  fo->read_end_ms = rpl_mono_ms();
+  if (fo->any_fs && fo->thawed && !fo->note[0]) {
+    char why[RPL_DETAIL_MAX + 128];
+    snprintf(fo->note, sizeof fo->note, "the filesystems were not frozen within the limit: %s",
+             rpl_describe(fo->thawed, why, sizeof why));
+  }
+  log_info("group point attempt %" PRIu64 ": flipped and thawed, frozen %" PRIu64 " ms", h->attempt, fo->freeze_ms);
+  freeze_free(h->fs);
+  memset(h, 0, sizeof *h);
+  return err;
+}
+
 /* Freeze, flip all, thaw, read the remainder; when some of it was written after the thaw, once
  * more with the (small) remainder read while frozen. A disk that missed that way lately has its
  * remainder read frozen at once (one freeze, not two). Disks without a filesystem: flip and read. */
 static rpl_err read_group_point(struct agent *a, struct point_group *g, struct freeze_outcome *fo)
 {
+  if (group_freeze_covers(a, g->req.disks, g->req.ndisks))
+    return read_held_point(a, g, fo);
+  group_freeze_release(a, "a point of other disks began"); /* a stale hold: never kept across another point */
   struct freeze_set *fs = NULL;
   struct freeze_options fopt = a->freeze;
   if (!g->hooks)
@@ -501,7 +575,8 @@ rpl_err points_run_cycles(struct agent *a, size_t first, uint64_t first_cycle, u
   g.hooks = kind == PROTO_CYCLE_RECOVERY_POINT;
   struct freeze_outcome fo = {0};
   err = collect_cycle_starts(a, &g, first, first_cycle, kind);
-  if (!err && !a->no_precopy && needs_catch_up(a, &g)) {
+  bool held = !err && group_freeze_covers(a, g.req.disks, g.req.ndisks); /* frozen already: no catch-up now */
+  if (!err && !held && !a->no_precopy && needs_catch_up(a, &g)) {
     err = catch_up_round(a, &g);
     if (!err)
       err = await_group_acks(a, &g, &fo);

@@ -186,7 +186,7 @@ static rpl_err send_hello(struct agent *a, bool renewing)
   gethostname(hostname, sizeof hostname - 1);
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                           .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
-                                          PROTO_CAP_UNPROTECT_REQUEST | (renewing ? PROTO_CAP_RENEWING : 0),
+                                          PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
   rpl_err err = proto_encode_hello(&a->out, &h);
@@ -234,6 +234,7 @@ static rpl_err handshake(struct agent *a)
   a->peer_resize = (peer.capabilities & PROTO_CAP_DISK_RESIZE) != 0;
   a->peer_unprotect = (peer.capabilities & PROTO_CAP_UNPROTECT) != 0;
   a->peer_unprotect_delete = (peer.capabilities & PROTO_CAP_UNPROTECT_DELETE) != 0;
+  a->peer_group_point = (peer.capabilities & PROTO_CAP_GROUP_POINT) != 0;
   if (a->peer_renew && renewing)
     return renewal_run(a);
   return RPL_OK;
@@ -359,6 +360,10 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
     return serve_cycle_start(a, s, f);
   case PROTO_UNPROTECT_REQUEST:
     return session_unprotect_request(a, f);
+  case PROTO_GROUP_FREEZE:
+    return group_freeze_on_frame(a, f);
+  case PROTO_GROUP_THAW:
+    return group_thaw_on_frame(a, f);
   case PROTO_ERROR: {
     struct proto_error e;
     if (proto_decode_error(f, &e) == RPL_OK)
@@ -382,6 +387,8 @@ static rpl_err serve(struct agent *a)
       log_info("the client certificate is two thirds through its life: reconnecting to renew it");
       return RPL_E_AGAIN;
     }
+    if (a->held.attempt && rpl_mono_ms() - a->held.frozen_mono_ms > a->held.limit_ms)
+      group_freeze_release(a, "its limit passed without the appliance's word"); /* the watchdog thawed already */
     rpl_err err = send_pending(a);
     if (err)
       return err;
@@ -420,6 +427,7 @@ static void on_connected(struct agent *a)
 
 static void on_disconnected(struct agent *a, rpl_err err)
 {
+  group_freeze_release(a, "the connection to the appliance ended");
   proto_buf_reset(&a->out);
   conn_close(a->conn);
   a->conn = NULL;

@@ -1,7 +1,7 @@
 /* appliance.h - the replication appliance daemon's shared state: the disk registry (struct disk,
  * with the lock that guards each field), the appliance (struct appliance) and what its roles call
  * of each other. Internal header: the daemon's role files only (disks.c, applier.c, session.c,
- * registration.c, orchestrator.c, status.c, cmd_run.c, health.c, metrics.c). */
+ * registration.c, orchestrator.c, status.c, cmd_run.c, health.c, metrics.c, group_point.c). */
 #ifndef APPLIANCE_APPLIANCE_H
 #define APPLIANCE_APPLIANCE_H
 
@@ -130,6 +130,7 @@ struct disk {
                                      no cycle or point starts meanwhile. Not kept across a restart */
   uint8_t unprotect_flags;        /* L: ... with these PROTO_UNPROTECT_* flags */
   uint64_t cache_refusals;        /* L: cycles refused for the cache since the appliance started */
+  bool agent_group_point;         /* L: the agent of its session stated PROTO_CAP_GROUP_POINT */
   struct disk *next;              /* L */
 };
 
@@ -185,6 +186,7 @@ struct appliance {
   } *agent_limits;
   size_t nagent_limits;           /* L */
   struct appliance_metrics m;     /* L: counters for /metrics (metrics.h) */
+  struct group_points *gp;        /* consistency groups and their points (group_point.h); own lock */
 };
 
 /* A copy of the health thresholds in use (takes L). */

@@ -100,12 +100,27 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   /* 4: a disk its agent unprotected keeps its row, replica and points (restorable) until deleted;
    * when it was unprotected (0: protected). */
   "ALTER TABLE disks ADD COLUMN unprotected_time INTEGER NOT NULL DEFAULT 0;",
+  /* 5: consistency groups across servers: a named group and its member disks (a disk is in at most
+   * one group); a point made as a group point names its group and the freeze window across its
+   * members (first freeze to last thaw, ms). Its points are tied by group_id as any group's. */
+  "CREATE TABLE consistency_groups ("
+  "  name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64),"
+  "  created_time INTEGER NOT NULL"
+  ") STRICT;"
+  "CREATE TABLE consistency_group_members ("
+  "  group_name TEXT NOT NULL REFERENCES consistency_groups(name) ON DELETE CASCADE,"
+  "  disk_id BLOB NOT NULL UNIQUE REFERENCES disks(id) ON DELETE CASCADE,"
+  "  PRIMARY KEY (group_name, disk_id)"
+  ") STRICT;"
+  "ALTER TABLE recovery_points ADD COLUMN consistency_group TEXT NOT NULL DEFAULT '';"
+  "ALTER TABLE recovery_points ADD COLUMN group_window_ms INTEGER NOT NULL DEFAULT 0 CHECK (group_window_ms >= 0);",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
 #define DISK_COLS "id, agent_id, name, size_bytes, sector_size, state, state_reason, last_committed_cycle, " \
                   "last_applied_cycle, unprotected_time"
-#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, group_id"
+#define POINT_COLS "id, disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, group_id, consistency_group, " \
+                   "group_window_ms"
 
 #define CATALOG_STATEMENTS(X)                                                                          \
   X(ST_BEGIN, "BEGIN IMMEDIATE")                                                                       \
@@ -151,7 +166,7 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
                   "FROM cycles WHERE disk_id = ?1 AND n = ?2")                                         \
   X(ST_CYCLE_PRUNE, "DELETE FROM cycles WHERE disk_id = ?1 AND n < ?2")                                \
   X(ST_POINT_ADD, "INSERT INTO recovery_points (disk_id, cycle, time, kind, snapshot_id, made_by, freeze_ms, " \
-                  "group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")                                 \
+                  "group_id, consistency_group, group_window_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)") \
   X(ST_POINT_SET_GROUP, "UPDATE recovery_points SET group_id = ?2 WHERE id = ?1")                      \
   X(ST_POINT_GROUP, "SELECT " POINT_COLS " FROM recovery_points WHERE group_id = ?1 ORDER BY id")     \
   X(ST_POINT_GET, "SELECT " POINT_COLS " FROM recovery_points WHERE id = ?1")                          \
@@ -159,7 +174,14 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
                      "ORDER BY cycle DESC, id DESC LIMIT 1")                                           \
   X(ST_POINT_ALL, "SELECT " POINT_COLS " FROM recovery_points WHERE disk_id = ?1 ORDER BY cycle, id") \
   X(ST_POINT_DELETE, "DELETE FROM recovery_points WHERE id = ?1")                                     \
-  X(ST_POINT_PRUNED, "UPDATE recovery_points SET snapshot_id = NULL WHERE id = ?1")
+  X(ST_POINT_PRUNED, "UPDATE recovery_points SET snapshot_id = NULL WHERE id = ?1")                  \
+  X(ST_GROUP_ADD, "INSERT INTO consistency_groups (name, created_time) VALUES (?1, ?2)")              \
+  X(ST_GROUP_MEMBER_ADD, "INSERT INTO consistency_group_members (group_name, disk_id) VALUES (?1, ?2)") \
+  X(ST_GROUP_DISK_OK, "SELECT unprotected_time, (SELECT group_name FROM consistency_group_members "    \
+                      "WHERE disk_id = ?1) FROM disks WHERE id = ?1")                                  \
+  X(ST_GROUP_DELETE, "DELETE FROM consistency_groups WHERE name = ?1")                                \
+  X(ST_GROUP_ALL, "SELECT g.name, g.created_time, m.disk_id FROM consistency_groups g LEFT JOIN "      \
+                  "consistency_group_members m ON m.group_name = g.name ORDER BY g.name, m.disk_id")
 
 enum statement {
 #define ST_ENUM(name, sql) name,
@@ -1008,6 +1030,13 @@ static rpl_err read_point(struct catalog *c, sqlite3_stmt *s, struct catalog_poi
   p->made_by = (enum catalog_point_made_by)made_by;
   p->freeze_ms = (uint32_t)freeze_ms;
   p->group_id = sqlite3_column_int64(s, 8);
+  int64_t window = sqlite3_column_int64(s, 10);
+  if (window < 0 || window > UINT32_MAX)
+    return RPL_E_CATALOG_CORRUPT;
+  p->group_window_ms = (uint32_t)window;
+  rpl_err ge = col_text(c, s, 9, p->consistency_group, CATALOG_MAX_GROUP_NAME);
+  if (ge)
+    return ge;
   p->has_snapshot = sqlite3_column_type(s, 5) != SQLITE_NULL;
   return p->has_snapshot ? col_text(c, s, 5, p->snapshot_id, CATALOG_MAX_SNAPSHOT_ID) : RPL_OK;
 }
@@ -1028,7 +1057,8 @@ static rpl_err each_point(struct catalog *c, sqlite3_stmt *s, const char *what,
 rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int64_t *id)
 {
   if ((unsigned)p->kind >= POINT_KINDS || (unsigned)p->made_by >= POINT_MADE_BY || !fits_int64(p->cycle) ||
-      (p->has_snapshot && (!memchr(p->snapshot_id, 0, sizeof p->snapshot_id) || !p->snapshot_id[0])))
+      (p->has_snapshot && (!memchr(p->snapshot_id, 0, sizeof p->snapshot_id) || !p->snapshot_id[0])) ||
+      !memchr(p->consistency_group, 0, sizeof p->consistency_group))
     return RPL_E_INVALID_ARGUMENT;
   pthread_mutex_lock(&c->lock);
   sqlite3_stmt *s = stmt(c, ST_POINT_ADD);
@@ -1043,6 +1073,8 @@ rpl_err catalog_point_add(struct catalog *c, const struct catalog_point *p, int6
   bind_text(s, 6, point_made_by_names[p->made_by]);
   sqlite3_bind_int64(s, 7, p->freeze_ms);
   sqlite3_bind_int64(s, 8, p->group_id);
+  bind_text(s, 9, p->consistency_group);
+  sqlite3_bind_int64(s, 10, p->group_window_ms);
   rpl_err e = run(c, s, "record recovery point", NULL);
   if (e == RPL_OK && id)
     *id = sqlite3_last_insert_rowid(c->db);
@@ -1123,4 +1155,132 @@ rpl_err catalog_point_pruned(struct catalog *c, int64_t id)
   rpl_err e = update_one(c, s, "mark recovery point pruned");
   pthread_mutex_unlock(&c->lock);
   return e;
+}
+
+/* ---- consistency groups ------------------------------------------------------------------- */
+
+/* Whether disk id may join a group: known, protected, in no group. c->lock held, in a transaction. */
+static rpl_err group_disk_check(struct catalog *c, const uint8_t id[PROTO_ID_SIZE])
+{
+  sqlite3_stmt *s = stmt(c, ST_GROUP_DISK_OK);
+  bind_id(s, 1, id);
+  rpl_err e = next_row(c, s, "check a group member");
+  char hex[37];
+  snprintf(hex, sizeof hex, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1],
+           id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+  if (e == RPL_E_NOT_FOUND)
+    e = rpl_fail(RPL_E_GROUP_MEMBER, "disk %s is not known to this appliance", hex);
+  else if (!e && sqlite3_column_int64(s, 0) != 0)
+    e = rpl_fail(RPL_E_GROUP_MEMBER, "disk %s was unprotected", hex);
+  else if (!e && sqlite3_column_type(s, 1) != SQLITE_NULL)
+    e = rpl_fail(RPL_E_GROUP_MEMBER, "disk %s is a member of group %s already", hex,
+                 (const char *)sqlite3_column_text(s, 1));
+  sqlite3_reset(s);
+  return e;
+}
+
+rpl_err catalog_group_create(struct catalog *c, const struct catalog_group *g)
+{
+  if (!proto_group_name_ok(g->name, strnlen(g->name, sizeof g->name)))
+    return RPL_E_GROUP_NAME;
+  if (g->n == 0)
+    return RPL_E_GROUP_EMPTY;
+  if (g->n > CATALOG_GROUP_MAX_DISKS)
+    return rpl_fail(RPL_E_LIMIT, "a group has at most %d disks", CATALOG_GROUP_MAX_DISKS);
+  pthread_mutex_lock(&c->lock);
+  rpl_err e = begin_tx(c);
+  if (!e) {
+    sqlite3_stmt *s = stmt(c, ST_GROUP_ADD);
+    bind_text(s, 1, g->name);
+    sqlite3_bind_int64(s, 2, g->created_time);
+    if ((e = run(c, s, "add a consistency group", NULL)) == RPL_E_EXISTS)
+      e = rpl_fail(RPL_E_GROUP_EXISTS, "group %s exists already", g->name);
+  }
+  for (size_t i = 0; i < g->n && !e; i++) {
+    for (size_t k = 0; k < i && !e; k++)
+      if (!memcmp(g->disks[k], g->disks[i], PROTO_ID_SIZE))
+        e = rpl_fail(RPL_E_GROUP_MEMBER, "a disk is named twice");
+    if (!e)
+      e = group_disk_check(c, g->disks[i]);
+    if (!e) {
+      sqlite3_stmt *s = stmt(c, ST_GROUP_MEMBER_ADD);
+      bind_text(s, 1, g->name);
+      bind_id(s, 2, g->disks[i]);
+      e = run(c, s, "add a group member", NULL);
+    }
+  }
+  e = end_tx(c, e);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_group_delete(struct catalog *c, const char *name)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_GROUP_DELETE);
+  bind_text(s, 1, name);
+  rpl_err e = update_one(c, s, "delete a consistency group"); /* its members go with it (ON DELETE CASCADE) */
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND ? RPL_E_GROUP_UNKNOWN : e;
+}
+
+rpl_err catalog_group_foreach(struct catalog *c, int (*fn)(const struct catalog_group *, void *), void *ctx)
+{
+  struct catalog_group *g = calloc(1, sizeof *g);
+  if (!g)
+    return RPL_E_NOMEM;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_GROUP_ALL);
+  rpl_err e;
+  bool have = false, stop = false;
+  while (!stop && (e = next_row(c, s, "list consistency groups")) == RPL_OK) {
+    char name[CATALOG_MAX_GROUP_NAME + 1];
+    if ((e = col_text(c, s, 0, name, CATALOG_MAX_GROUP_NAME)))
+      break;
+    if (have && strcmp(name, g->name)) {
+      stop = fn(g, ctx) != 0;
+      have = false;
+    }
+    if (!have) {
+      memset(g, 0, sizeof *g);
+      memcpy(g->name, name, sizeof g->name);
+      g->created_time = sqlite3_column_int64(s, 1);
+      have = true;
+    }
+    if (sqlite3_column_type(s, 2) != SQLITE_NULL && g->n < CATALOG_GROUP_MAX_DISKS &&
+        (e = col_id(c, s, 2, g->disks[g->n++])))
+      break;
+  }
+  if (e == RPL_E_NOT_FOUND) {
+    e = RPL_OK;
+    if (have && !stop)
+      fn(g, ctx);
+  }
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  free(g);
+  return e;
+}
+
+struct group_find {
+  const char *name;
+  struct catalog_group *out;
+  bool found;
+};
+
+static int group_find_cb(const struct catalog_group *g, void *ctx)
+{
+  struct group_find *gf = ctx;
+  if (strcmp(g->name, gf->name))
+    return 0;
+  *gf->out = *g;
+  gf->found = true;
+  return 1;
+}
+
+rpl_err catalog_group_get(struct catalog *c, const char *name, struct catalog_group *out)
+{
+  struct group_find gf = {.name = name, .out = out};
+  rpl_err e = catalog_group_foreach(c, group_find_cb, &gf);
+  return e ? e : gf.found ? RPL_OK : RPL_E_GROUP_UNKNOWN;
 }

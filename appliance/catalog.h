@@ -23,12 +23,14 @@
  *    mutex held and must not call back into the catalog.
  */
 
-#define CATALOG_SCHEMA_VERSION   4
+#define CATALOG_SCHEMA_VERSION   5
 #define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
 #define CATALOG_MAX_NAME         PROTO_MAX_STRING
 #define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
 #define CATALOG_MAX_REASON       1024
 #define CATALOG_MAX_SNAPSHOT_ID  128  /* Azure snapshot ids are RFC 3339 timestamps */
+#define CATALOG_MAX_GROUP_NAME   PROTO_MAX_GROUP_NAME
+#define CATALOG_GROUP_MAX_DISKS  64   /* disks of one consistency group */
 
 struct catalog;
 
@@ -178,6 +180,8 @@ struct catalog_point {
                            several disks), 0 for a point of one disk */
   bool has_snapshot;    /* false for file storage */
   char snapshot_id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  char consistency_group[CATALOG_MAX_GROUP_NAME + 1]; /* a group point: its consistency group ("" none) */
+  uint32_t group_window_ms; /* a group point: first freeze to last thaw across its members (0: none) */
 };
 
 /* Records a point (p->id ignored); *id gets its id. The disk must exist (RPL_E_NOT_FOUND). */
@@ -197,5 +201,25 @@ RPL_MUST_CHECK rpl_err catalog_point_group_foreach(struct catalog *c, int64_t gr
                                                    int (*fn)(const struct catalog_point *, void *), void *ctx);
 /* The point's image was pruned (retention.h): the row stays, without a snapshot (has_snapshot false). */
 RPL_MUST_CHECK rpl_err catalog_point_pruned(struct catalog *c, int64_t id);
+
+/* ---- consistency groups (disks of several agents whose points are made at one instant) --------- */
+
+struct catalog_group {
+  char name[CATALOG_MAX_GROUP_NAME + 1];
+  int64_t created_time;
+  size_t n;
+  uint8_t disks[CATALOG_GROUP_MAX_DISKS][PROTO_ID_SIZE];
+};
+
+/* Adds group g with its disks in one transaction: RPL_E_GROUP_NAME, RPL_E_GROUP_EMPTY,
+ * RPL_E_GROUP_EXISTS, RPL_E_GROUP_MEMBER (a disk unknown, unprotected, named twice or in another
+ * group; the detail says which). Nothing changes on error. */
+RPL_MUST_CHECK rpl_err catalog_group_create(struct catalog *c, const struct catalog_group *g);
+/* Deletes the group (its points stay); RPL_E_GROUP_UNKNOWN when there is none. */
+RPL_MUST_CHECK rpl_err catalog_group_delete(struct catalog *c, const char *name);
+/* Every group, by name, with its members (a deleted disk leaves its group). */
+RPL_MUST_CHECK rpl_err catalog_group_foreach(struct catalog *c, int (*fn)(const struct catalog_group *, void *),
+                                             void *ctx);
+RPL_MUST_CHECK rpl_err catalog_group_get(struct catalog *c, const char *name, struct catalog_group *out);
 
 #endif

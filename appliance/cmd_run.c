@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "conn.h"
 #include "events.h"
+#include "group_point.h"
 #include "identity.h"
 #include "lease.h"
 #include "rpl_log.h"
@@ -230,6 +231,10 @@ static int open_state(struct appliance *a, const char *state)
             rpl_describe(err, detail, sizeof detail));
     return 1;
   }
+  if ((err = gp_open(a))) {
+    fprintf(stderr, "replication-appliance run: cannot read the consistency groups: %s\n", rpl_strerror(err));
+    return 1;
+  }
   if ((err = listen_on(a))) {
     fprintf(stderr, "replication-appliance run: cannot listen on %s: %s\n", a->listen, strerror(errno));
     return 1;
@@ -407,6 +412,7 @@ static void serve(struct appliance *a)
 static void close_state(struct appliance *a)
 {
   close_disks(a);
+  gp_close(a);
   catalog_close(a->cat);
   upload_gate_free(a->gate);
   for (size_t i = 0; i < a->nagent_limits; i++)

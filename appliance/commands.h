@@ -20,5 +20,6 @@ int appliance_cmd_events(int argc, char **argv); /* status.c */
 int appliance_cmd_points(int argc, char **argv); /* status.c */
 int appliance_cmd_restore(int argc, char **argv); /* cmd_restore.c */
 int appliance_cmd_failover(int argc, char **argv); /* cmd_failover.c */
+int appliance_cmd_group(int argc, char **argv);  /* cmd_group.c */
 
 #endif

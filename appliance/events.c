@@ -52,6 +52,7 @@ static const char *type_name(enum event_type t)
   case EVENT_COMMITTED: return "committed";
   case EVENT_APPLIED: return "applied";
   case EVENT_POINT: return "point";
+  case EVENT_GROUP_FAILED: return "group_failed";
   }
   return "unknown";
 }
@@ -76,6 +77,13 @@ static void write_event(const struct event *e, FILE *out)
   json_u64(&j, "seq", e->seq);
   json_u64(&j, "unix_ms", e->unix_ms);
   json_string(&j, "type", type_name(e->type));
+  if (e->type == EVENT_GROUP_FAILED) { /* a group point not made: no disk, no cycle */
+    json_string(&j, "group", e->group);
+    json_string(&j, "reason", e->reason);
+    json_object_end(&j);
+    json_finish(&j);
+    return;
+  }
   json_string(&j, "disk_id", id);
   json_u64(&j, "cycle", e->cycle);
   json_string(&j, "kind", kind_name(e->kind));
@@ -95,6 +103,9 @@ static void write_event(const struct event *e, FILE *out)
     json_string(&j, "consistency", catalog_point_kind_name((enum catalog_point_kind)e->point_kind));
     json_string(&j, "trigger", catalog_point_made_by_name((enum catalog_point_made_by)e->made_by));
     json_u64(&j, "freeze_ms", e->freeze_ms);
+    json_string(&j, "group", e->group[0] ? e->group : NULL);
+    json_string(&j, "group_point", e->group[0] ? e->group_point : NULL);
+    json_u64(&j, "group_window_ms", e->group_window_ms);
   }
   json_object_end(&j);
   json_finish(&j);

@@ -16,7 +16,7 @@
 /* The longest a reader may wait for a new event in one call. */
 #define EVENTS_MAX_WAIT_MS 600000
 
-enum event_type { EVENT_COMMITTED, EVENT_APPLIED, EVENT_POINT };
+enum event_type { EVENT_COMMITTED, EVENT_APPLIED, EVENT_POINT, EVENT_GROUP_FAILED };
 
 struct event {
   uint64_t seq;                   /* 1, 2, ... in the order they happened (set by events_emit) */
@@ -32,6 +32,10 @@ struct event {
   uint8_t point_kind;             /* point: enum catalog_point_kind */
   uint8_t made_by;                /* point: enum catalog_point_made_by */
   uint32_t freeze_ms;             /* point: how long its filesystems were frozen */
+  char group[PROTO_MAX_GROUP_NAME + 1]; /* point of a consistency group, group_failed: the group ("" none) */
+  char group_point[32];           /* point of a consistency group: the group point's id (its first point) */
+  uint32_t group_window_ms;       /* point of a consistency group: first freeze to last thaw, all members */
+  char reason[320];               /* group_failed: why no group point was made */
 };
 
 /* The upload figures of e from a store's stats before and after, and when it started (monotonic

@@ -15,6 +15,7 @@ static const struct appliance_command commands[] = {
   {"points", appliance_cmd_points, "points  --state DIR [--disk ID] [--json]   # recovery points (the GET /api/points document)"},
   {"restore", appliance_cmd_restore, "restore --state DIR --disk ID [--point RP] (--out FILE | --verify FILE)"},
   {"failover", appliance_cmd_failover, "failover --state DIR --disk ID [--point RP] (--to-blob NAME [--container C] | --to FILE.vhd)"},
+  {"group", appliance_cmd_group, "group   --state DIR create NAME DISK_ID... | delete NAME | list [--json]   # consistency groups across servers"},
   {NULL, NULL, NULL},
 };
 

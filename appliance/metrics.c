@@ -342,6 +342,8 @@ void metrics_write(void *appliance, FILE *f)
   for (size_t i = 0; i < sizeof storage_classes / sizeof *storage_classes; i++)
     fprintf(f, "rpl_appliance_storage_errors_total{class=\"%s\"} %" PRIu64 "\n", storage_classes[i],
             am.storage_errors[i]);
+  gauge(f, "rpl_appliance_group_point_failures_total", "counter",
+        "Consistency-group point attempts that made no point (a member late, failing or gone).", am.group_points_failed);
   write_agents(f, &al, now);
   if (ds)
     write_disks(f, ds, nd, now_ms);

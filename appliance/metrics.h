@@ -36,6 +36,7 @@ struct disk_metrics {
 /* The appliance's counters since start; in struct appliance, guarded by L. */
 struct appliance_metrics {
   uint64_t storage_errors[STORE_FAILURE_OWNERSHIP + 1]; /* by enum store_failure */
+  uint64_t group_points_failed;   /* consistency-group point attempts that made no point */
 };
 
 /* A cycle of this kind committed after ms since its CYCLE_START. L held. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "group_point.h"
 #include "rpl_log.h"
 #include "session.h"
 
@@ -94,6 +95,8 @@ static bool next_round(struct session *s, struct group *gr)
 {
   if (gr->failed)
     return false;
+  if (gr->gp && !gr->catching_up)
+    return false; /* a group point's round is never run again: its members froze for it */
   if (!gr->catching_up && !gr->precopy)
     return false;
   if (gr->precopy && gr->rounds >= MAX_PRECOPY_ROUNDS) {
@@ -180,10 +183,40 @@ static void emit_point_events(struct session *s, const struct group *gr, const i
   }
 }
 
+static rpl_err send_group_thaw(struct session *s, uint64_t attempt)
+{
+  struct proto_group_thaw m = {.attempt = attempt};
+  rpl_err err = proto_encode_group_thaw(&s->out, &m);
+  return err ? err : flush_out(s);
+}
+
+/* A consistency-group point's part ended: each member's outcome goes to the coordinator (once its
+ * cycle is applied), which records the point when every member's part ended well. */
+static rpl_err finish_group_point_part(struct session *s, struct group *gr)
+{
+  rpl_err st = gr->failed ? (gr->why ? gr->why : RPL_E_GROUP_POINT_FAILED) : RPL_OK;
+  /* A fuzzy member is no point either way (the coordinator says why, and may try again at once). */
+  bool fuzzy = gr->consistency == PROTO_FUZZY || gr->consistency == PROTO_PRECOPY;
+  if (!st && !fuzzy) {
+    pthread_mutex_lock(&s->a->lock);
+    bool applied = group_applied(s, gr);
+    pthread_mutex_unlock(&s->a->lock);
+    if (!applied)
+      return RPL_OK; /* asked again on the next pass */
+  }
+  gr->used = false;
+  for (size_t i = 0; i < gr->n; i++)
+    gp_member_ended(s->a, gr->gp, s->slots[gr->slots[i]].disk->id, gr->cycles[i], gr->consistencies[i], gr->freeze_ms,
+                    st);
+  return (st || fuzzy) && gr->gp_freeze_sent ? send_group_thaw(s, gr->gp) : RPL_OK; /* (ignored by an agent that thawed) */
+}
+
 /* Ends a group whose rounds are over: records its point (or why none was made) and tells the
  * agent; false while its cycles are still being applied. */
 static rpl_err finish_group(struct session *s, struct group *gr)
 {
+  if (gr->gp)
+    return finish_group_point_part(s, gr);
   struct proto_point p = {.request = gr->request};
   char point_id[64] = "";
   if (gr->failed || gr->consistency == PROTO_FUZZY) {
@@ -227,8 +260,23 @@ static rpl_err finish_group(struct session *s, struct group *gr)
   return err ? err : flush_out(s);
 }
 
+/* The answers to this agent's group point requests (POINT). */
+static rpl_err answer_group_requests(struct session *s)
+{
+  struct proto_point p[8];
+  char ids[8][32];
+  size_t n = gp_answers(s->a, s->agent, p, ids, 8);
+  rpl_err err = RPL_OK;
+  for (size_t i = 0; i < n && !err; i++)
+    err = proto_encode_point(&s->out, &p[i]);
+  return err || !n ? err : flush_out(s);
+}
+
 rpl_err finish_groups(struct session *s)
 {
+  rpl_err e = answer_group_requests(s);
+  if (e)
+    return e;
   for (size_t g = 0; g < MAX_GROUPS; g++) {
     struct group *gr = &s->groups[g];
     /* a catch-up round that failed starts no more of its cycles: it is over once those started ended */
@@ -247,8 +295,9 @@ rpl_err finish_groups(struct session *s)
 void abandon_groups(struct session *s, rpl_err why)
 {
   for (size_t g = 0; g < MAX_GROUPS; g++)
-    if (s->groups[g].used && s->groups[g].made_by == CATALOG_MADE_BY_SCHEDULE)
+    if (s->groups[g].used && !s->groups[g].gp && s->groups[g].made_by == CATALOG_MADE_BY_SCHEDULE)
       schedule_attempt_failed(s, &s->groups[g], why);
+  gp_session_gone(s->a, s->agent); /* its agent thaws by itself (its watchdog), the others are told */
 }
 
 /* A checkpoint asked for on the configuration manager: a recovery-point group of that disk alone. */
@@ -273,7 +322,7 @@ static void queue_local_point_groups(struct session *s)
 }
 
 /* Whether d can take a point now (synced, its lease held, no takeover or resync pending). L held. */
-static bool point_ready(const struct disk *d)
+bool point_ready(const struct disk *d)
 {
   return d->last_committed > 0 && !d->lease_waiting && !d->adopt_resync && d->adopt_seq == 0 &&
          d->state != CATALOG_DISK_ERROR && !d->cache_bypass && d->cache_wait_until_ms <= rpl_mono_ms() &&
@@ -293,13 +342,13 @@ static void queue_scheduled_groups(struct session *s)
     for (size_t i = 0; i < s->nslots && !any_due; i++) {
       const struct disk *d = s->slots[i].disk;
       any_due = d->sched[k].due_ms && d->sched[k].due_ms <= now && d->sched[k].retry_ms <= now && !d->sched_busy &&
-                point_ready(d);
+                point_ready(d) && !gp_disk_in_group(s->a, d->id);
     }
     struct group *gr = any_due ? new_group(s, CATALOG_MADE_BY_SCHEDULE, k == SCHEDULE_APP, k) : NULL;
     for (size_t i = 0; gr && i < s->nslots; i++) {
       struct disk *d = s->slots[i].disk;
-      if (!d->sched[k].due_ms || d->sched_busy || !point_ready(d))
-        continue;
+      if (!d->sched[k].due_ms || d->sched_busy || !point_ready(d) || gp_disk_in_group(s->a, d->id))
+        continue; /* (a consistency group's member: its points are the group's) */
       gr->used = gr->local = true;
       gr->slots[gr->n++] = i;
       d->sched_busy = true;
@@ -350,6 +399,32 @@ static rpl_err start_catch_up(struct session *s, struct group *gr)
   return flush_out(s);
 }
 
+/* The point round of a group: every member's point cycle at once, so that the point is one moment
+ * of all of them. */
+static rpl_err start_point_round(struct session *s, struct group *gr)
+{
+  uint8_t kind = gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
+  size_t queued = s->out.len;
+  for (size_t i = 0; i < gr->n; i++) {
+    struct rx_slot *sl = &s->slots[gr->slots[i]];
+    rpl_err err = start_cycle(s, sl, kind, i == 0 ? (uint16_t)gr->n : 1);
+    if (cache_refuses(s, sl, err)) {
+      /* The point is one instant of all its disks: none is made now (its schedule tries again). */
+      for (size_t k = 0; k < i; k++)
+        drop_cycle(s, &s->slots[gr->slots[k]]);
+      s->out.len = queued; /* their CYCLE_STARTs were not sent yet */
+      gr->failed = true;
+      gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
+      return finish_group(s, gr);
+    }
+    if (err)
+      return err;
+    gr->cycles[i] = sl->cycle;
+  }
+  gr->rounds++;
+  return flush_out(s);
+}
+
 /* Starts the cycles of the first pending group whose disks can all take one now: its catch-up
  * round (a plain cycle of each member, one after another), then its point rounds (all members'
  * point cycles at once, so that the point is one moment of all of them). *started says whether
@@ -372,32 +447,88 @@ static rpl_err start_ready_group(struct session *s, bool *started)
     pthread_mutex_unlock(&s->a->lock);
     if (!ready)
       continue; /* after the initial sync */
+    if (gr->gp && gr->caught_up)
+      continue; /* a group point's part: drive_group_points starts it */
     gr->started = *started = true;
     if (!gr->caught_up) {
       gr->catching_up = true;
       gr->next_catch_up = 0;
       return start_catch_up(s, gr);
     }
-    uint8_t kind = gr->hooks ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_POINT_NO_HOOKS;
-    size_t queued = s->out.len;
-    for (size_t i = 0; i < gr->n; i++) {
-      struct rx_slot *sl = &s->slots[gr->slots[i]];
-      rpl_err err = start_cycle(s, sl, kind, i == 0 ? (uint16_t)gr->n : 1);
-      if (cache_refuses(s, sl, err)) {
-        /* The point is one instant of all its disks: none is made now (its schedule tries again). */
-        for (size_t k = 0; k < i; k++)
-          drop_cycle(s, &s->slots[gr->slots[k]]);
-        s->out.len = queued; /* their CYCLE_STARTs were not sent yet */
-        gr->failed = true;
-        gr->why = err == RPL_E_CYCLE_TOO_BIG ? err : RPL_E_CACHE_WAIT;
-        return finish_group(s, gr);
-      }
-      if (err)
-        return err;
-      gr->cycles[i] = sl->cycle;
+    return start_point_round(s, gr);
+  }
+  return RPL_OK;
+}
+
+/* Consistency-group point attempts with members of this agent: each becomes a group of this
+ * session (its catch-up round first). A member this session does not serve fails the attempt. */
+static void take_group_point_parts(struct session *s)
+{
+  struct gp_part part;
+  while (gp_take_part(s->a, s->agent, &part)) {
+    struct group *gr = new_group(s, part.made_by, part.hooks, -1);
+    rpl_err why = gr ? RPL_OK : rpl_fail(RPL_E_LIMIT, "the session runs %d point groups already", MAX_GROUPS);
+    for (size_t i = 0; i < part.n && !why; i++) {
+      struct rx_slot *sl = slot_of(s, part.disks[i]);
+      if (!sl)
+        why = RPL_E_NOT_FOUND;
+      else
+        gr->slots[gr->n++] = (size_t)(sl - s->slots);
     }
-    gr->rounds++;
-    return flush_out(s);
+    if (why) {
+      for (size_t i = 0; i < part.n; i++)
+        gp_member_ended(s->a, part.attempt, part.disks[i], 0, 0, 0, why);
+      continue;
+    }
+    gr->used = gr->local = true;
+    gr->gp = part.attempt;
+  }
+}
+
+static rpl_err send_group_freeze(struct session *s, struct group *gr)
+{
+  uint8_t ids[PROTO_MAX_GROUP * PROTO_ID_SIZE];
+  for (size_t i = 0; i < gr->n; i++)
+    memcpy(ids + i * PROTO_ID_SIZE, s->slots[gr->slots[i]].disk->id, PROTO_ID_SIZE);
+  struct proto_group_freeze m = {.attempt = gr->gp, .limit_ms = GP_FREEZE_LIMIT_MS, .hooks = gr->hooks,
+                                 .count = (uint32_t)gr->n, .disk_ids = ids};
+  rpl_err err = proto_encode_group_freeze(&s->out, &m);
+  if (!err)
+    gr->gp_freeze_sent = true;
+  return err ? err : flush_out(s);
+}
+
+/* The parts of group points whose members caught up: wait for the others, freeze, flip, or give up
+ * as the coordinator says. *started: nothing else may start now (a part waits or its round began). */
+static rpl_err drive_group_points(struct session *s, bool *started)
+{
+  *started = false;
+  s->gp_waiting = false;
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (!gr->used || !gr->gp || !gr->caught_up || gr->started)
+      continue;
+    rpl_err err = RPL_OK;
+    switch (gp_poll(s->a, gr->gp, s->agent)) {
+    case GP_WAIT:
+      *started = s->gp_waiting = true;
+      break;
+    case GP_FREEZE:
+      *started = s->gp_waiting = true;
+      err = send_group_freeze(s, gr);
+      break;
+    case GP_FLIP:
+      *started = true;
+      gr->started = true;
+      return start_point_round(s, gr);
+    case GP_ABORT:
+      gr->failed = true;
+      gr->why = RPL_E_GROUP_POINT_FAILED;
+      err = finish_group(s, gr);
+      break;
+    }
+    if (err || *started)
+      return err;
   }
   return RPL_OK;
 }
@@ -485,8 +616,13 @@ rpl_err orchestrate(struct session *s)
     return RPL_OK;
   queue_local_point_groups(s);
   queue_scheduled_groups(s);
+  gp_schedule_check(s->a);
+  take_group_point_parts(s);
   bool started;
-  rpl_err err = start_ready_group(s, &started);
+  rpl_err err = drive_group_points(s, &started);
+  if (err || started)
+    return err;
+  err = start_ready_group(s, &started);
   if (err || started)
     return err;
   uint64_t now = rpl_mono_ms();

@@ -169,14 +169,38 @@ static rpl_err get_named_point(struct catalog *cat, const char *name, struct cat
   return *num && !*end ? catalog_point_get(cat, id, p) : RPL_E_RESTORE_POINT;
 }
 
-/* --point takes "rp-N" as status shows it, or plain N; a point of another disk is no point of this one. */
+struct member_of_disk {
+  const uint8_t *disk_id;
+  struct catalog_point *p;
+  bool found;
+};
+
+static int member_of_disk_cb(const struct catalog_point *p, void *arg)
+{
+  struct member_of_disk *m = arg;
+  if (memcmp(p->disk_id, m->disk_id, PROTO_ID_SIZE))
+    return 0;
+  *m->p = *p;
+  m->found = true;
+  return 1;
+}
+
+/* --point takes "rp-N" as status shows it, or plain N; a point of another disk is no point of this
+ * one, unless it names a group (its first point: the group point's id) of which the disk is a member:
+ * then it is that member's point. */
 static rpl_err lookup_point(struct catalog *cat, const struct point_ref *ref, struct catalog_point *p)
 {
   rpl_err err;
   if (ref->point) {
     err = get_named_point(cat, ref->point, p);
-    if (!err && memcmp(p->disk_id, ref->disk_id, PROTO_ID_SIZE))
+    if (!err && memcmp(p->disk_id, ref->disk_id, PROTO_ID_SIZE) && p->group_id == p->id) {
+      struct member_of_disk m = {.disk_id = ref->disk_id, .p = p};
+      err = catalog_point_group_foreach(cat, p->group_id, member_of_disk_cb, &m);
+      if (!err && !m.found)
+        err = RPL_E_RESTORE_POINT;
+    } else if (!err && memcmp(p->disk_id, ref->disk_id, PROTO_ID_SIZE)) {
       err = RPL_E_RESTORE_POINT;
+    }
     if (err == RPL_E_NOT_FOUND)
       err = RPL_E_RESTORE_POINT;
   } else {

@@ -41,6 +41,9 @@ static int point_cb(const struct catalog_point *p, void *arg)
     fprintf(pc->f, "  %-10s %s cycle %-8" PRIu64 " %-22s by %-10s frozen %5" PRIu32 " ms%s\n", rp, when, p->cycle,
             catalog_point_kind_name(p->kind), catalog_point_made_by_name(p->made_by), p->freeze_ms,
             p->has_snapshot ? "" : "  (image pruned)");
+    if (p->consistency_group[0])
+      fprintf(pc->f, "  %-10s group point rp-%" PRId64 " of group %s (freeze window %" PRIu32 " ms)\n", "",
+              p->group_id, p->consistency_group, p->group_window_ms);
     return 0;
   }
   snprintf(cmd, sizeof cmd, "replication-appliance restore --state '%s' --disk %s --point %s --out ./%s-%s.img",
@@ -55,6 +58,8 @@ static int point_cb(const struct catalog_point *p, void *arg)
   char group[40];
   snprintf(group, sizeof group, "rp-%" PRId64, p->group_id);
   json_string(pc->j, "group", p->group_id ? group : NULL);
+  json_string(pc->j, "consistency_group", p->consistency_group[0] ? p->consistency_group : NULL);
+  json_u64(pc->j, "group_window_ms", p->group_window_ms);
   json_bool(pc->j, "has_image", p->has_snapshot);
   json_string(pc->j, "restore_command", cmd);
   json_object_end(pc->j);

@@ -15,7 +15,8 @@
 /* Writes the points of every disk (disk_id NULL) or of one: with j, one document into it (the
  * caller's json_init and json_finish)
  *   {"disks": [{"disk_id", "name", "points": [{"point", "cycle", "time_unix", "kind", "trigger",
- *                                             "freeze_ms", "group", "has_image", "restore_command"}]}]}
+ *                                             "freeze_ms", "group", "consistency_group", "group_window_ms",
+ *                                             "has_image", "restore_command"}]}]}
  * (points oldest first), else one line per point into f. RPL_E_NOT_FOUND when disk_id names no disk. */
 RPL_MUST_CHECK rpl_err points_doc_write(struct catalog *cat, const char *state_dir, const uint8_t *disk_id,
                                         struct json_out *j, FILE *f);

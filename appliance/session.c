@@ -13,6 +13,7 @@
 #include "agent_readiness.h"
 #include "channel.h"
 #include "events.h"
+#include "group_point.h"
 #include "rpl_log.h"
 #include "session.h"
 
@@ -204,6 +205,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
     d->attached = true;
     d->attached_ms = rpl_mono_ms();
     d->agent_unprotect_request = (s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST) != 0;
+    d->agent_group_point = (s->agent_caps & PROTO_CAP_GROUP_POINT) != 0;
     pthread_cond_signal(&a->work); /* the applier opens its page blob */
   }
   pthread_mutex_unlock(&a->lock);
@@ -737,7 +739,7 @@ static rpl_err session_hello(struct session *s)
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                              .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT |
-                                             PROTO_CAP_UNPROTECT_DELETE,
+                                             PROTO_CAP_UNPROTECT_DELETE | PROTO_CAP_GROUP_POINT,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
@@ -822,6 +824,26 @@ static rpl_err send_unprotect_requests(struct session *s)
   return RPL_OK;
 }
 
+/* GROUP_POINT_REQUEST (mobility-agent checkpoint --group): the coordinator runs the group's point
+ * and its answer comes by finish_groups; a refusal is answered at once. */
+static rpl_err on_group_point_request(struct session *s, const struct proto_frame *f)
+{
+  struct proto_group_point_request m;
+  rpl_err err = proto_decode_group_point_request(f, &m);
+  if (err)
+    return err;
+  char name[PROTO_MAX_GROUP_NAME + 1];
+  snprintf(name, sizeof name, "%.*s", (int)m.name.len, (const char *)m.name.ptr);
+  rpl_err why = gp_request(s->a, name, s->agent, m.request, CATALOG_MADE_BY_CHECKPOINT);
+  if (!why)
+    return RPL_OK;
+  char detail[RPL_DETAIL_MAX + 128];
+  log_warn("agent %s: point of group %s refused: %s", s->agent_text, name, rpl_describe(why, detail, sizeof detail));
+  struct proto_point p = {.request = m.request, .status = why};
+  err = proto_encode_point(&s->out, &p);
+  return err ? err : flush_out(s);
+}
+
 /* One frame from the agent, by its type. */
 static rpl_err on_frame(struct session *s, const struct proto_frame *f)
 {
@@ -830,6 +852,13 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
   case PROTO_EXTENT: err = on_extent(s, f); break;
   case PROTO_CYCLE_END: err = on_cycle_end(s, f); break;
   case PROTO_POINT_REQUEST: err = on_point_request(s, f); break;
+  case PROTO_GROUP_POINT_REQUEST: err = on_group_point_request(s, f); break;
+  case PROTO_GROUP_FROZEN: {
+    struct proto_group_frozen m;
+    if ((err = proto_decode_group_frozen(f, &m)) == RPL_OK)
+      gp_frozen(s->a, s->agent, &m);
+    break;
+  }
   case PROTO_HASHES: err = on_hashes(s, f); break;
   case PROTO_DISK: {
     struct proto_disk m;
@@ -906,7 +935,7 @@ static rpl_err session_loop(struct session *s)
       }
     }
     struct proto_frame f;
-    err = conn_recv(s->c, &f, POLL_MS);
+    err = conn_recv(s->c, &f, s->gp_waiting ? 2 : POLL_MS); /* a group point's members wait on each other */
     if (err == RPL_E_TIMEOUT) {
       if (rpl_mono_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
         return RPL_E_TIMEOUT; /* no heartbeat for far too long */

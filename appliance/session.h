@@ -1,6 +1,6 @@
 /* session.h - one agent's session on the appliance: the disks it serves (slots), their open cycles
  * and its recovery-point groups; what session.c, registration.c and orchestrator.c share.
- * Internal header: those three files only. A session is driven by its own thread alone. */
+ * Internal header: those three files and group_point.c only. A session is driven by its own thread alone. */
 #ifndef APPLIANCE_SESSION_H
 #define APPLIANCE_SESSION_H
 
@@ -69,6 +69,8 @@ struct group {
   bool failed;
   rpl_err why;
   uint8_t consistency;
+  uint64_t gp;                    /* a part of this consistency-group point attempt (group_point.h), or 0 */
+  bool gp_freeze_sent;            /* its GROUP_FREEZE was sent: a GROUP_THAW ends it when it fails */
 };
 
 struct session {
@@ -84,6 +86,7 @@ struct session {
   time_t last_heartbeat_saved;
   bool dirty_pressure;            /* the agent's backlog is large: the next cycle starts now */
   uint64_t agent_caps;            /* PROTO_CAP_* the agent stated in its HELLO */
+  bool gp_waiting;                /* a group point's part waits for the other members: poll often */
 };
 
 /* session.c */
@@ -111,6 +114,8 @@ void registration_fingerprint_text(const uint8_t fp[CHAN_FINGERPRINT_SIZE], char
 long agent_cert_seconds(void);
 
 /* orchestrator.c: when cycles and points start, and points recorded */
+/* Whether d can take a point now (synced, its lease held, no takeover or resync pending). L held. */
+bool point_ready(const struct disk *d);
 /* The started group whose cycle of this slot is open, or NULL. */
 struct group *group_of(struct session *s, struct rx_slot *sl);
 RPL_MUST_CHECK rpl_err on_point_request(struct session *s, const struct proto_frame *f);

@@ -16,6 +16,7 @@
 #include "appliance.h"
 #include "commands.h"
 #include "events.h"
+#include "group_point.h"
 #include "health.h"
 #include "json_out.h"
 #include "points_doc.h"
@@ -299,6 +300,11 @@ static void status_write(struct appliance *a, bool json, FILE *f)
   status_disks(a, sc.j, f);
   if (json) {
     json_array_end(&j);
+    json_array_begin(&j, "groups"); /* consistency groups across servers (group_point.h) */
+  }
+  gp_write(a, json ? &j : NULL, f);
+  if (json) {
+    json_array_end(&j);
     json_object_end(&j);
     json_finish(&j);
   }
@@ -511,6 +517,8 @@ int control_handler(void *ctx, int argc, char **argv, struct control_reply *out)
     return ctl_status(a, argc > 1 && !strcmp(argv[1], "--json"), out);
   if (!strcmp(argv[0], "events"))
     return ctl_events(argc, argv, out);
+  if (!strcmp(argv[0], "group"))
+    return gp_control(a, argc, argv, out);
   control_printf(out, "unknown daemon command '%s'", argv[0]);
   return 2;
 }

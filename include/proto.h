@@ -58,7 +58,11 @@ enum proto_type {
   PROTO_RENEWED = 18,
   PROTO_UNPROTECT = 19,
   PROTO_UNPROTECT_REQUEST = 20,
-  PROTO_TYPE_MAX = PROTO_UNPROTECT_REQUEST
+  PROTO_GROUP_POINT_REQUEST = 21,
+  PROTO_GROUP_FREEZE = 22,
+  PROTO_GROUP_FROZEN = 23,
+  PROTO_GROUP_THAW = 24,
+  PROTO_TYPE_MAX = PROTO_GROUP_THAW
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -112,6 +116,10 @@ const char *proto_consistency_name(uint8_t consistency);
 /* The agent states it in its HELLO: it takes UNPROTECT_REQUEST (an older one ends the session on an
  * unexpected frame, so the appliance never sends it one). */
 #define PROTO_CAP_UNPROTECT_REQUEST (1ull << 9)
+/* Both state it in their HELLO. The agent: it takes GROUP_FREEZE and GROUP_THAW (a member of a
+ * consistency group across servers). The appliance: it takes GROUP_POINT_REQUEST. A peer without it
+ * is never sent those frames (an older one ends the session on an unexpected frame). */
+#define PROTO_CAP_GROUP_POINT (1ull << 10)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -263,6 +271,51 @@ struct proto_point {
   struct proto_bytes point_id; /* <= PROTO_MAX_STRING; empty unless status is RPL_OK */
 };
 
+/* Consistency groups across servers (a group names disks of several agents; the appliance keeps
+ * the groups). A group point is two-phase, driven by the appliance: every member catches up (plain
+ * cycles); GROUP_FREEZE to every member's agent, which freezes the filesystems of those disks and
+ * answers GROUP_FROZEN; when all are frozen before the deadline the appliance sends each member's
+ * CYCLE_START(RECOVERY_POINT or POINT_NO_HOOKS) and the agent flips the held freeze's disks, thaws,
+ * and ends the cycles as for any point; else GROUP_THAW, and the agent thaws. The agent's freeze
+ * watchdog thaws by itself at limit_ms (the appliance gone, a frame lost). */
+#define PROTO_MAX_GROUP_NAME 64 /* [A-Za-z0-9._-], 1..64 characters */
+
+/* Agent -> appliance (only to one that stated PROTO_CAP_GROUP_POINT): a point of the named group
+ * now (mobility-agent checkpoint --group). The appliance answers POINT with the same request id. */
+struct proto_group_point_request {
+  uint64_t request;
+  struct proto_bytes name;     /* 1..PROTO_MAX_GROUP_NAME characters of [A-Za-z0-9._-] */
+};
+
+/* Appliance -> agent (only to one that stated PROTO_CAP_GROUP_POINT): freeze these disks'
+ * filesystems and hold them frozen, at most limit_ms, for group point attempt `attempt`. */
+#define PROTO_GROUP_FREEZE_MAX_MS 60000
+struct proto_group_freeze {
+  uint64_t attempt;            /* >= 1, the appliance's id of this attempt */
+  uint32_t limit_ms;           /* 1..PROTO_GROUP_FREEZE_MAX_MS: the agent thaws by itself then */
+  uint8_t hooks;               /* 0 or 1: the application hooks run around the freeze */
+  uint32_t count;              /* disks, 1..PROTO_MAX_GROUP */
+  const uint8_t *disk_ids;     /* count * PROTO_ID_SIZE bytes */
+};
+
+/* Agent -> appliance: the answer to GROUP_FREEZE. status RPL_OK: frozen (or no filesystem to
+ * freeze: filesystems 0), held until CYCLE_START or GROUP_THAW; else why not (nothing held). */
+struct proto_group_frozen {
+  uint64_t attempt;            /* >= 1, GROUP_FREEZE's */
+  uint32_t status;             /* rpl_err */
+  uint64_t frozen_at_us;       /* agent's CLOCK_REALTIME when the freeze began; 0 when nothing froze */
+  uint32_t filesystems;        /* filesystems frozen */
+  struct proto_bytes message;  /* <= PROTO_MAX_STRING; why not, when status is not RPL_OK */
+};
+
+/* Appliance -> agent: attempt `attempt` is given up: thaw (nothing is flipped). */
+struct proto_group_thaw {
+  uint64_t attempt;            /* >= 1 */
+};
+
+/* Whether name is a valid group name (PROTO_MAX_GROUP_NAME). */
+bool proto_group_name_ok(const char *name, size_t len);
+
 /* Agent -> appliance: the source's boot readiness for Azure (mobility-agent check), at connection,
  * after a disk is protected, and daily. problems: one "RESULT NAME: detail" line per check that
  * did not pass. */
@@ -314,6 +367,11 @@ RPL_MUST_CHECK rpl_err proto_encode_error(struct proto_buf *out, const struct pr
 RPL_MUST_CHECK rpl_err proto_encode_point_request(struct proto_buf *out, const struct proto_point_request *m);
 RPL_MUST_CHECK rpl_err proto_encode_point(struct proto_buf *out, const struct proto_point *m);
 RPL_MUST_CHECK rpl_err proto_encode_readiness(struct proto_buf *out, const struct proto_readiness *m);
+RPL_MUST_CHECK rpl_err proto_encode_group_point_request(struct proto_buf *out,
+                                                        const struct proto_group_point_request *m);
+RPL_MUST_CHECK rpl_err proto_encode_group_freeze(struct proto_buf *out, const struct proto_group_freeze *m);
+RPL_MUST_CHECK rpl_err proto_encode_group_frozen(struct proto_buf *out, const struct proto_group_frozen *m);
+RPL_MUST_CHECK rpl_err proto_encode_group_thaw(struct proto_buf *out, const struct proto_group_thaw *m);
 
 /* Zero-copy EXTENT: writes the frame header and EXTENT's fixed fields into prefix and returns
  * their size in *prefix_len; the frame on the wire is prefix followed by m->payload, which is not
@@ -352,6 +410,11 @@ RPL_MUST_CHECK rpl_err proto_decode_error(const struct proto_frame *f, struct pr
 RPL_MUST_CHECK rpl_err proto_decode_point_request(const struct proto_frame *f, struct proto_point_request *out);
 RPL_MUST_CHECK rpl_err proto_decode_point(const struct proto_frame *f, struct proto_point *out);
 RPL_MUST_CHECK rpl_err proto_decode_readiness(const struct proto_frame *f, struct proto_readiness *out);
+RPL_MUST_CHECK rpl_err proto_decode_group_point_request(const struct proto_frame *f,
+                                                        struct proto_group_point_request *out);
+RPL_MUST_CHECK rpl_err proto_decode_group_freeze(const struct proto_frame *f, struct proto_group_freeze *out);
+RPL_MUST_CHECK rpl_err proto_decode_group_frozen(const struct proto_frame *f, struct proto_group_frozen *out);
+RPL_MUST_CHECK rpl_err proto_decode_group_thaw(const struct proto_frame *f, struct proto_group_thaw *out);
 
 /* The i-th range of a decoded NEED (i < count). */
 struct proto_need_range proto_need_range_at(const struct proto_need *m, uint32_t i);

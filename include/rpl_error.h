@@ -10,7 +10,7 @@
  *  - fallible functions return rpl_err and are marked RPL_MUST_CHECK.
  * Ranges: 0-99 general, 100-199 wire protocol, 200-299 change-block tracker,
  *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance,
- *         600-619 appliance policies (retention, blob leases, point schedule, alerts).
+ *         600-619 appliance policies (retention, blob leases, point schedule, alerts, consistency groups).
  */
 #include <stddef.h>
 
@@ -153,7 +153,16 @@
   X(RPL_E_POINT_SCHEDULE,         604, "recovery-point schedule invalid: write it as crash=5m,app=1h (each key at most once; a whole number with s, m, h or d of at least 30s, or off)") \
   X(RPL_E_ALERT_THRESHOLDS,       605, "alert thresholds invalid: write them as rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80 (each key at most once; durations a whole number with s, m, h or d; cache a percentage 1-100)") \
   X(RPL_E_WEBHOOK_URL,            606, "webhook unusable: give an https:// URL without user or password (at most 4 webhooks), and a readable PEM file for --webhook-ca") \
-  X(RPL_E_WEBHOOK_DELIVERY,       607, "a webhook did not take an alert (unreachable, its certificate not issued by the pinned CA, or an answer other than 2xx): the alert stays queued and is sent again with backoff")
+  X(RPL_E_WEBHOOK_DELIVERY,       607, "a webhook did not take an alert (unreachable, its certificate not issued by the pinned CA, or an answer other than 2xx): the alert stays queued and is sent again with backoff") \
+  X(RPL_E_GROUP_UNKNOWN,          608, "no consistency group of that name on this appliance: see 'replication-appliance group list'") \
+  X(RPL_E_GROUP_NAME,             609, "group name invalid: 1 to 64 characters of letters, digits, '.', '_' and '-'") \
+  X(RPL_E_GROUP_EXISTS,           610, "a consistency group of that name exists already: pick another name, or delete that group first") \
+  X(RPL_E_GROUP_MEMBER,           611, "the disk cannot join the group: it is unknown to this appliance, unprotected, named twice, or already a member of another group (a disk is in at most one group): see 'replication-appliance status' and 'group list'") \
+  X(RPL_E_GROUP_EMPTY,            612, "the group names no disk: give at least one disk id (a group whose disks were all unprotected is removed with 'group delete')") \
+  X(RPL_E_GROUP_AGENT,            613, "a member disk's agent is not connected, or too old for group points (it does not state the group-point capability): start or upgrade that agent, then try again") \
+  X(RPL_E_GROUP_POINT_FAILED,     614, "the group point was not made: a member was late or could not freeze before the deadline; every member thawed and none kept a part of it; it is tried again at the next schedule tick (the events say which member)") \
+  X(RPL_E_GROUP_BUSY,             615, "a point of this group is already past its freeze: wait for it to end, then ask again") \
+  X(RPL_E_GROUP_APPLIANCE,        616, "the appliance is too old for consistency-group points (it does not state the group-point capability): upgrade it")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

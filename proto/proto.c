@@ -328,6 +328,35 @@ static rpl_err error_check(const struct proto_error *m)
   return m->message.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 
+bool proto_group_name_ok(const char *name, size_t len)
+{
+  if (!name || len == 0 || len > PROTO_MAX_GROUP_NAME)
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-'))
+      return false;
+  }
+  return true;
+}
+static rpl_err group_point_request_check(const struct proto_group_point_request *m)
+{
+  return proto_group_name_ok((const char *)m->name.ptr, m->name.len) ? RPL_OK : RPL_E_PROTO_FIELD;
+}
+static rpl_err group_freeze_check(const struct proto_group_freeze *m)
+{
+  return m->attempt == 0 || m->limit_ms == 0 || m->limit_ms > PROTO_GROUP_FREEZE_MAX_MS || m->hooks > 1 ||
+                 m->count == 0 || m->count > PROTO_MAX_GROUP
+           ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+static rpl_err group_frozen_check(const struct proto_group_frozen *m)
+{
+  return m->attempt == 0 || m->message.len > PROTO_MAX_STRING || (m->status && (m->frozen_at_us || m->filesystems))
+           ? RPL_E_PROTO_FIELD : RPL_OK;
+}
+static rpl_err group_thaw_check(const struct proto_group_thaw *m) { return m->attempt == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
+
 static rpl_err readiness_check(const struct proto_readiness *m)
 {
   return m->generation > 2 || m->failed + m->warned > m->checks || m->problems.len > PROTO_MAX_STRING
@@ -570,6 +599,43 @@ rpl_err proto_encode_point(struct proto_buf *out, const struct proto_point *m)
   return wr_end(&w, PROTO_POINT);
 }
 
+rpl_err proto_encode_group_point_request(struct proto_buf *out, const struct proto_group_point_request *m)
+{
+  ENCODE_BEGIN(group_point_request_check);
+  wr_u64(&w, m->request);
+  wr_blob(&w, m->name);
+  return wr_end(&w, PROTO_GROUP_POINT_REQUEST);
+}
+
+rpl_err proto_encode_group_freeze(struct proto_buf *out, const struct proto_group_freeze *m)
+{
+  ENCODE_BEGIN(group_freeze_check);
+  wr_u64(&w, m->attempt);
+  wr_u32(&w, m->limit_ms);
+  wr_u8(&w, m->hooks);
+  wr_u32(&w, m->count);
+  wr_raw(&w, m->disk_ids, (size_t)m->count * PROTO_ID_SIZE);
+  return wr_end(&w, PROTO_GROUP_FREEZE);
+}
+
+rpl_err proto_encode_group_frozen(struct proto_buf *out, const struct proto_group_frozen *m)
+{
+  ENCODE_BEGIN(group_frozen_check);
+  wr_u64(&w, m->attempt);
+  wr_u32(&w, m->status);
+  wr_u64(&w, m->frozen_at_us);
+  wr_u32(&w, m->filesystems);
+  wr_blob(&w, m->message);
+  return wr_end(&w, PROTO_GROUP_FROZEN);
+}
+
+rpl_err proto_encode_group_thaw(struct proto_buf *out, const struct proto_group_thaw *m)
+{
+  ENCODE_BEGIN(group_thaw_check);
+  wr_u64(&w, m->attempt);
+  return wr_end(&w, PROTO_GROUP_THAW);
+}
+
 /* ---- frame parsing ------------------------------------------------------------------------ */
 
 static rpl_err header_check(const uint8_t *h, uint32_t *length)
@@ -746,6 +812,47 @@ rpl_err proto_decode_point_request(const struct proto_frame *f, struct proto_poi
   DECODE_END(point_request_check);
 }
 
+rpl_err proto_decode_group_point_request(const struct proto_frame *f, struct proto_group_point_request *out)
+{
+  DECODE_BEGIN(PROTO_GROUP_POINT_REQUEST);
+  out->request = rd_u64(&r);
+  out->name = rd_blob(&r, PROTO_MAX_GROUP_NAME);
+  DECODE_END(group_point_request_check);
+}
+
+rpl_err proto_decode_group_freeze(const struct proto_frame *f, struct proto_group_freeze *out)
+{
+  DECODE_BEGIN(PROTO_GROUP_FREEZE);
+  out->attempt = rd_u64(&r);
+  out->limit_ms = rd_u32(&r);
+  out->hooks = rd_u8(&r);
+  out->count = rd_u32(&r);
+  if (r.err)
+    return r.err;
+  if (out->count > PROTO_MAX_GROUP)
+    return RPL_E_PROTO_FIELD; /* before the ids are taken */
+  out->disk_ids = rd_take(&r, (size_t)out->count * PROTO_ID_SIZE);
+  DECODE_END(group_freeze_check);
+}
+
+rpl_err proto_decode_group_frozen(const struct proto_frame *f, struct proto_group_frozen *out)
+{
+  DECODE_BEGIN(PROTO_GROUP_FROZEN);
+  out->attempt = rd_u64(&r);
+  out->status = rd_u32(&r);
+  out->frozen_at_us = rd_u64(&r);
+  out->filesystems = rd_u32(&r);
+  out->message = rd_blob(&r, PROTO_MAX_STRING);
+  DECODE_END(group_frozen_check);
+}
+
+rpl_err proto_decode_group_thaw(const struct proto_frame *f, struct proto_group_thaw *out)
+{
+  DECODE_BEGIN(PROTO_GROUP_THAW);
+  out->attempt = rd_u64(&r);
+  DECODE_END(group_thaw_check);
+}
+
 rpl_err proto_decode_point(const struct proto_frame *f, struct proto_point *out)
 {
   DECODE_BEGIN(PROTO_POINT);
@@ -866,6 +973,10 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_renewed renewed;
     struct proto_unprotect unprotect;
     struct proto_unprotect_request unprotect_request;
+    struct proto_group_point_request gpreq;
+    struct proto_group_freeze gfreeze;
+    struct proto_group_frozen gfrozen;
+    struct proto_group_thaw gthaw;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -888,6 +999,10 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_RENEWED: return proto_decode_renewed(f, &m.renewed);
   case PROTO_UNPROTECT: return proto_decode_unprotect(f, &m.unprotect);
   case PROTO_UNPROTECT_REQUEST: return proto_decode_unprotect_request(f, &m.unprotect_request);
+  case PROTO_GROUP_POINT_REQUEST: return proto_decode_group_point_request(f, &m.gpreq);
+  case PROTO_GROUP_FREEZE: return proto_decode_group_freeze(f, &m.gfreeze);
+  case PROTO_GROUP_FROZEN: return proto_decode_group_frozen(f, &m.gfrozen);
+  case PROTO_GROUP_THAW: return proto_decode_group_thaw(f, &m.gthaw);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -902,6 +1017,8 @@ const char *proto_type_name(uint8_t type)
     [PROTO_ERROR] = "ERROR", [PROTO_POINT_REQUEST] = "POINT_REQUEST", [PROTO_POINT] = "POINT",
     [PROTO_READINESS] = "READINESS", [PROTO_RENEW] = "RENEW", [PROTO_RENEWED] = "RENEWED",
     [PROTO_UNPROTECT] = "UNPROTECT", [PROTO_UNPROTECT_REQUEST] = "UNPROTECT_REQUEST",
+    [PROTO_GROUP_POINT_REQUEST] = "GROUP_POINT_REQUEST", [PROTO_GROUP_FREEZE] = "GROUP_FREEZE",
+    [PROTO_GROUP_FROZEN] = "GROUP_FROZEN", [PROTO_GROUP_THAW] = "GROUP_THAW",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

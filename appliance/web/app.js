@@ -383,7 +383,33 @@ async function unprotectDisk(d) {
 async function loadReplication() {
   const [st, series, pts] = await Promise.all([api('GET', '/api/status'), api('GET', '/api/series'), api('GET', '/api/points')]);
   renderReplication(st, series, pts);
+  renderGroups(st.groups || []);
   renderAlerts(st.alerts);
+}
+
+// groups: the status document's "groups" member (consistency groups across servers).
+function renderGroups(groups) {
+  const tbody = $('groups').tBodies[0];
+  tbody.replaceChildren();
+  for (const g of groups) {
+    const tr = el('tr');
+    tr.dataset.group = g.name;
+    const disks = el('td');
+    for (const d of g.disks)
+      disks.append(el('div', (d.name || d.disk_id) + (d.agent_connected ? (d.agent_group_points ? '' : ' (agent too old)')
+                                                                        : ' (agent not connected)')));
+    tr.append(el('td', g.name), disks, el('td', String(g.points_made)), el('td', String(g.attempts_failed)),
+      el('td', g.last_point ? g.last_point + ' (window ' + g.last_window_ms + ' ms)' : 'none'),
+      el('td', g.last_failure || ''));
+    tbody.append(tr);
+  }
+  if (!groups.length) {
+    const tr = el('tr');
+    const td = el('td', 'No consistency groups: replication-appliance group create NAME DISK_ID...');
+    td.colSpan = 6;
+    tr.append(td);
+    tbody.append(tr);
+  }
 }
 
 // al: the status document's "alerts" member (GET /api/alerts answers it too).

@@ -481,6 +481,19 @@ static void scenario_points(struct hostile *h)
   expect_point(h, 2, false, "a group naming a disk not announced");
   send_point_request(h, 3, ids, 1);
   expect_point(h, 3, true, "a valid point after them");
+  /* A consistency group's frames out of turn: GROUP_FROZEN of no attempt (ignored), a point of a
+   * group that does not exist (refused by its POINT); the session goes on. */
+  struct proto_group_frozen fz = {.attempt = 987654321, .frozen_at_us = 1, .filesystems = 1};
+  check(proto_encode_group_frozen(&h->out, &fz), "GROUP_FROZEN");
+  send_out(h);
+  struct proto_group_point_request gr = {.request = 4, .name = {(const uint8_t *)"no-such-group", 13}};
+  check(proto_encode_group_point_request(&h->out, &gr), "GROUP_POINT_REQUEST");
+  send_out(h);
+  expect_point(h, 4, false, "GROUP_FROZEN unasked, then a point of an unknown group");
+  if (h->point.status != RPL_E_GROUP_UNKNOWN)
+    die("points: a point of an unknown group refused as %s", rpl_strerror((rpl_err)h->point.status));
+  send_point_request(h, 5, ids, 1);
+  expect_point(h, 5, true, "a valid point after the group frames");
   /* More requests at once than a session runs groups: the rest are refused, the others made. */
   for (uint64_t r = 10; r < 30; r++)
     send_point_request(h, r, ids, 1);

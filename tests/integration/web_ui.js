@@ -157,6 +157,9 @@ async function checkAlerts(page) {
     'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, { timeout: T });
   const none = await page.textContent('#webhooks tbody');
   if (!none.startsWith('No webhook')) fail('webhooks table without a webhook: ' + none);
+  // No consistency group was created: the groups table says how to make one.
+  const groups = await page.textContent('#groups tbody');
+  if (!groups.startsWith('No consistency groups')) fail('groups table without a group: ' + groups);
   await page.click('#alerts-test');
   await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('no webhook is configured'),
     null, { timeout: T });

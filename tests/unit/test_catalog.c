@@ -478,6 +478,8 @@ static void test_points_migration(void **state)
   for (size_t i = 0; i < PROTO_ID_SIZE; i++)
     snprintf(hex + 2 * i, 3, "%02x", d.id[i]);
   snprintf(sql, sizeof sql,
+           "DROP TABLE consistency_group_members;"
+           "DROP TABLE consistency_groups;"
            "DROP TABLE recovery_points;"
            "CREATE TABLE recovery_points (id INTEGER PRIMARY KEY AUTOINCREMENT,"
            " disk_id BLOB NOT NULL REFERENCES disks(id) ON DELETE CASCADE, cycle INTEGER NOT NULL,"
@@ -549,6 +551,89 @@ static void test_points_migration(void **state)
   assert_int_equal(catalog_point_set_group(cat, 999999, g1), RPL_E_NOT_FOUND);
   p.made_by = (enum catalog_point_made_by)9;
   assert_int_equal(catalog_point_add(cat, &p, &id), RPL_E_INVALID_ARGUMENT);
+  /* A point from before the migration is no group point. */
+  assert_int_equal(catalog_point_get(cat, 1, &got), RPL_OK);
+  assert_string_equal(got.consistency_group, "");
+  assert_int_equal(got.group_window_ms, 0);
+  catalog_close(cat);
+}
+
+static int collect_groups(const struct catalog_group *g, void *ctx)
+{
+  char *names = ctx;
+  strcat(names, g->name);
+  char n[16];
+  snprintf(n, sizeof n, ":%zu ", g->n);
+  strcat(names, n);
+  return 0;
+}
+
+/* Consistency groups: created with their disks in one transaction, every refusal leaving nothing
+ * behind, listed by name, deleted (their points stay); a group point keeps its group and window. */
+static void test_groups(void **state)
+{
+  struct ctx *c = *state;
+  struct catalog_agent a;
+  struct catalog *cat = with_agent(c, &a);
+  struct catalog_disk d1 = make_disk(&a, 1, "/dev/vdb"), d2 = make_disk(&a, 2, "/dev/vdc"), d3 = make_disk(&a, 3, "/dev/vdd");
+  assert_int_equal(catalog_disk_upsert(cat, &d1), RPL_OK);
+  assert_int_equal(catalog_disk_upsert(cat, &d2), RPL_OK);
+  assert_int_equal(catalog_disk_upsert(cat, &d3), RPL_OK);
+  struct catalog_group g = {.name = "db", .created_time = 100, .n = 2};
+  memcpy(g.disks[0], d1.id, PROTO_ID_SIZE);
+  memcpy(g.disks[1], d2.id, PROTO_ID_SIZE);
+  assert_int_equal(catalog_group_create(cat, &g), RPL_OK);
+  assert_int_equal(catalog_group_create(cat, &g), RPL_E_GROUP_EXISTS);
+  /* d2 is in db: a group naming it is refused and not created. */
+  struct catalog_group h = {.name = "web", .created_time = 101, .n = 2};
+  memcpy(h.disks[0], d3.id, PROTO_ID_SIZE);
+  memcpy(h.disks[1], d2.id, PROTO_ID_SIZE);
+  assert_int_equal(catalog_group_create(cat, &h), RPL_E_GROUP_MEMBER);
+  assert_non_null(strstr(rpl_detail(RPL_E_GROUP_MEMBER), "member of group db"));
+  struct catalog_group got;
+  assert_int_equal(catalog_group_get(cat, "web", &got), RPL_E_GROUP_UNKNOWN);
+  /* Unknown, twice, no disk, a bad name. */
+  fill(h.disks[1], PROTO_ID_SIZE, 99);
+  assert_int_equal(catalog_group_create(cat, &h), RPL_E_GROUP_MEMBER);
+  memcpy(h.disks[1], d3.id, PROTO_ID_SIZE);
+  assert_int_equal(catalog_group_create(cat, &h), RPL_E_GROUP_MEMBER);
+  h.n = 0;
+  assert_int_equal(catalog_group_create(cat, &h), RPL_E_GROUP_EMPTY);
+  h.n = 1;
+  snprintf(h.name, sizeof h.name, "a b");
+  assert_int_equal(catalog_group_create(cat, &h), RPL_E_GROUP_NAME);
+  snprintf(h.name, sizeof h.name, "web");
+  assert_int_equal(catalog_group_create(cat, &h), RPL_OK);
+  char names[256] = "";
+  assert_int_equal(catalog_group_foreach(cat, collect_groups, names), RPL_OK);
+  assert_string_equal(names, "db:2 web:1 ");
+  assert_int_equal(catalog_group_get(cat, "db", &got), RPL_OK);
+  assert_int_equal(got.n, 2);
+  assert_int_equal(got.created_time, 100);
+  assert_true(!memcmp(got.disks[0], d1.id, PROTO_ID_SIZE) || !memcmp(got.disks[1], d1.id, PROTO_ID_SIZE));
+  /* A group point's rows keep the group's name and window. */
+  struct catalog_point p = {.cycle = 3, .time = 200, .kind = CATALOG_POINT_FILESYSTEM_CONSISTENT,
+                            .consistency_group = "db", .group_window_ms = 42};
+  memcpy(p.disk_id, d1.id, PROTO_ID_SIZE);
+  int64_t id;
+  assert_int_equal(catalog_point_add(cat, &p, &id), RPL_OK);
+  struct catalog_point pg;
+  assert_int_equal(catalog_point_get(cat, id, &pg), RPL_OK);
+  assert_string_equal(pg.consistency_group, "db");
+  assert_int_equal(pg.group_window_ms, 42);
+  /* Deleted: the group and its members go, the point stays; its disks may join another. */
+  assert_int_equal(catalog_group_delete(cat, "db"), RPL_OK);
+  assert_int_equal(catalog_group_delete(cat, "db"), RPL_E_GROUP_UNKNOWN);
+  assert_int_equal(catalog_point_get(cat, id, &pg), RPL_OK);
+  names[0] = '\0';
+  assert_int_equal(catalog_group_foreach(cat, collect_groups, names), RPL_OK);
+  assert_string_equal(names, "web:1 ");
+  g.n = 1;
+  assert_int_equal(catalog_group_create(cat, &g), RPL_OK);
+  /* A deleted disk leaves its group. */
+  assert_int_equal(catalog_disk_delete(cat, d1.id), RPL_OK);
+  assert_int_equal(catalog_group_get(cat, "db", &got), RPL_OK);
+  assert_int_equal(got.n, 0);
   catalog_close(cat);
 }
 
@@ -609,6 +694,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_recovery_points, setup, teardown),
     cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
     cmocka_unit_test_setup_teardown(test_points_migration, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_and_locked, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -307,6 +307,120 @@ static void test_roundtrip_unprotect_request(void **state)
   proto_buf_free(&b);
 }
 
+/* The group point's frames: GROUP_POINT_REQUEST's name rules, GROUP_FREEZE's count checked before
+ * its ids are taken, GROUP_FROZEN's status and times, GROUP_THAW. */
+static void test_roundtrip_group_frames(void **state)
+{
+  (void)state;
+  struct proto_buf b = {0};
+  struct proto_frame f;
+  size_t used;
+  struct proto_group_point_request rq = {.request = 7, .name = BYTES("db-tier.1_A")}, rq2;
+  assert_int_equal(proto_encode_group_point_request(&b, &rq), RPL_OK);
+  f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "GROUP_POINT_REQUEST");
+  assert_int_equal(proto_validate(&f), RPL_OK);
+  assert_int_equal(proto_decode_group_point_request(&f, &rq2), RPL_OK);
+  assert_int_equal(rq2.request, 7);
+  assert_bytes(rq2.name, rq.name);
+  const char *bad_names[] = {"", "a b", "x/y", "ümlaut", "0123456789012345678901234567890123456789012345678901234567890123456789"};
+  for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+    rq.name = BYTES(bad_names[i]);
+    assert_int_equal(proto_encode_group_point_request(&b, &rq), RPL_E_PROTO_FIELD);
+  }
+  /* A bad name sealed by hand is refused on the way in. */
+  proto_buf_reset(&b);
+  rq.name = BYTES("abc");
+  assert_int_equal(proto_encode_group_point_request(&b, &rq), RPL_OK);
+  uint8_t buf[128];
+  memcpy(buf, b.data, b.len);
+  buf[PROTO_HEADER_SIZE + 8 + 4 + 1] = ' ';
+  reseal(buf, b.len);
+  assert_int_equal(proto_frame_parse(buf, b.len, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_group_point_request(&f, &rq2), RPL_E_PROTO_FIELD);
+
+  uint8_t ids[2 * PROTO_ID_SIZE];
+  fill_id(ids, 3);
+  fill_id(ids + PROTO_ID_SIZE, 9);
+  struct proto_group_freeze gf = {.attempt = 5, .limit_ms = 2000, .hooks = 1, .count = 2, .disk_ids = ids}, gf2;
+  proto_buf_reset(&b);
+  assert_int_equal(proto_encode_group_freeze(&b, &gf), RPL_OK);
+  f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "GROUP_FREEZE");
+  assert_int_equal(proto_decode_group_freeze(&f, &gf2), RPL_OK);
+  assert_int_equal(gf2.attempt, 5);
+  assert_int_equal(gf2.limit_ms, 2000);
+  assert_int_equal(gf2.hooks, 1);
+  assert_int_equal(gf2.count, 2);
+  assert_memory_equal(gf2.disk_ids, ids, sizeof ids);
+  /* A count larger than the frame holds: refused as short, nothing read past the payload. */
+  memcpy(buf, b.data, b.len);
+  buf[PROTO_HEADER_SIZE + 8 + 4 + 1] = 3;
+  reseal(buf, b.len);
+  assert_int_equal(proto_frame_parse(buf, b.len, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_group_freeze(&f, &gf2), RPL_E_PROTO_SHORT);
+  /* A count over the cap: refused before the ids are taken. */
+  buf[PROTO_HEADER_SIZE + 8 + 4 + 1] = 0xff;
+  buf[PROTO_HEADER_SIZE + 8 + 4 + 2] = 0xff;
+  reseal(buf, b.len);
+  assert_int_equal(proto_frame_parse(buf, b.len, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_group_freeze(&f, &gf2), RPL_E_PROTO_FIELD);
+  struct proto_group_freeze badf[] = {
+    {.attempt = 0, .limit_ms = 1, .count = 1, .disk_ids = ids},
+    {.attempt = 1, .limit_ms = 0, .count = 1, .disk_ids = ids},
+    {.attempt = 1, .limit_ms = PROTO_GROUP_FREEZE_MAX_MS + 1, .count = 1, .disk_ids = ids},
+    {.attempt = 1, .limit_ms = 1, .hooks = 2, .count = 1, .disk_ids = ids},
+    {.attempt = 1, .limit_ms = 1, .count = 0, .disk_ids = ids},
+  };
+  for (size_t i = 0; i < sizeof badf / sizeof badf[0]; i++)
+    assert_int_equal(proto_encode_group_freeze(&b, &badf[i]), RPL_E_PROTO_FIELD);
+
+  struct proto_group_frozen fz = {.attempt = 5, .frozen_at_us = 1700000000000001ull, .filesystems = 2}, fz2;
+  proto_buf_reset(&b);
+  assert_int_equal(proto_encode_group_frozen(&b, &fz), RPL_OK);
+  f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "GROUP_FROZEN");
+  assert_int_equal(proto_decode_group_frozen(&f, &fz2), RPL_OK);
+  assert_int_equal(fz2.attempt, 5);
+  assert_int_equal(fz2.status, RPL_OK);
+  assert_true(fz2.frozen_at_us == fz.frozen_at_us);
+  assert_int_equal(fz2.filesystems, 2);
+  /* A failure carries no freeze time; its message says why. */
+  fz = (struct proto_group_frozen){.attempt = 5, .status = RPL_E_FREEZE, .message = BYTES("cannot freeze /mnt")};
+  proto_buf_reset(&b);
+  assert_int_equal(proto_encode_group_frozen(&b, &fz), RPL_OK);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_group_frozen(&f, &fz2), RPL_OK);
+  assert_int_equal(fz2.status, RPL_E_FREEZE);
+  assert_bytes(fz2.message, fz.message);
+  fz.frozen_at_us = 1;
+  assert_int_equal(proto_encode_group_frozen(&b, &fz), RPL_E_PROTO_FIELD);
+  fz = (struct proto_group_frozen){.attempt = 0};
+  assert_int_equal(proto_encode_group_frozen(&b, &fz), RPL_E_PROTO_FIELD);
+
+  struct proto_group_thaw th = {.attempt = 9}, th2;
+  proto_buf_reset(&b);
+  assert_int_equal(proto_encode_group_thaw(&b, &th), RPL_OK);
+  f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "GROUP_THAW");
+  assert_int_equal(proto_decode_group_thaw(&f, &th2), RPL_OK);
+  assert_int_equal(th2.attempt, 9);
+  /* Not another frame's: the decoders check the type. */
+  assert_int_equal(proto_decode_group_freeze(&f, &gf2), RPL_E_PROTO_UNEXPECTED);
+  /* Trailing bytes are refused. */
+  memcpy(buf, b.data, b.len);
+  buf[b.len] = 0;
+  uint32_t plen = 9;
+  for (int i = 0; i < 4; i++)
+    buf[8 + i] = (uint8_t)(plen >> (8 * i));
+  reseal(buf, b.len + 1);
+  assert_int_equal(proto_frame_parse(buf, b.len + 1, &f, &used), RPL_OK);
+  assert_int_equal(proto_decode_group_thaw(&f, &th2), RPL_E_PROTO_TRAILING);
+  th.attempt = 0;
+  assert_int_equal(proto_encode_group_thaw(&b, &th), RPL_E_PROTO_FIELD);
+  proto_buf_free(&b);
+}
+
 static void test_roundtrip_points(void **state)
 {
   struct proto_buf b = {0};
@@ -778,6 +892,7 @@ int main(void)
     cmocka_unit_test(test_roundtrip_points),
     cmocka_unit_test(test_roundtrip_unprotect),
     cmocka_unit_test(test_roundtrip_unprotect_request),
+    cmocka_unit_test(test_roundtrip_group_frames),
     cmocka_unit_test(test_roundtrip_readiness),
     cmocka_unit_test(test_bad_header_fields),
     cmocka_unit_test(test_length_over_cap_rejected_before_allocation),
