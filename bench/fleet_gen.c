@@ -23,6 +23,13 @@
  * (prefix "FLEET_JSON ") with the fleet's figures, also written to --json FILE; DIR/manifest has
  * "DISK_ID SOURCE_FILE" per agent for the caller's comparison with the replicas. RPO lag is sampled
  * every second of the churn: the age of the oldest write not yet in an ACKed cycle (0 when none).
+ * JSON: lag_p50_s/lag_p99_s/lag_max_s over all agents' samples, lag_p99_worst_agent_s; cycles_total
+ * and cycles_min (plain cycles ACKed, the initial sync not counted); churn_mb_s (written);
+ * committed_mb (raw bytes of the plain cycles ACKed from the churn's start through the drain) and
+ * committed_mb_s (that over the time from the churn's start to the last such ACK);
+ * committed_window_mb_s (ACKed within the churn only); ap_cpu_pct (the appliance's utime+stime over
+ * the churn, 100 = one core), ap_rss_max_kb (VmRSS sampled each second), ap_hwm_kb (VmHWM at the
+ * end), per agent both; initial_sync_s, drain_s, drained, nacks, reconnects.
  * Exit status 0 when every agent drained, 1 otherwise, 2 on a usage error. */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +93,7 @@ struct agent {
   uint64_t rng;
   /* statistics (L) */
   uint64_t written, cycles, plain_cycles, acked_raw, acked_raw_churn, nacks, reconnects, refused_connects;
+  uint64_t acked_raw_since, last_ack_ms; /* plain cycles ACKed since the churn started (through the drain) */
   uint64_t last_cycle;
   bool connected, drained;
   uint32_t *lag_samples;       /* seconds, one per second of churn */
@@ -101,7 +109,7 @@ struct agent {
 
 static struct opts O;
 static struct agent *A;
-static atomic_int stop_churn, stop_all, churning;
+static atomic_int stop_churn, stop_all, churning, churn_started;
 static pthread_mutex_t connect_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t connect_cond = PTHREAD_COND_INITIALIZER;
 static unsigned connect_busy;
@@ -503,6 +511,10 @@ static rpl_err run_cycle(struct agent *ag, struct conn *c, const struct proto_cy
     ag->acked_raw += tx.end.raw_bytes;
     if (atomic_load(&churning) && !full)
       ag->acked_raw_churn += tx.end.raw_bytes;
+    if (atomic_load(&churn_started) && !full) {
+      ag->acked_raw_since += tx.end.raw_bytes;
+      ag->last_ack_ms = rpl_mono_ms();
+    }
   } else {
     merge_back(ag);
     if (!err)
@@ -956,6 +968,7 @@ int main(int argc, char **argv)
   struct proc_sample p0 = proc_read(O.ap_pid);
   churn_t0_ms = rpl_mono_ms();
   atomic_store(&churning, 1);
+  atomic_store(&churn_started, 1);
   if (pthread_create(&churn, NULL, churn_main, NULL))
     die("cannot start the churn thread");
   for (unsigned s = 1; s <= O.duration_s; s++) {
@@ -995,6 +1008,7 @@ int main(int argc, char **argv)
   uint32_t *all = calloc((size_t)O.agents * (O.duration_s + 8), sizeof *all), *p99s = calloc(O.agents, sizeof *p99s);
   if (!all || !p99s)
     die("out of memory");
+  uint64_t acked_since = 0, last_ack = churn_t1_ms;
   uint64_t written = 0, acked_churn = 0, cycles_total = 0, cycles_min = UINT64_MAX, reconnects = 0, nacks = 0;
   uint32_t lag_max = 0;
   printf("%-9s %-36s %7s %7s %7s %7s %9s %9s %6s %5s %s\n", "agent", "disk", "cycles", "lag50", "lag99", "lagmax",
@@ -1015,6 +1029,9 @@ int main(int argc, char **argv)
            ag->reconnects, d ? "yes" : "NO", ag->last_error[0] ? "  last error: " : "", ag->last_error);
     written += ag->written;
     acked_churn += ag->acked_raw_churn;
+    acked_since += ag->acked_raw_since;
+    if (ag->last_ack_ms > last_ack)
+      last_ack = ag->last_ack_ms;
     cycles_total += ag->plain_cycles;
     if (ag->plain_cycles < cycles_min)
       cycles_min = ag->plain_cycles;
@@ -1028,13 +1045,14 @@ int main(int argc, char **argv)
   snprintf(json, sizeof json,
            "{\"agents\": %u, \"size_mib\": %u, \"rate_mb_s\": %.3f, \"zstd\": %s, \"duration_s\": %.1f, "
            "\"initial_sync_s\": %.1f, \"drain_s\": %.1f, \"drained\": %u, "
-           "\"churn_mb_s\": %.2f, \"committed_mb_s\": %.2f, \"cycles_total\": %" PRIu64 ", \"cycles_min\": %" PRIu64 ", "
+           "\"churn_mb_s\": %.2f, \"committed_mb_s\": %.2f, \"committed_window_mb_s\": %.2f, \"committed_mb\": %.1f, \"cycles_total\": %" PRIu64 ", \"cycles_min\": %" PRIu64 ", "
            "\"lag_p50_s\": %u, \"lag_p99_s\": %u, \"lag_max_s\": %u, \"lag_p99_worst_agent_s\": %u, "
            "\"nacks\": %" PRIu64 ", \"reconnects\": %" PRIu64 ", "
            "\"ap_cpu_pct\": %.1f, \"ap_cpu_pct_per_agent\": %.3f, \"ap_rss_max_kb\": %" PRIu64 ", \"ap_hwm_kb\": %" PRIu64
            ", \"ap_rss_kb_per_agent\": %.0f, \"ap_threads_max\": %" PRIu64 "}",
            O.agents, O.size_mib, O.rate_mb, O.zstd ? "true" : "false", el, sync_s, drain_s, drained,
-           (double)written / 1e6 / el, (double)acked_churn / 1e6 / el, cycles_total, cycles_min == UINT64_MAX ? 0 : cycles_min,
+           (double)written / 1e6 / el, (double)acked_since / 1e6 / ((double)(last_ack - churn_t0_ms) / 1000.0),
+           (double)acked_churn / 1e6 / el, (double)acked_since / 1e6, cycles_total, cycles_min == UINT64_MAX ? 0 : cycles_min,
            quantile(all, all_n, 0.50), quantile(all, all_n, 0.99), lag_max, O.agents ? p99s[O.agents - 1] : 0, nacks,
            reconnects, cpu_pct, cpu_pct >= 0 ? cpu_pct / O.agents : -1, ap_rss_max_kb, p2.hwm_kb,
            O.agents ? (double)ap_rss_max_kb / O.agents : 0, ap_threads_max);
