@@ -28,7 +28,7 @@ RATE=${RATE:-1}
 SIZE_MIB=${SIZE_MIB:-256}
 RPO=${RPO:-30}
 STORAGES=${STORAGES:-file azurite}
-PEER_RATES=${PEER_RATES:-25 50 100 150}
+PEER_RATES=${PEER_RATES:-25 50 100 150 200}
 PEER_DURATION=${PEER_DURATION:-20}
 VERIFY_MAX=${VERIFY_MAX:-10}
 GOAL_LAG=60
@@ -136,8 +136,8 @@ for storage in $STORAGES; do
     best=$cm
     best_rate=$r
   done
-  echo "peer best ($storage): ${best} MB/s committed at ${best_rate} MB/s of churn"
-  eval "PEER_$storage=\$best"
+  echo "peer best ($storage): ${best_rate} MB/s of churn held (${best} MB/s committed)"
+  eval "PEER_$storage=\$best PEER_RATE_$storage=\$best_rate"
   echo
   echo "== $storage: the fleet =="
   printf '%5s %9s %10s %12s %6s %6s %6s %10s %8s %10s %10s %9s %9s %8s\n' "N" "sync s" "churn MB/s" "commit MB/s" \
@@ -164,20 +164,26 @@ done
 echo
 echo "== ratios =="
 for storage in $STORAGES; do
-  eval "peer=\${PEER_$storage:-0}"
+  eval "peer=\${PEER_$storage:-0} peer_rate=\${PEER_RATE_$storage:-0}"
   for n in $AGENTS; do
     cm=$(jget fleet "$storage" "$n" committed_mb_s)
     p99=$(jget fleet "$storage" "$n" lag_p99_s)
     [ -n "$cm" ] || continue
-    awk -v s="$storage" -v n="$n" -v cm="$cm" -v peer="$peer" -v p99="$p99" -v goal="$GOAL_LAG" \
+    awk -v s="$storage" -v n="$n" -v cm="$cm" -v ch="$(jget fleet "$storage" "$n" churn_mb_s)" -v peer="$peer" \
+        -v peer_rate="$peer_rate" -v p99="$p99" -v goal="$GOAL_LAG" \
         -v cpu="$(jget fleet "$storage" "$n" ap_cpu_pct_per_agent)" \
-        -v rss="$(jget fleet "$storage" "$n" ap_rss_kb_per_agent)" 'BEGIN {
-      printf "%-8s N=%-4d aggregate committed %.1f MB/s = %s of the one-disk peer (%.1f MB/s); lag p99 %d s = %.2f x the %d s goal (%s); appliance %.2f MiB RSS and %.2f %% CPU per agent\n",
-        s, n, cm, (peer > 0 ? sprintf("%.2f x", cm / peer) : "n/a"), peer, p99, p99 / goal, goal, (p99 <= goal ? "met" : "NOT met"), rss / 1024, cpu }'
+        -v rss="$(jget fleet "$storage" "$n" ap_rss_kb_per_agent)" \
+        -v hwm="$(jget fleet "$storage" "$n" ap_hwm_kb)" 'BEGIN {
+      printf "%-8s N=%-4d churn %.1f MB/s in all = %s the one-disk peer'"'"'s best held rate (%d MB/s); committed %.1f MB/s = %s the peer'"'"'s (%.1f MB/s)\n",
+        s, n, ch, (peer_rate > 0 ? sprintf("%.2f x", ch / peer_rate) : "n/a"), peer_rate, cm,
+        (peer > 0 ? sprintf("%.2f x", cm / peer) : "n/a"), peer
+      printf "%-8s        lag p99 %d s = %.2f x the %d s goal (%s); appliance peak RSS %.0f MiB = %.2f MiB per agent, CPU %.2f %% of a core per agent\n",
+        "", p99, p99 / goal, goal, (p99 <= goal ? "met" : "NOT met"), hwm / 1024, hwm / 1024 / n, cpu }'
   done
 done
 echo
 echo "(lag: the age of each agent's oldest write not yet in an ACKed cycle, sampled every second of the churn, all agents;"
 echo " committed: raw bytes of the plain cycles ACKed from the churn's start through the drain / the time to the last ACK; CPU: the appliance's utime+stime over the churn;"
-echo " RSS: the appliance's peak resident set (VmHWM) / N. Raw figures, one line per run:)"
+echo " RSS: the appliance's peak resident set (VmHWM) / N; the peer holds a rate when its lag p99 <= ${PEER_LIMIT} s at RPO 5 s."
+echo " Raw figures, one line per run:)"
 cat "$RESULTS"

@@ -5,6 +5,7 @@
  *
  *   fleet_gen --appliance HOST:PORT --dir DIR --agents N --key-cmd CMD [--size MIB] [--rate MB_S]
  *             [--duration S] [--drain-timeout S] [--ap-pid PID] [--no-zstd] [--json FILE] [--seed N]
+ *             [--connect-slots N]   (TLS handshakes at once, default 8: all agents share one address)
  *
  * CMD (run with sh -c, once per agent that has no certificate in DIR yet) prints a fresh registration
  * key on its last line (`replication-appliance init ...`: each key registers one agent, and a newer
@@ -29,7 +30,7 @@
  * committed_mb_s (that over the time from the churn's start to the last such ACK);
  * committed_window_mb_s (ACKed within the churn only); ap_cpu_pct (the appliance's utime+stime over
  * the churn, 100 = one core), ap_rss_max_kb (VmRSS sampled each second), ap_hwm_kb (VmHWM at the
- * end), per agent both; initial_sync_s, drain_s, drained, nacks, reconnects.
+ * end), per agent both; ap_threads_max, ap_fds_max (sampled each second); initial_sync_s, drain_s, drained, nacks, reconnects.
  * Exit status 0 when every agent drained, 1 otherwise, 2 on a usage error. */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,15 +62,16 @@
 #define BLOCK          4096u
 #define MAX_EXTENT     (1u << 20)   /* as the agent's pipeline splits them */
 #define HEARTBEAT_MS   10000
-#define CONNECT_SLOTS  8            /* TLS handshakes at once: the appliance limits unauthenticated
-                                       connections per source address (MAX_PREAUTH_PER_ADDRESS) */
+#define CONNECT_SLOTS  8            /* TLS handshakes at once (--connect-slots): the appliance limits
+                                       unauthenticated connections per source address
+                                       (MAX_PREAUTH_PER_ADDRESS), and all of these come from one */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 10000
 #define TICK_MS        10
 
 struct opts {
   const char *appliance, *dir, *key_cmd, *json;
-  unsigned agents, size_mib, duration_s, drain_s, seed;
+  unsigned agents, size_mib, duration_s, drain_s, seed, connect_slots;
   double rate_mb;
   int ap_pid;
   bool zstd;
@@ -533,7 +536,7 @@ static void connect_slot(bool take)
 {
   pthread_mutex_lock(&connect_lock);
   if (take) {
-    while (connect_busy >= CONNECT_SLOTS)
+    while (connect_busy >= O.connect_slots)
       pthread_cond_wait(&connect_cond, &connect_lock);
     connect_busy++;
   } else {
@@ -781,7 +784,22 @@ static struct proc_sample proc_read(int pid)
   return s;
 }
 
-static uint64_t ap_rss_max_kb, ap_threads_max;
+static uint64_t ap_rss_max_kb, ap_threads_max, ap_fds_max;
+
+/* Open file descriptors of pid (0 when unreadable). */
+static uint64_t proc_fds(int pid)
+{
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  DIR *d = pid > 0 ? opendir(path) : NULL;
+  uint64_t n = 0;
+  if (!d)
+    return 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
 
 /* Once a second while the churn runs: each agent's lag, and the appliance's memory. */
 static void sample_second(void)
@@ -802,6 +820,9 @@ static void sample_second(void)
     ap_rss_max_kb = s.rss_kb;
   if (s.threads > ap_threads_max)
     ap_threads_max = s.threads;
+  uint64_t fds = proc_fds(O.ap_pid);
+  if (fds > ap_fds_max)
+    ap_fds_max = fds;
 }
 
 /* ---- report --------------------------------------------------------------------------------- */
@@ -826,13 +847,15 @@ static uint32_t quantile(const uint32_t *v, size_t n, double q)
 static void usage(void)
 {
   fprintf(stderr, "usage: fleet_gen --appliance HOST:PORT --dir DIR --agents N --key-cmd CMD [--size MIB] [--rate MB_S]\n"
-                  "                 [--duration S] [--drain-timeout S] [--ap-pid PID] [--no-zstd] [--json FILE] [--seed N]\n");
+                  "                 [--duration S] [--drain-timeout S] [--ap-pid PID] [--no-zstd] [--json FILE] [--seed N]\n"
+                  "                 [--connect-slots N]\n");
   exit(2);
 }
 
 static void parse(int argc, char **argv)
 {
-  O = (struct opts){.size_mib = 64, .rate_mb = 1.0, .duration_s = 30, .drain_s = 300, .zstd = true, .seed = 1};
+  O = (struct opts){.size_mib = 64, .rate_mb = 1.0, .duration_s = 30, .drain_s = 300, .zstd = true, .seed = 1,
+                    .connect_slots = CONNECT_SLOTS};
   static const struct option opts[] = {
     {"appliance", required_argument, NULL, 'a'}, {"dir", required_argument, NULL, 'd'},
     {"agents", required_argument, NULL, 'n'},    {"key-cmd", required_argument, NULL, 'k'},
@@ -840,6 +863,7 @@ static void parse(int argc, char **argv)
     {"duration", required_argument, NULL, 't'},  {"drain-timeout", required_argument, NULL, 'D'},
     {"ap-pid", required_argument, NULL, 'p'},    {"no-zstd", no_argument, NULL, 'Z'},
     {"json", required_argument, NULL, 'j'},      {"seed", required_argument, NULL, 'S'},
+    {"connect-slots", required_argument, NULL, 'c'},
     {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -856,11 +880,12 @@ static void parse(int argc, char **argv)
     case 'Z': O.zstd = false; break;
     case 'j': O.json = optarg; break;
     case 'S': O.seed = (unsigned)strtoul(optarg, NULL, 10); break;
+    case 'c': O.connect_slots = (unsigned)strtoul(optarg, NULL, 10); break;
     default: usage();
     }
   }
   if (!O.appliance || !O.dir || !O.key_cmd || !O.agents || O.agents > 4096 || O.size_mib < 1 ||
-      O.size_mib > 65536 || O.rate_mb < 0 || optind != argc)
+      O.size_mib > 65536 || O.rate_mb < 0 || !O.connect_slots || optind != argc)
     usage();
 }
 
@@ -1049,13 +1074,13 @@ int main(int argc, char **argv)
            "\"lag_p50_s\": %u, \"lag_p99_s\": %u, \"lag_max_s\": %u, \"lag_p99_worst_agent_s\": %u, "
            "\"nacks\": %" PRIu64 ", \"reconnects\": %" PRIu64 ", "
            "\"ap_cpu_pct\": %.1f, \"ap_cpu_pct_per_agent\": %.3f, \"ap_rss_max_kb\": %" PRIu64 ", \"ap_hwm_kb\": %" PRIu64
-           ", \"ap_rss_kb_per_agent\": %.0f, \"ap_threads_max\": %" PRIu64 "}",
+           ", \"ap_rss_kb_per_agent\": %.0f, \"ap_threads_max\": %" PRIu64 ", \"ap_fds_max\": %" PRIu64 "}",
            O.agents, O.size_mib, O.rate_mb, O.zstd ? "true" : "false", el, sync_s, drain_s, drained,
            (double)written / 1e6 / el, (double)acked_since / 1e6 / ((double)(last_ack - churn_t0_ms) / 1000.0),
            (double)acked_churn / 1e6 / el, (double)acked_since / 1e6, cycles_total, cycles_min == UINT64_MAX ? 0 : cycles_min,
            quantile(all, all_n, 0.50), quantile(all, all_n, 0.99), lag_max, O.agents ? p99s[O.agents - 1] : 0, nacks,
            reconnects, cpu_pct, cpu_pct >= 0 ? cpu_pct / O.agents : -1, ap_rss_max_kb, p2.hwm_kb,
-           O.agents ? (double)ap_rss_max_kb / O.agents : 0, ap_threads_max);
+           O.agents ? (double)ap_rss_max_kb / O.agents : 0, ap_threads_max, ap_fds_max);
   printf("FLEET_JSON %s\n", json);
   if (O.json) {
     char line[2100];
