@@ -7,9 +7,9 @@
 # and the MB/s committed (ACKed, durable in the appliance); after the drain every replica (file:) or
 # the first VERIFY_MAX (Azurite: the page blob downloaded) is compared with its source. The peer, measured
 # in the same run on each storage: one fleet_gen agent on a 1 GiB disk at rising churn rates (RPO
-# 5 s, a rate holds when its lag p99 <= 10 s, as bench_churn.sh's criterion), whose best held rate's
-# committed MB/s the fleet's aggregate is compared with. Ratios printed: aggregate committed MB/s /
-# the peer's best; lag p99 / the 60 s goal; appliance RSS and CPU per agent.
+# 5 s, a rate holds when its lag p99 <= 10 s, as bench_churn.sh's criterion). Ratios printed: the
+# fleet's churn in all / the peer's best held rate, and its committed MB/s / the peer's at that rate;
+# lag p99 / the 60 s goal; appliance RSS and CPU per agent. Last line: `summary: key=value ...`.
 #
 #   bash bench/bench_fleet.sh        (root not needed; Azurite from scripts/setup.sh)
 #   env: AGENTS="10 50 100" DURATION=90 RATE=1 SIZE_MIB=256 RPO=30 STORAGES="file azurite"
@@ -187,3 +187,17 @@ echo " committed: raw bytes of the plain cycles ACKed from the churn's start thr
 echo " RSS: the appliance's peak resident set (VmHWM) / N; the peer holds a rate when its lag p99 <= ${PEER_LIMIT} s at RPO 5 s."
 echo " Raw figures, one line per run:)"
 cat "$RESULTS"
+summary="summary:"
+for storage in $STORAGES; do
+  eval "peer_rate=\${PEER_RATE_$storage:-0}"
+  summary+=" ${storage}_peer_best_mb_s=$peer_rate"
+  for n in $AGENTS; do
+    [ -n "$(jget fleet "$storage" "$n" lag_p99_s)" ] || continue
+    summary+=" ${storage}_n${n}_lag_p99_s=$(jget fleet "$storage" "$n" lag_p99_s)"
+    summary+=" ${storage}_n${n}_churn_mb_s=$(jget fleet "$storage" "$n" churn_mb_s)"
+    summary+=" ${storage}_n${n}_committed_mb_s=$(jget fleet "$storage" "$n" committed_mb_s)"
+    summary+=" ${storage}_n${n}_rss_kb_per_agent=$(awk -v k="$(jget fleet "$storage" "$n" ap_hwm_kb)" -v n="$n" 'BEGIN { printf "%.0f", k / n }')"
+    summary+=" ${storage}_n${n}_cpu_pct_per_agent=$(jget fleet "$storage" "$n" ap_cpu_pct_per_agent)"
+  done
+done
+echo "$summary"
