@@ -20,7 +20,7 @@ export RPL_BUILD_DIR=${BUILD_DIR:-$root/build} RPL_SOURCE_DIR=$root
 . "$root/tests/integration/lib/common.sh"
 AP=$RPL_BUILD_DIR/appliance/replication-appliance
 FG=$RPL_BUILD_DIR/bench/fleet_gen
-[ -x "$AP" ] && [ -x "$FG" ] || fail "build first: bash scripts/build.sh release"
+{ [ -x "$AP" ] && [ -x "$FG" ]; } || fail "build first: bash scripts/build.sh release"
 
 AGENTS=${AGENTS:-10 50 100}
 DURATION=${DURATION:-90}
@@ -37,15 +37,16 @@ PEER_LIMIT=10
 RT=$(mktemp -d /var/tmp/rpl-bench-fleet.XXXXXX)
 CLEANUP_PATHS+=("$RT")
 RESULTS=$RT/results
+declare -A PEER PEER_RATE # per storage: the peer's committed MB/s at its best held rate, and that rate
 : >"$RESULTS"
 
 # run_fleet STORAGE N RATE RPO DURATION SIZE_MIB TAG: a fresh appliance, fleet_gen, the drain, the
 # comparison; appends "TAG STORAGE N <fleet json> verified=K" to RESULTS.
 run_fleet() {
-  local storage=$1 n=$2 rate=$3 rpo=$4 dur=$5 size=$6 tag=$7 dir storage_args port pid rc verified=0 id src container=
-  dir=$RT/$tag-$storage-$n
+  local store=$1 n=$2 rate=$3 rpo=$4 dur=$5 size=$6 tag=$7 dir storage_args port pid rc verified=0 id src container=
+  dir=$RT/$tag-$store-$n
   mkdir -p "$dir"
-  if [ "$storage" = file ]; then
+  if [ "$store" = file ]; then
     storage_args=(--storage "file:$dir/replica")
   else
     container=$tag-$n-$RANDOM
@@ -83,7 +84,7 @@ sys.exit(0 if d and all(x["last_applied_cycle"] == x["last_committed_cycle"] for
   apply_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   local k=0 bad=0
   while read -r id src; do
-    if [ "$storage" = file ]; then
+    if [ "$store" = file ]; then
       cmp -s "$src" "$dir/replica/$id.img" && verified=$((verified + 1)) || bad=$((bad + 1))
     else
       [ "$k" -ge "$VERIFY_MAX" ] && break
@@ -96,7 +97,7 @@ sys.exit(0 if d and all(x["last_applied_cycle"] == x["last_committed_cycle"] for
     k=$((k + 1))
   done <"$dir/fleet/manifest"
   [ "$bad" = 0 ] || echo "   ($bad replica(s) differ from their source: see $dir)" >&2
-  echo "$tag $storage $n $(cat "$dir/fleet.json" 2>/dev/null || echo '{}') verified=$verified/$k apply_after_drain_s=$apply_s" >>"$RESULTS"
+  echo "$tag $store $n $(cat "$dir/fleet.json" 2>/dev/null || echo '{}') verified=$verified/$k apply_after_drain_s=$apply_s" >>"$RESULTS"
   kill -TERM "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   if [ -n "${BENCH_KEEP_LOGS:-}" ]; then mkdir -p "$BENCH_KEEP_LOGS" && cp "$dir/appliance.log" "$dir/fleet.out" "$BENCH_KEEP_LOGS/" 2>/dev/null; fi
@@ -113,22 +114,22 @@ print(json.loads(t).get(sys.argv[1], "") if t else "")' "$4"
 
 echo "fleet: N = $AGENTS agents, ${SIZE_MIB} MiB sparse disk each, $RATE MB/s random 4-64 KiB writes each, RPO target ${RPO} s,"
 echo "       ${DURATION} s of churn per run; storages: $STORAGES; $(nproc) CPUs, load at start $(cut -d' ' -f1-3 /proc/loadavg)"
-for storage in $STORAGES; do
-  if [ "$storage" = azurite ]; then
+for store in $STORAGES; do
+  if [ "$store" = azurite ]; then
     . "$root/tests/integration/lib/azurite.sh"
     azurite_start
   fi
   echo
-  echo "== $storage: the peer, one agent on a 1 GiB disk at rising rates (RPO 5 s, holds when lag p99 <= ${PEER_LIMIT} s) =="
+  echo "== $store: the peer, one agent on a 1 GiB disk at rising rates (RPO 5 s, holds when lag p99 <= ${PEER_LIMIT} s) =="
   printf '%8s %10s %12s %8s %8s %7s\n' "rate" "churn MB/s" "commit MB/s" "lag p99" "lag max" "holds"
   best=0
   best_rate=0
   for r in $PEER_RATES; do
-    run_fleet "$storage" 1 "$r" 5 "$PEER_DURATION" 1024 peer$r
-    p99=$(jget "peer$r" "$storage" 1 lag_p99_s)
-    mx=$(jget "peer$r" "$storage" 1 lag_max_s)
-    cm=$(jget "peer$r" "$storage" 1 committed_mb_s)
-    ch=$(jget "peer$r" "$storage" 1 churn_mb_s)
+    run_fleet "$store" 1 "$r" 5 "$PEER_DURATION" 1024 "peer$r"
+    p99=$(jget "peer$r" "$store" 1 lag_p99_s)
+    mx=$(jget "peer$r" "$store" 1 lag_max_s)
+    cm=$(jget "peer$r" "$store" 1 committed_mb_s)
+    ch=$(jget "peer$r" "$store" 1 churn_mb_s)
     holds=no
     if [ -n "$p99" ] && [ "$p99" -le "$PEER_LIMIT" ]; then holds=yes; fi
     printf '%8s %10s %12s %8s %8s %7s\n' "$r" "$ch" "$cm" "$p99" "$mx" "$holds"
@@ -136,26 +137,27 @@ for storage in $STORAGES; do
     best=$cm
     best_rate=$r
   done
-  echo "peer best ($storage): ${best_rate} MB/s of churn held (${best} MB/s committed)"
-  eval "PEER_$storage=\$best PEER_RATE_$storage=\$best_rate"
+  echo "peer best ($store): ${best_rate} MB/s of churn held (${best} MB/s committed)"
+  PEER[$store]=$best
+  PEER_RATE[$store]=$best_rate
   echo
-  echo "== $storage: the fleet =="
+  echo "== $store: the fleet =="
   printf '%5s %9s %10s %12s %6s %6s %6s %10s %8s %10s %10s %9s %9s %8s\n' "N" "sync s" "churn MB/s" "commit MB/s" \
     "p50" "p99" "max" "cycles min" "appl CPU" "CPU/agent" "RSS MiB" "RSS/agent" "threads" "verified"
   for n in $AGENTS; do
-    run_fleet "$storage" "$n" "$RATE" "$RPO" "$DURATION" "$SIZE_MIB" fleet
-    line=$(awk -v s="$storage" -v n="$n" '$1 == "fleet" && $2 == s && $3 == n' "$RESULTS")
+    run_fleet "$store" "$n" "$RATE" "$RPO" "$DURATION" "$SIZE_MIB" fleet
+    line=$(awk -v s="$store" -v n="$n" '$1 == "fleet" && $2 == s && $3 == n' "$RESULTS")
     printf '%5s %9s %10s %12s %6s %6s %6s %10s %7s%% %9s%% %10s %9s %9s %8s\n' "$n" \
-      "$(jget fleet "$storage" "$n" initial_sync_s)" "$(jget fleet "$storage" "$n" churn_mb_s)" \
-      "$(jget fleet "$storage" "$n" committed_mb_s)" "$(jget fleet "$storage" "$n" lag_p50_s)" \
-      "$(jget fleet "$storage" "$n" lag_p99_s)" "$(jget fleet "$storage" "$n" lag_max_s)" \
-      "$(jget fleet "$storage" "$n" cycles_min)" "$(jget fleet "$storage" "$n" ap_cpu_pct)" \
-      "$(jget fleet "$storage" "$n" ap_cpu_pct_per_agent)" \
-      "$(awk -v k="$(jget fleet "$storage" "$n" ap_hwm_kb)" 'BEGIN { printf "%.0f", k / 1024 }')" \
-      "$(awk -v k="$(jget fleet "$storage" "$n" ap_rss_kb_per_agent)" 'BEGIN { printf "%.2fM", k / 1024 }')" \
-      "$(jget fleet "$storage" "$n" ap_threads_max)" "$(sed 's/.*verified=\([^ ]*\).*/\1/' <<<"$line")"
+      "$(jget fleet "$store" "$n" initial_sync_s)" "$(jget fleet "$store" "$n" churn_mb_s)" \
+      "$(jget fleet "$store" "$n" committed_mb_s)" "$(jget fleet "$store" "$n" lag_p50_s)" \
+      "$(jget fleet "$store" "$n" lag_p99_s)" "$(jget fleet "$store" "$n" lag_max_s)" \
+      "$(jget fleet "$store" "$n" cycles_min)" "$(jget fleet "$store" "$n" ap_cpu_pct)" \
+      "$(jget fleet "$store" "$n" ap_cpu_pct_per_agent)" \
+      "$(awk -v k="$(jget fleet "$store" "$n" ap_hwm_kb)" 'BEGIN { printf "%.0f", k / 1024 }')" \
+      "$(awk -v k="$(jget fleet "$store" "$n" ap_rss_kb_per_agent)" 'BEGIN { printf "%.2fM", k / 1024 }')" \
+      "$(jget fleet "$store" "$n" ap_threads_max)" "$(grep -o 'verified=[^ ]*' <<<"$line" | cut -d= -f2)"
   done
-  if [ "$storage" = azurite ]; then
+  if [ "$store" = azurite ]; then
     kill "$AZ_PID" 2>/dev/null
     wait "$AZ_PID" 2>/dev/null
   fi
@@ -163,17 +165,18 @@ done
 
 echo
 echo "== ratios =="
-for storage in $STORAGES; do
-  eval "peer=\${PEER_$storage:-0} peer_rate=\${PEER_RATE_$storage:-0}"
+for store in $STORAGES; do
+  peer=${PEER[$store]:-0}
+  peer_rate=${PEER_RATE[$store]:-0}
   for n in $AGENTS; do
-    cm=$(jget fleet "$storage" "$n" committed_mb_s)
-    p99=$(jget fleet "$storage" "$n" lag_p99_s)
+    cm=$(jget fleet "$store" "$n" committed_mb_s)
+    p99=$(jget fleet "$store" "$n" lag_p99_s)
     [ -n "$cm" ] || continue
-    awk -v s="$storage" -v n="$n" -v cm="$cm" -v ch="$(jget fleet "$storage" "$n" churn_mb_s)" -v peer="$peer" \
+    awk -v s="$store" -v n="$n" -v cm="$cm" -v ch="$(jget fleet "$store" "$n" churn_mb_s)" -v peer="$peer" \
         -v peer_rate="$peer_rate" -v p99="$p99" -v goal="$GOAL_LAG" \
-        -v cpu="$(jget fleet "$storage" "$n" ap_cpu_pct_per_agent)" \
-        -v rss="$(jget fleet "$storage" "$n" ap_rss_kb_per_agent)" \
-        -v hwm="$(jget fleet "$storage" "$n" ap_hwm_kb)" 'BEGIN {
+        -v cpu="$(jget fleet "$store" "$n" ap_cpu_pct_per_agent)" \
+        -v rss="$(jget fleet "$store" "$n" ap_rss_kb_per_agent)" \
+        -v hwm="$(jget fleet "$store" "$n" ap_hwm_kb)" 'BEGIN {
       printf "%-8s N=%-4d churn %.1f MB/s in all = %s the one-disk peer'"'"'s best held rate (%d MB/s); committed %.1f MB/s = %s the peer'"'"'s (%.1f MB/s)\n",
         s, n, ch, (peer_rate > 0 ? sprintf("%.2f x", ch / peer_rate) : "n/a"), peer_rate, cm,
         (peer > 0 ? sprintf("%.2f x", cm / peer) : "n/a"), peer
@@ -188,16 +191,15 @@ echo " RSS: the appliance's peak resident set (VmHWM) / N; the peer holds a rate
 echo " Raw figures, one line per run:)"
 cat "$RESULTS"
 summary="summary:"
-for storage in $STORAGES; do
-  eval "peer_rate=\${PEER_RATE_$storage:-0}"
-  summary+=" ${storage}_peer_best_mb_s=$peer_rate"
+for store in $STORAGES; do
+  summary+=" ${store}_peer_best_mb_s=${PEER_RATE[$store]:-0}"
   for n in $AGENTS; do
-    [ -n "$(jget fleet "$storage" "$n" lag_p99_s)" ] || continue
-    summary+=" ${storage}_n${n}_lag_p99_s=$(jget fleet "$storage" "$n" lag_p99_s)"
-    summary+=" ${storage}_n${n}_churn_mb_s=$(jget fleet "$storage" "$n" churn_mb_s)"
-    summary+=" ${storage}_n${n}_committed_mb_s=$(jget fleet "$storage" "$n" committed_mb_s)"
-    summary+=" ${storage}_n${n}_rss_kb_per_agent=$(awk -v k="$(jget fleet "$storage" "$n" ap_hwm_kb)" -v n="$n" 'BEGIN { printf "%.0f", k / n }')"
-    summary+=" ${storage}_n${n}_cpu_pct_per_agent=$(jget fleet "$storage" "$n" ap_cpu_pct_per_agent)"
+    [ -n "$(jget fleet "$store" "$n" lag_p99_s)" ] || continue
+    summary+=" ${store}_n${n}_lag_p99_s=$(jget fleet "$store" "$n" lag_p99_s)"
+    summary+=" ${store}_n${n}_churn_mb_s=$(jget fleet "$store" "$n" churn_mb_s)"
+    summary+=" ${store}_n${n}_committed_mb_s=$(jget fleet "$store" "$n" committed_mb_s)"
+    summary+=" ${store}_n${n}_rss_kb_per_agent=$(awk -v k="$(jget fleet "$store" "$n" ap_hwm_kb)" -v n="$n" 'BEGIN { printf "%.0f", k / n }')"
+    summary+=" ${store}_n${n}_cpu_pct_per_agent=$(jget fleet "$store" "$n" ap_cpu_pct_per_agent)"
   done
 done
 echo "$summary"

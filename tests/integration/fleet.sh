@@ -27,7 +27,7 @@ stop_deadline() {
   local sleeper
   sleeper=$(pgrep -P "$DEADLINE_PID" sleep)
   kill "$DEADLINE_PID" 2>/dev/null
-  [ -n "$sleeper" ] && kill $sleeper 2>/dev/null
+  [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null
 }
 CLEANUP_FIRST+=(stop_deadline)
 trap 'echo "FAIL: the test ran out of time" >&2; exit 1' TERM INT
