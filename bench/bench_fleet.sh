@@ -135,7 +135,7 @@ for store in $STORAGES; do
     printf '%8s %10s %12s %8s %8s %7s\n' "$r" "$ch" "$cm" "$p99" "$mx" "$holds"
     [ "$holds" = yes ] || break
     best=$cm
-    best_rate=$r
+    best_rate=$ch # what the churn reached (a generator short of CPU writes less than asked)
   done
   echo "peer best ($store): ${best_rate} MB/s of churn held (${best} MB/s committed)"
   PEER[$store]=$best
@@ -177,7 +177,7 @@ for store in $STORAGES; do
         -v cpu="$(jget fleet "$store" "$n" ap_cpu_pct_per_agent)" \
         -v rss="$(jget fleet "$store" "$n" ap_rss_kb_per_agent)" \
         -v hwm="$(jget fleet "$store" "$n" ap_hwm_kb)" 'BEGIN {
-      printf "%-8s N=%-4d churn %.1f MB/s in all = %s the one-disk peer'"'"'s best held rate (%d MB/s); committed %.1f MB/s = %s the peer'"'"'s (%.1f MB/s)\n",
+      printf "%-8s N=%-4d churn %.1f MB/s in all = %s the one-disk peer'"'"'s best held rate (%.1f MB/s); committed %.1f MB/s = %s the peer'"'"'s (%.1f MB/s)\n",
         s, n, ch, (peer_rate > 0 ? sprintf("%.2f x", ch / peer_rate) : "n/a"), peer_rate, cm,
         (peer > 0 ? sprintf("%.2f x", cm / peer) : "n/a"), peer
       printf "%-8s        lag p99 %d s = %.2f x the %d s goal (%s); appliance peak RSS %.0f MiB = %.2f MiB per agent, CPU %.2f %% of a core per agent\n",
