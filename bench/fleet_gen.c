@@ -547,6 +547,17 @@ static void connect_slot(bool take)
 }
 
 /* TLS, HELLO both ways, DISK. */
+/* The message of an ERROR frame from the appliance, kept as the agent's last error. */
+static void note_error_frame(struct agent *ag, const char *what, const struct proto_frame *f)
+{
+  struct proto_error e;
+  if (proto_decode_error(f, &e) != RPL_OK)
+    return;
+  pthread_mutex_lock(&ag->lock);
+  snprintf(ag->last_error, sizeof ag->last_error, "%s: %.*s", what, (int)e.message.len, (const char *)e.message.ptr);
+  pthread_mutex_unlock(&ag->lock);
+}
+
 static rpl_err session_open(struct agent *ag, struct conn **out)
 {
   connect_slot(true);
@@ -562,13 +573,7 @@ static rpl_err session_open(struct agent *ag, struct conn **out)
   if (err)
     return err;
   if (f.type == PROTO_ERROR) {
-    struct proto_error e;
-    if (proto_decode_error(&f, &e) == RPL_OK) {
-      pthread_mutex_lock(&ag->lock);
-      snprintf(ag->last_error, sizeof ag->last_error, "session refused: %.*s", (int)e.message.len,
-               (const char *)e.message.ptr);
-      pthread_mutex_unlock(&ag->lock);
-    }
+    note_error_frame(ag, "session refused", &f);
     return RPL_E_PERMISSION;
   }
   struct proto_hello peer;
@@ -628,16 +633,9 @@ static rpl_err serve(struct agent *ag, struct conn *c)
       last_send = rpl_mono_ms();
       break;
     }
-    case PROTO_ERROR: {
-      struct proto_error e;
-      if (proto_decode_error(&f, &e) == RPL_OK) {
-        pthread_mutex_lock(&ag->lock);
-        snprintf(ag->last_error, sizeof ag->last_error, "the appliance ended the session: %.*s", (int)e.message.len,
-                 (const char *)e.message.ptr);
-        pthread_mutex_unlock(&ag->lock);
-      }
+    case PROTO_ERROR:
+      note_error_frame(ag, "the appliance ended the session", &f);
       return RPL_E_PROTO_UNEXPECTED;
-    }
     default:
       return RPL_E_PROTO_UNEXPECTED;
     }
