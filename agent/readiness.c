@@ -477,7 +477,7 @@ static void check_hv_drivers(struct ctx *c)
   if (!r->initramfs[0])
     snprintf(why, sizeof why, "no initramfs for kernel %s in /boot", r->kernel);
   else {
-    rpl_err err = readiness_initramfs_modules(r->initramfs, c->in->live, mods, 3, found);
+    rpl_err err = readiness_initramfs_modules_cached(c->in->initramfs_cache, r->initramfs, c->in->live, mods, 3, found);
     if (err)
       rpl_describe(err, why, sizeof why);
   }

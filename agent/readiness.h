@@ -36,6 +36,8 @@ struct readiness_input {
   bool live;
   const char *protected_devs[READINESS_MAX_PROTECTED]; /* device paths as protect was given them */
   size_t nprotected;
+  const char *initramfs_cache; /* a file where what the initramfs holds is kept by the initramfs's identity
+                                  (readiness_initramfs_modules_cached), or NULL: listed every time */
 };
 
 struct readiness_report {
@@ -66,5 +68,14 @@ RPL_MUST_CHECK rpl_err readiness_disk_size(const char *path, uint64_t *size);
  * cpio through that format's command-line tool). found[i] says whether modules[i] is in it. */
 RPL_MUST_CHECK rpl_err readiness_initramfs_modules(const char *path, bool use_tools, const char *const *modules,
                                                    size_t nmod, bool *found);
+
+/* The same, kept in the file cache: listing a distribution's initramfs decompresses all of it (a second
+ * or more of CPU each time the daemon connects), and it changes only when it is rebuilt. The answer is
+ * taken from cache when the initramfs's device, inode, size and modification time, use_tools and the
+ * module names are the ones cache names; else listed and written to cache (replaced whole, through a
+ * temporary file). A cache that cannot be read or written only costs the listing; a failed listing is
+ * not kept. */
+RPL_MUST_CHECK rpl_err readiness_initramfs_modules_cached(const char *cache, const char *path, bool use_tools,
+                                                          const char *const *modules, size_t nmod, bool *found);
 
 #endif

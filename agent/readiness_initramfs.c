@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,4 +270,55 @@ rpl_err readiness_initramfs_modules(const char *path, bool use_tools, const char
   if (!err && s.entries == 0)
     err = rpl_fail(RPL_E_IO, "%s: no files in it (not an initramfs?)", path);
   return err;
+}
+
+/* The first line of a cache file: what the answer on its second line depends on. */
+static bool cache_key(char *out, size_t size, const char *path, const struct stat *st, bool use_tools,
+                      const char *const *modules, size_t nmod)
+{
+  int n = snprintf(out, size, "initramfs-modules 1 %ju %ju %jd %jd.%09ld %d %s", (uintmax_t)st->st_dev,
+                   (uintmax_t)st->st_ino, (intmax_t)st->st_size, (intmax_t)st->st_mtim.tv_sec,
+                   st->st_mtim.tv_nsec, use_tools ? 1 : 0, path);
+  for (size_t i = 0; i < nmod && n > 0 && (size_t)n < size; i++)
+    n += snprintf(out + n, size - (size_t)n, " %s", modules[i]);
+  return n > 0 && (size_t)n < size && !strchr(out, '\n');
+}
+
+rpl_err readiness_initramfs_modules_cached(const char *cache, const char *path, bool use_tools,
+                                           const char *const *modules, size_t nmod, bool *found)
+{
+  char key[2048], line[2048], bits[READINESS_MAX_CHECKS + 2];
+  struct stat st;
+  if (!cache || nmod > READINESS_MAX_CHECKS || stat(path, &st) != 0 ||
+      !cache_key(key, sizeof key, path, &st, use_tools, modules, nmod))
+    return readiness_initramfs_modules(path, use_tools, modules, nmod, found);
+  FILE *f = fopen(cache, "re");
+  if (f) {
+    bool hit = fgets(line, sizeof line, f) && (line[strcspn(line, "\n")] = 0, !strcmp(line, key)) &&
+               fgets(bits, sizeof bits, f) && strlen(bits) == nmod + 1 && bits[nmod] == '\n' &&
+               strspn(bits, "01") == nmod;
+    fclose(f);
+    if (hit) {
+      for (size_t i = 0; i < nmod; i++)
+        found[i] = bits[i] == '1';
+      return RPL_OK;
+    }
+  }
+  rpl_err err = readiness_initramfs_modules(path, use_tools, modules, nmod, found);
+  if (err)
+    return err;
+  char tmp[4096];
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", cache) >= sizeof tmp)
+    return RPL_OK;
+  FILE *w = fopen(tmp, "we");
+  if (!w)
+    return RPL_OK;
+  bool ok = fprintf(w, "%s\n", key) > 0;
+  for (size_t i = 0; i < nmod && ok; i++)
+    ok = fputc(found[i] ? '1' : '0', w) != EOF;
+  ok = ok && fputc('\n', w) != EOF;
+  ok = fclose(w) == 0 && ok;
+  if (!ok || rename(tmp, cache) != 0)
+    unlink(tmp);
+  return RPL_OK;
 }

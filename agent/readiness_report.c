@@ -35,7 +35,9 @@ rpl_err readiness_send_if_due(struct agent *a)
   uint64_t now = rpl_mono_ms();
   if (a->readiness_sent_ms && ndisks == a->readiness_ndisks && now - a->readiness_sent_ms < READINESS_PERIOD_MS)
     return RPL_OK;
-  struct readiness_input in = {.root = "/", .live = true};
+  char cache[sizeof a->st.dir + 32];
+  snprintf(cache, sizeof cache, "%s/initramfs-modules", a->st.dir);
+  struct readiness_input in = {.root = "/", .live = true, .initramfs_cache = cache};
   for (size_t i = 0; i < ndisks && i < READINESS_MAX_PROTECTED; i++)
     in.protected_devs[in.nprotected++] = a->st.disks[i].device; /* never changes once counted */
   struct readiness_report *r = calloc(1, sizeof *r);

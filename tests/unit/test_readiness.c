@@ -2,7 +2,7 @@
  * fixture trees built here: initramfs images (cpio; gzip, zstd, xz, lz4, bzip2; with and without an
  * early microcode cpio) with and without the Hyper-V drivers, built-in drivers, fstab by UUID vs
  * /dev/sda2, nofail, GPT vs MBR images with and without UEFI, disks over the OS-disk and page-blob
- * limits, guest agent, DHCP and serial console settings. */
+ * limits, guest agent, DHCP and serial console settings; the initramfs listing's cache file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -199,6 +199,80 @@ static void test_initramfs_damaged(void **state)
   put(dir, "junk.img", "this is not an initramfs at all, nor compressed");
   snprintf(img, sizeof img, "%s/junk.img", dir);
   assert_int_equal(readiness_initramfs_modules(img, false, hv_mods, 3, found), RPL_E_UNSUPPORTED);
+}
+
+static void check_cached(const char *cache, const char *img, bool expect)
+{
+  bool found[3];
+  assert_int_equal(readiness_initramfs_modules_cached(cache, img, false, hv_mods, 3, found), RPL_OK);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(found[i], expect);
+}
+
+/* The cache file answers only for the very initramfs it names; anything else is listed again. */
+static void test_initramfs_cache(void **state)
+{
+  const char *dir = *state;
+  char img[PATH_MAX], cache[PATH_MAX], key[2048], cmd[4 * PATH_MAX];
+  snprintf(img, sizeof img, "%s/initrd.img", dir);
+  snprintf(cache, sizeof cache, "%s/initramfs-modules", dir);
+  make_initramfs(dir, img, true, true, "gzip");
+  check_cached(cache, img, true);
+  FILE *f = fopen(cache, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(key, sizeof key, f));
+  char bits[8];
+  assert_non_null(fgets(bits, sizeof bits, f));
+  assert_string_equal(bits, "111\n");
+  assert_int_equal(fclose(f), 0);
+  assert_non_null(strstr(key, img));
+  /* A hit is the file's answer, not a listing: a different answer written under the same key is
+   * what comes back. */
+  f = fopen(cache, "w");
+  assert_non_null(f);
+  fprintf(f, "%s010\n", key);
+  assert_int_equal(fclose(f), 0);
+  bool found[3];
+  assert_int_equal(readiness_initramfs_modules_cached(cache, img, false, hv_mods, 3, found), RPL_OK);
+  assert_false(found[0]);
+  assert_true(found[1]);
+  assert_false(found[2]);
+  /* Other module names, or the distribution's tools asked for: not this key. */
+  static const char *const other[] = {"hv_vmbus", "hv_storvsc", "virtio_scsi"};
+  assert_int_equal(readiness_initramfs_modules_cached(cache, img, false, other, 3, found), RPL_OK);
+  assert_true(found[0] && found[1] && !found[2]);
+  /* The initramfs rebuilt (another file in its place): listed again, and the cache follows it. */
+  assert_int_equal(unlink(img), 0);
+  make_initramfs(dir, img, false, false, "gzip");
+  check_cached(cache, img, false);
+  check_cached(cache, img, false);
+  /* Rewritten in place (the same inode): its size and modification time differ. */
+  make_initramfs(dir, img, false, true, "gzip");
+  snprintf(cmd, sizeof cmd, "touch -d '2001-01-01' '%s'", img);
+  assert_int_equal(system(cmd), 0);
+  check_cached(cache, img, true);
+  /* A damaged cache, a cut one, an empty one: listed again. */
+  static const char *const junk[] = {"garbage\n", "", "initramfs-modules 1\n", NULL};
+  for (size_t i = 0; junk[i]; i++) {
+    put(dir, "initramfs-modules", junk[i]);
+    check_cached(cache, img, true);
+  }
+  /* A failed listing is not kept: the cache still names the good image. */
+  assert_int_equal(readiness_initramfs_modules_cached(cache, img, false, hv_mods, 3, found), RPL_OK);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s.good' && truncate -s -4 '%s'", img, img, img);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(readiness_initramfs_modules_cached(cache, img, false, hv_mods, 3, found), RPL_E_IO);
+  f = fopen(cache, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(key, sizeof key, f));
+  assert_int_equal(fclose(f), 0);
+  assert_non_null(strstr(key, img));
+  /* A cache that cannot be written (no such folder) costs only the listing. */
+  snprintf(cache, sizeof cache, "%s/nonexistent/initramfs-modules", dir);
+  snprintf(cmd, sizeof cmd, "mv '%s.good' '%s'", img, img);
+  assert_int_equal(system(cmd), 0);
+  check_cached(cache, img, true);
+  assert_int_equal(access(cache, F_OK), -1);
 }
 
 /* A 1 MiB disk image with an MBR (partition type 0x83) or a GPT (protective MBR 0xEE + header). */
@@ -488,6 +562,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_initramfs_formats, setup, teardown),
     cmocka_unit_test_setup_teardown(test_initramfs_distribution_tool, setup, teardown),
     cmocka_unit_test_setup_teardown(test_initramfs_damaged, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_initramfs_cache, setup, teardown),
     cmocka_unit_test_setup_teardown(test_ready_tree, setup, teardown),
     cmocka_unit_test_setup_teardown(test_grub_entry, setup, teardown),
     cmocka_unit_test_setup_teardown(test_device_names, setup, teardown),
