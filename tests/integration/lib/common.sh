@@ -22,6 +22,13 @@ RPL_COMMON_SH=1
 # subshell whose kill leaves the interpreter holding the test's output).
 if [ -x /usr/bin/python3 ]; then hash -p /usr/bin/python3 python3; fi
 
+# RPL_TEST_CPU_DIR (a cpuacct cgroup directory; scripts/test_cpu.sh): the test runs in its own cgroup
+# under it, daemons and guests included, so that its CPU time can be read after the run.
+if [ -n "${RPL_TEST_CPU_DIR:-}" ] && [ -d "$RPL_TEST_CPU_DIR" ]; then
+  rpl_cpu_group="$RPL_TEST_CPU_DIR/$(basename "$0" .sh)${1:+-$1}${MOBILITY_AGENT_CBT_VARIANT:+-$MOBILITY_AGENT_CBT_VARIANT}${MOBILITY_AGENT_BTF:+-raw_tp}.$$"
+  mkdir -p "$rpl_cpu_group" && echo $$ >"$rpl_cpu_group/cgroup.procs"
+fi
+
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
 say() { echo "-- $*"; }
