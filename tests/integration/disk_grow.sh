@@ -33,6 +33,7 @@ app_disk() { "$AP" status --state "$RT/app" --json | json_field - "disks.[disk_i
 writer() {
   while [ ! -e "$RT/stop-writer" ]; do
     dd if=/dev/urandom of="$dev" bs=64k count=4 seek=$((RANDOM % 1000)) oflag=direct conv=notrunc status=none
+    sleep 0.02 # a steady writer, not one that takes a CPU for itself
   done
 }
 writer &

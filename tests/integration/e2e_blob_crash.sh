@@ -23,6 +23,7 @@ stop_file=$RT/stop-writer
 ( while [ ! -e "$stop_file" ]; do
     dd if=/dev/urandom of="$dev" bs=4k count=$((RANDOM % 64 + 1)) seek=$((RANDOM * 2 % 65000)) \
        oflag=direct conv=notrunc status=none
+    sleep 0.02 # a steady writer, not one that takes a CPU for itself
   done ) &
 writer=$!
 CLEANUP_PIDS+=("$writer")

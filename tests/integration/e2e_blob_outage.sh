@@ -34,6 +34,7 @@ disk_id=$(rpl_disk_id "$dev")
 stop_file=$RT/stop-writer
 ( while [ ! -e "$stop_file" ]; do
     dd if=/dev/urandom of="$dev" bs=64k count=$((RANDOM % 16 + 1)) seek=$((RANDOM % 2000)) oflag=direct conv=notrunc status=none
+    sleep 0.02 # a steady writer, not one that takes a CPU for itself
   done ) &
 writer=$!
 CLEANUP_PIDS+=("$writer")
