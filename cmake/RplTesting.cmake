@@ -1,7 +1,7 @@
 # Test helpers: rpl_unit_test (cmocka), rpl_integration_test (scripts/programs run as root against
 # real loop devices and Azurite), rpl_fuzz_target (libFuzzer, bounded time, seed corpus in tree).
 # Exit status 77 means "skipped" everywhere (SKIP_RETURN_CODE).
-set(RPL_FUZZ_SECONDS 15 CACHE STRING "Seconds each fuzz target runs under CTest (a smoke run from the seed corpora in the suite; longer by hand)")
+set(RPL_FUZZ_SECONDS 5 CACHE STRING "Seconds each fuzz target runs under CTest (a smoke run from the seed corpora in the suite; longer by hand)")
 
 # rpl_unit_test(NAME SOURCES... [LIBS libs...])
 function(rpl_unit_test NAME)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - the README's test command: set up, build both configurations, run every test.
 #   release build (gcc, -Werror): unit + integration (every test)
-#   asan build (clang, ASan+UBSan, -Werror): unit + fuzz (each target 20 s) + the integration
+#   asan build (clang, ASan+UBSan, -Werror): unit + fuzz (each target RPL_FUZZ_SECONDS, 5 s) + the integration
 #   tests labelled asan (they feed our decoders bad input or kill a daemon mid-work; see
 #   tests/CMakeLists.txt)
 # Two tests at a time in each tree (the CI machine has 2 cores); prints its wall time at the end and
