@@ -24,9 +24,13 @@ if [ -x /usr/bin/python3 ]; then hash -p /usr/bin/python3 python3; fi
 
 # RPL_TEST_CPU_DIR (a cpuacct cgroup directory; scripts/test_cpu.sh): the test runs in its own cgroup
 # under it, daemons and guests included, so that its CPU time can be read after the run.
+# A script the test runs that sources this file again stays in the test's cgroup.
 if [ -n "${RPL_TEST_CPU_DIR:-}" ] && [ -d "$RPL_TEST_CPU_DIR" ]; then
-  rpl_cpu_group="$RPL_TEST_CPU_DIR/$(basename "$0" .sh)${1:+-$1}${MOBILITY_AGENT_CBT_VARIANT:+-$MOBILITY_AGENT_CBT_VARIANT}${MOBILITY_AGENT_BTF:+-raw_tp}.$$"
-  mkdir -p "$rpl_cpu_group" && echo $$ >"$rpl_cpu_group/cgroup.procs"
+  rpl_cpu_arg=${1:-}
+  [[ $rpl_cpu_arg == */* ]] && rpl_cpu_arg=
+  rpl_cpu_group="$RPL_TEST_CPU_DIR/$(basename "$0" .sh)${rpl_cpu_arg:+-$rpl_cpu_arg}${MOBILITY_AGENT_CBT_VARIANT:+-$MOBILITY_AGENT_CBT_VARIANT}${MOBILITY_AGENT_BTF:+-raw_tp}.$$"
+  mkdir "$rpl_cpu_group" && echo $$ >"$rpl_cpu_group/cgroup.procs"
+  export RPL_TEST_CPU_DIR=
 fi
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
