@@ -17,6 +17,7 @@
 #define CPIO_HEADER 110
 #define CPIO_NAME_MAX 4096
 #define ZERO_RUN_MAX (1u << 20) /* padding between concatenated archives */
+#define CACHE_MODULES_MAX 16   /* module names one cache file answers for (the readiness check asks 3) */
 
 extern char **environ;
 
@@ -287,9 +288,9 @@ static bool cache_key(char *out, size_t size, const char *path, const struct sta
 rpl_err readiness_initramfs_modules_cached(const char *cache, const char *path, bool use_tools,
                                            const char *const *modules, size_t nmod, bool *found)
 {
-  char key[2048], line[2048], bits[READINESS_MAX_CHECKS + 2];
+  char key[2048], line[2048], bits[CACHE_MODULES_MAX + 2];
   struct stat st;
-  if (!cache || nmod > READINESS_MAX_CHECKS || stat(path, &st) != 0 ||
+  if (!cache || nmod > CACHE_MODULES_MAX || stat(path, &st) != 0 ||
       !cache_key(key, sizeof key, path, &st, use_tools, modules, nmod))
     return readiness_initramfs_modules(path, use_tools, modules, nmod, found);
   FILE *f = fopen(cache, "re");
