@@ -24,7 +24,8 @@
 # for 4 GiB; the from-init and from-boot ratios too), the raw figures; last line key=value.
 #
 #   bash bench/bench_reboot.sh [SIZE_MIB] [WRITES]       (root; defaults: 4096 160, i.e. 4 GiB, 10 MiB)
-#   BENCH_KEEP_LOGS=DIR keeps each boot's console (with both daemons' logs) in DIR.
+#   BENCH_KEEP_LOGS=DIR keeps each boot's console (with both daemons' logs, time-stamped) in DIR;
+#   BENCH_LOG_LEVEL=debug (or info, ...) sets the daemons' log level in the guest.
 #   QG_TIMEOUT: seconds per boot (default 2400); the guest waits for a cycle up to QG_TIMEOUT - 300.
 #
 # TCG makes everything slow (and the machine may be shared): compare the ratios, not the seconds.
@@ -61,7 +62,7 @@ echo "reboot: $SIZE_MIB MiB sparse protected disk, $((CHANGED / 1048576)) MiB ch
 boot() {
   local phase=$1 data=$2 state=$3 t0=$SECONDS
   say "boot: $phase"
-  QG_APPEND="bench_phase=$phase bench_size_mib=$SIZE_MIB bench_writes=$WRITES bench_wait=$WAIT" \
+  QG_APPEND="bench_phase=$phase bench_size_mib=$SIZE_MIB bench_writes=$WRITES bench_wait=$WAIT${BENCH_LOG_LEVEL:+ bench_log=$BENCH_LOG_LEVEL}" \
     qemu_guest_boot "$root/bench/bench_reboot_guest.sh" \
     -drive "file=$data,format=raw,if=virtio,cache=unsafe" \
     -drive "file=$state,format=raw,if=virtio,cache=unsafe"

@@ -27,6 +27,10 @@ phase=$(arg bench_phase)
 size_mib=$(arg bench_size_mib)
 writes=$(arg bench_writes)
 limit=$(arg bench_wait)
+# Both daemons' log lines carry the wall clock (ms): with BENCH_KEEP_LOGS they show where a boot's time went.
+export RPL_LOG_TIME=1
+lvl=$(arg bench_log)
+[ -n "$lvl" ] && export RPL_LOG_LEVEL=$lvl
 echo "BENCH phase $phase, kernel $(uname -r), vda $size_mib MiB"
 ok=1
 check() { # check NAME STATUS
