@@ -204,6 +204,8 @@ static void config_defaults(struct pipeline_config *c, const struct pipeline_con
     c->zstd_level_start = c->zstd_level_min;
   if (c->zstd_level_start > c->zstd_level_max)
     c->zstd_level_start = c->zstd_level_max;
+  if (c->zstd_level_start == 0) /* zstd's 0 is its default, 3: the nearest level inside the range */
+    c->zstd_level_start = c->zstd_level_min < 0 ? -1 : 1;
 }
 
 rpl_err pipeline_create(int fd, const struct pipeline_config *cfg, struct pipeline **out)
@@ -325,13 +327,20 @@ static void arm_eventfd(struct pipeline *p)
   io_uring_sqe_set_data64(sqe, EVENTFD_TAG);
 }
 
+int pipeline_next_level(int level, int min, int max, uint64_t cpu_wait, uint64_t link_wait)
+{
+  int next = level;
+  if (link_wait > 2 * cpu_wait)
+    next = level == -1 ? 1 : level + 1;
+  else if (cpu_wait > 2 * link_wait)
+    next = level == 1 ? -1 : level - 1;
+  return next < min || next > max ? level : next;
+}
+
 static void adapt_level(struct pipeline *p, uint64_t cpu_wait, uint64_t link_wait)
 {
-  int level = atomic_load(&p->level);
-  if (link_wait > 2 * cpu_wait && level < p->cfg.zstd_level_max)
-    atomic_store(&p->level, level + 1);
-  else if (cpu_wait > 2 * link_wait && level > p->cfg.zstd_level_min)
-    atomic_store(&p->level, level - 1);
+  atomic_store(&p->level, pipeline_next_level(atomic_load(&p->level), p->cfg.zstd_level_min,
+                                              p->cfg.zstd_level_max, cpu_wait, link_wait));
 }
 
 /* One run's loop state, kept together so that the loop's steps can be helpers; they are static and

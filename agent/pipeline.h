@@ -54,6 +54,11 @@ void pipeline_destroy(struct pipeline *p);
 RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_extent *extents, size_t n,
                                     pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats);
 
+/* The zstd level after one adaptation window: up when the link (link_wait) waited more than twice
+ * the workers (cpu_wait), down in the opposite case, within [min, max]. Never 0: zstd reads level 0
+ * as its default (3), which would put a step down from 1 above it; 1 and -1 are neighbours. */
+int pipeline_next_level(int level, int min, int max, uint64_t cpu_wait, uint64_t link_wait);
+
 /* Splits [offset, offset+length) into extents of at most max_extent bytes, appending to out
  * (capacity cap); returns the number written, or SIZE_MAX when cap is too small. */
 size_t pipeline_split_extents(uint64_t offset, uint64_t length, uint32_t max_extent,

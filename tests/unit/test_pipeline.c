@@ -209,6 +209,26 @@ static void test_is_zero(void **state)
   }
 }
 
+/* The adaptive level steps one at a time within its bounds, and never through 0 (zstd's default, 3). */
+static void test_next_level(void **state)
+{
+  (void)state;
+  assert_int_equal(pipeline_next_level(1, -9, 6, 100, 0), -1);   /* workers waited: down, over 0 */
+  assert_int_equal(pipeline_next_level(-1, -9, 6, 0, 100), 1);   /* the link waited: up, over 0 */
+  assert_int_equal(pipeline_next_level(3, -9, 6, 0, 100), 4);
+  assert_int_equal(pipeline_next_level(-3, -9, 6, 100, 0), -4);
+  assert_int_equal(pipeline_next_level(6, -9, 6, 0, 100), 6);    /* at the top */
+  assert_int_equal(pipeline_next_level(-9, -9, 6, 100, 0), -9);  /* at the bottom */
+  assert_int_equal(pipeline_next_level(1, 1, 6, 100, 0), 1);     /* -1 is outside the range */
+  assert_int_equal(pipeline_next_level(2, -9, 6, 100, 60), 2);   /* neither waited twice the other */
+  assert_int_equal(pipeline_next_level(2, -9, 6, 0, 0), 2);
+  for (int level = -9; level <= 6; level++)
+    if (level) {
+      assert_int_not_equal(pipeline_next_level(level, -9, 6, 100, 0), 0);
+      assert_int_not_equal(pipeline_next_level(level, -9, 6, 0, 100), 0);
+    }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -216,6 +236,7 @@ int main(void)
     cmocka_unit_test(test_small_window_many_odd_extents),
     cmocka_unit_test(test_errors),
     cmocka_unit_test(test_is_zero),
+    cmocka_unit_test(test_next_level),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
