@@ -145,6 +145,10 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   X(ST_AGENT_BY_FP, "SELECT " AGENT_COLS " FROM agents WHERE cert_fingerprint = ?1")                   \
   X(ST_AGENT_HEARTBEAT, "UPDATE agents SET last_heartbeat = ?2 WHERE id = ?1")                         \
   X(ST_AGENT_REVOKE, "UPDATE agents SET revoked = 1 WHERE id = ?1")                                    \
+  X(ST_AGENT_IMPORT, "INSERT INTO agents (id, hostname, cert_fingerprint, registered_time, revoked, "            \
+                     "pending_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, nullif(?6, '')) ON CONFLICT (id) DO "   \
+                     "UPDATE SET hostname = ?2, cert_fingerprint = ?3, revoked = max(revoked, ?5), "          \
+                     "pending_fingerprint = nullif(?6, '')")                                                  \
   X(ST_AGENT_ALL, "SELECT " AGENT_COLS " FROM agents ORDER BY registered_time, id")                    \
   X(ST_DISK_UPSERT, "INSERT INTO disks (id, agent_id, name, size_bytes, sector_size, state) "          \
                     "VALUES (?1, ?2, ?3, ?4, ?5, 'initial-sync') ON CONFLICT (id) DO UPDATE SET "      \
@@ -723,6 +727,37 @@ rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE])
   sqlite3_stmt *s = stmt(c, ST_AGENT_REVOKE);
   bind_id(s, 1, id);
   rpl_err e = update_one(c, s, "revoke agent");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_certs(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], char current[CATALOG_MAX_FINGERPRINT + 1],
+                            char pending[CATALOG_MAX_FINGERPRINT + 1])
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_CERTS);
+  bind_id(s, 1, id);
+  rpl_err e = next_row(c, s, "look up an agent's certificates");
+  if (!e && !(e = col_text(c, s, 0, current, CATALOG_MAX_FINGERPRINT)))
+    e = col_text(c, s, 1, pending, CATALOG_MAX_FINGERPRINT);
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_import(struct catalog *c, const struct catalog_agent *a, const char *pending)
+{
+  if (!a->cert_fingerprint[0] || strlen(pending) > CATALOG_MAX_FINGERPRINT)
+    return RPL_E_INVALID_ARGUMENT;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_IMPORT);
+  bind_id(s, 1, a->id);
+  bind_text(s, 2, a->hostname);
+  bind_text(s, 3, a->cert_fingerprint);
+  sqlite3_bind_int64(s, 4, a->registered_time);
+  sqlite3_bind_int(s, 5, a->revoked ? 1 : 0);
+  bind_text(s, 6, pending);
+  rpl_err e = run(c, s, "import an agent of the appliance group", NULL);
   pthread_mutex_unlock(&c->lock);
   return e;
 }

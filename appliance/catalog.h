@@ -82,6 +82,14 @@ RPL_MUST_CHECK rpl_err catalog_agent_get(struct catalog *c, const uint8_t id[PRO
 RPL_MUST_CHECK rpl_err catalog_agent_find_by_fingerprint(struct catalog *c, const char *fingerprint,
                                                          struct catalog_agent *out);
 RPL_MUST_CHECK rpl_err catalog_agent_heartbeat(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], int64_t time);
+/* The agent's current certificate fingerprint and the renewed one waiting ("" when none);
+ * RPL_E_NOT_FOUND for an unknown agent. */
+RPL_MUST_CHECK rpl_err catalog_agent_certs(struct catalog *c, const uint8_t id[PROTO_ID_SIZE],
+                                           char current[CATALOG_MAX_FINGERPRINT + 1],
+                                           char pending[CATALOG_MAX_FINGERPRINT + 1]);
+/* An agent another member of the appliance group registered (members.c): added, or its hostname,
+ * certificates (pending "" = none) brought up to date; a revocation here is never undone. */
+RPL_MUST_CHECK rpl_err catalog_agent_import(struct catalog *c, const struct catalog_agent *a, const char *pending);
 RPL_MUST_CHECK rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE]);
 /* Calls fn for every agent, oldest registration first; fn returning non-zero stops the walk. */
 RPL_MUST_CHECK rpl_err catalog_agent_foreach(struct catalog *c, int (*fn)(const struct catalog_agent *, void *),

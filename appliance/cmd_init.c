@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "duration.h"
 #include "identity.h"
+#include "members.h"
 #include "netpath.h"
 #include "ratelimit.h"
 #include "retention.h"
@@ -98,6 +99,8 @@ struct init_opts {
   unsigned nwebhooks;
   bool allow_public, allow_http;
   unsigned upload_limit, agent_limit;
+  const char *group_secret; /* --group-secret-file: make the appliance group, or join it (--join) */
+  bool join;
 };
 
 /* parse_init_options returns this when the command goes on; anything else is its exit status. */
@@ -121,6 +124,7 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     {"authority-host", required_argument, NULL, 'O'},
     {"alerts", required_argument, NULL, 'Y'},       {"webhook", required_argument, NULL, 'w'},
     {"webhook-ca", required_argument, NULL, 'V'},   {"upload-check", required_argument, NULL, 'Q'},
+    {"group-secret-file", required_argument, NULL, 'G'}, {"join", no_argument, NULL, 'J'},
     {NULL, 0, NULL, 0},
   };
   *o = (struct init_opts){.state = APPLIANCE_DEFAULT_STATE};
@@ -158,6 +162,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
     case 'Y': o->alerts = optarg; break;
     case 'V': o->webhook_ca = optarg; break;
     case 'Q': o->upload_check = optarg; break;
+    case 'G': o->group_secret = optarg; break;
+    case 'J': o->join = true; break;
     case 'w':
       if (o->nwebhooks == SETTINGS_MAX_WEBHOOKS)
         return fail("at most %d --webhook (each has its own queue and state)", SETTINGS_MAX_WEBHOOKS);
@@ -178,6 +184,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
              "          [--authority-host https://HOST]]  (sign in to storage as an Entra ID service principal)\n"
              "         [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]  (health thresholds)\n"
              "         [--webhook https://URL ...] [--webhook-ca PEM]  (health transitions POSTed as JSON; up to 4; CA pinned)\n"
+             "         [--group-secret-file FILE [--join]]  (make the appliance group of this storage, or join it:\n"
+             "          its members accept every agent registered with any of them; FILE: 32+ random bytes, mode 0600)\n"
              "STORAGE: an Azure Storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING) or file:DIR\n");
       return 0;
     default:
@@ -186,6 +194,8 @@ static int parse_init_options(int argc, char **argv, struct init_opts *o)
   }
   if (optind < argc)
     return fail("unexpected argument '%s' (see --help)", argv[optind]);
+  if (o->join && !o->group_secret)
+    return fail("--join needs --group-secret-file: the secret file the group was made with");
   return INIT_CONTINUE;
 }
 
@@ -434,12 +444,50 @@ static int set_up_web_login(const struct init_opts *o, char *admin_password, siz
   return 0;
 }
 
+/* The appliance group, before the settings are saved: a refused join leaves them as they were. Made
+ * with this appliance's authority (new, or the one it had); joined by taking the group's. */
+static int set_up_group(const struct init_opts *o, const struct appliance_settings *s)
+{
+  if (!o->group_secret)
+    return 0;
+  if (!store_backend(s)->leased)
+    return fail("--group-secret-file: %s", rpl_strerror(RPL_E_MEMBERS_STORAGE));
+  if (mkdir(o->state, 0700) != 0 && errno != EEXIST)
+    return fail("cannot make %s: %s", o->state, strerror(errno));
+  struct members m;
+  char why[RPL_DETAIL_MAX + 256];
+  rpl_err err = members_load(o->state, &m);
+  if (err)
+    return fail("%s", rpl_describe(err, why, sizeof why));
+  char id[37], *cert = NULL, *key = NULL;
+  int created = 0;
+  if (o->join) {
+    if (!(err = members_join(o->state, s, o->group_secret, &cert, &key, id)))
+      err = identity_adopt(o->state, cert, key);
+  } else if (m.in_group) {
+    printf("appliance group: %s (this appliance is a member already)\n", m.group_id);
+    return 0;
+  } else if (!(err = identity_ensure(o->state, &cert, &key, &created))) {
+    err = members_create(o->state, s, o->group_secret, cert, key, id);
+  }
+  if (key)
+    OPENSSL_cleanse(key, strlen(key));
+  free(key);
+  free(cert);
+  if (err)
+    return fail("%s%s", o->join ? "cannot join the appliance group: " : "cannot make the appliance group: ",
+                rpl_describe(err, why, sizeof why));
+  printf("appliance group: %s (%s; its record: container %s, %sgroup.conf)\n", id, o->join ? "joined" : "made",
+         s->container, MEMBERS_PREFIX);
+  return 0;
+}
+
 /* The steps after the admin password was read (it is wiped by init whatever they do). */
 static int init_with_password(const struct init_opts *o, char *admin_password, size_t password_size)
 {
   struct appliance_settings s;
   char summary[8400];
-  if (build_settings(o, &s, summary, sizeof summary))
+  if (build_settings(o, &s, summary, sizeof summary) || set_up_group(o, &s))
     return 1;
   rpl_err err = settings_save(o->state, &s);
   if (err != RPL_OK)

@@ -70,6 +70,26 @@ rpl_err identity_ensure(const char *state_dir, char **cert_pem, char **key_pem, 
   return RPL_OK;
 }
 
+rpl_err identity_adopt(const char *state_dir, const char *cert_pem, const char *key_pem)
+{
+  char *have_cert = NULL, *have_key = NULL;
+  rpl_err err = identity_load(state_dir, &have_cert, &have_key);
+  if (err == RPL_OK) {
+    bool same = strcmp(have_cert, cert_pem) == 0;
+    OPENSSL_cleanse(have_key, strlen(have_key));
+    free(have_cert), free(have_key);
+    return same ? RPL_OK : RPL_E_MEMBERS_IDENTITY;
+  }
+  if (err != RPL_E_NOT_FOUND)
+    return err;
+  char crt[4096], key[4096];
+  paths(state_dir, crt, key, sizeof crt);
+  if ((err = file_write_atomic(key, key_pem, strlen(key_pem), 0600)) ||
+      (err = file_write_atomic(crt, cert_pem, strlen(cert_pem), 0644)))
+    log_err("cannot write the appliance's certificate in %s: %s", state_dir, strerror(errno));
+  return err;
+}
+
 rpl_err identity_issue_regkey(struct catalog *c, const char *cert_pem, int64_t ttl_seconds, char *out,
                               int64_t *expires_time)
 {

@@ -18,6 +18,9 @@
 RPL_MUST_CHECK rpl_err identity_ensure(const char *state_dir, char **cert_pem, char **key_pem, int *created);
 /* Loads the authority's certificate alone (the caller frees it); RPL_E_NOT_FOUND before init. */
 RPL_MUST_CHECK rpl_err identity_load_authority(const char *state_dir, char **cert_pem);
+/* Makes the given authority (an appliance group's) this appliance's: written when it has none,
+ * RPL_OK when it is that one already, RPL_E_MEMBERS_IDENTITY when it has another. */
+RPL_MUST_CHECK rpl_err identity_adopt(const char *state_dir, const char *cert_pem, const char *key_pem);
 /* Loads them; RPL_E_NOT_FOUND when init has not made them. */
 RPL_MUST_CHECK rpl_err identity_load(const char *state_dir, char **cert_pem, char **key_pem);
 #define SERVER_CERT_SECONDS (397L * 86400) /* what browsers accept of a server certificate */

@@ -10,7 +10,8 @@
  *  - fallible functions return rpl_err and are marked RPL_MUST_CHECK.
  * Ranges: 0-99 general, 100-199 wire protocol, 200-299 change-block tracker,
  *         300-399 storage / page blobs / network path, 400-499 agent, 500-599 appliance,
- *         600-619 appliance policies (retention, blob leases, point schedule, alerts, consistency groups).
+ *         600-619 appliance policies (retention, blob leases, point schedule, alerts, consistency groups),
+ *         620-639 appliance groups (appliances sharing one storage account and its agents).
  */
 #include <stddef.h>
 
@@ -162,7 +163,15 @@
   X(RPL_E_GROUP_AGENT,            613, "a member disk's agent is not connected, or too old for group points (it does not state the group-point capability): start or upgrade that agent, then try again") \
   X(RPL_E_GROUP_POINT_FAILED,     614, "the group point was not made: a member was late or could not freeze before the deadline; every member thawed and none kept a part of it; it is tried again at the next schedule tick (the events say which member)") \
   X(RPL_E_GROUP_BUSY,             615, "a point of this group is already past its freeze: wait for it to end, then ask again") \
-  X(RPL_E_GROUP_APPLIANCE,        616, "the appliance is too old for consistency-group points (it does not state the group-point capability): upgrade it")
+  X(RPL_E_GROUP_APPLIANCE,        616, "the appliance is too old for consistency-group points (it does not state the group-point capability): upgrade it") \
+  X(RPL_E_MEMBERS_EXIST,          620, "the storage holds an appliance group already: join it with 'replication-appliance init --join --group-secret-file FILE' and the group's secret file") \
+  X(RPL_E_MEMBERS_NONE,           621, "the storage holds no appliance group to join: make it first with 'replication-appliance init --group-secret-file FILE' on one appliance, with the same storage account and container") \
+  X(RPL_E_MEMBERS_SECRET,         622, "the appliance group's record does not open with this secret: give the secret file the group was made with (a record changed by someone without the secret fails the same way)") \
+  X(RPL_E_MEMBERS_IDENTITY,       623, "this state directory has an authority of its own, and the agents registered with it would no longer be accepted: join the group from a new state directory") \
+  X(RPL_E_MEMBERS_SECRET_FILE,    624, "the group secret file is unusable: it must be a regular file, readable by its owner only (mode 0600 or stricter), holding 32 to 4096 bytes (e.g. 'openssl rand -base64 48 > FILE')") \
+  X(RPL_E_MEMBERS_STORAGE,        625, "appliance groups share Azure storage (a storage account and container): a file: storage cannot hold a group") \
+  X(RPL_E_MEMBERS_RECORD,         626, "an appliance group record in the storage is damaged or of an unknown version: see the log for which one") \
+  X(RPL_E_MEMBERS_ELSEWHERE,      627, "another member of the appliance group holds this agent's disks (their page blobs' leases): the agent moves to the group's next member")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

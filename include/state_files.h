@@ -15,6 +15,7 @@
 #define STATE_SERVER_KEY          "server.key"        /* its private key (0600) */
 #define STATE_CATALOG             "catalog.db"        /* agents, disks, cycles, recovery points (SQLite) */
 #define STATE_LEASE_ID            "lease-id"          /* this appliance's lease id on its page blobs */
+#define STATE_GROUP               "group.conf"        /* its appliance group: the group's id and record key (0600) */
 #define STATE_WEB_ADMIN           "web-admin.pbkdf2"  /* the admin password's salted hash */
 #define STATE_WEB_LOGIN           "web-login.pbkdf2"  /* the one-time login token's salted hash */
 #define STATE_METRICS_TOKEN       "metrics-token"     /* the bearer token /metrics wants (0600, made at first start) */

@@ -210,6 +210,13 @@ RPL_MUST_CHECK rpl_err blob_container_properties(struct blob_client *client, con
 RPL_MUST_CHECK rpl_err blob_create_page_blob(struct blob_client *client, const char *container,
                                              const char *blob, uint64_t size, int64_t sequence,
                                              bool if_none_match, struct blob_reply *reply);
+/* Writes a whole block blob of len bytes (<= BLOB_MAX_SMALL_BLOCK_BLOB: records, not data) in one
+ * Put Blob. if_match (an ETag) replaces only that version (RPL_E_BLOB_CONDITION when it changed);
+ * if_none_match creates only (RPL_E_BLOB_EXISTS). reply->etag is the new version's. */
+#define BLOB_MAX_SMALL_BLOCK_BLOB (256u << 10)
+RPL_MUST_CHECK rpl_err blob_put_block_blob(struct blob_client *client, const char *container, const char *blob,
+                                           const void *data, size_t len, const char *if_match, bool if_none_match,
+                                           struct blob_reply *reply);
 /* snapshot NULL = the base blob. */
 RPL_MUST_CHECK rpl_err blob_get_properties(struct blob_client *client, const char *container,
                                            const char *blob, const char *snapshot,

@@ -179,6 +179,26 @@ rpl_err blob_create_page_blob(struct blob_client *c, const char *container, cons
   return err;
 }
 
+rpl_err blob_put_block_blob(struct blob_client *c, const char *container, const char *blob, const void *data,
+                            size_t len, const char *if_match, bool if_none_match, struct blob_reply *reply)
+{
+  if (len > BLOB_MAX_SMALL_BLOCK_BLOB || (len && !data))
+    return RPL_E_BLOB_RANGE;
+  struct blob_req *r;
+  rpl_err err = blob_req_new(c, "PUT", container, blob, &r);
+  if (err != RPL_OK)
+    return err;
+  r->body = data;
+  r->body_len = len;
+  err = blob_req_header(r, "x-ms-blob-type", "BlockBlob");
+  if (err == RPL_OK && if_match)
+    err = blob_req_header(r, "If-Match", "%s", if_match);
+  if (err == RPL_OK && if_none_match)
+    err = blob_req_header(r, "If-None-Match", "*");
+  /* If-None-Match: * on an existing blob answers 409 BlobAlreadyExists; a changed ETag, 412. */
+  return submit(c, r, err, reply);
+}
+
 rpl_err blob_get_properties(struct blob_client *c, const char *container, const char *blob, const char *snapshot,
                             struct blob_reply *reply)
 {
