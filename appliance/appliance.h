@@ -16,6 +16,7 @@
 #include "control.h"
 #include "hashindex.h"
 #include "journal.h"
+#include "members.h"
 #include "metrics.h"
 #include "json_out.h"
 #include "proto.h"
@@ -42,6 +43,7 @@
 #define PREAUTH_MAX_PAYLOAD (24u << 10) /* the frames of an unauthenticated peer (REGISTER: a CSR of at most
                                            16 KiB and a hostname) never size a larger buffer */
 #define POLL_MS             50    /* sessions' and the listener's poll; also how soon a session notices an applied point */
+#define ELSEWHERE_GRACE_MS  10000 /* beyond a lease duration: a member that keeps a blob leased that long is alive */
 #define MAX_GROUPS          16    /* recovery-point groups a session runs at once (each a frame's worth of disks) */
 #define MAX_SNAPS           8     /* recovery-point images made by the applier, not yet recorded */
 #define MAX_AGENT_LIMITS    1024  /* agents with their own upload bucket; past it only the appliance-wide limit holds */
@@ -96,6 +98,8 @@ struct disk {
   bool prune_due;                 /* L: a point was recorded: the applier applies the retention policy */
   bool adopt_resync;              /* L: taken over from another appliance: the next cycle is a resync */
   bool lease_waiting;             /* L: another appliance holds the store's lease: no cycle starts */
+  uint64_t lease_waiting_ms;      /* L: monotonic, since when lease_waiting */
+  rpl_err lease_why;              /* L: why the lease is not held (RPL_E_LEASE_HELD: another appliance has it) */
   int64_t adopt_seq;              /* L: > 0: the lease was acquired at this sequence number, takeover to finish */
   unsigned epoch;                 /* L: raised by a takeover or a newer session of its agent: sessions serving it end */
   bool want_point, want_resync;   /* L: asked for from the configuration manager, for its session to start */
@@ -187,7 +191,12 @@ struct appliance {
   size_t nagent_limits;           /* L */
   struct appliance_metrics m;     /* L: counters for /metrics (metrics.h) */
   struct group_points *gp;        /* consistency groups and their points (group_point.h); own lock */
+  struct members members;         /* fixed: the appliance group this appliance is a member of, if any */
 };
+
+/* The agent's record in the appliance group brought up to date with the catalog (after its
+ * registration, renewal or revocation here): a failure is logged, and the next change tries again. */
+void appliance_publish_agent(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE]);
 
 /* A copy of the health thresholds in use (takes L). */
 static inline struct thresholds appliance_thresholds(struct appliance *a)

@@ -123,6 +123,8 @@ static rpl_err ensure_store(struct appliance *a, struct disk *d)
   /* No cycle is applied before the lease is held and the storage's state checked (housekeeping). */
   d->adopt_seq = st->ops->lease_held(st, NULL) ? (int64_t)st->ops->committed(st) : 0;
   d->lease_waiting = true;
+  d->lease_waiting_ms = rpl_mono_ms();
+  d->lease_why = RPL_OK;
   uint64_t now_size = d->size;
   pthread_mutex_unlock(&a->lock);
   /* The disk grew while the store was being opened. */
@@ -266,8 +268,11 @@ static void housekeeping(struct appliance *a, struct disk *d)
       snprintf(d->reason, sizeof d->reason, "taking the disk over from its page blob (cycle %" PRId64 ")", d->adopt_seq);
     else
       snprintf(d->reason, sizeof d->reason, "waiting for the page blob's lease: %s", rpl_strerror(e));
-    if (!d->lease_waiting)
+    if (!d->lease_waiting) {
       log_warn("disk %s: %s", d->name, d->reason);
+      d->lease_waiting_ms = rpl_mono_ms();
+    }
+    d->lease_why = d->adopt_seq > 0 ? RPL_OK : e;
   } else if (d->lease_waiting && !adopted) {
     d->reason[0] = 0;
   }

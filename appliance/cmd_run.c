@@ -221,6 +221,10 @@ static int open_state(struct appliance *a, const char *state)
     fprintf(stderr, "replication-appliance run: cannot open the catalog: %s\n", rpl_strerror(err));
     return 1;
   }
+  if ((err = members_load(state, &a->members))) {
+    fprintf(stderr, "replication-appliance run: %s\n", rpl_detail(err)[0] ? rpl_detail(err) : rpl_strerror(err));
+    return 1;
+  }
   pthread_mutex_init(&a->lock, NULL);
   pthread_cond_init(&a->work, NULL);
   pthread_cond_init(&a->applied, NULL);
@@ -245,6 +249,13 @@ static int open_state(struct appliance *a, const char *state)
 /* The configuration manager, unless "off". At the default address a failure is logged and
  * replication goes on without the page (another appliance on this machine?); at an address given
  * with --web it is fatal (1). */
+static void web_agent_revoked(void *ctx, const uint8_t id[PROTO_ID_SIZE])
+{
+  struct appliance *a = ctx;
+  if (a->members.in_group)
+    appliance_publish_agent(a, id);
+}
+
 static int start_web(struct appliance *a, const struct run_opts *o, struct web_server **web)
 {
   *web = NULL;
@@ -257,7 +268,7 @@ static int start_web(struct appliance *a, const struct run_opts *o, struct web_s
                                   .schedule_get = web_schedule_get,
                                   .schedule_set = web_schedule_set, .metrics = metrics_write,
                                   .alerts_json = web_alerts_json, .thresholds_set = web_thresholds_set,
-                                  .alerts_test = web_alerts_test}};
+                                  .alerts_test = web_alerts_test, .agent_revoked = web_agent_revoked}};
   rpl_err err = web_start(&wc, web);
   if (err && o->web_explicit) {
     fprintf(stderr, "replication-appliance run: configuration manager: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
@@ -428,6 +439,39 @@ static void close_state(struct appliance *a)
   signer_stop(a->signer);
 }
 
+void appliance_publish_agent(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE])
+{
+  char id[37], why[RPL_DETAIL_MAX + 256];
+  rpl_err e = members_publish_agent(&a->members, &a->settings, a->cat, agent);
+  if (e) {
+    id_text(agent, id);
+    log_warn("agent %s: its record in the appliance group was not written (the other members do not know of this "
+             "change yet): %s", id, rpl_describe(e, why, sizeof why));
+  }
+}
+
+/* The appliance group's revocations, read once a minute ($RPL_TEST_MEMBERS_SWEEP_S: tests, 1 s up):
+ * an agent revoked at another member is refused here too; its session ends at its next check. */
+static void *members_main(void *arg)
+{
+  struct appliance *a = arg;
+  const char *env = getenv("RPL_TEST_MEMBERS_SWEEP_S");
+  unsigned period = env && atoi(env) >= 1 ? (unsigned)atoi(env) : MEMBERS_SWEEP_S;
+  for (unsigned waited = period; !atomic_load(&appliance_stopping); waited++) {
+    if (waited >= period) {
+      waited = 0;
+      unsigned n = 0;
+      char why[RPL_DETAIL_MAX + 256];
+      rpl_err e = members_sweep(&a->members, &a->settings, a->cat, &n);
+      if (e)
+        log_warn("appliance group: the revocations were not read (tried again in %u s): %s", period,
+                 rpl_describe(e, why, sizeof why));
+    }
+    sleep(1);
+  }
+  return NULL;
+}
+
 static int run(const struct run_opts *o)
 {
   static struct appliance a;
@@ -466,8 +510,10 @@ static int run(const struct run_opts *o)
   sigaction(SIGTERM, &sig, NULL);
   sigaction(SIGINT, &sig, NULL);
   signal(SIGPIPE, SIG_IGN);
-  pthread_t applier;
+  pthread_t applier, members;
   pthread_create(&applier, NULL, applier_main, &a);
+  if (a.members.in_group)
+    pthread_create(&members, NULL, members_main, &a);
   char storage[sizeof a.settings.storage];
   a.backend->describe(&a.settings, storage, sizeof storage);
   char points[SCHEDULE_TEXT_MAX];
@@ -488,6 +534,8 @@ static int run(const struct run_opts *o)
   pthread_cond_broadcast(&a.work);
   pthread_mutex_unlock(&a.lock);
   pthread_join(applier, NULL);
+  if (a.members.in_group)
+    pthread_join(members, NULL);
   web_stop(web);
   control_server_stop(ctl);
   alerts_stop(a.alerts);

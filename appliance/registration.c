@@ -50,6 +50,8 @@ rpl_err registration_renew(struct appliance *a, const uint8_t agent[PROTO_ID_SIZ
     registration_fingerprint_text(fp, fptext);
     err = catalog_agent_set_pending_cert(a->cat, agent, fptext);
   }
+  if (!err && a->members.in_group)
+    appliance_publish_agent(a, agent); /* its next connection may be to another member */
   if (!err) {
     struct proto_renewed r = {.cert_pem = {(const uint8_t *)cert, (uint32_t)strlen(cert)}};
     err = proto_encode_renewed(out, &r);
@@ -114,6 +116,8 @@ void registration(struct appliance *a, struct conn *c)
     if (proto_encode_registered(&b, &r) == RPL_OK && conn_send(c, &b) == RPL_OK)
       log_notice("registered agent %s (%s) from %s", idtext, hostname, conn_peer(c));
     proto_buf_free(&b);
+    if (a->members.in_group)
+      appliance_publish_agent(a, ag.id);
   }
   OPENSSL_cleanse(&m, sizeof m);
   free(csr);

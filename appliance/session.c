@@ -904,6 +904,33 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
   return err;
 }
 
+/* In an appliance group, a disk whose page blob another member keeps leased (renewed past a whole
+ * lease duration, so that member is alive) is that member's to serve: the agent is sent on to the
+ * group's next member (it knows their addresses), rather than kept here with nothing replicating. */
+static rpl_err send_elsewhere(struct session *s)
+{
+  if (!s->a->members.in_group)
+    return RPL_OK;
+  uint64_t wait_ms = (uint64_t)s->a->settings.lease_duration_s * 1000 + ELSEWHERE_GRACE_MS;
+  char name[256] = "";
+  pthread_mutex_lock(&s->a->lock);
+  for (size_t i = 0; i < s->nslots && !name[0]; i++) {
+    const struct disk *d = s->slots[i].disk;
+    if (d->lease_waiting && d->lease_why == RPL_E_LEASE_HELD && rpl_mono_ms() - d->lease_waiting_ms >= wait_ms)
+      snprintf(name, sizeof name, "%s", d->name);
+  }
+  pthread_mutex_unlock(&s->a->lock);
+  if (!name[0])
+    return RPL_OK;
+  char msg[512];
+  snprintf(msg, sizeof msg, "disk %s: another member of the appliance group has kept its page blob leased for %u s: "
+           "it serves this agent", name, (unsigned)(wait_ms / 1000));
+  log_notice("agent %s: %s; sent on", s->agent_text, msg);
+  rpl_err e = send_error(s->c, RPL_E_MEMBERS_ELSEWHERE, msg);
+  (void)e;
+  return RPL_E_MEMBERS_ELSEWHERE;
+}
+
 static rpl_err session_loop(struct session *s)
 {
   rpl_err err = session_hello(s);
@@ -926,6 +953,8 @@ static rpl_err session_loop(struct session *s)
     /* Revoked meanwhile (configuration manager): the session ends, and reconnections are refused. */
     if (rpl_mono_ms() - last_revoke_check >= REVOKE_CHECK_MS) {
       last_revoke_check = rpl_mono_ms();
+      if ((err = send_elsewhere(s)))
+        return err;
       struct catalog_agent ag;
       if (catalog_agent_get(s->a->cat, s->agent, &ag) == RPL_OK && ag.revoked) {
         log_warn("agent %s: revoked: session ended", s->agent_text);
@@ -981,6 +1010,19 @@ static int agent_session_take(struct appliance *a, const uint8_t agent[PROTO_ID_
   return found >= 0 ? found : -1;
 }
 
+/* An agent this member does not know (registered, or renewed, at another member of the appliance
+ * group): its record in the group, into the catalog. False when the group has none (logged). */
+static bool import_agent(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE], const char *cn)
+{
+  char why[RPL_DETAIL_MAX + 256];
+  rpl_err e = members_import_agent(&a->members, &a->settings, a->cat, agent);
+  if (e)
+    log_warn("agent %s: not in the appliance group's records either: %s", cn, rpl_describe(e, why, sizeof why));
+  else
+    log_notice("agent %s: known from the appliance group's records (registered or renewed at another member)", cn);
+  return e == RPL_OK;
+}
+
 void *session_main(void *arg)
 {
   struct session_arg *sa = arg;
@@ -1007,7 +1049,10 @@ void *session_main(void *arg)
   }
   struct session *s = calloc(1, sizeof *s);
   struct catalog_agent ag;
-  if (!s || err || uuid_parse(cn, s->agent) || catalog_agent_get(a->cat, s->agent, &ag) || ag.revoked) {
+  bool known = s && !err && !uuid_parse(cn, s->agent) && !catalog_agent_get(a->cat, s->agent, &ag);
+  if (s && !err && !known && a->members.in_group && !uuid_parse(cn, s->agent) && import_agent(a, s->agent, cn))
+    known = !catalog_agent_get(a->cat, s->agent, &ag);
+  if (!known || ag.revoked) {
     log_warn("%s: client certificate for '%s' refused: unknown or revoked agent", conn_peer(c), cn);
     rpl_err e = send_error(c, RPL_E_PERMISSION, "unknown or revoked agent: register it again with a new key");
     (void)e;
@@ -1022,6 +1067,11 @@ void *session_main(void *arg)
   if ((err = chan_peer_fingerprint(conn_ssl(c), fp)) == RPL_OK) {
     registration_fingerprint_text(fp, fptext);
     err = catalog_agent_use_cert(a->cat, s->agent, fptext, &renewed);
+    /* Renewed by another member of the appliance group: its record has the certificate. */
+    if (err == RPL_E_AGENT_CERT_REPLACED && a->members.in_group && import_agent(a, s->agent, cn))
+      err = catalog_agent_use_cert(a->cat, s->agent, fptext, &renewed);
+    if (!err && renewed && a->members.in_group)
+      appliance_publish_agent(a, s->agent);
   }
   if (err) {
     log_warn("%s: agent %s refused: %s", conn_peer(c), cn, rpl_strerror(err));

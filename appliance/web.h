@@ -91,6 +91,8 @@ struct web_ops {
   void (*alerts_json)(void *ctx, FILE *f);
   void (*thresholds_set)(void *ctx, const struct thresholds *t);
   rpl_err (*alerts_test)(void *ctx, unsigned *queued);
+  /* An agent was revoked here: the appliance group hears of it (NULL: in no group). */
+  void (*agent_revoked)(void *ctx, const uint8_t id[PROTO_ID_SIZE]);
 };
 
 struct web_config {

@@ -443,6 +443,8 @@ enum MHD_Result web_api_revoke(struct web_server *w, struct MHD_Connection *c, c
   if (err)
     return web_reply_error(c, 500, "%s", rpl_strerror(err));
   log_notice("web: agent %.36s (%s) revoked", idtext, ag.hostname);
+  if (w->cfg.ops.agent_revoked)
+    w->cfg.ops.agent_revoked(w->cfg.ops.ctx, id);
   return web_reply_ok(c, "revoked: its session ends within 5 s and reconnections are refused; register it again with a new key to restore it");
 }
 
