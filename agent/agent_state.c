@@ -75,6 +75,10 @@ rpl_err agent_state_load(const char *dir, struct agent_state *st)
       strcpy(st->agent_id, val);
     } else if (!strcmp(key, "appliance") && strlen(val) < sizeof st->appliance) {
       strcpy(st->appliance, val);
+    } else if (!strcmp(key, "member")) {
+      if (st->nmembers == AGENT_MAX_MEMBERS || !*val || strlen(val) >= sizeof st->members[0])
+        goto bad;
+      strcpy(st->members[st->nmembers++], val);
     } else if (!strcmp(key, "fingerprint")) {
       if (hex_decode(val, st->fingerprint, sizeof st->fingerprint))
         goto bad;
@@ -116,6 +120,8 @@ rpl_err agent_state_save(const struct agent_state *st)
       o += (size_t)snprintf(buf + o, sizeof buf - o, "%02x", st->fingerprint[i]);
     o += (size_t)snprintf(buf + o, sizeof buf - o, "\n");
   }
+  for (size_t i = 0; i < st->nmembers && o < sizeof buf; i++)
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "member=%s\n", st->members[i]);
   for (size_t i = 0; i < st->ndisks && o < sizeof buf; i++) {
     char id[37];
     agent_disk_id_text(st->disks[i].id, id);

@@ -13,6 +13,7 @@
 #include "file_io.h"
 
 #define AGENT_MAX_DISKS 64
+#define AGENT_MAX_MEMBERS 8 /* other appliances of the appliance group: a group is a few, not a fleet */
 
 struct agent_disk {
   char device[256];
@@ -23,7 +24,10 @@ struct agent_state {
   char dir[512];
   bool registered;
   char agent_id[64];
-  char appliance[256];                 /* HOST:PORT */
+  char appliance[256];                 /* HOST:PORT: the appliance registered with */
+  char members[AGENT_MAX_MEMBERS][256]; /* HOST:PORT of the other members of its appliance group: the
+                                          agent moves to the next when the one it uses is gone */
+  size_t nmembers;
   uint8_t fingerprint[CHAN_FINGERPRINT_SIZE];
   struct agent_disk disks[AGENT_MAX_DISKS];
   size_t ndisks;

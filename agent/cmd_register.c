@@ -30,10 +30,12 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
 
 struct register_opts {
   const char *appliance, *key, *key_file, *state_dir;
+  const char *members[AGENT_MAX_MEMBERS];
+  size_t nmembers;
   char key_buf[256];          /* the key read from --key-file (or stdin) */
 };
 
-#define REGISTER_USAGE "usage: mobility-agent register --appliance HOST:PORT (--key KEY | --key-file FILE|-) [--state DIR]"
+#define REGISTER_USAGE "usage: mobility-agent register --appliance HOST:PORT (--key KEY | --key-file FILE|-) [--member HOST:PORT ...] [--state DIR]"
 
 /* The key from the first line of FILE, or of standard input for "-" (so that it is never in the
  * process's command line, which every user can read in /proc). 0, or 1 with the message printed. */
@@ -59,7 +61,8 @@ static int parse_register_opts(int argc, char **argv, struct register_opts *o)
   *o = (struct register_opts){.state_dir = AGENT_DEFAULT_STATE};
   static const struct option opts[] = {
     {"appliance", required_argument, NULL, 'a'}, {"key", required_argument, NULL, 'k'},
-    {"key-file", required_argument, NULL, 'f'}, {"state", required_argument, NULL, 's'}, {0, 0, 0, 0}};
+    {"key-file", required_argument, NULL, 'f'}, {"state", required_argument, NULL, 's'},
+    {"member", required_argument, NULL, 'm'}, {0, 0, 0, 0}};
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -68,6 +71,11 @@ static int parse_register_opts(int argc, char **argv, struct register_opts *o)
     case 'k': o->key = optarg; break;
     case 'f': o->key_file = optarg; break;
     case 's': o->state_dir = optarg; break;
+    case 'm':
+      if (o->nmembers == AGENT_MAX_MEMBERS)
+        return fail("at most %d --member (the other appliances of the appliance group)", AGENT_MAX_MEMBERS);
+      o->members[o->nmembers++] = optarg;
+      break;
     default: return fail(REGISTER_USAGE);
     }
   }
@@ -79,6 +87,10 @@ static int parse_register_opts(int argc, char **argv, struct register_opts *o)
   char host[256], port[16];
   if (conn_split_hostport(o->appliance, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
     return fail("'%s' is not HOST:PORT (e.g. 10.0.0.5:9443)", o->appliance);
+  for (size_t i = 0; i < o->nmembers; i++)
+    if (strlen(o->members[i]) >= sizeof ((struct agent_state *)0)->members[0] ||
+        conn_split_hostport(o->members[i], host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT))
+      return fail("--member '%s' is not HOST:PORT (another appliance of the group, e.g. 10.0.0.6:9443)", o->members[i]);
   return 0;
 }
 
@@ -134,6 +146,9 @@ static int save_registration(struct agent_state *st, const struct register_opts 
     return 1;
   agent_disk_id_text(ok->agent_id, st->agent_id);
   snprintf(st->appliance, sizeof st->appliance, "%s", o->appliance);
+  st->nmembers = o->nmembers;
+  for (size_t i = 0; i < o->nmembers; i++)
+    snprintf(st->members[i], sizeof st->members[i], "%s", o->members[i]);
   memcpy(st->fingerprint, fp, CHAN_FINGERPRINT_SIZE);
   rpl_err err = agent_state_save(st);
   if (err)

@@ -314,6 +314,7 @@ static void status_json(struct agent *a, FILE *f)
   json_object_begin(&j, NULL);
   json_string(&j, "agent_id", a->st.agent_id);
   json_string(&j, "appliance", a->st.appliance);
+  json_string(&j, "appliance_in_use", agent_member_address(a));
   json_bool(&j, "connected", a->connected);
   json_string(&j, "connection_error", a->connected ? NULL : a->conn_error);
   json_object_begin(&j, "certificate");
@@ -332,7 +333,7 @@ static void status_json(struct agent *a, FILE *f)
 /* Under a->lock. */
 static void status_text(struct agent *a, FILE *f)
 {
-  fprintf(f, "agent %s, appliance %s: %s%s%s\n", a->st.agent_id, a->st.appliance,
+  fprintf(f, "agent %s, appliance %s: %s%s%s\n", a->st.agent_id, agent_member_address(a),
           a->connected ? "connected" : "not connected", a->connected ? "" : " - ", a->connected ? "" : a->conn_error);
   for (size_t i = 0; i < a->st.ndisks; i++) {
     const struct disk_rt *rt = &a->rt[i];

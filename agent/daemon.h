@@ -112,6 +112,8 @@ struct agent {
   struct point_req reqs[MAX_POINT_REQUESTS]; /* lock */
   uint64_t next_req;          /* lock */
   bool connected;             /* lock */
+  size_t member_at;           /* lock; written by the session thread only: 0 the appliance registered
+                                 with, i > 0 st.members[i - 1] (the appliance group's next members) */
   char conn_error[256];       /* lock; written by the session thread only */
   int wake;                   /* eventfd: new disks or point requests for the session thread; any thread
                                * writes it (session_wake), the session thread reads it */
@@ -156,6 +158,9 @@ extern atomic_int agent_stopping;
 
 /* ---- session.c: the connection to the appliance (session thread, except session_wake) -------- */
 
+/* The address of the appliance in use (or tried next): the one registered with, or another member
+ * of its appliance group. a->lock held, or on the session thread. */
+const char *agent_member_address(const struct agent *a);
 void session_loop(struct agent *a);
 /* Wakes the session thread's poll: new disks, point requests or a stop. Any thread. */
 void session_wake(struct agent *a);

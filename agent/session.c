@@ -366,8 +366,13 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
     return group_thaw_on_frame(a, f);
   case PROTO_ERROR: {
     struct proto_error e;
-    if (proto_decode_error(f, &e) == RPL_OK)
-      log_err("the appliance ended the session: %.*s", (int)e.message.len, (const char *)e.message.ptr);
+    if (proto_decode_error(f, &e) != RPL_OK)
+      return RPL_E_PROTO_UNEXPECTED;
+    if (e.code == RPL_E_MEMBERS_ELSEWHERE) { /* not a failure: the next member serves the disks */
+      log_notice("the appliance sent this agent on: %.*s", (int)e.message.len, (const char *)e.message.ptr);
+      return RPL_E_MEMBERS_ELSEWHERE;
+    }
+    log_err("the appliance ended the session: %.*s", (int)e.message.len, (const char *)e.message.ptr);
     return RPL_E_PROTO_UNEXPECTED;
   }
   default:
@@ -413,7 +418,7 @@ static rpl_err serve(struct agent *a)
 /* A new connection: every disk is announced again and unanswered point requests are asked again. */
 static void on_connected(struct agent *a)
 {
-  log_info("connected to the appliance at %s", a->st.appliance);
+  log_info("connected to the appliance at %s", agent_member_address(a));
   pthread_mutex_lock(&a->lock);
   a->connected = true;
   a->conn_error[0] = '\0';
@@ -449,16 +454,34 @@ static void sleep_unless_stopping(struct agent *a, unsigned backoff_ms)
       drain_wake(a);
 }
 
+const char *agent_member_address(const struct agent *a)
+{
+  return a->member_at == 0 ? a->st.appliance : a->st.members[a->member_at - 1];
+}
+
+/* The next member of the appliance group (after the last, the appliance registered with). */
+static void next_member(struct agent *a)
+{
+  pthread_mutex_lock(&a->lock);
+  a->member_at = (a->member_at + 1) % (a->st.nmembers + 1);
+  pthread_mutex_unlock(&a->lock);
+}
+
 void session_loop(struct agent *a)
 {
   unsigned backoff = BACKOFF_MIN_MS;
+  size_t tried = 0; /* members that failed in a row: each is tried once before the backoff grows */
   while (!atomic_load(&agent_stopping)) {
-    rpl_err err = conn_connect(a->ctx, a->st.appliance, 10000, &a->conn);
+    const char *addr = agent_member_address(a);
+    bool served = false;
+    rpl_err err = conn_connect(a->ctx, addr, 10000, &a->conn);
     if (!err)
       err = handshake(a);
     if (!err) {
       on_connected(a);
       backoff = BACKOFF_MIN_MS;
+      tried = 0;
+      served = true;
       err = serve(a);
     }
     on_disconnected(a, err);
@@ -466,8 +489,23 @@ void session_loop(struct agent *a)
       break;
     if (err == RPL_E_AGAIN) /* renewed, or a disk grew: the new certificate or size is put in use at once */
       continue;
-    log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", a->st.appliance, rpl_strerror(err),
-             backoff);
+    /* Another member of the appliance group: when this one could not be reached, or sent the agent on
+     * (its disks are another member's, whose lease it could not take). A session that ended otherwise
+     * is tried again at the same member first: it may only have restarted. */
+    if (a->st.nmembers && (!served || err == RPL_E_MEMBERS_ELSEWHERE)) {
+      next_member(a);
+      if (++tried <= a->st.nmembers) {
+        log_warn("the appliance at %s %s (%s): trying the appliance group's member at %s", addr,
+                 served ? "sent this agent on" : "cannot be reached", rpl_strerror(err), agent_member_address(a));
+        continue;
+      }
+      tried = 0;
+    }
+    if (strcmp(addr, agent_member_address(a)) != 0)
+      log_warn("session with the appliance at %s ended (%s); every member of the appliance group tried: "
+               "connecting to %s in %u ms", addr, rpl_strerror(err), agent_member_address(a), backoff);
+    else
+      log_warn("session with the appliance at %s ended (%s); reconnecting in %u ms", addr, rpl_strerror(err), backoff);
     sleep_unless_stopping(a, backoff);
     backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     /* Jitter keeps a fleet of agents from reconnecting in lockstep after an appliance restart. */
