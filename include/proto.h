@@ -62,19 +62,25 @@ enum proto_type {
   PROTO_GROUP_FREEZE = 22,
   PROTO_GROUP_FROZEN = 23,
   PROTO_GROUP_THAW = 24,
-  PROTO_TYPE_MAX = PROTO_GROUP_THAW
+  PROTO_STORED = 25,
+  PROTO_TYPE_MAX = PROTO_STORED
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
  * comparison with HASHES/NEED). RECOVERY_POINT: the same, read consistently, with the agent's
  * application hooks around the freeze. RESYNC: the whole disk, all-zero chunks as ZERO records (the
  * initial sync against an empty replica). POINT_NO_HOOKS: a recovery point whose freeze runs no hooks
- * (the schedule's frequent crash points). */
+ * (the schedule's frequent crash points). REPLAY (only to an agent that stated PROTO_CAP_REPLAY): the
+ * storage holds the disk up to cycle n - 1 of this CYCLE_START's n (another appliance took it over
+ * from the storage's own state): the agent sends again every block of its acknowledged cycles after
+ * n - 1 that it was not told were stored, with what changed since, or NACKs RPL_E_REPLAY_INCOMPLETE
+ * when it no longer knows them all (then a RESYNC follows). */
 enum proto_cycle_kind {
   PROTO_CYCLE_PLAIN = 0,
   PROTO_CYCLE_RECOVERY_POINT = 1,
   PROTO_CYCLE_RESYNC = 2,
   PROTO_CYCLE_POINT_NO_HOOKS = 3,
+  PROTO_CYCLE_REPLAY = 4,
 };
 static inline bool proto_cycle_is_point(uint8_t kind)
 {
@@ -120,6 +126,10 @@ const char *proto_consistency_name(uint8_t consistency);
  * consistency group across servers). The appliance: it takes GROUP_POINT_REQUEST. A peer without it
  * is never sent those frames (an older one ends the session on an unexpected frame). */
 #define PROTO_CAP_GROUP_POINT (1ull << 10)
+/* Agent: it keeps the blocks of acknowledged cycles until STORED says the storage holds them, and
+ * answers a REPLAY cycle. Appliance: it sends STORED (so the agent can forget them) and may ask for a
+ * REPLAY after taking a disk over. Neither is sent to a peer that did not state it. */
+#define PROTO_CAP_REPLAY     (1ull << 11)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -193,6 +203,13 @@ struct proto_cycle_end {
 };
 
 struct proto_ack {
+  uint8_t disk_id[PROTO_ID_SIZE];
+  uint64_t cycle;
+};
+
+/* STORED (appliance -> agent, only to one that stated PROTO_CAP_REPLAY): the disk's storage (the
+ * replica, the page blob with its sequence number) holds every cycle up to cycle. */
+struct proto_stored {
   uint8_t disk_id[PROTO_ID_SIZE];
   uint64_t cycle;
 };
@@ -359,6 +376,7 @@ RPL_MUST_CHECK rpl_err proto_encode_extent(struct proto_buf *out, const struct p
 RPL_MUST_CHECK rpl_err proto_encode_cycle_end(struct proto_buf *out, const struct proto_cycle_end *m);
 RPL_MUST_CHECK rpl_err proto_encode_ack(struct proto_buf *out, const struct proto_ack *m);
 RPL_MUST_CHECK rpl_err proto_encode_nack(struct proto_buf *out, const struct proto_nack *m);
+RPL_MUST_CHECK rpl_err proto_encode_stored(struct proto_buf *out, const struct proto_stored *m);
 RPL_MUST_CHECK rpl_err proto_encode_hashes(struct proto_buf *out, const struct proto_hashes *m);
 RPL_MUST_CHECK rpl_err proto_encode_need(struct proto_buf *out, const struct proto_need *m,
                                          const struct proto_need_range *ranges);
@@ -403,6 +421,7 @@ RPL_MUST_CHECK rpl_err proto_decode_extent(const struct proto_frame *f, struct p
 RPL_MUST_CHECK rpl_err proto_decode_cycle_end(const struct proto_frame *f, struct proto_cycle_end *out);
 RPL_MUST_CHECK rpl_err proto_decode_ack(const struct proto_frame *f, struct proto_ack *out);
 RPL_MUST_CHECK rpl_err proto_decode_nack(const struct proto_frame *f, struct proto_nack *out);
+RPL_MUST_CHECK rpl_err proto_decode_stored(const struct proto_frame *f, struct proto_stored *out);
 RPL_MUST_CHECK rpl_err proto_decode_hashes(const struct proto_frame *f, struct proto_hashes *out);
 RPL_MUST_CHECK rpl_err proto_decode_need(const struct proto_frame *f, struct proto_need *out);
 RPL_MUST_CHECK rpl_err proto_decode_heartbeat(const struct proto_frame *f, struct proto_heartbeat *out);

@@ -171,7 +171,8 @@
   X(RPL_E_MEMBERS_SECRET_FILE,    624, "the group secret file is unusable: it must be a regular file, readable by its owner only (mode 0600 or stricter), holding 32 to 4096 bytes (e.g. 'openssl rand -base64 48 > FILE')") \
   X(RPL_E_MEMBERS_STORAGE,        625, "appliance groups share Azure storage (a storage account and container): a file: storage cannot hold a group") \
   X(RPL_E_MEMBERS_RECORD,         626, "an appliance group record in the storage is damaged or of an unknown version: see the log for which one") \
-  X(RPL_E_MEMBERS_ELSEWHERE,      627, "another member of the appliance group holds this agent's disks (their page blobs' leases): the agent moves to the group's next member")
+  X(RPL_E_MEMBERS_ELSEWHERE,      627, "another member of the appliance group holds this agent's disks (their page blobs' leases): the agent moves to the group's next member") \
+  X(RPL_E_REPLAY_INCOMPLETE,      628, "the agent no longer knows every block of the cycles the storage is missing (it restarted, or kept more than its limit): the disk is resynced by comparison instead")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

@@ -268,7 +268,7 @@ static rpl_err disk_check(const struct proto_disk *m)
 }
 static rpl_err cycle_start_check(const struct proto_cycle_start *m)
 {
-  if (m->cycle == 0 || m->kind > PROTO_CYCLE_POINT_NO_HOOKS || m->group == 0 || m->group > PROTO_MAX_GROUP ||
+  if (m->cycle == 0 || m->kind > PROTO_CYCLE_REPLAY || m->group == 0 || m->group > PROTO_MAX_GROUP ||
       (m->group > 1 && !proto_cycle_is_point(m->kind)))
     return RPL_E_PROTO_FIELD;
   return RPL_OK;
@@ -305,6 +305,7 @@ static rpl_err unprotect_request_check(const struct proto_unprotect_request *m)
   return m->flags & ~PROTO_UNPROTECT_DELETE_REPLICA ? RPL_E_PROTO_FIELD : RPL_OK;
 }
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
+static rpl_err stored_check(const struct proto_stored *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err nack_check(const struct proto_nack *m)
 {
   return m->message.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
@@ -506,6 +507,14 @@ rpl_err proto_encode_ack(struct proto_buf *out, const struct proto_ack *m)
   wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
   wr_u64(&w, m->cycle);
   return wr_end(&w, PROTO_ACK);
+}
+
+rpl_err proto_encode_stored(struct proto_buf *out, const struct proto_stored *m)
+{
+  ENCODE_BEGIN(stored_check);
+  wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
+  wr_u64(&w, m->cycle);
+  return wr_end(&w, PROTO_STORED);
 }
 
 rpl_err proto_encode_nack(struct proto_buf *out, const struct proto_nack *m)
@@ -871,6 +880,14 @@ rpl_err proto_decode_ack(const struct proto_frame *f, struct proto_ack *out)
   DECODE_END(ack_check);
 }
 
+rpl_err proto_decode_stored(const struct proto_frame *f, struct proto_stored *out)
+{
+  DECODE_BEGIN(PROTO_STORED);
+  rd_copy(&r, out->disk_id, PROTO_ID_SIZE);
+  out->cycle = rd_u64(&r);
+  DECODE_END(stored_check);
+}
+
 rpl_err proto_decode_nack(const struct proto_frame *f, struct proto_nack *out)
 {
   DECODE_BEGIN(PROTO_NACK);
@@ -977,6 +994,7 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_group_freeze gfreeze;
     struct proto_group_frozen gfrozen;
     struct proto_group_thaw gthaw;
+    struct proto_stored stored;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -1003,6 +1021,7 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_GROUP_FREEZE: return proto_decode_group_freeze(f, &m.gfreeze);
   case PROTO_GROUP_FROZEN: return proto_decode_group_frozen(f, &m.gfrozen);
   case PROTO_GROUP_THAW: return proto_decode_group_thaw(f, &m.gthaw);
+  case PROTO_STORED: return proto_decode_stored(f, &m.stored);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -1018,7 +1037,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_READINESS] = "READINESS", [PROTO_RENEW] = "RENEW", [PROTO_RENEWED] = "RENEWED",
     [PROTO_UNPROTECT] = "UNPROTECT", [PROTO_UNPROTECT_REQUEST] = "UNPROTECT_REQUEST",
     [PROTO_GROUP_POINT_REQUEST] = "GROUP_POINT_REQUEST", [PROTO_GROUP_FREEZE] = "GROUP_FREEZE",
-    [PROTO_GROUP_FROZEN] = "GROUP_FROZEN", [PROTO_GROUP_THAW] = "GROUP_THAW",
+    [PROTO_GROUP_FROZEN] = "GROUP_FROZEN", [PROTO_GROUP_THAW] = "GROUP_THAW", [PROTO_STORED] = "STORED",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

@@ -134,7 +134,15 @@ static void test_roundtrip_disk_cycle(void **state)
   assert_int_equal(proto_decode_cycle_start(&f, &cs2), RPL_OK);
   assert_int_equal(cs2.kind, PROTO_CYCLE_POINT_NO_HOOKS);
   assert_true(proto_cycle_is_point(cs2.kind) && !proto_cycle_is_point(PROTO_CYCLE_RESYNC));
-  cs.kind = PROTO_CYCLE_POINT_NO_HOOKS + 1;
+  cs.kind = PROTO_CYCLE_REPLAY; /* a takeover's replay: not a point, one disk */
+  cs.group = 1;
+  proto_buf_reset(&b);
+  assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_OK);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_cycle_start(&f, &cs2), RPL_OK);
+  assert_int_equal(cs2.kind, PROTO_CYCLE_REPLAY);
+  assert_false(proto_cycle_is_point(cs2.kind));
+  cs.kind = PROTO_CYCLE_REPLAY + 1;
   assert_int_equal(proto_encode_cycle_start(&b, &cs), RPL_E_PROTO_FIELD);
   for (uint8_t c = PROTO_APP_CONSISTENT; c <= PROTO_PRECOPY; c++) {
     proto_buf_reset(&b);
@@ -197,6 +205,19 @@ static void test_roundtrip_ack_nack_hb_error(void **state)
   assert_int_equal(proto_decode_ack(&f, &a2), RPL_OK);
   assert_true(a2.cycle == 77);
   assert_memory_equal(a2.disk_id, a.disk_id, PROTO_ID_SIZE);
+
+  proto_buf_reset(&b);
+  struct proto_stored st = {.cycle = 76};
+  fill_id(st.disk_id, 3);
+  assert_int_equal(proto_encode_stored(&b, &st), RPL_OK);
+  f = parse_one(&b);
+  assert_string_equal(proto_type_name(f.type), "STORED");
+  struct proto_stored st2;
+  assert_int_equal(proto_decode_stored(&f, &st2), RPL_OK);
+  assert_true(st2.cycle == 76);
+  assert_memory_equal(st2.disk_id, st.disk_id, PROTO_ID_SIZE);
+  st.cycle = 0;
+  assert_int_equal(proto_encode_stored(&b, &st), RPL_E_PROTO_FIELD);
 
   proto_buf_reset(&b);
   struct proto_nack n = {.cycle = 77, .reason = RPL_E_CHECKSUM, .message = BYTES("extent 3 hash mismatch")};
