@@ -71,12 +71,38 @@ static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const stru
 }
 
 /* Reads and sends one batch of byte extents, splitting them to the pipeline's extent size. */
+void cycle_send_release(struct cycle_send *cs)
+{
+  if (cs->sent) {
+    cbt_extents_free(cs->sent);
+    free(cs->sent);
+    cs->sent = NULL;
+  }
+}
+
+/* What the cycle sent, kept until its ACK puts it in the disk's retained set. */
+static void note_sent(struct cycle_send *cs, const struct cbt_extent *x, size_t n)
+{
+  if (cs->sent_incomplete)
+    return;
+  if (!cs->sent && (cs->sent = malloc(sizeof *cs->sent)))
+    cbt_extents_init(cs->sent, RETAIN_EXTENTS_MAX, 0);
+  for (size_t i = 0; cs->sent && i < n; i++)
+    if (cbt_extents_add(cs->sent, x[i].offset, x[i].length))
+      break;
+  if (!cs->sent || (n && cs->sent->count == 0) || cs->sent->count >= RETAIN_EXTENTS_MAX) {
+    cs->sent_incomplete = true;
+    cycle_send_release(cs);
+  }
+}
+
 static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, size_t n)
 {
   struct pipeline *p;
   rpl_err err = pipeline_for(cs->a, cs->disk, &p);
   if (err)
     return err;
+  note_sent(cs, x, n);
   size_t cap = 4096, used = 0;
   struct pipeline_extent *px = malloc(cap * sizeof *px);
   if (!px)
@@ -474,6 +500,11 @@ rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked
     }
     if (f.type == PROTO_NACK)
       return nack_received(a, disk, cycle, &f);
+    if (f.type == PROTO_STORED) {
+      if ((err = session_stored(a, &f)))
+        return err;
+      continue;
+    }
     return RPL_E_PROTO_UNEXPECTED;
   }
 }
@@ -491,6 +522,9 @@ rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, ui
     else if (ack)
       err = ack;
   }
+  /* Until the appliance says its storage holds them: a takeover may ask for them again. */
+  retain_acked(&a->rt[cs->disk].retain, cs->cycle, cs->sent, cs->sent_incomplete);
+  cycle_send_release(cs);
   struct cbt_status s;
   bool resync = cbt_status_get(a->cbt, dev, &s) == RPL_OK && s.resync_required;
   pthread_mutex_lock(&a->lock);
@@ -548,6 +582,7 @@ rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
             cycle, t1 - t0, acked ? "ACK" : "no ACK", rpl_mono_ms() - t1);
   if (!err && acked)
     err = cycle_after_ack(a, &cs, gen, count, full || count);
+  cycle_send_release(&cs);
   char why[RPL_DETAIL_MAX + 128];
   if (err && err != RPL_E_IO && err != RPL_E_TLS && err != RPL_E_CANCELLED)
     log_warn("%s: cycle %" PRIu64 " failed: %s", a->st.disks[disk].device, cycle,

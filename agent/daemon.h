@@ -16,6 +16,7 @@
 #include "control.h"
 #include "freeze.h"
 #include "pipeline.h"
+#include "retain.h"
 #include "proto.h"
 #include "rpl_clock.h"
 
@@ -67,6 +68,7 @@ struct disk_rt {
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
   uint32_t sector;
+  struct retain retain;       /* session thread only: the blocks of acknowledged cycles not yet stored */
 };
 
 /* A `checkpoint` waiting for its recovery point; all of it under agent.lock. */
@@ -160,6 +162,8 @@ extern atomic_int agent_stopping;
 
 /* The address of the appliance in use (or tried next): the one registered with, or another member
  * of its appliance group. a->lock held, or on the session thread. */
+/* STORED: the disk's storage holds its cycles up to the one named: their kept blocks are forgotten. */
+RPL_MUST_CHECK rpl_err session_stored(struct agent *a, const struct proto_frame *f);
 const char *agent_member_address(const struct agent *a);
 void session_loop(struct agent *a);
 /* Wakes the session thread's poll: new disks, point requests or a stop. Any thread. */
@@ -199,7 +203,11 @@ struct cycle_send {
   uint64_t cycle;
   struct proto_digest digest;
   struct proto_cycle_end end;
+  struct cbt_extents *sent;  /* the blocks sent (for the retained set, retain.h); NULL until the first */
+  bool sent_incomplete;      /* past the set's limit, or out of memory: not kept */
 };
+/* Frees what cs holds (its sent set). */
+void cycle_send_release(struct cycle_send *cs);
 
 /* What a flip decided for the read that follows. */
 struct cycle_plan {

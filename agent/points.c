@@ -118,6 +118,8 @@ static void group_free(struct point_group *g)
 {
   for (size_t i = 0; g->kept && i < g->req.ndisks; i++)
     cbt_extents_free(&g->kept[i].set);
+  for (size_t i = 0; g->cs && i < g->req.ndisks; i++)
+    cycle_send_release(&g->cs[i]);
   free(g->cs), free(g->plans), free(g->kept), free(g->gens), free(g->resync_counts), free(g->writes_before);
   free(g->fs_state);
   free(g->devices);

@@ -186,7 +186,8 @@ static rpl_err send_hello(struct agent *a, bool renewing)
   gethostname(hostname, sizeof hostname - 1);
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                           .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
-                                          PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | (renewing ? PROTO_CAP_RENEWING : 0),
+                                          PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | PROTO_CAP_REPLAY |
+                                          (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
   rpl_err err = proto_encode_hello(&a->out, &h);
@@ -322,6 +323,43 @@ static rpl_err refuse_cycle(struct agent *a, const struct proto_cycle_start *m, 
   return err ? err : session_send_buf(a);
 }
 
+rpl_err session_stored(struct agent *a, const struct proto_frame *f)
+{
+  struct proto_stored m;
+  rpl_err err = proto_decode_stored(f, &m);
+  if (err)
+    return err;
+  ssize_t d = agent_disk_index(a, m.disk_id);
+  if (d >= 0)
+    retain_stored(&a->rt[d].retain, m.cycle);
+  return RPL_OK;
+}
+
+/* A takeover's REPLAY of cycle n: the storage holds the disk up to n - 1. The blocks of every kept
+ * cycle after it go back into the tracker's live set, so that the plain cycle that follows reads and
+ * sends them with whatever changed since; RPL_E_REPLAY_INCOMPLETE when they are not all known. */
+static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
+{
+  const char *dev = a->st.disks[d].device;
+  struct retain *r = &a->rt[d].retain;
+  if (!retain_complete(r, n - 1)) {
+    log_notice("%s: the appliance's storage holds cycle %" PRIu64 " and earlier; the blocks of the cycles after it "
+               "are not all known here (%s): it resyncs the disk instead", dev, n - 1,
+               r->known ? "forgotten past the limit" : "acknowledged before this agent started");
+    return RPL_E_REPLAY_INCOMPLETE;
+  }
+  struct cbt_extents set;
+  cbt_extents_init(&set, RETAIN_EXTENTS_MAX, 0);
+  rpl_err err = retain_after(r, n - 1, &set);
+  if (!err && set.count)
+    err = cbt_merge(a->cbt, dev, &set);
+  if (!err)
+    log_notice("%s: replaying for the appliance that took the disk over at cycle %" PRIu64 ": %zu extent(s), %" PRIu64
+               " bytes of the cycles it misses, with what changed since", dev, n - 1, set.count, cbt_extents_bytes(&set));
+  cbt_extents_free(&set);
+  return err == RPL_E_LIMIT ? RPL_E_REPLAY_INCOMPLETE : err;
+}
+
 static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const struct proto_frame *f)
 {
   struct proto_cycle_start m;
@@ -342,6 +380,11 @@ static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const s
   }
   if ((err = session_refresh_cbt(a)))
     return err;
+  if (m.kind == PROTO_CYCLE_REPLAY) {
+    if ((err = replay_prepare(a, (size_t)d, m.cycle)))
+      return err == RPL_E_REPLAY_INCOMPLETE ? refuse_cycle(a, &m, err, rpl_strerror(err)) : err;
+    m.kind = PROTO_CYCLE_PLAIN; /* the kept blocks are in the tracker's live set now */
+  }
   err = proto_cycle_is_point(m.kind) ? points_run_cycles(a, (size_t)d, m.cycle, m.kind, m.group)
                                      : cycle_run(a, (size_t)d, m.cycle, m.kind);
   s->last_send = rpl_mono_ms();
@@ -358,6 +401,8 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
     return points_handle_reply(a, f);
   case PROTO_CYCLE_START:
     return serve_cycle_start(a, s, f);
+  case PROTO_STORED:
+    return session_stored(a, f);
   case PROTO_UNPROTECT_REQUEST:
     return session_unprotect_request(a, f);
   case PROTO_GROUP_FREEZE:

@@ -37,6 +37,7 @@ static void forget_disk(struct agent *a, size_t i)
   if (a->rt[i].fd >= 0)
     close(a->rt[i].fd);
   pipeline_destroy(a->pipes[i]);
+  retain_free(&a->rt[i].retain);
   pthread_mutex_lock(&a->lock);
   size_t after = a->st.ndisks - i - 1;
   memmove(&a->st.disks[i], &a->st.disks[i + 1], after * sizeof a->st.disks[0]);
