@@ -96,7 +96,8 @@ struct disk {
   uint64_t open_retry_ms;         /* L: monotonic: its store is not opened again before */
   bool upload_waiting;            /* L: the last upload failed for a reason that passes (storage away) */
   bool prune_due;                 /* L: a point was recorded: the applier applies the retention policy */
-  bool adopt_resync;              /* L: taken over from another appliance: the next cycle is a resync */
+  bool adopt_resync;              /* L: taken over from another appliance: the next cycle is a replay, or a resync */
+  bool replay_refused;            /* L: its agent cannot replay (it does not know the blocks): a resync */
   bool lease_waiting;             /* L: another appliance holds the store's lease: no cycle starts */
   uint64_t lease_waiting_ms;      /* L: monotonic, since when lease_waiting */
   rpl_err lease_why;              /* L: why the lease is not held (RPL_E_LEASE_HELD: another appliance has it) */

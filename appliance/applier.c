@@ -252,10 +252,12 @@ static void housekeeping(struct appliance *a, struct disk *d)
   if (adopted) {
     d->last_committed = d->last_applied = ar.base;
     d->adopt_resync = true;
+    d->replay_refused = false;
     d->state = CATALOG_DISK_RESYNC_REQUIRED;
     d->epoch++;
     log_notice("disk %s: taken over at cycle %" PRIu64 " (the blob's sequence number): %u point(s) from its "
-               "snapshots, %u gone, %u cached cycle(s) dropped; the disk is resynced against the blob",
+               "snapshots, %u gone, %u cached cycle(s) dropped; its agent sends again what the blob misses (a replay of the "
+               "blocks it kept), else the disk is resynced against the blob",
                d->name, ar.base, ar.points_added, ar.points_gone, ar.cycles_dropped);
     snprintf(d->reason, sizeof d->reason, "taken over from another appliance at cycle %" PRIu64 ": resync", ar.base);
     /* Another appliance wrote the blob: nothing this index says of it holds. */

@@ -310,6 +310,8 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_
   uint8_t wire_kind = kind;
   if (proto_cycle_is_point(kind))
     kind = PROTO_CYCLE_RECOVERY_POINT; /* hooks or not is the agent's business: here a point is a point */
+  if (kind == PROTO_CYCLE_REPLAY)
+    kind = PROTO_CYCLE_PLAIN; /* changed blocks like any other cycle's: only the agent's choice of them differs */
   rpl_err err = receiver_begin(sl->rx, n, kind);
   if (err)
     return err;
@@ -331,6 +333,7 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_
     return err;
   sl->cycle = n;
   sl->kind = kind;
+  sl->replay = wire_kind == PROTO_CYCLE_REPLAY;
   sl->failed = false;
   s->cycles_open++;
   pthread_mutex_lock(&s->a->lock);
@@ -574,7 +577,7 @@ static void record_committed(struct session *s, struct rx_slot *sl, const struct
   }
   d->last_commit_time = time(NULL);
   metrics_cycle_committed(&d->m, sl->kind, t->raw_bytes, t->payload_bytes, rpl_mono_ms() - d->last_start_ms);
-  if (sl->kind == PROTO_CYCLE_RESYNC)
+  if (sl->kind == PROTO_CYCLE_RESYNC || sl->replay)
     d->adopt_resync = false;
   bool cache_was_refusing = d->cache_waits || d->cache_bypass;
   d->cache_waits = 0;
@@ -739,7 +742,7 @@ static rpl_err session_hello(struct session *s)
   char hostname[] = "replication-appliance";
   struct proto_hello mine = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                              .capabilities = PROTO_CAP_READINESS | PROTO_CAP_RENEW | PROTO_CAP_DISK_RESIZE | PROTO_CAP_UNPROTECT |
-                                             PROTO_CAP_UNPROTECT_DELETE | PROTO_CAP_GROUP_POINT,
+                                             PROTO_CAP_UNPROTECT_DELETE | PROTO_CAP_GROUP_POINT | PROTO_CAP_REPLAY,
                              .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   if ((err = proto_encode_hello(&s->out, &mine)) || (err = flush_out(s)))
     return err;
@@ -873,7 +876,13 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
     struct proto_nack m;
     err = proto_decode_nack(f, &m);
     struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
-    if (sl && sl->cycle && sl->cycle == m.cycle) {
+    if (sl && sl->cycle && sl->cycle == m.cycle && sl->replay && m.reason == RPL_E_REPLAY_INCOMPLETE) {
+      drop_cycle(s, sl); /* the agent no longer knows the blocks: a resync by comparison next */
+      pthread_mutex_lock(&s->a->lock);
+      sl->disk->replay_refused = true;
+      pthread_mutex_unlock(&s->a->lock);
+      log_notice("agent %s: disk %s: %s", s->agent_text, sl->disk->name, rpl_strerror(RPL_E_REPLAY_INCOMPLETE));
+    } else if (sl && sl->cycle && sl->cycle == m.cycle) {
       drop_cycle(s, sl);
       pthread_mutex_lock(&s->a->lock);
       sl->disk->state = CATALOG_DISK_ERROR;
@@ -931,6 +940,31 @@ static rpl_err send_elsewhere(struct session *s)
   return RPL_E_MEMBERS_ELSEWHERE;
 }
 
+/* STORED for each disk whose storage holds more applied cycles than the agent was told: it forgets
+ * their blocks (kept for a takeover's REPLAY). Between cycles only: the agent reads it while idle. */
+static rpl_err send_stored(struct session *s)
+{
+  if (!(s->agent_caps & PROTO_CAP_REPLAY) || s->cycles_open)
+    return RPL_OK;
+  bool any = false;
+  for (size_t i = 0; i < s->nslots; i++) {
+    struct rx_slot *sl = &s->slots[i];
+    pthread_mutex_lock(&s->a->lock);
+    uint64_t applied = sl->disk->last_applied;
+    pthread_mutex_unlock(&s->a->lock);
+    if (applied <= sl->stored_sent)
+      continue;
+    struct proto_stored m = {.cycle = applied};
+    memcpy(m.disk_id, sl->disk->id, PROTO_ID_SIZE);
+    rpl_err err = proto_encode_stored(&s->out, &m);
+    if (err)
+      return err;
+    sl->stored_sent = applied;
+    any = true;
+  }
+  return any ? flush_out(s) : RPL_OK;
+}
+
 static rpl_err session_loop(struct session *s)
 {
   rpl_err err = session_hello(s);
@@ -938,7 +972,8 @@ static rpl_err session_loop(struct session *s)
     return err;
   uint64_t last_rx = rpl_mono_ms(), last_revoke_check = rpl_mono_ms();
   while (!atomic_load(&appliance_stopping)) {
-    if ((err = send_unprotect_requests(s)) || (err = orchestrate(s)) || (err = finish_groups(s)))
+    if ((err = send_unprotect_requests(s)) || (err = orchestrate(s)) || (err = finish_groups(s)) ||
+        (err = send_stored(s)))
       return err;
     bool rebased = false;
     pthread_mutex_lock(&s->a->lock);

@@ -40,6 +40,8 @@ struct rx_slot {                  /* a disk this session serves */
   uint8_t consistency;            /* from its CYCLE_END */
   unsigned epoch;                 /* the disk's epoch when attached */
   bool unprotect_sent;            /* this session sent the disk's UNPROTECT_REQUEST */
+  bool replay;                    /* the cycle is a takeover's REPLAY (journaled as a plain one) */
+  uint64_t stored_sent;           /* the last cycle STORED told the agent the storage holds */
 };
 
 /* A recovery point of one or more disks of the agent, made together. It runs as a catch-up round
