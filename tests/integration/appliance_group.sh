@@ -2,11 +2,13 @@
 # appliance_group.sh - Description: an appliance group on Azurite (15 s leases): A makes it with a
 # secret file, B joins it (same authority); what is refused says why (a second group, a wrong or
 # world-readable secret, --join without one, file: storage, a state directory with an authority of
-# its own). An agent registered once, with A and told of B (--member), protects a disk; after
-# kill -9 of A it moves to B by itself, B accepts it from the group's records (no new registration),
-# takes the disk over when A's lease expires and commits new cycles; a point made through B restores
-# byte-identical. A restarted, the agent is sent to A first: A cannot take the lease B renews, so after
-# a lease duration it sends the agent on to B, which goes on committing. A revocation at B reaches A.
+# its own). Three agents, each registered once with A and told of B (--member), protect a loop disk
+# each under a writer; after kill -9 of A they move to B by themselves, B accepts them from the
+# group's records (no new registration), takes the disks over when A's leases expire and the agents
+# replay what the blobs miss (no resync: nothing compared, nothing read back); a final point of each
+# disk through B restores byte-identical. A restarted, an agent is sent to A first: A cannot take the
+# lease B renews, so after a lease duration it sends the agent on to B, which goes on committing. A
+# revocation at B reaches A.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 wait_until_report() { show_logs; }
@@ -23,16 +25,7 @@ refused() { # WHAT PATTERN DIR [init options]: init must fail and say PATTERN
   init_member "${@:3}" && fail "$1 was accepted: $(cat "$3.init")"
   grep -q -- "$2" "$3.init" || fail "$1: the error does not say '$2': $(cat "$3.init")"
 }
-disk_json() { # DIR PYEXPR on the (only) disk of the appliance at DIR ("d")
-  "$AP" status --state "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-ds = json.load(sys.stdin)["disks"]
-d = ds[0] if ds else None
-sys.exit(0 if d is not None and eval(sys.argv[1]) else 1)' "$2"
-}
-agent_json() { "$AG" status --state "$RT/agent" --json 2>/dev/null | python3 -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$1"; }
-cycle_past() { local c; c=$(rpl_agent_cycle "$1"); [ "${c:-0}" -gt "$2" ]; }
-show_logs() { for f in "$RT/appliance.log" "$RT/appB.log" "$RT/agent.log"; do echo "== $f"; tail -25 "$f"; done >&2; }
+show_logs() { for f in "$RT/appliance.log" "$RT/appB.log" "$RT"/agent?.log; do echo "== $f"; tail -25 "$f"; done >&2; }
 start_b() {
   "$AP" run --state "$RT/appB" --listen "127.0.0.1:$PORT_B" --web "127.0.0.1:$WEB_B" --points crash=off,app=off --rpo 0.5 >> "$RT/appB.log" 2>&1 &
   PID_B=$!
@@ -68,61 +61,131 @@ grep -q "^appliance group: $group (joined" "$RT/appB.init" || fail "B's init doe
 cmp -s "$RT/app/appliance.crt" "$RT/appB/appliance.crt" || fail "B's authority is not the group's"
 grep -q "BEGIN" "$RT/appB/appliance.key" || fail "B has no authority key"
 
-say "an agent registered with A (told of B) protects a disk"
+say "three agents registered with A (told of B) protect a disk each, under writes"
 PORT_B=$(free_port) WEB_B=$(free_port)
 rpl_appliance_start --rpo 0.5
 start_b
-(umask 077 && printf '%s\n' "$RPL_KEY" > "$RT/regkey")
-"$AG" register --appliance "127.0.0.1:$RPL_PORT" --member "127.0.0.1:$PORT_B" --key-file "$RT/regkey" \
-  --state "$RT/agent" > "$RT/register.out" || fail "register failed"
-grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent/agent.conf" || fail "the agent did not keep B's address"
-agent_id=$(sed -n 's/^agent_id=//p' "$RT/agent/agent.conf")
-rpl_agent_start
-rpl_loop dev 48M zero
-dd if=/dev/urandom of="$dev" bs=1M count=8 oflag=direct conv=notrunc status=none
-"$AG" protect "$dev" --state "$RT/agent" > "$RT/protect.out" || fail "protect failed: $(cat "$RT/protect.out")"
-rpl_wait_cycle "$dev" 1
-disk_id=$(rpl_disk_id "$dev")
-wait_until -i 0.2 30 "A applies the initial sync" disk_json "$RT/app" 'd["last_applied_cycle"] >= 1'
-seqA=$(rpl_agent_cycle "$dev")
+PIN=$MOBILITY_AGENT_BPF_PIN_DIR
+for i in 2 3; do CLEANUP_PATHS+=("$PIN-$i" "/run/mobility-agent/slots/sys_fs_bpf_rpl-e2e-$$-$i"); done
+cleanup_loop_hook() {
+  "$AG" cbt stop "$1" --state "$RT/agent1" >/dev/null 2>&1
+  for i in 2 3; do MOBILITY_AGENT_BPF_PIN_DIR=$PIN-$i "$AG" cbt stop "$1" --state "$RT/agent$i" >/dev/null 2>&1; done
+  return 0
+}
+ag() { # N COMMAND [ARGS]: mobility-agent COMMAND of agent N (its own state and pin directories)
+  local i=$1 pin=$PIN
+  [ "$i" = 1 ] || pin=$PIN-$i
+  MOBILITY_AGENT_BPF_PIN_DIR=$pin "$AG" "${@:2}" --state "$RT/agent$i"
+}
+ag_json() { ag "$1" status --json 2>/dev/null | python3 -c 'import json, sys; d = json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$2"; }
+ag_cycle() { ag "$1" status --json 2>/dev/null | json_field -d 0 - "disks.0.last_cycle"; }
+ag_start() {
+  local pin=$PIN
+  [ "$1" = 1 ] || pin=$PIN-$1
+  MOBILITY_AGENT_BPF_PIN_DIR=$pin "$AG" run --state "$RT/agent$1" >> "$RT/agent$1.log" 2>&1 &
+  AG_PID[$1]=$!
+  CLEANUP_PIDS+=("${AG_PID[$1]}")
+  wait_until -i 0.05 10 "agent $1 did not come up" ag_up "$1"
+}
+ag_up() { ag "$1" status > /dev/null 2>&1; }
+writer() { # DEV: 64 KiB random writes over the first 32 MiB, ten a second, until killed
+  while :; do
+    dd if=/dev/urandom of="$1" bs=64k count=1 seek=$((RANDOM % 512)) oflag=direct conv=notrunc status=none
+    sleep 0.1
+  done
+}
+declare -a AG_PID DEV ID AGENT WR
+for i in 1 2 3; do
+  [ "$i" = 1 ] || { init_member "$RT/app" > /dev/null || fail "a new key from A failed: $(cat "$RT/app.init")"; RPL_KEY=$(tail -n 1 "$RT/app.init"); }
+  (umask 077 && printf '%s\n' "$RPL_KEY" > "$RT/regkey$i")
+  ag "$i" register --appliance "127.0.0.1:$RPL_PORT" --member "127.0.0.1:$PORT_B" --key-file "$RT/regkey$i" \
+    > "$RT/register$i.out" || fail "agent $i: register failed"
+  grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent$i/agent.conf" || fail "agent $i did not keep B's address"
+  AGENT[$i]=$(sed -n 's/^agent_id=//p' "$RT/agent$i/agent.conf")
+  ag_start "$i"
+  rpl_loop d 48M zero
+  DEV[$i]=$d
+  dd if=/dev/urandom of="$d" bs=1M count=8 oflag=direct conv=notrunc status=none
+  ag "$i" protect "$d" > "$RT/protect$i.out" || fail "agent $i: protect failed: $(cat "$RT/protect$i.out")"
+done
+for i in 1 2 3; do
+  wait_until -i 0.2 60 "agent $i's initial sync" ag_json "$i" 'd["disks"][0]["last_cycle"] >= 1'
+  ID[$i]=$(ag "$i" status --json | json_field - disks.0.disk_id)
+  writer "${DEV[$i]}" & WR[$i]=$!
+  CLEANUP_PIDS+=("${WR[$i]}")
+done
+stored_all() {
+  "$AP" status --state "$RT/app" --json | python3 -c '
+import json, sys
+ds = json.load(sys.stdin)["disks"]
+sys.exit(0 if len(ds) == 3 and all(d["last_applied_cycle"] >= 2 for d in ds) else 1)'
+}
+wait_until -i 0.2 60 "A applies a cycle after each initial sync" stored_all
 
-say "kill -9 of A: the agent moves to B by itself; B takes the disk over when A's lease expires"
+say "kill -9 of A: the agents move to B by themselves; B takes the disks over when A's leases expire"
 kill -9 "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null
-dd if=/dev/urandom of="$dev" bs=64k count=16 seek=300 oflag=direct conv=notrunc status=none
-wait_until -i 0.2 30 "the agent connects to B" agent_json 'd["connected"] and d["appliance_in_use"].endswith(":'"$PORT_B"'")'
-grep -q "agent $agent_id: known from the appliance group's records" "$RT/appB.log" \
-  || fail "B did not accept the agent from the group's records: $(grep -i "agent $agent_id" "$RT/appB.log" | tail -3)"
-grep -q "registered agent" "$RT/appB.log" && fail "the agent registered again at B"
-wait_until -i 0.5 $((LEASE + 90)) "B takes over and commits new cycles" disk_json "$RT/appB" \
-  'd["last_applied_cycle"] > '"$seqA"' and d["state"] == "protected"'
-grep -q "taken over at cycle" "$RT/appB.log" || fail "B did not say it took the disk over"
+for i in 1 2 3; do seqA[$i]=$(ag_cycle "$i"); done
+t_kill=$SECONDS
+for i in 1 2 3; do
+  wait_until -i 0.2 30 "agent $i connects to B" ag_json "$i" 'd["connected"] and d["appliance_in_use"].endswith(":'"$PORT_B"'")'
+  grep -q "agent ${AGENT[$i]}: known from the appliance group's records" "$RT/appB.log" \
+    || fail "B did not accept agent $i from the group's records: $(grep -i "agent ${AGENT[$i]}" "$RT/appB.log" | tail -3)"
+done
+grep -q "registered agent" "$RT/appB.log" && fail "an agent registered again at B"
+b_past() { # N: B applied a cycle of agent N's disk after the one A had acknowledged last
+  "$AP" status --state "$RT/appB" --json | python3 -c '
+import json, sys
+d = [d for d in json.load(sys.stdin)["disks"] if d["disk_id"] == sys.argv[1]]
+sys.exit(0 if d and d[0]["last_applied_cycle"] > int(sys.argv[2]) and d[0]["state"] == "protected" else 1)' "${ID[$1]}" "${seqA[$1]}"
+}
+for i in 1 2 3; do
+  wait_until -i 0.5 $((LEASE + 60)) "B commits new cycles of agent $i's disk" b_past "$i"
+done
+took=$((SECONDS - t_kill))
+[ "$(grep -c "taken over at cycle" "$RT/appB.log")" -eq 3 ] || fail "B did not take the three disks over: $(grep "taken over" "$RT/appB.log")"
+for i in 1 2 3; do
+  grep -q "replaying for the appliance that took the disk over" "$RT/agent$i.log" \
+    || fail "agent $i did not replay: $(grep -i "resync\|replay" "$RT/agent$i.log" | tail -3)"
+done
+grep -q "resync by comparison\|comparing the whole disk" "$RT/appB.log" "$RT"/agent?.log \
+  && fail "a takeover resynced a disk: $(grep -h "resync by comparison\|comparing the whole disk" "$RT/appB.log" "$RT"/agent?.log | head -3)"
 
-say "a point through B restores byte-identical"
-dd if=/dev/urandom of="$dev" bs=64k count=16 seek=500 oflag=direct conv=notrunc status=none
-pointB=$("$AG" checkpoint "$dev" --wait --state "$RT/agent" | tail -n 1) || fail "checkpoint through B failed"
-[[ $pointB == rp-* ]] || fail "checkpoint through B gave '$pointB'"
-cp --sparse=always "$dev" "$RT/src-B"
-wait_until -i 0.2 60 "B applies its point" disk_json "$RT/appB" 'd["last_point"] == "'"$pointB"'"'
-"$AP" restore --state "$RT/appB" --disk "$disk_id" --point "$pointB" --verify "$RT/src-B" > "$RT/restoreB.out" 2>&1 \
-  || fail "the point restored from B differs from the source: $(cat "$RT/restoreB.out")"
+say "a final point of each disk through B restores byte-identical"
+for i in 1 2 3; do kill "${WR[$i]}"; wait "${WR[$i]}" 2>/dev/null; done
+for i in 1 2 3; do
+  point[$i]=$(ag "$i" checkpoint "${DEV[$i]}" --wait | tail -n 1) || fail "agent $i: checkpoint through B failed"
+  [[ ${point[$i]} == rp-* ]] || fail "agent $i: checkpoint through B gave '${point[$i]}'"
+  cp --sparse=always "${DEV[$i]}" "$RT/src$i"
+done
+b_point() { # N: B applied agent N's point
+  "$AP" status --state "$RT/appB" --json | json_field - "disks.[disk_id=${ID[$1]}].last_point" | grep -qx "${point[$1]}"
+}
+for i in 1 2 3; do
+  wait_until -i 0.2 60 "B applies agent $i's point" b_point "$i"
+done
+for i in 1 2 3; do
+  "$AP" restore --state "$RT/appB" --disk "${ID[$i]}" --point "${point[$i]}" --verify "$RT/src$i" > "$RT/restore$i.out" 2>&1 \
+    || fail "agent $i's point restored from B differs from its source: $(cat "$RT/restore$i.out")"
+done
 
-say "A restarted; the agent tries A first: A cannot take B's lease and sends it on to B"
-before=$(rpl_agent_cycle "$dev")
-kill -9 "$RPL_AG_PID"; wait "$RPL_AG_PID" 2>/dev/null
+say "A restarted; agent 1 tries A first: A cannot take B's lease and sends it on to B"
+before=$(ag_cycle 1)
+kill -9 "${AG_PID[1]}"; wait "${AG_PID[1]}" 2>/dev/null
 rpl_appliance_start --rpo 0.5
-rpl_agent_start
-wait_until -i 0.5 $((LEASE + 60)) "A sends the agent on" grep -q "agent $agent_id: .*it serves this agent; sent on" "$RT/appliance.log"
-dd if=/dev/urandom of="$dev" bs=64k count=4 seek=200 oflag=direct conv=notrunc status=none
-wait_until -i 0.2 60 "the agent commits with B again" cycle_past "$dev" "$before"
-agent_json 'd["appliance_in_use"].endswith(":'"$PORT_B"'")' || fail "the agent is not with B"
+ag_start 1
+wait_until -i 0.5 $((LEASE + 60)) "A sends agent 1 on" grep -q "agent ${AGENT[1]}: .*it serves this agent; sent on" "$RT/appliance.log"
+dd if=/dev/urandom of="${DEV[1]}" bs=64k count=4 seek=200 oflag=direct conv=notrunc status=none
+ag1_past() { [ "$(ag_cycle 1)" -gt "$before" ]; }
+wait_until -i 0.2 60 "agent 1 commits with B again" ag1_past
+ag_json 1 'd["appliance_in_use"].endswith(":'"$PORT_B"'")' || fail "agent 1 is not with B"
 
 say "a revocation at B (configuration manager) reaches A: both refuse the agent"
 U=https://127.0.0.1:$WEB_B
 curl -sk -o "$RT/login.json" -c "$RT/jar" --data-urlencode "password=$PW" "$U/api/login" || fail "login at B failed"
 csrf=$(json_field "$RT/login.json" csrf_token) || fail "no CSRF token: $(cat "$RT/login.json")"
-code=$(curl -sk -o "$RT/revoke.out" -w '%{http_code}' -b "$RT/jar" -H "X-CSRF-Token: $csrf" -X POST "$U/api/agents/$agent_id/revoke")
+code=$(curl -sk -o "$RT/revoke.out" -w '%{http_code}' -b "$RT/jar" -H "X-CSRF-Token: $csrf" -X POST "$U/api/agents/${AGENT[1]}/revoke")
 [ "$code" = 200 ] || fail "revoke at B answered $code: $(cat "$RT/revoke.out")"
-wait_until -i 0.2 30 "A hears of the revocation" grep -q "agent $agent_id: revoked by another member of the appliance group" "$RT/appliance.log"
-wait_until -i 0.2 60 "the agent is refused by both" agent_json 'not d["connected"]'
-wait_until -i 0.2 60 "A refuses the agent" grep -q "client certificate for '$agent_id' refused: unknown or revoked agent" "$RT/appliance.log"
-echo "appliance_group: ok (group $group, agent $agent_id moved A -> B -> A -> B, point $pointB, revoked at B, refused by A)"
+wait_until -i 0.2 30 "A hears of the revocation" grep -q "agent ${AGENT[1]}: revoked by another member of the appliance group" "$RT/appliance.log"
+wait_until -i 0.2 60 "agent 1 is refused by both" ag_json 1 'not d["connected"]'
+wait_until -i 0.2 60 "A refuses agent 1" grep -q "client certificate for '${AGENT[1]}' refused: unknown or revoked agent" "$RT/appliance.log"
+echo "appliance_group: ok (group $group; 3 agents moved to B and replayed, B committing ${took} s after kill -9 of A with a ${LEASE} s lease; points ${point[*]}; agent 1 sent on by A; its revocation at B refused by A)"
