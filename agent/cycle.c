@@ -500,8 +500,8 @@ rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked
     }
     if (f.type == PROTO_NACK)
       return nack_received(a, disk, cycle, &f);
-    if (f.type == PROTO_STORED) {
-      if ((err = session_stored(a, &f)))
+    if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS) {
+      if ((err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f)))
         return err;
       continue;
     }

@@ -164,6 +164,8 @@ extern atomic_int agent_stopping;
  * of its appliance group. a->lock held, or on the session thread. */
 /* STORED: the disk's storage holds its cycles up to the one named: their kept blocks are forgotten. */
 RPL_MUST_CHECK rpl_err session_stored(struct agent *a, const struct proto_frame *f);
+/* MEMBERS: the appliance group's addresses (but the one registered with) become st.members, saved. */
+RPL_MUST_CHECK rpl_err session_members(struct agent *a, const struct proto_frame *f);
 const char *agent_member_address(const struct agent *a);
 void session_loop(struct agent *a);
 /* Wakes the session thread's poll: new disks, point requests or a stop. Any thread. */

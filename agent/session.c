@@ -186,7 +186,7 @@ static rpl_err send_hello(struct agent *a, bool renewing)
   gethostname(hostname, sizeof hostname - 1);
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                           .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
-                                          PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | PROTO_CAP_REPLAY |
+                                          PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | PROTO_CAP_REPLAY | PROTO_CAP_MEMBERS |
                                           (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
@@ -335,6 +335,42 @@ rpl_err session_stored(struct agent *a, const struct proto_frame *f)
   return RPL_OK;
 }
 
+rpl_err session_members(struct agent *a, const struct proto_frame *f)
+{
+  struct proto_members m;
+  rpl_err err = proto_decode_members(f, &m);
+  if (err)
+    return err;
+  struct agent_state next = a->st; /* copied under no lock: only this thread changes members */
+  next.nmembers = 0;
+  for (uint32_t i = 0; i < m.count && next.nmembers < AGENT_MAX_MEMBERS; i++) {
+    char addr[PROTO_MAX_ADDRESS + 1];
+    snprintf(addr, sizeof addr, "%.*s", (int)m.address[i].len, (const char *)m.address[i].ptr);
+    if (strcmp(addr, a->st.appliance) != 0) /* the appliance registered with stays first */
+      snprintf(next.members[next.nmembers++], sizeof next.members[0], "%s", addr);
+  }
+  if (next.nmembers == a->st.nmembers &&
+      memcmp(next.members, a->st.members, next.nmembers * sizeof next.members[0]) == 0)
+    return RPL_OK;
+  char list[AGENT_MAX_MEMBERS * 258] = "";
+  for (size_t i = 0; i < next.nmembers; i++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", next.members[i]);
+  pthread_mutex_lock(&a->lock);
+  char in_use[256];
+  snprintf(in_use, sizeof in_use, "%s", agent_member_address(a));
+  memcpy(a->st.members, next.members, sizeof next.members);
+  a->st.nmembers = next.nmembers;
+  a->member_at = 0; /* where it is now, in the new list */
+  for (size_t i = 0; i < a->st.nmembers; i++)
+    if (!strcmp(a->st.members[i], in_use))
+      a->member_at = i + 1;
+  err = agent_state_save(&a->st);
+  pthread_mutex_unlock(&a->lock);
+  log_notice("the appliance group's other members: %s%s", list[0] ? list : "none",
+             err ? " (not saved: they are known until the agent stops)" : "");
+  return RPL_OK;
+}
+
 /* A takeover's REPLAY of cycle n: the storage holds the disk up to n - 1. The blocks of every kept
  * cycle after it go back into the tracker's live set, so that the plain cycle that follows reads and
  * sends them with whatever changed since; RPL_E_REPLAY_INCOMPLETE when they are not all known. */
@@ -403,6 +439,8 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
     return serve_cycle_start(a, s, f);
   case PROTO_STORED:
     return session_stored(a, f);
+  case PROTO_MEMBERS:
+    return session_members(a, f);
   case PROTO_UNPROTECT_REQUEST:
     return session_unprotect_request(a, f);
   case PROTO_GROUP_FREEZE:

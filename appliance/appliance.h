@@ -193,6 +193,10 @@ struct appliance {
   struct appliance_metrics m;     /* L: counters for /metrics (metrics.h) */
   struct group_points *gp;        /* consistency groups and their points (group_point.h); own lock */
   struct members members;         /* fixed: the appliance group this appliance is a member of, if any */
+  char advertise[256];            /* fixed: HOST:PORT agents reach it at (--advertise, or a specific --listen); "" */
+  char member_addrs[MEMBERS_MAX][256]; /* L: the group's members' addresses, as its records list them */
+  size_t nmember_addrs;           /* L */
+  unsigned members_gen;           /* L: counts changes of member_addrs (sessions send MEMBERS again) */
 };
 
 /* The agent's record in the appliance group brought up to date with the catalog (after its

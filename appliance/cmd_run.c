@@ -70,12 +70,14 @@ struct run_opts {
   const char *upload_limit, *agent_limit; /* override the settings for this run, when given */
   const char *points;           /* the point schedule for this run, when given */
   const char *alerts;           /* the health thresholds for this run, when given */
+  const char *advertise;        /* HOST:PORT agents reach this appliance at (an appliance group's members) */
 };
 
 #define RUN_USAGE                                                                                                      \
   "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n" \
   "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"                 \
-  "                                 [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]\n"
+  "                                 [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]\n"     \
+  "                                 [--advertise HOST:PORT]  (the address agents reach it at, for its appliance group)\n"
 
 /* 0 and *o filled, or the exit status after a message on stderr. */
 static int parse_run_opts(int argc, char **argv, struct run_opts *o)
@@ -92,6 +94,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
                                        {"web-root", required_argument, NULL, 'W'},
                                        {"points", required_argument, NULL, 'T'},
                                        {"alerts", required_argument, NULL, 'H'},
+                                       {"advertise", required_argument, NULL, 'D'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -118,6 +121,17 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
     case 'A': o->agent_limit = optarg; break;
     case 'T': o->points = optarg; break;
     case 'H': o->alerts = optarg; break;
+    case 'D': {
+      char host[256], port[16];
+      if (strlen(optarg) >= sizeof ((struct appliance *)0)->advertise ||
+          conn_split_hostport(optarg, host, sizeof host, port, sizeof port, CONN_DEFAULT_PORT) || !strcmp(host, "*")) {
+        fprintf(stderr, "replication-appliance run: --advertise takes the HOST:PORT agents reach this appliance at "
+                        "(e.g. 10.0.0.5:9443), not '%s'\n", optarg);
+        return 2;
+      }
+      o->advertise = optarg;
+      break;
+    }
     default: fprintf(stderr, RUN_USAGE); return 2;
     }
   }
@@ -450,6 +464,32 @@ void appliance_publish_agent(struct appliance *a, const uint8_t agent[PROTO_ID_S
   }
 }
 
+/* This member's address in the group's records, and the members' addresses its agents are given. */
+static void refresh_members(struct appliance *a, unsigned period)
+{
+  char why[RPL_DETAIL_MAX + 256], addrs[MEMBERS_MAX][256];
+  size_t n = 0;
+  rpl_err e = a->advertise[0] ? members_announce(&a->members, &a->settings, a->settings.lease_id, a->advertise) : RPL_OK;
+  if (e)
+    log_warn("appliance group: this member's address was not written (tried again in %u s): %s", period,
+             rpl_describe(e, why, sizeof why));
+  if ((e = members_addresses(&a->members, &a->settings, addrs, &n))) {
+    log_warn("appliance group: the members' addresses were not read (tried again in %u s): %s", period,
+             rpl_describe(e, why, sizeof why));
+    return;
+  }
+  pthread_mutex_lock(&a->lock);
+  bool changed = n != a->nmember_addrs || memcmp(addrs, a->member_addrs, n * sizeof addrs[0]) != 0;
+  if (changed) {
+    memcpy(a->member_addrs, addrs, n * sizeof addrs[0]);
+    a->nmember_addrs = n;
+    a->members_gen++;
+  }
+  pthread_mutex_unlock(&a->lock);
+  if (changed)
+    log_info("appliance group: %zu member address(es) for the agents", n);
+}
+
 /* The appliance group's revocations, read once a minute ($RPL_TEST_MEMBERS_SWEEP_S: tests, 1 s up):
  * an agent revoked at another member is refused here too; its session ends at its next check. */
 static void *members_main(void *arg)
@@ -466,6 +506,7 @@ static void *members_main(void *arg)
       if (e)
         log_warn("appliance group: the revocations were not read (tried again in %u s): %s", period,
                  rpl_describe(e, why, sizeof why));
+      refresh_members(a, period);
     }
     sleep(1);
   }
@@ -486,6 +527,10 @@ static int run(const struct run_opts *o)
   if (a.web_sample_s > 600)
     a.web_sample_s = 600;
   a.started_time = (int64_t)time(NULL);
+  if (o->advertise)
+    snprintf(a.advertise, sizeof a.advertise, "%s", o->advertise);
+  else if (strncmp(o->listen, "*:", 2) && strncmp(o->listen, "0.0.0.0:", 8) && strncmp(o->listen, "[::]:", 5))
+    snprintf(a.advertise, sizeof a.advertise, "%s", o->listen); /* a listener on one address is reached there */
   int status;
   if ((status = load_settings(&a, o)) || (status = open_state(&a, o->state)))
     return status;
@@ -512,8 +557,12 @@ static int run(const struct run_opts *o)
   signal(SIGPIPE, SIG_IGN);
   pthread_t applier, members;
   pthread_create(&applier, NULL, applier_main, &a);
-  if (a.members.in_group)
+  if (a.members.in_group) {
+    if (!a.advertise[0])
+      log_notice("appliance group %s: the other members' agents are not told this member's address (it listens on "
+                 "every address): give run --advertise HOST:PORT", a.members.group_id);
     pthread_create(&members, NULL, members_main, &a);
+  }
   char storage[sizeof a.settings.storage];
   a.backend->describe(&a.settings, storage, sizeof storage);
   char points[SCHEDULE_TEXT_MAX];

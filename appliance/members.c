@@ -660,3 +660,61 @@ rpl_err members_sweep(const struct members *m, const struct appliance_settings *
   free(list);
   return e;
 }
+
+/* ---- members' addresses --------------------------------------------------------------------- */
+
+rpl_err members_announce(const struct members *m, const struct appliance_settings *s, const char *member_id,
+                         const char *address)
+{
+  if (!m->in_group)
+    return RPL_OK;
+  char name[160], body[512];
+  snprintf(name, sizeof name, MEMBERS_PREFIX "members/%s.conf", member_id);
+  snprintf(body, sizeof body, "version=1\nmember=%s\naddress=%s\nannounced=%lld\n", member_id, address,
+           (long long)time(NULL));
+  struct blob_client *c = NULL;
+  struct blob_reply r;
+  rpl_err e = seal_record(m->mac_key, body, sizeof body);
+  if (!e)
+    e = open_client(s, &c);
+  if (!e && (e = blob_put_block_blob(c, s->container, name, body, strlen(body), NULL, false, &r)))
+    e = rpl_fail(e, "cannot write %s: %s %s", name, r.error_code, r.message);
+  blob_client_close(c);
+  return e;
+}
+
+static int compare_addresses(const void *x, const void *y) { return strcmp(x, y); }
+
+rpl_err members_addresses(const struct members *m, const struct appliance_settings *s, char out[MEMBERS_MAX][256],
+                          size_t *n)
+{
+  *n = 0;
+  if (!m->in_group)
+    return RPL_OK;
+  struct blob_client *c = NULL;
+  struct blob_list list = {0};
+  struct blob_reply r;
+  rpl_err e = open_client(s, &c);
+  if (!e && (e = blob_list_blobs(c, s->container, MEMBERS_PREFIX "members/", &list, &r)))
+    e = rpl_fail(e, "cannot list the group's members: %s %s", r.error_code, r.message);
+  for (size_t i = 0; !e && i < list.count && *n < MEMBERS_MAX; i++) {
+    char *text = NULL, etag[80], address[256], when[24];
+    if (record_get(c, s, list.items[i].name, &text, etag) != RPL_OK)
+      continue; /* deleted meanwhile, or not a record: not a member */
+    bool ok = open_record(m->mac_key, text, list.items[i].name) == RPL_OK &&
+              field(text, "address", address, sizeof address) && address[0] && field(text, "announced", when, sizeof when) &&
+              time(NULL) - strtoll(when, NULL, 10) <= MEMBERS_ADDRESS_TTL_S;
+    for (char *p = address; ok && *p; p++)
+      ok = *p > 0x20 && *p < 0x7f;
+    if (ok)
+      snprintf(out[(*n)++], 256, "%s", address);
+    else
+      log_warn("appliance group: member record %s left out (it does not verify, or is older than %d days)",
+               list.items[i].name, MEMBERS_ADDRESS_TTL_S / 86400);
+    free(text);
+  }
+  blob_list_free(&list);
+  blob_client_close(c);
+  qsort(out, *n, sizeof out[0], compare_addresses);
+  return e;
+}

@@ -32,7 +32,9 @@
 #define MEMBERS_SECRET_MIN    32     /* bytes: a secret shorter than a key is a password, guessable offline */
 #define MEMBERS_SECRET_MAX    4096
 #define MEMBERS_RECORD_MAX    (64u << 10) /* a record holds one certificate and key at most */
-#define MEMBERS_SWEEP_S       60     /* how often a member reads the group's revocations */
+#define MEMBERS_SWEEP_S       60     /* how often a member reads the group's revocations and members */
+#define MEMBERS_ADDRESS_TTL_S (7 * 86400) /* a member not heard of for longer is left out of the agents' lists */
+#define MEMBERS_MAX           8      /* members whose addresses agents are given (PROTO_MAX_MEMBERS) */
 
 struct members {
   bool in_group;
@@ -64,6 +66,14 @@ RPL_MUST_CHECK rpl_err members_publish_agent(const struct members *m, const stru
  * the group has no such agent (or outside a group). */
 RPL_MUST_CHECK rpl_err members_import_agent(const struct members *m, const struct appliance_settings *s,
                                             struct catalog *cat, const uint8_t id[PROTO_ID_SIZE]);
+/* The daemon: this member's address (HOST:PORT, as agents reach it) in the group's records, under
+ * its id (its lease id), with the time. */
+RPL_MUST_CHECK rpl_err members_announce(const struct members *m, const struct appliance_settings *s,
+                                        const char *member_id, const char *address);
+/* The addresses the group's records list (this member's too), those announced within
+ * MEMBERS_ADDRESS_TTL_S, sorted, at most MEMBERS_MAX; records that do not verify are left out. */
+RPL_MUST_CHECK rpl_err members_addresses(const struct members *m, const struct appliance_settings *s,
+                                         char out[MEMBERS_MAX][256], size_t *n);
 /* The daemon's sweep: the group's revocations into the catalog; *revoked_now counts those new here. */
 RPL_MUST_CHECK rpl_err members_sweep(const struct members *m, const struct appliance_settings *s,
                                      struct catalog *cat, unsigned *revoked_now);

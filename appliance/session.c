@@ -942,6 +942,28 @@ static rpl_err send_elsewhere(struct session *s)
 
 /* STORED for each disk whose storage holds more applied cycles than the agent was told: it forgets
  * their blocks (kept for a takeover's REPLAY). Between cycles only: the agent reads it while idle. */
+/* MEMBERS, once per session and after each change: the agent keeps the other members' addresses. */
+static rpl_err send_members(struct session *s)
+{
+  if (!(s->agent_caps & PROTO_CAP_MEMBERS) || s->cycles_open)
+    return RPL_OK;
+  struct proto_members m = {0};
+  char addrs[MEMBERS_MAX][256];
+  pthread_mutex_lock(&s->a->lock);
+  unsigned gen = s->a->members_gen;
+  size_t n = s->a->nmember_addrs;
+  memcpy(addrs, s->a->member_addrs, n * sizeof addrs[0]);
+  pthread_mutex_unlock(&s->a->lock);
+  if (gen == s->members_sent_gen || n == 0)
+    return RPL_OK;
+  s->members_sent_gen = gen;
+  m.count = (uint32_t)n;
+  for (size_t i = 0; i < n; i++)
+    m.address[i] = (struct proto_bytes){(const uint8_t *)addrs[i], (uint32_t)strlen(addrs[i])};
+  rpl_err err = proto_encode_members(&s->out, &m);
+  return err ? err : flush_out(s);
+}
+
 static rpl_err send_stored(struct session *s)
 {
   if (!(s->agent_caps & PROTO_CAP_REPLAY) || s->cycles_open)
@@ -973,7 +995,7 @@ static rpl_err session_loop(struct session *s)
   uint64_t last_rx = rpl_mono_ms(), last_revoke_check = rpl_mono_ms();
   while (!atomic_load(&appliance_stopping)) {
     if ((err = send_unprotect_requests(s)) || (err = orchestrate(s)) || (err = finish_groups(s)) ||
-        (err = send_stored(s)))
+        (err = send_stored(s)) || (err = send_members(s)))
       return err;
     bool rebased = false;
     pthread_mutex_lock(&s->a->lock);

@@ -81,6 +81,7 @@ struct session {
   uint8_t agent[PROTO_ID_SIZE];
   char agent_text[37];
   struct rx_slot slots[MAX_SLOTS];
+  unsigned members_sent_gen;      /* the appliance's members_gen whose MEMBERS this session sent (0: none yet) */
   size_t nslots;
   unsigned cycles_open;
   struct group groups[MAX_GROUPS];

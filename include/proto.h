@@ -63,7 +63,8 @@ enum proto_type {
   PROTO_GROUP_FROZEN = 23,
   PROTO_GROUP_THAW = 24,
   PROTO_STORED = 25,
-  PROTO_TYPE_MAX = PROTO_STORED
+  PROTO_MEMBERS = 26,
+  PROTO_TYPE_MAX = PROTO_MEMBERS
 };
 
 /* PLAIN: the tracker's changed blocks (or, when the agent's tracker requires a resync, a chunk-hash
@@ -130,6 +131,8 @@ const char *proto_consistency_name(uint8_t consistency);
  * answers a REPLAY cycle. Appliance: it sends STORED (so the agent can forget them) and may ask for a
  * REPLAY after taking a disk over. Neither is sent to a peer that did not state it. */
 #define PROTO_CAP_REPLAY     (1ull << 11)
+/* Agent: it takes MEMBERS (the addresses of its appliance group's other members). */
+#define PROTO_CAP_MEMBERS    (1ull << 12)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */
@@ -325,6 +328,15 @@ struct proto_group_frozen {
   struct proto_bytes message;  /* <= PROTO_MAX_STRING; why not, when status is not RPL_OK */
 };
 
+/* MEMBERS (appliance -> agent, only to one that stated PROTO_CAP_MEMBERS): the addresses (HOST:PORT)
+ * of the members of the appliance's group, itself included, as the group's records list them. */
+#define PROTO_MAX_MEMBERS     8
+#define PROTO_MAX_ADDRESS     255
+struct proto_members {
+  uint32_t count;              /* 1..PROTO_MAX_MEMBERS, checked before the addresses are taken */
+  struct proto_bytes address[PROTO_MAX_MEMBERS]; /* 1..PROTO_MAX_ADDRESS bytes each */
+};
+
 /* Appliance -> agent: attempt `attempt` is given up: thaw (nothing is flipped). */
 struct proto_group_thaw {
   uint64_t attempt;            /* >= 1 */
@@ -377,6 +389,7 @@ RPL_MUST_CHECK rpl_err proto_encode_cycle_end(struct proto_buf *out, const struc
 RPL_MUST_CHECK rpl_err proto_encode_ack(struct proto_buf *out, const struct proto_ack *m);
 RPL_MUST_CHECK rpl_err proto_encode_nack(struct proto_buf *out, const struct proto_nack *m);
 RPL_MUST_CHECK rpl_err proto_encode_stored(struct proto_buf *out, const struct proto_stored *m);
+RPL_MUST_CHECK rpl_err proto_encode_members(struct proto_buf *out, const struct proto_members *m);
 RPL_MUST_CHECK rpl_err proto_encode_hashes(struct proto_buf *out, const struct proto_hashes *m);
 RPL_MUST_CHECK rpl_err proto_encode_need(struct proto_buf *out, const struct proto_need *m,
                                          const struct proto_need_range *ranges);
@@ -422,6 +435,7 @@ RPL_MUST_CHECK rpl_err proto_decode_cycle_end(const struct proto_frame *f, struc
 RPL_MUST_CHECK rpl_err proto_decode_ack(const struct proto_frame *f, struct proto_ack *out);
 RPL_MUST_CHECK rpl_err proto_decode_nack(const struct proto_frame *f, struct proto_nack *out);
 RPL_MUST_CHECK rpl_err proto_decode_stored(const struct proto_frame *f, struct proto_stored *out);
+RPL_MUST_CHECK rpl_err proto_decode_members(const struct proto_frame *f, struct proto_members *out);
 RPL_MUST_CHECK rpl_err proto_decode_hashes(const struct proto_frame *f, struct proto_hashes *out);
 RPL_MUST_CHECK rpl_err proto_decode_need(const struct proto_frame *f, struct proto_need *out);
 RPL_MUST_CHECK rpl_err proto_decode_heartbeat(const struct proto_frame *f, struct proto_heartbeat *out);

@@ -306,6 +306,19 @@ static rpl_err unprotect_request_check(const struct proto_unprotect_request *m)
 }
 static rpl_err ack_check(const struct proto_ack *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
 static rpl_err stored_check(const struct proto_stored *m) { return m->cycle == 0 ? RPL_E_PROTO_FIELD : RPL_OK; }
+static rpl_err members_check(const struct proto_members *m)
+{
+  if (m->count == 0 || m->count > PROTO_MAX_MEMBERS)
+    return RPL_E_PROTO_FIELD;
+  for (uint32_t i = 0; i < m->count; i++) {
+    if (m->address[i].len == 0 || m->address[i].len > PROTO_MAX_ADDRESS)
+      return RPL_E_PROTO_FIELD;
+    for (uint32_t j = 0; j < m->address[i].len; j++) /* printable, no blank: HOST:PORT */
+      if (m->address[i].ptr[j] <= 0x20 || m->address[i].ptr[j] >= 0x7f)
+        return RPL_E_PROTO_FIELD;
+  }
+  return RPL_OK;
+}
 static rpl_err nack_check(const struct proto_nack *m)
 {
   return m->message.len > PROTO_MAX_STRING ? RPL_E_PROTO_FIELD : RPL_OK;
@@ -515,6 +528,15 @@ rpl_err proto_encode_stored(struct proto_buf *out, const struct proto_stored *m)
   wr_raw(&w, m->disk_id, PROTO_ID_SIZE);
   wr_u64(&w, m->cycle);
   return wr_end(&w, PROTO_STORED);
+}
+
+rpl_err proto_encode_members(struct proto_buf *out, const struct proto_members *m)
+{
+  ENCODE_BEGIN(members_check);
+  wr_u32(&w, m->count);
+  for (uint32_t i = 0; i < m->count; i++)
+    wr_blob(&w, m->address[i]);
+  return wr_end(&w, PROTO_MEMBERS);
 }
 
 rpl_err proto_encode_nack(struct proto_buf *out, const struct proto_nack *m)
@@ -888,6 +910,19 @@ rpl_err proto_decode_stored(const struct proto_frame *f, struct proto_stored *ou
   DECODE_END(stored_check);
 }
 
+rpl_err proto_decode_members(const struct proto_frame *f, struct proto_members *out)
+{
+  DECODE_BEGIN(PROTO_MEMBERS);
+  out->count = rd_u32(&r);
+  if (r.err)
+    return r.err;
+  if (out->count == 0 || out->count > PROTO_MAX_MEMBERS)
+    return RPL_E_PROTO_FIELD; /* before the addresses are taken */
+  for (uint32_t i = 0; i < out->count; i++)
+    out->address[i] = rd_blob(&r, PROTO_MAX_ADDRESS);
+  DECODE_END(members_check);
+}
+
 rpl_err proto_decode_nack(const struct proto_frame *f, struct proto_nack *out)
 {
   DECODE_BEGIN(PROTO_NACK);
@@ -995,6 +1030,7 @@ rpl_err proto_validate(const struct proto_frame *f)
     struct proto_group_frozen gfrozen;
     struct proto_group_thaw gthaw;
     struct proto_stored stored;
+    struct proto_members members;
   } m;
   switch (f->type) {
   case PROTO_HELLO: return proto_decode_hello(f, &m.hello);
@@ -1022,6 +1058,7 @@ rpl_err proto_validate(const struct proto_frame *f)
   case PROTO_GROUP_FROZEN: return proto_decode_group_frozen(f, &m.gfrozen);
   case PROTO_GROUP_THAW: return proto_decode_group_thaw(f, &m.gthaw);
   case PROTO_STORED: return proto_decode_stored(f, &m.stored);
+  case PROTO_MEMBERS: return proto_decode_members(f, &m.members);
   default: return RPL_E_PROTO_TYPE;
   }
 }
@@ -1038,6 +1075,7 @@ const char *proto_type_name(uint8_t type)
     [PROTO_UNPROTECT] = "UNPROTECT", [PROTO_UNPROTECT_REQUEST] = "UNPROTECT_REQUEST",
     [PROTO_GROUP_POINT_REQUEST] = "GROUP_POINT_REQUEST", [PROTO_GROUP_FREEZE] = "GROUP_FREEZE",
     [PROTO_GROUP_FROZEN] = "GROUP_FROZEN", [PROTO_GROUP_THAW] = "GROUP_THAW", [PROTO_STORED] = "STORED",
+    [PROTO_MEMBERS] = "MEMBERS",
   };
   return type >= 1 && type <= PROTO_TYPE_MAX ? names[type] : "UNKNOWN";
 }

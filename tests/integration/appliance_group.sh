@@ -2,8 +2,8 @@
 # appliance_group.sh - Description: an appliance group on Azurite (15 s leases): A makes it with a
 # secret file, B joins it (same authority); what is refused says why (a second group, a wrong or
 # world-readable secret, --join without one, file: storage, a state directory with an authority of
-# its own). Three agents, each registered once with A and told of B (--member), protect a loop disk
-# each under a writer; after kill -9 of A they move to B by themselves, B accepts them from the
+# its own). Three agents, each registered once with A, two told of B (--member), the third learning
+# B's address from A (MEMBERS), protect a loop disk each under a writer; after kill -9 of A they move to B by themselves, B accepts them from the
 # group's records (no new registration), takes the disks over when A's leases expire and the agents
 # replay what the blobs miss (no resync: nothing compared, nothing read back); a final point of each
 # disk through B restores byte-identical. A restarted, an agent is sent to A first: A cannot take the
@@ -98,9 +98,11 @@ declare -a AG_PID DEV ID AGENT WR
 for i in 1 2 3; do
   [ "$i" = 1 ] || { init_member "$RT/app" > /dev/null || fail "a new key from A failed: $(cat "$RT/app.init")"; RPL_KEY=$(tail -n 1 "$RT/app.init"); }
   (umask 077 && printf '%s\n' "$RPL_KEY" > "$RT/regkey$i")
-  ag "$i" register --appliance "127.0.0.1:$RPL_PORT" --member "127.0.0.1:$PORT_B" --key-file "$RT/regkey$i" \
+  member=(--member "127.0.0.1:$PORT_B")
+  [ "$i" = 3 ] && member=() # agent 3 learns B's address from A (MEMBERS)
+  ag "$i" register --appliance "127.0.0.1:$RPL_PORT" "${member[@]}" --key-file "$RT/regkey$i" \
     > "$RT/register$i.out" || fail "agent $i: register failed"
-  grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent$i/agent.conf" || fail "agent $i did not keep B's address"
+  [ "$i" = 3 ] || grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent$i/agent.conf" || fail "agent $i did not keep B's address"
   AGENT[$i]=$(sed -n 's/^agent_id=//p' "$RT/agent$i/agent.conf")
   ag_start "$i"
   rpl_loop d 48M zero
@@ -121,6 +123,7 @@ ds = json.load(sys.stdin)["disks"]
 sys.exit(0 if len(ds) == 3 and all(d["last_applied_cycle"] >= 2 for d in ds) else 1)'
 }
 wait_until -i 0.2 60 "A applies a cycle after each initial sync" stored_all
+wait_until -i 0.2 30 "agent 3 learns B's address from A" grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent3/agent.conf"
 
 say "kill -9 of A: the agents move to B by themselves; B takes the disks over when A's leases expire"
 kill -9 "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null

@@ -220,6 +220,30 @@ static void test_roundtrip_ack_nack_hb_error(void **state)
   assert_int_equal(proto_encode_stored(&b, &st), RPL_E_PROTO_FIELD);
 
   proto_buf_reset(&b);
+  struct proto_members mb = {.count = 2, .address = {BYTES("10.0.0.5:9443"), BYTES("[fd00::6]:9443")}};
+  assert_int_equal(proto_encode_members(&b, &mb), RPL_OK);
+  f = parse_one(&b);
+  struct proto_members mb2;
+  assert_int_equal(proto_decode_members(&f, &mb2), RPL_OK);
+  assert_int_equal(mb2.count, 2);
+  assert_int_equal(mb2.address[1].len, strlen("[fd00::6]:9443"));
+  assert_memory_equal(mb2.address[1].ptr, "[fd00::6]:9443", mb2.address[1].len);
+  mb.count = 0;
+  assert_int_equal(proto_encode_members(&b, &mb), RPL_E_PROTO_FIELD);
+  mb.count = PROTO_MAX_MEMBERS + 1;
+  assert_int_equal(proto_encode_members(&b, &mb), RPL_E_PROTO_FIELD);
+  mb = (struct proto_members){.count = 1, .address = {BYTES("host name:1")}};
+  assert_int_equal(proto_encode_members(&b, &mb), RPL_E_PROTO_FIELD); /* a blank is no address */
+  /* A count past the limit is refused before any address is read. */
+  proto_buf_reset(&b);
+  mb = (struct proto_members){.count = 1, .address = {BYTES("a:1")}};
+  assert_int_equal(proto_encode_members(&b, &mb), RPL_OK);
+  b.data[PROTO_HEADER_SIZE + 3] = PROTO_MAX_MEMBERS + 1; /* big-endian u32 count */
+  reseal(b.data, b.len);
+  f = parse_one(&b);
+  assert_int_equal(proto_decode_members(&f, &mb2), RPL_E_PROTO_FIELD);
+
+  proto_buf_reset(&b);
   struct proto_nack n = {.cycle = 77, .reason = RPL_E_CHECKSUM, .message = BYTES("extent 3 hash mismatch")};
   assert_int_equal(proto_encode_nack(&b, &n), RPL_OK);
   f = parse_one(&b);
