@@ -87,10 +87,10 @@ static void note_sent(struct cycle_send *cs, const struct cbt_extent *x, size_t 
     return;
   if (!cs->sent && (cs->sent = malloc(sizeof *cs->sent)))
     cbt_extents_init(cs->sent, RETAIN_EXTENTS_MAX, 0);
-  for (size_t i = 0; cs->sent && i < n; i++)
-    if (cbt_extents_add(cs->sent, x[i].offset, x[i].length))
-      break;
-  if (!cs->sent || (n && cs->sent->count == 0) || cs->sent->count >= RETAIN_EXTENTS_MAX) {
+  bool failed = !cs->sent;
+  for (size_t i = 0; !failed && i < n; i++) /* in any order: a point's second read goes back */
+    failed = retain_append(cs->sent, x[i].offset, x[i].length) != RPL_OK;
+  if (failed) {
     cs->sent_incomplete = true;
     cycle_send_release(cs);
   }

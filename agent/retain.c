@@ -4,6 +4,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+rpl_err retain_append(struct cbt_extents *set, uint64_t offset, uint64_t length)
+{
+  if (!length)
+    return RPL_OK;
+  if (set->count >= set->limit)
+    return RPL_E_LIMIT;
+  if (set->count == set->capacity) {
+    size_t cap = set->capacity ? set->capacity * 2 : 64;
+    if (cap > set->limit)
+      cap = set->limit;
+    struct cbt_extent *items = realloc(set->items, cap * sizeof *items);
+    if (!items)
+      return RPL_E_NOMEM;
+    set->items = items;
+    set->capacity = cap;
+  }
+  set->items[set->count++] = (struct cbt_extent){offset, length};
+  return RPL_OK;
+}
+
+static int by_offset(const void *x, const void *y)
+{
+  const struct cbt_extent *a = x, *b = y;
+  return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
+void retain_normalize(struct cbt_extents *set)
+{
+  if (set->count < 2)
+    return;
+  qsort(set->items, set->count, sizeof set->items[0], by_offset);
+  size_t out = 0;
+  for (size_t i = 1; i < set->count; i++) {
+    struct cbt_extent *last = &set->items[out], *e = &set->items[i];
+    uint64_t last_end = last->offset + last->length;
+    if (e->offset <= last_end) {
+      if (e->offset + e->length > last_end)
+        last->length = e->offset + e->length - last->offset;
+    } else {
+      set->items[++out] = *e;
+    }
+  }
+  set->count = out + 1;
+}
+
 static void drop_at(struct retain *r, size_t i)
 {
   r->extents -= r->c[i].set.count;
@@ -56,12 +101,13 @@ void retain_acked(struct retain *r, uint64_t n, const struct cbt_extents *sent, 
   k->cycle = n;
   cbt_extents_init(&k->set, RETAIN_EXTENTS_MAX, 0);
   for (size_t i = 0; i < sent->count; i++) {
-    if (cbt_extents_add(&k->set, sent->items[i].offset, sent->items[i].length)) {
+    if (retain_append(&k->set, sent->items[i].offset, sent->items[i].length)) {
       cbt_extents_free(&k->set);
       raise_known(r, n);
       return;
     }
   }
+  retain_normalize(&k->set);
   r->extents += k->set.count;
   r->n++;
 }
@@ -83,10 +129,11 @@ rpl_err retain_after(const struct retain *r, uint64_t base, struct cbt_extents *
     if (r->c[i].cycle <= base)
       continue;
     for (size_t j = 0; j < r->c[i].set.count; j++) {
-      rpl_err e = cbt_extents_add(out, r->c[i].set.items[j].offset, r->c[i].set.items[j].length);
+      rpl_err e = retain_append(out, r->c[i].set.items[j].offset, r->c[i].set.items[j].length);
       if (e)
         return e;
     }
   }
+  retain_normalize(out);
   return RPL_OK;
 }

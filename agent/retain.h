@@ -44,7 +44,13 @@ void retain_acked(struct retain *r, uint64_t n, const struct cbt_extents *sent, 
 void retain_stored(struct retain *r, uint64_t n);
 /* Whether a replay from base (the storage holds the disk up to cycle base) can be answered. */
 bool retain_complete(const struct retain *r, uint64_t base);
-/* The blocks of every kept cycle after base, added to out (which the caller owns). */
+/* The blocks of every kept cycle after base, added to out (which the caller owns), which is then
+ * sorted with overlapping and adjacent extents joined (what cbt_merge takes). */
 RPL_MUST_CHECK rpl_err retain_after(const struct retain *r, uint64_t base, struct cbt_extents *out);
+/* Appends an extent in any order (cbt_extents_add wants them ascending): RPL_E_LIMIT past the
+ * set's limit, RPL_E_NOMEM. */
+RPL_MUST_CHECK rpl_err retain_append(struct cbt_extents *set, uint64_t offset, uint64_t length);
+/* Sorts the set by offset and joins overlapping and adjacent extents. */
+void retain_normalize(struct cbt_extents *set);
 
 #endif

@@ -392,8 +392,11 @@ static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
   if (!err)
     log_notice("%s: replaying for the appliance that took the disk over at cycle %" PRIu64 ": %zu extent(s), %" PRIu64
                " bytes of the cycles it misses, with what changed since", dev, n - 1, set.count, cbt_extents_bytes(&set));
+  else
+    log_warn("%s: the kept blocks cannot be replayed (%s): the appliance resyncs the disk instead", dev,
+             rpl_strerror(err));
   cbt_extents_free(&set);
-  return err == RPL_E_LIMIT ? RPL_E_REPLAY_INCOMPLETE : err;
+  return err ? RPL_E_REPLAY_INCOMPLETE : RPL_OK; /* never a session ended for good: a resync still works */
 }
 
 static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const struct proto_frame *f)

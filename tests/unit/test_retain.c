@@ -87,12 +87,39 @@ static void test_incomplete_cycle(void **state)
   retain_free(&r);
 }
 
+/* Extents in any order, overlapping across cycles: the replay's set is sorted and joined. */
+static void test_unordered_and_overlapping(void **state)
+{
+  (void)state;
+  struct retain r = {0};
+  struct cbt_extents a, b;
+  cbt_extents_init(&a, 16, 0);
+  cbt_extents_init(&b, 16, 0);
+  assert_int_equal(retain_append(&a, 65536, 4096), RPL_OK);
+  assert_int_equal(retain_append(&a, 0, 8192), RPL_OK);     /* a point's second read: lower offset */
+  assert_int_equal(retain_append(&b, 4096, 8192), RPL_OK);  /* overlaps a's first extent */
+  assert_int_equal(retain_append(&b, 69632, 4096), RPL_OK); /* adjacent to a's 65536 + 4096 */
+  retain_acked(&r, 1, &a, false);
+  retain_acked(&r, 2, &b, false);
+  struct cbt_extents out;
+  cbt_extents_init(&out, 16, 0);
+  assert_int_equal(retain_after(&r, 0, &out), RPL_OK);
+  assert_int_equal(out.count, 2);
+  assert_true(out.items[0].offset == 0 && out.items[0].length == 12288);
+  assert_true(out.items[1].offset == 65536 && out.items[1].length == 8192);
+  cbt_extents_free(&out);
+  cbt_extents_free(&a);
+  cbt_extents_free(&b);
+  retain_free(&r);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_known_from_first_ack),
     cmocka_unit_test(test_renumbered_after_takeover),
     cmocka_unit_test(test_incomplete_cycle),
+    cmocka_unit_test(test_unordered_and_overlapping),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
