@@ -523,7 +523,10 @@ rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, ui
       err = ack;
   }
   /* Until the appliance says its storage holds them: a takeover may ask for them again. */
-  retain_acked(&a->rt[cs->disk].retain, cs->cycle, cs->sent, cs->sent_incomplete);
+  if (a->peer_replay)
+    retain_acked(&a->rt[cs->disk].retain, cs->cycle, cs->sent, cs->sent_incomplete);
+  else
+    retain_free(&a->rt[cs->disk].retain); /* an appliance that never says what is stored asks for no replay */
   cycle_send_release(cs);
   struct cbt_status s;
   bool resync = cbt_status_get(a->cbt, dev, &s) == RPL_OK && s.resync_required;

@@ -135,6 +135,7 @@ struct agent {
   bool peer_unprotect;        /* the appliance's HELLO stated PROTO_CAP_UNPROTECT */
   bool peer_unprotect_delete; /* ... and PROTO_CAP_UNPROTECT_DELETE */
   bool peer_group_point;      /* the appliance's HELLO stated PROTO_CAP_GROUP_POINT */
+  bool peer_replay;           /* ... PROTO_CAP_REPLAY: it says what is stored, so blocks are kept until then */
   struct held_freeze held;    /* a consistency group's freeze (group_freeze.c) */
   unsigned test_holds;        /* GROUP_FREEZE answers delayed so far by RPL_TEST_GROUP_HOLD */
   struct conn *conn;

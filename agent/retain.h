@@ -10,9 +10,10 @@
 #include "cbt.h"
 #include "rpl_error.h"
 
-/* Extents kept for all of a disk's unstored cycles: 16 bytes each, 16 MiB at most per disk. Past it
- * the oldest cycles are forgotten, and a replay from before them is refused (a resync instead). */
-#define RETAIN_EXTENTS_MAX ((uint64_t)1 << 20)
+/* Extents kept for all of a disk's unstored cycles: 16 bytes each, 4 MiB at most per disk (a backlog
+ * of 1 GiB in random 4 KiB writes). Past it the oldest cycles are forgotten, and a replay from
+ * before them is refused (a resync instead). */
+#define RETAIN_EXTENTS_MAX ((uint64_t)1 << 18)
 
 struct retained_cycle {
   uint64_t cycle;

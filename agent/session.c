@@ -236,6 +236,7 @@ static rpl_err handshake(struct agent *a)
   a->peer_unprotect = (peer.capabilities & PROTO_CAP_UNPROTECT) != 0;
   a->peer_unprotect_delete = (peer.capabilities & PROTO_CAP_UNPROTECT_DELETE) != 0;
   a->peer_group_point = (peer.capabilities & PROTO_CAP_GROUP_POINT) != 0;
+  a->peer_replay = (peer.capabilities & PROTO_CAP_REPLAY) != 0;
   if (a->peer_renew && renewing)
     return renewal_run(a);
   return RPL_OK;
