@@ -96,10 +96,12 @@ PY
 }
 read -r before _ < <(last_resync)
 run_phase resync
-resync_after() { read -r n raw < <(last_resync); [ "$n" -gt "$1" ]; }
+# (into resync_n and resync_raw: a plain n would be wait_until's own loop count, which it calls this in)
+resync_after() { read -r resync_n resync_raw < <(last_resync); [ "$resync_n" -gt "$1" ]; }
 wait_until -i 0.2 120 "" resync_after "$before" \
-  || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
-[ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
+  || fail "no resync cycle in 120 s after the page asked for one (last: cycle $resync_n)"
+[ "$resync_raw" -eq "$(blockdev --getsize64 "$dev")" ] \
+  || fail "the resync cycle $resync_n carried $resync_raw bytes, not the whole disk"
 
 say "browser: the page's Unprotect (a wrong id typed deletes nothing; cancelled: the replica is kept)"
 run_phase unprotect > "$RT/unprotect.json"
