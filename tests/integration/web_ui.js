@@ -1,51 +1,42 @@
-// web_ui.js - the headless Chromium driver of tests/integration/web_ui.sh: drives the configuration
-// manager page one phase at a time (the shell runs the agent between phases); the login session is
-// carried across phases in a Playwright storage-state file. Exit status 0 = the phase's assertions held.
+// web_ui.js - the headless Chromium driver of tests/integration/web_ui.sh: one Chromium for the whole
+// test, with one browser context (the login session) that every phase shares. It serves the phases
+// over HTTP on a Unix socket (argv[2]), one at a time as the shell asks (the shell runs the agent
+// between phases): GET /PHASE?NAME=value... sets those environment variables, drives the
+// configuration manager page in a new tab and answers 200 with the phase's JSON (or nothing), or
+// 500 with "FAIL: why". GET /quit closes the browser and exits; so does SIGTERM/SIGINT/SIGHUP (the
+// shell's trap); whatever else ends the driver, Playwright's exit handler kills Chromium's processes.
 'use strict';
 const fs = require('fs');
+const http = require('http');
 const path = require('path');
 
 const PW = process.env.PW_DIR;
 const { chromium } = require(path.join(PW, 'node_modules', 'playwright-core'));
 const BASE = process.env.WEB_URL;          // https://127.0.0.1:PORT
-const STATE = process.env.PW_STATE;        // storage state (cookies) between phases
 const SHOTS = process.env.SHOT_DIR;
 const T = 60000;                            // deadline of each wait (polls, never fixed sleeps)
 
-function fail(msg) { console.error('FAIL: ' + msg); process.exit(1); }
+// A phase's assertion that did not hold: the phase ends, and the shell fails the test with this.
+class Failure extends Error {}
+function fail(msg) { throw new Failure(msg); }
+
+let context;            // the one browser context: its cookies carry the login session across phases
+const offLoopback = []; // requests refused for going beyond loopback (any is a failure)
 
 async function withPage(fn) {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-  const offLoopback = [];
+  const page = await context.newPage();
   try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true, // the appliance's own certificate; the shell checks it is the one served
-      storageState: fs.existsSync(STATE) ? STATE : undefined,
-      viewport: { width: 1400, height: 900 },
-    });
-    // Nothing may be fetched from beyond loopback: anything else is refused and recorded.
-    await context.route('**/*', (route) => {
-      const u = new URL(route.request().url());
-      if (u.hostname === '127.0.0.1' || u.protocol === 'data:') return route.continue();
-      offLoopback.push(u.href);
-      return route.abort();
-    });
-    const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
     // page shows as its message); anything else on the console is a script error.
     page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) errors.push(m.text()); });
-    await fn(page);
-    await context.storageState({ path: STATE });
+    const out = await fn(page);
     if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
     if (errors.length) fail('script errors on the page: ' + errors.join(' | '));
+    return out;
   } finally {
-    await browser.close();
+    await page.close(); // the tab's own refresh stops with it while the shell works
   }
 }
 
@@ -201,7 +192,7 @@ const phases = {
   // Log in with the one-time link, set a password, check prerequisites, a wrong proxy, a new key.
   async setup() {
     const password = process.env.ADMIN_PASSWORD;
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(process.env.LOGIN_URL);
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       if (page.url().includes('token=')) fail('the login token stays in the address bar');
@@ -255,7 +246,7 @@ const phases = {
   // The registered agent is listed with a heartbeat; the disk shows state, RPO and its last point.
   async disk() {
     const want = process.env.EXPECT_POINT || '';
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       await tab(page, 'registration');
@@ -296,15 +287,15 @@ const phases = {
           fail('restore command: ' + text);
         await shot(page, '5-recovery-points');
       }
-      console.log(JSON.stringify({ rpo, last_point: lp, state, chart_rpo: seen.rpo.latest, chart_target: seen.rpo.target,
-        rpo_ticks: seen.rpo.yticks, time_ticks: seen.rpo.xticks, point_marks: seen.rpo.points }));
+      return { rpo, last_point: lp, state, chart_rpo: seen.rpo.latest, chart_target: seen.rpo.target,
+        rpo_ticks: seen.rpo.yticks, time_ticks: seen.rpo.xticks, point_marks: seen.rpo.points };
     });
   },
 
   // The page's own Checkpoint button: a new point appears (asked for by the appliance, not the agent).
   async checkpoint() {
     const old = process.env.EXPECT_POINT;
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       await tab(page, 'replication');
@@ -318,13 +309,13 @@ const phases = {
         return lp && lp.startsWith('rp-') && !lp.startsWith(o + ' ');
       }, [sel, old], { timeout: T });
       await shot(page, '6-checkpoint-from-page');
-      console.log(JSON.stringify({ last_point: await page.textContent(sel + ' .last-point') }));
+      return { last_point: await page.textContent(sel + ' .last-point') };
     });
   },
 
   // The page's Resync button (accepting the confirmation): the shell checks the resync ran.
   async resync() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       page.on('dialog', (d) => d.accept());
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
@@ -340,7 +331,7 @@ const phases = {
   // happens, the page says so), then again with the prompt cancelled (the replica is kept): the row
   // shows the disk unprotected, without the button. The shell checks the agent and the appliance.
   async unprotect() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       const seen = [];
       let answer = 'not-the-disk-id';
       page.on('dialog', async (d) => {
@@ -372,13 +363,13 @@ const phases = {
           ![...r.querySelectorAll('button')].some((b) => b.textContent === 'Unprotect' || !b.disabled);
       }, sel, { timeout: T });
       await shot(page, '7-unprotected-from-page');
-      console.log(JSON.stringify({ dialogs: seen.length, message: msg }));
+      return { dialogs: seen.length, message: msg };
     });
   },
 
   // Revoke the agent on the registration view (accepting the confirmation).
   async revoke() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       page.on('dialog', (d) => d.accept());
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
@@ -394,6 +385,65 @@ const phases = {
   },
 };
 
-const phase = phases[process.argv[2]];
-if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|resync|unprotect|revoke');
-phase().catch((e) => fail(e.stack || String(e)));
+async function main() {
+  const socket = process.argv[2];
+  if (!socket) { console.error('usage: web_ui.js SOCKET'); process.exit(2); }
+  // The shell's trap stops the driver with SIGTERM: Chromium closed (or, if that takes over 5 s or it
+  // is not up yet, killed with its process group by Playwright's exit handler), then exit.
+  let browser = null;
+  let quitting = false;
+  for (const [sig, n] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1]]) {
+    process.on(sig, () => {
+      quitting = true;
+      setTimeout(() => process.exit(128 + n), 5000);
+      if (browser) browser.close().catch(() => {}).finally(() => process.exit(128 + n));
+      else process.exit(128 + n);
+    });
+  }
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
+  });
+  context = await browser.newContext({
+    ignoreHTTPSErrors: true, // the appliance's own certificate; the shell checks it is the one served
+    viewport: { width: 1400, height: 900 },
+  });
+  // Nothing may be fetched from beyond loopback: anything else is refused and recorded.
+  await context.route('**/*', (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname === '127.0.0.1' || u.protocol === 'data:') return route.continue();
+    offLoopback.push(u.href);
+    return route.abort();
+  });
+  browser.on('disconnected', () => { if (!quitting) { console.error('FAIL: Chromium went away'); process.exit(1); } });
+
+  let busy = false;
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://driver');
+    const name = url.pathname.slice(1);
+    const answer = (code, body) => new Promise((r) => res.writeHead(code, { 'Content-Type': 'text/plain' }).end(body, r));
+    if (name === 'quit') {
+      quitting = true;
+      await browser.close();
+      await answer(200, '');
+      process.exit(0);
+    }
+    if (!Object.hasOwn(phases, name)) return answer(404, 'FAIL: usage: /setup|disk|checkpoint|resync|unprotect|revoke|quit');
+    if (busy) return answer(409, 'FAIL: another phase is running');
+    busy = true;
+    try {
+      for (const [k, v] of url.searchParams) process.env[k] = v;
+      const out = await phases[name]();
+      await answer(200, out === undefined ? '' : JSON.stringify(out) + '\n');
+    } catch (e) {
+      await answer(500, 'FAIL: ' + (e instanceof Failure ? e.message : e.stack || String(e)) + '\n');
+    } finally {
+      busy = false;
+    }
+  });
+  await new Promise((resolve, reject) => server.once('error', reject).listen(socket, resolve));
+}
+
+main().catch((e) => { console.error('FAIL: ' + (e.stack || String(e))); process.exit(1); });
