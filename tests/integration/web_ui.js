@@ -1,8 +1,8 @@
 // web_ui.js - the headless Chromium driver of tests/integration/web_ui.sh: one Chromium for the whole
-// test, with one browser context (the login session) that every phase shares. It serves the phases
-// over HTTP on a Unix socket (argv[2]), one at a time as the shell asks (the shell runs the agent
-// between phases): GET /PHASE?NAME=value... sets those environment variables, drives the
-// configuration manager page in a new tab and answers 200 with the phase's JSON (or nothing), or
+// test, with one browser context (the login session) and one tab that every phase loads the page in
+// afresh. It serves the phases over HTTP on a Unix socket (argv[2]), one at a time as the shell asks
+// (the shell runs the agent between phases): GET /PHASE?NAME=value... sets those environment
+// variables, drives the configuration manager page and answers 200 with the phase's JSON (or nothing), or
 // 500 with "FAIL: why". GET /quit closes the browser and exits; so does SIGTERM/SIGINT/SIGHUP (the
 // shell's trap); whatever else ends the driver, Playwright's exit handler kills Chromium's processes.
 'use strict';
@@ -20,24 +20,21 @@ const T = 60000;                            // deadline of each wait (polls, nev
 class Failure extends Error {}
 function fail(msg) { throw new Failure(msg); }
 
-let context;            // the one browser context: its cookies carry the login session across phases
+let page;               // the one tab: each phase loads the page afresh in it
 const offLoopback = []; // requests refused for going beyond loopback (any is a failure)
+const pageErrors = [];  // the current phase's script errors
 
 async function withPage(fn) {
-  const page = await context.newPage();
-  try {
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
-    // page shows as its message); anything else on the console is a script error.
-    page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) errors.push(m.text()); });
-    const out = await fn(page);
-    if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
-    if (errors.length) fail('script errors on the page: ' + errors.join(' | '));
-    return out;
-  } finally {
-    await page.close(); // the tab's own refresh stops with it while the shell works
-  }
+  pageErrors.length = 0;
+  // A failure ends the test: the tab is then left as it is.
+  const out = await fn(page);
+  if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
+  if (pageErrors.length) fail('script errors on the page: ' + pageErrors.join(' | '));
+  // The phase's dialog answers go with it; leaving the page stops its own refresh while the shell
+  // works, and makes the next phase's goto a full load.
+  for (const l of page.listeners('dialog')) page.off('dialog', l);
+  await page.goto('about:blank');
+  return out;
 }
 
 async function shot(page, name) {
@@ -406,7 +403,8 @@ async function main() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
     handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
   });
-  context = await browser.newContext({
+  // One context: its cookies carry the login session across phases.
+  const context = await browser.newContext({
     ignoreHTTPSErrors: true, // the appliance's own certificate; the shell checks it is the one served
     viewport: { width: 1400, height: 900 },
   });
@@ -417,6 +415,11 @@ async function main() {
     offLoopback.push(u.href);
     return route.abort();
   });
+  page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
+  // page shows as its message); anything else on the console is a script error.
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) pageErrors.push(m.text()); });
   browser.on('disconnected', () => { if (!quitting) { console.error('FAIL: Chromium went away'); process.exit(1); } });
 
   let busy = false;
