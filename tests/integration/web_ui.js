@@ -15,6 +15,9 @@ const { chromium } = require(path.join(PW, 'node_modules', 'playwright-core'));
 const BASE = process.env.WEB_URL;          // https://127.0.0.1:PORT
 const SHOTS = process.env.SHOT_DIR;
 const T = 60000;                            // deadline of each wait (polls, never fixed sleeps)
+// The waits for a condition on the page poll it every 100 ms: by default they would evaluate it on
+// every animation frame, keeping the renderer drawing 60 frames a second for as long as they wait.
+const POLL = { timeout: T, polling: 100 };
 
 // A phase's assertion that did not hold: the phase ends, and the shell fails the test with this.
 class Failure extends Error {}
@@ -103,7 +106,7 @@ async function checkCharts(page, disk, want) {
   const units = { rpo: /^\d+(\.\d+)? (s|min|h)$/, churn: /^\d+(\.\d+)? (B|KiB|MiB|GiB)\/s$/, backlog: /^\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)$/ };
   if (want) {
     await page.waitForFunction(([s, w]) => [...document.querySelectorAll(s + ' svg.chart[data-metric="rpo"] line.point-mark')]
-      .some((m) => m.dataset.point === w), [`#disks tr[data-charts-of="${disk}"]`, want], { timeout: T })
+      .some((m) => m.dataset.point === w), [`#disks tr[data-charts-of="${disk}"]`, want], POLL)
       .catch(() => fail(`the page marks no point ${want} on the RPO lag chart`));
   }
   const deadline = Date.now() + T;
@@ -142,7 +145,7 @@ async function checkCharts(page, disk, want) {
 // the test button says so), and thresholds saved through the form come back canonical.
 async function checkAlerts(page) {
   await page.waitForFunction(() => document.querySelector('#alerts-thresholds').value ===
-    'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, { timeout: T });
+    'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, POLL);
   const none = await page.textContent('#webhooks tbody');
   if (!none.startsWith('No webhook')) fail('webhooks table without a webhook: ' + none);
   // No consistency group was created: the groups table says how to make one.
@@ -150,17 +153,17 @@ async function checkAlerts(page) {
   if (!groups.startsWith('No consistency groups')) fail('groups table without a group: ' + groups);
   await page.click('#alerts-test');
   await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('no webhook is configured'),
-    null, { timeout: T });
+    null, POLL);
   await page.fill('#alerts-thresholds', 'cache=90,point-age=2h');
   await page.click('#alerts-save');
   await page.waitForFunction(() => document.querySelector('#message').textContent ===
-    'Alert thresholds: rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90.', null, { timeout: T });
+    'Alert thresholds: rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90.', null, POLL);
   const shown = await page.inputValue('#alerts-thresholds');
   if (shown !== 'rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90') fail('thresholds after save: ' + shown);
   await page.fill('#alerts-thresholds', 'cache=500');
   await page.click('#alerts-save');
   await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('percentage from 1 to 100'),
-    null, { timeout: T });
+    null, POLL);
   await shot(page, '4-alerts');
 }
 
@@ -213,10 +216,10 @@ const phases = {
       await page.waitForFunction(() => {
         const r = document.querySelector('#checks tr[data-check="TCP reach"] td:nth-child(2)');
         return r && r.textContent === 'FAIL';
-      }, null, { timeout: T });
+      }, null, POLL);
       c = await checks(page);
       if (!/proxy/.test(c['TCP reach'][1])) fail('the proxy FAIL has no remedy: ' + JSON.stringify(c['TCP reach']));
-      await page.waitForFunction(() => document.querySelector('#proxy-password').placeholder.startsWith('set'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#proxy-password').placeholder.startsWith('set'), null, POLL);
       if (await page.inputValue('#proxy-password') !== '') fail('the proxy password came back into the form');
       await shot(page, '2-wrong-proxy-fail');
       // Back to a direct connection: PASS again.
@@ -226,15 +229,15 @@ const phases = {
       await page.waitForFunction(() => {
         const r = [...document.querySelectorAll('#checks tbody tr td:nth-child(2)')];
         return r.length >= 5 && r.every((x) => x.textContent === 'PASS');
-      }, null, { timeout: T });
+      }, null, POLL);
 
       // Registration: init's key is never shown again; regenerate shows a new one, once, which is
       // what the agent registers with.
       await tab(page, 'registration');
-      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('issued, not shown'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('issued, not shown'), null, POLL);
       await page.click('#regenerate-key');
       await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('rk1-') &&
-        document.querySelector('#regkey-note').textContent.startsWith('Shown only now'), null, { timeout: T });
+        document.querySelector('#regkey-note').textContent.startsWith('Shown only now'), null, POLL);
       await shot(page, '3-registration-key');
       fs.writeFileSync(process.env.KEY_FILE, await page.textContent('#regkey'));
     });
@@ -248,12 +251,12 @@ const phases = {
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       await tab(page, 'registration');
       await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr td:nth-child(2)')]
-        .some((td) => td.textContent === h), process.env.AGENT_HOST, { timeout: T });
+        .some((td) => td.textContent === h), process.env.AGENT_HOST, POLL);
       // the connected agent's boot readiness for Azure, as it reported it
       await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr')]
         .some((tr) => tr.children[1].textContent === h &&
           /^(ready|NOT READY), generation (1|2|unknown): \d+ failed, \d+ warnings of \d+ checks/.test(tr.querySelector('.readiness').textContent)),
-        process.env.AGENT_HOST, { timeout: T });
+        process.env.AGENT_HOST, POLL);
       await tab(page, 'replication');
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForFunction(([s, w]) => {
@@ -261,14 +264,14 @@ const phases = {
         if (!r) return false;
         const lp = r.querySelector('.last-point').textContent;
         return (w ? lp.startsWith(w + ' ') : lp === 'none') && /^\d+ s$/.test(r.querySelector('.rpo').textContent);
-      }, [sel, want], { timeout: T });
+      }, [sel, want], POLL);
       const rpo = await page.textContent(sel + ' .rpo');
       const lp = await page.textContent(sel + ' .last-point');
       const state = await page.textContent(sel + ' .state');
       if (!state.startsWith('protected')) fail('disk state: ' + state);
       // The last hour's charts have lines once the sampler has two samples.
       const charts = `#disks tr[data-charts-of="${process.env.DISK_ID}"]`;
-      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.chart polyline').length === 3, charts, { timeout: T });
+      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.chart polyline').length === 3, charts, POLL);
       if (!(await page.evaluate(([r, c]) => document.querySelector(r).nextElementSibling === document.querySelector(c), [sel, charts])))
         fail('the disk\'s charts are not on the row under it');
       const seen = await checkCharts(page, process.env.DISK_ID, want);
@@ -299,12 +302,12 @@ const phases = {
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Checkpoint"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Checkpoint")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('checkpoint requested'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('checkpoint requested'), null, POLL);
       await page.waitForFunction(([s, o]) => {
         const r = document.querySelector(s);
         const lp = r && r.querySelector('.last-point').textContent;
         return lp && lp.startsWith('rp-') && !lp.startsWith(o + ' ');
-      }, [sel, old], { timeout: T });
+      }, [sel, old], POLL);
       await shot(page, '6-checkpoint-from-page');
       return { last_point: await page.textContent(sel + ' .last-point') };
     });
@@ -320,7 +323,7 @@ const phases = {
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Resync"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Resync")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('resync requested'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('resync requested'), null, POLL);
     });
   },
 
@@ -343,14 +346,14 @@ const phases = {
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Unprotect"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Unprotect")');
-      await page.waitForFunction(() => document.querySelector('#app-error').textContent.startsWith('The id typed is not'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#app-error').textContent.startsWith('The id typed is not'), null, POLL);
       if ((await page.textContent('#message')).startsWith('unprotect asked')) fail('a wrong id typed still unprotected the disk');
       if (seen.length !== 2 || !seen[0].startsWith('confirm: Stop protecting ') || !seen[0].endsWith('Its replica and points are kept.') ||
           !seen[1].startsWith('prompt: ') || !seen[1].includes(process.env.DISK_ID))
         fail('the dialogs were: ' + JSON.stringify(seen));
       answer = null;
       await page.click(sel + ' button:has-text("Unprotect")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('unprotect asked'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('unprotect asked'), null, POLL);
       const msg = await page.textContent('#message');
       if (await page.textContent('#app-error')) fail('the earlier refusal still shows: ' + await page.textContent('#app-error'));
       if (!msg.includes('kept')) fail('the answer does not say the replica is kept: ' + msg);
@@ -358,7 +361,7 @@ const phases = {
         const r = document.querySelector(s);
         return r && r.querySelector('.state').textContent.startsWith('unprotected') &&
           ![...r.querySelectorAll('button')].some((b) => b.textContent === 'Unprotect' || !b.disabled);
-      }, sel, { timeout: T });
+      }, sel, POLL);
       await shot(page, '7-unprotected-from-page');
       return { dialogs: seen.length, message: msg };
     });
@@ -374,9 +377,9 @@ const phases = {
       const btn = page.locator('#agents tbody tr td:nth-child(2)', { hasText: process.env.AGENT_HOST })
         .locator('xpath=..').locator('button');
       await btn.click({ timeout: T });
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, POLL);
       await page.waitForFunction(() => [...document.querySelectorAll('#agents tbody button')].every((b) => b.disabled && b.textContent === 'revoked'),
-        null, { timeout: T });
+        null, POLL);
       await shot(page, '8-agent-revoked');
     });
   },
