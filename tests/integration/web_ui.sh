@@ -43,9 +43,9 @@ export PW_DIR WEB_URL="https://127.0.0.1:$WEB_PORT" SHOT_DIR
 export LOGIN_URL="https://127.0.0.1:$WEB_PORT/#token=${link#*token=}" ADMIN_PASSWORD="web-ui admin $$"
 export PROXY_PASSWORD="ui-proxy-secret-$$" DEAD_PORT=$(free_port) KEY_FILE=$RT/key
 
-# One driver (one Chromium, one browser context: the login session) for every phase, asked over a
-# Unix socket in RT (no port to pick); the trap stops it (SIGTERM: it kills Chromium) however the
-# test ends, and the test stops it itself after the last phase.
+# One driver (one Chromium, one browser context holding the login session, one tab) for every phase,
+# asked over a Unix socket in RT (no port to pick); the trap stops it (SIGTERM: it closes Chromium,
+# else kills it) however the test ends, and the test stops it itself after the last phase.
 DRIVER_SOCK=$RT/driver.sock
 node "$DRIVER" "$DRIVER_SOCK" > "$RT/driver.log" 2>&1 < /dev/null &
 DRIVER_PID=$!
