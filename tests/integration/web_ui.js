@@ -1,52 +1,43 @@
-// web_ui.js - the headless Chromium driver of tests/integration/web_ui.sh: drives the configuration
-// manager page one phase at a time (the shell runs the agent between phases); the login session is
-// carried across phases in a Playwright storage-state file. Exit status 0 = the phase's assertions held.
+// web_ui.js - the headless Chromium driver of tests/integration/web_ui.sh: one Chromium for the whole
+// test, with one browser context (the login session) and one tab that every phase loads the page in
+// afresh. It serves the phases over HTTP on a Unix socket (argv[2]), one at a time as the shell asks
+// (the shell runs the agent between phases): GET /PHASE?NAME=value... sets those environment
+// variables, drives the configuration manager page and answers 200 with the phase's JSON (or nothing), or
+// 500 with "FAIL: why". GET /quit closes the browser and exits; so does SIGTERM/SIGINT/SIGHUP (the
+// shell's trap); whatever else ends the driver, Playwright's exit handler kills Chromium's processes.
 'use strict';
 const fs = require('fs');
+const http = require('http');
 const path = require('path');
 
 const PW = process.env.PW_DIR;
 const { chromium } = require(path.join(PW, 'node_modules', 'playwright-core'));
 const BASE = process.env.WEB_URL;          // https://127.0.0.1:PORT
-const STATE = process.env.PW_STATE;        // storage state (cookies) between phases
 const SHOTS = process.env.SHOT_DIR;
 const T = 60000;                            // deadline of each wait (polls, never fixed sleeps)
+// The waits for a condition on the page poll it every 100 ms: by default they would evaluate it on
+// every animation frame, keeping the renderer drawing 60 frames a second for as long as they wait.
+const POLL = { timeout: T, polling: 100 };
 
-function fail(msg) { console.error('FAIL: ' + msg); process.exit(1); }
+// A phase's assertion that did not hold: the phase ends, and the shell fails the test with this.
+class Failure extends Error {}
+function fail(msg) { throw new Failure(msg); }
+
+let page;               // the one tab: each phase loads the page afresh in it
+const offLoopback = []; // requests refused for going beyond loopback (any is a failure)
+const pageErrors = [];  // the current phase's script errors
 
 async function withPage(fn) {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
-  const offLoopback = [];
-  try {
-    const context = await browser.newContext({
-      ignoreHTTPSErrors: true, // the appliance's own certificate; the shell checks it is the one served
-      storageState: fs.existsSync(STATE) ? STATE : undefined,
-      viewport: { width: 1400, height: 900 },
-    });
-    // Nothing may be fetched from beyond loopback: anything else is refused and recorded.
-    await context.route('**/*', (route) => {
-      const u = new URL(route.request().url());
-      if (u.hostname === '127.0.0.1' || u.protocol === 'data:') return route.continue();
-      offLoopback.push(u.href);
-      return route.abort();
-    });
-    const page = await context.newPage();
-    const errors = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
-    // page shows as its message); anything else on the console is a script error.
-    page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) errors.push(m.text()); });
-    await fn(page);
-    await context.storageState({ path: STATE });
-    if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
-    if (errors.length) fail('script errors on the page: ' + errors.join(' | '));
-  } finally {
-    await browser.close();
-  }
+  pageErrors.length = 0;
+  // A failure ends the test: the tab is then left as it is.
+  const out = await fn(page);
+  if (offLoopback.length) fail('the page tried to fetch beyond loopback: ' + offLoopback.join(', '));
+  if (pageErrors.length) fail('script errors on the page: ' + pageErrors.join(' | '));
+  // The phase's dialog answers go with it; leaving the page stops its own refresh while the shell
+  // works, and makes the next phase's goto a full load.
+  for (const l of page.listeners('dialog')) page.off('dialog', l);
+  await page.goto('about:blank');
+  return out;
 }
 
 async function shot(page, name) {
@@ -115,7 +106,7 @@ async function checkCharts(page, disk, want) {
   const units = { rpo: /^\d+(\.\d+)? (s|min|h)$/, churn: /^\d+(\.\d+)? (B|KiB|MiB|GiB)\/s$/, backlog: /^\d+(\.\d+)? (B|KiB|MiB|GiB|TiB)$/ };
   if (want) {
     await page.waitForFunction(([s, w]) => [...document.querySelectorAll(s + ' svg.chart[data-metric="rpo"] line.point-mark')]
-      .some((m) => m.dataset.point === w), [`#disks tr[data-charts-of="${disk}"]`, want], { timeout: T })
+      .some((m) => m.dataset.point === w), [`#disks tr[data-charts-of="${disk}"]`, want], POLL)
       .catch(() => fail(`the page marks no point ${want} on the RPO lag chart`));
   }
   const deadline = Date.now() + T;
@@ -154,7 +145,7 @@ async function checkCharts(page, disk, want) {
 // the test button says so), and thresholds saved through the form come back canonical.
 async function checkAlerts(page) {
   await page.waitForFunction(() => document.querySelector('#alerts-thresholds').value ===
-    'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, { timeout: T });
+    'rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80', null, POLL);
   const none = await page.textContent('#webhooks tbody');
   if (!none.startsWith('No webhook')) fail('webhooks table without a webhook: ' + none);
   // No consistency group was created: the groups table says how to make one.
@@ -162,17 +153,17 @@ async function checkAlerts(page) {
   if (!groups.startsWith('No consistency groups')) fail('groups table without a group: ' + groups);
   await page.click('#alerts-test');
   await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('no webhook is configured'),
-    null, { timeout: T });
+    null, POLL);
   await page.fill('#alerts-thresholds', 'cache=90,point-age=2h');
   await page.click('#alerts-save');
   await page.waitForFunction(() => document.querySelector('#message').textContent ===
-    'Alert thresholds: rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90.', null, { timeout: T });
+    'Alert thresholds: rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90.', null, POLL);
   const shown = await page.inputValue('#alerts-thresholds');
   if (shown !== 'rpo-warn=auto,rpo-crit=auto,point-age=2h,agent-away=90s,cache=90') fail('thresholds after save: ' + shown);
   await page.fill('#alerts-thresholds', 'cache=500');
   await page.click('#alerts-save');
   await page.waitForFunction(() => document.querySelector('#app-error').textContent.includes('percentage from 1 to 100'),
-    null, { timeout: T });
+    null, POLL);
   await shot(page, '4-alerts');
 }
 
@@ -201,7 +192,7 @@ const phases = {
   // Log in with the one-time link, set a password, check prerequisites, a wrong proxy, a new key.
   async setup() {
     const password = process.env.ADMIN_PASSWORD;
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(process.env.LOGIN_URL);
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       if (page.url().includes('token=')) fail('the login token stays in the address bar');
@@ -225,10 +216,10 @@ const phases = {
       await page.waitForFunction(() => {
         const r = document.querySelector('#checks tr[data-check="TCP reach"] td:nth-child(2)');
         return r && r.textContent === 'FAIL';
-      }, null, { timeout: T });
+      }, null, POLL);
       c = await checks(page);
       if (!/proxy/.test(c['TCP reach'][1])) fail('the proxy FAIL has no remedy: ' + JSON.stringify(c['TCP reach']));
-      await page.waitForFunction(() => document.querySelector('#proxy-password').placeholder.startsWith('set'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#proxy-password').placeholder.startsWith('set'), null, POLL);
       if (await page.inputValue('#proxy-password') !== '') fail('the proxy password came back into the form');
       await shot(page, '2-wrong-proxy-fail');
       // Back to a direct connection: PASS again.
@@ -238,15 +229,15 @@ const phases = {
       await page.waitForFunction(() => {
         const r = [...document.querySelectorAll('#checks tbody tr td:nth-child(2)')];
         return r.length >= 5 && r.every((x) => x.textContent === 'PASS');
-      }, null, { timeout: T });
+      }, null, POLL);
 
       // Registration: init's key is never shown again; regenerate shows a new one, once, which is
       // what the agent registers with.
       await tab(page, 'registration');
-      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('issued, not shown'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('issued, not shown'), null, POLL);
       await page.click('#regenerate-key');
       await page.waitForFunction(() => document.querySelector('#regkey').textContent.startsWith('rk1-') &&
-        document.querySelector('#regkey-note').textContent.startsWith('Shown only now'), null, { timeout: T });
+        document.querySelector('#regkey-note').textContent.startsWith('Shown only now'), null, POLL);
       await shot(page, '3-registration-key');
       fs.writeFileSync(process.env.KEY_FILE, await page.textContent('#regkey'));
     });
@@ -255,17 +246,17 @@ const phases = {
   // The registered agent is listed with a heartbeat; the disk shows state, RPO and its last point.
   async disk() {
     const want = process.env.EXPECT_POINT || '';
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       await tab(page, 'registration');
       await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr td:nth-child(2)')]
-        .some((td) => td.textContent === h), process.env.AGENT_HOST, { timeout: T });
+        .some((td) => td.textContent === h), process.env.AGENT_HOST, POLL);
       // the connected agent's boot readiness for Azure, as it reported it
       await page.waitForFunction((h) => [...document.querySelectorAll('#agents tbody tr')]
         .some((tr) => tr.children[1].textContent === h &&
           /^(ready|NOT READY), generation (1|2|unknown): \d+ failed, \d+ warnings of \d+ checks/.test(tr.querySelector('.readiness').textContent)),
-        process.env.AGENT_HOST, { timeout: T });
+        process.env.AGENT_HOST, POLL);
       await tab(page, 'replication');
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForFunction(([s, w]) => {
@@ -273,14 +264,14 @@ const phases = {
         if (!r) return false;
         const lp = r.querySelector('.last-point').textContent;
         return (w ? lp.startsWith(w + ' ') : lp === 'none') && /^\d+ s$/.test(r.querySelector('.rpo').textContent);
-      }, [sel, want], { timeout: T });
+      }, [sel, want], POLL);
       const rpo = await page.textContent(sel + ' .rpo');
       const lp = await page.textContent(sel + ' .last-point');
       const state = await page.textContent(sel + ' .state');
       if (!state.startsWith('protected')) fail('disk state: ' + state);
       // The last hour's charts have lines once the sampler has two samples.
       const charts = `#disks tr[data-charts-of="${process.env.DISK_ID}"]`;
-      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.chart polyline').length === 3, charts, { timeout: T });
+      await page.waitForFunction((s) => document.querySelectorAll(s + ' svg.chart polyline').length === 3, charts, POLL);
       if (!(await page.evaluate(([r, c]) => document.querySelector(r).nextElementSibling === document.querySelector(c), [sel, charts])))
         fail('the disk\'s charts are not on the row under it');
       const seen = await checkCharts(page, process.env.DISK_ID, want);
@@ -296,35 +287,35 @@ const phases = {
           fail('restore command: ' + text);
         await shot(page, '5-recovery-points');
       }
-      console.log(JSON.stringify({ rpo, last_point: lp, state, chart_rpo: seen.rpo.latest, chart_target: seen.rpo.target,
-        rpo_ticks: seen.rpo.yticks, time_ticks: seen.rpo.xticks, point_marks: seen.rpo.points }));
+      return { rpo, last_point: lp, state, chart_rpo: seen.rpo.latest, chart_target: seen.rpo.target,
+        rpo_ticks: seen.rpo.yticks, time_ticks: seen.rpo.xticks, point_marks: seen.rpo.points };
     });
   },
 
   // The page's own Checkpoint button: a new point appears (asked for by the appliance, not the agent).
   async checkpoint() {
     const old = process.env.EXPECT_POINT;
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
       await tab(page, 'replication');
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Checkpoint"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Checkpoint")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('checkpoint requested'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('checkpoint requested'), null, POLL);
       await page.waitForFunction(([s, o]) => {
         const r = document.querySelector(s);
         const lp = r && r.querySelector('.last-point').textContent;
         return lp && lp.startsWith('rp-') && !lp.startsWith(o + ' ');
-      }, [sel, old], { timeout: T });
+      }, [sel, old], POLL);
       await shot(page, '6-checkpoint-from-page');
-      console.log(JSON.stringify({ last_point: await page.textContent(sel + ' .last-point') }));
+      return { last_point: await page.textContent(sel + ' .last-point') };
     });
   },
 
   // The page's Resync button (accepting the confirmation): the shell checks the resync ran.
   async resync() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       page.on('dialog', (d) => d.accept());
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
@@ -332,7 +323,7 @@ const phases = {
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Resync"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Resync")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('resync requested'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('resync requested'), null, POLL);
     });
   },
 
@@ -340,7 +331,7 @@ const phases = {
   // happens, the page says so), then again with the prompt cancelled (the replica is kept): the row
   // shows the disk unprotected, without the button. The shell checks the agent and the appliance.
   async unprotect() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       const seen = [];
       let answer = 'not-the-disk-id';
       page.on('dialog', async (d) => {
@@ -355,14 +346,14 @@ const phases = {
       const sel = `#disks tr[data-disk="${process.env.DISK_ID}"]`;
       await page.waitForSelector(sel + ' button:has-text("Unprotect"):not([disabled])', { timeout: T });
       await page.click(sel + ' button:has-text("Unprotect")');
-      await page.waitForFunction(() => document.querySelector('#app-error').textContent.startsWith('The id typed is not'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#app-error').textContent.startsWith('The id typed is not'), null, POLL);
       if ((await page.textContent('#message')).startsWith('unprotect asked')) fail('a wrong id typed still unprotected the disk');
       if (seen.length !== 2 || !seen[0].startsWith('confirm: Stop protecting ') || !seen[0].endsWith('Its replica and points are kept.') ||
           !seen[1].startsWith('prompt: ') || !seen[1].includes(process.env.DISK_ID))
         fail('the dialogs were: ' + JSON.stringify(seen));
       answer = null;
       await page.click(sel + ' button:has-text("Unprotect")');
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('unprotect asked'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('unprotect asked'), null, POLL);
       const msg = await page.textContent('#message');
       if (await page.textContent('#app-error')) fail('the earlier refusal still shows: ' + await page.textContent('#app-error'));
       if (!msg.includes('kept')) fail('the answer does not say the replica is kept: ' + msg);
@@ -370,15 +361,15 @@ const phases = {
         const r = document.querySelector(s);
         return r && r.querySelector('.state').textContent.startsWith('unprotected') &&
           ![...r.querySelectorAll('button')].some((b) => b.textContent === 'Unprotect' || !b.disabled);
-      }, sel, { timeout: T });
+      }, sel, POLL);
       await shot(page, '7-unprotected-from-page');
-      console.log(JSON.stringify({ dialogs: seen.length, message: msg }));
+      return { dialogs: seen.length, message: msg };
     });
   },
 
   // Revoke the agent on the registration view (accepting the confirmation).
   async revoke() {
-    await withPage(async (page) => {
+    return withPage(async (page) => {
       page.on('dialog', (d) => d.accept());
       await page.goto(BASE + '/');
       await page.waitForSelector('#app-view:not([hidden])', { timeout: T });
@@ -386,14 +377,79 @@ const phases = {
       const btn = page.locator('#agents tbody tr td:nth-child(2)', { hasText: process.env.AGENT_HOST })
         .locator('xpath=..').locator('button');
       await btn.click({ timeout: T });
-      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, { timeout: T });
+      await page.waitForFunction(() => document.querySelector('#message').textContent.startsWith('revoked'), null, POLL);
       await page.waitForFunction(() => [...document.querySelectorAll('#agents tbody button')].every((b) => b.disabled && b.textContent === 'revoked'),
-        null, { timeout: T });
+        null, POLL);
       await shot(page, '8-agent-revoked');
     });
   },
 };
 
-const phase = phases[process.argv[2]];
-if (!phase) fail('usage: web_ui.js setup|disk|checkpoint|resync|unprotect|revoke');
-phase().catch((e) => fail(e.stack || String(e)));
+async function main() {
+  const socket = process.argv[2];
+  if (!socket) { console.error('usage: web_ui.js SOCKET'); process.exit(2); }
+  // The shell's trap stops the driver with SIGTERM: Chromium closed (or, if that takes over 5 s or it
+  // is not up yet, killed with its process group by Playwright's exit handler), then exit.
+  let browser = null;
+  let quitting = false;
+  for (const [sig, n] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1]]) {
+    process.on(sig, () => {
+      quitting = true;
+      setTimeout(() => process.exit(128 + n), 5000);
+      if (browser) browser.close().catch(() => {}).finally(() => process.exit(128 + n));
+      else process.exit(128 + n);
+    });
+  }
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
+  });
+  // One context: its cookies carry the login session across phases.
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true, // the appliance's own certificate; the shell checks it is the one served
+    viewport: { width: 1400, height: 900 },
+  });
+  // Nothing may be fetched from beyond loopback: anything else is refused and recorded.
+  await context.route('**/*', (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname === '127.0.0.1' || u.protocol === 'data:') return route.continue();
+    offLoopback.push(u.href);
+    return route.abort();
+  });
+  page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  // The browser logs each refused request (401/403, and the 400/409 the alerts check asks for and the
+  // page shows as its message); anything else on the console is a script error.
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[0139]/.test(m.text())) pageErrors.push(m.text()); });
+  browser.on('disconnected', () => { if (!quitting) { console.error('FAIL: Chromium went away'); process.exit(1); } });
+
+  let busy = false;
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://driver');
+    const name = url.pathname.slice(1);
+    const answer = (code, body) => new Promise((r) => res.writeHead(code, { 'Content-Type': 'text/plain' }).end(body, r));
+    if (name === 'quit') {
+      quitting = true;
+      await browser.close();
+      await answer(200, '');
+      process.exit(0);
+    }
+    if (!Object.hasOwn(phases, name)) return answer(404, 'FAIL: usage: /setup|disk|checkpoint|resync|unprotect|revoke|quit');
+    if (busy) return answer(409, 'FAIL: another phase is running');
+    busy = true;
+    try {
+      for (const [k, v] of url.searchParams) process.env[k] = v;
+      const out = await phases[name]();
+      await answer(200, out === undefined ? '' : JSON.stringify(out) + '\n');
+    } catch (e) {
+      await answer(500, 'FAIL: ' + (e instanceof Failure ? e.message : e.stack || String(e)) + '\n');
+    } finally {
+      busy = false;
+    }
+  });
+  await new Promise((resolve, reject) => server.once('error', reject).listen(socket, resolve));
+}
+
+main().catch((e) => { console.error('FAIL: ' + (e.stack || String(e))); process.exit(1); });

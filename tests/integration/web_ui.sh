@@ -39,11 +39,36 @@ RPL_WEB_SAMPLE_SECONDS=1 rpl_appliance_start --rpo 1 --web "127.0.0.1:$WEB_PORT"
 web_up() { curl -sk -o /dev/null --max-time 2 "https://127.0.0.1:$WEB_PORT/"; }
 wait_until 10 "" web_up
 
-export PW_DIR WEB_URL="https://127.0.0.1:$WEB_PORT" PW_STATE=$RT/pw-state.json SHOT_DIR
+export PW_DIR WEB_URL="https://127.0.0.1:$WEB_PORT" SHOT_DIR
 export LOGIN_URL="https://127.0.0.1:$WEB_PORT/#token=${link#*token=}" ADMIN_PASSWORD="web-ui admin $$"
 export PROXY_PASSWORD="ui-proxy-secret-$$" DEAD_PORT=$(free_port) KEY_FILE=$RT/key
-# The driver writes the browser's storage state (its session cookie) into RT: gone with the trap.
-run_phase() { node "$DRIVER" "$@" 2> "$RT/driver.err" || fail "browser phase $1: $(cat "$RT/driver.err")"; }
+
+# One driver (one Chromium, one browser context holding the login session, one tab) for every phase,
+# asked over a Unix socket in RT (no port to pick); the trap stops it (SIGTERM: it closes Chromium,
+# else kills it) however the test ends, and the test stops it itself after the last phase.
+DRIVER_SOCK=$RT/driver.sock
+node "$DRIVER" "$DRIVER_SOCK" > "$RT/driver.log" 2>&1 < /dev/null &
+DRIVER_PID=$!
+CLEANUP_SERVICES+=("$DRIVER_PID")
+driver_up() { [ -S "$DRIVER_SOCK" ] || { kill -0 "$DRIVER_PID" 2>/dev/null || fail "the browser driver exited: $(cat "$RT/driver.log")"; false; }; }
+wait_until 60 "" driver_up || fail "the browser driver did not start in 60 s: $(cat "$RT/driver.log")"
+# run_phase PHASE: the driver runs it (with the variables the shell set since it started) and its
+# JSON, if any, goes to stdout. Bounded, so that the test's deadline can still end a stuck phase.
+run_phase() {
+  local code
+  code=$(curl -sS --max-time 300 -o "$RT/phase.out" -w '%{http_code}' --unix-socket "$DRIVER_SOCK" -G "http://driver/$1" \
+    --data-urlencode "EXPECT_POINT=${EXPECT_POINT-}" --data-urlencode "DISK_ID=${DISK_ID-}" \
+    --data-urlencode "AGENT_HOST=${AGENT_HOST-}" 2> "$RT/phase.err")
+  [ "$code" = 200 ] || fail "browser phase $1: $(cat "$RT/phase.out" "$RT/phase.err") $(cat "$RT/driver.log")"
+  cat "$RT/phase.out"
+}
+driver_stop() {
+  curl -sS --max-time 60 -o /dev/null --unix-socket "$DRIVER_SOCK" http://driver/quit || fail "the browser driver did not quit"
+  wait "$DRIVER_PID" || fail "the browser driver exited with $?: $(cat "$RT/driver.log")"
+  local p kept=()
+  for p in "${CLEANUP_SERVICES[@]}"; do [ "$p" = "$DRIVER_PID" ] || kept+=("$p"); done
+  CLEANUP_SERVICES=("${kept[@]}")
+}
 
 say "browser: log in with the link, set a password, prerequisites PASS, wrong proxy FAIL, regenerate the key"
 run_phase setup
@@ -96,10 +121,12 @@ PY
 }
 read -r before _ < <(last_resync)
 run_phase resync
-resync_after() { read -r n raw < <(last_resync); [ "$n" -gt "$1" ]; }
+# (into resync_n and resync_raw: a plain n would be wait_until's own loop count, which it calls this in)
+resync_after() { read -r resync_n resync_raw < <(last_resync); [ "$resync_n" -gt "$1" ]; }
 wait_until -i 0.2 120 "" resync_after "$before" \
-  || fail "no resync cycle in 120 s after the page asked for one (last: cycle $n)"
-[ "$raw" -eq "$(blockdev --getsize64 "$dev")" ] || fail "the resync cycle $n carried $raw bytes, not the whole disk"
+  || fail "no resync cycle in 120 s after the page asked for one (last: cycle $resync_n)"
+[ "$resync_raw" -eq "$(blockdev --getsize64 "$dev")" ] \
+  || fail "the resync cycle $resync_n carried $resync_raw bytes, not the whole disk"
 
 say "browser: the page's Unprotect (a wrong id typed deletes nothing; cancelled: the replica is kept)"
 run_phase unprotect > "$RT/unprotect.json"
@@ -113,6 +140,7 @@ wait_until -i 0.2 60 "the agent still lists $dev after the page's Unprotect" for
 
 say "browser: revoke the agent; its session ends and it cannot come back"
 run_phase revoke
+driver_stop
 session_ended() { # the agent revoked and its disk no longer connected
   local v
   mapfile -t v < <("$AP" status --state "$RT/app" --json | json_field - agents.0.revoked disks.0.connected)
