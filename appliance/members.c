@@ -110,7 +110,7 @@ static bool unhex(const char *t, uint8_t *out, size_t n)
 }
 
 /* Appends the mac line to body (cap bytes in all). */
-static rpl_err seal_record(const uint8_t key[32], char *body, size_t cap)
+rpl_err members_record_seal(const uint8_t key[32], char *body, size_t cap)
 {
   uint8_t mac[32];
   unsigned maclen = 0;
@@ -369,7 +369,7 @@ rpl_err members_create(const char *state_dir, const struct appliance_settings *s
              "version=%d\ngroup=%s\ncreated=%lld\nscrypt_n=%u\nscrypt_r=%u\nscrypt_p=%u\nsalt=%s\n"
              "authority_cert=%s\nauthority_key=%s\n",
              RECORD_VERSION, group_id, (long long)time(NULL), SCRYPT_N, SCRYPT_R, SCRYPT_P, salthex, cert, sealed);
-    e = seal_record(k.mac, body, cap);
+    e = members_record_seal(k.mac, body, cap);
   }
   if (!e && strlen(body) > MEMBERS_RECORD_MAX)
     e = rpl_fail(RPL_E_INVALID_ARGUMENT, "the authority's certificate and key do not fit in a group record");
@@ -470,27 +470,34 @@ struct agent_record {
   char pending[CATALOG_MAX_FINGERPRINT + 1];
 };
 
-static rpl_err parse_agent(const struct members *m, char *text, const char *name, const uint8_t id[PROTO_ID_SIZE],
-                           struct agent_record *out)
+rpl_err members_record_agent(const uint8_t key[32], char *text, const char *name, const uint8_t id[PROTO_ID_SIZE],
+                             struct catalog_agent *out, char pending[CATALOG_MAX_FINGERPRINT + 1])
 {
-  rpl_err e = open_record(m->mac_key, text, name);
+  rpl_err e = open_record(key, text, name);
   if (e)
     return e;
   char v[64], idt[40], reg[24], rev[4];
   uuid_t rid;
   memset(out, 0, sizeof *out);
+  pending[0] = '\0';
   if (!field(text, "version", v, sizeof v) || strcmp(v, "1") != 0 || !field(text, "agent", idt, sizeof idt) ||
       uuid_parse(idt, rid) || memcmp(rid, id, PROTO_ID_SIZE) != 0 ||
-      !field(text, "hostname", out->a.hostname, sizeof out->a.hostname) ||
-      !field(text, "fingerprint", out->a.cert_fingerprint, sizeof out->a.cert_fingerprint) ||
-      !out->a.cert_fingerprint[0] || !field(text, "pending", out->pending, sizeof out->pending) ||
+      !field(text, "hostname", out->hostname, sizeof out->hostname) ||
+      !field(text, "fingerprint", out->cert_fingerprint, sizeof out->cert_fingerprint) ||
+      !out->cert_fingerprint[0] || !field(text, "pending", pending, CATALOG_MAX_FINGERPRINT + 1) ||
       !field(text, "registered", reg, sizeof reg) || !field(text, "revoked", rev, sizeof rev) ||
       (strcmp(rev, "0") && strcmp(rev, "1")))
     return rpl_fail(RPL_E_MEMBERS_RECORD, "%s: a field is missing or malformed, or it names another agent", name);
-  memcpy(out->a.id, id, PROTO_ID_SIZE);
-  out->a.registered_time = strtoll(reg, NULL, 10);
-  out->a.revoked = rev[0] == '1';
+  memcpy(out->id, id, PROTO_ID_SIZE);
+  out->registered_time = strtoll(reg, NULL, 10);
+  out->revoked = rev[0] == '1';
   return RPL_OK;
+}
+
+static rpl_err parse_agent(const struct members *m, char *text, const char *name, const uint8_t id[PROTO_ID_SIZE],
+                           struct agent_record *out)
+{
+  return members_record_agent(m->mac_key, text, name, id, &out->a, out->pending);
 }
 
 /* Reads the group's revocations (ids, one per line) with its ETag; an absent record is empty. */
@@ -553,7 +560,7 @@ static rpl_err revoke_in_group(const struct members *m, struct blob_client *c, c
     snprintf(body, cap, "%s%sagent=%s\n", list[0] ? "" : "version=1\n", list, idt);
     free(list);
     struct blob_reply r;
-    if (!(e = seal_record(m->mac_key, body, cap)))
+    if (!(e = members_record_seal(m->mac_key, body, cap)))
       e = blob_put_block_blob(c, s->container, REVOKED_RECORD, body, strlen(body), etag[0] ? etag : NULL, !etag[0], &r);
     free(body);
     if (e != RPL_E_BLOB_CONDITION && e != RPL_E_BLOB_EXISTS)
@@ -604,7 +611,7 @@ rpl_err members_publish_agent(const struct members *m, const struct appliance_se
            "version=1\nagent=%s\nhostname=%s\nregistered=%lld\nfingerprint=%s\npending=%s\nrevoked=%d\n", idt,
            a.hostname, (long long)a.registered_time, current, pending, a.revoked ? 1 : 0);
   struct blob_reply r;
-  if (!e && !(e = seal_record(m->mac_key, body, sizeof body)))
+  if (!e && !(e = members_record_seal(m->mac_key, body, sizeof body)))
     e = blob_put_block_blob(c, s->container, name, body, strlen(body), NULL, false, &r);
   if (e && e != RPL_E_INTERNAL && e != RPL_E_BLOB_CONDITION)
     e = rpl_fail(e, "cannot write %s: %s", name, rpl_detail(e)[0] ? rpl_detail(e) : r.error_code);
@@ -674,7 +681,7 @@ rpl_err members_announce(const struct members *m, const struct appliance_setting
            (long long)time(NULL));
   struct blob_client *c = NULL;
   struct blob_reply r;
-  rpl_err e = seal_record(m->mac_key, body, sizeof body);
+  rpl_err e = members_record_seal(m->mac_key, body, sizeof body);
   if (!e)
     e = open_client(s, &c);
   if (!e && (e = blob_put_block_blob(c, s->container, name, body, strlen(body), NULL, false, &r)))

@@ -78,4 +78,14 @@ RPL_MUST_CHECK rpl_err members_addresses(const struct members *m, const struct a
 RPL_MUST_CHECK rpl_err members_sweep(const struct members *m, const struct appliance_settings *s,
                                      struct catalog *cat, unsigned *revoked_now);
 
+/* ---- the record format, for the tests and the fuzz target ---- */
+/* Appends the "mac=" line (HMAC-SHA256 under key of every byte before it) to body (cap bytes). */
+RPL_MUST_CHECK rpl_err members_record_seal(const uint8_t key[32], char *body, size_t cap);
+/* An agent record named name, of agent id: its mac checked (RPL_E_MEMBERS_SECRET) and cut off (text
+ * is changed), then its fields (RPL_E_MEMBERS_RECORD). pending: the renewed certificate's
+ * fingerprint, "" for none. */
+RPL_MUST_CHECK rpl_err members_record_agent(const uint8_t key[32], char *text, const char *name,
+                                           const uint8_t id[PROTO_ID_SIZE], struct catalog_agent *out,
+                                           char pending[CATALOG_MAX_FINGERPRINT + 1]);
+
 #endif
