@@ -877,7 +877,7 @@ static rpl_err on_frame(struct session *s, const struct proto_frame *f)
     err = proto_decode_nack(f, &m);
     struct rx_slot *sl = err ? NULL : slot_of(s, m.disk_id);
     if (sl && sl->cycle && sl->cycle == m.cycle && sl->replay && m.reason == RPL_E_REPLAY_INCOMPLETE) {
-      drop_cycle(s, sl); /* the agent no longer knows the blocks: a resync by comparison next */
+      drop_cycle(s, sl); /* the agent no longer knows the blocks: a resync (the whole disk) next */
       pthread_mutex_lock(&s->a->lock);
       sl->disk->replay_refused = true;
       pthread_mutex_unlock(&s->a->lock);

@@ -172,7 +172,7 @@
   X(RPL_E_MEMBERS_STORAGE,        625, "appliance groups share Azure storage (a storage account and container): a file: storage cannot hold a group") \
   X(RPL_E_MEMBERS_RECORD,         626, "an appliance group record in the storage is damaged or of an unknown version: see the log for which one") \
   X(RPL_E_MEMBERS_ELSEWHERE,      627, "another member of the appliance group holds this agent's disks (their page blobs' leases): the agent moves to the group's next member") \
-  X(RPL_E_REPLAY_INCOMPLETE,      628, "the agent no longer knows every block of the cycles the storage is missing (it restarted, or kept more than its limit): the disk is resynced by comparison instead")
+  X(RPL_E_REPLAY_INCOMPLETE,      628, "the agent no longer knows every block of the cycles the storage is missing (it restarted, or kept more than its limit): the whole disk is sent again instead (a resync)")
 
 typedef enum rpl_err {
 #define RPL_ERROR_ENUM(name, value, msg) name = value,

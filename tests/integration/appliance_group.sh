@@ -134,10 +134,13 @@ sys.exit(0 if len(ds) == 3 and all(d["last_committed_cycle"] > d["last_applied_c
 wait_until -i 0.2 60 "A holds acknowledged cycles it has not uploaded" backlog_all
 wait_until -i 0.2 30 "agent 3 learns B's address from A" grep -q "^member=127.0.0.1:$PORT_B$" "$RT/agent3/agent.conf"
 
-say "kill -9 of A: the agents move to B by themselves; B takes the disks over when A's leases expire"
+say "kill -9 of A (and of agent 2, which then starts again knowing nothing of A's cycles): the agents move to B"
+seqA[2]=$(ag_cycle 2)
+kill -9 "${AG_PID[2]}"; wait "${AG_PID[2]}" 2>/dev/null
 kill -9 "$RPL_AP_PID"; wait "$RPL_AP_PID" 2>/dev/null
-for i in 1 2 3; do seqA[$i]=$(ag_cycle "$i"); done
+for i in 1 3; do seqA[$i]=$(ag_cycle "$i"); done
 t_kill=$SECONDS
+ag_start 2
 for i in 1 2 3; do
   wait_until -i 0.2 30 "agent $i connects to B" ag_json "$i" 'd["connected"] and d["appliance_in_use"].endswith(":'"$PORT_B"'")'
   grep -q "agent ${AGENT[$i]}: known from the appliance group's records" "$RT/appB.log" \
@@ -155,12 +158,25 @@ for i in 1 2 3; do
 done
 took=$((SECONDS - t_kill))
 [ "$(grep -c "taken over at cycle" "$RT/appB.log")" -eq 3 ] || fail "B did not take the three disks over: $(grep "taken over" "$RT/appB.log")"
-for i in 1 2 3; do
+for i in 1 3; do
   grep -q "replaying for the appliance that took the disk over at cycle [0-9]*: [1-9][0-9]* extent" "$RT/agent$i.log" \
     || fail "agent $i did not replay the cycles A never uploaded: $(grep -i "resync\|replay" "$RT/agent$i.log" | tail -3)"
+  grep -q "resync by comparison\|comparing the whole disk" "$RT/agent$i.log" \
+    && fail "agent $i's disk was resynced: $(grep "resync by comparison\|comparing the whole disk" "$RT/agent$i.log" | head -2)"
 done
-grep -q "resync by comparison\|comparing the whole disk" "$RT/appB.log" "$RT"/agent?.log \
-  && fail "a takeover resynced a disk: $(grep -h "resync by comparison\|comparing the whole disk" "$RT/appB.log" "$RT"/agent?.log | head -3)"
+# Agent 2 restarted: the blocks of A's cycles are not known there; its whole disk is sent again.
+grep -q "are not all known here (acknowledged before this agent started)" "$RT/agent2.log" \
+  || fail "agent 2 did not refuse the replay: $(grep -i "resync\|replay" "$RT/agent2.log" | tail -3)"
+resyncs_b() { # the disk ids of B's committed resync cycles
+  "$AP" events --state "$RT/appB" --since 0 | python3 -c '
+import json, sys
+for e in map(json.loads, sys.stdin):
+    if e["type"] == "committed" and e["kind"] == "resync":
+        print(e["disk_id"])'
+}
+resyncs_b > "$RT/resyncs" || fail "cannot read B's events"
+grep -qx "${ID[2]}" "$RT/resyncs" || fail "B did not resync agent 2's disk (resync cycles: $(cat "$RT/resyncs"))"
+for i in 1 3; do grep -qx "${ID[$i]}" "$RT/resyncs" && fail "B resynced agent $i's disk, which replayed"; done
 
 say "a final point of each disk through B restores byte-identical"
 for i in 1 2 3; do kill "${WR[$i]}"; wait "${WR[$i]}" 2>/dev/null; done
