@@ -1,6 +1,6 @@
 /* appliance.h - the replication appliance daemon's shared state: the disk registry (struct disk,
  * with the lock that guards each field), the appliance (struct appliance) and what its roles call
- * of each other. Internal header: the daemon's role files only (disks.c, applier.c, session.c,
+ * of each other. Internal header: the daemon's role files only (disks.c, applier.c, apply_pool.c, session.c,
  * registration.c, orchestrator.c, status.c, cmd_run.c, health.c, metrics.c, group_point.c). */
 #ifndef APPLIANCE_APPLIANCE_H
 #define APPLIANCE_APPLIANCE_H
@@ -19,6 +19,7 @@
 #include "members.h"
 #include "metrics.h"
 #include "json_out.h"
+#include "apply_pool.h"
 #include "proto.h"
 #include "ratelimit.h"
 #include "retention.h"
@@ -62,8 +63,9 @@
  * Lock rules. `a->lock` (L) guards the registry: the list and every field of struct disk marked L.
  * `a->snap_lock` (S) guards a disk's snaps. Fields marked "fixed" are set when the disk is opened
  * and never change; "applier" fields are written by the applier thread only (read by it without
- * L); "session" fields by the session that has the disk attached. The applier signals `work` for
- * nothing and waits on it; sessions signal `work` after a commit and wait on `applied`, which the
+ * L; the apply worker that holds the disk's claim is "the applier" of it, see apply_pool.h);
+ * "session" fields by the session that has the disk attached. The pool's coordinator waits on
+ * `work`; sessions signal `work` after a commit and wait on `applied`, which the
  * applier and sessions broadcast after every change a waiting session may need.
  */
 struct disk {
@@ -136,6 +138,11 @@ struct disk {
   uint8_t unprotect_flags;        /* L: ... with these PROTO_UNPROTECT_* flags */
   uint64_t cache_refusals;        /* L: cycles refused for the cache since the appliance started */
   bool agent_group_point;         /* L: the agent of its session stated PROTO_CAP_GROUP_POINT */
+  bool claimed;                   /* L: an apply worker holds it (apply_pool.c): its fields marked "applier" are
+                                     that worker's, and no session starts a direct cycle of it meanwhile */
+  uint64_t served_turn;           /* L: the pool's turn counter when a worker last took it (fairness) */
+  uint64_t housekeep_due_ms;      /* L: monotonic: its lease and retention are looked at again by then */
+  bool rehash_more;               /* L: stale chunks of its hash index wait for the background rehash */
   struct disk *next;              /* L */
 };
 
@@ -183,6 +190,8 @@ struct appliance {
   struct thresholds thresholds;   /* L: the health limits (thresholds.h); the page may change them */
   struct alerts *alerts;          /* health transitions to the log and the webhooks (alerts.h); thread-safe */
   bool no_precopy;                /* benchmark only ($RPL_BENCH_PRECOPY=off): points start without a catch-up */
+  bool no_direct;                 /* tests only ($RPL_TEST_NO_DIRECT=1): no cycle is written straight into the store,
+                                     so that the apply workers' order and overlap can be seen with any backend */
   struct upload_gate *gate;       /* uploads wait for the storage checks; thread-safe */
   struct rate_limit limit_all;    /* appliance-wide upload bucket; thread-safe */
   struct {                        /* L: one bucket per agent */
@@ -197,6 +206,7 @@ struct appliance {
   char member_addrs[MEMBERS_MAX][256]; /* L: the group's members' addresses, as its records list them */
   size_t nmember_addrs;           /* L */
   unsigned members_gen;           /* L: counts changes of member_addrs (sessions send MEMBERS again) */
+  struct apply_pool_state pool;   /* L: the apply workers (apply_pool.h) */
 };
 
 /* The agent's record in the appliance group brought up to date with the catalog (after its
@@ -248,8 +258,13 @@ void schedule_reset_disk(struct appliance *a, struct disk *d, int64_t now_ms);
 /* Counts the scheduled points missed while a disk's agent is away (the applier's pass). L held. */
 void schedule_tick(struct appliance *a, int64_t now_ms);
 
-/* ---- applier.c: applies committed cycles to the stores, keeps leases and retention ---- */
-void *applier_main(void *arg);
+/* ---- applier.c: one worker's turn on one disk (apply_pool.c hands the turns out) ---- */
+/* Everything the appliance does to d's store for now: its deletion, or opening its store, applying
+ * one committed cycle, keeping its lease and retention, a little background rehash. The caller holds
+ * d's claim (L not held). pass: the storage checks pass; worker: the worker's index (events). */
+void applier_serve_disk(struct appliance *a, struct disk *d, bool pass, unsigned worker);
+/* Whether d has anything for a worker to do now, and how urgent (apply_pool.h's APPLY_PRIO_*). L held. */
+int applier_disk_work(struct appliance *a, struct disk *d, bool pass, uint64_t now_ms);
 
 /* resync_index.c: the disks' hash indexes (hashindex.h) as the daemon keeps and uses them */
 /* Loads the disk's index (beside its journal); a disk without one resyncs by reading its replica. */

@@ -1,6 +1,6 @@
-/* applier.c - the applier thread: applies committed cycles to each disk's store in turn, makes
- * the images of recovery points, opens stores once the storage checks pass, keeps leases (and a
- * takeover), applies retention. */
+/* applier.c - an apply worker's turn on one disk: applies its committed cycles to its store one
+ * per turn, makes the images of recovery points, opens its store once the storage checks pass,
+ * keeps its lease (and a takeover), applies retention, deletes it (apply_pool.c hands out turns). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,6 +52,7 @@ struct apply_ctx {
   struct store_stats st0;   /* the store's figures before the apply */
   uint64_t t0;
   uint64_t point_cycle;     /* a point's image follows this applied cycle */
+  unsigned worker;          /* the apply worker (events) */
 };
 
 static rpl_err resync_index_extent_ahead(void *arg, uint64_t offset, uint64_t length)
@@ -77,8 +78,12 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
   id_text(d->id, id);
   struct store_stats st1;
   d->store->ops->get_stats(d->store, &st1);
-  struct event ev = {.type = EVENT_APPLIED, .cycle = n, .kind = kind};
+  struct event ev = {.type = EVENT_APPLIED, .cycle = n, .kind = kind, .worker = ac->worker,
+                     .apply_ms = rpl_mono_ms() - ac->t0};
   memcpy(ev.disk_id, d->id, PROTO_ID_SIZE);
+  struct journal_cycle_info info;
+  if (journal_cycle_info(d->journal, n, &info) == RPL_OK) /* still there: trimmed after the apply */
+    ev.raw_bytes = info.totals.raw_bytes;
   event_set_upload(&ev, &ac->st0, &st1, ac->t0);
   events_emit(&ev);
   if (st1.transfers)
@@ -176,7 +181,7 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
 
 /* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
  * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
-static void apply_disk(struct appliance *a, struct disk *d)
+static void apply_disk(struct appliance *a, struct disk *d, unsigned worker)
 {
   pthread_mutex_lock(&a->lock);
   uint64_t copy = d->copy_due;
@@ -194,12 +199,14 @@ static void apply_disk(struct appliance *a, struct disk *d)
   pthread_mutex_lock(&a->lock);
   struct store *st = d->store;
   pthread_mutex_unlock(&a->lock);
-  struct apply_ctx ac = {.a = a, .d = d, .t0 = rpl_mono_ms()};
+  struct apply_ctx ac = {.a = a, .d = d, .t0 = rpl_mono_ms(), .worker = worker};
   /* Its ranges are stale in the hash index before the replica is written in them: told by the
    * apply's own check pass, which reads every extent anyway. */
   struct store_apply_cb cb = {.applied = on_cycle_applied, .point = on_point_image, .image_wanted = point_image_wanted,
                               .extent_ahead = d->hidx ? resync_index_extent_ahead : NULL, .ctx = &ac};
   if (!err && st) {
+    if (a->pool.hold_ms) /* test hook (fixed once run starts): overlapping applies become observable */
+      usleep(a->pool.hold_ms * 1000u);
     st->ops->get_stats(st, &ac.st0);
     resync_index_follow_size(a, d);
     err = st->ops->apply_next(st, d->journal, &cb);
@@ -213,6 +220,9 @@ static void apply_disk(struct appliance *a, struct disk *d)
     pthread_cond_broadcast(&a->applied);
     pthread_mutex_unlock(&a->lock);
   }
+  pthread_mutex_lock(&a->lock);
+  a->pool.apply_ms_total += rpl_mono_ms() - ac.t0;
+  pthread_mutex_unlock(&a->lock);
   journal_get_usage(d->journal, &after);
   if (after.last_applied > before.last_applied) {
     rpl_err e = journal_trim(d->journal, after.last_applied);
@@ -233,7 +243,7 @@ static rpl_err delete_point_image(void *ctx, const struct catalog_point *p)
  * takeover), and the retention policy after a new point. */
 static void housekeeping(struct appliance *a, struct disk *d)
 {
-  struct store *st = d->store; /* set by this thread (the applier) only */
+  struct store *st = d->store; /* set only by the worker holding d (this one) */
   if (!st)
     return; /* no lease to keep yet, and its point images are pruned once it is open */
   bool acquired = false;
@@ -333,84 +343,62 @@ static void delete_disk(struct appliance *a, struct disk *d)
            rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e), OPEN_RETRY_MS / 1000);
 }
 
-void *applier_main(void *arg)
+int applier_disk_work(struct appliance *a, struct disk *d, bool pass, uint64_t now_ms)
 {
-  struct appliance *a = arg;
-  bool rehash_more = false; /* stale chunks of idle disks wait: the next pass does not sleep */
-  while (!atomic_load(&appliance_stopping)) {
-    /* Deletions first, before this pass lists the disks (a deleted one leaves the list). */
-    pthread_mutex_lock(&a->lock);
-    struct disk *doomed[MAX_DISKS];
-    size_t ndoomed = 0;
-    uint64_t now_ms = rpl_mono_ms();
-    for (struct disk *d = a->disks; d && ndoomed < MAX_DISKS; d = d->next)
-      if (d->delete_due && now_ms >= d->delete_retry_ms)
-        doomed[ndoomed++] = d;
-    pthread_mutex_unlock(&a->lock);
-    for (size_t i = 0; i < ndoomed && !atomic_load(&appliance_stopping); i++)
-      delete_disk(a, doomed[i]);
-    /* Nothing is uploaded before the storage checks pass (run again with backoff after a failure). */
-    bool opened, opened_any = false;
-    bool pass = upload_gate_pass(a->gate, &opened);
-    if (pass) { /* open the blobs as soon as uploads may run: a resync compares against them, and an
-                 * initial sync is written straight into its blob */
-      pthread_mutex_lock(&a->lock);
-      struct disk *list[MAX_DISKS];
-      size_t n = 0;
-      uint64_t now = rpl_mono_ms();
-      for (struct disk *d = a->disks; d && n < MAX_DISKS; d = d->next)
-        if (!d->store && !d->delete_due && (opened || now >= d->open_retry_ms))
-          list[n++] = d;
-      pthread_mutex_unlock(&a->lock);
-      for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++) {
-        rpl_err e = ensure_store(a, list[i]);
-        opened_any = opened_any || !e;
-        if (e) {
-          pthread_mutex_lock(&a->lock);
-          list[i]->open_retry_ms = rpl_mono_ms() + OPEN_RETRY_MS;
-          a->m.storage_errors[a->backend->failure_kind(e)]++;
-          pthread_mutex_unlock(&a->lock);
-          log_warn("disk %s: cannot open its %s: %s", list[i]->name, a->backend->name,
-                   rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
-          if (a->backend->failure_kind(e) == STORE_FAILURE_STORAGE) {
-            upload_gate_failed(a->gate, rpl_strerror(e));
-            pass = false;
-            break;
-          }
-        }
-      }
-    }
-    pthread_mutex_lock(&a->lock);
-    struct disk *todo[MAX_DISKS];
-    size_t n = 0;
-    for (struct disk *d = a->disks; pass && d && n < MAX_DISKS; d = d->next)
-      if (((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due) &&
-          !d->delete_due)
-        todo[n++] = d;
-    if (n == 0 && !opened_any && !rehash_more) { /* a blob just opened: its lease is settled below at once */
-      uint64_t wait = pass ? 1000 : upload_gate_wait_ms(a->gate);
-      struct timespec ts = rpl_realtime_in_ms(wait > 1000 ? 1000 : wait);
-      if (wait)
-        pthread_cond_timedwait(&a->work, &a->lock, &ts);
-    }
-    struct disk *all[MAX_DISKS];
-    size_t m = 0;
-    for (struct disk *d = a->disks; d && m < MAX_DISKS; d = d->next)
-      if (!d->delete_due) /* its store is the deletion's (the lease is not kept any more) */
-        all[m++] = d;
-    pthread_mutex_unlock(&a->lock);
-    /* One cycle per disk per pass, in turn (round-robin). */
-    for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++)
-      apply_disk(a, todo[i]);
-    for (size_t i = 0; i < m; i++)
-      housekeeping(a, all[i]);
-    /* Rehashes only once no cycle waits: the background rehash never holds up an apply. */
-    rehash_more = false;
-    for (size_t i = 0; i < m && !atomic_load(&appliance_stopping); i++)
-      rehash_more = resync_index_background(a, all[i], pass && n == 0) || rehash_more;
-    pthread_mutex_lock(&a->lock);
-    schedule_tick(a, (int64_t)rpl_unix_ms());
-    pthread_mutex_unlock(&a->lock);
+  (void)a;
+  if (d->delete_due) /* its store is the deletion's (the lease is not kept any more) */
+    return now_ms >= d->delete_retry_ms ? APPLY_PRIO_DUE : APPLY_PRIO_NONE;
+  if (d->store && (now_ms >= d->housekeep_due_ms || d->prune_due))
+    return APPLY_PRIO_DUE;
+  if (!pass) /* nothing is uploaded before the storage checks pass */
+    return APPLY_PRIO_NONE;
+  if (!d->store && now_ms >= d->open_retry_ms)
+    return APPLY_PRIO_APPLY; /* a resync compares against its blob, an initial sync is written into it */
+  if ((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting) || d->copy_due)
+    return APPLY_PRIO_APPLY;
+  return d->rehash_more ? APPLY_PRIO_REHASH : APPLY_PRIO_NONE;
+}
+
+/* Opens d's store once uploads may run; false when it failed (tried again after OPEN_RETRY_MS). */
+static bool open_store(struct appliance *a, struct disk *d)
+{
+  rpl_err e = ensure_store(a, d);
+  if (!e)
+    return true;
+  pthread_mutex_lock(&a->lock);
+  d->open_retry_ms = rpl_mono_ms() + OPEN_RETRY_MS;
+  a->m.storage_errors[a->backend->failure_kind(e)]++;
+  pthread_mutex_unlock(&a->lock);
+  log_warn("disk %s: cannot open its %s: %s", d->name, a->backend->name, rpl_detail(e)[0] ? rpl_detail(e) : rpl_strerror(e));
+  if (a->backend->failure_kind(e) == STORE_FAILURE_STORAGE)
+    upload_gate_failed(a->gate, rpl_strerror(e));
+  return false;
+}
+
+void applier_serve_disk(struct appliance *a, struct disk *d, bool pass, unsigned worker)
+{
+  pthread_mutex_lock(&a->lock);
+  bool doomed = d->delete_due;
+  bool need_open = pass && !d->store && rpl_mono_ms() >= d->open_retry_ms;
+  pthread_mutex_unlock(&a->lock);
+  if (doomed) {
+    delete_disk(a, d);
+    return;
   }
-  return NULL;
+  if (need_open && !open_store(a, d))
+    return;
+  /* After the open: a blob just opened applies nothing before housekeeping settled its lease. */
+  pthread_mutex_lock(&a->lock);
+  bool apply = pass && (((d->last_committed > d->last_applied && d->state != CATALOG_DISK_ERROR && !d->lease_waiting)) ||
+                        d->copy_due);
+  pthread_mutex_unlock(&a->lock);
+  if (apply && !atomic_load(&appliance_stopping))
+    apply_disk(a, d, worker); /* one cycle per turn: the disks with pending cycles take turns */
+  housekeeping(a, d);
+  /* Rehashes only when the disk has no cycle waiting: the background rehash never holds up an apply. */
+  bool more = !atomic_load(&appliance_stopping) && resync_index_background(a, d, pass && !apply);
+  pthread_mutex_lock(&a->lock);
+  d->housekeep_due_ms = rpl_mono_ms() + HOUSEKEEPING_PERIOD_MS;
+  d->rehash_more = more;
+  pthread_mutex_unlock(&a->lock);
 }

@@ -71,18 +71,21 @@ struct run_opts {
   const char *points;           /* the point schedule for this run, when given */
   const char *alerts;           /* the health thresholds for this run, when given */
   const char *advertise;        /* HOST:PORT agents reach this appliance at (an appliance group's members) */
+  unsigned apply_workers;       /* apply workers (apply_pool.h) */
 };
 
 #define RUN_USAGE                                                                                                      \
   "usage: replication-appliance run --state DIR [--listen ADDR:PORT] [--rpo SECONDS] [--upload-limit MBPS] [--agent-limit MBPS]\n" \
   "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"                 \
   "                                 [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]\n"     \
-  "                                 [--advertise HOST:PORT]  (the address agents reach it at, for its appliance group)\n"
+  "                                 [--advertise HOST:PORT]  (the address agents reach it at, for its appliance group)\n" \
+  "                                 [--apply-workers N]\n"
 
 /* 0 and *o filled, or the exit status after a message on stderr. */
 static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 {
-  *o = (struct run_opts){.state = APPLIANCE_DEFAULT_STATE, .rpo_ms = DEFAULT_RPO_MS};
+  *o = (struct run_opts){.state = APPLIANCE_DEFAULT_STATE, .rpo_ms = DEFAULT_RPO_MS,
+                          .apply_workers = APPLY_WORKERS_DEFAULT};
   snprintf(o->listen, sizeof o->listen, "*:%d", CONN_DEFAULT_PORT);
   snprintf(o->web, sizeof o->web, "%s", WEB_DEFAULT_ADDR);
   static const struct option opts[] = {{"state", required_argument, NULL, 's'},
@@ -95,6 +98,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
                                        {"points", required_argument, NULL, 'T'},
                                        {"alerts", required_argument, NULL, 'H'},
                                        {"advertise", required_argument, NULL, 'D'},
+                                       {"apply-workers", required_argument, NULL, 'P'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -130,6 +134,19 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
         return 2;
       }
       o->advertise = optarg;
+      break;
+    }
+    case 'P': {
+      char *end;
+      unsigned long n = strtoul(optarg, &end, 10);
+      if (!*optarg || *end || n < APPLY_WORKERS_MIN || n > APPLY_WORKERS_MAX) {
+        fprintf(stderr,
+                "replication-appliance run: --apply-workers takes a whole number of workers from %d to %d (default %d), "
+                "not '%s'\n",
+                APPLY_WORKERS_MIN, APPLY_WORKERS_MAX, APPLY_WORKERS_DEFAULT, optarg);
+        return 2;
+      }
+      o->apply_workers = (unsigned)n;
       break;
     }
     default: fprintf(stderr, RUN_USAGE); return 2;
@@ -187,6 +204,10 @@ static int load_settings(struct appliance *a, const struct run_opts *o)
   a->no_precopy = precopy && !strcmp(precopy, "off");
   if (a->no_precopy)
     log_warn("RPL_BENCH_PRECOPY=off: recovery points start without their catch-up cycle (benchmarks only)");
+  const char *no_direct = getenv("RPL_TEST_NO_DIRECT");
+  a->no_direct = no_direct && !strcmp(no_direct, "1");
+  if (a->no_direct)
+    log_warn("RPL_TEST_NO_DIRECT=1: every cycle goes through the cache and the apply workers (tests only)");
   a->backend = store_backend(&a->settings);
   if (a->backend->leased && (err = lease_owner_id(o->state, a->settings.lease_id))) {
     fprintf(stderr, "replication-appliance run: cannot read or make %s/lease-id: %s\n", o->state, rpl_strerror(err));
@@ -522,6 +543,7 @@ static int run(const struct run_opts *o)
   snprintf(a.web, sizeof a.web, "%s", o->web);
   a.web_root = o->web_root;
   a.rpo_ms = o->rpo_ms;
+  a.pool.nworkers = o->apply_workers;
   const char *sample = getenv("RPL_WEB_SAMPLE_SECONDS"); /* the series' interval (tests shorten it) */
   a.web_sample_s = sample ? (unsigned)strtoul(sample, NULL, 10) : 0;
   if (a.web_sample_s > 600)
@@ -555,8 +577,15 @@ static int run(const struct run_opts *o)
   sigaction(SIGTERM, &sig, NULL);
   sigaction(SIGINT, &sig, NULL);
   signal(SIGPIPE, SIG_IGN);
-  pthread_t applier, members;
-  pthread_create(&applier, NULL, applier_main, &a);
+  if ((err = apply_pool_start(&a))) {
+    fprintf(stderr, "replication-appliance run: %s\n", rpl_detail(err));
+    web_stop(web);
+    control_server_stop(ctl);
+    alerts_stop(a.alerts);
+    close_state(&a);
+    return 1;
+  }
+  pthread_t members;
   if (a.members.in_group) {
     if (!a.advertise[0])
       log_notice("appliance group %s: the other members' agents are not told this member's address (it listens on "
@@ -568,9 +597,9 @@ static int run(const struct run_opts *o)
   char points[SCHEDULE_TEXT_MAX];
   schedule_format(&a.schedule, points, sizeof points);
   log_info("replication-appliance %s listening on %s, storage %s (%ss), RPO target %.1f s, recovery points %s, upload "
-           "limits %u MB/s in all, %u MB/s per agent (0 = none)",
+           "limits %u MB/s in all, %u MB/s per agent (0 = none), %u apply workers",
            RPL_VERSION, a.listen, storage, a.backend->name, a.rpo_ms / 1000.0, points, a.settings.upload_limit_mbps,
-           a.settings.agent_limit_mbps);
+           a.settings.agent_limit_mbps, a.pool.nworkers);
   sd_notify_ready("appliance running");
   serve(&a);
   events_wake_all(); /* an `events --wait` in progress ends: the control socket waits for it */
@@ -580,9 +609,8 @@ static int run(const struct run_opts *o)
   pthread_mutex_lock(&a.lock);
   while (a.sessions)
     pthread_cond_wait(&a.applied, &a.lock);
-  pthread_cond_broadcast(&a.work);
   pthread_mutex_unlock(&a.lock);
-  pthread_join(applier, NULL);
+  apply_pool_stop(&a);
   if (a.members.in_group)
     pthread_join(members, NULL);
   web_stop(web);

@@ -93,6 +93,11 @@ static void write_event(const struct event *e, FILE *out)
     json_u64(&j, "raw_bytes", e->raw_bytes);
     json_u64(&j, "payload_bytes", e->payload_bytes);
   }
+  if (e->type == EVENT_APPLIED) {
+    json_u64(&j, "worker", e->worker);
+    json_u64(&j, "apply_ms", e->apply_ms);
+    json_u64(&j, "raw_bytes", e->raw_bytes);
+  }
   if (e->type != EVENT_POINT) {
     json_u64(&j, "upload_bytes", e->upload_bytes);
     json_u64(&j, "upload_ms", e->upload_ms);

@@ -26,7 +26,9 @@ struct event {
   uint64_t cycle;
   uint8_t kind;                   /* PROTO_CYCLE_* */
   bool direct;                    /* committed: written straight into the store (committed and applied) */
-  uint64_t extents, raw_bytes, payload_bytes; /* committed */
+  uint64_t extents, raw_bytes, payload_bytes; /* committed (raw_bytes: applied too) */
+  unsigned worker;                /* applied: the apply worker that applied it (0, 1, ...) */
+  uint64_t apply_ms;              /* applied: from the worker taking the cycle up to the cycle applied */
   uint64_t upload_bytes, upload_ms, limit_wait_ms; /* applied (and direct committed) to a network store */
   char point_id[32];              /* point: "rp-N" */
   uint8_t point_kind;             /* point: enum catalog_point_kind */

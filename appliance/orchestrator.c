@@ -550,8 +550,9 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
       continue; /* (the cache refused its cycle for now: it waits, whatever the backlog) */
     if (d->cache_bypass) {
       /* Its changes do not fit in the cache: a resync written straight into the store, once the
-       * store is open and reachable and the applier has nothing of the disk left to do. */
-      if (!d->store || d->upload_waiting || d->last_applied != d->last_committed || d->snap_pending || d->copy_due)
+       * store is open and reachable and no apply worker holds the disk or has anything of it left. */
+      if (!d->store || d->claimed || d->upload_waiting || d->last_applied != d->last_committed || d->snap_pending ||
+          d->copy_due)
         continue;
       pick = &s->slots[i];
       *kind = PROTO_CYCLE_RESYNC;

@@ -246,8 +246,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
 
 /* A cycle is written straight into the disk's store as it is verified, and made durable there
  * before the ACK; the journal only records that the cycle is in. The receive and the write overlap,
- * and the cache holds no copy of it. Only when the applier has nothing of the disk to do (no cycle
- * unapplied, no point's image being made), the storage is not away, and the backend takes this cycle
+ * and the cache holds no copy of it. Only when no apply worker holds the disk and it has nothing
+ * for one to do (no cycle unapplied, no point's image being made), the storage is not away, and the backend takes this cycle
  * (store_ops.direct_begin: a file replica any, a page blob the initial sync, or the resync of a disk
  * whose cycle did not fit in the cache). Anything else goes through the journal. */
 static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint8_t kind)
@@ -259,10 +259,12 @@ static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint
   sl->direct_store = NULL;
   pthread_mutex_lock(&s->a->lock);
   struct store *st = d->upload_waiting || d->lease_waiting ? NULL : d->store;
-  bool idle = d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due;
+  /* No worker holds it: a worker's turn may still be finishing the cycle it applied last (trim,
+   * image, rehash) after last_applied moved on. */
+  bool idle = !d->claimed && d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due;
   bool bypass = d->cache_bypass;
   pthread_mutex_unlock(&s->a->lock);
-  if (!st || !idle || u.open_cycle || u.cycles_pending || u.last_applied != u.last_committed ||
+  if (!st || !idle || (s->a->no_direct && !bypass) || u.open_cycle || u.cycles_pending || u.last_applied != u.last_committed ||
       u.last_committed + 1 != n || !st->ops->direct_begin(st, n, kind, bypass))
     return;
   sl->direct = true;
