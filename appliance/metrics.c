@@ -301,6 +301,7 @@ void metrics_write(void *appliance, FILE *f)
   uint64_t refused = a->refused_connections, free_bytes = a->state_free_bytes, points = a->points_recorded;
   bool held_for_space = a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN;
   struct appliance_metrics am = a->m;
+  struct apply_pool_state pool = a->pool;
   pthread_mutex_unlock(&a->lock);
 
   struct agents_list al = {.v = calloc(METRICS_MAX_AGENTS, sizeof *al.v), .t = appliance_thresholds(a)};
@@ -344,6 +345,12 @@ void metrics_write(void *appliance, FILE *f)
             am.storage_errors[i]);
   gauge(f, "rpl_appliance_group_point_failures_total", "counter",
         "Consistency-group point attempts that made no point (a member late, failing or gone).", am.group_points_failed);
+  gauge(f, "rpl_apply_workers", "gauge", "Apply workers: disks whose cycles are applied at once.", pool.nworkers);
+  gauge(f, "rpl_apply_workers_busy", "gauge", "Apply workers holding a disk now.", pool.busy);
+  gauge(f, "rpl_apply_queue_disks", "gauge",
+        "Disks with a committed cycle to apply that no worker holds (waiting for a free worker).", pool.queue_disks);
+  family(f, "rpl_apply_seconds_total", "counter", "Time the apply workers spent applying cycles, all workers together.");
+  fprintf(f, "rpl_apply_seconds_total %" PRIu64 ".%03" PRIu64 "\n", pool.apply_ms_total / 1000, pool.apply_ms_total % 1000);
   write_agents(f, &al, now);
   if (ds)
     write_disks(f, ds, nd, now_ms);

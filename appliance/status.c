@@ -233,6 +233,38 @@ static void status_disks(struct appliance *a, struct json_out *j, FILE *f)
   pthread_mutex_unlock(&a->lock);
 }
 
+/* The apply workers: how many, how many busy, and the disk each holds. L held. */
+static void appliers_status(struct appliance *a, struct json_out *j, FILE *f)
+{
+  uint64_t now = rpl_mono_ms();
+  const struct apply_pool_state *p = &a->pool;
+  if (j) {
+    json_object_begin(j, "appliers");
+    json_u64(j, "workers", p->nworkers);
+    json_u64(j, "busy", p->busy);
+    json_u64(j, "busy_max", p->busy_max);
+    json_u64(j, "queue_disks", p->queue_disks);
+    json_u64(j, "apply_ms_total", p->apply_ms_total);
+    json_array_begin(j, "holding");
+    for (unsigned w = 0; w < p->nworkers; w++) {
+      char id[37];
+      if (p->workers[w].disk)
+        id_text(p->workers[w].disk->id, id);
+      json_object_begin(j, NULL);
+      json_u64(j, "worker", w);
+      json_string(j, "disk_id", p->workers[w].disk ? id : NULL);
+      json_u64(j, "busy_ms", p->workers[w].disk ? now - p->workers[w].since_ms : 0);
+      json_u64(j, "turns", p->workers[w].turns);
+      json_object_end(j);
+    }
+    json_array_end(j);
+    json_object_end(j);
+    return;
+  }
+  fprintf(f, "apply workers: %u, %u busy (at most %u at once so far), %u disk(s) waiting for one\n", p->nworkers, p->busy,
+          p->busy_max, p->queue_disks);
+}
+
 /* The `status` document (text, or JSON for --json and the configuration manager's /api/status). */
 static void status_write(struct appliance *a, bool json, FILE *f)
 {
@@ -263,6 +295,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     json_u64(&j, "limit", MAX_CONNECTIONS);
     json_u64(&j, "unauthenticated_per_address_limit", MAX_PREAUTH_PER_ADDRESS);
     json_object_end(&j);
+    appliers_status(a, &j, NULL);
     pthread_mutex_unlock(&a->lock);
     json_u64(&j, "upload_limit_mbps", a->settings.upload_limit_mbps);
     json_u64(&j, "agent_limit_mbps", a->settings.agent_limit_mbps);
@@ -279,6 +312,7 @@ static void status_write(struct appliance *a, bool json, FILE *f)
     if (a->state_free_checked_ms && a->state_free_bytes < STATE_FREE_MIN)
       fprintf(f, "cycles held: the state directory's file system has %" PRIu64 " MiB free (at least %llu MiB wanted): "
                  "free space there\n", a->state_free_bytes >> 20, STATE_FREE_MIN >> 20);
+    appliers_status(a, NULL, f);
     pthread_mutex_unlock(&a->lock);
     fprintf(f, "upload limits: ");
     if (a->settings.upload_limit_mbps)
