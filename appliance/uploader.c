@@ -197,6 +197,7 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
   if (!u)
     return RPL_E_NOMEM;
   pthread_mutex_init(&u->lock, NULL);
+  pthread_mutex_init(&u->stats_lock, NULL);
   pthread_mutex_init(&u->pool.lock, NULL);
   u->settings = *s;
   memcpy(u->disk_id, disk_id, PROTO_ID_SIZE);
@@ -262,6 +263,7 @@ rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[
     if (u->lease.held)
       refresh_footer(u);
   }
+  uploader_publish_stats(u);
   *out = u;
   return RPL_OK;
 fail:
@@ -283,6 +285,7 @@ void uploader_close(struct uploader *u)
   XXH3_freeState(u->hash);
   free(u->raw);
   pthread_mutex_destroy(&u->lock);
+  pthread_mutex_destroy(&u->stats_lock);
   free(u);
 }
 
@@ -493,6 +496,7 @@ rpl_err uploader_flush_run(struct uploader *u, struct run *r, const struct blob_
   if (e)
     free(pc);
   r->length = 0;
+  uploader_publish_stats(u);
   return e ? e : throttle(u);
 }
 
@@ -653,6 +657,7 @@ rpl_err uploader_snapshot(struct uploader *u, uint64_t n, char *id, size_t idsz)
     u->stats.snapshots++;
     snprintf(id, idsz, "%s", r.snapshot);
   }
+  uploader_publish_stats(u);
   pthread_mutex_unlock(&u->lock);
   return e;
 }
@@ -705,6 +710,7 @@ rpl_err uploader_apply_some(struct uploader *u, struct journal *j, uint64_t max,
       (*applied)++;
   }
   e = uploader_lease_lost_if_refused(u, e);
+  uploader_publish_stats(u);
   pthread_mutex_unlock(&u->lock);
   return e;
 }
@@ -753,12 +759,21 @@ rpl_err uploader_read(struct uploader *u, uint64_t offset, void *buf, size_t len
   return e;
 }
 
+void uploader_publish_stats(struct uploader *u)
+{
+  pthread_mutex_lock(&u->stats_lock);
+  u->pub = u->stats;
+  blob_client_stats(u->client, &u->pub.blob);
+  pthread_mutex_unlock(&u->stats_lock);
+}
+
+/* Never waits for u->lock: an apply holds it for a whole cycle's upload, and a metrics scrape or
+ * status (under the appliance's lock) must not wait that long. */
 void uploader_get_stats(struct uploader *u, struct uploader_stats *out)
 {
-  pthread_mutex_lock(&u->lock);
-  *out = u->stats;
-  blob_client_stats(u->client, &out->blob);
-  pthread_mutex_unlock(&u->lock);
+  pthread_mutex_lock(&u->stats_lock);
+  *out = u->pub;
+  pthread_mutex_unlock(&u->stats_lock);
 }
 
 /* ---- the lease (lease.h) ----------------------------------------------------------------- */

@@ -314,6 +314,7 @@ static rpl_err direct_finish(struct uploader *u, bool commit)
     u->stats.cycles++;
   }
   e = uploader_lease_lost_if_refused(u, e);
+  uploader_publish_stats(u);
   pthread_mutex_unlock(&u->lock);
   pthread_cond_destroy(&dr->changed);
   pthread_mutex_destroy(&dr->lock);

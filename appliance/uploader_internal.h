@@ -54,7 +54,10 @@ struct uploader {
   XXH3_state_t *hash;
   rpl_err async_err; /* first failure of the writes in flight */
   struct rate_limit *limit_all, *limit_agent; /* bandwidth limits (not owned), or NULL */
-  struct uploader_stats stats;
+  struct uploader_stats stats; /* lock */
+  pthread_mutex_t stats_lock;  /* a leaf: guards pub only */
+  struct uploader_stats pub;   /* stats_lock: stats as last published, for readers (a metrics scrape) that
+                                  must not wait for an upload in progress under lock */
   struct lease lease; /* lease.c */
   struct direct *direct; /* the initial sync being written straight into the blob, or NULL */
   bool blank; /* created empty by this uploader and not written since but its footer: a zero
@@ -81,5 +84,7 @@ uint64_t uploader_limits_wait_us(struct rate_limit *all, struct rate_limit *agen
 void uploader_limits_take(struct rate_limit *all, struct rate_limit *agent, uint32_t len);
 rpl_err uploader_flush_run(struct uploader *u, struct run *r, const struct blob_write_cond *cond);
 rpl_err uploader_lease_lost_if_refused(struct uploader *u, rpl_err e);
+/* Copies the figures (stats and the blob client's) for uploader_get_stats. lock held. */
+void uploader_publish_stats(struct uploader *u);
 
 #endif
