@@ -24,6 +24,9 @@
 #define ZERO_BLOCK (64u << 10)
 #define STASH_MAX_BYTES (64u << 20) /* a cycle this small is decompressed once: kept from the check to the write */
 #define STASH_MAX_EXTENTS 65536
+#define STASH_KEEP_BYTES (1u << 20) /* a stash grown past this is freed after its cycle: every disk has one, and
+                                       several apply workers would each keep a large one for nothing between
+                                       cycles; a small one is kept, as most cycles need one that size again */
 #define DIRECT_ALIGN 4096u
 #define WRITEBACK_KICK (8ull << 20) /* buffered direct writes: start writeback this often, so the final fdatasync is short */
 #define DIRECT_SLOTS 8 /* writes queued for the writer thread (their buffers: 8 extents at most) */
@@ -423,6 +426,11 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
     }
   }
   journal_reader_close(rd);
+  if (st->cap > STASH_KEEP_BYTES) {
+    free(st->bytes);
+    free(st->x);
+    *st = (struct stash){0};
+  }
   if (e)
     return e;
   if (fdatasync(r->fd) != 0)
