@@ -45,6 +45,8 @@
                                            16 KiB and a hostname) never size a larger buffer */
 #define POLL_MS             50    /* sessions' and the listener's poll; also how soon a session notices an applied point */
 #define ELSEWHERE_GRACE_MS  10000 /* beyond a lease duration: a member that keeps a blob leased that long is alive */
+#define DIRECT_CLAIM_WAIT_MS 1000 /* a cycle that could go straight into the store waits at most this for a worker's
+                                     short turn on its disk (lease, rehash) to end, else goes through the cache */
 #define MAX_GROUPS          16    /* recovery-point groups a session runs at once (each a frame's worth of disks) */
 #define MAX_SNAPS           8     /* recovery-point images made by the applier, not yet recorded */
 #define MAX_AGENT_LIMITS    1024  /* agents with their own upload bucket; past it only the appliance-wide limit holds */

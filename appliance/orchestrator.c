@@ -558,9 +558,10 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
       *kind = PROTO_CYCLE_RESYNC;
       break;
     }
-    if (d->last_committed == 0 && !d->store && now - d->attached_ms < DIRECT_WAIT_MS &&
+    if (d->last_committed == 0 && (!d->store || d->claimed) && now - d->attached_ms < DIRECT_WAIT_MS &&
         upload_gate_is_open(s->a->gate))
-      continue; /* its page blob opens in a moment: the initial sync then goes straight into it */
+      continue; /* its page blob opens in a moment (or the worker that opened it lets go of it): the
+                 * initial sync then goes straight into it */
     if (d->adopt_resync && !d->replay_refused && !d->want_resync && (s->agent_caps & PROTO_CAP_REPLAY)) {
       /* A takeover: the agent sends again what the storage misses, from the blocks it kept. */
       pick = &s->slots[i];

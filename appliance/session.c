@@ -258,6 +258,14 @@ static void start_direct(struct session *s, struct rx_slot *sl, uint64_t n, uint
   sl->direct = false;
   sl->direct_store = NULL;
   pthread_mutex_lock(&s->a->lock);
+  /* A worker holding a disk with nothing to apply is on a short turn (its lease, a rehash, opening
+   * its store): worth a moment's wait, as the cycle would otherwise go through the cache. */
+  uint64_t until = rpl_mono_ms() + DIRECT_CLAIM_WAIT_MS;
+  while (d->claimed && d->last_applied == d->last_committed && !d->snap_pending && !d->copy_due &&
+         rpl_mono_ms() < until && !atomic_load(&appliance_stopping)) {
+    struct timespec ts = rpl_realtime_in_ms(POLL_MS);
+    pthread_cond_timedwait(&s->a->applied, &s->a->lock, &ts);
+  }
   struct store *st = d->upload_waiting || d->lease_waiting ? NULL : d->store;
   /* No worker holds it: a worker's turn may still be finishing the cycle it applied last (trim,
    * image, rehash) after last_applied moved on. */
