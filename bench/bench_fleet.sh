@@ -187,7 +187,7 @@ for store in $STORAGES; do
     "verified"
   for n in $AGENTS; do
     for w in $WORKERS; do
-      t=fleet_w$w
+      t=fleet-w$w
       run_fleet "$store" "$n" "$RATE" "$RPO" "$DURATION" "$SIZE_MIB" "$t" "$w"
       line=$(awk -v t="$t" -v s="$store" -v n="$n" '$1 == t && $2 == s && $3 == n' "$RESULTS")
       printf '%5s %4s %9s %10s %12s %11s %6s %6s %6s %10s %7s%% %9s%% %10s %9s %9s %8s\n' "$n" "$w" \
@@ -216,7 +216,7 @@ for store in $STORAGES; do
   first_w=${WORKERS%% *}
   for n in $AGENTS; do
     for w in $WORKERS; do
-    t=fleet_w$w
+    t=fleet-w$w
     cm=$(jget "$t" "$store" "$n" committed_mb_s)
     p99=$(jget "$t" "$store" "$n" lag_p99_s)
     [ -n "$cm" ] || continue
@@ -224,7 +224,7 @@ for store in $STORAGES; do
         -v peer_rate="$peer_rate" -v p99="$p99" -v goal="$GOAL_LAG" \
         -v cpu="$(jget "$t" "$store" "$n" ap_cpu_pct_per_agent)" \
         -v rss="$(jget "$t" "$store" "$n" ap_rss_kb_per_agent)" \
-        -v am="$(jget "$t" "$store" "$n" applied_mb_s)" -v am1="$(jget "fleet_w$first_w" "$store" "$n" applied_mb_s)" \
+        -v am="$(jget "$t" "$store" "$n" applied_mb_s)" -v am1="$(jget "fleet-w$first_w" "$store" "$n" applied_mb_s)" \
         -v w1="$first_w" -v busy="$(jget "$t" "$store" "$n" apply_busy_max)" \
         -v hwm="$(jget "$t" "$store" "$n" ap_hwm_kb)" 'BEGIN {
       printf "%-8s N=%-4d workers=%-2d churn %.1f MB/s in all = %s the one-disk peer'"'"'s best held rate (%.1f MB/s); committed %.1f MB/s = %s the peer'"'"'s (%.1f MB/s)\n",
@@ -248,7 +248,7 @@ for store in $STORAGES; do
   summary+=" ${store}_peer_best_mb_s=${PEER_RATE[$store]:-0}"
   for n in $AGENTS; do
     for w in $WORKERS; do
-      t=fleet_w$w k=${store}_n${n}_w${w}
+      t=fleet-w$w k=${store}_n${n}_w${w}
       [ -n "$(jget "$t" "$store" "$n" lag_p99_s)" ] || continue
       summary+=" ${k}_lag_p99_s=$(jget "$t" "$store" "$n" lag_p99_s)"
       summary+=" ${k}_churn_mb_s=$(jget "$t" "$store" "$n" churn_mb_s)"
