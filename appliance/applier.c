@@ -179,7 +179,7 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
     upload_gate_succeeded(a->gate);
 }
 
-/* Applies at most one pending cycle of d: the applier takes disks in turn, one cycle each, so
+/* Applies at most one pending cycle of d: the workers take disks in turn, one cycle each, so
  * that every disk with pending cycles progresses (round-robin) instead of one draining first. */
 static void apply_disk(struct appliance *a, struct disk *d, unsigned worker)
 {
