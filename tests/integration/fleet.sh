@@ -40,6 +40,11 @@ wait_until_report() { tail -n 30 "$RT/appliance.log" >&2; }
 WORKERS=4
 say "appliance with file: storage, RPO target 5 s, $WORKERS apply workers, every cycle through the cache"
 "$AP" init --state "$RT/app" --storage "file:$RT/replica" >"$RT/init.out" || fail "init failed"
+for bad in 0 33 -1 x ""; do
+  out=$("$AP" run --state "$RT/app" --web off --apply-workers "$bad" 2>&1); rc=$?
+  [ "$rc" = 2 ] && [[ $out == *"--apply-workers takes a whole number of workers from 1 to 32"* ]] \
+    || fail "--apply-workers '$bad': exit $rc, unclear error: $out"
+done
 PORT=$(free_port)
 RPL_TEST_NO_DIRECT=1 RPL_TEST_APPLY_HOLD_MS=300 \
   "$AP" run --state "$RT/app" --listen "127.0.0.1:$PORT" --web off --points crash=off,app=off --rpo 5 \
