@@ -140,7 +140,10 @@ PY
   echo "$tag $store $n $json verified=$verified/$k apply_after_drain_s=$apply_s" >>"$RESULTS"
   kill -TERM "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  if [ -n "${BENCH_KEEP_LOGS:-}" ]; then mkdir -p "$BENCH_KEEP_LOGS" && cp "$dir/appliance.log" "$dir/fleet.out" "$BENCH_KEEP_LOGS/" 2>/dev/null; fi
+  if [ -n "${BENCH_KEEP_LOGS:-}" ]; then # one folder per run, the events with the logs
+    mkdir -p "$BENCH_KEEP_LOGS/$tag-$store-$n" &&
+      cp "$dir/appliance.log" "$dir/fleet.out" "$dir/events.jsonl" "$BENCH_KEEP_LOGS/$tag-$store-$n/" 2>/dev/null
+  fi
   [ -n "${BENCH_KEEP_RUNS:-}" ] || rm -rf "$dir" # the sparse disks and replicas of this run: the next one starts on an empty disk
 }
 
