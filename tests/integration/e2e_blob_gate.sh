@@ -2,8 +2,9 @@
 # e2e_blob_gate.sh - Description: uploads wait for the storage checks, and disks share the uploader.
 # The appliance starts with Azurite down: status (text and --json) shows the failed check ('TCP
 # reach') with its remedy, agents keep being ACKed for two disks while nothing is uploaded; Azurite
-# starts: uploads begin, the two disks' backlogs are applied in turn (round-robin: the first
-# applies alternate between the disks), and each disk's restored point is byte-identical to it.
+# starts: uploads begin, the two disks' backlogs are applied in turn by the one apply worker it runs
+# with (the pool hands the disk served least recently: the first applies alternate between the
+# disks), and each disk's restored point is byte-identical to it.
 # Also: upload limits given to run are shown in status; invalid limits give a clear error.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
@@ -42,7 +43,9 @@ grep -q '^upload_limit_mbps=300$' "$RT/other/appliance.conf" && grep -q '^agent_
 
 say "Azurite down: the appliance runs, holds uploads and says why"
 azurite_stop
-rpl_appliance_start --rpo 0.5 --upload-limit 500 --agent-limit 400
+# One apply worker: the pool's pick order alone decides whose cycle goes next (with more, both disks'
+# backlogs are applied at once: the fleet test checks that).
+rpl_appliance_start --rpo 0.5 --upload-limit 500 --agent-limit 400 --apply-workers 1
 wait_status 'd["uploads"]["state"] == "held" and d["uploads"]["failed_check"] == "TCP reach"' 30 \
   "status does not show the failed storage check"
 status_is 'd["uploads"]["remedy"] and "connect" in d["uploads"]["failed_check_detail"] and d["upload_limit_mbps"] == 500 and d["agent_limit_mbps"] == 400' \
