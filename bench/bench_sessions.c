@@ -25,505 +25,48 @@
  * took; the server's CPU seconds, voluntary and involuntary context switches during the load; its
  * peak RSS; its threads; heartbeat round trip p50/p99 under the bulk load. Runs are interleaved
  * (thread, epoll, thread, epoll, ...) for --rounds rounds at each N; printed: each round, then per
- * figure the median [min..max] of each model and the ratio epoll/thread of the medians. Last line:
+ * figure the median [min..max] of each model (over the runs that served everything; how many did is
+ * said) and the ratio epoll/thread of the medians. Last line:
  * `summary: key=value ...`. Exit status 1 when a run did not serve every connection and frame.
  *
  *   build/bench/bench_sessions                              (N = 100, 1000, 5000; 3 rounds)
  *   build/bench/bench_sessions --counts 100 --rounds 5 --seconds 10 --bulk-mbs 100
  *   options: --counts N[,N...] --rounds R --seconds S --rate HEARTBEATS_PER_S --bulk-mbs MB_S
  *            --bulk-conns K --loops L --thread-poll-ms MS (0: block, as without the appliance's
- *            poll) --window W --models thread,epoll
+ *            poll) --window W --models thread,epoll --pin 0|1 (default 1 on 2 cores or more: the
+ *            server on every core but the last, the client alone on the last)
  * RLIMIT_NOFILE is raised to its hard limit; an N that does not fit is skipped and said so.
  * Results and the decision they led to: docs/architecture.md, "Sessions: threads or an event loop".
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_sessions.h"
 #include "channel.h"
 #include "conn.h"
 #include "proto.h"
 #include "rpl_clock.h"
 #include "rpl_log.h"
 
-#define MAX_COUNT            20000     /* connections in one run */
-#define MAX_COUNTS           8         /* values of --counts */
-#define MAX_ROUNDS           25
-#define MAX_LOOPS            64        /* event-loop threads */
-#define MAX_SECONDS          600
-#define MAX_RATE             1000000.0 /* heartbeats per second, all connections */
-#define MAX_BULK_MBS         10000.0
-#define FD_MARGIN            64        /* descriptors beyond the connections (listener, pipes, epoll) */
-#define LISTEN_BACKLOG       4096
-#define HANDSHAKE_LIMIT_MS   10000     /* the appliance's HANDSHAKE_TIMEOUT_MS */
-#define APPLIANCE_POLL_MS    50        /* the appliance's POLL_MS: how often a session thread wakes */
-#define SESSION_STACK        (1u << 20) /* the appliance's session thread stack */
-#define SOCKET_BUFFER        (4 << 20) /* conn.c's SO_SNDBUF/SO_RCVBUF, given to the event loop's sockets too */
-#define EXTENT_BYTES         (1u << 20)
-#define OUT_CAP              (64u << 20) /* a connection's queued output; past it the connection is dropped */
-#define READ_BUDGET          (1u << 20) /* bytes one connection reads per event, so one bulk stream cannot starve the rest */
-#define EPOLL_BATCH          256
-#define CONNECT_LIMIT_MS     180000    /* all N connected within this, else the run fails */
-#define DRAIN_LIMIT_MS       20000     /* every frame answered within this after the load ends */
-#define RTT_CAP              (4u << 20) /* round trips kept for the percentiles */
-#define FIGURES              9
-
-enum model { MODEL_THREAD, MODEL_EPOLL, MODELS };
 static const char *const model_name[MODELS] = {"thread", "epoll"};
 
 struct options {
   int counts[MAX_COUNTS], ncounts, rounds, bulk_conns, loops, thread_poll_ms, window;
+  bool pin; /* the server on every core but the last, the client on the last */
   double seconds, rate, bulk_mbs;
   bool model_on[MODELS];
 };
-
-/* ---- nonblocking framed TLS connections (the event-loop server and the client) -------------- */
-
-struct outbuf {
-  uint8_t *data;
-  size_t len, off, alloc;
-};
-
-struct nb_conn {
-  int fd;
-  SSL *ssl;
-  uint32_t events;       /* what epoll watches now */
-  bool connecting, open, hs_wants_write, first_answered, bulk, closed;
-  struct proto_decoder dec;
-  struct outbuf out;
-};
-
-static int out_append(struct outbuf *o, const void *data, size_t len)
-{
-  if (o->len + len > OUT_CAP)
-    return -1;
-  if (o->len + len > o->alloc) {
-    size_t n = o->alloc ? o->alloc : 4096;
-    while (n < o->len + len)
-      n *= 2;
-    uint8_t *p = realloc(o->data, n);
-    if (!p)
-      return -1;
-    o->data = p, o->alloc = n;
-  }
-  memcpy(o->data + o->len, data, len);
-  o->len += len;
-  return 0;
-}
-
-static void socket_tune(int fd, bool big_buffers)
-{
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (big_buffers) {
-    int buf = SOCKET_BUFFER;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  }
-}
-
-static int nb_init(struct nb_conn *c, int fd, SSL_CTX *ctx, bool server)
-{
-  memset(c, 0, sizeof *c);
-  c->fd = fd;
-  proto_decoder_init(&c->dec);
-  c->ssl = SSL_new(ctx);
-  if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)
-    return -1;
-  SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  if (server)
-    SSL_set_accept_state(c->ssl);
-  else
-    SSL_set_connect_state(c->ssl);
-  return 0;
-}
-
-/* Closes the connection (a close_notify first when open, so the peer sees a clean end). */
-static void nb_close(int epfd, struct nb_conn *c)
-{
-  if (c->closed)
-    return;
-  epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
-  if (c->ssl && c->open)
-    SSL_shutdown(c->ssl);
-  SSL_free(c->ssl);
-  ERR_clear_error();
-  close(c->fd);
-  proto_decoder_free(&c->dec);
-  free(c->out.data);
-  c->ssl = NULL, c->out.data = NULL;
-  c->closed = true;
-}
-
-/* 1: handshake done; 0: under way; -1: failed. */
-static int nb_handshake(struct nb_conn *c)
-{
-  ERR_clear_error();
-  int r = SSL_do_handshake(c->ssl);
-  if (r == 1) {
-    c->open = true, c->hs_wants_write = false;
-    return 1;
-  }
-  int e = SSL_get_error(c->ssl, r);
-  c->hs_wants_write = e == SSL_ERROR_WANT_WRITE;
-  return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
-}
-
-typedef int (*frame_fn)(struct nb_conn *c, const struct proto_frame *f, void *arg);
-
-/* Reads what the socket has (up to READ_BUDGET, more while OpenSSL holds decrypted bytes) and hands
- * each whole frame to on_frame. 0: keep the connection; -1: closed by the peer or broken. */
-static int nb_read(struct nb_conn *c, frame_fn on_frame, void *arg)
-{
-  size_t got = 0;
-  while (got < READ_BUDGET || SSL_pending(c->ssl) > 0) {
-    uint8_t *space;
-    size_t avail;
-    if (proto_decoder_reserve(&c->dec, &space, &avail))
-      return -1;
-    ERR_clear_error();
-    int n = SSL_read(c->ssl, space, avail > (1u << 30) ? 1 << 30 : (int)avail);
-    if (n <= 0) {
-      int e = SSL_get_error(c->ssl, n);
-      return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
-    }
-    proto_decoder_commit(&c->dec, (size_t)n);
-    got += (size_t)n;
-    struct proto_frame f;
-    rpl_err err;
-    while ((err = proto_decoder_next(&c->dec, &f)) == RPL_OK)
-      if (on_frame(c, &f, arg))
-        return -1;
-    if (err != RPL_E_AGAIN)
-      return -1;
-  }
-  return 0;
-}
-
-/* Writes what is queued until the socket takes no more. 0: fine (maybe some left); -1: broken. */
-static int nb_flush(struct nb_conn *c)
-{
-  struct outbuf *o = &c->out;
-  while (o->off < o->len) {
-    size_t left = o->len - o->off;
-    ERR_clear_error();
-    int n = SSL_write(c->ssl, o->data + o->off, left > (1u << 30) ? 1 << 30 : (int)left);
-    if (n <= 0) {
-      int e = SSL_get_error(c->ssl, n);
-      return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
-    }
-    o->off += (size_t)n;
-  }
-  o->off = o->len = 0;
-  return 0;
-}
-
-/* Watches for writability only while something waits to be written. */
-static void nb_arm(int epfd, struct nb_conn *c)
-{
-  bool want_out = c->connecting || c->hs_wants_write || c->out.off < c->out.len;
-  uint32_t ev = EPOLLIN | (want_out ? EPOLLOUT : 0u);
-  if (ev == c->events)
-    return;
-  struct epoll_event e = {.events = ev, .data.ptr = c};
-  epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e);
-  c->events = ev;
-}
-
-/* ---- the server (a child process) --------------------------------------------------------- */
-
-struct server_stats {
-  double cpu_s;
-  long maxrss_kib, vcsw, ivcsw, threads;
-  uint64_t handshakes, heartbeats, extents, failures;
-};
-
-static struct {
-  enum model model;
-  SSL_CTX *ctx;
-  int listen_fd, poll_ms;
-  atomic_uint_fast64_t handshakes, heartbeats, extents, failures;
-} srv;
-
-/* The answer to one frame, appended to out: HEARTBEAT echoed, EXTENT acknowledged. */
-static rpl_err answer_frame(const struct proto_frame *f, struct proto_buf *out)
-{
-  rpl_err err;
-  if (f->type == PROTO_HEARTBEAT) {
-    struct proto_heartbeat hb;
-    if ((err = proto_decode_heartbeat(f, &hb)))
-      return err;
-    atomic_fetch_add(&srv.heartbeats, 1);
-    return proto_encode_heartbeat(out, &hb);
-  }
-  if (f->type == PROTO_EXTENT) {
-    struct proto_extent x;
-    if ((err = proto_decode_extent(f, &x)))
-      return err;
-    struct proto_ack ack = {.cycle = x.cycle};
-    memcpy(ack.disk_id, x.disk_id, sizeof ack.disk_id);
-    atomic_fetch_add(&srv.extents, 1);
-    return proto_encode_ack(out, &ack);
-  }
-  return RPL_E_PROTO_UNEXPECTED;
-}
-
-/* Thread model: one connection's session, as the appliance's: blocking conn.c, a 50 ms poll. */
-static void *session_thread(void *arg)
-{
-  struct conn *c;
-  if (conn_accept(srv.ctx, (int)(intptr_t)arg, HANDSHAKE_LIMIT_MS, &c)) {
-    atomic_fetch_add(&srv.failures, 1);
-    return NULL;
-  }
-  atomic_fetch_add(&srv.handshakes, 1);
-  struct proto_buf out = {.cap = PROTO_HEADER_SIZE + PROTO_MAX_STRING};
-  for (;;) {
-    struct proto_frame f;
-    rpl_err err = conn_recv(c, &f, srv.poll_ms > 0 ? srv.poll_ms : -1);
-    if (err == RPL_E_TIMEOUT)
-      continue; /* the appliance looks at its orchestrator's work here */
-    if (err)
-      break; /* the client closed: the run is over */
-    proto_buf_reset(&out);
-    if (answer_frame(&f, &out) || conn_send(c, &out)) {
-      atomic_fetch_add(&srv.failures, 1);
-      break;
-    }
-  }
-  proto_buf_free(&out);
-  conn_close(c);
-  return NULL;
-}
-
-static void *thread_acceptor(void *arg)
-{
-  for (;;) {
-    int fd = accept4(srv.listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE)
-        poll(NULL, 0, 10);
-      continue;
-    }
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, SESSION_STACK);
-    if (pthread_create(&t, &attr, session_thread, (void *)(intptr_t)fd) != 0) {
-      close(fd);
-      atomic_fetch_add(&srv.failures, 1);
-    }
-    pthread_attr_destroy(&attr);
-  }
-  return NULL;
-}
-
-static int server_on_frame(struct nb_conn *c, const struct proto_frame *f, void *arg)
-{
-  struct proto_buf *scratch = arg;
-  proto_buf_reset(scratch);
-  if (answer_frame(f, scratch) || out_append(&c->out, scratch->data, scratch->len)) {
-    atomic_fetch_add(&srv.failures, 1);
-    return -1;
-  }
-  return 0;
-}
-
-static void ev_accept(int epfd)
-{
-  for (;;) {
-    int fd = accept4(srv.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0)
-      return; /* EAGAIN: another loop took it, or none left */
-    socket_tune(fd, true);
-    struct nb_conn *c = malloc(sizeof *c);
-    if (!c || nb_init(c, fd, srv.ctx, true)) {
-      if (c)
-        nb_close(epfd, c);
-      else
-        close(fd);
-      free(c);
-      atomic_fetch_add(&srv.failures, 1);
-      continue;
-    }
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
-    c->events = EPOLLIN;
-    epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e);
-  }
-}
-
-/* One event on an event-loop connection. -1: it ended. */
-static int ev_serve(struct nb_conn *c, struct proto_buf *scratch)
-{
-  if (!c->open) {
-    int h = nb_handshake(c);
-    if (h < 0)
-      atomic_fetch_add(&srv.failures, 1);
-    if (h <= 0)
-      return h;
-    atomic_fetch_add(&srv.handshakes, 1);
-  }
-  if (nb_read(c, server_on_frame, scratch))
-    return -1;
-  return nb_flush(c);
-}
-
-/* Event model: one loop thread; every loop watches the listener (EPOLLEXCLUSIVE wakes one). */
-static void *ev_loop(void *arg)
-{
-  int epfd = epoll_create1(EPOLL_CLOEXEC);
-  struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL};
-  if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, srv.listen_fd, &le)) {
-    perror("bench_sessions: epoll");
-    _exit(2);
-  }
-  struct proto_buf scratch = {.cap = PROTO_HEADER_SIZE + PROTO_MAX_STRING};
-  struct epoll_event evs[EPOLL_BATCH];
-  for (;;) {
-    int n = epoll_wait(epfd, evs, EPOLL_BATCH, -1);
-    for (int i = 0; i < n; i++) {
-      struct nb_conn *c = evs[i].data.ptr;
-      if (!c) {
-        ev_accept(epfd);
-        continue;
-      }
-      if (ev_serve(c, &scratch)) {
-        nb_close(epfd, c);
-        free(c);
-        continue;
-      }
-      nb_arm(epfd, c);
-    }
-  }
-  return NULL;
-}
-
-static long self_threads(void)
-{
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long n = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (sscanf(line, "Threads: %ld", &n) == 1)
-      break;
-  if (f)
-    fclose(f);
-  return n;
-}
-
-static void server_stats_now(struct server_stats *s)
-{
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  s->cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-             ru.ru_stime.tv_usec / 1e6;
-  s->maxrss_kib = ru.ru_maxrss;
-  s->vcsw = ru.ru_nvcsw, s->ivcsw = ru.ru_nivcsw;
-  s->threads = self_threads();
-  s->handshakes = atomic_load(&srv.handshakes), s->heartbeats = atomic_load(&srv.heartbeats);
-  s->extents = atomic_load(&srv.extents), s->failures = atomic_load(&srv.failures);
-}
-
-struct certs {
-  char *ca, *ca_key, *server_cert, *server_key, *client_cert, *client_key;
-};
-
-/* The child: serves in its model until its parent says 'Q' or goes; answers 'S' with its stats. */
-static void server_main(enum model model, int loops, int poll_ms, const struct certs *k, int cmd_fd, int report_fd)
-{
-  srv.model = model, srv.poll_ms = poll_ms;
-  if (chan_server_ctx(k->server_cert, k->server_key, k->ca, &srv.ctx)) {
-    fprintf(stderr, "bench_sessions: server TLS context: %s\n", rpl_detail(RPL_E_TLS));
-    _exit(2);
-  }
-  int flags = fcntl(srv.listen_fd, F_GETFL);
-  fcntl(srv.listen_fd, F_SETFL, model == MODEL_EPOLL ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
-  int threads = model == MODEL_EPOLL ? loops : 1;
-  for (int i = 0; i < threads; i++) {
-    pthread_t t;
-    if (pthread_create(&t, NULL, model == MODEL_EPOLL ? ev_loop : thread_acceptor, NULL)) {
-      fprintf(stderr, "bench_sessions: cannot start the server's threads\n");
-      _exit(2);
-    }
-  }
-  char cmd;
-  while (read(cmd_fd, &cmd, 1) == 1 && cmd == 'S') {
-    struct server_stats s;
-    server_stats_now(&s);
-    if (write(report_fd, &s, sizeof s) != (ssize_t)sizeof s)
-      break;
-  }
-  _exit(0);
-}
-
-struct server_proc {
-  pid_t pid;
-  int cmd_fd, report_fd;
-};
-
-static int server_start(enum model model, const struct options *o, const struct certs *k, int listen_fd,
-                        struct server_proc *sp)
-{
-  int to[2], from[2];
-  if (pipe2(to, O_CLOEXEC) || pipe2(from, O_CLOEXEC))
-    return -1;
-  fflush(NULL);
-  sp->pid = fork();
-  if (sp->pid < 0)
-    return -1;
-  if (sp->pid == 0) {
-    close(to[1]), close(from[0]);
-    srv.listen_fd = listen_fd;
-    server_main(model, o->loops, o->thread_poll_ms, k, to[0], from[1]);
-  }
-  close(to[0]), close(from[1]);
-  sp->cmd_fd = to[1], sp->report_fd = from[0];
-  return 0;
-}
-
-static int server_ask(const struct server_proc *sp, struct server_stats *s)
-{
-  char cmd = 'S';
-  if (write(sp->cmd_fd, &cmd, 1) != 1)
-    return -1;
-  size_t got = 0;
-  while (got < sizeof *s) {
-    ssize_t n = read(sp->report_fd, (char *)s + got, sizeof *s - got);
-    if (n <= 0)
-      return -1;
-    got += (size_t)n;
-  }
-  return 0;
-}
-
-static void server_stop(struct server_proc *sp)
-{
-  char cmd = 'Q';
-  if (write(sp->cmd_fd, &cmd, 1) != 1)
-    kill(sp->pid, SIGKILL);
-  close(sp->cmd_fd), close(sp->report_fd);
-  waitpid(sp->pid, NULL, 0);
-}
 
 /* ---- the client (this process) ------------------------------------------------------------- */
 
@@ -782,7 +325,7 @@ static void run_one(enum model model, int n, const struct options *o, const stru
                       .bulk_conns = o->bulk_mbs > 0 ? o->bulk_conns : 0};
   struct server_stats a, b, c;
   double bulk_done = 0;
-  if (!cl.conns || !cl.rtt_ns || cl.epfd < 0 || server_start(model, o, k, lfd, &sp)) {
+  if (!cl.conns || !cl.rtt_ns || cl.epfd < 0 || server_start(model, o->loops, o->thread_poll_ms, o->pin, k, lfd, &sp)) {
     snprintf(r->note, sizeof r->note, "cannot start: %s", strerror(errno));
     close(lfd);
     return;
@@ -818,26 +361,39 @@ static double median_of(double *v, int n, double *lo, double *hi)
 static void report_count(int n, const struct options *o, struct result res[MODELS][MAX_ROUNDS], char *sum,
                          size_t sumsz)
 {
-  printf("N=%d: figure (median [min..max] over %d rounds)\n", n, o->rounds);
+  int served[MODELS] = {0};
+  for (int m = 0; m < MODELS; m++)
+    for (int r = 0; r < o->rounds; r++)
+      served[m] += o->model_on[m] && res[m][r].served;
+  printf("N=%d: figure (median [min..max] of the runs that served everything: thread %d, epoll %d of %d)\n", n,
+         served[MODEL_THREAD], served[MODEL_EPOLL], o->rounds);
+  size_t used = strlen(sum);
+  snprintf(sum + used, sumsz - used, " n%d_thread_served=%d/%d n%d_epoll_served=%d/%d", n, served[MODEL_THREAD],
+           o->rounds, n, served[MODEL_EPOLL], o->rounds);
   for (int f = 0; f < FIGURES; f++) {
-    double med[MODELS] = {0}, lo[MODELS] = {0}, hi[MODELS] = {0};
+    double med[MODELS] = {-1, -1}, lo[MODELS] = {0}, hi[MODELS] = {0};
     printf("  %-34s", fig_what[f]);
     for (int m = 0; m < MODELS; m++) {
       if (!o->model_on[m])
         continue;
       double v[MAX_ROUNDS];
+      int k = 0;
       for (int r = 0; r < o->rounds; r++)
-        v[r] = res[m][r].fig[f];
-      med[m] = median_of(v, o->rounds, &lo[m], &hi[m]);
-      printf("  %s %10.3f [%.3f..%.3f]", model_name[m], med[m], lo[m], hi[m]);
+        if (res[m][r].served)
+          v[k++] = res[m][r].fig[f];
+      if (k)
+        med[m] = median_of(v, k, &lo[m], &hi[m]);
+      if (k)
+        printf("  %s %10.3f [%.3f..%.3f]", model_name[m], med[m], lo[m], hi[m]);
+      else
+        printf("  %s %10s %*s", model_name[m], "none", 16, "");
     }
-    bool both = o->model_on[MODEL_THREAD] && o->model_on[MODEL_EPOLL];
-    double ratio = both && med[MODEL_THREAD] > 0 ? med[MODEL_EPOLL] / med[MODEL_THREAD] : -1;
-    if (both)
+    double ratio = med[MODEL_THREAD] > 0 && med[MODEL_EPOLL] >= 0 ? med[MODEL_EPOLL] / med[MODEL_THREAD] : -1;
+    if (ratio >= 0)
       printf("  epoll/thread %.3f", ratio);
     printf("\n");
-    size_t used = strlen(sum);
-    if (f == F_HS_MS || f == F_CPU || f == F_RSS || f == F_THREADS || f == F_P99)
+    used = strlen(sum);
+    if (f == F_HS_MS || f == F_HS_CPU || f == F_CPU || f == F_RSS || f == F_THREADS || f == F_P99)
       snprintf(sum + used, sumsz - used, " n%d_thread_%s=%.3f n%d_epoll_%s=%.3f n%d_%s_ratio=%.3f", n,
                fig_name[f], med[MODEL_THREAD], n, fig_name[f], med[MODEL_EPOLL], n, fig_name[f], ratio);
   }
@@ -875,7 +431,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 {
   *o = (struct options){.counts = {100, 1000, 5000}, .ncounts = 3, .rounds = 3, .seconds = 5, .rate = 2000,
                         .bulk_mbs = 50, .bulk_conns = 4, .loops = 1, .thread_poll_ms = APPLIANCE_POLL_MS,
-                        .window = 256, .model_on = {true, true}};
+                        .window = 256, .model_on = {true, true},
+                        .pin = sysconf(_SC_NPROCESSORS_ONLN) >= 2};
   for (int i = 1; i < argc; i++) {
     const char *opt = argv[i], *arg = i + 1 < argc ? argv[i + 1] : NULL;
     i++;
@@ -905,6 +462,8 @@ static void parse_options(int argc, char **argv, struct options *o)
       o->loops = (int)number(opt, arg, 0, MAX_LOOPS);
     } else if (!strcmp(opt, "--thread-poll-ms")) {
       o->thread_poll_ms = (int)number(opt, arg, 0, CONN_IO_TIMEOUT_MS);
+    } else if (!strcmp(opt, "--pin")) {
+      o->pin = number(opt, arg, 0, 1) != 0;
     } else if (!strcmp(opt, "--window")) {
       o->window = (int)number(opt, arg, 1, MAX_COUNT);
     } else {
@@ -913,7 +472,7 @@ static void parse_options(int argc, char **argv, struct options *o)
     }
   }
   if (o->loops == 0) {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN) - (o->pin ? 1 : 0);
     o->loops = cpus < 1 ? 1 : cpus > MAX_LOOPS ? MAX_LOOPS : (int)cpus;
   }
 }
@@ -978,11 +537,15 @@ static rlim_t raise_nofile(void)
 
 int main(int argc, char **argv)
 {
+  if (argc > 1 && !strcmp(argv[1], SERVE_OPTION))
+    return server_exec_main(argc, argv);
   struct options o;
   parse_options(argc, argv, &o);
   log_init("bench_sessions", LOG_LVL_ERR);
   signal(SIGPIPE, SIG_IGN);
   rlim_t nofile = raise_nofile();
+  if (o.pin)
+    pin_to(false);
   struct certs k = {0};
   SSL_CTX *cctx = NULL;
   size_t extent_len = 0;
@@ -991,9 +554,10 @@ int main(int argc, char **argv)
     return 2;
   printf("bench_sessions: heartbeats %.0f/s in all, bulk %.0f MB/s of 1 MiB EXTENT frames on %d connections, "
          "%.1f s of load per run, %d rounds (thread, epoll interleaved); thread: %d ms poll, %u KiB stacks; "
-         "epoll: %d loop thread(s); descriptors %llu; %ld cores\n",
+         "epoll: %d loop thread(s); descriptors %llu; %ld cores%s\n",
          o.rate, o.bulk_mbs, o.bulk_mbs > 0 ? o.bulk_conns : 0, o.seconds, o.rounds, o.thread_poll_ms,
-         SESSION_STACK >> 10, o.loops, (unsigned long long)nofile, sysconf(_SC_NPROCESSORS_ONLN));
+         SESSION_STACK >> 10, o.loops, (unsigned long long)nofile, sysconf(_SC_NPROCESSORS_ONLN),
+         o.pin ? ", the server pinned to all but the last, the client to the last" : "");
   static struct result res[MODELS][MAX_ROUNDS];
   char summary[4096] = "";
   bool all_served = true;
