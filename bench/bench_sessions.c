@@ -11,7 +11,7 @@
  *           SSL nonblocking: handshake, reads into the same decoder, answers queued and written
  *           as the socket takes them.
  *
- * The client is this program's parent process (the server is a forked child, so that its
+ * The client is this program's parent process (the server is a child running a fresh image of it, so that its
  * getrusage is the server's alone), itself one epoll loop of nonblocking connections, the same for
  * both models. It opens N connections (at most --window handshakes under way), each sends one
  * HEARTBEAT and waits for its answer (accept + handshake time for all N ends when the last answer
