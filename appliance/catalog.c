@@ -114,6 +114,9 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
   ") STRICT;"
   "ALTER TABLE recovery_points ADD COLUMN consistency_group TEXT NOT NULL DEFAULT '';"
   "ALTER TABLE recovery_points ADD COLUMN group_window_ms INTEGER NOT NULL DEFAULT 0 CHECK (group_window_ms >= 0);",
+  /* 6: an agent whose record in the appliance group is still to be written (marked before each
+   * write, cleared after it: a failed write, or a stop in between, leaves it for the next sweep). */
+  "ALTER TABLE agents ADD COLUMN group_record_due INTEGER NOT NULL DEFAULT 0 CHECK (group_record_due IN (0, 1));",
 };
 
 #define AGENT_COLS "id, hostname, cert_fingerprint, registered_time, last_heartbeat, revoked"
@@ -150,6 +153,8 @@ static const char *const migrations[CATALOG_SCHEMA_VERSION] = {
                      "UPDATE SET hostname = ?2, cert_fingerprint = ?3, revoked = max(revoked, ?5), "          \
                      "pending_fingerprint = nullif(?6, '')")                                                  \
   X(ST_AGENT_ALL, "SELECT " AGENT_COLS " FROM agents ORDER BY registered_time, id")                    \
+  X(ST_AGENT_RECORD_DUE, "UPDATE agents SET group_record_due = ?2 WHERE id = ?1")                     \
+  X(ST_AGENT_RECORDS_DUE, "SELECT id FROM agents WHERE group_record_due = 1 ORDER BY id LIMIT ?1")     \
   X(ST_DISK_UPSERT, "INSERT INTO disks (id, agent_id, name, size_bytes, sector_size, state) "          \
                     "VALUES (?1, ?2, ?3, ?4, ?5, 'initial-sync') ON CONFLICT (id) DO UPDATE SET "      \
                     "name = excluded.name, size_bytes = excluded.size_bytes, "                         \
@@ -729,6 +734,36 @@ rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE])
   rpl_err e = update_one(c, s, "revoke agent");
   pthread_mutex_unlock(&c->lock);
   return e;
+}
+
+rpl_err catalog_agent_set_record_due(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], bool due)
+{
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_RECORD_DUE);
+  bind_id(s, 1, id);
+  sqlite3_bind_int(s, 2, due ? 1 : 0);
+  rpl_err e = update_one(c, s, due ? "mark an agent's group record due" : "clear an agent's group record due");
+  pthread_mutex_unlock(&c->lock);
+  return e;
+}
+
+rpl_err catalog_agent_records_due(struct catalog *c, uint8_t (*ids)[PROTO_ID_SIZE], size_t cap, size_t *n)
+{
+  *n = 0;
+  pthread_mutex_lock(&c->lock);
+  sqlite3_stmt *s = stmt(c, ST_AGENT_RECORDS_DUE);
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)cap);
+  rpl_err e = RPL_OK;
+  while (*n < cap && (e = next_row(c, s, "list agents whose group record is due")) == RPL_OK) {
+    if (sqlite3_column_bytes(s, 0) != PROTO_ID_SIZE) {
+      e = RPL_E_CATALOG_CORRUPT;
+      break;
+    }
+    memcpy(ids[(*n)++], sqlite3_column_blob(s, 0), PROTO_ID_SIZE);
+  }
+  sqlite3_reset(s);
+  pthread_mutex_unlock(&c->lock);
+  return e == RPL_E_NOT_FOUND || *n == cap ? RPL_OK : e;
 }
 
 rpl_err catalog_agent_certs(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], char current[CATALOG_MAX_FINGERPRINT + 1],

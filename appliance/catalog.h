@@ -23,7 +23,7 @@
  *    mutex held and must not call back into the catalog.
  */
 
-#define CATALOG_SCHEMA_VERSION   5
+#define CATALOG_SCHEMA_VERSION   6
 #define CATALOG_MAX_HOSTNAME     PROTO_MAX_STRING
 #define CATALOG_MAX_NAME         PROTO_MAX_STRING
 #define CATALOG_MAX_FINGERPRINT  160  /* e.g. "sha256:" + 64 hex digits, with room for colons */
@@ -91,6 +91,12 @@ RPL_MUST_CHECK rpl_err catalog_agent_certs(struct catalog *c, const uint8_t id[P
  * certificates (pending "" = none) brought up to date; a revocation here is never undone. */
 RPL_MUST_CHECK rpl_err catalog_agent_import(struct catalog *c, const struct catalog_agent *a, const char *pending);
 RPL_MUST_CHECK rpl_err catalog_agent_revoke(struct catalog *c, const uint8_t id[PROTO_ID_SIZE]);
+/* Whether the agent's record in the appliance group is still to be written (members.c): set before
+ * each write and cleared after it, so that a write that failed is made again by the next sweep. */
+RPL_MUST_CHECK rpl_err catalog_agent_set_record_due(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], bool due);
+/* Up to cap agents whose group record is due, in ids[0..*n). */
+RPL_MUST_CHECK rpl_err catalog_agent_records_due(struct catalog *c, uint8_t (*ids)[PROTO_ID_SIZE], size_t cap,
+                                                 size_t *n);
 /* Calls fn for every agent, oldest registration first; fn returning non-zero stops the walk. */
 RPL_MUST_CHECK rpl_err catalog_agent_foreach(struct catalog *c, int (*fn)(const struct catalog_agent *, void *),
                                              void *ctx);

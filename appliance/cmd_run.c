@@ -476,12 +476,36 @@ static void close_state(struct appliance *a)
 
 void appliance_publish_agent(struct appliance *a, const uint8_t agent[PROTO_ID_SIZE])
 {
+  if (!a->members.in_group)
+    return;
   char id[37], why[RPL_DETAIL_MAX + 256];
-  rpl_err e = members_publish_agent(&a->members, &a->settings, a->cat, agent);
-  if (e) {
-    id_text(agent, id);
+  id_text(agent, id);
+  rpl_err e = catalog_agent_set_record_due(a->cat, agent, true);
+  if (!e && !(e = members_publish_agent(&a->members, &a->settings, a->cat, agent)))
+    e = catalog_agent_set_record_due(a->cat, agent, false);
+  if (e)
     log_warn("agent %s: its record in the appliance group was not written (the other members do not know of this "
-             "change yet): %s", id, rpl_describe(e, why, sizeof why));
+             "change yet; written again within %u s): %s", id, (unsigned)MEMBERS_SWEEP_S, rpl_describe(e, why, sizeof why));
+  else
+    log_debug("agent %s: its record in the appliance group is written", id);
+}
+
+/* The agent records whose writing failed (or was cut short by a stop), written again, a batch per sweep. */
+static void publish_due_agents(struct appliance *a)
+{
+  uint8_t ids[64][PROTO_ID_SIZE];
+  size_t n = 0;
+  if (!a->members.in_group)
+    return;
+  char why[RPL_DETAIL_MAX + 256];
+  rpl_err e = catalog_agent_records_due(a->cat, ids, sizeof ids / sizeof ids[0], &n);
+  if (e)
+    log_warn("appliance group: cannot list the agent records still to be written: %s", rpl_describe(e, why, sizeof why));
+  for (size_t i = 0; i < n && !atomic_load(&appliance_stopping); i++) {
+    char id[37];
+    id_text(ids[i], id);
+    log_info("agent %s: writing its record in the appliance group again", id);
+    appliance_publish_agent(a, ids[i]);
   }
 }
 
@@ -528,6 +552,7 @@ static void *members_main(void *arg)
         log_warn("appliance group: the revocations were not read (tried again in %u s): %s", period,
                  rpl_describe(e, why, sizeof why));
       refresh_members(a, period);
+      publish_due_agents(a);
     }
     sleep(1);
   }

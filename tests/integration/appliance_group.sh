@@ -8,7 +8,8 @@
 # replay what the blobs miss (no resync: nothing compared, nothing read back); a final point of each
 # disk through B restores byte-identical. A restarted, an agent is sent to A first: A cannot take the
 # lease B renews, so after a lease duration it sends the agent on to B, which goes on committing. A
-# revocation at B reaches A.
+# revocation at B reaches A; the agent's record, which the storage refused to B at the revocation
+# (leased away), is written again by B's next sweep.
 set -u
 . "$(dirname "$0")/lib/replication.sh"
 wait_until_report() { show_logs; }
@@ -211,9 +212,21 @@ say "a revocation at B (configuration manager) reaches A: both refuse the agent"
 U=https://127.0.0.1:$WEB_B
 curl -sk -o "$RT/login.json" -c "$RT/jar" --data-urlencode "password=$PW" "$U/api/login" || fail "login at B failed"
 csrf=$(json_field "$RT/login.json" csrf_token) || fail "no CSRF token: $(cat "$RT/login.json")"
+# The agent's record is leased away meanwhile: B's write of it is refused by the storage, and B
+# writes it again at a sweep once the lease is broken.
+export BLOB_TEST_CONNSTR=$AZ_CONNSTR BLOB_TEST_ZONE=$AZ_ZONE BLOB_TEST_CA=$AZ_CA
+BT=$B/tests/blob_tool
+REC=appliance-group/agents/${AGENT[1]}.conf
+record_says() { "$BT" download replicas "$REC" "$RT/record" > /dev/null 2>&1 && grep -qx "$1" "$RT/record"; }
+"$BT" lease replicas "$REC" acquire 60 > "$RT/reclease.out" 2>&1 || fail "cannot lease agent 1's record: $(cat "$RT/reclease.out")"
 code=$(curl -sk -o "$RT/revoke.out" -w '%{http_code}' -b "$RT/jar" -H "X-CSRF-Token: $csrf" -X POST "$U/api/agents/${AGENT[1]}/revoke")
 [ "$code" = 200 ] || fail "revoke at B answered $code: $(cat "$RT/revoke.out")"
+wait_until -i 0.2 30 "B says the record was not written" grep -q "agent ${AGENT[1]}: its record in the appliance group was not written" "$RT/appB.log"
+record_says "revoked=0" || fail "agent 1's leased record changed: $(cat "$RT/record")"
+"$BT" lease replicas "$REC" break > "$RT/recbreak.out" 2>&1 || fail "cannot break the record's lease: $(cat "$RT/recbreak.out")"
+wait_until -i 0.2 30 "B writes agent 1's record again" record_says "revoked=1"
+grep -q "agent ${AGENT[1]}: writing its record in the appliance group again" "$RT/appB.log" || fail "B's sweep did not say it wrote the record again"
 wait_until -i 0.2 30 "A hears of the revocation" grep -q "agent ${AGENT[1]}: revoked by another member of the appliance group" "$RT/appliance.log"
 wait_until -i 0.2 60 "agent 1 is refused by both" ag_json 1 'not d["connected"]'
 wait_until -i 0.2 60 "A refuses agent 1" grep -q "client certificate for '${AGENT[1]}' refused: unknown or revoked agent" "$RT/appliance.log"
-echo "appliance_group: ok (group $group; 3 agents moved to B and replayed, B committing ${took} s after kill -9 of A with a ${LEASE} s lease; points ${point[*]}; agent 1 sent on by A; its revocation at B refused by A)"
+echo "appliance_group: ok (group $group; 3 agents moved to B and replayed, B committing ${took} s after kill -9 of A with a ${LEASE} s lease; points ${point[*]}; agent 1 sent on by A; its revocation at B refused by A, its record written again by a sweep)"

@@ -1,6 +1,7 @@
 /* test_catalog.c - Description: catalog CRUD for agents, registration keys (hash only, one use,
  * atomic with the agent), disks, cycles and recovery points; schema migration from an empty and
- * an older database, refusal of a newer one; reopen; clear errors for a damaged file and a lock. */
+ * an older database, refusal of a newer one; reopen; clear errors for a damaged file and a lock;
+ * agents whose appliance-group record is still to be written. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -242,6 +243,25 @@ static void test_agents(void **state)
   int n = 0;
   assert_int_equal(catalog_agent_foreach(cat, count_agents, &n), RPL_OK);
   assert_int_equal(n, 2);
+
+  /* A group record still to be written is listed until cleared, across a reopen, at most cap at a time. */
+  uint8_t due[2][PROTO_ID_SIZE];
+  size_t ndue = 9;
+  assert_int_equal(catalog_agent_records_due(cat, due, 2, &ndue), RPL_OK);
+  assert_int_equal(ndue, 0);
+  assert_int_equal(catalog_agent_set_record_due(cat, a.id, true), RPL_OK);
+  assert_int_equal(catalog_agent_set_record_due(cat, b.id, true), RPL_OK);
+  assert_int_equal(catalog_agent_set_record_due(cat, nobody, true), RPL_E_NOT_FOUND);
+  catalog_close(cat);
+  cat = open_catalog(c);
+  assert_int_equal(catalog_agent_records_due(cat, due, 1, &ndue), RPL_OK);
+  assert_int_equal(ndue, 1);
+  assert_int_equal(catalog_agent_records_due(cat, due, 2, &ndue), RPL_OK);
+  assert_int_equal(ndue, 2);
+  assert_int_equal(catalog_agent_set_record_due(cat, b.id, false), RPL_OK);
+  assert_int_equal(catalog_agent_records_due(cat, due, 2, &ndue), RPL_OK);
+  assert_int_equal(ndue, 1);
+  assert_memory_equal(due[0], a.id, PROTO_ID_SIZE);
   catalog_close(cat);
 }
 
@@ -494,6 +514,7 @@ static void test_points_migration(void **state)
            "ALTER TABLE registration_keys DROP COLUMN expires_time;"
            "ALTER TABLE registration_keys DROP COLUMN revoked;"
            "ALTER TABLE agents DROP COLUMN pending_fingerprint;"
+           "ALTER TABLE agents DROP COLUMN group_record_due;"
            "ALTER TABLE disks DROP COLUMN unprotected_time;"
            "INSERT INTO registration_keys (secret_hash, created_time) VALUES (zeroblob(32), 5000);"
            "PRAGMA user_version = 1;",
