@@ -538,7 +538,7 @@ static rpl_err await_group_acks(struct agent *a, struct point_group *g, const st
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++) {
     bool acked;
-    err = cycle_wait_ack(a, g->cs[i].disk, g->cs[i].cycle, &acked);
+    err = cycle_wait_ack(&g->cs[i], &acked);
     log_debug("%s: cycle %" PRIu64 ": %s %" PRIu64 " ms after the end was sent", g->devices[i], g->cs[i].cycle,
               acked ? "ACK" : "no ACK", rpl_mono_ms() - fo->read_end_ms);
     if (!err && acked)
