@@ -206,6 +206,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
         return err;
       continue;
     }
+    if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS) {
+      if ((err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f)))
+        return err;
+      continue;
+    }
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);

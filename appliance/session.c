@@ -812,11 +812,18 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
 }
 
 /* Whether the agent reads what is sent to it now: always, one that serves cycles at once (it reads
- * every frame as it comes, PROTO_CAP_CYCLES); else only between cycles (it reads a cycle's frames only
- * when it waits for them). */
+ * every frame as it comes, PROTO_CAP_CYCLES) unless a point's cycles are open; else only between
+ * cycles (it reads a cycle's frames only when it waits for them). */
 static bool between_cycles(const struct session *s)
 {
-  return !s->cycles_open || (s->agent_caps & PROTO_CAP_CYCLES);
+  if (!s->cycles_open)
+    return true;
+  if (!(s->agent_caps & PROTO_CAP_CYCLES))
+    return false;
+  for (size_t g = 0; g < MAX_GROUPS; g++)
+    if (s->groups[g].used && s->groups[g].started)
+      return false; /* a point's cycles run on the agent's session thread, which reads them as it always did */
+  return true;
 }
 
 /* The configuration manager's Unprotect: UNPROTECT_REQUEST to the agent, once per session, between
