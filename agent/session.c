@@ -475,6 +475,16 @@ static rpl_err begin_cycle(struct agent *a, struct serve_state *s, struct proto_
   return err;
 }
 
+/* Whether the thread of the disk's previous cycle has not been reaped yet: the appliance starts the
+ * next cycle once it sent the ACK, which the thread may still be committing. */
+static bool disk_in_flight(const struct agent *a, const uint8_t disk_id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < AGENT_CYCLES_MAX; i++)
+    if (a->workers[i].used && !memcmp(a->st.disks[a->workers[i].disk].id, disk_id, PROTO_ID_SIZE))
+      return true;
+  return false;
+}
+
 /* Starts the CYCLE_STARTs that came, in order. A point's, or any while the tracker handle must be
  * reopened or a disk unprotected, waits until no cycle is in flight (the appliance starts no other
  * cycle while a point's is open, and sends no more than its --agent-cycles). */
@@ -483,8 +493,8 @@ static rpl_err start_queued(struct agent *a, struct serve_state *s)
   while (a->nstarts) {
     bool alone = proto_cycle_is_point(a->starts[0].kind) || atomic_load(&a->cbt_reopen) || !a->cbt ||
                  unprotect_asked(a);
-    if (a->inflight && (alone || a->inflight >= AGENT_CYCLES_MAX))
-      return RPL_OK; /* once the cycles in flight end */
+    if (a->inflight && (alone || a->inflight >= AGENT_CYCLES_MAX || disk_in_flight(a, a->starts[0].disk_id)))
+      return RPL_OK; /* once the cycles in flight end (the disk's last one may still be committing its ACK) */
     struct proto_cycle_start m = a->starts[0];
     memmove(&a->starts[0], &a->starts[1], --a->nstarts * sizeof a->starts[0]);
     rpl_err err = begin_cycle(a, s, m);
