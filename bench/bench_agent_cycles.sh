@@ -53,7 +53,7 @@ sync_with() {
   local k=$1
   RT=$BASE/k$k RPL_PORT=
   mkdir -p "$RT"
-  if [ "$STORAGE" = azurite ]; then RPL_CONTAINER=k$k rpl_appliance_init_azure; else rpl_appliance_init; fi
+  if [ "$STORAGE" = azurite ]; then RPL_CONTAINER=cycles$k rpl_appliance_init_azure; else rpl_appliance_init; fi
   rpl_appliance_start --rpo 1 --agent-cycles "$k"
   rpl_agent_register
   kill -STOP "$RPL_AP_PID" # the disks announced together, when it goes on
@@ -76,6 +76,6 @@ say "the same three disks, up to $CONCURRENT at once"
 sync_with "$CONCURRENT"
 many=$SYNC_S many_open=$MOST_OPEN
 echo "concurrent:    ${many} s (at most $many_open cycles open)"
-ratio=$(awk -v a="$one" -v b="$many" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')
+ratio=$(awk -v a="$one" -v b="$many" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
 echo "initial sync of 3 disks, one-at-a-time / concurrent: ${ratio}x"
 echo "summary: storage=$STORAGE size=$SIZE one_at_a_time_s=$one concurrent_s=$many concurrent_open=$many_open ratio=$ratio"
