@@ -127,6 +127,7 @@ static void release_agent(struct agent *a)
   cbt_close(a->cbt);
   SSL_CTX_free(a->ctx);
   proto_buf_free(&a->out);
+  cycle_router_destroy(&a->router);
   close(a->wake);
 }
 
@@ -135,6 +136,9 @@ static int run(const struct run_opts *o)
   static struct agent a; /* large; one per process */
   memset(&a, 0, sizeof a);
   pthread_mutex_init(&a.lock, NULL);
+  pthread_mutex_init(&a.cbt_lock, NULL);
+  pthread_mutex_init(&a.retain_lock, NULL);
+  cycle_router_init(&a.router);
   if (load_registration(&a, o->state_dir))
     return 1;
   a.freeze = (struct freeze_options){.limit_ms = o->freeze_limit_ms, .pre_hook = o->pre_freeze_hook,

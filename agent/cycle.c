@@ -1,6 +1,6 @@
 /* cycle.c - one cycle of one disk: flip the tracker's generation, read the frozen set through the
  * pipeline and send it (after a hash comparison with the replica, for a resync), CYCLE_END, the ACK,
- * then commit. */
+ * then commit; on the session thread (points) or a cycle thread of its own (cycle_workers.c). */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +78,54 @@ void cycle_send_release(struct cycle_send *cs)
     free(cs->sent);
     cs->sent = NULL;
   }
+  proto_buf_free(&cs->out);
+}
+
+/* Sends what is encoded in cs->out (whole frames, never interleaved with another thread's). */
+static rpl_err send_cs_out(struct cycle_send *cs)
+{
+  rpl_err err = conn_send(cs->a->conn, &cs->out);
+  proto_buf_reset(&cs->out);
+  return err;
+}
+
+/* The next frame for the cycle: from its mailbox (a cycle thread), or read off the connection by the
+ * session thread itself (a point's cycles), which then handles what else comes as it did before cycles
+ * ran on threads. The caller frees *own (its payload) with cycle_frame_free. */
+static rpl_err next_frame(struct cycle_send *cs, struct proto_frame *f, struct cycle_frame *own)
+{
+  struct agent *a = cs->a;
+  memset(own, 0, sizeof *own);
+  if (cs->by_mailbox) {
+    rpl_err err;
+    do /* no limit of its own: the session thread ends it when the connection does, or the agent stops */
+      err = cycle_router_take(&a->router, cs->box, 1000, own);
+    while (err == RPL_E_TIMEOUT && !atomic_load(&agent_stopping));
+    if (err == RPL_E_TIMEOUT)
+      err = RPL_E_CANCELLED;
+    if (!err)
+      *f = own->f;
+    return err;
+  }
+  for (;;) {
+    rpl_err err = conn_recv(a->conn, f, CONN_IO_TIMEOUT_MS);
+    if (err)
+      return err;
+    if (f->type == PROTO_POINT)
+      err = points_handle_reply(a, f); /* the answer to an earlier request */
+    else if (f->type == PROTO_UNPROTECT_REQUEST)
+      err = session_unprotect_request(a, f); /* done once this cycle ends */
+    else if (f->type == PROTO_GROUP_THAW)
+      err = group_thaw_on_frame(a, f); /* a group point given up: the appliance may say so during a cycle */
+    else if (f->type == PROTO_STORED)
+      err = session_stored(a, f);
+    else if (f->type == PROTO_MEMBERS)
+      err = session_members(a, f);
+    else if (f->type != PROTO_HEARTBEAT)
+      return RPL_OK;
+    if (err)
+      return err;
+  }
 }
 
 /* What the cycle sent, kept until its ACK puts it in the disk's retained set. */
@@ -132,6 +180,7 @@ static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, s
 
 struct hash_pass {
   struct agent *a;
+  struct cycle_send *cs;      /* the cycle whose HASHES these are (its out buffer) */
   size_t disk;
   uint8_t *hashes;      /* HASHES_PER_FRAME * PROTO_HASH_SIZE */
   uint32_t n;
@@ -145,9 +194,9 @@ static rpl_err flush_hashes(struct hash_pass *hp)
   struct proto_hashes m = {.chunk_size = RESYNC_CHUNK, .first_chunk = hp->first_chunk, .count = hp->n,
                            .hashes = hp->hashes};
   memcpy(m.disk_id, hp->a->st.disks[hp->disk].id, PROTO_ID_SIZE);
-  rpl_err err = proto_encode_hashes(&hp->a->out, &m);
+  rpl_err err = proto_encode_hashes(&hp->cs->out, &m);
   if (!err)
-    err = session_send_buf(hp->a);
+    err = send_cs_out(hp->cs);
   hp->first_chunk += hp->n;
   hp->n = 0;
   return err;
@@ -168,7 +217,7 @@ static rpl_err emit_hash(void *arg, struct proto_extent *m)
 }
 
 /* Hashes the whole disk in RESYNC_CHUNK chunks and sends them as HASHES. */
-static rpl_err send_disk_hashes(struct agent *a, const struct cycle_send *cs)
+static rpl_err send_disk_hashes(struct agent *a, struct cycle_send *cs)
 {
   struct disk_rt *rt = &a->rt[cs->disk];
   struct pipeline *p;
@@ -176,7 +225,7 @@ static rpl_err send_disk_hashes(struct agent *a, const struct cycle_send *cs)
   rpl_err err = pipeline_create(rt->fd, &cfg, &p); /* hashing only: no compression */
   if (err)
     return err;
-  struct hash_pass hp = {.a = a, .disk = cs->disk, .hashes = malloc((size_t)HASHES_PER_FRAME * PROTO_HASH_SIZE)};
+  struct hash_pass hp = {.a = a, .cs = cs, .disk = cs->disk, .hashes = malloc((size_t)HASHES_PER_FRAME * PROTO_HASH_SIZE)};
   size_t nchunks = (size_t)((rt->size + RESYNC_CHUNK - 1) / RESYNC_CHUNK);
   struct pipeline_extent *px = calloc(nchunks, sizeof *px);
   if (!hp.hashes || !px)
@@ -196,36 +245,31 @@ static rpl_err send_disk_hashes(struct agent *a, const struct cycle_send *cs)
 
 /* The appliance's NEED, which it sends once it has every hash, as the byte extents to send. The
  * caller owns *out (free). */
-static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct cbt_extent **out, size_t *nout)
+static rpl_err receive_need(struct agent *a, struct cycle_send *cs, struct cbt_extent **out, size_t *nout)
 {
   struct disk_rt *rt = &a->rt[cs->disk];
   struct proto_frame f;
-  rpl_err err;
-  for (;;) {
-    if ((err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS)))
-      return err;
-    if (f.type == PROTO_POINT && (err = points_handle_reply(a, &f))) /* the answer to an earlier request */
-      return err;
-    if (f.type == PROTO_UNPROTECT_REQUEST && (err = session_unprotect_request(a, &f)))
-      return err;
-    if (f.type == PROTO_GROUP_THAW && (err = group_thaw_on_frame(a, &f))) /* a group point given up */
-      return err;
-    if (f.type != PROTO_HEARTBEAT && f.type != PROTO_POINT && f.type != PROTO_UNPROTECT_REQUEST &&
-        f.type != PROTO_GROUP_THAW)
-      break;
-  }
+  struct cycle_frame own;
+  rpl_err err = next_frame(cs, &f, &own);
+  if (err)
+    return err;
   struct proto_need need;
-  if (f.type != PROTO_NEED || (err = proto_decode_need(&f, &need)))
+  if (f.type != PROTO_NEED || (err = proto_decode_need(&f, &need))) {
+    cycle_frame_free(&own);
     return err ? err : RPL_E_PROTO_UNEXPECTED;
+  }
   struct cbt_extent *x = calloc(need.count ? need.count : 1, sizeof *x);
-  if (!x)
+  if (!x) {
+    cycle_frame_free(&own);
     return RPL_E_NOMEM;
+  }
   uint64_t bytes = 0;
   for (uint32_t i = 0; i < need.count; i++) {
     struct proto_need_range r = proto_need_range_at(&need, i);
     uint64_t off = r.first_chunk * need.chunk_size, len = (uint64_t)r.count * need.chunk_size;
     if (off >= rt->size) {
       free(x);
+      cycle_frame_free(&own);
       return RPL_E_PROTO_FIELD;
     }
     if (len > rt->size - off)
@@ -238,6 +282,7 @@ static rpl_err receive_need(struct agent *a, const struct cycle_send *cs, struct
   restart_progress(a, rt, bytes);
   *out = x;
   *nout = need.count;
+  cycle_frame_free(&own);
   return RPL_OK;
 }
 
@@ -264,7 +309,9 @@ static rpl_err plan_cycle(struct agent *a, const char *dev, uint64_t announced, 
                           uint64_t *resync_count)
 {
   struct cbt_status s;
+  pthread_mutex_lock(&a->cbt_lock);
   rpl_err err = cbt_status_get(a->cbt, dev, &s);
+  pthread_mutex_unlock(&a->cbt_lock);
   if (err)
     return err;
   *resync_count = 0;
@@ -292,7 +339,9 @@ static rpl_err drain_covered_set(struct agent *a, const char *dev)
   cbt_extents_init(&skip, DRAIN_BATCH, 0);
   do {
     cbt_extents_clear(&skip);
+    pthread_mutex_lock(&a->cbt_lock);
     err = cbt_drain(a->cbt, dev, &skip);
+    pthread_mutex_unlock(&a->cbt_lock);
   } while (err == RPL_E_AGAIN);
   cbt_extents_free(&skip);
   return err;
@@ -316,7 +365,9 @@ static rpl_err send_frozen_set(struct agent *a, struct cycle_send *cs, const cha
   cbt_extents_init(&set, DRAIN_BATCH, 1u << 20);
   do {
     cbt_extents_clear(&set);
+    pthread_mutex_lock(&a->cbt_lock);
     err = cbt_drain(a->cbt, dev, &set);
+    pthread_mutex_unlock(&a->cbt_lock);
     if (err && err != RPL_E_AGAIN)
       break;
     pthread_mutex_lock(&a->lock);
@@ -345,8 +396,11 @@ rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cyc
     plan->compare = true;
     log_notice("%s: the resync the appliance's cache asked for compares the disk with the replica", dev);
   }
-  if (!err)
+  if (!err) {
+    pthread_mutex_lock(&a->cbt_lock);
     err = cbt_flip(a->cbt, dev, &plan->gen);
+    pthread_mutex_unlock(&a->cbt_lock);
+  }
   return err;
 }
 
@@ -391,8 +445,8 @@ rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, uint8_t consisten
   cs->end.consistency = consistency;
   memcpy(cs->end.disk_id, a->st.disks[cs->disk].id, PROTO_ID_SIZE);
   proto_digest_final(&cs->digest, cs->end.digest);
-  rpl_err err = proto_encode_cycle_end(&a->out, &cs->end);
-  return err ? err : session_send_buf(a);
+  rpl_err err = proto_encode_cycle_end(&cs->out, &cs->end);
+  return err ? err : send_cs_out(cs);
 }
 
 /* ---- the ACK and after --------------------------------------------------------------------- */
@@ -464,72 +518,58 @@ static rpl_err nack_received(struct agent *a, size_t disk, uint64_t cycle, const
   return RPL_OK;
 }
 
-rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked)
+rpl_err cycle_wait_ack(struct cycle_send *cs, bool *acked)
 {
   *acked = false;
-  for (;;) {
-    struct proto_frame f;
-    rpl_err err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
-    if (err)
-      return err;
-    if (f.type == PROTO_HEARTBEAT)
-      continue;
-    if (f.type == PROTO_POINT) {
-      if ((err = points_handle_reply(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once this cycle ends */
-      if ((err = session_unprotect_request(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_GROUP_THAW) { /* a group point given up: the appliance may say so during a cycle */
-      if ((err = group_thaw_on_frame(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_ACK) {
-      struct proto_ack m;
-      if ((err = proto_decode_ack(&f, &m)))
-        return err;
-      if (agent_disk_index(a, m.disk_id) != (ssize_t)disk || m.cycle != cycle)
-        return RPL_E_PROTO_UNEXPECTED;
-      *acked = true;
-      return RPL_OK;
-    }
-    if (f.type == PROTO_NACK)
-      return nack_received(a, disk, cycle, &f);
-    if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS) {
-      if ((err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f)))
-        return err;
-      continue;
-    }
-    return RPL_E_PROTO_UNEXPECTED;
+  struct proto_frame f;
+  struct cycle_frame own;
+  rpl_err err = next_frame(cs, &f, &own);
+  if (err)
+    return err;
+  if (f.type == PROTO_ACK) {
+    struct proto_ack m;
+    if (!(err = proto_decode_ack(&f, &m)) &&
+        (agent_disk_index(cs->a, m.disk_id) != (ssize_t)cs->disk || m.cycle != cs->cycle))
+      err = RPL_E_PROTO_UNEXPECTED;
+    *acked = !err;
+  } else if (f.type == PROTO_NACK) {
+    err = nack_received(cs->a, cs->disk, cs->cycle, &f);
+  } else {
+    err = RPL_E_PROTO_UNEXPECTED;
   }
+  cycle_frame_free(&own);
+  return err;
 }
 
 rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count, bool full)
 {
   const char *dev = a->st.disks[cs->disk].device;
+  pthread_mutex_lock(&a->cbt_lock);
   rpl_err err = cbt_commit(a->cbt, dev, gen);
+  pthread_mutex_unlock(&a->cbt_lock);
   if (err == RPL_E_CBT_GENERATION_CHANGED)
     err = RPL_OK; /* re-reported at the next flip: nothing lost */
   if (!err && full && resync_count) {
+    pthread_mutex_lock(&a->cbt_lock);
     rpl_err ack = cbt_ack_resync(a->cbt, dev, resync_count);
+    pthread_mutex_unlock(&a->cbt_lock);
     if (ack == RPL_E_CBT_ACK_STALE)
       log_notice("%s: a new resync event happened during the resync: another follows", dev);
     else if (ack)
       err = ack;
   }
   /* Until the appliance says its storage holds them: a takeover may ask for them again. */
+  pthread_mutex_lock(&a->retain_lock);
   if (a->peer_replay)
     retain_acked(&a->rt[cs->disk].retain, cs->cycle, cs->sent, cs->sent_incomplete);
   else
     retain_free(&a->rt[cs->disk].retain); /* an appliance that never says what is stored asks for no replay */
+  pthread_mutex_unlock(&a->retain_lock);
   cycle_send_release(cs);
   struct cbt_status s;
+  pthread_mutex_lock(&a->cbt_lock);
   bool resync = cbt_status_get(a->cbt, dev, &s) == RPL_OK && s.resync_required;
+  pthread_mutex_unlock(&a->cbt_lock);
   pthread_mutex_lock(&a->lock);
   struct disk_rt *rt = &a->rt[cs->disk];
   rt->last_cycle = cs->cycle;
@@ -562,9 +602,10 @@ void note_read_rate(struct agent *a, size_t disk, uint64_t bytes, uint64_t ms)
   pthread_mutex_unlock(&a->lock);
 }
 
-rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
+rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind, int box, bool *ended)
 {
-  struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle};
+  struct cycle_send cs = {.a = a, .disk = disk, .cycle = cycle, .by_mailbox = box >= 0, .box = box};
+  *ended = false;
   proto_digest_init(&cs.digest);
   bool full = kind == PROTO_CYCLE_RESYNC;
   uint64_t gen = 0, count = 0;
@@ -574,13 +615,13 @@ rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind)
   pthread_mutex_unlock(&a->lock);
   uint64_t t0 = rpl_mono_ms();
   rpl_err err = cycle_send_body(a, &cs, full, &gen, &count);
-  if (!err)
-    err = cycle_send_end(a, &cs, PROTO_FUZZY);
+  if (!err && !(err = cycle_send_end(a, &cs, PROTO_FUZZY)))
+    *ended = true;
   uint64_t t1 = rpl_mono_ms();
   note_read_rate(a, disk, cs.end.raw_bytes, t1 - t0);
   bool acked = false;
   if (!err)
-    err = cycle_wait_ack(a, disk, cycle, &acked);
+    err = cycle_wait_ack(&cs, &acked);
   log_debug("%s: cycle %" PRIu64 ": sent in %" PRIu64 " ms, %s %" PRIu64 " ms later", a->st.disks[disk].device,
             cycle, t1 - t0, acked ? "ACK" : "no ACK", rpl_mono_ms() - t1);
   if (!err && acked)

@@ -1,5 +1,6 @@
 /* daemon.h - what the roles of `mobility-agent run` share; include it only from agent/cmd_run.c,
- * session.c, cycle.c, points.c, group_freeze.c and control.c (nothing outside the daemon, no tests). */
+ * session.c, cycle.c, cycle_workers.c, points.c, group_freeze.c and control.c (nothing outside the
+ * daemon, no tests). */
 #ifndef AGENT_DAEMON_H
 #define AGENT_DAEMON_H
 
@@ -14,6 +15,7 @@
 #include "cbt.h"
 #include "conn.h"
 #include "control.h"
+#include "cycle_mailbox.h"
 #include "freeze.h"
 #include "pipeline.h"
 #include "retain.h"
@@ -34,9 +36,11 @@ enum cache_answer { CACHE_TOOK, CACHE_WAIT, CACHE_TOO_BIG };
 #define FREEZE_KEPT 256 /* freeze durations a disk keeps for status: its last points' */
 
 /* A protected disk at runtime. fd, size, sector and announced belong to the session thread (protect
- * clears a new slot under agent.lock before counting it). Every other field is written under
- * agent.lock, by the session thread (by the main thread before the session starts), and read under it
- * by the control threads; the session thread, its only writer, also reads it without the lock. */
+ * clears a new slot under agent.lock before counting it; a cycle thread reads them while its cycle
+ * runs, when the session thread does not change them). Every other field is written under agent.lock,
+ * by the session thread or the disk's cycle thread (by the main thread before the session starts), and
+ * read under it by the control threads; the thread running the disk's cycle, the only writer then,
+ * also reads it without the lock. */
 struct disk_rt {
   enum disk_phase phase;
   bool announced;             /* DISK sent on this connection */
@@ -68,7 +72,7 @@ struct disk_rt {
   int fd;                     /* O_DIRECT, opened on first use */
   uint64_t size;
   uint32_t sector;
-  struct retain retain;       /* session thread only: the blocks of acknowledged cycles not yet stored */
+  struct retain retain;       /* agent.retain_lock: the blocks of acknowledged cycles not yet stored */
 };
 
 /* A `checkpoint` waiting for its recovery point; all of it under agent.lock. */
@@ -98,8 +102,29 @@ struct held_freeze {
   uint64_t frozen_mono_ms;
 };
 
+/* The most cycles in flight at once (their threads): the appliance asks for at most its
+ * `run --agent-cycles` (1..16), and sends no more than this. */
+#define AGENT_CYCLES_MAX CYCLE_MAILBOXES_MAX
+
+/* A plain cycle on a thread of its own (cycle_workers.c). used, disk, cycle, kind, box and thread:
+ * the session thread's. The thread writes err, then done. */
+struct cycle_worker {
+  struct agent *a;
+  bool used;
+  pthread_t thread;
+  size_t disk;
+  uint64_t cycle;
+  uint8_t kind;
+  int box;                    /* its mailbox in agent.router */
+  rpl_err err;                /* how it ended */
+  bool ended;                 /* its CYCLE_END went out (a failure after it needs no NACK) */
+  char why[RPL_DETAIL_MAX + 128]; /* err described, in its thread (details are kept per thread) */
+  atomic_bool done;
+};
+
 /* The running agent, one per process. Its threads: the session thread (session_loop: the connection,
- * cycles, points); a control thread per control-socket command (agent_control_handler); the stop
+ * the frames it reads, points); a cycle thread per plain cycle in flight (cycle_workers.c, at most
+ * AGENT_CYCLES_MAX); a control thread per control-socket command (agent_control_handler); the stop
  * watcher; and the main thread, which sets everything up before the others start and tears it down
  * after they end. */
 struct agent {
@@ -123,6 +148,14 @@ struct agent {
   bool no_precopy;            /* benchmark only ($RPL_BENCH_PRECOPY=off): points read all that is dirty frozen */
 
   atomic_int cbt_reopen;      /* tracking changed under another handle: the session reopens its own */
+  pthread_mutex_t cbt_lock;   /* around each use of cbt while cycle threads may run (the handle is not
+                                 thread-safe); cbt itself is replaced only with none in flight */
+  pthread_mutex_t retain_lock; /* rt[].retain (STORED on the session thread, ACKs on cycle threads) */
+  struct cycle_router router; /* ACK, NACK and NEED frames to the cycle threads (its own lock) */
+  struct cycle_worker workers[AGENT_CYCLES_MAX]; /* see struct cycle_worker */
+  unsigned inflight;          /* session thread: workers used */
+  struct proto_cycle_start starts[AGENT_MAX_DISKS]; /* session thread: CYCLE_STARTs not yet started */
+  size_t nstarts;
 
   /* session thread only (the main thread before it starts and after it ends) */
   struct cbt *cbt;
@@ -171,7 +204,7 @@ const char *agent_member_address(const struct agent *a);
 void session_loop(struct agent *a);
 /* Wakes the session thread's poll: new disks, point requests or a stop. Any thread. */
 void session_wake(struct agent *a);
-/* Sends what is encoded in a->out and empties it. */
+/* Sends what is encoded in a->out and empties it (session thread: a->out is its own). */
 RPL_MUST_CHECK rpl_err session_send_buf(struct agent *a);
 /* ---- unprotect.c ---------------------------------------------------------------------------- */
 
@@ -197,7 +230,7 @@ ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE]);
  * protected, and daily; only to an appliance that takes it. */
 RPL_MUST_CHECK rpl_err readiness_send_if_due(struct agent *a);
 
-/* ---- cycle.c: one cycle of one disk (session thread) ------------------------------------------ */
+/* ---- cycle.c: one cycle of one disk (session thread for points, else a cycle thread) --------- */
 
 /* A cycle being sent: what its CYCLE_END will carry. */
 struct cycle_send {
@@ -208,8 +241,12 @@ struct cycle_send {
   struct proto_cycle_end end;
   struct cbt_extents *sent;  /* the blocks sent (for the retained set, retain.h); NULL until the first */
   bool sent_incomplete;      /* past the set's limit, or out of memory: not kept */
+  struct proto_buf out;      /* its HASHES and CYCLE_END, encoded */
+  bool by_mailbox;           /* on a cycle thread: its frames come from mailbox box of agent.router (else
+                                the session thread reads them off the connection itself) */
+  int box;
 };
-/* Frees what cs holds (its sent set). */
+/* Frees what cs holds (its sent set, its out buffer). */
 void cycle_send_release(struct cycle_send *cs);
 
 /* What a flip decided for the read that follows. */
@@ -226,8 +263,10 @@ struct kept_set {
   bool incomplete;           /* past the set's limit, or a whole-disk read: nothing can be shown */
 };
 
-/* A plain (or, with kind PROTO_CYCLE_RESYNC, whole-disk) cycle: send, end, wait for the ACK, commit. */
-RPL_MUST_CHECK rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind);
+/* A plain (or, with kind PROTO_CYCLE_RESYNC, whole-disk) cycle: send, end, wait for the ACK, commit;
+ * its frames from mailbox box of a->router (box >= 0, on a cycle thread) or off the connection (-1).
+ * *ended: its CYCLE_END went out. */
+RPL_MUST_CHECK rpl_err cycle_run(struct agent *a, size_t disk, uint64_t cycle, uint8_t kind, int box, bool *ended);
 /* Flips the disk's tracker and sends its frozen set (everything, when the appliance asks for it;
  * the chunks that differ from the replica, when the tracker requires a resync), but not CYCLE_END.
  * *gen and *resync_count say what to commit and acknowledge after the ACK. */
@@ -243,13 +282,26 @@ RPL_MUST_CHECK rpl_err cycle_send_end(struct agent *a, struct cycle_send *cs, ui
 /* Whether a disk's cycle was refused by the appliance's cache for now and its pause is not over:
  * the backlog then asks for no cycle (the appliance asks when its cache drained). Under agent.lock. */
 bool cycle_cache_quiet(struct agent *a);
-/* Waits for the ACK or NACK of (disk, cycle); heartbeats and POINTs may come in between. */
-RPL_MUST_CHECK rpl_err cycle_wait_ack(struct agent *a, size_t disk, uint64_t cycle, bool *acked);
+/* Waits for the ACK or NACK of cs's cycle (on the session thread, heartbeats and POINTs may come in
+ * between). */
+RPL_MUST_CHECK rpl_err cycle_wait_ack(struct cycle_send *cs, bool *acked);
 /* A cycle of the disk read bytes in ms: the rate pre-copy sizes a point's remainder by. */
 void note_read_rate(struct agent *a, size_t disk, uint64_t bytes, uint64_t ms);
 /* Commits the sent generation (and the resync, when it was one) and records the ACKed cycle. */
 RPL_MUST_CHECK rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, uint64_t resync_count,
                                        bool full);
+
+/* ---- cycle_workers.c: plain cycles of different disks at once (session thread) ---------------- */
+
+/* Starts cycle m (plain, resync or replay, already checked) of disk on a thread of its own. */
+RPL_MUST_CHECK rpl_err workers_start(struct agent *a, size_t disk, const struct proto_cycle_start *m);
+/* Joins the threads whose cycles ended. A cycle that failed on its own (a read, the tracker) is
+ * NACKed, so that the appliance gives it up and the others go on; RPL_OK, or the first error that
+ * ends the session (the connection broke, or could not take the NACK). */
+RPL_MUST_CHECK rpl_err workers_reap(struct agent *a);
+/* The session ends (why): every cycle in flight is told, any send it is in fails, and all are joined
+ * (uncommitted, their generations are re-reported at the next flip). */
+void workers_end_all(struct agent *a, rpl_err why);
 
 /* ---- points.c: recovery points (session thread) ----------------------------------------------- */
 

@@ -206,6 +206,11 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
         return err;
       continue;
     }
+    if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS) {
+      if ((err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f)))
+        return err;
+      continue;
+    }
     if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
       return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
@@ -538,7 +543,7 @@ static rpl_err await_group_acks(struct agent *a, struct point_group *g, const st
   rpl_err err = RPL_OK;
   for (size_t i = 0; i < g->req.ndisks && !err; i++) {
     bool acked;
-    err = cycle_wait_ack(a, g->cs[i].disk, g->cs[i].cycle, &acked);
+    err = cycle_wait_ack(&g->cs[i], &acked);
     log_debug("%s: cycle %" PRIu64 ": %s %" PRIu64 " ms after the end was sent", g->devices[i], g->cs[i].cycle,
               acked ? "ACK" : "no ACK", rpl_mono_ms() - fo->read_end_ms);
     if (!err && acked)

@@ -1,5 +1,6 @@
-/* session.c - the agent's session with the appliance: connect, handshake, announce the disks, serve
- * the appliance's cycle requests with heartbeats in between, and reconnect with backoff. */
+/* session.c - the agent's session with the appliance: connect, handshake, announce the disks, read
+ * every frame the appliance sends (handing cycles' ACK, NACK and NEED to their threads), start its
+ * cycle requests, heartbeats in between, and reconnect with backoff. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -161,10 +162,22 @@ static rpl_err check_disk_size(struct agent *a, size_t i, bool *refused)
   return announce_disk(a, i);
 }
 
-/* Announces the disks protect added and asks for the recovery points checkpoint requested. */
+/* Whether `unprotect` (or the appliance) asked to unprotect a disk not yet forgotten. */
+static bool unprotect_asked(struct agent *a)
+{
+  bool asked = false;
+  pthread_mutex_lock(&a->lock);
+  for (size_t i = 0; i < a->st.ndisks && !asked; i++)
+    asked = a->rt[i].unprotect;
+  pthread_mutex_unlock(&a->lock);
+  return asked;
+}
+
+/* Announces the disks protect added and asks for the recovery points checkpoint requested; with no
+ * cycle in flight (unprotecting moves the disks' indexes), unprotects what was asked. */
 static rpl_err send_pending(struct agent *a)
 {
-  rpl_err err = session_unprotect_pending(a);
+  rpl_err err = a->inflight ? RPL_OK : session_unprotect_pending(a);
   pthread_mutex_lock(&a->lock);
   size_t n = a->st.ndisks;
   pthread_mutex_unlock(&a->lock);
@@ -187,6 +200,7 @@ static rpl_err send_hello(struct agent *a, bool renewing)
   struct proto_hello h = {.version_min = PROTO_VERSION_MIN, .version_max = PROTO_VERSION_MAX,
                           .capabilities = PROTO_CAP_ZSTD | PROTO_CAP_CBT_EBPF | PROTO_CAP_FREEZE |
                                           PROTO_CAP_UNPROTECT_REQUEST | PROTO_CAP_GROUP_POINT | PROTO_CAP_REPLAY | PROTO_CAP_MEMBERS |
+                                          PROTO_CAP_CYCLES |
                                           (renewing ? PROTO_CAP_RENEWING : 0),
                           .hostname = {(const uint8_t *)hostname, (uint32_t)strlen(hostname)}};
   uuid_parse(a->st.agent_id, h.agent_id);
@@ -255,8 +269,13 @@ static uint64_t dirty_total(struct agent *a)
   uint64_t sum = 0;
   for (size_t i = 0; i < a->st.ndisks; i++) {
     struct cbt_status s;
-    if (a->rt[i].phase != PHASE_ERROR && cbt_status_get(a->cbt, a->st.disks[i].device, &s) == RPL_OK)
+    pthread_mutex_lock(&a->lock);
+    bool error = a->rt[i].phase == PHASE_ERROR;
+    pthread_mutex_unlock(&a->lock);
+    pthread_mutex_lock(&a->cbt_lock);
+    if (!error && cbt_status_get(a->cbt, a->st.disks[i].device, &s) == RPL_OK)
       sum += s.dirty_bytes;
+    pthread_mutex_unlock(&a->cbt_lock);
   }
   return sum;
 }
@@ -331,8 +350,10 @@ rpl_err session_stored(struct agent *a, const struct proto_frame *f)
   if (err)
     return err;
   ssize_t d = agent_disk_index(a, m.disk_id);
+  pthread_mutex_lock(&a->retain_lock);
   if (d >= 0)
     retain_stored(&a->rt[d].retain, m.cycle);
+  pthread_mutex_unlock(&a->retain_lock);
   return RPL_OK;
 }
 
@@ -379,7 +400,10 @@ static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
 {
   const char *dev = a->st.disks[d].device;
   struct retain *r = &a->rt[d].retain;
-  if (!retain_complete(r, n - 1)) {
+  pthread_mutex_lock(&a->retain_lock); /* the disk has no cycle in flight: STORED is all that may come */
+  bool complete = retain_complete(r, n - 1);
+  pthread_mutex_unlock(&a->retain_lock);
+  if (!complete) {
     log_notice("%s: the appliance's storage holds cycle %" PRIu64 " and earlier; the blocks of the cycles after it "
                "are not all known here (%s): it resyncs the disk instead", dev, n - 1,
                r->known ? "forgotten past the limit" : "acknowledged before this agent started");
@@ -387,9 +411,13 @@ static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
   }
   struct cbt_extents set;
   cbt_extents_init(&set, RETAIN_EXTENTS_MAX, 0);
+  pthread_mutex_lock(&a->retain_lock);
   rpl_err err = retain_after(r, n - 1, &set);
+  pthread_mutex_unlock(&a->retain_lock);
+  pthread_mutex_lock(&a->cbt_lock);
   if (!err && set.count)
     err = cbt_merge(a->cbt, dev, &set);
+  pthread_mutex_unlock(&a->cbt_lock);
   if (!err)
     log_notice("%s: replaying for the appliance that took the disk over at cycle %" PRIu64 ": %zu extent(s), %" PRIu64
                " bytes of the cycles it misses, with what changed since", dev, n - 1, set.count, cbt_extents_bytes(&set));
@@ -400,12 +428,23 @@ static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
   return err ? RPL_E_REPLAY_INCOMPLETE : RPL_OK; /* never a session ended for good: a resync still works */
 }
 
-static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const struct proto_frame *f)
+/* CYCLE_START: kept until start_queued can start it (in the order they came). */
+static rpl_err queue_cycle_start(struct agent *a, const struct proto_frame *f)
 {
   struct proto_cycle_start m;
   rpl_err err = proto_decode_cycle_start(f, &m);
   if (err)
     return err;
+  if (a->nstarts == AGENT_MAX_DISKS) /* one cycle of a disk at a time: more is a broken peer */
+    return rpl_fail(RPL_E_PROTO_UNEXPECTED, "the appliance started more than %d cycles", AGENT_MAX_DISKS);
+  a->starts[a->nstarts++] = m;
+  return RPL_OK;
+}
+
+/* Starts cycle m: a plain one on a thread of its own, a point's on this thread (with none in flight). */
+static rpl_err begin_cycle(struct agent *a, struct serve_state *s, struct proto_cycle_start m)
+{
+  rpl_err err;
   ssize_t d = agent_disk_index(a, m.disk_id);
   if (d < 0)
     return refuse_cycle(a, &m, RPL_E_NOT_FOUND, NULL);
@@ -425,14 +464,47 @@ static rpl_err serve_cycle_start(struct agent *a, struct serve_state *s, const s
       return err == RPL_E_REPLAY_INCOMPLETE ? refuse_cycle(a, &m, err, rpl_strerror(err)) : err;
     m.kind = PROTO_CYCLE_PLAIN; /* the kept blocks are in the tracker's live set now */
   }
+  pthread_mutex_lock(&a->lock);
+  if (m.kind == PROTO_CYCLE_RESYNC && a->rt[d].phase == PHASE_NEW)
+    a->rt[d].phase = PHASE_SYNCING; /* before status can see the cycle in flight */
+  pthread_mutex_unlock(&a->lock);
   err = proto_cycle_is_point(m.kind) ? points_run_cycles(a, (size_t)d, m.cycle, m.kind, m.group)
-                                     : cycle_run(a, (size_t)d, m.cycle, m.kind);
+                                     : workers_start(a, (size_t)d, &m);
   s->last_send = rpl_mono_ms();
   s->pressure_sent = false;
   return err;
 }
 
-static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct proto_frame *f)
+/* Whether the thread of the disk's previous cycle has not been reaped yet: the appliance starts the
+ * next cycle once it sent the ACK, which the thread may still be committing. */
+static bool disk_in_flight(const struct agent *a, const uint8_t disk_id[PROTO_ID_SIZE])
+{
+  for (size_t i = 0; i < AGENT_CYCLES_MAX; i++)
+    if (a->workers[i].used && !memcmp(a->st.disks[a->workers[i].disk].id, disk_id, PROTO_ID_SIZE))
+      return true;
+  return false;
+}
+
+/* Starts the CYCLE_STARTs that came, in order. A point's, or any while the tracker handle must be
+ * reopened or a disk unprotected, waits until no cycle is in flight (the appliance starts no other
+ * cycle while a point's is open, and sends no more than its --agent-cycles). */
+static rpl_err start_queued(struct agent *a, struct serve_state *s)
+{
+  while (a->nstarts) {
+    bool alone = proto_cycle_is_point(a->starts[0].kind) || atomic_load(&a->cbt_reopen) || !a->cbt ||
+                 unprotect_asked(a);
+    if (a->inflight && (alone || a->inflight >= AGENT_CYCLES_MAX || disk_in_flight(a, a->starts[0].disk_id)))
+      return RPL_OK; /* once the cycles in flight end (the disk's last one may still be committing its ACK) */
+    struct proto_cycle_start m = a->starts[0];
+    memmove(&a->starts[0], &a->starts[1], --a->nstarts * sizeof a->starts[0]);
+    rpl_err err = begin_cycle(a, s, m);
+    if (err)
+      return err;
+  }
+  return RPL_OK;
+}
+
+static rpl_err serve_frame(struct agent *a, const struct proto_frame *f)
 {
   switch (f->type) {
   case PROTO_HEARTBEAT:
@@ -440,7 +512,11 @@ static rpl_err serve_frame(struct agent *a, struct serve_state *s, const struct 
   case PROTO_POINT:
     return points_handle_reply(a, f);
   case PROTO_CYCLE_START:
-    return serve_cycle_start(a, s, f);
+    return queue_cycle_start(a, f);
+  case PROTO_ACK:
+  case PROTO_NACK:
+  case PROTO_NEED: /* to the cycle in flight it names; none such is a broken peer */
+    return cycle_router_deliver(&a->router, f);
   case PROTO_STORED:
     return session_stored(a, f);
   case PROTO_MEMBERS:
@@ -475,13 +551,17 @@ static rpl_err serve(struct agent *a)
   for (;;) {
     if (atomic_load(&agent_stopping))
       return RPL_OK;
-    if (a->peer_renew && renewal_due(a)) {
+    if (a->peer_renew && renewal_due(a) && !a->inflight && !a->nstarts) {
       log_info("the client certificate is two thirds through its life: reconnecting to renew it");
       return RPL_E_AGAIN;
     }
     if (a->held.attempt && rpl_mono_ms() - a->held.frozen_mono_ms > a->held.limit_ms)
       group_freeze_release(a, "its limit passed without the appliance's word"); /* the watchdog thawed already */
-    rpl_err err = send_pending(a);
+    rpl_err err = workers_reap(a);
+    if (!err)
+      err = send_pending(a);
+    if (!err)
+      err = start_queued(a, &s);
     if (err)
       return err;
     if (!conn_pending(a->conn)) {
@@ -495,7 +575,7 @@ static rpl_err serve(struct agent *a)
     err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
     if (err == RPL_E_TIMEOUT)
       continue;
-    if (err || (err = serve_frame(a, &s, &f)))
+    if (err || (err = serve_frame(a, &f)))
       return err;
   }
 }
@@ -565,12 +645,16 @@ void session_loop(struct agent *a)
     if (!err)
       err = handshake(a);
     if (!err) {
+      conn_set_reader(a->conn); /* this thread reads every frame; cycle threads only send */
+      cycle_router_reopen(&a->router);
       on_connected(a);
       backoff = BACKOFF_MIN_MS;
       tried = 0;
       served = true;
       err = serve(a);
     }
+    workers_end_all(a, err ? err : RPL_E_CANCELLED);
+    a->nstarts = 0; /* the appliance gave up the cycles it started with the session */
     on_disconnected(a, err);
     if (atomic_load(&agent_stopping))
       break;

@@ -150,6 +150,15 @@ struct disk {
 
 struct alerts;
 
+/* Plain cycles of different disks one agent runs at once (run --agent-cycles). 4 lets a server's few
+ * disks sync side by side, each into its own page blob (whose upload, not the agent's reading, is what
+ * one disk waits on), while the session's one thread and the agent's connection stay shared fairly; 16
+ * is the agent's own bound (its threads, CYCLE_MAILBOXES_MAX). An agent that did not state
+ * PROTO_CAP_CYCLES gets one at a time. */
+#define AGENT_CYCLES_MIN     1
+#define AGENT_CYCLES_MAX     16
+#define AGENT_CYCLES_DEFAULT 4
+
 struct appliance {
   char state_dir[1024];
   struct appliance_settings settings;
@@ -164,6 +173,8 @@ struct appliance {
   char *server_cert, *server_key; /* the listeners' identity, issued by the authority */
   struct signer *signer;          /* holds the authority's key; signs agents' certificates */
   unsigned rpo_ms;
+  unsigned agent_cycles;          /* fixed once running: cycles of different disks one agent runs at once
+                                     (run --agent-cycles; 1 for an agent without PROTO_CAP_CYCLES) */
   pthread_mutex_t lock;           /* L: the disks list and their fields marked L, sessions, points_recorded */
   pthread_cond_t work;            /* commits for the applier */
   pthread_cond_t applied;         /* applies, detaches and session ends, for whoever waits on them */

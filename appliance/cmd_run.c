@@ -72,6 +72,7 @@ struct run_opts {
   const char *alerts;           /* the health thresholds for this run, when given */
   const char *advertise;        /* HOST:PORT agents reach this appliance at (an appliance group's members) */
   unsigned apply_workers;       /* apply workers (apply_pool.h) */
+  unsigned agent_cycles;        /* cycles of different disks one agent runs at once (session.h) */
 };
 
 #define RUN_USAGE                                                                                                      \
@@ -79,13 +80,13 @@ struct run_opts {
   "                                 [--web ADDR:PORT|off] [--web-root DIR] [--points crash=5m,app=1h]\n"                 \
   "                                 [--alerts rpo-warn=auto,rpo-crit=auto,point-age=off,agent-away=90s,cache=80]\n"     \
   "                                 [--advertise HOST:PORT]  (the address agents reach it at, for its appliance group)\n" \
-  "                                 [--apply-workers N]\n"
+  "                                 [--apply-workers N] [--agent-cycles N]\n"
 
 /* 0 and *o filled, or the exit status after a message on stderr. */
 static int parse_run_opts(int argc, char **argv, struct run_opts *o)
 {
   *o = (struct run_opts){.state = APPLIANCE_DEFAULT_STATE, .rpo_ms = DEFAULT_RPO_MS,
-                          .apply_workers = APPLY_WORKERS_DEFAULT};
+                          .apply_workers = APPLY_WORKERS_DEFAULT, .agent_cycles = AGENT_CYCLES_DEFAULT};
   snprintf(o->listen, sizeof o->listen, "*:%d", CONN_DEFAULT_PORT);
   snprintf(o->web, sizeof o->web, "%s", WEB_DEFAULT_ADDR);
   static const struct option opts[] = {{"state", required_argument, NULL, 's'},
@@ -99,6 +100,7 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
                                        {"alerts", required_argument, NULL, 'H'},
                                        {"advertise", required_argument, NULL, 'D'},
                                        {"apply-workers", required_argument, NULL, 'P'},
+                                       {"agent-cycles", required_argument, NULL, 'K'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -147,6 +149,19 @@ static int parse_run_opts(int argc, char **argv, struct run_opts *o)
         return 2;
       }
       o->apply_workers = (unsigned)n;
+      break;
+    }
+    case 'K': {
+      char *end;
+      unsigned long n = strtoul(optarg, &end, 10);
+      if (!*optarg || *end || n < AGENT_CYCLES_MIN || n > AGENT_CYCLES_MAX) {
+        fprintf(stderr,
+                "replication-appliance run: --agent-cycles takes a whole number of cycles one agent runs at once, "
+                "from %d to %d (default %d), not '%s'\n",
+                AGENT_CYCLES_MIN, AGENT_CYCLES_MAX, AGENT_CYCLES_DEFAULT, optarg);
+        return 2;
+      }
+      o->agent_cycles = (unsigned)n;
       break;
     }
     default: fprintf(stderr, RUN_USAGE); return 2;
@@ -569,6 +584,7 @@ static int run(const struct run_opts *o)
   a.web_root = o->web_root;
   a.rpo_ms = o->rpo_ms;
   a.pool.nworkers = o->apply_workers;
+  a.agent_cycles = o->agent_cycles;
   const char *sample = getenv("RPL_WEB_SAMPLE_SECONDS"); /* the series' interval (tests shorten it) */
   a.web_sample_s = sample ? (unsigned)strtoul(sample, NULL, 10) : 0;
   if (a.web_sample_s > 600)

@@ -53,6 +53,7 @@ static const char *type_name(enum event_type t)
   case EVENT_APPLIED: return "applied";
   case EVENT_POINT: return "point";
   case EVENT_GROUP_FAILED: return "group_failed";
+  case EVENT_STARTED: return "started";
   }
   return "unknown";
 }
@@ -87,6 +88,12 @@ static void write_event(const struct event *e, FILE *out)
   json_string(&j, "disk_id", id);
   json_u64(&j, "cycle", e->cycle);
   json_string(&j, "kind", kind_name(e->kind));
+  if (e->type == EVENT_STARTED) { /* CYCLE_START sent: nothing moved yet */
+    json_u64(&j, "open", e->open);
+    json_object_end(&j);
+    json_finish(&j);
+    return;
+  }
   if (e->type == EVENT_COMMITTED) {
     json_bool(&j, "direct", e->direct);
     json_u64(&j, "extents", e->extents);

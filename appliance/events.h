@@ -1,4 +1,4 @@
-/* events.h - the appliance's cycle and point events (committed, applied, point), kept in a bounded
+/* events.h - the appliance's cycle and point events (started, committed, applied, point), kept in a bounded
  * ring and read by `replication-appliance events` as JSON lines: the machine interface benchmarks
  * and tests time cycles by (log lines are free to change). Internal header: appliance/ only. */
 #ifndef APPLIANCE_EVENTS_H
@@ -12,11 +12,11 @@
 #include "store.h"
 
 /* Events kept: a reader further behind than this misses the oldest (it sees a gap in seq). */
-#define EVENTS_RING 4096
+#define EVENTS_RING 8192 /* a few thousand cycles of a fleet, each started and committed (and applied) */
 /* The longest a reader may wait for a new event in one call. */
 #define EVENTS_MAX_WAIT_MS 600000
 
-enum event_type { EVENT_COMMITTED, EVENT_APPLIED, EVENT_POINT, EVENT_GROUP_FAILED };
+enum event_type { EVENT_COMMITTED, EVENT_APPLIED, EVENT_POINT, EVENT_GROUP_FAILED, EVENT_STARTED };
 
 struct event {
   uint64_t seq;                   /* 1, 2, ... in the order they happened (set by events_emit) */
@@ -27,6 +27,7 @@ struct event {
   uint8_t kind;                   /* PROTO_CYCLE_* */
   bool direct;                    /* committed: written straight into the store (committed and applied) */
   uint64_t extents, raw_bytes, payload_bytes; /* committed (raw_bytes: applied too) */
+  unsigned open;                  /* started: the cycles open in the agent's session, this one included */
   unsigned worker;                /* applied: the apply worker that applied it (0, 1, ...) */
   uint64_t apply_ms;              /* applied: from the worker taking the cycle up to the cycle applied */
   uint64_t upload_bytes, upload_ms, limit_wait_ms; /* applied (and direct committed) to a network store */

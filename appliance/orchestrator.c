@@ -543,6 +543,8 @@ static struct rx_slot *pick_due_disk(struct session *s, uint64_t now, uint8_t *k
   pthread_mutex_lock(&s->a->lock);
   for (size_t i = 0; i < s->nslots; i++) {
     struct disk *d = s->slots[i].disk;
+    if (s->slots[i].cycle)
+      continue; /* its cycle is open: one at a time, committed in order */
     if (d->state == CATALOG_DISK_ERROR && d->want_resync)
       d->state = CATALOG_DISK_RESYNC_REQUIRED; /* a resync asked for is the way out of an error */
     if (d->state == CATALOG_DISK_ERROR || d->lease_waiting || d->adopt_seq > 0 || d->cache_wait_until_ms > now ||
@@ -616,23 +618,60 @@ static bool state_has_room(struct appliance *a)
   return before >= STATE_FREE_MIN;
 }
 
-/* Starts what is due: a pending recovery-point group (all its disks at once), else the disk that
- * waited longest past the RPO target, or one that never synced. */
+/* Cycles the session may have open at once: run --agent-cycles for an agent that serves them
+ * (PROTO_CAP_CYCLES), one for any other. */
+static unsigned cycles_allowed(const struct session *s)
+{
+  return (s->agent_caps & PROTO_CAP_CYCLES) ? s->a->agent_cycles : 1;
+}
+
+/* Whether a point group is under way, or ready to start once the open cycles end: no more plain
+ * cycles start meanwhile (a group starts only with none open, and would otherwise wait for ever
+ * behind the disks' turns). A group waiting for a disk to be ready (its initial sync) does not hold
+ * them. */
+static bool group_holds_cycles(struct session *s)
+{
+  for (size_t g = 0; g < MAX_GROUPS; g++) {
+    struct group *gr = &s->groups[g];
+    if (!gr->used)
+      continue;
+    if (gr->started || gr->gp)
+      return true;
+    bool ready = true;
+    pthread_mutex_lock(&s->a->lock);
+    for (size_t i = 0; i < gr->n; i++)
+      ready = ready && point_ready(s->slots[gr->slots[i]].disk);
+    pthread_mutex_unlock(&s->a->lock);
+    if (ready)
+      return true;
+  }
+  return false;
+}
+
+/* Starts what is due: a pending recovery-point group (all its disks at once, with no other cycle
+ * open), else the disk that waited longest past the RPO target, or one that never synced, while
+ * fewer than cycles_allowed are open (one cycle of a disk at a time). */
 rpl_err orchestrate(struct session *s)
 {
-  if (s->cycles_open || !state_has_room(s->a))
+  if (s->cycles_open >= cycles_allowed(s) || !state_has_room(s->a))
     return RPL_OK;
   queue_local_point_groups(s);
   queue_scheduled_groups(s);
   gp_schedule_check(s->a);
   take_group_point_parts(s);
   bool started;
-  rpl_err err = drive_group_points(s, &started);
-  if (err || started)
-    return err;
-  err = start_ready_group(s, &started);
-  if (err || started)
-    return err;
+  rpl_err err;
+  if (s->cycles_open) {
+    if (group_holds_cycles(s))
+      return RPL_OK; /* it starts once the open cycles end */
+  } else {
+    err = drive_group_points(s, &started);
+    if (err || started)
+      return err;
+    err = start_ready_group(s, &started);
+    if (err || started)
+      return err;
+  }
   uint64_t now = rpl_mono_ms();
   uint8_t kind;
   struct rx_slot *pick = pick_due_disk(s, now, &kind);

@@ -346,6 +346,9 @@ rpl_err start_cycle(struct session *s, struct rx_slot *sl, uint8_t kind, uint16_
   sl->replay = wire_kind == PROTO_CYCLE_REPLAY;
   sl->failed = false;
   s->cycles_open++;
+  struct event ev = {.type = EVENT_STARTED, .cycle = n, .kind = kind, .open = s->cycles_open};
+  memcpy(ev.disk_id, sl->disk->id, PROTO_ID_SIZE);
+  events_emit(&ev);
   pthread_mutex_lock(&s->a->lock);
   sl->disk->last_start_ms = rpl_mono_ms();
   if (kind == PROTO_CYCLE_RESYNC && sl->disk->state == CATALOG_DISK_PROTECTED)
@@ -808,13 +811,28 @@ static rpl_err on_unprotect(struct session *s, const struct proto_frame *f)
   return RPL_OK;
 }
 
+/* Whether the agent reads what is sent to it now: always, one that serves cycles at once (it reads
+ * every frame as it comes, PROTO_CAP_CYCLES) unless a point's cycles are open; else only between
+ * cycles (it reads a cycle's frames only when it waits for them). */
+static bool between_cycles(const struct session *s)
+{
+  if (!s->cycles_open)
+    return true;
+  if (!(s->agent_caps & PROTO_CAP_CYCLES))
+    return false;
+  for (size_t g = 0; g < MAX_GROUPS; g++)
+    if (s->groups[g].used && s->groups[g].started)
+      return false; /* a point's cycles run on the agent's session thread, which reads them as it always did */
+  return true;
+}
+
 /* The configuration manager's Unprotect: UNPROTECT_REQUEST to the agent, once per session, between
  * cycles (the agent takes it during a cycle too, and acts once the cycle ends). The agent answers
  * with UNPROTECT once it stopped tracking the disk; a session that ends first leaves the request to
  * the agent's next session. */
 static rpl_err send_unprotect_requests(struct session *s)
 {
-  if (s->cycles_open || !(s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST))
+  if (!between_cycles(s) || !(s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST))
     return RPL_OK;
   for (size_t i = 0; i < s->nslots; i++) {
     struct rx_slot *sl = &s->slots[i];
@@ -955,7 +973,7 @@ static rpl_err send_elsewhere(struct session *s)
 /* MEMBERS, once per session and after each change: the agent keeps the other members' addresses. */
 static rpl_err send_members(struct session *s)
 {
-  if (!(s->agent_caps & PROTO_CAP_MEMBERS) || s->cycles_open)
+  if (!(s->agent_caps & PROTO_CAP_MEMBERS) || !between_cycles(s))
     return RPL_OK;
   struct proto_members m = {0};
   char addrs[MEMBERS_MAX][256];
@@ -976,7 +994,7 @@ static rpl_err send_members(struct session *s)
 
 static rpl_err send_stored(struct session *s)
 {
-  if (!(s->agent_caps & PROTO_CAP_REPLAY) || s->cycles_open)
+  if (!(s->agent_caps & PROTO_CAP_REPLAY) || !between_cycles(s))
     return RPL_OK;
   bool any = false;
   for (size_t i = 0; i < s->nslots; i++) {

@@ -23,18 +23,27 @@ RPL_MUST_CHECK rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct 
 /* The largest frame payload the connection accepts from now on (0: PROTO_MAX_PAYLOAD). */
 void conn_set_recv_limit(struct conn *c, uint32_t max_payload);
 void conn_close(struct conn *c);
+/* Makes every send and receive on c, in progress in another thread or to come, fail at once (the
+ * session ends while its cycle threads are sending); conn_close still follows. Any thread. */
+void conn_abort(struct conn *c);
 
 SSL *conn_ssl(struct conn *c);
 int conn_fd(const struct conn *c);
 /* "ADDRESS:PORT" of the peer, for logs. */
 const char *conn_peer(const struct conn *c);
 
+/* Any number of threads may send at once, and one thread receive meanwhile: each call's frames go
+ * out whole, never interleaved with another call's bytes, and a sender waiting for the peer to take
+ * bytes never stops the receiver (the socket is non-blocking; see conn.c). */
 /* Writes whole encoded frames. */
 RPL_MUST_CHECK rpl_err conn_send(struct conn *c, const struct proto_buf *frames);
 /* Writes one EXTENT frame: header and fields, then the payload straight from m->payload. */
 RPL_MUST_CHECK rpl_err conn_send_extent(struct conn *c, const struct proto_extent *m);
 
-/* Next frame, waiting at most timeout_ms (-1: CONN_IO_TIMEOUT_MS). RPL_E_TIMEOUT when none came,
+/* The calling thread is the one that receives (conn_recv): its sends keep reading while they wait,
+ * so that a peer blocked sending to us is never waited on in turn. Before other threads send. */
+void conn_set_reader(struct conn *c);
+/* Next frame (one thread at a time), waiting at most timeout_ms (-1: CONN_IO_TIMEOUT_MS). RPL_E_TIMEOUT when none came,
  * RPL_E_IO when the peer closed or the stream broke (a frame error is
  * returned as its own code). The frame stays valid until the next conn_recv. */
 RPL_MUST_CHECK rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms);

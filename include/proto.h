@@ -133,6 +133,12 @@ const char *proto_consistency_name(uint8_t consistency);
 #define PROTO_CAP_REPLAY     (1ull << 11)
 /* Agent: it takes MEMBERS (the addresses of its appliance group's other members). */
 #define PROTO_CAP_MEMBERS    (1ull << 12)
+/* Agent: it serves plain cycles (PLAIN, RESYNC, REPLAY) of different disks at once: a CYCLE_START may
+ * come while other disks' cycles are open, their frames interleave (each frame names its disk and
+ * cycle), and it reads every frame the appliance sends at any time (so STORED, MEMBERS and
+ * UNPROTECT_REQUEST need not wait for a moment with no cycle open). Point cycles still come alone.
+ * An agent without it is sent one cycle at a time. */
+#define PROTO_CAP_CYCLES     (1ull << 13)
 
 /* Strings and byte arrays in decoded messages point into the frame's payload (not NUL-terminated
  * unless noted); they live as long as the buffer the frame was decoded from. */

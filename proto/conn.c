@@ -1,5 +1,5 @@
-/* conn.c - framed TLS connections: blocking sockets bounded by poll and socket timeouts, so a dead
- * peer costs at most CONN_IO_TIMEOUT_MS, and the decoder's caps bound memory. */
+/* conn.c - framed TLS connections: non-blocking sockets bounded by poll, so a dead peer costs at
+ * most CONN_IO_TIMEOUT_MS, one reader and many writers at once, and the decoder's caps bound memory. */
 #include "conn.h"
 
 #include <errno.h>
@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,32 @@
 #include "rpl_clock.h"
 #include "rpl_log.h"
 
+/* Full duplex over one SSL object: OpenSSL forbids two threads in it at once, so ssl_lock is held
+ * around each SSL_* call alone, never while waiting in poll() for the socket; a writer waiting for
+ * room therefore never stops the reader, which may be what the peer needs before it reads again
+ * (both directions' TCP buffers full would otherwise wait for each other for ever). send_lock is held
+ * for a whole frame (or batch of frames), so that one writer's frames never interleave another's. */
 struct conn {
   int fd;
   SSL *ssl;
-  struct proto_decoder dec;
+  pthread_mutex_t ssl_lock;
+  pthread_mutex_t send_lock;
+  struct proto_decoder dec; /* the reader's only (one thread receives) */
+  /* The receiving thread (conn_set_reader) sends too; while its send waits (for another sender's
+   * frame to go out, or for the peer to take bytes), it keeps reading into ahead, so that a peer
+   * blocked writing to us is never left waiting on our send. conn_recv decodes it first. */
+  bool has_reader;
+  pthread_t reader;
+  uint8_t *ahead;
+  size_t ahead_len, ahead_cap;
+  bool ahead_stopped;       /* the stream ended or broke while reading ahead: conn_recv finds out itself */
   char peer[128];
 };
+
+/* Bytes read ahead at most: two of the largest frames. Past it the reader's send waits without
+ * reading; the peer would have to send that much without reading for the two sides to wait on each
+ * other, which the protocol's few appliance-to-agent frames per cycle never do. */
+#define CONN_READ_AHEAD_MAX (2 * ((size_t)PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD))
 
 SSL *conn_ssl(struct conn *c) { return c->ssl; }
 int conn_fd(const struct conn *c) { return c->fd; }
@@ -113,6 +134,12 @@ static struct conn *conn_new(int fd, SSL_CTX *ctx)
     free(c);
     return NULL;
   }
+  /* A write that found no room is retried after poll() with the rest of the buffer, perhaps after
+   * reads in between: partial writes return what went out, and the buffer may be the same bytes at
+   * another address (a retry after a poll is a new call). */
+  SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  pthread_mutex_init(&c->ssl_lock, NULL);
+  pthread_mutex_init(&c->send_lock, NULL);
   return c;
 }
 
@@ -172,6 +199,7 @@ rpl_err conn_connect(SSL_CTX *ctx, const char *hostport, int timeout_ms, struct 
     return err;
   }
   set_timeouts(fd, CONN_IO_TIMEOUT_MS);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); /* from now on every wait is a poll() (write_all, conn_recv) */
   *out = c;
   return RPL_OK;
 }
@@ -217,7 +245,7 @@ rpl_err conn_accept(SSL_CTX *ctx, int fd, int timeout_ms, struct conn **out)
       return RPL_E_IO;
     }
   }
-  fcntl(fd, F_SETFL, flags);
+  /* It stays non-blocking: every wait is a poll() (write_all, conn_recv). */
   set_timeouts(fd, CONN_IO_TIMEOUT_MS);
   *out = c;
   return RPL_OK;
@@ -236,60 +264,207 @@ void conn_close(struct conn *c)
   ERR_clear_error();
   close(c->fd);
   proto_decoder_free(&c->dec);
+  free(c->ahead);
+  pthread_mutex_destroy(&c->ssl_lock);
+  pthread_mutex_destroy(&c->send_lock);
   free(c);
 }
 
+void conn_set_reader(struct conn *c)
+{
+  c->reader = pthread_self();
+  c->has_reader = true;
+}
+
+static bool is_reader(const struct conn *c) { return c->has_reader && pthread_equal(pthread_self(), c->reader); }
+
+void conn_abort(struct conn *c)
+{
+  shutdown(c->fd, SHUT_RDWR); /* no SSL call: another thread may be in one */
+}
+
+/* Waits up to left_ms for the socket to take (POLLOUT) or bring (POLLIN) bytes. False: it did not
+ * within left_ms. */
+static bool wait_socket(const struct conn *c, short events, uint64_t left_ms)
+{
+  struct pollfd p = {.fd = c->fd, .events = events};
+  int r = poll(&p, 1, left_ms > INT32_MAX ? INT32_MAX : (int)left_ms);
+  return r != 0; /* ready, or a signal (the caller tries again and looks at its deadline) */
+}
+
+static int read_some(struct conn *c, uint8_t *space, size_t avail, short *want);
+
+/* The reader's send waits: whatever the peer sent meanwhile is read into c->ahead (up to its cap). */
+static void read_ahead(struct conn *c)
+{
+  if (c->ahead_stopped || c->ahead_len >= CONN_READ_AHEAD_MAX)
+    return;
+  if (c->ahead_cap - c->ahead_len < 16384) {
+    size_t cap = c->ahead_cap ? c->ahead_cap * 2 : 65536;
+    if (cap > CONN_READ_AHEAD_MAX)
+      cap = CONN_READ_AHEAD_MAX;
+    uint8_t *b = cap > c->ahead_cap ? realloc(c->ahead, cap) : NULL;
+    if (!b)
+      return; /* nothing more is read ahead: the send waits as any other */
+    c->ahead = b;
+    c->ahead_cap = cap;
+  }
+  short want = POLLIN;
+  int n = read_some(c, c->ahead + c->ahead_len, c->ahead_cap - c->ahead_len, &want);
+  if (n < 0)
+    c->ahead_stopped = true;
+  else
+    c->ahead_len += (size_t)n;
+}
+
+/* Waits up to left_ms for the socket to take bytes (want POLLOUT) or need some (POLLIN); on the
+ * reader's thread, reading ahead whatever comes meanwhile. False: nothing within left_ms. */
+static bool wait_to_send(struct conn *c, short want, uint64_t left_ms)
+{
+  if (!is_reader(c))
+    return wait_socket(c, want, left_ms);
+  uint64_t until = rpl_mono_ms() + left_ms;
+  for (;;) {
+    bool room = c->ahead_stopped || c->ahead_len >= CONN_READ_AHEAD_MAX;
+    struct pollfd p = {.fd = c->fd, .events = (short)(want | (room ? 0 : POLLIN))};
+    uint64_t now = rpl_mono_ms();
+    if (now >= until)
+      return false;
+    int r = poll(&p, 1, until - now > INT32_MAX ? INT32_MAX : (int)(until - now));
+    if (r <= 0)
+      return r < 0; /* a signal: the caller tries again */
+    if (p.revents & (want | POLLERR | POLLHUP | POLLNVAL))
+      return true;
+    read_ahead(c);
+  }
+}
+
+/* send_lock, taken by the reader's thread without ceasing to read: a cycle thread may hold it while
+ * the peer waits for us to read. */
+static void lock_send(struct conn *c)
+{
+  if (!is_reader(c)) {
+    pthread_mutex_lock(&c->send_lock);
+    return;
+  }
+  while (pthread_mutex_trylock(&c->send_lock) != 0) {
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    bool room = !c->ahead_stopped && c->ahead_len < CONN_READ_AHEAD_MAX;
+    if (room && poll(&p, 1, 5) > 0) /* 5 ms: how often it looks at the lock while reading ahead */
+      read_ahead(c);
+    else if (!room)
+      poll(NULL, 0, 5);
+  }
+}
+
+/* One SSL_write under ssl_lock: bytes written (> 0), 0 to wait for the socket (*want says for what),
+ * or -1 after recording the error. */
+static int write_some(struct conn *c, const uint8_t *p, size_t len, short *want)
+{
+  int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
+  pthread_mutex_lock(&c->ssl_lock);
+  ERR_clear_error();
+  int n = SSL_write(c->ssl, p, chunk);
+  int saved_errno = errno;
+  int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+  if (n <= 0) {
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ||
+        (e == SSL_ERROR_SYSCALL && (saved_errno == EINTR || saved_errno == EAGAIN))) {
+      ERR_clear_error();
+      *want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+      n = 0;
+    } else {
+      errno = saved_errno;
+      (void)tls_error("sending", c, n);
+      n = -1;
+    }
+  }
+  pthread_mutex_unlock(&c->ssl_lock);
+  return n;
+}
+
+/* The caller holds send_lock. Gives up when the peer took nothing for CONN_IO_TIMEOUT_MS. */
 static rpl_err write_all(struct conn *c, const void *data, size_t len)
 {
   const uint8_t *p = data;
+  uint64_t progress_ms = rpl_mono_ms();
   while (len) {
-    int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
-    int n = SSL_write(c->ssl, p, chunk);
-    if (n <= 0) {
-      /* A blocking socket with a send timeout fails with EINTR on any signal or io_uring task
-       * work aimed at this thread, even one with no handler: not the peer's doing, so the same
-       * write is tried again (OpenSSL asks for the same arguments). EAGAIN is the timeout. */
-      int saved_errno = errno;
-      int e = SSL_get_error(c->ssl, n);
-      if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SYSCALL) &&
-          saved_errno == EINTR) {
-        ERR_clear_error();
-        continue;
-      }
-      if (e == SSL_ERROR_WANT_WRITE && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
-        ERR_clear_error();
-        log_warn("sending with %s failed: the peer took nothing for %d s", c->peer,
-                 CONN_IO_TIMEOUT_MS / 1000);
-        return RPL_E_TIMEOUT;
-      }
-      errno = saved_errno;
-      return tls_error("sending", c, n);
+    short want = POLLOUT;
+    int n = write_some(c, p, len, &want);
+    if (n < 0)
+      return RPL_E_TLS;
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+      progress_ms = rpl_mono_ms();
+      continue;
     }
-    p += n;
-    len -= (size_t)n;
+    uint64_t idle = rpl_mono_ms() - progress_ms;
+    if (idle >= CONN_IO_TIMEOUT_MS || !wait_to_send(c, want, CONN_IO_TIMEOUT_MS - idle)) {
+      log_warn("sending with %s failed: the peer took nothing for %d s", c->peer, CONN_IO_TIMEOUT_MS / 1000);
+      return rpl_fail(RPL_E_TIMEOUT, "sending with %s: the peer took nothing for %d s", c->peer,
+                      CONN_IO_TIMEOUT_MS / 1000);
+    }
   }
   return RPL_OK;
 }
 
 rpl_err conn_send(struct conn *c, const struct proto_buf *frames)
 {
-  return write_all(c, frames->data, frames->len);
+  lock_send(c);
+  rpl_err err = write_all(c, frames->data, frames->len);
+  pthread_mutex_unlock(&c->send_lock);
+  return err;
 }
 
 rpl_err conn_send_extent(struct conn *c, const struct proto_extent *m)
 {
   uint8_t prefix[PROTO_EXTENT_PREFIX_SIZE];
   rpl_err err = proto_encode_extent_prefix(prefix, m);
-  if (!err)
-    err = write_all(c, prefix, sizeof prefix);
+  if (err)
+    return err;
+  lock_send(c); /* prefix and payload are one frame: nobody else's bytes between */
+  err = write_all(c, prefix, sizeof prefix);
   if (!err && m->payload.len)
     err = write_all(c, m->payload.ptr, m->payload.len);
+  pthread_mutex_unlock(&c->send_lock);
   return err;
 }
 
 int conn_pending(struct conn *c)
 {
-  return SSL_pending(c->ssl) > 0 || c->dec.end > c->dec.start;
+  pthread_mutex_lock(&c->ssl_lock);
+  int pending = SSL_pending(c->ssl) > 0;
+  pthread_mutex_unlock(&c->ssl_lock);
+  return pending || c->dec.end > c->dec.start || (is_reader(c) && c->ahead_len);
+}
+
+/* One SSL_read under ssl_lock: bytes read (> 0), 0 to wait for the socket (*want says for what), -1
+ * when the stream ended or broke (said in the log unless the peer closed it cleanly). */
+static int read_some(struct conn *c, uint8_t *space, size_t avail, short *want)
+{
+  int chunk = avail > (1u << 30) ? 1 << 30 : (int)avail;
+  pthread_mutex_lock(&c->ssl_lock);
+  ERR_clear_error();
+  int n = SSL_read(c->ssl, space, chunk);
+  int saved_errno = errno;
+  if (n <= 0) {
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+        (e == SSL_ERROR_SYSCALL && (saved_errno == EINTR || saved_errno == EAGAIN))) {
+      *want = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN; /* a non-application record needs more too */
+      n = 0;
+    } else {
+      if (e != SSL_ERROR_ZERO_RETURN) {
+        errno = saved_errno;
+        (void)tls_error("receiving", c, n);
+      }
+      n = -1;
+    }
+    ERR_clear_error();
+  }
+  pthread_mutex_unlock(&c->ssl_lock);
+  return n;
 }
 
 rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
@@ -301,32 +476,28 @@ rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
     rpl_err err = proto_decoder_next(&c->dec, f);
     if (err != RPL_E_AGAIN)
       return err;
-    if (SSL_pending(c->ssl) == 0) {
-      uint64_t spent = rpl_mono_ms() - t0;
-      int left = spent >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)spent;
-      struct pollfd p = {.fd = c->fd, .events = POLLIN};
-      int r = poll(&p, 1, left);
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r == 0)
-        return RPL_E_TIMEOUT;
-    }
     uint8_t *space;
     size_t avail;
-    err = proto_decoder_reserve(&c->dec, &space, &avail);
-    if (err)
+    if ((err = proto_decoder_reserve(&c->dec, &space, &avail)))
       return err;
-    int want = avail > (1u << 30) ? 1 << 30 : (int)avail;
-    int n = SSL_read(c->ssl, space, want);
-    if (n <= 0) {
-      int e = SSL_get_error(c->ssl, n);
-      if (e == SSL_ERROR_WANT_READ)
-        continue; /* a non-application record (key update): wait again */
-      if (e != SSL_ERROR_ZERO_RETURN)
-        (void)tls_error("receiving", c, n);
-      ERR_clear_error();
-      return RPL_E_IO;
+    if (c->ahead_len) { /* what the reader's sends read meanwhile comes first */
+      size_t piece = c->ahead_len < avail ? c->ahead_len : avail;
+      memcpy(space, c->ahead, piece);
+      proto_decoder_commit(&c->dec, piece);
+      memmove(c->ahead, c->ahead + piece, c->ahead_len - piece);
+      c->ahead_len -= piece;
+      continue;
     }
-    proto_decoder_commit(&c->dec, (size_t)n);
+    short want = POLLIN;
+    int n = read_some(c, space, avail, &want);
+    if (n < 0)
+      return RPL_E_IO;
+    if (n > 0) {
+      proto_decoder_commit(&c->dec, (size_t)n);
+      continue;
+    }
+    uint64_t spent = rpl_mono_ms() - t0;
+    if (spent >= (uint64_t)timeout_ms || !wait_socket(c, want, (uint64_t)timeout_ms - spent))
+      return RPL_E_TIMEOUT;
   }
 }
