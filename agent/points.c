@@ -174,6 +174,40 @@ static rpl_err group_init(struct agent *a, size_t first, uint16_t group_size, st
   return RPL_OK;
 }
 
+/* The next CYCLE_START of a point's group: one the session thread read already (queued while a plain
+ * cycle's thread was still committing its ACK) first, in order; else off the connection, handling
+ * what else comes meanwhile. */
+static rpl_err next_cycle_start(struct agent *a, uint8_t kind, struct proto_cycle_start *m)
+{
+  if (a->nstarts) {
+    *m = a->starts[0];
+    memmove(&a->starts[0], &a->starts[1], --a->nstarts * sizeof a->starts[0]);
+    return m->kind == kind ? RPL_OK : RPL_E_PROTO_UNEXPECTED;
+  }
+  for (;;) {
+    struct proto_frame f;
+    rpl_err err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    if (err)
+      return err;
+    if (f.type == PROTO_HEARTBEAT)
+      continue;
+    if (f.type == PROTO_POINT) /* the answer to an earlier request */
+      err = points_handle_reply(a, &f);
+    else if (f.type == PROTO_UNPROTECT_REQUEST) /* done once the point's cycles end */
+      err = session_unprotect_request(a, &f);
+    else if (f.type == PROTO_GROUP_THAW) /* an earlier attempt given up */
+      err = group_thaw_on_frame(a, &f);
+    else if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS)
+      err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f);
+    else if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, m)) || m->kind != kind)
+      return err ? err : RPL_E_PROTO_UNEXPECTED;
+    else
+      return RPL_OK;
+    if (err)
+      return err;
+  }
+}
+
 /* The appliance sent CYCLE_START(RECOVERY_POINT) for the first disk of a group; the others follow
  * back to back. */
 static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size_t first, uint64_t first_cycle,
@@ -184,35 +218,10 @@ static rpl_err collect_cycle_starts(struct agent *a, struct point_group *g, size
     if (g->req.disks[i] == first)
       g->cs[i].cycle = first_cycle, have++;
   while (have < g->req.ndisks) {
-    struct proto_frame f;
     struct proto_cycle_start m;
-    rpl_err err = conn_recv(a->conn, &f, CONN_IO_TIMEOUT_MS);
+    rpl_err err = next_cycle_start(a, kind, &m);
     if (err)
       return err;
-    if (f.type == PROTO_HEARTBEAT)
-      continue;
-    if (f.type == PROTO_POINT) { /* the answer to an earlier request */
-      if ((err = points_handle_reply(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_UNPROTECT_REQUEST) { /* done once the point's cycles end */
-      if ((err = session_unprotect_request(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_GROUP_THAW) { /* an earlier attempt given up */
-      if ((err = group_thaw_on_frame(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type == PROTO_STORED || f.type == PROTO_MEMBERS) {
-      if ((err = f.type == PROTO_STORED ? session_stored(a, &f) : session_members(a, &f)))
-        return err;
-      continue;
-    }
-    if (f.type != PROTO_CYCLE_START || (err = proto_decode_cycle_start(&f, &m)) || m.kind != kind)
-      return err ? err : RPL_E_PROTO_UNEXPECTED;
     ssize_t d = agent_disk_index(a, m.disk_id);
     size_t slot = SIZE_MAX;
     for (size_t i = 0; i < g->req.ndisks && slot == SIZE_MAX && d >= 0; i++)
