@@ -14,7 +14,7 @@ function(rpl_unit_test NAME)
 endfunction()
 
 # rpl_integration_test(NAME COMMAND cmd args... [TIMEOUT s] [SECONDS s] [ASAN])
-#   SECONDS: about how long it runs (release build, ctest -j2 on the 2-core CI machine). ctest -j2
+#   SECONDS: about how long it runs (release build, ctest -j3 on the 2-core CI machine). ctest -j3
 #     starts the longest first (COST) so that no long test is left to run alone at the end; a fresh
 #     clone has no Testing/Temporary/CTestCostData.txt to tell it.
 #   ASAN: also label it `asan`: the sanitizer tree runs it (criterion in tests/CMakeLists.txt).
