@@ -763,7 +763,7 @@ rpl_err catalog_agent_records_due(struct catalog *c, uint8_t (*ids)[PROTO_ID_SIZ
   }
   sqlite3_reset(s);
   pthread_mutex_unlock(&c->lock);
-  return e == RPL_E_NOT_FOUND || *n == cap ? RPL_OK : e;
+  return e == RPL_E_NOT_FOUND ? RPL_OK : e;
 }
 
 rpl_err catalog_agent_certs(struct catalog *c, const uint8_t id[PROTO_ID_SIZE], char current[CATALOG_MAX_FINGERPRINT + 1],
