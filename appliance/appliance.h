@@ -282,6 +282,9 @@ int applier_disk_work(struct appliance *a, struct disk *d, bool pass, uint64_t n
 /* resync_index.c: the disks' hash indexes (hashindex.h) as the daemon keeps and uses them */
 /* Loads the disk's index (beside its journal); a disk without one resyncs by reading its replica. */
 void resync_index_open(struct appliance *a, struct disk *d);
+/* The disk's store st was just opened, before anything can write it: a replica it made (blank)
+ * is all zeros, and the index knows every chunk so (nothing to read back in the background). */
+void resync_index_store_opened(struct disk *d, struct store *st);
 void resync_index_close(struct disk *d);
 /* Applier, before an apply: the index covers the disk's size (a grown disk's new chunks stale). */
 void resync_index_follow_size(struct appliance *a, struct disk *d);

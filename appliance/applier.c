@@ -122,6 +122,7 @@ static rpl_err ensure_store(struct appliance *a, struct disk *d)
   rpl_err err = a->backend->open(&a->settings, d->id, size, &st);
   if (err)
     return err;
+  resync_index_store_opened(d, st); /* before d->store is seen: nothing can write the replica yet */
   pthread_mutex_lock(&a->lock);
   st->ops->set_limits(st, a->settings.upload_limit_mbps ? &a->limit_all : NULL, agent_limit(a, d->agent));
   d->store = st;

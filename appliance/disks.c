@@ -230,6 +230,8 @@ rpl_err open_disk(struct appliance *a, const struct catalog_disk *cd, struct dis
       journal_get_usage(d->journal, &u);
   }
   resync_index_open(a, d);
+  if (d->store)
+    resync_index_store_opened(d, d->store);
   d->last_committed = u.last_committed;
   d->last_applied = u.last_applied;
   if (d->state == CATALOG_DISK_ERROR && !strncmp(d->reason, "cannot open its ", 16)) {

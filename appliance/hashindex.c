@@ -498,6 +498,34 @@ uint64_t hashindex_generation(struct hashindex *hi)
   return g;
 }
 
+void hashindex_blank(struct hashindex *hi)
+{
+  pthread_mutex_lock(&hi->lock);
+  if (hi->nchunks) {
+    const uint8_t *whole = zero_chunk_hash(hi);
+    for (uint64_t c = 0; c < hi->nchunks; c++) {
+      uint64_t len = chunk_len(hi, c);
+      if (len == hi->chunk_size) {
+        memcpy(hi->hash[c], whole, PROTO_HASH_SIZE);
+      } else { /* the short last chunk */
+        XXH3_state_t st;
+        XXH3_128bits_reset(&st);
+        for (uint64_t done = 0; done < len; done += sizeof zero)
+          XXH3_128bits_update(&st, zero, len - done < sizeof zero ? (size_t)(len - done) : sizeof zero);
+        XXH128_canonical_t can;
+        XXH128_canonicalFromHash(&can, XXH3_128bits_digest(&st));
+        memcpy(hi->hash[c], can.digest, PROTO_HASH_SIZE);
+      }
+    }
+    memset(hi->state, CH_KNOWN, (size_t)hi->nchunks);
+    hi->stale = 0;
+    hi->streaming = false;
+    hi->gen++;
+    changed(hi);
+  }
+  pthread_mutex_unlock(&hi->lock);
+}
+
 void hashindex_rehashed(struct hashindex *hi, uint64_t c, const uint8_t hash[PROTO_HASH_SIZE], uint64_t gen)
 {
   pthread_mutex_lock(&hi->lock);

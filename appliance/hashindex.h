@@ -88,6 +88,9 @@ RPL_MUST_CHECK rpl_err hashindex_write(struct hashindex *hi, uint64_t offset, co
 void hashindex_direct_commit(struct hashindex *hi);
 /* The direct cycle was given up: its pending hashes are dropped (the chunks stay stale). */
 void hashindex_direct_abort(struct hashindex *hi);
+/* The replica was made just now and reads as zeros throughout: every chunk known, with the hash of
+ * zeros (the background rehash then reads nothing of a new replica). Only before anything is written. */
+void hashindex_blank(struct hashindex *hi);
 /* Every chunk stale (a verification failed, another appliance wrote the replica). */
 RPL_MUST_CHECK rpl_err hashindex_invalidate(struct hashindex *hi, const char *why);
 

@@ -38,6 +38,7 @@ struct replica {
   char *path;
   int fd;
   uint64_t size;
+  bool created;       /* replica_open made the image */
   ZSTD_DCtx *dctx;    /* reused for every zstd extent */
   journal_extent_ahead_fn ahead; /* told of each checked extent before the cycle is written */
   void *ahead_ctx;
@@ -143,7 +144,7 @@ rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint
   r->fd = open(r->path, O_RDWR | O_CLOEXEC);
   if (r->fd < 0 && errno == ENOENT) {
     r->fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    created = true;
+    created = r->created = true;
   }
   struct stat st;
   if (r->fd < 0 || fstat(r->fd, &st) != 0) {
@@ -211,6 +212,7 @@ rpl_err replica_resize(struct replica *r, uint64_t disk_size)
 
 uint64_t replica_size(const struct replica *r) { return r->size; }
 const char *replica_path(const struct replica *r) { return r->path; }
+bool replica_created(const struct replica *r) { return r->created; }
 
 /* ---- applying ----------------------------------------------------------------------------- */
 

@@ -36,6 +36,8 @@ void replica_close(struct replica *r);
 /* Grows the image to disk_size (sparse). Equal size: no-op. Smaller: RPL_E_REPLICA_SHRINK. */
 RPL_MUST_CHECK rpl_err replica_resize(struct replica *r, uint64_t disk_size);
 uint64_t replica_size(const struct replica *r);
+/* Whether replica_open made the image (it reads as zeros). */
+bool replica_created(const struct replica *r);
 const char *replica_path(const struct replica *r);
 
 /* Applies committed cycle n of j (see above). n <= last applied: nothing to do, RPL_OK. n beyond

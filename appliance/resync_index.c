@@ -39,6 +39,14 @@ void resync_index_open(struct appliance *a, struct disk *d)
   d->hidx_saved_ms = d->hidx_cooled_ms = rpl_mono_ms();
 }
 
+void resync_index_store_opened(struct disk *d, struct store *st)
+{
+  if (!d->hidx || !st->blank)
+    return;
+  hashindex_blank(d->hidx);
+  log_info("disk %s: hash index: a new replica, every chunk known as zeros", d->name);
+}
+
 void resync_index_close(struct disk *d)
 {
   hashindex_close(d->hidx);

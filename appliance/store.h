@@ -197,6 +197,7 @@ struct store_ops {
 /* Every opened store, image and reader starts with this: the backend it belongs to. */
 struct store {
   const struct store_ops *ops;
+  bool blank; /* open made the replica just now: it reads as zeros throughout (its hash index says so) */
 };
 struct store_image {
   const struct store_ops *ops;

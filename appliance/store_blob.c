@@ -33,6 +33,7 @@ static rpl_err blob_store_open(const struct appliance_settings *s, const uint8_t
     free(bs);
     return e;
   }
+  bs->base.blank = uploader_blank(bs->u);
   *out = &bs->base;
   return RPL_OK;
 }

@@ -116,6 +116,7 @@ static rpl_err file_open(const struct appliance_settings *s, const uint8_t disk_
     return e;
   }
   replica_set_guard(fs->r, &(struct replica_guard){.note = guard_note, .ready = guard_ready, .ctx = fs});
+  fs->base.blank = replica_created(fs->r);
   *out = &fs->base;
   return RPL_OK;
 }

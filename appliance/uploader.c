@@ -271,6 +271,14 @@ fail:
   return e;
 }
 
+bool uploader_blank(struct uploader *u)
+{
+  pthread_mutex_lock(&u->lock);
+  bool blank = u->blank;
+  pthread_mutex_unlock(&u->lock);
+  return blank;
+}
+
 void uploader_close(struct uploader *u)
 {
   if (!u)

@@ -52,6 +52,8 @@ uint64_t uploader_blob_size(uint64_t disk_size);
 RPL_MUST_CHECK rpl_err uploader_open(const struct appliance_settings *s, const uint8_t disk_id[PROTO_ID_SIZE],
                                      uint64_t disk_size, struct uploader **out);
 void uploader_close(struct uploader *u);
+/* Whether nothing has been written into the blob since this uploader created it (but its footer). */
+bool uploader_blank(struct uploader *u);
 /* Grows the blob for a disk now disk_size bytes (footer rewritten); smaller: RPL_E_REPLICA_SHRINK. */
 RPL_MUST_CHECK rpl_err uploader_resize(struct uploader *u, uint64_t disk_size);
 /* The blob's sequence number = the last cycle committed into it. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # e2e_blob_resync_index.sh - Description: a disk replicated into a page blob (Azurite over HTTPS)
-# has a hash index of its replica (some chunks stale after small writes); the agent stopped and its
+# has a hash index of its replica (known from the initial sync without reading the new blob back;
+# some chunks stale after small writes); the agent stopped and its
 # tracking lost while ~1 % of the disk changed: the resync answers from the index and reads from
 # the blob no more than the chunks the index held stale (the appliance's counters say so), the
 # changed chunks are found, and the blob ends byte-identical to the source.
@@ -36,8 +37,11 @@ applied() {
   [ "${#v[@]}" -eq 2 ] && [ "${v[0]}" = "${v[1]}" ] && [ "${v[0]}" -ge "$1" ]
 }
 
-say "the index after the initial sync (whole chunks hashed as written, the rest rehashed in the background)"
+say "the index after the initial sync (whole chunks hashed as written, the new blob's zeros known as made)"
 wait_until 120 "the hash index still has stale chunks: $(hidx stale_chunks loaded | tr '\n' ' ')" index_known
+# A blob this appliance made reads as zeros: nothing of it is read back (every chunk was, one Get
+# Page Ranges request per MiB, ahead of the initial sync's writes).
+[ "$(hidx rehash_read_bytes)" = 0 ] || fail "the background rehash read $(hidx rehash_read_bytes) bytes of a blob this appliance made"
 mapfile -t v < <(hidx chunks chunk_size used)
 [ "${v[0]}" -eq $(( (size + MIB - 1) / MIB )) ] && [ "${v[1]}" -eq "$MIB" ] && [ "${v[2]}" = true ] \
   || fail "hash index not as expected: ${v[*]}"

@@ -3,7 +3,8 @@
  * a write load as all stale; writes mark chunks stale (the file open before they return); direct
  * writes make whole in-order chunks known only at commit (a whole chunk with its checked hash given
  * takes it without hashing again); a rehash raced by a write is dropped;
- * growth keeps the old chunks but the short last one. */
+ * growth keeps the old chunks but the short last one; a blank replica's index knows every chunk as
+ * zeros (the short last one too) and keeps them across a save. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -317,6 +318,54 @@ static void test_growth(void **state)
   hashindex_close(hi);
 }
 
+/* The xxh3-128 of len zero bytes, as the index stores it (canonical). */
+static void zeros_hash(size_t len, uint8_t h[PROTO_HASH_SIZE])
+{
+  uint8_t *z = calloc(1, len);
+  assert_non_null(z);
+  XXH128_canonical_t can;
+  XXH128_canonicalFromHash(&can, XXH3_128bits(z, len));
+  memcpy(h, can.digest, PROTO_HASH_SIZE);
+  free(z);
+}
+
+static void test_blank(void **state)
+{
+  struct ctx *c = *state;
+  unlink(c->path);
+  struct hashindex *hi;
+  assert_int_equal(hashindex_open(c->path, DISK, CHUNK, &hi), RPL_OK);
+  assert_int_equal(stale_of(hi), 11);
+  uint64_t gen = hashindex_generation(hi);
+  hashindex_blank(hi);
+  assert_int_equal(stale_of(hi), 0);
+  assert_true(hashindex_generation(hi) != gen); /* a rehash read before it does not count */
+  uint8_t want[PROTO_HASH_SIZE], got[PROTO_HASH_SIZE], last[PROTO_HASH_SIZE];
+  zeros_hash(CHUNK, want);
+  zeros_hash(DISK - 10 * CHUNK, last);
+  assert_true(hashindex_lookup(hi, 0, got));
+  assert_memory_equal(got, want, PROTO_HASH_SIZE);
+  assert_true(hashindex_lookup(hi, 9, got));
+  assert_memory_equal(got, want, PROTO_HASH_SIZE);
+  assert_true(hashindex_lookup(hi, 10, got));
+  assert_memory_equal(got, last, PROTO_HASH_SIZE);
+  uint64_t cursor = 0, todo[4];
+  hashindex_cool(hi);
+  hashindex_cool(hi);
+  assert_int_equal(hashindex_stale_chunks(hi, &cursor, todo, 4), 0); /* nothing for the background rehash */
+  /* A write afterwards makes its chunk stale as ever; the rest survive a save and a load. */
+  assert_int_equal(hashindex_write(hi, 2 * CHUNK + 100, NULL, 10, false, NULL), RPL_OK);
+  assert_int_equal(stale_of(hi), 1);
+  assert_int_equal(hashindex_save(hi), RPL_OK);
+  hashindex_close(hi);
+  assert_int_equal(hashindex_open(c->path, DISK, CHUNK, &hi), RPL_OK);
+  assert_int_equal(stale_of(hi), 1);
+  assert_false(hashindex_lookup(hi, 2, got));
+  assert_true(hashindex_lookup(hi, 10, got));
+  assert_memory_equal(got, last, PROTO_HASH_SIZE);
+  hashindex_close(hi);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -327,6 +376,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_rehash_race, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_commit_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_blank, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
