@@ -64,9 +64,10 @@ static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const stru
   if (!err)
     log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
               " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker, the sends %" PRIu64
-              " ms for the link; zstd level now %d", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
+              " ms for the link; zstd level now %d%s", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
               st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
-              st.emit_ns / 1000000, st.zstd_level);
+              st.emit_ns / 1000000, st.zstd_level == PIPELINE_LEVEL_RAW ? 0 : st.zstd_level,
+              st.zstd_level == PIPELINE_LEVEL_RAW ? " (off: sent uncompressed)" : "");
   return err;
 }
 

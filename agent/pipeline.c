@@ -123,11 +123,12 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
   m->codec = PROTO_CODEC_NONE;
   m->payload.ptr = s->buf;
   m->payload.len = x->length;
-  if (!p->cfg.compress)
+  int level = atomic_load(&p->level);
+  if (!p->cfg.compress || level == PIPELINE_LEVEL_RAW)
     return;
   /* Worth sending compressed only if it saves at least 1/32; otherwise zstd stops early. */
   size_t limit = x->length - x->length / 32;
-  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, atomic_load(&p->level));
+  ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
   size_t c = ZSTD_compress2(w->cctx, w->out, limit, s->buf, x->length);
   if (!ZSTD_isError(c) && c > 0 && c < limit) {
     memcpy(s->buf, w->out, c); /* the slot's buffer carries the payload until it is emitted */
@@ -175,7 +176,7 @@ static void config_defaults(struct pipeline_config *c, const struct pipeline_con
   if (in)
     *c = *in;
   else
-    memset(c, 0, sizeof *c), c->compress = 1;
+    memset(c, 0, sizeof *c), c->compress = 1, c->raw_floor = 1;
   if (!c->queue_depth)
     c->queue_depth = 32;
   if (c->queue_depth > MAX_QUEUE_DEPTH)
@@ -327,12 +328,17 @@ static void arm_eventfd(struct pipeline *p)
   io_uring_sqe_set_data64(sqe, EVENTFD_TAG);
 }
 
-int pipeline_next_level(int level, int min, int max, uint64_t cpu_wait, uint64_t link_wait)
+int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait)
 {
+  bool up = link_wait > 2 * cpu_wait, down = cpu_wait > 2 * link_wait;
+  if (level == PIPELINE_LEVEL_RAW)
+    return up ? min : level;
+  if (down && level == min && raw_floor)
+    return PIPELINE_LEVEL_RAW;
   int next = level;
-  if (link_wait > 2 * cpu_wait)
+  if (up)
     next = level == -1 ? 1 : level + 1;
-  else if (cpu_wait > 2 * link_wait)
+  else if (down)
     next = level == 1 ? -1 : level - 1;
   return next < min || next > max ? level : next;
 }
@@ -340,7 +346,7 @@ int pipeline_next_level(int level, int min, int max, uint64_t cpu_wait, uint64_t
 static void adapt_level(struct pipeline *p, uint64_t cpu_wait, uint64_t link_wait)
 {
   atomic_store(&p->level, pipeline_next_level(atomic_load(&p->level), p->cfg.zstd_level_min,
-                                              p->cfg.zstd_level_max, cpu_wait, link_wait));
+                                              p->cfg.zstd_level_max, p->cfg.raw_floor, cpu_wait, link_wait));
 }
 
 /* One run's loop state, kept together so that the loop's steps can be helpers; they are static and

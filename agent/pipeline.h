@@ -3,6 +3,8 @@
 #ifndef AGENT_PIPELINE_H
 #define AGENT_PIPELINE_H
 
+#include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +27,13 @@ struct pipeline_config {
   int zstd_level_max;     /* bottleneck, up when the consumer (the link) is; defaults -9 .. 6 */
   int zstd_level_start;   /* default 1 */
   int compress;           /* 0: send raw (codec NONE) unless all-zero; default 1 */
+  int raw_floor;          /* 1: one step below zstd_level_min is no compression at all (PIPELINE_LEVEL_RAW),
+                             taken when the workers are still the bottleneck there (a fast link, where
+                             zstd's few per cent cost more CPU than they save time); default 1 */
 };
+
+/* The adaptive level below every zstd level: extents are sent uncompressed (codec NONE). */
+#define PIPELINE_LEVEL_RAW INT_MIN
 
 /* Counters of one run; the level is the one in use at the end (it carries over between runs). */
 struct pipeline_stats {
@@ -33,7 +41,7 @@ struct pipeline_stats {
   uint64_t raw_bytes, payload_bytes;
   uint64_t read_ns_waiting_workers; /* reads done, no worker free: CPU-bound */
   uint64_t emit_ns;                 /* time inside the emit callback: link-bound */
-  int zstd_level;
+  int zstd_level;                   /* PIPELINE_LEVEL_RAW: compression off */
 };
 
 struct pipeline;
@@ -55,9 +63,10 @@ RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_ex
                                     pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats);
 
 /* The zstd level after one adaptation window: up when the link (link_wait) waited more than twice
- * the workers (cpu_wait), down in the opposite case, within [min, max]. Never 0: zstd reads level 0
+ * the workers (cpu_wait), down in the opposite case, within [min, max], and with raw_floor one step
+ * further down to PIPELINE_LEVEL_RAW (and from it back up to min). Never 0: zstd reads level 0
  * as its default (3), which would put a step down from 1 above it; 1 and -1 are neighbours. */
-int pipeline_next_level(int level, int min, int max, uint64_t cpu_wait, uint64_t link_wait);
+int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait);
 
 /* Splits [offset, offset+length) into extents of at most max_extent bytes, appending to out
  * (capacity cap); returns the number written, or SIZE_MAX when cap is too small. */

@@ -209,24 +209,32 @@ static void test_is_zero(void **state)
   }
 }
 
-/* The adaptive level steps one at a time within its bounds, and never through 0 (zstd's default, 3). */
+/* The adaptive level steps one at a time within its bounds, and never through 0 (zstd's default, 3);
+ * with the raw floor, one step below the lowest level turns compression off, and back up from it. */
 static void test_next_level(void **state)
 {
   (void)state;
-  assert_int_equal(pipeline_next_level(1, -9, 6, 100, 0), -1);   /* workers waited: down, over 0 */
-  assert_int_equal(pipeline_next_level(-1, -9, 6, 0, 100), 1);   /* the link waited: up, over 0 */
-  assert_int_equal(pipeline_next_level(3, -9, 6, 0, 100), 4);
-  assert_int_equal(pipeline_next_level(-3, -9, 6, 100, 0), -4);
-  assert_int_equal(pipeline_next_level(6, -9, 6, 0, 100), 6);    /* at the top */
-  assert_int_equal(pipeline_next_level(-9, -9, 6, 100, 0), -9);  /* at the bottom */
-  assert_int_equal(pipeline_next_level(1, 1, 6, 100, 0), 1);     /* -1 is outside the range */
-  assert_int_equal(pipeline_next_level(2, -9, 6, 100, 60), 2);   /* neither waited twice the other */
-  assert_int_equal(pipeline_next_level(2, -9, 6, 0, 0), 2);
+  assert_int_equal(pipeline_next_level(1, -9, 6, false, 100, 0), -1);   /* workers waited: down, over 0 */
+  assert_int_equal(pipeline_next_level(-1, -9, 6, false, 0, 100), 1);   /* the link waited: up, over 0 */
+  assert_int_equal(pipeline_next_level(3, -9, 6, false, 0, 100), 4);
+  assert_int_equal(pipeline_next_level(-3, -9, 6, false, 100, 0), -4);
+  assert_int_equal(pipeline_next_level(6, -9, 6, false, 0, 100), 6);    /* at the top */
+  assert_int_equal(pipeline_next_level(-9, -9, 6, false, 100, 0), -9);  /* at the bottom */
+  assert_int_equal(pipeline_next_level(1, 1, 6, false, 100, 0), 1);     /* -1 is outside the range */
+  assert_int_equal(pipeline_next_level(2, -9, 6, false, 100, 60), 2);   /* neither waited twice the other */
+  assert_int_equal(pipeline_next_level(2, -9, 6, false, 0, 0), 2);
   for (int level = -9; level <= 6; level++)
     if (level) {
-      assert_int_not_equal(pipeline_next_level(level, -9, 6, 100, 0), 0);
-      assert_int_not_equal(pipeline_next_level(level, -9, 6, 0, 100), 0);
+      assert_int_not_equal(pipeline_next_level(level, -9, 6, true, 100, 0), 0);
+      assert_int_not_equal(pipeline_next_level(level, -9, 6, true, 0, 100), 0);
     }
+  /* The raw floor: below the bottom, compression off; it stays off until the link waits. */
+  assert_int_equal(pipeline_next_level(-9, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
+  assert_int_equal(pipeline_next_level(-8, -9, 6, true, 100, 0), -9);
+  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
+  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 60), PIPELINE_LEVEL_RAW);
+  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 0, 100), -9);
+  assert_int_equal(pipeline_next_level(1, 1, 6, true, 100, 0), PIPELINE_LEVEL_RAW); /* the floor is below any min */
 }
 
 int main(void)
