@@ -119,6 +119,7 @@ static void install_signal_handlers(void)
 
 static void release_agent(struct agent *a)
 {
+  readiness_stop(a);
   for (size_t i = 0; i < AGENT_MAX_DISKS; i++) {
     pipeline_destroy(a->pipes[i]);
     if (a->rt[i].fd >= 0)

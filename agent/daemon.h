@@ -122,11 +122,13 @@ struct cycle_worker {
   atomic_bool done;
 };
 
+struct readiness_job;
+
 /* The running agent, one per process. Its threads: the session thread (session_loop: the connection,
  * the frames it reads, points); a cycle thread per plain cycle in flight (cycle_workers.c, at most
- * AGENT_CYCLES_MAX); a control thread per control-socket command (agent_control_handler); the stop
- * watcher; and the main thread, which sets everything up before the others start and tears it down
- * after they end. */
+ * AGENT_CYCLES_MAX); a control thread per control-socket command (agent_control_handler); the boot
+ * readiness checks' thread while they run (readiness_report.c); the stop watcher; and the main
+ * thread, which sets everything up before the others start and tears it down after they end. */
 struct agent {
   /* dir, agent_id, appliance, fingerprint: fixed once the daemon starts. disks[] and ndisks: protect
    * (a control thread) appends under lock; only the session thread removes one (unprotect.c, under
@@ -176,6 +178,7 @@ struct agent {
   bool peer_readiness;        /* the appliance's HELLO stated PROTO_CAP_READINESS */
   uint64_t readiness_sent_ms; /* monotonic; 0: not yet sent on this connection */
   size_t readiness_ndisks;    /* disks protected when it was sent: a new one sends it again */
+  struct readiness_job *readiness_job; /* the checks running on a thread of their own; NULL: none */
 };
 
 /* ---- renewal.c: the client certificate renewed over the authenticated session ---------------- */
@@ -226,9 +229,13 @@ ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE]);
 
 /* ---- readiness_report.c: boot readiness for the appliance (session thread) ------------------- */
 
-/* Runs the readiness checks and sends READINESS when due: on each connection, after a disk is
- * protected, and daily; only to an appliance that takes it. */
+/* Sends READINESS when due: on each connection, after a disk is protected, and daily; only to an
+ * appliance that takes it. The checks (hundreds of milliseconds: they read the initramfs) run on a
+ * thread of their own, started here; their report is sent by a later call, once they are done
+ * (session_wake tells), so that a new disk's announcement and its first cycle never wait for them. */
 RPL_MUST_CHECK rpl_err readiness_send_if_due(struct agent *a);
+/* Waits for checks still running and frees them (the agent stops). */
+void readiness_stop(struct agent *a);
 
 /* ---- cycle.c: one cycle of one disk (session thread for points, else a cycle thread) --------- */
 

@@ -71,6 +71,9 @@ run_ours() { # ROUND: RESULT seconds, APCPU CPU-seconds of the appliance; a fres
   t1=$(date +%s.%N)
   c1=$(cpu "$RPL_AP_PID"); g1=$(cpu "$RPL_AG_PID"); z1=$(cpu "$AZ_PID")
   RESULT=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
+  # Where ours' time went: until CYCLE_START, the cycle until its upload began, the upload, the end.
+  PHASES=$(awk -v t0="$t0" -v s="${T_STARTED:-$t0}" -v a="$T_APPLIED" -v um="${EV_UPLOAD_MS:-0}" 'BEGIN {
+    printf "protect to CYCLE_START %.2f s, upload %.2f s, the rest of the cycle %.2f s", s - t0, um / 1000, a - s - um / 1000 }')
   APCPU=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')
   AGCPU=$(awk -v a="$g0" -v b="$g1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')
   AZCPU=$(awk -v a="$z0" -v b="$z1" -v hz="$hz" 'BEGIN{print (b-a)/hz}')
@@ -102,6 +105,7 @@ for i in $(seq 1 "$ROUNDS"); do
     "$(awk -v o="$sdk" -v n="$size" 'BEGIN{print n/2^20/o}')" "${r[-1]}" "$(cut -d' ' -f1-3 /proc/loadavg)"
   awk -v ag="$AGCPU" -v sc="$SDKCPU" -v zo="$az_ours" -v zs="$az_sdk" -v n="$size" 'BEGIN { g = n / 2^30;
     printf "         CPU-s per GiB of disk: agent %.2f, SDK %.2f; Azurite %.2f under ours, %.2f under the SDK\n", ag / g, sc / g, zo / g, zs / g }'
+  echo "         ours: $PHASES"
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 lo() { printf '%s\n' "$@" | sort -g | head -n 1; }
