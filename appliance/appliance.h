@@ -184,6 +184,7 @@ struct appliance {
   struct disk *retired;           /* L: deleted disks, off the list; kept (not freed) until close_disks, as
                                      the session that unprotected one may still point to it */
   unsigned sessions;              /* L: connections being served (each a thread) */
+  struct session *wakeable;       /* L: the agents' sessions, whose idle wait sessions_wake ends */
   struct {                        /* L: connections not yet authenticated, per source address */
     char addr[64];
     unsigned n;
@@ -307,6 +308,9 @@ void resync_index_status(struct disk *d, struct json_out *j, FILE *f);
 
 /* ---- session.c / registration.c: one agent's connection ---- */
 void *session_main(void *arg); /* arg: a malloc'd struct session_arg, freed by it */
+/* Something the sessions act on changed (a cycle applied, a point's image made, a disk free): each
+ * agent's session looks now instead of at its next poll (POLL_MS later). L held. */
+void sessions_wake(struct appliance *a);
 struct session_arg {
   struct appliance *a;
   int fd;

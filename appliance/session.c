@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <uuid/uuid.h>
@@ -1015,6 +1016,15 @@ static rpl_err send_stored(struct session *s)
   return any ? flush_out(s) : RPL_OK;
 }
 
+void sessions_wake(struct appliance *a)
+{
+  uint64_t one = 1;
+  for (struct session *s = a->wakeable; s; s = s->wake_next) {
+    ssize_t n = write(s->wake, &one, sizeof one); /* nonblocking: a full counter is a wake already */
+    (void)n;
+  }
+}
+
 static rpl_err session_loop(struct session *s)
 {
   rpl_err err = session_hello(s);
@@ -1049,7 +1059,9 @@ static rpl_err session_loop(struct session *s)
       }
     }
     struct proto_frame f;
-    err = conn_recv(s->c, &f, s->gp_waiting ? 2 : POLL_MS); /* a group point's members wait on each other */
+    /* A group point's members wait on each other; sessions_wake ends the wait sooner. */
+    err = s->wake >= 0 ? conn_recv_wakeable(s->c, &f, s->gp_waiting ? 2 : POLL_MS, s->wake)
+                       : conn_recv(s->c, &f, s->gp_waiting ? 2 : POLL_MS);
     if (err == RPL_E_TIMEOUT) {
       if (rpl_mono_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
         return RPL_E_TIMEOUT; /* no heartbeat for far too long */
@@ -1182,7 +1194,24 @@ void *session_main(void *arg)
   preauth_release(a, &preauth);
   id_text(s->agent, s->agent_text);
   log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
+  /* Without an eventfd the session still looks every POLL_MS: slower, not wrong. */
+  s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pthread_mutex_lock(&a->lock);
+  if (s->wake >= 0) {
+    s->wake_next = a->wakeable;
+    a->wakeable = s;
+  }
+  pthread_mutex_unlock(&a->lock);
   err = session_loop(s);
+  pthread_mutex_lock(&a->lock);
+  for (struct session **p = &a->wakeable; *p; p = &(*p)->wake_next)
+    if (*p == s) {
+      *p = s->wake_next;
+      break;
+    }
+  pthread_mutex_unlock(&a->lock);
+  if (s->wake >= 0)
+    close(s->wake);
   log_info("agent %s: session ended (%s)", cn, err ? rpl_strerror(err) : "stopping");
   abandon_groups(s, err ? err : RPL_E_CANCELLED);
   for (size_t i = 0; i < s->nslots; i++) {

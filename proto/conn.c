@@ -467,7 +467,32 @@ static int read_some(struct conn *c, uint8_t *space, size_t avail, short *want)
   return n;
 }
 
-rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
+/* wait_socket, and a readable wake_fd (>= 0) ends the wait too: drained, then false (as a timeout). */
+static bool wait_socket_or_wake(const struct conn *c, short events, uint64_t left_ms, int wake_fd)
+{
+  if (wake_fd < 0)
+    return wait_socket(c, events, left_ms);
+  struct pollfd p[2] = {{.fd = c->fd, .events = events}, {.fd = wake_fd, .events = POLLIN}};
+  int r = poll(p, 2, left_ms > INT32_MAX ? INT32_MAX : (int)left_ms);
+  if (r > 0 && (p[1].revents & POLLIN)) {
+    uint64_t v;
+    ssize_t n = read(wake_fd, &v, sizeof v);
+    (void)n;
+    return false;
+  }
+  return r != 0;
+}
+
+static rpl_err recv_frame(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd);
+
+rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms) { return recv_frame(c, f, timeout_ms, -1); }
+
+rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd)
+{
+  return recv_frame(c, f, timeout_ms, wake_fd);
+}
+
+static rpl_err recv_frame(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd)
 {
   if (timeout_ms < 0)
     timeout_ms = CONN_IO_TIMEOUT_MS;
@@ -497,7 +522,7 @@ rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms)
       continue;
     }
     uint64_t spent = rpl_mono_ms() - t0;
-    if (spent >= (uint64_t)timeout_ms || !wait_socket(c, want, (uint64_t)timeout_ms - spent))
+    if (spent >= (uint64_t)timeout_ms || !wait_socket_or_wake(c, want, (uint64_t)timeout_ms - spent, wake_fd))
       return RPL_E_TIMEOUT;
   }
 }
