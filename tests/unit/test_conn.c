@@ -5,21 +5,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "channel.h"
-#include "conn.h"
+#include "tls_loopback.h"
 
 #define EXTENTS     64
 #define EXTENT_SIZE (1u << 20)
@@ -97,30 +93,13 @@ static void sends_and_receives_through_signals(void **state)
   sigemptyset(&sa.sa_mask);
   assert_int_equal(sigaction(SIGUSR1, &sa, NULL), 0);
 
-  char *cert, *key;
-  uint8_t fp[CHAN_FINGERPRINT_SIZE];
-  assert_int_equal(chan_make_authority("appliance", &cert, &key), RPL_OK);
-  assert_int_equal(chan_fingerprint(cert, fp), RPL_OK);
-  SSL_CTX *server_ctx, *client_ctx;
-  assert_int_equal(chan_server_ctx(cert, key, cert, &server_ctx), RPL_OK);
-  assert_int_equal(chan_client_ctx(fp, NULL, NULL, &client_ctx), RPL_OK);
-
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  assert_true(lfd >= 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof sin;
-  assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-  assert_int_equal(listen(lfd, 1), 0);
-  assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
-
-  struct sender s = {.ctx = client_ctx};
-  snprintf(s.hostport, sizeof s.hostport, "127.0.0.1:%u", ntohs(sin.sin_port));
+  struct tls_loopback tl;
+  tls_loopback_open(&tl);
+  struct sender s = {.ctx = tl.client_ctx};
+  snprintf(s.hostport, sizeof s.hostport, "%s", tl.hostport);
   pthread_t st;
   assert_int_equal(pthread_create(&st, NULL, sender_main, &s), 0);
-  int fd = accept(lfd, NULL, NULL);
-  assert_true(fd >= 0);
-  struct conn *c;
-  assert_int_equal(conn_accept(server_ctx, fd, 10000, &c), RPL_OK);
+  struct conn *c = tls_loopback_accept(&tl);
   while (!atomic_load(&s.started))
     usleep(1000);
 
@@ -163,11 +142,7 @@ static void sends_and_receives_through_signals(void **state)
 
   free(want);
   conn_close(c);
-  close(lfd);
-  SSL_CTX_free(server_ctx);
-  SSL_CTX_free(client_ctx);
-  free(cert);
-  free(key);
+  tls_loopback_close(&tl);
 }
 
 int main(void)

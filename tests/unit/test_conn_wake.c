@@ -7,21 +7,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "channel.h"
-#include "conn.h"
+#include "tls_loopback.h"
 
 #define LONG_WAIT_MS 60000
 
@@ -73,31 +69,16 @@ static bool drained(int fd)
 static void wake_ends_the_wait(void **state)
 {
   (void)state;
-  char *cert, *key;
-  uint8_t fp[CHAN_FINGERPRINT_SIZE];
-  assert_int_equal(chan_make_authority("appliance", &cert, &key), RPL_OK);
-  assert_int_equal(chan_fingerprint(cert, fp), RPL_OK);
-  SSL_CTX *server_ctx, *client_ctx;
-  assert_int_equal(chan_server_ctx(cert, key, cert, &server_ctx), RPL_OK);
-  assert_int_equal(chan_client_ctx(fp, NULL, NULL, &client_ctx), RPL_OK);
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  assert_true(lfd >= 0);
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t sl = sizeof sin;
-  assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-  assert_int_equal(listen(lfd, 1), 0);
-  assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+  struct tls_loopback t;
+  tls_loopback_open(&t);
   int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   assert_true(wake >= 0);
 
-  struct peer p = {.ctx = client_ctx, .wake = wake};
-  snprintf(p.hostport, sizeof p.hostport, "127.0.0.1:%u", ntohs(sin.sin_port));
+  struct peer p = {.ctx = t.client_ctx, .wake = wake};
+  snprintf(p.hostport, sizeof p.hostport, "%s", t.hostport);
   pthread_t pt;
   assert_int_equal(pthread_create(&pt, NULL, peer_main, &p), 0);
-  int fd = accept(lfd, NULL, NULL);
-  assert_true(fd >= 0);
-  struct conn *c;
-  assert_int_equal(conn_accept(server_ctx, fd, 10000, &c), RPL_OK);
+  struct conn *c = tls_loopback_accept(&t);
   wait_step(&p.step, 1);
   assert_int_equal(p.err, RPL_OK);
 
@@ -126,11 +107,7 @@ static void wake_ends_the_wait(void **state)
   assert_int_equal(p.err, RPL_OK);
   close(wake);
   conn_close(c);
-  close(lfd);
-  SSL_CTX_free(server_ctx);
-  SSL_CTX_free(client_ctx);
-  free(cert);
-  free(key);
+  tls_loopback_close(&t);
 }
 
 int main(void)
