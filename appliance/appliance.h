@@ -94,6 +94,7 @@ struct disk {
   enum catalog_disk_state state;  /* L */
   char reason[256];               /* L */
   bool attached;                  /* L: a session serves it now */
+  struct session *served_by;      /* L: that session (NULL: none), which disk_wake_session prompts */
   int64_t unprotected_time;       /* L: unix time its agent unprotected it (no cycle is asked of it again;
                                      replica and points kept); 0: protected */
   uint64_t attached_ms;           /* L: monotonic, when a session last attached it */
@@ -184,7 +185,6 @@ struct appliance {
   struct disk *retired;           /* L: deleted disks, off the list; kept (not freed) until close_disks, as
                                      the session that unprotected one may still point to it */
   unsigned sessions;              /* L: connections being served (each a thread) */
-  struct session *wakeable;       /* L: the agents' sessions, whose idle wait sessions_wake ends */
   struct {                        /* L: connections not yet authenticated, per source address */
     char addr[64];
     unsigned n;
@@ -308,9 +308,9 @@ void resync_index_status(struct disk *d, struct json_out *j, FILE *f);
 
 /* ---- session.c / registration.c: one agent's connection ---- */
 void *session_main(void *arg); /* arg: a malloc'd struct session_arg, freed by it */
-/* Something the sessions act on changed (a cycle applied, a point's image made, a disk free): each
- * agent's session looks now instead of at its next poll (POLL_MS later). L held. */
-void sessions_wake(struct appliance *a);
+/* Something d's session acts on changed (a cycle applied, a point's image settled, the disk freed by
+ * its apply worker): the session looks now instead of at its next poll (POLL_MS later). L held. */
+void disk_wake_session(struct disk *d);
 struct session_arg {
   struct appliance *a;
   int fd;

@@ -41,7 +41,7 @@ static rpl_err make_direct_point(struct appliance *a, struct disk *d, uint64_t n
       d->copy_due = 0;
   }
   pthread_cond_broadcast(&a->applied);
-  sessions_wake(a);
+  disk_wake_session(d);
   pthread_mutex_unlock(&a->lock);
   return retry ? e : RPL_OK;
 }
@@ -73,7 +73,7 @@ static void on_cycle_applied(void *arg, uint64_t n, uint8_t kind, bool point_fol
   d->last_applied = n;
   d->snap_pending = point_follows ? n : 0;
   pthread_cond_broadcast(&ac->a->applied);
-  sessions_wake(ac->a);
+  disk_wake_session(d);
   pthread_mutex_unlock(&ac->a->lock);
   ac->point_cycle = point_follows ? n : 0;
   char id[37];
@@ -175,7 +175,7 @@ static void apply_outcome(struct appliance *a, struct disk *d, rpl_err err, uint
     (void)e;
   }
   pthread_cond_broadcast(&a->applied);
-  sessions_wake(a);
+  disk_wake_session(d);
   pthread_mutex_unlock(&a->lock);
   if (storage_failed)
     upload_gate_failed(a->gate, rpl_strerror(err));
@@ -222,7 +222,7 @@ static void apply_disk(struct appliance *a, struct disk *d, unsigned worker)
     if (d->snap_pending == ac.point_cycle)
       d->snap_pending = 0;
     pthread_cond_broadcast(&a->applied);
-    sessions_wake(a);
+    disk_wake_session(d);
     pthread_mutex_unlock(&a->lock);
   }
   pthread_mutex_lock(&a->lock);

@@ -40,7 +40,7 @@ static void *worker_main(void *arg)
     a->pool.busy--;
     pthread_cond_signal(&a->work);         /* the coordinator hands out the next disk */
     pthread_cond_broadcast(&a->applied);   /* a session waiting for the disk to be free */
-    sessions_wake(a);                      /* and one that would look at its next poll */
+    disk_wake_session(d);                  /* and one that would look at its next poll */
   }
   pthread_mutex_unlock(&a->lock);
   return NULL;

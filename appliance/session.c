@@ -204,6 +204,7 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   }
   if (!err) {
     d->attached = true;
+    d->served_by = s;
     d->attached_ms = rpl_mono_ms();
     d->agent_unprotect_request = (s->agent_caps & PROTO_CAP_UNPROTECT_REQUEST) != 0;
     d->agent_group_point = (s->agent_caps & PROTO_CAP_GROUP_POINT) != 0;
@@ -236,6 +237,8 @@ static rpl_err attach_disk(struct session *s, const struct proto_disk *m)
   if (err) {
     pthread_mutex_lock(&a->lock);
     d->attached = false;
+    if (d->served_by == s)
+      d->served_by = NULL;
     pthread_mutex_unlock(&a->lock);
     return err;
   }
@@ -1016,11 +1019,11 @@ static rpl_err send_stored(struct session *s)
   return any ? flush_out(s) : RPL_OK;
 }
 
-void sessions_wake(struct appliance *a)
+void disk_wake_session(struct disk *d)
 {
   uint64_t one = 1;
-  for (struct session *s = a->wakeable; s; s = s->wake_next) {
-    ssize_t n = write(s->wake, &one, sizeof one); /* nonblocking: a full counter is a wake already */
+  if (d->served_by && d->served_by->wake >= 0) {
+    ssize_t n = write(d->served_by->wake, &one, sizeof one); /* nonblocking: a full counter is a wake already */
     (void)n;
   }
 }
@@ -1059,7 +1062,7 @@ static rpl_err session_loop(struct session *s)
       }
     }
     struct proto_frame f;
-    /* A group point's members wait on each other; sessions_wake ends the wait sooner. */
+    /* A group point's members wait on each other; disk_wake_session ends the wait sooner. */
     err = s->wake >= 0 ? conn_recv_wakeable(s->c, &f, s->gp_waiting ? 2 : POLL_MS, s->wake)
                        : conn_recv(s->c, &f, s->gp_waiting ? 2 : POLL_MS);
     if (err == RPL_E_TIMEOUT) {
@@ -1196,22 +1199,7 @@ void *session_main(void *arg)
   log_info("agent %s (%s) connected from %s", cn, ag.hostname, conn_peer(c));
   /* Without an eventfd the session still looks every POLL_MS: slower, not wrong. */
   s->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  pthread_mutex_lock(&a->lock);
-  if (s->wake >= 0) {
-    s->wake_next = a->wakeable;
-    a->wakeable = s;
-  }
-  pthread_mutex_unlock(&a->lock);
   err = session_loop(s);
-  pthread_mutex_lock(&a->lock);
-  for (struct session **p = &a->wakeable; *p; p = &(*p)->wake_next)
-    if (*p == s) {
-      *p = s->wake_next;
-      break;
-    }
-  pthread_mutex_unlock(&a->lock);
-  if (s->wake >= 0)
-    close(s->wake);
   log_info("agent %s: session ended (%s)", cn, err ? rpl_strerror(err) : "stopping");
   abandon_groups(s, err ? err : RPL_E_CANCELLED);
   for (size_t i = 0; i < s->nslots; i++) {
@@ -1219,8 +1207,12 @@ void *session_main(void *arg)
     receiver_destroy(s->slots[i].rx);
     pthread_mutex_lock(&a->lock);
     s->slots[i].disk->attached = false;
+    if (s->slots[i].disk->served_by == s)
+      s->slots[i].disk->served_by = NULL;
     pthread_mutex_unlock(&a->lock);
   }
+  if (s->wake >= 0)
+    close(s->wake); /* no disk points to this session any more */
   rpl_err e = catalog_agent_heartbeat(a->cat, s->agent, time(NULL));
   (void)e;
   proto_buf_free(&s->out);

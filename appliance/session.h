@@ -90,8 +90,7 @@ struct session {
   bool dirty_pressure;            /* the agent's backlog is large: the next cycle starts now */
   uint64_t agent_caps;            /* PROTO_CAP_* the agent stated in its HELLO */
   bool gp_waiting;                /* a group point's part waits for the other members: poll often */
-  int wake;                       /* eventfd: sessions_wake ends the loop's wait for a frame (-1: none) */
-  struct session *wake_next;      /* L: in a->wakeable */
+  int wake;                       /* eventfd: disk_wake_session ends the loop's wait for a frame (-1: none) */
 };
 
 /* session.c */
