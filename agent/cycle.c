@@ -60,14 +60,14 @@ static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
 static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const struct pipeline_extent *px, size_t n)
 {
   struct pipeline_stats st;
+  char level[16];
   rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
   if (!err)
     log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
               " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker, the sends %" PRIu64
-              " ms for the link; zstd level now %d%s", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
+              " ms for the link; zstd level now %s", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
               st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
-              st.emit_ns / 1000000, st.zstd_level == PIPELINE_LEVEL_RAW ? 0 : st.zstd_level,
-              st.zstd_level == PIPELINE_LEVEL_RAW ? " (off: sent uncompressed)" : "");
+              st.emit_ns / 1000000, pipeline_level_text(st.zstd_level, level));
   return err;
 }
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -341,6 +342,15 @@ int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cp
   else if (down)
     next = level == 1 ? -1 : level - 1;
   return next < min || next > max ? level : next;
+}
+
+const char *pipeline_level_text(int level, char out[16])
+{
+  if (level == PIPELINE_LEVEL_RAW)
+    snprintf(out, 16, "off");
+  else
+    snprintf(out, 16, "%d", level);
+  return out;
 }
 
 static void adapt_level(struct pipeline *p, uint64_t cpu_wait, uint64_t link_wait)

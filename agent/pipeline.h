@@ -67,6 +67,8 @@ RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_ex
  * further down to PIPELINE_LEVEL_RAW (and from it back up to min). Never 0: zstd reads level 0
  * as its default (3), which would put a step down from 1 above it; 1 and -1 are neighbours. */
 int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait);
+/* The level as logs and benchmarks show it: the zstd level, or "off" for PIPELINE_LEVEL_RAW; into out. */
+const char *pipeline_level_text(int level, char out[16]);
 
 /* Splits [offset, offset+length) into extents of at most max_extent bytes, appending to out
  * (capacity cap); returns the number written, or SIZE_MAX when cap is too small. */

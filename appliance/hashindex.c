@@ -351,16 +351,22 @@ static uint64_t chunk_len(const struct hashindex *hi, uint64_t c)
 
 static const uint8_t zero[64 << 10];
 
+/* The xxh3-128 (canonical) of len zero bytes, without a buffer of their size. */
+static void hash_zeros(uint64_t len, uint8_t out[PROTO_HASH_SIZE])
+{
+  XXH3_state_t st;
+  XXH3_128bits_reset(&st);
+  for (uint64_t done = 0; done < len; done += sizeof zero)
+    XXH3_128bits_update(&st, zero, len - done < sizeof zero ? (size_t)(len - done) : sizeof zero);
+  XXH128_canonical_t can;
+  XXH128_canonicalFromHash(&can, XXH3_128bits_digest(&st));
+  memcpy(out, can.digest, PROTO_HASH_SIZE);
+}
+
 static const uint8_t *zero_chunk_hash(struct hashindex *hi)
 {
   if (!hi->zero_hashed) {
-    XXH3_state_t st;
-    XXH3_128bits_reset(&st);
-    for (uint64_t done = 0; done < hi->chunk_size; done += sizeof zero)
-      XXH3_128bits_update(&st, zero, hi->chunk_size - done < sizeof zero ? hi->chunk_size - done : sizeof zero);
-    XXH128_canonical_t can;
-    XXH128_canonicalFromHash(&can, XXH3_128bits_digest(&st));
-    memcpy(hi->zero_hash, can.digest, PROTO_HASH_SIZE);
+    hash_zeros(hi->chunk_size, hi->zero_hash);
     hi->zero_hashed = true;
   }
   return hi->zero_hash;
@@ -505,17 +511,10 @@ void hashindex_blank(struct hashindex *hi)
     const uint8_t *whole = zero_chunk_hash(hi);
     for (uint64_t c = 0; c < hi->nchunks; c++) {
       uint64_t len = chunk_len(hi, c);
-      if (len == hi->chunk_size) {
+      if (len == hi->chunk_size)
         memcpy(hi->hash[c], whole, PROTO_HASH_SIZE);
-      } else { /* the short last chunk */
-        XXH3_state_t st;
-        XXH3_128bits_reset(&st);
-        for (uint64_t done = 0; done < len; done += sizeof zero)
-          XXH3_128bits_update(&st, zero, len - done < sizeof zero ? (size_t)(len - done) : sizeof zero);
-        XXH128_canonical_t can;
-        XXH128_canonicalFromHash(&can, XXH3_128bits_digest(&st));
-        memcpy(hi->hash[c], can.digest, PROTO_HASH_SIZE);
-      }
+      else /* the short last chunk */
+        hash_zeros(len, hi->hash[c]);
     }
     memset(hi->state, CH_KNOWN, (size_t)hi->nchunks);
     hi->stale = 0;

@@ -1063,8 +1063,7 @@ static rpl_err session_loop(struct session *s)
     }
     struct proto_frame f;
     /* A group point's members wait on each other; disk_wake_session ends the wait sooner. */
-    err = s->wake >= 0 ? conn_recv_wakeable(s->c, &f, s->gp_waiting ? 2 : POLL_MS, s->wake)
-                       : conn_recv(s->c, &f, s->gp_waiting ? 2 : POLL_MS);
+    err = conn_recv_wakeable(s->c, &f, s->gp_waiting ? 2 : POLL_MS, s->wake);
     if (err == RPL_E_TIMEOUT) {
       if (rpl_mono_ms() - last_rx > 3 * 10000 + CONN_IO_TIMEOUT_MS)
         return RPL_E_TIMEOUT; /* no heartbeat for far too long */

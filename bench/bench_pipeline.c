@@ -125,13 +125,9 @@ int main(int argc, char **argv)
   printf("  dd iflag=direct | zstd -1 -T%ld:                        %7.0f MB/s, %.2f CPU-s/GiB\n",
          ncpu, mib * 1048576.0 / t_peer / 1e6, cpu_peer / rounds / (mib / 1024.0));
   char level[16];
-  if (st.zstd_level == PIPELINE_LEVEL_RAW)
-    snprintf(level, sizeof level, "off");
-  else
-    snprintf(level, sizeof level, "%d", st.zstd_level);
   printf("  throughput ratio ours/peer = %.2f; zero extents %llu, zstd %llu, raw %llu; final level %s\n",
          t_peer / t_ours, (unsigned long long)st.zero_extents, (unsigned long long)st.zstd_extents,
-         (unsigned long long)st.raw_extents, level);
+         (unsigned long long)st.raw_extents, pipeline_level_text(st.zstd_level, level));
   pipeline_destroy(p);
   close(fd);
   unlink(path);

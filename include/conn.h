@@ -49,7 +49,7 @@ void conn_set_reader(struct conn *c);
 RPL_MUST_CHECK rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms);
 /* conn_recv, but a wait for the socket also ends when wake_fd (an eventfd the caller owns) becomes
  * readable: it is drained and RPL_E_TIMEOUT returned at once (a frame half received stays buffered
- * for the next call). For an idle loop that others want to prompt. */
+ * for the next call). For an idle loop that others want to prompt. wake_fd -1: conn_recv. */
 RPL_MUST_CHECK rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd);
 /* True when a frame (or bytes of one) is already buffered, so poll() on the fd would not see it. */
 int conn_pending(struct conn *c);

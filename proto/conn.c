@@ -483,16 +483,9 @@ static bool wait_socket_or_wake(const struct conn *c, short events, uint64_t lef
   return r != 0;
 }
 
-static rpl_err recv_frame(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd);
-
-rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms) { return recv_frame(c, f, timeout_ms, -1); }
+rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms) { return conn_recv_wakeable(c, f, timeout_ms, -1); }
 
 rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd)
-{
-  return recv_frame(c, f, timeout_ms, wake_fd);
-}
-
-static rpl_err recv_frame(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd)
 {
   if (timeout_ms < 0)
     timeout_ms = CONN_IO_TIMEOUT_MS;

@@ -235,6 +235,9 @@ static void test_next_level(void **state)
   assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 60), PIPELINE_LEVEL_RAW);
   assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 0, 100), -9);
   assert_int_equal(pipeline_next_level(1, 1, 6, true, 100, 0), PIPELINE_LEVEL_RAW); /* the floor is below any min */
+  char text[16];
+  assert_string_equal(pipeline_level_text(PIPELINE_LEVEL_RAW, text), "off");
+  assert_string_equal(pipeline_level_text(-9, text), "-9");
 }
 
 int main(void)
