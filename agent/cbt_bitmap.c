@@ -188,6 +188,7 @@ void cbt_bitmap_clear(uint64_t *buffer, const struct cbt_layout *layout)
 
 struct count_ctx {
   const uint64_t *a, *b;
+  const struct cbt_layout *layout;
   uint64_t blocks;
 };
 
@@ -195,12 +196,16 @@ static void count_word(void *ctx, uint64_t w)
 {
   struct count_ctx *c = ctx;
   uint64_t v = load_word(&c->a[w]) | (c->b ? load_word(&c->b[w]) : 0);
+  /* The legacy tracker marks whole bytes: the last one may reach past the last block. */
+  uint64_t left = c->layout->nr_blocks - (w << CBT_WORD_SHIFT); /* blocks from this word on */
+  if (left < CBT_WORD_BITS)
+    v &= (1ULL << left) - 1;
   c->blocks += (uint64_t)__builtin_popcountll(v);
 }
 
 uint64_t cbt_bitmap_count(const uint64_t *a, const uint64_t *b, const struct cbt_layout *layout)
 {
-  struct count_ctx c = {a, b, 0};
+  struct count_ctx c = {a, b, layout, 0};
   /* walk() writes only when clearing; a is not modified here. */
   walk((uint64_t *)(uintptr_t)a, b, layout, 0, count_word, &c);
   return c.blocks;

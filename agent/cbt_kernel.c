@@ -1,6 +1,7 @@
 /* cbt_kernel.c - the change-block tracker in the kernel: loading, attaching and pinning the eBPF
  * programs and maps, opening them again, and the per-device slots in them (attach, detach, bitmaps). */
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +19,7 @@
 
 #include "cbt_bounded_bpf.skel.h"
 #include "cbt_bpf.skel.h"
+#include "cbt_legacy_bpf.skel.h"
 #include "cbt_internal.h"
 #include "rpl_clock.h"
 #include "rpl_log.h"
@@ -41,7 +43,8 @@ static const char *const pin_names[PIN_COUNT] = {
 
 /* Program names are the variant's prefix and the role (driver/cbt.bpf.c's PROG()): a pinned
  * program's name tells which variant runs. */
-static const char *const variant_prefix[] = {[CBT_VARIANT_BPF_LOOP] = "cbt_", [CBT_VARIANT_BOUNDED] = "cbtb_"};
+static const char *const variant_prefix[] = {
+  [CBT_VARIANT_BPF_LOOP] = "cbt_", [CBT_VARIANT_BOUNDED] = "cbtb_", [CBT_VARIANT_LEGACY] = "cbtl_"};
 
 /* libbpf's messages go to our log at debug level; the first warning of a load (the one that names
  * the failing program or map) is kept for the error message. */
@@ -197,9 +200,10 @@ static rpl_err pins_open(struct cbt *t)
   memset(&info, 0, sizeof info);
   if (bpf_obj_get_info_by_fd(t->prog_fd[0], &info, &len) == 0) {
     t->typed_tracepoints = info.type == BPF_PROG_TYPE_TRACING;
-    t->variant = !strncmp(info.name, variant_prefix[CBT_VARIANT_BOUNDED], strlen(variant_prefix[CBT_VARIANT_BOUNDED]))
-                   ? CBT_VARIANT_BOUNDED
-                   : CBT_VARIANT_BPF_LOOP;
+    t->variant = CBT_VARIANT_BPF_LOOP;
+    for (enum cbt_variant v = CBT_VARIANT_BOUNDED; v <= CBT_VARIANT_LEGACY; v++)
+      if (!strncmp(info.name, variant_prefix[v], strlen(variant_prefix[v])))
+        t->variant = v;
   }
   return RPL_OK;
 }
@@ -259,10 +263,32 @@ const char *cbt_variant_name(enum cbt_variant variant)
     return "bpf_loop";
   case CBT_VARIANT_BOUNDED:
     return "bounded";
+  case CBT_VARIANT_LEGACY:
+    return "legacy";
   case CBT_VARIANT_NONE:
     break;
   }
   return "none";
+}
+
+/* 1 if the kernel takes an atomic OR (BPF_ATOMIC | BPF_OR, Linux 5.12+), 0 if not, -errno if it could
+ * not be asked: a socket filter ORs a bit into a stack slot. Before 5.12 the only atomic was the add,
+ * and the kernel refuses any other operation in its immediate. */
+static int probe_atomic_or(void)
+{
+  const struct bpf_insn insns[] = {
+    {.code = BPF_ST | BPF_MEM | BPF_DW, .dst_reg = BPF_REG_10, .off = -8, .imm = 0},
+    {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_1, .imm = 1},
+    {.code = BPF_STX | BPF_ATOMIC | BPF_DW, .dst_reg = BPF_REG_10, .src_reg = BPF_REG_1, .off = -8, .imm = BPF_OR},
+    {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0},
+    {.code = BPF_JMP | BPF_EXIT},
+  };
+  int fd = bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, NULL, "GPL", insns, sizeof insns / sizeof insns[0], NULL);
+  if (fd >= 0) {
+    close(fd);
+    return 1;
+  }
+  return errno == EINVAL ? 0 : -errno;
 }
 
 /* The variant an install loads now, and why. CBT_VARIANT_NONE when the override is not understood. */
@@ -273,22 +299,33 @@ static enum cbt_variant choose_variant(char *why, size_t size)
   int probe = libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_loop, NULL);
   const char *has = probe == 1 ? "has" : probe == 0 ? "lacks" : "could not be probed for";
   if (forced && *forced && strcmp(forced, "auto")) {
-    if (!strcmp(forced, "bounded") || !strcmp(forced, "bpf_loop")) {
-      snprintf(why, size, "forced by " CBT_VARIANT_ENV "=%s (the kernel %s the bpf_loop helper)", forced, has);
-      return !strcmp(forced, "bounded") ? CBT_VARIANT_BOUNDED : CBT_VARIANT_BPF_LOOP;
-    }
-    snprintf(why, size, CBT_VARIANT_ENV "=%s is none of auto, bpf_loop, bounded", forced);
+    for (enum cbt_variant v = CBT_VARIANT_BPF_LOOP; v <= CBT_VARIANT_LEGACY; v++)
+      if (!strcmp(forced, cbt_variant_name(v))) {
+        snprintf(why, size, "forced by " CBT_VARIANT_ENV "=%s (the kernel %s the bpf_loop helper)", forced, has);
+        return v;
+      }
+    snprintf(why, size, CBT_VARIANT_ENV "=%s is none of auto, bpf_loop, bounded, legacy", forced);
     return CBT_VARIANT_NONE;
   }
   if (probe == 1) {
     snprintf(why, size, "the kernel has the bpf_loop helper (Linux 5.17+)");
     return CBT_VARIANT_BPF_LOOP;
   }
+  char loop_why[128];
   if (probe == 0)
-    snprintf(why, size, "the kernel lacks the bpf_loop helper (Linux 5.17+): bounded loops instead");
+    snprintf(loop_why, sizeof loop_why, "the kernel lacks the bpf_loop helper (Linux 5.17+)");
   else
-    snprintf(why, size, "probing the kernel for the bpf_loop helper failed (%s): bounded loops instead",
-             strerror(-probe));
+    snprintf(loop_why, sizeof loop_why, "probing the kernel for the bpf_loop helper failed (%s)", strerror(-probe));
+  int atomic_or = probe_atomic_or();
+  if (atomic_or == 0) {
+    snprintf(why, size, "%s and atomic OR (Linux 5.12+): bounded loops and byte stores instead", loop_why);
+    return CBT_VARIANT_LEGACY;
+  }
+  if (atomic_or < 0)
+    snprintf(why, size, "%s, probing it for atomic OR failed (%s): bounded loops instead", loop_why,
+             strerror(-atomic_or));
+  else
+    snprintf(why, size, "%s: bounded loops instead", loop_why);
   return CBT_VARIANT_BOUNDED;
 }
 
@@ -331,6 +368,31 @@ static void loop_destroy(void *skel) { cbt_bpf__destroy(skel); }
 static int bounded_load(void *skel) { return cbt_bounded_bpf__load(skel); }
 static int bounded_attach(void *skel) { return cbt_bounded_bpf__attach(skel); }
 static void bounded_destroy(void *skel) { cbt_bounded_bpf__destroy(skel); }
+static int legacy_load(void *skel) { return cbt_legacy_bpf__load(skel); }
+static int legacy_attach(void *skel) { return cbt_legacy_bpf__attach(skel); }
+static void legacy_destroy(void *skel) { cbt_legacy_bpf__destroy(skel); }
+
+/* Whether the kernel's block_bio_queue tracepoint still passes the request_queue first (before 5.11:
+ * (q, bio), since: (bio)), read from the prototype its BTF gives the tracepoint's handler
+ * (btf_trace_block_bio_queue: the context, then the arguments). A kernel whose BTF lacks it is
+ * taken to be newer. */
+static bool bio_queue_has_queue_arg(const char *btf_path)
+{
+  struct btf *btf = btf__parse(btf_path, NULL);
+  if (!btf)
+    return false;
+  bool has_queue = false;
+  int id = btf__find_by_name_kind(btf, "btf_trace_block_bio_queue", BTF_KIND_TYPEDEF);
+  const struct btf_type *type = id > 0 ? btf__type_by_id(btf, (uint32_t)id) : NULL;
+  if (type)
+    type = btf__type_by_id(btf, type->type);
+  if (type && btf_is_ptr(type))
+    type = btf__type_by_id(btf, type->type);
+  if (type && btf_is_func_proto(type))
+    has_queue = btf_vlen(type) == 3;
+  btf__free(btf);
+  return has_queue;
+}
 
 /* The raw and the BTF-typed program of one role: the one not wanted is not loaded. */
 static void pick(struct bpf_program *raw, struct bpf_program *typed, bool btf_typed)
@@ -339,9 +401,25 @@ static void pick(struct bpf_program *raw, struct bpf_program *typed, bool btf_ty
   bpf_program__set_autoload(typed, btf_typed);
 }
 
-static int open_variant(enum cbt_variant variant, bool btf_typed, const struct bpf_object_open_opts *opts,
-                        struct opened_tracker *o)
+static int open_variant(enum cbt_variant variant, bool btf_typed, const char *btf_path,
+                        const struct bpf_object_open_opts *opts, struct opened_tracker *o)
 {
+  if (variant == CBT_VARIANT_LEGACY) { /* raw tracepoints only; block_bio_queue as the kernel calls it */
+    struct cbt_legacy_bpf *s = cbt_legacy_bpf__open_opts(opts);
+    if (!s)
+      return -errno;
+    bool queue_arg = bio_queue_has_queue_arg(btf_path);
+    bpf_program__set_autoload(s->progs.cbtl_bio_queue, !queue_arg);
+    bpf_program__set_autoload(s->progs.cbtl_bio_queue_q, queue_arg);
+    *o = (struct opened_tracker){
+      .skel = s, .load = legacy_load, .attach = legacy_attach, .destroy = legacy_destroy,
+      .maps = {s->maps.cbt_devices, s->maps.cbt_devmap, s->maps.cbt_bitmaps, s->maps.cbt_inflight,
+               s->maps.cbt_counters},
+      .links = {queue_arg ? &s->links.cbtl_bio_queue_q : &s->links.cbtl_bio_queue, &s->links.cbtl_rq_complete,
+                &s->links.cbtl_bio_complete},
+    };
+    return 0;
+  }
   if (variant == CBT_VARIANT_BOUNDED) {
     struct cbt_bounded_bpf *s = cbt_bounded_bpf__open_opts(opts);
     if (!s)
@@ -383,7 +461,7 @@ static rpl_err load_variant(struct cbt *t, enum cbt_variant variant, bool btf_ty
               .kernel_log_level = log_get_level() >= LOG_LVL_DEBUG ? 4 : 0);
   *refused = false;
   libbpf_last_warning[0] = '\0';
-  int rc = open_variant(variant, btf_typed, &open_opts, o);
+  int rc = open_variant(variant, btf_typed, t->btf_path, &open_opts, o);
   if (rc) {
     cbt_set_no_ebpf_reason(t, "cannot open the eBPF tracker object (%s variant): %s%s%s", cbt_variant_name(variant),
              strerror(-rc), libbpf_last_warning[0] ? "; libbpf: " : "", libbpf_last_warning);
@@ -423,6 +501,12 @@ static rpl_err load_variant_typed(struct cbt *t, enum cbt_variant variant, struc
 {
   rpl_err err = RPL_E_CBT_LOAD;
   bool typed_refused = false;
+  if (variant == CBT_VARIANT_LEGACY) { /* a variant for kernels before 5.12 has no BTF-typed programs */
+    err = load_variant(t, variant, false, o, refused);
+    if (!err)
+      strncat(why, "; raw tracepoints", size - strlen(why) - 1);
+    return err;
+  }
   if (!t->btf_custom) {
     err = load_variant(t, variant, true, o, refused);
     if (!err) {
@@ -477,6 +561,15 @@ rpl_err cbt_pins_install(struct cbt *t)
     log_warn("%s: trying the bounded variant", t->no_ebpf_why);
     snprintf(why, sizeof why, "the kernel has bpf_loop but refused the bpf_loop variant: bounded loops instead");
     variant = CBT_VARIANT_BOUNDED;
+    t->no_ebpf_why[0] = '\0';
+    err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
+  }
+  if (err && refused && variant == CBT_VARIANT_BOUNDED && !(forced && !strcmp(forced, "bounded"))) {
+    /* A verifier that refuses what the bounded variant needs of 5.12 (a backport without atomic OR,
+     * or without pointer arguments of global functions): the legacy variant needs neither. */
+    log_warn("%s: trying the legacy variant", t->no_ebpf_why);
+    snprintf(why, sizeof why, "the kernel refused the bounded variant: bounded loops and byte stores instead");
+    variant = CBT_VARIANT_LEGACY;
     t->no_ebpf_why[0] = '\0';
     err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
   }

@@ -52,8 +52,8 @@ static void cbt_usage(FILE *out)
           "'cbt ack DEVICE COUNT' with the event count that 'cbt status' shows.\n"
           "Environment: MOBILITY_AGENT_BPF_PIN_DIR (default " CBT_DEFAULT_PIN_DIR "),\n"
           "             MOBILITY_AGENT_BTF (kernel BTF, default " CBT_DEFAULT_BTF "),\n"
-          "             " CBT_VARIANT_ENV " (auto, bpf_loop or bounded: the tracker program\n"
-          "             variant a start installs; default auto, by probing the kernel).\n",
+          "             " CBT_VARIANT_ENV " (auto, bpf_loop, bounded or legacy: the tracker\n"
+          "             program variant a start installs; default auto, by probing the kernel).\n",
           EXIT_RESYNC_REQUIRED);
 }
 

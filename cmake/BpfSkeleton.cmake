@@ -1,13 +1,17 @@
-# bpf_skeleton(NAME SOURCE [DEPENDS...] [DEFINES MACRO...]): compiles SOURCE (x.bpf.c) with clang for
-# the BPF target (CO-RE, BTF; -mcpu=v3 for atomic or / fetch-add, kernel >= 5.12), with -DMACRO for
-# each of DEFINES (one source, several variants), and generates NAME.skel.h with bpftool; defines an
+# bpf_skeleton(NAME SOURCE [DEPENDS...] [DEFINES MACRO...] [MCPU v2|v3]): compiles SOURCE (x.bpf.c)
+# with clang for the BPF target (CO-RE, BTF; -mcpu=v3 by default, whose atomic or / fetch-add need
+# kernel >= 5.12; v2 has only the add without fetch, so clang refuses any newer atomic in a variant
+# for older kernels), with -DMACRO for each of DEFINES (one source, several variants), and generates NAME.skel.h with bpftool; defines an
 # INTERFACE target NAME_skel that adds the directory holding the skeleton to the include path and
 # carries the object file as a dependency.
 find_program(BPF_CLANG NAMES clang clang-14 REQUIRED)
 find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
 
 function(bpf_skeleton NAME SOURCE)
-  cmake_parse_arguments(ARG "" "" "DEFINES" ${ARGN})
+  cmake_parse_arguments(ARG "" "MCPU" "DEFINES" ${ARGN})
+  if(NOT ARG_MCPU)
+    set(ARG_MCPU v3)
+  endif()
   list(TRANSFORM ARG_DEFINES PREPEND "-D" OUTPUT_VARIABLE defines)
   set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/bpf)
   set(obj ${out_dir}/${NAME}.bpf.o)
@@ -17,7 +21,7 @@ function(bpf_skeleton NAME SOURCE)
   file(MAKE_DIRECTORY ${out_dir})
   add_custom_command(
     OUTPUT ${obj}
-    COMMAND ${BPF_CLANG} -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 ${defines} -Wall -Werror
+    COMMAND ${BPF_CLANG} -g -O2 -target bpf -mcpu=${ARG_MCPU} -D__TARGET_ARCH_x86 ${defines} -Wall -Werror
             -I${src_dir} -I${CMAKE_SOURCE_DIR}/include -idirafter /usr/include/x86_64-linux-gnu
             -c ${src_abs} -o ${obj}
     DEPENDS ${src_abs} ${ARG_UNPARSED_ARGUMENTS}

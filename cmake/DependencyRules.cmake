@@ -97,7 +97,7 @@ endfunction()
 # blob.h and netpath.h are the appliance's alone: the agent never names them, wherever they live.
 rpl_check_includes(proto ALLOW include GENERATED rpl_version.h
                    FORBID blob.h blob_internal.h netpath.h)
-rpl_check_includes(agent ALLOW include GENERATED rpl_version.h cbt_bpf.skel.h cbt_bounded_bpf.skel.h
+rpl_check_includes(agent ALLOW include GENERATED rpl_version.h cbt_bpf.skel.h cbt_bounded_bpf.skel.h cbt_legacy_bpf.skel.h
                    FORBID blob.h blob_internal.h netpath.h)
 rpl_check_includes(appliance/azure ALLOW include)
 # appliance/ lists itself so that a folder of its own below it (other than azure/) may use its headers.

@@ -4,9 +4,11 @@
  *
  * Built twice (driver/CMakeLists.txt), one CO-RE object per variant, from this one source so that
  * both mark exactly alike: the default iterates with bpf_loop (kernel 5.17+); with CBT_BOUNDED the
- * loops are bounded C loops split across global functions, for 5.12-5.16 verifiers (see "Kernel
- * versions" in docs/architecture.md). The bounded variant's programs are named cbtb_*: that is how
- * the agent tells which variant is pinned. */
+ * loops are bounded C loops split across global functions, for 5.12-5.16 verifiers; CBT_LEGACY (with
+ * CBT_BOUNDED) adds what 5.10 and 5.11 need: bits set by byte stores (no atomic OR), global functions
+ * with scalar arguments only, bio->bi_disk, block_bio_queue's request_queue argument (see "Kernel
+ * versions" in docs/architecture.md). The bounded variant's programs are named cbtb_*, the legacy
+ * one's cbtl_*: that is how the agent tells which variant is pinned. */
 #include "vmlinux_min.h"
 
 #include <bpf/bpf_core_read.h>
@@ -17,7 +19,13 @@
 /* bpf_probe_read_kernel, which CO-RE reads use, is GPL-only. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#ifdef CBT_BOUNDED
+#if defined(CBT_LEGACY) && !defined(CBT_BOUNDED)
+#error "CBT_LEGACY builds on CBT_BOUNDED"
+#endif
+
+#if defined(CBT_LEGACY)
+#define PROG(name) cbtl_##name
+#elif defined(CBT_BOUNDED)
 #define PROG(name) cbtb_##name
 #else
 #define PROG(name) cbt_##name
@@ -94,6 +102,27 @@ struct mark_range {
   __u64 last_bit;
 };
 
+/* Sets mask's bits in *word, another CPU may be setting bits of it at once. Before 5.12 there is no
+ * atomic OR (only an add, which would carry into the next bit when two CPUs add one bit): every byte
+ * mask touches is stored whole as 0xFF, a store that cannot undo another's since every store only
+ * sets. A byte partly in mask marks its other blocks too: a run is widened to 8-block boundaries. */
+static __always_inline void set_bits(__u64 *word, __u64 mask)
+{
+#ifdef CBT_LEGACY
+  if (mask == ~0ULL) {
+    *(volatile __u64 *)word = ~0ULL;
+    return;
+  }
+  volatile __u8 *bytes = (volatile __u8 *)word;
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+    if ((mask >> (8 * i)) & 0xFF)
+      bytes[i] = 0xFF;
+#else
+  __sync_fetch_and_or(word, mask);
+#endif
+}
+
 static long mark_word(__u32 i, void *data)
 {
   struct mark_range *r = data;
@@ -121,7 +150,7 @@ static long mark_word(__u32 i, void *data)
   }
   /* Test first: rewriting hot blocks then costs a load, not a locked read-modify-write. */
   if ((*word & mask) != mask) {
-    __sync_fetch_and_or(word, mask);
+    set_bits(word, mask);
     r->changed = 1;
   }
   return 0;
@@ -179,7 +208,7 @@ static __always_inline int set_word(void *bitmap, __u32 key, __u64 mask)
     return -1;
   if ((*word & mask) == mask)
     return 0;
-  __sync_fetch_and_or(word, mask);
+  set_bits(word, mask);
   return 1;
 }
 
@@ -238,6 +267,7 @@ static __always_inline int mark_blocks(__u32 slot, struct cbt_slot *s, void *bit
   return changed;
 }
 
+#ifndef CBT_LEGACY
 /* Level-0 words of one buffer whose bits [first_bit, last_bit] are checked (all set?). */
 struct check_range {
   __u32 slot;
@@ -270,6 +300,7 @@ static long check_word(__u32 i, void *data)
   }
   return 0;
 }
+#endif
 
 #define READ_ONCE_U64(x) (*(volatile __u64 *)&(x))
 #define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
@@ -332,7 +363,9 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
       __u64 mask = word_mask(first, last);
       if (word && (*word & mask) == mask && READ_ONCE_U64(s->gen_seq) == seen)
         return (__s64)(seen << 1);
-    } else if (last < s->nr_blocks && words <= 4) {
+    }
+#ifndef CBT_LEGACY /* 5.10 allows 512 bytes of stack for a chain of calls: legacy leaves this out */
+    else if (last < s->nr_blocks && words <= 4) {
       struct check_range r = {.slot = slot, .base = base, .first_bit = first, .last_bit = last};
 #ifdef CBT_BOUNDED
       for (__u32 i = 0; i < 4; i++)
@@ -344,6 +377,7 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
       if (!r.missing && READ_ONCE_U64(s->gen_seq) == seen)
         return (__s64)(seen << 1);
     }
+#endif
   }
 
   __u64 seq = 0;
@@ -385,11 +419,17 @@ __noinline __s64 cbt_mark_live(__u32 slot, __u32 dev, __u64 sector, __u64 bytes)
  * bio (or request) is copied once and its fields are picked from the copy at their CO-RE-relocated
  * offsets. Should a future kernel move a field out of the copied head, the field is read on its own.
  */
+#ifdef CBT_LEGACY
+/* Enough for a bio's fields (the last, bi_iter.bi_size, ends at byte 44 from 5.10 to 6.18), not for a
+ * request's (read field by field): 5.10 allows 512 bytes of stack for a chain of calls. */
+#define HEAD_BYTES 48
+#else
 #define HEAD_BYTES 64
+#endif
 
 struct bio_fields {
   __u64 next;             /* struct bio * of the next bio in a request */
-  __u64 bdev;             /* struct block_device * */
+  __u64 bdev;             /* struct block_device *; before 5.12 (legacy only) bio->bi_disk, a struct gendisk * */
   __u64 sector;
   __u32 opf;
   __u32 size;
@@ -402,7 +442,15 @@ static __always_inline int read_bio(struct bio *bio, struct bio_fields *f)
 {
   __u64 head[HEAD_BYTES / 8];
   __u32 o_next = bpf_core_field_offset(struct bio, bi_next);
+#ifdef CBT_LEGACY
+  __u32 o_bdev;
+  if (bpf_core_field_exists(struct bio, bi_bdev))
+    o_bdev = bpf_core_field_offset(struct bio, bi_bdev);
+  else
+    o_bdev = bpf_core_field_offset(struct bio___old, bi_disk);
+#else
   __u32 o_bdev = bpf_core_field_offset(struct bio, bi_bdev);
+#endif
   __u32 o_opf = bpf_core_field_offset(struct bio, bi_opf);
   __u32 o_sector = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_sector);
   __u32 o_size = bpf_core_field_offset(((struct bio *)0)->bi_iter.bi_size);
@@ -418,7 +466,8 @@ static __always_inline int read_bio(struct bio *bio, struct bio_fields *f)
     return 0;
   }
   f->next = (__u64)BPF_CORE_READ(bio, bi_next);
-  f->bdev = (__u64)BPF_CORE_READ(bio, bi_bdev);
+  if (bpf_probe_read_kernel(&f->bdev, sizeof f->bdev, (char *)bio + o_bdev))
+    return -1;
   f->opf = BPF_CORE_READ(bio, bi_opf);
   f->sector = BPF_CORE_READ(bio, bi_iter.bi_sector);
   f->size = BPF_CORE_READ(bio, bi_iter.bi_size);
@@ -426,10 +475,17 @@ static __always_inline int read_bio(struct bio *bio, struct bio_fields *f)
 }
 
 /* The whole disk's dev_t (kernel encoding) of a block_device: through a partition, bdev is the
- * partition, its bd_disk the whole disk, whose dev_t is (major, first_minor). */
+ * partition, its bd_disk the whole disk, whose dev_t is (major, first_minor). Before 5.12 a bio names
+ * its disk itself (read_bio's bdev is that gendisk). */
 static __always_inline __u32 disk_dev(__u64 bdev)
 {
+#ifdef CBT_LEGACY
+  struct gendisk *disk = bpf_core_field_exists(struct bio, bi_bdev)
+                           ? BPF_CORE_READ((struct block_device *)bdev, bd_disk)
+                           : (struct gendisk *)bdev;
+#else
   struct gendisk *disk = BPF_CORE_READ((struct block_device *)bdev, bd_disk);
+#endif
   __u32 o_major = bpf_core_field_offset(struct gendisk, major);
   __u32 o_minor = bpf_core_field_offset(struct gendisk, first_minor);
   if (!disk)
@@ -476,6 +532,7 @@ static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
   return s;
 }
 
+#ifndef CBT_LEGACY /* BTF-typed tracepoints of 5.12+ kernels (legacy loads the raw ones) */
 /* Reading a bio's fields and its disk: with probe reads (raw tracepoints, any kernel with a BTF
  * for CO-RE, even a file given with MOBILITY_AGENT_BTF), or as plain loads where the kernel types
  * the tracepoint's arguments itself (tp_btf: the verifier turns them into faulting loads, about 1
@@ -497,6 +554,7 @@ static __always_inline __u32 disk_dev_btf(struct bio *bio)
     return 0;
   return ((__u32)disk->major << 20) | (__u32)disk->first_minor;
 }
+#endif
 
 /* block_bio_queue once the bio's fields are read: bio_key is its address, dev its whole disk. */
 static __always_inline int on_bio_queue(__u64 bio_key, struct bio_fields *f, __u32 dev)
@@ -537,16 +595,29 @@ static __always_inline int on_bio_queue(__u64 bio_key, struct bio_fields *f, __u
   return 0;
 }
 
-SEC("raw_tp/block_bio_queue")
-int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int on_raw_bio_queue(struct bio *bio)
 {
-  struct bio *bio = (struct bio *)ctx->args[0];
   struct bio_fields f;
   if (read_bio(bio, &f) || !is_write_op(f.opf & CBT_REQ_OP_MASK))
     return 0;
   return on_bio_queue((__u64)bio, &f, disk_dev(f.bdev));
 }
 
+SEC("raw_tp/block_bio_queue")
+int PROG(bio_queue)(struct bpf_raw_tracepoint_args *ctx) /* (struct bio *bio), 5.11+ */
+{
+  return on_raw_bio_queue((struct bio *)ctx->args[0]);
+}
+
+#ifdef CBT_LEGACY
+/* Before 5.11 the tracepoint's first argument is the request_queue; the agent loads the program
+ * whose arguments the kernel's BTF names. */
+SEC("raw_tp/block_bio_queue")
+int PROG(bio_queue_q)(struct bpf_raw_tracepoint_args *ctx) /* (struct request_queue *q, struct bio *bio) */
+{
+  return on_raw_bio_queue((struct bio *)ctx->args[1]);
+}
+#else
 SEC("tp_btf/block_bio_queue")
 int PROG(bioq_btf)(__u64 *ctx) /* (struct bio *bio) */
 {
@@ -557,14 +628,15 @@ int PROG(bioq_btf)(__u64 *ctx) /* (struct bio *bio) */
     return 0;
   return on_bio_queue((__u64)bio, &f, disk_dev_btf(bio));
 }
+#endif
 
 /* Walk of a completed request's bios: each bio still carries its sector and size here. */
 struct request_walk {
   __u64 bio;              /* struct bio *, read with probe reads only */
-  __u64 remaining;        /* bytes of this completion not walked yet */
+  __u32 remaining;        /* bytes of this completion not walked yet (block_rq_complete's nr_bytes) */
   __u32 dev;
   __u32 slot;
-  __u64 new_bits;         /* bios whose completion mark set a bit (a flip took the submission mark) */
+  __u32 new_bits;         /* bios whose completion mark set a bit (a flip took the submission mark) */
 };
 
 static long complete_bio(__u32 i, void *data)
@@ -588,7 +660,55 @@ static long complete_bio(__u32 i, void *data)
 /* Bios one call of cbt_walk_bios walks: as with the chunks of mark_blocks, a global function keeps
  * the verifier's work at 32 + 32 iterations for the 1024 bios of a request. */
 #define CBT_WALK_BATCH 32
+#endif
 
+#ifdef CBT_LEGACY
+/* Before 5.12 a global function takes scalars only: a walk's state lives in a per-CPU array, one
+ * entry per nesting level (a completion in an interrupt may run inside another on the same CPU);
+ * the entry after the last counts the levels in use, in its `remaining`. A plain increment is
+ * enough: whatever interrupts it has put the count back before it resumes. */
+#define CBT_WALK_LEVELS 4
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, CBT_WALK_LEVELS + 1);
+  __type(key, __u32);
+  __type(value, struct request_walk);
+} cbt_walks SEC(".maps");
+
+/* complete_bio for the next CBT_WALK_BATCH bios of the walk at nesting level `level`; 1 when the
+ * walk is over. */
+__noinline int cbt_walk_bios(__u32 level)
+{
+  struct request_walk *w = bpf_map_lookup_elem(&cbt_walks, &level);
+  if (!w)
+    return 1;
+  for (__u32 i = 0; i < CBT_WALK_BATCH; i++)
+    if (complete_bio(i, w))
+      return 1;
+  return 0;
+}
+
+/* cbt_walk_bios over the rest of w's bios, at the next free level; w is left as the walk left it
+ * (with its bio and remaining, if no level was free). */
+static __always_inline void walk_request(struct request_walk *w)
+{
+  __u32 top = CBT_WALK_LEVELS;
+  struct request_walk *levels = bpf_map_lookup_elem(&cbt_walks, &top);
+  if (!levels)
+    return;
+  __u32 level = (__u32)levels->remaining;
+  struct request_walk *shared = level < CBT_WALK_LEVELS ? bpf_map_lookup_elem(&cbt_walks, &level) : NULL;
+  if (!shared)
+    return;
+  levels->remaining = level + 1;
+  *shared = *w;
+  for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
+    if (cbt_walk_bios(level))
+      break;
+  *w = *shared;
+  levels->remaining = level;
+}
+#elif defined(CBT_BOUNDED)
 /* complete_bio for the next CBT_WALK_BATCH bios of w; 1 when the walk is over. A pointer argument of
  * a global function (5.12+) is checked as a possibly-NULL pointer to memory of its type's size. */
 __noinline int cbt_walk_bios(struct request_walk *w)
@@ -631,7 +751,9 @@ static __always_inline int on_rq_complete(__u32 nr_bytes, struct bio_fields *f, 
   w.remaining -= done;
   w.bio = f->next;
   if (w.bio && w.remaining) {
-#ifdef CBT_BOUNDED
+#if defined(CBT_LEGACY)
+    walk_request(&w);
+#elif defined(CBT_BOUNDED)
     for (__u32 i = 0; i < CBT_RQ_MAX_BIOS / CBT_WALK_BATCH; i++)
       if (cbt_walk_bios(&w))
         break;
@@ -680,6 +802,7 @@ int PROG(rq_complete)(struct bpf_raw_tracepoint_args *ctx)
   return on_rq_complete(nr_bytes, &f, disk_dev(f.bdev));
 }
 
+#ifndef CBT_LEGACY
 SEC("tp_btf/block_rq_complete")
 int PROG(rqc_btf)(__u64 *ctx) /* (struct request *rq, blk_status_t error, unsigned int nr_bytes) */
 {
@@ -692,6 +815,7 @@ int PROG(rqc_btf)(__u64 *ctx) /* (struct request *rq, blk_status_t error, unsign
   read_bio_btf(bio, &f);
   return on_rq_complete(nr_bytes, &f, disk_dev_btf(bio));
 }
+#endif
 
 /* Bio-based disks (device mapper, md): the bio's iterator may have moved, so the submission
  * recorded the range. Marked again only if a flip happened since the submission mark. */

@@ -1,5 +1,5 @@
 /* vmlinux_min.h - the few kernel types cbt.bpf.c reads, declared for CO-RE: field offsets are
- * relocated against the running kernel's BTF at load time, so one object serves 6.1 and later. */
+ * relocated against the running kernel's BTF at load time, so one object serves many kernels. */
 #ifndef VMLINUX_MIN_H
 #define VMLINUX_MIN_H
 
@@ -28,6 +28,12 @@ struct bio {
   struct block_device *bi_bdev; /* the partition's block_device for writes through a partition */
   __u32 bi_opf;                 /* blk_opf_t: operation in the low 8 bits, flags above */
   struct bvec_iter bi_iter;
+} __attribute__((preserve_access_index));
+
+/* Before 5.12 (commit 309dca309fc3) a bio named its disk, not its block_device: the legacy variant
+ * reads this flavour where bi_bdev does not exist. */
+struct bio___old {
+  struct gendisk *bi_disk;
 } __attribute__((preserve_access_index));
 
 struct request {

@@ -121,17 +121,20 @@ void cbt_close(struct cbt *t);
 /* Whether the eBPF tracker is (or can be) used; if not, *why (owned by t) says why. */
 bool cbt_ebpf_available(struct cbt *t, const char **why);
 
-/* The tracker's program variants (docs/architecture.md, "Kernel versions"): bpf_loop (Linux 5.17+)
- * or bounded loops (5.12+). Chosen at install by probing the kernel for bpf_loop; the environment
- * variable CBT_VARIANT_ENV (auto, bpf_loop, bounded) overrides the probe (tests, a kernel whose
- * verifier refuses one). The variant stays until the tracker is installed again. */
+/* The tracker's program variants (docs/architecture.md, "Kernel versions"): bpf_loop (Linux 5.17+),
+ * bounded loops (5.12+) or legacy (5.10+: bounded loops and byte stores, which mark whole bytes of
+ * the bitmap, i.e. runs widened to 8 blocks). Chosen at install by probing the kernel for bpf_loop and
+ * atomic OR; the environment variable CBT_VARIANT_ENV (auto, bpf_loop, bounded, legacy) overrides the
+ * probe (tests, a kernel whose verifier refuses one). The variant stays until the tracker is
+ * installed again. */
 enum cbt_variant {
   CBT_VARIANT_NONE = 0,     /* none chosen: CBT_VARIANT_ENV holds an unknown value */
   CBT_VARIANT_BPF_LOOP = 1,
   CBT_VARIANT_BOUNDED = 2,
+  CBT_VARIANT_LEGACY = 3,
 };
 #define CBT_VARIANT_ENV "MOBILITY_AGENT_CBT_VARIANT"
-/* "bpf_loop", "bounded", "none"; never NULL. Static storage. */
+/* "bpf_loop", "bounded", "legacy", "none"; never NULL. Static storage. */
 const char *cbt_variant_name(enum cbt_variant variant);
 /* The variant running (pinned, *running true) or, when no tracker is installed, the one cbt_start
  * would load (*running false); *why (owned by t) says why it is that one. */

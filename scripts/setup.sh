@@ -28,6 +28,9 @@ packages=(
   # change-block tracker tests: partition tables, and the portability test that boots Debian's
   # 6.1 kernel under qemu (TCG) from a busybox initramfs (with a device-mapper disk: dmsetup)
   fdisk cpio qemu-system-x86 busybox-static linux-image-amd64 dmsetup
+  # scripts/guest_kernel.sh: Debian 11's 5.10 kernel for the same test, checked against the archive's
+  # signature
+  xz-utils gpgv debian-archive-keyring kmod
   # qemu-img judges the VHDs failover makes and the replica blobs (tests/integration/failover.sh)
   qemu-utils
   # recovery points of a filesystem on an LVM volume in that guest (tests/integration/point_qemu_dm.sh)
@@ -93,6 +96,13 @@ else
   (cd "$pwdir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error --prefix "$pwdir" \
      "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null) \
     || die "npm install playwright-core@$PLAYWRIGHT_VERSION failed: check that the npm registry is reachable"
+fi
+
+# Debian 11's 5.10 kernel, unpacked (not installed) into /var/cache/replication-tests/kernel-5.10,
+# for the qemu guest tests run with QG_KERNEL_SERIES=5.10 (a kernel older than 5.12); those skip
+# without it, so a failed download is only a warning.
+if ! bash "$root/scripts/guest_kernel.sh"; then
+  say "warning: scripts/guest_kernel.sh failed: the qemu guest tests skip with QG_KERNEL_SERIES=5.10 (run it again later)"
 fi
 
 # bpffs: the tracker pins its maps there.

@@ -18,7 +18,9 @@ CLEANUP_PIDS+=("$writer")
 
 kills=0 drains=0
 end=$((SECONDS + seconds))
-while [ $SECONDS -lt $end ]; do
+# For the writer's time, and on until more than 10 agents were killed (a kill misses an agent that
+# finished first: how many hit in a given time is the machine's luck), 60 s more at most.
+while [ $SECONDS -lt $end ] || { [ $kills -le 10 ] && [ $SECONDS -lt $((end + 60)) ]; }; do
   # Let some writes accumulate, start a drain, kill it at a random point of its run.
   sleep "0.0$((RANDOM % 5))"
   # The agent itself in the background (not through a function: $! must be the agent's pid).

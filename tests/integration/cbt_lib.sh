@@ -30,8 +30,9 @@ cbt() { "$AGENT" cbt "$@" --state "$STATE"; }
 cbt_field() { cbt status "$1" --json | json_field - "devices.0.$2"; }
 
 # check_variant: once the tracker is installed, cbt status names the variant running and why: the
-# probe's verdict, or with MOBILITY_AGENT_CBT_VARIANT forced (the *_bounded entries of
-# tests/CMakeLists.txt) that variant, naming the override; and which tracepoints it is attached to.
+# probe's verdict, or with MOBILITY_AGENT_CBT_VARIANT forced (the *_bounded and *_legacy entries of
+# tests/CMakeLists.txt) that variant, naming the override; and which tracepoints it is attached to
+# (legacy, for kernels before 5.12, has raw ones only). Sets VARIANT.
 check_variant() {
   local doc variant running why forced=${MOBILITY_AGENT_CBT_VARIANT:-}
   doc=$(cbt status --json) || fail "cbt status --json exited $?"
@@ -41,13 +42,28 @@ check_variant() {
     [ "$variant" = "$forced" ] || fail "variant $variant runs, $forced was forced"
     [[ $why == *"forced by MOBILITY_AGENT_CBT_VARIANT=$forced"* ]] || fail "the reason does not name the override: '$why'"
   else
-    [[ $variant =~ ^(bpf_loop|bounded)$ && $why == *"bpf_loop helper"* ]] || fail "variant '$variant' for reason '$why'"
+    [[ $variant =~ ^(bpf_loop|bounded|legacy)$ && $why == *"bpf_loop helper"* ]] || fail "variant '$variant' for reason '$why'"
+    if [ "$variant" = legacy ]; then
+      [[ $why == *"atomic OR"* ]] || fail "the legacy variant without the atomic OR probe's verdict: '$why'"
+    fi
   fi
   # MOBILITY_AGENT_BTF (the *_raw_tp entries) gets the raw tracepoint programs, else BTF-typed ones.
-  if [ -n "${MOBILITY_AGENT_BTF:-}" ]; then
-    [[ $why == *"; raw tracepoints" ]] || fail "MOBILITY_AGENT_BTF is set but not raw tracepoints run: '$why'"
+  if [ -n "${MOBILITY_AGENT_BTF:-}" ] || [ "$variant" = legacy ]; then
+    [[ $why == *"; raw tracepoints"* ]] || fail "MOBILITY_AGENT_BTF is set or the variant is legacy, but not raw tracepoints run: '$why'"
   else
     [[ $why == *"; BTF-typed tracepoints" ]] || fail "the kernel has its own BTF but not tp_btf programs run: '$why'"
   fi
   echo "variant $variant: $why"
+  VARIANT=$variant
+}
+
+# marked_granularity GRAN: the granularity drained runs are widened to, for cbt_testtool compare: the
+# legacy variant stores whole bytes of the bitmap (8 blocks), the others set single bits.
+marked_granularity() { if [ "${VARIANT:-}" = legacy ]; then echo $(($1 * 8)); else echo "$1"; fi; }
+
+# marked OFFSET LENGTH: the extent a drain reports for one write there at 4 KiB granularity.
+marked() {
+  local g
+  g=$(marked_granularity 4096)
+  echo "$(($1 / g * g)) $((($1 + $2 + g - 1) / g * g - $1 / g * g))"
 }

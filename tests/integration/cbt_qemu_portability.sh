@@ -3,8 +3,9 @@
 # embedded BPF object) loads and passes the basic write test on Debian 12's 6.1 kernel booted under
 # qemu (TCG, no KVM) from a busybox initramfs with loop.ko, on a loop (blk-mq) and a device-mapper
 # (bio-based) disk; and a kernel without BTF gets the fallback with a clear message. With
-# MOBILITY_AGENT_CBT_VARIANT set, the guest runs that tracker variant. Skips (77) only when qemu or
-# the kernel package is not installed.
+# MOBILITY_AGENT_CBT_VARIANT set, the guest runs that tracker variant; with QG_KERNEL_SERIES=5.10,
+# Debian 11's kernel (older than 5.12: the probe must choose the legacy variant). Skips (77) only when
+# qemu or the kernel is not there.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?run under ctest}

@@ -45,7 +45,7 @@ err=$(cbt ack "$dev" $((count + 1)) 2>&1) && fail "ack of a future event succeed
 ack
 [ "$(field required)" = false ] || fail "ack did not clear"
 dd if=/dev/urandom of="$dev" bs=4096 seek=3 count=1 oflag=direct status=none
-[ "$(cbt drain "$dev")" = "12288 4096" ] || fail "drain after ack is not exact"
+[ "$(cbt drain "$dev")" = "$(marked 12288 4096)" ] || fail "drain after ack is not exact"
 
 # Unclean detach: the pins vanish (bpffs remounted, someone removed them).
 rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
@@ -69,7 +69,7 @@ err=$(cbt ack "$dev" $((stale - 1)) 2>&1) && fail "ack of a stale count succeede
 expect_resync resize
 ack
 dd if=/dev/urandom of="$dev" bs=4096 seek=$((90 * 256)) count=2 oflag=direct status=none
-[ "$(cbt drain "$dev")" = "$((90 << 20)) 8192" ] || fail "drain after resize is not exact"
+[ "$(cbt drain "$dev")" = "$(marked $((90 << 20)) 8192)" ] || fail "drain after resize is not exact"
 # Media change: the loop device re-pointed at other content, not one write through it.
 if [ -e "/sys/block/$name/diskseq" ]; then
   truncate -s 96M "$WORK/other.img"

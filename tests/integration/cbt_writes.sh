@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cbt_writes.sh - Description: every kind of write to a tracked loop device (O_DIRECT, buffered +
 # fsync, discard, a 700 MiB discard, write-zeroes, writes through partitions) is drained exactly,
-# granularity-rounded; flush-only bios mark nothing; errors are one clear line with a non-zero status.
+# granularity-rounded (the legacy variant: to 8 blocks); flush-only bios mark nothing; errors are one clear line with a non-zero status.
 set -u
 . "$(dirname "$0")/cbt_lib.sh"
 command -v sfdisk >/dev/null || skip "sfdisk is missing (fdisk package)"
@@ -32,7 +32,7 @@ counter() { cbt_field "$dev" "counters.$1"; }
 # phase NAME: drains and compares with the writes expected since the previous phase.
 phase() {
   cbt drain "$dev" >"$WORK/$1.drained" || fail "$1: cbt drain exited $?"
-  "$TOOL" compare "$expect" "$WORK/$1.drained" "$size" "$gran" || fail "$1: drained extents differ from the writes"
+  "$TOOL" compare "$expect" "$WORK/$1.drained" "$size" "$(marked_granularity "$gran")" || fail "$1: drained extents differ from the writes"
   echo "phase $1: ok ($(wc -l <"$WORK/$1.drained") extents)"
   : >"$expect"
 }
@@ -95,7 +95,7 @@ cbt drain "$big" >/dev/null || fail "cbt drain (1 GiB) exited $?"
 blkdiscard -o $((3 * 4096)) -l $((700 << 20)) "$big" || fail "blkdiscard 700 MiB"
 echo "$((3 * 4096)) $((700 << 20))" >"$WORK/big.expected"
 cbt drain "$big" >"$WORK/big.drained" || fail "cbt drain (1 GiB) exited $?"
-"$TOOL" compare "$WORK/big.expected" "$WORK/big.drained" "$(blockdev --getsize64 "$big")" 4096 ||
+"$TOOL" compare "$WORK/big.expected" "$WORK/big.drained" "$(blockdev --getsize64 "$big")" "$(marked_granularity 4096)" ||
   fail "large discard: drained extents differ"
 cbt stop "$big" || fail "cbt stop (1 GiB) exited $?"
 echo "phase large_discard: ok"
@@ -119,7 +119,7 @@ one_line_error "needs a DEVICE" cbt drain
 cbt stop "$dev" || fail "cbt stop exited $?"
 [ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "stopping the last device left the tracker pinned"
 # An install with a variant override it does not know refuses, and tracks nothing.
-one_line_error "none of auto, bpf_loop, bounded" env MOBILITY_AGENT_CBT_VARIANT=nonsense "$AGENT" cbt start "$dev" --state "$STATE"
+one_line_error "none of auto, bpf_loop, bounded, legacy" env MOBILITY_AGENT_CBT_VARIANT=nonsense "$AGENT" cbt start "$dev" --state "$STATE"
 [ ! -e "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_devices" ] || fail "a refused variant override installed the tracker"
 one_line_error "not tracked" cbt drain "$dev"
 one_line_error "not tracked" cbt status "$dev"

@@ -1,8 +1,15 @@
-# qemu_guest.sh - sourced by the tests that run our code in a Debian 12 6.1 kernel under qemu (TCG):
-# a busybox initramfs with the kernel's own modules and our programs (their shared libraries copied
-# at the same paths), an /init script of the test's, one boot whose console is read back.
+# qemu_guest.sh - sourced by the tests that run our code in a Debian kernel under qemu (TCG), Debian
+# 12's 6.1 unless QG_KERNEL_SERIES says otherwise: a busybox initramfs with the kernel's own modules
+# and our programs (their shared libraries copied at the same paths), an /init script of the
+# test's, one boot whose console is read back.
 #
-#   qemu_guest_setup NAME       skips (77) without qemu, a static busybox or a 6.1 kernel in /boot;
+#   QG_KERNEL_SERIES            6.1 (the default): the newest /boot/vmlinuz-6.1.* and its modules in
+#                               /lib/modules (scripts/setup.sh installs linux-image-amd64);
+#                               5.10: Debian 11's, a kernel older than 5.12, unpacked (not installed)
+#                               by scripts/guest_kernel.sh into QG_KERNEL_CACHE
+#                               (/var/cache/replication-tests/kernel-5.10: boot/vmlinuz-VERSION,
+#                               lib/modules/VERSION, read with modprobe -d)
+#   qemu_guest_setup NAME       skips (77) without qemu, a static busybox or the series' kernel;
 #                               sets QG_KVER and QG_ROOT (the initramfs tree, removed by the trap)
 #   qemu_guest_module NAME      the kernel's NAME.ko, decompressed, as /NAME.ko; 1 when there is none
 #   qemu_guest_modules NAME...  each with the modules it depends on (modprobe --show-depends: the
@@ -16,13 +23,27 @@
 
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+QG_KERNEL_CACHE=/var/cache/replication-tests/kernel-5.10
+
 qemu_guest_setup() {
   QG_QEMU=$(command -v qemu-system-x86_64) || skip "qemu-system-x86_64 missing (scripts/setup.sh installs qemu-system-x86)"
   local busybox
   busybox=$(command -v busybox) || skip "busybox missing (scripts/setup.sh installs busybox-static)"
-  QG_KERNEL=$(ls /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -1)
-  [ -n "$QG_KERNEL" ] || skip "no Debian 6.1 kernel in /boot (scripts/setup.sh installs linux-image-amd64)"
-  QG_KVER=${QG_KERNEL#/boot/vmlinuz-}
+  case "${QG_KERNEL_SERIES:-6.1}" in
+    6.1)
+      QG_MODDIR= # modprobe's default root: /lib/modules
+      QG_KERNEL=$(ls /boot/vmlinuz-6.1.* 2>/dev/null | sort -V | tail -1)
+      [ -n "$QG_KERNEL" ] || skip "no Debian 6.1 kernel in /boot (scripts/setup.sh installs linux-image-amd64)"
+      ;;
+    5.10)
+      QG_MODDIR=$QG_KERNEL_CACHE
+      # PACKAGE is written last (scripts/guest_kernel.sh): without it the cache is not complete.
+      [ -s "$QG_MODDIR/PACKAGE" ] && QG_KERNEL=$(ls "$QG_MODDIR"/boot/vmlinuz-5.10.* 2>/dev/null | sort -V | tail -1) &&
+        [ -n "$QG_KERNEL" ] || skip "no Debian 11 5.10 kernel in $QG_MODDIR (scripts/guest_kernel.sh fetches it)"
+      ;;
+    *) fail "QG_KERNEL_SERIES=$QG_KERNEL_SERIES: 6.1 or 5.10" ;;
+  esac
+  QG_KVER=${QG_KERNEL##*/vmlinuz-}
   file "$busybox" 2>/dev/null | grep -q dynamically && skip "$busybox is not static (install busybox-static)"
   QG_WORK=$(mktemp -d "/tmp/$1.XXXXXX") || fail "mktemp"
   CLEANUP_PATHS+=("$QG_WORK")
@@ -33,7 +54,7 @@ qemu_guest_setup() {
 
 qemu_guest_module() {
   local ko
-  ko=$(find "/lib/modules/$QG_KVER" -name "$1.ko*" | head -1)
+  ko=$(find "$QG_MODDIR/lib/modules/$QG_KVER" -name "$1.ko*" | head -1)
   [ -n "$ko" ] || return 1
   qemu_guest_ko "$ko" "$1"
 }
@@ -48,10 +69,11 @@ qemu_guest_ko() {
 }
 
 qemu_guest_modules() {
-  local name deps word path base
+  local name deps word path base root=()
+  [ -n "$QG_MODDIR" ] && root=(-d "$QG_MODDIR")
   touch "$QG_ROOT/modules.load"
   for name in "$@"; do
-    deps=$(modprobe -S "$QG_KVER" --show-depends "$name") || fail "no module $name for $QG_KVER"
+    deps=$(modprobe "${root[@]}" -S "$QG_KVER" --show-depends "$name") || fail "no module $name for $QG_KVER"
     while read -r word path _; do
       [ "$word" = insmod ] || continue # "builtin NAME": nothing to load
       base=$(basename "$path")
