@@ -6,13 +6,15 @@
 #     then the same on two tmpfs devices written at the same time, one tracked (robust to other load
 #     on the machine); then the CPU time each tracker program spends per write (bpf_stats), with
 #     its size (xlated / jited bytes, instructions the verifier processed), for each variant;
+#     1d. bytes drained per byte written, each variant (legacy marks whole bytes of the bitmap: 8
+#     blocks): 4 KiB random writes, sparse (rate-limited) and dense, and unaligned 64 KiB writes;
 #  2. flip + drain + commit of a 1 TiB sparse loop device: nothing dirty, 10,000 scattered blocks;
 #  3. kernel memory of the tracker's maps, per TiB tracked.
 # Usage: bench/cbt_bench.sh [BUILD_DIR]   env: ROUNDS (3), SECONDS_PER_RUN (10), SIZE (2G),
-#        CPU_ONLY (set: section 1b alone), SECTIONS (default "1 1c 1b 2": which to run),
+#        CPU_ONLY (set: section 1b alone), SECTIONS (default "1 1c 1b 1d 2": which to run),
 #        CPU_ROUNDS (1: rounds of section 1b), BASELINE (a build directory section 1b measures too,
 #        alternating with BUILD_DIR each round: before/after in one session),
-#        MOBILITY_AGENT_CBT_VARIANT (the variant of sections 1 and 1c; 1b measures both)
+#        MOBILITY_AGENT_CBT_VARIANT (the variant of sections 1 and 1c; 1b and 1d measure each)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -150,7 +152,7 @@ stats() {
     printf " | median %.3f min %.3f max %.3f", m, r[1], r[n] }'
 }
 
-sections=" ${SECTIONS:-1 1c 1b 2} "
+sections=" ${SECTIONS:-1 1c 1b 1d 2} "
 [ -n "${CPU_ONLY:-}" ] && sections=" 1b "
 want() { [[ $sections == *" $1 "* ]]; }
 
@@ -208,7 +210,7 @@ if want 1b; then
     for b in "${builds[@]}"; do
       agent=$b/agent/mobility-agent
       [ ${#builds[@]} -gt 1 ] && echo "-- round $r, $b"
-      for variant in bpf_loop bounded; do
+      for variant in bpf_loop bounded legacy; do
         cpu_cost $variant
         cpu_totals[$b.$variant]="${cpu_totals[$b.$variant]:-} $cpu_total"
         cpu_nets[$b.$variant]="${cpu_nets[$b.$variant]:-} ${cpu_net:-0}"
@@ -219,11 +221,43 @@ if want 1b; then
   if [ "${CPU_ROUNDS:-1}" -gt 1 ] || [ ${#builds[@]} -gt 1 ]; then
     echo "== 1b. summary: ns of CPU per tracked write"
     for b in "${builds[@]}"; do
-      for variant in bpf_loop bounded; do
+      for variant in bpf_loop bounded legacy; do
         echo "   $variant $b: $(spread "${cpu_totals[$b.$variant]}"); without bpf_stats' cost $(spread "${cpu_nets[$b.$variant]}")"
       done
     done
   fi
+fi
+
+if want 1d; then
+echo "== 1d. bytes drained per byte written (tmpfs device; one drain after each fio run)"
+# amplification VARIANT NAME FIO-ARGS...: one fio run between two drains; the drained bytes over the
+# bytes the tracker counted written (writes x block size)
+amplification() {
+  local variant=$1 name=$2 before after written drained
+  shift 2
+  MOBILITY_AGENT_CBT_VARIANT=$variant "$agent" cbt start "$tmpfs_dev" --state "$state" >/dev/null
+  "$agent" cbt drain "$tmpfs_dev" --state "$state" >/dev/null
+  before=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | jq '.devices[0].counters.writes')
+  fio --name=amp --filename="$tmpfs_dev" --direct=1 --ioengine=io_uring --iodepth=8 --randrepeat=0 \
+      --norandommap "$@" --output-format=terse >/dev/null
+  after=$("$agent" cbt status "$tmpfs_dev" --state "$state" --json | jq '.devices[0].counters.writes')
+  drained=$("$agent" cbt drain "$tmpfs_dev" --state "$state" | awk '{ s += $2 } END { print s + 0 }')
+  "$agent" cbt stop "$tmpfs_dev" --state "$state"
+  written=$(( (after - before) * AMP_BLOCK ))
+  awk -v v="$variant" -v n="$name" -v w="$written" -v d="$drained" \
+    'BEGIN { printf "   %-8s %-34s written %8.1f MiB drained %8.1f MiB  drained/written %.2f\n", v, n, w / 1048576, d / 1048576, w ? d / w : 0 }'
+  amp[$variant.$name]=$(awk -v w="$written" -v d="$drained" 'BEGIN { printf "%.4f", w ? d / w : 0 }')
+}
+declare -A amp
+for variant in bpf_loop legacy; do
+  AMP_BLOCK=4096 amplification $variant "4 KiB random, 2,000 IOPS for 5 s" --rw=randwrite --bs=4k --rate_iops=2000 --runtime=5 --time_based
+  AMP_BLOCK=4096 amplification $variant "4 KiB random, 500,000 writes" --rw=randwrite --bs=4k --number_ios=500000
+  AMP_BLOCK=65536 amplification $variant "64 KiB random at 4 KiB offsets, 2,000" --rw=randwrite --bs=64k --blockalign=4k --number_ios=2000
+done
+for name in "4 KiB random, 2,000 IOPS for 5 s" "4 KiB random, 500,000 writes" "64 KiB random at 4 KiB offsets, 2,000"; do
+  awk -v n="$name" -v l="${amp[legacy.$name]}" -v b="${amp[bpf_loop.$name]}" \
+    'BEGIN { printf "   %-38s legacy/bpf_loop drained bytes %.2f\n", n, b ? l / b : 0 }'
+done
 fi
 
 want 2 || exit 0
