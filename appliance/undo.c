@@ -26,6 +26,9 @@
 #define MAX_RECORDS (1u << 24)       /* indexed records per file (16 Mi: 64 GiB of single blocks) */
 #define RUN_BYTES (UNDO_MAX_RUN * UNDO_BLOCK)
 #define MAX_FILES 65536u             /* undo files one view reads: far above what retention keeps */
+/* Appended bytes after which their writeback is started: the disk writes them while the cycle's
+ * next extents arrive, and the sync before those extents are written waits for less. */
+#define WRITEBACK_KICK (4ull << 20)
 
 struct file_header {
   char magic[8];
@@ -276,6 +279,7 @@ struct undo_log {
   int fd;
   uint64_t cycle;
   uint64_t end;        /* where the next record goes: after the last valid one */
+  uint64_t kicked;     /* writeback started (or synced) up to here */
   bool dirty;          /* appended since the last sync */
   struct blockset held;
   uint8_t *buf;        /* a record being built: header and at most UNDO_MAX_RUN blocks */
@@ -331,7 +335,7 @@ static rpl_err log_open_path(const char *path, uint64_t cycle, struct undo_log *
     if (ftruncate(u->fd, (off_t)pos) != 0 || fdatasync(u->fd) != 0)
       e = sys_fail("cannot cut the torn end of", path);
   }
-  u->end = pos;
+  u->end = u->kicked = pos;
   if (e) {
     undo_log_close(u);
     return e;
@@ -422,6 +426,10 @@ static rpl_err append_run(struct undo_log *u, uint64_t b, uint32_t n, const uint
     return sys_fail("cannot append to", u->path); /* a torn record is overwritten by the next append */
   u->end += sizeof h + len;
   u->dirty = true;
+  if (u->end - u->kicked >= WRITEBACK_KICK) {
+    (void)sync_file_range(u->fd, (off_t)u->kicked, (off_t)(u->end - u->kicked), SYNC_FILE_RANGE_WRITE);
+    u->kicked = u->end;
+  }
   rpl_err e = RPL_OK;
   for (uint32_t i = 0; i < n && !e; i++)
     e = bs_add(&u->held, b + i);
@@ -463,6 +471,7 @@ rpl_err undo_log_sync(struct undo_log *u)
   if (fdatasync(u->fd) != 0)
     return sys_fail("fdatasync of", u->path);
   u->dirty = false;
+  u->kicked = u->end;
   return RPL_OK;
 }
 
