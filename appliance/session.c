@@ -1035,7 +1035,9 @@ static rpl_err session_loop(struct session *s)
     return err;
   uint64_t last_rx = rpl_mono_ms(), last_revoke_check = rpl_mono_ms();
   while (!atomic_load(&appliance_stopping)) {
-    if ((err = send_unprotect_requests(s)) || (err = orchestrate(s)) || (err = finish_groups(s)) ||
+    /* Groups first: a catch-up round that just ended makes its point round ready, and orchestrate
+     * starts it in this pass instead of after the next wait for a frame. */
+    if ((err = send_unprotect_requests(s)) || (err = finish_groups(s)) || (err = orchestrate(s)) ||
         (err = send_stored(s)) || (err = send_members(s)))
       return err;
     bool rebased = false;
