@@ -44,6 +44,8 @@ replica=$(replica_of d)
 cmp "$replica" "$dev" || die "replica differs after the initial sync"
 limit_img=$(dirname "$replica")/limit.img # beside the replica: the same file system
 cp "$replica" "$limit_img"
+# Its dirty pages written now: else round 1's limit would pay for the whole copy in its fdatasync.
+sync "$limit_img"
 
 run_ours() { # T0 BASE: RESULT = until cycle BASE+1 is applied (the time its event carries), CKPT = until checkpoint returned
   local t0=$1 base=$2 ta
