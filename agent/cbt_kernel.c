@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -374,24 +375,30 @@ static void legacy_destroy(void *skel) { cbt_legacy_bpf__destroy(skel); }
 
 /* Whether the kernel's block_bio_queue tracepoint still passes the request_queue first (before 5.11:
  * (q, bio), since: (bio)), read from the prototype its BTF gives the tracepoint's handler
- * (btf_trace_block_bio_queue: the context, then the arguments). A kernel whose BTF lacks it is
- * taken to be newer. */
+ * (btf_trace_block_bio_queue: the context, then the arguments). A BTF without it (a file given
+ * with MOBILITY_AGENT_BTF may lack it) leaves the running kernel's release to decide. */
 static bool bio_queue_has_queue_arg(const char *btf_path)
 {
+  int params = -1;
   struct btf *btf = btf__parse(btf_path, NULL);
-  if (!btf)
+  if (btf) {
+    int id = btf__find_by_name_kind(btf, "btf_trace_block_bio_queue", BTF_KIND_TYPEDEF);
+    const struct btf_type *type = id > 0 ? btf__type_by_id(btf, (uint32_t)id) : NULL;
+    if (type)
+      type = btf__type_by_id(btf, type->type);
+    if (type && btf_is_ptr(type))
+      type = btf__type_by_id(btf, type->type);
+    if (type && btf_is_func_proto(type))
+      params = btf_vlen(type);
+    btf__free(btf);
+  }
+  if (params >= 0)
+    return params == 3;
+  struct utsname u;
+  unsigned major = 0, minor = 0;
+  if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
     return false;
-  bool has_queue = false;
-  int id = btf__find_by_name_kind(btf, "btf_trace_block_bio_queue", BTF_KIND_TYPEDEF);
-  const struct btf_type *type = id > 0 ? btf__type_by_id(btf, (uint32_t)id) : NULL;
-  if (type)
-    type = btf__type_by_id(btf, type->type);
-  if (type && btf_is_ptr(type))
-    type = btf__type_by_id(btf, type->type);
-  if (type && btf_is_func_proto(type))
-    has_queue = btf_vlen(type) == 3;
-  btf__free(btf);
-  return has_queue;
+  return major < 5 || (major == 5 && minor < 11);
 }
 
 /* The raw and the BTF-typed program of one role: the one not wanted is not loaded. */
