@@ -562,21 +562,17 @@ rpl_err cbt_pins_install(struct cbt *t)
   bool refused;
   err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
   const char *forced = getenv(CBT_VARIANT_ENV);
-  if (err && refused && variant == CBT_VARIANT_BPF_LOOP && !(forced && !strcmp(forced, "bpf_loop"))) {
-    /* A kernel that has the helper but whose verifier refuses this program (a distribution's
-     * partial backport): the bounded variant needs less of it. */
-    log_warn("%s: trying the bounded variant", t->no_ebpf_why);
-    snprintf(why, sizeof why, "the kernel has bpf_loop but refused the bpf_loop variant: bounded loops instead");
-    variant = CBT_VARIANT_BOUNDED;
-    t->no_ebpf_why[0] = '\0';
-    err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
-  }
-  if (err && refused && variant == CBT_VARIANT_BOUNDED && !(forced && !strcmp(forced, "bounded"))) {
-    /* A verifier that refuses what the bounded variant needs of 5.12 (a backport without atomic OR,
-     * or without pointer arguments of global functions): the legacy variant needs neither. */
-    log_warn("%s: trying the legacy variant", t->no_ebpf_why);
-    snprintf(why, sizeof why, "the kernel refused the bounded variant: bounded loops and byte stores instead");
-    variant = CBT_VARIANT_LEGACY;
+  /* A kernel that refuses the variant chosen (a distribution's partial backport: the bpf_loop helper
+   * without what its verifier needs with it, atomics without pointer arguments of global functions)
+   * gets the next one down, which needs less of it, unless the one refused was forced. */
+  static const char *const instead[] = {[CBT_VARIANT_BOUNDED] = "bounded loops",
+                                        [CBT_VARIANT_LEGACY] = "bounded loops and byte stores"};
+  while (err && refused && variant < CBT_VARIANT_LEGACY && !(forced && !strcmp(forced, cbt_variant_name(variant)))) {
+    enum cbt_variant next = variant + 1;
+    log_warn("%s: trying the %s variant", t->no_ebpf_why, cbt_variant_name(next));
+    snprintf(why, sizeof why, "the kernel refused the %s variant: %s instead", cbt_variant_name(variant),
+             instead[next]);
+    variant = next;
     t->no_ebpf_why[0] = '\0';
     err = load_variant_typed(t, variant, &o, &refused, why, sizeof why);
   }

@@ -660,6 +660,15 @@ static long complete_bio(__u32 i, void *data)
 /* Bios one call of cbt_walk_bios walks: as with the chunks of mark_blocks, a global function keeps
  * the verifier's work at 32 + 32 iterations for the 1024 bios of a request. */
 #define CBT_WALK_BATCH 32
+
+/* complete_bio for the next CBT_WALK_BATCH bios of w; 1 when the walk is over. */
+static __always_inline int walk_batch(struct request_walk *w)
+{
+  for (__u32 i = 0; i < CBT_WALK_BATCH; i++)
+    if (complete_bio(i, w))
+      return 1;
+  return 0;
+}
 #endif
 
 #ifdef CBT_LEGACY
@@ -680,12 +689,7 @@ struct {
 __noinline int cbt_walk_bios(__u32 level)
 {
   struct request_walk *w = bpf_map_lookup_elem(&cbt_walks, &level);
-  if (!w)
-    return 1;
-  for (__u32 i = 0; i < CBT_WALK_BATCH; i++)
-    if (complete_bio(i, w))
-      return 1;
-  return 0;
+  return w ? walk_batch(w) : 1;
 }
 
 /* cbt_walk_bios over the rest of w's bios, at the next free level; w is left as the walk left it
@@ -713,12 +717,7 @@ static __always_inline void walk_request(struct request_walk *w)
  * a global function (5.12+) is checked as a possibly-NULL pointer to memory of its type's size. */
 __noinline int cbt_walk_bios(struct request_walk *w)
 {
-  if (!w)
-    return 1;
-  for (__u32 i = 0; i < CBT_WALK_BATCH; i++)
-    if (complete_bio(i, w))
-      return 1;
-  return 0;
+  return w ? walk_batch(w) : 1;
 }
 #else
 /* complete_bio for the rest of w's bios. Global, so verified once with w unknown: inline, 6.18's
