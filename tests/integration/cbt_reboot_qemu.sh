@@ -4,8 +4,9 @@
 # after the last cycle, a clean shutdown with `cbt save`, and `cbt resume` at the next boot before any
 # write keep the tracker's UUID and its unsent changes (no resync; the next cycle brings the replica
 # equal to the disk). A write slipped in before `cbt resume` makes the disk resync with the reason
-# written-before-attach, and the replica ends equal. The guest's /init is cbt_reboot_guest.sh. Skips
-# (77) only when qemu, busybox, the 6.1 kernel or mkfs.ext4 is missing.
+# written-before-attach, and the replica ends equal. The guest's /init is cbt_reboot_guest.sh. With
+# QG_KERNEL_SERIES=5.10 the guest runs Debian 11's kernel (the legacy tracker variant). Skips (77)
+# only when qemu, busybox, the guest's kernel or mkfs.ext4 is missing.
 set -u
 b=${RPL_BUILD_DIR:?run under ctest}
 src=${RPL_SOURCE_DIR:?run under ctest}
