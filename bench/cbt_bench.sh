@@ -14,7 +14,8 @@
 #        CPU_ONLY (set: section 1b alone), SECTIONS (default "1 1c 1b 1d 2": which to run),
 #        CPU_ROUNDS (1: rounds of section 1b), BASELINE (a build directory section 1b measures too,
 #        alternating with BUILD_DIR each round: before/after in one session),
-#        MOBILITY_AGENT_CBT_VARIANT (the variant of sections 1 and 1c; 1b and 1d measure each)
+#        MOBILITY_AGENT_CBT_VARIANT (the variant of sections 1 and 1c; 1b and 1d measure each),
+#        CPU_VARIANTS ("bpf_loop bounded legacy": the variants section 1b measures)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -204,13 +205,14 @@ if want 1b; then
   # With BASELINE (another build directory, e.g. of the code before a change), each round measures
   # both builds one after the other: a before/after from one session, with its spread.
   builds=("$build"); [ -n "${BASELINE:-}" ] && builds=("$BASELINE" "$build")
+  cpu_variants=${CPU_VARIANTS:-bpf_loop bounded legacy}
   declare -A cpu_totals cpu_nets
   this_agent=$agent
   for r in $(seq "${CPU_ROUNDS:-1}"); do
     for b in "${builds[@]}"; do
       agent=$b/agent/mobility-agent
       [ ${#builds[@]} -gt 1 ] && echo "-- round $r, $b"
-      for variant in bpf_loop bounded legacy; do
+      for variant in $cpu_variants; do
         cpu_cost $variant
         cpu_totals[$b.$variant]="${cpu_totals[$b.$variant]:-} $cpu_total"
         cpu_nets[$b.$variant]="${cpu_nets[$b.$variant]:-} ${cpu_net:-0}"
@@ -221,7 +223,7 @@ if want 1b; then
   if [ "${CPU_ROUNDS:-1}" -gt 1 ] || [ ${#builds[@]} -gt 1 ]; then
     echo "== 1b. summary: ns of CPU per tracked write"
     for b in "${builds[@]}"; do
-      for variant in bpf_loop bounded legacy; do
+      for variant in $cpu_variants; do
         echo "   $variant $b: $(spread "${cpu_totals[$b.$variant]}"); without bpf_stats' cost $(spread "${cpu_nets[$b.$variant]}")"
       done
     done
