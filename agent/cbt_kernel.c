@@ -712,7 +712,9 @@ uint64_t cbt_program_misses(const struct cbt *t)
 /* Attaches a free slot to the disk of d (whose record already carries the UUID). */
 rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
 {
-  int slot = -1;
+  /* The disk's home slot when free: the programs find it there without the hash map. */
+  uint32_t home = cbt_home_slot(kernel_dev(d->dev.major, d->dev.minor));
+  int slot = __atomic_load_n(&t->slots[home].dev, __ATOMIC_ACQUIRE) == 0 ? (int)home : -1;
   for (int i = 0; i < CBT_MAX_DEVICES && slot < 0; i++)
     if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE) == 0)
       slot = i;

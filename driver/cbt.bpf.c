@@ -65,16 +65,6 @@ struct {
   __type(value, __u32); /* slot */
 } cbt_devmap SEC(".maps");
 
-/* Which slot tracked a disk lately (dev << 32 | slot), indexed by a hash of dev: see slot_of().
- * Not pinned: it lives as long as the programs, and a wrong or stale entry is never believed. */
-#define CBT_DEVCACHE_ENTRIES 256
-struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, CBT_DEVCACHE_ENTRIES);
-  __type(key, __u32);
-  __type(value, __u64);
-} cbt_devcache SEC(".maps");
-
 /* Bio-based disks only. Preallocated (the default): an insert never allocates memory in the I/O
  * path, and a full table is counted as a loss instead of silently evicting a record (as LRU would). */
 struct {
@@ -499,37 +489,25 @@ static __always_inline __u32 disk_dev(__u64 bdev)
   return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
 }
 
-/* The tracked slot of a whole disk, NULL if it is not tracked. A hash lookup costs about 17 ns; a
- * small direct-mapped cache in front of it (an array: inlined, read-mostly, shared by the CPUs) says
- * which slot tracked the disk lately, and is believed only while that slot still tracks that disk:
- * a disk is tracked in one slot at most, so the answer is the hash map's. */
+/* The tracked slot of a whole disk, NULL if it is not tracked. A hash lookup costs about 17 ns and
+ * touches lines of its own; the disk's home slot (cbt_home_slot), where the agent attaches it when
+ * that slot is free, is an inlined array lookup of the slot's first line, which the marking reads
+ * anyway. It is believed only while it tracks that disk: a disk is tracked in one slot at most, so
+ * the answer is the hash map's. */
 static __always_inline struct cbt_slot *slot_of(__u32 dev, __u32 *slot_out)
 {
-  __u32 index = (dev ^ (dev >> 8) ^ (dev >> 20)) & (CBT_DEVCACHE_ENTRIES - 1);
-  __u64 *cached = bpf_map_lookup_elem(&cbt_devcache, &index);
-  int refill = 0;
-  if (cached && dev) {
-    __u64 entry = *cached; /* one 8-byte load: never a torn pair */
-    __u32 cached_dev = (__u32)(entry >> 32), slot = (__u32)entry;
-    struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
-    __u32 slot_dev = s ? READ_ONCE_U32(s->dev) : 0;
-    if (s && cached_dev == dev && slot_dev == dev) {
-      *slot_out = slot;
-      return s;
-    }
-    /* An entry still right for another disk is kept: two tracked disks of one index would
-     * otherwise rewrite it on every write (a contended line); the second takes the hash map. */
-    refill = !cached_dev || slot_dev != cached_dev;
+  __u32 home = cbt_home_slot(dev);
+  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &home);
+  if (s && dev && READ_ONCE_U32(s->dev) == dev) {
+    *slot_out = home;
+    return s;
   }
   __u32 *slot_ptr = bpf_map_lookup_elem(&cbt_devmap, &dev);
   if (!slot_ptr)
     return NULL;
   __u32 slot = *slot_ptr;
   *slot_out = slot;
-  struct cbt_slot *s = bpf_map_lookup_elem(&cbt_devices, &slot);
-  if (s && cached && refill && READ_ONCE_U32(s->dev) == dev)
-    *cached = ((__u64)dev << 32) | slot;
-  return s;
+  return bpf_map_lookup_elem(&cbt_devices, &slot);
 }
 
 #ifndef CBT_LEGACY /* BTF-typed tracepoints of 5.12+ kernels (legacy loads the raw ones) */

@@ -17,6 +17,13 @@
 #define CBT_MAX_DEVICES 64
 #define CBT_INFLIGHT_MAX 65536
 
+/* The slot the agent gives a disk when it is free: the programs look there first, and take the
+ * cbt_devmap hash map only when another disk holds it (or the disk is not tracked). */
+static inline __u32 cbt_home_slot(__u32 dev)
+{
+  return (dev ^ (dev >> 6) ^ (dev >> 20)) & (CBT_MAX_DEVICES - 1);
+}
+
 /*
  * A disk's bitmap holds two buffers (generations); the live one is gen_seq & 1. Each buffer has
  * three levels of __u64 words: level 0 has one bit per block of the disk (block = granularity
