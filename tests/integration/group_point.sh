@@ -138,7 +138,14 @@ t1=$(date +%s%N)
 "$AP" events --state "$RT/app" > "$RT/events.jsonl" || fail "events failed"
 grep -q '"type":"group_failed".*"group":"db".*late' "$RT/events.jsonl" || fail "no group_failed event naming the late member"
 wait_until 10 "the late member did not thaw by itself" grep -q "filesystems thawed" "$RT/agent2.log"
-out=$("$AG" checkpoint --group db --wait --state "$RT/agent") || fail "the next group point failed: $out"
+# Every member must freeze within the group's 1 s freeze deadline: on a loaded machine (ASan, the
+# suite's other tests) a try may miss it again and fail the same clean way; one of three must succeed.
+for try in 1 2 3; do
+  out=$("$AG" checkpoint --group db --wait --state "$RT/agent" 2>"$RT/checkpoint.err") && break
+  grep -q "group point was not made" "$RT/checkpoint.err" || fail "the next group point failed: $(cat "$RT/checkpoint.err")"
+  [ "$try" -lt 3 ] || fail "three group points in a row failed after the late member's: $(cat "$RT/checkpoint.err")"
+  [ "$(point_count)" -eq "$before" ] || fail "a failed group point left rows in the catalog"
+done
 point2=$(printf '%s\n' "$out" | tail -n 1)
 [[ $point2 == rp-* && $point2 != "$point" ]] || fail "the next group point has no new id: $out"
 [ $(( $(point_count) - before )) -eq 2 ] || fail "the next group point did not add one point per member"
