@@ -712,12 +712,15 @@ uint64_t cbt_program_misses(const struct cbt *t)
 /* Attaches a free slot to the disk of d (whose record already carries the UUID). */
 rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
 {
-  /* The disk's home slot when free: the programs find it there without the hash map. */
+  /* The first free slot from the disk's home slot on: in its home slot the programs find it
+   * without the hash map. */
   uint32_t home = cbt_home_slot(kernel_dev(d->dev.major, d->dev.minor));
-  int slot = __atomic_load_n(&t->slots[home].dev, __ATOMIC_ACQUIRE) == 0 ? (int)home : -1;
-  for (int i = 0; i < CBT_MAX_DEVICES && slot < 0; i++)
+  int slot = -1;
+  for (uint32_t n = 0; n < CBT_MAX_DEVICES && slot < 0; n++) {
+    uint32_t i = (home + n) % CBT_MAX_DEVICES;
     if (__atomic_load_n(&t->slots[i].dev, __ATOMIC_ACQUIRE) == 0)
-      slot = i;
+      slot = (int)i;
+  }
   if (slot < 0)
     return rpl_fail(RPL_E_CBT_TOO_MANY_DEVICES, "all %d tracker slots are in use: stop tracking a device first",
                 CBT_MAX_DEVICES);
