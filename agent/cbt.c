@@ -40,6 +40,7 @@ const char *cbt_resync_reason_name(enum cbt_resync_reason reason)
   case CBT_RESYNC_MEDIA_CHANGED: return "media-changed";
   case CBT_RESYNC_BOOT_WRITE: return "written-before-attach";
   case CBT_RESYNC_SLOT_RECLAIMED: return "slot-reclaimed";
+  case CBT_RESYNC_COMPLETION_MISSED: return "completion-missed";
   }
   return "unknown";
 }
@@ -158,6 +159,8 @@ void cbt_close(struct cbt *t)
   if (!t)
     return;
   cbt_pins_close(t);
+  for (int i = 0; i < CBT_MAX_DEVICES; i++)
+    cbt_history_forget(t, i);
   if (t->lock_fd >= 0)
     close(t->lock_fd);
   free(t);
@@ -430,6 +433,12 @@ rpl_err cbt_flip(struct cbt *t, const char *device, uint64_t *generation)
   err = cbt_wait_inactive(t, s, live);
   if (err)
     goto out;
+  /* Every completion before the flip is in the kernel's count now: a miss among them makes this
+   * cycle a resync (the caller reads the status after the flip), not a point without the write. */
+  cbt_check_completions(t, &d, live); /* the frozen buffer, about to be drained */
+  err = cbt_save_tracked(t, &d);
+  if (err)
+    goto out;
   *c = (struct cycle){.flipped = true, .frozen_seq = seq};
   snprintf(c->name, sizeof c->name, "%s", d.rec.name);
   if (generation)
@@ -553,7 +562,9 @@ rpl_err cbt_commit(struct cbt *t, const char *device, uint64_t generation)
     err = cbt_map_bitmap(t, d.slot, &m);
     if (err)
       goto out;
-    cbt_bitmap_clear(m->words + (generation & 1) * m->layout.buffer_words, &m->layout);
+    uint64_t *frozen = m->words + (generation & 1) * m->layout.buffer_words;
+    cbt_history_record(t, d.slot, frozen, &m->layout);
+    cbt_bitmap_clear(frozen, &m->layout);
   }
   c->flipped = false;
   c->drained = false;
@@ -647,6 +658,7 @@ static void read_counters(struct cbt *t, int slot, struct cbt_status *st)
     st->empty_ignored += per_cpu[cpu].empty_ignored;
     st->completion_marks += per_cpu[cpu].completion_marks;
     st->inflight_records += per_cpu[cpu].inflight_records;
+    st->completed_sectors += per_cpu[cpu].completed_sectors;
   }
   free(per_cpu);
 }
@@ -686,6 +698,11 @@ rpl_err cbt_status_get(struct cbt *t, const char *device, struct cbt_status *st)
   struct cbt_slot *s = &t->slots[d.slot];
   st->generation = __atomic_load_n(&s->gen_seq, __ATOMIC_ACQUIRE);
   st->program_misses = cbt_program_misses(t);
+  uint64_t kernel = 0, base = __atomic_load_n(&s->kernel_sectors_base, __ATOMIC_RELAXED);
+  st->completions_checked = (s->flags & CBT_SLOT_COMPLETIONS_CHECKED) && d.dev.present &&
+                            cbt_kernel_written_sectors(d.dev.name, &kernel) == RPL_OK;
+  st->kernel_completed_sectors = st->completions_checked && kernel > base ? kernel - base : 0;
+  st->completion_repairs = __atomic_load_n(&s->completion_repairs, __ATOMIC_RELAXED);
   read_counters(t, d.slot, st);
   struct mapped_bitmap *m;
   if (cbt_map_bitmap(t, d.slot, &m) == RPL_OK) {

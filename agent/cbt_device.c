@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -135,6 +136,80 @@ rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, b
   return RPL_OK;
 }
 
+rpl_err cbt_kernel_written_sectors(const char *name, uint64_t *sectors)
+{
+  char path[128], buf[512];
+  snprintf(path, sizeof path, "/sys/block/%s/stat", name);
+  if (cbt_read_small_file(path, buf, sizeof buf) != 0)
+    return rpl_fail(RPL_E_IO, "%s: %s", path, strerror(errno));
+  uint64_t f[17] = {0};
+  int got = sscanf(buf, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+                   " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
+                   &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10], &f[11], &f[12], &f[13]);
+  if (got < 7)
+    return rpl_fail(RPL_E_IO, "%s: unexpected content", path);
+  *sectors = f[6] + (got >= 14 ? f[13] : 0); /* write sectors, discard sectors */
+  return RPL_OK;
+}
+
+rpl_err cbt_slot_completed_sectors(const struct cbt *t, int slot, uint64_t *sectors)
+{
+  struct cbt_counters *per_cpu = calloc((size_t)t->ncpus, sizeof *per_cpu);
+  uint32_t key = (uint32_t)slot;
+  if (!per_cpu)
+    return RPL_E_NOMEM;
+  rpl_err err = RPL_OK;
+  if (bpf_map_lookup_elem(t->fd[PIN_COUNTERS], &key, per_cpu) != 0)
+    err = rpl_fail(RPL_E_IO, "cannot read the tracker's counters of slot %d: %s", slot, strerror(errno));
+  *sectors = 0;
+  for (int cpu = 0; !err && cpu < t->ncpus; cpu++)
+    *sectors += per_cpu[cpu].completed_sectors;
+  free(per_cpu);
+  return err;
+}
+
+void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
+{
+  if (d->slot < 0 || !d->dev.present || !(t->slots[d->slot].flags & CBT_SLOT_COMPLETIONS_CHECKED))
+    return;
+  struct cbt_slot *s = &t->slots[d->slot];
+  uint64_t kernel = 0, seen = 0;
+  /* The kernel's count first: a completion between the two reads is in the programs' count only,
+   * which can hide a miss until the next check but never invents one. */
+  rpl_err err = cbt_kernel_written_sectors(d->dev.name, &kernel);
+  if (!err)
+    err = cbt_slot_completed_sectors(t, d->slot, &seen);
+  if (err) {
+    char why[RPL_DETAIL_MAX + 64];
+    log_warn("%s: cannot compare the kernel's completed writes with the tracker's: %s", d->rec.path,
+             rpl_describe(err, why, sizeof why));
+    return;
+  }
+  uint64_t base = __atomic_load_n(&s->kernel_sectors_base, __ATOMIC_RELAXED);
+  if (kernel < base || kernel - base <= seen)
+    return;
+  uint64_t missed = kernel - base - seen, chunks = 0;
+  __atomic_store_n(&s->kernel_sectors_base, base + missed, __ATOMIC_RELAXED);
+  struct mapped_bitmap *m = NULL;
+  if (buffer < 0)
+    buffer = (int)(__atomic_load_n(&s->gen_seq, __ATOMIC_ACQUIRE) & 1);
+  /* The write of a skipped completion was marked at its submission, in a generation committed since
+   * (else it is still marked): the chunks written lately hold it. */
+  if (cbt_map_bitmap(t, d->slot, &m) == RPL_OK &&
+      cbt_history_repair(t, d->slot, m->words + (uint64_t)buffer * m->layout.buffer_words, &m->layout, &chunks)) {
+    __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
+    log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
+               "not see (the kernel skipped it): what was written in the last %llu s is sent again (%" PRIu64
+               " chunks of %u KiB)", d->rec.path, missed, CBT_HISTORY_NS / 1000000000ULL, chunks,
+               1u << (t->history[d->slot].chunk_shift - 10));
+    return;
+  }
+  log_warn("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did not "
+           "see (the kernel skipped it), and this agent has not kept what was written in the last %llu s: resync",
+           d->rec.path, missed, CBT_HISTORY_NS / 1000000000ULL);
+  cbt_raise_event(d, CBT_RESYNC_COMPLETION_MISSED, t);
+}
+
 /* Compares the record with the kernel and raises an event for every way tracking may have lost a
  * write since the last look. Never re-arms; see cbt_arm(). */
 void cbt_reconcile(struct cbt *t, struct tracked *d)
@@ -193,6 +268,7 @@ void cbt_reconcile(struct cbt *t, struct tracked *d)
       d->dirty = true;
     }
   }
+  cbt_check_completions(t, d, -1);
   uint64_t misses = cbt_program_misses(t);
   if (misses > d->rec.program_misses_seen)
     cbt_raise_event(d, CBT_RESYNC_PROGRAM_MISSED, t);

@@ -42,6 +42,25 @@ struct cycle {
   uint64_t next_byte;     /* drain cursor */
 };
 
+/* How long a write may be in flight, at most, for a completion the kernel skipped to be repaired
+ * from the history below (block devices time requests out after 30 s by default; a cycle may
+ * come up to a minute later than the completion). A longer one is lost only if its completion is
+ * also the one skipped. */
+#define CBT_HISTORY_NS (120ULL * 1000000000ULL)
+/* History chunks: 64 KiB (or the tracker's granularity if coarser), 2 MiB of memory per TiB. */
+#define CBT_HISTORY_CHUNK_SHIFT 16
+
+/* The chunks of the generations this handle committed lately for one slot's attachment, in two
+ * windows of at least CBT_HISTORY_NS each (cbt_history.c). Owned by the handle. */
+struct cbt_history {
+  uint64_t attach_ns;          /* the attachment (cbt_slot.attach_boot_ns) it is of; 0: none */
+  uint32_t chunk_shift;
+  uint64_t words;              /* of each window */
+  uint64_t *bits[2];           /* [0] the current window, [1] the one before */
+  uint64_t window_start_ns;    /* CLOCK_BOOTTIME of bits[0]'s start */
+  uint64_t complete_since_ns;  /* every generation committed since then is in it */
+};
+
 struct cbt {
   char state_dir[PATH_MAX];
   char pin_dir[PATH_MAX];
@@ -61,6 +80,7 @@ struct cbt {
   int ncpus;
   struct mapped_bitmap bitmaps[CBT_MAX_DEVICES];
   struct cycle cycles[CBT_MAX_DEVICES];
+  struct cbt_history history[CBT_MAX_DEVICES]; /* by slot */
 };
 
 /* A device being operated on: what the kernel says (info) and what the record says. */
@@ -137,6 +157,17 @@ rpl_err cbt_slot_detach(struct cbt *t, int slot);
 rpl_err cbt_lock(struct cbt *t);
 void cbt_unlock(struct cbt *t);
 
+/* ---- cbt_history.c ------------------------------------------------------------------------- */
+
+/* A fresh history of slot, complete from its attach (called by the attach). */
+void cbt_history_begin(struct cbt *t, int slot);
+void cbt_history_forget(struct cbt *t, int slot);
+/* Adds the chunks of a frozen buffer being committed (layout is the slot's). */
+void cbt_history_record(struct cbt *t, int slot, const uint64_t *frozen, const struct cbt_layout *layout);
+/* Marks in buffer every chunk of the generations committed in the last CBT_HISTORY_NS; false (and
+ * nothing marked) when the history does not reach back that far (*chunks: how many were marked). */
+bool cbt_history_repair(struct cbt *t, int slot, uint64_t *buffer, const struct cbt_layout *layout, uint64_t *chunks);
+
 /* ---- cbt_slots.c --------------------------------------------------------------------------- */
 
 /* Records this state directory as the owner of slot's attachment (of the disk recorded as name). */
@@ -162,6 +193,17 @@ bool cbt_resumed_this_boot(struct cbt *t, const struct tracked *d, enum cbt_resy
 /* ---- cbt_device.c -------------------------------------------------------------------------- */
 
 rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info *info);
+/* Sectors written and discarded on the whole disk NAME since boot, as the kernel counts them at
+ * completion (/sys/block/NAME/stat, fields 7 and 14). */
+rpl_err cbt_kernel_written_sectors(const char *name, uint64_t *sectors);
+/* Completed write and discard sectors the programs saw on slot since its attach (all CPUs). */
+rpl_err cbt_slot_completed_sectors(const struct cbt *t, int slot, uint64_t *sectors);
+/* The kernel's and the programs' counts of completed write sectors of d's disk compared (request-
+ * based disks): a deficit is a completion the kernel did not run the tracker for. It is repaired by
+ * marking in buffer (0 or 1; -1: the live one) the chunks of the generations committed lately
+ * (cbt_history_repair), else raised as CBT_RESYNC_COMPLETION_MISSED; either way it is taken into the
+ * slot's base (so it is handled once). */
+void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer);
 void cbt_raise_event(struct tracked *d, enum cbt_resync_reason reason, struct cbt *t);
 /* Loads the record of device (a path, or a recorded name when it has no '/'). */
 rpl_err cbt_load_tracked(struct cbt *t, const char *device, struct tracked *d, bool need_device);

@@ -163,8 +163,12 @@ static rpl_err pins_open(struct cbt *t)
   uint32_t max_entries = 0, value_size = 0;
   if (t->fd[PIN_DEVICES] >= 0)
     t->devices_map_id = fd_object_id(t->fd[PIN_DEVICES], &max_entries, &value_size);
-  if (t->fd[PIN_DEVICES] >= 0 &&
-      (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) {
+  uint32_t counters_entries = 0, counters_size = 0;
+  if (t->fd[PIN_COUNTERS] >= 0)
+    fd_object_id(t->fd[PIN_COUNTERS], &counters_entries, &counters_size);
+  if ((t->fd[PIN_DEVICES] >= 0 &&
+       (!t->devices_map_id || max_entries != CBT_MAX_DEVICES || value_size != sizeof(struct cbt_slot))) ||
+      (t->fd[PIN_COUNTERS] >= 0 && counters_size != sizeof(struct cbt_counters))) {
     cbt_pins_close(t);
     return rpl_fail(RPL_E_CBT_PINS_INCOMPATIBLE,
                 "the tracker pinned in %s has another layout (agent version mismatch): stop its devices with "
@@ -745,7 +749,15 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
   s->l2_offset = layout.l2_offset;
   s->buffer_words = layout.buffer_words;
   memcpy(s->uuid, d->rec.uuid, sizeof s->uuid);
-  s->flags = d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0;
+  /* The kernel's count before the programs can see the disk, and again once they can: completions
+   * between the two are in the programs' count and not after the base, so any difference only hides
+   * that many missed sectors (logged); it never invents a miss. Bio-based disks are not compared:
+   * device mapper counts a bio's sectors when it starts. */
+  uint64_t kernel_before = 0;
+  bool check = !d->dev.bio_based && cbt_kernel_written_sectors(d->dev.name, &kernel_before) == RPL_OK;
+  s->flags = (d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0) | (check ? CBT_SLOT_COMPLETIONS_CHECKED : 0);
+  s->kernel_sectors_base = kernel_before;
+  s->completion_repairs = 0;
   struct timespec boot;
   clock_gettime(CLOCK_BOOTTIME, &boot);
   s->attach_boot_ns = (uint64_t)boot.tv_sec * 1000000000ULL + (uint64_t)boot.tv_nsec;
@@ -774,7 +786,14 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
     err = rpl_fail(RPL_E_IO, "cannot register %s with the tracker: %s", d->dev.path, strerror(errno));
     goto cleanup;
   }
+  uint64_t kernel_after = 0;
+  if (check && cbt_kernel_written_sectors(d->dev.name, &kernel_after) == RPL_OK && kernel_after != kernel_before) {
+    __atomic_store_n(&s->kernel_sectors_base, kernel_after, __ATOMIC_RELAXED);
+    log_info("%s: %" PRIu64 " sectors completed while tracking attached: a completion the kernel skips may go "
+             "unnoticed by that many sectors", d->dev.path, kernel_after - kernel_before);
+  }
   d->slot = slot;
+  cbt_history_begin(t, slot);
   cbt_owner_record(t, slot, d->rec.name);
   d->rec.block_shift = shift;
   d->rec.size = d->dev.size;
@@ -807,6 +826,7 @@ rpl_err cbt_slot_detach(struct cbt *t, int slot)
   if (err)
     return err;
   unmap_bitmap(&t->bitmaps[slot]);
+  cbt_history_forget(t, slot);
   if (bpf_map_delete_elem(t->fd[PIN_BITMAPS], &key) != 0 && errno != ENOENT)
     log_warn("cannot free the bitmap of slot %d: %s", slot, strerror(errno));
   memset(s->uuid, 0, sizeof s->uuid);

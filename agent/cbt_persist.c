@@ -366,23 +366,6 @@ out:
 
 /* ---- boot ---------------------------------------------------------------------------------- */
 
-/* Sectors written and discarded on the whole disk since boot (/sys/block/NAME/stat). */
-static rpl_err written_since_boot(const char *name, uint64_t *sectors)
-{
-  char path[128], buf[512];
-  snprintf(path, sizeof path, "/sys/block/%s/stat", name);
-  if (cbt_read_small_file(path, buf, sizeof buf) != 0)
-    return rpl_fail(RPL_E_IO, "%s: %s", path, strerror(errno));
-  uint64_t f[17] = {0};
-  int got = sscanf(buf, "%" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
-                   " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64,
-                   &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9], &f[10], &f[11], &f[12], &f[13]);
-  if (got < 7)
-    return rpl_fail(RPL_E_IO, "%s: unexpected content", path);
-  *sectors = f[6] + (got >= 14 ? f[13] : 0); /* write sectors, discard sectors */
-  return RPL_OK;
-}
-
 static void leave_outcome(const char *name, const uint8_t uuid[16], const char *boot_id, enum cbt_resync_reason why,
                           const char *detail)
 {
@@ -485,7 +468,7 @@ static enum cbt_resync_reason resume_one(struct cbt *t, const char *name, char *
   err = read_save(t, &d, &area, &bytes, &m);
   /* Checked before the attach: a write after it is tracked, one before it is not. */
   if (!err)
-    err = written_since_boot(d.dev.name, &written);
+    err = cbt_kernel_written_sectors(d.dev.name, &written);
   if (err) {
     why = CBT_RESYNC_REBOOT;
     rpl_describe(err, detail, dn);

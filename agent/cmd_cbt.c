@@ -194,6 +194,9 @@ static void status_text(const struct cbt_status *st)
            ", empty ignored %" PRIu64 ", completion marks %" PRIu64 ", program misses %" PRIu64 "\n",
            st->writes, st->discards, st->write_zeroes, st->secure_erases, st->empty_ignored, st->completion_marks,
            st->program_misses);
+  if (st->tracking && st->completions_checked)
+    printf("  completions:  %" PRIu64 " write sectors counted by the kernel, %" PRIu64 " seen by the tracker, %" PRIu64
+           " misses repaired\n", st->kernel_completed_sectors, st->completed_sectors, st->completion_repairs);
 }
 
 static void status_json(struct json_out *j, const struct cbt_status *st)
@@ -231,6 +234,19 @@ static void status_json(struct json_out *j, const struct cbt_status *st)
   json_u64(j, "completion_marks", st->completion_marks);
   json_u64(j, "inflight_records", st->inflight_records);
   json_u64(j, "program_misses", st->program_misses);
+  json_u64(j, "completed_sectors", st->completed_sectors);
+  json_object_end(j);
+  json_object_begin(j, "completion_check"); /* null fields: not compared (bio-based disk, not tracking) */
+  json_bool(j, "on", st->completions_checked);
+  if (st->completions_checked) {
+    json_u64(j, "kernel_sectors", st->kernel_completed_sectors);
+    json_u64(j, "tracker_sectors", st->completed_sectors);
+    json_u64(j, "repairs", st->completion_repairs);
+  } else {
+    json_string(j, "kernel_sectors", NULL);
+    json_string(j, "tracker_sectors", NULL);
+    json_string(j, "repairs", NULL);
+  }
   json_object_end(j);
   json_object_end(j);
 }

@@ -387,7 +387,13 @@ rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cyc
 {
   const char *dev = a->st.disks[cs->disk].device;
   plan->full = full;
-  rpl_err err = plan_cycle(a, dev, a->rt[cs->disk].size, &plan->full, &plan->compare, &plan->resync_count);
+  /* The flip first: an event it finds (a completion the kernel skipped before it) makes this very
+   * cycle a resync. */
+  pthread_mutex_lock(&a->cbt_lock);
+  rpl_err err = cbt_flip(a->cbt, dev, &plan->gen);
+  pthread_mutex_unlock(&a->cbt_lock);
+  if (!err)
+    err = plan_cycle(a, dev, a->rt[cs->disk].size, &plan->full, &plan->compare, &plan->resync_count);
   pthread_mutex_lock(&a->lock);
   bool too_big = a->rt[cs->disk].cache == CACHE_TOO_BIG;
   pthread_mutex_unlock(&a->lock);
@@ -396,11 +402,6 @@ rpl_err cycle_flip(struct agent *a, struct cycle_send *cs, bool full, struct cyc
      * holds every cycle before them, so only the chunks that differ from it travel. */
     plan->compare = true;
     log_notice("%s: the resync the appliance's cache asked for compares the disk with the replica", dev);
-  }
-  if (!err) {
-    pthread_mutex_lock(&a->cbt_lock);
-    err = cbt_flip(a->cbt, dev, &plan->gen);
-    pthread_mutex_unlock(&a->cbt_lock);
   }
   return err;
 }

@@ -720,6 +720,13 @@ static __always_inline int on_rq_complete(__u32 nr_bytes, struct bio_fields *f, 
   struct cbt_slot *s = slot_of(dev, &w.slot);
   if (!s)
     return 0;
+  __u32 key = w.slot;
+  struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &key);
+  /* Before the kernel counts them: the agent's check relies on that order. Atomic although per
+   * CPU: where a kernel lets this program run in an interrupt on top of its own run in a task on
+   * the same CPU, a lost add would raise a false completion-missed. */
+  if (counters)
+    __sync_fetch_and_add(&counters->completed_sectors, nr_bytes >> 9);
   /* The first bio inline: most requests carry one. */
   __u64 done = f->size < w.remaining ? f->size : w.remaining;
   __s64 marked = done ? cbt_mark_live(w.slot, w.dev, f->sector, done) : -1;
@@ -740,12 +747,8 @@ static __always_inline int on_rq_complete(__u32 nr_bytes, struct bio_fields *f, 
     if (w.bio && w.remaining)
       __sync_fetch_and_add(&s->lost_bitmap_missing, 1);
   }
-  if (w.new_bits) {
-    __u32 slot = w.slot;
-    struct cbt_counters *counters = bpf_map_lookup_elem(&cbt_counters, &slot);
-    if (counters)
-      counters->completion_marks += w.new_bits;
-  }
+  if (w.new_bits && counters)
+    counters->completion_marks += w.new_bits;
   return 0;
 }
 

@@ -56,8 +56,9 @@ enum cbt_resync_reason {
   CBT_RESYNC_MEDIA_CHANGED = 10,    /* the disk's diskseq changed: other medium, loop device re-pointed */
   CBT_RESYNC_BOOT_WRITE = 11,       /* after a clean shutdown, the disk was written before tracking attached */
   CBT_RESYNC_SLOT_RECLAIMED = 12,   /* a stale kernel slot of the disk (owner gone, other identity) was taken over */
+  CBT_RESYNC_COMPLETION_MISSED = 13, /* the kernel counted completed write sectors the completion program did not see */
 };
-#define CBT_RESYNC_REASON_MAX CBT_RESYNC_SLOT_RECLAIMED
+#define CBT_RESYNC_REASON_MAX CBT_RESYNC_COMPLETION_MISSED
 
 /* "reboot", "unclean-detach", ...; "none" for CBT_RESYNC_NONE; never NULL. Static storage. */
 const char *cbt_resync_reason_name(enum cbt_resync_reason reason);
@@ -189,6 +190,12 @@ struct cbt_status {
   uint64_t writes, discards, secure_erases, write_zeroes, empty_ignored, completion_marks;
   uint64_t inflight_records; /* bio-based disks (device mapper, md) only */
   uint64_t program_misses;   /* recursion_misses of the tracker programs (all devices) */
+  /* Request-based disks: write and discard sectors completed since the attach, as the completion
+   * program saw them and as the kernel counted them (less what was raised as completion-missed);
+   * the kernel's is never ahead unless a completion went unseen. */
+  bool completions_checked;
+  uint64_t completed_sectors, kernel_completed_sectors;
+  uint64_t completion_repairs; /* misses repaired from the agent's write history (no resync) */
 };
 
 /* Fills *st for DEVICE, a device path or a recorded kernel name from cbt_list() (recording any new

@@ -12,7 +12,7 @@
  *   cbt_bitmaps   ARRAY_OF_MAPS[CBT_MAX_DEVICES] -> per-disk bitmap: ARRAY of __u64 words,
  *                 BPF_F_MMAPABLE | BPF_F_INNER_MAP, sized to the disk when it is attached
  *   cbt_inflight  HASH bio address -> struct cbt_inflight, for writes of bio-based disks in flight
- *   cbt_counters  PERCPU_ARRAY[CBT_MAX_DEVICES] of struct cbt_counters (statistics only)
+ *   cbt_counters  PERCPU_ARRAY[CBT_MAX_DEVICES] of struct cbt_counters (statistics, and the completed sectors the agent checks)
  */
 #define CBT_MAX_DEVICES 64
 #define CBT_INFLIGHT_MAX 65536
@@ -62,7 +62,11 @@ struct cbt_slot {
   __u8 uuid[16];          /* tracker UUID of this attachment; the agent's state file must agree */
   __u64 attach_boot_ns;   /* CLOCK_BOOTTIME of the attach: names this attachment (its owner file) */
   __u64 diskseq;          /* the disk's diskseq the tracking is of (0: unknown): another one = a stale slot */
-  __u64 reserved2[4];
+  __u64 kernel_sectors_base; /* with CBT_SLOT_COMPLETIONS_CHECKED: the kernel's completed write and discard
+                              * sectors of the disk (/sys/block/NAME/stat) that the programs' count
+                              * (cbt_counters.completed_sectors) starts from; raised by what was reported missed */
+  __u64 completion_repairs; /* completions found missed and repaired from the agent's write history */
+  __u64 reserved2[2];
   /* cache line 2: written by every slow-path marker; apart, so that line 0 stays shared-clean */
   __u64 active[2];        /* programs currently marking buffer 0 / 1 */
   __u64 reserved3[6];
@@ -81,7 +85,14 @@ struct cbt_slot {
  * every bio of the request still carries its sector and size: no record is needed. */
 #define CBT_SLOT_BIO_BASED 1u
 
-/* Per-CPU statistics of one slot (not used for correctness). */
+/* Request-based disks: the agent compares the kernel's count of completed write and discard sectors
+ * with the sectors block_rq_complete's program saw (kernel_sectors_base, completed_sectors). The
+ * kernel counts them after the tracepoint, so the program's count is never behind unless the kernel
+ * did not run the program for a completion: a write the completion mark may miss. The programs do
+ * not read this flag. */
+#define CBT_SLOT_COMPLETIONS_CHECKED 2u
+
+/* Per-CPU counters of one slot: statistics, and the completed sectors the agent checks. */
 struct cbt_counters {
   __u64 writes;           /* REQ_OP_WRITE bios marked at submission */
   __u64 discards;         /* REQ_OP_DISCARD */
@@ -91,6 +102,7 @@ struct cbt_counters {
   __u64 completion_marks; /* completions that set bits a flip had taken away while the write was in flight */
   __u64 inflight_records; /* in-flight records made (bio-based disks only) */
   __u64 reserved;
+  __u64 completed_sectors; /* 512-byte sectors of write-type requests block_rq_complete's program saw complete */
 };
 
 /* What the bio completion program needs to mark a write of a bio-based disk again after a flip. */

@@ -2,8 +2,9 @@
 # cbt_resync.sh - Description: never silent: a reboot (boot id change), tracking removed behind the
 # agent's back (unclean detach), a resize with writes beyond the old end, a loop device re-pointed
 # at another file (diskseq) and a kernel without BTF each make the device resync-required with the
-# reason; drain then prints the whole device and exits 3; only acknowledging the exact latest
-# event count clears it.
+# reason, and so does a completion the kernel counted but the tracker's program did not see
+# (completion-missed); drain then prints the whole device and exits 3; only acknowledging the exact
+# latest event count clears it.
 set -u
 . "$(dirname "$0")/cbt_lib.sh"
 make_loop "$WORK/disk.img" 64M
@@ -53,6 +54,32 @@ rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
 expect_resync unclean-detach
 [ "$(field tracking)" = true ] || fail "drain did not re-arm tracking"
 ack
+
+# A completion the kernel did not run the tracker's program for: the kernel counts written sectors
+# the program did not see. Once the writes have returned, both counts agree to the sector; then the
+# program's count of the slot is put back to 0 on every CPU (bpftool), which is what such skips leave.
+dd if=/dev/urandom of="$dev" bs=64K seek=5 count=3 oflag=direct status=none
+[ "$(field completion_check.on)" = true ] || fail "the completion check is off for a loop device: $(json)"
+kernel=$(field completion_check.kernel_sectors)
+seen=$(field completion_check.tracker_sectors)
+[ "$kernel" -ge 384 ] && [ "$kernel" = "$seen" ] || fail "after 384 written sectors the kernel counts $kernel, the tracker $seen"
+[ "$(field required)" = false ] || fail "a resync without a missed completion: $(json)"
+slot=$(cbt status --json | json_field - slots.0.slot)
+zeros=$(printf '0 %.0s' $(seq 1 72))
+# shellcheck disable=SC2086 # the bytes are words
+bpftool map update pinned "$MOBILITY_AGENT_BPF_PIN_DIR/cbt_counters" key $slot 0 0 0 value $zeros ||
+  fail "cannot reset the tracker's counters of slot $slot"
+msg=$(cbt status "$dev" 2>&1 >/dev/null)
+[[ $msg == *"the kernel completed $kernel sectors of writes that the tracker's completion program did not see"* ]] ||
+  fail "the miss is not named with its size: $msg"
+expect_resync completion-missed
+ack
+# Raised once: the missed sectors are taken into the base, and later writes are seen again.
+dd if=/dev/urandom of="$dev" bs=4096 seek=7 count=1 oflag=direct status=none
+[ "$(field required)" = false ] || fail "the same missed completion raised again: $(json)"
+[ "$(field completion_check.kernel_sectors)" = "$(field completion_check.tracker_sectors)" ] ||
+  fail "the counts disagree after the miss was reported: $(json)"
+cbt drain "$dev" >/dev/null
 
 # Resize, and a write beyond the old end before the agent noticed: two events.
 before=$(field count)
