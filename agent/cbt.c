@@ -209,11 +209,56 @@ bool cbt_ebpf_available(struct cbt *t, const char **why)
     cbt_set_no_ebpf_reason(t, "not running as root: loading eBPF needs CAP_BPF and CAP_PERFMON");
   else if (statfs("/sys/fs/bpf", &fs) != 0 && errno == ENOENT)
     cbt_set_no_ebpf_reason(t, "no /sys/fs/bpf: bpffs is unavailable");
+  else
+    cbt_refusal_load(t);
   if (!t->no_ebpf_why[0])
     return true;
   if (why)
     *why = t->no_ebpf_why;
   return false;
+}
+
+static void refusal_path(const struct cbt *t, char *out, size_t size)
+{
+  snprintf(out, size, "%s/cbt/ebpf-refused", t->state_dir);
+}
+
+void cbt_refusal_save(struct cbt *t)
+{
+  char path[PATH_MAX + 32], text[sizeof t->no_ebpf_why + 64];
+  refusal_path(t, path, sizeof path);
+  int len = snprintf(text, sizeof text, "%s\n%s\n", t->boot_id, t->no_ebpf_why);
+  *strrchr(path, '/') = '\0';
+  int made = cbt_mkdir_parents(path, 0700);
+  path[strlen(path)] = '/';
+  int fd = made == 0 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+  if (fd < 0 || write(fd, text, (size_t)len) != len)
+    log_warn("cannot keep why eBPF is unavailable in %s: %s", path, strerror(errno));
+  if (fd >= 0)
+    close(fd);
+}
+
+bool cbt_refusal_load(struct cbt *t)
+{
+  char path[PATH_MAX + 32], text[sizeof t->no_ebpf_why + 64];
+  refusal_path(t, path, sizeof path);
+  if (cbt_read_small_file(path, text, sizeof text) != 0)
+    return false;
+  char *reason = strchr(text, '\n');
+  if (!reason || (size_t)(reason - text) != strlen(t->boot_id) || strncmp(text, t->boot_id, strlen(t->boot_id)))
+    return false; /* another boot's: this kernel may be another one */
+  reason++;
+  reason[strcspn(reason, "\n")] = '\0';
+  cbt_set_no_ebpf_reason(t, "%s (the last try in this boot; the next start tries again)", reason);
+  return true;
+}
+
+void cbt_refusal_forget(struct cbt *t)
+{
+  char path[PATH_MAX + 32];
+  refusal_path(t, path, sizeof path);
+  if (unlink(path) != 0 && errno != ENOENT)
+    log_warn("cannot remove %s: %s", path, strerror(errno));
 }
 
 static struct cycle *find_cycle(struct cbt *t, const char *name, bool create)

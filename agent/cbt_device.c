@@ -87,7 +87,9 @@ void cbt_raise_event(struct tracked *d, enum cbt_resync_reason reason, struct cb
 {
   cbt_record_raise(&d->rec, reason, (uint64_t)time(NULL));
   d->dirty = true;
-  if (d->slot >= 0)
+  /* The record first: killed in between, the slot still has the previous UUID, which the next
+   * look recognises (cbt_reconcile) and renews; the other order would look like a foreign slot. */
+  if (d->slot >= 0 && cbt_save_tracked(t, d) == RPL_OK)
     memcpy(t->slots[d->slot].uuid, d->rec.uuid, sizeof d->rec.uuid);
   char uuid[37];
   cbt_uuid_string(d->rec.uuid, uuid);
@@ -217,8 +219,14 @@ void cbt_reconcile(struct cbt *t, struct tracked *d)
   uint32_t kdev = kernel_dev(d->rec.major, d->rec.minor);
   int slot = cbt_find_slot(t, kdev);
   if (slot >= 0 && memcmp(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid) != 0) {
-    d->foreign_slot = true;
-    slot = -1;
+    if (d->rec.has_previous_uuid && !memcmp(t->slots[slot].uuid, d->rec.previous_uuid, sizeof d->rec.uuid)) {
+      /* An event was recorded and the agent died before renewing the slot's UUID: finish it. */
+      memcpy(t->slots[slot].uuid, d->rec.uuid, sizeof d->rec.uuid);
+      log_info("%s: the slot's tracker UUID renewed after an interrupted event", d->rec.path);
+    } else {
+      d->foreign_slot = true;
+      slot = -1;
+    }
   }
   d->slot = slot;
 
@@ -309,6 +317,7 @@ rpl_err cbt_arm(struct cbt *t, struct tracked *d)
   if (!cbt_pins_installed(t)) {
     rpl_err err = cbt_pins_install(t);
     if (err && t->no_ebpf_why[0]) {
+      cbt_refusal_save(t);
       if (!d->rec.fallback) {
         log_warn("eBPF tracking unavailable: %s", t->no_ebpf_why);
         d->rec.fallback = true;

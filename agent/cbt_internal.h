@@ -157,6 +157,13 @@ rpl_err cbt_slot_detach(struct cbt *t, int slot);
 rpl_err cbt_lock(struct cbt *t);
 void cbt_unlock(struct cbt *t);
 
+/* Why this kernel could not load the tracker in this boot, kept in STATE/cbt/ebpf-refused (boot id,
+ * reason) after a failed install so that later processes (cbt status) say so too; a successful
+ * install removes it. cbt_refusal_load fills t->no_ebpf_why and returns true if there is one. */
+void cbt_refusal_save(struct cbt *t);
+bool cbt_refusal_load(struct cbt *t);
+void cbt_refusal_forget(struct cbt *t);
+
 /* ---- cbt_history.c ------------------------------------------------------------------------- */
 
 /* A fresh history of slot, complete from its attach (called by the attach). */

@@ -597,6 +597,7 @@ rpl_err cbt_pins_install(struct cbt *t)
   }
   log_info("eBPF change-block tracker (%s variant: %s) loaded and pinned in %s", cbt_variant_name(variant), why,
            t->pin_dir);
+  cbt_refusal_forget(t);
 
 cleanup:
   if (err && pinned > 0)

@@ -40,6 +40,14 @@ size_t cbt_record_format(const struct cbt_record *rec, char *buf, size_t size)
                    rec->losses_seen[3], rec->fallback_generation, rec->diskseq);
   if (n < 0 || (size_t)n >= size)
     return 0;
+  if (rec->has_previous_uuid) {
+    char previous[37];
+    cbt_uuid_string(rec->previous_uuid, previous);
+    int m = snprintf(buf + n, size - (size_t)n, "previous_uuid %s\n", previous);
+    if (m < 0 || (size_t)m >= size - (size_t)n)
+      return 0;
+    n += m;
+  }
   return (size_t)n;
 }
 
@@ -133,6 +141,9 @@ rpl_err cbt_record_parse(const char *text, struct cbt_record *rec)
     } else if (!strcmp(key, "uuid")) {
       bad = uuid_parse(value, rec->uuid) != 0;
       seen |= F_UUID;
+    } else if (!strcmp(key, "previous_uuid")) {
+      bad = uuid_parse(value, rec->previous_uuid) != 0;
+      rec->has_previous_uuid = !bad;
     } else if (!strcmp(key, "boot_id")) {
       bad = copy_field(rec->boot_id, sizeof rec->boot_id, value);
       seen |= F_BOOT;
@@ -314,6 +325,8 @@ void cbt_record_raise(struct cbt_record *rec, enum cbt_resync_reason reason, uin
   rec->resync_count++;
   rec->resync_reason = reason;
   rec->resync_time = unix_time;
+  memcpy(rec->previous_uuid, rec->uuid, sizeof rec->uuid);
+  rec->has_previous_uuid = true;
   uuid_generate_random(rec->uuid);
 }
 

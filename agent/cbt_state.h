@@ -24,6 +24,9 @@ struct cbt_record {
   bool fallback;            /* no eBPF: resync every cycle */
   bool armed;               /* a kernel slot was attached in this boot (so its absence is a loss) */
   uint8_t uuid[16];         /* tracker UUID, renewed on every event */
+  uint8_t previous_uuid[16]; /* the one before the last event: a slot still carrying it was being
+                              * renewed when the agent died (the record is saved first) */
+  bool has_previous_uuid;
   char boot_id[40];         /* /proc/sys/kernel/random/boot_id when last seen tracking */
   uint64_t resync_count;    /* events so far */
   uint64_t resync_acked;    /* highest acknowledged count */

@@ -122,4 +122,20 @@ expect_resync no-ebpf
 ack
 expect_resync no-ebpf # every cycle
 cbt stop "$dev" || fail "stop fallback"
+
+# A BTF file that is not one: every variant fails to load; a later process (cbt status) still says
+# eBPF is unavailable, and why, until a start loads it.
+printf 'not a BTF file\n' >"$WORK/bogus.btf"
+export MOBILITY_AGENT_BTF=$WORK/bogus.btf
+err=$(cbt start "$dev" 2>&1 >/dev/null) || fail "start with a bogus BTF exited $?"
+[[ $err == *"eBPF tracking unavailable"* ]] || fail "unclear message with a bogus BTF: $err"
+mapfile -t v < <(json | json_field - ebpf.available ebpf.reason)
+[ "${v[0]:-}" = false ] && [[ ${v[1]:-} == *"the last try in this boot"* ]] ||
+  fail "after every variant failed, status says: $(json)"
+cbt stop "$dev" || fail "stop after the bogus BTF"
+unset MOBILITY_AGENT_BTF
+cbt start "$dev" >/dev/null 2>&1 || fail "start with the kernel's BTF exited $?"
+[ "$(json | json_field - ebpf.available)" = true ] || fail "a successful start did not clear the refusal: $(json)"
+[ ! -e "$STATE/cbt/ebpf-refused" ] || fail "the refusal was kept after a successful start"
+cbt stop "$dev" || fail "stop"
 echo "cbt_resync: ok"

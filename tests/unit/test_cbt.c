@@ -234,6 +234,14 @@ static void test_resync_events_and_exact_ack(void **state)
   assert_true(cbt_record_resync_required(&r));
   assert_int_equal(r.resync_count, 1);
   assert_memory_not_equal(before, r.uuid, 16); /* a loss renews the tracker UUID */
+  assert_true(r.has_previous_uuid);
+  assert_memory_equal(before, r.previous_uuid, 16); /* a slot still carrying it was being renewed */
+  struct cbt_record back;
+  char text[CBT_RECORD_MAX_BYTES];
+  assert_true(cbt_record_format(&r, text, sizeof text) > 0);
+  assert_int_equal(cbt_record_parse(text, &back), RPL_OK);
+  assert_true(back.has_previous_uuid);
+  assert_memory_equal(back.previous_uuid, before, 16);
   cbt_record_raise(&r, CBT_RESYNC_RESIZE, 101);
   assert_int_equal(r.resync_reason, CBT_RESYNC_RESIZE);
   assert_int_equal(cbt_record_ack(&r, 1), RPL_E_CBT_ACK_STALE); /* event 2 came after event 1 */
@@ -244,6 +252,7 @@ static void test_resync_events_and_exact_ack(void **state)
   cbt_record_raise(&r, CBT_RESYNC_PROGRAM_MISSED, 102);
   assert_true(cbt_record_resync_required(&r)); /* a new event after the acknowledged one keeps it set */
   assert_string_equal(cbt_resync_reason_name(CBT_RESYNC_NO_EBPF), "no-ebpf");
+  assert_string_equal(cbt_resync_reason_name(CBT_RESYNC_COMPLETION_MISSED), "completion-missed");
   assert_string_equal(cbt_resync_reason_name((enum cbt_resync_reason)999), "unknown");
 }
 
