@@ -474,6 +474,7 @@ rpl_err cbt_flip(struct cbt *t, const char *device, uint64_t *generation)
   uint64_t *frozen_buf = m->words + (uint64_t)(live ^ 1) * m->layout.buffer_words;
   /* Whatever an earlier flip froze and nobody committed goes into this generation. */
   cbt_bitmap_fold(live_buf, frozen_buf, &m->layout);
+  cbt_history_flip(t, d.slot, seq);
   __atomic_store_n(&s->gen_seq, seq + 1, __ATOMIC_SEQ_CST);
   err = cbt_wait_inactive(t, s, live);
   if (err)

@@ -56,6 +56,23 @@ void cbt_history_begin(struct cbt *t, int slot)
     log_warn("no memory for the write history of slot %d: a completion the kernel skips will mean a resync", slot);
 }
 
+void cbt_history_flip(struct cbt *t, int slot, uint64_t seq)
+{
+  struct cbt_history *h = &t->history[slot];
+  uint64_t now = boottime_ns();
+  if (h->bits[0] && h->attach_ns == t->slots[slot].attach_boot_ns) {
+    if (seq != h->next_seq) /* another process flipped (and may have committed) since: not in here */
+      h->complete_since_ns = now;
+  } else {
+    /* The first flip of this attachment (the daemon's, after a protect through another handle):
+     * nothing was committed before it. */
+    h = history_of(t, slot, seq == 0 ? t->slots[slot].attach_boot_ns : now);
+    if (!h)
+      return;
+  }
+  h->next_seq = seq + 1;
+}
+
 void cbt_history_record(struct cbt *t, int slot, const uint64_t *frozen, const struct cbt_layout *layout)
 {
   uint64_t now = boottime_ns();

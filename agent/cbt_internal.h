@@ -59,6 +59,7 @@ struct cbt_history {
   uint64_t *bits[2];           /* [0] the current window, [1] the one before */
   uint64_t window_start_ns;    /* CLOCK_BOOTTIME of bits[0]'s start */
   uint64_t complete_since_ns;  /* every generation committed since then is in it */
+  uint64_t next_seq;           /* gen_seq this handle's next flip finds, if nobody else flipped */
 };
 
 struct cbt {
@@ -169,6 +170,9 @@ void cbt_refusal_forget(struct cbt *t);
 /* A fresh history of slot, complete from its attach (called by the attach). */
 void cbt_history_begin(struct cbt *t, int slot);
 void cbt_history_forget(struct cbt *t, int slot);
+/* Before this handle flips slot at generation seq: a history made here is complete from the attach
+ * when seq is 0; a flip by another process since the last one of this handle restarts it. */
+void cbt_history_flip(struct cbt *t, int slot, uint64_t seq);
 /* Adds the chunks of a frozen buffer being committed (layout is the slot's). */
 void cbt_history_record(struct cbt *t, int slot, const uint64_t *frozen, const struct cbt_layout *layout);
 /* Marks in buffer every chunk of the generations committed in the last CBT_HISTORY_NS; false (and
