@@ -218,39 +218,38 @@ bool cbt_ebpf_available(struct cbt *t, const char **why)
   return false;
 }
 
+#define REFUSAL_FILE "ebpf-refused" /* in STATE/cbt */
+
 static void refusal_path(const struct cbt *t, char *out, size_t size)
 {
-  snprintf(out, size, "%s/cbt/ebpf-refused", t->state_dir);
+  snprintf(out, size, "%s/cbt/" REFUSAL_FILE, t->state_dir);
 }
 
 void cbt_refusal_save(struct cbt *t)
 {
-  char path[PATH_MAX + 32], text[sizeof t->no_ebpf_why + 64];
+  char dir[PATH_MAX + 8], path[PATH_MAX + 32], text[sizeof t->no_ebpf_why + 64];
+  snprintf(dir, sizeof dir, "%s/cbt", t->state_dir);
   refusal_path(t, path, sizeof path);
   int len = snprintf(text, sizeof text, "%s\n%s\n", t->boot_id, t->no_ebpf_why);
-  *strrchr(path, '/') = '\0';
-  int made = cbt_mkdir_parents(path, 0700);
-  path[strlen(path)] = '/';
-  int fd = made == 0 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+  int fd = cbt_mkdir_parents(dir, 0700) == 0 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
   if (fd < 0 || write(fd, text, (size_t)len) != len)
     log_warn("cannot keep why eBPF is unavailable in %s: %s", path, strerror(errno));
   if (fd >= 0)
     close(fd);
 }
 
-bool cbt_refusal_load(struct cbt *t)
+void cbt_refusal_load(struct cbt *t)
 {
   char path[PATH_MAX + 32], text[sizeof t->no_ebpf_why + 64];
   refusal_path(t, path, sizeof path);
   if (cbt_read_small_file(path, text, sizeof text) != 0)
-    return false;
+    return;
   char *reason = strchr(text, '\n');
   if (!reason || (size_t)(reason - text) != strlen(t->boot_id) || strncmp(text, t->boot_id, strlen(t->boot_id)))
-    return false; /* another boot's: this kernel may be another one */
+    return; /* another boot's: this kernel may be another one */
   reason++;
   reason[strcspn(reason, "\n")] = '\0';
   cbt_set_no_ebpf_reason(t, "%s (the last try in this boot; the next start tries again)", reason);
-  return true;
 }
 
 void cbt_refusal_forget(struct cbt *t)
@@ -687,28 +686,6 @@ out:
   return err;
 }
 
-static void read_counters(struct cbt *t, int slot, struct cbt_status *st)
-{
-  size_t bytes = (size_t)t->ncpus * sizeof(struct cbt_counters);
-  struct cbt_counters *per_cpu = calloc(1, bytes);
-  uint32_t key = (uint32_t)slot;
-  if (!per_cpu || bpf_map_lookup_elem(t->fd[PIN_COUNTERS], &key, per_cpu) != 0) {
-    free(per_cpu);
-    return;
-  }
-  for (int cpu = 0; cpu < t->ncpus; cpu++) {
-    st->writes += per_cpu[cpu].writes;
-    st->discards += per_cpu[cpu].discards;
-    st->secure_erases += per_cpu[cpu].secure_erases;
-    st->write_zeroes += per_cpu[cpu].write_zeroes;
-    st->empty_ignored += per_cpu[cpu].empty_ignored;
-    st->completion_marks += per_cpu[cpu].completion_marks;
-    st->inflight_records += per_cpu[cpu].inflight_records;
-    st->completed_sectors += per_cpu[cpu].completed_sectors;
-  }
-  free(per_cpu);
-}
-
 rpl_err cbt_status_get(struct cbt *t, const char *device, struct cbt_status *st)
 {
   struct tracked d;
@@ -749,7 +726,17 @@ rpl_err cbt_status_get(struct cbt *t, const char *device, struct cbt_status *st)
                             cbt_kernel_written_sectors(d.dev.name, &kernel) == RPL_OK;
   st->kernel_completed_sectors = st->completions_checked && kernel > base ? kernel - base : 0;
   st->completion_repairs = __atomic_load_n(&s->completion_repairs, __ATOMIC_RELAXED);
-  read_counters(t, d.slot, st);
+  struct cbt_counters sum;
+  if (cbt_slot_counters(t, d.slot, &sum) == RPL_OK) {
+    st->writes = sum.writes;
+    st->discards = sum.discards;
+    st->secure_erases = sum.secure_erases;
+    st->write_zeroes = sum.write_zeroes;
+    st->empty_ignored = sum.empty_ignored;
+    st->completion_marks = sum.completion_marks;
+    st->inflight_records = sum.inflight_records;
+    st->completed_sectors = sum.completed_sectors;
+  }
   struct mapped_bitmap *m;
   if (cbt_map_bitmap(t, d.slot, &m) == RPL_OK) {
     uint64_t blocks = cbt_bitmap_count(m->words, m->words + m->layout.buffer_words, &m->layout);

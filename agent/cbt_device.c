@@ -154,18 +154,26 @@ rpl_err cbt_kernel_written_sectors(const char *name, uint64_t *sectors)
   return RPL_OK;
 }
 
-rpl_err cbt_slot_completed_sectors(const struct cbt *t, int slot, uint64_t *sectors)
+rpl_err cbt_slot_counters(const struct cbt *t, int slot, struct cbt_counters *sum)
 {
   struct cbt_counters *per_cpu = calloc((size_t)t->ncpus, sizeof *per_cpu);
   uint32_t key = (uint32_t)slot;
+  memset(sum, 0, sizeof *sum);
   if (!per_cpu)
     return RPL_E_NOMEM;
   rpl_err err = RPL_OK;
   if (bpf_map_lookup_elem(t->fd[PIN_COUNTERS], &key, per_cpu) != 0)
     err = rpl_fail(RPL_E_IO, "cannot read the tracker's counters of slot %d: %s", slot, strerror(errno));
-  *sectors = 0;
-  for (int cpu = 0; !err && cpu < t->ncpus; cpu++)
-    *sectors += per_cpu[cpu].completed_sectors;
+  for (int cpu = 0; !err && cpu < t->ncpus; cpu++) {
+    sum->writes += per_cpu[cpu].writes;
+    sum->discards += per_cpu[cpu].discards;
+    sum->secure_erases += per_cpu[cpu].secure_erases;
+    sum->write_zeroes += per_cpu[cpu].write_zeroes;
+    sum->empty_ignored += per_cpu[cpu].empty_ignored;
+    sum->completion_marks += per_cpu[cpu].completion_marks;
+    sum->inflight_records += per_cpu[cpu].inflight_records;
+    sum->completed_sectors += per_cpu[cpu].completed_sectors;
+  }
   free(per_cpu);
   return err;
 }
@@ -175,19 +183,20 @@ void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
   if (d->slot < 0 || !d->dev.present || !(t->slots[d->slot].flags & CBT_SLOT_COMPLETIONS_CHECKED))
     return;
   struct cbt_slot *s = &t->slots[d->slot];
-  uint64_t kernel = 0, seen = 0;
+  uint64_t kernel = 0;
+  struct cbt_counters counters;
   /* The kernel's count first: a completion between the two reads is in the programs' count only,
    * which can hide a miss until the next check but never invents one. */
   rpl_err err = cbt_kernel_written_sectors(d->dev.name, &kernel);
   if (!err)
-    err = cbt_slot_completed_sectors(t, d->slot, &seen);
+    err = cbt_slot_counters(t, d->slot, &counters);
   if (err) {
     char why[RPL_DETAIL_MAX + 64];
     log_warn("%s: cannot compare the kernel's completed writes with the tracker's: %s", d->rec.path,
              rpl_describe(err, why, sizeof why));
     return;
   }
-  uint64_t base = __atomic_load_n(&s->kernel_sectors_base, __ATOMIC_RELAXED);
+  uint64_t base = __atomic_load_n(&s->kernel_sectors_base, __ATOMIC_RELAXED), seen = counters.completed_sectors;
   if (kernel < base || kernel - base <= seen)
     return;
   uint64_t missed = kernel - base - seen, chunks = 0;

@@ -160,9 +160,9 @@ void cbt_unlock(struct cbt *t);
 
 /* Why this kernel could not load the tracker in this boot, kept in STATE/cbt/ebpf-refused (boot id,
  * reason) after a failed install so that later processes (cbt status) say so too; a successful
- * install removes it. cbt_refusal_load fills t->no_ebpf_why and returns true if there is one. */
+ * install removes it. cbt_refusal_load fills t->no_ebpf_why when this boot has one. */
 void cbt_refusal_save(struct cbt *t);
-bool cbt_refusal_load(struct cbt *t);
+void cbt_refusal_load(struct cbt *t);
 void cbt_refusal_forget(struct cbt *t);
 
 /* ---- cbt_history.c ------------------------------------------------------------------------- */
@@ -207,8 +207,8 @@ rpl_err cbt_resolve_device(struct cbt *t, const char *device, struct device_info
 /* Sectors written and discarded on the whole disk NAME since boot, as the kernel counts them at
  * completion (/sys/block/NAME/stat, fields 7 and 14). */
 rpl_err cbt_kernel_written_sectors(const char *name, uint64_t *sectors);
-/* Completed write and discard sectors the programs saw on slot since its attach (all CPUs). */
-rpl_err cbt_slot_completed_sectors(const struct cbt *t, int slot, uint64_t *sectors);
+/* The programs' counters of slot since its attach, summed over the CPUs (zero on failure). */
+rpl_err cbt_slot_counters(const struct cbt *t, int slot, struct cbt_counters *sum);
 /* The kernel's and the programs' counts of completed write sectors of d's disk compared (request-
  * based disks): a deficit is a completion the kernel did not run the tracker for. It is repaired by
  * marking in buffer (0 or 1; -1: the live one) the chunks of the generations committed lately

@@ -753,7 +753,7 @@ rpl_err cbt_slot_attach(struct cbt *t, struct tracked *d)
   /* The kernel's count before the programs can see the disk, and again once they can: completions
    * between the two are in the programs' count and not after the base, so any difference only hides
    * that many missed sectors (logged); it never invents a miss. Bio-based disks are not compared:
-   * device mapper counts a bio's sectors when it starts. */
+   * device mapper and md count their own bios' sectors, not where the programs run. */
   uint64_t kernel_before = 0;
   bool check = !d->dev.bio_based && cbt_kernel_written_sectors(d->dev.name, &kernel_before) == RPL_OK;
   s->flags = (d->dev.bio_based ? CBT_SLOT_BIO_BASED : 0) | (check ? CBT_SLOT_COMPLETIONS_CHECKED : 0);

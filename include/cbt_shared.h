@@ -102,6 +102,8 @@ struct cbt_counters {
   __u64 completion_marks; /* completions that set bits a flip had taken away while the write was in flight */
   __u64 inflight_records; /* in-flight records made (bio-based disks only) */
   __u64 reserved;
+  /* Added after the others: the map's value size (checked when pins are opened) tells a tracker of an
+   * agent that does not count it, whose pins are then refused rather than read as missed completions. */
   __u64 completed_sectors; /* 512-byte sectors of write-type requests block_rq_complete's program saw complete */
 };
 
