@@ -260,7 +260,7 @@ void cbt_refusal_forget(struct cbt *t)
     log_warn("cannot remove %s: %s", path, strerror(errno));
 }
 
-static struct cycle *find_cycle(struct cbt *t, const char *name, bool create)
+struct cycle *cbt_find_cycle(struct cbt *t, const char *name, bool create)
 {
   struct cycle *free_one = NULL;
   for (int i = 0; i < CBT_MAX_DEVICES; i++) {
@@ -379,7 +379,7 @@ rpl_err cbt_stop(struct cbt *t, const char *device)
     err = rpl_fail(err, "cannot remove %s/cbt/%s.state", t->state_dir, d.rec.name);
     goto out;
   }
-  struct cycle *c = find_cycle(t, d.rec.name, false);
+  struct cycle *c = cbt_find_cycle(t, d.rec.name, false);
   if (c)
     memset(c, 0, sizeof *c);
   if (cbt_pins_installed(t) && !cbt_any_slot_used(t)) {
@@ -441,7 +441,7 @@ rpl_err cbt_flip(struct cbt *t, const char *device, uint64_t *generation)
     ignore_error(cbt_save_tracked(t, &d));
     goto out;
   }
-  struct cycle *c = find_cycle(t, d.rec.name, true);
+  struct cycle *c = cbt_find_cycle(t, d.rec.name, true);
   if (!c) {
     err = rpl_fail(RPL_E_LIMIT, "more than %d devices in the middle of a cycle in one handle", CBT_MAX_DEVICES);
     goto out;
@@ -499,7 +499,7 @@ static rpl_err frozen_cycle(struct cbt *t, const char *device, struct tracked *d
   rpl_err err = cbt_load_tracked(t, device, d, false);
   if (err)
     return err;
-  struct cycle *c = find_cycle(t, d->rec.name, false);
+  struct cycle *c = cbt_find_cycle(t, d->rec.name, false);
   if (!c || !c->flipped)
     return rpl_fail(RPL_E_CBT_NOT_FLIPPED, "%s: no frozen generation in this process: flip first", device);
   *out = c;

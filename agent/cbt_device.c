@@ -178,6 +178,16 @@ rpl_err cbt_slot_counters(const struct cbt *t, int slot, struct cbt_counters *su
   return err;
 }
 
+/* Marks in dst every block marked in src, which stays as it is. */
+static void mark_every(uint64_t *dst, const uint64_t *src, const struct cbt_layout *layout)
+{
+  for (uint64_t b = cbt_bitmap_next_set(src, layout, 0); b < layout->nr_blocks;) {
+    uint64_t end = cbt_bitmap_next_clear(src, layout, b);
+    cbt_bitmap_set(dst, layout, b, end - 1);
+    b = end < layout->nr_blocks ? cbt_bitmap_next_set(src, layout, end) : end;
+  }
+}
+
 void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
 {
   if (d->slot < 0 || !d->dev.present || !(t->slots[d->slot].flags & CBT_SLOT_COMPLETIONS_CHECKED))
@@ -202,18 +212,26 @@ void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
   uint64_t missed = kernel - base - seen, chunks = 0;
   __atomic_store_n(&s->kernel_sectors_base, base + missed, __ATOMIC_RELAXED);
   struct mapped_bitmap *m = NULL;
+  const struct cycle *c = cbt_find_cycle(t, d->rec.name, false);
+  /* A look between this handle's flip and its commit: the frozen generation may have been read
+   * before the skipped write landed, and it is in no history yet. */
+  bool frozen_outstanding = buffer < 0 && c && c->flipped;
   if (buffer < 0)
     buffer = (int)(__atomic_load_n(&s->gen_seq, __ATOMIC_ACQUIRE) & 1);
   /* The write of a skipped completion was marked at its submission, in a generation committed since
    * (else it is still marked): the chunks written lately hold it. */
-  if (cbt_map_bitmap(t, d->slot, &m) == RPL_OK &&
-      cbt_history_repair(t, d->slot, m->words + (uint64_t)buffer * m->layout.buffer_words, &m->layout, &chunks)) {
-    __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
-    log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
-               "not see (the kernel skipped it): what was written in the last %llu s is sent again (%" PRIu64
-               " chunks of %u KiB)", d->rec.path, missed, CBT_HISTORY_NS / 1000000000ULL, chunks,
-               1u << (t->history[d->slot].chunk_shift - 10));
-    return;
+  if (cbt_map_bitmap(t, d->slot, &m) == RPL_OK) {
+    uint64_t *words = m->words + (uint64_t)buffer * m->layout.buffer_words;
+    if (cbt_history_repair(t, d->slot, words, &m->layout, &chunks)) {
+      if (frozen_outstanding)
+        mark_every(words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
+      __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
+      log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
+                 "not see (the kernel skipped it): what was written in the last %llu s is sent again (%" PRIu64
+                 " chunks of %u KiB)", d->rec.path, missed, CBT_HISTORY_NS / 1000000000ULL, chunks,
+                 1u << (t->history[d->slot].chunk_shift - 10));
+      return;
+    }
   }
   log_warn("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did not "
            "see (the kernel skipped it), and this agent has not kept what was written in the last %llu s: resync",

@@ -165,6 +165,9 @@ void cbt_refusal_save(struct cbt *t);
 void cbt_refusal_load(struct cbt *t);
 void cbt_refusal_forget(struct cbt *t);
 
+/* This handle's cycle of the disk with kernel name `name` (NULL if none; made when create). */
+struct cycle *cbt_find_cycle(struct cbt *t, const char *name, bool create);
+
 /* ---- cbt_history.c ------------------------------------------------------------------------- */
 
 /* A fresh history of slot, complete from its attach (called by the attach). */
