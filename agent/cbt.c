@@ -582,6 +582,12 @@ out:
   return err;
 }
 
+void cbt_set_repair_check(struct cbt *t, cbt_repair_check_fn fn, void *ctx)
+{
+  t->repair_check = fn;
+  t->repair_check_ctx = ctx;
+}
+
 rpl_err cbt_commit(struct cbt *t, const char *device, uint64_t generation)
 {
   struct tracked d;

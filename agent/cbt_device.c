@@ -178,6 +178,24 @@ rpl_err cbt_slot_counters(const struct cbt *t, int slot, struct cbt_counters *su
   return err;
 }
 
+/* Where a repair check marks (cbt_set_repair_check). */
+struct repair_marks {
+  uint64_t *words;
+  const struct cbt_layout *layout;
+  uint32_t block_shift;
+};
+
+static void repair_mark(void *ctx, uint64_t offset, uint64_t length)
+{
+  struct repair_marks *rm = ctx;
+  uint64_t first = offset >> rm->block_shift, last = (offset + length - 1) >> rm->block_shift;
+  if (!length || first >= rm->layout->nr_blocks)
+    return;
+  if (last >= rm->layout->nr_blocks)
+    last = rm->layout->nr_blocks - 1;
+  cbt_bitmap_set(rm->words, rm->layout, first, last);
+}
+
 /* Marks in dst every block marked in src, which stays as it is. */
 static void mark_every(uint64_t *dst, const uint64_t *src, const struct cbt_layout *layout)
 {
@@ -220,11 +238,22 @@ void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
     buffer = (int)(__atomic_load_n(&s->gen_seq, __ATOMIC_ACQUIRE) & 1);
   /* The write of a skipped completion was marked at its submission, in a generation committed since
    * (else it is still marked): the chunks written lately hold it. */
-  if (cbt_map_bitmap(t, d->slot, &m) == RPL_OK) {
-    uint64_t *words = m->words + (uint64_t)buffer * m->layout.buffer_words;
-    if (cbt_history_repair(t, d->slot, words, &m->layout, &chunks)) {
-      if (frozen_outstanding)
-        mark_every(words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
+  if (cbt_map_bitmap(t, d->slot, &m) == RPL_OK && cbt_history_complete(t, d->slot)) {
+    struct repair_marks rm = {.words = m->words + (uint64_t)buffer * m->layout.buffer_words, .layout = &m->layout,
+                              .block_shift = s->block_shift};
+    if (frozen_outstanding)
+      mark_every(rm.words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
+    uint64_t checked = 0, differing = 0;
+    if (t->repair_check &&
+        t->repair_check(t->repair_check_ctx, d->rec.path, repair_mark, &rm, &checked, &differing)) {
+      __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
+      log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
+                 "not see (the kernel skipped it): of the %" PRIu64 " KiB sent in the last %llu s, %" PRIu64
+                 " KiB differ from the disk now and are sent again", d->rec.path, missed, checked >> 10,
+                 CBT_HISTORY_NS / 1000000000ULL, differing >> 10);
+      return;
+    }
+    if (cbt_history_repair(t, d->slot, rm.words, &m->layout, &chunks)) {
       __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
       log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
                  "not see (the kernel skipped it): what was written in the last %llu s is sent again (%" PRIu64

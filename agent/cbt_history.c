@@ -95,16 +95,21 @@ void cbt_history_record(struct cbt *t, int slot, const uint64_t *frozen, const s
   }
 }
 
+bool cbt_history_complete(struct cbt *t, int slot)
+{
+  const struct cbt_history *h = &t->history[slot];
+  const struct cbt_slot *s = &t->slots[slot];
+  /* Kept since the attach, or for longer than CBT_HISTORY_NS. */
+  return h->bits[0] && h->attach_ns == s->attach_boot_ns &&
+         (h->complete_since_ns <= s->attach_boot_ns || boottime_ns() - h->complete_since_ns >= CBT_HISTORY_NS);
+}
+
 bool cbt_history_repair(struct cbt *t, int slot, uint64_t *buffer, const struct cbt_layout *layout, uint64_t *chunks)
 {
   struct cbt_history *h = &t->history[slot];
   const struct cbt_slot *s = &t->slots[slot];
-  uint64_t now = boottime_ns();
   *chunks = 0;
-  /* Every generation committed in the last CBT_HISTORY_NS must be in it: it was kept since the
-   * attach, or for longer than that. */
-  if (!h->bits[0] || h->attach_ns != s->attach_boot_ns ||
-      (h->complete_since_ns > s->attach_boot_ns && now - h->complete_since_ns < CBT_HISTORY_NS))
+  if (!cbt_history_complete(t, slot))
     return false;
   uint32_t to_chunk = h->chunk_shift - s->block_shift;
   for (uint64_t w = 0; w < h->words; w++) {

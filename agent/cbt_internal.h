@@ -42,11 +42,6 @@ struct cycle {
   uint64_t next_byte;     /* drain cursor */
 };
 
-/* How long a write may be in flight, at most, for a completion the kernel skipped to be repaired
- * from the history below (block devices time requests out after 30 s by default; a cycle may
- * come up to a minute later than the completion). A longer one is lost only if its completion is
- * also the one skipped. */
-#define CBT_HISTORY_NS (120ULL * 1000000000ULL)
 /* History chunks: 64 KiB (or the tracker's granularity if coarser), 2 MiB of memory per TiB. */
 #define CBT_HISTORY_CHUNK_SHIFT 16
 
@@ -82,6 +77,8 @@ struct cbt {
   struct mapped_bitmap bitmaps[CBT_MAX_DEVICES];
   struct cycle cycles[CBT_MAX_DEVICES];
   struct cbt_history history[CBT_MAX_DEVICES]; /* by slot */
+  cbt_repair_check_fn repair_check; /* NULL: a repair marks every chunk of the history */
+  void *repair_check_ctx;
 };
 
 /* A device being operated on: what the kernel says (info) and what the record says. */
@@ -178,6 +175,8 @@ void cbt_history_forget(struct cbt *t, int slot);
 void cbt_history_flip(struct cbt *t, int slot, uint64_t seq);
 /* Adds the chunks of a frozen buffer being committed (layout is the slot's). */
 void cbt_history_record(struct cbt *t, int slot, const uint64_t *frozen, const struct cbt_layout *layout);
+/* Whether every generation committed in the last CBT_HISTORY_NS is in slot's history. */
+bool cbt_history_complete(struct cbt *t, int slot);
 /* Marks in buffer every chunk of the generations committed in the last CBT_HISTORY_NS; false (and
  * nothing marked) when the history does not reach back that far (*chunks: how many were marked). */
 bool cbt_history_repair(struct cbt *t, int slot, uint64_t *buffer, const struct cbt_layout *layout, uint64_t *chunks);

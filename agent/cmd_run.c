@@ -122,6 +122,7 @@ static void release_agent(struct agent *a)
   readiness_stop(a);
   for (size_t i = 0; i < AGENT_MAX_DISKS; i++) {
     pipeline_destroy(a->pipes[i]);
+    sent_hashes_destroy(a->rt[i].sent);
     if (a->rt[i].fd >= 0)
       close(a->rt[i].fd);
   }

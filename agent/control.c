@@ -303,6 +303,21 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   json_string(j, "appliance_cache", cache_names[rt->cache]);
   json_string(j, "appliance_cache_note", rt->cache_note[0] ? rt->cache_note : NULL);
   status_json_freezes(rt, j);
+  /* Completions the kernel skipped, checked against the disk (sent_hashes.h); null: no record. */
+  json_object_begin(j, "sent_check");
+  struct sent_stats ss = {0};
+  struct sent_hashes *sh = __atomic_load_n(&rt->sent, __ATOMIC_ACQUIRE);
+  if (sh)
+    sent_hashes_stats(sh, &ss);
+  json_bool(j, "on", sh != NULL);
+  json_bool(j, "complete", ss.complete);
+  json_u64(j, "units", ss.units);
+  json_u64(j, "pages", ss.pages);
+  json_u64(j, "checks", ss.checks);
+  json_u64(j, "refused", ss.refused);
+  json_u64(j, "checked_bytes", ss.checked_bytes);
+  json_u64(j, "differing_bytes", ss.differing_bytes);
+  json_object_end(j);
   json_object_end(j);
 }
 

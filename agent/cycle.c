@@ -36,6 +36,8 @@ static rpl_err emit_extent(void *arg, struct proto_extent *m)
   if (err)
     return err;
   proto_digest_update(&cs->digest, m->hash);
+  if (cs->record_units)
+    sent_hashes_add(cs->a->rt[cs->disk].sent, m->offset, m->length, pipeline_unit_hashes(m));
   cs->end.extents++;
   cs->end.raw_bytes += m->length;
   cs->end.payload_bytes += m->payload.len;
@@ -151,6 +153,7 @@ static rpl_err send_extents(struct cycle_send *cs, const struct cbt_extent *x, s
   rpl_err err = pipeline_for(cs->a, cs->disk, &p);
   if (err)
     return err;
+  pipeline_set_unit_hashes(p, cs->record_units);
   note_sent(cs, x, n);
   size_t cap = 4096, used = 0;
   struct pipeline_extent *px = malloc(cap * sizeof *px);
@@ -414,6 +417,11 @@ rpl_err cycle_read(struct agent *a, struct cycle_send *cs, const struct cycle_pl
   rpl_err err;
   if (keep && full)
     keep->incomplete = true; /* a whole-disk read is never a point */
+  /* What a delta sends is recorded unit by unit; a whole-disk read or a comparison is not, and makes
+   * the record incomplete once committed. */
+  cs->record_units = !full && !compare && rt->sent;
+  if (rt->sent)
+    sent_hashes_begin(rt->sent, cs->record_units, rt->size);
   if (full && (err = drain_covered_set(a, dev)))
     return err;
   pthread_mutex_lock(&a->lock);
@@ -549,6 +557,8 @@ rpl_err cycle_after_ack(struct agent *a, struct cycle_send *cs, uint64_t gen, ui
   pthread_mutex_lock(&a->cbt_lock);
   rpl_err err = cbt_commit(a->cbt, dev, gen);
   pthread_mutex_unlock(&a->cbt_lock);
+  if (a->rt[cs->disk].sent) /* what it sent is in the replica now */
+    sent_hashes_commit(a->rt[cs->disk].sent);
   if (err == RPL_E_CBT_GENERATION_CHANGED)
     err = RPL_OK; /* re-reported at the next flip: nothing lost */
   if (!err && full && resync_count) {

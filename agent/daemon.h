@@ -19,6 +19,7 @@
 #include "freeze.h"
 #include "pipeline.h"
 #include "retain.h"
+#include "sent_hashes.h"
 #include "proto.h"
 #include "rpl_clock.h"
 
@@ -70,6 +71,7 @@ struct disk_rt {
   uint64_t cache_quiet_until_ms; /* monotonic: the backlog asks for no cycle before (after a "wait") */
   char cache_note[512];       /* what the appliance said, and what happens now ("" when it took the cycle) */
   int fd;                     /* O_DIRECT, opened on first use */
+  struct sent_hashes *sent;   /* made with fd (atomic pointer: the repair check reads it from any thread) */
   uint64_t size;
   uint32_t sector;
   struct retain retain;       /* agent.retain_lock: the blocks of acknowledged cycles not yet stored */
@@ -249,6 +251,7 @@ struct cycle_send {
   struct cbt_extents *sent;  /* the blocks sent (for the retained set, retain.h); NULL until the first */
   bool sent_incomplete;      /* past the set's limit, or out of memory: not kept */
   struct proto_buf out;      /* its HASHES and CYCLE_END, encoded */
+  bool record_units;         /* its extents' unit hashes go to the disk's sent_hashes (a delta's read) */
   bool by_mailbox;           /* on a cycle thread: its frames come from mailbox box of agent.router (else
                                 the session thread reads them off the connection itself) */
   int box;

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +19,15 @@
 
 #include "rpl_clock.h"
 #include "rpl_log.h"
+#include "sent_hashes.h"
 
 #define MAX_EXTENT_CAP   (1u << 20)
 #define MAX_QUEUE_DEPTH  256u
 #define MAX_WORKERS      64u
 #define ADAPT_WINDOW     32u        /* extents between zstd level decisions */
 #define EVENTFD_TAG      UINT64_MAX /* user_data of the worker-done eventfd read */
+
+static const uint8_t zero_unit[SENT_UNIT];
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_QUEUED, SLOT_WORKING, SLOT_DONE };
 
@@ -34,6 +38,8 @@ struct slot {
   enum slot_state state;  /* FREE/READING/DONE: main thread; QUEUED/WORKING: under lock */
   uint64_t queued_ns;
   struct proto_extent m;
+  bool has_unit_hashes;
+  uint64_t unit_hash[MAX_EXTENT_CAP >> SENT_UNIT_SHIFT]; /* of the raw bytes, when the run asks for them */
   rpl_err err;
 };
 
@@ -59,6 +65,7 @@ struct pipeline {
 
   _Atomic int level;
   const struct pipeline_extent *extents; /* of the run in progress */
+  bool unit_hashes;                      /* of the runs to come (pipeline_unit_hashes) */
 };
 
 int pipeline_is_zero(const void *p, size_t len)
@@ -93,6 +100,17 @@ size_t pipeline_split_extents(uint64_t offset, uint64_t length, uint32_t max_ext
   return n;
 }
 
+void pipeline_set_unit_hashes(struct pipeline *p, bool on)
+{
+  p->unit_hashes = on;
+}
+
+const uint64_t *pipeline_unit_hashes(const struct proto_extent *m)
+{
+  const struct slot *s = (const struct slot *)((const char *)m - offsetof(struct slot, m));
+  return s->has_unit_hashes ? s->unit_hash : NULL;
+}
+
 /* ---- workers ------------------------------------------------------------------------------ */
 
 struct worker_arg {
@@ -102,7 +120,17 @@ struct worker_arg {
   size_t out_cap;
   uint32_t zero_len;                 /* length whose all-zero hash is in zero_hash (0: none yet) */
   uint8_t zero_hash[PROTO_HASH_SIZE];
+  uint64_t zero_unit_hash;           /* of SENT_UNIT zero bytes */
 };
+
+/* One hash per SENT_UNIT of the slot's raw bytes (before compression overwrites them). */
+static void hash_units(struct worker_arg *w, struct slot *s, uint32_t length, bool zero)
+{
+  for (uint32_t i = 0, off = 0; off < length; i++, off += SENT_UNIT) {
+    uint32_t len = length - off < SENT_UNIT ? length - off : SENT_UNIT;
+    s->unit_hash[i] = zero && len == SENT_UNIT ? w->zero_unit_hash : sent_unit_hash(s->buf + off, len);
+  }
+}
 
 static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot *s)
 {
@@ -111,7 +139,11 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
   memset(m, 0, sizeof *m);
   m->offset = x->offset;
   m->length = x->length;
-  if (pipeline_is_zero(s->buf, x->length)) { /* a half-empty disk: its zeros are not hashed again and again */
+  bool zero = pipeline_is_zero(s->buf, x->length);
+  s->has_unit_hashes = p->unit_hashes;
+  if (s->has_unit_hashes)
+    hash_units(w, s, x->length, zero);
+  if (zero) { /* a half-empty disk: its zeros are not hashed again and again */
     if (w->zero_len != x->length) {
       proto_hash128(s->buf, x->length, w->zero_hash);
       w->zero_len = x->length;
@@ -267,6 +299,7 @@ rpl_err pipeline_create(int fd, const struct pipeline_config *cfg, struct pipeli
       goto fail;
     w->p = p;
     w->cctx = ZSTD_createCCtx();
+    w->zero_unit_hash = sent_unit_hash(zero_unit, SENT_UNIT);
     w->out_cap = p->cfg.max_extent;
     w->out = malloc(w->out_cap);
     if (!w->cctx || !w->out || pthread_create(&p->threads[i], NULL, worker_main, w)) {

@@ -78,4 +78,11 @@ size_t pipeline_split_extents(uint64_t offset, uint64_t length, uint32_t max_ext
 /* True when all len bytes are zero (len a multiple of 8, p 8-byte aligned). */
 int pipeline_is_zero(const void *p, size_t len);
 
+/* Whether the runs to come also hash each extent's raw bytes per SENT_UNIT (sent_hashes.h); set
+ * between runs only. */
+void pipeline_set_unit_hashes(struct pipeline *p, bool on);
+/* Inside the emit callback: the unit hashes of the extent m being emitted (one per SENT_UNIT, the
+ * last one of a partial unit), owned by the pipeline; NULL when the run did not ask for them. */
+const uint64_t *pipeline_unit_hashes(const struct proto_extent *m);
+
 #endif

@@ -54,6 +54,27 @@ ssize_t agent_disk_index(struct agent *a, const uint8_t id[PROTO_ID_SIZE])
   return -1;
 }
 
+/* The tracker's repair check (cbt_set_repair_check): the disk's units sent lately, compared with the
+ * disk. Under agent.cbt_lock. */
+static bool session_repair_check(void *ctx, const char *device,
+                                 void (*mark)(void *mark_ctx, uint64_t offset, uint64_t length), void *mark_ctx,
+                                 uint64_t *checked_bytes, uint64_t *differing_bytes)
+{
+  struct agent *a = ctx;
+  for (size_t i = 0; i < AGENT_MAX_DISKS; i++) {
+    struct disk_rt *rt = &a->rt[i];
+    struct sent_hashes *sh = __atomic_load_n(&rt->sent, __ATOMIC_ACQUIRE);
+    if (!sh || strcmp(a->st.disks[i].device, device) != 0)
+      continue;
+    struct sent_check st;
+    bool ok = sent_hashes_check(sh, rt->fd, rt->size, mark, mark_ctx, &st);
+    *checked_bytes += st.checked_bytes;
+    *differing_bytes += st.differing_bytes;
+    return ok;
+  }
+  return false;
+}
+
 /* A cbt handle sees the tracker as it was when opened: after protect installed or changed the
  * tracker through another handle, the session's handle is opened again. */
 rpl_err session_refresh_cbt(struct agent *a)
@@ -66,10 +87,27 @@ rpl_err session_refresh_cbt(struct agent *a)
   rpl_err err = cbt_open(&a->cbt, &opt);
   if (err)
     atomic_store(&a->cbt_reopen, 1);
+  else
+    cbt_set_repair_check(a->cbt, session_repair_check, a);
   return err;
 }
 
 /* ---- announcing ---------------------------------------------------------------------------- */
+
+/* How long the hashes of what was sent are kept: the tracker's history window. RPL_TEST_SENT_WINDOW_MS
+ * (tests only) shortens it, so that a test need not wait two minutes for the record to be complete;
+ * a window shorter than a write may be in flight loses the guarantee. */
+static uint64_t sent_window_ns(void)
+{
+  const char *v = getenv("RPL_TEST_SENT_WINDOW_MS");
+  char *end;
+  unsigned long long ms = v ? strtoull(v, &end, 10) : 0;
+  if (!v || end == v || *end || !ms)
+    return CBT_HISTORY_NS;
+  log_warn("RPL_TEST_SENT_WINDOW_MS=%llu: the hashes of what was sent are kept for %llu ms, not %llu s (tests only)",
+           ms, ms, CBT_HISTORY_NS / 1000000000ULL);
+  return ms * 1000000ULL;
+}
 
 /* Opens the disk for the read pipeline on first use; a disk that cannot be opened is marked in
  * error and the others go on. False then. */
@@ -87,6 +125,13 @@ static bool open_disk(struct agent *a, size_t i)
     pthread_mutex_unlock(&a->lock);
     log_err("%s", rt->error);
     return false;
+  }
+  if (!__atomic_load_n(&rt->sent, __ATOMIC_ACQUIRE)) {
+    struct sent_hashes *sh = NULL;
+    if (sent_hashes_create(sent_window_ns(), &sh))
+      log_warn("%s: no memory for the hashes of what is sent: a completion the kernel skips will mean sending again "
+               "all that was written lately", d->device);
+    __atomic_store_n(&rt->sent, sh, __ATOMIC_RELEASE);
   }
   uint64_t size = 0;
   int sector = 512;
@@ -418,6 +463,8 @@ static rpl_err replay_prepare(struct agent *a, size_t d, uint64_t n)
   if (!err && set.count)
     err = cbt_merge(a->cbt, dev, &set);
   pthread_mutex_unlock(&a->cbt_lock);
+  if (a->rt[d].sent) /* this appliance's replica lacks what was recorded as sent */
+    sent_hashes_forget(a->rt[d].sent);
   if (!err)
     log_notice("%s: replaying for the appliance that took the disk over at cycle %" PRIu64 ": %zu extent(s), %" PRIu64
                " bytes of the cycles it misses, with what changed since", dev, n - 1, set.count, cbt_extents_bytes(&set));

@@ -38,6 +38,9 @@ static void forget_disk(struct agent *a, size_t i)
     close(a->rt[i].fd);
   pipeline_destroy(a->pipes[i]);
   retain_free(&a->rt[i].retain);
+  /* The tracker's repair check reads the disks' entries under cbt_lock (taken before agent.lock). */
+  pthread_mutex_lock(&a->cbt_lock);
+  sent_hashes_destroy(a->rt[i].sent);
   pthread_mutex_lock(&a->lock);
   size_t after = a->st.ndisks - i - 1;
   memmove(&a->st.disks[i], &a->st.disks[i + 1], after * sizeof a->st.disks[0]);
@@ -45,10 +48,13 @@ static void forget_disk(struct agent *a, size_t i)
   memmove(&a->pipes[i], &a->pipes[i + 1], after * sizeof a->pipes[0]);
   a->st.ndisks--;
   a->pipes[a->st.ndisks] = NULL;
+  memset(&a->rt[a->st.ndisks], 0, sizeof a->rt[0]); /* its copy moved down: no fd or hashes twice */
+  a->rt[a->st.ndisks].fd = -1;
   drop_from_requests(a, i);
   rpl_err err = agent_state_save(&a->st);
   pthread_cond_broadcast(&a->changed);
   pthread_mutex_unlock(&a->lock);
+  pthread_mutex_unlock(&a->cbt_lock);
   if (err) /* the disk is announced again after a restart; the appliance then refuses it, saying why */
     log_err("cannot save the agent state after unprotecting a disk: %s", rpl_strerror(err));
 }

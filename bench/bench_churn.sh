@@ -8,8 +8,14 @@
 # the pair drains (a cycle started after the writes is committed) before the next one.
 # Finally one more run at the highest rate tried is profiled with perf (not counted).
 #
+# Completions the kernel skipped (docs/operations.md, "Missed completions") are printed per rate from
+# the agent's status (sent_check): how many were checked against the disk, the bytes read back and
+# found differing, and how many could not be checked (all that was written lately sent again).
+# SETTLE=S waits S seconds, quiet, after the initial sync: the record of what was sent can check
+# once it has covered 120 s since the last whole-disk read.
+#
 #   bash bench/bench_churn.sh [RATES_MB_S] [SECONDS] [SIZE]
-#        (root; defaults: "10 25 50 100 150 200" 25 4G; PERF=0 skips the profile)
+#        (root; defaults: "10 25 50 100 150 200" 25 4G; PERF=0 skips the profile; SETTLE=0)
 . "$(dirname "$0")/lib_bench.sh"
 
 RATES=${1:-10 25 50 100 150 200}
@@ -28,10 +34,17 @@ bench_loop dev "$img"
 bench_pair_start c "$RPO"
 bench_protect c "$dev"
 wait_applied c 1 900
+[ "${SETTLE:-0}" -gt 0 ] && { say "settling ${SETTLE} s (SETTLE)"; sleep "$SETTLE"; }
 
 ap_json() { "$AP" status --state "$RT/c/app" --json 2>/dev/null; }
 jfield() { grep -o "\"$2\":[0-9]*" <<< "$1" | head -n 1 | cut -d: -f2; }
 agent_raw() { "$AG" status --state "$RT/c/agent" --json 2>/dev/null | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2; }
+# sent_check: "checks refused checked_bytes differing_bytes" of the agent's disk
+sent_check() {
+  "$AG" status --state "$RT/c/agent" --json 2>/dev/null | python3 -c 'import json,sys
+s = json.load(sys.stdin)["disks"][0].get("sent_check") or {}
+print(*(s.get(k, 0) for k in ("checks", "refused", "checked_bytes", "differing_bytes")))' 2>/dev/null || echo 0 0 0 0
+}
 
 # run_level RATE PROFILE: one fio run at RATE MB/s with sampling; sets HOLD and prints a row
 run_level() {
@@ -39,6 +52,8 @@ run_level() {
         ag0 ap0 ag1 ap1 raw0 raw1 agrss=0 aprss=0 v backlog=0 bw ppids=()
   js=$(ap_json); n0=$(jfield "$js" last_committed_cycle); lastc=$n0; lastt=$(now)
   raw0=$(agent_raw); ag0=$(proc_cpu_ticks "$AG_PID"); ap0=$(proc_cpu_ticks "$AP_PID")
+  local sc0 sc1
+  read -ra sc0 <<< "$(sent_check)"
   fio --name=churn --filename="$dev" --rw=randwrite --bs=64k --direct=1 --ioengine=libaio --iodepth=8 \
       --rate="$((rate * 1000000))" --time_based --runtime="$DUR" --buffer_compress_percentage=50 \
       --refill_buffers --randrepeat=0 --output-format=json --output="$RT/fio.json" >/dev/null 2>&1 &
@@ -89,6 +104,10 @@ run_level() {
     "$(calc "100 * ($ag1 - $ag0) / $TCK / $el" 1)" "$(calc "100 * ($ap1 - $ap0) / $TCK / $el" 1)" \
     "$((agrss / 1024))M" "$(( $(proc_kb "$AG_PID" VmHWM) / 1024 ))M" "$((aprss / 1024))M" \
     "$(( $(proc_kb "$AP_PID" VmHWM) / 1024 ))M" "$(calc "$backlog / 1e6" 0)" "$HOLD"
+  read -ra sc1 <<< "$(sent_check)"
+  printf '       missed completions: %d checked against the disk (%s MB read back, %s MB differed and went again), %d %s\n' \
+    "$((sc1[0] - sc0[0]))" "$(calc "(${sc1[2]} - ${sc0[2]}) / 1e6" 1)" "$(calc "(${sc1[3]} - ${sc0[3]}) / 1e6" 1)" \
+    "$((sc1[1] - sc0[1]))" "not checked (all written lately went again)"
 }
 
 echo

@@ -171,6 +171,24 @@ RPL_MUST_CHECK rpl_err cbt_rewritten(struct cbt *t, const char *device, const st
 /* Marks set's extents changed again in the live generation (a committed cycle that failed later). */
 RPL_MUST_CHECK rpl_err cbt_merge(struct cbt *t, const char *device, const struct cbt_extents *set);
 
+/* How long a write may be in flight, at most, for a completion the kernel skipped to be repaired
+ * from the handle's history of what it committed (block devices time requests out after 30 s by
+ * default; a cycle may come up to a minute later than the completion). A longer one is lost only if
+ * its completion is also the one skipped. */
+#define CBT_HISTORY_NS (120ULL * 1000000000ULL)
+
+/* When the kernel skipped a completion and the handle's history reaches back far enough, the blocks
+ * written lately are marked again for the next drain. A check set here is asked first which of them
+ * differ from what the replica holds: it calls mark(mark_ctx, offset, length) for each byte range to
+ * send again, adds to *checked_bytes what it compared and to *differing_bytes what it marked, and
+ * returns true; false when it cannot tell (everything written lately is then marked). device is the
+ * path given to cbt_start. Called with the tracker locked, from cbt_flip and from the looks of every
+ * call that looks (cbt_status_get and others). fn NULL: no check. */
+typedef bool (*cbt_repair_check_fn)(void *ctx, const char *device,
+                                    void (*mark)(void *mark_ctx, uint64_t offset, uint64_t length), void *mark_ctx,
+                                    uint64_t *checked_bytes, uint64_t *differing_bytes);
+void cbt_set_repair_check(struct cbt *t, cbt_repair_check_fn fn, void *ctx);
+
 struct cbt_status {
   char device[256];        /* path given to cbt_start */
   char name[64];           /* kernel name (loop3, sdb) */

@@ -2,6 +2,7 @@
  * order with the device's exact bytes (zero, raw and zstd codecs), and fails cleanly. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include "pipeline.h"
+#include "sent_hashes.h"
 
 #define FILE_SIZE ((16u << 20) + (64u << 10))
 
@@ -66,6 +68,7 @@ struct check_ctx {
   size_t next;
   size_t fail_at; /* emit returns an error at this index (SIZE_MAX: never) */
   uint8_t *scratch;
+  bool unit_hashes; /* the run was asked for them */
 };
 
 static rpl_err check_emit(void *arg, struct proto_extent *m)
@@ -80,6 +83,13 @@ static rpl_err check_emit(void *arg, struct proto_extent *m)
   uint8_t h[PROTO_HASH_SIZE];
   proto_hash128(want, m->length, h);
   assert_memory_equal(m->hash, h, sizeof h);
+  /* The unit hashes are of the raw bytes, whatever the codec (zstd overwrote the read buffer). */
+  const uint64_t *units = pipeline_unit_hashes(m);
+  assert_true((units != NULL) == c->unit_hashes);
+  for (uint32_t off = 0; units && off < m->length; off += SENT_UNIT) {
+    uint32_t len = m->length - off < SENT_UNIT ? m->length - off : SENT_UNIT;
+    assert_true(units[off / SENT_UNIT] == sent_unit_hash(want + off, len));
+  }
   switch (m->codec) {
   case PROTO_CODEC_ZERO:
     assert_int_equal(m->payload.len, 0);
@@ -116,8 +126,10 @@ static void run_and_check(struct fixture *f, const struct pipeline_config *cfg,
   struct check_ctx c = {.f = f, .want = x, .fail_at = SIZE_MAX, .scratch = malloc(1u << 20)};
   assert_int_equal(pipeline_run(p, x, n, check_emit, &c, st), RPL_OK);
   assert_int_equal(c.next, n);
-  /* The same pipeline runs again (buffers and ring reused). */
+  /* The same pipeline runs again (buffers and ring reused), with unit hashes. */
   c.next = 0;
+  c.unit_hashes = true;
+  pipeline_set_unit_hashes(p, true);
   assert_int_equal(pipeline_run(p, x, n, check_emit, &c, NULL), RPL_OK);
   assert_int_equal(c.next, n);
   free(c.scratch);
