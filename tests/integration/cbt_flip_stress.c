@@ -250,12 +250,12 @@ static void check_merge_and_fold(struct cbt *t, struct cbt_extents *set)
  * sectors (per CPU, in the pinned cbt_counters map) put back by one 4 KiB write after it was
  * committed. The next flip must find the miss and, this handle having kept what it committed, mark
  * that write's 64 KiB chunk in the generation it freezes: drained exactly, no resync, one repair. */
-/* 4 KiB of 0x5a at byte at of the device, O_DIRECT. */
-static void write_block(uint64_t at)
+/* len bytes of 0x5a at byte at of the device, O_DIRECT. */
+static void write_block(uint64_t at, size_t len)
 {
   int fd = open(device, O_WRONLY | O_DIRECT);
   void *buf;
-  if (fd < 0 || posix_memalign(&buf, 4096, 4096) || pwrite(fd, memset(buf, 0x5a, 4096), 4096, (off_t)at) != 4096) {
+  if (fd < 0 || posix_memalign(&buf, 4096, len) || pwrite(fd, memset(buf, 0x5a, len), len, (off_t)at) != (ssize_t)len) {
     fprintf(stderr, "FAIL: repair check: write: %s\n", strerror(errno));
     exit(1);
   }
@@ -263,9 +263,9 @@ static void write_block(uint64_t at)
   free(buf);
 }
 
-/* What a skipped completion of a 4 KiB write leaves: the completion program's count of the slot 8
- * sectors short (taken from a CPU that counted at least that many). */
-static void lower_completed(int counters_fd, int slot, long ncpus, struct cbt_counters *per_cpu)
+/* What a skipped completion of a write of `sectors` leaves: the completion program's count of the
+ * slot that much short (taken from a CPU that counted at least that many). */
+static void lower_completed(int counters_fd, int slot, long ncpus, struct cbt_counters *per_cpu, uint64_t sectors)
 {
   uint32_t key = (uint32_t)slot;
   long cpu = 0;
@@ -273,13 +273,13 @@ static void lower_completed(int counters_fd, int slot, long ncpus, struct cbt_co
     fprintf(stderr, "FAIL: repair check: cannot read the counters: %s\n", strerror(errno));
     exit(1);
   }
-  while (cpu < ncpus && per_cpu[cpu].completed_sectors < 8)
+  while (cpu < ncpus && per_cpu[cpu].completed_sectors < sectors)
     cpu++;
   if (cpu == ncpus) {
-    fprintf(stderr, "FAIL: repair check: no CPU counted the write's 8 sectors\n");
+    fprintf(stderr, "FAIL: repair check: no CPU counted the write's %" PRIu64 " sectors\n", sectors);
     exit(1);
   }
-  per_cpu[cpu].completed_sectors -= 8;
+  per_cpu[cpu].completed_sectors -= sectors;
   if (bpf_map_update_elem(counters_fd, &key, per_cpu, BPF_EXIST)) {
     fprintf(stderr, "FAIL: repair check: cannot write the counters: %s\n", strerror(errno));
     exit(1);
@@ -328,9 +328,9 @@ static void check_repair(struct cbt *t, struct cbt_extents *set)
     exit(1);
   }
   drain_all(t, set, true);
-  write_block((1 << 20) + 8192);
+  write_block((1 << 20) + 8192, 4096);
   drain_all(t, set, true); /* committed: the write's only mark is gone, its chunk is in the history */
-  lower_completed(counters_fd, slot, ncpus, per_cpu);
+  lower_completed(counters_fd, slot, ncpus, per_cpu, 8);
   drain_all(t, set, true);
   struct cbt_extent chunk = {1 << 20, 65536};
   expect_extents(set, &chunk, 1, "the chunk of a write whose completion was missed");
@@ -338,21 +338,22 @@ static void check_repair(struct cbt *t, struct cbt_extents *set)
 
   /* The same found by a look while a flipped generation awaits its commit (a point looks between
    * its flip and its commit): that generation, in no history yet, may have been read before the
-   * write landed, so its blocks are marked again too, beside the history's chunks. */
-  const uint64_t at = (2 << 20) + 4096;
-  write_block(at);
+   * write landed, so its blocks are marked again too, beside the history's chunks. 32 KiB on a
+   * 32 KiB boundary: what every variant marks alike (legacy marks 8 blocks at a time). */
+  const uint64_t at = (2 << 20) + 32768;
+  write_block(at, 32768);
   uint64_t generation;
   if ((err = cbt_flip(t, device, &generation)))
     die_cbt(t, "flip", err);
-  lower_completed(counters_fd, slot, ncpus, per_cpu);
+  lower_completed(counters_fd, slot, ncpus, per_cpu, 64);
   expect_repairs(t, 2); /* the look */
   cbt_extents_clear(set);
   if ((err = cbt_drain(t, device, set)) || (err = cbt_commit(t, device, generation)))
     die_cbt(t, "drain and commit of the generation flipped before the look", err);
-  struct cbt_extent block = {at, 4096};
+  struct cbt_extent block = {at, 32768};
   expect_extents(set, &block, 1, "the generation flipped before the look");
   drain_all(t, set, true);
-  struct cbt_extent both[] = {{1 << 20, 65536}, {at, 4096}};
+  struct cbt_extent both[] = {{1 << 20, 65536}, {at, 32768}};
   expect_extents(set, both, 2, "the history's chunk and the generation that was flipped, marked again by the look");
   close(counters_fd);
   free(per_cpu);
