@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cbt_internal.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
 /* The slot's loss counters, in struct order, and the event each one raises. */
@@ -243,14 +244,14 @@ void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
                               .block_shift = s->block_shift};
     if (frozen_outstanding)
       mark_every(rm.words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
-    uint64_t checked = 0, differing = 0;
+    uint64_t checked = 0, differing = 0, start_ms = rpl_mono_ms();
     if (t->repair_check &&
         t->repair_check(t->repair_check_ctx, d->rec.path, repair_mark, &rm, &checked, &differing)) {
       __atomic_fetch_add(&s->completion_repairs, 1, __ATOMIC_RELAXED);
       log_notice("%s: the kernel completed %" PRIu64 " sectors of writes that the tracker's completion program did "
-                 "not see (the kernel skipped it): of the %" PRIu64 " KiB sent in the last %llu s, %" PRIu64
-                 " KiB differ from the disk now and are sent again", d->rec.path, missed, checked >> 10,
-                 CBT_HISTORY_NS / 1000000000ULL, differing >> 10);
+                 "not see (the kernel skipped it): of the %" PRIu64 " KiB sent in the last %llu s (read back in %"
+                 PRIu64 " ms), %" PRIu64 " KiB differ from the disk now and are sent again", d->rec.path, missed,
+                 checked >> 10, CBT_HISTORY_NS / 1000000000ULL, rpl_mono_ms() - start_ms, differing >> 10);
       return;
     }
     if (cbt_history_repair(t, d->slot, rm.words, &m->layout, &chunks)) {

@@ -317,6 +317,7 @@ static void status_json_disk(struct agent *a, size_t i, struct json_out *j)
   json_u64(j, "refused", ss.refused);
   json_u64(j, "checked_bytes", ss.checked_bytes);
   json_u64(j, "differing_bytes", ss.differing_bytes);
+  json_u64(j, "check_ms", ss.check_ms);
   json_object_end(j);
   json_object_end(j);
 }

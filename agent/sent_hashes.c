@@ -32,7 +32,7 @@ struct sent_hashes {
     bool recorded;
     uint64_t disk_size;
   } pending; /* what the cycle in progress sent */
-  uint64_t checks, refused, checked_bytes, differing_bytes;
+  uint64_t checks, refused, checked_bytes, differing_bytes, check_ns;
 };
 
 static uint64_t boottime_ns(void)
@@ -238,7 +238,7 @@ void sent_hashes_stats(struct sent_hashes *sh, struct sent_stats *st)
   pthread_mutex_lock(&sh->lock);
   *st = (struct sent_stats){.complete = complete_locked(sh), .units = sh->units, .pages = sh->npages,
                             .checks = sh->checks, .refused = sh->refused, .checked_bytes = sh->checked_bytes,
-                            .differing_bytes = sh->differing_bytes};
+                            .differing_bytes = sh->differing_bytes, .check_ms = sh->check_ns / 1000000};
   pthread_mutex_unlock(&sh->lock);
 }
 
@@ -302,6 +302,7 @@ bool sent_hashes_check(struct sent_hashes *sh, int fd, uint64_t disk_size,
 {
   memset(st, 0, sizeof *st);
   pthread_mutex_lock(&sh->lock);
+  uint64_t start_ns = boottime_ns();
   struct check_pass c = {.fd = fd, .disk_size = disk_size, .mark = mark, .ctx = ctx, .st = st};
   bool ok = complete_locked(sh) && fd >= 0 &&
             posix_memalign((void **)&c.buf, 4096, (size_t)CHECK_READ_UNITS * SENT_UNIT) == 0;
@@ -331,6 +332,7 @@ bool sent_hashes_check(struct sent_hashes *sh, int fd, uint64_t disk_size,
   } else {
     sh->refused++;
   }
+  sh->check_ns += boottime_ns() - start_ns;
   pthread_mutex_unlock(&sh->lock);
   free(c.buf);
   return ok;

@@ -64,6 +64,7 @@ struct sent_stats {
   uint64_t checks;          /* sent_hashes_check calls that compared */
   uint64_t refused;         /* ... that could not (incomplete, a read failed): all written lately went again */
   uint64_t checked_bytes, differing_bytes;
+  uint64_t check_ms;        /* the checks' time, all together (the tracker is locked meanwhile) */
 };
 void sent_hashes_stats(struct sent_hashes *sh, struct sent_stats *st);
 

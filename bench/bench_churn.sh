@@ -39,11 +39,12 @@ wait_applied c 1 900
 ap_json() { "$AP" status --state "$RT/c/app" --json 2>/dev/null; }
 jfield() { grep -o "\"$2\":[0-9]*" <<< "$1" | head -n 1 | cut -d: -f2; }
 agent_raw() { "$AG" status --state "$RT/c/agent" --json 2>/dev/null | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2; }
-# sent_check: "checks refused checked_bytes differing_bytes" of the agent's disk
+# sent_check: "checks refused checked_bytes differing_bytes check_ms" of the agent's disk
 sent_check() {
   "$AG" status --state "$RT/c/agent" --json 2>/dev/null | python3 -c 'import json,sys
 s = json.load(sys.stdin)["disks"][0].get("sent_check") or {}
-print(*(s.get(k, 0) for k in ("checks", "refused", "checked_bytes", "differing_bytes")))' 2>/dev/null || echo 0 0 0 0
+print(*(s.get(k, 0) for k in ("checks", "refused", "checked_bytes", "differing_bytes", "check_ms")))' 2>/dev/null ||
+    echo 0 0 0 0 0
 }
 
 # run_level RATE PROFILE: one fio run at RATE MB/s with sampling; sets HOLD and prints a row
@@ -105,8 +106,9 @@ run_level() {
     "$((agrss / 1024))M" "$(( $(proc_kb "$AG_PID" VmHWM) / 1024 ))M" "$((aprss / 1024))M" \
     "$(( $(proc_kb "$AP_PID" VmHWM) / 1024 ))M" "$(calc "$backlog / 1e6" 0)" "$HOLD"
   read -ra sc1 <<< "$(sent_check)"
-  printf '       missed completions: %d checked against the disk (%s MB read back, %s MB differed and went again), %d %s\n' \
-    "$((sc1[0] - sc0[0]))" "$(calc "(${sc1[2]} - ${sc0[2]}) / 1e6" 1)" "$(calc "(${sc1[3]} - ${sc0[3]}) / 1e6" 1)" \
+  printf '       missed completions: %d checked against the disk (%s MB read back in %d ms, %s MB differed and went again), %d %s\n' \
+    "$((sc1[0] - sc0[0]))" "$(calc "(${sc1[2]} - ${sc0[2]}) / 1e6" 1)" "$((sc1[4] - sc0[4]))" \
+    "$(calc "(${sc1[3]} - ${sc0[3]}) / 1e6" 1)" \
     "$((sc1[1] - sc0[1]))" "not checked (all written lately went again)"
 }
 
