@@ -1,5 +1,6 @@
 /* bench_pipeline.c - the agent's read path (io_uring O_DIRECT + zstd workers) against
- * `dd iflag=direct | zstd -1 -T<workers>` over the same file, interleaved in one run. */
+ * `dd iflag=direct | zstd -1 -T<workers>` over the same file, interleaved in one run; and the same
+ * read path with the 4 KiB unit hashes a delta cycle records (sent_hashes.h) against without them. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,7 @@ int main(int argc, char **argv)
     cpu_ours += cpu_self() - c0;
     if (dt < t_ours)
       t_ours = dt;
+
     c0 = cpu_children();
     t0 = now();
     if (system(cmd) != 0)
@@ -128,6 +130,28 @@ int main(int argc, char **argv)
   printf("  throughput ratio ours/peer = %.2f; zero extents %llu, zstd %llu, raw %llu; final level %s\n",
          t_peer / t_ours, (unsigned long long)st.zero_extents, (unsigned long long)st.zstd_extents,
          (unsigned long long)st.raw_extents, pipeline_level_text(st.zstd_level, level));
+  pipeline_destroy(p);
+
+  /* What recording a delta cycle's units costs: the same reads and hashes without compression (whose
+   * adaptive level would differ between runs), with and without the unit hashes, interleaved. */
+  struct pipeline_config raw = {.compress = 0, .raw_floor = 1};
+  double t_off = 1e9, t_on = 1e9, cpu_off = 0, cpu_on = 0;
+  if (pipeline_create(fd, &raw, &p))
+    return 1;
+  for (int r = 0; r < 2 * rounds; r++) {
+    bool on = r % 2;
+    pipeline_set_unit_hashes(p, on);
+    double c0 = cpu_self(), t0 = now();
+    if (pipeline_run(p, x, n, sink, &payload, NULL))
+      return 1;
+    double dt = now() - t0, dc = cpu_self() - c0;
+    *(on ? &cpu_on : &cpu_off) += dc;
+    if (dt < (on ? t_on : t_off))
+      *(on ? &t_on : &t_off) = dt;
+  }
+  printf("  read + hash, no zstd: %.0f MB/s, %.3f CPU-s/GiB; with the 4 KiB unit hashes of a delta cycle: %.0f MB/s, "
+         "%.3f CPU-s/GiB (CPU with/without %.2f)\n", mib * 1048576.0 / t_off / 1e6, cpu_off / rounds / (mib / 1024.0),
+         mib * 1048576.0 / t_on / 1e6, cpu_on / rounds / (mib / 1024.0), cpu_on / cpu_off);
   pipeline_destroy(p);
   close(fd);
   unlink(path);
