@@ -175,6 +175,12 @@ void cbt_bitmap_fold(uint64_t *dst, uint64_t *src, const struct cbt_layout *layo
   walk(src, NULL, layout, 1, fold_word, &f);
 }
 
+void cbt_bitmap_or(uint64_t *dst, const uint64_t *src, const struct cbt_layout *layout)
+{
+  struct fold_ctx f = {dst, src, layout};
+  walk((uint64_t *)src, NULL, layout, 0, fold_word, &f); /* clear 0: src is only read */
+}
+
 static void visit_nothing(void *ctx, uint64_t w)
 {
   (void)ctx;

@@ -30,6 +30,8 @@ uint64_t cbt_bitmap_next_set(const uint64_t *buffer, const struct cbt_layout *la
 uint64_t cbt_bitmap_next_clear(const uint64_t *buffer, const struct cbt_layout *layout, uint64_t from);
 /* ORs every mark of src into dst (dst may be live), then clears src. O(marked words of src). */
 void cbt_bitmap_fold(uint64_t *dst, uint64_t *src, const struct cbt_layout *layout);
+/* ORs every mark of src into dst (dst may be live); src stays as it is. O(marked words of src). */
+void cbt_bitmap_or(uint64_t *dst, const uint64_t *src, const struct cbt_layout *layout);
 /* Clears every word reachable from the summaries (all of them, on a frozen buffer). O(marked words). */
 void cbt_bitmap_clear(uint64_t *buffer, const struct cbt_layout *layout);
 /* Blocks marked in a or b (b may be NULL). O(marked words). */

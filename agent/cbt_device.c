@@ -189,22 +189,12 @@ struct repair_marks {
 static void repair_mark(void *ctx, uint64_t offset, uint64_t length)
 {
   struct repair_marks *rm = ctx;
-  uint64_t first = offset >> rm->block_shift, last = (offset + length - 1) >> rm->block_shift;
-  if (!length || first >= rm->layout->nr_blocks)
+  if (!length || offset >> rm->block_shift >= rm->layout->nr_blocks)
     return;
+  uint64_t first = offset >> rm->block_shift, last = (offset + length - 1) >> rm->block_shift;
   if (last >= rm->layout->nr_blocks)
     last = rm->layout->nr_blocks - 1;
   cbt_bitmap_set(rm->words, rm->layout, first, last);
-}
-
-/* Marks in dst every block marked in src, which stays as it is. */
-static void mark_every(uint64_t *dst, const uint64_t *src, const struct cbt_layout *layout)
-{
-  for (uint64_t b = cbt_bitmap_next_set(src, layout, 0); b < layout->nr_blocks;) {
-    uint64_t end = cbt_bitmap_next_clear(src, layout, b);
-    cbt_bitmap_set(dst, layout, b, end - 1);
-    b = end < layout->nr_blocks ? cbt_bitmap_next_set(src, layout, end) : end;
-  }
 }
 
 void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
@@ -243,7 +233,7 @@ void cbt_check_completions(struct cbt *t, struct tracked *d, int buffer)
     struct repair_marks rm = {.words = m->words + (uint64_t)buffer * m->layout.buffer_words, .layout = &m->layout,
                               .block_shift = s->block_shift};
     if (frozen_outstanding)
-      mark_every(rm.words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
+      cbt_bitmap_or(rm.words, m->words + (c->frozen_seq & 1) * m->layout.buffer_words, &m->layout);
     uint64_t checked = 0, differing = 0, start_ms = rpl_mono_ms();
     if (t->repair_check &&
         t->repair_check(t->repair_check_ctx, d->rec.path, repair_mark, &rm, &checked, &differing)) {

@@ -27,8 +27,6 @@
 #define ADAPT_WINDOW     32u        /* extents between zstd level decisions */
 #define EVENTFD_TAG      UINT64_MAX /* user_data of the worker-done eventfd read */
 
-static const uint8_t zero_unit[SENT_UNIT];
-
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_QUEUED, SLOT_WORKING, SLOT_DONE };
 
 struct slot {
@@ -120,16 +118,13 @@ struct worker_arg {
   size_t out_cap;
   uint32_t zero_len;                 /* length whose all-zero hash is in zero_hash (0: none yet) */
   uint8_t zero_hash[PROTO_HASH_SIZE];
-  uint64_t zero_unit_hash;           /* of SENT_UNIT zero bytes */
 };
 
 /* One hash per SENT_UNIT of the slot's raw bytes (before compression overwrites them). */
-static void hash_units(struct worker_arg *w, struct slot *s, uint32_t length, bool zero)
+static void hash_units(struct slot *s, uint32_t length)
 {
-  for (uint32_t i = 0, off = 0; off < length; i++, off += SENT_UNIT) {
-    uint32_t len = length - off < SENT_UNIT ? length - off : SENT_UNIT;
-    s->unit_hash[i] = zero && len == SENT_UNIT ? w->zero_unit_hash : sent_unit_hash(s->buf + off, len);
-  }
+  for (uint32_t i = 0, off = 0; off < length; i++, off += SENT_UNIT)
+    s->unit_hash[i] = sent_unit_hash(s->buf + off, length - off < SENT_UNIT ? length - off : SENT_UNIT);
 }
 
 static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot *s)
@@ -139,11 +134,10 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
   memset(m, 0, sizeof *m);
   m->offset = x->offset;
   m->length = x->length;
-  bool zero = pipeline_is_zero(s->buf, x->length);
   s->has_unit_hashes = p->unit_hashes;
   if (s->has_unit_hashes)
-    hash_units(w, s, x->length, zero);
-  if (zero) { /* a half-empty disk: its zeros are not hashed again and again */
+    hash_units(s, x->length);
+  if (pipeline_is_zero(s->buf, x->length)) { /* a half-empty disk: its zeros are not hashed again and again */
     if (w->zero_len != x->length) {
       proto_hash128(s->buf, x->length, w->zero_hash);
       w->zero_len = x->length;
@@ -299,7 +293,6 @@ rpl_err pipeline_create(int fd, const struct pipeline_config *cfg, struct pipeli
       goto fail;
     w->p = p;
     w->cctx = ZSTD_createCCtx();
-    w->zero_unit_hash = sent_unit_hash(zero_unit, SENT_UNIT);
     w->out_cap = p->cfg.max_extent;
     w->out = malloc(w->out_cap);
     if (!w->cctx || !w->out || pthread_create(&p->threads[i], NULL, worker_main, w)) {

@@ -2,13 +2,13 @@
  * their last commit, and the check of a skipped completion against the disk. */
 #include "sent_hashes.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include <xxhash.h>
+
+#include "file_io.h"
 
 #define CHECK_READ_UNITS 256u /* 1 MiB per read of the check */
 
@@ -62,12 +62,10 @@ rpl_err sent_hashes_create(uint64_t window_ns, struct sent_hashes **out)
 
 static void free_pages(struct sent_hashes *sh)
 {
-  for (uint64_t i = 0; i < sh->npages_max && sh->npages; i++)
-    if (sh->pages[i]) {
-      free(sh->pages[i]);
-      sh->pages[i] = NULL;
-      sh->npages--;
-    }
+  for (uint64_t i = 0; i < sh->npages_max; i++) {
+    free(sh->pages[i]);
+    sh->pages[i] = NULL;
+  }
   sh->npages = sh->units = 0;
 }
 
@@ -225,14 +223,6 @@ static bool complete_locked(const struct sent_hashes *sh)
   return boottime_ns() - sh->complete_since_ns >= sh->window_ns;
 }
 
-bool sent_hashes_complete(struct sent_hashes *sh)
-{
-  pthread_mutex_lock(&sh->lock);
-  bool complete = complete_locked(sh);
-  pthread_mutex_unlock(&sh->lock);
-  return complete;
-}
-
 void sent_hashes_stats(struct sent_hashes *sh, struct sent_stats *st)
 {
   pthread_mutex_lock(&sh->lock);
@@ -240,19 +230,6 @@ void sent_hashes_stats(struct sent_hashes *sh, struct sent_stats *st)
                             .checks = sh->checks, .refused = sh->refused, .checked_bytes = sh->checked_bytes,
                             .differing_bytes = sh->differing_bytes, .check_ms = sh->check_ns / 1000000};
   pthread_mutex_unlock(&sh->lock);
-}
-
-static bool read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
-{
-  for (size_t done = 0; done < len;) {
-    ssize_t r = pread(fd, buf + done, len - done, (off_t)(off + done));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return false;
-    done += (size_t)r;
-  }
-  return true;
 }
 
 struct check_pass {
@@ -274,7 +251,8 @@ static bool check_run(struct check_pass *c, const struct page *pg, uint64_t page
   uint64_t len = n << SENT_UNIT_SHIFT;
   if (len > c->disk_size - off)
     len = c->disk_size - off;
-  if (!read_full(c->fd, c->buf, (size_t)len, off))
+  size_t got = 0;
+  if (file_pread_full(c->fd, c->buf, (size_t)len, off, &got) != RPL_OK || got != len)
     return false;
   c->st->checked_bytes += len;
   for (uint64_t k = 0; k < n; k++) {

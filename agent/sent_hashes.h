@@ -47,18 +47,17 @@ void sent_hashes_commit(struct sent_hashes *sh);
  * window. */
 void sent_hashes_forget(struct sent_hashes *sh);
 
-/* Whether every commit of the last window is recorded. */
-bool sent_hashes_complete(struct sent_hashes *sh);
 /* Reads every unit committed in the last windows from fd (opened O_DIRECT, disk_size bytes) and calls
  * mark(ctx, offset, length) for each run of units whose content differs from what was sent. False
- * (nothing marked) when the record is not complete, or on a read error or without memory; the caller
- * then sends everything written lately again. */
+ * when the record is not complete (every commit of the last window recorded), on a read error or
+ * without memory (what it marked before stays marked); the caller then sends everything written
+ * lately again. */
 bool sent_hashes_check(struct sent_hashes *sh, int fd, uint64_t disk_size,
                        void (*mark)(void *ctx, uint64_t offset, uint64_t length), void *ctx, struct sent_check *st);
 
 /* What the checks of this record found so far. */
 struct sent_stats {
-  bool complete;            /* sent_hashes_complete */
+  bool complete;            /* every commit of the last window is recorded: it can check */
   uint64_t units;           /* committed units kept */
   uint64_t pages;           /* pages they take (SENT_PAGE_UNITS each) */
   uint64_t checks;          /* sent_hashes_check calls that compared */

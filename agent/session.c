@@ -100,10 +100,15 @@ rpl_err session_refresh_cbt(struct agent *a)
 static uint64_t sent_window_ns(void)
 {
   const char *v = getenv("RPL_TEST_SENT_WINDOW_MS");
-  char *end;
-  unsigned long long ms = v ? strtoull(v, &end, 10) : 0;
-  if (!v || end == v || *end || !ms)
+  if (!v)
     return CBT_HISTORY_NS;
+  char *end;
+  unsigned long long ms = strtoull(v, &end, 10);
+  if (end == v || *end || !ms || ms > CBT_HISTORY_NS / 1000000ULL) {
+    log_warn("RPL_TEST_SENT_WINDOW_MS=%s is not a number of milliseconds from 1 to %llu: ignored (the window "
+             "stays %llu s)", v, CBT_HISTORY_NS / 1000000ULL, CBT_HISTORY_NS / 1000000000ULL);
+    return CBT_HISTORY_NS;
+  }
   log_warn("RPL_TEST_SENT_WINDOW_MS=%llu: the hashes of what was sent are kept for %llu ms, not %llu s (tests only)",
            ms, ms, CBT_HISTORY_NS / 1000000000ULL);
   return ms * 1000000ULL;

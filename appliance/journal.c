@@ -18,6 +18,7 @@
 #include <uuid/uuid.h>
 #include <xxhash.h>
 
+#include "file_io.h"
 #include "rpl_log.h"
 
 rpl_err journal_sys_err(const char *what, const char *path)
@@ -52,24 +53,6 @@ bool journal_parse_segment_name(const char *name, uint64_t *seq)
   }
   *seq = v;
   return v != 0;
-}
-
-rpl_err journal_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return RPL_E_IO;
-    }
-    if (n == 0)
-      break;
-    done += (size_t)n;
-  }
-  *got = done;
-  return RPL_OK;
 }
 
 rpl_err journal_fsync_dir(struct journal *j)
@@ -140,7 +123,7 @@ rpl_err journal_read_applied(struct journal *j, uint64_t *applied)
     return errno == ENOENT ? RPL_OK : journal_sys_err("cannot open", STATE_JOURNAL_APPLIED);
   uint8_t b[APPLIED_SIZE + 1];
   size_t got;
-  rpl_err e = journal_pread_full(fd, b, sizeof b, 0, &got);
+  rpl_err e = file_pread_full(fd, b, sizeof b, 0, &got);
   close(fd);
   if (e)
     return journal_sys_err("cannot read", STATE_JOURNAL_APPLIED);
@@ -796,7 +779,7 @@ rpl_err journal_reader_next(struct journal_reader *r, struct journal_extent *x, 
     uint64_t poff = r->off + len - rec.payload_len;
     size_t got;
     if (rec.payload_len &&
-        (journal_pread_full(r->fd, r->buf, rec.payload_len, poff, &got) || got != rec.payload_len ||
+        (file_pread_full(r->fd, r->buf, rec.payload_len, poff, &got) || got != rec.payload_len ||
          proto_crc32c(0, r->buf, rec.payload_len) != payload_crc))
       return reader_damaged(r, "payload checksum mismatch");
     *x = (struct journal_extent){.offset = rec.u.extent.offset, .length = rec.u.extent.length,

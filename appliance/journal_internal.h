@@ -102,7 +102,6 @@ rpl_err journal_recover(struct journal *j);
 /* journal.c */
 rpl_err journal_sys_err(const char *what, const char *path);
 bool journal_parse_segment_name(const char *name, uint64_t *seq);
-rpl_err journal_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got);
 rpl_err journal_fsync_dir(struct journal *j);
 rpl_err journal_segs_push(struct journal *j, struct segment s);
 rpl_err journal_cycles_push(struct journal *j, const struct committed_cycle *c);

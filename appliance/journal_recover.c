@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "file_io.h"
 #include "rpl_log.h"
 
 /* ---- recovery ----------------------------------------------------------------------------- */
@@ -32,7 +33,7 @@ rpl_err journal_read_head(int fd, uint64_t off, uint64_t file_size, struct journ
   size_t got;
   if (off + JOURNAL_HEADER_SIZE > file_size)
     return RPL_E_JOURNAL_RECORD;
-  if (journal_pread_full(fd, buf, JOURNAL_HEADER_SIZE, off, &got) || got != JOURNAL_HEADER_SIZE)
+  if (file_pread_full(fd, buf, JOURNAL_HEADER_SIZE, off, &got) || got != JOURNAL_HEADER_SIZE)
     return RPL_E_IO;
   struct journal_record_header h;
   if (journal_record_parse_header(buf, &h))
@@ -40,7 +41,7 @@ rpl_err journal_read_head(int fd, uint64_t off, uint64_t file_size, struct journ
   uint64_t len = (uint64_t)JOURNAL_HEADER_SIZE + h.body_len + h.payload_len;
   if (off + len > file_size)
     return RPL_E_JOURNAL_RECORD;
-  if (journal_pread_full(fd, buf + JOURNAL_HEADER_SIZE, h.body_len, off + JOURNAL_HEADER_SIZE, &got) || got != h.body_len)
+  if (file_pread_full(fd, buf + JOURNAL_HEADER_SIZE, h.body_len, off + JOURNAL_HEADER_SIZE, &got) || got != h.body_len)
     return RPL_E_IO;
   rpl_err e = journal_decode_head(buf, &h, rec);
   if (e)
@@ -63,7 +64,7 @@ static rpl_err find_later_end(int fd, uint64_t from, uint64_t size, uint64_t aft
   for (uint64_t base = from; base < size && !*found; base += SCAN_CHUNK) {
     size_t want = (size_t)(size - base < SCAN_CHUNK + END_RECORD_SIZE ? size - base : SCAN_CHUNK + END_RECORD_SIZE);
     size_t got;
-    if ((e = journal_pread_full(fd, chunk, want, base, &got)))
+    if ((e = file_pread_full(fd, chunk, want, base, &got)))
       break;
     size_t limit = got < SCAN_CHUNK ? got : SCAN_CHUNK; /* candidates starting in this chunk */
     for (size_t i = 0; i < limit && i + END_RECORD_SIZE <= got; i++) {

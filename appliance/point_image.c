@@ -11,23 +11,11 @@
 #include <unistd.h>
 #include <uuid/uuid.h>
 
+#include "file_io.h"
 #include "identity.h"
 #include "point_image.h"
 
 #define CHUNK (4u << 20)
-
-static rpl_err pwrite_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
-{
-  for (size_t done = 0; done < len;) {
-    ssize_t n = pwrite(fd, buf + done, len - done, (off_t)(off + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return RPL_E_IO;
-    done += (size_t)n;
-  }
-  return RPL_OK;
-}
 
 /* What the workers share. */
 struct copy_job {
@@ -83,7 +71,7 @@ static void *copy_worker(void *arg)
     if (!hole)
       atomic_fetch_add(&job->data, len);
     if (!job->verify) {
-      if (!hole && (e = pwrite_full(job->fd, buf, len, off)))
+      if (!hole && (e = file_pwrite_full(job->fd, buf, len, off)))
         job_fail(job, e, "cannot write the image", strerror(errno));
       continue;
     }

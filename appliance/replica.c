@@ -17,6 +17,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "file_io.h"
 #include "rpl_clock.h"
 #include "rpl_log.h"
 
@@ -83,38 +84,6 @@ static rpl_err sys_err(const char *what, const char *path)
               : saved == ENOENT                   ? RPL_E_NOT_FOUND
                                                   : RPL_E_IO;
   return rpl_fail(e, "replica: %s %s: %s", what, path, strerror(saved));
-}
-
-static rpl_err pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return RPL_E_IO;
-    done += (size_t)n;
-  }
-  return RPL_OK;
-}
-
-/* Reads up to len bytes; *got < len only at end of file. */
-static rpl_err pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return RPL_E_IO;
-    if (n == 0)
-      break;
-    done += (size_t)n;
-  }
-  *got = done;
-  return RPL_OK;
 }
 
 rpl_err replica_open(const char *dir, const uint8_t disk_id[PROTO_ID_SIZE], uint64_t disk_size, struct replica **out)
@@ -304,7 +273,7 @@ static rpl_err write_zeros(struct replica *r, uint64_t off, uint32_t len)
     return sys_err("cannot punch a hole in", r->path);
   for (uint32_t done = 0; done < len;) {
     uint32_t n = len - done < ZERO_BLOCK ? len - done : ZERO_BLOCK;
-    if (pwrite_full(r->fd, zero_block, n, off + done))
+    if (file_pwrite_full(r->fd, zero_block, n, off + done))
       return sys_err("cannot write", r->path);
     done += n;
   }
@@ -354,7 +323,7 @@ static void stash_add(struct stash *st, uint64_t offset, uint32_t length, const 
 static rpl_err write_extent(struct replica *r, uint64_t offset, uint32_t length, const uint8_t *raw)
 {
   if (raw)
-    return pwrite_full(r->fd, raw, length, offset) ? sys_err("cannot write", r->path) : RPL_OK;
+    return file_pwrite_full(r->fd, raw, length, offset) ? sys_err("cannot write", r->path) : RPL_OK;
   return write_zeros(r, offset, length);
 }
 
@@ -456,7 +425,7 @@ static void *direct_writer(void *arg)
     int err = 0;
     ssize_t n = sl->buffered ? -1 : pwrite(r->dfd, sl->buf, sl->len, (off_t)sl->offset);
     if (sl->buffered || (n < 0 && errno == EINVAL)) { /* EINVAL: the filesystem wants another alignment here */
-      n = pwrite_full(r->fd, sl->buf, sl->len, sl->offset) == RPL_OK ? (ssize_t)sl->len : -1;
+      n = file_pwrite_full(r->fd, sl->buf, sl->len, sl->offset) == RPL_OK ? (ssize_t)sl->len : -1;
       if (n > 0 && (r->unkicked += (uint64_t)n) >= WRITEBACK_KICK) {
         /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
         (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -578,7 +547,7 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))
       return RPL_OK;
   }
-  return raw ? (pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
+  return raw ? (file_pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
              : write_zeros(r, offset, len);
 }
 
@@ -619,7 +588,7 @@ rpl_err replica_read(struct replica *r, uint64_t offset, void *buf, size_t len)
   if (offset > r->size || len > r->size - offset)
     return RPL_E_INVALID_ARGUMENT;
   size_t got;
-  if (pread_full(r->fd, buf, len, offset, &got) || got != len)
+  if (file_pread_full(r->fd, buf, len, offset, &got) || got != len)
     return sys_err("cannot read", r->path);
   return RPL_OK;
 }
@@ -697,9 +666,9 @@ rpl_err replica_copy_to(struct replica *r, const char *out_path)
     }
     for (uint64_t pos = (uint64_t)data; e == RPL_OK && pos < (uint64_t)hole;) {
       size_t want = (uint64_t)hole - pos < COPY_CHUNK ? (size_t)((uint64_t)hole - pos) : COPY_CHUNK, got;
-      if (pread_full(r->fd, buf, want, pos, &got) || got != want)
+      if (file_pread_full(r->fd, buf, want, pos, &got) || got != want)
         e = sys_err("cannot read", r->path);
-      else if (pwrite_full(out, buf, want, pos))
+      else if (file_pwrite_full(out, buf, want, pos))
         e = sys_err("cannot write", out_path);
       pos += want;
     }
@@ -728,7 +697,7 @@ rpl_err replica_compare(struct replica *r, const char *path, uint64_t *first_dif
   uint64_t diff = UINT64_MAX;
   for (uint64_t off = 0; e == RPL_OK && diff == UINT64_MAX;) {
     size_t ga, gb;
-    if (pread_full(r->fd, a, COPY_CHUNK, off, &ga) || pread_full(fd, b, COPY_CHUNK, off, &gb)) {
+    if (file_pread_full(r->fd, a, COPY_CHUNK, off, &ga) || file_pread_full(fd, b, COPY_CHUNK, off, &gb)) {
       e = sys_err("cannot read for comparison", path);
       break;
     }

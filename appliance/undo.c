@@ -62,36 +62,6 @@ static rpl_err sys_fail(const char *what, const char *path)
   return rpl_fail(RPL_E_IO, "%s %s: %s", what, path, strerror(errno));
 }
 
-static rpl_err pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      return RPL_E_IO;
-    if (n == 0)
-      break;
-    done += (size_t)n;
-  }
-  *got = done;
-  return RPL_OK;
-}
-
-static rpl_err pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-  for (size_t done = 0; done < len;) {
-    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return RPL_E_IO;
-    done += (size_t)n;
-  }
-  return RPL_OK;
-}
-
 /* ---- a set of block numbers: a bitmap whose leaves exist where blocks are ------------------- */
 
 struct blockset {
@@ -246,7 +216,7 @@ rpl_err undo_list(const char *image, struct undo_file **out, size_t *count)
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     struct file_header h;
     size_t got = 0;
-    if (fd >= 0 && pread_all(fd, &h, sizeof h, 0, &got) == RPL_OK && got == sizeof h && header_valid(&h))
+    if (fd >= 0 && file_pread_full(fd, &h, sizeof h, 0, &got) == RPL_OK && got == sizeof h && header_valid(&h))
       f->created = h.created;
     if (fd >= 0)
       close(fd);
@@ -261,13 +231,13 @@ rpl_err undo_list(const char *image, struct undo_file **out, size_t *count)
 static bool read_record(int fd, uint64_t pos, uint64_t size, struct rec_header *h, uint8_t *buf)
 {
   size_t got;
-  if (size - pos < sizeof *h || pread_all(fd, h, sizeof *h, pos, &got) || got != sizeof *h)
+  if (size - pos < sizeof *h || file_pread_full(fd, h, sizeof *h, pos, &got) || got != sizeof *h)
     return false;
   if (h->magic != REC_MAGIC || h->nblocks == 0 || h->nblocks > UNDO_MAX_RUN || h->offset % UNDO_BLOCK ||
       XXH3_64bits(h, offsetof(struct rec_header, hash)) != h->hash)
     return false;
   size_t len = (size_t)h->nblocks * UNDO_BLOCK;
-  if (size - pos - sizeof *h < len || pread_all(fd, buf, len, pos + sizeof *h, &got) || got != len)
+  if (size - pos - sizeof *h < len || file_pread_full(fd, buf, len, pos + sizeof *h, &got) || got != len)
     return false;
   return XXH3_64bits(buf, len) == h->data_hash;
 }
@@ -320,7 +290,7 @@ static rpl_err log_open_path(const char *path, uint64_t cycle, struct undo_log *
     e = sys_fail("cannot stat", path);
   struct file_header fh;
   size_t got = 0;
-  if (!e && (pread_all(u->fd, &fh, sizeof fh, 0, &got) || got != sizeof fh || !header_valid(&fh) || fh.cycle != cycle))
+  if (!e && (file_pread_full(u->fd, &fh, sizeof fh, 0, &got) || got != sizeof fh || !header_valid(&fh) || fh.cycle != cycle))
     e = rpl_fail(RPL_E_UNDO_CORRUPT, "%s: %s", path, rpl_strerror(RPL_E_UNDO_CORRUPT));
   uint64_t pos = sizeof fh, size = e ? 0 : (uint64_t)sb.st_size;
   struct rec_header h;
@@ -388,7 +358,7 @@ rpl_err undo_log_start(const char *image, uint64_t cycle, uint64_t disk_size, st
     h.hash = XXH3_64bits(&h, offsetof(struct file_header, hash));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     e = fd < 0 ? sys_fail("cannot create", tmp) : RPL_OK;
-    if (!e && (pwrite_all(fd, &h, sizeof h, 0) || fdatasync(fd) != 0))
+    if (!e && (file_pwrite_full(fd, &h, sizeof h, 0) || fdatasync(fd) != 0))
       e = sys_fail("cannot write", tmp);
     if (fd >= 0)
       close(fd);
@@ -422,7 +392,7 @@ static rpl_err append_run(struct undo_log *u, uint64_t b, uint32_t n, const uint
   h.data_hash = XXH3_64bits(rec + sizeof h, len);
   h.hash = XXH3_64bits(&h, offsetof(struct rec_header, hash));
   memcpy(rec, &h, sizeof h);
-  if (pwrite_all(u->fd, rec, sizeof h + len, u->end))
+  if (file_pwrite_full(u->fd, rec, sizeof h + len, u->end))
     return sys_fail("cannot append to", u->path); /* a torn record is overwritten by the next append */
   u->end += sizeof h + len;
   u->dirty = true;
@@ -452,7 +422,7 @@ rpl_err undo_log_note(struct undo_log *u, int image_fd, uint64_t image_size, uin
     uint8_t *data = u->buf + sizeof(struct rec_header);
     size_t len = (size_t)n * UNDO_BLOCK, got = 0;
     uint64_t at = b * UNDO_BLOCK;
-    if (at < image_size && pread_all(image_fd, data, len, at, &got))
+    if (at < image_size && file_pread_full(image_fd, data, len, at, &got))
       return rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", at,
                       strerror(errno));
     memset(data + got, 0, len - got); /* past the image's end: zeros, as the disk read then */
@@ -619,7 +589,7 @@ static rpl_err view_add_files(struct undo_view *v)
     }
     struct file_header h;
     size_t got = 0;
-    if (pread_all(fd, &h, sizeof h, 0, &got) || got != sizeof h || !header_valid(&h) || h.cycle != list[i].cycle) {
+    if (file_pread_full(fd, &h, sizeof h, 0, &got) || got != sizeof h || !header_valid(&h) || h.cycle != list[i].cycle) {
       close(fd);
       e = rpl_fail(RPL_E_UNDO_CORRUPT, "%s: %s", list[i].path, rpl_strerror(RPL_E_UNDO_CORRUPT));
       break;
@@ -703,7 +673,7 @@ rpl_err undo_view_read(struct undo_view *v, uint64_t offset, uint8_t *buf, size_
 {
   /* The image first: a block overwritten after this read was captured before it was. */
   size_t got;
-  if (pread_all(v->image_fd, buf, len, offset, &got))
+  if (file_pread_full(v->image_fd, buf, len, offset, &got))
     return rpl_fail(RPL_E_IO, "cannot read %s: %s", v->image, strerror(errno));
   memset(buf + got, 0, len - got);
   pthread_mutex_lock(&v->lock);
@@ -732,7 +702,7 @@ rpl_err undo_view_read(struct undo_view *v, uint64_t offset, uint8_t *buf, size_
   }
   pthread_mutex_unlock(&v->lock);
   for (size_t i = 0; !e && i < np; i++)
-    if (pread_all(pc[i].fd, buf + pc[i].at, pc[i].len, pc[i].pos, &got) || got != pc[i].len)
+    if (file_pread_full(pc[i].fd, buf + pc[i].at, pc[i].len, pc[i].pos, &got) || got != pc[i].len)
       e = rpl_fail(RPL_E_IO, "cannot read an undo file of %s: %s", v->image, got != pc[i].len ? "short" : strerror(errno));
   free(pc);
   return e;

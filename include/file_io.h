@@ -1,9 +1,11 @@
 /* file_io.h - whole small files read with a size cap and written atomically (temp file, fsync,
- * rename, directory fsync), for the state files of both programs. */
+ * rename, directory fsync), for the state files of both programs; positioned reads and writes that
+ * retry short transfers. */
 #ifndef FILE_IO_H
 #define FILE_IO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rpl_error.h"
 
@@ -19,5 +21,11 @@ RPL_MUST_CHECK rpl_err file_write_atomic(const char *path, const void *data, siz
 /* fsync of the folder holding path: a rename or a new name in it is durable only then. RPL_E_IO
  * (with the detail) when it cannot be opened or synced. */
 RPL_MUST_CHECK rpl_err file_fsync_parent(const char *path);
+
+/* Reads up to len bytes at off into buf, retrying short reads and EINTR; *got < len only at the end
+ * of the file. RPL_E_IO on a read error (no detail: the caller names the file). */
+RPL_MUST_CHECK rpl_err file_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+/* Writes len bytes at off, retrying short writes and EINTR. RPL_E_IO on an error (no detail). */
+RPL_MUST_CHECK rpl_err file_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
 #endif

@@ -1,4 +1,5 @@
-/* file_io.c - capped whole-file reads and crash-safe atomic replacement of small state files. */
+/* file_io.c - capped whole-file reads and crash-safe atomic replacement of small state files;
+ * positioned reads and writes that retry short transfers. */
 #include "file_io.h"
 
 #include <errno.h>
@@ -118,4 +119,34 @@ rpl_err file_fsync_parent(const char *path)
   int err = errno;
   close(dfd);
   return r ? rpl_fail(RPL_E_IO, "fsync of the folder %s: %s", d, strerror(err)) : RPL_OK;
+}
+
+rpl_err file_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return RPL_E_IO;
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  *got = done;
+  return RPL_OK;
+}
+
+rpl_err file_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+  for (size_t done = 0; done < len;) {
+    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return RPL_E_IO;
+    done += (size_t)n;
+  }
+  return RPL_OK;
 }

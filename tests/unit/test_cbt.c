@@ -71,6 +71,15 @@ static void check_against_reference(uint64_t nr_blocks, unsigned seed)
   for (uint64_t x = 0; x < nr_blocks; x++)
     expected += ref[x];
   assert_int_equal(cbt_bitmap_count(a, b, &l), expected);
+  /* or: the union into a copy of a, b untouched. */
+  uint64_t *u = calloc(l.buffer_words, sizeof *u);
+  assert_non_null(u);
+  memcpy(u, a, l.buffer_words * sizeof *u);
+  uint64_t b_blocks = cbt_bitmap_count(b, NULL, &l);
+  cbt_bitmap_or(u, b, &l);
+  assert_int_equal(cbt_bitmap_count(u, NULL, &l), expected);
+  assert_int_equal(cbt_bitmap_count(b, NULL, &l), b_blocks);
+  free(u);
   cbt_bitmap_fold(a, b, &l);
   assert_int_equal(cbt_bitmap_count(b, NULL, &l), 0);
   for (uint64_t w = 0; w < l.buffer_words; w++)
