@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
 
 #include "file_io.h"
+#include "proto.h"
 
 #define CHECK_READ_UNITS 256u /* 1 MiB per read of the check */
 
@@ -44,7 +44,7 @@ static uint64_t boottime_ns(void)
 
 uint64_t sent_unit_hash(const void *data, uint32_t len)
 {
-  return XXH3_64bits(data, len);
+  return proto_hash64(data, len);
 }
 
 rpl_err sent_hashes_create(uint64_t window_ns, struct sent_hashes **out)

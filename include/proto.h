@@ -499,8 +499,11 @@ RPL_MUST_CHECK rpl_err proto_negotiate(uint16_t our_min, uint16_t our_max, uint1
 
 /* CRC32C (Castagnoli), continuing from crc (start with 0). Uses SSE4.2 when the CPU has it. */
 uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len);
-/* xxh3-128 of data in canonical (big-endian) byte order. */
+/* xxh3-128 of data in canonical (big-endian) byte order. Uses AVX2 when the CPU has it (the
+ * library's build is SSE2: a third of the speed), with the same result. */
 void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE]);
+/* xxh3-64 of data, likewise. */
+uint64_t proto_hash64(const void *data, size_t len);
 
 /* The cycle digest of CYCLE_END: xxh3-128 over the EXTENT hashes in the order they were sent.
  * Zero-initialise (or proto_digest_init), update once per extent, then final. */

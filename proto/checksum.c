@@ -220,11 +220,44 @@ uint32_t proto_crc32c(uint32_t crc, const void *data, size_t len)
   return ~crc_sw(state, data, len);
 }
 
+static bool hash_avx2(void)
+{
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx2"); /* libgcc sets it only where the OS saves the ymm state */
+#else
+  return false;
+#endif
+}
+
+const char *proto_hash_impl(void)
+{
+  return hash_avx2() ? "avx2" : "default";
+}
+
 void proto_hash128(const void *data, size_t len, uint8_t out[PROTO_HASH_SIZE])
 {
+  XXH128_hash_t h;
+#if defined(__x86_64__)
+  if (hash_avx2()) {
+    uint64_t v[2];
+    proto_xxh3_128_avx2(data, len, v);
+    h.low64 = v[0];
+    h.high64 = v[1];
+  } else
+#endif
+    h = XXH3_128bits(data, len);
   XXH128_canonical_t c;
-  XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+  XXH128_canonicalFromHash(&c, h);
   memcpy(out, c.digest, PROTO_HASH_SIZE);
+}
+
+uint64_t proto_hash64(const void *data, size_t len)
+{
+#if defined(__x86_64__)
+  if (hash_avx2())
+    return proto_xxh3_64_avx2(data, len);
+#endif
+  return XXH3_64bits(data, len);
 }
 
 _Static_assert(sizeof(XXH3_state_t) <= sizeof(struct proto_digest), "proto_digest too small for XXH3_state_t");

@@ -12,6 +12,8 @@
 #include "proto.h"
 #include "proto_internal.h"
 
+#include <xxhash.h>
+
 #define BYTES(s) ((struct proto_bytes){(const uint8_t *)(s), (uint32_t)strlen(s)})
 
 static void fill_id(uint8_t *id, uint8_t seed)
@@ -926,6 +928,36 @@ static void test_crc32c(void **state)
   assert_string_equal(proto_type_name(200), "UNKNOWN");
 }
 
+/* The dispatched xxh3 (AVX2 where the CPU has it) gives the library's results, on every length
+ * around XXH3's internal boundaries (16, 128, 240 bytes, its 1 KiB stripes' block) and alignment. */
+static void test_hash_dispatch(void **state)
+{
+  (void)state;
+  __builtin_cpu_init();
+  assert_string_equal(proto_hash_impl(), __builtin_cpu_supports("avx2") ? "avx2" : "default");
+  size_t len = (1u << 20) + 77;
+  uint8_t *buf = malloc(len + 8);
+  assert_non_null(buf);
+  uint32_t x = 777;
+  for (size_t i = 0; i < len + 8; i++)
+    buf[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 16);
+  const size_t lens[] = {0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 255, 256, 1023, 1024, 1025, 4096,
+                         65535, 65536, 1u << 20, len};
+  for (size_t off = 0; off < 3; off++)
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+      const uint8_t *p = buf + off;
+      XXH128_canonical_t want;
+      XXH128_canonicalFromHash(&want, XXH3_128bits(p, lens[i]));
+      uint8_t got[PROTO_HASH_SIZE];
+      proto_hash128(p, lens[i], got);
+      assert_memory_equal(got, want.digest, PROTO_HASH_SIZE);
+      assert_true(proto_hash64(p, lens[i]) == XXH3_64bits(p, lens[i]));
+    }
+  /* XXH3's documented value for the empty input (xxhash's own sanity check). */
+  assert_true(proto_hash64("", 0) == 0x2D06800538D394C2ULL);
+  free(buf);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -948,6 +980,7 @@ int main(void)
     cmocka_unit_test(test_stream_split_at_every_byte),
     cmocka_unit_test(test_stream_corruption_is_sticky),
     cmocka_unit_test(test_crc32c),
+    cmocka_unit_test(test_hash_dispatch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
