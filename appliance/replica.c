@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,8 +31,9 @@
                                        cycles; a small one is kept, as most cycles need one that size again */
 #define DIRECT_ALIGN 4096u
 #define WRITEBACK_KICK (8ull << 20) /* buffered direct writes: start writeback this often, so the final fdatasync is short */
-#define DIRECT_SLOTS 8 /* writes queued for the writer thread (their buffers: 8 extents at most) */
-#define DIRECT_IO_MIN (256u << 10) /* smaller writes go through the page cache: the disk gets them merged at the sync */
+#define DIRECT_SLOTS 32 /* writes in flight at once: a delta's small extents keep a disk's queue full */
+#define DIRECT_RING_BYTES (8u << 20) /* their copies, in one buffer per disk: 8 extents of the largest size */
+#define REAPER_STOP UINT64_MAX       /* the tag of the NOP that ends a replica's reaper */
 
 static const uint8_t zero_block[ZERO_BLOCK];
 
@@ -51,19 +53,27 @@ struct replica {
   uint8_t zero_digest[PROTO_HASH_SIZE];
   uint64_t unkicked;  /* bytes the writer thread wrote buffered since writeback was last started */
   int dfd;            /* the image opened O_DIRECT for direct cycles: -1 not yet, -2 not possible */
-  struct {            /* its writer thread: the receive goes on while the disk writes */
-    bool running, stop;
-    pthread_t thread;
-    pthread_mutex_t lock;
+  /* Direct cycles' writes, in flight while the next extents are received: the session thread copies
+   * each into the ring buffer and submits it; a reaper thread of the replica takes the completions.
+   * Aligned extents are written O_DIRECT (no page cache: a delta's scattered 4 KiB blocks would each
+   * cost a page and its buffer heads, and the fdatasync their writeback), others buffered. */
+  struct {
+    bool started;     /* the io_uring and the reaper exist (false: writes are made synchronously) */
+    bool broken;      /* io_uring could not be set up: synchronous from then on */
+    pthread_t reaper;
+    struct io_uring ring;
+    pthread_mutex_t lock; /* what follows */
     pthread_cond_t cv;
     struct direct_slot {
-      uint8_t *buf;   /* aligned, reused; at most PROTO_MAX_EXTENT */
-      size_t cap;
       uint64_t offset;
       uint32_t len;
-      bool buffered;  /* small or unaligned: through the page cache */
+      uint32_t at, span; /* its bytes at buf + at; span: those plus the ring's end it skipped */
+      bool buffered;  /* unaligned: through the page cache */
+      bool done;
     } slot[DIRECT_SLOTS];
-    unsigned head, count; /* queued writes, in order; slot[head] is being written */
+    unsigned head, count; /* writes submitted and not yet retired, in order; retired as the oldest finish */
+    uint8_t *buf;     /* DIRECT_RING_BYTES, aligned */
+    uint32_t tail, used; /* next free byte; bytes held by the slots */
     int err;          /* errno of the first failed write (0: none) */
   } w;
   struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
@@ -154,8 +164,15 @@ void replica_close(struct replica *r)
   free(r->st.bytes);
   if (r->dfd >= 0)
     close(r->dfd);
-  for (unsigned i = 0; i < DIRECT_SLOTS; i++)
-    free(r->w.slot[i].buf);
+  if (r->w.started) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* the ring is empty after the flush */
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, REAPER_STOP);
+    io_uring_submit(&r->w.ring);
+    pthread_join(r->w.reaper, NULL);
+    io_uring_queue_exit(&r->w.ring);
+  }
+  free(r->w.buf);
   pthread_cond_destroy(&r->w.cv);
   pthread_mutex_destroy(&r->w.lock);
   free(r->st.x);
@@ -411,38 +428,71 @@ rpl_err replica_apply_cycle(struct replica *r, struct journal *j, uint64_t n)
 
 /* ---- direct cycles ---------------------------------------------------------------------------- */
 
-static void *direct_writer(void *arg)
+static void retire_done(struct replica *r)
+{
+  while (r->w.count && r->w.slot[r->w.head].done) {
+    r->w.used -= r->w.slot[r->w.head].span;
+    r->w.head = (r->w.head + 1) % DIRECT_SLOTS;
+    r->w.count--;
+  }
+  pthread_cond_broadcast(&r->w.cv);
+}
+
+/* A finished write: a short one is completed synchronously, as is an O_DIRECT one the filesystem
+ * refused (EINVAL: it wants another alignment there) through the page cache. Returns an errno. */
+static int finish_write(struct replica *r, const struct direct_slot *sl, int res)
+{
+  const uint8_t *data = r->w.buf + sl->at;
+  bool cached = sl->buffered;
+  if (res == -EINVAL && !sl->buffered) {
+    cached = true;
+    res = file_pwrite_full(r->fd, data, sl->len, sl->offset) == RPL_OK ? (int)sl->len : -(errno ? errno : EIO);
+  } else if (res >= 0 && (uint32_t)res < sl->len) {
+    uint32_t done = (uint32_t)res;
+    res = file_pwrite_full(r->fd, data + done, sl->len - done, sl->offset + done) == RPL_OK ? (int)sl->len
+                                                                                        : -(errno ? errno : EIO);
+  }
+  if (res < 0)
+    return -res;
+  if (cached && (r->unkicked += sl->len) >= WRITEBACK_KICK) {
+    /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
+    (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    r->unkicked = 0;
+  }
+  return 0;
+}
+
+static void *direct_reaper(void *arg)
 {
   struct replica *r = arg;
-  pthread_mutex_lock(&r->w.lock);
   for (;;) {
-    while (!r->w.count && !r->w.stop)
-      pthread_cond_wait(&r->w.cv, &r->w.lock);
-    if (!r->w.count)
-      break;
-    struct direct_slot *sl = &r->w.slot[r->w.head];
-    pthread_mutex_unlock(&r->w.lock);
-    int err = 0;
-    ssize_t n = sl->buffered ? -1 : pwrite(r->dfd, sl->buf, sl->len, (off_t)sl->offset);
-    if (sl->buffered || (n < 0 && errno == EINVAL)) { /* EINVAL: the filesystem wants another alignment here */
-      n = file_pwrite_full(r->fd, sl->buf, sl->len, sl->offset) == RPL_OK ? (ssize_t)sl->len : -1;
-      if (n > 0 && (r->unkicked += (uint64_t)n) >= WRITEBACK_KICK) {
-        /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
-        (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-        r->unkicked = 0;
-      }
+    struct io_uring_cqe *cqe;
+    int rc = io_uring_wait_cqe(&r->w.ring, &cqe);
+    if (rc == -EINTR)
+      continue;
+    if (rc < 0) { /* the ring itself failed: nothing more will complete */
+      pthread_mutex_lock(&r->w.lock);
+      r->w.err = r->w.err ? r->w.err : -rc;
+      for (unsigned i = 0; i < r->w.count; i++)
+        r->w.slot[(r->w.head + i) % DIRECT_SLOTS].done = true;
+      retire_done(r);
+      pthread_mutex_unlock(&r->w.lock);
+      return NULL;
     }
-    if (n != (ssize_t)sl->len)
-      err = n < 0 ? errno : EIO;
+    uint64_t tag = io_uring_cqe_get_data64(cqe);
+    int res = cqe->res;
+    io_uring_cqe_seen(&r->w.ring, cqe);
+    if (tag == REAPER_STOP)
+      return NULL;
+    struct direct_slot *sl = &r->w.slot[tag];
+    int err = finish_write(r, sl, res);
     pthread_mutex_lock(&r->w.lock);
     if (err && !r->w.err)
       r->w.err = err;
-    r->w.head = (r->w.head + 1) % DIRECT_SLOTS;
-    r->w.count--;
-    pthread_cond_broadcast(&r->w.cv);
+    sl->done = true;
+    retire_done(r);
+    pthread_mutex_unlock(&r->w.lock);
   }
-  pthread_mutex_unlock(&r->w.lock);
-  return NULL;
 }
 
 static rpl_err write_failed(struct replica *r, int err)
@@ -451,54 +501,110 @@ static rpl_err write_failed(struct replica *r, int err)
   return sys_err("cannot write", r->path);
 }
 
-/* Copies the extent into a free slot (waiting for one) for the writer thread, started if needed. */
+/* The io_uring and its reaper, made on the first direct write; false: writes stay synchronous. */
+static bool direct_start(struct replica *r)
+{
+  if (r->w.started || r->w.broken)
+    return r->w.started;
+  r->w.broken = true;
+  if (posix_memalign((void **)&r->w.buf, DIRECT_ALIGN, DIRECT_RING_BYTES) != 0) {
+    r->w.buf = NULL;
+    return false;
+  }
+  int rc = io_uring_queue_init(DIRECT_SLOTS + 1, &r->w.ring, 0); /* + 1: the reaper's stop */
+  if (rc < 0) {
+    log_warn("replica %s: no io_uring (%s): direct cycles are written one extent at a time", r->path, strerror(-rc));
+    return false;
+  }
+  if (pthread_create(&r->w.reaper, NULL, direct_reaper, r) != 0) {
+    io_uring_queue_exit(&r->w.ring);
+    return false;
+  }
+  r->w.started = true;
+  r->w.broken = false;
+  return true;
+}
+
+/* A write made at once, where there is no io_uring. */
+static rpl_err write_now(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
+{
+  ssize_t n = buffered ? -1 : pwrite(r->dfd, raw, len, (off_t)offset);
+  if (n == (ssize_t)len)
+    return RPL_OK;
+  if (!buffered && (n >= 0 || errno != EINVAL))
+    return write_failed(r, n < 0 ? errno : EIO);
+  return file_pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK;
+}
+
+/* Copies the extent into the ring buffer (waiting for room) and submits its write. */
 static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
 {
+  if (!direct_start(r))
+    return write_now(r, offset, raw, len, buffered);
+  uint32_t need = (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
   pthread_mutex_lock(&r->w.lock);
-  while (r->w.count == DIRECT_SLOTS && !r->w.err)
+  uint32_t at, span;
+  for (;;) {
+    at = r->w.count ? r->w.tail : 0;
+    span = need;
+    if (at + need > DIRECT_RING_BYTES) { /* does not fit before the end: from the start, skipping the rest */
+      span += DIRECT_RING_BYTES - at;
+      at = 0;
+    }
+    if (r->w.err || (r->w.count < DIRECT_SLOTS && r->w.used + span <= DIRECT_RING_BYTES))
+      break;
     pthread_cond_wait(&r->w.cv, &r->w.lock);
+  }
   int err = r->w.err;
-  /* Only this thread adds, so the free slot stays free while it is filled unlocked. */
-  struct direct_slot *sl = &r->w.slot[(r->w.head + r->w.count) % DIRECT_SLOTS];
+  if (!err) {
+    if (!r->w.count)
+      r->w.used = 0;
+    r->w.used += span;
+    r->w.tail = at + need;
+  }
+  unsigned idx = (r->w.head + r->w.count) % DIRECT_SLOTS;
   pthread_mutex_unlock(&r->w.lock);
   if (err)
     return write_failed(r, err);
-  if (len > sl->cap) {
-    free(sl->buf);
-    sl->cap = 0;
-    if (posix_memalign((void **)&sl->buf, DIRECT_ALIGN, len) != 0) {
-      sl->buf = NULL;
-      return RPL_E_NOMEM;
-    }
-    sl->cap = len;
-  }
-  memcpy(sl->buf, raw, len);
-  sl->offset = offset;
-  sl->len = len;
-  sl->buffered = buffered;
-  if (!r->w.running) {
-    r->w.stop = false;
-    if (pthread_create(&r->w.thread, NULL, direct_writer, r) != 0)
-      return RPL_E_NOMEM;
-    r->w.running = true;
-  }
+  /* Only this thread adds, so the slot and its bytes stay free while they are filled unlocked. */
+  struct direct_slot *sl = &r->w.slot[idx];
+  memcpy(r->w.buf + at, raw, len);
+  *sl = (struct direct_slot){.offset = offset, .len = len, .at = at, .span = span, .buffered = buffered};
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* never NULL: one entry per slot, and the stop's */
+  io_uring_prep_write(sqe, buffered ? r->fd : r->dfd, r->w.buf + at, len, offset);
+  io_uring_sqe_set_data64(sqe, idx);
   pthread_mutex_lock(&r->w.lock);
   r->w.count++;
-  pthread_cond_broadcast(&r->w.cv);
   pthread_mutex_unlock(&r->w.lock);
+  int rc;
+  for (unsigned tries = 0; (rc = io_uring_submit(&r->w.ring)) == -EAGAIN || rc == -EINTR || rc == -EBUSY; tries++) {
+    if (tries == 1000)
+      break;
+    usleep(1000); /* the kernel is short of memory for the request: a moment, as for any write */
+  }
+  if (rc != 1) { /* the ring cannot take work: this write failed, the cycle is sent again, later ones go at once */
+    log_err("replica %s: cannot submit a write to io_uring: %s", r->path, strerror(rc < 0 ? -rc : EIO));
+    pthread_mutex_lock(&r->w.lock);
+    if (!r->w.err)
+      r->w.err = rc < 0 ? -rc : EIO;
+    sl->done = true;
+    retire_done(r);
+    pthread_mutex_unlock(&r->w.lock);
+    return write_failed(r, rc < 0 ? -rc : EIO);
+  }
   return RPL_OK;
 }
 
-/* Waits for the writer when a queued write overlaps [offset, offset+len). */
+/* Waits for the writes in flight when one of them overlaps [offset, offset+len). */
 static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
 {
-  if (!r->w.running)
+  if (!r->w.started)
     return RPL_OK;
   bool overlap = false;
   pthread_mutex_lock(&r->w.lock);
   for (unsigned i = 0; i < r->w.count && !overlap; i++) {
     const struct direct_slot *sl = &r->w.slot[(r->w.head + i) % DIRECT_SLOTS];
-    overlap = sl->offset < offset + len && offset < sl->offset + sl->len;
+    overlap = !sl->done && sl->offset < offset + len && offset < sl->offset + sl->len;
   }
   pthread_mutex_unlock(&r->w.lock);
   return overlap ? replica_flush(r) : RPL_OK;
@@ -506,16 +612,14 @@ static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
 
 rpl_err replica_flush(struct replica *r)
 {
-  if (!r->w.running)
+  if (!r->w.started)
     return RPL_OK;
   pthread_mutex_lock(&r->w.lock);
-  r->w.stop = true;
-  pthread_cond_broadcast(&r->w.cv);
-  pthread_mutex_unlock(&r->w.lock);
-  pthread_join(r->w.thread, NULL);
-  r->w.running = false;
+  while (r->w.count)
+    pthread_cond_wait(&r->w.cv, &r->w.lock);
   int err = r->w.err;
   r->w.err = 0;
+  pthread_mutex_unlock(&r->w.lock);
   return err ? write_failed(r, err) : RPL_OK;
 }
 
@@ -526,22 +630,22 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
             len, offset, r->size);
     return RPL_E_EXTENT_RANGE;
   }
-  /* Written by a thread of its own, so that the next extents are received and checked meanwhile.
-   * Large extents O_DIRECT where the image's filesystem takes it: the data goes to the disk as it
-   * comes, without piling up dirty pages (and their throttling) for one long fdatasync at the end.
-   * Small ones (a delta cycle's) through the page cache, which the disk gets merged and in order. */
+  /* In flight while the next extents are received and checked (up to DIRECT_SLOTS at once), O_DIRECT
+   * where aligned and the image's filesystem takes it: the data goes to the disk as it comes, with
+   * neither dirty pages to throttle on nor a long fdatasync at the end. Two writes of the same bytes
+   * are never in flight together: the later one waits. */
+  rpl_err qe = flush_if_queued(r, offset, len);
+  if (qe)
+    return qe;
   if (raw && len <= PROTO_MAX_EXTENT) {
     if (r->dfd == -1) {
       r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
       if (r->dfd < 0)
         r->dfd = -2;
     }
-    bool direct_io = r->dfd >= 0 && len >= DIRECT_IO_MIN && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
+    bool direct_io = r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
     return queue_direct(r, offset, raw, len, !direct_io);
   }
-  rpl_err qe = flush_if_queued(r, offset, len); /* what follows must not be overtaken by a queued write */
-  if (qe)
-    return qe;
   if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */
     off_t data = lseek(r->fd, (off_t)offset, SEEK_DATA);
     if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= offset + len))

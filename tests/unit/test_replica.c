@@ -486,6 +486,35 @@ static void test_direct_zeros_after_queued_data(void **state)
   }
 }
 
+/* A delta's many small writes are in flight together (O_DIRECT where aligned, buffered where not):
+ * random 4 KiB-aligned and unaligned extents, some rewriting bytes a write still in flight holds
+ * (the later must win), more of them than the writes in flight and than the ring's bytes, then one
+ * sync: the image is the model. */
+static void test_direct_many_small_in_flight(void **state)
+{
+  struct ctx *c = *state;
+  static uint8_t raw[256 << 10];
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < 600; i++) {
+      uint32_t r = next_rand(c);
+      bool aligned = r % 4 != 0;
+      uint32_t len = aligned ? (1 + r % 16) * 4096u : 1 + r % 20000;
+      if (i % 100 == 99)
+        len = sizeof raw; /* a large one now and then: the ring wraps around */
+      uint64_t off = aligned || len == sizeof raw ? (uint64_t)(next_rand(c) % ((DISK_SIZE - len) / 4096)) * 4096
+                                                  : next_rand(c) % (DISK_SIZE - len);
+      if (i % 7 == 3) /* the same place again: over a write likely still in flight */
+        off = 4096u * (uint64_t)(round + 1);
+      for (uint32_t k = 0; k < len; k++)
+        raw[k] = (uint8_t)next_rand(c);
+      memcpy(c->model + off, raw, len);
+      assert_int_equal(replica_write_extent(c->r, off, raw, len), RPL_OK);
+    }
+    assert_int_equal(replica_sync(c->r), RPL_OK);
+    assert_image_is_model(c);
+  }
+}
+
 /* The initial sync written straight into the image: data and zero extents land where they say,
  * writes past the image are refused, and after replica_sync + journal_set_base the journal has
  * cycle 1 committed and applied, with the next cycle going through the journal as usual. */
@@ -543,6 +572,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_zero_extent_punches_hole, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_zeros_after_queued_data, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_initial_sync, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_direct_many_small_in_flight, setup, teardown),
     cmocka_unit_test_setup_teardown(test_large_cycle_second_pass, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
