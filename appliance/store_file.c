@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -333,9 +334,26 @@ static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool c
 
 static void stage_free(struct stage *sg)
 {
-  free(sg->bytes);
+  if (sg->bytes)
+    munmap(sg->bytes, STAGE_BYTES);
   sg->bytes = NULL;
   sg->len = sg->cap = sg->n = 0;
+}
+
+/* The stage's memory, reserved whole and touched as it fills, in huge pages where the kernel has
+ * them: a 41 MiB cycle faulted and zeroed its 32 MiB 4 KiB at a time, a fifth of the session
+ * thread's time. Freed after each cycle, as a fleet's disks would otherwise each keep 32 MiB. */
+static rpl_err stage_reserve(struct stage *sg)
+{
+  if (sg->bytes)
+    return RPL_OK;
+  void *p = mmap(NULL, STAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return RPL_E_NOMEM;
+  (void)madvise(p, STAGE_BYTES, MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages as before */
+  sg->bytes = p;
+  sg->cap = STAGE_BYTES;
+  return RPL_OK;
 }
 
 /* The held extents' old blocks made durable, then the extents written. */
@@ -369,16 +387,8 @@ static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8
       e = replica_write_extent(fs->r, offset, raw, len);
     return e;
   }
-  if (!e && sg->len + need > sg->cap) {
-    size_t cap = sg->cap ? sg->cap : (1u << 20);
-    while (cap < sg->len + need)
-      cap *= 2;
-    uint8_t *p = realloc(sg->bytes, cap < STAGE_BYTES ? cap : STAGE_BYTES);
-    if (!p)
-      return RPL_E_NOMEM;
-    sg->bytes = p;
-    sg->cap = cap < STAGE_BYTES ? cap : STAGE_BYTES;
-  }
+  if (!e && need)
+    e = stage_reserve(sg);
   if (!e)
     e = guard_note(fs, offset, len);
   if (e)

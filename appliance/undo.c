@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "file_io.h"
+#include "proto.h"
 #include "rpl_log.h"
 #include "undo.h"
 
@@ -239,7 +240,7 @@ static bool read_record(int fd, uint64_t pos, uint64_t size, struct rec_header *
   size_t len = (size_t)h->nblocks * UNDO_BLOCK;
   if (size - pos - sizeof *h < len || file_pread_full(fd, buf, len, pos + sizeof *h, &got) || got != len)
     return false;
-  return XXH3_64bits(buf, len) == h->data_hash;
+  return proto_hash64(buf, len) == h->data_hash;
 }
 
 /* ---- the writer ----------------------------------------------------------------------------------- */
@@ -389,7 +390,7 @@ static rpl_err append_run(struct undo_log *u, uint64_t b, uint32_t n, const uint
   uint8_t *rec = u->buf;
   if (data != rec + sizeof h)
     memcpy(rec + sizeof h, data, len);
-  h.data_hash = XXH3_64bits(rec + sizeof h, len);
+  h.data_hash = proto_hash64(rec + sizeof h, len);
   h.hash = XXH3_64bits(&h, offsetof(struct rec_header, hash));
   memcpy(rec, &h, sizeof h);
   if (file_pwrite_full(u->fd, rec, sizeof h + len, u->end))
