@@ -29,7 +29,6 @@
  * syncs of the undo file: one fdatasync per batch instead of one per extent. */
 #define STAGE_BYTES (32u << 20)
 #define STAGE_EXTENTS 4096
-#define NOTE_BEHIND 32 /* extents between an extent's read-ahead of old blocks and their keeping */
 
 /* How points are kept ($RPL_FILE_POINTS; the benchmark compares them): reflinks where the filesystem
  * has them, else undo files; always undo files; always a copy of the image (a reflink where possible). */
@@ -43,12 +42,11 @@ struct file_store {
   pthread_mutex_t lock;  /* undo: the applier, and a session's direct cycle (see file_direct_begin) */
   struct undo_log *undo; /* the newest point's undo file; NULL: no point needs blocks kept */
   bool direct_undo;      /* the direct cycle in progress keeps blocks before it writes them */
-  struct stage {         /* its extents, held until their old blocks are kept and durable */
+  struct stage {         /* its extents whose old blocks were kept but not yet made durable */
     uint8_t *bytes;      /* at most STAGE_BYTES */
     size_t len, cap;
     struct staged { uint64_t offset; uint32_t length; bool zero; } x[STAGE_EXTENTS];
     size_t n;
-    size_t noted;        /* x[0..noted) have their old blocks kept (in the undo file, not yet synced) */
   } stage;
 };
 
@@ -339,7 +337,7 @@ static void stage_free(struct stage *sg)
   if (sg->bytes)
     munmap(sg->bytes, STAGE_BYTES);
   sg->bytes = NULL;
-  sg->len = sg->cap = sg->n = sg->noted = 0;
+  sg->len = sg->cap = sg->n = 0;
 }
 
 /* The stage's memory, reserved whole and touched as it fills, in huge pages where the kernel has
@@ -350,7 +348,7 @@ static void stage_done(struct stage *sg)
 {
   if (sg->bytes)
     (void)madvise(sg->bytes, STAGE_BYTES, MADV_FREE);
-  sg->len = sg->n = sg->noted = 0;
+  sg->len = sg->n = 0;
 }
 
 static rpl_err stage_reserve(struct stage *sg)
@@ -366,25 +364,19 @@ static rpl_err stage_reserve(struct stage *sg)
   return RPL_OK;
 }
 
-/* The held extents' old blocks kept and made durable, then the extents written. */
+/* The held extents' old blocks made durable, then the extents written. */
 static rpl_err stage_flush(struct file_store *fs)
 {
   struct stage *sg = &fs->stage;
   if (!sg->n)
     return RPL_OK;
-  rpl_err e = RPL_OK;
-  while (sg->noted < sg->n && !e) {
-    e = guard_note(fs, sg->x[sg->noted].offset, sg->x[sg->noted].length);
-    sg->noted++;
-  }
-  if (!e)
-    e = guard_ready(fs);
+  rpl_err e = guard_ready(fs);
   size_t pos = 0;
   for (size_t i = 0; i < sg->n && !e; i++) {
     e = replica_write_extent(fs->r, sg->x[i].offset, sg->x[i].zero ? NULL : sg->bytes + pos, sg->x[i].length);
     pos += sg->x[i].zero ? 0 : sg->x[i].length;
   }
-  sg->len = sg->n = sg->noted = 0;
+  sg->len = sg->n = 0;
   return e;
 }
 
@@ -405,21 +397,15 @@ static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8
   }
   if (!e && need)
     e = stage_reserve(sg);
+  if (!e)
+    e = guard_note(fs, offset, len);
   if (e)
     return e;
-  /* The old blocks are read ahead as each extent comes and kept NOTE_BEHIND extents later, so that
-   * where they are not cached the disk has many reads in its queue, not one at a time. */
-  if (fs->image_fd >= 0)
-    (void)posix_fadvise(fs->image_fd, (off_t)offset, (off_t)len, POSIX_FADV_WILLNEED);
   if (raw)
     memcpy(sg->bytes + sg->len, raw, len);
   sg->len += need;
   sg->x[sg->n++] = (struct staged){offset, len, raw == NULL};
-  if (sg->n - sg->noted > NOTE_BEHIND) {
-    e = guard_note(fs, sg->x[sg->noted].offset, sg->x[sg->noted].length);
-    sg->noted++;
-  }
-  return e;
+  return RPL_OK;
 }
 
 static rpl_err file_direct_commit(struct store *st)
