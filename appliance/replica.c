@@ -60,6 +60,7 @@ struct replica {
   struct {
     bool started;     /* the io_uring and the reaper exist (false: writes are made synchronously) */
     bool broken;      /* io_uring could not be set up: synchronous from then on */
+    bool reaper_gone; /* the ring failed under the reaper (lock held): synchronous from then on */
     pthread_t reaper;
     struct io_uring ring;
     pthread_mutex_t lock; /* what follows */
@@ -165,10 +166,15 @@ void replica_close(struct replica *r)
   if (r->dfd >= 0)
     close(r->dfd);
   if (r->w.started) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* the ring is empty after the flush */
-    io_uring_prep_nop(sqe);
-    io_uring_sqe_set_data64(sqe, REAPER_STOP);
-    io_uring_submit(&r->w.ring);
+    pthread_mutex_lock(&r->w.lock);
+    bool gone = r->w.reaper_gone;
+    pthread_mutex_unlock(&r->w.lock);
+    if (!gone) {
+      struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* the ring is empty after the flush */
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, REAPER_STOP);
+      io_uring_submit(&r->w.ring);
+    }
     pthread_join(r->w.reaper, NULL);
     io_uring_queue_exit(&r->w.ring);
   }
@@ -473,6 +479,7 @@ static void *direct_reaper(void *arg)
     if (rc < 0) { /* the ring itself failed: nothing more will complete */
       pthread_mutex_lock(&r->w.lock);
       r->w.err = r->w.err ? r->w.err : -rc;
+      r->w.reaper_gone = true;
       for (unsigned i = 0; i < r->w.count; i++)
         r->w.slot[(r->w.head + i) % DIRECT_SLOTS].done = true;
       retire_done(r);
@@ -544,6 +551,10 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
   uint32_t need = (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
   pthread_mutex_lock(&r->w.lock);
   uint32_t at, span;
+  if (r->w.reaper_gone) { /* nothing would take the completion: written at once, not from the ring */
+    pthread_mutex_unlock(&r->w.lock);
+    return write_now(r, offset, raw, len, buffered);
+  }
   for (;;) {
     at = r->w.count ? r->w.tail : 0;
     span = need;
@@ -574,8 +585,12 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
   io_uring_prep_write(sqe, buffered ? r->fd : r->dfd, r->w.buf + at, len, offset);
   io_uring_sqe_set_data64(sqe, idx);
   pthread_mutex_lock(&r->w.lock);
-  r->w.count++;
+  bool gone = r->w.reaper_gone;
+  if (!gone)
+    r->w.count++;
   pthread_mutex_unlock(&r->w.lock);
+  if (gone) /* the reaper went meanwhile: this entry is never submitted (replica_close submits nothing then) */
+    return write_now(r, offset, raw, len, buffered);
   int rc;
   for (unsigned tries = 0; (rc = io_uring_submit(&r->w.ring)) == -EAGAIN || rc == -EINTR || rc == -EBUSY; tries++) {
     if (tries == 1000)
