@@ -33,6 +33,26 @@ expect_resync() { # expect_resync REASON: resync required for REASON; drain list
     fail "$1: unclear drain message: $(cat "$WORK/drain.err")"
 }
 ack() { cbt ack "$dev" "$(field count)" || fail "ack of $(field count) exited $?"; }
+# drain_exact WHAT SEEK COUNT: COUNT 4 KiB blocks written at block SEEK, then a drain that must list
+# exactly them. A completion the kernel skipped meanwhile (this kernel does, about once in 10^5
+# requests) makes the drain print the whole device as completion-missed, which the CLI, keeping no
+# history, cannot repair: that is acknowledged, counted and the write made again.
+drain_exact() {
+  local what=$1 seek=$2 count=$3 out rc try
+  for try in 1 2 3; do
+    dd if=/dev/urandom of="$dev" bs=4096 seek="$seek" count="$count" oflag=direct status=none
+    out=$(cbt drain "$dev" 2>"$WORK/drain.err")
+    rc=$?
+    if [ $rc -eq 3 ] && grep -q "completion-missed" "$WORK/drain.err"; then
+      echo "$what: a completion the kernel skipped (completion-missed, try $try): acknowledged, written again"
+      ack
+      continue
+    fi
+    [ $rc -eq 0 ] && [ "$out" = "$(marked $((seek * 4096)) $((count * 4096)))" ] || fail "$what is not exact: $out"
+    return 0
+  done
+  fail "$what: a completion skipped in each of 3 tries"
+}
 
 [ "$(field required)" = false ] || fail "a fresh start is resync-required"
 uuid0=$(field tracker_uuid)
@@ -45,8 +65,7 @@ count=$(field count)
 err=$(cbt ack "$dev" $((count + 1)) 2>&1) && fail "ack of a future event succeeded"
 ack
 [ "$(field required)" = false ] || fail "ack did not clear"
-dd if=/dev/urandom of="$dev" bs=4096 seek=3 count=1 oflag=direct status=none
-[ "$(cbt drain "$dev")" = "$(marked 12288 4096)" ] || fail "drain after ack is not exact"
+drain_exact "drain after ack" 3 1
 
 # Unclean detach: the pins vanish (bpffs remounted, someone removed them).
 rm -rf "$MOBILITY_AGENT_BPF_PIN_DIR"
@@ -95,8 +114,7 @@ err=$(cbt ack "$dev" $((stale - 1)) 2>&1) && fail "ack of a stale count succeede
 [ "$(field required)" = true ] || fail "a stale ack cleared the resync"
 expect_resync resize
 ack
-dd if=/dev/urandom of="$dev" bs=4096 seek=$((90 * 256)) count=2 oflag=direct status=none
-[ "$(cbt drain "$dev")" = "$(marked $((90 << 20)) 8192)" ] || fail "drain after resize is not exact"
+drain_exact "drain after resize" $((90 * 256)) 2
 # Media change: the loop device re-pointed at other content, not one write through it.
 if [ -e "/sys/block/$name/diskseq" ]; then
   truncate -s 96M "$WORK/other.img"
