@@ -444,23 +444,22 @@ static void retire_done(struct replica *r)
   pthread_cond_broadcast(&r->w.cv);
 }
 
-/* A finished write: a short one is completed synchronously, as is an O_DIRECT one the filesystem
- * refused (EINVAL: it wants another alignment there) through the page cache. Returns an errno. */
-static int finish_write(struct replica *r, const struct direct_slot *sl, int res)
+/* A write's result made whole: a short one is finished synchronously, and an O_DIRECT one the
+ * filesystem refused (EINVAL: it wants another alignment there) is made through the page cache.
+ * res: bytes written or -errno. Returns an errno (0: written). */
+static int complete_write(struct replica *r, const uint8_t *data, uint64_t offset, uint32_t len, bool buffered, int res)
 {
-  const uint8_t *data = r->w.buf + sl->at;
-  bool cached = sl->buffered;
-  if (res == -EINVAL && !sl->buffered) {
+  bool cached = buffered;
+  if (res == -EINVAL && !buffered) {
     cached = true;
-    res = file_pwrite_full(r->fd, data, sl->len, sl->offset) == RPL_OK ? (int)sl->len : -(errno ? errno : EIO);
-  } else if (res >= 0 && (uint32_t)res < sl->len) {
+    res = file_pwrite_full(r->fd, data, len, offset) == RPL_OK ? (int)len : -(errno ? errno : EIO);
+  } else if (res >= 0 && (uint32_t)res < len) {
     uint32_t done = (uint32_t)res;
-    res = file_pwrite_full(r->fd, data + done, sl->len - done, sl->offset + done) == RPL_OK ? (int)sl->len
-                                                                                        : -(errno ? errno : EIO);
+    res = file_pwrite_full(r->fd, data + done, len - done, offset + done) == RPL_OK ? (int)len : -(errno ? errno : EIO);
   }
   if (res < 0)
     return -res;
-  if (cached && (r->unkicked += sl->len) >= WRITEBACK_KICK) {
+  if (cached && (r->unkicked += len) >= WRITEBACK_KICK) {
     /* Asynchronous: the disk writes while the next extents arrive; durability is replica_sync's. */
     (void)sync_file_range(r->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     r->unkicked = 0;
@@ -492,7 +491,7 @@ static void *direct_reaper(void *arg)
     if (tag == REAPER_STOP)
       return NULL;
     struct direct_slot *sl = &r->w.slot[tag];
-    int err = finish_write(r, sl, res);
+    int err = complete_write(r, r->w.buf + sl->at, sl->offset, sl->len, sl->buffered, res);
     pthread_mutex_lock(&r->w.lock);
     if (err && !r->w.err)
       r->w.err = err;
@@ -535,12 +534,9 @@ static bool direct_start(struct replica *r)
 /* A write made at once, where there is no io_uring. */
 static rpl_err write_now(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
 {
-  ssize_t n = buffered ? -1 : pwrite(r->dfd, raw, len, (off_t)offset);
-  if (n == (ssize_t)len)
-    return RPL_OK;
-  if (!buffered && (n >= 0 || errno != EINVAL))
-    return write_failed(r, n < 0 ? errno : EIO);
-  return file_pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK;
+  ssize_t n = pwrite(buffered ? r->fd : r->dfd, raw, len, (off_t)offset);
+  int err = complete_write(r, raw, offset, len, buffered, n < 0 ? -errno : (int)n);
+  return err ? write_failed(r, err) : RPL_OK;
 }
 
 /* Copies the extent into the ring buffer (waiting for room) and submits its write. */
@@ -568,8 +564,6 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
   }
   int err = r->w.err;
   if (!err) {
-    if (!r->w.count)
-      r->w.used = 0;
     r->w.used += span;
     r->w.tail = at + need;
   }

@@ -43,8 +43,8 @@ struct file_store {
   struct undo_log *undo; /* the newest point's undo file; NULL: no point needs blocks kept */
   bool direct_undo;      /* the direct cycle in progress keeps blocks before it writes them */
   struct stage {         /* its extents whose old blocks were kept but not yet made durable */
-    uint8_t *bytes;      /* at most STAGE_BYTES */
-    size_t len, cap;
+    uint8_t *bytes;      /* STAGE_BYTES of address space (stage_reserve), or NULL */
+    size_t len;
     struct staged { uint64_t offset; uint32_t length; bool zero; } x[STAGE_EXTENTS];
     size_t n;
   } stage;
@@ -337,7 +337,7 @@ static void stage_free(struct stage *sg)
   if (sg->bytes)
     munmap(sg->bytes, STAGE_BYTES);
   sg->bytes = NULL;
-  sg->len = sg->cap = sg->n = 0;
+  sg->len = sg->n = 0;
 }
 
 /* The stage's memory, reserved whole and touched as it fills, in huge pages where the kernel has
@@ -360,7 +360,6 @@ static rpl_err stage_reserve(struct stage *sg)
     return RPL_E_NOMEM;
   (void)madvise(p, STAGE_BYTES, MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages as before */
   sg->bytes = p;
-  sg->cap = STAGE_BYTES;
   return RPL_OK;
 }
 

@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "file_io.h"
 #include "proto.h"
@@ -153,7 +152,7 @@ static uint64_t name_cycle(const char *name, const char *base, bool tmp)
 static bool header_valid(const struct file_header *h)
 {
   return memcmp(h->magic, FILE_MAGIC, 8) == 0 && h->version == FILE_VERSION && h->block == UNDO_BLOCK &&
-         XXH3_64bits(h, offsetof(struct file_header, hash)) == h->hash;
+         proto_hash64(h, offsetof(struct file_header, hash)) == h->hash;
 }
 
 static int cmp_cycle(const void *a, const void *b)
@@ -235,7 +234,7 @@ static bool read_record(int fd, uint64_t pos, uint64_t size, struct rec_header *
   if (size - pos < sizeof *h || file_pread_full(fd, h, sizeof *h, pos, &got) || got != sizeof *h)
     return false;
   if (h->magic != REC_MAGIC || h->nblocks == 0 || h->nblocks > UNDO_MAX_RUN || h->offset % UNDO_BLOCK ||
-      XXH3_64bits(h, offsetof(struct rec_header, hash)) != h->hash)
+      proto_hash64(h, offsetof(struct rec_header, hash)) != h->hash)
     return false;
   size_t len = (size_t)h->nblocks * UNDO_BLOCK;
   if (size - pos - sizeof *h < len || file_pread_full(fd, buf, len, pos + sizeof *h, &got) || got != len)
@@ -356,7 +355,7 @@ rpl_err undo_log_start(const char *image, uint64_t cycle, uint64_t disk_size, st
     struct file_header h = {.version = FILE_VERSION, .block = UNDO_BLOCK, .cycle = cycle, .created = time(NULL),
                             .disk_size = disk_size};
     memcpy(h.magic, FILE_MAGIC, 8);
-    h.hash = XXH3_64bits(&h, offsetof(struct file_header, hash));
+    h.hash = proto_hash64(&h, offsetof(struct file_header, hash));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     e = fd < 0 ? sys_fail("cannot create", tmp) : RPL_OK;
     if (!e && (file_pwrite_full(fd, &h, sizeof h, 0) || fdatasync(fd) != 0))
@@ -391,7 +390,7 @@ static rpl_err append_run(struct undo_log *u, uint64_t b, uint32_t n, const uint
   if (data != rec + sizeof h)
     memcpy(rec + sizeof h, data, len);
   h.data_hash = proto_hash64(rec + sizeof h, len);
-  h.hash = XXH3_64bits(&h, offsetof(struct rec_header, hash));
+  h.hash = proto_hash64(&h, offsetof(struct rec_header, hash));
   memcpy(rec, &h, sizeof h);
   if (file_pwrite_full(u->fd, rec, sizeof h + len, u->end))
     return sys_fail("cannot append to", u->path); /* a torn record is overwritten by the next append */
