@@ -13,12 +13,17 @@
 
 /*
  * What it promises
- *  - Blocks are 4 KiB (UNDO_BLOCK). Each undo file is a header and records (a run of at most
- *    UNDO_MAX_RUN blocks: offset, data, xxh3-64 of the header and of the data), appended only.
+ *  - Blocks are 4 KiB (UNDO_BLOCK). Each undo file is a header block and groups, appended only:
+ *    a group is a 4 KiB header listing its runs (at most UNDO_MAX_RUN blocks each: offset, count,
+ *    xxh3-64 of the data) with an xxh3-64 of itself, then the runs' blocks; 4 KiB-aligned, it is
+ *    written O_DIRECT (no page cache taken or copied into) while the next group fills. Files of
+ *    format version 1 (a 64-byte header, then records of one run with a 32-byte header, written
+ *    through the page cache) are read, and appended to in their own format.
  *    A block is captured at most once per file: the first time it is about to be overwritten.
  *  - Crash safety: what undo_log_note appended is durable (undo_log_sync) before the image is
- *    written; a torn record at the end of a file (a crash in an append) is never read and is cut
- *    off before the next append. A new undo file is durable, its name too, before it is used. So a
+ *    written; a torn record or group at the end of a file (a crash in an append) is never read and
+ *    is cut off whole before the next append; a failed group write reads the file back, so its
+ *    blocks are captured again when they are noted again. A new undo file is durable, its name too, before it is used. So a
  *    kill -9 at any instant loses no point: every point's blocks are in its file or in the image.
  *  - Deleting point K (retention) first appends to the next older undo file P the blocks of K that
  *    P does not hold (their content at P is their content at K, since P did not see them change),
