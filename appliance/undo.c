@@ -345,14 +345,24 @@ struct undo_log {
   uint8_t *buf;        /* version 1: a record being built (header and at most UNDO_MAX_RUN blocks) */
   /* Version 2: groups are written O_DIRECT (dfd; through fd where the filesystem refuses it), so a
    * cycle's old blocks neither take page-cache pages nor are copied into them, and through an
-   * io_uring (when the kernel has one) while the next group fills. */
+   * io_uring (when the kernel has one) while the next group fills. The old blocks are read through
+   * it too, many at a time: an appliance's page cache does not hold its fleet's replicas, and one
+   * read at a time from the disk was most of a delta's time. */
   int dfd;
   uint8_t *groups;     /* GROUP_BUFFERS x GROUP_BYTES, page-aligned; NULL until the first run */
   unsigned cur;        /* the group being filled */
   uint32_t cur_blocks; /* its data blocks */
   struct pending { uint64_t pos; uint32_t len; bool busy; } out[GROUP_BUFFERS];
+  struct group_reads { /* the old blocks of a group's runs, read into it */
+    uint32_t in_flight;
+    rpl_err err;
+    struct run_read { uint64_t at; uint32_t len; uint32_t data; } r[GROUP_ENTRIES]; /* data: offset in the group */
+  } reads[GROUP_BUFFERS];
+  unsigned reads_in_flight;
+  int image_fd;        /* what reads in flight read (the image, as undo_log_note was given it) */
   struct io_uring ring;
-  bool ring_ready, ring_tried;
+  bool ring_ready;     /* initialized: io_uring_queue_exit at close */
+  bool ring_tried, ring_broken; /* broken: nothing more is submitted (what is in flight still comes back) */
 };
 
 const char *undo_log_path(const struct undo_log *u) { return u->path; }
@@ -541,6 +551,10 @@ static rpl_err append_record(struct undo_log *u, uint64_t b, uint32_t n, const u
 
 /* ---- version 2: groups written O_DIRECT while the next one fills ------------------------------- */
 
+#define RING_ENTRIES 64u
+#define READS_IN_FLIGHT 32u    /* old-block reads at once: a disk's queue kept full, the ring never */
+#define WRITE_TAG (1ull << 32) /* user_data: a group's write (| group), else a read ((group << 8) | run) */
+
 static rpl_err groups_reserve(struct undo_log *u)
 {
   if (u->groups)
@@ -551,15 +565,17 @@ static rpl_err groups_reserve(struct undo_log *u)
   u->groups = p;
   if (!u->ring_tried) {
     u->ring_tried = true;
-    u->ring_ready = io_uring_queue_init(GROUP_BUFFERS, &u->ring, 0) == 0;
+    u->ring_ready = io_uring_queue_init(RING_ENTRIES, &u->ring, 0) == 0;
     if (!u->ring_ready)
-      log_warn("undo file %s: no io_uring (%s): each group is written before the next one fills", u->path,
-               strerror(errno));
+      log_warn("undo file %s: no io_uring (%s): old blocks are read one run at a time, and each group is written "
+               "before the next one fills", u->path, strerror(errno));
   }
   if (u->dfd < 0 && (u->dfd = open(u->path, O_WRONLY | O_DIRECT | O_CLOEXEC)) < 0)
     log_warn("undo file %s: no O_DIRECT (%s): written through the page cache", u->path, strerror(errno));
   return RPL_OK;
 }
+
+static bool ring_usable(const struct undo_log *u) { return u->ring_ready && !u->ring_broken; }
 
 /* Group i's write came back with res (bytes, or -errno): a short write's rest is written at once,
  * and all of it through the page cache when O_DIRECT was refused (then later groups are too). */
@@ -583,24 +599,65 @@ static rpl_err group_done(struct undo_log *u, unsigned i, int res)
   return RPL_OK;
 }
 
+/* A run's old blocks: res bytes (or -errno) came back from its read; the rest of a short read is read
+ * at once, and what lies past the image's end is zeros, as the disk read then. */
+static void read_done(struct undo_log *u, unsigned g, unsigned k, int res)
+{
+  struct group_reads *gr = &u->reads[g];
+  struct run_read *r = &gr->r[k];
+  uint8_t *data = u->groups + (size_t)g * GROUP_BYTES + r->data;
+  size_t got = res > 0 ? (size_t)res : 0;
+  if (res < 0) {
+    errno = -res;
+    if (!gr->err)
+      gr->err = rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", r->at,
+                         strerror(errno));
+  } else if (got < r->len && res > 0) {
+    size_t more = 0;
+    if (file_pread_full(u->image_fd, data + got, r->len - got, r->at + got, &more) && !gr->err)
+      gr->err = rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s",
+                         r->at, strerror(errno));
+    got += more;
+  }
+  if (got < r->len)
+    memset(data + got, 0, r->len - got);
+  gr->in_flight--;
+  u->reads_in_flight--;
+}
+
+/* Takes one completion from the ring (waiting for it) and finishes what it was. */
+static rpl_err reap_one(struct undo_log *u)
+{
+  struct io_uring_cqe *cqe;
+  int rc;
+  while ((rc = io_uring_wait_cqe(&u->ring, &cqe)) == -EINTR)
+    ;
+  if (rc < 0) { /* the ring is broken: nothing more will come back */
+    u->ring_broken = true;
+    for (unsigned g = 0; g < GROUP_BUFFERS; g++) {
+      u->out[g].busy = false;
+      u->reads[g].in_flight = 0;
+      if (!u->reads[g].err)
+        u->reads[g].err = RPL_E_IO;
+    }
+    u->reads_in_flight = 0;
+    errno = -rc;
+    return sys_fail("cannot wait for the undo file's I/O:", u->path);
+  }
+  uint64_t tag = io_uring_cqe_get_data64(cqe);
+  int res = cqe->res;
+  io_uring_cqe_seen(&u->ring, cqe);
+  if (tag & WRITE_TAG)
+    return group_done(u, (unsigned)(tag % GROUP_BUFFERS), res);
+  read_done(u, (unsigned)((tag >> 8) % GROUP_BUFFERS), (unsigned)(tag & 0xFF), res);
+  return RPL_OK;
+}
+
 static rpl_err group_wait(struct undo_log *u, unsigned i)
 {
   rpl_err e = RPL_OK;
-  while (u->out[i].busy) {
-    struct io_uring_cqe *cqe;
-    int rc = io_uring_wait_cqe(&u->ring, &cqe);
-    if (rc == -EINTR)
-      continue;
-    if (rc < 0) { /* the ring is broken: nothing more will come back */
-      for (unsigned k = 0; k < GROUP_BUFFERS; k++)
-        u->out[k].busy = false;
-      errno = -rc;
-      return sys_fail("cannot wait for an append to", u->path);
-    }
-    unsigned k = (unsigned)io_uring_cqe_get_data64(cqe) % GROUP_BUFFERS;
-    int res = cqe->res;
-    io_uring_cqe_seen(&u->ring, cqe);
-    rpl_err ek = group_done(u, k, res);
+  while (u->out[i].busy || u->reads[i].in_flight) {
+    rpl_err ek = reap_one(u);
     e = e ? e : ek;
   }
   return e;
@@ -616,25 +673,66 @@ static rpl_err groups_wait(struct undo_log *u)
   return e;
 }
 
-/* A group's write failed: the file is read back (held keeps only what it holds, the rest is kept
- * again when it is noted again) and its torn end cut off. Returns e. */
+/* A group's write (or a read into it) failed: the file is read back (held keeps only what it holds,
+ * the rest is kept again when it is noted again) and its torn end cut off. Returns e. */
 static rpl_err log_failed(struct undo_log *u, rpl_err e)
 {
   (void)groups_wait(u);
+  for (unsigned i = 0; i < GROUP_BUFFERS; i++)
+    u->reads[i].err = RPL_OK;
   rpl_err le = log_load(u);
   if (le)
     log_err("undo file %s: cannot be read back after a failed append: %s", u->path, rpl_detail(le));
   return e;
 }
 
-/* The group being filled is sent on its way (its write in flight, or made at once without an
- * io_uring), and the next buffer, free once its own write is back, becomes the one filled. */
+/* An sqe, or NULL when the ring cannot be used; a full submission queue is submitted first. */
+static struct io_uring_sqe *ring_sqe(struct undo_log *u)
+{
+  if (!ring_usable(u))
+    return NULL;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe && io_uring_submit(&u->ring) >= 0)
+    sqe = io_uring_get_sqe(&u->ring);
+  return sqe;
+}
+
+/* Submits what was prepared; false (the ring not used from now on) when the kernel refused it. */
+static bool ring_submit(struct undo_log *u)
+{
+  int rc;
+  while ((rc = io_uring_submit(&u->ring)) == -EINTR || rc == -EAGAIN || rc == -EBUSY)
+    ;
+  if (rc >= 0)
+    return true;
+  u->ring_broken = true;
+  log_warn("undo file %s: io_uring submit failed (%s): old blocks are read and groups written one at a time",
+           u->path, strerror(-rc));
+  return false;
+}
+
+/* The group being filled is sent on its way once its old blocks are in (its write in flight, or
+ * made at once without an io_uring), and the next buffer, free once its own write is back, becomes
+ * the one filled. */
 static rpl_err group_submit(struct undo_log *u)
 {
   unsigned i = u->cur;
   struct group_header *g = group_at(u, i);
   if (!g->count)
     return RPL_OK;
+  rpl_err e = RPL_OK;
+  while (u->reads[i].in_flight && !e)
+    e = reap_one(u);
+  if (!e)
+    e = u->reads[i].err;
+  if (e)
+    return log_failed(u, e);
+  const uint8_t *data = (const uint8_t *)g + UNDO_BLOCK;
+  for (uint32_t k = 0; k < g->count; k++) {
+    size_t len = (size_t)g->e[k].nblocks * UNDO_BLOCK;
+    g->e[k].data_hash = proto_hash64(data, len);
+    data += len;
+  }
   g->magic = GROUP_MAGIC;
   g->hash = proto_hash64(g, offsetof(struct group_header, hash));
   struct pending *o = &u->out[i];
@@ -644,27 +742,21 @@ static rpl_err group_submit(struct undo_log *u)
   u->cur = (i + 1) % GROUP_BUFFERS;
   u->cur_blocks = 0;
   int fd = u->dfd >= 0 ? u->dfd : u->fd;
-  rpl_err e = RPL_OK;
-  struct io_uring_sqe *sqe = u->ring_ready ? io_uring_get_sqe(&u->ring) : NULL;
+  struct io_uring_sqe *sqe = ring_sqe(u);
   if (sqe) {
     io_uring_prep_write(sqe, fd, g, o->len, o->pos);
-    io_uring_sqe_set_data64(sqe, i);
-    int rc;
-    while ((rc = io_uring_submit(&u->ring)) == -EINTR || rc == -EAGAIN || rc == -EBUSY)
-      ;
-    if (rc < 0) { /* not taken: written now, and every later group too */
-      u->ring_ready = false;
-      log_warn("undo file %s: io_uring submit failed (%s): each group is written at once", u->path, strerror(-rc));
-      sqe = NULL;
-    }
+    io_uring_sqe_set_data64(sqe, WRITE_TAG | i);
+    if (!ring_submit(u))
+      sqe = NULL; /* prepared but never submitted: the ring is not used again */
   }
   if (!sqe) {
     ssize_t w = pwrite(fd, g, o->len, (off_t)o->pos);
     e = group_done(u, i, w < 0 ? -errno : (int)w);
   }
-  if (!e && u->ring_ready)
-    e = group_wait(u, u->cur);
+  if (!e)
+    e = group_wait(u, u->cur); /* its write, and any read into it (none: it was submitted whole) */
   group_at(u, u->cur)->count = 0;
+  u->reads[u->cur] = (struct group_reads){0};
   return e ? log_failed(u, e) : RPL_OK;
 }
 
@@ -680,17 +772,53 @@ static rpl_err group_room(struct undo_log *u, uint32_t n, uint8_t **data)
   return e;
 }
 
-/* The run of n blocks from block b, whose content group_room's place (data) now holds, joins the group. */
-static rpl_err group_add(struct undo_log *u, uint64_t b, uint32_t n, const uint8_t *data)
+/* The run of n blocks from block b joins the group being filled, at the place group_room gave; its
+ * data is hashed when the group is sent. */
+static rpl_err group_add(struct undo_log *u, uint64_t b, uint32_t n)
 {
   struct group_header *g = group_at(u, u->cur);
-  g->e[g->count++] = (struct group_entry){
-    .offset = b * UNDO_BLOCK, .nblocks = n, .data_hash = proto_hash64(data, (size_t)n * UNDO_BLOCK)};
+  g->e[g->count++] = (struct group_entry){.offset = b * UNDO_BLOCK, .nblocks = n};
   u->cur_blocks += n;
   rpl_err e = RPL_OK;
   for (uint32_t i = 0; i < n && !e; i++)
     e = bs_add(&u->held, b + i);
   return e;
+}
+
+/* Reads the run's old blocks [at, at + len) of the image into data (in the group being filled, as
+ * its next run): in flight through the ring, else at once. */
+static rpl_err group_read(struct undo_log *u, int image_fd, uint64_t image_size, uint64_t at, uint8_t *data, size_t len)
+{
+  if (at >= image_size) {
+    memset(data, 0, len); /* past the image's end: zeros, as the disk read then */
+    return RPL_OK;
+  }
+  while (ring_usable(u) && u->reads_in_flight >= READS_IN_FLIGHT) {
+    rpl_err e = reap_one(u);
+    if (e)
+      return log_failed(u, e); /* a group's write failed */
+  }
+  unsigned i = u->cur, k = group_at(u, i)->count;
+  struct io_uring_sqe *sqe = ring_sqe(u);
+  if (sqe) {
+    u->image_fd = image_fd;
+    struct group_reads *gr = &u->reads[i];
+    gr->r[k] = (struct run_read){.at = at, .len = (uint32_t)len, .data = (uint32_t)(data - (uint8_t *)group_at(u, i))};
+    io_uring_prep_read(sqe, image_fd, data, (unsigned)len, at);
+    io_uring_sqe_set_data64(sqe, ((uint64_t)i << 8) | k);
+    gr->in_flight++;
+    u->reads_in_flight++;
+    if (ring_submit(u))
+      return RPL_OK;
+    gr->in_flight--; /* never submitted: read now */
+    u->reads_in_flight--;
+  }
+  size_t got = 0;
+  if (file_pread_full(image_fd, data, len, at, &got))
+    return rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", at,
+                    strerror(errno));
+  memset(data + got, 0, len - got);
+  return RPL_OK;
 }
 
 /* Appends a run whose content is data (merge_into). */
@@ -703,7 +831,7 @@ static rpl_err append_run(struct undo_log *u, uint64_t b, uint32_t n, const uint
   if (e)
     return e;
   memcpy(at, data, (size_t)n * UNDO_BLOCK);
-  return group_add(u, b, n, at);
+  return group_add(u, b, n);
 }
 
 rpl_err undo_log_note(struct undo_log *u, int image_fd, uint64_t image_size, uint64_t offset, uint64_t length)
@@ -719,17 +847,21 @@ rpl_err undo_log_note(struct undo_log *u, int image_fd, uint64_t image_size, uin
     uint32_t n = 0;
     while (b + n < b1 && n < UNDO_MAX_RUN && !bs_has(&u->held, b + n))
       n++;
-    uint8_t *data = u->buf + sizeof(struct rec_header);
-    rpl_err e = u->version == 1 ? RPL_OK : group_room(u, n, &data);
-    if (e)
-      return e;
     size_t len = (size_t)n * UNDO_BLOCK, got = 0;
     uint64_t at = b * UNDO_BLOCK;
-    if (at < image_size && file_pread_full(image_fd, data, len, at, &got))
-      return rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", at,
-                      strerror(errno));
-    memset(data + got, 0, len - got); /* past the image's end: zeros, as the disk read then */
-    e = u->version == 1 ? append_record(u, b, n, data) : group_add(u, b, n, data);
+    rpl_err e;
+    if (u->version == 1) {
+      uint8_t *data = u->buf + sizeof(struct rec_header);
+      if (at < image_size && file_pread_full(image_fd, data, len, at, &got))
+        return rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", at,
+                        strerror(errno));
+      memset(data + got, 0, len - got); /* past the image's end: zeros, as the disk read then */
+      e = append_record(u, b, n, data);
+    } else {
+      uint8_t *data;
+      if (!(e = group_room(u, n, &data)) && !(e = group_read(u, image_fd, image_size, at, data, len)))
+        e = group_add(u, b, n);
+    }
     if (e)
       return e;
     b += n;

@@ -16,6 +16,11 @@
 #
 #   bash bench/bench_delta.sh [ROUNDS] [SIZE] [PERCENT]        (root; defaults: 3 4G 1)
 #
+# BENCH_REPLICA_CACHE=cold drops the replica's pages from the page cache before every round (after
+# the writes, before the clock starts), as on an appliance whose page cache cannot hold its fleet's
+# replicas: the blocks a recovery point keeps are then read from the disk (default: warm, the
+# replica cached by the previous round's comparison).
+#
 # The disk is all text (a disk of zeros would make rsync's block matching pathological, which is
 # not the comparison we want). Loop devices are buffered: both sides read through the page cache.
 . "$(dirname "$0")/lib_bench.sh"
@@ -79,6 +84,10 @@ for r in $(seq 1 "$ROUNDS"); do
   raw0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
   base=$(ap_field d last_applied_cycle) # before the clock starts: the status call is the benchmark's, not ours
   w=$("$GEN" scatter "$dev" "$PCT" "$r" "$RT/extents") || die "writes failed"
+  if [ "${BENCH_REPLICA_CACHE:-warm}" = cold ]; then
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$replica" \
+      || die "cannot drop the replica's pages"
+  fi
   if [ $((r % 2)) -eq 1 ]; then
     run_limit; lim=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT; run_rsync; rs=$RESULT
   else
