@@ -360,6 +360,9 @@ struct undo_log {
   } reads[GROUP_BUFFERS];
   unsigned reads_in_flight;
   int image_fd;        /* what reads in flight read (the image, as undo_log_note was given it) */
+  int image_dfd;       /* image_fd opened again O_DIRECT: the old blocks go straight into the group */
+  int image_dfd_of;    /* the image_fd it was opened from (-1: none yet) */
+  bool image_dio_off;  /* O_DIRECT reads refused: through image_fd from now on */
   struct io_uring ring;
   bool ring_ready;     /* initialized: io_uring_queue_exit at close */
   bool ring_tried, ring_broken; /* broken: nothing more is submitted (what is in flight still comes back) */
@@ -387,6 +390,8 @@ void undo_log_close(struct undo_log *u)
     io_uring_queue_exit(&u->ring);
   if (u->dfd >= 0)
     close(u->dfd);
+  if (u->image_dfd >= 0)
+    close(u->image_dfd);
   if (u->fd >= 0)
     close(u->fd);
   bs_free(&u->held);
@@ -436,7 +441,7 @@ static rpl_err log_open_path(const char *path, uint64_t cycle, struct undo_log *
   struct undo_log *u = calloc(1, sizeof *u);
   if (!u)
     return RPL_E_NOMEM;
-  u->fd = u->dfd = -1;
+  u->fd = u->dfd = u->image_dfd = u->image_dfd_of = -1;
   u->cycle = cycle;
   rpl_err e = RPL_OK;
   if (!(u->path = strdup(path)) || !(u->buf = malloc(sizeof(struct rec_header) + RUN_BYTES)))
@@ -563,6 +568,12 @@ static rpl_err groups_reserve(struct undo_log *u)
   if (p == MAP_FAILED)
     return RPL_E_NOMEM;
   u->groups = p;
+  /* RPL_TEST_UNDO_PLAIN=1: a test takes the ways of kernels without io_uring and of filesystems
+   * without O_DIRECT. */
+  const char *plain = getenv("RPL_TEST_UNDO_PLAIN");
+  bool test_plain = plain && strcmp(plain, "1") == 0;
+  if (test_plain)
+    u->ring_tried = u->image_dio_off = true;
   if (!u->ring_tried) {
     u->ring_tried = true;
     u->ring_ready = io_uring_queue_init(RING_ENTRIES, &u->ring, 0) == 0;
@@ -570,7 +581,7 @@ static rpl_err groups_reserve(struct undo_log *u)
       log_warn("undo file %s: no io_uring (%s): old blocks are read one run at a time, and each group is written "
                "before the next one fills", u->path, strerror(errno));
   }
-  if (u->dfd < 0 && (u->dfd = open(u->path, O_WRONLY | O_DIRECT | O_CLOEXEC)) < 0)
+  if (u->dfd < 0 && !test_plain && (u->dfd = open(u->path, O_WRONLY | O_DIRECT | O_CLOEXEC)) < 0)
     log_warn("undo file %s: no O_DIRECT (%s): written through the page cache", u->path, strerror(errno));
   return RPL_OK;
 }
@@ -607,12 +618,18 @@ static void read_done(struct undo_log *u, unsigned g, unsigned k, int res)
   struct run_read *r = &gr->r[k];
   uint8_t *data = u->groups + (size_t)g * GROUP_BYTES + r->data;
   size_t got = res > 0 ? (size_t)res : 0;
+  if (res == -EINVAL && !u->image_dio_off) { /* O_DIRECT refused: read through the page cache */
+    log_warn("undo file %s: an O_DIRECT read of the image was refused: read through the page cache from now on",
+             u->path);
+    u->image_dio_off = true;
+    res = 0;
+  }
   if (res < 0) {
     errno = -res;
     if (!gr->err)
       gr->err = rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s", r->at,
                          strerror(errno));
-  } else if (got < r->len && res > 0) {
+  } else if (got < r->len) {
     size_t more = 0;
     if (file_pread_full(u->image_fd, data + got, r->len - got, r->at + got, &more) && !gr->err)
       gr->err = rpl_fail(RPL_E_IO, "cannot read the blocks at %" PRIu64 " to keep them for a recovery point: %s",
@@ -785,6 +802,30 @@ static rpl_err group_add(struct undo_log *u, uint64_t b, uint32_t n)
   return e;
 }
 
+/* image_fd opened again with O_DIRECT, or image_fd itself where that is refused. The replica is
+ * written O_DIRECT and an appliance's page cache does not hold its fleet's replicas: read through
+ * the page cache, the old blocks took fresh pages and a copy out of them. */
+static int image_direct(struct undo_log *u, int image_fd)
+{
+  if (u->image_dio_off)
+    return image_fd;
+  if (u->image_dfd_of != image_fd) {
+    if (u->image_dfd >= 0)
+      close(u->image_dfd);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", image_fd);
+    u->image_dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    u->image_dfd_of = image_fd;
+    if (u->image_dfd < 0) {
+      log_warn("undo file %s: the image cannot be read O_DIRECT (%s): read through the page cache", u->path,
+               strerror(errno));
+      u->image_dio_off = true;
+      return image_fd;
+    }
+  }
+  return u->image_dfd;
+}
+
 /* Reads the run's old blocks [at, at + len) of the image into data (in the group being filled, as
  * its next run): in flight through the ring, else at once. */
 static rpl_err group_read(struct undo_log *u, int image_fd, uint64_t image_size, uint64_t at, uint8_t *data, size_t len)
@@ -802,9 +843,10 @@ static rpl_err group_read(struct undo_log *u, int image_fd, uint64_t image_size,
   struct io_uring_sqe *sqe = ring_sqe(u);
   if (sqe) {
     u->image_fd = image_fd;
+    int fd = image_direct(u, image_fd);
     struct group_reads *gr = &u->reads[i];
     gr->r[k] = (struct run_read){.at = at, .len = (uint32_t)len, .data = (uint32_t)(data - (uint8_t *)group_at(u, i))};
-    io_uring_prep_read(sqe, image_fd, data, (unsigned)len, at);
+    io_uring_prep_read(sqe, fd, data, (unsigned)len, at);
     io_uring_sqe_set_data64(sqe, ((uint64_t)i << 8) | k);
     gr->in_flight++;
     u->reads_in_flight++;

@@ -17,7 +17,8 @@
  *    a group is a 4 KiB header listing its runs (at most UNDO_MAX_RUN blocks each: offset, count,
  *    xxh3-64 of the data) with an xxh3-64 of itself, then the runs' blocks; 4 KiB-aligned, it is
  *    written O_DIRECT (no page cache taken or copied into) while the next group fills; the old
- *    blocks are read into it many at a time, and are in before undo_log_sync returns. Files of
+ *    blocks are read into it many at a time (O_DIRECT, through a second descriptor of the image
+ *    opened from the one undo_log_note is given), and are in before undo_log_sync returns. Files of
  *    format version 1 (a 64-byte header, then records of one run with a 32-byte header, written
  *    through the page cache) are read, and appended to in their own format.
  *    A block is captured at most once per file: the first time it is about to be overwritten.
