@@ -576,10 +576,11 @@ static rpl_err groups_reserve(struct undo_log *u)
     u->ring_tried = u->image_dio_off = true;
   if (!u->ring_tried) {
     u->ring_tried = true;
-    u->ring_ready = io_uring_queue_init(RING_ENTRIES, &u->ring, 0) == 0;
+    int rc = io_uring_queue_init(RING_ENTRIES, &u->ring, 0);
+    u->ring_ready = rc == 0;
     if (!u->ring_ready)
       log_warn("undo file %s: no io_uring (%s): old blocks are read one run at a time, and each group is written "
-               "before the next one fills", u->path, strerror(errno));
+               "before the next one fills", u->path, strerror(-rc));
   }
   if (u->dfd < 0 && !test_plain && (u->dfd = open(u->path, O_WRONLY | O_DIRECT | O_CLOEXEC)) < 0)
     log_warn("undo file %s: no O_DIRECT (%s): written through the page cache", u->path, strerror(errno));
@@ -751,6 +752,7 @@ static rpl_err group_submit(struct undo_log *u)
     data += len;
   }
   g->magic = GROUP_MAGIC;
+  g->reserved = 0;
   g->hash = proto_hash64(g, offsetof(struct group_header, hash));
   struct pending *o = &u->out[i];
   *o = (struct pending){.pos = u->end, .len = UNDO_BLOCK + u->cur_blocks * UNDO_BLOCK, .busy = true};
