@@ -1,6 +1,7 @@
 /* test_undo.c - Description: undo files keep a point's blocks across formats: version 2 (groups
  * written O_DIRECT while the next fills) gives back every point's image over many groups; a group
- * torn by a crash is cut off whole at the next open and its blocks are kept again; a version 1 file
+ * torn by a crash is cut off whole at the next open and its blocks are kept again, as are those of
+ * a group whose write failed (a file size limit); a version 1 file
  * made by an older appliance is read, appended to in its own format, and merged into and from. All
  * of it again without io_uring and O_DIRECT (RPL_TEST_UNDO_PLAIN), the ways some kernels and
  * filesystems leave. */
@@ -14,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,6 +269,36 @@ static void test_torn_group_cut_off(void **state)
   expect_point(c, 1);
 }
 
+static void test_failed_write_kept_again(void **state)
+{
+  struct ctx *c = *state;
+  struct undo_log *u = NULL;
+  snapshot(c, 1);
+  assert_int_equal(undo_log_start(c->image, 1, DISK_SIZE, &u), RPL_OK);
+  for (uint64_t i = 0; i < 10; i++)
+    overwrite(c, u, i * 5 * BLOCK, 5 * BLOCK);
+  apply(c, u);
+  uint64_t whole = file_size(c, 1);
+  /* The next group does not fit under the file size limit: its write fails (EFBIG). */
+  struct rlimit lim, low;
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &lim), 0);
+  low = lim;
+  low.rlim_cur = whole + 2 * BLOCK;
+  signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &low), 0);
+  overwrite(c, u, 100 * BLOCK, 64 * BLOCK);
+  rpl_err e = undo_log_sync(u);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  assert_int_not_equal(e, RPL_OK);
+  /* So the image was not written; the cycle comes again and its blocks are kept this time. */
+  assert_int_equal(pread(c->fd, c->live, DISK_SIZE, 0), (ssize_t)DISK_SIZE);
+  overwrite(c, u, 100 * BLOCK, 64 * BLOCK);
+  apply(c, u);
+  undo_log_close(u);
+  assert_true(file_size(c, 1) >= whole + BLOCK + 64 * BLOCK);
+  expect_point(c, 1);
+}
+
 static void test_version1_read_appended_merged(void **state)
 {
   struct ctx *c = *state;
@@ -311,6 +344,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_groups_keep_every_point, setup, teardown),
     cmocka_unit_test_setup_teardown(test_torn_group_cut_off, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_failed_write_kept_again, setup, teardown),
     cmocka_unit_test_setup_teardown(test_version1_read_appended_merged, setup, teardown),
   };
   int failed = cmocka_run_group_tests_name("io_uring and O_DIRECT", tests, NULL, NULL);
