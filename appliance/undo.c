@@ -239,18 +239,29 @@ static rpl_err list_files(const char *image, bool tmp, struct undo_file **out, s
   return RPL_OK;
 }
 
+/* The version of the undo file open as fd, from its header; 0 when the header is not valid or is
+ * not the point's (cycle; 0: any). */
+static uint32_t file_version(int fd, uint64_t cycle, int64_t *created)
+{
+  struct file_header h;
+  size_t got = 0;
+  if (file_pread_full(fd, &h, sizeof h, 0, &got) || got != sizeof h || !header_valid(&h) || (cycle && h.cycle != cycle))
+    return 0;
+  if (created)
+    *created = h.created;
+  return h.version;
+}
+
 rpl_err undo_list(const char *image, struct undo_file **out, size_t *count)
 {
   rpl_err e = list_files(image, false, out, count);
   for (size_t i = 0; !e && i < *count; i++) {
     struct undo_file *f = &(*out)[i];
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    struct file_header h;
-    size_t got = 0;
-    if (fd >= 0 && file_pread_full(fd, &h, sizeof h, 0, &got) == RPL_OK && got == sizeof h && header_valid(&h))
-      f->created = h.created;
-    if (fd >= 0)
+    if (fd >= 0) {
+      (void)file_version(fd, 0, &f->created); /* a damaged header leaves it 0 */
       close(fd);
+    }
   }
   return e;
 }
@@ -265,23 +276,19 @@ static uint64_t first_span(uint32_t version)
 
 /* What one record (version 1) or group (version 2) holds: its runs, where their data is. */
 struct span {
+  uint64_t data; /* where its blocks start in the file: run r's are in the reader's buffer at run[r].pos - data */
   uint64_t next; /* where the next record or group starts */
   uint32_t n;
   struct span_run { uint64_t offset, pos; uint32_t nblocks; } run[GROUP_ENTRIES];
 };
 
-static bool read_hashed(int fd, uint64_t pos, uint32_t nblocks, uint64_t hash, uint8_t *buf)
-{
-  size_t len = (size_t)nblocks * UNDO_BLOCK, got;
-  return !file_pread_full(fd, buf, len, pos, &got) && got == len && proto_hash64(buf, len) == hash;
-}
-
-/* The record or group at pos of fd (a file of that version, size bytes long), every run's data
- * verified (buf, RUN_BYTES, is the scratch): false when there is none whole and valid there (the
- * end, or a torn append). */
+/* The record or group at pos of fd (a file of that version, size bytes long), its blocks read into
+ * buf (RUN_BYTES: one record's, or one group's, at most) and every run's verified: false when there
+ * is none whole and valid there (the end, or a torn append). */
 static bool read_span(int fd, uint32_t version, uint64_t pos, uint64_t size, struct span *sp, uint8_t *buf)
 {
   size_t got;
+  uint64_t hash[GROUP_ENTRIES], blocks = 0;
   if (version == 1) {
     struct rec_header h;
     if (size < pos || size - pos < sizeof h || file_pread_full(fd, &h, sizeof h, pos, &got) || got != sizeof h)
@@ -289,46 +296,38 @@ static bool read_span(int fd, uint32_t version, uint64_t pos, uint64_t size, str
     if (h.magic != REC_MAGIC || h.nblocks == 0 || h.nblocks > UNDO_MAX_RUN || h.offset % UNDO_BLOCK ||
         proto_hash64(&h, offsetof(struct rec_header, hash)) != h.hash)
       return false;
-    uint64_t len = (uint64_t)h.nblocks * UNDO_BLOCK;
-    if (size - pos - sizeof h < len || !read_hashed(fd, pos + sizeof h, h.nblocks, h.data_hash, buf))
-      return false;
     sp->n = 1;
-    sp->run[0] = (struct span_run){h.offset, pos + sizeof h, h.nblocks};
-    sp->next = pos + sizeof h + len;
-    return true;
-  }
-  struct group_header g;
-  if (size < pos || size - pos < sizeof g || file_pread_full(fd, &g, sizeof g, pos, &got) || got != sizeof g)
-    return false;
-  if (g.magic != GROUP_MAGIC || g.count == 0 || g.count > GROUP_ENTRIES ||
-      proto_hash64(&g, offsetof(struct group_header, hash)) != g.hash)
-    return false;
-  uint64_t at = pos + UNDO_BLOCK, blocks = 0;
-  for (uint32_t i = 0; i < g.count; i++) {
-    const struct group_entry *x = &g.e[i];
-    if (x->nblocks == 0 || x->nblocks > UNDO_MAX_RUN || x->offset % UNDO_BLOCK || (blocks += x->nblocks) > GROUP_BLOCKS)
+    sp->data = pos + sizeof h;
+    sp->run[0] = (struct span_run){h.offset, sp->data, h.nblocks};
+    hash[0] = h.data_hash;
+    blocks = h.nblocks;
+  } else {
+    struct group_header g;
+    if (size < pos || size - pos < sizeof g || file_pread_full(fd, &g, sizeof g, pos, &got) || got != sizeof g)
       return false;
-    if (size - at < (uint64_t)x->nblocks * UNDO_BLOCK || !read_hashed(fd, at, x->nblocks, x->data_hash, buf))
+    if (g.magic != GROUP_MAGIC || g.count == 0 || g.count > GROUP_ENTRIES ||
+        proto_hash64(&g, offsetof(struct group_header, hash)) != g.hash)
       return false;
-    sp->run[i] = (struct span_run){x->offset, at, x->nblocks};
-    at += (uint64_t)x->nblocks * UNDO_BLOCK;
+    sp->n = g.count;
+    sp->data = pos + UNDO_BLOCK;
+    for (uint32_t i = 0; i < g.count; i++) {
+      const struct group_entry *x = &g.e[i];
+      if (x->nblocks == 0 || x->nblocks > UNDO_MAX_RUN || x->offset % UNDO_BLOCK)
+        return false;
+      sp->run[i] = (struct span_run){x->offset, sp->data + blocks * UNDO_BLOCK, x->nblocks};
+      hash[i] = x->data_hash;
+      if ((blocks += x->nblocks) > GROUP_BLOCKS)
+        return false;
+    }
   }
-  sp->n = g.count;
-  sp->next = at;
+  size_t len = (size_t)blocks * UNDO_BLOCK;
+  if (size - sp->data < len || file_pread_full(fd, buf, len, sp->data, &got) || got != len)
+    return false;
+  for (uint32_t i = 0; i < sp->n; i++)
+    if (proto_hash64(buf + (sp->run[i].pos - sp->data), (size_t)sp->run[i].nblocks * UNDO_BLOCK) != hash[i])
+      return false;
+  sp->next = sp->data + len;
   return true;
-}
-
-/* The version of the undo file open as fd, from its header; 0 when the header is not valid or is
- * not the point's (cycle; 0: any). */
-static uint32_t file_version(int fd, uint64_t cycle, int64_t *created)
-{
-  struct file_header h;
-  size_t got = 0;
-  if (file_pread_full(fd, &h, sizeof h, 0, &got) || got != sizeof h || !header_valid(&h) || (cycle && h.cycle != cycle))
-    return 0;
-  if (created)
-    *created = h.created;
-  return h.version;
 }
 
 /* ---- the writer ----------------------------------------------------------------------------------- */
@@ -444,12 +443,14 @@ static rpl_err log_open_path(const char *path, uint64_t cycle, struct undo_log *
   u->fd = u->dfd = u->image_dfd = u->image_dfd_of = -1;
   u->cycle = cycle;
   rpl_err e = RPL_OK;
-  if (!(u->path = strdup(path)) || !(u->buf = malloc(sizeof(struct rec_header) + RUN_BYTES)))
+  if (!(u->path = strdup(path)))
     e = RPL_E_NOMEM;
   else if ((u->fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
     e = sys_fail("cannot open", path);
   if (!e && !(u->version = file_version(u->fd, cycle, NULL)))
     e = rpl_fail(RPL_E_UNDO_CORRUPT, "%s: %s", path, rpl_strerror(RPL_E_UNDO_CORRUPT));
+  if (!e && u->version == 1 && !(u->buf = malloc(sizeof(struct rec_header) + RUN_BYTES)))
+    e = RPL_E_NOMEM;
   if (!e)
     e = log_load(u);
   if (e) {
@@ -954,12 +955,8 @@ static rpl_err merge_into(struct undo_log *into, const char *path)
   while (!e && read_span(fd, version, pos, (uint64_t)sb.st_size, sp, buf)) {
     for (uint32_t r = 0; r < sp->n && !e; r++) {
       const struct span_run *x = &sp->run[r];
+      const uint8_t *data = buf + (x->pos - sp->data);
       uint64_t b0 = x->offset / UNDO_BLOCK;
-      size_t len = (size_t)x->nblocks * UNDO_BLOCK, got;
-      if (file_pread_full(fd, buf, len, x->pos, &got) || got != len) {
-        e = sys_fail("cannot read", path);
-        break;
-      }
       for (uint32_t i = 0; i < x->nblocks && !e;) {
         if (bs_has(&into->held, b0 + i)) {
           i++;
@@ -968,7 +965,7 @@ static rpl_err merge_into(struct undo_log *into, const char *path)
         uint32_t n = 0;
         while (i + n < x->nblocks && !bs_has(&into->held, b0 + i + n))
           n++;
-        e = append_run(into, b0 + i, n, buf + (size_t)i * UNDO_BLOCK);
+        e = append_run(into, b0 + i, n, data + (size_t)i * UNDO_BLOCK);
         i += n;
         if (!e && !appended) {
           appended = true;
@@ -1041,7 +1038,7 @@ struct undo_view {
   pthread_mutex_t lock;  /* the files and their indexes: refreshed by every read */
   struct view_file *f;   /* oldest first */
   size_t nf, fcap;
-  uint8_t *scratch;      /* a record's data while it is verified */
+  uint8_t *scratch;      /* a record's or group's data while it is verified */
   struct span *span;     /* the record or group being indexed */
 };
 
