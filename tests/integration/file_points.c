@@ -5,7 +5,7 @@
  * time, also while cycles land during the read; pruning a middle and the oldest point keeps every
  * other point; a kill -9 while a point is recorded or pruned loses no other point; cycles written
  * straight into the image (direct, larger than one stage of the undo file's batches, one given up
- * and sent again) keep every point too.
+ * and sent again) keep every point too, also when three disks' direct cycles run at once.
  * Usage: file_points STATE_DIR WORK_DIR DISK_MIB POINTS (settings from `replication-appliance init`). */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -498,6 +498,81 @@ static void step5_direct(void **state)
   expect_points("after direct cycles (one given up and sent again)", near_victim);
 }
 
+/* Three disks' direct cycles at once, their extents interleaved, each larger than a stage (each
+ * disk holds its own): each disk's points restore as it was at their time. */
+#define AT_ONCE 3
+static void expect_image(const uint8_t disk[PROTO_ID_SIZE], const char *image_id, uint64_t size, const uint8_t *want)
+{
+  struct store_image *img;
+  struct store_reader *rd;
+  rpl_err e = T.ops->image_open(&T.s, disk, image_id, size, &img);
+  if (e)
+    fail_msg("point %s: %s", image_id, rpl_detail(e));
+  assert_int_equal(img->ops->reader_open(img, &rd), RPL_OK);
+  uint8_t *buf = malloc(CHUNK);
+  assert_non_null(buf);
+  for (uint64_t off = 0; off < size; off += CHUNK) {
+    bool hole;
+    assert_int_equal(rd->ops->reader_read(rd, off, buf, CHUNK, &hole), RPL_OK);
+    if (memcmp(buf, want + off, CHUNK))
+      fail_msg("point %s differs from its disk at its time in the 4 MiB from byte %" PRIu64, image_id, off);
+  }
+  free(buf);
+  rd->ops->reader_close(rd);
+  img->ops->image_close(img);
+}
+
+static void step6_direct_at_once(void **state)
+{
+  (void)state;
+  const uint64_t size = 64 * MIB;
+  const uint32_t piece = 64 * 1024;
+  struct { uint8_t id[PROTO_ID_SIZE]; struct store *st; uint8_t *model[3]; char point[3][CATALOG_MAX_SNAPSHOT_ID + 1]; } d[AT_ONCE];
+  uint8_t *raw = malloc(piece);
+  assert_non_null(raw);
+  for (int k = 0; k < AT_ONCE; k++) {
+    uuid_generate(d[k].id);
+    rpl_err e = T.ops->open(&T.s, d[k].id, size, &d[k].st);
+    if (e)
+      fail_msg("store open: %s", rpl_detail(e));
+    for (int c = 0; c < 3; c++) {
+      d[k].model[c] = calloc(1, size);
+      assert_non_null(d[k].model[c]);
+    }
+  }
+  /* Cycle 1 lays down data (no point before it: written straight); cycles 2 and 3, 36 MiB each
+   * (more than a stage), interleaved across the disks. */
+  for (uint64_t c = 1; c <= 3; c++) {
+    for (int k = 0; k < AT_ONCE; k++) {
+      if (c > 1)
+        memcpy(d[k].model[c - 1], d[k].model[c - 2], size);
+      assert_true(T.ops->direct_begin(d[k].st, c, PROTO_CYCLE_RECOVERY_POINT, false));
+    }
+    uint64_t pieces = c == 1 ? size / piece : (36 * MIB) / piece;
+    for (uint64_t i = 0; i < pieces; i++)
+      for (int k = 0; k < AT_ONCE; k++) {
+        uint64_t off = c == 1 ? i * piece : (next_rand() % (size / piece)) * piece;
+        fill_random(raw, piece);
+        memcpy(d[k].model[c - 1] + off, raw, piece);
+        assert_int_equal(T.ops->direct_extent(d[k].st, off, raw, piece), RPL_OK);
+      }
+    for (int k = 0; k < AT_ONCE; k++) {
+      assert_int_equal(T.ops->direct_commit(d[k].st), RPL_OK);
+      assert_int_equal(T.ops->make_point(d[k].st, c, d[k].point[c - 1], sizeof d[k].point[c - 1]), RPL_OK);
+    }
+  }
+  for (int k = 0; k < AT_ONCE; k++) {
+    for (int c = 0; c < 3; c++)
+      expect_image(d[k].id, d[k].point[c], size, d[k].model[c]);
+    assert_int_equal(T.ops->delete_replica(d[k].st), RPL_OK);
+    T.ops->close(d[k].st);
+    for (int c = 0; c < 3; c++)
+      free(d[k].model[c]);
+  }
+  free(raw);
+  printf("direct cycles of %d disks at once: every point of each restores byte-identical\n", AT_ONCE);
+}
+
 static int setup(void **state)
 {
   (void)state;
@@ -554,6 +629,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(step3_prune),
     cmocka_unit_test(step4_kill9),
     cmocka_unit_test(step5_direct),
+    cmocka_unit_test(step6_direct_at_once),
   };
   return cmocka_run_group_tests_name("file_points", tests, setup, teardown);
 }
