@@ -10,12 +10,15 @@
  *       EXTENTS, each write's "OFFSET LENGTH" goes to that file too.
  *   bench_gen extents FILE
  *       the data ranges of FILE (its holes skipped), "OFFSET LENGTH" per line.
- *   bench_gen limit delta|sync SRC DST EXTENTS
+ *   bench_gen limit delta|sync SRC DST EXTENTS [KEEP]
  *       the machine's own limit for what a benchmark times, on the extents listed (merged, in
  *       offset order): delta reads them from SRC (O_DIRECT, 32 reads in flight, as the agent's
  *       io_uring queue keeps them) into memory, then writes them into DST
  *       at the same offsets (buffered) with one fdatasync; sync writes text of their size into DST
- *       O_DIRECT (SRC unused), then fdatasync. Prints "bytes B read_s R write_s W total_s T".
+ *       O_DIRECT (SRC unused), then fdatasync. With KEEP (delta), the blocks DST held there are
+ *       kept first, as a recovery point without reflinks must: read from DST (O_DIRECT, 32 in
+ *       flight), appended to the new file KEEP (O_DIRECT) and fdatasynced, before DST is written.
+ *       Prints "bytes B read_s R write_s W total_s T keep_s K" (K: 0 without KEEP).
  *
  * The same arguments give the same bytes on every machine (xorshift64*, no libc rand). */
 #include <errno.h>
@@ -298,11 +301,54 @@ static void *limit_reader(void *arg)
   }
 }
 
+/* Reads the n extents from fd into buf (extent i at at[i]), LIMIT_READERS at once; false: a read failed. */
+static bool read_all(int fd, const struct ext *x, size_t n, char *buf, const size_t *at)
+{
+  struct limit_reads r = {.fd = fd, .x = x, .n = n, .buf = buf, .at = at};
+  pthread_mutex_init(&r.lock, NULL);
+  pthread_t t[LIMIT_READERS];
+  int started = 0;
+  while (started < LIMIT_READERS && pthread_create(&t[started], NULL, limit_reader, &r) == 0)
+    started++;
+  if (started == 0)
+    limit_reader(&r);
+  for (int i = 0; i < started; i++)
+    pthread_join(t[i], NULL);
+  pthread_mutex_destroy(&r.lock);
+  return !r.failed;
+}
+
+/* What a point without reflinks costs before the writes: the blocks the extents overwrite, read from
+ * the image and appended to a file of their own, durable. */
+static bool keep_old(const char *image, const char *keep, const struct ext *x, size_t n, uint64_t total,
+                     const size_t *at)
+{
+  int img = open(image, O_RDONLY | O_DIRECT | O_CLOEXEC);
+  int out = open(keep, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
+  char *old = NULL;
+  bool ok = img >= 0 && out >= 0 && posix_memalign((void **)&old, 4096, total ? total : 4096) == 0 &&
+            read_all(img, x, n, old, at);
+  for (uint64_t done = 0; ok && done < total;) {
+    size_t len = total - done < BLOCK ? total - done : BLOCK;
+    ok = pwrite(out, old + done, len, (off_t)done) == (ssize_t)len;
+    done += len;
+  }
+  ok = ok && fdatasync(out) == 0;
+  if (!ok)
+    fprintf(stderr, "bench_gen: keeping the old blocks of %s in %s: %s\n", image, keep, strerror(errno));
+  free(old);
+  if (img >= 0)
+    close(img);
+  if (out >= 0)
+    close(out);
+  return ok;
+}
+
 static int cmd_limit(int argc, char **argv)
 {
   if (argc < 6 || (strcmp(argv[2], "delta") && strcmp(argv[2], "sync")))
     return 2;
-  bool delta = !strcmp(argv[2], "delta");
+  bool delta = !strcmp(argv[2], "delta"), keep = delta && argc > 6;
   size_t n;
   struct ext *x = read_extents(argv[5], &n);
   if (!x) {
@@ -336,23 +382,18 @@ static int cmd_limit(int argc, char **argv)
       at[i] = pos;
       pos += x[i].len;
     }
-    struct limit_reads r = {.fd = src, .x = x, .n = n, .buf = buf, .at = at};
-    pthread_mutex_init(&r.lock, NULL);
-    pthread_t t[LIMIT_READERS];
-    int started = 0;
-    while (started < LIMIT_READERS && pthread_create(&t[started], NULL, limit_reader, &r) == 0)
-      started++;
-    if (started == 0)
-      limit_reader(&r);
-    for (int i = 0; i < started; i++)
-      pthread_join(t[i], NULL);
-    free(at);
-    if (r.failed) {
+    if (!read_all(src, x, n, buf, at)) {
       fprintf(stderr, "bench_gen: read %s failed\n", argv[3]);
       return 1;
     }
     t1 = seconds();
+    if (keep && !keep_old(argv[4], argv[6], x, n, total, at)) {
+      free(at);
+      return 1;
+    }
+    free(at);
   }
+  double tk = seconds();
   size_t at = 0;
   for (size_t i = 0; i < n; i++) {
     for (uint64_t done = 0; done < x[i].len;) {
@@ -369,7 +410,8 @@ static int cmd_limit(int argc, char **argv)
   if (fdatasync(dst) != 0)
     return 1;
   double t2 = seconds();
-  printf("bytes %" PRIu64 " read_s %.3f write_s %.3f total_s %.3f\n", total, t1 - t0, t2 - t1, t2 - t0);
+  printf("bytes %" PRIu64 " read_s %.3f write_s %.3f total_s %.3f keep_s %.3f\n", total, t1 - t0, t2 - tk, t2 - t0,
+         tk - t1);
   free(buf);
   free(x);
   close(dst);
@@ -393,6 +435,6 @@ int main(int argc, char **argv)
     fprintf(stderr, "usage: bench_gen text FILE SIZE [SEED] [ZERO_PERCENT]\n"
                     "       bench_gen scatter DEVICE PERCENT [SEED] [EXTENTS]\n"
                     "       bench_gen extents FILE\n"
-                    "       bench_gen limit delta|sync SRC DST EXTENTS\n");
+                    "       bench_gen limit delta|sync SRC DST EXTENTS [KEEP]\n");
   return rc;
 }
