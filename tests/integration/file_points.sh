@@ -14,8 +14,9 @@ command -v mkfs.ext4 > /dev/null || skip "mkfs.ext4 missing (scripts/setup.sh in
 
 W=$(mktemp -d /tmp/rpl-filepoints.XXXXXX)
 CLEANUP_PATHS+=("$W")
-# Room for the image, its undo files and the journal: the disk's size and a half.
-loop_attach dev "$W/fs.img" $((disk_mib * 3 / 2 + 256))M
+# Room for the image, its undo files and the journal: the disk's size and a half; and 512 MiB for
+# the three 64 MiB disks whose direct cycles run at once (their images and two undo files each).
+loop_attach dev "$W/fs.img" $((disk_mib * 3 / 2 + 256 + 512))M
 mkfs.ext4 -q -F "$dev" > "$W/mkfs.out" 2>&1 || fail "mkfs.ext4: $(cat "$W/mkfs.out")"
 mkdir "$W/mnt"
 mount "$dev" "$W/mnt" || fail "cannot mount $dev"
