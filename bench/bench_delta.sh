@@ -12,10 +12,11 @@
 # ours and rsync run in alternating order (when rsync runs first, ours is timed from its start); both copies are compared with the source every round.
 # The machine's own limit is measured in every round too (`bench_gen limit delta`): reading the
 # round's extents from the source (O_DIRECT) and writing them into a copy of the image beside the
-# replica with one fdatasync, the faster of two runs; ours/limit does not move with the peer's luck (goal <= 1.5). Beside it,
-# the limit of the work a point without reflinks adds (`bench_gen limit delta ... KEEP`): the blocks
-# the extents overwrite read from the copy (O_DIRECT) and appended to a file of their own, fdatasynced,
-# before the same writes; ours/keep-limit says how near the hardware we are for what we must do.
+# replica with one fdatasync, the faster of two runs; ours/limit does not move with the peer's luck
+# (goal <= 1.5). Beside it, the limit of the work a point without reflinks adds (`bench_gen limit
+# delta ... KEEP`): the blocks the extents overwrite read from the copy (O_DIRECT) and appended to a
+# file of their own, fdatasynced, before the same writes; ours against it says how near the hardware
+# we are for what we must do.
 #
 #   bash bench/bench_delta.sh [ROUNDS] [SIZE] [PERCENT]        (root; defaults: 3 4G 1)
 #
@@ -77,12 +78,11 @@ run_rsync() {
 }
 
 limit_best() { # limit_best [KEEP]: the faster of two runs of bench_gen limit delta (its own clock)
-  local a b
-  "$GEN" limit delta "$dev" "$limit_img" "$RT/extents" "$@" > "$RT/limit.out" || die "bench_gen limit failed"
-  a=$(awk '{ print $8 }' "$RT/limit.out")
-  "$GEN" limit delta "$dev" "$limit_img" "$RT/extents" "$@" > "$RT/limit.out" || die "bench_gen limit failed"
-  b=$(awk '{ print $8 }' "$RT/limit.out")
-  awk -v a="$a" -v b="$b" 'BEGIN { print (a < b ? a : b) }'
+  local i
+  for i in 1 2; do
+    "$GEN" limit delta "$dev" "$limit_img" "$RT/extents" "$@" > "$RT/limit.$i.out" || return 1
+  done
+  awk '{ t = $8 } NR == 1 || t < best { best = t } END { print best }' "$RT/limit.1.out" "$RT/limit.2.out"
 }
 
 # RESULT = the machine's limit for the round's extents (reads + writes + fdatasync), KEEP_LIMIT = the
@@ -90,8 +90,8 @@ limit_best() { # limit_best [KEEP]: the faster of two runs of bench_gen limit de
 # took three times another's in the same round now and then (0.062 s against 0.022 s), and every
 # third round's limit came out 0.11-0.16 s against 0.05-0.09 s: the noise, not the machine's limit.
 run_limit() {
-  RESULT=$(limit_best)
-  KEEP_LIMIT=$(limit_best "$limit_img.keep")
+  RESULT=$(limit_best) || die "bench_gen limit failed"
+  KEEP_LIMIT=$(limit_best "$limit_img.keep") || die "bench_gen limit (keeping the old blocks) failed"
 }
 
 o=(); p=(); l=(); ratios=(); limits=(); kl=(); klimits=()

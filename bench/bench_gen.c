@@ -326,22 +326,29 @@ static bool keep_old(const char *image, const char *keep, const struct ext *x, s
   int img = open(image, O_RDONLY | O_DIRECT | O_CLOEXEC);
   int out = open(keep, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
   char *old = NULL;
-  bool ok = img >= 0 && out >= 0 && posix_memalign((void **)&old, 4096, total ? total : 4096) == 0 &&
-            read_all(img, x, n, old, at);
-  for (uint64_t done = 0; ok && done < total;) {
-    size_t len = total - done < BLOCK ? total - done : BLOCK;
-    ok = pwrite(out, old + done, len, (off_t)done) == (ssize_t)len;
-    done += len;
+  const char *failed = img < 0 ? "open the image" : out < 0 ? "create the file" : NULL;
+  if (!failed && posix_memalign((void **)&old, 4096, total ? total : 4096) != 0) {
+    old = NULL;
+    failed = "allocate";
   }
-  ok = ok && fdatasync(out) == 0;
-  if (!ok)
-    fprintf(stderr, "bench_gen: keeping the old blocks of %s in %s: %s\n", image, keep, strerror(errno));
+  if (!failed && !read_all(img, x, n, old, at))
+    failed = "read the image";
+  for (uint64_t done = 0; !failed && done < total; done += BLOCK) {
+    size_t len = total - done < BLOCK ? total - done : BLOCK;
+    if (pwrite(out, old + done, len, (off_t)done) != (ssize_t)len)
+      failed = "write the file";
+  }
+  if (!failed && fdatasync(out) != 0)
+    failed = "fdatasync the file";
+  if (failed)
+    fprintf(stderr, "bench_gen: keeping the old blocks of %s in %s: cannot %s (%s)\n", image, keep, failed,
+            strerror(errno));
   free(old);
   if (img >= 0)
     close(img);
   if (out >= 0)
     close(out);
-  return ok;
+  return !failed;
 }
 
 static int cmd_limit(int argc, char **argv)
@@ -384,6 +391,7 @@ static int cmd_limit(int argc, char **argv)
     }
     if (!read_all(src, x, n, buf, at)) {
       fprintf(stderr, "bench_gen: read %s failed\n", argv[3]);
+      free(at);
       return 1;
     }
     t1 = seconds();

@@ -193,26 +193,28 @@ static void store_close(void)
 
 /* ---- checks ---------------------------------------------------------------------------------- */
 
-/* The point's image equals want; extra (may be NULL) runs after the first half was read. */
-static void expect_point(uint64_t n, const uint8_t *want, void (*extra)(void))
+/* The image image_id of disk (size bytes) equals want; extra (may be NULL) runs after the first
+ * half was read. what names the point in a failure. */
+static void expect_image(const uint8_t disk[PROTO_ID_SIZE], const char *image_id, uint64_t size, const uint8_t *want,
+                         void (*extra)(void), const char *what)
 {
   struct store_image *img;
-  rpl_err e = T.ops->image_open(&T.s, T.disk, T.image[n], T.size, &img);
+  rpl_err e = T.ops->image_open(&T.s, disk, image_id, size, &img);
   if (e)
-    fail_msg("point of cycle %" PRIu64 " (%s): %s", n, T.image[n], rpl_detail(e));
+    fail_msg("%s (%s): %s", what, image_id, rpl_detail(e));
   struct store_reader *rd;
   assert_int_equal(img->ops->reader_open(img, &rd), RPL_OK);
   uint8_t *buf = malloc(CHUNK);
   assert_non_null(buf);
   for (int pass = extra ? 0 : 1; pass < 2; pass++) {
-    for (uint64_t off = 0; off < (pass ? T.size : T.size / 2); off += CHUNK) {
+    for (uint64_t off = 0; off < (pass ? size : size / 2); off += CHUNK) {
       bool hole;
       assert_int_equal(rd->ops->reader_read(rd, off, buf, CHUNK, &hole), RPL_OK);
       if (memcmp(buf, want + off, CHUNK)) {
         size_t i = 0;
         while (buf[i] == want[off + i])
           i++;
-        fail_msg("point of cycle %" PRIu64 " differs from the disk at its time at byte %" PRIu64 "%s", n, off + i,
+        fail_msg("%s differs from the disk at its time at byte %" PRIu64 "%s", what, off + i,
                  pass ? "" : " (first half)");
       }
     }
@@ -222,6 +224,14 @@ static void expect_point(uint64_t n, const uint8_t *want, void (*extra)(void))
   free(buf);
   rd->ops->reader_close(rd);
   img->ops->image_close(img);
+}
+
+/* The point of cycle n equals want (see expect_image). */
+static void expect_point(uint64_t n, const uint8_t *want, void (*extra)(void))
+{
+  char what[64];
+  snprintf(what, sizeof what, "point of cycle %" PRIu64, n);
+  expect_image(T.disk, T.image[n], T.size, want, extra, what);
 }
 
 /* The points still recorded that near says (all with near NULL) restore as the disk was at their
@@ -501,33 +511,17 @@ static void step5_direct(void **state)
 /* Three disks' direct cycles at once, their extents interleaved, each larger than a stage (each
  * disk holds its own): each disk's points restore as it was at their time. */
 #define AT_ONCE 3
-static void expect_image(const uint8_t disk[PROTO_ID_SIZE], const char *image_id, uint64_t size, const uint8_t *want)
-{
-  struct store_image *img;
-  struct store_reader *rd;
-  rpl_err e = T.ops->image_open(&T.s, disk, image_id, size, &img);
-  if (e)
-    fail_msg("point %s: %s", image_id, rpl_detail(e));
-  assert_int_equal(img->ops->reader_open(img, &rd), RPL_OK);
-  uint8_t *buf = malloc(CHUNK);
-  assert_non_null(buf);
-  for (uint64_t off = 0; off < size; off += CHUNK) {
-    bool hole;
-    assert_int_equal(rd->ops->reader_read(rd, off, buf, CHUNK, &hole), RPL_OK);
-    if (memcmp(buf, want + off, CHUNK))
-      fail_msg("point %s differs from its disk at its time in the 4 MiB from byte %" PRIu64, image_id, off);
-  }
-  free(buf);
-  rd->ops->reader_close(rd);
-  img->ops->image_close(img);
-}
-
 static void step6_direct_at_once(void **state)
 {
   (void)state;
   const uint64_t size = 64 * MIB;
   const uint32_t piece = 64 * 1024;
-  struct { uint8_t id[PROTO_ID_SIZE]; struct store *st; uint8_t *model[3]; char point[3][CATALOG_MAX_SNAPSHOT_ID + 1]; } d[AT_ONCE];
+  struct {
+    uint8_t id[PROTO_ID_SIZE];
+    struct store *st;
+    uint8_t *model[3];                           /* the disk after each cycle */
+    char point[3][CATALOG_MAX_SNAPSHOT_ID + 1]; /* each cycle's point */
+  } d[AT_ONCE];
   uint8_t *raw = malloc(piece);
   assert_non_null(raw);
   for (int k = 0; k < AT_ONCE; k++) {
@@ -562,8 +556,11 @@ static void step6_direct_at_once(void **state)
     }
   }
   for (int k = 0; k < AT_ONCE; k++) {
-    for (int c = 0; c < 3; c++)
-      expect_image(d[k].id, d[k].point[c], size, d[k].model[c]);
+    for (int c = 0; c < 3; c++) {
+      char what[96];
+      snprintf(what, sizeof what, "point of cycle %d of disk %d (of %d cycled at once)", c, k, AT_ONCE);
+      expect_image(d[k].id, d[k].point[c], size, d[k].model[c], NULL, what);
+    }
     assert_int_equal(T.ops->delete_replica(d[k].st), RPL_OK);
     T.ops->close(d[k].st);
     for (int c = 0; c < 3; c++)
