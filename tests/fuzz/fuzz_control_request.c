@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fuzz_socket.h"
 #include "rpl_log.h"
 #include "state_files.h"
 
@@ -99,8 +100,11 @@ static void over_the_socket(const uint8_t *data, size_t size)
   expected_reply(data, size, want, sizeof want, &status);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct timeval tv = {.tv_sec = 5};
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-      connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+    fprintf(stderr, "fuzz_control_request: cannot make the client socket: %s\n", strerror(errno));
+    abort();
+  }
+  if (fuzz_connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
     abort();
   /* The server may answer and close before reading it all (a refused length): EPIPE is fine. */
   for (size_t off = 0; off < size;) {

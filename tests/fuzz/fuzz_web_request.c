@@ -23,6 +23,7 @@
 
 #include "catalog.h"
 #include "file_io.h"
+#include "fuzz_socket.h"
 #include "identity.h"
 #include "rpl_log.h"
 #include "settings.h"
@@ -104,7 +105,11 @@ static size_t exchange(const char *req, size_t len, int src)
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   struct timeval tv = {.tv_sec = 8};
   if (fd < 0 || bind(fd, (struct sockaddr *)&from, sizeof from) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || connect(fd, (struct sockaddr *)&to, sizeof to) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+    fprintf(stderr, "fuzz_web_request: cannot make the client socket: %s\n", strerror(errno));
+    abort();
+  }
+  if (fuzz_connect(fd, (struct sockaddr *)&to, sizeof to) != 0)
     abort();
   SSL *ssl = SSL_new(client_ctx);
   if (!ssl || !SSL_set_fd(ssl, fd))
