@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <pthread.h>
+#include <sched.h>
 #include <limits.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -15,10 +17,12 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <linux/fs.h>
+#include <linux/ioprio.h>
 
 #define MAX_FSTAB 128
 #define MAX_DISKS_PER_DEV 8
@@ -860,4 +864,16 @@ const struct readiness_check *readiness_find(const struct readiness_report *r, c
 const char *readiness_result_name(enum readiness_result result)
 {
   return result == READINESS_PASS ? "PASS" : result == READINESS_WARN ? "WARN" : "FAIL";
+}
+
+rpl_err readiness_lower_priority(void)
+{
+  struct sched_param none = {0};
+  int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+  if (rc != 0)
+    return rpl_fail(RPL_E_PERMISSION, "cannot lower the thread to SCHED_IDLE: %s", strerror(rc));
+  /* who 0: the calling thread; a child started later inherits the thread's I/O priority. */
+  if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)) != 0)
+    return rpl_fail(RPL_E_PERMISSION, "cannot lower the thread's I/O priority: %s", strerror(errno));
+  return RPL_OK;
 }

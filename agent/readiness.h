@@ -59,6 +59,13 @@ size_t readiness_count(const struct readiness_report *r, enum readiness_result r
 const struct readiness_check *readiness_find(const struct readiness_report *r, const char *name);
 const char *readiness_result_name(enum readiness_result result);
 
+/* Lowers the calling thread, and every process it starts from then on, to background priority:
+ * SCHED_IDLE for the CPU, the lowest best-effort level for I/O. The checks are never urgent, and at
+ * an agent's first start they run beside the initial sync, where listing the initramfs (about half a
+ * CPU-second) slowed the sync on a 2-CPU server. RPL_E_PERMISSION, with the kernel's reason, when
+ * it refused either (the thread then keeps the priority it had for that one). */
+RPL_MUST_CHECK rpl_err readiness_lower_priority(void);
+
 /* Size in bytes of a block device (BLKGETSIZE64) or a regular file (an image). */
 RPL_MUST_CHECK rpl_err readiness_disk_size(const char *path, uint64_t *size);
 

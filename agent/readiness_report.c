@@ -43,6 +43,9 @@ struct readiness_job {
 static void *job_main(void *arg)
 {
   struct readiness_job *j = arg;
+  rpl_err err = readiness_lower_priority();
+  if (err)
+    log_info("boot readiness checks: %s (they run beside replication at its priority)", rpl_detail(err));
   readiness_run(&j->in, &j->r);
   atomic_store(&j->done, true);
   session_wake(j->a); /* the session thread sends the report */

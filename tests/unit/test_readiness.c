@@ -2,8 +2,12 @@
  * fixture trees built here: initramfs images (cpio; gzip, zstd, xz, lz4, bzip2; with and without an
  * early microcode cpio) with and without the Hyper-V drivers, built-in drivers, fstab by UUID vs
  * /dev/sda2, nofail, GPT vs MBR images with and without UEFI, disks over the OS-disk and page-blob
- * limits, guest agent, DHCP and serial console settings; the initramfs listing's cache file. */
+ * limits, guest agent, DHCP and serial console settings; the initramfs listing's cache file; the
+ * background priority the daemon's checks and the tools they start run at. */
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -556,6 +561,60 @@ static void test_guest_agent_dhcp(void **state)
   free(r);
 }
 
+extern char **environ;
+
+/* On a thread of its own (a test's main thread keeps its priority): lowered, the thread is SCHED_IDLE,
+ * and so is a process it starts and that one's child, at the lowest best-effort I/O level. */
+static void *lowered_thread(void *arg)
+{
+  char *seen = arg;
+  if (readiness_lower_priority() != RPL_OK) {
+    snprintf(seen, 256, "refused: %s", rpl_detail(RPL_E_PERMISSION));
+    return NULL;
+  }
+  if (sched_getscheduler(0) != SCHED_IDLE) {
+    snprintf(seen, 256, "the thread's policy is %d", sched_getscheduler(0));
+    return NULL;
+  }
+  int p[2];
+  if (pipe(p) != 0)
+    return NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  /* Field 41 of /proc/PID/stat is the scheduling policy; ionice alone prints its own I/O priority. */
+  char *argv[] = {"sh", "-c", "cut -d' ' -f41 /proc/self/stat && ionice", NULL};
+  pid_t pid;
+  int rc = posix_spawnp(&pid, "sh", &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(p[1]);
+  if (rc == 0) {
+    size_t have = 0;
+    ssize_t n;
+    while (have < 255 && (n = read(p[0], seen + have, 255 - have)) > 0)
+      have += (size_t)n;
+    seen[have] = 0;
+    waitpid(pid, NULL, 0);
+  }
+  close(p[0]);
+  return NULL;
+}
+
+static void test_lower_priority(void **state)
+{
+  (void)state;
+  char seen[256] = "";
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, lowered_thread, seen), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  char want[64];
+  snprintf(want, sizeof want, "%d\nbest-effort: prio 7\n", SCHED_IDLE);
+  if (strcmp(seen, want))
+    fail_msg("a tool started by the lowered thread runs with policy and I/O priority \"%s\", want \"%s\"", seen,
+             want);
+  assert_int_not_equal(sched_getscheduler(0), SCHED_IDLE);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -569,6 +628,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_boot_mode, setup, teardown),
     cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_guest_agent_dhcp, setup, teardown),
+    cmocka_unit_test(test_lower_priority),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
