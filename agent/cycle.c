@@ -50,7 +50,9 @@ static rpl_err emit_extent(void *arg, struct proto_extent *m)
 static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
 {
   if (!a->pipes[i]) {
-    rpl_err err = pipeline_create(a->rt[i].fd, NULL, &a->pipes[i]);
+    /* The level goes up only when the sends waited for the appliance, not for their own TLS. */
+    struct pipeline_config cfg = {.compress = 1, .raw_floor = 1, .link_wait_ns = conn_send_wait_ns};
+    rpl_err err = pipeline_create(a->rt[i].fd, &cfg, &a->pipes[i]);
     if (err)
       return err;
   }
@@ -66,10 +68,11 @@ static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const stru
   rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
   if (!err)
     log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
-              " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker, the sends %" PRIu64
-              " ms for the link; zstd level now %s", cs->a->st.disks[cs->disk].device, cs->cycle, st.extents, st.zero_extents,
-              st.zstd_extents, st.raw_bytes, st.payload_bytes, st.read_ns_waiting_workers / 1000000,
-              st.emit_ns / 1000000, pipeline_level_text(st.zstd_level, level));
+              " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker; the sends took %" PRIu64
+              " ms, %" PRIu64 " of them waiting for the link; zstd level now %s", cs->a->st.disks[cs->disk].device,
+              cs->cycle, st.extents, st.zero_extents, st.zstd_extents, st.raw_bytes, st.payload_bytes,
+              st.read_ns_waiting_workers / 1000000, st.emit_ns / 1000000, st.link_wait_ns / 1000000,
+              pipeline_level_text(st.zstd_level, level));
   return err;
 }
 

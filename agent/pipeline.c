@@ -62,6 +62,7 @@ struct pipeline {
   uint64_t queue_wait_ns;  /* sum over extents of time spent waiting for a worker */
 
   _Atomic int level;
+  int level_streak;        /* the level's last decisions in one direction (pipeline_next_level) */
   const struct pipeline_extent *extents; /* of the run in progress */
   bool unit_hashes;                      /* of the runs to come (pipeline_unit_hashes) */
 };
@@ -355,19 +356,28 @@ static void arm_eventfd(struct pipeline *p)
   io_uring_sqe_set_data64(sqe, EVENTFD_TAG);
 }
 
-int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait)
+/* Levels as positions on a line without zstd's 0 (its default, 3): 1 and -1 are neighbours. */
+static int level_position(int level) { return level > 0 ? level - 1 : level; }
+static int position_level(int pos) { return pos >= 0 ? pos + 1 : pos; }
+
+int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait,
+                        int *streak)
 {
   bool up = link_wait > 2 * cpu_wait, down = cpu_wait > 2 * link_wait;
+  int dir = up ? 1 : down ? -1 : 0;
+  if (!dir)
+    *streak = 0;
+  else if ((*streak > 0 && dir > 0) || (*streak < 0 && dir < 0))
+    *streak = abs(*streak) > PIPELINE_STEP_DOUBLINGS ? *streak : *streak + dir;
+  else
+    *streak = dir;
   if (level == PIPELINE_LEVEL_RAW)
     return up ? min : level;
   if (down && level == min && raw_floor)
     return PIPELINE_LEVEL_RAW;
-  int next = level;
-  if (up)
-    next = level == -1 ? 1 : level + 1;
-  else if (down)
-    next = level == 1 ? -1 : level - 1;
-  return next < min || next > max ? level : next;
+  int step = dir ? 1 << (abs(*streak) - 1) : 0;
+  int next = position_level(level_position(level) + dir * step);
+  return next < min ? min : next > max ? max : next;
 }
 
 const char *pipeline_level_text(int level, char out[16])
@@ -381,8 +391,8 @@ const char *pipeline_level_text(int level, char out[16])
 
 static void adapt_level(struct pipeline *p, uint64_t cpu_wait, uint64_t link_wait)
 {
-  atomic_store(&p->level, pipeline_next_level(atomic_load(&p->level), p->cfg.zstd_level_min,
-                                              p->cfg.zstd_level_max, p->cfg.raw_floor, cpu_wait, link_wait));
+  atomic_store(&p->level, pipeline_next_level(atomic_load(&p->level), p->cfg.zstd_level_min, p->cfg.zstd_level_max,
+                                              p->cfg.raw_floor, cpu_wait, link_wait, &p->level_streak));
 }
 
 /* One run's loop state, kept together so that the loop's steps can be helpers; they are static and
@@ -394,7 +404,7 @@ struct run {
   pipeline_emit_fn emit;
   void *ctx;
   struct pipeline_stats st;
-  uint64_t window_cpu_start, window_emit;  /* the adaptive zstd level's current window */
+  uint64_t window_cpu_start, window_link_wait;  /* the adaptive zstd level's current window */
   unsigned window_n;
   bool eventfd_armed;
 };
@@ -435,9 +445,9 @@ static inline void adapt_at_window_end(struct pipeline *p, struct run *r)
   pthread_mutex_lock(&p->lock);
   uint64_t cpu = p->queue_wait_ns;
   pthread_mutex_unlock(&p->lock);
-  adapt_level(p, cpu - r->window_cpu_start, r->window_emit);
+  adapt_level(p, cpu - r->window_cpu_start, r->window_link_wait);
   r->window_cpu_start = cpu;
-  r->window_emit = 0;
+  r->window_link_wait = 0;
   r->window_n = 0;
 }
 
@@ -448,11 +458,12 @@ static inline void emit_done_in_order(struct pipeline *p, struct run *r)
     struct slot *s = &p->slots[r->next_emit % p->nslots];
     if (!slot_is_done(p, s))
       break;
-    uint64_t t0 = rpl_mono_ns();
+    uint64_t t0 = rpl_mono_ns(), w0 = p->cfg.link_wait_ns ? p->cfg.link_wait_ns() : 0;
     r->err = r->emit(r->ctx, &s->m);
-    uint64_t dt = rpl_mono_ns() - t0;
+    uint64_t dt = rpl_mono_ns() - t0, waited = p->cfg.link_wait_ns ? p->cfg.link_wait_ns() - w0 : dt;
     r->st.emit_ns += dt;
-    r->window_emit += dt;
+    r->st.link_wait_ns += waited;
+    r->window_link_wait += waited;
     count_emitted(&r->st, &s->m);
     s->state = SLOT_FREE;
     r->next_emit++;

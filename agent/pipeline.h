@@ -30,6 +30,9 @@ struct pipeline_config {
   int raw_floor;          /* 1: one step below zstd_level_min is no compression at all (PIPELINE_LEVEL_RAW),
                              taken when the workers are still the bottleneck there (a fast link, where
                              zstd's few per cent cost more CPU than they save time); default 1 */
+  uint64_t (*link_wait_ns)(void); /* the emitting thread's clock of time its sends waited for the link
+                                     (conn_send_wait_ns): what the level's "link waited" counts; NULL:
+                                     an emit's whole time, its own CPU (TLS, copies) too */
 };
 
 /* The adaptive level below every zstd level: extents are sent uncompressed (codec NONE). */
@@ -40,7 +43,8 @@ struct pipeline_stats {
   uint64_t extents, zero_extents, raw_extents, zstd_extents;
   uint64_t raw_bytes, payload_bytes;
   uint64_t read_ns_waiting_workers; /* reads done, no worker free: CPU-bound */
-  uint64_t emit_ns;                 /* time inside the emit callback: link-bound */
+  uint64_t emit_ns;                 /* time inside the emit callback */
+  uint64_t link_wait_ns;            /* of it, waiting for the link (emit_ns without link_wait_ns) */
   int zstd_level;                   /* PIPELINE_LEVEL_RAW: compression off */
 };
 
@@ -63,10 +67,15 @@ RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_ex
                                     pipeline_emit_fn emit, void *ctx, struct pipeline_stats *stats);
 
 /* The zstd level after one adaptation window: up when the link (link_wait) waited more than twice
- * the workers (cpu_wait), down in the opposite case, within [min, max], and with raw_floor one step
- * further down to PIPELINE_LEVEL_RAW (and from it back up to min). Never 0: zstd reads level 0
- * as its default (3), which would put a step down from 1 above it; 1 and -1 are neighbours. */
-int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait);
+ * the workers (cpu_wait), down in the opposite case, within [min, max] (a step past a bound stops at
+ * it), and with raw_floor one step below min to PIPELINE_LEVEL_RAW (and from it back up to min).
+ * *streak (0 at first) counts the decisions in a row that went the same way, +up or -down: the
+ * step doubles with each (1, 2, 4, then 4: PIPELINE_STEP_DOUBLINGS), so a level far from the
+ * bottleneck's is reached in a few windows, and a turn starts again at 1. Never 0: zstd reads level
+ * 0 as its default (3), which would put a step down from 1 above it; 1 and -1 are neighbours. */
+#define PIPELINE_STEP_DOUBLINGS 2
+int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait,
+                        int *streak);
 /* The level as logs and benchmarks show it: the zstd level, or "off" for PIPELINE_LEVEL_RAW; into out. */
 const char *pipeline_level_text(int level, char out[16]);
 

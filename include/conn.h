@@ -40,6 +40,12 @@ RPL_MUST_CHECK rpl_err conn_send(struct conn *c, const struct proto_buf *frames)
 /* Writes one EXTENT frame: header and fields, then the payload straight from m->payload. */
 RPL_MUST_CHECK rpl_err conn_send_extent(struct conn *c, const struct proto_extent *m);
 
+/* Nanoseconds the calling thread has waited in its conn_send and conn_send_extent calls, on any
+ * connection, since it started: for the socket to take bytes (the link or the peer is slower than
+ * we are) or for another thread's frame on the same connection. A sender's own CPU (TLS, copies)
+ * is not in it. Differences of two readings on one thread are what a caller wants. */
+uint64_t conn_send_wait_ns(void);
+
 /* The calling thread is the one that receives (conn_recv): its sends keep reading while they wait,
  * so that a peer blocked sending to us is never waited on in turn. Before other threads send. */
 void conn_set_reader(struct conn *c);

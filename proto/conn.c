@@ -339,12 +339,22 @@ static bool wait_to_send(struct conn *c, short want, uint64_t left_ms)
   }
 }
 
+/* Nanoseconds the calling thread has spent, in all, waiting in its sends for the socket to take bytes
+ * or for another sender's frame to go out (conn_send_wait_ns). */
+static _Thread_local uint64_t send_wait_ns;
+
+uint64_t conn_send_wait_ns(void) { return send_wait_ns; }
+
 /* send_lock, taken by the reader's thread without ceasing to read: a cycle thread may hold it while
  * the peer waits for us to read. */
 static void lock_send(struct conn *c)
 {
+  if (pthread_mutex_trylock(&c->send_lock) == 0)
+    return;
+  uint64_t t0 = rpl_mono_ns();
   if (!is_reader(c)) {
     pthread_mutex_lock(&c->send_lock);
+    send_wait_ns += rpl_mono_ns() - t0;
     return;
   }
   while (pthread_mutex_trylock(&c->send_lock) != 0) {
@@ -355,6 +365,7 @@ static void lock_send(struct conn *c)
     else if (!room)
       poll(NULL, 0, 5);
   }
+  send_wait_ns += rpl_mono_ns() - t0;
 }
 
 /* One SSL_write under ssl_lock: bytes written (> 0), 0 to wait for the socket (*want says for what),
@@ -399,8 +410,10 @@ static rpl_err write_all(struct conn *c, const void *data, size_t len)
       progress_ms = rpl_mono_ms();
       continue;
     }
-    uint64_t idle = rpl_mono_ms() - progress_ms;
-    if (idle >= CONN_IO_TIMEOUT_MS || !wait_to_send(c, want, CONN_IO_TIMEOUT_MS - idle)) {
+    uint64_t idle = rpl_mono_ms() - progress_ms, t0 = rpl_mono_ns();
+    bool ready = idle < CONN_IO_TIMEOUT_MS && wait_to_send(c, want, CONN_IO_TIMEOUT_MS - idle);
+    send_wait_ns += rpl_mono_ns() - t0;
+    if (!ready) {
       log_warn("sending with %s failed: the peer took nothing for %d s", c->peer, CONN_IO_TIMEOUT_MS / 1000);
       return rpl_fail(RPL_E_TIMEOUT, "sending with %s: the peer took nothing for %d s", c->peer,
                       CONN_IO_TIMEOUT_MS / 1000);

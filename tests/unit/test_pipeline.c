@@ -221,32 +221,66 @@ static void test_is_zero(void **state)
   }
 }
 
-/* The adaptive level steps one at a time within its bounds, and never through 0 (zstd's default, 3);
- * with the raw floor, one step below the lowest level turns compression off, and back up from it. */
+/* One decision from a fresh streak (no decision before it). */
+static int next(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait)
+{
+  int streak = 0;
+  return pipeline_next_level(level, min, max, raw_floor, cpu_wait, link_wait, &streak);
+}
+
+/* The adaptive level's first step is one within its bounds, never through 0 (zstd's default, 3);
+ * with the raw floor, one step below the lowest level turns compression off, and back up from it.
+ * Decisions in a row the same way double the step (1, 2, 4, 4), a step past a bound stops at it,
+ * and a turn or a hold starts again at 1. */
 static void test_next_level(void **state)
 {
   (void)state;
-  assert_int_equal(pipeline_next_level(1, -9, 6, false, 100, 0), -1);   /* workers waited: down, over 0 */
-  assert_int_equal(pipeline_next_level(-1, -9, 6, false, 0, 100), 1);   /* the link waited: up, over 0 */
-  assert_int_equal(pipeline_next_level(3, -9, 6, false, 0, 100), 4);
-  assert_int_equal(pipeline_next_level(-3, -9, 6, false, 100, 0), -4);
-  assert_int_equal(pipeline_next_level(6, -9, 6, false, 0, 100), 6);    /* at the top */
-  assert_int_equal(pipeline_next_level(-9, -9, 6, false, 100, 0), -9);  /* at the bottom */
-  assert_int_equal(pipeline_next_level(1, 1, 6, false, 100, 0), 1);     /* -1 is outside the range */
-  assert_int_equal(pipeline_next_level(2, -9, 6, false, 100, 60), 2);   /* neither waited twice the other */
-  assert_int_equal(pipeline_next_level(2, -9, 6, false, 0, 0), 2);
+  /* CPU-bound from level 1: -1, -3, -7, then -9 (the bound), then off: 5 windows, not 11. */
+  int streak = 0, lv = 1;
+  const int down_from_1[] = {-1, -3, -7, -9, PIPELINE_LEVEL_RAW, PIPELINE_LEVEL_RAW};
+  for (size_t i = 0; i < sizeof down_from_1 / sizeof down_from_1[0]; i++) {
+    lv = pipeline_next_level(lv, -9, 6, true, 100, 0, &streak);
+    assert_int_equal(lv, down_from_1[i]);
+  }
+  /* The link waits: back to -9, then -7, -3, 2 (over 0: four steps above -3), 6, 6 (the bound). */
+  streak = 0;
+  const int up_from_off[] = {-9, -7, -3, 2, 6, 6};
+  for (size_t i = 0; i < sizeof up_from_off / sizeof up_from_off[0]; i++) {
+    lv = pipeline_next_level(lv, -9, 6, true, 0, 100, &streak);
+    assert_int_equal(lv, up_from_off[i]);
+  }
+  /* A turn starts at one step, and so does a decision after a hold. */
+  assert_int_equal(pipeline_next_level(6, -9, 6, true, 100, 0, &streak), 5);
+  assert_int_equal(streak, -1);
+  assert_int_equal(pipeline_next_level(5, -9, 6, true, 100, 0, &streak), 3);
+  assert_int_equal(pipeline_next_level(3, -9, 6, true, 100, 60, &streak), 3); /* neither: held */
+  assert_int_equal(streak, 0);
+  assert_int_equal(pipeline_next_level(3, -9, 6, true, 100, 0, &streak), 2);
+  /* The streak stays bounded however long one way lasts. */
+  for (int i = 0; i < 1000; i++)
+    (void)pipeline_next_level(-9, -9, 6, false, 100, 0, &streak);
+  assert_int_equal(streak, -(PIPELINE_STEP_DOUBLINGS + 1));
+  assert_int_equal(next(1, -9, 6, false, 100, 0), -1);   /* workers waited: down, over 0 */
+  assert_int_equal(next(-1, -9, 6, false, 0, 100), 1);   /* the link waited: up, over 0 */
+  assert_int_equal(next(3, -9, 6, false, 0, 100), 4);
+  assert_int_equal(next(-3, -9, 6, false, 100, 0), -4);
+  assert_int_equal(next(6, -9, 6, false, 0, 100), 6);    /* at the top */
+  assert_int_equal(next(-9, -9, 6, false, 100, 0), -9);  /* at the bottom */
+  assert_int_equal(next(1, 1, 6, false, 100, 0), 1);     /* -1 is outside the range */
+  assert_int_equal(next(2, -9, 6, false, 100, 60), 2);   /* neither waited twice the other */
+  assert_int_equal(next(2, -9, 6, false, 0, 0), 2);
   for (int level = -9; level <= 6; level++)
     if (level) {
-      assert_int_not_equal(pipeline_next_level(level, -9, 6, true, 100, 0), 0);
-      assert_int_not_equal(pipeline_next_level(level, -9, 6, true, 0, 100), 0);
+      assert_int_not_equal(next(level, -9, 6, true, 100, 0), 0);
+      assert_int_not_equal(next(level, -9, 6, true, 0, 100), 0);
     }
   /* The raw floor: below the bottom, compression off; it stays off until the link waits. */
-  assert_int_equal(pipeline_next_level(-9, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
-  assert_int_equal(pipeline_next_level(-8, -9, 6, true, 100, 0), -9);
-  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
-  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 60), PIPELINE_LEVEL_RAW);
-  assert_int_equal(pipeline_next_level(PIPELINE_LEVEL_RAW, -9, 6, true, 0, 100), -9);
-  assert_int_equal(pipeline_next_level(1, 1, 6, true, 100, 0), PIPELINE_LEVEL_RAW); /* the floor is below any min */
+  assert_int_equal(next(-9, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
+  assert_int_equal(next(-8, -9, 6, true, 100, 0), -9);
+  assert_int_equal(next(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 0), PIPELINE_LEVEL_RAW);
+  assert_int_equal(next(PIPELINE_LEVEL_RAW, -9, 6, true, 100, 60), PIPELINE_LEVEL_RAW);
+  assert_int_equal(next(PIPELINE_LEVEL_RAW, -9, 6, true, 0, 100), -9);
+  assert_int_equal(next(1, 1, 6, true, 100, 0), PIPELINE_LEVEL_RAW); /* the floor is below any min */
   char text[16];
   assert_string_equal(pipeline_level_text(PIPELINE_LEVEL_RAW, text), "off");
   assert_string_equal(pipeline_level_text(-9, text), "-9");
