@@ -7,8 +7,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
-#include <pthread.h>
-#include <sched.h>
 #include <limits.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -16,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -868,11 +867,16 @@ const char *readiness_result_name(enum readiness_result result)
 
 rpl_err readiness_lower_priority(void)
 {
-  struct sched_param none = {0};
-  int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
-  if (rc != 0)
-    return rpl_fail(RPL_E_PERMISSION, "cannot lower the thread to SCHED_IDLE: %s", strerror(rc));
-  /* who 0: the calling thread; a child started later inherits the thread's I/O priority. */
+  /* Per thread on Linux (who: this thread's id); a child started later inherits it. Never raised:
+   * an agent started at a lower priority keeps it. */
+  id_t tid = (id_t)syscall(SYS_gettid);
+  errno = 0;
+  int nice_now = getpriority(PRIO_PROCESS, tid);
+  int nice_want = errno == 0 && nice_now > READINESS_NICE ? nice_now : READINESS_NICE;
+  if (setpriority(PRIO_PROCESS, tid, nice_want) != 0)
+    return rpl_fail(RPL_E_PERMISSION, "cannot lower the thread's CPU priority to nice %d: %s", nice_want,
+                    strerror(errno));
+  /* who 0: the calling thread. */
   if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 7)) != 0)
     return rpl_fail(RPL_E_PERMISSION, "cannot lower the thread's I/O priority: %s", strerror(errno));
   return RPL_OK;

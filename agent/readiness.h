@@ -60,10 +60,13 @@ const struct readiness_check *readiness_find(const struct readiness_report *r, c
 const char *readiness_result_name(enum readiness_result result);
 
 /* Lowers the calling thread, and every process it starts from then on, to background priority:
- * SCHED_IDLE for the CPU, the lowest best-effort level for I/O. The checks are never urgent, and at
- * an agent's first start they run beside the initial sync, where listing the initramfs (about half a
- * CPU-second) slowed the sync on a 2-CPU server. RPL_E_PERMISSION, with the kernel's reason, when
- * it refused either (the thread then keeps the priority it had for that one). */
+ * nice READINESS_NICE for the CPU, the lowest best-effort level for I/O. The checks are not urgent,
+ * and at an agent's first start they run beside the initial sync, where listing the initramfs (about
+ * half a CPU-second at nice 0) slowed the sync on a 2-CPU server. Not SCHED_IDLE: on a server whose
+ * CPUs are busy for minutes it left the report that long unsent; at nice 10 the checks get about a
+ * tenth of a CPU that busy work at nice 0 competes for. RPL_E_PERMISSION, with the kernel's reason,
+ * when it refused either (the thread then keeps the priority it had for that one). */
+#define READINESS_NICE 10
 RPL_MUST_CHECK rpl_err readiness_lower_priority(void);
 
 /* Size in bytes of a block device (BLKGETSIZE64) or a regular file (an image). */
