@@ -51,7 +51,7 @@ static rpl_err pipeline_for(struct agent *a, size_t i, struct pipeline **out)
 {
   if (!a->pipes[i]) {
     /* The level goes up only when the sends waited for the appliance, not for their own TLS. */
-    struct pipeline_config cfg = {.compress = 1, .raw_floor = 1, .link_wait_ns = conn_send_wait_ns};
+    struct pipeline_config cfg = {PIPELINE_CONFIG_DEFAULTS, .link_wait_ns = conn_send_wait_ns};
     rpl_err err = pipeline_create(a->rt[i].fd, &cfg, &a->pipes[i]);
     if (err)
       return err;

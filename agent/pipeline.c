@@ -201,10 +201,7 @@ static void *worker_main(void *arg)
 
 static void config_defaults(struct pipeline_config *c, const struct pipeline_config *in)
 {
-  if (in)
-    *c = *in;
-  else
-    memset(c, 0, sizeof *c), c->compress = 1, c->raw_floor = 1;
+  *c = in ? *in : (struct pipeline_config){PIPELINE_CONFIG_DEFAULTS};
   if (!c->queue_depth)
     c->queue_depth = 32;
   if (c->queue_depth > MAX_QUEUE_DEPTH)

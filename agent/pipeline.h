@@ -35,6 +35,9 @@ struct pipeline_config {
                                      an emit's whole time, its own CPU (TLS, copies) too */
 };
 
+/* The fields a NULL config has that zero would not give; a caller's own config starts from them. */
+#define PIPELINE_CONFIG_DEFAULTS .compress = 1, .raw_floor = 1
+
 /* The adaptive level below every zstd level: extents are sent uncompressed (codec NONE). */
 #define PIPELINE_LEVEL_RAW INT_MIN
 
@@ -44,7 +47,8 @@ struct pipeline_stats {
   uint64_t raw_bytes, payload_bytes;
   uint64_t read_ns_waiting_workers; /* reads done, no worker free: CPU-bound */
   uint64_t emit_ns;                 /* time inside the emit callback */
-  uint64_t link_wait_ns;            /* of it, waiting for the link (emit_ns without link_wait_ns) */
+  uint64_t link_wait_ns;            /* of emit_ns, the part spent waiting for the link (all of it
+                                       when the config has no link_wait_ns clock) */
   int zstd_level;                   /* PIPELINE_LEVEL_RAW: compression off */
 };
 

@@ -869,7 +869,7 @@ rpl_err readiness_lower_priority(void)
 {
   /* Per thread on Linux (who: this thread's id); a child started later inherits it. Never raised:
    * an agent started at a lower priority keeps it. */
-  id_t tid = (id_t)syscall(SYS_gettid);
+  id_t tid = (id_t)gettid();
   errno = 0;
   int nice_now = getpriority(PRIO_PROCESS, tid);
   int nice_want = errno == 0 && nice_now > READINESS_NICE ? nice_now : READINESS_NICE;

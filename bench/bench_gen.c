@@ -335,8 +335,11 @@ static bool keep_old(const char *image, const char *keep, const struct ext *x, s
     failed = "read the image";
   for (uint64_t done = 0; !failed && done < total; done += BLOCK) {
     size_t len = total - done < BLOCK ? total - done : BLOCK;
-    if (pwrite(out, old + done, len, (off_t)done) != (ssize_t)len)
+    ssize_t w = pwrite(out, old + done, len, (off_t)done);
+    if (w != (ssize_t)len) {
+      errno = w < 0 ? errno : EIO; /* a short write sets no errno */
       failed = "write the file";
+    }
   }
   if (!failed && fdatasync(out) != 0)
     failed = "fdatasync the file";

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -578,7 +577,7 @@ static void *lowered_thread(void *arg)
     return NULL;
   }
   errno = 0;
-  int nice_now = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  int nice_now = getpriority(PRIO_PROCESS, (id_t)gettid());
   if (nice_now != READINESS_NICE) {
     snprintf(seen, 256, "the thread's nice value is %d", nice_now);
     return NULL;
