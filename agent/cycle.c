@@ -67,10 +67,12 @@ static rpl_err run_extents(struct cycle_send *cs, struct pipeline *p, const stru
   char level[16];
   rpl_err err = pipeline_run(p, px, n, emit_extent, cs, &st);
   if (!err)
-    log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd), %" PRIu64
+    log_debug("%s: cycle %" PRIu64 ": %" PRIu64 " extents (%" PRIu64 " zero, %" PRIu64 " zstd of %" PRIu64
+              " tried; %" PRIu64 " windows where zstd was futile), %" PRIu64
               " bytes sent as %" PRIu64 "; read extents waited %" PRIu64 " ms in all for a worker; the sends took %" PRIu64
               " ms, %" PRIu64 " of them waiting for the link; zstd level now %s", cs->a->st.disks[cs->disk].device,
-              cs->cycle, st.extents, st.zero_extents, st.zstd_extents, st.raw_bytes, st.payload_bytes,
+              cs->cycle, st.extents, st.zero_extents, st.zstd_extents, st.zstd_tried_extents, st.futile_windows,
+              st.raw_bytes, st.payload_bytes,
               st.read_ns_waiting_workers / 1000000, st.emit_ns / 1000000, st.link_wait_ns / 1000000,
               pipeline_level_text(st.zstd_level, level));
   return err;

@@ -37,6 +37,7 @@ struct slot {
   uint64_t queued_ns;
   struct proto_extent m;
   bool has_unit_hashes;
+  bool zstd_tried;        /* compress_slot ran zstd on it (whether or not it was sent compressed) */
   uint64_t unit_hash[MAX_EXTENT_CAP >> SENT_UNIT_SHIFT]; /* of the raw bytes, when the run asks for them */
   rpl_err err;
 };
@@ -63,6 +64,8 @@ struct pipeline {
 
   _Atomic int level;
   int level_streak;        /* the level's last decisions in one direction (pipeline_next_level) */
+  unsigned futile_hold;    /* windows left with compression off after a futile one */
+  unsigned futile_next_hold; /* the hold after the next futile window: doubles while probes stay futile */
   const struct pipeline_extent *extents; /* of the run in progress */
   bool unit_hashes;                      /* of the runs to come (pipeline_unit_hashes) */
 };
@@ -136,6 +139,7 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
   m->offset = x->offset;
   m->length = x->length;
   s->has_unit_hashes = p->unit_hashes;
+  s->zstd_tried = false;
   if (s->has_unit_hashes)
     hash_units(s, x->length);
   if (pipeline_is_zero(s->buf, x->length)) { /* a half-empty disk: its zeros are not hashed again and again */
@@ -156,6 +160,7 @@ static void compress_slot(struct pipeline *p, struct worker_arg *w, struct slot 
     return;
   /* Worth sending compressed only if it saves at least 1/32; otherwise zstd stops early. */
   size_t limit = x->length - x->length / 32;
+  s->zstd_tried = true;
   ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
   size_t c = ZSTD_compress2(w->cctx, w->out, limit, s->buf, x->length);
   if (!ZSTD_isError(c) && c > 0 && c < limit) {
@@ -246,6 +251,7 @@ rpl_err pipeline_create(int fd, const struct pipeline_config *cfg, struct pipeli
   p->efd = -1;
   config_defaults(&p->cfg, cfg);
   atomic_store(&p->level, p->cfg.zstd_level_start);
+  p->futile_next_hold = PIPELINE_FUTILE_HOLD_MIN;
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->work_cv, NULL);
   rpl_err err = RPL_E_NOMEM;
@@ -402,6 +408,7 @@ struct run {
   void *ctx;
   struct pipeline_stats st;
   uint64_t window_cpu_start, window_link_wait;  /* the adaptive zstd level's current window */
+  uint64_t window_data, window_tried, window_saved; /* its bytes not all zero, of those zstd ran on, saved */
   unsigned window_n;
   bool eventfd_armed;
 };
@@ -423,9 +430,11 @@ static inline bool slot_is_done(struct pipeline *p, const struct slot *s)
   return done;
 }
 
-static inline void count_emitted(struct pipeline_stats *st, const struct proto_extent *m)
+static inline void count_emitted(struct pipeline_stats *st, const struct slot *s)
 {
+  const struct proto_extent *m = &s->m;
   st->extents++;
+  st->zstd_tried_extents += s->zstd_tried;
   st->raw_bytes += m->length;
   st->payload_bytes += m->payload.len;
   st->zero_extents += m->codec == PROTO_CODEC_ZERO;
@@ -433,8 +442,15 @@ static inline void count_emitted(struct pipeline_stats *st, const struct proto_e
   st->zstd_extents += m->codec == PROTO_CODEC_ZSTD;
 }
 
+bool pipeline_compression_futile(uint64_t data_bytes, uint64_t tried_bytes, uint64_t saved_bytes)
+{
+  return tried_bytes && tried_bytes >= data_bytes / 2 && saved_bytes < tried_bytes / 32;
+}
+
 /* The level follows whichever side waited more over the last ADAPT_WINDOW extents: the workers
- * (CPU-bound, go faster) or emit (link-bound, compress harder). */
+ * (CPU-bound, go faster) or emit (link-bound, compress harder). Unless compression was futile: then
+ * it is off (or at its minimum without raw_floor) for a hold of windows, whatever the link does,
+ * and the next futile probe after the hold doubles it. */
 static inline void adapt_at_window_end(struct pipeline *p, struct run *r)
 {
   if (++r->window_n != ADAPT_WINDOW)
@@ -442,9 +458,23 @@ static inline void adapt_at_window_end(struct pipeline *p, struct run *r)
   pthread_mutex_lock(&p->lock);
   uint64_t cpu = p->queue_wait_ns;
   pthread_mutex_unlock(&p->lock);
-  adapt_level(p, cpu - r->window_cpu_start, r->window_link_wait);
+  if (p->futile_hold) {
+    p->futile_hold--;
+  } else if (pipeline_compression_futile(r->window_data, r->window_tried, r->window_saved)) {
+    atomic_store(&p->level, p->cfg.raw_floor ? PIPELINE_LEVEL_RAW : p->cfg.zstd_level_min);
+    p->level_streak = 0;
+    p->futile_hold = p->futile_next_hold;
+    p->futile_next_hold = p->futile_next_hold >= PIPELINE_FUTILE_HOLD_MAX / 2 ? PIPELINE_FUTILE_HOLD_MAX
+                                                                              : p->futile_next_hold * 2;
+    r->st.futile_windows++;
+  } else {
+    if (r->window_tried >= r->window_data / 2 && r->window_tried)
+      p->futile_next_hold = PIPELINE_FUTILE_HOLD_MIN; /* compression paid: a later futile stretch starts short */
+    adapt_level(p, cpu - r->window_cpu_start, r->window_link_wait);
+  }
   r->window_cpu_start = cpu;
   r->window_link_wait = 0;
+  r->window_data = r->window_tried = r->window_saved = 0;
   r->window_n = 0;
 }
 
@@ -461,7 +491,12 @@ static inline void emit_done_in_order(struct pipeline *p, struct run *r)
     r->st.emit_ns += dt;
     r->st.link_wait_ns += waited;
     r->window_link_wait += waited;
-    count_emitted(&r->st, &s->m);
+    count_emitted(&r->st, s);
+    if (s->m.codec != PROTO_CODEC_ZERO) {
+      r->window_data += s->m.length;
+      r->window_tried += s->zstd_tried ? s->m.length : 0;
+      r->window_saved += s->m.codec == PROTO_CODEC_ZSTD ? s->m.length - s->m.payload.len : 0;
+    }
     s->state = SLOT_FREE;
     r->next_emit++;
     adapt_at_window_end(p, r);

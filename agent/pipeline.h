@@ -49,6 +49,8 @@ struct pipeline_stats {
   uint64_t emit_ns;                 /* time inside the emit callback */
   uint64_t link_wait_ns;            /* of emit_ns, the part spent waiting for the link (all of it
                                        when the config has no link_wait_ns clock) */
+  uint64_t zstd_tried_extents;      /* extents zstd ran on, sent compressed or not */
+  uint64_t futile_windows;          /* windows where compression was futile (pipeline_compression_futile) */
   int zstd_level;                   /* PIPELINE_LEVEL_RAW: compression off */
 };
 
@@ -80,6 +82,17 @@ RPL_MUST_CHECK rpl_err pipeline_run(struct pipeline *p, const struct pipeline_ex
 #define PIPELINE_STEP_DOUBLINGS 2
 int pipeline_next_level(int level, int min, int max, bool raw_floor, uint64_t cpu_wait, uint64_t link_wait,
                         int *streak);
+/* Whether zstd was futile over an adaptation window: it ran on at least half of the window's bytes
+ * that were not all zero (data_bytes), and what it ran on (tried_bytes) came out less than 1/32
+ * smaller in all (saved_bytes). Data that is encrypted, media or compressed already: every level
+ * only burns the source server's CPU, however slow the link. The level then goes off (its minimum
+ * without raw_floor) for PIPELINE_FUTILE_HOLD_MIN windows, whatever the link does; a probe after the
+ * hold that is futile again doubles it, up to PIPELINE_FUTILE_HOLD_MAX (64 windows: 2 GiB of 1 MiB
+ * extents between probes at most); a window where zstd paid starts it again at the minimum. */
+bool pipeline_compression_futile(uint64_t data_bytes, uint64_t tried_bytes, uint64_t saved_bytes);
+#define PIPELINE_FUTILE_HOLD_MIN 8u
+#define PIPELINE_FUTILE_HOLD_MAX 64u
+
 /* The level as logs and benchmarks show it: the zstd level, or "off" for PIPELINE_LEVEL_RAW; into out. */
 const char *pipeline_level_text(int level, char out[16]);
 

@@ -286,6 +286,67 @@ static void test_next_level(void **state)
   assert_string_equal(pipeline_level_text(-9, text), "-9");
 }
 
+/* A link that always waited a second per send: the level wants up at every window. */
+static uint64_t slow_link_ns;
+static uint64_t slow_link_clock(void) { return slow_link_ns += 1000000000ull; }
+
+/* count extents of 16 KiB taken round-robin from the MiBs of the fixture with this remainder mod 4. */
+static struct pipeline_extent *extents_in(unsigned mib_mod4, size_t count)
+{
+  struct pipeline_extent *x = calloc(count, sizeof *x);
+  assert_non_null(x);
+  const size_t per_mib = (1u << 20) / (16u << 10);
+  for (size_t i = 0; i < count; i++) {
+    size_t k = i % (4 * per_mib); /* the fixture has 4 such MiBs */
+    x[i].offset = ((k / per_mib) * 4 + mib_mod4) * (1ull << 20) + (k % per_mib) * (16u << 10);
+    x[i].length = 16u << 10;
+  }
+  return x;
+}
+
+/* zstd is futile when what it ran on (at least half of the data) came out less than 1/32 smaller. */
+static void test_compression_futile(void **state)
+{
+  (void)state;
+  assert_false(pipeline_compression_futile(0, 0, 0));           /* nothing tried */
+  assert_false(pipeline_compression_futile(1000, 0, 0));
+  assert_false(pipeline_compression_futile(1000, 499, 0));      /* too little tried to tell */
+  assert_true(pipeline_compression_futile(1000, 500, 0));
+  assert_true(pipeline_compression_futile(3200, 3200, 99));     /* under 1/32 */
+  assert_false(pipeline_compression_futile(3200, 3200, 100));   /* 1/32: worth it */
+  assert_false(pipeline_compression_futile(3200, 1600, 1000));
+}
+
+/* Incompressible data on a slow link: the level wants up all the time, but after the first futile
+ * window zstd runs only in short probes, further apart each time, and the extents arrive intact.
+ * Compressible data on the same link is never futile and goes out compressed. */
+static void test_futile_compression_holds_off(void **state)
+{
+  struct fixture *f = *state;
+  const size_t n = 40 * 32; /* 40 windows */
+  struct pipeline_config cfg = {PIPELINE_CONFIG_DEFAULTS, .max_extent = 16u << 10, .link_wait_ns = slow_link_clock};
+  struct pipeline_extent *random = extents_in(2, n);
+  struct pipeline_stats st;
+  run_and_check(f, &cfg, random, n, &st);
+  printf("incompressible: zstd ran on %llu of %llu extents, %llu futile windows\n",
+         (unsigned long long)st.zstd_tried_extents, (unsigned long long)st.extents, (unsigned long long)st.futile_windows);
+  assert_int_equal(st.zstd_extents, 0);
+  /* The first window, then probes after holds of 8 and 16 windows (each a window or two, and the
+   * extents already in the workers): a quarter at most, not the 1280 extents of a level that only
+   * follows the link. */
+  assert_true(st.futile_windows >= 3);
+  assert_true(st.zstd_tried_extents <= n / 4);
+  assert_int_equal(st.zstd_level, PIPELINE_LEVEL_RAW);
+  free(random);
+
+  struct pipeline_extent *text = extents_in(3, n);
+  run_and_check(f, &cfg, text, n, &st);
+  assert_int_equal(st.futile_windows, 0);
+  assert_true(st.zstd_extents > n / 2);
+  assert_true(st.zstd_level > 1); /* the slow link raised it */
+  free(text);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -294,6 +355,8 @@ int main(void)
     cmocka_unit_test(test_errors),
     cmocka_unit_test(test_is_zero),
     cmocka_unit_test(test_next_level),
+    cmocka_unit_test(test_compression_futile),
+    cmocka_unit_test(test_futile_compression_holds_off),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
