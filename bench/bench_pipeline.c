@@ -130,7 +130,10 @@ static int slow_link(size_t mib, double link_mbs)
   int fd = open(path, O_RDONLY | O_DIRECT);
   struct pipeline_extent *x = calloc(mib, sizeof *x);
   if (fd < 0 || !x) {
+    if (fd >= 0)
+      close(fd);
     unlink(path);
+    free(x);
     return 1;
   }
   pipeline_split_extents(0, (uint64_t)mib << 20, 1u << 20, x, mib);
@@ -139,26 +142,32 @@ static int slow_link(size_t mib, double link_mbs)
   double cpu[2] = {0, 0};
   struct pipeline_stats st = {0};
   const int rounds = 2;
-  for (int r = 0; r < 2 * rounds; r++) {
+  int rc = 0;
+  for (int r = 0; r < 2 * rounds && !rc; r++) {
     int which = r % 2; /* 0: adaptive, 1: off; a fresh pipeline each run (the level starts at 1) */
     struct pipeline *p;
-    if (pipeline_create(fd, which ? &off : &adaptive, &p))
-      return 1;
+    if (pipeline_create(fd, which ? &off : &adaptive, &p)) {
+      rc = 1;
+      break;
+    }
     struct paced l = {.t0 = now(), .link_mbs = link_mbs};
     double c0 = cpu_self();
-    if (pipeline_run(p, x, mib, paced_sink, &l, which ? NULL : &st))
-      return 1;
+    rc = pipeline_run(p, x, mib, paced_sink, &l, which ? NULL : &st) ? 1 : 0;
     cpu[which] += cpu_self() - c0;
     pipeline_destroy(p);
+  }
+  close(fd);
+  unlink(path);
+  free(x);
+  if (rc) {
+    fprintf(stderr, "bench_pipeline: the slow-link runs failed\n");
+    return rc;
   }
   double gib = mib / 1024.0 * rounds;
   printf("  incompressible, link %.0f MB/s: adaptive zstd %.3f CPU-s/GiB (zstd ran on %llu of %zu extents, %llu futile "
          "windows), compression off %.3f CPU-s/GiB; adaptive/off %.2f\n", link_mbs, cpu[0] / gib,
          (unsigned long long)st.zstd_tried_extents, mib, (unsigned long long)st.futile_windows, cpu[1] / gib,
          cpu[0] / cpu[1]);
-  close(fd);
-  unlink(path);
-  free(x);
   return 0;
 }
 
