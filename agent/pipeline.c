@@ -442,9 +442,15 @@ static inline void count_emitted(struct pipeline_stats *st, const struct slot *s
   st->zstd_extents += m->codec == PROTO_CODEC_ZSTD;
 }
 
+/* zstd ran on enough of a window (half of its bytes that were not all zero) to judge it. */
+static bool zstd_sampled(uint64_t data_bytes, uint64_t tried_bytes)
+{
+  return tried_bytes && tried_bytes >= data_bytes / 2;
+}
+
 bool pipeline_compression_futile(uint64_t data_bytes, uint64_t tried_bytes, uint64_t saved_bytes)
 {
-  return tried_bytes && tried_bytes >= data_bytes / 2 && saved_bytes < tried_bytes / 32;
+  return zstd_sampled(data_bytes, tried_bytes) && saved_bytes < tried_bytes / 32;
 }
 
 /* The level follows whichever side waited more over the last ADAPT_WINDOW extents: the workers
@@ -468,7 +474,7 @@ static inline void adapt_at_window_end(struct pipeline *p, struct run *r)
                                                                               : p->futile_next_hold * 2;
     r->st.futile_windows++;
   } else {
-    if (r->window_tried >= r->window_data / 2 && r->window_tried)
+    if (zstd_sampled(r->window_data, r->window_tried))
       p->futile_next_hold = PIPELINE_FUTILE_HOLD_MIN; /* compression paid: a later futile stretch starts short */
     adapt_level(p, cpu - r->window_cpu_start, r->window_link_wait);
   }

@@ -22,15 +22,16 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_tls.h"
 #include "channel.h"
 #include "conn.h"
 #include "proto.h"
+#include "rpl_clock.h"
 #include "rpl_log.h"
 
-#define EXTENT_BYTES (1u << 20)
+#define EXTENT_BYTES BENCH_EXTENT_BYTES
 #define MAX_GIB 64
 #define MAX_ROUNDS 25
 #define HANDSHAKE_MS 10000
@@ -43,66 +44,13 @@ struct side {
   double cpu_s, wall_s;
 };
 
-struct certs {
-  char *ca, *ca_key, *server_cert, *server_key, *client_cert, *client_key;
-  uint8_t fingerprint[CHAN_FINGERPRINT_SIZE];
-};
-
-static double mono_s(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double mono_s(void) { return rpl_mono_ns() / 1e9; }
 
 static double thread_cpu_s(void)
 {
   struct rusage ru;
   getrusage(RUSAGE_THREAD, &ru);
   return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static int make_certs(struct certs *k)
-{
-  char *csr = NULL, *csr2 = NULL;
-  rpl_err err = chan_make_authority("bench_conn authority", &k->ca, &k->ca_key);
-  if (!err)
-    err = chan_make_csr("bench_conn appliance", &csr, &k->server_key);
-  if (!err)
-    err = chan_sign_csr(k->ca, k->ca_key, csr, "bench_conn appliance", CHAN_CERT_SERVER, 86400, &k->server_cert);
-  if (!err)
-    err = chan_make_csr("bench_conn agent", &csr2, &k->client_key);
-  if (!err)
-    err = chan_sign_csr(k->ca, k->ca_key, csr2, "bench_conn agent", CHAN_CERT_CLIENT, 86400, &k->client_cert);
-  if (!err)
-    err = chan_fingerprint(k->ca, k->fingerprint);
-  free(csr);
-  free(csr2);
-  if (err)
-    fprintf(stderr, "bench_conn: certificates: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
-  return err ? -1 : 0;
-}
-
-/* One 1 MiB EXTENT frame of random bytes (codec none): *prefix_len bytes of header and fields, then the payload. */
-static uint8_t *make_frame(size_t *len, struct proto_extent *m)
-{
-  uint8_t *raw = malloc(EXTENT_BYTES);
-  struct proto_buf b = {.cap = PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD};
-  if (!raw)
-    return NULL;
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (size_t i = 0; i < EXTENT_BYTES; i++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    raw[i] = (uint8_t)x;
-  }
-  *m = (struct proto_extent){.cycle = 1, .length = EXTENT_BYTES, .codec = PROTO_CODEC_NONE, .payload = {raw, EXTENT_BYTES}};
-  proto_hash128(raw, EXTENT_BYTES, m->hash);
-  if (proto_encode_extent(&b, m)) {
-    free(raw);
-    return NULL;
-  }
-  *len = b.len;
-  return b.data; /* m->payload still points at raw, which the caller frees */
 }
 
 static void tune(int fd)
@@ -274,8 +222,9 @@ static void spread(const double *v, int n, double *lo, double *hi)
 
 int main(int argc, char **argv)
 {
-  long gib = argc > 1 ? strtol(argv[1], NULL, 10) : 1, rounds = argc > 2 ? strtol(argv[2], NULL, 10) : 1;
-  if (argc > 3 || gib < 1 || gib > MAX_GIB || rounds < 1 || rounds > MAX_ROUNDS) {
+  char *end_gib = "", *end_rounds = "";
+  long gib = argc > 1 ? strtol(argv[1], &end_gib, 10) : 1, rounds = argc > 2 ? strtol(argv[2], &end_rounds, 10) : 1;
+  if (argc > 3 || *end_gib || *end_rounds || gib < 1 || gib > MAX_GIB || rounds < 1 || rounds > MAX_ROUNDS) {
     fprintf(stderr, "usage: bench_conn [GIB (1-%d)] [ROUNDS (1-%d)]\n", MAX_GIB, MAX_ROUNDS);
     return 2;
   }
@@ -284,9 +233,9 @@ int main(int argc, char **argv)
   struct certs k = {0};
   struct proto_extent m;
   size_t frame_len = 0;
-  uint8_t *frame = make_frame(&frame_len, &m);
+  uint8_t *frame = bench_extent_frame(&frame_len, &m);
   SSL_CTX *cctx = NULL;
-  if (!frame || make_certs(&k) || chan_client_ctx(k.fingerprint, k.client_cert, k.client_key, &cctx))
+  if (!frame || bench_make_certs("bench_conn", &k, &cctx))
     return 2;
   uint64_t frames = (uint64_t)gib << 10;
   double gib_sent = (double)frames * frame_len / (1 << 30);

@@ -477,52 +477,6 @@ static void parse_options(int argc, char **argv, struct options *o)
   }
 }
 
-static int make_certs(struct certs *k, SSL_CTX **cctx)
-{
-  char *csr = NULL, *csr2 = NULL;
-  uint8_t fp[CHAN_FINGERPRINT_SIZE];
-  rpl_err err = chan_make_authority("bench_sessions authority", &k->ca, &k->ca_key);
-  if (!err)
-    err = chan_make_csr("bench_sessions appliance", &csr, &k->server_key);
-  if (!err)
-    err = chan_sign_csr(k->ca, k->ca_key, csr, "bench_sessions appliance", CHAN_CERT_SERVER, 86400, &k->server_cert);
-  if (!err)
-    err = chan_make_csr("bench_sessions agent", &csr2, &k->client_key);
-  if (!err)
-    err = chan_sign_csr(k->ca, k->ca_key, csr2, "bench_sessions agent", CHAN_CERT_CLIENT, 86400, &k->client_cert);
-  if (!err)
-    err = chan_fingerprint(k->ca, fp);
-  if (!err)
-    err = chan_client_ctx(fp, k->client_cert, k->client_key, cctx);
-  free(csr), free(csr2);
-  if (err)
-    fprintf(stderr, "bench_sessions: certificates: %s (%s)\n", rpl_detail(err), rpl_strerror(err));
-  return err ? -1 : 0;
-}
-
-/* One 1 MiB EXTENT frame (random bytes, codec none), encoded once and sent again and again. */
-static uint8_t *make_extent(size_t *len)
-{
-  uint8_t *raw = malloc(EXTENT_BYTES);
-  struct proto_buf b = {.cap = PROTO_HEADER_SIZE + PROTO_MAX_PAYLOAD};
-  if (!raw)
-    return NULL;
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (size_t i = 0; i < EXTENT_BYTES; i++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    raw[i] = (uint8_t)x;
-  }
-  struct proto_extent m = {.cycle = 1, .offset = 0, .length = EXTENT_BYTES, .codec = PROTO_CODEC_NONE,
-                           .payload = {raw, EXTENT_BYTES}};
-  proto_hash128(raw, EXTENT_BYTES, m.hash);
-  rpl_err err = proto_encode_extent(&b, &m);
-  free(raw);
-  if (err)
-    return NULL;
-  *len = b.len;
-  return b.data;
-}
-
 /* The descriptors this process (and the server child) may open: raised to the hard limit. */
 static rlim_t raise_nofile(void)
 {
@@ -549,8 +503,8 @@ int main(int argc, char **argv)
   struct certs k = {0};
   SSL_CTX *cctx = NULL;
   size_t extent_len = 0;
-  uint8_t *extent = make_extent(&extent_len);
-  if (!extent || make_certs(&k, &cctx))
+  uint8_t *extent = bench_extent_frame(&extent_len, NULL);
+  if (!extent || bench_make_certs("bench_sessions", &k, &cctx))
     return 2;
   printf("bench_sessions: heartbeats %.0f/s in all, bulk %.0f MB/s of 1 MiB EXTENT frames on %d connections, "
          "%.1f s of load per run, %d rounds (thread, epoll interleaved); thread: %d ms poll, %u KiB stacks; "

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <openssl/ssl.h>
 
+#include "bench_tls.h"
 #include "proto.h"
 
 #define MAX_COUNT            20000     /* connections in one run */
@@ -77,10 +78,6 @@ struct server_stats {
   double cpu_s;
   long maxrss_kib, vcsw, ivcsw, threads;
   uint64_t handshakes, heartbeats, extents, failures;
-};
-
-struct certs {
-  char *ca, *ca_key, *server_cert, *server_key, *client_cert, *client_key;
 };
 
 struct server_proc {

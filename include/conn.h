@@ -57,7 +57,8 @@ RPL_MUST_CHECK rpl_err conn_recv(struct conn *c, struct proto_frame *f, int time
  * readable: it is drained and RPL_E_TIMEOUT returned at once (a frame half received stays buffered
  * for the next call). For an idle loop that others want to prompt. wake_fd -1: conn_recv. */
 RPL_MUST_CHECK rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd);
-/* True when a frame (or bytes of one) is already buffered, so poll() on the fd would not see it. */
+/* True when a frame (or bytes of one) is already buffered, in the decoder or in what OpenSSL read
+ * ahead, so poll() on the fd would not see it. */
 int conn_pending(struct conn *c);
 
 /* Splits "HOST:PORT" / "[HOST]:PORT"; port defaults to default_port when absent. */

@@ -427,8 +427,9 @@ static rpl_err write_all(struct conn *c, const void *data, size_t len)
 /* TLS writes one record (16 KiB at most) per send() and the socket has TCP_NODELAY: each would be
  * a packet of its own. A large frame is corked while it is written, so that the kernel sends full
  * segments (64 KiB on loopback) and the peer's kernel receives and acknowledges a quarter as many;
- * uncorking at its end sends the tail at once (bench/bench_conn measures it). Small frames (heartbeats, ACKs) go out as they are: two more system calls
- * would cost more than they save. A refused setsockopt only loses the saving. */
+ * uncorking at its end sends the tail at once (bench/bench_conn measures it). Small frames
+ * (heartbeats, ACKs) go out as they are: two more system calls would cost more than they save. A
+ * refused setsockopt only loses the saving. */
 #define CONN_CORK_MIN (64u << 10)
 
 static bool cork_frame(struct conn *c, size_t len)
