@@ -229,8 +229,12 @@ static void config_defaults(struct pipeline_config *c, const struct pipeline_con
     c->zstd_level_max = ZSTD_maxCLevel();
   if (c->zstd_level_max < c->zstd_level_min)
     c->zstd_level_max = c->zstd_level_min;
+  /* Compression spends the source server's CPU; it starts at the cheapest setting and rises only
+   * when the link proves to be the bottleneck. */
   if (!c->zstd_level_start)
-    c->zstd_level_start = 1;
+    c->zstd_level_start = c->raw_floor ? PIPELINE_LEVEL_RAW : c->zstd_level_min;
+  if (c->zstd_level_start == PIPELINE_LEVEL_RAW && c->raw_floor)
+    return;
   if (c->zstd_level_start < c->zstd_level_min)
     c->zstd_level_start = c->zstd_level_min;
   if (c->zstd_level_start > c->zstd_level_max)

@@ -25,7 +25,7 @@ struct pipeline_config {
   uint32_t max_extent;    /* bytes per read and per EXTENT frame; default and cap 1 MiB */
   int zstd_level_min;     /* the level adapts within [min, max]: down when the workers are the */
   int zstd_level_max;     /* bottleneck, up when the consumer (the link) is; defaults -9 .. 6 */
-  int zstd_level_start;   /* default 1 */
+  int zstd_level_start;   /* default: off (PIPELINE_LEVEL_RAW) with raw_floor, else zstd_level_min */
   int compress;           /* 0: send raw (codec NONE) unless all-zero; default 1 */
   int raw_floor;          /* 1: one step below zstd_level_min is no compression at all (PIPELINE_LEVEL_RAW),
                              taken when the workers are still the bottleneck there (a fast link, where

@@ -143,13 +143,31 @@ static void test_whole_file_default_config(void **state)
   size_t n = pipeline_split_extents(0, FILE_SIZE, 1u << 20, x, 64);
   assert_int_equal(n, 17);
   struct pipeline_stats st;
+  /* The default starts with compression off: 17 extents are less than one window, so the link
+   * never had the chance to ask for zstd. */
   run_and_check(f, NULL, x, n, &st);
   assert_true(st.extents == n);
   assert_true(st.raw_bytes == FILE_SIZE);
   assert_true(st.zero_extents == 4);   /* MiB 1, 5, 9, 13 */
+  assert_true(st.raw_extents == 13);
+  assert_true(st.zstd_tried_extents == 0);
+  assert_int_equal(st.zstd_level, PIPELINE_LEVEL_RAW);
+  assert_true(st.payload_bytes == FILE_SIZE - 4 * (1u << 20));
+
+  /* Started at level 1, the text goes out compressed. */
+  struct pipeline_config level1 = {PIPELINE_CONFIG_DEFAULTS, .zstd_level_start = 1};
+  run_and_check(f, &level1, x, n, &st);
+  assert_true(st.zero_extents == 4);
   assert_true(st.raw_extents == 4);    /* MiB 2, 6, 10, 14: random */
   assert_true(st.zstd_extents == 9);   /* text, and the 64 KiB tail */
+  assert_int_equal(st.zstd_level, 1);
   assert_true(st.payload_bytes < FILE_SIZE / 2);
+
+  /* Without raw_floor there is no "off": the default start is the cheapest level. */
+  struct pipeline_config no_floor = {.compress = 1};
+  run_and_check(f, &no_floor, x, n, &st);
+  assert_int_equal(st.zstd_level, -9);
+  assert_true(st.zstd_extents == 9);
 }
 
 static void test_small_window_many_odd_extents(void **state)
