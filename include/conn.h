@@ -46,6 +46,16 @@ RPL_MUST_CHECK rpl_err conn_send_extent(struct conn *c, const struct proto_exten
  * is not in it. Differences of two readings on one thread are what a caller wants. */
 uint64_t conn_send_wait_ns(void);
 
+/* Where the bytes of a large raw EXTENT go, read there straight from TLS instead of through the
+ * decoder and a copy: once a frame's header and fields are in and it is an EXTENT of codec NONE with
+ * at least min_length bytes, conn_recv calls sink on its own thread with the fields (m->payload.len
+ * bytes to come; m->payload.ptr NULL). The sink returns a buffer of that many bytes, its own, or
+ * NULL to receive the frame whole. The frame conn_recv then returns has its bytes there
+ * (proto_frame.extent_data; proto_decode_extent knows). A frame that does not complete (the stream
+ * broke) leaves the buffer unfilled, and it stays the sink owner's to take back. NULL sink: off. */
+typedef uint8_t *(*conn_extent_sink)(void *arg, const struct proto_extent *m);
+void conn_set_extent_sink(struct conn *c, conn_extent_sink sink, void *arg, uint32_t min_length);
+
 /* The calling thread is the one that receives (conn_recv): its sends keep reading while they wait,
  * so that a peer blocked sending to us is never waited on in turn. Before other threads send. */
 void conn_set_reader(struct conn *c);

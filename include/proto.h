@@ -367,6 +367,9 @@ struct proto_frame {
   uint16_t flags;
   uint32_t length;
   const uint8_t *payload;
+  /* An EXTENT whose bytes were read past the decoder (proto_split_finish): payload holds its fields
+   * only and its bytes are here, in the receiver's buffer. NULL for every other frame. */
+  const uint8_t *extent_data;
 };
 
 /* ---- encoding ----------------------------------------------------------------------------- */
@@ -487,6 +490,27 @@ void proto_decoder_commit(struct proto_decoder *d, size_t n);
 RPL_MUST_CHECK rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame);
 /* At end of stream: RPL_OK if no partial frame is buffered, else RPL_E_PROTO_TRUNCATED. */
 RPL_MUST_CHECK rpl_err proto_decoder_finish(const struct proto_decoder *d);
+
+/* An EXTENT's raw bytes read straight to where they go (the receiver's write buffer), not through
+ * the decoder's buffer and a copy: peek at the frame being buffered, split it off into a
+ * destination, read the rest of its bytes there, then finish (the CRC check). */
+struct proto_split {
+  uint8_t prefix[PROTO_EXTENT_PREFIX_SIZE]; /* the frame's header and fields */
+  struct proto_extent m;                     /* decoded; payload.ptr is the destination once split */
+  uint32_t have;                             /* bytes of m.payload in the destination so far */
+};
+/* RPL_OK: the frame being buffered is a well-formed EXTENT of codec NONE with at least min_length
+ * bytes whose header and fields are in; x->m holds them (payload.ptr NULL, payload.len its length).
+ * RPL_E_AGAIN: it is not such a frame, or not yet known (the frame is then received whole, and any
+ * fault in it reported as usual). Else the stream is broken. Consumes nothing. */
+RPL_MUST_CHECK rpl_err proto_decoder_peek_extent(struct proto_decoder *d, uint32_t min_length, struct proto_split *x);
+/* After a peek's RPL_OK: takes the frame out of the decoder, copying its bytes buffered so far to dst
+ * (x->m.payload.len bytes, the caller's, which must outlive the frame); the caller reads the rest
+ * into dst + x->have. */
+void proto_decoder_split_extent(struct proto_decoder *d, struct proto_split *x, uint8_t *dst);
+/* Once x->have == x->m.payload.len: RPL_OK and *f the frame (valid while x and the destination are),
+ * or RPL_E_PROTO_CRC. */
+RPL_MUST_CHECK rpl_err proto_split_finish(const struct proto_split *x, struct proto_frame *f);
 
 /* ---- version negotiation ------------------------------------------------------------------ */
 

@@ -39,6 +39,14 @@ struct conn {
   uint8_t *ahead;
   size_t ahead_len, ahead_cap;
   bool ahead_stopped;       /* the stream ended or broke while reading ahead: conn_recv finds out itself */
+  /* conn_set_extent_sink: the reader's; split is the EXTENT being read into the sink's buffer. */
+  conn_extent_sink sink;
+  void *sink_arg;
+  uint32_t sink_min;
+  bool sink_declined;       /* for the frame being buffered: received whole */
+  bool splitting;
+  rpl_err split_broken;     /* sticky: a split frame's CRC was wrong */
+  struct proto_split split;
   char peer[128];
 };
 
@@ -476,7 +484,7 @@ int conn_pending(struct conn *c)
   pthread_mutex_lock(&c->ssl_lock);
   int pending = SSL_has_pending(c->ssl);
   pthread_mutex_unlock(&c->ssl_lock);
-  return pending || c->dec.end > c->dec.start || (is_reader(c) && c->ahead_len);
+  return pending || c->dec.end > c->dec.start || c->splitting || (is_reader(c) && c->ahead_len);
 }
 
 /* One SSL_read under ssl_lock: bytes read (> 0), 0 to wait for the socket (*want says for what), -1
@@ -525,23 +533,71 @@ static bool wait_socket_or_wake(const struct conn *c, short events, uint64_t lef
 
 rpl_err conn_recv(struct conn *c, struct proto_frame *f, int timeout_ms) { return conn_recv_wakeable(c, f, timeout_ms, -1); }
 
+void conn_set_extent_sink(struct conn *c, conn_extent_sink sink, void *arg, uint32_t min_length)
+{
+  c->sink = sink;
+  c->sink_arg = arg;
+  c->sink_min = min_length;
+}
+
+/* The next frame, or RPL_E_AGAIN with where its next bytes go (*space, up to *avail). */
+static rpl_err next_frame(struct conn *c, struct proto_frame *f, uint8_t **space, size_t *avail)
+{
+  if (c->split_broken)
+    return c->split_broken;
+  struct proto_split *x = &c->split;
+  if (c->splitting && x->have == x->m.payload.len) {
+    c->splitting = false;
+    return c->split_broken = proto_split_finish(x, f);
+  }
+  if (c->splitting) {
+    *space = (uint8_t *)x->m.payload.ptr + x->have;
+    *avail = x->m.payload.len - x->have;
+    return RPL_E_AGAIN;
+  }
+  rpl_err err = proto_decoder_next(&c->dec, f);
+  if (err != RPL_E_AGAIN) {
+    c->sink_declined = false;
+    return err;
+  }
+  if (c->sink && !c->sink_declined && proto_decoder_peek_extent(&c->dec, c->sink_min, x) == RPL_OK) {
+    uint8_t *dst = c->sink(c->sink_arg, &x->m);
+    c->sink_declined = dst == NULL;
+    if (dst) {
+      proto_decoder_split_extent(&c->dec, x, dst);
+      c->splitting = true;
+      return next_frame(c, f, space, avail);
+    }
+  }
+  if ((err = proto_decoder_reserve(&c->dec, space, avail)))
+    return err;
+  return RPL_E_AGAIN;
+}
+
+/* n bytes arrived where next_frame said. */
+static void received(struct conn *c, size_t n)
+{
+  if (c->splitting)
+    c->split.have += (uint32_t)n;
+  else
+    proto_decoder_commit(&c->dec, n);
+}
+
 rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms, int wake_fd)
 {
   if (timeout_ms < 0)
     timeout_ms = CONN_IO_TIMEOUT_MS;
   uint64_t t0 = rpl_mono_ms();
   for (;;) {
-    rpl_err err = proto_decoder_next(&c->dec, f);
-    if (err != RPL_E_AGAIN)
-      return err;
     uint8_t *space;
     size_t avail;
-    if ((err = proto_decoder_reserve(&c->dec, &space, &avail)))
+    rpl_err err = next_frame(c, f, &space, &avail);
+    if (err != RPL_E_AGAIN)
       return err;
     if (c->ahead_len) { /* what the reader's sends read meanwhile comes first */
       size_t piece = c->ahead_len < avail ? c->ahead_len : avail;
       memcpy(space, c->ahead, piece);
-      proto_decoder_commit(&c->dec, piece);
+      received(c, piece);
       memmove(c->ahead, c->ahead + piece, c->ahead_len - piece);
       c->ahead_len -= piece;
       continue;
@@ -551,7 +607,7 @@ rpl_err conn_recv_wakeable(struct conn *c, struct proto_frame *f, int timeout_ms
     if (n < 0)
       return RPL_E_IO;
     if (n > 0) {
-      proto_decoder_commit(&c->dec, (size_t)n);
+      received(c, (size_t)n);
       continue;
     }
     uint64_t spent = rpl_mono_ms() - t0;

@@ -706,6 +706,7 @@ rpl_err proto_frame_parse(const uint8_t *buf, size_t len, struct proto_frame *fr
   frame->flags = 0;
   frame->length = length;
   frame->payload = buf + PROTO_HEADER_SIZE;
+  frame->extent_data = NULL;
   return RPL_OK;
 }
 
@@ -800,15 +801,32 @@ rpl_err proto_decode_cycle_start(const struct proto_frame *f, struct proto_cycle
   DECODE_END(cycle_start_check);
 }
 
+static void read_extent_fields(struct reader *r, struct proto_extent *out)
+{
+  rd_copy(r, out->disk_id, PROTO_ID_SIZE);
+  out->cycle = rd_u64(r);
+  out->offset = rd_u64(r);
+  out->length = rd_u32(r);
+  out->codec = rd_u8(r);
+  rd_copy(r, out->hash, PROTO_HASH_SIZE);
+}
+
 rpl_err proto_decode_extent(const struct proto_frame *f, struct proto_extent *out)
 {
+  if (f->extent_data) { /* split: the fields here, the bytes in the receiver's buffer */
+    memset(out, 0, sizeof *out);
+    if (f->type != PROTO_EXTENT || f->length < EXTENT_FIELDS_SIZE)
+      return RPL_E_PROTO_UNEXPECTED;
+    struct reader r = {.p = f->payload, .left = EXTENT_FIELDS_SIZE};
+    read_extent_fields(&r, out);
+    if (r.err)
+      return r.err;
+    out->payload.len = f->length - (uint32_t)EXTENT_FIELDS_SIZE;
+    out->payload.ptr = f->extent_data;
+    return extent_check(out);
+  }
   DECODE_BEGIN(PROTO_EXTENT);
-  rd_copy(&r, out->disk_id, PROTO_ID_SIZE);
-  out->cycle = rd_u64(&r);
-  out->offset = rd_u64(&r);
-  out->length = rd_u32(&r);
-  out->codec = rd_u8(&r);
-  rd_copy(&r, out->hash, PROTO_HASH_SIZE);
+  read_extent_fields(&r, out);
   if (r.err)
     return r.err;
   out->payload.len = (uint32_t)r.left; /* the payload is the rest of the frame */
@@ -1185,6 +1203,56 @@ rpl_err proto_decoder_next(struct proto_decoder *d, struct proto_frame *frame)
   if (e != RPL_E_AGAIN)
     d->broken = e;
   return e;
+}
+
+rpl_err proto_decoder_peek_extent(struct proto_decoder *d, uint32_t min_length, struct proto_split *x)
+{
+  if (d->broken)
+    return d->broken;
+  const uint8_t *h = d->buf + d->start;
+  uint32_t length;
+  if (d->end - d->start < PROTO_EXTENT_PREFIX_SIZE || h[5] != PROTO_EXTENT)
+    return RPL_E_AGAIN;
+  rpl_err e = header_check(h, &length);
+  if (e)
+    return d->broken = e;
+  if ((d->max_payload && length > d->max_payload) || length < EXTENT_FIELDS_SIZE)
+    return RPL_E_AGAIN;
+  memset(x, 0, sizeof *x);
+  struct reader r = {.p = h + PROTO_HEADER_SIZE, .left = EXTENT_FIELDS_SIZE};
+  read_extent_fields(&r, &x->m);
+  x->m.payload.len = length - (uint32_t)EXTENT_FIELDS_SIZE;
+  if (r.err || x->m.codec != PROTO_CODEC_NONE || x->m.payload.len < min_length || extent_check(&x->m))
+    return RPL_E_AGAIN;
+  memcpy(x->prefix, h, PROTO_EXTENT_PREFIX_SIZE);
+  return RPL_OK;
+}
+
+void proto_decoder_split_extent(struct proto_decoder *d, struct proto_split *x, uint8_t *dst)
+{
+  size_t buffered = d->end - d->start - PROTO_EXTENT_PREFIX_SIZE;
+  size_t n = buffered < x->m.payload.len ? buffered : x->m.payload.len;
+  memcpy(dst, d->buf + d->start + PROTO_EXTENT_PREFIX_SIZE, n);
+  d->start += PROTO_EXTENT_PREFIX_SIZE + n;
+  if (d->start == d->end)
+    d->start = d->end = 0;
+  x->m.payload.ptr = dst;
+  x->have = (uint32_t)n;
+}
+
+rpl_err proto_split_finish(const struct proto_split *x, struct proto_frame *f)
+{
+  uint32_t crc = proto_crc32c(0, x->prefix, 12);
+  crc = proto_crc32c(crc, x->prefix + PROTO_HEADER_SIZE, EXTENT_FIELDS_SIZE);
+  crc = proto_crc32c(crc, x->m.payload.ptr, x->m.payload.len);
+  if (crc != get32(x->prefix + 12))
+    return RPL_E_PROTO_CRC;
+  f->type = PROTO_EXTENT;
+  f->flags = 0;
+  f->length = (uint32_t)EXTENT_FIELDS_SIZE + x->m.payload.len;
+  f->payload = x->prefix + PROTO_HEADER_SIZE;
+  f->extent_data = x->m.payload.ptr;
+  return RPL_OK;
 }
 
 rpl_err proto_decoder_finish(const struct proto_decoder *d)

@@ -958,6 +958,96 @@ static void test_hash_dispatch(void **state)
   free(buf);
 }
 
+/* An EXTENT split off the decoder: the fields peeked once they are in, the bytes buffered so far
+ * moved to the destination, the rest read there; the frame after it stays in the decoder. */
+static void test_split_extent(void **state)
+{
+  (void)state;
+  enum { LEN = 64 << 10 };
+  uint8_t *raw = malloc(LEN), *dst = malloc(LEN);
+  assert_non_null(raw);
+  assert_non_null(dst);
+  for (size_t i = 0; i < LEN; i++)
+    raw[i] = (uint8_t)(i * 7 + 3);
+  struct proto_extent m = {.cycle = 9, .offset = 1 << 20, .length = LEN, .codec = PROTO_CODEC_NONE,
+                           .payload = {.ptr = raw, .len = LEN}};
+  m.disk_id[3] = 5;
+  proto_hash128(raw, LEN, m.hash);
+  struct proto_buf b = {0};
+  assert_int_equal(proto_encode_extent(&b, &m), RPL_OK);
+  struct proto_heartbeat hb = {.sequence = 11};
+  assert_int_equal(proto_encode_heartbeat(&b, &hb), RPL_OK);
+  size_t extent_bytes = PROTO_EXTENT_PREFIX_SIZE + LEN;
+
+  struct proto_decoder d;
+  proto_decoder_init(&d);
+  struct proto_split x;
+  assert_int_equal(proto_decoder_feed(&d, b.data, PROTO_EXTENT_PREFIX_SIZE - 1), RPL_OK);
+  assert_int_equal(proto_decoder_peek_extent(&d, 4096, &x), RPL_E_AGAIN); /* the fields are not in */
+  assert_int_equal(proto_decoder_feed(&d, b.data + PROTO_EXTENT_PREFIX_SIZE - 1, 1001), RPL_OK);
+  assert_int_equal(proto_decoder_peek_extent(&d, LEN + 512, &x), RPL_E_AGAIN); /* under the minimum */
+  assert_int_equal(proto_decoder_peek_extent(&d, 4096, &x), RPL_OK);
+  assert_null(x.m.payload.ptr);
+  assert_int_equal(x.m.payload.len, LEN);
+  assert_int_equal(x.m.cycle, 9);
+  assert_int_equal(x.m.offset, 1 << 20);
+  assert_memory_equal(x.m.disk_id, m.disk_id, PROTO_ID_SIZE);
+  proto_decoder_split_extent(&d, &x, dst);
+  assert_int_equal(x.have, 1000);
+  /* The rest of the extent and the heartbeat arrive: the extent's rest is the caller's. */
+  memcpy(dst + x.have, b.data + PROTO_EXTENT_PREFIX_SIZE + x.have, LEN - x.have);
+  x.have = LEN;
+  struct proto_frame f;
+  assert_int_equal(proto_split_finish(&x, &f), RPL_OK);
+  struct proto_extent got;
+  assert_int_equal(proto_decode_extent(&f, &got), RPL_OK);
+  assert_true(got.payload.ptr == dst);
+  assert_int_equal(got.payload.len, LEN);
+  assert_memory_equal(dst, raw, LEN);
+  assert_memory_equal(got.hash, m.hash, PROTO_HASH_SIZE);
+  assert_int_equal(proto_decoder_feed(&d, b.data + extent_bytes, b.len - extent_bytes), RPL_OK);
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_OK);
+  assert_null(f.extent_data);
+  struct proto_heartbeat hb2;
+  assert_int_equal(proto_decode_heartbeat(&f, &hb2), RPL_OK);
+  assert_int_equal(hb2.sequence, 11);
+
+  /* A byte of the extent changed on the way: the CRC says so. */
+  dst[LEN / 2] ^= 0x10;
+  assert_int_equal(proto_split_finish(&x, &f), RPL_E_PROTO_CRC);
+  dst[LEN / 2] ^= 0x10;
+
+  /* A whole extent already buffered with the frame after it: only the extent's bytes are moved. */
+  assert_int_equal(proto_decoder_feed(&d, b.data, b.len), RPL_OK);
+  assert_int_equal(proto_decoder_peek_extent(&d, 4096, &x), RPL_OK);
+  memset(dst, 0, LEN);
+  proto_decoder_split_extent(&d, &x, dst);
+  assert_int_equal(x.have, LEN);
+  assert_int_equal(proto_split_finish(&x, &f), RPL_OK);
+  assert_memory_equal(dst, raw, LEN);
+  assert_int_equal(proto_decoder_peek_extent(&d, 4096, &x), RPL_E_AGAIN); /* a heartbeat is next */
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_OK);
+  assert_int_equal(f.type, PROTO_HEARTBEAT);
+  assert_int_equal(proto_decoder_finish(&d), RPL_OK);
+
+  /* Compressed extents are never offered; a broken header breaks the stream as next() would. */
+  proto_buf_reset(&b);
+  m.codec = PROTO_CODEC_ZSTD;
+  m.payload.len = 100;
+  assert_int_equal(proto_encode_extent(&b, &m), RPL_OK);
+  assert_int_equal(proto_decoder_feed(&d, b.data, b.len), RPL_OK);
+  assert_int_equal(proto_decoder_peek_extent(&d, 1, &x), RPL_E_AGAIN);
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_OK);
+  b.data[0] ^= 1; /* magic */
+  assert_int_equal(proto_decoder_feed(&d, b.data, b.len), RPL_OK);
+  assert_int_equal(proto_decoder_peek_extent(&d, 1, &x), RPL_E_PROTO_MAGIC);
+  assert_int_equal(proto_decoder_next(&d, &f), RPL_E_PROTO_MAGIC);
+  proto_decoder_free(&d);
+  proto_buf_free(&b);
+  free(raw);
+  free(dst);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -980,6 +1070,7 @@ int main(void)
     cmocka_unit_test(test_stream_split_at_every_byte),
     cmocka_unit_test(test_stream_corruption_is_sticky),
     cmocka_unit_test(test_crc32c),
+    cmocka_unit_test(test_split_extent),
     cmocka_unit_test(test_hash_dispatch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
