@@ -79,6 +79,11 @@ static const uint8_t *zero_hash(struct receiver *r, uint32_t length)
 
 rpl_err receiver_extent(struct receiver *r, const struct proto_extent *m, const uint8_t **raw)
 {
+  return receiver_extent_into(r, m, NULL, raw);
+}
+
+rpl_err receiver_extent_into(struct receiver *r, const struct proto_extent *m, uint8_t *into, const uint8_t **raw)
+{
   if (raw)
     *raw = NULL;
   if (!r->cycle || r->ended || m->cycle != r->cycle || memcmp(m->disk_id, r->disk_id, PROTO_ID_SIZE))
@@ -100,13 +105,15 @@ rpl_err receiver_extent(struct receiver *r, const struct proto_extent *m, const 
     unsigned long long declared = ZSTD_getFrameContentSize(m->payload.ptr, m->payload.len);
     if (declared != m->length)
       return RPL_E_EXTENT_DECOMPRESS;
-    size_t n = ZSTD_decompressDCtx(r->dctx, r->scratch, m->length, m->payload.ptr, m->payload.len);
+    uint8_t *out = into ? into : r->scratch;
+    size_t n = ZSTD_decompressDCtx(r->dctx, out, m->length, m->payload.ptr, m->payload.len);
     if (ZSTD_isError(n) || n != m->length)
       return RPL_E_EXTENT_DECOMPRESS;
-    r->zero_hash_len = 0; /* scratch was overwritten */
-    proto_hash128(r->scratch, m->length, h);
+    if (!into)
+      r->zero_hash_len = 0; /* scratch was overwritten */
+    proto_hash128(out, m->length, h);
     if (raw)
-      *raw = r->scratch;
+      *raw = out;
     break;
   }
   default:

@@ -29,6 +29,10 @@ RPL_MUST_CHECK rpl_err receiver_begin(struct receiver *r, uint64_t cycle, uint8_
  * (compressed); *raw, if not NULL, receives the decompressed bytes (valid until the next call;
  * NULL for zero extents). Any other result: NACK the cycle with it. */
 RPL_MUST_CHECK rpl_err receiver_extent(struct receiver *r, const struct proto_extent *m, const uint8_t **raw);
+/* receiver_extent, with a compressed extent decompressed into `into` (m->length bytes, the caller's:
+ * the storage's room for it), which *raw then names. */
+RPL_MUST_CHECK rpl_err receiver_extent_into(struct receiver *r, const struct proto_extent *m, uint8_t *into,
+                                            const uint8_t **raw);
 
 /* Checks CYCLE_END against what was received; on RPL_OK the caller makes the cycle durable and
  * then calls receiver_committed() before sending ACK. */

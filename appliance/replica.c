@@ -76,6 +76,9 @@ struct replica {
     uint8_t *buf;     /* DIRECT_RING_BYTES, aligned */
     uint32_t tail, used; /* next free byte; bytes held by the slots */
     int err;          /* errno of the first failed write (0: none) */
+    /* replica_room's: ring bytes taken for the next write, which the caller fills in place. Held in
+     * used and tail like a slot's, but no slot yet; the next write takes it, or gives it back. */
+    struct { uint8_t *ptr; uint64_t offset; uint32_t len, at, span, tail_before; } room;
   } w;
   struct stash {      /* the checked raw bytes of a small cycle, written without a second pass */
     uint8_t *bytes;   /* grows to at most STASH_MAX_BYTES */
@@ -539,41 +542,72 @@ static rpl_err write_now(struct replica *r, uint64_t offset, const void *raw, ui
   return err ? write_failed(r, err) : RPL_OK;
 }
 
-/* Copies the extent into the ring buffer (waiting for room) and submits its write. */
+/* Gives back the ring bytes of a room no write took (its caller gave the extent up). Under w.lock. */
+static void drop_room(struct replica *r)
+{
+  if (!r->w.room.ptr)
+    return;
+  r->w.used -= r->w.room.span;
+  r->w.tail = r->w.room.tail_before;
+  r->w.room.ptr = NULL;
+  pthread_cond_broadcast(&r->w.cv);
+}
+
+/* Takes len bytes of the ring for the next write (waiting for room): their place in *at, the ring
+ * bytes they hold in *span. The errno of an earlier failed write instead, or -1 when the reaper is
+ * gone (nothing would take the completion). Under w.lock. */
+static int take_ring(struct replica *r, uint32_t len, uint32_t *at, uint32_t *span)
+{
+  uint32_t need = (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+  drop_room(r);
+  for (;;) {
+    if (r->w.reaper_gone)
+      return -1;
+    *at = r->w.count ? r->w.tail : 0;
+    *span = need;
+    if (*at + need > DIRECT_RING_BYTES) { /* does not fit before the end: from the start, skipping the rest */
+      *span += DIRECT_RING_BYTES - *at;
+      *at = 0;
+    }
+    if (r->w.err)
+      return r->w.err;
+    if (r->w.count < DIRECT_SLOTS && r->w.used + *span <= DIRECT_RING_BYTES)
+      break;
+    pthread_cond_wait(&r->w.cv, &r->w.lock);
+  }
+  r->w.used += *span;
+  r->w.tail = *at + need;
+  return 0;
+}
+
+/* Submits the extent's write from the ring: copied into it (waiting for room) unless raw is the
+ * room replica_room gave for it. */
 static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
 {
   if (!direct_start(r))
     return write_now(r, offset, raw, len, buffered);
-  uint32_t need = (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
   pthread_mutex_lock(&r->w.lock);
   uint32_t at, span;
-  if (r->w.reaper_gone) { /* nothing would take the completion: written at once, not from the ring */
-    pthread_mutex_unlock(&r->w.lock);
-    return write_now(r, offset, raw, len, buffered);
-  }
-  for (;;) {
-    at = r->w.count ? r->w.tail : 0;
-    span = need;
-    if (at + need > DIRECT_RING_BYTES) { /* does not fit before the end: from the start, skipping the rest */
-      span += DIRECT_RING_BYTES - at;
-      at = 0;
-    }
-    if (r->w.err || (r->w.count < DIRECT_SLOTS && r->w.used + span <= DIRECT_RING_BYTES))
-      break;
-    pthread_cond_wait(&r->w.cv, &r->w.lock);
-  }
-  int err = r->w.err;
-  if (!err) {
-    r->w.used += span;
-    r->w.tail = at + need;
+  bool in_room = raw == r->w.room.ptr && offset == r->w.room.offset && len == r->w.room.len && !r->w.err &&
+                 !r->w.reaper_gone;
+  int err = 0;
+  if (in_room) {
+    at = r->w.room.at;
+    span = r->w.room.span;
+    r->w.room.ptr = NULL;
+  } else {
+    err = take_ring(r, len, &at, &span);
   }
   unsigned idx = (r->w.head + r->w.count) % DIRECT_SLOTS;
   pthread_mutex_unlock(&r->w.lock);
+  if (err < 0) /* the reaper is gone, nothing would take the completion: written at once */
+    return write_now(r, offset, raw, len, buffered);
   if (err)
     return write_failed(r, err);
   /* Only this thread adds, so the slot and its bytes stay free while they are filled unlocked. */
   struct direct_slot *sl = &r->w.slot[idx];
-  memcpy(r->w.buf + at, raw, len);
+  if (!in_room)
+    memcpy(r->w.buf + at, raw, len);
   *sl = (struct direct_slot){.offset = offset, .len = len, .at = at, .span = span, .buffered = buffered};
   struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* never NULL: one entry per slot, and the stop's */
   io_uring_prep_write(sqe, buffered ? r->fd : r->dfd, r->w.buf + at, len, offset);
@@ -630,6 +664,35 @@ rpl_err replica_flush(struct replica *r)
   r->w.err = 0;
   pthread_mutex_unlock(&r->w.lock);
   return err ? write_failed(r, err) : RPL_OK;
+}
+
+uint8_t *replica_room(struct replica *r, uint64_t offset, uint32_t len)
+{
+  if (offset > r->size || len > r->size - offset || len > PROTO_MAX_EXTENT || offset % DIRECT_ALIGN ||
+      len % DIRECT_ALIGN)
+    return NULL;
+  if (r->dfd == -1) {
+    r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (r->dfd < 0)
+      r->dfd = -2;
+  }
+  if (r->dfd < 0 || !direct_start(r))
+    return NULL;
+  pthread_mutex_lock(&r->w.lock);
+  drop_room(r);
+  uint32_t tail_before = r->w.tail, at, span;
+  uint8_t *room = NULL;
+  if (take_ring(r, len, &at, &span) == 0) {
+    room = r->w.buf + at;
+    r->w.room.ptr = room;
+    r->w.room.offset = offset;
+    r->w.room.len = len;
+    r->w.room.at = at;
+    r->w.room.span = span;
+    r->w.room.tail_before = tail_before;
+  }
+  pthread_mutex_unlock(&r->w.lock);
+  return room;
 }
 
 rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len)

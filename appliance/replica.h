@@ -74,6 +74,12 @@ RPL_MUST_CHECK rpl_err replica_apply_pending(struct replica *r, struct journal *
  * this disk to do. RPL_E_EXTENT_RANGE past the image; a failed write of the writer thread is
  * returned by a later call. */
 RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw, uint32_t len);
+/* Room in the writer's buffer for the next direct write, len bytes at offset, for the caller to fill
+ * in place (a session reads the extent's bytes straight into it): replica_write_extent with the same
+ * offset, len and raw = the room then copies nothing. The replica owns it; the next write or room
+ * gives it back if it was not used. NULL where the write could not use it (unaligned, no O_DIRECT,
+ * no io_uring): the caller keeps the bytes itself. Waits for room, as a write does. */
+uint8_t *replica_room(struct replica *r, uint64_t offset, uint32_t len);
 /* Waits until the writer thread has written everything queued (a cycle given up: none of its
  * writes may land after the next cycle's). Its first failure, if any. */
 RPL_MUST_CHECK rpl_err replica_flush(struct replica *r);

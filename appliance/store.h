@@ -158,6 +158,10 @@ struct store_ops {
   bool (*direct_begin)(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass);
   /* len verified bytes at offset (raw copied: the caller keeps it), or zeros when raw is NULL. */
   RPL_MUST_CHECK rpl_err (*direct_extent)(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len);
+  /* Optional: room of the backend's own for the len bytes at offset of the next direct_extent, which
+   * the caller fills in place and passes as raw (then nothing is copied); the backend owns it, and
+   * takes it back if the next direct_extent is another. NULL: none here, raw is copied as usual. */
+  uint8_t *(*direct_room)(struct store *st, uint64_t offset, uint32_t len);
   /* Everything of the direct cycle durable (and committed in the storage). */
   RPL_MUST_CHECK rpl_err (*direct_commit)(struct store *st);
   /* Gives the direct cycle up: nothing of it lands after this returns. */

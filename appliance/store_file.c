@@ -407,6 +407,12 @@ static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8
   return RPL_OK;
 }
 
+static uint8_t *file_direct_room(struct store *st, uint64_t offset, uint32_t len)
+{
+  struct file_store *fs = (struct file_store *)st;
+  return fs->direct_undo ? NULL : replica_room(fs->r, offset, len); /* a point's stage copies anyway */
+}
+
 static rpl_err file_direct_commit(struct store *st)
 {
   struct file_store *fs = (struct file_store *)st;
@@ -599,6 +605,7 @@ const struct store_ops store_file_ops = {
   .list_points = file_list_points,
   .direct_begin = file_direct_begin,
   .direct_extent = file_direct_extent,
+  .direct_room = file_direct_room,
   .direct_commit = file_direct_commit,
   .direct_abort = file_direct_abort,
   .read = file_read,

@@ -204,11 +204,39 @@ static void test_refusals(void **state)
   receiver_destroy(r);
 }
 
+/* A compressed extent decompressed into the caller's buffer (a storage's room): *raw names it, it
+ * holds the bytes, and a wrong hash is still refused. */
+static void test_extent_into(void **state)
+{
+  (void)state;
+  static uint8_t data[8192], packed[9000], room[8192];
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = (uint8_t)(i / 64);
+  struct receiver *r;
+  assert_int_equal(receiver_create(disk_id, DISK_SIZE, 6, &r), RPL_OK);
+  assert_int_equal(receiver_begin(r, 7, 0), RPL_OK);
+  size_t c = ZSTD_compress(packed, sizeof packed, data, sizeof data, 1);
+  assert_false(ZSTD_isError(c));
+  struct proto_extent m;
+  make_extent(&m, data, sizeof data, 7);
+  m.codec = PROTO_CODEC_ZSTD;
+  m.payload.ptr = packed;
+  m.payload.len = (uint32_t)c;
+  const uint8_t *raw = NULL;
+  assert_int_equal(receiver_extent_into(r, &m, room, &raw), RPL_OK);
+  assert_true(raw == room);
+  assert_memory_equal(room, data, sizeof data);
+  m.hash[0] ^= 1;
+  assert_int_equal(receiver_extent_into(r, &m, room, &raw), RPL_E_CHECKSUM);
+  receiver_destroy(r);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pipeline_to_receiver),
     cmocka_unit_test(test_refusals),
+    cmocka_unit_test(test_extent_into),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

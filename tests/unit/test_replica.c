@@ -558,6 +558,46 @@ static void test_direct_initial_sync(void **state)
   assert_int_equal(u.last_applied, 2);
 }
 
+/* A session reads extents straight into rooms of the writer's ring: rooms filled and written in
+ * place, rooms given up (the cycle's check failed) and taken back by the next write or room, many
+ * more bytes than the ring holds, writes over bytes still in flight; no room where the write could
+ * not use it. The image is the model, and nothing waits for ring bytes no write holds. */
+static void test_direct_rooms(void **state)
+{
+  struct ctx *c = *state;
+  static uint8_t raw[1 << 20];
+  assert_null(replica_room(c->r, 512, 4096));               /* unaligned */
+  assert_null(replica_room(c->r, 0, 4096 + 512));
+  assert_null(replica_room(c->r, DISK_SIZE - 4096, 8192));  /* past the image */
+  for (int i = 0; i < 300; i++) {
+    uint32_t r = (uint32_t)next_rand(c);
+    uint32_t len = i % 5 == 0 ? sizeof raw : (1 + r % 64) * 4096u;
+    uint64_t off = (next_rand(c) % ((DISK_SIZE - len) / 4096 + 1)) * 4096;
+    uint8_t *room = replica_room(c->r, off, len);
+    assert_non_null(room);
+    for (uint32_t k = 0; k < len; k += 8) {
+      uint64_t v = next_rand(c);
+      memcpy(room + k, &v, 8);
+    }
+    switch (i % 4) {
+    case 0: case 1: /* filled, then written from the room */
+      memcpy(c->model + off, room, len);
+      assert_int_equal(replica_write_extent(c->r, off, room, len), RPL_OK);
+      break;
+    case 2: /* given up: the next write is another, from the caller's own bytes */
+      for (uint32_t k = 0; k < 4096; k++)
+        raw[k] = (uint8_t)next_rand(c);
+      memcpy(c->model + 8192, raw, 4096);
+      assert_int_equal(replica_write_extent(c->r, 8192, raw, 4096), RPL_OK);
+      break;
+    default: /* given up: the next room takes it back */
+      break;
+    }
+  }
+  assert_int_equal(replica_sync(c->r), RPL_OK);
+  assert_image_is_model(c);
+}
+
 int main(void)
 {
   log_init("test_replica", LOG_LVL_ERR);
@@ -573,6 +613,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_direct_zeros_after_queued_data, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_initial_sync, setup, teardown),
     cmocka_unit_test_setup_teardown(test_direct_many_small_in_flight, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_direct_rooms, setup, teardown),
     cmocka_unit_test_setup_teardown(test_large_cycle_second_pass, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
