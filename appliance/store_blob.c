@@ -160,6 +160,11 @@ static rpl_err blob_store_direct_extent(struct store *st, uint64_t offset, const
   return uploader_direct_extent(up_of(st), offset, raw, len);
 }
 
+static uint8_t *blob_store_direct_room(struct store *st, uint64_t offset, uint32_t len)
+{
+  return uploader_direct_room(up_of(st), offset, len);
+}
+
 static rpl_err blob_store_direct_commit(struct store *st) { return uploader_direct_commit(up_of(st)); }
 
 static void blob_store_direct_abort(struct store *st) { uploader_direct_abort(up_of(st)); }
@@ -592,6 +597,7 @@ const struct store_ops store_blob_ops = {
   .list_points = blob_store_list_points,
   .direct_begin = blob_store_direct_begin,
   .direct_extent = blob_store_direct_extent,
+  .direct_room = blob_store_direct_room,
   .direct_commit = blob_store_direct_commit,
   .direct_abort = blob_store_direct_abort,
   .read = blob_store_read,

@@ -105,6 +105,11 @@ bool uploader_direct_begin(struct uploader *u, uint64_t n);
 /* len bytes of the cycle at offset: raw (copied; the caller keeps it), or zeros when raw is NULL. */
 RPL_MUST_CHECK rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_t *raw,
                                               uint32_t len);
+/* Room for the len bytes at offset of the next uploader_direct_extent, in the Put Page being
+ * gathered: the caller fills it and passes it as raw (nothing is copied then). The uploader owns it;
+ * if the next extent is another, its bytes simply go there. NULL where it cannot be given (an extent
+ * before one already gathered, more than a Put Page): raw is copied as usual. */
+uint8_t *uploader_direct_room(struct uploader *u, uint64_t offset, uint32_t len);
 /* Writes what is gathered, waits for every write, and commits the cycle (sequence number = n). */
 RPL_MUST_CHECK rpl_err uploader_direct_commit(struct uploader *u);
 /* Gives the cycle up: waits for the writes in flight (their failures ignored), commits nothing. */

@@ -239,6 +239,26 @@ bool uploader_direct_begin(struct uploader *u, uint64_t n)
   return ok;
 }
 
+uint8_t *uploader_direct_room(struct uploader *u, uint64_t offset, uint32_t len)
+{
+  struct direct *dr = u->direct; /* the session thread's, as in uploader_direct_extent */
+  if (!dr || offset > dr->disk_size || len > dr->disk_size - offset || offset < dr->gathered_end ||
+      len > BLOB_MAX_PUT_PAGE)
+    return NULL;
+  struct run *r = &dr->run;
+  /* Where uploader_direct_extent would copy the bytes: the end of the run, or a new run. */
+  if (r->length && (r->zero || r->offset + r->length != offset || r->length + len > BLOB_MAX_PUT_PAGE) &&
+      direct_push(dr))
+    return NULL;
+  if (!r->buf && !(r->buf = uploader_pool_get(&u->pool)))
+    return NULL;
+  if (!r->length) {
+    r->zero = false;
+    r->offset = offset;
+  }
+  return r->buf + r->length;
+}
+
 rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_t *raw, uint32_t len)
 {
   struct direct *dr = u->direct; /* set and cleared by this (the session) thread's calls only */
@@ -265,7 +285,8 @@ rpl_err uploader_direct_extent(struct uploader *u, uint64_t offset, const uint8_
     if (!zero) {
       if (!r->buf && !(r->buf = uploader_pool_get(&u->pool)))
         return RPL_E_NOMEM;
-      memcpy(r->buf + r->length, raw + done, n);
+      if (raw + done != r->buf + r->length) /* else the bytes were read into their room */
+        memcpy(r->buf + r->length, raw + done, n);
     }
     r->length += n;
     done += n;
