@@ -1209,10 +1209,10 @@ rpl_err proto_decoder_peek_extent(struct proto_decoder *d, uint32_t min_length, 
 {
   if (d->broken)
     return d->broken;
+  if (d->end - d->start < PROTO_EXTENT_PREFIX_SIZE || d->buf[d->start + 5] != PROTO_EXTENT)
+    return RPL_E_AGAIN;
   const uint8_t *h = d->buf + d->start;
   uint32_t length;
-  if (d->end - d->start < PROTO_EXTENT_PREFIX_SIZE || h[5] != PROTO_EXTENT)
-    return RPL_E_AGAIN;
   rpl_err e = header_check(h, &length);
   if (e)
     return d->broken = e;

@@ -136,7 +136,7 @@ rpl_disk_id() {
 rpl_wait_cycle() {
   RPL_WAIT_C=0
   if ! wait_until 120 "" rpl_cycle_reached "$1" "$2"; then
-    tail -20 "$RT/agent.log" "$RT/appliance.log" >&2
+    tail -n 20 "$RT/agent.log" "$RT/appliance.log" >&2
     fail "$1: cycle $2 not reached in 120 s (at $RPL_WAIT_C)"
   fi
 }
