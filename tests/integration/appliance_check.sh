@@ -23,7 +23,7 @@ run_check() {
   [[ $out != *"$AZ_KEY_B64"* && $err != *"$AZ_KEY_B64"* ]] || fail "check $1 printed the account key"
 }
 expect_line() { # expect_line PASS|FAIL NAME PHRASE
-  printf '%s\n' "$out" | grep -q "^$1  $2: .*$3" || { echo "$out"; fail "no '$1  $2: ...$3' line"; }
+  grep -q "^$1  $2: .*$3" <<<"$out" || { echo "$out"; fail "no '$1  $2: ...$3' line"; }
 }
 init() { # init NAME ARGS...: init into state NAME, which must succeed
   local name=$1; shift

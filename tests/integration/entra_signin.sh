@@ -57,7 +57,7 @@ check_sp() {
   [ "$rc" -eq "$2" ] || { echo "$out"; fail "check $1 exited $rc, expected $2"; }
 }
 expect_line() { # expect_line PASS|FAIL NAME PHRASE
-  printf '%s\n' "$out" | grep -q "^$1  $2: .*$3" || { echo "$out"; fail "no '$1  $2: ...$3' line"; }
+  grep -q "^$1  $2: .*$3" <<<"$out" || { echo "$out"; fail "no '$1  $2: ...$3' line"; }
 }
 no_secrets() { # no_secrets FILE...: neither the secret, nor a key, nor an assertion in them
   local f
