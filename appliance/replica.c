@@ -666,20 +666,24 @@ rpl_err replica_flush(struct replica *r)
   return err ? write_failed(r, err) : RPL_OK;
 }
 
-uint8_t *replica_room(struct replica *r, uint64_t offset, uint32_t len)
+/* The image's O_DIRECT descriptor, opened on first use; false where the filesystem refuses it. */
+static bool open_direct(struct replica *r)
 {
-  if (offset > r->size || len > r->size - offset || len > PROTO_MAX_EXTENT || offset % DIRECT_ALIGN ||
-      len % DIRECT_ALIGN)
-    return NULL;
   if (r->dfd == -1) {
     r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     if (r->dfd < 0)
       r->dfd = -2;
   }
-  if (r->dfd < 0 || !direct_start(r))
+  return r->dfd >= 0;
+}
+
+uint8_t *replica_room(struct replica *r, uint64_t offset, uint32_t len)
+{
+  if (offset > r->size || len > r->size - offset || len > PROTO_MAX_EXTENT || offset % DIRECT_ALIGN ||
+      len % DIRECT_ALIGN || !open_direct(r) || !direct_start(r))
     return NULL;
   pthread_mutex_lock(&r->w.lock);
-  drop_room(r);
+  drop_room(r); /* first: the tail it gives back is the one this room restores */
   uint32_t tail_before = r->w.tail, at, span;
   uint8_t *room = NULL;
   if (take_ring(r, len, &at, &span) == 0) {
@@ -710,12 +714,7 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
   if (qe)
     return qe;
   if (raw && len <= PROTO_MAX_EXTENT) {
-    if (r->dfd == -1) {
-      r->dfd = open(r->path, O_WRONLY | O_DIRECT | O_CLOEXEC);
-      if (r->dfd < 0)
-        r->dfd = -2;
-    }
-    bool direct_io = r->dfd >= 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
+    bool direct_io = open_direct(r) && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
     return queue_direct(r, offset, raw, len, !direct_io);
   }
   if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */

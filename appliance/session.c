@@ -455,15 +455,21 @@ static rpl_err cache_refused(struct session *s, struct rx_slot *sl)
  * sink), sparing a copy of every byte of a direct cycle; below it the call costs more than the copy. */
 #define EXTENT_ROOM_MIN (64u << 10)
 
-/* The extent sink: room in the direct store's buffer for an extent of the cycle being written
- * straight (checked as on_extent does, which sees the frame next), or NULL to receive it whole. */
+/* Room in the direct store's buffer for extent m of sl's direct cycle; NULL where there is none. */
+static uint8_t *direct_room(struct rx_slot *sl, const struct proto_extent *m)
+{
+  if (!sl->direct || m->length < EXTENT_ROOM_MIN || !sl->direct_store->ops->direct_room)
+    return NULL;
+  return sl->direct_store->ops->direct_room(sl->direct_store, m->offset, m->length);
+}
+
+/* The extent sink: room for a raw extent of the cycle being written straight (checked as on_extent
+ * does, which sees the frame next), or NULL to receive it whole. */
 static uint8_t *extent_room(void *arg, const struct proto_extent *m)
 {
   struct session *s = arg;
   struct rx_slot *sl = slot_of(s, m->disk_id);
-  if (!sl || !sl->cycle || m->cycle != sl->cycle || sl->failed || !sl->direct || !sl->direct_store->ops->direct_room)
-    return NULL;
-  return sl->direct_store->ops->direct_room(sl->direct_store, m->offset, m->length);
+  return sl && sl->cycle && m->cycle == sl->cycle && !sl->failed ? direct_room(sl, m) : NULL;
 }
 
 static rpl_err on_extent(struct session *s, const struct proto_frame *f)
@@ -480,9 +486,7 @@ static rpl_err on_extent(struct session *s, const struct proto_frame *f)
   const uint8_t *raw = NULL;
   /* Straight to the storage: a compressed extent is decompressed into its room there, if it has one
    * (a raw one was read into it already: extent_room). */
-  uint8_t *room = NULL;
-  if (sl->direct && m.codec == PROTO_CODEC_ZSTD && m.length >= EXTENT_ROOM_MIN && sl->direct_store->ops->direct_room)
-    room = sl->direct_store->ops->direct_room(sl->direct_store, m.offset, m.length);
+  uint8_t *room = m.codec == PROTO_CODEC_ZSTD ? direct_room(sl, &m) : NULL;
   err = receiver_extent_into(sl->rx, &m, room, sl->direct ? &raw : NULL);
   /* The hash index learns of the write before the replica sees it (hashindex.h). */
   if (!err && sl->direct && sl->disk->hidx)
