@@ -16,6 +16,7 @@
 #include "fuzz_socket.h"
 #include "rpl_log.h"
 #include "state_files.h"
+#include "fuzz_tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -49,8 +50,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argc;
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
-  snprintf(dir, sizeof dir, "/tmp/rpl-fuzz-control-XXXXXX");
-  if (!mkdtemp(dir) || control_server_start(dir, echo_handler, NULL, &server) != RPL_OK)
+  if (fuzz_tmpdir_make(dir, sizeof dir, "/tmp", "control") || control_server_start(dir, echo_handler, NULL, &server) != RPL_OK)
     abort();
   addr.sun_family = AF_UNIX;
   snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s", dir, STATE_CONTROL_SOCKET);

@@ -14,6 +14,7 @@
 
 #include "journal.h"
 #include "rpl_log.h"
+#include "fuzz_tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -51,8 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   /* Damage reports are the expected outcome for most inputs: below "err" nothing is printed. */
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  snprintf(state_dir, sizeof state_dir, "%s/rpl-fuzz-journal-XXXXXX", base);
-  if (!mkdtemp(state_dir))
+  if (fuzz_tmpdir_make(state_dir, sizeof state_dir, base, "journal"))
     abort();
   char uuid[37];
   uuid_unparse_lower(fuzz_disk, uuid);

@@ -14,6 +14,7 @@
 #include "schedule.h"
 #include "settings.h"
 #include "state_files.h"
+#include "fuzz_tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -40,9 +41,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  snprintf(dir_a, sizeof dir_a, "%s/rpl-fuzz-settings-XXXXXX", base);
-  snprintf(dir_b, sizeof dir_b, "%s/rpl-fuzz-settings-XXXXXX", base);
-  if (!mkdtemp(dir_a) || !mkdtemp(dir_b))
+  if (fuzz_tmpdir_make(dir_a, sizeof dir_a, base, "settings") || fuzz_tmpdir_make(dir_b, sizeof dir_b, base, "settings"))
     abort();
   atexit(remove_all);
   return 0;

@@ -15,6 +15,7 @@
 #include "lease.h"
 #include "rpl_log.h"
 #include "state_files.h"
+#include "fuzz_tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -52,8 +53,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  snprintf(state_dir, sizeof state_dir, "%s/rpl-fuzz-state-XXXXXX", base);
-  if (!mkdtemp(state_dir))
+  if (fuzz_tmpdir_make(state_dir, sizeof state_dir, base, "state"))
     abort();
   char uuid[37];
   uuid_unparse_lower(fuzz_disk, uuid);

@@ -29,6 +29,7 @@
 #include "settings.h"
 #include "state_files.h"
 #include "web.h"
+#include "fuzz_tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -212,10 +213,7 @@ static void stop_all(void)
 {
   web_stop(web);
   catalog_close(cat);
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0)
-    fprintf(stderr, "fuzz_web_request: %s not removed\n", dir);
+  fuzz_tmpdir_remove(dir);
 }
 
 static unsigned short free_port(void)
@@ -236,8 +234,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  snprintf(dir, sizeof dir, "%s/rpl-fuzz-web-XXXXXX", base);
-  if (!mkdtemp(dir))
+  if (fuzz_tmpdir_make(dir, sizeof dir, base, "web"))
     abort();
   atexit(stop_all);
   snprintf(replica, sizeof replica, "%s/replica", dir);
