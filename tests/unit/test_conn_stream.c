@@ -1,7 +1,8 @@
 /* test_conn_stream.c - Description: how a framed TLS connection meets TCP: a large frame goes out
- * corked, in full-size segments, and the socket is uncorked after it (its tail is not held back);
- * frames whose records OpenSSL read ahead of the socket are still reported by conn_pending, which
- * the agent asks before it polls the socket. */
+ * corked, in full-size segments, its records in a few write() calls (not one per 16 KiB record), and
+ * the socket is uncorked after it (its tail is not held back); a small frame is one write() and
+ * nothing waits in the write buffer after it; frames whose records OpenSSL read ahead of the socket
+ * are still reported by conn_pending, which the agent asks before it polls the socket. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -24,6 +26,18 @@
 #define EXTENT_SIZE (1u << 20)
 /* A TLS 1.3 record around n bytes of data: 5 bytes of header, the content type, a 16-byte tag. */
 #define RECORD_SIZE(n) ((n) + 5 + 1 + 16)
+
+/* The write() that libssl's socket BIO calls resolves to this one: it counts the calls on one
+ * descriptor (the client's socket) and makes the system call itself. */
+static atomic_int counted_fd = -1;
+static atomic_int counted_writes;
+
+ssize_t write(int fd, const void *buf, size_t count)
+{
+  if (fd == atomic_load(&counted_fd))
+    atomic_fetch_add(&counted_writes, 1);
+  return syscall(SYS_write, fd, buf, count);
+}
 
 struct client {
   SSL_CTX *ctx;
@@ -35,6 +49,7 @@ struct client {
   uint64_t segments;      /* TCP segments the frame(s) took */
   int corked_after;       /* TCP_CORK once the send returned */
   size_t bytes;           /* frame bytes sent */
+  int writes;             /* write() calls on the socket for the frame(s) */
 };
 
 static uint64_t segments_out(int fd)
@@ -67,6 +82,8 @@ static void *client_main(void *arg)
     usleep(1000);
   if (!cl->err) {
     uint64_t before = segments_out(conn_fd(c));
+    atomic_store(&counted_writes, 0);
+    atomic_store(&counted_fd, conn_fd(c));
     if (cl->extent) {
       fill(buf);
       struct proto_extent m = {.cycle = 1, .length = EXTENT_SIZE, .codec = PROTO_CODEC_NONE,
@@ -85,6 +102,8 @@ static void *client_main(void *arg)
         proto_buf_free(&b);
       }
     }
+    atomic_store(&counted_fd, -1);
+    cl->writes = atomic_load(&counted_writes);
     cl->segments = segments_out(conn_fd(c)) - before;
     socklen_t len = sizeof cl->corked_after;
     if (getsockopt(conn_fd(c), IPPROTO_TCP, TCP_CORK, &cl->corked_after, &len))
@@ -125,7 +144,10 @@ static void large_frame_goes_out_corked_in_full_segments(void **state)
   assert_int_equal(cl.err, RPL_OK);
   /* 1 MiB is 65 records of at most 16 KiB: uncorked with TCP_NODELAY each is a segment of its own;
    * corked, segments are as large as the path allows (64 KiB on loopback: 17 of them). */
-  printf("a 1 MiB frame took %llu segments\n", (unsigned long long)cl.segments);
+  printf("a 1 MiB frame took %llu segments, %d write() calls\n", (unsigned long long)cl.segments, cl.writes);
+  /* Written straight to the socket, each record was a write() of its own (65); through the 256 KiB
+   * write buffer, 5 (the socket's 4 MiB send buffer takes each whole). */
+  assert_in_range(cl.writes, 1, 8);
   assert_true(cl.segments > 0);
   assert_true(cl.segments < EXTENT_SIZE / RECORD_SIZE(16384) / 2);
   assert_int_equal(cl.corked_after, 0);
@@ -148,6 +170,9 @@ static void records_read_ahead_are_pending(void **state)
   while (!atomic_load(&cl.sent))
     usleep(1000);
   assert_int_equal(cl.err, RPL_OK);
+  /* One write() per small frame: each was flushed out of the write buffer at its end (else the
+   * records below would never reach the socket). */
+  assert_int_equal(cl.writes, 2);
   /* Both records in the socket before the first read (loopback may hand them over a little later). */
   int queued = 0;
   for (int i = 0; i < 10000 && queued < (int)(2 * RECORD_SIZE(cl.bytes)); i++) {
