@@ -11,7 +11,7 @@
 #include "file_io.h"
 #include "rpl_log.h"
 #include "state_files.h"
-#include "fuzz_tmpdir.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,7 +32,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  if (fuzz_tmpdir_make(dir, sizeof dir, base, "agent-state"))
+  if (tmpdir_create_in(dir, sizeof dir, base, "fuzz-agent-state"))
     abort();
   atexit(remove_all);
   return 0;

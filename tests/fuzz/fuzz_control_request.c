@@ -16,7 +16,7 @@
 #include "fuzz_socket.h"
 #include "rpl_log.h"
 #include "state_files.h"
-#include "fuzz_tmpdir.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -50,7 +50,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argc;
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
-  if (fuzz_tmpdir_make(dir, sizeof dir, "/tmp", "control") || control_server_start(dir, echo_handler, NULL, &server) != RPL_OK)
+  if (tmpdir_create_in(dir, sizeof dir, "/tmp", "fuzz-control") ||
+      control_server_start(dir, echo_handler, NULL, &server) != RPL_OK)
     abort();
   addr.sun_family = AF_UNIX;
   snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s", dir, STATE_CONTROL_SOCKET);

@@ -14,7 +14,7 @@
 
 #include "journal.h"
 #include "rpl_log.h"
-#include "fuzz_tmpdir.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -52,7 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   /* Damage reports are the expected outcome for most inputs: below "err" nothing is printed. */
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  if (fuzz_tmpdir_make(state_dir, sizeof state_dir, base, "journal"))
+  if (tmpdir_create_in(state_dir, sizeof state_dir, base, "fuzz-journal"))
     abort();
   char uuid[37];
   uuid_unparse_lower(fuzz_disk, uuid);

@@ -14,7 +14,7 @@
 #include "schedule.h"
 #include "settings.h"
 #include "state_files.h"
-#include "fuzz_tmpdir.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -41,7 +41,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  if (fuzz_tmpdir_make(dir_a, sizeof dir_a, base, "settings") || fuzz_tmpdir_make(dir_b, sizeof dir_b, base, "settings"))
+  if (tmpdir_create_in(dir_a, sizeof dir_a, base, "fuzz-settings") ||
+      tmpdir_create_in(dir_b, sizeof dir_b, base, "fuzz-settings"))
     abort();
   atexit(remove_all);
   return 0;

@@ -29,7 +29,7 @@
 #include "settings.h"
 #include "state_files.h"
 #include "web.h"
-#include "fuzz_tmpdir.h"
+#include "../unit/tmpdir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -213,7 +213,7 @@ static void stop_all(void)
 {
   web_stop(web);
   catalog_close(cat);
-  fuzz_tmpdir_remove(dir);
+  tmpdir_remove(dir);
 }
 
 static unsigned short free_port(void)
@@ -234,7 +234,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argv;
   log_set_level((enum log_level)(LOG_LVL_ERR - 1));
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  if (fuzz_tmpdir_make(dir, sizeof dir, base, "web"))
+  if (tmpdir_create_in(dir, sizeof dir, base, "fuzz-web"))
     abort();
   atexit(stop_all);
   snprintf(replica, sizeof replica, "%s/replica", dir);
