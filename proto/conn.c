@@ -457,10 +457,10 @@ static rpl_err write_all(struct conn *c, const void *data, size_t len)
 #define CONN_CORK_MIN (64u << 10)
 
 /* OpenSSL hands each record to its write BIO on its own: written straight to the socket, a 1 MiB
- * EXTENT was 65 send() calls, a third of the sender's CPU beside the cipher (bench/bench_conn). The
- * write BIO is a buffer, flushed at the end of every frame (nothing waits in it between frames), that
- * grows from OpenSSL's 4 KiB to this at a connection's first large frame: 16 records per send(). An
- * appliance's sessions, which send small frames, keep 4 KiB each. */
+ * EXTENT was 65 send() calls, each paying a system call's fixed cost (bench/bench_conn measures it).
+ * The write BIO is a buffer, flushed at the end of every frame (nothing waits in it between frames),
+ * that grows from OpenSSL's 4 KiB to this at a connection's first large frame: 16 records per
+ * send(). An appliance's sessions, which send small frames, keep 4 KiB each. */
 #define CONN_WRITE_BUFFER (256u << 10)
 
 /* The caller holds send_lock, between frames: the buffer is empty. A refusal only loses the saving. */
