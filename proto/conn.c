@@ -507,28 +507,32 @@ static rpl_err flush_all(struct conn *c)
   }
 }
 
-static bool cork_frame(struct conn *c, size_t len)
+/* A frame of len bytes begins (send_lock held, the write buffer empty): a large one grows the write
+ * buffer and is corked. Whether the socket was corked, for end_frame. */
+static bool begin_frame(struct conn *c, size_t len)
 {
   int on = 1;
+  grow_write_buffer(c, len);
   return len >= CONN_CORK_MIN && setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
 }
 
-static void uncork_frame(struct conn *c, bool corked)
+/* The frame's bytes are all written (err: or not): what the buffer holds goes out, then the socket
+ * is uncorked. */
+static rpl_err end_frame(struct conn *c, bool corked, rpl_err err)
 {
   int off = 0;
+  if (!err)
+    err = flush_all(c);
   if (corked)
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  return err;
 }
 
 rpl_err conn_send(struct conn *c, const struct proto_buf *frames)
 {
   lock_send(c);
-  grow_write_buffer(c, frames->len);
-  bool cork = cork_frame(c, frames->len);
-  rpl_err err = write_all(c, frames->data, frames->len);
-  if (!err)
-    err = flush_all(c);
-  uncork_frame(c, cork);
+  bool corked = begin_frame(c, frames->len);
+  rpl_err err = end_frame(c, corked, write_all(c, frames->data, frames->len));
   pthread_mutex_unlock(&c->send_lock);
   return err;
 }
@@ -540,14 +544,11 @@ rpl_err conn_send_extent(struct conn *c, const struct proto_extent *m)
   if (err)
     return err;
   lock_send(c); /* prefix and payload are one frame: nobody else's bytes between */
-  grow_write_buffer(c, sizeof prefix + m->payload.len);
-  bool cork = cork_frame(c, sizeof prefix + m->payload.len);
+  bool corked = begin_frame(c, sizeof prefix + m->payload.len);
   err = write_all(c, prefix, sizeof prefix);
   if (!err && m->payload.len)
     err = write_all(c, m->payload.ptr, m->payload.len);
-  if (!err)
-    err = flush_all(c);
-  uncork_frame(c, cork);
+  err = end_frame(c, corked, err);
   pthread_mutex_unlock(&c->send_lock);
   return err;
 }
