@@ -213,6 +213,10 @@ bool blob_retryable_transport(CURLcode cc)
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_HTTP2:
   case CURLE_HTTP2_STREAM:
+  /* The scheme is checked when the account is configured, so at a request this is a reply whose
+   * first bytes are no status line (curl: "Received HTTP/0.9 when not allowed"): a connection cut or
+   * garbled on the way, as e2e_blob_faults's proxy does now and then. */
+  case CURLE_UNSUPPORTED_PROTOCOL:
     return true;
   default:
     return false;
