@@ -29,8 +29,9 @@
 #define GROUP_ENTRIES 168u           /* runs per group: what fits in its 4 KiB header block */
 #define GROUP_BLOCKS UNDO_MAX_RUN    /* data blocks per group (1 MiB): one longest run fits */
 #define GROUP_BYTES (UNDO_BLOCK + GROUP_BLOCKS * UNDO_BLOCK)
-/* Groups being filled or written: one fills while the other is on its way to the disk. */
-#define GROUP_BUFFERS 2u
+/* Groups being filled, waiting for their old blocks, or written: one fills while full ones are on
+ * their way to the disk (a full group's last reads and the next group's first ones overlap). */
+#define GROUP_BUFFERS 4u
 #define LEAF_BLOCKS (1u << 15)       /* blocks per bitmap leaf: 4 KiB of bitmap covers 128 MiB of disk */
 #define MAX_LEAVES (1u << 24)        /* 2 PiB of disk: far above any disk a replica takes */
 #define MAX_RECORDS (1u << 24)       /* indexed records per file (16 Mi: 64 GiB of single blocks) */
@@ -351,7 +352,9 @@ struct undo_log {
   uint8_t *groups;     /* GROUP_BUFFERS x GROUP_BYTES, page-aligned; NULL until the first run */
   unsigned cur;        /* the group being filled */
   uint32_t cur_blocks; /* its data blocks */
-  struct pending { uint64_t pos; uint32_t len; bool busy; } out[GROUP_BUFFERS];
+  /* closed: full, its write waits for its reads; busy: its write is in flight. A buffer neither
+   * closed nor busy and with no read in flight is free. */
+  struct pending { uint64_t pos; uint32_t len; bool closed, busy; } out[GROUP_BUFFERS];
   struct group_reads { /* the old blocks of a group's runs, read into it */
     uint32_t in_flight;
     rpl_err err;
@@ -644,7 +647,10 @@ static void read_done(struct undo_log *u, unsigned g, unsigned k, int res)
   u->reads_in_flight--;
 }
 
-/* Takes one completion from the ring (waiting for it) and finishes what it was. */
+static rpl_err group_write(struct undo_log *u, unsigned i);
+
+/* Takes one completion from the ring (waiting for it) and finishes what it was: a closed group's
+ * last read sends the group on its way. */
 static rpl_err reap_one(struct undo_log *u)
 {
   struct io_uring_cqe *cqe;
@@ -654,7 +660,7 @@ static rpl_err reap_one(struct undo_log *u)
   if (rc < 0) { /* the ring is broken: nothing more will come back */
     u->ring_broken = true;
     for (unsigned g = 0; g < GROUP_BUFFERS; g++) {
-      u->out[g].busy = false;
+      u->out[g].busy = u->out[g].closed = false;
       u->reads[g].in_flight = 0;
       if (!u->reads[g].err)
         u->reads[g].err = RPL_E_IO;
@@ -668,14 +674,15 @@ static rpl_err reap_one(struct undo_log *u)
   io_uring_cqe_seen(&u->ring, cqe);
   if (tag & WRITE_TAG)
     return group_done(u, (unsigned)(tag % GROUP_BUFFERS), res);
-  read_done(u, (unsigned)((tag >> 8) % GROUP_BUFFERS), (unsigned)(tag & 0xFF), res);
-  return RPL_OK;
+  unsigned g = (unsigned)((tag >> 8) % GROUP_BUFFERS);
+  read_done(u, g, (unsigned)(tag & 0xFF), res);
+  return u->out[g].closed && !u->reads[g].in_flight ? group_write(u, g) : RPL_OK;
 }
 
 static rpl_err group_wait(struct undo_log *u, unsigned i)
 {
   rpl_err e = RPL_OK;
-  while (u->out[i].busy || u->reads[i].in_flight) {
+  while (u->out[i].closed || u->out[i].busy || u->reads[i].in_flight) {
     rpl_err ek = reap_one(u);
     e = e ? e : ek;
   }
@@ -696,6 +703,8 @@ static rpl_err groups_wait(struct undo_log *u)
  * the rest is kept again when it is noted again) and its torn end cut off. Returns e. */
 static rpl_err log_failed(struct undo_log *u, rpl_err e)
 {
+  for (unsigned i = 0; i < GROUP_BUFFERS; i++)
+    u->out[i].closed = false; /* not written: their blocks are kept again when next noted */
   (void)groups_wait(u);
   for (unsigned i = 0; i < GROUP_BUFFERS; i++)
     u->reads[i].err = RPL_OK;
@@ -730,22 +739,16 @@ static bool ring_submit(struct undo_log *u)
   return false;
 }
 
-/* The group being filled is sent on its way once its old blocks are in (its write in flight, or
- * made at once without an io_uring), and the next buffer, free once its own write is back, becomes
- * the one filled. */
-static rpl_err group_submit(struct undo_log *u)
+/* Closed group i, its old blocks all in, is written at the file's end: its runs hashed, its write
+ * put in flight (or made at once without an io_uring). A read into it that failed fails it instead. */
+static rpl_err group_write(struct undo_log *u, unsigned i)
 {
-  unsigned i = u->cur;
-  struct group_header *g = group_at(u, i);
-  if (!g->count)
-    return RPL_OK;
-  rpl_err e = RPL_OK;
-  while (u->reads[i].in_flight && !e)
-    e = reap_one(u);
-  if (!e)
-    e = u->reads[i].err;
+  struct pending *o = &u->out[i];
+  o->closed = false;
+  rpl_err e = u->reads[i].err;
   if (e)
-    return log_failed(u, e);
+    return e;
+  struct group_header *g = group_at(u, i);
   const uint8_t *data = (const uint8_t *)g + UNDO_BLOCK;
   for (uint32_t k = 0; k < g->count; k++) {
     size_t len = (size_t)g->e[k].nblocks * UNDO_BLOCK;
@@ -755,28 +758,49 @@ static rpl_err group_submit(struct undo_log *u)
   g->magic = GROUP_MAGIC;
   g->reserved = 0;
   g->hash = proto_hash64(g, offsetof(struct group_header, hash));
-  struct pending *o = &u->out[i];
-  *o = (struct pending){.pos = u->end, .len = UNDO_BLOCK + u->cur_blocks * UNDO_BLOCK, .busy = true};
+  o->pos = u->end;
+  o->busy = true;
   u->end += o->len;
   u->dirty = true;
-  u->cur = (i + 1) % GROUP_BUFFERS;
-  u->cur_blocks = 0;
   int fd = u->dfd >= 0 ? u->dfd : u->fd;
   struct io_uring_sqe *sqe = ring_sqe(u);
   if (sqe) {
     io_uring_prep_write(sqe, fd, g, o->len, o->pos);
     io_uring_sqe_set_data64(sqe, WRITE_TAG | i);
-    if (!ring_submit(u))
-      sqe = NULL; /* prepared but never submitted: the ring is not used again */
+    if (ring_submit(u))
+      return RPL_OK;
   }
-  if (!sqe) {
-    ssize_t w = pwrite(fd, g, o->len, (off_t)o->pos);
-    e = group_done(u, i, w < 0 ? -errno : (int)w);
+  ssize_t w = pwrite(fd, g, o->len, (off_t)o->pos); /* no ring, or prepared but never submitted */
+  return group_done(u, i, w < 0 ? -errno : (int)w);
+}
+
+/* The group being filled is closed: written as soon as its old blocks are in, while the next free
+ * buffer fills. Waiting for old blocks at every group boundary emptied the disk's queue and held
+ * the session thread, which then read nothing from the agent. Groups reach the file in the order
+ * their reads finish; none is durable before undo_log_sync, and each one is valid only whole. */
+static rpl_err group_close(struct undo_log *u)
+{
+  unsigned i = u->cur;
+  struct group_header *g = group_at(u, i);
+  if (!g->count)
+    return RPL_OK;
+  u->out[i].len = UNDO_BLOCK + u->cur_blocks * UNDO_BLOCK;
+  u->out[i].closed = true;
+  u->cur_blocks = 0;
+  rpl_err e = u->reads[i].in_flight ? RPL_OK : group_write(u, i);
+  unsigned next = (i + 1) % GROUP_BUFFERS;
+  for (unsigned k = 1; k < GROUP_BUFFERS; k++) { /* the first free buffer, else the next one */
+    unsigned c = (i + k) % GROUP_BUFFERS;
+    if (!u->out[c].closed && !u->out[c].busy && !u->reads[c].in_flight) {
+      next = c;
+      break;
+    }
   }
+  u->cur = next;
   if (!e)
-    e = group_wait(u, u->cur); /* its write, and any read into it (none: it was submitted whole) */
-  group_at(u, u->cur)->count = 0;
-  u->reads[u->cur] = (struct group_reads){0};
+    e = group_wait(u, next);
+  group_at(u, next)->count = 0;
+  u->reads[next] = (struct group_reads){0};
   return e ? log_failed(u, e) : RPL_OK;
 }
 
@@ -786,7 +810,7 @@ static rpl_err group_room(struct undo_log *u, uint32_t n, uint8_t **data)
 {
   rpl_err e = groups_reserve(u);
   if (!e && (group_at(u, u->cur)->count == GROUP_ENTRIES || u->cur_blocks + n > GROUP_BLOCKS))
-    e = group_submit(u);
+    e = group_close(u);
   if (!e)
     *data = (uint8_t *)group_at(u, u->cur) + UNDO_BLOCK + (size_t)u->cur_blocks * UNDO_BLOCK;
   return e;
@@ -917,7 +941,7 @@ rpl_err undo_log_note(struct undo_log *u, int image_fd, uint64_t image_size, uin
 rpl_err undo_log_sync(struct undo_log *u)
 {
   if (u->groups && group_at(u, u->cur)->count) {
-    rpl_err e = group_submit(u);
+    rpl_err e = group_close(u);
     if (!e && (e = groups_wait(u)))
       e = log_failed(u, e);
     if (e)
