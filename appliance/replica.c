@@ -69,6 +69,7 @@ struct replica {
       uint64_t offset;
       uint32_t len;
       uint32_t at, span; /* its bytes at buf + at; span: those plus the ring's end it skipped */
+      const uint8_t *data; /* where its bytes are: buf + at, or the caller's (replica_write_borrowed) */
       bool buffered;  /* unaligned: through the page cache */
       bool done;
     } slot[DIRECT_SLOTS];
@@ -494,7 +495,7 @@ static void *direct_reaper(void *arg)
     if (tag == REAPER_STOP)
       return NULL;
     struct direct_slot *sl = &r->w.slot[tag];
-    int err = complete_write(r, r->w.buf + sl->at, sl->offset, sl->len, sl->buffered, res);
+    int err = complete_write(r, sl->data, sl->offset, sl->len, sl->buffered, res);
     pthread_mutex_lock(&r->w.lock);
     if (err && !r->w.err)
       r->w.err = err;
@@ -580,18 +581,43 @@ static int take_ring(struct replica *r, uint32_t len, uint32_t *at, uint32_t *sp
   return 0;
 }
 
-/* Submits the extent's write from the ring: copied into it (waiting for room) unless raw is the
- * room replica_room gave for it. */
-static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered)
+/* A slot for a write from the caller's bytes (no ring bytes), waiting for one when wait; 1 when
+ * none is free and !wait. The errno of an earlier failed write instead, or -1 when the reaper is
+ * gone. Under w.lock. */
+static int take_slot(struct replica *r, bool wait)
+{
+  for (;;) {
+    if (r->w.reaper_gone)
+      return -1;
+    if (r->w.err)
+      return r->w.err;
+    if (r->w.count < DIRECT_SLOTS)
+      return 0;
+    if (!wait)
+      return 1;
+    pthread_cond_wait(&r->w.cv, &r->w.lock);
+  }
+}
+
+/* Submits the extent's write: from raw itself when borrowed (the caller keeps it until the write is
+ * back), else from the ring, copied into it (waiting for room) unless raw is the room replica_room
+ * gave for it. A borrowed write finds no free slot and !wait: RPL_E_AGAIN, nothing queued. */
+static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool buffered,
+                            bool borrowed, bool wait)
 {
   if (!direct_start(r))
     return write_now(r, offset, raw, len, buffered);
   pthread_mutex_lock(&r->w.lock);
-  uint32_t at, span;
-  bool in_room = raw == r->w.room.ptr && offset == r->w.room.offset && len == r->w.room.len && !r->w.err &&
-                 !r->w.reaper_gone;
+  uint32_t at = 0, span = 0;
+  bool in_room = !borrowed && raw == r->w.room.ptr && offset == r->w.room.offset && len == r->w.room.len &&
+                 !r->w.err && !r->w.reaper_gone;
   int err = 0;
-  if (in_room) {
+  if (borrowed) {
+    if ((err = take_slot(r, wait)) == 1) {
+      pthread_mutex_unlock(&r->w.lock);
+      return RPL_E_AGAIN;
+    }
+  } else if (in_room) {
     at = r->w.room.at;
     span = r->w.room.span;
     r->w.room.ptr = NULL;
@@ -606,11 +632,12 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
     return write_failed(r, err);
   /* Only this thread adds, so the slot and its bytes stay free while they are filled unlocked. */
   struct direct_slot *sl = &r->w.slot[idx];
-  if (!in_room)
+  const uint8_t *data = borrowed ? raw : r->w.buf + at;
+  if (!borrowed && !in_room)
     memcpy(r->w.buf + at, raw, len);
-  *sl = (struct direct_slot){.offset = offset, .len = len, .at = at, .span = span, .buffered = buffered};
+  *sl = (struct direct_slot){.offset = offset, .len = len, .at = at, .span = span, .data = data, .buffered = buffered};
   struct io_uring_sqe *sqe = io_uring_get_sqe(&r->w.ring); /* never NULL: one entry per slot, and the stop's */
-  io_uring_prep_write(sqe, buffered ? r->fd : r->dfd, r->w.buf + at, len, offset);
+  io_uring_prep_write(sqe, buffered ? r->fd : r->dfd, data, len, offset);
   io_uring_sqe_set_data64(sqe, idx);
   pthread_mutex_lock(&r->w.lock);
   bool gone = r->w.reaper_gone;
@@ -638,11 +665,11 @@ static rpl_err queue_direct(struct replica *r, uint64_t offset, const void *raw,
   return RPL_OK;
 }
 
-/* Waits for the writes in flight when one of them overlaps [offset, offset+len). */
-static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
+/* Whether a write in flight overlaps [offset, offset+len). */
+static bool queued_overlap(struct replica *r, uint64_t offset, uint32_t len)
 {
   if (!r->w.started)
-    return RPL_OK;
+    return false;
   bool overlap = false;
   pthread_mutex_lock(&r->w.lock);
   for (unsigned i = 0; i < r->w.count && !overlap; i++) {
@@ -650,7 +677,13 @@ static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
     overlap = !sl->done && sl->offset < offset + len && offset < sl->offset + sl->len;
   }
   pthread_mutex_unlock(&r->w.lock);
-  return overlap ? replica_flush(r) : RPL_OK;
+  return overlap;
+}
+
+/* Waits for the writes in flight when one of them overlaps [offset, offset+len). */
+static rpl_err flush_if_queued(struct replica *r, uint64_t offset, uint32_t len)
+{
+  return queued_overlap(r, offset, len) ? replica_flush(r) : RPL_OK;
 }
 
 rpl_err replica_flush(struct replica *r)
@@ -715,7 +748,7 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
     return qe;
   if (raw && len <= PROTO_MAX_EXTENT) {
     bool direct_io = open_direct(r) && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0;
-    return queue_direct(r, offset, raw, len, !direct_io);
+    return queue_direct(r, offset, raw, len, !direct_io, false, true);
   }
   if (!raw) { /* zeros where the image has a hole already (a new image: everywhere) cost nothing */
     off_t data = lseek(r->fd, (off_t)offset, SEEK_DATA);
@@ -724,6 +757,21 @@ rpl_err replica_write_extent(struct replica *r, uint64_t offset, const void *raw
   }
   return raw ? (file_pwrite_full(r->fd, raw, len, offset) ? sys_err("cannot write", r->path) : RPL_OK)
              : write_zeros(r, offset, len);
+}
+
+rpl_err replica_write_borrowed(struct replica *r, uint64_t offset, const void *raw, uint32_t len, bool wait)
+{
+  bool in_place = raw && offset <= r->size && len <= r->size - offset && len <= PROTO_MAX_EXTENT &&
+                  (uintptr_t)raw % DIRECT_ALIGN == 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 &&
+                  open_direct(r) && direct_start(r);
+  if (queued_overlap(r, offset, len)) {
+    if (!wait)
+      return RPL_E_AGAIN;
+    rpl_err e = replica_flush(r);
+    if (e)
+      return e;
+  }
+  return in_place ? queue_direct(r, offset, raw, len, false, true, wait) : replica_write_extent(r, offset, raw, len);
 }
 
 rpl_err replica_sync(struct replica *r)

@@ -80,6 +80,13 @@ RPL_MUST_CHECK rpl_err replica_write_extent(struct replica *r, uint64_t offset, 
  * gives it back if it was not used. NULL where the write could not use it (unaligned, no O_DIRECT,
  * no io_uring): the caller keeps the bytes itself. Waits for room, as a write does. */
 uint8_t *replica_room(struct replica *r, uint64_t offset, uint32_t len);
+/* replica_write_extent without the copy: where raw, offset and len are 4 KiB-aligned (and the image
+ * takes O_DIRECT), the write is made from raw itself, which the caller must keep unchanged until
+ * replica_flush or replica_sync returns; elsewhere raw is copied as replica_write_extent does. !wait:
+ * RPL_E_AGAIN instead of waiting for a free slot or for an overlapping write in flight, nothing
+ * queued (the caller tries again later, in the same order). */
+RPL_MUST_CHECK rpl_err replica_write_borrowed(struct replica *r, uint64_t offset, const void *raw, uint32_t len,
+                                              bool wait);
 /* Waits until the writer thread has written everything queued (a cycle given up: none of its
  * writes may land after the next cycle's). Its first failure, if any. */
 RPL_MUST_CHECK rpl_err replica_flush(struct replica *r);

@@ -25,10 +25,14 @@
 /* A point's kept image sits beside the live one: "<image>.cycle-N" (a reflink, or a full copy). */
 #define POINT_SUFFIX ".cycle-"
 
-/* A direct cycle while undo files are kept holds this much of its data in memory between two
- * syncs of the undo file: one fdatasync per batch instead of one per extent. */
+/* A direct cycle while undo files are kept holds its data in memory until the undo file is synced:
+ * one fdatasync per half of the stage instead of one per extent. One half fills while the other's
+ * writes are in flight, made from the stage itself. */
 #define STAGE_BYTES (32u << 20)
 #define STAGE_EXTENTS 4096
+#define HALF_BYTES (STAGE_BYTES / 2)
+#define HALF_EXTENTS (STAGE_EXTENTS / 2)
+#define STAGE_ALIGN 4096u /* each extent's place: its write goes O_DIRECT from there */
 
 /* How points are kept ($RPL_FILE_POINTS; the benchmark compares them): reflinks where the filesystem
  * has them, else undo files; always undo files; always a copy of the image (a reflink where possible). */
@@ -42,11 +46,15 @@ struct file_store {
   pthread_mutex_t lock;  /* undo: the applier, and a session's direct cycle (see file_direct_begin) */
   struct undo_log *undo; /* the newest point's undo file; NULL: no point needs blocks kept */
   bool direct_undo;      /* the direct cycle in progress keeps blocks before it writes them */
-  struct stage {         /* its extents whose old blocks were kept but not yet made durable */
+  struct stage {         /* its extents held until their old blocks are durable, then written */
     uint8_t *bytes;      /* STAGE_BYTES of address space (stage_reserve), or NULL */
-    size_t len;
-    struct staged { uint64_t offset; uint32_t length; bool zero; } x[STAGE_EXTENTS];
-    size_t n;
+    unsigned cur;        /* the half being filled; the other may have writes in flight */
+    struct half {
+      size_t len;        /* bytes taken (each extent's rounded up to STAGE_ALIGN) */
+      size_t n, sent;    /* extents held; of them, writes queued (from the first, in order) */
+      bool writing;      /* sealed: its old blocks are durable, its writes go out */
+      struct staged { uint64_t offset; uint32_t length; uint32_t at; bool zero; } x[HALF_EXTENTS];
+    } h[2];
   } stage;
 };
 
@@ -319,8 +327,16 @@ static rpl_err file_delete_replica(struct store *st)
 
 /* Any cycle may go straight in. While undo files are kept, the blocks a cycle overwrites must be
  * kept, durably, before they are: a direct cycle keeps each extent's old blocks as it comes (not
- * yet synced) and holds the extent in memory; a full stage, and the commit, sync the undo file
- * once, then write what was held. A given-up cycle drops what it held; what it wrote was kept first. */
+ * yet synced) and holds the extent in a half of the stage; a full half, and the commit, sync the
+ * undo file once, then write what the half held, from the stage, while the other half fills. A
+ * given-up cycle drops what it held; what it wrote was kept first. */
+static void stage_reset(struct stage *sg)
+{
+  for (unsigned i = 0; i < 2; i++)
+    sg->h[i].len = sg->h[i].n = sg->h[i].sent = 0, sg->h[i].writing = false;
+  sg->cur = 0;
+}
+
 static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool cache_bypass)
 {
   (void)n, (void)kind, (void)cache_bypass;
@@ -328,7 +344,7 @@ static bool file_direct_begin(struct store *st, uint64_t n, uint8_t kind, bool c
   pthread_mutex_lock(&fs->lock);
   fs->direct_undo = fs->undo != NULL;
   pthread_mutex_unlock(&fs->lock);
-  fs->stage.len = fs->stage.n = 0;
+  stage_reset(&fs->stage);
   return true;
 }
 
@@ -337,18 +353,19 @@ static void stage_free(struct stage *sg)
   if (sg->bytes)
     munmap(sg->bytes, STAGE_BYTES);
   sg->bytes = NULL;
-  sg->len = sg->n = 0;
+  stage_reset(sg);
 }
 
 /* The stage's memory, reserved whole and touched as it fills, in huge pages where the kernel has
  * them: a 41 MiB cycle faulted and zeroed its 32 MiB afresh every time, a fifth of the session
  * thread's time. Kept between cycles, but given back lazily (stage_done): a fleet's disks do not
- * each hold 32 MiB the kernel wants, and a disk's next cycle reuses the pages the kernel left. */
+ * each hold 32 MiB the kernel wants, and a disk's next cycle reuses the pages the kernel left.
+ * Nothing may be in flight from it (replica_flush first). */
 static void stage_done(struct stage *sg)
 {
   if (sg->bytes)
     (void)madvise(sg->bytes, STAGE_BYTES, MADV_FREE);
-  sg->len = sg->n = 0;
+  stage_reset(sg);
 }
 
 static rpl_err stage_reserve(struct stage *sg)
@@ -363,20 +380,72 @@ static rpl_err stage_reserve(struct stage *sg)
   return RPL_OK;
 }
 
-/* The held extents' old blocks made durable, then the extents written. */
+static uint8_t *half_bytes(struct stage *sg, unsigned i) { return sg->bytes + (size_t)i * HALF_BYTES; }
+
+/* Queues the writes of sealed half i, in order, from the stage: all of them when wait, else as many
+ * as the replica takes without waiting. */
+static rpl_err half_send(struct file_store *fs, unsigned i, bool wait)
+{
+  struct half *h = &fs->stage.h[i];
+  while (h->writing && h->sent < h->n) {
+    const struct staged *x = &h->x[h->sent];
+    rpl_err e = x->zero ? replica_write_extent(fs->r, x->offset, NULL, x->length)
+                        : replica_write_borrowed(fs->r, x->offset, half_bytes(&fs->stage, i) + x->at, x->length, wait);
+    if (e == RPL_E_AGAIN && !wait)
+      return RPL_OK;
+    if (e)
+      return e;
+    h->sent++;
+  }
+  return RPL_OK;
+}
+
+/* Half i's writes all queued and back: the half is empty again. */
+static rpl_err half_drain(struct file_store *fs, unsigned i)
+{
+  struct half *h = &fs->stage.h[i];
+  rpl_err e = half_send(fs, i, true);
+  rpl_err fe = h->sent ? replica_flush(fs->r) : RPL_OK;
+  *h = (struct half){0};
+  return e ? e : fe;
+}
+
+/* The half being filled, when it holds anything, is sealed (every old block kept so far made
+ * durable) and its writes start; the other half, written first, becomes the one filled. */
+static rpl_err stage_turn(struct file_store *fs)
+{
+  struct stage *sg = &fs->stage;
+  unsigned c = sg->cur, o = !c;
+  if (!sg->h[c].n)
+    return RPL_OK;
+  rpl_err e = guard_ready(fs);
+  if (!e)
+    e = half_drain(fs, o); /* its writes before the newer half's: the same bytes land in order */
+  if (e)
+    return e;
+  sg->h[c].writing = true;
+  sg->cur = o;
+  return half_send(fs, c, false);
+}
+
+/* Everything held made durable and written (queued; replica_sync waits for it). */
 static rpl_err stage_flush(struct file_store *fs)
 {
   struct stage *sg = &fs->stage;
-  if (!sg->n)
-    return RPL_OK;
-  rpl_err e = guard_ready(fs);
-  size_t pos = 0;
-  for (size_t i = 0; i < sg->n && !e; i++) {
-    e = replica_write_extent(fs->r, sg->x[i].offset, sg->x[i].zero ? NULL : sg->bytes + pos, sg->x[i].length);
-    pos += sg->x[i].zero ? 0 : sg->x[i].length;
-  }
-  sg->len = sg->n = 0;
+  rpl_err e = stage_turn(fs);
+  if (!e)
+    e = half_send(fs, !sg->cur, true);
   return e;
+}
+
+/* Room for the extent in the half being filled, NULL where it would need a turn first. */
+static uint8_t *stage_place(struct file_store *fs, uint32_t len)
+{
+  struct stage *sg = &fs->stage;
+  struct half *h = &sg->h[sg->cur];
+  if (h->n == HALF_EXTENTS || h->len + len > HALF_BYTES || stage_reserve(sg))
+    return NULL;
+  return half_bytes(sg, sg->cur) + h->len;
 }
 
 static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)
@@ -385,48 +454,57 @@ static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8
   if (!fs->direct_undo)
     return replica_write_extent(fs->r, offset, raw, len);
   struct stage *sg = &fs->stage;
-  size_t need = raw ? len : 0;
+  size_t need = raw ? ((size_t)len + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN : 0;
   rpl_err e = RPL_OK;
-  if (sg->n == STAGE_EXTENTS || sg->len + need > STAGE_BYTES)
-    e = stage_flush(fs);
-  if (!e && need > STAGE_BYTES) { /* larger than a whole stage: kept and written at once */
-    if (!(e = guard_note(fs, offset, len)) && !(e = guard_ready(fs)))
+  if (need > HALF_BYTES) { /* larger than a half: kept and written at once, after what was held */
+    if (!(e = stage_flush(fs)) && !(e = half_drain(fs, !sg->cur)) && !(e = guard_note(fs, offset, len)) &&
+        !(e = guard_ready(fs)))
       e = replica_write_extent(fs->r, offset, raw, len);
     return e;
   }
-  if (!e && need)
-    e = stage_reserve(sg);
-  if (!e)
-    e = guard_note(fs, offset, len);
-  if (e)
+  struct half *h = &sg->h[sg->cur];
+  if (h->n == HALF_EXTENTS || h->len + need > HALF_BYTES) {
+    if ((e = stage_turn(fs)))
+      return e;
+    h = &sg->h[sg->cur];
+  }
+  if (need && (e = stage_reserve(sg)))
     return e;
-  if (raw)
-    memcpy(sg->bytes + sg->len, raw, len);
-  sg->len += need;
-  sg->x[sg->n++] = (struct staged){offset, len, raw == NULL};
-  return RPL_OK;
+  if ((e = guard_note(fs, offset, len)))
+    return e;
+  if (raw) {
+    uint8_t *at = half_bytes(sg, sg->cur) + h->len;
+    if (raw != at) /* else it was read into its place (file_direct_room) */
+      memcpy(at, raw, len);
+  }
+  h->x[h->n++] = (struct staged){offset, len, (uint32_t)h->len, raw == NULL};
+  h->len += need;
+  return half_send(fs, !sg->cur, false); /* the sealed half's writes, as slots come free */
 }
 
 static uint8_t *file_direct_room(struct store *st, uint64_t offset, uint32_t len)
 {
   struct file_store *fs = (struct file_store *)st;
-  return fs->direct_undo ? NULL : replica_room(fs->r, offset, len); /* a point's stage copies anyway */
+  if (!fs->direct_undo)
+    return replica_room(fs->r, offset, len);
+  return len % STAGE_ALIGN ? NULL : stage_place(fs, len);
 }
 
 static rpl_err file_direct_commit(struct store *st)
 {
   struct file_store *fs = (struct file_store *)st;
   rpl_err e = stage_flush(fs);
+  rpl_err se = replica_sync(fs->r); /* whatever was queued is back before the stage is given back */
   stage_done(&fs->stage);
-  return e ? e : replica_sync(fs->r);
+  return e ? e : se;
 }
 
 static void file_direct_abort(struct store *st)
 {
   struct file_store *fs = (struct file_store *)st;
-  stage_done(&fs->stage);
   if (replica_flush(fs->r))
     log_warn("replica %s: a write of a given-up direct cycle failed (it is sent again)", replica_path(fs->r));
+  stage_done(&fs->stage);
 }
 
 static rpl_err file_read(struct store *st, uint64_t offset, void *buf, size_t len)

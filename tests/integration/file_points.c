@@ -4,7 +4,7 @@
  * undo files take about the changed bytes; every point restores byte-identical to the disk at its
  * time, also while cycles land during the read; pruning a middle and the oldest point keeps every
  * other point; a kill -9 while a point is recorded or pruned loses no other point; cycles written
- * straight into the image (direct, larger than one stage of the undo file's batches, one given up
+ * straight into the image (direct, larger than the undo file's stage, some read into its room, one given up
  * and sent again) keep every point too, also when three disks' direct cycles run at once.
  * Usage: file_points STATE_DIR WORK_DIR DISK_MIB POINTS (settings from `replication-appliance init`). */
 #include <inttypes.h>
@@ -56,6 +56,7 @@ static struct {
   uint64_t undo_expected;   /* bytes: the distinct blocks each point's next cycle overwrote */
   uint64_t rng;
   char point_id[CATALOG_MAX_SNAPSHOT_ID + 1];
+  unsigned rooms_used;      /* direct extents read into the store's room */
 } T;
 
 static uint64_t next_rand(void)
@@ -444,7 +445,8 @@ static void step4_kill9(void **state)
 }
 
 /* A direct cycle n: a 6 MiB run, 1 % of the disk in blocks, zeros, and 4 KiB blocks until it is
- * larger than one stage (32 MiB); abort_first: sent once and given up, then sent again whole. */
+ * larger than the stage (32 MiB, two halves); a third of them read into the store's room, some of
+ * those rooms given up first; abort_first: sent once and given up, then sent again whole. */
 static void direct_cycle(uint64_t n, bool point, bool abort_first)
 {
   struct { uint64_t off; uint32_t len; uint8_t *raw; } x[12000];
@@ -479,8 +481,22 @@ static void direct_cycle(uint64_t n, bool point, bool abort_first)
   }
   for (int pass = abort_first ? 0 : 1; pass < 2; pass++) {
     assert_true(T.ops->direct_begin(T.st, n, point ? PROTO_CYCLE_RECOVERY_POINT : PROTO_CYCLE_PLAIN, false));
-    for (size_t i = 0; i < nx; i++)
-      assert_int_equal(T.ops->direct_extent(T.st, x[i].off, x[i].raw, x[i].len), RPL_OK);
+    for (size_t i = 0; i < nx; i++) {
+      const uint8_t *src = x[i].raw;
+      if (src && i % 3 == 0) { /* read into the store's room, as a session does; some rooms given up first */
+        uint8_t *room = T.ops->direct_room(T.st, x[i].off, x[i].len);
+        if (room && i % 6 == 0) { /* an extent refused after it was read into its room */
+          memset(room, 0xA5, x[i].len);
+          room = T.ops->direct_room(T.st, x[i].off, x[i].len);
+        }
+        if (room) {
+          memcpy(room, src, x[i].len);
+          src = room;
+          T.rooms_used++;
+        }
+      }
+      assert_int_equal(T.ops->direct_extent(T.st, x[i].off, src, x[i].len), RPL_OK);
+    }
     if (pass == 0)
       T.ops->direct_abort(T.st);
     else
@@ -504,6 +520,7 @@ static void step5_direct(void **state)
   direct_cycle(n + 1, false, false);
   direct_cycle(n + 2, true, false);
   direct_cycle(n + 3, true, true);
+  assert_true(T.rooms_used > 0);
   victim = n + 2;
   expect_points("after direct cycles (one given up and sent again)", near_victim);
 }
