@@ -16,7 +16,8 @@
 # (goal <= 1.5). Beside it, the limit of the work a point without reflinks adds (`bench_gen limit
 # delta ... KEEP`): the blocks the extents overwrite read from the copy (O_DIRECT) and appended to a
 # file of their own, fdatasynced, before the same writes; ours against it says how near the hardware
-# we are for what we must do.
+# we are for what we must do. Each round also prints the CPU both daemons used over it (their
+# cycle and its point, from /proc; 1 tick = 10 ms).
 #
 #   bash bench/bench_delta.sh [ROUNDS] [SIZE] [PERCENT]        (root; defaults: 3 4G 1)
 #
@@ -99,6 +100,7 @@ run_limit() {
 
 o=(); p=(); l=(); ratios=(); limits=(); kl=(); klimits=()
 for r in $(seq 1 "$ROUNDS"); do
+  cpu0=$(( $(proc_cpu_ticks "$AG_PID") )) acpu0=$(( $(proc_cpu_ticks "$AP_PID") ))
   sent0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw0=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
   base=$(ap_field d last_applied_cycle) # before the clock starts: the status call is the benchmark's, not ours
@@ -112,15 +114,17 @@ for r in $(seq 1 "$ROUNDS"); do
   else
     run_rsync; rs=$RESULT; run_ours "$(now)" "$base"; ours=$RESULT; run_limit; lim=$RESULT
   fi
+  cpu1=$(( $(proc_cpu_ticks "$AG_PID") )) acpu1=$(( $(proc_cpu_ticks "$AP_PID") ))
   sent1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"bytes_sent":[0-9]*' | cut -d: -f2)
   raw1=$("$AG" status --state "$RT/d/agent" --json | grep -o '"raw_bytes":[0-9]*' | cut -d: -f2)
   cmp "$replica" "$dev" || die "round $r: the replica differs from the source"
   cmp "$ddev" "$dev" || die "round $r: rsync's copy differs from the source"
   o+=("$ours"); p+=("$rs"); l+=("$lim"); ratios+=("$(calc "$rs / $ours" 1)"); limits+=("$(calc "$ours / $lim" 2)")
   kl+=("$KEEP_LIMIT"); klimits+=("$(calc "$ours / $KEEP_LIMIT" 2)")
-  printf 'round %d: %s; ours %6.3f s (checkpoint returned %.3f s; read %5.1f MiB, sent %5.1f MiB, %s) | rsync %7.2f s (literal %5.1f MiB) | limit %6.3f s (keeping the old blocks %6.3f s) | rsync/ours %6.1f | ours/limit %5.2f (keeping %5.2f) | load %s\n' \
+  printf 'round %d: %s; ours %6.3f s (checkpoint returned %.3f s; read %5.1f MiB, sent %5.1f MiB, %s) | rsync %7.2f s (literal %5.1f MiB) | limit %6.3f s (keeping the old blocks %6.3f s) | rsync/ours %6.1f | ours/limit %5.2f (keeping %5.2f) | CPU ticks agent %dt appliance %dt | load %s\n' \
     "$r" "$w" "$ours" "$CKPT" "$(calc "($raw1 - $raw0) / 1048576" 1)" "$(calc "($sent1 - $sent0) / 1048576" 1)" "$POINT" \
-    "$rs" "$(calc "${RSYNC_LITERAL:-0} / 1048576" 1)" "$lim" "$KEEP_LIMIT" "${ratios[-1]}" "${limits[-1]}" "${klimits[-1]}" "$(load_avg)"
+    "$rs" "$(calc "${RSYNC_LITERAL:-0} / 1048576" 1)" "$lim" "$KEEP_LIMIT" "${ratios[-1]}" "${limits[-1]}" "${klimits[-1]}" \
+    "$((cpu1 - cpu0))" "$((acpu1 - acpu0))" "$(load_avg)"
 done
 echo "      peak RSS: agent $(proc_kb "$AG_PID" VmHWM) KiB, appliance $(proc_kb "$AP_PID" VmHWM) KiB"
 echo
