@@ -764,6 +764,8 @@ rpl_err replica_write_borrowed(struct replica *r, uint64_t offset, const void *r
   bool in_place = raw && offset <= r->size && len <= r->size - offset && len <= PROTO_MAX_EXTENT &&
                   (uintptr_t)raw % DIRECT_ALIGN == 0 && offset % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 &&
                   open_direct(r) && direct_start(r);
+  if (!in_place)
+    return replica_write_extent(r, offset, raw, len);
   if (queued_overlap(r, offset, len)) {
     if (!wait)
       return RPL_E_AGAIN;
@@ -771,7 +773,7 @@ rpl_err replica_write_borrowed(struct replica *r, uint64_t offset, const void *r
     if (e)
       return e;
   }
-  return in_place ? queue_direct(r, offset, raw, len, false, true, wait) : replica_write_extent(r, offset, raw, len);
+  return queue_direct(r, offset, raw, len, false, true, wait);
 }
 
 rpl_err replica_sync(struct replica *r)

@@ -330,10 +330,18 @@ static rpl_err file_delete_replica(struct store *st)
  * yet synced) and holds the extent in a half of the stage; a full half, and the commit, sync the
  * undo file once, then write what the half held, from the stage, while the other half fills. A
  * given-up cycle drops what it held; what it wrote was kept first. */
+static void half_clear(struct half *h)
+{
+  h->len = h->n = h->sent = 0;
+  h->writing = false;
+}
+
+static bool half_fits(const struct half *h, size_t need) { return h->n < HALF_EXTENTS && h->len + need <= HALF_BYTES; }
+
 static void stage_reset(struct stage *sg)
 {
-  for (unsigned i = 0; i < 2; i++)
-    sg->h[i].len = sg->h[i].n = sg->h[i].sent = 0, sg->h[i].writing = false;
+  half_clear(&sg->h[0]);
+  half_clear(&sg->h[1]);
   sg->cur = 0;
 }
 
@@ -406,7 +414,7 @@ static rpl_err half_drain(struct file_store *fs, unsigned i)
   struct half *h = &fs->stage.h[i];
   rpl_err e = half_send(fs, i, true);
   rpl_err fe = h->sent ? replica_flush(fs->r) : RPL_OK;
-  *h = (struct half){0};
+  half_clear(h);
   return e ? e : fe;
 }
 
@@ -442,10 +450,9 @@ static rpl_err stage_flush(struct file_store *fs)
 static uint8_t *stage_place(struct file_store *fs, uint32_t len)
 {
   struct stage *sg = &fs->stage;
-  struct half *h = &sg->h[sg->cur];
-  if (h->n == HALF_EXTENTS || h->len + len > HALF_BYTES || stage_reserve(sg))
+  if (!half_fits(&sg->h[sg->cur], len) || stage_reserve(sg))
     return NULL;
-  return half_bytes(sg, sg->cur) + h->len;
+  return half_bytes(sg, sg->cur) + sg->h[sg->cur].len;
 }
 
 static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8_t *raw, uint32_t len)
@@ -463,7 +470,7 @@ static rpl_err file_direct_extent(struct store *st, uint64_t offset, const uint8
     return e;
   }
   struct half *h = &sg->h[sg->cur];
-  if (h->n == HALF_EXTENTS || h->len + need > HALF_BYTES) {
+  if (!half_fits(h, need)) {
     if ((e = stage_turn(fs)))
       return e;
     h = &sg->h[sg->cur];

@@ -679,10 +679,16 @@ static rpl_err reap_one(struct undo_log *u)
   return u->out[g].closed && !u->reads[g].in_flight ? group_write(u, g) : RPL_OK;
 }
 
+/* Buffer i neither closed, nor being written, nor being read into. */
+static bool group_free(const struct undo_log *u, unsigned i)
+{
+  return !u->out[i].closed && !u->out[i].busy && !u->reads[i].in_flight;
+}
+
 static rpl_err group_wait(struct undo_log *u, unsigned i)
 {
   rpl_err e = RPL_OK;
-  while (u->out[i].closed || u->out[i].busy || u->reads[i].in_flight) {
+  while (!group_free(u, i)) {
     rpl_err ek = reap_one(u);
     e = e ? e : ek;
   }
@@ -791,7 +797,7 @@ static rpl_err group_close(struct undo_log *u)
   unsigned next = (i + 1) % GROUP_BUFFERS;
   for (unsigned k = 1; k < GROUP_BUFFERS; k++) { /* the first free buffer, else the next one */
     unsigned c = (i + k) % GROUP_BUFFERS;
-    if (!u->out[c].closed && !u->out[c].busy && !u->reads[c].in_flight) {
+    if (group_free(u, c)) {
       next = c;
       break;
     }
